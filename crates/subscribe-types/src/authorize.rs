@@ -1,0 +1,227 @@
+//! Step 1 of the flow: sending the user to WeChat's authorization page.
+//!
+//! [`AuthorizeRequest`] builds the web page URL for official accounts; [`MobileSubscribeRequest`]
+//! is the request a mobile app passes to the WeChat Open SDK.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::callback::{Action, AuthorizationAnswer, Cancelled, Confirmed, QueryError};
+use crate::ids::{AppId, OpenId, Reserved, Scene, TemplateId};
+use crate::query::{self, encode_component};
+use crate::text::HttpUrl;
+
+/// The authorization page's host when none is configured.
+pub const DEFAULT_MP_BASE: &str = "https://mp.weixin.qq.com";
+/// The authorization page's path.
+pub const AUTHORIZE_PATH: &str = "/mp/subscribemsg";
+
+/// Longest query string (or URL) that [`AuthorizeRequest::from_query`] and
+/// [`AuthorizationAnswer::parse`] accept, in bytes.
+pub const MAX_QUERY_LEN: usize = 4096;
+
+/// An authorization request for the web (official account) flow.
+///
+/// ```
+/// use subscribe_types::{AppId, AuthorizeRequest, HttpUrl, Reserved, Scene, TemplateId};
+///
+/// let request = AuthorizeRequest::new(
+///     AppId::new("wxaba38c7f163da69b")?,
+///     TemplateId::new("1uDxHNXwYQfBmXOfPJcjAS3FynHArD8aWMEFNRGSbCc")?,
+///     Scene::new(1000)?,
+///     HttpUrl::new("http://support.qq.com")?,
+/// )
+/// .with_reserved(Reserved::new("test")?);
+///
+/// assert_eq!(
+///     request.url(),
+///     "https://mp.weixin.qq.com/mp/subscribemsg?action=get_confirm&appid=wxaba38c7f163da69b\
+///      &scene=1000&template_id=1uDxHNXwYQfBmXOfPJcjAS3FynHArD8aWMEFNRGSbCc\
+///      &redirect_url=http%3A%2F%2Fsupport.qq.com&reserved=test#wechat_redirect"
+/// );
+/// # Ok::<(), subscribe_types::ValidationError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthorizeRequest {
+    /// The official account asking.
+    pub appid: AppId,
+    /// The one-time template the user is asked to accept.
+    pub template_id: TemplateId,
+    /// The scene the authorization is for.
+    pub scene: Scene,
+    /// Where WeChat sends the answer. Its domain must be the account's registered business
+    /// domain.
+    pub redirect_url: HttpUrl,
+    /// The state echoed back (empty when none).
+    pub reserved: Reserved,
+}
+
+impl AuthorizeRequest {
+    /// A request with an empty `reserved`. Set one with [`with_reserved`](Self::with_reserved);
+    /// without it nothing ties the answer to the user's session.
+    pub fn new(appid: AppId, template_id: TemplateId, scene: Scene, redirect_url: HttpUrl) -> Self {
+        Self { appid, template_id, scene, redirect_url, reserved: Reserved::default() }
+    }
+
+    /// Sets the `reserved` state.
+    #[must_use]
+    pub fn with_reserved(mut self, reserved: Reserved) -> Self {
+        self.reserved = reserved;
+        self
+    }
+
+    /// The authorization page URL on WeChat's host ([`DEFAULT_MP_BASE`]).
+    pub fn url(&self) -> String {
+        self.url_with_base(DEFAULT_MP_BASE)
+    }
+
+    /// The authorization page URL on another host (a sandbox, a proxy). `base` is a scheme and
+    /// host, with or without a trailing `/`.
+    ///
+    /// Parameters come in the documented order; `redirect_url` and `reserved` are
+    /// percent-encoded as URL components; `#wechat_redirect` is appended literally.
+    pub fn url_with_base(&self, base: &str) -> String {
+        let base = base.trim_end_matches('/');
+        let mut out = String::with_capacity(base.len() + 200 + self.redirect_url.as_str().len() * 3);
+        // Writing to a String cannot fail.
+        let _ = write!(
+            out,
+            "{base}{AUTHORIZE_PATH}?action=get_confirm&appid={}&scene={}&template_id={}&redirect_url={}&reserved={}#wechat_redirect",
+            encode_component(self.appid.as_str()),
+            self.scene,
+            encode_component(self.template_id.as_str()),
+            encode_component(self.redirect_url.as_str()),
+            encode_component(self.reserved.as_str()),
+        );
+        out
+    }
+
+    /// Reads an authorization request back from its URL or query string: what WeChat's (or the
+    /// sandbox's) authorization page does. `action` must be `get_confirm`; `reserved` may be
+    /// absent.
+    ///
+    /// ```
+    /// use subscribe_types::AuthorizeRequest;
+    /// let url = "https://mp.weixin.qq.com/mp/subscribemsg?action=get_confirm&appid=wxaba38c7f163da69b\
+    ///            &scene=1000&template_id=1uDxHNXwYQfBmXOfPJcjAS3FynHArD8aWMEFNRGSbCc\
+    ///            &redirect_url=http%3a%2f%2fsupport.qq.com&reserved=test#wechat_redirect";
+    /// let request = AuthorizeRequest::from_query(url)?;
+    /// assert_eq!(request.redirect_url.as_str(), "http://support.qq.com");
+    /// assert_eq!(request.scene.get(), 1000);
+    /// # Ok::<(), subscribe_types::QueryError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`QueryError`] for input over [`MAX_QUERY_LEN`], bad percent-encoding, a missing or
+    /// repeated parameter, an `action` other than `get_confirm`, or an invalid value.
+    pub fn from_query(input: &str) -> Result<Self, QueryError> {
+        let [action, appid, scene, template_id, redirect_url, reserved] =
+            read_query(input, ["action", "appid", "scene", "template_id", "redirect_url", "reserved"])?;
+        if required("action", action)? != "get_confirm" {
+            return Err(QueryError::UnknownAction);
+        }
+        Ok(Self {
+            appid: AppId::new(required("appid", appid)?)?,
+            template_id: TemplateId::new(required("template_id", template_id)?)?,
+            scene: required("scene", scene)?.parse()?,
+            redirect_url: HttpUrl::checked("redirect_url", required("redirect_url", redirect_url)?)?,
+            reserved: Reserved::new(reserved.unwrap_or_default())?,
+        })
+    }
+}
+
+/// Reads the named parameters of a URL or query, enforcing the size limit.
+pub(crate) fn read_query<const N: usize>(
+    input: &str,
+    names: [&'static str; N],
+) -> Result<[Option<String>; N], QueryError> {
+    if input.len() > MAX_QUERY_LEN {
+        return Err(QueryError::TooLarge { len: input.len(), max: MAX_QUERY_LEN });
+    }
+    query::read(query::query_part(input), names).map_err(|e| match e {
+        query::ReadError::BadEncoding => QueryError::BadEncoding,
+        query::ReadError::Repeated(param) => QueryError::Repeated { param },
+    })
+}
+
+pub(crate) fn required(param: &'static str, value: Option<String>) -> Result<String, QueryError> {
+    value.ok_or(QueryError::Missing { param })
+}
+
+/// The request a mobile app hands to the WeChat Open SDK (`WXSubscribeMsgReq` on iOS,
+/// `SubscribeMessage.Req` on Android), with the SDKs' field names.
+///
+/// ```
+/// use subscribe_types::{MobileSubscribeRequest, Reserved, Scene, TemplateId};
+/// let req = MobileSubscribeRequest {
+///     scene: Scene::new(1000)?,
+///     template_id: TemplateId::new("7YuTL__ilzyZB9DXcDt2mHx-CAS_E7KtsQkhIGVhhRM")?,
+///     reserved: Reserved::new("hello")?,
+/// };
+/// assert_eq!(
+///     serde_json::to_string(&req).unwrap(),
+///     r#"{"scene":1000,"templateId":"7YuTL__ilzyZB9DXcDt2mHx-CAS_E7KtsQkhIGVhhRM","reserved":"hello"}"#
+/// );
+/// # Ok::<(), subscribe_types::ValidationError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MobileSubscribeRequest {
+    /// `scene`, a number 0..=10000.
+    pub scene: Scene,
+    /// `templateId` (iOS) or `templateID` (Android, accepted when reading).
+    #[serde(rename = "templateId", alias = "templateID")]
+    pub template_id: TemplateId,
+    /// `reserved`, the state echoed back.
+    #[serde(default)]
+    pub reserved: Reserved,
+}
+
+/// The answer the Open SDK gives the app (`WXSubscribeMsgResp` / `SubscribeMessage.Resp`),
+/// which the app forwards to its server.
+///
+/// ```
+/// use subscribe_types::{AuthorizationAnswer, MobileSubscribeResponse};
+/// let resp: MobileSubscribeResponse = serde_json::from_str(
+///     r#"{"openId":"oyAaTjt-xXvP87pubE4eUOF-ttD4","templateID":"7YuTL__ilzyZB9DXcDt2mHx-CAS_E7KtsQkhIGVhhRM",
+///         "scene":1000,"action":"confirm","reserved":"hello"}"#,
+/// ).unwrap();
+/// let AuthorizationAnswer::Confirmed(c) = resp.into_answer()? else { panic!("confirmed") };
+/// assert_eq!(c.openid.as_str(), "oyAaTjt-xXvP87pubE4eUOF-ttD4");
+/// # Ok::<(), subscribe_types::QueryError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MobileSubscribeResponse {
+    /// `openId`: present only when the user confirmed.
+    #[serde(rename = "openId", alias = "openid", default, skip_serializing_if = "Option::is_none")]
+    pub open_id: Option<OpenId>,
+    /// `templateId` (iOS) or `templateID` (Android).
+    #[serde(rename = "templateId", alias = "templateID")]
+    pub template_id: TemplateId,
+    /// `scene`.
+    pub scene: Scene,
+    /// `action`: `confirm` or `cancel`.
+    pub action: Action,
+    /// `reserved`, echoed.
+    #[serde(default)]
+    pub reserved: Reserved,
+}
+
+impl MobileSubscribeResponse {
+    /// The same answer as the web callback would give.
+    ///
+    /// # Errors
+    /// [`QueryError::ConfirmWithoutOpenId`] for a confirmation that lacks `openId`.
+    pub fn into_answer(self) -> Result<AuthorizationAnswer, QueryError> {
+        let Self { open_id, template_id, scene, action, reserved } = self;
+        Ok(match action {
+            Action::Confirm => AuthorizationAnswer::Confirmed(Confirmed {
+                openid: open_id.ok_or(QueryError::ConfirmWithoutOpenId)?,
+                template_id,
+                scene,
+                reserved,
+            }),
+            Action::Cancel => AuthorizationAnswer::Cancelled(Cancelled { template_id, scene, reserved }),
+        })
+    }
+}

@@ -1,0 +1,143 @@
+use subscribe_types::*;
+
+fn official_request() -> AuthorizeRequest {
+    AuthorizeRequest::new(
+        AppId::new("wxaba38c7f163da69b").unwrap(),
+        TemplateId::new("1uDxHNXwYQfBmXOfPJcjAS3FynHArD8aWMEFNRGSbCc").unwrap(),
+        Scene::new(1000).unwrap(),
+        HttpUrl::new("http://support.qq.com").unwrap(),
+    )
+    .with_reserved(Reserved::new("test").unwrap())
+}
+
+/// Lower-cases the hex digits of percent-escapes, so URLs compare up to escape case.
+fn fold_escapes(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c == '%' {
+            out.extend(chars.by_ref().take(2).map(|h| h.to_ascii_lowercase()));
+        }
+    }
+    out
+}
+
+#[test]
+fn official_example_url_is_reproduced_up_to_escape_case() {
+    let official = crate::fixtures()["authorize_url"].as_str().unwrap().to_owned();
+    let ours = official_request().url();
+    assert_ne!(ours, official, "case differs: ours are upper-case escapes");
+    assert_eq!(fold_escapes(&ours), fold_escapes(&official));
+}
+
+#[test]
+fn parameters_come_in_the_documented_order_and_fragment_is_literal() {
+    let url = official_request().url();
+    let names: Vec<&str> = url
+        .split_once('?')
+        .unwrap()
+        .1
+        .split('#')
+        .next()
+        .unwrap()
+        .split('&')
+        .map(|p| p.split('=').next().unwrap())
+        .collect();
+    assert_eq!(names, ["action", "appid", "scene", "template_id", "redirect_url", "reserved"]);
+    assert!(url.ends_with("#wechat_redirect"));
+    assert_eq!(url.matches('#').count(), 1);
+}
+
+#[test]
+fn redirect_url_is_encoded_as_a_component() {
+    let mut r = official_request();
+    r.redirect_url = HttpUrl::new("https://app.example.com/cb?x=1&y=%C3%A9").unwrap();
+    let url = r.url();
+    assert!(
+        url.contains("&redirect_url=https%3A%2F%2Fapp.example.com%2Fcb%3Fx%3D1%26y%3D%25C3%25A9&reserved="),
+        "{url}"
+    );
+    // Decoding the parameter gives the redirect URL back, byte for byte.
+    assert_eq!(AuthorizeRequest::from_query(&url).unwrap().redirect_url, r.redirect_url);
+}
+
+#[test]
+fn configurable_base_serves_the_sandbox() {
+    let url = official_request().url_with_base("http://127.0.0.1:8080/");
+    assert!(url.starts_with("http://127.0.0.1:8080/mp/subscribemsg?action=get_confirm&"), "{url}");
+}
+
+#[test]
+fn the_official_url_parses_back() {
+    let official = crate::fixtures()["authorize_url"].as_str().unwrap().to_owned();
+    assert_eq!(AuthorizeRequest::from_query(&official).unwrap(), official_request());
+}
+
+type Check = fn(&QueryError) -> bool;
+
+#[test]
+fn authorization_request_parse_rejections() {
+    let ok = official_request().url();
+    let cases: Vec<(String, Check)> = vec![
+        (ok.replace("action=get_confirm", "action=confirm"), |e| matches!(e, QueryError::UnknownAction)),
+        (ok.replace("&appid=wxaba38c7f163da69b", ""), |e| {
+            matches!(e, QueryError::Missing { param: "appid" })
+        }),
+        (ok.replace("scene=1000", "scene=10001"), |e| {
+            matches!(e, QueryError::Invalid(ValidationError::OutOfRange { .. }))
+        }),
+        (
+            ok.replace("redirect_url=http%3A%2F%2Fsupport.qq.com", "redirect_url=%2Fcb"),
+            |e| matches!(e, QueryError::Invalid(v) if v.field() == "redirect_url"),
+        ),
+        (ok.replace("#wechat_redirect", "&scene=1#wechat_redirect"), |e| {
+            matches!(e, QueryError::Repeated { param: "scene" })
+        }),
+        (
+            ok.replace("reserved=test", "reserved=te-st"),
+            |e| matches!(e, QueryError::Invalid(v) if v.field() == "reserved"),
+        ),
+    ];
+    for (input, check) in cases {
+        let err = AuthorizeRequest::from_query(&input).unwrap_err();
+        assert!(check(&err), "{input}: {err:?}");
+    }
+}
+
+#[test]
+fn mobile_request_uses_sdk_field_names_and_accepts_android_spelling() {
+    let req: MobileSubscribeRequest = serde_json::from_str(&format!(
+        r#"{{"scene":1000,"templateID":"{}","reserved":"hello"}}"#,
+        crate::TEMPLATE
+    ))
+    .unwrap();
+    let json = serde_json::to_value(&req).unwrap();
+    assert_eq!(json["templateId"], crate::TEMPLATE);
+    assert_eq!(json["scene"], 1000);
+    assert!(serde_json::from_str::<MobileSubscribeRequest>(r#"{"scene":10001,"templateId":"t"}"#).is_err());
+}
+
+#[test]
+fn mobile_response_official_example_and_cancel() {
+    let resp: MobileSubscribeResponse =
+        serde_json::from_value(crate::fixtures()["mobile_response"].clone()).unwrap();
+    let answer = resp.into_answer().unwrap();
+    assert_eq!(answer.openid().unwrap().as_str(), crate::OPENID);
+    assert_eq!(answer.reserved().as_str(), "hello");
+    assert_eq!(answer.scene().get(), 1000);
+
+    let cancel: MobileSubscribeResponse = serde_json::from_str(&format!(
+        r#"{{"templateId":"{}","scene":1,"action":"cancel"}}"#,
+        crate::TEMPLATE
+    ))
+    .unwrap();
+    assert_eq!(cancel.into_answer().unwrap().action(), Action::Cancel);
+
+    let no_openid: MobileSubscribeResponse = serde_json::from_str(&format!(
+        r#"{{"templateId":"{}","scene":1,"action":"confirm"}}"#,
+        crate::TEMPLATE
+    ))
+    .unwrap();
+    assert_eq!(no_openid.into_answer().unwrap_err(), QueryError::ConfirmWithoutOpenId);
+}

@@ -1,0 +1,76 @@
+use subscribe_types::*;
+
+#[test]
+fn every_documented_code_is_named_and_classified() {
+    let documented = [
+        -1, 0, 40001, 40002, 40003, 40013, 40014, 40033, 40036, 40037, 40039, 40048, 40125, 40164, 40243,
+        41001, 41002, 41004, 42001, 43002, 43004, 43101, 44002, 45009, 45011, 47001, 47003, 48001, 48004,
+        50001, 50002, 61004, 89501, 89503, 89506, 89507,
+    ];
+    for code in documented {
+        let c = ErrCode::new(code);
+        assert!(ErrCode::KNOWN.contains(&c), "{code} has no named constant");
+        assert!(c.description().is_some(), "{code} has no description");
+        assert_eq!(c.class().is_none(), code == 0, "{code}");
+    }
+    assert_eq!(ErrCode::KNOWN.len(), documented.len());
+}
+
+#[test]
+fn classes_follow_the_protocol() {
+    use ErrorClass::*;
+    for (code, class) in [
+        (ErrCode::INVALID_CREDENTIAL, RefreshToken),
+        (ErrCode::INVALID_ACCESS_TOKEN, RefreshToken),
+        (ErrCode::ACCESS_TOKEN_EXPIRED, RefreshToken),
+        (ErrCode::SYSTEM_BUSY, Backoff),
+        (ErrCode::DAILY_QUOTA_EXCEEDED, RetryLater),
+        (ErrCode::MINUTE_QUOTA_EXCEEDED, RetryLater),
+        (ErrCode::IP_NOT_IN_WHITELIST, Configuration),
+        (ErrCode::CLIENT_IP_NOT_REGISTERED, Configuration),
+        (ErrCode::APPSECRET_FROZEN, Configuration),
+        (ErrCode::USER_REFUSED, Permanent),
+        (ErrCode::ARGUMENT_INVALID, Permanent),
+        (ErrCode::new(99_999), Permanent),
+    ] {
+        assert_eq!(code.class(), Some(class), "{code}");
+    }
+    assert_eq!(ErrCode::INVALID_CREDENTIAL.class_at_token_endpoint(), Some(Configuration));
+    assert_eq!(ErrCode::SYSTEM_BUSY.class_at_token_endpoint(), Some(Backoff));
+}
+
+#[test]
+fn envelope_missing_errcode_is_success_and_errmsg_is_kept_verbatim() {
+    let f = crate::fixtures();
+    assert!(ApiResponse::parse(f["send_ok"].to_string().as_bytes()).unwrap().into_result().is_ok());
+    assert!(ApiResponse::parse(br#"{"errmsg":"ok"}"#).unwrap().into_result().is_ok());
+    let err =
+        ApiResponse::parse(f["send_refused"].to_string().as_bytes()).unwrap().into_result().unwrap_err();
+    assert_eq!(err.code(), ErrCode::USER_REFUSED);
+    assert_eq!(err.message(), "user refuse to accept the msg rid: 64f1a2b3-1c2d3e4f-5a6b7c8d");
+}
+
+#[test]
+fn decode_errors_never_quote_the_body() {
+    let body = br#"{"errcode":"SECRET_IN_BODY"}"#;
+    let err = ApiResponse::parse(body).unwrap_err();
+    assert_eq!(err.category(), DecodeCategory::Data);
+    assert!(!format!("{err} {err:?}").contains("SECRET_IN_BODY"));
+}
+
+#[test]
+fn reported_ip_from_whitelist_errors() {
+    let f = crate::fixtures();
+    let TokenResponseError::Api(e) = IssuedToken::parse(f["token_ip"].to_string().as_bytes()).unwrap_err()
+    else {
+        panic!("api error expected")
+    };
+    assert_eq!(e.reported_ip(), Some("47.96.12.34"));
+    let e = ApiError::new(
+        ErrCode::CLIENT_IP_NOT_REGISTERED,
+        "access clientip is not registered, requestIp:2001:db8::1 rid: x",
+    );
+    assert_eq!(e.reported_ip(), Some("2001:db8::1"));
+    assert_eq!(ApiError::new(ErrCode::USER_REFUSED, "invalid ip 1.2.3.4").reported_ip(), None);
+    assert_eq!(ApiError::new(ErrCode::IP_NOT_IN_WHITELIST, "no address here").reported_ip(), None);
+}

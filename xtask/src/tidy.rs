@@ -1,0 +1,173 @@
+//! Repository checks that no compiler lint covers.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// Every problem found, one line each; empty when the repository is tidy.
+pub(crate) fn check(root: &Path) -> Vec<String> {
+    let mut problems = Vec::new();
+    let crates = dirs(&root.join("crates"));
+    if crates.is_empty() {
+        problems.push("no crates found under crates/".to_owned());
+    }
+    let mut packages = crates.clone();
+    packages.extend(dirs(&root.join("examples")));
+    packages.push(root.join("xtask"));
+    for dir in &packages {
+        let name = dir.strip_prefix(root).unwrap_or(dir).display().to_string();
+        let manifest = fs::read_to_string(dir.join("Cargo.toml")).unwrap_or_default();
+        if !has_workspace_key(&manifest, "[lints]", "workspace") {
+            problems.push(format!("{name}/Cargo.toml: missing `[lints] workspace = true`"));
+        }
+        if !manifest.contains("rust-version.workspace = true") {
+            problems.push(format!("{name}/Cargo.toml: missing `rust-version.workspace = true`"));
+        }
+    }
+    for dir in &crates {
+        let name = dir.strip_prefix(root).unwrap_or(dir).display().to_string();
+        if !dir.join("README.md").is_file() {
+            problems.push(format!("{name}: missing README.md"));
+        }
+        for file in rust_files(&dir.join("src")) {
+            let rel = file.strip_prefix(root).unwrap_or(&file).display().to_string();
+            let text = fs::read_to_string(&file).unwrap_or_default();
+            let is_binary = file.ends_with("main.rs") || rel.contains("/src/bin/");
+            check_source(&rel, &text, is_binary, &mut problems);
+            if name.ends_with("subscribe-client") {
+                for (i, line) in text.lines().enumerate() {
+                    if line.trim_start().starts_with("pub ") && line.contains("reqwest::") {
+                        problems.push(format!("{rel}:{}: `reqwest::` in a public item", i + 1));
+                    }
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// Checks one source file: no `println!`/`dbg!` in library code, public error enums are
+/// `#[non_exhaustive]`.
+fn check_source(rel: &str, text: &str, is_binary: bool, problems: &mut Vec<String>) {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut in_tests = false;
+    for (i, line) in lines.iter().enumerate() {
+        let t = line.trim_start();
+        if t.starts_with("#[cfg(test)]") {
+            // Unit tests sit at the end of a file by convention; printing there is fine.
+            in_tests = true;
+        }
+        if t.starts_with("//") {
+            continue;
+        }
+        if !is_binary && !in_tests && (t.contains("println!(") || t.contains("dbg!(")) {
+            problems.push(format!("{rel}:{}: `println!`/`dbg!` in library code", i + 1));
+        }
+        if let Some(rest) = t.strip_prefix("pub enum ") {
+            let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            if name.ends_with("Error")
+                && !attributes_above(&lines, i).iter().any(|a| a.contains("non_exhaustive"))
+            {
+                problems.push(format!("{rel}:{}: `pub enum {name}` is not #[non_exhaustive]", i + 1));
+            }
+        }
+    }
+}
+
+/// The attribute and doc lines directly above line `i`.
+fn attributes_above<'a>(lines: &[&'a str], i: usize) -> Vec<&'a str> {
+    lines[..i]
+        .iter()
+        .rev()
+        .map(|l| l.trim_start())
+        .take_while(|l| l.starts_with("#[") || l.starts_with("///"))
+        .collect()
+}
+
+fn has_workspace_key(manifest: &str, table: &str, key: &str) -> bool {
+    let mut in_table = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_table = line == table;
+        } else if in_table && line.replace(' ', "") == format!("{key}=true") {
+            return true;
+        }
+    }
+    false
+}
+
+fn dirs(path: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = fs::read_dir(path)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("Cargo.toml").is_file())
+        .collect();
+    out.sort();
+    out
+}
+
+fn rust_files(path: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|e| e == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repository_is_tidy() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let problems = check(root);
+        assert!(problems.is_empty(), "repository checks failed:\n{}", problems.join("\n"));
+    }
+
+    #[test]
+    fn flags_println_in_library_code_but_not_in_binaries_or_tests() {
+        let mut p = Vec::new();
+        check_source("lib.rs", "fn f() {\n    println!(\"x\");\n}\n", false, &mut p);
+        assert_eq!(p.len(), 1, "{p:?}");
+        p.clear();
+        check_source("main.rs", "fn main() { println!(\"x\"); }", true, &mut p);
+        check_source("lib.rs", "#[cfg(test)]\nmod tests { fn t() { dbg!(1); } }", false, &mut p);
+        assert!(p.is_empty(), "{p:?}");
+    }
+
+    #[test]
+    fn flags_exhaustive_public_error_enums() {
+        let mut p = Vec::new();
+        check_source("e.rs", "/// doc\n#[derive(Debug)]\npub enum FooError { A }\n", false, &mut p);
+        assert_eq!(p.len(), 1);
+        p.clear();
+        check_source(
+            "e.rs",
+            "#[derive(Debug)]\n#[non_exhaustive]\npub enum FooError { A }\npub enum Kind { A }\n",
+            false,
+            &mut p,
+        );
+        assert!(p.is_empty(), "{p:?}");
+    }
+
+    #[test]
+    fn reads_workspace_lints_table() {
+        assert!(has_workspace_key(
+            "[package]\nname='x'\n[lints]\nworkspace = true\n",
+            "[lints]",
+            "workspace"
+        ));
+        assert!(!has_workspace_key("[package]\nworkspace = true\n[lints]\n", "[lints]", "workspace"));
+    }
+}
