@@ -88,13 +88,64 @@ fn docs() -> Result {
     cargo(&["doc", "--workspace", "--no-deps", "--all-features"], &[("RUSTDOCFLAGS", "-Dwarnings")])
 }
 
+/// Crates whose `default-features = false` build must carry no HTTP client or TLS stack.
+const LEAN_CRATES: &[&str] = &["subscribe-transport"];
+
 fn features() -> Result {
     // An explicit list, not a powerset: the sets integrators actually use.
-    let sets: &[&[&str]] = &[&["check", "-p", "subscribe-types", "--no-default-features"]];
+    let sets: &[&[&str]] = &[
+        &["check", "-p", "subscribe-types", "--no-default-features"],
+        &["test", "-p", "subscribe-transport", "--no-default-features"],
+        &["test", "-p", "subscribe-transport", "--no-default-features", "--features", "mock"],
+    ];
     for args in sets {
         cargo(args, &[])?;
     }
+    // `default-features = false` must leave no HTTP client and no TLS stack behind.
+    for krate in LEAN_CRATES {
+        let tree = cargo_output(&[
+            "tree",
+            "-p",
+            krate,
+            "--no-default-features",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+        ])?;
+        if let Some(bad) = tree
+            .lines()
+            .find(|l| ["reqwest ", "rustls ", "native-tls ", "hyper "].iter().any(|d| l.starts_with(d)))
+        {
+            return Err(format!("{krate} without default features still depends on `{bad}`"));
+        }
+    }
+    // native-tls needs the system's OpenSSL headers; build it where they are present.
+    if Command::new("pkg-config").args(["--exists", "openssl"]).status().is_ok_and(|s| s.success()) {
+        cargo(
+            &["check", "-p", "subscribe-transport", "--no-default-features", "--features", "native-tls,mock"],
+            &[],
+        )?;
+    } else {
+        eprintln!(
+            "xtask features: native-tls NOT checked: OpenSSL headers missing (apt-get install libssl-dev pkg-config)"
+        );
+    }
     Ok(())
+}
+
+fn cargo_output(args: &[&str]) -> Result<String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(args)
+        .current_dir(root())
+        .output()
+        .map_err(|e| format!("could not start cargo: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!("`cargo {}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr)))
+    }
 }
 
 fn run_tidy() -> Result {

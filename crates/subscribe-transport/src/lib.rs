@@ -1,0 +1,92 @@
+//! A pluggable async HTTP layer for the WeChat subscribe SDK. It knows HTTP and nothing of
+//! WeChat.
+//!
+//! Implement [`HttpTransport`] to put the client on another HTTP stack, wrap one to add logging
+//! or metrics ([`transport_fn`]), or use [`MockTransport`] in tests. Requests and responses are
+//! the [`http`] 1.x types with a [`Bytes`](bytes::Bytes) body; both crates are re-exported.
+//!
+//! | feature | default | gives |
+//! |---|---|---|
+//! | `reqwest` | yes | [`ReqwestTransport`] |
+//! | `rustls` | yes | TLS through rustls |
+//! | `native-tls` | no | TLS through the system library |
+//! | `mock` | no | [`MockTransport`] for tests |
+//!
+//! With `default-features = false` only the trait, the request and response types and the error
+//! remain: no reqwest, no TLS stack.
+//!
+//! The trait uses `async-trait`, so it can be stored as `Arc<dyn HttpTransport>` (see
+//! [`SharedTransport`]); its expanded signature returns a boxed future, one allocation per
+//! request, which is nothing next to a network round trip.
+//!
+//! ```
+//! use subscribe_transport::{HttpRequest, HttpResponse, HttpTransport, TransportError};
+//!
+//! /// A transport that answers every request itself: the smallest possible implementation.
+//! #[derive(Debug)]
+//! struct AlwaysOk;
+//!
+//! #[subscribe_transport::async_trait]
+//! impl HttpTransport for AlwaysOk {
+//!     async fn send(&self, _request: HttpRequest) -> Result<HttpResponse, TransportError> {
+//!         Ok(HttpResponse::new(r#"{"errcode":0,"errmsg":"ok"}"#.into()))
+//!     }
+//! }
+//! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod error;
+#[cfg(feature = "mock")]
+mod mock;
+mod request;
+#[cfg(feature = "reqwest")]
+mod reqwest_impl;
+mod shared;
+
+pub use async_trait::async_trait;
+pub use bytes;
+pub use error::{BoxError, TransportError, TransportErrorKind};
+#[cfg(feature = "mock")]
+pub use mock::{MockReply, MockTransport, RouteBuilder};
+pub use request::{HttpRequest, HttpResponse, REDACTED_PARAMS, redact_uri};
+#[cfg(feature = "reqwest")]
+pub use reqwest_impl::{DEFAULT_USER_AGENT, ReqwestTransport, ReqwestTransportBuilder};
+pub use shared::{FnTransport, SharedTransport, transport_fn};
+
+pub use http;
+
+/// Sends one HTTP request and returns the response.
+///
+/// Contract for implementers:
+/// - Return any response the server gave, non-2xx included: status handling is the caller's.
+/// - Never follow redirects.
+/// - On failure, say whether the request may have reached the server: use
+///   [`TransportErrorKind::Connect`] (or `InvalidRequest`) only when it certainly did not,
+///   because the client replays only those.
+/// - Never put the URI (it holds the access token) in an error.
+#[async_trait::async_trait]
+pub trait HttpTransport: Send + Sync + std::fmt::Debug {
+    /// Sends `request` and returns the whole response.
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError>;
+}
+
+#[async_trait::async_trait]
+impl<T: HttpTransport + ?Sized> HttpTransport for std::sync::Arc<T> {
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
+        (**self).send(request).await
+    }
+}
+
+// Compile-time checks: the trait is object safe and the types cross threads.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    fn _object_safe(_: &dyn HttpTransport) {}
+    assert_send_sync::<TransportError>();
+    assert_send_sync::<HttpRequest>();
+    assert_send_sync::<SharedTransport>();
+};
+
+/// The README's example runs as a doctest.
+#[cfg(all(doctest, feature = "mock"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -1,0 +1,178 @@
+//! [`ReqwestTransport`]: the default transport.
+
+use std::time::Duration;
+
+use crate::{HttpRequest, HttpResponse, HttpTransport, TransportError, TransportErrorKind};
+
+/// The default user agent.
+pub const DEFAULT_USER_AGENT: &str = concat!("subscribe-transport/", env!("CARGO_PKG_VERSION"));
+
+/// The default transport, over a pooled [`reqwest`] client.
+///
+/// Defaults: connect timeout 5 s, overall timeout 15 s, redirects never followed, connection
+/// pooling, our user agent, no proxy (not even one from the environment). Every reqwest error
+/// is stripped of its URL before it is kept, so the access token in the query cannot surface
+/// in an error.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use subscribe_transport::ReqwestTransport;
+///
+/// let transport = ReqwestTransport::builder()
+///     .timeout(Duration::from_secs(10))
+///     .proxy("http://proxy.internal:3128")
+///     .build()?;
+/// # Ok::<(), subscribe_transport::TransportError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct ReqwestTransport {
+    client: reqwest::Client,
+}
+
+impl ReqwestTransport {
+    /// A transport with the defaults.
+    ///
+    /// # Errors
+    /// [`TransportError`] when the TLS backend cannot be initialised.
+    pub fn new() -> Result<Self, TransportError> {
+        Self::builder().build()
+    }
+
+    /// Starts a builder with the defaults.
+    pub fn builder() -> ReqwestTransportBuilder {
+        ReqwestTransportBuilder::default()
+    }
+}
+
+impl From<reqwest::Client> for ReqwestTransport {
+    /// Uses a client you configured. Its redirect policy is yours: set
+    /// `redirect(reqwest::redirect::Policy::none())`, as WeChat never redirects API calls.
+    fn from(client: reqwest::Client) -> Self {
+        Self { client }
+    }
+}
+
+/// Configures a [`ReqwestTransport`].
+#[derive(Clone, Debug)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct ReqwestTransportBuilder {
+    connect_timeout: Duration,
+    timeout: Duration,
+    user_agent: String,
+    proxy: Option<String>,
+    pool_idle_timeout: Duration,
+    pool_max_idle_per_host: usize,
+}
+
+impl Default for ReqwestTransportBuilder {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(15),
+            user_agent: DEFAULT_USER_AGENT.to_owned(),
+            proxy: None,
+            pool_idle_timeout: Duration::from_secs(90),
+            pool_max_idle_per_host: 64,
+        }
+    }
+}
+
+impl ReqwestTransportBuilder {
+    /// Time allowed to open a connection (default 5 s). Failing it means the request never
+    /// left ([`TransportErrorKind::Connect`]).
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+
+    /// Time allowed for the whole exchange (default 15 s). Failing it after the connection was
+    /// made means the outcome is unknown ([`TransportErrorKind::Timeout`]).
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = d;
+        self
+    }
+
+    /// The `User-Agent` header.
+    pub fn user_agent(mut self, ua: impl Into<String>) -> Self {
+        self.user_agent = ua.into();
+        self
+    }
+
+    /// Sends everything through this proxy URL (`http://`, `https://` or, with reqwest's
+    /// `socks` feature, `socks5://`); credentials may be in the URL.
+    pub fn proxy(mut self, url: impl Into<String>) -> Self {
+        self.proxy = Some(url.into());
+        self
+    }
+
+    /// How long an idle pooled connection is kept (default 90 s).
+    pub fn pool_idle_timeout(mut self, d: Duration) -> Self {
+        self.pool_idle_timeout = d;
+        self
+    }
+
+    /// Idle connections kept per host (default 64).
+    pub fn pool_max_idle_per_host(mut self, n: usize) -> Self {
+        self.pool_max_idle_per_host = n;
+        self
+    }
+
+    /// Builds the transport.
+    ///
+    /// # Errors
+    /// [`TransportError`] of kind `InvalidRequest` when the proxy URL is invalid or the TLS
+    /// backend cannot be initialised. The proxy URL (which may hold credentials) is not kept.
+    pub fn build(self) -> Result<ReqwestTransport, TransportError> {
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(self.connect_timeout)
+            .timeout(self.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(self.user_agent)
+            .pool_idle_timeout(self.pool_idle_timeout)
+            .pool_max_idle_per_host(self.pool_max_idle_per_host)
+            .no_proxy();
+        if let Some(url) = &self.proxy {
+            let proxy = reqwest::Proxy::all(url.as_str())
+                .map_err(|e| TransportError::new(TransportErrorKind::InvalidRequest, e.without_url()))?;
+            builder = builder.proxy(proxy);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| TransportError::new(TransportErrorKind::InvalidRequest, e.without_url()))?;
+        Ok(ReqwestTransport { client })
+    }
+}
+
+/// Classifies a reqwest error by whether the request may have left, and strips its URL.
+fn classify(e: reqwest::Error) -> TransportError {
+    let kind = if e.is_connect() {
+        // A connect timeout is also `is_timeout`; it never left, so `Connect` wins.
+        TransportErrorKind::Connect
+    } else if e.is_builder() {
+        TransportErrorKind::InvalidRequest
+    } else if e.is_timeout() {
+        TransportErrorKind::Timeout
+    } else if e.is_request() || e.is_body() || e.is_decode() {
+        TransportErrorKind::Io
+    } else {
+        TransportErrorKind::Other
+    };
+    TransportError::new(kind, e.without_url())
+}
+
+#[async_trait::async_trait]
+impl HttpTransport for ReqwestTransport {
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
+        let request = reqwest::Request::try_from(request.into_http()).map_err(classify)?;
+        let response = self.client.execute(request).await.map_err(classify)?;
+        let status = response.status();
+        let version = response.version();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.map_err(classify)?;
+        let mut out = http::Response::new(body);
+        *out.status_mut() = status;
+        *out.version_mut() = version;
+        *out.headers_mut() = headers;
+        Ok(out)
+    }
+}
