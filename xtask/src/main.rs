@@ -89,7 +89,7 @@ fn docs() -> Result {
 }
 
 /// Crates whose `default-features = false` build must carry no HTTP client or TLS stack.
-const LEAN_CRATES: &[&str] = &["subscribe-transport"];
+const LEAN_CRATES: &[&str] = &["subscribe-transport", "subscribe-client"];
 
 fn features() -> Result {
     // An explicit list, not a powerset: the sets integrators actually use.
@@ -97,6 +97,9 @@ fn features() -> Result {
         &["check", "-p", "subscribe-types", "--no-default-features"],
         &["test", "-p", "subscribe-transport", "--no-default-features"],
         &["test", "-p", "subscribe-transport", "--no-default-features", "--features", "mock"],
+        &["check", "-p", "subscribe-client", "--no-default-features"],
+        &["test", "-p", "subscribe-client", "--no-default-features", "--features", "test-util", "--lib"],
+        &["test", "-p", "subscribe-client", "--no-default-features", "--features", "test-util", "--doc"],
     ];
     for args in sets {
         cargo(args, &[])?;

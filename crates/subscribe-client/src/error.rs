@@ -1,0 +1,286 @@
+//! The client's errors: [`Error`], [`TokenError`], [`AuthorizationError`], [`ConfigError`].
+
+use std::time::Duration;
+
+use subscribe_transport::TransportError;
+use subscribe_types::{ApiError, DecodeError, ErrCode, ErrorClass, QueryError, ValidationError};
+
+use crate::token::{BoxError, TokenStoreError};
+
+/// Everything a client call can fail with.
+///
+/// Nothing in it holds a secret or a URL; `Display` never prints its source. Classify with
+/// [`api_code`](Self::api_code), [`retry_class`](Self::retry_class),
+/// [`outcome_known`](Self::outcome_known) and [`is_retryable`](Self::is_retryable) rather than
+/// matching strings.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A value broke a protocol rule; nothing was sent.
+    #[error(transparent)]
+    Validation(#[from] ValidationError),
+    /// WeChat answered with a non-zero `errcode` (after the replays the policy allows).
+    #[error(transparent)]
+    Api(ApiError),
+    /// WeChat answered 43101 ("user refused") to a replay after an attempt that may have
+    /// delivered: the message was probably delivered by that earlier attempt. Do not resend.
+    #[error("probably delivered by an earlier attempt (the replay was answered {})", .0.code())]
+    ProbablyDelivered(ApiError),
+    /// The request may have reached WeChat but no answer came back (timeout, connection lost
+    /// after sending, an unreadable answer, a 5xx). Whether the message was delivered is
+    /// unknown; it was not replayed.
+    #[error("outcome unknown: {reason}")]
+    OutcomeUnknown {
+        /// Why, in words (`timed out waiting for the response`, `HTTP 502`, …).
+        reason: String,
+        /// The cause (a transport or decode error), when there was one.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// The request never reached WeChat (after the policy's replays): nothing was delivered.
+    #[error("request not sent")]
+    Transport(#[source] TransportError),
+    /// WeChat (or a proxy) answered with an unexpected HTTP status that means the request was
+    /// not processed (4xx).
+    #[error("unexpected HTTP status {status}")]
+    HttpStatus {
+        /// The status code.
+        status: u16,
+    },
+    /// No access token could be had; nothing was sent.
+    #[error("no access token")]
+    Token(#[from] TokenError),
+    /// The authorization answer was rejected.
+    #[error(transparent)]
+    Authorization(#[from] AuthorizationError),
+}
+
+impl Error {
+    /// WeChat's `errcode`, when WeChat answered with one.
+    pub fn api_code(&self) -> Option<ErrCode> {
+        match self {
+            Self::Api(e) | Self::ProbablyDelivered(e) => Some(e.code()),
+            Self::Token(t) => t.api_error().map(ApiError::code),
+            _ => None,
+        }
+    }
+
+    /// How WeChat's code classifies, when there is one.
+    pub fn retry_class(&self) -> Option<ErrorClass> {
+        match self {
+            Self::Api(e) => e.code().class(),
+            Self::Token(t) => t.api_error().and_then(|e| e.code().class_at_token_endpoint()),
+            _ => None,
+        }
+    }
+
+    /// `false` when the message may or may not have been delivered ([`OutcomeUnknown`]) or was
+    /// probably delivered ([`ProbablyDelivered`]); `true` when it certainly was not.
+    ///
+    /// [`OutcomeUnknown`]: Self::OutcomeUnknown
+    /// [`ProbablyDelivered`]: Self::ProbablyDelivered
+    pub fn outcome_known(&self) -> bool {
+        !matches!(self, Self::OutcomeUnknown { .. } | Self::ProbablyDelivered(_))
+    }
+
+    /// Whether sending the same message again later could succeed and cannot deliver it twice:
+    /// the request never left, WeChat was busy (`-1`), a quota will reset, or no token could be
+    /// had for a transient reason.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Transport(_) => true,
+            Self::Api(e) => matches!(e.code().class(), Some(ErrorClass::Backoff | ErrorClass::RetryLater)),
+            Self::Token(t) => t.is_transient(),
+            _ => false,
+        }
+    }
+
+    /// Whether WeChat refused because no unused authorization exists (43101, not after a
+    /// replay): ask the user to authorize again.
+    pub fn is_refused_by_user(&self) -> bool {
+        matches!(self, Self::Api(e) if e.code() == ErrCode::USER_REFUSED)
+    }
+}
+
+/// Why a token endpoint refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenRejection {
+    /// 40013: the AppID is wrong.
+    InvalidAppId,
+    /// 40001 or 40125 at the token endpoint, 41004: the AppSecret is wrong or missing.
+    InvalidSecret,
+    /// 40164 or 61004: this machine's IP is not in the account's whitelist.
+    IpNotWhitelisted {
+        /// The caller IP WeChat reported, when it did.
+        ip: Option<String>,
+    },
+    /// 40243: the AppSecret is frozen.
+    SecretFrozen,
+    /// 45009/45011: the token endpoint's quota is used up.
+    QuotaExceeded,
+    /// -1: WeChat was busy.
+    Busy,
+    /// Any other code.
+    Other,
+}
+
+impl TokenRejection {
+    pub(crate) fn of(e: &ApiError) -> Self {
+        match e.code().get() {
+            40013 | 41002 => Self::InvalidAppId,
+            40001 | 40125 | 41004 => Self::InvalidSecret,
+            40164 | 61004 => Self::IpNotWhitelisted { ip: e.reported_ip().map(str::to_owned) },
+            40243 => Self::SecretFrozen,
+            45009 | 45011 => Self::QuotaExceeded,
+            -1 => Self::Busy,
+            _ => Self::Other,
+        }
+    }
+
+    /// Whether the client pauses token requests after this answer (everything but `Busy`):
+    /// retrying a misconfiguration at once only burns the daily token quota.
+    pub fn starts_cooldown(&self) -> bool {
+        !matches!(self, Self::Busy)
+    }
+}
+
+impl std::fmt::Display for TokenRejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::InvalidAppId => f.write_str("the AppID is invalid"),
+            Self::InvalidSecret => f.write_str("the AppSecret is invalid"),
+            Self::IpNotWhitelisted { ip: Some(ip) } => write!(f, "caller IP {ip} is not in the IP whitelist"),
+            Self::IpNotWhitelisted { ip: None } => f.write_str("the caller IP is not in the IP whitelist"),
+            Self::SecretFrozen => f.write_str("the AppSecret is frozen"),
+            Self::QuotaExceeded => f.write_str("the token quota is used up"),
+            Self::Busy => f.write_str("WeChat was busy"),
+            Self::Other => f.write_str("the token endpoint refused"),
+        }
+    }
+}
+
+/// No access token could be had. Nothing in it holds the token endpoint's body.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// The token endpoint refused; see `reason` for what to fix.
+    #[error("token endpoint refused: {reason} (errcode {})", error.code())]
+    Rejected {
+        /// What is wrong.
+        reason: TokenRejection,
+        /// WeChat's answer, `errmsg` included.
+        error: ApiError,
+    },
+    /// A recent refusal paused token requests; this call did not contact WeChat.
+    #[error("token requests paused for {remaining:?} after: {reason} (errcode {})", error.code())]
+    CoolingDown {
+        /// What is wrong.
+        reason: TokenRejection,
+        /// The refusal that started the pause.
+        error: ApiError,
+        /// Time left in the pause.
+        remaining: Duration,
+    },
+    /// The token endpoint handed back the very token WeChat had just rejected, and a forced
+    /// refresh is not allowed now (WeChat allows 20 a day, 30 s apart).
+    #[error("the token endpoint returned the rejected token again and force_refresh is not allowed now")]
+    RejectedTokenReissued,
+    /// The token request never reached WeChat or got no answer.
+    #[error("token request failed")]
+    Transport(#[source] TransportError),
+    /// The token endpoint answered with an unexpected HTTP status.
+    #[error("token endpoint answered HTTP {status}")]
+    HttpStatus {
+        /// The status code.
+        status: u16,
+    },
+    /// The token endpoint's answer was not a token (decode errors keep no body).
+    #[error("token response could not be read")]
+    Decode(#[source] DecodeError),
+    /// The answer lacked a field or broke a rule.
+    #[error("token response is invalid")]
+    Invalid(#[source] ValidationError),
+    /// The token store failed and no valid token was cached.
+    #[error("token store unavailable")]
+    Store(#[source] TokenStoreError),
+    /// The external token source failed.
+    #[error("external token source failed")]
+    External(#[source] BoxError),
+}
+
+impl TokenError {
+    /// WeChat's answer, when the token endpoint gave one.
+    pub fn api_error(&self) -> Option<&ApiError> {
+        match self {
+            Self::Rejected { error, .. } | Self::CoolingDown { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+
+    /// Why WeChat refused, when it did.
+    pub fn rejection(&self) -> Option<&TokenRejection> {
+        match self {
+            Self::Rejected { reason, .. } | Self::CoolingDown { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// Whether trying again later may work without anyone changing the configuration.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Rejected { reason, .. } | Self::CoolingDown { reason, .. } => {
+                matches!(reason, TokenRejection::Busy | TokenRejection::QuotaExceeded)
+            }
+            Self::Transport(_) | Self::Store(_) | Self::External(_) | Self::HttpStatus { .. } => true,
+            Self::RejectedTokenReissued | Self::Decode(_) | Self::Invalid(_) => false,
+        }
+    }
+}
+
+/// An authorization answer could not be accepted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthorizationError {
+    /// The callback query could not be parsed.
+    #[error("callback is malformed")]
+    Query(#[from] QueryError),
+    /// `reserved` is empty: nothing proves this answer belongs to a request of ours.
+    #[error("callback carries no state")]
+    MissingState,
+    /// `reserved` is not a state of ours, was tampered with, or belongs to another app,
+    /// template, scene or session.
+    #[error("callback state is not valid for this app, template, scene and session")]
+    ForgedState,
+    /// The state's lifetime is over.
+    #[error("callback state expired {ago:?} ago")]
+    ExpiredState {
+        /// How long ago.
+        ago: Duration,
+    },
+}
+
+/// The client could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// No transport was given and the `reqwest` feature is off.
+    #[error("no transport: enable the `reqwest` feature or call `transport(..)`")]
+    NoTransport,
+    /// A base URL is not an absolute http(s) URL.
+    #[error("`{which}` must be an absolute http(s) URL")]
+    InvalidBaseUrl {
+        /// `api_base` or `mp_base`.
+        which: &'static str,
+    },
+    /// The state key is shorter than 32 bytes.
+    #[error("the state key must be at least 32 bytes")]
+    WeakStateKey,
+    /// An external token source is used and no state key was given (there is no AppSecret to
+    /// derive one from).
+    #[error("a state key is required with an external token source")]
+    MissingStateKey,
+    /// The default transport could not be built.
+    #[error("the default transport could not be built")]
+    Transport(#[source] TransportError),
+}

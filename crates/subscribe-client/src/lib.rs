@@ -1,0 +1,95 @@
+//! WeChat one-time subscription messages (一次性订阅消息): tokens that never stampede, sends
+//! that never lie.
+//!
+//! A [`Client`] per AppID does the four steps: links to the authorization page with a signed
+//! state ([`Client::authorize_url`]), verifies WeChat's answer
+//! ([`Client::complete_authorization`]), sends the one message a confirmation allows
+//! ([`Client::send`]), and keeps an access token valid for all of it — one refresh per process
+//! (or per fleet, with a shared [`TokenStore`]), ahead of expiry in the background, one
+//! invalidate-and-replay when WeChat rejects a token, a cool-down when the token endpoint
+//! refuses.
+//!
+//! ```
+//! use subscribe_client::test_util::{SEND_PATH, errcode_reply, mock_with_stable_token, ok_reply};
+//! use subscribe_client::{Client, Error};
+//! use subscribe_types::{AppId, AppSecret, OpenId, Scene, SubscribeMessage, TemplateId};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! // In tests, script WeChat with a MockTransport; in production leave `transport` out.
+//! let wechat = mock_with_stable_token("ACCESS_TOKEN", 7200);
+//! wechat.push(ok_reply());
+//! wechat.push(errcode_reply(43101, "user refuse to accept the msg"));
+//!
+//! let client = Client::builder(AppId::new("wx0123456789abcdef")?, AppSecret::new("app-secret")?)
+//!     .transport(wechat.clone())
+//!     .build()?;
+//!
+//! let message = SubscribeMessage::builder(
+//!     OpenId::new("oyAaTjt-xXvP87pubE4eUOF-ttD4")?,
+//!     TemplateId::new("7YuTL__ilzyZB9DXcDt2mHx-CAS_E7KtsQkhIGVhhRM")?,
+//!     Scene::new(1000)?,
+//! )
+//! .title("到货提醒")
+//! .content("您关注的商品已到货")
+//! .build()?;
+//!
+//! client.send(&message).await?; // delivered
+//!
+//! match client.send(&message).await {
+//!     Ok(_) => unreachable!("one confirmation, one message"),
+//!     Err(e) if e.is_refused_by_user() => { /* ask the user to authorize again */ }
+//!     Err(e) if !e.outcome_known() => { /* may have been delivered: do not resend blindly */ }
+//!     Err(e) => return Err(e.into()),
+//! }
+//! assert_eq!(wechat.count(SEND_PATH), 2);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+//!
+//! | feature | default | gives |
+//! |---|---|---|
+//! | `reqwest` | yes | the default transport |
+//! | `rustls` | yes | TLS through rustls |
+//! | `native-tls` | no | TLS through the system library |
+//! | `test-util` | no | [`ManualClock`], [`test_util`]: mock answers and the store contract suite |
+//!
+//! Requires a tokio runtime (background refreshes are spawned on it).
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod client;
+mod clock;
+mod error;
+mod retry;
+mod state;
+mod token;
+
+#[cfg(feature = "test-util")]
+pub mod test_util;
+
+pub use async_trait::async_trait;
+pub use client::{AuthorizationLink, Client, ClientBuilder, DEFAULT_API_BASE, SendReceipt};
+#[cfg(feature = "test-util")]
+pub use clock::ManualClock;
+pub use clock::{Clock, SharedClock, SystemClock};
+pub use error::{AuthorizationError, ConfigError, Error, TokenError, TokenRejection};
+pub use retry::RetryPolicy;
+pub use subscribe_transport as transport;
+pub use subscribe_types as types;
+pub use token::{
+    BoxError, CachedToken, ExternalTokenSource, InMemoryTokenStore, SharedTokenStore, TokenEndpoint,
+    TokenStore, TokenStoreError,
+};
+
+// Compile-time checks: the client and its errors cross threads; the traits are object safe.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync + 'static>() {}
+    fn _object_safe(_: &dyn TokenStore, _: &dyn ExternalTokenSource, _: &dyn Clock) {}
+    assert_send_sync::<Client>();
+    assert_send_sync::<Error>();
+    assert_send_sync::<TokenError>();
+};
+
+/// The README's example runs as a doctest.
+#[cfg(all(doctest, feature = "test-util"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -1,0 +1,205 @@
+//! Access tokens: where they are kept ([`TokenStore`]) and where they come from
+//! ([`ExternalTokenSource`] besides WeChat's own endpoints).
+
+mod manager;
+mod memory;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use subscribe_types::{AccessToken, AppId};
+
+pub(crate) use manager::{TokenManager, TokenSettings, TokenSource};
+pub use memory::InMemoryTokenStore;
+
+/// A boxed error from a store or an external source.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A token with the time it stops being valid.
+///
+/// `Debug` shows the expiry, never the token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CachedToken {
+    token: AccessToken,
+    expires_at: SystemTime,
+}
+
+impl CachedToken {
+    /// A token valid until `expires_at`.
+    pub fn new(token: AccessToken, expires_at: SystemTime) -> Self {
+        Self { token, expires_at }
+    }
+
+    /// The token.
+    pub fn token(&self) -> &AccessToken {
+        &self.token
+    }
+
+    /// When it stops being valid.
+    pub fn expires_at(&self) -> SystemTime {
+        self.expires_at
+    }
+
+    /// Whether it is still valid at `now` with at least `margin` to spare.
+    pub fn is_fresh(&self, now: SystemTime, margin: Duration) -> bool {
+        self.expires_at > now + margin
+    }
+}
+
+impl fmt::Debug for CachedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CachedToken")
+            .field("token", &"[redacted]")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// Where tokens are kept between refreshes, shared by every instance that uses the same store.
+///
+/// The contract (checked by `test_util::token_store_contract`):
+/// - [`save`](Self::save) is a compare-and-swap on the expiry: the token that expires later wins,
+///   so a slow instance finishing an older refresh cannot overwrite a newer token. It returns
+///   what the store holds afterwards.
+/// - [`invalidate`](Self::invalidate) is a compare-and-delete: it removes the stored token only
+///   if it is the rejected one, so one instance cannot wipe a token another just refreshed.
+/// - The refresh lease (default methods) lets instances sharing the store elect one refresher.
+///   A store used by one process may keep the defaults: the client already refreshes once per
+///   process.
+///
+/// The trait uses `async-trait`, so implementations write plain `async fn`s and the client
+/// stores them as `Arc<dyn TokenStore>`.
+#[async_trait::async_trait]
+pub trait TokenStore: Send + Sync + fmt::Debug {
+    /// The stored token of `app`, if any (expired ones may be returned; the client checks).
+    async fn load(&self, app: &AppId) -> Result<Option<CachedToken>, TokenStoreError>;
+
+    /// Stores `token` unless the stored one expires later; returns what is stored afterwards.
+    async fn save(&self, app: &AppId, token: &CachedToken) -> Result<CachedToken, TokenStoreError>;
+
+    /// Removes the stored token of `app` only if it is `rejected`; says whether it did.
+    async fn invalidate(&self, app: &AppId, rejected: &AccessToken) -> Result<bool, TokenStoreError>;
+
+    /// Tries to become the one refresher of `app` for `ttl`; `holder` identifies the caller.
+    /// The default grants every request (no coordination beyond the process).
+    async fn try_acquire_refresh_lease(
+        &self,
+        app: &AppId,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, TokenStoreError> {
+        let _ = (app, holder, ttl);
+        Ok(true)
+    }
+
+    /// Gives the lease up, if `holder` still holds it.
+    async fn release_refresh_lease(&self, app: &AppId, holder: &str) -> Result<(), TokenStoreError> {
+        let _ = (app, holder);
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl<T: TokenStore + ?Sized> TokenStore for Arc<T> {
+    async fn load(&self, app: &AppId) -> Result<Option<CachedToken>, TokenStoreError> {
+        (**self).load(app).await
+    }
+    async fn save(&self, app: &AppId, token: &CachedToken) -> Result<CachedToken, TokenStoreError> {
+        (**self).save(app, token).await
+    }
+    async fn invalidate(&self, app: &AppId, rejected: &AccessToken) -> Result<bool, TokenStoreError> {
+        (**self).invalidate(app, rejected).await
+    }
+    async fn try_acquire_refresh_lease(
+        &self,
+        app: &AppId,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, TokenStoreError> {
+        (**self).try_acquire_refresh_lease(app, holder, ttl).await
+    }
+    async fn release_refresh_lease(&self, app: &AppId, holder: &str) -> Result<(), TokenStoreError> {
+        (**self).release_refresh_lease(app, holder).await
+    }
+}
+
+/// A shared store handle.
+pub type SharedTokenStore = Arc<dyn TokenStore>;
+
+/// A token store failed (connection lost, timeout, corrupt value). Opaque, so any backend's
+/// error fits; the cause is the [`source`](std::error::Error::source).
+#[derive(Debug, thiserror::Error)]
+#[error("token store failed")]
+pub struct TokenStoreError {
+    #[source]
+    source: BoxError,
+}
+
+impl TokenStoreError {
+    /// Wraps a backend error. It must not contain a token.
+    pub fn new(source: impl Into<BoxError>) -> Self {
+        Self { source: source.into() }
+    }
+}
+
+/// A central token service that the integrator runs (WeChat's 中控服务器 pattern): the only
+/// component that talks to WeChat's token endpoint, which every instance asks instead.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use subscribe_client::{BoxError, CachedToken, ExternalTokenSource};
+/// use subscribe_types::{AccessToken, AppId};
+///
+/// #[derive(Debug)]
+/// struct CentralService; // e.g. an HTTP client for your token service
+///
+/// #[subscribe_client::async_trait]
+/// impl ExternalTokenSource for CentralService {
+///     async fn fetch(&self, app: &AppId) -> Result<CachedToken, BoxError> {
+///         // GET https://tokens.internal/{app} …
+///         # let _ = app;
+///         Ok(CachedToken::new(AccessToken::new("T")?, SystemTime::UNIX_EPOCH + Duration::from_secs(u32::MAX.into())))
+///     }
+///     async fn invalidate(&self, app: &AppId, rejected: &AccessToken) -> Result<(), BoxError> {
+///         // POST https://tokens.internal/{app}/rejected — the service refreshes if it still
+///         // holds that token.
+///         # let _ = (app, rejected);
+///         Ok(())
+///     }
+/// }
+/// ```
+#[async_trait::async_trait]
+pub trait ExternalTokenSource: Send + Sync + fmt::Debug {
+    /// The current token of `app`.
+    async fn fetch(&self, app: &AppId) -> Result<CachedToken, BoxError>;
+
+    /// Tells the service that WeChat rejected `rejected`, so it refreshes (if it still holds that
+    /// token) before the client fetches again.
+    async fn invalidate(&self, app: &AppId, rejected: &AccessToken) -> Result<(), BoxError>;
+}
+
+#[async_trait::async_trait]
+impl<T: ExternalTokenSource + ?Sized> ExternalTokenSource for Arc<T> {
+    async fn fetch(&self, app: &AppId) -> Result<CachedToken, BoxError> {
+        (**self).fetch(app).await
+    }
+    async fn invalidate(&self, app: &AppId, rejected: &AccessToken) -> Result<(), BoxError> {
+        (**self).invalidate(app, rejected).await
+    }
+}
+
+/// Which token endpoint the client uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum TokenEndpoint {
+    /// `POST /cgi-bin/stable_token` in normal mode (the default): the secret stays out of the
+    /// URL, and a refresh does not end the token other holders use.
+    #[default]
+    Stable,
+    /// `GET /cgi-bin/token`: every refresh issues a new token and ends the previous one after
+    /// a short overlap. Needed where stable tokens are unavailable.
+    Classic,
+}
+
+pub(crate) type SharedExternalSource = Arc<dyn ExternalTokenSource>;

@@ -1,0 +1,88 @@
+//! Integration tests of `subscribe-client`: `MockTransport` + `ManualClock`, no sleeping (one
+//! module talks to wiremock over real HTTP).
+
+// Test helpers panic on purpose: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+mod authorize;
+mod e2e_wiremock;
+mod redaction;
+mod retry;
+mod token_refresh;
+mod token_sources;
+mod token_store_contract;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use subscribe_client::test_util::{MockTransport, SEND_PATH};
+use subscribe_client::{Client, ClientBuilder, ManualClock};
+use subscribe_types::{AppId, AppSecret, OpenId, Scene, SubscribeMessage, TemplateId};
+
+/// The AppSecret used everywhere; it must never appear in output.
+pub const SECRET: &str = "AppSecret_never_printed_7d3f";
+/// The test app.
+pub const APPID: &str = "wx0123456789abcdef";
+/// The template used by the tests.
+pub const TEMPLATE: &str = "7YuTL__ilzyZB9DXcDt2mHx-CAS_E7KtsQkhIGVhhRM";
+
+/// The start of every manual clock.
+pub fn t0() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+}
+
+/// A manual clock at [`t0`].
+pub fn clock() -> ManualClock {
+    ManualClock::new(t0())
+}
+
+/// The test app's id.
+pub fn appid() -> AppId {
+    AppId::new(APPID).unwrap()
+}
+
+/// A client builder on `mock` and `clock`.
+pub fn builder(mock: &MockTransport, clock: &ManualClock) -> ClientBuilder {
+    Client::builder(appid(), AppSecret::new(SECRET).unwrap()).transport(mock.clone()).clock(clock.clone())
+}
+
+/// A valid message.
+pub fn message() -> SubscribeMessage {
+    SubscribeMessage::builder(
+        OpenId::new("oyAaTjt-xXvP87pubE4eUOF-ttD4").unwrap(),
+        TemplateId::new(TEMPLATE).unwrap(),
+        Scene::new(1000).unwrap(),
+    )
+    .title("到货提醒")
+    .content("您关注的商品已到货")
+    .build()
+    .unwrap()
+}
+
+/// The access tokens used by the recorded send requests, in order.
+pub fn tokens_used(mock: &MockTransport) -> Vec<String> {
+    mock.requests()
+        .iter()
+        .filter(|r| r.path() == SEND_PATH)
+        .map(|r| r.query_param("access_token").unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// Runs `n` sends at once on `client`.
+pub async fn send_concurrently(
+    client: &Client,
+    n: usize,
+) -> Vec<Result<subscribe_client::SendReceipt, subscribe_client::Error>> {
+    let msg = Arc::new(message());
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let (c, m) = (client.clone(), Arc::clone(&msg));
+            tokio::spawn(async move { c.send(&m).await })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}

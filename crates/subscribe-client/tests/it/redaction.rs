@@ -1,0 +1,143 @@
+//! Nothing the client prints, returns or logs contains the AppSecret or an access token.
+
+use std::error::Error as _;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use subscribe_client::test_util::*;
+use subscribe_client::transport::TransportErrorKind;
+use subscribe_client::{CachedToken, Client, Error, TokenEndpoint};
+use subscribe_types::{AccessToken, AppSecret, Scene, TemplateId};
+
+use crate::*;
+
+const TOKEN: &str = "TOKEN_never_printed_1a2b";
+
+/// A `tracing` writer into a shared buffer.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn shown(e: &Error) -> String {
+    let mut s = format!("{e} | {e:?}");
+    let mut src = e.source();
+    while let Some(x) = src {
+        write!(s, " | {x} | {x:?}").unwrap();
+        src = x.source();
+    }
+    s
+}
+
+fn assert_clean(what: &str, text: &str) {
+    assert!(!text.contains(SECRET), "{what} shows the AppSecret: {text}");
+    assert!(!text.contains(TOKEN), "{what} shows the access token: {text}");
+}
+
+#[tokio::test]
+async fn errors_debug_and_logs_in_every_scenario_are_free_of_secrets() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let mut texts: Vec<(String, String)> = Vec::new();
+
+    // Token rejected twice (40001), with the token in the URL of every request.
+    let mock = mock_with_stable_token(TOKEN, 7200);
+    mock.route("POST", SEND_PATH).reply(errcode_reply(40001, "invalid credential"));
+    let client = builder(&mock, &clock()).build().unwrap();
+    let e = client.send(&message()).await.unwrap_err();
+    texts.push(("40001 error".into(), shown(&e)));
+    texts.push(("client".into(), format!("{client:?} {client:#?}")));
+    texts.push(("recorded requests".into(), format!("{:?}", mock.requests())));
+    texts.push(("mock".into(), format!("{mock:?}")));
+
+    // Token endpoint refusals and the cool-down, classic endpoint (secret in the query).
+    for code in [40164, 40013, 40125, 40243, 45009, -1] {
+        let mock = MockTransport::new();
+        mock.route("GET", CLASSIC_TOKEN_PATH).reply(errcode_reply(code, "refused"));
+        let client = builder(&mock, &clock()).token_endpoint(TokenEndpoint::Classic).build().unwrap();
+        texts.push((format!("{code}"), shown(&client.send(&message()).await.unwrap_err())));
+        texts.push((format!("{code} again"), shown(&client.send(&message()).await.unwrap_err())));
+    }
+
+    // Token responses that are not tokens, one of which contains the token.
+    for body in [format!(r#"{{"access_token":"{TOKEN}","expires_in":"{TOKEN}"}}"#), format!("<{TOKEN}>")] {
+        let mock = MockTransport::new();
+        mock.route("POST", STABLE_TOKEN_PATH).reply(MockReply::json(200, body));
+        let client = builder(&mock, &clock()).build().unwrap();
+        texts.push(("bad token body".into(), shown(&client.send(&message()).await.unwrap_err())));
+    }
+
+    // Transport failures of every kind, unreadable answers, HTTP statuses.
+    for kind in [TransportErrorKind::Connect, TransportErrorKind::Timeout, TransportErrorKind::Io] {
+        let mock = mock_with_stable_token(TOKEN, 7200);
+        for _ in 0..3 {
+            mock.push_error(kind);
+        }
+        let client = builder(&mock, &clock()).build().unwrap();
+        texts.push((format!("{kind:?}"), shown(&client.send(&message()).await.unwrap_err())));
+    }
+    for reply in [MockReply::json(200, format!("{{{TOKEN}")), MockReply::status(502).body(TOKEN)] {
+        let mock = mock_with_stable_token(TOKEN, 7200);
+        mock.push(reply);
+        let client = builder(&mock, &clock()).build().unwrap();
+        texts.push(("answer".into(), shown(&client.send(&message()).await.unwrap_err())));
+    }
+
+    // Refresh ahead in the background, and authorization errors.
+    let clock = clock();
+    let mock = mock_with_stable_token(TOKEN, 7200);
+    mock.route("POST", SEND_PATH).reply(ok_reply());
+    let client = builder(&mock, &clock).build().unwrap();
+    client.send(&message()).await.unwrap();
+    clock.advance(Duration::from_secs(7100));
+    client.send(&message()).await.unwrap();
+    tokio::task::yield_now().await;
+    let link = client.authorize_url(
+        &TemplateId::new(TEMPLATE).unwrap(),
+        Scene::new(1).unwrap(),
+        &subscribe_types::HttpUrl::new("https://a.example/cb").unwrap(),
+    );
+    texts.push(("link".into(), format!("{link:?}")));
+    let e = client
+        .complete_authorization("action=confirm&openid=o&template_id=t&scene=1&reserved=abc")
+        .unwrap_err();
+    texts.push(("authorization".into(), shown(&e)));
+
+    // Values that hold secrets.
+    let builder_dbg =
+        format!("{:?}", Client::builder(appid(), AppSecret::new(SECRET).unwrap()).state_key([1u8; 32]));
+    texts.push(("builder".into(), builder_dbg));
+    let cached = CachedToken::new(AccessToken::new(TOKEN).unwrap(), t0());
+    texts.push(("cached token".into(), format!("{cached:?} {cached:#?}")));
+    let config = Client::builder(appid(), AppSecret::new(SECRET).unwrap())
+        .transport(MockTransport::new())
+        .api_base(format!("http://x/?secret={SECRET}&access_token={TOKEN} y"))
+        .build()
+        .unwrap_err();
+    texts.push(("config error".into(), format!("{config} {config:?}")));
+
+    captured.0.lock().unwrap().flush().unwrap();
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("requesting an access token"), "tracing was captured: {logs}");
+    assert!(logs.contains("errcode=40001"), "events carry the errcode: {logs}");
+    assert!(logs.contains("wechat.call"), "spans carry the call: {logs}");
+    texts.push(("tracing output".into(), logs));
+    for (what, text) in &texts {
+        assert_clean(what, text);
+    }
+}
