@@ -31,7 +31,7 @@ pub(crate) fn check(root: &Path) -> Vec<String> {
         for file in rust_files(&dir.join("src")) {
             let rel = file.strip_prefix(root).unwrap_or(&file).display().to_string();
             let text = fs::read_to_string(&file).unwrap_or_default();
-            let is_binary = file.ends_with("main.rs") || rel.contains("/src/bin/");
+            let is_binary = is_binary_source(dir, &file);
             check_source(&rel, &text, is_binary, &mut problems);
             if name.ends_with("subscribe-client") {
                 for (i, line) in text.lines().enumerate() {
@@ -43,6 +43,14 @@ pub(crate) fn check(root: &Path) -> Vec<String> {
         }
     }
     problems
+}
+
+/// Whether `file` belongs to a binary: `main.rs`, `src/bin/`, or any file of a crate without a
+/// library target (its modules are the binary's).
+fn is_binary_source(crate_dir: &Path, file: &Path) -> bool {
+    file.ends_with("main.rs")
+        || file.starts_with(crate_dir.join("src/bin"))
+        || !crate_dir.join("src/lib.rs").is_file()
 }
 
 /// Checks one source file: no `println!`/`dbg!` in library code, public error enums are
@@ -159,6 +167,15 @@ mod tests {
             &mut p,
         );
         assert!(p.is_empty(), "{p:?}");
+    }
+
+    #[test]
+    fn modules_of_a_binary_only_crate_are_binary_code() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let cli = root.join("crates/subscribe-cli");
+        assert!(is_binary_source(&cli, &cli.join("src/batch.rs")));
+        let types = root.join("crates/subscribe-types");
+        assert!(!is_binary_source(&types, &types.join("src/message.rs")));
     }
 
     #[test]

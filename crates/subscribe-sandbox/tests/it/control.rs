@@ -1,0 +1,98 @@
+use subscribe_sandbox::{DEMO_SECRET, SandboxConfig};
+
+use crate::*;
+
+#[tokio::test]
+async fn inbox_as_html_and_json() {
+    let (s, http) = start(SandboxConfig::demo()).await;
+    let t = stable_token(&s, &http, false).await["access_token"].as_str().unwrap().to_owned();
+    let base = s.base_url();
+    let empty = http.get(format!("{base}/sandbox/inbox/{ALICE}")).send().await.unwrap().text().await.unwrap();
+    assert!(empty.contains("id=\"empty\""));
+    grant(&s, 5);
+    send(&s, &http, &t, message(5)).await;
+    let html = http.get(format!("{base}/sandbox/inbox/{ALICE}")).send().await.unwrap().text().await.unwrap();
+    assert!(html.contains("class=\"card message\"") && html.contains("您关注的商品已到货"));
+    let json = body(http.get(format!("{base}/sandbox/api/inbox/{ALICE}")).send().await.unwrap()).await;
+    assert_eq!(json["messages"][0]["content"], "您关注的商品已到货");
+    assert_eq!(json["messages"][0]["scene"], 5);
+    assert_eq!(http.get(format!("{base}/sandbox/api/inbox/oNobody")).send().await.unwrap().status(), 404);
+}
+
+#[tokio::test]
+async fn log_masks_tokens_and_secrets() {
+    let (s, http) = start(SandboxConfig::demo()).await;
+    let t = classic_token(&s, &http).await;
+    grant(&s, 1);
+    send(&s, &http, &t, message(1)).await;
+    let log =
+        http.get(format!("{}/sandbox/api/log", s.base_url())).send().await.unwrap().text().await.unwrap();
+    assert!(log.contains("/cgi-bin/token?grant_type=client_credential"), "{log}");
+    assert!(log.contains("access_token=***") && log.contains("secret=***"), "{log}");
+    assert!(!log.contains(&t) && !log.contains(DEMO_SECRET), "{log}");
+}
+
+#[tokio::test]
+async fn faults_reset_and_state_over_the_control_api() {
+    let (s, http) = start(SandboxConfig::demo()).await;
+    let base = s.base_url();
+    let set = http
+        .post(format!("{base}/sandbox/api/faults"))
+        .body(r#"{"busy_every":2,"latency_ms":1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), 200);
+    assert_eq!(s.faults().busy_every, Some(2));
+    let bad =
+        http.post(format!("{base}/sandbox/api/faults")).body(r#"{"busy_every":0}"#).send().await.unwrap();
+    assert_eq!(bad.status(), 400);
+    let unknown = http.post(format!("{base}/sandbox/api/faults")).body(r#"{"nope":1}"#).send().await.unwrap();
+    assert_eq!(unknown.status(), 400);
+
+    let t = stable_token(&s, &http, false).await["access_token"].as_str().unwrap().to_owned();
+    grant(&s, 1);
+    assert_eq!(send(&s, &http, &t, message(1)).await["errcode"], 0); // 1st: processed
+    grant(&s, 1);
+    assert_eq!(send(&s, &http, &t, message(1)).await["errcode"], -1); // 2nd: busy, not processed
+    assert_eq!(s.unused_grants(), 1);
+
+    let g = http
+        .post(format!("{base}/sandbox/api/grants"))
+        .body(format!(
+            r#"{{"appid":"{}","openid":"{ALICE}","template_id":"{}","scene":"8"}}"#,
+            subscribe_sandbox::DEMO_APPID,
+            subscribe_sandbox::DEMO_TEMPLATE
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body(g).await["added"], true);
+
+    let state = body(http.get(format!("{base}/sandbox/api/state")).send().await.unwrap()).await;
+    assert_eq!(state["stats"]["deliveries"], 1);
+    assert_eq!(state["unused_grants"], 2);
+    assert_eq!(http.post(format!("{base}/sandbox/api/reset")).send().await.unwrap().status(), 200);
+    assert_eq!(s.stats().deliveries, 0);
+    assert!(s.inbox(ALICE).is_empty());
+    assert_eq!(s.faults(), subscribe_sandbox::Faults::default());
+}
+
+#[tokio::test]
+async fn faults_answer_as_configured() {
+    let (s, http) = start(SandboxConfig::demo()).await;
+    let t = stable_token(&s, &http, false).await["access_token"].as_str().unwrap().to_owned();
+    let url = format!("{}/cgi-bin/message/template/subscribe?access_token={t}", s.base_url());
+    s.set_faults(subscribe_sandbox::Faults { http_502_every: Some(1), ..Default::default() });
+    assert_eq!(http.post(&url).body(message(1)).send().await.unwrap().status(), 502);
+    s.set_faults(subscribe_sandbox::Faults { malformed_every: Some(1), ..Default::default() });
+    let text = http.post(&url).body(message(1)).send().await.unwrap().text().await.unwrap();
+    assert!(serde_json::from_str::<serde_json::Value>(&text).is_err(), "{text}");
+    s.set_faults(subscribe_sandbox::Faults { drop_every: Some(1), ..Default::default() });
+    let dropped = match http.post(&url).body(message(1)).send().await {
+        Err(_) => true,
+        Ok(r) => r.bytes().await.is_err(),
+    };
+    assert!(dropped, "the connection is cut");
+    assert_eq!(s.stats().deliveries, 0);
+}

@@ -1,0 +1,117 @@
+use std::time::Duration;
+
+use subscribe_sandbox::{DEMO_APPID, DEMO_SECRET, SandboxConfig};
+
+use crate::*;
+
+#[tokio::test]
+async fn classic_fetch_issues_a_new_token_and_the_previous_works_only_for_the_grace() {
+    // A long grace: the previous token still works.
+    let (s, http) = start(with_grace(Duration::from_secs(3600))).await;
+    let t1 = classic_token(&s, &http).await;
+    let t2 = classic_token(&s, &http).await;
+    assert_ne!(t1, t2);
+    grant(&s, 1);
+    assert_eq!(send(&s, &http, &t1, message(1)).await["errcode"], 0);
+
+    // No grace: the previous token is "not latest" at once.
+    let (s, http) = start(with_grace(Duration::ZERO)).await;
+    let t1 = classic_token(&s, &http).await;
+    let _t2 = classic_token(&s, &http).await;
+    grant(&s, 1);
+    assert_eq!(send(&s, &http, &t1, message(1)).await["errcode"], 40001);
+}
+
+#[tokio::test]
+async fn stable_token_is_unchanged_until_rotation_and_force_refresh_ends_it() {
+    let (s, http) = start(SandboxConfig::demo()).await;
+    let a = stable_token(&s, &http, false).await;
+    let b = stable_token(&s, &http, false).await;
+    assert_eq!(a["access_token"], b["access_token"], "normal mode returns the current token");
+    assert!(a["expires_in"].as_u64().unwrap() > 7000);
+
+    let forced = stable_token(&s, &http, true).await;
+    assert_ne!(forced["access_token"], a["access_token"]);
+    grant(&s, 2);
+    let old = a["access_token"].as_str().unwrap();
+    assert_eq!(send(&s, &http, old, message(2)).await["errcode"], 40001, "forced refresh ends the old token");
+    // Within 30 s of the last forced refresh nothing is refreshed.
+    let again = stable_token(&s, &http, true).await;
+    assert_eq!(again["access_token"], forced["access_token"]);
+    assert_eq!(s.stats().tokens_issued, 2);
+    assert_eq!(s.stats().stable_token_requests, 4);
+}
+
+#[tokio::test]
+async fn stable_tokens_rotate_inside_the_window_with_overlap() {
+    // Lifetime 4 s: the window is min(300 s, 2 s); a token issued with 4 s left is reused,
+    // an expired one is replaced.
+    let (s, http) = start(SandboxConfig::demo().with_token_lifetime(Duration::from_secs(4))).await;
+    let a = stable_token(&s, &http, false).await;
+    assert_eq!(stable_token(&s, &http, false).await["access_token"], a["access_token"]);
+    s.expire_tokens();
+    let b = stable_token(&s, &http, false).await;
+    assert_ne!(b["access_token"], a["access_token"]);
+}
+
+#[tokio::test]
+async fn stable_and_classic_are_isolated() {
+    let (s, http) = start(SandboxConfig::demo()).await;
+    let stable = stable_token(&s, &http, false).await;
+    let _classic = classic_token(&s, &http).await;
+    let _classic2 = classic_token(&s, &http).await;
+    grant(&s, 3);
+    assert_eq!(send(&s, &http, stable["access_token"].as_str().unwrap(), message(3)).await["errcode"], 0);
+}
+
+#[tokio::test]
+async fn bad_token_requests_get_wechat_errcodes() {
+    let (s, http) = start(SandboxConfig::demo()).await;
+    let base = s.base_url();
+    let get = |q: String| {
+        let http = http.clone();
+        let url = format!("{base}/cgi-bin/token?{q}");
+        async move { body(http.get(url).send().await.unwrap()).await["errcode"].as_i64().unwrap() }
+    };
+    assert_eq!(get(format!("grant_type=password&appid={DEMO_APPID}&secret={DEMO_SECRET}")).await, 40002);
+    assert_eq!(get(format!("grant_type=client_credential&secret={DEMO_SECRET}")).await, 41002);
+    assert_eq!(
+        get(format!("grant_type=client_credential&appid=wxunknown&secret={DEMO_SECRET}")).await,
+        40013
+    );
+    assert_eq!(get(format!("grant_type=client_credential&appid={DEMO_APPID}")).await, 41004);
+    assert_eq!(get(format!("grant_type=client_credential&appid={DEMO_APPID}&secret=wrong")).await, 40001);
+
+    let post = |b: &'static str| {
+        let http = http.clone();
+        let url = format!("{base}/cgi-bin/stable_token");
+        async move { body(http.post(url).body(b).send().await.unwrap()).await["errcode"].as_i64().unwrap() }
+    };
+    assert_eq!(post("appid=x&secret=y").await, 41002, "form-encoded, as WeChat: appid missing");
+    assert_eq!(
+        post(r#"{"grant_type":"client_credential","appid":"wx5a1db0c0ffee0001","secret":"wrong"}"#).await,
+        40125
+    );
+    assert_eq!(post(r#"{"grant_type":"x","appid":"wx5a1db0c0ffee0001","secret":"s"}"#).await, 40002);
+    // GET on a POST endpoint.
+    let r = body(http.get(format!("{base}/cgi-bin/stable_token")).send().await.unwrap()).await;
+    assert_eq!(r["errcode"], 43002);
+}
+
+#[tokio::test]
+async fn classic_daily_quota_is_enforced() {
+    let (s, http) = start(SandboxConfig { classic_daily_quota: 2, ..SandboxConfig::demo() }).await;
+    classic_token(&s, &http).await;
+    classic_token(&s, &http).await;
+    let v = body(
+        http.get(format!(
+            "{}/cgi-bin/token?grant_type=client_credential&appid={DEMO_APPID}&secret={DEMO_SECRET}",
+            s.base_url()
+        ))
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(v["errcode"], 45009);
+}
