@@ -19,8 +19,8 @@ use crate::error::{AuthorizationError, ConfigError, Error};
 use crate::retry::RetryPolicy;
 use crate::state::StateKey;
 use crate::token::{
-    ExternalTokenSource, InMemoryTokenStore, SharedTokenStore, TokenEndpoint, TokenManager, TokenSource,
-    TokenStore,
+    CachedToken, ExternalTokenSource, InMemoryTokenStore, SharedTokenStore, TokenEndpoint, TokenManager,
+    TokenSource, TokenStore,
 };
 
 /// WeChat's API host.
@@ -109,6 +109,14 @@ impl Client {
     /// [`Error::Token`] when none can be had.
     pub async fn access_token(&self) -> Result<AccessToken, Error> {
         Ok(self.inner.tokens.get().await?)
+    }
+
+    /// The access token with its expiry, fetched or refreshed as needed. Do not log it.
+    ///
+    /// # Errors
+    /// [`Error::Token`] when none can be had.
+    pub async fn token(&self) -> Result<CachedToken, Error> {
+        Ok(self.inner.tokens.get_cached().await?)
     }
 
     /// Sends the one message a confirmation allows.

@@ -134,18 +134,22 @@ impl TokenManager {
 
     /// A token to use now. Waits only when this process holds no valid token.
     pub(crate) async fn get(self: &Arc<Self>) -> Result<AccessToken, TokenError> {
+        self.get_cached().await.map(|t| t.token().clone())
+    }
+
+    /// Like [`get`](Self::get), with the expiry.
+    pub(crate) async fn get_cached(self: &Arc<Self>) -> Result<CachedToken, TokenError> {
         let now = self.clock.now();
-        let local = lock(&self.local).clone();
-        if let Some(l) = local {
+        if let Some(l) = lock(&self.local).as_ref() {
             if now < l.refresh_at {
-                return Ok(l.cached.token().clone());
+                return Ok(l.cached.clone());
             }
             if now < l.cached.expires_at() {
                 self.spawn_background_refresh(now);
-                return Ok(l.cached.token().clone());
+                return Ok(l.cached.clone());
             }
         }
-        self.refresh(None).await.map(|t| t.token().clone())
+        self.refresh(None).await
     }
 
     /// WeChat rejected `rejected` (40001/40014/42001): returns a different valid token,

@@ -1,0 +1,359 @@
+//! `wxsub`: WeChat one-time subscription messages from the command line.
+//!
+//! Every command prints JSON (or the bare URL for `auth-url`) on stdout, one clear line on
+//! stderr for errors, and never the AppSecret or a token (except `token --show`). Exit codes:
+//! 0 all delivered / done; 1 an API, transport or unknown outcome; 2 invalid input or usage
+//! (nothing sent).
+
+// A command-line tool talks to its user on stdout and stderr.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod batch;
+mod output;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use subscribe_client::{Client, TokenEndpoint};
+use subscribe_types::{
+    AppId, AppSecret, AuthorizationAnswer, AuthorizeRequest, Expectation, HttpUrl, OpenId, Reserved, Scene,
+    SubscribeMessage, TemplateId,
+};
+
+use crate::output::{Exit, outcome_json};
+
+/// WeChat one-time subscription messages (一次性订阅消息) from the command line.
+#[derive(Debug, Parser)]
+#[command(name = "wxsub", version, about, long_about = None)]
+struct Cli {
+    /// The WeChat API host (use the sandbox's URL to try things locally).
+    #[arg(long, env = "WXSUB_API_BASE", default_value = subscribe_client::DEFAULT_API_BASE, global = true)]
+    api_base: String,
+    /// The authorization page's host.
+    #[arg(long, env = "WXSUB_MP_BASE", default_value = subscribe_types::DEFAULT_MP_BASE, global = true)]
+    mp_base: String,
+    /// The official account's AppID.
+    #[arg(long, env = "WXSUB_APPID", global = true)]
+    appid: Option<String>,
+    /// The AppSecret (never printed). Prefer the environment variable.
+    #[arg(long, env = "WXSUB_SECRET", hide_env_values = true, global = true)]
+    secret: Option<String>,
+    /// Which token endpoint to use.
+    #[arg(long, env = "WXSUB_TOKEN_SOURCE", value_enum, default_value_t = TokenSource::Stable, global = true)]
+    token_source: TokenSource,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum TokenSource {
+    /// `POST /cgi-bin/stable_token`.
+    Stable,
+    /// `GET /cgi-bin/token`.
+    Classic,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the authorization page URL.
+    AuthUrl {
+        /// The one-time template.
+        #[arg(long)]
+        template_id: String,
+        /// The scene, 0..=10000.
+        #[arg(long)]
+        scene: String,
+        /// Where WeChat sends the answer.
+        #[arg(long)]
+        redirect_url: String,
+        /// The state echoed back (`[A-Za-z0-9]{0,128}`); random when omitted.
+        #[arg(long)]
+        reserved: Option<String>,
+    },
+    /// Parse and check WeChat's redirect (a URL or its query string).
+    Callback {
+        /// The callback URL or query.
+        url_or_query: String,
+        /// Fail unless the answer is for this template.
+        #[arg(long)]
+        expect_template_id: Option<String>,
+        /// Fail unless the answer is for this scene.
+        #[arg(long)]
+        expect_scene: Option<String>,
+        /// Fail unless the answer carries this state.
+        #[arg(long)]
+        expect_reserved: Option<String>,
+    },
+    /// Fetch an access token; prints its lifetime (the token itself only with --show).
+    Token {
+        /// Also print the token.
+        #[arg(long)]
+        show: bool,
+    },
+    /// Send one message.
+    Send {
+        /// The recipient's OpenID.
+        #[arg(long)]
+        to: String,
+        /// The one-time template.
+        #[arg(long)]
+        template_id: String,
+        /// The confirmed scene.
+        #[arg(long)]
+        scene: String,
+        /// The title (≤15 characters).
+        #[arg(long)]
+        title: String,
+        /// The body (≤200 characters).
+        #[arg(long)]
+        content: String,
+        /// The body colour, #RRGGBB.
+        #[arg(long)]
+        color: Option<String>,
+        /// A link opened on tap.
+        #[arg(long)]
+        url: Option<String>,
+        /// A mini program opened on tap (with --miniprogram-pagepath).
+        #[arg(long)]
+        miniprogram_appid: Option<String>,
+        /// The mini program page (with --miniprogram-appid).
+        #[arg(long)]
+        miniprogram_pagepath: Option<String>,
+    },
+    /// Send many messages from JSON lines.
+    SendBatch {
+        /// The input file, or `-` for standard input.
+        #[arg(long)]
+        input: String,
+        /// Sends in flight at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// At most this many sends started per second.
+        #[arg(long)]
+        rate: Option<f64>,
+    },
+    /// Run the local WeChat sandbox.
+    Sandbox {
+        /// The address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// A JSON configuration of apps, templates and users (default: the built-in demo).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    match run(cli).await {
+        Ok(exit) => exit.code(),
+        Err(e) => {
+            eprintln!("wxsub: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// An error that stops the command before anything is sent (exit 2). Never holds a secret.
+type Usage = String;
+
+fn appid(cli: &Cli) -> Result<AppId, Usage> {
+    let raw = cli.appid.as_deref().ok_or("--appid (or WXSUB_APPID) is required")?;
+    AppId::new(raw).map_err(|e| format!("invalid --appid: {e}"))
+}
+
+fn client(cli: &Cli) -> Result<Client, Usage> {
+    let appid = appid(cli)?;
+    let secret = cli.secret.clone().ok_or("--secret (or WXSUB_SECRET) is required")?;
+    let secret = AppSecret::new(secret).map_err(|e| format!("invalid secret: {e}"))?;
+    let endpoint = match cli.token_source {
+        TokenSource::Stable => TokenEndpoint::Stable,
+        TokenSource::Classic => TokenEndpoint::Classic,
+    };
+    Client::builder(appid, secret)
+        .api_base(&cli.api_base)
+        .mp_base(&cli.mp_base)
+        .token_endpoint(endpoint)
+        .build()
+        .map_err(|e| format!("invalid configuration: {e}"))
+}
+
+fn parse<T>(flag: &str, r: Result<T, subscribe_types::ValidationError>) -> Result<T, Usage> {
+    r.map_err(|e| format!("invalid {flag}: {e}"))
+}
+
+fn random_reserved() -> Reserved {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut bytes = [0u8; 24];
+    let _ = getrandom::fill(&mut bytes);
+    let s: String = bytes.iter().map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char).collect();
+    Reserved::new(s).unwrap_or_default()
+}
+
+async fn run(cli: Cli) -> Result<Exit, Usage> {
+    match &cli.command {
+        Command::AuthUrl { template_id, scene, redirect_url, reserved } => {
+            let request = AuthorizeRequest::new(
+                appid(&cli)?,
+                parse("--template-id", TemplateId::new(template_id.as_str()))?,
+                parse("--scene", scene.parse::<Scene>())?,
+                parse("--redirect-url", HttpUrl::new(redirect_url.as_str()))?,
+            )
+            .with_reserved(match reserved {
+                Some(r) => parse("--reserved", Reserved::new(r.as_str()))?,
+                None => random_reserved(),
+            });
+            println!("{}", request.url_with_base(&cli.mp_base));
+            Ok(Exit::Ok)
+        }
+        Command::Callback { url_or_query, expect_template_id, expect_scene, expect_reserved } => callback(
+            url_or_query,
+            expect_template_id.as_deref(),
+            expect_scene.as_deref(),
+            expect_reserved.as_deref(),
+        ),
+        Command::Token { show } => {
+            let client = client(&cli)?;
+            match client.token().await {
+                Ok(t) => {
+                    #[allow(clippy::disallowed_methods)] // a CLI reads the wall clock
+                    let now = SystemTime::now();
+                    let left = t.expires_at().duration_since(now).unwrap_or(Duration::ZERO).as_secs();
+                    let mut out = serde_json::json!({"expires_in": left});
+                    if *show {
+                        out["access_token"] = t.token().expose_secret().into();
+                    }
+                    println!("{out}");
+                    Ok(Exit::Ok)
+                }
+                Err(e) => {
+                    eprintln!("wxsub: {}", output::one_line(&e));
+                    Ok(Exit::Failed)
+                }
+            }
+        }
+        Command::Send {
+            to,
+            template_id,
+            scene,
+            title,
+            content,
+            color,
+            url,
+            miniprogram_appid,
+            miniprogram_pagepath,
+        } => {
+            let mut b = SubscribeMessage::builder(
+                parse("--to", OpenId::new(to.as_str()))?,
+                parse("--template-id", TemplateId::new(template_id.as_str()))?,
+                parse("--scene", scene.parse::<Scene>())?,
+            )
+            .title(title.as_str())
+            .content(content.as_str());
+            if let Some(c) = color {
+                b = b.color(c.as_str());
+            }
+            if let Some(u) = url {
+                b = b.url(u.as_str());
+            }
+            match (miniprogram_appid, miniprogram_pagepath) {
+                (Some(a), Some(p)) => b = b.miniprogram(a.as_str(), p.as_str()),
+                (None, None) => {}
+                _ => return Err("--miniprogram-appid and --miniprogram-pagepath go together".into()),
+            }
+            let message = b.build().map_err(|e| format!("invalid message: {e}"))?;
+            let client = client(&cli)?;
+            let (json, exit) = outcome_json(&client.send(&message).await);
+            println!("{json}");
+            if let Some(line) = exit.stderr_line(&json) {
+                eprintln!("wxsub: {line}");
+            }
+            Ok(exit)
+        }
+        Command::SendBatch { input, concurrency, rate } => {
+            if *concurrency == 0 {
+                return Err("--concurrency must be at least 1".into());
+            }
+            if rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+                return Err("--rate must be a positive number".into());
+            }
+            let client = client(&cli)?;
+            batch::run(client, input, *concurrency, *rate).await
+        }
+        Command::Sandbox { listen, config } => sandbox(*listen, config.as_ref()).await,
+    }
+}
+
+async fn sandbox(listen: SocketAddr, config: Option<&PathBuf>) -> Result<Exit, Usage> {
+    let cfg = match config {
+        Some(path) => subscribe_sandbox::SandboxConfig::from_json_file(path).map_err(|e| e.to_string())?,
+        None => subscribe_sandbox::SandboxConfig::demo(),
+    };
+    let sandbox = subscribe_sandbox::SandboxHandle::start_on(cfg.clone(), listen)
+        .await
+        .map_err(|e| format!("could not listen on {listen}: {e}"))?;
+    let base = sandbox.base_url();
+    println!("WeChat sandbox listening on {base}");
+    println!("  API base and authorization base: {base}   (index: {base}/sandbox)");
+    for app in &cfg.apps {
+        println!("  app {} \"{}\"  secret {}", app.appid, app.name, app.secret);
+        for t in &app.templates {
+            println!("    template {}  ({})", t.id, t.title);
+        }
+    }
+    for u in &cfg.users {
+        println!("  user {} \"{}\"  inbox {base}/sandbox/inbox/{}", u.openid, u.name, u.openid);
+    }
+    if let Some(app) = cfg.apps.first() {
+        println!(
+            "Try: WXSUB_API_BASE={base} WXSUB_MP_BASE={base} WXSUB_APPID={} WXSUB_SECRET=… wxsub token",
+            app.appid
+        );
+    }
+    tokio::select! {
+        () = sandbox.wait() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    Ok(Exit::Ok)
+}
+
+fn callback(
+    url_or_query: &str,
+    expect_template_id: Option<&str>,
+    expect_scene: Option<&str>,
+    expect_reserved: Option<&str>,
+) -> Result<Exit, Usage> {
+    let answer = AuthorizationAnswer::parse(url_or_query).map_err(|e| format!("invalid callback: {e}"))?;
+    let mut expect = Expectation::new();
+    if let Some(t) = expect_template_id {
+        expect = expect.template_id(parse("--expect-template-id", TemplateId::new(t))?);
+    }
+    if let Some(s) = expect_scene {
+        expect = expect.scene(parse("--expect-scene", s.parse::<Scene>())?);
+    }
+    if let Some(r) = expect_reserved {
+        expect = expect.reserved(parse("--expect-reserved", Reserved::new(r))?);
+    }
+    answer.verify(&expect).map_err(|e| format!("callback rejected: {e}"))?;
+    let mut out = serde_json::json!({
+        "action": answer.action().as_str(),
+        "template_id": answer.template_id().as_str(),
+        "scene": answer.scene().get(),
+        "reserved": answer.reserved().as_str(),
+    });
+    if let Some(o) = answer.openid() {
+        out["openid"] = o.as_str().into();
+    }
+    println!("{out}");
+    Ok(Exit::Ok)
+}

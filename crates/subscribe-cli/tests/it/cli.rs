@@ -1,0 +1,309 @@
+use subscribe_sandbox::{DEMO_APPID, DEMO_SECRET, DEMO_TEMPLATE, SandboxConfig, SandboxHandle};
+use subscribe_types::Scene;
+use tokio::io::AsyncBufReadExt;
+
+use crate::*;
+
+fn assert_no_secret(run: &Run, token: Option<&str>) {
+    for text in [&run.stdout, &run.stderr] {
+        assert!(!text.contains(DEMO_SECRET), "secret printed: {run:?}");
+        if let Some(t) = token {
+            assert!(!text.contains(t), "token printed: {run:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn auth_url_prints_the_url_alone_with_a_random_reserved() {
+    let s = SandboxHandle::start(SandboxConfig::demo()).await.unwrap();
+    let args = [
+        "auth-url",
+        "--template-id",
+        DEMO_TEMPLATE,
+        "--scene",
+        "1000",
+        "--redirect-url",
+        "https://a.example/cb",
+    ];
+    let a = wxsub(&s, &args, None).await;
+    let b = wxsub(&s, &args, None).await;
+    assert_eq!(a.code, 0, "{a:?}");
+    assert_eq!(a.stdout.lines().count(), 1);
+    let url = a.stdout.trim();
+    assert!(url.starts_with(&format!(
+        "{}/mp/subscribemsg?action=get_confirm&appid={DEMO_APPID}&scene=1000",
+        s.base_url()
+    )));
+    assert!(url.ends_with("#wechat_redirect"));
+    assert_ne!(a.stdout, b.stdout, "reserved is random");
+    let req = subscribe_types::AuthorizeRequest::from_query(url).unwrap();
+    assert!(req.reserved.as_str().len() >= 16);
+
+    let given = wxsub(&s, &[&args[..], &["--reserved", "abc123"]].concat(), None).await;
+    assert!(given.stdout.contains("&reserved=abc123#wechat_redirect"));
+
+    let bad = wxsub(
+        &s,
+        &["auth-url", "--template-id", DEMO_TEMPLATE, "--scene", "10001", "--redirect-url", "https://a/"],
+        None,
+    )
+    .await;
+    assert_eq!(bad.code, 2);
+    assert!(bad.stdout.is_empty());
+    assert_eq!(bad.stderr.lines().count(), 1, "{bad:?}");
+    assert!(bad.stderr.contains("scene"));
+}
+
+#[tokio::test]
+async fn callback_prints_one_json_object_and_checks_expectations() {
+    let s = SandboxHandle::start(SandboxConfig::demo()).await.unwrap();
+    let cb = format!(
+        "https://a.example/cb?openid={ALICE}&template_id={DEMO_TEMPLATE}&action=confirm&scene=1000&reserved=r1"
+    );
+    let run = wxsub(
+        &s,
+        &[
+            "callback",
+            &cb,
+            "--expect-template-id",
+            DEMO_TEMPLATE,
+            "--expect-scene",
+            "1000",
+            "--expect-reserved",
+            "r1",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        run.json(),
+        serde_json::json!({"action":"confirm","openid":ALICE,"template_id":DEMO_TEMPLATE,"scene":1000,"reserved":"r1"})
+    );
+    let cancel =
+        wxsub(&s, &["callback", &format!("template_id={DEMO_TEMPLATE}&action=cancel&scene=3")], None).await;
+    assert_eq!(
+        cancel.json(),
+        serde_json::json!({"action":"cancel","template_id":DEMO_TEMPLATE,"scene":3,"reserved":""})
+    );
+    let forged = wxsub(&s, &["callback", &cb, "--expect-reserved", "r2"], None).await;
+    assert_eq!(forged.code, 2);
+    assert!(forged.stderr.contains("reserved"), "{forged:?}");
+    let broken = wxsub(&s, &["callback", "action=confirm"], None).await;
+    assert_eq!(broken.code, 2);
+}
+
+#[tokio::test]
+async fn token_prints_the_lifetime_and_the_token_only_with_show() {
+    let s = SandboxHandle::start(SandboxConfig::demo()).await.unwrap();
+    let run = wxsub(&s, &["token"], None).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let v = run.json();
+    assert_eq!(v.as_object().unwrap().len(), 1);
+    assert!(v["expires_in"].as_u64().unwrap() > 7000);
+    assert_no_secret(&run, None);
+    let shown = wxsub(&s, &["token", "--show"], None).await;
+    assert!(shown.json()["access_token"].as_str().unwrap().starts_with("SBX_"));
+    assert_no_secret(&shown, None);
+    let classic = wxsub(&s, &["--token-source", "classic", "token"], None).await;
+    assert_eq!(classic.code, 0);
+    assert_eq!(s.stats().classic_token_requests, 1);
+}
+
+#[tokio::test]
+async fn send_reports_delivered_failed_and_invalid_with_exit_codes() {
+    let s = SandboxHandle::start(SandboxConfig::demo()).await.unwrap();
+    s.add_grant(DEMO_APPID, ALICE, DEMO_TEMPLATE, Scene::new(1000).unwrap());
+    let args = [
+        "send",
+        "--to",
+        ALICE,
+        "--template-id",
+        DEMO_TEMPLATE,
+        "--scene",
+        "1000",
+        "--title",
+        "到货提醒",
+        "--content",
+        "hi",
+        "--color",
+        "#FF0000",
+    ];
+    let ok = wxsub(&s, &args, None).await;
+    assert_eq!(ok.code, 0, "{ok:?}");
+    assert_eq!(ok.json()["status"], "delivered");
+    let refused = wxsub(&s, &args, None).await;
+    assert_eq!(refused.code, 1);
+    let v = refused.json();
+    assert_eq!(
+        (v["status"].as_str(), v["kind"].as_str(), v["errcode"].as_i64()),
+        (Some("failed"), Some("api"), Some(43101))
+    );
+    assert_eq!(refused.stderr.lines().count(), 1, "{refused:?}");
+    let invalid = wxsub(
+        &s,
+        &[
+            "send",
+            "--to",
+            ALICE,
+            "--template-id",
+            DEMO_TEMPLATE,
+            "--scene",
+            "1000",
+            "--title",
+            &"长".repeat(16),
+            "--content",
+            "x",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(invalid.code, 2);
+    assert!(invalid.stderr.contains("title"));
+    assert_eq!(s.stats().send_requests, 2, "the invalid message was never sent");
+    let half_mp = wxsub(&s, &[&args[..], &["--miniprogram-appid", "wx1"]].concat(), None).await;
+    assert_eq!(half_mp.code, 2);
+    let no_secret = {
+        let mut r = wxsub(&s, &["token"], None).await;
+        r.stdout.clear();
+        r
+    };
+    assert_no_secret(&no_secret, None);
+    for r in [&ok, &refused, &invalid] {
+        assert_no_secret(r, None);
+    }
+}
+
+#[tokio::test]
+async fn send_unknown_outcome_is_reported_as_unknown() {
+    let s = SandboxHandle::start(SandboxConfig::demo()).await.unwrap();
+    s.set_faults(subscribe_sandbox::Faults { http_502_every: Some(1), ..Default::default() });
+    let run = wxsub(
+        &s,
+        &[
+            "send",
+            "--to",
+            ALICE,
+            "--template-id",
+            DEMO_TEMPLATE,
+            "--scene",
+            "1",
+            "--title",
+            "t",
+            "--content",
+            "c",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(run.code, 1);
+    assert_eq!(run.json()["status"], "unknown");
+}
+
+#[tokio::test]
+async fn send_batch_reports_each_line_and_never_sends_invalid_ones() {
+    let s = SandboxHandle::start(SandboxConfig::demo()).await.unwrap();
+    let bob = "oSandbox_Bob_0000000000002";
+    s.add_grant(DEMO_APPID, ALICE, DEMO_TEMPLATE, Scene::new(1).unwrap());
+    s.add_grant(DEMO_APPID, bob, DEMO_TEMPLATE, Scene::new(2).unwrap());
+    let input = [
+        format!(r#"{{"touser":"{ALICE}","template_id":"{DEMO_TEMPLATE}","scene":1,"title":"t","content":"c"}}"#),
+        format!(r##"{{"touser":"{bob}","template_id":"{DEMO_TEMPLATE}","scene":"2","title":"t","content":"c","color":"#00FF00","miniprogram":{{"appid":"wx1","pagepath":"p"}}}}"##),
+        format!(r#"{{"touser":"{ALICE}","template_id":"{DEMO_TEMPLATE}","scene":1,"title":"t","content":"c"}}"#),
+        format!(r#"{{"touser":"{ALICE}","template_id":"{DEMO_TEMPLATE}","scene":99999,"title":"t","content":"c"}}"#),
+        "not json".to_owned(),
+        String::new(),
+        format!(r#"{{"touser":"{bob}","template_id":"{DEMO_TEMPLATE}","scene":2,"title":"t","content":"c","miniprogram":{{"appid":"wx1"}}}}"#),
+    ]
+    .join("\n");
+    let run =
+        wxsub(&s, &["send-batch", "--input", "-", "--concurrency", "1", "--rate", "1000"], Some(&input))
+            .await;
+    assert_eq!(run.code, 1, "{run:?}");
+    let mut lines: Vec<serde_json::Value> =
+        run.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    lines.sort_by_key(|v| v["line"].as_u64());
+    let summary: Vec<(u64, &str)> =
+        lines.iter().map(|v| (v["line"].as_u64().unwrap(), v["status"].as_str().unwrap())).collect();
+    assert_eq!(
+        summary,
+        [(1, "delivered"), (2, "delivered"), (3, "failed"), (4, "invalid"), (5, "invalid"), (7, "invalid")]
+    );
+    assert_eq!(lines[2]["errcode"], 43101);
+    assert_eq!(lines[0]["touser"], ALICE);
+    assert_eq!(lines[3]["touser"], ALICE);
+    assert!(lines[5]["error"].as_str().unwrap().contains("miniprogram.pagepath"), "{}", lines[5]);
+    assert_eq!(s.stats().send_requests, 3, "invalid lines are never sent");
+    assert!(run.stderr.contains("6 line(s): 2 delivered, 1 failed, 0 unknown, 3 invalid"), "{}", run.stderr);
+    assert_no_secret(&run, None);
+
+    // From a file, all delivered: exit 0. All invalid: exit 2.
+    s.add_grant(DEMO_APPID, ALICE, DEMO_TEMPLATE, Scene::new(9).unwrap());
+    let dir = std::env::temp_dir().join(format!("wxsub-batch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("in.jsonl");
+    std::fs::write(
+        &file,
+        format!(
+            r#"{{"touser":"{ALICE}","template_id":"{DEMO_TEMPLATE}","scene":9,"title":"t","content":"c"}}"#
+        ),
+    )
+    .unwrap();
+    let ok = wxsub(&s, &["send-batch", "--input", file.to_str().unwrap()], None).await;
+    assert_eq!(ok.code, 0, "{ok:?}");
+    std::fs::write(&file, "nope\n").unwrap();
+    let invalid = wxsub(&s, &["send-batch", "--input", file.to_str().unwrap()], None).await;
+    assert_eq!(invalid.code, 2, "{invalid:?}");
+    let missing = wxsub(&s, &["send-batch", "--input", "/nonexistent/file"], None).await;
+    assert_eq!(missing.code, 2);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn usage_errors_exit_2_and_wrong_secret_never_prints_it() {
+    let s = SandboxHandle::start(SandboxConfig::demo()).await.unwrap();
+    assert_eq!(wxsub(&s, &["no-such-command"], None).await.code, 2);
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_wxsub"));
+    let out = cmd
+        .args(["token"])
+        .env("WXSUB_API_BASE", s.base_url())
+        .env("WXSUB_APPID", DEMO_APPID)
+        .env("WXSUB_SECRET", "wrong-secret-value-42")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("40125") && !stderr.contains("wrong-secret-value-42"), "{stderr}");
+    let help = wxsub(&s, &["--help"], None).await;
+    assert_eq!(help.code, 0);
+    assert!(!help.stdout.contains(DEMO_SECRET), "--help must not show the secret from the environment");
+}
+
+#[tokio::test]
+async fn sandbox_command_prints_its_url_and_the_demo_credentials() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wxsub"))
+        .args(["sandbox", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut text = String::new();
+    while let Ok(Some(l)) = lines.next_line().await {
+        text.push_str(&l);
+        text.push('\n');
+        if l.starts_with("Try:") {
+            break;
+        }
+    }
+    assert!(text.contains(&format!("http://127.0.0.1:{port}")), "{text}");
+    for needle in [DEMO_APPID, DEMO_SECRET, DEMO_TEMPLATE, ALICE] {
+        assert!(text.contains(needle), "{needle} missing: {text}");
+    }
+    let http = reqwest::Client::new();
+    let index = http.get(format!("http://127.0.0.1:{port}/sandbox")).send().await.unwrap();
+    assert_eq!(index.status(), 200);
+    child.kill().await.unwrap();
+}

@@ -1,0 +1,196 @@
+//! The client with the reqwest transport against the sandbox, over real HTTP.
+
+use std::time::Duration;
+
+use subscribe_client::{Client, Error, RetryPolicy, TokenEndpoint};
+use subscribe_sandbox::{DEMO_APPID, DEMO_SECRET, DEMO_TEMPLATE, Faults, SandboxConfig, SandboxHandle};
+use subscribe_types::{
+    AppId, AppSecret, AuthorizationAnswer, HttpUrl, OpenId, Scene, SubscribeMessage, TemplateId,
+};
+
+use crate::ALICE;
+
+fn client(s: &SandboxHandle) -> subscribe_client::ClientBuilder {
+    Client::builder(AppId::new(DEMO_APPID).unwrap(), AppSecret::new(DEMO_SECRET).unwrap())
+        .api_base(s.base_url())
+        .mp_base(s.base_url())
+}
+
+fn message(scene: u32) -> SubscribeMessage {
+    SubscribeMessage::builder(
+        OpenId::new(ALICE).unwrap(),
+        TemplateId::new(DEMO_TEMPLATE).unwrap(),
+        Scene::new(scene).unwrap(),
+    )
+    .title("到货提醒")
+    .content("您关注的商品已到货")
+    .build()
+    .unwrap()
+}
+
+fn grant(s: &SandboxHandle, scene: u32) {
+    s.add_grant(DEMO_APPID, ALICE, DEMO_TEMPLATE, Scene::new(scene).unwrap());
+}
+
+#[tokio::test]
+async fn authorization_callback_send_inbox_and_no_second_send() {
+    let s = SandboxHandle::start(SandboxConfig::demo()).await.unwrap();
+    let c = client(&s).build().unwrap();
+    let link = c.authorize_url(
+        &TemplateId::new(DEMO_TEMPLATE).unwrap(),
+        Scene::new(42).unwrap(),
+        &HttpUrl::new("https://shop.example.com/cb").unwrap(),
+    );
+    // The user confirms on the sandbox's page, as a browser would.
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let page_url = link.url.split('#').next().unwrap();
+    assert_eq!(http.get(page_url).send().await.unwrap().status(), 200);
+    let q = page_url.split_once('?').unwrap().1;
+    let form = format!(
+        "q={}&openid={ALICE}&decision=confirm",
+        q.replace('%', "%25").replace('&', "%26").replace('=', "%3D")
+    );
+    let r = http
+        .post(format!("{}/mp/subscribemsg/decide", s.base_url()))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+
+    let AuthorizationAnswer::Confirmed(grant) = c.complete_authorization(&location).unwrap() else {
+        panic!("confirmed")
+    };
+    let msg = SubscribeMessage::builder(grant.openid, grant.template_id, grant.scene)
+        .title("到货提醒")
+        .content("line 1\nline 2")
+        .url("https://shop.example.com/items/1")
+        .build()
+        .unwrap();
+    assert_eq!(c.send(&msg).await.unwrap().attempts, 1);
+    let inbox = s.inbox(ALICE);
+    assert_eq!(inbox.len(), 1);
+    assert_eq!((inbox[0].content.as_str(), inbox[0].scene), ("line 1\nline 2", 42));
+    assert_eq!(inbox[0].url.as_deref(), Some("https://shop.example.com/items/1"));
+
+    let again = c.send(&msg).await.unwrap_err();
+    assert!(again.is_refused_by_user(), "{again:?}");
+    assert_eq!(s.stats().deliveries, 1);
+}
+
+#[tokio::test]
+async fn classic_rotation_within_grace_keeps_both_instances_working() {
+    let s = SandboxHandle::start(SandboxConfig::demo()).await.unwrap();
+    let a = client(&s).token_endpoint(TokenEndpoint::Classic).build().unwrap();
+    let b = client(&s).token_endpoint(TokenEndpoint::Classic).build().unwrap();
+    grant(&s, 1);
+    grant(&s, 2);
+    a.access_token().await.unwrap();
+    b.access_token().await.unwrap(); // supersedes A's token; the grace keeps it working
+    a.send(&message(1)).await.unwrap();
+    b.send(&message(2)).await.unwrap();
+    assert_eq!(s.stats().classic_token_requests, 2);
+}
+
+#[tokio::test]
+async fn classic_rotation_without_grace_is_healed_by_one_refresh() {
+    let s = SandboxHandle::start(SandboxConfig { classic_grace: Duration::ZERO, ..SandboxConfig::demo() })
+        .await
+        .unwrap();
+    let a = client(&s).token_endpoint(TokenEndpoint::Classic).build().unwrap();
+    let b = client(&s).token_endpoint(TokenEndpoint::Classic).build().unwrap();
+    grant(&s, 1);
+    a.access_token().await.unwrap();
+    b.access_token().await.unwrap(); // A's token is now "not latest"
+    let receipt = a.send(&message(1)).await.unwrap();
+    assert_eq!(receipt.attempts, 2, "40001, one refresh, one replay");
+    assert_eq!(s.stats().classic_token_requests, 3);
+}
+
+#[tokio::test]
+async fn stable_tokens_are_shared_by_independent_instances() {
+    let s = SandboxHandle::start(SandboxConfig::demo()).await.unwrap();
+    let a = client(&s).build().unwrap();
+    let b = client(&s).build().unwrap();
+    let (ta, tb) = (a.access_token().await.unwrap(), b.access_token().await.unwrap());
+    assert_eq!(ta, tb, "normal mode hands out the current stable token");
+    assert_eq!(s.stats().tokens_issued, 1);
+}
+
+#[tokio::test]
+async fn revoked_and_expired_tokens_are_refreshed_and_replayed() {
+    let s = SandboxHandle::start(SandboxConfig::demo()).await.unwrap();
+    let c = client(&s).build().unwrap();
+    grant(&s, 1);
+    grant(&s, 2);
+    c.access_token().await.unwrap();
+    s.revoke_tokens(Duration::ZERO);
+    assert_eq!(c.send(&message(1)).await.unwrap().attempts, 2);
+    s.expire_tokens();
+    assert_eq!(c.send(&message(2)).await.unwrap().attempts, 2);
+    assert_eq!(s.stats().stable_token_requests, 3);
+}
+
+#[tokio::test]
+async fn every_fault_reaches_the_client_as_the_right_typed_error() {
+    let s = SandboxHandle::start(SandboxConfig::demo()).await.unwrap();
+    let c = client(&s).timeouts(Duration::from_secs(2), Duration::from_millis(500)).build().unwrap();
+    c.access_token().await.unwrap();
+
+    // -1 on every send: bounded replays, then the error.
+    grant(&s, 1);
+    s.set_faults(Faults { busy_every: Some(1), ..Faults::default() });
+    let before = s.stats().send_requests;
+    let e = c.send(&message(1)).await.unwrap_err();
+    assert_eq!(e.api_code().map(subscribe_types::ErrCode::get), Some(-1));
+    assert_eq!(s.stats().send_requests - before, 3);
+
+    // -1 on every 2nd send: replayed and delivered.
+    s.reset();
+    grant(&s, 1);
+    s.set_faults(Faults { busy_every: Some(2), ..Faults::default() });
+    let c2 = client(&s).build().unwrap();
+    assert!(c2.send(&message(7)).await.unwrap_err().is_refused_by_user()); // send #1: no grant
+    let receipt = c2.send(&message(1)).await.unwrap(); // #2 busy, #3 delivered
+    assert_eq!(receipt.attempts, 2);
+    assert_eq!(s.stats().deliveries, 1);
+
+    for (faults, what) in [
+        (Faults { http_502_every: Some(1), ..Faults::default() }, "HTTP 502"),
+        (Faults { malformed_every: Some(1), ..Faults::default() }, "malformed JSON"),
+        (Faults { drop_every: Some(1), ..Faults::default() }, "dropped connection"),
+        (
+            Faults { stall_every: Some(1), stall_ms: Some(3_000), ..Faults::default() },
+            "stall past the timeout",
+        ),
+    ] {
+        s.reset();
+        grant(&s, 1);
+        s.set_faults(faults);
+        let c = client(&s).timeouts(Duration::from_secs(2), Duration::from_millis(500)).build().unwrap();
+        c.access_token().await.unwrap();
+        let before = s.stats().send_requests;
+        let e = c.send(&message(1)).await.unwrap_err();
+        assert!(matches!(e, Error::OutcomeUnknown { .. }), "{what}: {e:?}");
+        assert!(!e.outcome_known(), "{what}");
+        assert_eq!(s.stats().send_requests - before, 1, "{what}: not replayed");
+    }
+
+    // Latency alone changes nothing.
+    s.reset();
+    grant(&s, 1);
+    s.set_faults(Faults { latency_ms: Some(20), ..Faults::default() });
+    client(&s).build().unwrap().send(&message(1)).await.unwrap();
+
+    // A connection refused: the request never left, retried, then reported as not sent.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dead = Client::builder(AppId::new(DEMO_APPID).unwrap(), AppSecret::new(DEMO_SECRET).unwrap())
+        .api_base(format!("http://127.0.0.1:{port}"))
+        .retry_policy(RetryPolicy::default().base_delay(Duration::from_millis(1)))
+        .build()
+        .unwrap();
+    let e = dead.send(&message(1)).await.unwrap_err();
+    assert!(matches!(e, Error::Token(_)), "{e:?}");
+    assert!(e.is_retryable());
+}

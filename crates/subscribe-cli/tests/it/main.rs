@@ -1,0 +1,59 @@
+//! Integration tests of `wxsub` (run as a process) and end-to-end tests of the client with the
+//! reqwest transport against the sandbox, over real HTTP.
+
+// Test helpers panic on purpose: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+mod cli;
+mod e2e;
+
+use subscribe_sandbox::{DEMO_APPID, DEMO_SECRET, SandboxHandle};
+
+/// Alice, a demo user.
+pub const ALICE: &str = "oSandbox_Alice_00000000001";
+
+/// The output of one `wxsub` run.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit code.
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Run {
+    /// Stdout as one JSON value.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {self:?}"))
+    }
+}
+
+/// Runs `wxsub args…` against `sandbox` with the demo credentials in the environment.
+pub async fn wxsub(sandbox: &SandboxHandle, args: &[&str], stdin: Option<&str>) -> Run {
+    use tokio::io::AsyncWriteExt;
+    let base = sandbox.base_url();
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_wxsub"));
+    cmd.args(args)
+        .env("WXSUB_API_BASE", &base)
+        .env("WXSUB_MP_BASE", &base)
+        .env("WXSUB_APPID", DEMO_APPID)
+        .env("WXSUB_SECRET", DEMO_SECRET)
+        .env_remove("WXSUB_TOKEN_SOURCE")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(s) = stdin {
+        input.write_all(s.as_bytes()).await.unwrap();
+    }
+    drop(input);
+    let out = child.wait_with_output().await.unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}

@@ -1,0 +1,115 @@
+//! `cargo run -p quickstart`: the whole one-time subscription flow against a WeChat sandbox
+//! started in this process, printed step by step.
+//!
+//! 1. build the authorization URL (with a signed `reserved` state);
+//! 2. the simulated user opens the page and confirms: the HTTP requests a browser would make;
+//! 3. the callback WeChat redirects to is parsed and verified;
+//! 4. the one message is sent;
+//! 5. it is read back from the user's inbox; a second send without a new confirmation is
+//!    refused (43101).
+
+// An example program talks to its user on stdout.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::process::ExitCode;
+
+use subscribe_client::Client;
+use subscribe_sandbox::{DEMO_APPID, DEMO_SECRET, DEMO_TEMPLATE, SandboxConfig, SandboxHandle};
+use subscribe_types::{AppId, AppSecret, AuthorizationAnswer, HttpUrl, Scene, SubscribeMessage, TemplateId};
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("quickstart failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn step(n: u32, title: &str) {
+    println!("\n── {n}. {title}");
+}
+
+async fn run() -> Result<()> {
+    let sandbox = SandboxHandle::start(SandboxConfig::demo()).await?;
+    let base = sandbox.base_url();
+    let user = &sandbox.config().users[0];
+    println!("WeChat sandbox running at {base} (app {DEMO_APPID}, user {} = {})", user.name, user.openid);
+
+    // The client, pointed at the sandbox for both the API and the authorization page.
+    let client = Client::builder(AppId::new(DEMO_APPID)?, AppSecret::new(DEMO_SECRET)?)
+        .api_base(&base)
+        .mp_base(&base)
+        .build()?;
+    let template = TemplateId::new(DEMO_TEMPLATE)?;
+    let scene = Scene::new(1000)?;
+
+    step(1, "Build the authorization URL (send the user here, inside WeChat)");
+    let redirect = HttpUrl::new("https://shop.example.com/wechat/subscribed")?;
+    let link = client.authorize_url(&template, scene, &redirect);
+    println!("{}", link.url);
+
+    step(2, &format!("{} opens the page and taps Confirm", user.name));
+    let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+    let page_url = link.url.split('#').next().unwrap_or(&link.url);
+    let page = browser.get(page_url).send().await?;
+    println!("GET  /mp/subscribemsg → HTTP {} ({} bytes of HTML)", page.status(), page.text().await?.len());
+    let query = page_url.split_once('?').map_or("", |(_, q)| q);
+    let decision = browser
+        .post(format!("{base}/mp/subscribemsg/decide"))
+        .form(&[("q", query), ("openid", user.openid.as_str()), ("decision", "confirm")])
+        .send()
+        .await?;
+    let location = decision
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .ok_or("the sandbox did not redirect")?
+        .to_owned();
+    println!("POST /mp/subscribemsg/decide → HTTP {} → {location}", decision.status());
+
+    step(3, "Your callback parses and verifies WeChat's answer");
+    let AuthorizationAnswer::Confirmed(grant) = client.complete_authorization(&location)? else {
+        return Err("the user cancelled".into());
+    };
+    println!(
+        "confirmed: openid {} may receive one message (template {}, scene {}); state verified",
+        grant.openid, grant.template_id, grant.scene
+    );
+
+    step(4, "Send the one message this confirmation allows");
+    let message = SubscribeMessage::builder(grant.openid.clone(), grant.template_id, grant.scene)
+        .title("到货提醒")
+        .content("您关注的「手冲咖啡壶」已到货，库存有限。\nYour coffee kettle is back in stock.")
+        .color("#173177")
+        .url("https://shop.example.com/items/42")
+        .build()?;
+    let receipt = client.send(&message).await?;
+    println!("delivered after {} attempt(s)", receipt.attempts);
+
+    step(5, &format!("{}'s inbox (Service Notifications)", user.name));
+    let inbox: serde_json::Value = serde_json::from_str(
+        &browser.get(format!("{base}/sandbox/api/inbox/{}", grant.openid)).send().await?.text().await?,
+    )?;
+    let received = &inbox["messages"][0];
+    println!(
+        "【{}】\n{}",
+        received["title"].as_str().unwrap_or(""),
+        received["content"].as_str().unwrap_or("")
+    );
+    println!("(HTML view: {base}/sandbox/inbox/{})", grant.openid);
+
+    step(6, "A second send without a new confirmation");
+    match client.send(&message).await {
+        Err(e) if e.is_refused_by_user() => println!("refused as it should be: {e}"),
+        other => return Err(format!("expected 43101, got {other:?}").into()),
+    }
+
+    println!("\nDone: one confirmation, one message.");
+    sandbox.shutdown().await;
+    Ok(())
+}
