@@ -16,6 +16,7 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use crate::clock::{Clock, SharedClock, SystemClock};
 use crate::error::{AuthorizationError, ConfigError, Error};
+use crate::grants::{GrantKey, GrantLedger, Recorded};
 use crate::retry::RetryPolicy;
 use crate::state::StateKey;
 use crate::token::{
@@ -320,6 +321,44 @@ impl Client {
             inner.clock.now(),
         )?;
         Ok(answer)
+    }
+}
+
+impl Client {
+    /// [`complete_authorization`](Self::complete_authorization), then records a confirmation
+    /// in `ledger` (idempotently: a repeated confirmation adds nothing). Returns the answer and,
+    /// for a confirmation, what recording did.
+    ///
+    /// # Errors
+    /// [`Error::Authorization`] as `complete_authorization`; [`Error::Ledger`] when the ledger
+    /// fails (the answer was valid: ask the user to try again).
+    pub async fn complete_and_record(
+        &self,
+        callback: &str,
+        ledger: &dyn GrantLedger,
+    ) -> Result<(AuthorizationAnswer, Option<Recorded>), Error> {
+        self.complete_and_record_for_session(callback, "", ledger).await
+    }
+
+    /// [`complete_and_record`](Self::complete_and_record) for a session-bound state.
+    ///
+    /// # Errors
+    /// As [`complete_and_record`](Self::complete_and_record).
+    pub async fn complete_and_record_for_session(
+        &self,
+        callback: &str,
+        session: &str,
+        ledger: &dyn GrantLedger,
+    ) -> Result<(AuthorizationAnswer, Option<Recorded>), Error> {
+        let answer = self.complete_authorization_for_session(callback, session)?;
+        let recorded = match &answer {
+            AuthorizationAnswer::Confirmed(c) => {
+                let key = GrantKey::confirmed(self.inner.appid.clone(), c);
+                Some(ledger.record(&key, self.inner.clock.now()).await?)
+            }
+            AuthorizationAnswer::Cancelled(_) => None,
+        };
+        Ok((answer, recorded))
     }
 }
 

@@ -53,6 +53,9 @@ pub enum Error {
     /// The authorization answer was rejected.
     #[error(transparent)]
     Authorization(#[from] AuthorizationError),
+    /// The grant ledger failed.
+    #[error("grant ledger failed")]
+    Ledger(#[from] crate::grants::LedgerError),
 }
 
 impl Error {
@@ -91,6 +94,7 @@ impl Error {
             Self::Transport(_) => true,
             Self::Api(e) => matches!(e.code().class(), Some(ErrorClass::Backoff | ErrorClass::RetryLater)),
             Self::Token(t) => t.is_transient(),
+            Self::Ledger(e) => matches!(e, crate::grants::LedgerError::Backend(_)),
             _ => false,
         }
     }

@@ -3,8 +3,9 @@
 //!
 //! A [`Client`] per AppID does the four steps: links to the authorization page with a signed
 //! state ([`Client::authorize_url`]), verifies WeChat's answer
-//! ([`Client::complete_authorization`]), sends the one message a confirmation allows
-//! ([`Client::send`]), and keeps an access token valid for all of it — one refresh per process
+//! ([`Client::complete_authorization`], or [`Client::complete_and_record`] into a
+//! [`GrantLedger`]), sends the one message a confirmation allows ([`Client::send`], or to
+//! everyone waiting with a [`Dispatcher`]), and keeps an access token valid for all of it — one refresh per process
 //! (or per fleet, with a shared [`TokenStore`]), ahead of expiry in the background, one
 //! invalidate-and-replay when WeChat rejects a token, a cool-down when the token endpoint
 //! refuses.
@@ -58,7 +59,9 @@
 
 mod client;
 mod clock;
+mod dispatch;
 mod error;
+mod grants;
 mod retry;
 mod state;
 mod token;
@@ -71,7 +74,14 @@ pub use client::{AuthorizationLink, Client, ClientBuilder, DEFAULT_API_BASE, Sen
 #[cfg(feature = "test-util")]
 pub use clock::ManualClock;
 pub use clock::{Clock, SharedClock, SystemClock};
+pub use dispatch::{
+    CancelToken, DispatchObserver, DispatchReport, Dispatcher, OutcomeKind, Progress, RecipientOutcome,
+};
 pub use error::{AuthorizationError, ConfigError, Error, TokenError, TokenRejection};
+pub use grants::{
+    GrantCounts, GrantKey, GrantLedger, GrantRecord, GrantScope, GrantStatus, InMemoryGrantLedger,
+    LedgerError, Recorded, Reservation, Settlement,
+};
 pub use retry::RetryPolicy;
 pub use subscribe_transport as transport;
 pub use subscribe_types as types;
@@ -83,7 +93,7 @@ pub use token::{
 // Compile-time checks: the client and its errors cross threads; the traits are object safe.
 const _: () = {
     const fn assert_send_sync<T: Send + Sync + 'static>() {}
-    fn _object_safe(_: &dyn TokenStore, _: &dyn ExternalTokenSource, _: &dyn Clock) {}
+    fn _object_safe(_: &dyn TokenStore, _: &dyn ExternalTokenSource, _: &dyn Clock, _: &dyn GrantLedger) {}
     assert_send_sync::<Client>();
     assert_send_sync::<Error>();
     assert_send_sync::<TokenError>();

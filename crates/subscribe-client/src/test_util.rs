@@ -142,3 +142,177 @@ pub async fn token_store_contract<S: TokenStore + ?Sized>(store: &S) {
         store.release_refresh_lease(&other, "h2").await.expect("release");
     }
 }
+
+/// The [`GrantLedger`](crate::GrantLedger) contract. Panics, naming the broken rule, when the
+/// ledger breaks it. Uses fresh random app ids, so it can run against a shared backend; time is
+/// passed in, so it never sleeps.
+///
+/// ```
+/// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+/// let ledger = std::sync::Arc::new(subscribe_client::InMemoryGrantLedger::new());
+/// subscribe_client::test_util::grant_ledger_contract(ledger).await;
+/// # });
+/// ```
+///
+/// # Panics
+/// When a rule is broken.
+#[allow(clippy::too_many_lines)] // one rule after another, in order
+pub async fn grant_ledger_contract(ledger: std::sync::Arc<dyn crate::GrantLedger>) {
+    use crate::{GrantScope, GrantStatus, LedgerError, Recorded, Settlement};
+    use subscribe_types::{OpenId, Scene, TemplateId};
+
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let lease = Duration::from_secs(60);
+    let scope = GrantScope {
+        appid: unique_app("g"),
+        template_id: TemplateId::new("contract_template").expect("template"),
+        scene: Scene::new(7).expect("scene"),
+    };
+    let user = |i: usize| OpenId::new(format!("oContract{i:04}")).expect("openid");
+    let key = scope.key(user(0));
+
+    // Recording is idempotent.
+    assert_eq!(ledger.record(&key, t0).await.expect("record"), Recorded::Added, "record: a new grant");
+    assert_eq!(
+        ledger.record(&key, t0).await.expect("record"),
+        Recorded::AlreadyPending,
+        "record: repeated confirmations do not add up"
+    );
+    assert_eq!(
+        ledger.pending_page(&scope, None, 10, t0).await.expect("page"),
+        vec![user(0)],
+        "pending lists the grant"
+    );
+    assert_eq!(ledger.counts(&scope, t0).await.expect("counts").pending, 1, "counts: one pending");
+
+    // No double reservation under 64 concurrent reservers.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..64 {
+        let (ledger, key) = (std::sync::Arc::clone(&ledger), key.clone());
+        tasks.spawn(
+            async move { ledger.reserve(&key, &format!("holder{i}"), lease, t0).await.expect("reserve") },
+        );
+    }
+    let mut won = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        won.extend(r.expect("task"));
+    }
+    assert_eq!(won.len(), 1, "reserve: exactly one of 64 concurrent reservers gets the grant");
+    let first = won.remove(0);
+    assert_eq!(first.attempt, 1, "reserve: the first reservation is attempt 1");
+
+    // While reserved.
+    assert!(
+        ledger.pending_page(&scope, None, 10, t0).await.expect("page").is_empty(),
+        "a reserved grant is not pending"
+    );
+    assert!(
+        ledger.reserve(&key, "other", lease, t0 + lease / 2).await.expect("reserve").is_none(),
+        "a live lease keeps others out"
+    );
+    assert_eq!(
+        ledger.record(&key, t0).await.expect("record"),
+        Recorded::AlreadyPending,
+        "record while reserved adds nothing"
+    );
+    let c = ledger.counts(&scope, t0).await.expect("counts");
+    assert_eq!((c.pending, c.reserved), (0, 1), "counts: one reserved");
+
+    // Lease expiry returns the grant; the lapsed holder can no longer settle it.
+    let later = t0 + lease + Duration::from_secs(1);
+    assert_eq!(
+        ledger.pending_page(&scope, None, 10, later).await.expect("page"),
+        vec![user(0)],
+        "a lapsed lease is pending again"
+    );
+    let second = ledger
+        .reserve(&key, "rescuer", lease, later)
+        .await
+        .expect("reserve")
+        .expect("a lapsed lease can be taken");
+    assert_eq!(second.attempt, 2, "reserve: a retaken grant counts its attempts");
+    assert!(
+        matches!(ledger.settle(&first, Settlement::Delivered).await, Err(LedgerError::LeaseLost)),
+        "settle: a lapsed holder whose grant was retaken gets LeaseLost"
+    );
+
+    // Commit.
+    ledger.settle(&second, Settlement::Delivered).await.expect("commit");
+    let rec = ledger.get(&key).await.expect("get").expect("record exists");
+    assert_eq!(rec.status, GrantStatus::Delivered, "commit: delivered");
+    assert!(
+        ledger.reserve(&key, "x", lease, later).await.expect("reserve").is_none(),
+        "a delivered grant is not sent again"
+    );
+    assert!(
+        matches!(ledger.settle(&second, Settlement::Release).await, Err(LedgerError::LeaseLost)),
+        "settle: a reservation settles once"
+    );
+    assert_eq!(
+        ledger.record(&key, later).await.expect("record"),
+        Recorded::Renewed,
+        "a new confirmation after delivery is a new grant"
+    );
+    assert_eq!(
+        ledger.get(&key).await.expect("get").expect("record").attempts,
+        0,
+        "a renewed grant starts over"
+    );
+
+    // Release, review, drop.
+    let r = ledger.reserve(&key, "h", lease, later).await.expect("reserve").expect("pending");
+    ledger.settle(&r, Settlement::Release).await.expect("release");
+    assert_eq!(
+        ledger.get(&key).await.expect("get").expect("record").status,
+        GrantStatus::Pending,
+        "release: pending again"
+    );
+    let r = ledger.reserve(&key, "h", lease, later).await.expect("reserve").expect("pending after release");
+    ledger.settle(&r, Settlement::Review("timeout".into())).await.expect("review");
+    assert_eq!(
+        ledger.get(&key).await.expect("get").expect("record").status,
+        GrantStatus::Review { reason: "timeout".into() },
+        "review: kept with its reason"
+    );
+    assert!(
+        ledger.reserve(&key, "h", lease, later + lease * 10).await.expect("reserve").is_none(),
+        "review: never taken again automatically"
+    );
+    assert_eq!(
+        ledger.record(&key, later).await.expect("record"),
+        Recorded::Renewed,
+        "a new confirmation resolves a review"
+    );
+    let r = ledger.reserve(&key, "h", lease, later).await.expect("reserve").expect("pending");
+    ledger.settle(&r, Settlement::Drop("43101".into())).await.expect("drop");
+    assert_eq!(
+        ledger.get(&key).await.expect("get").expect("record").status,
+        GrantStatus::Dropped { reason: "43101".into() },
+        "drop: kept with its reason"
+    );
+    assert!(
+        ledger.pending_page(&scope, None, 10, later).await.expect("page").is_empty(),
+        "a dropped grant is not pending"
+    );
+
+    // Paging: in openid order after a cursor, no duplicates, nothing missed; scopes isolated.
+    for i in 1..=25 {
+        ledger.record(&scope.key(user(i)), t0).await.expect("record");
+    }
+    let other = GrantScope { scene: Scene::new(8).expect("scene"), ..scope.clone() };
+    ledger.record(&other.key(user(99)), t0).await.expect("record");
+    let mut seen = Vec::new();
+    let mut cursor: Option<OpenId> = None;
+    loop {
+        let page = ledger.pending_page(&scope, cursor.as_ref(), 10, t0).await.expect("page");
+        assert!(page.len() <= 10, "a page holds at most `limit`");
+        let Some(last) = page.last() else { break };
+        cursor = Some(last.clone());
+        seen.extend(page);
+    }
+    let expected: Vec<OpenId> = (1..=25).map(user).collect();
+    assert_eq!(seen, expected, "paging lists every pending grant once, in openid order");
+    assert!(ledger.get(&scope.key(user(99))).await.expect("get").is_none(), "scopes are isolated");
+    let c = ledger.counts(&scope, t0).await.expect("counts");
+    assert_eq!((c.pending, c.dropped), (25, 1), "counts by status");
+}

@@ -6,6 +6,7 @@
 
 mod authorize;
 mod e2e_wiremock;
+mod grants;
 mod redaction;
 mod retry;
 mod token_refresh;

@@ -1,0 +1,164 @@
+//! [`InMemoryGrantLedger`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use subscribe_types::OpenId;
+
+use super::{
+    GrantCounts, GrantKey, GrantLedger, GrantRecord, GrantScope, GrantStatus, LedgerError, Recorded,
+    Reservation, Settlement,
+};
+
+#[derive(Debug)]
+enum State {
+    Pending,
+    Reserved { id: String, until: SystemTime },
+    Delivered,
+    Review(String),
+    Dropped(String),
+}
+
+#[derive(Debug)]
+struct Entry {
+    state: State,
+    attempts: u32,
+}
+
+impl Entry {
+    fn is_pending(&self, now: SystemTime) -> bool {
+        match &self.state {
+            State::Pending => true,
+            State::Reserved { until, .. } => *until <= now,
+            _ => false,
+        }
+    }
+}
+
+/// Keeps grants in this process's memory: for one instance, tests and demos. Grants are lost
+/// when the process ends; use a shared ledger (Redis: `subscribe-redis`) in production.
+#[derive(Debug, Default)]
+pub struct InMemoryGrantLedger {
+    scopes: Mutex<HashMap<GrantScope, BTreeMap<OpenId, Entry>>>,
+    next_id: AtomicU64,
+}
+
+impl InMemoryGrantLedger {
+    /// An empty ledger.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<GrantScope, BTreeMap<OpenId, Entry>>> {
+        self.scopes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl GrantLedger for InMemoryGrantLedger {
+    async fn record(&self, key: &GrantKey, _now: SystemTime) -> Result<Recorded, LedgerError> {
+        let mut scopes = self.lock();
+        let entries = scopes.entry(key.scope()).or_default();
+        match entries.get_mut(&key.openid) {
+            None => {
+                entries.insert(key.openid.clone(), Entry { state: State::Pending, attempts: 0 });
+                Ok(Recorded::Added)
+            }
+            Some(e) => match e.state {
+                State::Pending | State::Reserved { .. } => Ok(Recorded::AlreadyPending),
+                State::Delivered | State::Review(_) | State::Dropped(_) => {
+                    *e = Entry { state: State::Pending, attempts: 0 };
+                    Ok(Recorded::Renewed)
+                }
+            },
+        }
+    }
+
+    async fn pending_page(
+        &self,
+        scope: &GrantScope,
+        after: Option<&OpenId>,
+        limit: usize,
+        now: SystemTime,
+    ) -> Result<Vec<OpenId>, LedgerError> {
+        let scopes = self.lock();
+        let Some(entries) = scopes.get(scope) else { return Ok(Vec::new()) };
+        let range = match after {
+            Some(a) => entries.range::<OpenId, _>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
+            None => entries.range::<OpenId, _>(..),
+        };
+        Ok(range.filter(|(_, e)| e.is_pending(now)).take(limit).map(|(k, _)| k.clone()).collect())
+    }
+
+    async fn reserve(
+        &self,
+        key: &GrantKey,
+        holder: &str,
+        lease: Duration,
+        now: SystemTime,
+    ) -> Result<Option<Reservation>, LedgerError> {
+        let mut scopes = self.lock();
+        let Some(e) = scopes.get_mut(&key.scope()).and_then(|s| s.get_mut(&key.openid)) else {
+            return Ok(None);
+        };
+        if !e.is_pending(now) {
+            return Ok(None);
+        }
+        let id = format!("{holder}-{}", self.next_id.fetch_add(1, Ordering::Relaxed));
+        let until = now + lease;
+        e.attempts += 1;
+        e.state = State::Reserved { id: id.clone(), until };
+        Ok(Some(Reservation { key: key.clone(), id, until, attempt: e.attempts }))
+    }
+
+    async fn settle(&self, r: &Reservation, settlement: Settlement) -> Result<(), LedgerError> {
+        let mut scopes = self.lock();
+        let e = scopes
+            .get_mut(&r.key.scope())
+            .and_then(|s| s.get_mut(&r.key.openid))
+            .ok_or(LedgerError::LeaseLost)?;
+        match &e.state {
+            State::Reserved { id, .. } if *id == r.id => {}
+            _ => return Err(LedgerError::LeaseLost),
+        }
+        e.state = match settlement {
+            Settlement::Delivered => State::Delivered,
+            Settlement::Release => State::Pending,
+            Settlement::Review(reason) => State::Review(reason),
+            Settlement::Drop(reason) => State::Dropped(reason),
+        };
+        Ok(())
+    }
+
+    async fn get(&self, key: &GrantKey) -> Result<Option<GrantRecord>, LedgerError> {
+        let scopes = self.lock();
+        Ok(scopes.get(&key.scope()).and_then(|s| s.get(&key.openid)).map(|e| GrantRecord {
+            key: key.clone(),
+            status: match &e.state {
+                State::Pending => GrantStatus::Pending,
+                State::Reserved { until, .. } => GrantStatus::Reserved { until: *until },
+                State::Delivered => GrantStatus::Delivered,
+                State::Review(r) => GrantStatus::Review { reason: r.clone() },
+                State::Dropped(r) => GrantStatus::Dropped { reason: r.clone() },
+            },
+            attempts: e.attempts,
+        }))
+    }
+
+    async fn counts(&self, scope: &GrantScope, now: SystemTime) -> Result<GrantCounts, LedgerError> {
+        let scopes = self.lock();
+        let mut c = GrantCounts::default();
+        for e in scopes.get(scope).into_iter().flat_map(BTreeMap::values) {
+            match &e.state {
+                State::Reserved { until, .. } if *until > now => c.reserved += 1,
+                State::Pending | State::Reserved { .. } => c.pending += 1,
+                State::Delivered => c.delivered += 1,
+                State::Review(_) => c.review += 1,
+                State::Dropped(_) => c.dropped += 1,
+            }
+        }
+        Ok(c)
+    }
+}

@@ -1,0 +1,254 @@
+//! The grant ledger: one confirmation, one message.
+//!
+//! Every confirmed authorization is a grant for (app, user, template, scene). The ledger
+//! records them idempotently (repeated confirmations do not add up, as at WeChat), lists the
+//! pending ones page by page, and hands each to exactly one sender at a time through a lease,
+//! so a grant is sent once, released after a definite failure, set aside for review when the
+//! outcome is unknown (never resent automatically), or dropped when WeChat says it is gone.
+
+mod memory;
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use subscribe_types::{AppId, Confirmed, OpenId, Scene, TemplateId};
+
+pub use memory::InMemoryGrantLedger;
+
+use crate::token::BoxError;
+
+/// What a grant is for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GrantKey {
+    /// The app that may send.
+    pub appid: AppId,
+    /// The user who confirmed.
+    pub openid: OpenId,
+    /// The confirmed template.
+    pub template_id: TemplateId,
+    /// The confirmed scene.
+    pub scene: Scene,
+}
+
+impl GrantKey {
+    /// The grant a confirmation gives `appid`.
+    pub fn confirmed(appid: AppId, c: &Confirmed) -> Self {
+        Self { appid, openid: c.openid.clone(), template_id: c.template_id.clone(), scene: c.scene }
+    }
+
+    /// The scope the grant belongs to.
+    pub fn scope(&self) -> GrantScope {
+        GrantScope { appid: self.appid.clone(), template_id: self.template_id.clone(), scene: self.scene }
+    }
+}
+
+/// All grants of one app for one template and scene: what one dispatch sends to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GrantScope {
+    /// The app.
+    pub appid: AppId,
+    /// The template.
+    pub template_id: TemplateId,
+    /// The scene.
+    pub scene: Scene,
+}
+
+impl GrantScope {
+    /// The grant of `openid` in this scope.
+    pub fn key(&self, openid: OpenId) -> GrantKey {
+        GrantKey {
+            appid: self.appid.clone(),
+            openid,
+            template_id: self.template_id.clone(),
+            scene: self.scene,
+        }
+    }
+}
+
+/// Where a grant stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GrantStatus {
+    /// Confirmed and not yet used.
+    Pending,
+    /// A sender holds it until `until`; after that it is pending again.
+    Reserved {
+        /// End of the lease.
+        until: SystemTime,
+    },
+    /// The message was delivered: the grant is used.
+    Delivered,
+    /// The outcome of a send is unknown: a person decides; never resent automatically.
+    Review {
+        /// Why.
+        reason: String,
+    },
+    /// The grant cannot be used (WeChat refused it, the user does not exist).
+    Dropped {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A grant with its status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrantRecord {
+    /// What it is for.
+    pub key: GrantKey,
+    /// Where it stands.
+    pub status: GrantStatus,
+    /// How many times it was reserved since it was (re)confirmed.
+    pub attempts: u32,
+}
+
+/// A sender's hold on one grant, needed to settle it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reservation {
+    /// The grant.
+    pub key: GrantKey,
+    /// Identifies this hold; only it can settle the grant.
+    pub id: String,
+    /// End of the lease.
+    pub until: SystemTime,
+    /// 1 for the first reservation since the confirmation; more means an earlier sender's
+    /// lease lapsed (it may have crashed after sending).
+    pub attempt: u32,
+}
+
+/// How a reservation ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Settlement {
+    /// Delivered: the grant is used.
+    Delivered,
+    /// A definite failure that leaves the grant usable: pending again.
+    Release,
+    /// Unknown outcome: set aside for review.
+    Review(String),
+    /// The grant is gone (43101, invalid openid).
+    Drop(String),
+}
+
+/// What recording a confirmation did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Recorded {
+    /// A new grant.
+    Added,
+    /// The grant was already pending (or being sent): nothing added, as at WeChat.
+    AlreadyPending,
+    /// The previous grant was used, dropped or under review; the confirmation makes a new one.
+    Renewed,
+}
+
+/// Grants of a scope by status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GrantCounts {
+    /// Pending (including reservations whose lease has lapsed).
+    pub pending: u64,
+    /// Reserved with a live lease.
+    pub reserved: u64,
+    /// Delivered.
+    pub delivered: u64,
+    /// Under review.
+    pub review: u64,
+    /// Dropped.
+    pub dropped: u64,
+}
+
+/// Where grants are kept. The contract (checked by `test_util::grant_ledger_contract`):
+/// recording is idempotent per key; at most one live reservation per grant; a lapsed lease
+/// makes the grant pending again; only the holder of the current reservation settles it;
+/// pending grants are listed in `openid` order after a cursor, so paging needs no snapshot.
+///
+/// Time is passed in (`now`), from the client's clock.
+#[async_trait::async_trait]
+pub trait GrantLedger: Send + Sync + fmt::Debug {
+    /// Records a confirmation.
+    async fn record(&self, key: &GrantKey, now: SystemTime) -> Result<Recorded, LedgerError>;
+
+    /// Up to `limit` users of `scope` with a pending grant, in `openid` order, after `after`.
+    async fn pending_page(
+        &self,
+        scope: &GrantScope,
+        after: Option<&OpenId>,
+        limit: usize,
+        now: SystemTime,
+    ) -> Result<Vec<OpenId>, LedgerError>;
+
+    /// Takes the grant for sending until `now + lease`, if it is pending. `None` when it is
+    /// not (another sender holds it, or it is used, dropped or under review).
+    async fn reserve(
+        &self,
+        key: &GrantKey,
+        holder: &str,
+        lease: Duration,
+        now: SystemTime,
+    ) -> Result<Option<Reservation>, LedgerError>;
+
+    /// Ends a reservation.
+    ///
+    /// Fails with [`LedgerError::LeaseLost`] when `reservation` is no longer the grant's
+    /// current one (its lease lapsed and another sender took the grant).
+    async fn settle(&self, reservation: &Reservation, settlement: Settlement) -> Result<(), LedgerError>;
+
+    /// The grant's record.
+    async fn get(&self, key: &GrantKey) -> Result<Option<GrantRecord>, LedgerError>;
+
+    /// Counts by status.
+    async fn counts(&self, scope: &GrantScope, now: SystemTime) -> Result<GrantCounts, LedgerError>;
+}
+
+#[async_trait::async_trait]
+impl<T: GrantLedger + ?Sized> GrantLedger for std::sync::Arc<T> {
+    async fn record(&self, key: &GrantKey, now: SystemTime) -> Result<Recorded, LedgerError> {
+        (**self).record(key, now).await
+    }
+    async fn pending_page(
+        &self,
+        scope: &GrantScope,
+        after: Option<&OpenId>,
+        limit: usize,
+        now: SystemTime,
+    ) -> Result<Vec<OpenId>, LedgerError> {
+        (**self).pending_page(scope, after, limit, now).await
+    }
+    async fn reserve(
+        &self,
+        key: &GrantKey,
+        holder: &str,
+        lease: Duration,
+        now: SystemTime,
+    ) -> Result<Option<Reservation>, LedgerError> {
+        (**self).reserve(key, holder, lease, now).await
+    }
+    async fn settle(&self, reservation: &Reservation, settlement: Settlement) -> Result<(), LedgerError> {
+        (**self).settle(reservation, settlement).await
+    }
+    async fn get(&self, key: &GrantKey) -> Result<Option<GrantRecord>, LedgerError> {
+        (**self).get(key).await
+    }
+    async fn counts(&self, scope: &GrantScope, now: SystemTime) -> Result<GrantCounts, LedgerError> {
+        (**self).counts(scope, now).await
+    }
+}
+
+/// A ledger operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LedgerError {
+    /// The reservation is no longer the grant's current one.
+    #[error("the reservation was lost: its lease lapsed and another sender took the grant")]
+    LeaseLost,
+    /// The backend failed (connection lost, timeout, corrupt value).
+    #[error("grant ledger unavailable")]
+    Backend(#[source] BoxError),
+}
+
+impl LedgerError {
+    /// Wraps a backend error.
+    pub fn backend(e: impl Into<BoxError>) -> Self {
+        Self::Backend(e.into())
+    }
+}

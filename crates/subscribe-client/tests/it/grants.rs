@@ -1,0 +1,284 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use subscribe_client::test_util::*;
+use subscribe_client::transport::TransportErrorKind;
+use subscribe_client::{
+    CancelToken, DispatchObserver, Dispatcher, GrantKey, GrantLedger, GrantScope, GrantStatus,
+    InMemoryGrantLedger, OutcomeKind, Progress, RecipientOutcome, Recorded,
+};
+use subscribe_types::{OpenId, Scene, SubscribeMessage, TemplateId, ValidationError};
+
+use crate::*;
+
+fn scope() -> GrantScope {
+    GrantScope {
+        appid: appid(),
+        template_id: TemplateId::new(TEMPLATE).unwrap(),
+        scene: Scene::new(1000).unwrap(),
+    }
+}
+
+fn build(to: &OpenId) -> Result<SubscribeMessage, ValidationError> {
+    SubscribeMessage::builder(to.clone(), TemplateId::new(TEMPLATE)?, Scene::new(1000)?)
+        .title("到货提醒")
+        .content("到货了")
+        .build()
+}
+
+async fn ledger_with(users: &[&str]) -> Arc<InMemoryGrantLedger> {
+    let ledger = Arc::new(InMemoryGrantLedger::new());
+    for u in users {
+        ledger.record(&scope().key(OpenId::new(*u).unwrap()), t0()).await.unwrap();
+    }
+    ledger
+}
+
+/// Counts sends per recipient (from the request bodies).
+fn sends_per_user(mock: &MockTransport) -> HashMap<String, usize> {
+    let mut out = HashMap::new();
+    for r in mock.requests().iter().filter(|r| r.path() == SEND_PATH) {
+        let v: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
+        *out.entry(v["touser"].as_str().unwrap().to_owned()).or_insert(0) += 1;
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_memory_ledger_passes_the_contract() {
+    grant_ledger_contract(Arc::new(InMemoryGrantLedger::new())).await;
+}
+
+#[tokio::test]
+async fn completing_an_authorization_records_the_grant_in_one_call() {
+    let clock = clock();
+    let client = builder(&MockTransport::new(), &clock).build().unwrap();
+    let ledger = InMemoryGrantLedger::new();
+    let link = client.authorize_url(
+        &TemplateId::new(TEMPLATE).unwrap(),
+        Scene::new(1000).unwrap(),
+        &subscribe_types::HttpUrl::new("https://a.example/cb").unwrap(),
+    );
+    let cb = |action: &str| {
+        format!(
+            "https://a.example/cb?openid=oAlice&template_id={TEMPLATE}&action={action}&scene=1000&reserved={}",
+            link.request.reserved.as_str()
+        )
+    };
+    let (_, rec) = client.complete_and_record(&cb("confirm"), &ledger).await.unwrap();
+    assert_eq!(rec, Some(Recorded::Added));
+    let (_, rec) = client.complete_and_record(&cb("confirm"), &ledger).await.unwrap();
+    assert_eq!(rec, Some(Recorded::AlreadyPending));
+    let (answer, rec) = client.complete_and_record(&cb("cancel"), &ledger).await.unwrap();
+    assert_eq!((answer.action(), rec), (subscribe_types::Action::Cancel, None));
+    let key = scope().key(OpenId::new("oAlice").unwrap());
+    assert_eq!(ledger.get(&key).await.unwrap().unwrap().status, GrantStatus::Pending);
+    // A forged answer records nothing.
+    assert!(
+        client
+            .complete_and_record(&cb("confirm").replace("reserved=1", "reserved=2"), &ledger)
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn each_outcome_settles_the_grant_as_it_should() {
+    let mock = mock_with_stable_token("T1", 7200);
+    mock.route("POST", SEND_PATH).respond_with(|req| {
+        let v: serde_json::Value = serde_json::from_slice(req.body()).unwrap();
+        match v["touser"].as_str().unwrap() {
+            "oDelivered" => ok_reply(),
+            "oRefused" => errcode_reply(43101, "user refuse to accept the msg"),
+            "oInvalid" => errcode_reply(40003, "invalid openid"),
+            "oBusy" => errcode_reply(-1, "system error"),
+            "oQuota" => errcode_reply(45009, "reach max api daily quota limit"),
+            _ => MockReply::error(TransportErrorKind::Timeout),
+        }
+    });
+    let users = ["oBusy", "oDelivered", "oInvalid", "oQuota", "oRefused", "oTimeout"];
+    let ledger = ledger_with(&users).await;
+    let client = builder(&mock, &clock()).build().unwrap();
+    let report = Dispatcher::new(client, Arc::clone(&ledger))
+        .run(&scope().template_id, scope().scene, build, &mut (), &CancelToken::new())
+        .await
+        .unwrap();
+    let by_user: HashMap<&str, &RecipientOutcome> =
+        report.outcomes.iter().map(|o| (o.openid.as_str(), o)).collect();
+    let expect = [
+        ("oDelivered", OutcomeKind::Delivered, GrantStatus::Delivered),
+        ("oBusy", OutcomeKind::Failed, GrantStatus::Pending),
+        ("oQuota", OutcomeKind::Failed, GrantStatus::Pending),
+    ];
+    for (u, kind, status) in expect {
+        assert_eq!(by_user[u].kind, kind, "{u}");
+        assert_eq!(
+            ledger.get(&scope().key(OpenId::new(u).unwrap())).await.unwrap().unwrap().status,
+            status,
+            "{u}"
+        );
+    }
+    for (u, kind) in [
+        ("oRefused", OutcomeKind::Dropped),
+        ("oInvalid", OutcomeKind::Dropped),
+        ("oTimeout", OutcomeKind::Unknown),
+    ] {
+        assert_eq!(by_user[u].kind, kind, "{u}");
+        let status = ledger.get(&scope().key(OpenId::new(u).unwrap())).await.unwrap().unwrap().status;
+        let want_review = kind == OutcomeKind::Unknown;
+        assert_eq!(matches!(status, GrantStatus::Review { .. }), want_review, "{u}: {status:?}");
+        assert_eq!(matches!(status, GrantStatus::Dropped { .. }), !want_review, "{u}: {status:?}");
+    }
+    assert_eq!(by_user["oRefused"].errcode.map(subscribe_types::ErrCode::get), Some(43101));
+    let p = report.progress;
+    assert_eq!((p.sent, p.delivered, p.failed, p.unknown, p.dropped, p.remaining), (6, 1, 2, 1, 2, 0));
+    // The unknown one was sent exactly once and is never resent automatically.
+    assert_eq!(sends_per_user(&mock)["oTimeout"], 1);
+}
+
+/// Cancels the dispatch once `after` outcomes have been seen.
+struct CancelAfter {
+    after: u64,
+    cancel: CancelToken,
+    progress: Vec<Progress>,
+}
+
+impl DispatchObserver for CancelAfter {
+    fn on_progress(&mut self, p: &Progress) {
+        self.progress.push(*p);
+        if p.delivered >= self.after {
+            self.cancel.cancel();
+        }
+    }
+}
+
+#[tokio::test]
+async fn cancellation_then_a_second_dispatch_delivers_each_grant_exactly_once() {
+    let mock = mock_with_stable_token("T1", 7200);
+    mock.route("POST", SEND_PATH).reply(ok_reply());
+    let users: Vec<String> = (0..200).map(|i| format!("oUser{i:04}")).collect();
+    let ledger = ledger_with(&users.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let client = builder(&mock, &clock()).build().unwrap();
+
+    let cancel = CancelToken::new();
+    let mut observer = CancelAfter { after: 50, cancel: cancel.clone(), progress: Vec::new() };
+    let first = Dispatcher::new(client.clone(), Arc::clone(&ledger))
+        .concurrency(8)
+        .page_size(16)
+        .run(&scope().template_id, scope().scene, build, &mut observer, &cancel)
+        .await
+        .unwrap();
+    assert!(first.cancelled);
+    assert!(first.progress.delivered >= 50 && first.progress.delivered < 200, "{:?}", first.progress);
+    assert_eq!(observer.progress.len() as u64, first.progress.sent, "progress after every outcome");
+    assert!(observer.progress.windows(2).all(|w| w[1].delivered >= w[0].delivered));
+    let c = ledger.counts(&scope(), t0()).await.unwrap();
+    assert_eq!(
+        (c.delivered, c.pending, c.reserved),
+        (first.progress.delivered, 200 - first.progress.delivered, 0),
+        "nothing lost"
+    );
+
+    let second = Dispatcher::new(client, Arc::clone(&ledger))
+        .run(&scope().template_id, scope().scene, build, &mut (), &CancelToken::new())
+        .await
+        .unwrap();
+    assert_eq!(first.progress.delivered + second.progress.delivered, 200);
+    let per_user = sends_per_user(&mock);
+    assert_eq!(per_user.len(), 200);
+    assert!(per_user.values().all(|n| *n == 1), "each grant sent exactly once");
+}
+
+#[tokio::test]
+async fn a_lapsed_reservation_is_retaken_and_a_refusal_then_goes_to_review() {
+    // A crashed sender reserved the grant (and may have delivered) and never settled it.
+    let ledger = ledger_with(&["oCrash"]).await;
+    let key = scope().key(OpenId::new("oCrash").unwrap());
+    ledger.reserve(&key, "crashed", Duration::from_secs(120), t0()).await.unwrap().unwrap();
+    let mock = mock_with_stable_token("T1", 7200);
+    mock.route("POST", SEND_PATH).reply(errcode_reply(43101, "user refuse to accept the msg"));
+    let clock = clock();
+    let client = builder(&mock, &clock).build().unwrap();
+    let dispatcher = Dispatcher::new(client, Arc::clone(&ledger));
+
+    let early = dispatcher
+        .run(&scope().template_id, scope().scene, build, &mut (), &CancelToken::new())
+        .await
+        .unwrap();
+    assert_eq!(early.progress.sent, 0, "a live lease keeps the grant out");
+
+    clock.advance(Duration::from_secs(121));
+    let late = dispatcher
+        .run(&scope().template_id, scope().scene, build, &mut (), &CancelToken::new())
+        .await
+        .unwrap();
+    assert_eq!(late.progress.unknown, 1);
+    let status = ledger.get(&key).await.unwrap().unwrap().status;
+    assert!(
+        matches!(&status, GrantStatus::Review { reason } if reason.contains("probably delivered")),
+        "{status:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_rate_limit_paces_sends_on_the_clock() {
+    let mock = mock_with_stable_token("T1", 7200);
+    mock.route("POST", SEND_PATH).reply(ok_reply());
+    let users: Vec<String> = (0..10).map(|i| format!("oRate{i}")).collect();
+    let ledger = ledger_with(&users.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let clock = clock();
+    let client = builder(&mock, &clock).build().unwrap();
+    Dispatcher::new(client, ledger)
+        .rate_limit(5.0)
+        .run(&scope().template_id, scope().scene, build, &mut (), &CancelToken::new())
+        .await
+        .unwrap();
+    let slept: Duration = clock.sleeps().iter().sum();
+    // 10 sends at 5 a second: 9 intervals of 200 ms.
+    assert_eq!(slept, Duration::from_millis(1800), "{:?}", clock.sleeps());
+}
+
+#[tokio::test]
+async fn messages_for_the_wrong_grant_are_not_sent_and_builder_errors_release() {
+    let mock = mock_with_stable_token("T1", 7200);
+    let ledger = ledger_with(&["oA", "oB"]).await;
+    let client = builder(&mock, &clock()).build().unwrap();
+    let report = Dispatcher::new(client, Arc::clone(&ledger))
+        .keep_outcomes(false)
+        .run(
+            &scope().template_id,
+            scope().scene,
+            |to: &OpenId| {
+                if to.as_str() == "oA" {
+                    Err(ValidationError::Empty { field: "title" })
+                } else {
+                    SubscribeMessage::builder(to.clone(), TemplateId::new(TEMPLATE)?, Scene::new(9)?)
+                        .title("t")
+                        .content("c")
+                        .build()
+                }
+            },
+            &mut (),
+            &CancelToken::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.progress.failed, 2);
+    assert!(report.outcomes.is_empty(), "keep_outcomes(false) keeps no per-recipient list");
+    assert_eq!(mock.count(SEND_PATH), 0);
+    assert_eq!(ledger.counts(&scope(), t0()).await.unwrap().pending, 2, "both grants are usable again");
+}
+
+#[tokio::test]
+async fn a_grant_key_from_a_confirmation() {
+    let c = subscribe_types::Confirmed {
+        openid: OpenId::new("o1").unwrap(),
+        template_id: TemplateId::new("t").unwrap(),
+        scene: Scene::new(3).unwrap(),
+        reserved: subscribe_types::Reserved::default(),
+    };
+    let key = GrantKey::confirmed(appid(), &c);
+    assert_eq!(key.scope().scene.get(), 3);
+    assert_eq!(key.scope().key(c.openid.clone()), key);
+}
