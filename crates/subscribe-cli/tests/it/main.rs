@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 mod cli;
+mod dispatch;
 mod e2e;
 
 use subscribe_sandbox::{DEMO_APPID, DEMO_SECRET, SandboxHandle};

@@ -1,0 +1,173 @@
+//! The dispatcher over real HTTP against the sandbox: exactly once, with faults and cancellation.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use subscribe_client::{
+    CancelToken, Client, DispatchObserver, Dispatcher, GrantLedger, GrantScope, InMemoryGrantLedger,
+    OutcomeKind, Progress, RecipientOutcome,
+};
+use subscribe_sandbox::{DEMO_APPID, DEMO_SECRET, DEMO_TEMPLATE, Faults, SandboxConfig, SandboxHandle};
+use subscribe_types::{AppId, AppSecret, OpenId, Scene, SubscribeMessage, TemplateId, ValidationError};
+
+const SCENE: u32 = 7;
+
+/// Wall-clock time: these tests run against a real server with the client's system clock.
+#[allow(clippy::disallowed_methods)]
+fn now() -> SystemTime {
+    SystemTime::now()
+}
+
+fn client(s: &SandboxHandle) -> Client {
+    Client::builder(AppId::new(DEMO_APPID).unwrap(), AppSecret::new(DEMO_SECRET).unwrap())
+        .api_base(s.base_url())
+        .mp_base(s.base_url())
+        .build()
+        .unwrap()
+}
+
+fn scope() -> GrantScope {
+    GrantScope {
+        appid: AppId::new(DEMO_APPID).unwrap(),
+        template_id: TemplateId::new(DEMO_TEMPLATE).unwrap(),
+        scene: Scene::new(SCENE).unwrap(),
+    }
+}
+
+fn restock(to: &OpenId) -> Result<SubscribeMessage, ValidationError> {
+    SubscribeMessage::builder(to.clone(), TemplateId::new(DEMO_TEMPLATE)?, Scene::new(SCENE)?)
+        .title("到货提醒")
+        .content("您关注的商品已到货")
+        .build()
+}
+
+/// A sandbox with `n` generated users, each of whom confirmed once (in the sandbox and in the
+/// ledger, as the callback would have recorded it).
+async fn confirmed_users(n: usize) -> (SandboxHandle, Arc<InMemoryGrantLedger>, Vec<OpenId>) {
+    let s = SandboxHandle::start(SandboxConfig::demo().with_generated_users(n)).await.unwrap();
+    let ledger = Arc::new(InMemoryGrantLedger::new());
+    let users: Vec<OpenId> = (0..n).map(|i| OpenId::new(format!("oUser{i:010}")).unwrap()).collect();
+    for u in &users {
+        assert!(s.add_grant(DEMO_APPID, u.as_str(), DEMO_TEMPLATE, Scene::new(SCENE).unwrap()));
+        ledger.record(&scope().key(u.clone()), now()).await.unwrap();
+    }
+    (s, ledger, users)
+}
+
+/// Every user received at most one message; returns how many received one.
+fn inbox_total(s: &SandboxHandle, users: &[OpenId]) -> u64 {
+    let mut total = 0;
+    for u in users {
+        let n = s.inbox(u.as_str()).len();
+        assert!(n <= 1, "{u} received {n} messages");
+        total += n as u64;
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_grants_with_busy_and_dropped_connections_deliver_each_at_most_once() {
+    const N: usize = 10_000;
+    let (s, ledger, users) = confirmed_users(N).await;
+    s.set_faults(Faults { busy_every: Some(9), drop_every: Some(101), ..Faults::default() });
+
+    let dispatcher = Dispatcher::new(client(&s), Arc::clone(&ledger)).concurrency(32);
+    let mut last = Progress::default();
+    let mut observer = |p: &Progress| last = *p;
+    let report = dispatcher
+        .run(&scope().template_id, scope().scene, restock, &mut observer, &CancelToken::new())
+        .await
+        .unwrap();
+    let p = report.progress;
+
+    // Every grant was taken once and ended in exactly one stated state.
+    assert_eq!(p.sent, N as u64);
+    assert_eq!(p.delivered + p.failed + p.unknown + p.dropped, N as u64);
+    assert_eq!(last, p, "the observer saw the final counts");
+    let distinct: HashSet<_> = report.outcomes.iter().map(|o| o.openid.clone()).collect();
+    assert_eq!((report.outcomes.len(), distinct.len()), (N, N));
+    assert!(report.outcomes.iter().all(|o| o.ledger_error.is_none()));
+    assert!(
+        report.outcomes.iter().all(|o| (o.kind == OutcomeKind::Delivered) == o.detail.is_none()),
+        "every non-delivery carries its reason"
+    );
+
+    // The faults happened and were reported, not hidden: dropped connections are "unknown"
+    // (the sandbox did not process them, but the client cannot know that).
+    assert!(p.unknown >= 50, "{p:?}");
+    assert_eq!(p.dropped, 0, "{p:?}");
+    // The sandbox's own count equals the report's, and nobody got two messages.
+    assert_eq!(s.stats().deliveries, p.delivered);
+    assert_eq!(inbox_total(&s, &users), p.delivered);
+
+    // The ledger agrees: delivered grants are used, unknown ones await review, failed ones are
+    // pending again.
+    let counts = ledger.counts(&scope(), now()).await.unwrap();
+    assert_eq!((counts.delivered, counts.review, counts.pending), (p.delivered, p.unknown, p.failed));
+
+    // A second dispatch without faults sends only what definitely failed, never a grant under
+    // review, and never a delivered one again.
+    s.set_faults(Faults::default());
+    let second = dispatcher
+        .run(&scope().template_id, scope().scene, restock, &mut (), &CancelToken::new())
+        .await
+        .unwrap();
+    assert_eq!(second.progress.sent, p.failed);
+    assert_eq!(second.progress.delivered, p.failed);
+    assert_eq!(s.stats().deliveries, p.delivered + p.failed);
+    assert_eq!(inbox_total(&s, &users), p.delivered + p.failed);
+}
+
+/// Cancels after a number of outcomes.
+struct CancelAfter {
+    after: u64,
+    seen: u64,
+    cancel: CancelToken,
+}
+
+impl DispatchObserver for CancelAfter {
+    fn on_outcome(&mut self, _: &RecipientOutcome) {
+        self.seen += 1;
+        if self.seen == self.after {
+            self.cancel.cancel();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_midway_then_resumed_delivers_each_grant_exactly_once() {
+    const N: usize = 2_000;
+    let (s, ledger, users) = confirmed_users(N).await;
+    let cancel = CancelToken::new();
+    let mut observer = CancelAfter { after: 300, seen: 0, cancel: cancel.clone() };
+    let dispatcher = Dispatcher::new(client(&s), Arc::clone(&ledger)).concurrency(16).page_size(64);
+
+    let first =
+        dispatcher.run(&scope().template_id, scope().scene, restock, &mut observer, &cancel).await.unwrap();
+    assert!(first.cancelled);
+    let p = first.progress;
+    // Sends in flight at the cancellation were finished and recorded, nothing more was taken.
+    assert!(p.sent >= 300 && p.sent < 300 + 16 + 1, "{p:?}");
+    assert_eq!(p.delivered, p.sent);
+    assert_eq!(s.stats().deliveries, p.delivered);
+    let counts = ledger.counts(&scope(), now()).await.unwrap();
+    assert_eq!((counts.delivered, counts.pending, counts.reserved), (p.sent, N as u64 - p.sent, 0));
+
+    // A fresh dispatcher (another process, as far as the ledger knows) finishes the rest.
+    let second = Dispatcher::new(client(&s), Arc::clone(&ledger))
+        .run(&scope().template_id, scope().scene, restock, &mut (), &CancelToken::new())
+        .await
+        .unwrap();
+    assert!(!second.cancelled);
+    assert_eq!(second.progress.delivered, N as u64 - p.sent);
+    let first_users: HashSet<_> = first.outcomes.iter().map(|o| o.openid.clone()).collect();
+    assert!(second.outcomes.iter().all(|o| !first_users.contains(&o.openid)), "nobody twice");
+
+    // The union: each user exactly one message, as the sandbox counts it.
+    assert_eq!(s.stats().deliveries, N as u64);
+    for u in &users {
+        assert_eq!(s.inbox(u.as_str()).len(), 1, "{u}");
+    }
+    assert_eq!(s.unused_grants(), 0);
+}
