@@ -2,13 +2,18 @@
 //!
 //! | task | does |
 //! |---|---|
-//! | `ci` | `fmt` → `lint` → `test` → `docs` → `tidy` → `features`, stopping at the first failure |
+//! | `ci` | `fmt` → `lint` → `test` → `docs` → `tidy` → `features` → `e2e`, stopping at the first failure |
 //! | `fmt [--check]` | `cargo fmt --all` |
 //! | `lint` | clippy on every target and feature, warnings denied |
 //! | `test` | the workspace tests, doctests included |
 //! | `docs` | rustdoc with warnings denied |
 //! | `tidy` | repository checks (also a `#[test]` of this crate) |
 //! | `features` | each crate's notable feature sets build on their own |
+//! | `e2e` | the browser test: sandbox + `examples/web-app` + headless Chromium; screenshots in `target/e2e/` |
+//!
+//! A step whose prerequisites are missing on this machine (Chromium for `e2e`) is reported as
+//! NOT RUN with the command that enables it, never as passed. With `XTASK_REQUIRE_ALL=1` (set
+//! by `.ci/run`) a step that cannot run fails the run instead.
 
 // A command-line tool talks to its user on stdout and stderr.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -31,8 +36,12 @@ fn main() -> ExitCode {
         "docs" => docs(),
         "tidy" => run_tidy(),
         "features" => features(),
+        "e2e" => e2e().and_then(|s| match s {
+            Status::Passed => Ok(()),
+            Status::NotRun(why) => Err(format!("did not run: {why}")),
+        }),
         _ => {
-            eprintln!("usage: cargo xtask <ci|fmt [--check]|lint|test|docs|tidy|features>");
+            eprintln!("usage: cargo xtask <ci|fmt [--check]|lint|test|docs|tidy|features|e2e>");
             return if task == "help" { ExitCode::SUCCESS } else { ExitCode::from(2) };
         }
     };
@@ -46,24 +55,56 @@ fn main() -> ExitCode {
 }
 
 type Result<T = ()> = std::result::Result<T, String>;
-type Step = (&'static str, fn() -> Result);
+type Step = (&'static str, fn() -> Result<Status>);
+
+/// How a step ended when it did not fail.
+enum Status {
+    Passed,
+    /// Its prerequisites are missing here; the text says which and how to install them.
+    NotRun(String),
+}
+
+fn passed(r: Result) -> Result<Status> {
+    r.map(|()| Status::Passed)
+}
+
+fn require_all() -> bool {
+    std::env::var("XTASK_REQUIRE_ALL").is_ok_and(|v| v == "1")
+}
 
 fn ci() -> Result {
-    let steps: [Step; 6] = [
-        ("fmt --check", || fmt(true)),
-        ("lint", lint),
-        ("test", test),
-        ("docs", docs),
-        ("tidy", run_tidy),
-        ("features", features),
+    let steps: [Step; 7] = [
+        ("fmt --check", || passed(fmt(true))),
+        ("lint", || passed(lint())),
+        ("test", || passed(test())),
+        ("docs", || passed(docs())),
+        ("tidy", || passed(run_tidy())),
+        ("features", || passed(features())),
+        ("e2e", e2e),
     ];
+    let mut not_run = Vec::new();
     for (name, step) in steps {
         let started = Instant::now();
         eprintln!("==> xtask ci: {name}");
-        step()?;
-        eprintln!("==> xtask ci: {name} ok ({:.0?})", started.elapsed());
+        match step()? {
+            Status::Passed => eprintln!("==> xtask ci: {name} ok ({:.0?})", started.elapsed()),
+            Status::NotRun(why) if require_all() => {
+                return Err(format!("{name} could not run and XTASK_REQUIRE_ALL=1: {why}"));
+            }
+            Status::NotRun(why) => {
+                eprintln!("==> xtask ci: {name} NOT RUN: {why}");
+                not_run.push(format!("{name} ({why})"));
+            }
+        }
     }
-    eprintln!("==> xtask ci: all steps passed");
+    if not_run.is_empty() {
+        eprintln!("==> xtask ci: all steps passed");
+    } else {
+        eprintln!("==> xtask ci: the steps that ran passed, but these did NOT run and are NOT passed:");
+        for s in &not_run {
+            eprintln!("      - {s}");
+        }
+    }
     Ok(())
 }
 
@@ -135,6 +176,52 @@ fn features() -> Result {
         );
     }
     Ok(())
+}
+
+/// The first of `candidates` that is an existing file, or found on `PATH`.
+fn find_program(env: &str, candidates: &[&str]) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(env) {
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    candidates.iter().find_map(|c| {
+        let c = Path::new(c);
+        if c.is_absolute() {
+            return c.is_file().then(|| c.to_path_buf());
+        }
+        std::env::split_paths(&path).map(|d| d.join(c)).find(|p| p.is_file())
+    })
+}
+
+/// The browser test: the sandbox and the web app in-process, headless Chromium through
+/// chromedriver, screenshots under `target/e2e/`.
+fn e2e() -> Result<Status> {
+    let chrome = find_program("CHROME_BIN", &["chromium", "chromium-browser", "google-chrome"]);
+    let driver = find_program("CHROMEDRIVER", &["chromedriver"]);
+    let (Some(chrome), Some(driver)) = (chrome, driver) else {
+        return Ok(Status::NotRun(
+            "Chromium or chromedriver not found; install them with `sudo apt-get install chromium chromium-driver` \
+             (or set CHROME_BIN and CHROMEDRIVER)"
+                .into(),
+        ));
+    };
+    let (chrome, driver) = (chrome.to_string_lossy().into_owned(), driver.to_string_lossy().into_owned());
+    cargo(
+        &["test", "-p", "web-app", "--test", "browser", "--", "--nocapture"],
+        &[("CHROME_BIN", &chrome), ("CHROMEDRIVER", &driver)],
+    )?;
+    let dir =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from).join("e2e");
+    let shots = std::fs::read_dir(&dir)
+        .map_err(|e| format!("no screenshots in {}: {e}", dir.display()))?
+        .filter_map(std::result::Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "png"))
+        .count();
+    if shots == 0 {
+        return Err(format!("the browser test saved no screenshot in {}", dir.display()));
+    }
+    eprintln!("xtask e2e: {shots} screenshots in {}", dir.display());
+    Ok(Status::Passed)
 }
 
 fn cargo_output(args: &[&str]) -> Result<String> {

@@ -1,0 +1,472 @@
+//! What an integrator writes: a small axum service that asks its users for a one-time
+//! subscription and later sends each of them exactly one message.
+//!
+//! | Route                  | What it does                                                        |
+//! |------------------------|---------------------------------------------------------------------|
+//! | `GET /`                | the product page with a "notify me" link                            |
+//! | `GET /subscribe`       | redirects to WeChat's authorization page, state bound to the session |
+//! | `GET /callback`        | completes the authorization, records the grant, shows the result     |
+//! | `GET /admin`           | how many users are waiting, and the dispatch form                    |
+//! | `POST /admin/dispatch` | sends one message to everyone waiting and shows the report           |
+//! | `GET /health`          | liveness and the grant counts, as JSON                               |
+//!
+//! Configuration comes from the environment ([`Config::from_env`]) and defaults to the sandbox
+//! `wxsub sandbox` serves on `127.0.0.1:8080`, with its demo app. The binary (`src/main.rs`) is
+//! ten lines; tests start the same [`router`] in-process.
+
+mod html;
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Form, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Json, Redirect, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use subscribe_client::{
+    CancelToken, Client, DispatchReport, Dispatcher, Error, GrantLedger, GrantScope, InMemoryGrantLedger,
+    OutcomeKind, Recorded,
+};
+use subscribe_types::{
+    AppId, AppSecret, AuthorizationAnswer, HttpUrl, OpenId, Scene, SubscribeMessage, TemplateId,
+    ValidationError,
+};
+
+use crate::html::{esc, page};
+
+/// The sandbox's demo app id (`wxsub sandbox` and `SandboxConfig::demo()`).
+pub const SANDBOX_APPID: &str = "wx5a1db0c0ffee0001";
+/// The sandbox's demo secret. Not a secret: it only opens the local sandbox.
+pub const SANDBOX_SECRET: &str = "sandbox-demo-secret-0123456789ab";
+/// The sandbox's demo one-time template.
+pub const SANDBOX_TEMPLATE: &str = "SandboxRestockAlert_0000000000000000000001";
+/// Where `wxsub sandbox` listens by default.
+pub const SANDBOX_BASE: &str = "http://127.0.0.1:8080";
+
+const SESSION_COOKIE: &str = "sid";
+
+/// The service's configuration.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Config {
+    /// `WEBAPP_LISTEN`: where to listen (default `127.0.0.1:3000`).
+    pub listen: SocketAddr,
+    /// `WEBAPP_PUBLIC_URL`: how browsers reach this service; the callback is
+    /// `{public_url}/callback` (default `http://{listen}`).
+    pub public_url: String,
+    /// `WECHAT_APPID` (default: the sandbox's demo app).
+    pub appid: AppId,
+    /// `WECHAT_SECRET` (default: the sandbox's demo secret). Never printed.
+    pub secret: AppSecret,
+    /// `WECHAT_API_BASE` (default: the sandbox at `127.0.0.1:8080`; for WeChat,
+    /// `https://api.weixin.qq.com`).
+    pub api_base: String,
+    /// `WECHAT_MP_BASE`: where the authorization page is (default: the same sandbox; for
+    /// WeChat, `https://mp.weixin.qq.com`).
+    pub mp_base: String,
+    /// `WECHAT_TEMPLATE_ID` (default: the sandbox's demo template).
+    pub template_id: TemplateId,
+    /// `WEBAPP_SCENE`: the scene this page asks for (default 1).
+    pub scene: Scene,
+    /// `WEBAPP_STATE_KEY`: the key signing the authorization state, at least 32 bytes. Needed
+    /// when several instances serve the same users; by default it is derived from the secret.
+    pub state_key: Option<Vec<u8>>,
+    /// `WEBAPP_DISPATCH_CONCURRENCY`: sends in flight during a dispatch (default 16).
+    pub dispatch_concurrency: usize,
+}
+
+/// A configuration variable is unusable.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The variable's value breaks a rule.
+    #[error("{var}: {reason}")]
+    Invalid {
+        /// The environment variable.
+        var: &'static str,
+        /// What is wrong (never the value of a secret).
+        reason: String,
+    },
+}
+
+fn invalid(var: &'static str, reason: impl std::fmt::Display) -> ConfigError {
+    ConfigError::Invalid { var, reason: reason.to_string() }
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the variable and the rule it breaks.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads the configuration from `lookup` (the environment, or a map in tests).
+    ///
+    /// ```
+    /// let c = web_app::Config::from_lookup(|_| None).unwrap();
+    /// assert_eq!(c.listen.to_string(), "127.0.0.1:3000");
+    /// assert_eq!(c.api_base, web_app::SANDBOX_BASE);
+    /// ```
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the variable and the rule it breaks.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
+        let listen: SocketAddr = get("WEBAPP_LISTEN")
+            .unwrap_or_else(|| "127.0.0.1:3000".into())
+            .parse()
+            .map_err(|e| invalid("WEBAPP_LISTEN", e))?;
+        let public_url = get("WEBAPP_PUBLIC_URL")
+            .unwrap_or_else(|| format!("http://{listen}"))
+            .trim_end_matches('/')
+            .to_owned();
+        HttpUrl::new(format!("{public_url}/callback")).map_err(|e| invalid("WEBAPP_PUBLIC_URL", e))?;
+        let appid = AppId::new(get("WECHAT_APPID").unwrap_or_else(|| SANDBOX_APPID.into()))
+            .map_err(|e| invalid("WECHAT_APPID", e))?;
+        let secret = AppSecret::new(get("WECHAT_SECRET").unwrap_or_else(|| SANDBOX_SECRET.into()))
+            .map_err(|e| invalid("WECHAT_SECRET", e))?;
+        let api_base = get("WECHAT_API_BASE").unwrap_or_else(|| SANDBOX_BASE.into());
+        let mp_base = get("WECHAT_MP_BASE").unwrap_or_else(|| api_base.clone());
+        let template_id =
+            TemplateId::new(get("WECHAT_TEMPLATE_ID").unwrap_or_else(|| SANDBOX_TEMPLATE.into()))
+                .map_err(|e| invalid("WECHAT_TEMPLATE_ID", e))?;
+        let scene = get("WEBAPP_SCENE")
+            .map_or(Ok(1), |s| s.parse::<u32>().map_err(|e| invalid("WEBAPP_SCENE", e)))
+            .and_then(|n| Scene::new(n).map_err(|e| invalid("WEBAPP_SCENE", e)))?;
+        let state_key = match get("WEBAPP_STATE_KEY") {
+            Some(k) if k.len() < 32 => return Err(invalid("WEBAPP_STATE_KEY", "must be at least 32 bytes")),
+            k => k.map(String::into_bytes),
+        };
+        let dispatch_concurrency = get("WEBAPP_DISPATCH_CONCURRENCY")
+            .map_or(Ok(16), |s| s.parse::<usize>().map_err(|e| invalid("WEBAPP_DISPATCH_CONCURRENCY", e)))?;
+        Ok(Self {
+            listen,
+            public_url,
+            appid,
+            secret,
+            api_base,
+            mp_base,
+            template_id,
+            scene,
+            state_key,
+            dispatch_concurrency,
+        })
+    }
+}
+
+/// What every handler shares: the client, the ledger and the configuration.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    client: Client,
+    ledger: Arc<dyn GrantLedger>,
+    config: Arc<Config>,
+}
+
+impl AppState {
+    /// The client for `config`, and an in-memory grant ledger.
+    ///
+    /// # Errors
+    /// [`subscribe_client::ConfigError`] when the client cannot be built from `config`.
+    pub fn new(config: Config) -> Result<Self, subscribe_client::ConfigError> {
+        Self::with_ledger(config, Arc::new(InMemoryGrantLedger::new()))
+    }
+
+    /// The client for `config`, with `ledger` (a Redis ledger when several instances run).
+    ///
+    /// # Errors
+    /// [`subscribe_client::ConfigError`] when the client cannot be built from `config`.
+    pub fn with_ledger(
+        config: Config,
+        ledger: Arc<dyn GrantLedger>,
+    ) -> Result<Self, subscribe_client::ConfigError> {
+        let mut builder = Client::builder(config.appid.clone(), config.secret.clone())
+            .api_base(config.api_base.clone())
+            .mp_base(config.mp_base.clone());
+        if let Some(key) = &config.state_key {
+            builder = builder.state_key(key.clone());
+        }
+        Ok(Self { client: builder.build()?, ledger, config: Arc::new(config) })
+    }
+
+    /// The client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The grant ledger.
+    pub fn ledger(&self) -> &Arc<dyn GrantLedger> {
+        &self.ledger
+    }
+
+    fn scope(&self) -> GrantScope {
+        GrantScope {
+            appid: self.config.appid.clone(),
+            template_id: self.config.template_id.clone(),
+            scene: self.config.scene,
+        }
+    }
+}
+
+/// The service's routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/subscribe", get(subscribe))
+        .route("/callback", get(callback))
+        .route("/admin", get(admin))
+        .route("/admin/dispatch", post(dispatch))
+        .route("/health", get(health))
+        .with_state(state)
+}
+
+/// Serves `router(state)` on `listener` until `shutdown` resolves.
+///
+/// # Errors
+/// When the listener fails.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}
+
+/// The session id from the request's cookie, if it has a well-formed one.
+fn session_of(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, v)| *k == SESSION_COOKIE && v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(|(_, v)| v.to_owned())
+}
+
+fn new_session() -> String {
+    let mut id = [0u8; 16];
+    getrandom::fill(&mut id).expect("the OS random source works");
+    id.iter().fold(String::with_capacity(32), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+fn set_cookie(session: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!("{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Lax"))
+        .expect("hex is a valid header value")
+}
+
+async fn index(State(app): State<AppState>) -> Html<String> {
+    page(
+        "Back soon",
+        &format!(
+            r#"<h1>Linen shirt, size M</h1>
+<div class="card"><p>Sold out. Want a WeChat message when it is back in stock?</p>
+<p><a class="button" id="notify" href="/subscribe">Notify me on WeChat</a></p>
+<p><small>You will get one message, once. WeChat asks you first.</small></p></div>
+<p><small>App <code>{appid}</code>, template <code>{template}</code>, scene {scene}.</small></p>"#,
+            appid = esc(app.config.appid.as_str()),
+            template = esc(app.config.template_id.as_str()),
+            scene = app.config.scene.get(),
+        ),
+    )
+}
+
+/// Sends the browser to the authorization page, with a state bound to its session.
+async fn subscribe(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    let (session, fresh) = match session_of(&headers) {
+        Some(s) => (s, false),
+        None => (new_session(), true),
+    };
+    let redirect = HttpUrl::new(format!("{}/callback", app.config.public_url))
+        .expect("checked when the configuration was read");
+    let link =
+        app.client.authorize_url_for_session(&app.config.template_id, app.config.scene, &redirect, &session);
+    let mut response = Redirect::to(&link.url).into_response();
+    if fresh {
+        response.headers_mut().insert(header::SET_COOKIE, set_cookie(&session));
+    }
+    response
+}
+
+/// WeChat's redirect: verify it belongs to this session, record the grant, tell the user.
+async fn callback(State(app): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+    let Some(session) = session_of(&headers) else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "This answer does not belong to this browser: start again from the product page.",
+        );
+    };
+    let query = query.unwrap_or_default();
+    match app.client.complete_and_record_for_session(&query, &session, app.ledger.as_ref()).await {
+        Ok((AuthorizationAnswer::Confirmed(c), recorded)) => {
+            tracing::info!(openid = %c.openid, scene = c.scene.get(), ?recorded, "subscription confirmed");
+            let already = matches!(recorded, Some(Recorded::AlreadyPending));
+            let text = if already {
+                "You were already on the list: you will still get exactly one message."
+            } else {
+                "You are on the list. When the shirt is back, WeChat will bring you one message."
+            };
+            page(
+                "Subscribed",
+                &format!(
+                    r#"<div class="card ok" id="result" data-action="confirm"><h1>Thanks!</h1><p>{text}</p></div>
+<p><a href="/">Back to the shop</a></p>"#
+                ),
+            )
+            .into_response()
+        }
+        Ok((AuthorizationAnswer::Cancelled(_), _)) => page(
+            "Not subscribed",
+            r#"<div class="card warn" id="result" data-action="cancel"><h1>No problem</h1>
+<p>You chose not to be notified. Nothing will be sent.</p></div>
+<p><a href="/">Back to the shop</a></p>"#,
+        )
+        .into_response(),
+        Err(e @ Error::Authorization(_)) => {
+            tracing::warn!(error = %e, "callback rejected");
+            error_page(StatusCode::BAD_REQUEST, &format!("This answer cannot be accepted: {e}."))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not record the grant");
+            error_page(StatusCode::SERVICE_UNAVAILABLE, "We could not save your answer. Please try again.")
+        }
+    }
+}
+
+fn error_page(status: StatusCode, text: &str) -> Response {
+    (
+        status,
+        page(
+            "Something went wrong",
+            &format!(
+                r#"<div class="card error" id="error"><h1>Sorry</h1><p>{}</p></div>
+<p><a href="/">Back to the shop</a></p>"#,
+                esc(text)
+            ),
+        ),
+    )
+        .into_response()
+}
+
+async fn admin(State(app): State<AppState>) -> Response {
+    let counts = match app.ledger.counts(&app.scope(), app.client.clock().now()).await {
+        Ok(c) => c,
+        Err(e) => return error_page(StatusCode::SERVICE_UNAVAILABLE, &format!("ledger: {e}")),
+    };
+    page(
+        "Admin",
+        &format!(
+            r#"<h1>Back-in-stock notifications</h1>
+<div class="card"><table>
+<tr><th>Waiting</th><td id="pending">{}</td></tr>
+<tr><th>Being sent</th><td id="reserved">{}</td></tr>
+<tr><th>Delivered</th><td id="delivered">{}</td></tr>
+<tr><th>To review (outcome unknown)</th><td id="review">{}</td></tr>
+<tr><th>Dropped</th><td id="dropped">{}</td></tr></table></div>
+<form class="card" method="post" action="/admin/dispatch">
+<label for="title">Title (up to 15 characters)</label><input type="text" id="title" name="title" value="到货提醒">
+<label for="content">Message (up to 200 characters)</label><input type="text" id="content" name="content" value="您关注的亚麻衬衫（M 码）已到货">
+<label for="url">Link (optional)</label><input type="text" id="url" name="url" value="">
+<p><button type="submit" id="dispatch">Send to everyone waiting</button></p></form>"#,
+            counts.pending, counts.reserved, counts.delivered, counts.review, counts.dropped
+        ),
+    )
+    .into_response()
+}
+
+/// The admin form.
+#[derive(Debug, Deserialize)]
+struct DispatchForm {
+    title: String,
+    content: String,
+    #[serde(default)]
+    url: String,
+}
+
+async fn dispatch(State(app): State<AppState>, Form(form): Form<DispatchForm>) -> Response {
+    let form = Arc::new(form);
+    let (template, scene) = (app.config.template_id.clone(), app.config.scene);
+    let build = {
+        let form = Arc::clone(&form);
+        move |to: &OpenId| -> Result<SubscribeMessage, ValidationError> {
+            let mut b = SubscribeMessage::builder(to.clone(), template.clone(), scene)
+                .title(form.title.clone())
+                .content(form.content.clone());
+            if !form.url.trim().is_empty() {
+                b = b.url(form.url.trim());
+            }
+            b.build()
+        }
+    };
+    // Check the text once before anyone is taken: a bad title must not touch a single grant.
+    let probe = OpenId::new("oValidationProbe").expect("a valid openid");
+    if let Err(e) = build(&probe) {
+        return error_page(StatusCode::BAD_REQUEST, &format!("Nothing was sent: {e}."));
+    }
+    let dispatcher = Dispatcher::new(app.client.clone(), Arc::clone(&app.ledger))
+        .concurrency(app.config.dispatch_concurrency)
+        .lease(Duration::from_secs(120));
+    match dispatcher.run(&app.config.template_id, app.config.scene, build, &mut (), &CancelToken::new()).await
+    {
+        Ok(report) => report_page(&report),
+        Err(e) => error_page(StatusCode::SERVICE_UNAVAILABLE, &format!("The dispatch stopped: {e}.")),
+    }
+}
+
+fn report_page(report: &DispatchReport) -> Response {
+    const SHOWN: usize = 500;
+    let p = report.progress;
+    let mut rows = String::new();
+    for o in report.outcomes.iter().take(SHOWN) {
+        let class = if o.kind == OutcomeKind::Delivered { "ok" } else { "warn" };
+        let _ = writeln!(
+            rows,
+            r#"<tr class="outcome {class}"><td><code>{}</code></td><td>{}</td><td>{}</td></tr>"#,
+            esc(o.openid.as_str()),
+            o.kind.as_str(),
+            esc(o.detail.as_deref().unwrap_or(""))
+        );
+    }
+    let more = report.outcomes.len().saturating_sub(SHOWN);
+    let more = if more > 0 { format!("<p>… and {more} more.</p>") } else { String::new() };
+    page(
+        "Dispatch report",
+        &format!(
+            r#"<h1>Dispatch report</h1>
+<div class="card" id="report"><table>
+<tr><th>Sent</th><td id="sent">{}</td></tr><tr><th>Delivered</th><td id="delivered">{}</td></tr>
+<tr><th>Failed (waiting again)</th><td id="failed">{}</td></tr>
+<tr><th>Unknown (to review)</th><td id="unknown">{}</td></tr>
+<tr><th>Dropped</th><td id="dropped">{}</td></tr></table></div>
+<table><tr><th>User</th><th>Outcome</th><th>Detail</th></tr>
+{rows}</table>{more}
+<p><a href="/admin">Back to admin</a></p>"#,
+            p.sent, p.delivered, p.failed, p.unknown, p.dropped
+        ),
+    )
+    .into_response()
+}
+
+async fn health(State(app): State<AppState>) -> Response {
+    match app.ledger.counts(&app.scope(), app.client.clock().now()).await {
+        Ok(c) => Json(serde_json::json!({
+            "status": "ok",
+            "grants": { "pending": c.pending, "reserved": c.reserved, "delivered": c.delivered,
+                        "review": c.review, "dropped": c.dropped },
+        }))
+        .into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "status": "unavailable", "error": e.to_string() })),
+        )
+            .into_response(),
+    }
+}

@@ -1,0 +1,45 @@
+//! `cargo run -p web-app`: the example service. Start the sandbox first
+//! (`cargo run -p subscribe-cli -- sandbox`), then open <http://127.0.0.1:3000>.
+
+// A server program reports a fatal start-up error on stderr.
+#![allow(clippy::print_stderr)]
+
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt().with_target(false).init();
+    let config = match web_app::Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("web-app: configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let listen = config.listen;
+    let state = match web_app::AppState::new(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("web-app: client: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("web-app: cannot listen on {listen}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!("listening on http://{listen}");
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    match web_app::serve(listener, state, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("web-app: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

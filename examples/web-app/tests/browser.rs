@@ -1,0 +1,167 @@
+//! The whole flow in a real browser: headless Chromium, driven through chromedriver.
+//!
+//! Run by `cargo xtask e2e` (which `cargo xtask ci` runs), not by `cargo test`: it needs
+//! Debian's `chromium` and `chromium-driver`. `CHROME_BIN` and `CHROMEDRIVER` override where
+//! they are. Screenshots of every page go to `target/e2e/`.
+//!
+//! One user confirms and lands on the app's result page; a second user cancels; the admin
+//! dispatches; the first user's inbox in the sandbox shows the message and the second's none.
+
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc, clippy::print_stderr)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use subscribe_sandbox::{SandboxConfig, SandboxHandle};
+use web_app::{AppState, Config};
+
+const ALICE: &str = "oSandbox_Alice_00000000001";
+const BOB: &str = "oSandbox_Bob_0000000000002";
+
+fn screenshots_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"), PathBuf::from);
+    target.join("e2e")
+}
+
+/// chromedriver on a free loopback port, killed when dropped.
+struct Driver {
+    _child: tokio::process::Child,
+    url: String,
+}
+
+async fn chromedriver() -> Driver {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let bin = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
+    let child = tokio::process::Command::new(&bin)
+        .arg(format!("--port={port}"))
+        .arg("--allowed-ips=127.0.0.1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {bin}: {e} (apt-get install chromium chromium-driver)"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(Instant::now() < deadline, "chromedriver did not listen on {port}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Driver { _child: child, url: format!("http://127.0.0.1:{port}") }
+}
+
+async fn browser(driver: &Driver) -> Client {
+    let binary = std::env::var("CHROME_BIN").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let caps = serde_json::json!({
+        "goog:chromeOptions": {
+            "binary": binary,
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run",
+                "--disable-dev-shm-usage", "--window-size=1000,1000",
+            ],
+        }
+    });
+    let serde_json::Value::Object(caps) = caps else { unreachable!() };
+    ClientBuilder::rustls().unwrap().capabilities(caps).connect(&driver.url).await.unwrap()
+}
+
+async fn shot(c: &Client, name: &str) {
+    let png = c.screenshot().await.unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "{name}: not a PNG");
+    std::fs::write(screenshots_dir().join(format!("{name}.png")), png).unwrap();
+}
+
+async fn text_of(c: &Client, id: &str) -> String {
+    c.wait().for_element(Locator::Id(id)).await.unwrap().text().await.unwrap()
+}
+
+/// From the product page through WeChat's authorization page, choosing `openid` and pressing
+/// `decision` (`confirm` or `cancel`), back to the app's result page.
+async fn subscribe_as(c: &Client, app: SocketAddr, sandbox: &str, openid: &str, decision: &str, n: u32) {
+    c.goto(&format!("http://{app}/")).await.unwrap();
+    shot(c, &format!("{n}a-product-page-{openid}")).await;
+    c.find(Locator::Id("notify")).await.unwrap().click().await.unwrap();
+
+    c.wait().for_element(Locator::Id(decision)).await.unwrap();
+    let here = c.current_url().await.unwrap();
+    assert!(here.as_str().starts_with(&format!("{sandbox}/mp/subscribemsg?")), "{here}");
+    c.find(Locator::Css(&format!(r#"input[name="openid"][value="{openid}"]"#)))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    shot(c, &format!("{n}b-authorization-page-{openid}")).await;
+    c.find(Locator::Id(decision)).await.unwrap().click().await.unwrap();
+
+    let result = c.wait().for_element(Locator::Id("result")).await.unwrap();
+    assert_eq!(result.attr("data-action").await.unwrap().as_deref(), Some(decision));
+    let here = c.current_url().await.unwrap();
+    assert!(here.as_str().starts_with(&format!("http://{app}/callback?")), "{here}");
+    shot(c, &format!("{n}c-result-page-{openid}")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirm_cancel_dispatch_and_inboxes_in_chromium() {
+    let dir = screenshots_dir();
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+
+    let sandbox = SandboxHandle::start(SandboxConfig::demo()).await.unwrap();
+    let base = sandbox.base_url();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = listener.local_addr().unwrap();
+    let env = [
+        ("WEBAPP_LISTEN", app.to_string()),
+        ("WEBAPP_PUBLIC_URL", format!("http://{app}")),
+        ("WECHAT_API_BASE", base.clone()),
+    ];
+    let config =
+        Config::from_lookup(|k| env.iter().find(|(name, _)| *name == k).map(|(_, v)| v.clone())).unwrap();
+    tokio::spawn(web_app::serve(listener, AppState::new(config).unwrap(), std::future::pending()));
+
+    let driver = chromedriver().await;
+    let c = browser(&driver).await;
+    let outcome = flow(c.clone(), app, base);
+    // Close the browser even when an assertion fails, then report the failure.
+    let result = tokio::spawn(outcome).await;
+    c.close().await.unwrap();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+    assert_eq!(sandbox.stats().deliveries, 1);
+    let shots = std::fs::read_dir(&dir).unwrap().count();
+    assert_eq!(shots, 10, "screenshots in {}", dir.display());
+    eprintln!("screenshots: {}", dir.display());
+}
+
+async fn flow(c: Client, app: SocketAddr, base: String) {
+    // Alice confirms.
+    subscribe_as(&c, app, &base, ALICE, "confirm", 1).await;
+    // Bob, in a fresh session of his own, cancels.
+    c.delete_all_cookies().await.unwrap();
+    subscribe_as(&c, app, &base, BOB, "cancel", 2).await;
+
+    // The admin sees one user waiting and dispatches.
+    c.goto(&format!("http://{app}/admin")).await.unwrap();
+    assert_eq!(text_of(&c, "pending").await, "1");
+    shot(&c, "3a-admin").await;
+    c.find(Locator::Id("dispatch")).await.unwrap().click().await.unwrap();
+    assert_eq!(text_of(&c, "delivered").await, "1");
+    assert_eq!(text_of(&c, "sent").await, "1");
+    shot(&c, "3b-dispatch-report").await;
+
+    // Alice's WeChat shows the message; Bob's shows none.
+    c.goto(&format!("{base}/sandbox/inbox/{ALICE}")).await.unwrap();
+    let messages = c.find_all(Locator::Css(".card.message")).await.unwrap();
+    assert_eq!(messages.len(), 1);
+    assert!(messages[0].text().await.unwrap().contains("亚麻衬衫"));
+    shot(&c, "4a-inbox-alice").await;
+    c.goto(&format!("{base}/sandbox/inbox/{BOB}")).await.unwrap();
+    c.find(Locator::Id("empty")).await.unwrap();
+    assert!(c.find_all(Locator::Css(".card.message")).await.unwrap().is_empty());
+    shot(&c, "4b-inbox-bob").await;
+}

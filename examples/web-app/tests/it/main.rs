@@ -1,0 +1,197 @@
+//! The web app over real HTTP, against the sandbox, as a browser without JavaScript would use
+//! it (the browser test, `tests/browser.rs`, does the same in Chromium).
+
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use reqwest::StatusCode;
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use subscribe_sandbox::{SandboxConfig, SandboxHandle};
+use web_app::{AppState, Config};
+
+const ALICE: &str = "oSandbox_Alice_00000000001";
+const BOB: &str = "oSandbox_Bob_0000000000002";
+
+struct World {
+    sandbox: SandboxHandle,
+    app: SocketAddr,
+    http: reqwest::Client,
+}
+
+async fn start() -> World {
+    let sandbox = SandboxHandle::start(SandboxConfig::demo()).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = listener.local_addr().unwrap();
+    let mut env = HashMap::new();
+    env.insert("WEBAPP_LISTEN", app.to_string());
+    env.insert("WEBAPP_PUBLIC_URL", format!("http://{app}"));
+    env.insert("WECHAT_API_BASE", sandbox.base_url());
+    let config = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
+    let state = AppState::new(config).unwrap();
+    tokio::spawn(web_app::serve(listener, state, std::future::pending()));
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    World { sandbox, app, http }
+}
+
+impl World {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.app)
+    }
+
+    /// `/subscribe` → the authorization page → the user's decision → WeChat's redirect back.
+    /// Returns the session cookie and the callback URL.
+    async fn authorize(&self, cookie: Option<&str>, openid: &str, decision: &str) -> (String, String) {
+        let mut req = self.http.get(self.url("/subscribe"));
+        if let Some(c) = cookie {
+            req = req.header(COOKIE, c);
+        }
+        let r = req.send().await.unwrap();
+        assert!(r.status().is_redirection(), "{}", r.status());
+        let cookie = match r.headers().get(SET_COOKIE) {
+            Some(v) => {
+                let v = v.to_str().unwrap();
+                assert!(v.contains("HttpOnly") && v.contains("SameSite=Lax"), "{v}");
+                v.split(';').next().unwrap().to_owned()
+            }
+            None => cookie.unwrap().to_owned(),
+        };
+        let page_url = r.headers()[LOCATION].to_str().unwrap().split('#').next().unwrap().to_owned();
+        assert!(page_url.starts_with(&format!("{}/mp/subscribemsg?", self.sandbox.base_url())), "{page_url}");
+        assert_eq!(self.http.get(&page_url).send().await.unwrap().status(), 200);
+        let q = page_url.split_once('?').unwrap().1;
+        let r = self
+            .http
+            .post(format!("{}/mp/subscribemsg/decide", self.sandbox.base_url()))
+            .form(&[("q", q), ("openid", openid), ("decision", decision)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 302);
+        let callback = r.headers()[LOCATION].to_str().unwrap().to_owned();
+        assert!(callback.starts_with(&self.url("/callback?")), "{callback}");
+        (cookie, callback)
+    }
+
+    async fn get(&self, url: &str, cookie: Option<&str>) -> (StatusCode, String) {
+        let mut req = self.http.get(url);
+        if let Some(c) = cookie {
+            req = req.header(COOKIE, c);
+        }
+        let r = req.send().await.unwrap();
+        (r.status(), r.text().await.unwrap())
+    }
+
+    async fn dispatch(&self, title: &str, content: &str) -> (StatusCode, String) {
+        let r = self
+            .http
+            .post(self.url("/admin/dispatch"))
+            .form(&[("title", title), ("content", content), ("url", "")])
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.text().await.unwrap())
+    }
+
+    async fn health(&self) -> serde_json::Value {
+        serde_json::from_str(&self.http.get(self.url("/health")).send().await.unwrap().text().await.unwrap())
+            .unwrap()
+    }
+}
+
+fn cell(html: &str, id: &str) -> u64 {
+    let start = html.find(&format!(r#"id="{id}">"#)).unwrap_or_else(|| panic!("no #{id} in {html}"));
+    let rest = &html[start + id.len() + 6..];
+    rest[..rest.find('<').unwrap()].parse().unwrap()
+}
+
+#[tokio::test]
+async fn confirm_cancel_dispatch_and_exactly_one_message() {
+    let w = start().await;
+    let (status, index) = w.get(&w.url("/"), None).await;
+    assert_eq!(status, 200);
+    assert!(index.contains(r#"href="/subscribe""#));
+
+    // Alice confirms: the grant is recorded once, even if the answer is replayed.
+    let (alice, callback) = w.authorize(None, ALICE, "confirm").await;
+    let (status, page) = w.get(&callback, Some(&alice)).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains(r#"data-action="confirm""#), "{page}");
+    let (status, again) = w.get(&callback, Some(&alice)).await;
+    assert_eq!(status, 200);
+    assert!(again.contains("already on the list"), "{again}");
+    assert_eq!(w.health().await["grants"]["pending"], 1);
+
+    // Bob cancels.
+    let (bob, callback) = w.authorize(None, BOB, "cancel").await;
+    assert_ne!(bob, alice);
+    let (status, page) = w.get(&callback, Some(&bob)).await;
+    assert_eq!(status, 200);
+    assert!(page.contains(r#"data-action="cancel""#), "{page}");
+
+    // A message that breaks a rule is refused before any grant is touched.
+    let (status, page) = w.dispatch("这个标题一共有十六个字符长度超过限制", "到货了").await;
+    assert_eq!(status, 400);
+    assert!(page.contains("title"), "{page}");
+    assert_eq!(w.sandbox.stats().send_requests, 0);
+    assert_eq!(w.health().await["grants"]["pending"], 1);
+
+    // The dispatch sends Alice her one message, and Bob nothing.
+    let (status, report) = w.dispatch("到货提醒", "您关注的亚麻衬衫已到货").await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!((cell(&report, "sent"), cell(&report, "delivered")), (1, 1));
+    assert!(report.contains(ALICE));
+    assert_eq!(w.sandbox.inbox(ALICE).len(), 1);
+    assert_eq!(w.sandbox.inbox(ALICE)[0].content, "您关注的亚麻衬衫已到货");
+    assert!(w.sandbox.inbox(BOB).is_empty());
+
+    // Nobody is waiting any more: a second dispatch sends nothing.
+    let (_, report) = w.dispatch("到货提醒", "again").await;
+    assert_eq!(cell(&report, "sent"), 0);
+    assert_eq!(w.sandbox.stats().deliveries, 1);
+    let (_, admin) = w.get(&w.url("/admin"), None).await;
+    assert_eq!((cell(&admin, "pending"), cell(&admin, "delivered")), (0, 1));
+}
+
+#[tokio::test]
+async fn an_answer_from_another_session_or_a_forged_one_is_refused() {
+    let w = start().await;
+    let (_, callback) = w.authorize(None, ALICE, "confirm").await;
+
+    // The same answer in another browser (an attacker's link opened by a victim).
+    let (other, _) = w.authorize(None, BOB, "cancel").await;
+    let (status, page) = w.get(&callback, Some(&other)).await;
+    assert_eq!(status, 400);
+    assert!(page.contains(r#"id="error""#), "{page}");
+    // Without any session.
+    assert_eq!(w.get(&callback, None).await.0, 400);
+    // A tampered scene.
+    let forged = callback.replace("scene=1", "scene=2");
+    assert_ne!(forged, callback);
+    let (status, _) = w.get(&forged, Some(&other)).await;
+    assert_eq!(status, 400);
+    // Garbage.
+    assert_eq!(w.get(&w.url("/callback?<script>"), Some(&other)).await.0, 400);
+    assert_eq!(w.health().await["grants"]["pending"], 0);
+}
+
+#[test]
+fn configuration_errors_name_the_variable_and_the_secret_never_prints() {
+    let secret = "a-very-private-secret-value-1234";
+    let cfg = Config::from_lookup(|k| (k == "WECHAT_SECRET").then(|| secret.to_owned())).unwrap();
+    let state = AppState::new(cfg.clone()).unwrap();
+    assert!(!format!("{cfg:?} {state:?}").contains(secret));
+
+    for (var, value) in [
+        ("WEBAPP_LISTEN", "nowhere"),
+        ("WEBAPP_PUBLIC_URL", "ftp://x"),
+        ("WECHAT_APPID", "wx bad"),
+        ("WEBAPP_SCENE", "10001"),
+        ("WEBAPP_STATE_KEY", "short"),
+        ("WECHAT_TEMPLATE_ID", "bad template"),
+    ] {
+        let e = Config::from_lookup(|k| (k == var).then(|| value.to_owned())).unwrap_err();
+        assert!(e.to_string().starts_with(var), "{var}: {e}");
+    }
+}
