@@ -9,6 +9,7 @@
 //! | `docs` | rustdoc with warnings denied |
 //! | `tidy` | repository checks (also a `#[test]` of this crate) |
 //! | `features` | each crate's notable feature sets build on their own |
+//! | `bench [--quick]` | whole-system benchmarks (throughput vs plain reqwest, sandbox, cold start, dispatch memory); table on stdout, JSON in `target/bench/` |
 //! | `e2e` | the browser test: sandbox + `examples/web-app` + headless Chromium; screenshots in `target/e2e/` |
 //!
 //! A step whose prerequisites are missing on this machine (Chromium for `e2e`) is reported as
@@ -36,12 +37,15 @@ fn main() -> ExitCode {
         "docs" => docs(),
         "tidy" => run_tidy(),
         "features" => features(),
+        "bench" => bench(rest.iter().any(|a| a == "--quick")),
         "e2e" => e2e().and_then(|s| match s {
             Status::Passed => Ok(()),
             Status::NotRun(why) => Err(format!("did not run: {why}")),
         }),
         _ => {
-            eprintln!("usage: cargo xtask <ci|fmt [--check]|lint|test|docs|tidy|features|e2e>");
+            eprintln!(
+                "usage: cargo xtask <ci|fmt [--check]|lint|test|docs|tidy|features|e2e|bench [--quick]>"
+            );
             return if task == "help" { ExitCode::SUCCESS } else { ExitCode::from(2) };
         }
     };
@@ -176,6 +180,55 @@ fn features() -> Result {
         );
     }
     Ok(())
+}
+
+/// The whole-system benchmarks, each scenario in its own process (so peak memory is its own).
+/// `quick` runs small sizes: it checks the benchmarks work, its figures mean little.
+fn bench(quick: bool) -> Result {
+    let scenarios: &[&[&str]] = if quick {
+        &[
+            &["throughput", "2000", "16"],
+            &["sandbox", "1000", "16"],
+            &["cold-start", "1000"],
+            &["dispatch", "5000"],
+        ]
+    } else {
+        &[
+            &["throughput", "50000", "64"],
+            &["sandbox", "20000", "64"],
+            &["cold-start", "10000"],
+            &["dispatch", "10000"],
+            &["dispatch", "100000"],
+        ]
+    };
+    let mut results = Vec::new();
+    for args in scenarios {
+        eprintln!("xtask bench: {}", args.join(" "));
+        let mut full = vec!["bench", "-q", "-p", "subscribe-cli", "--bench", "macro", "--"];
+        full.extend_from_slice(args);
+        let out = cargo_output(&full)?;
+        let line = out.lines().rev().find(|l| l.starts_with('{')).ok_or("a scenario printed no result")?;
+        results.push(line.to_owned());
+    }
+    println!("\n{:<12} result", "scenario");
+    for r in &results {
+        let name = json_field(r, "scenario").unwrap_or_default();
+        println!("{name:<12} {}", r.trim_matches(|c| c == '{' || c == '}').replace(",\"", "  \""));
+    }
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root().join("target"), PathBuf::from)
+        .join("bench");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let file = dir.join(if quick { "macro-quick.json" } else { "macro.json" });
+    std::fs::write(&file, format!("[\n{}\n]\n", results.join(",\n"))).map_err(|e| e.to_string())?;
+    eprintln!("xtask bench: results in {}", file.display());
+    Ok(())
+}
+
+/// The text of a top-level string field of a one-line JSON object (enough for our own output).
+fn json_field(json: &str, key: &str) -> Option<String> {
+    let start = json.find(&format!("\"{key}\":\""))? + key.len() + 4;
+    Some(json[start..].split('"').next()?.to_owned())
 }
 
 /// The first of `candidates` that is an existing file, or found on `PATH`.

@@ -1,0 +1,364 @@
+//! Whole-system benchmarks, one scenario per process so peak memory is the scenario's own.
+//! Run by `cargo xtask bench`, which prints the table; by hand:
+//!
+//! ```text
+//! cargo bench -p subscribe-cli --bench macro -- throughput [sends] [concurrency]
+//! cargo bench -p subscribe-cli --bench macro -- sandbox    [sends] [concurrency]
+//! cargo bench -p subscribe-cli --bench macro -- cold-start [sends]
+//! cargo bench -p subscribe-cli --bench macro -- dispatch   [grants]
+//! ```
+//!
+//! Each prints one JSON object on stdout. Every figure is measured against a baseline run in the
+//! same process against the same server: plain reqwest posting pre-serialized bodies.
+
+#![allow(
+    clippy::print_stdout,
+    clippy::unwrap_used,
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    missing_docs
+)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use subscribe_client::{
+    CancelToken, Client, Dispatcher, GrantKey, GrantLedger, InMemoryGrantLedger, RetryPolicy,
+};
+use subscribe_sandbox::{DEMO_APPID, DEMO_SECRET, DEMO_TEMPLATE, SandboxConfig, SandboxHandle};
+use subscribe_types::{AppId, AppSecret, OpenId, Scene, SubscribeMessage, TemplateId};
+
+const TOKEN: &str = "BENCH_ACCESS_TOKEN_0123456789abcdef0123456789abcdef";
+
+/// A minimal WeChat: fixed answers, counting token requests.
+struct Fixed {
+    addr: SocketAddr,
+    token_requests: Arc<AtomicU64>,
+}
+
+async fn fixed_server() -> Fixed {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let token_requests = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&token_requests);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let _ = stream.set_nodelay(true);
+            let counter = Arc::clone(&counter);
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let counter = Arc::clone(&counter);
+                    async move {
+                        use http_body_util::BodyExt;
+                        let path = req.uri().path().to_owned();
+                        let _ = req.into_body().collect().await;
+                        let body: &'static str = if path.ends_with("token") {
+                            counter.fetch_add(1, Ordering::Relaxed);
+                            r#"{"access_token":"BENCH_ACCESS_TOKEN_0123456789abcdef0123456789abcdef","expires_in":7200}"#
+                        } else {
+                            r#"{"errcode":0,"errmsg":"ok"}"#
+                        };
+                        Ok::<_, Infallible>(
+                            hyper::Response::builder()
+                                .header("content-type", "application/json; encoding=utf-8")
+                                .body(Full::new(Bytes::from_static(body.as_bytes())))
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Fixed { addr, token_requests }
+}
+
+fn message(i: usize, scene: u32) -> SubscribeMessage {
+    SubscribeMessage::builder(
+        OpenId::new(format!("oUser{i:010}")).unwrap(),
+        TemplateId::new(DEMO_TEMPLATE).unwrap(),
+        Scene::new(scene).unwrap(),
+    )
+    .title("到货提醒")
+    .content("您关注的商品已到货，点击查看详情。")
+    .url("https://shop.example.com/items/1")
+    .build()
+    .unwrap()
+}
+
+fn client(base: &str) -> Client {
+    Client::builder(AppId::new(DEMO_APPID).unwrap(), AppSecret::new(DEMO_SECRET).unwrap())
+        .api_base(base)
+        .retry_policy(RetryPolicy::default())
+        .build()
+        .unwrap()
+}
+
+/// CPU time of this process (user + system), from `/proc/self/stat`.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    // Fields 14 and 15 of stat(5) (utime, stime), counted after the command name.
+    let total = ticks(11) + ticks(12);
+    Duration::from_millis(total * 10) // USER_HZ is 100 on Linux
+}
+
+/// `VmRSS` or `VmHWM` of this process, in bytes.
+fn mem(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Resets the peak resident set size (`VmHWM`) to the current one.
+fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+struct Run {
+    per_second: f64,
+    cpu_per_message_us: f64,
+    #[allow(dead_code)] // kept for ad-hoc printing
+    wall: Duration,
+}
+
+/// Runs `n` jobs on `concurrency` workers; `job(i)` does the i-th.
+async fn run<F, Fut>(n: usize, concurrency: usize, job: F) -> Run
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    let job = Arc::new(job);
+    let next = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let (cpu0, t0) = (cpu_time(), Instant::now());
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (job, next, failures) = (Arc::clone(&job), Arc::clone(&next), Arc::clone(&failures));
+        workers.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                if !job(i).await {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    while workers.join_next().await.is_some() {}
+    let wall = t0.elapsed();
+    let cpu = cpu_time().saturating_sub(cpu0);
+    assert_eq!(failures.load(Ordering::Relaxed), 0, "every send must succeed");
+    Run {
+        per_second: n as f64 / wall.as_secs_f64(),
+        cpu_per_message_us: cpu.as_secs_f64() * 1e6 / n as f64,
+        wall,
+    }
+}
+
+/// Plain reqwest posting pre-serialized bodies: the baseline.
+async fn plain(base: &str, bodies: Arc<Vec<Bytes>>, concurrency: usize) -> Run {
+    let http = reqwest::Client::builder().build().unwrap();
+    let url = format!("{base}/cgi-bin/message/template/subscribe?access_token={TOKEN}");
+    let n = bodies.len();
+    run(n, concurrency, move |i| {
+        let req = http.post(&url).header("content-type", "application/json").body(bodies[i].clone());
+        async move {
+            match req.send().await {
+                Ok(r) => r.bytes().await.is_ok_and(|b| b.as_ref() == br#"{"errcode":0,"errmsg":"ok"}"#),
+                Err(_) => false,
+            }
+        }
+    })
+    .await
+}
+
+async fn through_client(c: &Client, messages: Arc<Vec<SubscribeMessage>>, concurrency: usize) -> Run {
+    let c = c.clone();
+    let n = messages.len();
+    run(n, concurrency, move |i| {
+        let (c, messages) = (c.clone(), Arc::clone(&messages));
+        async move { c.send(&messages[i]).await.is_ok() }
+    })
+    .await
+}
+
+async fn throughput(n: usize, concurrency: usize) -> serde_json::Value {
+    let server = fixed_server().await;
+    let base = format!("http://{}", server.addr);
+    let messages: Arc<Vec<_>> = Arc::new((0..n).map(|i| message(i, 1)).collect());
+    let bodies: Arc<Vec<Bytes>> =
+        Arc::new(messages.iter().map(|m| Bytes::from(serde_json::to_vec(m).unwrap())).collect());
+    let c = client(&base);
+    // Warm both paths (connections, token) so neither pays a start-up the other does not.
+    let warm = n.min(2_000);
+    let _ = plain(&base, Arc::new(bodies[..warm].to_vec()), concurrency).await;
+    let _ = through_client(&c, Arc::new(messages[..warm].to_vec()), concurrency).await;
+    // Alternate, twice each, and keep each side's best: the machine's noise hits both.
+    let mut best_plain: Option<Run> = None;
+    let mut best_client: Option<Run> = None;
+    for _ in 0..2 {
+        let p = plain(&base, Arc::clone(&bodies), concurrency).await;
+        if best_plain.as_ref().is_none_or(|b| p.per_second > b.per_second) {
+            best_plain = Some(p);
+        }
+        let r = through_client(&c, Arc::clone(&messages), concurrency).await;
+        if best_client.as_ref().is_none_or(|b| r.per_second > b.per_second) {
+            best_client = Some(r);
+        }
+    }
+    let (p, r) = (best_plain.unwrap(), best_client.unwrap());
+    json!({
+        "scenario": "throughput",
+        "sends": n, "concurrency": concurrency,
+        "client_per_s": r.per_second.round(), "plain_reqwest_per_s": p.per_second.round(),
+        "ratio": (r.per_second / p.per_second * 1000.0).round() / 1000.0,
+        "client_cpu_us_per_msg": (r.cpu_per_message_us * 10.0).round() / 10.0,
+        "plain_cpu_us_per_msg": (p.cpu_per_message_us * 10.0).round() / 10.0,
+        "token_requests": server.token_requests.load(Ordering::Relaxed),
+    })
+}
+
+async fn sandbox(n: usize, concurrency: usize) -> serde_json::Value {
+    let s = SandboxHandle::start(SandboxConfig::demo().with_generated_users(n)).await.unwrap();
+    let base = s.base_url();
+    for i in 0..n {
+        s.add_grant(DEMO_APPID, &format!("oUser{i:010}"), DEMO_TEMPLATE, Scene::new(2).unwrap());
+    }
+    let messages: Arc<Vec<_>> = Arc::new((0..n).map(|i| message(i, 2)).collect());
+    let c = client(&base);
+    let r = through_client(&c, messages, concurrency).await;
+    assert_eq!(s.stats().deliveries, n as u64);
+    let fixed = throughput(n.min(20_000), concurrency).await;
+    json!({
+        "scenario": "sandbox",
+        "sends": n, "concurrency": concurrency,
+        "client_per_s": r.per_second.round(),
+        "cpu_us_per_msg": (r.cpu_per_message_us * 10.0).round() / 10.0,
+        "fixed_server_client_per_s": fixed["client_per_s"],
+        "ratio_to_fixed_server": (r.per_second / fixed["client_per_s"].as_f64().unwrap() * 1000.0).round() / 1000.0,
+        "deliveries_counted_by_sandbox": s.stats().deliveries,
+    })
+}
+
+async fn cold_start(n: usize) -> serde_json::Value {
+    let server = fixed_server().await;
+    let base = format!("http://{}", server.addr);
+    let c = client(&base);
+    let t0 = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let c = c.clone();
+        tasks.spawn(async move { c.send(&message(i, 3)).await.is_ok() });
+    }
+    let mut ok = 0u64;
+    while let Some(r) = tasks.join_next().await {
+        ok += u64::from(r.unwrap());
+    }
+    let wall = t0.elapsed();
+    json!({
+        "scenario": "cold-start",
+        "sends": n, "delivered": ok,
+        "token_requests": server.token_requests.load(Ordering::Relaxed),
+        "ms_to_last_delivery": wall.as_millis(),
+    })
+}
+
+#[allow(clippy::disallowed_methods)] // a benchmark against a real server runs on wall-clock time
+async fn dispatch(n: usize) -> serde_json::Value {
+    let server = fixed_server().await;
+    let base = format!("http://{}", server.addr);
+    let c = client(&base);
+    let _ = c.token().await.unwrap();
+    let rss_start = mem("VmRSS:");
+    let ledger = Arc::new(InMemoryGrantLedger::new());
+    let template = TemplateId::new(DEMO_TEMPLATE).unwrap();
+    let scene = Scene::new(4).unwrap();
+    for i in 0..n {
+        let key = GrantKey {
+            appid: c.appid().clone(),
+            openid: OpenId::new(format!("oUser{i:010}")).unwrap(),
+            template_id: template.clone(),
+            scene,
+        };
+        ledger.record(&key, SystemTime::now()).await.unwrap();
+    }
+    let rss_filled = mem("VmRSS:");
+    reset_peak();
+    let (cpu0, t0) = (cpu_time(), Instant::now());
+    let report = Dispatcher::new(c.clone(), Arc::clone(&ledger))
+        .concurrency(64)
+        .keep_outcomes(false)
+        .run(
+            &template,
+            scene,
+            move |to: &OpenId| {
+                SubscribeMessage::builder(to.clone(), TemplateId::new(DEMO_TEMPLATE)?, Scene::new(4)?)
+                    .title("到货提醒")
+                    .content("您关注的商品已到货，点击查看详情。")
+                    .build()
+            },
+            &mut (),
+            &CancelToken::new(),
+        )
+        .await
+        .unwrap();
+    let wall = t0.elapsed();
+    let cpu = cpu_time().saturating_sub(cpu0);
+    let peak = mem("VmHWM:");
+    assert_eq!(report.progress.delivered, n as u64);
+    // Baseline in the same process: the same number of plain client sends, no ledger.
+    let messages: Arc<Vec<_>> = Arc::new((0..n.min(50_000)).map(|i| message(i, 4)).collect());
+    let plain_sends = through_client(&c, messages, 64).await;
+    let per_s = n as f64 / wall.as_secs_f64();
+    let mib = |b: u64| (b as f64 / 1_048_576.0 * 10.0).round() / 10.0;
+    json!({
+        "scenario": "dispatch",
+        "grants": n, "delivered": report.progress.delivered,
+        "dispatch_per_s": per_s.round(),
+        "client_send_per_s": plain_sends.per_second.round(),
+        "ratio_to_client_send": (per_s / plain_sends.per_second * 1000.0).round() / 1000.0,
+        "cpu_us_per_msg": (cpu.as_secs_f64() * 1e6 / n as f64 * 10.0).round() / 10.0,
+        "rss_before_ledger_mib": mib(rss_start),
+        "rss_ledger_filled_mib": mib(rss_filled),
+        "peak_rss_mib": mib(peak),
+        "peak_above_filled_ledger_mib": mib(peak.saturating_sub(rss_filled)),
+    })
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; ignore flags.
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let num = |i: usize, default: usize| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(default);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let result = rt.block_on(async {
+        match args.first().map_or("throughput", String::as_str) {
+            "throughput" => throughput(num(1, 50_000), num(2, 64)).await,
+            "sandbox" => sandbox(num(1, 20_000), num(2, 64)).await,
+            "cold-start" => cold_start(num(1, 10_000)).await,
+            "dispatch" => dispatch(num(1, 100_000)).await,
+            other => panic!("unknown scenario {other}: throughput | sandbox | cold-start | dispatch"),
+        }
+    });
+    println!("{result}");
+}
