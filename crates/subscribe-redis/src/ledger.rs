@@ -1,0 +1,261 @@
+//! [`RedisGrantLedger`].
+
+use std::sync::LazyLock;
+use std::time::{Duration, SystemTime};
+
+use redis::Script;
+use subscribe_client::{
+    GrantCounts, GrantKey, GrantLedger, GrantRecord, GrantScope, GrantStatus, LedgerError, Recorded,
+    Reservation, Settlement,
+};
+use subscribe_types::OpenId;
+
+use crate::{Redis, RedisError, from_millis, millis};
+
+// Each grant is one field of the scope's `state` hash: `<S>|<attempts>|<until_ms>|<id>|<reason>`
+// with S = P(ending), R(eserved), D(elivered), V (review), X (dropped). The scope's `pending`
+// sorted set (all scores 0, ordered by openid) indexes the grants that are pending or reserved,
+// so paging never walks used grants.
+const PARSE: &str = r"
+local function parse(v)
+  return string.match(v, '^(%a)|(%d+)|(%d+)|([^|]*)|(.*)$')
+end
+";
+
+static RECORD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{PARSE}
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+local result = 'added'
+if v then
+  local s = parse(v)
+  if s == 'P' or s == 'R' then return 'already' end
+  result = 'renewed'
+end
+redis.call('HSET', KEYS[1], ARGV[1], 'P|0|0||')
+redis.call('ZADD', KEYS[2], 0, ARGV[1])
+return result"
+    ))
+});
+
+// ARGV: after ('' for the start), limit, now_ms. Walks the index until `limit` pending grants
+// are found or it ends, skipping live reservations.
+static PAGE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{PARSE}
+local limit, now = tonumber(ARGV[2]), tonumber(ARGV[3])
+local start = '-'
+if ARGV[1] ~= '' then start = '(' .. ARGV[1] end
+local out = {{}}
+while #out < limit do
+  local chunk = redis.call('ZRANGEBYLEX', KEYS[2], start, '+', 'LIMIT', 0, 512)
+  for _, id in ipairs(chunk) do
+    local v = redis.call('HGET', KEYS[1], id)
+    if v then
+      local s, _, u = parse(v)
+      if s == 'P' or (s == 'R' and tonumber(u) <= now) then
+        out[#out + 1] = id
+        if #out >= limit then break end
+      end
+    end
+  end
+  if #chunk < 512 then break end
+  start = '(' .. chunk[#chunk]
+end
+return out"
+    ))
+});
+
+// ARGV: openid, holder, now_ms, until_ms. Returns {id, attempt} or false.
+static RESERVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{PARSE}
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if not v then return false end
+local s, a, u = parse(v)
+if not (s == 'P' or (s == 'R' and tonumber(u) <= tonumber(ARGV[3]))) then return false end
+local attempt = tonumber(a) + 1
+local id = ARGV[2] .. '-' .. redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[1], ARGV[1], 'R|' .. attempt .. '|' .. ARGV[4] .. '|' .. id .. '|')
+return {{id, attempt}}"
+    ))
+});
+
+// ARGV: openid, reservation id, new state letter, reason. Returns 1, or 0 when the
+// reservation is no longer the grant's current one.
+static SETTLE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{PARSE}
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if not v then return 0 end
+local s, a, _, id = parse(v)
+if s ~= 'R' or id ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3] .. '|' .. a .. '|0||' .. ARGV[4])
+if ARGV[3] ~= 'P' then redis.call('ZREM', KEYS[2], ARGV[1]) end
+return 1"
+    ))
+});
+
+// ARGV: now_ms. Returns {pending, reserved, delivered, review, dropped}.
+static COUNTS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{PARSE}
+local now = tonumber(ARGV[1])
+local c = {{0, 0, 0, 0, 0}}
+for _, v in ipairs(redis.call('HVALS', KEYS[1])) do
+  local s, _, u = parse(v)
+  if s == 'P' or (s == 'R' and tonumber(u) <= now) then c[1] = c[1] + 1
+  elseif s == 'R' then c[2] = c[2] + 1
+  elseif s == 'D' then c[3] = c[3] + 1
+  elseif s == 'V' then c[4] = c[4] + 1
+  elseif s == 'X' then c[5] = c[5] + 1 end
+end
+return c"
+    ))
+});
+
+/// Grants in Redis, shared by every instance and every dispatcher.
+///
+/// Keys per (app, template, scene), under one hash tag so they live on one cluster slot:
+/// `<prefix>:grants:{<appid>/<template>/<scene>}:state` (a hash: openid → status),
+/// `…:pending` (a sorted set of the grants not yet used, in openid order) and `…:seq`
+/// (reservation ids). Every transition is one Lua script: two dispatchers never reserve the
+/// same grant, and only the current reservation settles it. A reservation whose lease lapsed
+/// (its sender crashed) is pending again; the lease is compared with the caller's clock.
+///
+/// Counting a scope reads its whole hash (`HVALS`): fine for hundreds of thousands of grants,
+/// but not something to poll every second.
+#[derive(Clone, Debug)]
+pub struct RedisGrantLedger {
+    redis: Redis,
+}
+
+impl RedisGrantLedger {
+    /// A ledger on `redis`.
+    pub fn new(redis: Redis) -> Self {
+        Self { redis }
+    }
+
+    fn keys(&self, scope: &GrantScope) -> [String; 3] {
+        let tag =
+            format!("{{{}/{}/{}}}", scope.appid.as_str(), scope.template_id.as_str(), scope.scene.get());
+        ["state", "pending", "seq"].map(|k| self.redis.key(&["grants", &tag, k]))
+    }
+}
+
+impl From<RedisError> for LedgerError {
+    fn from(e: RedisError) -> Self {
+        LedgerError::backend(e)
+    }
+}
+
+fn corrupt() -> LedgerError {
+    RedisError::Corrupt { what: "grant" }.into()
+}
+
+#[async_trait::async_trait]
+impl GrantLedger for RedisGrantLedger {
+    async fn record(&self, key: &GrantKey, _now: SystemTime) -> Result<Recorded, LedgerError> {
+        let [state, pending, _] = self.keys(&key.scope());
+        let mut c = self.redis.conn.clone();
+        let mut call = RECORD.key(state);
+        call.key(pending).arg(key.openid.as_str());
+        let r: String = self.redis.run(call.invoke_async(&mut c)).await?;
+        match r.as_str() {
+            "added" => Ok(Recorded::Added),
+            "already" => Ok(Recorded::AlreadyPending),
+            "renewed" => Ok(Recorded::Renewed),
+            _ => Err(corrupt()),
+        }
+    }
+
+    async fn pending_page(
+        &self,
+        scope: &GrantScope,
+        after: Option<&OpenId>,
+        limit: usize,
+        now: SystemTime,
+    ) -> Result<Vec<OpenId>, LedgerError> {
+        let [state, pending, _] = self.keys(scope);
+        let mut c = self.redis.conn.clone();
+        let mut call = PAGE.key(state);
+        call.key(pending).arg(after.map_or("", OpenId::as_str)).arg(limit.max(1)).arg(millis(now));
+        let ids: Vec<String> = self.redis.run(call.invoke_async(&mut c)).await?;
+        ids.into_iter().map(|id| OpenId::new(id).map_err(|_| corrupt())).collect()
+    }
+
+    async fn reserve(
+        &self,
+        key: &GrantKey,
+        holder: &str,
+        lease: Duration,
+        now: SystemTime,
+    ) -> Result<Option<Reservation>, LedgerError> {
+        let [state, _, seq] = self.keys(&key.scope());
+        let until = now + lease;
+        let mut c = self.redis.conn.clone();
+        let mut call = RESERVE.key(state);
+        call.key(seq).arg(key.openid.as_str()).arg(holder).arg(millis(now)).arg(millis(until));
+        let r: Option<(String, u32)> = self.redis.run(call.invoke_async(&mut c)).await?;
+        Ok(r.map(|(id, attempt)| Reservation { key: key.clone(), id, until, attempt }))
+    }
+
+    async fn settle(&self, r: &Reservation, settlement: Settlement) -> Result<(), LedgerError> {
+        let [state, pending, _] = self.keys(&r.key.scope());
+        let (letter, reason) = match &settlement {
+            Settlement::Delivered => ("D", ""),
+            Settlement::Release => ("P", ""),
+            Settlement::Review(why) => ("V", why.as_str()),
+            Settlement::Drop(why) => ("X", why.as_str()),
+            // `Settlement` is non-exhaustive: an unknown ending keeps the grant away from
+            // automatic resending, like an unknown outcome.
+            _ => ("V", "unknown settlement"),
+        };
+        let mut c = self.redis.conn.clone();
+        let mut call = SETTLE.key(state);
+        call.key(pending).arg(r.key.openid.as_str()).arg(&r.id).arg(letter).arg(reason);
+        let done: i64 = self.redis.run(call.invoke_async(&mut c)).await?;
+        if done == 1 { Ok(()) } else { Err(LedgerError::LeaseLost) }
+    }
+
+    async fn get(&self, key: &GrantKey) -> Result<Option<GrantRecord>, LedgerError> {
+        let [state, _, _] = self.keys(&key.scope());
+        let mut c = self.redis.conn.clone();
+        let v: Option<String> = self
+            .redis
+            .run(redis::cmd("HGET").arg(state).arg(key.openid.as_str()).query_async(&mut c))
+            .await?;
+        let Some(v) = v else { return Ok(None) };
+        let mut parts = v.splitn(5, '|');
+        let mut next = || parts.next().ok_or_else(corrupt);
+        let (s, attempts, until, _id, reason) = (next()?, next()?, next()?, next()?, next()?);
+        let attempts: u32 = attempts.parse().map_err(|_| corrupt())?;
+        let until: u64 = until.parse().map_err(|_| corrupt())?;
+        let reason = reason.to_owned();
+        let status = match s {
+            "P" => GrantStatus::Pending,
+            "R" => GrantStatus::Reserved { until: from_millis(until) },
+            "D" => GrantStatus::Delivered,
+            "V" => GrantStatus::Review { reason },
+            "X" => GrantStatus::Dropped { reason },
+            _ => return Err(corrupt()),
+        };
+        Ok(Some(GrantRecord { key: key.clone(), status, attempts }))
+    }
+
+    async fn counts(&self, scope: &GrantScope, now: SystemTime) -> Result<GrantCounts, LedgerError> {
+        let [state, _, _] = self.keys(scope);
+        let mut c = self.redis.conn.clone();
+        let mut call = COUNTS.key(state);
+        call.arg(millis(now));
+        let v: Vec<u64> = self.redis.run(call.invoke_async(&mut c)).await?;
+        let [pending, reserved, delivered, review, dropped] = v[..] else { return Err(corrupt()) };
+        let mut counts = GrantCounts::default();
+        counts.pending = pending;
+        counts.reserved = reserved;
+        counts.delivered = delivered;
+        counts.review = review;
+        counts.dropped = dropped;
+        Ok(counts)
+    }
+}

@@ -1,0 +1,137 @@
+//! [`RedisTokenStore`].
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use redis::Script;
+use subscribe_client::{CachedToken, TokenStore, TokenStoreError};
+use subscribe_types::{AccessToken, AppId};
+
+use crate::{Redis, RedisError, from_millis, millis};
+
+/// Stored value: `<expires_at_ms>|<token>`. The key expires a minute after the token.
+const SAVE: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local exp = string.match(cur, '^(%d+)|')
+  if exp and tonumber(exp) >= tonumber(ARGV[1]) then return cur end
+end
+local v = ARGV[1] .. '|' .. ARGV[2]
+redis.call('SET', KEYS[1], v, 'PXAT', tonumber(ARGV[1]) + 60000)
+return v
+";
+
+const INVALIDATE: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if cur and string.match(cur, '^%d+|(.*)$') == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+";
+
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
+static SAVE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(SAVE));
+static INVALIDATE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(INVALIDATE));
+static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE));
+
+/// The access token of each app in Redis, shared by every instance.
+///
+/// Keys: `<prefix>:token:<appid>` (the token and its expiry) and `<prefix>:token:<appid>:lease`
+/// (who is refreshing). Saving keeps whichever token expires later, invalidating removes only
+/// the rejected token, and the lease is `SET NX PX`, released only by its holder: with the
+/// client's token manager, exactly one instance refreshes while the others wait and read.
+#[derive(Clone, Debug)]
+pub struct RedisTokenStore {
+    redis: Redis,
+}
+
+impl RedisTokenStore {
+    /// A store on `redis`.
+    pub fn new(redis: Redis) -> Self {
+        Self { redis }
+    }
+
+    fn token_key(&self, app: &AppId) -> String {
+        self.redis.key(&["token", app.as_str()])
+    }
+
+    fn lease_key(&self, app: &AppId) -> String {
+        self.redis.key(&["token", app.as_str(), "lease"])
+    }
+}
+
+fn parse(v: &str) -> Result<CachedToken, RedisError> {
+    let corrupt = || RedisError::Corrupt { what: "token" };
+    let (exp, token) = v.split_once('|').ok_or_else(corrupt)?;
+    let exp: u64 = exp.parse().map_err(|_| corrupt())?;
+    let token = AccessToken::new(token).map_err(|_| corrupt())?;
+    Ok(CachedToken::new(token, from_millis(exp)))
+}
+
+#[async_trait::async_trait]
+impl TokenStore for RedisTokenStore {
+    async fn load(&self, app: &AppId) -> Result<Option<CachedToken>, TokenStoreError> {
+        let mut c = self.redis.conn.clone();
+        let key = self.token_key(app);
+        let v: Option<String> = self.redis.run(redis::cmd("GET").arg(&key).query_async(&mut c)).await?;
+        Ok(v.as_deref().map(parse).transpose()?)
+    }
+
+    async fn save(&self, app: &AppId, token: &CachedToken) -> Result<CachedToken, TokenStoreError> {
+        let mut c = self.redis.conn.clone();
+        let mut call = SAVE_SCRIPT.key(self.token_key(app));
+        call.arg(millis(token.expires_at())).arg(token.token().expose_secret());
+        let v: String = self.redis.run(call.invoke_async(&mut c)).await?;
+        Ok(parse(&v)?)
+    }
+
+    async fn invalidate(&self, app: &AppId, rejected: &AccessToken) -> Result<bool, TokenStoreError> {
+        let mut c = self.redis.conn.clone();
+        let mut call = INVALIDATE_SCRIPT.key(self.token_key(app));
+        call.arg(rejected.expose_secret());
+        let removed: i64 = self.redis.run(call.invoke_async(&mut c)).await?;
+        Ok(removed == 1)
+    }
+
+    async fn try_acquire_refresh_lease(
+        &self,
+        app: &AppId,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, TokenStoreError> {
+        let mut c = self.redis.conn.clone();
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let set: Option<String> = self
+            .redis
+            .run(
+                redis::cmd("SET")
+                    .arg(self.lease_key(app))
+                    .arg(holder)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ms)
+                    .query_async(&mut c),
+            )
+            .await?;
+        Ok(set.is_some())
+    }
+
+    async fn release_refresh_lease(&self, app: &AppId, holder: &str) -> Result<(), TokenStoreError> {
+        let mut c = self.redis.conn.clone();
+        let mut call = RELEASE_SCRIPT.key(self.lease_key(app));
+        call.arg(holder);
+        let _: i64 = self.redis.run(call.invoke_async(&mut c)).await?;
+        Ok(())
+    }
+}
+
+impl From<RedisError> for TokenStoreError {
+    fn from(e: RedisError) -> Self {
+        TokenStoreError::new(e)
+    }
+}

@@ -1,0 +1,18 @@
+//! The client's reusable contract suites, unchanged.
+
+use std::sync::Arc;
+
+use subscribe_client::test_util::{grant_ledger_contract, token_store_contract};
+use subscribe_redis::{RedisGrantLedger, RedisTokenStore};
+
+use crate::redis;
+
+#[tokio::test]
+async fn token_store_passes_the_client_contract() {
+    token_store_contract(&RedisTokenStore::new(redis("store").await)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grant_ledger_passes_the_client_contract() {
+    grant_ledger_contract(Arc::new(RedisGrantLedger::new(redis("ledger").await))).await;
+}

@@ -1,0 +1,161 @@
+//! Redis down or unreachable: typed errors, bounded waits, no secret in any message, and the
+//! client keeps working on the token it holds.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use subscribe_client::{Client, GrantKey, GrantLedger, LedgerError, TokenStore};
+use subscribe_redis::{Redis, RedisError, RedisGrantLedger, RedisTokenStore};
+use subscribe_sandbox::{DEMO_APPID, DEMO_SECRET, DEMO_TEMPLATE, SandboxConfig, SandboxHandle};
+use subscribe_types::{AccessToken, AppId, AppSecret, OpenId, Scene, SubscribeMessage, TemplateId};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+use crate::{redis, redis_url};
+
+const PASSWORD: &str = "hunter2-redis-password";
+const TOKEN: &str = "ACCESS_TOKEN_THAT_MUST_NOT_LEAK_0123456789";
+
+/// Forwards loopback connections to the real Redis until cut.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    tasks: Arc<std::sync::Mutex<JoinSet<()>>>,
+}
+
+impl Proxy {
+    async fn start() -> Self {
+        let upstream = redis_url().trim_start_matches("redis://").split('/').next().unwrap().to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let tasks = Arc::new(std::sync::Mutex::new(JoinSet::new()));
+        let inner = Arc::clone(&tasks);
+        tasks.lock().unwrap().spawn(async move {
+            while let Ok((mut down, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                inner.lock().unwrap().spawn(async move {
+                    if let Ok(mut up) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                    }
+                });
+            }
+        });
+        Self { addr, tasks }
+    }
+
+    /// Closes the listener and every connection: Redis is gone.
+    fn cut(&self) {
+        self.tasks.lock().unwrap().abort_all();
+    }
+}
+
+#[allow(clippy::disallowed_methods)]
+fn now() -> SystemTime {
+    SystemTime::now()
+}
+
+fn message(scene: u32) -> SubscribeMessage {
+    SubscribeMessage::builder(
+        OpenId::new("oSandbox_Alice_00000000001").unwrap(),
+        TemplateId::new(DEMO_TEMPLATE).unwrap(),
+        Scene::new(scene).unwrap(),
+    )
+    .title("到货提醒")
+    .content("到货了")
+    .build()
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_gives_typed_errors_quickly_and_never_the_url_or_a_token() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let url = format!("redis://:{PASSWORD}@{closed}");
+    let builder = Redis::builder(&url).op_timeout(Duration::from_millis(300));
+    assert!(!format!("{builder:?}").contains(PASSWORD));
+    let connect = builder.clone().connect().await.unwrap_err();
+    assert!(!format!("{connect} {connect:?}").contains(PASSWORD), "{connect:?}");
+
+    let redis = builder.lazy().unwrap();
+    let store = RedisTokenStore::new(redis.clone());
+    let ledger = RedisGrantLedger::new(redis.clone());
+    let app = AppId::new(DEMO_APPID).unwrap();
+    let token = AccessToken::new(TOKEN).unwrap();
+    let bounded = Duration::from_secs(10); // "does not hang", not a speed target
+    let e = tokio::time::timeout(bounded, store.invalidate(&app, &token)).await.unwrap().unwrap_err();
+    let text = format!("{e} {e:?} {redis:?} {store:?} {ledger:?}");
+    assert!(!text.contains(PASSWORD) && !text.contains(TOKEN), "{text}");
+    assert!(std::error::Error::source(&e).unwrap().downcast_ref::<RedisError>().is_some());
+
+    let key = GrantKey {
+        appid: app,
+        openid: OpenId::new("oSandbox_Alice_00000000001").unwrap(),
+        template_id: TemplateId::new(DEMO_TEMPLATE).unwrap(),
+        scene: Scene::new(1).unwrap(),
+    };
+    let e = tokio::time::timeout(bounded, ledger.record(&key, now())).await.unwrap().unwrap_err();
+    assert!(matches!(e, LedgerError::Backend(_)), "{e:?}");
+    assert!(!format!("{e} {e:?}").contains(PASSWORD));
+
+    assert!(matches!(Redis::builder("http://nope").lazy().unwrap_err(), RedisError::InvalidUrl));
+    assert!(matches!(
+        Redis::builder(redis_url()).prefix("bad prefix").lazy().unwrap_err(),
+        RedisError::InvalidPrefix { len: 10 }
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_gone_the_client_keeps_serving_its_token_and_a_new_one_still_starts() {
+    let s = SandboxHandle::start(SandboxConfig::demo()).await.unwrap();
+    for scene in 0..10 {
+        s.add_grant(DEMO_APPID, "oSandbox_Alice_00000000001", DEMO_TEMPLATE, Scene::new(scene).unwrap());
+    }
+    let proxy = Proxy::start().await;
+    let prefix = redis("outage").await.prefix().to_owned();
+    let via_proxy = || {
+        Redis::builder(format!("redis://{}", proxy.addr))
+            .prefix(prefix.clone())
+            .op_timeout(Duration::from_millis(500))
+            .lazy()
+            .unwrap()
+    };
+    let client = |redis: Redis| {
+        Client::builder(AppId::new(DEMO_APPID).unwrap(), AppSecret::new(DEMO_SECRET).unwrap())
+            .api_base(s.base_url())
+            .token_store(RedisTokenStore::new(redis))
+            .build()
+            .unwrap()
+    };
+    let running = client(via_proxy());
+    running.send(&message(0)).await.unwrap();
+    let stored = RedisTokenStore::new(via_proxy()).load(&AppId::new(DEMO_APPID).unwrap()).await.unwrap();
+    assert!(stored.is_some(), "the token went to Redis");
+
+    proxy.cut();
+    // The running instance sends on the token it holds.
+    for scene in 1..5 {
+        running.send(&message(scene)).await.unwrap();
+    }
+    assert_eq!(s.stats().stable_token_requests, 1);
+    // A new instance cannot read Redis: it asks WeChat itself rather than fail (stable_token
+    // returns the same token, so the running instance is not disturbed).
+    let fresh = client(via_proxy());
+    fresh.send(&message(5)).await.unwrap();
+    running.send(&message(6)).await.unwrap();
+    assert_eq!(s.stats().deliveries, 7);
+}
+
+#[tokio::test]
+async fn keys_are_namespaced_and_never_contain_the_token() {
+    let r = redis("keys").await;
+    let store = RedisTokenStore::new(r.clone());
+    let app = AppId::new(DEMO_APPID).unwrap();
+    let t =
+        subscribe_client::CachedToken::new(AccessToken::new(TOKEN).unwrap(), now() + Duration::from_secs(60));
+    store.save(&app, &t).await.unwrap();
+    assert!(store.try_acquire_refresh_lease(&app, "me", Duration::from_secs(5)).await.unwrap());
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> =
+        redis::cmd("KEYS").arg(format!("{}:*", r.prefix())).query_async(&mut c).await.unwrap();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(keys.iter().all(|k| k.contains(DEMO_APPID) && !k.contains(TOKEN)), "{keys:?}");
+}
