@@ -94,8 +94,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// The point to start refreshing: `margin` before expiry, but never more than half the
 /// remaining lifetime, so short-lived tokens are not refreshed on every call.
+///
+/// Nudged later by 1% of the lifetime (at most 1 s): our expiry is counted from the request's
+/// start and WeChat rounds `expires_in` down, so our clock runs slightly ahead of WeChat's.
+/// Without the nudge a refresh at exactly "5 minutes left" can land just before WeChat's
+/// 5-minute rotation window opens and get the same stable token back: a wasted request.
 fn refresh_point(expires_at: SystemTime, lifetime: Duration, margin: Duration) -> SystemTime {
-    expires_at - margin.min(lifetime / 2)
+    let nudge = (lifetime / 100).min(Duration::from_secs(1));
+    expires_at - margin.min(lifetime / 2) + nudge
 }
 
 impl TokenManager {
@@ -253,10 +259,35 @@ impl TokenManager {
         if let Some(found) = self.wait_for_lease(now, rejected).await {
             return Ok(found);
         }
+        // The lease is ours. The previous holder may have saved its token just before releasing
+        // it: read once more rather than ask WeChat again.
+        let now = self.clock.now();
+        if let Ok(Some(t)) = self.store.load(&self.appid).await
+            && self.usable(&t, now, rejected)
+        {
+            self.release_lease().await;
+            return Ok(self.adopt(t, None, now));
+        }
         let result = self.fetch_fresh(rejected).await;
+        // Saved before the lease is released, so the next holder finds the new token.
+        let outcome = self.keep_fetched(result, rejected).await;
+        self.release_lease().await;
+        outcome
+    }
+
+    async fn release_lease(&self) {
         if let Err(e) = self.store.release_refresh_lease(&self.appid, &self.holder).await {
             warn!(appid = %self.appid, error = %e, "could not release the refresh lease; it will expire");
         }
+    }
+
+    /// Stores a fetched token (keeping a newer one found in the store), or on failure serves a
+    /// still-valid local token where that is safe.
+    async fn keep_fetched(
+        &self,
+        result: Result<(CachedToken, Duration), TokenError>,
+        rejected: Option<&AccessToken>,
+    ) -> Result<CachedToken, TokenError> {
         match result {
             Ok((cached, lifetime)) => {
                 let kept = match self.store.save(&self.appid, &cached).await {
@@ -421,5 +452,25 @@ impl TokenManager {
             Err(TokenResponseError::Invalid(e)) => Err(TokenError::Invalid(e)),
             Err(_) => Err(TokenError::HttpStatus { status: 200 }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::refresh_point;
+
+    #[test]
+    fn the_refresh_point_falls_inside_wechats_rotation_window() {
+        let exp = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let secs = Duration::from_secs;
+        // WeChat's 2-hour token with the 5-minute margin: 299 s before our expiry, so the
+        // request lands inside WeChat's last 5 minutes even though our expiry runs early.
+        assert_eq!(refresh_point(exp, secs(7200), secs(300)), exp - secs(299));
+        // Short lifetimes: half of it, nudged by 1%.
+        assert_eq!(refresh_point(exp, secs(4), secs(300)), exp - secs(2) + Duration::from_millis(40));
+        // A small margin is honoured, nudged by at most a second.
+        assert_eq!(refresh_point(exp, secs(7200), secs(10)), exp - secs(9));
     }
 }
