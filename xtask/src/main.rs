@@ -10,6 +10,7 @@
 //! | `tidy` | repository checks (also a `#[test]` of this crate) |
 //! | `features` | each crate's notable feature sets build on their own |
 //! | `bench [--quick]` | whole-system benchmarks (throughput vs plain reqwest, sandbox, cold start, dispatch memory); table on stdout, JSON in `target/bench/` |
+//! | `faults [--quick]` | the reliability table against the sandbox's fault injection, written to `docs/reliability.md` |
 //! | `e2e` | the browser test: sandbox + `examples/web-app` + headless Chromium; screenshots in `target/e2e/` |
 //!
 //! A step whose prerequisites are missing on this machine (Redis for `subscribe-redis`'s tests,
@@ -41,6 +42,7 @@ fn main() -> ExitCode {
         "docs" => docs(),
         "tidy" => run_tidy(),
         "features" => features(),
+        "faults" => faults(rest.iter().any(|a| a == "--quick")),
         "bench" => bench(rest.iter().any(|a| a == "--quick")),
         "e2e" => e2e().and_then(|s| match s {
             Status::Passed => Ok(()),
@@ -48,7 +50,7 @@ fn main() -> ExitCode {
         }),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|fmt [--check]|lint|test|docs|tidy|features|e2e|bench [--quick]>"
+                "usage: cargo xtask <ci|fmt [--check]|lint|test|docs|tidy|features|e2e|bench [--quick]|faults [--quick]>"
             );
             return if task == "help" { ExitCode::SUCCESS } else { ExitCode::from(2) };
         }
@@ -266,6 +268,44 @@ fn bench(quick: bool) -> Result {
     let file = dir.join(if quick { "macro-quick.json" } else { "macro.json" });
     std::fs::write(&file, format!("[\n{}\n]\n", results.join(",\n"))).map_err(|e| e.to_string())?;
     eprintln!("xtask bench: results in {}", file.display());
+    Ok(())
+}
+
+/// The reliability table: 2,000 messages per fault scenario at concurrency 32 against the
+/// sandbox, written to `docs/reliability.md` (`--quick`: 400 messages, printed only).
+fn faults(quick: bool) -> Result {
+    let (sends, conc) = if quick { ("400", "16") } else { ("2000", "32") };
+    eprintln!("xtask faults: {sends} sends per scenario at concurrency {conc} (takes about a minute)");
+    let out = cargo_output(&[
+        "bench",
+        "-q",
+        "-p",
+        "subscribe-cli",
+        "--bench",
+        "macro",
+        "--",
+        "faults",
+        sends,
+        conc,
+        "markdown",
+    ])?;
+    let table: String = out.lines().filter(|l| l.starts_with('|')).flat_map(|l| [l, "\n"]).collect();
+    if table.lines().count() < 3 {
+        return Err(format!("the fault benchmark printed no table:\n{out}"));
+    }
+    println!("{table}");
+    if quick {
+        return Ok(());
+    }
+    let doc = root().join("docs/reliability.md");
+    let text = std::fs::read_to_string(&doc).map_err(|e| format!("{}: {e}", doc.display()))?;
+    let (start, end) = ("<!-- faults:start -->", "<!-- faults:end -->");
+    let (Some(a), Some(b)) = (text.find(start), text.find(end)) else {
+        return Err(format!("{} lacks the {start} … {end} markers", doc.display()));
+    };
+    let updated = format!("{}{start}\n{table}{}", &text[..a], &text[b..]);
+    std::fs::write(&doc, updated).map_err(|e| e.to_string())?;
+    eprintln!("xtask faults: table written to {}", doc.display());
     Ok(())
 }
 

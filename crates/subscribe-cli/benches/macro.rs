@@ -6,6 +6,7 @@
 //! cargo bench -p subscribe-cli --bench macro -- sandbox    [sends] [concurrency]
 //! cargo bench -p subscribe-cli --bench macro -- cold-start [sends]
 //! cargo bench -p subscribe-cli --bench macro -- dispatch   [grants]
+//! cargo bench -p subscribe-cli --bench macro -- faults     [sends] [concurrency]
 //! ```
 //!
 //! Each prints one JSON object on stdout. Every figure is measured against a baseline run in the
@@ -17,6 +18,8 @@
     clippy::cast_precision_loss,
     clippy::cast_possible_truncation,
     clippy::cast_sign_loss,
+    clippy::many_single_char_names,
+    clippy::format_push_string,
     missing_docs
 )]
 
@@ -346,6 +349,216 @@ async fn dispatch(n: usize) -> serde_json::Value {
     })
 }
 
+/// What happens during a fault scenario, after a number of completed sends.
+#[derive(Clone, Copy)]
+enum Action {
+    None,
+    RevokeAt(u64, Duration),
+    ExpireAt(u64),
+    RevokeEvery(u64),
+}
+
+struct FaultScenario {
+    name: &'static str,
+    faults: subscribe_sandbox::Faults,
+    action: Action,
+    lifetime: Option<Duration>,
+    pace: Option<Duration>,
+}
+
+#[allow(clippy::too_many_lines)] // one table, one row per scenario
+async fn faults(n: usize, concurrency: usize) -> serde_json::Value {
+    use subscribe_sandbox::Faults;
+    let every = |f: fn(&mut Faults, u64), k: u64| {
+        let mut x = Faults::default();
+        f(&mut x, k);
+        x
+    };
+    let scenarios = [
+        FaultScenario {
+            name: "no fault",
+            faults: Faults::default(),
+            action: Action::None,
+            lifetime: None,
+            pace: None,
+        },
+        FaultScenario {
+            name: "all tokens revoked after 1,000 sends, no grace",
+            faults: Faults::default(),
+            action: Action::RevokeAt(1000, Duration::ZERO),
+            lifetime: None,
+            pace: None,
+        },
+        FaultScenario {
+            name: "all tokens revoked after 1,000 sends, 5 s grace",
+            faults: Faults::default(),
+            action: Action::RevokeAt(1000, Duration::from_secs(5)),
+            lifetime: None,
+            pace: None,
+        },
+        FaultScenario {
+            name: "all tokens expired after 1,000 sends",
+            faults: Faults::default(),
+            action: Action::ExpireAt(1000),
+            lifetime: None,
+            pace: None,
+        },
+        FaultScenario {
+            name: "each token valid for 500 sends",
+            faults: Faults::default(),
+            action: Action::RevokeEvery(500),
+            lifetime: None,
+            pace: None,
+        },
+        FaultScenario {
+            name: "5 s token lifetime (sends paced over ~12 s)",
+            faults: Faults::default(),
+            action: Action::None,
+            lifetime: Some(Duration::from_secs(5)),
+            pace: Some(Duration::from_millis(190)),
+        },
+        FaultScenario {
+            name: "-1 on 1 in 100 sends",
+            faults: every(|f, k| f.busy_every = Some(k), 100),
+            action: Action::None,
+            lifetime: None,
+            pace: None,
+        },
+        FaultScenario {
+            name: "HTTP 502 on 1 in 200",
+            faults: every(|f, k| f.http_502_every = Some(k), 200),
+            action: Action::None,
+            lifetime: None,
+            pace: None,
+        },
+        FaultScenario {
+            name: "malformed JSON on 1 in 200",
+            faults: every(|f, k| f.malformed_every = Some(k), 200),
+            action: Action::None,
+            lifetime: None,
+            pace: None,
+        },
+        FaultScenario {
+            name: "dropped connection on 1 in 200",
+            faults: every(|f, k| f.drop_every = Some(k), 200),
+            action: Action::None,
+            lifetime: None,
+            pace: None,
+        },
+        FaultScenario {
+            name: "20 s stall on 1 in 1,000 (client timeout 10 s)",
+            faults: Faults { stall_every: Some(1000), stall_ms: Some(20_000), ..Faults::default() },
+            action: Action::None,
+            lifetime: None,
+            pace: None,
+        },
+    ];
+    let mut rows = Vec::new();
+    for sc in scenarios {
+        rows.push(fault_row(sc, n, concurrency).await);
+    }
+    json!({ "scenario": "faults", "sends": n, "concurrency": concurrency, "rows": rows })
+}
+
+/// The fault table as Markdown rows (for `docs/reliability.md`).
+fn fault_markdown(result: &serde_json::Value) -> String {
+    let mut out = String::from(
+        "| Scenario | Delivered | Failed (by kind) | Unknown | Token requests | Extra requests (replays) | Deliveries counted by the sandbox |\n|---|---:|---|---:|---:|---:|---:|\n",
+    );
+    for row in result["rows"].as_array().into_iter().flatten() {
+        let outcomes = row["outcomes"].as_object().cloned().unwrap_or_default();
+        let count = |k: &str| outcomes.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+        let failed: Vec<String> = outcomes
+            .iter()
+            .filter(|(k, _)| k.starts_with("failed"))
+            .map(|(k, v)| format!("{v} × {}", k.trim_start_matches("failed: ")))
+            .collect();
+        let failed = if failed.is_empty() { "0".to_owned() } else { failed.join(", ") };
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            row["name"].as_str().unwrap_or(""),
+            count("delivered"),
+            failed,
+            count("unknown"),
+            row["token_requests"],
+            row["extra_requests"],
+            row["sandbox_deliveries"],
+        ));
+    }
+    out
+}
+
+async fn fault_row(sc: FaultScenario, n: usize, concurrency: usize) -> serde_json::Value {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+    let mut config = SandboxConfig::demo().with_generated_users(n);
+    if let Some(l) = sc.lifetime {
+        config = config.with_token_lifetime(l);
+    }
+    let s = Arc::new(SandboxHandle::start(config).await.unwrap());
+    for i in 0..n {
+        s.add_grant(DEMO_APPID, &format!("oUser{i:010}"), DEMO_TEMPLATE, Scene::new(5).unwrap());
+    }
+    s.set_faults(sc.faults.clone());
+    let c = Client::builder(AppId::new(DEMO_APPID).unwrap(), AppSecret::new(DEMO_SECRET).unwrap())
+        .api_base(s.base_url())
+        .timeouts(Duration::from_secs(2), Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let outcomes: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+    let done = Arc::new(AtomicU64::new(0));
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (c, s, outcomes, done, next) =
+            (c.clone(), Arc::clone(&s), Arc::clone(&outcomes), Arc::clone(&done), Arc::clone(&next));
+        let (action, pace) = (sc.action, sc.pace);
+        workers.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                let kind = match c.send(&message(i, 5)).await {
+                    Ok(_) => "delivered".to_owned(),
+                    Err(e) if !e.outcome_known() => "unknown".to_owned(),
+                    Err(e) => match e.api_code() {
+                        Some(code) => format!("failed: errcode {}", code.get()),
+                        None => format!("failed: {e}"),
+                    },
+                };
+                *outcomes.lock().unwrap().entry(kind).or_default() += 1;
+                let k = done.fetch_add(1, Ordering::AcqRel) + 1;
+                match action {
+                    Action::RevokeAt(at, grace) if k == at => s.revoke_tokens(grace),
+                    Action::ExpireAt(at) if k == at => s.expire_tokens(),
+                    Action::RevokeEvery(m) if k % m == 0 && k < n as u64 => s.revoke_tokens(Duration::ZERO),
+                    _ => {}
+                }
+                if let Some(p) = pace {
+                    tokio::time::sleep(p).await;
+                }
+            }
+        });
+    }
+    while workers.join_next().await.is_some() {}
+    // A stalled request is still being processed by the sandbox after the client gave up.
+    if sc.faults.stall_every.is_some() {
+        tokio::time::sleep(Duration::from_millis(sc.faults.stall_ms.unwrap_or(0) + 500)).await;
+    }
+    let stats = s.stats();
+    let outcomes = outcomes.lock().unwrap().clone();
+    json!({
+        "name": sc.name,
+        "outcomes": outcomes,
+        "token_requests": stats.classic_token_requests + stats.stable_token_requests,
+        "tokens_issued": stats.tokens_issued,
+        "send_requests": stats.send_requests,
+        "extra_requests": stats.send_requests.saturating_sub(n as u64),
+        "sandbox_deliveries": stats.deliveries,
+    })
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; ignore flags.
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
@@ -357,8 +570,13 @@ fn main() {
             "sandbox" => sandbox(num(1, 20_000), num(2, 64)).await,
             "cold-start" => cold_start(num(1, 10_000)).await,
             "dispatch" => dispatch(num(1, 100_000)).await,
+            "faults" => faults(num(1, 2_000), num(2, 32)).await,
             other => panic!("unknown scenario {other}: throughput | sandbox | cold-start | dispatch"),
         }
     });
-    println!("{result}");
+    if args.iter().any(|a| a == "markdown") {
+        println!("{}", fault_markdown(&result));
+    } else {
+        println!("{result}");
+    }
 }
