@@ -256,6 +256,23 @@ fn bench(quick: bool) -> Result {
         let line = out.lines().rev().find(|l| l.starts_with('{')).ok_or("a scenario printed no result")?;
         results.push(line.to_owned());
     }
+    // Micro-benchmarks (criterion keeps the previous run in target/criterion and calls out a
+    // change beyond its noise threshold as "Performance has regressed").
+    let mut micro = vec!["bench", "-q", "-p", "subscribe-client", "--all-features", "--bench", "micro", "--"];
+    if quick {
+        micro.push("--quick");
+    }
+    let micro_out = cargo_output(&micro)?;
+    let lines: Vec<&str> = micro_out.lines().collect();
+    let mut micro_lines = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        if l.contains("time:") && l.starts_with(' ') && i > 0 {
+            micro_lines.push(format!("{:<40} {}", lines[i - 1].trim(), l.trim()));
+        } else if l.contains("time:") || l.contains("regressed") || l.contains("improved") {
+            micro_lines.push(l.trim().to_owned());
+        }
+    }
+    println!("\nmicro (criterion, per operation)\n{}", micro_lines.join("\n"));
     println!("\n{:<12} result", "scenario");
     for r in &results {
         let name = json_field(r, "scenario").unwrap_or_default();

@@ -1,0 +1,73 @@
+//! The per-message work, each step on its own: build + validate + serialize one message, parse
+//! and verify one callback, build one authorization URL, classify one response.
+
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use subscribe_client::Client;
+use subscribe_client::test_util::mock_with_stable_token;
+use subscribe_types::{
+    ApiResponse, AppId, AppSecret, AuthorizationAnswer, HttpUrl, OpenId, Scene, SubscribeMessage, TemplateId,
+};
+
+fn client() -> Client {
+    Client::builder(
+        AppId::new("wx5a1db0c0ffee0001").unwrap(),
+        AppSecret::new("sandbox-demo-secret-0123456789ab").unwrap(),
+    )
+    .transport(mock_with_stable_token("T", 7200))
+    .build()
+    .unwrap()
+}
+
+fn micro(c: &mut Criterion) {
+    let openid = OpenId::new("oyAaTjt-xXvP87pubE4eUOF-ttD4").unwrap();
+    let template = TemplateId::new("7YuTL__ilzyZB9DXcDt2mHx-CAS_E7KtsQkhIGVhhRM").unwrap();
+    let scene = Scene::new(1000).unwrap();
+    c.bench_function("message: build + validate + serialize", |b| {
+        b.iter(|| {
+            let m = SubscribeMessage::builder(black_box(openid.clone()), template.clone(), scene)
+                .title("到货提醒")
+                .content("您关注的商品已到货，点击查看详情。")
+                .url("https://shop.example.com/items/1")
+                .color("#173177")
+                .build()
+                .unwrap();
+            serde_json::to_vec(&m).unwrap()
+        });
+    });
+
+    let client = client();
+    let redirect = HttpUrl::new("https://shop.example.com/wechat/callback").unwrap();
+    c.bench_function("authorization URL (signed state)", |b| {
+        b.iter(|| client.authorize_url_for_session(&template, scene, black_box(&redirect), "session-1").url);
+    });
+
+    let link = client.authorize_url_for_session(&template, scene, &redirect, "session-1");
+    let reserved = link.url.split("reserved=").nth(1).unwrap().split(['&', '#']).next().unwrap().to_owned();
+    let callback = format!(
+        "https://shop.example.com/wechat/callback?openid={openid}&template_id={template}&action=confirm&scene=1000&reserved={reserved}",
+        openid = openid.as_str(),
+        template = template.as_str()
+    );
+    c.bench_function("callback: parse only", |b| {
+        b.iter(|| AuthorizationAnswer::parse(black_box(&callback)).unwrap());
+    });
+    c.bench_function("callback: parse + verify state", |b| {
+        b.iter(|| client.complete_authorization_for_session(black_box(&callback), "session-1").unwrap());
+    });
+
+    let ok = br#"{"errcode":0,"errmsg":"ok"}"#;
+    let refused = br#"{"errcode":43101,"errmsg":"user refuse to accept the msg rid: 5f1e-0a1b"}"#;
+    c.bench_function("response: parse + classify (ok)", |b| {
+        b.iter(|| ApiResponse::parse(black_box(ok)).unwrap().into_result().is_ok());
+    });
+    c.bench_function("response: parse + classify (43101)", |b| {
+        b.iter(|| ApiResponse::parse(black_box(refused)).unwrap().into_result().unwrap_err().code().class());
+    });
+}
+
+criterion_group!(benches, micro);
+criterion_main!(benches);
