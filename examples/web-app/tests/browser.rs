@@ -150,6 +150,9 @@ async fn flow(c: Client, app: SocketAddr, base: String) {
     assert_eq!(text_of(&c, "pending").await, "1");
     shot(&c, "3a-admin").await;
     c.find(Locator::Id("dispatch")).await.unwrap().click().await.unwrap();
+    // Wait for `#report`, which only the report page has: the admin page being left has cells
+    // with the same ids, which would be read stale.
+    c.wait().for_element(Locator::Id("report")).await.unwrap();
     assert_eq!(text_of(&c, "delivered").await, "1");
     assert_eq!(text_of(&c, "sent").await, "1");
     shot(&c, "3b-dispatch-report").await;
