@@ -244,9 +244,9 @@ impl TokenManager {
         self.check_cooldown(now)?;
 
         // Another instance may have refreshed into the shared store.
-        match self.store.load(&self.appid).await {
-            Ok(Some(t)) if self.usable(&t, now, rejected) => return Ok(self.adopt(t, None, now)),
-            Ok(_) => {}
+        match self.adopt_stored(rejected).await {
+            Ok(Some(t)) => return Ok(t),
+            Ok(None) => {}
             Err(e) => {
                 warn!(appid = %self.appid, error = %e, "token store unavailable; asking the token source directly");
             }
@@ -261,18 +261,25 @@ impl TokenManager {
         }
         // The lease is ours. The previous holder may have saved its token just before releasing
         // it: read once more rather than ask WeChat again.
-        let now = self.clock.now();
-        if let Ok(Some(t)) = self.store.load(&self.appid).await
-            && self.usable(&t, now, rejected)
-        {
+        if let Ok(Some(t)) = self.adopt_stored(rejected).await {
             self.release_lease().await;
-            return Ok(self.adopt(t, None, now));
+            return Ok(t);
         }
         let result = self.fetch_fresh(rejected).await;
         // Saved before the lease is released, so the next holder finds the new token.
         let outcome = self.keep_fetched(result, rejected).await;
         self.release_lease().await;
         outcome
+    }
+
+    /// The store's token, adopted, when it is usable (another instance refreshed it).
+    async fn adopt_stored(
+        &self,
+        rejected: Option<&AccessToken>,
+    ) -> Result<Option<CachedToken>, crate::TokenStoreError> {
+        let stored = self.store.load(&self.appid).await?;
+        let now = self.clock.now();
+        Ok(stored.filter(|t| self.usable(t, now, rejected)).map(|t| self.adopt(t, None, now)))
     }
 
     async fn release_lease(&self) {
@@ -352,11 +359,8 @@ impl TokenManager {
                 return None;
             }
             self.clock.sleep(self.settings.lease_poll).await;
-            let now = self.clock.now();
-            if let Ok(Some(t)) = self.store.load(&self.appid).await
-                && self.usable(&t, now, rejected)
-            {
-                return Some(self.adopt(t, None, now));
+            if let Ok(Some(t)) = self.adopt_stored(rejected).await {
+                return Some(t);
             }
         }
     }

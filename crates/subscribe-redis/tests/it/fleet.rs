@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use subscribe_client::{
     CancelToken, Client, DispatchObserver, Dispatcher, GrantLedger, GrantScope, OutcomeKind, RecipientOutcome,
@@ -14,13 +14,7 @@ use subscribe_redis::{Redis, RedisGrantLedger, RedisTokenStore};
 use subscribe_sandbox::{DEMO_APPID, DEMO_SECRET, DEMO_TEMPLATE, SandboxConfig, SandboxHandle};
 use subscribe_types::{AppId, AppSecret, OpenId, Scene, SubscribeMessage, TemplateId, ValidationError};
 
-use crate::{redis, redis_url};
-
-/// Wall-clock time: these tests run against real servers with the client's system clock.
-#[allow(clippy::disallowed_methods)]
-fn now() -> SystemTime {
-    SystemTime::now()
-}
+use crate::{now, redis, redis_url};
 
 /// Another instance's own connection to the same Redis, with the same prefix.
 async fn same_redis(r: &Redis) -> Redis {

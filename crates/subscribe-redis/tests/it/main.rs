@@ -12,6 +12,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use subscribe_redis::Redis;
 
+/// Wall-clock time: these tests run against real servers with the client's system clock.
+#[allow(clippy::disallowed_methods)]
+pub fn now() -> std::time::SystemTime {
+    std::time::SystemTime::now()
+}
+
 /// `REDIS_URL`, or the local default.
 pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())

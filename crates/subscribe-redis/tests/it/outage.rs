@@ -2,7 +2,7 @@
 //! client keeps working on the token it holds.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use subscribe_client::{Client, GrantKey, GrantLedger, LedgerError, TokenStore};
 use subscribe_redis::{Redis, RedisError, RedisGrantLedger, RedisTokenStore};
@@ -11,7 +11,7 @@ use subscribe_types::{AccessToken, AppId, AppSecret, OpenId, Scene, SubscribeMes
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-use crate::{redis, redis_url};
+use crate::{now, redis, redis_url};
 
 const PASSWORD: &str = "hunter2-redis-password";
 const TOKEN: &str = "ACCESS_TOKEN_THAT_MUST_NOT_LEAK_0123456789";
@@ -46,11 +46,6 @@ impl Proxy {
     fn cut(&self) {
         self.tasks.lock().unwrap().abort_all();
     }
-}
-
-#[allow(clippy::disallowed_methods)]
-fn now() -> SystemTime {
-    SystemTime::now()
 }
 
 fn message(scene: u32) -> SubscribeMessage {
