@@ -13,6 +13,7 @@ pub(crate) fn check(root: &Path) -> Vec<String> {
     let mut packages = crates.clone();
     packages.extend(dirs(&root.join("examples")));
     packages.push(root.join("xtask"));
+    packages.push(root.join("fuzz"));
     for dir in &packages {
         let name = dir.strip_prefix(root).unwrap_or(dir).display().to_string();
         let manifest = fs::read_to_string(dir.join("Cargo.toml")).unwrap_or_default();

@@ -40,7 +40,7 @@ pub use config::{
     AppConfig, ConfigFileError, DEMO_APPID, DEMO_SECRET, DEMO_TEMPLATE, SandboxConfig, TemplateConfig,
     UserConfig,
 };
-pub use server::{SandboxHandle, SandboxState, router};
+pub use server::{SandboxHandle, SandboxState, check_send_body, router};
 pub use state::{Delivered, Faults, LogEntry, Stats};
 
 /// The README's example runs as a doctest.

@@ -17,7 +17,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_perc
 /// Characters escaped in the redirect's parameters: everything but RFC 3986 unreserved.
 const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 use serde::Deserialize;
-use subscribe_types::{AuthorizeRequest, ErrCode, MessageParseError, Scene, SubscribeMessage};
+use subscribe_types::{ApiError, AuthorizeRequest, ErrCode, MessageParseError, Scene, SubscribeMessage};
 
 use crate::config::SandboxConfig;
 use crate::html;
@@ -305,16 +305,7 @@ async fn send(State(s): State<SandboxState>, uri: Uri, RawQuery(q): RawQuery, bo
         let owned = |(c, m): (ErrCode, &str)| (c, m.to_owned());
         let appid =
             s.lock().check_token(p.get("access_token").map(String::as_str), Instant::now()).map_err(owned)?;
-        if body.is_empty() {
-            return Err((ErrCode::EMPTY_POST_DATA, "empty post data".to_owned()));
-        }
-        let msg = match SubscribeMessage::from_json(&body) {
-            Ok(m) => m,
-            Err(MessageParseError::Invalid(e)) => {
-                return Err((ErrCode::ARGUMENT_INVALID, format!("argument invalid! {}: {e}", e.field())));
-            }
-            Err(_) => return Err((ErrCode::DATA_FORMAT_ERROR, "data format error".to_owned())),
-        };
+        let msg = check_send_body(&body).map_err(|e| (e.code(), e.message().to_owned()))?;
         s.lock().deliver(&s.cfg, &appid, &msg).map_err(owned)
     })();
     match result {
@@ -326,6 +317,52 @@ async fn send(State(s): State<SandboxState>, uri: Uri, RawQuery(q): RawQuery, bo
             s.record("POST", &uri, Some(code.get()));
             wx(code, &msg)
         }
+    }
+}
+
+/// Checks a send body the way the send endpoint does once the token is accepted: 44002 for an
+/// empty body, 47001 for text that is not the message's JSON shape, 47003 (naming the field and
+/// its rule) for a value that breaks a rule. Whether a grant and the user exist is checked
+/// afterwards, against the sandbox's state.
+///
+/// ```
+/// use subscribe_sandbox::check_send_body;
+/// assert_eq!(check_send_body(b"").unwrap_err().code().get(), 44002);
+/// assert_eq!(check_send_body(b"{\"touser\":").unwrap_err().code().get(), 47001);
+/// let long_title = br#"{"touser":"oyAaTjt-xXvP87pubE4eUOF-ttD4","template_id":"7YuTL__ilzyZB9DXcDt2mHx-CAS_E7KtsQkhIGVhhRM",
+///     "scene":"1000","title":"sixteen chars...","data":{"content":{"value":"hi"}}}"#;
+/// let err = check_send_body(long_title).unwrap_err();
+/// assert_eq!(err.code().get(), 47003);
+/// assert!(err.message().contains("title"));
+/// ```
+///
+/// # Errors
+/// The [`ApiError`] WeChat would answer.
+pub fn check_send_body(body: &[u8]) -> Result<SubscribeMessage, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::new(ErrCode::EMPTY_POST_DATA, "empty post data"));
+    }
+    SubscribeMessage::from_json(body).map_err(|e| match e {
+        MessageParseError::Invalid(e) => {
+            ApiError::new(ErrCode::ARGUMENT_INVALID, format!("argument invalid! {}: {e}", e.field()))
+        }
+        _ => ApiError::new(ErrCode::DATA_FORMAT_ERROR, "data format error"),
+    })
+}
+
+impl SandboxState {
+    /// What the authorization page at `/mp/subscribemsg` answers for `query` (the URL's query
+    /// string): the page's HTML, or the error message the error page shows instead (bad or
+    /// missing parameters, an unknown app, a template that is not one of the app's one-time
+    /// templates). Never a redirect.
+    ///
+    /// # Errors
+    /// The message of the error page.
+    pub fn authorization_page(&self, query: &str) -> Result<String, String> {
+        let req = check_authorize(self, query)?;
+        let app = self.cfg.app(req.appid.as_str()).unwrap_or(&self.cfg.apps[0]);
+        let template = app.templates.iter().find(|t| t.id == req.template_id).unwrap_or(&app.templates[0]);
+        Ok(html::authorize(&self.cfg, app, template, req.scene.get(), query))
     }
 }
 
@@ -342,13 +379,8 @@ fn check_authorize(s: &SandboxState, query: &str) -> Result<AuthorizeRequest, St
 async fn authorize_page(State(s): State<SandboxState>, uri: Uri, RawQuery(q): RawQuery) -> Response {
     let q = q.unwrap_or_default();
     s.record("GET", &uri, None);
-    match check_authorize(&s, &q) {
-        Ok(req) => {
-            let app = s.cfg.app(req.appid.as_str()).unwrap_or(&s.cfg.apps[0]);
-            let template =
-                app.templates.iter().find(|t| t.id == req.template_id).unwrap_or(&app.templates[0]);
-            Html(html::authorize(&s.cfg, app, template, req.scene.get(), &q)).into_response()
-        }
+    match s.authorization_page(&q) {
+        Ok(page) => Html(page).into_response(),
         Err(e) => (StatusCode::BAD_REQUEST, Html(html::error(&e))).into_response(),
     }
 }

@@ -1,0 +1,146 @@
+//! The properties the fuzz targets check, one function per target. Each takes the raw input,
+//! returns normally when the property holds and panics (which libFuzzer reports as a crash)
+//! when it does not. The `fuzz_targets/` binaries call them under libFuzzer
+//! (`cargo xtask fuzz --seconds N`); `tests/replay.rs` calls them on the seeds and on every
+//! saved crash input, so a finding stays fixed.
+//!
+//! ```
+//! // A cancellation without `openid` is a valid answer, and it round-trips.
+//! subscribe_fuzz::callback(b"?action=cancel&template_id=T1&scene=7&reserved=abc");
+//! ```
+
+use std::sync::LazyLock;
+
+use subscribe_sandbox::{SandboxConfig, SandboxState, check_send_body, router};
+use subscribe_types::{
+    ApiResponse, AuthorizationAnswer, AuthorizeRequest, Expectation, IssuedToken, Reserved, SubscribeMessage,
+};
+
+/// A property check: returns when the property holds for the input, panics when it breaks.
+pub type Check = fn(&[u8]);
+
+/// The fuzz targets by name: the binaries under `fuzz_targets/` and the directories under
+/// `seeds/` and `regressions/`.
+pub const TARGETS: &[(&str, Check)] = &[
+    ("callback", callback),
+    ("authorize_url", authorize_url),
+    ("responses", responses),
+    ("send_body", send_body),
+];
+
+/// Percent-encodes everything but ASCII letters and digits.
+fn encode(s: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+/// The callback parser (`AuthorizationAnswer::parse`) on arbitrary text: an accepted answer
+/// verifies against its own values, fails against another `reserved`, and parses back
+/// unchanged from a query written from it.
+///
+/// # Panics
+/// When one of those properties breaks.
+pub fn callback(data: &[u8]) {
+    let Ok(input) = std::str::from_utf8(data) else { return };
+    let Ok(answer) = AuthorizationAnswer::parse(input) else { return };
+    let expected = Expectation::new()
+        .template_id(answer.template_id().clone())
+        .scene(answer.scene())
+        .reserved(answer.reserved().clone());
+    assert!(answer.verify(&expected).is_ok(), "an answer must verify against its own values");
+    if let Ok(other) = Reserved::new(format!("{}x", answer.reserved().as_str())) {
+        assert!(answer.verify(&Expectation::new().reserved(other)).is_err(), "another state must fail");
+    }
+    let mut query = format!(
+        "?action={}&template_id={}&scene={}&reserved={}",
+        answer.action().as_str(),
+        encode(answer.template_id().as_str()),
+        answer.scene().get(),
+        encode(answer.reserved().as_str()),
+    );
+    if let Some(openid) = answer.openid() {
+        query.push_str("&openid=");
+        query.push_str(&encode(openid.as_str()));
+    }
+    let again = AuthorizationAnswer::parse(&query).expect("a query written from an answer parses");
+    assert_eq!(again, answer, "the answer changed on its way through a query");
+}
+
+static SANDBOX: LazyLock<SandboxState> = LazyLock::new(|| router(SandboxConfig::demo()).1);
+
+/// The authorization URL parser the sandbox's page uses (`AuthorizeRequest::from_query`) and
+/// the page itself (`SandboxState::authorization_page`): an accepted request parses back
+/// unchanged from its own `url()`, and the page never carries the query's markup unescaped.
+///
+/// # Panics
+/// When one of those properties breaks.
+pub fn authorize_url(data: &[u8]) {
+    let Ok(input) = std::str::from_utf8(data) else { return };
+    if let Ok(request) = AuthorizeRequest::from_query(input) {
+        let again = AuthorizeRequest::from_query(&request.url()).expect("a built URL parses");
+        assert_eq!(again, request, "the request changed on its way through its URL");
+    }
+    if let Ok(page) = SANDBOX.authorization_page(input) {
+        assert!(!page.contains("<script"), "the authorization page must not carry a script");
+        if input.contains('<') {
+            assert!(!page.contains(input), "the raw query must not appear unescaped");
+        }
+    }
+}
+
+/// WeChat's answers: the send endpoint's envelope (`ApiResponse::parse`, then classification)
+/// and the token endpoints' answer (`IssuedToken::parse`). Neither panics; an accepted token
+/// has a positive lifetime and never shows in the value's `Debug`.
+///
+/// # Panics
+/// When one of those properties breaks.
+pub fn responses(body: &[u8]) {
+    if let Ok(response) = ApiResponse::parse(body)
+        && let Err(e) = response.into_result()
+    {
+        let code = e.code();
+        let _ = (code.class(), code.class_at_token_endpoint(), code.description(), e.reported_ip());
+        let _ = e.to_string();
+    }
+    match IssuedToken::parse(body) {
+        Ok(token) => {
+            assert!(token.expires_in > 0, "a token must have a lifetime");
+            let secret = token.access_token.expose_secret();
+            if secret.len() >= 8 {
+                assert!(!format!("{token:?}").contains(secret), "Debug must not show the token");
+            }
+        }
+        Err(e) => {
+            let _ = (e.to_string(), format!("{e:?}"));
+        }
+    }
+}
+
+/// The sandbox's send-body validation (`check_send_body`): a body it accepts serializes back to
+/// a body it accepts as the same message, within the title and content limits; every refusal
+/// carries one of WeChat's codes for bad bodies (44002, 47001, 47003).
+///
+/// # Panics
+/// When one of those properties breaks.
+pub fn send_body(body: &[u8]) {
+    match check_send_body(body) {
+        Ok(message) => {
+            let again =
+                SubscribeMessage::from_json(&message.to_json()).expect("our own serialization is accepted");
+            assert_eq!(again, message, "the message changed on its way through its JSON");
+            assert!(message.title().as_str().chars().count() <= 15, "title over 15 characters");
+            assert!(message.content().as_str().chars().count() <= 200, "content over 200 characters");
+        }
+        Err(e) => {
+            assert!(matches!(e.code().get(), 44002 | 47001 | 47003), "unexpected code {}", e.code());
+        }
+    }
+}
