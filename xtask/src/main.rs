@@ -2,7 +2,7 @@
 //!
 //! | task | does |
 //! |---|---|
-//! | `ci` | `fmt` → `lint` → `test` → `docs` → `tidy` → `features` → `e2e`, stopping at the first failure |
+//! | `ci` | `fmt` → `lint` → `test` → `docs` → `tidy` → `features` → `e2e` → `faults --quick` → `bench --quick` → `fuzz --seconds 20`, stopping at the first failure |
 //! | `fmt [--check]` | `cargo fmt --all` |
 //! | `lint` | clippy on every target and feature, warnings denied |
 //! | `test` | the workspace tests, doctests included |
@@ -11,6 +11,7 @@
 //! | `features` | each crate's notable feature sets build on their own |
 //! | `bench [--quick]` | whole-system benchmarks (throughput vs plain reqwest, sandbox, cold start, dispatch memory); table on stdout, JSON in `target/bench/` |
 //! | `faults [--quick]` | the reliability table against the sandbox's fault injection, written to `docs/reliability.md` |
+//! | `fuzz [--seconds N] [target…]` | each libFuzzer target in `fuzz/` for N seconds (default 60); a crash input is saved under `target/fuzz/artifacts/` |
 //! | `e2e` | the browser test: sandbox + `examples/web-app` + headless Chromium; screenshots in `target/e2e/` |
 //!
 //! A step whose prerequisites are missing on this machine (Redis for `subscribe-redis`'s tests,
@@ -44,13 +45,14 @@ fn main() -> ExitCode {
         "features" => features(),
         "faults" => faults(rest.iter().any(|a| a == "--quick")),
         "bench" => bench(rest.iter().any(|a| a == "--quick")),
+        "fuzz" => fuzz_args(rest).and_then(|(secs, targets)| fuzz(secs, &targets)),
         "e2e" => e2e().and_then(|s| match s {
             Status::Passed => Ok(()),
             Status::NotRun(why) => Err(format!("did not run: {why}")),
         }),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|fmt [--check]|lint|test|docs|tidy|features|e2e|bench [--quick]|faults [--quick]>"
+                "usage: cargo xtask <ci|fmt [--check]|lint|test|docs|tidy|features|e2e|bench [--quick]|faults [--quick]|fuzz [--seconds N] [target…]>"
             );
             return if task == "help" { ExitCode::SUCCESS } else { ExitCode::from(2) };
         }
@@ -65,6 +67,9 @@ fn main() -> ExitCode {
 }
 
 type Result<T = ()> = std::result::Result<T, String>;
+
+/// How long `ci` runs each fuzz target: a smoke test, not a campaign.
+const CI_FUZZ_SECONDS: u64 = 20;
 type Step = (&'static str, fn() -> Result<Status>);
 
 /// How a step ended when it did not fail.
@@ -83,7 +88,7 @@ fn require_all() -> bool {
 }
 
 fn ci() -> Result {
-    let steps: [Step; 7] = [
+    let steps: [Step; 10] = [
         ("fmt --check", || passed(fmt(true))),
         ("lint", || passed(lint())),
         ("test", test),
@@ -91,6 +96,11 @@ fn ci() -> Result {
         ("tidy", || passed(run_tidy())),
         ("features", || passed(features())),
         ("e2e", e2e),
+        // Short modes: they check that the measurements still run and that the fault table
+        // keeps its expectations; the published figures come from the full runs.
+        ("faults --quick", || passed(faults(true))),
+        ("bench --quick", || passed(bench(true))),
+        ("fuzz --seconds 20", || passed(fuzz(CI_FUZZ_SECONDS, &[]))),
     ];
     let mut not_run = Vec::new();
     for (name, step) in steps {
@@ -323,6 +333,133 @@ fn faults(quick: bool) -> Result {
     let updated = format!("{}{start}\n{table}{}", &text[..a], &text[b..]);
     std::fs::write(&doc, updated).map_err(|e| e.to_string())?;
     eprintln!("xtask faults: table written to {}", doc.display());
+    Ok(())
+}
+
+/// `--seconds N` and target names.
+fn fuzz_args(rest: &[String]) -> Result<(u64, Vec<String>)> {
+    let mut seconds = 60;
+    let mut targets = Vec::new();
+    let mut args = rest.iter();
+    while let Some(a) = args.next() {
+        if a == "--seconds" {
+            let n = args.next().ok_or("--seconds needs a number")?;
+            seconds = n.parse().map_err(|_| format!("--seconds {n}: not a whole number of seconds"))?;
+        } else if a.starts_with('-') {
+            return Err(format!("unknown option {a}"));
+        } else {
+            targets.push(a.clone());
+        }
+    }
+    Ok((seconds, targets))
+}
+
+/// The fuzz targets, as `fuzz/Cargo.toml` lists them.
+fn fuzz_targets() -> Result<Vec<String>> {
+    let manifest = std::fs::read_to_string(root().join("fuzz/Cargo.toml")).map_err(|e| e.to_string())?;
+    let names: Vec<String> = manifest
+        .split("[[bin]]")
+        .skip(1)
+        .filter_map(|b| {
+            b.lines().find_map(|l| l.trim().strip_prefix("name = ")).map(|n| n.trim_matches('"').to_owned())
+        })
+        .collect();
+    if names.is_empty() { Err("fuzz/Cargo.toml lists no [[bin]] targets".into()) } else { Ok(names) }
+}
+
+/// Builds the fuzz targets with libFuzzer's coverage instrumentation (the flags cargo-fuzz
+/// passes, without a sanitizer, so the stable toolchain builds them) and runs each for
+/// `seconds`, starting from `fuzz/seeds/<target>` and the corpus kept in `target/fuzz/corpus`,
+/// with `fuzz/dicts/<target>.dict` as libFuzzer's dictionary.
+/// A crash stops the run; its input is in `target/fuzz/artifacts/<target>/` and belongs in
+/// `fuzz/regressions/<target>/` once fixed, where `cargo test -p subscribe-fuzz` replays it.
+fn fuzz(seconds: u64, only: &[String]) -> Result {
+    let all = fuzz_targets()?;
+    if let Some(unknown) = only.iter().find(|t| !all.contains(t)) {
+        return Err(format!("no fuzz target {unknown}; there are {}", all.join(", ")));
+    }
+    let targets: Vec<&String> = all.iter().filter(|t| only.is_empty() || only.contains(t)).collect();
+    let rustc = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+        .arg("-vV")
+        .output()
+        .map_err(|e| format!("could not start rustc: {e}"))?;
+    let host = String::from_utf8_lossy(&rustc.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
+        .ok_or("rustc -vV printed no host")?;
+    let target_root =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
+    let dir = target_root.join("fuzz");
+    let dir_text = dir.to_string_lossy().into_owned();
+    // `--target` keeps these flags off build scripts and proc macros.
+    let flags = [
+        "-Cpasses=sancov-module",
+        "-Cllvm-args=-sanitizer-coverage-level=4",
+        "-Cllvm-args=-sanitizer-coverage-inline-8bit-counters",
+        "-Cllvm-args=-sanitizer-coverage-pc-table",
+        "-Cllvm-args=-sanitizer-coverage-trace-compares",
+        "--cfg fuzzing",
+        "-Cdebug-assertions",
+        "-Coverflow-checks",
+        "-Cdebuginfo=1",
+    ]
+    .join(" ");
+    let mut build = vec!["build", "--release", "-p", "subscribe-fuzz", "--target", &host];
+    for t in &targets {
+        build.extend(["--bin", t.as_str()]);
+    }
+    cargo(&build, &[("CARGO_TARGET_DIR", &dir_text), ("RUSTFLAGS", &flags)])?;
+    let mut rows = Vec::new();
+    for t in &targets {
+        let corpus = dir.join("corpus").join(t);
+        let artifacts = dir.join("artifacts").join(t);
+        for d in [&corpus, &artifacts] {
+            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        }
+        let seeds = root().join("fuzz/seeds").join(t);
+        let dict = root().join("fuzz/dicts").join(format!("{t}.dict"));
+        eprintln!("xtask fuzz: {t} for {seconds} s");
+        let out = Command::new(dir.join(&host).join("release").join(t))
+            .arg(format!("-max_total_time={seconds}"))
+            .arg("-print_final_stats=1")
+            .arg("-max_len=8192")
+            .arg("-timeout=10")
+            .arg(format!("-artifact_prefix={}/", artifacts.display()))
+            .args(dict.is_file().then(|| format!("-dict={}", dict.display())))
+            .arg(&corpus)
+            .arg(&seeds)
+            .output()
+            .map_err(|e| format!("could not start the {t} fuzzer: {e}"))?;
+        let log = String::from_utf8_lossy(&out.stderr);
+        let stat = |key: &str| {
+            log.lines()
+                .find_map(|l| l.strip_prefix(&format!("stat::{key}:")).map(|v| v.trim().to_owned()))
+                .unwrap_or_else(|| "?".into())
+        };
+        if !out.status.success() {
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            return Err(format!(
+                "fuzz target {t} found a failing input (saved under {}):\n{}\n\
+                 Fix it, then copy the input into fuzz/regressions/{t}/ so `cargo test -p subscribe-fuzz` replays it.",
+                artifacts.display(),
+                tail.join("\n")
+            ));
+        }
+        let corpus_size = std::fs::read_dir(&corpus).map_or(0, Iterator::count);
+        rows.push(format!(
+            "{t:<14} {:>12} {:>10} {:>12} {:>8}",
+            stat("number_of_executed_units"),
+            stat("average_exec_per_sec"),
+            stat("new_units_added"),
+            corpus_size
+        ));
+    }
+    println!("\n{:<14} {:>12} {:>10} {:>12} {:>8}", "target", "executions", "exec/s", "new inputs", "corpus");
+    for r in &rows {
+        println!("{r}");
+    }
+    println!("no failing input in {} target(s), {seconds} s each", rows.len());
     Ok(())
 }
 

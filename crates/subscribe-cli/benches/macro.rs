@@ -359,7 +359,7 @@ enum Action {
 }
 
 struct FaultScenario {
-    name: &'static str,
+    name: String,
     faults: subscribe_sandbox::Faults,
     action: Action,
     lifetime: Option<Duration>,
@@ -374,80 +374,83 @@ async fn faults(n: usize, concurrency: usize) -> serde_json::Value {
         f(&mut x, k);
         x
     };
+    // The sizes at 2,000 messages (revocation after 1,000, a token per 500, a stall
+    // per 1,000), scaled with `n` so the quick run in CI meets every fault too.
+    let (half, quarter) = ((n as u64 / 2).max(1), (n as u64 / 4).max(1));
     let scenarios = [
         FaultScenario {
-            name: "no fault",
+            name: "no fault".into(),
             faults: Faults::default(),
             action: Action::None,
             lifetime: None,
             pace: None,
         },
         FaultScenario {
-            name: "all tokens revoked after 1,000 sends, no grace",
+            name: format!("all tokens revoked after {} sends, no grace", thousands(half)),
             faults: Faults::default(),
-            action: Action::RevokeAt(1000, Duration::ZERO),
+            action: Action::RevokeAt(half, Duration::ZERO),
             lifetime: None,
             pace: None,
         },
         FaultScenario {
-            name: "all tokens revoked after 1,000 sends, 5 s grace",
+            name: format!("all tokens revoked after {} sends, 5 s grace", thousands(half)),
             faults: Faults::default(),
-            action: Action::RevokeAt(1000, Duration::from_secs(5)),
+            action: Action::RevokeAt(half, Duration::from_secs(5)),
             lifetime: None,
             pace: None,
         },
         FaultScenario {
-            name: "all tokens expired after 1,000 sends",
+            name: format!("all tokens expired after {} sends", thousands(half)),
             faults: Faults::default(),
-            action: Action::ExpireAt(1000),
+            action: Action::ExpireAt(half),
             lifetime: None,
             pace: None,
         },
         FaultScenario {
-            name: "each token valid for 500 sends",
+            name: format!("each token valid for {} sends", thousands(quarter)),
             faults: Faults::default(),
-            action: Action::RevokeEvery(500),
+            action: Action::RevokeEvery(quarter),
             lifetime: None,
             pace: None,
         },
         FaultScenario {
-            name: "5 s token lifetime (sends paced over ~12 s)",
+            name: "5 s token lifetime (sends paced over ~12 s)".into(),
             faults: Faults::default(),
             action: Action::None,
             lifetime: Some(Duration::from_secs(5)),
             pace: Some(Duration::from_millis(190)),
         },
         FaultScenario {
-            name: "-1 on 1 in 100 sends",
+            name: "-1 on 1 in 100 sends".into(),
             faults: every(|f, k| f.busy_every = Some(k), 100),
             action: Action::None,
             lifetime: None,
             pace: None,
         },
         FaultScenario {
-            name: "HTTP 502 on 1 in 200",
+            name: "HTTP 502 on 1 in 200".into(),
             faults: every(|f, k| f.http_502_every = Some(k), 200),
             action: Action::None,
             lifetime: None,
             pace: None,
         },
         FaultScenario {
-            name: "malformed JSON on 1 in 200",
+            name: "malformed JSON on 1 in 200".into(),
             faults: every(|f, k| f.malformed_every = Some(k), 200),
             action: Action::None,
             lifetime: None,
             pace: None,
         },
         FaultScenario {
-            name: "dropped connection on 1 in 200",
+            name: "dropped connection on 1 in 200".into(),
             faults: every(|f, k| f.drop_every = Some(k), 200),
             action: Action::None,
             lifetime: None,
             pace: None,
         },
         FaultScenario {
-            name: "20 s stall on 1 in 1,000 (client timeout 10 s)",
-            faults: Faults { stall_every: Some(1000), stall_ms: Some(20_000), ..Faults::default() },
+            name: format!("20 s stall on 1 in {} (client timeout 10 s)", thousands(half)),
+            faults: Faults { stall_every: Some(half), stall_ms: Some(20_000), ..Faults::default() },
             action: Action::None,
             lifetime: None,
             pace: None,
@@ -458,6 +461,19 @@ async fn faults(n: usize, concurrency: usize) -> serde_json::Value {
         rows.push(fault_row(sc, n, concurrency).await);
     }
     json!({ "scenario": "faults", "sends": n, "concurrency": concurrency, "rows": rows })
+}
+
+/// `1234` as `1,234`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// The fault table as Markdown rows (for `docs/reliability.md`).
@@ -506,6 +522,7 @@ async fn fault_row(sc: FaultScenario, n: usize, concurrency: usize) -> serde_jso
         .build()
         .unwrap();
     let outcomes: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+    let started = Instant::now();
     let done = Arc::new(AtomicU64::new(0));
     let next = Arc::new(AtomicUsize::new(0));
     let mut workers = tokio::task::JoinSet::new();
@@ -546,9 +563,37 @@ async fn fault_row(sc: FaultScenario, n: usize, concurrency: usize) -> serde_jso
     if sc.faults.stall_every.is_some() {
         tokio::time::sleep(Duration::from_millis(sc.faults.stall_ms.unwrap_or(0) + 500)).await;
     }
+    let elapsed = started.elapsed();
     let stats = s.stats();
     let outcomes = outcomes.lock().unwrap().clone();
+    let token_requests = stats.classic_token_requests + stats.stable_token_requests;
+    // The expectations of the table, checked on every run (`cargo xtask faults --quick` in CI).
+    let budget = match (sc.action, sc.lifetime) {
+        (_, Some(l)) => 1 + (elapsed.as_secs_f64() / (l.as_secs_f64() / 2.0)).ceil() as u64,
+        (Action::RevokeAt(..) | Action::ExpireAt(_), None) => 2,
+        (Action::RevokeEvery(m), None) => 1 + (n as u64 - 1) / m,
+        (Action::None, None) => 1,
+    };
+    let delivered = outcomes.get("delivered").copied().unwrap_or(0);
+    let most_in_one_inbox = (0..n).map(|i| s.inbox(&format!("oUser{i:010}")).len()).max().unwrap_or(0);
+    let mut violations = Vec::new();
+    if token_requests > budget {
+        violations
+            .push(format!("{token_requests} token requests for at most {budget} rotations or revocations"));
+    }
+    if outcomes.values().sum::<u64>() != n as u64 {
+        violations.push(format!("{} outcomes for {n} messages", outcomes.values().sum::<u64>()));
+    }
+    if stats.deliveries != delivered {
+        violations
+            .push(format!("the sandbox counted {} deliveries, the client {delivered}", stats.deliveries));
+    }
+    if most_in_one_inbox > 1 {
+        violations.push(format!("a user received {most_in_one_inbox} messages"));
+    }
     json!({
+        "violations": violations,
+        "token_budget": budget,
         "name": sc.name,
         "outcomes": outcomes,
         "token_requests": stats.classic_token_requests + stats.stable_token_requests,
@@ -574,6 +619,24 @@ fn main() {
             other => panic!("unknown scenario {other}: throughput | sandbox | cold-start | dispatch"),
         }
     });
+    let violations: Vec<String> = result["rows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|row| {
+            let name = row["name"].as_str().unwrap_or("").to_owned();
+            row["violations"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(move |v| format!("{name}: {}", v.as_str().unwrap_or("")))
+        })
+        .collect();
+    if !violations.is_empty() {
+        eprintln!("the fault table breaks its expectations:\n  {}", violations.join("\n  "));
+        println!("{result}");
+        std::process::exit(1);
+    }
     if args.iter().any(|a| a == "markdown") {
         println!("{}", fault_markdown(&result));
     } else {
