@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::callback::{Action, AuthorizationAnswer, Cancelled, Confirmed, QueryError};
 use crate::ids::{AppId, OpenId, Reserved, Scene, TemplateId};
-use crate::query::{self, encode_component};
+use crate::query::{self, push_component};
 use crate::text::HttpUrl;
 
 /// The authorization page's host when none is configured.
@@ -18,8 +18,10 @@ pub const DEFAULT_MP_BASE: &str = "https://mp.weixin.qq.com";
 pub const AUTHORIZE_PATH: &str = "/mp/subscribemsg";
 
 /// Longest query string (or URL) that [`AuthorizeRequest::from_query`] and
-/// [`AuthorizationAnswer::parse`] accept, in bytes.
-pub const MAX_QUERY_LEN: usize = 4096;
+/// [`AuthorizationAnswer::parse`] accept, in bytes: 8 KiB, above the longest authorization URL
+/// a valid request builds on WeChat's host (every field at its limit, the redirect URL escaped
+/// to three bytes per byte: about 6.5 KiB), so whatever this crate builds, it also reads back.
+pub const MAX_QUERY_LEN: usize = 8192;
 
 /// An authorization request for the web (official account) flow.
 ///
@@ -83,17 +85,21 @@ impl AuthorizeRequest {
     /// percent-encoded as URL components; `#wechat_redirect` is appended literally.
     pub fn url_with_base(&self, base: &str) -> String {
         let base = base.trim_end_matches('/');
-        let mut out = String::with_capacity(base.len() + 200 + self.redirect_url.as_str().len() * 3);
+        let mut out = String::with_capacity(base.len() + 120 + self.redirect_url.as_str().len() * 3);
+        out.push_str(base);
+        out.push_str(AUTHORIZE_PATH);
+        out.push_str("?action=get_confirm&appid=");
+        push_component(&mut out, self.appid.as_str());
+        out.push_str("&scene=");
         // Writing to a String cannot fail.
-        let _ = write!(
-            out,
-            "{base}{AUTHORIZE_PATH}?action=get_confirm&appid={}&scene={}&template_id={}&redirect_url={}&reserved={}#wechat_redirect",
-            encode_component(self.appid.as_str()),
-            self.scene,
-            encode_component(self.template_id.as_str()),
-            encode_component(self.redirect_url.as_str()),
-            encode_component(self.reserved.as_str()),
-        );
+        let _ = write!(out, "{}", self.scene);
+        out.push_str("&template_id=");
+        push_component(&mut out, self.template_id.as_str());
+        out.push_str("&redirect_url=");
+        push_component(&mut out, self.redirect_url.as_str());
+        out.push_str("&reserved=");
+        push_component(&mut out, self.reserved.as_str());
+        out.push_str("#wechat_redirect");
         out
     }
 

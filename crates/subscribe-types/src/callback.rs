@@ -86,7 +86,7 @@ impl AuthorizationAnswer {
     /// empty; on `cancel` an `openid`, if any, is ignored.
     ///
     /// # Errors
-    /// [`QueryError`] for input over 4 KiB, bad percent-encoding or non-UTF-8 text, a missing
+    /// [`QueryError`] for input over [`MAX_QUERY_LEN`](crate::MAX_QUERY_LEN) (8 KiB), bad percent-encoding or non-UTF-8 text, a missing
     /// or repeated `action`/`openid`/`template_id`/`scene`/`reserved`, an `action` other than
     /// `confirm`/`cancel`, a confirmation without `openid`, and any value that breaks its rule
     /// (non-numeric or out-of-range scene, illegal characters).

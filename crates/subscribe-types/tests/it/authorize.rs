@@ -141,3 +141,21 @@ fn mobile_response_official_example_and_cancel() {
     .unwrap();
     assert_eq!(no_openid.into_answer().unwrap_err(), QueryError::ConfirmWithoutOpenId);
 }
+
+#[test]
+fn the_longest_url_a_valid_request_builds_parses_back() {
+    // Found by the `authorize_url` fuzz target: with a 4 KiB read limit, a request with a long
+    // redirect URL of characters that need escaping built a URL its own parser refused.
+    let redirect = format!("https://h/{}", "\"".repeat(HttpUrl::MAX_LEN - "https://h/".len()));
+    let request = AuthorizeRequest::new(
+        AppId::new("w".repeat(AppId::MAX_LEN)).unwrap(),
+        TemplateId::new("t".repeat(TemplateId::MAX_LEN)).unwrap(),
+        Scene::new(10_000).unwrap(),
+        HttpUrl::new(redirect).unwrap(),
+    )
+    .with_reserved(Reserved::new("r".repeat(Reserved::MAX_LEN)).unwrap());
+    let url = request.url();
+    assert!(url.len() > 6_000, "the redirect URL is escaped to three bytes per byte: {}", url.len());
+    assert!(url.len() <= MAX_QUERY_LEN);
+    assert_eq!(AuthorizeRequest::from_query(&url).unwrap(), request);
+}
