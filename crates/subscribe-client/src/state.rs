@@ -5,7 +5,8 @@
 //! digits) over the version, app id, template id, scene, expiry, nonce and an optional session
 //! id. A tampered, expired or foreign state fails; template and scene are bound too.
 
-use std::fmt::Write as _;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
@@ -19,9 +20,10 @@ type HmacSha256 = Hmac<Sha256>;
 const VERSION: &str = "1";
 const LEN: usize = 1 + 10 + 16 + 32;
 
-/// The key that signs states. Debug is redacted.
+/// The key that signs states: HMAC-SHA256 already keyed, so each state costs only the message's
+/// blocks (cloning a keyed MAC skips hashing the key pads again). Debug is redacted.
 #[derive(Clone)]
-pub(crate) struct StateKey([u8; 32]);
+pub(crate) struct StateKey(HmacSha256);
 
 impl std::fmt::Debug for StateKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -44,7 +46,8 @@ impl StateKey {
         let mut mac =
             HmacSha256::new_from_slice(ikm).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
         mac.update(label);
-        Self(mac.finalize().into_bytes().into())
+        let key: [u8; 32] = mac.finalize().into_bytes().into();
+        Self(HmacSha256::new_from_slice(&key).unwrap_or_else(|_| unreachable!("HMAC takes any key length")))
     }
 
     fn mac(
@@ -52,13 +55,21 @@ impl StateKey {
         appid: &AppId,
         template: &TemplateId,
         scene: Scene,
-        rest: &str,
+        rest: &[u8],
         session: &str,
     ) -> HmacSha256 {
-        let mut mac =
-            HmacSha256::new_from_slice(&self.0).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
-        for part in [VERSION, appid.as_str(), template.as_str(), &scene.get().to_string(), rest, session] {
-            mac.update(part.as_bytes());
+        let mut mac = self.0.clone();
+        let mut digits = [0u8; 10];
+        let scene = decimal(u64::from(scene.get()), &mut digits);
+        for part in [
+            VERSION.as_bytes(),
+            appid.as_str().as_bytes(),
+            template.as_str().as_bytes(),
+            scene,
+            rest,
+            session.as_bytes(),
+        ] {
+            mac.update(part);
             mac.update(&[0]);
         }
         mac
@@ -72,19 +83,20 @@ impl StateKey {
         expires: SystemTime,
         session: &str,
     ) -> Reserved {
-        let mut nonce = [0u8; 8];
-        // The nonce only makes two states differ; integrity comes from the MAC. Should the OS
-        // RNG fail, a zero nonce keeps the state valid and unforgeable.
-        let _ = getrandom::fill(&mut nonce);
         let secs = expires.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs().min(9_999_999_999);
-        let mut rest = format!("{secs:010}");
-        hex(&mut rest, &nonce);
+        // `rest`: the expiry as 10 decimal digits, then the nonce as 16 hex digits.
+        let mut rest = [b'0'; 26];
+        let mut buf = [0u8; 10];
+        let digits = decimal(secs, &mut buf);
+        rest[10 - digits.len()..10].copy_from_slice(digits);
+        hex_into(&mut rest[10..], &nonce());
         let tag = self.mac(appid, template, scene, &rest, session).finalize().into_bytes();
-        let mut out = String::with_capacity(LEN);
-        out.push_str(VERSION);
-        out.push_str(&rest);
-        hex(&mut out, &tag[..16]);
-        Reserved::new(out).unwrap_or_else(|_| unreachable!("hex digits only"))
+        let mut out = [0u8; LEN];
+        out[..1].copy_from_slice(VERSION.as_bytes());
+        out[1..27].copy_from_slice(&rest);
+        hex_into(&mut out[27..], &tag[..16]);
+        let text = std::str::from_utf8(&out).unwrap_or_else(|_| unreachable!("ASCII digits only"));
+        Reserved::new(text).unwrap_or_else(|_| unreachable!("hex digits only"))
     }
 
     pub(crate) fn verify(
@@ -104,9 +116,9 @@ impl StateKey {
             return Err(AuthorizationError::ForgedState);
         }
         let (rest, tag_hex) = s[1..].split_at(26);
-        let tag = unhex(tag_hex).ok_or(AuthorizationError::ForgedState)?;
+        let tag = unhex16(tag_hex.as_bytes()).ok_or(AuthorizationError::ForgedState)?;
         // Constant-time comparison of the truncated tag.
-        self.mac(appid, template, scene, rest, session)
+        self.mac(appid, template, scene, rest.as_bytes(), session)
             .verify_truncated_left(&tag)
             .map_err(|_| AuthorizationError::ForgedState)?;
         let secs: u64 = rest[..10].parse().map_err(|_| AuthorizationError::ForgedState)?;
@@ -118,17 +130,64 @@ impl StateKey {
     }
 }
 
-fn hex(out: &mut String, bytes: &[u8]) {
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
+/// Eight bytes that differ for every state this process signs: a random per-process start,
+/// advanced by a counter and scrambled by `SplitMix64`'s finalizer (a bijection, so no two
+/// counter values collide). The nonce only makes states differ (integrity comes from the MAC),
+/// so one call to the OS's RNG per process is enough; should it fail, the counter alone still
+/// keeps the states of this process apart.
+fn nonce() -> [u8; 8] {
+    static START: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let start = *START.get_or_init(|| {
+        let mut seed = [0u8; 8];
+        let _ = getrandom::fill(&mut seed);
+        u64::from_le_bytes(seed)
+    });
+    let mut z =
+        start.wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 31)).to_be_bytes()
+}
+
+/// `n` in decimal, in the tail of `buf`.
+fn decimal(mut n: u64, buf: &mut [u8; 10]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 || i == 0 {
+            return &buf[i..];
+        }
     }
 }
 
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Lower-case hex of `bytes` into `out` (twice as long).
+fn hex_into(out: &mut [u8], bytes: &[u8]) {
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xf)];
+    }
+}
+
+/// 32 lower-case hex digits as 16 bytes.
+fn unhex16(s: &[u8]) -> Option<[u8; 16]> {
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    if s.len() != 32 {
         return None;
     }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+    let mut out = [0u8; 16];
+    for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
+        *o = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -137,6 +196,46 @@ mod tests {
 
     fn ids() -> (AppId, TemplateId, Scene) {
         (AppId::new("wx1").unwrap(), TemplateId::new("tpl").unwrap(), Scene::new(7).unwrap())
+    }
+
+    #[test]
+    fn nonces_differ_and_digits_are_exact() {
+        let nonces: std::collections::HashSet<[u8; 8]> = (0..10_000).map(|_| nonce()).collect();
+        assert_eq!(nonces.len(), 10_000);
+        assert_eq!(decimal(0, &mut [0; 10]), b"0");
+        assert_eq!(decimal(1000, &mut [0; 10]), b"1000");
+        assert_eq!(decimal(9_999_999_999, &mut [0; 10]), b"9999999999");
+        let mut out = [0u8; 4];
+        hex_into(&mut out, &[0x0f, 0xa0]);
+        assert_eq!(&out, b"0fa0");
+        assert_eq!(
+            unhex16(b"000102030405060708090a0b0c0d0eff"),
+            Some([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 255])
+        );
+        assert_eq!(unhex16(b"000102030405060708090a0b0c0d0eFF"), None);
+    }
+
+    #[test]
+    fn signature_is_stable_across_versions() {
+        // A state signed before the keyed MAC was cached must still verify: the same bytes go
+        // into the same HMAC. Recompute the tag by hand for a fixed state.
+        let key = StateKey::from_bytes(&[7; 32]);
+        let (app, tpl, scene) = ids();
+        let rest = "1700000600".to_owned() + "0123456789abcdef";
+        let mut raw = HmacSha256::new_from_slice(&[7; 32]).unwrap();
+        raw.update(b"wxsub state key v1 / explicit");
+        let k: [u8; 32] = raw.finalize().into_bytes().into();
+        let mut mac = HmacSha256::new_from_slice(&k).unwrap();
+        for part in ["1", "wx1", "tpl", "7", &rest, "sess"] {
+            mac.update(part.as_bytes());
+            mac.update(&[0]);
+        }
+        let tag = mac.finalize().into_bytes();
+        let mut hex = [0u8; 32];
+        hex_into(&mut hex, &tag[..16]);
+        let state = Reserved::new(format!("1{rest}{}", std::str::from_utf8(&hex).unwrap())).unwrap();
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        key.verify(&app, &tpl, scene, &state, "sess", t0).unwrap();
     }
 
     #[test]

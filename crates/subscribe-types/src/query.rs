@@ -1,6 +1,8 @@
 //! A strict `application/x-www-form-urlencoded` reader for callback and authorization queries.
 
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use std::borrow::Cow;
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 /// The characters left as they are by [`encode_component`]: RFC 3986 unreserved.
 const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
@@ -8,6 +10,31 @@ const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(
 /// Percent-encodes `value` as a URL component (like `encodeURIComponent`, stricter).
 pub(crate) fn encode_component(value: &str) -> percent_encoding::PercentEncode<'_> {
     utf8_percent_encode(value, COMPONENT)
+}
+
+/// Appends `value` percent-encoded as [`encode_component`] does, without going through
+/// `fmt`: runs of unreserved characters are copied whole (the authorization URL is built on
+/// every sign-up, so this is on a hot path).
+pub(crate) fn push_component(out: &mut String, value: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let bytes = value.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            continue;
+        }
+        // A run of unreserved bytes is ASCII, so both its ends are char boundaries; between
+        // two escaped bytes of one character the run is empty and `start` may sit inside it.
+        if start < i {
+            out.push_str(&value[start..i]);
+        }
+        out.push('%');
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
+        start = i + 1;
+    }
+    // Every byte of a multi-byte character is escaped, so `start` is past the last one.
+    out.push_str(&value[start..]);
 }
 
 /// Why a query could not be read.
@@ -45,23 +72,45 @@ pub(crate) fn read<const N: usize>(
         if out[i].is_some() {
             return Err(ReadError::Repeated(names[i]));
         }
-        out[i] = Some(decode(raw_value)?);
+        out[i] = Some(decode(raw_value)?.into_owned());
     }
     Ok(out)
 }
 
-fn decode(raw: &str) -> Result<String, ReadError> {
-    let plus_as_space;
-    let raw = if raw.contains('+') {
-        plus_as_space = raw.replace('+', " ");
-        &plus_as_space
-    } else {
-        raw
-    };
-    percent_decode_str(raw)
-        .decode_utf8()
-        .map(std::borrow::Cow::into_owned)
-        .map_err(|_| ReadError::BadEncoding)
+/// Percent-decodes `raw` (`+` as a space), borrowing when there is nothing to decode. A `%`
+/// not followed by two hex digits stays as it is, as in the WHATWG URL standard.
+fn decode(raw: &str) -> Result<Cow<'_, str>, ReadError> {
+    let bytes = raw.as_bytes();
+    if !bytes.iter().any(|&b| b == b'%' || b == b'+') {
+        return Ok(Cow::Borrowed(raw));
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                if let (Some(hi), Some(lo)) = (hex_value(bytes.get(i + 1)), hex_value(bytes.get(i + 2))) {
+                    out.push(hi << 4 | lo);
+                    i += 3;
+                    continue;
+                }
+                out.push(b'%');
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map(Cow::Owned).map_err(|_| ReadError::BadEncoding)
+}
+
+fn hex_value(b: Option<&u8>) -> Option<u8> {
+    match *b? {
+        b @ b'0'..=b'9' => Some(b - b'0'),
+        b @ b'a'..=b'f' => Some(b - b'a' + 10),
+        b @ b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -80,6 +129,18 @@ mod tests {
         assert_eq!(read("a=1&a=2", ["a"]), Err(ReadError::Repeated("a")));
         // Unknown ones may repeat.
         assert!(read("z=1&z=2", ["a"]).is_ok());
+    }
+
+    #[test]
+    fn decodes_like_the_url_standard() {
+        let [a, b, c] = read("a=%e4%BD%a0+x&b=100%&c=%2+%zz%4", ["a", "b", "c"]).unwrap();
+        assert_eq!(a.as_deref(), Some("你 x"));
+        assert_eq!(b.as_deref(), Some("100%"));
+        assert_eq!(c.as_deref(), Some("%2 %zz%4"));
+        for (raw, decoded) in [("plain", "plain"), ("%41%2b+", "A+ "), ("", "")] {
+            assert_eq!(decode(raw).unwrap(), decoded);
+        }
+        assert!(matches!(decode("plain"), Ok(Cow::Borrowed(_))));
     }
 
     #[test]
@@ -108,5 +169,12 @@ mod tests {
             "http%3A%2F%2Fsupport.qq.com%2Fa%20b%3Fx%3D1%26y"
         );
         assert_eq!(encode_component("A-z_0.9~").to_string(), "A-z_0.9~");
+        for value in
+            ["", "plain", "http://support.qq.com/a b?x=1&y", "你好-~", "a%b+c#d", "\u{7f}\u{80}é", "~"]
+        {
+            let mut out = String::from("prefix:");
+            push_component(&mut out, value);
+            assert_eq!(out, format!("prefix:{}", encode_component(value)), "{value:?}");
+        }
     }
 }
