@@ -70,10 +70,19 @@ pub trait HttpTransport: Send + Sync + std::fmt::Debug {
     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError>;
 }
 
-#[async_trait::async_trait]
+// Forwards the inner boxed future as it is (see `SharedTransport`).
 impl<T: HttpTransport + ?Sized> HttpTransport for std::sync::Arc<T> {
-    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
-        (**self).send(request).await
+    fn send<'life0, 'async_trait>(
+        &'life0 self,
+        request: HttpRequest,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<HttpResponse, TransportError>> + Send + 'async_trait>,
+    >
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
+        (**self).send(request)
     }
 }
 

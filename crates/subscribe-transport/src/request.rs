@@ -41,19 +41,29 @@ impl HttpRequest {
         Self(request)
     }
 
-    /// A `GET` of `uri` with an empty body.
+    /// A `GET` of `uri` with an empty body. `uri` is a `&str`, or a `String` (kept without
+    /// copying), or an [`http::Uri`].
     ///
     /// # Errors
     /// [`http::Error`] when `uri` is not a valid URI.
-    pub fn get(uri: &str) -> Result<Self, http::Error> {
+    pub fn get<U>(uri: U) -> Result<Self, http::Error>
+    where
+        U: TryInto<http::Uri>,
+        U::Error: Into<http::Error>,
+    {
         http::Request::get(uri).body(Bytes::new()).map(Self)
     }
 
-    /// A `POST` of a JSON `body` to `uri` (`Content-Type: application/json`).
+    /// A `POST` of a JSON `body` to `uri` (`Content-Type: application/json`). `uri` is a
+    /// `&str`, or a `String` (kept without copying), or an [`http::Uri`].
     ///
     /// # Errors
     /// [`http::Error`] when `uri` is not a valid URI.
-    pub fn post(uri: &str, body: impl Into<Bytes>) -> Result<Self, http::Error> {
+    pub fn post<U>(uri: U, body: impl Into<Bytes>) -> Result<Self, http::Error>
+    where
+        U: TryInto<http::Uri>,
+        U::Error: Into<http::Error>,
+    {
         http::Request::post(uri)
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(body.into())

@@ -160,14 +160,37 @@ fn classify(e: reqwest::Error) -> TransportError {
     TransportError::new(kind, e.without_url())
 }
 
+/// `reqwest::Request::try_from` formats the URI through `Display` (a string grown a few times)
+/// before parsing it; this writes it once, at its final size.
+fn to_reqwest(request: http::Request<bytes::Bytes>) -> Result<reqwest::Request, TransportError> {
+    let (parts, body) = request.into_parts();
+    let uri = &parts.uri;
+    let (scheme, authority) =
+        (uri.scheme_str().unwrap_or("http"), uri.authority().map_or("", |a| a.as_str()));
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut text = String::with_capacity(scheme.len() + 3 + authority.len() + path.len());
+    text.push_str(scheme);
+    text.push_str("://");
+    text.push_str(authority);
+    text.push_str(path);
+    // A parse error would print the URL; keep only its kind.
+    let url = reqwest::Url::parse(&text)
+        .map_err(|_| TransportError::from_kind(TransportErrorKind::InvalidRequest))?;
+    let mut out = reqwest::Request::new(parts.method, url);
+    *out.headers_mut() = parts.headers;
+    *out.version_mut() = parts.version;
+    *out.body_mut() = Some(reqwest::Body::from(body));
+    Ok(out)
+}
+
 #[async_trait::async_trait]
 impl HttpTransport for ReqwestTransport {
     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
-        let request = reqwest::Request::try_from(request.into_http()).map_err(classify)?;
-        let response = self.client.execute(request).await.map_err(classify)?;
+        let request = to_reqwest(request.into_http())?;
+        let mut response = self.client.execute(request).await.map_err(classify)?;
         let status = response.status();
         let version = response.version();
-        let headers = response.headers().clone();
+        let headers = std::mem::take(response.headers_mut());
         let body = response.bytes().await.map_err(classify)?;
         let mut out = http::Response::new(body);
         *out.status_mut() = status;

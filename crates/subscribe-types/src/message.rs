@@ -120,7 +120,15 @@ impl SubscribeMessage {
     /// # Panics
     /// Never: every field serializes to a JSON string.
     pub fn to_json(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256 + self.data.content.value.as_str().len());
+        // Sized so that serializing never reallocates: the keys and punctuation take under 160
+        // bytes; values can grow by escaping, which the slack covers for ordinary text.
+        let values = self.touser.as_str().len()
+            + self.template_id.as_str().len()
+            + self.title.as_str().len()
+            + self.data.content.value.as_str().len()
+            + self.url.as_ref().map_or(0, |u| u.as_str().len())
+            + self.miniprogram.as_ref().map_or(0, |m| m.appid().as_str().len() + m.pagepath().len());
+        let mut out = Vec::with_capacity(192 + values + values / 8);
         serde_json::to_writer(&mut out, self).expect("a SubscribeMessage always serializes");
         out
     }

@@ -6,6 +6,7 @@
 //! place that handles the secret easy to find with a search.
 
 use std::fmt;
+use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
@@ -80,8 +81,11 @@ impl fmt::Debug for AppSecret {
 /// assert_eq!(token, AccessToken::new("ACCESS_TOKEN_VALUE")?);
 /// # Ok::<(), subscribe_types::ValidationError>(())
 /// ```
+///
+/// Cloning is a reference count (every send holds the current token); the text is zeroed when
+/// the last clone is dropped.
 #[derive(Clone)]
-pub struct AccessToken(SecretString);
+pub struct AccessToken(Arc<SecretString>);
 
 impl AccessToken {
     /// Largest accepted length in bytes (WeChat asks for at least 512 bytes of storage).
@@ -94,7 +98,7 @@ impl AccessToken {
     pub fn new(value: impl Into<String>) -> Result<Self, ValidationError> {
         let value = SecretString::from(value.into());
         check_secret("access_token", value.expose_secret(), Self::MAX_LEN)?;
-        Ok(Self(value))
+        Ok(Self(Arc::new(value)))
     }
 
     /// The token itself. Do not log, format or store what this returns.

@@ -423,7 +423,7 @@ impl TokenManager {
             TokenSource::Classic(secret) => {
                 let pq = ClassicTokenRequest { appid: self.appid.clone(), secret: secret.clone() }
                     .path_and_query();
-                HttpRequest::get(&format!("{}{}", self.api_base, pq.expose_secret()))
+                HttpRequest::get(format!("{}{}", self.api_base, pq.expose_secret()))
             }
         };
         // The URI may hold the secret: keep none of `http::Error`'s text.

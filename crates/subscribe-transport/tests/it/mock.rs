@@ -3,7 +3,7 @@ use std::time::Duration;
 use subscribe_transport::*;
 
 fn post(path: &str) -> HttpRequest {
-    HttpRequest::post(&format!("http://api.test{path}?access_token={}", crate::TOKEN), "{}").unwrap()
+    HttpRequest::post(format!("http://api.test{path}?access_token={}", crate::TOKEN), "{}").unwrap()
 }
 
 #[tokio::test]

@@ -40,7 +40,7 @@ async fn method_path_query_and_body_arrive_intact() {
         .mount(&server)
         .await;
     let req = HttpRequest::post(
-        &format!("{}/cgi-bin/message/template/subscribe?access_token={TOKEN}", server.uri()),
+        format!("{}/cgi-bin/message/template/subscribe?access_token={TOKEN}", server.uri()),
         body,
     )
     .unwrap();
@@ -58,7 +58,7 @@ async fn non_2xx_is_returned_not_an_error() {
         .respond_with(ResponseTemplate::new(502).set_body_string("bad gateway"))
         .mount(&server)
         .await;
-    let resp = transport().send(HttpRequest::get(&format!("{}/x", server.uri())).unwrap()).await.unwrap();
+    let resp = transport().send(HttpRequest::get(format!("{}/x", server.uri())).unwrap()).await.unwrap();
     assert_eq!(resp.status(), 502);
     assert_eq!(resp.body().as_ref(), b"bad gateway");
 }
@@ -71,7 +71,7 @@ async fn redirects_are_returned_not_followed() {
         .mount(&server)
         .await;
     Mock::given(path("/to")).respond_with(ResponseTemplate::new(200)).expect(0).mount(&server).await;
-    let resp = transport().send(HttpRequest::get(&format!("{}/from", server.uri())).unwrap()).await.unwrap();
+    let resp = transport().send(HttpRequest::get(format!("{}/from", server.uri())).unwrap()).await.unwrap();
     assert_eq!(resp.status(), 302);
     assert!(resp.headers().get("location").unwrap().to_str().unwrap().ends_with("/to"));
 }
@@ -83,7 +83,7 @@ async fn slow_server_gives_the_timeout_kind_without_the_token() {
         .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(3)))
         .mount(&server)
         .await;
-    let req = HttpRequest::post(&format!("{}/slow?access_token={TOKEN}&secret={SECRET}", server.uri()), "{}")
+    let req = HttpRequest::post(format!("{}/slow?access_token={TOKEN}&secret={SECRET}", server.uri()), "{}")
         .unwrap();
     let err = transport().send(req).await.unwrap_err();
     assert_eq!(err.kind(), TransportErrorKind::Timeout);
@@ -96,7 +96,7 @@ async fn closed_port_gives_the_never_left_kind_without_the_token() {
     // Bind, note the port, close: nothing listens there now.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let req = HttpRequest::post(
-        &format!("http://127.0.0.1:{port}/cgi-bin/token?access_token={TOKEN}&secret={SECRET}"),
+        format!("http://127.0.0.1:{port}/cgi-bin/token?access_token={TOKEN}&secret={SECRET}"),
         "{}",
     )
     .unwrap();
@@ -118,7 +118,7 @@ async fn connection_dropped_after_sending_is_io_not_connect() {
         let _ = sock.read(&mut buf).await;
         drop(sock);
     });
-    let req = HttpRequest::post(&format!("http://{addr}/x?access_token={TOKEN}"), "{}").unwrap();
+    let req = HttpRequest::post(format!("http://{addr}/x?access_token={TOKEN}"), "{}").unwrap();
     let err = transport().send(req).await.unwrap_err();
     assert!(!err.request_never_left(), "{:?}", err.kind());
     assert_no_secret(&err);
@@ -130,10 +130,7 @@ async fn built_from_an_existing_client() {
     Mock::given(path("/x")).respond_with(ResponseTemplate::new(204)).mount(&server).await;
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let t = ReqwestTransport::from(client);
-    assert_eq!(
-        t.send(HttpRequest::get(&format!("{}/x", server.uri())).unwrap()).await.unwrap().status(),
-        204
-    );
+    assert_eq!(t.send(HttpRequest::get(format!("{}/x", server.uri())).unwrap()).await.unwrap().status(), 204);
 }
 
 #[tokio::test]
