@@ -283,6 +283,23 @@ fn bench(quick: bool) -> Result {
         }
     }
     println!("\nmicro (criterion, per operation)\n{}", micro_lines.join("\n"));
+    // Criterion runs with a 20% noise threshold: "regressed" means slower by more than that
+    // against the previous run on this machine.
+    let mut current = "";
+    let mut regressed = Vec::new();
+    for l in &lines {
+        if !l.starts_with(' ') && !l.trim().is_empty() && !l.contains(':') {
+            current = l.trim();
+        } else if l.contains("time:") && !l.starts_with(' ') {
+            current = l.split("time:").next().unwrap_or("").trim();
+        }
+        if l.contains("Performance has regressed") {
+            regressed.push(current.to_owned());
+        }
+    }
+    if !regressed.is_empty() {
+        println!("\nREGRESSED by more than 20% against the previous run: {}", regressed.join("; "));
+    }
     println!("\n{:<12} result", "scenario");
     for r in &results {
         let name = json_field(r, "scenario").unwrap_or_default();
@@ -437,6 +454,7 @@ fn fuzz(seconds: u64, only: &[String]) -> Result {
                 .unwrap_or_else(|| "?".into())
         };
         if !out.status.success() {
+            eprintln!("xtask fuzz: {t}: FAILED after {} executions", stat("number_of_executed_units"));
             let tail: Vec<&str> = log.lines().rev().take(40).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
             return Err(format!(
@@ -447,6 +465,11 @@ fn fuzz(seconds: u64, only: &[String]) -> Result {
             ));
         }
         let corpus_size = std::fs::read_dir(&corpus).map_or(0, Iterator::count);
+        eprintln!(
+            "xtask fuzz: {t}: {} executions, {} new inputs, no failure",
+            stat("number_of_executed_units"),
+            stat("new_units_added")
+        );
         rows.push(format!(
             "{t:<14} {:>12} {:>10} {:>12} {:>8}",
             stat("number_of_executed_units"),
