@@ -207,6 +207,24 @@ async fn through_client(c: &Client, messages: Arc<Vec<SubscribeMessage>>, concur
     .await
 }
 
+async fn profile(client_side: bool, n: usize, concurrency: usize) -> serde_json::Value {
+    let server = fixed_server().await;
+    let base = format!("http://{}", server.addr);
+    let messages: Arc<Vec<_>> = Arc::new((0..n).map(|i| message(i, 1)).collect());
+    let bodies: Arc<Vec<Bytes>> =
+        Arc::new(messages.iter().map(|m| Bytes::from(serde_json::to_vec(m).unwrap())).collect());
+    let run = if client_side {
+        let c = client(&base);
+        let _ = through_client(&c, Arc::clone(&messages), concurrency).await;
+        through_client(&c, messages, concurrency).await
+    } else {
+        let _ = plain(&base, Arc::clone(&bodies), concurrency).await;
+        plain(&base, bodies, concurrency).await
+    };
+    json!({ "scenario": if client_side { "profile-client" } else { "profile-plain" }, "sends": n,
+            "per_s": run.per_second.round() })
+}
+
 async fn throughput(n: usize, concurrency: usize) -> serde_json::Value {
     let server = fixed_server().await;
     let base = format!("http://{}", server.addr);
@@ -613,6 +631,11 @@ fn main() {
     let result = rt.block_on(async {
         match args.first().map_or("throughput", String::as_str) {
             "throughput" => throughput(num(1, 50_000), num(2, 64)).await,
+            // One side only, for a profiler (`valgrind --tool=callgrind`, `perf`): the same
+            // server and warm-up, then `n` sends through the client or through plain reqwest.
+            "profile-client" | "profile-plain" => {
+                profile(args[0] == "profile-client", num(1, 5_000), num(2, 64)).await
+            }
             "sandbox" => sandbox(num(1, 20_000), num(2, 64)).await,
             "cold-start" => cold_start(num(1, 10_000)).await,
             "dispatch" => dispatch(num(1, 100_000)).await,
