@@ -115,21 +115,55 @@ impl SubscribeMessage {
         self.miniprogram.as_ref()
     }
 
-    /// The JSON body, raw UTF-8.
-    ///
-    /// # Panics
-    /// Never: every field serializes to a JSON string.
+    /// The JSON body, raw UTF-8: byte for byte what `serde_json::to_vec` makes of this value
+    /// (a test holds the two together), written directly because it runs on every send.
     pub fn to_json(&self) -> Vec<u8> {
-        // Sized so that serializing never reallocates: the keys and punctuation take under 160
-        // bytes; values can grow by escaping, which the slack covers for ordinary text.
         let values = self.touser.as_str().len()
             + self.template_id.as_str().len()
             + self.title.as_str().len()
             + self.data.content.value.as_str().len()
             + self.url.as_ref().map_or(0, |u| u.as_str().len())
             + self.miniprogram.as_ref().map_or(0, |m| m.appid().as_str().len() + m.pagepath().len());
+        // Keys and punctuation take under 160 bytes; the slack covers ordinary escaping.
         let mut out = Vec::with_capacity(192 + values + values / 8);
-        serde_json::to_writer(&mut out, self).expect("a SubscribeMessage always serializes");
+        out.extend_from_slice(b"{\"touser\":");
+        json_string(&mut out, self.touser.as_str());
+        out.extend_from_slice(b",\"template_id\":");
+        json_string(&mut out, self.template_id.as_str());
+        if let Some(url) = &self.url {
+            out.extend_from_slice(b",\"url\":");
+            json_string(&mut out, url.as_str());
+        }
+        if let Some(mp) = &self.miniprogram {
+            out.extend_from_slice(b",\"miniprogram\":{\"appid\":");
+            json_string(&mut out, mp.appid().as_str());
+            out.extend_from_slice(b",\"pagepath\":");
+            json_string(&mut out, mp.pagepath());
+            out.push(b'}');
+        }
+        out.extend_from_slice(b",\"scene\":\"");
+        let mut digits = [0u8; 5];
+        let mut n = self.scene.get();
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            // A digit: `n % 10` is below 10.
+            digits[i] = b'0' + u8::try_from(n % 10).unwrap_or(0);
+            n /= 10;
+            if n == 0 || i == 0 {
+                break;
+            }
+        }
+        out.extend_from_slice(&digits[i..]);
+        out.extend_from_slice(b"\",\"title\":");
+        json_string(&mut out, self.title.as_str());
+        out.extend_from_slice(b",\"data\":{\"content\":{\"value\":");
+        json_string(&mut out, self.data.content.value.as_str());
+        if let Some(color) = &self.data.content.color {
+            out.extend_from_slice(b",\"color\":");
+            json_string(&mut out, color.as_str());
+        }
+        out.extend_from_slice(b"}}}");
         out
     }
 
@@ -311,4 +345,106 @@ pub enum MessageParseError {
     /// A field is missing or breaks its rule (WeChat answers 47003 naming it).
     #[error(transparent)]
     Invalid(#[from] ValidationError),
+}
+
+/// Appends `s` as a JSON string the way `serde_json` writes it: `"` and `\` escaped, the
+/// control characters as `\b \t \n \f \r` or `\u00xx`, everything else (non-ASCII
+/// included) as it is. Runs without escapes are copied whole.
+fn json_string(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    let mut i = 0;
+    while let Some(at) = next_escape(bytes, i) {
+        i = at + 1;
+        let b = bytes[at];
+        let short: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            _ => b"",
+        };
+        out.extend_from_slice(&bytes[start..at]);
+        if short.is_empty() {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 0xf)]);
+        } else {
+            out.extend_from_slice(short);
+        }
+        start = at + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// The index of the first byte at or after `from` that JSON must escape (`"`, `\` or below
+/// 0x20). Eight bytes at a time: text rarely needs escaping, so most words are checked whole.
+fn next_escape(bytes: &[u8], from: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let needs = |b: u8| b < 0x20 || b == b'"' || b == b'\\';
+    // A byte of `x` is zero: the classic test, exact as a yes/no for the whole word.
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS != 0;
+    let mut i = from;
+    while i + 8 <= bytes.len() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&bytes[i..i + 8]);
+        let w = u64::from_le_bytes(word);
+        // Below 0x20: some byte has none of the bits 0x20..=0x80 set, i.e. `w & 0xe0…` has a
+        // zero byte.
+        let low = has_zero(w & 0xe0e0_e0e0_e0e0_e0e0);
+        if low || has_zero(w ^ (ONES * u64::from(b'"'))) || has_zero(w ^ (ONES * u64::from(b'\\'))) {
+            return bytes[i..i + 8].iter().position(|&b| needs(b)).map(|p| i + p);
+        }
+        i += 8;
+    }
+    bytes[i..].iter().position(|&b| needs(b)).map(|p| i + p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_escape_agrees_with_a_byte_by_byte_scan() {
+        let needs = |b: u8| b < 0x20 || b == b'"' || b == b'\\';
+        for special in 0..=255u8 {
+            for len in 0..20 {
+                for at in 0..len {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = special;
+                    for from in 0..=len {
+                        let naive = bytes[from..].iter().position(|&b| needs(b)).map(|p| from + p);
+                        assert_eq!(
+                            next_escape(&bytes, from),
+                            naive,
+                            "byte {special:#x} at {at} of {len} from {from}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn json_string_writes_what_serde_json_writes() {
+        for s in [
+            "",
+            "plain",
+            "你好\u{7f}",
+            "\"q\" \\ /",
+            "\u{0}\u{1}\u{8}\u{9}\u{a}\u{c}\u{d}\u{1f}",
+            "0123456789\"abcdef",
+        ] {
+            let mut out = Vec::new();
+            json_string(&mut out, s);
+            assert_eq!(out, serde_json::to_vec(s).unwrap(), "{s:?}");
+        }
+    }
 }
