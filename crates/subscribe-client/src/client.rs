@@ -69,8 +69,20 @@ struct LastUri {
     uri: http::Uri,
 }
 
+/// The token as last handed out on this thread, while the token manager's generation is
+/// unchanged and its refresh point not reached: the same answer the manager would give, without
+/// its lock or a shared reference count (both bounce a cache line between cores on every send).
+/// The copy is this thread's own allocation for the same reason.
+struct LastToken {
+    client: u64,
+    generation: u64,
+    token: AccessToken,
+    until: SystemTime,
+}
+
 thread_local! {
     static LAST_URI: std::cell::RefCell<Option<LastUri>> = const { std::cell::RefCell::new(None) };
+    static LAST_TOKEN: std::cell::RefCell<Option<LastToken>> = const { std::cell::RefCell::new(None) };
 }
 
 /// What a successful call reports.
@@ -177,7 +189,7 @@ impl Client {
         let mut token_replayed = false;
         let mut may_have_delivered = false;
         let mut backoffs = 0u32;
-        let mut token = if spec.needs_access_token { Some(inner.tokens.get().await?) } else { None };
+        let mut token = if spec.needs_access_token { Some(self.send_token().await?) } else { None };
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -253,6 +265,34 @@ impl Client {
             }
             return Err(Error::Api(api));
         }
+    }
+
+    /// The token to send with: this thread's copy while it is current, else the manager's.
+    async fn send_token(&self) -> Result<AccessToken, Error> {
+        let inner = &*self.inner;
+        // Read before the clock: a change after this read is the same race as a token
+        // replaced just after any caller got it.
+        let generation = inner.tokens.generation();
+        let now = inner.clock.now();
+        let hit = LAST_TOKEN.with_borrow(|last| {
+            last.as_ref()
+                .filter(|l| l.client == inner.id && l.generation == generation && now < l.until)
+                .map(|l| l.token.clone())
+        });
+        if let Some(token) = hit {
+            return Ok(token);
+        }
+        let token = inner.tokens.get().await?;
+        if let Some((held, until, generation)) = inner.tokens.snapshot()
+            && held == token
+            && let Ok(own) = AccessToken::new(token.expose_secret())
+        {
+            LAST_TOKEN.with_borrow_mut(|last| {
+                *last = Some(LastToken { client: inner.id, generation, token: own.clone(), until });
+            });
+            return Ok(own);
+        }
+        Ok(token)
     }
 
     fn request(

@@ -1,7 +1,7 @@
 //! The token manager: one refresh per process (and, with a leasing store, per fleet),
 //! refresh-ahead in the background, invalidate-and-replay on rejection, cool-down on refusal.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -81,6 +81,9 @@ pub(crate) struct TokenManager {
     settings: TokenSettings,
     holder: String,
     local: Mutex<Option<Local>>,
+    /// Bumped, under the `local` lock, whenever `local` changes: callers that keep a copy of the
+    /// token (the client's per-thread cache) compare it to know their copy is still current.
+    generation: AtomicU64,
     refresh_lock: tokio::sync::Mutex<()>,
     background_running: AtomicBool,
     background_not_before: Mutex<SystemTime>,
@@ -126,6 +129,7 @@ impl TokenManager {
             settings,
             holder,
             local: Mutex::new(None),
+            generation: AtomicU64::new(0),
             refresh_lock: tokio::sync::Mutex::new(()),
             background_running: AtomicBool::new(false),
             background_not_before: Mutex::new(UNIX_EPOCH),
@@ -156,6 +160,19 @@ impl TokenManager {
             }
         }
         self.refresh(None).await
+    }
+
+    /// The current generation of the held token (see the field).
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The held token, the instant until which it may be used without asking again (its
+    /// refresh point), and the generation they belong to, read together.
+    pub(crate) fn snapshot(&self) -> Option<(AccessToken, SystemTime, u64)> {
+        let local = lock(&self.local);
+        let l = local.as_ref()?;
+        Some((l.cached.token().clone(), l.refresh_at, self.generation.load(Ordering::Acquire)))
     }
 
     /// WeChat rejected `rejected` (40001/40014/42001): returns a different valid token,
@@ -217,7 +234,10 @@ impl TokenManager {
         let remaining = cached.expires_at().duration_since(now).unwrap_or_default();
         let lifetime = lifetime.unwrap_or(remaining);
         let refresh_at = refresh_point(cached.expires_at(), lifetime, self.settings.refresh_margin);
-        *lock(&self.local) = Some(Local { cached: cached.clone(), refresh_at });
+        let mut local = lock(&self.local);
+        *local = Some(Local { cached: cached.clone(), refresh_at });
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        drop(local);
         cached
     }
 
@@ -323,6 +343,7 @@ impl TokenManager {
             let mut local = lock(&self.local);
             if local.as_ref().is_some_and(|l| l.cached.token() == rejected) {
                 *local = None;
+                self.generation.fetch_add(1, Ordering::AcqRel);
             }
         }
         match self.store.invalidate(&self.appid, rejected).await {
