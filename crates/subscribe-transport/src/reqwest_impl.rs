@@ -160,11 +160,36 @@ fn classify(e: reqwest::Error) -> TransportError {
     TransportError::new(kind, e.without_url())
 }
 
+thread_local! {
+    /// The last URI this thread turned into a `reqwest::Url`, and the result. Calls repeat the
+    /// same URI until the token changes, and parsing it was a measurable share of a send. It
+    /// holds the token like the request itself; the next request with another URI replaces it.
+    static LAST_URL: std::cell::RefCell<Option<(http::Uri, reqwest::Url)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// `reqwest::Request::try_from` formats the URI through `Display` (a string grown a few times)
-/// before parsing it; this writes it once, at its final size.
+/// and parses it on every call; this reuses the last parse on this thread when the URI is the
+/// same, and otherwise writes the text once, at its final size.
 fn to_reqwest(request: http::Request<bytes::Bytes>) -> Result<reqwest::Request, TransportError> {
     let (parts, body) = request.into_parts();
-    let uri = &parts.uri;
+    let cached = LAST_URL
+        .with_borrow(|last| last.as_ref().filter(|(u, _)| *u == parts.uri).map(|(_, url)| url.clone()));
+    let url = if let Some(url) = cached {
+        url
+    } else {
+        let url = parse_url(&parts.uri)?;
+        LAST_URL.with_borrow_mut(|last| *last = Some((parts.uri.clone(), url.clone())));
+        url
+    };
+    let mut out = reqwest::Request::new(parts.method, url);
+    *out.headers_mut() = parts.headers;
+    *out.version_mut() = parts.version;
+    *out.body_mut() = Some(reqwest::Body::from(body));
+    Ok(out)
+}
+
+fn parse_url(uri: &http::Uri) -> Result<reqwest::Url, TransportError> {
     let (scheme, authority) =
         (uri.scheme_str().unwrap_or("http"), uri.authority().map_or("", |a| a.as_str()));
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
@@ -174,13 +199,7 @@ fn to_reqwest(request: http::Request<bytes::Bytes>) -> Result<reqwest::Request, 
     text.push_str(authority);
     text.push_str(path);
     // A parse error would print the URL; keep only its kind.
-    let url = reqwest::Url::parse(&text)
-        .map_err(|_| TransportError::from_kind(TransportErrorKind::InvalidRequest))?;
-    let mut out = reqwest::Request::new(parts.method, url);
-    *out.headers_mut() = parts.headers;
-    *out.version_mut() = parts.version;
-    *out.body_mut() = Some(reqwest::Body::from(body));
-    Ok(out)
+    reqwest::Url::parse(&text).map_err(|_| TransportError::from_kind(TransportErrorKind::InvalidRequest))
 }
 
 #[async_trait::async_trait]

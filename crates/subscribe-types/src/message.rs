@@ -118,14 +118,9 @@ impl SubscribeMessage {
     /// The JSON body, raw UTF-8: byte for byte what `serde_json::to_vec` makes of this value
     /// (a test holds the two together), written directly because it runs on every send.
     pub fn to_json(&self) -> Vec<u8> {
-        let values = self.touser.as_str().len()
-            + self.template_id.as_str().len()
-            + self.title.as_str().len()
-            + self.data.content.value.as_str().len()
-            + self.url.as_ref().map_or(0, |u| u.as_str().len())
-            + self.miniprogram.as_ref().map_or(0, |m| m.appid().as_str().len() + m.pagepath().len());
-        // Keys and punctuation take under 160 bytes; the slack covers ordinary escaping.
-        let mut out = Vec::with_capacity(192 + values + values / 8);
+        // Exactly sized: no reallocation while writing, and a caller turning the vector into
+        // `Bytes` gets it without a second allocation (`Bytes` needs `len == capacity` for that).
+        let mut out = Vec::with_capacity(self.json_len());
         out.extend_from_slice(b"{\"touser\":");
         json_string(&mut out, self.touser.as_str());
         out.extend_from_slice(b",\"template_id\":");
@@ -164,7 +159,30 @@ impl SubscribeMessage {
             json_string(&mut out, color.as_str());
         }
         out.extend_from_slice(b"}}}");
+        debug_assert_eq!(out.len(), out.capacity(), "json_len must be exact");
         out
+    }
+
+    /// The length of [`to_json`](Self::to_json)'s output.
+    fn json_len(&self) -> usize {
+        let mut n = r#"{"touser":,"template_id":,"scene":"","title":,"data":{"content":{"value":}}}"#.len()
+            + json_string_len(self.touser.as_str())
+            + json_string_len(self.template_id.as_str())
+            + json_string_len(self.title.as_str())
+            + json_string_len(self.data.content.value.as_str())
+            + decimal_len(u32::from(self.scene.get()));
+        if let Some(url) = &self.url {
+            n += r#","url":"#.len() + json_string_len(url.as_str());
+        }
+        if let Some(mp) = &self.miniprogram {
+            n += r#","miniprogram":{"appid":,"pagepath":}"#.len()
+                + json_string_len(mp.appid().as_str())
+                + json_string_len(mp.pagepath());
+        }
+        if let Some(color) = &self.data.content.color {
+            n += r#","color":"#.len() + json_string_len(color.as_str());
+        }
+        n
     }
 
     /// Reads and validates a send body, the way WeChat's server does. `scene` may be a number
@@ -381,6 +399,26 @@ fn json_string(out: &mut Vec<u8>, s: &str) {
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+/// The length of `s` written by [`json_string`], quotes included.
+fn json_string_len(s: &str) -> usize {
+    let bytes = s.as_bytes();
+    let mut n = bytes.len() + 2;
+    let mut i = 0;
+    while let Some(at) = next_escape(bytes, i) {
+        i = at + 1;
+        n += match bytes[at] {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 1,
+            _ => 5,
+        };
+    }
+    n
+}
+
+/// The number of decimal digits of `n`.
+fn decimal_len(n: u32) -> usize {
+    n.checked_ilog10().map_or(1, |d| d as usize + 1)
 }
 
 /// The index of the first byte at or after `from` that JSON must escape (`"`, `\` or below
