@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 mod authorize;
+mod caching;
 mod e2e_wiremock;
 mod grants;
 mod redaction;

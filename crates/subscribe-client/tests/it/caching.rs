@@ -1,0 +1,64 @@
+//! The per-thread caches of the send path (the current token, the token-bearing URI, the parsed
+//! URL) must never hand one client's request to another, nor outlive a token change.
+
+use std::time::Duration;
+
+use subscribe_client::test_util::*;
+
+use crate::*;
+
+fn sent_tokens(mock: &subscribe_client::transport::MockTransport) -> Vec<String> {
+    mock.requests()
+        .iter()
+        .filter(|r| r.path() == SEND_PATH)
+        .map(|r| r.query_param("access_token").unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn two_clients_with_the_same_token_on_one_thread_keep_their_own_base() {
+    let (a, b) = (mock_with_stable_token("SAME", 7200), mock_with_stable_token("SAME", 7200));
+    for m in [&a, &b] {
+        m.route("POST", SEND_PATH).reply(ok_reply());
+    }
+    let clock = clock();
+    let first = builder(&a, &clock).api_base("https://a.example.com").build().unwrap();
+    let second = builder(&b, &clock).api_base("https://b.example.com").build().unwrap();
+    for _ in 0..2 {
+        first.send(&message()).await.unwrap();
+        second.send(&message()).await.unwrap();
+    }
+    for (mock, host) in [(&a, "a.example.com"), (&b, "b.example.com")] {
+        let sends: Vec<_> = mock.requests().into_iter().filter(|r| r.path() == SEND_PATH).collect();
+        assert_eq!(sends.len(), 2);
+        assert!(sends.iter().all(|r| r.uri().host() == Some(host)), "{host}: {sends:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_rejected_token_is_not_reused_by_the_next_send() {
+    let mock = subscribe_client::transport::MockTransport::new();
+    mock.route("POST", STABLE_TOKEN_PATH).times(1).reply(token_reply("OLD", 7200));
+    mock.route("POST", STABLE_TOKEN_PATH).reply(token_reply("NEW", 7200));
+    mock.push(ok_reply()).push(errcode_reply(40001, "invalid credential")).push(ok_reply()).push(ok_reply());
+    let client = builder(&mock, &clock()).build().unwrap();
+    client.send(&message()).await.unwrap();
+    assert_eq!(client.send(&message()).await.unwrap().attempts, 2);
+    client.send(&message()).await.unwrap();
+    assert_eq!(sent_tokens(&mock), ["OLD", "OLD", "NEW", "NEW"]);
+}
+
+#[tokio::test]
+async fn a_token_past_its_refresh_point_is_not_reused_by_the_next_send() {
+    let mock = subscribe_client::transport::MockTransport::new();
+    mock.route("POST", STABLE_TOKEN_PATH).times(1).reply(token_reply("FIRST", 7200));
+    mock.route("POST", STABLE_TOKEN_PATH).reply(token_reply("SECOND", 7200));
+    mock.route("POST", SEND_PATH).reply(ok_reply());
+    let clock = clock();
+    let client = builder(&mock, &clock).build().unwrap();
+    client.send(&message()).await.unwrap();
+    // Past expiry: the held token must not be used again, whatever this thread remembers.
+    clock.advance(Duration::from_secs(7300));
+    client.send(&message()).await.unwrap();
+    assert_eq!(sent_tokens(&mock), ["FIRST", "SECOND"]);
+}
