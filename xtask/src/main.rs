@@ -439,7 +439,7 @@ fn fuzz(seconds: u64, only: &[String]) -> Result {
         let out = Command::new(dir.join(&host).join("release").join(t))
             .arg(format!("-max_total_time={seconds}"))
             .arg("-print_final_stats=1")
-            .arg("-max_len=8192")
+            .arg("-max_len=9000")
             .arg("-timeout=10")
             .arg(format!("-artifact_prefix={}/", artifacts.display()))
             .args(dict.is_file().then(|| format!("-dict={}", dict.display())))
