@@ -130,24 +130,27 @@ impl StateKey {
     }
 }
 
-/// Eight bytes that differ for every state this process signs: a random per-process start,
-/// advanced by a counter and scrambled by `SplitMix64`'s finalizer (a bijection, so no two
-/// counter values collide). The nonce only makes states differ (integrity comes from the MAC),
-/// so one call to the OS's RNG per process is enough; should it fail, the counter alone still
-/// keeps the states of this process apart.
+/// Eight bytes that differ for every state this process signs: `SplitMix64` from one random
+/// seed per process (its state advances by an odd constant and its output function is a
+/// bijection, so no two calls collide within 2^64). The nonce only makes states differ
+/// (integrity comes from the MAC), so one call to the OS's RNG per process is enough; should it
+/// fail, the sequence from a zero seed still keeps this process's states apart.
 fn nonce() -> [u8; 8] {
-    static START: OnceLock<u64> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let start = *START.get_or_init(|| {
+    static STATE: OnceLock<AtomicU64> = OnceLock::new();
+    let state = STATE.get_or_init(|| {
         let mut seed = [0u8; 8];
         let _ = getrandom::fill(&mut seed);
-        u64::from_le_bytes(seed)
+        AtomicU64::new(u64::from_le_bytes(seed))
     });
-    let mut z =
-        start.wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    (z ^ (z >> 31)).to_be_bytes()
+    splitmix(state).to_be_bytes()
+}
+
+/// The next `SplitMix64` output of `state` (shared by the nonces and the client's retry jitter).
+pub(crate) fn splitmix(state: &AtomicU64) -> u64 {
+    let mut z = state.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// `n` in decimal, in the tail of `buf`.
