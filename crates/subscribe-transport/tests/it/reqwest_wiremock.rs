@@ -139,3 +139,24 @@ async fn invalid_proxy_is_an_error_without_its_credentials() {
     assert_eq!(err.kind(), TransportErrorKind::InvalidRequest);
     assert_no_secret(&err);
 }
+
+#[tokio::test]
+async fn alternating_uris_on_one_thread_each_reach_their_own_path() {
+    // The transport keeps the last parsed URL per thread; a different URI must never reuse it.
+    let server = server().await;
+    for p in ["/a", "/b"] {
+        Mock::given(path(p))
+            .respond_with(ResponseTemplate::new(200).set_body_string(p))
+            .expect(3)
+            .mount(&server)
+            .await;
+    }
+    let t = transport();
+    for p in ["/a", "/b", "/b", "/a", "/a", "/b"] {
+        let resp = t
+            .send(HttpRequest::get(format!("{}{p}?access_token={TOKEN}", server.uri())).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.body().as_ref(), p.as_bytes());
+    }
+}
