@@ -305,9 +305,7 @@ fn bench(quick: bool) -> Result {
         let name = json_field(r, "scenario").unwrap_or_default();
         println!("{name:<12} {}", r.trim_matches(|c| c == '{' || c == '}').replace(",\"", "  \""));
     }
-    let dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root().join("target"), PathBuf::from)
-        .join("bench");
+    let dir = target_dir().join("bench");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let file = dir.join(if quick { "macro-quick.json" } else { "macro.json" });
     std::fs::write(&file, format!("[\n{}\n]\n", results.join(",\n"))).map_err(|e| e.to_string())?;
@@ -404,9 +402,7 @@ fn fuzz(seconds: u64, only: &[String]) -> Result {
         .lines()
         .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
         .ok_or("rustc -vV printed no host")?;
-    let target_root =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
-    let dir = target_root.join("fuzz");
+    let dir = target_dir().join("fuzz");
     let dir_text = dir.to_string_lossy().into_owned();
     // `--target` keeps these flags off build scripts and proc macros.
     let flags = [
@@ -524,8 +520,7 @@ fn e2e() -> Result<Status> {
         &["test", "-p", "web-app", "--test", "browser", "--", "--nocapture"],
         &[("CHROME_BIN", &chrome), ("CHROMEDRIVER", &driver)],
     )?;
-    let dir =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from).join("e2e");
+    let dir = target_dir().join("e2e");
     let shots = std::fs::read_dir(&dir)
         .map_err(|e| format!("no screenshots in {}: {e}", dir.display()))?
         .filter_map(std::result::Result::ok)
@@ -563,6 +558,11 @@ fn run_tidy() -> Result {
         }
         Err(format!("{} repository check(s) failed", problems.len()))
     }
+}
+
+/// Cargo's target directory: `CARGO_TARGET_DIR` or `target/` at the root.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
 }
 
 fn root() -> PathBuf {
