@@ -24,12 +24,17 @@ pub struct ClassicTokenRequest {
 impl ClassicTokenRequest {
     /// The path and query to `GET`. It holds the secret in clear: only a transport may see it.
     pub fn path_and_query(&self) -> SecretString {
-        let secret = crate::query::encode_component(self.secret.expose_secret());
-        SecretString::from(format!(
-            "{}?grant_type=client_credential&appid={}&secret={secret}",
-            crate::endpoint::CLASSIC_TOKEN.path,
-            self.appid
-        ))
+        let secret = self.secret.expose_secret();
+        let path = crate::endpoint::CLASSIC_TOKEN.path;
+        let appid = self.appid.as_str();
+        // Sized up front so no partial copy of the secret is left behind by a reallocation.
+        let mut out = String::with_capacity(path.len() + appid.len() + 50 + secret.len() * 3);
+        out.push_str(path);
+        out.push_str("?grant_type=client_credential&appid=");
+        out.push_str(appid);
+        out.push_str("&secret=");
+        crate::query::push_component(&mut out, secret);
+        SecretString::from(out)
     }
 }
 
