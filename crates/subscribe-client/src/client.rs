@@ -76,7 +76,8 @@ struct LastToken {
     client: u64,
     generation: u64,
     token: AccessToken,
-    until: SystemTime,
+    /// The refresh point, on the clock's monotonic reading.
+    until: Duration,
 }
 
 thread_local! {
@@ -195,6 +196,8 @@ impl Client {
             let request = self.request(spec, token.as_ref(), &body)?;
             let outcome = inner.transport.send(request).await;
             let answer = match outcome {
+                // A request that could not be built would fail the same way again.
+                Err(e) if e.kind() == TransportErrorKind::InvalidRequest => return Err(Error::Transport(e)),
                 Err(e) if e.request_never_left() => {
                     debug!(attempt, kind = ?e.kind(), "request never left");
                     if connect_left == 0 {
@@ -227,7 +230,8 @@ impl Client {
                 }
                 return Err(Error::HttpStatus { status });
             }
-            let envelope = match ApiResponse::parse(answer.body()) {
+            // Strict: a `200 {}` (a wrong `api_base`, a gateway's own answer) is not a success.
+            let envelope = match ApiResponse::parse_strict(answer.body()) {
                 Ok(envelope) => envelope,
                 Err(e) => {
                     warn!(attempt, error = %e, "unreadable answer");
@@ -272,7 +276,7 @@ impl Client {
         // Read before the clock: a change after this read is the same race as a token
         // replaced just after any caller got it.
         let generation = inner.tokens.generation();
-        let now = inner.clock.now();
+        let now = inner.clock.monotonic();
         let hit = LAST_TOKEN.with_borrow(|last| {
             last.as_ref()
                 .filter(|l| l.client == inner.id && l.generation == generation && now < l.until)
@@ -476,6 +480,10 @@ pub struct ClientBuilder {
     refresh_margin: Duration,
     token_cooldown: Duration,
     lease_ttl: Duration,
+    token_wait: Duration,
+    token_timeout: Duration,
+    store_timeout: Duration,
+    token_backoff: (Duration, Duration),
     retry: RetryPolicy,
     clock: Option<SharedClock>,
     state_key: Option<Vec<u8>>,
@@ -492,6 +500,7 @@ impl fmt::Debug for ClientBuilder {
             .field("api_base", &self.api_base)
             .field("mp_base", &self.mp_base)
             .field("refresh_margin", &self.refresh_margin)
+            .field("token_wait", &self.token_wait)
             .field("retry", &self.retry)
             .finish_non_exhaustive()
     }
@@ -508,7 +517,11 @@ impl ClientBuilder {
             mp_base: DEFAULT_MP_BASE.into(),
             refresh_margin: Duration::from_secs(300),
             token_cooldown: Duration::from_secs(60),
-            lease_ttl: Duration::from_secs(10),
+            lease_ttl: Duration::from_secs(30),
+            token_wait: Duration::from_secs(10),
+            token_timeout: Duration::from_secs(10),
+            store_timeout: Duration::from_secs(3),
+            token_backoff: (Duration::from_millis(500), Duration::from_secs(30)),
             retry: RetryPolicy::default(),
             clock: None,
             state_key: None,
@@ -572,10 +585,49 @@ impl ClientBuilder {
         self
     }
 
-    /// How long one instance may hold the fleet's refresh lease (default 10 s); others wait at
-    /// most this long for its token.
+    /// How long one instance may hold the fleet's refresh lease (default 30 s); others wait at
+    /// most this long for its token. It must outlast the work it covers, two token requests
+    /// and two store calls at their timeouts ([`token_timeout`](Self::token_timeout),
+    /// [`store_timeout`](Self::store_timeout)), or `build` fails with
+    /// [`ConfigError::LeaseTooShort`].
     pub fn refresh_lease_ttl(mut self, d: Duration) -> Self {
         self.lease_ttl = d;
+        self
+    }
+
+    /// How long a call that needs a token and holds none waits for one (default 10 s): across
+    /// the backoff of a failing token source, so a short outage costs latency, not messages.
+    /// After it, or as soon as the next attempt is planned for later than that, the call fails
+    /// with [`TokenError::Unavailable`](crate::TokenError::Unavailable), which carries what the
+    /// last attempt met. The attempt itself goes on, and its token serves the next calls. Keep
+    /// it at least [`token_timeout`](Self::token_timeout) so a slow answer is waited for.
+    pub fn token_wait(mut self, d: Duration) -> Self {
+        self.token_wait = d;
+        self
+    }
+
+    /// The bound on one token request, or one [`ExternalTokenSource::fetch`] (default 10 s).
+    /// A request that takes longer counts as a failed attempt.
+    pub fn token_timeout(mut self, d: Duration) -> Self {
+        self.token_timeout = d;
+        self
+    }
+
+    /// The bound on each call into the [`TokenStore`] and on
+    /// [`ExternalTokenSource::invalidate`] (default 3 s). A store that takes longer is treated
+    /// as down for the rest of that attempt: the token source is asked directly.
+    pub fn store_timeout(mut self, d: Duration) -> Self {
+        self.store_timeout = d;
+        self
+    }
+
+    /// The backoff after failed token attempts (transport errors, timeouts, HTTP 5xx,
+    /// malformed answers, `-1`, a failing store or external source): `first` (default 0.5 s),
+    /// doubling up to `max` (default 30 s), with jitter. Shared by every caller of the client,
+    /// and with a leasing store by every instance. Refusals that need a configuration change
+    /// get the [`token_cooldown`](Self::token_cooldown) instead.
+    pub fn token_backoff(mut self, first: Duration, max: Duration) -> Self {
+        self.token_backoff = (first, max);
         self
     }
 
@@ -615,8 +667,24 @@ impl ClientBuilder {
     /// Builds the client.
     ///
     /// # Errors
-    /// [`ConfigError`]: an invalid base URL, a weak or missing state key, no transport.
+    /// [`ConfigError`]: an invalid base URL, a weak or missing state key, no transport, a
+    /// zero timeout or backoff, a refresh lease shorter than the work it covers.
     pub fn build(self) -> Result<Client, ConfigError> {
+        for (setting, d) in [
+            ("token_wait", self.token_wait),
+            ("token_timeout", self.token_timeout),
+            ("store_timeout", self.store_timeout),
+            ("refresh_lease_ttl", self.lease_ttl),
+            ("token_backoff", self.token_backoff.0),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::ZeroDuration { setting });
+            }
+        }
+        let needed = 2 * self.token_timeout + 2 * self.store_timeout;
+        if self.lease_ttl < needed {
+            return Err(ConfigError::LeaseTooShort { lease: self.lease_ttl, needed });
+        }
         let api_base = base_url("api_base", &self.api_base)?;
         let mp_base = base_url("mp_base", &self.mp_base)?;
         let state_key = match (&self.state_key, &self.source) {
@@ -630,7 +698,8 @@ impl ClientBuilder {
             None => default_transport(self.connect_timeout, self.timeout)?,
         };
         let clock: SharedClock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let store: SharedTokenStore = self.store.unwrap_or_else(|| Arc::new(InMemoryTokenStore::new()));
+        let store: SharedTokenStore =
+            self.store.unwrap_or_else(|| Arc::new(InMemoryTokenStore::with_clock(Arc::clone(&clock))));
         // Low 64 bits of the time in nanoseconds: only a seed, truncation is intended.
         #[allow(clippy::cast_possible_truncation)]
         let seed = clock.now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
@@ -649,8 +718,14 @@ impl ClientBuilder {
                 cooldown: self.token_cooldown,
                 lease_ttl: self.lease_ttl,
                 lease_poll: Duration::from_millis(50),
+                token_wait: self.token_wait,
+                request_timeout: self.token_timeout,
+                store_timeout: self.store_timeout,
+                backoff_first: self.token_backoff.0,
+                backoff_max: self.token_backoff.1.max(self.token_backoff.0),
             },
             holder,
+            seed.rotate_left(17) ^ 0x5DEE_CE66_D1CE_4E5B,
         );
         Ok(Client {
             inner: Arc::new(Inner {

@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use subscribe_transport::TransportError;
+use subscribe_transport::{TransportError, TransportErrorKind};
 use subscribe_types::{ApiError, DecodeError, ErrCode, ErrorClass, QueryError, ValidationError};
 
-use crate::token::{BoxError, TokenStoreError};
+use crate::token::{BoxError, SharedError, TokenStoreError};
 
 /// Everything a client call can fail with.
 ///
@@ -91,7 +91,7 @@ impl Error {
     /// had for a transient reason.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Transport(_) => true,
+            Self::Transport(e) => e.kind() != TransportErrorKind::InvalidRequest,
             Self::Api(e) => matches!(e.code().class(), Some(ErrorClass::Backoff | ErrorClass::RetryLater)),
             Self::Token(t) => t.is_transient(),
             Self::Ledger(e) => matches!(e, crate::grants::LedgerError::Backend(_)),
@@ -123,7 +123,8 @@ pub enum TokenRejection {
     SecretFrozen,
     /// 45009/45011: the token endpoint's quota is used up.
     QuotaExceeded,
-    /// -1: WeChat was busy.
+    /// -1: WeChat was busy. Not a configuration problem: answered with backoff, not a
+    /// cool-down.
     Busy,
     /// Any other code.
     Other,
@@ -142,8 +143,9 @@ impl TokenRejection {
         }
     }
 
-    /// Whether the client pauses token requests after this answer (everything but `Busy`):
-    /// retrying a misconfiguration at once only burns the daily token quota.
+    /// Whether the client pauses token requests for the cool-down after this answer
+    /// (everything but `Busy`, which backs off like an outage): retrying a misconfiguration
+    /// at once only burns the daily token quota.
     pub fn starts_cooldown(&self) -> bool {
         !matches!(self, Self::Busy)
     }
@@ -164,8 +166,11 @@ impl std::fmt::Display for TokenRejection {
     }
 }
 
-/// No access token could be had. Nothing in it holds the token endpoint's body.
-#[derive(Debug, thiserror::Error)]
+/// No access token could be had. Nothing in it holds the token endpoint's body, a token or the
+/// AppSecret.
+///
+/// Cheap to clone: one refresh attempt's failure is handed to every caller that waited for it.
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TokenError {
     /// The token endpoint refused; see `reason` for what to fix.
@@ -190,7 +195,7 @@ pub enum TokenError {
     /// refresh is not allowed now (WeChat allows 20 a day, 30 s apart).
     #[error("the token endpoint returned the rejected token again and force_refresh is not allowed now")]
     RejectedTokenReissued,
-    /// The token request never reached WeChat or got no answer.
+    /// The token request never reached WeChat, got no answer, or no answer in time.
     #[error("token request failed")]
     Transport(#[source] TransportError),
     /// The token endpoint answered with an unexpected HTTP status.
@@ -205,12 +210,35 @@ pub enum TokenError {
     /// The answer lacked a field or broke a rule.
     #[error("token response is invalid")]
     Invalid(#[source] ValidationError),
-    /// The token store failed and no valid token was cached.
+    /// The token store failed (or did not answer in time) and no valid token was cached.
     #[error("token store unavailable")]
     Store(#[source] TokenStoreError),
-    /// The external token source failed.
+    /// The external token source failed or did not answer in time.
     #[error("external token source failed")]
-    External(#[source] BoxError),
+    External(#[source] SharedError),
+    /// Another instance sharing the token store failed to get a token and asked the fleet to
+    /// wait before the next attempt: this instance did not contact the token source.
+    #[error("another instance's token refresh failed ({reason}); next attempt in {remaining:?}")]
+    HeldOff {
+        /// Time left before the fleet's next attempt.
+        remaining: Duration,
+        /// What that instance's attempt met, in words (never a secret).
+        reason: String,
+    },
+    /// The token source kept failing for as long as this call could wait (`token_wait`), or
+    /// its next attempt falls after that. [`last`](Self::last) is what the last attempt met.
+    #[error("no access token within {waited:?} ({attempts} failed attempts)")]
+    Unavailable {
+        /// How long this call waited.
+        waited: Duration,
+        /// Failed attempts seen while waiting.
+        attempts: u32,
+        /// Time until the next attempt, when one is planned.
+        next_attempt_in: Option<Duration>,
+        /// What the last attempt met; `None` when the first attempt was still running.
+        #[source]
+        last: Option<Box<TokenError>>,
+    },
 }
 
 impl TokenError {
@@ -218,6 +246,7 @@ impl TokenError {
     pub fn api_error(&self) -> Option<&ApiError> {
         match self {
             Self::Rejected { error, .. } | Self::CoolingDown { error, .. } => Some(error),
+            Self::Unavailable { last: Some(last), .. } => last.api_error(),
             _ => None,
         }
     }
@@ -226,7 +255,17 @@ impl TokenError {
     pub fn rejection(&self) -> Option<&TokenRejection> {
         match self {
             Self::Rejected { reason, .. } | Self::CoolingDown { reason, .. } => Some(reason),
+            Self::Unavailable { last: Some(last), .. } => last.rejection(),
             _ => None,
+        }
+    }
+
+    /// What the last attempt met, for [`Unavailable`](Self::Unavailable); the error itself
+    /// otherwise.
+    pub fn last(&self) -> Option<&TokenError> {
+        match self {
+            Self::Unavailable { last, .. } => last.as_deref(),
+            other => Some(other),
         }
     }
 
@@ -236,8 +275,31 @@ impl TokenError {
             Self::Rejected { reason, .. } | Self::CoolingDown { reason, .. } => {
                 matches!(reason, TokenRejection::Busy | TokenRejection::QuotaExceeded)
             }
-            Self::Transport(_) | Self::Store(_) | Self::External(_) | Self::HttpStatus { .. } => true,
-            Self::RejectedTokenReissued | Self::Decode(_) | Self::Invalid(_) => false,
+            Self::Transport(e) => e.kind() != TransportErrorKind::InvalidRequest,
+            Self::Store(_)
+            | Self::External(_)
+            | Self::HttpStatus { .. }
+            | Self::Decode(_)
+            | Self::HeldOff { .. }
+            | Self::Unavailable { .. } => true,
+            Self::RejectedTokenReissued | Self::Invalid(_) => false,
+        }
+    }
+
+    /// Whether this failure starts the cool-down (a refusal that only a configuration change
+    /// fixes, or a used-up quota) rather than the backoff of an outage.
+    pub(crate) fn starts_cooldown(&self) -> bool {
+        matches!(self, Self::Rejected { reason, .. } if reason.starts_cooldown())
+    }
+
+    /// Whether another attempt cannot help: a cool-down, a request that cannot be built, the
+    /// rejected token handed back. Everything else is an outage, answered with backoff.
+    pub(crate) fn is_final(&self) -> bool {
+        match self {
+            Self::Rejected { reason, .. } => reason.starts_cooldown(),
+            Self::CoolingDown { .. } | Self::RejectedTokenReissued => true,
+            Self::Transport(e) => e.kind() == TransportErrorKind::InvalidRequest,
+            _ => false,
         }
     }
 }
@@ -287,4 +349,19 @@ pub enum ConfigError {
     /// The default transport could not be built.
     #[error("the default transport could not be built")]
     Transport(#[source] TransportError),
+    /// The refresh lease would expire before the work it covers could end: two token requests
+    /// (a normal and a forced one) and a store write, each at its timeout.
+    #[error("the refresh lease ({lease:?}) must outlast two token requests and a store write ({needed:?})")]
+    LeaseTooShort {
+        /// The configured lease.
+        lease: Duration,
+        /// The least lease that covers the work.
+        needed: Duration,
+    },
+    /// A duration setting is zero where it must not be.
+    #[error("`{setting}` must be longer than zero")]
+    ZeroDuration {
+        /// The setting's builder method.
+        setting: &'static str,
+    },
 }

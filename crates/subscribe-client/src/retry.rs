@@ -86,11 +86,17 @@ impl RetryPolicy {
     /// The wait before replay number `n` (0-based): exponential, capped, with "equal jitter"
     /// (half fixed, half random from `random`), so a fleet does not retry in lockstep.
     pub(crate) fn backoff(&self, n: u32, random: u64) -> Duration {
-        let exp = self.base_delay.saturating_mul(1u32 << n.min(16)).min(self.max_delay);
-        let half = exp / 2;
-        let half_nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX).max(1);
-        half + Duration::from_nanos(random % half_nanos)
+        backoff(self.base_delay, self.max_delay, n, random)
     }
+}
+
+/// The wait before retry number `n` (0-based): `base` doubling up to `max`, with "equal
+/// jitter" (half fixed, half random from `random`). Shared by send replays and token attempts.
+pub(crate) fn backoff(base: Duration, max: Duration, n: u32, random: u64) -> Duration {
+    let exp = base.saturating_mul(1u32 << n.min(16)).min(max);
+    let half = exp / 2;
+    let half_nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX).max(1);
+    half + Duration::from_nanos(random % half_nanos)
 }
 
 #[cfg(test)]

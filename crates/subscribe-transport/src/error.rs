@@ -20,10 +20,13 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// assert_eq!(e.to_string(), "connection failed; the request was not sent");
 /// assert!(!TransportError::timeout("slow").request_never_left());
 /// ```
-#[derive(Debug)]
+///
+/// Cheap to clone (the source is shared), so one failure can be handed to every caller that
+/// waited for the same request.
+#[derive(Clone, Debug)]
 pub struct TransportError {
     kind: TransportErrorKind,
-    source: Option<BoxError>,
+    source: Option<std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
 /// What went wrong, by whether the request may have reached the server.
@@ -70,7 +73,7 @@ impl fmt::Display for TransportErrorKind {
 impl TransportError {
     /// An error of `kind` caused by `source`.
     pub fn new(kind: TransportErrorKind, source: impl Into<BoxError>) -> Self {
-        Self { kind, source: Some(source.into()) }
+        Self { kind, source: Some(source.into().into()) }
     }
 
     /// An error of `kind` with no further cause.

@@ -258,6 +258,33 @@ impl ApiResponse {
         serde_json::from_slice(body).map_err(|e| DecodeError::from(&e))
     }
 
+    /// Like [`parse`](Self::parse), but the `errcode` field must be there: for endpoints such as
+    /// the send endpoint, which always answer with it. A `200 {}` (from a wrong `api_base`, a
+    /// gateway or a proxy's own page) then says nothing about the outcome instead of reading
+    /// as success.
+    ///
+    /// ```
+    /// use subscribe_types::{ApiResponse, DecodeCategory};
+    /// assert!(ApiResponse::parse_strict(br#"{"errcode":0,"errmsg":"ok"}"#)?.into_result().is_ok());
+    /// let err = ApiResponse::parse_strict(b"{}").unwrap_err();
+    /// assert_eq!(err.category(), DecodeCategory::Data);
+    /// assert!(ApiResponse::parse_strict(br#"{"errmsg":"ok"}"#).is_err());
+    /// # Ok::<(), subscribe_types::DecodeError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`DecodeError`] when the body is not a JSON object of that shape or has no `errcode`.
+    pub fn parse_strict(body: &[u8]) -> Result<Self, DecodeError> {
+        #[derive(Deserialize)]
+        struct Strict {
+            errcode: ErrCode,
+            #[serde(default)]
+            errmsg: String,
+        }
+        let Strict { errcode, errmsg } = serde_json::from_slice(body).map_err(|e| DecodeError::from(&e))?;
+        Ok(Self { errcode, errmsg })
+    }
+
     /// `Ok(())` for errcode 0, the [`ApiError`] otherwise.
     ///
     /// # Errors

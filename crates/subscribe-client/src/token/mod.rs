@@ -16,6 +16,10 @@ pub use memory::InMemoryTokenStore;
 /// A boxed error from a store or an external source.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// A shared error: what a failed token attempt keeps of an external source's error, so the
+/// failure can be handed to every caller that waited for the attempt.
+pub type SharedError = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
 /// A token with the time it stops being valid.
 ///
 /// `Debug` shows the expiry, never the token.
@@ -67,6 +71,12 @@ impl fmt::Debug for CachedToken {
 /// - The refresh lease (default methods) lets instances sharing the store elect one refresher.
 ///   A store used by one process may keep the defaults: the client already refreshes once per
 ///   process.
+/// - The hold-off (default methods) lets the refresher that failed tell the others to wait:
+///   [`hold_off_refresh`](Self::hold_off_refresh) turns its lease into a pause that no instance
+///   can take the lease during, and [`refresh_hold_off`](Self::refresh_hold_off) reads it.
+///   Without it every instance would back off on its own and the token endpoint would see each
+///   instance's attempts. The pause is measured by the store's own clock (a Redis key's TTL),
+///   so the instances' clocks need not agree.
 ///
 /// The trait uses `async-trait`, so implementations write plain `async fn`s and the client
 /// stores them as `Arc<dyn TokenStore>`.
@@ -98,6 +108,37 @@ pub trait TokenStore: Send + Sync + fmt::Debug {
         let _ = (app, holder);
         Ok(())
     }
+
+    /// `holder`'s refresh failed: for `pause`, no instance may take the refresh lease of `app`
+    /// (the lease, if `holder` still holds it, becomes the hold-off; a lease another instance
+    /// holds is left alone). `reason` says what the attempt met, in words, for the others'
+    /// errors and logs; it holds no secret. The default does nothing.
+    async fn hold_off_refresh(
+        &self,
+        app: &AppId,
+        holder: &str,
+        pause: Duration,
+        reason: &str,
+    ) -> Result<(), TokenStoreError> {
+        let _ = (app, holder, pause, reason);
+        Ok(())
+    }
+
+    /// The hold-off in force for `app`, if any. The default: none.
+    async fn refresh_hold_off(&self, app: &AppId) -> Result<Option<HoldOff>, TokenStoreError> {
+        let _ = app;
+        Ok(None)
+    }
+}
+
+/// A pause on token requests that a failed refresher asked every instance to keep (see
+/// [`TokenStore::hold_off_refresh`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HoldOff {
+    /// Time left.
+    pub remaining: Duration,
+    /// What the failed attempt met, in words.
+    pub reason: String,
 }
 
 #[async_trait::async_trait]
@@ -122,24 +163,36 @@ impl<T: TokenStore + ?Sized> TokenStore for Arc<T> {
     async fn release_refresh_lease(&self, app: &AppId, holder: &str) -> Result<(), TokenStoreError> {
         (**self).release_refresh_lease(app, holder).await
     }
+    async fn hold_off_refresh(
+        &self,
+        app: &AppId,
+        holder: &str,
+        pause: Duration,
+        reason: &str,
+    ) -> Result<(), TokenStoreError> {
+        (**self).hold_off_refresh(app, holder, pause, reason).await
+    }
+    async fn refresh_hold_off(&self, app: &AppId) -> Result<Option<HoldOff>, TokenStoreError> {
+        (**self).refresh_hold_off(app).await
+    }
 }
 
 /// A shared store handle.
 pub type SharedTokenStore = Arc<dyn TokenStore>;
 
 /// A token store failed (connection lost, timeout, corrupt value). Opaque, so any backend's
-/// error fits; the cause is the [`source`](std::error::Error::source).
-#[derive(Debug, thiserror::Error)]
+/// error fits; the cause is the [`source`](std::error::Error::source). Cheap to clone.
+#[derive(Clone, Debug, thiserror::Error)]
 #[error("token store failed")]
 pub struct TokenStoreError {
     #[source]
-    source: BoxError,
+    source: SharedError,
 }
 
 impl TokenStoreError {
     /// Wraps a backend error. It must not contain a token.
     pub fn new(source: impl Into<BoxError>) -> Self {
-        Self { source: source.into() }
+        Self { source: source.into().into() }
     }
 }
 
