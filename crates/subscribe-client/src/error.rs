@@ -5,7 +5,7 @@ use std::time::Duration;
 use subscribe_transport::{TransportError, TransportErrorKind};
 use subscribe_types::{ApiError, DecodeError, ErrCode, ErrorClass, QueryError, ValidationError};
 
-use crate::token::{BoxError, SharedError, TokenStoreError};
+use crate::token::{BoxError, ExternalSourceError, TokenStoreError};
 
 /// Everything a client call can fail with.
 ///
@@ -215,7 +215,7 @@ pub enum TokenError {
     Store(#[source] TokenStoreError),
     /// The external token source failed or did not answer in time.
     #[error("external token source failed")]
-    External(#[source] SharedError),
+    External(#[source] ExternalSourceError),
     /// Another instance sharing the token store failed to get a token and asked the fleet to
     /// wait before the next attempt: this instance did not contact the token source.
     #[error("another instance's token refresh failed ({reason}); next attempt in {remaining:?}")]

@@ -86,7 +86,7 @@ pub use retry::RetryPolicy;
 pub use subscribe_transport as transport;
 pub use subscribe_types as types;
 pub use token::{
-    BoxError, CachedToken, ExternalTokenSource, HoldOff, InMemoryTokenStore, SharedError, SharedTokenStore,
+    BoxError, CachedToken, ExternalSourceError, ExternalTokenSource, HoldOff, InMemoryTokenStore, SharedTokenStore,
     TokenEndpoint, TokenStore, TokenStoreError,
 };
 

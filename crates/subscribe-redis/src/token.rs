@@ -4,7 +4,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::Script;
-use subscribe_client::{CachedToken, TokenStore, TokenStoreError};
+use subscribe_client::{CachedToken, HoldOff, TokenStore, TokenStoreError};
 use subscribe_types::{AccessToken, AppId};
 
 use crate::{Redis, RedisError, from_millis, millis};
@@ -35,16 +35,47 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 ";
 
+/// The lease key holds a holder's id, or a hold-off: `!holdoff|<reason>` with the pause as its
+/// TTL. A live lease of another holder is left alone; a longer hold-off is not shortened.
+const HOLD_OFF: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  if string.sub(cur, 1, 9) == '!holdoff|' then
+    if redis.call('PTTL', KEYS[1]) > tonumber(ARGV[2]) then return 0 end
+  elseif cur ~= ARGV[1] then
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[2])
+return 1
+";
+
+const READ_HOLD_OFF: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if not cur or string.sub(cur, 1, 9) ~= '!holdoff|' then return false end
+return {redis.call('PTTL', KEYS[1]), string.sub(cur, 10)}
+";
+
+/// What marks a lease key's value as a hold-off (no holder id starts with it).
+const HOLD_OFF_MARK: &str = "!holdoff|";
+/// The longest reason kept with a hold-off, in bytes.
+const MAX_REASON: usize = 200;
+
 static SAVE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(SAVE));
+static HOLD_OFF_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(HOLD_OFF));
+static READ_HOLD_OFF_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(READ_HOLD_OFF));
 static INVALIDATE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(INVALIDATE));
 static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE));
 
 /// The access token of each app in Redis, shared by every instance.
 ///
 /// Keys: `<prefix>:token:<appid>` (the token and its expiry) and `<prefix>:token:<appid>:lease`
-/// (who is refreshing). Saving keeps whichever token expires later, invalidating removes only
-/// the rejected token, and the lease is `SET NX PX`, released only by its holder: with the
-/// client's token manager, exactly one instance refreshes while the others wait and read.
+/// (who is refreshing, or the hold-off a failed refresher left). Saving keeps whichever token
+/// expires later, invalidating removes only the rejected token, and the lease is `SET NX PX`,
+/// released only by its holder: with the client's token manager, exactly one instance
+/// refreshes while the others wait and read. A refresher that fails replaces its lease with a
+/// hold-off whose TTL is the backoff, so no instance asks the token endpoint before it ends,
+/// timed by Redis's clock rather than the instances'.
 #[derive(Clone, Debug)]
 pub struct RedisTokenStore {
     redis: Redis,
@@ -127,6 +158,36 @@ impl TokenStore for RedisTokenStore {
         call.arg(holder);
         let _: i64 = self.redis.run(call.invoke_async(&mut c)).await?;
         Ok(())
+    }
+
+    async fn hold_off_refresh(
+        &self,
+        app: &AppId,
+        holder: &str,
+        pause: Duration,
+        reason: &str,
+    ) -> Result<(), TokenStoreError> {
+        let mut cut = reason.len().min(MAX_REASON);
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let mut c = self.redis.conn.clone();
+        let mut call = HOLD_OFF_SCRIPT.key(self.lease_key(app));
+        let ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX).max(1);
+        call.arg(holder).arg(ms).arg(format!("{HOLD_OFF_MARK}{}", &reason[..cut]));
+        let _: i64 = self.redis.run(call.invoke_async(&mut c)).await?;
+        Ok(())
+    }
+
+    async fn refresh_hold_off(&self, app: &AppId) -> Result<Option<HoldOff>, TokenStoreError> {
+        let mut c = self.redis.conn.clone();
+        let call = READ_HOLD_OFF_SCRIPT.key(self.lease_key(app));
+        let found: Option<(i64, String)> = self.redis.run(call.invoke_async(&mut c)).await?;
+        Ok(found.and_then(|(ttl_ms, reason)| {
+            // PTTL is -2 for a key that just expired, -1 for one without expiry (not ours).
+            let ms = u64::try_from(ttl_ms).ok().filter(|ms| *ms > 0)?;
+            Some(HoldOff { remaining: Duration::from_millis(ms), reason })
+        }))
     }
 }
 

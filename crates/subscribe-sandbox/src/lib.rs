@@ -41,7 +41,7 @@ pub use config::{
     UserConfig,
 };
 pub use server::{SandboxHandle, SandboxState, check_send_body, router};
-pub use state::{Delivered, Faults, LogEntry, Stats};
+pub use state::{Delivered, Faults, LogEntry, Stats, TokenFault};
 
 /// The README's example runs as a doctest.
 #[cfg(doctest)]

@@ -21,7 +21,7 @@ use subscribe_types::{ApiError, AuthorizeRequest, ErrCode, MessageParseError, Sc
 
 use crate::config::SandboxConfig;
 use crate::html;
-use crate::state::{Delivered, Faults, Injected, Inner, LogEntry, Stats, mask_query, rid};
+use crate::state::{Delivered, Faults, Injected, Inner, LogEntry, Stats, TokenFault, mask_query, rid};
 
 /// A handle on a sandbox's state, for tests and embedding: the same operations as the
 /// control API, without HTTP.
@@ -64,9 +64,11 @@ impl SandboxState {
         self.lock().inbox(openid)
     }
 
-    /// Replaces the fault settings.
+    /// Replaces the fault settings (a timed token fault starts now).
     pub fn set_faults(&self, faults: Faults) {
-        self.lock().faults = faults;
+        let mut inner = self.lock();
+        inner.faults = faults;
+        inner.faults_set = Some(Instant::now());
     }
 
     /// The fault settings.
@@ -211,8 +213,42 @@ fn token_answer(
     }
 }
 
+/// The answer of a token request under a token fault; `None` to process it (after a stall).
+async fn token_fault(s: &SandboxState, method: &str, uri: &Uri) -> Option<Response> {
+    let (fault, stall) = {
+        let inner = s.lock();
+        (inner.token_fault(Instant::now()), inner.faults.token_stall_ms.unwrap_or(3000))
+    };
+    let response = match fault? {
+        TokenFault::Stall => {
+            tokio::time::sleep(Duration::from_millis(stall)).await;
+            return None;
+        }
+        TokenFault::Http502 => {
+            (StatusCode::BAD_GATEWAY, "<html><body>502 Bad Gateway</body></html>").into_response()
+        }
+        TokenFault::Drop => dropped(),
+        TokenFault::Malformed => {
+            ([(header::CONTENT_TYPE, "application/json")], "{\"access_token\":\"").into_response()
+        }
+        TokenFault::Busy => {
+            s.record(method, uri, Some(-1));
+            return Some(wx(ErrCode::SYSTEM_BUSY, "system error"));
+        }
+        TokenFault::Quota => {
+            s.record(method, uri, Some(45009));
+            return Some(wx(ErrCode::new(45009), "reach max api daily quota limit"));
+        }
+    };
+    s.record(method, uri, None);
+    Some(response)
+}
+
 async fn classic_token(State(s): State<SandboxState>, uri: Uri, RawQuery(q): RawQuery) -> Response {
     s.lock().stats.classic_token_requests += 1;
+    if let Some(r) = token_fault(&s, "GET", &uri).await {
+        return r;
+    }
     let p = params(q.as_deref().unwrap_or(""));
     let answer = (|| {
         if p.get("grant_type").map(String::as_str) != Some("client_credential") {
@@ -243,6 +279,9 @@ async fn stable_token(State(s): State<SandboxState>, uri: Uri, body: Bytes) -> R
         force_refresh: bool,
     }
     s.lock().stats.stable_token_requests += 1;
+    if let Some(r) = token_fault(&s, "POST", &uri).await {
+        return r;
+    }
     let answer = (|| {
         let req: Req =
             serde_json::from_slice(&body).map_err(|_| (ErrCode::APPID_MISSING, "appid missing"))?;

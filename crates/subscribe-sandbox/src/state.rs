@@ -27,6 +27,32 @@ pub struct Faults {
     pub stall_ms: Option<u64>,
     /// Delay every send by this many milliseconds.
     pub latency_ms: Option<u64>,
+    /// Answer every token request (both endpoints) this way instead of issuing a token.
+    pub token_fault: Option<TokenFault>,
+    /// With `token_fault`: it lasts this many milliseconds from when the faults were set, then
+    /// the token endpoints answer normally again (absent: until the faults change).
+    pub token_fault_ms: Option<u64>,
+    /// With `token_fault: "stall"`: how long each token request stalls before it is answered
+    /// normally (default 3000).
+    pub token_stall_ms: Option<u64>,
+}
+
+/// How the token endpoints fail (see [`Faults::token_fault`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenFault {
+    /// HTTP 502 from a gateway.
+    Http502,
+    /// The connection is dropped without an answer.
+    Drop,
+    /// `{"errcode":-1,"errmsg":"system error"}`.
+    Busy,
+    /// `45009`: the daily quota of token requests is used up.
+    Quota,
+    /// A body that is not JSON.
+    Malformed,
+    /// The request waits `token_stall_ms`, then is answered normally.
+    Stall,
 }
 
 /// What a fault turns a send into.
@@ -139,6 +165,8 @@ pub(crate) struct Inner {
     inbox: HashMap<String, Vec<Delivered>>,
     log: VecDeque<LogEntry>,
     pub(crate) faults: Faults,
+    /// When `faults` were last set (a timed token fault counts from here).
+    pub(crate) faults_set: Option<Instant>,
     pub(crate) stats: Stats,
 }
 
@@ -361,6 +389,16 @@ impl Inner {
             Some(Injected::Malformed)
         } else {
             None
+        }
+    }
+
+    /// The token fault in force at `now`, if any.
+    pub(crate) fn token_fault(&self, now: Instant) -> Option<TokenFault> {
+        let fault = self.faults.token_fault?;
+        let lasts = self.faults.token_fault_ms.map(Duration::from_millis);
+        match (lasts, self.faults_set) {
+            (Some(d), Some(set)) if now.saturating_duration_since(set) >= d => None,
+            _ => Some(fault),
         }
     }
 

@@ -33,7 +33,7 @@ use subscribe_types::{
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use super::{CachedToken, HoldOff, SharedExternalSource, SharedTokenStore, TokenStoreError};
+use super::{CachedToken, ExternalSourceError, HoldOff, SharedExternalSource, SharedTokenStore, TokenStoreError};
 use crate::clock::SharedClock;
 use crate::error::{TokenError, TokenRejection};
 
@@ -118,6 +118,9 @@ enum Status {
 struct Flight {
     id: u64,
     tx: Arc<watch::Sender<Status>>,
+    /// The latest deadline of the callers that joined: an attempt planned after it would
+    /// serve nobody, so the flight ends instead of waiting for it.
+    until: Duration,
 }
 
 #[derive(Default)]
@@ -293,7 +296,7 @@ impl TokenManager {
         let tx = Arc::new(tx);
         st.next_flight += 1;
         let id = st.next_flight;
-        st.flight = Some(Flight { id, tx: Arc::clone(&tx) });
+        st.flight = Some(Flight { id, tx: Arc::clone(&tx), until: Duration::ZERO });
         let this = Arc::clone(self);
         tokio::spawn(async move { this.fly(id, tx, rejected, background).await });
         rx
@@ -336,15 +339,22 @@ impl TokenManager {
                     drop(st);
                     return Err(unavailable(now));
                 }
-                match &st.flight {
-                    Some(f) => f.tx.subscribe(),
+                match &mut st.flight {
+                    Some(f) => {
+                        f.until = f.until.max(deadline);
+                        f.tx.subscribe()
+                    }
                     None => {
                         if st.backoff.last.is_some() && st.backoff.not_before > deadline {
                             // No attempt can start before this caller gives up: fail now.
                             drop(st);
                             return Err(unavailable(now));
                         }
-                        self.start_flight(&mut st, rejected.cloned(), false)
+                        let rx = self.start_flight(&mut st, rejected.cloned(), false);
+                        if let Some(f) = st.flight.as_mut() {
+                            f.until = deadline;
+                        }
+                        rx
                     }
                 }
             };
@@ -394,7 +404,8 @@ impl TokenManager {
             }
             {
                 let mut st = lock(&self.state);
-                // A background refresh makes its first attempt with nobody waiting.
+                // A background refresh makes its first attempt with nobody waiting; later ones
+                // only for callers that still wait.
                 if !(first && background) && tx.receiver_count() == 0 {
                     end_flight(&mut st, id);
                     return;
@@ -426,8 +437,10 @@ impl TokenManager {
                     b.failures += 1;
                     b.not_before = now + pause;
                     b.last = Some(e);
-                    tx.send_replace(Status::Waiting { next_at: b.not_before });
-                    if tx.receiver_count() == 0 {
+                    let next_at = b.not_before;
+                    tx.send_replace(Status::Waiting { next_at });
+                    let wanted = st.flight.as_ref().is_some_and(|f| f.id == id && next_at <= f.until);
+                    if !wanted || tx.receiver_count() == 0 {
                         end_flight(&mut st, id);
                         return;
                     }
@@ -693,10 +706,10 @@ impl TokenManager {
             TokenSource::External(src) => {
                 let cached = match self.bounded(limit, src.fetch(&self.appid)).await {
                     Some(Ok(cached)) => cached,
-                    Some(Err(e)) => return Err(TokenError::External(e.into())),
+                    Some(Err(e)) => return Err(TokenError::External(ExternalSourceError::new(e))),
                     None => {
                         let e = TimedOut { what: "the external token source", after: limit };
-                        return Err(TokenError::External(Arc::new(e)));
+                        return Err(TokenError::External(ExternalSourceError::new(e)));
                     }
                 };
                 let lifetime = cached.expires_at().duration_since(started).unwrap_or_default();

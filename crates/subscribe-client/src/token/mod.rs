@@ -16,9 +16,9 @@ pub use memory::InMemoryTokenStore;
 /// A boxed error from a store or an external source.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// A shared error: what a failed token attempt keeps of an external source's error, so the
-/// failure can be handed to every caller that waited for the attempt.
-pub type SharedError = Arc<dyn std::error::Error + Send + Sync + 'static>;
+/// A shared error: what a failed token attempt keeps of a store's or an external source's
+/// error, so the failure can be handed to every caller that waited for the attempt.
+type SharedError = Arc<dyn std::error::Error + Send + Sync + 'static>;
 
 /// A token with the time it stops being valid.
 ///
@@ -181,11 +181,10 @@ impl<T: TokenStore + ?Sized> TokenStore for Arc<T> {
 pub type SharedTokenStore = Arc<dyn TokenStore>;
 
 /// A token store failed (connection lost, timeout, corrupt value). Opaque, so any backend's
-/// error fits; the cause is the [`source`](std::error::Error::source). Cheap to clone.
-#[derive(Clone, Debug, thiserror::Error)]
-#[error("token store failed")]
+/// error fits; the cause is the [`source`](std::error::Error::source) (downcast it to your
+/// backend's type). Cheap to clone.
+#[derive(Clone, Debug)]
 pub struct TokenStoreError {
-    #[source]
     source: SharedError,
 }
 
@@ -193,6 +192,44 @@ impl TokenStoreError {
     /// Wraps a backend error. It must not contain a token.
     pub fn new(source: impl Into<BoxError>) -> Self {
         Self { source: source.into().into() }
+    }
+}
+
+impl fmt::Display for TokenStoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("token store failed")
+    }
+}
+
+impl std::error::Error for TokenStoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+/// An [`ExternalTokenSource`] failed or did not answer in time. The cause is the
+/// [`source`](std::error::Error::source) (downcast it to your source's type). Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ExternalSourceError {
+    source: SharedError,
+}
+
+impl ExternalSourceError {
+    /// Wraps a source's error. It must not contain a token.
+    pub fn new(source: impl Into<BoxError>) -> Self {
+        Self { source: source.into().into() }
+    }
+}
+
+impl fmt::Display for ExternalSourceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the external token source returned an error")
+    }
+}
+
+impl std::error::Error for ExternalSourceError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
     }
 }
 

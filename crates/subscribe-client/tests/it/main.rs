@@ -11,6 +11,7 @@ mod grants;
 mod redaction;
 mod retry;
 mod token_refresh;
+mod token_outage;
 mod token_sources;
 mod token_store_contract;
 

@@ -98,6 +98,22 @@ async fn errors_debug_and_logs_in_every_scenario_are_free_of_secrets() {
         texts.push(("answer".into(), shown(&client.send(&message()).await.unwrap_err())));
     }
 
+    // An outage of the token endpoint (its error pages echo the request), waited out and
+    // reported, and the hold-off another instance reads from the shared store.
+    let store = Arc::new(subscribe_client::InMemoryTokenStore::new());
+    for _ in 0..2 {
+        let mock = MockTransport::new();
+        mock.route("POST", STABLE_TOKEN_PATH).reply(MockReply::status(502).body(format!("{SECRET} {TOKEN}")));
+        let client = builder(&mock, &clock())
+            .token_store(Arc::clone(&store))
+            .token_wait(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        texts.push(("token outage".into(), shown(&client.send(&message()).await.unwrap_err())));
+    }
+    let hold_off = subscribe_client::TokenStore::refresh_hold_off(&*store, &appid()).await.unwrap();
+    texts.push(("hold-off".into(), format!("{hold_off:?}")));
+
     // Refresh ahead in the background, and authorization errors.
     let clock = clock();
     let mock = mock_with_stable_token(TOKEN, 7200);

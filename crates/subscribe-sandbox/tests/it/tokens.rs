@@ -115,3 +115,64 @@ async fn classic_daily_quota_is_enforced() {
     .await;
     assert_eq!(v["errcode"], 45009);
 }
+
+#[tokio::test]
+async fn token_faults_answer_every_token_request_and_a_timed_one_ends() {
+    use subscribe_sandbox::{Faults, TokenFault};
+    let (s, http) = start(SandboxConfig::demo()).await;
+    let post = || {
+        http.post(format!("{}/cgi-bin/stable_token", s.base_url()))
+            .body(
+                serde_json::json!({"grant_type":"client_credential","appid":DEMO_APPID,"secret":DEMO_SECRET})
+                    .to_string(),
+            )
+            .send()
+    };
+    let set = |fault, ms| {
+        s.set_faults(Faults { token_fault: Some(fault), token_fault_ms: ms, ..Faults::default() });
+    };
+
+    set(TokenFault::Http502, None);
+    assert_eq!(post().await.unwrap().status(), 502);
+    set(TokenFault::Busy, None);
+    assert_eq!(body(post().await.unwrap()).await["errcode"], -1);
+    set(TokenFault::Quota, None);
+    assert_eq!(body(post().await.unwrap()).await["errcode"], 45009);
+    set(TokenFault::Malformed, None);
+    assert!(serde_json::from_slice::<Value>(&post().await.unwrap().bytes().await.unwrap()).is_err());
+    set(TokenFault::Drop, None);
+    let dropped = match post().await {
+        Ok(r) => r.bytes().await.is_err(),
+        Err(_) => true,
+    };
+    assert!(dropped, "the answer never completes");
+    // The classic endpoint fails the same way.
+    set(TokenFault::Http502, None);
+    let classic = http
+        .get(format!(
+            "{}/cgi-bin/token?grant_type=client_credential&appid={DEMO_APPID}&secret={DEMO_SECRET}",
+            s.base_url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(classic.status(), 502);
+    assert_eq!(s.stats().tokens_issued, 0);
+
+    // A stall answers normally, late.
+    s.set_faults(Faults {
+        token_fault: Some(TokenFault::Stall),
+        token_stall_ms: Some(300),
+        ..Faults::default()
+    });
+    let started = std::time::Instant::now();
+    assert!(body(post().await.unwrap()).await["access_token"].is_string());
+    assert!(started.elapsed() >= Duration::from_millis(300));
+
+    // A timed outage ends by itself.
+    set(TokenFault::Http502, Some(300));
+    assert_eq!(post().await.unwrap().status(), 502);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert!(body(post().await.unwrap()).await["access_token"].is_string());
+    assert_eq!(s.stats().stable_token_requests, 8);
+}
