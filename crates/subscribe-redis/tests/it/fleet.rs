@@ -278,3 +278,61 @@ async fn a_killed_dispatchers_grants_are_finished_by_another_and_nothing_is_sent
     assert_eq!(counts.delivered + counts.review, N as u64, "{counts:?}");
     assert_eq!((counts.pending, counts.reserved), (0, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_instances_back_off_as_one_when_the_token_endpoint_fails() {
+    use subscribe_sandbox::{Faults, TokenFault};
+    let s = SandboxHandle::start(SandboxConfig::demo().with_generated_users(64)).await.unwrap();
+    for i in 0..64 {
+        s.add_grant(DEMO_APPID, &user(i), DEMO_TEMPLATE, Scene::new(3).unwrap());
+    }
+    let shared = redis("outage").await;
+    let backoff = (Duration::from_millis(100), Duration::from_millis(800));
+    let wait = Duration::from_secs(2);
+    let mut fleet = Vec::new();
+    for _ in 0..4 {
+        let c = Client::builder(AppId::new(DEMO_APPID).unwrap(), AppSecret::new(DEMO_SECRET).unwrap())
+            .api_base(s.base_url())
+            .token_store(RedisTokenStore::new(same_redis(&shared).await))
+            .token_backoff(backoff.0, backoff.1)
+            .token_wait(wait)
+            .build()
+            .unwrap();
+        fleet.push(c);
+    }
+
+    // The endpoint is down for longer than anyone waits: 16 sends per instance all fail, and
+    // the fleet's attempts follow one backoff schedule, not four.
+    s.set_faults(Faults { token_fault: Some(TokenFault::Http502), ..Faults::default() });
+    let mut tasks = tokio::task::JoinSet::new();
+    for (n, c) in fleet.iter().enumerate() {
+        for k in 0..16 {
+            let c = c.clone();
+            tasks.spawn(async move { c.send(&message(&user(n * 16 + k), 3)).await });
+        }
+    }
+    let mut held_off = 0;
+    while let Some(r) = tasks.join_next().await {
+        let e = r.unwrap().unwrap_err();
+        let subscribe_client::Error::Token(subscribe_client::TokenError::Unavailable { last: Some(last), .. }) = &e
+        else {
+            panic!("{e:?}")
+        };
+        held_off += usize::from(matches!(**last, subscribe_client::TokenError::HeldOff { .. }));
+    }
+    let requests = s.stats().stable_token_requests;
+    eprintln!("4 instances, 2 s outage: {requests} token requests; {held_off} of 64 sends held off by the store");
+    // One instance alone: attempts at 0 and after 0.05–0.1, 0.1–0.2, 0.2–0.4, 0.4–0.8 s, then
+    // every 0.4–0.8 s: at most 8 in 2 s (and its waiters give up at the first attempt
+    // planned past their wait). Four uncoordinated instances would make up to 32.
+    assert!(requests <= 9, "{requests} token requests from 4 instances in a 2 s outage");
+    assert!(held_off > 0, "some instances learnt of the outage from the store");
+
+    // The outage ends: every instance sends again, on one token.
+    s.set_faults(Faults::default());
+    tokio::time::sleep(backoff.1).await; // the last hold-off ends
+    for (n, c) in fleet.iter().enumerate() {
+        c.send(&message(&user(n * 16), 3)).await.unwrap();
+    }
+    assert_eq!(s.stats().tokens_issued, 1);
+}
