@@ -38,7 +38,7 @@ use serde_json::json;
 use subscribe_client::{
     CancelToken, Client, Dispatcher, GrantKey, GrantLedger, InMemoryGrantLedger, RetryPolicy,
 };
-use subscribe_sandbox::{DEMO_APPID, DEMO_SECRET, DEMO_TEMPLATE, SandboxConfig, SandboxHandle};
+use subscribe_sandbox::{DEMO_APPID, DEMO_SECRET, DEMO_TEMPLATE, SandboxConfig, SandboxHandle, TokenFault};
 use subscribe_types::{AppId, AppSecret, OpenId, Scene, SubscribeMessage, TemplateId};
 
 const TOKEN: &str = "BENCH_ACCESS_TOKEN_0123456789abcdef0123456789abcdef";
@@ -398,6 +398,24 @@ enum Action {
     RevokeAt(u64, Duration),
     ExpireAt(u64),
     RevokeEvery(u64),
+    /// Revoke every token and fail the token endpoint with HTTP 502 for the duration.
+    RevokeWithOutageAt(u64, Duration),
+}
+
+/// What a row must show beyond the checks every row makes.
+#[derive(Clone, Copy)]
+enum Expect {
+    /// Token requests at most one per rotation or revocation.
+    Rotations,
+    /// The token endpoint fails throughout: nothing delivered, every message failed for want
+    /// of a token, token requests no more than the backoff schedule allows in the run's time.
+    NoToken,
+    /// A refusal that starts the cool-down: one token request, nothing delivered.
+    CoolDown,
+    /// The token endpoint fails for a while (less than the client's `token_wait`) or answers
+    /// slowly: every message delivered, token requests no more than the backoff schedule
+    /// allows during the outage, plus `fetches` that succeed.
+    Outage { outage: Duration, fetches: u64 },
 }
 
 struct FaultScenario {
@@ -406,6 +424,21 @@ struct FaultScenario {
     action: Action,
     lifetime: Option<Duration>,
     pace: Option<Duration>,
+    expect: Expect,
+}
+
+/// The most token attempts the client's default backoff (0.5 s doubling to 30 s, each wait at
+/// least half its nominal length) can make in `window`, the first included.
+fn backoff_attempts(window: Duration) -> u64 {
+    let (mut attempts, mut at) = (1, Duration::ZERO);
+    for k in 0..64 {
+        at += Duration::from_millis(500).saturating_mul(1 << k.min(16)).min(Duration::from_secs(30)) / 2;
+        if at > window {
+            break;
+        }
+        attempts += 1;
+    }
+    attempts
 }
 
 #[allow(clippy::too_many_lines)] // one table, one row per scenario
@@ -426,6 +459,7 @@ async fn faults(n: usize, concurrency: usize) -> serde_json::Value {
             action: Action::None,
             lifetime: None,
             pace: None,
+            expect: Expect::Rotations,
         },
         FaultScenario {
             name: format!("all tokens revoked after {} sends, no grace", thousands(half)),
@@ -433,6 +467,7 @@ async fn faults(n: usize, concurrency: usize) -> serde_json::Value {
             action: Action::RevokeAt(half, Duration::ZERO),
             lifetime: None,
             pace: None,
+            expect: Expect::Rotations,
         },
         FaultScenario {
             name: format!("all tokens revoked after {} sends, 5 s grace", thousands(half)),
@@ -440,6 +475,7 @@ async fn faults(n: usize, concurrency: usize) -> serde_json::Value {
             action: Action::RevokeAt(half, Duration::from_secs(5)),
             lifetime: None,
             pace: None,
+            expect: Expect::Rotations,
         },
         FaultScenario {
             name: format!("all tokens expired after {} sends", thousands(half)),
@@ -447,6 +483,7 @@ async fn faults(n: usize, concurrency: usize) -> serde_json::Value {
             action: Action::ExpireAt(half),
             lifetime: None,
             pace: None,
+            expect: Expect::Rotations,
         },
         FaultScenario {
             name: format!("each token valid for {} sends", thousands(quarter)),
@@ -454,6 +491,7 @@ async fn faults(n: usize, concurrency: usize) -> serde_json::Value {
             action: Action::RevokeEvery(quarter),
             lifetime: None,
             pace: None,
+            expect: Expect::Rotations,
         },
         FaultScenario {
             name: "5 s token lifetime (sends paced over ~12 s)".into(),
@@ -461,6 +499,7 @@ async fn faults(n: usize, concurrency: usize) -> serde_json::Value {
             action: Action::None,
             lifetime: Some(Duration::from_secs(5)),
             pace: Some(Duration::from_millis(190)),
+            expect: Expect::Rotations,
         },
         FaultScenario {
             name: "-1 on 1 in 100 sends".into(),
@@ -468,6 +507,7 @@ async fn faults(n: usize, concurrency: usize) -> serde_json::Value {
             action: Action::None,
             lifetime: None,
             pace: None,
+            expect: Expect::Rotations,
         },
         FaultScenario {
             name: "HTTP 502 on 1 in 200".into(),
@@ -475,6 +515,7 @@ async fn faults(n: usize, concurrency: usize) -> serde_json::Value {
             action: Action::None,
             lifetime: None,
             pace: None,
+            expect: Expect::Rotations,
         },
         FaultScenario {
             name: "malformed JSON on 1 in 200".into(),
@@ -482,6 +523,7 @@ async fn faults(n: usize, concurrency: usize) -> serde_json::Value {
             action: Action::None,
             lifetime: None,
             pace: None,
+            expect: Expect::Rotations,
         },
         FaultScenario {
             name: "dropped connection on 1 in 200".into(),
@@ -489,6 +531,7 @@ async fn faults(n: usize, concurrency: usize) -> serde_json::Value {
             action: Action::None,
             lifetime: None,
             pace: None,
+            expect: Expect::Rotations,
         },
         FaultScenario {
             name: format!("20 s stall on 1 in {} (client timeout 10 s)", thousands(half)),
@@ -496,13 +539,71 @@ async fn faults(n: usize, concurrency: usize) -> serde_json::Value {
             action: Action::None,
             lifetime: None,
             pace: None,
+            expect: Expect::Rotations,
         },
     ];
+    // The token endpoint itself fails, on a fresh client (no token yet).
+    let token = |fault: TokenFault, ms: Option<u64>| Faults {
+        token_fault: Some(fault),
+        token_fault_ms: ms,
+        token_stall_ms: Some(3000),
+        ..Faults::default()
+    };
+    let fresh = |name: &str, faults: Faults, expect: Expect| FaultScenario {
+        name: format!("token endpoint: {name} (fresh client)"),
+        faults,
+        action: Action::None,
+        lifetime: None,
+        pace: None,
+        expect,
+    };
+    let token_rows = [
+        fresh("every request HTTP 502", token(TokenFault::Http502, None), Expect::NoToken),
+        fresh("every connection dropped", token(TokenFault::Drop, None), Expect::NoToken),
+        fresh("every request answered -1", token(TokenFault::Busy, None), Expect::NoToken),
+        fresh("every request answered 45009 (quota)", token(TokenFault::Quota, None), Expect::CoolDown),
+        fresh(
+            "every request stalled 3 s",
+            token(TokenFault::Stall, None),
+            Expect::Outage { outage: Duration::ZERO, fetches: 1 },
+        ),
+        fresh(
+            "HTTP 502 for the first 2 s",
+            token(TokenFault::Http502, Some(2000)),
+            Expect::Outage { outage: Duration::from_secs(2), fetches: 1 },
+        ),
+        FaultScenario {
+            name: format!(
+                "warm client; all tokens revoked after {} sends with the token endpoint down (502) for 3 s",
+                thousands(half)
+            ),
+            faults: Faults::default(),
+            action: Action::RevokeWithOutageAt(half, Duration::from_secs(3)),
+            lifetime: None,
+            pace: None,
+            expect: Expect::Outage { outage: Duration::from_secs(3), fetches: 2 },
+        },
+    ];
+    let scenarios = scenarios.into_iter().chain(token_rows);
     let mut rows = Vec::new();
     for sc in scenarios {
         rows.push(fault_row(sc, n, concurrency).await);
     }
     json!({ "scenario": "faults", "sends": n, "concurrency": concurrency, "rows": rows })
+}
+
+/// What the token source last answered, in a word or two (one table cell per kind).
+fn token_failure(t: &subscribe_client::TokenError) -> String {
+    use subscribe_client::TokenError as T;
+    match t.last() {
+        None => "first attempt still running".into(),
+        Some(T::Rejected { error, .. } | T::CoolingDown { error, .. }) => format!("errcode {}", error.code().get()),
+        Some(T::HttpStatus { status }) => format!("HTTP {status}"),
+        Some(T::Transport(e)) => e.kind().to_string(),
+        Some(T::Decode(_)) => "malformed answer".into(),
+        Some(T::HeldOff { .. }) => "held off by another instance".into(),
+        Some(other) => other.to_string(),
+    }
 }
 
 /// `1234` as `1,234`.
@@ -521,7 +622,7 @@ fn thousands(n: u64) -> String {
 /// The fault table as Markdown rows (for `docs/reliability.md`).
 fn fault_markdown(result: &serde_json::Value) -> String {
     let mut out = String::from(
-        "| Scenario | Delivered | Failed (by kind) | Unknown | Token requests | Extra requests (replays) | Deliveries counted by the sandbox |\n|---|---:|---|---:|---:|---:|---:|\n",
+        "| Scenario | Delivered | Failed (by kind) | Unknown | Token requests | Extra requests (replays) | Deliveries counted by the sandbox | Last outcome after |\n|---|---:|---|---:|---:|---:|---:|---:|\n",
     );
     for row in result["rows"].as_array().into_iter().flatten() {
         let outcomes = row["outcomes"].as_object().cloned().unwrap_or_default();
@@ -533,7 +634,7 @@ fn fault_markdown(result: &serde_json::Value) -> String {
             .collect();
         let failed = if failed.is_empty() { "0".to_owned() } else { failed.join(", ") };
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {:.1} s |\n",
             row["name"].as_str().unwrap_or(""),
             count("delivered"),
             failed,
@@ -541,6 +642,7 @@ fn fault_markdown(result: &serde_json::Value) -> String {
             row["token_requests"],
             row["extra_requests"],
             row["sandbox_deliveries"],
+            row["last_outcome_s"].as_f64().unwrap_or(0.0),
         ));
     }
     out
@@ -564,13 +666,20 @@ async fn fault_row(sc: FaultScenario, n: usize, concurrency: usize) -> serde_jso
         .build()
         .unwrap();
     let outcomes: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+    let last_outcome: Arc<Mutex<Option<Duration>>> = Arc::default();
     let started = Instant::now();
     let done = Arc::new(AtomicU64::new(0));
     let next = Arc::new(AtomicUsize::new(0));
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..concurrency {
-        let (c, s, outcomes, done, next) =
-            (c.clone(), Arc::clone(&s), Arc::clone(&outcomes), Arc::clone(&done), Arc::clone(&next));
+        let (c, s, outcomes, done, next, last_outcome) = (
+            c.clone(),
+            Arc::clone(&s),
+            Arc::clone(&outcomes),
+            Arc::clone(&done),
+            Arc::clone(&next),
+            Arc::clone(&last_outcome),
+        );
         let (action, pace) = (sc.action, sc.pace);
         workers.spawn(async move {
             loop {
@@ -581,17 +690,27 @@ async fn fault_row(sc: FaultScenario, n: usize, concurrency: usize) -> serde_jso
                 let kind = match c.send(&message(i, 5)).await {
                     Ok(_) => "delivered".to_owned(),
                     Err(e) if !e.outcome_known() => "unknown".to_owned(),
+                    Err(subscribe_client::Error::Token(t)) => format!("failed: no token ({})", token_failure(&t)),
                     Err(e) => match e.api_code() {
                         Some(code) => format!("failed: errcode {}", code.get()),
                         None => format!("failed: {e}"),
                     },
                 };
                 *outcomes.lock().unwrap().entry(kind).or_default() += 1;
+                *last_outcome.lock().unwrap() = Some(started.elapsed());
                 let k = done.fetch_add(1, Ordering::AcqRel) + 1;
                 match action {
                     Action::RevokeAt(at, grace) if k == at => s.revoke_tokens(grace),
                     Action::ExpireAt(at) if k == at => s.expire_tokens(),
                     Action::RevokeEvery(m) if k % m == 0 && k < n as u64 => s.revoke_tokens(Duration::ZERO),
+                    Action::RevokeWithOutageAt(at, outage) if k == at => {
+                        s.set_faults(subscribe_sandbox::Faults {
+                            token_fault: Some(TokenFault::Http502),
+                            token_fault_ms: Some(outage.as_millis() as u64),
+                            ..subscribe_sandbox::Faults::default()
+                        });
+                        s.revoke_tokens(Duration::ZERO);
+                    }
                     _ => {}
                 }
                 if let Some(p) = pace {
@@ -605,16 +724,19 @@ async fn fault_row(sc: FaultScenario, n: usize, concurrency: usize) -> serde_jso
     if sc.faults.stall_every.is_some() {
         tokio::time::sleep(Duration::from_millis(sc.faults.stall_ms.unwrap_or(0) + 500)).await;
     }
-    let elapsed = started.elapsed();
+    let elapsed = last_outcome.lock().unwrap().unwrap_or_default();
     let stats = s.stats();
     let outcomes = outcomes.lock().unwrap().clone();
     let token_requests = stats.classic_token_requests + stats.stable_token_requests;
     // The expectations of the table, checked on every run (`cargo xtask faults --quick` in CI).
-    let budget = match (sc.action, sc.lifetime) {
-        (_, Some(l)) => 1 + (elapsed.as_secs_f64() / (l.as_secs_f64() / 2.0)).ceil() as u64,
-        (Action::RevokeAt(..) | Action::ExpireAt(_), None) => 2,
-        (Action::RevokeEvery(m), None) => 1 + (n as u64 - 1) / m,
-        (Action::None, None) => 1,
+    let budget = match (sc.expect, sc.action, sc.lifetime) {
+        (Expect::NoToken, ..) => backoff_attempts(elapsed),
+        (Expect::CoolDown, ..) => 1,
+        (Expect::Outage { outage, fetches }, ..) => backoff_attempts(outage) + fetches,
+        (Expect::Rotations, _, Some(l)) => 1 + (elapsed.as_secs_f64() / (l.as_secs_f64() / 2.0)).ceil() as u64,
+        (Expect::Rotations, Action::RevokeAt(..) | Action::ExpireAt(_) | Action::RevokeWithOutageAt(..), None) => 2,
+        (Expect::Rotations, Action::RevokeEvery(m), None) => 1 + (n as u64 - 1) / m,
+        (Expect::Rotations, Action::None, None) => 1,
     };
     let delivered = outcomes.get("delivered").copied().unwrap_or(0);
     let most_in_one_inbox = (0..n).map(|i| s.inbox(&format!("oUser{i:010}")).len()).max().unwrap_or(0);
@@ -633,12 +755,28 @@ async fn fault_row(sc: FaultScenario, n: usize, concurrency: usize) -> serde_jso
     if most_in_one_inbox > 1 {
         violations.push(format!("a user received {most_in_one_inbox} messages"));
     }
+    match sc.expect {
+        Expect::NoToken | Expect::CoolDown => {
+            let no_token: u64 =
+                outcomes.iter().filter(|(k, _)| k.starts_with("failed: no token")).map(|(_, v)| *v).sum();
+            if delivered > 0 || no_token != n as u64 {
+                violations.push(format!(
+                    "with no token to be had, {delivered} delivered and {no_token} of {n} failed for want of one"
+                ));
+            }
+        }
+        Expect::Outage { .. } if delivered != n as u64 => {
+            violations.push(format!("after an outage shorter than token_wait, {delivered} of {n} delivered"));
+        }
+        _ => {}
+    }
     json!({
         "violations": violations,
         "token_budget": budget,
         "name": sc.name,
         "outcomes": outcomes,
         "token_requests": stats.classic_token_requests + stats.stable_token_requests,
+        "last_outcome_s": (elapsed.as_secs_f64() * 10.0).round() / 10.0,
         "tokens_issued": stats.tokens_issued,
         "send_requests": stats.send_requests,
         "extra_requests": stats.send_requests.saturating_sub(n as u64),

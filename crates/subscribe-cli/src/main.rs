@@ -44,6 +44,10 @@ struct Cli {
     /// Which token endpoint to use.
     #[arg(long, env = "WXSUB_TOKEN_SOURCE", value_enum, default_value_t = TokenSource::Stable, global = true)]
     token_source: TokenSource,
+    /// How long a send that has no token waits for one while the token endpoint fails, in
+    /// seconds (attempts back off from 0.5 s to 30 s meanwhile).
+    #[arg(long, env = "WXSUB_TOKEN_WAIT", default_value_t = 10.0, value_parser = positive_secs, global = true)]
+    token_wait: f64,
     #[command(subcommand)]
     command: Command,
 }
@@ -184,8 +188,15 @@ fn client(cli: &Cli) -> Result<Client, Usage> {
         .api_base(&cli.api_base)
         .mp_base(&cli.mp_base)
         .token_endpoint(endpoint)
+        .token_wait(Duration::from_secs_f64(cli.token_wait))
         .build()
         .map_err(|e| format!("invalid configuration: {e}"))
+}
+
+/// A number of seconds, more than zero and at most a day.
+fn positive_secs(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if v > 0.0 && v <= 86_400.0 { Ok(v) } else { Err(format!("{v} is not between 0 (exclusive) and 86400 seconds")) }
 }
 
 fn parse<T>(flag: &str, r: Result<T, subscribe_types::ValidationError>) -> Result<T, Usage> {

@@ -8,7 +8,7 @@
 //! everyone waiting with a [`Dispatcher`]), and keeps an access token valid for all of it — one refresh per process
 //! (or per fleet, with a shared [`TokenStore`]), ahead of expiry in the background, one
 //! invalidate-and-replay when WeChat rejects a token, a cool-down when the token endpoint
-//! refuses.
+//! refuses, and backoff with calls that wait out short outages (`token_wait`) when it fails.
 //!
 //! ```
 //! use subscribe_client::test_util::{SEND_PATH, errcode_reply, mock_with_stable_token, ok_reply};
