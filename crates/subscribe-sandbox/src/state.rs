@@ -42,6 +42,7 @@ pub struct Faults {
 #[serde(rename_all = "snake_case")]
 pub enum TokenFault {
     /// HTTP 502 from a gateway.
+    #[serde(rename = "http_502")]
     Http502,
     /// The connection is dropped without an answer.
     Drop,

@@ -176,3 +176,15 @@ async fn token_faults_answer_every_token_request_and_a_timed_one_ends() {
     assert!(body(post().await.unwrap()).await["access_token"].is_string());
     assert_eq!(s.stats().stable_token_requests, 8);
 }
+
+#[test]
+fn token_faults_are_spelled_like_the_send_faults() {
+    use subscribe_sandbox::Faults;
+    let f: Faults = serde_json::from_str(r#"{"token_fault":"http_502","token_fault_ms":2000}"#).unwrap();
+    assert_eq!(f.token_fault, Some(subscribe_sandbox::TokenFault::Http502));
+    for name in ["drop", "busy", "quota", "malformed", "stall"] {
+        let json = format!(r#"{{"token_fault":"{name}"}}"#);
+        assert!(serde_json::from_str::<Faults>(&json).is_ok(), "{name}");
+    }
+    assert!(serde_json::from_str::<Faults>(r#"{"token_fault":"http502"}"#).is_err());
+}
