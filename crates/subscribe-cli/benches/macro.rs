@@ -597,7 +597,9 @@ fn token_failure(t: &subscribe_client::TokenError) -> String {
     use subscribe_client::TokenError as T;
     match t.last() {
         None => "first attempt still running".into(),
-        Some(T::Rejected { error, .. } | T::CoolingDown { error, .. }) => format!("errcode {}", error.code().get()),
+        Some(T::Rejected { error, .. } | T::CoolingDown { error, .. }) => {
+            format!("errcode {}", error.code().get())
+        }
         Some(T::HttpStatus { status }) => format!("HTTP {status}"),
         Some(T::Transport(e)) => e.kind().to_string(),
         Some(T::Decode(_)) => "malformed answer".into(),
@@ -687,32 +689,13 @@ async fn fault_row(sc: FaultScenario, n: usize, concurrency: usize) -> serde_jso
                 if i >= n {
                     break;
                 }
-                let kind = match c.send(&message(i, 5)).await {
-                    Ok(_) => "delivered".to_owned(),
-                    Err(e) if !e.outcome_known() => "unknown".to_owned(),
-                    Err(subscribe_client::Error::Token(t)) => format!("failed: no token ({})", token_failure(&t)),
-                    Err(e) => match e.api_code() {
-                        Some(code) => format!("failed: errcode {}", code.get()),
-                        None => format!("failed: {e}"),
-                    },
-                };
+                let kind = outcome_kind(c.send(&message(i, 5)).await);
                 *outcomes.lock().unwrap().entry(kind).or_default() += 1;
-                *last_outcome.lock().unwrap() = Some(started.elapsed());
+                let mut last = last_outcome.lock().unwrap();
+                *last = Some(last.unwrap_or_default().max(started.elapsed()));
+                drop(last);
                 let k = done.fetch_add(1, Ordering::AcqRel) + 1;
-                match action {
-                    Action::RevokeAt(at, grace) if k == at => s.revoke_tokens(grace),
-                    Action::ExpireAt(at) if k == at => s.expire_tokens(),
-                    Action::RevokeEvery(m) if k % m == 0 && k < n as u64 => s.revoke_tokens(Duration::ZERO),
-                    Action::RevokeWithOutageAt(at, outage) if k == at => {
-                        s.set_faults(subscribe_sandbox::Faults {
-                            token_fault: Some(TokenFault::Http502),
-                            token_fault_ms: Some(outage.as_millis() as u64),
-                            ..subscribe_sandbox::Faults::default()
-                        });
-                        s.revoke_tokens(Duration::ZERO);
-                    }
-                    _ => {}
-                }
+                act(&s, action, k, n as u64);
                 if let Some(p) = pace {
                     tokio::time::sleep(p).await;
                 }
@@ -729,21 +712,12 @@ async fn fault_row(sc: FaultScenario, n: usize, concurrency: usize) -> serde_jso
     let outcomes = outcomes.lock().unwrap().clone();
     let token_requests = stats.classic_token_requests + stats.stable_token_requests;
     // The expectations of the table, checked on every run (`cargo xtask faults --quick` in CI).
-    let budget = match (sc.expect, sc.action, sc.lifetime) {
-        (Expect::NoToken, ..) => backoff_attempts(elapsed),
-        (Expect::CoolDown, ..) => 1,
-        (Expect::Outage { outage, fetches }, ..) => backoff_attempts(outage) + fetches,
-        (Expect::Rotations, _, Some(l)) => 1 + (elapsed.as_secs_f64() / (l.as_secs_f64() / 2.0)).ceil() as u64,
-        (Expect::Rotations, Action::RevokeAt(..) | Action::ExpireAt(_) | Action::RevokeWithOutageAt(..), None) => 2,
-        (Expect::Rotations, Action::RevokeEvery(m), None) => 1 + (n as u64 - 1) / m,
-        (Expect::Rotations, Action::None, None) => 1,
-    };
+    let (budget, allowed_by) = token_budget(&sc, n, elapsed);
     let delivered = outcomes.get("delivered").copied().unwrap_or(0);
     let most_in_one_inbox = (0..n).map(|i| s.inbox(&format!("oUser{i:010}")).len()).max().unwrap_or(0);
     let mut violations = Vec::new();
     if token_requests > budget {
-        violations
-            .push(format!("{token_requests} token requests for at most {budget} rotations or revocations"));
+        violations.push(format!("{token_requests} token requests, more than the {budget} {allowed_by}"));
     }
     if outcomes.values().sum::<u64>() != n as u64 {
         violations.push(format!("{} outcomes for {n} messages", outcomes.values().sum::<u64>()));
@@ -755,21 +729,7 @@ async fn fault_row(sc: FaultScenario, n: usize, concurrency: usize) -> serde_jso
     if most_in_one_inbox > 1 {
         violations.push(format!("a user received {most_in_one_inbox} messages"));
     }
-    match sc.expect {
-        Expect::NoToken | Expect::CoolDown => {
-            let no_token: u64 =
-                outcomes.iter().filter(|(k, _)| k.starts_with("failed: no token")).map(|(_, v)| *v).sum();
-            if delivered > 0 || no_token != n as u64 {
-                violations.push(format!(
-                    "with no token to be had, {delivered} delivered and {no_token} of {n} failed for want of one"
-                ));
-            }
-        }
-        Expect::Outage { .. } if delivered != n as u64 => {
-            violations.push(format!("after an outage shorter than token_wait, {delivered} of {n} delivered"));
-        }
-        _ => {}
-    }
+    violations.extend(outcome_violation(sc.expect, &outcomes, n as u64));
     json!({
         "violations": violations,
         "token_budget": budget,
@@ -782,6 +742,79 @@ async fn fault_row(sc: FaultScenario, n: usize, concurrency: usize) -> serde_jso
         "extra_requests": stats.send_requests.saturating_sub(n as u64),
         "sandbox_deliveries": stats.deliveries,
     })
+}
+
+/// How a send ended, as a row of the table counts it.
+fn outcome_kind(result: Result<subscribe_client::SendReceipt, subscribe_client::Error>) -> String {
+    match result {
+        Ok(_) => "delivered".to_owned(),
+        Err(e) if !e.outcome_known() => "unknown".to_owned(),
+        Err(subscribe_client::Error::Token(t)) => format!("failed: no token ({})", token_failure(&t)),
+        Err(e) => match e.api_code() {
+            Some(code) => format!("failed: errcode {}", code.get()),
+            None => format!("failed: {e}"),
+        },
+    }
+}
+
+/// The scenario's action after `k` of `n` sends completed.
+fn act(s: &SandboxHandle, action: Action, k: u64, n: u64) {
+    match action {
+        Action::RevokeAt(at, grace) if k == at => s.revoke_tokens(grace),
+        Action::ExpireAt(at) if k == at => s.expire_tokens(),
+        Action::RevokeEvery(m) if k.is_multiple_of(m) && k < n => s.revoke_tokens(Duration::ZERO),
+        Action::RevokeWithOutageAt(at, outage) if k == at => {
+            s.set_faults(subscribe_sandbox::Faults {
+                token_fault: Some(TokenFault::Http502),
+                token_fault_ms: Some(outage.as_millis() as u64),
+                ..subscribe_sandbox::Faults::default()
+            });
+            s.revoke_tokens(Duration::ZERO);
+        }
+        _ => {}
+    }
+}
+
+/// The most token requests a row may make, and what allows them.
+fn token_budget(sc: &FaultScenario, n: usize, elapsed: Duration) -> (u64, &'static str) {
+    let schedule = "allowed by the backoff schedule";
+    let rotations = "rotations or revocations";
+    match (sc.expect, sc.action, sc.lifetime) {
+        (Expect::NoToken, ..) => (backoff_attempts(elapsed), schedule),
+        (Expect::Outage { outage, fetches }, ..) => (backoff_attempts(outage) + fetches, schedule),
+        (Expect::CoolDown, ..) => (1, "the cool-down allows"),
+        (Expect::Rotations, _, Some(l)) => {
+            (1 + (elapsed.as_secs_f64() / (l.as_secs_f64() / 2.0)).ceil() as u64, rotations)
+        }
+        (
+            Expect::Rotations,
+            Action::RevokeAt(..) | Action::ExpireAt(_) | Action::RevokeWithOutageAt(..),
+            None,
+        ) => (2, rotations),
+        (Expect::Rotations, Action::RevokeEvery(m), None) => (1 + (n as u64 - 1) / m, rotations),
+        (Expect::Rotations, Action::None, None) => (1, rotations),
+    }
+}
+
+/// What the outcomes of a token-endpoint row must show.
+fn outcome_violation(
+    expect: Expect,
+    outcomes: &std::collections::BTreeMap<String, u64>,
+    n: u64,
+) -> Option<String> {
+    let delivered = outcomes.get("delivered").copied().unwrap_or(0);
+    match expect {
+        Expect::NoToken | Expect::CoolDown => {
+            let no_token: u64 =
+                outcomes.iter().filter(|(k, _)| k.starts_with("failed: no token")).map(|(_, v)| *v).sum();
+            (delivered > 0 || no_token != n).then(|| {
+                format!("with no token to be had, {delivered} delivered and {no_token} of {n} failed for want of one")
+            })
+        }
+        Expect::Outage { .. } => (delivered != n)
+            .then(|| format!("after an outage shorter than token_wait, {delivered} of {n} delivered")),
+        Expect::Rotations => None,
+    }
 }
 
 fn main() {

@@ -196,7 +196,11 @@ fn client(cli: &Cli) -> Result<Client, Usage> {
 /// A number of seconds, more than zero and at most a day.
 fn positive_secs(s: &str) -> Result<f64, String> {
     let v: f64 = s.parse().map_err(|_| format!("`{s}` is not a number of seconds"))?;
-    if v > 0.0 && v <= 86_400.0 { Ok(v) } else { Err(format!("{v} is not between 0 (exclusive) and 86400 seconds")) }
+    if v > 0.0 && v <= 86_400.0 {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not between 0 (exclusive) and 86400 seconds"))
+    }
 }
 
 fn parse<T>(flag: &str, r: Result<T, subscribe_types::ValidationError>) -> Result<T, Usage> {

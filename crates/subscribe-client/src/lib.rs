@@ -86,8 +86,8 @@ pub use retry::RetryPolicy;
 pub use subscribe_transport as transport;
 pub use subscribe_types as types;
 pub use token::{
-    BoxError, CachedToken, ExternalSourceError, ExternalTokenSource, HoldOff, InMemoryTokenStore, SharedTokenStore,
-    TokenEndpoint, TokenStore, TokenStoreError,
+    BoxError, CachedToken, ExternalSourceError, ExternalTokenSource, HoldOff, InMemoryTokenStore,
+    SharedTokenStore, TokenEndpoint, TokenStore, TokenStoreError,
 };
 
 // Compile-time checks: the client and its errors cross threads; the traits are object safe.

@@ -152,7 +152,8 @@ pub async fn token_store_contract<S: TokenStore + ?Sized>(store: &S) {
             "hold_off_refresh leaves another holder's live lease alone"
         );
         store.hold_off_refresh(&app, "h5", ttl, "token endpoint answered HTTP 502").await.expect("hold off");
-        let h = store.refresh_hold_off(&app).await.expect("hold-off").expect("the holder's hold-off is in force");
+        let h =
+            store.refresh_hold_off(&app).await.expect("hold-off").expect("the holder's hold-off is in force");
         assert_eq!(h.reason, "token endpoint answered HTTP 502", "the hold-off keeps its reason");
         assert!(h.remaining > Duration::ZERO && h.remaining <= ttl, "hold-off remaining: {:?}", h.remaining);
         assert!(
@@ -164,7 +165,10 @@ pub async fn token_store_contract<S: TokenStore + ?Sized>(store: &S) {
             "not even the instance that asked for it"
         );
         store.release_refresh_lease(&app, "h5").await.expect("release");
-        assert!(store.refresh_hold_off(&app).await.expect("hold-off").is_some(), "release does not end a hold-off");
+        assert!(
+            store.refresh_hold_off(&app).await.expect("hold-off").is_some(),
+            "release does not end a hold-off"
+        );
         assert!(store.refresh_hold_off(&other).await.expect("hold-off").is_none(), "hold-offs are per app");
         tokio::time::sleep(ttl + Duration::from_millis(200)).await;
         assert!(store.refresh_hold_off(&app).await.expect("hold-off").is_none(), "a hold-off ends");

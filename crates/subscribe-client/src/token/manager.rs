@@ -33,7 +33,9 @@ use subscribe_types::{
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use super::{CachedToken, ExternalSourceError, HoldOff, SharedExternalSource, SharedTokenStore, TokenStoreError};
+use super::{
+    CachedToken, ExternalSourceError, HoldOff, SharedExternalSource, SharedTokenStore, TokenStoreError,
+};
 use crate::clock::SharedClock;
 use crate::error::{TokenError, TokenRejection};
 
@@ -282,22 +284,24 @@ impl TokenManager {
         let cooling = st.cooldown.as_ref().is_some_and(|c| now < c.until);
         if st.flight.is_none() && now >= st.backoff.not_before && !cooling {
             debug!(appid = %self.appid, "refreshing the access token ahead of expiry");
-            drop(self.start_flight(st, None, true));
+            drop(self.start_flight(st, None, None));
         }
     }
 
+    /// Starts a flight for a caller waiting until `deadline`, or (`None`) in the background.
     fn start_flight(
         self: &Arc<Self>,
         st: &mut State,
         rejected: Option<AccessToken>,
-        background: bool,
+        deadline: Option<Duration>,
     ) -> watch::Receiver<Status> {
         let (tx, rx) = watch::channel(Status::Attempting);
         let tx = Arc::new(tx);
         st.next_flight += 1;
         let id = st.next_flight;
-        st.flight = Some(Flight { id, tx: Arc::clone(&tx), until: Duration::ZERO });
+        st.flight = Some(Flight { id, tx: Arc::clone(&tx), until: deadline.unwrap_or_default() });
         let this = Arc::clone(self);
+        let background = deadline.is_none();
         tokio::spawn(async move { this.fly(id, tx, rejected, background).await });
         rx
     }
@@ -331,7 +335,7 @@ impl TokenManager {
                 }
                 if let Some(c) = &st.cooldown {
                     if now < c.until {
-                        return Err(cooling_down(&c.error, c.until - now));
+                        return Err(cooling_down(&c.error, c.until.saturating_sub(now)));
                     }
                     st.cooldown = None;
                 }
@@ -339,23 +343,16 @@ impl TokenManager {
                     drop(st);
                     return Err(unavailable(now));
                 }
-                match &mut st.flight {
-                    Some(f) => {
-                        f.until = f.until.max(deadline);
-                        f.tx.subscribe()
+                if let Some(f) = &mut st.flight {
+                    f.until = f.until.max(deadline);
+                    f.tx.subscribe()
+                } else {
+                    if st.backoff.last.is_some() && st.backoff.not_before > deadline {
+                        // No attempt can start before this caller gives up: fail now.
+                        drop(st);
+                        return Err(unavailable(now));
                     }
-                    None => {
-                        if st.backoff.last.is_some() && st.backoff.not_before > deadline {
-                            // No attempt can start before this caller gives up: fail now.
-                            drop(st);
-                            return Err(unavailable(now));
-                        }
-                        let rx = self.start_flight(&mut st, rejected.cloned(), false);
-                        if let Some(f) = st.flight.as_mut() {
-                            f.until = deadline;
-                        }
-                        rx
-                    }
+                    self.start_flight(&mut st, rejected.cloned(), Some(deadline))
                 }
             };
             loop {
@@ -460,13 +457,17 @@ impl TokenManager {
         } else {
             let failures = lock(&self.state).backoff.failures;
             let random = crate::state::splitmix(&self.jitter);
-            Some(crate::retry::backoff(self.settings.backoff_first, self.settings.backoff_max, failures, random))
+            Some(crate::retry::backoff(
+                self.settings.backoff_first,
+                self.settings.backoff_max,
+                failures,
+                random,
+            ))
         };
-        match pause {
-            Some(p) => {
-                warn!(appid = %self.appid, error = %e, retry_in = ?p, "token attempt failed; backing off");
-            }
-            None => warn!(appid = %self.appid, error = %e, "token attempt failed"),
+        if let Some(p) = pause {
+            warn!(appid = %self.appid, error = %e, retry_in = ?p, "token attempt failed; backing off");
+        } else {
+            warn!(appid = %self.appid, error = %e, "token attempt failed");
         }
         if lease_held {
             // Pause the fleet: for the backoff after an outage, for the cool-down after a
@@ -567,7 +568,10 @@ impl TokenManager {
     }
 
     /// The store's token, adopted, when it is usable (another instance refreshed it).
-    async fn adopt_stored(&self, rejected: Option<&AccessToken>) -> Result<Option<CachedToken>, TokenStoreError> {
+    async fn adopt_stored(
+        &self,
+        rejected: Option<&AccessToken>,
+    ) -> Result<Option<CachedToken>, TokenStoreError> {
         let stored = self.store_call(self.store.load(&self.appid)).await?;
         Ok(stored.filter(|t| self.usable(t, rejected)).map(|t| self.adopt(t, None)))
     }
@@ -578,7 +582,9 @@ impl TokenManager {
     fn usable(&self, t: &CachedToken, rejected: Option<&AccessToken>) -> bool {
         let held = lock(&self.state).local.as_ref().is_some_and(|l| l.cached.token() == t.token());
         let remaining = t.expires_at().duration_since(self.clock.now()).unwrap_or_default();
-        !held && Some(t.token()) != rejected && remaining > refresh_lead(remaining, self.settings.refresh_margin)
+        !held
+            && Some(t.token()) != rejected
+            && remaining > refresh_lead(remaining, self.settings.refresh_margin)
     }
 
     /// Makes `cached` the process's token. Its expiry, a wall-clock time, becomes a monotonic
@@ -626,7 +632,9 @@ impl TokenManager {
                 Some(Err(e)) => {
                     warn!(appid = %self.appid, error = %e, "external token source did not take the invalidation");
                 }
-                None => warn!(appid = %self.appid, after = ?limit, "external token source did not answer the invalidation in time"),
+                None => {
+                    warn!(appid = %self.appid, after = ?limit, "external token source did not answer the invalidation in time");
+                }
             }
         }
     }
@@ -638,7 +646,8 @@ impl TokenManager {
         let ttl = self.settings.lease_ttl;
         let start = self.clock.monotonic();
         loop {
-            match self.store_call(self.store.try_acquire_refresh_lease(&self.appid, &self.holder, ttl)).await {
+            match self.store_call(self.store.try_acquire_refresh_lease(&self.appid, &self.holder, ttl)).await
+            {
                 Ok(true) => return Lease::Ours,
                 Err(e) => {
                     warn!(appid = %self.appid, error = %e, "refresh lease unavailable; refreshing without it");
@@ -662,7 +671,10 @@ impl TokenManager {
 
     /// Fetches a token different from `rejected`, forcing a stable refresh when the normal one
     /// hands the rejected token back and WeChat's budget allows it.
-    async fn fetch_fresh(&self, rejected: Option<&AccessToken>) -> Result<(CachedToken, Duration), TokenError> {
+    async fn fetch_fresh(
+        &self,
+        rejected: Option<&AccessToken>,
+    ) -> Result<(CachedToken, Duration), TokenError> {
         let (cached, lifetime) = self.fetch(false).await?;
         if Some(cached.token()) != rejected {
             return Ok((cached, lifetime));
@@ -733,13 +745,11 @@ impl TokenManager {
             TokenError::Transport(TransportError::from_kind(TransportErrorKind::InvalidRequest))
         })?;
         info!(appid = %self.appid, endpoint = self.source.name(), force_refresh, "requesting an access token");
-        let response = match self.bounded(limit, self.transport.send(request)).await {
-            Some(sent) => sent.map_err(TokenError::Transport)?,
-            None => {
-                let e = TimedOut { what: "the token endpoint", after: limit };
-                return Err(TokenError::Transport(TransportError::timeout(e)));
-            }
+        let Some(sent) = self.bounded(limit, self.transport.send(request)).await else {
+            let e = TimedOut { what: "the token endpoint", after: limit };
+            return Err(TokenError::Transport(TransportError::timeout(e)));
         };
+        let response = sent.map_err(TokenError::Transport)?;
         if response.status() != 200 {
             return Err(TokenError::HttpStatus { status: response.status().as_u16() });
         }
@@ -795,7 +805,7 @@ mod tests {
         // request lands inside WeChat's last 5 minutes even though our expiry runs early.
         assert_eq!(refresh_lead(secs(7200), secs(300)), secs(299));
         // Short lifetimes: half of it, less 1%.
-        assert_eq!(refresh_lead(secs(4), secs(300)), secs(2) - Duration::from_millis(40));
+        assert_eq!(refresh_lead(secs(4), secs(300)), Duration::from_millis(1960));
         // A small margin is honoured, less at most a second.
         assert_eq!(refresh_lead(secs(7200), secs(10)), secs(9));
     }

@@ -141,7 +141,7 @@ impl TokenStore for InMemoryTokenStore {
         let now = self.clock.monotonic();
         Ok(match self.lock().leases.get(app) {
             Some(Slot::HoldOff { until, reason }) if *until > now => {
-                Some(HoldOff { remaining: *until - now, reason: reason.clone() })
+                Some(HoldOff { remaining: until.saturating_sub(now), reason: reason.clone() })
             }
             _ => None,
         })

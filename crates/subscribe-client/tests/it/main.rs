@@ -10,8 +10,8 @@ mod e2e_wiremock;
 mod grants;
 mod redaction;
 mod retry;
-mod token_refresh;
 mod token_outage;
+mod token_refresh;
 mod token_sources;
 mod token_store_contract;
 

@@ -37,7 +37,11 @@ async fn until(what: &str, cond: impl Fn() -> bool) {
 }
 
 /// The monotonic instants (on `clock`) of the token requests `mock` answered.
-fn token_request_times(mock: &MockTransport, clock: &ManualClock, reply: MockReply) -> Arc<Mutex<Vec<Duration>>> {
+fn token_request_times(
+    mock: &MockTransport,
+    clock: &ManualClock,
+    reply: MockReply,
+) -> Arc<Mutex<Vec<Duration>>> {
     let times = Arc::new(Mutex::new(Vec::new()));
     let (t, c) = (Arc::clone(&times), clock.clone());
     mock.route("POST", STABLE_TOKEN_PATH).respond_with(move |_| {
@@ -50,7 +54,9 @@ fn token_request_times(mock: &MockTransport, clock: &ManualClock, reply: MockRep
 /// The `Unavailable` error inside `e`, with what its last attempt met.
 fn unavailable(e: &Error) -> (Duration, u32, Option<&TokenError>) {
     match e {
-        Error::Token(TokenError::Unavailable { waited, attempts, last, .. }) => (*waited, *attempts, last.as_deref()),
+        Error::Token(TokenError::Unavailable { waited, attempts, last, .. }) => {
+            (*waited, *attempts, last.as_deref())
+        }
         other => panic!("expected Token(Unavailable), got {other:?}"),
     }
 }
@@ -104,7 +110,7 @@ async fn attempts_back_off_exponentially_with_jitter_up_to_the_cap() {
     let times = times.lock().unwrap().clone();
     assert_eq!(times.len(), attempts as usize);
     for (k, pair) in times.windows(2).enumerate() {
-        let gap = pair[1] - pair[0];
+        let gap = pair[1].saturating_sub(pair[0]);
         // 0.5 s doubling to 30 s, "equal jitter": between half and all of it.
         let full = Duration::from_millis(500).saturating_mul(1 << k).min(SECS(30));
         assert!(gap >= full / 2 && gap <= full, "gap {k}: {gap:?} outside [{:?}, {full:?}]", full / 2);
@@ -217,7 +223,12 @@ impl TokenStore for BrokenStore {
     async fn invalidate(&self, _: &AppId, _: &AccessToken) -> Result<bool, TokenStoreError> {
         self.fail()
     }
-    async fn try_acquire_refresh_lease(&self, _: &AppId, _: &str, _: Duration) -> Result<bool, TokenStoreError> {
+    async fn try_acquire_refresh_lease(
+        &self,
+        _: &AppId,
+        _: &str,
+        _: Duration,
+    ) -> Result<bool, TokenStoreError> {
         self.fail()
     }
 }
@@ -288,7 +299,9 @@ async fn a_caller_does_not_wait_for_an_attempt_planned_after_its_deadline() {
     let client =
         builder(&mock, &clock).token_wait(SECS(5)).token_backoff(SECS(20), SECS(60)).build().unwrap();
     let err = client.access_token().await.unwrap_err();
-    let Error::Token(TokenError::Unavailable { next_attempt_in: Some(next), .. }) = &err else { panic!("{err:?}") };
+    let Error::Token(TokenError::Unavailable { next_attempt_in: Some(next), .. }) = &err else {
+        panic!("{err:?}")
+    };
     assert!(*next >= SECS(10), "{next:?}");
     let err = client.access_token().await.unwrap_err();
     unavailable(&err);
@@ -436,7 +449,8 @@ fn the_lease_must_outlast_the_work_it_covers() {
     let err = builder(&mock, &clock()).refresh_lease_ttl(SECS(10)).build().unwrap_err();
     // Two token requests at 10 s and two store calls at 3 s.
     assert!(matches!(err, ConfigError::LeaseTooShort { needed, .. } if needed == SECS(26)), "{err:?}");
-    let ok = builder(&mock, &clock()).refresh_lease_ttl(SECS(10)).token_timeout(SECS(3)).store_timeout(SECS(1));
+    let ok =
+        builder(&mock, &clock()).refresh_lease_ttl(SECS(10)).token_timeout(SECS(3)).store_timeout(SECS(1));
     assert!(ok.build().is_ok());
     let zero = builder(&mock, &clock()).token_wait(Duration::ZERO).build().unwrap_err();
     assert!(matches!(zero, ConfigError::ZeroDuration { setting: "token_wait" }), "{zero:?}");

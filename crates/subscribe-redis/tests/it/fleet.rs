@@ -314,14 +314,19 @@ async fn four_instances_back_off_as_one_when_the_token_endpoint_fails() {
     let mut held_off = 0;
     while let Some(r) = tasks.join_next().await {
         let e = r.unwrap().unwrap_err();
-        let subscribe_client::Error::Token(subscribe_client::TokenError::Unavailable { last: Some(last), .. }) = &e
+        let subscribe_client::Error::Token(subscribe_client::TokenError::Unavailable {
+            last: Some(last),
+            ..
+        }) = &e
         else {
             panic!("{e:?}")
         };
         held_off += usize::from(matches!(**last, subscribe_client::TokenError::HeldOff { .. }));
     }
     let requests = s.stats().stable_token_requests;
-    eprintln!("4 instances, 2 s outage: {requests} token requests; {held_off} of 64 sends held off by the store");
+    eprintln!(
+        "4 instances, 2 s outage: {requests} token requests; {held_off} of 64 sends held off by the store"
+    );
     // One instance alone: attempts at 0 and after 0.05–0.1, 0.1–0.2, 0.2–0.4, 0.4–0.8 s, then
     // every 0.4–0.8 s: at most 8 in 2 s (and its waiters give up at the first attempt
     // planned past their wait). Four uncoordinated instances would make up to 32.
