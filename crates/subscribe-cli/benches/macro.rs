@@ -691,9 +691,10 @@ async fn fault_row(sc: FaultScenario, n: usize, concurrency: usize) -> serde_jso
                 }
                 let kind = outcome_kind(c.send(&message(i, 5)).await);
                 *outcomes.lock().unwrap().entry(kind).or_default() += 1;
-                let mut last = last_outcome.lock().unwrap();
-                *last = Some(last.unwrap_or_default().max(started.elapsed()));
-                drop(last);
+                {
+                    let mut last = last_outcome.lock().unwrap();
+                    *last = Some(last.unwrap_or_default().max(started.elapsed()));
+                }
                 let k = done.fetch_add(1, Ordering::AcqRel) + 1;
                 act(&s, action, k, n as u64);
                 if let Some(p) = pace {
