@@ -307,3 +307,24 @@ async fn sandbox_command_prints_its_url_and_the_demo_credentials() {
     assert_eq!(index.status(), 200);
     child.kill().await.unwrap();
 }
+
+#[tokio::test]
+async fn token_wait_bounds_how_long_a_send_waits_while_the_token_endpoint_fails() {
+    use subscribe_sandbox::{Faults, TokenFault};
+    let s = SandboxHandle::start(SandboxConfig::demo()).await.unwrap();
+    s.set_faults(Faults { token_fault: Some(TokenFault::Http502), ..Faults::default() });
+    let started = std::time::Instant::now();
+    let run = wxsub(&s, &["--token-wait", "1.5", "token"], None).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("HTTP 502"), "says what the endpoint answered: {run:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "waited {:?}", started.elapsed());
+    // Attempts at 0 and after about 0.25–0.5 and 0.5–1 s more: a few, not one per second.
+    let requests = s.stats().stable_token_requests;
+    assert!((2..=4).contains(&requests), "{requests} token requests");
+    assert_no_secret(&run, None);
+
+    for bad in ["0", "-1", "soon"] {
+        let run = wxsub(&s, &["--token-wait", bad, "token"], None).await;
+        assert_eq!(run.code, 2, "--token-wait {bad}: {run:?}");
+    }
+}

@@ -347,7 +347,7 @@ impl TokenManager {
                     f.until = f.until.max(deadline);
                     f.tx.subscribe()
                 } else {
-                    if st.backoff.last.is_some() && st.backoff.not_before > deadline {
+                    if st.backoff.failures > 0 && st.backoff.not_before > deadline {
                         // No attempt can start before this caller gives up: fail now.
                         drop(st);
                         return Err(unavailable(now));
@@ -374,7 +374,10 @@ impl TokenManager {
                     biased;
                     changed = rx.changed() => {
                         if changed.is_err() {
-                            break; // the flight ended without a word (it panicked): start anew
+                            // The flight ended without a word: it panicked (in a store or a
+                            // source), which counts as a failed attempt. Not started anew here,
+                            // or a store that always panics would spin.
+                            return Err(unavailable(self.clock.monotonic()));
                         }
                     }
                     () = self.clock.sleep_until(deadline) => {
@@ -393,6 +396,7 @@ impl TokenManager {
         rejected: Option<AccessToken>,
         background: bool,
     ) {
+        let _end = EndOnDrop { manager: &self, id };
         let mut first = true;
         loop {
             let wait = lock(&self.state).backoff.not_before.saturating_sub(self.clock.monotonic());
@@ -772,6 +776,32 @@ impl TokenManager {
             Err(TokenResponseError::Invalid(e)) => Err(TokenError::Invalid(e)),
             Err(_) => Err(TokenError::HttpStatus { status: 200 }),
         }
+    }
+}
+
+/// Ends a flight however its task ends. A flight that unwinds (a store or a source panicked)
+/// counts as a failed attempt, so the next one waits out the backoff.
+struct EndOnDrop<'a> {
+    manager: &'a TokenManager,
+    id: u64,
+}
+
+impl Drop for EndOnDrop<'_> {
+    fn drop(&mut self) {
+        let m = self.manager;
+        let mut st = lock(&m.state);
+        if std::thread::panicking() && st.flight.as_ref().is_some_and(|f| f.id == self.id) {
+            let random = crate::state::splitmix(&m.jitter);
+            let pause = crate::retry::backoff(
+                m.settings.backoff_first,
+                m.settings.backoff_max,
+                st.backoff.failures,
+                random,
+            );
+            st.backoff.failures += 1;
+            st.backoff.not_before = m.clock.monotonic() + pause;
+        }
+        end_flight(&mut st, self.id);
     }
 }
 

@@ -641,3 +641,43 @@ async fn a_request_that_could_not_be_built_is_neither_replayed_nor_retryable() {
     assert!(!err.is_retryable());
     mock.assert_count(STABLE_TOKEN_PATH, 1);
 }
+
+/// A store whose first `load` panics (a bug in someone's backend).
+#[derive(Debug, Default)]
+struct PanickyStore {
+    loads: AtomicUsize,
+    inner: InMemoryTokenStore,
+}
+
+#[subscribe_client::async_trait]
+impl TokenStore for PanickyStore {
+    async fn load(&self, app: &AppId) -> Result<Option<CachedToken>, TokenStoreError> {
+        assert!(self.loads.fetch_add(1, Ordering::SeqCst) > 0, "PanickyStore: the first load panics");
+        self.inner.load(app).await
+    }
+    async fn save(&self, app: &AppId, token: &CachedToken) -> Result<CachedToken, TokenStoreError> {
+        self.inner.save(app, token).await
+    }
+    async fn invalidate(&self, app: &AppId, rejected: &AccessToken) -> Result<bool, TokenStoreError> {
+        self.inner.invalidate(app, rejected).await
+    }
+}
+
+#[tokio::test]
+async fn a_refresh_that_panics_fails_its_callers_and_backs_off_without_wedging_the_client() {
+    let store = Arc::new(PanickyStore::default());
+    let mock = mock_with_stable_token("T1", 7200);
+    mock.route("POST", SEND_PATH).reply(ok_reply());
+    let clock = clock();
+    let client = builder(&mock, &clock).token_store(Arc::clone(&store)).build().unwrap();
+    let results = within("sends during a panicking refresh", send_concurrently(&client, 20)).await;
+    for r in &results {
+        let (_, attempts, last) = unavailable(r.as_ref().unwrap_err());
+        assert_eq!((attempts, last.is_none()), (1, true), "{r:?}");
+    }
+    mock.assert_count(STABLE_TOKEN_PATH, 0);
+    // The next call waits out the backoff and gets a token.
+    within("the next send", client.send(&message())).await.unwrap();
+    assert!(clock.monotonic() >= Duration::from_millis(250), "the backoff was kept: {:?}", clock.monotonic());
+    mock.assert_count(STABLE_TOKEN_PATH, 1);
+}
