@@ -180,58 +180,52 @@ impl<T: TokenStore + ?Sized> TokenStore for Arc<T> {
 /// A shared store handle.
 pub type SharedTokenStore = Arc<dyn TokenStore>;
 
-/// A token store failed (connection lost, timeout, corrupt value). Opaque, so any backend's
-/// error fits; the cause is the [`source`](std::error::Error::source) (downcast it to your
-/// backend's type). Cheap to clone.
-#[derive(Clone, Debug)]
-pub struct TokenStoreError {
-    source: SharedError,
+/// An opaque error around an extension's own error, shared so one failed attempt can be handed
+/// to every caller that waited for it. `Display` says what failed; the extension's error is the
+/// [`source`](std::error::Error::source), to downcast to its type.
+macro_rules! extension_error {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug)]
+        pub struct $name {
+            source: SharedError,
+        }
+
+        impl $name {
+            /// Wraps the extension's error. It must not contain a token.
+            pub fn new(source: impl Into<BoxError>) -> Self {
+                Self { source: source.into().into() }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str($what)
+            }
+        }
+
+        impl std::error::Error for $name {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&*self.source)
+            }
+        }
+    };
 }
 
-impl TokenStoreError {
-    /// Wraps a backend error. It must not contain a token.
-    pub fn new(source: impl Into<BoxError>) -> Self {
-        Self { source: source.into().into() }
-    }
-}
+extension_error!(
+    /// A token store failed (connection lost, timeout, corrupt value). Opaque, so any backend's
+    /// error fits; the cause is the [`source`](std::error::Error::source) (downcast it to your
+    /// backend's type). Cheap to clone.
+    TokenStoreError,
+    "token store failed"
+);
 
-impl fmt::Display for TokenStoreError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("token store failed")
-    }
-}
-
-impl std::error::Error for TokenStoreError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&*self.source)
-    }
-}
-
-/// An [`ExternalTokenSource`] failed or did not answer in time. The cause is the
-/// [`source`](std::error::Error::source) (downcast it to your source's type). Cheap to clone.
-#[derive(Clone, Debug)]
-pub struct ExternalSourceError {
-    source: SharedError,
-}
-
-impl ExternalSourceError {
-    /// Wraps a source's error. It must not contain a token.
-    pub fn new(source: impl Into<BoxError>) -> Self {
-        Self { source: source.into().into() }
-    }
-}
-
-impl fmt::Display for ExternalSourceError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the external token source returned an error")
-    }
-}
-
-impl std::error::Error for ExternalSourceError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&*self.source)
-    }
-}
+extension_error!(
+    /// An [`ExternalTokenSource`] failed or did not answer in time. The cause is the
+    /// [`source`](std::error::Error::source) (downcast it to your source's type). Cheap to clone.
+    ExternalSourceError,
+    "the external token source returned an error"
+);
 
 /// A central token service that the integrator runs (WeChat's 中控服务器 pattern): the only
 /// component that talks to WeChat's token endpoint, which every instance asks instead.
