@@ -42,7 +42,10 @@ fn main() -> ExitCode {
         }),
         "docs" => docs(),
         "tidy" => run_tidy(),
-        "features" => features(),
+        "features" => features().and_then(|s| match s {
+            Status::Passed => Ok(()),
+            Status::NotRun(why) => Err(format!("part did not run: {why}")),
+        }),
         "faults" => faults(rest.iter().any(|a| a == "--quick")),
         "bench" => bench(rest.iter().any(|a| a == "--quick")),
         "fuzz" => fuzz_args(rest).and_then(|(secs, targets)| fuzz(secs, &targets)),
@@ -94,7 +97,7 @@ fn ci() -> Result {
         ("test", test),
         ("docs", || passed(docs())),
         ("tidy", || passed(run_tidy())),
-        ("features", || passed(features())),
+        ("features", features),
         ("e2e", e2e),
         // Short modes: they check that the measurements still run and that the fault table
         // keeps its expectations; the published figures come from the full runs.
@@ -192,7 +195,7 @@ fn docs() -> Result {
 /// Crates whose `default-features = false` build must carry no HTTP client or TLS stack.
 const LEAN_CRATES: &[&str] = &["subscribe-transport", "subscribe-client"];
 
-fn features() -> Result {
+fn features() -> Result<Status> {
     // An explicit list, not a powerset: the sets integrators actually use.
     let sets: &[&[&str]] = &[
         &["check", "-p", "subscribe-types", "--no-default-features"],
@@ -224,18 +227,20 @@ fn features() -> Result {
             return Err(format!("{krate} without default features still depends on `{bad}`"));
         }
     }
-    // native-tls needs the system's OpenSSL headers; build it where they are present.
-    if Command::new("pkg-config").args(["--exists", "openssl"]).status().is_ok_and(|s| s.success()) {
-        cargo(
-            &["check", "-p", "subscribe-transport", "--no-default-features", "--features", "native-tls,mock"],
-            &[],
-        )?;
-    } else {
-        eprintln!(
-            "xtask features: native-tls NOT checked: OpenSSL headers missing (apt-get install libssl-dev pkg-config)"
-        );
+    // native-tls needs the system's OpenSSL headers: without them this part cannot run, and
+    // says so (never "passed").
+    if !Command::new("pkg-config").args(["--exists", "openssl"]).status().is_ok_and(|s| s.success()) {
+        return Ok(Status::NotRun(
+            "the native-tls build: OpenSSL headers missing; install them with \
+             `sudo apt-get install libssl-dev pkg-config`"
+                .into(),
+        ));
     }
-    Ok(())
+    cargo(
+        &["check", "-p", "subscribe-transport", "--no-default-features", "--features", "native-tls,mock"],
+        &[],
+    )?;
+    Ok(Status::Passed)
 }
 
 /// The whole-system benchmarks, each scenario in its own process (so peak memory is its own).
@@ -460,6 +465,10 @@ fn fuzz(seconds: u64, only: &[String]) -> Result {
                 tail.join("\n")
             ));
         }
+        let executions: u64 = stat("number_of_executed_units").parse().unwrap_or(0);
+        if executions == 0 {
+            return Err(format!("fuzz target {t} ran no input (libFuzzer reported no executions)"));
+        }
         let corpus_size = std::fs::read_dir(&corpus).map_or(0, Iterator::count);
         eprintln!(
             "xtask fuzz: {t}: {} executions, {} new inputs, no failure",
@@ -516,11 +525,23 @@ fn e2e() -> Result<Status> {
         ));
     };
     let (chrome, driver) = (chrome.to_string_lossy().into_owned(), driver.to_string_lossy().into_owned());
-    cargo(
+    // Screenshots of an earlier run must not pass for this one's.
+    let dir = target_dir().join("e2e");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let out = cargo_capture(
         &["test", "-p", "web-app", "--test", "browser", "--", "--nocapture"],
         &[("CHROME_BIN", &chrome), ("CHROMEDRIVER", &driver)],
     )?;
-    let dir = target_dir().join("e2e");
+    // A test binary that filtered or skipped its test still exits 0: require it ran.
+    let ran = out.lines().find_map(|l| {
+        let rest = l.strip_prefix("test result: ok. ")?;
+        rest.split(' ').next()?.parse::<u32>().ok()
+    });
+    if ran.unwrap_or(0) == 0 {
+        return Err("the browser test did not run (no `test result: ok. N passed` with N > 0)".into());
+    }
     let shots = std::fs::read_dir(&dir)
         .map_err(|e| format!("no screenshots in {}: {e}", dir.display()))?
         .filter_map(std::result::Result::ok)
@@ -531,6 +552,25 @@ fn e2e() -> Result<Status> {
     }
     eprintln!("xtask e2e: {shots} screenshots in {}", dir.display());
     Ok(Status::Passed)
+}
+
+/// Runs cargo, echoing its output after it ends, and returns stdout and stderr together.
+fn cargo_capture(args: &[&str], env: &[(&str, &str)]) -> Result<String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("$ cargo {}", args.join(" "));
+    let out = Command::new(cargo)
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(root())
+        .output()
+        .map_err(|e| format!("could not start cargo: {e}"))?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    eprint!("{text}");
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(format!("`cargo {}` failed ({})", args.join(" "), out.status))
+    }
 }
 
 fn cargo_output(args: &[&str]) -> Result<String> {

@@ -180,9 +180,24 @@ where
     }
 }
 
+/// The baseline's HTTP client: reqwest configured as the client's default transport
+/// (`ReqwestTransport`: 5 s connect and 15 s request timeouts, no redirects, no proxy, idle
+/// connections kept 90 s, up to 64 per host), built once and warmed like the client.
+fn baseline_http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(15))
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(64)
+        .no_proxy()
+        .build()
+        .unwrap()
+}
+
 /// Plain reqwest posting pre-serialized bodies: the baseline.
-async fn plain(base: &str, bodies: Arc<Vec<Bytes>>, concurrency: usize) -> Run {
-    let http = reqwest::Client::builder().build().unwrap();
+async fn plain(http: &reqwest::Client, base: &str, bodies: Arc<Vec<Bytes>>, concurrency: usize) -> Run {
+    let http = http.clone();
     let url = format!("{base}/cgi-bin/message/template/subscribe?access_token={TOKEN}");
     let n = bodies.len();
     run(n, concurrency, move |i| {
@@ -227,8 +242,9 @@ async fn profile(client_side: bool, n: usize, concurrency: usize) -> serde_json:
         let _ = through_client(&c, messages, concurrency).await;
         through_client(&c, messages, concurrency).await
     } else {
-        let _ = plain(&base, Arc::clone(&bodies), concurrency).await;
-        plain(&base, bodies, concurrency).await
+        let http = baseline_http();
+        let _ = plain(&http, &base, Arc::clone(&bodies), concurrency).await;
+        plain(&http, &base, bodies, concurrency).await
     };
     json!({ "scenario": if client_side { "profile-client" } else { "profile-plain" }, "sends": n,
             "per_s": run.per_second.round() })
@@ -241,15 +257,17 @@ async fn throughput(n: usize, concurrency: usize) -> serde_json::Value {
     let bodies: Arc<Vec<Bytes>> =
         Arc::new(messages.iter().map(|m| Bytes::from(serde_json::to_vec(m).unwrap())).collect());
     let c = client(&base);
-    // Warm both paths (connections, token) so neither pays a start-up the other does not.
+    let http = baseline_http();
+    // Warm both paths (connections, token) so neither pays a start-up the other does not: each
+    // side keeps its one client, and its pool, from the warm-up through the measured runs.
     let warm = n.min(2_000);
-    let _ = plain(&base, Arc::new(bodies[..warm].to_vec()), concurrency).await;
+    let _ = plain(&http, &base, Arc::new(bodies[..warm].to_vec()), concurrency).await;
     let _ = through_client(&c, &messages[..warm], concurrency).await;
     // Alternate, twice each, and keep each side's best: the machine's noise hits both.
     let mut best_plain: Option<Run> = None;
     let mut best_client: Option<Run> = None;
     for _ in 0..2 {
-        let p = plain(&base, Arc::clone(&bodies), concurrency).await;
+        let p = plain(&http, &base, Arc::clone(&bodies), concurrency).await;
         if best_plain.as_ref().is_none_or(|b| p.per_second > b.per_second) {
             best_plain = Some(p);
         }
@@ -273,13 +291,28 @@ async fn throughput(n: usize, concurrency: usize) -> serde_json::Value {
 async fn sandbox(n: usize, concurrency: usize) -> serde_json::Value {
     let s = SandboxHandle::start(SandboxConfig::demo().with_generated_users(n)).await.unwrap();
     let base = s.base_url();
+    // A warm-up under scene 1, then two measured runs under scenes 2 and 3 (a grant is good for
+    // one message), keeping the best: the same warm, best-of-two terms as the fixed server's.
+    let warm = n.min(2_000);
     for i in 0..n {
-        s.add_grant(DEMO_APPID, &format!("oUser{i:010}"), DEMO_TEMPLATE, Scene::new(2).unwrap());
+        for scene in [2, 3] {
+            s.add_grant(DEMO_APPID, &format!("oUser{i:010}"), DEMO_TEMPLATE, Scene::new(scene).unwrap());
+        }
+        if i < warm {
+            s.add_grant(DEMO_APPID, &format!("oUser{i:010}"), DEMO_TEMPLATE, Scene::new(1).unwrap());
+        }
     }
-    let messages = leaked_messages(n, 2);
     let c = client(&base);
-    let r = through_client(&c, messages, concurrency).await;
-    assert_eq!(s.stats().deliveries, n as u64);
+    let _ = through_client(&c, leaked_messages(warm, 1), concurrency).await;
+    let mut best: Option<Run> = None;
+    for scene in [2, 3] {
+        let r = through_client(&c, leaked_messages(n, scene), concurrency).await;
+        if best.as_ref().is_none_or(|b| r.per_second > b.per_second) {
+            best = Some(r);
+        }
+    }
+    let r = best.unwrap();
+    assert_eq!(s.stats().deliveries, (warm + 2 * n) as u64);
     let fixed = throughput(n.min(20_000), concurrency).await;
     json!({
         "scenario": "sandbox",
@@ -289,6 +322,7 @@ async fn sandbox(n: usize, concurrency: usize) -> serde_json::Value {
         "fixed_server_client_per_s": fixed["client_per_s"],
         "ratio_to_fixed_server": (r.per_second / fixed["client_per_s"].as_f64().unwrap() * 1000.0).round() / 1000.0,
         "deliveries_counted_by_sandbox": s.stats().deliveries,
+        "measured_as": "warm client, best of 2 runs (the fixed-server figure: warm, best of 2)",
     })
 }
 
@@ -329,7 +363,9 @@ async fn dispatch(n: usize) -> serde_json::Value {
     let server = fixed_server().await;
     let base = format!("http://{}", server.addr);
     let c = client(&base);
-    let _ = c.token().await.unwrap();
+    // Warm the client (token, connections) before either side runs; both sides are then one
+    // run each on the same warm client.
+    let _ = through_client(&c, leaked_messages(n.min(2_000), 4), 64).await;
     let rss_start = mem("VmRSS:");
     let ledger = Arc::new(InMemoryGrantLedger::new());
     let template = TemplateId::new(DEMO_TEMPLATE).unwrap();

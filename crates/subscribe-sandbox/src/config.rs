@@ -74,7 +74,11 @@ pub struct SandboxConfig {
     #[serde(rename = "classic_grace_secs", with = "secs")]
     pub classic_grace: Duration,
     /// A stable token is replaced when a normal-mode request comes this close to its expiry
-    /// (WeChat: 5 min). Capped at half the token lifetime, so short lifetimes stay usable.
+    /// (WeChat: 5 min, `../shared/protocol.md` §5.2); the old one stays valid until its own
+    /// expiry, so the two overlap. WeChat's tokens live 7200 s, so it never says what happens
+    /// when the window is longer than the lifetime: here every normal-mode request then gets a
+    /// new token. Tests with short lifetimes set the window they mean
+    /// ([`with_stable_rotation`](Self::with_stable_rotation)).
     #[serde(rename = "stable_rotation_secs", with = "secs")]
     pub stable_rotation: Duration,
     /// Classic token requests allowed per app and day (WeChat: 2000); more get 45009.
@@ -160,6 +164,13 @@ impl SandboxConfig {
     #[must_use]
     pub fn with_token_lifetime(mut self, d: Duration) -> Self {
         self.token_lifetime = d;
+        self
+    }
+
+    /// The same configuration with another stable-token rotation window.
+    #[must_use]
+    pub fn with_stable_rotation(mut self, d: Duration) -> Self {
+        self.stable_rotation = d;
         self
     }
 

@@ -290,7 +290,7 @@ impl Inner {
                 return Ok((token, secs));
             }
         }
-        let window = cfg.stable_rotation.min(cfg.token_lifetime / 2);
+        let window = cfg.stable_rotation;
         if let Some((t, left)) = current
             && left > window
         {

@@ -49,9 +49,13 @@ fn user(i: usize) -> String {
 async fn four_instances_make_one_token_request_per_rotation() {
     const LIFETIME: Duration = Duration::from_secs(4);
     const RUN: Duration = Duration::from_secs(9);
-    let s = SandboxHandle::start(SandboxConfig::demo().with_token_lifetime(LIFETIME).with_generated_users(4))
-        .await
-        .unwrap();
+    // Rotation window: half the lifetime, so a request in a token's first half gets the same
+    // token back and a redundant request shows as requests > tokens issued.
+    let config = SandboxConfig::demo()
+        .with_token_lifetime(LIFETIME)
+        .with_stable_rotation(LIFETIME / 2)
+        .with_generated_users(4);
+    let s = SandboxHandle::start(config).await.unwrap();
     for i in 0..4 {
         for scene in 0..=10_000 {
             s.add_grant(DEMO_APPID, &user(i), DEMO_TEMPLATE, Scene::new(scene).unwrap());

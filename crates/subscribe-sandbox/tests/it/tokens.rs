@@ -44,14 +44,30 @@ async fn stable_token_is_unchanged_until_rotation_and_force_refresh_ends_it() {
 
 #[tokio::test]
 async fn stable_tokens_rotate_inside_the_window_with_overlap() {
-    // Lifetime 4 s: the window is min(300 s, 2 s); a token issued with 4 s left is reused,
-    // an expired one is replaced.
-    let (s, http) = start(SandboxConfig::demo().with_token_lifetime(Duration::from_secs(4))).await;
+    // A 1.2 s lifetime with a 0.6 s window (WeChat: 7200 s and 5 min), in real time: the
+    // sandbox is a server on the wall clock.
+    let config = SandboxConfig::demo()
+        .with_token_lifetime(Duration::from_millis(1200))
+        .with_stable_rotation(Duration::from_millis(600));
+    let (s, http) = start(config).await;
     let a = stable_token(&s, &http, false).await;
-    assert_eq!(stable_token(&s, &http, false).await["access_token"], a["access_token"]);
-    s.expire_tokens();
+    let a_token = a["access_token"].as_str().unwrap().to_owned();
+    let again = stable_token(&s, &http, false).await;
+    assert_eq!(again["access_token"], a["access_token"], "before the window: the same token");
+
+    tokio::time::sleep(Duration::from_millis(700)).await; // 0.5 s left: inside the window
     let b = stable_token(&s, &http, false).await;
-    assert_ne!(b["access_token"], a["access_token"]);
+    let b_token = b["access_token"].as_str().unwrap().to_owned();
+    assert_ne!(b_token, a_token, "inside the window: a new token");
+    assert_eq!(stable_token(&s, &http, false).await["access_token"], b["access_token"], "then that one");
+    grant(&s, 4);
+    assert_eq!(send(&s, &http, &a_token, message(4)).await["errcode"], 0, "the old one still works: overlap");
+
+    tokio::time::sleep(Duration::from_millis(600)).await; // the old one's own expiry passed
+    grant(&s, 5);
+    assert_eq!(send(&s, &http, &a_token, message(5)).await["errcode"], 42001, "the old one expired");
+    assert_eq!(send(&s, &http, &b_token, message(5)).await["errcode"], 0, "the new one works");
+    assert_eq!(s.stats().tokens_issued, 2);
 }
 
 #[tokio::test]
