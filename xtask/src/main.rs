@@ -2,15 +2,16 @@
 //!
 //! | task | does |
 //! |---|---|
-//! | `ci` | `fmt` → `lint` → `test` → `docs` → `tidy` → `features` → `e2e` → `faults --quick` → `bench --quick` → `fuzz --seconds 20`, stopping at the first failure |
+//! | `ci` | `fmt` → `lint` → `test` → `docs` → `tidy` → `deps` → `features` → `e2e` → `faults --quick` → `bench --quick` → `fuzz --seconds 20`, stopping at the first failure |
 //! | `fmt [--check]` | `cargo fmt --all` |
 //! | `lint` | clippy on every target and feature, warnings denied |
 //! | `test` | the workspace tests, doctests included |
 //! | `docs` | rustdoc with warnings denied |
 //! | `tidy` | repository checks (also a `#[test]` of this crate) |
+//! | `deps` | `cargo audit` against the RustSec snapshot in `../shared/advisory-db` (offline) and `cargo deny check licenses bans sources` (`deny.toml`) |
 //! | `features` | each crate's notable feature sets build on their own |
 //! | `bench [--quick]` | whole-system benchmarks (throughput vs plain reqwest, sandbox, cold start, dispatch memory); table on stdout, JSON in `target/bench/` |
-//! | `faults [--quick]` | the reliability table against the sandbox's fault injection, written to `docs/reliability.md` |
+//! | `faults [--quick]` | the reliability table against the sandbox's fault injection, written to `docs/reliability.md`; then checks that a deliberately broken client fails it |
 //! | `fuzz [--seconds N] [target…]` | each libFuzzer target in `fuzz/` for N seconds (default 60); a crash input is saved under `target/fuzz/artifacts/` |
 //! | `e2e` | the browser test: sandbox + `examples/web-app` + headless Chromium; screenshots in `target/e2e/` |
 //!
@@ -42,6 +43,10 @@ fn main() -> ExitCode {
         }),
         "docs" => docs(),
         "tidy" => run_tidy(),
+        "deps" => deps().and_then(|s| match s {
+            Status::Passed => Ok(()),
+            Status::NotRun(why) => Err(format!("did not run: {why}")),
+        }),
         "features" => features().and_then(|s| match s {
             Status::Passed => Ok(()),
             Status::NotRun(why) => Err(format!("part did not run: {why}")),
@@ -55,7 +60,7 @@ fn main() -> ExitCode {
         }),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|fmt [--check]|lint|test|docs|tidy|features|e2e|bench [--quick]|faults [--quick]|fuzz [--seconds N] [target…]>"
+                "usage: cargo xtask <ci|fmt [--check]|lint|test|docs|tidy|deps|features|e2e|bench [--quick]|faults [--quick]|fuzz [--seconds N] [target…]>"
             );
             return if task == "help" { ExitCode::SUCCESS } else { ExitCode::from(2) };
         }
@@ -91,12 +96,13 @@ fn require_all() -> bool {
 }
 
 fn ci() -> Result {
-    let steps: [Step; 10] = [
+    let steps: [Step; 11] = [
         ("fmt --check", || passed(fmt(true))),
         ("lint", || passed(lint())),
         ("test", test),
         ("docs", || passed(docs())),
         ("tidy", || passed(run_tidy())),
+        ("deps", deps),
         ("features", features),
         ("e2e", e2e),
         // Short modes: they check that the measurements still run and that the fault table
@@ -190,6 +196,35 @@ fn redis_reachable(url: &str) -> bool {
 
 fn docs() -> Result {
     cargo(&["doc", "--workspace", "--no-deps", "--all-features"], &[("RUSTDOCFLAGS", "-Dwarnings")])
+}
+
+/// The supply chain: known vulnerabilities in `Cargo.lock` (`cargo audit`, offline, against the
+/// RustSec snapshot kept beside the repository in `../shared/advisory-db`), then licenses,
+/// duplicate versions and sources (`cargo deny`, with `deny.toml`).
+fn deps() -> Result<Status> {
+    let installed = |sub: &str| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        Command::new(cargo).args([sub, "--version"]).output().is_ok_and(|o| o.status.success())
+    };
+    let missing: Vec<&str> = ["audit", "deny"].into_iter().filter(|t| !installed(t)).collect();
+    if !missing.is_empty() {
+        let tools: Vec<String> = missing.iter().map(|t| format!("cargo-{t}")).collect();
+        return Ok(Status::NotRun(format!(
+            "{} not installed; install with `cargo install --locked {}`",
+            tools.join(" and "),
+            tools.join(" ")
+        )));
+    }
+    let db = root().parent().map(|p| p.join("shared/advisory-db")).filter(|d| d.join("crates").is_dir());
+    let Some(db) = db else {
+        return Ok(Status::NotRun(
+            "the RustSec snapshot ../shared/advisory-db is not beside the repository".into(),
+        ));
+    };
+    let db = db.to_string_lossy().into_owned();
+    cargo(&["audit", "--db", &db, "--no-fetch", "--stale", "--deny", "warnings"], &[])?;
+    cargo(&["deny", "check", "licenses", "bans", "sources"], &[])?;
+    Ok(Status::Passed)
 }
 
 /// Crates whose `default-features = false` build must carry no HTTP client or TLS stack.
@@ -341,6 +376,7 @@ fn faults(quick: bool) -> Result {
         return Err(format!("the fault benchmark printed no table:\n{out}"));
     }
     println!("{table}");
+    broken_clients_fail()?;
     if quick {
         return Ok(());
     }
@@ -353,6 +389,30 @@ fn faults(quick: bool) -> Result {
     let updated = format!("{}{start}\n{table}{}", &text[..a], &text[b..]);
     std::fs::write(&doc, updated).map_err(|e| e.to_string())?;
     eprintln!("xtask faults: table written to {}", doc.display());
+    Ok(())
+}
+
+/// The table's expectations must be able to fail: a client that reports every send failed,
+/// and one that re-sends a message whose outcome is unknown, must each break them.
+fn broken_clients_fail() -> Result {
+    let cases: [(&[&str], &str); 2] = [
+        (&["faults", "100", "8", "only=no_fault", "broken=fail-all"], "0 of 100 delivered"),
+        (
+            &["faults", "400", "8", "only=delivered,_then_HTTP_502", "broken=resend-unknown"],
+            "the sandbox delivered 400; the client reports 398 delivered and 0 unknown",
+        ),
+    ];
+    for (args, must_say) in cases {
+        let mut full = vec!["bench", "-q", "-p", "subscribe-cli", "--bench", "macro", "--"];
+        full.extend_from_slice(args);
+        match cargo_output(&full) {
+            Ok(_) => return Err(format!("a broken client passed the fault table: {}", args.join(" "))),
+            Err(e) if e.contains(must_say) => {
+                eprintln!("xtask faults: the broken client ({}) was caught: {must_say}", args[4]);
+            }
+            Err(e) => return Err(format!("a broken client ({}) failed, but not as expected: {e}", args[4])),
+        }
+    }
     Ok(())
 }
 

@@ -6,7 +6,7 @@
 //! cargo bench -p subscribe-cli --bench macro -- sandbox    [sends] [concurrency]
 //! cargo bench -p subscribe-cli --bench macro -- cold-start [sends]
 //! cargo bench -p subscribe-cli --bench macro -- dispatch   [grants]
-//! cargo bench -p subscribe-cli --bench macro -- faults     [sends] [concurrency]
+//! cargo bench -p subscribe-cli --bench macro -- faults     [sends] [concurrency] [markdown] [only=words] [broken=fail-all|resend-unknown]
 //! ```
 //!
 //! Each prints one JSON object on stdout. Every figure is measured against a baseline run in the
@@ -24,6 +24,10 @@
     missing_docs
 )]
 
+// Not `benches/faults.rs`: cargo would take that for a bench target of its own.
+#[path = "macro/faults.rs"]
+mod faults;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,7 +42,7 @@ use serde_json::json;
 use subscribe_client::{
     CancelToken, Client, Dispatcher, GrantKey, GrantLedger, InMemoryGrantLedger, RetryPolicy,
 };
-use subscribe_sandbox::{DEMO_APPID, DEMO_SECRET, DEMO_TEMPLATE, SandboxConfig, SandboxHandle, TokenFault};
+use subscribe_sandbox::{DEMO_APPID, DEMO_SECRET, DEMO_TEMPLATE, SandboxConfig, SandboxHandle};
 use subscribe_types::{AppId, AppSecret, OpenId, Scene, SubscribeMessage, TemplateId};
 
 const TOKEN: &str = "BENCH_ACCESS_TOKEN_0123456789abcdef0123456789abcdef";
@@ -427,223 +431,6 @@ async fn dispatch(n: usize) -> serde_json::Value {
     })
 }
 
-/// What happens during a fault scenario, after a number of completed sends.
-#[derive(Clone, Copy)]
-enum Action {
-    None,
-    RevokeAt(u64, Duration),
-    ExpireAt(u64),
-    RevokeEvery(u64),
-    /// Revoke every token and fail the token endpoint with HTTP 502 for the duration.
-    RevokeWithOutageAt(u64, Duration),
-}
-
-/// What a row must show beyond the checks every row makes.
-#[derive(Clone, Copy)]
-enum Expect {
-    /// Token requests at most one per rotation or revocation.
-    Rotations,
-    /// The token endpoint fails throughout: nothing delivered, every message failed for want
-    /// of a token, token requests no more than the backoff schedule allows in the run's time.
-    NoToken,
-    /// A refusal that starts the cool-down: one token request, nothing delivered.
-    CoolDown,
-    /// The token endpoint fails for a while (less than the client's `token_wait`) or answers
-    /// slowly: every message delivered, token requests no more than the backoff schedule
-    /// allows during the outage, plus `fetches` that succeed.
-    Outage { outage: Duration, fetches: u64 },
-}
-
-struct FaultScenario {
-    name: String,
-    faults: subscribe_sandbox::Faults,
-    action: Action,
-    lifetime: Option<Duration>,
-    pace: Option<Duration>,
-    expect: Expect,
-}
-
-/// The most token attempts the client's default backoff (0.5 s doubling to 30 s, each wait at
-/// least half its nominal length) can make in `window`, the first included.
-fn backoff_attempts(window: Duration) -> u64 {
-    let (mut attempts, mut at) = (1, Duration::ZERO);
-    for k in 0..64 {
-        at += Duration::from_millis(500).saturating_mul(1 << k.min(16)).min(Duration::from_secs(30)) / 2;
-        if at > window {
-            break;
-        }
-        attempts += 1;
-    }
-    attempts
-}
-
-#[allow(clippy::too_many_lines)] // one table, one row per scenario
-async fn faults(n: usize, concurrency: usize) -> serde_json::Value {
-    use subscribe_sandbox::Faults;
-    let every = |f: fn(&mut Faults, u64), k: u64| {
-        let mut x = Faults::default();
-        f(&mut x, k);
-        x
-    };
-    // The issue's sizes at 2,000 messages (revocation after 1,000, a token per 500, a stall
-    // per 1,000), scaled with `n` so the quick run in CI meets every fault too.
-    let (half, quarter) = ((n as u64 / 2).max(1), (n as u64 / 4).max(1));
-    let scenarios = [
-        FaultScenario {
-            name: "no fault".into(),
-            faults: Faults::default(),
-            action: Action::None,
-            lifetime: None,
-            pace: None,
-            expect: Expect::Rotations,
-        },
-        FaultScenario {
-            name: format!("all tokens revoked after {} sends, no grace", thousands(half)),
-            faults: Faults::default(),
-            action: Action::RevokeAt(half, Duration::ZERO),
-            lifetime: None,
-            pace: None,
-            expect: Expect::Rotations,
-        },
-        FaultScenario {
-            name: format!("all tokens revoked after {} sends, 5 s grace", thousands(half)),
-            faults: Faults::default(),
-            action: Action::RevokeAt(half, Duration::from_secs(5)),
-            lifetime: None,
-            pace: None,
-            expect: Expect::Rotations,
-        },
-        FaultScenario {
-            name: format!("all tokens expired after {} sends", thousands(half)),
-            faults: Faults::default(),
-            action: Action::ExpireAt(half),
-            lifetime: None,
-            pace: None,
-            expect: Expect::Rotations,
-        },
-        FaultScenario {
-            name: format!("each token valid for {} sends", thousands(quarter)),
-            faults: Faults::default(),
-            action: Action::RevokeEvery(quarter),
-            lifetime: None,
-            pace: None,
-            expect: Expect::Rotations,
-        },
-        FaultScenario {
-            name: "5 s token lifetime (sends paced over ~12 s)".into(),
-            faults: Faults::default(),
-            action: Action::None,
-            lifetime: Some(Duration::from_secs(5)),
-            pace: Some(Duration::from_millis(190)),
-            expect: Expect::Rotations,
-        },
-        FaultScenario {
-            name: "-1 on 1 in 100 sends".into(),
-            faults: every(|f, k| f.busy_every = Some(k), 100),
-            action: Action::None,
-            lifetime: None,
-            pace: None,
-            expect: Expect::Rotations,
-        },
-        FaultScenario {
-            name: "HTTP 502 on 1 in 200".into(),
-            faults: every(|f, k| f.http_502_every = Some(k), 200),
-            action: Action::None,
-            lifetime: None,
-            pace: None,
-            expect: Expect::Rotations,
-        },
-        FaultScenario {
-            name: "malformed JSON on 1 in 200".into(),
-            faults: every(|f, k| f.malformed_every = Some(k), 200),
-            action: Action::None,
-            lifetime: None,
-            pace: None,
-            expect: Expect::Rotations,
-        },
-        FaultScenario {
-            name: "dropped connection on 1 in 200".into(),
-            faults: every(|f, k| f.drop_every = Some(k), 200),
-            action: Action::None,
-            lifetime: None,
-            pace: None,
-            expect: Expect::Rotations,
-        },
-        FaultScenario {
-            name: format!("20 s stall on 1 in {} (client timeout 10 s)", thousands(half)),
-            faults: Faults { stall_every: Some(half), stall_ms: Some(20_000), ..Faults::default() },
-            action: Action::None,
-            lifetime: None,
-            pace: None,
-            expect: Expect::Rotations,
-        },
-    ];
-    // The token endpoint itself fails, on a fresh client (no token yet).
-    let token = |fault: TokenFault, ms: Option<u64>| Faults {
-        token_fault: Some(fault),
-        token_fault_ms: ms,
-        token_stall_ms: Some(3000),
-        ..Faults::default()
-    };
-    let fresh = |name: &str, faults: Faults, expect: Expect| FaultScenario {
-        name: format!("token endpoint: {name} (fresh client)"),
-        faults,
-        action: Action::None,
-        lifetime: None,
-        pace: None,
-        expect,
-    };
-    let token_rows = [
-        fresh("every request HTTP 502", token(TokenFault::Http502, None), Expect::NoToken),
-        fresh("every connection dropped", token(TokenFault::Drop, None), Expect::NoToken),
-        fresh("every request answered -1", token(TokenFault::Busy, None), Expect::NoToken),
-        fresh("every request answered 45009 (quota)", token(TokenFault::Quota, None), Expect::CoolDown),
-        fresh(
-            "every request stalled 3 s",
-            token(TokenFault::Stall, None),
-            Expect::Outage { outage: Duration::ZERO, fetches: 1 },
-        ),
-        fresh(
-            "HTTP 502 for the first 2 s",
-            token(TokenFault::Http502, Some(2000)),
-            Expect::Outage { outage: Duration::from_secs(2), fetches: 1 },
-        ),
-        FaultScenario {
-            name: format!(
-                "warm client; all tokens revoked after {} sends with the token endpoint down (502) for 3 s",
-                thousands(half)
-            ),
-            faults: Faults::default(),
-            action: Action::RevokeWithOutageAt(half, Duration::from_secs(3)),
-            lifetime: None,
-            pace: None,
-            expect: Expect::Outage { outage: Duration::from_secs(3), fetches: 2 },
-        },
-    ];
-    let scenarios = scenarios.into_iter().chain(token_rows);
-    let mut rows = Vec::new();
-    for sc in scenarios {
-        rows.push(fault_row(sc, n, concurrency).await);
-    }
-    json!({ "scenario": "faults", "sends": n, "concurrency": concurrency, "rows": rows })
-}
-
-/// What the token source last answered, in a word or two (one table cell per kind).
-fn token_failure(t: &subscribe_client::TokenError) -> String {
-    use subscribe_client::TokenError as T;
-    match t.last() {
-        None => "first attempt still running".into(),
-        Some(T::Rejected { error, .. } | T::CoolingDown { error, .. }) => {
-            format!("errcode {}", error.code().get())
-        }
-        Some(T::HttpStatus { status }) => format!("HTTP {status}"),
-        Some(T::Transport(e)) => e.kind().to_string(),
-        Some(T::Decode(_)) => "malformed answer".into(),
-        Some(T::HeldOff { .. }) => "held off by another instance".into(),
-        Some(other) => other.to_string(),
-    }
-}
-
 /// `1234` as `1,234`.
 fn thousands(n: u64) -> String {
     let digits = n.to_string();
@@ -655,203 +442,6 @@ fn thousands(n: u64) -> String {
         out.push(c);
     }
     out
-}
-
-/// The fault table as Markdown rows (for `docs/reliability.md`).
-fn fault_markdown(result: &serde_json::Value) -> String {
-    let mut out = String::from(
-        "| Scenario | Delivered | Failed (by kind) | Unknown | Token requests | Extra requests (replays) | Deliveries counted by the sandbox | Last outcome after |\n|---|---:|---|---:|---:|---:|---:|---:|\n",
-    );
-    for row in result["rows"].as_array().into_iter().flatten() {
-        let outcomes = row["outcomes"].as_object().cloned().unwrap_or_default();
-        let count = |k: &str| outcomes.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
-        let failed: Vec<String> = outcomes
-            .iter()
-            .filter(|(k, _)| k.starts_with("failed"))
-            .map(|(k, v)| format!("{v} × {}", k.trim_start_matches("failed: ")))
-            .collect();
-        let failed = if failed.is_empty() { "0".to_owned() } else { failed.join(", ") };
-        out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {:.1} s |\n",
-            row["name"].as_str().unwrap_or(""),
-            count("delivered"),
-            failed,
-            count("unknown"),
-            row["token_requests"],
-            row["extra_requests"],
-            row["sandbox_deliveries"],
-            row["last_outcome_s"].as_f64().unwrap_or(0.0),
-        ));
-    }
-    out
-}
-
-async fn fault_row(sc: FaultScenario, n: usize, concurrency: usize) -> serde_json::Value {
-    use std::collections::BTreeMap;
-    use std::sync::Mutex;
-    let mut config = SandboxConfig::demo().with_generated_users(n);
-    if let Some(l) = sc.lifetime {
-        config = config.with_token_lifetime(l);
-    }
-    let s = Arc::new(SandboxHandle::start(config).await.unwrap());
-    for i in 0..n {
-        s.add_grant(DEMO_APPID, &format!("oUser{i:010}"), DEMO_TEMPLATE, Scene::new(5).unwrap());
-    }
-    s.set_faults(sc.faults.clone());
-    let c = Client::builder(AppId::new(DEMO_APPID).unwrap(), AppSecret::new(DEMO_SECRET).unwrap())
-        .api_base(s.base_url())
-        .timeouts(Duration::from_secs(2), Duration::from_secs(10))
-        .build()
-        .unwrap();
-    let outcomes: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
-    let last_outcome: Arc<Mutex<Option<Duration>>> = Arc::default();
-    let started = Instant::now();
-    let done = Arc::new(AtomicU64::new(0));
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..concurrency {
-        let (c, s, outcomes, done, next, last_outcome) = (
-            c.clone(),
-            Arc::clone(&s),
-            Arc::clone(&outcomes),
-            Arc::clone(&done),
-            Arc::clone(&next),
-            Arc::clone(&last_outcome),
-        );
-        let (action, pace) = (sc.action, sc.pace);
-        workers.spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n {
-                    break;
-                }
-                let kind = outcome_kind(c.send(&message(i, 5)).await);
-                *outcomes.lock().unwrap().entry(kind).or_default() += 1;
-                {
-                    let mut last = last_outcome.lock().unwrap();
-                    *last = Some(last.unwrap_or_default().max(started.elapsed()));
-                }
-                let k = done.fetch_add(1, Ordering::AcqRel) + 1;
-                act(&s, action, k, n as u64);
-                if let Some(p) = pace {
-                    tokio::time::sleep(p).await;
-                }
-            }
-        });
-    }
-    while workers.join_next().await.is_some() {}
-    // A stalled request is still being processed by the sandbox after the client gave up.
-    if sc.faults.stall_every.is_some() {
-        tokio::time::sleep(Duration::from_millis(sc.faults.stall_ms.unwrap_or(0) + 500)).await;
-    }
-    let elapsed = last_outcome.lock().unwrap().unwrap_or_default();
-    let stats = s.stats();
-    let outcomes = outcomes.lock().unwrap().clone();
-    let token_requests = stats.classic_token_requests + stats.stable_token_requests;
-    // The expectations of the table, checked on every run (`cargo xtask faults --quick` in CI).
-    let (budget, allowed_by) = token_budget(&sc, n, elapsed);
-    let delivered = outcomes.get("delivered").copied().unwrap_or(0);
-    let most_in_one_inbox = (0..n).map(|i| s.inbox(&format!("oUser{i:010}")).len()).max().unwrap_or(0);
-    let mut violations = Vec::new();
-    if token_requests > budget {
-        violations.push(format!("{token_requests} token requests, more than the {budget} {allowed_by}"));
-    }
-    if outcomes.values().sum::<u64>() != n as u64 {
-        violations.push(format!("{} outcomes for {n} messages", outcomes.values().sum::<u64>()));
-    }
-    if stats.deliveries != delivered {
-        violations
-            .push(format!("the sandbox counted {} deliveries, the client {delivered}", stats.deliveries));
-    }
-    if most_in_one_inbox > 1 {
-        violations.push(format!("a user received {most_in_one_inbox} messages"));
-    }
-    violations.extend(outcome_violation(sc.expect, &outcomes, n as u64));
-    json!({
-        "violations": violations,
-        "token_budget": budget,
-        "name": sc.name,
-        "outcomes": outcomes,
-        "token_requests": stats.classic_token_requests + stats.stable_token_requests,
-        "last_outcome_s": (elapsed.as_secs_f64() * 10.0).round() / 10.0,
-        "tokens_issued": stats.tokens_issued,
-        "send_requests": stats.send_requests,
-        "extra_requests": stats.send_requests.saturating_sub(n as u64),
-        "sandbox_deliveries": stats.deliveries,
-    })
-}
-
-/// How a send ended, as a row of the table counts it.
-fn outcome_kind(result: Result<subscribe_client::SendReceipt, subscribe_client::Error>) -> String {
-    match result {
-        Ok(_) => "delivered".to_owned(),
-        Err(e) if !e.outcome_known() => "unknown".to_owned(),
-        Err(subscribe_client::Error::Token(t)) => format!("failed: no token ({})", token_failure(&t)),
-        Err(e) => match e.api_code() {
-            Some(code) => format!("failed: errcode {}", code.get()),
-            None => format!("failed: {e}"),
-        },
-    }
-}
-
-/// The scenario's action after `k` of `n` sends completed.
-fn act(s: &SandboxHandle, action: Action, k: u64, n: u64) {
-    match action {
-        Action::RevokeAt(at, grace) if k == at => s.revoke_tokens(grace),
-        Action::ExpireAt(at) if k == at => s.expire_tokens(),
-        Action::RevokeEvery(m) if k.is_multiple_of(m) && k < n => s.revoke_tokens(Duration::ZERO),
-        Action::RevokeWithOutageAt(at, outage) if k == at => {
-            s.set_faults(subscribe_sandbox::Faults {
-                token_fault: Some(TokenFault::Http502),
-                token_fault_ms: Some(outage.as_millis() as u64),
-                ..subscribe_sandbox::Faults::default()
-            });
-            s.revoke_tokens(Duration::ZERO);
-        }
-        _ => {}
-    }
-}
-
-/// The most token requests a row may make, and what allows them.
-fn token_budget(sc: &FaultScenario, n: usize, elapsed: Duration) -> (u64, &'static str) {
-    let schedule = "allowed by the backoff schedule";
-    let rotations = "rotations or revocations";
-    match (sc.expect, sc.action, sc.lifetime) {
-        (Expect::NoToken, ..) => (backoff_attempts(elapsed), schedule),
-        (Expect::Outage { outage, fetches }, ..) => (backoff_attempts(outage) + fetches, schedule),
-        (Expect::CoolDown, ..) => (1, "the cool-down allows"),
-        (Expect::Rotations, _, Some(l)) => {
-            (1 + (elapsed.as_secs_f64() / (l.as_secs_f64() / 2.0)).ceil() as u64, rotations)
-        }
-        (
-            Expect::Rotations,
-            Action::RevokeAt(..) | Action::ExpireAt(_) | Action::RevokeWithOutageAt(..),
-            None,
-        ) => (2, rotations),
-        (Expect::Rotations, Action::RevokeEvery(m), None) => (1 + (n as u64 - 1) / m, rotations),
-        (Expect::Rotations, Action::None, None) => (1, rotations),
-    }
-}
-
-/// What the outcomes of a token-endpoint row must show.
-fn outcome_violation(
-    expect: Expect,
-    outcomes: &std::collections::BTreeMap<String, u64>,
-    n: u64,
-) -> Option<String> {
-    let delivered = outcomes.get("delivered").copied().unwrap_or(0);
-    match expect {
-        Expect::NoToken | Expect::CoolDown => {
-            let no_token: u64 =
-                outcomes.iter().filter(|(k, _)| k.starts_with("failed: no token")).map(|(_, v)| *v).sum();
-            (delivered > 0 || no_token != n).then(|| {
-                format!("with no token to be had, {delivered} delivered and {no_token} of {n} failed for want of one")
-            })
-        }
-        Expect::Outage { .. } => (delivered != n)
-            .then(|| format!("after an outage shorter than token_wait, {delivered} of {n} delivered")),
-        Expect::Rotations => None,
-    }
 }
 
 fn main() {
@@ -870,7 +460,7 @@ fn main() {
             "sandbox" => sandbox(num(1, 20_000), num(2, 64)).await,
             "cold-start" => cold_start(num(1, 10_000)).await,
             "dispatch" => dispatch(num(1, 100_000)).await,
-            "faults" => faults(num(1, 2_000), num(2, 32)).await,
+            "faults" => faults::faults(num(1, 2_000), num(2, 32), &args).await,
             other => panic!("unknown scenario {other}: throughput | sandbox | cold-start | dispatch"),
         }
     });
@@ -896,7 +486,7 @@ fn main() {
         std::process::exit(1);
     }
     if args.iter().any(|a| a == "markdown") {
-        println!("{}", fault_markdown(&result));
+        println!("{}", faults::markdown(&result));
     } else {
         println!("{result}");
     }

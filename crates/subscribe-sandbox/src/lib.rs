@@ -14,8 +14,12 @@
 //! | `/sandbox`, `/sandbox/inbox/{openid}` | the index and each user's inbox (HTML) |
 //! | `/sandbox/api/…` | JSON: `inbox/{openid}`, `state`, `log`, `reset`, `faults`, `tokens/revoke`, `tokens/expire`, `grants` |
 //!
-//! Known simplifications: one OpenID per user for every app; faults other than stalls answer
-//! without processing the send; the scene of a send must match the confirmed one.
+//! Known simplifications: one OpenID per user for every app; the scene of a send must match the
+//! confirmed one. Faults come in two kinds: `busy_every`, `http_502_every`, `drop_every` and
+//! `malformed_every` answer *without* processing the send (and `stall_every` delays it, so a
+//! client that gives up first leaves nothing delivered); the `delivered_*_every` faults process
+//! the send first (delivering it) and then lose or delay its answer, as a gateway in front of
+//! WeChat can.
 //!
 //! ```
 //! use subscribe_sandbox::{SandboxConfig, SandboxHandle};

@@ -21,7 +21,9 @@ use subscribe_types::{ApiError, AuthorizeRequest, ErrCode, MessageParseError, Sc
 
 use crate::config::SandboxConfig;
 use crate::html;
-use crate::state::{Delivered, Faults, Injected, Inner, LogEntry, Stats, TokenFault, mask_query, rid};
+use crate::state::{
+    AfterProcessing, Delivered, Faults, Injected, Inner, LogEntry, Stats, TokenFault, mask_query, rid,
+};
 
 /// A handle on a sandbox's state, for tests and embedding: the same operations as the
 /// control API, without HTTP.
@@ -311,11 +313,16 @@ fn dropped() -> Response {
 }
 
 async fn send(State(s): State<SandboxState>, uri: Uri, RawQuery(q): RawQuery, body: Bytes) -> Response {
-    let (fault, delay) = {
+    let (fault, after, delay, stall) = {
         let mut inner = s.lock();
         inner.stats.send_requests += 1;
         let n = inner.stats.send_requests;
-        (inner.fault_for(n), inner.delay_for(n))
+        (
+            inner.fault_for(n),
+            inner.after_fault_for(n),
+            inner.delay_for(n),
+            inner.faults.stall_ms.unwrap_or(20_000),
+        )
     };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -347,7 +354,7 @@ async fn send(State(s): State<SandboxState>, uri: Uri, RawQuery(q): RawQuery, bo
         let msg = check_send_body(&body).map_err(|e| (e.code(), e.message().to_owned()))?;
         s.lock().deliver(&s.cfg, &appid, &msg).map_err(owned)
     })();
-    match result {
+    let answer = match result {
         Ok(()) => {
             s.record("POST", &uri, Some(0));
             wx(ErrCode::OK, "ok")
@@ -355,6 +362,21 @@ async fn send(State(s): State<SandboxState>, uri: Uri, RawQuery(q): RawQuery, bo
         Err((code, msg)) => {
             s.record("POST", &uri, Some(code.get()));
             wx(code, &msg)
+        }
+    };
+    // The send was processed (and delivered, if it could be): now its answer may be lost.
+    match after {
+        None => answer,
+        Some(AfterProcessing::Http502) => {
+            (StatusCode::BAD_GATEWAY, "<html><body>502 Bad Gateway</body></html>").into_response()
+        }
+        Some(AfterProcessing::Drop) => dropped(),
+        Some(AfterProcessing::Malformed) => {
+            ([(header::CONTENT_TYPE, "application/json")], "{\"errcode\":0,\"errm").into_response()
+        }
+        Some(AfterProcessing::Stall) => {
+            tokio::time::sleep(Duration::from_millis(stall)).await;
+            answer
         }
     }
 }

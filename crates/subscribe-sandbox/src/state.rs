@@ -27,6 +27,16 @@ pub struct Faults {
     pub stall_ms: Option<u64>,
     /// Delay every send by this many milliseconds.
     pub latency_ms: Option<u64>,
+    /// Process every Nth send (deliver it, if it is deliverable), then answer HTTP 502: a
+    /// gateway that lost WeChat's answer.
+    pub delivered_502_every: Option<u64>,
+    /// Process every Nth send, then drop the connection without an answer.
+    pub delivered_drop_every: Option<u64>,
+    /// Process every Nth send, then answer malformed JSON.
+    pub delivered_malformed_every: Option<u64>,
+    /// Process every Nth send, then stall `stall_ms` before answering: a client that gives up
+    /// first leaves a delivery behind.
+    pub delivered_stall_every: Option<u64>,
     /// Answer every token request (both endpoints) this way instead of issuing a token.
     pub token_fault: Option<TokenFault>,
     /// With `token_fault`: it lasts this many milliseconds from when the faults were set, then
@@ -63,6 +73,15 @@ pub(crate) enum Injected {
     Http502,
     Drop,
     Malformed,
+}
+
+/// What a fault turns a send's answer into, after the send was processed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AfterProcessing {
+    Http502,
+    Drop,
+    Malformed,
+    Stall,
 }
 
 /// A message as it arrived in a user's inbox.
@@ -400,6 +419,23 @@ impl Inner {
         match (lasts, self.faults_set) {
             (Some(d), Some(set)) if now.saturating_duration_since(set) >= d => None,
             _ => Some(fault),
+        }
+    }
+
+    /// Which fault strikes the answer of send number `n` after it was processed, if any.
+    pub(crate) fn after_fault_for(&self, n: u64) -> Option<AfterProcessing> {
+        let every = |e: Option<u64>| e.is_some_and(|e| e > 0 && n.is_multiple_of(e));
+        let f = &self.faults;
+        if every(f.delivered_drop_every) {
+            Some(AfterProcessing::Drop)
+        } else if every(f.delivered_502_every) {
+            Some(AfterProcessing::Http502)
+        } else if every(f.delivered_malformed_every) {
+            Some(AfterProcessing::Malformed)
+        } else if every(f.delivered_stall_every) {
+            Some(AfterProcessing::Stall)
+        } else {
+            None
         }
     }
 

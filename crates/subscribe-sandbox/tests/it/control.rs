@@ -96,3 +96,45 @@ async fn faults_answer_as_configured() {
     assert!(dropped, "the connection is cut");
     assert_eq!(s.stats().deliveries, 0);
 }
+
+#[tokio::test]
+async fn delivered_faults_deliver_first_and_then_lose_the_answer() {
+    use subscribe_sandbox::Faults;
+    let (s, http) = start(SandboxConfig::demo()).await;
+    let t = stable_token(&s, &http, false).await["access_token"].as_str().unwrap().to_owned();
+    let url = format!("{}/cgi-bin/message/template/subscribe?access_token={t}", s.base_url());
+
+    s.set_faults(Faults { delivered_502_every: Some(1), ..Faults::default() });
+    grant(&s, 1);
+    assert_eq!(http.post(&url).body(message(1)).send().await.unwrap().status(), 502);
+    assert_eq!(s.inbox(ALICE).len(), 1, "delivered before the 502");
+
+    s.set_faults(Faults { delivered_malformed_every: Some(1), ..Faults::default() });
+    grant(&s, 2);
+    let text = http.post(&url).body(message(2)).send().await.unwrap().text().await.unwrap();
+    assert!(serde_json::from_str::<serde_json::Value>(&text).is_err(), "{text}");
+    assert_eq!(s.inbox(ALICE).len(), 2, "delivered before the malformed answer");
+
+    s.set_faults(Faults { delivered_drop_every: Some(1), ..Faults::default() });
+    grant(&s, 3);
+    let dropped = match http.post(&url).body(message(3)).send().await {
+        Err(_) => true,
+        Ok(r) => r.bytes().await.is_err(),
+    };
+    assert!(dropped, "the connection is cut");
+    assert_eq!(s.inbox(ALICE).len(), 3, "delivered before the connection was cut");
+
+    // A stall past the client's patience: the client gives up, the delivery stands.
+    s.set_faults(Faults { delivered_stall_every: Some(1), stall_ms: Some(5_000), ..Faults::default() });
+    grant(&s, 4);
+    let gave_up =
+        http.post(&url).body(message(4)).timeout(std::time::Duration::from_millis(300)).send().await.is_err();
+    assert!(gave_up, "the client timed out");
+    assert_eq!(s.inbox(ALICE).len(), 4, "delivered although the client hung up");
+
+    // A send the sandbox refuses (no grant left) is refused, then its answer is lost all the same.
+    s.set_faults(Faults { delivered_502_every: Some(1), ..Faults::default() });
+    assert_eq!(http.post(&url).body(message(1)).send().await.unwrap().status(), 502);
+    assert_eq!(s.stats().deliveries, 4);
+    assert_eq!(s.log().last().unwrap().errcode, Some(43101), "processed: 43101 behind the 502");
+}

@@ -1,0 +1,599 @@
+//! The reliability table (`cargo xtask faults`): the whole client against the sandbox's fault
+//! injection, one row per fault, each row checking its own expectations.
+//!
+//! Every row checks: outcomes add up to the messages sent; the sandbox delivered at least what
+//! the client reports delivered and at most that plus the unknown outcomes (an unknown outcome
+//! may or may not have been delivered; nothing else may); no user received two messages; token
+//! requests within the row's budget. Then each row checks what its fault must leave: every
+//! message delivered, exactly the injected number unknown, or nothing delivered for want of a
+//! token.
+//!
+//! `broken=fail-all` and `broken=resend-unknown` run a deliberately broken client (one that
+//! reports every send failed, one that re-sends an unknown outcome): `cargo xtask faults`
+//! checks that the expectations catch both. `only=<words>` runs the rows whose name contains
+//! the words (`_` for a space).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use subscribe_client::{Client, Error, RetryPolicy, SendReceipt, TokenError};
+use subscribe_sandbox::{
+    DEMO_APPID, DEMO_SECRET, DEMO_TEMPLATE, Faults, SandboxConfig, SandboxHandle, TokenFault,
+};
+use subscribe_types::{AppId, AppSecret, Scene};
+
+use super::{message, thousands};
+
+/// What happens during a row, after a number of completed sends.
+#[derive(Clone, Copy)]
+enum Action {
+    None,
+    RevokeAt(u64, Duration),
+    ExpireAt(u64),
+    RevokeEvery(u64),
+    /// Revoke every token and fail the token endpoint with HTTP 502 for the duration.
+    RevokeWithOutageAt(u64, Duration),
+}
+
+/// How many token requests a row may make.
+#[derive(Clone, Copy)]
+enum Tokens {
+    /// One at the start, one per revocation or expiry, one per half-lifetime elapsed.
+    Rotations,
+    /// What the backoff schedule allows during `outage` (or the whole run, when `None`),
+    /// plus `fetches` that succeed.
+    Backoff { outage: Option<Duration>, fetches: u64 },
+    /// One: a refusal starts the cool-down.
+    CoolDown,
+}
+
+/// What a row's outcomes must be.
+#[derive(Clone, Copy)]
+enum Outcomes {
+    /// Every message delivered (and counted so by the sandbox).
+    AllDelivered,
+    /// `k` answers lost before anything was processed: exactly `k` unknown, the rest
+    /// delivered, and the sandbox delivered only the rest.
+    LostBeforeDelivery(u64),
+    /// `k` answers lost after the sandbox delivered: exactly `k` unknown, the rest delivered,
+    /// and the sandbox delivered every message.
+    LostAfterDelivery(u64),
+    /// Answers lost after delivery, with the client replaying unknown outcomes once: each
+    /// replay meets 43101 and must be reported probably delivered, never failed nor delivered.
+    LostAfterDeliveryReplayed,
+    /// No token to be had: nothing delivered, every message failed for want of one.
+    NoToken,
+}
+
+struct Row {
+    name: String,
+    faults: Faults,
+    action: Action,
+    lifetime: Option<Duration>,
+    pace: Option<Duration>,
+    replay_unknown: bool,
+    tokens: Tokens,
+    outcomes: Outcomes,
+}
+
+impl Row {
+    fn new(name: impl Into<String>, faults: Faults, tokens: Tokens, outcomes: Outcomes) -> Self {
+        Self {
+            name: name.into(),
+            faults,
+            action: Action::None,
+            lifetime: None,
+            pace: None,
+            replay_unknown: false,
+            tokens,
+            outcomes,
+        }
+    }
+
+    fn action(mut self, action: Action) -> Self {
+        self.action = action;
+        self
+    }
+}
+
+/// A deliberately broken client, to show the expectations can fail.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Broken {
+    No,
+    /// Reports every send failed.
+    FailAll,
+    /// Sends a message again when its outcome is unknown.
+    ResendUnknown,
+}
+
+impl Broken {
+    pub(crate) fn from_args(args: &[String]) -> Self {
+        match args.iter().find_map(|a| a.strip_prefix("broken=")) {
+            Some("fail-all") => Self::FailAll,
+            Some("resend-unknown") => Self::ResendUnknown,
+            Some(other) => panic!("broken={other}: fail-all | resend-unknown"),
+            None => Self::No,
+        }
+    }
+}
+
+/// The most token attempts the client's default backoff (0.5 s doubling to 30 s, each wait at
+/// least half its nominal length) can make in `window`, the first included.
+fn backoff_attempts(window: Duration) -> u64 {
+    let (mut attempts, mut at) = (1, Duration::ZERO);
+    for k in 0..64 {
+        at += Duration::from_millis(500).saturating_mul(1 << k.min(16)).min(Duration::from_secs(30)) / 2;
+        if at > window {
+            break;
+        }
+        attempts += 1;
+    }
+    attempts
+}
+
+fn every(f: fn(&mut Faults, u64), k: u64) -> Faults {
+    let mut x = Faults::default();
+    f(&mut x, k);
+    x
+}
+
+/// The rows, with the sizes at 2,000 messages (revocation after 1,000, a token per
+/// 500, a stall per 1,000), scaled with `n` so the quick run meets every fault too.
+#[allow(clippy::too_many_lines)] // one table, one row per fault
+fn rows(n: u64) -> Vec<Row> {
+    let (half, quarter) = ((n / 2).max(1), (n / 4).max(1));
+    let all = Outcomes::AllDelivered;
+    let rot = Tokens::Rotations;
+    let token = |fault: TokenFault, ms: Option<u64>| Faults {
+        token_fault: Some(fault),
+        token_fault_ms: ms,
+        token_stall_ms: Some(3000),
+        ..Faults::default()
+    };
+    let fresh = |name: &str| format!("token endpoint: {name} (fresh client)");
+    let no_token = Tokens::Backoff { outage: None, fetches: 0 };
+    let mut short_lived =
+        Row::new("5 s token lifetime (sends paced over ~12 s)", Faults::default(), rot, all);
+    short_lived.lifetime = Some(Duration::from_secs(5));
+    short_lived.pace = Some(Duration::from_millis(190));
+    // A reset after sending is what `unknown_outcome_retries` replays (a 5xx never is).
+    let mut replayed = Row::new(
+        "delivered, then the connection dropped, on 1 in 200; unknown outcomes replayed once",
+        every(|f, k| f.delivered_drop_every = Some(k), 200),
+        rot,
+        Outcomes::LostAfterDeliveryReplayed,
+    );
+    replayed.replay_unknown = true;
+    vec![
+        Row::new("no fault", Faults::default(), rot, all),
+        Row::new(
+            format!("all tokens revoked after {} sends, no grace", thousands(half)),
+            Faults::default(),
+            rot,
+            all,
+        )
+        .action(Action::RevokeAt(half, Duration::ZERO)),
+        Row::new(
+            format!("all tokens revoked after {} sends, 5 s grace", thousands(half)),
+            Faults::default(),
+            rot,
+            all,
+        )
+        .action(Action::RevokeAt(half, Duration::from_secs(5))),
+        Row::new(format!("all tokens expired after {} sends", thousands(half)), Faults::default(), rot, all)
+            .action(Action::ExpireAt(half)),
+        Row::new(format!("each token valid for {} sends", thousands(quarter)), Faults::default(), rot, all)
+            .action(Action::RevokeEvery(quarter)),
+        short_lived,
+        Row::new("-1 on 1 in 100 sends", every(|f, k| f.busy_every = Some(k), 100), rot, all),
+        Row::new(
+            "HTTP 502 on 1 in 200",
+            every(|f, k| f.http_502_every = Some(k), 200),
+            rot,
+            Outcomes::LostBeforeDelivery(n / 200),
+        ),
+        Row::new(
+            "malformed JSON on 1 in 200",
+            every(|f, k| f.malformed_every = Some(k), 200),
+            rot,
+            Outcomes::LostBeforeDelivery(n / 200),
+        ),
+        Row::new(
+            "dropped connection on 1 in 200",
+            every(|f, k| f.drop_every = Some(k), 200),
+            rot,
+            Outcomes::LostBeforeDelivery(n / 200),
+        ),
+        Row::new(
+            format!("20 s stall on 1 in {} (client timeout 10 s)", thousands(half)),
+            Faults { stall_every: Some(half), stall_ms: Some(20_000), ..Faults::default() },
+            rot,
+            Outcomes::LostBeforeDelivery(n / half),
+        ),
+        Row::new(
+            "delivered, then HTTP 502, on 1 in 200",
+            every(|f, k| f.delivered_502_every = Some(k), 200),
+            rot,
+            Outcomes::LostAfterDelivery(n / 200),
+        ),
+        Row::new(
+            "delivered, then malformed JSON, on 1 in 200",
+            every(|f, k| f.delivered_malformed_every = Some(k), 200),
+            rot,
+            Outcomes::LostAfterDelivery(n / 200),
+        ),
+        Row::new(
+            "delivered, then the connection dropped, on 1 in 200",
+            every(|f, k| f.delivered_drop_every = Some(k), 200),
+            rot,
+            Outcomes::LostAfterDelivery(n / 200),
+        ),
+        Row::new(
+            format!("delivered, then a 20 s stall, on 1 in {} (client timeout 10 s)", thousands(half)),
+            Faults { delivered_stall_every: Some(half), stall_ms: Some(20_000), ..Faults::default() },
+            rot,
+            Outcomes::LostAfterDelivery(n / half),
+        ),
+        replayed,
+        Row::new(
+            fresh("every request HTTP 502"),
+            token(TokenFault::Http502, None),
+            no_token,
+            Outcomes::NoToken,
+        ),
+        Row::new(
+            fresh("every connection dropped"),
+            token(TokenFault::Drop, None),
+            no_token,
+            Outcomes::NoToken,
+        ),
+        Row::new(
+            fresh("every request answered -1"),
+            token(TokenFault::Busy, None),
+            no_token,
+            Outcomes::NoToken,
+        ),
+        Row::new(
+            fresh("every request answered 45009 (quota)"),
+            token(TokenFault::Quota, None),
+            Tokens::CoolDown,
+            Outcomes::NoToken,
+        ),
+        Row::new(
+            fresh("every request stalled 3 s"),
+            token(TokenFault::Stall, None),
+            Tokens::Backoff { outage: Some(Duration::ZERO), fetches: 1 },
+            all,
+        ),
+        Row::new(
+            fresh("HTTP 502 for the first 2 s"),
+            token(TokenFault::Http502, Some(2000)),
+            Tokens::Backoff { outage: Some(Duration::from_secs(2)), fetches: 1 },
+            all,
+        ),
+        Row::new(
+            format!(
+                "warm client; all tokens revoked after {} sends with the token endpoint down (502) for 3 s",
+                thousands(half)
+            ),
+            Faults::default(),
+            Tokens::Backoff { outage: Some(Duration::from_secs(3)), fetches: 2 },
+            all,
+        )
+        .action(Action::RevokeWithOutageAt(half, Duration::from_secs(3))),
+    ]
+}
+
+pub(crate) async fn faults(n: usize, concurrency: usize, args: &[String]) -> serde_json::Value {
+    let broken = Broken::from_args(args);
+    let only = args.iter().find_map(|a| a.strip_prefix("only=")).map(|o| o.replace('_', " "));
+    let mut results = Vec::new();
+    for row in rows(n as u64) {
+        if only.as_ref().is_none_or(|o| row.name.contains(o.as_str())) {
+            results.push(run_row(row, n, concurrency, broken).await);
+        }
+    }
+    assert!(!results.is_empty(), "no row matches only={only:?}");
+    json!({ "scenario": "faults", "sends": n, "concurrency": concurrency, "rows": results })
+}
+
+/// What the token source last answered, in a word or two (one table cell per kind).
+fn token_failure(t: &TokenError) -> String {
+    match t.last() {
+        None => "first attempt still running".into(),
+        Some(TokenError::Rejected { error, .. } | TokenError::CoolingDown { error, .. }) => {
+            format!("errcode {}", error.code().get())
+        }
+        Some(TokenError::HttpStatus { status }) => format!("HTTP {status}"),
+        Some(TokenError::Transport(e)) => e.kind().to_string(),
+        Some(TokenError::Decode(_)) => "malformed answer".into(),
+        Some(TokenError::HeldOff { .. }) => "held off by another instance".into(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// How a send ended, as a row counts it: `delivered`, `unknown…` or `failed…`.
+fn outcome_kind(result: &Result<SendReceipt, Error>) -> String {
+    match result {
+        Ok(_) => "delivered".to_owned(),
+        Err(Error::ProbablyDelivered(_)) => "unknown (probably delivered)".to_owned(),
+        Err(e) if !e.outcome_known() => "unknown".to_owned(),
+        Err(Error::Token(t)) => format!("failed: no token ({})", token_failure(t)),
+        Err(e) => match e.api_code() {
+            Some(code) => format!("failed: errcode {}", code.get()),
+            None => format!("failed: {e}"),
+        },
+    }
+}
+
+/// The row's action after `k` of `n` sends completed.
+fn act(s: &SandboxHandle, action: Action, k: u64, n: u64) {
+    match action {
+        Action::RevokeAt(at, grace) if k == at => s.revoke_tokens(grace),
+        Action::ExpireAt(at) if k == at => s.expire_tokens(),
+        Action::RevokeEvery(m) if k.is_multiple_of(m) && k < n => s.revoke_tokens(Duration::ZERO),
+        Action::RevokeWithOutageAt(at, outage) if k == at => {
+            s.set_faults(Faults {
+                token_fault: Some(TokenFault::Http502),
+                token_fault_ms: Some(u64::try_from(outage.as_millis()).unwrap()),
+                ..Faults::default()
+            });
+            s.revoke_tokens(Duration::ZERO);
+        }
+        _ => {}
+    }
+}
+
+/// One send through the (possibly broken) client.
+async fn send(c: &Client, i: usize, broken: Broken) -> String {
+    let result = c.send(&message(i, 5)).await;
+    match broken {
+        Broken::No => outcome_kind(&result),
+        Broken::FailAll => "failed: broken client".to_owned(),
+        Broken::ResendUnknown => match &result {
+            Err(e) if !e.outcome_known() => outcome_kind(&c.send(&message(i, 5)).await),
+            _ => outcome_kind(&result),
+        },
+    }
+}
+
+async fn run_row(row: Row, n: usize, concurrency: usize, broken: Broken) -> serde_json::Value {
+    let mut config = SandboxConfig::demo().with_generated_users(n);
+    if let Some(l) = row.lifetime {
+        config = config.with_token_lifetime(l);
+    }
+    let s = Arc::new(SandboxHandle::start(config).await.unwrap());
+    for i in 0..n {
+        s.add_grant(DEMO_APPID, &format!("oUser{i:010}"), DEMO_TEMPLATE, Scene::new(5).unwrap());
+    }
+    s.set_faults(row.faults.clone());
+    let mut policy = RetryPolicy::default();
+    if row.replay_unknown {
+        policy = policy.unknown_outcome_retries(1);
+    }
+    let c = Client::builder(AppId::new(DEMO_APPID).unwrap(), AppSecret::new(DEMO_SECRET).unwrap())
+        .api_base(s.base_url())
+        .timeouts(Duration::from_secs(2), Duration::from_secs(10))
+        .retry_policy(policy)
+        .build()
+        .unwrap();
+    let outcomes: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+    let last_outcome: Arc<Mutex<Duration>> = Arc::default();
+    let started = Instant::now();
+    let done = Arc::new(AtomicU64::new(0));
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (c, s, outcomes, done, next, last_outcome) = (
+            c.clone(),
+            Arc::clone(&s),
+            Arc::clone(&outcomes),
+            Arc::clone(&done),
+            Arc::clone(&next),
+            Arc::clone(&last_outcome),
+        );
+        let (action, pace) = (row.action, row.pace);
+        workers.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                let kind = send(&c, i, broken).await;
+                *outcomes.lock().unwrap().entry(kind).or_default() += 1;
+                {
+                    let mut last = last_outcome.lock().unwrap();
+                    *last = (*last).max(started.elapsed());
+                }
+                let k = done.fetch_add(1, Ordering::AcqRel) + 1;
+                act(&s, action, k, n as u64);
+                if let Some(p) = pace {
+                    tokio::time::sleep(p).await;
+                }
+            }
+        });
+    }
+    while workers.join_next().await.is_some() {}
+    // A stalled request is still being processed by the sandbox after the client gave up.
+    let stall = row.faults.stall_every.or(row.faults.delivered_stall_every);
+    if stall.is_some() {
+        tokio::time::sleep(Duration::from_millis(row.faults.stall_ms.unwrap_or(0) + 500)).await;
+    }
+    let elapsed = *last_outcome.lock().unwrap();
+    let stats = s.stats();
+    let outcomes = outcomes.lock().unwrap().clone();
+    let most_in_one_inbox = (0..n).map(|i| s.inbox(&format!("oUser{i:010}")).len()).max().unwrap_or(0);
+    let seen = Seen {
+        n: n as u64,
+        outcomes: &outcomes,
+        sandbox_deliveries: stats.deliveries,
+        token_requests: stats.classic_token_requests + stats.stable_token_requests,
+        most_in_one_inbox,
+    };
+    let (budget, allowed_by) = token_budget(&row, n as u64, elapsed);
+    let violations = check(&row, &seen, budget, allowed_by);
+    json!({
+        "violations": violations,
+        "token_budget": budget,
+        "name": row.name,
+        "outcomes": outcomes,
+        "token_requests": seen.token_requests,
+        "last_outcome_s": (elapsed.as_secs_f64() * 10.0).round() / 10.0,
+        "tokens_issued": stats.tokens_issued,
+        "send_requests": stats.send_requests,
+        "extra_requests": stats.send_requests.saturating_sub(n as u64),
+        "sandbox_deliveries": stats.deliveries,
+    })
+}
+
+/// What a row left behind.
+struct Seen<'a> {
+    n: u64,
+    outcomes: &'a BTreeMap<String, u64>,
+    sandbox_deliveries: u64,
+    token_requests: u64,
+    most_in_one_inbox: usize,
+}
+
+impl Seen<'_> {
+    fn count(&self, prefix: &str) -> u64 {
+        self.outcomes.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(_, v)| *v).sum()
+    }
+}
+
+/// The most token requests a row may make, and what allows them.
+fn token_budget(row: &Row, n: u64, elapsed: Duration) -> (u64, &'static str) {
+    let schedule = "allowed by the backoff schedule";
+    let rotations = "rotations or revocations";
+    match (row.tokens, row.action, row.lifetime) {
+        (Tokens::Backoff { outage, fetches }, ..) => {
+            (backoff_attempts(outage.unwrap_or(elapsed)) + fetches, schedule)
+        }
+        (Tokens::CoolDown, ..) => (1, "the cool-down allows"),
+        (Tokens::Rotations, _, Some(l)) => {
+            let halves = (elapsed.as_secs_f64() / (l.as_secs_f64() / 2.0)).ceil();
+            // A count of half-lifetimes in a run of seconds: small and positive.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let halves = halves as u64;
+            (1 + halves, rotations)
+        }
+        (
+            Tokens::Rotations,
+            Action::RevokeAt(..) | Action::ExpireAt(_) | Action::RevokeWithOutageAt(..),
+            None,
+        ) => (2, rotations),
+        (Tokens::Rotations, Action::RevokeEvery(m), None) => (1 + (n - 1) / m, rotations),
+        (Tokens::Rotations, Action::None, None) => (1, rotations),
+    }
+}
+
+/// The row's expectations, each broken one in words.
+fn check(row: &Row, seen: &Seen<'_>, budget: u64, allowed_by: &str) -> Vec<String> {
+    let n = seen.n;
+    let (delivered, unknown, failed) = (seen.count("delivered"), seen.count("unknown"), seen.count("failed"));
+    let sandbox = seen.sandbox_deliveries;
+    let mut v = Vec::new();
+    if seen.token_requests > budget {
+        v.push(format!("{} token requests, more than the {budget} {allowed_by}", seen.token_requests));
+    }
+    if delivered + unknown + failed != n {
+        v.push(format!("{} outcomes for {n} messages", delivered + unknown + failed));
+    }
+    // What the client calls delivered was delivered; what it calls failed was not; only an
+    // unknown outcome may go either way.
+    if sandbox < delivered || sandbox > delivered + unknown {
+        v.push(format!(
+            "the sandbox delivered {sandbox}; the client reports {delivered} delivered and {unknown} unknown"
+        ));
+    }
+    if seen.most_in_one_inbox > 1 {
+        v.push(format!("a user received {} messages", seen.most_in_one_inbox));
+    }
+    let mut expect = |ok: bool, what: String| {
+        if !ok {
+            v.push(what);
+        }
+    };
+    match row.outcomes {
+        Outcomes::AllDelivered => {
+            expect(delivered == n && sandbox == n, format!("{delivered} of {n} delivered (all must be)"));
+        }
+        Outcomes::LostBeforeDelivery(k) => expect(
+            unknown == k && delivered == n - k && sandbox == n - k,
+            format!(
+                "{k} answers lost before delivery: want {k} unknown and {} delivered, got {unknown} and {delivered} (sandbox {sandbox})",
+                n - k
+            ),
+        ),
+        Outcomes::LostAfterDelivery(k) => expect(
+            unknown == k && delivered == n - k && sandbox == n,
+            format!(
+                "{k} answers lost after delivery: want {k} unknown, {} delivered and {n} in the sandbox, got {unknown}, {delivered} and {sandbox}",
+                n - k
+            ),
+        ),
+        Outcomes::LostAfterDeliveryReplayed => {
+            let probably = seen.count("unknown (probably delivered)");
+            expect(
+                failed == 0 && sandbox == n && probably >= 1 && delivered + unknown == n,
+                format!(
+                    "replayed lost answers: want every replay probably delivered and {n} in the sandbox, got {probably} probably delivered, {failed} failed, {delivered} delivered (sandbox {sandbox})"
+                ),
+            );
+        }
+        Outcomes::NoToken => {
+            let no_token = seen.count("failed: no token");
+            expect(
+                delivered == 0 && no_token == n,
+                format!(
+                    "with no token to be had, {delivered} delivered and {no_token} of {n} failed for want of one"
+                ),
+            );
+        }
+    }
+    v
+}
+
+/// The fault table as Markdown rows (for `docs/reliability.md`).
+pub(crate) fn markdown(result: &serde_json::Value) -> String {
+    let mut out = String::from(
+        "| Scenario | Delivered | Failed (by kind) | Unknown | Token requests | Extra requests (replays) | Deliveries counted by the sandbox | Last outcome after |\n|---|---:|---|---:|---:|---:|---:|---:|\n",
+    );
+    for row in result["rows"].as_array().into_iter().flatten() {
+        let outcomes = row["outcomes"].as_object().cloned().unwrap_or_default();
+        let count = |prefix: &str| {
+            outcomes
+                .iter()
+                .filter(|(k, _)| k.starts_with(prefix))
+                .filter_map(|(_, v)| v.as_u64())
+                .sum::<u64>()
+        };
+        let failed: Vec<String> = outcomes
+            .iter()
+            .filter(|(k, _)| k.starts_with("failed"))
+            .map(|(k, v)| format!("{v} × {}", k.trim_start_matches("failed: ")))
+            .collect();
+        let failed = if failed.is_empty() { "0".to_owned() } else { failed.join(", ") };
+        let probably = count("unknown (probably delivered)");
+        let unknown = if probably > 0 {
+            format!("{} ({probably} probably delivered)", count("unknown"))
+        } else {
+            count("unknown").to_string()
+        };
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {:.1} s |\n",
+            row["name"].as_str().unwrap_or(""),
+            count("delivered"),
+            failed,
+            unknown,
+            row["token_requests"],
+            row["extra_requests"],
+            row["sandbox_deliveries"],
+            row["last_outcome_s"].as_f64().unwrap_or(0.0),
+        ));
+    }
+    out
+}
