@@ -183,14 +183,51 @@ async fn every_fault_reaches_the_client_as_the_right_typed_error() {
     s.set_faults(Faults { latency_ms: Some(20), ..Faults::default() });
     client(&s).build().unwrap().send(&message(1)).await.unwrap();
 
-    // A connection refused: the request never left, retried, then reported as not sent.
+    // A connection refused: the request never left, so it is replayed (twice by default), then
+    // reported as not sent. The token comes from elsewhere, so the send itself meets the
+    // refusal; the transport counts the attempts.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let dead = Client::builder(AppId::new(DEMO_APPID).unwrap(), AppSecret::new(DEMO_SECRET).unwrap())
+    let attempts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let reqwest = subscribe_client::transport::ReqwestTransport::builder().build().unwrap();
+    let counting = subscribe_client::transport::transport_fn({
+        let attempts = std::sync::Arc::clone(&attempts);
+        move |req| {
+            attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let reqwest = reqwest.clone();
+            async move { subscribe_client::transport::HttpTransport::send(&reqwest, req).await }
+        }
+    });
+    let dead = Client::builder_with_token_source(AppId::new(DEMO_APPID).unwrap(), FixedToken)
+        .state_key([7u8; 32])
         .api_base(format!("http://127.0.0.1:{port}"))
+        .transport(counting)
         .retry_policy(RetryPolicy::default().base_delay(Duration::from_millis(1)))
         .build()
         .unwrap();
     let e = dead.send(&message(1)).await.unwrap_err();
-    assert!(matches!(e, Error::Token(_)), "{e:?}");
-    assert!(e.is_retryable());
+    assert!(
+        matches!(&e, Error::Transport(t) if t.kind() == subscribe_client::transport::TransportErrorKind::Connect),
+        "{e:?}"
+    );
+    assert!(e.outcome_known() && e.is_retryable(), "not sent, and safe to send later");
+    assert_eq!(attempts.load(std::sync::atomic::Ordering::SeqCst), 3, "one attempt and two replays");
+}
+
+/// A token service that always hands out the same token.
+#[derive(Debug)]
+struct FixedToken;
+
+#[subscribe_client::async_trait]
+impl subscribe_client::ExternalTokenSource for FixedToken {
+    async fn fetch(&self, _: &AppId) -> Result<subscribe_client::CachedToken, subscribe_client::BoxError> {
+        let expires = std::time::UNIX_EPOCH + Duration::from_secs(u64::from(u32::MAX));
+        Ok(subscribe_client::CachedToken::new(subscribe_types::AccessToken::new("FIXED")?, expires))
+    }
+    async fn invalidate(
+        &self,
+        _: &AppId,
+        _: &subscribe_types::AccessToken,
+    ) -> Result<(), subscribe_client::BoxError> {
+        Ok(())
+    }
 }

@@ -74,13 +74,24 @@ async fn completing_an_authorization_records_the_grant_in_one_call() {
     assert_eq!((answer.action(), rec), (subscribe_types::Action::Cancel, None));
     let key = scope().key(OpenId::new("oAlice").unwrap());
     assert_eq!(ledger.get(&key).await.unwrap().unwrap().status, GrantStatus::Pending);
-    // A forged answer records nothing.
-    assert!(
-        client
-            .complete_and_record(&cb("confirm").replace("reserved=1", "reserved=2"), &ledger)
-            .await
-            .is_err()
+    // A forged answer records nothing: a state whose MAC (its last characters) is altered,
+    // for a user who never confirmed.
+    let state = link.request.reserved.as_str();
+    let last = state.chars().last().unwrap();
+    let forged_state = format!("{}{}", &state[..state.len() - 1], if last == '0' { '1' } else { '0' });
+    let forged = format!(
+        "https://a.example/cb?openid=oMallory&template_id={TEMPLATE}&action=confirm&scene=1000&reserved={forged_state}"
     );
+    let err = client.complete_and_record(&forged, &ledger).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            subscribe_client::Error::Authorization(subscribe_client::AuthorizationError::ForgedState)
+        ),
+        "{err:?}"
+    );
+    assert!(ledger.get(&scope().key(OpenId::new("oMallory").unwrap())).await.unwrap().is_none());
+    assert_eq!(ledger.counts(&scope(), t0()).await.unwrap().pending, 1, "only Alice's grant");
 }
 
 #[tokio::test]

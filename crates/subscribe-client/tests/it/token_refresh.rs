@@ -78,16 +78,27 @@ async fn after_expiry_callers_wait_for_the_new_token() {
 
 #[tokio::test]
 async fn short_lived_tokens_are_not_refreshed_on_every_call() {
-    // A 5-second token with a 300-second margin: refresh at half-life, not on every call.
+    // A 5-second token with a 300-second margin: refreshed at half-life (less 1%: 2.55 s), not
+    // on every call, though the whole token lies inside the margin.
     let mock = MockTransport::new();
     counting_stable(&mock, 5);
     mock.route("POST", SEND_PATH).reply(ok_reply());
     let clock = clock();
     let client = builder(&mock, &clock).build().unwrap();
-    for _ in 0..20 {
+    for _ in 0..25 {
         client.send(&message()).await.unwrap();
+        clock.advance(Duration::from_millis(100)); // 0 … 2.4 s
     }
     mock.assert_count(STABLE_TOKEN_PATH, 1);
+    clock.advance(Duration::from_millis(200)); // 2.6 s: past the half-life
+    client.send(&message()).await.unwrap();
+    for _ in 0..10 {
+        tokio::task::yield_now().await; // the background refresh runs
+    }
+    mock.assert_count(STABLE_TOKEN_PATH, 2);
+    assert_eq!(tokens_used(&mock).last().unwrap(), "T1", "served the held token meanwhile");
+    client.send(&message()).await.unwrap();
+    assert_eq!(tokens_used(&mock).last().unwrap(), "T2");
 }
 
 /// A store that shares the tokens of `inner` but grants every lease: two "instances" that do

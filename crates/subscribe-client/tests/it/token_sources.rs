@@ -45,11 +45,13 @@ async fn stable_endpoint_posts_json_with_the_secret_in_the_body_only() {
 struct Central {
     current: Mutex<u32>,
     invalidated: Mutex<Vec<String>>,
+    fetches: Mutex<u32>,
 }
 
 #[subscribe_client::async_trait]
 impl ExternalTokenSource for Central {
     async fn fetch(&self, _app: &AppId) -> Result<CachedToken, BoxError> {
+        *self.fetches.lock().unwrap() += 1;
         let n = *self.current.lock().unwrap() + 1;
         Ok(CachedToken::new(AccessToken::new(format!("X{n}"))?, t0() + Duration::from_secs(7200)))
     }
@@ -80,7 +82,10 @@ async fn external_source_is_told_of_a_rejection_and_asked_again() {
     client.send(&message()).await.unwrap();
     assert_eq!(tokens_used(&mock), ["X1", "X2"]);
     assert_eq!(*central.invalidated.lock().unwrap(), ["X1"]);
+    assert_eq!(*central.fetches.lock().unwrap(), 2, "asked once, then once more after the rejection");
     assert_eq!(mock.count(STABLE_TOKEN_PATH), 0, "WeChat's token endpoint is never called");
+    client.send(&message()).await.unwrap();
+    assert_eq!(*central.fetches.lock().unwrap(), 2, "X2 is held: not asked again");
 }
 
 #[test]
@@ -144,4 +149,7 @@ async fn a_valid_token_is_served_when_its_refresh_fails() {
         tokio::task::yield_now().await;
     }
     assert!(tokens_used(&mock).iter().all(|t| t == "T1"));
+    // One background attempt failed; the next waits out the backoff instead of following
+    // every send.
+    mock.assert_count(STABLE_TOKEN_PATH, 2);
 }

@@ -239,9 +239,14 @@ async fn a_killed_dispatchers_grants_are_finished_by_another_and_nothing_is_sent
     let killed = tokio::spawn(async move {
         first.run(&scope().template_id, scope().scene, restock, &mut wire, &CancelToken::new()).await
     });
-    while !tripped.load(Ordering::Acquire) {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    // Bounded: a dispatcher that never reaches the tripwire fails the test instead of hanging it.
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while !tripped.load(Ordering::Acquire) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the first dispatcher reached 200 outcomes within 30 s");
     killed.abort(); // a crash: in-flight sends are dropped, their grants stay reserved
     assert!(killed.await.unwrap_err().is_cancelled());
     let after_kill = s.stats().deliveries;

@@ -134,6 +134,8 @@ async fn with_redis_gone_the_client_keeps_serving_its_token_and_a_new_one_still_
     // returns the same token, so the running instance is not disturbed).
     let fresh = client(via_proxy());
     fresh.send(&message(5)).await.unwrap();
+    assert_eq!(s.stats().stable_token_requests, 2, "the new instance asked WeChat itself");
+    assert_eq!(s.stats().tokens_issued, 1, "and got the same stable token back");
     running.send(&message(6)).await.unwrap();
     assert_eq!(s.stats().deliveries, 7);
 }

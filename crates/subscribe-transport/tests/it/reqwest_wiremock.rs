@@ -120,7 +120,8 @@ async fn connection_dropped_after_sending_is_io_not_connect() {
     });
     let req = HttpRequest::post(format!("http://{addr}/x?access_token={TOKEN}"), "{}").unwrap();
     let err = transport().send(req).await.unwrap_err();
-    assert!(!err.request_never_left(), "{:?}", err.kind());
+    assert_eq!(err.kind(), TransportErrorKind::Io, "a reset after sending is Io, not Connect: {err:?}");
+    assert!(!err.request_never_left());
     assert_no_secret(&err);
 }
 

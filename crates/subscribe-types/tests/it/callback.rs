@@ -93,10 +93,14 @@ fn every_rejection_is_typed() {
         ),
     ];
     for (input, want) in cases {
-        let got = AuthorizationAnswer::parse(&input);
-        assert_eq!(got, Err(want.clone()), "input: {}", &input[..input.len().min(120)]);
-        // Every rejection says what is wrong in words.
-        assert!(!want.to_string().is_empty());
+        let got = AuthorizationAnswer::parse(&input).unwrap_err();
+        assert_eq!(got, want, "input: {}", &input[..input.len().min(120)]);
+        // Every rejection says what is wrong in words, naming the field where there is one.
+        let text = got.to_string();
+        assert!(!text.is_empty(), "{got:?}");
+        if let QueryError::Invalid(v) = &got {
+            assert!(text.contains(v.field()), "{text:?} does not name {}", v.field());
+        }
     }
 }
 
@@ -132,8 +136,17 @@ fn expectation_from_the_request_checks_all_three() {
         HttpUrl::new("https://app.example.com/cb").unwrap(),
     )
     .with_reserved(Reserved::new("hello").unwrap());
+    let expect = Expectation::from(&request);
     let answer = AuthorizationAnswer::parse(&official_query()).unwrap();
-    answer.verify(&Expectation::from(&request)).unwrap();
-    let forged = AuthorizationAnswer::parse(&official_query().replace("hello", "evil")).unwrap();
-    assert_eq!(forged.verify(&Expectation::from(&request)), Err(Mismatch { field: "reserved" }));
+    answer.verify(&expect).unwrap();
+    // Each of the three, changed alone, is caught and named.
+    let q = official_query();
+    for (changed, field) in [
+        (q.replace("reserved=hello", "reserved=evil"), "reserved"),
+        (q.replace("scene=1000", "scene=1001"), "scene"),
+        (q.replace(&format!("template_id={TEMPLATE}"), "template_id=another_template"), "template_id"),
+    ] {
+        let forged = AuthorizationAnswer::parse(&changed).unwrap();
+        assert_eq!(forged.verify(&expect), Err(Mismatch { field }), "{changed}");
+    }
 }

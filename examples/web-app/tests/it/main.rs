@@ -154,10 +154,23 @@ async fn confirm_cancel_dispatch_and_exactly_one_message() {
     assert_eq!((cell(&admin, "pending"), cell(&admin, "delivered")), (0, 1));
 }
 
+/// `url` with the value of query parameter `key` replaced by `value`.
+fn with_param(url: &str, key: &str, value: &str) -> String {
+    let (base, query) = url.split_once('?').unwrap();
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|p| match p.split_once('=') {
+            Some((k, _)) if k == key => format!("{k}={value}"),
+            _ => p.to_owned(),
+        })
+        .collect();
+    format!("{base}?{}", pairs.join("&"))
+}
+
 #[tokio::test]
 async fn an_answer_from_another_session_or_a_forged_one_is_refused() {
     let w = start().await;
-    let (_, callback) = w.authorize(None, ALICE, "confirm").await;
+    let (alice, callback) = w.authorize(None, ALICE, "confirm").await;
 
     // The same answer in another browser (an attacker's link opened by a victim).
     let (other, _) = w.authorize(None, BOB, "cancel").await;
@@ -166,14 +179,25 @@ async fn an_answer_from_another_session_or_a_forged_one_is_refused() {
     assert!(page.contains(r#"id="error""#), "{page}");
     // Without any session.
     assert_eq!(w.get(&callback, None).await.0, 400);
-    // A tampered scene.
-    let forged = callback.replace("scene=1", "scene=2");
-    assert_ne!(forged, callback);
-    let (status, _) = w.get(&forged, Some(&other)).await;
-    assert_eq!(status, 400);
+    // A tampered scene or template in Alice's own session: the session matches, so only the
+    // signed state can refuse them (it names the scene and template it was issued for).
+    let scene = callback.split("scene=").nth(1).unwrap().split('&').next().unwrap();
+    let other_scene = if scene == "2" { "3" } else { "2" };
+    for forged in [
+        with_param(&callback, "scene", other_scene),
+        with_param(&callback, "template_id", "another_template"),
+    ] {
+        assert_ne!(forged, callback);
+        let (status, page) = w.get(&forged, Some(&alice)).await;
+        assert_eq!(status, 400, "{forged}");
+        assert!(page.contains("not valid for this app, template, scene and session"), "{page}");
+    }
+    assert_eq!(w.health().await["grants"]["pending"], 0);
     // Garbage.
     assert_eq!(w.get(&w.url("/callback?<script>"), Some(&other)).await.0, 400);
-    assert_eq!(w.health().await["grants"]["pending"], 0);
+    // The genuine answer in Alice's session is still good: the refusals were the tampering's.
+    assert_eq!(w.get(&callback, Some(&alice)).await.0, 200);
+    assert_eq!(w.health().await["grants"]["pending"], 1);
 }
 
 #[test]
