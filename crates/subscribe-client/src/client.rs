@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -49,40 +49,16 @@ struct Inner {
     state_key: StateKey,
     state_ttl: Duration,
     jitter: AtomicU64,
-    /// Tells this client's entries apart in [`LAST_URI`] (unique per built client; clones share it).
-    id: u64,
 }
 
-/// Ids for [`Inner::id`].
-static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
-
-/// A request URI holding the token, as last built on this thread: the URI changes only when the
-/// token does, and parsing it was a sixth of the client's cost above plain reqwest per send
-/// (callgrind). Per thread, so sends on different cores never contend for it. The token text
-/// already lives in every request's URI; this keeps one more copy until the thread's next
-/// request with another token replaces it.
-struct LastUri {
-    client: u64,
-    path: &'static str,
-    token: AccessToken,
-    uri: http::Uri,
-}
-
-/// The token as last handed out on this thread, while the token manager's generation is
-/// unchanged and its refresh point not reached: the same answer the manager would give, without
-/// its lock or a shared reference count (both bounce a cache line between cores on every send).
-/// The copy is this thread's own allocation for the same reason.
-struct LastToken {
-    client: u64,
-    generation: u64,
-    token: AccessToken,
-    /// The refresh point, on the clock's monotonic reading.
-    until: Duration,
-}
-
-thread_local! {
-    static LAST_URI: std::cell::RefCell<Option<LastUri>> = const { std::cell::RefCell::new(None) };
-    static LAST_TOKEN: std::cell::RefCell<Option<LastToken>> = const { std::cell::RefCell::new(None) };
+/// A successful call's decoded answer and its receipt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Answered<T> {
+    /// The endpoint's response (for the send endpoint, [`Ack`](subscribe_types::Ack)).
+    pub response: T,
+    /// How the call went.
+    pub receipt: SendReceipt,
 }
 
 /// What a successful call reports.
@@ -166,22 +142,37 @@ impl Client {
     /// - [`Error::OutcomeUnknown`] / [`Error::ProbablyDelivered`]: do **not** resend blindly.
     /// - [`Error::Transport`], [`Error::Token`], [`Error::HttpStatus`]: nothing was delivered.
     pub async fn send(&self, message: &SubscribeMessage) -> Result<SendReceipt, Error> {
-        self.execute(message).await
+        self.execute(message).await.map(|answered| answered.receipt)
     }
 
     /// Calls any endpoint answered with WeChat's `{errcode, errmsg}` envelope, with the same
-    /// token handling and retry policy as [`send`](Self::send).
+    /// token handling and retry policy as [`send`](Self::send): serializes the endpoint's body
+    /// with `serde_json` and returns its decoded [`Response`](Endpoint::Response).
     ///
     /// # Errors
-    /// As [`send`](Self::send).
-    pub async fn execute<E: Endpoint + ?Sized>(&self, call: &E) -> Result<SendReceipt, Error> {
+    /// As [`send`](Self::send); [`Error::BodyNotSerializable`] when the body cannot be written
+    /// as JSON (nothing was sent).
+    pub async fn execute<E: Endpoint + ?Sized>(&self, call: &E) -> Result<Answered<E::Response>, Error> {
         let spec = E::SPEC;
         let span =
             info_span!("wechat.call", appid = %self.inner.appid, path = spec.path, endpoint = spec.name);
-        self.run(spec, Bytes::from(call.body())).instrument(span).await
+        let body = serde_json::to_vec(call.body()).map_err(|_| Error::BodyNotSerializable)?;
+        let (answer, receipt) = self.run(spec, Bytes::from(body)).instrument(span).await?;
+        // `errcode` was 0: WeChat acted. An answer that does not decode as the endpoint's
+        // response cannot be called a failure, nor read: reported unknown, never resent.
+        let response = serde_json::from_slice(&answer).map_err(|e| Error::OutcomeUnknown {
+            reason: "errcode 0, but the rest of the answer did not decode".into(),
+            source: Some(Box::new(subscribe_types::DecodeError::from(&e))),
+        })?;
+        Ok(Answered { response, receipt })
     }
 
-    async fn run(&self, spec: subscribe_types::EndpointSpec, body: Bytes) -> Result<SendReceipt, Error> {
+    /// Sends `body` with the policy's replays; on `errcode` 0, the answer's body.
+    async fn run(
+        &self,
+        spec: subscribe_types::EndpointSpec,
+        body: Bytes,
+    ) -> Result<(Bytes, SendReceipt), Error> {
         let inner = &*self.inner;
         let policy = &inner.retry;
         let (mut connect_left, mut busy_left, mut unknown_left) =
@@ -189,7 +180,7 @@ impl Client {
         let mut token_replayed = false;
         let mut may_have_delivered = false;
         let mut backoffs = 0u32;
-        let mut token = if spec.needs_access_token { Some(self.send_token().await?) } else { None };
+        let mut token = if spec.needs_access_token { Some(inner.tokens.get().await?) } else { None };
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -244,7 +235,7 @@ impl Client {
             let code = envelope.errcode;
             debug!(attempt, errcode = code.get(), "answered");
             let Err(api) = envelope.into_result() else {
-                return Ok(SendReceipt { attempts: attempt });
+                return Ok((answer.into_body(), SendReceipt { attempts: attempt }));
             };
             if code.is_token_rejected()
                 && !token_replayed
@@ -270,68 +261,18 @@ impl Client {
         }
     }
 
-    /// The token to send with: this thread's copy while it is current, else the manager's.
-    async fn send_token(&self) -> Result<AccessToken, Error> {
-        let inner = &*self.inner;
-        // Read before the clock: a change after this read is the same race as a token
-        // replaced just after any caller got it.
-        let generation = inner.tokens.generation();
-        let now = inner.clock.monotonic();
-        let hit = LAST_TOKEN.with_borrow(|last| {
-            last.as_ref()
-                .filter(|l| l.client == inner.id && l.generation == generation && now < l.until)
-                .map(|l| l.token.clone())
-        });
-        if let Some(token) = hit {
-            return Ok(token);
-        }
-        let token = inner.tokens.get().await?;
-        if let Some((held, until, generation)) = inner.tokens.snapshot()
-            && held == token
-            && let Ok(own) = AccessToken::new(token.expose_secret())
-        {
-            LAST_TOKEN.with_borrow_mut(|last| {
-                *last = Some(LastToken { client: inner.id, generation, token: own.clone(), until });
-            });
-            return Ok(own);
-        }
-        Ok(token)
-    }
-
     fn request(
         &self,
         spec: subscribe_types::EndpointSpec,
         token: Option<&AccessToken>,
         body: &Bytes,
     ) -> Result<HttpRequest, Error> {
-        let uri = match token {
-            Some(t) => self.token_uri(spec.path, t).map_err(invalid_request)?,
-            None => http::Uri::try_from(self.uri_text(spec.path, None)).map_err(invalid_request)?,
-        };
+        let uri = http::Uri::try_from(self.uri_text(spec.path, token)).map_err(invalid_request)?;
         let built = match spec.method {
             Method::Post => HttpRequest::post(uri, body.clone()),
             Method::Get => HttpRequest::get(uri),
         };
         built.map_err(invalid_request)
-    }
-
-    /// `api_base + path + ?access_token=…`, from this thread's cache when the token and path
-    /// are those of the last request built here for this client.
-    fn token_uri(&self, path: &'static str, token: &AccessToken) -> Result<http::Uri, http::Error> {
-        let id = self.inner.id;
-        let hit = LAST_URI.with_borrow(|last| {
-            last.as_ref()
-                .filter(|l| l.client == id && l.path == path && l.token == *token)
-                .map(|l| l.uri.clone())
-        });
-        if let Some(uri) = hit {
-            return Ok(uri);
-        }
-        let uri = http::Uri::try_from(self.uri_text(path, Some(token)))?;
-        LAST_URI.with_borrow_mut(|last| {
-            *last = Some(LastUri { client: id, path, token: token.clone(), uri: uri.clone() });
-        });
-        Ok(uri)
     }
 
     fn uri_text(&self, path: &str, token: Option<&AccessToken>) -> String {
@@ -739,7 +680,6 @@ impl ClientBuilder {
                 state_key,
                 state_ttl: self.state_ttl,
                 jitter: AtomicU64::new(seed),
-                id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),
             }),
         })
     }

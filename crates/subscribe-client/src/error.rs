@@ -37,6 +37,10 @@ pub enum Error {
         #[source]
         source: Option<BoxError>,
     },
+    /// The endpoint's body could not be written as JSON (a `Serialize` implementation
+    /// failed); nothing was sent.
+    #[error("the request body could not be serialized")]
+    BodyNotSerializable,
     /// The request never reached WeChat (after the policy's replays): nothing was delivered.
     #[error("request not sent")]
     Transport(#[source] TransportError),

@@ -70,7 +70,7 @@ mod token;
 pub mod test_util;
 
 pub use async_trait::async_trait;
-pub use client::{AuthorizationLink, Client, ClientBuilder, DEFAULT_API_BASE, SendReceipt};
+pub use client::{Answered, AuthorizationLink, Client, ClientBuilder, DEFAULT_API_BASE, SendReceipt};
 #[cfg(feature = "test-util")]
 pub use clock::ManualClock;
 pub use clock::{Clock, SharedClock, SystemClock};

@@ -160,28 +160,11 @@ fn classify(e: reqwest::Error) -> TransportError {
     TransportError::new(kind, e.without_url())
 }
 
-thread_local! {
-    /// The last URI this thread turned into a `reqwest::Url`, and the result. Calls repeat the
-    /// same URI until the token changes, and parsing it was a measurable share of a send. It
-    /// holds the token like the request itself; the next request with another URI replaces it.
-    static LAST_URL: std::cell::RefCell<Option<(http::Uri, reqwest::Url)>> =
-        const { std::cell::RefCell::new(None) };
-}
-
 /// `reqwest::Request::try_from` formats the URI through `Display` (a string grown a few times)
-/// and parses it on every call; this reuses the last parse on this thread when the URI is the
-/// same, and otherwise writes the text once, at its final size.
+/// and parses it; this writes the text once, at its final size, and parses it once.
 fn to_reqwest(request: http::Request<bytes::Bytes>) -> Result<reqwest::Request, TransportError> {
     let (parts, body) = request.into_parts();
-    let cached = LAST_URL
-        .with_borrow(|last| last.as_ref().filter(|(u, _)| *u == parts.uri).map(|(_, url)| url.clone()));
-    let url = if let Some(url) = cached {
-        url
-    } else {
-        let url = parse_url(&parts.uri)?;
-        LAST_URL.with_borrow_mut(|last| *last = Some((parts.uri.clone(), url.clone())));
-        url
-    };
+    let url = parse_url(&parts.uri)?;
     let mut out = reqwest::Request::new(parts.method, url);
     *out.headers_mut() = parts.headers;
     *out.version_mut() = parts.version;

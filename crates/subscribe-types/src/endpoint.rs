@@ -52,13 +52,49 @@ pub const STABLE_TOKEN: EndpointSpec = EndpointSpec {
     needs_access_token: false,
 };
 
-/// A call with a JSON body that WeChat answers with the `{errcode, errmsg}` envelope.
+/// A call with a JSON body that WeChat answers with the `{errcode, errmsg}` envelope, and on
+/// success (`errcode` 0) with the fields of [`Response`](Self::Response).
 ///
-/// Implement it for an API this crate does not model yet and send it with the client's
-/// generic `execute`.
+/// Sans-I/O: it says what to send and what comes back; the client's generic `execute` sends it
+/// (serializing [`body`](Self::body) with `serde_json`) and decodes the answer. Implement it for
+/// an API this crate does not model yet:
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use subscribe_types::endpoint::{Endpoint, EndpointSpec, Method};
+///
+/// #[derive(Serialize)]
+/// struct AddTemplate { tid: String, kid_list: Vec<u32> }
+///
+/// #[derive(Deserialize)]
+/// struct Added { #[serde(rename = "priTmplId")] pri_tmpl_id: String }
+///
+/// impl Endpoint for AddTemplate {
+///     const SPEC: EndpointSpec = EndpointSpec {
+///         name: "add_template",
+///         method: Method::Post,
+///         path: "/wxaapi/newtmpl/addtemplate",
+///         needs_access_token: true,
+///     };
+///     type Body = Self;
+///     type Response = Added;
+///     fn body(&self) -> &Self { self }
+/// }
+/// # let _ = AddTemplate { tid: "1".into(), kid_list: vec![1] }.body();
+/// ```
 pub trait Endpoint {
     /// Method, path and token needs.
     const SPEC: EndpointSpec;
+    /// What is serialized as the JSON body.
+    type Body: serde::Serialize + ?Sized;
+    /// What a successful answer carries besides `errcode` and `errmsg`.
+    type Response: serde::de::DeserializeOwned;
     /// The request body.
-    fn body(&self) -> Vec<u8>;
+    fn body(&self) -> &Self::Body;
 }
+
+/// The answer of an endpoint whose success carries nothing but `{"errcode":0,"errmsg":"ok"}`.
+/// Other fields are ignored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[non_exhaustive]
+pub struct Ack {}

@@ -65,7 +65,7 @@ pub use authorize::{
     MobileSubscribeResponse,
 };
 pub use callback::{Action, AuthorizationAnswer, Cancelled, Confirmed, Expectation, Mismatch, QueryError};
-pub use endpoint::{Endpoint, EndpointSpec, Method};
+pub use endpoint::{Ack, Endpoint, EndpointSpec, Method};
 pub use error::ValidationError;
 pub use ids::{AppId, OpenId, Reserved, Scene, TemplateId};
 pub use message::{MessageParseError, SubscribeMessage, SubscribeMessageBuilder};

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::api::DecodeError;
-use crate::endpoint::{Endpoint, EndpointSpec, SEND_SUBSCRIBE_MESSAGE};
+use crate::endpoint::{Ack, Endpoint, EndpointSpec, SEND_SUBSCRIBE_MESSAGE};
 use crate::error::ValidationError;
 use crate::ids::{OpenId, Scene, TemplateId};
 use crate::text::{Color, Content, HttpUrl, MiniProgram, Title};
@@ -115,74 +115,14 @@ impl SubscribeMessage {
         self.miniprogram.as_ref()
     }
 
-    /// The JSON body, raw UTF-8: byte for byte what `serde_json::to_vec` makes of this value
-    /// (a test holds the two together), written directly because it runs on every send.
+    /// The JSON body, raw UTF-8 (`serde_json` writes it from the derived `Serialize`).
+    ///
+    /// # Panics
+    /// Never: every field is a string or an optional struct of strings, which `serde_json`
+    /// always writes.
     pub fn to_json(&self) -> Vec<u8> {
-        // Exactly sized: no reallocation while writing, and a caller turning the vector into
-        // `Bytes` gets it without a second allocation (`Bytes` needs `len == capacity` for that).
-        let mut out = Vec::with_capacity(self.json_len());
-        out.extend_from_slice(b"{\"touser\":");
-        json_string(&mut out, self.touser.as_str());
-        out.extend_from_slice(b",\"template_id\":");
-        json_string(&mut out, self.template_id.as_str());
-        if let Some(url) = &self.url {
-            out.extend_from_slice(b",\"url\":");
-            json_string(&mut out, url.as_str());
-        }
-        if let Some(mp) = &self.miniprogram {
-            out.extend_from_slice(b",\"miniprogram\":{\"appid\":");
-            json_string(&mut out, mp.appid().as_str());
-            out.extend_from_slice(b",\"pagepath\":");
-            json_string(&mut out, mp.pagepath());
-            out.push(b'}');
-        }
-        out.extend_from_slice(b",\"scene\":\"");
-        let mut digits = [0u8; 5];
-        let mut n = self.scene.get();
-        let mut i = digits.len();
-        loop {
-            i -= 1;
-            // A digit: `n % 10` is below 10.
-            digits[i] = b'0' + u8::try_from(n % 10).unwrap_or(0);
-            n /= 10;
-            if n == 0 || i == 0 {
-                break;
-            }
-        }
-        out.extend_from_slice(&digits[i..]);
-        out.extend_from_slice(b"\",\"title\":");
-        json_string(&mut out, self.title.as_str());
-        out.extend_from_slice(b",\"data\":{\"content\":{\"value\":");
-        json_string(&mut out, self.data.content.value.as_str());
-        if let Some(color) = &self.data.content.color {
-            out.extend_from_slice(b",\"color\":");
-            json_string(&mut out, color.as_str());
-        }
-        out.extend_from_slice(b"}}}");
-        debug_assert_eq!(out.len(), out.capacity(), "json_len must be exact");
-        out
-    }
-
-    /// The length of [`to_json`](Self::to_json)'s output.
-    fn json_len(&self) -> usize {
-        let mut n = r#"{"touser":,"template_id":,"scene":"","title":,"data":{"content":{"value":}}}"#.len()
-            + json_string_len(self.touser.as_str())
-            + json_string_len(self.template_id.as_str())
-            + json_string_len(self.title.as_str())
-            + json_string_len(self.data.content.value.as_str())
-            + decimal_len(u32::from(self.scene.get()));
-        if let Some(url) = &self.url {
-            n += r#","url":"#.len() + json_string_len(url.as_str());
-        }
-        if let Some(mp) = &self.miniprogram {
-            n += r#","miniprogram":{"appid":,"pagepath":}"#.len()
-                + json_string_len(mp.appid().as_str())
-                + json_string_len(mp.pagepath());
-        }
-        if let Some(color) = &self.data.content.color {
-            n += r#","color":"#.len() + json_string_len(color.as_str());
-        }
-        n
+        // Every field is a string or an optional struct of strings: serializing cannot fail.
+        serde_json::to_vec(self).expect("a SubscribeMessage always serializes")
     }
 
     /// Reads and validates a send body, the way WeChat's server does. `scene` may be a number
@@ -207,9 +147,11 @@ impl SubscribeMessage {
 
 impl Endpoint for SubscribeMessage {
     const SPEC: EndpointSpec = SEND_SUBSCRIBE_MESSAGE;
+    type Body = Self;
+    type Response = Ack;
 
-    fn body(&self) -> Vec<u8> {
-        self.to_json()
+    fn body(&self) -> &Self {
+        self
     }
 }
 
@@ -363,126 +305,4 @@ pub enum MessageParseError {
     /// A field is missing or breaks its rule (WeChat answers 47003 naming it).
     #[error(transparent)]
     Invalid(#[from] ValidationError),
-}
-
-/// Appends `s` as a JSON string the way `serde_json` writes it: `"` and `\` escaped, the
-/// control characters as `\b \t \n \f \r` or `\u00xx`, everything else (non-ASCII
-/// included) as it is. Runs without escapes are copied whole.
-fn json_string(out: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push(b'"');
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    let mut i = 0;
-    while let Some(at) = next_escape(bytes, i) {
-        i = at + 1;
-        let b = bytes[at];
-        let short: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            _ => b"",
-        };
-        out.extend_from_slice(&bytes[start..at]);
-        if short.is_empty() {
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX[usize::from(b >> 4)]);
-            out.push(HEX[usize::from(b & 0xf)]);
-        } else {
-            out.extend_from_slice(short);
-        }
-        start = at + 1;
-    }
-    out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
-}
-
-/// The length of `s` written by [`json_string`], quotes included.
-fn json_string_len(s: &str) -> usize {
-    let bytes = s.as_bytes();
-    let mut n = bytes.len() + 2;
-    let mut i = 0;
-    while let Some(at) = next_escape(bytes, i) {
-        i = at + 1;
-        n += match bytes[at] {
-            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 1,
-            _ => 5,
-        };
-    }
-    n
-}
-
-/// The number of decimal digits of `n`.
-fn decimal_len(n: u32) -> usize {
-    n.checked_ilog10().map_or(1, |d| d as usize + 1)
-}
-
-/// The index of the first byte at or after `from` that JSON must escape (`"`, `\` or below
-/// 0x20). Eight bytes at a time: text rarely needs escaping, so most words are checked whole.
-fn next_escape(bytes: &[u8], from: usize) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    let needs = |b: u8| b < 0x20 || b == b'"' || b == b'\\';
-    // A byte of `x` is zero: the classic test, exact as a yes/no for the whole word.
-    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS != 0;
-    let mut i = from;
-    while i + 8 <= bytes.len() {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(&bytes[i..i + 8]);
-        let w = u64::from_le_bytes(word);
-        // Below 0x20: some byte has none of the bits 0x20..=0x80 set, i.e. `w & 0xe0…` has a
-        // zero byte.
-        let low = has_zero(w & 0xe0e0_e0e0_e0e0_e0e0);
-        if low || has_zero(w ^ (ONES * u64::from(b'"'))) || has_zero(w ^ (ONES * u64::from(b'\\'))) {
-            return bytes[i..i + 8].iter().position(|&b| needs(b)).map(|p| i + p);
-        }
-        i += 8;
-    }
-    bytes[i..].iter().position(|&b| needs(b)).map(|p| i + p)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn next_escape_agrees_with_a_byte_by_byte_scan() {
-        let needs = |b: u8| b < 0x20 || b == b'"' || b == b'\\';
-        for special in 0..=255u8 {
-            for len in 0..20 {
-                for at in 0..len {
-                    let mut bytes = vec![b'a'; len];
-                    bytes[at] = special;
-                    for from in 0..=len {
-                        let naive = bytes[from..].iter().position(|&b| needs(b)).map(|p| from + p);
-                        assert_eq!(
-                            next_escape(&bytes, from),
-                            naive,
-                            "byte {special:#x} at {at} of {len} from {from}"
-                        );
-                    }
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn json_string_writes_what_serde_json_writes() {
-        for s in [
-            "",
-            "plain",
-            "你好\u{7f}",
-            "\"q\" \\ /",
-            "\u{0}\u{1}\u{8}\u{9}\u{a}\u{c}\u{d}\u{1f}",
-            "0123456789\"abcdef",
-        ] {
-            let mut out = Vec::new();
-            json_string(&mut out, s);
-            assert_eq!(out, serde_json::to_vec(s).unwrap(), "{s:?}");
-        }
-    }
 }

@@ -19,7 +19,7 @@
 //!   time when this process adopts a token.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -168,9 +168,6 @@ pub(crate) struct TokenManager {
     settings: TokenSettings,
     holder: String,
     state: Mutex<State>,
-    /// Bumped, under the state lock, whenever the held token changes: callers that keep a copy
-    /// of the token (the client's per-thread cache) compare it to know their copy is current.
-    generation: AtomicU64,
     force: Mutex<ForceBudget>,
     jitter: AtomicU64,
 }
@@ -214,7 +211,6 @@ impl TokenManager {
             settings,
             holder,
             state: Mutex::new(State::default()),
-            generation: AtomicU64::new(0),
             force: Mutex::new(ForceBudget::default()),
             jitter: AtomicU64::new(seed),
         }
@@ -250,19 +246,6 @@ impl TokenManager {
         self.obtain(None).await
     }
 
-    /// The current generation of the held token (see the field).
-    pub(crate) fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
-    }
-
-    /// The held token, the monotonic instant until which it may be used without asking again
-    /// (its refresh point), and the generation they belong to, read together.
-    pub(crate) fn snapshot(&self) -> Option<(AccessToken, Duration, u64)> {
-        let st = lock(&self.state);
-        let l = st.local.as_ref()?;
-        Some((l.cached.token().clone(), l.refresh_at, self.generation.load(Ordering::Acquire)))
-    }
-
     /// WeChat rejected `rejected` (40001/40014/42001): returns a different valid token,
     /// refreshing once however many callers report the same rejection.
     pub(crate) async fn rejected(
@@ -273,7 +256,6 @@ impl TokenManager {
             let mut st = lock(&self.state);
             if st.local.as_ref().is_some_and(|l| l.cached.token() == rejected) {
                 st.local = None;
-                self.generation.fetch_add(1, Ordering::AcqRel);
             }
         }
         self.obtain(Some(rejected)).await.map(|t| t.token().clone())
@@ -602,10 +584,7 @@ impl TokenManager {
             refresh_at: now + remaining.saturating_sub(lead),
             expires_at: now + remaining,
         };
-        let mut st = lock(&self.state);
-        st.local = Some(local);
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        drop(st);
+        lock(&self.state).local = Some(local);
         cached
     }
 

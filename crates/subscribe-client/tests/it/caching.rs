@@ -1,5 +1,5 @@
-//! The per-thread caches of the send path (the current token, the token-bearing URI, the parsed
-//! URL) must never hand one client's request to another, nor outlive a token change.
+//! The send path never hands one client's request to another, nor reuses a token after it
+//! changed (rejected, or past its refresh point).
 
 use std::time::Duration;
 

