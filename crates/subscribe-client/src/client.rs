@@ -12,7 +12,7 @@ use subscribe_transport::{
 };
 use subscribe_types::{
     AccessToken, ApiResponse, AppId, AppSecret, AuthorizationAnswer, AuthorizeRequest, DEFAULT_MP_BASE,
-    Endpoint, ErrCode, HttpUrl, Method, Scene, SubscribeMessage, TemplateId,
+    Endpoint, ErrorClass, HttpUrl, Method, Scene, SubscribeMessage, TemplateId,
 };
 use tracing::{Instrument, debug, info_span, warn};
 
@@ -246,14 +246,14 @@ impl Client {
                 token = Some(inner.tokens.rejected(&rejected).await?);
                 continue;
             }
-            if code == ErrCode::SYSTEM_BUSY && busy_left > 0 {
+            if code.class() == Some(ErrorClass::Backoff) && busy_left > 0 {
                 busy_left -= 1;
                 // WeChat said busy; it almost certainly did nothing, but cannot promise it.
                 may_have_delivered = true;
                 self.backoff(&mut backoffs).await;
                 continue;
             }
-            if code == ErrCode::USER_REFUSED && may_have_delivered {
+            if code.class() == Some(ErrorClass::UserRefused) && may_have_delivered {
                 warn!(attempt, "43101 on a replay: the earlier attempt probably delivered");
                 return Err(Error::ProbablyDelivered(api));
             }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
-use subscribe_types::{ErrCode, OpenId, Scene, SubscribeMessage, TemplateId, ValidationError};
+use subscribe_types::{ErrCode, ErrorClass, OpenId, Scene, SubscribeMessage, TemplateId, ValidationError};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
@@ -401,14 +401,14 @@ fn classify(
     if !e.outcome_known() {
         return (OutcomeKind::Unknown, code, Some(text.clone()), Settlement::Review(text));
     }
-    match code {
+    match e.retry_class() {
         // After an earlier sender's lapsed reservation, a refusal most likely means that
         // sender delivered before it stopped: review, do not drop.
-        Some(c) if c == ErrCode::USER_REFUSED && attempt > 1 => {
+        Some(ErrorClass::UserRefused) if attempt > 1 => {
             let why = format!("{text} (after an interrupted earlier attempt: probably delivered)");
             (OutcomeKind::Unknown, code, Some(why.clone()), Settlement::Review(why))
         }
-        Some(c) if c == ErrCode::USER_REFUSED || c == ErrCode::INVALID_OPENID => {
+        Some(ErrorClass::UserRefused | ErrorClass::InvalidRecipient) => {
             (OutcomeKind::Dropped, code, Some(text.clone()), Settlement::Drop(text))
         }
         _ => (OutcomeKind::Failed, code, Some(text), Settlement::Release),

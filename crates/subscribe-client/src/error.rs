@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use subscribe_transport::{TransportError, TransportErrorKind};
-use subscribe_types::{ApiError, DecodeError, ErrCode, ErrorClass, QueryError, ValidationError};
+use subscribe_types::{
+    ApiError, DecodeError, ErrCode, ErrorClass, QueryError, TokenEndpointFailure, ValidationError,
+};
 
 use crate::token::{BoxError, ExternalSourceError, TokenStoreError};
 
@@ -106,7 +108,7 @@ impl Error {
     /// Whether WeChat refused because no unused authorization exists (43101, not after a
     /// replay): ask the user to authorize again.
     pub fn is_refused_by_user(&self) -> bool {
-        matches!(self, Self::Api(e) if e.code() == ErrCode::USER_REFUSED)
+        matches!(self, Self::Api(e) if e.code().class() == Some(ErrorClass::UserRefused))
     }
 }
 
@@ -135,14 +137,17 @@ pub enum TokenRejection {
 }
 
 impl TokenRejection {
+    /// The refusal `e` of a token endpoint, by the errcode table's meaning of its code there.
     pub(crate) fn of(e: &ApiError) -> Self {
-        match e.code().get() {
-            40013 | 41002 => Self::InvalidAppId,
-            40001 | 40125 | 41004 => Self::InvalidSecret,
-            40164 | 61004 => Self::IpNotWhitelisted { ip: e.reported_ip().map(str::to_owned) },
-            40243 => Self::SecretFrozen,
-            45009 | 45011 => Self::QuotaExceeded,
-            -1 => Self::Busy,
+        match e.code().at_token_endpoint() {
+            Some(TokenEndpointFailure::InvalidAppId) => Self::InvalidAppId,
+            Some(TokenEndpointFailure::InvalidSecret) => Self::InvalidSecret,
+            Some(TokenEndpointFailure::IpNotWhitelisted) => {
+                Self::IpNotWhitelisted { ip: e.reported_ip().map(str::to_owned) }
+            }
+            Some(TokenEndpointFailure::SecretFrozen) => Self::SecretFrozen,
+            Some(TokenEndpointFailure::QuotaExceeded) => Self::QuotaExceeded,
+            Some(TokenEndpointFailure::Busy) => Self::Busy,
             _ => Self::Other,
         }
     }

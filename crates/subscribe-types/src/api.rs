@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 /// use subscribe_types::{ErrCode, ErrorClass};
 /// assert_eq!(ErrCode::ACCESS_TOKEN_EXPIRED.class(), Some(ErrorClass::RefreshToken));
 /// assert_eq!(ErrCode::SYSTEM_BUSY.class(), Some(ErrorClass::Backoff));
-/// assert_eq!(ErrCode::USER_REFUSED.class(), Some(ErrorClass::Permanent));
+/// assert_eq!(ErrCode::USER_REFUSED.class(), Some(ErrorClass::UserRefused));
 /// assert_eq!(ErrCode::OK.class(), None);
 /// // At the token endpoint 40001 means a wrong AppSecret, not a stale token:
 /// assert_eq!(ErrCode::INVALID_CREDENTIAL.class_at_token_endpoint(), Some(ErrorClass::Configuration));
@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 pub struct ErrCode(i64);
 
 macro_rules! codes {
-    ($($(#[$doc:meta])* $name:ident = $value:literal, $class:ident, $desc:literal;)*) => {
+    ($($(#[$doc:meta])* $name:ident = $value:literal, $class:ident, $token:ident, $desc:literal;)*) => {
         impl ErrCode {
             $(
                 $(#[$doc])*
@@ -50,6 +50,19 @@ macro_rules! codes {
                     _ => Some(ErrorClass::Permanent),
                 }
             }
+
+            /// What the code means in an answer of `/cgi-bin/token` or `/cgi-bin/stable_token`.
+            /// Unknown codes (and codes that have no meaning there) are
+            /// [`TokenEndpointFailure::Other`]; `OK` is `None`.
+            pub fn at_token_endpoint(self) -> Option<TokenEndpointFailure> {
+                if self.is_ok() {
+                    return None;
+                }
+                Some(match self.0 {
+                    $($value => TokenEndpointFailure::$token,)*
+                    _ => TokenEndpointFailure::Other,
+                })
+            }
         }
     };
 }
@@ -61,46 +74,51 @@ impl ErrorClass {
     const Busy: Option<ErrorClass> = Some(ErrorClass::Backoff);
     const Later: Option<ErrorClass> = Some(ErrorClass::RetryLater);
     const Config: Option<ErrorClass> = Some(ErrorClass::Configuration);
+    const Refused: Option<ErrorClass> = Some(ErrorClass::UserRefused);
+    const Recipient: Option<ErrorClass> = Some(ErrorClass::InvalidRecipient);
+    const Input: Option<ErrorClass> = Some(ErrorClass::InvalidRequest);
     const Fatal: Option<ErrorClass> = Some(ErrorClass::Permanent);
 }
 
+// The one table of what each code means: its class on an API call, then its meaning at the
+// token endpoint (`Other` where it has none there).
 codes! {
-    SYSTEM_BUSY = -1, Busy, "system busy; retry with backoff";
-    OK = 0, Ok, "ok";
-    INVALID_CREDENTIAL = 40001, Token, "invalid credential: access token invalid or not latest (wrong AppSecret at the token endpoint)";
-    INVALID_GRANT_TYPE = 40002, Config, "invalid grant_type";
-    INVALID_OPENID = 40003, Fatal, "invalid openid, or an openid of another app";
-    INVALID_APPID = 40013, Config, "invalid appid";
-    INVALID_ACCESS_TOKEN = 40014, Token, "invalid access_token";
-    INVALID_CHARACTERS = 40033, Fatal, "illegal \\uxxxx characters in the request";
-    INVALID_TEMPLATE_ID_SIZE = 40036, Config, "invalid template_id size";
-    INVALID_TEMPLATE_ID = 40037, Config, "invalid template_id: wrong template or template type";
-    INVALID_URL_SIZE = 40039, Fatal, "invalid url size";
-    INVALID_URL_DOMAIN = 40048, Fatal, "invalid url domain";
-    INVALID_APPSECRET = 40125, Config, "invalid appsecret";
-    IP_NOT_IN_WHITELIST = 40164, Config, "caller IP not in the whitelist";
-    APPSECRET_FROZEN = 40243, Config, "AppSecret frozen";
-    ACCESS_TOKEN_MISSING = 41001, Fatal, "access_token missing";
-    APPID_MISSING = 41002, Config, "appid missing";
-    APPSECRET_MISSING = 41004, Config, "appsecret missing";
-    ACCESS_TOKEN_EXPIRED = 42001, Token, "access_token expired";
-    REQUIRE_POST = 43002, Fatal, "POST method required";
-    REQUIRE_SUBSCRIBE = 43004, Fatal, "recipient must follow the account";
-    USER_REFUSED = 43101, Fatal, "user refused the message: no unused authorization";
-    EMPTY_POST_DATA = 44002, Fatal, "empty post data";
-    DAILY_QUOTA_EXCEEDED = 45009, Later, "daily API quota reached";
-    MINUTE_QUOTA_EXCEEDED = 45011, Later, "per-minute API quota reached";
-    DATA_FORMAT_ERROR = 47001, Fatal, "data format error: the body is not valid JSON";
-    ARGUMENT_INVALID = 47003, Fatal, "argument invalid: errmsg names the field";
-    API_UNAUTHORIZED = 48001, Config, "API unauthorized: no permission or wrong token type";
-    API_FORBIDDEN = 48004, Config, "API forbidden for irregularities";
-    USER_UNAUTHORIZED = 50001, Fatal, "user unauthorized";
-    USER_LIMITED = 50002, Fatal, "user limited";
-    CLIENT_IP_NOT_REGISTERED = 61004, Config, "caller IP not registered in the whitelist";
-    IP_CONFIRM_PENDING = 89501, Later, "IP pending administrator confirmation; retry later";
-    IP_AWAITING_APPROVAL = 89503, Later, "IP waiting for administrator approval";
-    IP_REJECTED_RETRY_24H = 89506, Later, "IP rejected by the administrator; retry after 24 hours";
-    IP_REJECTED_RETRY_1H = 89507, Later, "IP rejected by the administrator; retry after 1 hour";
+    SYSTEM_BUSY = -1, Busy, Busy, "system busy; retry with backoff";
+    OK = 0, Ok, Other, "ok";
+    INVALID_CREDENTIAL = 40001, Token, InvalidSecret, "invalid credential: access token invalid or not latest (wrong AppSecret at the token endpoint)";
+    INVALID_GRANT_TYPE = 40002, Config, Other, "invalid grant_type";
+    INVALID_OPENID = 40003, Recipient, Other, "invalid openid, or an openid of another app";
+    INVALID_APPID = 40013, Config, InvalidAppId, "invalid appid";
+    INVALID_ACCESS_TOKEN = 40014, Token, Other, "invalid access_token";
+    INVALID_CHARACTERS = 40033, Input, Other, "illegal \\uxxxx characters in the request";
+    INVALID_TEMPLATE_ID_SIZE = 40036, Config, Other, "invalid template_id size";
+    INVALID_TEMPLATE_ID = 40037, Config, Other, "invalid template_id: wrong template or template type";
+    INVALID_URL_SIZE = 40039, Input, Other, "invalid url size";
+    INVALID_URL_DOMAIN = 40048, Input, Other, "invalid url domain";
+    INVALID_APPSECRET = 40125, Config, InvalidSecret, "invalid appsecret";
+    IP_NOT_IN_WHITELIST = 40164, Config, IpNotWhitelisted, "caller IP not in the whitelist";
+    APPSECRET_FROZEN = 40243, Config, SecretFrozen, "AppSecret frozen";
+    ACCESS_TOKEN_MISSING = 41001, Input, Other, "access_token missing";
+    APPID_MISSING = 41002, Config, InvalidAppId, "appid missing";
+    APPSECRET_MISSING = 41004, Config, InvalidSecret, "appsecret missing";
+    ACCESS_TOKEN_EXPIRED = 42001, Token, Other, "access_token expired";
+    REQUIRE_POST = 43002, Input, Other, "POST method required";
+    REQUIRE_SUBSCRIBE = 43004, Fatal, Other, "recipient must follow the account";
+    USER_REFUSED = 43101, Refused, Other, "user refused the message: no unused authorization";
+    EMPTY_POST_DATA = 44002, Input, Other, "empty post data";
+    DAILY_QUOTA_EXCEEDED = 45009, Later, QuotaExceeded, "daily API quota reached";
+    MINUTE_QUOTA_EXCEEDED = 45011, Later, QuotaExceeded, "per-minute API quota reached";
+    DATA_FORMAT_ERROR = 47001, Input, Other, "data format error: the body is not valid JSON";
+    ARGUMENT_INVALID = 47003, Input, Other, "argument invalid: errmsg names the field";
+    API_UNAUTHORIZED = 48001, Config, Other, "API unauthorized: no permission or wrong token type";
+    API_FORBIDDEN = 48004, Config, Other, "API forbidden for irregularities";
+    USER_UNAUTHORIZED = 50001, Fatal, Other, "user unauthorized";
+    USER_LIMITED = 50002, Fatal, Other, "user limited";
+    CLIENT_IP_NOT_REGISTERED = 61004, Config, IpNotWhitelisted, "caller IP not registered in the whitelist";
+    IP_CONFIRM_PENDING = 89501, Later, Other, "IP pending administrator confirmation; retry later";
+    IP_AWAITING_APPROVAL = 89503, Later, Other, "IP waiting for administrator approval";
+    IP_REJECTED_RETRY_24H = 89506, Later, Other, "IP rejected by the administrator; retry after 24 hours";
+    IP_REJECTED_RETRY_1H = 89507, Later, Other, "IP rejected by the administrator; retry after 1 hour";
 }
 
 impl ErrCode {
@@ -119,20 +137,26 @@ impl ErrCode {
         self.0 == 0
     }
 
-    /// 40001, 40014 or 42001 on an API call: refresh the token and replay once.
-    pub const fn is_token_rejected(self) -> bool {
-        matches!(self.0, 40001 | 40014 | 42001)
+    /// The token was rejected on an API call (40001, 40014, 42001: class
+    /// [`ErrorClass::RefreshToken`]): refresh the token and replay once.
+    pub fn is_token_rejected(self) -> bool {
+        self.class() == Some(ErrorClass::RefreshToken)
     }
 
     /// The IP-whitelist codes (40164, 61004).
-    pub const fn is_ip_whitelist(self) -> bool {
-        matches!(self.0, 40164 | 61004)
+    pub fn is_ip_whitelist(self) -> bool {
+        self.at_token_endpoint() == Some(TokenEndpointFailure::IpNotWhitelisted)
     }
 
     /// Like [`class`](Self::class), for an answer of `/cgi-bin/token` or
     /// `/cgi-bin/stable_token`: there, 40001 means a wrong AppSecret, a configuration error.
     pub fn class_at_token_endpoint(self) -> Option<ErrorClass> {
-        if self.is_token_rejected() { Some(ErrorClass::Configuration) } else { self.class() }
+        match self.at_token_endpoint()? {
+            TokenEndpointFailure::Busy => Some(ErrorClass::Backoff),
+            TokenEndpointFailure::QuotaExceeded => Some(ErrorClass::RetryLater),
+            TokenEndpointFailure::Other if !self.is_token_rejected() => self.class(),
+            _ => Some(ErrorClass::Configuration),
+        }
     }
 }
 
@@ -168,8 +192,37 @@ pub enum ErrorClass {
     /// The app's setup is wrong (appid, secret, IP whitelist, permission, template): no retry
     /// helps until someone fixes it.
     Configuration,
-    /// This request can never succeed as it is (bad recipient, no authorization, bad field).
+    /// 43101: the user has no unused authorization for this template and scene (never
+    /// confirmed, cancelled, or already used): ask them again. After a replay of a request
+    /// that may have delivered, it most likely means that request did.
+    UserRefused,
+    /// The recipient cannot receive this message (an openid that is not this app's).
+    InvalidRecipient,
+    /// The request itself is malformed (body, field, URL, method): fix the code that built it.
+    InvalidRequest,
+    /// This request can never succeed as it is, for another reason (unknown codes too).
     Permanent,
+}
+
+/// What an `errcode` means in an answer of the token endpoints (see
+/// [`ErrCode::at_token_endpoint`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TokenEndpointFailure {
+    /// 40013, 41002: the AppID is wrong or missing.
+    InvalidAppId,
+    /// 40001, 40125, 41004: the AppSecret is wrong or missing.
+    InvalidSecret,
+    /// 40164, 61004: this machine's IP is not in the account's whitelist.
+    IpNotWhitelisted,
+    /// 40243: the AppSecret is frozen.
+    SecretFrozen,
+    /// 45009, 45011: the token endpoint's quota is used up.
+    QuotaExceeded,
+    /// -1: WeChat was busy.
+    Busy,
+    /// Any other code.
+    Other,
 }
 
 /// WeChat answered with a non-zero `errcode`.

@@ -59,7 +59,9 @@ mod secret;
 mod text;
 mod token;
 
-pub use api::{ApiError, ApiResponse, DecodeCategory, DecodeError, ErrCode, ErrorClass};
+pub use api::{
+    ApiError, ApiResponse, DecodeCategory, DecodeError, ErrCode, ErrorClass, TokenEndpointFailure,
+};
 pub use authorize::{
     AUTHORIZE_PATH, AuthorizeRequest, DEFAULT_MP_BASE, MAX_QUERY_LEN, MobileSubscribeRequest,
     MobileSubscribeResponse,

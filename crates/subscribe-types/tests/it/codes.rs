@@ -29,14 +29,52 @@ fn classes_follow_the_protocol() {
         (ErrCode::IP_NOT_IN_WHITELIST, Configuration),
         (ErrCode::CLIENT_IP_NOT_REGISTERED, Configuration),
         (ErrCode::APPSECRET_FROZEN, Configuration),
-        (ErrCode::USER_REFUSED, Permanent),
-        (ErrCode::ARGUMENT_INVALID, Permanent),
+        (ErrCode::USER_REFUSED, UserRefused),
+        (ErrCode::INVALID_OPENID, InvalidRecipient),
+        (ErrCode::ARGUMENT_INVALID, InvalidRequest),
+        (ErrCode::DATA_FORMAT_ERROR, InvalidRequest),
+        (ErrCode::EMPTY_POST_DATA, InvalidRequest),
+        (ErrCode::REQUIRE_SUBSCRIBE, Permanent),
         (ErrCode::new(99_999), Permanent),
     ] {
         assert_eq!(code.class(), Some(class), "{code}");
     }
+    // Only the three token codes mean "refresh and replay".
+    for &code in ErrCode::KNOWN {
+        assert_eq!(code.is_token_rejected(), [40001, 40014, 42001].contains(&code.get()), "{code}");
+    }
     assert_eq!(ErrCode::INVALID_CREDENTIAL.class_at_token_endpoint(), Some(Configuration));
     assert_eq!(ErrCode::SYSTEM_BUSY.class_at_token_endpoint(), Some(Backoff));
+    assert_eq!(ErrCode::DAILY_QUOTA_EXCEEDED.class_at_token_endpoint(), Some(RetryLater));
+    assert_eq!(ErrCode::IP_NOT_IN_WHITELIST.class_at_token_endpoint(), Some(Configuration));
+    assert_eq!(ErrCode::OK.class_at_token_endpoint(), None);
+}
+
+#[test]
+fn token_endpoint_meanings_come_from_the_same_table() {
+    use TokenEndpointFailure::*;
+    for (code, meaning) in [
+        (40013, InvalidAppId),
+        (41002, InvalidAppId),
+        (40001, InvalidSecret),
+        (40125, InvalidSecret),
+        (41004, InvalidSecret),
+        (40164, IpNotWhitelisted),
+        (61004, IpNotWhitelisted),
+        (40243, SecretFrozen),
+        (45009, QuotaExceeded),
+        (45011, QuotaExceeded),
+        (-1, Busy),
+        (43101, Other),
+        (99_999, Other),
+    ] {
+        assert_eq!(ErrCode::new(code).at_token_endpoint(), Some(meaning), "{code}");
+    }
+    assert_eq!(ErrCode::OK.at_token_endpoint(), None);
+    assert!(
+        ErrCode::IP_NOT_IN_WHITELIST.is_ip_whitelist() && ErrCode::CLIENT_IP_NOT_REGISTERED.is_ip_whitelist()
+    );
+    assert!(!ErrCode::INVALID_APPID.is_ip_whitelist());
 }
 
 #[test]
