@@ -6,7 +6,6 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use subscribe_transport::{
     HttpRequest, HttpTransport, SharedTransport, TransportError, TransportErrorKind, http,
 };
@@ -281,13 +280,7 @@ impl Client {
         uri.push_str(path);
         if let Some(t) = token {
             uri.push_str("?access_token=");
-            let t = t.expose_secret();
-            // WeChat's tokens are letters, digits, `_` and `-`: copied as they are.
-            if t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-                uri.push_str(t);
-            } else {
-                uri.extend(utf8_percent_encode(t, NON_ALPHANUMERIC));
-            }
+            subscribe_types::encoding::push_component(&mut uri, t.expose_secret());
         }
         uri
     }

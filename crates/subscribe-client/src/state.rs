@@ -59,13 +59,12 @@ impl StateKey {
         session: &str,
     ) -> HmacSha256 {
         let mut mac = self.0.clone();
-        let mut digits = [0u8; 10];
-        let scene = decimal(u64::from(scene.get()), &mut digits);
+        let scene = scene.get().to_string();
         for part in [
             VERSION.as_bytes(),
             appid.as_str().as_bytes(),
             template.as_str().as_bytes(),
-            scene,
+            scene.as_bytes(),
             rest,
             session.as_bytes(),
         ] {
@@ -83,20 +82,20 @@ impl StateKey {
         expires: SystemTime,
         session: &str,
     ) -> Reserved {
+        use std::fmt::Write as _;
         let secs = expires.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs().min(9_999_999_999);
-        // `rest`: the expiry as 10 decimal digits, then the nonce as 16 hex digits.
-        let mut rest = [b'0'; 26];
-        let mut buf = [0u8; 10];
-        let digits = decimal(secs, &mut buf);
-        rest[10 - digits.len()..10].copy_from_slice(digits);
-        hex_into(&mut rest[10..], &nonce());
-        let tag = self.mac(appid, template, scene, &rest, session).finalize().into_bytes();
-        let mut out = [0u8; LEN];
-        out[..1].copy_from_slice(VERSION.as_bytes());
-        out[1..27].copy_from_slice(&rest);
-        hex_into(&mut out[27..], &tag[..16]);
-        let text = std::str::from_utf8(&out).unwrap_or_else(|_| unreachable!("ASCII digits only"));
-        Reserved::new(text).unwrap_or_else(|_| unreachable!("hex digits only"))
+        // The version, the expiry as 10 decimal digits, the nonce as 16 hex digits, then the
+        // tag over what precedes it (but the version) as 32 hex digits: one string, one
+        // allocation.
+        let mut text = String::with_capacity(LEN);
+        text.push_str(VERSION);
+        let _ = write!(text, "{secs:010}");
+        let mut hex = [0u8; 32];
+        push_hex(&mut text, &nonce(), &mut hex);
+        let tag = self.mac(appid, template, scene, &text.as_bytes()[1..], session).finalize().into_bytes();
+        push_hex(&mut text, &tag[..16], &mut hex);
+        debug_assert_eq!(text.len(), LEN);
+        Reserved::new(text).unwrap_or_else(|_| unreachable!("digits and hex only"))
     }
 
     pub(crate) fn verify(
@@ -116,7 +115,12 @@ impl StateKey {
             return Err(AuthorizationError::ForgedState);
         }
         let (rest, tag_hex) = s[1..].split_at(26);
-        let tag = unhex16(tag_hex.as_bytes()).ok_or(AuthorizationError::ForgedState)?;
+        // Lower-case hex only: the one spelling `sign` writes.
+        if !tag_hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Err(AuthorizationError::ForgedState);
+        }
+        let mut tag = [0u8; 16];
+        hex::decode_to_slice(tag_hex, &mut tag).map_err(|_| AuthorizationError::ForgedState)?;
         // Constant-time comparison of the truncated tag.
         self.mac(appid, template, scene, rest.as_bytes(), session)
             .verify_truncated_left(&tag)
@@ -145,52 +149,20 @@ fn nonce() -> [u8; 8] {
     splitmix(state).to_be_bytes()
 }
 
+/// Appends `bytes` (at most 16) as lower-case hex, through `buf`.
+fn push_hex(out: &mut String, bytes: &[u8], buf: &mut [u8; 32]) {
+    let hex = &mut buf[..bytes.len() * 2];
+    if hex::encode_to_slice(bytes, hex).is_ok() {
+        out.push_str(std::str::from_utf8(hex).unwrap_or_else(|_| unreachable!("hex digits only")));
+    }
+}
+
 /// The next `SplitMix64` output of `state` (shared by the nonces and the client's retry jitter).
 pub(crate) fn splitmix(state: &AtomicU64) -> u64 {
     let mut z = state.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed).wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
-}
-
-/// `n` in decimal, in the tail of `buf`.
-fn decimal(mut n: u64, buf: &mut [u8; 10]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 || i == 0 {
-            return &buf[i..];
-        }
-    }
-}
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
-/// Lower-case hex of `bytes` into `out` (twice as long).
-fn hex_into(out: &mut [u8], bytes: &[u8]) {
-    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = HEX[usize::from(b >> 4)];
-        pair[1] = HEX[usize::from(b & 0xf)];
-    }
-}
-
-/// 32 lower-case hex digits as 16 bytes.
-fn unhex16(s: &[u8]) -> Option<[u8; 16]> {
-    let digit = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    };
-    if s.len() != 32 {
-        return None;
-    }
-    let mut out = [0u8; 16];
-    for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
-        *o = digit(pair[0])? << 4 | digit(pair[1])?;
-    }
-    Some(out)
 }
 
 #[cfg(test)]
@@ -202,20 +174,24 @@ mod tests {
     }
 
     #[test]
-    fn nonces_differ_and_digits_are_exact() {
+    fn nonces_differ() {
         let nonces: std::collections::HashSet<[u8; 8]> = (0..10_000).map(|_| nonce()).collect();
         assert_eq!(nonces.len(), 10_000);
-        assert_eq!(decimal(0, &mut [0; 10]), b"0");
-        assert_eq!(decimal(1000, &mut [0; 10]), b"1000");
-        assert_eq!(decimal(9_999_999_999, &mut [0; 10]), b"9999999999");
-        let mut out = [0u8; 4];
-        hex_into(&mut out, &[0x0f, 0xa0]);
-        assert_eq!(&out, b"0fa0");
-        assert_eq!(
-            unhex16(b"000102030405060708090a0b0c0d0eff"),
-            Some([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 255])
-        );
-        assert_eq!(unhex16(b"000102030405060708090a0b0c0d0eFF"), None);
+    }
+
+    #[test]
+    fn a_tag_in_upper_case_hex_is_not_ours() {
+        let key = StateKey::from_bytes(&[7; 32]);
+        let (app, tpl, scene) = ids();
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let state = key.sign(&app, &tpl, scene, t0 + Duration::from_secs(600), "");
+        let upper = format!("{}{}", &state.as_str()[..27], state.as_str()[27..].to_ascii_uppercase());
+        assert_ne!(upper, state.as_str(), "the tag has letters");
+        let upper = Reserved::new(upper).unwrap();
+        assert!(matches!(
+            key.verify(&app, &tpl, scene, &upper, "", t0),
+            Err(AuthorizationError::ForgedState)
+        ));
     }
 
     #[test]
@@ -234,9 +210,7 @@ mod tests {
             mac.update(&[0]);
         }
         let tag = mac.finalize().into_bytes();
-        let mut hex = [0u8; 32];
-        hex_into(&mut hex, &tag[..16]);
-        let state = Reserved::new(format!("1{rest}{}", std::str::from_utf8(&hex).unwrap())).unwrap();
+        let state = Reserved::new(format!("1{rest}{}", hex::encode(&tag[..16]))).unwrap();
         let t0 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         key.verify(&app, &tpl, scene, &state, "sess", t0).unwrap();
     }

@@ -12,18 +12,15 @@ use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 
 /// Characters escaped in the redirect's parameters: everything but RFC 3986 unreserved.
-const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 use serde::Deserialize;
+use subscribe_types::encoding::redact_uri;
 use subscribe_types::{ApiError, AuthorizeRequest, ErrCode, MessageParseError, Scene, SubscribeMessage};
 
 use crate::config::SandboxConfig;
 use crate::html;
-use crate::state::{
-    AfterProcessing, Delivered, Faults, Injected, Inner, LogEntry, Stats, TokenFault, mask_query, rid,
-};
+use crate::state::{AfterProcessing, Delivered, Faults, Injected, Inner, LogEntry, Stats, TokenFault, rid};
 
 /// A handle on a sandbox's state, for tests and embedding: the same operations as the
 /// control API, without HTTP.
@@ -110,7 +107,7 @@ impl SandboxState {
     }
 
     fn record(&self, method: &str, uri: &Uri, errcode: Option<i64>) {
-        let shown = mask_query(uri.path_and_query().map_or("/", |p| p.as_str()));
+        let shown = redact_uri(uri.path_and_query().map_or("/", |p| p.as_str()));
         let cap = self.cfg.log_capacity;
         self.lock().log(cap, method, shown, errcode);
     }
@@ -140,17 +137,10 @@ fn bad_request(msg: &str) -> Response {
         .into_response()
 }
 
-/// Reads `a=b&c=d` leniently (`+` is a space, bad escapes are kept as they are).
+/// Reads `a=b&c=d` leniently, as a form (`+` is a space, bad escapes are kept as they are,
+/// bytes that are not UTF-8 become U+FFFD).
 fn params(query: &str) -> HashMap<String, String> {
-    let decode = |s: &str| percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (decode(k), decode(v))
-        })
-        .collect()
+    form_urlencoded::parse(query.as_bytes()).into_owned().collect()
 }
 
 /// Builds the router and its state.
@@ -498,9 +488,14 @@ pub(crate) fn redirect_location(redirect_url: &str, pairs: &[(&str, String)]) ->
         "&"
     };
     out.push_str(sep);
-    let joined: Vec<String> =
-        pairs.iter().map(|(k, v)| format!("{k}={}", utf8_percent_encode(v, COMPONENT))).collect();
-    out.push_str(&joined.join("&"));
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        out.push_str(k);
+        out.push('=');
+        subscribe_types::encoding::push_component(&mut out, v);
+    }
     if let Some(f) = fragment {
         out.push('#');
         out.push_str(f);

@@ -499,27 +499,9 @@ impl Inner {
     }
 }
 
-/// Masks `access_token` and `secret` values in a path-and-query.
-pub(crate) fn mask_query(uri: &str) -> String {
-    let Some((path, query)) = uri.split_once('?') else { return uri.to_owned() };
-    let masked: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((k, _)) if ["access_token", "secret"].iter().any(|s| k.eq_ignore_ascii_case(s)) => {
-                format!("{k}=***")
-            }
-            _ => pair.to_owned(),
-        })
-        .collect();
-    format!("{path}?{}", masked.join("&"))
-}
-
 /// A fresh `rid` for an errmsg, like WeChat's.
 pub(crate) fn rid() -> String {
     let mut r = [0u8; 6];
     let _ = getrandom::fill(&mut r);
-    r.iter().fold(String::with_capacity(12), |mut s, b| {
-        let _ = std::fmt::Write::write_fmt(&mut s, format_args!("{b:02x}"));
-        s
-    })
+    hex::encode(r)
 }

@@ -7,8 +7,7 @@ use bytes::Bytes;
 /// The response type: any status, non-2xx included, with the whole body.
 pub type HttpResponse = http::Response<Bytes>;
 
-/// Query parameters whose values are masked wherever a request is printed.
-pub const REDACTED_PARAMS: &[&str] = &["access_token", "authorizer_access_token", "secret", "appsecret"];
+pub use subscribe_types::encoding::{REDACTED_PARAMS, redact_uri};
 
 /// A request to send: an [`http::Request`] with a [`Bytes`] body.
 ///
@@ -133,63 +132,4 @@ impl fmt::Debug for HttpRequest {
             .field("body_len", &self.body().len())
             .finish()
     }
-}
-
-/// Masks the values of [`REDACTED_PARAMS`] in the query and any user-info in the authority.
-///
-/// ```
-/// use subscribe_transport::redact_uri;
-/// assert_eq!(
-///     redact_uri("http://u:p@h/cgi-bin/token?grant_type=client_credential&appid=wx1&secret=S#x"),
-///     "http://[redacted]@h/cgi-bin/token?grant_type=client_credential&appid=wx1&secret=[redacted]#x"
-/// );
-/// ```
-pub fn redact_uri(uri: &str) -> String {
-    let (before_fragment, fragment) = match uri.split_once('#') {
-        Some((a, b)) => (a, Some(b)),
-        None => (uri, None),
-    };
-    let (base, query) = match before_fragment.split_once('?') {
-        Some((a, b)) => (a, Some(b)),
-        None => (before_fragment, None),
-    };
-    let mut out = String::with_capacity(uri.len());
-    // User-info: between "://" and the first '@' before the path.
-    match base.split_once("://") {
-        Some((scheme, rest)) => {
-            let authority_end = rest.find('/').unwrap_or(rest.len());
-            let (authority, path) = rest.split_at(authority_end);
-            out.push_str(scheme);
-            out.push_str("://");
-            match authority.rsplit_once('@') {
-                Some((_, host)) => {
-                    out.push_str("[redacted]@");
-                    out.push_str(host);
-                }
-                None => out.push_str(authority),
-            }
-            out.push_str(path);
-        }
-        None => out.push_str(base),
-    }
-    if let Some(q) = query {
-        out.push('?');
-        for (i, pair) in q.split('&').enumerate() {
-            if i > 0 {
-                out.push('&');
-            }
-            match pair.split_once('=') {
-                Some((k, _)) if REDACTED_PARAMS.iter().any(|s| k.eq_ignore_ascii_case(s)) => {
-                    out.push_str(k);
-                    out.push_str("=[redacted]");
-                }
-                _ => out.push_str(pair),
-            }
-        }
-    }
-    if let Some(f) = fragment {
-        out.push('#');
-        out.push_str(f);
-    }
-    out
 }

@@ -8,8 +8,9 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use crate::callback::{Action, AuthorizationAnswer, Cancelled, Confirmed, QueryError};
+use crate::encoding::push_component;
 use crate::ids::{AppId, OpenId, Reserved, Scene, TemplateId};
-use crate::query::{self, push_component};
+use crate::query;
 use crate::text::HttpUrl;
 
 /// The authorization page's host when none is configured.

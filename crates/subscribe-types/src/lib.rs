@@ -50,6 +50,7 @@
 mod api;
 mod authorize;
 mod callback;
+pub mod encoding;
 pub mod endpoint;
 mod error;
 mod ids;

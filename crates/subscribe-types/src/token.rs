@@ -33,7 +33,7 @@ impl ClassicTokenRequest {
         out.push_str("?grant_type=client_credential&appid=");
         out.push_str(appid);
         out.push_str("&secret=");
-        crate::query::push_component(&mut out, secret);
+        crate::encoding::push_component(&mut out, secret);
         SecretString::from(out)
     }
 }
