@@ -150,7 +150,7 @@ impl From<RedisError> for LedgerError {
 }
 
 fn corrupt() -> LedgerError {
-    RedisError::Corrupt { what: "grant" }.into()
+    RedisError::corrupt("grant").into()
 }
 
 #[async_trait::async_trait]

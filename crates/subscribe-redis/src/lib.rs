@@ -33,42 +33,98 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 pub use crate::ledger::RedisGrantLedger;
 pub use crate::token::RedisTokenStore;
 
-/// A Redis operation failed. Never contains the Redis URL (it may hold a password) nor a token.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum RedisError {
-    /// The URL is not a Redis URL.
-    #[error("invalid Redis URL (expected redis://host:port[/db] or rediss://…)")]
+/// A Redis operation failed, or the handle could not be built. Never contains the Redis URL
+/// (it may hold a password) nor a token.
+///
+/// Opaque, as `reqwest::Error` is: ask it what happened with the predicates; the driver's own
+/// error, when there is one, is the [`source`](std::error::Error::source).
+///
+/// ```
+/// use subscribe_redis::Redis;
+/// let e = Redis::builder("http://not-redis").lazy().unwrap_err();
+/// assert!(e.is_configuration() && !e.is_timeout());
+/// assert_eq!(e.to_string(), "invalid Redis URL (expected redis://host:port[/db] or rediss://…)");
+/// ```
+#[derive(Debug)]
+pub struct RedisError {
+    kind: Kind,
+    source: Option<redis::RedisError>,
+}
+
+#[derive(Debug)]
+enum Kind {
     InvalidUrl,
-    /// The prefix breaks the rule.
-    #[error("invalid key prefix: 1 to 64 characters of [A-Za-z0-9_.:-] (got {len})")]
-    InvalidPrefix {
-        /// Its length.
-        len: usize,
-    },
-    /// No answer within the operation timeout.
-    #[error("Redis did not answer within {0:?}")]
+    InvalidPrefix { len: usize },
     Timeout(Duration),
-    /// Redis answered with an error, or the connection failed.
-    #[error("Redis failed: {kind}")]
-    Redis {
-        /// The kind of failure, as the driver names it.
-        kind: String,
-        /// The driver's error.
-        #[source]
-        source: redis::RedisError,
-    },
+    Connection,
+    Server,
+    Corrupt { what: &'static str },
+}
+
+impl RedisError {
+    fn new(kind: Kind) -> Self {
+        Self { kind, source: None }
+    }
+
+    pub(crate) fn corrupt(what: &'static str) -> Self {
+        Self::new(Kind::Corrupt { what })
+    }
+
+    /// No answer within the operation timeout.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self.kind, Kind::Timeout(_))
+            || self.source.as_ref().is_some_and(redis::RedisError::is_timeout)
+    }
+
+    /// The connection could not be made or was lost.
+    pub fn is_connection(&self) -> bool {
+        matches!(self.kind, Kind::Connection)
+    }
+
+    /// The URL or the key prefix is invalid: fix the configuration.
+    pub fn is_configuration(&self) -> bool {
+        matches!(self.kind, Kind::InvalidUrl | Kind::InvalidPrefix { .. })
+    }
+
     /// A stored value is not in the format this crate writes.
-    #[error("corrupt value in Redis at {what}")]
-    Corrupt {
-        /// Which value (a key role, never a secret).
-        what: &'static str,
-    },
+    pub fn is_corrupt(&self) -> bool {
+        matches!(self.kind, Kind::Corrupt { .. })
+    }
+}
+
+impl fmt::Display for RedisError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            Kind::InvalidUrl => {
+                f.write_str("invalid Redis URL (expected redis://host:port[/db] or rediss://…)")
+            }
+            Kind::InvalidPrefix { len } => {
+                write!(f, "invalid key prefix: 1 to 64 characters of [A-Za-z0-9_.:-] (got {len})")
+            }
+            Kind::Timeout(d) => write!(f, "Redis did not answer within {d:?}"),
+            Kind::Connection => f.write_str("the connection to Redis failed"),
+            Kind::Server => f.write_str("Redis answered with an error"),
+            Kind::Corrupt { what } => write!(f, "corrupt value in Redis at {what}"),
+        }
+    }
+}
+
+impl std::error::Error for RedisError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_ref().map(|e| e as &(dyn std::error::Error + 'static))
+    }
 }
 
 impl From<redis::RedisError> for RedisError {
     fn from(e: redis::RedisError) -> Self {
-        Self::Redis { kind: format!("{:?}", e.kind()), source: e }
+        let kind = if e.is_timeout() {
+            Kind::Timeout(Duration::ZERO)
+        } else if e.is_connection_dropped() || e.is_connection_refusal() || e.is_io_error() {
+            Kind::Connection
+        } else {
+            Kind::Server
+        };
+        Self { kind, source: Some(e) }
     }
 }
 
@@ -101,7 +157,7 @@ impl RedisBuilder {
     }
 
     /// Longest wait for one operation, reconnection included (default 2 s). A slow or absent
-    /// Redis then gives [`RedisError::Timeout`] instead of a hung request.
+    /// Redis then gives a [`RedisError`] that `is_timeout()` instead of a hung request.
     pub fn op_timeout(mut self, d: Duration) -> Self {
         self.op_timeout = d;
         self
@@ -116,7 +172,7 @@ impl RedisBuilder {
     /// Connects.
     ///
     /// # Errors
-    /// [`RedisError::InvalidUrl`], [`RedisError::InvalidPrefix`], or a connection failure.
+    /// A [`RedisError`] that `is_configuration()` (URL, prefix), or a connection failure.
     pub async fn connect(self) -> Result<Redis, RedisError> {
         let redis = self.lazy()?;
         redis.run(redis::cmd("PING").query_async::<String>(&mut redis.conn.clone())).await?;
@@ -127,16 +183,16 @@ impl RedisBuilder {
     /// after a failure), so a service can start while Redis is down.
     ///
     /// # Errors
-    /// [`RedisError::InvalidUrl`] or [`RedisError::InvalidPrefix`].
+    /// A [`RedisError`] that `is_configuration()` (URL, prefix).
     pub fn lazy(self) -> Result<Redis, RedisError> {
         let len = self.prefix.len();
         if len == 0
             || len > 64
             || !self.prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
         {
-            return Err(RedisError::InvalidPrefix { len });
+            return Err(RedisError::new(Kind::InvalidPrefix { len }));
         }
-        let client = redis::Client::open(self.url.as_str()).map_err(|_| RedisError::InvalidUrl)?;
+        let client = redis::Client::open(self.url.as_str()).map_err(|_| RedisError::new(Kind::InvalidUrl))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(self.op_timeout))
@@ -193,7 +249,7 @@ impl Redis {
     async fn run<T>(&self, op: impl Future<Output = redis::RedisResult<T>>) -> Result<T, RedisError> {
         match tokio::time::timeout(self.op_timeout, op).await {
             Ok(r) => Ok(r?),
-            Err(_) => Err(RedisError::Timeout(self.op_timeout)),
+            Err(_) => Err(RedisError::new(Kind::Timeout(self.op_timeout))),
         }
     }
 }

@@ -97,7 +97,7 @@ impl RedisTokenStore {
 }
 
 fn parse(v: &str) -> Result<CachedToken, RedisError> {
-    let corrupt = || RedisError::Corrupt { what: "token" };
+    let corrupt = || RedisError::corrupt("token");
     let (exp, token) = v.split_once('|').ok_or_else(corrupt)?;
     let exp: u64 = exp.parse().map_err(|_| corrupt())?;
     let token = AccessToken::new(token).map_err(|_| corrupt())?;
