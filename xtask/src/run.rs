@@ -1,0 +1,75 @@
+//! What every command shares: running cargo, the repository's paths, how a step ends.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub(crate) type Result<T = ()> = std::result::Result<T, String>;
+
+/// How a step ended when it did not fail.
+pub(crate) enum Status {
+    Passed,
+    /// Its prerequisites are missing here; the text says which and how to install them.
+    NotRun(String),
+}
+
+pub(crate) fn passed(r: Result) -> Result<Status> {
+    r.map(|()| Status::Passed)
+}
+
+pub(crate) fn require_all() -> bool {
+    std::env::var("XTASK_REQUIRE_ALL").is_ok_and(|v| v == "1")
+}
+
+pub(crate) fn cargo(args: &[&str], env: &[(&str, &str)]) -> Result {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("$ cargo {}", args.join(" "));
+    let status = Command::new(cargo)
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(root())
+        .status()
+        .map_err(|e| format!("could not start cargo: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("`cargo {}` failed ({status})", args.join(" "))) }
+}
+
+pub(crate) fn cargo_output(args: &[&str]) -> Result<String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(args)
+        .current_dir(root())
+        .output()
+        .map_err(|e| format!("could not start cargo: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!("`cargo {}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+/// Runs cargo, echoing its output after it ends, and returns stdout and stderr together.
+pub(crate) fn cargo_capture(args: &[&str], env: &[(&str, &str)]) -> Result<String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("$ cargo {}", args.join(" "));
+    let out = Command::new(cargo)
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(root())
+        .output()
+        .map_err(|e| format!("could not start cargo: {e}"))?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    eprint!("{text}");
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(format!("`cargo {}` failed ({})", args.join(" "), out.status))
+    }
+}
+
+pub(crate) fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// Cargo's target directory: `CARGO_TARGET_DIR` or `target/` at the root.
+pub(crate) fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
+}
