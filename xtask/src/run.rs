@@ -20,25 +20,23 @@ pub(crate) fn require_all() -> bool {
     std::env::var("XTASK_REQUIRE_ALL").is_ok_and(|v| v == "1")
 }
 
+/// `cargo <args>` at the repository's root, with `env` added (`$CARGO` when set).
+fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args(args).envs(env.iter().copied()).current_dir(root());
+    cmd
+}
+
+/// Runs cargo with its output on the terminal.
 pub(crate) fn cargo(args: &[&str], env: &[(&str, &str)]) -> Result {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!("$ cargo {}", args.join(" "));
-    let status = Command::new(cargo)
-        .args(args)
-        .envs(env.iter().copied())
-        .current_dir(root())
-        .status()
-        .map_err(|e| format!("could not start cargo: {e}"))?;
+    let status = command(args, env).status().map_err(|e| format!("could not start cargo: {e}"))?;
     if status.success() { Ok(()) } else { Err(format!("`cargo {}` failed ({status})", args.join(" "))) }
 }
 
+/// Runs cargo quietly and returns its stdout (its stderr in the error).
 pub(crate) fn cargo_output(args: &[&str]) -> Result<String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .args(args)
-        .current_dir(root())
-        .output()
-        .map_err(|e| format!("could not start cargo: {e}"))?;
+    let out = command(args, &[]).output().map_err(|e| format!("could not start cargo: {e}"))?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
@@ -48,14 +46,8 @@ pub(crate) fn cargo_output(args: &[&str]) -> Result<String> {
 
 /// Runs cargo, echoing its output after it ends, and returns stdout and stderr together.
 pub(crate) fn cargo_capture(args: &[&str], env: &[(&str, &str)]) -> Result<String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!("$ cargo {}", args.join(" "));
-    let out = Command::new(cargo)
-        .args(args)
-        .envs(env.iter().copied())
-        .current_dir(root())
-        .output()
-        .map_err(|e| format!("could not start cargo: {e}"))?;
+    let out = command(args, env).output().map_err(|e| format!("could not start cargo: {e}"))?;
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     eprint!("{text}");
     if out.status.success() {
