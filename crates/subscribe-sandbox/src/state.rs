@@ -397,7 +397,7 @@ impl Inner {
 
     /// Which fault applies to send number `n`, if any.
     pub(crate) fn fault_for(&self, n: u64) -> Option<Injected> {
-        let every = |e: Option<u64>| e.is_some_and(|e| e > 0 && n.is_multiple_of(e));
+        let every = |e| strikes(e, n);
         let f = &self.faults;
         if every(f.drop_every) {
             Some(Injected::Drop)
@@ -424,7 +424,7 @@ impl Inner {
 
     /// Which fault strikes the answer of send number `n` after it was processed, if any.
     pub(crate) fn after_fault_for(&self, n: u64) -> Option<AfterProcessing> {
-        let every = |e: Option<u64>| e.is_some_and(|e| e > 0 && n.is_multiple_of(e));
+        let every = |e| strikes(e, n);
         let f = &self.faults;
         if every(f.delivered_drop_every) {
             Some(AfterProcessing::Drop)
@@ -443,7 +443,7 @@ impl Inner {
     pub(crate) fn delay_for(&self, n: u64) -> Duration {
         let f = &self.faults;
         let mut d = Duration::from_millis(f.latency_ms.unwrap_or(0));
-        if f.stall_every.is_some_and(|e| e > 0 && n.is_multiple_of(e)) {
+        if strikes(f.stall_every, n) {
             d += Duration::from_millis(f.stall_ms.unwrap_or(20_000));
         }
         d
@@ -497,6 +497,11 @@ impl Inner {
     pub(crate) fn reset(&mut self) {
         *self = Self::default();
     }
+}
+
+/// Whether an "every Nth send" fault set to `every` strikes send number `n`.
+fn strikes(every: Option<u64>, n: u64) -> bool {
+    every.is_some_and(|e| e > 0 && n.is_multiple_of(e))
 }
 
 /// A fresh `rid` for an errmsg, like WeChat's.

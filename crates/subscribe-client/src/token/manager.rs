@@ -442,13 +442,7 @@ impl TokenManager {
             Some(*remaining)
         } else {
             let failures = lock(&self.state).backoff.failures;
-            let random = crate::state::splitmix(&self.jitter);
-            Some(crate::retry::backoff(
-                self.settings.backoff_first,
-                self.settings.backoff_max,
-                failures,
-                random,
-            ))
+            Some(self.pause_after(failures))
         };
         if let Some(p) = pause {
             warn!(appid = %self.appid, error = %e, retry_in = ?p, "token attempt failed; backing off");
@@ -530,6 +524,13 @@ impl TokenManager {
             }
             Err(e) => (Err(e), ours),
         }
+    }
+
+    /// The backoff before the next attempt after `failures` failed ones: `backoff_first`
+    /// doubling up to `backoff_max`, with jitter.
+    fn pause_after(&self, failures: u32) -> Duration {
+        let random = crate::state::splitmix(&self.jitter);
+        crate::retry::backoff(self.settings.backoff_first, self.settings.backoff_max, failures, random)
     }
 
     /// Runs `fut` against the clock's monotonic reading; `None` when `limit` passes first.
@@ -770,13 +771,7 @@ impl Drop for EndOnDrop<'_> {
         let m = self.manager;
         let mut st = lock(&m.state);
         if std::thread::panicking() && st.flight.as_ref().is_some_and(|f| f.id == self.id) {
-            let random = crate::state::splitmix(&m.jitter);
-            let pause = crate::retry::backoff(
-                m.settings.backoff_first,
-                m.settings.backoff_max,
-                st.backoff.failures,
-                random,
-            );
+            let pause = m.pause_after(st.backoff.failures);
             st.backoff.failures += 1;
             st.backoff.not_before = m.clock.monotonic() + pause;
         }
