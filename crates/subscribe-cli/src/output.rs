@@ -1,9 +1,8 @@
 //! Turning results into the CLI's JSON and exit codes.
 
-use std::error::Error as _;
 use std::process::ExitCode;
 
-use subscribe_client::{Error, SendReceipt};
+use subscribe_client::{SendError, SendReceipt, UnknownCause};
 
 /// How the command ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,7 +38,7 @@ impl Exit {
 }
 
 /// The error's message and its sources on one line (none of which holds a secret).
-pub(crate) fn one_line(e: &Error) -> String {
+pub(crate) fn one_line(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(x) = src {
@@ -52,7 +51,7 @@ pub(crate) fn one_line(e: &Error) -> String {
 
 /// A send's result as JSON: `delivered`, `failed` (with `kind`, and `errcode`/`errmsg` where
 /// WeChat answered) or `unknown`.
-pub(crate) fn outcome_json(result: &Result<SendReceipt, Error>) -> (serde_json::Value, Exit) {
+pub(crate) fn outcome_json(result: &Result<SendReceipt, SendError>) -> (serde_json::Value, Exit) {
     let e = match result {
         Ok(r) => return (serde_json::json!({"status": "delivered", "attempts": r.attempts}), Exit::Ok),
         Err(e) => e,
@@ -63,8 +62,8 @@ pub(crate) fn outcome_json(result: &Result<SendReceipt, Error>) -> (serde_json::
         serde_json::json!({"status": "unknown", "kind": kind(e), "reason": one_line(e)})
     };
     let api = match e {
-        Error::Api(a) | Error::ProbablyDelivered(a) => Some(a),
-        Error::Token(t) => t.api_error(),
+        SendError::Api(a) | SendError::ProbablyDelivered(a) => Some(a),
+        SendError::Token(t) => t.api_error(),
         _ => None,
     };
     if let Some(a) = api {
@@ -73,22 +72,23 @@ pub(crate) fn outcome_json(result: &Result<SendReceipt, Error>) -> (serde_json::
     } else if e.outcome_known() {
         out["reason"] = one_line(e).into();
     }
-    if let Error::HttpStatus { status } = e {
+    if let SendError::HttpStatus { status }
+    | SendError::OutcomeUnknown { cause: UnknownCause::ServerError { status }, .. } = e
+    {
         out["http_status"] = (*status).into();
     }
     (out, Exit::Failed)
 }
 
-fn kind(e: &Error) -> &'static str {
+fn kind(e: &SendError) -> &'static str {
     match e {
-        Error::Api(_) => "api",
-        Error::ProbablyDelivered(_) => "probably_delivered",
-        Error::OutcomeUnknown { .. } => "outcome_unknown",
-        Error::Transport(_) => "transport",
-        Error::HttpStatus { .. } => "http_status",
-        Error::Token(_) => "token",
-        Error::Validation(_) => "validation",
-        Error::Authorization(_) => "authorization",
+        SendError::Api(_) => "api",
+        SendError::ProbablyDelivered(_) => "probably_delivered",
+        SendError::OutcomeUnknown { .. } => "outcome_unknown",
+        SendError::Transport(_) => "transport",
+        SendError::HttpStatus { .. } => "http_status",
+        SendError::Token(_) => "token",
+        SendError::BodyNotSerializable => "body_not_serializable",
         _ => "other",
     }
 }

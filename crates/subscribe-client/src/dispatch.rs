@@ -9,7 +9,7 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::Client;
-use crate::error::Error;
+use crate::error::SendError;
 use crate::grants::{GrantLedger, GrantScope, LedgerError, Reservation, Settlement};
 
 /// Stops a dispatch: no new grant is taken; sends in flight finish and are recorded.
@@ -390,7 +390,7 @@ where
 
 /// Maps a send's result to the grant's fate.
 fn classify(
-    result: Result<crate::SendReceipt, Error>,
+    result: Result<crate::SendReceipt, SendError>,
     attempt: u32,
 ) -> (OutcomeKind, Option<ErrCode>, Option<String>, Settlement) {
     let Err(e) = result else {

@@ -1,4 +1,5 @@
-//! The client's errors: [`Error`], [`TokenError`], [`AuthorizationError`], [`ConfigError`].
+//! The client's errors, one per operation: [`SendError`], [`TokenError`],
+//! [`AuthorizationError`], [`RecordError`], [`ConfigError`].
 
 use std::time::Duration;
 
@@ -7,20 +8,19 @@ use subscribe_types::{
     ApiError, DecodeError, ErrCode, ErrorClass, QueryError, TokenEndpointFailure, ValidationError,
 };
 
-use crate::token::{BoxError, ExternalSourceError, TokenStoreError};
+use subscribe_transport::BoxError;
 
-/// Everything a client call can fail with.
+use crate::token::ExternalSourceError;
+
+/// A send (or any [`Client::execute`](crate::Client::execute)) failed.
 ///
-/// Nothing in it holds a secret or a URL; `Display` never prints its source. Classify with
-/// [`api_code`](Self::api_code), [`retry_class`](Self::retry_class),
-/// [`outcome_known`](Self::outcome_known) and [`is_retryable`](Self::is_retryable) rather than
-/// matching strings.
+/// Nothing in it holds a secret or a URL; `Display` never prints its source. Whether the
+/// message may have been delivered is the first thing to know:
+/// [`outcome_known`](Self::outcome_known) is `false` for [`OutcomeUnknown`](Self::OutcomeUnknown)
+/// and [`ProbablyDelivered`](Self::ProbablyDelivered) only.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum Error {
-    /// A value broke a protocol rule; nothing was sent.
-    #[error(transparent)]
-    Validation(#[from] ValidationError),
+pub enum SendError {
     /// WeChat answered with a non-zero `errcode` (after the replays the policy allows).
     #[error(transparent)]
     Api(ApiError),
@@ -28,14 +28,13 @@ pub enum Error {
     /// delivered: the message was probably delivered by that earlier attempt. Do not resend.
     #[error("probably delivered by an earlier attempt (the replay was answered {})", .0.code())]
     ProbablyDelivered(ApiError),
-    /// The request may have reached WeChat but no answer came back (timeout, connection lost
-    /// after sending, an unreadable answer, a 5xx). Whether the message was delivered is
-    /// unknown; it was not replayed.
-    #[error("outcome unknown: {reason}")]
+    /// The request may have reached WeChat but no usable answer came back. Whether the message
+    /// was delivered is unknown; it was not replayed.
+    #[error("outcome unknown: {cause}")]
     OutcomeUnknown {
-        /// Why, in words (`timed out waiting for the response`, `HTTP 502`, …).
-        reason: String,
-        /// The cause (a transport or decode error), when there was one.
+        /// What happened.
+        cause: UnknownCause,
+        /// The transport or decode error behind it, when there was one.
         #[source]
         source: Option<BoxError>,
     },
@@ -46,8 +45,8 @@ pub enum Error {
     /// The request never reached WeChat (after the policy's replays): nothing was delivered.
     #[error("request not sent")]
     Transport(#[source] TransportError),
-    /// WeChat (or a proxy) answered with an unexpected HTTP status that means the request was
-    /// not processed (4xx).
+    /// WeChat (or a proxy) answered with an HTTP status that means the request was not
+    /// processed (not 200, not 5xx).
     #[error("unexpected HTTP status {status}")]
     HttpStatus {
         /// The status code.
@@ -56,15 +55,37 @@ pub enum Error {
     /// No access token could be had; nothing was sent.
     #[error("no access token")]
     Token(#[from] TokenError),
-    /// The authorization answer was rejected.
-    #[error(transparent)]
-    Authorization(#[from] AuthorizationError),
-    /// The grant ledger failed.
-    #[error("grant ledger failed")]
-    Ledger(#[from] crate::grants::LedgerError),
 }
 
-impl Error {
+/// Why a call's outcome is unknown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UnknownCause {
+    /// The request left and no answer came back (timeout, connection lost).
+    NoAnswer(TransportErrorKind),
+    /// An HTTP 5xx: a proxy or WeChat failed, maybe after acting.
+    ServerError {
+        /// The status code.
+        status: u16,
+    },
+    /// A 200 whose body is not WeChat's `{errcode, errmsg}` envelope.
+    UnreadableAnswer,
+    /// `errcode` 0, but the rest of the answer did not decode as the endpoint's response.
+    UndecodableResponse,
+}
+
+impl std::fmt::Display for UnknownCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NoAnswer(kind) => write!(f, "no answer after the request left ({kind})"),
+            Self::ServerError { status } => write!(f, "HTTP {status}"),
+            Self::UnreadableAnswer => f.write_str("unreadable answer"),
+            Self::UndecodableResponse => f.write_str("errcode 0, but the rest of the answer did not decode"),
+        }
+    }
+}
+
+impl SendError {
     /// WeChat's `errcode`, when WeChat answered with one.
     pub fn api_code(&self) -> Option<ErrCode> {
         match self {
@@ -100,7 +121,6 @@ impl Error {
             Self::Transport(e) => e.kind() != TransportErrorKind::InvalidRequest,
             Self::Api(e) => matches!(e.code().class(), Some(ErrorClass::Backoff | ErrorClass::RetryLater)),
             Self::Token(t) => t.is_transient(),
-            Self::Ledger(e) => matches!(e, crate::grants::LedgerError::Backend(_)),
             _ => false,
         }
     }
@@ -110,6 +130,19 @@ impl Error {
     pub fn is_refused_by_user(&self) -> bool {
         matches!(self, Self::Api(e) if e.code().class() == Some(ErrorClass::UserRefused))
     }
+}
+
+/// Verifying and recording an authorization answer
+/// ([`Client::complete_and_record`](crate::Client::complete_and_record)) failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecordError {
+    /// The answer was rejected; nothing was recorded.
+    #[error(transparent)]
+    Authorization(#[from] AuthorizationError),
+    /// The answer was valid but the ledger failed: ask the user to try again.
+    #[error("grant ledger failed")]
+    Ledger(#[from] crate::grants::LedgerError),
 }
 
 /// Why a token endpoint refused.
@@ -219,9 +252,6 @@ pub enum TokenError {
     /// The answer lacked a field or broke a rule.
     #[error("token response is invalid")]
     Invalid(#[source] ValidationError),
-    /// The token store failed (or did not answer in time) and no valid token was cached.
-    #[error("token store unavailable")]
-    Store(#[source] TokenStoreError),
     /// The external token source failed or did not answer in time.
     #[error("external token source failed")]
     External(#[source] ExternalSourceError),
@@ -285,8 +315,7 @@ impl TokenError {
                 matches!(reason, TokenRejection::Busy | TokenRejection::QuotaExceeded)
             }
             Self::Transport(e) => e.kind() != TransportErrorKind::InvalidRequest,
-            Self::Store(_)
-            | Self::External(_)
+            Self::External(_)
             | Self::HttpStatus { .. }
             | Self::Decode(_)
             | Self::HeldOff { .. }

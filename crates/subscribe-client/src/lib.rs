@@ -12,7 +12,7 @@
 //!
 //! ```
 //! use subscribe_client::test_util::{SEND_PATH, errcode_reply, mock_with_stable_token, ok_reply};
-//! use subscribe_client::{Client, Error};
+//! use subscribe_client::Client;
 //! use subscribe_types::{AppId, AppSecret, OpenId, Scene, SubscribeMessage, TemplateId};
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -77,7 +77,9 @@ pub use clock::{Clock, SharedClock, SystemClock};
 pub use dispatch::{
     CancelToken, DispatchObserver, DispatchReport, Dispatcher, OutcomeKind, Progress, RecipientOutcome,
 };
-pub use error::{AuthorizationError, ConfigError, Error, TokenError, TokenRejection};
+pub use error::{
+    AuthorizationError, ConfigError, RecordError, SendError, TokenError, TokenRejection, UnknownCause,
+};
 pub use grants::{
     GrantCounts, GrantKey, GrantLedger, GrantRecord, GrantScope, GrantStatus, InMemoryGrantLedger,
     LedgerError, Recorded, Reservation, Settlement,
@@ -95,7 +97,8 @@ const _: () = {
     const fn assert_send_sync<T: Send + Sync + 'static>() {}
     fn _object_safe(_: &dyn TokenStore, _: &dyn ExternalTokenSource, _: &dyn Clock, _: &dyn GrantLedger) {}
     assert_send_sync::<Client>();
-    assert_send_sync::<Error>();
+    assert_send_sync::<SendError>();
+    assert_send_sync::<RecordError>();
     assert_send_sync::<TokenError>();
 };
 

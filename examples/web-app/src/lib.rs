@@ -28,8 +28,8 @@ use axum::response::{Html, IntoResponse, Json, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use subscribe_client::{
-    CancelToken, Client, DispatchReport, Dispatcher, Error, GrantLedger, GrantScope, InMemoryGrantLedger,
-    OutcomeKind, Recorded,
+    CancelToken, Client, DispatchReport, Dispatcher, GrantLedger, GrantScope, InMemoryGrantLedger,
+    OutcomeKind, RecordError, Recorded,
 };
 use subscribe_types::{
     AppId, AppSecret, AuthorizationAnswer, HttpUrl, OpenId, Scene, SubscribeMessage, TemplateId,
@@ -330,7 +330,7 @@ async fn callback(State(app): State<AppState>, headers: HeaderMap, RawQuery(quer
 <p><a href="/">Back to the shop</a></p>"#,
         )
         .into_response(),
-        Err(e @ Error::Authorization(_)) => {
+        Err(e @ RecordError::Authorization(_)) => {
             tracing::warn!(error = %e, "callback rejected");
             error_page(StatusCode::BAD_REQUEST, &format!("This answer cannot be accepted: {e}."))
         }

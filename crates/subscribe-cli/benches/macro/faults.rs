@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use subscribe_client::{Client, Error, RetryPolicy, SendReceipt, TokenError};
+use subscribe_client::{Client, RetryPolicy, SendError, SendReceipt, TokenError};
 use subscribe_sandbox::{
     DEMO_APPID, DEMO_SECRET, DEMO_TEMPLATE, Faults, SandboxConfig, SandboxHandle, TokenFault,
 };
@@ -316,12 +316,12 @@ fn token_failure(t: &TokenError) -> String {
 }
 
 /// How a send ended, as a row counts it: `delivered`, `unknown…` or `failed…`.
-fn outcome_kind(result: &Result<SendReceipt, Error>) -> String {
+fn outcome_kind(result: &Result<SendReceipt, SendError>) -> String {
     match result {
         Ok(_) => "delivered".to_owned(),
-        Err(Error::ProbablyDelivered(_)) => "unknown (probably delivered)".to_owned(),
+        Err(SendError::ProbablyDelivered(_)) => "unknown (probably delivered)".to_owned(),
         Err(e) if !e.outcome_known() => "unknown".to_owned(),
-        Err(Error::Token(t)) => format!("failed: no token ({})", token_failure(t)),
+        Err(SendError::Token(t)) => format!("failed: no token ({})", token_failure(t)),
         Err(e) => match e.api_code() {
             Some(code) => format!("failed: errcode {}", code.get()),
             None => format!("failed: {e}"),

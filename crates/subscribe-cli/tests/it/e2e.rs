@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use subscribe_client::{Client, Error, RetryPolicy, TokenEndpoint};
+use subscribe_client::{Client, RetryPolicy, SendError, TokenEndpoint};
 use subscribe_sandbox::{DEMO_APPID, DEMO_SECRET, DEMO_TEMPLATE, Faults, SandboxConfig, SandboxHandle};
 use subscribe_types::{
     AppId, AppSecret, AuthorizationAnswer, HttpUrl, OpenId, Scene, SubscribeMessage, TemplateId,
@@ -172,7 +172,7 @@ async fn every_fault_reaches_the_client_as_the_right_typed_error() {
         c.access_token().await.unwrap();
         let before = s.stats().send_requests;
         let e = c.send(&message(1)).await.unwrap_err();
-        assert!(matches!(e, Error::OutcomeUnknown { .. }), "{what}: {e:?}");
+        assert!(matches!(e, SendError::OutcomeUnknown { .. }), "{what}: {e:?}");
         assert!(!e.outcome_known(), "{what}");
         assert_eq!(s.stats().send_requests - before, 1, "{what}: not replayed");
     }
@@ -206,7 +206,7 @@ async fn every_fault_reaches_the_client_as_the_right_typed_error() {
         .unwrap();
     let e = dead.send(&message(1)).await.unwrap_err();
     assert!(
-        matches!(&e, Error::Transport(t) if t.kind() == subscribe_client::transport::TransportErrorKind::Connect),
+        matches!(&e, SendError::Transport(t) if t.kind() == subscribe_client::transport::TransportErrorKind::Connect),
         "{e:?}"
     );
     assert!(e.outcome_known() && e.is_retryable(), "not sent, and safe to send later");

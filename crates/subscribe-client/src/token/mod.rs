@@ -13,8 +13,7 @@ use subscribe_types::{AccessToken, AppId};
 pub(crate) use manager::{TokenManager, TokenSettings, TokenSource};
 pub use memory::InMemoryTokenStore;
 
-/// A boxed error from a store or an external source.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+pub use subscribe_transport::BoxError;
 
 /// A shared error: what a failed token attempt keeps of a store's or an external source's
 /// error, so the failure can be handed to every caller that waited for the attempt.

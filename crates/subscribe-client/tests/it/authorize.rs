@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use subscribe_client::test_util::MockTransport;
-use subscribe_client::{AuthorizationError, Client, Error};
+use subscribe_client::{AuthorizationError, Client};
 use subscribe_types::{Action, AppSecret, AuthorizationAnswer, AuthorizeRequest, HttpUrl, Scene, TemplateId};
 
 use crate::*;
@@ -35,9 +35,12 @@ fn client_with(clock: &ManualClock, secret: &str) -> Client {
 
 use subscribe_client::ManualClock;
 
-fn assert_rejected(result: Result<AuthorizationAnswer, Error>, want: fn(&AuthorizationError) -> bool) {
+fn assert_rejected(
+    result: Result<AuthorizationAnswer, AuthorizationError>,
+    want: fn(&AuthorizationError) -> bool,
+) {
     match result {
-        Err(Error::Authorization(e)) if want(&e) => {}
+        Err(e) if want(&e) => {}
         other => panic!("unexpected: {other:?}"),
     }
 }

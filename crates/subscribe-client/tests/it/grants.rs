@@ -86,7 +86,7 @@ async fn completing_an_authorization_records_the_grant_in_one_call() {
     assert!(
         matches!(
             err,
-            subscribe_client::Error::Authorization(subscribe_client::AuthorizationError::ForgedState)
+            subscribe_client::RecordError::Authorization(subscribe_client::AuthorizationError::ForgedState)
         ),
         "{err:?}"
     );

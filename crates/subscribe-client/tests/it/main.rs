@@ -75,7 +75,7 @@ pub fn tokens_used(mock: &MockTransport) -> Vec<String> {
 pub async fn send_concurrently(
     client: &Client,
     n: usize,
-) -> Vec<Result<subscribe_client::SendReceipt, subscribe_client::Error>> {
+) -> Vec<Result<subscribe_client::SendReceipt, subscribe_client::SendError>> {
     let msg = Arc::new(message());
     let tasks: Vec<_> = (0..n)
         .map(|_| {

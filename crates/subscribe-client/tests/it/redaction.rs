@@ -1,6 +1,5 @@
 //! Nothing the client prints, returns or logs contains the AppSecret or an access token.
 
-use std::error::Error as _;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::sync::{Arc, Mutex};
@@ -8,7 +7,7 @@ use std::time::Duration;
 
 use subscribe_client::test_util::*;
 use subscribe_client::transport::TransportErrorKind;
-use subscribe_client::{CachedToken, Client, Error, TokenEndpoint};
+use subscribe_client::{CachedToken, Client, TokenEndpoint};
 use subscribe_types::{AccessToken, AppSecret, Scene, TemplateId};
 
 use crate::*;
@@ -28,7 +27,7 @@ impl std::io::Write for Captured {
     }
 }
 
-fn shown(e: &Error) -> String {
+fn shown(e: &dyn std::error::Error) -> String {
     let mut s = format!("{e} | {e:?}");
     let mut src = e.source();
     while let Some(x) = src {

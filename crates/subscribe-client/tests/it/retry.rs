@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use subscribe_client::test_util::*;
 use subscribe_client::transport::TransportErrorKind;
-use subscribe_client::{Error, RetryPolicy};
+use subscribe_client::{RetryPolicy, SendError};
 use subscribe_types::ErrCode;
 
 use crate::*;
@@ -37,7 +37,7 @@ async fn a_timeout_after_sending_is_outcome_unknown_after_exactly_one_request() 
     mock.push_error(TransportErrorKind::Timeout);
     let client = builder(&mock, &clock()).build().unwrap();
     let err = client.send(&message()).await.unwrap_err();
-    assert!(matches!(err, Error::OutcomeUnknown { .. }), "{err:?}");
+    assert!(matches!(err, SendError::OutcomeUnknown { .. }), "{err:?}");
     assert!(!err.outcome_known());
     assert!(!err.is_retryable());
     mock.assert_count(SEND_PATH, 1);
@@ -49,7 +49,7 @@ async fn a_reset_after_sending_is_outcome_unknown_too() {
     let mock = mock_with_stable_token("T1", 7200);
     mock.push_error(TransportErrorKind::Io);
     let client = builder(&mock, &clock()).build().unwrap();
-    assert!(matches!(client.send(&message()).await.unwrap_err(), Error::OutcomeUnknown { .. }));
+    assert!(matches!(client.send(&message()).await.unwrap_err(), SendError::OutcomeUnknown { .. }));
     mock.assert_count(SEND_PATH, 1);
 }
 
@@ -59,7 +59,7 @@ async fn a_43101_after_a_replay_is_probably_delivered() {
     mock.push(errcode_reply(-1, "system error")).push(errcode_reply(43101, "user refuse to accept the msg"));
     let client = builder(&mock, &clock()).build().unwrap();
     let err = client.send(&message()).await.unwrap_err();
-    assert!(matches!(err, Error::ProbablyDelivered(_)), "{err:?}");
+    assert!(matches!(err, SendError::ProbablyDelivered(_)), "{err:?}");
     assert!(!err.outcome_known());
     assert!(!err.is_refused_by_user());
     assert!(err.to_string().contains("probably delivered"));
@@ -97,7 +97,7 @@ async fn requests_that_never_left_give_up_known_undelivered() {
     }
     let client = builder(&mock, &clock()).build().unwrap();
     let err = client.send(&message()).await.unwrap_err();
-    assert!(matches!(err, Error::Transport(_)), "{err:?}");
+    assert!(matches!(err, SendError::Transport(_)), "{err:?}");
     assert!(err.outcome_known() && err.is_retryable());
     mock.assert_all_consumed();
 }
@@ -107,7 +107,7 @@ async fn no_retry_policy_means_a_single_attempt() {
     let mock = mock_with_stable_token("T1", 7200);
     mock.push_error(TransportErrorKind::Connect);
     let client = builder(&mock, &clock()).retry_policy(RetryPolicy::none()).build().unwrap();
-    assert!(matches!(client.send(&message()).await.unwrap_err(), Error::Transport(_)));
+    assert!(matches!(client.send(&message()).await.unwrap_err(), SendError::Transport(_)));
     mock.assert_count(SEND_PATH, 1);
 }
 
@@ -128,7 +128,7 @@ async fn an_unreadable_answer_is_outcome_unknown() {
     let mock = mock_with_stable_token("T1", 7200);
     mock.push(MockReply::json(200, "{\"errcode\":"));
     let client = builder(&mock, &clock()).build().unwrap();
-    assert!(matches!(client.send(&message()).await.unwrap_err(), Error::OutcomeUnknown { .. }));
+    assert!(matches!(client.send(&message()).await.unwrap_err(), SendError::OutcomeUnknown { .. }));
 }
 
 #[tokio::test]

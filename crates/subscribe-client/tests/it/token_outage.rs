@@ -11,8 +11,8 @@ use std::time::Duration;
 use subscribe_client::test_util::*;
 use subscribe_client::transport::{TransportErrorKind, transport_fn};
 use subscribe_client::{
-    BoxError, CachedToken, Client, Clock, ConfigError, Error, ExternalTokenSource, InMemoryTokenStore,
-    ManualClock, TokenError, TokenRejection, TokenStore, TokenStoreError,
+    BoxError, CachedToken, Client, Clock, ConfigError, ExternalTokenSource, InMemoryTokenStore, ManualClock,
+    SendError, TokenError, TokenRejection, TokenStore, TokenStoreError,
 };
 use subscribe_types::{AccessToken, AppId, ErrCode};
 
@@ -52,12 +52,25 @@ fn token_request_times(
 }
 
 /// The `Unavailable` error inside `e`, with what its last attempt met.
-fn unavailable(e: &Error) -> (Duration, u32, Option<&TokenError>) {
-    match e {
-        Error::Token(TokenError::Unavailable { waited, attempts, last, .. }) => {
-            (*waited, *attempts, last.as_deref())
-        }
+fn unavailable(e: &dyn AsTokenError) -> (Duration, u32, Option<&TokenError>) {
+    match e.token_error() {
+        Some(TokenError::Unavailable { waited, attempts, last, .. }) => (*waited, *attempts, last.as_deref()),
         other => panic!("expected Token(Unavailable), got {other:?}"),
+    }
+}
+
+/// A send's or a token call's error, seen as the token error inside it.
+trait AsTokenError {
+    fn token_error(&self) -> Option<&TokenError>;
+}
+impl AsTokenError for TokenError {
+    fn token_error(&self) -> Option<&TokenError> {
+        Some(self)
+    }
+}
+impl AsTokenError for SendError {
+    fn token_error(&self) -> Option<&TokenError> {
+        if let SendError::Token(t) = self { Some(t) } else { None }
     }
 }
 
@@ -133,12 +146,12 @@ async fn refusals_that_need_a_configuration_change_keep_the_cooldown() {
         let results = send_concurrently(&client, 200).await;
         mock.assert_count(STABLE_TOKEN_PATH, 1);
         for r in &results {
-            let Error::Token(t) = r.as_ref().unwrap_err() else { panic!("{r:?}") };
+            let SendError::Token(t) = r.as_ref().unwrap_err() else { panic!("{r:?}") };
             assert!(matches!(t, TokenError::Rejected { .. }), "{code}: the attempt's own refusal: {t:?}");
             assert_eq!(t.rejection(), Some(&reason), "{code}");
         }
         let again = client.access_token().await.unwrap_err();
-        assert!(matches!(again, Error::Token(TokenError::CoolingDown { .. })), "{code}: {again:?}");
+        assert!(matches!(again, TokenError::CoolingDown { .. }), "{code}: {again:?}");
         assert!(clock.sleeps().is_empty(), "{code}: nobody waited out a backoff");
         mock.assert_count(STABLE_TOKEN_PATH, 1);
     }
@@ -283,7 +296,7 @@ async fn an_outage_longer_than_token_wait_fails_with_what_the_endpoint_last_answ
     assert!(matches!(last, Some(TokenError::HttpStatus { status: 502 })), "{err:?}");
     assert!(waited <= SECS(3), "{waited:?}");
     assert_eq!(attempts as usize, mock.count(STABLE_TOKEN_PATH));
-    let Error::Token(t) = &err else { unreachable!() };
+    let SendError::Token(t) = &err else { unreachable!() };
     assert!(matches!(t.last(), Some(TokenError::HttpStatus { status: 502 })));
     let chain = format!("{} / {}", err, std::error::Error::source(&err).unwrap());
     assert!(chain.contains("no access token within"), "{chain}");
@@ -299,9 +312,7 @@ async fn a_caller_does_not_wait_for_an_attempt_planned_after_its_deadline() {
     let client =
         builder(&mock, &clock).token_wait(SECS(5)).token_backoff(SECS(20), SECS(60)).build().unwrap();
     let err = client.access_token().await.unwrap_err();
-    let Error::Token(TokenError::Unavailable { next_attempt_in: Some(next), .. }) = &err else {
-        panic!("{err:?}")
-    };
+    let TokenError::Unavailable { next_attempt_in: Some(next), .. } = &err else { panic!("{err:?}") };
     assert!(*next >= SECS(10), "{next:?}");
     let err = client.access_token().await.unwrap_err();
     unavailable(&err);
@@ -467,7 +478,7 @@ async fn a_wall_clock_step_neither_skips_a_cooldown_nor_blocks_a_refresh() {
     client.access_token().await.unwrap_err();
     clock.set(t0() + SECS(3600));
     let err = client.access_token().await.unwrap_err();
-    assert!(matches!(err, Error::Token(TokenError::CoolingDown { .. })), "{err:?}");
+    assert!(matches!(err, TokenError::CoolingDown { .. }), "{err:?}");
     mock.assert_count(STABLE_TOKEN_PATH, 1);
     clock.set(t0() - SECS(7200));
     clock.advance(SECS(61));
@@ -608,7 +619,7 @@ async fn an_answer_without_errcode_is_an_unknown_outcome_not_a_delivery() {
         mock.route("POST", SEND_PATH).reply(MockReply::json(200, body));
         let client = builder(&mock, &clock()).build().unwrap();
         let err = client.send(&message()).await.unwrap_err();
-        assert!(matches!(err, Error::OutcomeUnknown { .. }), "{body}: {err:?}");
+        assert!(matches!(err, SendError::OutcomeUnknown { .. }), "{body}: {err:?}");
         assert!(!err.outcome_known() && !err.is_retryable(), "{body}");
         mock.assert_count(SEND_PATH, 1);
     }
@@ -627,7 +638,10 @@ async fn a_request_that_could_not_be_built_is_neither_replayed_nor_retryable() {
     mock.route("POST", SEND_PATH).reply(MockReply::error(TransportErrorKind::InvalidRequest));
     let client = builder(&mock, &clock()).build().unwrap();
     let err = client.send(&message()).await.unwrap_err();
-    assert!(matches!(&err, Error::Transport(e) if e.kind() == TransportErrorKind::InvalidRequest), "{err:?}");
+    assert!(
+        matches!(&err, SendError::Transport(e) if e.kind() == TransportErrorKind::InvalidRequest),
+        "{err:?}"
+    );
     assert!(!err.is_retryable());
     mock.assert_count(SEND_PATH, 1);
 
@@ -637,8 +651,8 @@ async fn a_request_that_could_not_be_built_is_neither_replayed_nor_retryable() {
     let clock = clock();
     let client = builder(&mock, &clock).build().unwrap();
     let err = client.access_token().await.unwrap_err();
-    assert!(matches!(&err, Error::Token(TokenError::Transport(_))), "{err:?}");
-    assert!(!err.is_retryable());
+    assert!(matches!(&err, TokenError::Transport(_)), "{err:?}");
+    assert!(!err.is_transient());
     mock.assert_count(STABLE_TOKEN_PATH, 1);
 }
 

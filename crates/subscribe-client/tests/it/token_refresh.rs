@@ -259,7 +259,10 @@ async fn force_refresh_only_when_the_rejected_token_comes_back_and_within_budget
     clock.advance(Duration::from_secs(10));
     let err = client.send(&message()).await.unwrap_err();
     assert!(
-        matches!(err, subscribe_client::Error::Token(subscribe_client::TokenError::RejectedTokenReissued)),
+        matches!(
+            err,
+            subscribe_client::SendError::Token(subscribe_client::TokenError::RejectedTokenReissued)
+        ),
         "{err:?}"
     );
     assert_eq!(force_count(), 1, "no forced refresh within 30 s of the last");
@@ -281,7 +284,7 @@ async fn ip_not_whitelisted_is_typed_with_the_ip_then_fails_fast_during_the_cool
     let clock = clock();
     let client = builder(&mock, &clock).build().unwrap();
     let err = client.send(&message()).await.unwrap_err();
-    let subscribe_client::Error::Token(subscribe_client::TokenError::Rejected { reason, error }) = &err
+    let subscribe_client::SendError::Token(subscribe_client::TokenError::Rejected { reason, error }) = &err
     else {
         panic!("{err:?}")
     };
@@ -295,7 +298,10 @@ async fn ip_not_whitelisted_is_typed_with_the_ip_then_fails_fast_during_the_cool
     for _ in 0..20 {
         let err = client.send(&message()).await.unwrap_err();
         assert!(
-            matches!(err, subscribe_client::Error::Token(subscribe_client::TokenError::CoolingDown { .. })),
+            matches!(
+                err,
+                subscribe_client::SendError::Token(subscribe_client::TokenError::CoolingDown { .. })
+            ),
             "{err:?}"
         );
     }
@@ -323,12 +329,11 @@ async fn each_token_endpoint_refusal_is_typed() {
         mock.route("POST", STABLE_TOKEN_PATH).reply(errcode_reply(code, "refused"));
         let client = builder(&mock, &clock()).build().unwrap();
         let err = client.access_token().await.unwrap_err();
-        let subscribe_client::Error::Token(t) = &err else { panic!("{err:?}") };
+        let t = &err;
         assert_eq!(t.rejection(), Some(&want), "{code}");
         // -1 does not start a cool-down; everything else does.
         let again = client.access_token().await.unwrap_err();
-        let cooling =
-            matches!(again, subscribe_client::Error::Token(subscribe_client::TokenError::CoolingDown { .. }));
+        let cooling = matches!(again, subscribe_client::TokenError::CoolingDown { .. });
         assert_eq!(cooling, code != -1, "{code}");
     }
 }

@@ -323,7 +323,7 @@ async fn four_instances_back_off_as_one_when_the_token_endpoint_fails() {
     let mut held_off = 0;
     while let Some(r) = tasks.join_next().await {
         let e = r.unwrap().unwrap_err();
-        let subscribe_client::Error::Token(subscribe_client::TokenError::Unavailable {
+        let subscribe_client::SendError::Token(subscribe_client::TokenError::Unavailable {
             last: Some(last),
             ..
         }) = &e
