@@ -89,7 +89,7 @@ pub use subscribe_transport as transport;
 pub use subscribe_types as types;
 pub use token::{
     BoxError, CachedToken, ExternalSourceError, ExternalTokenSource, HoldOff, InMemoryTokenStore,
-    SharedTokenStore, TokenEndpoint, TokenStore, TokenStoreError,
+    RefreshLease, SharedTokenStore, TokenEndpoint, TokenStore, TokenStoreError,
 };
 
 // Compile-time checks: the client and its errors cross threads; the traits are object safe.

@@ -51,11 +51,11 @@ fn token(s: &str) -> AccessToken {
 
 /// The [`TokenStore`] contract. Panics, naming the broken rule, when `store` breaks it.
 ///
-/// Uses fresh random app ids, so it can run against a store shared with other tests. The
-/// lease and hold-off checks run only when the store grants leases exclusively (the trait's
-/// default grants every request, which is right for a one-process store). They wait for
-/// expiries with `tokio::time::sleep` (under half a second each), as a store's own clock
-/// cannot be driven by hand.
+/// Uses fresh random app ids, so it can run against a store shared with other tests. When the
+/// store has a [`RefreshLease`](crate::RefreshLease), its rules are checked too (exclusive,
+/// released only by its holder, expiring, hold-offs); a store without one serves one process
+/// and skips them. The lease checks wait for expiries with `tokio::time::sleep` (under half a
+/// second each), as a store's own clock cannot be driven by hand.
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
@@ -112,71 +112,81 @@ pub async fn token_store_contract<S: TokenStore + ?Sized>(store: &S) {
     let debug = format!("{fresh:?}");
     assert!(!debug.contains("fresh"), "CachedToken's Debug must not show the token: {debug}");
 
-    // Leases.
+    // The refresh lease, when the store has one: it must be exclusive.
+    if let Some(lease) = store.refresh_lease() {
+        refresh_lease_contract(lease, &app, &other).await;
+    }
+}
+
+/// The [`RefreshLease`](crate::RefreshLease) rules, on fresh apps `app` and `other`.
+async fn refresh_lease_contract(lease: &dyn crate::RefreshLease, app: &AppId, other: &AppId) {
     let ttl = Duration::from_millis(300);
     assert!(
-        store.try_acquire_refresh_lease(&app, "h1", ttl).await.expect("lease"),
+        lease.try_acquire_refresh_lease(app, "h1", ttl).await.expect("lease"),
         "the first holder gets the lease"
     );
-    let exclusive = !store.try_acquire_refresh_lease(&app, "h2", ttl).await.expect("lease");
-    if exclusive {
+    assert!(
+        !lease.try_acquire_refresh_lease(app, "h2", ttl).await.expect("lease"),
+        "a live lease is exclusive: a second holder does not get it"
+    );
+    {
         assert!(
-            store.try_acquire_refresh_lease(&other, "h2", ttl).await.expect("lease"),
+            lease.try_acquire_refresh_lease(other, "h2", ttl).await.expect("lease"),
             "leases are per app"
         );
-        store.release_refresh_lease(&app, "h2").await.expect("release");
+        lease.release_refresh_lease(app, "h2").await.expect("release");
         assert!(
-            !store.try_acquire_refresh_lease(&app, "h3", ttl).await.expect("lease"),
+            !lease.try_acquire_refresh_lease(app, "h3", ttl).await.expect("lease"),
             "only the holder releases"
         );
-        store.release_refresh_lease(&app, "h1").await.expect("release");
+        lease.release_refresh_lease(app, "h1").await.expect("release");
         assert!(
-            store.try_acquire_refresh_lease(&app, "h3", ttl).await.expect("lease"),
+            lease.try_acquire_refresh_lease(app, "h3", ttl).await.expect("lease"),
             "a released lease is free"
         );
         // Expiry: a crashed holder's lease comes back.
         tokio::time::sleep(ttl + Duration::from_millis(200)).await;
         assert!(
-            store.try_acquire_refresh_lease(&app, "h4", ttl).await.expect("lease"),
+            lease.try_acquire_refresh_lease(app, "h4", ttl).await.expect("lease"),
             "an expired lease is free"
         );
-        store.release_refresh_lease(&app, "h4").await.expect("release");
-        store.release_refresh_lease(&other, "h2").await.expect("release");
+        lease.release_refresh_lease(app, "h4").await.expect("release");
+        lease.release_refresh_lease(other, "h2").await.expect("release");
 
         // Hold-offs: a failed refresher pauses the fleet.
-        assert!(store.refresh_hold_off(&app).await.expect("hold-off").is_none(), "no hold-off by default");
-        assert!(store.try_acquire_refresh_lease(&app, "h5", ttl).await.expect("lease"), "lease for h5");
-        store.hold_off_refresh(&app, "h6", ttl, "not the holder").await.expect("hold off");
+        assert!(lease.refresh_hold_off(app).await.expect("hold-off").is_none(), "no hold-off by default");
+        assert!(lease.try_acquire_refresh_lease(app, "h5", ttl).await.expect("lease"), "lease for h5");
+        lease.hold_off_refresh(app, "h6", ttl, "not the holder").await.expect("hold off");
         assert!(
-            store.refresh_hold_off(&app).await.expect("hold-off").is_none(),
+            lease.refresh_hold_off(app).await.expect("hold-off").is_none(),
             "hold_off_refresh leaves another holder's live lease alone"
         );
-        store.hold_off_refresh(&app, "h5", ttl, "token endpoint answered HTTP 502").await.expect("hold off");
+        lease.hold_off_refresh(app, "h5", ttl, "token endpoint answered HTTP 502").await.expect("hold off");
         let h =
-            store.refresh_hold_off(&app).await.expect("hold-off").expect("the holder's hold-off is in force");
+            lease.refresh_hold_off(app).await.expect("hold-off").expect("the holder's hold-off is in force");
         assert_eq!(h.reason, "token endpoint answered HTTP 502", "the hold-off keeps its reason");
         assert!(h.remaining > Duration::ZERO && h.remaining <= ttl, "hold-off remaining: {:?}", h.remaining);
         assert!(
-            !store.try_acquire_refresh_lease(&app, "h7", ttl).await.expect("lease"),
+            !lease.try_acquire_refresh_lease(app, "h7", ttl).await.expect("lease"),
             "nobody takes the lease during a hold-off"
         );
         assert!(
-            !store.try_acquire_refresh_lease(&app, "h5", ttl).await.expect("lease"),
+            !lease.try_acquire_refresh_lease(app, "h5", ttl).await.expect("lease"),
             "not even the instance that asked for it"
         );
-        store.release_refresh_lease(&app, "h5").await.expect("release");
+        lease.release_refresh_lease(app, "h5").await.expect("release");
         assert!(
-            store.refresh_hold_off(&app).await.expect("hold-off").is_some(),
+            lease.refresh_hold_off(app).await.expect("hold-off").is_some(),
             "release does not end a hold-off"
         );
-        assert!(store.refresh_hold_off(&other).await.expect("hold-off").is_none(), "hold-offs are per app");
+        assert!(lease.refresh_hold_off(other).await.expect("hold-off").is_none(), "hold-offs are per app");
         tokio::time::sleep(ttl + Duration::from_millis(200)).await;
-        assert!(store.refresh_hold_off(&app).await.expect("hold-off").is_none(), "a hold-off ends");
+        assert!(lease.refresh_hold_off(app).await.expect("hold-off").is_none(), "a hold-off ends");
         assert!(
-            store.try_acquire_refresh_lease(&app, "h8", ttl).await.expect("lease"),
+            lease.try_acquire_refresh_lease(app, "h8", ttl).await.expect("lease"),
             "the lease is free after the hold-off"
         );
-        store.release_refresh_lease(&app, "h8").await.expect("release");
+        lease.release_refresh_lease(app, "h8").await.expect("release");
     }
 }
 

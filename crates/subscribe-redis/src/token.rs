@@ -4,12 +4,12 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::Script;
-use subscribe_client::{CachedToken, HoldOff, TokenStore, TokenStoreError};
+use subscribe_client::{CachedToken, HoldOff, RefreshLease, TokenStore, TokenStoreError};
 use subscribe_types::{AccessToken, AppId};
 
-use crate::{Redis, RedisError, from_millis, millis};
+use crate::{Redis, RedisError};
 
-/// Stored value: `<expires_at_ms>|<token>`. The key expires a minute after the token.
+/// Stored value: `<expires_at_ms>|<token>`, [`CachedToken::to_parts`]'s two values. The key expires a minute after the token.
 const SAVE: &str = r"
 local cur = redis.call('GET', KEYS[1])
 if cur then
@@ -100,8 +100,7 @@ fn parse(v: &str) -> Result<CachedToken, RedisError> {
     let corrupt = || RedisError::corrupt("token");
     let (exp, token) = v.split_once('|').ok_or_else(corrupt)?;
     let exp: u64 = exp.parse().map_err(|_| corrupt())?;
-    let token = AccessToken::new(token).map_err(|_| corrupt())?;
-    Ok(CachedToken::new(token, from_millis(exp)))
+    CachedToken::from_parts(token, exp).map_err(|_| corrupt())
 }
 
 #[async_trait::async_trait]
@@ -116,7 +115,8 @@ impl TokenStore for RedisTokenStore {
     async fn save(&self, app: &AppId, token: &CachedToken) -> Result<CachedToken, TokenStoreError> {
         let mut c = self.redis.conn.clone();
         let mut call = SAVE_SCRIPT.key(self.token_key(app));
-        call.arg(millis(token.expires_at())).arg(token.token().expose_secret());
+        let (text, expires_ms) = token.to_parts();
+        call.arg(expires_ms).arg(text);
         let v: String = self.redis.run(call.invoke_async(&mut c)).await?;
         Ok(parse(&v)?)
     }
@@ -129,6 +129,13 @@ impl TokenStore for RedisTokenStore {
         Ok(removed == 1)
     }
 
+    fn refresh_lease(&self) -> Option<&dyn RefreshLease> {
+        Some(self)
+    }
+}
+
+#[async_trait::async_trait]
+impl RefreshLease for RedisTokenStore {
     async fn try_acquire_refresh_lease(
         &self,
         app: &AppId,

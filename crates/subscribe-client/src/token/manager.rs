@@ -449,16 +449,16 @@ impl TokenManager {
         } else {
             warn!(appid = %self.appid, error = %e, "token attempt failed");
         }
-        if lease_held {
+        if lease_held && let Some(lease) = self.store.refresh_lease() {
             // Pause the fleet: for the backoff after an outage, for the cool-down after a
             // refusal. Either way the lease is given up.
             let fleet_pause = pause.or_else(|| e.starts_cooldown().then_some(self.settings.cooldown));
             let reason = e.to_string();
             let told = match fleet_pause {
                 Some(p) => {
-                    self.store_call(self.store.hold_off_refresh(&self.appid, &self.holder, p, &reason)).await
+                    self.store_call(lease.hold_off_refresh(&self.appid, &self.holder, p, &reason)).await
                 }
-                None => self.store_call(self.store.release_refresh_lease(&self.appid, &self.holder)).await,
+                None => self.store_call(lease.release_refresh_lease(&self.appid, &self.holder)).await,
             };
             if let Err(err) = told {
                 warn!(appid = %self.appid, error = %err, "could not hand the refresh lease back; it will expire");
@@ -590,7 +590,8 @@ impl TokenManager {
     }
 
     async fn release_lease(&self) {
-        if let Err(e) = self.store_call(self.store.release_refresh_lease(&self.appid, &self.holder)).await {
+        let Some(lease) = self.store.refresh_lease() else { return };
+        if let Err(e) = self.store_call(lease.release_refresh_lease(&self.appid, &self.holder)).await {
             warn!(appid = %self.appid, error = %e, "could not release the refresh lease; it will expire");
         }
     }
@@ -625,13 +626,14 @@ impl TokenManager {
 
     /// Becomes the fleet's refresher, or waits for the one that is and returns its token, or
     /// learns that the fleet is paused. Bounded: after the lease's lifetime without a word,
-    /// refreshes anyway.
+    /// refreshes anyway. A store without a [`RefreshLease`](super::RefreshLease) serves one
+    /// process: refresh without a lease.
     async fn take_lease(&self, rejected: Option<&AccessToken>) -> Lease {
+        let Some(lease) = self.store.refresh_lease() else { return Lease::Without };
         let ttl = self.settings.lease_ttl;
         let start = self.clock.monotonic();
         loop {
-            match self.store_call(self.store.try_acquire_refresh_lease(&self.appid, &self.holder, ttl)).await
-            {
+            match self.store_call(lease.try_acquire_refresh_lease(&self.appid, &self.holder, ttl)).await {
                 Ok(true) => return Lease::Ours,
                 Err(e) => {
                     warn!(appid = %self.appid, error = %e, "refresh lease unavailable; refreshing without it");
@@ -639,7 +641,7 @@ impl TokenManager {
                 }
                 Ok(false) => {}
             }
-            if let Ok(Some(h)) = self.store_call(self.store.refresh_hold_off(&self.appid)).await {
+            if let Ok(Some(h)) = self.store_call(lease.refresh_hold_off(&self.appid)).await {
                 return Lease::HeldOff(h);
             }
             if self.clock.monotonic().saturating_sub(start) >= ttl {

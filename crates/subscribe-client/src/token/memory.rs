@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use subscribe_types::{AccessToken, AppId};
 
-use super::{CachedToken, HoldOff, TokenStore, TokenStoreError};
+use super::{CachedToken, HoldOff, RefreshLease, TokenStore, TokenStoreError};
 use crate::clock::{Clock, SharedClock, SystemClock};
 
 /// Keeps tokens in this process's memory. The default; right for one instance. Several
@@ -88,6 +88,13 @@ impl TokenStore for InMemoryTokenStore {
         Ok(false)
     }
 
+    fn refresh_lease(&self) -> Option<&dyn RefreshLease> {
+        Some(self)
+    }
+}
+
+#[async_trait::async_trait]
+impl RefreshLease for InMemoryTokenStore {
     async fn try_acquire_refresh_lease(
         &self,
         app: &AppId,

@@ -44,6 +44,35 @@ impl CachedToken {
         self.expires_at
     }
 
+    /// The token's documented encoding for a backend: the token's text and its expiry in
+    /// milliseconds since the Unix epoch (0 for an expiry before it). Store both; read them
+    /// back with [`from_parts`](Self::from_parts). The text is the secret: keep it out of logs.
+    ///
+    /// ```
+    /// use std::time::{Duration, UNIX_EPOCH};
+    /// use subscribe_client::CachedToken;
+    /// use subscribe_types::AccessToken;
+    /// let t = CachedToken::new(AccessToken::new("T")?, UNIX_EPOCH + Duration::from_millis(1_800_000_000_123));
+    /// let (text, expires_ms) = t.to_parts();
+    /// assert_eq!(expires_ms, 1_800_000_000_123);
+    /// assert_eq!(CachedToken::from_parts(text, expires_ms)?, t);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn to_parts(&self) -> (&str, u64) {
+        let ms = self.expires_at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        (self.token.expose_secret(), u64::try_from(ms).unwrap_or(u64::MAX))
+    }
+
+    /// A token read back from [`to_parts`](Self::to_parts)'s two values.
+    ///
+    /// # Errors
+    /// [`ValidationError`](subscribe_types::ValidationError) when the text is not a valid access
+    /// token (empty, too long, not printable ASCII); it does not quote the text.
+    pub fn from_parts(token: &str, expires_at_ms: u64) -> Result<Self, subscribe_types::ValidationError> {
+        let expires_at = SystemTime::UNIX_EPOCH + Duration::from_millis(expires_at_ms);
+        Ok(Self::new(AccessToken::new(token)?, expires_at))
+    }
+
     /// Whether it is still valid at `now` with at least `margin` to spare.
     pub fn is_fresh(&self, now: SystemTime, margin: Duration) -> bool {
         self.expires_at > now + margin
@@ -67,15 +96,9 @@ impl fmt::Debug for CachedToken {
 ///   what the store holds afterwards.
 /// - [`invalidate`](Self::invalidate) is a compare-and-delete: it removes the stored token only
 ///   if it is the rejected one, so one instance cannot wipe a token another just refreshed.
-/// - The refresh lease (default methods) lets instances sharing the store elect one refresher.
-///   A store used by one process may keep the defaults: the client already refreshes once per
-///   process.
-/// - The hold-off (default methods) lets the refresher that failed tell the others to wait:
-///   [`hold_off_refresh`](Self::hold_off_refresh) turns its lease into a pause that no instance
-///   can take the lease during, and [`refresh_hold_off`](Self::refresh_hold_off) reads it.
-///   Without it every instance would back off on its own and the token endpoint would see each
-///   instance's attempts. The pause is measured by the store's own clock (a Redis key's TTL),
-///   so the instances' clocks need not agree.
+/// - A store shared by several instances also implements [`RefreshLease`] and returns it from
+///   [`refresh_lease`](Self::refresh_lease), so they elect one refresher and share a failed
+///   refresher's pause. A store used by one process keeps the default (`None`).
 ///
 /// The trait uses `async-trait`, so implementations write plain `async fn`s and the client
 /// stores them as `Arc<dyn TokenStore>`.
@@ -90,44 +113,55 @@ pub trait TokenStore: Send + Sync + fmt::Debug {
     /// Removes the stored token of `app` only if it is `rejected`; says whether it did.
     async fn invalidate(&self, app: &AppId, rejected: &AccessToken) -> Result<bool, TokenStoreError>;
 
+    /// The store's refresh lease, when it coordinates refreshes across instances. The default,
+    /// `None`, is right for a store used by one process: the client already refreshes once
+    /// per process. A store shared by several instances returns `Some(self)`.
+    fn refresh_lease(&self) -> Option<&dyn RefreshLease> {
+        None
+    }
+}
+
+/// The refresh lease of a [`TokenStore`] shared by several instances: it elects one refresher
+/// per app, and lets a refresher that failed tell the others to wait.
+///
+/// The contract (checked by `test_util::token_store_contract` whenever
+/// [`TokenStore::refresh_lease`] returns one):
+/// - [`try_acquire_refresh_lease`](Self::try_acquire_refresh_lease) is exclusive: while one
+///   holder's lease lives, nobody else gets it; it expires after its `ttl`, so a crashed
+///   holder's lease comes back.
+/// - [`release_refresh_lease`](Self::release_refresh_lease) frees the lease only for its holder.
+/// - [`hold_off_refresh`](Self::hold_off_refresh) turns the holder's lease into a pause during
+///   which nobody takes the lease; [`refresh_hold_off`](Self::refresh_hold_off) reads it.
+///   Without it every instance would back off on its own and the token endpoint would see each
+///   instance's attempts. The pause is measured by the store's own clock (a Redis key's TTL),
+///   so the instances' clocks need not agree.
+#[async_trait::async_trait]
+pub trait RefreshLease: Send + Sync {
     /// Tries to become the one refresher of `app` for `ttl`; `holder` identifies the caller.
-    /// The default grants every request (no coordination beyond the process).
     async fn try_acquire_refresh_lease(
         &self,
         app: &AppId,
         holder: &str,
         ttl: Duration,
-    ) -> Result<bool, TokenStoreError> {
-        let _ = (app, holder, ttl);
-        Ok(true)
-    }
+    ) -> Result<bool, TokenStoreError>;
 
     /// Gives the lease up, if `holder` still holds it.
-    async fn release_refresh_lease(&self, app: &AppId, holder: &str) -> Result<(), TokenStoreError> {
-        let _ = (app, holder);
-        Ok(())
-    }
+    async fn release_refresh_lease(&self, app: &AppId, holder: &str) -> Result<(), TokenStoreError>;
 
     /// `holder`'s refresh failed: for `pause`, no instance may take the refresh lease of `app`
     /// (the lease, if `holder` still holds it, becomes the hold-off; a lease another instance
-    /// holds is left alone). `reason` says what the attempt met, in words, for the others'
-    /// errors and logs; it holds no secret. The default does nothing.
+    /// holds is left alone, and a longer hold-off is not shortened). `reason` says what the
+    /// attempt met, in words, for the others' errors and logs; it holds no secret.
     async fn hold_off_refresh(
         &self,
         app: &AppId,
         holder: &str,
         pause: Duration,
         reason: &str,
-    ) -> Result<(), TokenStoreError> {
-        let _ = (app, holder, pause, reason);
-        Ok(())
-    }
+    ) -> Result<(), TokenStoreError>;
 
-    /// The hold-off in force for `app`, if any. The default: none.
-    async fn refresh_hold_off(&self, app: &AppId) -> Result<Option<HoldOff>, TokenStoreError> {
-        let _ = app;
-        Ok(None)
-    }
+    /// The hold-off in force for `app`, if any.
+    async fn refresh_hold_off(&self, app: &AppId) -> Result<Option<HoldOff>, TokenStoreError>;
 }
 
 /// A pause on token requests that a failed refresher asked every instance to keep (see
@@ -151,28 +185,8 @@ impl<T: TokenStore + ?Sized> TokenStore for Arc<T> {
     async fn invalidate(&self, app: &AppId, rejected: &AccessToken) -> Result<bool, TokenStoreError> {
         (**self).invalidate(app, rejected).await
     }
-    async fn try_acquire_refresh_lease(
-        &self,
-        app: &AppId,
-        holder: &str,
-        ttl: Duration,
-    ) -> Result<bool, TokenStoreError> {
-        (**self).try_acquire_refresh_lease(app, holder, ttl).await
-    }
-    async fn release_refresh_lease(&self, app: &AppId, holder: &str) -> Result<(), TokenStoreError> {
-        (**self).release_refresh_lease(app, holder).await
-    }
-    async fn hold_off_refresh(
-        &self,
-        app: &AppId,
-        holder: &str,
-        pause: Duration,
-        reason: &str,
-    ) -> Result<(), TokenStoreError> {
-        (**self).hold_off_refresh(app, holder, pause, reason).await
-    }
-    async fn refresh_hold_off(&self, app: &AppId) -> Result<Option<HoldOff>, TokenStoreError> {
-        (**self).refresh_hold_off(app).await
+    fn refresh_lease(&self) -> Option<&dyn RefreshLease> {
+        (**self).refresh_lease()
     }
 }
 

@@ -110,7 +110,7 @@ async fn errors_debug_and_logs_in_every_scenario_are_free_of_secrets() {
             .unwrap();
         texts.push(("token outage".into(), shown(&client.send(&message()).await.unwrap_err())));
     }
-    let hold_off = subscribe_client::TokenStore::refresh_hold_off(&*store, &appid()).await.unwrap();
+    let hold_off = subscribe_client::RefreshLease::refresh_hold_off(&*store, &appid()).await.unwrap();
     texts.push(("hold-off".into(), format!("{hold_off:?}")));
 
     // Refresh ahead in the background, and authorization errors.

@@ -236,14 +236,6 @@ impl TokenStore for BrokenStore {
     async fn invalidate(&self, _: &AppId, _: &AccessToken) -> Result<bool, TokenStoreError> {
         self.fail()
     }
-    async fn try_acquire_refresh_lease(
-        &self,
-        _: &AppId,
-        _: &str,
-        _: Duration,
-    ) -> Result<bool, TokenStoreError> {
-        self.fail()
-    }
 }
 
 #[tokio::test]
@@ -446,10 +438,19 @@ async fn a_cancelled_caller_leaves_no_lease_held_and_loses_no_token() {
     let stored = store.load(&appid()).await.unwrap().expect("the issued token was kept");
     assert_eq!(stored.token().expose_secret(), "ISSUED");
     assert!(
-        store.try_acquire_refresh_lease(&appid(), "another-instance", SECS(30)).await.unwrap(),
+        subscribe_client::RefreshLease::try_acquire_refresh_lease(
+            &*store,
+            &appid(),
+            "another-instance",
+            SECS(30)
+        )
+        .await
+        .unwrap(),
         "the refresh lease was released"
     );
-    store.release_refresh_lease(&appid(), "another-instance").await.unwrap();
+    subscribe_client::RefreshLease::release_refresh_lease(&*store, &appid(), "another-instance")
+        .await
+        .unwrap();
     assert_eq!(within("the next call", client.access_token()).await.unwrap().expose_secret(), "ISSUED");
     assert_eq!(started.load(Ordering::SeqCst), 1, "no second token request");
 }

@@ -1,7 +1,9 @@
 use std::sync::Arc;
+use std::time::Duration;
 
-use subscribe_client::InMemoryTokenStore;
 use subscribe_client::test_util::token_store_contract;
+use subscribe_client::{CachedToken, HoldOff, InMemoryTokenStore, RefreshLease, TokenStore, TokenStoreError};
+use subscribe_types::{AccessToken, AppId};
 
 #[tokio::test]
 async fn in_memory_store_passes_the_contract() {
@@ -11,4 +13,64 @@ async fn in_memory_store_passes_the_contract() {
 #[tokio::test]
 async fn a_shared_in_memory_store_passes_the_contract() {
     token_store_contract(&Arc::new(InMemoryTokenStore::new())).await;
+}
+
+/// A shared store whose lease is granted to everyone: the fleet would stampede.
+#[derive(Debug, Default)]
+struct LeaseForAll(InMemoryTokenStore);
+
+#[subscribe_client::async_trait]
+impl TokenStore for LeaseForAll {
+    async fn load(&self, app: &AppId) -> Result<Option<CachedToken>, TokenStoreError> {
+        self.0.load(app).await
+    }
+    async fn save(&self, app: &AppId, t: &CachedToken) -> Result<CachedToken, TokenStoreError> {
+        self.0.save(app, t).await
+    }
+    async fn invalidate(&self, app: &AppId, t: &AccessToken) -> Result<bool, TokenStoreError> {
+        self.0.invalidate(app, t).await
+    }
+    fn refresh_lease(&self) -> Option<&dyn RefreshLease> {
+        Some(self)
+    }
+}
+
+#[subscribe_client::async_trait]
+impl RefreshLease for LeaseForAll {
+    async fn try_acquire_refresh_lease(
+        &self,
+        _: &AppId,
+        _: &str,
+        _: Duration,
+    ) -> Result<bool, TokenStoreError> {
+        Ok(true)
+    }
+    async fn release_refresh_lease(&self, _: &AppId, _: &str) -> Result<(), TokenStoreError> {
+        Ok(())
+    }
+    async fn hold_off_refresh(
+        &self,
+        _: &AppId,
+        _: &str,
+        _: Duration,
+        _: &str,
+    ) -> Result<(), TokenStoreError> {
+        Ok(())
+    }
+    async fn refresh_hold_off(&self, _: &AppId) -> Result<Option<HoldOff>, TokenStoreError> {
+        Ok(None)
+    }
+}
+
+#[tokio::test]
+async fn a_lease_granted_to_everyone_fails_the_contract() {
+    let failed =
+        tokio::spawn(async { token_store_contract(&LeaseForAll::default()).await }).await.unwrap_err();
+    let message = failed.into_panic();
+    let text = message
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| message.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_default();
+    assert!(text.contains("a live lease is exclusive"), "{text}");
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use subscribe_client::{Client, GrantKey, GrantLedger, LedgerError, TokenStore};
+use subscribe_client::{Client, GrantKey, GrantLedger, LedgerError, RefreshLease, TokenStore};
 use subscribe_redis::{Redis, RedisError, RedisGrantLedger, RedisTokenStore};
 use subscribe_sandbox::{DEMO_APPID, DEMO_SECRET, DEMO_TEMPLATE, SandboxConfig, SandboxHandle};
 use subscribe_types::{AccessToken, AppId, AppSecret, OpenId, Scene, SubscribeMessage, TemplateId};
