@@ -159,7 +159,7 @@ impl ClientBuilder {
         self
     }
 
-    /// The bound on one token request, or one [`ExternalTokenSource::fetch`] (default 10 s).
+    /// The bound on one token request, or one [`ExternalTokenSource::fetch`](crate::ExternalTokenSource::fetch) (default 10 s).
     /// A request that takes longer counts as a failed attempt.
     pub fn token_timeout(mut self, d: Duration) -> Self {
         self.token_timeout = d;
@@ -167,7 +167,7 @@ impl ClientBuilder {
     }
 
     /// The bound on each call into the [`TokenStore`] and on
-    /// [`ExternalTokenSource::invalidate`] (default 3 s). A store that takes longer is treated
+    /// [`ExternalTokenSource::invalidate`](crate::ExternalTokenSource::invalidate) (default 3 s). A store that takes longer is treated
     /// as down for the rest of that attempt: the token source is asked directly.
     pub fn store_timeout(mut self, d: Duration) -> Self {
         self.store_timeout = d;

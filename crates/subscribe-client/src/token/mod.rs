@@ -165,7 +165,7 @@ pub trait RefreshLease: Send + Sync {
 }
 
 /// A pause on token requests that a failed refresher asked every instance to keep (see
-/// [`TokenStore::hold_off_refresh`]).
+/// [`RefreshLease::hold_off_refresh`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HoldOff {
     /// Time left.
