@@ -39,9 +39,7 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
-use subscribe_client::{
-    CancelToken, Client, Dispatcher, GrantKey, GrantLedger, InMemoryGrantLedger, RetryPolicy,
-};
+use subscribe_client::{Client, Dispatcher, GrantKey, GrantLedger, InMemoryGrantLedger, RetryPolicy};
 use subscribe_sandbox::{DEMO_APPID, DEMO_SECRET, DEMO_TEMPLATE, SandboxConfig, SandboxHandle};
 use subscribe_types::{AppId, AppSecret, OpenId, Scene, SubscribeMessage, TemplateId};
 
@@ -389,18 +387,14 @@ async fn dispatch(n: usize) -> serde_json::Value {
     let report = Dispatcher::new(c.clone(), Arc::clone(&ledger))
         .concurrency(64)
         .keep_outcomes(false)
-        .run(
-            &template,
-            scene,
-            move |to: &OpenId| {
-                SubscribeMessage::builder(to.clone(), TemplateId::new(DEMO_TEMPLATE)?, Scene::new(4)?)
-                    .title("到货提醒")
-                    .content("您关注的商品已到货，点击查看详情。")
-                    .build()
-            },
-            &mut (),
-            &CancelToken::new(),
-        )
+        .grants(template, scene)
+        .message(move |to: &OpenId| {
+            SubscribeMessage::builder(to.clone(), TemplateId::new(DEMO_TEMPLATE)?, Scene::new(4)?)
+                .title("到货提醒")
+                .content("您关注的商品已到货，点击查看详情。")
+                .build()
+        })
+        .run()
         .await
         .unwrap();
     let wall = t0.elapsed();

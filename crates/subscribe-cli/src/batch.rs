@@ -2,10 +2,10 @@
 
 use std::io::IsTerminal as _;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::Deserialize;
-use subscribe_client::Client;
+use subscribe_client::{Client, RateLimiter};
 use subscribe_types::{OpenId, Scene, SubscribeMessage, TemplateId};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{Semaphore, mpsc};
@@ -86,8 +86,7 @@ pub(crate) async fn run(
     let mut lines = BufReader::new(reader).lines();
     let (tx, mut rx) = mpsc::unbounded_channel::<serde_json::Value>();
     let permits = Arc::new(Semaphore::new(concurrency));
-    let interval = rate.map(|r| Duration::from_secs_f64(1.0 / r));
-    let mut next_start = Instant::now();
+    let limiter = rate.and_then(|r| RateLimiter::per_second(r, Arc::clone(client.clock())));
     let progress = std::io::stderr().is_terminal();
     let started = Instant::now();
 
@@ -140,12 +139,8 @@ pub(crate) async fn run(
                 let _ = tx.send(v);
             }
             Ok((touser, msg)) => {
-                if let Some(iv) = interval {
-                    let now = Instant::now();
-                    if next_start > now {
-                        tokio::time::sleep(next_start - now).await;
-                    }
-                    next_start = next_start.max(now) + iv;
+                if let Some(limiter) = &limiter {
+                    limiter.until_ready().await;
                 }
                 let permit = Arc::clone(&permits).acquire_owned().await.map_err(|e| e.to_string())?;
                 let (client, tx) = (client.clone(), tx.clone());

@@ -1,42 +1,17 @@
 //! [`Dispatcher`]: one message to every pending grant of a (template, scene).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use subscribe_types::{ErrCode, ErrorClass, OpenId, Scene, SubscribeMessage, TemplateId, ValidationError};
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::Client;
 use crate::error::SendError;
 use crate::grants::{GrantLedger, GrantScope, LedgerError, Reservation, Settlement};
-
-/// Stops a dispatch: no new grant is taken; sends in flight finish and are recorded.
-///
-/// ```
-/// let cancel = subscribe_client::CancelToken::new();
-/// let for_signal_handler = cancel.clone();
-/// for_signal_handler.cancel();
-/// assert!(cancel.is_cancelled());
-/// ```
-#[derive(Clone, Debug, Default)]
-pub struct CancelToken(Arc<AtomicBool>);
-
-impl CancelToken {
-    /// A token not cancelled yet.
-    pub fn new() -> Self {
-        Self::default()
-    }
-    /// Asks the dispatch to stop.
-    pub fn cancel(&self) {
-        self.0.store(true, Ordering::Release);
-    }
-    /// Whether [`cancel`](Self::cancel) was called.
-    pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::Acquire)
-    }
-}
+use crate::rate::RateLimiter;
 
 /// How one recipient's grant ended in this dispatch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -133,6 +108,22 @@ pub struct DispatchReport {
     pub outcomes: Vec<RecipientOutcome>,
 }
 
+/// The function that builds each recipient's message.
+type MessageFn = dyn Fn(&OpenId) -> Result<SubscribeMessage, ValidationError> + Send + Sync;
+
+/// A dispatch cannot run, or stopped early.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DispatchError {
+    /// A required option was not set: `grants` or `message`.
+    #[error("the dispatcher has no `{0}`: set it on the builder before `run`")]
+    Unconfigured(&'static str),
+    /// The ledger could not be read or a grant could not be reserved; sends in flight were
+    /// finished and recorded first.
+    #[error("grant ledger failed")]
+    Ledger(#[from] LedgerError),
+}
+
 /// Sends one message to every pending grant of a (template, scene), with bounded concurrency,
 /// an optional rate limit, progress, and a per-recipient outcome.
 ///
@@ -142,8 +133,9 @@ pub struct DispatchReport {
 ///
 /// ```
 /// use subscribe_client::test_util::{SEND_PATH, mock_with_stable_token, ok_reply};
-/// use subscribe_client::{CancelToken, Client, Dispatcher, GrantKey, GrantLedger, InMemoryGrantLedger};
+/// use subscribe_client::{Client, Dispatcher, GrantKey, GrantLedger, InMemoryGrantLedger};
 /// use subscribe_types::*;
+/// use subscribe_client::CancellationToken;
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// let wechat = mock_with_stable_token("T", 7200);
@@ -156,22 +148,30 @@ pub struct DispatchReport {
 ///     ledger.record(&key, std::time::SystemTime::now()).await?;
 /// }
 ///
+/// let stop = CancellationToken::new(); // cancel it from a signal handler to stop early
 /// let report = Dispatcher::new(client, ledger)
-///     .concurrency(16)
-///     .run(&template, scene, |to: &OpenId| {
-///         SubscribeMessage::builder(to.clone(), TemplateId::new("restock")?, Scene::new(1)?)
+///     .grants(template.clone(), scene)
+///     .message(move |to: &OpenId| {
+///         SubscribeMessage::builder(to.clone(), template.clone(), scene)
 ///             .title("到货提醒").content("您关注的商品已到货").build()
-///     }, &mut (), &CancelToken::new())
+///     })
+///     .concurrency(16)
+///     .progress(|p: &subscribe_client::Progress| eprintln!("{} sent", p.sent))
+///     .cancellation(stop)
+///     .run()
 ///     .await?;
 /// assert_eq!(report.progress.delivered, 3);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// # }).unwrap();
 /// ```
-#[derive(Debug)]
 #[must_use = "a dispatcher does nothing until `run` is called"]
 pub struct Dispatcher {
     client: Client,
     ledger: Arc<dyn GrantLedger>,
+    grants: Option<(TemplateId, Scene)>,
+    message: Option<Arc<MessageFn>>,
+    observer: Box<dyn DispatchObserver>,
+    cancel: CancellationToken,
     concurrency: usize,
     rate: Option<f64>,
     lease: Duration,
@@ -180,26 +180,78 @@ pub struct Dispatcher {
     holder: String,
 }
 
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("client", &self.client)
+            .field("grants", &self.grants)
+            .field("concurrency", &self.concurrency)
+            .field("rate", &self.rate)
+            .field("lease", &self.lease)
+            .field("page_size", &self.page_size)
+            .field("keep_outcomes", &self.keep_outcomes)
+            .field("holder", &self.holder)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Dispatcher {
-    /// A dispatcher over `ledger` sending with `client`. Defaults: 32 in flight, no rate limit,
-    /// 120 s leases, pages of 256, outcomes kept in the report.
+    /// A dispatcher over `ledger` sending with `client`. Set [`grants`](Self::grants) and
+    /// [`message`](Self::message) before [`run`](Self::run). Defaults: 32 in flight, no rate
+    /// limit, 120 s leases, pages of 256, outcomes kept in the report, no observer, never
+    /// cancelled.
     pub fn new(client: Client, ledger: impl GrantLedger + 'static) -> Self {
         let mut id = [0u8; 6];
         let _ = getrandom::fill(&mut id);
-        let holder = id.iter().fold(String::from("dispatch-"), |mut s, b| {
-            let _ = std::fmt::Write::write_fmt(&mut s, format_args!("{b:02x}"));
-            s
-        });
         Self {
             client,
             ledger: Arc::new(ledger),
+            grants: None,
+            message: None,
+            observer: Box::new(()),
+            cancel: CancellationToken::new(),
             concurrency: 32,
             rate: None,
             lease: Duration::from_secs(120),
             page_size: 256,
             keep_outcomes: true,
-            holder,
+            holder: format!("dispatch-{}", hex::encode(id)),
         }
+    }
+
+    /// Which grants to send to: the pending ones of (`template_id`, `scene`) of the client's app.
+    pub fn grants(mut self, template_id: TemplateId, scene: Scene) -> Self {
+        self.grants = Some((template_id, scene));
+        self
+    }
+
+    /// Builds each recipient's message. A message that fails to build, or is not for the
+    /// grant's user, template and scene, is not sent; the grant stays pending.
+    pub fn message<F>(mut self, build: F) -> Self
+    where
+        F: Fn(&OpenId) -> Result<SubscribeMessage, ValidationError> + Send + Sync + 'static,
+    {
+        self.message = Some(Arc::new(build));
+        self
+    }
+
+    /// Receives each outcome and the running counts, on the dispatching task.
+    pub fn observer(mut self, observer: impl DispatchObserver + 'static) -> Self {
+        self.observer = Box::new(observer);
+        self
+    }
+
+    /// Receives the running counts after each outcome (an [`observer`](Self::observer) of
+    /// progress only).
+    pub fn progress(self, on_progress: impl FnMut(&Progress) + Send + 'static) -> Self {
+        self.observer(on_progress)
+    }
+
+    /// Stops the dispatch when `token` is cancelled: no new grant is taken; sends in flight
+    /// finish and are recorded.
+    pub fn cancellation(mut self, token: CancellationToken) -> Self {
+        self.cancel = token;
+        self
     }
 
     /// Sends in flight at once (at least 1).
@@ -208,7 +260,7 @@ impl Dispatcher {
         self
     }
 
-    /// At most this many sends started per second.
+    /// At most this many sends started per second (see [`RateLimiter`]).
     pub fn rate_limit(mut self, per_second: f64) -> Self {
         self.rate = (per_second.is_finite() && per_second > 0.0).then_some(per_second);
         self
@@ -234,34 +286,26 @@ impl Dispatcher {
         self
     }
 
-    /// Sends one message built by `build` to every pending grant of (`template_id`, `scene`)
-    /// of the client's app, until none is left or `cancel` is cancelled.
+    /// Sends one message to every pending grant, until none is left or the cancellation token
+    /// is cancelled. May be called again (a later run takes what is pending then).
     ///
     /// # Errors
-    /// [`LedgerError`] when the ledger cannot be read or a grant cannot be reserved; sends in
-    /// flight are finished and recorded first.
-    pub async fn run<F>(
-        &self,
-        template_id: &TemplateId,
-        scene: Scene,
-        build: F,
-        observer: &mut dyn DispatchObserver,
-        cancel: &CancelToken,
-    ) -> Result<DispatchReport, LedgerError>
-    where
-        F: Fn(&OpenId) -> Result<SubscribeMessage, ValidationError> + Send + Sync + 'static,
-    {
-        let scope =
-            GrantScope { appid: self.client.appid().clone(), template_id: template_id.clone(), scene };
+    /// [`DispatchError::Unconfigured`] without [`grants`](Self::grants) or
+    /// [`message`](Self::message); [`DispatchError::Ledger`] when the ledger cannot be read or a
+    /// grant cannot be reserved (sends in flight are finished and recorded first).
+    pub async fn run(&mut self) -> Result<DispatchReport, DispatchError> {
+        let (template_id, scene) = self.grants.clone().ok_or(DispatchError::Unconfigured("grants"))?;
+        let build = self.message.clone().ok_or(DispatchError::Unconfigured("message"))?;
+        let scope = GrantScope { appid: self.client.appid().clone(), template_id, scene };
         let clock = Arc::clone(self.client.clock());
-        let build = Arc::new(build);
+        let limiter = self.rate.and_then(|r| RateLimiter::per_second(r, Arc::clone(&clock)));
+        let cancel = self.cancel.clone();
         let mut report = DispatchReport::default();
         report.progress.remaining = self.ledger.counts(&scope, clock.now()).await?.pending;
         info!(appid = %scope.appid, template = %scope.template_id, scene = scene.get(), pending = report.progress.remaining, "dispatch starts");
 
         let mut tasks: JoinSet<RecipientOutcome> = JoinSet::new();
         let mut cursor: Option<OpenId> = None;
-        let mut next_start: Option<SystemTime> = None;
         let mut failure: Option<LedgerError> = None;
         'pages: while !cancel.is_cancelled() {
             let page =
@@ -279,17 +323,10 @@ impl Dispatcher {
                     break 'pages;
                 }
                 while tasks.len() >= self.concurrency {
-                    self.collect(tasks.join_next().await, &mut report, observer);
+                    self.collect(tasks.join_next().await, &mut report);
                 }
-                if let Some(rate) = self.rate {
-                    let now = clock.now();
-                    let start = next_start.unwrap_or(now).max(now);
-                    if let Ok(wait) = start.duration_since(now)
-                        && !wait.is_zero()
-                    {
-                        clock.sleep(wait).await;
-                    }
-                    next_start = Some(start + Duration::from_secs_f64(1.0 / rate));
+                if let Some(limiter) = &limiter {
+                    limiter.until_ready().await;
                 }
                 let key = scope.key(openid);
                 let reservation = match self.ledger.reserve(&key, &self.holder, self.lease, clock.now()).await
@@ -309,7 +346,7 @@ impl Dispatcher {
             }
         }
         while let Some(done) = tasks.join_next().await {
-            self.collect(Some(done), &mut report, observer);
+            self.collect(Some(done), &mut report);
         }
         report.cancelled = cancel.is_cancelled();
         let p = report.progress;
@@ -323,16 +360,15 @@ impl Dispatcher {
             "dispatch ends"
         );
         match failure {
-            Some(e) => Err(e),
+            Some(e) => Err(e.into()),
             None => Ok(report),
         }
     }
 
     fn collect(
-        &self,
+        &mut self,
         done: Option<Result<RecipientOutcome, tokio::task::JoinError>>,
         report: &mut DispatchReport,
-        observer: &mut dyn DispatchObserver,
     ) {
         let Some(done) = done else { return };
         let outcome = match done {
@@ -350,23 +386,20 @@ impl Dispatcher {
             OutcomeKind::Unknown => p.unknown += 1,
             OutcomeKind::Dropped => p.dropped += 1,
         }
-        observer.on_outcome(&outcome);
-        observer.on_progress(&report.progress);
+        self.observer.on_outcome(&outcome);
+        self.observer.on_progress(&report.progress);
         if self.keep_outcomes {
             report.outcomes.push(outcome);
         }
     }
 }
 
-async fn send_one<F>(
+async fn send_one(
     client: Client,
     ledger: Arc<dyn GrantLedger>,
-    build: Arc<F>,
+    build: Arc<MessageFn>,
     r: Reservation,
-) -> RecipientOutcome
-where
-    F: Fn(&OpenId) -> Result<SubscribeMessage, ValidationError> + Send + Sync + ?Sized,
-{
+) -> RecipientOutcome {
     let openid = r.key.openid.clone();
     let (kind, errcode, detail, settlement) = match build(&openid) {
         Err(e) => (OutcomeKind::Failed, None, Some(format!("message not built: {e}")), Settlement::Release),

@@ -62,6 +62,7 @@ mod clock;
 mod dispatch;
 mod error;
 mod grants;
+mod rate;
 mod retry;
 mod state;
 mod token;
@@ -75,7 +76,7 @@ pub use client::{Answered, AuthorizationLink, Client, ClientBuilder, DEFAULT_API
 pub use clock::ManualClock;
 pub use clock::{Clock, SharedClock, SystemClock};
 pub use dispatch::{
-    CancelToken, DispatchObserver, DispatchReport, Dispatcher, OutcomeKind, Progress, RecipientOutcome,
+    DispatchError, DispatchObserver, DispatchReport, Dispatcher, OutcomeKind, Progress, RecipientOutcome,
 };
 pub use error::{
     AuthorizationError, ConfigError, RecordError, SendError, TokenError, TokenRejection, UnknownCause,
@@ -84,6 +85,7 @@ pub use grants::{
     GrantCounts, GrantKey, GrantLedger, GrantRecord, GrantScope, GrantStatus, InMemoryGrantLedger,
     LedgerError, Recorded, Reservation, Settlement,
 };
+pub use rate::RateLimiter;
 pub use retry::RetryPolicy;
 pub use subscribe_transport as transport;
 pub use subscribe_types as types;
@@ -91,6 +93,7 @@ pub use token::{
     BoxError, CachedToken, ExternalSourceError, ExternalTokenSource, HoldOff, InMemoryTokenStore,
     RefreshLease, SharedTokenStore, TokenEndpoint, TokenStore, TokenStoreError,
 };
+pub use tokio_util::sync::CancellationToken;
 
 // Compile-time checks: the client and its errors cross threads; the traits are object safe.
 const _: () = {

@@ -28,8 +28,8 @@ use axum::response::{Html, IntoResponse, Json, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use subscribe_client::{
-    CancelToken, Client, DispatchReport, Dispatcher, GrantLedger, GrantScope, InMemoryGrantLedger,
-    OutcomeKind, RecordError, Recorded,
+    Client, DispatchReport, Dispatcher, GrantLedger, GrantScope, InMemoryGrantLedger, OutcomeKind,
+    RecordError, Recorded,
 };
 use subscribe_types::{
     AppId, AppSecret, AuthorizationAnswer, HttpUrl, OpenId, Scene, SubscribeMessage, TemplateId,
@@ -414,8 +414,7 @@ async fn dispatch(State(app): State<AppState>, Form(form): Form<DispatchForm>) -
     let dispatcher = Dispatcher::new(app.client.clone(), Arc::clone(&app.ledger))
         .concurrency(app.config.dispatch_concurrency)
         .lease(Duration::from_secs(120));
-    match dispatcher.run(&app.config.template_id, app.config.scene, build, &mut (), &CancelToken::new()).await
-    {
+    match dispatcher.grants(app.config.template_id.clone(), app.config.scene).message(build).run().await {
         Ok(report) => report_page(&report),
         Err(e) => error_page(StatusCode::SERVICE_UNAVAILABLE, &format!("The dispatch stopped: {e}.")),
     }

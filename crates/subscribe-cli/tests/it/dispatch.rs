@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use subscribe_client::{
-    CancelToken, Client, DispatchObserver, Dispatcher, GrantLedger, GrantScope, InMemoryGrantLedger,
+    CancellationToken, Client, DispatchObserver, Dispatcher, GrantLedger, GrantScope, InMemoryGrantLedger,
     OutcomeKind, Progress, RecipientOutcome,
 };
 use subscribe_sandbox::{DEMO_APPID, DEMO_SECRET, DEMO_TEMPLATE, Faults, SandboxConfig, SandboxHandle};
@@ -72,19 +72,20 @@ async fn ten_thousand_grants_with_busy_and_dropped_connections_deliver_each_at_m
     let (s, ledger, users) = confirmed_users(N).await;
     s.set_faults(Faults { busy_every: Some(9), drop_every: Some(101), ..Faults::default() });
 
-    let dispatcher = Dispatcher::new(client(&s), Arc::clone(&ledger)).concurrency(32);
-    let mut last = Progress::default();
-    let mut observer = |p: &Progress| last = *p;
-    let report = dispatcher
-        .run(&scope().template_id, scope().scene, restock, &mut observer, &CancelToken::new())
-        .await
-        .unwrap();
+    let last = Arc::new(std::sync::Mutex::new(Progress::default()));
+    let seen = Arc::clone(&last);
+    let mut dispatcher = Dispatcher::new(client(&s), Arc::clone(&ledger))
+        .concurrency(32)
+        .grants(scope().template_id, scope().scene)
+        .message(restock)
+        .progress(move |p: &Progress| *seen.lock().unwrap() = *p);
+    let report = dispatcher.run().await.unwrap();
     let p = report.progress;
 
     // Every grant was taken once and ended in exactly one stated state.
     assert_eq!(p.sent, N as u64);
     assert_eq!(p.delivered + p.failed + p.unknown + p.dropped, N as u64);
-    assert_eq!(last, p, "the observer saw the final counts");
+    assert_eq!(*last.lock().unwrap(), p, "the observer saw the final counts");
     let distinct: HashSet<_> = report.outcomes.iter().map(|o| o.openid.clone()).collect();
     assert_eq!((report.outcomes.len(), distinct.len()), (N, N));
     assert!(report.outcomes.iter().all(|o| o.ledger_error.is_none()));
@@ -109,10 +110,7 @@ async fn ten_thousand_grants_with_busy_and_dropped_connections_deliver_each_at_m
     // A second dispatch without faults sends only what definitely failed, never a grant under
     // review, and never a delivered one again.
     s.set_faults(Faults::default());
-    let second = dispatcher
-        .run(&scope().template_id, scope().scene, restock, &mut (), &CancelToken::new())
-        .await
-        .unwrap();
+    let second = dispatcher.run().await.unwrap();
     assert_eq!(second.progress.sent, p.failed);
     assert_eq!(second.progress.delivered, p.failed);
     assert_eq!(s.stats().deliveries, p.delivered + p.failed);
@@ -123,7 +121,7 @@ async fn ten_thousand_grants_with_busy_and_dropped_connections_deliver_each_at_m
 struct CancelAfter {
     after: u64,
     seen: u64,
-    cancel: CancelToken,
+    cancel: CancellationToken,
 }
 
 impl DispatchObserver for CancelAfter {
@@ -139,12 +137,18 @@ impl DispatchObserver for CancelAfter {
 async fn cancelled_midway_then_resumed_delivers_each_grant_exactly_once() {
     const N: usize = 2_000;
     let (s, ledger, users) = confirmed_users(N).await;
-    let cancel = CancelToken::new();
-    let mut observer = CancelAfter { after: 300, seen: 0, cancel: cancel.clone() };
-    let dispatcher = Dispatcher::new(client(&s), Arc::clone(&ledger)).concurrency(16).page_size(64);
-
-    let first =
-        dispatcher.run(&scope().template_id, scope().scene, restock, &mut observer, &cancel).await.unwrap();
+    let cancel = CancellationToken::new();
+    let observer = CancelAfter { after: 300, seen: 0, cancel: cancel.clone() };
+    let first = Dispatcher::new(client(&s), Arc::clone(&ledger))
+        .concurrency(16)
+        .page_size(64)
+        .grants(scope().template_id, scope().scene)
+        .message(restock)
+        .observer(observer)
+        .cancellation(cancel)
+        .run()
+        .await
+        .unwrap();
     assert!(first.cancelled);
     let p = first.progress;
     // Sends in flight at the cancellation were finished and recorded, nothing more was taken.
@@ -156,7 +160,9 @@ async fn cancelled_midway_then_resumed_delivers_each_grant_exactly_once() {
 
     // A fresh dispatcher (another process, as far as the ledger knows) finishes the rest.
     let second = Dispatcher::new(client(&s), Arc::clone(&ledger))
-        .run(&scope().template_id, scope().scene, restock, &mut (), &CancelToken::new())
+        .grants(scope().template_id, scope().scene)
+        .message(restock)
+        .run()
         .await
         .unwrap();
     assert!(!second.cancelled);
@@ -196,11 +202,11 @@ async fn deliveries_whose_answers_are_lost_are_reviewed_and_never_sent_again() {
             .retry_policy(policy)
             .build()
             .unwrap();
-        let dispatcher = Dispatcher::new(c, Arc::clone(&ledger)).concurrency(16);
-        let report = dispatcher
-            .run(&scope().template_id, scope().scene, restock, &mut (), &CancelToken::new())
-            .await
-            .unwrap();
+        let mut dispatcher = Dispatcher::new(c, Arc::clone(&ledger))
+            .concurrency(16)
+            .grants(scope().template_id, scope().scene)
+            .message(restock);
+        let report = dispatcher.run().await.unwrap();
         let p = report.progress;
 
         // Every send reached the sandbox and was delivered; the client knows that of the ones
@@ -227,10 +233,7 @@ async fn deliveries_whose_answers_are_lost_are_reviewed_and_never_sent_again() {
         let counts = ledger.counts(&scope(), now()).await.unwrap();
         assert_eq!((counts.delivered, counts.review, counts.pending), (p.delivered, p.unknown, 0));
         s.set_faults(Faults::default());
-        let second = dispatcher
-            .run(&scope().template_id, scope().scene, restock, &mut (), &CancelToken::new())
-            .await
-            .unwrap();
+        let second = dispatcher.run().await.unwrap();
         assert_eq!(second.progress.sent, 0, "replay={replay}: nothing is sent again");
         assert_eq!(s.stats().deliveries, N as u64);
     }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use subscribe_client::test_util::*;
 use subscribe_client::transport::TransportErrorKind;
 use subscribe_client::{
-    CancelToken, DispatchObserver, Dispatcher, GrantKey, GrantLedger, GrantScope, GrantStatus,
+    CancellationToken, DispatchObserver, Dispatcher, GrantKey, GrantLedger, GrantScope, GrantStatus,
     InMemoryGrantLedger, OutcomeKind, Progress, RecipientOutcome, Recorded,
 };
 use subscribe_types::{OpenId, Scene, SubscribeMessage, TemplateId, ValidationError};
@@ -112,7 +112,9 @@ async fn each_outcome_settles_the_grant_as_it_should() {
     let ledger = ledger_with(&users).await;
     let client = builder(&mock, &clock()).build().unwrap();
     let report = Dispatcher::new(client, Arc::clone(&ledger))
-        .run(&scope().template_id, scope().scene, build, &mut (), &CancelToken::new())
+        .grants(scope().template_id, scope().scene)
+        .message(build)
+        .run()
         .await
         .unwrap();
     let by_user: HashMap<&str, &RecipientOutcome> =
@@ -151,13 +153,13 @@ async fn each_outcome_settles_the_grant_as_it_should() {
 /// Cancels the dispatch once `after` outcomes have been seen.
 struct CancelAfter {
     after: u64,
-    cancel: CancelToken,
-    progress: Vec<Progress>,
+    cancel: CancellationToken,
+    progress: Arc<std::sync::Mutex<Vec<Progress>>>,
 }
 
 impl DispatchObserver for CancelAfter {
     fn on_progress(&mut self, p: &Progress) {
-        self.progress.push(*p);
+        self.progress.lock().unwrap().push(*p);
         if p.delivered >= self.after {
             self.cancel.cancel();
         }
@@ -172,18 +174,24 @@ async fn cancellation_then_a_second_dispatch_delivers_each_grant_exactly_once() 
     let ledger = ledger_with(&users.iter().map(String::as_str).collect::<Vec<_>>()).await;
     let client = builder(&mock, &clock()).build().unwrap();
 
-    let cancel = CancelToken::new();
-    let mut observer = CancelAfter { after: 50, cancel: cancel.clone(), progress: Vec::new() };
+    let cancel = CancellationToken::new();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let observer = CancelAfter { after: 50, cancel: cancel.clone(), progress: Arc::clone(&seen) };
     let first = Dispatcher::new(client.clone(), Arc::clone(&ledger))
         .concurrency(8)
         .page_size(16)
-        .run(&scope().template_id, scope().scene, build, &mut observer, &cancel)
+        .grants(scope().template_id, scope().scene)
+        .message(build)
+        .observer(observer)
+        .cancellation(cancel.clone())
+        .run()
         .await
         .unwrap();
     assert!(first.cancelled);
     assert!(first.progress.delivered >= 50 && first.progress.delivered < 200, "{:?}", first.progress);
-    assert_eq!(observer.progress.len() as u64, first.progress.sent, "progress after every outcome");
-    assert!(observer.progress.windows(2).all(|w| w[1].delivered >= w[0].delivered));
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len() as u64, first.progress.sent, "progress after every outcome");
+    assert!(seen.windows(2).all(|w| w[1].delivered >= w[0].delivered));
     let c = ledger.counts(&scope(), t0()).await.unwrap();
     assert_eq!(
         (c.delivered, c.pending, c.reserved),
@@ -192,7 +200,9 @@ async fn cancellation_then_a_second_dispatch_delivers_each_grant_exactly_once() 
     );
 
     let second = Dispatcher::new(client, Arc::clone(&ledger))
-        .run(&scope().template_id, scope().scene, build, &mut (), &CancelToken::new())
+        .grants(scope().template_id, scope().scene)
+        .message(build)
+        .run()
         .await
         .unwrap();
     assert_eq!(first.progress.delivered + second.progress.delivered, 200);
@@ -211,19 +221,15 @@ async fn a_lapsed_reservation_is_retaken_and_a_refusal_then_goes_to_review() {
     mock.route("POST", SEND_PATH).reply(errcode_reply(43101, "user refuse to accept the msg"));
     let clock = clock();
     let client = builder(&mock, &clock).build().unwrap();
-    let dispatcher = Dispatcher::new(client, Arc::clone(&ledger));
+    let mut dispatcher = Dispatcher::new(client, Arc::clone(&ledger))
+        .grants(scope().template_id, scope().scene)
+        .message(build);
 
-    let early = dispatcher
-        .run(&scope().template_id, scope().scene, build, &mut (), &CancelToken::new())
-        .await
-        .unwrap();
+    let early = dispatcher.run().await.unwrap();
     assert_eq!(early.progress.sent, 0, "a live lease keeps the grant out");
 
     clock.advance(Duration::from_secs(121));
-    let late = dispatcher
-        .run(&scope().template_id, scope().scene, build, &mut (), &CancelToken::new())
-        .await
-        .unwrap();
+    let late = dispatcher.run().await.unwrap();
     assert_eq!(late.progress.unknown, 1);
     let status = ledger.get(&key).await.unwrap().unwrap().status;
     assert!(
@@ -242,7 +248,9 @@ async fn the_rate_limit_paces_sends_on_the_clock() {
     let client = builder(&mock, &clock).build().unwrap();
     Dispatcher::new(client, ledger)
         .rate_limit(5.0)
-        .run(&scope().template_id, scope().scene, build, &mut (), &CancelToken::new())
+        .grants(scope().template_id, scope().scene)
+        .message(build)
+        .run()
         .await
         .unwrap();
     let slept: Duration = clock.sleeps().iter().sum();
@@ -257,22 +265,18 @@ async fn messages_for_the_wrong_grant_are_not_sent_and_builder_errors_release() 
     let client = builder(&mock, &clock()).build().unwrap();
     let report = Dispatcher::new(client, Arc::clone(&ledger))
         .keep_outcomes(false)
-        .run(
-            &scope().template_id,
-            scope().scene,
-            |to: &OpenId| {
-                if to.as_str() == "oA" {
-                    Err(ValidationError::Empty { field: "title" })
-                } else {
-                    SubscribeMessage::builder(to.clone(), TemplateId::new(TEMPLATE)?, Scene::new(9)?)
-                        .title("t")
-                        .content("c")
-                        .build()
-                }
-            },
-            &mut (),
-            &CancelToken::new(),
-        )
+        .grants(scope().template_id, scope().scene)
+        .message(|to: &OpenId| {
+            if to.as_str() == "oA" {
+                Err(ValidationError::Empty { field: "title" })
+            } else {
+                SubscribeMessage::builder(to.clone(), TemplateId::new(TEMPLATE)?, Scene::new(9)?)
+                    .title("t")
+                    .content("c")
+                    .build()
+            }
+        })
+        .run()
         .await
         .unwrap();
     assert_eq!(report.progress.failed, 2);
@@ -292,4 +296,21 @@ async fn a_grant_key_from_a_confirmation() {
     let key = GrantKey::confirmed(appid(), &c);
     assert_eq!(key.scope().scene.get(), 3);
     assert_eq!(key.scope().key(c.openid.clone()), key);
+}
+
+#[tokio::test]
+async fn a_dispatcher_without_grants_or_message_says_which_is_missing() {
+    let mock = mock_with_stable_token("T1", 7200);
+    let ledger = ledger_with(&["oA"]).await;
+    let client = builder(&mock, &clock()).build().unwrap();
+    let err = Dispatcher::new(client.clone(), Arc::clone(&ledger)).message(build).run().await.unwrap_err();
+    assert!(matches!(err, subscribe_client::DispatchError::Unconfigured("grants")), "{err:?}");
+    let err = Dispatcher::new(client, Arc::clone(&ledger))
+        .grants(scope().template_id, scope().scene)
+        .run()
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "the dispatcher has no `message`: set it on the builder before `run`");
+    assert_eq!(mock.count(SEND_PATH), 0);
+    assert_eq!(ledger.counts(&scope(), t0()).await.unwrap().pending, 1, "nothing was reserved");
 }

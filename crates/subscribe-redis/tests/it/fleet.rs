@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use subscribe_client::{
-    CancelToken, Client, DispatchObserver, Dispatcher, GrantLedger, GrantScope, OutcomeKind, RecipientOutcome,
+    Client, DispatchObserver, Dispatcher, GrantLedger, GrantScope, OutcomeKind, RecipientOutcome,
 };
 use subscribe_redis::{Redis, RedisGrantLedger, RedisTokenStore};
 use subscribe_sandbox::{DEMO_APPID, DEMO_SECRET, DEMO_TEMPLATE, SandboxConfig, SandboxHandle};
@@ -182,7 +182,7 @@ async fn four_dispatchers_on_one_ledger_deliver_ten_thousand_grants_exactly_once
                 .concurrency(16)
                 .page_size(128);
         runs.spawn(async move {
-            d.run(&scope().template_id, scope().scene, restock, &mut (), &CancelToken::new()).await.unwrap()
+            d.grants(scope().template_id, scope().scene).message(restock).run().await.unwrap()
         });
     }
     let mut delivered = 0;
@@ -235,9 +235,9 @@ async fn a_killed_dispatchers_grants_are_finished_by_another_and_nothing_is_sent
         Dispatcher::new(instance(&s, &shared).await, RedisGrantLedger::new(same_redis(&shared).await))
             .concurrency(16)
             .lease(LEASE);
-    let mut wire = Tripwire { after: 200, seen: 0, tripped: Arc::clone(&tripped) };
+    let wire = Tripwire { after: 200, seen: 0, tripped: Arc::clone(&tripped) };
     let killed = tokio::spawn(async move {
-        first.run(&scope().template_id, scope().scene, restock, &mut wire, &CancelToken::new()).await
+        first.grants(scope().template_id, scope().scene).message(restock).observer(wire).run().await
     });
     // Bounded: a dispatcher that never reaches the tripwire fails the test instead of hanging it.
     tokio::time::timeout(Duration::from_secs(30), async {
@@ -259,7 +259,9 @@ async fn a_killed_dispatchers_grants_are_finished_by_another_and_nothing_is_sent
     let second =
         Dispatcher::new(instance(&s, &shared).await, RedisGrantLedger::new(same_redis(&shared).await))
             .lease(LEASE)
-            .run(&scope().template_id, scope().scene, restock, &mut (), &CancelToken::new())
+            .grants(scope().template_id, scope().scene)
+            .message(restock)
+            .run()
             .await
             .unwrap();
     let p = second.progress;
