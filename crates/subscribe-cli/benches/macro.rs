@@ -298,10 +298,15 @@ async fn sandbox(n: usize, concurrency: usize) -> serde_json::Value {
     let warm = n.min(2_000);
     for i in 0..n {
         for scene in [2, 3] {
-            s.add_grant(DEMO_APPID, &format!("oUser{i:010}"), DEMO_TEMPLATE, Scene::new(scene).unwrap());
+            s.state().add_grant(
+                DEMO_APPID,
+                &format!("oUser{i:010}"),
+                DEMO_TEMPLATE,
+                Scene::new(scene).unwrap(),
+            );
         }
         if i < warm {
-            s.add_grant(DEMO_APPID, &format!("oUser{i:010}"), DEMO_TEMPLATE, Scene::new(1).unwrap());
+            s.state().add_grant(DEMO_APPID, &format!("oUser{i:010}"), DEMO_TEMPLATE, Scene::new(1).unwrap());
         }
     }
     let c = client(&base);
@@ -314,7 +319,7 @@ async fn sandbox(n: usize, concurrency: usize) -> serde_json::Value {
         }
     }
     let r = best.unwrap();
-    assert_eq!(s.stats().deliveries, (warm + 2 * n) as u64);
+    assert_eq!(s.state().stats().deliveries, (warm + 2 * n) as u64);
     let fixed = throughput(n.min(20_000), concurrency).await;
     json!({
         "scenario": "sandbox",
@@ -323,7 +328,7 @@ async fn sandbox(n: usize, concurrency: usize) -> serde_json::Value {
         "cpu_us_per_msg": (r.cpu_per_message_us * 10.0).round() / 10.0,
         "fixed_server_client_per_s": fixed["client_per_s"],
         "ratio_to_fixed_server": (r.per_second / fixed["client_per_s"].as_f64().unwrap() * 1000.0).round() / 1000.0,
-        "deliveries_counted_by_sandbox": s.stats().deliveries,
+        "deliveries_counted_by_sandbox": s.state().stats().deliveries,
         "measured_as": "warm client, best of 2 runs (the fixed-server figure: warm, best of 2)",
     })
 }

@@ -28,23 +28,27 @@
 //! let sandbox = SandboxHandle::start(SandboxConfig::demo()).await?;
 //! let base = sandbox.base_url(); // http://127.0.0.1:PORT: API base and authorization page base
 //! assert!(base.starts_with("http://127.0.0.1:"));
-//! assert_eq!(sandbox.stats().deliveries, 0);
+//! assert_eq!(sandbox.state().stats().deliveries, 0);
 //! sandbox.shutdown().await;
 //! # Ok::<(), std::io::Error>(())
 //! # }).unwrap();
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod clock;
 mod config;
 mod html;
+mod lifecycle;
 mod server;
 mod state;
 
+pub use clock::{ManualClock, SandboxClock, SharedSandboxClock, SystemClock};
 pub use config::{
     AppConfig, ConfigFileError, DEMO_APPID, DEMO_SECRET, DEMO_TEMPLATE, SandboxConfig, TemplateConfig,
     UserConfig,
 };
-pub use server::{SandboxHandle, SandboxState, check_send_body, router};
+pub use lifecycle::SandboxHandle;
+pub use server::{SandboxState, check_send_body, router, router_with_clock};
 pub use state::{Delivered, Faults, LogEntry, Stats, TokenFault};
 
 /// The README's example runs as a doctest.

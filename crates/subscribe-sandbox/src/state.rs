@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use subscribe_types::{ErrCode, Scene, SubscribeMessage};
 
+use crate::clock::Now;
 use crate::config::SandboxConfig;
 
 /// Fault injection settings; every field is off when absent. "Every Nth" counts send requests.
@@ -192,15 +193,13 @@ pub(crate) struct Inner {
 
 static SEQ: AtomicU64 = AtomicU64::new(1);
 
-fn unix_ms() -> u64 {
-    #[allow(clippy::disallowed_methods)] // the sandbox is a server: it lives on the wall clock
-    let now = SystemTime::now();
-    u64::try_from(now.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis()).unwrap_or(u64::MAX)
+fn unix_ms(wall: SystemTime) -> u64 {
+    u64::try_from(wall.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// WeChat's days are Beijing days.
-fn beijing_day() -> u64 {
-    (unix_ms() / 1000 + 8 * 3600) / 86_400
+fn beijing_day(wall: SystemTime) -> u64 {
+    (unix_ms(wall) / 1000 + 8 * 3600) / 86_400
 }
 
 fn new_token(appid: &str) -> String {
@@ -208,22 +207,25 @@ fn new_token(appid: &str) -> String {
     let _ = getrandom::fill(&mut r);
     let seq = SEQ.fetch_add(1, Ordering::Relaxed);
     let tail = &appid[appid.len().saturating_sub(4)..];
-    let random: String = r.iter().fold(String::with_capacity(32), |mut s, b| {
-        let _ = std::fmt::Write::write_fmt(&mut s, format_args!("{b:02x}"));
-        s
-    });
-    format!("SBX_{tail}_{seq:08}_{random}")
+    format!("SBX_{tail}_{seq:08}_{}", hex::encode(r))
 }
 
 /// A token request's answer: the token and its remaining lifetime, or WeChat's error.
 pub(crate) type TokenAnswer = Result<(String, u64), (ErrCode, &'static str)>;
 
 impl Inner {
-    pub(crate) fn log(&mut self, cap: usize, method: &str, uri: String, errcode: Option<i64>) {
+    pub(crate) fn log(
+        &mut self,
+        cap: usize,
+        method: &str,
+        uri: String,
+        errcode: Option<i64>,
+        wall: SystemTime,
+    ) {
         if self.log.len() >= cap.max(1) {
             self.log.pop_front();
         }
-        self.log.push_back(LogEntry { at_ms: unix_ms(), method: method.into(), uri, errcode });
+        self.log.push_back(LogEntry { at_ms: unix_ms(wall), method: method.into(), uri, errcode });
     }
 
     pub(crate) fn log_entries(&self) -> Vec<LogEntry> {
@@ -247,8 +249,9 @@ impl Inner {
 
     /// `GET /cgi-bin/token`: a new token each time; the previous one keeps working for the
     /// grace period only.
-    pub(crate) fn classic_token(&mut self, cfg: &SandboxConfig, appid: &str, now: Instant) -> TokenAnswer {
-        let day = beijing_day();
+    pub(crate) fn classic_token(&mut self, cfg: &SandboxConfig, appid: &str, now: Now) -> TokenAnswer {
+        let day = beijing_day(now.wall);
+        let now = now.mono;
         let q = self.classic_quota.entry(appid.into()).or_default();
         if q.day != day {
             *q = Quota { day, ..Quota::default() };
@@ -275,15 +278,16 @@ impl Inner {
         cfg: &SandboxConfig,
         appid: &str,
         force: bool,
-        now: Instant,
+        now: Now,
     ) -> TokenAnswer {
+        let day = beijing_day(now.wall);
+        let now = now.mono;
         let current = self.stable_current.get(appid).cloned().and_then(|t| {
             let rec = self.tokens.get(&t)?;
             let live = rec.invalid_after.is_none_or(|i| now < i) && now < rec.expires_at;
             live.then(|| (t, rec.expires_at - now))
         });
         if force {
-            let day = beijing_day();
             let q = self.force_quota.entry(appid.into()).or_default();
             if q.day != day {
                 *q = Quota { day, used: 0, last: q.last };
@@ -455,6 +459,7 @@ impl Inner {
         cfg: &SandboxConfig,
         appid: &str,
         msg: &SubscribeMessage,
+        wall: SystemTime,
     ) -> Result<(), (ErrCode, &'static str)> {
         let app = cfg.app(appid).ok_or((ErrCode::INVALID_APPID, "invalid appid"))?;
         if !app.templates.iter().any(|t| t.id == *msg.template_id()) {
@@ -476,7 +481,7 @@ impl Inner {
         self.stats.deliveries += 1;
         let delivered = Delivered {
             seq: SEQ.fetch_add(1, Ordering::Relaxed),
-            at_ms: unix_ms(),
+            at_ms: unix_ms(wall),
             appid: appid.into(),
             template_id: msg.template_id().as_str().into(),
             scene: msg.scene().get(),

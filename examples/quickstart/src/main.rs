@@ -37,7 +37,7 @@ fn step(n: u32, title: &str) {
 async fn run() -> Result<()> {
     let sandbox = SandboxHandle::start(SandboxConfig::demo()).await?;
     let base = sandbox.base_url();
-    let user = &sandbox.config().users[0];
+    let user = &sandbox.state().config().users[0];
     println!("WeChat sandbox running at {base} (app {DEMO_APPID}, user {} = {})", user.name, user.openid);
 
     // The client, pointed at the sandbox for both the API and the authorization page.

@@ -16,7 +16,6 @@
 
 mod html;
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,7 +35,8 @@ use subscribe_types::{
     ValidationError,
 };
 
-use crate::html::{esc, page};
+use crate::html::page;
+use maud::html;
 
 /// The sandbox's demo app id (`wxsub sandbox` and `SandboxConfig::demo()`).
 pub const SANDBOX_APPID: &str = "wx5a1db0c0ffee0001";
@@ -266,16 +266,18 @@ fn set_cookie(session: &str) -> HeaderValue {
 async fn index(State(app): State<AppState>) -> Html<String> {
     page(
         "Back soon",
-        &format!(
-            r#"<h1>Linen shirt, size M</h1>
-<div class="card"><p>Sold out. Want a WeChat message when it is back in stock?</p>
-<p><a class="button" id="notify" href="/subscribe">Notify me on WeChat</a></p>
-<p><small>You will get one message, once. WeChat asks you first.</small></p></div>
-<p><small>App <code>{appid}</code>, template <code>{template}</code>, scene {scene}.</small></p>"#,
-            appid = esc(app.config.appid.as_str()),
-            template = esc(app.config.template_id.as_str()),
-            scene = app.config.scene.get(),
-        ),
+        html! {
+            h1 { "Linen shirt, size M" }
+            div.card {
+                p { "Sold out. Want a WeChat message when it is back in stock?" }
+                p { a.button #notify href="/subscribe" { "Notify me on WeChat" } }
+                p { small { "You will get one message, once. WeChat asks you first." } }
+            }
+            p { small {
+                "App " code { (app.config.appid.as_str()) } ", template " code { (app.config.template_id.as_str()) }
+                ", scene " (app.config.scene.get()) "."
+            } }
+        },
     )
 }
 
@@ -316,18 +318,22 @@ async fn callback(State(app): State<AppState>, headers: HeaderMap, RawQuery(quer
             };
             page(
                 "Subscribed",
-                &format!(
-                    r#"<div class="card ok" id="result" data-action="confirm"><h1>Thanks!</h1><p>{text}</p></div>
-<p><a href="/">Back to the shop</a></p>"#
-                ),
+                html! {
+                    div.card.ok #result data-action="confirm" { h1 { "Thanks!" } p { (text) } }
+                    p { a href="/" { "Back to the shop" } }
+                },
             )
             .into_response()
         }
         Ok((AuthorizationAnswer::Cancelled(_), _)) => page(
             "Not subscribed",
-            r#"<div class="card warn" id="result" data-action="cancel"><h1>No problem</h1>
-<p>You chose not to be notified. Nothing will be sent.</p></div>
-<p><a href="/">Back to the shop</a></p>"#,
+            html! {
+                div.card.warn #result data-action="cancel" {
+                    h1 { "No problem" }
+                    p { "You chose not to be notified. Nothing will be sent." }
+                }
+                p { a href="/" { "Back to the shop" } }
+            },
         )
         .into_response(),
         Err(e @ RecordError::Authorization(_)) => {
@@ -346,11 +352,10 @@ fn error_page(status: StatusCode, text: &str) -> Response {
         status,
         page(
             "Something went wrong",
-            &format!(
-                r#"<div class="card error" id="error"><h1>Sorry</h1><p>{}</p></div>
-<p><a href="/">Back to the shop</a></p>"#,
-                esc(text)
-            ),
+            html! {
+                div.card.error #error { h1 { "Sorry" } p { (text) } }
+                p { a href="/" { "Back to the shop" } }
+            },
         ),
     )
         .into_response()
@@ -363,21 +368,25 @@ async fn admin(State(app): State<AppState>) -> Response {
     };
     page(
         "Admin",
-        &format!(
-            r#"<h1>Back-in-stock notifications</h1>
-<div class="card"><table>
-<tr><th>Waiting</th><td id="pending">{}</td></tr>
-<tr><th>Being sent</th><td id="reserved">{}</td></tr>
-<tr><th>Delivered</th><td id="delivered">{}</td></tr>
-<tr><th>To review (outcome unknown)</th><td id="review">{}</td></tr>
-<tr><th>Dropped</th><td id="dropped">{}</td></tr></table></div>
-<form class="card" method="post" action="/admin/dispatch">
-<label for="title">Title (up to 15 characters)</label><input type="text" id="title" name="title" value="到货提醒">
-<label for="content">Message (up to 200 characters)</label><input type="text" id="content" name="content" value="您关注的亚麻衬衫（M 码）已到货">
-<label for="url">Link (optional)</label><input type="text" id="url" name="url" value="">
-<p><button type="submit" id="dispatch">Send to everyone waiting</button></p></form>"#,
-            counts.pending, counts.reserved, counts.delivered, counts.review, counts.dropped
-        ),
+        html! {
+            h1 { "Back-in-stock notifications" }
+            div.card { table {
+                tr { th { "Waiting" } td #pending { (counts.pending) } }
+                tr { th { "Being sent" } td #reserved { (counts.reserved) } }
+                tr { th { "Delivered" } td #delivered { (counts.delivered) } }
+                tr { th { "To review (outcome unknown)" } td #review { (counts.review) } }
+                tr { th { "Dropped" } td #dropped { (counts.dropped) } }
+            } }
+            form.card method="post" action="/admin/dispatch" {
+                label for="title" { "Title (up to 15 characters)" }
+                input type="text" #title name="title" value="到货提醒";
+                label for="content" { "Message (up to 200 characters)" }
+                input type="text" #content name="content" value="您关注的亚麻衬衫（M 码）已到货";
+                label for="url" { "Link (optional)" }
+                input type="text" #url name="url" value="";
+                p { button type="submit" #dispatch { "Send to everyone waiting" } }
+            }
+        },
     )
     .into_response()
 }
@@ -423,33 +432,31 @@ async fn dispatch(State(app): State<AppState>, Form(form): Form<DispatchForm>) -
 fn report_page(report: &DispatchReport) -> Response {
     const SHOWN: usize = 500;
     let p = report.progress;
-    let mut rows = String::new();
-    for o in report.outcomes.iter().take(SHOWN) {
-        let class = if o.kind == OutcomeKind::Delivered { "ok" } else { "warn" };
-        let _ = writeln!(
-            rows,
-            r#"<tr class="outcome {class}"><td><code>{}</code></td><td>{}</td><td>{}</td></tr>"#,
-            esc(o.openid.as_str()),
-            o.kind.as_str(),
-            esc(o.detail.as_deref().unwrap_or(""))
-        );
-    }
     let more = report.outcomes.len().saturating_sub(SHOWN);
-    let more = if more > 0 { format!("<p>… and {more} more.</p>") } else { String::new() };
     page(
         "Dispatch report",
-        &format!(
-            r#"<h1>Dispatch report</h1>
-<div class="card" id="report"><table>
-<tr><th>Sent</th><td id="sent">{}</td></tr><tr><th>Delivered</th><td id="delivered">{}</td></tr>
-<tr><th>Failed (waiting again)</th><td id="failed">{}</td></tr>
-<tr><th>Unknown (to review)</th><td id="unknown">{}</td></tr>
-<tr><th>Dropped</th><td id="dropped">{}</td></tr></table></div>
-<table><tr><th>User</th><th>Outcome</th><th>Detail</th></tr>
-{rows}</table>{more}
-<p><a href="/admin">Back to admin</a></p>"#,
-            p.sent, p.delivered, p.failed, p.unknown, p.dropped
-        ),
+        html! {
+            h1 { "Dispatch report" }
+            div.card #report { table {
+                tr { th { "Sent" } td #sent { (p.sent) } }
+                tr { th { "Delivered" } td #delivered { (p.delivered) } }
+                tr { th { "Failed (waiting again)" } td #failed { (p.failed) } }
+                tr { th { "Unknown (to review)" } td #unknown { (p.unknown) } }
+                tr { th { "Dropped" } td #dropped { (p.dropped) } }
+            } }
+            table {
+                tr { th { "User" } th { "Outcome" } th { "Detail" } }
+                @for o in report.outcomes.iter().take(SHOWN) {
+                    tr class={ "outcome " (if o.kind == OutcomeKind::Delivered { "ok" } else { "warn" }) } {
+                        td { code { (o.openid.as_str()) } }
+                        td { (o.kind.as_str()) }
+                        td { (o.detail.as_deref().unwrap_or("")) }
+                    }
+                }
+            }
+            @if more > 0 { p { "… and " (more) " more." } }
+            p { a href="/admin" { "Back to admin" } }
+        },
     )
     .into_response()
 }

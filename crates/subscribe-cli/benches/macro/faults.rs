@@ -332,16 +332,16 @@ fn outcome_kind(result: &Result<SendReceipt, SendError>) -> String {
 /// The row's action after `k` of `n` sends completed.
 fn act(s: &SandboxHandle, action: Action, k: u64, n: u64) {
     match action {
-        Action::RevokeAt(at, grace) if k == at => s.revoke_tokens(grace),
-        Action::ExpireAt(at) if k == at => s.expire_tokens(),
-        Action::RevokeEvery(m) if k.is_multiple_of(m) && k < n => s.revoke_tokens(Duration::ZERO),
+        Action::RevokeAt(at, grace) if k == at => s.state().revoke_tokens(grace),
+        Action::ExpireAt(at) if k == at => s.state().expire_tokens(),
+        Action::RevokeEvery(m) if k.is_multiple_of(m) && k < n => s.state().revoke_tokens(Duration::ZERO),
         Action::RevokeWithOutageAt(at, outage) if k == at => {
-            s.set_faults(Faults {
+            s.state().set_faults(Faults {
                 token_fault: Some(TokenFault::Http502),
                 token_fault_ms: Some(u64::try_from(outage.as_millis()).unwrap()),
                 ..Faults::default()
             });
-            s.revoke_tokens(Duration::ZERO);
+            s.state().revoke_tokens(Duration::ZERO);
         }
         _ => {}
     }
@@ -367,9 +367,9 @@ async fn run_row(row: Row, n: usize, concurrency: usize, broken: Broken) -> serd
     }
     let s = Arc::new(SandboxHandle::start(config).await.unwrap());
     for i in 0..n {
-        s.add_grant(DEMO_APPID, &format!("oUser{i:010}"), DEMO_TEMPLATE, Scene::new(5).unwrap());
+        s.state().add_grant(DEMO_APPID, &format!("oUser{i:010}"), DEMO_TEMPLATE, Scene::new(5).unwrap());
     }
-    s.set_faults(row.faults.clone());
+    s.state().set_faults(row.faults.clone());
     let mut policy = RetryPolicy::default();
     if row.replay_unknown {
         policy = policy.unknown_outcome_retries(1);
@@ -423,9 +423,10 @@ async fn run_row(row: Row, n: usize, concurrency: usize, broken: Broken) -> serd
         tokio::time::sleep(Duration::from_millis(row.faults.stall_ms.unwrap_or(0) + 500)).await;
     }
     let elapsed = *last_outcome.lock().unwrap();
-    let stats = s.stats();
+    let stats = s.state().stats();
     let outcomes = outcomes.lock().unwrap().clone();
-    let most_in_one_inbox = (0..n).map(|i| s.inbox(&format!("oUser{i:010}")).len()).max().unwrap_or(0);
+    let most_in_one_inbox =
+        (0..n).map(|i| s.state().inbox(&format!("oUser{i:010}")).len()).max().unwrap_or(0);
     let seen = Seen {
         n: n as u64,
         outcomes: &outcomes,

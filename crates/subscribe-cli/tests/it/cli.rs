@@ -107,13 +107,13 @@ async fn token_prints_the_lifetime_and_the_token_only_with_show() {
     assert_no_secret(&shown, None);
     let classic = wxsub(&s, &["--token-source", "classic", "token"], None).await;
     assert_eq!(classic.code, 0);
-    assert_eq!(s.stats().classic_token_requests, 1);
+    assert_eq!(s.state().stats().classic_token_requests, 1);
 }
 
 #[tokio::test]
 async fn send_reports_delivered_failed_and_invalid_with_exit_codes() {
     let s = SandboxHandle::start(SandboxConfig::demo()).await.unwrap();
-    s.add_grant(DEMO_APPID, ALICE, DEMO_TEMPLATE, Scene::new(1000).unwrap());
+    s.state().add_grant(DEMO_APPID, ALICE, DEMO_TEMPLATE, Scene::new(1000).unwrap());
     let args = [
         "send",
         "--to",
@@ -160,7 +160,7 @@ async fn send_reports_delivered_failed_and_invalid_with_exit_codes() {
     .await;
     assert_eq!(invalid.code, 2);
     assert!(invalid.stderr.contains("title"));
-    assert_eq!(s.stats().send_requests, 2, "the invalid message was never sent");
+    assert_eq!(s.state().stats().send_requests, 2, "the invalid message was never sent");
     let half_mp = wxsub(&s, &[&args[..], &["--miniprogram-appid", "wx1"]].concat(), None).await;
     assert_eq!(half_mp.code, 2);
     let no_secret = {
@@ -177,7 +177,7 @@ async fn send_reports_delivered_failed_and_invalid_with_exit_codes() {
 #[tokio::test]
 async fn send_unknown_outcome_is_reported_as_unknown() {
     let s = SandboxHandle::start(SandboxConfig::demo()).await.unwrap();
-    s.set_faults(subscribe_sandbox::Faults { http_502_every: Some(1), ..Default::default() });
+    s.state().set_faults(subscribe_sandbox::Faults { http_502_every: Some(1), ..Default::default() });
     let run = wxsub(
         &s,
         &[
@@ -204,8 +204,8 @@ async fn send_unknown_outcome_is_reported_as_unknown() {
 async fn send_batch_reports_each_line_and_never_sends_invalid_ones() {
     let s = SandboxHandle::start(SandboxConfig::demo()).await.unwrap();
     let bob = "oSandbox_Bob_0000000000002";
-    s.add_grant(DEMO_APPID, ALICE, DEMO_TEMPLATE, Scene::new(1).unwrap());
-    s.add_grant(DEMO_APPID, bob, DEMO_TEMPLATE, Scene::new(2).unwrap());
+    s.state().add_grant(DEMO_APPID, ALICE, DEMO_TEMPLATE, Scene::new(1).unwrap());
+    s.state().add_grant(DEMO_APPID, bob, DEMO_TEMPLATE, Scene::new(2).unwrap());
     let input = [
         format!(r#"{{"touser":"{ALICE}","template_id":"{DEMO_TEMPLATE}","scene":1,"title":"t","content":"c"}}"#),
         format!(r##"{{"touser":"{bob}","template_id":"{DEMO_TEMPLATE}","scene":"2","title":"t","content":"c","color":"#00FF00","miniprogram":{{"appid":"wx1","pagepath":"p"}}}}"##),
@@ -233,12 +233,12 @@ async fn send_batch_reports_each_line_and_never_sends_invalid_ones() {
     assert_eq!(lines[0]["touser"], ALICE);
     assert_eq!(lines[3]["touser"], ALICE);
     assert!(lines[5]["error"].as_str().unwrap().contains("miniprogram.pagepath"), "{}", lines[5]);
-    assert_eq!(s.stats().send_requests, 3, "invalid lines are never sent");
+    assert_eq!(s.state().stats().send_requests, 3, "invalid lines are never sent");
     assert!(run.stderr.contains("6 line(s): 2 delivered, 1 failed, 0 unknown, 3 invalid"), "{}", run.stderr);
     assert_no_secret(&run, None);
 
     // From a file, all delivered: exit 0. All invalid: exit 2.
-    s.add_grant(DEMO_APPID, ALICE, DEMO_TEMPLATE, Scene::new(9).unwrap());
+    s.state().add_grant(DEMO_APPID, ALICE, DEMO_TEMPLATE, Scene::new(9).unwrap());
     let dir = std::env::temp_dir().join(format!("wxsub-batch-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("in.jsonl");
@@ -312,14 +312,14 @@ async fn sandbox_command_prints_its_url_and_the_demo_credentials() {
 async fn token_wait_bounds_how_long_a_send_waits_while_the_token_endpoint_fails() {
     use subscribe_sandbox::{Faults, TokenFault};
     let s = SandboxHandle::start(SandboxConfig::demo()).await.unwrap();
-    s.set_faults(Faults { token_fault: Some(TokenFault::Http502), ..Faults::default() });
+    s.state().set_faults(Faults { token_fault: Some(TokenFault::Http502), ..Faults::default() });
     let started = std::time::Instant::now();
     let run = wxsub(&s, &["--token-wait", "1.5", "token"], None).await;
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stderr.contains("HTTP 502"), "says what the endpoint answered: {run:?}");
     assert!(started.elapsed() < std::time::Duration::from_secs(5), "waited {:?}", started.elapsed());
     // Attempts at 0 and after about 0.25–0.5 and 0.5–1 s more: a few, not one per second.
-    let requests = s.stats().stable_token_requests;
+    let requests = s.state().stats().stable_token_requests;
     assert!((2..=4).contains(&requests), "{requests} token requests");
     assert_no_secret(&run, None);
 

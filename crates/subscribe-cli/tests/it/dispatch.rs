@@ -49,7 +49,7 @@ async fn confirmed_users(n: usize) -> (SandboxHandle, Arc<InMemoryGrantLedger>, 
     let ledger = Arc::new(InMemoryGrantLedger::new());
     let users: Vec<OpenId> = (0..n).map(|i| OpenId::new(format!("oUser{i:010}")).unwrap()).collect();
     for u in &users {
-        assert!(s.add_grant(DEMO_APPID, u.as_str(), DEMO_TEMPLATE, Scene::new(SCENE).unwrap()));
+        assert!(s.state().add_grant(DEMO_APPID, u.as_str(), DEMO_TEMPLATE, Scene::new(SCENE).unwrap()));
         ledger.record(&scope().key(u.clone()), now()).await.unwrap();
     }
     (s, ledger, users)
@@ -59,7 +59,7 @@ async fn confirmed_users(n: usize) -> (SandboxHandle, Arc<InMemoryGrantLedger>, 
 fn inbox_total(s: &SandboxHandle, users: &[OpenId]) -> u64 {
     let mut total = 0;
     for u in users {
-        let n = s.inbox(u.as_str()).len();
+        let n = s.state().inbox(u.as_str()).len();
         assert!(n <= 1, "{u} received {n} messages");
         total += n as u64;
     }
@@ -70,7 +70,7 @@ fn inbox_total(s: &SandboxHandle, users: &[OpenId]) -> u64 {
 async fn ten_thousand_grants_with_busy_and_dropped_connections_deliver_each_at_most_once() {
     const N: usize = 10_000;
     let (s, ledger, users) = confirmed_users(N).await;
-    s.set_faults(Faults { busy_every: Some(9), drop_every: Some(101), ..Faults::default() });
+    s.state().set_faults(Faults { busy_every: Some(9), drop_every: Some(101), ..Faults::default() });
 
     let last = Arc::new(std::sync::Mutex::new(Progress::default()));
     let seen = Arc::clone(&last);
@@ -99,7 +99,7 @@ async fn ten_thousand_grants_with_busy_and_dropped_connections_deliver_each_at_m
     assert!(p.unknown >= 50, "{p:?}");
     assert_eq!(p.dropped, 0, "{p:?}");
     // The sandbox's own count equals the report's, and nobody got two messages.
-    assert_eq!(s.stats().deliveries, p.delivered);
+    assert_eq!(s.state().stats().deliveries, p.delivered);
     assert_eq!(inbox_total(&s, &users), p.delivered);
 
     // The ledger agrees: delivered grants are used, unknown ones await review, failed ones are
@@ -109,11 +109,11 @@ async fn ten_thousand_grants_with_busy_and_dropped_connections_deliver_each_at_m
 
     // A second dispatch without faults sends only what definitely failed, never a grant under
     // review, and never a delivered one again.
-    s.set_faults(Faults::default());
+    s.state().set_faults(Faults::default());
     let second = dispatcher.run().await.unwrap();
     assert_eq!(second.progress.sent, p.failed);
     assert_eq!(second.progress.delivered, p.failed);
-    assert_eq!(s.stats().deliveries, p.delivered + p.failed);
+    assert_eq!(s.state().stats().deliveries, p.delivered + p.failed);
     assert_eq!(inbox_total(&s, &users), p.delivered + p.failed);
 }
 
@@ -154,7 +154,7 @@ async fn cancelled_midway_then_resumed_delivers_each_grant_exactly_once() {
     // Sends in flight at the cancellation were finished and recorded, nothing more was taken.
     assert!(p.sent >= 300 && p.sent < 300 + 16 + 1, "{p:?}");
     assert_eq!(p.delivered, p.sent);
-    assert_eq!(s.stats().deliveries, p.delivered);
+    assert_eq!(s.state().stats().deliveries, p.delivered);
     let counts = ledger.counts(&scope(), now()).await.unwrap();
     assert_eq!((counts.delivered, counts.pending, counts.reserved), (p.sent, N as u64 - p.sent, 0));
 
@@ -171,11 +171,11 @@ async fn cancelled_midway_then_resumed_delivers_each_grant_exactly_once() {
     assert!(second.outcomes.iter().all(|o| !first_users.contains(&o.openid)), "nobody twice");
 
     // The union: each user exactly one message, as the sandbox counts it.
-    assert_eq!(s.stats().deliveries, N as u64);
+    assert_eq!(s.state().stats().deliveries, N as u64);
     for u in &users {
-        assert_eq!(s.inbox(u.as_str()).len(), 1, "{u}");
+        assert_eq!(s.state().inbox(u.as_str()).len(), 1, "{u}");
     }
-    assert_eq!(s.unused_grants(), 0);
+    assert_eq!(s.state().unused_grants(), 0);
 }
 
 /// Answers lost after the sandbox delivered (a gateway's 502, a reset, a malformed body): each
@@ -187,7 +187,7 @@ async fn deliveries_whose_answers_are_lost_are_reviewed_and_never_sent_again() {
     const N: usize = 2_000;
     for replay in [false, true] {
         let (s, ledger, users) = confirmed_users(N).await;
-        s.set_faults(Faults {
+        s.state().set_faults(Faults {
             delivered_502_every: Some(97),
             delivered_drop_every: Some(89),
             delivered_malformed_every: Some(83),
@@ -211,7 +211,7 @@ async fn deliveries_whose_answers_are_lost_are_reviewed_and_never_sent_again() {
 
         // Every send reached the sandbox and was delivered; the client knows that of the ones
         // whose answer came back, and reports the rest unknown, never failed.
-        assert_eq!(s.stats().deliveries, N as u64, "replay={replay}");
+        assert_eq!(s.state().stats().deliveries, N as u64, "replay={replay}");
         assert_eq!(inbox_total(&s, &users), N as u64, "replay={replay}: one message each");
         assert_eq!((p.failed, p.dropped), (0, 0), "replay={replay}: {p:?}");
         assert!(p.unknown >= 50, "replay={replay}: the faults struck: {p:?}");
@@ -232,9 +232,9 @@ async fn deliveries_whose_answers_are_lost_are_reviewed_and_never_sent_again() {
         // No grant came back for re-sending: the unknown ones are under review.
         let counts = ledger.counts(&scope(), now()).await.unwrap();
         assert_eq!((counts.delivered, counts.review, counts.pending), (p.delivered, p.unknown, 0));
-        s.set_faults(Faults::default());
+        s.state().set_faults(Faults::default());
         let second = dispatcher.run().await.unwrap();
         assert_eq!(second.progress.sent, 0, "replay={replay}: nothing is sent again");
-        assert_eq!(s.stats().deliveries, N as u64);
+        assert_eq!(s.state().stats().deliveries, N as u64);
     }
 }

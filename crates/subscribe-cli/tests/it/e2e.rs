@@ -29,7 +29,7 @@ fn message(scene: u32) -> SubscribeMessage {
 }
 
 fn grant(s: &SandboxHandle, scene: u32) {
-    s.add_grant(DEMO_APPID, ALICE, DEMO_TEMPLATE, Scene::new(scene).unwrap());
+    s.state().add_grant(DEMO_APPID, ALICE, DEMO_TEMPLATE, Scene::new(scene).unwrap());
 }
 
 #[tokio::test]
@@ -69,14 +69,14 @@ async fn authorization_callback_send_inbox_and_no_second_send() {
         .build()
         .unwrap();
     assert_eq!(c.send(&msg).await.unwrap().attempts, 1);
-    let inbox = s.inbox(ALICE);
+    let inbox = s.state().inbox(ALICE);
     assert_eq!(inbox.len(), 1);
     assert_eq!((inbox[0].content.as_str(), inbox[0].scene), ("line 1\nline 2", 42));
     assert_eq!(inbox[0].url.as_deref(), Some("https://shop.example.com/items/1"));
 
     let again = c.send(&msg).await.unwrap_err();
     assert!(again.is_refused_by_user(), "{again:?}");
-    assert_eq!(s.stats().deliveries, 1);
+    assert_eq!(s.state().stats().deliveries, 1);
 }
 
 #[tokio::test]
@@ -90,7 +90,7 @@ async fn classic_rotation_within_grace_keeps_both_instances_working() {
     b.access_token().await.unwrap(); // supersedes A's token; the grace keeps it working
     a.send(&message(1)).await.unwrap();
     b.send(&message(2)).await.unwrap();
-    assert_eq!(s.stats().classic_token_requests, 2);
+    assert_eq!(s.state().stats().classic_token_requests, 2);
 }
 
 #[tokio::test]
@@ -105,7 +105,7 @@ async fn classic_rotation_without_grace_is_healed_by_one_refresh() {
     b.access_token().await.unwrap(); // A's token is now "not latest"
     let receipt = a.send(&message(1)).await.unwrap();
     assert_eq!(receipt.attempts, 2, "40001, one refresh, one replay");
-    assert_eq!(s.stats().classic_token_requests, 3);
+    assert_eq!(s.state().stats().classic_token_requests, 3);
 }
 
 #[tokio::test]
@@ -115,7 +115,7 @@ async fn stable_tokens_are_shared_by_independent_instances() {
     let b = client(&s).build().unwrap();
     let (ta, tb) = (a.access_token().await.unwrap(), b.access_token().await.unwrap());
     assert_eq!(ta, tb, "normal mode hands out the current stable token");
-    assert_eq!(s.stats().tokens_issued, 1);
+    assert_eq!(s.state().stats().tokens_issued, 1);
 }
 
 #[tokio::test]
@@ -125,11 +125,11 @@ async fn revoked_and_expired_tokens_are_refreshed_and_replayed() {
     grant(&s, 1);
     grant(&s, 2);
     c.access_token().await.unwrap();
-    s.revoke_tokens(Duration::ZERO);
+    s.state().revoke_tokens(Duration::ZERO);
     assert_eq!(c.send(&message(1)).await.unwrap().attempts, 2);
-    s.expire_tokens();
+    s.state().expire_tokens();
     assert_eq!(c.send(&message(2)).await.unwrap().attempts, 2);
-    assert_eq!(s.stats().stable_token_requests, 3);
+    assert_eq!(s.state().stats().stable_token_requests, 3);
 }
 
 #[tokio::test]
@@ -140,21 +140,21 @@ async fn every_fault_reaches_the_client_as_the_right_typed_error() {
 
     // -1 on every send: bounded replays, then the error.
     grant(&s, 1);
-    s.set_faults(Faults { busy_every: Some(1), ..Faults::default() });
-    let before = s.stats().send_requests;
+    s.state().set_faults(Faults { busy_every: Some(1), ..Faults::default() });
+    let before = s.state().stats().send_requests;
     let e = c.send(&message(1)).await.unwrap_err();
     assert_eq!(e.api_code().map(subscribe_types::ErrCode::get), Some(-1));
-    assert_eq!(s.stats().send_requests - before, 3);
+    assert_eq!(s.state().stats().send_requests - before, 3);
 
     // -1 on every 2nd send: replayed and delivered.
-    s.reset();
+    s.state().reset();
     grant(&s, 1);
-    s.set_faults(Faults { busy_every: Some(2), ..Faults::default() });
+    s.state().set_faults(Faults { busy_every: Some(2), ..Faults::default() });
     let c2 = client(&s).build().unwrap();
     assert!(c2.send(&message(7)).await.unwrap_err().is_refused_by_user()); // send #1: no grant
     let receipt = c2.send(&message(1)).await.unwrap(); // #2 busy, #3 delivered
     assert_eq!(receipt.attempts, 2);
-    assert_eq!(s.stats().deliveries, 1);
+    assert_eq!(s.state().stats().deliveries, 1);
 
     for (faults, what) in [
         (Faults { http_502_every: Some(1), ..Faults::default() }, "HTTP 502"),
@@ -165,22 +165,22 @@ async fn every_fault_reaches_the_client_as_the_right_typed_error() {
             "stall past the timeout",
         ),
     ] {
-        s.reset();
+        s.state().reset();
         grant(&s, 1);
-        s.set_faults(faults);
+        s.state().set_faults(faults);
         let c = client(&s).timeouts(Duration::from_secs(2), Duration::from_millis(500)).build().unwrap();
         c.access_token().await.unwrap();
-        let before = s.stats().send_requests;
+        let before = s.state().stats().send_requests;
         let e = c.send(&message(1)).await.unwrap_err();
         assert!(matches!(e, SendError::OutcomeUnknown { .. }), "{what}: {e:?}");
         assert!(!e.outcome_known(), "{what}");
-        assert_eq!(s.stats().send_requests - before, 1, "{what}: not replayed");
+        assert_eq!(s.state().stats().send_requests - before, 1, "{what}: not replayed");
     }
 
     // Latency alone changes nothing.
-    s.reset();
+    s.state().reset();
     grant(&s, 1);
-    s.set_faults(Faults { latency_ms: Some(20), ..Faults::default() });
+    s.state().set_faults(Faults { latency_ms: Some(20), ..Faults::default() });
     client(&s).build().unwrap().send(&message(1)).await.unwrap();
 
     // A connection refused: the request never left, so it is replayed (twice by default), then

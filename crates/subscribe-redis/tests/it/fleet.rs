@@ -58,7 +58,7 @@ async fn four_instances_make_one_token_request_per_rotation() {
     let s = SandboxHandle::start(config).await.unwrap();
     for i in 0..4 {
         for scene in 0..=10_000 {
-            s.add_grant(DEMO_APPID, &user(i), DEMO_TEMPLATE, Scene::new(scene).unwrap());
+            s.state().add_grant(DEMO_APPID, &user(i), DEMO_TEMPLATE, Scene::new(scene).unwrap());
         }
     }
     let shared = redis("rotation").await;
@@ -84,7 +84,7 @@ async fn four_instances_make_one_token_request_per_rotation() {
     while let Some(n) = tasks.join_next().await {
         sent += n.unwrap();
     }
-    let stats = s.stats();
+    let stats = s.state().stats();
     eprintln!(
         "4 instances, {sent} sends over {RUN:?}, token lifetime {LIFETIME:?}: {} token requests, {} tokens issued",
         stats.stable_token_requests, stats.tokens_issued
@@ -107,7 +107,7 @@ async fn after_a_revocation_the_fleet_refreshes_exactly_once() {
     let s = SandboxHandle::start(SandboxConfig::demo().with_generated_users(4)).await.unwrap();
     for i in 0..4 {
         for scene in 0..200 {
-            s.add_grant(DEMO_APPID, &user(i), DEMO_TEMPLATE, Scene::new(scene).unwrap());
+            s.state().add_grant(DEMO_APPID, &user(i), DEMO_TEMPLATE, Scene::new(scene).unwrap());
         }
     }
     let shared = redis("revoke").await;
@@ -119,9 +119,9 @@ async fn after_a_revocation_the_fleet_refreshes_exactly_once() {
     for (i, c) in fleet.iter().enumerate() {
         c.send(&message(&user(i), 0)).await.unwrap();
     }
-    assert_eq!(s.stats().stable_token_requests, 1, "one token for the whole fleet");
+    assert_eq!(s.state().stats().stable_token_requests, 1, "one token for the whole fleet");
 
-    s.revoke_tokens(Duration::ZERO);
+    s.state().revoke_tokens(Duration::ZERO);
     let mut tasks = tokio::task::JoinSet::new();
     for (i, c) in fleet.into_iter().enumerate() {
         tasks.spawn(async move {
@@ -138,7 +138,7 @@ async fn after_a_revocation_the_fleet_refreshes_exactly_once() {
     while let Some(r) = tasks.join_next().await {
         r.unwrap();
     }
-    let stats = s.stats();
+    let stats = s.state().stats();
     eprintln!("after revoking: {} token requests in all (1 before)", stats.stable_token_requests);
     assert_eq!(stats.stable_token_requests, 2, "exactly one refresh for 4 instances × 49 concurrent sends");
     assert_eq!(stats.deliveries, 4 * 50);
@@ -164,7 +164,7 @@ async fn confirmed(n: usize, shared: &Redis) -> SandboxHandle {
     let s = SandboxHandle::start(SandboxConfig::demo().with_generated_users(n)).await.unwrap();
     let ledger = RedisGrantLedger::new(shared.clone());
     for i in 0..n {
-        s.add_grant(DEMO_APPID, &user(i), DEMO_TEMPLATE, Scene::new(9).unwrap());
+        s.state().add_grant(DEMO_APPID, &user(i), DEMO_TEMPLATE, Scene::new(9).unwrap());
         ledger.record(&scope().key(OpenId::new(user(i)).unwrap()), now()).await.unwrap();
     }
     s
@@ -199,8 +199,8 @@ async fn four_dispatchers_on_one_ledger_deliver_ten_thousand_grants_exactly_once
     }
     eprintln!("4 dispatchers delivered {per_dispatcher:?}");
     assert_eq!(delivered, N as u64);
-    assert_eq!(s.stats().deliveries, N as u64, "the sandbox counted each grant once");
-    assert_eq!(s.unused_grants(), 0);
+    assert_eq!(s.state().stats().deliveries, N as u64, "the sandbox counted each grant once");
+    assert_eq!(s.state().unused_grants(), 0);
     let counts = RedisGrantLedger::new(shared).counts(&scope(), now()).await.unwrap();
     assert_eq!((counts.delivered, counts.pending, counts.reserved), (N as u64, 0, 0));
 }
@@ -228,7 +228,7 @@ async fn a_killed_dispatchers_grants_are_finished_by_another_and_nothing_is_sent
     let shared = redis("killed").await;
     let s = confirmed(N, &shared).await;
     // Slow sends, so the kill lands with sends in flight.
-    s.set_faults(subscribe_sandbox::Faults { latency_ms: Some(20), ..Default::default() });
+    s.state().set_faults(subscribe_sandbox::Faults { latency_ms: Some(20), ..Default::default() });
 
     let tripped = Arc::new(AtomicBool::new(false));
     let first =
@@ -249,13 +249,13 @@ async fn a_killed_dispatchers_grants_are_finished_by_another_and_nothing_is_sent
     .expect("the first dispatcher reached 200 outcomes within 30 s");
     killed.abort(); // a crash: in-flight sends are dropped, their grants stay reserved
     assert!(killed.await.unwrap_err().is_cancelled());
-    let after_kill = s.stats().deliveries;
+    let after_kill = s.state().stats().deliveries;
     let counts = RedisGrantLedger::new(same_redis(&shared).await).counts(&scope(), now()).await.unwrap();
     assert!(counts.reserved > 0, "the kill left reservations behind: {counts:?}");
 
     // Within the lease nobody takes them; after it, another dispatcher finishes everything.
     tokio::time::sleep(LEASE + Duration::from_millis(200)).await;
-    s.set_faults(subscribe_sandbox::Faults::default());
+    s.state().set_faults(subscribe_sandbox::Faults::default());
     let second =
         Dispatcher::new(instance(&s, &shared).await, RedisGrantLedger::new(same_redis(&shared).await))
             .lease(LEASE)
@@ -271,9 +271,9 @@ async fn a_killed_dispatchers_grants_are_finished_by_another_and_nothing_is_sent
     );
 
     // Each user exactly one message, as the sandbox counts it.
-    assert_eq!(s.stats().deliveries, N as u64);
+    assert_eq!(s.state().stats().deliveries, N as u64);
     for i in 0..N {
-        assert_eq!(s.inbox(&user(i)).len(), 1, "{}", user(i));
+        assert_eq!(s.state().inbox(&user(i)).len(), 1, "{}", user(i));
     }
     // Grants the killed dispatcher delivered without recording are not resent: WeChat refuses
     // them (43101 on a second attempt) and they go to review as "probably delivered".
@@ -295,7 +295,7 @@ async fn four_instances_back_off_as_one_when_the_token_endpoint_fails() {
     use subscribe_sandbox::{Faults, TokenFault};
     let s = SandboxHandle::start(SandboxConfig::demo().with_generated_users(64)).await.unwrap();
     for i in 0..64 {
-        s.add_grant(DEMO_APPID, &user(i), DEMO_TEMPLATE, Scene::new(3).unwrap());
+        s.state().add_grant(DEMO_APPID, &user(i), DEMO_TEMPLATE, Scene::new(3).unwrap());
     }
     let shared = redis("outage").await;
     let backoff = (Duration::from_millis(100), Duration::from_millis(800));
@@ -314,7 +314,7 @@ async fn four_instances_back_off_as_one_when_the_token_endpoint_fails() {
 
     // The endpoint is down for longer than anyone waits: 16 sends per instance all fail, and
     // the fleet's attempts follow one backoff schedule, not four.
-    s.set_faults(Faults { token_fault: Some(TokenFault::Http502), ..Faults::default() });
+    s.state().set_faults(Faults { token_fault: Some(TokenFault::Http502), ..Faults::default() });
     let mut tasks = tokio::task::JoinSet::new();
     for (n, c) in fleet.iter().enumerate() {
         for k in 0..16 {
@@ -334,7 +334,7 @@ async fn four_instances_back_off_as_one_when_the_token_endpoint_fails() {
         };
         held_off += usize::from(matches!(**last, subscribe_client::TokenError::HeldOff { .. }));
     }
-    let requests = s.stats().stable_token_requests;
+    let requests = s.state().stats().stable_token_requests;
     eprintln!(
         "4 instances, 2 s outage: {requests} token requests; {held_off} of 64 sends held off by the store"
     );
@@ -345,10 +345,10 @@ async fn four_instances_back_off_as_one_when_the_token_endpoint_fails() {
     assert!(held_off > 0, "some instances learnt of the outage from the store");
 
     // The outage ends: every instance sends again, on one token.
-    s.set_faults(Faults::default());
+    s.state().set_faults(Faults::default());
     tokio::time::sleep(backoff.1).await; // the last hold-off ends
     for (n, c) in fleet.iter().enumerate() {
         c.send(&message(&user(n * 16), 3)).await.unwrap();
     }
-    assert_eq!(s.stats().tokens_issued, 1);
+    assert_eq!(s.state().stats().tokens_issued, 1);
 }

@@ -103,7 +103,12 @@ async fn an_unreachable_redis_gives_typed_errors_quickly_and_never_the_url_or_a_
 async fn with_redis_gone_the_client_keeps_serving_its_token_and_a_new_one_still_starts() {
     let s = SandboxHandle::start(SandboxConfig::demo()).await.unwrap();
     for scene in 0..10 {
-        s.add_grant(DEMO_APPID, "oSandbox_Alice_00000000001", DEMO_TEMPLATE, Scene::new(scene).unwrap());
+        s.state().add_grant(
+            DEMO_APPID,
+            "oSandbox_Alice_00000000001",
+            DEMO_TEMPLATE,
+            Scene::new(scene).unwrap(),
+        );
     }
     let proxy = Proxy::start().await;
     let prefix = redis("outage").await.prefix().to_owned();
@@ -131,15 +136,15 @@ async fn with_redis_gone_the_client_keeps_serving_its_token_and_a_new_one_still_
     for scene in 1..5 {
         running.send(&message(scene)).await.unwrap();
     }
-    assert_eq!(s.stats().stable_token_requests, 1);
+    assert_eq!(s.state().stats().stable_token_requests, 1);
     // A new instance cannot read Redis: it asks WeChat itself rather than fail (stable_token
     // returns the same token, so the running instance is not disturbed).
     let fresh = client(via_proxy());
     fresh.send(&message(5)).await.unwrap();
-    assert_eq!(s.stats().stable_token_requests, 2, "the new instance asked WeChat itself");
-    assert_eq!(s.stats().tokens_issued, 1, "and got the same stable token back");
+    assert_eq!(s.state().stats().stable_token_requests, 2, "the new instance asked WeChat itself");
+    assert_eq!(s.state().stats().tokens_issued, 1, "and got the same stable token back");
     running.send(&message(6)).await.unwrap();
-    assert_eq!(s.stats().deliveries, 7);
+    assert_eq!(s.state().stats().deliveries, 7);
 }
 
 #[tokio::test]

@@ -89,8 +89,8 @@ async fn confirm_redirects_with_the_answer_and_records_one_grant() {
         assert_eq!(answer.scene().get(), 77);
         assert_eq!(answer.reserved().as_str(), "state123");
     }
-    assert_eq!(s.stats().grants_recorded, 1, "three confirmations of one key make one grant");
-    assert_eq!(s.unused_grants(), 1);
+    assert_eq!(s.state().stats().grants_recorded, 1, "three confirmations of one key make one grant");
+    assert_eq!(s.state().unused_grants(), 1);
 }
 
 #[tokio::test]
@@ -102,5 +102,5 @@ async fn cancel_redirects_without_openid_and_records_nothing() {
     assert!(!loc.contains("openid="), "{loc}");
     let answer = AuthorizationAnswer::parse(&loc).unwrap();
     assert_eq!(answer.action(), subscribe_types::Action::Cancel);
-    assert_eq!(s.unused_grants(), 0);
+    assert_eq!(s.state().unused_grants(), 0);
 }

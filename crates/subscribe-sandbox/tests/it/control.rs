@@ -43,7 +43,7 @@ async fn faults_reset_and_state_over_the_control_api() {
         .await
         .unwrap();
     assert_eq!(set.status(), 200);
-    assert_eq!(s.faults().busy_every, Some(2));
+    assert_eq!(s.state().faults().busy_every, Some(2));
     let bad =
         http.post(format!("{base}/sandbox/api/faults")).body(r#"{"busy_every":0}"#).send().await.unwrap();
     assert_eq!(bad.status(), 400);
@@ -55,7 +55,7 @@ async fn faults_reset_and_state_over_the_control_api() {
     assert_eq!(send(&s, &http, &t, message(1)).await["errcode"], 0); // 1st: processed
     grant(&s, 1);
     assert_eq!(send(&s, &http, &t, message(1)).await["errcode"], -1); // 2nd: busy, not processed
-    assert_eq!(s.unused_grants(), 1);
+    assert_eq!(s.state().unused_grants(), 1);
 
     let g = http
         .post(format!("{base}/sandbox/api/grants"))
@@ -73,9 +73,9 @@ async fn faults_reset_and_state_over_the_control_api() {
     assert_eq!(state["stats"]["deliveries"], 1);
     assert_eq!(state["unused_grants"], 2);
     assert_eq!(http.post(format!("{base}/sandbox/api/reset")).send().await.unwrap().status(), 200);
-    assert_eq!(s.stats().deliveries, 0);
-    assert!(s.inbox(ALICE).is_empty());
-    assert_eq!(s.faults(), subscribe_sandbox::Faults::default());
+    assert_eq!(s.state().stats().deliveries, 0);
+    assert!(s.state().inbox(ALICE).is_empty());
+    assert_eq!(s.state().faults(), subscribe_sandbox::Faults::default());
 }
 
 #[tokio::test]
@@ -83,18 +83,18 @@ async fn faults_answer_as_configured() {
     let (s, http) = start(SandboxConfig::demo()).await;
     let t = stable_token(&s, &http, false).await["access_token"].as_str().unwrap().to_owned();
     let url = format!("{}/cgi-bin/message/template/subscribe?access_token={t}", s.base_url());
-    s.set_faults(subscribe_sandbox::Faults { http_502_every: Some(1), ..Default::default() });
+    s.state().set_faults(subscribe_sandbox::Faults { http_502_every: Some(1), ..Default::default() });
     assert_eq!(http.post(&url).body(message(1)).send().await.unwrap().status(), 502);
-    s.set_faults(subscribe_sandbox::Faults { malformed_every: Some(1), ..Default::default() });
+    s.state().set_faults(subscribe_sandbox::Faults { malformed_every: Some(1), ..Default::default() });
     let text = http.post(&url).body(message(1)).send().await.unwrap().text().await.unwrap();
     assert!(serde_json::from_str::<serde_json::Value>(&text).is_err(), "{text}");
-    s.set_faults(subscribe_sandbox::Faults { drop_every: Some(1), ..Default::default() });
+    s.state().set_faults(subscribe_sandbox::Faults { drop_every: Some(1), ..Default::default() });
     let dropped = match http.post(&url).body(message(1)).send().await {
         Err(_) => true,
         Ok(r) => r.bytes().await.is_err(),
     };
     assert!(dropped, "the connection is cut");
-    assert_eq!(s.stats().deliveries, 0);
+    assert_eq!(s.state().stats().deliveries, 0);
 }
 
 #[tokio::test]
@@ -104,37 +104,41 @@ async fn delivered_faults_deliver_first_and_then_lose_the_answer() {
     let t = stable_token(&s, &http, false).await["access_token"].as_str().unwrap().to_owned();
     let url = format!("{}/cgi-bin/message/template/subscribe?access_token={t}", s.base_url());
 
-    s.set_faults(Faults { delivered_502_every: Some(1), ..Faults::default() });
+    s.state().set_faults(Faults { delivered_502_every: Some(1), ..Faults::default() });
     grant(&s, 1);
     assert_eq!(http.post(&url).body(message(1)).send().await.unwrap().status(), 502);
-    assert_eq!(s.inbox(ALICE).len(), 1, "delivered before the 502");
+    assert_eq!(s.state().inbox(ALICE).len(), 1, "delivered before the 502");
 
-    s.set_faults(Faults { delivered_malformed_every: Some(1), ..Faults::default() });
+    s.state().set_faults(Faults { delivered_malformed_every: Some(1), ..Faults::default() });
     grant(&s, 2);
     let text = http.post(&url).body(message(2)).send().await.unwrap().text().await.unwrap();
     assert!(serde_json::from_str::<serde_json::Value>(&text).is_err(), "{text}");
-    assert_eq!(s.inbox(ALICE).len(), 2, "delivered before the malformed answer");
+    assert_eq!(s.state().inbox(ALICE).len(), 2, "delivered before the malformed answer");
 
-    s.set_faults(Faults { delivered_drop_every: Some(1), ..Faults::default() });
+    s.state().set_faults(Faults { delivered_drop_every: Some(1), ..Faults::default() });
     grant(&s, 3);
     let dropped = match http.post(&url).body(message(3)).send().await {
         Err(_) => true,
         Ok(r) => r.bytes().await.is_err(),
     };
     assert!(dropped, "the connection is cut");
-    assert_eq!(s.inbox(ALICE).len(), 3, "delivered before the connection was cut");
+    assert_eq!(s.state().inbox(ALICE).len(), 3, "delivered before the connection was cut");
 
     // A stall past the client's patience: the client gives up, the delivery stands.
-    s.set_faults(Faults { delivered_stall_every: Some(1), stall_ms: Some(5_000), ..Faults::default() });
+    s.state().set_faults(Faults {
+        delivered_stall_every: Some(1),
+        stall_ms: Some(5_000),
+        ..Faults::default()
+    });
     grant(&s, 4);
     let gave_up =
         http.post(&url).body(message(4)).timeout(std::time::Duration::from_millis(300)).send().await.is_err();
     assert!(gave_up, "the client timed out");
-    assert_eq!(s.inbox(ALICE).len(), 4, "delivered although the client hung up");
+    assert_eq!(s.state().inbox(ALICE).len(), 4, "delivered although the client hung up");
 
     // A send the sandbox refuses (no grant left) is refused, then its answer is lost all the same.
-    s.set_faults(Faults { delivered_502_every: Some(1), ..Faults::default() });
+    s.state().set_faults(Faults { delivered_502_every: Some(1), ..Faults::default() });
     assert_eq!(http.post(&url).body(message(1)).send().await.unwrap().status(), 502);
-    assert_eq!(s.stats().deliveries, 4);
-    assert_eq!(s.log().last().unwrap().errcode, Some(43101), "processed: 43101 behind the 502");
+    assert_eq!(s.state().stats().deliveries, 4);
+    assert_eq!(s.state().log().last().unwrap().errcode, Some(43101), "processed: 43101 behind the 502");
 }

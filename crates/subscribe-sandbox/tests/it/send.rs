@@ -15,11 +15,11 @@ async fn a_send_consumes_the_grant_and_delivers_once() {
     let again = send(&s, &http, &token, message(1000)).await;
     assert_eq!(again["errcode"], 43101);
     assert!(again["errmsg"].as_str().unwrap().contains("rid: "));
-    let inbox = s.inbox(ALICE);
+    let inbox = s.state().inbox(ALICE);
     assert_eq!(inbox.len(), 1);
     assert_eq!(inbox[0].title, "到货提醒");
     assert_eq!(inbox[0].color.as_deref(), Some("#173177"));
-    assert_eq!(s.stats().deliveries, 1);
+    assert_eq!(s.state().stats().deliveries, 1);
     // Another scene needs its own grant.
     assert_eq!(send(&s, &http, &token, message(1001)).await["errcode"], 43101);
 }
@@ -40,12 +40,12 @@ async fn token_checks() {
     assert_eq!(no_token["errcode"], 41001);
     assert_eq!(send(&s, &http, "not-a-token", message(1)).await["errcode"], 40014);
     let t = stable_token(&s, &http, false).await["access_token"].as_str().unwrap().to_owned();
-    s.expire_tokens();
+    s.state().expire_tokens();
     assert_eq!(send(&s, &http, &t, message(1)).await["errcode"], 42001);
     let t = stable_token(&s, &http, false).await["access_token"].as_str().unwrap().to_owned();
-    s.revoke_tokens(Duration::ZERO);
+    s.state().revoke_tokens(Duration::ZERO);
     assert_eq!(send(&s, &http, &t, message(1)).await["errcode"], 40001);
-    assert_eq!(s.stats().deliveries, 0);
+    assert_eq!(s.state().stats().deliveries, 0);
 }
 
 #[tokio::test]

@@ -1,6 +1,8 @@
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use subscribe_sandbox::{DEMO_APPID, DEMO_SECRET, SandboxConfig};
+use subscribe_sandbox::{DEMO_APPID, DEMO_SECRET, ManualClock, SandboxConfig, SandboxHandle};
 
 use crate::*;
 
@@ -38,24 +40,29 @@ async fn stable_token_is_unchanged_until_rotation_and_force_refresh_ends_it() {
     // Within 30 s of the last forced refresh nothing is refreshed.
     let again = stable_token(&s, &http, true).await;
     assert_eq!(again["access_token"], forced["access_token"]);
-    assert_eq!(s.stats().tokens_issued, 2);
-    assert_eq!(s.stats().stable_token_requests, 4);
+    assert_eq!(s.state().stats().tokens_issued, 2);
+    assert_eq!(s.state().stats().stable_token_requests, 4);
 }
 
 #[tokio::test]
 async fn stable_tokens_rotate_inside_the_window_with_overlap() {
-    // A 1.2 s lifetime with a 0.6 s window (WeChat: 7200 s and 5 min), in real time: the
-    // sandbox is a server on the wall clock.
-    let config = SandboxConfig::demo()
-        .with_token_lifetime(Duration::from_millis(1200))
-        .with_stable_rotation(Duration::from_millis(600));
-    let (s, http) = start(config).await;
+    // WeChat's own numbers (7200 s, a 5-minute window), on a clock the test moves.
+    let clock = ManualClock::new();
+    let s = SandboxHandle::start_with_clock(
+        SandboxConfig::demo(),
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        Arc::new(clock.clone()),
+    )
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
     let a = stable_token(&s, &http, false).await;
     let a_token = a["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(a["expires_in"], 7200);
     let again = stable_token(&s, &http, false).await;
     assert_eq!(again["access_token"], a["access_token"], "before the window: the same token");
 
-    tokio::time::sleep(Duration::from_millis(700)).await; // 0.5 s left: inside the window
+    clock.advance(Duration::from_secs(7200 - 299)); // 299 s left: inside the window
     let b = stable_token(&s, &http, false).await;
     let b_token = b["access_token"].as_str().unwrap().to_owned();
     assert_ne!(b_token, a_token, "inside the window: a new token");
@@ -63,11 +70,11 @@ async fn stable_tokens_rotate_inside_the_window_with_overlap() {
     grant(&s, 4);
     assert_eq!(send(&s, &http, &a_token, message(4)).await["errcode"], 0, "the old one still works: overlap");
 
-    tokio::time::sleep(Duration::from_millis(600)).await; // the old one's own expiry passed
+    clock.advance(Duration::from_secs(300)); // the old one's own expiry passed
     grant(&s, 5);
     assert_eq!(send(&s, &http, &a_token, message(5)).await["errcode"], 42001, "the old one expired");
     assert_eq!(send(&s, &http, &b_token, message(5)).await["errcode"], 0, "the new one works");
-    assert_eq!(s.stats().tokens_issued, 2);
+    assert_eq!(s.state().stats().tokens_issued, 2);
 }
 
 #[tokio::test]
@@ -145,7 +152,7 @@ async fn token_faults_answer_every_token_request_and_a_timed_one_ends() {
             .send()
     };
     let set = |fault, ms| {
-        s.set_faults(Faults { token_fault: Some(fault), token_fault_ms: ms, ..Faults::default() });
+        s.state().set_faults(Faults { token_fault: Some(fault), token_fault_ms: ms, ..Faults::default() });
     };
 
     set(TokenFault::Http502, None);
@@ -173,10 +180,10 @@ async fn token_faults_answer_every_token_request_and_a_timed_one_ends() {
         .await
         .unwrap();
     assert_eq!(classic.status(), 502);
-    assert_eq!(s.stats().tokens_issued, 0);
+    assert_eq!(s.state().stats().tokens_issued, 0);
 
     // A stall answers normally, late.
-    s.set_faults(Faults {
+    s.state().set_faults(Faults {
         token_fault: Some(TokenFault::Stall),
         token_stall_ms: Some(300),
         ..Faults::default()
@@ -190,7 +197,7 @@ async fn token_faults_answer_every_token_request_and_a_timed_one_ends() {
     assert_eq!(post().await.unwrap().status(), 502);
     tokio::time::sleep(Duration::from_millis(350)).await;
     assert!(body(post().await.unwrap()).await["access_token"].is_string());
-    assert_eq!(s.stats().stable_token_requests, 8);
+    assert_eq!(s.state().stats().stable_token_requests, 8);
 }
 
 #[test]
@@ -203,4 +210,28 @@ fn token_faults_are_spelled_like_the_send_faults() {
         assert!(serde_json::from_str::<Faults>(&json).is_ok(), "{name}");
     }
     assert!(serde_json::from_str::<Faults>(r#"{"token_fault":"http502"}"#).is_err());
+}
+
+#[tokio::test]
+async fn the_classic_quota_is_per_beijing_day() {
+    let clock = ManualClock::new();
+    let config = SandboxConfig { classic_daily_quota: 2, ..SandboxConfig::demo() };
+    let s = SandboxHandle::start_with_clock(
+        config,
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        Arc::new(clock.clone()),
+    )
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let url = format!(
+        "{}/cgi-bin/token?grant_type=client_credential&appid={DEMO_APPID}&secret={DEMO_SECRET}",
+        s.base_url()
+    );
+    let get = || async { body(http.get(&url).send().await.unwrap()).await };
+    assert!(get().await["access_token"].is_string());
+    assert!(get().await["access_token"].is_string());
+    assert_eq!(get().await["errcode"], 45009, "the third of the day is refused");
+    clock.advance(Duration::from_secs(24 * 3600));
+    assert!(get().await["access_token"].is_string(), "a new day, a new quota");
 }

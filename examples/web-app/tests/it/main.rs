@@ -134,7 +134,7 @@ async fn confirm_cancel_dispatch_and_exactly_one_message() {
     let (status, page) = w.dispatch("这个标题一共有十六个字符长度超过限制", "到货了").await;
     assert_eq!(status, 400);
     assert!(page.contains("title"), "{page}");
-    assert_eq!(w.sandbox.stats().send_requests, 0);
+    assert_eq!(w.sandbox.state().stats().send_requests, 0);
     assert_eq!(w.health().await["grants"]["pending"], 1);
 
     // The dispatch sends Alice her one message, and Bob nothing.
@@ -142,14 +142,14 @@ async fn confirm_cancel_dispatch_and_exactly_one_message() {
     assert_eq!(status, 200, "{report}");
     assert_eq!((cell(&report, "sent"), cell(&report, "delivered")), (1, 1));
     assert!(report.contains(ALICE));
-    assert_eq!(w.sandbox.inbox(ALICE).len(), 1);
-    assert_eq!(w.sandbox.inbox(ALICE)[0].content, "您关注的亚麻衬衫已到货");
-    assert!(w.sandbox.inbox(BOB).is_empty());
+    assert_eq!(w.sandbox.state().inbox(ALICE).len(), 1);
+    assert_eq!(w.sandbox.state().inbox(ALICE)[0].content, "您关注的亚麻衬衫已到货");
+    assert!(w.sandbox.state().inbox(BOB).is_empty());
 
     // Nobody is waiting any more: a second dispatch sends nothing.
     let (_, report) = w.dispatch("到货提醒", "again").await;
     assert_eq!(cell(&report, "sent"), 0);
-    assert_eq!(w.sandbox.stats().deliveries, 1);
+    assert_eq!(w.sandbox.state().stats().deliveries, 1);
     let (_, admin) = w.get(&w.url("/admin"), None).await;
     assert_eq!((cell(&admin, "pending"), cell(&admin, "delivered")), (0, 1));
 }

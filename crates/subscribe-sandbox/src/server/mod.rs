@@ -1,0 +1,179 @@
+//! The HTTP server, one file per face: WeChat's endpoints (`wechat.rs`), the pages a person
+//! sees (`pages.rs`), the control API for tests and demos (`control.rs`). This file holds the
+//! shared state, the router and the answers every face uses.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use subscribe_types::encoding::redact_uri;
+use subscribe_types::{ErrCode, Scene};
+
+use crate::clock::{Now, SharedSandboxClock, SystemClock};
+use crate::config::SandboxConfig;
+use crate::state::{Delivered, Faults, Inner, LogEntry, Stats, rid};
+
+mod control;
+mod pages;
+mod wechat;
+
+pub use wechat::check_send_body;
+
+/// A handle on a sandbox's state, for tests and embedding: the same operations as the
+/// control API, without HTTP.
+#[derive(Clone)]
+pub struct SandboxState {
+    cfg: Arc<SandboxConfig>,
+    inner: Arc<Mutex<Inner>>,
+    clock: SharedSandboxClock,
+}
+
+impl std::fmt::Debug for SandboxState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SandboxState")
+            .field("apps", &self.cfg.apps.len())
+            .field("users", &self.cfg.users.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SandboxState {
+    fn new(cfg: SandboxConfig, clock: SharedSandboxClock) -> Self {
+        Self { cfg: Arc::new(cfg), inner: Arc::new(Mutex::new(Inner::default())), clock }
+    }
+
+    /// Both clock readings, now.
+    pub(crate) fn now(&self) -> Now {
+        Now::of(&*self.clock)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SandboxConfig {
+        &self.cfg
+    }
+
+    /// Counters since start or the last reset.
+    pub fn stats(&self) -> Stats {
+        self.lock().stats
+    }
+
+    /// What `openid` has received, oldest first.
+    pub fn inbox(&self, openid: &str) -> Vec<Delivered> {
+        self.lock().inbox(openid)
+    }
+
+    /// Replaces the fault settings (a timed token fault starts now).
+    pub fn set_faults(&self, faults: Faults) {
+        let mut inner = self.lock();
+        inner.faults = faults;
+        inner.faults_set = Some(self.clock.now());
+    }
+
+    /// The fault settings.
+    pub fn faults(&self) -> Faults {
+        self.lock().faults.clone()
+    }
+
+    /// Revokes every token; after `grace` they answer 40001.
+    pub fn revoke_tokens(&self, grace: Duration) {
+        self.lock().revoke_tokens(self.clock.now(), grace);
+    }
+
+    /// Expires every token now; they answer 42001.
+    pub fn expire_tokens(&self) {
+        self.lock().expire_tokens(self.clock.now());
+    }
+
+    /// Records a confirmation as if the user had confirmed on the page. Returns whether it
+    /// added a grant (a repeated confirmation of an unused grant does not).
+    pub fn add_grant(&self, appid: &str, openid: &str, template_id: &str, scene: Scene) -> bool {
+        self.lock().grant(appid, openid, template_id, scene)
+    }
+
+    /// Unused grants.
+    pub fn unused_grants(&self) -> usize {
+        self.lock().unused_grants()
+    }
+
+    /// The request log, oldest first (tokens and secrets masked).
+    pub fn log(&self) -> Vec<LogEntry> {
+        self.lock().log_entries()
+    }
+
+    /// Forgets tokens, grants, inboxes, the log, faults and counters.
+    pub fn reset(&self) {
+        self.lock().reset();
+    }
+
+    fn record(&self, method: &str, uri: &Uri, errcode: Option<i64>) {
+        let shown = redact_uri(uri.path_and_query().map_or("/", |p| p.as_str()));
+        let cap = self.cfg.log_capacity;
+        let wall = self.clock.wall();
+        self.lock().log(cap, method, shown, errcode, wall);
+    }
+}
+
+/// WeChat's answer: HTTP 200 with `{"errcode", "errmsg"}` (errmsg with a ` rid: …` suffix).
+fn wx(code: ErrCode, msg: &str) -> Response {
+    let body = if code.is_ok() {
+        r#"{"errcode":0,"errmsg":"ok"}"#.to_owned()
+    } else {
+        serde_json::json!({"errcode": code.get(), "errmsg": format!("{msg} rid: {}", rid())}).to_string()
+    };
+    ([(header::CONTENT_TYPE, "application/json; charset=utf-8")], body).into_response()
+}
+fn json(value: &impl serde::Serialize) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], serde_json::to_string(value).unwrap_or_default())
+        .into_response()
+}
+fn bad_request(msg: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::json!({"error": msg}).to_string(),
+    )
+        .into_response()
+}
+/// Reads `a=b&c=d` leniently, as a form (`+` is a space, bad escapes are kept as they are,
+/// bytes that are not UTF-8 become U+FFFD).
+fn params(query: &str) -> HashMap<String, String> {
+    form_urlencoded::parse(query.as_bytes()).into_owned().collect()
+}
+
+/// Builds the router and its state, on the machine's clocks.
+pub fn router(config: SandboxConfig) -> (Router, SandboxState) {
+    router_with_clock(config, Arc::new(SystemClock))
+}
+
+/// Builds the router and its state on `clock` (a [`ManualClock`](crate::ManualClock) in tests).
+pub fn router_with_clock(config: SandboxConfig, clock: SharedSandboxClock) -> (Router, SandboxState) {
+    let state = SandboxState::new(config, clock);
+    let app = Router::new()
+        .route("/cgi-bin/token", get(wechat::classic_token).post(wechat::require_get))
+        .route("/cgi-bin/stable_token", post(wechat::stable_token).get(wechat::require_post))
+        .route("/cgi-bin/message/template/subscribe", post(wechat::send).get(wechat::require_post))
+        .route("/mp/subscribemsg", get(pages::authorize_page))
+        .route("/mp/subscribemsg/decide", post(pages::decide))
+        .route("/", get(|| async { Redirect::to("/sandbox") }))
+        .route("/sandbox", get(pages::index))
+        .route("/sandbox/inbox/{openid}", get(pages::inbox_page))
+        .route("/sandbox/api/inbox/{openid}", get(control::inbox_json))
+        .route("/sandbox/api/state", get(control::state_json))
+        .route("/sandbox/api/log", get(control::log_json))
+        .route("/sandbox/api/reset", post(control::reset))
+        .route("/sandbox/api/faults", get(control::get_faults).post(control::set_faults))
+        .route("/sandbox/api/tokens/revoke", post(control::revoke))
+        .route("/sandbox/api/tokens/expire", post(control::expire))
+        .route("/sandbox/api/grants", post(control::add_grant))
+        .fallback(control::not_found)
+        .with_state(state.clone());
+    (app, state)
+}

@@ -1,0 +1,127 @@
+//! The pages a person sees: WeChat's authorization page and its decision, the sandbox's index
+//! and each user's inbox.
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::response::{Html, IntoResponse, Response};
+use bytes::Bytes;
+use subscribe_types::AuthorizeRequest;
+
+use super::{SandboxState, params};
+use crate::config::{AppConfig, TemplateConfig};
+use crate::html;
+
+impl SandboxState {
+    /// What the authorization page at `/mp/subscribemsg` answers for `query` (the URL's query
+    /// string): the page's HTML, or the error message the error page shows instead (bad or
+    /// missing parameters, an unknown app, a template that is not one of the app's one-time
+    /// templates). Never a redirect.
+    ///
+    /// # Errors
+    /// The message of the error page.
+    pub fn authorization_page(&self, query: &str) -> Result<String, String> {
+        let (req, app, template) = check_authorize(self, query)?;
+        Ok(html::authorize(&self.cfg, app, template, req.scene.get(), query))
+    }
+}
+
+/// Checks an authorization query the way WeChat's page does: the request, its app and its
+/// template.
+fn check_authorize<'s>(
+    s: &'s SandboxState,
+    query: &str,
+) -> Result<(AuthorizeRequest, &'s AppConfig, &'s TemplateConfig), String> {
+    let req = AuthorizeRequest::from_query(query).map_err(|e| format!("参数错误 invalid request: {e}"))?;
+    let app = s.cfg.app(req.appid.as_str()).ok_or_else(|| format!("unknown appid {}", req.appid))?;
+    let template =
+        app.templates.iter().find(|t| t.id == req.template_id).ok_or_else(|| {
+            format!("template {} is not a one-time template of {}", req.template_id, req.appid)
+        })?;
+    Ok((req, app, template))
+}
+pub(super) async fn authorize_page(
+    State(s): State<SandboxState>,
+    uri: Uri,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let q = q.unwrap_or_default();
+    s.record("GET", &uri, None);
+    match s.authorization_page(&q) {
+        Ok(page) => Html(page).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, Html(html::error(&e))).into_response(),
+    }
+}
+pub(super) async fn decide(State(s): State<SandboxState>, uri: Uri, body: Bytes) -> Response {
+    s.record("POST", &uri, None);
+    let form = params(&String::from_utf8_lossy(&body));
+    let outcome = (|| {
+        let q = form.get("q").ok_or("the form lost the request")?;
+        let (req, _, _) = check_authorize(&s, q)?;
+        let decision = form.get("decision").map(String::as_str);
+        let mut pairs: Vec<(&str, String)> = Vec::new();
+        match decision {
+            Some("confirm") => {
+                let openid = form.get("openid").filter(|o| s.cfg.user(o).is_some()).ok_or("choose a user")?;
+                s.lock().grant(req.appid.as_str(), openid, req.template_id.as_str(), req.scene);
+                pairs.push(("openid", openid.clone()));
+            }
+            Some("cancel") => {}
+            _ => return Err("unknown decision".to_owned()),
+        }
+        pairs.extend([
+            ("template_id", req.template_id.as_str().to_owned()),
+            ("action", decision.unwrap_or_default().to_owned()),
+            ("scene", req.scene.to_string()),
+            ("reserved", req.reserved.as_str().to_owned()),
+        ]);
+        Ok::<_, String>(redirect_location(req.redirect_url.as_str(), &pairs))
+    })();
+    match outcome {
+        Ok(location) => {
+            let mut r = StatusCode::FOUND.into_response();
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            r
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, Html(html::error(&e))).into_response(),
+    }
+}
+/// Appends the answer to `redirect_url`: `?` or `&` as its query needs, before any fragment.
+pub(super) fn redirect_location(redirect_url: &str, pairs: &[(&str, String)]) -> String {
+    let (base, fragment) = match redirect_url.split_once('#') {
+        Some((b, f)) => (b, Some(f)),
+        None => (redirect_url, None),
+    };
+    let mut out = base.to_owned();
+    let sep = if !base.contains('?') {
+        "?"
+    } else if base.ends_with('?') || base.ends_with('&') {
+        ""
+    } else {
+        "&"
+    };
+    out.push_str(sep);
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        out.push_str(k);
+        out.push('=');
+        subscribe_types::encoding::push_component(&mut out, v);
+    }
+    if let Some(f) = fragment {
+        out.push('#');
+        out.push_str(f);
+    }
+    out
+}
+pub(super) async fn index(State(s): State<SandboxState>) -> Html<String> {
+    Html(html::index(&s.cfg, &s.stats()))
+}
+pub(super) async fn inbox_page(State(s): State<SandboxState>, Path(openid): Path<String>) -> Response {
+    match s.cfg.user(&openid) {
+        Some(u) => Html(html::inbox(&s.cfg, &u.name, &openid, &s.inbox(&openid))).into_response(),
+        None => (StatusCode::NOT_FOUND, Html(html::error("unknown user"))).into_response(),
+    }
+}
