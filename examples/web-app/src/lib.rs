@@ -252,10 +252,7 @@ fn session_of(headers: &HeaderMap) -> Option<String> {
 fn new_session() -> String {
     let mut id = [0u8; 16];
     getrandom::fill(&mut id).expect("the OS random source works");
-    id.iter().fold(String::with_capacity(32), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    hex::encode(id)
 }
 
 fn set_cookie(session: &str) -> HeaderValue {
