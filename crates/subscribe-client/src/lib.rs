@@ -109,3 +109,9 @@ const _: () = {
 #[cfg(all(doctest, feature = "test-util"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+/// `docs/extending.md`'s examples (a transport, a token store, a token source, a grant ledger,
+/// each with its contract suite) run as doctests.
+#[cfg(all(doctest, feature = "test-util"))]
+#[doc = include_str!("../../../docs/extending.md")]
+struct ExtendingDoctests;

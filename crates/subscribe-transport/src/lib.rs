@@ -11,6 +11,7 @@
 //! | `rustls` | yes | TLS through rustls |
 //! | `native-tls` | no | TLS through the system library |
 //! | `mock` | no | [`MockTransport`] for tests |
+//! | `test-util` | no | `mock`, and `test_util::transport_contract`: the suite a custom transport runs |
 //!
 //! With `default-features = false` only the trait, the request and response types and the error
 //! remain: no reqwest, no TLS stack.
@@ -35,6 +36,8 @@
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "test-util")]
+mod contract;
 mod error;
 #[cfg(feature = "mock")]
 mod mock;
@@ -54,6 +57,12 @@ pub use reqwest_impl::{DEFAULT_USER_AGENT, ReqwestTransport, ReqwestTransportBui
 pub use shared::{FnTransport, SharedTransport, transport_fn};
 
 pub use http;
+
+/// Test helpers for transport authors.
+#[cfg(feature = "test-util")]
+pub mod test_util {
+    pub use crate::contract::transport_contract;
+}
 
 /// Sends one HTTP request and returns the response.
 ///

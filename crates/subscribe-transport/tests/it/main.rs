@@ -3,6 +3,8 @@
 // Test helpers panic on purpose: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
+#[cfg(all(feature = "test-util", feature = "reqwest"))]
+mod contract;
 #[cfg(feature = "mock")]
 mod mock;
 mod request;

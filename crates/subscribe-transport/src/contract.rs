@@ -1,0 +1,249 @@
+//! [`transport_contract`]: what every [`HttpTransport`] must do, checked against a local
+//! server that misbehaves on purpose.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+use crate::{HttpRequest, HttpTransport, TransportError};
+
+/// The access token in every URI the suite sends: no error may show it.
+const SECRET: &str = "CONTRACT-SECRET-TOKEN";
+/// How long the suite waits for one request before it calls the transport hung.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// What the server does once it has read a request.
+#[derive(Clone, Copy)]
+enum Then {
+    /// Answers with this status and body.
+    Answer(u16, &'static str),
+    /// Answers `302` to another path.
+    Redirect,
+    /// Closes the connection without a word.
+    Close,
+    /// Keeps the connection open and never answers.
+    Hang,
+    /// Sends headers promising 100 bytes, then 10, then closes.
+    CutBody,
+}
+
+/// A request as the server read it.
+struct Seen {
+    head: String,
+    body: Vec<u8>,
+}
+
+/// A server on `127.0.0.1` that does `then` to every request, and reports what it read.
+async fn serve(then: Then) -> (String, JoinHandle<Vec<Seen>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("the contract server binds a port");
+    let base = format!("http://{}", listener.local_addr().expect("a bound address"));
+    let task = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        // One connection is all a well-behaved transport makes here (no redirect, no retry);
+        // a second one within a short while is recorded too, so the suite can name it.
+        while let Ok(Ok((mut conn, _))) =
+            tokio::time::timeout(Duration::from_millis(300), listener.accept()).await
+        {
+            let Some(request) = read_request(&mut conn).await else { continue };
+            seen.push(request);
+            match then {
+                Then::Answer(status, body) => {
+                    let head = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = conn.write_all(head.as_bytes()).await;
+                    let _ = conn.write_all(body.as_bytes()).await;
+                }
+                Then::Redirect => {
+                    let head = "HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+                    let _ = conn.write_all(head.as_bytes()).await;
+                }
+                Then::Close => {}
+                Then::Hang => {
+                    // Until the transport gives up and closes its end.
+                    let _ = tokio::time::timeout(PATIENCE, conn.read(&mut [0u8; 1])).await;
+                }
+                Then::CutBody => {
+                    let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"errcode\"";
+                    let _ = conn.write_all(head.as_bytes()).await;
+                }
+            }
+            let _ = conn.shutdown().await;
+        }
+        seen
+    });
+    (base, task)
+}
+
+/// Reads one HTTP/1.1 request (head, then a `Content-Length` body).
+async fn read_request(conn: &mut TcpStream) -> Option<Seen> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = conn.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let length = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    while buf.len() < head_end + length {
+        let n = conn.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Some(Seen { head, body: buf[head_end..].to_vec() })
+}
+
+async fn send(
+    transport: &dyn HttpTransport,
+    request: HttpRequest,
+    rule: &str,
+) -> Result<crate::HttpResponse, TransportError> {
+    tokio::time::timeout(PATIENCE, transport.send(request)).await.unwrap_or_else(|_| {
+        panic!("{rule}: the transport did not return within {PATIENCE:?}; give it a timeout below 5 s")
+    })
+}
+
+fn post(base: &str, body: &'static str) -> HttpRequest {
+    HttpRequest::post(format!("{base}/cgi-bin/contract?access_token={SECRET}&x=a%2Bb"), Bytes::from(body))
+        .expect("a valid request")
+}
+
+/// The error, its `Debug` and its sources must not show the access token.
+fn assert_no_secret(e: &TransportError, rule: &str) {
+    let mut text = format!("{e} {e:?}");
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let _ = write!(text, " {s} {s:?}");
+        source = s.source();
+    }
+    assert!(!text.contains(SECRET), "{rule}: the error shows the access token: {text}");
+}
+
+/// The failure `rule` expects, or a panic naming it.
+fn expect_err(result: Result<crate::HttpResponse, TransportError>, rule: &str) -> TransportError {
+    match result {
+        Err(e) => {
+            assert_no_secret(&e, rule);
+            e
+        }
+        Ok(r) => panic!("{rule}: expected an error, got HTTP {}", r.status()),
+    }
+}
+
+/// The [`HttpTransport`] contract. Panics, naming the broken rule, when `transport` breaks it.
+///
+/// Against local servers that answer, refuse, redirect, hang up, never answer and cut a body
+/// short, it checks what the client relies on:
+/// - the request arrives as built: method, path and query byte for byte (the access token is
+///   percent-encoded there), body, `Content-Type`;
+/// - any status is a response, not an error, and a redirect is returned, never followed;
+/// - **whether the request left**: a refused connection is
+///   [`Connect`](crate::TransportErrorKind::Connect) (`request_never_left()`), while a
+///   connection closed after the request was read, a response that never comes, or a body cut
+///   short must *not* say "never left", because the client replays those only as "unknown
+///   outcome" and a wrong answer here can deliver a message twice;
+/// - no error's `Display`, `Debug` or source shows the access token.
+///
+/// Give it a transport whose overall timeout is below 5 s (the suite waits 10 s for each
+/// request). It takes about as long as that timeout, plus a few hundred milliseconds.
+///
+/// ```
+/// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+/// let transport = subscribe_transport::ReqwestTransport::builder()
+///     .timeout(std::time::Duration::from_secs(1))
+///     .build()
+///     .unwrap();
+/// subscribe_transport::test_util::transport_contract(&transport).await;
+/// # });
+/// ```
+///
+/// # Panics
+/// When a rule is broken.
+pub async fn transport_contract(transport: &dyn HttpTransport) {
+    // The request arrives as built, and the answer comes back whole.
+    let (base, server) = serve(Then::Answer(200, r#"{"errcode":0,"errmsg":"ok"}"#)).await;
+    let rule = "a 200 answer";
+    let r = send(transport, post(&base, r#"{"touser":"o1"}"#), rule).await.expect(rule);
+    assert_eq!(r.status(), 200, "{rule}: status");
+    assert_eq!(r.body().as_ref(), br#"{"errcode":0,"errmsg":"ok"}"#, "{rule}: the body, whole");
+    let seen = server.await.expect("the contract server");
+    assert_eq!(seen.len(), 1, "{rule}: one request, on one connection");
+    let request_line = seen[0].head.lines().next().unwrap_or_default();
+    assert_eq!(
+        request_line,
+        format!("POST /cgi-bin/contract?access_token={SECRET}&x=a%2Bb HTTP/1.1"),
+        "the method, path and query arrive byte for byte"
+    );
+    assert!(
+        seen[0].head.to_ascii_lowercase().contains("content-type: application/json"),
+        "a POST keeps its Content-Type: {}",
+        seen[0].head
+    );
+    assert_eq!(seen[0].body, br#"{"touser":"o1"}"#, "the body arrives byte for byte");
+
+    let (base, server) = serve(Then::Answer(200, "{}")).await;
+    let get = HttpRequest::get(format!("{base}/cgi-bin/token?appid=wx1")).expect("a valid request");
+    send(transport, get, "a GET").await.expect("a GET is answered");
+    let seen = server.await.expect("the contract server");
+    assert!(seen[0].head.starts_with("GET /cgi-bin/token?appid=wx1 HTTP/1.1"), "a GET stays a GET");
+    assert!(seen[0].body.is_empty(), "a GET has no body");
+
+    // Any status is a response; the caller decides what it means.
+    let (base, server) = serve(Then::Answer(503, "busy")).await;
+    let rule = "a 503 answer";
+    let r = send(transport, post(&base, "{}"), rule).await.expect("a 503 is a response, not an error");
+    assert_eq!((r.status().as_u16(), r.body().as_ref()), (503, &b"busy"[..]), "{rule}");
+    server.await.expect("the contract server");
+
+    // A redirect is returned, never followed.
+    let (base, server) = serve(Then::Redirect).await;
+    let r = send(transport, post(&base, "{}"), "a redirect").await.expect("a redirect is a response");
+    assert_eq!(r.status(), 302, "a redirect is returned as it is");
+    assert_eq!(server.await.expect("the contract server").len(), 1, "a redirect is never followed");
+
+    // Refused: the request never left.
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        l.local_addr().expect("a bound address")
+    };
+    let rule = "a refused connection";
+    let e = expect_err(send(transport, post(&format!("http://{closed}"), "{}"), rule).await, rule);
+    assert!(e.request_never_left(), "{rule} must say the request never left (Connect), got {:?}", e.kind());
+
+    // The request was read, then: silence, a hang-up, a cut body. It may have been processed.
+    for (then, rule) in [
+        (Then::Close, "a connection closed after the request was read"),
+        (Then::CutBody, "a body cut short"),
+        (Then::Hang, "no answer in time"),
+    ] {
+        let (base, server) = serve(then).await;
+        let e = expect_err(send(transport, post(&base, "{}"), rule).await, rule);
+        assert!(
+            !e.request_never_left(),
+            "{rule}: the server read the request, so the error must not say it never left (got {:?}); \
+             the client would replay it and could deliver twice",
+            e.kind()
+        );
+        let seen = server.await.expect("the contract server");
+        assert_eq!(seen.len(), 1, "{rule}: the request reached the server once, and was not retried");
+    }
+}

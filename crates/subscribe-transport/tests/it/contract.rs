@@ -1,0 +1,79 @@
+//! The transport contract suite: the default transport passes it, and transports that get the
+//! "did the request leave?" mapping wrong fail it, naming the rule.
+
+use std::time::Duration;
+
+use subscribe_transport::test_util::transport_contract;
+use subscribe_transport::{
+    HttpTransport, ReqwestTransport, SharedTransport, TransportError, TransportErrorKind, transport_fn,
+};
+
+fn reqwest() -> SharedTransport {
+    SharedTransport::new(ReqwestTransport::builder().timeout(Duration::from_secs(1)).build().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reqwest_transport_passes_the_contract() {
+    transport_contract(&reqwest()).await;
+}
+
+/// Runs the suite on `transport` and returns the rule it broke.
+async fn broken_rule(transport: impl HttpTransport + 'static) -> String {
+    let failed = tokio::spawn(async move { transport_contract(&transport).await }).await.unwrap_err();
+    let panic = failed.into_panic();
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transport_that_calls_every_failure_never_left_fails() {
+    let inner = reqwest();
+    let lying = transport_fn(move |req| {
+        let inner = inner.clone();
+        async move { inner.send(req).await.map_err(|e| TransportError::new(TransportErrorKind::Connect, e)) }
+    });
+    let rule = broken_rule(lying).await;
+    assert!(rule.contains("must not say it never left"), "{rule}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transport_that_calls_a_refusal_unknown_fails() {
+    let inner = reqwest();
+    let timid = transport_fn(move |req| {
+        let inner = inner.clone();
+        async move { inner.send(req).await.map_err(|e| TransportError::new(TransportErrorKind::Other, e)) }
+    });
+    let rule = broken_rule(timid).await;
+    assert!(rule.contains("a refused connection must say the request never left"), "{rule}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transport_that_turns_statuses_into_errors_fails() {
+    let inner = reqwest();
+    let strict = transport_fn(move |req| {
+        let inner = inner.clone();
+        async move {
+            let r = inner.send(req).await?;
+            if r.status().is_success() { Ok(r) } else { Err(TransportError::other("HTTP error")) }
+        }
+    });
+    let rule = broken_rule(strict).await;
+    assert!(rule.contains("a 503 is a response, not an error"), "{rule}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transport_whose_errors_show_the_uri_fails() {
+    let inner = reqwest();
+    let chatty = transport_fn(move |req| {
+        let inner = inner.clone();
+        async move {
+            let uri = req.uri().to_string();
+            inner.send(req).await.map_err(|e| TransportError::new(e.kind(), format!("{uri} failed")))
+        }
+    });
+    let rule = broken_rule(chatty).await;
+    assert!(rule.contains("the error shows the access token"), "{rule}");
+}
