@@ -9,6 +9,7 @@ pub(crate) fn bench(quick: bool) -> Result {
         &[
             &["throughput", "2000", "16"],
             &["sandbox", "1000", "16"],
+            &["send-batch", "2000", "16"],
             &["cold-start", "1000"],
             &["dispatch", "5000"],
         ]
@@ -16,6 +17,7 @@ pub(crate) fn bench(quick: bool) -> Result {
         &[
             &["throughput", "50000", "64"],
             &["sandbox", "20000", "64"],
+            &["send-batch", "50000", "64"],
             &["cold-start", "10000"],
             &["dispatch", "10000"],
             &["dispatch", "100000"],

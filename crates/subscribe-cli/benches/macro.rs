@@ -4,6 +4,7 @@
 //! ```text
 //! cargo bench -p subscribe-cli --bench macro -- throughput [sends] [concurrency]
 //! cargo bench -p subscribe-cli --bench macro -- sandbox    [sends] [concurrency]
+//! cargo bench -p subscribe-cli --bench macro -- send-batch [lines] [concurrency]
 //! cargo bench -p subscribe-cli --bench macro -- cold-start [sends]
 //! cargo bench -p subscribe-cli --bench macro -- dispatch   [grants]
 //! cargo bench -p subscribe-cli --bench macro -- faults     [sends] [concurrency] [markdown] [only=words] [broken=fail-all|resend-unknown]
@@ -121,6 +122,16 @@ fn cpu_time() -> Duration {
     // Fields 14 and 15 of stat(5) (utime, stime), counted after the command name.
     let total = ticks(11) + ticks(12);
     Duration::from_millis(total * 10) // USER_HZ is 100 on Linux
+}
+
+/// CPU time (user + system) of this process's children that have been waited for.
+fn children_cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    // Fields 16 and 17 of stat(5) (cutime, cstime), counted after the command name.
+    Duration::from_millis((ticks(13) + ticks(14)) * 10)
 }
 
 /// `VmRSS` or `VmHWM` of this process, in bytes.
@@ -290,6 +301,93 @@ async fn throughput(n: usize, concurrency: usize) -> serde_json::Value {
     })
 }
 
+/// `wxsub send-batch` (JSON lines in, JSON lines out) against the fixed server, next to the
+/// library's own throughput at the same concurrency. Both run as child processes of this one,
+/// which serves: each has the server on the other side of a process boundary and competes with
+/// it for the cores the same way (the library side is this benchmark run as
+/// `library-client <base> <sends> <concurrency>`). The command's figure includes its start-up,
+/// its token fetch, reading its input and writing its output to a file.
+async fn send_batch(n: usize, concurrency: usize) -> serde_json::Value {
+    let server = fixed_server().await;
+    let base = format!("http://{}", server.addr);
+    let dir = std::env::temp_dir().join(format!("wxsub-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("in.jsonl");
+    let mut lines = String::with_capacity(n * 220);
+    for i in 0..n {
+        let m = json!({"touser": format!("oUser{i:010}"), "template_id": DEMO_TEMPLATE, "scene": 1,
+                       "title": "到货提醒", "content": "您关注的商品已到货，点击查看详情。",
+                       "url": "https://shop.example.com/items/1"});
+        lines.push_str(&m.to_string());
+        lines.push('\n');
+    }
+    std::fs::write(&input, lines).unwrap();
+    let wxsub = |out: &std::path::Path| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wxsub"));
+        cmd.args(["send-batch", "--input"])
+            .arg(&input)
+            .args(["--concurrency", &concurrency.to_string()])
+            .env("WXSUB_API_BASE", &base)
+            .env("WXSUB_APPID", DEMO_APPID)
+            .env("WXSUB_SECRET", DEMO_SECRET)
+            .stdout(std::fs::File::create(out).unwrap())
+            .stderr(std::process::Stdio::null());
+        cmd
+    };
+    let library = || {
+        let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+        cmd.args(["library-client", &base, &n.to_string(), &concurrency.to_string()]);
+        cmd
+    };
+    // Alternate, five times each, and keep each side's best: two processes and a server on two
+    // cores make single runs noisy.
+    let (mut best_cli, mut best_lib, mut cli_cpu, mut lib_cpu) = (0f64, 0f64, 0f64, 0f64);
+    for round in 0..5 {
+        let out = dir.join(format!("out{round}.jsonl"));
+        let (mut cmd, mut lib) = (wxsub(&out), library());
+        let (wall, cpu, lib_out) = tokio::task::spawn_blocking(move || {
+            let (t0, cpu0) = (Instant::now(), children_cpu_time());
+            let status = cmd.status().unwrap();
+            let (wall, cpu) = (t0.elapsed(), children_cpu_time().saturating_sub(cpu0));
+            assert!(status.success(), "wxsub send-batch failed: {status}");
+            (wall, cpu, lib.output().unwrap())
+        })
+        .await
+        .unwrap();
+        let delivered = std::fs::read_to_string(&out).unwrap().matches(r#""status":"delivered""#).count();
+        assert_eq!(delivered, n, "every line delivered");
+        if n as f64 / wall.as_secs_f64() > best_cli {
+            best_cli = n as f64 / wall.as_secs_f64();
+            cli_cpu = cpu.as_secs_f64() * 1e6 / n as f64;
+        }
+        let lib: serde_json::Value = serde_json::from_slice(&lib_out.stdout).unwrap();
+        if lib["per_s"].as_f64().unwrap() > best_lib {
+            best_lib = lib["per_s"].as_f64().unwrap();
+            lib_cpu = lib["cpu_us_per_msg"].as_f64().unwrap();
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    json!({
+        "scenario": "send-batch",
+        "lines": n, "concurrency": concurrency,
+        "wxsub_per_s": best_cli.round(), "library_per_s": best_lib.round(),
+        "ratio": (best_cli / best_lib * 1000.0).round() / 1000.0,
+        "wxsub_cpu_us_per_line": (cli_cpu * 10.0).round() / 10.0,
+        "library_cpu_us_per_msg": (lib_cpu * 10.0).round() / 10.0,
+        "measured_as": "two child processes against this one's server: the whole command (start-up, token, read, send, write) vs a warm client; best of 5 each",
+    })
+}
+
+/// The library side of `send-batch`: a warm client sending `n` messages to `base`.
+async fn library_client(base: &str, n: usize, concurrency: usize) -> serde_json::Value {
+    let c = client(base);
+    let messages = leaked_messages(n, 1);
+    let _ = through_client(&c, &messages[..n.min(2_000)], concurrency).await;
+    let r = through_client(&c, messages, concurrency).await;
+    json!({ "scenario": "library-client", "per_s": r.per_second.round(),
+            "cpu_us_per_msg": r.cpu_per_message_us })
+}
+
 async fn sandbox(n: usize, concurrency: usize) -> serde_json::Value {
     let s = SandboxHandle::start(SandboxConfig::demo().with_generated_users(n)).await.unwrap();
     let base = s.base_url();
@@ -457,10 +555,14 @@ fn main() {
                 profile(args[0] == "profile-client", num(1, 5_000), num(2, 64)).await
             }
             "sandbox" => sandbox(num(1, 20_000), num(2, 64)).await,
+            "send-batch" => send_batch(num(1, 50_000), num(2, 64)).await,
+            "library-client" => library_client(&args[1], num(2, 50_000), num(3, 64)).await,
             "cold-start" => cold_start(num(1, 10_000)).await,
             "dispatch" => dispatch(num(1, 100_000)).await,
             "faults" => faults::faults(num(1, 2_000), num(2, 32), &args).await,
-            other => panic!("unknown scenario {other}: throughput | sandbox | cold-start | dispatch"),
+            other => panic!(
+                "unknown scenario {other}: throughput | sandbox | send-batch | cold-start | dispatch | faults"
+            ),
         }
     });
     let violations: Vec<String> = result["rows"]

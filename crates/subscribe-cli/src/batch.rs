@@ -1,176 +1,369 @@
 //! `wxsub send-batch`: JSON lines in, one JSON line out per input line.
 
-use std::io::IsTerminal as _;
-use std::sync::Arc;
-use std::time::Instant;
+use std::borrow::Cow;
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use subscribe_client::{Client, RateLimiter};
 use subscribe_types::{OpenId, Scene, SubscribeMessage, TemplateId};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 
-use crate::output::{Exit, outcome_json};
+use crate::output::{Exit, Outcome};
 
+/// One input line. Text fields borrow from the line when they hold no escapes.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Line {
-    touser: String,
-    template_id: String,
-    scene: serde_json::Value,
-    title: String,
-    content: String,
-    color: Option<String>,
-    url: Option<String>,
-    miniprogram: Option<MiniProgram>,
+struct Line<'a> {
+    #[serde(borrow)]
+    touser: Cow<'a, str>,
+    #[serde(borrow)]
+    template_id: Cow<'a, str>,
+    scene: SceneField<'a>,
+    #[serde(borrow)]
+    title: Cow<'a, str>,
+    #[serde(borrow)]
+    content: Cow<'a, str>,
+    #[serde(borrow)]
+    color: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    url: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    miniprogram: Option<MiniProgram<'a>>,
+}
+
+/// `scene` as a number or a numeric string.
+#[derive(Deserialize)]
+#[serde(untagged, expecting = "`scene` must be an integer 0..=10000 or a numeric string")]
+enum SceneField<'a> {
+    Number(serde_json::Number),
+    #[serde(borrow)]
+    Text(Cow<'a, str>),
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct MiniProgram {
-    appid: Option<String>,
-    pagepath: Option<String>,
+struct MiniProgram<'a> {
+    #[serde(borrow)]
+    appid: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pagepath: Option<Cow<'a, str>>,
 }
 
-fn message(line: &str) -> Result<(String, SubscribeMessage), (Option<String>, String)> {
-    let l: Line = serde_json::from_str(line).map_err(|e| (None, format!("not a message line: {e}")))?;
-    let to = l.touser.clone();
-    let err = |e: subscribe_types::ValidationError| (Some(to.clone()), e.to_string());
+/// The message on `line`; or the recipient (when the line names one) and why the line is
+/// invalid.
+fn message(line: &str) -> Result<SubscribeMessage, (Option<String>, String)> {
+    let l: Line<'_> = serde_json::from_str(line).map_err(|e| (None, format!("not a message line: {e}")))?;
+    let to = || Some(l.touser.clone().into_owned());
+    let err = |e: subscribe_types::ValidationError| (to(), e.to_string());
     let scene = match &l.scene {
-        serde_json::Value::Number(n) => match n.as_u64().and_then(|v| u32::try_from(v).ok()) {
+        SceneField::Number(n) => match n.as_u64().and_then(|v| u32::try_from(v).ok()) {
             Some(v) => Scene::new(v).map_err(err)?,
-            None => return Err((Some(to), "`scene` must be an integer 0..=10000".into())),
+            None => return Err((to(), "`scene` must be an integer 0..=10000".into())),
         },
-        serde_json::Value::String(s) => s.parse::<Scene>().map_err(err)?,
-        _ => return Err((Some(to), "`scene` must be a number or a numeric string".into())),
+        SceneField::Text(s) => s.parse::<Scene>().map_err(err)?,
     };
     let mut b = SubscribeMessage::builder(
-        OpenId::new(l.touser.as_str()).map_err(|e| err(e.in_field("touser")))?,
-        TemplateId::new(l.template_id).map_err(err)?,
+        OpenId::new(&*l.touser).map_err(|e| err(e.in_field("touser")))?,
+        TemplateId::new(&*l.template_id).map_err(err)?,
         scene,
     )
-    .title(l.title)
-    .content(l.content);
-    if let Some(c) = l.color {
-        b = b.color(c);
+    .title(&*l.title)
+    .content(&*l.content);
+    if let Some(c) = &l.color {
+        b = b.color(&**c);
     }
-    if let Some(u) = l.url {
-        b = b.url(u);
+    if let Some(u) = &l.url {
+        b = b.url(&**u);
     }
-    if let Some(mp) = l.miniprogram {
-        b = b.miniprogram(mp.appid.unwrap_or_default(), mp.pagepath.unwrap_or_default());
+    if let Some(mp) = &l.miniprogram {
+        b = b
+            .miniprogram(mp.appid.as_deref().unwrap_or_default(), mp.pagepath.as_deref().unwrap_or_default());
     }
-    Ok((l.touser, b.build().map_err(err)?))
+    b.build().map_err(err)
 }
 
+/// Lines by status, counted as results come in (by any worker).
 #[derive(Default)]
 struct Tally {
-    total: usize,
-    delivered: usize,
-    failed: usize,
-    unknown: usize,
-    invalid: usize,
+    total: AtomicUsize,
+    delivered: AtomicUsize,
+    failed: AtomicUsize,
+    unknown: AtomicUsize,
+    invalid: AtomicUsize,
 }
 
+impl Tally {
+    fn count(&self, status: &str) {
+        self.total.fetch_add(1, Ordering::Relaxed);
+        let counter = match status {
+            "delivered" => &self.delivered,
+            "unknown" => &self.unknown,
+            "invalid" => &self.invalid,
+            _ => &self.failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (total, delivered, failed, unknown, invalid).
+    fn get(&self) -> (usize, usize, usize, usize, usize) {
+        let n = |c: &AtomicUsize| c.load(Ordering::Relaxed);
+        (n(&self.total), n(&self.delivered), n(&self.failed), n(&self.unknown), n(&self.invalid))
+    }
+}
+
+/// The output is flushed at least this often while anything waits in its buffer, so a person
+/// watching sees progress and an idle batch shows everything it has.
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// Input is read in blocks of this size.
+const BUFFER: usize = 64 * 1024;
+/// Each worker writes its results in blocks of about this size.
+const BLOCK: usize = 8 * 1024;
+
+/// Lines handed from the reading thread to the workers at a time.
+const BATCH: usize = 256;
+
+/// Consecutive input lines in one allocation: their text, and each line's number and place.
+#[derive(Default)]
+struct Batch {
+    text: String,
+    lines: Vec<(usize, std::ops::Range<usize>)>,
+}
+
+/// The input lines, numbered, read ahead by a thread of their own (so a slow read never holds
+/// up the workers) and taken by whichever worker is free.
+struct Reader {
+    batches: mpsc::Receiver<Batch>,
+    batch: Arc<Batch>,
+    next: usize,
+}
+
+/// One input line: its number, and where it is in its batch.
+struct InputLine {
+    number: usize,
+    batch: Arc<Batch>,
+    at: std::ops::Range<usize>,
+}
+
+impl InputLine {
+    fn text(&self) -> &str {
+        &self.batch.text[self.at.clone()]
+    }
+}
+
+impl Reader {
+    /// Starts reading `input` on a thread of its own.
+    fn start(input: Box<dyn std::io::Read + Send>) -> Self {
+        let (tx, batches) = mpsc::channel(4);
+        std::thread::spawn(move || {
+            let mut input = std::io::BufReader::with_capacity(BUFFER, input);
+            let mut batch = Batch::default();
+            let mut number = 0;
+            loop {
+                let start = batch.text.len();
+                match input.read_line(&mut batch.text) {
+                    Ok(0) => break,
+                    Ok(_) => {
+                        number += 1;
+                        let line = batch.text[start..].trim_end_matches(['\n', '\r']);
+                        if line.trim().is_empty() {
+                            batch.text.truncate(start);
+                            continue;
+                        }
+                        let end = start + line.len();
+                        batch.lines.push((number, start..end));
+                    }
+                    Err(e) => {
+                        eprintln!("wxsub: reading input stopped at line {}: {e}", number + 1);
+                        batch.text.truncate(start);
+                        break;
+                    }
+                }
+                if batch.lines.len() == BATCH && tx.blocking_send(std::mem::take(&mut batch)).is_err() {
+                    return;
+                }
+            }
+            let _ = tx.blocking_send(batch);
+        });
+        Self { batches, batch: Arc::default(), next: 0 }
+    }
+
+    /// The next non-empty line; `None` at the end (or after a read error).
+    async fn next(&mut self) -> Option<InputLine> {
+        loop {
+            if let Some((number, at)) = self.batch.lines.get(self.next).cloned() {
+                self.next += 1;
+                return Some(InputLine { number, batch: Arc::clone(&self.batch), at });
+            }
+            self.batch = Arc::new(self.batches.recv().await?);
+            self.next = 0;
+        }
+    }
+}
+
+/// Each worker's results waiting to be written: a worker appends to its own buffer (the lock
+/// is only ever shared with the flusher), and writes it out when it holds [`BLOCK`] bytes.
+struct Pending(Mutex<Vec<u8>>);
+
+impl Pending {
+    /// Appends one line; hands back a full block for the caller to write.
+    fn push(&self, line: &[u8]) -> Option<Vec<u8>> {
+        let mut buffer = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        buffer.extend_from_slice(line);
+        buffer.push(b'\n');
+        (buffer.len() >= BLOCK).then(|| std::mem::replace(&mut *buffer, Vec::with_capacity(BLOCK + 512)))
+    }
+
+    /// Everything waiting.
+    fn take(&self) -> Vec<u8> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+}
+
+/// Writes a block of whole lines to stdout (its lock keeps blocks from interleaving).
+fn write_block(block: &[u8]) -> std::io::Result<()> {
+    if block.is_empty() {
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    out.write_all(block)?;
+    out.flush()
+}
+
+/// Reads JSON lines from `input` and sends each with `client`, `concurrency` sends in flight,
+/// at most `rate` started per second; prints one result line per input line.
+///
+/// Memory stays flat whatever the number of lines: `concurrency` long-lived workers each take
+/// the next line from one buffered reader, parse and check it, wait for the rate limiter, send,
+/// and append the result to its own small buffer, written out in blocks of whole lines when it
+/// fills and by the flusher at least every [`FLUSH_EVERY`]. Results come out in completion
+/// order, each with its `line` number.
 pub(crate) async fn run(
     client: Client,
     input: &str,
     concurrency: usize,
     rate: Option<f64>,
 ) -> Result<Exit, String> {
-    let reader: Box<dyn tokio::io::AsyncRead + Unpin + Send> = if input == "-" {
-        Box::new(tokio::io::stdin())
+    let source: Box<dyn std::io::Read + Send> = if input == "-" {
+        Box::new(std::io::stdin())
     } else {
-        Box::new(tokio::fs::File::open(input).await.map_err(|e| format!("cannot read {input}: {e}"))?)
+        Box::new(std::fs::File::open(input).map_err(|e| format!("cannot read {input}: {e}"))?)
     };
-    let mut lines = BufReader::new(reader).lines();
-    let (tx, mut rx) = mpsc::unbounded_channel::<serde_json::Value>();
-    let permits = Arc::new(Semaphore::new(concurrency));
-    let limiter = rate.and_then(|r| RateLimiter::per_second(r, Arc::clone(client.clock())));
-    let progress = std::io::stderr().is_terminal();
+    let limiter = rate.and_then(|r| RateLimiter::per_second(r, Arc::clone(client.clock()))).map(Arc::new);
     let started = Instant::now();
-
-    // Print results as they come, while reading and sending.
-    let printer = tokio::spawn(async move {
-        let mut t = Tally::default();
-        while let Some(v) = rx.recv().await {
-            t.total += 1;
-            match v["status"].as_str() {
-                Some("delivered") => t.delivered += 1,
-                Some("unknown") => t.unknown += 1,
-                Some("invalid") => t.invalid += 1,
-                _ => t.failed += 1,
-            }
-            println!("{v}");
-            if progress {
-                eprint!(
-                    "\r{} done: {} delivered, {} failed, {} unknown, {} invalid",
-                    t.total, t.delivered, t.failed, t.unknown, t.invalid
-                );
+    let reader = Arc::new(tokio::sync::Mutex::new(Reader::start(source)));
+    let workers = concurrency.max(1);
+    let pending: Arc<Vec<Pending>> = Arc::new((0..workers).map(|_| Pending(Mutex::default())).collect());
+    let tally = Arc::new(Tally::default());
+    let progress = std::io::stderr().is_terminal();
+    let show_progress = {
+        let tally = Arc::clone(&tally);
+        move || {
+            let (total, delivered, failed, unknown, invalid) = tally.get();
+            eprint!(
+                "\r{total} done: {delivered} delivered, {failed} failed, {unknown} unknown, {invalid} invalid"
+            );
+        }
+    };
+    let tasks: Vec<_> = (0..workers)
+        .map(|i| {
+            let (reader, pending, tally, client, limiter) = (
+                Arc::clone(&reader),
+                Arc::clone(&pending),
+                Arc::clone(&tally),
+                client.clone(),
+                limiter.clone(),
+            );
+            tokio::spawn(async move {
+                let mut out = Vec::with_capacity(256);
+                loop {
+                    let Some(line) = reader.lock().await.next().await else { break };
+                    out.clear();
+                    let status =
+                        process(&client, limiter.as_deref(), line.number, line.text(), &mut out).await;
+                    tally.count(status);
+                    if let Some(block) = pending[i].push(&out) {
+                        write_block(&block)?;
+                    }
+                }
+                Ok::<(), std::io::Error>(())
+            })
+        })
+        .collect();
+    let flusher = tokio::spawn({
+        let (pending, show_progress) = (Arc::clone(&pending), show_progress.clone());
+        async move {
+            let mut tick = tokio::time::interval(FLUSH_EVERY);
+            loop {
+                tick.tick().await;
+                for p in pending.iter() {
+                    // A failing stdout fails the workers' writes and the last one too, which
+                    // report it.
+                    if write_block(&p.take()).is_err() {
+                        return;
+                    }
+                }
+                if progress {
+                    show_progress();
+                }
             }
         }
-        if progress {
-            eprintln!();
-        }
-        t
     });
-
-    let mut n = 0usize;
-    let mut tasks = tokio::task::JoinSet::new();
-    loop {
-        let line = match lines.next_line().await {
-            Ok(Some(l)) => l,
-            Ok(None) => break,
-            Err(e) => {
-                eprintln!("wxsub: reading input stopped at line {}: {e}", n + 1);
-                break;
-            }
-        };
-        n += 1;
-        if line.trim().is_empty() {
-            continue;
-        }
-        match message(&line) {
-            Err((touser, error)) => {
-                let mut v = serde_json::json!({"line": n, "status": "invalid", "error": error});
-                if let Some(t) = touser {
-                    v["touser"] = t.into();
-                }
-                let _ = tx.send(v);
-            }
-            Ok((touser, msg)) => {
-                if let Some(limiter) = &limiter {
-                    limiter.until_ready().await;
-                }
-                let permit = Arc::clone(&permits).acquire_owned().await.map_err(|e| e.to_string())?;
-                let (client, tx) = (client.clone(), tx.clone());
-                tasks.spawn(async move {
-                    let (mut v, _) = outcome_json(&client.send(&msg).await);
-                    v["line"] = n.into();
-                    v["touser"] = touser.into();
-                    let _ = tx.send(v);
-                    drop(permit);
-                });
-            }
+    let cannot_write = |e: std::io::Error| format!("cannot write the results: {e}");
+    let mut write_failure = None;
+    for task in tasks {
+        if let Err(e) = task.await.map_err(|e| e.to_string())? {
+            write_failure.get_or_insert(e);
         }
     }
-    while tasks.join_next().await.is_some() {}
-    drop(tx);
-    let t = printer.await.map_err(|e| e.to_string())?;
+    flusher.abort();
+    if let Some(e) = write_failure {
+        return Err(cannot_write(e));
+    }
+    for p in pending.iter() {
+        write_block(&p.take()).map_err(cannot_write)?;
+    }
+    if progress {
+        show_progress();
+        eprintln!();
+    }
+    let (total, delivered, failed, unknown, invalid) = tally.get();
     eprintln!(
-        "wxsub: {} line(s): {} delivered, {} failed, {} unknown, {} invalid in {:.1?}",
-        t.total,
-        t.delivered,
-        t.failed,
-        t.unknown,
-        t.invalid,
+        "wxsub: {total} line(s): {delivered} delivered, {failed} failed, {unknown} unknown, {invalid} invalid in {:.1?}",
         started.elapsed()
     );
-    Ok(if t.delivered == t.total && t.total > 0 {
+    Ok(if delivered == total && total > 0 {
         Exit::Ok
-    } else if t.delivered + t.failed + t.unknown == 0 {
+    } else if delivered + failed + unknown == 0 {
         Exit::Invalid
     } else {
         Exit::Failed
     })
+}
+
+/// Sends one input line and appends its result line to `out`; returns its status.
+async fn process(
+    client: &Client,
+    limiter: Option<&RateLimiter>,
+    n: usize,
+    line: &str,
+    out: &mut Vec<u8>,
+) -> &'static str {
+    let msg = match message(line) {
+        Ok(msg) => msg,
+        Err((touser, error)) => {
+            let outcome = Outcome { line: Some(n), ..Outcome::invalid(touser.as_deref(), error) };
+            outcome.write_json(out);
+            return outcome.status;
+        }
+    };
+    if let Some(limiter) = limiter {
+        limiter.until_ready().await;
+    }
+    let sent = client.send(&msg).await;
+    let outcome = Outcome { line: Some(n), touser: Some(msg.touser().as_str()), ..Outcome::of(&sent) };
+    outcome.write_json(out);
+    outcome.status
 }

@@ -23,7 +23,7 @@ use subscribe_types::{
     SubscribeMessage, TemplateId,
 };
 
-use crate::output::{Exit, outcome_json};
+use crate::output::{Exit, Outcome};
 
 /// WeChat one-time subscription messages (一次性订阅消息) from the command line.
 #[derive(Debug, Parser)]
@@ -288,12 +288,12 @@ async fn run(cli: Cli) -> Result<Exit, Usage> {
             }
             let message = b.build().map_err(|e| format!("invalid message: {e}"))?;
             let client = client(&cli)?;
-            let (json, exit) = outcome_json(&client.send(&message).await);
-            println!("{json}");
-            if let Some(line) = exit.stderr_line(&json) {
+            let outcome = Outcome::of(&client.send(&message).await);
+            println!("{}", outcome.to_json());
+            if let Some(line) = outcome.stderr_line() {
                 eprintln!("wxsub: {line}");
             }
-            Ok(exit)
+            Ok(outcome.exit())
         }
         Command::SendBatch { input, concurrency, rate } => {
             if *concurrency == 0 {

@@ -23,18 +23,6 @@ impl Exit {
             Self::Invalid => ExitCode::from(2),
         }
     }
-
-    /// The one stderr line for a single send's JSON, when it did not deliver.
-    pub(crate) fn stderr_line(self, json: &serde_json::Value) -> Option<String> {
-        (self != Self::Ok).then(|| {
-            let status = json["status"].as_str().unwrap_or("failed");
-            match (json["errcode"].as_i64(), json["errmsg"].as_str(), json["reason"].as_str()) {
-                (Some(c), Some(m), _) => format!("{status}: errcode {c}: {m}"),
-                (_, _, Some(r)) => format!("{status}: {r}"),
-                _ => status.to_owned(),
-            }
-        })
-    }
 }
 
 /// The error's message and its sources on one line (none of which holds a secret).
@@ -49,35 +37,95 @@ pub(crate) fn one_line(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// A send's result as JSON: `delivered`, `failed` (with `kind`, and `errcode`/`errmsg` where
-/// WeChat answered) or `unknown`.
-pub(crate) fn outcome_json(result: &Result<SendReceipt, SendError>) -> (serde_json::Value, Exit) {
-    let e = match result {
-        Ok(r) => return (serde_json::json!({"status": "delivered", "attempts": r.attempts}), Exit::Ok),
-        Err(e) => e,
-    };
-    let mut out = if e.outcome_known() {
-        serde_json::json!({"status": "failed", "kind": kind(e)})
-    } else {
-        serde_json::json!({"status": "unknown", "kind": kind(e), "reason": one_line(e)})
-    };
-    let api = match e {
-        SendError::Api(a) | SendError::ProbablyDelivered(a) => Some(a),
-        SendError::Token(t) => t.api_error(),
-        _ => None,
-    };
-    if let Some(a) = api {
-        out["errcode"] = a.code().get().into();
-        out["errmsg"] = a.message().into();
-    } else if e.outcome_known() {
-        out["reason"] = one_line(e).into();
+/// One result line: a send's outcome (`delivered`, `failed` with `kind` and `errcode`/`errmsg`
+/// where WeChat answered, or `unknown`) or an `invalid` input line, with the line number and
+/// recipient in a batch. Written straight to JSON, in this field order.
+#[derive(Debug, Default, serde::Serialize)]
+pub(crate) struct Outcome<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) line: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) touser: Option<&'a str>,
+    pub(crate) status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) attempts: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) kind: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) errcode: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) errmsg: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) http_status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) error: Option<String>,
+}
+
+impl<'a> Outcome<'a> {
+    /// A send's result.
+    pub(crate) fn of(result: &Result<SendReceipt, SendError>) -> Self {
+        let e = match result {
+            Ok(r) => return Self { status: "delivered", attempts: Some(r.attempts), ..Self::default() },
+            Err(e) => e,
+        };
+        let api = match e {
+            SendError::Api(a) | SendError::ProbablyDelivered(a) => Some(a),
+            SendError::Token(t) => t.api_error(),
+            _ => None,
+        };
+        let http_status = match e {
+            SendError::HttpStatus { status }
+            | SendError::OutcomeUnknown { cause: UnknownCause::ServerError { status }, .. } => Some(*status),
+            _ => None,
+        };
+        Self {
+            status: if e.outcome_known() { "failed" } else { "unknown" },
+            kind: Some(kind(e)),
+            errcode: api.map(|a| a.code().get()),
+            errmsg: api.map(|a| a.message().to_owned()),
+            // The reason in words, unless WeChat's own errmsg says it (an unknown outcome
+            // always carries it).
+            reason: (api.is_none() || !e.outcome_known()).then(|| one_line(e)),
+            http_status,
+            ..Self::default()
+        }
     }
-    if let SendError::HttpStatus { status }
-    | SendError::OutcomeUnknown { cause: UnknownCause::ServerError { status }, .. } = e
-    {
-        out["http_status"] = (*status).into();
+
+    /// An input line that was not sent.
+    pub(crate) fn invalid(touser: Option<&'a str>, error: String) -> Self {
+        Self { touser, status: "invalid", error: Some(error), ..Self::default() }
     }
-    (out, Exit::Failed)
+
+    /// How a single send ends the command.
+    pub(crate) fn exit(&self) -> Exit {
+        if self.status == "delivered" { Exit::Ok } else { Exit::Failed }
+    }
+
+    /// The JSON line.
+    pub(crate) fn to_json(&self) -> String {
+        let mut line = Vec::with_capacity(160);
+        self.write_json(&mut line);
+        String::from_utf8(line).unwrap_or_default()
+    }
+
+    /// Appends the JSON line (without its newline) to `out`.
+    pub(crate) fn write_json(&self, out: &mut Vec<u8>) {
+        if serde_json::to_writer(&mut *out, self).is_err() {
+            // Not reachable with these field types; a line is still owed.
+            out.extend_from_slice(br#"{"status":"failed"}"#);
+        }
+    }
+
+    /// The one stderr line for a single send that did not deliver.
+    pub(crate) fn stderr_line(&self) -> Option<String> {
+        (self.status != "delivered").then(|| match (self.errcode, &self.errmsg, &self.reason) {
+            (Some(c), Some(m), _) => format!("{}: errcode {c}: {m}", self.status),
+            (_, _, Some(r)) => format!("{}: {r}", self.status),
+            _ => self.status.to_owned(),
+        })
+    }
 }
 
 fn kind(e: &SendError) -> &'static str {
