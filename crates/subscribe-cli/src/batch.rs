@@ -120,10 +120,12 @@ const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// Input is read in blocks of this size.
 const BUFFER: usize = 64 * 1024;
 /// Each worker writes its results in blocks of about this size.
-const BLOCK: usize = 8 * 1024;
+const BLOCK: usize = 32 * 1024;
 
-/// Lines handed from the reading thread to the workers at a time.
-const BATCH: usize = 256;
+/// Lines the reading thread hands over at a time, at most.
+const BATCH: usize = 32;
+/// Batches read ahead.
+const READ_AHEAD: usize = 256;
 
 /// Consecutive input lines in one allocation: their text, and each line's number and place.
 #[derive(Default)]
@@ -132,12 +134,51 @@ struct Batch {
     lines: Vec<(usize, std::ops::Range<usize>)>,
 }
 
-/// The input lines, numbered, read ahead by a thread of their own (so a slow read never holds
-/// up the workers) and taken by whichever worker is free.
-struct Reader {
-    batches: mpsc::Receiver<Batch>,
-    batch: Arc<Batch>,
-    next: usize,
+/// Reads `input` on a thread of its own (so a slow read never holds up the workers), in
+/// numbered batches of non-empty lines, at most [`READ_AHEAD`] batches ahead of the workers. A
+/// batch is handed over when it holds [`BATCH`] lines or when no more input is buffered, so
+/// lines arriving one by one (a pipe) are sent as they come.
+fn read_ahead(input: Box<dyn std::io::Read + Send>) -> mpsc::Receiver<Batch> {
+    let (tx, batches) = mpsc::channel(READ_AHEAD);
+    std::thread::spawn(move || {
+        let mut input = std::io::BufReader::with_capacity(BUFFER, input);
+        let mut batch = Batch::default();
+        let mut number = 0;
+        loop {
+            let start = batch.text.len();
+            match input.read_line(&mut batch.text) {
+                Ok(0) => break,
+                Ok(_) => {
+                    number += 1;
+                    let line = batch.text[start..].trim_end_matches(['\n', '\r']);
+                    if line.trim().is_empty() {
+                        batch.text.truncate(start);
+                    } else {
+                        let end = start + line.len();
+                        batch.lines.push((number, start..end));
+                    }
+                }
+                Err(e) => {
+                    eprintln!("wxsub: reading input stopped at line {}: {e}", number + 1);
+                    batch.text.truncate(start);
+                    break;
+                }
+            }
+            let ready = batch.lines.len() == BATCH || (input.buffer().is_empty() && !batch.lines.is_empty());
+            if ready && tx.blocking_send(std::mem::take(&mut batch)).is_err() {
+                return;
+            }
+        }
+        let _ = tx.blocking_send(batch);
+    });
+    batches
+}
+
+/// The input lines, taken one at a time by whichever worker is free: a lock held only to take
+/// a line from the current batch, and an async one to wait for the next batch.
+struct Lines {
+    current: Mutex<(Arc<Batch>, usize)>,
+    batches: tokio::sync::Mutex<mpsc::Receiver<Batch>>,
 }
 
 /// One input line: its number, and where it is in its batch.
@@ -153,52 +194,33 @@ impl InputLine {
     }
 }
 
-impl Reader {
-    /// Starts reading `input` on a thread of its own.
-    fn start(input: Box<dyn std::io::Read + Send>) -> Self {
-        let (tx, batches) = mpsc::channel(4);
-        std::thread::spawn(move || {
-            let mut input = std::io::BufReader::with_capacity(BUFFER, input);
-            let mut batch = Batch::default();
-            let mut number = 0;
-            loop {
-                let start = batch.text.len();
-                match input.read_line(&mut batch.text) {
-                    Ok(0) => break,
-                    Ok(_) => {
-                        number += 1;
-                        let line = batch.text[start..].trim_end_matches(['\n', '\r']);
-                        if line.trim().is_empty() {
-                            batch.text.truncate(start);
-                            continue;
-                        }
-                        let end = start + line.len();
-                        batch.lines.push((number, start..end));
-                    }
-                    Err(e) => {
-                        eprintln!("wxsub: reading input stopped at line {}: {e}", number + 1);
-                        batch.text.truncate(start);
-                        break;
-                    }
-                }
-                if batch.lines.len() == BATCH && tx.blocking_send(std::mem::take(&mut batch)).is_err() {
-                    return;
-                }
-            }
-            let _ = tx.blocking_send(batch);
-        });
-        Self { batches, batch: Arc::default(), next: 0 }
+impl Lines {
+    fn new(batches: mpsc::Receiver<Batch>) -> Self {
+        Self { current: Mutex::default(), batches: tokio::sync::Mutex::new(batches) }
     }
 
-    /// The next non-empty line; `None` at the end (or after a read error).
-    async fn next(&mut self) -> Option<InputLine> {
+    /// A line from the current batch, if one is left.
+    fn take(&self) -> Option<InputLine> {
+        let mut current = self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (batch, next) = &mut *current;
+        let (number, at) = batch.lines.get(*next).cloned()?;
+        *next += 1;
+        Some(InputLine { number, batch: Arc::clone(batch), at })
+    }
+
+    /// The next line; `None` at the end of the input.
+    async fn next(&self) -> Option<InputLine> {
         loop {
-            if let Some((number, at)) = self.batch.lines.get(self.next).cloned() {
-                self.next += 1;
-                return Some(InputLine { number, batch: Arc::clone(&self.batch), at });
+            if let Some(line) = self.take() {
+                return Some(line);
             }
-            self.batch = Arc::new(self.batches.recv().await?);
-            self.next = 0;
+            let mut batches = self.batches.lock().await;
+            // Another worker may have fetched a batch while this one waited.
+            if let Some(line) = self.take() {
+                return Some(line);
+            }
+            let batch = batches.recv().await?;
+            *self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = (Arc::new(batch), 0);
         }
     }
 }
@@ -236,7 +258,8 @@ fn write_block(block: &[u8]) -> std::io::Result<()> {
 /// at most `rate` started per second; prints one result line per input line.
 ///
 /// Memory stays flat whatever the number of lines: `concurrency` long-lived workers each take
-/// the next line from one buffered reader, parse and check it, wait for the rate limiter, send,
+/// the next line read ahead by a thread of its own, parse and check it, wait for the rate
+/// limiter, send,
 /// and append the result to its own small buffer, written out in blocks of whole lines when it
 /// fills and by the flusher at least every [`FLUSH_EVERY`]. Results come out in completion
 /// order, each with its `line` number.
@@ -253,7 +276,7 @@ pub(crate) async fn run(
     };
     let limiter = rate.and_then(|r| RateLimiter::per_second(r, Arc::clone(client.clock()))).map(Arc::new);
     let started = Instant::now();
-    let reader = Arc::new(tokio::sync::Mutex::new(Reader::start(source)));
+    let lines = Arc::new(Lines::new(read_ahead(source)));
     let workers = concurrency.max(1);
     let pending: Arc<Vec<Pending>> = Arc::new((0..workers).map(|_| Pending(Mutex::default())).collect());
     let tally = Arc::new(Tally::default());
@@ -269,8 +292,8 @@ pub(crate) async fn run(
     };
     let tasks: Vec<_> = (0..workers)
         .map(|i| {
-            let (reader, pending, tally, client, limiter) = (
-                Arc::clone(&reader),
+            let (lines, pending, tally, client, limiter) = (
+                Arc::clone(&lines),
                 Arc::clone(&pending),
                 Arc::clone(&tally),
                 client.clone(),
@@ -279,7 +302,7 @@ pub(crate) async fn run(
             tokio::spawn(async move {
                 let mut out = Vec::with_capacity(256);
                 loop {
-                    let Some(line) = reader.lock().await.next().await else { break };
+                    let Some(line) = lines.next().await else { break };
                     out.clear();
                     let status =
                         process(&client, limiter.as_deref(), line.number, line.text(), &mut out).await;

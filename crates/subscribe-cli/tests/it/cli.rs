@@ -328,3 +328,43 @@ async fn token_wait_bounds_how_long_a_send_waits_while_the_token_endpoint_fails(
         assert_eq!(run.code, 2, "--token-wait {bad}: {run:?}");
     }
 }
+
+/// A line arriving alone on a pipe is sent, and its result printed, while the input stays open:
+/// nothing waits for a batch to fill or for the end of the input.
+#[tokio::test]
+async fn send_batch_answers_each_piped_line_as_it_comes() {
+    use tokio::io::AsyncWriteExt;
+    let s = SandboxHandle::start(SandboxConfig::demo()).await.unwrap();
+    for scene in [1, 2] {
+        s.state().add_grant(DEMO_APPID, ALICE, DEMO_TEMPLATE, Scene::new(scene).unwrap());
+    }
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wxsub"))
+        .args(["send-batch", "--input", "-", "--concurrency", "4"])
+        .env("WXSUB_API_BASE", s.base_url())
+        .env("WXSUB_APPID", DEMO_APPID)
+        .env("WXSUB_SECRET", DEMO_SECRET)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let mut output = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    for scene in [1u32, 2] {
+        let line = format!(
+            "{{\"touser\":\"{ALICE}\",\"template_id\":\"{DEMO_TEMPLATE}\",\"scene\":{scene},\"title\":\"t\",\"content\":\"c\"}}\n"
+        );
+        input.write_all(line.as_bytes()).await.unwrap();
+        input.flush().await.unwrap();
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(10), output.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("no result for scene {scene} while the input stays open"))
+            .unwrap()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+        assert_eq!((v["status"].as_str(), v["line"].as_u64()), (Some("delivered"), Some(u64::from(scene))));
+    }
+    drop(input);
+    assert!(child.wait().await.unwrap().success());
+}
