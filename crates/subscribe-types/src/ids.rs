@@ -5,6 +5,7 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{ValidationError, check_charset, check_identifier};
+use crate::newtype::validated_str;
 
 macro_rules! identifier {
     ($(#[$doc:meta])* $name:ident, field = $field:literal, max = $max:literal, example = $ex:literal) => {
@@ -34,67 +35,11 @@ macro_rules! identifier {
             #[doc = concat!("`", $field, "`")]
             /// when `value` is empty, too long or has a character outside `[A-Za-z0-9_-]`.
             pub fn new(value: impl AsRef<str> + Into<String>) -> Result<Self, ValidationError> {
-                check_identifier($field, value.as_ref(), $max)?;
-                Ok(Self(value.into().into_boxed_str()))
-            }
-
-            /// The identifier as sent on the wire.
-            pub fn as_str(&self) -> &str {
-                &self.0
+                Self::checked(value)
             }
         }
 
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.debug_tuple(stringify!($name)).field(&&*self.0).finish()
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-
-        impl AsRef<str> for $name {
-            fn as_ref(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl std::str::FromStr for $name {
-            type Err = ValidationError;
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                Self::new(s)
-            }
-        }
-
-        impl TryFrom<String> for $name {
-            type Error = ValidationError;
-            fn try_from(s: String) -> Result<Self, Self::Error> {
-                Self::new(s)
-            }
-        }
-
-        impl TryFrom<&str> for $name {
-            type Error = ValidationError;
-            fn try_from(s: &str) -> Result<Self, Self::Error> {
-                Self::new(s)
-            }
-        }
-
-        impl Serialize for $name {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(&self.0)
-            }
-        }
-
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = String::deserialize(d)?;
-                Self::new(s).map_err(serde::de::Error::custom)
-            }
-        }
+        validated_str!($name, |v| check_identifier($field, v, $max));
     };
 }
 

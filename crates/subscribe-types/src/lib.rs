@@ -55,6 +55,7 @@ pub mod endpoint;
 mod error;
 mod ids;
 mod message;
+mod newtype;
 mod query;
 mod secret;
 mod text;

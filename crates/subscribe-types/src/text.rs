@@ -5,6 +5,7 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{ValidationError, check_chars};
+use crate::newtype::validated_str;
 use crate::ids::AppId;
 
 macro_rules! text {
@@ -25,45 +26,11 @@ macro_rules! text {
             /// when `value` is empty or longer than
             #[doc = concat!(stringify!($max), " characters.")]
             pub fn new(value: impl AsRef<str> + Into<String>) -> Result<Self, ValidationError> {
-                check_chars($field, value.as_ref(), $max)?;
-                Ok(Self(value.into().into_boxed_str()))
-            }
-
-            /// The text.
-            pub fn as_str(&self) -> &str {
-                &self.0
+                Self::checked(value)
             }
         }
 
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.debug_tuple(stringify!($name)).field(&&*self.0).finish()
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-
-        impl AsRef<str> for $name {
-            fn as_ref(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl Serialize for $name {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(&self.0)
-            }
-        }
-
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                Self::new(String::deserialize(d)?).map_err(serde::de::Error::custom)
-            }
-        }
+        validated_str!($name, |v| check_chars($field, v, $max));
     };
 }
 
