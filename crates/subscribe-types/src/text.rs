@@ -5,8 +5,8 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{ValidationError, check_chars};
-use crate::newtype::validated_str;
 use crate::ids::AppId;
+use crate::newtype::validated_str;
 
 macro_rules! text {
     ($(#[$doc:meta])* $name:ident, field = $field:literal, max = $max:literal) => {
