@@ -13,6 +13,8 @@ pub(crate) fn features() -> Result<Status> {
         &["check", "-p", "subscribe-types", "--no-default-features"],
         &["test", "-p", "subscribe-transport", "--no-default-features"],
         &["test", "-p", "subscribe-transport", "--no-default-features", "--features", "mock"],
+        // hyper without reqwest: the second production transport on its own, with its contract.
+        &["test", "-p", "subscribe-transport", "--no-default-features", "--features", "hyper,test-util"],
         &["check", "-p", "subscribe-client", "--no-default-features"],
         &["test", "-p", "subscribe-client", "--no-default-features", "--features", "test-util", "--lib"],
         &["test", "-p", "subscribe-client", "--no-default-features", "--features", "test-util", "--doc"],

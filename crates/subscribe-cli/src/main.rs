@@ -44,12 +44,24 @@ struct Cli {
     /// Which token endpoint to use.
     #[arg(long, env = "WXSUB_TOKEN_SOURCE", value_enum, default_value_t = TokenSource::Stable, global = true)]
     token_source: TokenSource,
+    /// The HTTP stack: `reqwest` (the library's default) or `hyper` (hyper-util's pooled
+    /// client; lighter per request).
+    #[arg(long, env = "WXSUB_TRANSPORT", value_enum, default_value_t = Transport::Reqwest, global = true)]
+    transport: Transport,
     /// How long a send that has no token waits for one while the token endpoint fails, in
     /// seconds (attempts back off from 0.5 s to 30 s meanwhile).
     #[arg(long, env = "WXSUB_TOKEN_WAIT", default_value_t = 10.0, value_parser = positive_secs, global = true)]
     token_wait: f64,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Transport {
+    /// `ReqwestTransport`.
+    Reqwest,
+    /// `HyperTransport`.
+    Hyper,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -184,13 +196,19 @@ fn client(cli: &Cli) -> Result<Client, Usage> {
         TokenSource::Stable => TokenEndpoint::Stable,
         TokenSource::Classic => TokenEndpoint::Classic,
     };
-    Client::builder(appid, secret)
+    let builder = Client::builder(appid, secret)
         .api_base(&cli.api_base)
         .mp_base(&cli.mp_base)
         .token_endpoint(endpoint)
-        .token_wait(Duration::from_secs_f64(cli.token_wait))
-        .build()
-        .map_err(|e| format!("invalid configuration: {e}"))
+        .token_wait(Duration::from_secs_f64(cli.token_wait));
+    let builder = match cli.transport {
+        Transport::Reqwest => builder,
+        Transport::Hyper => builder.transport(
+            subscribe_client::transport::HyperTransport::new()
+                .map_err(|e| format!("the hyper transport could not be built: {e}"))?,
+        ),
+    };
+    builder.build().map_err(|e| format!("invalid configuration: {e}"))
 }
 
 /// A number of seconds, more than zero and at most a day.

@@ -167,6 +167,7 @@ fn expect_err(result: Result<crate::HttpResponse, TransportError>, rule: &str) -
 /// request). It takes about as long as that timeout, plus a few hundred milliseconds.
 ///
 /// ```
+/// # #[cfg(feature = "reqwest")]
 /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
 /// let transport = subscribe_transport::ReqwestTransport::builder()
 ///     .timeout(std::time::Duration::from_secs(1))

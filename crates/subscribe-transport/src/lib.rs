@@ -10,6 +10,7 @@
 //! | `reqwest` | yes | [`ReqwestTransport`] |
 //! | `rustls` | yes | TLS through rustls |
 //! | `native-tls` | no | TLS through the system library |
+//! | `hyper` | no | `HyperTransport`: hyper-util's pooled client, TLS through rustls |
 //! | `mock` | no | [`MockTransport`] for tests |
 //! | `test-util` | no | `mock`, and `test_util::transport_contract`: the suite a custom transport runs |
 //!
@@ -39,6 +40,8 @@
 #[cfg(feature = "test-util")]
 mod contract;
 mod error;
+#[cfg(feature = "hyper")]
+mod hyper_impl;
 #[cfg(feature = "mock")]
 mod mock;
 mod request;
@@ -49,14 +52,19 @@ mod shared;
 pub use async_trait::async_trait;
 pub use bytes;
 pub use error::{BoxError, TransportError, TransportErrorKind};
+#[cfg(feature = "hyper")]
+pub use hyper_impl::{HyperTransport, HyperTransportBuilder};
 #[cfg(feature = "mock")]
 pub use mock::{MockReply, MockTransport, RouteBuilder};
 pub use request::{HttpRequest, HttpResponse, REDACTED_PARAMS, redact_uri};
 #[cfg(feature = "reqwest")]
-pub use reqwest_impl::{DEFAULT_USER_AGENT, ReqwestTransport, ReqwestTransportBuilder};
+pub use reqwest_impl::{ReqwestTransport, ReqwestTransportBuilder};
 pub use shared::{FnTransport, SharedTransport, transport_fn};
 
 pub use http;
+
+/// The default user agent.
+pub const DEFAULT_USER_AGENT: &str = concat!("subscribe-transport/", env!("CARGO_PKG_VERSION"));
 
 /// Test helpers for transport authors.
 #[cfg(feature = "test-util")]

@@ -2,10 +2,9 @@
 
 use std::time::Duration;
 
-use crate::{HttpRequest, HttpResponse, HttpTransport, TransportError, TransportErrorKind};
-
-/// The default user agent.
-pub const DEFAULT_USER_AGENT: &str = concat!("subscribe-transport/", env!("CARGO_PKG_VERSION"));
+use crate::{
+    DEFAULT_USER_AGENT, HttpRequest, HttpResponse, HttpTransport, TransportError, TransportErrorKind,
+};
 
 /// The default transport, over a pooled [`reqwest`] client.
 ///

@@ -368,3 +368,35 @@ async fn send_batch_answers_each_piped_line_as_it_comes() {
     drop(input);
     assert!(child.wait().await.unwrap().success());
 }
+
+#[tokio::test]
+async fn both_transports_deliver_and_refuse_alike() {
+    let s = SandboxHandle::start(SandboxConfig::demo()).await.unwrap();
+    for transport in ["reqwest", "hyper"] {
+        s.state().add_grant(DEMO_APPID, ALICE, DEMO_TEMPLATE, Scene::new(5).unwrap());
+        let args = [
+            "--transport",
+            transport,
+            "send",
+            "--to",
+            ALICE,
+            "--template-id",
+            DEMO_TEMPLATE,
+            "--scene",
+            "5",
+            "--title",
+            "t",
+            "--content",
+            "c",
+        ];
+        let first = wxsub(&s, &args, None).await;
+        assert_eq!(
+            (first.code, first.json()["status"].as_str()),
+            (0, Some("delivered")),
+            "{transport}: {first:?}"
+        );
+        let second = wxsub(&s, &args, None).await;
+        assert_eq!(second.json()["errcode"], 43101, "{transport}: one grant, one message: {second:?}");
+        assert_no_secret(&second, None);
+    }
+}

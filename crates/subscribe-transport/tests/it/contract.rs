@@ -4,17 +4,31 @@
 use std::time::Duration;
 
 use subscribe_transport::test_util::transport_contract;
-use subscribe_transport::{
-    HttpTransport, ReqwestTransport, SharedTransport, TransportError, TransportErrorKind, transport_fn,
-};
+use subscribe_transport::{HttpTransport, SharedTransport, TransportError, TransportErrorKind, transport_fn};
 
-fn reqwest() -> SharedTransport {
-    SharedTransport::new(ReqwestTransport::builder().timeout(Duration::from_secs(1)).build().unwrap())
+/// A production transport to wrap in the broken ones: reqwest when it is built, else hyper.
+fn real() -> SharedTransport {
+    #[cfg(feature = "reqwest")]
+    let t = subscribe_transport::ReqwestTransport::builder().timeout(Duration::from_secs(1)).build();
+    #[cfg(not(feature = "reqwest"))]
+    let t = subscribe_transport::HyperTransport::builder().timeout(Duration::from_secs(1)).build();
+    SharedTransport::new(t.unwrap())
 }
 
+#[cfg(feature = "reqwest")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reqwest_transport_passes_the_contract() {
-    transport_contract(&reqwest()).await;
+    let reqwest =
+        subscribe_transport::ReqwestTransport::builder().timeout(Duration::from_secs(1)).build().unwrap();
+    transport_contract(&reqwest).await;
+}
+
+#[cfg(feature = "hyper")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hyper_transport_passes_the_contract() {
+    let hyper =
+        subscribe_transport::HyperTransport::builder().timeout(Duration::from_secs(1)).build().unwrap();
+    transport_contract(&hyper).await;
 }
 
 /// Runs the suite on `transport` and returns the rule it broke.
@@ -30,7 +44,7 @@ async fn broken_rule(transport: impl HttpTransport + 'static) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transport_that_calls_every_failure_never_left_fails() {
-    let inner = reqwest();
+    let inner = real();
     let lying = transport_fn(move |req| {
         let inner = inner.clone();
         async move { inner.send(req).await.map_err(|e| TransportError::new(TransportErrorKind::Connect, e)) }
@@ -41,7 +55,7 @@ async fn a_transport_that_calls_every_failure_never_left_fails() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transport_that_calls_a_refusal_unknown_fails() {
-    let inner = reqwest();
+    let inner = real();
     let timid = transport_fn(move |req| {
         let inner = inner.clone();
         async move { inner.send(req).await.map_err(|e| TransportError::new(TransportErrorKind::Other, e)) }
@@ -52,7 +66,7 @@ async fn a_transport_that_calls_a_refusal_unknown_fails() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transport_that_turns_statuses_into_errors_fails() {
-    let inner = reqwest();
+    let inner = real();
     let strict = transport_fn(move |req| {
         let inner = inner.clone();
         async move {
@@ -66,7 +80,7 @@ async fn a_transport_that_turns_statuses_into_errors_fails() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transport_whose_errors_show_the_uri_fails() {
-    let inner = reqwest();
+    let inner = real();
     let chatty = transport_fn(move |req| {
         let inner = inner.clone();
         async move {

@@ -3,7 +3,7 @@
 // Test helpers panic on purpose: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
-#[cfg(all(feature = "test-util", feature = "reqwest"))]
+#[cfg(all(feature = "test-util", any(feature = "reqwest", feature = "hyper")))]
 mod contract;
 #[cfg(feature = "mock")]
 mod mock;
