@@ -313,19 +313,11 @@ async fn send_batch(n: usize, concurrency: usize) -> serde_json::Value {
     let dir = std::env::temp_dir().join(format!("wxsub-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let input = dir.join("in.jsonl");
-    let mut lines = String::with_capacity(n * 220);
-    for i in 0..n {
-        let m = json!({"touser": format!("oUser{i:010}"), "template_id": DEMO_TEMPLATE, "scene": 1,
-                       "title": "到货提醒", "content": "您关注的商品已到货，点击查看详情。",
-                       "url": "https://shop.example.com/items/1"});
-        lines.push_str(&m.to_string());
-        lines.push('\n');
-    }
-    std::fs::write(&input, lines).unwrap();
-    let wxsub = |out: &std::path::Path| {
+    write_lines(&input, n);
+    let wxsub = |input: &std::path::Path, out: &std::path::Path| {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wxsub"));
         cmd.args(["send-batch", "--input"])
-            .arg(&input)
+            .arg(input)
             .args(["--concurrency", &concurrency.to_string()])
             .env("WXSUB_API_BASE", &base)
             .env("WXSUB_APPID", DEMO_APPID)
@@ -344,10 +336,10 @@ async fn send_batch(n: usize, concurrency: usize) -> serde_json::Value {
     let (mut best_cli, mut best_lib, mut cli_cpu, mut lib_cpu) = (0f64, 0f64, 0f64, 0f64);
     for round in 0..5 {
         let out = dir.join(format!("out{round}.jsonl"));
-        let (mut cmd, mut lib) = (wxsub(&out), library());
+        let (mut cmd, mut lib) = (wxsub(&input, &out), library());
         let (wall, cpu, lib_out) = tokio::task::spawn_blocking(move || {
             let (t0, cpu0) = (Instant::now(), children_cpu_time());
-            let status = cmd.status().unwrap();
+            let (status, _) = run_watching_peak(&mut cmd);
             let (wall, cpu) = (t0.elapsed(), children_cpu_time().saturating_sub(cpu0));
             assert!(status.success(), "wxsub send-batch failed: {status}");
             (wall, cpu, lib.output().unwrap())
@@ -366,16 +358,73 @@ async fn send_batch(n: usize, concurrency: usize) -> serde_json::Value {
             lib_cpu = lib["cpu_us_per_msg"].as_f64().unwrap();
         }
     }
+    // Memory: the command's peak resident set for n lines and for ten times as many.
+    let mut peaks = Vec::new();
+    for lines in [n, 10 * n] {
+        let (input, out) = (dir.join(format!("mem{lines}.jsonl")), dir.join("mem-out.jsonl"));
+        write_lines(&input, lines);
+        let mut cmd = wxsub(&input, &out);
+        let (status, peak) = tokio::task::spawn_blocking(move || run_watching_peak(&mut cmd)).await.unwrap();
+        assert!(status.success(), "wxsub send-batch failed: {status}");
+        peaks.push(peak as f64 / 1_048_576.0);
+    }
+    let mut violations = Vec::new();
+    if peaks[1] > peaks[0] + 16.0 {
+        violations.push(format!(
+            "peak memory grows with the input: {:.1} MiB for {} lines, {:.1} MiB for {}",
+            peaks[0],
+            n,
+            peaks[1],
+            10 * n
+        ));
+    }
     let _ = std::fs::remove_dir_all(&dir);
     json!({
         "scenario": "send-batch",
         "lines": n, "concurrency": concurrency,
+        "wxsub_peak_rss_mib": (peaks[0] * 10.0).round() / 10.0,
+        "wxsub_peak_rss_mib_10x_lines": (peaks[1] * 10.0).round() / 10.0,
+        "violations": violations,
         "wxsub_per_s": best_cli.round(), "library_per_s": best_lib.round(),
         "ratio": (best_cli / best_lib * 1000.0).round() / 1000.0,
         "wxsub_cpu_us_per_line": (cli_cpu * 10.0).round() / 10.0,
         "library_cpu_us_per_msg": (lib_cpu * 10.0).round() / 10.0,
         "measured_as": "two child processes against this one's server: the whole command (start-up, token, read, send, write) vs a warm client; best of 5 each",
     })
+}
+
+/// `n` message lines for `send-batch`, in `path`.
+fn write_lines(path: &std::path::Path, n: usize) {
+    use std::io::Write as _;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    for i in 0..n {
+        let m = json!({"touser": format!("oUser{i:010}"), "template_id": DEMO_TEMPLATE, "scene": 1,
+                       "title": "到货提醒", "content": "您关注的商品已到货，点击查看详情。",
+                       "url": "https://shop.example.com/items/1"});
+        writeln!(out, "{m}").unwrap();
+    }
+    out.flush().unwrap();
+}
+
+/// Runs `cmd` to its end, reading its peak resident set (`VmHWM`, which only grows) every
+/// 10 ms; returns its exit status and the last peak read, in bytes.
+fn run_watching_peak(cmd: &mut std::process::Command) -> (std::process::ExitStatus, u64) {
+    let mut child = cmd.spawn().unwrap();
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    loop {
+        if let Some(kb) = std::fs::read_to_string(&status_file)
+            .ok()
+            .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_owned))
+            .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<u64>().ok()))
+        {
+            peak = peak.max(kb * 1024);
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status, peak);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// The library side of `send-batch`: a warm client sending `n` messages to `base`.
