@@ -302,7 +302,8 @@ async fn throughput(n: usize, concurrency: usize) -> serde_json::Value {
 }
 
 /// `wxsub send-batch` (JSON lines in, JSON lines out) against the fixed server, next to the
-/// library's own throughput at the same concurrency. Both run as child processes of this one,
+/// library's own throughput and plain reqwest's at the same concurrency (`plain-client`: the
+/// same pre-serialized bodies as `throughput`'s baseline). Both run as child processes of this one,
 /// which serves: each has the server on the other side of a process boundary and competes with
 /// it for the cores the same way (the library side is this benchmark run as
 /// `library-client <base> <sends> <concurrency>`). The command's figure includes its start-up,
@@ -326,26 +327,30 @@ async fn send_batch(n: usize, concurrency: usize) -> serde_json::Value {
             .stderr(std::process::Stdio::null());
         cmd
     };
-    let library = || {
+    let child = |mode: &str| {
         let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
-        cmd.args(["library-client", &base, &n.to_string(), &concurrency.to_string()]);
+        cmd.args([mode, &base, &n.to_string(), &concurrency.to_string()]);
         cmd
     };
     // Alternate, five times each, and keep each side's best: two processes and a server on two
     // cores make single runs noisy.
     let (mut best_cli, mut best_lib, mut cli_cpu, mut lib_cpu) = (0f64, 0f64, 0f64, 0f64);
+    let mut best_plain = 0f64;
     for round in 0..5 {
         let out = dir.join(format!("out{round}.jsonl"));
-        let (mut cmd, mut lib) = (wxsub(&input, &out), library());
-        let (wall, cpu, lib_out) = tokio::task::spawn_blocking(move || {
+        let (mut cmd, mut lib, mut plain) =
+            (wxsub(&input, &out), child("library-client"), child("plain-client"));
+        let (wall, cpu, lib_out, plain_out) = tokio::task::spawn_blocking(move || {
             let (t0, cpu0) = (Instant::now(), children_cpu_time());
             let (status, _) = run_watching_peak(&mut cmd);
             let (wall, cpu) = (t0.elapsed(), children_cpu_time().saturating_sub(cpu0));
             assert!(status.success(), "wxsub send-batch failed: {status}");
-            (wall, cpu, lib.output().unwrap())
+            (wall, cpu, lib.output().unwrap(), plain.output().unwrap())
         })
         .await
         .unwrap();
+        let plain: serde_json::Value = serde_json::from_slice(&plain_out.stdout).unwrap();
+        best_plain = best_plain.max(plain["per_s"].as_f64().unwrap());
         let delivered = std::fs::read_to_string(&out).unwrap().matches(r#""status":"delivered""#).count();
         assert_eq!(delivered, n, "every line delivered");
         if n as f64 / wall.as_secs_f64() > best_cli {
@@ -387,10 +392,22 @@ async fn send_batch(n: usize, concurrency: usize) -> serde_json::Value {
         "violations": violations,
         "wxsub_per_s": best_cli.round(), "library_per_s": best_lib.round(),
         "ratio": (best_cli / best_lib * 1000.0).round() / 1000.0,
+        "plain_reqwest_per_s": best_plain.round(),
+        "ratio_to_plain_reqwest": (best_cli / best_plain * 1000.0).round() / 1000.0,
         "wxsub_cpu_us_per_line": (cli_cpu * 10.0).round() / 10.0,
         "library_cpu_us_per_msg": (lib_cpu * 10.0).round() / 10.0,
         "measured_as": "two child processes against this one's server: the whole command (start-up, token, read, send, write) vs a warm client; best of 5 each",
     })
+}
+
+/// The plain side of `send-batch`: reqwest posting `n` pre-serialized bodies to `base`, warm.
+async fn plain_client(base: &str, n: usize, concurrency: usize) -> serde_json::Value {
+    let http = baseline_http();
+    let bodies: Arc<Vec<Bytes>> =
+        Arc::new((0..n).map(|i| Bytes::from(serde_json::to_vec(&message(i, 1)).unwrap())).collect());
+    let _ = plain(&http, base, Arc::new(bodies[..n.min(2_000)].to_vec()), concurrency).await;
+    let r = plain(&http, base, bodies, concurrency).await;
+    json!({ "scenario": "plain-client", "per_s": r.per_second.round(), "cpu_us_per_msg": r.cpu_per_message_us })
 }
 
 /// `n` message lines for `send-batch`, in `path`.
@@ -606,6 +623,7 @@ fn main() {
             "sandbox" => sandbox(num(1, 20_000), num(2, 64)).await,
             "send-batch" => send_batch(num(1, 50_000), num(2, 64)).await,
             "library-client" => library_client(&args[1], num(2, 50_000), num(3, 64)).await,
+            "plain-client" => plain_client(&args[1], num(2, 50_000), num(3, 64)).await,
             "cold-start" => cold_start(num(1, 10_000)).await,
             "dispatch" => dispatch(num(1, 100_000)).await,
             "faults" => faults::faults(num(1, 2_000), num(2, 32), &args).await,

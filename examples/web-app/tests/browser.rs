@@ -132,7 +132,7 @@ async fn confirm_cancel_dispatch_and_inboxes_in_chromium() {
     if let Err(e) = result {
         std::panic::resume_unwind(e.into_panic());
     }
-    assert_eq!(sandbox.stats().deliveries, 1);
+    assert_eq!(sandbox.state().stats().deliveries, 1);
     let shots = std::fs::read_dir(&dir).unwrap().count();
     assert_eq!(shots, 10, "screenshots in {}", dir.display());
     eprintln!("screenshots: {}", dir.display());
