@@ -44,9 +44,9 @@ struct Cli {
     /// Which token endpoint to use.
     #[arg(long, env = "WXSUB_TOKEN_SOURCE", value_enum, default_value_t = TokenSource::Stable, global = true)]
     token_source: TokenSource,
-    /// The HTTP stack: `reqwest` (the library's default) or `hyper` (hyper-util's pooled
-    /// client; lighter per request).
-    #[arg(long, env = "WXSUB_TRANSPORT", value_enum, default_value_t = Transport::Reqwest, global = true)]
+    /// The HTTP stack: `hyper` (hyper-util's pooled client: measured faster, see
+    /// docs/performance.md) or `reqwest` (the library's default).
+    #[arg(long, env = "WXSUB_TRANSPORT", value_enum, default_value_t = Transport::Hyper, global = true)]
     transport: Transport,
     /// How long a send that has no token waits for one while the token endpoint fails, in
     /// seconds (attempts back off from 0.5 s to 30 s meanwhile).
