@@ -12,15 +12,17 @@ pub(crate) fn bench(quick: bool) -> Result {
             &["send-batch", "2000", "16"],
             &["cold-start", "1000"],
             &["dispatch", "5000"],
+            &["dispatch", "50000"],
         ]
     } else {
         &[
             &["throughput", "50000", "64"],
             &["sandbox", "20000", "64"],
-            &["send-batch", "50000", "64"],
+            &["send-batch", "100000", "64"],
             &["cold-start", "10000"],
             &["dispatch", "10000"],
             &["dispatch", "100000"],
+            &["dispatch", "1000000"],
         ]
     };
     let mut results = Vec::new();
@@ -71,6 +73,7 @@ pub(crate) fn bench(quick: bool) -> Result {
         let name = json_field(r, "scenario").unwrap_or_default();
         println!("{name:<12} {}", r.trim_matches(|c| c == '{' || c == '}').replace(",\"", "  \""));
     }
+    check_flat_dispatch(&results)?;
     let dir = target_dir().join("bench");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let file = dir.join(if quick { "macro-quick.json" } else { "macro.json" });
@@ -83,4 +86,51 @@ pub(crate) fn bench(quick: bool) -> Result {
 pub(crate) fn json_field(json: &str, key: &str) -> Option<String> {
     let start = json.find(&format!("\"{key}\":\""))? + key.len() + 4;
     Some(json[start..].split('"').next()?.to_owned())
+}
+
+/// The dispatcher's own memory (its peak above the filled ledger) must not grow with the number
+/// of grants: across the dispatch scenarios, at most 16 MiB more for the largest than the
+/// smallest.
+fn check_flat_dispatch(results: &[String]) -> Result {
+    let own: Vec<(String, f64)> = results
+        .iter()
+        .filter(|r| json_field(r, "scenario").as_deref() == Some("dispatch"))
+        .filter_map(|r| Some((json_number(r, "grants")?, json_number(r, "peak_above_filled_ledger_mib")?)))
+        .map(|(grants, mib)| (format!("{grants:.0}"), mib))
+        .collect();
+    let (Some(low), Some(high)) =
+        (own.iter().min_by(|a, b| a.1.total_cmp(&b.1)), own.iter().max_by(|a, b| a.1.total_cmp(&b.1)))
+    else {
+        return Ok(());
+    };
+    if high.1 - low.1 > 16.0 {
+        return Err(format!(
+            "the dispatcher's memory grows with the grants: {} MiB above the ledger for {} grants, {} MiB for {}",
+            low.1, low.0, high.1, high.0
+        ));
+    }
+    Ok(())
+}
+
+/// A top-level number field of a one-line JSON object.
+fn json_number(json: &str, key: &str) -> Option<f64> {
+    let start = json.find(&format!("\"{key}\":"))? + key.len() + 3;
+    json[start..].split([',', '}']).next()?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(grants: u64, own: f64) -> String {
+        format!(r#"{{"delivered":{grants},"grants":{grants},"peak_above_filled_ledger_mib":{own},"scenario":"dispatch"}}"#)
+    }
+
+    #[test]
+    fn flat_dispatch_memory_passes_and_growth_fails() {
+        assert!(check_flat_dispatch(&[row(5_000, 1.3), row(50_000, 2.1)]).is_ok());
+        let err = check_flat_dispatch(&[row(5_000, 1.3), row(50_000, 40.0)]).unwrap_err();
+        assert!(err.contains("40 MiB for 50000"), "{err}");
+        assert_eq!(json_number(&row(7, 2.5), "peak_above_filled_ledger_mib"), Some(2.5));
+    }
 }
