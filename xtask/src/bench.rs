@@ -123,7 +123,9 @@ mod tests {
     use super::*;
 
     fn row(grants: u64, own: f64) -> String {
-        format!(r#"{{"delivered":{grants},"grants":{grants},"peak_above_filled_ledger_mib":{own},"scenario":"dispatch"}}"#)
+        format!(
+            r#"{{"delivered":{grants},"grants":{grants},"peak_above_filled_ledger_mib":{own},"scenario":"dispatch"}}"#
+        )
     }
 
     #[test]

@@ -9,6 +9,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use crate::settings::{HttpSettings, http_settings_setters};
 use crate::{HttpRequest, HttpResponse, HttpTransport, TransportError, TransportErrorKind};
 
 /// A transport over [`hyper_util`]'s pooled client: HTTP/1.1, TLS through rustls with the
@@ -36,26 +37,10 @@ pub struct HyperTransport {
 }
 
 /// Configures a [`HyperTransport`].
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct HyperTransportBuilder {
-    connect_timeout: Duration,
-    timeout: Duration,
-    user_agent: String,
-    pool_idle_timeout: Duration,
-    pool_max_idle_per_host: usize,
-}
-
-impl Default for HyperTransportBuilder {
-    fn default() -> Self {
-        Self {
-            connect_timeout: Duration::from_secs(5),
-            timeout: Duration::from_secs(15),
-            user_agent: crate::DEFAULT_USER_AGENT.to_owned(),
-            pool_idle_timeout: Duration::from_secs(90),
-            pool_max_idle_per_host: 64,
-        }
-    }
+    settings: HttpSettings,
 }
 
 impl HyperTransport {
@@ -74,37 +59,7 @@ impl HyperTransport {
 }
 
 impl HyperTransportBuilder {
-    /// Time allowed to open a connection, TLS included (default 5 s). Failing it means the
-    /// request never left ([`TransportErrorKind::Connect`]).
-    pub fn connect_timeout(mut self, d: Duration) -> Self {
-        self.connect_timeout = d;
-        self
-    }
-
-    /// Time allowed for the whole exchange (default 15 s). Failing it after the connection was
-    /// made means the outcome is unknown ([`TransportErrorKind::Timeout`]).
-    pub fn timeout(mut self, d: Duration) -> Self {
-        self.timeout = d;
-        self
-    }
-
-    /// The `User-Agent` header.
-    pub fn user_agent(mut self, ua: impl Into<String>) -> Self {
-        self.user_agent = ua.into();
-        self
-    }
-
-    /// How long an idle pooled connection is kept (default 90 s).
-    pub fn pool_idle_timeout(mut self, d: Duration) -> Self {
-        self.pool_idle_timeout = d;
-        self
-    }
-
-    /// Idle connections kept per host (default 64).
-    pub fn pool_max_idle_per_host(mut self, n: usize) -> Self {
-        self.pool_max_idle_per_host = n;
-        self
-    }
+    http_settings_setters!();
 
     /// Builds the transport. Needs a tokio runtime when it sends, not when it is built.
     ///
@@ -115,10 +70,11 @@ impl HyperTransportBuilder {
         let invalid = |e: Box<dyn std::error::Error + Send + Sync>| {
             TransportError::new(TransportErrorKind::InvalidRequest, e)
         };
-        let user_agent = http::HeaderValue::try_from(self.user_agent).map_err(|e| invalid(e.into()))?;
+        let settings = self.settings;
+        let user_agent = http::HeaderValue::try_from(settings.user_agent).map_err(|e| invalid(e.into()))?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
-        http.set_connect_timeout(Some(self.connect_timeout));
+        http.set_connect_timeout(Some(settings.connect_timeout));
         http.set_nodelay(true);
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .try_with_platform_verifier()
@@ -127,10 +83,10 @@ impl HyperTransportBuilder {
             .enable_http1()
             .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(self.pool_idle_timeout)
-            .pool_max_idle_per_host(self.pool_max_idle_per_host)
+            .pool_idle_timeout(settings.pool_idle_timeout)
+            .pool_max_idle_per_host(settings.pool_max_idle_per_host)
             .build(https);
-        Ok(HyperTransport { client, timeout: self.timeout, user_agent })
+        Ok(HyperTransport { client, timeout: settings.timeout, user_agent })
     }
 }
 

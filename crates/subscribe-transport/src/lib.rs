@@ -47,6 +47,8 @@ mod mock;
 mod request;
 #[cfg(feature = "reqwest")]
 mod reqwest_impl;
+#[cfg(any(feature = "reqwest", feature = "hyper"))]
+mod settings;
 mod shared;
 
 pub use async_trait::async_trait;

@@ -1,10 +1,7 @@
 //! [`ReqwestTransport`]: the default transport.
 
-use std::time::Duration;
-
-use crate::{
-    DEFAULT_USER_AGENT, HttpRequest, HttpResponse, HttpTransport, TransportError, TransportErrorKind,
-};
+use crate::settings::{HttpSettings, http_settings_setters};
+use crate::{HttpRequest, HttpResponse, HttpTransport, TransportError, TransportErrorKind};
 
 /// The default transport, over a pooled [`reqwest`] client.
 ///
@@ -52,67 +49,20 @@ impl From<reqwest::Client> for ReqwestTransport {
 }
 
 /// Configures a [`ReqwestTransport`].
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct ReqwestTransportBuilder {
-    connect_timeout: Duration,
-    timeout: Duration,
-    user_agent: String,
+    settings: HttpSettings,
     proxy: Option<String>,
-    pool_idle_timeout: Duration,
-    pool_max_idle_per_host: usize,
-}
-
-impl Default for ReqwestTransportBuilder {
-    fn default() -> Self {
-        Self {
-            connect_timeout: Duration::from_secs(5),
-            timeout: Duration::from_secs(15),
-            user_agent: DEFAULT_USER_AGENT.to_owned(),
-            proxy: None,
-            pool_idle_timeout: Duration::from_secs(90),
-            pool_max_idle_per_host: 64,
-        }
-    }
 }
 
 impl ReqwestTransportBuilder {
-    /// Time allowed to open a connection (default 5 s). Failing it means the request never
-    /// left ([`TransportErrorKind::Connect`]).
-    pub fn connect_timeout(mut self, d: Duration) -> Self {
-        self.connect_timeout = d;
-        self
-    }
-
-    /// Time allowed for the whole exchange (default 15 s). Failing it after the connection was
-    /// made means the outcome is unknown ([`TransportErrorKind::Timeout`]).
-    pub fn timeout(mut self, d: Duration) -> Self {
-        self.timeout = d;
-        self
-    }
-
-    /// The `User-Agent` header.
-    pub fn user_agent(mut self, ua: impl Into<String>) -> Self {
-        self.user_agent = ua.into();
-        self
-    }
+    http_settings_setters!();
 
     /// Sends everything through this proxy URL (`http://`, `https://` or, with reqwest's
     /// `socks` feature, `socks5://`); credentials may be in the URL.
     pub fn proxy(mut self, url: impl Into<String>) -> Self {
         self.proxy = Some(url.into());
-        self
-    }
-
-    /// How long an idle pooled connection is kept (default 90 s).
-    pub fn pool_idle_timeout(mut self, d: Duration) -> Self {
-        self.pool_idle_timeout = d;
-        self
-    }
-
-    /// Idle connections kept per host (default 64).
-    pub fn pool_max_idle_per_host(mut self, n: usize) -> Self {
-        self.pool_max_idle_per_host = n;
         self
     }
 
@@ -122,13 +72,14 @@ impl ReqwestTransportBuilder {
     /// [`TransportError`] of kind `InvalidRequest` when the proxy URL is invalid or the TLS
     /// backend cannot be initialised. The proxy URL (which may hold credentials) is not kept.
     pub fn build(self) -> Result<ReqwestTransport, TransportError> {
+        let settings = self.settings;
         let mut builder = reqwest::Client::builder()
-            .connect_timeout(self.connect_timeout)
-            .timeout(self.timeout)
+            .connect_timeout(settings.connect_timeout)
+            .timeout(settings.timeout)
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(self.user_agent)
-            .pool_idle_timeout(self.pool_idle_timeout)
-            .pool_max_idle_per_host(self.pool_max_idle_per_host)
+            .user_agent(settings.user_agent)
+            .pool_idle_timeout(settings.pool_idle_timeout)
+            .pool_max_idle_per_host(settings.pool_max_idle_per_host)
             .no_proxy();
         if let Some(url) = &self.proxy {
             let proxy = reqwest::Proxy::all(url.as_str())
