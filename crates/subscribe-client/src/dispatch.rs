@@ -412,6 +412,10 @@ async fn feed(f: Feed) -> Result<(), LedgerError> {
     while !f.cancel.is_cancelled() {
         let page = f.ledger.pending_page(&f.scope, cursor.as_ref(), f.page_size, f.clock.now()).await?;
         let Some(last) = page.last() else { return Ok(()) };
+        // A ledger whose page does not move past the cursor would keep this loop going forever.
+        if cursor.as_ref().is_some_and(|c| last <= c) {
+            return Err(LedgerError::backend("the ledger's pending_page did not advance past its cursor"));
+        }
         cursor = Some(last.clone());
         for openid in page {
             // Wait for a free worker first, so a grant is never reserved long before its send.

@@ -350,10 +350,16 @@ pub async fn grant_ledger_contract(ledger: std::sync::Arc<dyn crate::GrantLedger
     ledger.record(&other.key(user(99)), t0).await.expect("record");
     let mut seen = Vec::new();
     let mut cursor: Option<OpenId> = None;
-    loop {
+    // 25 grants in pages of 10: three pages and an empty one. Bounded, so a ledger that ignores
+    // its cursor fails here instead of paging forever.
+    for _ in 0..5 {
         let page = ledger.pending_page(&scope, cursor.as_ref(), 10, t0).await.expect("page");
         assert!(page.len() <= 10, "a page holds at most `limit`");
         let Some(last) = page.last() else { break };
+        assert!(
+            cursor.as_ref().is_none_or(|c| page.iter().all(|o| o > c)),
+            "pending_page: every openid comes after the cursor (the page did not advance past {cursor:?})"
+        );
         cursor = Some(last.clone());
         seen.extend(page);
     }

@@ -6,7 +6,7 @@ use subscribe_client::test_util::*;
 use subscribe_client::transport::TransportErrorKind;
 use subscribe_client::{
     CancellationToken, DispatchObserver, Dispatcher, GrantKey, GrantLedger, GrantScope, GrantStatus,
-    InMemoryGrantLedger, OutcomeKind, Progress, RecipientOutcome, Recorded,
+    InMemoryGrantLedger, LedgerError, OutcomeKind, Progress, RecipientOutcome, Recorded,
 };
 use subscribe_types::{OpenId, Scene, SubscribeMessage, TemplateId, ValidationError};
 
@@ -336,4 +336,99 @@ async fn a_panicking_message_function_fails_its_grant_and_the_dispatch_goes_on()
     let failed = report.outcomes.iter().find(|o| o.kind == OutcomeKind::Failed).unwrap();
     assert_eq!(failed.openid.as_str(), "oB");
     assert_eq!(ledger.counts(&scope(), t0()).await.unwrap().pending, 1, "the failed grant is usable again");
+}
+
+/// A ledger whose `pending_page` ignores its cursor and always returns the first page: a bug
+/// that once made the contract suite page forever.
+#[derive(Debug, Default)]
+struct CursorIgnoring(InMemoryGrantLedger);
+
+#[subscribe_client::async_trait]
+impl GrantLedger for CursorIgnoring {
+    async fn record(&self, key: &GrantKey, now: std::time::SystemTime) -> Result<Recorded, LedgerError> {
+        self.0.record(key, now).await
+    }
+    async fn pending_page(
+        &self,
+        scope: &GrantScope,
+        _after: Option<&OpenId>,
+        limit: usize,
+        now: std::time::SystemTime,
+    ) -> Result<Vec<OpenId>, LedgerError> {
+        let mut all = self.0.pending_page(scope, None, usize::MAX, now).await?;
+        // One grant stays listed whatever its status, as a careless ledger might list it.
+        all.extend(self.0.get(&scope.key(OpenId::new("oA").unwrap())).await?.map(|r| r.key.openid));
+        all.sort();
+        all.dedup();
+        all.truncate(limit);
+        Ok(all)
+    }
+    async fn reserve(
+        &self,
+        key: &GrantKey,
+        holder: &str,
+        lease: Duration,
+        now: std::time::SystemTime,
+    ) -> Result<Option<subscribe_client::Reservation>, LedgerError> {
+        self.0.reserve(key, holder, lease, now).await
+    }
+    async fn settle(
+        &self,
+        reservation: &subscribe_client::Reservation,
+        settlement: subscribe_client::Settlement,
+    ) -> Result<(), LedgerError> {
+        self.0.settle(reservation, settlement).await
+    }
+    async fn get(&self, key: &GrantKey) -> Result<Option<subscribe_client::GrantRecord>, LedgerError> {
+        self.0.get(key).await
+    }
+    async fn counts(
+        &self,
+        scope: &GrantScope,
+        now: std::time::SystemTime,
+    ) -> Result<subscribe_client::GrantCounts, LedgerError> {
+        self.0.counts(scope, now).await
+    }
+}
+
+#[tokio::test]
+async fn a_ledger_that_ignores_its_cursor_fails_the_contract_instead_of_paging_forever() {
+    let failed = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::spawn(grant_ledger_contract(Arc::new(CursorIgnoring::default()))),
+    )
+    .await
+    .expect("the contract suite ends")
+    .unwrap_err();
+    let panic = failed.into_panic();
+    let text = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_default();
+    assert!(text.contains("did not advance past"), "{text}");
+}
+
+#[tokio::test]
+async fn a_dispatch_over_a_ledger_that_ignores_its_cursor_stops_with_an_error() {
+    let mock = mock_with_stable_token("T1", 7200);
+    mock.route("POST", SEND_PATH).reply(ok_reply());
+    let ledger = Arc::new(CursorIgnoring::default());
+    for u in ["oA", "oB", "oC"] {
+        ledger.record(&scope().key(OpenId::new(u).unwrap()), t0()).await.unwrap();
+    }
+    let client = builder(&mock, &clock()).build().unwrap();
+    let result = tokio::time::timeout(
+        Duration::from_secs(30),
+        Dispatcher::new(client, Arc::clone(&ledger))
+            .page_size(2)
+            .grants(scope().template_id, scope().scene)
+            .message(build)
+            .run(),
+    )
+    .await
+    .expect("the dispatch ends");
+    let err = result.unwrap_err();
+    assert!(err.to_string().contains("grant ledger"), "{err}");
+    assert!(mock.count(SEND_PATH) <= 3, "nothing is sent twice");
 }
