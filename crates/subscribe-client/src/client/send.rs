@@ -61,26 +61,28 @@ impl Client {
             attempt += 1;
             let request = self.request(spec, token.as_ref(), &body)?;
             let (seen, last) = observe(inner.transport.send(request).await);
-            match seen {
-                Seen::Errcode(code) => debug!(attempt, errcode = code.get(), "answered"),
-                other => debug!(attempt, seen = ?other, "no answer"),
-            }
+            // WeChat's code, when it answered with one, in every line below (left out otherwise).
+            let errcode = match seen {
+                Seen::Errcode(code) => Some(code.get()),
+                _ => None,
+            };
+            debug!(attempt, errcode, ?seen, "attempt ended");
             match budget.decide(seen) {
                 Verdict::Succeeded => {
                     let Last::Answer(body, _) = last else { unreachable!("success is an answer") };
                     return Ok((body, SendReceipt { attempts: attempt }));
                 }
                 Verdict::ReplayAfterBackoff => {
-                    warn!(attempt, ?seen, "replaying after backoff");
+                    warn!(attempt, errcode, ?seen, "replaying after backoff");
                     self.backoff(&mut backoffs).await;
                 }
                 Verdict::RefreshTokenAndReplay => {
-                    warn!(attempt, ?seen, "access token rejected; refreshing and replaying once");
+                    warn!(attempt, errcode, "access token rejected; refreshing and replaying once");
                     let rejected = token.take().expect("a token replay needs a token");
                     token = Some(inner.tokens.rejected(&rejected).await?);
                 }
                 Verdict::Fail(failure) => {
-                    warn!(attempt, ?seen, ?failure, "call failed");
+                    warn!(attempt, errcode, ?seen, ?failure, "call failed");
                     return Err(failure_error(failure, seen, last));
                 }
             }

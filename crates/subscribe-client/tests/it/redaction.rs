@@ -51,7 +51,10 @@ async fn errors_debug_and_logs_in_every_scenario_are_free_of_secrets() {
         .with_writer(move || writer.clone())
         .with_ansi(false)
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    // Global, not scoped to this thread: the other tests of this binary run on other threads
+    // at the same time, and a callsite they reach first while no subscriber is interested
+    // would stay switched off for a scoped one (seen as missing lines under `cargo test`).
+    tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber of this binary");
     let mut texts: Vec<(String, String)> = Vec::new();
 
     // Token rejected twice (40001), with the token in the URL of every request.
