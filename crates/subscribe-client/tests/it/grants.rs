@@ -400,12 +400,7 @@ async fn a_ledger_that_ignores_its_cursor_fails_the_contract_instead_of_paging_f
     .await
     .expect("the contract suite ends")
     .unwrap_err();
-    let panic = failed.into_panic();
-    let text = panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-        .unwrap_or_default();
+    let text = panic_text(failed);
     assert!(text.contains("did not advance past"), "{text}");
 }
 

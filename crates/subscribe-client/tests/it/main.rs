@@ -89,3 +89,13 @@ pub async fn send_concurrently(
     }
     out
 }
+
+/// The message a task panicked with (a contract suite's broken rule).
+pub fn panic_text(failed: tokio::task::JoinError) -> String {
+    let panic = failed.into_panic();
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_default()
+}

@@ -66,11 +66,6 @@ impl RefreshLease for LeaseForAll {
 async fn a_lease_granted_to_everyone_fails_the_contract() {
     let failed =
         tokio::spawn(async { token_store_contract(&LeaseForAll::default()).await }).await.unwrap_err();
-    let message = failed.into_panic();
-    let text = message
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| message.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-        .unwrap_or_default();
+    let text = crate::panic_text(failed);
     assert!(text.contains("a live lease is exclusive"), "{text}");
 }
