@@ -107,6 +107,30 @@ impl HttpRequest {
         self.0.headers()
     }
 
+    /// The headers, to change: what a wrapping transport uses to add a header before passing
+    /// the request on.
+    pub fn headers_mut(&mut self) -> &mut http::HeaderMap {
+        self.0.headers_mut()
+    }
+
+    /// The request with header `name` set to `value` (replacing any value it had).
+    ///
+    /// ```
+    /// use subscribe_transport::HttpRequest;
+    /// use subscribe_transport::http::header::{HeaderName, HeaderValue};
+    ///
+    /// let req = HttpRequest::post("https://api.weixin.qq.com/cgi-bin/stable_token", "{}")?
+    ///     .with_header(HeaderName::from_static("x-request-id"), HeaderValue::from_static("42"));
+    /// assert_eq!(req.headers()["x-request-id"], "42");
+    /// assert_eq!(req.headers()["content-type"], "application/json");
+    /// # Ok::<(), subscribe_transport::http::Error>(())
+    /// ```
+    #[must_use]
+    pub fn with_header(mut self, name: http::HeaderName, value: http::HeaderValue) -> Self {
+        self.0.headers_mut().insert(name, value);
+        self
+    }
+
     /// The body.
     pub fn body(&self) -> &Bytes {
         self.0.body()
