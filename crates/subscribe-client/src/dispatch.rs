@@ -125,6 +125,17 @@ pub enum DispatchError {
     Ledger(#[from] LedgerError),
 }
 
+impl DispatchError {
+    /// What to do about it: `Configuration` for a builder left unconfigured, `Retryable` when
+    /// the ledger failed (run the dispatch again: reserved grants come back after their lease).
+    pub fn kind(&self) -> crate::ErrorKind {
+        match self {
+            Self::Unconfigured(_) => crate::ErrorKind::Configuration,
+            Self::Ledger(_) => crate::ErrorKind::Retryable,
+        }
+    }
+}
+
 /// Sends one message to every pending grant of a (template, scene), with bounded concurrency,
 /// an optional rate limit, progress, and a per-recipient outcome.
 ///

@@ -1,5 +1,6 @@
 //! The client's errors, one per operation: [`SendError`], [`TokenError`],
-//! [`AuthorizationError`], [`RecordError`], [`ConfigError`].
+//! [`AuthorizationError`], [`RecordError`], [`ConfigError`], and the one [`ErrorKind`] each of
+//! them answers with, so a caller acts on an error without matching variants or errcodes.
 
 use std::time::Duration;
 
@@ -11,6 +12,99 @@ use subscribe_types::{
 use subscribe_transport::BoxError;
 
 use crate::token::ExternalSourceError;
+
+/// What to do about an error: every operation's error answers [`kind()`](SendError::kind) with
+/// one of these, so acting on an error needs no variant match and no errcode. A delivered
+/// message is `Ok`, so there is no "delivered" kind.
+///
+/// | kind | what happened | was anything delivered? | you |
+/// |---|---|---|---|
+/// | `Refused` | 43101: the user has no unused authorization | no | ask the user to authorize again |
+/// | `ProbablyDelivered` | 43101 to a replay of an attempt that may have delivered | probably | treat as delivered; never resend |
+/// | `Unknown` | the request may have reached WeChat; no usable answer came back | maybe | mark for review; never resend automatically |
+/// | `Invalid` | the message, recipient or answer is invalid (47003, 40003, a forged or expired state, …) | no | drop it or fix the code; retrying fails the same way |
+/// | `Token` | no access token could be used and a person must act (secret, IP whitelist, another process refreshing with the same secret) | no | alert; send again once fixed |
+/// | `Retryable` | nothing happened and trying later can work (network, `-1`, a quota, a token or ledger outage) | no | queue for later |
+/// | `Configuration` | the app's setup is wrong (template id, API permission, base URL, builder settings) | no | fix the configuration |
+/// | `Other` | WeChat refused with a code the errcode table does not classify | no | log `api_code()` and the errmsg |
+///
+/// ```
+/// use subscribe_client::{ErrorKind, SendError};
+///
+/// fn act(result: Result<subscribe_client::SendReceipt, SendError>) -> &'static str {
+///     let Err(e) = result else { return "delivered" };
+///     match e.kind() {
+///         ErrorKind::Refused => "ask again",
+///         ErrorKind::ProbablyDelivered => "delivered",
+///         ErrorKind::Unknown => "review",
+///         ErrorKind::Invalid => "drop",
+///         ErrorKind::Retryable => "later",
+///         ErrorKind::Token | ErrorKind::Configuration => "alert",
+///         _ => "log", // `Other`, and kinds a later version adds
+///     }
+/// }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The user has no unused authorization (43101 to a first attempt): ask them again.
+    Refused,
+    /// WeChat refused a replay with 43101 after an attempt that may have delivered: the
+    /// message was most likely delivered. Do not resend.
+    ProbablyDelivered,
+    /// The outcome is unknown: the request may have reached WeChat. Do not resend blindly.
+    Unknown,
+    /// The input can never succeed as it is: an invalid message, recipient or request, or an
+    /// authorization answer that is malformed, forged or expired.
+    Invalid,
+    /// No access token could be used, and retrying will not help until someone acts: the
+    /// token endpoint refused (AppID, AppSecret, IP whitelist, frozen secret), or WeChat
+    /// rejected a freshly refreshed token too (something else refreshes with the same secret).
+    /// Nothing was sent.
+    Token,
+    /// Nothing was delivered and the same call can succeed later: the request never left,
+    /// WeChat was busy, a quota will reset, the token source or the ledger is out for now.
+    Retryable,
+    /// The app's setup is wrong: a template id of another kind, an API the account may not
+    /// use, an unusable base URL or builder setting.
+    Configuration,
+    /// WeChat refused with an errcode the table does not classify; nothing was delivered.
+    Other,
+}
+
+impl ErrorKind {
+    /// Whether the message may have been delivered (`ProbablyDelivered`, `Unknown`).
+    pub fn may_have_delivered(self) -> bool {
+        matches!(self, Self::ProbablyDelivered | Self::Unknown)
+    }
+
+    /// The kind of an errcode WeChat answered an API call with (after the client's replays).
+    fn of_api(e: &ApiError) -> Self {
+        match e.code().class() {
+            Some(ErrorClass::UserRefused) => Self::Refused,
+            Some(ErrorClass::RefreshToken) => Self::Token,
+            Some(ErrorClass::Backoff | ErrorClass::RetryLater) => Self::Retryable,
+            Some(ErrorClass::Configuration) => Self::Configuration,
+            Some(ErrorClass::InvalidRecipient | ErrorClass::InvalidRequest) => Self::Invalid,
+            _ => Self::Other,
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Refused => "refused",
+            Self::ProbablyDelivered => "probably delivered",
+            Self::Unknown => "outcome unknown",
+            Self::Invalid => "invalid",
+            Self::Token => "token",
+            Self::Retryable => "retryable",
+            Self::Configuration => "configuration",
+            Self::Other => "other",
+        })
+    }
+}
 
 /// A send (or any [`Client::execute`](crate::Client::execute)) failed.
 ///
@@ -104,31 +198,43 @@ impl SendError {
         }
     }
 
+    /// What to do about it; see [`ErrorKind`].
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Api(e) => ErrorKind::of_api(e),
+            Self::ProbablyDelivered(_) => ErrorKind::ProbablyDelivered,
+            Self::OutcomeUnknown { .. } => ErrorKind::Unknown,
+            Self::BodyNotSerializable => ErrorKind::Invalid,
+            Self::Transport(e) if e.kind() == TransportErrorKind::InvalidRequest => ErrorKind::Invalid,
+            // The request never left; or (408, 429) the server or a proxy turned it away before
+            // processing it.
+            Self::Transport(_) | Self::HttpStatus { status: 408 | 429 } => ErrorKind::Retryable,
+            // Any other status that is not WeChat's 200: a wrong `api_base`, a proxy in the way.
+            Self::HttpStatus { .. } => ErrorKind::Configuration,
+            Self::Token(t) => t.kind(),
+        }
+    }
+
     /// `false` when the message may or may not have been delivered ([`OutcomeUnknown`]) or was
     /// probably delivered ([`ProbablyDelivered`]); `true` when it certainly was not.
     ///
     /// [`OutcomeUnknown`]: Self::OutcomeUnknown
     /// [`ProbablyDelivered`]: Self::ProbablyDelivered
     pub fn outcome_known(&self) -> bool {
-        !matches!(self, Self::OutcomeUnknown { .. } | Self::ProbablyDelivered(_))
+        !self.kind().may_have_delivered()
     }
 
-    /// Whether sending the same message again later could succeed and cannot deliver it twice:
-    /// the request never left, WeChat was busy (`-1`), a quota will reset, or no token could be
-    /// had for a transient reason.
+    /// Whether sending the same message again later could succeed and cannot deliver it twice
+    /// (`kind() == ErrorKind::Retryable`): the request never left, WeChat was busy (`-1`), a
+    /// quota will reset, or no token could be had for a transient reason.
     pub fn is_retryable(&self) -> bool {
-        match self {
-            Self::Transport(e) => e.kind() != TransportErrorKind::InvalidRequest,
-            Self::Api(e) => matches!(e.code().class(), Some(ErrorClass::Backoff | ErrorClass::RetryLater)),
-            Self::Token(t) => t.is_transient(),
-            _ => false,
-        }
+        self.kind() == ErrorKind::Retryable
     }
 
     /// Whether WeChat refused because no unused authorization exists (43101, not after a
-    /// replay): ask the user to authorize again.
+    /// replay; `kind() == ErrorKind::Refused`): ask the user to authorize again.
     pub fn is_refused_by_user(&self) -> bool {
-        matches!(self, Self::Api(e) if e.code().class() == Some(ErrorClass::UserRefused))
+        self.kind() == ErrorKind::Refused
     }
 }
 
@@ -143,6 +249,17 @@ pub enum RecordError {
     /// The answer was valid but the ledger failed: ask the user to try again.
     #[error("grant ledger failed")]
     Ledger(#[from] crate::grants::LedgerError),
+}
+
+impl RecordError {
+    /// What to do about it: the authorization error's kind, or `Retryable` when the ledger
+    /// failed (the answer was valid; ask the user to try again).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Authorization(e) => e.kind(),
+            Self::Ledger(_) => ErrorKind::Retryable,
+        }
+    }
 }
 
 /// Why a token endpoint refused.
@@ -308,6 +425,12 @@ impl TokenError {
         }
     }
 
+    /// What to do about it: `Retryable` when trying again later may work by itself
+    /// ([`is_transient`](Self::is_transient)), `Token` when a person must act.
+    pub fn kind(&self) -> ErrorKind {
+        if self.is_transient() { ErrorKind::Retryable } else { ErrorKind::Token }
+    }
+
     /// Whether trying again later may work without anyone changing the configuration.
     pub fn is_transient(&self) -> bool {
         match self {
@@ -364,6 +487,14 @@ pub enum AuthorizationError {
     },
 }
 
+impl AuthorizationError {
+    /// What to do about it: always `Invalid` (the answer cannot be accepted as it is; offer
+    /// the user a fresh authorization link).
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::Invalid
+    }
+}
+
 /// The client could not be built.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -384,6 +515,10 @@ pub enum ConfigError {
     /// derive one from).
     #[error("a state key is required with an external token source")]
     MissingStateKey,
+    /// `timeouts(..)` was set together with a custom `transport(..)`: the timeouts configure
+    /// only the default transport, so give them to your transport instead.
+    #[error("`timeouts` configures only the default transport: set the timeouts on the custom transport")]
+    TimeoutsWithCustomTransport,
     /// The default transport could not be built.
     #[error("the default transport could not be built")]
     Transport(#[source] TransportError),
@@ -402,4 +537,11 @@ pub enum ConfigError {
         /// The setting's builder method.
         setting: &'static str,
     },
+}
+
+impl ConfigError {
+    /// What to do about it: always `Configuration`.
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::Configuration
+    }
 }

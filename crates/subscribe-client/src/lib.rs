@@ -12,7 +12,7 @@
 //!
 //! ```
 //! use subscribe_client::test_util::{SEND_PATH, errcode_reply, mock_with_stable_token, ok_reply};
-//! use subscribe_client::Client;
+//! use subscribe_client::{Client, ErrorKind};
 //! use subscribe_types::{AppId, AppSecret, OpenId, Scene, SubscribeMessage, TemplateId};
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -38,9 +38,9 @@
 //!
 //! match client.send(&message).await {
 //!     Ok(_) => unreachable!("one confirmation, one message"),
-//!     Err(e) if e.is_refused_by_user() => { /* ask the user to authorize again */ }
+//!     Err(e) if e.kind() == ErrorKind::Refused => { /* ask the user to authorize again */ }
 //!     Err(e) if !e.outcome_known() => { /* may have been delivered: do not resend blindly */ }
-//!     Err(e) => return Err(e.into()),
+//!     Err(e) => return Err(e.into()), // see `ErrorKind` for every case
 //! }
 //! assert_eq!(wechat.count(SEND_PATH), 2);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -79,7 +79,8 @@ pub use dispatch::{
     DispatchError, DispatchObserver, DispatchReport, Dispatcher, OutcomeKind, Progress, RecipientOutcome,
 };
 pub use error::{
-    AuthorizationError, ConfigError, RecordError, SendError, TokenError, TokenRejection, UnknownCause,
+    AuthorizationError, ConfigError, ErrorKind, RecordError, SendError, TokenError, TokenRejection,
+    UnknownCause,
 };
 pub use grants::{
     GrantCounts, GrantKey, GrantLedger, GrantRecord, GrantScope, GrantStatus, InMemoryGrantLedger,
@@ -109,6 +110,11 @@ const _: () = {
 #[cfg(all(doctest, feature = "test-util"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+/// `docs/errors.md`'s examples: one per [`ErrorKind`], scripted as WeChat would answer.
+#[cfg(all(doctest, feature = "test-util"))]
+#[doc = include_str!("../../../docs/errors.md")]
+struct ErrorsDoctests;
 
 /// `docs/extending.md`'s examples (a transport, a token store, a token source, a grant ledger,
 /// each with its contract suite) run as doctests.

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
-pub use subscribe_transport::{MockReply, MockTransport};
+pub use subscribe_transport::{HttpRequest, MockReply, MockTransport, TransportErrorKind};
 use subscribe_types::{AccessToken, AppId};
 
 use crate::token::{CachedToken, TokenStore};
@@ -35,6 +35,45 @@ pub fn ok_reply() -> MockReply {
 pub fn mock_with_stable_token(token: &str, expires_in: u32) -> MockTransport {
     let mock = MockTransport::new();
     mock.route("POST", STABLE_TOKEN_PATH).reply(token_reply(token, expires_in));
+    mock
+}
+
+/// A mock whose stable-token endpoint hands out a new token on every request: `TOKEN-1`,
+/// `TOKEN-2`, …, each valid for `expires_in` seconds. Script the 40001 scenario with it.
+///
+/// When WeChat rejects a token (40001, 40014, 42001), the client forgets **that** token, asks
+/// `/cgi-bin/stable_token` again with `force_refresh: false`, and replays the call once with the
+/// token it gets. Only if the endpoint hands back the very token just rejected does it ask once
+/// more with `force_refresh: true` (WeChat allows 20 of those a day, 30 s apart). So with this
+/// mock a rejected `TOKEN-1` is followed by exactly one token request and a replay with
+/// `TOKEN-2`:
+///
+/// ```
+/// use subscribe_client::test_util::{SEND_PATH, STABLE_TOKEN_PATH, errcode_reply, mock_with_rotating_token, ok_reply};
+/// # use subscribe_types::*;
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let wechat = mock_with_rotating_token(7200);
+/// wechat.push(errcode_reply(40001, "invalid credential")).push(ok_reply());
+/// let client = subscribe_client::Client::builder(AppId::new("wx0123456789abcdef")?, AppSecret::new("secret")?)
+///     .transport(wechat.clone())
+///     .build()?;
+/// # let msg = SubscribeMessage::builder(OpenId::new("oUser")?, TemplateId::new("tpl")?, Scene::new(1)?)
+/// #     .title("t").content("c").build()?;
+/// let receipt = client.send(&msg).await?;
+/// assert_eq!(receipt.attempts, 2);
+/// wechat.assert_count(STABLE_TOKEN_PATH, 2);
+/// let sends: Vec<_> = wechat.requests().into_iter().filter(|r| r.path() == SEND_PATH).collect();
+/// assert_eq!(sends[1].query_param("access_token").as_deref(), Some("TOKEN-2"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+pub fn mock_with_rotating_token(expires_in: u32) -> MockTransport {
+    let mock = MockTransport::new();
+    let issued = std::sync::atomic::AtomicU64::new(0);
+    mock.route("POST", STABLE_TOKEN_PATH).respond_with(move |_| {
+        let n = issued.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        token_reply(&format!("TOKEN-{n}"), expires_in)
+    });
     mock
 }
 

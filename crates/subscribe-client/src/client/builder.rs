@@ -41,8 +41,8 @@ pub struct ClientBuilder {
     clock: Option<SharedClock>,
     state_key: Option<Vec<u8>>,
     state_ttl: Duration,
-    connect_timeout: Duration,
-    timeout: Duration,
+    /// `timeouts(..)`, when called: (connect, overall).
+    timeouts: Option<(Duration, Duration)>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -79,8 +79,7 @@ impl ClientBuilder {
             clock: None,
             state_key: None,
             state_ttl: Duration::from_secs(15 * 60),
-            connect_timeout: Duration::from_secs(5),
-            timeout: Duration::from_secs(15),
+            timeouts: None,
         }
     }
 
@@ -99,7 +98,9 @@ impl ClientBuilder {
         self
     }
 
-    /// The HTTP transport (default: `ReqwestTransport` with the timeouts below).
+    /// The HTTP transport (default: `ReqwestTransport` with the [`timeouts`](Self::timeouts)).
+    /// A transport given here owns its timeouts: calling `timeouts` as well is a
+    /// [`ConfigError::TimeoutsWithCustomTransport`] at `build`.
     pub fn transport(mut self, transport: impl HttpTransport + 'static) -> Self {
         self.transport = Some(SharedTransport::new(transport));
         self
@@ -210,18 +211,20 @@ impl ClientBuilder {
         self
     }
 
-    /// Timeouts of the default transport (default 5 s to connect, 15 s in all).
+    /// Timeouts of the default transport (default 5 s to connect, 15 s in all). Only for the
+    /// default transport: with [`transport`](Self::transport) set, `build` fails with
+    /// [`ConfigError::TimeoutsWithCustomTransport`] rather than ignore them.
     pub fn timeouts(mut self, connect: Duration, overall: Duration) -> Self {
-        self.connect_timeout = connect;
-        self.timeout = overall;
+        self.timeouts = Some((connect, overall));
         self
     }
 
     /// Builds the client.
     ///
     /// # Errors
-    /// [`ConfigError`]: an invalid base URL, a weak or missing state key, no transport, a
-    /// zero timeout or backoff, a refresh lease shorter than the work it covers.
+    /// [`ConfigError`]: an invalid base URL, a weak or missing state key, no transport,
+    /// `timeouts` together with a custom transport, a zero timeout or backoff, a refresh lease
+    /// shorter than the work it covers.
     pub fn build(self) -> Result<Client, ConfigError> {
         for (setting, d) in [
             ("token_wait", self.token_wait),
@@ -246,9 +249,14 @@ impl ClientBuilder {
             (None, TokenSource::Stable(s) | TokenSource::Classic(s)) => StateKey::from_secret(s),
             (None, TokenSource::External(_)) => return Err(ConfigError::MissingStateKey),
         };
-        let transport = match self.transport {
-            Some(t) => t,
-            None => default_transport(self.connect_timeout, self.timeout)?,
+        let transport = match (self.transport, self.timeouts) {
+            (Some(_), Some(_)) => return Err(ConfigError::TimeoutsWithCustomTransport),
+            (Some(t), None) => t,
+            (None, timeouts) => {
+                let (connect, overall) =
+                    timeouts.unwrap_or((Duration::from_secs(5), Duration::from_secs(15)));
+                default_transport(connect, overall)?
+            }
         };
         let clock: SharedClock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let store: SharedTokenStore =

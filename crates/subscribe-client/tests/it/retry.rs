@@ -113,12 +113,22 @@ async fn no_retry_policy_means_a_single_attempt() {
 
 #[tokio::test]
 async fn http_statuses_are_classified() {
-    for (status, unknown) in [(502, true), (503, true), (400, false), (404, false)] {
+    use subscribe_client::ErrorKind::{Configuration, Retryable, Unknown};
+    for (status, kind) in [
+        (502, Unknown),
+        (503, Unknown),
+        (400, Configuration),
+        (404, Configuration),
+        (408, Retryable),
+        (429, Retryable),
+    ] {
         let mock = mock_with_stable_token("T1", 7200);
         mock.push(MockReply::status(status).body("<html>"));
         let client = builder(&mock, &clock()).build().unwrap();
         let err = client.send(&message()).await.unwrap_err();
-        assert_eq!(!err.outcome_known(), unknown, "{status}: {err:?}");
+        assert_eq!(err.kind(), kind, "{status}: {err:?}");
+        assert_eq!(!err.outcome_known(), kind == Unknown, "{status}: {err:?}");
+        assert_eq!(err.is_retryable(), kind == Retryable, "{status}: {err:?}");
         mock.assert_count(SEND_PATH, 1);
     }
 }

@@ -106,6 +106,27 @@ fn external_source_needs_a_state_key_and_keys_must_be_strong() {
     assert!(matches!(e, Err(subscribe_client::ConfigError::InvalidBaseUrl { which: "api_base" })));
 }
 
+#[test]
+fn timeouts_with_a_custom_transport_are_refused_not_ignored() {
+    let e = Client::builder(appid(), AppSecret::new(SECRET).unwrap())
+        .transport(MockTransport::new())
+        .timeouts(Duration::from_secs(1), Duration::from_secs(2))
+        .build()
+        .unwrap_err();
+    assert!(matches!(e, subscribe_client::ConfigError::TimeoutsWithCustomTransport), "{e:?}");
+    assert_eq!(e.kind(), subscribe_client::ErrorKind::Configuration);
+    assert!(e.to_string().contains("custom transport"), "{e}");
+    // Either one alone builds.
+    Client::builder(appid(), AppSecret::new(SECRET).unwrap())
+        .transport(MockTransport::new())
+        .build()
+        .unwrap();
+    Client::builder(appid(), AppSecret::new(SECRET).unwrap())
+        .timeouts(Duration::from_secs(1), Duration::from_secs(2))
+        .build()
+        .unwrap();
+}
+
 /// A store whose backend is down.
 #[derive(Debug)]
 struct Down;
