@@ -88,23 +88,55 @@ fn token(s: &str) -> AccessToken {
     AccessToken::new(s).unwrap_or_else(|e| panic!("contract token: {e}"))
 }
 
-/// The [`TokenStore`] contract. Panics, naming the broken rule, when `store` breaks it.
+/// The [`TokenStore`] contract for a store that serves one process. Panics, naming the broken
+/// rule, when `store` breaks it.
 ///
-/// Uses fresh random app ids, so it can run against a store shared with other tests. When the
-/// store has a [`RefreshLease`](crate::RefreshLease), its rules are checked too (exclusive,
-/// released only by its holder, expiring, hold-offs); a store without one serves one process
-/// and skips them. The lease checks wait for expiries with `tokio::time::sleep` (under half a
+/// The contract suites share one calling convention: an `async fn` taking the implementation in
+/// an [`Arc`](std::sync::Arc) (`Arc<YourType>` or `Arc<dyn Trait>`), using fresh random app ids
+/// so they can run against a backend shared with other tests, panicking with the rule broken.
+///
+/// When the store has a [`RefreshLease`](crate::RefreshLease), its rules are checked too
+/// (exclusive, released only by its holder, expiring, hold-offs). A store shared by several
+/// processes must have one: check it with [`shared_token_store_contract`], which fails a store
+/// without a lease. The lease checks wait for expiries with `tokio::time::sleep` (under half a
 /// second each), as a store's own clock cannot be driven by hand.
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
-/// subscribe_client::test_util::token_store_contract(&subscribe_client::InMemoryTokenStore::new()).await;
+/// use std::sync::Arc;
+/// subscribe_client::test_util::token_store_contract(Arc::new(subscribe_client::InMemoryTokenStore::new())).await;
 /// # });
 /// ```
 ///
 /// # Panics
 /// When a rule is broken.
-pub async fn token_store_contract<S: TokenStore + ?Sized>(store: &S) {
+pub async fn token_store_contract<S: TokenStore + ?Sized>(store: std::sync::Arc<S>) {
+    store_rules(&*store).await;
+}
+
+/// The [`TokenStore`] contract for a store that several processes share (Redis, a database):
+/// everything [`token_store_contract`] checks, and the store **must** offer an exclusive
+/// [`RefreshLease`](crate::RefreshLease), or a fleet would stampede WeChat's token endpoint.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// subscribe_client::test_util::shared_token_store_contract(Arc::new(subscribe_client::InMemoryTokenStore::new())).await;
+/// # });
+/// ```
+///
+/// # Panics
+/// When a rule is broken, or the store offers no refresh lease.
+pub async fn shared_token_store_contract<S: TokenStore + ?Sized>(store: std::sync::Arc<S>) {
+    assert!(
+        store.refresh_lease().is_some(),
+        "a shared store must offer a refresh lease (TokenStore::refresh_lease returns None): \
+         without one every instance refreshes at once"
+    );
+    store_rules(&*store).await;
+}
+
+async fn store_rules<S: TokenStore + ?Sized>(store: &S) {
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
     let app = unique_app("a");
     let other = unique_app("b");
@@ -233,17 +265,19 @@ async fn refresh_lease_contract(lease: &dyn crate::RefreshLease, app: &AppId, ot
 /// ledger breaks it. Uses fresh random app ids, so it can run against a shared backend; time is
 /// passed in, so it never sleeps.
 ///
+/// Same calling convention as [`token_store_contract`].
+///
 /// ```
 /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
-/// let ledger = std::sync::Arc::new(subscribe_client::InMemoryGrantLedger::new());
-/// subscribe_client::test_util::grant_ledger_contract(ledger).await;
+/// use std::sync::Arc;
+/// subscribe_client::test_util::grant_ledger_contract(Arc::new(subscribe_client::InMemoryGrantLedger::new())).await;
 /// # });
 /// ```
 ///
 /// # Panics
 /// When a rule is broken.
 #[allow(clippy::too_many_lines)] // one rule after another, in order
-pub async fn grant_ledger_contract(ledger: std::sync::Arc<dyn crate::GrantLedger>) {
+pub async fn grant_ledger_contract<L: crate::GrantLedger + ?Sized + 'static>(ledger: std::sync::Arc<L>) {
     use crate::{GrantScope, GrantStatus, LedgerError, Recorded, Settlement};
     use subscribe_types::{OpenId, Scene, TemplateId};
 
@@ -310,6 +344,13 @@ pub async fn grant_ledger_contract(ledger: std::sync::Arc<dyn crate::GrantLedger
         ledger.pending_page(&scope, None, 10, later).await.expect("page"),
         vec![user(0)],
         "a lapsed lease is pending again"
+    );
+    let lapsed = ledger.get(&key).await.expect("get").expect("record exists");
+    assert_eq!(
+        (lapsed.status, lapsed.attempts),
+        (GrantStatus::Reserved { until: first.until }, 1),
+        "get: a lapsed reservation still shows as Reserved with its (past) `until` until someone \
+         takes the grant; `until <= now` means pending"
     );
     let second = ledger
         .reserve(&key, "rescuer", lease, later)
@@ -407,4 +448,18 @@ pub async fn grant_ledger_contract(ledger: std::sync::Arc<dyn crate::GrantLedger
     assert!(ledger.get(&scope.key(user(99))).await.expect("get").is_none(), "scopes are isolated");
     let c = ledger.counts(&scope, t0).await.expect("counts");
     assert_eq!((c.pending, c.dropped), (25, 1), "counts by status");
+
+    // A holder whose lease lapsed and whom nobody replaced still settles: it finished late.
+    let late = GrantScope { scene: Scene::new(9).expect("scene"), ..scope.clone() }.key(user(0));
+    ledger.record(&late, t0).await.expect("record");
+    let r = ledger.reserve(&late, "slow", lease, t0).await.expect("reserve").expect("pending");
+    ledger
+        .settle(&r, Settlement::Delivered)
+        .await
+        .expect("settle: a lapsed reservation nobody retook is still the current one");
+    assert_eq!(
+        ledger.get(&late).await.expect("get").expect("record").status,
+        GrantStatus::Delivered,
+        "settle after the lease lapsed, not retaken: applied"
+    );
 }

@@ -112,8 +112,8 @@ async fn read_request(conn: &mut TcpStream) -> Option<Seen> {
     Some(Seen { head, body: buf[head_end..].to_vec() })
 }
 
-async fn send(
-    transport: &dyn HttpTransport,
+async fn send<T: HttpTransport + ?Sized>(
+    transport: &T,
     request: HttpRequest,
     rule: &str,
 ) -> Result<crate::HttpResponse, TransportError> {
@@ -173,13 +173,14 @@ fn expect_err(result: Result<crate::HttpResponse, TransportError>, rule: &str) -
 ///     .timeout(std::time::Duration::from_secs(1))
 ///     .build()
 ///     .unwrap();
-/// subscribe_transport::test_util::transport_contract(&transport).await;
+/// subscribe_transport::test_util::transport_contract(std::sync::Arc::new(transport)).await;
 /// # });
 /// ```
 ///
 /// # Panics
 /// When a rule is broken.
-pub async fn transport_contract(transport: &dyn HttpTransport) {
+pub async fn transport_contract<T: HttpTransport + ?Sized>(transport: std::sync::Arc<T>) {
+    let transport: &T = &transport;
     // The request arrives as built, and the answer comes back whole.
     let (base, server) = serve(Then::Answer(200, r#"{"errcode":0,"errmsg":"ok"}"#)).await;
     let rule = "a 200 answer";

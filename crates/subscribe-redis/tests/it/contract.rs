@@ -2,14 +2,14 @@
 
 use std::sync::Arc;
 
-use subscribe_client::test_util::{grant_ledger_contract, token_store_contract};
+use subscribe_client::test_util::{grant_ledger_contract, shared_token_store_contract};
 use subscribe_redis::{RedisGrantLedger, RedisTokenStore};
 
 use crate::redis;
 
 #[tokio::test]
 async fn token_store_passes_the_client_contract() {
-    token_store_contract(&RedisTokenStore::new(redis("store").await)).await;
+    shared_token_store_contract(Arc::new(RedisTokenStore::new(redis("store").await))).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

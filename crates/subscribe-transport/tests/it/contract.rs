@@ -1,6 +1,7 @@
 //! The transport contract suite: the default transport passes it, and transports that get the
 //! "did the request leave?" mapping wrong fail it, naming the rule.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use subscribe_transport::test_util::transport_contract;
@@ -20,7 +21,7 @@ fn real() -> SharedTransport {
 async fn reqwest_transport_passes_the_contract() {
     let reqwest =
         subscribe_transport::ReqwestTransport::builder().timeout(Duration::from_secs(1)).build().unwrap();
-    transport_contract(&reqwest).await;
+    transport_contract(Arc::new(reqwest)).await;
 }
 
 #[cfg(feature = "hyper")]
@@ -28,12 +29,13 @@ async fn reqwest_transport_passes_the_contract() {
 async fn hyper_transport_passes_the_contract() {
     let hyper =
         subscribe_transport::HyperTransport::builder().timeout(Duration::from_secs(1)).build().unwrap();
-    transport_contract(&hyper).await;
+    transport_contract(Arc::new(hyper)).await;
 }
 
 /// Runs the suite on `transport` and returns the rule it broke.
 async fn broken_rule(transport: impl HttpTransport + 'static) -> String {
-    let failed = tokio::spawn(async move { transport_contract(&transport).await }).await.unwrap_err();
+    let failed =
+        tokio::spawn(async move { transport_contract(Arc::new(transport)).await }).await.unwrap_err();
     let panic = failed.into_panic();
     panic
         .downcast_ref::<String>()
