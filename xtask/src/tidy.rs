@@ -43,7 +43,74 @@ pub(crate) fn check(root: &Path) -> Vec<String> {
             }
         }
     }
+    for file in markdown_files(root) {
+        let rel = file.strip_prefix(root).unwrap_or(&file).display().to_string();
+        let text = fs::read_to_string(&file).unwrap_or_default();
+        check_links(root, &file, &rel, &text, &mut problems);
+    }
     problems
+}
+
+/// Every Markdown file of the repository (not under `target/` or hidden directories).
+fn markdown_files(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let p = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if p.is_dir() {
+                if !name.starts_with('.') && name != "target" && name != "node_modules" {
+                    stack.push(p);
+                }
+            } else if p.extension().is_some_and(|e| e == "md") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Relative links of a Markdown file must name a file or directory inside the repository; text
+/// must not send readers outside it (`../shared/…`, which only the developers have).
+fn check_links(root: &Path, file: &Path, rel: &str, text: &str, problems: &mut Vec<String>) {
+    let dir = file.parent().unwrap_or(root);
+    let root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+    for (i, line) in text.lines().enumerate() {
+        if line.contains("../shared/") {
+            problems
+                .push(format!("{rel}:{}: refers to `../shared/`, which is outside the repository", i + 1));
+        }
+        for target in link_targets(line) {
+            if target.contains("://") || target.starts_with('#') || target.starts_with("mailto:") {
+                continue;
+            }
+            let path = target.split('#').next().unwrap_or_default();
+            let resolved = dir.join(path);
+            match resolved.canonicalize() {
+                Ok(p) if p.starts_with(&root) => {}
+                Ok(_) => problems.push(format!("{rel}:{}: link `{target}` leaves the repository", i + 1)),
+                Err(_) => problems.push(format!("{rel}:{}: link `{target}` names nothing", i + 1)),
+            }
+        }
+    }
+}
+
+/// The targets of the inline links `[text](target)` on one line.
+fn link_targets(line: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = line;
+    while let Some(at) = rest.find("](") {
+        let after = &rest[at + 2..];
+        let Some(end) = after.find(')') else { break };
+        let target = after[..end].split_whitespace().next().unwrap_or_default();
+        if !target.is_empty() {
+            out.push(target);
+        }
+        rest = &after[end..];
+    }
+    out
 }
 
 /// Whether `file` belongs to a binary: `main.rs`, `src/bin/`, or any file of a crate without a
@@ -177,6 +244,23 @@ mod tests {
         assert!(is_binary_source(&cli, &cli.join("src/batch.rs")));
         let types = root.join("crates/subscribe-types");
         assert!(!is_binary_source(&types, &types.join("src/message.rs")));
+    }
+
+    #[test]
+    fn links_must_resolve_inside_the_repository() {
+        let root = std::env::temp_dir().join(format!("tidy-links-{}", std::process::id()));
+        fs::create_dir_all(root.join("docs")).unwrap();
+        fs::write(root.join("docs/a.md"), "").unwrap();
+        let text = "[ok](a.md) [anchor](a.md#x) [web](https://example.com) [self](#top)\n\
+                    [gone](missing.md)\n[out](../../etc/hostname)\nsee `../shared/design.md`\n";
+        let mut p = Vec::new();
+        check_links(&root, &root.join("docs/b.md"), "docs/b.md", text, &mut p);
+        fs::remove_dir_all(&root).unwrap();
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(p[0].contains("docs/b.md:2: link `missing.md` names nothing"), "{p:?}");
+        assert!(p[1].contains("docs/b.md:3:") && p[1].contains("`../../etc/hostname`"), "{p:?}");
+        assert!(p[2].contains("docs/b.md:4: refers to `../shared/`"), "{p:?}");
+        assert_eq!(link_targets("[a](x.md \"title\") and [b](y/)"), vec!["x.md", "y/"]);
     }
 
     #[test]

@@ -52,7 +52,8 @@
 //! | `reqwest` | yes | the default transport |
 //! | `rustls` | yes | TLS through rustls |
 //! | `native-tls` | no | TLS through the system library |
-//! | `test-util` | no | [`ManualClock`], [`test_util`]: mock answers and the store contract suite |
+//! | `hyper` | no | `transport::HyperTransport`: hyper-util's pooled client, TLS through rustls |
+//! | `test-util` | no | `ManualClock`, `test_util`: mock answers and the contract suites |
 //!
 //! Requires a tokio runtime (background refreshes are spawned on it).
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -68,11 +69,13 @@ mod state;
 mod token;
 
 #[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod test_util;
 
 pub use async_trait::async_trait;
 pub use client::{Answered, AuthorizationLink, Client, ClientBuilder, DEFAULT_API_BASE, SendReceipt};
 #[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub use clock::ManualClock;
 pub use clock::{Clock, SharedClock, SystemClock};
 pub use dispatch::{

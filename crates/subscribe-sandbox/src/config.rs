@@ -74,7 +74,7 @@ pub struct SandboxConfig {
     #[serde(rename = "classic_grace_secs", with = "secs")]
     pub classic_grace: Duration,
     /// A stable token is replaced when a normal-mode request comes this close to its expiry
-    /// (WeChat: 5 min, `../shared/protocol.md` §5.2); the old one stays valid until its own
+    /// (WeChat: 5 min, per its `getStableAccessToken` documentation); the old one stays valid until its own
     /// expiry, so the two overlap. WeChat's tokens live 7200 s, so it never says what happens
     /// when the window is longer than the lifetime: here every normal-mode request then gets a
     /// new token. Tests with short lifetimes set the window they mean

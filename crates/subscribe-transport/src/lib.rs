@@ -2,7 +2,7 @@
 //! WeChat.
 //!
 //! Implement [`HttpTransport`] to put the client on another HTTP stack, wrap one to add logging
-//! or metrics ([`transport_fn`]), or use [`MockTransport`] in tests. Requests and responses are
+//! or metrics ([`transport_fn`]), or use `MockTransport` (feature `mock`) in tests. Requests and responses are
 //! the [`http`] 1.x types with a [`Bytes`](bytes::Bytes) body; both crates are re-exported.
 //!
 //! | feature | default | gives |
@@ -11,7 +11,7 @@
 //! | `rustls` | yes | TLS through rustls |
 //! | `native-tls` | no | TLS through the system library |
 //! | `hyper` | no | `HyperTransport`: hyper-util's pooled client, TLS through rustls |
-//! | `mock` | no | [`MockTransport`] for tests |
+//! | `mock` | no | `MockTransport` for tests |
 //! | `test-util` | no | `mock`, and `test_util::transport_contract`: the suite a custom transport runs |
 //!
 //! With `default-features = false` only the trait, the request and response types and the error
@@ -55,11 +55,14 @@ pub use async_trait::async_trait;
 pub use bytes;
 pub use error::{BoxError, TransportError, TransportErrorKind};
 #[cfg(feature = "hyper")]
+#[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
 pub use hyper_impl::{HyperTransport, HyperTransportBuilder};
 #[cfg(feature = "mock")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
 pub use mock::{MockReply, MockTransport, RouteBuilder};
 pub use request::{HttpRequest, HttpResponse, REDACTED_PARAMS, redact_uri};
 #[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub use reqwest_impl::{ReqwestTransport, ReqwestTransportBuilder};
 pub use shared::{FnTransport, SharedTransport, transport_fn};
 
@@ -70,6 +73,7 @@ pub const DEFAULT_USER_AGENT: &str = concat!("subscribe-transport/", env!("CARGO
 
 /// Test helpers for transport authors.
 #[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod test_util {
     pub use crate::contract::transport_contract;
 }
