@@ -527,14 +527,19 @@ async fn sandbox(n: usize, concurrency: usize) -> serde_json::Value {
     for i in 0..n {
         for scene in [2, 3] {
             s.state().add_grant(
-                DEMO_APPID,
-                &format!("oUser{i:010}"),
-                DEMO_TEMPLATE,
+                &SandboxConfig::demo_appid(),
+                &OpenId::new(format!("oUser{i:010}")).unwrap(),
+                &SandboxConfig::demo_template(),
                 Scene::new(scene).unwrap(),
             );
         }
         if i < warm {
-            s.state().add_grant(DEMO_APPID, &format!("oUser{i:010}"), DEMO_TEMPLATE, Scene::new(1).unwrap());
+            s.state().add_grant(
+                &SandboxConfig::demo_appid(),
+                &OpenId::new(format!("oUser{i:010}")).unwrap(),
+                &SandboxConfig::demo_template(),
+                Scene::new(1).unwrap(),
+            );
         }
     }
     let c = client(&base);

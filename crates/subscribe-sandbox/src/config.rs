@@ -160,6 +160,22 @@ impl SandboxConfig {
         }
     }
 
+    /// [`DEMO_APPID`], typed.
+    ///
+    /// # Panics
+    /// Never: the demo value is valid.
+    pub fn demo_appid() -> AppId {
+        AppId::new(DEMO_APPID).expect("demo appid")
+    }
+
+    /// [`DEMO_TEMPLATE`], typed.
+    ///
+    /// # Panics
+    /// Never: the demo value is valid.
+    pub fn demo_template() -> TemplateId {
+        TemplateId::new(DEMO_TEMPLATE).expect("demo template")
+    }
+
     /// The same configuration with another token lifetime (short ones for tests).
     #[must_use]
     pub fn with_token_lifetime(mut self, d: Duration) -> Self {

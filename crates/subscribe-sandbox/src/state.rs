@@ -139,6 +139,11 @@ pub struct LogEntry {
     pub method: String,
     /// Path and query, with `access_token` and `secret` masked.
     pub uri: String,
+    /// The request's headers as `(name, value)`, names in lower case, in the order received;
+    /// the values of credentials, cookies and names with `token`, `secret`, `key`, `auth`,
+    /// `session` or `signature` in them are `[redacted]`.
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
     /// The errcode answered, when there was one.
     pub errcode: Option<i64>,
 }
@@ -217,15 +222,15 @@ impl Inner {
     pub(crate) fn log(
         &mut self,
         cap: usize,
-        method: &str,
-        uri: String,
+        seen: crate::server::Seen,
         errcode: Option<i64>,
         wall: SystemTime,
     ) {
         if self.log.len() >= cap.max(1) {
             self.log.pop_front();
         }
-        self.log.push_back(LogEntry { at_ms: unix_ms(wall), method: method.into(), uri, errcode });
+        let crate::server::Seen { method, uri, headers } = seen;
+        self.log.push_back(LogEntry { at_ms: unix_ms(wall), method, uri, headers, errcode });
     }
 
     pub(crate) fn log_entries(&self) -> Vec<LogEntry> {

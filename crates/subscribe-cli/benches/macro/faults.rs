@@ -20,9 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use subscribe_client::{Client, RetryPolicy, SendError, SendReceipt, TokenError};
-use subscribe_sandbox::{
-    DEMO_APPID, DEMO_SECRET, DEMO_TEMPLATE, Faults, SandboxConfig, SandboxHandle, TokenFault,
-};
+use subscribe_sandbox::{DEMO_APPID, DEMO_SECRET, Faults, SandboxConfig, SandboxHandle, TokenFault};
 use subscribe_types::{AppId, AppSecret, Scene};
 
 use super::{message, thousands};
@@ -367,7 +365,12 @@ async fn run_row(row: Row, n: usize, concurrency: usize, broken: Broken) -> serd
     }
     let s = Arc::new(SandboxHandle::start(config).await.unwrap());
     for i in 0..n {
-        s.state().add_grant(DEMO_APPID, &format!("oUser{i:010}"), DEMO_TEMPLATE, Scene::new(5).unwrap());
+        s.state().add_grant(
+            &SandboxConfig::demo_appid(),
+            &subscribe_types::OpenId::new(format!("oUser{i:010}")).unwrap(),
+            &SandboxConfig::demo_template(),
+            Scene::new(5).unwrap(),
+        );
     }
     s.state().set_faults(row.faults.clone());
     let mut policy = RetryPolicy::default();

@@ -113,7 +113,12 @@ async fn token_prints_the_lifetime_and_the_token_only_with_show() {
 #[tokio::test]
 async fn send_reports_delivered_failed_and_invalid_with_exit_codes() {
     let s = SandboxHandle::start(SandboxConfig::demo()).await.unwrap();
-    s.state().add_grant(DEMO_APPID, ALICE, DEMO_TEMPLATE, Scene::new(1000).unwrap());
+    s.state().add_grant(
+        &SandboxConfig::demo_appid(),
+        &subscribe_types::OpenId::new(ALICE).unwrap(),
+        &SandboxConfig::demo_template(),
+        Scene::new(1000).unwrap(),
+    );
     let args = [
         "send",
         "--to",
@@ -204,8 +209,18 @@ async fn send_unknown_outcome_is_reported_as_unknown() {
 async fn send_batch_reports_each_line_and_never_sends_invalid_ones() {
     let s = SandboxHandle::start(SandboxConfig::demo()).await.unwrap();
     let bob = "oSandbox_Bob_0000000000002";
-    s.state().add_grant(DEMO_APPID, ALICE, DEMO_TEMPLATE, Scene::new(1).unwrap());
-    s.state().add_grant(DEMO_APPID, bob, DEMO_TEMPLATE, Scene::new(2).unwrap());
+    s.state().add_grant(
+        &SandboxConfig::demo_appid(),
+        &subscribe_types::OpenId::new(ALICE).unwrap(),
+        &SandboxConfig::demo_template(),
+        Scene::new(1).unwrap(),
+    );
+    s.state().add_grant(
+        &SandboxConfig::demo_appid(),
+        &subscribe_types::OpenId::new(bob).unwrap(),
+        &SandboxConfig::demo_template(),
+        Scene::new(2).unwrap(),
+    );
     let input = [
         format!(r#"{{"touser":"{ALICE}","template_id":"{DEMO_TEMPLATE}","scene":1,"title":"t","content":"c"}}"#),
         format!(r##"{{"touser":"{bob}","template_id":"{DEMO_TEMPLATE}","scene":"2","title":"t","content":"c","color":"#00FF00","miniprogram":{{"appid":"wx1","pagepath":"p"}}}}"##),
@@ -238,7 +253,12 @@ async fn send_batch_reports_each_line_and_never_sends_invalid_ones() {
     assert_no_secret(&run, None);
 
     // From a file, all delivered: exit 0. All invalid: exit 2.
-    s.state().add_grant(DEMO_APPID, ALICE, DEMO_TEMPLATE, Scene::new(9).unwrap());
+    s.state().add_grant(
+        &SandboxConfig::demo_appid(),
+        &subscribe_types::OpenId::new(ALICE).unwrap(),
+        &SandboxConfig::demo_template(),
+        Scene::new(9).unwrap(),
+    );
     let dir = std::env::temp_dir().join(format!("wxsub-batch-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("in.jsonl");
@@ -336,7 +356,12 @@ async fn send_batch_answers_each_piped_line_as_it_comes() {
     use tokio::io::AsyncWriteExt;
     let s = SandboxHandle::start(SandboxConfig::demo()).await.unwrap();
     for scene in [1, 2] {
-        s.state().add_grant(DEMO_APPID, ALICE, DEMO_TEMPLATE, Scene::new(scene).unwrap());
+        s.state().add_grant(
+            &SandboxConfig::demo_appid(),
+            &subscribe_types::OpenId::new(ALICE).unwrap(),
+            &SandboxConfig::demo_template(),
+            Scene::new(scene).unwrap(),
+        );
     }
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wxsub"))
         .args(["send-batch", "--input", "-", "--concurrency", "4"])
@@ -373,7 +398,12 @@ async fn send_batch_answers_each_piped_line_as_it_comes() {
 async fn both_transports_deliver_and_refuse_alike() {
     let s = SandboxHandle::start(SandboxConfig::demo()).await.unwrap();
     for transport in ["reqwest", "hyper"] {
-        s.state().add_grant(DEMO_APPID, ALICE, DEMO_TEMPLATE, Scene::new(5).unwrap());
+        s.state().add_grant(
+            &SandboxConfig::demo_appid(),
+            &subscribe_types::OpenId::new(ALICE).unwrap(),
+            &SandboxConfig::demo_template(),
+            Scene::new(5).unwrap(),
+        );
         let args = [
             "--transport",
             transport,

@@ -49,7 +49,12 @@ async fn confirmed_users(n: usize) -> (SandboxHandle, Arc<InMemoryGrantLedger>, 
     let ledger = Arc::new(InMemoryGrantLedger::new());
     let users: Vec<OpenId> = (0..n).map(|i| OpenId::new(format!("oUser{i:010}")).unwrap()).collect();
     for u in &users {
-        assert!(s.state().add_grant(DEMO_APPID, u.as_str(), DEMO_TEMPLATE, Scene::new(SCENE).unwrap()));
+        assert!(s.state().add_grant(
+            &SandboxConfig::demo_appid(),
+            u,
+            &SandboxConfig::demo_template(),
+            Scene::new(SCENE).unwrap()
+        ));
         ledger.record(&scope().key(u.clone()), now()).await.unwrap();
     }
     (s, ledger, users)

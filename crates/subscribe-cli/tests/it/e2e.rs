@@ -29,7 +29,12 @@ fn message(scene: u32) -> SubscribeMessage {
 }
 
 fn grant(s: &SandboxHandle, scene: u32) {
-    s.state().add_grant(DEMO_APPID, ALICE, DEMO_TEMPLATE, Scene::new(scene).unwrap());
+    s.state().add_grant(
+        &SandboxConfig::demo_appid(),
+        &OpenId::new(ALICE).unwrap(),
+        &SandboxConfig::demo_template(),
+        Scene::new(scene).unwrap(),
+    );
 }
 
 #[tokio::test]

@@ -58,7 +58,12 @@ async fn four_instances_make_one_token_request_per_rotation() {
     let s = SandboxHandle::start(config).await.unwrap();
     for i in 0..4 {
         for scene in 0..=10_000 {
-            s.state().add_grant(DEMO_APPID, &user(i), DEMO_TEMPLATE, Scene::new(scene).unwrap());
+            s.state().add_grant(
+                &SandboxConfig::demo_appid(),
+                &OpenId::new(user(i)).unwrap(),
+                &SandboxConfig::demo_template(),
+                Scene::new(scene).unwrap(),
+            );
         }
     }
     let shared = redis("rotation").await;
@@ -107,7 +112,12 @@ async fn after_a_revocation_the_fleet_refreshes_exactly_once() {
     let s = SandboxHandle::start(SandboxConfig::demo().with_generated_users(4)).await.unwrap();
     for i in 0..4 {
         for scene in 0..200 {
-            s.state().add_grant(DEMO_APPID, &user(i), DEMO_TEMPLATE, Scene::new(scene).unwrap());
+            s.state().add_grant(
+                &SandboxConfig::demo_appid(),
+                &OpenId::new(user(i)).unwrap(),
+                &SandboxConfig::demo_template(),
+                Scene::new(scene).unwrap(),
+            );
         }
     }
     let shared = redis("revoke").await;
@@ -164,7 +174,12 @@ async fn confirmed(n: usize, shared: &Redis) -> SandboxHandle {
     let s = SandboxHandle::start(SandboxConfig::demo().with_generated_users(n)).await.unwrap();
     let ledger = RedisGrantLedger::new(shared.clone());
     for i in 0..n {
-        s.state().add_grant(DEMO_APPID, &user(i), DEMO_TEMPLATE, Scene::new(9).unwrap());
+        s.state().add_grant(
+            &SandboxConfig::demo_appid(),
+            &OpenId::new(user(i)).unwrap(),
+            &SandboxConfig::demo_template(),
+            Scene::new(9).unwrap(),
+        );
         ledger.record(&scope().key(OpenId::new(user(i)).unwrap()), now()).await.unwrap();
     }
     s
@@ -295,7 +310,12 @@ async fn four_instances_back_off_as_one_when_the_token_endpoint_fails() {
     use subscribe_sandbox::{Faults, TokenFault};
     let s = SandboxHandle::start(SandboxConfig::demo().with_generated_users(64)).await.unwrap();
     for i in 0..64 {
-        s.state().add_grant(DEMO_APPID, &user(i), DEMO_TEMPLATE, Scene::new(3).unwrap());
+        s.state().add_grant(
+            &SandboxConfig::demo_appid(),
+            &OpenId::new(user(i)).unwrap(),
+            &SandboxConfig::demo_template(),
+            Scene::new(3).unwrap(),
+        );
     }
     let shared = redis("outage").await;
     let backoff = (Duration::from_millis(100), Duration::from_millis(800));

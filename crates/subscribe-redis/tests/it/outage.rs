@@ -104,9 +104,9 @@ async fn with_redis_gone_the_client_keeps_serving_its_token_and_a_new_one_still_
     let s = SandboxHandle::start(SandboxConfig::demo()).await.unwrap();
     for scene in 0..10 {
         s.state().add_grant(
-            DEMO_APPID,
-            "oSandbox_Alice_00000000001",
-            DEMO_TEMPLATE,
+            &SandboxConfig::demo_appid(),
+            &OpenId::new("oSandbox_Alice_00000000001").unwrap(),
+            &SandboxConfig::demo_template(),
             Scene::new(scene).unwrap(),
         );
     }

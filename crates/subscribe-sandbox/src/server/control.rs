@@ -110,6 +110,6 @@ pub(super) async fn add_grant(State(s): State<SandboxState>, body: Bytes) -> Res
     if s.cfg.user(&req.openid).is_none() {
         return bad_request("unknown openid");
     }
-    let added = s.add_grant(&req.appid, &req.openid, &req.template_id, req.scene);
+    let added = s.lock().grant(&req.appid, &req.openid, &req.template_id, req.scene);
     json(&serde_json::json!({"added": added}))
 }

@@ -7,11 +7,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{StatusCode, Uri, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use subscribe_types::encoding::redact_uri;
-use subscribe_types::{ErrCode, Scene};
+use subscribe_types::{AppId, ErrCode, OpenId, Scene, TemplateId};
 
 use crate::clock::{Now, SharedSandboxClock, SystemClock};
 use crate::config::SandboxConfig;
@@ -93,9 +93,25 @@ impl SandboxState {
     }
 
     /// Records a confirmation as if the user had confirmed on the page. Returns whether it
-    /// added a grant (a repeated confirmation of an unused grant does not).
-    pub fn add_grant(&self, appid: &str, openid: &str, template_id: &str, scene: Scene) -> bool {
-        self.lock().grant(appid, openid, template_id, scene)
+    /// added a grant (a repeated confirmation of an unused grant does not). A send needs one:
+    /// without it the send endpoint answers 43101, as WeChat does.
+    ///
+    /// ```
+    /// use subscribe_sandbox::{SandboxConfig, SandboxHandle};
+    /// use subscribe_types::{OpenId, Scene};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let sandbox = SandboxHandle::start(SandboxConfig::demo()).await?;
+    /// let (app, template) = (SandboxConfig::demo_appid(), SandboxConfig::demo_template());
+    /// let alice = OpenId::new("oSandbox_Alice_00000000001").unwrap();
+    /// assert!(sandbox.state().add_grant(&app, &alice, &template, Scene::new(1000).unwrap()));
+    /// assert_eq!(sandbox.state().unused_grants(), 1);
+    /// # sandbox.shutdown().await;
+    /// # Ok::<(), std::io::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn add_grant(&self, appid: &AppId, openid: &OpenId, template_id: &TemplateId, scene: Scene) -> bool {
+        self.lock().grant(appid.as_str(), openid.as_str(), template_id.as_str(), scene)
     }
 
     /// Unused grants.
@@ -113,11 +129,54 @@ impl SandboxState {
         self.lock().reset();
     }
 
-    fn record(&self, method: &str, uri: &Uri, errcode: Option<i64>) {
-        let shown = redact_uri(uri.path_and_query().map_or("/", |p| p.as_str()));
+    fn record(&self, seen: Seen, errcode: Option<i64>) {
         let cap = self.cfg.log_capacity;
         let wall = self.clock.wall();
-        self.lock().log(cap, method, shown, errcode, wall);
+        self.lock().log(cap, seen, errcode, wall);
+    }
+}
+
+/// What the request log keeps of a request: its method, its path and query with secrets
+/// masked, and its headers with secret values masked.
+#[derive(Clone, Debug)]
+pub(crate) struct Seen {
+    pub(crate) method: String,
+    pub(crate) uri: String,
+    pub(crate) headers: Vec<(String, String)>,
+}
+
+/// Header names whose values the log masks: credentials, cookies, and anything named like a
+/// token, a secret or a key.
+fn is_secret_header(name: &str) -> bool {
+    matches!(name, "authorization" | "proxy-authorization" | "cookie" | "set-cookie")
+        || ["token", "secret", "key", "auth", "session", "signature"].iter().any(|w| name.contains(w))
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Seen {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let headers = parts
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let name = name.as_str().to_owned();
+                let value = if is_secret_header(&name) {
+                    "[redacted]".to_owned()
+                } else {
+                    String::from_utf8_lossy(value.as_bytes()).into_owned()
+                };
+                (name, value)
+            })
+            .collect();
+        Ok(Self {
+            method: parts.method.as_str().to_owned(),
+            uri: redact_uri(parts.uri.path_and_query().map_or("/", |p| p.as_str())),
+            headers,
+        })
     }
 }
 

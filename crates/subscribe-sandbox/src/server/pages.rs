@@ -2,12 +2,12 @@
 //! and each user's inbox.
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use bytes::Bytes;
 use subscribe_types::AuthorizeRequest;
 
-use super::{SandboxState, params};
+use super::{SandboxState, Seen, params};
 use crate::config::{AppConfig, TemplateConfig};
 use crate::html;
 
@@ -41,18 +41,18 @@ fn check_authorize<'s>(
 }
 pub(super) async fn authorize_page(
     State(s): State<SandboxState>,
-    uri: Uri,
+    seen: Seen,
     RawQuery(q): RawQuery,
 ) -> Response {
     let q = q.unwrap_or_default();
-    s.record("GET", &uri, None);
+    s.record(seen, None);
     match s.authorization_page(&q) {
         Ok(page) => Html(page).into_response(),
         Err(e) => (StatusCode::BAD_REQUEST, Html(html::error(&e))).into_response(),
     }
 }
-pub(super) async fn decide(State(s): State<SandboxState>, uri: Uri, body: Bytes) -> Response {
-    s.record("POST", &uri, None);
+pub(super) async fn decide(State(s): State<SandboxState>, seen: Seen, body: Bytes) -> Response {
+    s.record(seen, None);
     let form = params(&String::from_utf8_lossy(&body));
     let outcome = (|| {
         let q = form.get("q").ok_or("the form lost the request")?;

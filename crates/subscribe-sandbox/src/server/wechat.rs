@@ -5,42 +5,41 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
 use subscribe_types::{ApiError, ErrCode, MessageParseError, SubscribeMessage};
 
-use super::{SandboxState, json, params, wx};
+use super::{SandboxState, Seen, json, params, wx};
 use crate::state::{AfterProcessing, Injected, TokenFault};
 
-pub(super) async fn require_post(State(s): State<SandboxState>, uri: Uri) -> Response {
-    s.record("GET", &uri, Some(43002));
+pub(super) async fn require_post(State(s): State<SandboxState>, seen: Seen) -> Response {
+    s.record(seen, Some(43002));
     wx(ErrCode::REQUIRE_POST, "require POST method")
 }
-pub(super) async fn require_get(State(s): State<SandboxState>, uri: Uri) -> Response {
-    s.record("POST", &uri, Some(43002));
+pub(super) async fn require_get(State(s): State<SandboxState>, seen: Seen) -> Response {
+    s.record(seen, Some(43001));
     wx(ErrCode::new(43001), "require GET method")
 }
 pub(super) fn token_answer(
     s: &SandboxState,
-    method: &str,
-    uri: &Uri,
+    seen: Seen,
     answer: Result<(String, u64), (ErrCode, &str)>,
 ) -> Response {
     match answer {
         Ok((token, expires_in)) => {
-            s.record(method, uri, None);
+            s.record(seen, None);
             json(&serde_json::json!({"access_token": token, "expires_in": expires_in}))
         }
         Err((code, msg)) => {
-            s.record(method, uri, Some(code.get()));
+            s.record(seen, Some(code.get()));
             wx(code, msg)
         }
     }
 }
 /// The answer of a token request under a token fault; `None` to process it (after a stall).
-pub(super) async fn token_fault(s: &SandboxState, method: &str, uri: &Uri) -> Option<Response> {
+pub(super) async fn token_fault(s: &SandboxState, seen: &Seen) -> Option<Response> {
     let (fault, stall) = {
         let inner = s.lock();
         (inner.token_fault(s.now().mono), inner.faults.token_stall_ms.unwrap_or(3000))
@@ -58,24 +57,24 @@ pub(super) async fn token_fault(s: &SandboxState, method: &str, uri: &Uri) -> Op
             ([(header::CONTENT_TYPE, "application/json")], "{\"access_token\":\"").into_response()
         }
         TokenFault::Busy => {
-            s.record(method, uri, Some(-1));
+            s.record(seen.clone(), Some(-1));
             return Some(wx(ErrCode::SYSTEM_BUSY, "system error"));
         }
         TokenFault::Quota => {
-            s.record(method, uri, Some(45009));
+            s.record(seen.clone(), Some(45009));
             return Some(wx(ErrCode::new(45009), "reach max api daily quota limit"));
         }
     };
-    s.record(method, uri, None);
+    s.record(seen.clone(), None);
     Some(response)
 }
 pub(super) async fn classic_token(
     State(s): State<SandboxState>,
-    uri: Uri,
+    seen: Seen,
     RawQuery(q): RawQuery,
 ) -> Response {
     s.lock().stats.classic_token_requests += 1;
-    if let Some(r) = token_fault(&s, "GET", &uri).await {
+    if let Some(r) = token_fault(&s, &seen).await {
         return r;
     }
     let p = params(q.as_deref().unwrap_or(""));
@@ -95,9 +94,9 @@ pub(super) async fn classic_token(
         }
         s.lock().classic_token(&s.cfg, appid, s.now())
     })();
-    token_answer(&s, "GET", &uri, answer)
+    token_answer(&s, seen, answer)
 }
-pub(super) async fn stable_token(State(s): State<SandboxState>, uri: Uri, body: Bytes) -> Response {
+pub(super) async fn stable_token(State(s): State<SandboxState>, seen: Seen, body: Bytes) -> Response {
     #[derive(Deserialize)]
     struct Req {
         grant_type: Option<String>,
@@ -107,7 +106,7 @@ pub(super) async fn stable_token(State(s): State<SandboxState>, uri: Uri, body: 
         force_refresh: bool,
     }
     s.lock().stats.stable_token_requests += 1;
-    if let Some(r) = token_fault(&s, "POST", &uri).await {
+    if let Some(r) = token_fault(&s, &seen).await {
         return r;
     }
     let answer = (|| {
@@ -125,7 +124,7 @@ pub(super) async fn stable_token(State(s): State<SandboxState>, uri: Uri, body: 
         }
         s.lock().stable_token(&s.cfg, &appid, req.force_refresh, s.now())
     })();
-    token_answer(&s, "POST", &uri, answer)
+    token_answer(&s, seen, answer)
 }
 /// A response whose body fails: the connection is cut without a complete answer.
 pub(super) fn dropped() -> Response {
@@ -138,7 +137,7 @@ pub(super) fn dropped() -> Response {
 }
 pub(super) async fn send(
     State(s): State<SandboxState>,
-    uri: Uri,
+    seen: Seen,
     RawQuery(q): RawQuery,
     body: Bytes,
 ) -> Response {
@@ -158,19 +157,19 @@ pub(super) async fn send(
     }
     match fault {
         Some(Injected::Drop) => {
-            s.record("POST", &uri, None);
+            s.record(seen, None);
             return dropped();
         }
         Some(Injected::Http502) => {
-            s.record("POST", &uri, None);
+            s.record(seen, None);
             return (StatusCode::BAD_GATEWAY, "<html><body>502 Bad Gateway</body></html>").into_response();
         }
         Some(Injected::Busy) => {
-            s.record("POST", &uri, Some(-1));
+            s.record(seen, Some(-1));
             return wx(ErrCode::SYSTEM_BUSY, "system error");
         }
         Some(Injected::Malformed) => {
-            s.record("POST", &uri, None);
+            s.record(seen, None);
             return ([(header::CONTENT_TYPE, "application/json")], "{\"errcode\":0,\"errm").into_response();
         }
         None => {}
@@ -185,11 +184,11 @@ pub(super) async fn send(
     })();
     let answer = match result {
         Ok(()) => {
-            s.record("POST", &uri, Some(0));
+            s.record(seen, Some(0));
             wx(ErrCode::OK, "ok")
         }
         Err((code, msg)) => {
-            s.record("POST", &uri, Some(code.get()));
+            s.record(seen, Some(code.get()));
             wx(code, &msg)
         }
     };

@@ -33,6 +33,36 @@ async fn log_masks_tokens_and_secrets() {
 }
 
 #[tokio::test]
+async fn log_keeps_headers_with_credentials_masked() {
+    let (s, http) = start(SandboxConfig::demo()).await;
+    let t = classic_token(&s, &http).await;
+    grant(&s, 1);
+    let r = http
+        .post(format!("{}/cgi-bin/message/template/subscribe?access_token={t}", s.base_url()))
+        .header("x-trace-id", "trace-42")
+        .header("authorization", "Bearer hunter2-credential")
+        .header("x-api-key", "key-material-9")
+        .header("cookie", "sid=cookie-value-7")
+        .body(message(1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body(r).await["errcode"], 0);
+    let entry = s.state().log().pop().unwrap();
+    let header = |name: &str| entry.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+    assert_eq!(header("x-trace-id"), Some("trace-42"), "{entry:?}");
+    for secret in ["authorization", "x-api-key", "cookie"] {
+        assert_eq!(header(secret), Some("[redacted]"), "{secret}: {entry:?}");
+    }
+    let log =
+        http.get(format!("{}/sandbox/api/log", s.base_url())).send().await.unwrap().text().await.unwrap();
+    assert!(log.contains("trace-42"), "{log}");
+    for secret in ["hunter2-credential", "key-material-9", "cookie-value-7", t.as_str()] {
+        assert!(!log.contains(secret), "{secret} leaked: {log}");
+    }
+}
+
+#[tokio::test]
 async fn faults_reset_and_state_over_the_control_api() {
     let (s, http) = start(SandboxConfig::demo()).await;
     let base = s.base_url();

@@ -83,7 +83,12 @@ pub async fn send(s: &SandboxHandle, http: &reqwest::Client, token: &str, body: 
 
 /// Grants Alice one message under `scene`.
 pub fn grant(s: &SandboxHandle, scene: u16) {
-    s.state().add_grant(DEMO_APPID, ALICE, DEMO_TEMPLATE, Scene::new(u32::from(scene)).unwrap());
+    s.state().add_grant(
+        &SandboxConfig::demo_appid(),
+        &subscribe_types::OpenId::new(ALICE).unwrap(),
+        &SandboxConfig::demo_template(),
+        Scene::new(u32::from(scene)).unwrap(),
+    );
 }
 
 /// A demo configuration with classic tokens superseded after `grace`.
