@@ -1,6 +1,9 @@
 //! Test support: [`ManualClock`](crate::ManualClock), canned WeChat answers for
-//! [`MockTransport`], and the [`token_store_contract`] conformance suite that any
-//! [`TokenStore`] backend runs in its own tests.
+//! [`MockTransport`] ([`mock_with_stable_token`], [`mock_with_rotating_token`] for the 40001
+//! scenario, with the client's token refresh sequence documented there), what a test of a
+//! transport needs ([`HttpRequest`], [`TransportErrorKind`]), and the contract suites
+//! ([`token_store_contract`], [`shared_token_store_contract`], [`grant_ledger_contract`]) that
+//! a backend runs in its own tests.
 
 use std::time::{Duration, SystemTime};
 
