@@ -53,23 +53,7 @@ pub(crate) fn check(root: &Path) -> Vec<String> {
 
 /// Every Markdown file of the repository (not under `target/` or hidden directories).
 fn markdown_files(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let p = entry.path();
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if p.is_dir() {
-                if !name.starts_with('.') && name != "target" && name != "node_modules" {
-                    stack.push(p);
-                }
-            } else if p.extension().is_some_and(|e| e == "md") {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
+    files_with_extension(root, "md")
 }
 
 /// Relative links of a Markdown file must name a file or directory inside the repository; text
@@ -184,14 +168,23 @@ fn dirs(path: &Path) -> Vec<PathBuf> {
 }
 
 fn rust_files(path: &Path) -> Vec<PathBuf> {
+    files_with_extension(path, "rs")
+}
+
+/// Files ending in `.ext` under `path`, sorted, skipping `target/`, `node_modules/` and hidden
+/// directories.
+fn files_with_extension(path: &Path, ext: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![path.to_path_buf()];
     while let Some(dir) = stack.pop() {
         for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
             let p = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
             if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|e| e == "rs") {
+                if !name.starts_with('.') && name != "target" && name != "node_modules" {
+                    stack.push(p);
+                }
+            } else if p.extension().is_some_and(|e| e == ext) {
                 out.push(p);
             }
         }

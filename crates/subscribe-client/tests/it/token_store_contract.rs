@@ -17,53 +17,40 @@ async fn a_store_behind_dyn_or_an_arc_passes_the_contract() {
     token_store_contract(store).await;
 }
 
-/// A store without a refresh lease: fine in one process, refused as a shared store.
+/// An in-memory store whose refresh lease is missing (fine in one process, refused as a shared
+/// store) or, with `lease_for_all`, granted to everyone (a fleet would stampede).
 #[derive(Debug, Default)]
-struct NoLease(InMemoryTokenStore);
+struct Odd {
+    tokens: InMemoryTokenStore,
+    lease_for_all: bool,
+}
 
 #[subscribe_client::async_trait]
-impl TokenStore for NoLease {
+impl TokenStore for Odd {
     async fn load(&self, app: &AppId) -> Result<Option<CachedToken>, TokenStoreError> {
-        self.0.load(app).await
+        self.tokens.load(app).await
     }
     async fn save(&self, app: &AppId, t: &CachedToken) -> Result<CachedToken, TokenStoreError> {
-        self.0.save(app, t).await
+        self.tokens.save(app, t).await
     }
     async fn invalidate(&self, app: &AppId, t: &AccessToken) -> Result<bool, TokenStoreError> {
-        self.0.invalidate(app, t).await
+        self.tokens.invalidate(app, t).await
+    }
+    fn refresh_lease(&self) -> Option<&dyn RefreshLease> {
+        self.lease_for_all.then_some(self as &dyn RefreshLease)
     }
 }
 
 #[tokio::test]
 async fn a_store_without_a_lease_passes_alone_and_fails_as_a_shared_store() {
-    token_store_contract(Arc::new(NoLease::default())).await;
-    let failed = tokio::spawn(shared_token_store_contract(Arc::new(NoLease::default()))).await.unwrap_err();
+    token_store_contract(Arc::new(Odd::default())).await;
+    let failed = tokio::spawn(shared_token_store_contract(Arc::new(Odd::default()))).await.unwrap_err();
     let text = crate::panic_text(failed);
     assert!(text.contains("a shared store must offer a refresh lease"), "{text}");
 }
 
-/// A shared store whose lease is granted to everyone: the fleet would stampede.
-#[derive(Debug, Default)]
-struct LeaseForAll(InMemoryTokenStore);
-
 #[subscribe_client::async_trait]
-impl TokenStore for LeaseForAll {
-    async fn load(&self, app: &AppId) -> Result<Option<CachedToken>, TokenStoreError> {
-        self.0.load(app).await
-    }
-    async fn save(&self, app: &AppId, t: &CachedToken) -> Result<CachedToken, TokenStoreError> {
-        self.0.save(app, t).await
-    }
-    async fn invalidate(&self, app: &AppId, t: &AccessToken) -> Result<bool, TokenStoreError> {
-        self.0.invalidate(app, t).await
-    }
-    fn refresh_lease(&self) -> Option<&dyn RefreshLease> {
-        Some(self)
-    }
-}
-
-#[subscribe_client::async_trait]
-impl RefreshLease for LeaseForAll {
+impl RefreshLease for Odd {
     async fn try_acquire_refresh_lease(
         &self,
         _: &AppId,
@@ -91,7 +78,9 @@ impl RefreshLease for LeaseForAll {
 
 #[tokio::test]
 async fn a_lease_granted_to_everyone_fails_the_contract() {
-    let failed = tokio::spawn(token_store_contract(Arc::new(LeaseForAll::default()))).await.unwrap_err();
+    let failed = tokio::spawn(token_store_contract(Arc::new(Odd { lease_for_all: true, ..Odd::default() })))
+        .await
+        .unwrap_err();
     let text = crate::panic_text(failed);
     assert!(text.contains("a live lease is exclusive"), "{text}");
 }
