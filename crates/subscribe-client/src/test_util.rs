@@ -398,6 +398,11 @@ pub async fn grant_ledger_contract<L: crate::GrantLedger + ?Sized + 'static>(led
         "release: pending again"
     );
     let r = ledger.reserve(&key, "h", lease, later).await.expect("reserve").expect("pending after release");
+    assert_eq!(
+        r.attempt, 1,
+        "reserve after a release is attempt 1: a definite failure delivered nothing, so a later \
+         refusal is a real one"
+    );
     ledger.settle(&r, Settlement::Review("timeout".into())).await.expect("review");
     assert_eq!(
         ledger.get(&key).await.expect("get").expect("record").status,

@@ -90,6 +90,8 @@ local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v then return 0 end
 local s, a, _, id = parse(v)
 if s ~= 'R' or id ~= ARGV[2] then return 0 end
+-- A release (a definite failure: nothing delivered) starts the attempts over.
+if ARGV[3] == 'P' then a = '0' end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3] .. '|' .. a .. '|0||' .. ARGV[4])
 if ARGV[3] ~= 'P' then redis.call('ZREM', KEYS[2], ARGV[1]) end
 return 1"

@@ -185,6 +185,9 @@ impl GrantLedger for FileGrantLedger {
             return Err(LedgerError::LeaseLost);
         };
         let before = Some(row.clone());
+        if settlement == Settlement::Release {
+            row.attempts = 0; // a definite failure delivered nothing: the next sender is attempt 1
+        }
         row.status = match settlement {
             Settlement::Delivered => Status::Delivered,
             Settlement::Release => Status::Pending,

@@ -123,6 +123,10 @@ impl GrantLedger for InMemoryGrantLedger {
             State::Reserved { id, .. } if *id == r.id => {}
             _ => return Err(LedgerError::LeaseLost),
         }
+        if settlement == Settlement::Release {
+            // A definite failure delivered nothing: the next sender starts at attempt 1.
+            e.attempts = 0;
+        }
         e.state = match settlement {
             Settlement::Delivered => State::Delivered,
             Settlement::Release => State::Pending,

@@ -97,7 +97,8 @@ pub struct GrantRecord {
     pub key: GrantKey,
     /// Where it stands.
     pub status: GrantStatus,
-    /// How many times it was reserved since it was (re)confirmed.
+    /// How many times it was reserved since it was (re)confirmed or last released: more than
+    /// one means an earlier sender's lease lapsed (it may have crashed after sending).
     pub attempts: u32,
 }
 
@@ -110,8 +111,9 @@ pub struct Reservation {
     pub id: String,
     /// End of the lease.
     pub until: SystemTime,
-    /// 1 for the first reservation since the confirmation; more means an earlier sender's
-    /// lease lapsed (it may have crashed after sending).
+    /// 1 for the first reservation since the confirmation or the last
+    /// [`Release`](Settlement::Release) (a definite failure delivered nothing); more means an
+    /// earlier sender's lease lapsed (it may have crashed after sending).
     pub attempt: u32,
 }
 
@@ -121,7 +123,7 @@ pub struct Reservation {
 pub enum Settlement {
     /// Delivered: the grant is used.
     Delivered,
-    /// A definite failure that leaves the grant usable: pending again.
+    /// A definite failure that leaves the grant usable: pending again, its attempts back to 0.
     Release,
     /// Unknown outcome: set aside for review.
     Review(String),

@@ -239,6 +239,32 @@ async fn a_lapsed_reservation_is_retaken_and_a_refusal_then_goes_to_review() {
 }
 
 #[tokio::test]
+async fn after_a_definite_failure_a_refusal_is_a_refusal_not_probably_delivered() {
+    // The first dispatch fails before anything leaves (the connection is refused): the grant is
+    // released. The second one is answered 43101: an honest refusal, since nothing was delivered.
+    let ledger = ledger_with(&["oOutage"]).await;
+    let key = scope().key(OpenId::new("oOutage").unwrap());
+    let mock = mock_with_stable_token("T1", 7200);
+    mock.route("POST", SEND_PATH).times(1).reply(MockReply::error(TransportErrorKind::Connect));
+    mock.route("POST", SEND_PATH).reply(errcode_reply(43101, "user refuse to accept the msg"));
+    let clock = clock();
+    let client = builder(&mock, &clock).retry_policy(subscribe_client::RetryPolicy::none()).build().unwrap();
+    let mut dispatcher = Dispatcher::new(client, Arc::clone(&ledger))
+        .grants(scope().template_id, scope().scene)
+        .message(build);
+
+    let first = dispatcher.run().await.unwrap();
+    assert_eq!(first.progress.failed, 1, "{:?}", first.progress);
+    let record = ledger.get(&key).await.unwrap().unwrap();
+    assert_eq!((record.status, record.attempts), (GrantStatus::Pending, 0), "released, attempts reset");
+
+    let second = dispatcher.run().await.unwrap();
+    assert_eq!(second.outcomes[0].kind, OutcomeKind::Dropped, "{:?}", second.outcomes);
+    let status = ledger.get(&key).await.unwrap().unwrap().status;
+    assert!(matches!(status, GrantStatus::Dropped { .. }), "refused, not sent to review: {status:?}");
+}
+
+#[tokio::test]
 async fn the_rate_limit_paces_sends_on_the_clock() {
     let mock = mock_with_stable_token("T1", 7200);
     mock.route("POST", SEND_PATH).reply(ok_reply());
