@@ -134,6 +134,48 @@ impl StateKey {
     }
 }
 
+/// The key ring: states are signed with the current key and verified against it and the
+/// previous ones, so a key rotation (or a rolling deploy with two keys live) loses none of the
+/// confirmations signed before it.
+#[derive(Clone, Debug)]
+pub(crate) struct StateKeys {
+    pub(crate) current: StateKey,
+    pub(crate) previous: Vec<StateKey>,
+}
+
+impl StateKeys {
+    pub(crate) fn sign(
+        &self,
+        appid: &AppId,
+        template: &TemplateId,
+        scene: Scene,
+        expires: SystemTime,
+        session: &str,
+    ) -> Reserved {
+        self.current.sign(appid, template, scene, expires, session)
+    }
+
+    /// Verifies with the current key, then each previous one: a state is forged only when no key
+    /// of the ring made it. Expiry and the rest are judged by the key that made it.
+    pub(crate) fn verify(
+        &self,
+        appid: &AppId,
+        template: &TemplateId,
+        scene: Scene,
+        state: &Reserved,
+        session: &str,
+        now: SystemTime,
+    ) -> Result<(), AuthorizationError> {
+        for key in std::iter::once(&self.current).chain(&self.previous) {
+            match key.verify(appid, template, scene, state, session, now) {
+                Err(AuthorizationError::ForgedState) => {}
+                other => return other,
+            }
+        }
+        Err(AuthorizationError::ForgedState)
+    }
+}
+
 /// Eight bytes that differ for every state this process signs: `SplitMix64` from one random
 /// seed per process (its state advances by an odd constant and its output function is a
 /// bijection, so no two calls collide within 2^64). The nonce only makes states differ
@@ -213,6 +255,32 @@ mod tests {
         let state = Reserved::new(format!("1{rest}{}", hex::encode(&tag[..16]))).unwrap();
         let t0 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         key.verify(&app, &tpl, scene, &state, "sess", t0).unwrap();
+    }
+
+    #[test]
+    fn the_ring_verifies_states_of_its_previous_keys_and_nothing_else() {
+        let (app, tpl, scene) = ids();
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let (old, new, other) =
+            (StateKey::from_bytes(&[1; 32]), StateKey::from_bytes(&[2; 32]), StateKey::from_bytes(&[3; 32]));
+        let ring = StateKeys { current: new.clone(), previous: vec![old.clone()] };
+        let by_old = old.sign(&app, &tpl, scene, t0 + Duration::from_secs(600), "");
+        let by_new = ring.sign(&app, &tpl, scene, t0 + Duration::from_secs(600), "");
+        ring.verify(&app, &tpl, scene, &by_old, "", t0).unwrap();
+        ring.verify(&app, &tpl, scene, &by_new, "", t0).unwrap();
+        new.verify(&app, &tpl, scene, &by_new, "", t0).unwrap();
+        let by_other = other.sign(&app, &tpl, scene, t0 + Duration::from_secs(600), "");
+        assert!(matches!(
+            ring.verify(&app, &tpl, scene, &by_other, "", t0),
+            Err(AuthorizationError::ForgedState)
+        ));
+        assert!(
+            matches!(
+                ring.verify(&app, &tpl, scene, &by_old, "", t0 + Duration::from_secs(601)),
+                Err(AuthorizationError::ExpiredState { .. })
+            ),
+            "an old key's state expires like any other"
+        );
     }
 
     #[test]

@@ -6,13 +6,13 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime};
 
 use subscribe_transport::{HttpTransport, SharedTransport};
-use subscribe_types::{AppId, DEFAULT_MP_BASE, HttpUrl};
+use subscribe_types::{AppId, AppSecret, DEFAULT_MP_BASE, HttpUrl};
 
 use super::{Client, Inner};
 use crate::clock::{Clock, SharedClock, SystemClock};
 use crate::error::ConfigError;
 use crate::retry::RetryPolicy;
-use crate::state::StateKey;
+use crate::state::{StateKey, StateKeys};
 use crate::token::{
     InMemoryTokenStore, SharedTokenStore, TokenEndpoint, TokenManager, TokenSource, TokenStore,
 };
@@ -40,9 +40,16 @@ pub struct ClientBuilder {
     retry: RetryPolicy,
     clock: Option<SharedClock>,
     state_key: Option<Vec<u8>>,
+    previous_state_keys: Vec<PreviousKey>,
     state_ttl: Duration,
     /// `timeouts(..)`, when called: (connect, overall).
     timeouts: Option<(Duration, Duration)>,
+}
+
+/// A key of the ring's past (see [`ClientBuilder::previous_state_key`]).
+enum PreviousKey {
+    Bytes(Vec<u8>),
+    Secret(AppSecret),
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -55,6 +62,7 @@ impl fmt::Debug for ClientBuilder {
             .field("refresh_margin", &self.refresh_margin)
             .field("token_wait", &self.token_wait)
             .field("retry", &self.retry)
+            .field("previous_state_keys", &self.previous_state_keys.len())
             .finish_non_exhaustive()
     }
 }
@@ -78,6 +86,7 @@ impl ClientBuilder {
             retry: RetryPolicy::default(),
             clock: None,
             state_key: None,
+            previous_state_keys: Vec::new(),
             state_ttl: Duration::from_secs(15 * 60),
             timeouts: None,
         }
@@ -205,6 +214,23 @@ impl ClientBuilder {
         self
     }
 
+    /// A key that signed states before the current one: states it signed still verify until
+    /// they expire (`state_ttl`). Give the key you rotated away from here for one `state_ttl`
+    /// after the rotation (and during a rolling deploy, each old instance's key), so the
+    /// confirmations users made just before it are not turned away as forged. Repeatable.
+    pub fn previous_state_key(mut self, key: impl Into<Vec<u8>>) -> Self {
+        self.previous_state_keys.push(PreviousKey::Bytes(key.into()));
+        self
+    }
+
+    /// For the default state key (derived from the AppSecret): the AppSecret it was derived
+    /// from before the secret was reset, so the states signed with it still verify until they
+    /// expire. Repeatable.
+    pub fn previous_app_secret(mut self, secret: AppSecret) -> Self {
+        self.previous_state_keys.push(PreviousKey::Secret(secret));
+        self
+    }
+
     /// How long a signed state stays valid (default 15 minutes).
     pub fn state_ttl(mut self, d: Duration) -> Self {
         self.state_ttl = d;
@@ -243,12 +269,21 @@ impl ClientBuilder {
         }
         let api_base = base_url("api_base", &self.api_base)?;
         let mp_base = base_url("mp_base", &self.mp_base)?;
-        let state_key = match (&self.state_key, &self.source) {
+        let current = match (&self.state_key, &self.source) {
             (Some(k), _) if k.len() < 32 => return Err(ConfigError::WeakStateKey),
             (Some(k), _) => StateKey::from_bytes(k),
             (None, TokenSource::Stable(s) | TokenSource::Classic(s)) => StateKey::from_secret(s),
             (None, TokenSource::External(_)) => return Err(ConfigError::MissingStateKey),
         };
+        let mut previous = Vec::with_capacity(self.previous_state_keys.len());
+        for key in &self.previous_state_keys {
+            previous.push(match key {
+                PreviousKey::Bytes(k) if k.len() < 32 => return Err(ConfigError::WeakStateKey),
+                PreviousKey::Bytes(k) => StateKey::from_bytes(k),
+                PreviousKey::Secret(s) => StateKey::from_secret(s),
+            });
+        }
+        let state_key = StateKeys { current, previous };
         let transport = match (self.transport, self.timeouts) {
             (Some(_), Some(_)) => return Err(ConfigError::TimeoutsWithCustomTransport),
             (Some(t), None) => t,

@@ -13,7 +13,7 @@ use subscribe_types::{AccessToken, AppId, AppSecret, AuthorizeRequest};
 use crate::clock::SharedClock;
 use crate::error::TokenError;
 use crate::retry::RetryPolicy;
-use crate::state::StateKey;
+use crate::state::StateKeys;
 use crate::token::{CachedToken, ExternalTokenSource, TokenManager, TokenSource};
 
 mod authorize;
@@ -38,7 +38,7 @@ struct Inner {
     tokens: Arc<TokenManager>,
     retry: RetryPolicy,
     clock: SharedClock,
-    state_key: StateKey,
+    state_key: StateKeys,
     state_ttl: Duration,
     jitter: AtomicU64,
 }

@@ -152,3 +152,66 @@ fn every_instance_with_the_same_secret_agrees() {
     let link = a.authorize_url(&TemplateId::new(TEMPLATE).unwrap(), Scene::new(1).unwrap(), &redirect());
     b.complete_authorization(&answer(&link.url, "confirm", Some("o1"))).unwrap();
 }
+
+#[test]
+fn a_rotated_key_keeps_the_confirmations_signed_before_the_rotation() {
+    let clock = clock();
+    let tpl = TemplateId::new(TEMPLATE).unwrap();
+    let build = |current: [u8; 32], previous: Option<[u8; 32]>| {
+        let mut b = Client::builder(appid(), AppSecret::new(SECRET).unwrap())
+            .transport(MockTransport::new())
+            .clock(clock.clone())
+            .state_key(current.to_vec());
+        if let Some(p) = previous {
+            b = b.previous_state_key(p.to_vec());
+        }
+        b.build().unwrap()
+    };
+    let before = build([1; 32], None);
+    let link = before.authorize_url(&tpl, Scene::new(1000).unwrap(), &redirect());
+    let callback = answer(&link.url, "confirm", Some("oUser"));
+
+    // Rotated without the ring: a confirmation WeChat recorded is turned away as forged.
+    let rotated = build([2; 32], None);
+    assert_rejected(rotated.complete_authorization(&callback), |e| {
+        matches!(e, AuthorizationError::ForgedState)
+    });
+    // With the old key as the previous one, it verifies; the new key signs new states.
+    let ring = build([2; 32], Some([1; 32]));
+    assert!(matches!(ring.complete_authorization(&callback), Ok(AuthorizationAnswer::Confirmed(_))));
+    let fresh = ring.authorize_url(&tpl, Scene::new(1000).unwrap(), &redirect());
+    assert!(matches!(
+        rotated.complete_authorization(&answer(&fresh.url, "confirm", Some("oUser"))),
+        Ok(AuthorizationAnswer::Confirmed(_))
+    ));
+    // Once the old states have expired, the previous key verifies nothing of theirs.
+    clock.advance(Duration::from_secs(15 * 60 + 1));
+    assert_rejected(ring.complete_authorization(&callback), |e| {
+        matches!(e, AuthorizationError::ExpiredState { .. })
+    });
+    // A previous key is held to the same strength as the current one.
+    let weak = Client::builder(appid(), AppSecret::new(SECRET).unwrap())
+        .transport(MockTransport::new())
+        .previous_state_key(vec![0u8; 31])
+        .build();
+    assert!(matches!(weak, Err(subscribe_client::ConfigError::WeakStateKey)));
+}
+
+#[test]
+fn a_reset_app_secret_keeps_the_states_of_the_old_one_with_previous_app_secret() {
+    let clock = clock();
+    let tpl = TemplateId::new(TEMPLATE).unwrap();
+    let old = client_with(&clock, SECRET);
+    let link = old.authorize_url(&tpl, Scene::new(7).unwrap(), &redirect());
+    let callback = answer(&link.url, "confirm", Some("oUser"));
+    let reset = Client::builder(appid(), AppSecret::new("a-new-app-secret").unwrap())
+        .transport(MockTransport::new())
+        .clock(clock.clone())
+        .previous_app_secret(AppSecret::new(SECRET).unwrap())
+        .build()
+        .unwrap();
+    assert!(matches!(reset.complete_authorization(&callback), Ok(AuthorizationAnswer::Confirmed(_))));
+    assert_rejected(client_with(&clock, "a-new-app-secret").complete_authorization(&callback), |e| {
+        matches!(e, AuthorizationError::ForgedState)
+    });
+}
