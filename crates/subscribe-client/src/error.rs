@@ -485,13 +485,25 @@ pub enum AuthorizationError {
         /// How long ago.
         ago: Duration,
     },
+    /// The state already confirmed once: each authorization confirms one grant, so a replayed
+    /// answer (with the same or another openid) is refused.
+    #[error("callback state was already used: each authorization confirms once")]
+    ReplayedState,
+    /// Whether the state was used before could not be checked: the store of used states failed
+    /// or did not answer in time. Nothing was recorded; the same answer can be completed later.
+    #[error("the store of used states failed")]
+    UsedStates(#[source] crate::used_states::UsedStatesError),
 }
 
 impl AuthorizationError {
-    /// What to do about it: always `Invalid` (the answer cannot be accepted as it is; offer
-    /// the user a fresh authorization link).
+    /// What to do about it: `Retryable` when the store of used states failed, `Invalid`
+    /// otherwise (the answer cannot be accepted as it is; offer the user a fresh authorization
+    /// link).
     pub fn kind(&self) -> ErrorKind {
-        ErrorKind::Invalid
+        match self {
+            Self::UsedStates(_) => ErrorKind::Retryable,
+            _ => ErrorKind::Invalid,
+        }
     }
 }
 

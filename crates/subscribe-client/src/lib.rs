@@ -67,6 +67,7 @@ mod rate;
 mod retry;
 mod state;
 mod token;
+mod used_states;
 
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
@@ -87,7 +88,7 @@ pub use error::{
 };
 pub use grants::{
     GrantCounts, GrantKey, GrantLedger, GrantRecord, GrantScope, GrantStatus, InMemoryGrantLedger,
-    LedgerError, Recorded, Reservation, Settlement,
+    LedgerError, MAX_HISTORY, PastGrant, Recorded, Reservation, Settlement,
 };
 pub use rate::RateLimiter;
 pub use retry::RetryPolicy;
@@ -98,6 +99,7 @@ pub use token::{
     RefreshLease, SharedTokenStore, TokenEndpoint, TokenStore, TokenStoreError,
 };
 pub use tokio_util::sync::CancellationToken;
+pub use used_states::{InMemoryUsedStates, SharedUsedStates, UsedStates, UsedStatesError};
 
 // Compile-time checks: the client and its errors cross threads; the traits are object safe.
 const _: () = {

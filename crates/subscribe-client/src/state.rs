@@ -106,7 +106,7 @@ impl StateKey {
         state: &Reserved,
         session: &str,
         now: SystemTime,
-    ) -> Result<(), AuthorizationError> {
+    ) -> Result<SystemTime, AuthorizationError> {
         let s = state.as_str();
         if s.is_empty() {
             return Err(AuthorizationError::MissingState);
@@ -129,7 +129,7 @@ impl StateKey {
         let expires = UNIX_EPOCH + Duration::from_secs(secs);
         match now.duration_since(expires) {
             Ok(ago) if !ago.is_zero() => Err(AuthorizationError::ExpiredState { ago }),
-            _ => Ok(()),
+            _ => Ok(expires),
         }
     }
 }
@@ -156,7 +156,8 @@ impl StateKeys {
     }
 
     /// Verifies with the current key, then each previous one: a state is forged only when no key
-    /// of the ring made it. Expiry and the rest are judged by the key that made it.
+    /// of the ring made it. Expiry and the rest are judged by the key that made it. Returns the
+    /// state's expiry.
     pub(crate) fn verify(
         &self,
         appid: &AppId,
@@ -165,7 +166,7 @@ impl StateKeys {
         state: &Reserved,
         session: &str,
         now: SystemTime,
-    ) -> Result<(), AuthorizationError> {
+    ) -> Result<SystemTime, AuthorizationError> {
         for key in std::iter::once(&self.current).chain(&self.previous) {
             match key.verify(appid, template, scene, state, session, now) {
                 Err(AuthorizationError::ForgedState) => {}
@@ -291,7 +292,8 @@ mod tests {
         let state = key.sign(&app, &tpl, scene, t0 + Duration::from_secs(600), "sess");
         assert_eq!(state.as_str().len(), LEN);
         key.verify(&app, &tpl, scene, &state, "sess", t0).unwrap();
-        let other = |r: Result<(), AuthorizationError>| matches!(r, Err(AuthorizationError::ForgedState));
+        let other =
+            |r: Result<SystemTime, AuthorizationError>| matches!(r, Err(AuthorizationError::ForgedState));
         assert!(other(key.verify(&AppId::new("wx2").unwrap(), &tpl, scene, &state, "sess", t0)));
         assert!(other(key.verify(&app, &TemplateId::new("tp2").unwrap(), scene, &state, "sess", t0)));
         assert!(other(key.verify(&app, &tpl, Scene::new(8).unwrap(), &state, "sess", t0)));

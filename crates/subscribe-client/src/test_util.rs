@@ -281,7 +281,7 @@ async fn refresh_lease_contract(lease: &dyn crate::RefreshLease, app: &AppId, ot
 /// When a rule is broken.
 #[allow(clippy::too_many_lines)] // one rule after another, in order
 pub async fn grant_ledger_contract<L: crate::GrantLedger + ?Sized + 'static>(ledger: std::sync::Arc<L>) {
-    use crate::{GrantScope, GrantStatus, LedgerError, Recorded, Settlement};
+    use crate::{GrantScope, GrantStatus, LedgerError, PastGrant, Recorded, Settlement};
     use subscribe_types::{OpenId, Scene, TemplateId};
 
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
@@ -383,10 +383,12 @@ pub async fn grant_ledger_contract<L: crate::GrantLedger + ?Sized + 'static>(led
         Recorded::Renewed,
         "a new confirmation after delivery is a new grant"
     );
+    let renewed = ledger.get(&key).await.expect("get").expect("record");
+    assert_eq!((renewed.status, renewed.attempts), (GrantStatus::Pending, 0), "a renewed grant starts over");
     assert_eq!(
-        ledger.get(&key).await.expect("get").expect("record").attempts,
-        0,
-        "a renewed grant starts over"
+        renewed.history,
+        vec![PastGrant { status: GrantStatus::Delivered, attempts: 2, renewed_at: later }],
+        "a renewal keeps the delivered grant in the history (status, attempts, when)"
     );
 
     // Release, review, drop.
@@ -418,6 +420,17 @@ pub async fn grant_ledger_contract<L: crate::GrantLedger + ?Sized + 'static>(led
         Recorded::Renewed,
         "a new confirmation resolves a review"
     );
+    let history = ledger.get(&key).await.expect("get").expect("record").history;
+    assert_eq!(
+        history.last(),
+        Some(&PastGrant {
+            status: GrantStatus::Review { reason: "timeout".into() },
+            attempts: 1,
+            renewed_at: later
+        }),
+        "the review and its reason stay in the history"
+    );
+    assert_eq!(history.len(), 2, "history: one entry per renewal");
     let r = ledger.reserve(&key, "h", lease, later).await.expect("reserve").expect("pending");
     ledger.settle(&r, Settlement::Drop("43101".into())).await.expect("drop");
     assert_eq!(
@@ -457,6 +470,23 @@ pub async fn grant_ledger_contract<L: crate::GrantLedger + ?Sized + 'static>(led
     let c = ledger.counts(&scope, t0).await.expect("counts");
     assert_eq!((c.pending, c.dropped), (25, 1), "counts by status");
 
+    // The history keeps the most recent MAX_HISTORY lives.
+    let busy = GrantScope { scene: Scene::new(10).expect("scene"), ..scope.clone() }.key(user(0));
+    ledger.record(&busy, t0).await.expect("record");
+    for i in 0..(crate::MAX_HISTORY as u64 + 4) {
+        let at = t0 + Duration::from_secs(i + 1);
+        let r = ledger.reserve(&busy, "h", lease, at).await.expect("reserve").expect("pending");
+        ledger.settle(&r, Settlement::Delivered).await.expect("settle");
+        ledger.record(&busy, at).await.expect("record");
+    }
+    let history = ledger.get(&busy).await.expect("get").expect("record").history;
+    assert_eq!(history.len(), crate::MAX_HISTORY, "history: at most MAX_HISTORY entries");
+    assert_eq!(
+        history.first().map(|p| p.renewed_at),
+        Some(t0 + Duration::from_secs(5)),
+        "history: the oldest entries go first"
+    );
+
     // A holder whose lease lapsed and whom nobody replaced still settles: it finished late.
     let late = GrantScope { scene: Scene::new(9).expect("scene"), ..scope.clone() }.key(user(0));
     ledger.record(&late, t0).await.expect("record");
@@ -470,4 +500,49 @@ pub async fn grant_ledger_contract<L: crate::GrantLedger + ?Sized + 'static>(led
         GrantStatus::Delivered,
         "settle after the lease lapsed, not retaken: applied"
     );
+}
+
+/// The [`UsedStates`](crate::UsedStates) contract. Panics, naming the broken rule, when the
+/// store breaks it. Same calling convention as [`token_store_contract`]; uses fresh random
+/// states and expiries ten minutes from now (a store may keep marks by its own clock, as Redis
+/// does).
+///
+/// ```
+/// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// subscribe_client::test_util::used_states_contract(Arc::new(subscribe_client::InMemoryUsedStates::new())).await;
+/// # });
+/// ```
+///
+/// # Panics
+/// When a rule is broken.
+pub async fn used_states_contract<S: crate::UsedStates + ?Sized + 'static>(store: std::sync::Arc<S>) {
+    use crate::Clock as _;
+    let now = crate::SystemClock.now();
+    let expires = now + Duration::from_secs(600);
+    let state = || {
+        let mut n = [0u8; 16];
+        let _ = getrandom::fill(&mut n);
+        subscribe_types::Reserved::new(format!("1{}", hex::encode(n)))
+            .unwrap_or_else(|e| panic!("contract state: {e}"))
+    };
+    let (a, b) = (state(), state());
+    assert!(store.first_use(&a, expires, now).await.expect("first_use"), "first_use: a new state is unused");
+    assert!(!store.first_use(&a, expires, now).await.expect("first_use"), "first_use: a used state is used");
+    assert!(store.first_use(&b, expires, now).await.expect("first_use"), "first_use: states are independent");
+    store.forget(&a).await.expect("forget");
+    assert!(store.first_use(&a, expires, now).await.expect("first_use"), "forget: the state is unused again");
+    store.forget(&state()).await.expect("forget: a state never used is no error");
+
+    let c = state();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..64 {
+        let (store, c) = (std::sync::Arc::clone(&store), c.clone());
+        tasks.spawn(async move { store.first_use(&c, expires, now).await.expect("first_use") });
+    }
+    let mut firsts = 0;
+    while let Some(first) = tasks.join_next().await {
+        firsts += usize::from(first.expect("task"));
+    }
+    assert_eq!(firsts, 1, "first_use: exactly one of 64 concurrent uses of a state is the first");
 }

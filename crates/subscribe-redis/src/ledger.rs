@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use redis::Script;
 use subscribe_client::{
-    GrantCounts, GrantKey, GrantLedger, GrantRecord, GrantScope, GrantStatus, LedgerError, Recorded,
-    Reservation, Settlement,
+    GrantCounts, GrantKey, GrantLedger, GrantRecord, GrantScope, GrantStatus, LedgerError, MAX_HISTORY,
+    PastGrant, Recorded, Reservation, Settlement,
 };
 use subscribe_types::OpenId;
 
@@ -22,15 +22,19 @@ local function parse(v)
 end
 ";
 
+// KEYS: state, pending, the grant's history list. ARGV: openid, now_ms, history length kept.
+// A renewal appends the old life, `<S>|<attempts>|<renewed_ms>|<reason>`, to the history.
 static RECORD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"{PARSE}
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 local result = 'added'
 if v then
-  local s = parse(v)
+  local s, a, _, _, reason = parse(v)
   if s == 'P' or s == 'R' then return 'already' end
   result = 'renewed'
+  redis.call('RPUSH', KEYS[3], s .. '|' .. a .. '|' .. ARGV[2] .. '|' .. reason)
+  redis.call('LTRIM', KEYS[3], -tonumber(ARGV[3]), -1)
 end
 redis.call('HSET', KEYS[1], ARGV[1], 'P|0|0||')
 redis.call('ZADD', KEYS[2], 0, ARGV[1])
@@ -120,8 +124,9 @@ return c"
 ///
 /// Keys per (app, template, scene), under one hash tag so they live on one cluster slot:
 /// `<prefix>:grants:{<appid>/<template>/<scene>}:state` (a hash: openid → status),
-/// `…:pending` (a sorted set of the grants not yet used, in openid order) and `…:seq`
-/// (reservation ids). Every transition is one Lua script: two dispatchers never reserve the
+/// `…:pending` (a sorted set of the grants not yet used, in openid order), `…:seq`
+/// (reservation ids) and, for a grant renewed by a new confirmation, `…:history:<openid>` (a
+/// list of its earlier lives, the last [`MAX_HISTORY`]). Every transition is one Lua script: two dispatchers never reserve the
 /// same grant, and only the current reservation settles it. A reservation whose lease lapsed
 /// (its sender crashed) is pending again; the lease is compared with the caller's clock.
 ///
@@ -138,10 +143,18 @@ impl RedisGrantLedger {
         Self { redis }
     }
 
+    fn tag(scope: &GrantScope) -> String {
+        format!("{{{}/{}/{}}}", scope.appid.as_str(), scope.template_id.as_str(), scope.scene.get())
+    }
+
     fn keys(&self, scope: &GrantScope) -> [String; 3] {
-        let tag =
-            format!("{{{}/{}/{}}}", scope.appid.as_str(), scope.template_id.as_str(), scope.scene.get());
+        let tag = Self::tag(scope);
         ["state", "pending", "seq"].map(|k| self.redis.key(&["grants", &tag, k]))
+    }
+
+    /// The list of a grant's earlier lives, in its scope's hash slot.
+    fn history_key(&self, key: &GrantKey) -> String {
+        self.redis.key(&["grants", &Self::tag(&key.scope()), "history", key.openid.as_str()])
     }
 }
 
@@ -155,13 +168,41 @@ fn corrupt() -> LedgerError {
     RedisError::corrupt("grant").into()
 }
 
+/// A status letter (with the reservation's end and the reason) as a [`GrantStatus`].
+fn status(letter: &str, until_ms: u64, reason: &str) -> Result<GrantStatus, LedgerError> {
+    Ok(match letter {
+        "P" => GrantStatus::Pending,
+        "R" => GrantStatus::Reserved { until: from_millis(until_ms) },
+        "D" => GrantStatus::Delivered,
+        "V" => GrantStatus::Review { reason: reason.to_owned() },
+        "X" => GrantStatus::Dropped { reason: reason.to_owned() },
+        _ => return Err(corrupt()),
+    })
+}
+
+/// One entry of a history list: `<S>|<attempts>|<renewed_ms>|<reason>`.
+fn past(life: &str) -> Result<PastGrant, LedgerError> {
+    let mut parts = life.splitn(4, '|');
+    let mut next = || parts.next().ok_or_else(corrupt);
+    let (s, attempts, renewed, reason) = (next()?, next()?, next()?, next()?);
+    Ok(PastGrant {
+        status: status(s, 0, reason)?,
+        attempts: attempts.parse().map_err(|_| corrupt())?,
+        renewed_at: from_millis(renewed.parse().map_err(|_| corrupt())?),
+    })
+}
+
 #[async_trait::async_trait]
 impl GrantLedger for RedisGrantLedger {
-    async fn record(&self, key: &GrantKey, _now: SystemTime) -> Result<Recorded, LedgerError> {
+    async fn record(&self, key: &GrantKey, now: SystemTime) -> Result<Recorded, LedgerError> {
         let [state, pending, _] = self.keys(&key.scope());
         let mut c = self.redis.conn.clone();
         let mut call = RECORD.key(state);
-        call.key(pending).arg(key.openid.as_str());
+        call.key(pending)
+            .key(self.history_key(key))
+            .arg(key.openid.as_str())
+            .arg(millis(now))
+            .arg(MAX_HISTORY);
         let r: String = self.redis.run(call.invoke_async(&mut c)).await?;
         match r.as_str() {
             "added" => Ok(Recorded::Added),
@@ -233,16 +274,13 @@ impl GrantLedger for RedisGrantLedger {
         let (s, attempts, until, _id, reason) = (next()?, next()?, next()?, next()?, next()?);
         let attempts: u32 = attempts.parse().map_err(|_| corrupt())?;
         let until: u64 = until.parse().map_err(|_| corrupt())?;
-        let reason = reason.to_owned();
-        let status = match s {
-            "P" => GrantStatus::Pending,
-            "R" => GrantStatus::Reserved { until: from_millis(until) },
-            "D" => GrantStatus::Delivered,
-            "V" => GrantStatus::Review { reason },
-            "X" => GrantStatus::Dropped { reason },
-            _ => return Err(corrupt()),
-        };
-        Ok(Some(GrantRecord { key: key.clone(), status, attempts }))
+        let status = status(s, until, reason)?;
+        let lives: Vec<String> = self
+            .redis
+            .run(redis::cmd("LRANGE").arg(self.history_key(key)).arg(0).arg(-1).query_async(&mut c))
+            .await?;
+        let history = lives.iter().map(|life| past(life)).collect::<Result<_, _>>()?;
+        Ok(Some(GrantRecord { key: key.clone(), status, attempts, history }))
     }
 
     async fn counts(&self, scope: &GrantScope, now: SystemTime) -> Result<GrantCounts, LedgerError> {

@@ -1,17 +1,20 @@
-//! Redis implementations of `subscribe-client`'s [`TokenStore`](subscribe_client::TokenStore)
-//! and [`GrantLedger`](subscribe_client::GrantLedger): any number of server instances share one
-//! access token (exactly one of them refreshes it) and one set of grants (each sent once).
+//! Redis implementations of `subscribe-client`'s [`TokenStore`](subscribe_client::TokenStore),
+//! [`GrantLedger`](subscribe_client::GrantLedger) and [`UsedStates`](subscribe_client::UsedStates):
+//! any number of server instances share one access token (exactly one of them refreshes it), one
+//! set of grants (each sent once) and one record of used authorization states (each confirms
+//! once, whichever instance its answer reaches).
 //!
 //! ```no_run
 //! use std::sync::Arc;
 //! use subscribe_client::Client;
-//! use subscribe_redis::{Redis, RedisGrantLedger, RedisTokenStore};
+//! use subscribe_redis::{Redis, RedisGrantLedger, RedisTokenStore, RedisUsedStates};
 //! use subscribe_types::{AppId, AppSecret};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let redis = Redis::builder("redis://127.0.0.1:6379").prefix("shop").connect().await?;
 //! let client = Client::builder(AppId::new("wx0123456789abcdef")?, AppSecret::new("…")?)
 //!     .token_store(RedisTokenStore::new(redis.clone()))
+//!     .used_states(RedisUsedStates::new(redis.clone()))
 //!     .build()?;
 //! let ledger = Arc::new(RedisGrantLedger::new(redis));
 //! # let _ = (client, ledger); Ok(()) }
@@ -24,6 +27,7 @@
 
 mod ledger;
 mod token;
+mod used_states;
 
 use std::fmt;
 use std::time::Duration;
@@ -32,6 +36,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 pub use crate::ledger::RedisGrantLedger;
 pub use crate::token::RedisTokenStore;
+pub use crate::used_states::RedisUsedStates;
 
 /// A Redis operation failed, or the handle could not be built. Never contains the Redis URL
 /// (it may hold a password) nor a token.

@@ -8,8 +8,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use subscribe_client::{
-    GrantCounts, GrantKey, GrantLedger, GrantRecord, GrantScope, GrantStatus, LedgerError, Recorded,
-    Reservation, Settlement,
+    GrantCounts, GrantKey, GrantLedger, GrantRecord, GrantScope, GrantStatus, LedgerError, MAX_HISTORY,
+    PastGrant, Recorded, Reservation, Settlement,
 };
 use subscribe_types::OpenId;
 
@@ -24,16 +24,40 @@ enum Status {
     Dropped { reason: String },
 }
 
+impl Status {
+    fn public(&self) -> GrantStatus {
+        match self {
+            Status::Pending => GrantStatus::Pending,
+            Status::Reserved { until_ms, .. } => GrantStatus::Reserved { until: time(*until_ms) },
+            Status::Delivered => GrantStatus::Delivered,
+            Status::Review { reason } => GrantStatus::Review { reason: reason.clone() },
+            Status::Dropped { reason } => GrantStatus::Dropped { reason: reason.clone() },
+        }
+    }
+}
+
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct Row {
     #[serde(flatten)]
     status: Status,
     attempts: u32,
+    /// Earlier lives, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    history: Vec<Past>,
+}
+
+/// An earlier life of a grant, ended by a renewal.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+struct Past {
+    #[serde(flatten)]
+    status: Status,
+    attempts: u32,
+    renewed_ms: u64,
 }
 
 impl Row {
     fn fresh() -> Self {
-        Self { status: Status::Pending, attempts: 0 }
+        Self { status: Status::Pending, attempts: 0, history: Vec::new() }
     }
 
     fn is_pending(&self, now_ms: u64) -> bool {
@@ -114,7 +138,7 @@ fn openid(s: &str) -> Result<OpenId, LedgerError> {
 
 #[subscribe_client::async_trait]
 impl GrantLedger for FileGrantLedger {
-    async fn record(&self, key: &GrantKey, _now: SystemTime) -> Result<Recorded, LedgerError> {
+    async fn record(&self, key: &GrantKey, now: SystemTime) -> Result<Recorded, LedgerError> {
         let mut tables = self.lock()?;
         let scope = scope_key(&key.scope());
         let rows = tables.entry(scope.clone()).or_default();
@@ -128,7 +152,16 @@ impl GrantLedger for FileGrantLedger {
                 return Ok(Recorded::AlreadyPending);
             }
             Some(row) => {
-                *row = Row::fresh(); // used, dropped or in review: a new confirmation is a new grant
+                // Used, dropped or in review: a new confirmation is a new grant; the old one's
+                // end goes to the history.
+                let past =
+                    Past { status: row.status.clone(), attempts: row.attempts, renewed_ms: millis(now) };
+                let mut history = std::mem::take(&mut row.history);
+                if history.len() == MAX_HISTORY {
+                    history.remove(0);
+                }
+                history.push(past);
+                *row = Row { history, ..Row::fresh() };
                 Recorded::Renewed
             }
         };
@@ -203,14 +236,17 @@ impl GrantLedger for FileGrantLedger {
         let row = tables.get(&scope_key(&key.scope())).and_then(|rows| rows.get(key.openid.as_str()));
         Ok(row.map(|row| GrantRecord {
             key: key.clone(),
-            status: match &row.status {
-                Status::Pending => GrantStatus::Pending,
-                Status::Reserved { until_ms, .. } => GrantStatus::Reserved { until: time(*until_ms) },
-                Status::Delivered => GrantStatus::Delivered,
-                Status::Review { reason } => GrantStatus::Review { reason: reason.clone() },
-                Status::Dropped { reason } => GrantStatus::Dropped { reason: reason.clone() },
-            },
+            status: row.status.public(),
             attempts: row.attempts,
+            history: row
+                .history
+                .iter()
+                .map(|p| PastGrant {
+                    status: p.status.public(),
+                    attempts: p.attempts,
+                    renewed_at: time(p.renewed_ms),
+                })
+                .collect(),
         }))
     }
 

@@ -73,7 +73,7 @@ async fn run() -> Result<()> {
     println!("POST /mp/subscribemsg/decide → HTTP {} → {location}", decision.status());
 
     step(3, "Your callback parses and verifies WeChat's answer");
-    let AuthorizationAnswer::Confirmed(grant) = client.complete_authorization(&location)? else {
+    let AuthorizationAnswer::Confirmed(grant) = client.complete_authorization(&location).await? else {
         return Err("the user cancelled".into());
     };
     println!(

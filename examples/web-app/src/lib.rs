@@ -27,8 +27,8 @@ use axum::response::{Html, IntoResponse, Json, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use subscribe_client::{
-    Client, DispatchReport, Dispatcher, GrantLedger, GrantScope, InMemoryGrantLedger, OutcomeKind,
-    RecordError, Recorded,
+    AuthorizationError, Client, DispatchReport, Dispatcher, ErrorKind, GrantLedger, GrantScope,
+    InMemoryGrantLedger, OutcomeKind, RecordError, Recorded,
 };
 use subscribe_types::{
     AppId, AppSecret, AuthorizationAnswer, HttpUrl, OpenId, Scene, SubscribeMessage, TemplateId,
@@ -333,7 +333,14 @@ async fn callback(State(app): State<AppState>, headers: HeaderMap, RawQuery(quer
             },
         )
         .into_response(),
-        Err(e @ RecordError::Authorization(_)) => {
+        Err(RecordError::Authorization(AuthorizationError::ReplayedState)) => {
+            tracing::warn!("a used answer was replayed");
+            error_page(
+                StatusCode::CONFLICT,
+                "This answer was already used: each one counts once. To be notified again, start again from the product page.",
+            )
+        }
+        Err(e @ RecordError::Authorization(_)) if e.kind() == ErrorKind::Invalid => {
             tracing::warn!(error = %e, "callback rejected");
             error_page(StatusCode::BAD_REQUEST, &format!("This answer cannot be accepted: {e}."))
         }

@@ -64,7 +64,7 @@ async fn authorization_callback_send_inbox_and_no_second_send() {
         .unwrap();
     let location = r.headers()["location"].to_str().unwrap().to_owned();
 
-    let AuthorizationAnswer::Confirmed(grant) = c.complete_authorization(&location).unwrap() else {
+    let AuthorizationAnswer::Confirmed(grant) = c.complete_authorization(&location).await.unwrap() else {
         panic!("confirmed")
     };
     let msg = SubscribeMessage::builder(grant.openid, grant.template_id, grant.scene)

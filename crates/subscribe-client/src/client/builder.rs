@@ -41,6 +41,7 @@ pub struct ClientBuilder {
     clock: Option<SharedClock>,
     state_key: Option<Vec<u8>>,
     previous_state_keys: Vec<PreviousKey>,
+    used_states: Option<crate::used_states::SharedUsedStates>,
     state_ttl: Duration,
     /// `timeouts(..)`, when called: (connect, overall).
     timeouts: Option<(Duration, Duration)>,
@@ -87,6 +88,7 @@ impl ClientBuilder {
             clock: None,
             state_key: None,
             previous_state_keys: Vec::new(),
+            used_states: None,
             state_ttl: Duration::from_secs(15 * 60),
             timeouts: None,
         }
@@ -231,6 +233,16 @@ impl ClientBuilder {
         self
     }
 
+    /// Where used authorization states are remembered, so each confirms once (default: an
+    /// [`InMemoryUsedStates`](crate::InMemoryUsedStates) of this client's own, which stops
+    /// replays within this process). Give every instance one shared store (Redis:
+    /// `subscribe_redis::RedisUsedStates`) to stop a replay that reaches another instance.
+    /// Every call into it is bounded by [`store_timeout`](Self::store_timeout).
+    pub fn used_states(mut self, store: impl crate::UsedStates + 'static) -> Self {
+        self.used_states = Some(Arc::new(store));
+        self
+    }
+
     /// How long a signed state stays valid (default 15 minutes).
     pub fn state_ttl(mut self, d: Duration) -> Self {
         self.state_ttl = d;
@@ -333,6 +345,8 @@ impl ClientBuilder {
                 retry: self.retry,
                 clock,
                 state_key,
+                used_states: self.used_states.unwrap_or_else(|| Arc::new(crate::InMemoryUsedStates::new())),
+                store_timeout: self.store_timeout,
                 state_ttl: self.state_ttl,
                 jitter: AtomicU64::new(seed),
             }),

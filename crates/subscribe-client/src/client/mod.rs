@@ -39,6 +39,9 @@ struct Inner {
     retry: RetryPolicy,
     clock: SharedClock,
     state_key: StateKeys,
+    used_states: crate::used_states::SharedUsedStates,
+    /// Bounds each call into `used_states`.
+    store_timeout: Duration,
     state_ttl: Duration,
     jitter: AtomicU64,
 }

@@ -8,9 +8,15 @@ use std::time::{Duration, SystemTime};
 use subscribe_types::OpenId;
 
 use super::{
-    GrantCounts, GrantKey, GrantLedger, GrantRecord, GrantScope, GrantStatus, LedgerError, Recorded,
-    Reservation, Settlement,
+    GrantCounts, GrantKey, GrantLedger, GrantRecord, GrantScope, GrantStatus, LedgerError, MAX_HISTORY,
+    PastGrant, Recorded, Reservation, Settlement,
 };
+
+/// `t` to the millisecond, as every ledger keeps it.
+fn to_millis(t: SystemTime) -> SystemTime {
+    let ms = t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
+}
 
 #[derive(Debug)]
 enum State {
@@ -25,9 +31,20 @@ enum State {
 struct Entry {
     state: State,
     attempts: u32,
+    history: Vec<PastGrant>,
 }
 
 impl Entry {
+    fn status(&self) -> GrantStatus {
+        match &self.state {
+            State::Pending => GrantStatus::Pending,
+            State::Reserved { until, .. } => GrantStatus::Reserved { until: *until },
+            State::Delivered => GrantStatus::Delivered,
+            State::Review(r) => GrantStatus::Review { reason: r.clone() },
+            State::Dropped(r) => GrantStatus::Dropped { reason: r.clone() },
+        }
+    }
+
     fn is_pending(&self, now: SystemTime) -> bool {
         match &self.state {
             State::Pending => true,
@@ -58,18 +75,28 @@ impl InMemoryGrantLedger {
 
 #[async_trait::async_trait]
 impl GrantLedger for InMemoryGrantLedger {
-    async fn record(&self, key: &GrantKey, _now: SystemTime) -> Result<Recorded, LedgerError> {
+    async fn record(&self, key: &GrantKey, now: SystemTime) -> Result<Recorded, LedgerError> {
         let mut scopes = self.lock();
         let entries = scopes.entry(key.scope()).or_default();
         match entries.get_mut(&key.openid) {
             None => {
-                entries.insert(key.openid.clone(), Entry { state: State::Pending, attempts: 0 });
+                entries.insert(
+                    key.openid.clone(),
+                    Entry { state: State::Pending, attempts: 0, history: Vec::new() },
+                );
                 Ok(Recorded::Added)
             }
             Some(e) => match e.state {
                 State::Pending | State::Reserved { .. } => Ok(Recorded::AlreadyPending),
                 State::Delivered | State::Review(_) | State::Dropped(_) => {
-                    *e = Entry { state: State::Pending, attempts: 0 };
+                    let past =
+                        PastGrant { status: e.status(), attempts: e.attempts, renewed_at: to_millis(now) };
+                    if e.history.len() == MAX_HISTORY {
+                        e.history.remove(0);
+                    }
+                    e.history.push(past);
+                    e.state = State::Pending;
+                    e.attempts = 0;
                     Ok(Recorded::Renewed)
                 }
             },
@@ -140,14 +167,9 @@ impl GrantLedger for InMemoryGrantLedger {
         let scopes = self.lock();
         Ok(scopes.get(&key.scope()).and_then(|s| s.get(&key.openid)).map(|e| GrantRecord {
             key: key.clone(),
-            status: match &e.state {
-                State::Pending => GrantStatus::Pending,
-                State::Reserved { until, .. } => GrantStatus::Reserved { until: *until },
-                State::Delivered => GrantStatus::Delivered,
-                State::Review(r) => GrantStatus::Review { reason: r.clone() },
-                State::Dropped(r) => GrantStatus::Dropped { reason: r.clone() },
-            },
+            status: e.status(),
             attempts: e.attempts,
+            history: e.history.clone(),
         }))
     }
 

@@ -90,6 +90,22 @@ pub enum GrantStatus {
     },
 }
 
+/// How many earlier lives of a grant a ledger keeps (the most recent ones).
+pub const MAX_HISTORY: usize = 16;
+
+/// An earlier life of a grant, ended when a new confirmation renewed it: kept, so a renewal
+/// never erases the evidence of a delivery or of a review.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PastGrant {
+    /// How it stood when renewed: `Delivered`, `Review` or `Dropped`, with its reason.
+    pub status: GrantStatus,
+    /// Its reservations.
+    pub attempts: u32,
+    /// When the new confirmation was recorded (the `now` given to `record`), to the
+    /// millisecond.
+    pub renewed_at: SystemTime,
+}
+
 /// A grant with its status.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GrantRecord {
@@ -100,6 +116,8 @@ pub struct GrantRecord {
     /// How many times it was reserved since it was (re)confirmed or last released: more than
     /// one means an earlier sender's lease lapsed (it may have crashed after sending).
     pub attempts: u32,
+    /// Its earlier lives, oldest first (at most [`MAX_HISTORY`], the most recent).
+    pub history: Vec<PastGrant>,
 }
 
 /// A sender's hold on one grant, needed to settle it.
@@ -160,7 +178,8 @@ pub struct GrantCounts {
 }
 
 /// Where grants are kept. The contract (checked by `test_util::grant_ledger_contract`):
-/// recording is idempotent per key; at most one live reservation per grant; a lapsed lease
+/// recording is idempotent per key; recording over a used, dropped or reviewed grant renews it
+/// and keeps the old one in its history; at most one live reservation per grant; a lapsed lease
 /// makes the grant pending again; only the holder of the current reservation settles it;
 /// pending grants are listed in `openid` order after a cursor, so paging needs no snapshot.
 ///

@@ -17,7 +17,7 @@ pub use subscribe_transport::BoxError;
 
 /// A shared error: what a failed token attempt keeps of a store's or an external source's
 /// error, so the failure can be handed to every caller that waited for the attempt.
-type SharedError = Arc<dyn std::error::Error + Send + Sync + 'static>;
+pub(crate) type SharedError = Arc<dyn std::error::Error + Send + Sync + 'static>;
 
 /// A token with the time it stops being valid.
 ///
@@ -201,18 +201,18 @@ macro_rules! extension_error {
         $(#[$doc])*
         #[derive(Clone, Debug)]
         pub struct $name {
-            source: SharedError,
+            source: $crate::token::SharedError,
         }
 
         impl $name {
             /// Wraps the extension's error. It must not contain a token.
-            pub fn new(source: impl Into<BoxError>) -> Self {
+            pub fn new(source: impl Into<$crate::BoxError>) -> Self {
                 Self { source: source.into().into() }
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str($what)
             }
         }
@@ -224,6 +224,7 @@ macro_rules! extension_error {
         }
     };
 }
+pub(crate) use extension_error;
 
 extension_error!(
     /// A token store failed (connection lost, timeout, corrupt value). Opaque, so any backend's

@@ -45,8 +45,8 @@ fn assert_rejected(
     }
 }
 
-#[test]
-fn round_trip_confirm_and_cancel() {
+#[tokio::test]
+async fn round_trip_confirm_and_cancel() {
     let clock = clock();
     let client = client_with(&clock, SECRET);
     let tpl = TemplateId::new(TEMPLATE).unwrap();
@@ -59,16 +59,17 @@ fn round_trip_confirm_and_cancel() {
     assert!(link.url.ends_with("#wechat_redirect"));
     assert!(!link.request.reserved.is_empty());
 
-    let confirmed = client.complete_authorization(&answer(&link.url, "confirm", Some("oUser1"))).unwrap();
+    let confirmed =
+        client.complete_authorization(&answer(&link.url, "confirm", Some("oUser1"))).await.unwrap();
     let AuthorizationAnswer::Confirmed(c) = confirmed else { panic!("confirmed") };
     assert_eq!((c.openid.as_str(), c.scene.get(), c.template_id.as_str()), ("oUser1", 1000, TEMPLATE));
 
-    let cancelled = client.complete_authorization(&answer(&link.url, "cancel", None)).unwrap();
+    let cancelled = client.complete_authorization(&answer(&link.url, "cancel", None)).await.unwrap();
     assert_eq!(cancelled.action(), Action::Cancel);
 }
 
-#[test]
-fn tampered_state_is_rejected() {
+#[tokio::test]
+async fn tampered_state_is_rejected() {
     let clock = clock();
     let client = client_with(&clock, SECRET);
     let link = client.authorize_url(&TemplateId::new(TEMPLATE).unwrap(), Scene::new(1).unwrap(), &redirect());
@@ -79,55 +80,57 @@ fn tampered_state_is_rejected() {
         let mut chars: Vec<char> = state.chars().collect();
         chars[pos] = if chars[pos] == '0' { '1' } else { '0' };
         let forged = good.replace(&state, &chars.iter().collect::<String>());
-        assert_rejected(client.complete_authorization(&forged), |e| {
+        assert_rejected(client.complete_authorization(&forged).await, |e| {
             matches!(e, AuthorizationError::ForgedState)
         });
     }
     // The answer's template or scene swapped under a valid state.
     let other_scene = good.replace("scene=1&", "scene=2&");
-    assert_rejected(client.complete_authorization(&other_scene), |e| {
+    assert_rejected(client.complete_authorization(&other_scene).await, |e| {
         matches!(e, AuthorizationError::ForgedState)
     });
     let other_tpl = good.replace(TEMPLATE, "another_template");
-    assert_rejected(client.complete_authorization(&other_tpl), |e| {
+    assert_rejected(client.complete_authorization(&other_tpl).await, |e| {
         matches!(e, AuthorizationError::ForgedState)
     });
     // No state at all.
     let none = good.replace(&format!("reserved={state}"), "reserved=");
-    assert_rejected(client.complete_authorization(&none), |e| matches!(e, AuthorizationError::MissingState));
+    assert_rejected(client.complete_authorization(&none).await, |e| {
+        matches!(e, AuthorizationError::MissingState)
+    });
     // Not a callback.
-    assert_rejected(client.complete_authorization("action=maybe"), |e| {
+    assert_rejected(client.complete_authorization("action=maybe").await, |e| {
         matches!(e, AuthorizationError::Query(_))
     });
 }
 
-#[test]
-fn expired_state_is_rejected() {
+#[tokio::test]
+async fn expired_state_is_rejected() {
     let clock = clock();
     let client = client_with(&clock, SECRET);
     let link = client.authorize_url(&TemplateId::new(TEMPLATE).unwrap(), Scene::new(1).unwrap(), &redirect());
     let callback = answer(&link.url, "confirm", Some("oUser1"));
     clock.advance(Duration::from_secs(14 * 60));
-    client.complete_authorization(&callback).unwrap();
+    client.complete_authorization(&callback).await.unwrap();
     clock.advance(Duration::from_secs(2 * 60));
-    assert_rejected(client.complete_authorization(&callback), |e| {
+    assert_rejected(client.complete_authorization(&callback).await, |e| {
         matches!(e, AuthorizationError::ExpiredState { .. })
     });
 }
 
-#[test]
-fn foreign_state_is_rejected() {
+#[tokio::test]
+async fn foreign_state_is_rejected() {
     let clock = clock();
     let ours = client_with(&clock, SECRET);
     let theirs = client_with(&clock, "another-apps-secret");
     let link = theirs.authorize_url(&TemplateId::new(TEMPLATE).unwrap(), Scene::new(1).unwrap(), &redirect());
-    assert_rejected(ours.complete_authorization(&answer(&link.url, "confirm", Some("o1"))), |e| {
+    assert_rejected(ours.complete_authorization(&answer(&link.url, "confirm", Some("o1"))).await, |e| {
         matches!(e, AuthorizationError::ForgedState)
     });
 }
 
-#[test]
-fn session_bound_state_verifies_only_in_its_session() {
+#[tokio::test]
+async fn session_bound_state_verifies_only_in_its_session() {
     let clock = clock();
     let client = client_with(&clock, SECRET);
     let link = client.authorize_url_for_session(
@@ -137,24 +140,26 @@ fn session_bound_state_verifies_only_in_its_session() {
         "session-alice",
     );
     let cb = answer(&link.url, "confirm", Some("oAlice"));
-    client.complete_authorization_for_session(&cb, "session-alice").unwrap();
-    assert_rejected(client.complete_authorization_for_session(&cb, "session-mallory"), |e| {
+    client.complete_authorization_for_session(&cb, "session-alice").await.unwrap();
+    assert_rejected(client.complete_authorization_for_session(&cb, "session-mallory").await, |e| {
         matches!(e, AuthorizationError::ForgedState)
     });
-    assert_rejected(client.complete_authorization(&cb), |e| matches!(e, AuthorizationError::ForgedState));
+    assert_rejected(client.complete_authorization(&cb).await, |e| {
+        matches!(e, AuthorizationError::ForgedState)
+    });
 }
 
-#[test]
-fn every_instance_with_the_same_secret_agrees() {
+#[tokio::test]
+async fn every_instance_with_the_same_secret_agrees() {
     let clock = clock();
     let a = client_with(&clock, SECRET);
     let b = client_with(&clock, SECRET);
     let link = a.authorize_url(&TemplateId::new(TEMPLATE).unwrap(), Scene::new(1).unwrap(), &redirect());
-    b.complete_authorization(&answer(&link.url, "confirm", Some("o1"))).unwrap();
+    b.complete_authorization(&answer(&link.url, "confirm", Some("o1"))).await.unwrap();
 }
 
-#[test]
-fn a_rotated_key_keeps_the_confirmations_signed_before_the_rotation() {
+#[tokio::test]
+async fn a_rotated_key_keeps_the_confirmations_signed_before_the_rotation() {
     let clock = clock();
     let tpl = TemplateId::new(TEMPLATE).unwrap();
     let build = |current: [u8; 32], previous: Option<[u8; 32]>| {
@@ -173,20 +178,20 @@ fn a_rotated_key_keeps_the_confirmations_signed_before_the_rotation() {
 
     // Rotated without the ring: a confirmation WeChat recorded is turned away as forged.
     let rotated = build([2; 32], None);
-    assert_rejected(rotated.complete_authorization(&callback), |e| {
+    assert_rejected(rotated.complete_authorization(&callback).await, |e| {
         matches!(e, AuthorizationError::ForgedState)
     });
     // With the old key as the previous one, it verifies; the new key signs new states.
     let ring = build([2; 32], Some([1; 32]));
-    assert!(matches!(ring.complete_authorization(&callback), Ok(AuthorizationAnswer::Confirmed(_))));
+    assert!(matches!(ring.complete_authorization(&callback).await, Ok(AuthorizationAnswer::Confirmed(_))));
     let fresh = ring.authorize_url(&tpl, Scene::new(1000).unwrap(), &redirect());
     assert!(matches!(
-        rotated.complete_authorization(&answer(&fresh.url, "confirm", Some("oUser"))),
+        rotated.complete_authorization(&answer(&fresh.url, "confirm", Some("oUser"))).await,
         Ok(AuthorizationAnswer::Confirmed(_))
     ));
     // Once the old states have expired, the previous key verifies nothing of theirs.
     clock.advance(Duration::from_secs(15 * 60 + 1));
-    assert_rejected(ring.complete_authorization(&callback), |e| {
+    assert_rejected(ring.complete_authorization(&callback).await, |e| {
         matches!(e, AuthorizationError::ExpiredState { .. })
     });
     // A previous key is held to the same strength as the current one.
@@ -197,8 +202,8 @@ fn a_rotated_key_keeps_the_confirmations_signed_before_the_rotation() {
     assert!(matches!(weak, Err(subscribe_client::ConfigError::WeakStateKey)));
 }
 
-#[test]
-fn a_reset_app_secret_keeps_the_states_of_the_old_one_with_previous_app_secret() {
+#[tokio::test]
+async fn a_reset_app_secret_keeps_the_states_of_the_old_one_with_previous_app_secret() {
     let clock = clock();
     let tpl = TemplateId::new(TEMPLATE).unwrap();
     let old = client_with(&clock, SECRET);
@@ -210,8 +215,8 @@ fn a_reset_app_secret_keeps_the_states_of_the_old_one_with_previous_app_secret()
         .previous_app_secret(AppSecret::new(SECRET).unwrap())
         .build()
         .unwrap();
-    assert!(matches!(reset.complete_authorization(&callback), Ok(AuthorizationAnswer::Confirmed(_))));
-    assert_rejected(client_with(&clock, "a-new-app-secret").complete_authorization(&callback), |e| {
+    assert!(matches!(reset.complete_authorization(&callback).await, Ok(AuthorizationAnswer::Confirmed(_))));
+    assert_rejected(client_with(&clock, "a-new-app-secret").complete_authorization(&callback).await, |e| {
         matches!(e, AuthorizationError::ForgedState)
     });
 }

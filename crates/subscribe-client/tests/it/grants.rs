@@ -68,8 +68,14 @@ async fn completing_an_authorization_records_the_grant_in_one_call() {
     };
     let (_, rec) = client.complete_and_record(&cb("confirm"), &ledger).await.unwrap();
     assert_eq!(rec, Some(Recorded::Added));
-    let (_, rec) = client.complete_and_record(&cb("confirm"), &ledger).await.unwrap();
-    assert_eq!(rec, Some(Recorded::AlreadyPending));
+    let replay = client.complete_and_record(&cb("confirm"), &ledger).await.unwrap_err();
+    assert!(
+        matches!(
+            replay,
+            subscribe_client::RecordError::Authorization(subscribe_client::AuthorizationError::ReplayedState)
+        ),
+        "a state confirms once: {replay:?}"
+    );
     let (answer, rec) = client.complete_and_record(&cb("cancel"), &ledger).await.unwrap();
     assert_eq!((answer.action(), rec), (subscribe_types::Action::Cancel, None));
     let key = scope().key(OpenId::new("oAlice").unwrap());
@@ -92,6 +98,216 @@ async fn completing_an_authorization_records_the_grant_in_one_call() {
     );
     assert!(ledger.get(&scope().key(OpenId::new("oMallory").unwrap())).await.unwrap().is_none());
     assert_eq!(ledger.counts(&scope(), t0()).await.unwrap().pending, 1, "only Alice's grant");
+}
+
+/// The callback of `link` for `openid`, confirmed.
+fn confirm(link: &subscribe_client::AuthorizationLink, openid: &str) -> String {
+    format!(
+        "https://a.example/cb?openid={openid}&template_id={TEMPLATE}&action=confirm&scene=1000&reserved={}",
+        link.request.reserved.as_str()
+    )
+}
+
+fn link(client: &subscribe_client::Client) -> subscribe_client::AuthorizationLink {
+    client.authorize_url(
+        &TemplateId::new(TEMPLATE).unwrap(),
+        Scene::new(1000).unwrap(),
+        &subscribe_types::HttpUrl::new("https://a.example/cb").unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_memory_used_states_pass_the_contract() {
+    used_states_contract(Arc::new(subscribe_client::InMemoryUsedStates::new())).await;
+}
+
+#[tokio::test]
+async fn in_memory_used_states_forget_expired_marks() {
+    use subscribe_client::UsedStates as _;
+    let store = subscribe_client::InMemoryUsedStates::new();
+    for i in 0..5000 {
+        let state = subscribe_types::Reserved::new(format!("s{i}")).unwrap();
+        let now = t0() + Duration::from_secs(i);
+        assert!(store.first_use(&state, now + Duration::from_secs(900), now).await.unwrap());
+    }
+    // One mark per state confirmed within the last 900 s, give or take one sweep's slack.
+    assert!(store.len() <= 2 * 1024, "{} marks held", store.len());
+}
+
+#[tokio::test]
+async fn one_state_replayed_with_a_thousand_openids_records_one_grant() {
+    let clock = clock();
+    let client = builder(&MockTransport::new(), &clock).build().unwrap();
+    let ledger = InMemoryGrantLedger::new();
+    let link = link(&client);
+    let mut recorded = 0;
+    for i in 0..1000 {
+        match client.complete_and_record(&confirm(&link, &format!("oForged{i:04}")), &ledger).await {
+            Ok((_, Some(_))) => recorded += 1,
+            Err(e) => assert_eq!(e.kind(), subscribe_client::ErrorKind::Invalid, "{e:?}"),
+            Ok(other) => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(recorded, 1, "one state, one grant");
+    assert_eq!(ledger.counts(&scope(), t0()).await.unwrap().pending, 1);
+}
+
+#[tokio::test]
+async fn a_replayed_answer_never_renews_a_delivered_or_reviewed_grant() {
+    let clock = clock();
+    let client = builder(&MockTransport::new(), &clock).build().unwrap();
+    let ledger = InMemoryGrantLedger::new();
+    let link = link(&client);
+    client.complete_and_record(&confirm(&link, "oAlice"), &ledger).await.unwrap();
+    let key = scope().key(OpenId::new("oAlice").unwrap());
+    let r = ledger.reserve(&key, "h", Duration::from_secs(60), t0()).await.unwrap().unwrap();
+    ledger.settle(&r, subscribe_client::Settlement::Review("timeout".into())).await.unwrap();
+
+    assert!(client.complete_and_record(&confirm(&link, "oAlice"), &ledger).await.is_err());
+    assert_eq!(
+        ledger.get(&key).await.unwrap().unwrap().status,
+        GrantStatus::Review { reason: "timeout".into() },
+        "the evidence stays"
+    );
+    // A fresh confirmation, with a fresh state, is a new grant.
+    let (_, rec) =
+        client.complete_and_record(&confirm(&self::link(&client), "oAlice"), &ledger).await.unwrap();
+    assert_eq!(rec, Some(Recorded::Renewed));
+}
+
+#[tokio::test]
+async fn a_replay_at_another_instance_is_refused_when_they_share_the_used_states() {
+    let clock = clock();
+    let used = Arc::new(subscribe_client::InMemoryUsedStates::new());
+    let a = builder(&MockTransport::new(), &clock).used_states(Arc::clone(&used)).build().unwrap();
+    let b = builder(&MockTransport::new(), &clock).used_states(Arc::clone(&used)).build().unwrap();
+    let alone = builder(&MockTransport::new(), &clock).build().unwrap();
+    let link = link(&a);
+    a.complete_authorization(&confirm(&link, "oAlice")).await.unwrap();
+    assert!(matches!(
+        b.complete_authorization(&confirm(&link, "oMallory")).await,
+        Err(subscribe_client::AuthorizationError::ReplayedState)
+    ));
+    // An instance with a store of its own cannot know: share one (Redis) across a fleet.
+    alone.complete_authorization(&confirm(&link, "oMallory")).await.unwrap();
+    // Cancellations use up nothing.
+    let cancel =
+        confirm(&link, "oAlice").replace("openid=oAlice&", "").replace("action=confirm", "action=cancel");
+    b.complete_authorization(&cancel).await.unwrap();
+    b.complete_authorization(&cancel).await.unwrap();
+}
+
+/// A ledger whose backend is down.
+#[derive(Debug, Default)]
+struct DownLedger(InMemoryGrantLedger, std::sync::atomic::AtomicBool);
+
+#[subscribe_client::async_trait]
+impl GrantLedger for DownLedger {
+    async fn record(&self, key: &GrantKey, now: std::time::SystemTime) -> Result<Recorded, LedgerError> {
+        if self.1.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(LedgerError::backend("connection refused"));
+        }
+        self.0.record(key, now).await
+    }
+    async fn pending_page(
+        &self,
+        scope: &GrantScope,
+        after: Option<&OpenId>,
+        limit: usize,
+        now: std::time::SystemTime,
+    ) -> Result<Vec<OpenId>, LedgerError> {
+        self.0.pending_page(scope, after, limit, now).await
+    }
+    async fn reserve(
+        &self,
+        key: &GrantKey,
+        holder: &str,
+        lease: Duration,
+        now: std::time::SystemTime,
+    ) -> Result<Option<subscribe_client::Reservation>, LedgerError> {
+        self.0.reserve(key, holder, lease, now).await
+    }
+    async fn settle(
+        &self,
+        r: &subscribe_client::Reservation,
+        s: subscribe_client::Settlement,
+    ) -> Result<(), LedgerError> {
+        self.0.settle(r, s).await
+    }
+    async fn get(&self, key: &GrantKey) -> Result<Option<subscribe_client::GrantRecord>, LedgerError> {
+        self.0.get(key).await
+    }
+    async fn counts(
+        &self,
+        scope: &GrantScope,
+        now: std::time::SystemTime,
+    ) -> Result<subscribe_client::GrantCounts, LedgerError> {
+        self.0.counts(scope, now).await
+    }
+}
+
+#[tokio::test]
+async fn when_the_ledger_fails_the_state_is_given_back_so_the_same_answer_can_be_retried() {
+    let clock = clock();
+    let client = builder(&MockTransport::new(), &clock).build().unwrap();
+    let ledger = DownLedger::default();
+    ledger.1.store(true, std::sync::atomic::Ordering::SeqCst);
+    let link = link(&client);
+    let err = client.complete_and_record(&confirm(&link, "oAlice"), &ledger).await.unwrap_err();
+    assert!(matches!(err, subscribe_client::RecordError::Ledger(_)), "{err:?}");
+    assert_eq!(err.kind(), subscribe_client::ErrorKind::Retryable);
+    ledger.1.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (_, rec) = client.complete_and_record(&confirm(&link, "oAlice"), &ledger).await.unwrap();
+    assert_eq!(rec, Some(Recorded::Added), "the user's retry of the same answer is recorded");
+}
+
+/// A store of used states that fails, or never answers.
+#[derive(Debug)]
+struct BrokenUsedStates {
+    hang: bool,
+}
+
+#[subscribe_client::async_trait]
+impl subscribe_client::UsedStates for BrokenUsedStates {
+    async fn first_use(
+        &self,
+        _: &subscribe_types::Reserved,
+        _: std::time::SystemTime,
+        _: std::time::SystemTime,
+    ) -> Result<bool, subscribe_client::UsedStatesError> {
+        if self.hang {
+            std::future::pending::<()>().await;
+        }
+        Err(subscribe_client::UsedStatesError::new("connection refused"))
+    }
+    async fn forget(&self, _: &subscribe_types::Reserved) -> Result<(), subscribe_client::UsedStatesError> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_or_hanging_store_of_used_states_records_nothing_and_is_retryable() {
+    for hang in [false, true] {
+        let clock = clock();
+        let client = builder(&MockTransport::new(), &clock)
+            .used_states(BrokenUsedStates { hang })
+            .store_timeout(Duration::from_millis(200))
+            .build()
+            .unwrap();
+        let ledger = InMemoryGrantLedger::new();
+        let err = client.complete_and_record(&confirm(&link(&client), "oAlice"), &ledger).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                subscribe_client::RecordError::Authorization(
+                    subscribe_client::AuthorizationError::UsedStates(_)
+                )
+            ),
+            "hang={hang}: {err:?}"
+        );
+        assert_eq!(err.kind(), subscribe_client::ErrorKind::Retryable);
+        assert_eq!(ledger.counts(&scope(), t0()).await.unwrap().pending, 0, "nothing recorded");
+    }
 }
 
 #[tokio::test]

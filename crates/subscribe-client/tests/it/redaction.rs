@@ -133,6 +133,7 @@ async fn errors_debug_and_logs_in_every_scenario_are_free_of_secrets() {
     texts.push(("link".into(), format!("{link:?}")));
     let e = client
         .complete_authorization("action=confirm&openid=o&template_id=t&scene=1&reserved=abc")
+        .await
         .unwrap_err();
     texts.push(("authorization".into(), shown(&e)));
 

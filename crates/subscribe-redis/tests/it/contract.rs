@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use subscribe_client::test_util::{grant_ledger_contract, shared_token_store_contract};
-use subscribe_redis::{RedisGrantLedger, RedisTokenStore};
+use subscribe_client::test_util::{grant_ledger_contract, shared_token_store_contract, used_states_contract};
+use subscribe_redis::{RedisGrantLedger, RedisTokenStore, RedisUsedStates};
 
 use crate::redis;
 
@@ -15,4 +15,9 @@ async fn token_store_passes_the_client_contract() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grant_ledger_passes_the_client_contract() {
     grant_ledger_contract(Arc::new(RedisGrantLedger::new(redis("ledger").await))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn used_states_pass_the_client_contract() {
+    used_states_contract(Arc::new(RedisUsedStates::new(redis("states").await))).await;
 }

@@ -113,11 +113,16 @@ async fn confirm_cancel_dispatch_and_exactly_one_message() {
     assert_eq!(status, 200);
     assert!(index.contains(r#"href="/subscribe""#));
 
-    // Alice confirms: the grant is recorded once, even if the answer is replayed.
+    // Alice confirms: the grant is recorded once; the answer replayed is refused.
     let (alice, callback) = w.authorize(None, ALICE, "confirm").await;
     let (status, page) = w.get(&callback, Some(&alice)).await;
     assert_eq!(status, 200, "{page}");
     assert!(page.contains(r#"data-action="confirm""#), "{page}");
+    let (status, again) = w.get(&callback, Some(&alice)).await;
+    assert_eq!(status, 409);
+    assert!(again.contains("already used"), "{again}");
+    // Subscribing again (a fresh state) finds her grant still waiting.
+    let (_, callback) = w.authorize(Some(&alice), ALICE, "confirm").await;
     let (status, again) = w.get(&callback, Some(&alice)).await;
     assert_eq!(status, 200);
     assert!(again.contains("already on the list"), "{again}");
@@ -198,6 +203,23 @@ async fn an_answer_from_another_session_or_a_forged_one_is_refused() {
     // The genuine answer in Alice's session is still good: the refusals were the tampering's.
     assert_eq!(w.get(&callback, Some(&alice)).await.0, 200);
     assert_eq!(w.health().await["grants"]["pending"], 1);
+}
+
+#[tokio::test]
+async fn one_answer_replayed_with_made_up_openids_records_one_grant() {
+    let w = start().await;
+    let (alice, callback) = w.authorize(None, ALICE, "confirm").await;
+    let mut accepted = 0;
+    for i in 0..30 {
+        let forged = with_param(&callback, "openid", &format!("oForged{i:04}"));
+        let (status, _) = w.get(&forged, Some(&alice)).await;
+        accepted += usize::from(status == StatusCode::OK);
+        assert!(status == StatusCode::OK || status == StatusCode::CONFLICT, "{status}");
+    }
+    assert_eq!(accepted, 1, "one state, one grant");
+    assert_eq!(w.health().await["grants"]["pending"], 1);
+    // Alice's own answer came too late: the state was used by the first forged openid.
+    assert_eq!(w.get(&callback, Some(&alice)).await.0, StatusCode::CONFLICT);
 }
 
 #[test]
