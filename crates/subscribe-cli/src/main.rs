@@ -39,8 +39,8 @@ struct Cli {
     #[arg(long, env = "WXSUB_APPID", global = true)]
     appid: Option<String>,
     /// The AppSecret (never printed). Prefer the environment variable.
-    #[arg(long, env = "WXSUB_SECRET", hide_env_values = true, global = true)]
-    secret: Option<String>,
+    #[arg(long, env = "WXSUB_SECRET", hide_env_values = true, global = true, value_parser = app_secret)]
+    secret: Option<AppSecret>,
     /// Which token endpoint to use.
     #[arg(long, env = "WXSUB_TOKEN_SOURCE", value_enum, default_value_t = TokenSource::Stable, global = true)]
     token_source: TokenSource,
@@ -191,7 +191,6 @@ fn appid(cli: &Cli) -> Result<AppId, Usage> {
 fn client(cli: &Cli) -> Result<Client, Usage> {
     let appid = appid(cli)?;
     let secret = cli.secret.clone().ok_or("--secret (or WXSUB_SECRET) is required")?;
-    let secret = AppSecret::new(secret).map_err(|e| format!("invalid secret: {e}"))?;
     let endpoint = match cli.token_source {
         TokenSource::Stable => TokenEndpoint::Stable,
         TokenSource::Classic => TokenEndpoint::Classic,
@@ -225,12 +224,25 @@ fn parse<T>(flag: &str, r: Result<T, subscribe_types::ValidationError>) -> Resul
     r.map_err(|e| format!("invalid {flag}: {e}"))
 }
 
-fn random_reserved() -> Reserved {
+/// The secret, parsed where the arguments are: `Cli`'s `Debug` then shows `AppSecret([redacted])`.
+fn app_secret(raw: &str) -> Result<AppSecret, String> {
+    AppSecret::new(raw).map_err(|e| format!("invalid secret: {e}"))
+}
+
+/// A random `reserved` (24 letters and digits). Without the OS's random source there is no
+/// unguessable value to give, so that is an error, never a constant.
+fn random_reserved() -> Result<Reserved, Usage> {
+    random_reserved_from(getrandom::fill)
+}
+
+fn random_reserved_from(
+    fill: impl FnOnce(&mut [u8]) -> Result<(), getrandom::Error>,
+) -> Result<Reserved, Usage> {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut bytes = [0u8; 24];
-    let _ = getrandom::fill(&mut bytes);
+    fill(&mut bytes).map_err(|e| format!("no random source for --reserved ({e}): pass --reserved"))?;
     let s: String = bytes.iter().map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char).collect();
-    Reserved::new(s).unwrap_or_default()
+    Reserved::new(s).map_err(|e| format!("random --reserved: {e}"))
 }
 
 async fn run(cli: Cli) -> Result<Exit, Usage> {
@@ -244,7 +256,7 @@ async fn run(cli: Cli) -> Result<Exit, Usage> {
             )
             .with_reserved(match reserved {
                 Some(r) => parse("--reserved", Reserved::new(r.as_str()))?,
-                None => random_reserved(),
+                None => random_reserved()?,
             });
             println!("{}", request.url_with_base(&cli.mp_base));
             Ok(Exit::Ok)
@@ -389,4 +401,36 @@ fn callback(
     }
     println!("{out}");
     Ok(Exit::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[test]
+    fn a_failing_random_source_is_an_error_not_a_constant_state() {
+        let e = random_reserved_from(|_| Err(getrandom::Error::UNSUPPORTED)).unwrap_err();
+        assert!(e.contains("no random source"), "{e}");
+        let (a, b) = (random_reserved().unwrap(), random_reserved().unwrap());
+        assert_ne!(a.as_str(), b.as_str());
+        assert_eq!(a.as_str().len(), 24);
+    }
+
+    #[test]
+    fn the_parsed_arguments_never_debug_print_the_secret() {
+        let cli = Cli::try_parse_from([
+            "wxsub",
+            "--appid",
+            "wx0123456789abcdef",
+            "--secret",
+            "hunter2-app-secret",
+            "token",
+        ])
+        .unwrap();
+        let shown = format!("{cli:?} {cli:#?}");
+        assert!(!shown.contains("hunter2-app-secret"), "{shown}");
+        assert!(cli.secret.is_some());
+    }
 }

@@ -49,8 +49,8 @@ pub const SANDBOX_BASE: &str = "http://127.0.0.1:8080";
 
 const SESSION_COOKIE: &str = "sid";
 
-/// The service's configuration.
-#[derive(Clone, Debug)]
+/// The service's configuration. Its `Debug` shows neither the secret nor the state key.
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct Config {
     /// `WEBAPP_LISTEN`: where to listen (default `127.0.0.1:3000`).
@@ -77,6 +77,23 @@ pub struct Config {
     pub state_key: Option<Vec<u8>>,
     /// `WEBAPP_DISPATCH_CONCURRENCY`: sends in flight during a dispatch (default 16).
     pub dispatch_concurrency: usize,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("public_url", &self.public_url)
+            .field("appid", &self.appid)
+            .field("secret", &self.secret)
+            .field("api_base", &self.api_base)
+            .field("mp_base", &self.mp_base)
+            .field("template_id", &self.template_id)
+            .field("scene", &self.scene)
+            .field("state_key", &self.state_key.as_ref().map(|_| "[redacted]"))
+            .field("dispatch_concurrency", &self.dispatch_concurrency)
+            .finish()
+    }
 }
 
 /// A configuration variable is unusable.

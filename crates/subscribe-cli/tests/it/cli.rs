@@ -283,6 +283,11 @@ async fn send_batch_reports_each_line_and_never_sends_invalid_ones() {
 async fn usage_errors_exit_2_and_wrong_secret_never_prints_it() {
     let s = SandboxHandle::start(SandboxConfig::demo()).await.unwrap();
     assert_eq!(wxsub(&s, &["no-such-command"], None).await.code, 2);
+    for rate in ["0", "-5", "nan", "inf", "fast"] {
+        let out = wxsub(&s, &["send-batch", "--input", "-", &format!("--rate={rate}")], Some("")).await;
+        assert_eq!(out.code, 2, "--rate {rate}: {}", out.stderr);
+        assert!(out.stderr.contains("rate"), "--rate {rate}: {}", out.stderr);
+    }
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_wxsub"));
     let out = cmd
         .args(["token"])

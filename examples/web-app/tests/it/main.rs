@@ -225,9 +225,20 @@ async fn one_answer_replayed_with_made_up_openids_records_one_grant() {
 #[test]
 fn configuration_errors_name_the_variable_and_the_secret_never_prints() {
     let secret = "a-very-private-secret-value-1234";
-    let cfg = Config::from_lookup(|k| (k == "WECHAT_SECRET").then(|| secret.to_owned())).unwrap();
+    let key = "a-state-key-of-at-least-32-bytes-5678";
+    let cfg = Config::from_lookup(|k| match k {
+        "WECHAT_SECRET" => Some(secret.to_owned()),
+        "WEBAPP_STATE_KEY" => Some(key.to_owned()),
+        _ => None,
+    })
+    .unwrap();
     let state = AppState::new(cfg.clone()).unwrap();
-    assert!(!format!("{cfg:?} {state:?}").contains(secret));
+    let shown = format!("{cfg:?} {state:?} {cfg:#?}");
+    assert!(!shown.contains(secret) && !shown.contains(key), "{shown}");
+    // Neither as bytes: `Vec<u8>`'s Debug would print the key as numbers.
+    let bytes = format!("{:?}", key.as_bytes());
+    assert!(!shown.contains(&bytes[1..20]), "{shown}");
+    assert!(shown.contains("state_key: Some(\"[redacted]\")"), "{shown}");
 
     for (var, value) in [
         ("WEBAPP_LISTEN", "nowhere"),
