@@ -482,6 +482,19 @@ async fn send_one(
     RecipientOutcome { openid, kind, errcode, detail, ledger_error }
 }
 
+/// The most characters of an error's text that a ledger reason or an outcome's detail keeps:
+/// WeChat's `errmsg` is echoed into it, and an answer may be as long as the transport's limit.
+pub const MAX_REASON_CHARS: usize = 256;
+
+/// `text`, cut to [`MAX_REASON_CHARS`] characters (with `…` when cut).
+fn bounded(mut text: String) -> String {
+    if let Some((at, _)) = text.char_indices().nth(MAX_REASON_CHARS) {
+        text.truncate(at);
+        text.push('…');
+    }
+    text
+}
+
 /// Maps a send's result to the grant's fate.
 fn classify(
     result: Result<crate::SendReceipt, SendError>,
@@ -491,7 +504,7 @@ fn classify(
         return (OutcomeKind::Delivered, None, None, Settlement::Delivered);
     };
     let code = e.api_code();
-    let text = e.to_string();
+    let text = bounded(e.to_string());
     if !e.outcome_known() {
         return (OutcomeKind::Unknown, code, Some(text.clone()), Settlement::Review(text));
     }

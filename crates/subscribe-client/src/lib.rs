@@ -80,7 +80,8 @@ pub use client::{Answered, AuthorizationLink, Client, ClientBuilder, DEFAULT_API
 pub use clock::ManualClock;
 pub use clock::{Clock, SharedClock, SystemClock};
 pub use dispatch::{
-    DispatchError, DispatchObserver, DispatchReport, Dispatcher, OutcomeKind, Progress, RecipientOutcome,
+    DispatchError, DispatchObserver, DispatchReport, Dispatcher, MAX_REASON_CHARS, OutcomeKind, Progress,
+    RecipientOutcome,
 };
 pub use error::{
     AuthorizationError, ConfigError, ErrorKind, RecordError, SendError, TokenError, TokenRejection,

@@ -43,6 +43,10 @@ pub enum TransportErrorKind {
     /// The connection failed after the request started (reset, closed, body read failure).
     /// The request may have reached the server.
     Io,
+    /// The response's body was larger than the transport's limit (64 KiB by default; WeChat's
+    /// answers are a few hundred bytes, so it is a proxy's page or a misdirected `api_base`).
+    /// The request reached the server, which may have acted on it.
+    ResponseTooLarge,
     /// Anything else. Treat as "may have reached the server".
     Other,
 }
@@ -59,6 +63,7 @@ impl TransportErrorKind {
             Self::InvalidRequest => "the request could not be sent as built",
             Self::Timeout => "timed out waiting for the response",
             Self::Io => "the connection failed after the request started",
+            Self::ResponseTooLarge => "the response body was larger than the limit",
             Self::Other => "transport failure",
         }
     }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -34,6 +34,7 @@ pub struct HyperTransport {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     timeout: Duration,
     user_agent: http::HeaderValue,
+    max_response_body: usize,
 }
 
 /// Configures a [`HyperTransport`].
@@ -86,7 +87,12 @@ impl HyperTransportBuilder {
             .pool_idle_timeout(settings.pool_idle_timeout)
             .pool_max_idle_per_host(settings.pool_max_idle_per_host)
             .build(https);
-        Ok(HyperTransport { client, timeout: settings.timeout, user_agent })
+        Ok(HyperTransport {
+            client,
+            timeout: settings.timeout,
+            user_agent,
+            max_response_body: settings.max_response_body,
+        })
     }
 }
 
@@ -110,7 +116,8 @@ impl HttpTransport for HyperTransport {
         let exchange = async {
             let response = self.client.request(request).await.map_err(classify)?;
             let (parts, body) = response.into_parts();
-            let body = body.collect().await.map_err(TransportError::io)?.to_bytes();
+            let body =
+                crate::settings::read_limited(body, self.max_response_body, TransportError::io).await?;
             Ok(http::Response::from_parts(parts, body))
         };
         match tokio::time::timeout(self.timeout, exchange).await {

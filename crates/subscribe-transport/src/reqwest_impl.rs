@@ -23,6 +23,7 @@ use crate::{HttpRequest, HttpResponse, HttpTransport, TransportError, TransportE
 #[derive(Clone, Debug)]
 pub struct ReqwestTransport {
     client: reqwest::Client,
+    max_response_body: usize,
 }
 
 impl ReqwestTransport {
@@ -44,16 +45,26 @@ impl From<reqwest::Client> for ReqwestTransport {
     /// Uses a client you configured. Its redirect policy is yours: set
     /// `redirect(reqwest::redirect::Policy::none())`, as WeChat never redirects API calls.
     fn from(client: reqwest::Client) -> Self {
-        Self { client }
+        Self { client, max_response_body: crate::settings::DEFAULT_MAX_RESPONSE_BODY }
     }
 }
 
-/// Configures a [`ReqwestTransport`].
-#[derive(Clone, Debug, Default)]
+/// Configures a [`ReqwestTransport`]. Its `Debug` does not show the proxy URL (it may hold
+/// credentials).
+#[derive(Clone, Default)]
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct ReqwestTransportBuilder {
     settings: HttpSettings,
     proxy: Option<String>,
+}
+
+impl std::fmt::Debug for ReqwestTransportBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReqwestTransportBuilder")
+            .field("settings", &self.settings)
+            .field("proxy", &self.proxy.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
 }
 
 impl ReqwestTransportBuilder {
@@ -89,7 +100,7 @@ impl ReqwestTransportBuilder {
         let client = builder
             .build()
             .map_err(|e| TransportError::new(TransportErrorKind::InvalidRequest, e.without_url()))?;
-        Ok(ReqwestTransport { client })
+        Ok(ReqwestTransport { client, max_response_body: settings.max_response_body })
     }
 }
 
@@ -143,7 +154,8 @@ impl HttpTransport for ReqwestTransport {
         let status = response.status();
         let version = response.version();
         let headers = std::mem::take(response.headers_mut());
-        let body = response.bytes().await.map_err(classify)?;
+        let body = http::Response::<reqwest::Body>::from(response).into_body();
+        let body = crate::settings::read_limited(body, self.max_response_body, classify).await?;
         let mut out = http::Response::new(body);
         *out.status_mut() = status;
         *out.version_mut() = version;

@@ -10,6 +10,7 @@ pub(crate) struct HttpSettings {
     pub(crate) user_agent: String,
     pub(crate) pool_idle_timeout: Duration,
     pub(crate) pool_max_idle_per_host: usize,
+    pub(crate) max_response_body: usize,
 }
 
 impl Default for HttpSettings {
@@ -20,7 +21,33 @@ impl Default for HttpSettings {
             user_agent: crate::DEFAULT_USER_AGENT.to_owned(),
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: 64,
+            max_response_body: DEFAULT_MAX_RESPONSE_BODY,
         }
+    }
+}
+
+/// The default cap on a response body: 64 KiB.
+pub(crate) const DEFAULT_MAX_RESPONSE_BODY: usize = 64 * 1024;
+
+/// Reads `body` whole, up to `limit` bytes: a longer one (a proxy's page, a body that never
+/// ends) is [`TransportErrorKind::ResponseTooLarge`](crate::TransportErrorKind::ResponseTooLarge)
+/// as soon as it passes the limit; other body errors go through `classify`.
+pub(crate) async fn read_limited<B>(
+    body: B,
+    limit: usize,
+    classify: impl FnOnce(B::Error) -> crate::TransportError,
+) -> Result<bytes::Bytes, crate::TransportError>
+where
+    B: http_body::Body<Data = bytes::Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    use http_body_util::BodyExt as _;
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) => match e.downcast::<B::Error>() {
+            Ok(inner) => Err(classify(*inner)),
+            Err(e) => Err(crate::TransportError::new(crate::TransportErrorKind::ResponseTooLarge, e)),
+        },
     }
 }
 
@@ -51,6 +78,15 @@ macro_rules! http_settings_setters {
         /// How long an idle pooled connection is kept (default 90 s).
         pub fn pool_idle_timeout(mut self, d: std::time::Duration) -> Self {
             self.settings.pool_idle_timeout = d;
+            self
+        }
+
+        /// The largest response body read (default 64 KiB): a longer one fails with
+        /// [`TransportErrorKind::ResponseTooLarge`](crate::TransportErrorKind::ResponseTooLarge)
+        /// as soon as it passes the limit, so a misdirected `api_base` or a body that never
+        /// ends cannot fill memory.
+        pub fn max_response_body(mut self, bytes: usize) -> Self {
+            self.settings.max_response_body = bytes;
             self
         }
 

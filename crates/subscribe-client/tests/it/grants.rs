@@ -481,6 +481,36 @@ async fn after_a_definite_failure_a_refusal_is_a_refusal_not_probably_delivered(
 }
 
 #[tokio::test]
+async fn a_long_errmsg_is_cut_before_it_is_stored_as_a_reason() {
+    let ledger = ledger_with(&["oLong"]).await;
+    let mock = mock_with_stable_token("T1", 7200);
+    let errmsg = "参数错误".repeat(2500); // 10,000 characters, 30,000 bytes
+    mock.route("POST", SEND_PATH).reply(errcode_reply(40003, &errmsg));
+    let clock = clock();
+    let client = builder(&mock, &clock).build().unwrap();
+    let report = Dispatcher::new(client, Arc::clone(&ledger))
+        .grants(scope().template_id, scope().scene)
+        .message(build)
+        .run()
+        .await
+        .unwrap();
+    let detail = report.outcomes[0].detail.clone().unwrap();
+    assert!(
+        detail.chars().count() <= subscribe_client::MAX_REASON_CHARS + 1,
+        "{} chars",
+        detail.chars().count()
+    );
+    assert!(detail.ends_with('…'));
+    let status = ledger.get(&scope().key(OpenId::new("oLong").unwrap())).await.unwrap().unwrap().status;
+    let GrantStatus::Dropped { reason } = status else { panic!("{status:?}") };
+    assert!(
+        reason.chars().count() <= subscribe_client::MAX_REASON_CHARS + 1,
+        "{} chars",
+        reason.chars().count()
+    );
+}
+
+#[tokio::test]
 async fn the_rate_limit_paces_sends_on_the_clock() {
     let mock = mock_with_stable_token("T1", 7200);
     mock.route("POST", SEND_PATH).reply(ok_reply());

@@ -5,6 +5,8 @@
 
 #[cfg(all(feature = "test-util", any(feature = "reqwest", feature = "hyper")))]
 mod contract;
+#[cfg(any(feature = "reqwest", feature = "hyper"))]
+mod limits;
 #[cfg(feature = "mock")]
 mod mock;
 mod request;
