@@ -90,6 +90,13 @@ pub struct SandboxConfig {
     pub force_refresh_spacing: Duration,
     /// Request-log entries kept.
     pub log_capacity: usize,
+    /// How long a connection may take to send a request's headers, and how long an idle
+    /// keep-alive connection is kept (default 10 s): a client that trickles its headers
+    /// (slowloris) is disconnected.
+    #[serde(rename = "header_read_timeout_secs", with = "secs")]
+    pub header_read_timeout: Duration,
+    /// Connections served at once (default 512); further ones wait in the listen queue.
+    pub max_connections: usize,
 }
 
 mod secs {
@@ -126,6 +133,8 @@ impl Default for SandboxConfig {
             force_refresh_daily_quota: 20,
             force_refresh_spacing: Duration::from_secs(30),
             log_capacity: 1000,
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 512,
         }
     }
 }

@@ -77,6 +77,11 @@ pub struct Config {
     pub state_key: Option<Vec<u8>>,
     /// `WEBAPP_DISPATCH_CONCURRENCY`: sends in flight during a dispatch (default 16).
     pub dispatch_concurrency: usize,
+    /// `WEBAPP_HEADER_TIMEOUT_MS`: how long a connection may take to send a request's headers,
+    /// and how long an idle keep-alive connection is kept (default 10 000 ms).
+    pub header_read_timeout: std::time::Duration,
+    /// `WEBAPP_MAX_CONNECTIONS`: connections served at once (default 1024).
+    pub max_connections: usize,
 }
 
 impl std::fmt::Debug for Config {
@@ -92,6 +97,8 @@ impl std::fmt::Debug for Config {
             .field("scene", &self.scene)
             .field("state_key", &self.state_key.as_ref().map(|_| "[redacted]"))
             .field("dispatch_concurrency", &self.dispatch_concurrency)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }
@@ -162,6 +169,18 @@ impl Config {
         };
         let dispatch_concurrency = get("WEBAPP_DISPATCH_CONCURRENCY")
             .map_or(Ok(16), |s| s.parse::<usize>().map_err(|e| invalid("WEBAPP_DISPATCH_CONCURRENCY", e)))?;
+        let header_read_timeout = get("WEBAPP_HEADER_TIMEOUT_MS")
+            .map_or(Ok(10_000), |s| s.parse::<u64>().map_err(|e| invalid("WEBAPP_HEADER_TIMEOUT_MS", e)))
+            .and_then(|ms| match ms {
+                0 => Err(invalid("WEBAPP_HEADER_TIMEOUT_MS", "must be more than 0")),
+                ms => Ok(std::time::Duration::from_millis(ms)),
+            })?;
+        let max_connections = get("WEBAPP_MAX_CONNECTIONS")
+            .map_or(Ok(1024), |s| s.parse::<usize>().map_err(|e| invalid("WEBAPP_MAX_CONNECTIONS", e)))
+            .and_then(|n| match n {
+                0 => Err(invalid("WEBAPP_MAX_CONNECTIONS", "must be at least 1")),
+                n => Ok(n),
+            })?;
         Ok(Self {
             listen,
             public_url,
@@ -173,6 +192,8 @@ impl Config {
             scene,
             state_key,
             dispatch_concurrency,
+            header_read_timeout,
+            max_connections,
         })
     }
 }
@@ -251,7 +272,47 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto;
+    use hyper_util::service::TowerToHyperService;
+
+    // `axum::serve` has no header-read timeout and no connection limit, so a client that
+    // trickles its headers (slowloris) could hold every connection: serve with hyper-util,
+    // whose header-read timeout also ends idle keep-alive connections.
+    let (timeout, max) = (state.config.header_read_timeout, state.config.max_connections);
+    let app = router(state);
+    let permits = Arc::new(tokio::sync::Semaphore::new(max.max(1)));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(timeout);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        // A free slot first, then a connection: over the limit, clients wait in the listen queue.
+        let permit = tokio::select! {
+            permit = Arc::clone(&permits).acquire_owned() => permit.map_err(std::io::Error::other)?,
+            () = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let connection =
+            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let connection = graceful.watch(connection.into_owned());
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(permit);
+        });
+    }
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), graceful.shutdown()).await;
+    Ok(())
 }
 
 /// The session id from the request's cookie, if it has a well-formed one.

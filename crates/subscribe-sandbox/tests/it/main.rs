@@ -7,6 +7,7 @@
 mod authorize;
 mod control;
 mod send;
+mod slow;
 mod tokens;
 
 use std::time::Duration;

@@ -21,10 +21,14 @@ struct World {
 }
 
 async fn start() -> World {
+    start_with(&[]).await
+}
+
+async fn start_with(extra: &[(&'static str, &str)]) -> World {
     let sandbox = SandboxHandle::start(SandboxConfig::demo()).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let app = listener.local_addr().unwrap();
-    let mut env = HashMap::new();
+    let mut env: HashMap<&str, String> = extra.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
     env.insert("WEBAPP_LISTEN", app.to_string());
     env.insert("WEBAPP_PUBLIC_URL", format!("http://{app}"));
     env.insert("WECHAT_API_BASE", sandbox.base_url());
@@ -222,6 +226,32 @@ async fn one_answer_replayed_with_made_up_openids_records_one_grant() {
     assert_eq!(w.get(&callback, Some(&alice)).await.0, StatusCode::CONFLICT);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_shed_and_a_normal_request_still_answers() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let w = start_with(&[("WEBAPP_HEADER_TIMEOUT_MS", "1000")]).await;
+    let mut slow = Vec::new();
+    for _ in 0..100 {
+        let mut c = tokio::net::TcpStream::connect(w.app).await.unwrap();
+        c.write_all(b"POST /admin/dispatch HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ").await.unwrap();
+        slow.push(c);
+    }
+    let started = std::time::Instant::now();
+    assert_eq!(w.get(&w.url("/health"), None).await.0, 200);
+    assert!(started.elapsed() < std::time::Duration::from_secs(1), "{:?}", started.elapsed());
+    for c in &mut slow {
+        let mut buf = [0u8; 1024];
+        let closed = loop {
+            match tokio::time::timeout(std::time::Duration::from_secs(3), c.read(&mut buf)).await {
+                Ok(Ok(0) | Err(_)) => break true,
+                Ok(Ok(_)) => {}
+                Err(_) => break false,
+            }
+        };
+        assert!(closed, "a connection that never finished its headers was kept");
+    }
+}
+
 #[test]
 fn configuration_errors_name_the_variable_and_the_secret_never_prints() {
     let secret = "a-very-private-secret-value-1234";
@@ -246,6 +276,8 @@ fn configuration_errors_name_the_variable_and_the_secret_never_prints() {
         ("WECHAT_APPID", "wx bad"),
         ("WEBAPP_SCENE", "10001"),
         ("WEBAPP_STATE_KEY", "short"),
+        ("WEBAPP_HEADER_TIMEOUT_MS", "0"),
+        ("WEBAPP_MAX_CONNECTIONS", "lots"),
         ("WECHAT_TEMPLATE_ID", "bad template"),
     ] {
         let e = Config::from_lookup(|k| (k == var).then(|| value.to_owned())).unwrap_err();
