@@ -40,9 +40,9 @@ row() {
     for _ in $(seq 100); do curl -sf "$BASE/sandbox/api/state" >/dev/null && break; sleep 0.1; done
     for i in $(seq 0 199); do
         printf '{"appid":"%s","openid":"oUser%010d","template_id":"%s","scene":5}' "$APPID" "$i" "$TPL" |
-            curl -sf -X POST --data-binary @- "$BASE/sandbox/api/grants" >/dev/null
+            curl -sf -X POST -H "Content-Type: application/json" --data-binary @- "$BASE/sandbox/api/grants" >/dev/null
     done
-    curl -sf -X POST --data-binary "$faults" "$BASE/sandbox/api/faults" >/dev/null
+    curl -sf -X POST -H "Content-Type: application/json" --data-binary "$faults" "$BASE/sandbox/api/faults" >/dev/null
     local start end
     start=$(date +%s.%N)
     WXSUB_API_BASE=$BASE WXSUB_APPID=$APPID WXSUB_SECRET=$SECRET \

@@ -18,6 +18,27 @@ pub struct AppConfig {
     pub name: String,
     /// Its one-time subscription templates.
     pub templates: Vec<TemplateConfig>,
+    /// Its business domains (业务域名): a `redirect_url` must be on one of them (the host
+    /// itself or a subdomain), as WeChat enforces; the authorization page refuses others. Empty
+    /// (the default in a configuration file that leaves it out) allows any.
+    #[serde(default)]
+    pub redirect_domains: Vec<String>,
+}
+
+impl AppConfig {
+    /// Whether `host` is one of the app's business domains or a subdomain of one.
+    pub fn allows_redirect_host(&self, host: &str) -> bool {
+        self.redirect_domains.is_empty()
+            || self.redirect_domains.iter().any(|d| {
+                // Compared as bytes: a host may hold non-ASCII, and slicing it as a string
+                // at the domain's length could split a character.
+                let (host, d) = (host.as_bytes(), d.as_bytes());
+                host.eq_ignore_ascii_case(d)
+                    || host.len() > d.len()
+                        && host[host.len() - d.len()..].eq_ignore_ascii_case(d)
+                        && host[host.len() - d.len() - 1] == b'.'
+            })
+    }
 }
 
 impl fmt::Debug for AppConfig {
@@ -27,6 +48,7 @@ impl fmt::Debug for AppConfig {
             .field("secret", &"[redacted]")
             .field("name", &self.name)
             .field("templates", &self.templates)
+            .field("redirect_domains", &self.redirect_domains)
             .finish()
     }
 }
@@ -97,6 +119,10 @@ pub struct SandboxConfig {
     pub header_read_timeout: Duration,
     /// Connections served at once (default 512); further ones wait in the listen queue.
     pub max_connections: usize,
+    /// Host names the sandbox answers besides IP addresses and `localhost` (a container's
+    /// service name, say). A request whose `Host` is another name is refused with 421, so a
+    /// web page cannot reach the sandbox through a name it controls (DNS rebinding).
+    pub allowed_hosts: Vec<String>,
 }
 
 mod secs {
@@ -118,6 +144,9 @@ mod secs {
 pub const DEMO_APPID: &str = "wx5a1db0c0ffee0001";
 /// The demo app's AppSecret (a sandbox secret, public on purpose).
 pub const DEMO_SECRET: &str = "sandbox-demo-secret-0123456789ab";
+/// The demo app's business domains: this machine, and the example domains of the docs.
+pub const DEMO_REDIRECT_DOMAINS: &[&str] =
+    &["localhost", "127.0.0.1", "::1", "app.example.com", "shop.example.com", "a.example"];
 /// The demo app's one-time template.
 pub const DEMO_TEMPLATE: &str = "SandboxRestockAlert_0000000000000000000001";
 
@@ -135,6 +164,7 @@ impl Default for SandboxConfig {
             log_capacity: 1000,
             header_read_timeout: Duration::from_secs(10),
             max_connections: 512,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -159,6 +189,7 @@ impl SandboxConfig {
                     id: TemplateId::new(DEMO_TEMPLATE).expect("demo template"),
                     title: "到货提醒 (restock alert)".into(),
                 }],
+                redirect_domains: DEMO_REDIRECT_DOMAINS.iter().map(|d| (*d).to_owned()).collect(),
             }],
             users: vec![
                 user("oSandbox_Alice_00000000001", "Alice"),
@@ -254,6 +285,15 @@ impl SandboxConfig {
             return Err(ConfigFileError::Invalid("token_lifetime_secs must be positive".into()));
         }
         Ok(())
+    }
+
+    /// Whether a request whose `Host` header names `host` (port removed) is answered: IP
+    /// addresses, `localhost` and [`allowed_hosts`](Self::allowed_hosts).
+    pub fn allows_host(&self, host: &str) -> bool {
+        let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        bare.parse::<std::net::IpAddr>().is_ok()
+            || host.eq_ignore_ascii_case("localhost")
+            || self.allowed_hosts.iter().any(|h| h.eq_ignore_ascii_case(host))
     }
 
     pub(crate) fn app(&self, appid: &str) -> Option<&AppConfig> {

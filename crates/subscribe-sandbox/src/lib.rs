@@ -44,8 +44,8 @@ mod state;
 
 pub use clock::{ManualClock, SandboxClock, SharedSandboxClock, SystemClock};
 pub use config::{
-    AppConfig, ConfigFileError, DEMO_APPID, DEMO_SECRET, DEMO_TEMPLATE, SandboxConfig, TemplateConfig,
-    UserConfig,
+    AppConfig, ConfigFileError, DEMO_APPID, DEMO_REDIRECT_DOMAINS, DEMO_SECRET, DEMO_TEMPLATE, SandboxConfig,
+    TemplateConfig, UserConfig,
 };
 pub use lifecycle::SandboxHandle;
 pub use server::{SandboxState, check_send_body, router, router_with_clock};

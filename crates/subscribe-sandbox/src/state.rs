@@ -238,6 +238,7 @@ impl Inner {
     }
 
     fn issue(&mut self, cfg: &SandboxConfig, appid: &str, kind: Kind, now: Instant) -> (String, u64) {
+        self.prune_tokens(cfg, now);
         let token = new_token(appid);
         self.tokens.insert(
             token.clone(),
@@ -349,6 +350,18 @@ impl Inner {
             return Err((ErrCode::ACCESS_TOKEN_EXPIRED, "access_token expired"));
         }
         Ok(rec.appid.clone())
+    }
+
+    /// Forgets tokens that stopped working more than a token lifetime ago (they answer 40014,
+    /// "invalid `access_token`", from then on), so the map holds the tokens of the last few
+    /// hours however long the sandbox runs. Until then a dead token still answers 40001 or
+    /// 42001, which is what a client's refresh logic reacts to.
+    fn prune_tokens(&mut self, cfg: &SandboxConfig, now: Instant) {
+        let Some(cutoff) = now.checked_sub(cfg.token_lifetime) else { return };
+        self.tokens.retain(|_, rec| {
+            let died = rec.invalid_after.map_or(rec.expires_at, |i| i.min(rec.expires_at));
+            died > cutoff
+        });
     }
 
     /// Revokes every token: after `grace` they answer 40001. New requests get new tokens.

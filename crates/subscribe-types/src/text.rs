@@ -173,13 +173,7 @@ impl HttpUrl {
         let rest = strip_prefix_ignore_case(v, "https://")
             .or_else(|| strip_prefix_ignore_case(v, "http://"))
             .ok_or(ValidationError::InvalidFormat { field, expected: Self::EXPECTED })?;
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-        let host = authority.rsplit('@').next().unwrap_or("");
-        let host = match host.strip_prefix('[') {
-            Some(v6) => v6.split(']').next().unwrap_or(""),
-            None => host.split(':').next().unwrap_or(""),
-        };
-        if host.is_empty() {
+        if host_of(rest).is_empty() {
             return Err(ValidationError::InvalidFormat { field, expected: Self::EXPECTED });
         }
         Ok(Self(value.into().into_boxed_str()))
@@ -188,6 +182,29 @@ impl HttpUrl {
     /// The URL as given.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The URL's host, as written (an IPv6 address without its brackets): what a business
+    /// domain is checked against.
+    ///
+    /// ```
+    /// use subscribe_types::HttpUrl;
+    /// assert_eq!(HttpUrl::new("https://user@shop.example.com:8443/cb?x=1").unwrap().host(), "shop.example.com");
+    /// assert_eq!(HttpUrl::new("http://[::1]:8080/cb").unwrap().host(), "::1");
+    /// ```
+    pub fn host(&self) -> &str {
+        let rest = self.0.find("://").map_or(&*self.0, |i| &self.0[i + 3..]);
+        host_of(rest)
+    }
+}
+
+/// The host of a URL after its `scheme://`: the authority without user info and port.
+fn host_of(rest: &str) -> &str {
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit('@').next().unwrap_or("");
+    match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.split(':').next().unwrap_or(""),
     }
 }
 

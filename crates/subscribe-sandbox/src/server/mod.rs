@@ -207,6 +207,51 @@ fn params(query: &str) -> HashMap<String, String> {
     form_urlencoded::parse(query.as_bytes()).into_owned().collect()
 }
 
+/// What every request passes before its handler, against a web page in the developer's
+/// browser: a `Host` the sandbox does not answer to is 421 (DNS rebinding: a page on a name
+/// it controls, pointed at 127.0.0.1), and a control-API `POST` that is not
+/// `application/json` is 415 (an HTML form, which a cross-site page can submit without a
+/// preflight, cannot send that type).
+async fn guard(
+    axum::extract::State(s): axum::extract::State<SandboxState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let host = req.headers().get(header::HOST).map(|h| h.to_str().unwrap_or("\u{fffd}")).or(req.uri().host());
+    if let Some(host) = host {
+        // Without the port: `[::1]:80` → `[::1]`, `localhost:80` → `localhost`.
+        let name =
+            if host.starts_with('[') { host.split_inclusive(']').next() } else { host.split(':').next() };
+        let name = name.unwrap_or(host);
+        if !s.cfg.allows_host(name) {
+            return (
+                StatusCode::MISDIRECTED_REQUEST,
+                [(header::CONTENT_TYPE, "application/json")],
+                serde_json::json!({"error": "this sandbox does not answer to that Host (see allowed_hosts)"})
+                    .to_string(),
+            )
+                .into_response();
+        }
+    }
+    if req.method() == axum::http::Method::POST && req.uri().path().starts_with("/sandbox/api/") {
+        let json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+        if !json {
+            return (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                [(header::CONTENT_TYPE, "application/json")],
+                r#"{"error":"the control API takes Content-Type: application/json"}"#,
+            )
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
 /// Builds the router and its state, on the machine's clocks.
 pub fn router(config: SandboxConfig) -> (Router, SandboxState) {
     router_with_clock(config, Arc::new(SystemClock))
@@ -233,6 +278,7 @@ pub fn router_with_clock(config: SandboxConfig, clock: SharedSandboxClock) -> (R
         .route("/sandbox/api/tokens/expire", post(control::expire))
         .route("/sandbox/api/grants", post(control::add_grant))
         .fallback(control::not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state.clone());
     (app, state)
 }

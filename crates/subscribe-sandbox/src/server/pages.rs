@@ -15,7 +15,7 @@ impl SandboxState {
     /// What the authorization page at `/mp/subscribemsg` answers for `query` (the URL's query
     /// string): the page's HTML, or the error message the error page shows instead (bad or
     /// missing parameters, an unknown app, a template that is not one of the app's one-time
-    /// templates). Never a redirect.
+    /// templates, a `redirect_url` off the app's business domains). Never a redirect.
     ///
     /// # Errors
     /// The message of the error page.
@@ -25,8 +25,8 @@ impl SandboxState {
     }
 }
 
-/// Checks an authorization query the way WeChat's page does: the request, its app and its
-/// template.
+/// Checks an authorization query the way WeChat's page does: the request, its app, its
+/// template, and that `redirect_url` is on one of the app's business domains.
 fn check_authorize<'s>(
     s: &'s SandboxState,
     query: &str,
@@ -37,6 +37,13 @@ fn check_authorize<'s>(
         app.templates.iter().find(|t| t.id == req.template_id).ok_or_else(|| {
             format!("template {} is not a one-time template of {}", req.template_id, req.appid)
         })?;
+    let host = req.redirect_url.host();
+    if !app.allows_redirect_host(host) {
+        return Err(format!(
+            "redirect_url 域名与后台配置不一致 (the redirect_url's domain {host} is not a business domain of {})",
+            req.appid
+        ));
+    }
     Ok((req, app, template))
 }
 pub(super) async fn authorize_page(

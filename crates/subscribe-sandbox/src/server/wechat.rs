@@ -14,6 +14,13 @@ use subscribe_types::{ApiError, ErrCode, MessageParseError, SubscribeMessage};
 use super::{SandboxState, Seen, json, params, wx};
 use crate::state::{AfterProcessing, Injected, TokenFault};
 
+/// Compares a presented AppSecret with the app's in constant time (`subtle`), so response
+/// timing tells a guesser nothing about how much of it was right.
+fn same_secret(presented: &str, secret: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    presented.as_bytes().ct_eq(secret.as_bytes()).into()
+}
+
 pub(super) async fn require_post(State(s): State<SandboxState>, seen: Seen) -> Response {
     s.record(seen, Some(43002));
     wx(ErrCode::REQUIRE_POST, "require POST method")
@@ -89,7 +96,7 @@ pub(super) async fn classic_token(
             .get("secret")
             .filter(|a| !a.is_empty())
             .ok_or((ErrCode::APPSECRET_MISSING, "appsecret missing"))?;
-        if *secret != app.secret {
+        if !same_secret(secret, &app.secret) {
             return Err((ErrCode::INVALID_CREDENTIAL, "invalid credential, AppSecret error"));
         }
         s.lock().classic_token(&s.cfg, appid, s.now())
@@ -119,7 +126,7 @@ pub(super) async fn stable_token(State(s): State<SandboxState>, seen: Seen, body
         let app = s.cfg.app(&appid).ok_or((ErrCode::INVALID_APPID, "invalid appid"))?;
         let secret =
             req.secret.filter(|a| !a.is_empty()).ok_or((ErrCode::APPSECRET_MISSING, "appsecret missing"))?;
-        if secret != app.secret {
+        if !same_secret(&secret, &app.secret) {
             return Err((ErrCode::INVALID_APPSECRET, "invalid appsecret"));
         }
         s.lock().stable_token(&s.cfg, &appid, req.force_refresh, s.now())

@@ -104,3 +104,57 @@ async fn cancel_redirects_without_openid_and_records_nothing() {
     assert_eq!(answer.action(), subscribe_types::Action::Cancel);
     assert_eq!(s.state().unused_grants(), 0);
 }
+
+#[tokio::test]
+async fn a_redirect_url_off_the_apps_business_domains_gets_an_error_page_and_no_grant() {
+    let (s, http) = start(SandboxConfig::demo()).await;
+    for foreign in [
+        "https://evil.example/cb",
+        "https://evilapp.example.com/cb", // ends like app.example.com, but is not a subdomain of it
+        "https://app.example.com.evil.example/cb",
+        "https://attacker@evil.example/cb",
+    ] {
+        let url = request(foreign).url_with_base(&s.base_url());
+        let r = http.get(url.split('#').next().unwrap()).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{foreign}");
+        let page = r.text().await.unwrap();
+        assert!(page.contains("id=\"error\"") && page.contains("business domain"), "{foreign}: {page}");
+        let r = decide(&s, &http, &query(&url), "confirm").await;
+        assert_eq!(r.status(), 400, "{foreign}: the decision is refused too");
+        assert!(r.headers().get("location").is_none(), "{foreign}: never a redirect");
+    }
+    assert_eq!(s.state().stats().grants_recorded, 0);
+    // The domain itself and its subdomains are fine.
+    for ok in ["https://app.example.com/cb", "https://m.app.example.com/cb", "http://127.0.0.1:8080/cb"] {
+        let r = decide(&s, &http, &query(&request(ok).url_with_base(&s.base_url())), "confirm").await;
+        assert_eq!(r.status(), 302, "{ok}");
+    }
+}
+
+#[tokio::test]
+async fn an_app_without_business_domains_allows_any_redirect() {
+    let mut config = SandboxConfig::demo();
+    config.apps[0].redirect_domains.clear();
+    let (s, http) = start(config).await;
+    let r = decide(
+        &s,
+        &http,
+        &query(&request("https://anywhere.example/cb").url_with_base(&s.base_url())),
+        "confirm",
+    )
+    .await;
+    assert_eq!(r.status(), 302);
+}
+
+#[test]
+fn business_domains_match_the_domain_and_its_subdomains_only() {
+    let app = &SandboxConfig::demo().apps[0];
+    for ok in ["app.example.com", "APP.example.COM", "m.app.example.com", "127.0.0.1", "::1", "localhost"] {
+        assert!(app.allows_redirect_host(ok), "{ok}");
+    }
+    for bad in
+        ["evilapp.example.com", "example.com", "app.example.com.evil", "", "ä.évil", "éapp.example.com"]
+    {
+        assert!(!app.allows_redirect_host(bad), "{bad}");
+    }
+}

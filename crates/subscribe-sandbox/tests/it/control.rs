@@ -68,16 +68,28 @@ async fn faults_reset_and_state_over_the_control_api() {
     let base = s.base_url();
     let set = http
         .post(format!("{base}/sandbox/api/faults"))
+        .header("content-type", "application/json")
         .body(r#"{"busy_every":2,"latency_ms":1}"#)
         .send()
         .await
         .unwrap();
     assert_eq!(set.status(), 200);
     assert_eq!(s.state().faults().busy_every, Some(2));
-    let bad =
-        http.post(format!("{base}/sandbox/api/faults")).body(r#"{"busy_every":0}"#).send().await.unwrap();
+    let bad = http
+        .post(format!("{base}/sandbox/api/faults"))
+        .header("content-type", "application/json")
+        .body(r#"{"busy_every":0}"#)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad.status(), 400);
-    let unknown = http.post(format!("{base}/sandbox/api/faults")).body(r#"{"nope":1}"#).send().await.unwrap();
+    let unknown = http
+        .post(format!("{base}/sandbox/api/faults"))
+        .header("content-type", "application/json")
+        .body(r#"{"nope":1}"#)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(unknown.status(), 400);
 
     let t = stable_token(&s, &http, false).await["access_token"].as_str().unwrap().to_owned();
@@ -89,6 +101,7 @@ async fn faults_reset_and_state_over_the_control_api() {
 
     let g = http
         .post(format!("{base}/sandbox/api/grants"))
+        .header("content-type", "application/json")
         .body(format!(
             r#"{{"appid":"{}","openid":"{ALICE}","template_id":"{}","scene":"8"}}"#,
             subscribe_sandbox::DEMO_APPID,
@@ -102,7 +115,15 @@ async fn faults_reset_and_state_over_the_control_api() {
     let state = body(http.get(format!("{base}/sandbox/api/state")).send().await.unwrap()).await;
     assert_eq!(state["stats"]["deliveries"], 1);
     assert_eq!(state["unused_grants"], 2);
-    assert_eq!(http.post(format!("{base}/sandbox/api/reset")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        http.post(format!("{base}/sandbox/api/reset"))
+            .header("content-type", "application/json")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     assert_eq!(s.state().stats().deliveries, 0);
     assert!(s.state().inbox(ALICE).is_empty());
     assert_eq!(s.state().faults(), subscribe_sandbox::Faults::default());

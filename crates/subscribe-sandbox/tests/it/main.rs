@@ -6,6 +6,7 @@
 
 mod authorize;
 mod control;
+mod guard;
 mod send;
 mod slow;
 mod tokens;
