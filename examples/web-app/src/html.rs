@@ -19,6 +19,15 @@ const STYLE: &str = "
 
 /// A whole page around `body`.
 pub(crate) fn page(title: &str, body: impl Render) -> Html<String> {
+    layout(title, None, body)
+}
+
+/// A whole page around `body` that the browser reloads every `seconds` (a job's progress).
+pub(crate) fn refreshing_page(title: &str, seconds: u32, body: impl Render) -> Html<String> {
+    layout(title, Some(seconds), body)
+}
+
+fn layout(title: &str, refresh: Option<u32>, body: impl Render) -> Html<String> {
     Html(
         html! {
             (DOCTYPE)
@@ -26,6 +35,7 @@ pub(crate) fn page(title: &str, body: impl Render) -> Html<String> {
                 head {
                     meta charset="utf-8";
                     meta name="viewport" content="width=device-width, initial-scale=1";
+                    @if let Some(seconds) = refresh { meta http-equiv="refresh" content=(seconds); }
                     title { (title) " · Example Shop" }
                     style { (PreEscaped(STYLE)) }
                 }

@@ -6,34 +6,36 @@
 //! | `GET /`                | the product page with a "notify me" link                            |
 //! | `GET /subscribe`       | redirects to WeChat's authorization page, state bound to the session |
 //! | `GET /callback`        | completes the authorization, records the grant, shows the result     |
-//! | `GET /admin`           | how many users are waiting, and the dispatch form                    |
-//! | `POST /admin/dispatch` | sends one message to everyone waiting and shows the report           |
-//! | `GET /health`          | liveness and the grant counts, as JSON                               |
+//! | `GET /admin`           | how many users are waiting, and the dispatch form (signed-in admins) |
+//! | `POST /admin/login`    | signs in with `WEBAPP_ADMIN_TOKEN`                                   |
+//! | `POST /admin/dispatch` | starts a dispatch job: one message to everyone waiting               |
+//! | `GET /admin/jobs/{id}` | a dispatch's progress, then its report                               |
+//! | `POST /admin/logout`   | signs out                                                            |
+//! | `GET /health`          | liveness and the grant counts (cached for a second), as JSON         |
 //!
 //! Configuration comes from the environment ([`Config::from_env`]) and defaults to the sandbox
 //! `wxsub sandbox` serves on `127.0.0.1:8080`, with its demo app. The binary (`src/main.rs`) is
 //! ten lines; tests start the same [`router`] in-process.
 
+mod admin;
 mod html;
+
+pub use admin::AdminToken;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Form, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Json, Redirect, Response};
 use axum::routing::{get, post};
-use serde::Deserialize;
 use subscribe_client::{
-    AuthorizationError, Client, DispatchReport, Dispatcher, ErrorKind, GrantLedger, GrantScope,
-    InMemoryGrantLedger, OutcomeKind, RecordError, Recorded,
+    AuthorizationError, Client, ErrorKind, GrantCounts, GrantLedger, GrantScope, InMemoryGrantLedger,
+    RecordError, Recorded,
 };
-use subscribe_types::{
-    AppId, AppSecret, AuthorizationAnswer, HttpUrl, OpenId, Scene, SubscribeMessage, TemplateId,
-    ValidationError,
-};
+use subscribe_types::{AppId, AppSecret, AuthorizationAnswer, HttpUrl, Scene, TemplateId};
 
 use crate::html::page;
 use maud::html;
@@ -82,6 +84,16 @@ pub struct Config {
     pub header_read_timeout: std::time::Duration,
     /// `WEBAPP_MAX_CONNECTIONS`: connections served at once (default 1024).
     pub max_connections: usize,
+    /// `WEBAPP_ADMIN_TOKEN`: the credential that opens `/admin` (at least 32 characters).
+    /// Without it the admin is off. Never printed.
+    pub admin_token: Option<AdminToken>,
+}
+
+impl Config {
+    /// Whether cookies get `Secure`: when browsers reach the service over https.
+    pub fn secure_cookies(&self) -> bool {
+        self.public_url.get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+    }
 }
 
 impl std::fmt::Debug for Config {
@@ -99,6 +111,7 @@ impl std::fmt::Debug for Config {
             .field("dispatch_concurrency", &self.dispatch_concurrency)
             .field("header_read_timeout", &self.header_read_timeout)
             .field("max_connections", &self.max_connections)
+            .field("admin_token", &self.admin_token)
             .finish()
     }
 }
@@ -181,6 +194,9 @@ impl Config {
                 0 => Err(invalid("WEBAPP_MAX_CONNECTIONS", "must be at least 1")),
                 n => Ok(n),
             })?;
+        let admin_token = get("WEBAPP_ADMIN_TOKEN")
+            .map(|t| AdminToken::new(&t).map_err(|rule| invalid("WEBAPP_ADMIN_TOKEN", rule)))
+            .transpose()?;
         Ok(Self {
             listen,
             public_url,
@@ -194,17 +210,28 @@ impl Config {
             dispatch_concurrency,
             header_read_timeout,
             max_connections,
+            admin_token,
         })
     }
 }
 
-/// What every handler shares: the client, the ledger and the configuration.
+/// What every handler shares: the client, the ledger, the configuration, the dispatch jobs
+/// and the cached grant counts.
 #[derive(Clone, Debug)]
 pub struct AppState {
     client: Client,
     ledger: Arc<dyn GrantLedger>,
     config: Arc<Config>,
+    jobs: Arc<admin::Jobs>,
+    counts: Arc<tokio::sync::Mutex<Option<(std::time::Instant, GrantCounts)>>>,
 }
+
+/// How long grant counts are reused: `/health` and `/admin` count at most once a second
+/// however often they are asked (a count scans the ledger's scope), and changes made here (a
+/// confirmation, a finished dispatch) show at once.
+const COUNTS_TTL: Duration = Duration::from_secs(1);
+/// How long a count may take before `/health` says the ledger is unavailable.
+const COUNTS_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl AppState {
     /// The client for `config`, and an in-memory grant ledger.
@@ -229,7 +256,45 @@ impl AppState {
         if let Some(key) = &config.state_key {
             builder = builder.state_key(key.clone());
         }
-        Ok(Self { client: builder.build()?, ledger, config: Arc::new(config) })
+        Ok(Self {
+            client: builder.build()?,
+            ledger,
+            config: Arc::new(config),
+            jobs: Arc::default(),
+            counts: Arc::default(),
+        })
+    }
+
+    /// The grant counts of this page's scope, counted at most once per [`COUNTS_TTL`]: one
+    /// request counts while the others wait for its answer, so a flood of `/health` requests
+    /// costs the ledger one count a second, not one each.
+    async fn counts(&self) -> Result<GrantCounts, String> {
+        let mut cached = self.counts.lock().await;
+        if let Some((at, counts)) = *cached
+            && at.elapsed() < COUNTS_TTL
+        {
+            return Ok(counts);
+        }
+        let counted = tokio::time::timeout(
+            COUNTS_TIMEOUT,
+            self.ledger.counts(&self.scope(), self.client.clock().now()),
+        )
+        .await
+        .map_err(|_| "the ledger did not answer in time".to_owned())?
+        .map_err(|e| e.to_string())?;
+        *cached = Some((std::time::Instant::now(), counted));
+        Ok(counted)
+    }
+
+    /// Forgets the cached counts after a change made here.
+    fn counts_changed(&self) {
+        if let Ok(mut cached) = self.counts.try_lock() {
+            *cached = None;
+        } else {
+            // A count is running: its answer may predate the change; let it expire at once.
+            let counts = Arc::clone(&self.counts);
+            tokio::spawn(async move { *counts.lock().await = None });
+        }
     }
 
     /// The client.
@@ -257,8 +322,11 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(index))
         .route("/subscribe", get(subscribe))
         .route("/callback", get(callback))
-        .route("/admin", get(admin))
-        .route("/admin/dispatch", post(dispatch))
+        .route("/admin", get(admin::admin))
+        .route("/admin/login", post(admin::login))
+        .route("/admin/logout", post(admin::logout))
+        .route("/admin/dispatch", post(admin::dispatch))
+        .route("/admin/jobs/{id}", get(admin::job_page))
         .route("/health", get(health))
         .with_state(state)
 }
@@ -280,6 +348,7 @@ pub async fn serve(
     // trickles its headers (slowloris) could hold every connection: serve with hyper-util,
     // whose header-read timeout also ends idle keep-alive connections.
     let (timeout, max) = (state.config.header_read_timeout, state.config.max_connections);
+    let jobs = Arc::clone(&state.jobs);
     let app = router(state);
     let permits = Arc::new(tokio::sync::Semaphore::new(max.max(1)));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -312,19 +381,28 @@ pub async fn serve(
         });
     }
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), graceful.shutdown()).await;
+    // A running dispatch stops taking grants and settles what it sent.
+    jobs.shutdown(std::time::Duration::from_secs(10)).await;
     Ok(())
 }
 
-/// The session id from the request's cookie, if it has a well-formed one.
-fn session_of(headers: &HeaderMap) -> Option<String> {
+/// The value of cookie `name` in the request, if it has one.
+fn cookie_of<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, v)| *k == SESSION_COOKIE && v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit()))
-        .map(|(_, v)| v.to_owned())
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// The session id from the request's cookie, if it has a well-formed one.
+fn session_of(headers: &HeaderMap) -> Option<String> {
+    cookie_of(headers, SESSION_COOKIE)
+        .filter(|v| v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_owned)
 }
 
 fn new_session() -> String {
@@ -333,8 +411,11 @@ fn new_session() -> String {
     hex::encode(id)
 }
 
-fn set_cookie(session: &str) -> HeaderValue {
-    HeaderValue::from_str(&format!("{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Lax"))
+/// The session cookie: never readable by scripts, not sent on cross-site subrequests or
+/// posts, and only over https when the service is reached over https.
+fn session_cookie(session: &str, secure: bool) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!("{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Lax{secure}"))
         .expect("hex is a valid header value")
 }
 
@@ -368,7 +449,9 @@ async fn subscribe(State(app): State<AppState>, headers: HeaderMap) -> Response 
         app.client.authorize_url_for_session(&app.config.template_id, app.config.scene, &redirect, &session);
     let mut response = Redirect::to(&link.url).into_response();
     if fresh {
-        response.headers_mut().insert(header::SET_COOKIE, set_cookie(&session));
+        response
+            .headers_mut()
+            .insert(header::SET_COOKIE, session_cookie(&session, app.config.secure_cookies()));
     }
     response
 }
@@ -385,6 +468,7 @@ async fn callback(State(app): State<AppState>, headers: HeaderMap, RawQuery(quer
     match app.client.complete_and_record_for_session(&query, &session, app.ledger.as_ref()).await {
         Ok((AuthorizationAnswer::Confirmed(c), recorded)) => {
             tracing::info!(openid = %c.openid, scene = c.scene.get(), ?recorded, "subscription confirmed");
+            app.counts_changed();
             let already = matches!(recorded, Some(Recorded::AlreadyPending));
             let text = if already {
                 "You were already on the list: you will still get exactly one message."
@@ -429,7 +513,7 @@ async fn callback(State(app): State<AppState>, headers: HeaderMap, RawQuery(quer
     }
 }
 
-fn error_page(status: StatusCode, text: &str) -> Response {
+pub(crate) fn error_page(status: StatusCode, text: &str) -> Response {
     (
         status,
         page(
@@ -443,108 +527,8 @@ fn error_page(status: StatusCode, text: &str) -> Response {
         .into_response()
 }
 
-async fn admin(State(app): State<AppState>) -> Response {
-    let counts = match app.ledger.counts(&app.scope(), app.client.clock().now()).await {
-        Ok(c) => c,
-        Err(e) => return error_page(StatusCode::SERVICE_UNAVAILABLE, &format!("ledger: {e}")),
-    };
-    page(
-        "Admin",
-        html! {
-            h1 { "Back-in-stock notifications" }
-            div.card { table {
-                tr { th { "Waiting" } td #pending { (counts.pending) } }
-                tr { th { "Being sent" } td #reserved { (counts.reserved) } }
-                tr { th { "Delivered" } td #delivered { (counts.delivered) } }
-                tr { th { "To review (outcome unknown)" } td #review { (counts.review) } }
-                tr { th { "Dropped" } td #dropped { (counts.dropped) } }
-            } }
-            form.card method="post" action="/admin/dispatch" {
-                label for="title" { "Title (up to 15 characters)" }
-                input type="text" #title name="title" value="到货提醒";
-                label for="content" { "Message (up to 200 characters)" }
-                input type="text" #content name="content" value="您关注的亚麻衬衫（M 码）已到货";
-                label for="url" { "Link (optional)" }
-                input type="text" #url name="url" value="";
-                p { button type="submit" #dispatch { "Send to everyone waiting" } }
-            }
-        },
-    )
-    .into_response()
-}
-
-/// The admin form.
-#[derive(Debug, Deserialize)]
-struct DispatchForm {
-    title: String,
-    content: String,
-    #[serde(default)]
-    url: String,
-}
-
-async fn dispatch(State(app): State<AppState>, Form(form): Form<DispatchForm>) -> Response {
-    let form = Arc::new(form);
-    let (template, scene) = (app.config.template_id.clone(), app.config.scene);
-    let build = {
-        let form = Arc::clone(&form);
-        move |to: &OpenId| -> Result<SubscribeMessage, ValidationError> {
-            let mut b = SubscribeMessage::builder(to.clone(), template.clone(), scene)
-                .title(form.title.clone())
-                .content(form.content.clone());
-            if !form.url.trim().is_empty() {
-                b = b.url(form.url.trim());
-            }
-            b.build()
-        }
-    };
-    // Check the text once before anyone is taken: a bad title must not touch a single grant.
-    let probe = OpenId::new("oValidationProbe").expect("a valid openid");
-    if let Err(e) = build(&probe) {
-        return error_page(StatusCode::BAD_REQUEST, &format!("Nothing was sent: {e}."));
-    }
-    let dispatcher = Dispatcher::new(app.client.clone(), Arc::clone(&app.ledger))
-        .concurrency(app.config.dispatch_concurrency)
-        .lease(Duration::from_secs(120));
-    match dispatcher.grants(app.config.template_id.clone(), app.config.scene).message(build).run().await {
-        Ok(report) => report_page(&report),
-        Err(e) => error_page(StatusCode::SERVICE_UNAVAILABLE, &format!("The dispatch stopped: {e}.")),
-    }
-}
-
-fn report_page(report: &DispatchReport) -> Response {
-    const SHOWN: usize = 500;
-    let p = report.progress;
-    let more = report.outcomes.len().saturating_sub(SHOWN);
-    page(
-        "Dispatch report",
-        html! {
-            h1 { "Dispatch report" }
-            div.card #report { table {
-                tr { th { "Sent" } td #sent { (p.sent) } }
-                tr { th { "Delivered" } td #delivered { (p.delivered) } }
-                tr { th { "Failed (waiting again)" } td #failed { (p.failed) } }
-                tr { th { "Unknown (to review)" } td #unknown { (p.unknown) } }
-                tr { th { "Dropped" } td #dropped { (p.dropped) } }
-            } }
-            table {
-                tr { th { "User" } th { "Outcome" } th { "Detail" } }
-                @for o in report.outcomes.iter().take(SHOWN) {
-                    tr class={ "outcome " (if o.kind == OutcomeKind::Delivered { "ok" } else { "warn" }) } {
-                        td { code { (o.openid.as_str()) } }
-                        td { (o.kind.as_str()) }
-                        td { (o.detail.as_deref().unwrap_or("")) }
-                    }
-                }
-            }
-            @if more > 0 { p { "… and " (more) " more." } }
-            p { a href="/admin" { "Back to admin" } }
-        },
-    )
-    .into_response()
-}
-
 async fn health(State(app): State<AppState>) -> Response {
-    match app.ledger.counts(&app.scope(), app.client.clock().now()).await {
+    match app.counts().await {
         Ok(c) => Json(serde_json::json!({
             "status": "ok",
             "grants": { "pending": c.pending, "reserved": c.reserved, "delivered": c.delivered,
@@ -553,7 +537,7 @@ async fn health(State(app): State<AppState>) -> Response {
         .into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({ "status": "unavailable", "error": e.to_string() })),
+            Json(serde_json::json!({ "status": "unavailable", "error": e })),
         )
             .into_response(),
     }

@@ -5,7 +5,9 @@
 //! they are. Screenshots of every page go to `target/e2e/`.
 //!
 //! One user confirms and lands on the app's result page; a second user cancels; the admin
-//! dispatches; the first user's inbox in the sandbox shows the message and the second's none.
+//! page without a credential shows only its login; a cross-site page that posts the dispatch
+//! form is refused; the admin signs in and dispatches; the first user's inbox in the sandbox
+//! shows the message and the second's none.
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc, clippy::print_stderr)]
 
@@ -20,6 +22,7 @@ use web_app::{AppState, Config};
 
 const ALICE: &str = "oSandbox_Alice_00000000001";
 const BOB: &str = "oSandbox_Bob_0000000000002";
+const ADMIN_TOKEN: &str = "browser-test-admin-token-0123456789abcdef";
 
 fn screenshots_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -118,14 +121,17 @@ async fn confirm_cancel_dispatch_and_inboxes_in_chromium() {
         ("WEBAPP_LISTEN", app.to_string()),
         ("WEBAPP_PUBLIC_URL", format!("http://{app}")),
         ("WECHAT_API_BASE", base.clone()),
+        ("WEBAPP_ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
     ];
     let config =
         Config::from_lookup(|k| env.iter().find(|(name, _)| *name == k).map(|(_, v)| v.clone())).unwrap();
     tokio::spawn(web_app::serve(listener, AppState::new(config).unwrap(), std::future::pending()));
 
+    let evil = attacker_site(app).await;
+
     let driver = chromedriver().await;
     let c = browser(&driver).await;
-    let outcome = flow(c.clone(), app, base);
+    let outcome = flow(c.clone(), app, base, evil, sandbox.state().clone());
     // Close the browser even when an assertion fails, then report the failure.
     let result = tokio::spawn(outcome).await;
     c.close().await.unwrap();
@@ -134,28 +140,70 @@ async fn confirm_cancel_dispatch_and_inboxes_in_chromium() {
     }
     assert_eq!(sandbox.state().stats().deliveries, 1);
     let shots = std::fs::read_dir(&dir).unwrap().count();
-    assert_eq!(shots, 10, "screenshots in {}", dir.display());
+    assert_eq!(shots, 12, "screenshots in {}", dir.display());
     eprintln!("screenshots: {}", dir.display());
 }
 
-async fn flow(c: Client, app: SocketAddr, base: String) {
+/// Another site (`localhost`, not `127.0.0.1`: another site to the browser) whose page posts
+/// the app's dispatch form as soon as it loads. Returns its address.
+async fn attacker_site(app: SocketAddr) -> SocketAddr {
+    let page = format!(
+        r#"<!doctype html><title>Win a prize</title>
+<form method="post" action="http://{app}/admin/dispatch">
+<input type="hidden" name="title" value="中奖通知"><input type="hidden" name="content" value="click here">
+<input type="hidden" name="csrf" value="guessed"></form>
+<script>document.forms[0].submit()</script>"#
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router =
+        axum::Router::new().route("/", axum::routing::get(move || async move { axum::response::Html(page) }));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    addr
+}
+
+async fn flow(
+    c: Client,
+    app: SocketAddr,
+    base: String,
+    evil: SocketAddr,
+    sandbox: subscribe_sandbox::SandboxState,
+) {
     // Alice confirms.
     subscribe_as(&c, app, &base, ALICE, "confirm", 1).await;
     // Bob, in a fresh session of his own, cancels.
     c.delete_all_cookies().await.unwrap();
     subscribe_as(&c, app, &base, BOB, "cancel", 2).await;
 
-    // The admin sees one user waiting and dispatches.
+    // Without the credential the admin page is only its login.
+    c.goto(&format!("http://{app}/admin")).await.unwrap();
+    c.wait().for_element(Locator::Id("login")).await.unwrap();
+    assert!(c.find_all(Locator::Id("pending")).await.unwrap().is_empty(), "no counts before signing in");
+    shot(&c, "3a-admin-login").await;
+    c.find(Locator::Id("token")).await.unwrap().send_keys(ADMIN_TOKEN).await.unwrap();
+    c.find(Locator::Id("sign-in")).await.unwrap().click().await.unwrap();
+    assert_eq!(text_of(&c, "pending").await, "1");
+    shot(&c, "3b-admin").await;
+
+    // The signed-in admin opens another site, whose page posts the dispatch form: refused
+    // (its cookies stay home, SameSite, and it cannot know the form's CSRF token).
+    c.goto(&format!("http://localhost:{}/", evil.port())).await.unwrap();
+    c.wait().for_element(Locator::Id("error")).await.unwrap();
+    let here = c.current_url().await.unwrap();
+    assert!(here.as_str().starts_with(&format!("http://{app}/admin/dispatch")), "{here}");
+    shot(&c, "3c-cross-site-post-refused").await;
+    assert_eq!(sandbox.stats().send_requests, 0, "nothing was sent");
+
+    // The admin's own form: the job page follows the dispatch until its report.
     c.goto(&format!("http://{app}/admin")).await.unwrap();
     assert_eq!(text_of(&c, "pending").await, "1");
-    shot(&c, "3a-admin").await;
     c.find(Locator::Id("dispatch")).await.unwrap().click().await.unwrap();
-    // Wait for `#report`, which only the report page has: the admin page being left has cells
-    // with the same ids, which would be read stale.
+    // Wait for `#report`, which only the finished job's page has: the admin page being left
+    // and the running job's page have cells with the same ids, which would be read stale.
     c.wait().for_element(Locator::Id("report")).await.unwrap();
     assert_eq!(text_of(&c, "delivered").await, "1");
     assert_eq!(text_of(&c, "sent").await, "1");
-    shot(&c, "3b-dispatch-report").await;
+    shot(&c, "3d-dispatch-report").await;
 
     // Alice's WeChat shows the message; Bob's shows none.
     c.goto(&format!("{base}/sandbox/inbox/{ALICE}")).await.unwrap();

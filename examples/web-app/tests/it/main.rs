@@ -3,21 +3,29 @@
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
+mod admin;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use subscribe_client::GrantLedger;
 use subscribe_sandbox::{SandboxConfig, SandboxHandle};
 use web_app::{AppState, Config};
 
 const ALICE: &str = "oSandbox_Alice_00000000001";
 const BOB: &str = "oSandbox_Bob_0000000000002";
+/// The admin credential the tests start the app with.
+const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef0123";
 
 struct World {
     sandbox: SandboxHandle,
     app: SocketAddr,
     http: reqwest::Client,
+    state: AppState,
 }
 
 async fn start() -> World {
@@ -25,21 +33,106 @@ async fn start() -> World {
 }
 
 async fn start_with(extra: &[(&'static str, &str)]) -> World {
-    let sandbox = SandboxHandle::start(SandboxConfig::demo()).await.unwrap();
+    start_full(SandboxConfig::demo(), extra, None).await
+}
+
+/// A sandbox on `sandbox`, and the app with the test environment plus `extra` (which wins; an
+/// empty value unsets a variable), on `ledger` or an in-memory one.
+async fn start_full(
+    sandbox: SandboxConfig,
+    extra: &[(&'static str, &str)],
+    ledger: Option<Arc<dyn GrantLedger>>,
+) -> World {
+    let sandbox = SandboxHandle::start(sandbox).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let app = listener.local_addr().unwrap();
-    let mut env: HashMap<&str, String> = extra.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+    let mut env: HashMap<&str, String> = HashMap::new();
     env.insert("WEBAPP_LISTEN", app.to_string());
     env.insert("WEBAPP_PUBLIC_URL", format!("http://{app}"));
     env.insert("WECHAT_API_BASE", sandbox.base_url());
+    env.insert("WEBAPP_ADMIN_TOKEN", ADMIN_TOKEN.to_owned());
+    env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
     let config = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
-    let state = AppState::new(config).unwrap();
-    tokio::spawn(web_app::serve(listener, state, std::future::pending()));
+    let state = match ledger {
+        Some(ledger) => AppState::with_ledger(config, ledger).unwrap(),
+        None => AppState::new(config).unwrap(),
+    };
+    tokio::spawn(web_app::serve(listener, state.clone(), std::future::pending()));
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    World { sandbox, app, http }
+    World { sandbox, app, http, state }
+}
+
+/// The value of hidden field `name` in a page's form.
+fn field(html: &str, name: &str) -> String {
+    let at = html.find(&format!(r#"name="{name}" value=""#)).unwrap_or_else(|| panic!("no {name} in {html}"));
+    let rest = &html[at + name.len() + 15..];
+    rest[..rest.find('"').unwrap()].to_owned()
+}
+
+/// `name=value` of a response's `Set-Cookie` for cookie `name`.
+fn set_cookie(r: &reqwest::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|v| v.starts_with(&format!("{name}=")))
 }
 
 impl World {
+    /// Signs in as the admin in a fresh browser: returns its `Cookie` header and the page's
+    /// CSRF token.
+    async fn admin_login(&self) -> (String, String) {
+        let r = self.http.get(self.url("/admin")).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        let sid = set_cookie(&r, "sid").unwrap().split(';').next().unwrap().to_owned();
+        let csrf = field(&r.text().await.unwrap(), "csrf");
+        let r = self
+            .http
+            .post(self.url("/admin/login"))
+            .header(COOKIE, &sid)
+            .form(&[("token", ADMIN_TOKEN), ("csrf", &csrf)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303, "login");
+        let admin = set_cookie(&r, "wa_admin").unwrap();
+        let cookies = format!("{sid}; {}", admin.split(';').next().unwrap());
+        let (status, page) = self.get(&self.url("/admin"), Some(&cookies)).await;
+        assert_eq!(status, 200, "{page}");
+        (cookies, field(&page, "csrf"))
+    }
+
+    /// Posts the dispatch form as a signed-in admin. A refused form's answer is returned as
+    /// is; an accepted one is followed to its job's page until the job finishes.
+    async fn dispatch(&self, title: &str, content: &str) -> (StatusCode, String) {
+        let (cookies, csrf) = self.admin_login().await;
+        let r = self
+            .post_dispatch(&cookies, &[("title", title), ("content", content), ("url", ""), ("csrf", &csrf)])
+            .await;
+        if r.status() != StatusCode::SEE_OTHER {
+            return (r.status(), r.text().await.unwrap());
+        }
+        let job = self.url(r.headers()[LOCATION].to_str().unwrap());
+        self.finished(&job, &cookies).await
+    }
+
+    async fn post_dispatch(&self, cookies: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        self.http.post(self.url("/admin/dispatch")).header(COOKIE, cookies).form(form).send().await.unwrap()
+    }
+
+    /// Reloads a job's page until its report shows (at most 20 s).
+    async fn finished(&self, job: &str, cookies: &str) -> (StatusCode, String) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, page) = self.get(job, Some(cookies)).await;
+            if !page.contains(r#"data-state="running""#) {
+                return (status, page);
+            }
+            assert!(std::time::Instant::now() < deadline, "the dispatch did not finish: {page}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.app)
     }
@@ -87,24 +180,13 @@ impl World {
         (r.status(), r.text().await.unwrap())
     }
 
-    async fn dispatch(&self, title: &str, content: &str) -> (StatusCode, String) {
-        let r = self
-            .http
-            .post(self.url("/admin/dispatch"))
-            .form(&[("title", title), ("content", content), ("url", "")])
-            .send()
-            .await
-            .unwrap();
-        (r.status(), r.text().await.unwrap())
-    }
-
     async fn health(&self) -> serde_json::Value {
         serde_json::from_str(&self.http.get(self.url("/health")).send().await.unwrap().text().await.unwrap())
             .unwrap()
     }
 }
 
-fn cell(html: &str, id: &str) -> u64 {
+pub(crate) fn cell(html: &str, id: &str) -> u64 {
     let start = html.find(&format!(r#"id="{id}">"#)).unwrap_or_else(|| panic!("no #{id} in {html}"));
     let rest = &html[start + id.len() + 6..];
     rest[..rest.find('<').unwrap()].parse().unwrap()
@@ -159,7 +241,8 @@ async fn confirm_cancel_dispatch_and_exactly_one_message() {
     let (_, report) = w.dispatch("到货提醒", "again").await;
     assert_eq!(cell(&report, "sent"), 0);
     assert_eq!(w.sandbox.state().stats().deliveries, 1);
-    let (_, admin) = w.get(&w.url("/admin"), None).await;
+    let (cookies, _) = w.admin_login().await;
+    let (_, admin) = w.get(&w.url("/admin"), Some(&cookies)).await;
     assert_eq!((cell(&admin, "pending"), cell(&admin, "delivered")), (0, 1));
 }
 
@@ -259,12 +342,13 @@ fn configuration_errors_name_the_variable_and_the_secret_never_prints() {
     let cfg = Config::from_lookup(|k| match k {
         "WECHAT_SECRET" => Some(secret.to_owned()),
         "WEBAPP_STATE_KEY" => Some(key.to_owned()),
+        "WEBAPP_ADMIN_TOKEN" => Some(ADMIN_TOKEN.to_owned()),
         _ => None,
     })
     .unwrap();
     let state = AppState::new(cfg.clone()).unwrap();
     let shown = format!("{cfg:?} {state:?} {cfg:#?}");
-    assert!(!shown.contains(secret) && !shown.contains(key), "{shown}");
+    assert!(!shown.contains(secret) && !shown.contains(key) && !shown.contains(ADMIN_TOKEN), "{shown}");
     // Neither as bytes: `Vec<u8>`'s Debug would print the key as numbers.
     let bytes = format!("{:?}", key.as_bytes());
     assert!(!shown.contains(&bytes[1..20]), "{shown}");
@@ -276,6 +360,8 @@ fn configuration_errors_name_the_variable_and_the_secret_never_prints() {
         ("WECHAT_APPID", "wx bad"),
         ("WEBAPP_SCENE", "10001"),
         ("WEBAPP_STATE_KEY", "short"),
+        ("WEBAPP_ADMIN_TOKEN", "short"),
+        ("WEBAPP_ADMIN_TOKEN", "a token with spaces in it, long enough though"),
         ("WEBAPP_HEADER_TIMEOUT_MS", "0"),
         ("WEBAPP_MAX_CONNECTIONS", "lots"),
         ("WECHAT_TEMPLATE_ID", "bad template"),
