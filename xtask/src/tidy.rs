@@ -48,7 +48,36 @@ pub(crate) fn check(root: &Path) -> Vec<String> {
         let text = fs::read_to_string(&file).unwrap_or_default();
         check_links(root, &file, &rel, &text, &mut problems);
     }
+    check_threat_model(root, &mut problems);
     problems
+}
+
+/// Every test the threat model in `docs/security.md` names (a backticked snake_case name in the
+/// table's last column) is a function somewhere in the workspace, so a renamed test cannot
+/// leave the table pointing at nothing.
+fn check_threat_model(root: &Path, problems: &mut Vec<String>) {
+    let doc = fs::read_to_string(root.join("docs/security.md")).unwrap_or_default();
+    let Some(table) = doc.split("## Threat model").nth(1).and_then(|t| t.split("\n## ").next()) else {
+        problems.push("docs/security.md: no `## Threat model` section".to_owned());
+        return;
+    };
+    let mut sources = String::new();
+    for dir in ["crates", "examples"] {
+        for file in rust_files(&root.join(dir)) {
+            sources.push_str(&fs::read_to_string(&file).unwrap_or_default());
+        }
+    }
+    let tests = table
+        .lines()
+        .filter(|l| l.starts_with('|'))
+        .filter_map(|l| l.trim_end_matches('|').rsplit('|').next())
+        .flat_map(|cell| cell.split('`').skip(1).step_by(2))
+        .filter(|name| name.contains('_') && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+    for name in tests {
+        if !sources.contains(&format!("fn {name}(")) {
+            problems.push(format!("docs/security.md: the threat model names `{name}`, which is no test"));
+        }
+    }
 }
 
 /// Every Markdown file of the repository (not under `target/` or hidden directories).
