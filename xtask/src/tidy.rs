@@ -52,7 +52,7 @@ pub(crate) fn check(root: &Path) -> Vec<String> {
     problems
 }
 
-/// Every test the threat model in `docs/security.md` names (a backticked snake_case name in the
+/// Every test the threat model in `docs/security.md` names (a backticked `snake_case` name in the
 /// table's last column) is a function somewhere in the workspace, so a renamed test cannot
 /// leave the table pointing at nothing.
 fn check_threat_model(root: &Path, problems: &mut Vec<String>) {
