@@ -237,12 +237,8 @@ pub(crate) async fn logout(
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    let (token, session) = match authenticate(&app, &headers, Unsigned::Refuse) {
-        Ok(admin) => admin,
-        Err(response) => return *response,
-    };
-    if !token.csrf_ok(&session, &form.csrf) {
-        return csrf_refused();
+    if let Err(response) = authenticate_form(&app, &headers, &form.csrf) {
+        return *response;
     }
     let mut response = Redirect::to("/").into_response();
     response.headers_mut().append(
@@ -252,9 +248,19 @@ pub(crate) async fn logout(
     response
 }
 
-fn csrf_refused() -> Response {
-    tracing::warn!("admin form without a valid CSRF token refused");
-    error_page(StatusCode::FORBIDDEN, "This form was not issued to this session: nothing was done.")
+/// A posted admin form's check: a signed-in admin (401 otherwise, without a new session) and
+/// the session's CSRF token (403 otherwise).
+fn authenticate_form(app: &AppState, headers: &HeaderMap, csrf: &str) -> Result<(), Box<Response>> {
+    let (token, session) = authenticate(app, headers, Unsigned::Refuse)?;
+    if token.csrf_ok(&session, csrf) {
+        Ok(())
+    } else {
+        tracing::warn!("admin form without a valid CSRF token refused");
+        Err(Box::new(error_page(
+            StatusCode::FORBIDDEN,
+            "This form was not issued to this session: nothing was done.",
+        )))
+    }
 }
 
 pub(crate) async fn admin(State(app): State<AppState>, headers: HeaderMap) -> Response {
@@ -322,12 +328,8 @@ pub(crate) async fn dispatch(
     headers: HeaderMap,
     Form(form): Form<DispatchForm>,
 ) -> Response {
-    let (token, session) = match authenticate(&app, &headers, Unsigned::Refuse) {
-        Ok(admin) => admin,
-        Err(response) => return *response,
-    };
-    if !token.csrf_ok(&session, &form.csrf) {
-        return csrf_refused();
+    if let Err(response) = authenticate_form(&app, &headers, &form.csrf) {
+        return *response;
     }
     let form = Arc::new(form);
     let (template, scene) = (app.config.template_id.clone(), app.config.scene);
