@@ -38,14 +38,7 @@ async fn without_the_credential_the_admin_shows_a_login_and_changes_nothing() {
     let r = w.http.get(w.url("/admin")).send().await.unwrap();
     let sid = set_cookie(&r, "sid").unwrap().split(';').next().unwrap().to_owned();
     let csrf = field(&r.text().await.unwrap(), "csrf");
-    let r = w
-        .http
-        .post(w.url("/admin/login"))
-        .header(COOKIE, &sid)
-        .form(&[("token", "test-admin-token-0123456789abcdef0124"), ("csrf", &csrf)])
-        .send()
-        .await
-        .unwrap();
+    let r = w.login(Some(&sid), "test-admin-token-0123456789abcdef0124", &csrf).await;
     assert_eq!(r.status(), 401);
     assert!(set_cookie(&r, "wa_admin").is_none());
     // A forged admin cookie, and a genuine one replayed with another session.
@@ -78,14 +71,7 @@ async fn a_form_without_its_sessions_csrf_token_is_refused() {
         assert_eq!(r.status(), 403, "csrf {bad:?}");
     }
     // Nor log in through a form it made up (login CSRF).
-    let r = w
-        .http
-        .post(w.url("/admin/login"))
-        .header(COOKIE, cookies.split("; ").next().unwrap())
-        .form(&[("token", ADMIN_TOKEN), ("csrf", "")])
-        .send()
-        .await
-        .unwrap();
+    let r = w.login(Some(cookies.split("; ").next().unwrap()), ADMIN_TOKEN, "").await;
     assert_eq!(r.status(), 403);
     assert_eq!(w.sandbox.state().stats().send_requests, 0);
     assert_eq!(w.health().await["grants"]["pending"], 1);
@@ -111,14 +97,7 @@ async fn cookies_are_http_only_same_site_and_secure_behind_https() {
     let sid = set_cookie(&r, "sid").unwrap();
     assert!(sid.contains("HttpOnly") && sid.contains("SameSite=Lax") && !sid.contains("Secure"), "{sid}");
     let csrf = field(&r.text().await.unwrap(), "csrf");
-    let r = w
-        .http
-        .post(w.url("/admin/login"))
-        .header(COOKIE, sid.split(';').next().unwrap())
-        .form(&[("token", ADMIN_TOKEN), ("csrf", &csrf)])
-        .send()
-        .await
-        .unwrap();
+    let r = w.login(Some(sid.split(';').next().unwrap()), ADMIN_TOKEN, &csrf).await;
     let admin = set_cookie(&r, "wa_admin").unwrap();
     for attribute in ["HttpOnly", "SameSite=Strict", "Path=/admin", "Max-Age="] {
         assert!(admin.contains(attribute), "{attribute}: {admin}");
@@ -131,14 +110,7 @@ async fn cookies_are_http_only_same_site_and_secure_behind_https() {
     let sid = set_cookie(&r, "sid").unwrap();
     assert!(sid.contains("; Secure"), "{sid}");
     let csrf = field(&r.text().await.unwrap(), "csrf");
-    let r = w
-        .http
-        .post(w.url("/admin/login"))
-        .header(COOKIE, sid.split(';').next().unwrap())
-        .form(&[("token", ADMIN_TOKEN), ("csrf", &csrf)])
-        .send()
-        .await
-        .unwrap();
+    let r = w.login(Some(sid.split(';').next().unwrap()), ADMIN_TOKEN, &csrf).await;
     assert!(set_cookie(&r, "wa_admin").unwrap().contains("; Secure"));
 }
 
@@ -148,13 +120,7 @@ async fn without_an_admin_token_the_admin_is_off() {
     let (status, page) = w.get(&w.url("/admin"), None).await;
     assert_eq!(status, 403);
     assert!(page.contains("WEBAPP_ADMIN_TOKEN"), "{page}");
-    let r = w
-        .http
-        .post(w.url("/admin/login"))
-        .form(&[("token", ADMIN_TOKEN), ("csrf", "")])
-        .send()
-        .await
-        .unwrap();
+    let r = w.login(None, ADMIN_TOKEN, "").await;
     assert_eq!(r.status(), 403);
     assert_eq!(
         w.http.post(w.url("/admin/dispatch")).form(&[("title", "t")]).send().await.unwrap().status(),

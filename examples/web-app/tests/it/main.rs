@@ -79,6 +79,15 @@ fn set_cookie(r: &reqwest::Response, name: &str) -> Option<String> {
 }
 
 impl World {
+    /// Posts the sign-in form with `cookie` (the session), `token` and `csrf`.
+    async fn login(&self, cookie: Option<&str>, token: &str, csrf: &str) -> reqwest::Response {
+        let mut r = self.http.post(self.url("/admin/login")).form(&[("token", token), ("csrf", csrf)]);
+        if let Some(c) = cookie {
+            r = r.header(COOKIE, c);
+        }
+        r.send().await.unwrap()
+    }
+
     /// Signs in as the admin in a fresh browser: returns its `Cookie` header and the page's
     /// CSRF token.
     async fn admin_login(&self) -> (String, String) {
@@ -86,14 +95,7 @@ impl World {
         assert_eq!(r.status(), 401);
         let sid = set_cookie(&r, "sid").unwrap().split(';').next().unwrap().to_owned();
         let csrf = field(&r.text().await.unwrap(), "csrf");
-        let r = self
-            .http
-            .post(self.url("/admin/login"))
-            .header(COOKIE, &sid)
-            .form(&[("token", ADMIN_TOKEN), ("csrf", &csrf)])
-            .send()
-            .await
-            .unwrap();
+        let r = self.login(Some(&sid), ADMIN_TOKEN, &csrf).await;
         assert_eq!(r.status(), 303, "login");
         let admin = set_cookie(&r, "wa_admin").unwrap();
         let cookies = format!("{sid}; {}", admin.split(';').next().unwrap());
