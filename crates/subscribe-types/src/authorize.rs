@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::callback::{Action, AuthorizationAnswer, Cancelled, Confirmed, QueryError};
 use crate::encoding::push_component;
+use crate::error::ValidationError;
 use crate::ids::{AppId, OpenId, Reserved, Scene, TemplateId};
 use crate::query;
 use crate::text::HttpUrl;
@@ -152,7 +153,7 @@ pub(crate) fn read_query<const N: usize>(
     })
 }
 
-pub(crate) fn required(param: &'static str, value: Option<String>) -> Result<String, QueryError> {
+pub(crate) fn required<T>(param: &'static str, value: Option<T>) -> Result<T, QueryError> {
     value.ok_or(QueryError::Missing { param })
 }
 
@@ -215,6 +216,75 @@ pub struct MobileSubscribeResponse {
 }
 
 impl MobileSubscribeResponse {
+    /// Reads the JSON an app forwards, in either SDK's spelling (`openId` or `openid`;
+    /// `templateId`, `templateID` or `template_id`; `scene` a number or a string of digits);
+    /// other fields (`errCode`, `errStr`, …) are ignored. Errors name the field and the rule,
+    /// never the value.
+    ///
+    /// ```
+    /// use subscribe_types::{MobileSubscribeResponse, QueryError};
+    /// let android = r#"{"errCode":0,"openid":"oyAaTjt-xXvP87pubE4eUOF-ttD4",
+    ///     "templateID":"7YuTL__ilzyZB9DXcDt2mHx-CAS_E7KtsQkhIGVhhRM","scene":"1000","action":"confirm","reserved":"abc"}"#;
+    /// let answer = MobileSubscribeResponse::parse(android)?;
+    /// assert_eq!(answer.scene.get(), 1000);
+    /// assert_eq!(
+    ///     MobileSubscribeResponse::parse(r#"{"action":"confirm","scene":1}"#),
+    ///     Err(QueryError::Missing { param: "templateId" })
+    /// );
+    /// # Ok::<(), QueryError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`QueryError`]: input over [`MAX_QUERY_LEN`], not a JSON object
+    /// ([`QueryError::NotJson`]), a missing `templateId`, `scene` or `action`, an unknown
+    /// `action`, or a value that breaks its rule. A confirmation without `openId` is read (it
+    /// fails in [`into_answer`](Self::into_answer)).
+    pub fn parse(json: &str) -> Result<Self, QueryError> {
+        /// The fields as the SDKs spell them, unchecked: each is checked below with its own rule.
+        #[derive(Deserialize)]
+        struct Raw {
+            #[serde(rename = "openId", alias = "openid", default)]
+            open_id: Option<String>,
+            #[serde(rename = "templateId", alias = "templateID", alias = "template_id", default)]
+            template_id: Option<String>,
+            #[serde(default)]
+            scene: Option<serde_json::Value>,
+            #[serde(default)]
+            action: Option<String>,
+            #[serde(default)]
+            reserved: Option<String>,
+        }
+        if json.len() > MAX_QUERY_LEN {
+            return Err(QueryError::TooLarge { len: json.len(), max: MAX_QUERY_LEN });
+        }
+        let not_json = |e: serde_json::Error| QueryError::NotJson { line: e.line(), column: e.column() };
+        // An object, not an array: serde would fill the fields from an array's items in order.
+        let object: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(json).map_err(not_json)?;
+        let raw = Raw::deserialize(serde_json::Value::Object(object)).map_err(not_json)?;
+        let template_id = TemplateId::new(required("templateId", raw.template_id)?)?;
+        let scene = match required("scene", raw.scene)? {
+            serde_json::Value::Number(n) => {
+                let n = n.as_u64().ok_or(ValidationError::NotANumber { field: "scene", len: 0 })?;
+                Scene::new(u32::try_from(n).unwrap_or(u32::MAX))?
+            }
+            serde_json::Value::String(s) => s.parse()?,
+            _ => return Err(ValidationError::NotANumber { field: "scene", len: 0 }.into()),
+        };
+        let action = match required("action", raw.action)?.as_str() {
+            "confirm" => Action::Confirm,
+            "cancel" => Action::Cancel,
+            _ => return Err(QueryError::UnknownAction),
+        };
+        // On a cancellation the SDK sends no openId; one sent anyway is ignored, as on the web.
+        let open_id = match action {
+            Action::Confirm => raw.open_id.map(OpenId::new).transpose()?,
+            Action::Cancel => None,
+        };
+        let reserved = Reserved::new(raw.reserved.unwrap_or_default())?;
+        Ok(Self { open_id, template_id, scene, action, reserved })
+    }
+
     /// The same answer as the web callback would give.
     ///
     /// # Errors

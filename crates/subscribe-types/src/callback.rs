@@ -250,6 +250,15 @@ pub enum QueryError {
     /// A parameter's value breaks its rule.
     #[error(transparent)]
     Invalid(#[from] ValidationError),
+    /// A forwarded SDK answer is not a JSON object of the SDK's fields (where reading stopped;
+    /// never the text, which may hold an openid).
+    #[error("the answer is not the SDK's JSON object (line {line}, column {column})")]
+    NotJson {
+        /// Line where reading stopped (1-based; 0 when the shape, not the syntax, was wrong).
+        line: usize,
+        /// Column where reading stopped.
+        column: usize,
+    },
 }
 
 /// An answer does not match what was asked.

@@ -1,6 +1,11 @@
-//! Authorization: the page link with a signed state, verifying WeChat's answer, recording it.
+//! Authorization: the page link (web) or the Open SDK request (mobile app) with a signed state,
+//! verifying WeChat's answer, recording it. Both flows share one verifier and one recorder:
+//! only reading the answer differs (a redirect's query, or the JSON the app forwards).
 
-use subscribe_types::{AuthorizationAnswer, AuthorizeRequest, HttpUrl, Scene, TemplateId};
+use subscribe_types::{
+    AuthorizationAnswer, AuthorizeRequest, HttpUrl, MobileSubscribeRequest, MobileSubscribeResponse,
+    Reserved, Scene, TemplateId,
+};
 
 use super::{AuthorizationLink, Client};
 use crate::error::{AuthorizationError, RecordError};
@@ -31,12 +36,46 @@ impl Client {
         session: &str,
     ) -> AuthorizationLink {
         let inner = &*self.inner;
-        let expires = inner.clock.now() + inner.state_ttl;
-        let state = inner.state_key.sign(&inner.appid, template_id, scene, expires, session);
+        let state = self.sign_state(template_id, scene, session);
         let request =
             AuthorizeRequest::new(inner.appid.clone(), template_id.clone(), scene, redirect_url.clone())
                 .with_reserved(state);
         AuthorizationLink { url: request.url_with_base(&inner.mp_base), request }
+    }
+
+    /// The request a mobile app hands to the WeChat Open SDK (`WXSubscribeMsgReq` on iOS,
+    /// `SubscribeMessage.Req` on Android) for `template_id` and `scene`, with `reserved` a
+    /// signed, single-use state bound to `session` (the app user's session on your server):
+    /// 59 letters and digits, within the SDK's 128. Serialize it and send it to the app.
+    ///
+    /// ```
+    /// # use subscribe_client::Client;
+    /// # use subscribe_types::{AppId, AppSecret, Scene, TemplateId};
+    /// # let client = Client::builder(AppId::new("wx0123456789abcdef")?, AppSecret::new("0123456789abcdef0123456789abcdef")?).build()?;
+    /// let template = TemplateId::new("7YuTL__ilzyZB9DXcDt2mHx-CAS_E7KtsQkhIGVhhRM")?;
+    /// let request = client.mobile_request(&template, Scene::new(1000)?, "app-session-42");
+    /// let json = serde_json::to_string(&request)?;
+    /// assert!(json.starts_with(r#"{"scene":1000,"templateId":"7YuTL__ilzyZB9DXcDt2mHx-CAS_E7KtsQkhIGVhhRM","reserved":""#));
+    /// assert!(request.reserved.as_str().bytes().all(|b| b.is_ascii_alphanumeric()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn mobile_request(
+        &self,
+        template_id: &TemplateId,
+        scene: Scene,
+        session: &str,
+    ) -> MobileSubscribeRequest {
+        MobileSubscribeRequest {
+            scene,
+            template_id: template_id.clone(),
+            reserved: self.sign_state(template_id, scene, session),
+        }
+    }
+
+    fn sign_state(&self, template_id: &TemplateId, scene: Scene, session: &str) -> Reserved {
+        let inner = &*self.inner;
+        let expires = inner.clock.now() + inner.state_ttl;
+        inner.state_key.sign(&inner.appid, template_id, scene, expires, session)
     }
 
     /// Reads WeChat's redirect (a URL or its query string) and checks its state: issued by this
@@ -65,7 +104,50 @@ impl Client {
         callback: &str,
         session: &str,
     ) -> Result<AuthorizationAnswer, AuthorizationError> {
-        let answer = AuthorizationAnswer::parse(callback)?;
+        self.verify_answer(AuthorizationAnswer::parse(callback)?, session).await
+    }
+
+    /// Reads the answer a mobile app forwards (the Open SDK's `WXSubscribeMsgResp` /
+    /// `SubscribeMessage.Resp` as JSON, in either SDK's spelling: see
+    /// [`MobileSubscribeResponse::parse`]) and verifies it exactly as
+    /// [`complete_authorization_for_session`](Self::complete_authorization_for_session)
+    /// verifies a web callback: same app, template, scene and session, not expired, and for a
+    /// confirmation not used before.
+    ///
+    /// # Errors
+    /// As [`complete_authorization`](Self::complete_authorization); a body that is not the
+    /// SDK's JSON is [`AuthorizationError::Query`] with [`QueryError::NotJson`](subscribe_types::QueryError::NotJson).
+    pub async fn complete_mobile(
+        &self,
+        answer_json: &str,
+        session: &str,
+    ) -> Result<AuthorizationAnswer, AuthorizationError> {
+        let answer = MobileSubscribeResponse::parse(answer_json)?.into_answer()?;
+        self.verify_answer(answer, session).await
+    }
+
+    /// [`complete_mobile`](Self::complete_mobile), then records a confirmation in `ledger`, as
+    /// [`complete_and_record`](Self::complete_and_record) does for the web.
+    ///
+    /// # Errors
+    /// As [`complete_and_record`](Self::complete_and_record).
+    pub async fn complete_and_record_mobile(
+        &self,
+        answer_json: &str,
+        session: &str,
+        ledger: &dyn GrantLedger,
+    ) -> Result<(AuthorizationAnswer, Option<Recorded>), RecordError> {
+        let answer = self.complete_mobile(answer_json, session).await?;
+        self.record_answer(answer, ledger).await
+    }
+
+    /// The one verifier of both flows: the state's signature, binding and expiry, then (for a
+    /// confirmation) its first use.
+    async fn verify_answer(
+        &self,
+        answer: AuthorizationAnswer,
+        session: &str,
+    ) -> Result<AuthorizationAnswer, AuthorizationError> {
         let inner = &*self.inner;
         let now = inner.clock.now();
         let expires = inner.state_key.verify(
@@ -128,6 +210,16 @@ impl Client {
         ledger: &dyn GrantLedger,
     ) -> Result<(AuthorizationAnswer, Option<Recorded>), RecordError> {
         let answer = self.complete_authorization_for_session(callback, session).await?;
+        self.record_answer(answer, ledger).await
+    }
+
+    /// The one recorder of both flows: a confirmation goes into `ledger`; if that fails, its
+    /// state is given back.
+    async fn record_answer(
+        &self,
+        answer: AuthorizationAnswer,
+        ledger: &dyn GrantLedger,
+    ) -> Result<(AuthorizationAnswer, Option<Recorded>), RecordError> {
         let recorded = match &answer {
             AuthorizationAnswer::Confirmed(c) => {
                 let key = GrantKey::confirmed(self.inner.appid.clone(), c);

@@ -1,8 +1,14 @@
+//! Verifying an answer, as a table over both flows: the web page's redirect and the JSON a
+//! mobile app forwards from the Open SDK. Each test runs in both; only issuing the request and
+//! rendering WeChat's answer differ.
+
 use std::time::Duration;
 
 use subscribe_client::test_util::MockTransport;
-use subscribe_client::{AuthorizationError, Client};
-use subscribe_types::{Action, AppSecret, AuthorizationAnswer, AuthorizeRequest, HttpUrl, Scene, TemplateId};
+use subscribe_client::{AuthorizationError, Client, ManualClock};
+use subscribe_types::{
+    Action, AppSecret, AuthorizationAnswer, AuthorizeRequest, HttpUrl, QueryError, Scene, TemplateId,
+};
 
 use crate::*;
 
@@ -13,149 +19,333 @@ fn redirect() -> HttpUrl {
 /// What WeChat does with a request: redirect to `redirect_url` with the answer appended.
 fn answer(link_url: &str, action: &str, openid: Option<&str>) -> String {
     let req = AuthorizeRequest::from_query(link_url).unwrap();
-    let base = req.redirect_url.as_str();
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let openid = openid.map(|o| format!("openid={o}&")).unwrap_or_default();
-    format!(
-        "{base}{sep}{openid}template_id={}&action={action}&scene={}&reserved={}",
-        req.template_id,
-        req.scene,
-        req.reserved.as_str()
-    )
+    Issued {
+        template_id: req.template_id.to_string(),
+        scene: req.scene.to_string(),
+        reserved: req.reserved.as_str().to_owned(),
+    }
+    .answer(Flow::Web, action, openid)
 }
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flow {
+    /// The authorization page and WeChat's redirect.
+    Web,
+    /// The Open SDK request and the answer the app forwards as JSON.
+    Mobile,
+}
+
+const FLOWS: [Flow; 2] = [Flow::Web, Flow::Mobile];
+
+/// What the server handed out, as text a test may tamper with.
+#[derive(Clone, Debug)]
+struct Issued {
+    template_id: String,
+    scene: String,
+    reserved: String,
+}
+
+impl Flow {
+    /// Issues a request for `scene` bound to `session` (empty: none).
+    fn issue(self, client: &Client, scene: u32, session: &str) -> Issued {
+        let (tpl, scene) = (TemplateId::new(TEMPLATE).unwrap(), Scene::new(scene).unwrap());
+        match self {
+            Self::Web => {
+                let link = client.authorize_url_for_session(&tpl, scene, &redirect(), session);
+                assert!(
+                    link.url
+                        .starts_with(&format!("{}/mp/subscribemsg?action=get_confirm&appid={APPID}&", MP))
+                );
+                assert!(link.url.ends_with("#wechat_redirect"));
+                let r = link.request;
+                Issued {
+                    template_id: r.template_id.to_string(),
+                    scene: r.scene.to_string(),
+                    reserved: r.reserved.as_str().to_owned(),
+                }
+            }
+            Self::Mobile => {
+                let r = client.mobile_request(&tpl, scene, session);
+                let json: serde_json::Value = serde_json::to_value(&r).unwrap();
+                assert_eq!(json["templateId"], TEMPLATE);
+                assert_eq!(json["scene"], scene.get());
+                let reserved = json["reserved"].as_str().unwrap().to_owned();
+                assert!(
+                    reserved.len() <= 128 && reserved.bytes().all(|b| b.is_ascii_alphanumeric()),
+                    "{reserved}"
+                );
+                Issued { template_id: r.template_id.to_string(), scene: r.scene.to_string(), reserved }
+            }
+        }
+    }
+
+    /// Verifies `answer` in `session`.
+    async fn complete(
+        self,
+        client: &Client,
+        answer: &str,
+        session: &str,
+    ) -> Result<AuthorizationAnswer, AuthorizationError> {
+        match self {
+            Self::Web => client.complete_authorization_for_session(answer, session).await,
+            Self::Mobile => client.complete_mobile(answer, session).await,
+        }
+    }
+
+    /// Something that is no answer at all.
+    fn garbage(self) -> &'static str {
+        match self {
+            Self::Web => "action=maybe",
+            Self::Mobile => r#"{"action":"maybe","templateId":"t","scene":1}"#,
+        }
+    }
+}
+
+impl Issued {
+    /// WeChat's answer in `flow`: the redirect URL (web) or the SDK's answer as the app
+    /// forwards it (mobile; iOS spelling, no `openId` on a cancellation).
+    fn answer(&self, flow: Flow, action: &str, openid: Option<&str>) -> String {
+        match flow {
+            Flow::Web => {
+                let base = redirect().as_str().to_owned();
+                let openid = openid.map(|o| format!("openid={o}&")).unwrap_or_default();
+                format!(
+                    "{base}&{openid}template_id={}&action={action}&scene={}&reserved={}",
+                    self.template_id, self.scene, self.reserved
+                )
+            }
+            Flow::Mobile => {
+                let mut json = serde_json::json!({
+                    "templateId": self.template_id, "scene": self.scene.parse::<u64>().unwrap(),
+                    "action": action, "reserved": self.reserved,
+                });
+                if let Some(o) = openid {
+                    json["openId"] = o.into();
+                }
+                json.to_string()
+            }
+        }
+    }
+}
+
+const MP: &str = "http://127.0.0.1:9999";
 
 fn client_with(clock: &ManualClock, secret: &str) -> Client {
     Client::builder(appid(), AppSecret::new(secret).unwrap())
         .transport(MockTransport::new())
         .clock(clock.clone())
-        .mp_base("http://127.0.0.1:9999")
+        .mp_base(MP)
         .build()
         .unwrap()
 }
 
-use subscribe_client::ManualClock;
-
 fn assert_rejected(
+    flow: Flow,
     result: Result<AuthorizationAnswer, AuthorizationError>,
     want: fn(&AuthorizationError) -> bool,
 ) {
     match result {
         Err(e) if want(&e) => {}
-        other => panic!("unexpected: {other:?}"),
+        other => panic!("{flow:?}: unexpected: {other:?}"),
     }
 }
 
 #[tokio::test]
 async fn round_trip_confirm_and_cancel() {
-    let clock = clock();
-    let client = client_with(&clock, SECRET);
-    let tpl = TemplateId::new(TEMPLATE).unwrap();
-    let link = client.authorize_url(&tpl, Scene::new(1000).unwrap(), &redirect());
-    assert!(
-        link.url.starts_with(
-            "http://127.0.0.1:9999/mp/subscribemsg?action=get_confirm&appid=wx0123456789abcdef&"
-        )
-    );
-    assert!(link.url.ends_with("#wechat_redirect"));
-    assert!(!link.request.reserved.is_empty());
-
-    let confirmed =
-        client.complete_authorization(&answer(&link.url, "confirm", Some("oUser1"))).await.unwrap();
-    let AuthorizationAnswer::Confirmed(c) = confirmed else { panic!("confirmed") };
-    assert_eq!((c.openid.as_str(), c.scene.get(), c.template_id.as_str()), ("oUser1", 1000, TEMPLATE));
-
-    let cancelled = client.complete_authorization(&answer(&link.url, "cancel", None)).await.unwrap();
-    assert_eq!(cancelled.action(), Action::Cancel);
+    for flow in FLOWS {
+        let clock = clock();
+        let client = client_with(&clock, SECRET);
+        let issued = flow.issue(&client, 1000, "");
+        assert!(!issued.reserved.is_empty());
+        let confirmed =
+            flow.complete(&client, &issued.answer(flow, "confirm", Some("oUser1")), "").await.unwrap();
+        let AuthorizationAnswer::Confirmed(c) = confirmed else { panic!("{flow:?}: confirmed") };
+        assert_eq!((c.openid.as_str(), c.scene.get(), c.template_id.as_str()), ("oUser1", 1000, TEMPLATE));
+        let cancelled = flow.complete(&client, &issued.answer(flow, "cancel", None), "").await.unwrap();
+        assert_eq!(cancelled.action(), Action::Cancel, "{flow:?}");
+    }
 }
 
 #[tokio::test]
 async fn tampered_state_is_rejected() {
-    let clock = clock();
-    let client = client_with(&clock, SECRET);
-    let link = client.authorize_url(&TemplateId::new(TEMPLATE).unwrap(), Scene::new(1).unwrap(), &redirect());
-    let good = answer(&link.url, "confirm", Some("oUser1"));
-    let state = link.request.reserved.as_str().to_owned();
-    // Flip one hex digit of the MAC, then one of the expiry (extending one's own state).
-    for pos in [state.len() - 1, 3] {
-        let mut chars: Vec<char> = state.chars().collect();
-        chars[pos] = if chars[pos] == '0' { '1' } else { '0' };
-        let forged = good.replace(&state, &chars.iter().collect::<String>());
-        assert_rejected(client.complete_authorization(&forged).await, |e| {
-            matches!(e, AuthorizationError::ForgedState)
+    for flow in FLOWS {
+        let clock = clock();
+        let client = client_with(&clock, SECRET);
+        let issued = flow.issue(&client, 1, "");
+        let forged = |f: &dyn Fn(&mut Issued)| {
+            let mut i = issued.clone();
+            f(&mut i);
+            i.answer(flow, "confirm", Some("oUser1"))
+        };
+        let is_forged: fn(&AuthorizationError) -> bool = |e| matches!(e, AuthorizationError::ForgedState);
+        // Flip one hex digit of the MAC, then one of the expiry (extending one's own state).
+        for pos in [issued.reserved.len() - 1, 3] {
+            let flip = |i: &mut Issued| {
+                let mut chars: Vec<char> = i.reserved.chars().collect();
+                chars[pos] = if chars[pos] == '0' { '1' } else { '0' };
+                i.reserved = chars.into_iter().collect();
+            };
+            assert_rejected(flow, flow.complete(&client, &forged(&flip), "").await, is_forged);
+        }
+        // The answer's template or scene swapped under a valid state.
+        assert_rejected(
+            flow,
+            flow.complete(&client, &forged(&|i| i.scene = "2".into()), "").await,
+            is_forged,
+        );
+        assert_rejected(
+            flow,
+            flow.complete(&client, &forged(&|i| i.template_id = "another_template".into()), "").await,
+            is_forged,
+        );
+        // No state at all.
+        assert_rejected(flow, flow.complete(&client, &forged(&|i| i.reserved.clear()), "").await, |e| {
+            matches!(e, AuthorizationError::MissingState)
+        });
+        // Not an answer.
+        assert_rejected(flow, flow.complete(&client, flow.garbage(), "").await, |e| {
+            matches!(e, AuthorizationError::Query(_))
         });
     }
-    // The answer's template or scene swapped under a valid state.
-    let other_scene = good.replace("scene=1&", "scene=2&");
-    assert_rejected(client.complete_authorization(&other_scene).await, |e| {
-        matches!(e, AuthorizationError::ForgedState)
-    });
-    let other_tpl = good.replace(TEMPLATE, "another_template");
-    assert_rejected(client.complete_authorization(&other_tpl).await, |e| {
-        matches!(e, AuthorizationError::ForgedState)
-    });
-    // No state at all.
-    let none = good.replace(&format!("reserved={state}"), "reserved=");
-    assert_rejected(client.complete_authorization(&none).await, |e| {
-        matches!(e, AuthorizationError::MissingState)
-    });
-    // Not a callback.
-    assert_rejected(client.complete_authorization("action=maybe").await, |e| {
-        matches!(e, AuthorizationError::Query(_))
-    });
 }
 
 #[tokio::test]
 async fn expired_state_is_rejected() {
-    let clock = clock();
-    let client = client_with(&clock, SECRET);
-    let link = client.authorize_url(&TemplateId::new(TEMPLATE).unwrap(), Scene::new(1).unwrap(), &redirect());
-    let callback = answer(&link.url, "confirm", Some("oUser1"));
-    clock.advance(Duration::from_secs(14 * 60));
-    client.complete_authorization(&callback).await.unwrap();
-    clock.advance(Duration::from_secs(2 * 60));
-    assert_rejected(client.complete_authorization(&callback).await, |e| {
-        matches!(e, AuthorizationError::ExpiredState { .. })
-    });
+    for flow in FLOWS {
+        let clock = clock();
+        let client = client_with(&clock, SECRET);
+        let answer = flow.issue(&client, 1, "").answer(flow, "confirm", Some("oUser1"));
+        clock.advance(Duration::from_secs(14 * 60));
+        flow.complete(&client, &answer, "").await.unwrap();
+        clock.advance(Duration::from_secs(2 * 60));
+        assert_rejected(flow, flow.complete(&client, &answer, "").await, |e| {
+            matches!(e, AuthorizationError::ExpiredState { .. })
+        });
+    }
 }
 
 #[tokio::test]
 async fn foreign_state_is_rejected() {
-    let clock = clock();
-    let ours = client_with(&clock, SECRET);
-    let theirs = client_with(&clock, "another-apps-secret");
-    let link = theirs.authorize_url(&TemplateId::new(TEMPLATE).unwrap(), Scene::new(1).unwrap(), &redirect());
-    assert_rejected(ours.complete_authorization(&answer(&link.url, "confirm", Some("o1"))).await, |e| {
-        matches!(e, AuthorizationError::ForgedState)
-    });
+    for flow in FLOWS {
+        let clock = clock();
+        let ours = client_with(&clock, SECRET);
+        let theirs = client_with(&clock, "another-apps-secret");
+        let answer = flow.issue(&theirs, 1, "").answer(flow, "confirm", Some("o1"));
+        assert_rejected(flow, flow.complete(&ours, &answer, "").await, |e| {
+            matches!(e, AuthorizationError::ForgedState)
+        });
+    }
 }
 
 #[tokio::test]
 async fn session_bound_state_verifies_only_in_its_session() {
-    let clock = clock();
-    let client = client_with(&clock, SECRET);
-    let link = client.authorize_url_for_session(
-        &TemplateId::new(TEMPLATE).unwrap(),
-        Scene::new(5).unwrap(),
-        &redirect(),
-        "session-alice",
-    );
-    let cb = answer(&link.url, "confirm", Some("oAlice"));
-    client.complete_authorization_for_session(&cb, "session-alice").await.unwrap();
-    assert_rejected(client.complete_authorization_for_session(&cb, "session-mallory").await, |e| {
-        matches!(e, AuthorizationError::ForgedState)
-    });
-    assert_rejected(client.complete_authorization(&cb).await, |e| {
-        matches!(e, AuthorizationError::ForgedState)
-    });
+    for flow in FLOWS {
+        let clock = clock();
+        let client = client_with(&clock, SECRET);
+        let answer = flow.issue(&client, 5, "session-alice").answer(flow, "confirm", Some("oAlice"));
+        for wrong in ["session-mallory", ""] {
+            assert_rejected(flow, flow.complete(&client, &answer, wrong).await, |e| {
+                matches!(e, AuthorizationError::ForgedState)
+            });
+        }
+        flow.complete(&client, &answer, "session-alice").await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_confirmation_is_accepted_once_in_either_flow() {
+    for flow in FLOWS {
+        let clock = clock();
+        let client = client_with(&clock, SECRET);
+        let issued = flow.issue(&client, 5, "s");
+        flow.complete(&client, &issued.answer(flow, "confirm", Some("oAlice")), "s").await.unwrap();
+        for openid in ["oAlice", "oMallory"] {
+            assert_rejected(
+                flow,
+                flow.complete(&client, &issued.answer(flow, "confirm", Some(openid)), "s").await,
+                |e| matches!(e, AuthorizationError::ReplayedState),
+            );
+        }
+        // A cancellation uses nothing up.
+        let cancel = flow.issue(&client, 5, "s").answer(flow, "cancel", None);
+        flow.complete(&client, &cancel, "s").await.unwrap();
+        flow.complete(&client, &cancel, "s").await.unwrap();
+    }
 }
 
 #[tokio::test]
 async fn every_instance_with_the_same_secret_agrees() {
+    for flow in FLOWS {
+        let clock = clock();
+        let a = client_with(&clock, SECRET);
+        let b = client_with(&clock, SECRET);
+        let answer = flow.issue(&a, 1, "").answer(flow, "confirm", Some("o1"));
+        flow.complete(&b, &answer, "").await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_forwarded_sdk_answer_is_read_in_both_spellings_and_never_echoed() {
     let clock = clock();
-    let a = client_with(&clock, SECRET);
-    let b = client_with(&clock, SECRET);
-    let link = a.authorize_url(&TemplateId::new(TEMPLATE).unwrap(), Scene::new(1).unwrap(), &redirect());
-    b.complete_authorization(&answer(&link.url, "confirm", Some("o1"))).await.unwrap();
+    let client = client_with(&clock, SECRET);
+    let issued = Flow::Mobile.issue(&client, 9, "s");
+    // Android's spelling: `templateID`, `openid`, the scene as a string, the SDK's own fields.
+    let android = format!(
+        r#"{{"errCode":0,"errStr":"","openid":"oAndroidUser","templateID":"{TEMPLATE}","scene":"9","action":"confirm","reserved":"{}"}}"#,
+        issued.reserved
+    );
+    let AuthorizationAnswer::Confirmed(c) = client.complete_mobile(&android, "s").await.unwrap() else {
+        panic!("confirmed")
+    };
+    assert_eq!(c.openid.as_str(), "oAndroidUser");
+    // An openId on a cancellation is ignored, as on the web.
+    let cancel = Flow::Mobile.issue(&client, 9, "s").answer(Flow::Mobile, "cancel", Some("oSomeone"));
+    assert_eq!(client.complete_mobile(&cancel, "s").await.unwrap().openid(), None);
+    // What is wrong is named; the text is never repeated (it may hold an openid).
+    let secret_openid = "oPrivateOpenId_123";
+    for (body, want) in [
+        (
+            format!(r#"{{"openId":"{secret_openid}","scene":9,"action":"confirm"}}"#),
+            QueryError::Missing { param: "templateId" },
+        ),
+        (
+            format!(r#"{{"openId":"{secret_openid}","templateId":"{TEMPLATE}","action":"confirm"}}"#),
+            QueryError::Missing { param: "scene" },
+        ),
+        (
+            format!(
+                r#"{{"templateId":"{TEMPLATE}","scene":9,"action":"confirm","reserved":"{}"}}"#,
+                issued.reserved
+            ),
+            QueryError::ConfirmWithoutOpenId,
+        ),
+        (
+            format!(
+                r#"{{"openId":"{secret_openid}","templateId":"{TEMPLATE}","scene":"nine","action":"confirm"}}"#
+            ),
+            QueryError::Invalid(subscribe_types::ValidationError::NotANumber { field: "scene", len: 4 }),
+        ),
+        (
+            format!(
+                r#"{{"openId":"{secret_openid}","templateId":"{TEMPLATE}","scene":10001,"action":"confirm"}}"#
+            ),
+            QueryError::Invalid(subscribe_types::Scene::new(10001).unwrap_err()),
+        ),
+        (format!(r#"{{"openId":"{secret_openid}" "#), QueryError::NotJson { line: 1, column: 34 }),
+        (format!(r#"["{secret_openid}"]"#), QueryError::NotJson { line: 1, column: 0 }),
+        (" ".repeat(9000), QueryError::TooLarge { len: 9000, max: subscribe_types::MAX_QUERY_LEN }),
+    ] {
+        let err = client.complete_mobile(&body, "s").await.unwrap_err();
+        let AuthorizationError::Query(q) = &err else { panic!("{body}: {err:?}") };
+        if let QueryError::NotJson { line, .. } = q {
+            assert!(matches!(want, QueryError::NotJson { .. }) && *line <= 1, "{body}: {q:?}");
+        } else {
+            assert_eq!(q, &want, "{body}");
+        }
+        assert_eq!(err.kind(), subscribe_client::ErrorKind::Invalid);
+        let shown = format!("{err} {err:?} {q}");
+        assert!(!shown.contains(secret_openid), "{shown}");
+    }
 }
 
 #[tokio::test]
@@ -178,7 +368,7 @@ async fn a_rotated_key_keeps_the_confirmations_signed_before_the_rotation() {
 
     // Rotated without the ring: a confirmation WeChat recorded is turned away as forged.
     let rotated = build([2; 32], None);
-    assert_rejected(rotated.complete_authorization(&callback).await, |e| {
+    assert_rejected(Flow::Web, rotated.complete_authorization(&callback).await, |e| {
         matches!(e, AuthorizationError::ForgedState)
     });
     // With the old key as the previous one, it verifies; the new key signs new states.
@@ -191,7 +381,7 @@ async fn a_rotated_key_keeps_the_confirmations_signed_before_the_rotation() {
     ));
     // Once the old states have expired, the previous key verifies nothing of theirs.
     clock.advance(Duration::from_secs(15 * 60 + 1));
-    assert_rejected(ring.complete_authorization(&callback).await, |e| {
+    assert_rejected(Flow::Web, ring.complete_authorization(&callback).await, |e| {
         matches!(e, AuthorizationError::ExpiredState { .. })
     });
     // A previous key is held to the same strength as the current one.
@@ -216,7 +406,9 @@ async fn a_reset_app_secret_keeps_the_states_of_the_old_one_with_previous_app_se
         .build()
         .unwrap();
     assert!(matches!(reset.complete_authorization(&callback).await, Ok(AuthorizationAnswer::Confirmed(_))));
-    assert_rejected(client_with(&clock, "a-new-app-secret").complete_authorization(&callback).await, |e| {
-        matches!(e, AuthorizationError::ForgedState)
-    });
+    assert_rejected(
+        Flow::Web,
+        client_with(&clock, "a-new-app-secret").complete_authorization(&callback).await,
+        |e| matches!(e, AuthorizationError::ForgedState),
+    );
 }

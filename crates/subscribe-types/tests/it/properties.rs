@@ -87,6 +87,29 @@ proptest! {
         let _ = SubscribeMessage::from_json(input.as_bytes());
         let _ = IssuedToken::parse(&bytes);
         let _ = ApiResponse::parse(&bytes);
+        let _ = MobileSubscribeResponse::parse(&input);
+    }
+
+    /// SDK-answer-shaped JSON (the fields in either spelling, values of any type) never panics,
+    /// and whatever it reads into has valid fields.
+    #[test]
+    fn sdk_answer_shaped_json_never_panics(
+        fields in proptest::collection::vec((
+            "(openId|openid|templateId|templateID|template_id|scene|action|reserved|errCode)",
+            prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<i64>().prop_map(serde_json::Value::from),
+                any::<f64>().prop_map(serde_json::Value::from),
+                "(confirm|cancel|[A-Za-z0-9_-]{0,30}|\\PC{0,10})".prop_map(serde_json::Value::from),
+                Just(serde_json::json!([1, "x"])),
+            ],
+        ), 0..8)
+    ) {
+        let object: serde_json::Map<String, serde_json::Value> = fields.into_iter().collect();
+        if let Ok(answer) = MobileSubscribeResponse::parse(&serde_json::Value::Object(object).to_string()) {
+            prop_assert!(answer.scene.get() <= 10_000);
+            prop_assert!(answer.open_id.is_none() || answer.action == subscribe_types::Action::Confirm);
+        }
     }
 
     /// Query-shaped garbage (the parser's own alphabet) never panics either.
