@@ -19,8 +19,8 @@ use std::time::{Duration, SystemTime};
 use clap::{Parser, Subcommand, ValueEnum};
 use subscribe_client::{Client, TokenEndpoint};
 use subscribe_types::{
-    AppId, AppSecret, AuthorizationAnswer, AuthorizeRequest, Expectation, HttpUrl, OpenId, Reserved, Scene,
-    SubscribeMessage, TemplateId,
+    AppId, AppSecret, AuthorizationAnswer, AuthorizeRequest, Expectation, HttpUrl, MobileSubscribeRequest,
+    MobileSubscribeResponse, OpenId, Reserved, Scene, SubscribeMessage, TemplateId,
 };
 
 use crate::output::{Exit, Outcome};
@@ -102,6 +102,39 @@ enum Command {
         /// Fail unless the answer carries this state.
         #[arg(long)]
         expect_reserved: Option<String>,
+    },
+    /// Print the request a mobile app hands to the WeChat Open SDK, as one JSON line.
+    MobileRequest {
+        /// The one-time template.
+        #[arg(long)]
+        template_id: String,
+        /// The scene, 0..=10000.
+        #[arg(long)]
+        scene: String,
+        /// The state echoed back (`[A-Za-z0-9]{0,128}`); when omitted, a signed single-use
+        /// state (needs --secret) bound to --session.
+        #[arg(long)]
+        reserved: Option<String>,
+        /// The app user's session the signed state is bound to.
+        #[arg(long, conflicts_with = "reserved")]
+        session: Option<String>,
+    },
+    /// Parse and check the answer a mobile app forwards from the Open SDK (JSON).
+    MobileAnswer {
+        /// The SDK's answer as JSON (either SDK's spelling).
+        json: String,
+        /// Fail unless the answer is for this template.
+        #[arg(long)]
+        template_id: Option<String>,
+        /// Fail unless the answer is for this scene.
+        #[arg(long)]
+        scene: Option<String>,
+        /// Fail unless the answer carries this state.
+        #[arg(long)]
+        reserved: Option<String>,
+        /// Verify the signed state made by `mobile-request --session ID` (needs --secret).
+        #[arg(long, conflicts_with = "reserved")]
+        session: Option<String>,
     },
     /// Fetch an access token; prints its lifetime (the token itself only with --show).
     Token {
@@ -188,6 +221,13 @@ fn appid(cli: &Cli) -> Result<AppId, Usage> {
     AppId::new(raw).map_err(|e| format!("invalid --appid: {e}"))
 }
 
+/// A client for signing and verifying states only (no request is sent): the app id and secret.
+fn signing_client(cli: &Cli) -> Result<Client, Usage> {
+    let secret =
+        cli.secret.clone().ok_or("--secret (or WXSUB_SECRET) is required to sign or verify a state")?;
+    Client::builder(appid(cli)?, secret).build().map_err(|e| format!("client: {e}"))
+}
+
 fn client(cli: &Cli) -> Result<Client, Usage> {
     let appid = appid(cli)?;
     let secret = cli.secret.clone().ok_or("--secret (or WXSUB_SECRET) is required")?;
@@ -248,18 +288,21 @@ fn random_reserved_from(
 async fn run(cli: Cli) -> Result<Exit, Usage> {
     match &cli.command {
         Command::AuthUrl { template_id, scene, redirect_url, reserved } => {
-            let request = AuthorizeRequest::new(
-                appid(&cli)?,
-                parse("--template-id", TemplateId::new(template_id.as_str()))?,
-                parse("--scene", scene.parse::<Scene>())?,
-                parse("--redirect-url", HttpUrl::new(redirect_url.as_str()))?,
+            auth_url(&cli, template_id, scene, redirect_url, reserved.as_deref())
+        }
+        Command::MobileRequest { template_id, scene, reserved, session } => {
+            mobile_request(&cli, template_id, scene, reserved.as_deref(), session.as_deref())
+        }
+        Command::MobileAnswer { json, template_id, scene, reserved, session } => {
+            mobile_answer(
+                &cli,
+                json,
+                template_id.as_deref(),
+                scene.as_deref(),
+                reserved.as_deref(),
+                session.as_deref(),
             )
-            .with_reserved(match reserved {
-                Some(r) => parse("--reserved", Reserved::new(r.as_str()))?,
-                None => random_reserved()?,
-            });
-            println!("{}", request.url_with_base(&cli.mp_base));
-            Ok(Exit::Ok)
+            .await
         }
         Command::Callback { url_or_query, expect_template_id, expect_scene, expect_reserved } => callback(
             url_or_query,
@@ -379,6 +422,79 @@ fn callback(
     expect_reserved: Option<&str>,
 ) -> Result<Exit, Usage> {
     let answer = AuthorizationAnswer::parse(url_or_query).map_err(|e| format!("invalid callback: {e}"))?;
+    check_and_print(&answer, expect_template_id, expect_scene, expect_reserved)
+}
+
+/// `wxsub auth-url`: the authorization page's URL.
+fn auth_url(
+    cli: &Cli,
+    template_id: &str,
+    scene: &str,
+    redirect_url: &str,
+    reserved: Option<&str>,
+) -> Result<Exit, Usage> {
+    let request = AuthorizeRequest::new(
+        appid(cli)?,
+        parse("--template-id", TemplateId::new(template_id))?,
+        parse("--scene", scene.parse::<Scene>())?,
+        parse("--redirect-url", HttpUrl::new(redirect_url))?,
+    )
+    .with_reserved(match reserved {
+        Some(r) => parse("--reserved", Reserved::new(r))?,
+        None => random_reserved()?,
+    });
+    println!("{}", request.url_with_base(&cli.mp_base));
+    Ok(Exit::Ok)
+}
+
+/// `wxsub mobile-request`: the Open SDK's request as one JSON line.
+fn mobile_request(
+    cli: &Cli,
+    template_id: &str,
+    scene: &str,
+    reserved: Option<&str>,
+    session: Option<&str>,
+) -> Result<Exit, Usage> {
+    let template_id = parse("--template-id", TemplateId::new(template_id))?;
+    let scene = parse("--scene", scene.parse::<Scene>())?;
+    let request = match reserved {
+        Some(r) => {
+            MobileSubscribeRequest { scene, template_id, reserved: parse("--reserved", Reserved::new(r))? }
+        }
+        None => signing_client(cli)?.mobile_request(&template_id, scene, session.unwrap_or("")),
+    };
+    println!("{}", serde_json::to_string(&request).map_err(|e| e.to_string())?);
+    Ok(Exit::Ok)
+}
+
+/// `wxsub mobile-answer`: reads (and with `--session` verifies) a forwarded SDK answer.
+async fn mobile_answer(
+    cli: &Cli,
+    json: &str,
+    template_id: Option<&str>,
+    scene: Option<&str>,
+    reserved: Option<&str>,
+    session: Option<&str>,
+) -> Result<Exit, Usage> {
+    let answer = match session {
+        Some(session) => signing_client(cli)?
+            .complete_mobile(json, session)
+            .await
+            .map_err(|e| format!("answer rejected: {}", output::one_line(&e)))?,
+        None => MobileSubscribeResponse::parse(json)
+            .and_then(MobileSubscribeResponse::into_answer)
+            .map_err(|e| format!("invalid answer: {e}"))?,
+    };
+    check_and_print(&answer, template_id, scene, reserved)
+}
+
+/// Checks an answer (web or mobile) against what was asked and prints it as one JSON line.
+fn check_and_print(
+    answer: &AuthorizationAnswer,
+    expect_template_id: Option<&str>,
+    expect_scene: Option<&str>,
+    expect_reserved: Option<&str>,
+) -> Result<Exit, Usage> {
     let mut expect = Expectation::new();
     if let Some(t) = expect_template_id {
         expect = expect.template_id(parse("--expect-template-id", TemplateId::new(t))?);

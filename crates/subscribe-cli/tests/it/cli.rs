@@ -435,3 +435,76 @@ async fn both_transports_deliver_and_refuse_alike() {
         assert_no_secret(&second, None);
     }
 }
+
+#[tokio::test]
+async fn mobile_request_and_answer_round_trip_through_a_signed_session_state() {
+    let s = SandboxHandle::start(SandboxConfig::demo()).await.unwrap();
+    let req = wxsub(
+        &s,
+        &["mobile-request", "--template-id", DEMO_TEMPLATE, "--scene", "1000", "--session", "app-7"],
+        None,
+    )
+    .await;
+    assert_eq!(req.code, 0, "{req:?}");
+    assert_eq!(req.stdout.lines().count(), 1);
+    let request = req.json();
+    assert_eq!(
+        (request["scene"].as_u64(), request["templateId"].as_str()),
+        (Some(1000), Some(DEMO_TEMPLATE))
+    );
+    let reserved = request["reserved"].as_str().unwrap().to_owned();
+    assert!(reserved.len() <= 128 && reserved.bytes().all(|b| b.is_ascii_alphanumeric()), "{reserved}");
+    assert_no_secret(&req, None);
+
+    // The answer as the Android SDK hands it to the app.
+    let answer = format!(
+        r#"{{"openid":"{ALICE}","templateID":"{DEMO_TEMPLATE}","scene":1000,"action":"confirm","reserved":"{reserved}"}}"#
+    );
+    let ok =
+        wxsub(&s, &["mobile-answer", &answer, "--session", "app-7", "--template-id", DEMO_TEMPLATE], None)
+            .await;
+    assert_eq!(ok.code, 0, "{ok:?}");
+    assert_eq!(
+        ok.json(),
+        serde_json::json!({"action":"confirm","openid":ALICE,"template_id":DEMO_TEMPLATE,"scene":1000,"reserved":reserved})
+    );
+    // Another session, a wrong template, a tampered scene: exit 2 with the reason.
+    for (args, reason) in [
+        (vec!["--session", "app-8"], "not valid"),
+        (vec!["--template-id", "AnotherTemplate"], "template_id"),
+        (vec!["--scene", "1001"], "scene"),
+    ] {
+        let run = wxsub(&s, &[&["mobile-answer", answer.as_str()][..], &args].concat(), None).await;
+        assert_eq!(run.code, 2, "{args:?}: {run:?}");
+        assert!(run.stdout.is_empty() && run.stderr.contains(reason), "{args:?}: {run:?}");
+    }
+    let no_openid = answer.replace(&format!(r#""openid":"{ALICE}","#), "");
+    let run = wxsub(&s, &["mobile-answer", &no_openid], None).await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("openid"), "{run:?}");
+    let bad_scene = answer.replace("\"scene\":1000", "\"scene\":10001");
+    let run = wxsub(&s, &["mobile-answer", &bad_scene], None).await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("scene"), "{run:?}");
+}
+
+#[tokio::test]
+async fn mobile_request_with_a_given_reserved_needs_no_secret_and_signing_does() {
+    let s = SandboxHandle::start(SandboxConfig::demo()).await.unwrap();
+    let run = wxsub(
+        &s,
+        &["mobile-request", "--template-id", DEMO_TEMPLATE, "--scene", "3", "--reserved", "abc123"],
+        None,
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.json(), serde_json::json!({"scene":3,"templateId":DEMO_TEMPLATE,"reserved":"abc123"}));
+    let bad = wxsub(
+        &s,
+        &["mobile-request", "--template-id", DEMO_TEMPLATE, "--scene", "3", "--reserved", "not-alnum!"],
+        None,
+    )
+    .await;
+    assert_eq!(bad.code, 2, "{bad:?}");
+    assert!(bad.stderr.contains("reserved"), "{bad:?}");
+}
