@@ -65,6 +65,44 @@ pub(crate) fn authorize(
     )
 }
 
+/// WeChat's confirmation screen on the phone, for an Open SDK request.
+pub(crate) fn phone(
+    cfg: &SandboxConfig,
+    app: &AppConfig,
+    template: &TemplateConfig,
+    appid: &str,
+    request: &subscribe_types::MobileSubscribeRequest,
+) -> String {
+    let request_json = serde_json::to_string(request).unwrap_or_default();
+    page(
+        "一次性订阅消息 · phone",
+        html! {
+            p.muted { "WeChat on the phone (Open SDK)" }
+            h1 #app-name { (app.name) }
+            p { "请求向你发送一条一次性订阅消息 · asks to send you one message" }
+            div.card {
+                div #template-title { (template.title) }
+                div.muted { "template " code { (template.id.as_str()) } " · scene " code #scene { (request.scene.get()) } }
+            }
+            form method="post" action="/sandbox/phone/decide" {
+                input type="hidden" name="appid" value=(appid);
+                input type="hidden" name="request" value=(request_json);
+                fieldset {
+                    legend.muted { "Simulated WeChat user" }
+                    @for (i, u) in cfg.users.iter().enumerate() {
+                        label {
+                            input type="radio" name="openid" value=(u.openid.as_str()) checked[i == 0];
+                            " " (u.name) " " span.muted { (u.openid.as_str()) }
+                        }
+                    }
+                }
+                button.ok #confirm name="decision" value="confirm" { "允许 Confirm" }
+                button.no #cancel name="decision" value="cancel" { "取消 Cancel" }
+            }
+        },
+    )
+}
+
 /// An error page (never a redirect).
 pub(crate) fn error(message: &str) -> String {
     page("授权失败", html! { h1 { "无法完成授权" } p.err #error { (message) } })

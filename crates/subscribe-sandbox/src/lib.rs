@@ -11,8 +11,10 @@
 //! | `GET /mp/subscribemsg?action=get_confirm&…` | an HTML authorization page; invalid parameters give an error page, never a redirect |
 //! | `POST /mp/subscribemsg/decide` | the page's Confirm/Cancel: records the grant, then 302 to `redirect_url` with the answer |
 //! | `POST /cgi-bin/message/template/subscribe` | 41001/40014/40001/42001 for tokens, 44002/47001/47003 for bodies, 40037/40003 for unknown template or user, 43101 without an unused grant; a success consumes the grant and delivers |
+//! | `GET /sandbox/phone?appid=…&request=…` | WeChat on the phone: the confirmation screen for an Open SDK request (the mobile-app flow) |
+//! | `POST /sandbox/phone/decide` | the screen's Confirm/Cancel: records the grant, answers with the SDK's JSON (no `openId` on cancel) |
 //! | `/sandbox`, `/sandbox/inbox/{openid}` | the index and each user's inbox (HTML) |
-//! | `/sandbox/api/…` | JSON: `inbox/{openid}`, `state`, `log`, `reset`, `faults`, `tokens/revoke`, `tokens/expire`, `grants` |
+//! | `/sandbox/api/…` | JSON: `inbox/{openid}`, `state`, `log`, `reset`, `faults`, `tokens/revoke`, `tokens/expire`, `grants`, `phone` |
 //!
 //! Known simplifications: one OpenID per user for every app; the scene of a send must match the
 //! confirmed one. Faults come in two kinds: `busy_every`, `http_502_every`, `drop_every` and

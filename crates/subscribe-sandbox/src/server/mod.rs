@@ -19,6 +19,7 @@ use crate::state::{Delivered, Faults, Inner, LogEntry, Stats, rid};
 
 mod control;
 mod pages;
+mod phone;
 mod wechat;
 
 pub use wechat::check_send_body;
@@ -269,6 +270,9 @@ pub fn router_with_clock(config: SandboxConfig, clock: SharedSandboxClock) -> (R
         .route("/", get(|| async { Redirect::to("/sandbox") }))
         .route("/sandbox", get(pages::index))
         .route("/sandbox/inbox/{openid}", get(pages::inbox_page))
+        .route("/sandbox/phone", get(phone::screen))
+        .route("/sandbox/phone/decide", post(phone::decide))
+        .route("/sandbox/api/phone", post(phone::api))
         .route("/sandbox/api/inbox/{openid}", get(control::inbox_json))
         .route("/sandbox/api/state", get(control::state_json))
         .route("/sandbox/api/log", get(control::log_json))

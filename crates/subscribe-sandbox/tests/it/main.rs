@@ -7,6 +7,7 @@
 mod authorize;
 mod control;
 mod guard;
+mod phone;
 mod send;
 mod slow;
 mod tokens;
