@@ -12,15 +12,19 @@
 //! | `GET /admin/jobs/{id}` | a dispatch's progress, then its report                               |
 //! | `POST /admin/logout`   | signs out                                                            |
 //! | `GET /health`          | liveness and the grant counts (cached for a second), as JSON         |
+//! | `POST /api/subscriptions/request` | a mobile app: the Open SDK request for its signed-in user |
+//! | `POST /api/subscriptions/answer`  | a mobile app: the SDK's answer forwarded → the grant recorded |
 //!
 //! Configuration comes from the environment ([`Config::from_env`]) and defaults to the sandbox
 //! `wxsub sandbox` serves on `127.0.0.1:8080`, with its demo app. The binary (`src/main.rs`) is
 //! ten lines; tests start the same [`router`] in-process.
 
 mod admin;
+mod app_api;
 mod html;
 
 pub use admin::AdminToken;
+pub use app_api::{AppSessionKey, MAX_BODY};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -87,6 +91,11 @@ pub struct Config {
     /// `WEBAPP_ADMIN_TOKEN`: the credential that opens `/admin` (at least 32 characters).
     /// Without it the admin is off. Never printed.
     pub admin_token: Option<AdminToken>,
+    /// `WEBAPP_APP_SESSION_KEY`: the key (at least 32 bytes) app session tokens are signed with;
+    /// without it the app API is off. Never printed.
+    pub app_session_key: Option<AppSessionKey>,
+    /// `WEBAPP_APP_RATE_PER_MINUTE`: app API requests per user and minute (default 30).
+    pub app_rate_per_minute: std::num::NonZeroU32,
 }
 
 impl Config {
@@ -112,6 +121,8 @@ impl std::fmt::Debug for Config {
             .field("header_read_timeout", &self.header_read_timeout)
             .field("max_connections", &self.max_connections)
             .field("admin_token", &self.admin_token)
+            .field("app_session_key", &self.app_session_key)
+            .field("app_rate_per_minute", &self.app_rate_per_minute)
             .finish()
     }
 }
@@ -197,6 +208,15 @@ impl Config {
         let admin_token = get("WEBAPP_ADMIN_TOKEN")
             .map(|t| AdminToken::new(&t).map_err(|rule| invalid("WEBAPP_ADMIN_TOKEN", rule)))
             .transpose()?;
+        let app_session_key = get("WEBAPP_APP_SESSION_KEY")
+            .map(|k| AppSessionKey::new(k.as_bytes()).map_err(|rule| invalid("WEBAPP_APP_SESSION_KEY", rule)))
+            .transpose()?;
+        let app_rate_per_minute = get("WEBAPP_APP_RATE_PER_MINUTE")
+            .map_or(Ok(30), |s| s.parse::<u32>().map_err(|e| invalid("WEBAPP_APP_RATE_PER_MINUTE", e)))
+            .and_then(|n| {
+                std::num::NonZeroU32::new(n)
+                    .ok_or_else(|| invalid("WEBAPP_APP_RATE_PER_MINUTE", "must be at least 1"))
+            })?;
         Ok(Self {
             listen,
             public_url,
@@ -211,6 +231,8 @@ impl Config {
             header_read_timeout,
             max_connections,
             admin_token,
+            app_session_key,
+            app_rate_per_minute,
         })
     }
 }
@@ -223,6 +245,7 @@ pub struct AppState {
     ledger: Arc<dyn GrantLedger>,
     config: Arc<Config>,
     jobs: Arc<admin::Jobs>,
+    app_limiter: Arc<app_api::AppLimiter>,
     counts: Arc<tokio::sync::Mutex<Option<(std::time::Instant, GrantCounts)>>>,
 }
 
@@ -259,6 +282,7 @@ impl AppState {
         Ok(Self {
             client: builder.build()?,
             ledger,
+            app_limiter: Arc::new(app_api::AppLimiter::per_minute(config.app_rate_per_minute)),
             config: Arc::new(config),
             jobs: Arc::default(),
             counts: Arc::default(),
@@ -307,6 +331,15 @@ impl AppState {
         &self.ledger
     }
 
+    /// An app session token for `user` (letters, digits, `_`, `-`; at most 64), valid for
+    /// `ttl`: what your app's login hands the app, which sends it as `Authorization: Bearer …`
+    /// to the app API. `None` when the app API is off or `user` is not a valid id.
+    pub fn issue_app_session(&self, user: &str, ttl: Duration) -> Option<String> {
+        let key = self.config.app_session_key.as_ref()?;
+        let now = self.client.clock().now().duration_since(std::time::UNIX_EPOCH).ok()?;
+        app_api::valid_user(user).then(|| key.issue(user, (now + ttl).as_secs()))
+    }
+
     fn scope(&self) -> GrantScope {
         GrantScope {
             appid: self.config.appid.clone(),
@@ -328,6 +361,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/dispatch", post(admin::dispatch))
         .route("/admin/jobs/{id}", get(admin::job_page))
         .route("/health", get(health))
+        .merge(app_api::routes())
         .with_state(state)
 }
 

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 mod admin;
+mod app_api;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,6 +21,8 @@ const ALICE: &str = "oSandbox_Alice_00000000001";
 const BOB: &str = "oSandbox_Bob_0000000000002";
 /// The admin credential the tests start the app with.
 const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef0123";
+/// The key app session tokens are signed with in the tests.
+const APP_SESSION_KEY: &str = "test-app-session-key-0123456789abcdef";
 
 struct World {
     sandbox: SandboxHandle,
@@ -51,6 +54,7 @@ async fn start_full(
     env.insert("WEBAPP_PUBLIC_URL", format!("http://{app}"));
     env.insert("WECHAT_API_BASE", sandbox.base_url());
     env.insert("WEBAPP_ADMIN_TOKEN", ADMIN_TOKEN.to_owned());
+    env.insert("WEBAPP_APP_SESSION_KEY", APP_SESSION_KEY.to_owned());
     env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
     let config = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
     let state = match ledger {
@@ -345,12 +349,15 @@ fn configuration_errors_name_the_variable_and_the_secret_never_prints() {
         "WECHAT_SECRET" => Some(secret.to_owned()),
         "WEBAPP_STATE_KEY" => Some(key.to_owned()),
         "WEBAPP_ADMIN_TOKEN" => Some(ADMIN_TOKEN.to_owned()),
+        "WEBAPP_APP_SESSION_KEY" => Some(APP_SESSION_KEY.to_owned()),
         _ => None,
     })
     .unwrap();
     let state = AppState::new(cfg.clone()).unwrap();
     let shown = format!("{cfg:?} {state:?} {cfg:#?}");
-    assert!(!shown.contains(secret) && !shown.contains(key) && !shown.contains(ADMIN_TOKEN), "{shown}");
+    for private in [secret, key, ADMIN_TOKEN, APP_SESSION_KEY] {
+        assert!(!shown.contains(private), "{shown}");
+    }
     // Neither as bytes: `Vec<u8>`'s Debug would print the key as numbers.
     let bytes = format!("{:?}", key.as_bytes());
     assert!(!shown.contains(&bytes[1..20]), "{shown}");
@@ -363,6 +370,8 @@ fn configuration_errors_name_the_variable_and_the_secret_never_prints() {
         ("WEBAPP_SCENE", "10001"),
         ("WEBAPP_STATE_KEY", "short"),
         ("WEBAPP_ADMIN_TOKEN", "short"),
+        ("WEBAPP_APP_SESSION_KEY", "short"),
+        ("WEBAPP_APP_RATE_PER_MINUTE", "0"),
         ("WEBAPP_ADMIN_TOKEN", "a token with spaces in it, long enough though"),
         ("WEBAPP_HEADER_TIMEOUT_MS", "0"),
         ("WEBAPP_MAX_CONNECTIONS", "lots"),
