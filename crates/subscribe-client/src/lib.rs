@@ -127,3 +127,8 @@ struct ErrorsDoctests;
 #[cfg(all(doctest, feature = "test-util"))]
 #[doc = include_str!("../../../docs/extending.md")]
 struct ExtendingDoctests;
+
+/// `docs/mobile.md`'s server example compiles against the client as it is.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/mobile.md")]
+struct MobileDoctests;
