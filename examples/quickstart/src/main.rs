@@ -6,7 +6,10 @@
 //! 3. the callback WeChat redirects to is parsed and verified;
 //! 4. the one message is sent;
 //! 5. it is read back from the user's inbox; a second send without a new confirmation is
-//!    refused (43101).
+//!    refused (43101);
+//! 6. the same for a mobile app: the server hands the app the Open SDK request, WeChat on the
+//!    phone asks a second user, the app forwards the SDK's answer, the server verifies it and
+//!    sends the one message; a second send is refused too.
 
 // An example program talks to its user on stdout.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -28,6 +31,55 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The mobile-app flow: the Open SDK request, WeChat on the phone, the forwarded answer.
+async fn phone(client: &Client, sandbox: &SandboxHandle, template: &TemplateId, scene: Scene) -> Result<()> {
+    let base = sandbox.base_url();
+    let user = &sandbox.state().config().users[1];
+    let session = "app-user-7"; // the app user's session on your server
+
+    step(7, "A mobile app asks your server for the Open SDK request");
+    let request = client.mobile_request(template, scene, session);
+    println!("{}", serde_json::to_string(&request)?);
+
+    step(
+        8,
+        &format!("WeChat on {}'s phone: the SDK shows the request, {} taps Confirm", user.name, user.name),
+    );
+    let phone = reqwest::Client::new()
+        .post(format!("{base}/sandbox/api/phone"))
+        .header("content-type", "application/json")
+        .body(
+            serde_json::json!({"appid": DEMO_APPID, "request": request, "action": "confirm", "openid": user.openid})
+                .to_string(),
+        )
+        .send()
+        .await?;
+    let answer = phone.text().await?;
+    println!("the SDK hands the app: {answer}");
+
+    step(9, "The app forwards the answer; your server verifies it");
+    let AuthorizationAnswer::Confirmed(grant) = client.complete_mobile(&answer, session).await? else {
+        return Err("the user cancelled".into());
+    };
+    println!("confirmed: openid {} may receive one message; state verified for this app user", grant.openid);
+
+    step(10, "Send the one message, then try a second");
+    let message = SubscribeMessage::builder(grant.openid.clone(), grant.template_id, grant.scene)
+        .title("到货提醒")
+        .content("您关注的「手冲咖啡壶」已到货。\nYour coffee kettle is back in stock.")
+        .build()?;
+    let receipt = client.send(&message).await?;
+    println!(
+        "delivered after {} attempt(s); {}'s inbox: {base}/sandbox/inbox/{}",
+        receipt.attempts, user.name, grant.openid
+    );
+    match client.send(&message).await {
+        Err(e) if e.is_refused_by_user() => println!("second send refused as it should be: {e}"),
+        other => return Err(format!("expected 43101, got {other:?}").into()),
+    }
+    Ok(())
 }
 
 fn step(n: u32, title: &str) {
@@ -109,7 +161,9 @@ async fn run() -> Result<()> {
         other => return Err(format!("expected 43101, got {other:?}").into()),
     }
 
-    println!("\nDone: one confirmation, one message.");
+    phone(&client, &sandbox, &template, scene).await?;
+
+    println!("\nDone: in both flows, one confirmation, one message.");
     sandbox.shutdown().await;
     Ok(())
 }
