@@ -49,17 +49,7 @@ pub(crate) fn authorize(
             }
             form method="post" action="/mp/subscribemsg/decide" {
                 input type="hidden" name="q" value=(query);
-                fieldset {
-                    legend.muted { "Simulated WeChat user" }
-                    @for (i, u) in cfg.users.iter().enumerate() {
-                        label {
-                            input type="radio" name="openid" value=(u.openid.as_str()) checked[i == 0];
-                            " " (u.name) " " span.muted { (u.openid.as_str()) }
-                        }
-                    }
-                }
-                button.ok #confirm name="decision" value="confirm" { "允许 Confirm" }
-                button.no #cancel name="decision" value="cancel" { "取消 Cancel" }
+                (decision(cfg))
             }
         },
     )
@@ -87,20 +77,27 @@ pub(crate) fn phone(
             form method="post" action="/sandbox/phone/decide" {
                 input type="hidden" name="appid" value=(appid);
                 input type="hidden" name="request" value=(request_json);
-                fieldset {
-                    legend.muted { "Simulated WeChat user" }
-                    @for (i, u) in cfg.users.iter().enumerate() {
-                        label {
-                            input type="radio" name="openid" value=(u.openid.as_str()) checked[i == 0];
-                            " " (u.name) " " span.muted { (u.openid.as_str()) }
-                        }
-                    }
-                }
-                button.ok #confirm name="decision" value="confirm" { "允许 Confirm" }
-                button.no #cancel name="decision" value="cancel" { "取消 Cancel" }
+                (decision(cfg))
             }
         },
     )
+}
+
+/// The simulated users to choose from and the two buttons, in a decision form.
+fn decision(cfg: &SandboxConfig) -> maud::Markup {
+    html! {
+        fieldset {
+            legend.muted { "Simulated WeChat user" }
+            @for (i, u) in cfg.users.iter().enumerate() {
+                label {
+                    input type="radio" name="openid" value=(u.openid.as_str()) checked[i == 0];
+                    " " (u.name) " " span.muted { (u.openid.as_str()) }
+                }
+            }
+        }
+        button.ok #confirm name="decision" value="confirm" { "允许 Confirm" }
+        button.no #cancel name="decision" value="cancel" { "取消 Cancel" }
+    }
 }
 
 /// An error page (never a redirect).

@@ -53,8 +53,7 @@ impl Flow {
             Self::Web => {
                 let link = client.authorize_url_for_session(&tpl, scene, &redirect(), session);
                 assert!(
-                    link.url
-                        .starts_with(&format!("{MP}/mp/subscribemsg?action=get_confirm&appid={APPID}&"))
+                    link.url.starts_with(&format!("{MP}/mp/subscribemsg?action=get_confirm&appid={APPID}&"))
                 );
                 assert!(link.url.ends_with("#wechat_redirect"));
                 let r = link.request;
