@@ -17,6 +17,14 @@ async fn main() -> ExitCode {
         }
     };
     let listen = config.listen;
+    if config.admin_token.is_none() {
+        tracing::info!("the admin is off: set WEBAPP_ADMIN_TOKEN (at least 32 characters) to open /admin");
+    }
+    if config.app_session_key.is_none() {
+        tracing::info!(
+            "the app API is off: set WEBAPP_APP_SESSION_KEY (at least 32 bytes) to serve mobile apps"
+        );
+    }
     let state = match web_app::AppState::new(config) {
         Ok(s) => s,
         Err(e) => {

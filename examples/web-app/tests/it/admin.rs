@@ -293,3 +293,49 @@ async fn hammering_health_counts_the_ledger_once_a_second_and_a_hanging_ledger_i
     assert_eq!(r.status(), 503);
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_stops_a_running_dispatch_cleanly() {
+    let sandbox = SandboxHandle::start(SandboxConfig::demo().with_generated_users(20)).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = listener.local_addr().unwrap();
+    let env: HashMap<&str, String> = HashMap::from([
+        ("WEBAPP_LISTEN", app.to_string()),
+        ("WEBAPP_PUBLIC_URL", format!("http://{app}")),
+        ("WECHAT_API_BASE", sandbox.base_url()),
+        ("WEBAPP_ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
+        ("WEBAPP_DISPATCH_CONCURRENCY", "2".to_owned()),
+    ]);
+    let state = AppState::new(Config::from_lookup(|k| env.get(k).cloned()).unwrap()).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(web_app::serve(listener, state.clone(), async move {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let w = World { sandbox, app, http, state };
+    grants(&w, 20).await;
+    w.sandbox.state().set_faults(Faults { latency_ms: Some(100), ..Faults::default() });
+    let (cookies, csrf) = w.admin_login().await;
+    let r =
+        w.post_dispatch(&cookies, &[("title", "到货"), ("content", "back"), ("csrf", csrf.as_str())]).await;
+    assert_eq!(r.status(), 303);
+    // Some sends are done, most are not, when the service is told to stop.
+    while w.sandbox.state().stats().deliveries < 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(15), server).await.expect("the service stops").unwrap().unwrap();
+
+    // Every grant is delivered (and settled so) or waiting again; none is left reserved or in
+    // review, and the sandbox agrees with the ledger.
+    let scope = GrantScope {
+        appid: AppId::new(web_app::SANDBOX_APPID).unwrap(),
+        template_id: TemplateId::new(web_app::SANDBOX_TEMPLATE).unwrap(),
+        scene: Scene::new(1).unwrap(),
+    };
+    let c = w.state.ledger().counts(&scope, w.state.client().clock().now()).await.unwrap();
+    assert_eq!((c.reserved, c.review), (0, 0), "{c:?}");
+    assert_eq!(c.delivered + c.pending, 20, "{c:?}");
+    assert!(c.pending > 0, "the dispatch was stopped early: {c:?}");
+    assert_eq!(c.delivered, w.sandbox.state().stats().deliveries, "{c:?}");
+}
