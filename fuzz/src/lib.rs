@@ -13,7 +13,8 @@ use std::sync::LazyLock;
 
 use subscribe_sandbox::{SandboxConfig, SandboxState, check_send_body, router};
 use subscribe_types::{
-    ApiResponse, AuthorizationAnswer, AuthorizeRequest, Expectation, IssuedToken, Reserved, SubscribeMessage,
+    Action, ApiResponse, AuthorizationAnswer, AuthorizeRequest, Expectation, IssuedToken,
+    MobileSubscribeResponse, Reserved, SubscribeMessage,
 };
 
 /// A property check: returns when the property holds for the input, panics when it breaks.
@@ -26,6 +27,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("authorize_url", authorize_url),
     ("responses", responses),
     ("send_body", send_body),
+    ("mobile_answer", mobile_answer),
 ];
 
 /// Percent-encodes everything but ASCII letters and digits.
@@ -72,6 +74,42 @@ pub fn callback(data: &[u8]) {
     }
     let again = AuthorizationAnswer::parse(&query).expect("a query written from an answer parses");
     assert_eq!(again, answer, "the answer changed on its way through a query");
+}
+
+/// The forwarded SDK answer's parser (`MobileSubscribeResponse::parse`) on arbitrary text: an
+/// accepted answer carries an `openId` only when confirmed, reads back unchanged from the JSON
+/// written from it, and becomes the same answer the web callback's parser reads from the
+/// equivalent query.
+///
+/// # Panics
+/// When one of those properties breaks.
+pub fn mobile_answer(data: &[u8]) {
+    let Ok(input) = std::str::from_utf8(data) else { return };
+    let Ok(parsed) = MobileSubscribeResponse::parse(input) else { return };
+    assert!(
+        parsed.open_id.is_none() || parsed.action == Action::Confirm,
+        "an openId on a cancellation was kept"
+    );
+    let json = serde_json::to_string(&parsed).expect("an answer serializes");
+    let again = MobileSubscribeResponse::parse(&json).expect("JSON written from an answer parses");
+    assert_eq!(again, parsed, "the answer changed on its way through JSON");
+    let Ok(answer) = parsed.into_answer() else { return };
+    let mut query = format!(
+        "?action={}&template_id={}&scene={}&reserved={}",
+        answer.action().as_str(),
+        encode(answer.template_id().as_str()),
+        answer.scene().get(),
+        encode(answer.reserved().as_str()),
+    );
+    if let Some(openid) = answer.openid() {
+        query.push_str("&openid=");
+        query.push_str(&encode(openid.as_str()));
+    }
+    assert_eq!(
+        AuthorizationAnswer::parse(&query).as_ref(),
+        Ok(&answer),
+        "the two flows read different answers"
+    );
 }
 
 static SANDBOX: LazyLock<SandboxState> = LazyLock::new(|| router(SandboxConfig::demo()).1);
