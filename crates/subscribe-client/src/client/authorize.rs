@@ -51,7 +51,9 @@ impl Client {
     /// ```
     /// # use subscribe_client::Client;
     /// # use subscribe_types::{AppId, AppSecret, Scene, TemplateId};
-    /// # let client = Client::builder(AppId::new("wx0123456789abcdef")?, AppSecret::new("0123456789abcdef0123456789abcdef")?).build()?;
+    /// # let client = Client::builder(AppId::new("wx0123456789abcdef")?, AppSecret::new("0123456789abcdef0123456789abcdef")?)
+    /// #     .transport(subscribe_client::test_util::MockTransport::new()) // signing sends nothing
+    /// #     .build()?;
     /// let template = TemplateId::new("7YuTL__ilzyZB9DXcDt2mHx-CAS_E7KtsQkhIGVhhRM")?;
     /// let request = client.mobile_request(&template, Scene::new(1000)?, "app-session-42");
     /// let json = serde_json::to_string(&request)?;
