@@ -44,6 +44,22 @@ fn encode(s: &str) -> String {
     out
 }
 
+/// The callback query WeChat would write for `answer`.
+fn query_of(answer: &AuthorizationAnswer) -> String {
+    let mut query = format!(
+        "?action={}&template_id={}&scene={}&reserved={}",
+        answer.action().as_str(),
+        encode(answer.template_id().as_str()),
+        answer.scene().get(),
+        encode(answer.reserved().as_str()),
+    );
+    if let Some(openid) = answer.openid() {
+        query.push_str("&openid=");
+        query.push_str(&encode(openid.as_str()));
+    }
+    query
+}
+
 /// The callback parser (`AuthorizationAnswer::parse`) on arbitrary text: an accepted answer
 /// verifies against its own values, fails against another `reserved`, and parses back
 /// unchanged from a query written from it.
@@ -61,17 +77,7 @@ pub fn callback(data: &[u8]) {
     if let Ok(other) = Reserved::new(format!("{}x", answer.reserved().as_str())) {
         assert!(answer.verify(&Expectation::new().reserved(other)).is_err(), "another state must fail");
     }
-    let mut query = format!(
-        "?action={}&template_id={}&scene={}&reserved={}",
-        answer.action().as_str(),
-        encode(answer.template_id().as_str()),
-        answer.scene().get(),
-        encode(answer.reserved().as_str()),
-    );
-    if let Some(openid) = answer.openid() {
-        query.push_str("&openid=");
-        query.push_str(&encode(openid.as_str()));
-    }
+    let query = query_of(&answer);
     let again = AuthorizationAnswer::parse(&query).expect("a query written from an answer parses");
     assert_eq!(again, answer, "the answer changed on its way through a query");
 }
@@ -94,17 +100,7 @@ pub fn mobile_answer(data: &[u8]) {
     let again = MobileSubscribeResponse::parse(&json).expect("JSON written from an answer parses");
     assert_eq!(again, parsed, "the answer changed on its way through JSON");
     let Ok(answer) = parsed.into_answer() else { return };
-    let mut query = format!(
-        "?action={}&template_id={}&scene={}&reserved={}",
-        answer.action().as_str(),
-        encode(answer.template_id().as_str()),
-        answer.scene().get(),
-        encode(answer.reserved().as_str()),
-    );
-    if let Some(openid) = answer.openid() {
-        query.push_str("&openid=");
-        query.push_str(&encode(openid.as_str()));
-    }
+    let query = query_of(&answer);
     assert_eq!(
         AuthorizationAnswer::parse(&query).as_ref(),
         Ok(&answer),
