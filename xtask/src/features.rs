@@ -18,6 +18,10 @@ pub(crate) fn features() -> Result<Status> {
         &["check", "-p", "subscribe-client", "--no-default-features"],
         &["test", "-p", "subscribe-client", "--no-default-features", "--features", "test-util", "--lib"],
         &["test", "-p", "subscribe-client", "--no-default-features", "--features", "test-util", "--doc"],
+        // The SQL crate with one database each: SQLite alone (with its tests, which need no
+        // server) and PostgreSQL alone.
+        &["test", "-p", "subscribe-sql", "--no-default-features", "--features", "sqlite", "--test", "sqlite"],
+        &["check", "-p", "subscribe-sql", "--no-default-features", "--features", "postgres"],
     ];
     for args in sets {
         cargo(args, &[])?;

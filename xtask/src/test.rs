@@ -1,23 +1,67 @@
-//! `cargo xtask test`: the workspace tests, with Redis when one answers.
+//! `cargo xtask test`: the workspace tests, with Redis and PostgreSQL when they answer.
 
 use crate::run::{Result, Status, cargo};
 
+/// The command that starts the machine's PostgreSQL cluster.
+pub(crate) const START_POSTGRES: &str =
+    "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start";
+
 /// The workspace tests. `subscribe-redis`'s tests need a real Redis at `REDIS_URL` (default
-/// `redis://127.0.0.1:6379`); without one they are excluded and reported as not run.
+/// `redis://127.0.0.1:6379`) and `subscribe-sql`'s PostgreSQL tests a real PostgreSQL at
+/// `POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`); without one, those tests
+/// are excluded and reported as not run (`subscribe-sql`'s SQLite tests always run).
 pub(crate) fn test() -> Result<Status> {
-    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    if redis_reachable(&url) {
-        eprintln!("xtask test: Redis at {} answers; its tests run", redacted_url(&url));
-        cargo(&["test", "--workspace", "--all-features"], &[])?;
-        return Ok(Status::Passed);
+    let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let postgres =
+        std::env::var("POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let mut args = vec!["test", "--workspace", "--all-features"];
+    let mut not_run = Vec::new();
+    if redis_reachable(&redis) {
+        eprintln!("xtask test: Redis at {} answers; its tests run", redacted_url(&redis));
+    } else {
+        args.extend(["--exclude", "subscribe-redis"]);
+        not_run.push(format!(
+            "the subscribe-redis tests: no Redis at {}; start one with \
+             `redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save \"\" --appendonly no` \
+             (Debian: apt-get install redis-server) or set REDIS_URL",
+            redacted_url(&redis)
+        ));
     }
-    cargo(&["test", "--workspace", "--all-features", "--exclude", "subscribe-redis"], &[])?;
-    Ok(Status::NotRun(format!(
-        "the subscribe-redis tests: no Redis at {}; start one with \
-         `redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save \"\" --appendonly no` \
-         (Debian: apt-get install redis-server) or set REDIS_URL",
-        redacted_url(&url)
-    )))
+    let postgres_up = reachable(&postgres, 5432);
+    if postgres_up {
+        eprintln!("xtask test: PostgreSQL at {} answers; its tests run", redacted_url(&postgres));
+    } else {
+        args.extend(["--exclude", "subscribe-sql"]);
+        not_run.push(format!(
+            "the subscribe-sql PostgreSQL tests: nothing answers at {}; start it with `{START_POSTGRES}` \
+             (Debian: apt-get install postgresql) or set POSTGRES_URL",
+            redacted_url(&postgres)
+        ));
+    }
+    cargo(&args, &[])?;
+    if !postgres_up {
+        // Everything of subscribe-sql but its PostgreSQL test binary.
+        cargo(&["test", "-p", "subscribe-sql", "--all-features", "--lib", "--test", "sqlite"], &[])?;
+        cargo(&["test", "-p", "subscribe-sql", "--all-features", "--doc"], &[])?;
+    }
+    Ok(if not_run.is_empty() { Status::Passed } else { Status::NotRun(not_run.join("; ")) })
+}
+
+/// The `host:port` of a `scheme://[user[:password]@]host[:port][/…]` URL, with a default port.
+fn host_port(url: &str, default_port: u16) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let host_port = rest.split(['/', '?']).next().unwrap_or_default();
+    if host_port.contains(':') { host_port.to_owned() } else { format!("{host_port}:{default_port}") }
+}
+
+/// Whether something accepts a TCP connection at the URL's host and port.
+pub(crate) fn reachable(url: &str, default_port: u16) -> bool {
+    use std::net::ToSocketAddrs;
+    let Some(addr) = host_port(url, default_port).to_socket_addrs().ok().and_then(|mut a| a.next()) else {
+        return false;
+    };
+    std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)).is_ok()
 }
 
 /// `redis://host:port/…` without any password.
@@ -32,11 +76,9 @@ pub(crate) fn redacted_url(url: &str) -> String {
 pub(crate) fn redis_reachable(url: &str) -> bool {
     use std::io::{Read, Write};
     use std::net::ToSocketAddrs;
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let rest = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
-    let host_port = rest.split('/').next().unwrap_or("127.0.0.1:6379");
-    let host_port = if host_port.contains(':') { host_port.to_owned() } else { format!("{host_port}:6379") };
-    let Some(addr) = host_port.to_socket_addrs().ok().and_then(|mut a| a.next()) else { return false };
+    let Some(addr) = host_port(url, 6379).to_socket_addrs().ok().and_then(|mut a| a.next()) else {
+        return false;
+    };
     let timeout = std::time::Duration::from_secs(2);
     let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, timeout) else { return false };
     let _ = stream.set_read_timeout(Some(timeout));

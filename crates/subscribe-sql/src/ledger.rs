@@ -1,0 +1,674 @@
+//! [`SqlGrantLedger`].
+
+use std::time::{Duration, SystemTime};
+
+use sqlx::Row as _;
+use subscribe_client::{
+    GrantCounts, GrantKey, GrantLedger, GrantRecord, GrantScope, GrantStatus, LedgerError, MAX_HISTORY,
+    PastGrant, Recorded, Reservation, Settlement,
+};
+use subscribe_types::OpenId;
+
+use crate::{Sql, SqlError, from_millis, millis};
+
+/// The columns that name a grant, for `WHERE`: `$1` appid, `$2` template, `$3` scene, `$4`
+/// openid.
+const KEY: &str = "appid = $1 AND template_id = $2 AND scene = $3 AND openid = $4";
+/// A grant a sender may take: pending, or reserved with a lapsed lease (by the database's clock).
+const TAKEABLE: &str = "(state = 'P' OR (state = 'R' AND until_ms <= NOW_MS))";
+
+/// Grants in PostgreSQL or SQLite: they survive restarts, every instance and dispatcher shares
+/// them, and each transition is kept in an audit trail ([`events`](Self::events)).
+///
+/// Tables (see the crate's `migrations/`): `wxsub_grants` (one row per app, template, scene and
+/// user), `wxsub_grant_events` (every transition: confirmed, reserved, delivered, released,
+/// review, dropped, resolved; with time, reservation and reason) and `wxsub_grant_counts`
+/// (grants per scope and state, kept with every transition, so [`counts`](GrantLedger::counts)
+/// reads a handful of rows instead of every grant).
+///
+/// Reservation leases are timed by the database's clock: the `now` a caller passes is not
+/// used, so an instance whose clock runs ahead cannot take a live reservation. Every transition
+/// is one transaction; on PostgreSQL two senders never reserve the same grant (the row's lock
+/// decides), and only the current reservation settles it.
+#[derive(Clone, Debug)]
+pub struct SqlGrantLedger {
+    sql: Sql,
+}
+
+/// A step in a grant's history, from [`SqlGrantLedger::events`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GrantEvent {
+    /// What happened.
+    pub kind: EventKind,
+    /// When, by the database's clock, to the millisecond.
+    pub at: SystemTime,
+    /// The grant's state before (`None` for a new grant) and after, as
+    /// [`GrantStatus`]-like letters: `P` pending, `R` reserved, `D` delivered, `V` review,
+    /// `X` dropped.
+    pub prior: Option<char>,
+    /// The state after.
+    pub state: char,
+    /// The attempts that went with it (for a renewal, the old life's).
+    pub attempts: u32,
+    /// The reservation it concerned.
+    pub reservation: Option<String>,
+    /// Why (a review's or drop's reason, a renewed life's reason, a resolution's note).
+    pub reason: Option<String>,
+}
+
+/// What a [`GrantEvent`] records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// A confirmation: a new grant, or a renewal of a used, reviewed or dropped one.
+    Confirmed,
+    /// A sender took the grant.
+    Reserved,
+    /// The message was delivered.
+    Delivered,
+    /// A definite failure: pending again.
+    Released,
+    /// Unknown outcome: set aside for a person.
+    Review,
+    /// The grant is gone.
+    Dropped,
+    /// A person decided a review ([`SqlGrantLedger::resolve`]).
+    Resolved,
+}
+
+impl EventKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Confirmed => "confirmed",
+            Self::Reserved => "reserved",
+            Self::Delivered => "delivered",
+            Self::Released => "released",
+            Self::Review => "review",
+            Self::Dropped => "dropped",
+            Self::Resolved => "resolved",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "confirmed" => Self::Confirmed,
+            "reserved" => Self::Reserved,
+            "delivered" => Self::Delivered,
+            "released" => Self::Released,
+            "review" => Self::Review,
+            "dropped" => Self::Dropped,
+            "resolved" => Self::Resolved,
+            _ => return None,
+        })
+    }
+}
+
+/// A person's decision on a grant under review.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Resolution {
+    /// The message did arrive (the user has it): the grant is used.
+    Delivered,
+    /// It did not arrive: the grant is pending again and the next dispatch sends it.
+    Release,
+    /// The grant cannot be used: dropped.
+    Drop,
+}
+
+/// A grant under review, from [`SqlGrantLedger::reviews`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReviewItem {
+    /// The user.
+    pub openid: OpenId,
+    /// Why it is under review.
+    pub reason: String,
+    /// Its reservations before it was set aside.
+    pub attempts: u32,
+    /// Since when.
+    pub since: SystemTime,
+}
+
+fn corrupt(what: &'static str) -> LedgerError {
+    LedgerError::backend(SqlError::corrupt(what))
+}
+
+impl From<SqlError> for LedgerError {
+    fn from(e: SqlError) -> Self {
+        LedgerError::backend(e)
+    }
+}
+
+/// The letter of a settlement's state, its event and its reason.
+fn settled(s: &Settlement) -> (&'static str, EventKind, Option<&str>) {
+    match s {
+        Settlement::Delivered => ("D", EventKind::Delivered, None),
+        Settlement::Release => ("P", EventKind::Released, None),
+        Settlement::Review(why) => ("V", EventKind::Review, Some(why.as_str())),
+        Settlement::Drop(why) => ("X", EventKind::Dropped, Some(why.as_str())),
+        // `Settlement` is non-exhaustive: an unknown ending keeps the grant away from
+        // automatic resending, like an unknown outcome.
+        _ => ("V", EventKind::Review, Some("unknown settlement")),
+    }
+}
+
+/// A [`GrantStatus`] from a row's state letter, lease end and reason.
+fn status(letter: &str, until_ms: i64, reason: Option<String>) -> Result<GrantStatus, LedgerError> {
+    let reason = move || reason.unwrap_or_default();
+    Ok(match letter {
+        "P" => GrantStatus::Pending,
+        "R" => GrantStatus::Reserved { until: from_millis(until_ms) },
+        "D" => GrantStatus::Delivered,
+        "V" => GrantStatus::Review { reason: reason() },
+        "X" => GrantStatus::Dropped { reason: reason() },
+        _ => return Err(corrupt("wxsub_grants.state")),
+    })
+}
+
+fn attempts(n: i32) -> Result<u32, LedgerError> {
+    u32::try_from(n).map_err(|_| corrupt("wxsub_grants.attempts"))
+}
+
+fn scene(scope: &GrantScope) -> i32 {
+    i32::from(scope.scene.get())
+}
+
+/// The counter column for a state: pending and reserved grants are both open.
+fn counter(letter: &str) -> &str {
+    if letter == "P" || letter == "R" { "O" } else { letter }
+}
+
+/// Adds to and subtracts from the scope's counters, inside the caller's transaction. Rows
+/// are touched in one order (by state letter) in every transaction, so two never deadlock.
+macro_rules! bump {
+    ($tx:expr, $q:expr, $scope:expr, $changes:expr) => {{
+        let mut changes: Vec<(&str, i64)> = $changes;
+        changes.sort_unstable();
+        for (state, delta) in changes {
+            sqlx::query(
+                "INSERT INTO wxsub_grant_counts (appid, template_id, scene, state, n) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (appid, template_id, scene, state) \
+                 DO UPDATE SET n = wxsub_grant_counts.n + excluded.n",
+            )
+            .bind($scope.appid.as_str())
+            .bind($scope.template_id.as_str())
+            .bind(scene($scope))
+            .bind(state)
+            .bind(delta)
+            .execute(&mut *$tx)
+            .await?;
+        }
+    }};
+}
+
+/// Appends one event, inside the caller's transaction.
+macro_rules! event {
+    ($tx:expr, $id:expr, $at:expr, $kind:expr, $prior:expr, $state:expr, $attempts:expr, $reservation:expr, $reason:expr) => {
+        sqlx::query(
+            "INSERT INTO wxsub_grant_events \
+             (grant_id, at_ms, kind, prior, state, attempts, reservation, reason) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind($id)
+        .bind($at)
+        .bind($kind.as_str())
+        .bind($prior)
+        .bind($state)
+        .bind($attempts)
+        .bind($reservation)
+        .bind($reason)
+        .execute(&mut *$tx)
+        .await?
+    };
+}
+
+/// What `record` found.
+enum Found {
+    Added,
+    Already,
+    Renewed,
+}
+
+impl SqlGrantLedger {
+    /// A ledger on `sql`.
+    pub fn new(sql: Sql) -> Self {
+        Self { sql }
+    }
+
+    /// The database handle.
+    pub fn sql(&self) -> &Sql {
+        &self.sql
+    }
+
+    /// Every transition of the grant, oldest first (empty for an unknown grant).
+    ///
+    /// # Errors
+    /// [`LedgerError::Backend`] when the database fails.
+    pub async fn events(&self, key: &GrantKey) -> Result<Vec<GrantEvent>, LedgerError> {
+        let rows = self
+            .sql
+            .run(async {
+                on_pool!(self.sql, |p, _q| {
+                    sqlx::query(&format!(
+                        "SELECT e.kind, e.at_ms, e.prior, e.state, e.attempts, e.reservation, e.reason \
+                         FROM wxsub_grant_events e JOIN wxsub_grants g ON g.id = e.grant_id \
+                         WHERE g.{} ORDER BY e.id",
+                        KEY.replace(" AND ", " AND g.")
+                    ))
+                    .bind(key.appid.as_str())
+                    .bind(key.template_id.as_str())
+                    .bind(scene(&key.scope()))
+                    .bind(key.openid.as_str())
+                    .fetch_all(p)
+                    .await?
+                    .into_iter()
+                    .map(|row| {
+                        Ok::<_, sqlx::Error>((
+                            row.try_get::<String, _>(0)?,
+                            row.try_get::<i64, _>(1)?,
+                            row.try_get::<Option<String>, _>(2)?,
+                            row.try_get::<String, _>(3)?,
+                            row.try_get::<i32, _>(4)?,
+                            row.try_get::<Option<String>, _>(5)?,
+                            row.try_get::<Option<String>, _>(6)?,
+                        ))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                })
+            })
+            .await?;
+        let letter = |s: &str| {
+            let mut chars = s.chars();
+            match (chars.next(), chars.next()) {
+                (Some(c), None) => Ok(c),
+                _ => Err(corrupt("wxsub_grant_events.state")),
+            }
+        };
+        rows.into_iter()
+            .map(|(kind, at, prior, state, attempts_, reservation, reason)| {
+                Ok(GrantEvent {
+                    kind: EventKind::parse(&kind).ok_or_else(|| corrupt("wxsub_grant_events.kind"))?,
+                    at: from_millis(at),
+                    prior: prior.as_deref().map(letter).transpose()?,
+                    state: letter(&state)?,
+                    attempts: attempts(attempts_)?,
+                    reservation,
+                    reason,
+                })
+            })
+            .collect()
+    }
+
+    /// Up to `limit` grants of `scope` under review, in `openid` order after `after`.
+    ///
+    /// # Errors
+    /// [`LedgerError::Backend`] when the database fails.
+    pub async fn reviews(
+        &self,
+        scope: &GrantScope,
+        after: Option<&OpenId>,
+        limit: usize,
+    ) -> Result<Vec<ReviewItem>, LedgerError> {
+        let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
+        let rows: Vec<(String, Option<String>, i32, i64)> = self
+            .sql
+            .run(async {
+                on_pool!(self.sql, |p, _q| {
+                    sqlx::query_as(
+                        "SELECT openid, reason, attempts, updated_ms FROM wxsub_grants \
+                         WHERE appid = $1 AND template_id = $2 AND scene = $3 AND state = 'V' \
+                         AND openid > $4 ORDER BY openid LIMIT $5",
+                    )
+                    .bind(scope.appid.as_str())
+                    .bind(scope.template_id.as_str())
+                    .bind(scene(scope))
+                    .bind(after.map_or("", OpenId::as_str))
+                    .bind(limit)
+                    .fetch_all(p)
+                    .await
+                })
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(openid, reason, attempts_, since)| {
+                Ok(ReviewItem {
+                    openid: OpenId::new(openid).map_err(|_| corrupt("wxsub_grants.openid"))?,
+                    reason: reason.unwrap_or_default(),
+                    attempts: attempts(attempts_)?,
+                    since: from_millis(since),
+                })
+            })
+            .collect()
+    }
+
+    /// Decides a grant under review, with a note for the audit trail (who decided and on what
+    /// evidence). Returns `false`, changing nothing, when the grant is not under review.
+    ///
+    /// # Errors
+    /// [`LedgerError::Backend`] when the database fails.
+    pub async fn resolve(
+        &self,
+        key: &GrantKey,
+        resolution: Resolution,
+        note: &str,
+    ) -> Result<bool, LedgerError> {
+        let (state, attempts_reset) = match resolution {
+            Resolution::Delivered => ("D", false),
+            Resolution::Release => ("P", true),
+            Resolution::Drop => ("X", false),
+        };
+        let scope = key.scope();
+        let done = self
+            .sql
+            .run(async {
+                on_pool!(self.sql, |p, q| {
+                    let mut tx = p.begin_with(q.begin).await?;
+                    let row: Option<(i64, i32, i64)> = sqlx::query_as(&q.sql(&format!(
+                        "UPDATE wxsub_grants SET state = $5, \
+                         attempts = CASE WHEN $6 THEN 0 ELSE attempts END, \
+                         reason = CASE WHEN $5 = 'X' THEN $7 ELSE NULL END, \
+                         version = version + 1, updated_ms = NOW_MS \
+                         WHERE {KEY} AND state = 'V' RETURNING id, attempts, updated_ms"
+                    )))
+                    .bind(key.appid.as_str())
+                    .bind(key.template_id.as_str())
+                    .bind(scene(&scope))
+                    .bind(key.openid.as_str())
+                    .bind(state)
+                    .bind(attempts_reset)
+                    .bind(note)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let Some((id, attempts_, at)) = row else { return Ok(false) };
+                    event!(
+                        tx,
+                        id,
+                        at,
+                        EventKind::Resolved,
+                        Some("V"),
+                        state,
+                        attempts_,
+                        None::<&str>,
+                        Some(note)
+                    );
+                    bump!(tx, q, &scope, vec![("V", -1), (counter(state), 1)]);
+                    tx.commit().await?;
+                    Ok::<_, sqlx::Error>(true)
+                })
+            })
+            .await?;
+        Ok(done)
+    }
+}
+
+#[async_trait::async_trait]
+impl GrantLedger for SqlGrantLedger {
+    async fn record(&self, key: &GrantKey, _now: SystemTime) -> Result<Recorded, LedgerError> {
+        let scope = key.scope();
+        let found = self
+            .sql
+            .run(async {
+                on_pool!(self.sql, |p, q| {
+                    let mut tx = p.begin_with(q.begin).await?;
+                    let added: Option<(i64, i64)> = sqlx::query_as(&q.sql(
+                        "INSERT INTO wxsub_grants (appid, template_id, scene, openid, state, updated_ms) \
+                         VALUES ($1, $2, $3, $4, 'P', NOW_MS) \
+                         ON CONFLICT (appid, template_id, scene, openid) DO NOTHING RETURNING id, updated_ms",
+                    ))
+                    .bind(key.appid.as_str())
+                    .bind(key.template_id.as_str())
+                    .bind(scene(&scope))
+                    .bind(key.openid.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if let Some((id, at)) = added {
+                        event!(tx, id, at, EventKind::Confirmed, None::<&str>, "P", 0, None::<&str>, None::<&str>);
+                        bump!(tx, q, &scope, vec![("O", 1)]);
+                        tx.commit().await?;
+                        return Ok(Found::Added);
+                    }
+                    let (id, state, old_attempts, reason): (i64, String, i32, Option<String>) =
+                        sqlx::query_as(&q.sql(&format!(
+                            "SELECT id, state, attempts, reason FROM wxsub_grants WHERE {KEY} FOR_UPDATE"
+                        )))
+                        .bind(key.appid.as_str())
+                        .bind(key.template_id.as_str())
+                        .bind(scene(&scope))
+                        .bind(key.openid.as_str())
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    if state == "P" || state == "R" {
+                        tx.rollback().await?;
+                        return Ok(Found::Already);
+                    }
+                    let at: i64 = sqlx::query_scalar(&q.sql(
+                        "UPDATE wxsub_grants SET state = 'P', attempts = 0, until_ms = 0, reservation = NULL, \
+                         reason = NULL, version = version + 1, updated_ms = NOW_MS WHERE id = $1 \
+                         RETURNING updated_ms",
+                    ))
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    event!(tx, id, at, EventKind::Confirmed, Some(state.as_str()), "P", old_attempts, None::<&str>, reason);
+                    bump!(tx, q, &scope, vec![(state.as_str(), -1), ("O", 1)]);
+                    tx.commit().await?;
+                    Ok::<_, sqlx::Error>(Found::Renewed)
+                })
+            })
+            .await?;
+        Ok(match found {
+            Found::Added => Recorded::Added,
+            Found::Already => Recorded::AlreadyPending,
+            Found::Renewed => Recorded::Renewed,
+        })
+    }
+
+    async fn pending_page(
+        &self,
+        scope: &GrantScope,
+        after: Option<&OpenId>,
+        limit: usize,
+        _now: SystemTime,
+    ) -> Result<Vec<OpenId>, LedgerError> {
+        let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
+        let ids: Vec<String> = self
+            .sql
+            .run(async {
+                on_pool!(self.sql, |p, q| {
+                    sqlx::query_scalar(&q.sql(&format!(
+                        "SELECT openid FROM wxsub_grants \
+                         WHERE appid = $1 AND template_id = $2 AND scene = $3 AND state IN ('P', 'R') \
+                         AND {TAKEABLE} AND openid > $4 ORDER BY openid LIMIT $5"
+                    )))
+                    .bind(scope.appid.as_str())
+                    .bind(scope.template_id.as_str())
+                    .bind(scene(scope))
+                    .bind(after.map_or("", OpenId::as_str))
+                    .bind(limit)
+                    .fetch_all(p)
+                    .await
+                })
+            })
+            .await?;
+        ids.into_iter().map(|id| OpenId::new(id).map_err(|_| corrupt("wxsub_grants.openid"))).collect()
+    }
+
+    async fn reserve(
+        &self,
+        key: &GrantKey,
+        holder: &str,
+        lease: Duration,
+        _now: SystemTime,
+    ) -> Result<Option<Reservation>, LedgerError> {
+        let scope = key.scope();
+        let row: Option<(i64, i32, i64, String, i64)> = self
+            .sql
+            .run(async {
+                on_pool!(self.sql, |p, q| {
+                    let mut tx = p.begin_with(q.begin).await?;
+                    let row: Option<(i64, i32, i64, String, i64)> = sqlx::query_as(&q.sql(&format!(
+                        "UPDATE wxsub_grants SET state = 'R', attempts = attempts + 1, \
+                         until_ms = NOW_MS + $5, version = version + 1, updated_ms = NOW_MS, \
+                         reservation = CAST($6 AS TEXT) || '-' || CAST(id AS TEXT) || '.' || CAST(version + 1 AS TEXT) \
+                         WHERE {KEY} AND {TAKEABLE} \
+                         RETURNING id, attempts, until_ms, reservation, updated_ms"
+                    )))
+                    .bind(key.appid.as_str())
+                    .bind(key.template_id.as_str())
+                    .bind(scene(&scope))
+                    .bind(key.openid.as_str())
+                    .bind(millis(lease))
+                    .bind(holder)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if let Some((id, attempts_, _, reservation, at)) = &row {
+                        event!(tx, *id, *at, EventKind::Reserved, None::<&str>, "R", *attempts_, Some(reservation.as_str()), None::<&str>);
+                    }
+                    tx.commit().await?;
+                    Ok::<_, sqlx::Error>(row)
+                })
+            })
+            .await?;
+        row.map(|(_, attempt, until, id, _)| {
+            Ok(Reservation { key: key.clone(), id, until: from_millis(until), attempt: attempts(attempt)? })
+        })
+        .transpose()
+    }
+
+    async fn settle(&self, r: &Reservation, settlement: Settlement) -> Result<(), LedgerError> {
+        let (state, kind, reason) = settled(&settlement);
+        let scope = r.key.scope();
+        let done = self
+            .sql
+            .run(async {
+                on_pool!(self.sql, |p, q| {
+                    let mut tx = p.begin_with(q.begin).await?;
+                    let row: Option<(i64, i64)> = sqlx::query_as(&q.sql(&format!(
+                        "UPDATE wxsub_grants SET state = $5, \
+                         attempts = CASE WHEN $5 = 'P' THEN 0 ELSE attempts END, \
+                         until_ms = 0, reservation = NULL, reason = $7, version = version + 1, \
+                         updated_ms = NOW_MS \
+                         WHERE {KEY} AND state = 'R' AND reservation = $6 RETURNING id, updated_ms"
+                    )))
+                    .bind(r.key.appid.as_str())
+                    .bind(r.key.template_id.as_str())
+                    .bind(scene(&scope))
+                    .bind(r.key.openid.as_str())
+                    .bind(state)
+                    .bind(&r.id)
+                    .bind(reason)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let Some((id, at)) = row else { return Ok(false) };
+                    let attempt = i32::try_from(r.attempt).unwrap_or(i32::MAX);
+                    event!(tx, id, at, kind, Some("R"), state, attempt, Some(r.id.as_str()), reason);
+                    if state != "P" {
+                        bump!(tx, q, &scope, vec![("O", -1), (state, 1)]);
+                    }
+                    tx.commit().await?;
+                    Ok::<_, sqlx::Error>(true)
+                })
+            })
+            .await?;
+        if done { Ok(()) } else { Err(LedgerError::LeaseLost) }
+    }
+
+    async fn get(&self, key: &GrantKey) -> Result<Option<GrantRecord>, LedgerError> {
+        let scope = key.scope();
+        #[allow(clippy::type_complexity)] // the columns, as read
+        let found: Option<(
+            (String, i32, i64, Option<String>),
+            Vec<(String, i32, i64, Option<String>)>,
+        )> = self
+            .sql
+            .run(async {
+                on_pool!(self.sql, |p, _q| {
+                    let row: Option<(i64, String, i32, i64, Option<String>)> = sqlx::query_as(&format!(
+                        "SELECT id, state, attempts, until_ms, reason FROM wxsub_grants WHERE {KEY}"
+                    ))
+                    .bind(key.appid.as_str())
+                    .bind(key.template_id.as_str())
+                    .bind(scene(&scope))
+                    .bind(key.openid.as_str())
+                    .fetch_optional(p)
+                    .await?;
+                    let Some((id, state, attempts_, until, reason)) = row else { return Ok(None) };
+                    // The earlier lives: the renewals in the audit trail, most recent last.
+                    let mut lives: Vec<(String, i32, i64, Option<String>)> = sqlx::query_as(
+                        "SELECT prior, attempts, at_ms, reason FROM wxsub_grant_events \
+                         WHERE grant_id = $1 AND kind = 'confirmed' AND prior IS NOT NULL \
+                         ORDER BY id DESC LIMIT $2",
+                    )
+                    .bind(id)
+                    .bind(i64::try_from(MAX_HISTORY).unwrap_or(16))
+                    .fetch_all(p)
+                    .await?;
+                    lives.reverse();
+                    Ok::<_, sqlx::Error>(Some(((state, attempts_, until, reason), lives)))
+                })
+            })
+            .await?;
+        let Some(((state, attempts_, until, reason), lives)) = found else { return Ok(None) };
+        let history = lives
+            .into_iter()
+            .map(|(prior, a, at, why)| {
+                Ok(PastGrant {
+                    status: status(&prior, 0, why)?,
+                    attempts: attempts(a)?,
+                    renewed_at: from_millis(at),
+                })
+            })
+            .collect::<Result<_, LedgerError>>()?;
+        Ok(Some(GrantRecord {
+            key: key.clone(),
+            status: status(&state, until, reason)?,
+            attempts: attempts(attempts_)?,
+            history,
+        }))
+    }
+
+    async fn counts(&self, scope: &GrantScope, _now: SystemTime) -> Result<GrantCounts, LedgerError> {
+        let (rows, live): (Vec<(String, i64)>, i64) = self
+            .sql
+            .run(async {
+                on_pool!(self.sql, |p, q| {
+                    let rows = sqlx::query_as(
+                        "SELECT state, n FROM wxsub_grant_counts WHERE appid = $1 AND template_id = $2 AND scene = $3",
+                    )
+                    .bind(scope.appid.as_str())
+                    .bind(scope.template_id.as_str())
+                    .bind(scene(scope))
+                    .fetch_all(p)
+                    .await?;
+                    // Live reservations: read from the index of reservations, never the grants.
+                    let live = sqlx::query_scalar(&q.sql(
+                        "SELECT COUNT(*) FROM wxsub_grants WHERE appid = $1 AND template_id = $2 AND scene = $3 \
+                         AND state = 'R' AND until_ms > NOW_MS",
+                    ))
+                    .bind(scope.appid.as_str())
+                    .bind(scope.template_id.as_str())
+                    .bind(scene(scope))
+                    .fetch_one(p)
+                    .await?;
+                    Ok::<_, sqlx::Error>((rows, live))
+                })
+            })
+            .await?;
+        let n = |v: i64| u64::try_from(v).map_err(|_| corrupt("wxsub_grant_counts.n"));
+        let mut counts = GrantCounts::default();
+        let mut open = 0;
+        for (state, v) in rows {
+            match state.as_str() {
+                "O" => open = n(v)?,
+                "D" => counts.delivered = n(v)?,
+                "V" => counts.review = n(v)?,
+                "X" => counts.dropped = n(v)?,
+                _ => return Err(corrupt("wxsub_grant_counts.state")),
+            }
+        }
+        counts.reserved = n(live)?;
+        counts.pending = open.checked_sub(counts.reserved).ok_or_else(|| corrupt("wxsub_grant_counts.n"))?;
+        Ok(counts)
+    }
+}

@@ -1,0 +1,260 @@
+//! The tests both databases run: `backend_tests!(factory)` expands them for one backend.
+
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc, dead_code, unreachable_pub)]
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use subscribe_client::test_util::{grant_ledger_contract, shared_token_store_contract};
+use subscribe_client::{
+    Clock as _, GrantKey, GrantLedger, GrantScope, GrantStatus, LedgerError, Recorded, Settlement,
+    SystemClock, TokenStore as _,
+};
+use subscribe_sql::{EventKind, Resolution, Sql, SqlGrantLedger};
+use subscribe_types::{AppId, OpenId, Scene, TemplateId};
+
+pub fn now() -> SystemTime {
+    SystemClock.now()
+}
+
+/// A scope no other test uses.
+pub fn scope(label: &str) -> GrantScope {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    GrantScope {
+        appid: AppId::new(format!("wx{:08x}{:08x}", std::process::id(), n)).unwrap(),
+        template_id: TemplateId::new(format!("tpl_{label}")).unwrap(),
+        scene: Scene::new(1).unwrap(),
+    }
+}
+
+pub fn user(i: usize) -> OpenId {
+    OpenId::new(format!("oUser{i:05}")).unwrap()
+}
+
+pub async fn contract_suites(sql: Sql) {
+    grant_ledger_contract(Arc::new(SqlGrantLedger::new(sql.clone()))).await;
+    shared_token_store_contract(Arc::new(subscribe_sql::SqlTokenStore::new(sql))).await;
+}
+
+/// Leases are timed by the database's clock: a caller whose clock runs an hour ahead (or
+/// behind) neither sees a live reservation as lapsed nor keeps one alive.
+pub async fn leases_ignore_the_callers_clock(sql: Sql) {
+    let ledger = SqlGrantLedger::new(sql);
+    let scope = scope("skew");
+    let key = scope.key(user(1));
+    ledger.record(&key, now()).await.unwrap();
+    let lease = Duration::from_secs(30);
+    let skewed_back = now() - Duration::from_secs(3600);
+    let r = ledger.reserve(&key, "behind", lease, skewed_back).await.unwrap().unwrap();
+    let ahead = now() + Duration::from_secs(3600);
+    assert!(
+        ledger.reserve(&key, "ahead", lease, ahead).await.unwrap().is_none(),
+        "a caller an hour ahead cannot take a live reservation"
+    );
+    assert!(ledger.pending_page(&scope, None, 10, ahead).await.unwrap().is_empty(), "nor sees it pending");
+    let c = ledger.counts(&scope, ahead).await.unwrap();
+    assert_eq!((c.pending, c.reserved), (0, 1), "counts go by the database's clock too");
+    // The lease ends by the database's clock: 30 s from now, not from the caller's `now`.
+    let until = r.until.duration_since(now()).unwrap_or_default();
+    assert!(
+        until > Duration::from_secs(28) && until <= lease,
+        "until {until:?} is 30 s from the database's now"
+    );
+
+    // A short lease lapses by the database's clock, whatever the caller says.
+    let short = scope.key(user(2));
+    ledger.record(&short, now()).await.unwrap();
+    let first = ledger.reserve(&short, "a", Duration::from_millis(50), ahead).await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    let second = ledger
+        .reserve(&short, "b", lease, skewed_back)
+        .await
+        .unwrap()
+        .expect("lapsed by the database's clock");
+    assert_eq!(second.attempt, 2);
+    assert!(matches!(ledger.settle(&first, Settlement::Delivered).await, Err(LedgerError::LeaseLost)));
+}
+
+/// Every transition is in the audit trail, in order, with its reservation and reason; a
+/// review is listed and resolved with a note.
+pub async fn every_transition_is_audited(sql: Sql) {
+    let ledger = SqlGrantLedger::new(sql);
+    let scope = scope("audit");
+    let key = scope.key(user(7));
+    ledger.record(&key, now()).await.unwrap();
+    let r1 = ledger.reserve(&key, "d1", Duration::from_secs(30), now()).await.unwrap().unwrap();
+    ledger.settle(&r1, Settlement::Release).await.unwrap();
+    let r2 = ledger.reserve(&key, "d1", Duration::from_secs(30), now()).await.unwrap().unwrap();
+    assert_ne!(r1.id, r2.id, "every reservation has its own id, even the same holder's");
+    ledger.settle(&r2, Settlement::Review("timeout after sending".into())).await.unwrap();
+
+    let reviews = ledger.reviews(&scope, None, 10).await.unwrap();
+    assert_eq!(reviews.len(), 1);
+    assert_eq!((reviews[0].openid.clone(), reviews[0].reason.as_str()), (user(7), "timeout after sending"));
+    assert!(
+        !ledger.resolve(&scope.key(user(8)), Resolution::Delivered, "x").await.unwrap(),
+        "not under review"
+    );
+    assert!(ledger.resolve(&key, Resolution::Delivered, "seen in the user's inbox (ops: li)").await.unwrap());
+    assert!(!ledger.resolve(&key, Resolution::Release, "twice").await.unwrap(), "a review is decided once");
+    assert_eq!(ledger.get(&key).await.unwrap().unwrap().status, GrantStatus::Delivered);
+    assert!(ledger.reviews(&scope, None, 10).await.unwrap().is_empty());
+    assert_eq!(ledger.record(&key, now()).await.unwrap(), Recorded::Renewed);
+
+    let events = ledger.events(&key).await.unwrap();
+    let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            EventKind::Confirmed,
+            EventKind::Reserved,
+            EventKind::Released,
+            EventKind::Reserved,
+            EventKind::Review,
+            EventKind::Resolved,
+            EventKind::Confirmed
+        ]
+    );
+    let states: String = events.iter().map(|e| e.state).collect();
+    assert_eq!(states, "PRPRVDP");
+    assert_eq!(events[0].prior, None, "a new grant has no prior state");
+    assert_eq!(events[1].reservation.as_deref(), Some(r1.id.as_str()));
+    assert_eq!(events[4].reason.as_deref(), Some("timeout after sending"));
+    assert_eq!(events[5].reason.as_deref(), Some("seen in the user's inbox (ops: li)"));
+    assert_eq!((events[6].prior, events[6].attempts), (Some('D'), 1), "the renewal keeps the old life");
+    assert!(events.windows(2).all(|w| w[0].at <= w[1].at), "in time order");
+    let c = ledger.counts(&scope, now()).await.unwrap();
+    assert_eq!(
+        (c.pending, c.delivered, c.review),
+        (1, 0, 0),
+        "the renewed grant is pending; counters follow"
+    );
+}
+
+/// The counters agree with the grants themselves after a mix of every transition, from many
+/// tasks at once.
+pub async fn counters_agree_with_the_grants(sql: Sql) {
+    let ledger = Arc::new(SqlGrantLedger::new(sql));
+    let scope = scope("counts");
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..60 {
+        let (ledger, key) = (Arc::clone(&ledger), scope.key(user(i)));
+        tasks.spawn(async move {
+            ledger.record(&key, now()).await.unwrap();
+            ledger.record(&key, now()).await.unwrap();
+            let settlement = match i % 5 {
+                0 => return,
+                1 => Settlement::Delivered,
+                2 => Settlement::Release,
+                3 => Settlement::Review("unknown".into()),
+                _ => Settlement::Drop("43101".into()),
+            };
+            let r = ledger.reserve(&key, "h", Duration::from_secs(30), now()).await.unwrap().unwrap();
+            if i % 10 == 9 {
+                return; // left reserved
+            }
+            ledger.settle(&r, settlement).await.unwrap();
+        });
+    }
+    while let Some(t) = tasks.join_next().await {
+        t.unwrap();
+    }
+    let mut expected = subscribe_client::GrantCounts::default();
+    for i in 0..60 {
+        match ledger.get(&scope.key(user(i))).await.unwrap().unwrap().status {
+            GrantStatus::Pending => expected.pending += 1,
+            GrantStatus::Reserved { .. } => expected.reserved += 1,
+            GrantStatus::Delivered => expected.delivered += 1,
+            GrantStatus::Review { .. } => expected.review += 1,
+            GrantStatus::Dropped { .. } => expected.dropped += 1,
+            _ => unreachable!(),
+        }
+    }
+    assert_eq!(ledger.counts(&scope, now()).await.unwrap(), expected);
+    assert_eq!(expected.reserved, 6);
+}
+
+/// What a restarted process finds: the grants and their states, through a new connection.
+pub async fn grants_survive_a_new_connection(first: Sql, second: Sql) {
+    let scope = scope("restart");
+    let key = scope.key(user(3));
+    {
+        let ledger = SqlGrantLedger::new(first);
+        ledger.record(&key, now()).await.unwrap();
+        let r = ledger.reserve(&key, "gone", Duration::from_secs(30), now()).await.unwrap().unwrap();
+        ledger.settle(&r, Settlement::Delivered).await.unwrap();
+        ledger.record(&scope.key(user(4)), now()).await.unwrap();
+    }
+    let ledger = SqlGrantLedger::new(second);
+    assert_eq!(ledger.get(&key).await.unwrap().unwrap().status, GrantStatus::Delivered);
+    assert_eq!(ledger.pending_page(&scope, None, 10, now()).await.unwrap(), vec![user(4)]);
+    assert_eq!(ledger.sql().schema_versions().await.unwrap(), vec![1]);
+    ledger.sql().migrate().await.expect("migrating again changes nothing");
+    assert_eq!(ledger.sql().schema_versions().await.unwrap(), vec![1]);
+}
+
+/// Debug output and errors never show the URL's password or a token.
+pub async fn secrets_stay_out_of_debug_and_errors(sql: Sql, url_with_password: &str) {
+    let builder = Sql::builder(url_with_password);
+    let shown = format!("{builder:?} {sql:?} {:?}", SqlGrantLedger::new(sql.clone()));
+    assert!(!shown.contains("s3cr3t"), "{shown}");
+    let store = subscribe_sql::SqlTokenStore::new(sql);
+    let app = scope("secret").appid;
+    let token = subscribe_client::CachedToken::new(
+        subscribe_types::AccessToken::new("ACCESS_TOKEN_SECRET_VALUE").unwrap(),
+        now() + Duration::from_secs(7200),
+    );
+    let saved = store.save(&app, &token).await.unwrap();
+    let shown = format!("{saved:?} {store:?}");
+    assert!(!shown.contains("ACCESS_TOKEN_SECRET_VALUE"), "{shown}");
+}
+
+/// A database that does not answer gives a typed error within the operation timeout, naming
+/// neither the URL nor its password.
+pub async fn an_absent_database_fails_fast_and_typed(url_with_password: &str) {
+    let started = std::time::Instant::now();
+    let e = Sql::builder(url_with_password).op_timeout(Duration::from_secs(1)).connect().await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(e.is_connection() || e.is_timeout() || e.is_migration(), "{e:?}");
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    assert!(!text.contains("s3cr3t"), "{text}");
+}
+
+/// The key grant a test records.
+pub fn key(scope: &GrantScope, i: usize) -> GrantKey {
+    scope.key(user(i))
+}
+
+/// One `#[tokio::test]` per shared test, on the backend `$sql` (an async expression giving a
+/// fresh `Sql`).
+#[macro_export]
+macro_rules! backend_tests {
+    ($sql:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn the_ledger_and_token_store_pass_the_client_contract_suites() {
+            common::contract_suites($sql).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn leases_are_timed_by_the_database_clock_not_the_callers() {
+            common::leases_ignore_the_callers_clock($sql).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn every_transition_is_in_the_audit_trail_and_reviews_are_resolved() {
+            common::every_transition_is_audited($sql).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn counters_agree_with_the_grants_under_concurrency() {
+            common::counters_agree_with_the_grants($sql).await;
+        }
+    };
+}

@@ -1,0 +1,69 @@
+//! `subscribe-sql` on the PostgreSQL at `POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`), a fresh schema per test. These tests fail, never
+//! skip, when PostgreSQL is absent: `cargo xtask ci` checks for it first and reports them as not
+//! run.
+
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use subscribe_sql::{Backend, Sql};
+
+fn url() -> String {
+    std::env::var("POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+fn fresh_schema() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = common::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("t_{}_{}_{nanos}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+async fn open(schema: &str) -> Sql {
+    let sql =
+        Sql::builder(url()).schema(schema).connect().await.unwrap_or_else(|e| {
+            panic!("PostgreSQL at POSTGRES_URL (or 127.0.0.1:5432/test) is required: {e}")
+        });
+    assert_eq!(sql.backend(), Backend::Postgres);
+    sql
+}
+
+async fn postgres() -> Sql {
+    open(&fresh_schema()).await
+}
+
+backend_tests!(postgres().await);
+
+#[tokio::test]
+async fn grants_survive_a_restart_in_the_schema() {
+    let schema = fresh_schema();
+    common::grants_survive_a_new_connection(open(&schema).await, open(&schema).await).await;
+}
+
+#[tokio::test]
+async fn secrets_stay_out_of_debug_and_errors() {
+    common::secrets_stay_out_of_debug_and_errors(postgres().await, "postgres://u:s3cr3t@127.0.0.1:5432/test")
+        .await;
+}
+
+#[tokio::test]
+async fn an_absent_server_fails_fast_and_typed() {
+    // Nothing listens on port 1.
+    common::an_absent_database_fails_fast_and_typed("postgres://u:s3cr3t@127.0.0.1:1/test").await;
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_a_typed_error_without_the_password() {
+    let e = Sql::builder("postgres://nosuchuser:s3cr3t@127.0.0.1:5432/test").connect().await.unwrap_err();
+    assert!(!format!("{e} {e:?}").contains("s3cr3t"));
+}
+
+#[tokio::test]
+async fn a_schema_name_is_checked_before_it_reaches_sql() {
+    for bad in ["", "Public", "a;drop table x", "1abc", &"a".repeat(64)] {
+        let e = Sql::builder(url()).schema(bad).lazy().unwrap_err();
+        assert!(e.is_configuration(), "{bad}: {e}");
+    }
+}

@@ -1,0 +1,59 @@
+//! `subscribe-sql` on SQLite (no server needed): a fresh database file per test.
+
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use subscribe_sql::{Backend, Sql};
+
+fn fresh_path() -> PathBuf {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("subscribe-sql");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{}-{}.db", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    path
+}
+
+async fn open(path: &std::path::Path) -> Sql {
+    let sql = Sql::builder(format!("sqlite:{}", path.display())).connect().await.unwrap();
+    assert_eq!(sql.backend(), Backend::Sqlite);
+    sql
+}
+
+async fn sqlite() -> Sql {
+    open(&fresh_path()).await
+}
+
+backend_tests!(sqlite().await);
+
+#[tokio::test]
+async fn grants_survive_a_restart_in_the_file() {
+    let path = fresh_path();
+    common::grants_survive_a_new_connection(open(&path).await, open(&path).await).await;
+}
+
+#[tokio::test]
+async fn secrets_stay_out_of_debug_and_errors() {
+    common::secrets_stay_out_of_debug_and_errors(sqlite().await, "postgres://u:s3cr3t@127.0.0.1:1/db").await;
+}
+
+#[tokio::test]
+async fn a_schema_is_refused_for_sqlite_and_a_bad_url_names_the_rule() {
+    let e = Sql::builder("sqlite::memory:").schema("x").lazy().unwrap_err();
+    assert!(e.is_configuration(), "{e}");
+    let e = Sql::builder("redis://127.0.0.1").lazy().unwrap_err();
+    assert!(e.is_configuration());
+}
+
+#[tokio::test]
+async fn an_unwritable_file_is_a_typed_error() {
+    let e = Sql::builder("sqlite:/proc/no/such/dir/grants.db").connect().await.unwrap_err();
+    assert!(e.is_connection() || e.is_migration(), "{e:?}");
+    assert!(!e.to_string().contains("/proc"), "the path is in the source, not the message: {e}");
+}
