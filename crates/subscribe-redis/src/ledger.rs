@@ -235,7 +235,8 @@ impl GrantLedger for RedisGrantLedger {
         now: SystemTime,
     ) -> Result<Option<Reservation>, LedgerError> {
         let [state, _, seq] = self.keys(&key.scope());
-        let until = now + lease;
+        // To the millisecond, as stored: the reservation and `get` must tell the same `until`.
+        let until = from_millis(millis(now + lease));
         let mut c = self.redis.conn.clone();
         let mut call = RESERVE.key(state);
         call.key(seq).arg(key.openid.as_str()).arg(holder).arg(millis(now)).arg(millis(until));

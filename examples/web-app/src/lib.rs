@@ -96,6 +96,10 @@ pub struct Config {
     pub app_session_key: Option<AppSessionKey>,
     /// `WEBAPP_APP_RATE_PER_MINUTE`: app API requests per user and minute (default 30).
     pub app_rate_per_minute: std::num::NonZeroU32,
+    /// Where grants are kept: `DATABASE_URL` (`postgres://…` or `sqlite:…`), or by default
+    /// the SQLite file `grants.db` in `WEBAPP_DATA_DIR` (default `data`), so a restart loses
+    /// nothing. `DATABASE_URL=memory` keeps them in memory (lost on restart). `None`: memory.
+    pub database_url: Option<String>,
 }
 
 impl Config {
@@ -123,8 +127,26 @@ impl std::fmt::Debug for Config {
             .field("admin_token", &self.admin_token)
             .field("app_session_key", &self.app_session_key)
             .field("app_rate_per_minute", &self.app_rate_per_minute)
+            // The URL may hold the database's password.
+            .field("database_url", &self.database_url.as_ref().map(|_| "[redacted]"))
             .finish()
     }
+}
+
+/// The service could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The client cannot be built from the configuration.
+    #[error("client: {0}")]
+    Client(#[from] subscribe_client::ConfigError),
+    /// The grant database cannot be opened or migrated (the URL is not shown: it may hold a
+    /// password).
+    #[error("grant database: {0}")]
+    Database(#[from] subscribe_sql::SqlError),
+    /// The data directory cannot be created.
+    #[error("cannot create the data directory: {0}")]
+    DataDir(#[source] std::io::Error),
 }
 
 /// A configuration variable is unusable.
@@ -217,6 +239,13 @@ impl Config {
                 std::num::NonZeroU32::new(n)
                     .ok_or_else(|| invalid("WEBAPP_APP_RATE_PER_MINUTE", "must be at least 1"))
             })?;
+        let database_url = match get("DATABASE_URL") {
+            Some(url) if url == "memory" => None,
+            Some(url) => Some(url),
+            None => {
+                Some(format!("sqlite:{}/grants.db", get("WEBAPP_DATA_DIR").unwrap_or_else(|| "data".into())))
+            }
+        };
         Ok(Self {
             listen,
             public_url,
@@ -233,6 +262,7 @@ impl Config {
             admin_token,
             app_session_key,
             app_rate_per_minute,
+            database_url,
         })
     }
 }
@@ -257,7 +287,30 @@ const COUNTS_TTL: Duration = Duration::from_secs(1);
 const COUNTS_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl AppState {
-    /// The client for `config`, and an in-memory grant ledger.
+    /// The client for `config`, with the grant ledger it names ([`Config::database_url`]): a
+    /// SQL database (its directory and schema created if missing), or memory.
+    ///
+    /// # Errors
+    /// [`StartError`] when the client cannot be built or the database cannot be opened.
+    pub async fn open(config: Config) -> Result<Self, StartError> {
+        let ledger: Arc<dyn GrantLedger> = match &config.database_url {
+            None => Arc::new(InMemoryGrantLedger::new()),
+            Some(url) => {
+                if let Some(file) = url.strip_prefix("sqlite:")
+                    && let Some(dir) = std::path::Path::new(file).parent()
+                    && !dir.as_os_str().is_empty()
+                {
+                    std::fs::create_dir_all(dir).map_err(StartError::DataDir)?;
+                }
+                let sql = subscribe_sql::Sql::builder(url.clone()).connect().await?;
+                Arc::new(subscribe_sql::SqlGrantLedger::new(sql))
+            }
+        };
+        Ok(Self::with_ledger(config, ledger)?)
+    }
+
+    /// The client for `config`, and an in-memory grant ledger (whatever
+    /// [`Config::database_url`] says).
     ///
     /// # Errors
     /// [`subscribe_client::ConfigError`] when the client cannot be built from `config`.

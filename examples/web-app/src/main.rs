@@ -25,10 +25,10 @@ async fn main() -> ExitCode {
             "the app API is off: set WEBAPP_APP_SESSION_KEY (at least 32 bytes) to serve mobile apps"
         );
     }
-    let state = match web_app::AppState::new(config) {
+    let state = match web_app::AppState::open(config).await {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("web-app: client: {e}");
+            eprintln!("web-app: {e}");
             return ExitCode::from(2);
         }
     };

@@ -59,6 +59,8 @@ async fn start_full(
     let config = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
     let state = match ledger {
         Some(ledger) => AppState::with_ledger(config, ledger).unwrap(),
+        // What `main` does: the ledger the configuration names.
+        None if env.contains_key("DATABASE_URL") => AppState::open(config).await.unwrap(),
         None => AppState::new(config).unwrap(),
     };
     tokio::spawn(web_app::serve(listener, state.clone(), std::future::pending()));
@@ -250,6 +252,46 @@ async fn confirm_cancel_dispatch_and_exactly_one_message() {
     let (cookies, _) = w.admin_login().await;
     let (_, admin) = w.get(&w.url("/admin"), Some(&cookies)).await;
     assert_eq!((cell(&admin, "pending"), cell(&admin, "delivered")), (0, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_kept_in_sqlite_survive_a_restart_of_the_app() {
+    let dir =
+        std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("web-app-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    // The directory does not exist yet: the app creates it, as `data/` on a fresh machine.
+    let url = format!("sqlite:{}/data/grants.db", dir.display());
+    let w = start_with(&[("DATABASE_URL", &url)]).await;
+    let (alice, callback) = w.authorize(None, ALICE, "confirm").await;
+    assert_eq!(w.get(&callback, Some(&alice)).await.0, 200);
+    assert_eq!(w.health().await["grants"]["pending"], 1);
+
+    // The process restarts: a new app on the same file finds Alice's grant and sends it.
+    let restarted = start_with(&[("DATABASE_URL", &url), ("WECHAT_API_BASE", &w.sandbox.base_url())]).await;
+    assert_eq!(restarted.health().await["grants"]["pending"], 1, "the grant survived the restart");
+    let (status, report) = restarted.dispatch("到货提醒", "您关注的亚麻衬衫已到货").await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(cell(&report, "delivered"), 1);
+    assert_eq!(w.sandbox.state().inbox(ALICE).len(), 1);
+    tokio::time::sleep(Duration::from_millis(1100)).await; // past the first app's cached counts
+    assert_eq!(w.health().await["grants"]["delivered"], 1, "both see one database");
+}
+
+#[test]
+fn the_database_url_defaults_to_sqlite_in_the_data_dir_and_stays_out_of_debug() {
+    let env = |pairs: &'static [(&'static str, &'static str)]| {
+        Config::from_lookup(move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| (*v).to_owned()))
+            .unwrap()
+    };
+    assert_eq!(env(&[]).database_url.as_deref(), Some("sqlite:data/grants.db"));
+    assert_eq!(
+        env(&[("WEBAPP_DATA_DIR", "/var/lib/shop")]).database_url.as_deref(),
+        Some("sqlite:/var/lib/shop/grants.db")
+    );
+    assert_eq!(env(&[("DATABASE_URL", "memory")]).database_url, None);
+    let pg = env(&[("DATABASE_URL", "postgres://shop:s3cr3t@db/shop")]);
+    assert_eq!(pg.database_url.as_deref(), Some("postgres://shop:s3cr3t@db/shop"));
+    assert!(!format!("{pg:?}").contains("s3cr3t"));
 }
 
 /// `url` with the value of query parameter `key` replaced by `value`.
