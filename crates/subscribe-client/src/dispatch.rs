@@ -285,7 +285,9 @@ impl Dispatcher {
         self
     }
 
-    /// Pending grants read per ledger query (default 256).
+    /// The most grants claimed per ledger query (default 256). A dispatch claims at most as
+    /// many as it has workers (and, with a [rate limit](Self::rate_limit), a second's worth), so
+    /// a claimed grant waits for a free worker at most one batch long.
     pub fn page_size(mut self, n: usize) -> Self {
         self.page_size = n.max(1);
         self
@@ -301,9 +303,11 @@ impl Dispatcher {
     /// Sends one message to every pending grant, until none is left or the cancellation token
     /// is cancelled. May be called again (a later run takes what is pending then).
     ///
-    /// One task reads pending grants page by page and reserves them, a fixed pool of
-    /// [`concurrency`](Self::concurrency) long-lived workers sends and settles them, and this
-    /// task hands each outcome to the observer: memory does not grow with the number of grants.
+    /// One task claims pending grants in batches ([`GrantLedger::reserve_next`]), a fixed pool
+    /// of [`concurrency`](Self::concurrency) long-lived workers sends them, one task settles
+    /// the results in batches ([`GrantLedger::settle_many`]: whatever has finished while the
+    /// previous batch was written, so a database commits once per batch), and this task hands
+    /// each outcome to the observer: memory does not grow with the number of grants.
     ///
     /// # Errors
     /// [`DispatchError::Unconfigured`] without [`grants`](Self::grants) or
@@ -319,8 +323,17 @@ impl Dispatcher {
         report.progress.remaining = pending;
         info!(appid = %scope.appid, template = %scope.template_id, scene = scene.get(), pending, "dispatch starts");
 
-        // One reserved grant waits for a free worker at most.
+        // A claim: no more than the workers can start soon, nor than a second of the rate.
+        let mut batch = self.page_size.min(self.concurrency);
+        if let Some(rate) = self.rate {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // rate > 0, finite
+            let per_second = rate.ceil().min(1e6) as usize;
+            batch = batch.min(per_second);
+        }
+        let batch = batch.max(1);
+        // One claimed grant waits for a free worker at most, beside the rest of its batch.
         let (grants_tx, grants_rx) = mpsc::channel::<Reservation>(1);
+        let (settle_tx, settle_rx) = mpsc::channel::<Finished>(self.concurrency);
         let (outcomes_tx, mut outcomes_rx) = mpsc::channel::<RecipientOutcome>(self.concurrency);
         let sent = Arc::new(AtomicU64::new(0));
         let feeder = tokio::spawn(feed(Feed {
@@ -331,13 +344,14 @@ impl Dispatcher {
             cancel: self.cancel.clone(),
             holder: self.holder.clone(),
             lease: self.lease,
-            page_size: self.page_size,
+            batch,
             sent: Arc::clone(&sent),
             grants: grants_tx,
         }));
+        tokio::spawn(settle(Arc::clone(&self.ledger), settle_rx, outcomes_tx, self.concurrency));
         let grants_rx = Arc::new(tokio::sync::Mutex::new(grants_rx));
         for _ in 0..self.concurrency {
-            let (grants, outcomes) = (Arc::clone(&grants_rx), outcomes_tx.clone());
+            let (grants, finished) = (Arc::clone(&grants_rx), settle_tx.clone());
             let (client, ledger, build) = (self.client.clone(), Arc::clone(&self.ledger), Arc::clone(&build));
             let (cancel, sent) = (self.cancel.clone(), Arc::clone(&sent));
             tokio::spawn(async move {
@@ -349,14 +363,14 @@ impl Dispatcher {
                         sent.fetch_sub(1, Ordering::AcqRel);
                         continue;
                     }
-                    let outcome = send_one(&client, &*ledger, &*build, reservation).await;
-                    if outcomes.send(outcome).await.is_err() {
+                    let done = send_one(&client, &*build, reservation).await;
+                    if finished.send(done).await.is_err() {
                         break;
                     }
                 }
             });
         }
-        drop(outcomes_tx);
+        drop(settle_tx);
         while let Some(outcome) = outcomes_rx.recv().await {
             let done = sent.load(Ordering::Acquire);
             report.progress.sent = done;
@@ -411,49 +425,106 @@ struct Feed {
     cancel: CancellationToken,
     holder: String,
     lease: Duration,
-    page_size: usize,
+    batch: usize,
     sent: Arc<AtomicU64>,
     grants: mpsc::Sender<Reservation>,
 }
 
-/// Reads pending grants page by page, reserves each (after the rate limiter) and hands it to
-/// the workers, until none is left, the dispatch is cancelled, or the ledger fails.
+/// Claims pending grants in batches and hands each to a free worker (after the rate
+/// limiter), until none is left, the dispatch is cancelled, or the ledger fails. Grants claimed
+/// but not handed out when the dispatch stops are released.
 async fn feed(f: Feed) -> Result<(), LedgerError> {
     let mut cursor: Option<OpenId> = None;
     while !f.cancel.is_cancelled() {
-        let page = f.ledger.pending_page(&f.scope, cursor.as_ref(), f.page_size, f.clock.now()).await?;
-        let Some(last) = page.last() else { return Ok(()) };
-        // A ledger whose page does not move past the cursor would keep this loop going forever.
-        if cursor.as_ref().is_some_and(|c| last <= c) {
-            return Err(LedgerError::backend("the ledger's pending_page did not advance past its cursor"));
+        let claimed =
+            f.ledger.reserve_next(&f.scope, cursor.as_ref(), f.batch, &f.holder, f.lease, f.clock.now()).await?;
+        let Some(next) = claimed.cursor else { return Ok(()) };
+        // A ledger whose claims do not move past the cursor would keep this loop going forever.
+        if cursor.as_ref().is_some_and(|c| &next <= c) {
+            release(&*f.ledger, claimed.reservations).await;
+            return Err(LedgerError::backend("the ledger's reserve_next did not advance past its cursor"));
         }
-        cursor = Some(last.clone());
-        for openid in page {
-            // Wait for a free worker first, so a grant is never reserved long before its send.
-            let Ok(slot) = f.grants.reserve().await else { return Ok(()) };
-            if f.cancel.is_cancelled() {
-                return Ok(());
-            }
+        cursor = Some(next);
+        let mut claimed = claimed.reservations.into_iter();
+        while let Some(reservation) = claimed.next() {
+            // Wait for a free worker, so a grant is never handed out long before its send.
+            let slot = match f.grants.reserve().await {
+                Ok(slot) if !f.cancel.is_cancelled() => slot,
+                _ => {
+                    release(&*f.ledger, std::iter::once(reservation).chain(claimed).collect()).await;
+                    return Ok(());
+                }
+            };
             if let Some(limiter) = &f.limiter {
                 limiter.until_ready().await;
             }
-            let key = f.scope.key(openid);
-            // `None`: another dispatcher has it, or it was settled meanwhile.
-            if let Some(reservation) = f.ledger.reserve(&key, &f.holder, f.lease, f.clock.now()).await? {
-                f.sent.fetch_add(1, Ordering::Release);
-                slot.send(reservation);
-            }
+            f.sent.fetch_add(1, Ordering::Release);
+            slot.send(reservation);
         }
     }
     Ok(())
 }
 
-async fn send_one(
-    client: &Client,
-    ledger: &dyn GrantLedger,
-    build: &MessageFn,
-    r: Reservation,
-) -> RecipientOutcome {
+/// Gives claimed grants back untouched (the dispatch stopped before sending them).
+async fn release(ledger: &dyn GrantLedger, reservations: Vec<Reservation>) {
+    if !reservations.is_empty() {
+        let _ = ledger.settle_many(reservations.into_iter().map(|r| (r, Settlement::Release)).collect()).await;
+    }
+}
+
+/// A send that finished: the reservation, how to settle it, and the outcome to report once
+/// it is settled.
+type Finished = (Reservation, Settlement, RecipientOutcome);
+
+/// The most settlements written in one [`GrantLedger::settle_many`].
+const MAX_SETTLE_BATCH: usize = 256;
+
+/// Settles finished sends in batches: whatever has finished while earlier batches were being
+/// written, at most `parallel` batches at once; then reports each outcome with its ledger
+/// error, if any.
+async fn settle(
+    ledger: Arc<dyn GrantLedger>,
+    mut finished: mpsc::Receiver<Finished>,
+    outcomes: mpsc::Sender<RecipientOutcome>,
+    parallel: usize,
+) {
+    let mut writing = tokio::task::JoinSet::new();
+    loop {
+        let first = tokio::select! {
+            item = finished.recv() => item,
+            Some(_) = writing.join_next(), if !writing.is_empty() => continue,
+        };
+        let Some(first) = first else { break };
+        let mut batch = vec![first];
+        while batch.len() < MAX_SETTLE_BATCH {
+            match finished.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        while writing.len() >= parallel {
+            writing.join_next().await;
+        }
+        let (ledger, outcomes) = (Arc::clone(&ledger), outcomes.clone());
+        writing.spawn(async move {
+            let (items, reports): (Vec<_>, Vec<_>) = batch.into_iter().map(|(r, s, o)| ((r, s), o)).unzip();
+            let mut results = ledger.settle_many(items).await.into_iter();
+            for mut outcome in reports {
+                outcome.ledger_error = match results.next() {
+                    Some(Ok(())) => None,
+                    Some(Err(e)) => Some(e.to_string()),
+                    None => Some("the ledger returned no result for this settlement".to_owned()),
+                };
+                if outcomes.send(outcome).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    while writing.join_next().await.is_some() {}
+}
+
+async fn send_one(client: &Client, build: &MessageFn, r: Reservation) -> Finished {
     let openid = r.key.openid.clone();
     // A panicking message function fails this grant, not the worker.
     let message = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build(&openid)));
@@ -478,8 +549,7 @@ async fn send_one(
         }
         Ok(Ok(msg)) => classify(client.send(&msg).await, r.attempt),
     };
-    let ledger_error = ledger.settle(&r, settlement).await.err().map(|e| e.to_string());
-    RecipientOutcome { openid, kind, errcode, detail, ledger_error }
+    (r, settlement, RecipientOutcome { openid, kind, errcode, detail, ledger_error: None })
 }
 
 /// The most characters of an error's text that a ledger reason or an outcome's detail keeps:

@@ -88,7 +88,7 @@ pub use error::{
     UnknownCause,
 };
 pub use grants::{
-    GrantCounts, GrantKey, GrantLedger, GrantRecord, GrantScope, GrantStatus, InMemoryGrantLedger,
+    Claimed, GrantCounts, GrantKey, GrantLedger, GrantRecord, GrantScope, GrantStatus, InMemoryGrantLedger,
     LedgerError, MAX_HISTORY, PastGrant, Recorded, Reservation, Settlement,
 };
 pub use rate::RateLimiter;

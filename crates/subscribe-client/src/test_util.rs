@@ -490,6 +490,60 @@ pub async fn grant_ledger_contract<L: crate::GrantLedger + ?Sized + 'static>(led
     let (before, after) = windows[4];
     assert_near(history[0].renewed_at, before, after, "history: the oldest entries go first");
 
+    // Claiming in batches: in openid order after the cursor, skipping what another sender
+    // holds; settling in batches: one result per item, a stale or repeated one LeaseLost.
+    let batch = GrantScope { scene: Scene::new(11).expect("scene"), ..scope.clone() };
+    for i in 0..10 {
+        ledger.record(&batch.key(user(i)), now()).await.expect("record");
+    }
+    let held = ledger.reserve(&batch.key(user(3)), "other", lease, now()).await.expect("reserve").expect("pending");
+    let first = ledger.reserve_next(&batch, None, 4, "d", lease, now()).await.expect("reserve_next");
+    let openids = |c: &crate::Claimed| c.reservations.iter().map(|r| r.key.openid.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        openids(&first),
+        vec![user(0), user(1), user(2), user(4)],
+        "reserve_next: the first `limit` pending grants in openid order, skipping a held one"
+    );
+    assert!(first.reservations.iter().all(|r| r.attempt == 1), "reserve_next: first attempts");
+    assert_eq!(first.cursor, Some(user(4)), "reserve_next: the cursor is the last openid examined");
+    let rest = ledger.reserve_next(&batch, first.cursor.as_ref(), 100, "d", lease, now()).await.expect("reserve_next");
+    assert_eq!(openids(&rest), (5..10).map(user).collect::<Vec<_>>(), "reserve_next: continues after the cursor");
+    let end = ledger.reserve_next(&batch, rest.cursor.as_ref(), 100, "d", lease, now()).await.expect("reserve_next");
+    assert_eq!((end.reservations.len(), end.cursor), (0, None), "reserve_next: nothing left after the cursor");
+    assert!(
+        ledger.reserve_next(&batch, None, 100, "d", lease, now()).await.expect("reserve_next").reservations.is_empty(),
+        "reserve_next: every grant is held"
+    );
+    let [r0, r1, r2, r4] = <[_; 4]>::try_from(first.reservations).expect("four");
+    let results = ledger
+        .settle_many(vec![
+            (r0.clone(), Settlement::Delivered),
+            (r1, Settlement::Release),
+            (r2, Settlement::Review("unknown".into())),
+            (r4, Settlement::Drop("43101".into())),
+            (r0, Settlement::Release),
+        ])
+        .await;
+    assert_eq!(results.len(), 5, "settle_many: one result per item");
+    assert!(results[..4].iter().all(Result::is_ok), "settle_many: current reservations settle: {results:?}");
+    assert!(matches!(results[4], Err(LedgerError::LeaseLost)), "settle_many: a settled reservation is lost");
+    let status = |i| {
+        let ledger = std::sync::Arc::clone(&ledger);
+        let key = batch.key(user(i));
+        async move { ledger.get(&key).await.expect("get").expect("record").status }
+    };
+    assert_eq!(status(0).await, GrantStatus::Delivered, "settle_many: delivered");
+    assert_eq!(status(1).await, GrantStatus::Pending, "settle_many: released");
+    assert_eq!(status(2).await, GrantStatus::Review { reason: "unknown".into() }, "settle_many: review");
+    assert_eq!(status(4).await, GrantStatus::Dropped { reason: "43101".into() }, "settle_many: dropped");
+    let c = ledger.counts(&batch, now()).await.expect("counts");
+    assert_eq!(
+        (c.pending, c.reserved, c.delivered, c.review, c.dropped),
+        (1, 6, 1, 1, 1),
+        "counts after batch claims and settlements"
+    );
+    ledger.settle(&held, Settlement::Release).await.expect("the other sender's reservation is untouched");
+
     // A holder whose lease lapsed and whom nobody replaced still settles: it finished late.
     let late = GrantScope { scene: Scene::new(9).expect("scene"), ..scope.clone() }.key(user(0));
     ledger.record(&late, now()).await.expect("record");

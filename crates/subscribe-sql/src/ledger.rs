@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use sqlx::Row as _;
 use subscribe_client::{
-    GrantCounts, GrantKey, GrantLedger, GrantRecord, GrantScope, GrantStatus, LedgerError, MAX_HISTORY,
+    Claimed, GrantCounts, GrantKey, GrantLedger, GrantRecord, GrantScope, GrantStatus, LedgerError, MAX_HISTORY,
     PastGrant, Recorded, Reservation, Settlement,
 };
 use subscribe_types::OpenId;
@@ -402,6 +402,78 @@ impl SqlGrantLedger {
     }
 }
 
+impl SqlGrantLedger {
+    /// Settles reservations of one scope (distinct openids) in one transaction; says for each
+    /// whether it was still current and is now settled.
+    async fn settle_scope(&self, scope: &GrantScope, items: Vec<(&Reservation, &Settlement)>) -> Result<Vec<bool>, SqlError> {
+        let returned: Vec<(i64, String, i64)> = self
+            .sql
+            .run(async {
+                on_pool!(self.sql, |p, q| {
+                    let mut tx = p.begin_with(q.begin).await?;
+                    let mut update = sqlx::QueryBuilder::new(
+                        "UPDATE wxsub_grants SET state = v.column3, \
+                         attempts = CASE WHEN v.column3 = 'P' THEN 0 ELSE wxsub_grants.attempts END, \
+                         until_ms = 0, reservation = NULL, reason = v.column4, \
+                         version = wxsub_grants.version + 1, updated_ms = ",
+                    );
+                    update.push(q.now_ms).push(" FROM (");
+                    update.push_values(&items, |mut b, (r, s)| {
+                        let (state, _, reason) = settled(s);
+                        b.push_bind(r.key.openid.as_str()).push_bind(r.id.as_str()).push_bind(state).push_bind(reason);
+                    });
+                    update
+                        .push(") AS v WHERE wxsub_grants.appid = ")
+                        .push_bind(scope.appid.as_str())
+                        .push(" AND wxsub_grants.template_id = ")
+                        .push_bind(scope.template_id.as_str())
+                        .push(" AND wxsub_grants.scene = ")
+                        .push_bind(scene(scope))
+                        .push(
+                            " AND wxsub_grants.openid = v.column1 AND wxsub_grants.state = 'R' \
+                             AND wxsub_grants.reservation = v.column2 \
+                             RETURNING wxsub_grants.id, wxsub_grants.openid, wxsub_grants.updated_ms",
+                        );
+                    let returned: Vec<(i64, String, i64)> = update.build_query_as().fetch_all(&mut *tx).await?;
+                    if !returned.is_empty() {
+                        let by_openid: std::collections::HashMap<&str, (i64, i64)> =
+                            returned.iter().map(|(id, o, at)| (o.as_str(), (*id, *at))).collect();
+                        let mut insert = sqlx::QueryBuilder::new(
+                            "INSERT INTO wxsub_grant_events (grant_id, at_ms, kind, prior, state, attempts, reservation, reason) ",
+                        );
+                        let applied = items.iter().filter_map(|(r, s)| by_openid.get(r.key.openid.as_str()).map(|v| (v, r, s)));
+                        insert.push_values(applied, |mut b, ((id, at), r, s)| {
+                            let (state, kind, reason) = settled(s);
+                            b.push_bind(*id)
+                                .push_bind(*at)
+                                .push_bind(kind.as_str())
+                                .push_bind("R")
+                                .push_bind(state)
+                                .push_bind(i32::try_from(r.attempt).unwrap_or(i32::MAX))
+                                .push_bind(r.id.as_str())
+                                .push_bind(reason);
+                        });
+                        insert.build().execute(&mut *tx).await?;
+                        let mut deltas: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+                        for (r, s) in &items {
+                            let (state, _, _) = settled(s);
+                            if state != "P" && by_openid.contains_key(r.key.openid.as_str()) {
+                                *deltas.entry("O").or_default() -= 1;
+                                *deltas.entry(state).or_default() += 1;
+                            }
+                        }
+                        bump!(tx, q, scope, deltas.into_iter().collect());
+                    }
+                    tx.commit().await?;
+                    Ok::<_, sqlx::Error>(returned)
+                })
+            })
+            .await?;
+        let applied: std::collections::HashSet<&str> = returned.iter().map(|(_, o, _)| o.as_str()).collect();
+        Ok(items.iter().map(|(r, _)| applied.contains(r.key.openid.as_str())).collect())
+    }
+}
+
 #[async_trait::async_trait]
 impl GrantLedger for SqlGrantLedger {
     async fn record(&self, key: &GrantKey, _now: SystemTime) -> Result<Recorded, LedgerError> {
@@ -671,4 +743,110 @@ impl GrantLedger for SqlGrantLedger {
         counts.pending = open.checked_sub(counts.reserved).ok_or_else(|| corrupt("wxsub_grant_counts.n"))?;
         Ok(counts)
     }
+
+    async fn reserve_next(
+        &self,
+        scope: &GrantScope,
+        after: Option<&OpenId>,
+        limit: usize,
+        holder: &str,
+        lease: Duration,
+        _now: SystemTime,
+    ) -> Result<Claimed, LedgerError> {
+        let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
+        let mut rows: Vec<(i64, String, i32, i64, String, i64)> = self
+            .sql
+            .run(async {
+                on_pool!(self.sql, |p, q| {
+                    let mut tx = p.begin_with(q.begin).await?;
+                    // One statement: the first `limit` takeable grants after the cursor that no
+                    // other transaction holds (PostgreSQL skips locked rows; SQLite has one
+                    // writer at a time), reserved.
+                    let rows: Vec<(i64, String, i32, i64, String, i64)> = sqlx::query_as(&q.sql(&format!(
+                        "UPDATE wxsub_grants SET state = 'R', attempts = attempts + 1, \
+                         until_ms = NOW_MS + $6, version = version + 1, updated_ms = NOW_MS, \
+                         reservation = CAST($7 AS TEXT) || '-' || CAST(id AS TEXT) || '.' || CAST(version + 1 AS TEXT) \
+                         WHERE id IN (SELECT id FROM wxsub_grants WHERE appid = $1 AND template_id = $2 \
+                         AND scene = $3 AND state IN ('P', 'R') AND {TAKEABLE} AND openid > $4 \
+                         ORDER BY openid LIMIT $5 SKIP_LOCKED) \
+                         RETURNING id, openid, attempts, until_ms, reservation, updated_ms"
+                    )))
+                    .bind(scope.appid.as_str())
+                    .bind(scope.template_id.as_str())
+                    .bind(scene(scope))
+                    .bind(after.map_or("", OpenId::as_str))
+                    .bind(limit)
+                    .bind(millis(lease))
+                    .bind(holder)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    if !rows.is_empty() {
+                        let mut insert = sqlx::QueryBuilder::new(
+                            "INSERT INTO wxsub_grant_events (grant_id, at_ms, kind, prior, state, attempts, reservation, reason) ",
+                        );
+                        insert.push_values(&rows, |mut b, (id, _, attempts_, _, reservation, at)| {
+                            b.push_bind(*id)
+                                .push_bind(*at)
+                                .push_bind(EventKind::Reserved.as_str())
+                                .push_bind(None::<&str>)
+                                .push_bind("R")
+                                .push_bind(*attempts_)
+                                .push_bind(reservation.as_str())
+                                .push_bind(None::<&str>);
+                        });
+                        insert.build().execute(&mut *tx).await?;
+                    }
+                    tx.commit().await?;
+                    Ok::<_, sqlx::Error>(rows)
+                })
+            })
+            .await?;
+        rows.sort_unstable_by(|a, b| a.1.cmp(&b.1));
+        let reservations = rows
+            .into_iter()
+            .map(|(_, openid, attempt, until, id, _)| {
+                let openid = OpenId::new(openid).map_err(|_| corrupt("wxsub_grants.openid"))?;
+                Ok(Reservation { key: scope.key(openid), id, until: from_millis(until), attempt: attempts(attempt)? })
+            })
+            .collect::<Result<Vec<_>, LedgerError>>()?;
+        let cursor = reservations.last().map(|r| r.key.openid.clone());
+        Ok(Claimed { reservations, cursor })
+    }
+
+    async fn settle_many(&self, items: Vec<(Reservation, Settlement)>) -> Vec<Result<(), LedgerError>> {
+        // One transaction per scope (a dispatch settles one scope). An openid seen twice in the
+        // batch is settled on its own afterwards: one statement cannot apply both.
+        let mut results: Vec<Option<Result<(), LedgerError>>> = items.iter().map(|_| None).collect();
+        let mut groups: std::collections::BTreeMap<GrantScope, Vec<usize>> = std::collections::BTreeMap::new();
+        let mut later = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (i, (r, _)) in items.iter().enumerate() {
+            if seen.insert(&r.key) {
+                groups.entry(r.key.scope()).or_default().push(i);
+            } else {
+                later.push(i);
+            }
+        }
+        for (scope, idx) in groups {
+            match self.settle_scope(&scope, idx.iter().map(|&i| (&items[i].0, &items[i].1)).collect()).await {
+                Ok(applied) => {
+                    for (&i, ok) in idx.iter().zip(applied) {
+                        results[i] = Some(if ok { Ok(()) } else { Err(LedgerError::LeaseLost) });
+                    }
+                }
+                Err(e) => {
+                    let text = e.to_string();
+                    for &i in &idx {
+                        results[i] = Some(Err(LedgerError::backend(format!("batch settlement failed: {text}"))));
+                    }
+                }
+            }
+        }
+        for i in later {
+            let (r, s) = &items[i];
+            results[i] = Some(self.settle(r, s.clone()).await);
+        }
+        results.into_iter().map(|r| r.unwrap_or(Err(LedgerError::LeaseLost))).collect()
+    }
+
 }

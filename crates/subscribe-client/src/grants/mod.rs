@@ -219,6 +219,54 @@ pub trait GrantLedger: Send + Sync + fmt::Debug {
 
     /// Counts by status.
     async fn counts(&self, scope: &GrantScope, now: SystemTime) -> Result<GrantCounts, LedgerError>;
+
+    /// Reserves up to `limit` pending grants of `scope` whose `openid` comes after `after`, in
+    /// `openid` order: what a dispatcher claims in one go. The [`Claimed::cursor`] is where
+    /// the next call continues (`None`: nothing pending is left after `after`); grants another
+    /// sender holds are skipped.
+    ///
+    /// The default pages with [`pending_page`](Self::pending_page) and reserves each grant;
+    /// a database overrides it with one statement (`… FOR UPDATE SKIP LOCKED`).
+    async fn reserve_next(
+        &self,
+        scope: &GrantScope,
+        after: Option<&OpenId>,
+        limit: usize,
+        holder: &str,
+        lease: Duration,
+        now: SystemTime,
+    ) -> Result<Claimed, LedgerError> {
+        let page = self.pending_page(scope, after, limit.max(1), now).await?;
+        let cursor = page.last().cloned();
+        let mut reservations = Vec::with_capacity(page.len());
+        for openid in page {
+            if let Some(r) = self.reserve(&scope.key(openid), holder, lease, now).await? {
+                reservations.push(r);
+            }
+        }
+        Ok(Claimed { reservations, cursor })
+    }
+
+    /// Ends several reservations: one result per item, in order, each as
+    /// [`settle`](Self::settle) would give it. The default settles one after another; a
+    /// database overrides it with one transaction.
+    async fn settle_many(&self, items: Vec<(Reservation, Settlement)>) -> Vec<Result<(), LedgerError>> {
+        let mut results = Vec::with_capacity(items.len());
+        for (r, s) in items {
+            results.push(self.settle(&r, s).await);
+        }
+        results
+    }
+}
+
+/// What [`GrantLedger::reserve_next`] claimed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claimed {
+    /// The grants now held, in `openid` order.
+    pub reservations: Vec<Reservation>,
+    /// The last `openid` examined, where the next claim continues; `None` when nothing pending
+    /// was left after the given cursor.
+    pub cursor: Option<OpenId>,
 }
 
 #[async_trait::async_trait]
@@ -252,6 +300,20 @@ impl<T: GrantLedger + ?Sized> GrantLedger for std::sync::Arc<T> {
     }
     async fn counts(&self, scope: &GrantScope, now: SystemTime) -> Result<GrantCounts, LedgerError> {
         (**self).counts(scope, now).await
+    }
+    async fn reserve_next(
+        &self,
+        scope: &GrantScope,
+        after: Option<&OpenId>,
+        limit: usize,
+        holder: &str,
+        lease: Duration,
+        now: SystemTime,
+    ) -> Result<Claimed, LedgerError> {
+        (**self).reserve_next(scope, after, limit, holder, lease, now).await
+    }
+    async fn settle_many(&self, items: Vec<(Reservation, Settlement)>) -> Vec<Result<(), LedgerError>> {
+        (**self).settle_many(items).await
     }
 }
 
