@@ -13,6 +13,7 @@ pub(crate) fn bench(quick: bool) -> Result {
             &["cold-start", "1000"],
             &["dispatch", "5000"],
             &["dispatch", "50000"],
+            &["dispatch-sql", "5000"],
         ]
     } else {
         &[
@@ -23,6 +24,7 @@ pub(crate) fn bench(quick: bool) -> Result {
             &["dispatch", "10000"],
             &["dispatch", "100000"],
             &["dispatch", "1000000"],
+            &["dispatch-sql", "100000"],
         ]
     };
     let mut results = Vec::new();

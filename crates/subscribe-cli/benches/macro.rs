@@ -7,6 +7,7 @@
 //! cargo bench -p subscribe-cli --bench macro -- send-batch [lines] [concurrency]
 //! cargo bench -p subscribe-cli --bench macro -- cold-start [sends]
 //! cargo bench -p subscribe-cli --bench macro -- dispatch   [grants]
+//! cargo bench -p subscribe-cli --bench macro -- dispatch-sql [grants]   (in memory, SQLite, PostgreSQL)
 //! cargo bench -p subscribe-cli --bench macro -- faults     [sends] [concurrency] [markdown] [only=words] [broken=fail-all|resend-unknown]
 //! ```
 //!
@@ -40,8 +41,11 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
-use subscribe_client::{Client, Dispatcher, GrantKey, GrantLedger, InMemoryGrantLedger, RetryPolicy};
+use subscribe_client::{
+    Client, Dispatcher, GrantKey, GrantLedger, GrantScope, InMemoryGrantLedger, RetryPolicy,
+};
 use subscribe_sandbox::{DEMO_APPID, DEMO_SECRET, DEMO_TEMPLATE, SandboxConfig, SandboxHandle};
+use subscribe_sql::{Sql, SqlGrantLedger};
 use subscribe_types::{AppId, AppSecret, OpenId, Scene, SubscribeMessage, TemplateId};
 
 const TOKEN: &str = "BENCH_ACCESS_TOKEN_0123456789abcdef0123456789abcdef";
@@ -671,6 +675,96 @@ async fn dispatch(n: usize) -> serde_json::Value {
     })
 }
 
+/// One dispatch of every pending grant of `scope` over `ledger`: messages per second.
+async fn dispatch_rate(c: &Client, ledger: Arc<dyn GrantLedger>, scope: &GrantScope, n: usize) -> f64 {
+    let t0 = Instant::now();
+    let report = Dispatcher::new(c.clone(), ledger)
+        .concurrency(64)
+        .keep_outcomes(false)
+        .grants(scope.template_id.clone(), scope.scene)
+        .message(move |to: &OpenId| {
+            SubscribeMessage::builder(to.clone(), TemplateId::new(DEMO_TEMPLATE)?, Scene::new(4)?)
+                .title("到货提醒")
+                .content("您关注的商品已到货，点击查看详情。")
+                .build()
+        })
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(report.progress.delivered, n as u64, "{:?}", report.progress);
+    n as f64 / t0.elapsed().as_secs_f64()
+}
+
+/// The same dispatch of `n` grants on the in-memory ledger, on SQLite and on PostgreSQL (at
+/// `POSTGRES_URL`, default the local test database; "not run" when it does not answer), in
+/// one process against one server: messages per second and the ratios to the in-memory run.
+#[allow(clippy::disallowed_methods)] // a benchmark against a real server runs on wall-clock time
+async fn dispatch_sql(n: usize) -> serde_json::Value {
+    let server = fixed_server().await;
+    let c = client(&format!("http://{}", server.addr));
+    let _ = through_client(&c, leaked_messages(n.min(2_000), 4), 64).await;
+    let scope = GrantScope {
+        appid: c.appid().clone(),
+        template_id: TemplateId::new(DEMO_TEMPLATE).unwrap(),
+        scene: Scene::new(4).unwrap(),
+    };
+    let openids: Vec<OpenId> = (0..n).map(|i| OpenId::new(format!("oUser{i:010}")).unwrap()).collect();
+
+    let memory = Arc::new(InMemoryGrantLedger::new());
+    for openid in &openids {
+        memory.record(&scope.key(openid.clone()), SystemTime::now()).await.unwrap();
+    }
+    let memory_per_s = dispatch_rate(&c, memory, &scope, n).await;
+
+    let dir = std::env::temp_dir().join(format!("wxsub-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sqlite = Sql::builder(format!("sqlite:{}", dir.join("grants.db").display())).connect().await.unwrap();
+    let ledger = SqlGrantLedger::new(sqlite);
+    ledger.record_many(&scope, &openids).await.unwrap();
+    let sqlite_per_s = dispatch_rate(&c, Arc::new(ledger), &scope, n).await;
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let url =
+        std::env::var("POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    // A schema of its own per run, dropped with the run's database objects by nobody: the
+    // name says which run left it.
+    let schema = format!("bench_{}", std::process::id());
+    let postgres = match Sql::builder(url).schema(schema).op_timeout(Duration::from_secs(10)).connect().await
+    {
+        Ok(sql) => {
+            let ledger = SqlGrantLedger::new(sql);
+            ledger.record_many(&scope, &openids).await.unwrap();
+            Some(dispatch_rate(&c, Arc::new(ledger), &scope, n).await)
+        }
+        Err(e) => {
+            eprintln!("dispatch-sql: PostgreSQL not run: {e}");
+            None
+        }
+    };
+    let ratio = |x: f64| (x / memory_per_s * 1000.0).round() / 1000.0;
+    let mut violations = Vec::new();
+    // The target holds for the full run (100,000 grants); a quick run's figures mean little.
+    if let Some(pg) = postgres
+        && n >= 100_000
+        && ratio(pg) < 0.5
+    {
+        violations.push(format!(
+            "PostgreSQL dispatches at {} x the in-memory ledger (target: at least 0.5)",
+            ratio(pg)
+        ));
+    }
+    json!({
+        "violations": violations,
+        "scenario": "dispatch-sql",
+        "grants": n,
+        "memory_per_s": memory_per_s.round(),
+        "sqlite_per_s": sqlite_per_s.round(),
+        "sqlite_ratio": ratio(sqlite_per_s),
+        "postgres_per_s": postgres.map(f64::round),
+        "postgres_ratio": postgres.map(ratio),
+    })
+}
+
 /// `1234` as `1,234`.
 fn thousands(n: u64) -> String {
     let digits = n.to_string();
@@ -703,9 +797,10 @@ fn main() {
             "plain-client" => plain_client(&args[1], num(2, 50_000), num(3, 64)).await,
             "cold-start" => cold_start(num(1, 10_000)).await,
             "dispatch" => dispatch(num(1, 100_000)).await,
+            "dispatch-sql" => dispatch_sql(num(1, 100_000)).await,
             "faults" => faults::faults(num(1, 2_000), num(2, 32), &args).await,
             other => panic!(
-                "unknown scenario {other}: throughput | sandbox | send-batch | cold-start | dispatch | faults"
+                "unknown scenario {other}: throughput | sandbox | send-batch | cold-start | dispatch | dispatch-sql | faults"
             ),
         }
     });

@@ -285,9 +285,10 @@ impl Dispatcher {
         self
     }
 
-    /// The most grants claimed per ledger query (default 256). A dispatch claims at most as
-    /// many as it has workers (and, with a [rate limit](Self::rate_limit), a second's worth), so
-    /// a claimed grant waits for a free worker at most one batch long.
+    /// The most grants claimed per ledger query (default 256; with a
+    /// [rate limit](Self::rate_limit), at most a second's worth). One batch is claimed ahead
+    /// of the one being sent, so keep the [lease](Self::lease) well above the time two batches
+    /// take to send.
     pub fn page_size(mut self, n: usize) -> Self {
         self.page_size = n.max(1);
         self
@@ -323,8 +324,8 @@ impl Dispatcher {
         report.progress.remaining = pending;
         info!(appid = %scope.appid, template = %scope.template_id, scene = scene.get(), pending, "dispatch starts");
 
-        // A claim: no more than the workers can start soon, nor than a second of the rate.
-        let mut batch = self.page_size.min(self.concurrency);
+        // A claim: a page, but no more than a second of the rate.
+        let mut batch = self.page_size;
         if let Some(rate) = self.rate {
             #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // rate > 0, finite
             let per_second = rate.ceil().min(1e6) as usize;
@@ -333,7 +334,8 @@ impl Dispatcher {
         let batch = batch.max(1);
         // One claimed grant waits for a free worker at most, beside the rest of its batch.
         let (grants_tx, grants_rx) = mpsc::channel::<Reservation>(1);
-        let (settle_tx, settle_rx) = mpsc::channel::<Finished>(self.concurrency);
+        // Room for a whole batch of settlements while the previous ones are written.
+        let (settle_tx, settle_rx) = mpsc::channel::<Finished>(MAX_SETTLE_BATCH);
         let (outcomes_tx, mut outcomes_rx) = mpsc::channel::<RecipientOutcome>(self.concurrency);
         let sent = Arc::new(AtomicU64::new(0));
         let feeder = tokio::spawn(feed(Feed {
@@ -348,7 +350,7 @@ impl Dispatcher {
             sent: Arc::clone(&sent),
             grants: grants_tx,
         }));
-        tokio::spawn(settle(Arc::clone(&self.ledger), settle_rx, outcomes_tx, self.concurrency));
+        tokio::spawn(settle(Arc::clone(&self.ledger), settle_rx, outcomes_tx, SETTLE_WRITERS));
         let grants_rx = Arc::new(tokio::sync::Mutex::new(grants_rx));
         for _ in 0..self.concurrency {
             let (grants, finished) = (Arc::clone(&grants_rx), settle_tx.clone());
@@ -431,28 +433,28 @@ struct Feed {
 }
 
 /// Claims pending grants in batches and hands each to a free worker (after the rate
-/// limiter), until none is left, the dispatch is cancelled, or the ledger fails. Grants claimed
-/// but not handed out when the dispatch stops are released.
+/// limiter), until none is left, the dispatch is cancelled, or the ledger fails. The next batch
+/// is claimed while this one is handed out, so the ledger's latency overlaps the sends; grants
+/// claimed but not handed out when the dispatch stops are released.
 async fn feed(f: Feed) -> Result<(), LedgerError> {
-    let mut cursor: Option<OpenId> = None;
-    while !f.cancel.is_cancelled() {
-        let claimed =
-            f.ledger.reserve_next(&f.scope, cursor.as_ref(), f.batch, &f.holder, f.lease, f.clock.now()).await?;
-        let Some(next) = claimed.cursor else { return Ok(()) };
-        // A ledger whose claims do not move past the cursor would keep this loop going forever.
-        if cursor.as_ref().is_some_and(|c| &next <= c) {
-            release(&*f.ledger, claimed.reservations).await;
-            return Err(LedgerError::backend("the ledger's reserve_next did not advance past its cursor"));
-        }
-        cursor = Some(next);
-        let mut claimed = claimed.reservations.into_iter();
+    let (batches_tx, mut batches) = mpsc::channel::<Vec<Reservation>>(1);
+    let claiming = tokio::spawn(claim(
+        Arc::clone(&f.ledger),
+        f.scope.clone(),
+        f.clock.clone(),
+        f.cancel.clone(),
+        (f.holder.clone(), f.lease, f.batch),
+        batches_tx,
+    ));
+    'batches: while let Some(batch) = batches.recv().await {
+        let mut claimed = batch.into_iter();
         while let Some(reservation) = claimed.next() {
             // Wait for a free worker, so a grant is never handed out long before its send.
             let slot = match f.grants.reserve().await {
                 Ok(slot) if !f.cancel.is_cancelled() => slot,
                 _ => {
                     release(&*f.ledger, std::iter::once(reservation).chain(claimed).collect()).await;
-                    return Ok(());
+                    break 'batches;
                 }
             };
             if let Some(limiter) = &f.limiter {
@@ -462,19 +464,68 @@ async fn feed(f: Feed) -> Result<(), LedgerError> {
             slot.send(reservation);
         }
     }
+    // Stopped early: the claimer stops (its next wait for room fails), then the batch it
+    // claimed ahead goes back.
+    batches.close();
+    let result = match claiming.await {
+        Ok(result) => result,
+        Err(e) => Err(LedgerError::backend(format!("the dispatch's grant claimer failed: {e}"))),
+    };
+    while let Some(ahead) = batches.recv().await {
+        release(&*f.ledger, ahead).await;
+    }
+    result
+}
+
+/// Claims batches of pending grants in `openid` order until none is left, the dispatch is
+/// cancelled, the feeder stops taking them, or the ledger fails.
+async fn claim(
+    ledger: Arc<dyn GrantLedger>,
+    scope: GrantScope,
+    clock: crate::SharedClock,
+    cancel: CancellationToken,
+    (holder, lease, batch): (String, Duration, usize),
+    batches: mpsc::Sender<Vec<Reservation>>,
+) -> Result<(), LedgerError> {
+    let mut cursor: Option<OpenId> = None;
+    while !cancel.is_cancelled() {
+        // Wait for room first: at most one batch is claimed ahead of the one handed out.
+        let Ok(slot) = batches.reserve().await else { return Ok(()) };
+        let claimed =
+            ledger.reserve_next(&scope, cursor.as_ref(), batch, &holder, lease, clock.now()).await?;
+        let Some(next) = claimed.cursor else {
+            release(&*ledger, claimed.reservations).await;
+            return Ok(());
+        };
+        // A ledger whose claims do not move past the cursor would keep this loop going forever.
+        if cursor.as_ref().is_some_and(|c| &next <= c) {
+            release(&*ledger, claimed.reservations).await;
+            return Err(LedgerError::backend("the ledger's reserve_next did not advance past its cursor"));
+        }
+        cursor = Some(next);
+        if !claimed.reservations.is_empty() {
+            slot.send(claimed.reservations);
+        }
+    }
     Ok(())
 }
 
 /// Gives claimed grants back untouched (the dispatch stopped before sending them).
 async fn release(ledger: &dyn GrantLedger, reservations: Vec<Reservation>) {
     if !reservations.is_empty() {
-        let _ = ledger.settle_many(reservations.into_iter().map(|r| (r, Settlement::Release)).collect()).await;
+        let _ =
+            ledger.settle_many(reservations.into_iter().map(|r| (r, Settlement::Release)).collect()).await;
     }
 }
 
 /// A send that finished: the reservation, how to settle it, and the outcome to report once
 /// it is settled.
 type Finished = (Reservation, Settlement, RecipientOutcome);
+
+/// Batches of settlements written at once. Few, so batches grow while one is written: a
+/// database then commits many settlements at a time instead of contending for its counters
+/// with one transaction per send.
+const SETTLE_WRITERS: usize = 2;
 
 /// The most settlements written in one [`GrantLedger::settle_many`].
 const MAX_SETTLE_BATCH: usize = 256;

@@ -496,9 +496,11 @@ pub async fn grant_ledger_contract<L: crate::GrantLedger + ?Sized + 'static>(led
     for i in 0..10 {
         ledger.record(&batch.key(user(i)), now()).await.expect("record");
     }
-    let held = ledger.reserve(&batch.key(user(3)), "other", lease, now()).await.expect("reserve").expect("pending");
+    let held =
+        ledger.reserve(&batch.key(user(3)), "other", lease, now()).await.expect("reserve").expect("pending");
     let first = ledger.reserve_next(&batch, None, 4, "d", lease, now()).await.expect("reserve_next");
-    let openids = |c: &crate::Claimed| c.reservations.iter().map(|r| r.key.openid.clone()).collect::<Vec<_>>();
+    let openids =
+        |c: &crate::Claimed| c.reservations.iter().map(|r| r.key.openid.clone()).collect::<Vec<_>>();
     assert_eq!(
         openids(&first),
         vec![user(0), user(1), user(2), user(4)],
@@ -506,12 +508,31 @@ pub async fn grant_ledger_contract<L: crate::GrantLedger + ?Sized + 'static>(led
     );
     assert!(first.reservations.iter().all(|r| r.attempt == 1), "reserve_next: first attempts");
     assert_eq!(first.cursor, Some(user(4)), "reserve_next: the cursor is the last openid examined");
-    let rest = ledger.reserve_next(&batch, first.cursor.as_ref(), 100, "d", lease, now()).await.expect("reserve_next");
-    assert_eq!(openids(&rest), (5..10).map(user).collect::<Vec<_>>(), "reserve_next: continues after the cursor");
-    let end = ledger.reserve_next(&batch, rest.cursor.as_ref(), 100, "d", lease, now()).await.expect("reserve_next");
-    assert_eq!((end.reservations.len(), end.cursor), (0, None), "reserve_next: nothing left after the cursor");
+    let rest = ledger
+        .reserve_next(&batch, first.cursor.as_ref(), 100, "d", lease, now())
+        .await
+        .expect("reserve_next");
+    assert_eq!(
+        openids(&rest),
+        (5..10).map(user).collect::<Vec<_>>(),
+        "reserve_next: continues after the cursor"
+    );
+    let end = ledger
+        .reserve_next(&batch, rest.cursor.as_ref(), 100, "d", lease, now())
+        .await
+        .expect("reserve_next");
+    assert_eq!(
+        (end.reservations.len(), end.cursor),
+        (0, None),
+        "reserve_next: nothing left after the cursor"
+    );
     assert!(
-        ledger.reserve_next(&batch, None, 100, "d", lease, now()).await.expect("reserve_next").reservations.is_empty(),
+        ledger
+            .reserve_next(&batch, None, 100, "d", lease, now())
+            .await
+            .expect("reserve_next")
+            .reservations
+            .is_empty(),
         "reserve_next: every grant is held"
     );
     let [r0, r1, r2, r4] = <[_; 4]>::try_from(first.reservations).expect("four");

@@ -4,8 +4,8 @@ use std::time::{Duration, SystemTime};
 
 use sqlx::Row as _;
 use subscribe_client::{
-    Claimed, GrantCounts, GrantKey, GrantLedger, GrantRecord, GrantScope, GrantStatus, LedgerError, MAX_HISTORY,
-    PastGrant, Recorded, Reservation, Settlement,
+    Claimed, GrantCounts, GrantKey, GrantLedger, GrantRecord, GrantScope, GrantStatus, LedgerError,
+    MAX_HISTORY, PastGrant, Recorded, Reservation, Settlement,
 };
 use subscribe_types::OpenId;
 
@@ -151,6 +151,13 @@ fn settled(s: &Settlement) -> (&'static str, EventKind, Option<&str>) {
         // automatic resending, like an unknown outcome.
         _ => ("V", EventKind::Review, Some("unknown settlement")),
     }
+}
+
+/// The grant's row id in a reservation id of ours, `<holder>-<row id>.<version>`: settling
+/// looks the grant up by its primary key.
+fn grant_id(reservation: &str) -> Option<i64> {
+    let (_, tail) = reservation.rsplit_once('-')?;
+    tail.split_once('.')?.0.parse().ok()
 }
 
 /// A [`GrantStatus`] from a row's state letter, lease end and reason.
@@ -300,6 +307,64 @@ impl SqlGrantLedger {
             .collect()
     }
 
+    /// Records many confirmations of one scope at once (an import from another store, a
+    /// backfill): like [`record`](GrantLedger::record) for each new grant, in transactions of
+    /// 1,000. Grants that exist already are left as they are (not renewed). Returns how many
+    /// were added.
+    ///
+    /// # Errors
+    /// [`LedgerError::Backend`] when the database fails; the chunks committed before stay.
+    pub async fn record_many(&self, scope: &GrantScope, openids: &[OpenId]) -> Result<u64, LedgerError> {
+        let mut added = 0;
+        for chunk in openids.chunks(1000) {
+            let n = self
+                .sql
+                .run(async {
+                    on_pool!(self.sql, |p, q| {
+                        let mut tx = p.begin_with(q.begin).await?;
+                        let mut insert = sqlx::QueryBuilder::new(
+                            "INSERT INTO wxsub_grants (appid, template_id, scene, openid, state, updated_ms) ",
+                        );
+                        insert.push_values(chunk, |mut b, openid| {
+                            b.push_bind(scope.appid.as_str())
+                                .push_bind(scope.template_id.as_str())
+                                .push_bind(scene(scope))
+                                .push_bind(openid.as_str())
+                                .push("'P'")
+                                .push(q.now_ms);
+                        });
+                        insert.push(
+                            " ON CONFLICT (appid, template_id, scene, openid) DO NOTHING RETURNING id, updated_ms",
+                        );
+                        let rows: Vec<(i64, i64)> = insert.build_query_as().fetch_all(&mut *tx).await?;
+                        if !rows.is_empty() {
+                            let mut events = sqlx::QueryBuilder::new(
+                                "INSERT INTO wxsub_grant_events (grant_id, at_ms, kind, prior, state, attempts, reservation, reason) ",
+                            );
+                            events.push_values(&rows, |mut b, (id, at)| {
+                                b.push_bind(*id)
+                                    .push_bind(*at)
+                                    .push_bind(EventKind::Confirmed.as_str())
+                                    .push_bind(None::<&str>)
+                                    .push_bind("P")
+                                    .push_bind(0_i32)
+                                    .push_bind(None::<&str>)
+                                    .push_bind(None::<&str>);
+                            });
+                            events.build().execute(&mut *tx).await?;
+                            let n = i64::try_from(rows.len()).unwrap_or(i64::MAX);
+                            bump!(tx, q, scope, vec![("O", n)]);
+                        }
+                        tx.commit().await?;
+                        Ok::<_, sqlx::Error>(rows.len() as u64)
+                    })
+                })
+                .await?;
+            added += n;
+        }
+        Ok(added)
+    }
+
     /// Up to `limit` grants of `scope` under review, in `openid` order after `after`.
     ///
     /// # Errors
@@ -405,7 +470,17 @@ impl SqlGrantLedger {
 impl SqlGrantLedger {
     /// Settles reservations of one scope (distinct openids) in one transaction; says for each
     /// whether it was still current and is now settled.
-    async fn settle_scope(&self, scope: &GrantScope, items: Vec<(&Reservation, &Settlement)>) -> Result<Vec<bool>, SqlError> {
+    async fn settle_scope(
+        &self,
+        scope: &GrantScope,
+        items: Vec<(&Reservation, &Settlement)>,
+    ) -> Result<Vec<bool>, SqlError> {
+        #[cfg(feature = "postgres")]
+        if let crate::Pool::Pg(p) = &self.sql.pool {
+            let applied: Vec<String> = self.sql.run(settle_postgres(p, &items)).await?;
+            let applied: std::collections::HashSet<&str> = applied.iter().map(String::as_str).collect();
+            return Ok(items.iter().map(|(r, _)| applied.contains(r.key.openid.as_str())).collect());
+        }
         let returned: Vec<(i64, String, i64)> = self
             .sql
             .run(async {
@@ -420,21 +495,30 @@ impl SqlGrantLedger {
                     update.push(q.now_ms).push(" FROM (");
                     update.push_values(&items, |mut b, (r, s)| {
                         let (state, _, reason) = settled(s);
-                        b.push_bind(r.key.openid.as_str()).push_bind(r.id.as_str()).push_bind(state).push_bind(reason);
+                        // An id that is not one of ours matches no grant (ids start at 1).
+                        let gid = grant_id(&r.id).unwrap_or(0);
+                        b.push_bind(gid).push_bind(r.id.as_str()).push_bind(state).push_bind(reason);
                     });
+                    // By primary key and reservation only (see `settle_postgres`); the scope is
+                    // checked on what comes back.
                     update
-                        .push(") AS v WHERE wxsub_grants.appid = ")
-                        .push_bind(scope.appid.as_str())
-                        .push(" AND wxsub_grants.template_id = ")
-                        .push_bind(scope.template_id.as_str())
-                        .push(" AND wxsub_grants.scene = ")
-                        .push_bind(scene(scope))
                         .push(
-                            " AND wxsub_grants.openid = v.column1 AND wxsub_grants.state = 'R' \
+                            ") AS v WHERE wxsub_grants.id = v.column1 AND wxsub_grants.state = 'R' \
                              AND wxsub_grants.reservation = v.column2 \
-                             RETURNING wxsub_grants.id, wxsub_grants.openid, wxsub_grants.updated_ms",
+                             RETURNING wxsub_grants.id, wxsub_grants.openid, wxsub_grants.updated_ms, \
+                             wxsub_grants.appid, wxsub_grants.template_id, wxsub_grants.scene",
                         );
-                    let returned: Vec<(i64, String, i64)> = update.build_query_as().fetch_all(&mut *tx).await?;
+                    let returned: Vec<(i64, String, i64, String, String, i32)> =
+                        update.build_query_as().fetch_all(&mut *tx).await?;
+                    // A reservation whose key names another scope than its grant's is not one of
+                    // this batch's: undo by failing the batch.
+                    if returned.iter().any(|(_, _, _, a, t, sc)| {
+                        a != scope.appid.as_str() || t != scope.template_id.as_str() || *sc != scene(scope)
+                    }) {
+                        return Err(sqlx::Error::Protocol("a reservation's key does not match its grant".into()));
+                    }
+                    let returned: Vec<(i64, String, i64)> =
+                        returned.into_iter().map(|(id, o, at, ..)| (id, o, at)).collect();
                     if !returned.is_empty() {
                         let by_openid: std::collections::HashMap<&str, (i64, i64)> =
                             returned.iter().map(|(id, o, at)| (o.as_str(), (*id, *at))).collect();
@@ -472,6 +556,63 @@ impl SqlGrantLedger {
         let applied: std::collections::HashSet<&str> = returned.iter().map(|(_, o, _)| o.as_str()).collect();
         Ok(items.iter().map(|(r, _)| applied.contains(r.key.openid.as_str())).collect())
     }
+}
+
+/// [`SqlGrantLedger::settle_scope`] on PostgreSQL: one statement (the settlements as arrays,
+/// so the statement's text, and its prepared plan, is the same for every batch), which updates
+/// the grants, appends their events and moves the counters (in one order of rows, so two batches
+/// never deadlock). Returns the openids settled. Grants are found by primary key (from the
+/// reservation id) and the reservation alone: a condition on the scope would let the planner
+/// walk the scope's reservations instead, once per settlement.
+#[cfg(feature = "postgres")]
+async fn settle_postgres(
+    pool: &sqlx::PgPool,
+    items: &[(&Reservation, &Settlement)],
+) -> Result<Vec<String>, sqlx::Error> {
+    let mut gids = Vec::with_capacity(items.len());
+    let mut ids = Vec::with_capacity(items.len());
+    let mut states = Vec::with_capacity(items.len());
+    let mut reasons = Vec::with_capacity(items.len());
+    let mut attempts_ = Vec::with_capacity(items.len());
+    for (r, s) in items {
+        let (state, _, reason) = settled(s);
+        // Not one of ours: it cannot be the grant's current reservation.
+        let Some(gid) = grant_id(&r.id) else { continue };
+        gids.push(gid);
+        ids.push(r.id.as_str());
+        states.push(state);
+        reasons.push(reason);
+        attempts_.push(i32::try_from(r.attempt).unwrap_or(i32::MAX));
+    }
+    sqlx::query_scalar(&crate::PG.sql(
+        "WITH v AS (SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::int4[]) \
+             AS v (gid, reservation, state, reason, attempt)), \
+         u AS (UPDATE wxsub_grants AS g SET state = v.state, \
+             attempts = CASE WHEN v.state = 'P' THEN 0 ELSE g.attempts END, until_ms = 0, \
+             reservation = NULL, reason = v.reason, version = g.version + 1, updated_ms = NOW_MS \
+             FROM v WHERE g.id = v.gid AND g.state = 'R' AND g.reservation = v.reservation \
+             RETURNING g.id, g.appid, g.template_id, g.scene, g.openid, g.updated_ms, v.state, v.reason, \
+             v.reservation, v.attempt), \
+         e AS (INSERT INTO wxsub_grant_events (grant_id, at_ms, kind, prior, state, attempts, reservation, reason) \
+             SELECT id, updated_ms, CASE state WHEN 'D' THEN 'delivered' WHEN 'P' THEN 'released' \
+             WHEN 'V' THEN 'review' ELSE 'dropped' END, 'R', state, attempt, reservation, reason FROM u), \
+         n AS (INSERT INTO wxsub_grant_counts (appid, template_id, scene, state, n) \
+             SELECT appid, template_id, scene, s, d FROM ( \
+             SELECT appid, template_id, scene, 'O' AS s, -COUNT(*) AS d FROM u WHERE state <> 'P' \
+             GROUP BY appid, template_id, scene UNION ALL \
+             SELECT appid, template_id, scene, state, COUNT(*) FROM u WHERE state <> 'P' \
+             GROUP BY appid, template_id, scene, state) AS x \
+             WHERE d <> 0 ORDER BY appid, template_id, scene, s \
+             ON CONFLICT (appid, template_id, scene, state) DO UPDATE SET n = wxsub_grant_counts.n + excluded.n) \
+         SELECT openid FROM u",
+    ))
+    .bind(gids)
+    .bind(ids)
+    .bind(states)
+    .bind(reasons)
+    .bind(attempts_)
+    .fetch_all(pool)
+    .await
 }
 
 #[async_trait::async_trait]
@@ -758,11 +899,10 @@ impl GrantLedger for SqlGrantLedger {
             .sql
             .run(async {
                 on_pool!(self.sql, |p, q| {
-                    let mut tx = p.begin_with(q.begin).await?;
-                    // One statement: the first `limit` takeable grants after the cursor that no
-                    // other transaction holds (PostgreSQL skips locked rows; SQLite has one
-                    // writer at a time), reserved.
-                    let rows: Vec<(i64, String, i32, i64, String, i64)> = sqlx::query_as(&q.sql(&format!(
+                    // The first `limit` takeable grants after the cursor that no other
+                    // transaction holds (PostgreSQL skips locked rows; SQLite has one writer at a
+                    // time), reserved; on PostgreSQL with their events, in one statement.
+                    let claim = format!(
                         "UPDATE wxsub_grants SET state = 'R', attempts = attempts + 1, \
                          until_ms = NOW_MS + $6, version = version + 1, updated_ms = NOW_MS, \
                          reservation = CAST($7 AS TEXT) || '-' || CAST(id AS TEXT) || '.' || CAST(version + 1 AS TEXT) \
@@ -770,16 +910,31 @@ impl GrantLedger for SqlGrantLedger {
                          AND scene = $3 AND state IN ('P', 'R') AND {TAKEABLE} AND openid > $4 \
                          ORDER BY openid LIMIT $5 SKIP_LOCKED) \
                          RETURNING id, openid, attempts, until_ms, reservation, updated_ms"
-                    )))
-                    .bind(scope.appid.as_str())
-                    .bind(scope.template_id.as_str())
-                    .bind(scene(scope))
-                    .bind(after.map_or("", OpenId::as_str))
-                    .bind(limit)
-                    .bind(millis(lease))
-                    .bind(holder)
-                    .fetch_all(&mut *tx)
-                    .await?;
+                    );
+                    let sql = if q.writable_ctes {
+                        format!(
+                            "WITH c AS ({claim}), e AS (INSERT INTO wxsub_grant_events \
+                             (grant_id, at_ms, kind, prior, state, attempts, reservation, reason) \
+                             SELECT id, updated_ms, 'reserved', NULL, 'R', attempts, reservation, NULL FROM c) \
+                             SELECT id, openid, attempts, until_ms, reservation, updated_ms FROM c"
+                        )
+                    } else {
+                        claim
+                    };
+                    let sql = q.sql(&sql);
+                    let query = sqlx::query_as(&sql)
+                        .bind(scope.appid.as_str())
+                        .bind(scope.template_id.as_str())
+                        .bind(scene(scope))
+                        .bind(after.map_or("", OpenId::as_str))
+                        .bind(limit)
+                        .bind(millis(lease))
+                        .bind(holder);
+                    if q.writable_ctes {
+                        return query.fetch_all(p).await;
+                    }
+                    let mut tx = p.begin_with(q.begin).await?;
+                    let rows: Vec<(i64, String, i32, i64, String, i64)> = query.fetch_all(&mut *tx).await?;
                     if !rows.is_empty() {
                         let mut insert = sqlx::QueryBuilder::new(
                             "INSERT INTO wxsub_grant_events (grant_id, at_ms, kind, prior, state, attempts, reservation, reason) ",
@@ -806,7 +961,12 @@ impl GrantLedger for SqlGrantLedger {
             .into_iter()
             .map(|(_, openid, attempt, until, id, _)| {
                 let openid = OpenId::new(openid).map_err(|_| corrupt("wxsub_grants.openid"))?;
-                Ok(Reservation { key: scope.key(openid), id, until: from_millis(until), attempt: attempts(attempt)? })
+                Ok(Reservation {
+                    key: scope.key(openid),
+                    id,
+                    until: from_millis(until),
+                    attempt: attempts(attempt)?,
+                })
             })
             .collect::<Result<Vec<_>, LedgerError>>()?;
         let cursor = reservations.last().map(|r| r.key.openid.clone());
@@ -817,7 +977,8 @@ impl GrantLedger for SqlGrantLedger {
         // One transaction per scope (a dispatch settles one scope). An openid seen twice in the
         // batch is settled on its own afterwards: one statement cannot apply both.
         let mut results: Vec<Option<Result<(), LedgerError>>> = items.iter().map(|_| None).collect();
-        let mut groups: std::collections::BTreeMap<GrantScope, Vec<usize>> = std::collections::BTreeMap::new();
+        let mut groups: std::collections::BTreeMap<GrantScope, Vec<usize>> =
+            std::collections::BTreeMap::new();
         let mut later = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for (i, (r, _)) in items.iter().enumerate() {
@@ -837,7 +998,8 @@ impl GrantLedger for SqlGrantLedger {
                 Err(e) => {
                     let text = e.to_string();
                     for &i in &idx {
-                        results[i] = Some(Err(LedgerError::backend(format!("batch settlement failed: {text}"))));
+                        results[i] =
+                            Some(Err(LedgerError::backend(format!("batch settlement failed: {text}"))));
                     }
                 }
             }
@@ -848,5 +1010,4 @@ impl GrantLedger for SqlGrantLedger {
         }
         results.into_iter().map(|r| r.unwrap_or(Err(LedgerError::LeaseLost))).collect()
     }
-
 }

@@ -211,8 +211,8 @@ impl SqlBuilder {
         self
     }
 
-    /// Connections kept open (default 10; SQLite: 4). A dispatcher holds one per
-    /// transaction, so a handful serves many concurrent sends.
+    /// PostgreSQL connections kept open (default 10); SQLite always uses one. A dispatcher
+    /// holds one per claim or batch of settlements, so a handful serves many concurrent sends.
     pub fn max_connections(mut self, n: u32) -> Self {
         self.max_connections = n.max(1);
         self
@@ -308,8 +308,11 @@ impl SqlBuilder {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(self.op_timeout);
+        // One connection: SQLite has one writer at a time, and a writer waiting for the lock
+        // sleeps in SQLite's busy handler (milliseconds at a time); queueing for the one
+        // connection in the pool costs microseconds instead.
         let pool = SqlitePoolOptions::new()
-            .max_connections(self.max_connections.min(4))
+            .max_connections(1)
             .acquire_timeout(self.op_timeout)
             .connect_lazy_with(options);
         Ok(Pool::Lite(pool))
@@ -440,6 +443,9 @@ struct Queries {
     /// Claims rows other transactions have not locked (PostgreSQL).
     skip_locked: &'static str,
     now_ms: &'static str,
+    /// Whether a statement may write in its `WITH` clauses (PostgreSQL): one round trip
+    /// instead of one per table.
+    writable_ctes: bool,
 }
 
 #[cfg(feature = "postgres")]
@@ -448,6 +454,7 @@ static PG: LazyLock<Queries> = LazyLock::new(|| Queries {
     for_update: " FOR UPDATE",
     skip_locked: " FOR UPDATE SKIP LOCKED",
     now_ms: "(floor(extract(epoch from now()) * 1000)::bigint)",
+    writable_ctes: true,
 });
 
 #[cfg(feature = "sqlite")]
@@ -457,6 +464,7 @@ static LITE: LazyLock<Queries> = LazyLock::new(|| Queries {
     skip_locked: "",
     // julianday is a double: round, or a whole millisecond can come out as …999.
     now_ms: "(CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER))",
+    writable_ctes: false,
 });
 
 impl Queries {

@@ -39,7 +39,9 @@ CREATE INDEX wxsub_grants_held ON wxsub_grants (appid, template_id, scene, until
 -- renewed a used, reviewed or dropped grant: its attempts and reason are the old life's.
 CREATE TABLE wxsub_grant_events (
     id BIGSERIAL PRIMARY KEY,
-    grant_id BIGINT NOT NULL REFERENCES wxsub_grants (id),
+    -- No foreign key: grants are never deleted, and checking one per event costs every
+    -- transition a lookup.
+    grant_id BIGINT NOT NULL,
     at_ms BIGINT NOT NULL,
     kind TEXT NOT NULL,
     prior TEXT,

@@ -176,6 +176,24 @@ pub async fn counters_agree_with_the_grants(sql: Sql) {
     assert_eq!(expected.reserved, 6);
 }
 
+/// A bulk import adds the new grants once, leaves existing ones alone, and keeps the counters
+/// and the audit trail as single records do.
+pub async fn a_bulk_import_records_each_new_grant_once(sql: Sql) {
+    let ledger = SqlGrantLedger::new(sql);
+    let scope = scope("import");
+    ledger.record(&scope.key(user(0)), now()).await.unwrap();
+    let r = ledger.reserve(&scope.key(user(0)), "h", Duration::from_secs(30), now()).await.unwrap().unwrap();
+    ledger.settle(&r, Settlement::Delivered).await.unwrap();
+    let openids: Vec<OpenId> = (0..2500).map(user).collect();
+    assert_eq!(ledger.record_many(&scope, &openids).await.unwrap(), 2499, "all but the existing one");
+    assert_eq!(ledger.record_many(&scope, &openids).await.unwrap(), 0, "idempotent");
+    let c = ledger.counts(&scope, now()).await.unwrap();
+    assert_eq!((c.pending, c.delivered), (2499, 1));
+    assert_eq!(ledger.get(&scope.key(user(0))).await.unwrap().unwrap().status, GrantStatus::Delivered);
+    let trail = ledger.events(&scope.key(user(1234))).await.unwrap();
+    assert_eq!(trail.iter().map(|e| e.kind).collect::<Vec<_>>(), [EventKind::Confirmed]);
+}
+
 /// What a restarted process finds: the grants and their states, through a new connection.
 pub async fn grants_survive_a_new_connection(first: Sql, second: Sql) {
     let scope = scope("restart");
@@ -250,6 +268,11 @@ macro_rules! backend_tests {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn every_transition_is_in_the_audit_trail_and_reviews_are_resolved() {
             common::every_transition_is_audited($sql).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_bulk_import_records_each_new_grant_once() {
+            common::a_bulk_import_records_each_new_grant_once($sql).await;
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
