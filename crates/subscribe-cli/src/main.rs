@@ -9,6 +9,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod batch;
+mod grants;
 mod output;
 
 use std::net::SocketAddr;
@@ -183,6 +184,15 @@ enum Command {
         /// At most this many sends started per second.
         #[arg(long)]
         rate: Option<f64>,
+    },
+    /// The grant ledger in a SQL database: record, list, count, dispatch, review.
+    Grants {
+        /// The database: `sqlite:path/to/grants.db` (created if missing) or
+        /// `postgres://user@host/db`. The URL is never printed.
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true, default_value = "sqlite:grants.db")]
+        database: String,
+        #[command(subcommand)]
+        command: grants::GrantsCommand,
     },
     /// Run the local WeChat sandbox.
     Sandbox {
@@ -379,6 +389,7 @@ async fn run(cli: Cli) -> Result<Exit, Usage> {
             batch::run(client, input, *concurrency, *rate).await
         }
         Command::Sandbox { listen, config } => sandbox(*listen, config.as_ref()).await,
+        Command::Grants { database, command } => grants::run(&cli, database, command).await,
     }
 }
 

@@ -508,3 +508,107 @@ async fn mobile_request_with_a_given_reserved_needs_no_secret_and_signing_does()
     assert_eq!(bad.code, 2, "{bad:?}");
     assert!(bad.stderr.contains("reserved"), "{bad:?}");
 }
+
+#[tokio::test]
+async fn grants_record_list_count_dispatch_and_review_on_a_sqlite_file() {
+    let s = SandboxHandle::start(SandboxConfig::demo()).await.unwrap();
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("wxsub-grants-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = format!("sqlite:{}/grants.db", dir.display());
+    let head = ["grants", "--database", db.as_str()];
+    let scene = Scene::new(1000).unwrap();
+    assert!(s.state().add_grant(
+        &SandboxConfig::demo_appid(),
+        &ALICE.parse().unwrap(),
+        &SandboxConfig::demo_template(),
+        scene
+    ));
+    let cb = format!(
+        "https://a.example/cb?openid={ALICE}&template_id={DEMO_TEMPLATE}&action=confirm&scene=1000&reserved=r1"
+    );
+    let recorded = wxsub(&s, &[&head[..], &["record", &cb]].concat(), None).await;
+    assert_eq!((recorded.code, recorded.json()["status"].as_str()), (0, Some("added")), "{recorded:?}");
+    let again = wxsub(&s, &[&head[..], &["record", &cb]].concat(), None).await;
+    assert_eq!(again.json()["status"], "already_pending");
+    let cancel =
+        wxsub(&s, &[&head[..], &["record", &cb.replace("action=confirm", "action=cancel")]].concat(), None)
+            .await;
+    assert_eq!(cancel.code, 2, "{cancel:?}");
+    assert!(cancel.stdout.is_empty() && cancel.stderr.contains("cancellation"), "{cancel:?}");
+
+    let which = ["--template-id", DEMO_TEMPLATE, "--scene", "1000"];
+    let list = wxsub(&s, &[&head[..], &[&["list"][..], &which].concat()].concat(), None).await;
+    assert_eq!(list.json()["openid"], ALICE, "{list:?}");
+    let counts = wxsub(&s, &[&head[..], &[&["counts"][..], &which].concat()].concat(), None).await;
+    assert_eq!(counts.json()["pending"], 1, "{counts:?}");
+
+    // A message that breaks a rule: exit 2, nothing sent, the grant untouched.
+    let long = "这个标题一共有十六个字符长度超过限制";
+    let bad = wxsub(
+        &s,
+        &[&head[..], &[&["dispatch"][..], &which, &["--title", long, "--content", "到货了"]].concat()]
+            .concat(),
+        None,
+    )
+    .await;
+    assert_eq!(bad.code, 2, "{bad:?}");
+    assert!(bad.stderr.contains("title") && bad.stdout.is_empty(), "{bad:?}");
+    assert_eq!(s.state().stats().send_requests, 0);
+
+    let sent = wxsub(
+        &s,
+        &[&head[..], &[&["dispatch"][..], &which, &["--title", "到货提醒", "--content", "到货了"]].concat()]
+            .concat(),
+        None,
+    )
+    .await;
+    assert_eq!(sent.code, 0, "{sent:?}");
+    assert_eq!(sent.json()["status"], "delivered");
+    assert!(sent.stderr.contains("1 delivered"), "{sent:?}");
+    assert_eq!(s.state().inbox(ALICE).len(), 1);
+    let twice = wxsub(
+        &s,
+        &[&head[..], &[&["dispatch"][..], &which, &["--title", "到货提醒", "--content", "again"]].concat()]
+            .concat(),
+        None,
+    )
+    .await;
+    assert_eq!((twice.code, twice.stdout.as_str()), (0, ""), "nothing pending: {twice:?}");
+    let counts = wxsub(&s, &[&head[..], &[&["counts"][..], &which].concat()].concat(), None).await;
+    assert_eq!((counts.json()["pending"].as_u64(), counts.json()["delivered"].as_u64()), (Some(0), Some(1)));
+
+    let reviews = wxsub(&s, &[&head[..], &[&["review", "list"][..], &which].concat()].concat(), None).await;
+    assert_eq!((reviews.code, reviews.stdout.as_str()), (0, ""));
+    let resolve = wxsub(
+        &s,
+        &[
+            &head[..],
+            &[&["review", "resolve"][..], &which, &["--to", ALICE, "--decision", "release", "--note", "x"]]
+                .concat(),
+        ]
+        .concat(),
+        None,
+    )
+    .await;
+    assert_eq!(resolve.code, 2, "not under review: {resolve:?}");
+    assert_no_secret(&sent, None);
+    let unreachable = wxsub(
+        &s,
+        &[
+            "grants",
+            "--database",
+            "postgres://u:s3cr3t@127.0.0.1:1/x",
+            "counts",
+            "--template-id",
+            DEMO_TEMPLATE,
+            "--scene",
+            "1",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(unreachable.code, 2, "{unreachable:?}");
+    assert!(!unreachable.stderr.contains("s3cr3t"), "{unreachable:?}");
+}

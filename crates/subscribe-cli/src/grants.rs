@@ -1,0 +1,367 @@
+//! `wxsub grants`: the grant ledger in a SQL database (`--database`, or `DATABASE_URL`).
+
+use std::io::Write as _;
+
+use clap::{Subcommand, ValueEnum};
+use subscribe_client::{
+    Client, DispatchObserver, Dispatcher, GrantKey, GrantLedger, GrantScope, OutcomeKind, RecipientOutcome,
+};
+use subscribe_sql::{Resolution, Sql, SqlGrantLedger};
+use subscribe_types::{AuthorizationAnswer, OpenId, Scene, SubscribeMessage, TemplateId};
+
+use crate::output::{Exit, one_line};
+use crate::{Cli, Usage, parse};
+
+/// What `wxsub grants` does.
+#[derive(Debug, Subcommand)]
+pub(crate) enum GrantsCommand {
+    /// Record the grant a confirmed authorization gives (from WeChat's redirect: a URL or its
+    /// query string).
+    Record {
+        /// The callback URL or query.
+        url_or_query: String,
+    },
+    /// List the users of a template and scene with a pending grant (or one under review), as
+    /// JSON lines, in openid order.
+    List {
+        #[arg(long)]
+        template_id: String,
+        #[arg(long)]
+        scene: String,
+        /// Which grants.
+        #[arg(long, value_enum, default_value_t = Listed::Pending)]
+        state: Listed,
+        /// Start after this openid (the last one of the previous page).
+        #[arg(long)]
+        after: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Grants of a template and scene by state, as one JSON line.
+    Counts {
+        #[arg(long)]
+        template_id: String,
+        #[arg(long)]
+        scene: String,
+    },
+    /// Send one message to every pending grant of a template and scene: one JSON line per
+    /// recipient, a summary on stderr.
+    Dispatch {
+        #[arg(long)]
+        template_id: String,
+        #[arg(long)]
+        scene: String,
+        /// The title (at most 15 characters).
+        #[arg(long)]
+        title: String,
+        /// The content (at most 200 characters).
+        #[arg(long)]
+        content: String,
+        /// The content's color (`#RRGGBB`).
+        #[arg(long)]
+        color: Option<String>,
+        /// The page opened when the message is tapped.
+        #[arg(long)]
+        url: Option<String>,
+        /// Sends in flight at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// At most this many sends started per second.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// How long, in seconds, a claimed grant is held before another dispatcher may take it.
+        #[arg(long, default_value_t = 120.0, value_parser = crate::positive_secs)]
+        lease: f64,
+    },
+    /// Grants under review: list them, or decide one.
+    Review {
+        #[command(subcommand)]
+        action: ReviewCommand,
+    },
+    /// Create or migrate the database's tables (also done by every other subcommand).
+    Migrate,
+}
+
+/// `wxsub grants review …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ReviewCommand {
+    /// The grants under review, as JSON lines.
+    List {
+        #[arg(long)]
+        template_id: String,
+        #[arg(long)]
+        scene: String,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Decide one grant under review.
+    Resolve {
+        #[arg(long)]
+        template_id: String,
+        #[arg(long)]
+        scene: String,
+        /// The user.
+        #[arg(long)]
+        to: String,
+        /// What happened to the message.
+        #[arg(long, value_enum)]
+        decision: Decision,
+        /// Who decided, on what evidence (kept in the grant's audit trail).
+        #[arg(long)]
+        note: String,
+    },
+}
+
+/// Which grants `list` shows.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub(crate) enum Listed {
+    /// Pending (lapsed reservations included).
+    Pending,
+    /// Under review.
+    Review,
+}
+
+/// A review's decision.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub(crate) enum Decision {
+    /// The user has the message: the grant is used.
+    Delivered,
+    /// It did not arrive: pending again, the next dispatch sends it.
+    Release,
+    /// The grant cannot be used.
+    Drop,
+}
+
+fn scope(cli: &Cli, template_id: &str, scene: &str) -> Result<GrantScope, Usage> {
+    Ok(GrantScope {
+        appid: crate::appid(cli)?,
+        template_id: parse("--template-id", TemplateId::new(template_id))?,
+        scene: parse("--scene", scene.parse::<Scene>())?,
+    })
+}
+
+/// Runs `wxsub grants …` on the database at `url`.
+pub(crate) async fn run(cli: &Cli, url: &str, command: &GrantsCommand) -> Result<Exit, Usage> {
+    let sql = Sql::builder(url).connect().await.map_err(|e| format!("database: {}", one_line(&e)))?;
+    let ledger = SqlGrantLedger::new(sql);
+    let db = |e: subscribe_client::LedgerError| format!("database: {}", one_line(&e));
+    #[allow(clippy::disallowed_methods)] // a CLI reads the wall clock; the ledger uses the database's
+    let now = std::time::SystemTime::now();
+    match command {
+        GrantsCommand::Migrate => {
+            let versions = ledger.sql().schema_versions().await.map_err(|e| format!("database: {e}"))?;
+            println!("{}", serde_json::json!({ "schema_versions": versions }));
+        }
+        GrantsCommand::Record { url_or_query } => record(cli, &ledger, url_or_query, now).await?,
+        GrantsCommand::List { template_id, scene, state, after, limit } => {
+            let scope = scope(cli, template_id, scene)?;
+            let after = after.as_deref().map(|a| parse("--after", OpenId::new(a))).transpose()?;
+            let mut out = std::io::stdout().lock();
+            match state {
+                Listed::Pending => {
+                    for openid in
+                        ledger.pending_page(&scope, after.as_ref(), *limit, now).await.map_err(db)?
+                    {
+                        let _ = writeln!(out, "{}", serde_json::json!({ "openid": openid.as_str() }));
+                    }
+                }
+                Listed::Review => {
+                    for item in ledger.reviews(&scope, after.as_ref(), *limit).await.map_err(db)? {
+                        let _ = writeln!(out, "{}", review_json(&item));
+                    }
+                }
+            }
+        }
+        GrantsCommand::Counts { template_id, scene } => {
+            let c = ledger.counts(&scope(cli, template_id, scene)?, now).await.map_err(db)?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "pending": c.pending, "reserved": c.reserved, "delivered": c.delivered,
+                    "review": c.review, "dropped": c.dropped,
+                })
+            );
+        }
+        GrantsCommand::Review { action: ReviewCommand::List { template_id, scene, limit } } => {
+            let scope = scope(cli, template_id, scene)?;
+            let mut out = std::io::stdout().lock();
+            for item in ledger.reviews(&scope, None, *limit).await.map_err(db)? {
+                let _ = writeln!(out, "{}", review_json(&item));
+            }
+        }
+        GrantsCommand::Review {
+            action: ReviewCommand::Resolve { template_id, scene, to, decision, note },
+        } => {
+            let key = scope(cli, template_id, scene)?.key(parse("--to", OpenId::new(to.as_str()))?);
+            let resolution = match decision {
+                Decision::Delivered => Resolution::Delivered,
+                Decision::Release => Resolution::Release,
+                Decision::Drop => Resolution::Drop,
+            };
+            if !ledger.resolve(&key, resolution, note).await.map_err(db)? {
+                return Err(format!("{to} has no grant under review for this template and scene"));
+            }
+            println!("{}", serde_json::json!({ "status": "resolved", "openid": to }));
+        }
+        GrantsCommand::Dispatch {
+            template_id,
+            scene,
+            title,
+            content,
+            color,
+            url,
+            concurrency,
+            rate,
+            lease,
+        } => {
+            let scope = scope(cli, template_id, scene)?;
+            if *concurrency == 0 {
+                return Err("--concurrency must be at least 1".into());
+            }
+            if rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+                return Err("--rate must be a positive number".into());
+            }
+            // The message is checked once, before any grant is touched.
+            let build = message_fn(&scope, title, content, color.as_deref(), url.as_deref());
+            let probe = OpenId::new("oCheck").map_err(|e| e.to_string())?;
+            build(&probe).map_err(|e| format!("invalid message: {e}"))?;
+            let client = crate::client(cli)?;
+            return dispatch(client, ledger, &scope, build, *concurrency, *rate, *lease).await;
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+/// `wxsub grants record`: the grant of a confirmed answer, as one JSON line.
+async fn record(
+    cli: &Cli,
+    ledger: &SqlGrantLedger,
+    url_or_query: &str,
+    now: std::time::SystemTime,
+) -> Result<(), Usage> {
+    let answer = AuthorizationAnswer::parse(url_or_query).map_err(|e| format!("invalid callback: {e}"))?;
+    let AuthorizationAnswer::Confirmed(grant) = answer else {
+        return Err("the answer is a cancellation: there is no grant to record".into());
+    };
+    let key = GrantKey::confirmed(crate::appid(cli)?, &grant);
+    let recorded = ledger.record(&key, now).await.map_err(|e| format!("database: {}", one_line(&e)))?;
+    let status = match recorded {
+        subscribe_client::Recorded::Added => "added",
+        subscribe_client::Recorded::AlreadyPending => "already_pending",
+        _ => "renewed",
+    };
+    println!(
+        "{}",
+        serde_json::json!({
+            "status": status,
+            "openid": key.openid.as_str(),
+            "template_id": key.template_id.as_str(),
+            "scene": key.scene.get(),
+        })
+    );
+    Ok(())
+}
+
+/// Builds each recipient's message from the command's fields.
+fn message_fn(
+    scope: &GrantScope,
+    title: &str,
+    content: &str,
+    color: Option<&str>,
+    url: Option<&str>,
+) -> impl Fn(&OpenId) -> Result<SubscribeMessage, subscribe_types::ValidationError> + Send + Sync + 'static {
+    let (template_id, scene) = (scope.template_id.clone(), scope.scene);
+    let (title, content) = (title.to_owned(), content.to_owned());
+    let (color, url) = (color.map(str::to_owned), url.map(str::to_owned));
+    move |to: &OpenId| {
+        let mut b = SubscribeMessage::builder(to.clone(), template_id.clone(), scene)
+            .title(title.as_str())
+            .content(content.as_str());
+        if let Some(c) = &color {
+            b = b.color(c.as_str());
+        }
+        if let Some(u) = &url {
+            b = b.url(u.as_str());
+        }
+        b.build()
+    }
+}
+
+fn review_json(item: &subscribe_sql::ReviewItem) -> serde_json::Value {
+    let since = item.since.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    serde_json::json!({
+        "openid": item.openid.as_str(),
+        "reason": item.reason,
+        "attempts": item.attempts,
+        "since_ms": u64::try_from(since).unwrap_or(u64::MAX),
+    })
+}
+
+/// Writes each recipient's outcome as one JSON line.
+struct Lines;
+
+impl DispatchObserver for Lines {
+    fn on_outcome(&mut self, o: &RecipientOutcome) {
+        let status = match o.kind {
+            OutcomeKind::Delivered => "delivered",
+            OutcomeKind::Failed => "failed",
+            OutcomeKind::Unknown => "unknown",
+            OutcomeKind::Dropped => "dropped",
+            _ => "other",
+        };
+        let mut line = serde_json::json!({ "touser": o.openid.as_str(), "status": status });
+        if let Some(code) = o.errcode {
+            line["errcode"] = code.get().into();
+        }
+        if let Some(d) = &o.detail {
+            line["detail"] = d.as_str().into();
+        }
+        if let Some(e) = &o.ledger_error {
+            line["ledger_error"] = e.as_str().into();
+        }
+        let _ = writeln!(std::io::stdout().lock(), "{line}");
+    }
+}
+
+async fn dispatch(
+    client: Client,
+    ledger: SqlGrantLedger,
+    scope: &GrantScope,
+    build: impl Fn(&OpenId) -> Result<SubscribeMessage, subscribe_types::ValidationError> + Send + Sync + 'static,
+    concurrency: usize,
+    rate: Option<f64>,
+    lease: f64,
+) -> Result<Exit, Usage> {
+    let started = std::time::Instant::now();
+    let mut dispatcher = Dispatcher::new(client, ledger)
+        .grants(scope.template_id.clone(), scope.scene)
+        .message(build)
+        .concurrency(concurrency)
+        .lease(std::time::Duration::from_secs_f64(lease))
+        .keep_outcomes(false)
+        .observer(Lines);
+    if let Some(r) = rate {
+        dispatcher = dispatcher.rate_limit(r);
+    }
+    let report = dispatcher.run().await;
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("wxsub: the dispatch stopped: {}", one_line(&e));
+            return Ok(Exit::Failed);
+        }
+    };
+    let p = report.progress;
+    eprintln!(
+        "wxsub: {} grant(s): {} delivered, {} failed, {} unknown, {} dropped in {:.1?}",
+        p.sent,
+        p.delivered,
+        p.failed,
+        p.unknown,
+        p.dropped,
+        started.elapsed()
+    );
+    Ok(if p.delivered == p.sent { Exit::Ok } else { Exit::Failed })
+}
