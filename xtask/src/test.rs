@@ -8,8 +8,9 @@ pub(crate) const START_POSTGRES: &str =
 
 /// The workspace tests. `subscribe-redis`'s tests need a real Redis at `REDIS_URL` (default
 /// `redis://127.0.0.1:6379`) and `subscribe-sql`'s PostgreSQL tests a real PostgreSQL at
-/// `POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`); without one, those tests
-/// are excluded and reported as not run (`subscribe-sql`'s SQLite tests always run).
+/// `POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`), as do `subscribe-cli`'s
+/// dispatcher processes in `tests/postgres.rs`; without one, those tests are excluded and
+/// reported as not run (the SQLite tests always run).
 pub(crate) fn test() -> Result<Status> {
     let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let postgres =
@@ -31,18 +32,19 @@ pub(crate) fn test() -> Result<Status> {
     if postgres_up {
         eprintln!("xtask test: PostgreSQL at {} answers; its tests run", redacted_url(&postgres));
     } else {
-        args.extend(["--exclude", "subscribe-sql"]);
+        args.extend(["--exclude", "subscribe-sql", "--exclude", "subscribe-cli"]);
         not_run.push(format!(
-            "the subscribe-sql PostgreSQL tests: nothing answers at {}; start it with `{START_POSTGRES}` \
+            "the PostgreSQL tests of subscribe-sql and subscribe-cli: nothing answers at {}; start it with `{START_POSTGRES}` \
              (Debian: apt-get install postgresql) or set POSTGRES_URL",
             redacted_url(&postgres)
         ));
     }
     cargo(&args, &[])?;
     if !postgres_up {
-        // Everything of subscribe-sql but its PostgreSQL test binary.
+        // Everything of those two crates but their PostgreSQL test binaries.
         cargo(&["test", "-p", "subscribe-sql", "--all-features", "--lib", "--test", "sqlite"], &[])?;
         cargo(&["test", "-p", "subscribe-sql", "--all-features", "--doc"], &[])?;
+        cargo(&["test", "-p", "subscribe-cli", "--all-features", "--bins", "--test", "it"], &[])?;
     }
     Ok(if not_run.is_empty() { Status::Passed } else { Status::NotRun(not_run.join("; ")) })
 }

@@ -58,3 +58,23 @@ pub async fn wxsub(sandbox: &SandboxHandle, args: &[&str], stdin: Option<&str>) 
         stderr: String::from_utf8(out.stderr).unwrap(),
     }
 }
+
+#[path = "../common/dispatchers.rs"]
+mod dispatchers;
+
+#[allow(clippy::disallowed_methods)] // real processes, real time
+fn common_now() -> std::time::SystemTime {
+    std::time::SystemTime::now()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatcher_killed_mid_run_on_sqlite_and_restarted_sends_each_grant_once_or_sets_it_aside() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("wxsub-crash-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite:{}/grants.db", dir.display());
+    let ledger =
+        subscribe_sql::SqlGrantLedger::new(subscribe_sql::Sql::builder(url.clone()).connect().await.unwrap());
+    dispatchers::killed_and_restarted(&url, &ledger, 10_000).await;
+}
