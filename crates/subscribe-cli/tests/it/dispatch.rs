@@ -157,7 +157,9 @@ async fn cancelled_midway_then_resumed_delivers_each_grant_exactly_once() {
     assert!(first.cancelled);
     let p = first.progress;
     // Sends in flight at the cancellation were finished and recorded, nothing more was taken.
-    assert!(p.sent >= 300 && p.sent < 300 + 16 + 1, "{p:?}");
+    // Outcomes are reported once settled, so when the 300th is seen the workers' sends and the
+    // settlements still being written (up to a batch) had started before it.
+    assert!(p.sent >= 300 && p.sent < 300 + 16 + 256, "{p:?}");
     assert_eq!(p.delivered, p.sent);
     assert_eq!(s.state().stats().deliveries, p.delivered);
     let counts = ledger.counts(&scope(), now()).await.unwrap();
