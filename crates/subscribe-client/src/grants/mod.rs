@@ -101,8 +101,8 @@ pub struct PastGrant {
     pub status: GrantStatus,
     /// Its reservations.
     pub attempts: u32,
-    /// When the new confirmation was recorded (the `now` given to `record`), to the
-    /// millisecond.
+    /// When the new confirmation was recorded (the `now` given to `record`, or the ledger's own
+    /// clock for one that keeps time itself), to the millisecond.
     pub renewed_at: SystemTime,
 }
 
@@ -183,7 +183,9 @@ pub struct GrantCounts {
 /// makes the grant pending again; only the holder of the current reservation settles it;
 /// pending grants are listed in `openid` order after a cursor, so paging needs no snapshot.
 ///
-/// Time is passed in (`now`), from the client's clock.
+/// Time is passed in (`now`), from the client's clock; a ledger shared by instances whose
+/// clocks may disagree can time leases by its own clock instead (the SQL ledger uses the
+/// database's), which the contract suite allows: it runs in real time.
 #[async_trait::async_trait]
 pub trait GrantLedger: Send + Sync + fmt::Debug {
     /// Records a confirmation.
