@@ -58,9 +58,6 @@ return {redis.call('PTTL', KEYS[1]), string.sub(cur, 10)}
 
 /// What marks a lease key's value as a hold-off (no holder id starts with it).
 const HOLD_OFF_MARK: &str = "!holdoff|";
-/// The longest reason kept with a hold-off, in bytes.
-const MAX_REASON: usize = 200;
-
 static SAVE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(SAVE));
 static HOLD_OFF_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(HOLD_OFF));
 static READ_HOLD_OFF_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(READ_HOLD_OFF));
@@ -174,14 +171,11 @@ impl RefreshLease for RedisTokenStore {
         pause: Duration,
         reason: &str,
     ) -> Result<(), TokenStoreError> {
-        let mut cut = reason.len().min(MAX_REASON);
-        while !reason.is_char_boundary(cut) {
-            cut -= 1;
-        }
+        let reason = HoldOff::bounded_reason(reason);
         let mut c = self.redis.conn.clone();
         let mut call = HOLD_OFF_SCRIPT.key(self.lease_key(app));
         let ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX).max(1);
-        call.arg(holder).arg(ms).arg(format!("{HOLD_OFF_MARK}{}", &reason[..cut]));
+        call.arg(holder).arg(ms).arg(format!("{HOLD_OFF_MARK}{reason}"));
         let _: i64 = self.redis.run(call.invoke_async(&mut c)).await?;
         Ok(())
     }

@@ -7,9 +7,6 @@ use subscribe_types::{AccessToken, AppId};
 
 use crate::{Sql, SqlError, millis};
 
-/// The longest reason kept with a hold-off, in bytes.
-const MAX_REASON: usize = 200;
-
 /// The access token of each app in the database, shared by every instance, with the refresh
 /// lease that elects one refresher.
 ///
@@ -167,10 +164,7 @@ impl RefreshLease for SqlTokenStore {
         pause: Duration,
         reason: &str,
     ) -> Result<(), TokenStoreError> {
-        let mut cut = reason.len().min(MAX_REASON);
-        while !reason.is_char_boundary(cut) {
-            cut -= 1;
-        }
+        let reason = HoldOff::bounded_reason(reason);
         // Replaces an ended lease or hold-off, the holder's own live lease, or a shorter
         // hold-off; leaves another holder's live lease and a longer hold-off alone.
         self.sql
@@ -188,7 +182,7 @@ impl RefreshLease for SqlTokenStore {
                     .bind(app.as_str())
                     .bind(holder)
                     .bind(millis(pause))
-                    .bind(&reason[..cut])
+                    .bind(reason)
                     .execute(p)
                     .await
                     .map(|_| ())

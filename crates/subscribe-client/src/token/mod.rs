@@ -174,6 +174,27 @@ pub struct HoldOff {
     pub reason: String,
 }
 
+impl HoldOff {
+    /// The most bytes of a reason a shared store keeps.
+    pub const MAX_REASON_BYTES: usize = 200;
+
+    /// `reason` cut to [`MAX_REASON_BYTES`](Self::MAX_REASON_BYTES) on a character boundary:
+    /// what a store shared by instances keeps of it.
+    ///
+    /// ```
+    /// use subscribe_client::HoldOff;
+    /// assert_eq!(HoldOff::bounded_reason("HTTP 502"), "HTTP 502");
+    /// assert_eq!(HoldOff::bounded_reason(&"错".repeat(100)).len(), 198);
+    /// ```
+    pub fn bounded_reason(reason: &str) -> &str {
+        let mut cut = reason.len().min(Self::MAX_REASON_BYTES);
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        &reason[..cut]
+    }
+}
+
 #[async_trait::async_trait]
 impl<T: TokenStore + ?Sized> TokenStore for Arc<T> {
     async fn load(&self, app: &AppId) -> Result<Option<CachedToken>, TokenStoreError> {
