@@ -902,13 +902,14 @@ impl GrantLedger for SqlGrantLedger {
                     // The first `limit` takeable grants after the cursor that no other
                     // transaction holds (PostgreSQL skips locked rows; SQLite has one writer at a
                     // time), reserved; on PostgreSQL with their events, in one statement.
+                    let (open, close) = q.id_among;
                     let claim = format!(
                         "UPDATE wxsub_grants SET state = 'R', attempts = attempts + 1, \
                          until_ms = NOW_MS + $6, version = version + 1, updated_ms = NOW_MS, \
                          reservation = CAST($7 AS TEXT) || '-' || CAST(id AS TEXT) || '.' || CAST(version + 1 AS TEXT) \
-                         WHERE id IN (SELECT id FROM wxsub_grants WHERE appid = $1 AND template_id = $2 \
+                         WHERE {open}SELECT id FROM wxsub_grants WHERE appid = $1 AND template_id = $2 \
                          AND scene = $3 AND state IN ('P', 'R') AND {TAKEABLE} AND openid > $4 \
-                         ORDER BY openid LIMIT $5 SKIP_LOCKED) \
+                         ORDER BY openid LIMIT $5 SKIP_LOCKED{close} \
                          RETURNING id, openid, attempts, until_ms, reservation, updated_ms"
                     );
                     let sql = if q.writable_ctes {
