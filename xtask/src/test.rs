@@ -7,22 +7,22 @@ pub(crate) const START_POSTGRES: &str =
     "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start";
 
 /// The workspace tests. `subscribe-redis`'s tests need a real Redis at `REDIS_URL` (default
-/// `redis://127.0.0.1:6379`) and `subscribe-sql`'s PostgreSQL tests a real PostgreSQL at
-/// `POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`), as do `subscribe-cli`'s
-/// dispatcher processes in `tests/postgres.rs`; without one, those tests are excluded and
-/// reported as not run (the SQLite tests always run).
+/// `redis://127.0.0.1:6379`), as does the web app's `tests/redis.rs`; `subscribe-sql`'s
+/// PostgreSQL tests need a real PostgreSQL at `POSTGRES_URL` (default
+/// `postgres://postgres@127.0.0.1:5432/test`), as do `subscribe-cli`'s dispatcher processes in
+/// `tests/postgres.rs` and the web app's `tests/postgres.rs`. Without a service, the tests that
+/// need it are left out and reported as not run; the rest of their crates still runs.
 pub(crate) fn test() -> Result<Status> {
     let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let postgres =
         std::env::var("POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let mut args = vec!["test", "--workspace", "--all-features"];
     let mut not_run = Vec::new();
-    if redis_reachable(&redis) {
+    let redis_up = redis_reachable(&redis);
+    if redis_up {
         eprintln!("xtask test: Redis at {} answers; its tests run", redacted_url(&redis));
     } else {
-        args.extend(["--exclude", "subscribe-redis"]);
         not_run.push(format!(
-            "the subscribe-redis tests: no Redis at {}; start one with \
+            "the Redis tests of subscribe-redis and web-app: no Redis at {}; start one with \
              `redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save \"\" --appendonly no` \
              (Debian: apt-get install redis-server) or set REDIS_URL",
             redacted_url(&redis)
@@ -32,22 +32,81 @@ pub(crate) fn test() -> Result<Status> {
     if postgres_up {
         eprintln!("xtask test: PostgreSQL at {} answers; its tests run", redacted_url(&postgres));
     } else {
-        args.extend(["--exclude", "subscribe-sql", "--exclude", "subscribe-cli"]);
         not_run.push(format!(
-            "the PostgreSQL tests of subscribe-sql and subscribe-cli: nothing answers at {}; start it with `{START_POSTGRES}` \
-             (Debian: apt-get install postgresql) or set POSTGRES_URL",
+            "the PostgreSQL tests of subscribe-sql, subscribe-cli and web-app: nothing answers at {}; \
+             start it with `{START_POSTGRES}` (Debian: apt-get install postgresql) or set POSTGRES_URL",
             redacted_url(&postgres)
         ));
     }
+    let up = |service: Service| match service {
+        Service::Redis => redis_up,
+        Service::Postgres => postgres_up,
+    };
+    let mut args = vec!["test", "--workspace", "--all-features"];
+    // A crate with a test binary whose service is down is left out of the workspace run, then
+    // run without those binaries.
+    let gated: Vec<&Gated> =
+        GATED.iter().filter(|g| g.needs.iter().any(|(_, service)| !up(*service))).collect();
+    for g in &gated {
+        args.extend(["--exclude", g.krate]);
+    }
     cargo(&args, &[])?;
-    if !postgres_up {
-        // Everything of those two crates but their PostgreSQL test binaries.
-        cargo(&["test", "-p", "subscribe-sql", "--all-features", "--lib", "--test", "sqlite"], &[])?;
-        cargo(&["test", "-p", "subscribe-sql", "--all-features", "--doc"], &[])?;
-        cargo(&["test", "-p", "subscribe-cli", "--all-features", "--bins", "--test", "it"], &[])?;
+    for g in gated {
+        let mut targets = vec!["test", "-p", g.krate, "--all-features"];
+        targets.extend(g.always);
+        for (target, service) in g.needs {
+            if up(*service) && !target.is_empty() {
+                targets.extend(["--test", target]);
+            }
+        }
+        if targets.len() > 4 {
+            cargo(&targets, &[])?;
+        }
+        if g.doc {
+            cargo(&["test", "-p", g.krate, "--all-features", "--doc"], &[])?;
+        }
     }
     Ok(if not_run.is_empty() { Status::Passed } else { Status::NotRun(not_run.join("; ")) })
 }
+
+#[derive(Clone, Copy)]
+enum Service {
+    Redis,
+    Postgres,
+}
+
+/// A crate some of whose tests need a service.
+struct Gated {
+    krate: &'static str,
+    /// Its test binaries that need a service (`""`: every test of the crate).
+    needs: &'static [(&'static str, Service)],
+    /// The cargo target options of the rest of its tests.
+    always: &'static [&'static str],
+    /// Whether it has doctests.
+    doc: bool,
+}
+
+const GATED: &[Gated] = &[
+    Gated { krate: "subscribe-redis", needs: &[("", Service::Redis)], always: &[], doc: false },
+    Gated {
+        krate: "subscribe-sql",
+        needs: &[("postgres", Service::Postgres)],
+        always: &["--lib", "--test", "sqlite"],
+        doc: true,
+    },
+    Gated {
+        krate: "subscribe-cli",
+        needs: &[("postgres", Service::Postgres)],
+        always: &["--bins", "--test", "it"],
+        doc: false,
+    },
+    Gated {
+        krate: "web-app",
+        needs: &[("postgres", Service::Postgres), ("redis", Service::Redis)],
+        always: &["--lib", "--bins", "--test", "it"],
+        doc: true,
+    },
+];
 
 /// The `host:port` of a `scheme://[user[:password]@]host[:port][/…]` URL, with a default port.
 fn host_port(url: &str, default_port: u16) -> String {

@@ -96,9 +96,10 @@ pub struct Config {
     pub app_session_key: Option<AppSessionKey>,
     /// `WEBAPP_APP_RATE_PER_MINUTE`: app API requests per user and minute (default 30).
     pub app_rate_per_minute: std::num::NonZeroU32,
-    /// Where grants are kept: `DATABASE_URL` (`postgres://…` or `sqlite:…`), or by default
-    /// the SQLite file `grants.db` in `WEBAPP_DATA_DIR` (default `data`), so a restart loses
-    /// nothing. `DATABASE_URL=memory` keeps them in memory (lost on restart). `None`: memory.
+    /// Where grants are kept: `DATABASE_URL` (`postgres://…`, `sqlite:…` or `redis://…`), or
+    /// by default the SQLite file `grants.db` in `WEBAPP_DATA_DIR` (default `data`), so a
+    /// restart loses nothing. `DATABASE_URL=memory` keeps them in memory (lost on restart).
+    /// `None`: memory. See [`AppState::open`] for what else each keeps.
     pub database_url: Option<String>,
 }
 
@@ -144,6 +145,9 @@ pub enum StartError {
     /// password).
     #[error("grant database: {0}")]
     Database(#[from] subscribe_sql::SqlError),
+    /// Redis cannot be reached (the URL is not shown: it may hold a password).
+    #[error("grant database: {0}")]
+    Redis(#[from] subscribe_redis::RedisError),
     /// The data directory cannot be created.
     #[error("cannot create the data directory: {0}")]
     DataDir(#[source] std::io::Error),
@@ -287,26 +291,43 @@ const COUNTS_TTL: Duration = Duration::from_secs(1);
 const COUNTS_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl AppState {
-    /// The client for `config`, with the grant ledger it names ([`Config::database_url`]): a
-    /// SQL database (its directory and schema created if missing), or memory.
+    /// The client for `config`, on the backend [`Config::database_url`] names:
+    ///
+    /// | `DATABASE_URL` | grants | access tokens | used authorization states |
+    /// |---|---|---|---|
+    /// | `sqlite:…` (default `sqlite:data/grants.db`) | the file (its directory created) | the file | memory |
+    /// | `postgres://…` | the database | the database (shared refresh lease) | memory |
+    /// | `redis://…`, `rediss://…` | Redis | Redis | Redis |
+    /// | `memory` | memory | memory | memory |
+    ///
+    /// On PostgreSQL every instance shares the grants and the token, but each remembers the
+    /// states it has seen by itself: behind a load balancer without sticky sessions, a replayed
+    /// confirmation is refused only by the instance that took the first one (it cannot record
+    /// a second grant for the same user either way, since grants are keyed by openid).
     ///
     /// # Errors
     /// [`StartError`] when the client cannot be built or the database cannot be opened.
     pub async fn open(config: Config) -> Result<Self, StartError> {
-        let ledger: Arc<dyn GrantLedger> = match &config.database_url {
-            None => Arc::new(InMemoryGrantLedger::new()),
-            Some(url) => {
-                if let Some(file) = url.strip_prefix("sqlite:")
-                    && let Some(dir) = std::path::Path::new(file).parent()
-                    && !dir.as_os_str().is_empty()
-                {
-                    std::fs::create_dir_all(dir).map_err(StartError::DataDir)?;
-                }
-                let sql = subscribe_sql::Sql::builder(url.clone()).connect().await?;
-                Arc::new(subscribe_sql::SqlGrantLedger::new(sql))
-            }
+        let Some(url) = config.database_url.clone() else {
+            return Ok(Self::new(config)?);
         };
-        Ok(Self::with_ledger(config, ledger)?)
+        if url.starts_with("redis://") || url.starts_with("rediss://") {
+            let redis = subscribe_redis::Redis::builder(url).connect().await?;
+            let ledger = Arc::new(subscribe_redis::RedisGrantLedger::new(redis.clone()));
+            return Ok(Self::build(config, ledger, |b| {
+                b.token_store(subscribe_redis::RedisTokenStore::new(redis.clone()))
+                    .used_states(subscribe_redis::RedisUsedStates::new(redis))
+            })?);
+        }
+        if let Some(file) = url.strip_prefix("sqlite:")
+            && let Some(dir) = std::path::Path::new(file).parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(StartError::DataDir)?;
+        }
+        let sql = subscribe_sql::Sql::builder(url).connect().await?;
+        let ledger = Arc::new(subscribe_sql::SqlGrantLedger::new(sql.clone()));
+        Ok(Self::build(config, ledger, |b| b.token_store(subscribe_sql::SqlTokenStore::new(sql)))?)
     }
 
     /// The client for `config`, and an in-memory grant ledger (whatever
@@ -326,9 +347,20 @@ impl AppState {
         config: Config,
         ledger: Arc<dyn GrantLedger>,
     ) -> Result<Self, subscribe_client::ConfigError> {
-        let mut builder = Client::builder(config.appid.clone(), config.secret.clone())
-            .api_base(config.api_base.clone())
-            .mp_base(config.mp_base.clone());
+        Self::build(config, ledger, |b| b)
+    }
+
+    /// The client for `config` (with what `backend` adds to its builder) and `ledger`.
+    fn build(
+        config: Config,
+        ledger: Arc<dyn GrantLedger>,
+        backend: impl FnOnce(subscribe_client::ClientBuilder) -> subscribe_client::ClientBuilder,
+    ) -> Result<Self, subscribe_client::ConfigError> {
+        let mut builder = backend(
+            Client::builder(config.appid.clone(), config.secret.clone())
+                .api_base(config.api_base.clone())
+                .mp_base(config.mp_base.clone()),
+        );
         if let Some(key) = &config.state_key {
             builder = builder.state_key(key.clone());
         }

@@ -7,198 +7,18 @@ mod admin;
 mod app_api;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use reqwest::header::COOKIE;
 use subscribe_client::GrantLedger;
 use subscribe_sandbox::{SandboxConfig, SandboxHandle};
 use web_app::{AppState, Config};
 
-const ALICE: &str = "oSandbox_Alice_00000000001";
-const BOB: &str = "oSandbox_Bob_0000000000002";
-/// The admin credential the tests start the app with.
-const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef0123";
-/// The key app session tokens are signed with in the tests.
-const APP_SESSION_KEY: &str = "test-app-session-key-0123456789abcdef";
-
-struct World {
-    sandbox: SandboxHandle,
-    app: SocketAddr,
-    http: reqwest::Client,
-    state: AppState,
-}
-
-async fn start() -> World {
-    start_with(&[]).await
-}
-
-async fn start_with(extra: &[(&'static str, &str)]) -> World {
-    start_full(SandboxConfig::demo(), extra, None).await
-}
-
-/// A sandbox on `sandbox`, and the app with the test environment plus `extra` (which wins; an
-/// empty value unsets a variable), on `ledger` or an in-memory one.
-async fn start_full(
-    sandbox: SandboxConfig,
-    extra: &[(&'static str, &str)],
-    ledger: Option<Arc<dyn GrantLedger>>,
-) -> World {
-    let sandbox = SandboxHandle::start(sandbox).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let app = listener.local_addr().unwrap();
-    let mut env: HashMap<&str, String> = HashMap::new();
-    env.insert("WEBAPP_LISTEN", app.to_string());
-    env.insert("WEBAPP_PUBLIC_URL", format!("http://{app}"));
-    env.insert("WECHAT_API_BASE", sandbox.base_url());
-    env.insert("WEBAPP_ADMIN_TOKEN", ADMIN_TOKEN.to_owned());
-    env.insert("WEBAPP_APP_SESSION_KEY", APP_SESSION_KEY.to_owned());
-    env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
-    let config = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
-    let state = match ledger {
-        Some(ledger) => AppState::with_ledger(config, ledger).unwrap(),
-        // What `main` does: the ledger the configuration names.
-        None if env.contains_key("DATABASE_URL") => AppState::open(config).await.unwrap(),
-        None => AppState::new(config).unwrap(),
-    };
-    tokio::spawn(web_app::serve(listener, state.clone(), std::future::pending()));
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    World { sandbox, app, http, state }
-}
-
-/// The value of hidden field `name` in a page's form.
-fn field(html: &str, name: &str) -> String {
-    let at = html.find(&format!(r#"name="{name}" value=""#)).unwrap_or_else(|| panic!("no {name} in {html}"));
-    let rest = &html[at + name.len() + 15..];
-    rest[..rest.find('"').unwrap()].to_owned()
-}
-
-/// `name=value` of a response's `Set-Cookie` for cookie `name`.
-fn set_cookie(r: &reqwest::Response, name: &str) -> Option<String> {
-    r.headers()
-        .get_all(SET_COOKIE)
-        .iter()
-        .map(|v| v.to_str().unwrap().to_owned())
-        .find(|v| v.starts_with(&format!("{name}=")))
-}
-
-impl World {
-    /// Posts the sign-in form with `cookie` (the session), `token` and `csrf`.
-    async fn login(&self, cookie: Option<&str>, token: &str, csrf: &str) -> reqwest::Response {
-        let mut r = self.http.post(self.url("/admin/login")).form(&[("token", token), ("csrf", csrf)]);
-        if let Some(c) = cookie {
-            r = r.header(COOKIE, c);
-        }
-        r.send().await.unwrap()
-    }
-
-    /// Signs in as the admin in a fresh browser: returns its `Cookie` header and the page's
-    /// CSRF token.
-    async fn admin_login(&self) -> (String, String) {
-        let r = self.http.get(self.url("/admin")).send().await.unwrap();
-        assert_eq!(r.status(), 401);
-        let sid = set_cookie(&r, "sid").unwrap().split(';').next().unwrap().to_owned();
-        let csrf = field(&r.text().await.unwrap(), "csrf");
-        let r = self.login(Some(&sid), ADMIN_TOKEN, &csrf).await;
-        assert_eq!(r.status(), 303, "login");
-        let admin = set_cookie(&r, "wa_admin").unwrap();
-        let cookies = format!("{sid}; {}", admin.split(';').next().unwrap());
-        let (status, page) = self.get(&self.url("/admin"), Some(&cookies)).await;
-        assert_eq!(status, 200, "{page}");
-        (cookies, field(&page, "csrf"))
-    }
-
-    /// Posts the dispatch form as a signed-in admin. A refused form's answer is returned as
-    /// is; an accepted one is followed to its job's page until the job finishes.
-    async fn dispatch(&self, title: &str, content: &str) -> (StatusCode, String) {
-        let (cookies, csrf) = self.admin_login().await;
-        let r = self
-            .post_dispatch(&cookies, &[("title", title), ("content", content), ("url", ""), ("csrf", &csrf)])
-            .await;
-        if r.status() != StatusCode::SEE_OTHER {
-            return (r.status(), r.text().await.unwrap());
-        }
-        let job = self.url(r.headers()[LOCATION].to_str().unwrap());
-        self.finished(&job, &cookies).await
-    }
-
-    async fn post_dispatch(&self, cookies: &str, form: &[(&str, &str)]) -> reqwest::Response {
-        self.http.post(self.url("/admin/dispatch")).header(COOKIE, cookies).form(form).send().await.unwrap()
-    }
-
-    /// Reloads a job's page until its report shows (at most 20 s).
-    async fn finished(&self, job: &str, cookies: &str) -> (StatusCode, String) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let (status, page) = self.get(job, Some(cookies)).await;
-            if !page.contains(r#"data-state="running""#) {
-                return (status, page);
-            }
-            assert!(std::time::Instant::now() < deadline, "the dispatch did not finish: {page}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.app)
-    }
-
-    /// `/subscribe` → the authorization page → the user's decision → WeChat's redirect back.
-    /// Returns the session cookie and the callback URL.
-    async fn authorize(&self, cookie: Option<&str>, openid: &str, decision: &str) -> (String, String) {
-        let mut req = self.http.get(self.url("/subscribe"));
-        if let Some(c) = cookie {
-            req = req.header(COOKIE, c);
-        }
-        let r = req.send().await.unwrap();
-        assert!(r.status().is_redirection(), "{}", r.status());
-        let cookie = match r.headers().get(SET_COOKIE) {
-            Some(v) => {
-                let v = v.to_str().unwrap();
-                assert!(v.contains("HttpOnly") && v.contains("SameSite=Lax"), "{v}");
-                v.split(';').next().unwrap().to_owned()
-            }
-            None => cookie.unwrap().to_owned(),
-        };
-        let page_url = r.headers()[LOCATION].to_str().unwrap().split('#').next().unwrap().to_owned();
-        assert!(page_url.starts_with(&format!("{}/mp/subscribemsg?", self.sandbox.base_url())), "{page_url}");
-        assert_eq!(self.http.get(&page_url).send().await.unwrap().status(), 200);
-        let q = page_url.split_once('?').unwrap().1;
-        let r = self
-            .http
-            .post(format!("{}/mp/subscribemsg/decide", self.sandbox.base_url()))
-            .form(&[("q", q), ("openid", openid), ("decision", decision)])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 302);
-        let callback = r.headers()[LOCATION].to_str().unwrap().to_owned();
-        assert!(callback.starts_with(&self.url("/callback?")), "{callback}");
-        (cookie, callback)
-    }
-
-    async fn get(&self, url: &str, cookie: Option<&str>) -> (StatusCode, String) {
-        let mut req = self.http.get(url);
-        if let Some(c) = cookie {
-            req = req.header(COOKIE, c);
-        }
-        let r = req.send().await.unwrap();
-        (r.status(), r.text().await.unwrap())
-    }
-
-    async fn health(&self) -> serde_json::Value {
-        serde_json::from_str(&self.http.get(self.url("/health")).send().await.unwrap().text().await.unwrap())
-            .unwrap()
-    }
-}
-
-pub(crate) fn cell(html: &str, id: &str) -> u64 {
-    let start = html.find(&format!(r#"id="{id}">"#)).unwrap_or_else(|| panic!("no #{id} in {html}"));
-    let rest = &html[start + id.len() + 6..];
-    rest[..rest.find('<').unwrap()].parse().unwrap()
-}
+#[path = "../common/mod.rs"]
+mod common;
+use common::*;
 
 #[tokio::test]
 async fn confirm_cancel_dispatch_and_exactly_one_message() {
@@ -292,6 +112,17 @@ fn the_database_url_defaults_to_sqlite_in_the_data_dir_and_stays_out_of_debug() 
     let pg = env(&[("DATABASE_URL", "postgres://shop:s3cr3t@db/shop")]);
     assert_eq!(pg.database_url.as_deref(), Some("postgres://shop:s3cr3t@db/shop"));
     assert!(!format!("{pg:?}").contains("s3cr3t"));
+}
+
+#[tokio::test]
+async fn a_database_that_cannot_be_reached_stops_the_start_without_printing_its_password() {
+    for url in ["postgres://shop:s3cr3t@127.0.0.1:1/shop", "redis://:s3cr3t@127.0.0.1:1"] {
+        let config = Config::from_lookup(|k| (k == "DATABASE_URL").then(|| url.to_owned())).unwrap();
+        let e = AppState::open(config).await.expect_err(url);
+        let (shown, debug) = (e.to_string(), format!("{e:?}"));
+        assert!(shown.starts_with("grant database: "), "{shown}");
+        assert!(!shown.contains("s3cr3t") && !debug.contains("s3cr3t"), "{shown} / {debug}");
+    }
 }
 
 /// `url` with the value of query parameter `key` replaced by `value`.
