@@ -13,8 +13,8 @@ use std::sync::LazyLock;
 
 use subscribe_sandbox::{SandboxConfig, SandboxState, check_send_body, router};
 use subscribe_types::{
-    Action, ApiResponse, AuthorizationAnswer, AuthorizeRequest, Expectation, IssuedToken,
-    MobileSubscribeResponse, Reserved, SubscribeMessage,
+    Action, ApiResponse, AuthorizationAnswer, AuthorizeRequest, Expectation, IssuedToken, MessageData,
+    MobileSubscribeResponse, Reserved, SubscribeAnswers, SubscribeMessage, Template,
 };
 
 /// A property check: returns when the property holds for the input, panics when it breaks.
@@ -28,6 +28,8 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("responses", responses),
     ("send_body", send_body),
     ("mobile_answer", mobile_answer),
+    ("message_data", message_data),
+    ("subscribe_answers", subscribe_answers),
 ];
 
 /// Percent-encodes everything but ASCII letters and digits.
@@ -178,6 +180,69 @@ pub fn send_body(body: &[u8]) {
         }
         Err(e) => {
             assert!(matches!(e.code().get(), 44002 | 47001 | 47003), "unexpected code {}", e.code());
+        }
+    }
+}
+
+/// The successors' `data` (`MessageData`) and a template's keys (`Template::keys`) on
+/// arbitrary text: the first line is a template's content, each further line a `key=value`.
+/// Accepted data serializes to `{"key":{"value":…}}` with every value as given and still
+/// keeping its type's rule; an error names a `data` field; checking against the template
+/// answers without panicking, and passes when the data has exactly the template's keys.
+///
+/// # Panics
+/// When one of those properties breaks.
+pub fn message_data(data: &[u8]) {
+    let Ok(input) = std::str::from_utf8(data) else { return };
+    let mut lines = input.lines();
+    let content = lines.next().unwrap_or_default();
+    let pairs: Vec<(&str, &str)> = lines.map(|l| l.split_once('=').unwrap_or((l, ""))).collect();
+    let template: Template = serde_json::from_value(serde_json::json!({
+        "priTmplId": "FuzzTemplate", "content": content, "type": 2,
+    }))
+    .expect("a template with any content reads");
+    let keys = template.keys();
+    assert!(keys.iter().all(|k| content.contains(k)), "a key that is not in the content");
+    match MessageData::from_pairs(pairs.iter().copied()) {
+        Ok(parsed) => {
+            let json: serde_json::Value = serde_json::to_value(&parsed).expect("data serializes");
+            for (key, value) in &pairs {
+                assert_eq!(json[*key]["value"].as_str(), Some(*value), "a value changed in the JSON");
+                let key: subscribe_types::DataKey = key.parse().expect("an accepted key parses again");
+                assert!(key.keyword_type().check(value).is_ok(), "an accepted value breaks its rule");
+            }
+            let exact = keys.len() == parsed.len() && keys.iter().all(|k| parsed.get(k).is_some());
+            let checked = parsed.check_against(&template);
+            assert!(
+                !exact || checked.is_ok(),
+                "data with exactly the template's keys was refused: {checked:?}"
+            );
+        }
+        Err(e) => assert!(e.field().starts_with("data"), "an error outside data: {e}"),
+    }
+}
+
+/// The user-side answers (`SubscribeAnswers`, both shapes) on arbitrary text: every accepted
+/// template has a decision that is an acceptance, and no error repeats the input.
+///
+/// # Panics
+/// When one of those properties breaks.
+pub fn subscribe_answers(data: &[u8]) {
+    let Ok(input) = std::str::from_utf8(data) else { return };
+    for parsed in [
+        SubscribeAnswers::from_request_subscribe_message(input),
+        SubscribeAnswers::from_open_subscribe(input),
+    ] {
+        match parsed {
+            Ok(answers) => {
+                for t in answers.accepted() {
+                    assert!(answers.get(t).is_some_and(subscribe_types::SubscribeDecision::is_accept));
+                }
+            }
+            Err(e) => {
+                let text = e.to_string();
+                assert!(input.len() < 12 || !text.contains(input), "an error repeats its input: {text}");
+            }
         }
     }
 }

@@ -93,6 +93,7 @@ codes! {
     INVALID_CHARACTERS = 40033, Input, Other, "illegal \\uxxxx characters in the request";
     INVALID_TEMPLATE_ID_SIZE = 40036, Config, Other, "invalid template_id size";
     INVALID_TEMPLATE_ID = 40037, Config, Other, "invalid template_id: wrong template or template type";
+    LONG_TERM_DAILY_LIMIT = 40038, Fatal, Other, "long-term template sends to this user are used up for today (unconfirmed)";
     INVALID_URL_SIZE = 40039, Input, Other, "invalid url size";
     INVALID_URL_DOMAIN = 40048, Input, Other, "invalid url domain";
     INVALID_APPSECRET = 40125, Config, InvalidSecret, "invalid appsecret";
@@ -101,13 +102,17 @@ codes! {
     ACCESS_TOKEN_MISSING = 41001, Input, Other, "access_token missing";
     APPID_MISSING = 41002, Config, InvalidAppId, "appid missing";
     APPSECRET_MISSING = 41004, Config, InvalidSecret, "appsecret missing";
+    PAGE_NOT_RELEASED = 41030, Input, Other, "page is not in the mini program's released version";
     ACCESS_TOKEN_EXPIRED = 42001, Token, Other, "access_token expired";
     REQUIRE_POST = 43002, Input, Other, "POST method required";
     REQUIRE_SUBSCRIBE = 43004, Fatal, Other, "recipient must follow the account";
     USER_REFUSED = 43101, Refused, Other, "user refused the message: no unused authorization";
+    SUBSCRIBE_BANNED = 43107, Config, Other, "subscribe capability or template banned (unconfirmed)";
+    CONCURRENT_SEND = 43108, Busy, Other, "concurrent sends to the same openid: retry once the other ends (unconfirmed)";
     EMPTY_POST_DATA = 44002, Input, Other, "empty post data";
     DAILY_QUOTA_EXCEEDED = 45009, Later, QuotaExceeded, "daily API quota reached";
     MINUTE_QUOTA_EXCEEDED = 45011, Later, QuotaExceeded, "per-minute API quota reached";
+    SENSITIVE_CONTENT = 45168, Input, Other, "the content has sensitive words (unconfirmed)";
     DATA_FORMAT_ERROR = 47001, Input, Other, "data format error: the body is not valid JSON";
     ARGUMENT_INVALID = 47003, Input, Other, "argument invalid: errmsg names the field";
     API_UNAUTHORIZED = 48001, Config, Other, "API unauthorized: no permission or wrong token type";
@@ -119,6 +124,17 @@ codes! {
     IP_AWAITING_APPROVAL = 89503, Later, Other, "IP waiting for administrator approval";
     IP_REJECTED_RETRY_24H = 89506, Later, Other, "IP rejected by the administrator; retry after 24 hours";
     IP_REJECTED_RETRY_1H = 89507, Later, Other, "IP rejected by the administrator; retry after 1 hour";
+    LIBRARY_ACCOUNT_BANNED = 200_011, Config, Other, "template library: this account is banned";
+    LIBRARY_TEMPLATE_LIMIT = 200_012, Config, Other, "template library: the account has its most private templates";
+    LIBRARY_TEMPLATE_BANNED = 200_013, Config, Other, "template library: this public template is banned";
+    LIBRARY_INVALID_TID = 200_014, Input, Other, "template library: invalid tid";
+    LIBRARY_ERROR_200015 = 200_015, Input, Other, "template library error (meaning not in the sources we have)";
+    LIBRARY_INVALID_START = 200_016, Input, Other, "template library: invalid start";
+    LIBRARY_INVALID_LIMIT = 200_017, Input, Other, "template library: invalid limit";
+    LIBRARY_IDS_MISSING = 200_018, Input, Other, "template library: category ids missing";
+    LIBRARY_INVALID_IDS = 200_019, Input, Other, "template library: invalid category ids";
+    LIBRARY_INVALID_KID_LIST = 200_020, Input, Other, "template library: invalid kidList";
+    LIBRARY_INVALID_SCENE_DESC = 200_021, Input, Other, "template library: invalid sceneDesc";
 }
 
 impl ErrCode {
@@ -256,6 +272,27 @@ impl ApiError {
     /// The `errmsg`, as sent.
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// For 47003 (argument invalid), the field WeChat names in `errmsg`
+    /// (`argument invalid! data.thing3.value invalid` → `data.thing3.value`).
+    ///
+    /// ```
+    /// use subscribe_types::{ApiError, ErrCode};
+    /// let e = ApiError::new(ErrCode::ARGUMENT_INVALID, "argument invalid! data.thing3.value invalid rid: 6a1b");
+    /// assert_eq!(e.invalid_field(), Some("data.thing3.value"));
+    /// assert_eq!(ApiError::new(ErrCode::ARGUMENT_INVALID, "argument invalid!").invalid_field(), None);
+    /// ```
+    pub fn invalid_field(&self) -> Option<&str> {
+        if self.code != ErrCode::ARGUMENT_INVALID {
+            return None;
+        }
+        let after = self.message.split_once('!').map_or(self.message.as_str(), |(_, rest)| rest);
+        after.split_whitespace().find(|w| {
+            w.contains('.')
+                && w.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_')
+                && w.starts_with(|c: char| c.is_ascii_alphabetic())
+        })
     }
 
     /// For an IP-whitelist error, the caller IP that WeChat reports in `errmsg`

@@ -47,13 +47,17 @@
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod answers;
 mod api;
 mod authorize;
 mod callback;
+mod data;
 pub mod encoding;
 pub mod endpoint;
 mod error;
+mod family;
 mod ids;
+mod library;
 mod message;
 mod newtype;
 mod query;
@@ -61,6 +65,7 @@ mod secret;
 mod text;
 mod token;
 
+pub use answers::{AnswerError, SubscribeAnswers, SubscribeDecision};
 pub use api::{
     ApiError, ApiResponse, DecodeCategory, DecodeError, ErrCode, ErrorClass, TokenEndpointFailure,
 };
@@ -69,9 +74,18 @@ pub use authorize::{
     MobileSubscribeResponse,
 };
 pub use callback::{Action, AuthorizationAnswer, Cancelled, Confirmed, Expectation, Mismatch, QueryError};
+pub use data::{DataError, DataKey, KeywordType, MessageData, ValueFault};
 pub use endpoint::{Ack, Endpoint, EndpointSpec, Method};
 pub use error::ValidationError;
+pub use family::{
+    Lang, MiniProgramMessage, MiniProgramMessageBuilder, MiniProgramState, NotificationSent,
+    SubscribeNotification, SubscribeNotificationBuilder,
+};
 pub use ids::{AppId, OpenId, Reserved, Scene, TemplateId};
+pub use library::{
+    AddTemplate, AddedTemplate, Categories, Category, DeleteTemplate, EnumValues, Keyword, Keywords,
+    PublicTemplate, PublicTemplates, Template, TemplateKind, Templates, TitlesQuery,
+};
 pub use message::{MessageParseError, SubscribeMessage, SubscribeMessageBuilder};
 pub use secret::{AccessToken, AppSecret};
 pub use text::{Color, Content, HttpUrl, MiniProgram, Title};

@@ -6,6 +6,9 @@ fn every_documented_code_is_named_and_classified() {
         -1, 0, 40001, 40002, 40003, 40013, 40014, 40033, 40036, 40037, 40039, 40048, 40125, 40164, 40243,
         41001, 41002, 41004, 42001, 43002, 43004, 43101, 44002, 45009, 45011, 47001, 47003, 48001, 48004,
         50001, 50002, 61004, 89501, 89503, 89506, 89507,
+        // The successors (successors.md §4–5).
+        40038, 41030, 43107, 43108, 45168, 200_011, 200_012, 200_013, 200_014, 200_015, 200_016, 200_017,
+        200_018, 200_019, 200_020, 200_021,
     ];
     for code in documented {
         let c = ErrCode::new(code);
@@ -36,6 +39,16 @@ fn classes_follow_the_protocol() {
         (ErrCode::EMPTY_POST_DATA, InvalidRequest),
         (ErrCode::REQUIRE_SUBSCRIBE, Permanent),
         (ErrCode::new(99_999), Permanent),
+        // The successors: a concurrent send to one openid did nothing and is retried; the
+        // rest are the request's or the account's to fix.
+        (ErrCode::CONCURRENT_SEND, Backoff),
+        (ErrCode::PAGE_NOT_RELEASED, InvalidRequest),
+        (ErrCode::SENSITIVE_CONTENT, InvalidRequest),
+        (ErrCode::SUBSCRIBE_BANNED, Configuration),
+        (ErrCode::LONG_TERM_DAILY_LIMIT, Permanent),
+        (ErrCode::LIBRARY_TEMPLATE_LIMIT, Configuration),
+        (ErrCode::LIBRARY_INVALID_KID_LIST, InvalidRequest),
+        (ErrCode::LIBRARY_INVALID_SCENE_DESC, InvalidRequest),
     ] {
         assert_eq!(code.class(), Some(class), "{code}");
     }

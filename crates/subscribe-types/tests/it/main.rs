@@ -6,6 +6,7 @@
 mod authorize;
 mod callback;
 mod codes;
+mod family;
 mod message;
 mod properties;
 mod redaction;
