@@ -63,6 +63,7 @@ mod clock;
 mod dispatch;
 mod error;
 mod grants;
+mod keyed;
 mod rate;
 mod retry;
 mod state;

@@ -40,6 +40,60 @@ pub const SEND_SUBSCRIBE_MESSAGE: EndpointSpec = EndpointSpec {
     needs_access_token: true,
 };
 
+/// `POST /cgi-bin/message/subscribe/send?access_token=…`: a mini-program subscribe message.
+pub const SEND_MINI_PROGRAM_MESSAGE: EndpointSpec = EndpointSpec {
+    name: "send_mini_program_message",
+    method: Method::Post,
+    path: "/cgi-bin/message/subscribe/send",
+    needs_access_token: true,
+};
+
+/// `POST /cgi-bin/message/subscribe/bizsend?access_token=…`: a service account's subscribe
+/// notification.
+pub const SEND_SUBSCRIBE_NOTIFICATION: EndpointSpec = EndpointSpec {
+    name: "send_subscribe_notification",
+    method: Method::Post,
+    path: "/cgi-bin/message/subscribe/bizsend",
+    needs_access_token: true,
+};
+
+/// The template library's calls, under `/wxaapi/newtmpl/`.
+macro_rules! library_endpoint {
+    ($(#[$doc:meta])* $name:ident, $method:ident, $path:literal) => {
+        $(#[$doc])*
+        pub const $name: EndpointSpec = EndpointSpec {
+            name: $path,
+            method: Method::$method,
+            path: concat!("/wxaapi/newtmpl/", $path),
+            needs_access_token: true,
+        };
+    };
+}
+library_endpoint!(
+    /// `GET /wxaapi/newtmpl/getcategory`: the account's categories.
+    GET_CATEGORY, Get, "getcategory"
+);
+library_endpoint!(
+    /// `GET /wxaapi/newtmpl/getpubtemplatetitles`: public templates of some categories.
+    GET_PUB_TEMPLATE_TITLES, Get, "getpubtemplatetitles"
+);
+library_endpoint!(
+    /// `GET /wxaapi/newtmpl/getpubtemplatekeywords`: a public template's keywords.
+    GET_PUB_TEMPLATE_KEYWORDS, Get, "getpubtemplatekeywords"
+);
+library_endpoint!(
+    /// `POST /wxaapi/newtmpl/addtemplate`: a private template from a public one.
+    ADD_TEMPLATE, Post, "addtemplate"
+);
+library_endpoint!(
+    /// `POST /wxaapi/newtmpl/deltemplate`: deletes a private template.
+    DEL_TEMPLATE, Post, "deltemplate"
+);
+library_endpoint!(
+    /// `GET /wxaapi/newtmpl/gettemplate`: the account's private templates.
+    GET_TEMPLATE, Get, "gettemplate"
+);
+
 /// `GET /cgi-bin/token`: the classic token endpoint.
 pub const CLASSIC_TOKEN: EndpointSpec =
     EndpointSpec { name: "token", method: Method::Get, path: "/cgi-bin/token", needs_access_token: false };
@@ -89,8 +143,12 @@ pub trait Endpoint {
     type Body: serde::Serialize + ?Sized;
     /// What a successful answer carries besides `errcode` and `errmsg`.
     type Response: serde::de::DeserializeOwned;
-    /// The request body.
+    /// The request body (not sent for a [`Method::Get`] endpoint).
     fn body(&self) -> &Self::Body;
+    /// Query parameters after `access_token`, already encoded (`tid=99`); none by default.
+    fn query(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The answer of an endpoint whose success carries nothing but `{"errcode":0,"errmsg":"ok"}`.

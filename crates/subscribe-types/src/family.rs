@@ -344,3 +344,21 @@ impl NotificationSent {
         serde_json::from_slice(body)
     }
 }
+
+impl crate::Endpoint for MiniProgramMessage {
+    const SPEC: crate::EndpointSpec = crate::endpoint::SEND_MINI_PROGRAM_MESSAGE;
+    type Body = Self;
+    type Response = crate::Ack;
+    fn body(&self) -> &Self {
+        self
+    }
+}
+
+impl crate::Endpoint for SubscribeNotification {
+    const SPEC: crate::EndpointSpec = crate::endpoint::SEND_SUBSCRIBE_NOTIFICATION;
+    type Body = Self;
+    type Response = NotificationSent;
+    fn body(&self) -> &Self {
+        self
+    }
+}

@@ -83,8 +83,9 @@ pub use family::{
 };
 pub use ids::{AppId, OpenId, Reserved, Scene, TemplateId};
 pub use library::{
-    AddTemplate, AddedTemplate, Categories, Category, DeleteTemplate, EnumValues, Keyword, Keywords,
-    PublicTemplate, PublicTemplates, Template, TemplateKind, Templates, TitlesQuery,
+    AddTemplate, AddedTemplate, Categories, Category, DeleteTemplate, EnumValues, GetCategories,
+    GetTemplates, Keyword, Keywords, KeywordsQuery, PublicTemplate, PublicTemplates, Template, TemplateKind,
+    Templates, TitlesQuery,
 };
 pub use message::{MessageParseError, SubscribeMessage, SubscribeMessageBuilder};
 pub use secret::{AccessToken, AppSecret};

@@ -347,3 +347,57 @@ pub struct DeleteTemplate {
     /// The template to delete.
     pub pri_tmpl_id: TemplateId,
 }
+
+/// `getcategory`: the categories of the account.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GetCategories;
+
+/// `getpubtemplatekeywords`: the keywords of public template `tid`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeywordsQuery {
+    /// The public template.
+    pub tid: u64,
+}
+
+/// `gettemplate`: the account's private templates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GetTemplates;
+
+/// A GET endpoint of the library: no body, its answer type.
+macro_rules! get_endpoint {
+    ($ty:ty, $spec:ident, $response:ty, |$self_:ident| $query:expr) => {
+        impl crate::Endpoint for $ty {
+            const SPEC: crate::EndpointSpec = crate::endpoint::$spec;
+            type Body = ();
+            type Response = $response;
+            fn body(&self) -> &() {
+                &()
+            }
+            fn query(&$self_) -> Option<String> {
+                $query
+            }
+        }
+    };
+}
+get_endpoint!(GetCategories, GET_CATEGORY, Categories, |self| None);
+get_endpoint!(GetTemplates, GET_TEMPLATE, Templates, |self| None);
+get_endpoint!(TitlesQuery, GET_PUB_TEMPLATE_TITLES, PublicTemplates, |self| Some(self.query()));
+get_endpoint!(KeywordsQuery, GET_PUB_TEMPLATE_KEYWORDS, Keywords, |self| Some(format!("tid={}", self.tid)));
+
+impl crate::Endpoint for AddTemplate {
+    const SPEC: crate::EndpointSpec = crate::endpoint::ADD_TEMPLATE;
+    type Body = Self;
+    type Response = AddedTemplate;
+    fn body(&self) -> &Self {
+        self
+    }
+}
+
+impl crate::Endpoint for DeleteTemplate {
+    const SPEC: crate::EndpointSpec = crate::endpoint::DEL_TEMPLATE;
+    type Body = Self;
+    type Response = crate::Ack;
+    fn body(&self) -> &Self {
+        self
+    }
+}

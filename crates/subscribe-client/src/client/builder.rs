@@ -349,6 +349,7 @@ impl ClientBuilder {
                 store_timeout: self.store_timeout,
                 state_ttl: self.state_ttl,
                 jitter: AtomicU64::new(seed),
+                openid_locks: crate::keyed::KeyedLocks::default(),
             }),
         })
     }

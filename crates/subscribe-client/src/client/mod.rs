@@ -18,6 +18,7 @@ use crate::token::{CachedToken, ExternalTokenSource, TokenManager, TokenSource};
 
 mod authorize;
 mod builder;
+mod family;
 mod send;
 
 pub use builder::{ClientBuilder, DEFAULT_API_BASE};
@@ -44,6 +45,8 @@ struct Inner {
     store_timeout: Duration,
     state_ttl: Duration,
     jitter: AtomicU64,
+    /// One send at a time per openid for the successors' sends (WeChat's 43108).
+    openid_locks: crate::keyed::KeyedLocks,
 }
 
 /// A successful call's decoded answer and its receipt.

@@ -40,7 +40,8 @@ impl Client {
         let span =
             info_span!("wechat.call", appid = %self.inner.appid, path = spec.path, endpoint = spec.name);
         let body = serde_json::to_vec(call.body()).map_err(|_| SendError::BodyNotSerializable)?;
-        let (answer, receipt) = self.run(spec, Bytes::from(body)).instrument(span).await?;
+        let query = call.query();
+        let (answer, receipt) = self.run(spec, query.as_deref(), Bytes::from(body)).instrument(span).await?;
         // `errcode` was 0: WeChat acted. An answer that does not decode as the endpoint's
         // response cannot be called a failure, nor read: reported unknown, never resent.
         let response = serde_json::from_slice(&answer).map_err(|e| SendError::OutcomeUnknown {
@@ -51,7 +52,12 @@ impl Client {
     }
 
     /// Sends `body` until [`Budget::decide`] says stop; on `errcode` 0, the answer's body.
-    async fn run(&self, spec: EndpointSpec, body: Bytes) -> Result<(Bytes, SendReceipt), SendError> {
+    async fn run(
+        &self,
+        spec: EndpointSpec,
+        query: Option<&str>,
+        body: Bytes,
+    ) -> Result<(Bytes, SendReceipt), SendError> {
         let inner = &*self.inner;
         let mut budget: Budget = inner.retry.budget(spec.needs_access_token);
         let mut backoffs = 0u32;
@@ -59,7 +65,7 @@ impl Client {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let request = self.request(spec, token.as_ref(), &body)?;
+            let request = self.request(spec, query, token.as_ref(), &body)?;
             let (seen, last) = observe(inner.transport.send(request).await);
             // WeChat's code, when it answered with one, in every line below (left out otherwise).
             let errcode = match seen {
@@ -92,10 +98,11 @@ impl Client {
     fn request(
         &self,
         spec: EndpointSpec,
+        query: Option<&str>,
         token: Option<&AccessToken>,
         body: &Bytes,
     ) -> Result<HttpRequest, SendError> {
-        let uri = http::Uri::try_from(self.uri_text(spec.path, token)).map_err(invalid_request)?;
+        let uri = http::Uri::try_from(self.uri_text(spec.path, query, token)).map_err(invalid_request)?;
         let built = match spec.method {
             Method::Post => HttpRequest::post(uri, body.clone()),
             Method::Get => HttpRequest::get(uri),
@@ -103,13 +110,17 @@ impl Client {
         built.map_err(invalid_request)
     }
 
-    fn uri_text(&self, path: &str, token: Option<&AccessToken>) -> String {
+    fn uri_text(&self, path: &str, query: Option<&str>, token: Option<&AccessToken>) -> String {
         let mut uri = String::with_capacity(self.inner.api_base.len() + path.len() + 200);
         uri.push_str(&self.inner.api_base);
         uri.push_str(path);
         if let Some(t) = token {
             uri.push_str("?access_token=");
             subscribe_types::encoding::push_component(&mut uri, t.expose_secret());
+        }
+        if let Some(q) = query {
+            uri.push(if token.is_some() { '&' } else { '?' });
+            uri.push_str(q);
         }
         uri
     }

@@ -7,6 +7,7 @@
 mod authorize;
 mod caching;
 mod e2e_wiremock;
+mod family;
 mod grants;
 mod redaction;
 mod retry;

@@ -1,0 +1,102 @@
+//! The successors' calls: mini-program subscribe messages, service-account subscribe
+//! notifications and the template library, through the same token handling, retry policy and
+//! honest outcomes as [`Client::send`].
+
+use subscribe_types::{
+    AddTemplate, AddedTemplate, Categories, DeleteTemplate, GetCategories, GetTemplates, Keywords,
+    KeywordsQuery, MiniProgramMessage, NotificationSent, PublicTemplates, SubscribeNotification, TemplateId,
+    Templates, TitlesQuery,
+};
+
+use super::{Answered, Client, SendReceipt};
+use crate::error::SendError;
+
+impl Client {
+    /// Sends a mini-program subscribe message (`/cgi-bin/message/subscribe/send`).
+    ///
+    /// Sends to one openid go one at a time from this client (WeChat answers 43108 to
+    /// concurrent calls for one user); a 43108 from another process is replayed after a
+    /// backoff, as WeChat's busy answer is. Otherwise as [`send`](Self::send): a one-time
+    /// template's acceptance is used up by a delivered message, and an answer that may hide a
+    /// delivery is reported as such, never resent.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send). WeChat's 47003 names the data field it refused
+    /// ([`ApiError::invalid_field`](subscribe_types::ApiError::invalid_field)).
+    pub async fn send_mini_program(&self, message: &MiniProgramMessage) -> Result<SendReceipt, SendError> {
+        let _one_at_a_time = self.inner.openid_locks.lock(message.touser().as_str()).await;
+        self.execute(message).await.map(|answered| answered.receipt)
+    }
+
+    /// Sends a service account's subscribe notification (`/cgi-bin/message/subscribe/bizsend`)
+    /// and returns its `msgid`, which the `subscribe_msg_sent_event` push later names.
+    /// One at a time per openid, as [`send_mini_program`](Self::send_mini_program).
+    ///
+    /// # Errors
+    /// As [`send_mini_program`](Self::send_mini_program).
+    pub async fn send_notification(
+        &self,
+        message: &SubscribeNotification,
+    ) -> Result<Answered<NotificationSent>, SendError> {
+        let _one_at_a_time = self.inner.openid_locks.lock(message.touser().as_str()).await;
+        self.execute(message).await
+    }
+
+    /// The categories the account's templates come from (`getcategory`).
+    ///
+    /// # Errors
+    /// As [`execute`](Self::execute).
+    pub async fn template_categories(&self) -> Result<Categories, SendError> {
+        Ok(self.execute(&GetCategories).await?.response)
+    }
+
+    /// A page of public templates (`getpubtemplatetitles`).
+    ///
+    /// # Errors
+    /// As [`execute`](Self::execute).
+    pub async fn public_templates(&self, query: &TitlesQuery) -> Result<PublicTemplates, SendError> {
+        Ok(self.execute(query).await?.response)
+    }
+
+    /// A public template's keywords (`getpubtemplatekeywords`).
+    ///
+    /// # Errors
+    /// As [`execute`](Self::execute).
+    pub async fn template_keywords(&self, tid: u64) -> Result<Keywords, SendError> {
+        Ok(self.execute(&KeywordsQuery { tid }).await?.response)
+    }
+
+    /// Adds a private template from a public one (`addtemplate`) and returns its id.
+    ///
+    /// # Errors
+    /// As [`execute`](Self::execute): a lost answer is [`SendError::OutcomeUnknown`] (the
+    /// template may exist; list them with [`templates`](Self::templates)).
+    pub async fn add_template(&self, request: &AddTemplate) -> Result<TemplateId, SendError> {
+        let added: AddedTemplate = self.execute(request).await?.response;
+        Ok(added.pri_tmpl_id)
+    }
+
+    /// Deletes a private template (`deltemplate`).
+    ///
+    /// # Errors
+    /// As [`execute`](Self::execute).
+    pub async fn delete_template(&self, template: &TemplateId) -> Result<(), SendError> {
+        self.execute(&DeleteTemplate { pri_tmpl_id: template.clone() }).await.map(|_| ())
+    }
+
+    /// The account's private templates, with their keys and enum values (`gettemplate`): what a
+    /// message's data is checked against with
+    /// [`MessageData::check_against`](subscribe_types::MessageData::check_against).
+    ///
+    /// # Errors
+    /// As [`execute`](Self::execute).
+    pub async fn templates(&self) -> Result<Templates, SendError> {
+        Ok(self.execute(&GetTemplates).await?.response)
+    }
+
+    /// Openids with a send in flight or waiting, from this client: a bound a long batch keeps.
+    #[doc(hidden)]
+    pub fn openids_in_flight(&self) -> usize {
+        self.inner.openid_locks.len()
+    }
+}

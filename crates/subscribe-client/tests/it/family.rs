@@ -1,0 +1,198 @@
+//! The successors' sends and the template library, against `MockTransport` (and, for the
+//! one-at-a-time rule, a transport that answers 43108 as WeChat does).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use subscribe_client::SendError;
+use subscribe_client::test_util::*;
+use subscribe_client::transport::{HttpRequest, HttpResponse, HttpTransport, MockReply, TransportError};
+use subscribe_types::*;
+
+use crate::*;
+
+const MP_SEND: &str = "/cgi-bin/message/subscribe/send";
+const BIZSEND: &str = "/cgi-bin/message/subscribe/bizsend";
+const LIBRARY_TEMPLATE: &str = "bDmywsp2oEHjwAadTGKkUHpzvMM2KM4aGBsyFpGL8AY";
+
+fn data() -> MessageData {
+    MessageData::from_pairs([("thing1", "亚麻衬衫"), ("time2", "2019-10-01 15:01")]).unwrap()
+}
+
+fn mini_program(to: &str) -> MiniProgramMessage {
+    MiniProgramMessage::builder(OpenId::new(to).unwrap(), TemplateId::new(LIBRARY_TEMPLATE).unwrap(), data())
+        .page("pages/order/index?id=42")
+        .build()
+        .unwrap()
+}
+
+fn json_of(r: &HttpRequest) -> serde_json::Value {
+    serde_json::from_slice(r.body()).unwrap()
+}
+
+#[tokio::test]
+async fn a_mini_program_message_is_posted_with_its_data_and_the_token() {
+    let mock = mock_with_stable_token("T1", 7200);
+    mock.route("POST", MP_SEND).reply(ok_reply());
+    let client = builder(&mock, &clock()).build().unwrap();
+    assert_eq!(client.send_mini_program(&mini_program("oAlice")).await.unwrap().attempts, 1);
+    let sent = mock.requests().into_iter().find(|r| r.path() == MP_SEND).unwrap();
+    assert!(sent.uri().query().unwrap().starts_with("access_token=T1"));
+    let body = json_of(&sent);
+    assert_eq!(body["touser"], "oAlice");
+    assert_eq!(body["data"]["thing1"]["value"], "亚麻衬衫");
+    assert_eq!(body["page"], "pages/order/index?id=42");
+    assert_eq!(client.openids_in_flight(), 0);
+}
+
+#[tokio::test]
+async fn a_notification_returns_its_msgid() {
+    let mock = mock_with_stable_token("T1", 7200);
+    mock.route("POST", BIZSEND)
+        .reply(MockReply::json(200, r#"{"errcode":0,"errmsg":"ok","msgid":1700000123}"#));
+    let client = builder(&mock, &clock()).build().unwrap();
+    let n = SubscribeNotification::builder(
+        OpenId::new("oAlice").unwrap(),
+        TemplateId::new(LIBRARY_TEMPLATE).unwrap(),
+        data(),
+    )
+    .page("https://shop.example.com/orders/42")
+    .build()
+    .unwrap();
+    let sent = client.send_notification(&n).await.unwrap();
+    assert_eq!((sent.response.msgid, sent.receipt.attempts), (1_700_000_123, 1));
+}
+
+#[tokio::test]
+async fn a_refused_value_names_its_field_and_is_not_replayed() {
+    let mock = mock_with_stable_token("T1", 7200);
+    mock.route("POST", MP_SEND)
+        .reply(errcode_reply(47003, "argument invalid! data.thing1.value invalid rid: 1"));
+    let client = builder(&mock, &clock()).build().unwrap();
+    let SendError::Api(e) = client.send_mini_program(&mini_program("oAlice")).await.unwrap_err() else {
+        panic!("an API error")
+    };
+    assert_eq!(e.invalid_field(), Some("data.thing1.value"));
+    mock.assert_count(MP_SEND, 1);
+}
+
+#[tokio::test]
+async fn a_43108_is_replayed_after_a_backoff() {
+    let mock = mock_with_stable_token("T1", 7200);
+    mock.push(errcode_reply(43108, "concurrent call for the same openid")).push(ok_reply());
+    let clock = clock();
+    let client = builder(&mock, &clock).build().unwrap();
+    assert_eq!(client.send_mini_program(&mini_program("oAlice")).await.unwrap().attempts, 2);
+    assert_eq!(clock.sleeps().len(), 1, "one backoff before the replay");
+}
+
+#[tokio::test]
+async fn the_library_calls_carry_their_query_after_the_token() {
+    let mock = mock_with_stable_token("T1", 7200);
+    mock.route("GET", "/wxaapi/newtmpl/getpubtemplatekeywords").reply(MockReply::json(
+        200,
+        r#"{"errcode":0,"count":1,"data":[{"kid":1,"name":"物品名称","example":"衬衫","rule":"thing"}]}"#,
+    ));
+    mock.route("GET", "/wxaapi/newtmpl/getpubtemplatetitles").reply(MockReply::json(
+        200,
+        r#"{"errcode":0,"count":1,"data":[{"tid":99,"title":"到货提醒","type":2,"categoryId":"616"}]}"#,
+    ));
+    mock.route("POST", "/wxaapi/newtmpl/addtemplate")
+        .reply(MockReply::json(200, format!(r#"{{"errcode":0,"priTmplId":"{LIBRARY_TEMPLATE}"}}"#)));
+    mock.route("POST", "/wxaapi/newtmpl/deltemplate").reply(ok_reply());
+    mock.route("GET", "/wxaapi/newtmpl/gettemplate").reply(MockReply::json(
+        200,
+        format!(r#"{{"errcode":0,"data":[{{"priTmplId":"{LIBRARY_TEMPLATE}","content":"{{{{thing1.DATA}}}}","type":2}}]}}"#),
+    ));
+    mock.route("GET", "/wxaapi/newtmpl/getcategory")
+        .reply(MockReply::json(200, r#"{"errcode":0,"data":[{"id":616,"name":"公交"}]}"#));
+    let client = builder(&mock, &clock()).build().unwrap();
+
+    assert_eq!(client.template_keywords(99).await.unwrap().data[0].keyword_type(), Some(KeywordType::Thing));
+    assert_eq!(
+        client.public_templates(&TitlesQuery::new([616], 0, 30).unwrap()).await.unwrap().data[0].tid,
+        99
+    );
+    let id = client.add_template(&AddTemplate::new(99, [1, 2], Some("到货")).unwrap()).await.unwrap();
+    assert_eq!(id.as_str(), LIBRARY_TEMPLATE);
+    client.delete_template(&id).await.unwrap();
+    assert_eq!(client.templates().await.unwrap().data[0].keys(), ["thing1"]);
+    assert_eq!(client.template_categories().await.unwrap().data[0].id, 616);
+
+    let queries: HashMap<String, String> = mock
+        .requests()
+        .iter()
+        .map(|r| (r.path().to_owned(), r.uri().query().unwrap_or_default().to_owned()))
+        .collect();
+    assert_eq!(queries["/wxaapi/newtmpl/getpubtemplatekeywords"], "access_token=T1&tid=99");
+    assert_eq!(queries["/wxaapi/newtmpl/getpubtemplatetitles"], "access_token=T1&ids=616&start=0&limit=30");
+    assert_eq!(queries["/wxaapi/newtmpl/gettemplate"], "access_token=T1");
+    let add = mock.requests().into_iter().find(|r| r.path() == "/wxaapi/newtmpl/addtemplate").unwrap();
+    assert_eq!(json_of(&add), serde_json::json!({"tid": "99", "kidList": [1, 2], "sceneDesc": "到货"}));
+    let del = mock.requests().into_iter().find(|r| r.path() == "/wxaapi/newtmpl/deltemplate").unwrap();
+    assert_eq!(json_of(&del), serde_json::json!({"priTmplId": LIBRARY_TEMPLATE}));
+}
+
+/// Plays WeChat's rule: a send to an openid that already has one in flight gets 43108. Sends
+/// take 5 ms; token requests go to the mock.
+#[derive(Clone, Debug)]
+struct OneAtATime {
+    token: MockTransport,
+    in_flight: Arc<Mutex<HashMap<String, usize>>>,
+    refused: Arc<Mutex<usize>>,
+    delivered: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+#[async_trait::async_trait]
+impl HttpTransport for OneAtATime {
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
+        if request.path() != MP_SEND {
+            return self.token.send(request).await;
+        }
+        let to = json_of(&request)["touser"].as_str().unwrap().to_owned();
+        let busy = {
+            let mut in_flight = self.in_flight.lock().unwrap();
+            let n = in_flight.entry(to.clone()).or_default();
+            *n += 1;
+            *n > 1
+        };
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        *self.in_flight.lock().unwrap().get_mut(&to).unwrap() -= 1;
+        let reply = if busy {
+            *self.refused.lock().unwrap() += 1;
+            errcode_reply(43108, "concurrent call for the same openid")
+        } else {
+            *self.delivered.lock().unwrap().entry(to).or_default() += 1;
+            ok_reply()
+        };
+        let mock = MockTransport::new();
+        mock.push(reply);
+        mock.send(request).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn many_sends_to_one_user_go_one_at_a_time_and_all_complete() {
+    let wechat = OneAtATime {
+        token: mock_with_stable_token("T1", 7200),
+        in_flight: Arc::default(),
+        refused: Arc::default(),
+        delivered: Arc::default(),
+    };
+    let client =
+        Client::builder(appid(), AppSecret::new(SECRET).unwrap()).transport(wechat.clone()).build().unwrap();
+    let mut sends = Vec::new();
+    for i in 0..30 {
+        let client = client.clone();
+        // 20 to Alice, 10 spread over others.
+        let to = if i % 3 == 2 { format!("oOther{i}") } else { "oAlice".to_owned() };
+        sends.push(tokio::spawn(async move { client.send_mini_program(&mini_program(&to)).await }));
+    }
+    for s in sends {
+        assert_eq!(s.await.unwrap().unwrap().attempts, 1, "never refused, so never replayed");
+    }
+    assert_eq!(*wechat.refused.lock().unwrap(), 0, "no two sends to one openid at once");
+    assert_eq!(wechat.delivered.lock().unwrap()["oAlice"], 20);
+    assert_eq!(client.openids_in_flight(), 0, "no lock is kept once the sends end");
+}
