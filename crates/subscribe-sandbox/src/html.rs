@@ -119,13 +119,21 @@ pub(crate) fn inbox(cfg: &SandboxConfig, name: &str, openid: &str, messages: &[D
                 div.card.message {
                     div.muted { (cfg.app(&m.appid).map_or(m.appid.as_str(), |a| a.name.as_str())) " · 服务通知" }
                     h2.title { (m.title) }
-                    div.content style=[m.color.as_ref().map(|c| format!("color:{c}"))] { (m.content) }
+                    @if m.data.is_empty() {
+                        div.content style=[m.color.as_ref().map(|c| format!("color:{c}"))] { (m.content) }
+                    } @else {
+                        dl.content data-kind=(m.kind) {
+                            @for (key, value) in &m.data { dt { (key) } dd { (value) } }
+                        }
+                    }
+                    @if let Some(page) = &m.page { div.muted { "opens " (page) } }
                     @if let Some((mp, path)) = &m.miniprogram {
                         div.muted { "opens mini program " (mp) " · " (path) }
                     } @else if let Some(url) = &m.url {
                         div.muted { "opens " a href=(url) { (url) } }
                     }
-                    div.muted { "scene " (m.scene) }
+                    @if m.kind == "one_time" { div.muted { "scene " (m.scene) } }
+                    @else { div.muted { (m.kind.replace('_', " ")) @if let Some(id) = m.msgid { " · msgid " (id) } } }
                 }
             }
         },

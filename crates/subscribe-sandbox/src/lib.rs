@@ -40,6 +40,7 @@
 mod clock;
 mod config;
 mod html;
+mod library;
 mod lifecycle;
 mod server;
 mod state;
@@ -49,6 +50,7 @@ pub use config::{
     AppConfig, ConfigFileError, DEMO_APPID, DEMO_REDIRECT_DOMAINS, DEMO_SECRET, DEMO_TEMPLATE, SandboxConfig,
     TemplateConfig, UserConfig,
 };
+pub use library::{DEMO_LONG_TERM_TEMPLATE, DEMO_MP_TEMPLATE};
 pub use lifecycle::SandboxHandle;
 pub use server::{SandboxState, check_send_body, router, router_with_clock};
 pub use state::{Delivered, Faults, LogEntry, Stats, TokenFault};

@@ -1,6 +1,6 @@
 //! The sandbox's state: tokens with WeChat's semantics, grants, inboxes, faults, the log.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -111,6 +111,22 @@ pub struct Delivered {
     /// The mini program, as `appid` and `pagepath`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub miniprogram: Option<(String, String)>,
+    /// Which send: `one_time` (the 2017 message), `mini_program` or `notification`.
+    #[serde(default = "one_time")]
+    pub kind: String,
+    /// The successors' keys and values (the one-time message has `title` and `content`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub data: BTreeMap<String, String>,
+    /// The mini program page (`mini_program`) or web page (`notification`) opened on tap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<String>,
+    /// A notification's `msgid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msgid: Option<u64>,
+}
+
+fn one_time() -> String {
+    "one_time".to_owned()
 }
 
 /// Counters since start or the last reset.
@@ -194,6 +210,8 @@ pub(crate) struct Inner {
     /// When `faults` were last set (a timed token fault counts from here).
     pub(crate) faults_set: Option<Instant>,
     pub(crate) stats: Stats,
+    /// Mini-program messages, subscribe notifications and the template library.
+    pub(crate) family: crate::library::Family,
 }
 
 static SEQ: AtomicU64 = AtomicU64::new(1);
@@ -508,9 +526,43 @@ impl Inner {
             color: msg.color().map(|c| c.as_str().into()),
             url: msg.url().map(|u| u.as_str().into()),
             miniprogram: msg.miniprogram().map(|m| (m.appid().as_str().into(), m.pagepath().into())),
+            kind: one_time(),
+            data: BTreeMap::new(),
+            page: None,
+            msgid: None,
         };
         self.inbox.entry(key.openid).or_default().push(delivered);
         Ok(())
+    }
+
+    /// Delivers a successor's message that passed its checks; `msgid` for a notification.
+    pub(crate) fn deliver_family(
+        &mut self,
+        appid: &str,
+        kind: crate::library::SendKind,
+        accepted: crate::library::Accepted,
+        wall: SystemTime,
+    ) -> Option<u64> {
+        let msgid = (kind == crate::library::SendKind::Notification).then(|| self.family.msgid());
+        self.stats.deliveries += 1;
+        let delivered = Delivered {
+            seq: SEQ.fetch_add(1, Ordering::Relaxed),
+            at_ms: unix_ms(wall),
+            appid: appid.into(),
+            template_id: accepted.template_id,
+            scene: 0,
+            title: accepted.title,
+            content: String::new(),
+            color: None,
+            url: None,
+            miniprogram: accepted.miniprogram,
+            kind: kind.as_str().to_owned(),
+            data: accepted.data,
+            page: accepted.page,
+            msgid,
+        };
+        self.inbox.entry(accepted.openid).or_default().push(delivered);
+        msgid
     }
 
     pub(crate) fn inbox(&self, openid: &str) -> Vec<Delivered> {

@@ -18,6 +18,7 @@ use crate::config::SandboxConfig;
 use crate::state::{Delivered, Faults, Inner, LogEntry, Stats, rid};
 
 mod control;
+mod family;
 mod pages;
 mod phone;
 mod wechat;
@@ -265,6 +266,17 @@ pub fn router_with_clock(config: SandboxConfig, clock: SharedSandboxClock) -> (R
         .route("/cgi-bin/token", get(wechat::classic_token).post(wechat::require_get))
         .route("/cgi-bin/stable_token", post(wechat::stable_token).get(wechat::require_post))
         .route("/cgi-bin/message/template/subscribe", post(wechat::send).get(wechat::require_post))
+        .route("/cgi-bin/message/subscribe/send", post(family::mini_program_send).get(wechat::require_post))
+        .route(
+            "/cgi-bin/message/subscribe/bizsend",
+            post(family::notification_send).get(wechat::require_post),
+        )
+        .route("/wxaapi/newtmpl/getcategory", get(family::get_category))
+        .route("/wxaapi/newtmpl/getpubtemplatetitles", get(family::get_titles))
+        .route("/wxaapi/newtmpl/getpubtemplatekeywords", get(family::get_keywords))
+        .route("/wxaapi/newtmpl/gettemplate", get(family::get_templates))
+        .route("/wxaapi/newtmpl/addtemplate", post(family::add_template).get(wechat::require_post))
+        .route("/wxaapi/newtmpl/deltemplate", post(family::del_template).get(wechat::require_post))
         .route("/mp/subscribemsg", get(pages::authorize_page))
         .route("/mp/subscribemsg/decide", post(pages::decide))
         .route("/", get(|| async { Redirect::to("/sandbox") }))
@@ -281,6 +293,7 @@ pub fn router_with_clock(config: SandboxConfig, clock: SharedSandboxClock) -> (R
         .route("/sandbox/api/tokens/revoke", post(control::revoke))
         .route("/sandbox/api/tokens/expire", post(control::expire))
         .route("/sandbox/api/grants", post(control::add_grant))
+        .route("/sandbox/api/subscribe", post(family::control_subscribe))
         .fallback(control::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state.clone());

@@ -6,6 +6,7 @@
 
 mod authorize;
 mod control;
+mod family;
 mod guard;
 mod phone;
 mod send;

@@ -1,0 +1,221 @@
+//! The successors' endpoints: `/cgi-bin/message/subscribe/send` (mini programs),
+//! `/cgi-bin/message/subscribe/bizsend` (subscribe notifications) and the template library
+//! under `/wxaapi/newtmpl/`, with WeChat's errcodes; and the control API's user answer.
+
+use std::time::Duration;
+
+use axum::extract::{RawQuery, State};
+use axum::response::Response;
+use bytes::Bytes;
+use serde_json::Value;
+use subscribe_types::ErrCode;
+
+use super::{SandboxState, Seen, bad_request, json, params, wx};
+use crate::library::{self, Refusal, SendKind};
+
+impl SandboxState {
+    /// A user's answer to a mini program's or service account's subscription popup for one of
+    /// `appid`'s templates: an acceptance of a one-time template allows one more message, of a
+    /// long-term one, messages until a rejection.
+    ///
+    /// # Errors
+    /// When `template_id` is not one of the app's templates.
+    pub fn subscribe(
+        &self,
+        appid: &str,
+        openid: &str,
+        template_id: &str,
+        accept: bool,
+    ) -> Result<(), String> {
+        self.lock().family.subscribe(appid, openid, template_id, accept).map_err(|(_, m)| m)
+    }
+
+    /// Unused one-time acceptances of the successors' templates, all apps.
+    pub fn unused_acceptances(&self) -> u64 {
+        self.lock().family.unused()
+    }
+}
+
+/// The app whose token is in the query, or WeChat's error.
+fn app_of(s: &SandboxState, query: &std::collections::HashMap<String, String>) -> Result<String, Refusal> {
+    s.lock()
+        .check_token(query.get("access_token").map(String::as_str), s.now().mono)
+        .map_err(|(c, m)| (c, m.to_owned()))
+}
+
+fn answer(s: &SandboxState, seen: Seen, result: Result<Value, Refusal>) -> Response {
+    match result {
+        Ok(v) => {
+            s.record(seen, Some(0));
+            json(&v)
+        }
+        Err((code, msg)) => {
+            s.record(seen, Some(code.get()));
+            wx(code, &msg)
+        }
+    }
+}
+
+async fn send(s: SandboxState, seen: Seen, query: Option<String>, body: Bytes, kind: SendKind) -> Response {
+    let latency = {
+        let mut inner = s.lock();
+        inner.stats.send_requests += 1;
+        let n = inner.stats.send_requests;
+        inner.delay_for(n)
+    };
+    let q = params(query.as_deref().unwrap_or(""));
+    let appid = match app_of(&s, &q) {
+        Ok(a) => a,
+        Err(e) => return answer(&s, seen, Err(e)),
+    };
+    if body.is_empty() {
+        return answer(&s, seen, Err((ErrCode::EMPTY_POST_DATA, "empty post data".into())));
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return answer(&s, seen, Err((ErrCode::DATA_FORMAT_ERROR, "data format error".into())));
+    };
+    let openid = body.get("touser").and_then(Value::as_str).unwrap_or_default().to_owned();
+    // Two sends to one user at once: the second is refused, as WeChat does.
+    if !s.lock().family.begin(&appid, &openid) {
+        return answer(
+            &s,
+            seen,
+            Err((ErrCode::CONCURRENT_SEND, "concurrent calls to the same openid".into())),
+        );
+    }
+    // The send is processed for at least a moment, so overlapping sends meet.
+    tokio::time::sleep(latency.max(Duration::from_millis(2))).await;
+    let result = {
+        let mut inner = s.lock();
+        let accepted = inner.family.accept(&s.cfg, &appid, kind, &body);
+        inner.family.end(&appid, &openid);
+        accepted.map(|a| inner.deliver_family(&appid, kind, a, s.now().wall))
+    };
+    answer(
+        &s,
+        seen,
+        result.map(|msgid| match msgid {
+            Some(id) => serde_json::json!({"errcode": 0, "errmsg": "ok", "msgid": id}),
+            None => serde_json::json!({"errcode": 0, "errmsg": "ok"}),
+        }),
+    )
+}
+
+pub(super) async fn mini_program_send(
+    State(s): State<SandboxState>,
+    seen: Seen,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    send(s, seen, q, body, SendKind::MiniProgram).await
+}
+
+pub(super) async fn notification_send(
+    State(s): State<SandboxState>,
+    seen: Seen,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    send(s, seen, q, body, SendKind::Notification).await
+}
+
+/// A library call: the token checked, then `f` with the app and the query.
+fn library_call(
+    s: &SandboxState,
+    seen: Seen,
+    query: Option<&str>,
+    f: impl FnOnce(&SandboxState, &str, &std::collections::HashMap<String, String>) -> Result<Value, Refusal>,
+) -> Response {
+    let q = params(query.unwrap_or(""));
+    let result = app_of(s, &q).and_then(|appid| f(s, &appid, &q));
+    answer(s, seen, result)
+}
+
+pub(super) async fn get_category(
+    State(s): State<SandboxState>,
+    seen: Seen,
+    RawQuery(q): RawQuery,
+) -> Response {
+    library_call(&s, seen, q.as_deref(), |_, _, _| Ok(library::categories()))
+}
+
+pub(super) async fn get_titles(State(s): State<SandboxState>, seen: Seen, RawQuery(q): RawQuery) -> Response {
+    library_call(&s, seen, q.as_deref(), |_, _, q| library::titles(q))
+}
+
+pub(super) async fn get_keywords(
+    State(s): State<SandboxState>,
+    seen: Seen,
+    RawQuery(q): RawQuery,
+) -> Response {
+    library_call(&s, seen, q.as_deref(), |_, _, q| library::keywords(q))
+}
+
+pub(super) async fn get_templates(
+    State(s): State<SandboxState>,
+    seen: Seen,
+    RawQuery(q): RawQuery,
+) -> Response {
+    library_call(&s, seen, q.as_deref(), |s, appid, _| {
+        let data: Vec<Value> =
+            s.lock().family.templates(appid).iter().map(library::PrivateTemplate::to_json).collect();
+        Ok(serde_json::json!({"errcode": 0, "errmsg": "ok", "data": data}))
+    })
+}
+
+fn json_body(body: &Bytes) -> Result<Value, Refusal> {
+    serde_json::from_slice(body).map_err(|_| (ErrCode::DATA_FORMAT_ERROR, "data format error".to_owned()))
+}
+
+pub(super) async fn add_template(
+    State(s): State<SandboxState>,
+    seen: Seen,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    library_call(&s, seen, q.as_deref(), |s, appid, _| {
+        let id = s.lock().family.add_template(appid, &json_body(&body)?)?;
+        Ok(serde_json::json!({"errcode": 0, "errmsg": "ok", "priTmplId": id}))
+    })
+}
+
+pub(super) async fn del_template(
+    State(s): State<SandboxState>,
+    seen: Seen,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    library_call(&s, seen, q.as_deref(), |s, appid, _| {
+        let body = json_body(&body)?;
+        let id = body.get("priTmplId").and_then(Value::as_str).unwrap_or_default();
+        s.lock().family.delete_template(appid, id)?;
+        Ok(serde_json::json!({"errcode": 0, "errmsg": "ok"}))
+    })
+}
+
+/// `POST /sandbox/api/subscribe` `{"appid","openid","template_id","decision":"accept|reject"}`:
+/// a user's answer to a subscription popup.
+pub(super) async fn control_subscribe(State(s): State<SandboxState>, body: Bytes) -> Response {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        appid: String,
+        openid: String,
+        template_id: String,
+        decision: String,
+    }
+    let Ok(a) = serde_json::from_slice::<Answer>(&body) else {
+        return bad_request("expected {\"appid\",\"openid\",\"template_id\",\"decision\":\"accept|reject\"}");
+    };
+    if s.cfg.user(&a.openid).is_none() {
+        return bad_request("unknown user");
+    }
+    let accept = match a.decision.as_str() {
+        "accept" => true,
+        "reject" => false,
+        _ => return bad_request("decision must be accept or reject"),
+    };
+    match s.subscribe(&a.appid, &a.openid, &a.template_id, accept) {
+        Ok(()) => json(&serde_json::json!({"ok": true})),
+        Err(e) => bad_request(&e),
+    }
+}
