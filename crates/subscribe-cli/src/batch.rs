@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use subscribe_client::{Client, RateLimiter};
-use subscribe_types::{OpenId, Scene, SubscribeMessage, TemplateId};
+use subscribe_types::{
+    MessageData, MiniProgramMessage, OpenId, Scene, SubscribeMessage, SubscribeNotification, TemplateId,
+};
 use tokio::sync::mpsc;
 
 use crate::output::{Exit, Outcome};
@@ -17,6 +19,9 @@ use crate::output::{Exit, Outcome};
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Line<'a> {
+    /// `one_time` when present (checked by [`message`]; the other kinds are [`FamilyLine`]s).
+    #[serde(borrow, rename = "kind")]
+    _kind: Option<Cow<'a, str>>,
     #[serde(borrow)]
     touser: Cow<'a, str>,
     #[serde(borrow)]
@@ -52,9 +57,109 @@ struct MiniProgram<'a> {
     pagepath: Option<Cow<'a, str>>,
 }
 
-/// The message on `line`; or the recipient (when the line names one) and why the line is
-/// invalid.
-fn message(line: &str) -> Result<SubscribeMessage, (Option<String>, String)> {
+/// A line of another kind than the one-time message: `mini_program` or `notification`, with
+/// `data` as plain strings (`{"thing1": "…"}`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FamilyLine<'a> {
+    #[serde(borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    touser: Cow<'a, str>,
+    #[serde(borrow)]
+    template_id: Cow<'a, str>,
+    data: std::collections::BTreeMap<String, String>,
+    /// A mini program page (`mini_program`) or a web page (`notification`).
+    page: Option<String>,
+    miniprogram_state: Option<String>,
+    lang: Option<String>,
+    #[serde(borrow)]
+    miniprogram: Option<MiniProgram<'a>>,
+}
+
+/// Only the `kind` of a line (other fields are left to the line's own type).
+#[derive(Deserialize)]
+struct Kind<'a> {
+    #[serde(borrow)]
+    kind: Option<Cow<'a, str>>,
+}
+
+/// What one line sends.
+enum Msg {
+    OneTime(SubscribeMessage),
+    MiniProgram(MiniProgramMessage),
+    Notification(SubscribeNotification),
+}
+
+impl Msg {
+    fn touser(&self) -> &str {
+        match self {
+            Self::OneTime(m) => m.touser().as_str(),
+            Self::MiniProgram(m) => m.touser().as_str(),
+            Self::Notification(m) => m.touser().as_str(),
+        }
+    }
+}
+
+/// The message on `line`, of its `kind` (`one_time` when absent); or the recipient (when the
+/// line names one) and why the line is invalid.
+fn message(line: &str) -> Result<Msg, (Option<String>, String)> {
+    // Only a line that mentions `kind` pays for reading it first.
+    if line.contains("\"kind\"") {
+        let k: Kind<'_> =
+            serde_json::from_str(line).map_err(|e| (None, format!("not a message line: {e}")))?;
+        match k.kind.as_deref() {
+            None | Some("one_time") => {}
+            Some("mini_program" | "notification") => return family_message(line),
+            Some(_) => return Err((None, "`kind` must be one_time, mini_program or notification".into())),
+        }
+    }
+    one_time(line).map(Msg::OneTime)
+}
+
+fn family_message(line: &str) -> Result<Msg, (Option<String>, String)> {
+    let l: FamilyLine<'_> =
+        serde_json::from_str(line).map_err(|e| (None, format!("not a message line: {e}")))?;
+    let to = || Some(l.touser.clone().into_owned());
+    let err = |e: subscribe_types::ValidationError| (to(), e.to_string());
+    let touser = OpenId::new(&*l.touser).map_err(|e| err(e.in_field("touser")))?;
+    let template_id = TemplateId::new(&*l.template_id).map_err(err)?;
+    let data = MessageData::from_pairs(&l.data).map_err(|e| (to(), e.to_string()))?;
+    if l.kind == "mini_program" {
+        if l.miniprogram.is_some() {
+            return Err((
+                to(),
+                "`miniprogram` is for notifications; a mini-program message has `page`".into(),
+            ));
+        }
+        let mut b = MiniProgramMessage::builder(touser, template_id, data);
+        if let Some(p) = &l.page {
+            b = b.page(p.as_str());
+        }
+        if let Some(s) = &l.miniprogram_state {
+            b = b.state(s.parse().map_err(err)?);
+        }
+        if let Some(lang) = &l.lang {
+            b = b.lang(lang.parse().map_err(err)?);
+        }
+        return b.build().map(Msg::MiniProgram).map_err(err);
+    }
+    if l.miniprogram_state.is_some() || l.lang.is_some() {
+        return Err((to(), "`miniprogram_state` and `lang` are for mini-program messages".into()));
+    }
+    let mut b = SubscribeNotification::builder(touser, template_id, data);
+    if let Some(p) = &l.page {
+        b = b.page(p.as_str());
+    }
+    if let Some(mp) = &l.miniprogram {
+        b = b
+            .miniprogram(mp.appid.as_deref().unwrap_or_default(), mp.pagepath.as_deref().unwrap_or_default());
+    }
+    b.build().map(Msg::Notification).map_err(err)
+}
+
+/// A one-time message line.
+fn one_time(line: &str) -> Result<SubscribeMessage, (Option<String>, String)> {
     let l: Line<'_> = serde_json::from_str(line).map_err(|e| (None, format!("not a message line: {e}")))?;
     let to = || Some(l.touser.clone().into_owned());
     let err = |e: subscribe_types::ValidationError| (to(), e.to_string());
@@ -385,8 +490,15 @@ async fn process(
     if let Some(limiter) = limiter {
         limiter.until_ready().await;
     }
-    let sent = client.send(&msg).await;
-    let outcome = Outcome { line: Some(n), touser: Some(msg.touser().as_str()), ..Outcome::of(&sent) };
+    let (sent, msgid) = match &msg {
+        Msg::OneTime(m) => (client.send(m).await, None),
+        Msg::MiniProgram(m) => (client.send_mini_program(m).await, None),
+        Msg::Notification(m) => match client.send_notification(m).await {
+            Ok(a) => (Ok(a.receipt), Some(a.response.msgid)),
+            Err(e) => (Err(e), None),
+        },
+    };
+    let outcome = Outcome { line: Some(n), touser: Some(msg.touser()), msgid, ..Outcome::of(&sent) };
     outcome.write_json(out);
     outcome.status
 }

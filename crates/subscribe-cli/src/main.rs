@@ -9,6 +9,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod batch;
+mod family;
 mod grants;
 mod output;
 
@@ -172,6 +173,53 @@ enum Command {
         /// The mini program page (with --miniprogram-appid).
         #[arg(long)]
         miniprogram_pagepath: Option<String>,
+    },
+    /// Send one mini-program subscribe message.
+    MpSend {
+        /// The recipient's OpenID.
+        #[arg(long)]
+        to: String,
+        /// The template (from the library).
+        #[arg(long)]
+        template_id: String,
+        /// A key and its value, e.g. `thing1=亚麻衬衫`; repeat for each key.
+        #[arg(long = "data", value_name = "KEY=VALUE")]
+        data: Vec<String>,
+        /// The mini program page opened on tap, with its query.
+        #[arg(long)]
+        page: Option<String>,
+        /// The version opened: developer, trial or formal.
+        #[arg(long)]
+        state: Option<String>,
+        /// The language: `zh_CN`, `en_US`, `zh_HK` or `zh_TW`.
+        #[arg(long)]
+        lang: Option<String>,
+    },
+    /// Send one service-account subscribe notification (prints its msgid).
+    Notify {
+        /// The recipient's OpenID.
+        #[arg(long)]
+        to: String,
+        /// The template (from the library).
+        #[arg(long)]
+        template_id: String,
+        /// A key and its value, e.g. `thing1=亚麻衬衫`; repeat for each key.
+        #[arg(long = "data", value_name = "KEY=VALUE")]
+        data: Vec<String>,
+        /// A web page opened on tap.
+        #[arg(long)]
+        page: Option<String>,
+        /// A mini program opened on tap (with --mp-pagepath).
+        #[arg(long)]
+        mp_appid: Option<String>,
+        /// The mini program page (with --mp-appid).
+        #[arg(long)]
+        mp_pagepath: Option<String>,
+    },
+    /// The template library: categories, public templates, keywords, and your templates.
+    Templates {
+        #[command(subcommand)]
+        command: family::TemplatesCommand,
     },
     /// Send many messages from JSON lines.
     SendBatch {
@@ -388,8 +436,45 @@ async fn run(cli: Cli) -> Result<Exit, Usage> {
             let client = client(&cli)?;
             batch::run(client, input, *concurrency, *rate).await
         }
+        Command::MpSend { .. } | Command::Notify { .. } => send_family(&cli).await,
+        Command::Templates { command } => family::templates(client(&cli), command).await,
         Command::Sandbox { listen, config } => sandbox(*listen, config.as_ref()).await,
         Command::Grants { database, command } => grants::run(&cli, database, command).await,
+    }
+}
+
+/// `wxsub mp-send` and `wxsub notify`: one message of the successors, checked before the client
+/// is built (invalid input exits 2 with nothing sent).
+async fn send_family(cli: &Cli) -> Result<Exit, Usage> {
+    match &cli.command {
+        Command::MpSend { to, template_id, data, page, state, lang } => {
+            let message = family::MpSend {
+                to,
+                template_id,
+                data,
+                page: page.as_deref(),
+                state: state.as_deref(),
+                lang: lang.as_deref(),
+            }
+            .message()?;
+            let client = client(cli)?;
+            Ok(family::report(client.send_mini_program(&message).await.map(|r| (r, None))))
+        }
+        Command::Notify { to, template_id, data, page, mp_appid, mp_pagepath } => {
+            let message = family::Notify {
+                to,
+                template_id,
+                data,
+                page: page.as_deref(),
+                mp_appid: mp_appid.as_deref(),
+                mp_pagepath: mp_pagepath.as_deref(),
+            }
+            .message()?;
+            let client = client(cli)?;
+            let sent = client.send_notification(&message).await;
+            Ok(family::report(sent.map(|a| (a.receipt, Some(a.response.msgid)))))
+        }
+        _ => unreachable!("send_family runs mp-send and notify only"),
     }
 }
 

@@ -49,6 +49,9 @@ pub(crate) struct Outcome<'a> {
     pub(crate) status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) attempts: Option<u32>,
+    /// A subscribe notification's id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) msgid: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) kind: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
