@@ -129,6 +129,11 @@ struct ErrorsDoctests;
 #[doc = include_str!("../../../docs/extending.md")]
 struct ExtendingDoctests;
 
+/// `docs/protocol-map.md`'s examples: one per product, scripted as WeChat would answer.
+#[cfg(all(doctest, feature = "test-util"))]
+#[doc = include_str!("../../../docs/protocol-map.md")]
+struct ProtocolMapDoctests;
+
 /// `docs/mobile.md`'s server example compiles against the client as it is.
 #[cfg(doctest)]
 #[doc = include_str!("../../../docs/mobile.md")]

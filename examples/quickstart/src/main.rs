@@ -9,7 +9,10 @@
 //!    refused (43101);
 //! 6. the same for a mobile app: the server hands the app the Open SDK request, WeChat on the
 //!    phone asks a second user, the app forwards the SDK's answer, the server verifies it and
-//!    sends the one message; a second send is refused too.
+//!    sends the one message; a second send is refused too;
+//! 7. and for a mini program (the successor): a third user accepts a one-time template from the
+//!    library, the message's data is checked against the template (a value breaking its
+//!    keyword's rule never leaves), one message is sent, a second is refused.
 
 // An example program talks to its user on stdout.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -17,8 +20,13 @@
 use std::process::ExitCode;
 
 use subscribe_client::Client;
-use subscribe_sandbox::{DEMO_APPID, DEMO_SECRET, DEMO_TEMPLATE, SandboxConfig, SandboxHandle};
-use subscribe_types::{AppId, AppSecret, AuthorizationAnswer, HttpUrl, Scene, SubscribeMessage, TemplateId};
+use subscribe_sandbox::{
+    DEMO_APPID, DEMO_MP_TEMPLATE, DEMO_SECRET, DEMO_TEMPLATE, SandboxConfig, SandboxHandle,
+};
+use subscribe_types::{
+    AppId, AppSecret, AuthorizationAnswer, HttpUrl, MessageData, MiniProgramMessage, Scene, SubscribeAnswers,
+    SubscribeMessage, TemplateId,
+};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -77,6 +85,65 @@ async fn phone(client: &Client, sandbox: &SandboxHandle, template: &TemplateId, 
     );
     match client.send(&message).await {
         Err(e) if e.is_refused_by_user() => println!("second send refused as it should be: {e}"),
+        other => return Err(format!("expected 43101, got {other:?}").into()),
+    }
+    Ok(())
+}
+
+/// The mini-program flow: `wx.requestSubscribeMessage` in the mini program, the answer it
+/// forwards, the template from the library, one message.
+async fn mini_program(client: &Client, sandbox: &SandboxHandle) -> Result<()> {
+    let base = sandbox.base_url();
+    let user = &sandbox.state().config().users[2];
+    let template = TemplateId::new(DEMO_MP_TEMPLATE)?;
+
+    step(11, &format!("A mini program calls wx.requestSubscribeMessage; {} taps Allow", user.name));
+    // WeChat records the acceptance (here: the sandbox's control API plays the popup) …
+    reqwest::Client::new()
+        .post(format!("{base}/sandbox/api/subscribe"))
+        .header("content-type", "application/json")
+        .body(
+            serde_json::json!({"appid": DEMO_APPID, "openid": user.openid, "template_id": DEMO_MP_TEMPLATE, "decision": "accept"})
+                .to_string(),
+        )
+        .send()
+        .await?
+        .error_for_status()?;
+    // … and the mini program forwards what its success callback got.
+    let forwarded = format!(r#"{{"errMsg":"requestSubscribeMessage:ok","{DEMO_MP_TEMPLATE}":"accept"}}"#);
+    let answers = SubscribeAnswers::from_request_subscribe_message(&forwarded)?;
+    println!("accepted: {:?}", answers.accepted().map(TemplateId::as_str).collect::<Vec<_>>());
+
+    step(12, "Check the message's data against the template from the library");
+    let templates = client.templates().await?;
+    let from_library = templates
+        .data
+        .iter()
+        .find(|t| t.pri_tmpl_id == template)
+        .ok_or("the template is not in the library")?;
+    println!("template {} \"{}\" has keys {:?}", template, from_library.title, from_library.keys());
+    let too_long = MessageData::from_pairs([("thing1", "手冲咖啡壶（不锈钢，一升装，附赠滤纸两包）")]);
+    match too_long {
+        Err(e) => println!("refused before sending: {e}"),
+        Ok(_) => return Err("an over-long thing was accepted".into()),
+    }
+    let data = MessageData::from_pairs([
+        ("thing1", "手冲咖啡壶"),
+        ("time2", "2019-10-01 15:01"),
+        ("amount3", "¥199.00"),
+    ])?;
+    data.check_against(from_library)?;
+
+    step(13, "Send the one mini-program message, then try a second");
+    let message =
+        MiniProgramMessage::builder(user.openid.clone(), template, data).page("pages/item?id=42").build()?;
+    let receipt = client.send_mini_program(&message).await?;
+    println!(
+        "mini-program message delivered after {} attempt(s); inbox: {base}/sandbox/inbox/{}",
+        receipt.attempts, user.openid
+    );
+    match client.send_mini_program(&message).await {
+        Err(e) if e.is_refused_by_user() => println!("second mini-program send refused as it should be: {e}"),
         other => return Err(format!("expected 43101, got {other:?}").into()),
     }
     Ok(())
@@ -162,8 +229,9 @@ async fn run() -> Result<()> {
     }
 
     phone(&client, &sandbox, &template, scene).await?;
+    mini_program(&client, &sandbox).await?;
 
-    println!("\nDone: in both flows, one confirmation, one message.");
+    println!("\nDone: in every flow, one confirmation, one message.");
     sandbox.shutdown().await;
     Ok(())
 }
