@@ -27,11 +27,35 @@ pub(crate) fn data(pairs: &[String]) -> Result<MessageData, Usage> {
     MessageData::from_pairs(split).map_err(|e| format!("invalid --data: {e}"))
 }
 
+/// Who gets which template's message with which data: the arguments `mp-send` and `notify`
+/// share.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Recipient {
+    /// The recipient's OpenID.
+    #[arg(long)]
+    to: String,
+    /// The template (from the library).
+    #[arg(long)]
+    template_id: String,
+    /// A key and its value, e.g. `thing1=亚麻衬衫`; repeat for each key.
+    #[arg(long = "data", value_name = "KEY=VALUE")]
+    data: Vec<String>,
+}
+
+impl Recipient {
+    /// The recipient, the template and the checked data.
+    fn parts(&self) -> Result<(OpenId, TemplateId, MessageData), Usage> {
+        Ok((
+            parse("--to", OpenId::new(self.to.as_str()))?,
+            parse("--template-id", TemplateId::new(self.template_id.as_str()))?,
+            data(&self.data)?,
+        ))
+    }
+}
+
 /// `wxsub mp-send`.
 pub(crate) struct MpSend<'a> {
-    pub(crate) to: &'a str,
-    pub(crate) template_id: &'a str,
-    pub(crate) data: &'a [String],
+    pub(crate) to: &'a Recipient,
     pub(crate) page: Option<&'a str>,
     pub(crate) state: Option<&'a str>,
     pub(crate) lang: Option<&'a str>,
@@ -39,11 +63,8 @@ pub(crate) struct MpSend<'a> {
 
 impl MpSend<'_> {
     pub(crate) fn message(&self) -> Result<MiniProgramMessage, Usage> {
-        let mut b = MiniProgramMessage::builder(
-            parse("--to", OpenId::new(self.to))?,
-            parse("--template-id", TemplateId::new(self.template_id))?,
-            data(self.data)?,
-        );
+        let (to, template_id, data) = self.to.parts()?;
+        let mut b = MiniProgramMessage::builder(to, template_id, data);
         if let Some(p) = self.page {
             b = b.page(p);
         }
@@ -59,9 +80,7 @@ impl MpSend<'_> {
 
 /// `wxsub notify`.
 pub(crate) struct Notify<'a> {
-    pub(crate) to: &'a str,
-    pub(crate) template_id: &'a str,
-    pub(crate) data: &'a [String],
+    pub(crate) to: &'a Recipient,
     pub(crate) page: Option<&'a str>,
     pub(crate) mp_appid: Option<&'a str>,
     pub(crate) mp_pagepath: Option<&'a str>,
@@ -69,11 +88,8 @@ pub(crate) struct Notify<'a> {
 
 impl Notify<'_> {
     pub(crate) fn message(&self) -> Result<SubscribeNotification, Usage> {
-        let mut b = SubscribeNotification::builder(
-            parse("--to", OpenId::new(self.to))?,
-            parse("--template-id", TemplateId::new(self.template_id))?,
-            data(self.data)?,
-        );
+        let (to, template_id, data) = self.to.parts()?;
+        let mut b = SubscribeNotification::builder(to, template_id, data);
         if let Some(p) = self.page {
             b = b.page(p);
         }

@@ -176,15 +176,8 @@ enum Command {
     },
     /// Send one mini-program subscribe message.
     MpSend {
-        /// The recipient's OpenID.
-        #[arg(long)]
-        to: String,
-        /// The template (from the library).
-        #[arg(long)]
-        template_id: String,
-        /// A key and its value, e.g. `thing1=亚麻衬衫`; repeat for each key.
-        #[arg(long = "data", value_name = "KEY=VALUE")]
-        data: Vec<String>,
+        #[command(flatten)]
+        to: family::Recipient,
         /// The mini program page opened on tap, with its query.
         #[arg(long)]
         page: Option<String>,
@@ -197,15 +190,8 @@ enum Command {
     },
     /// Send one service-account subscribe notification (prints its msgid).
     Notify {
-        /// The recipient's OpenID.
-        #[arg(long)]
-        to: String,
-        /// The template (from the library).
-        #[arg(long)]
-        template_id: String,
-        /// A key and its value, e.g. `thing1=亚麻衬衫`; repeat for each key.
-        #[arg(long = "data", value_name = "KEY=VALUE")]
-        data: Vec<String>,
+        #[command(flatten)]
+        to: family::Recipient,
         /// A web page opened on tap.
         #[arg(long)]
         page: Option<String>,
@@ -447,24 +433,16 @@ async fn run(cli: Cli) -> Result<Exit, Usage> {
 /// is built (invalid input exits 2 with nothing sent).
 async fn send_family(cli: &Cli) -> Result<Exit, Usage> {
     match &cli.command {
-        Command::MpSend { to, template_id, data, page, state, lang } => {
-            let message = family::MpSend {
-                to,
-                template_id,
-                data,
-                page: page.as_deref(),
-                state: state.as_deref(),
-                lang: lang.as_deref(),
-            }
-            .message()?;
+        Command::MpSend { to, page, state, lang } => {
+            let message =
+                family::MpSend { to, page: page.as_deref(), state: state.as_deref(), lang: lang.as_deref() }
+                    .message()?;
             let client = client(cli)?;
             Ok(family::report(client.send_mini_program(&message).await.map(|r| (r, None))))
         }
-        Command::Notify { to, template_id, data, page, mp_appid, mp_pagepath } => {
+        Command::Notify { to, page, mp_appid, mp_pagepath } => {
             let message = family::Notify {
                 to,
-                template_id,
-                data,
                 page: page.as_deref(),
                 mp_appid: mp_appid.as_deref(),
                 mp_pagepath: mp_pagepath.as_deref(),
