@@ -4,7 +4,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use subscribe_types::{ErrCode, ErrorClass, OpenId, Scene, SubscribeMessage, TemplateId, ValidationError};
+use subscribe_types::{
+    ErrCode, ErrorClass, MiniProgramMessage, OpenId, Scene, SubscribeMessage, TemplateId, TemplateKind,
+    ValidationError,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -111,6 +114,17 @@ pub struct DispatchReport {
 
 /// The function that builds each recipient's message.
 type MessageFn = dyn Fn(&OpenId) -> Result<SubscribeMessage, ValidationError> + Send + Sync;
+type MiniProgramFn = dyn Fn(&OpenId) -> Result<MiniProgramMessage, ValidationError> + Send + Sync;
+
+/// How each recipient's message is built and sent.
+#[derive(Clone)]
+enum Build {
+    /// The one-time message ([`Client::send`]).
+    OneTime(Arc<MessageFn>),
+    /// A mini-program message ([`Client::send_mini_program`]); a long-term template's grant
+    /// is not used up by a delivery.
+    MiniProgram { build: Arc<MiniProgramFn>, long_term: bool },
+}
 
 /// A dispatch cannot run, or stopped early.
 #[derive(Debug, thiserror::Error)]
@@ -181,7 +195,7 @@ pub struct Dispatcher {
     client: Client,
     ledger: Arc<dyn GrantLedger>,
     grants: Option<(TemplateId, Scene)>,
-    message: Option<Arc<MessageFn>>,
+    message: Option<Build>,
     observer: Box<dyn DispatchObserver>,
     cancel: CancellationToken,
     concurrency: usize,
@@ -243,7 +257,23 @@ impl Dispatcher {
     where
         F: Fn(&OpenId) -> Result<SubscribeMessage, ValidationError> + Send + Sync + 'static,
     {
-        self.message = Some(Arc::new(build));
+        self.message = Some(Build::OneTime(Arc::new(build)));
+        self
+    }
+
+    /// Sends a mini-program subscribe message ([`Client::send_mini_program`]) to every pending
+    /// grant of the library template `template_id` (recorded under
+    /// [`GrantScope::mini_program`]), each built by `build`. A one-time template's grant is used
+    /// up by a delivered message; a long-term template's (`kind` [`TemplateKind::LongTerm`])
+    /// stays pending for the next dispatch, until the user withdraws the subscription (43101
+    /// then drops it). Replaces [`grants`](Self::grants) and [`message`](Self::message).
+    pub fn mini_program<F>(mut self, template_id: TemplateId, kind: TemplateKind, build: F) -> Self
+    where
+        F: Fn(&OpenId) -> Result<MiniProgramMessage, ValidationError> + Send + Sync + 'static,
+    {
+        self.grants = Some((template_id, Scene::ZERO));
+        self.message =
+            Some(Build::MiniProgram { build: Arc::new(build), long_term: !kind.is_consumed_by_send() });
         self
     }
 
@@ -354,7 +384,7 @@ impl Dispatcher {
         let grants_rx = Arc::new(tokio::sync::Mutex::new(grants_rx));
         for _ in 0..self.concurrency {
             let (grants, finished) = (Arc::clone(&grants_rx), settle_tx.clone());
-            let (client, ledger, build) = (self.client.clone(), Arc::clone(&self.ledger), Arc::clone(&build));
+            let (client, ledger, build) = (self.client.clone(), Arc::clone(&self.ledger), build.clone());
             let (cancel, sent) = (self.cancel.clone(), Arc::clone(&sent));
             tokio::spawn(async move {
                 loop {
@@ -365,7 +395,7 @@ impl Dispatcher {
                         sent.fetch_sub(1, Ordering::AcqRel);
                         continue;
                     }
-                    let done = send_one(&client, &*build, reservation).await;
+                    let done = send_one(&client, &build, reservation).await;
                     if finished.send(done).await.is_err() {
                         break;
                     }
@@ -575,32 +605,53 @@ async fn settle(
     while writing.join_next().await.is_some() {}
 }
 
-async fn send_one(client: &Client, build: &MessageFn, r: Reservation) -> Finished {
+async fn send_one(client: &Client, build: &Build, r: Reservation) -> Finished {
     let openid = r.key.openid.clone();
+    let not_for_this_grant = "the built message is not for this grant's user, template and scene";
     // A panicking message function fails this grant, not the worker.
-    let message = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build(&openid)));
-    let (kind, errcode, detail, settlement) = match message {
-        Err(_) => {
-            (OutcomeKind::Failed, None, Some("the message function panicked".to_owned()), Settlement::Release)
+    let (kind, errcode, detail, settlement) = match build {
+        Build::OneTime(build) => {
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build(&openid))) {
+                Err(_) => panicked(),
+                Ok(Err(e)) => not_built(&e),
+                Ok(Ok(msg))
+                    if msg.template_id() != &r.key.template_id
+                        || msg.scene() != r.key.scene
+                        || msg.touser() != &openid =>
+                {
+                    (OutcomeKind::Failed, None, Some(not_for_this_grant.to_owned()), Settlement::Release)
+                }
+                Ok(Ok(msg)) => classify(client.send(&msg).await, r.attempt),
+            }
         }
-        Ok(Err(e)) => {
-            (OutcomeKind::Failed, None, Some(format!("message not built: {e}")), Settlement::Release)
+        Build::MiniProgram { build, long_term } => {
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build(&openid))) {
+                Err(_) => panicked(),
+                Ok(Err(e)) => not_built(&e),
+                Ok(Ok(msg)) if msg.template_id() != &r.key.template_id || msg.touser() != &openid => {
+                    (OutcomeKind::Failed, None, Some(not_for_this_grant.to_owned()), Settlement::Release)
+                }
+                Ok(Ok(msg)) => match classify(client.send_mini_program(&msg).await, r.attempt) {
+                    // A long-term subscription is not used up: the grant waits for the next one.
+                    (OutcomeKind::Delivered, code, detail, Settlement::Delivered) if *long_term => {
+                        (OutcomeKind::Delivered, code, detail, Settlement::Release)
+                    }
+                    other => other,
+                },
+            }
         }
-        Ok(Ok(msg))
-            if msg.template_id() != &r.key.template_id
-                || msg.scene() != r.key.scene
-                || msg.touser() != &openid =>
-        {
-            (
-                OutcomeKind::Failed,
-                None,
-                Some("the built message is not for this grant's user, template and scene".to_owned()),
-                Settlement::Release,
-            )
-        }
-        Ok(Ok(msg)) => classify(client.send(&msg).await, r.attempt),
     };
     (r, settlement, RecipientOutcome { openid, kind, errcode, detail, ledger_error: None })
+}
+
+/// What a message function's panic means for its grant.
+fn panicked() -> (OutcomeKind, Option<ErrCode>, Option<String>, Settlement) {
+    (OutcomeKind::Failed, None, Some("the message function panicked".to_owned()), Settlement::Release)
+}
+
+/// What a message that could not be built means for its grant.
+fn not_built(e: &ValidationError) -> (OutcomeKind, Option<ErrCode>, Option<String>, Settlement) {
+    (OutcomeKind::Failed, None, Some(format!("message not built: {e}")), Settlement::Release)
 }
 
 /// The most characters of an error's text that a ledger reason or an outcome's detail keeps:

@@ -76,6 +76,8 @@ pub struct Scene(u16);
 impl Scene {
     /// Largest scene WeChat accepts.
     pub const MAX: u16 = 10_000;
+    /// Scene 0.
+    pub const ZERO: Self = Self(0);
 
     /// Validates `value` against `0..=10000`.
     ///

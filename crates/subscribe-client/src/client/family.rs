@@ -4,12 +4,13 @@
 
 use subscribe_types::{
     AddTemplate, AddedTemplate, Categories, DeleteTemplate, GetCategories, GetTemplates, Keywords,
-    KeywordsQuery, MiniProgramMessage, NotificationSent, PublicTemplates, SubscribeNotification, TemplateId,
-    Templates, TitlesQuery,
+    KeywordsQuery, MiniProgramMessage, NotificationSent, OpenId, PublicTemplates, SubscribeAnswers,
+    SubscribeNotification, TemplateId, Templates, TitlesQuery,
 };
 
 use super::{Answered, Client, SendReceipt};
 use crate::error::SendError;
+use crate::{GrantLedger, GrantScope, LedgerError, Recorded};
 
 impl Client {
     /// Sends a mini-program subscribe message (`/cgi-bin/message/subscribe/send`).
@@ -92,6 +93,32 @@ impl Client {
     /// As [`execute`](Self::execute).
     pub async fn templates(&self) -> Result<Templates, SendError> {
         Ok(self.execute(&GetTemplates).await?.response)
+    }
+
+    /// Records a grant for each template the user accepted, as a mini program's
+    /// `wx.requestSubscribeMessage` or a service account's `<wx-open-subscribe>` reported it
+    /// ([`SubscribeAnswers`]), under [`GrantScope::mini_program`](crate::GrantScope::mini_program):
+    /// what [`Dispatcher::mini_program`](crate::Dispatcher::mini_program) sends to. An
+    /// acceptance of a template already pending adds nothing (one message is sent, however
+    /// often the user said yes: never more than WeChat allows).
+    ///
+    /// `openid` must come from your own session (the mini program's login), never from the
+    /// forwarded answer: the user's device writes that.
+    ///
+    /// # Errors
+    /// The ledger's error; grants recorded before it stay recorded.
+    pub async fn record_accepted(
+        &self,
+        openid: &OpenId,
+        answers: &SubscribeAnswers,
+        ledger: &dyn GrantLedger,
+    ) -> Result<Vec<(TemplateId, Recorded)>, LedgerError> {
+        let mut recorded = Vec::new();
+        for template in answers.accepted() {
+            let key = GrantScope::mini_program(self.appid().clone(), template.clone()).key(openid.clone());
+            recorded.push((template.clone(), ledger.record(&key, self.clock().now()).await?));
+        }
+        Ok(recorded)
     }
 
     /// Openids with a send in flight or waiting, from this client: a bound a long batch keeps.

@@ -54,6 +54,13 @@ pub struct GrantScope {
 }
 
 impl GrantScope {
+    /// The scope of a mini-program template of the library. Those templates have no scene:
+    /// their grants are kept under scene 0, where they never meet the one-time message's
+    /// (whose template id is another).
+    pub fn mini_program(appid: AppId, template_id: TemplateId) -> Self {
+        Self { appid, template_id, scene: Scene::ZERO }
+    }
+
     /// The grant of `openid` in this scope.
     pub fn key(&self, openid: OpenId) -> GrantKey {
         GrantKey {

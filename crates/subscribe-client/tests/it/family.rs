@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use subscribe_client::SendError;
 use subscribe_client::test_util::*;
 use subscribe_client::transport::{HttpRequest, HttpResponse, HttpTransport, MockReply, TransportError};
+use subscribe_client::{GrantLedger, GrantScope, SendError};
 use subscribe_types::*;
 
 use crate::*;
@@ -195,4 +195,76 @@ async fn many_sends_to_one_user_go_one_at_a_time_and_all_complete() {
     assert_eq!(*wechat.refused.lock().unwrap(), 0, "no two sends to one openid at once");
     assert_eq!(wechat.delivered.lock().unwrap()["oAlice"], 20);
     assert_eq!(client.openids_in_flight(), 0, "no lock is kept once the sends end");
+}
+
+fn accepted(template: &str) -> SubscribeAnswers {
+    SubscribeAnswers::from_request_subscribe_message(&format!(
+        r#"{{"errMsg":"requestSubscribeMessage:ok","{template}":"accept"}}"#
+    ))
+    .unwrap()
+}
+
+async fn dispatch_mini_program(
+    client: &Client,
+    ledger: &Arc<subscribe_client::InMemoryGrantLedger>,
+    kind: TemplateKind,
+) -> subscribe_client::DispatchReport {
+    subscribe_client::Dispatcher::new(client.clone(), Arc::clone(ledger))
+        .mini_program(TemplateId::new(LIBRARY_TEMPLATE).unwrap(), kind, |to: &OpenId| {
+            MiniProgramMessage::builder(to.clone(), TemplateId::new(LIBRARY_TEMPLATE).unwrap(), data())
+                .build()
+        })
+        .run()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn accepted_one_time_templates_become_grants_that_one_dispatch_uses_up() {
+    let mock = mock_with_stable_token("T1", 7200);
+    mock.route("POST", MP_SEND).reply(ok_reply());
+    let client = builder(&mock, &clock()).build().unwrap();
+    let ledger = Arc::new(subscribe_client::InMemoryGrantLedger::new());
+    for user in ["oAlice", "oBob", "oCarol"] {
+        let recorded =
+            client.record_accepted(&OpenId::new(user).unwrap(), &accepted(LIBRARY_TEMPLATE), &*ledger).await;
+        assert_eq!(recorded.unwrap()[0].1, subscribe_client::Recorded::Added);
+    }
+    // A second acceptance of a pending template adds nothing: never more than one message.
+    let again =
+        client.record_accepted(&OpenId::new("oAlice").unwrap(), &accepted(LIBRARY_TEMPLATE), &*ledger).await;
+    assert_eq!(again.unwrap()[0].1, subscribe_client::Recorded::AlreadyPending);
+
+    let report = dispatch_mini_program(&client, &ledger, TemplateKind::OneTime).await;
+    assert_eq!(report.progress.delivered, 3);
+    mock.assert_count(MP_SEND, 3);
+    let scope = GrantScope::mini_program(appid(), TemplateId::new(LIBRARY_TEMPLATE).unwrap());
+    let counts = ledger.counts(&scope, t0()).await.unwrap();
+    assert_eq!((counts.pending, counts.delivered), (0, 3), "one-time grants are used up");
+    assert_eq!(dispatch_mini_program(&client, &ledger, TemplateKind::OneTime).await.progress.sent, 0);
+}
+
+#[tokio::test]
+async fn a_long_term_subscription_stays_pending_after_a_dispatch_until_withdrawn() {
+    let mock = mock_with_stable_token("T1", 7200);
+    // Alice's sends succeed; Bob withdrew his subscription (43101).
+    mock.route("POST", MP_SEND).when(|r| json_of(r)["touser"] == "oAlice").reply(ok_reply());
+    mock.route("POST", MP_SEND)
+        .when(|r| json_of(r)["touser"] == "oBob")
+        .reply(errcode_reply(43101, "user refuse to accept the msg"));
+    let client = builder(&mock, &clock()).build().unwrap();
+    let ledger = Arc::new(subscribe_client::InMemoryGrantLedger::new());
+    for user in ["oAlice", "oBob"] {
+        client
+            .record_accepted(&OpenId::new(user).unwrap(), &accepted(LIBRARY_TEMPLATE), &ledger)
+            .await
+            .unwrap();
+    }
+    let scope = GrantScope::mini_program(appid(), TemplateId::new(LIBRARY_TEMPLATE).unwrap());
+    for round in 1..=2 {
+        let report = dispatch_mini_program(&client, &ledger, TemplateKind::LongTerm).await;
+        assert_eq!(report.progress.delivered, 1, "round {round}: Alice, again");
+        let counts = ledger.counts(&scope, t0()).await.unwrap();
+        assert_eq!((counts.pending, counts.delivered, counts.dropped), (1, 0, 1), "round {round}");
+    }
 }
