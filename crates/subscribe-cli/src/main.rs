@@ -472,6 +472,11 @@ async fn sandbox(listen: SocketAddr, config: Option<&PathBuf>) -> Result<Exit, U
         for t in &app.templates {
             println!("    template {}  ({})", t.id, t.title);
         }
+        println!(
+            "    library templates (mp-send, notify): {} (one-time: thing1 time2 amount3), {} (long-term: enum1 date2)",
+            subscribe_sandbox::DEMO_MP_TEMPLATE,
+            subscribe_sandbox::DEMO_LONG_TERM_TEMPLATE
+        );
     }
     for u in &cfg.users {
         println!("  user {} \"{}\"  inbox {base}/sandbox/inbox/{}", u.openid, u.name, u.openid);
