@@ -268,3 +268,18 @@ async fn a_long_term_subscription_stays_pending_after_a_dispatch_until_withdrawn
         assert_eq!((counts.pending, counts.delivered, counts.dropped), (1, 0, 1), "round {round}");
     }
 }
+
+#[tokio::test]
+async fn the_token_in_a_library_query_never_shows_in_errors_or_logs() {
+    let token = "TOKEN_never_printed_9f8e7d";
+    let mock = mock_with_stable_token(token, 7200);
+    mock.route("GET", "/wxaapi/newtmpl/getpubtemplatekeywords").reply(errcode_reply(200_014, "invalid tid"));
+    mock.route("POST", MP_SEND).reply(subscribe_client::transport::MockReply::status(502));
+    let client = builder(&mock, &clock()).build().unwrap();
+    let e = client.template_keywords(1).await.unwrap_err();
+    let e2 = client.send_mini_program(&mini_program("oAlice")).await.unwrap_err();
+    for shown in [format!("{e} {e:?}"), format!("{e2} {e2:?}"), format!("{:?}", mock.requests())] {
+        assert!(!shown.contains(token), "{shown}");
+    }
+    assert_eq!(e.api_code(), Some(ErrCode::LIBRARY_INVALID_TID));
+}
