@@ -30,6 +30,8 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("mobile_answer", mobile_answer),
     ("message_data", message_data),
     ("subscribe_answers", subscribe_answers),
+    ("push_event", push_event),
+    ("push_decrypt", push_decrypt),
 ];
 
 /// Percent-encodes everything but ASCII letters and digits.
@@ -245,4 +247,45 @@ pub fn subscribe_answers(data: &[u8]) {
             Err(e) => assert!(e.to_string().len() <= 160, "an error grows with its input: {e}"),
         }
     }
+}
+
+/// The pushed events' parsers (`Event::from_xml`, `Event::from_json`) on arbitrary text: an
+/// answer, never a panic, the same answer every time; an unknown event keeps the whole input.
+///
+/// # Panics
+/// When one of those properties breaks.
+pub fn push_event(data: &[u8]) {
+    use subscribe_events::{Event, EventKind};
+    let Ok(input) = std::str::from_utf8(data) else { return };
+    for parse in [Event::from_xml, Event::from_json] {
+        let (first, second) = (parse(input), parse(input));
+        assert_eq!(first, second, "two readings of one push differ");
+        if let Ok(Event { kind: EventKind::Other { raw, .. }, .. }) = first {
+            assert_eq!(raw, input, "an unknown event lost its text");
+        }
+    }
+}
+
+/// The safe mode's decryptor on arbitrary input: an answer, never a panic; and a message
+/// encrypted for the app (its text and random prefix taken from the input) decrypts back to
+/// itself, and for another app is refused.
+///
+/// # Panics
+/// When one of those properties breaks.
+pub fn push_decrypt(data: &[u8]) {
+    let key = subscribe_events::EncodingAesKey::new("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG")
+        .expect("a valid key");
+    let text = String::from_utf8_lossy(data);
+    let _ = key.decrypt(&text, "wx5a1db0c0ffee0001");
+    let mut random = [0u8; 16];
+    for (r, d) in random.iter_mut().zip(data) {
+        *r = *d;
+    }
+    let sealed = key.encrypt(&text, "wx5a1db0c0ffee0001", random);
+    assert_eq!(
+        key.decrypt(&sealed, "wx5a1db0c0ffee0001").as_deref(),
+        Ok(text.as_ref()),
+        "a round trip changed the message"
+    );
+    assert_eq!(key.decrypt(&sealed, "wxAnotherApp0000001"), Err(subscribe_events::PushError::WrongAppId));
 }

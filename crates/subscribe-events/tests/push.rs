@@ -1,0 +1,238 @@
+//! Known answers computed independently (`tests/fixtures/make_vectors.py`, Python's `hashlib`
+//! and `cryptography`), round trips, the shapes seen in the wild, and every refusal.
+
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+use serde_json::Value;
+use subscribe_events::*;
+
+fn vectors() -> Value {
+    serde_json::from_str(include_str!("fixtures/vectors.json")).unwrap()
+}
+
+fn s(v: &Value) -> &str {
+    v.as_str().unwrap()
+}
+
+fn safe_push(v: &Value) -> Push {
+    Push::new(
+        PushConfig::new(s(&v["token"]), s(&v["appid"]), Mode::Safe)
+            .aes_key(EncodingAesKey::new(s(&v["aes_key"])).unwrap())
+            .previous_aes_key(EncodingAesKey::new(s(&v["previous_aes_key"])).unwrap()),
+    )
+}
+
+const NOW: u64 = 1_800_000_030;
+
+fn safe_query(v: &Value, m: &Value) -> String {
+    format!(
+        "signature={}&timestamp={}&nonce={}&openid=oSandbox_Alice_00000000001&encrypt_type=aes&msg_signature={}",
+        s(&m["signature"]),
+        s(&v["timestamp"]),
+        s(&v["nonce"]),
+        s(&m["msg_signature"])
+    )
+}
+
+fn sealed_xml(encrypt: &str) -> String {
+    format!(
+        "<xml><ToUserName><![CDATA[gh_123456789abc]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
+    )
+}
+
+#[test]
+fn signatures_and_ciphertexts_match_the_independent_vectors() {
+    let v = vectors();
+    assert_eq!(signature(&[s(&v["token"]), s(&v["timestamp"]), s(&v["nonce"])]), s(&v["url_signature"]));
+    let random: [u8; 16] = s(&v["random16"]).as_bytes().try_into().unwrap();
+    for m in v["messages"].as_array().unwrap() {
+        let key = EncodingAesKey::new(s(&m["key"])).unwrap();
+        assert_eq!(
+            key.encrypt(s(&m["plaintext"]), s(&v["appid"]), random),
+            s(&m["encrypt"]),
+            "{}",
+            m["name"]
+        );
+        assert_eq!(key.decrypt(s(&m["encrypt"]), s(&v["appid"])).unwrap(), s(&m["plaintext"]));
+        assert_eq!(
+            signature(&[s(&v["token"]), s(&v["timestamp"]), s(&v["nonce"]), s(&m["encrypt"])]),
+            s(&m["msg_signature"])
+        );
+    }
+}
+
+#[test]
+fn a_safe_mode_popup_in_xml_and_a_sent_event_in_json_are_read() {
+    let v = vectors();
+    let push = safe_push(&v);
+    let [popup, sent, rotated] = &v["messages"].as_array().unwrap()[..] else { panic!() };
+    let event = push.open(&safe_query(&v, popup), sealed_xml(s(&popup["encrypt"])).as_bytes(), NOW).unwrap();
+    assert_eq!((event.from_user.as_str(), event.create_time), ("oSandbox_Alice_00000000001", 1_800_000_000));
+    let EventKind::Popup(items) = &event.kind else { panic!("{event:?}") };
+    assert_eq!(
+        items[..],
+        [PopupItem {
+            template_id: "SandboxMpRestockAlert_0000000000000000000001".into(),
+            status: "accept".into(),
+            popup_scene: Some(2)
+        }]
+    );
+
+    // The same push again: a replay, nothing read twice.
+    let again = push.open(&safe_query(&v, popup), sealed_xml(s(&popup["encrypt"])).as_bytes(), NOW);
+    assert_eq!(again.unwrap_err(), PushError::Replayed);
+
+    let body =
+        serde_json::json!({"ToUserName": "gh_123456789abc", "Encrypt": s(&sent["encrypt"])}).to_string();
+    let event = push.open(&safe_query(&v, sent), body.as_bytes(), NOW).unwrap();
+    let EventKind::Sent(items) = &event.kind else { panic!("{event:?}") };
+    assert_eq!(
+        (items[0].msg_id, items[0].error_code, items[0].error_status.as_str()),
+        (1_700_000_001, 0, "success")
+    );
+
+    // Encrypted with the previous key during a rotation: still read.
+    let event =
+        push.open(&safe_query(&v, rotated), sealed_xml(s(&rotated["encrypt"])).as_bytes(), NOW).unwrap();
+    assert_eq!(event.name(), "subscribe_msg_popup_event");
+}
+
+#[test]
+fn every_bad_push_is_refused_with_its_status_and_nothing_remembered() {
+    let v = vectors();
+    let [popup, ..] = &v["messages"].as_array().unwrap()[..] else { panic!() };
+    let good_query = safe_query(&v, popup);
+    let good_body = sealed_xml(s(&popup["encrypt"]));
+    let cases: Vec<(String, String, u64, PushError)> = vec![
+        (
+            good_query.replace("msg_signature=", "msg_signature=0"),
+            good_body.clone(),
+            NOW,
+            PushError::BadSignature("msg_signature"),
+        ),
+        (
+            good_query.replace("signature=", "signature=f").replacen("msg_signature=f", "msg_signature=", 1),
+            good_body.clone(),
+            NOW,
+            PushError::BadSignature("signature"),
+        ),
+        (good_query.clone(), good_body.clone(), NOW + 301, PushError::Stale { skew: 301 + 30, window: 300 }),
+        (good_query.replace("&encrypt_type=aes", ""), good_body.clone(), NOW, PushError::NotEncrypted),
+        (
+            good_query.replace("nonce=", "nonce=x"),
+            good_body.clone(),
+            NOW,
+            PushError::BadSignature("signature"),
+        ),
+        (
+            good_query.clone(),
+            "<xml><ToUserName>gh</ToUserName></xml>".into(),
+            NOW,
+            PushError::Malformed("no Encrypt in the XML"),
+        ),
+        (good_query.clone(), "x".repeat(MAX_BODY + 1), NOW, PushError::TooLarge),
+    ];
+    let push = safe_push(&v);
+    for (query, body, now, expected) in cases {
+        let e = push.open(&query, body.as_bytes(), now).unwrap_err();
+        assert_eq!(e, expected, "{query}");
+        assert_ne!(e.http_status(), 200);
+        let shown = format!("{e} {e:?}");
+        assert!(!shown.contains(s(&v["token"])) && !shown.contains(s(&popup["encrypt"])), "{shown}");
+    }
+    // Nothing above was remembered: the good push still reads, once.
+    assert!(push.open(&good_query, good_body.as_bytes(), NOW).is_ok());
+}
+
+/// Ciphertexts a signer produced correctly but that do not decrypt properly: bad padding,
+/// truncated, another appid.
+#[test]
+fn ciphertexts_that_do_not_open_are_refused() {
+    let v = vectors();
+    let token = s(&v["token"]);
+    let key = EncodingAesKey::new(s(&v["aes_key"])).unwrap();
+    let push = Push::new(PushConfig::new(token, s(&v["appid"]), Mode::Safe).aes_key(key.clone()));
+    let signed = |encrypt: &str, nonce: &str| {
+        let msg_sig = signature(&[token, "1800000000", nonce, encrypt]);
+        let sig = signature(&[token, "1800000000", nonce]);
+        format!("signature={sig}&timestamp=1800000000&nonce={nonce}&encrypt_type=aes&msg_signature={msg_sig}")
+    };
+    let other_app = key.encrypt("<xml/>", "wxOtherApp000000001", [7; 16]);
+    let good = key.encrypt("<xml/>", s(&v["appid"]), [7; 16]);
+    let truncated = {
+        use base64::Engine as _;
+        let raw = base64::engine::general_purpose::STANDARD.decode(&good).unwrap();
+        base64::engine::general_purpose::STANDARD.encode(&raw[..raw.len() - 16])
+    };
+    for (n, (encrypt, expected)) in [
+        (other_app, PushError::WrongAppId),
+        ("bm90IGJsb2Nrcw==".to_owned(), PushError::Undecryptable("not whole AES blocks")),
+        ("***".to_owned(), PushError::Undecryptable("not base64")),
+        (truncated, PushError::Undecryptable("bad padding")),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let nonce = format!("n{n}");
+        let e = push.open(&signed(&encrypt, &nonce), sealed_xml(&encrypt).as_bytes(), NOW).unwrap_err();
+        assert_eq!(e, expected);
+    }
+}
+
+#[test]
+fn the_url_check_answers_echostr_only_when_signed() {
+    let v = vectors();
+    let push = Push::new(PushConfig::new(s(&v["token"]), s(&v["appid"]), Mode::Plain));
+    let q = format!(
+        "signature={}&timestamp=1800000000&nonce={}&echostr=ECHO123",
+        s(&v["url_signature"]),
+        s(&v["nonce"])
+    );
+    assert_eq!(push.verify_url(&q, NOW).unwrap(), "ECHO123");
+    assert_eq!(
+        push.verify_url(&q.replace("signature=6", "signature=7"), NOW).unwrap_err().http_status(),
+        401
+    );
+    assert_eq!(
+        push.verify_url(&q.replace("&echostr=ECHO123", ""), NOW).unwrap_err(),
+        PushError::Missing("echostr")
+    );
+    // Upper-case hex is the same signature.
+    assert!(
+        push.verify_url(&q.replace(s(&v["url_signature"]), &s(&v["url_signature"]).to_uppercase()), NOW)
+            .is_ok()
+    );
+}
+
+#[test]
+fn the_shapes_seen_in_the_wild_read_alike() {
+    let one = r#"{"FromUserName":"oU","CreateTime":1800000000,"Event":"subscribe_msg_change_event","List":{"TemplateId":"T1","SubscribeStatusString":"reject"}}"#;
+    let many = r#"{"FromUserName":"oU","CreateTime":"1800000000","Event":"subscribe_msg_change_event","SubscribeMsgChangeEvent":{"List":[{"TemplateId":"T1","SubscribeStatusString":"reject"}]}}"#;
+    let bare = r#"{"FromUserName":"oU","CreateTime":"1800000000","Event":"subscribe_msg_change_event","SubscribeMsgChangeEvent":[{"TemplateId":"T1","SubscribeStatusString":"reject"}]}"#;
+    let xml = "<xml><FromUserName><![CDATA[oU]]></FromUserName><CreateTime>1800000000</CreateTime><Event><![CDATA[subscribe_msg_change_event]]></Event><SubscribeMsgChangeEvent><List><TemplateId>T1</TemplateId><SubscribeStatusString>reject</SubscribeStatusString></List></SubscribeMsgChangeEvent></xml>";
+    let expected = EventKind::Change(vec![ChangeItem { template_id: "T1".into(), status: "reject".into() }]);
+    for event in [Event::from_json(one), Event::from_json(many), Event::from_json(bare), Event::from_xml(xml)]
+    {
+        let event = event.unwrap();
+        assert_eq!((event.kind, event.create_time), (expected.clone(), 1_800_000_000));
+    }
+    let two = "<xml><Event>subscribe_msg_sent_event</Event><SubscribeMsgSentEvent><List><TemplateId>A</TemplateId><MsgID>1</MsgID><ErrorCode>0</ErrorCode><ErrorStatus>success</ErrorStatus></List><List><TemplateId>B</TemplateId><MsgID>2</MsgID><ErrorCode>43101</ErrorCode><ErrorStatus>failed:user refuse</ErrorStatus></List></SubscribeMsgSentEvent></xml>";
+    let EventKind::Sent(items) = Event::from_xml(two).unwrap().kind else { panic!() };
+    assert_eq!((items.len(), items[1].error_code), (2, 43_101));
+    let other = Event::from_xml("<xml><MsgType>text</MsgType><Content>hi</Content></xml>").unwrap();
+    assert!(matches!(&other.kind, EventKind::Other { event, .. } if event == "text"));
+    // An entity the document declares is never expanded.
+    let bomb = "<!DOCTYPE x [<!ENTITY a \"aaaa\">]><xml><Event>&a;</Event></xml>";
+    assert!(Event::from_xml(bomb).is_err() || Event::from_xml(bomb).unwrap().name() != "aaaa");
+}
+
+#[test]
+fn keys_and_the_token_never_print() {
+    let v = vectors();
+    let key = EncodingAesKey::new(s(&v["aes_key"])).unwrap();
+    assert_eq!(format!("{key:?}"), "EncodingAesKey([redacted])");
+    let config = PushConfig::new(s(&v["token"]), s(&v["appid"]), Mode::Safe).aes_key(key);
+    let shown = format!("{:?}", Push::new(config));
+    assert!(!shown.contains(s(&v["aes_key"])) && !shown.contains(s(&v["token"])), "{shown}");
+    assert!(EncodingAesKey::new("short").is_err());
+}
