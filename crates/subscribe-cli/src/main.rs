@@ -207,6 +207,28 @@ enum Command {
         #[command(subcommand)]
         command: family::TemplatesCommand,
     },
+    /// Verify and read one captured event push (or the server URL's check): the typed event as
+    /// one JSON line, or `echostr`.
+    Event {
+        /// The Token of the server configuration. Never printed.
+        #[arg(long, env = "WXSUB_PUSH_TOKEN", hide_env_values = true)]
+        token: Hidden,
+        /// The `EncodingAESKey` (43 characters), for a push with `encrypt_type=aes`. Never printed.
+        #[arg(long, env = "WXSUB_AES_KEY", hide_env_values = true)]
+        aes_key: Option<Hidden>,
+        /// The previous `EncodingAESKey`, tried when the current one cannot decrypt.
+        #[arg(long)]
+        previous_aes_key: Option<Hidden>,
+        /// The push's query string (`signature=…&timestamp=…&nonce=…[&encrypt_type=aes&msg_signature=…]`).
+        #[arg(long)]
+        query: String,
+        /// The body: a file, or `-` for standard input. Without it, the URL check.
+        #[arg(long)]
+        body: Option<String>,
+        /// The time to check `timestamp` against, Unix seconds (default: now).
+        #[arg(long)]
+        now: Option<u64>,
+    },
     /// Send many messages from JSON lines.
     SendBatch {
         /// The input file, or `-` for standard input.
@@ -424,6 +446,7 @@ async fn run(cli: Cli) -> Result<Exit, Usage> {
         }
         Command::MpSend { .. } | Command::Notify { .. } => send_family(&cli).await,
         Command::Templates { command } => family::templates(client(&cli), command).await,
+        Command::Event { .. } => event(&cli),
         Command::Sandbox { listen, config } => sandbox(*listen, config.as_ref()).await,
         Command::Grants { database, command } => grants::run(&cli, database, command).await,
     }
@@ -454,6 +477,76 @@ async fn send_family(cli: &Cli) -> Result<Exit, Usage> {
         }
         _ => unreachable!("send_family runs mp-send and notify only"),
     }
+}
+
+/// A secret argument (a push Token, an `EncodingAESKey`): `Debug` never shows it.
+#[derive(Clone)]
+struct Hidden(String);
+
+impl std::fmt::Debug for Hidden {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl std::str::FromStr for Hidden {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// `wxsub event`: verifies and reads one captured push (or the URL check). The AppID is
+/// `--appid`; a refused push exits 2 with the reason on stderr and nothing on stdout.
+fn event(cli: &Cli) -> Result<Exit, Usage> {
+    use subscribe_events::{EncodingAesKey, Mode, Push, PushConfig};
+    let Command::Event { token, aes_key, previous_aes_key, query, body, now } = &cli.command else {
+        unreachable!("event runs `wxsub event` only")
+    };
+    let appid = cli.appid.clone().unwrap_or_default();
+    let mut config = PushConfig::new(
+        token.0.as_str(),
+        appid,
+        if aes_key.is_some() { Mode::Compatible } else { Mode::Plain },
+    );
+    if let Some(k) = aes_key {
+        config = config.aes_key(EncodingAesKey::new(&k.0).map_err(|e| format!("invalid --aes-key: {e}"))?);
+        if cli.appid.is_none() {
+            return Err("--appid (or WXSUB_APPID) is required to decrypt: the message names its app".into());
+        }
+    }
+    if let Some(k) = previous_aes_key {
+        config = config.previous_aes_key(
+            EncodingAesKey::new(&k.0).map_err(|e| format!("invalid --previous-aes-key: {e}"))?,
+        );
+    }
+    #[allow(clippy::disallowed_methods)] // a CLI reads the wall clock
+    let now = now.unwrap_or_else(|| {
+        SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    });
+    let push = Push::new(config);
+    let Some(body) = body else {
+        let echo = push
+            .verify_url(query, now)
+            .map_err(|e| format!("push refused (HTTP {}): {e}", e.http_status()))?;
+        println!("{echo}");
+        return Ok(Exit::Ok);
+    };
+    let bytes = if body == "-" {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(std::io::stdin(), subscribe_events::MAX_BODY as u64 + 1),
+            &mut buf,
+        )
+        .map_err(|e| format!("cannot read standard input: {e}"))?;
+        buf
+    } else {
+        std::fs::read(body).map_err(|e| format!("cannot read --body: {e}"))?
+    };
+    let event =
+        push.open(query, &bytes, now).map_err(|e| format!("push refused (HTTP {}): {e}", e.http_status()))?;
+    println!("{}", event.to_json());
+    Ok(Exit::Ok)
 }
 
 async fn sandbox(listen: SocketAddr, config: Option<&PathBuf>) -> Result<Exit, Usage> {
@@ -627,5 +720,18 @@ mod tests {
         let shown = format!("{cli:?} {cli:#?}");
         assert!(!shown.contains("hunter2-app-secret"), "{shown}");
         assert!(cli.secret.is_some());
+        let cli = Cli::try_parse_from([
+            "wxsub",
+            "event",
+            "--token",
+            "push-token-never-shown",
+            "--aes-key",
+            "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
+            "--query",
+            "signature=x",
+        ])
+        .unwrap();
+        let shown = format!("{cli:?} {cli:#?}");
+        assert!(!shown.contains("push-token-never-shown") && !shown.contains("0123456789ABCDEFG"), "{shown}");
     }
 }

@@ -2,7 +2,7 @@
 //! wild (`List` one object or several, at the top level or under the event's name;
 //! `CreateTime` a number or a string), and any other event kept raw by name.
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::PushError;
 
@@ -40,7 +40,7 @@ pub enum EventKind {
 }
 
 /// One template's answer in a popup.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PopupItem {
     /// `TemplateId`.
     pub template_id: String,
@@ -51,7 +51,7 @@ pub struct PopupItem {
 }
 
 /// One template's change.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ChangeItem {
     /// `TemplateId`.
     pub template_id: String,
@@ -60,7 +60,7 @@ pub struct ChangeItem {
 }
 
 /// One notification's result.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SentItem {
     /// `TemplateId`.
     pub template_id: String,
@@ -227,6 +227,32 @@ impl Event {
             create_time: raw.create_time.unwrap_or_default(),
             kind,
         })
+    }
+
+    /// The event as one JSON object: `event` (its name), `to_user`, `from_user`,
+    /// `create_time`, and `items` (the subscription events) or `raw` (any other).
+    ///
+    /// ```
+    /// let e = subscribe_events::Event::from_json(
+    ///     r#"{"FromUserName":"oU","CreateTime":1,"Event":"subscribe_msg_change_event","List":{"TemplateId":"T","SubscribeStatusString":"reject"}}"#,
+    /// )?;
+    /// assert_eq!(e.to_json()["items"][0]["status"], "reject");
+    /// # Ok::<(), subscribe_events::PushError>(())
+    /// ```
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut out = serde_json::json!({
+            "event": self.name(), "to_user": self.to_user, "from_user": self.from_user,
+            "create_time": self.create_time,
+        });
+        let items = match &self.kind {
+            EventKind::Popup(i) => serde_json::to_value(i),
+            EventKind::Change(i) => serde_json::to_value(i),
+            EventKind::Sent(i) => serde_json::to_value(i),
+            EventKind::Other { raw, .. } => Ok(serde_json::Value::String(raw.clone())),
+        };
+        let key = if matches!(self.kind, EventKind::Other { .. }) { "raw" } else { "items" };
+        out[key] = items.unwrap_or_default();
+        out
     }
 
     /// The event's name (`subscribe_msg_popup_event`, …, or the other event's own).

@@ -7,6 +7,7 @@
 mod cli;
 mod dispatch;
 mod e2e;
+mod event;
 mod family;
 
 use subscribe_sandbox::{DEMO_APPID, DEMO_SECRET, SandboxHandle};
