@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::MessageData;
 use crate::error::ValidationError;
 use crate::ids::{OpenId, TemplateId};
-use crate::text::{HttpUrl, MiniProgram};
+use crate::text::{HttpUrl, MiniProgram, check_page};
 
 /// Which version of the mini program a message opens (`miniprogram_state`; WeChat's default
 /// is `formal`).
@@ -69,30 +69,6 @@ impl std::str::FromStr for Lang {
                 expected: "zh_CN, en_US, zh_HK or zh_TW",
             }),
         }
-    }
-}
-
-/// A mini program page path with its query (`index?foo=bar`): 1 to 1024 bytes, no spaces or
-/// control characters.
-fn check_page(field: &'static str, page: &str) -> Result<(), ValidationError> {
-    if page.is_empty() {
-        return Err(ValidationError::Empty { field });
-    }
-    if page.len() > MiniProgram::MAX_PAGEPATH_LEN {
-        return Err(ValidationError::TooLong {
-            field,
-            max: MiniProgram::MAX_PAGEPATH_LEN,
-            actual: page.len(),
-            unit: "bytes",
-        });
-    }
-    match page.chars().position(|c| c.is_whitespace() || c.is_control()) {
-        Some(position) => Err(ValidationError::InvalidCharacter {
-            field,
-            position,
-            allowed: "no spaces or control characters",
-        }),
-        None => Ok(()),
     }
 }
 

@@ -277,26 +277,8 @@ impl MiniProgram {
     /// too long or has a space or control character.
     pub fn new(appid: impl AsRef<str>, pagepath: impl AsRef<str>) -> Result<Self, ValidationError> {
         let appid = AppId::new(appid.as_ref()).map_err(|e| e.in_field("miniprogram.appid"))?;
-        let field = "miniprogram.pagepath";
         let p = pagepath.as_ref();
-        if p.is_empty() {
-            return Err(ValidationError::Empty { field });
-        }
-        if p.len() > Self::MAX_PAGEPATH_LEN {
-            return Err(ValidationError::TooLong {
-                field,
-                max: Self::MAX_PAGEPATH_LEN,
-                actual: p.len(),
-                unit: "bytes",
-            });
-        }
-        if let Some(position) = p.chars().position(|c| c.is_whitespace() || c.is_control()) {
-            return Err(ValidationError::InvalidCharacter {
-                field,
-                position,
-                allowed: "no spaces or control characters",
-            });
-        }
+        check_page("miniprogram.pagepath", p)?;
         Ok(Self { appid, pagepath: p.into() })
     }
 
@@ -308,6 +290,30 @@ impl MiniProgram {
     /// The page path, query included.
     pub fn pagepath(&self) -> &str {
         &self.pagepath
+    }
+}
+
+/// A mini program page path with its query (`index?foo=bar`): 1 to
+/// [`MiniProgram::MAX_PAGEPATH_LEN`] bytes, no spaces or control characters. Errors name `field`.
+pub(crate) fn check_page(field: &'static str, page: &str) -> Result<(), ValidationError> {
+    if page.is_empty() {
+        return Err(ValidationError::Empty { field });
+    }
+    if page.len() > MiniProgram::MAX_PAGEPATH_LEN {
+        return Err(ValidationError::TooLong {
+            field,
+            max: MiniProgram::MAX_PAGEPATH_LEN,
+            actual: page.len(),
+            unit: "bytes",
+        });
+    }
+    match page.chars().position(|c| c.is_whitespace() || c.is_control()) {
+        Some(position) => Err(ValidationError::InvalidCharacter {
+            field,
+            position,
+            allowed: "no spaces or control characters",
+        }),
+        None => Ok(()),
     }
 }
 
