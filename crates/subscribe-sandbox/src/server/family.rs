@@ -56,6 +56,32 @@ fn answer(s: &SandboxState, seen: Seen, result: Result<Value, Refusal>) -> Respo
     }
 }
 
+/// A send marked in flight for its user; the mark goes when the send ends, or when its handler
+/// is dropped mid-way (a shutdown, a connection gone), so the user is never left refused with
+/// 43108.
+struct InFlight<'a> {
+    s: &'a SandboxState,
+    appid: &'a str,
+    openid: &'a str,
+    ended: bool,
+}
+
+impl<'a> InFlight<'a> {
+    fn begin(s: &'a SandboxState, appid: &'a str, openid: &'a str) -> Option<Self> {
+        // `then`, not `then_some`: a guard built and dropped here would take the lock it is under.
+        let began = s.lock().family.begin(appid, openid);
+        began.then(|| Self { s, appid, openid, ended: false })
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.s.lock().family.end(self.appid, self.openid);
+        }
+    }
+}
+
 async fn send(s: SandboxState, seen: Seen, query: Option<String>, body: Bytes, kind: SendKind) -> Response {
     let latency = {
         let mut inner = s.lock();
@@ -76,19 +102,20 @@ async fn send(s: SandboxState, seen: Seen, query: Option<String>, body: Bytes, k
     };
     let openid = body.get("touser").and_then(Value::as_str).unwrap_or_default().to_owned();
     // Two sends to one user at once: the second is refused, as WeChat does.
-    if !s.lock().family.begin(&appid, &openid) {
+    let Some(mut in_flight) = InFlight::begin(&s, &appid, &openid) else {
         return answer(
             &s,
             seen,
             Err((ErrCode::CONCURRENT_SEND, "concurrent calls to the same openid".into())),
         );
-    }
+    };
     // The send is processed for at least a moment, so overlapping sends meet.
     tokio::time::sleep(latency.max(Duration::from_millis(2))).await;
     let result = {
         let mut inner = s.lock();
         let accepted = inner.family.accept(&s.cfg, &appid, kind, &body);
         inner.family.end(&appid, &openid);
+        in_flight.ended = true;
         accepted.map(|a| inner.deliver_family(&appid, kind, a, s.now().wall))
     };
     answer(

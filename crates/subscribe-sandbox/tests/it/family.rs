@@ -248,3 +248,41 @@ async fn the_control_api_takes_a_users_answer() {
     assert_eq!(post(answer("maybe", DEMO_MP_TEMPLATE)).await.unwrap().status(), 400);
     assert_eq!(post(answer("accept", "NoSuchTemplate")).await.unwrap().status(), 400);
 }
+
+/// A send whose handler is dropped mid-way (a shutdown, a connection gone) leaves the user free:
+/// the next send is processed, not refused with 43108.
+#[tokio::test]
+async fn a_send_dropped_mid_way_leaves_the_user_free() {
+    use tower::ServiceExt as _;
+    let (app, state) = subscribe_sandbox::router(SandboxConfig::demo());
+    state.subscribe(DEMO_APPID, ALICE, DEMO_MP_TEMPLATE, true).unwrap();
+    let token = {
+        let r = axum_request(
+            "POST",
+            "/cgi-bin/stable_token",
+            &json!({"grant_type": "client_credential", "appid": DEMO_APPID, "secret": subscribe_sandbox::DEMO_SECRET}),
+        );
+        let body = app.clone().oneshot(r).await.unwrap().into_body();
+        let bytes = axum::body::to_bytes(body, 1 << 16).await.unwrap();
+        serde_json::from_slice::<Value>(&bytes).unwrap()["access_token"].as_str().unwrap().to_owned()
+    };
+    let send = || axum_request("POST", &format!("{MP}?access_token={token}"), &restock(ALICE, "衬衫"));
+    state.set_faults(subscribe_sandbox::Faults { latency_ms: Some(5_000), ..Default::default() });
+    let dropped =
+        tokio::time::timeout(std::time::Duration::from_millis(100), app.clone().oneshot(send())).await;
+    assert!(dropped.is_err(), "the first send was still being processed when dropped");
+    state.set_faults(subscribe_sandbox::Faults::default());
+    let answer = app.oneshot(send()).await.unwrap().into_body();
+    let answer: Value =
+        serde_json::from_slice(&axum::body::to_bytes(answer, 1 << 16).await.unwrap()).unwrap();
+    assert_eq!(answer["errcode"], 0, "{answer}");
+}
+
+fn axum_request(method: &str, uri: &str, body: &Value) -> axum::http::Request<axum::body::Body> {
+    axum::http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("host", "127.0.0.1")
+        .body(axum::body::Body::from(body.to_string()))
+        .unwrap()
+}
