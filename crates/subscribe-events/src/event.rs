@@ -265,3 +265,123 @@ impl Event {
         }
     }
 }
+
+/// How a push's body is written: XML (official and service accounts) or JSON (mini programs
+/// that chose it in their console).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Format {
+    /// `<xml>…</xml>`.
+    #[default]
+    Xml,
+    /// A JSON object.
+    Json,
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "xml" => Ok(Self::Xml),
+            "json" => Ok(Self::Json),
+            other => Err(format!("format must be xml or json, not {other:?}")),
+        }
+    }
+}
+
+impl Event {
+    /// A subscription event from `from_user` to the account `to_user` at `create_time`.
+    pub fn new(
+        to_user: impl Into<String>,
+        from_user: impl Into<String>,
+        create_time: u64,
+        kind: EventKind,
+    ) -> Self {
+        Self { to_user: to_user.into(), from_user: from_user.into(), create_time, kind }
+    }
+
+    /// The event as WeChat writes it in `format` (what the sandbox pushes): XML with the
+    /// items under the event's own element, or JSON with `List` one object or an array.
+    /// Any other event is its raw text.
+    ///
+    /// ```
+    /// use subscribe_events::{Event, EventKind, Format, SentItem};
+    ///
+    /// let sent = SentItem { template_id: "T".into(), msg_id: 7, error_code: 0, error_status: "success".into() };
+    /// let e = Event::new("gh_1", "oUser", 1_800_000_000, EventKind::Sent(vec![sent]));
+    /// assert_eq!(Event::from_xml(&e.to_wire(Format::Xml))?, e);
+    /// assert_eq!(Event::from_json(&e.to_wire(Format::Json))?, e);
+    /// # Ok::<(), subscribe_events::PushError>(())
+    /// ```
+    pub fn to_wire(&self, format: Format) -> String {
+        let items: Vec<serde_json::Value> = match &self.kind {
+            EventKind::Popup(items) => items
+                .iter()
+                .map(|i| {
+                    let mut v = serde_json::json!({
+                        "TemplateId": i.template_id, "SubscribeStatusString": i.status,
+                    });
+                    if let Some(scene) = i.popup_scene {
+                        v["PopupScene"] = scene.to_string().into();
+                    }
+                    v
+                })
+                .collect(),
+            EventKind::Change(items) => items
+                .iter()
+                .map(|i| serde_json::json!({"TemplateId": i.template_id, "SubscribeStatusString": i.status}))
+                .collect(),
+            EventKind::Sent(items) => items
+                .iter()
+                .map(|i| {
+                    serde_json::json!({
+                        "TemplateId": i.template_id, "MsgID": i.msg_id.to_string(),
+                        "ErrorCode": i.error_code.to_string(), "ErrorStatus": i.error_status,
+                    })
+                })
+                .collect(),
+            EventKind::Other { raw, .. } => return raw.clone(),
+        };
+        let wrapper = match self.kind {
+            EventKind::Popup(_) => "SubscribeMsgPopupEvent",
+            EventKind::Change(_) => "SubscribeMsgChangeEvent",
+            _ => "SubscribeMsgSentEvent",
+        };
+        match format {
+            Format::Json => {
+                let list = match <[_; 1]>::try_from(items) {
+                    Ok([one]) => one,
+                    Err(items) => serde_json::Value::Array(items),
+                };
+                serde_json::json!({
+                    "ToUserName": self.to_user, "FromUserName": self.from_user,
+                    "CreateTime": self.create_time.to_string(), "MsgType": "event",
+                    "Event": self.name(), "List": list,
+                })
+                .to_string()
+            }
+            Format::Xml => {
+                use quick_xml::escape::escape;
+                use std::fmt::Write as _;
+                let mut xml = format!(
+                    "<xml><ToUserName>{}</ToUserName><FromUserName>{}</FromUserName>\
+                     <CreateTime>{}</CreateTime><MsgType>event</MsgType><Event>{}</Event><{wrapper}>",
+                    escape(self.to_user.as_str()),
+                    escape(self.from_user.as_str()),
+                    self.create_time,
+                    self.name()
+                );
+                for item in &items {
+                    xml.push_str("<List>");
+                    for (k, v) in item.as_object().into_iter().flatten() {
+                        let v = v.as_str().unwrap_or_default();
+                        let _ = write!(xml, "<{k}>{}</{k}>", escape(v));
+                    }
+                    xml.push_str("</List>");
+                }
+                let _ = write!(xml, "</{wrapper}></xml>");
+                xml
+            }
+        }
+    }
+}

@@ -32,7 +32,10 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 pub use crypto::{EncodingAesKey, signature};
-pub use event::{ChangeItem, Event, EventKind, PopupItem, SentItem};
+pub use event::{ChangeItem, Event, EventKind, Format, PopupItem, SentItem};
+
+#[cfg(feature = "axum")]
+pub mod axum;
 
 /// Largest body read, in bytes (WeChat's pushes are a few KiB).
 pub const MAX_BODY: usize = 64 * 1024;
@@ -288,6 +291,76 @@ impl Push {
         }
     }
 
+    /// Forgets a push [`open`](Self::open) accepted, so WeChat's retry of it is read again: for
+    /// a handler whose work on the event failed.
+    pub fn forget(&self, query: &str) {
+        let q = Query::parse(query);
+        let signature = q.get("msg_signature").or_else(|_| q.get("signature"));
+        if let (Ok(nonce), Ok(signature)) = (q.get("nonce"), signature) {
+            let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            seen.remove(&(nonce.to_owned(), signature.to_owned()));
+        }
+    }
+
+    /// A push as WeChat sends it for this configuration (what the sandbox and tests send):
+    /// `plaintext` (an event's [`to_wire`](Event::to_wire)) signed, and in the compatible and
+    /// safe modes encrypted with the current key (the compatible mode keeps the plain fields
+    /// beside `Encrypt`, as WeChat does).
+    ///
+    /// ```
+    /// use subscribe_events::{EncodingAesKey, Mode, Push, PushConfig};
+    ///
+    /// let key = EncodingAesKey::new("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG")?;
+    /// let push = Push::new(PushConfig::new("sandboxPushToken2026", "wx5a1db0c0ffee0001", Mode::Safe).aes_key(key));
+    /// let body = r#"{"ToUserName":"gh_1","FromUserName":"oU","CreateTime":"1800000000","MsgType":"event","Event":"VIEW"}"#;
+    /// let sealed = push.seal(body, 1_800_000_000, "n1", [7; 16])?;
+    /// assert!(sealed.query.contains("encrypt_type=aes") && !sealed.body.contains("VIEW"));
+    /// assert_eq!(push.open(&sealed.query, sealed.body.as_bytes(), 1_800_000_001)?.name(), "VIEW");
+    /// # Ok::<(), subscribe_events::PushError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`PushError::BadKey`] when an encrypting mode has no key; [`PushError::Malformed`] when
+    /// `plaintext` is neither an XML element nor a JSON object.
+    pub fn seal(
+        &self,
+        plaintext: &str,
+        timestamp: u64,
+        nonce: &str,
+        random: [u8; 16],
+    ) -> Result<Sealed, PushError> {
+        let ts = timestamp.to_string();
+        let sig = signature(&[&self.config.token, &ts, nonce]);
+        let query = format!("signature={sig}&timestamp={ts}&nonce={nonce}");
+        if self.config.mode == Mode::Plain {
+            return Ok(Sealed { query, body: plaintext.to_owned() });
+        }
+        let key = self.config.keys.first().ok_or(PushError::BadKey)?;
+        let encrypt = key.encrypt(plaintext, &self.config.appid, random);
+        let msg_signature = signature(&[&self.config.token, &ts, nonce, &encrypt]);
+        let query = format!("{query}&encrypt_type=aes&msg_signature={msg_signature}");
+        let compatible = self.config.mode == Mode::Compatible;
+        let body = if plaintext.trim_start().starts_with('<') {
+            let inner = match (compatible, plaintext.trim_end().strip_suffix("</xml>")) {
+                (true, Some(fields)) => {
+                    fields.trim_start().strip_prefix("<xml>").unwrap_or(fields).to_owned()
+                }
+                (true, None) => return Err(PushError::Malformed("not the push's XML")),
+                (false, _) => String::new(),
+            };
+            format!("<xml>{inner}<Encrypt>{}</Encrypt></xml>", quick_xml::escape::escape(encrypt.as_str()))
+        } else {
+            let mut object = match serde_json::from_str::<serde_json::Value>(plaintext) {
+                Ok(serde_json::Value::Object(o)) if compatible => o,
+                Ok(serde_json::Value::Object(_)) => serde_json::Map::new(),
+                _ => return Err(PushError::Malformed("not a JSON object")),
+            };
+            object.insert("Encrypt".into(), encrypt.into());
+            serde_json::Value::Object(object).to_string()
+        };
+        Ok(Sealed { query, body })
+    }
+
     /// A safe-mode reply: `message` encrypted with the current key for the configured appid,
     /// and its `msg_signature`, as `(Encrypt, MsgSignature)`.
     ///
@@ -305,6 +378,15 @@ impl Push {
         let sig = signature(&[&self.config.token, timestamp, nonce, &encrypt]);
         Ok((encrypt, sig))
     }
+}
+
+/// A push ready to send: `POST {server URL}?{query}` with `body`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sealed {
+    /// The query string (no leading `?`).
+    pub query: String,
+    /// The body.
+    pub body: String,
 }
 
 /// The `Encrypt` of a safe-mode body: an XML element or a JSON field.

@@ -236,3 +236,42 @@ fn keys_and_the_token_never_print() {
     assert!(!shown.contains(s(&v["aes_key"])) && !shown.contains(s(&v["token"])), "{shown}");
     assert!(EncodingAesKey::new("short").is_err());
 }
+
+proptest::proptest! {
+    /// What the sandbox writes, this crate reads back, in both formats and every mode, whatever
+    /// the openid and template ids hold (markup, quotes, CJK).
+    #[test]
+    fn written_events_read_back_in_every_format_and_mode(
+        openid in "[A-Za-z0-9_<>&\"'订阅-]{1,30}",
+        template in "[A-Za-z0-9_<>&\"'-]{1,43}",
+        msg_id in proptest::prelude::any::<u64>(),
+        error_code in proptest::prelude::any::<i64>(),
+        accept in proptest::prelude::any::<bool>(),
+        nonce in "[a-z0-9]{1,16}",
+    ) {
+        let status = if accept { "accept" } else { "reject" };
+        let events = [
+            Event::new("gh_1", openid.clone(), 1_800_000_000, EventKind::Popup(vec![
+                PopupItem { template_id: template.clone(), status: status.into(), popup_scene: Some(2) },
+                PopupItem { template_id: "second".into(), status: "reject".into(), popup_scene: None },
+            ])),
+            Event::new("gh_1", openid.clone(), 1_800_000_000, EventKind::Change(vec![
+                ChangeItem { template_id: template.clone(), status: "reject".into() },
+            ])),
+            Event::new("gh_1", openid.clone(), 1_800_000_000, EventKind::Sent(vec![
+                SentItem { template_id: template.clone(), msg_id, error_code, error_status: "success".into() },
+            ])),
+        ];
+        let key = EncodingAesKey::new("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG").unwrap();
+        for mode in [Mode::Plain, Mode::Compatible, Mode::Safe] {
+            let push = Push::new(PushConfig::new("tok", "wxapp", mode).aes_key(key.clone()));
+            for (i, event) in events.iter().enumerate() {
+                for format in [Format::Xml, Format::Json] {
+                    let sealed = push.seal(&event.to_wire(format), 1_800_000_000, &format!("{nonce}{i}{format:?}"), [9; 16]).unwrap();
+                    let read = push.open(&sealed.query, sealed.body.as_bytes(), 1_800_000_000).unwrap();
+                    proptest::prop_assert_eq!(&read, event, "{:?} {:?}", mode, format);
+                }
+            }
+        }
+    }
+}

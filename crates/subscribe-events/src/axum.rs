@@ -1,0 +1,183 @@
+//! An axum endpoint for the server URL (feature `axum`): it answers WeChat's URL check,
+//! verifies and decrypts each push, and hands the typed [`Event`] to your async callback,
+//! answering WeChat within its time limit.
+//!
+//! ```
+//! use subscribe_events::axum::PushEndpoint;
+//! use subscribe_events::{EncodingAesKey, Event, Mode, Push, PushConfig};
+//!
+//! # fn main() -> Result<(), subscribe_events::PushError> {
+//! let key = EncodingAesKey::new("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG")?;
+//! let push = Push::new(PushConfig::new("sandboxPushToken2026", "wx5a1db0c0ffee0001", Mode::Safe).aes_key(key));
+//! let endpoint = PushEndpoint::new(push, |event: Event| async move {
+//!     println!("{}", event.to_json());
+//!     Ok::<(), std::io::Error>(())
+//! });
+//! let app: axum::Router = axum::Router::new().route("/wechat/push", endpoint.method_router());
+//! # let _ = app;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! What it answers:
+//!
+//! | push | answer |
+//! |---|---|
+//! | the URL check, signed | 200, `echostr` |
+//! | an event, handled by the callback | 200 `success` |
+//! | an event whose callback failed (or panicked) | 500; the push is forgotten, so WeChat's retry is handled again |
+//! | an event whose callback is still running at the time limit | 200 `success` (WeChat does not retry); the callback goes on, a failure is logged |
+//! | a replay of a push already accepted | 200 `success`, the callback is not called |
+//! | refused ([`PushError`]) | its [`http_status`](PushError::http_status), the reason as text |
+//! | a body still arriving at the time limit | 408 |
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{RawQuery, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get};
+use http_body_util::BodyExt as _;
+
+use crate::{Event, MAX_BODY, Push, PushError};
+
+/// What a callback may fail with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+type Callback =
+    Arc<dyn Fn(Event) -> Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>> + Send + Sync>;
+
+/// The server URL's endpoint: a [`Push`] and the callback that receives its events.
+#[derive(Clone)]
+pub struct PushEndpoint {
+    push: Arc<Push>,
+    on_event: Callback,
+    time_limit: Duration,
+    clock: Arc<dyn Fn() -> u64 + Send + Sync>,
+}
+
+impl std::fmt::Debug for PushEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushEndpoint")
+            .field("push", &self.push)
+            .field("on_event", &"<callback>")
+            .field("time_limit", &self.time_limit)
+            .field("clock", &"<clock>")
+            .finish()
+    }
+}
+
+#[allow(clippy::disallowed_methods)] // the default clock; `PushEndpoint::clock` injects another
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl PushEndpoint {
+    /// An endpoint handing each event to `on_event`. WeChat waits 5 seconds for an answer;
+    /// the default time limit is 4 s (see [`time_limit`](Self::time_limit)).
+    pub fn new<F, Fut, E>(push: Push, on_event: F) -> Self
+    where
+        F: Fn(Event) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        let on_event: Callback = Arc::new(move |event| {
+            let fut = on_event(event);
+            Box::pin(async move { fut.await.map_err(Into::into) })
+        });
+        Self { push: Arc::new(push), on_event, time_limit: Duration::from_secs(4), clock: Arc::new(unix_now) }
+    }
+
+    /// How long a push may take, from its first byte to the answer: reading the body and
+    /// running the callback. Past it the body's read is refused (408) or the callback is left
+    /// running and `success` answered.
+    #[must_use]
+    pub fn time_limit(mut self, limit: Duration) -> Self {
+        self.time_limit = limit;
+        self
+    }
+
+    /// The clock checked against `timestamp` (Unix seconds); the system's by default.
+    #[must_use]
+    pub fn clock(mut self, now_unix: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+        self.clock = Arc::new(now_unix);
+        self
+    }
+
+    /// `GET` (the URL check) and `POST` (pushes), to mount at the server URL's path in a
+    /// router of any state.
+    pub fn method_router<S: Clone + Send + Sync + 'static>(self) -> MethodRouter<S> {
+        let for_post = self.clone();
+        get(move |RawQuery(q): RawQuery| {
+            let this = self.clone();
+            async move { this.verify_url(q.as_deref().unwrap_or_default()) }
+        })
+        .post(move |RawQuery(q): RawQuery, request: Request| {
+            let this = for_post.clone();
+            async move { this.receive(q.unwrap_or_default(), request.into_body()).await }
+        })
+    }
+
+    /// A router with the endpoint at `/`, to `nest` or serve as it is.
+    pub fn router(self) -> axum::Router {
+        axum::Router::new().route("/", self.method_router())
+    }
+
+    fn verify_url(&self, query: &str) -> Response {
+        match self.push.verify_url(query, (self.clock)()) {
+            Ok(echostr) => echostr.into_response(),
+            Err(e) => refused(&e),
+        }
+    }
+
+    async fn receive(&self, query: String, body: Body) -> Response {
+        let started = Instant::now();
+        let limited = http_body_util::Limited::new(body, MAX_BODY);
+        let bytes = match tokio::time::timeout(self.time_limit, limited.collect()).await {
+            Err(_) => {
+                return (StatusCode::REQUEST_TIMEOUT, "the body was still arriving at the time limit")
+                    .into_response();
+            }
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return refused(&PushError::TooLarge),
+            Ok(Err(_)) => return (StatusCode::BAD_REQUEST, "the body could not be read").into_response(),
+            Ok(Ok(collected)) => collected.to_bytes(),
+        };
+        let event = match self.push.open(&query, &bytes, (self.clock)()) {
+            Ok(event) => event,
+            Err(PushError::Replayed) => return "success".into_response(),
+            Err(e) => return refused(&e),
+        };
+        let name = event.name().to_owned();
+        let callback = (self.on_event)(event);
+        let task = tokio::spawn(async move {
+            let result = callback.await;
+            if let Err(e) = &result {
+                tracing::error!(event = %name, error = %e, "the event push callback failed");
+            }
+            result
+        });
+        let left = self.time_limit.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, task).await {
+            Ok(Ok(Ok(()))) => "success".into_response(),
+            Ok(Ok(Err(_)) | Err(_)) => {
+                // Not handled: WeChat's retry must be read again, not taken for a replay.
+                self.push.forget(&query);
+                (StatusCode::INTERNAL_SERVER_ERROR, "the event was not handled").into_response()
+            }
+            Err(_) => {
+                tracing::warn!("an event push callback is still running at the time limit; answered success");
+                "success".into_response()
+            }
+        }
+    }
+}
+
+fn refused(e: &PushError) -> Response {
+    tracing::warn!(error = %e, "an event push was refused");
+    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    (status, e.to_string()).into_response()
+}
