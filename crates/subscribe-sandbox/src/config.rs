@@ -123,6 +123,10 @@ pub struct SandboxConfig {
     /// service name, say). A request whose `Host` is another name is refused with 421, so a
     /// web page cannot reach the sandbox through a name it controls (DNS rebinding).
     pub allowed_hosts: Vec<String>,
+    /// The apps' server URLs (服务器配置), where subscription events are pushed; also set at
+    /// run time with `POST /sandbox/api/push`. Never written out: it holds Tokens and keys.
+    #[serde(skip_serializing)]
+    pub push: Vec<crate::PushSettings>,
 }
 
 mod secs {
@@ -165,6 +169,7 @@ impl Default for SandboxConfig {
             header_read_timeout: Duration::from_secs(10),
             max_connections: 512,
             allowed_hosts: Vec::new(),
+            push: Vec::new(),
         }
     }
 }

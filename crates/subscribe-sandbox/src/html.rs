@@ -175,6 +175,55 @@ pub(crate) fn index(cfg: &SandboxConfig, stats: &Stats) -> String {
     )
 }
 
+/// A subscription popup (`wx.requestSubscribeMessage`, `<wx-open-subscribe>`): the app, one
+/// template, the simulated users, and accept or reject.
+pub(crate) fn popup(
+    cfg: &SandboxConfig,
+    app: &AppConfig,
+    template_id: &str,
+    title: &str,
+    long_term: bool,
+) -> String {
+    page(
+        "订阅消息 · popup",
+        html! {
+            p.muted { "WeChat's subscription popup" }
+            h1 #app-name { (app.name) }
+            p { "发送以下消息 · would like to send you" }
+            div.card {
+                div #template-title { (title) }
+                div.muted { code { (template_id) } " · " (if long_term { "长期 long-term" } else { "一次性 one-time" }) }
+            }
+            form method="post" action="/sandbox/popup/decide" {
+                input type="hidden" name="appid" value=(app.appid.as_str());
+                input type="hidden" name="template_id" value=(template_id);
+                fieldset {
+                    legend.muted { "Simulated WeChat user" }
+                    @for (i, u) in cfg.users.iter().enumerate() {
+                        label {
+                            input type="radio" name="openid" value=(u.openid.as_str()) checked[i == 0];
+                            " " (u.name) " " span.muted { (u.openid.as_str()) }
+                        }
+                    }
+                }
+                button.ok #accept name="decision" value="accept" { "允许 Allow" }
+                button.no #reject name="decision" value="reject" { "取消 Cancel" }
+            }
+        },
+    )
+}
+
+/// What the popup's user sees after answering.
+pub(crate) fn popup_answered(app: &AppConfig, decision: &str, pushed: bool) -> String {
+    page(
+        "订阅消息 · answered",
+        html! {
+            h1 #answered { (if decision == "accept" { "已允许 · allowed" } else { "已取消 · cancelled" }) }
+            p #pushed { (if pushed { "WeChat pushes the answer to " } else { "No server URL is configured for " }) (app.name) }
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

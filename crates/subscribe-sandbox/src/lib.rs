@@ -42,6 +42,7 @@ mod config;
 mod html;
 mod library;
 mod lifecycle;
+mod push;
 mod server;
 mod state;
 
@@ -52,6 +53,7 @@ pub use config::{
 };
 pub use library::{DEMO_LONG_TERM_TEMPLATE, DEMO_MP_TEMPLATE};
 pub use lifecycle::SandboxHandle;
+pub use push::{PUSH_ATTEMPTS, PUSH_TIMEOUT, PushRecord, PushSettings};
 pub use server::{SandboxState, check_send_body, router, router_with_clock};
 pub use state::{Delivered, Faults, LogEntry, Stats, TokenFault};
 

@@ -121,7 +121,7 @@ impl PrivateTemplate {
         Some(Self { id, tid, keys })
     }
 
-    fn public(&self) -> &'static PublicTemplate {
+    pub(crate) fn public(&self) -> &'static PublicTemplate {
         CATALOGUE.iter().find(|t| t.tid == self.tid).expect("a private template's tid is in the catalogue")
     }
 
@@ -284,6 +284,17 @@ impl Family {
                 self.long_term.remove(&key);
             }
         }
+        Ok(())
+    }
+
+    /// A subscription turned off in settings: the template's acceptances are gone.
+    pub(crate) fn withdraw(&mut self, appid: &str, openid: &str, template: &str) -> Result<(), Refusal> {
+        if !self.templates(appid).iter().any(|t| t.id == template) {
+            return Err(refuse(ErrCode::INVALID_TEMPLATE_ID, "invalid template_id"));
+        }
+        let key = (appid.to_owned(), openid.to_owned(), template.to_owned());
+        self.long_term.remove(&key);
+        self.one_time.remove(&key);
         Ok(())
     }
 

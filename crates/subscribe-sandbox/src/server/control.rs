@@ -113,3 +113,21 @@ pub(super) async fn add_grant(State(s): State<SandboxState>, body: Bytes) -> Res
     let added = s.lock().grant(&req.appid, &req.openid, &req.template_id, req.scene);
     json(&serde_json::json!({"added": added}))
 }
+
+/// `POST /sandbox/api/push` with `{"appid","url","token","aes_key"?,"mode","format"?}`: an app's
+/// server URL, as its console sets it.
+pub(super) async fn configure_push(State(s): State<SandboxState>, body: Bytes) -> Response {
+    let Ok(settings) = serde_json::from_slice::<crate::PushSettings>(&body) else {
+        return bad_request(
+            "expected {\"appid\",\"url\",\"token\",\"aes_key\"?,\"mode\":\"plain|compatible|safe\",\"format\"?:\"xml|json\"}",
+        );
+    };
+    match s.configure_push(&settings) {
+        Ok(()) => json(&serde_json::json!({"ok": true})),
+        Err(e) => bad_request(&e),
+    }
+}
+/// `GET /sandbox/api/pushes`: the pushes made and their answers.
+pub(super) async fn pushes_json(State(s): State<SandboxState>) -> Response {
+    json(&s.pushes())
+}

@@ -8,6 +8,7 @@ use axum::extract::{RawQuery, State};
 use axum::response::Response;
 use bytes::Bytes;
 use serde_json::Value;
+use subscribe_events::{ChangeItem, Event, EventKind, PopupItem, SentItem};
 use subscribe_types::ErrCode;
 
 use super::{SandboxState, Seen, bad_request, json, params, wx};
@@ -27,7 +28,32 @@ impl SandboxState {
         template_id: &str,
         accept: bool,
     ) -> Result<(), String> {
-        self.lock().family.subscribe(appid, openid, template_id, accept).map_err(|(_, m)| m)
+        self.lock().family.subscribe(appid, openid, template_id, accept).map_err(|(_, m)| m)?;
+        let status = if accept { "accept" } else { "reject" };
+        let item =
+            PopupItem { template_id: template_id.to_owned(), status: status.into(), popup_scene: Some(1) };
+        self.push_event(appid, openid, EventKind::Popup(vec![item]));
+        Ok(())
+    }
+
+    /// A user turning a subscription off in WeChat's settings: the template's acceptances are
+    /// gone, and a `subscribe_msg_change_event` (`reject`) is pushed.
+    ///
+    /// # Errors
+    /// When `template_id` is not one of the app's templates.
+    pub fn withdraw(&self, appid: &str, openid: &str, template_id: &str) -> Result<(), String> {
+        self.lock().family.withdraw(appid, openid, template_id).map_err(|(_, m)| m)?;
+        let item = ChangeItem { template_id: template_id.to_owned(), status: "reject".into() };
+        self.push_event(appid, openid, EventKind::Change(vec![item]));
+        Ok(())
+    }
+
+    /// Pushes an event from `openid` to `appid`'s server URL, if it has one.
+    pub(crate) fn push_event(&self, appid: &str, openid: &str, kind: EventKind) {
+        let now = self.now().wall.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+        // The account's original id, as WeChat writes `ToUserName`.
+        let gh = format!("gh_{}", appid.get(2..14).unwrap_or(appid));
+        self.pusher.push(appid, &Event::new(gh, openid, now, kind), now);
     }
 
     /// Unused one-time acceptances of the successors' templates, all apps.
@@ -116,8 +142,22 @@ async fn send(s: SandboxState, seen: Seen, query: Option<String>, body: Bytes, k
         let accepted = inner.family.accept(&s.cfg, &appid, kind, &body);
         inner.family.end(&appid, &openid);
         in_flight.ended = true;
-        accepted.map(|a| inner.deliver_family(&appid, kind, a, s.now().wall))
+        accepted.map(|a| {
+            let template_id = a.template_id.clone();
+            (inner.deliver_family(&appid, kind, a, s.now().wall), template_id)
+        })
     };
+    // A notification's result is pushed as WeChat does: `subscribe_msg_sent_event` by msgid.
+    if let Ok((Some(msg_id), template_id)) = &result {
+        let item = SentItem {
+            template_id: template_id.clone(),
+            msg_id: *msg_id,
+            error_code: 0,
+            error_status: "success".into(),
+        };
+        s.push_event(&appid, &openid, EventKind::Sent(vec![item]));
+    }
+    let result = result.map(|(msgid, _)| msgid);
     answer(
         &s,
         seen,
@@ -220,8 +260,8 @@ pub(super) async fn del_template(
     })
 }
 
-/// `POST /sandbox/api/subscribe` `{"appid","openid","template_id","decision":"accept|reject"}`:
-/// a user's answer to a subscription popup.
+/// `POST /sandbox/api/subscribe` `{"appid","openid","template_id","decision":"accept|reject|withdraw"}`:
+/// a user's answer to a subscription popup, or (`withdraw`) a subscription turned off in settings.
 pub(super) async fn control_subscribe(State(s): State<SandboxState>, body: Bytes) -> Response {
     #[derive(serde::Deserialize)]
     struct Answer {
@@ -236,12 +276,13 @@ pub(super) async fn control_subscribe(State(s): State<SandboxState>, body: Bytes
     if s.cfg.user(&a.openid).is_none() {
         return bad_request("unknown user");
     }
-    let accept = match a.decision.as_str() {
-        "accept" => true,
-        "reject" => false,
-        _ => return bad_request("decision must be accept or reject"),
+    let answered = match a.decision.as_str() {
+        "accept" => s.subscribe(&a.appid, &a.openid, &a.template_id, true),
+        "reject" => s.subscribe(&a.appid, &a.openid, &a.template_id, false),
+        "withdraw" => s.withdraw(&a.appid, &a.openid, &a.template_id),
+        _ => return bad_request("decision must be accept, reject or withdraw"),
     };
-    match s.subscribe(&a.appid, &a.openid, &a.template_id, accept) {
+    match answered {
         Ok(()) => json(&serde_json::json!({"ok": true})),
         Err(e) => bad_request(&e),
     }

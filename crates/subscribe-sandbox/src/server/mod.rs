@@ -15,6 +15,7 @@ use subscribe_types::{AppId, ErrCode, OpenId, Scene, TemplateId};
 
 use crate::clock::{Now, SharedSandboxClock, SystemClock};
 use crate::config::SandboxConfig;
+use crate::push::{PushRecord, PushSettings, Pusher};
 use crate::state::{Delivered, Faults, Inner, LogEntry, Stats, rid};
 
 mod control;
@@ -32,6 +33,7 @@ pub struct SandboxState {
     cfg: Arc<SandboxConfig>,
     inner: Arc<Mutex<Inner>>,
     clock: SharedSandboxClock,
+    pusher: Arc<Pusher>,
 }
 
 impl std::fmt::Debug for SandboxState {
@@ -45,7 +47,13 @@ impl std::fmt::Debug for SandboxState {
 
 impl SandboxState {
     fn new(cfg: SandboxConfig, clock: SharedSandboxClock) -> Self {
-        Self { cfg: Arc::new(cfg), inner: Arc::new(Mutex::new(Inner::default())), clock }
+        let pusher = Arc::new(Pusher::new());
+        for settings in &cfg.push {
+            if let Err(e) = pusher.configure(settings) {
+                tracing::warn!(appid = %settings.appid, error = %e, "a server URL was not set");
+            }
+        }
+        Self { cfg: Arc::new(cfg), inner: Arc::new(Mutex::new(Inner::default())), clock, pusher }
     }
 
     /// Both clock readings, now.
@@ -126,9 +134,28 @@ impl SandboxState {
         self.lock().log_entries()
     }
 
-    /// Forgets tokens, grants, inboxes, the log, faults and counters.
+    /// Forgets tokens, grants, inboxes, the log, faults, counters and the pushes made (the
+    /// apps' server URLs stay, as configuration does).
     pub fn reset(&self) {
         self.lock().reset();
+        self.pusher.clear_records();
+    }
+
+    /// Sets (or replaces) an app's server URL, as its console does: pushes go there from now
+    /// on.
+    ///
+    /// # Errors
+    /// Which setting is wrong (url, token, mode, format, `aes_key`).
+    pub fn configure_push(&self, settings: &PushSettings) -> Result<(), String> {
+        if self.cfg.app(&settings.appid).is_none() {
+            return Err(format!("unknown appid {}", settings.appid));
+        }
+        self.pusher.configure(settings)
+    }
+
+    /// The pushes made, oldest first, with what each was answered.
+    pub fn pushes(&self) -> Vec<PushRecord> {
+        self.pusher.records()
     }
 
     fn record(&self, seen: Seen, errcode: Option<i64>) {
@@ -294,6 +321,10 @@ pub fn router_with_clock(config: SandboxConfig, clock: SharedSandboxClock) -> (R
         .route("/sandbox/api/tokens/expire", post(control::expire))
         .route("/sandbox/api/grants", post(control::add_grant))
         .route("/sandbox/api/subscribe", post(family::control_subscribe))
+        .route("/sandbox/api/push", post(control::configure_push))
+        .route("/sandbox/api/pushes", get(control::pushes_json))
+        .route("/sandbox/popup", get(pages::popup_page))
+        .route("/sandbox/popup/decide", post(pages::popup_decide))
         .fallback(control::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state.clone());

@@ -132,3 +132,56 @@ pub(super) async fn inbox_page(State(s): State<SandboxState>, Path(openid): Path
         None => (StatusCode::NOT_FOUND, Html(html::error("unknown user"))).into_response(),
     }
 }
+
+/// `GET /sandbox/popup?appid=…&template_id=…`: a subscription popup for one of the app's
+/// library templates.
+pub(super) async fn popup_page(State(s): State<SandboxState>, RawQuery(q): RawQuery) -> Response {
+    let p = params(q.as_deref().unwrap_or_default());
+    let shown = popup_template(&s, p.get("appid"), p.get("template_id"))
+        .map(|(app, id, title, long_term)| html::popup(&s.cfg, app, &id, &title, long_term));
+    match shown {
+        Ok(page) => Html(page).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, Html(html::error(&e))).into_response(),
+    }
+}
+
+fn popup_template<'s>(
+    s: &'s SandboxState,
+    appid: Option<&String>,
+    template_id: Option<&String>,
+) -> Result<(&'s AppConfig, String, String, bool), String> {
+    let appid = appid.ok_or("the query has no appid")?;
+    let app = s.cfg.app(appid).ok_or_else(|| format!("unknown appid {appid}"))?;
+    let id = template_id.ok_or("the query has no template_id")?;
+    let mut inner = s.lock();
+    let template = inner
+        .family
+        .templates(appid)
+        .iter()
+        .find(|t| &t.id == id)
+        .ok_or_else(|| format!("template {id} is not one of {appid}'s templates"))?;
+    Ok((app, id.clone(), template.public().title.to_owned(), template.long_term()))
+}
+
+/// `POST /sandbox/popup/decide` (the popup's buttons): the answer recorded and pushed to the
+/// app's server URL.
+pub(super) async fn popup_decide(State(s): State<SandboxState>, seen: Seen, body: Bytes) -> Response {
+    s.record(seen, None);
+    let form = params(&String::from_utf8_lossy(&body));
+    let answered =
+        popup_template(&s, form.get("appid"), form.get("template_id")).and_then(|(app, id, ..)| {
+            let openid = form.get("openid").filter(|o| s.cfg.user(o).is_some()).ok_or("choose a user")?;
+            let decision = form.get("decision").map(String::as_str).unwrap_or_default();
+            let accept = match decision {
+                "accept" => true,
+                "reject" => false,
+                _ => return Err("unknown decision".to_owned()),
+            };
+            s.subscribe(app.appid.as_str(), openid, &id, accept)?;
+            Ok(html::popup_answered(app, decision, s.pusher.has_target(app.appid.as_str())))
+        });
+    match answered {
+        Ok(page) => Html(page).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, Html(html::error(&e))).into_response(),
+    }
+}

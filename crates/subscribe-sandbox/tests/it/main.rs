@@ -9,6 +9,7 @@ mod control;
 mod family;
 mod guard;
 mod phone;
+mod push;
 mod send;
 mod slow;
 mod tokens;

@@ -1,0 +1,235 @@
+//! Event push, WeChat's side: each app may have a server URL (服务器配置) with its Token,
+//! `EncodingAESKey`, mode and format; the sandbox pushes subscription events there, signed and
+//! encrypted as WeChat does, and resends a push that was not answered `200` (three more times,
+//! the same query and body, as WeChat does).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use subscribe_events::{EncodingAesKey, Event, Format, Mode, Push, PushConfig};
+
+/// How long WeChat waits for an answer to a push.
+pub const PUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Attempts per push: the first and three resends.
+pub const PUSH_ATTEMPTS: u32 = 4;
+
+/// An app's server URL configuration, as its console takes it. The Token and the key never
+/// print.
+#[derive(Clone, Deserialize)]
+pub struct PushSettings {
+    /// The app.
+    pub appid: String,
+    /// The server URL (`http://` or `https://`).
+    pub url: String,
+    /// The Token (3 to 32 letters and digits).
+    pub token: String,
+    /// The `EncodingAESKey` (43 characters); needed in the compatible and safe modes.
+    #[serde(default)]
+    pub aes_key: Option<String>,
+    /// `plain`, `compatible` or `safe`.
+    pub mode: String,
+    /// `xml` or `json`.
+    #[serde(default = "xml")]
+    pub format: String,
+}
+
+fn xml() -> String {
+    "xml".into()
+}
+
+impl std::fmt::Debug for PushSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushSettings")
+            .field("appid", &self.appid)
+            .field("url", &self.url)
+            .field("token", &"[redacted]")
+            .field("aes_key", &self.aes_key.as_ref().map(|_| "[redacted]"))
+            .field("mode", &self.mode)
+            .field("format", &self.format)
+            .finish()
+    }
+}
+
+/// One push and what came of it.
+#[derive(Clone, Debug, Serialize)]
+pub struct PushRecord {
+    /// Its number, from 1.
+    pub seq: u64,
+    /// The app.
+    pub appid: String,
+    /// The event's name.
+    pub event: String,
+    /// The user.
+    pub openid: String,
+    /// `plain`, `compatible` or `safe`.
+    pub mode: &'static str,
+    /// `xml` or `json`.
+    pub format: &'static str,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// The last answer's HTTP status, if there was one.
+    pub status: Option<u16>,
+    /// Whether it was answered `200`.
+    pub delivered: bool,
+    /// Why the last attempt failed, when it did.
+    pub error: Option<String>,
+}
+
+struct Target {
+    url: reqwest::Url,
+    format: Format,
+    mode: Mode,
+    push: Push,
+}
+
+/// The apps' server URLs and the pushes made.
+pub(crate) struct Pusher {
+    http: reqwest::Client,
+    targets: Mutex<HashMap<String, Arc<Target>>>,
+    records: Mutex<VecDeque<PushRecord>>,
+    seq: std::sync::atomic::AtomicU64,
+}
+
+const KEEP: usize = 1000;
+
+fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Plain => "plain",
+        Mode::Compatible => "compatible",
+        Mode::Safe => "safe",
+    }
+}
+
+impl Pusher {
+    pub(crate) fn new() -> Self {
+        Self {
+            http: reqwest::Client::builder().timeout(PUSH_TIMEOUT).build().unwrap_or_default(),
+            targets: Mutex::new(HashMap::new()),
+            records: Mutex::new(VecDeque::new()),
+            seq: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+
+    /// Sets (or replaces) an app's server URL.
+    pub(crate) fn configure(&self, s: &PushSettings) -> Result<(), String> {
+        let url = reqwest::Url::parse(&s.url).map_err(|_| "url must be an absolute URL".to_owned())?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err("url must be http or https".into());
+        }
+        if !(3..=32).contains(&s.token.len()) || !s.token.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err("token must be 3 to 32 letters and digits".into());
+        }
+        let mode = match s.mode.as_str() {
+            "plain" => Mode::Plain,
+            "compatible" => Mode::Compatible,
+            "safe" => Mode::Safe,
+            _ => return Err("mode must be plain, compatible or safe".into()),
+        };
+        let format: Format = s.format.parse()?;
+        let mut config = PushConfig::new(s.token.clone(), s.appid.clone(), mode);
+        match (&s.aes_key, mode) {
+            (Some(key), _) => {
+                let key = EncodingAesKey::new(key)
+                    .map_err(|_| "aes_key must be 43 base64 characters".to_owned())?;
+                config = config.aes_key(key);
+            }
+            (None, Mode::Plain) => {}
+            (None, _) => return Err("the compatible and safe modes need an aes_key".into()),
+        }
+        let target = Target { url, format, mode, push: Push::new(config) };
+        lock(&self.targets).insert(s.appid.clone(), Arc::new(target));
+        Ok(())
+    }
+
+    pub(crate) fn has_target(&self, appid: &str) -> bool {
+        lock(&self.targets).contains_key(appid)
+    }
+
+    /// The pushes made, oldest first (the last thousand).
+    pub(crate) fn records(&self) -> Vec<PushRecord> {
+        lock(&self.records).iter().cloned().collect()
+    }
+
+    pub(crate) fn clear_records(&self) {
+        lock(&self.records).clear();
+    }
+
+    /// Pushes `event` to `appid`'s server URL, if it has one, in the background.
+    pub(crate) fn push(self: &Arc<Self>, appid: &str, event: &Event, now_unix: u64) {
+        let Some(target) = lock(&self.targets).get(appid).cloned() else { return };
+        let mut random = [0u8; 16];
+        let mut nonce = [0u8; 8];
+        let _ = getrandom::fill(&mut random);
+        let _ = getrandom::fill(&mut nonce);
+        let nonce = u64::from_be_bytes(nonce).to_string();
+        let sealed = match target.push.seal(&event.to_wire(target.format), now_unix, &nonce, random) {
+            Ok(sealed) => sealed,
+            Err(e) => {
+                tracing::warn!(error = %e, "a push could not be sealed");
+                return;
+            }
+        };
+        let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        {
+            let mut records = lock(&self.records);
+            if records.len() == KEEP {
+                records.pop_front();
+            }
+            records.push_back(PushRecord {
+                seq,
+                appid: appid.to_owned(),
+                event: event.name().to_owned(),
+                openid: event.from_user.clone(),
+                mode: mode_name(target.mode),
+                format: if target.format == Format::Json { "json" } else { "xml" },
+                attempts: 0,
+                status: None,
+                delivered: false,
+                error: None,
+            });
+        }
+        let this = self.clone();
+        let content_type = if target.format == Format::Json { "application/json" } else { "text/xml" };
+        tokio::spawn(async move {
+            let mut url = target.url.clone();
+            url.set_query(Some(&sealed.query));
+            for attempt in 1..=PUSH_ATTEMPTS {
+                let answer = this
+                    .http
+                    .post(url.clone())
+                    .header(reqwest::header::CONTENT_TYPE, content_type)
+                    .body(sealed.body.clone())
+                    .send()
+                    .await;
+                let (status, error) = match answer {
+                    Ok(r) => (Some(r.status().as_u16()), None),
+                    Err(e) if e.is_timeout() => (None, Some("no answer within 5 s".to_owned())),
+                    Err(_) => (None, Some("could not connect".to_owned())),
+                };
+                let delivered = status == Some(200);
+                this.update(seq, |r| {
+                    r.attempts = attempt;
+                    r.status = status;
+                    r.delivered = delivered;
+                    r.error = error.clone().or_else(|| (!delivered).then(|| format!("answered {status:?}")));
+                });
+                if delivered {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+    }
+
+    fn update(&self, seq: u64, f: impl FnOnce(&mut PushRecord)) {
+        if let Some(r) = lock(&self.records).iter_mut().find(|r| r.seq == seq) {
+            f(r);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
