@@ -64,6 +64,8 @@ mod dispatch;
 mod error;
 mod grants;
 mod keyed;
+#[cfg(feature = "events")]
+mod pushed;
 mod rate;
 mod retry;
 mod state;
@@ -92,8 +94,12 @@ pub use grants::{
     Claimed, GrantCounts, GrantKey, GrantLedger, GrantRecord, GrantScope, GrantStatus, InMemoryGrantLedger,
     LedgerError, MAX_HISTORY, PastGrant, Recorded, Reservation, Settlement,
 };
+#[cfg(feature = "events")]
+pub use pushed::{Applied, InMemoryNotificationResults, NotificationResult, NotificationResults};
 pub use rate::RateLimiter;
 pub use retry::RetryPolicy;
+#[cfg(feature = "events")]
+pub use subscribe_events as events;
 pub use subscribe_transport as transport;
 pub use subscribe_types as types;
 pub use token::{

@@ -274,6 +274,10 @@ pub(crate) async fn admin(State(app): State<AppState>, headers: HeaderMap) -> Re
     };
     let csrf = token.csrf(&session);
     let jobs = app.jobs.list();
+    let pushed = match app.pushed_counts().await {
+        Ok(pushed) => pushed,
+        Err(e) => return error_page(StatusCode::SERVICE_UNAVAILABLE, &format!("ledger: {e}")),
+    };
     page(
         "Admin",
         html! {
@@ -285,6 +289,20 @@ pub(crate) async fn admin(State(app): State<AppState>, headers: HeaderMap) -> Re
                 tr { th { "To review (outcome unknown)" } td #review { (counts.review) } }
                 tr { th { "Dropped" } td #dropped { (counts.dropped) } }
             } }
+            @if !pushed.is_empty() {
+                h2 { "Subscriptions WeChat pushed" }
+                div.card { table #pushed {
+                    tr { th { "Template" } th { "Waiting" } th { "Delivered" } th { "Withdrawn" } }
+                    @for (i, (template, c)) in pushed.iter().enumerate() {
+                        tr {
+                            td { code { (template.as_str()) } }
+                            td id=(format!("pushed-pending-{i}")) { (c.pending) }
+                            td { (c.delivered) }
+                            td id=(format!("pushed-dropped-{i}")) { (c.dropped) }
+                        }
+                    }
+                } }
+            }
             form.card method="post" action="/admin/dispatch" {
                 input type="hidden" name="csrf" value=(csrf);
                 label for="title" { "Title (up to 15 characters)" }

@@ -14,6 +14,7 @@
 //! | `GET /health`          | liveness and the grant counts (cached for a second), as JSON         |
 //! | `POST /api/subscriptions/request` | a mobile app: the Open SDK request for its signed-in user |
 //! | `POST /api/subscriptions/answer`  | a mobile app: the SDK's answer forwarded → the grant recorded |
+//! | `GET, POST /wechat/push` | the server URL: WeChat's pushed subscription events → grants, withdrawals, results |
 //!
 //! Configuration comes from the environment ([`Config::from_env`]) and defaults to the sandbox
 //! `wxsub sandbox` serves on `127.0.0.1:8080`, with its demo app. The binary (`src/main.rs`) is
@@ -22,9 +23,11 @@
 mod admin;
 mod app_api;
 mod html;
+mod push;
 
 pub use admin::AdminToken;
 pub use app_api::{AppSessionKey, MAX_BODY};
+pub use push::{PushSettings, SANDBOX_PUSH_TEMPLATES};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,7 +40,7 @@ use axum::response::{Html, IntoResponse, Json, Redirect, Response};
 use axum::routing::{get, post};
 use subscribe_client::{
     AuthorizationError, Client, ErrorKind, GrantCounts, GrantLedger, GrantScope, InMemoryGrantLedger,
-    RecordError, Recorded,
+    InMemoryNotificationResults, NotificationResults, RecordError, Recorded,
 };
 use subscribe_types::{AppId, AppSecret, AuthorizationAnswer, HttpUrl, Scene, TemplateId};
 
@@ -101,6 +104,10 @@ pub struct Config {
     /// restart loses nothing. `DATABASE_URL=memory` keeps them in memory (lost on restart).
     /// `None`: memory. See [`AppState::open`] for what else each keeps.
     pub database_url: Option<String>,
+    /// The server URL's settings (`WECHAT_PUSH_TOKEN`, `WECHAT_PUSH_AES_KEY`, …; see
+    /// [`PushSettings`]): with a Token, `/wechat/push` takes WeChat's pushed events. Never
+    /// printed.
+    pub push: Option<PushSettings>,
 }
 
 impl Config {
@@ -130,6 +137,7 @@ impl std::fmt::Debug for Config {
             .field("app_rate_per_minute", &self.app_rate_per_minute)
             // The URL may hold the database's password.
             .field("database_url", &self.database_url.as_ref().map(|_| "[redacted]"))
+            .field("push", &self.push)
             .finish()
     }
 }
@@ -250,6 +258,7 @@ impl Config {
                 Some(format!("sqlite:{}/grants.db", get("WEBAPP_DATA_DIR").unwrap_or_else(|| "data".into())))
             }
         };
+        let push = PushSettings::from_lookup(&get)?;
         Ok(Self {
             listen,
             public_url,
@@ -267,6 +276,7 @@ impl Config {
             app_session_key,
             app_rate_per_minute,
             database_url,
+            push,
         })
     }
 }
@@ -281,6 +291,7 @@ pub struct AppState {
     jobs: Arc<admin::Jobs>,
     app_limiter: Arc<app_api::AppLimiter>,
     counts: Arc<tokio::sync::Mutex<Option<(std::time::Instant, GrantCounts)>>>,
+    results: Arc<dyn NotificationResults>,
 }
 
 /// How long grant counts are reused: `/health` and `/admin` count at most once a second
@@ -371,6 +382,7 @@ impl AppState {
             config: Arc::new(config),
             jobs: Arc::default(),
             counts: Arc::default(),
+            results: Arc::new(InMemoryNotificationResults::default()),
         })
     }
 
@@ -395,6 +407,23 @@ impl AppState {
         Ok(counted)
     }
 
+    /// The grant counts of each template the server URL's pushes feed (none without a push
+    /// Token).
+    async fn pushed_counts(&self) -> Result<Vec<(TemplateId, GrantCounts)>, String> {
+        let Some(push) = &self.config.push else { return Ok(Vec::new()) };
+        let mut counts = Vec::with_capacity(push.templates.len());
+        for template in &push.templates {
+            let scope = GrantScope::mini_program(self.config.appid.clone(), template.clone());
+            let c =
+                tokio::time::timeout(COUNTS_TIMEOUT, self.ledger.counts(&scope, self.client.clock().now()))
+                    .await
+                    .map_err(|_| "the ledger did not answer in time".to_owned())?
+                    .map_err(|e| e.to_string())?;
+            counts.push((template.clone(), c));
+        }
+        Ok(counts)
+    }
+
     /// Forgets the cached counts after a change made here.
     fn counts_changed(&self) {
         if let Ok(mut cached) = self.counts.try_lock() {
@@ -414,6 +443,11 @@ impl AppState {
     /// The grant ledger.
     pub fn ledger(&self) -> &Arc<dyn GrantLedger> {
         &self.ledger
+    }
+
+    /// The subscribe notifications' results WeChat pushed, by `msgid` (kept in memory).
+    pub fn results(&self) -> &Arc<dyn NotificationResults> {
+        &self.results
     }
 
     /// An app session token for `user` (letters, digits, `_`, `-`; at most 64), valid for
@@ -447,6 +481,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/jobs/{id}", get(admin::job_page))
         .route("/health", get(health))
         .merge(app_api::routes())
+        .merge(push::routes(&state))
         .with_state(state)
 }
 

@@ -9,6 +9,8 @@ mod caching;
 mod e2e_wiremock;
 mod family;
 mod grants;
+#[cfg(feature = "events")]
+mod pushed;
 mod redaction;
 mod retry;
 mod token_outage;

@@ -5,6 +5,7 @@
 
 mod admin;
 mod app_api;
+mod push;
 
 use std::collections::HashMap;
 use std::sync::Arc;

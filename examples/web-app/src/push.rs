@@ -1,0 +1,110 @@
+//! The server URL (服务器配置): WeChat pushes what users did with subscriptions to
+//! `/wechat/push`; `subscribe-events` verifies and decrypts each push, and the client applies
+//! it to the ledger: a popup's acceptance becomes a grant, a withdrawal drops the pending one,
+//! a notification's result is kept by `msgid`. A ledger that fails answers 500, so WeChat
+//! resends.
+
+use axum::Router;
+use subscribe_events::axum::PushEndpoint;
+use subscribe_events::{EncodingAesKey, Event, Mode, Push, PushConfig};
+use subscribe_types::TemplateId;
+
+use crate::{AppState, ConfigError, invalid};
+
+/// The sandbox's two library templates (one-time 到货提醒 and long-term 会员到期提醒): the
+/// admin page counts their grants by default.
+pub const SANDBOX_PUSH_TEMPLATES: [&str; 2] =
+    ["SandboxMpRestockAlert_0000000000000000000001", "SandboxMpMemberExpiry_0000000000000000000002"];
+
+/// The server URL's settings, from the environment. The Token and the keys never print.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct PushSettings {
+    /// `WECHAT_PUSH_TOKEN` (3 to 32 letters and digits): turns `/wechat/push` on.
+    token: String,
+    /// `WECHAT_PUSH_MODE`: `plain`, `compatible` or `safe` (default `safe` with a key, `plain`
+    /// without).
+    pub mode: Mode,
+    /// `WECHAT_PUSH_AES_KEY` and, during a rotation, `WECHAT_PUSH_PREVIOUS_AES_KEY`.
+    keys: Vec<EncodingAesKey>,
+    /// `WECHAT_PUSH_TEMPLATES`: the library templates (comma-separated) whose pushed grants
+    /// the admin page counts (default [`SANDBOX_PUSH_TEMPLATES`]).
+    pub templates: Vec<TemplateId>,
+}
+
+impl std::fmt::Debug for PushSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushSettings")
+            .field("token", &"[redacted]")
+            .field("mode", &self.mode)
+            .field("keys", &self.keys.len())
+            .field("templates", &self.templates)
+            .finish()
+    }
+}
+
+impl PushSettings {
+    /// Reads the settings; `None` without `WECHAT_PUSH_TOKEN`.
+    pub(crate) fn from_lookup(get: &impl Fn(&str) -> Option<String>) -> Result<Option<Self>, ConfigError> {
+        let Some(token) = get("WECHAT_PUSH_TOKEN") else { return Ok(None) };
+        if !(3..=32).contains(&token.len()) || !token.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(invalid("WECHAT_PUSH_TOKEN", "must be 3 to 32 letters and digits"));
+        }
+        let key = |var: &'static str| {
+            get(var).map(|k| {
+                EncodingAesKey::new(k.trim()).map_err(|_| invalid(var, "must be 43 base64 characters"))
+            })
+        };
+        let mut keys = Vec::new();
+        if let Some(current) = key("WECHAT_PUSH_AES_KEY").transpose()? {
+            keys.push(current);
+            keys.extend(key("WECHAT_PUSH_PREVIOUS_AES_KEY").transpose()?);
+        }
+        let mode = match get("WECHAT_PUSH_MODE").as_deref() {
+            None if keys.is_empty() => Mode::Plain,
+            None | Some("safe") => Mode::Safe,
+            Some("compatible") => Mode::Compatible,
+            Some("plain") => Mode::Plain,
+            Some(_) => return Err(invalid("WECHAT_PUSH_MODE", "must be plain, compatible or safe")),
+        };
+        if mode != Mode::Plain && keys.is_empty() {
+            return Err(invalid("WECHAT_PUSH_AES_KEY", "the compatible and safe modes need it"));
+        }
+        let templates: Result<Vec<_>, _> = match get("WECHAT_PUSH_TEMPLATES") {
+            Some(list) => {
+                list.split(',').map(str::trim).filter(|t| !t.is_empty()).map(TemplateId::new).collect()
+            }
+            None => SANDBOX_PUSH_TEMPLATES.into_iter().map(TemplateId::new).collect(),
+        };
+        let templates = templates.map_err(|e| invalid("WECHAT_PUSH_TEMPLATES", e))?;
+        Ok(Some(Self { token, mode, keys, templates }))
+    }
+
+    fn push(&self, appid: &str) -> Push {
+        let mut keys = self.keys.iter().cloned();
+        let mut config = PushConfig::new(self.token.clone(), appid, self.mode);
+        if let Some(current) = keys.next() {
+            config = config.aes_key(current);
+        }
+        for previous in keys {
+            config = config.previous_aes_key(previous);
+        }
+        Push::new(config)
+    }
+}
+
+/// `/wechat/push`, when a Token is configured.
+pub(crate) fn routes(state: &AppState) -> Router<AppState> {
+    let Some(settings) = &state.config.push else { return Router::new() };
+    let app = state.clone();
+    let endpoint = PushEndpoint::new(settings.push(state.config.appid.as_str()), move |event: Event| {
+        let app = app.clone();
+        async move {
+            let applied = app.client.apply_event(&event, app.ledger.as_ref(), app.results.as_ref()).await?;
+            tracing::info!(event = event.name(), openid = %event.from_user, ?applied, "pushed event applied");
+            app.counts_changed();
+            Ok::<(), subscribe_client::LedgerError>(())
+        }
+    });
+    Router::new().route("/wechat/push", endpoint.method_router())
+}
