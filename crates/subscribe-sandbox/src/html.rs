@@ -11,7 +11,7 @@ main{max-width:420px;margin:0 auto;background:#fff;min-height:100vh;padding:24px
 h1{font-size:20px}.muted{color:#888;font-size:14px}.card{border:1px solid #e5e5e5;border-radius:8px;padding:14px;margin:12px 0}\
 button{width:100%;padding:12px;border:0;border-radius:6px;font-size:17px;margin-top:10px}\
 .ok{background:#07c160;color:#fff}.no{background:#f2f2f2;color:#333}label{display:block;padding:8px 0}\
-.content{white-space:pre-wrap}.err{color:#c00}table{border-collapse:collapse}td,th{padding:4px 8px;text-align:left}";
+.content{white-space:pre-wrap}.err{color:#c00}table{border-collapse:collapse}code{word-break:break-all}td,th{padding:4px 8px;text-align:left}";
 
 fn page(title: &str, body: impl Render) -> String {
     html! {

@@ -14,7 +14,7 @@ const STYLE: &str = "
    padding: .6rem 1.1rem; font-size: 1rem; text-decoration: none; cursor: pointer; }
  table { border-collapse: collapse; width: 100%; } td, th { border-bottom: 1px solid #eee; padding: .3rem .5rem; text-align: left; }
  label { display: block; margin: .6rem 0 .2rem; } input[type=text] { width: 100%; padding: .4rem; }
- code { background: #f4f4f4; padding: 0 .2rem; }
+ code { background: #f4f4f4; padding: 0 .2rem; word-break: break-all; }
 ";
 
 /// A whole page around `body`.

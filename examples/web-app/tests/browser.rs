@@ -7,7 +7,9 @@
 //! One user confirms and lands on the app's result page; a second user cancels; the admin
 //! page without a credential shows only its login; a cross-site page that posts the dispatch
 //! form is refused; the admin signs in and dispatches; the first user's inbox in the sandbox
-//! shows the message and the second's none.
+//! shows the message and the second's none. Then a third user allows a subscription in
+//! WeChat's popup: the sandbox pushes it, encrypted, to the app's server URL, and the admin page
+//! counts the grant.
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc, clippy::print_stderr)]
 
@@ -22,7 +24,10 @@ use web_app::{AppState, Config};
 
 const ALICE: &str = "oSandbox_Alice_00000000001";
 const BOB: &str = "oSandbox_Bob_0000000000002";
+const CAROL: &str = "oSandbox_Carol_00000000003";
 const ADMIN_TOKEN: &str = "browser-test-admin-token-0123456789abcdef";
+const PUSH_TOKEN: &str = "browserPushToken2026";
+const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
 
 fn screenshots_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -122,10 +127,24 @@ async fn confirm_cancel_dispatch_and_inboxes_in_chromium() {
         ("WEBAPP_PUBLIC_URL", format!("http://{app}")),
         ("WECHAT_API_BASE", base.clone()),
         ("WEBAPP_ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
+        ("WECHAT_PUSH_TOKEN", PUSH_TOKEN.to_owned()),
+        ("WECHAT_PUSH_AES_KEY", AES_KEY.to_owned()),
     ];
     let config =
         Config::from_lookup(|k| env.iter().find(|(name, _)| *name == k).map(|(_, v)| v.clone())).unwrap();
     tokio::spawn(web_app::serve(listener, AppState::new(config).unwrap(), std::future::pending()));
+    // The account's server URL, as its console sets it: safe mode, encrypted XML.
+    sandbox
+        .state()
+        .configure_push(&subscribe_sandbox::PushSettings {
+            appid: subscribe_sandbox::DEMO_APPID.into(),
+            url: format!("http://{app}/wechat/push"),
+            token: PUSH_TOKEN.into(),
+            aes_key: Some(AES_KEY.into()),
+            mode: "safe".into(),
+            format: "xml".into(),
+        })
+        .unwrap();
 
     let evil = attacker_site(app).await;
 
@@ -140,7 +159,7 @@ async fn confirm_cancel_dispatch_and_inboxes_in_chromium() {
     }
     assert_eq!(sandbox.state().stats().deliveries, 1);
     let shots = std::fs::read_dir(&dir).unwrap().count();
-    assert_eq!(shots, 12, "screenshots in {}", dir.display());
+    assert_eq!(shots, 15, "screenshots in {}", dir.display());
     eprintln!("screenshots: {}", dir.display());
 }
 
@@ -215,4 +234,33 @@ async fn flow(
     c.find(Locator::Id("empty")).await.unwrap();
     assert!(c.find_all(Locator::Css(".card.message")).await.unwrap().is_empty());
     shot(&c, "4b-inbox-bob").await;
+
+    // Carol allows the mini program's subscription in WeChat's popup.
+    let template = subscribe_sandbox::DEMO_MP_TEMPLATE;
+    c.goto(&format!("{base}/sandbox/popup?appid={}&template_id={template}", subscribe_sandbox::DEMO_APPID))
+        .await
+        .unwrap();
+    c.find(Locator::Css(&format!(r#"input[name="openid"][value="{CAROL}"]"#)))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    shot(&c, "5a-subscription-popup").await;
+    c.find(Locator::Id("accept")).await.unwrap().click().await.unwrap();
+    assert!(text_of(&c, "answered").await.contains("allowed"));
+    shot(&c, "5b-popup-answered").await;
+    // WeChat's encrypted push reached the app, which recorded the grant.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        c.goto(&format!("http://{app}/admin")).await.unwrap();
+        if text_of(&c, "pushed-pending-0").await == "1" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the pushed grant never showed: {:?}", sandbox.pushes());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pushes = sandbox.pushes();
+    assert_eq!((pushes.len(), pushes[0].mode, pushes[0].delivered), (1, "safe", true), "{pushes:?}");
+    shot(&c, "5c-admin-pushed-grant").await;
 }
