@@ -233,3 +233,20 @@ impl Pusher {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn settings_never_print_the_token_or_the_key() {
+        let settings: super::PushSettings = serde_json::from_value(serde_json::json!({
+            "appid": "wx5a1db0c0ffee0001", "url": "http://127.0.0.1:9/push", "token": "tokenNeverPrinted",
+            "aes_key": "keyNeverPrintedabcdefghijklmnopqrstuvwxyz01", "mode": "safe",
+        }))
+        .unwrap();
+        let mut config = crate::SandboxConfig::demo();
+        config.push.push(settings.clone());
+        let shown = format!("{settings:?} {config:?} {}", serde_json::to_string(&config).unwrap());
+        assert!(!shown.contains("tokenNeverPrinted") && !shown.contains("keyNeverPrinted"), "{shown}");
+        assert_eq!(settings.format, "xml", "XML unless told");
+    }
+}
