@@ -48,6 +48,8 @@ macro_rules! on_pool {
 }
 
 mod ledger;
+#[cfg(feature = "events")]
+mod results;
 mod token;
 
 use std::fmt;
@@ -55,6 +57,8 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 pub use crate::ledger::{EventKind, GrantEvent, Resolution, ReviewItem, SqlGrantLedger};
+#[cfg(feature = "events")]
+pub use crate::results::SqlNotificationResults;
 pub use crate::token::SqlTokenStore;
 
 /// A database operation failed, or the handle could not be built. Never contains the database

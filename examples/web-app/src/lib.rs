@@ -311,6 +311,9 @@ impl AppState {
     /// | `redis://…`, `rediss://…` | Redis | Redis | Redis |
     /// | `memory` | memory | memory | memory |
     ///
+    /// Pushed notification results ([`results`](Self::results)) are kept in the SQL database
+    /// when there is one, in memory otherwise.
+    ///
     /// On PostgreSQL every instance shares the grants and the token, but each remembers the
     /// states it has seen by itself: behind a load balancer without sticky sessions, a replayed
     /// confirmation is refused only by the instance that took the first one (it cannot record
@@ -338,7 +341,11 @@ impl AppState {
         }
         let sql = subscribe_sql::Sql::builder(url).connect().await?;
         let ledger = Arc::new(subscribe_sql::SqlGrantLedger::new(sql.clone()));
-        Ok(Self::build(config, ledger, |b| b.token_store(subscribe_sql::SqlTokenStore::new(sql)))?)
+        let results = Arc::new(subscribe_sql::SqlNotificationResults::new(sql.clone(), config.appid.clone()));
+        let mut state =
+            Self::build(config, ledger, |b| b.token_store(subscribe_sql::SqlTokenStore::new(sql)))?;
+        state.results = results;
+        Ok(state)
     }
 
     /// The client for `config`, and an in-memory grant ledger (whatever
@@ -445,7 +452,8 @@ impl AppState {
         &self.ledger
     }
 
-    /// The subscribe notifications' results WeChat pushed, by `msgid` (kept in memory).
+    /// The subscribe notifications' results WeChat pushed, by `msgid` (in the SQL database
+    /// when there is one, in memory otherwise).
     pub fn results(&self) -> &Arc<dyn NotificationResults> {
         &self.results
     }

@@ -74,6 +74,11 @@ async fn a_withdrawal_drops_the_pending_grant_but_not_one_being_sent() {
 }
 
 #[tokio::test]
+async fn the_in_memory_results_keep_the_contract() {
+    subscribe_client::test_util::notification_results_contract(&InMemoryNotificationResults::default()).await;
+}
+
+#[tokio::test]
 async fn a_notifications_result_is_kept_by_msgid() {
     let client = builder(&mock_with_stable_token("T1", 7200), &clock()).build().unwrap();
     let (ledger, results) = (InMemoryGrantLedger::new(), InMemoryNotificationResults::with_capacity(2));

@@ -14,12 +14,14 @@ const PUSH_TOKEN: &str = "webAppPushToken2026";
 const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
 
 async fn with_push(mode: &str, format: &str) -> World {
-    let w = start_with(&[
-        ("WECHAT_PUSH_TOKEN", PUSH_TOKEN),
-        ("WECHAT_PUSH_AES_KEY", AES_KEY),
-        ("WECHAT_PUSH_MODE", mode),
-    ])
-    .await;
+    with_push_on(mode, format, &[]).await
+}
+
+async fn with_push_on(mode: &str, format: &str, extra: &[(&'static str, &str)]) -> World {
+    let mut env =
+        vec![("WECHAT_PUSH_TOKEN", PUSH_TOKEN), ("WECHAT_PUSH_AES_KEY", AES_KEY), ("WECHAT_PUSH_MODE", mode)];
+    env.extend_from_slice(extra);
+    let w = start_with(&env).await;
     // What the operator does in the account's console: the server URL and its settings.
     let settings: PushSettings = serde_json::from_value(serde_json::json!({
         "appid": DEMO_APPID, "url": w.url("/wechat/push"), "token": PUSH_TOKEN, "aes_key": AES_KEY,
@@ -63,9 +65,13 @@ async fn an_accept_in_the_sandbox_becomes_a_grant_through_an_encrypted_push() {
     }
 }
 
-#[tokio::test]
-async fn a_withdrawal_drops_the_grant_and_a_notifications_result_is_kept_by_msgid() {
-    let w = with_push("safe", "xml").await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawal_drops_the_grant_and_a_notifications_result_is_kept_by_msgid_across_a_restart() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("web-app-push-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let url = format!("sqlite:{}/grants.db", dir.display());
+    let w = with_push_on("safe", "xml", &[("DATABASE_URL", &url)]).await;
     w.sandbox.state().subscribe(DEMO_APPID, ALICE, DEMO_LONG_TERM_TEMPLATE, true).unwrap();
     pushes_answered(&w, 1).await;
     // A notification sent to Alice (by another service of the integrator's, say): its result
@@ -90,8 +96,12 @@ async fn a_withdrawal_drops_the_grant_and_a_notifications_result_is_kept_by_msgi
     let sent: serde_json::Value = serde_json::from_str(&sent).unwrap();
     assert_eq!(sent["errcode"], 0, "{sent}");
     pushes_answered(&w, 2).await;
-    let result = w.state.results().result(sent["msgid"].as_u64().unwrap()).await.unwrap().unwrap();
+    let msgid = sent["msgid"].as_u64().unwrap();
+    let result = w.state.results().result(msgid).await.unwrap().unwrap();
     assert!(result.delivered() && result.openid == ALICE, "{result:?}");
+    // The app restarts on the same file: the result is still there.
+    let restarted = start_with(&[("DATABASE_URL", &url), ("WECHAT_API_BASE", &w.sandbox.base_url())]).await;
+    assert_eq!(restarted.state.results().result(msgid).await.unwrap(), Some(result));
 
     w.sandbox.state().withdraw(DEMO_APPID, ALICE, DEMO_LONG_TERM_TEMPLATE).unwrap();
     pushes_answered(&w, 3).await;
