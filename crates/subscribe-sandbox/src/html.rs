@@ -86,6 +86,15 @@ pub(crate) fn phone(
 /// The simulated users to choose from and the two buttons, in a decision form.
 fn decision(cfg: &SandboxConfig) -> maud::Markup {
     html! {
+        (users(cfg))
+        button.ok #confirm name="decision" value="confirm" { "允许 Confirm" }
+        button.no #cancel name="decision" value="cancel" { "取消 Cancel" }
+    }
+}
+
+/// The simulated users to choose from, the first chosen.
+fn users(cfg: &SandboxConfig) -> maud::Markup {
+    html! {
         fieldset {
             legend.muted { "Simulated WeChat user" }
             @for (i, u) in cfg.users.iter().enumerate() {
@@ -95,8 +104,6 @@ fn decision(cfg: &SandboxConfig) -> maud::Markup {
                 }
             }
         }
-        button.ok #confirm name="decision" value="confirm" { "允许 Confirm" }
-        button.no #cancel name="decision" value="cancel" { "取消 Cancel" }
     }
 }
 
@@ -197,15 +204,7 @@ pub(crate) fn popup(
             form method="post" action="/sandbox/popup/decide" {
                 input type="hidden" name="appid" value=(app.appid.as_str());
                 input type="hidden" name="template_id" value=(template_id);
-                fieldset {
-                    legend.muted { "Simulated WeChat user" }
-                    @for (i, u) in cfg.users.iter().enumerate() {
-                        label {
-                            input type="radio" name="openid" value=(u.openid.as_str()) checked[i == 0];
-                            " " (u.name) " " span.muted { (u.openid.as_str()) }
-                        }
-                    }
-                }
+                (users(cfg))
                 button.ok #accept name="decision" value="accept" { "允许 Allow" }
                 button.no #reject name="decision" value="reject" { "取消 Cancel" }
             }
