@@ -159,6 +159,10 @@ impl Pusher {
     /// Pushes `event` to `appid`'s server URL, if it has one, in the background.
     pub(crate) fn push(self: &Arc<Self>, appid: &str, event: &Event, now_unix: u64) {
         let Some(target) = lock(&self.targets).get(appid).cloned() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!("a push was dropped: the sandbox's state was changed outside its runtime");
+            return;
+        };
         let mut random = [0u8; 16];
         let mut nonce = [0u8; 8];
         let _ = getrandom::fill(&mut random);
@@ -192,7 +196,7 @@ impl Pusher {
         }
         let this = self.clone();
         let content_type = if target.format == Format::Json { "application/json" } else { "text/xml" };
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             let mut url = target.url.clone();
             url.set_query(Some(&sealed.query));
             for attempt in 1..=PUSH_ATTEMPTS {

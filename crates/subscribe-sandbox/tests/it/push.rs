@@ -253,3 +253,18 @@ async fn the_popup_page_records_the_answer_and_pushes_it() {
         .unwrap();
     assert_eq!(unknown.status(), 400);
 }
+
+#[tokio::test]
+async fn an_answer_recorded_outside_the_runtime_is_kept_and_its_push_dropped_without_a_panic() {
+    let (s, http) = start(SandboxConfig::demo()).await;
+    let settings =
+        json!({"appid": DEMO_APPID, "url": "http://127.0.0.1:9/push", "token": TOKEN, "mode": "plain"});
+    assert_eq!(configure(&s, &http, &settings).await.status(), 200);
+    let state = s.state().clone();
+    std::thread::spawn(move || state.subscribe(DEMO_APPID, ALICE, DEMO_MP_TEMPLATE, true))
+        .join()
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.state().unused_acceptances(), 1);
+    assert!(s.state().pushes().is_empty());
+}
