@@ -268,3 +268,17 @@ async fn an_answer_recorded_outside_the_runtime_is_kept_and_its_push_dropped_wit
     assert_eq!(s.state().unused_acceptances(), 1);
     assert!(s.state().pushes().is_empty());
 }
+
+#[tokio::test]
+async fn a_server_url_in_the_configuration_file_is_pushed_to() {
+    let (url, got) = receiver(Mode::Safe, 0).await;
+    let mut config = serde_json::to_value(SandboxConfig::demo()).unwrap();
+    config["push"] =
+        json!([{"appid": DEMO_APPID, "url": url, "token": TOKEN, "aes_key": KEY, "mode": "safe"}]);
+    let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("push-{}.json", std::process::id()));
+    std::fs::write(&path, config.to_string()).unwrap();
+    let (s, http) = start(SandboxConfig::from_json_file(&path).unwrap()).await;
+    answer(&s, &http, DEMO_MP_TEMPLATE, "accept").await;
+    assert_eq!(wait_for(&got, 1).await.len(), 1);
+}
