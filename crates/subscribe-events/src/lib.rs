@@ -106,6 +106,39 @@ pub enum Mode {
     Safe,
 }
 
+impl Mode {
+    /// The mode's name in settings: `plain`, `compatible` or `safe`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Plain => "plain",
+            Self::Compatible => "compatible",
+            Self::Safe => "safe",
+        }
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+
+    /// Reads `plain`, `compatible` or `safe`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Self::Plain, Self::Compatible, Self::Safe]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| "mode must be plain, compatible or safe".to_owned())
+    }
+}
+
+/// Whether `token` is a Token the console accepts: 3 to 32 letters and digits.
+///
+/// ```
+/// assert!(subscribe_events::is_valid_token("sandboxPushToken2026"));
+/// assert!(!subscribe_events::is_valid_token("a!"));
+/// ```
+pub fn is_valid_token(token: &str) -> bool {
+    (3..=32).contains(&token.len()) && token.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
 /// A server URL's configuration: the Token, the `EncodingAESKey` (and the previous one while a
 /// rotation settles), the AppID, the mode, the freshness window. The Token and the keys never
 /// print.

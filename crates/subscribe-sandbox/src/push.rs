@@ -94,14 +94,6 @@ pub(crate) struct Pusher {
 
 const KEEP: usize = 1000;
 
-fn mode_name(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Plain => "plain",
-        Mode::Compatible => "compatible",
-        Mode::Safe => "safe",
-    }
-}
-
 impl Pusher {
     pub(crate) fn new() -> Self {
         Self {
@@ -118,15 +110,10 @@ impl Pusher {
         if !matches!(url.scheme(), "http" | "https") {
             return Err("url must be http or https".into());
         }
-        if !(3..=32).contains(&s.token.len()) || !s.token.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        if !subscribe_events::is_valid_token(&s.token) {
             return Err("token must be 3 to 32 letters and digits".into());
         }
-        let mode = match s.mode.as_str() {
-            "plain" => Mode::Plain,
-            "compatible" => Mode::Compatible,
-            "safe" => Mode::Safe,
-            _ => return Err("mode must be plain, compatible or safe".into()),
-        };
+        let mode: Mode = s.mode.parse()?;
         let format: Format = s.format.parse()?;
         let mut config = PushConfig::new(s.token.clone(), s.appid.clone(), mode);
         match (&s.aes_key, mode) {
@@ -186,7 +173,7 @@ impl Pusher {
                 appid: appid.to_owned(),
                 event: event.name().to_owned(),
                 openid: event.from_user.clone(),
-                mode: mode_name(target.mode),
+                mode: target.mode.as_str(),
                 format: if target.format == Format::Json { "json" } else { "xml" },
                 attempts: 0,
                 status: None,

@@ -47,7 +47,7 @@ impl PushSettings {
     /// Reads the settings; `None` without `WECHAT_PUSH_TOKEN`.
     pub(crate) fn from_lookup(get: &impl Fn(&str) -> Option<String>) -> Result<Option<Self>, ConfigError> {
         let Some(token) = get("WECHAT_PUSH_TOKEN") else { return Ok(None) };
-        if !(3..=32).contains(&token.len()) || !token.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        if !subscribe_events::is_valid_token(&token) {
             return Err(invalid("WECHAT_PUSH_TOKEN", "must be 3 to 32 letters and digits"));
         }
         let key = |var: &'static str| {
@@ -60,12 +60,10 @@ impl PushSettings {
             keys.push(current);
             keys.extend(key("WECHAT_PUSH_PREVIOUS_AES_KEY").transpose()?);
         }
-        let mode = match get("WECHAT_PUSH_MODE").as_deref() {
+        let mode = match get("WECHAT_PUSH_MODE") {
             None if keys.is_empty() => Mode::Plain,
-            None | Some("safe") => Mode::Safe,
-            Some("compatible") => Mode::Compatible,
-            Some("plain") => Mode::Plain,
-            Some(_) => return Err(invalid("WECHAT_PUSH_MODE", "must be plain, compatible or safe")),
+            None => Mode::Safe,
+            Some(mode) => mode.parse().map_err(|e| invalid("WECHAT_PUSH_MODE", e))?,
         };
         if mode != Mode::Plain && keys.is_empty() {
             return Err(invalid("WECHAT_PUSH_AES_KEY", "the compatible and safe modes need it"));
