@@ -173,6 +173,13 @@ async fn a_push_answered_500_is_resent_until_answered_and_an_unreachable_url_giv
     answer(&s, &http, DEMO_MP_TEMPLATE, "accept").await;
     let events = wait_for(&got, 1).await;
     assert_eq!(events.len(), 1, "handled once, after two failures");
+    // The receiver has the event before the sandbox has read its answer.
+    for _ in 0..100 {
+        if s.state().pushes().first().is_some_and(|r| r.delivered) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let records = s.state().pushes();
     assert_eq!((records[0].attempts, records[0].delivered), (3, true), "{records:?}");
 
