@@ -698,8 +698,11 @@ async fn dispatch_rate(c: &Client, ledger: Arc<dyn GrantLedger>, scope: &GrantSc
 /// The same dispatch of `n` grants on the in-memory ledger, on SQLite and on PostgreSQL (at
 /// `POSTGRES_URL`, default the local test database; "not run" when it does not answer), in
 /// one process against one server: messages per second and the ratios to the in-memory run.
+/// The three alternate for [`SQL_ROUNDS`] rounds, each ledger filled afresh, and each keeps
+/// its best: one run of the in-memory ledger swings by half on this two-core machine.
 #[allow(clippy::disallowed_methods)] // a benchmark against a real server runs on wall-clock time
 async fn dispatch_sql(n: usize) -> serde_json::Value {
+    const SQL_ROUNDS: usize = 3;
     let server = fixed_server().await;
     let c = client(&format!("http://{}", server.addr));
     let _ = through_client(&c, leaked_messages(n.min(2_000), 4), 64).await;
@@ -709,42 +712,56 @@ async fn dispatch_sql(n: usize) -> serde_json::Value {
         scene: Scene::new(4).unwrap(),
     };
     let openids: Vec<OpenId> = (0..n).map(|i| OpenId::new(format!("oUser{i:010}")).unwrap()).collect();
-
-    let memory = Arc::new(InMemoryGrantLedger::new());
-    for openid in &openids {
-        memory.record(&scope.key(openid.clone()), SystemTime::now()).await.unwrap();
-    }
-    let memory_per_s = dispatch_rate(&c, memory, &scope, n).await;
-
-    let dir = std::env::temp_dir().join(format!("wxsub-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let sqlite = Sql::builder(format!("sqlite:{}", dir.join("grants.db").display())).connect().await.unwrap();
-    let ledger = SqlGrantLedger::new(sqlite);
-    ledger.record_many(&scope, &openids).await.unwrap();
-    let sqlite_per_s = dispatch_rate(&c, Arc::new(ledger), &scope, n).await;
-    let _ = std::fs::remove_dir_all(&dir);
-
     let url =
         std::env::var("POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    // A schema of its own per run, dropped with the run's database objects by nobody: the
-    // name says which run left it.
-    let schema = format!("bench_{}", std::process::id());
-    let postgres = match Sql::builder(url).schema(schema).op_timeout(Duration::from_secs(10)).connect().await
-    {
-        Ok(sql) => {
-            let ledger = SqlGrantLedger::new(sql);
-            ledger.record_many(&scope, &openids).await.unwrap();
-            Some(dispatch_rate(&c, Arc::new(ledger), &scope, n).await)
-        }
+    // Each round's PostgreSQL ledger in a schema of its own, dropped after the round.
+    let admin = match sqlx::PgPool::connect(&url).await {
+        Ok(pool) => Some(pool),
         Err(e) => {
             eprintln!("dispatch-sql: PostgreSQL not run: {e}");
             None
         }
     };
+    let (mut memory, mut sqlite, mut postgres) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..SQL_ROUNDS {
+        let ledger = Arc::new(InMemoryGrantLedger::new());
+        for openid in &openids {
+            ledger.record(&scope.key(openid.clone()), SystemTime::now()).await.unwrap();
+        }
+        memory.push(dispatch_rate(&c, ledger, &scope, n).await);
+
+        let dir = std::env::temp_dir().join(format!("wxsub-bench-{}-{round}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let lite =
+            Sql::builder(format!("sqlite:{}", dir.join("grants.db").display())).connect().await.unwrap();
+        let ledger = SqlGrantLedger::new(lite);
+        ledger.record_many(&scope, &openids).await.unwrap();
+        sqlite.push(dispatch_rate(&c, Arc::new(ledger), &scope, n).await);
+        let _ = std::fs::remove_dir_all(&dir);
+
+        if let Some(admin) = &admin {
+            let schema = format!("bench_{}_{round}", std::process::id());
+            let sql = Sql::builder(url.clone())
+                .schema(schema.clone())
+                .op_timeout(Duration::from_secs(10))
+                .connect()
+                .await
+                .unwrap();
+            let ledger = SqlGrantLedger::new(sql);
+            ledger.record_many(&scope, &openids).await.unwrap();
+            postgres.push(dispatch_rate(&c, Arc::new(ledger), &scope, n).await);
+            sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(admin).await.unwrap();
+        }
+    }
+    let best = |runs: &[f64]| runs.iter().copied().reduce(f64::max);
+    let round = |runs: &[f64]| runs.iter().map(|x| x.round()).collect::<Vec<_>>();
+    let memory_per_s = best(&memory).unwrap();
+    let sqlite_per_s = best(&sqlite).unwrap();
+    let postgres_best = best(&postgres);
     let ratio = |x: f64| (x / memory_per_s * 1000.0).round() / 1000.0;
     let mut violations = Vec::new();
     // The target holds for the full run (100,000 grants); a quick run's figures mean little.
-    if let Some(pg) = postgres
+    if let Some(pg) = postgres_best
         && n >= 100_000
         && ratio(pg) < 0.5
     {
@@ -760,8 +777,9 @@ async fn dispatch_sql(n: usize) -> serde_json::Value {
         "memory_per_s": memory_per_s.round(),
         "sqlite_per_s": sqlite_per_s.round(),
         "sqlite_ratio": ratio(sqlite_per_s),
-        "postgres_per_s": postgres.map(f64::round),
-        "postgres_ratio": postgres.map(ratio),
+        "postgres_per_s": postgres_best.map(f64::round),
+        "postgres_ratio": postgres_best.map(ratio),
+        "runs": {"memory": round(&memory), "sqlite": round(&sqlite), "postgres": round(&postgres)},
     })
 }
 

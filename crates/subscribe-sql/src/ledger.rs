@@ -209,6 +209,44 @@ macro_rules! bump {
     }};
 }
 
+/// Moves reserved grants in and out of the scope's lease buckets (`wxsub_grant_leases`: lease
+/// end, number of grants), inside the caller's transaction, in one order of rows (by lease
+/// end) so two transactions never deadlock.
+macro_rules! lease {
+    ($tx:expr, $scope:expr, $changes:expr) => {{
+        let mut changes: std::collections::BTreeMap<i64, i64> = std::collections::BTreeMap::new();
+        for (until, delta) in $changes {
+            *changes.entry(until).or_default() += delta;
+        }
+        for (until, delta) in changes.into_iter().filter(|&(_, d)| d != 0) {
+            sqlx::query(
+                "INSERT INTO wxsub_grant_leases (appid, template_id, scene, until_ms, n) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (appid, template_id, scene, until_ms) \
+                 DO UPDATE SET n = wxsub_grant_leases.n + excluded.n",
+            )
+            .bind($scope.appid.as_str())
+            .bind($scope.template_id.as_str())
+            .bind(scene($scope))
+            .bind(until)
+            .bind(delta)
+            .execute(&mut *$tx)
+            .await?;
+        }
+    }};
+}
+
+/// The lease end a reservation was handed out with, in the table's milliseconds.
+fn until_ms(r: &Reservation) -> i64 {
+    r.until
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Deletes the scope's lease buckets that are empty and over (`$1`–`$3` the scope): a claim's
+/// bucket empties as its grants settle.
+const EMPTY_LEASES: &str = "DELETE FROM wxsub_grant_leases WHERE appid = $1 AND template_id = $2 \
+     AND scene = $3 AND until_ms < NOW_MS AND n = 0";
+
 /// Appends one event, inside the caller's transaction.
 macro_rules! event {
     ($tx:expr, $id:expr, $at:expr, $kind:expr, $prior:expr, $state:expr, $attempts:expr, $reservation:expr, $reason:expr) => {
@@ -497,14 +535,18 @@ impl SqlGrantLedger {
                         let (state, _, reason) = settled(s);
                         // An id that is not one of ours matches no grant (ids start at 1).
                         let gid = grant_id(&r.id).unwrap_or(0);
-                        b.push_bind(gid).push_bind(r.id.as_str()).push_bind(state).push_bind(reason);
+                        b.push_bind(gid)
+                            .push_bind(r.id.as_str())
+                            .push_bind(state)
+                            .push_bind(reason)
+                            .push_bind(until_ms(r));
                     });
                     // By primary key and reservation only (see `settle_postgres`); the scope is
                     // checked on what comes back.
                     update
                         .push(
                             ") AS v WHERE wxsub_grants.id = v.column1 AND wxsub_grants.state = 'R' \
-                             AND wxsub_grants.reservation = v.column2 \
+                             AND wxsub_grants.reservation = v.column2 AND wxsub_grants.until_ms = v.column5 \
                              RETURNING wxsub_grants.id, wxsub_grants.openid, wxsub_grants.updated_ms, \
                              wxsub_grants.appid, wxsub_grants.template_id, wxsub_grants.scene",
                         );
@@ -538,6 +580,11 @@ impl SqlGrantLedger {
                                 .push_bind(reason);
                         });
                         insert.build().execute(&mut *tx).await?;
+                        let settled_leases = items
+                            .iter()
+                            .filter(|(r, _)| by_openid.contains_key(r.key.openid.as_str()))
+                            .map(|(r, _)| (until_ms(r), -1));
+                        lease!(tx, scope, settled_leases);
                         let mut deltas: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
                         for (r, s) in &items {
                             let (state, _, _) = settled(s);
@@ -558,6 +605,78 @@ impl SqlGrantLedger {
     }
 }
 
+/// A reserved grant as a claim returns it: id, openid, attempts, lease end, reservation id,
+/// time.
+type ClaimRow = (i64, String, i32, i64, String, i64);
+
+/// A claim's rows as reservations, in `openid` order, with the cursor after them.
+fn claimed(scope: &GrantScope, mut rows: Vec<ClaimRow>) -> Result<Claimed, LedgerError> {
+    rows.sort_unstable_by(|a, b| a.1.cmp(&b.1));
+    let reservations = rows
+        .into_iter()
+        .map(|(_, openid, attempt, until, id, _)| {
+            let openid = OpenId::new(openid).map_err(|_| corrupt("wxsub_grants.openid"))?;
+            Ok(Reservation {
+                key: scope.key(openid),
+                id,
+                until: from_millis(until),
+                attempt: attempts(attempt)?,
+            })
+        })
+        .collect::<Result<Vec<_>, LedgerError>>()?;
+    let cursor = reservations.last().map(|r| r.key.openid.clone());
+    Ok(Claimed { reservations, cursor })
+}
+
+/// [`GrantLedger::reserve_next`] on PostgreSQL: one statement. It locks the first `limit`
+/// takeable grants after the cursor that no other transaction holds (`SKIP LOCKED`), reserves
+/// them (by primary key: with `IN (…)`, a cached generic plan, no `LIMIT` known, joins
+/// against a scan of the whole table), appends their events, moves the lease buckets (the
+/// claim's in, lapsed reservations' out, in one order of rows) and deletes the scope's empty
+/// lapsed buckets (not one this claim moves).
+#[cfg(feature = "postgres")]
+async fn claim_postgres(
+    pool: &sqlx::PgPool,
+    scope: &GrantScope,
+    after: &str,
+    limit: i64,
+    holder: &str,
+    lease_ms: i64,
+) -> Result<Vec<ClaimRow>, sqlx::Error> {
+    sqlx::query_as(&crate::PG.sql(&format!(
+        "WITH s AS MATERIALIZED (SELECT id, state, until_ms FROM wxsub_grants WHERE appid = $1 \
+             AND template_id = $2 AND scene = $3 AND openid > $4 AND {TAKEABLE} \
+             ORDER BY openid LIMIT $5 FOR UPDATE SKIP LOCKED), \
+         c AS (UPDATE wxsub_grants SET state = 'R', attempts = attempts + 1, \
+             until_ms = NOW_MS + $6, version = version + 1, updated_ms = NOW_MS, \
+             reservation = CAST($7 AS TEXT) || '-' || CAST(id AS TEXT) || '.' || CAST(version + 1 AS TEXT) \
+             WHERE id = ANY(ARRAY(SELECT id FROM s)) \
+             RETURNING id, openid, attempts, until_ms, reservation, updated_ms), \
+         e AS (INSERT INTO wxsub_grant_events \
+             (grant_id, at_ms, kind, prior, state, attempts, reservation, reason) \
+             SELECT id, updated_ms, 'reserved', NULL, 'R', attempts, reservation, NULL FROM c), \
+         l AS (INSERT INTO wxsub_grant_leases (appid, template_id, scene, until_ms, n) \
+             SELECT $1, $2, $3, until_ms, SUM(d) FROM (SELECT until_ms, 1 AS d FROM c UNION ALL \
+             SELECT until_ms, -1 FROM s WHERE state = 'R') AS x GROUP BY until_ms \
+             HAVING SUM(d) <> 0 ORDER BY until_ms \
+             ON CONFLICT (appid, template_id, scene, until_ms) \
+             DO UPDATE SET n = wxsub_grant_leases.n + excluded.n), \
+         z AS (DELETE FROM wxsub_grant_leases WHERE appid = $1 AND template_id = $2 AND scene = $3 \
+             AND until_ms < NOW_MS AND n = 0 \
+             AND until_ms NOT IN (SELECT until_ms FROM s WHERE state = 'R')) \
+         SELECT id, openid, attempts, until_ms, reservation, updated_ms FROM c"
+    )))
+    .bind(scope.appid.as_str())
+    .bind(scope.template_id.as_str())
+    .bind(scene(scope))
+    .bind(after)
+    .bind(limit)
+    .bind(lease_ms)
+    .bind(holder)
+    .fetch_all(pool)
+    .await
+}
+
 /// [`SqlGrantLedger::settle_scope`] on PostgreSQL: one statement (the settlements as arrays,
 /// so the statement's text, and its prepared plan, is the same for every batch), which updates
 /// the grants, appends their events and moves the counters (in one order of rows, so two batches
@@ -574,6 +693,7 @@ async fn settle_postgres(
     let mut states = Vec::with_capacity(items.len());
     let mut reasons = Vec::with_capacity(items.len());
     let mut attempts_ = Vec::with_capacity(items.len());
+    let mut untils = Vec::with_capacity(items.len());
     for (r, s) in items {
         let (state, _, reason) = settled(s);
         // Not one of ours: it cannot be the grant's current reservation.
@@ -583,19 +703,26 @@ async fn settle_postgres(
         states.push(state);
         reasons.push(reason);
         attempts_.push(i32::try_from(r.attempt).unwrap_or(i32::MAX));
+        untils.push(until_ms(r));
     }
     sqlx::query_scalar(&crate::PG.sql(
-        "WITH v AS (SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::int4[]) \
-             AS v (gid, reservation, state, reason, attempt)), \
+        "WITH v AS (SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::int4[], \
+             $6::int8[]) AS v (gid, reservation, state, reason, attempt, until)), \
          u AS (UPDATE wxsub_grants AS g SET state = v.state, \
              attempts = CASE WHEN v.state = 'P' THEN 0 ELSE g.attempts END, until_ms = 0, \
              reservation = NULL, reason = v.reason, version = g.version + 1, updated_ms = NOW_MS \
              FROM v WHERE g.id = v.gid AND g.state = 'R' AND g.reservation = v.reservation \
+             AND g.until_ms = v.until \
              RETURNING g.id, g.appid, g.template_id, g.scene, g.openid, g.updated_ms, v.state, v.reason, \
-             v.reservation, v.attempt), \
+             v.reservation, v.attempt, v.until), \
          e AS (INSERT INTO wxsub_grant_events (grant_id, at_ms, kind, prior, state, attempts, reservation, reason) \
              SELECT id, updated_ms, CASE state WHEN 'D' THEN 'delivered' WHEN 'P' THEN 'released' \
              WHEN 'V' THEN 'review' ELSE 'dropped' END, 'R', state, attempt, reservation, reason FROM u), \
+         l AS (INSERT INTO wxsub_grant_leases (appid, template_id, scene, until_ms, n) \
+             SELECT appid, template_id, scene, until, -COUNT(*) FROM u \
+             GROUP BY appid, template_id, scene, until ORDER BY appid, template_id, scene, until \
+             ON CONFLICT (appid, template_id, scene, until_ms) \
+             DO UPDATE SET n = wxsub_grant_leases.n + excluded.n), \
          n AS (INSERT INTO wxsub_grant_counts (appid, template_id, scene, state, n) \
              SELECT appid, template_id, scene, s, d FROM ( \
              SELECT appid, template_id, scene, 'O' AS s, -COUNT(*) AS d FROM u WHERE state <> 'P' \
@@ -611,6 +738,7 @@ async fn settle_postgres(
     .bind(states)
     .bind(reasons)
     .bind(attempts_)
+    .bind(untils)
     .fetch_all(pool)
     .await
 }
@@ -691,7 +819,7 @@ impl GrantLedger for SqlGrantLedger {
                 on_pool!(self.sql, |p, q| {
                     sqlx::query_scalar(&q.sql(&format!(
                         "SELECT openid FROM wxsub_grants \
-                         WHERE appid = $1 AND template_id = $2 AND scene = $3 AND state IN ('P', 'R') \
+                         WHERE appid = $1 AND template_id = $2 AND scene = $3 \
                          AND {TAKEABLE} AND openid > $4 ORDER BY openid LIMIT $5"
                     )))
                     .bind(scope.appid.as_str())
@@ -720,6 +848,16 @@ impl GrantLedger for SqlGrantLedger {
             .run(async {
                 on_pool!(self.sql, |p, q| {
                     let mut tx = p.begin_with(q.begin).await?;
+                    // The state and lease end before: a lapsed reservation leaves its bucket.
+                    let before: Option<(String, i64)> = sqlx::query_as(&q.sql(&format!(
+                        "SELECT state, until_ms FROM wxsub_grants WHERE {KEY} FOR_UPDATE"
+                    )))
+                    .bind(key.appid.as_str())
+                    .bind(key.template_id.as_str())
+                    .bind(scene(&scope))
+                    .bind(key.openid.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
                     let row: Option<(i64, i32, i64, String, i64)> = sqlx::query_as(&q.sql(&format!(
                         "UPDATE wxsub_grants SET state = 'R', attempts = attempts + 1, \
                          until_ms = NOW_MS + $5, version = version + 1, updated_ms = NOW_MS, \
@@ -735,8 +873,10 @@ impl GrantLedger for SqlGrantLedger {
                     .bind(holder)
                     .fetch_optional(&mut *tx)
                     .await?;
-                    if let Some((id, attempts_, _, reservation, at)) = &row {
+                    if let Some((id, attempts_, until, reservation, at)) = &row {
                         event!(tx, *id, *at, EventKind::Reserved, None::<&str>, "R", *attempts_, Some(reservation.as_str()), None::<&str>);
+                        let lapsed = before.filter(|(state, _)| state == "R").map(|(_, old)| (old, -1));
+                        lease!(tx, &scope, std::iter::once((*until, 1)).chain(lapsed));
                     }
                     tx.commit().await?;
                     Ok::<_, sqlx::Error>(row)
@@ -762,7 +902,8 @@ impl GrantLedger for SqlGrantLedger {
                          attempts = CASE WHEN $5 = 'P' THEN 0 ELSE attempts END, \
                          until_ms = 0, reservation = NULL, reason = $7, version = version + 1, \
                          updated_ms = NOW_MS \
-                         WHERE {KEY} AND state = 'R' AND reservation = $6 RETURNING id, updated_ms"
+                         WHERE {KEY} AND state = 'R' AND reservation = $6 AND until_ms = $8 \
+                         RETURNING id, updated_ms"
                     )))
                     .bind(r.key.appid.as_str())
                     .bind(r.key.template_id.as_str())
@@ -771,11 +912,13 @@ impl GrantLedger for SqlGrantLedger {
                     .bind(state)
                     .bind(&r.id)
                     .bind(reason)
+                    .bind(until_ms(r))
                     .fetch_optional(&mut *tx)
                     .await?;
                     let Some((id, at)) = row else { return Ok(false) };
                     let attempt = i32::try_from(r.attempt).unwrap_or(i32::MAX);
                     event!(tx, id, at, kind, Some("R"), state, attempt, Some(r.id.as_str()), reason);
+                    lease!(tx, &scope, [(until_ms(r), -1)]);
                     if state != "P" {
                         bump!(tx, q, &scope, vec![("O", -1), (state, 1)]);
                     }
@@ -854,10 +997,10 @@ impl GrantLedger for SqlGrantLedger {
                     .bind(scene(scope))
                     .fetch_all(p)
                     .await?;
-                    // Live reservations: read from the index of reservations, never the grants.
+                    // Live reservations: the lease buckets still ahead, never the grants.
                     let live = sqlx::query_scalar(&q.sql(
-                        "SELECT COUNT(*) FROM wxsub_grants WHERE appid = $1 AND template_id = $2 AND scene = $3 \
-                         AND state = 'R' AND until_ms > NOW_MS",
+                        "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM wxsub_grant_leases \
+                         WHERE appid = $1 AND template_id = $2 AND scene = $3 AND until_ms > NOW_MS",
                     ))
                     .bind(scope.appid.as_str())
                     .bind(scope.template_id.as_str())
@@ -895,47 +1038,52 @@ impl GrantLedger for SqlGrantLedger {
         _now: SystemTime,
     ) -> Result<Claimed, LedgerError> {
         let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
-        let mut rows: Vec<(i64, String, i32, i64, String, i64)> = self
+        let after = after.map_or("", OpenId::as_str);
+        #[cfg(feature = "postgres")]
+        if let crate::Pool::Pg(p) = &self.sql.pool {
+            let rows = self.sql.run(claim_postgres(p, scope, after, limit, holder, millis(lease))).await?;
+            return claimed(scope, rows);
+        }
+        let rows = self
             .sql
             .run(async {
                 on_pool!(self.sql, |p, q| {
-                    // The first `limit` takeable grants after the cursor that no other
-                    // transaction holds (PostgreSQL skips locked rows; SQLite has one writer at a
-                    // time), reserved; on PostgreSQL with their events, in one statement.
-                    let (open, close) = q.id_among;
-                    let claim = format!(
+                    // One writer at a time (SQLite): the first `limit` takeable grants after the
+                    // cursor, then the same grants reserved (the takeable ones up to the last
+                    // found), their events, and the lease buckets they move between.
+                    let mut tx = p.begin_with(q.begin).await?;
+                    let found: Vec<(String, String, i64)> = sqlx::query_as(&q.sql(&format!(
+                        "SELECT openid, state, until_ms FROM wxsub_grants WHERE appid = $1 \
+                         AND template_id = $2 AND scene = $3 AND openid > $4 AND {TAKEABLE} \
+                         ORDER BY openid LIMIT $5"
+                    )))
+                    .bind(scope.appid.as_str())
+                    .bind(scope.template_id.as_str())
+                    .bind(scene(scope))
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    let rows: Vec<ClaimRow> = match found.last() {
+                        None => Vec::new(),
+                        Some((last, ..)) => sqlx::query_as(&q.sql(&format!(
                         "UPDATE wxsub_grants SET state = 'R', attempts = attempts + 1, \
                          until_ms = NOW_MS + $6, version = version + 1, updated_ms = NOW_MS, \
                          reservation = CAST($7 AS TEXT) || '-' || CAST(id AS TEXT) || '.' || CAST(version + 1 AS TEXT) \
-                         WHERE {open}SELECT id FROM wxsub_grants WHERE appid = $1 AND template_id = $2 \
-                         AND scene = $3 AND state IN ('P', 'R') AND {TAKEABLE} AND openid > $4 \
-                         ORDER BY openid LIMIT $5 SKIP_LOCKED{close} \
+                         WHERE appid = $1 AND template_id = $2 AND scene = $3 AND openid > $4 \
+                         AND openid <= $5 AND {TAKEABLE} \
                          RETURNING id, openid, attempts, until_ms, reservation, updated_ms"
-                    );
-                    let sql = if q.writable_ctes {
-                        format!(
-                            "WITH c AS ({claim}), e AS (INSERT INTO wxsub_grant_events \
-                             (grant_id, at_ms, kind, prior, state, attempts, reservation, reason) \
-                             SELECT id, updated_ms, 'reserved', NULL, 'R', attempts, reservation, NULL FROM c) \
-                             SELECT id, openid, attempts, until_ms, reservation, updated_ms FROM c"
-                        )
-                    } else {
-                        claim
+                    )))
+                    .bind(scope.appid.as_str())
+                    .bind(scope.template_id.as_str())
+                    .bind(scene(scope))
+                    .bind(after)
+                    .bind(last.as_str())
+                    .bind(millis(lease))
+                    .bind(holder)
+                    .fetch_all(&mut *tx)
+                    .await?,
                     };
-                    let sql = q.sql(&sql);
-                    let query = sqlx::query_as(&sql)
-                        .bind(scope.appid.as_str())
-                        .bind(scope.template_id.as_str())
-                        .bind(scene(scope))
-                        .bind(after.map_or("", OpenId::as_str))
-                        .bind(limit)
-                        .bind(millis(lease))
-                        .bind(holder);
-                    if q.writable_ctes {
-                        return query.fetch_all(p).await;
-                    }
-                    let mut tx = p.begin_with(q.begin).await?;
-                    let rows: Vec<(i64, String, i32, i64, String, i64)> = query.fetch_all(&mut *tx).await?;
                     if !rows.is_empty() {
                         let mut insert = sqlx::QueryBuilder::new(
                             "INSERT INTO wxsub_grant_events (grant_id, at_ms, kind, prior, state, attempts, reservation, reason) ",
@@ -952,26 +1100,21 @@ impl GrantLedger for SqlGrantLedger {
                         });
                         insert.build().execute(&mut *tx).await?;
                     }
+                    let taken = rows.iter().map(|r| (r.3, 1));
+                    let lapsed = found.iter().filter(|(_, state, _)| state == "R").map(|(_, _, old)| (*old, -1));
+                    lease!(tx, scope, taken.chain(lapsed));
+                    sqlx::query(&q.sql(EMPTY_LEASES))
+                        .bind(scope.appid.as_str())
+                        .bind(scope.template_id.as_str())
+                        .bind(scene(scope))
+                        .execute(&mut *tx)
+                        .await?;
                     tx.commit().await?;
                     Ok::<_, sqlx::Error>(rows)
                 })
             })
             .await?;
-        rows.sort_unstable_by(|a, b| a.1.cmp(&b.1));
-        let reservations = rows
-            .into_iter()
-            .map(|(_, openid, attempt, until, id, _)| {
-                let openid = OpenId::new(openid).map_err(|_| corrupt("wxsub_grants.openid"))?;
-                Ok(Reservation {
-                    key: scope.key(openid),
-                    id,
-                    until: from_millis(until),
-                    attempt: attempts(attempt)?,
-                })
-            })
-            .collect::<Result<Vec<_>, LedgerError>>()?;
-        let cursor = reservations.last().map(|r| r.key.openid.clone());
-        Ok(Claimed { reservations, cursor })
+        claimed(scope, rows)
     }
 
     async fn settle_many(&self, items: Vec<(Reservation, Settlement)>) -> Vec<Result<(), LedgerError>> {

@@ -447,13 +447,6 @@ struct Queries {
     /// Claims rows other transactions have not locked (PostgreSQL).
     skip_locked: &'static str,
     now_ms: &'static str,
-    /// Whether a statement may write in its `WITH` clauses (PostgreSQL): one round trip
-    /// instead of one per table.
-    writable_ctes: bool,
-    /// What opens and closes `id` among a subquery's ids. PostgreSQL's `= ANY(ARRAY(…))`
-    /// looks the ids up by primary key: with `IN (…)`, a cached generic plan (no `LIMIT`
-    /// known) joins against a scan of the whole table, once per claim.
-    id_among: (&'static str, &'static str),
 }
 
 #[cfg(feature = "postgres")]
@@ -462,8 +455,6 @@ static PG: LazyLock<Queries> = LazyLock::new(|| Queries {
     for_update: " FOR UPDATE",
     skip_locked: " FOR UPDATE SKIP LOCKED",
     now_ms: "(floor(extract(epoch from now()) * 1000)::bigint)",
-    writable_ctes: true,
-    id_among: ("id = ANY(ARRAY(", "))"),
 });
 
 #[cfg(feature = "sqlite")]
@@ -473,8 +464,6 @@ static LITE: LazyLock<Queries> = LazyLock::new(|| Queries {
     skip_locked: "",
     // julianday is a double: round, or a whole millisecond can come out as …999.
     now_ms: "(CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER))",
-    writable_ctes: false,
-    id_among: ("id IN (", ")"),
 });
 
 impl Queries {

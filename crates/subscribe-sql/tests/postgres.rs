@@ -42,6 +42,19 @@ async fn grants_survive_a_restart_in_the_schema() {
     common::grants_survive_a_new_connection(open(&schema).await, open(&schema).await).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_reservations_are_counted_from_lease_buckets() {
+    let schema = fresh_schema();
+    let sql = open(&schema).await;
+    let pool = sqlx::PgPool::connect(&url()).await.unwrap();
+    let count = format!("SELECT COUNT(*) FROM {schema}.wxsub_grant_leases");
+    common::live_reservations_are_counted_from_lease_buckets(sql, || {
+        let (pool, count) = (pool.clone(), count.clone());
+        async move { sqlx::query_scalar(&count).fetch_one(&pool).await.unwrap() }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn secrets_stay_out_of_debug_and_errors() {
     common::secrets_stay_out_of_debug_and_errors(postgres().await, "postgres://u:s3cr3t@127.0.0.1:5432/test")

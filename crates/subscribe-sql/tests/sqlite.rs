@@ -38,6 +38,20 @@ async fn grants_survive_a_restart_in_the_file() {
     common::grants_survive_a_new_connection(open(&path).await, open(&path).await).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_reservations_are_counted_from_lease_buckets() {
+    let path = fresh_path();
+    let sql = open(&path).await;
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", path.display())).await.unwrap();
+    common::live_reservations_are_counted_from_lease_buckets(sql, || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar("SELECT COUNT(*) FROM wxsub_grant_leases").fetch_one(&pool).await.unwrap()
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn secrets_stay_out_of_debug_and_errors() {
     common::secrets_stay_out_of_debug_and_errors(sqlite().await, "postgres://u:s3cr3t@127.0.0.1:1/db").await;

@@ -189,6 +189,68 @@ pub async fn counters_agree_with_the_grants(sql: Sql) {
     assert_eq!(expected.reserved, 6);
 }
 
+/// Live reservations are counted from the lease buckets through batch claims, a lapse, a
+/// settlement after the lapse, a re-claim of lapsed grants and batch settlements; a bucket
+/// emptied and over is deleted by the scope's next claim. `buckets` counts the rows of
+/// `wxsub_grant_leases`.
+pub async fn live_reservations_are_counted_from_lease_buckets<F, Fut>(sql: Sql, buckets: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = i64>,
+{
+    let ledger = SqlGrantLedger::new(sql);
+    let scope = scope("leases");
+    let openids: Vec<OpenId> = (0..10).map(user).collect();
+    ledger.record_many(&scope, &openids).await.unwrap();
+    let counts = |pending, reserved, delivered| {
+        let mut c = subscribe_client::GrantCounts::default();
+        (c.pending, c.reserved, c.delivered) = (pending, reserved, delivered);
+        c
+    };
+    let short = Duration::from_millis(150);
+    let a = ledger.reserve_next(&scope, None, 4, "a", short, now()).await.unwrap();
+    let b =
+        ledger.reserve_next(&scope, a.cursor.as_ref(), 3, "b", Duration::from_secs(2), now()).await.unwrap();
+    assert_eq!((a.reservations.len(), b.reservations.len()), (4, 3));
+    assert_eq!(ledger.counts(&scope, now()).await.unwrap(), counts(3, 7, 0));
+
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(ledger.counts(&scope, now()).await.unwrap(), counts(7, 3, 0), "a's four lapsed: pending");
+    // Lapsed but taken by nobody: its holder may still settle it.
+    ledger.settle(&a.reservations[0], Settlement::Delivered).await.unwrap();
+    assert_eq!(ledger.counts(&scope, now()).await.unwrap(), counts(6, 3, 1));
+
+    let c = ledger.reserve_next(&scope, None, 10, "c", short, now()).await.unwrap();
+    let taken: Vec<OpenId> = c.reservations.iter().map(|r| r.key.openid.clone()).collect();
+    assert_eq!(taken, [1, 2, 3, 7, 8, 9].map(user), "the three lapsed and the three never taken");
+    assert_eq!(ledger.counts(&scope, now()).await.unwrap(), counts(0, 9, 1));
+    assert!(matches!(
+        ledger.settle(&a.reservations[1], Settlement::Delivered).await,
+        Err(LedgerError::LeaseLost)
+    ));
+    let mut settlements: Vec<_> = c.reservations.into_iter().map(|r| (r, Settlement::Delivered)).collect();
+    settlements[1].1 = Settlement::Release;
+    settlements[2].1 = Settlement::Review("unknown".into());
+    settlements[3].1 = Settlement::Drop("43101".into());
+    assert!(ledger.settle_many(settlements).await.into_iter().all(|r| r.is_ok()));
+    let after_c = ledger.counts(&scope, now()).await.unwrap();
+    assert_eq!((after_c.pending, after_c.reserved, after_c.delivered), (1, 3, 4));
+    assert_eq!((after_c.review, after_c.dropped), (1, 1));
+    let settled = b.reservations.into_iter().map(|r| (r, Settlement::Delivered)).collect();
+    assert!(ledger.settle_many(settled).await.into_iter().all(|r| r.is_ok()));
+    assert_eq!(ledger.counts(&scope, now()).await.unwrap().reserved, 0);
+
+    // Every bucket so far is empty; once they are over, the next claim deletes them.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let d = ledger.reserve_next(&scope, None, 10, "d", Duration::from_secs(30), now()).await.unwrap();
+    assert_eq!(d.reservations.len(), 1, "the released grant");
+    assert_eq!(buckets().await, 1, "only the new claim's bucket is left");
+    assert_eq!(ledger.counts(&scope, now()).await.unwrap().reserved, 1);
+    ledger.settle(&d.reservations[0], Settlement::Delivered).await.unwrap();
+    let end = ledger.counts(&scope, now()).await.unwrap();
+    assert_eq!((end.pending, end.reserved, end.delivered, end.review, end.dropped), (0, 0, 8, 1, 1));
+}
+
 /// A bulk import adds the new grants once, leaves existing ones alone, and keeps the counters
 /// and the audit trail as single records do.
 pub async fn a_bulk_import_records_each_new_grant_once(sql: Sql) {
@@ -221,9 +283,9 @@ pub async fn grants_survive_a_new_connection(first: Sql, second: Sql) {
     let ledger = SqlGrantLedger::new(second);
     assert_eq!(ledger.get(&key).await.unwrap().unwrap().status, GrantStatus::Delivered);
     assert_eq!(ledger.pending_page(&scope, None, 10, now()).await.unwrap(), vec![user(4)]);
-    assert_eq!(ledger.sql().schema_versions().await.unwrap(), vec![1, 2]);
+    assert_eq!(ledger.sql().schema_versions().await.unwrap(), vec![1, 2, 3]);
     ledger.sql().migrate().await.expect("migrating again changes nothing");
-    assert_eq!(ledger.sql().schema_versions().await.unwrap(), vec![1, 2]);
+    assert_eq!(ledger.sql().schema_versions().await.unwrap(), vec![1, 2, 3]);
 }
 
 /// Debug output and errors never show the URL's password or a token.
