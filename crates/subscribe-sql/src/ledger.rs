@@ -1050,39 +1050,46 @@ impl GrantLedger for SqlGrantLedger {
                 on_pool!(self.sql, |p, q| {
                     // One writer at a time (SQLite): the first `limit` takeable grants after the
                     // cursor, then the same grants reserved (the takeable ones up to the last
-                    // found), their events, and the lease buckets they move between.
+                    // found, by one reading of the clock), their events, and the lease buckets
+                    // they move between.
                     let mut tx = p.begin_with(q.begin).await?;
-                    let found: Vec<(String, String, i64)> = sqlx::query_as(&q.sql(&format!(
+                    let now: i64 = sqlx::query_scalar(&q.sql("SELECT NOW_MS")).fetch_one(&mut *tx).await?;
+                    let takeable = TAKEABLE.replace("NOW_MS", "$6");
+                    let found: Vec<(String, String, i64)> = sqlx::query_as(&format!(
                         "SELECT openid, state, until_ms FROM wxsub_grants WHERE appid = $1 \
-                         AND template_id = $2 AND scene = $3 AND openid > $4 AND {TAKEABLE} \
+                         AND template_id = $2 AND scene = $3 AND openid > $4 AND {takeable} \
                          ORDER BY openid LIMIT $5"
-                    )))
+                    ))
                     .bind(scope.appid.as_str())
                     .bind(scope.template_id.as_str())
                     .bind(scene(scope))
                     .bind(after)
                     .bind(limit)
+                    .bind(now)
                     .fetch_all(&mut *tx)
                     .await?;
                     let rows: Vec<ClaimRow> = match found.last() {
                         None => Vec::new(),
-                        Some((last, ..)) => sqlx::query_as(&q.sql(&format!(
-                        "UPDATE wxsub_grants SET state = 'R', attempts = attempts + 1, \
-                         until_ms = NOW_MS + $6, version = version + 1, updated_ms = NOW_MS, \
-                         reservation = CAST($7 AS TEXT) || '-' || CAST(id AS TEXT) || '.' || CAST(version + 1 AS TEXT) \
-                         WHERE appid = $1 AND template_id = $2 AND scene = $3 AND openid > $4 \
-                         AND openid <= $5 AND {TAKEABLE} \
-                         RETURNING id, openid, attempts, until_ms, reservation, updated_ms"
-                    )))
-                    .bind(scope.appid.as_str())
-                    .bind(scope.template_id.as_str())
-                    .bind(scene(scope))
-                    .bind(after)
-                    .bind(last.as_str())
-                    .bind(millis(lease))
-                    .bind(holder)
-                    .fetch_all(&mut *tx)
-                    .await?,
+                        Some((last, ..)) => {
+                            sqlx::query_as(&format!(
+                                "UPDATE wxsub_grants SET state = 'R', attempts = attempts + 1, \
+                                 until_ms = $6 + $7, version = version + 1, updated_ms = $6, \
+                                 reservation = CAST($8 AS TEXT) || '-' || CAST(id AS TEXT) || '.' || CAST(version + 1 AS TEXT) \
+                                 WHERE appid = $1 AND template_id = $2 AND scene = $3 AND openid > $4 \
+                                 AND openid <= $5 AND {takeable} \
+                                 RETURNING id, openid, attempts, until_ms, reservation, updated_ms"
+                            ))
+                            .bind(scope.appid.as_str())
+                            .bind(scope.template_id.as_str())
+                            .bind(scene(scope))
+                            .bind(after)
+                            .bind(last.as_str())
+                            .bind(now)
+                            .bind(millis(lease))
+                            .bind(holder)
+                            .fetch_all(&mut *tx)
+                            .await?
+                        }
                     };
                     if !rows.is_empty() {
                         let mut insert = sqlx::QueryBuilder::new(
