@@ -22,14 +22,18 @@ const TAKEABLE: &str = "(state = 'P' OR (state = 'R' AND until_ms <= NOW_MS))";
 ///
 /// Tables (see the crate's `migrations/`): `wxsub_grants` (one row per app, template, scene and
 /// user), `wxsub_grant_events` (every transition: confirmed, reserved, delivered, released,
-/// review, dropped, resolved; with time, reservation and reason) and `wxsub_grant_counts`
-/// (grants per scope and state, kept with every transition, so [`counts`](GrantLedger::counts)
-/// reads a handful of rows instead of every grant).
+/// review, dropped, resolved; with time, reservation and reason), `wxsub_grant_counts`
+/// (grants per scope and state, kept with every transition) and `wxsub_grant_leases`
+/// (reserved grants per scope and lease end, one row per claim), so
+/// [`counts`](GrantLedger::counts) reads a handful of rows instead of every grant. No index
+/// covers a grant's state or lease: on PostgreSQL a claim or settlement rewrites the row in
+/// its page and touches no index.
 ///
 /// Reservation leases are timed by the database's clock: the `now` a caller passes is not
 /// used, so an instance whose clock runs ahead cannot take a live reservation. Every transition
 /// is one transaction; on PostgreSQL two senders never reserve the same grant (the row's lock
-/// decides), and only the current reservation settles it.
+/// decides), and only the current reservation (its id and lease end, as handed out) settles
+/// it.
 #[derive(Clone, Debug)]
 pub struct SqlGrantLedger {
     sql: Sql,

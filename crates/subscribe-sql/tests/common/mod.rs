@@ -246,6 +246,14 @@ where
     assert_eq!(d.reservations.len(), 1, "the released grant");
     assert_eq!(buckets().await, 1, "only the new claim's bucket is left");
     assert_eq!(ledger.counts(&scope, now()).await.unwrap().reserved, 1);
+    // The reservation as handed out, lease end included: another lease end settles nothing
+    // (and moves no bucket).
+    let mut forged = d.reservations[0].clone();
+    forged.until += Duration::from_millis(1);
+    assert!(matches!(ledger.settle(&forged, Settlement::Delivered).await, Err(LedgerError::LeaseLost)));
+    let batch = ledger.settle_many(vec![(forged, Settlement::Delivered)]).await;
+    assert!(matches!(batch[..], [Err(LedgerError::LeaseLost)]), "{batch:?}");
+    assert_eq!(ledger.counts(&scope, now()).await.unwrap().reserved, 1);
     ledger.settle(&d.reservations[0], Settlement::Delivered).await.unwrap();
     let end = ledger.counts(&scope, now()).await.unwrap();
     assert_eq!((end.pending, end.reserved, end.delivered, end.review, end.dropped), (0, 0, 8, 1, 1));
