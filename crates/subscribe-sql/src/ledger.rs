@@ -190,22 +190,35 @@ fn counter(letter: &str) -> &str {
     if letter == "P" || letter == "R" { "O" } else { letter }
 }
 
-/// Adds to and subtracts from the scope's counters, inside the caller's transaction. Rows
-/// are touched in one order (by state letter) in every transaction, so two never deadlock.
-macro_rules! bump {
-    ($tx:expr, $q:expr, $scope:expr, $changes:expr) => {{
-        let mut changes: Vec<(&str, i64)> = $changes;
-        changes.sort_unstable();
-        for (state, delta) in changes {
-            sqlx::query(
-                "INSERT INTO wxsub_grant_counts (appid, template_id, scene, state, n) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (appid, template_id, scene, state) \
-                 DO UPDATE SET n = wxsub_grant_counts.n + excluded.n",
-            )
+/// Adds to the scope's rows of a tally (`wxsub_grant_counts` by state letter,
+/// `wxsub_grant_leases` by lease end), inside the caller's transaction. Rows are touched in
+/// one order (by key) in every transaction, so two never deadlock; a net change of zero
+/// writes nothing.
+macro_rules! tally {
+    ($tx:expr, $table:literal, $column:literal, $scope:expr, $changes:expr) => {{
+        let mut changes = std::collections::BTreeMap::new();
+        for (key, delta) in $changes {
+            let delta: i64 = delta;
+            *changes.entry(key).or_insert(0_i64) += delta;
+        }
+        for (key, delta) in changes.into_iter().filter(|&(_, d)| d != 0) {
+            sqlx::query(concat!(
+                "INSERT INTO ",
+                $table,
+                " (appid, template_id, scene, ",
+                $column,
+                ", n) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (appid, template_id, scene, ",
+                $column,
+                ") \
+                 DO UPDATE SET n = ",
+                $table,
+                ".n + excluded.n",
+            ))
             .bind($scope.appid.as_str())
             .bind($scope.template_id.as_str())
             .bind(scene($scope))
-            .bind(state)
+            .bind(key)
             .bind(delta)
             .execute(&mut *$tx)
             .await?;
@@ -213,30 +226,18 @@ macro_rules! bump {
     }};
 }
 
-/// Moves reserved grants in and out of the scope's lease buckets (`wxsub_grant_leases`: lease
-/// end, number of grants), inside the caller's transaction, in one order of rows (by lease
-/// end) so two transactions never deadlock.
+/// Moves the scope's grant counters (state letter, change).
+macro_rules! bump {
+    ($tx:expr, $scope:expr, $changes:expr) => {
+        tally!($tx, "wxsub_grant_counts", "state", $scope, $changes)
+    };
+}
+
+/// Moves reserved grants in and out of the scope's lease buckets (lease end, change).
 macro_rules! lease {
-    ($tx:expr, $scope:expr, $changes:expr) => {{
-        let mut changes: std::collections::BTreeMap<i64, i64> = std::collections::BTreeMap::new();
-        for (until, delta) in $changes {
-            *changes.entry(until).or_default() += delta;
-        }
-        for (until, delta) in changes.into_iter().filter(|&(_, d)| d != 0) {
-            sqlx::query(
-                "INSERT INTO wxsub_grant_leases (appid, template_id, scene, until_ms, n) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (appid, template_id, scene, until_ms) \
-                 DO UPDATE SET n = wxsub_grant_leases.n + excluded.n",
-            )
-            .bind($scope.appid.as_str())
-            .bind($scope.template_id.as_str())
-            .bind(scene($scope))
-            .bind(until)
-            .bind(delta)
-            .execute(&mut *$tx)
-            .await?;
-        }
-    }};
+    ($tx:expr, $scope:expr, $changes:expr) => {
+        tally!($tx, "wxsub_grant_leases", "until_ms", $scope, $changes)
+    };
 }
 
 /// The lease end a reservation was handed out with, in the table's milliseconds.
@@ -395,7 +396,7 @@ impl SqlGrantLedger {
                             });
                             events.build().execute(&mut *tx).await?;
                             let n = i64::try_from(rows.len()).unwrap_or(i64::MAX);
-                            bump!(tx, q, scope, vec![("O", n)]);
+                            bump!(tx, scope, [("O", n)]);
                         }
                         tx.commit().await?;
                         Ok::<_, sqlx::Error>(rows.len() as u64)
@@ -499,7 +500,7 @@ impl SqlGrantLedger {
                         None::<&str>,
                         Some(note)
                     );
-                    bump!(tx, q, &scope, vec![("V", -1), (counter(state), 1)]);
+                    bump!(tx, &scope, [("V", -1), (counter(state), 1)]);
                     tx.commit().await?;
                     Ok::<_, sqlx::Error>(true)
                 })
@@ -589,15 +590,12 @@ impl SqlGrantLedger {
                             .filter(|(r, _)| by_openid.contains_key(r.key.openid.as_str()))
                             .map(|(r, _)| (until_ms(r), -1));
                         lease!(tx, scope, settled_leases);
-                        let mut deltas: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
-                        for (r, s) in &items {
-                            let (state, _, _) = settled(s);
-                            if state != "P" && by_openid.contains_key(r.key.openid.as_str()) {
-                                *deltas.entry("O").or_default() -= 1;
-                                *deltas.entry(state).or_default() += 1;
-                            }
-                        }
-                        bump!(tx, q, scope, deltas.into_iter().collect());
+                        let moved = items
+                            .iter()
+                            .map(|(r, s)| (r, settled(s).0))
+                            .filter(|(r, state)| *state != "P" && by_openid.contains_key(r.key.openid.as_str()))
+                            .flat_map(|(_, state)| [("O", -1), (state, 1)]);
+                        bump!(tx, scope, moved);
                     }
                     tx.commit().await?;
                     Ok::<_, sqlx::Error>(returned)
@@ -769,7 +767,7 @@ impl GrantLedger for SqlGrantLedger {
                     .await?;
                     if let Some((id, at)) = added {
                         event!(tx, id, at, EventKind::Confirmed, None::<&str>, "P", 0, None::<&str>, None::<&str>);
-                        bump!(tx, q, &scope, vec![("O", 1)]);
+                        bump!(tx, &scope, [("O", 1)]);
                         tx.commit().await?;
                         return Ok(Found::Added);
                     }
@@ -796,7 +794,7 @@ impl GrantLedger for SqlGrantLedger {
                     .fetch_one(&mut *tx)
                     .await?;
                     event!(tx, id, at, EventKind::Confirmed, Some(state.as_str()), "P", old_attempts, None::<&str>, reason);
-                    bump!(tx, q, &scope, vec![(state.as_str(), -1), ("O", 1)]);
+                    bump!(tx, &scope, [(state.as_str(), -1), ("O", 1)]);
                     tx.commit().await?;
                     Ok::<_, sqlx::Error>(Found::Renewed)
                 })
@@ -924,7 +922,7 @@ impl GrantLedger for SqlGrantLedger {
                     event!(tx, id, at, kind, Some("R"), state, attempt, Some(r.id.as_str()), reason);
                     lease!(tx, &scope, [(until_ms(r), -1)]);
                     if state != "P" {
-                        bump!(tx, q, &scope, vec![("O", -1), (state, 1)]);
+                        bump!(tx, &scope, [("O", -1), (state, 1)]);
                     }
                     tx.commit().await?;
                     Ok::<_, sqlx::Error>(true)
