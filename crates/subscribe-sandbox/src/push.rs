@@ -195,16 +195,19 @@ impl Pusher {
                     .send()
                     .await;
                 let (status, error) = match answer {
-                    Ok(r) => (Some(r.status().as_u16()), None),
+                    Ok(r) if r.status() == reqwest::StatusCode::OK => (Some(200), None),
+                    Ok(r) => {
+                        (Some(r.status().as_u16()), Some(format!("answered HTTP {}", r.status().as_u16())))
+                    }
                     Err(e) if e.is_timeout() => (None, Some("no answer within 5 s".to_owned())),
                     Err(_) => (None, Some("could not connect".to_owned())),
                 };
-                let delivered = status == Some(200);
+                let delivered = error.is_none();
                 this.update(seq, |r| {
                     r.attempts = attempt;
                     r.status = status;
                     r.delivered = delivered;
-                    r.error = error.clone().or_else(|| (!delivered).then(|| format!("answered {status:?}")));
+                    r.error.clone_from(&error);
                 });
                 if delivered {
                     break;

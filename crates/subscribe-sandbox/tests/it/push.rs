@@ -201,6 +201,23 @@ async fn a_push_answered_500_is_resent_until_answered_and_an_unreachable_url_giv
         (last.attempts, last.delivered, last.error.as_deref()),
         (subscribe_sandbox::PUSH_ATTEMPTS, false, Some("could not connect"))
     );
+
+    // A server URL that answers 500 every time: four attempts, each recorded with its status.
+    let (refusing, _) = receiver(Mode::Plain, usize::MAX).await;
+    let settings = json!({"appid": DEMO_APPID, "url": refusing, "token": TOKEN, "mode": "plain"});
+    assert_eq!(configure(&s, &http, &settings).await.status(), 200);
+    answer(&s, &http, DEMO_MP_TEMPLATE, "accept").await;
+    for _ in 0..100 {
+        if s.state().pushes().get(2).is_some_and(|r| r.attempts == subscribe_sandbox::PUSH_ATTEMPTS) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused = s.state().pushes()[2].clone();
+    assert_eq!(
+        (refused.attempts, refused.status, refused.delivered, refused.error.as_deref()),
+        (subscribe_sandbox::PUSH_ATTEMPTS, Some(500), false, Some("answered HTTP 500"))
+    );
     assert_eq!(stable_token(&s, &http, false).await["expires_in"], 7200, "the sandbox still answers");
 }
 
