@@ -24,8 +24,13 @@
 //! token that expires later, an invalidation removes only the token that was rejected, a
 //! refresh lease is released only by its holder, and a grant is reserved by one sender at a
 //! time. Keys are namespaced by a prefix and the app id, and never contain a secret.
+//!
+//! With the feature `events`, [`RedisNotificationResults`] keeps what
+//! `subscribe_msg_sent_event` pushes, by `msgid`, for every instance.
 
 mod ledger;
+#[cfg(feature = "events")]
+mod results;
 mod token;
 mod used_states;
 
@@ -35,6 +40,8 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 pub use crate::ledger::RedisGrantLedger;
+#[cfg(feature = "events")]
+pub use crate::results::{DEFAULT_KEEP, RedisNotificationResults};
 pub use crate::token::RedisTokenStore;
 pub use crate::used_states::RedisUsedStates;
 

@@ -312,7 +312,7 @@ impl AppState {
     /// | `memory` | memory | memory | memory |
     ///
     /// Pushed notification results ([`results`](Self::results)) are kept in the SQL database
-    /// when there is one, in memory otherwise.
+    /// or in Redis (30 days) when there is one, in memory otherwise.
     ///
     /// On PostgreSQL every instance shares the grants and the token, but each remembers the
     /// states it has seen by itself: behind a load balancer without sticky sessions, a replayed
@@ -328,10 +328,14 @@ impl AppState {
         if url.starts_with("redis://") || url.starts_with("rediss://") {
             let redis = subscribe_redis::Redis::builder(url).connect().await?;
             let ledger = Arc::new(subscribe_redis::RedisGrantLedger::new(redis.clone()));
-            return Ok(Self::build(config, ledger, |b| {
+            let results =
+                Arc::new(subscribe_redis::RedisNotificationResults::new(redis.clone(), config.appid.clone()));
+            let mut state = Self::build(config, ledger, |b| {
                 b.token_store(subscribe_redis::RedisTokenStore::new(redis.clone()))
                     .used_states(subscribe_redis::RedisUsedStates::new(redis))
-            })?);
+            })?;
+            state.results = results;
+            return Ok(state);
         }
         if let Some(file) = url.strip_prefix("sqlite:")
             && let Some(dir) = std::path::Path::new(file).parent()

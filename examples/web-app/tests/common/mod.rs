@@ -271,6 +271,20 @@ pub(crate) async fn two_instances_and_a_restart_share_one_backend(
     let (_, report) = c.dispatch("到货提醒", "again").await;
     assert_eq!(cell(&report, "sent"), 0, "nothing is sent twice: {report}");
     assert_eq!(tokens(&a), 1);
+
+    // A notification's result WeChat pushed to A is there for B and C.
+    let result = subscribe_client::NotificationResult {
+        msgid: 1_700_000_000_000_000_001,
+        openid: BOB.to_owned(),
+        template_id: "ResultTemplate_000000000000000000000000001".to_owned(),
+        error_code: 43101,
+        error_status: "failed:user refuse to accept the msg".to_owned(),
+        at: std::time::UNIX_EPOCH + Duration::from_millis(1_800_000_000_123),
+    };
+    a.state.results().record_result(&result).await.unwrap();
+    for other in [&b, &c] {
+        assert_eq!(other.state.results().result(result.msgid).await.unwrap().as_ref(), Some(&result));
+    }
 }
 
 /// [`start_full`] with owned values for `extra` (an empty value is left out, so the sandbox
