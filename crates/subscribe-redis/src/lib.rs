@@ -41,7 +41,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 pub use crate::ledger::RedisGrantLedger;
 #[cfg(feature = "events")]
-pub use crate::results::{DEFAULT_KEEP, RedisNotificationResults};
+pub use crate::results::RedisNotificationResults;
 pub use crate::token::RedisTokenStore;
 pub use crate::used_states::RedisUsedStates;
 

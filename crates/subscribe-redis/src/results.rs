@@ -7,15 +7,11 @@ use subscribe_types::AppId;
 
 use crate::{Redis, RedisError, from_millis, millis};
 
-/// How long a result is kept by default: long enough to look a send's result up for a
-/// month's support requests, bounded so a Redis with nothing on disk does not grow forever.
-pub const DEFAULT_KEEP: Duration = Duration::from_secs(30 * 24 * 3600);
-
 /// Subscribe notifications' results of one app, by `msgid`, in Redis: what
 /// `subscribe_msg_sent_event` pushes, shared by every instance whichever one the push reached.
 /// Each result is one hash, `<prefix>:result:<appid>:<msgid>` (fields `openid`, `template_id`,
 /// `error_code`, `error_status`, `at_ms`), written with its expiry in one transaction and kept
-/// for [`keep_for`](Self::keep_for) (default [`DEFAULT_KEEP`], 30 days). A repeated result for
+/// for [`keep_for`](Self::keep_for) (default [`DEFAULT_KEEP`](Self::DEFAULT_KEEP), 30 days). A repeated result for
 /// one `msgid` replaces the earlier one and starts its time again.
 #[derive(Clone, Debug)]
 pub struct RedisNotificationResults {
@@ -25,9 +21,13 @@ pub struct RedisNotificationResults {
 }
 
 impl RedisNotificationResults {
+    /// How long a result is kept by default: long enough to look a send's result up for a
+    /// month's support requests, bounded so a Redis with nothing on disk does not grow forever.
+    pub const DEFAULT_KEEP: Duration = Duration::from_secs(30 * 24 * 3600);
+
     /// The results of `appid`, on `redis`.
     pub fn new(redis: Redis, appid: AppId) -> Self {
-        Self { redis, appid, keep: DEFAULT_KEEP }
+        Self { redis, appid, keep: Self::DEFAULT_KEEP }
     }
 
     /// How long each result is kept (at least a second).
