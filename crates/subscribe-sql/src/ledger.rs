@@ -519,6 +519,7 @@ impl SqlGrantLedger {
         items: Vec<(&Reservation, &Settlement)>,
     ) -> Result<Vec<bool>, SqlError> {
         #[cfg(feature = "postgres")]
+        #[allow(irrefutable_let_patterns)] // the only pool when SQLite is left out
         if let crate::Pool::Pg(p) = &self.sql.pool {
             let applied: Vec<String> = self.sql.run(settle_postgres(p, &items)).await?;
             let applied: std::collections::HashSet<&str> = applied.iter().map(String::as_str).collect();
@@ -1042,6 +1043,7 @@ impl GrantLedger for SqlGrantLedger {
         let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
         let after = after.map_or("", OpenId::as_str);
         #[cfg(feature = "postgres")]
+        #[allow(irrefutable_let_patterns)] // the only pool when SQLite is left out
         if let crate::Pool::Pg(p) = &self.sql.pool {
             let rows = self.sql.run(claim_postgres(p, scope, after, limit, holder, millis(lease))).await?;
             return claimed(scope, rows);
