@@ -164,6 +164,21 @@ async fn every_mode_and_format_reaches_the_handler_popup_sent_and_change() {
     }
 }
 
+/// The `i`-th push record once `done` holds for it, or as it is after 5 s.
+async fn record_once(
+    s: &SandboxHandle,
+    i: usize,
+    done: impl Fn(&subscribe_sandbox::PushRecord) -> bool,
+) -> subscribe_sandbox::PushRecord {
+    for _ in 0..100 {
+        if s.state().pushes().get(i).is_some_and(&done) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    s.state().pushes().get(i).cloned().unwrap_or_else(|| panic!("no push record {i}"))
+}
+
 #[tokio::test]
 async fn a_push_answered_500_is_resent_until_answered_and_an_unreachable_url_gives_up() {
     let (s, http) = start(SandboxConfig::demo()).await;
@@ -174,14 +189,8 @@ async fn a_push_answered_500_is_resent_until_answered_and_an_unreachable_url_giv
     let events = wait_for(&got, 1).await;
     assert_eq!(events.len(), 1, "handled once, after two failures");
     // The receiver has the event before the sandbox has read its answer.
-    for _ in 0..100 {
-        if s.state().pushes().first().is_some_and(|r| r.delivered) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let records = s.state().pushes();
-    assert_eq!((records[0].attempts, records[0].delivered), (3, true), "{records:?}");
+    let first = record_once(&s, 0, |r| r.delivered).await;
+    assert_eq!((first.attempts, first.delivered), (3, true), "{first:?}");
 
     // A server URL nobody listens on: four attempts, then the sandbox gives up and goes on.
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -190,13 +199,7 @@ async fn a_push_answered_500_is_resent_until_answered_and_an_unreachable_url_giv
     let settings = json!({"appid": DEMO_APPID, "url": dead, "token": TOKEN, "mode": "plain"});
     assert_eq!(configure(&s, &http, &settings).await.status(), 200);
     answer(&s, &http, DEMO_MP_TEMPLATE, "reject").await;
-    for _ in 0..100 {
-        if s.state().pushes().get(1).is_some_and(|r| r.attempts == subscribe_sandbox::PUSH_ATTEMPTS) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let last = s.state().pushes()[1].clone();
+    let last = record_once(&s, 1, |r| r.attempts == subscribe_sandbox::PUSH_ATTEMPTS).await;
     assert_eq!(
         (last.attempts, last.delivered, last.error.as_deref()),
         (subscribe_sandbox::PUSH_ATTEMPTS, false, Some("could not connect"))
@@ -207,13 +210,7 @@ async fn a_push_answered_500_is_resent_until_answered_and_an_unreachable_url_giv
     let settings = json!({"appid": DEMO_APPID, "url": refusing, "token": TOKEN, "mode": "plain"});
     assert_eq!(configure(&s, &http, &settings).await.status(), 200);
     answer(&s, &http, DEMO_MP_TEMPLATE, "accept").await;
-    for _ in 0..100 {
-        if s.state().pushes().get(2).is_some_and(|r| r.attempts == subscribe_sandbox::PUSH_ATTEMPTS) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let refused = s.state().pushes()[2].clone();
+    let refused = record_once(&s, 2, |r| r.attempts == subscribe_sandbox::PUSH_ATTEMPTS).await;
     assert_eq!(
         (refused.attempts, refused.status, refused.delivered, refused.error.as_deref()),
         (subscribe_sandbox::PUSH_ATTEMPTS, Some(500), false, Some("answered HTTP 500"))
