@@ -698,7 +698,7 @@ async fn dispatch_rate(c: &Client, ledger: Arc<dyn GrantLedger>, scope: &GrantSc
 /// The same dispatch of `n` grants on the in-memory ledger, on SQLite and on PostgreSQL (at
 /// `POSTGRES_URL`, default the local test database; "not run" when it does not answer), in
 /// one process against one server: messages per second and the ratios to the in-memory run.
-/// The three alternate for [`SQL_ROUNDS`] rounds, each ledger filled afresh, and each keeps
+/// The three alternate for `SQL_ROUNDS` (3) rounds, each ledger filled afresh, and each keeps
 /// its best: one run of the in-memory ledger swings by half on this two-core machine.
 #[allow(clippy::disallowed_methods)] // a benchmark against a real server runs on wall-clock time
 async fn dispatch_sql(n: usize) -> serde_json::Value {

@@ -664,9 +664,7 @@ async fn claim_postgres(
              HAVING SUM(d) <> 0 ORDER BY until_ms \
              ON CONFLICT (appid, template_id, scene, until_ms) \
              DO UPDATE SET n = wxsub_grant_leases.n + excluded.n), \
-         z AS (DELETE FROM wxsub_grant_leases WHERE appid = $1 AND template_id = $2 AND scene = $3 \
-             AND until_ms < NOW_MS AND n = 0 \
-             AND until_ms NOT IN (SELECT until_ms FROM s WHERE state = 'R')) \
+         z AS ({EMPTY_LEASES} AND until_ms NOT IN (SELECT until_ms FROM s WHERE state = 'R')) \
          SELECT id, openid, attempts, until_ms, reservation, updated_ms FROM c"
     )))
     .bind(scope.appid.as_str())

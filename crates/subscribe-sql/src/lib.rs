@@ -444,8 +444,6 @@ struct Queries {
     begin: &'static str,
     /// Locks the selected rows until the transaction ends (PostgreSQL).
     for_update: &'static str,
-    /// Claims rows other transactions have not locked (PostgreSQL).
-    skip_locked: &'static str,
     now_ms: &'static str,
 }
 
@@ -453,7 +451,6 @@ struct Queries {
 static PG: LazyLock<Queries> = LazyLock::new(|| Queries {
     begin: "BEGIN",
     for_update: " FOR UPDATE",
-    skip_locked: " FOR UPDATE SKIP LOCKED",
     now_ms: "(floor(extract(epoch from now()) * 1000)::bigint)",
 });
 
@@ -461,17 +458,14 @@ static PG: LazyLock<Queries> = LazyLock::new(|| Queries {
 static LITE: LazyLock<Queries> = LazyLock::new(|| Queries {
     begin: "BEGIN IMMEDIATE",
     for_update: "",
-    skip_locked: "",
     // julianday is a double: round, or a whole millisecond can come out as …999.
     now_ms: "(CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER))",
 });
 
 impl Queries {
-    /// `sql` with `NOW_MS`, `FOR_UPDATE` and `SKIP_LOCKED` filled in.
+    /// `sql` with `NOW_MS` and `FOR_UPDATE` filled in.
     fn sql(&self, sql: &str) -> String {
-        sql.replace("NOW_MS", self.now_ms)
-            .replace(" FOR_UPDATE", self.for_update)
-            .replace(" SKIP_LOCKED", self.skip_locked)
+        sql.replace("NOW_MS", self.now_ms).replace(" FOR_UPDATE", self.for_update)
     }
 }
 
