@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use crate::ahead::ahead;
 use crate::bench::bench;
 use crate::deps::deps;
 use crate::e2e::e2e;
@@ -19,10 +20,11 @@ pub(crate) const CI_FUZZ_SECONDS: u64 = 20;
 pub(crate) type Step = (&'static str, fn() -> Result<Status>);
 
 pub(crate) fn ci() -> Result {
-    let steps: [Step; 11] = [
+    let steps: [Step; 12] = [
         ("fmt --check", || passed(fmt(true))),
         ("lint", || passed(lint())),
         ("test", test),
+        ("contracts 400 days ahead", ahead),
         ("docs", || passed(docs())),
         ("tidy", || passed(run_tidy())),
         ("deps", deps),

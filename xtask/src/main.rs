@@ -2,10 +2,11 @@
 //!
 //! | task | does |
 //! |---|---|
-//! | `ci` | `fmt` → `lint` → `test` → `docs` → `tidy` → `deps` → `features` → `e2e` → `faults --quick` → `bench --quick` → `fuzz --seconds 20`, stopping at the first failure |
+//! | `ci` | `fmt` → `lint` → `test` → `ahead` → `docs` → `tidy` → `deps` → `features` → `e2e` → `faults --quick` → `bench --quick` → `fuzz --seconds 20`, stopping at the first failure |
 //! | `fmt [--check]` | `cargo fmt --all` |
 //! | `lint` | clippy on every target and feature, warnings denied |
 //! | `test` | the workspace tests, doctests included |
+//! | `ahead` | the store and ledger contract tests again with the clocks they meet (the test processes, a PostgreSQL started for it) 400 days ahead, by libfaketime, so no test holds a fixed date that will pass |
 //! | `docs` | rustdoc with warnings denied |
 //! | `tidy` | repository checks (also a `#[test]` of this crate) |
 //! | `deps` | `cargo audit` against the RustSec snapshot in `../shared/advisory-db` (offline) and `cargo deny check licenses bans sources` (`deny.toml`) |
@@ -23,6 +24,7 @@
 // A command-line tool talks to its user on stdout and stderr.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod ahead;
 mod bench;
 mod ci;
 mod deps;
@@ -48,6 +50,10 @@ fn main() -> ExitCode {
             run::Status::Passed => Ok(()),
             run::Status::NotRun(why) => Err(format!("part did not run: {why}")),
         }),
+        "ahead" => ahead::ahead().and_then(|s| match s {
+            run::Status::Passed => Ok(()),
+            run::Status::NotRun(why) => Err(format!("did not run: {why}")),
+        }),
         "docs" => ci::docs(),
         "tidy" => ci::run_tidy(),
         "deps" => deps::deps().and_then(|s| match s {
@@ -67,7 +73,7 @@ fn main() -> ExitCode {
         }),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|fmt [--check]|lint|test|docs|tidy|deps|features|e2e|bench [--quick]|faults [--quick]|fuzz [--seconds N] [target…]>"
+                "usage: cargo xtask <ci|fmt [--check]|lint|test|ahead|docs|tidy|deps|features|e2e|bench [--quick]|faults [--quick]|fuzz [--seconds N] [target…]>"
             );
             return if task == "help" { ExitCode::SUCCESS } else { ExitCode::from(2) };
         }

@@ -80,6 +80,14 @@ pub fn mock_with_rotating_token(expires_in: u32) -> MockTransport {
     mock
 }
 
+/// The system clock's now, to the millisecond (what stores keep of an instant).
+fn now_to_the_millisecond() -> SystemTime {
+    let ms = crate::Clock::now(&crate::SystemClock)
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
+}
+
 fn unique_app(label: &str) -> AppId {
     let mut n = [0u8; 6];
     let _ = getrandom::fill(&mut n);
@@ -140,7 +148,9 @@ pub async fn shared_token_store_contract<S: TokenStore + ?Sized>(store: std::syn
 }
 
 async fn store_rules<S: TokenStore + ?Sized>(store: &S) {
-    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    // Relative to now: a store may keep tokens by its own clock (Redis drops a key after its
+    // lifetime), so a fixed instant here would pass until the day the real clock passed it.
+    let t0 = now_to_the_millisecond();
     let app = unique_app("a");
     let other = unique_app("b");
     let older = CachedToken::new(token("older"), t0 + Duration::from_secs(7200));
@@ -151,6 +161,14 @@ async fn store_rules<S: TokenStore + ?Sized>(store: &S) {
     let kept = store.save(&app, &older).await.expect("save");
     assert_eq!(kept, older, "save: into an empty slot stores the token");
     assert_eq!(store.load(&app).await.expect("load"), Some(older.clone()), "load: returns what was saved");
+    // Still there a second later: a store that drops a token before its expiry (an instant read
+    // on another clock, a lifetime in the wrong unit) fails here rather than in production.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        store.load(&app).await.expect("load"),
+        Some(older.clone()),
+        "load: a token is kept until its expiry (it was gone a second after saving, two hours before it expires)"
+    );
 
     let kept = store.save(&app, &newer).await.expect("save");
     assert_eq!(kept, newer, "save: a token expiring later replaces the stored one");
@@ -650,7 +668,8 @@ pub async fn used_states_contract<S: crate::UsedStates + ?Sized + 'static>(store
 #[cfg(feature = "events")]
 pub async fn notification_results_contract(store: &dyn crate::NotificationResults) {
     use crate::NotificationResult;
-    let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_800_000_000_123);
+    // Relative to the real clock, as every instant a store may compare with its own must be.
+    let at = now_to_the_millisecond();
     let result = |msgid: u64, error_code: i64, status: &str| NotificationResult {
         msgid,
         openid: "oContract_User_000000000001".into(),

@@ -270,6 +270,16 @@ fn millis(t: std::time::SystemTime) -> u64 {
     t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// How long a key must live, in milliseconds, to outlast `until` as the application's clock
+/// reads it at `now` (at least 1, which `PX` requires). Keys are given lifetimes rather than
+/// `PXAT` instants: an instant would be read on Redis's clock, and an application clock behind
+/// Redis's would shorten every mark by the skew (or, for an instant fixed in a test, expire it
+/// before it is written once Redis's clock passes it).
+fn key_lifetime_ms(until: std::time::SystemTime, now: std::time::SystemTime) -> u64 {
+    let left = until.duration_since(now).unwrap_or_default();
+    u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
 fn from_millis(ms: u64) -> std::time::SystemTime {
     std::time::UNIX_EPOCH + Duration::from_millis(ms)
 }

@@ -4,12 +4,16 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::Script;
-use subscribe_client::{CachedToken, HoldOff, RefreshLease, TokenStore, TokenStoreError};
+use subscribe_client::{
+    CachedToken, Clock as _, HoldOff, RefreshLease, SystemClock, TokenStore, TokenStoreError,
+};
 use subscribe_types::{AccessToken, AppId};
 
-use crate::{Redis, RedisError};
+use crate::{Redis, RedisError, key_lifetime_ms};
 
-/// Stored value: `<expires_at_ms>|<token>`, [`CachedToken::to_parts`]'s two values. The key expires a minute after the token.
+/// Stored value: `<expires_at_ms>|<token>`, [`CachedToken::to_parts`]'s two values. The key
+/// expires a minute after the token: `ARGV[3]` is that lifetime in milliseconds, computed on the
+/// application's clock (never an instant read on Redis's clock, which may disagree with ours).
 const SAVE: &str = r"
 local cur = redis.call('GET', KEYS[1])
 if cur then
@@ -17,7 +21,7 @@ if cur then
   if exp and tonumber(exp) >= tonumber(ARGV[1]) then return cur end
 end
 local v = ARGV[1] .. '|' .. ARGV[2]
-redis.call('SET', KEYS[1], v, 'PXAT', tonumber(ARGV[1]) + 60000)
+redis.call('SET', KEYS[1], v, 'PX', ARGV[3])
 return v
 ";
 
@@ -113,7 +117,9 @@ impl TokenStore for RedisTokenStore {
         let mut c = self.redis.conn.clone();
         let mut call = SAVE_SCRIPT.key(self.token_key(app));
         let (text, expires_ms) = token.to_parts();
-        call.arg(expires_ms).arg(text);
+        call.arg(expires_ms)
+            .arg(text)
+            .arg(key_lifetime_ms(token.expires_at() + Duration::from_secs(60), SystemClock.now()));
         let v: String = self.redis.run(call.invoke_async(&mut c)).await?;
         Ok(parse(&v)?)
     }

@@ -5,12 +5,14 @@ use std::time::SystemTime;
 use subscribe_client::{UsedStates, UsedStatesError};
 use subscribe_types::Reserved;
 
-use crate::{Redis, RedisError, millis};
+use crate::{Redis, RedisError, key_lifetime_ms};
 
 /// Used authorization states in Redis, shared by every instance: a replayed answer is refused
 /// whichever instance it reaches. Each used state is one key,
-/// `<prefix>:state:<state>`, set with `SET … NX PXAT <expiry>`: the first use wins atomically,
-/// and the key disappears when the state would fail its own expiry check anyway. States are
+/// `<prefix>:state:<state>`, set with `SET … NX PX <lifetime>`: the first use wins atomically,
+/// and the key disappears when the state would fail its own expiry check anyway. The lifetime is
+/// the state's expiry less `now`, both on the application's clock (the clock that checks the
+/// state's expiry), so a Redis clock ahead of ours cannot drop a mark early. States are
 /// digits and hex only, so a key never holds anything but what the client signed.
 #[derive(Clone, Debug)]
 pub struct RedisUsedStates {
@@ -38,7 +40,7 @@ impl UsedStates for RedisUsedStates {
     ) -> Result<bool, UsedStatesError> {
         let mut c = self.redis.conn.clone();
         // A state that expires within the millisecond still needs its mark for that long.
-        let until = millis(expires).max(millis(now) + 1);
+        let lifetime = key_lifetime_ms(expires, now);
         let set: Option<String> = self
             .redis
             .run(
@@ -46,8 +48,8 @@ impl UsedStates for RedisUsedStates {
                     .arg(self.key(state))
                     .arg(1)
                     .arg("NX")
-                    .arg("PXAT")
-                    .arg(until)
+                    .arg("PX")
+                    .arg(lifetime)
                     .query_async(&mut c),
             )
             .await?;

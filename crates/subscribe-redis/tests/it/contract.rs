@@ -69,3 +69,46 @@ async fn notification_results_pass_the_client_contract_and_expire() {
     assert!(source.is_some_and(subscribe_redis::RedisError::is_corrupt), "{e:?}");
     assert_eq!(source.unwrap().to_string(), "corrupt value in Redis at a notification result's field");
 }
+
+/// Marks and tokens live for lifetimes computed on the application's clock, not until an
+/// instant read on Redis's: an application clock an hour behind Redis's keeps a used state
+/// marked for its whole ten minutes (with `PXAT` the mark was born expired and the replay
+/// accepted), and a token expiring in two hours by the application's clock lives two hours and
+/// a minute in Redis, whatever Redis's clock says.
+#[tokio::test]
+async fn keys_live_by_the_applications_clock_not_redis_s() {
+    use std::time::Duration;
+
+    use subscribe_client::{CachedToken, TokenStore as _, UsedStates as _};
+    use subscribe_types::{AccessToken, AppId, Reserved};
+
+    let r = redis("skew").await;
+    let client = ::redis::Client::open(crate::redis_url()).unwrap();
+    let c = client.get_multiplexed_async_connection().await.unwrap();
+    let pttl = |key: String| {
+        let mut c = c.clone();
+        async move { ::redis::cmd("PTTL").arg(key).query_async::<i64>(&mut c).await.unwrap() }
+    };
+
+    let behind = crate::now() - Duration::from_secs(3600);
+    let states = RedisUsedStates::new(r.clone());
+    let state = Reserved::new(format!("1{:032x}", std::process::id())).unwrap();
+    assert!(states.first_use(&state, behind + Duration::from_secs(600), behind).await.unwrap());
+    assert!(
+        !states.first_use(&state, behind + Duration::from_secs(600), behind).await.unwrap(),
+        "a replay from an instance an hour behind Redis is refused"
+    );
+    let ttl = pttl(format!("{}:state:{}", r.prefix(), state.as_str())).await;
+    assert!((595_000..=600_000).contains(&ttl), "the mark lives the state's ten minutes: {ttl} ms");
+
+    let store = RedisTokenStore::new(r.clone());
+    let app = AppId::new(format!("wxskew{:012x}", std::process::id())).unwrap();
+    let token =
+        CachedToken::new(AccessToken::new("skewed").unwrap(), crate::now() + Duration::from_secs(7200));
+    store.save(&app, &token).await.unwrap();
+    let ttl = pttl(format!("{}:token:{app}", r.prefix())).await;
+    assert!(
+        (7_255_000..=7_260_000).contains(&ttl),
+        "the token's key lives its two hours and a minute: {ttl} ms"
+    );
+}
