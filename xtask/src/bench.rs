@@ -1,10 +1,16 @@
 //! `cargo xtask bench`: the whole-system benchmarks and the criterion micro benchmarks.
 
-use crate::run::{Result, cargo_output, target_dir};
+use serde_json::Value;
 
-/// The whole-system benchmarks, each scenario in its own process (so peak memory is its own).
+use crate::figures::{GENERATED, publish, run_meta};
+use crate::run::{Result, Status, cargo_output, target_dir};
+
+/// The whole-system benchmarks, each scenario in its own process (so peak memory is its own),
+/// then the criterion micro benchmarks. Every run saves its figures, with the commit, the date
+/// and the core count, in `target/bench/macro[-quick].json`; a full run also writes them to
+/// `docs/figures/bench.json` and renders `docs/performance.md`'s table from that file.
 /// `quick` runs small sizes: it checks the benchmarks work, its figures mean little.
-pub(crate) fn bench(quick: bool) -> Result {
+pub(crate) fn bench(quick: bool) -> Result<Status> {
     let scenarios: &[&[&str]] = if quick {
         &[
             &["throughput", "2000", "16"],
@@ -34,30 +40,61 @@ pub(crate) fn bench(quick: bool) -> Result {
         full.extend_from_slice(args);
         let out = cargo_output(&full)?;
         let line = out.lines().rev().find(|l| l.starts_with('{')).ok_or("a scenario printed no result")?;
-        results.push(line.to_owned());
+        let result: Value = serde_json::from_str(line).map_err(|e| format!("a scenario's result: {e}"))?;
+        results.push(result);
     }
-    // Micro-benchmarks (criterion keeps the previous run in target/criterion and calls out a
-    // change beyond its noise threshold as "Performance has regressed").
-    let mut micro = vec!["bench", "-q", "-p", "subscribe-client", "--all-features", "--bench", "micro", "--"];
+    let micro = micro(quick)?;
+    println!("\n{:<12} result", "scenario");
+    for r in &results {
+        println!("{:<12} {r}", r["scenario"].as_str().unwrap_or_default());
+    }
+    let dispatches = scenarios.iter().filter(|a| a[0] == "dispatch").count();
+    check_flat_dispatch(&results, dispatches)?;
+    let mut doc = run_meta("cargo xtask bench", if quick { "quick" } else { "full" });
+    doc["scenarios"] = Value::Array(results);
+    doc["micro"] = Value::Array(micro);
+    let dir = target_dir().join("bench");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let file = dir.join(if quick { "macro-quick.json" } else { "macro.json" });
+    let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
+    std::fs::write(&file, text + "\n").map_err(|e| e.to_string())?;
+    eprintln!("xtask bench: results in {}", file.display());
+    if !quick {
+        let generated = GENERATED.iter().find(|g| g.name == "bench").ok_or("no generated bench section")?;
+        publish(generated, &doc)?;
+    }
+    // A scenario that could not reach its service ran only in part: not a pass.
+    let not_run: Vec<String> = doc["scenarios"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| Some(format!("{}: {}", r["scenario"].as_str()?, r["postgres_not_run"].as_str()?)))
+        .collect();
+    Ok(if not_run.is_empty() { Status::Passed } else { Status::NotRun(not_run.join("; ")) })
+}
+
+/// The criterion micro benchmarks: prints criterion's summary lines and returns each
+/// benchmark's median (from `target/criterion/*/new/estimates.json`, written by this run).
+/// Criterion keeps the previous run there and calls out a change beyond its 20% noise
+/// threshold as "Performance has regressed", which is repeated at the end.
+#[allow(clippy::disallowed_methods)] // file times are the machine's clock
+fn micro(quick: bool) -> Result<Vec<Value>> {
+    let started = std::time::SystemTime::now();
+    let mut args = vec!["bench", "-q", "-p", "subscribe-client", "--all-features", "--bench", "micro", "--"];
     if quick {
-        micro.push("--quick");
+        args.push("--quick");
     }
-    let micro_out = cargo_output(&micro)?;
-    let lines: Vec<&str> = micro_out.lines().collect();
-    let mut micro_lines = Vec::new();
-    for (i, l) in lines.iter().enumerate() {
-        if l.contains("time:") && l.starts_with(' ') && i > 0 {
-            micro_lines.push(format!("{:<40} {}", lines[i - 1].trim(), l.trim()));
-        } else if l.contains("time:") || l.contains("regressed") || l.contains("improved") {
-            micro_lines.push(l.trim().to_owned());
-        }
-    }
-    println!("\nmicro (criterion, per operation)\n{}", micro_lines.join("\n"));
-    // Criterion runs with a 20% noise threshold: "regressed" means slower by more than that
-    // against the previous run on this machine.
+    let out = cargo_output(&args)?;
+    let lines: Vec<&str> = out.lines().collect();
     let mut current = "";
     let mut regressed = Vec::new();
-    for l in &lines {
+    println!("\nmicro (criterion, per operation)");
+    for (i, l) in lines.iter().enumerate() {
+        if l.contains("time:") && l.starts_with(' ') && i > 0 {
+            println!("{:<40} {}", lines[i - 1].trim(), l.trim());
+        } else if l.contains("time:") || l.contains("regressed") || l.contains("improved") {
+            println!("{}", l.trim());
+        }
         if !l.starts_with(' ') && !l.trim().is_empty() && !l.contains(':') {
             current = l.trim();
         } else if l.contains("time:") && !l.starts_with(' ') {
@@ -70,41 +107,61 @@ pub(crate) fn bench(quick: bool) -> Result {
     if !regressed.is_empty() {
         println!("\nREGRESSED by more than 20% against the previous run: {}", regressed.join("; "));
     }
-    println!("\n{:<12} result", "scenario");
-    for r in &results {
-        let name = json_field(r, "scenario").unwrap_or_default();
-        println!("{name:<12} {}", r.trim_matches(|c| c == '{' || c == '}').replace(",\"", "  \""));
+    let mut medians = Vec::new();
+    let dir = target_dir().join("criterion");
+    for entry in std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?.flatten() {
+        let new = entry.path().join("new");
+        let (Ok(estimates), Ok(benchmark)) = (
+            std::fs::read_to_string(new.join("estimates.json")),
+            std::fs::read_to_string(new.join("benchmark.json")),
+        ) else {
+            continue;
+        };
+        let fresh = std::fs::metadata(new.join("estimates.json"))
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t >= started);
+        if !fresh {
+            continue;
+        }
+        let (Ok(estimates), Ok(benchmark)) =
+            (serde_json::from_str::<Value>(&estimates), serde_json::from_str::<Value>(&benchmark))
+        else {
+            return Err(format!("criterion's files under {} do not parse", new.display()));
+        };
+        let (Some(name), Some(median)) =
+            (benchmark["full_id"].as_str(), estimates["median"]["point_estimate"].as_f64())
+        else {
+            return Err(format!("criterion's files under {} lack full_id or median", new.display()));
+        };
+        medians.push(serde_json::json!({ "name": name, "median_ns": (median * 10.0).round() / 10.0 }));
     }
-    check_flat_dispatch(&results)?;
-    let dir = target_dir().join("bench");
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let file = dir.join(if quick { "macro-quick.json" } else { "macro.json" });
-    std::fs::write(&file, format!("[\n{}\n]\n", results.join(",\n"))).map_err(|e| e.to_string())?;
-    eprintln!("xtask bench: results in {}", file.display());
-    Ok(())
-}
-
-/// The text of a top-level string field of a one-line JSON object (enough for our own output).
-pub(crate) fn json_field(json: &str, key: &str) -> Option<String> {
-    let start = json.find(&format!("\"{key}\":\""))? + key.len() + 4;
-    Some(json[start..].split('"').next()?.to_owned())
+    if medians.is_empty() {
+        return Err("the micro benchmarks wrote no estimates under target/criterion".into());
+    }
+    medians.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    Ok(medians)
 }
 
 /// The dispatcher's own memory (its peak above the filled ledger) must not grow with the number
 /// of grants: across the dispatch scenarios, at most 16 MiB more for the largest than the
-/// smallest.
-fn check_flat_dispatch(results: &[String]) -> Result {
-    let own: Vec<(String, f64)> = results
+/// smallest. Every one of the `expected` dispatch scenarios must report its figure: a renamed
+/// field fails here rather than leaving nothing to compare.
+fn check_flat_dispatch(results: &[Value], expected: usize) -> Result {
+    let rows: Vec<&Value> = results.iter().filter(|r| r["scenario"] == "dispatch").collect();
+    let own: Vec<(u64, f64)> = rows
         .iter()
-        .filter(|r| json_field(r, "scenario").as_deref() == Some("dispatch"))
-        .filter_map(|r| Some((json_number(r, "grants")?, json_number(r, "peak_above_filled_ledger_mib")?)))
-        .map(|(grants, mib)| (format!("{grants:.0}"), mib))
+        .filter_map(|r| Some((r["grants"].as_u64()?, r["peak_above_filled_ledger_mib"].as_f64()?)))
         .collect();
-    let (Some(low), Some(high)) =
-        (own.iter().min_by(|a, b| a.1.total_cmp(&b.1)), own.iter().max_by(|a, b| a.1.total_cmp(&b.1)))
-    else {
-        return Ok(());
-    };
+    if rows.len() != expected || own.len() != expected || expected < 2 {
+        return Err(format!(
+            "the flat-memory check needs {expected} (at least two) dispatch results with `grants` and \
+             `peak_above_filled_ledger_mib`; it read {} of {} rows",
+            own.len(),
+            rows.len()
+        ));
+    }
+    let low = own.iter().min_by(|a, b| a.1.total_cmp(&b.1)).ok_or("no dispatch result")?;
+    let high = own.iter().max_by(|a, b| a.1.total_cmp(&b.1)).ok_or("no dispatch result")?;
     if high.1 - low.1 > 16.0 {
         return Err(format!(
             "the dispatcher's memory grows with the grants: {} MiB above the ledger for {} grants, {} MiB for {}",
@@ -114,27 +171,29 @@ fn check_flat_dispatch(results: &[String]) -> Result {
     Ok(())
 }
 
-/// A top-level number field of a one-line JSON object.
-fn json_number(json: &str, key: &str) -> Option<f64> {
-    let start = json.find(&format!("\"{key}\":"))? + key.len() + 3;
-    json[start..].split([',', '}']).next()?.trim().parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn row(grants: u64, own: f64) -> String {
-        format!(
-            r#"{{"delivered":{grants},"grants":{grants},"peak_above_filled_ledger_mib":{own},"scenario":"dispatch"}}"#
-        )
+    fn row(grants: u64, own: f64) -> Value {
+        serde_json::json!({"delivered": grants, "grants": grants, "peak_above_filled_ledger_mib": own, "scenario": "dispatch"})
     }
 
     #[test]
     fn flat_dispatch_memory_passes_and_growth_fails() {
-        assert!(check_flat_dispatch(&[row(5_000, 1.3), row(50_000, 2.1)]).is_ok());
-        let err = check_flat_dispatch(&[row(5_000, 1.3), row(50_000, 40.0)]).unwrap_err();
+        assert!(check_flat_dispatch(&[row(5_000, 1.3), row(50_000, 2.1)], 2).is_ok());
+        let err = check_flat_dispatch(&[row(5_000, 1.3), row(50_000, 40.0)], 2).unwrap_err();
         assert!(err.contains("40 MiB for 50000"), "{err}");
-        assert_eq!(json_number(&row(7, 2.5), "peak_above_filled_ledger_mib"), Some(2.5));
+    }
+
+    #[test]
+    fn flat_dispatch_fails_when_the_rows_it_expects_do_not_parse() {
+        let mut renamed = row(50_000, 2.1);
+        let v = renamed.as_object_mut().unwrap().remove("peak_above_filled_ledger_mib").unwrap();
+        renamed["own_peak_mib"] = v;
+        let err = check_flat_dispatch(&[row(5_000, 1.3), renamed], 2).unwrap_err();
+        assert!(err.contains("it read 1 of 2 rows"), "{err}");
+        assert!(check_flat_dispatch(&[row(5_000, 1.3)], 2).is_err(), "a missing scenario fails");
+        assert!(check_flat_dispatch(&[], 0).is_err(), "nothing to compare fails");
     }
 }

@@ -32,6 +32,7 @@ pub(crate) fn deps() -> Result<Status> {
             "the RustSec snapshot ../shared/advisory-db is not beside the repository".into(),
         ));
     };
+    eprintln!("xtask deps: {}", snapshot_age(&db));
     let db = db.to_string_lossy().into_owned();
     // Advisories on crates that are in Cargo.lock but never built: cargo locks the optional
     // dependencies sqlx names through weak features (sqlx-mysql and its rsa) although no
@@ -50,4 +51,74 @@ pub(crate) fn deps() -> Result<Status> {
     cargo(&args, &[])?;
     cargo(&["deny", "check", "licenses", "bans", "sources"], &[])?;
     Ok(Status::Passed)
+}
+
+/// The snapshot's date (from its `SNAPSHOT.md`, checked against its newest advisory) and age,
+/// so a stale snapshot shows in every run's output: an advisory published after it is not
+/// checked.
+fn snapshot_age(db: &std::path::Path) -> String {
+    let stated = std::fs::read_to_string(db.join("SNAPSHOT.md")).ok().and_then(|t| first_date(&t));
+    let newest = newest_advisory(db);
+    let date = stated.clone().or_else(|| newest.clone());
+    let Some(date) = date else {
+        return format!(
+            "RustSec snapshot at {} has no date (no SNAPSHOT.md date, no advisory)",
+            db.display()
+        );
+    };
+    let age = days_since(&date).map_or_else(|| "age unknown".to_owned(), |d| format!("{d} days old"));
+    format!(
+        "RustSec snapshot of {date} ({age}; newest advisory {}); advisories published since are NOT checked",
+        newest.as_deref().unwrap_or("none")
+    )
+}
+
+/// The first `YYYY-MM-DD` in `text`.
+fn first_date(text: &str) -> Option<String> {
+    let b = text.as_bytes();
+    (0..b.len().saturating_sub(9)).find_map(|i| {
+        let s = &b[i..i + 10];
+        let digits = |r: std::ops::Range<usize>| s[r].iter().all(u8::is_ascii_digit);
+        (digits(0..4) && s[4] == b'-' && digits(5..7) && s[7] == b'-' && digits(8..10))
+            .then(|| text[i..i + 10].to_owned())
+    })
+}
+
+/// The latest `date = "YYYY-MM-DD"` of the advisories under `crates/`.
+fn newest_advisory(db: &std::path::Path) -> Option<String> {
+    let mut newest: Option<String> = None;
+    for krate in std::fs::read_dir(db.join("crates")).ok()?.filter_map(std::result::Result::ok) {
+        for file in std::fs::read_dir(krate.path()).into_iter().flatten().filter_map(std::result::Result::ok)
+        {
+            let Ok(text) = std::fs::read_to_string(file.path()) else { continue };
+            let date = text.lines().find_map(|l| l.strip_prefix("date = ")).and_then(first_date);
+            if date > newest {
+                newest = date;
+            }
+        }
+    }
+    newest
+}
+
+/// Whole days from `date` (`YYYY-MM-DD`, UTC) to now, by `date(1)`.
+fn days_since(date: &str) -> Option<u64> {
+    let secs = |args: &[&str]| -> Option<u64> {
+        let out = Command::new("date").args(args).output().ok()?;
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    };
+    let then = secs(&["-u", "-d", date, "+%s"])?;
+    let now = secs(&["-u", "+%s"])?;
+    Some(now.saturating_sub(then) / 86_400)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_snapshot_date_is_read_from_its_note() {
+        assert_eq!(first_date("as of commit bf5c (2026-08-21), for").as_deref(), Some("2026-08-21"));
+        assert_eq!(first_date("no date here 2026-8-21"), None);
+        assert!(days_since("2000-01-01").is_some_and(|d| d > 9_000));
+    }
 }

@@ -1,9 +1,15 @@
 //! `cargo xtask faults`: the reliability table, and the check that a broken client fails it.
 
-use crate::run::{Result, cargo_output, root};
+use serde_json::Value;
+
+use crate::figures::{GENERATED, publish, render_faults, run_meta};
+use crate::run::{Result, cargo_output, target_dir};
 
 /// The reliability table: 2,000 messages per fault scenario at concurrency 32 against the
-/// sandbox, written to `docs/reliability.md` (`--quick`: 400 messages, printed only).
+/// sandbox (`--quick`: 400 messages at 16). Every run saves its rows, with the commit, the date
+/// and the core count, in `target/faults/faults[-quick].json` and prints the table; a full run
+/// also writes them to `docs/figures/faults.json` and renders `docs/reliability.md`'s table from
+/// that file. Then it checks that broken clients fail the table.
 pub(crate) fn faults(quick: bool) -> Result {
     let (sends, conc) = if quick { ("400", "16") } else { ("2000", "32") };
     eprintln!("xtask faults: {sends} sends per scenario at concurrency {conc} (takes about a minute)");
@@ -18,26 +24,33 @@ pub(crate) fn faults(quick: bool) -> Result {
         "faults",
         sends,
         conc,
-        "markdown",
     ])?;
-    let table: String = out.lines().filter(|l| l.starts_with('|')).flat_map(|l| [l, "\n"]).collect();
-    if table.lines().count() < 3 {
-        return Err(format!("the fault benchmark printed no table:\n{out}"));
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .ok_or_else(|| format!("the fault benchmark printed no result:\n{out}"))?;
+    let result: Value =
+        serde_json::from_str(line).map_err(|e| format!("the fault benchmark's result: {e}"))?;
+    let mut doc = run_meta("cargo xtask faults", if quick { "quick" } else { "full" });
+    doc["sends"] = sends.parse::<u64>().map_err(|e| e.to_string())?.into();
+    doc["concurrency"] = conc.parse::<u64>().map_err(|e| e.to_string())?.into();
+    doc["rows"] = result["rows"].clone();
+    let table = render_faults(&doc)?;
+    if table.lines().filter(|l| l.starts_with('|')).count() < 3 {
+        return Err(format!("the fault benchmark gave no rows:\n{out}"));
     }
     println!("{table}");
+    let dir = target_dir().join("faults");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let file = dir.join(if quick { "faults-quick.json" } else { "faults.json" });
+    let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
+    std::fs::write(&file, text + "\n").map_err(|e| e.to_string())?;
     broken_clients_fail()?;
-    if quick {
-        return Ok(());
+    if !quick {
+        let generated = GENERATED.iter().find(|g| g.name == "faults").ok_or("no generated faults section")?;
+        publish(generated, &doc)?;
     }
-    let doc = root().join("docs/reliability.md");
-    let text = std::fs::read_to_string(&doc).map_err(|e| format!("{}: {e}", doc.display()))?;
-    let (start, end) = ("<!-- faults:start -->", "<!-- faults:end -->");
-    let (Some(a), Some(b)) = (text.find(start), text.find(end)) else {
-        return Err(format!("{} lacks the {start} … {end} markers", doc.display()));
-    };
-    let updated = format!("{}{start}\n{table}{}", &text[..a], &text[b..]);
-    std::fs::write(&doc, updated).map_err(|e| e.to_string())?;
-    eprintln!("xtask faults: table written to {}", doc.display());
     Ok(())
 }
 

@@ -31,6 +31,7 @@ mod deps;
 mod e2e;
 mod faults;
 mod features;
+mod figures;
 mod fuzz;
 mod run;
 mod test;
@@ -65,7 +66,10 @@ fn main() -> ExitCode {
             run::Status::NotRun(why) => Err(format!("part did not run: {why}")),
         }),
         "faults" => faults::faults(rest.iter().any(|a| a == "--quick")),
-        "bench" => bench::bench(rest.iter().any(|a| a == "--quick")),
+        "bench" => bench::bench(rest.iter().any(|a| a == "--quick")).and_then(|s| match s {
+            run::Status::Passed => Ok(()),
+            run::Status::NotRun(why) => Err(format!("part did not run: {why}")),
+        }),
         "fuzz" => fuzz::fuzz_args(rest).and_then(|(secs, targets)| fuzz::fuzz(secs, &targets)),
         "e2e" => e2e::e2e().and_then(|s| match s {
             run::Status::Passed => Ok(()),

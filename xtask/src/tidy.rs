@@ -49,6 +49,7 @@ pub(crate) fn check(root: &Path) -> Vec<String> {
         check_links(root, &file, &rel, &text, &mut problems);
     }
     check_threat_model(root, &mut problems);
+    problems.extend(crate::figures::check(root));
     problems
 }
 

@@ -318,6 +318,24 @@ async fn profile(client_side: bool, n: usize, concurrency: usize) -> serde_json:
             "per_s": run.per_second.round() })
 }
 
+/// How many measured runs each side of a comparison makes; the figure is their median.
+const RUNS: usize = 3;
+/// `send-batch`'s runs per side (two processes and a server on two cores are noisier).
+const BATCH_RUNS: usize = 5;
+
+/// The median of `values` (the lower middle one of an even count).
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[(v.len() - 1) / 2]
+}
+
+/// The run of median throughput (its CPU figure comes with it).
+fn median_run(mut runs: Vec<Run>) -> Run {
+    runs.sort_by(|a, b| a.per_second.total_cmp(&b.per_second));
+    runs.swap_remove((runs.len() - 1) / 2)
+}
+
 async fn throughput(n: usize, concurrency: usize) -> serde_json::Value {
     let server = fixed_server().await;
     let base = format!("http://{}", server.addr);
@@ -331,38 +349,34 @@ async fn throughput(n: usize, concurrency: usize) -> serde_json::Value {
     let warm = n.min(2_000);
     let _ = plain(&http, &base, Arc::new(bodies[..warm].to_vec()), concurrency).await;
     let _ = through_client(&c, &messages[..warm], concurrency).await;
-    // Alternate, twice each, and keep each side's best: the machine's noise hits both.
-    let mut best_plain: Option<Run> = None;
-    let mut best_client: Option<Run> = None;
-    for _ in 0..2 {
-        let p = plain(&http, &base, Arc::clone(&bodies), concurrency).await;
-        if best_plain.as_ref().is_none_or(|b| p.per_second > b.per_second) {
-            best_plain = Some(p);
-        }
-        let r = through_client(&c, messages, concurrency).await;
-        if best_client.as_ref().is_none_or(|b| r.per_second > b.per_second) {
-            best_client = Some(r);
-        }
+    // Alternate, three times each, and keep each side's median run: the machine's noise hits
+    // both.
+    let (mut plains, mut clients) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        plains.push(plain(&http, &base, Arc::clone(&bodies), concurrency).await);
+        clients.push(through_client(&c, messages, concurrency).await);
     }
-    let (p, r) = (best_plain.unwrap(), best_client.unwrap());
+    let (p, r) = (median_run(plains), median_run(clients));
     // The same pair on hyper: the client through `HyperTransport` against plain hyper-util
-    // posting the same bodies, both warm, best of two alternating runs.
+    // posting the same bodies, both warm, the median of three alternating runs.
     let hc = hyper_client(&base);
     let raw = plain_hyper_client();
     let _ = plain_hyper(&raw, &base, Arc::new(bodies[..warm].to_vec()), concurrency).await;
     let _ = through_client(&hc, &messages[..warm], concurrency).await;
-    let (mut best_raw, mut best_hc) = (0f64, 0f64);
-    for _ in 0..2 {
-        best_raw = best_raw.max(plain_hyper(&raw, &base, Arc::clone(&bodies), concurrency).await.per_second);
-        best_hc = best_hc.max(through_client(&hc, messages, concurrency).await.per_second);
+    let (mut raws, mut hcs) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        raws.push(plain_hyper(&raw, &base, Arc::clone(&bodies), concurrency).await.per_second);
+        hcs.push(through_client(&hc, messages, concurrency).await.per_second);
     }
+    let (raw_per_s, hc_per_s) = (median(&raws), median(&hcs));
     json!({
         "scenario": "throughput",
         "sends": n, "concurrency": concurrency,
+        "stat": format!("median of {RUNS} alternating runs per side"),
         "client_per_s": r.per_second.round(), "plain_reqwest_per_s": p.per_second.round(),
         "ratio": (r.per_second / p.per_second * 1000.0).round() / 1000.0,
-        "hyper_client_per_s": best_hc.round(), "plain_hyper_per_s": best_raw.round(),
-        "hyper_ratio": (best_hc / best_raw * 1000.0).round() / 1000.0,
+        "hyper_client_per_s": hc_per_s.round(), "plain_hyper_per_s": raw_per_s.round(),
+        "hyper_ratio": (hc_per_s / raw_per_s * 1000.0).round() / 1000.0,
         "client_cpu_us_per_msg": (r.cpu_per_message_us * 10.0).round() / 10.0,
         "plain_cpu_us_per_msg": (p.cpu_per_message_us * 10.0).round() / 10.0,
         "token_requests": server.token_requests.load(Ordering::Relaxed),
@@ -400,11 +414,10 @@ async fn send_batch(n: usize, concurrency: usize) -> serde_json::Value {
         cmd.args([mode, &base, &n.to_string(), &concurrency.to_string()]);
         cmd
     };
-    // Alternate, five times each, and keep each side's best: two processes and a server on two
-    // cores make single runs noisy.
-    let (mut best_cli, mut best_lib, mut cli_cpu, mut lib_cpu) = (0f64, 0f64, 0f64, 0f64);
-    let mut best_plain = 0f64;
-    for round in 0..5 {
+    // Alternate, five times each, and keep each side's median: two processes and a server on
+    // two cores make single runs noisy.
+    let (mut clis, mut libs, mut plains) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..BATCH_RUNS {
         let out = dir.join(format!("out{round}.jsonl"));
         let (mut cmd, mut lib, mut plain) =
             (wxsub(&input, &out), child("library-client"), child("plain-client"));
@@ -418,19 +431,20 @@ async fn send_batch(n: usize, concurrency: usize) -> serde_json::Value {
         .await
         .unwrap();
         let plain: serde_json::Value = serde_json::from_slice(&plain_out.stdout).unwrap();
-        best_plain = best_plain.max(plain["per_s"].as_f64().unwrap());
+        plains.push(plain["per_s"].as_f64().unwrap());
         let delivered = std::fs::read_to_string(&out).unwrap().matches(r#""status":"delivered""#).count();
         assert_eq!(delivered, n, "every line delivered");
-        if n as f64 / wall.as_secs_f64() > best_cli {
-            best_cli = n as f64 / wall.as_secs_f64();
-            cli_cpu = cpu.as_secs_f64() * 1e6 / n as f64;
-        }
+        clis.push((n as f64 / wall.as_secs_f64(), cpu.as_secs_f64() * 1e6 / n as f64));
         let lib: serde_json::Value = serde_json::from_slice(&lib_out.stdout).unwrap();
-        if lib["per_s"].as_f64().unwrap() > best_lib {
-            best_lib = lib["per_s"].as_f64().unwrap();
-            lib_cpu = lib["cpu_us_per_msg"].as_f64().unwrap();
-        }
+        libs.push((lib["per_s"].as_f64().unwrap(), lib["cpu_us_per_msg"].as_f64().unwrap()));
     }
+    // Each side's median run, with that run's CPU figure.
+    let median_pair = |mut runs: Vec<(f64, f64)>| {
+        runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+        runs[(runs.len() - 1) / 2]
+    };
+    let ((cli_per_s, cli_cpu), (lib_per_s, lib_cpu)) = (median_pair(clis), median_pair(libs));
+    let plain_per_s = median(&plains);
     // Memory: the command's peak resident set for n lines and for ten times as many.
     let mut peaks = Vec::new();
     for lines in [n, 10 * n] {
@@ -458,13 +472,14 @@ async fn send_batch(n: usize, concurrency: usize) -> serde_json::Value {
         "wxsub_peak_rss_mib": (peaks[0] * 10.0).round() / 10.0,
         "wxsub_peak_rss_mib_10x_lines": (peaks[1] * 10.0).round() / 10.0,
         "violations": violations,
-        "wxsub_per_s": best_cli.round(), "library_per_s": best_lib.round(),
-        "ratio": (best_cli / best_lib * 1000.0).round() / 1000.0,
-        "plain_reqwest_per_s": best_plain.round(),
-        "ratio_to_plain_reqwest": (best_cli / best_plain * 1000.0).round() / 1000.0,
+        "wxsub_per_s": cli_per_s.round(), "library_per_s": lib_per_s.round(),
+        "ratio": (cli_per_s / lib_per_s * 1000.0).round() / 1000.0,
+        "plain_reqwest_per_s": plain_per_s.round(),
+        "ratio_to_plain_reqwest": (cli_per_s / plain_per_s * 1000.0).round() / 1000.0,
         "wxsub_cpu_us_per_line": (cli_cpu * 10.0).round() / 10.0,
         "library_cpu_us_per_msg": (lib_cpu * 10.0).round() / 10.0,
-        "measured_as": "two child processes against this one's server: the whole command (start-up, token, read, send, write) vs a warm client; best of 5 each",
+        "stat": format!("median of {BATCH_RUNS} alternating runs per side"),
+        "measured_as": "two child processes against this one's server: the whole command (start-up, token, read, send, write) vs a warm client",
     })
 }
 
@@ -525,11 +540,11 @@ async fn library_client(base: &str, n: usize, concurrency: usize) -> serde_json:
 async fn sandbox(n: usize, concurrency: usize) -> serde_json::Value {
     let s = SandboxHandle::start(SandboxConfig::demo().with_generated_users(n)).await.unwrap();
     let base = s.base_url();
-    // A warm-up under scene 1, then two measured runs under scenes 2 and 3 (a grant is good for
-    // one message), keeping the best: the same warm, best-of-two terms as the fixed server's.
+    // A warm-up under scene 1, then three measured runs under scenes 2 to 4 (a grant is good for
+    // one message), keeping the median: the same terms as the fixed server's figure.
     let warm = n.min(2_000);
     for i in 0..n {
-        for scene in [2, 3] {
+        for scene in [2, 3, 4] {
             s.state().add_grant(
                 &SandboxConfig::demo_appid(),
                 &OpenId::new(format!("oUser{i:010}")).unwrap(),
@@ -548,15 +563,12 @@ async fn sandbox(n: usize, concurrency: usize) -> serde_json::Value {
     }
     let c = client(&base);
     let _ = through_client(&c, leaked_messages(warm, 1), concurrency).await;
-    let mut best: Option<Run> = None;
-    for scene in [2, 3] {
-        let r = through_client(&c, leaked_messages(n, scene), concurrency).await;
-        if best.as_ref().is_none_or(|b| r.per_second > b.per_second) {
-            best = Some(r);
-        }
+    let mut runs = Vec::new();
+    for scene in [2, 3, 4] {
+        runs.push(through_client(&c, leaked_messages(n, scene), concurrency).await);
     }
-    let r = best.unwrap();
-    assert_eq!(s.state().stats().deliveries, (warm + 2 * n) as u64);
+    let r = median_run(runs);
+    assert_eq!(s.state().stats().deliveries, (warm + 3 * n) as u64);
     let fixed = throughput(n.min(20_000), concurrency).await;
     json!({
         "scenario": "sandbox",
@@ -566,7 +578,7 @@ async fn sandbox(n: usize, concurrency: usize) -> serde_json::Value {
         "fixed_server_client_per_s": fixed["client_per_s"],
         "ratio_to_fixed_server": (r.per_second / fixed["client_per_s"].as_f64().unwrap() * 1000.0).round() / 1000.0,
         "deliveries_counted_by_sandbox": s.state().stats().deliveries,
-        "measured_as": "warm client, best of 2 runs (the fixed-server figure: warm, best of 2)",
+        "stat": format!("median of {RUNS} runs (the fixed-server figure: the median of its {RUNS})"),
     })
 }
 
@@ -595,6 +607,7 @@ async fn cold_start(n: usize) -> serde_json::Value {
     }
     json!({
         "scenario": "cold-start",
+        "stat": "one run",
         "sends": n, "delivered": ok,
         "token_requests": token_requests,
         "ms_to_last_delivery": wall.as_millis(),
@@ -663,6 +676,7 @@ async fn dispatch(n: usize) -> serde_json::Value {
     json!({
         "violations": violations,
         "scenario": "dispatch",
+        "stat": "one run each side",
         "grants": n, "delivered": report.progress.delivered,
         "dispatch_per_s": per_s.round(),
         "client_send_per_s": plain_sends.per_second.round(),
@@ -696,10 +710,14 @@ async fn dispatch_rate(c: &Client, ledger: Arc<dyn GrantLedger>, scope: &GrantSc
 }
 
 /// The same dispatch of `n` grants on the in-memory ledger, on SQLite and on PostgreSQL (at
-/// `POSTGRES_URL`, default the local test database; "not run" when it does not answer), in
-/// one process against one server: messages per second and the ratios to the in-memory run.
-/// The three alternate for `SQL_ROUNDS` (3) rounds, each ledger filled afresh, and each keeps
-/// its best: one run of the in-memory ledger swings by half on this two-core machine.
+/// `POSTGRES_URL`, default the local test database), in one process against one server:
+/// messages per second and the ratios to the in-memory run. The three alternate for
+/// `SQL_ROUNDS` (3) rounds, each ledger filled afresh; rates are each ledger's median round,
+/// ratios the median of each round's ratio to that round's in-memory run (the runs next to each
+/// other in time: one run of the in-memory ledger swings by half on this two-core machine).
+///
+/// A PostgreSQL that does not answer is reported in `postgres_not_run`, which `cargo xtask
+/// bench` reports as NOT RUN (a failure under `XTASK_REQUIRE_ALL`), never as passed.
 #[allow(clippy::disallowed_methods)] // a benchmark against a real server runs on wall-clock time
 async fn dispatch_sql(n: usize) -> serde_json::Value {
     const SQL_ROUNDS: usize = 3;
@@ -715,11 +733,11 @@ async fn dispatch_sql(n: usize) -> serde_json::Value {
     let url =
         std::env::var("POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     // Each round's PostgreSQL ledger in a schema of its own, dropped after the round.
-    let admin = match sqlx::PgPool::connect(&url).await {
-        Ok(pool) => Some(pool),
+    let (admin, postgres_not_run) = match sqlx::PgPool::connect(&url).await {
+        Ok(pool) => (Some(pool), None),
         Err(e) => {
             eprintln!("dispatch-sql: PostgreSQL not run: {e}");
-            None
+            (None, Some(format!("no PostgreSQL at POSTGRES_URL (default the local `test` database): {e}")))
         }
     };
     let (mut memory, mut sqlite, mut postgres) = (Vec::new(), Vec::new(), Vec::new());
@@ -753,32 +771,38 @@ async fn dispatch_sql(n: usize) -> serde_json::Value {
             sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(admin).await.unwrap();
         }
     }
-    let best = |runs: &[f64]| runs.iter().copied().reduce(f64::max);
     let round = |runs: &[f64]| runs.iter().map(|x| x.round()).collect::<Vec<_>>();
-    let memory_per_s = best(&memory).unwrap();
-    let sqlite_per_s = best(&sqlite).unwrap();
-    let postgres_best = best(&postgres);
-    let ratio = |x: f64| (x / memory_per_s * 1000.0).round() / 1000.0;
+    let milli = |x: f64| (x * 1000.0).round() / 1000.0;
+    // Each round's ratio to the in-memory run of the same round, then their median.
+    let paired = |runs: &[f64]| {
+        (!runs.is_empty())
+            .then(|| milli(median(&runs.iter().zip(&memory).map(|(x, m)| x / m).collect::<Vec<_>>())))
+    };
+    let postgres_ratio = paired(&postgres);
     let mut violations = Vec::new();
-    // The target holds for the full run (100,000 grants); a quick run's figures mean little.
-    if let Some(pg) = postgres_best
-        && n >= 100_000
-        && ratio(pg) < 0.5
+    // The target (at least 0.5) is for the full run, 100,000 grants on a quiet machine. A CI
+    // run (5,000 grants, the machine busy with the other steps) measured 0.39-0.55; its floor,
+    // 0.25, still fails a ledger twice as slow as today's (a lost index, a statement per grant).
+    let floor = if n >= 100_000 { 0.5 } else { 0.25 };
+    if let Some(ratio) = postgres_ratio
+        && ratio < floor
     {
         violations.push(format!(
-            "PostgreSQL dispatches at {} x the in-memory ledger (target: at least 0.5)",
-            ratio(pg)
+            "PostgreSQL dispatches at {ratio} x the in-memory ledger at {n} grants (at least {floor})"
         ));
     }
     json!({
         "violations": violations,
         "scenario": "dispatch-sql",
         "grants": n,
-        "memory_per_s": memory_per_s.round(),
-        "sqlite_per_s": sqlite_per_s.round(),
-        "sqlite_ratio": ratio(sqlite_per_s),
-        "postgres_per_s": postgres_best.map(f64::round),
-        "postgres_ratio": postgres_best.map(ratio),
+        "stat": format!("median of {SQL_ROUNDS} alternating rounds; ratios: the median of each round's ratio"),
+        "memory_per_s": median(&memory).round(),
+        "sqlite_per_s": median(&sqlite).round(),
+        "sqlite_ratio": paired(&sqlite),
+        "postgres_per_s": (!postgres.is_empty()).then(|| median(&postgres).round()),
+        "postgres_ratio": postgres_ratio,
+        "postgres_floor": floor,
+        "postgres_not_run": postgres_not_run,
         "runs": {"memory": round(&memory), "sqlite": round(&sqlite), "postgres": round(&postgres)},
     })
 }
