@@ -106,11 +106,23 @@ fn token(s: &str) -> AccessToken {
 /// an [`Arc`](std::sync::Arc) (`Arc<YourType>` or `Arc<dyn Trait>`), using fresh random app ids
 /// so they can run against a backend shared with other tests, panicking with the rule broken.
 ///
-/// When the store has a [`RefreshLease`](crate::RefreshLease), its rules are checked too
-/// (exclusive, released only by its holder, expiring, hold-offs). A store shared by several
-/// processes must have one: check it with [`shared_token_store_contract`], which fails a store
-/// without a lease. The lease checks wait for expiries with `tokio::time::sleep` (under half a
-/// second each), as a store's own clock cannot be driven by hand.
+/// It checks that:
+/// - a new app has no token; a saved token loads back, and is still there a second later (a
+///   store that drops it before its expiry fails);
+/// - `save` keeps whichever token expires later and returns what is stored, also when an older
+///   and a newer token are saved at once: the two saves race as separate tasks, 24 times, and
+///   the newer must be left every time (a compare-and-swap split into a read and a write fails);
+/// - apps are isolated; `invalidate` removes only the stored token, and says whether it did;
+/// - the store's own `Debug` (`format!("{store:?}")`, what a log line or an error report
+///   prints) never shows a token it holds.
+///
+/// When the store has a [`RefreshLease`](crate::RefreshLease), its rules are checked too:
+/// exclusive (of 64 concurrent `try_acquire_refresh_lease` calls, as separate tasks, exactly one
+/// wins, so a check-then-set lease fails), per app, released only by its holder, expiring, and
+/// hold-offs. A store shared by several processes must have one: check it with
+/// [`shared_token_store_contract`], which fails a store without a lease. The lease checks wait
+/// for expiries with `tokio::time::sleep` (under half a second each), as a store's own clock
+/// cannot be driven by hand; the whole suite takes about two seconds.
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
@@ -121,8 +133,8 @@ fn token(s: &str) -> AccessToken {
 ///
 /// # Panics
 /// When a rule is broken.
-pub async fn token_store_contract<S: TokenStore + ?Sized>(store: std::sync::Arc<S>) {
-    store_rules(&*store).await;
+pub async fn token_store_contract<S: TokenStore + ?Sized + 'static>(store: std::sync::Arc<S>) {
+    store_rules(&store).await;
 }
 
 /// The [`TokenStore`] contract for a store that several processes share (Redis, a database):
@@ -138,23 +150,28 @@ pub async fn token_store_contract<S: TokenStore + ?Sized>(store: std::sync::Arc<
 ///
 /// # Panics
 /// When a rule is broken, or the store offers no refresh lease.
-pub async fn shared_token_store_contract<S: TokenStore + ?Sized>(store: std::sync::Arc<S>) {
+pub async fn shared_token_store_contract<S: TokenStore + ?Sized + 'static>(store: std::sync::Arc<S>) {
     assert!(
         store.refresh_lease().is_some(),
         "a shared store must offer a refresh lease (TokenStore::refresh_lease returns None): \
          without one every instance refreshes at once"
     );
-    store_rules(&*store).await;
+    store_rules(&store).await;
 }
 
-async fn store_rules<S: TokenStore + ?Sized>(store: &S) {
+/// How many times the suite races an older and a newer token's saves: a compare-and-swap
+/// split into a read and a write loses some of these races, whichever save is scheduled first.
+const SAVE_RACES: usize = 24;
+
+async fn store_rules<S: TokenStore + ?Sized + 'static>(store: &std::sync::Arc<S>) {
     // Relative to now: a store may keep tokens by its own clock (Redis drops a key after its
     // lifetime), so a fixed instant here would pass until the day the real clock passed it.
     let t0 = now_to_the_millisecond();
     let app = unique_app("a");
     let other = unique_app("b");
-    let older = CachedToken::new(token("older"), t0 + Duration::from_secs(7200));
-    let newer = CachedToken::new(token("newer"), t0 + Duration::from_secs(7300));
+    // Random texts, so finding one in the store's `Debug` cannot be a coincidence.
+    let older = CachedToken::new(token(&random_text("older")), t0 + Duration::from_secs(7200));
+    let newer = CachedToken::new(token(&random_text("newer")), t0 + Duration::from_secs(7300));
 
     assert!(store.load(&app).await.expect("load").is_none(), "load: a new app has no token");
 
@@ -194,25 +211,111 @@ async fn store_rules<S: TokenStore + ?Sized>(store: &S) {
     assert!(store.load(&app).await.expect("load").is_none(), "invalidate: nothing is left");
     assert!(!store.invalidate(&app, newer.token()).await.expect("invalidate"), "invalidate of an empty slot");
 
-    let fresh = CachedToken::new(token("fresh"), t0 + Duration::from_secs(60));
+    let fresh = CachedToken::new(token(&random_text("fresh")), t0 + Duration::from_secs(60));
     assert_eq!(
         store.save(&app, &fresh).await.expect("save"),
         fresh,
         "after invalidation any token is stored"
     );
 
-    let debug = format!("{fresh:?}");
-    assert!(!debug.contains("fresh"), "CachedToken's Debug must not show the token: {debug}");
+    // The store itself, as a log line or an error report would print it.
+    let debug = format!("{store:?}");
+    assert!(
+        !debug.contains(fresh.token().expose_secret()),
+        "the store's Debug must not show a token it holds: format!(\"{{store:?}}\") printed the \
+         token just saved ({} characters of output)",
+        debug.len()
+    );
+
+    save_races(store, &older, &newer).await;
 
     // The refresh lease, when the store has one: it must be exclusive.
-    if let Some(lease) = store.refresh_lease() {
-        refresh_lease_contract(lease, &app, &other).await;
+    if store.refresh_lease().is_some() {
+        refresh_lease_contract(store, &app, &other).await;
     }
 }
 
-/// The [`RefreshLease`](crate::RefreshLease) rules, on fresh apps `app` and `other`.
-async fn refresh_lease_contract(lease: &dyn crate::RefreshLease, app: &AppId, other: &AppId) {
+/// `label` and 16 random hex digits: a token text no store's `Debug` prints by chance.
+fn random_text(label: &str) -> String {
+    let mut n = [0u8; 8];
+    let _ = getrandom::fill(&mut n);
+    format!("{label}-{}", hex::encode(n))
+}
+
+/// Saves of `older` and `newer` into an empty slot, at once, [`SAVE_RACES`] times (each
+/// ordering half the time): the newer must be what is left every time. The saves run as
+/// separate tasks, on several threads when the runtime has them.
+async fn save_races<S: TokenStore + ?Sized + 'static>(
+    store: &std::sync::Arc<S>,
+    older: &CachedToken,
+    newer: &CachedToken,
+) {
+    let app = unique_app("race");
+    for race in 0..SAVE_RACES {
+        let save = |t: &CachedToken| {
+            let (store, app, t) = (std::sync::Arc::clone(store), app.clone(), t.clone());
+            tokio::spawn(async move { store.save(&app, &t).await.expect("save") })
+        };
+        let (from_older, from_newer) = if race % 2 == 0 {
+            let o = save(older);
+            (o, save(newer))
+        } else {
+            let n = save(newer);
+            (save(older), n)
+        };
+        let (_, from_newer) = (from_older.await.expect("task"), from_newer.await.expect("task"));
+        assert_eq!(
+            store.load(&app).await.expect("load").as_ref(),
+            Some(newer),
+            "save: concurrent saves of an older and a newer token leave the newer (race {race}: the \
+             older one overwrote it, so the compare-and-swap is not atomic)"
+        );
+        assert_eq!(&from_newer, newer, "save: the save of the newer token returns it (race {race})");
+        assert!(
+            store.invalidate(&app, newer.token()).await.expect("invalidate"),
+            "invalidate after race {race}"
+        );
+    }
+}
+
+/// How many refreshers race for one lease.
+const LEASE_RACERS: usize = 64;
+
+/// The [`RefreshLease`](crate::RefreshLease) rules of `store`'s lease, on fresh apps `app` and
+/// `other`.
+#[allow(clippy::too_many_lines)] // one rule after another, in order
+async fn refresh_lease_contract<S: TokenStore + ?Sized + 'static>(
+    store: &std::sync::Arc<S>,
+    app: &AppId,
+    other: &AppId,
+) {
     let ttl = Duration::from_millis(300);
+    // Exclusive under concurrency: the refreshers race as separate tasks (on several threads
+    // when the runtime has them), for a lease that outlives the race.
+    let raced = unique_app("lease");
+    let mut racers = tokio::task::JoinSet::new();
+    for i in 0..LEASE_RACERS {
+        let (store, raced) = (std::sync::Arc::clone(store), raced.clone());
+        racers.spawn(async move {
+            let lease = store.refresh_lease().expect("the store's lease");
+            let holder = format!("racer{i}");
+            let won = lease.try_acquire_refresh_lease(&raced, &holder, Duration::from_secs(30)).await;
+            won.expect("lease").then_some(holder)
+        });
+    }
+    let mut winners = Vec::new();
+    while let Some(won) = racers.join_next().await {
+        winners.extend(won.expect("task"));
+    }
+    assert_eq!(
+        winners.len(),
+        1,
+        "a live lease is exclusive: exactly one of {LEASE_RACERS} concurrent try_acquire_refresh_lease \
+         calls wins (a check, then a set, is not atomic): {winners:?} won"
+    );
+
+    let lease = store.refresh_lease().expect("the store's lease");
+    lease.release_refresh_lease(&raced, &winners[0]).await.expect("release");
     assert!(
         lease.try_acquire_refresh_lease(app, "h1", ttl).await.expect("lease"),
         "the first holder gets the lease"
