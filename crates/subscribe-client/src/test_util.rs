@@ -388,6 +388,18 @@ async fn refresh_lease_contract<S: TokenStore + ?Sized + 'static>(
 /// The [`GrantLedger`](crate::GrantLedger) contract. Panics, naming the broken rule, when the
 /// ledger breaks it. Uses fresh random app ids, so it can run against a shared backend.
 ///
+/// It checks every cell of the table in `GrantLedger`'s documentation (what each operation does
+/// in each state: recording is idempotent and renews a used grant into its history, one of 64
+/// concurrent reservers gets a grant, only the current holder settles, a lapsed lease makes
+/// the grant pending again), paging by openid after a cursor, and the batch operations:
+/// - `reserve_next` claims the first pending grants in openid order, skipping held ones, and
+///   continues strictly after its cursor: a grant released before the cursor does not come
+///   back (a claim that ignores its cursor fails);
+/// - of 8 concurrent `reserve_next` calls, as separate tasks, no two get the same grant;
+/// - a lapsed reservation is claimed again as attempt 2 (attempts count on: the crashed sender
+///   may have sent), and `counts` calls it pending, no longer reserved;
+/// - `settle_many` gives one result per item, `LeaseLost` for a stale one.
+///
 /// It runs in real time: `now` is always the system clock's, and lapses are waited for (a
 /// 1.5-second lease, so the suite takes about two seconds). A ledger may therefore time its
 /// leases by its own clock (a database's `now()`, as `subscribe-sql` does) instead of the
@@ -465,6 +477,16 @@ pub async fn grant_ledger_contract<L: crate::GrantLedger + ?Sized + 'static>(led
     );
     let c = ledger.counts(&scope, now()).await.expect("counts");
     assert_eq!((c.pending, c.reserved), (0, 1), "counts: one reserved");
+    // A batch claim that lapses too (during the same wait).
+    let lapsing = GrantScope { scene: Scene::new(12).expect("scene"), ..scope.clone() };
+    ledger.record(&lapsing.key(user(0)), now()).await.expect("record");
+    let crashed =
+        ledger.reserve_next(&lapsing, None, 10, "crashed", lease, now()).await.expect("reserve_next");
+    assert_eq!(
+        crashed.reservations.iter().map(|r| (r.key.openid.clone(), r.attempt)).collect::<Vec<_>>(),
+        vec![(user(0), 1)],
+        "reserve_next: a pending grant is claimed as attempt 1"
+    );
 
     // Lease expiry returns the grant; the lapsed holder can no longer settle it.
     tokio::time::sleep(lease + Duration::from_millis(100)).await;
@@ -473,6 +495,23 @@ pub async fn grant_ledger_contract<L: crate::GrantLedger + ?Sized + 'static>(led
         vec![user(0)],
         "a lapsed lease is pending again"
     );
+    let c = ledger.counts(&scope, now()).await.expect("counts");
+    assert_eq!(
+        (c.pending, c.reserved),
+        (1, 0),
+        "counts: a lapsed reservation is pending, not reserved (its lease ended at {:?}; \
+         reserved counts only leases that are still live)",
+        first.until
+    );
+    let rescued =
+        ledger.reserve_next(&lapsing, None, 10, "rescuer", lease, now()).await.expect("reserve_next");
+    assert_eq!(
+        rescued.reservations.iter().map(|r| (r.key.openid.clone(), r.attempt)).collect::<Vec<_>>(),
+        vec![(user(0), 2)],
+        "reserve_next: a lapsed reservation is claimed again as attempt 2 (the crashed claimer may \
+         have sent: attempts count on, they do not restart at 1)"
+    );
+    ledger.settle(&rescued.reservations[0], Settlement::Delivered).await.expect("settle the rescued claim");
     let lapsed = ledger.get(&key).await.expect("get").expect("record exists");
     assert_eq!(
         (lapsed.status, lapsed.attempts),
@@ -629,6 +668,9 @@ pub async fn grant_ledger_contract<L: crate::GrantLedger + ?Sized + 'static>(led
     );
     assert!(first.reservations.iter().all(|r| r.attempt == 1), "reserve_next: first attempts");
     assert_eq!(first.cursor, Some(user(4)), "reserve_next: the cursor is the last openid examined");
+    let [r0, r1, r2, r4] = <[_; 4]>::try_from(first.reservations).expect("four");
+    // A definite failure: user 1's grant is pending again, before the cursor.
+    ledger.settle(&r1, Settlement::Release).await.expect("release one claimed grant");
     let rest = ledger
         .reserve_next(&batch, first.cursor.as_ref(), 100, "d", lease, now())
         .await
@@ -636,7 +678,8 @@ pub async fn grant_ledger_contract<L: crate::GrantLedger + ?Sized + 'static>(led
     assert_eq!(
         openids(&rest),
         (5..10).map(user).collect::<Vec<_>>(),
-        "reserve_next: continues after the cursor"
+        "reserve_next: continues after the cursor (only openids after it; a grant released before \
+         the cursor came back, or one after it was missed)"
     );
     let end = ledger
         .reserve_next(&batch, rest.cursor.as_ref(), 100, "d", lease, now())
@@ -647,16 +690,14 @@ pub async fn grant_ledger_contract<L: crate::GrantLedger + ?Sized + 'static>(led
         (0, None),
         "reserve_next: nothing left after the cursor"
     );
-    assert!(
-        ledger
-            .reserve_next(&batch, None, 100, "d", lease, now())
-            .await
-            .expect("reserve_next")
-            .reservations
-            .is_empty(),
-        "reserve_next: every grant is held"
+    let again = ledger.reserve_next(&batch, None, 100, "d", lease, now()).await.expect("reserve_next");
+    assert_eq!(
+        openids(&again),
+        vec![user(1)],
+        "reserve_next from the start: only the released grant, every other one is held"
     );
-    let [r0, r1, r2, r4] = <[_; 4]>::try_from(first.reservations).expect("four");
+    let [r1] = <[_; 1]>::try_from(again.reservations).expect("one");
+    assert_eq!(r1.attempt, 1, "reserve_next after a release is attempt 1");
     let results = ledger
         .settle_many(vec![
             (r0.clone(), Settlement::Delivered),
@@ -686,6 +727,40 @@ pub async fn grant_ledger_contract<L: crate::GrantLedger + ?Sized + 'static>(led
     );
     ledger.settle(&held, Settlement::Release).await.expect("the other sender's reservation is untouched");
 
+    // Claimers racing for one scope get disjoint grants.
+    let raced = GrantScope { scene: Scene::new(13).expect("scene"), ..scope.clone() };
+    for i in 0..CLAIM_RACE_GRANTS {
+        ledger.record(&raced.key(user(i)), now()).await.expect("record");
+    }
+    let mut claimers = tokio::task::JoinSet::new();
+    for i in 0..CLAIM_RACERS {
+        let (ledger, raced) = (std::sync::Arc::clone(&ledger), raced.clone());
+        claimers.spawn(async move {
+            let claimed = ledger.reserve_next(&raced, None, 10, &format!("claimer{i}"), lease, now()).await;
+            claimed.expect("reserve_next").reservations
+        });
+    }
+    let mut claimed = Vec::new();
+    while let Some(reservations) = claimers.join_next().await {
+        claimed.extend(reservations.expect("task"));
+    }
+    let mut openids: Vec<&OpenId> = claimed.iter().map(|r| &r.key.openid).collect();
+    openids.sort();
+    let twice: Vec<&OpenId> = openids.windows(2).filter(|w| w[0] == w[1]).map(|w| w[0]).collect();
+    assert!(
+        twice.is_empty(),
+        "reserve_next: {CLAIM_RACERS} concurrent claimers get disjoint grants (these went to two \
+         claimers at once: {twice:?})"
+    );
+    assert!(!claimed.is_empty(), "reserve_next: concurrent claimers get the pending grants");
+    let c = ledger.counts(&raced, now()).await.expect("counts");
+    let count = |n: usize| u64::try_from(n).expect("a count");
+    assert_eq!(
+        (c.reserved, c.pending),
+        (count(claimed.len()), count(CLAIM_RACE_GRANTS.saturating_sub(claimed.len()))),
+        "counts after concurrent claims: one reservation per grant claimed"
+    );
+
     // A holder whose lease lapsed and whom nobody replaced still settles: it finished late.
     let late = GrantScope { scene: Scene::new(9).expect("scene"), ..scope.clone() }.key(user(0));
     ledger.record(&late, now()).await.expect("record");
@@ -702,6 +777,11 @@ pub async fn grant_ledger_contract<L: crate::GrantLedger + ?Sized + 'static>(led
         "settle after the lease lapsed, not retaken: applied"
     );
 }
+
+/// How many claimers race in [`grant_ledger_contract`], each for up to 10 grants.
+const CLAIM_RACERS: usize = 8;
+/// The grants they race for: fewer than they ask for, so they compete for the same ones.
+const CLAIM_RACE_GRANTS: usize = 40;
 
 /// Panics unless `t` lies in `[before, after]`, give or take a millisecond (ledgers keep
 /// times to the millisecond).

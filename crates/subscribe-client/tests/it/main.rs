@@ -9,6 +9,7 @@ mod caching;
 mod e2e_wiremock;
 mod family;
 mod grants;
+mod ledger_contract;
 #[cfg(feature = "events")]
 mod pushed;
 mod redaction;
