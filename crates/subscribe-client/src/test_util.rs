@@ -2,8 +2,8 @@
 //! [`MockTransport`] ([`mock_with_stable_token`], [`mock_with_rotating_token`] for the 40001
 //! scenario, with the client's token refresh sequence documented there), what a test of a
 //! transport needs ([`HttpRequest`], [`TransportErrorKind`]), and the contract suites
-//! ([`token_store_contract`], [`shared_token_store_contract`], [`grant_ledger_contract`]) that
-//! a backend runs in its own tests.
+//! ([`token_store_contract`], [`shared_token_store_contract`], [`grant_ledger_contract`],
+//! [`used_states_contract`]) that a backend runs in its own tests.
 
 use std::time::{Duration, SystemTime};
 
@@ -792,8 +792,15 @@ fn assert_near(t: SystemTime, before: SystemTime, after: SystemTime, rule: &str)
 
 /// The [`UsedStates`](crate::UsedStates) contract. Panics, naming the broken rule, when the
 /// store breaks it. Same calling convention as [`token_store_contract`]; uses fresh random
-/// states and expiries ten minutes from now (a store may keep marks by its own clock, as Redis
+/// states, with expiries relative to now (a store may keep marks by its own clock, as Redis
 /// does).
+///
+/// It checks that `first_use` is a set-if-absent (a used state is used; states are
+/// independent; of 64 concurrent uses of one state exactly one is the first), that `forget`
+/// makes a state unused again, and that a mark is kept for its lifetime: a state marked with a
+/// lifetime of 4 s is still used 2 s later, waited for in real time (so a store that keeps
+/// marks for a second, or reads a lifetime in seconds as milliseconds, fails). The suite takes
+/// about two seconds.
 ///
 /// ```
 /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
@@ -833,7 +840,26 @@ pub async fn used_states_contract<S: crate::UsedStates + ?Sized + 'static>(store
         firsts += usize::from(first.expect("task"));
     }
     assert_eq!(firsts, 1, "first_use: exactly one of 64 concurrent uses of a state is the first");
+
+    // A mark outlives 2 s of a 4 s lifetime, waited for in real time: a store that keeps marks
+    // by its own clock, in the wrong unit or for a fixed second, has dropped it by then.
+    let d = state();
+    let marked = crate::SystemClock.now();
+    let lifetime = Duration::from_secs(4);
+    assert!(
+        store.first_use(&d, marked + lifetime, marked).await.expect("first_use"),
+        "first_use: a new state"
+    );
+    tokio::time::sleep(MARK_CHECKED_AFTER).await;
+    assert!(
+        !store.first_use(&d, marked + lifetime, crate::SystemClock.now()).await.expect("first_use"),
+        "first_use: a mark is kept until its state expires (marked with a lifetime of {lifetime:?}, \
+         the state was unused again {MARK_CHECKED_AFTER:?} later)"
+    );
 }
+
+/// How long [`used_states_contract`] waits before it checks that a mark is still there.
+const MARK_CHECKED_AFTER: Duration = Duration::from_secs(2);
 
 /// The rules every [`NotificationResults`](crate::NotificationResults) store keeps: an unknown
 /// `msgid` has no result; a result reads back as recorded (its time to the millisecond), for

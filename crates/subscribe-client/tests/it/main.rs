@@ -18,6 +18,7 @@ mod token_outage;
 mod token_refresh;
 mod token_sources;
 mod token_store_contract;
+mod used_states_contract;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
