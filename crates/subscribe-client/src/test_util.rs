@@ -2,8 +2,8 @@
 //! [`MockTransport`] ([`mock_with_stable_token`], [`mock_with_rotating_token`] for the 40001
 //! scenario, with the client's token refresh sequence documented there), what a test of a
 //! transport needs ([`HttpRequest`], [`TransportErrorKind`]), and the contract suites
-//! ([`token_store_contract`], [`shared_token_store_contract`], [`grant_ledger_contract`]) that
-//! a backend runs in its own tests.
+//! ([`token_store_contract`], [`shared_token_store_contract`], [`grant_ledger_contract`],
+//! [`used_states_contract`]) that a backend runs in its own tests.
 
 use std::time::{Duration, SystemTime};
 
@@ -106,11 +106,23 @@ fn token(s: &str) -> AccessToken {
 /// an [`Arc`](std::sync::Arc) (`Arc<YourType>` or `Arc<dyn Trait>`), using fresh random app ids
 /// so they can run against a backend shared with other tests, panicking with the rule broken.
 ///
-/// When the store has a [`RefreshLease`](crate::RefreshLease), its rules are checked too
-/// (exclusive, released only by its holder, expiring, hold-offs). A store shared by several
-/// processes must have one: check it with [`shared_token_store_contract`], which fails a store
-/// without a lease. The lease checks wait for expiries with `tokio::time::sleep` (under half a
-/// second each), as a store's own clock cannot be driven by hand.
+/// It checks that:
+/// - a new app has no token; a saved token loads back, and is still there a second later (a
+///   store that drops it before its expiry fails);
+/// - `save` keeps whichever token expires later and returns what is stored, also when an older
+///   and a newer token are saved at once: the two saves race as separate tasks, 24 times, and
+///   the newer must be left every time (a compare-and-swap split into a read and a write fails);
+/// - apps are isolated; `invalidate` removes only the stored token, and says whether it did;
+/// - the store's own `Debug` (`format!("{store:?}")`, what a log line or an error report
+///   prints) never shows a token it holds.
+///
+/// When the store has a [`RefreshLease`](crate::RefreshLease), its rules are checked too:
+/// exclusive (of 64 concurrent `try_acquire_refresh_lease` calls, as separate tasks, exactly one
+/// wins, so a check-then-set lease fails), per app, released only by its holder, expiring, and
+/// hold-offs. A store shared by several processes must have one: check it with
+/// [`shared_token_store_contract`], which fails a store without a lease. The lease checks wait
+/// for expiries with `tokio::time::sleep` (under half a second each), as a store's own clock
+/// cannot be driven by hand; the whole suite takes about two seconds.
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
@@ -121,8 +133,8 @@ fn token(s: &str) -> AccessToken {
 ///
 /// # Panics
 /// When a rule is broken.
-pub async fn token_store_contract<S: TokenStore + ?Sized>(store: std::sync::Arc<S>) {
-    store_rules(&*store).await;
+pub async fn token_store_contract<S: TokenStore + ?Sized + 'static>(store: std::sync::Arc<S>) {
+    store_rules(&store).await;
 }
 
 /// The [`TokenStore`] contract for a store that several processes share (Redis, a database):
@@ -138,23 +150,28 @@ pub async fn token_store_contract<S: TokenStore + ?Sized>(store: std::sync::Arc<
 ///
 /// # Panics
 /// When a rule is broken, or the store offers no refresh lease.
-pub async fn shared_token_store_contract<S: TokenStore + ?Sized>(store: std::sync::Arc<S>) {
+pub async fn shared_token_store_contract<S: TokenStore + ?Sized + 'static>(store: std::sync::Arc<S>) {
     assert!(
         store.refresh_lease().is_some(),
         "a shared store must offer a refresh lease (TokenStore::refresh_lease returns None): \
          without one every instance refreshes at once"
     );
-    store_rules(&*store).await;
+    store_rules(&store).await;
 }
 
-async fn store_rules<S: TokenStore + ?Sized>(store: &S) {
+/// How many times the suite races an older and a newer token's saves: a compare-and-swap
+/// split into a read and a write loses some of these races, whichever save is scheduled first.
+const SAVE_RACES: usize = 24;
+
+async fn store_rules<S: TokenStore + ?Sized + 'static>(store: &std::sync::Arc<S>) {
     // Relative to now: a store may keep tokens by its own clock (Redis drops a key after its
     // lifetime), so a fixed instant here would pass until the day the real clock passed it.
     let t0 = now_to_the_millisecond();
     let app = unique_app("a");
     let other = unique_app("b");
-    let older = CachedToken::new(token("older"), t0 + Duration::from_secs(7200));
-    let newer = CachedToken::new(token("newer"), t0 + Duration::from_secs(7300));
+    // Random texts, so finding one in the store's `Debug` cannot be a coincidence.
+    let older = CachedToken::new(token(&random_text("older")), t0 + Duration::from_secs(7200));
+    let newer = CachedToken::new(token(&random_text("newer")), t0 + Duration::from_secs(7300));
 
     assert!(store.load(&app).await.expect("load").is_none(), "load: a new app has no token");
 
@@ -194,25 +211,111 @@ async fn store_rules<S: TokenStore + ?Sized>(store: &S) {
     assert!(store.load(&app).await.expect("load").is_none(), "invalidate: nothing is left");
     assert!(!store.invalidate(&app, newer.token()).await.expect("invalidate"), "invalidate of an empty slot");
 
-    let fresh = CachedToken::new(token("fresh"), t0 + Duration::from_secs(60));
+    let fresh = CachedToken::new(token(&random_text("fresh")), t0 + Duration::from_secs(60));
     assert_eq!(
         store.save(&app, &fresh).await.expect("save"),
         fresh,
         "after invalidation any token is stored"
     );
 
-    let debug = format!("{fresh:?}");
-    assert!(!debug.contains("fresh"), "CachedToken's Debug must not show the token: {debug}");
+    // The store itself, as a log line or an error report would print it.
+    let debug = format!("{store:?}");
+    assert!(
+        !debug.contains(fresh.token().expose_secret()),
+        "the store's Debug must not show a token it holds: format!(\"{{store:?}}\") printed the \
+         token just saved ({} characters of output)",
+        debug.len()
+    );
+
+    save_races(store, &older, &newer).await;
 
     // The refresh lease, when the store has one: it must be exclusive.
-    if let Some(lease) = store.refresh_lease() {
-        refresh_lease_contract(lease, &app, &other).await;
+    if store.refresh_lease().is_some() {
+        refresh_lease_contract(store, &app, &other).await;
     }
 }
 
-/// The [`RefreshLease`](crate::RefreshLease) rules, on fresh apps `app` and `other`.
-async fn refresh_lease_contract(lease: &dyn crate::RefreshLease, app: &AppId, other: &AppId) {
+/// `label` and 16 random hex digits: a token text no store's `Debug` prints by chance.
+fn random_text(label: &str) -> String {
+    let mut n = [0u8; 8];
+    let _ = getrandom::fill(&mut n);
+    format!("{label}-{}", hex::encode(n))
+}
+
+/// Saves of `older` and `newer` into an empty slot, at once, [`SAVE_RACES`] times (each
+/// ordering half the time): the newer must be what is left every time. The saves run as
+/// separate tasks, on several threads when the runtime has them.
+async fn save_races<S: TokenStore + ?Sized + 'static>(
+    store: &std::sync::Arc<S>,
+    older: &CachedToken,
+    newer: &CachedToken,
+) {
+    let app = unique_app("race");
+    for race in 0..SAVE_RACES {
+        let save = |t: &CachedToken| {
+            let (store, app, t) = (std::sync::Arc::clone(store), app.clone(), t.clone());
+            tokio::spawn(async move { store.save(&app, &t).await.expect("save") })
+        };
+        let (from_older, from_newer) = if race % 2 == 0 {
+            let o = save(older);
+            (o, save(newer))
+        } else {
+            let n = save(newer);
+            (save(older), n)
+        };
+        let (_, from_newer) = (from_older.await.expect("task"), from_newer.await.expect("task"));
+        assert_eq!(
+            store.load(&app).await.expect("load").as_ref(),
+            Some(newer),
+            "save: concurrent saves of an older and a newer token leave the newer (race {race}: the \
+             older one overwrote it, so the compare-and-swap is not atomic)"
+        );
+        assert_eq!(&from_newer, newer, "save: the save of the newer token returns it (race {race})");
+        assert!(
+            store.invalidate(&app, newer.token()).await.expect("invalidate"),
+            "invalidate after race {race}"
+        );
+    }
+}
+
+/// How many refreshers race for one lease.
+const LEASE_RACERS: usize = 64;
+
+/// The [`RefreshLease`](crate::RefreshLease) rules of `store`'s lease, on fresh apps `app` and
+/// `other`.
+#[allow(clippy::too_many_lines)] // one rule after another, in order
+async fn refresh_lease_contract<S: TokenStore + ?Sized + 'static>(
+    store: &std::sync::Arc<S>,
+    app: &AppId,
+    other: &AppId,
+) {
     let ttl = Duration::from_millis(300);
+    // Exclusive under concurrency: the refreshers race as separate tasks (on several threads
+    // when the runtime has them), for a lease that outlives the race.
+    let raced = unique_app("lease");
+    let mut racers = tokio::task::JoinSet::new();
+    for i in 0..LEASE_RACERS {
+        let (store, raced) = (std::sync::Arc::clone(store), raced.clone());
+        racers.spawn(async move {
+            let lease = store.refresh_lease().expect("the store's lease");
+            let holder = format!("racer{i}");
+            let won = lease.try_acquire_refresh_lease(&raced, &holder, Duration::from_secs(30)).await;
+            won.expect("lease").then_some(holder)
+        });
+    }
+    let mut winners = Vec::new();
+    while let Some(won) = racers.join_next().await {
+        winners.extend(won.expect("task"));
+    }
+    assert_eq!(
+        winners.len(),
+        1,
+        "a live lease is exclusive: exactly one of {LEASE_RACERS} concurrent try_acquire_refresh_lease \
+         calls wins (a check, then a set, is not atomic): {winners:?} won"
+    );
+
+    let lease = store.refresh_lease().expect("the store's lease");
+    lease.release_refresh_lease(&raced, &winners[0]).await.expect("release");
     assert!(
         lease.try_acquire_refresh_lease(app, "h1", ttl).await.expect("lease"),
         "the first holder gets the lease"
@@ -284,6 +387,18 @@ async fn refresh_lease_contract(lease: &dyn crate::RefreshLease, app: &AppId, ot
 
 /// The [`GrantLedger`](crate::GrantLedger) contract. Panics, naming the broken rule, when the
 /// ledger breaks it. Uses fresh random app ids, so it can run against a shared backend.
+///
+/// It checks every cell of the table in `GrantLedger`'s documentation (what each operation does
+/// in each state: recording is idempotent and renews a used grant into its history, one of 64
+/// concurrent reservers gets a grant, only the current holder settles, a lapsed lease makes
+/// the grant pending again), paging by openid after a cursor, and the batch operations:
+/// - `reserve_next` claims the first pending grants in openid order, skipping held ones, and
+///   continues strictly after its cursor: a grant released before the cursor does not come
+///   back (a claim that ignores its cursor fails);
+/// - of 8 concurrent `reserve_next` calls, as separate tasks, no two get the same grant;
+/// - a lapsed reservation is claimed again as attempt 2 (attempts count on: the crashed sender
+///   may have sent), and `counts` calls it pending, no longer reserved;
+/// - `settle_many` gives one result per item, `LeaseLost` for a stale one.
 ///
 /// It runs in real time: `now` is always the system clock's, and lapses are waited for (a
 /// 1.5-second lease, so the suite takes about two seconds). A ledger may therefore time its
@@ -362,6 +477,16 @@ pub async fn grant_ledger_contract<L: crate::GrantLedger + ?Sized + 'static>(led
     );
     let c = ledger.counts(&scope, now()).await.expect("counts");
     assert_eq!((c.pending, c.reserved), (0, 1), "counts: one reserved");
+    // A batch claim that lapses too (during the same wait).
+    let lapsing = GrantScope { scene: Scene::new(12).expect("scene"), ..scope.clone() };
+    ledger.record(&lapsing.key(user(0)), now()).await.expect("record");
+    let crashed =
+        ledger.reserve_next(&lapsing, None, 10, "crashed", lease, now()).await.expect("reserve_next");
+    assert_eq!(
+        crashed.reservations.iter().map(|r| (r.key.openid.clone(), r.attempt)).collect::<Vec<_>>(),
+        vec![(user(0), 1)],
+        "reserve_next: a pending grant is claimed as attempt 1"
+    );
 
     // Lease expiry returns the grant; the lapsed holder can no longer settle it.
     tokio::time::sleep(lease + Duration::from_millis(100)).await;
@@ -370,6 +495,23 @@ pub async fn grant_ledger_contract<L: crate::GrantLedger + ?Sized + 'static>(led
         vec![user(0)],
         "a lapsed lease is pending again"
     );
+    let c = ledger.counts(&scope, now()).await.expect("counts");
+    assert_eq!(
+        (c.pending, c.reserved),
+        (1, 0),
+        "counts: a lapsed reservation is pending, not reserved (its lease ended at {:?}; \
+         reserved counts only leases that are still live)",
+        first.until
+    );
+    let rescued =
+        ledger.reserve_next(&lapsing, None, 10, "rescuer", lease, now()).await.expect("reserve_next");
+    assert_eq!(
+        rescued.reservations.iter().map(|r| (r.key.openid.clone(), r.attempt)).collect::<Vec<_>>(),
+        vec![(user(0), 2)],
+        "reserve_next: a lapsed reservation is claimed again as attempt 2 (the crashed claimer may \
+         have sent: attempts count on, they do not restart at 1)"
+    );
+    ledger.settle(&rescued.reservations[0], Settlement::Delivered).await.expect("settle the rescued claim");
     let lapsed = ledger.get(&key).await.expect("get").expect("record exists");
     assert_eq!(
         (lapsed.status, lapsed.attempts),
@@ -526,6 +668,9 @@ pub async fn grant_ledger_contract<L: crate::GrantLedger + ?Sized + 'static>(led
     );
     assert!(first.reservations.iter().all(|r| r.attempt == 1), "reserve_next: first attempts");
     assert_eq!(first.cursor, Some(user(4)), "reserve_next: the cursor is the last openid examined");
+    let [r0, r1, r2, r4] = <[_; 4]>::try_from(first.reservations).expect("four");
+    // A definite failure: user 1's grant is pending again, before the cursor.
+    ledger.settle(&r1, Settlement::Release).await.expect("release one claimed grant");
     let rest = ledger
         .reserve_next(&batch, first.cursor.as_ref(), 100, "d", lease, now())
         .await
@@ -533,7 +678,8 @@ pub async fn grant_ledger_contract<L: crate::GrantLedger + ?Sized + 'static>(led
     assert_eq!(
         openids(&rest),
         (5..10).map(user).collect::<Vec<_>>(),
-        "reserve_next: continues after the cursor"
+        "reserve_next: continues after the cursor (only openids after it; a grant released before \
+         the cursor came back, or one after it was missed)"
     );
     let end = ledger
         .reserve_next(&batch, rest.cursor.as_ref(), 100, "d", lease, now())
@@ -544,16 +690,14 @@ pub async fn grant_ledger_contract<L: crate::GrantLedger + ?Sized + 'static>(led
         (0, None),
         "reserve_next: nothing left after the cursor"
     );
-    assert!(
-        ledger
-            .reserve_next(&batch, None, 100, "d", lease, now())
-            .await
-            .expect("reserve_next")
-            .reservations
-            .is_empty(),
-        "reserve_next: every grant is held"
+    let again = ledger.reserve_next(&batch, None, 100, "d", lease, now()).await.expect("reserve_next");
+    assert_eq!(
+        openids(&again),
+        vec![user(1)],
+        "reserve_next from the start: only the released grant, every other one is held"
     );
-    let [r0, r1, r2, r4] = <[_; 4]>::try_from(first.reservations).expect("four");
+    let [r1] = <[_; 1]>::try_from(again.reservations).expect("one");
+    assert_eq!(r1.attempt, 1, "reserve_next after a release is attempt 1");
     let results = ledger
         .settle_many(vec![
             (r0.clone(), Settlement::Delivered),
@@ -583,6 +727,40 @@ pub async fn grant_ledger_contract<L: crate::GrantLedger + ?Sized + 'static>(led
     );
     ledger.settle(&held, Settlement::Release).await.expect("the other sender's reservation is untouched");
 
+    // Claimers racing for one scope get disjoint grants.
+    let raced = GrantScope { scene: Scene::new(13).expect("scene"), ..scope.clone() };
+    for i in 0..CLAIM_RACE_GRANTS {
+        ledger.record(&raced.key(user(i)), now()).await.expect("record");
+    }
+    let mut claimers = tokio::task::JoinSet::new();
+    for i in 0..CLAIM_RACERS {
+        let (ledger, raced) = (std::sync::Arc::clone(&ledger), raced.clone());
+        claimers.spawn(async move {
+            let claimed = ledger.reserve_next(&raced, None, 10, &format!("claimer{i}"), lease, now()).await;
+            claimed.expect("reserve_next").reservations
+        });
+    }
+    let mut claimed = Vec::new();
+    while let Some(reservations) = claimers.join_next().await {
+        claimed.extend(reservations.expect("task"));
+    }
+    let mut openids: Vec<&OpenId> = claimed.iter().map(|r| &r.key.openid).collect();
+    openids.sort();
+    let twice: Vec<&OpenId> = openids.windows(2).filter(|w| w[0] == w[1]).map(|w| w[0]).collect();
+    assert!(
+        twice.is_empty(),
+        "reserve_next: {CLAIM_RACERS} concurrent claimers get disjoint grants (these went to two \
+         claimers at once: {twice:?})"
+    );
+    assert!(!claimed.is_empty(), "reserve_next: concurrent claimers get the pending grants");
+    let c = ledger.counts(&raced, now()).await.expect("counts");
+    let count = |n: usize| u64::try_from(n).expect("a count");
+    assert_eq!(
+        (c.reserved, c.pending),
+        (count(claimed.len()), count(CLAIM_RACE_GRANTS.saturating_sub(claimed.len()))),
+        "counts after concurrent claims: one reservation per grant claimed"
+    );
+
     // A holder whose lease lapsed and whom nobody replaced still settles: it finished late.
     let late = GrantScope { scene: Scene::new(9).expect("scene"), ..scope.clone() }.key(user(0));
     ledger.record(&late, now()).await.expect("record");
@@ -600,6 +778,11 @@ pub async fn grant_ledger_contract<L: crate::GrantLedger + ?Sized + 'static>(led
     );
 }
 
+/// How many claimers race in [`grant_ledger_contract`], each for up to 10 grants.
+const CLAIM_RACERS: usize = 8;
+/// The grants they race for: fewer than they ask for, so they compete for the same ones.
+const CLAIM_RACE_GRANTS: usize = 40;
+
 /// Panics unless `t` lies in `[before, after]`, give or take a millisecond (ledgers keep
 /// times to the millisecond).
 fn assert_near(t: SystemTime, before: SystemTime, after: SystemTime, rule: &str) {
@@ -609,8 +792,15 @@ fn assert_near(t: SystemTime, before: SystemTime, after: SystemTime, rule: &str)
 
 /// The [`UsedStates`](crate::UsedStates) contract. Panics, naming the broken rule, when the
 /// store breaks it. Same calling convention as [`token_store_contract`]; uses fresh random
-/// states and expiries ten minutes from now (a store may keep marks by its own clock, as Redis
+/// states, with expiries relative to now (a store may keep marks by its own clock, as Redis
 /// does).
+///
+/// It checks that `first_use` is a set-if-absent (a used state is used; states are
+/// independent; of 64 concurrent uses of one state exactly one is the first), that `forget`
+/// makes a state unused again, and that a mark is kept for its lifetime: a state marked with a
+/// lifetime of 4 s is still used 2 s later, waited for in real time (so a store that keeps
+/// marks for a second, or reads a lifetime in seconds as milliseconds, fails). The suite takes
+/// about two seconds.
 ///
 /// ```
 /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
@@ -650,7 +840,26 @@ pub async fn used_states_contract<S: crate::UsedStates + ?Sized + 'static>(store
         firsts += usize::from(first.expect("task"));
     }
     assert_eq!(firsts, 1, "first_use: exactly one of 64 concurrent uses of a state is the first");
+
+    // A mark outlives 2 s of a 4 s lifetime, waited for in real time: a store that keeps marks
+    // by its own clock, in the wrong unit or for a fixed second, has dropped it by then.
+    let d = state();
+    let marked = crate::SystemClock.now();
+    let lifetime = Duration::from_secs(4);
+    assert!(
+        store.first_use(&d, marked + lifetime, marked).await.expect("first_use"),
+        "first_use: a new state"
+    );
+    tokio::time::sleep(MARK_CHECKED_AFTER).await;
+    assert!(
+        !store.first_use(&d, marked + lifetime, crate::SystemClock.now()).await.expect("first_use"),
+        "first_use: a mark is kept until its state expires (marked with a lifetime of {lifetime:?}, \
+         the state was unused again {MARK_CHECKED_AFTER:?} later)"
+    );
 }
+
+/// How long [`used_states_contract`] waits before it checks that a mark is still there.
+const MARK_CHECKED_AFTER: Duration = Duration::from_secs(2);
 
 /// The rules every [`NotificationResults`](crate::NotificationResults) store keeps: an unknown
 /// `msgid` has no result; a result reads back as recorded (its time to the millisecond), for

@@ -2,6 +2,7 @@
 //! server that misbehaves on purpose.
 
 use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -37,19 +38,61 @@ struct Seen {
     body: Vec<u8>,
 }
 
-/// A server on `127.0.0.1` that does `then` to every request, and reports what it read.
-async fn serve(then: Then) -> (String, JoinHandle<Vec<Seen>>) {
+/// How long a server that is [`Server::finish`]ed waits for another connection before it stops:
+/// one connection is all a well-behaved transport makes there (no redirect, no retry); a
+/// second one within this while is recorded too, so the suite can name it.
+const IDLE: Duration = Duration::from_millis(300);
+
+/// How long a server that is [`Server::stop`]ped keeps counting after the transport returned:
+/// a request whose outcome is unknown must not be sent again, neither during the call (at any
+/// delay: the server counts for the whole call) nor just after it.
+const AFTER_RETURN: Duration = Duration::from_secs(1);
+
+/// A contract server: its address, and what it read so far.
+struct Server {
+    base: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    task: JoinHandle<()>,
+}
+
+impl Server {
+    /// Waits until it has seen no connection for [`IDLE`], then returns what it read.
+    async fn finish(self) -> Vec<Seen> {
+        self.task.await.expect("the contract server");
+        take(&self.seen)
+    }
+
+    /// Stops it now, and returns what it read.
+    async fn stop(self) -> Vec<Seen> {
+        self.task.abort();
+        let _ = self.task.await;
+        take(&self.seen)
+    }
+}
+
+fn take(seen: &Mutex<Vec<Seen>>) -> Vec<Seen> {
+    std::mem::take(&mut *seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+}
+
+/// A server on `127.0.0.1` that does `then` to every request, recording what it read, until it
+/// has been idle for `idle` (`None`: until it is stopped).
+async fn serve(then: Then, idle: Option<Duration>) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("the contract server binds a port");
     let base = format!("http://{}", listener.local_addr().expect("a bound address"));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = Arc::clone(&seen);
     let task = tokio::spawn(async move {
-        let mut seen = Vec::new();
-        // One connection is all a well-behaved transport makes here (no redirect, no retry);
-        // a second one within a short while is recorded too, so the suite can name it.
-        while let Ok(Ok((mut conn, _))) =
-            tokio::time::timeout(Duration::from_millis(300), listener.accept()).await
-        {
+        loop {
+            let accepted = match idle {
+                Some(idle) => match tokio::time::timeout(idle, listener.accept()).await {
+                    Ok(accepted) => accepted,
+                    Err(_) => break,
+                },
+                None => listener.accept().await,
+            };
+            let Ok((mut conn, _)) = accepted else { break };
             let Some(request) = read_request(&mut conn).await else { continue };
-            seen.push(request);
+            record.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(request);
             match then {
                 Then::Answer(status, body) => {
                     let head = format!(
@@ -75,9 +118,8 @@ async fn serve(then: Then) -> (String, JoinHandle<Vec<Seen>>) {
             }
             let _ = conn.shutdown().await;
         }
-        seen
     });
-    (base, task)
+    Server { base, seen, task }
 }
 
 /// Reads one HTTP/1.1 request (head, then a `Content-Length` body).
@@ -161,10 +203,13 @@ fn expect_err(result: Result<crate::HttpResponse, TransportError>, rule: &str) -
 ///   connection closed after the request was read, a response that never comes, or a body cut
 ///   short must *not* say "never left", because the client replays those only as "unknown
 ///   outcome" and a wrong answer here can deliver a message twice;
+/// - and those three are **not retried**: each server counts the requests that reach it for
+///   the whole call, at whatever delay, and for a second after the transport returned; exactly
+///   one may arrive;
 /// - no error's `Display`, `Debug` or source shows the access token.
 ///
 /// Give it a transport whose overall timeout is below 5 s (the suite waits 10 s for each
-/// request). It takes about as long as that timeout, plus a few hundred milliseconds.
+/// request). It takes about as long as that timeout, plus two seconds.
 ///
 /// ```
 /// # #[cfg(feature = "reqwest")]
@@ -182,12 +227,12 @@ fn expect_err(result: Result<crate::HttpResponse, TransportError>, rule: &str) -
 pub async fn transport_contract<T: HttpTransport + ?Sized>(transport: std::sync::Arc<T>) {
     let transport: &T = &transport;
     // The request arrives as built, and the answer comes back whole.
-    let (base, server) = serve(Then::Answer(200, r#"{"errcode":0,"errmsg":"ok"}"#)).await;
+    let server = serve(Then::Answer(200, r#"{"errcode":0,"errmsg":"ok"}"#), Some(IDLE)).await;
     let rule = "a 200 answer";
-    let r = send(transport, post(&base, r#"{"touser":"o1"}"#), rule).await.expect(rule);
+    let r = send(transport, post(&server.base, r#"{"touser":"o1"}"#), rule).await.expect(rule);
     assert_eq!(r.status(), 200, "{rule}: status");
     assert_eq!(r.body().as_ref(), br#"{"errcode":0,"errmsg":"ok"}"#, "{rule}: the body, whole");
-    let seen = server.await.expect("the contract server");
+    let seen = server.finish().await;
     assert_eq!(seen.len(), 1, "{rule}: one request, on one connection");
     let request_line = seen[0].head.lines().next().unwrap_or_default();
     assert_eq!(
@@ -202,25 +247,25 @@ pub async fn transport_contract<T: HttpTransport + ?Sized>(transport: std::sync:
     );
     assert_eq!(seen[0].body, br#"{"touser":"o1"}"#, "the body arrives byte for byte");
 
-    let (base, server) = serve(Then::Answer(200, "{}")).await;
-    let get = HttpRequest::get(format!("{base}/cgi-bin/token?appid=wx1")).expect("a valid request");
+    let server = serve(Then::Answer(200, "{}"), Some(IDLE)).await;
+    let get = HttpRequest::get(format!("{}/cgi-bin/token?appid=wx1", server.base)).expect("a valid request");
     send(transport, get, "a GET").await.expect("a GET is answered");
-    let seen = server.await.expect("the contract server");
+    let seen = server.finish().await;
     assert!(seen[0].head.starts_with("GET /cgi-bin/token?appid=wx1 HTTP/1.1"), "a GET stays a GET");
     assert!(seen[0].body.is_empty(), "a GET has no body");
 
     // Any status is a response; the caller decides what it means.
-    let (base, server) = serve(Then::Answer(503, "busy")).await;
+    let server = serve(Then::Answer(503, "busy"), Some(IDLE)).await;
     let rule = "a 503 answer";
-    let r = send(transport, post(&base, "{}"), rule).await.expect("a 503 is a response, not an error");
+    let r = send(transport, post(&server.base, "{}"), rule).await.expect("a 503 is a response, not an error");
     assert_eq!((r.status().as_u16(), r.body().as_ref()), (503, &b"busy"[..]), "{rule}");
-    server.await.expect("the contract server");
+    server.finish().await;
 
     // A redirect is returned, never followed.
-    let (base, server) = serve(Then::Redirect).await;
-    let r = send(transport, post(&base, "{}"), "a redirect").await.expect("a redirect is a response");
+    let server = serve(Then::Redirect, Some(IDLE)).await;
+    let r = send(transport, post(&server.base, "{}"), "a redirect").await.expect("a redirect is a response");
     assert_eq!(r.status(), 302, "a redirect is returned as it is");
-    assert_eq!(server.await.expect("the contract server").len(), 1, "a redirect is never followed");
+    assert_eq!(server.finish().await.len(), 1, "a redirect is never followed");
 
     // Refused: the request never left.
     let closed = {
@@ -231,21 +276,40 @@ pub async fn transport_contract<T: HttpTransport + ?Sized>(transport: std::sync:
     let e = expect_err(send(transport, post(&format!("http://{closed}"), "{}"), rule).await, rule);
     assert!(e.request_never_left(), "{rule} must say the request never left (Connect), got {:?}", e.kind());
 
-    // The request was read, then: silence, a hang-up, a cut body. It may have been processed.
-    for (then, rule) in [
+    // The request was read, then: a hang-up, a cut body, silence. It may have been processed,
+    // so it is neither reported as "never left" nor sent again. Each server counts the requests
+    // that reach it for the whole call and for `AFTER_RETURN` after it, so a retry is caught
+    // whatever its delay; the three run at once, so that wait is paid once.
+    let cases = [
         (Then::Close, "a connection closed after the request was read"),
         (Then::CutBody, "a body cut short"),
         (Then::Hang, "no answer in time"),
-    ] {
-        let (base, server) = serve(then).await;
-        let e = expect_err(send(transport, post(&base, "{}"), rule).await, rule);
+    ];
+    let mut servers = Vec::with_capacity(cases.len());
+    for (then, _) in cases {
+        servers.push(serve(then, None).await);
+    }
+    let (closed, cut, silent) = tokio::join!(
+        send(transport, post(&servers[0].base, "{}"), cases[0].1),
+        send(transport, post(&servers[1].base, "{}"), cases[1].1),
+        send(transport, post(&servers[2].base, "{}"), cases[2].1),
+    );
+    tokio::time::sleep(AFTER_RETURN).await;
+    for (((_, rule), result), server) in cases.into_iter().zip([closed, cut, silent]).zip(servers) {
+        let seen = server.stop().await;
+        let e = expect_err(result, rule);
         assert!(
             !e.request_never_left(),
             "{rule}: the server read the request, so the error must not say it never left (got {:?}); \
              the client would replay it and could deliver twice",
             e.kind()
         );
-        let seen = server.await.expect("the contract server");
-        assert_eq!(seen.len(), 1, "{rule}: the request reached the server once, and was not retried");
+        assert_eq!(
+            seen.len(),
+            1,
+            "{rule}: the request reached the server once, and was not retried (the server read it {} \
+             times during the call and the {AFTER_RETURN:?} after it)",
+            seen.len()
+        );
     }
 }

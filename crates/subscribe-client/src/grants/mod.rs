@@ -232,7 +232,9 @@ pub trait GrantLedger: Send + Sync + fmt::Debug {
     /// Reserves up to `limit` pending grants of `scope` whose `openid` comes after `after`, in
     /// `openid` order: what a dispatcher claims in one go. The [`Claimed::cursor`] is where
     /// the next call continues (`None`: nothing pending is left after `after`); grants another
-    /// sender holds are skipped.
+    /// sender holds are skipped, and concurrent claims never return the same grant. Each
+    /// reservation counts its attempt as [`reserve`](Self::reserve) does (a lapsed one is
+    /// claimed as attempt 2).
     ///
     /// The default pages with [`pending_page`](Self::pending_page) and reserves each grant;
     /// a database overrides it with one statement (`… FOR UPDATE SKIP LOCKED`).

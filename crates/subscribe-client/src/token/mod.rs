@@ -96,6 +96,9 @@ impl fmt::Debug for CachedToken {
 ///   what the store holds afterwards.
 /// - [`invalidate`](Self::invalidate) is a compare-and-delete: it removes the stored token only
 ///   if it is the rejected one, so one instance cannot wipe a token another just refreshed.
+/// - Both are atomic: concurrent saves of an older and a newer token leave the newer.
+/// - The store's `Debug` (what a log line or an error report prints) never shows a token it
+///   holds: derive it only over fields that hold none.
 /// - A store shared by several instances also implements [`RefreshLease`] and returns it from
 ///   [`refresh_lease`](Self::refresh_lease), so they elect one refresher and share a failed
 ///   refresher's pause. A store used by one process keeps the default (`None`).
@@ -127,8 +130,9 @@ pub trait TokenStore: Send + Sync + fmt::Debug {
 /// The contract (checked by `test_util::token_store_contract` whenever
 /// [`TokenStore::refresh_lease`] returns one):
 /// - [`try_acquire_refresh_lease`](Self::try_acquire_refresh_lease) is exclusive: while one
-///   holder's lease lives, nobody else gets it; it expires after its `ttl`, so a crashed
-///   holder's lease comes back.
+///   holder's lease lives, nobody else gets it (of any number of concurrent calls, one wins: a
+///   check followed by a set is not enough); it expires after its `ttl`, so a crashed holder's
+///   lease comes back.
 /// - [`release_refresh_lease`](Self::release_refresh_lease) frees the lease only for its holder.
 /// - [`hold_off_refresh`](Self::hold_off_refresh) turns the holder's lease into a pause during
 ///   which nobody takes the lease; [`refresh_hold_off`](Self::refresh_hold_off) reads it.

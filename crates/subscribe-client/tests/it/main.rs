@@ -9,6 +9,7 @@ mod caching;
 mod e2e_wiremock;
 mod family;
 mod grants;
+mod ledger_contract;
 #[cfg(feature = "events")]
 mod pushed;
 mod redaction;
@@ -17,6 +18,7 @@ mod token_outage;
 mod token_refresh;
 mod token_sources;
 mod token_store_contract;
+mod used_states_contract;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

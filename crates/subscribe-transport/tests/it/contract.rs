@@ -93,3 +93,24 @@ async fn a_transport_whose_errors_show_the_uri_fails() {
     let rule = broken_rule(chatty).await;
     assert!(rule.contains("the error shows the access token"), "{rule}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transport_that_retries_after_half_a_second_fails() {
+    // Replays a request whose outcome is unknown once, after a pause: a message could be
+    // delivered twice. When the replay fails too, it reports the first error.
+    let inner = real();
+    let eager = transport_fn(move |req| {
+        let inner = inner.clone();
+        async move {
+            match inner.send(req.clone()).await {
+                Err(e) if !e.request_never_left() => {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    inner.send(req).await.map_err(|_| e)
+                }
+                other => other,
+            }
+        }
+    });
+    let rule = broken_rule(eager).await;
+    assert!(rule.contains("the request reached the server once, and was not retried"), "{rule}");
+}
