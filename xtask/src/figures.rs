@@ -98,10 +98,13 @@ pub(crate) fn replace_section(doc: &str, name: &str, body: &str) -> Result<Strin
     Ok(format!("{}{start}\n{}\n{}", &doc[..a], body.trim_matches('\n'), &doc[b..]))
 }
 
-/// The repository check: each generated section is what its committed JSON renders to, and
-/// every figure of the document's prose is in that section.
+/// The repository check: each generated section is what its committed JSON renders to, from a
+/// full run of committed code; every figure of the document's prose is in that section's
+/// tables; and every performance figure stated in another document (a README, the operations
+/// guide) is in the bench table.
 pub(crate) fn check(root: &Path) -> Vec<String> {
     let mut problems = Vec::new();
+    let mut bench_figures = Vec::new();
     for g in GENERATED {
         let (Ok(doc), Ok(json)) =
             (std::fs::read_to_string(root.join(g.doc)), std::fs::read_to_string(root.join(g.json)))
@@ -109,10 +112,26 @@ pub(crate) fn check(root: &Path) -> Vec<String> {
             problems.push(format!("{} or {} is missing (run `{}`)", g.doc, g.json, command(g)));
             continue;
         };
-        let rendered = match serde_json::from_str::<Value>(&json)
-            .map_err(|e| e.to_string())
-            .and_then(|v| (g.render)(&v))
-        {
+        let value = match serde_json::from_str::<Value>(&json) {
+            Ok(v) => v,
+            Err(e) => {
+                problems.push(format!("{} does not parse: {e}", g.json));
+                continue;
+            }
+        };
+        if value["mode"] != "full" {
+            problems.push(format!(
+                "{} is from a `{}` run: publish the full run's figures",
+                g.json, value["mode"]
+            ));
+        }
+        if value["commit"].as_str().is_none_or(|c| c.ends_with("+dirty")) {
+            problems.push(format!(
+                "{} was measured on uncommitted code (commit {}): measure a commit",
+                g.json, value["commit"]
+            ));
+        }
+        let rendered = match (g.render)(&value) {
             Ok(r) => r,
             Err(e) => {
                 problems.push(format!("{} does not render: {e}", g.json));
@@ -131,41 +150,123 @@ pub(crate) fn check(root: &Path) -> Vec<String> {
                 command(g)
             ));
         }
-        let known = numbers(&rendered);
-        for figure in prose_figures(&doc, g.name) {
-            if !known.contains(&normalize(&figure.number)) {
-                problems.push(format!(
-                    "{}: the figure `{}` in the prose is not in the generated table (state figures from the \
-                     table, mark a target as one, or date it under a `History` heading)",
-                    g.doc, figure.text
-                ));
+        let known = table_figures(&rendered);
+        for figure in prose_figures(&doc, Some(g.name)) {
+            if !known.iter().any(|k| k.same(&figure)) {
+                problems.push(unknown(g.doc, &figure));
+            }
+        }
+        if g.name == "bench" {
+            bench_figures = known;
+        }
+    }
+    // Performance figures quoted elsewhere must be the bench table's too.
+    for file in other_markdown(root) {
+        let rel = file.strip_prefix(root).unwrap_or(&file).display().to_string();
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        for figure in prose_figures(&text, None) {
+            if !bench_figures.iter().any(|k| k.same(&figure)) {
+                problems.push(unknown(&rel, &figure));
             }
         }
     }
     problems
 }
 
+fn unknown(doc: &str, figure: &Figure) -> String {
+    format!(
+        "{doc}: the figure `{}` is not in the generated tables (state figures from docs/performance.md's or \
+         docs/reliability.md's table, word a target or bound as one, or date it under a `History` heading)",
+        figure.text
+    )
+}
+
+/// The repository's markdown files other than the generated documents (and outside `target/`
+/// and hidden directories).
+fn other_markdown(root: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || name == "target" {
+                continue;
+            }
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "md")
+                && !GENERATED.iter().any(|g| root.join(g.doc) == path)
+            {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 fn command(g: &Generated) -> String {
     format!("cargo xtask {}", if g.name == "bench" { "bench" } else { "faults" })
 }
 
-/// A measured-looking figure in prose: a number followed by a unit of measure.
-#[derive(Debug, PartialEq, Eq)]
+/// A measured-looking figure: a number followed by a unit of measure.
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Figure {
-    pub(crate) number: String,
+    pub(crate) value: f64,
+    pub(crate) unit: &'static str,
     pub(crate) text: String,
 }
 
-/// The units whose figures must come from a table: ratios, rates, memory and times.
-const UNITS: &[&str] = &["×", "x", "msg/s", "lines/s", "req/s", "MiB", "µs", "ns", "ms"];
+impl Figure {
+    /// The same quantity: the same unit and value (`1.0 ×` is `1 ×`, `64,071` is `64071`).
+    fn same(&self, other: &Figure) -> bool {
+        self.unit == other.unit && (self.value - other.value).abs() < 1e-9
+    }
+}
 
-/// Words that make a nearby figure a target or a bound, not a measurement.
-const NOT_MEASURED: &[&str] = &["target", "at least", "at most", "under ", "floor", "limit"];
+/// The units whose figures must come from a table, spelled as written and as compared:
+/// ratios, rates, memory, times and shares.
+const UNITS: &[(&str, &str)] = &[
+    ("msg/s", "msg/s"),
+    ("lines/s", "lines/s"),
+    ("req/s", "req/s"),
+    ("MiB", "MiB"),
+    ("µs", "µs"),
+    ("ns", "ns"),
+    ("ms", "ms"),
+    ("×", "×"),
+    ("x", "×"),
+    ("X", "×"),
+    ("%", "%"),
+];
 
-/// The figures of `doc` outside its generated section, code blocks, inline code and any
-/// section headed `History` (records of their day, dated, not regenerated).
-pub(crate) fn prose_figures(doc: &str, name: &str) -> Vec<Figure> {
-    let (start, end) = markers(name);
+/// What, ending the clause just before a figure, makes it a target or a bound rather than a
+/// measurement.
+const BOUND_WORDS: &[&str] = &[
+    "target",
+    "at least",
+    "at most",
+    "under",
+    "below",
+    "above",
+    "over",
+    "more than",
+    "less than",
+    "fewer than",
+    "floor",
+    "within",
+    "up to",
+    "limit",
+    "threshold",
+    "budget",
+    "every",
+];
+
+/// The figures of `doc` outside its generated section (`name`), code blocks, inline code and
+/// any section headed `History` (records of their day, dated, not regenerated).
+pub(crate) fn prose_figures(doc: &str, name: Option<&str>) -> Vec<Figure> {
+    let (start, end) = name.map(markers).unwrap_or_default();
     let mut figures = Vec::new();
     let (mut in_code, mut in_generated) = (false, false);
     // The level of the `History` heading we are under, if any: it lasts until a heading of
@@ -177,10 +278,10 @@ pub(crate) fn prose_figures(doc: &str, name: &str) -> Vec<Figure> {
             in_code = !in_code;
             continue;
         }
-        if line.contains(&start) {
+        if name.is_some() && line.contains(&start) {
             in_generated = true;
         }
-        if line.contains(&end) {
+        if name.is_some() && line.contains(&end) {
             in_generated = false;
             continue;
         }
@@ -196,51 +297,73 @@ pub(crate) fn prose_figures(doc: &str, name: &str) -> Vec<Figure> {
         if in_code || in_generated || history.is_some() {
             continue;
         }
-        figures.extend(line_figures(&strip_inline_code(line)));
+        figures.extend(line_figures(&strip_inline_code(line), true));
     }
     figures
+}
+
+/// The figures of a rendered table (its first line, the header, names the commit and date and
+/// is left out), bounds included.
+fn table_figures(rendered: &str) -> Vec<Figure> {
+    rendered.lines().skip(1).flat_map(|l| line_figures(l, false)).collect()
 }
 
 fn strip_inline_code(line: &str) -> String {
     line.split('`').enumerate().filter(|(i, _)| i % 2 == 0).map(|(_, s)| s).collect::<Vec<_>>().join(" ")
 }
 
-fn line_figures(line: &str) -> Vec<Figure> {
+/// The number starting at `chars[i]`, if one does: its end and its text.
+fn number_at(chars: &[(usize, char)], i: usize) -> Option<usize> {
+    let starts = chars.get(i)?.1.is_ascii_digit() && (i == 0 || !is_word(chars[i - 1].1));
+    if !starts {
+        return None;
+    }
+    let mut j = i;
+    while j < chars.len()
+        && (chars[j].1.is_ascii_digit()
+            || (matches!(chars[j].1, ',' | '.') && chars.get(j + 1).is_some_and(|c| c.1.is_ascii_digit())))
+    {
+        j += 1;
+    }
+    Some(j)
+}
+
+/// The figures of one line: a number, or a range `a–b` / `a-b` (both count), then an optional
+/// space and a unit not followed by a letter. With `skip_bounds`, figures whose clause ends in
+/// a bound word ("at least 0.5 ×", "(floor 0.25 ×)") are left out.
+fn line_figures(line: &str, skip_bounds: bool) -> Vec<Figure> {
     let chars: Vec<(usize, char)> = line.char_indices().collect();
+    let at = |k: usize| chars.get(k).map_or(line.len(), |c| c.0);
     let mut out = Vec::new();
     let mut i = 0;
     while i < chars.len() {
-        let (at, c) = chars[i];
-        let starts_number = c.is_ascii_digit() && (i == 0 || !is_word(chars[i - 1].1));
-        if !starts_number {
+        let Some(mut j) = number_at(&chars, i) else {
             i += 1;
             continue;
-        }
-        let mut j = i;
-        while j < chars.len()
-            && (chars[j].1.is_ascii_digit()
-                || (matches!(chars[j].1, ',' | '.')
-                    && chars.get(j + 1).is_some_and(|c| c.1.is_ascii_digit())))
+        };
+        let mut numbers = vec![(i, j)];
+        // A range: `0.59–0.63 ×` states two figures.
+        if chars.get(j).is_some_and(|c| matches!(c.1, '–' | '-'))
+            && let Some(k) = number_at(&chars, j + 1).filter(|_| chars[j + 1].1.is_ascii_digit())
         {
-            j += 1;
+            numbers.push((j + 1, k));
+            j = k;
         }
-        let end = chars.get(j).map_or(line.len(), |c| c.0);
-        let number = &line[at..end];
-        let rest = &line[end..];
+        let rest = &line[at(j)..];
         let after_space = rest.strip_prefix(' ').unwrap_or(rest);
-        let unit = UNITS.iter().find(|u| {
+        let unit = UNITS.iter().find(|(spelled, _)| {
             after_space
-                .strip_prefix(**u)
+                .strip_prefix(spelled)
                 .is_some_and(|r| r.chars().next().is_none_or(|c| !c.is_alphanumeric()))
         });
-        if let Some(unit) = unit {
-            let before = line[..at].to_lowercase();
-            let window = &before[before.len().saturating_sub(32)..].to_owned();
-            let bound = NOT_MEASURED.iter().any(|w| window.contains(w));
-            // "x" alone is a figure only when it follows a number directly or after one space
-            // and is not the start of a word ("2 xs").
-            if !bound {
-                out.push(Figure { number: number.to_owned(), text: format!("{number} {unit}") });
+        if let Some((_, unit)) = unit
+            && !(skip_bounds && is_bound(&line[..at(i)]))
+        {
+            for (a, b) in numbers {
+                let text = &line[at(a)..at(b)];
+                if let Ok(value) = text.replace(',', "").parse::<f64>() {
+                    out.push(Figure { value, unit, text: format!("{text} {unit}") });
+                }
             }
         }
         i = j.max(i + 1);
@@ -248,28 +371,23 @@ fn line_figures(line: &str) -> Vec<Figure> {
     out
 }
 
+/// Whether the clause that ends at a figure (`before` is the line up to it) ends in a bound
+/// word. Clauses end at `,;:()—` and at a sentence's full stop.
+fn is_bound(before: &str) -> bool {
+    let clause = before
+        .rsplit([',', ';', ':', '(', ')', '—'])
+        .next()
+        .unwrap_or(before)
+        .rsplit(". ")
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_lowercase();
+    BOUND_WORDS.iter().any(|w| clause == *w || clause.ends_with(&format!(" {w}")))
+}
+
 fn is_word(c: char) -> bool {
-    c.is_alphanumeric() || c == '_' || c == '-' || c == '.'
-}
-
-/// A number without its thousands separators (`64,071` and `64071` are one figure).
-fn normalize(number: &str) -> String {
-    number.replace(',', "")
-}
-
-/// Every number in `text`, normalized.
-fn numbers(text: &str) -> std::collections::HashSet<String> {
-    let mut set = std::collections::HashSet::new();
-    let mut current = String::new();
-    for c in text.chars().chain(std::iter::once(' ')) {
-        if c.is_ascii_digit() || (!current.is_empty() && matches!(c, ',' | '.')) {
-            current.push(c);
-        } else if !current.is_empty() {
-            set.insert(normalize(current.trim_end_matches([',', '.'])));
-            current.clear();
-        }
-    }
-    set
+    c.is_alphanumeric() || c == '_' || c == '.'
 }
 
 /// `1234567` as `1,234,567`; a number with a fraction keeps it as given.
@@ -295,25 +413,40 @@ pub(crate) fn thousands(v: &Value) -> String {
 /// fails the render instead of printing a blank.
 fn field<'a>(v: &'a Value, key: &str) -> Result<&'a Value> {
     match v.get(key) {
-        Some(Value::Null) | None => {
-            Err(format!("{} lacks `{key}`", v.get("scenario").and_then(Value::as_str).unwrap_or("a row")))
-        }
+        Some(Value::Null) | None => Err(format!("{} lacks `{key}`", who(v))),
         Some(x) => Ok(x),
     }
 }
 
+fn who(v: &Value) -> &str {
+    v.get("scenario").or_else(|| v.get("name")).and_then(Value::as_str).unwrap_or("a row")
+}
+
+/// A number field, with thousands separators; another type is an error naming it.
 fn n(v: &Value, key: &str) -> Result<String> {
-    field(v, key).map(thousands)
+    let x = field(v, key)?;
+    if x.is_number() { Ok(thousands(x)) } else { Err(format!("{}: `{key}` is not a number: {x}", who(v))) }
+}
+
+/// A ratio field, with its sign: `0.92 ×`.
+fn ratio(v: &Value, key: &str) -> Result<String> {
+    Ok(format!("{} ×", n(v, key)?))
+}
+
+/// A text field; another type is an error naming it.
+fn text<'a>(v: &'a Value, key: &str) -> Result<&'a str> {
+    let x = field(v, key)?;
+    x.as_str().ok_or_else(|| format!("{}: `{key}` is not text: {x}", who(v)))
 }
 
 fn header(doc: &Value, source: &str) -> Result<String> {
     Ok(format!(
         "Generated by `{}` from [`{source}`]({source}) (do not edit by hand): commit {}, {}, {} cores, {} sizes.\n",
-        field(doc, "generated_by")?.as_str().unwrap_or_default(),
-        field(doc, "commit")?.as_str().unwrap_or_default(),
-        field(doc, "date")?.as_str().unwrap_or_default(),
-        field(doc, "cores")?,
-        field(doc, "mode")?.as_str().unwrap_or_default(),
+        text(doc, "generated_by")?,
+        text(doc, "commit")?,
+        text(doc, "date")?,
+        n(doc, "cores")?,
+        text(doc, "mode")?,
     ))
 }
 
@@ -325,7 +458,7 @@ pub(crate) fn render_bench(doc: &Value) -> Result<String> {
     );
     let scenarios = field(doc, "scenarios")?.as_array().ok_or("`scenarios` is not a list")?;
     for s in scenarios {
-        let stat = field(s, "stat")?.as_str().ok_or("`stat` is not text")?;
+        let stat = text(s, "stat")?;
         for cells in bench_rows(s)? {
             let _ = writeln!(out, "| {} | {stat} |", cells.join(" | "));
         }
@@ -337,20 +470,16 @@ pub(crate) fn render_bench(doc: &Value) -> Result<String> {
              | Operation | Median |\n|---|---|\n",
         );
         for m in micro {
-            let _ = writeln!(
-                out,
-                "| {} | {} ns |",
-                field(m, "name")?.as_str().unwrap_or_default(),
-                n(m, "median_ns")?
-            );
+            let _ = writeln!(out, "| {} | {} ns |", text(m, "name")?, n(m, "median_ns")?);
         }
     }
     Ok(out)
 }
 
 /// One scenario's rows: scenario, figure, baseline, ratio.
+#[allow(clippy::too_many_lines)] // one arm per scenario, each its table row
 fn bench_rows(s: &Value) -> Result<Vec<[String; 4]>> {
-    Ok(match field(s, "scenario")?.as_str().unwrap_or_default() {
+    Ok(match text(s, "scenario")? {
         "throughput" => vec![
             [
                 format!(
@@ -364,13 +493,13 @@ fn bench_rows(s: &Value) -> Result<Vec<[String; 4]>> {
                     n(s, "plain_reqwest_per_s")?,
                     n(s, "plain_cpu_us_per_msg")?
                 ),
-                n(s, "ratio")?,
+                ratio(s, "ratio")?,
             ],
             [
                 "The same through `HyperTransport`".to_owned(),
                 format!("{} msg/s", n(s, "hyper_client_per_s")?),
                 format!("plain hyper-util: {} msg/s", n(s, "plain_hyper_per_s")?),
-                n(s, "hyper_ratio")?,
+                ratio(s, "hyper_ratio")?,
             ],
         ],
         "sandbox" => vec![[
@@ -402,7 +531,11 @@ fn bench_rows(s: &Value) -> Result<Vec<[String; 4]>> {
                 n(s, "library_cpu_us_per_msg")?,
                 n(s, "plain_reqwest_per_s")?
             ),
-            format!("{} × the library, {} × plain reqwest", n(s, "ratio")?, n(s, "ratio_to_plain_reqwest")?),
+            format!(
+                "{} the library, {} plain reqwest",
+                ratio(s, "ratio")?,
+                ratio(s, "ratio_to_plain_reqwest")?
+            ),
         ]],
         "cold-start" => vec![[
             format!("Cold start: {} concurrent sends on a fresh client", n(s, "sends")?),
@@ -433,7 +566,7 @@ fn bench_rows(s: &Value) -> Result<Vec<[String; 4]>> {
                     format!("Dispatch: {} grants on `SqlGrantLedger`, SQLite (a WAL file)", n(s, "grants")?),
                     format!("{} msg/s", n(s, "sqlite_per_s")?),
                     memory.clone(),
-                    n(s, "sqlite_ratio")?,
+                    ratio(s, "sqlite_ratio")?,
                 ],
                 [
                     format!(
@@ -442,7 +575,7 @@ fn bench_rows(s: &Value) -> Result<Vec<[String; 4]>> {
                     ),
                     format!("{} msg/s", n(s, "postgres_per_s")?),
                     memory,
-                    format!("{} (floor {})", n(s, "postgres_ratio")?, n(s, "postgres_floor")?),
+                    format!("{} (floor {})", ratio(s, "postgres_ratio")?, ratio(s, "postgres_floor")?),
                 ],
             ]
         }
@@ -465,6 +598,9 @@ pub(crate) fn render_faults(doc: &Value) -> Result<String> {
     );
     for row in field(doc, "rows")?.as_array().ok_or("`rows` is not a list")? {
         let outcomes = field(row, "outcomes")?.as_object().ok_or("`outcomes` is not an object")?;
+        if let Some((k, v)) = outcomes.iter().find(|(_, v)| !v.is_u64()) {
+            return Err(format!("{}: the count of `{k}` is not a whole number: {v}", who(row)));
+        }
         let count = |prefix: &str| {
             outcomes
                 .iter()
@@ -487,14 +623,16 @@ pub(crate) fn render_faults(doc: &Value) -> Result<String> {
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} | {} | {} | {} | {:.1} s |",
-            field(row, "name")?.as_str().unwrap_or_default(),
+            text(row, "name")?,
             count("delivered"),
             failed,
             unknown,
-            field(row, "token_requests")?,
-            field(row, "extra_requests")?,
-            field(row, "sandbox_deliveries")?,
-            field(row, "last_outcome_s")?.as_f64().unwrap_or_default(),
+            n(row, "token_requests")?,
+            n(row, "extra_requests")?,
+            n(row, "sandbox_deliveries")?,
+            field(row, "last_outcome_s")?
+                .as_f64()
+                .ok_or_else(|| format!("{}: `last_outcome_s` is not a number", who(row)))?,
         );
     }
     Ok(out)
@@ -504,16 +642,59 @@ pub(crate) fn render_faults(doc: &Value) -> Result<String> {
 mod tests {
     use super::*;
 
+    fn texts(figures: Vec<Figure>) -> Vec<String> {
+        figures.into_iter().map(|f| f.text).collect()
+    }
+
     #[test]
     fn figures_in_prose_are_found_with_their_units_and_bounds_are_not() {
         let doc = "The client runs at 0.92 × plain reqwest (64,071 msg/s) and 2.1 MiB.\n\
-                   Target: under 64 MiB. At least 0.5 x.\n\
+                   Target: under 64 MiB. At least 0.5 x. Growth more than 16 MiB fails.\n\
                    ```\ncargo bench 100 ms\n```\n\
-                   `code 3 ms` and 12 µs.\n\
+                   `code 3 ms` and 12 µs, 0.59–0.63 ×, 0.48-0.54 x, 0.92X, 80 %.\n\
+                   The ratio (floor 0.25 ×) came out at 0.59 x. Under load it ran at 0.9 ×.\n\
                    ## History\nonce 0.43 ×\n### Then\n0.5 ×\n## Next\n9.5 ×\n\
                    <!-- bench:start -->\n| 9 ms |\n<!-- bench:end -->\n";
-        let found: Vec<String> = prose_figures(doc, "bench").into_iter().map(|f| f.text).collect();
-        assert_eq!(found, ["0.92 ×", "64,071 msg/s", "2.1 MiB", "12 µs", "9.5 ×"]);
+        assert_eq!(
+            texts(prose_figures(doc, Some("bench"))),
+            [
+                "0.92 ×",
+                "64,071 msg/s",
+                "2.1 MiB",
+                "12 µs",
+                "0.59 ×",
+                "0.63 ×",
+                "0.48 ×",
+                "0.54 ×",
+                "0.92 ×",
+                "80 %",
+                "0.59 ×",
+                "0.9 ×",
+                "9.5 ×"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_figure_after_wide_characters_does_not_panic() {
+        assert_eq!(texts(line_figures("— the dispatcher ran at abcdefg 0.92 ×", true)), ["0.92 ×"]);
+        assert_eq!(
+            texts(line_figures("到货提醒，您关注的商品已到货，点击查看详情 at most 3 ms", true)),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn figures_compare_by_unit_and_value() {
+        let table =
+            table_figures("Generated … commit 2 ms, 2026-12-06, 2 cores\n| 1 × | 64071 msg/s | 0.5 × |");
+        let prose = line_figures("1.0 × and 64,071 msg/s and 0.50 ×, but 2 ms and 1 msg/s", true);
+        let known: Vec<bool> = prose.iter().map(|p| table.iter().any(|t| t.same(p))).collect();
+        assert_eq!(
+            known,
+            [true, true, true, false, false],
+            "the header's numbers and other units do not count"
+        );
     }
 
     #[test]
@@ -526,9 +707,7 @@ mod tests {
     }
 
     #[test]
-    fn numbers_match_with_or_without_thousands_separators() {
-        let set = numbers("| 64071 msg/s | 0.92 | 1,234 |");
-        assert!(set.contains("64071") && set.contains("0.92") && set.contains("1234"));
+    fn whole_numbers_get_thousands_separators() {
         assert_eq!(thousands(&serde_json::json!(1_234_567.0)), "1,234,567");
         assert_eq!(thousands(&serde_json::json!(0.92)), "0.92");
     }
@@ -552,6 +731,9 @@ mod tests {
         let v = row.remove("ms_to_last_delivery").unwrap();
         row.insert("ms_until_last".into(), v);
         assert_eq!(render_bench(&renamed).unwrap_err(), "cold-start lacks `ms_to_last_delivery`");
+        let mut retyped = bench_doc();
+        retyped["scenarios"][0]["ms_to_last_delivery"] = "790".into();
+        assert!(render_bench(&retyped).unwrap_err().contains("`ms_to_last_delivery` is not a number"));
     }
 
     #[test]
@@ -585,6 +767,23 @@ mod tests {
         assert!(problems.len() == 1 && problems[0].contains("`780 ms`"), "{problems:?}");
         let problems = write("", &table.replace("790 ms", "700 ms"));
         assert!(problems.len() == 1 && problems[0].contains("differs"), "{problems:?}");
+        // A figure quoted in another document must be in the bench table too.
+        std::fs::write(dir.join("README.md"), "Dispatch runs at 0.61 × in memory; the cold start 790 ms.\n")
+            .unwrap();
+        let problems = write("", &table);
+        assert!(
+            problems.len() == 1 && problems[0].contains("README.md: the figure `0.61 ×`"),
+            "{problems:?}"
+        );
+        std::fs::remove_file(dir.join("README.md")).unwrap();
+        // Figures of a quick run, or of uncommitted code, are not published.
+        for (key, value) in [("mode", "quick"), ("commit", "abc1234+dirty")] {
+            let mut doc = bench_doc();
+            doc[key] = value.into();
+            std::fs::write(dir.join("docs/figures/bench.json"), doc.to_string()).unwrap();
+            let problems = write("", &render_bench(&doc).unwrap());
+            assert!(problems.len() == 1 && problems[0].contains("bench.json"), "{key}: {problems:?}");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
