@@ -1,9 +1,10 @@
-//! `cargo xtask ahead`: the store and ledger contract suites again, 400 days in the future.
+//! `cargo xtask ahead`: the store and ledger tests again, 400 days in the future.
 //!
 //! A test that builds an instant from a fixed date passes until the real clock reaches it, then
 //! fails on every run (the token store contract once saved tokens expiring on 2027-01-15, which
 //! Redis would have dropped on sight from that morning on). This step catches the next one: it
-//! runs every contract test (in-memory, Redis, SQLite, PostgreSQL) with the clocks they meet set
+//! runs every test of the Redis and SQL stores (contracts, fleets, outages, clocks) and the
+//! client's contract tests on its in-memory stores with the clocks they meet set
 //! [`DAYS_AHEAD`] days ahead, by libfaketime (`LD_PRELOAD`):
 //!
 //! - the test processes (so SQLite, in-process, too) see the future;
@@ -13,27 +14,77 @@
 //!   Redis stores hand it lifetimes computed on the application's clock, never instants: with
 //!   them, a fixed instant in a test is as stale to Redis as it is to the test.
 //!
-//! Before the tests, the step checks that the fake clock took (a process and PostgreSQL both
-//! read at least `DAYS_AHEAD - 1` days ahead), so it cannot pass by running in the present.
+//! It cannot pass by running in the present: a process and PostgreSQL must read at least
+//! `DAYS_AHEAD - 1` days ahead, a canary test holding a fixed date must fail, and each suite's
+//! named contract tests must be among those that pass.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::run::{Result, Status, cargo_output, root, target_dir};
+use crate::run::{Result, Status, cargo_output, root};
 use crate::test::redis_reachable;
 
 /// How far ahead the clocks are set: more than a year, so a date anywhere in the coming year
 /// is already in the past.
 pub(crate) const DAYS_AHEAD: u64 = 400;
 
-/// The contract tests, by package and test target: each binary runs with the filter `contract`.
-const SUITES: &[(&str, &str)] = &[
-    ("subscribe-client", "it"),
-    ("subscribe-redis", "it"),
-    ("subscribe-sql", "sqlite"),
-    ("subscribe-sql", "postgres"),
+/// What runs ahead: a package's test binary, the filter it runs with (`None`: all of it) and
+/// the tests that must be among those that pass (so a renamed or dropped suite cannot leave
+/// only meta-tests to count).
+struct Suite {
+    package: &'static str,
+    target: &'static str,
+    filter: Option<&'static str>,
+    required: &'static [&'static str],
+}
+
+const SUITES: &[Suite] = &[
+    // The in-memory stores and the contracts' own instants.
+    Suite {
+        package: "subscribe-client",
+        target: "it",
+        filter: Some("contract"),
+        required: &[
+            "in_memory_store_passes_the_contract",
+            "in_memory_ledger_passes_the_contract",
+            "in_memory_used_states_pass_the_contract",
+        ],
+    },
+    // Every Redis and SQL store test: contracts, fleets, outages, clocks.
+    Suite {
+        package: "subscribe-redis",
+        target: "it",
+        filter: None,
+        required: &[
+            "token_store_passes_the_client_contract",
+            "grant_ledger_passes_the_client_contract",
+            "used_states_pass_the_client_contract",
+            "notification_results_pass_the_client_contract_and_expire",
+        ],
+    },
+    Suite {
+        package: "subscribe-sql",
+        target: "sqlite",
+        filter: None,
+        required: &["the_ledger_and_token_store_pass_the_client_contract_suites"],
+    },
+    Suite {
+        package: "subscribe-sql",
+        target: "postgres",
+        filter: None,
+        required: &["the_ledger_and_token_store_pass_the_client_contract_suites"],
+    },
 ];
+
+/// The canary: a Redis test whose token expires at an instant it reads from [`CANARY_ENV`]
+/// (now + 30 days when unset, so it passes in the present). This step sets it to the real
+/// clock's now + 30 days, a fixed date as a test might hold one, and requires the test to FAIL
+/// ahead: that shows the fake clock reaches the test processes and that a fixed date cannot
+/// pass the step.
+const CANARY: (&str, &str, &str) =
+    ("subscribe-redis", "it", "clock::a_token_saved_until_an_instant_is_kept_until_then");
+pub(crate) const CANARY_ENV: &str = "WXSUB_TEST_TOKEN_EXPIRES_MS";
 
 pub(crate) fn ahead() -> Result<Status> {
     let Some(lib) = libfaketime() else {
@@ -62,47 +113,79 @@ pub(crate) fn ahead() -> Result<Status> {
         ("FAKETIME_DONT_FAKE_MONOTONIC", "1".into()),
     ];
     let binaries = test_binaries()?;
+    let find = |package: &str, target: &str| {
+        binaries
+            .iter()
+            .find(|b| b.package == package && b.target == target)
+            .ok_or_else(|| format!("cargo built no test binary `{target}` of {package}"))
+    };
     check_process_clock(&fake)?;
     let pg = FakeCluster::start(&pg_bin, &fake)?;
     pg.check_clock()?;
-    for (package, target) in SUITES {
-        let (exe, dir) = binaries
-            .iter()
-            .find(|b| b.package == *package && b.target == *target)
-            .map(|b| (b.executable.clone(), b.dir.clone()))
-            .ok_or_else(|| format!("cargo built no test binary `{target}` of {package}"))?;
-        eprintln!("xtask ahead: {package} --test {target} contract, {DAYS_AHEAD} days ahead");
-        let out = Command::new(&exe)
-            .arg("contract")
-            .envs(fake.iter().map(|(k, v)| (*k, v.as_str())))
+    let run = |binary: &TestBinary, args: &[&str], extra: &[(&str, String)]| -> Result<(bool, String)> {
+        let out = Command::new(&binary.executable)
+            .args(args)
+            .envs(fake.iter().chain(extra).map(|(k, v)| (*k, v.as_str())))
             .env("POSTGRES_URL", pg.url())
             .env("REDIS_URL", &redis)
-            .current_dir(&dir)
+            .current_dir(&binary.dir)
             .output()
-            .map_err(|e| format!("could not start {}: {e}", exe.display()))?;
+            .map_err(|e| format!("could not start {}: {e}", binary.executable.display()))?;
         let text =
             format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        Ok((out.status.success(), text))
+    };
+
+    let (package, target, canary) = CANARY;
+    let fixed = (real_now_secs() + 30 * 86_400) * 1000;
+    eprintln!("xtask ahead: the canary ({canary}) with a fixed date, {DAYS_AHEAD} days ahead: it must fail");
+    let (ok, text) = run(find(package, target)?, &["--exact", canary], &[(CANARY_ENV, fixed.to_string())])?;
+    if ok || !text.contains("a token is kept until its expiry") {
         eprint!("{text}");
-        if !out.status.success() {
+        return Err(format!(
+            "the canary with a fixed date did not fail as expected {DAYS_AHEAD} days ahead: the fake clock              does not reach the tests, so this step cannot catch a fixed date"
+        ));
+    }
+    eprintln!("xtask ahead: the canary failed as it must");
+
+    for suite in SUITES {
+        let binary = find(suite.package, suite.target)?;
+        let filter = suite.filter.map_or_else(Vec::new, |f| vec![f]);
+        eprintln!(
+            "xtask ahead: {} --test {} {}, {DAYS_AHEAD} days ahead",
+            suite.package,
+            suite.target,
+            suite.filter.unwrap_or("(every test)")
+        );
+        let (ok, text) = run(binary, &filter, &[])?;
+        eprint!("{text}");
+        if !ok {
             return Err(format!(
-                "{package}'s `{target}` contract tests fail {DAYS_AHEAD} days ahead: an instant in a test \
-                 (or a store) is fixed instead of relative to now"
+                "{}'s `{}` tests fail {DAYS_AHEAD} days ahead: an instant in a test (or a store) is fixed \
+                 instead of relative to now",
+                suite.package, suite.target
             ));
         }
-        // A filter that matched nothing still exits 0.
-        if passed_count(&text) == 0 {
-            return Err(format!("{package}'s `{target}` ran no contract test (filter `contract`)"));
+        let missing: Vec<&str> = suite.required.iter().copied().filter(|name| !passed(&text, name)).collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "{}'s `{}` did not run and pass {} {DAYS_AHEAD} days ahead",
+                suite.package,
+                suite.target,
+                missing.join(", ")
+            ));
         }
     }
     Ok(Status::Passed)
 }
 
-/// `N` of the last `test result: ok. N passed` line.
-fn passed_count(output: &str) -> u32 {
-    output
-        .lines()
-        .filter_map(|l| l.strip_prefix("test result: ok. ")?.split(' ').next()?.parse::<u32>().ok())
-        .sum()
+/// Whether `name` (a test's last path segment) is among the tests the output reports `ok`.
+fn passed(output: &str, name: &str) -> bool {
+    output.lines().any(|l| {
+        l.strip_prefix("test ")
+            .and_then(|l| l.strip_suffix(" ... ok"))
+            .is_some_and(|path| path == name || path.ends_with(&format!("::{name}")))
+    })
 }
 
 fn libfaketime() -> Option<PathBuf> {
@@ -194,31 +277,46 @@ fn check_process_clock(fake: &[(&str, String)]) -> Result {
     }
 }
 
-/// A throwaway PostgreSQL cluster under the fake clock, on a free port of 127.0.0.1, stopped
-/// (immediately) when dropped.
+/// A throwaway PostgreSQL cluster under the fake clock, in a directory of its own under the
+/// system's temporary directory (so the `postgres` user can reach it wherever the checkout
+/// is), on a free port of 127.0.0.1 and no Unix socket; stopped and removed when dropped.
 struct FakeCluster {
     pg_bin: PathBuf,
+    dir: PathBuf,
     data: PathBuf,
     port: u16,
     /// `runuser -u postgres --` when this runs as root (initdb and postgres refuse root).
     as_postgres: bool,
 }
 
+/// The prefix of the clusters' directories: one left by a run that was killed is stopped and
+/// removed by the next.
+const CLUSTER_PREFIX: &str = "wxsub-ahead-";
+
 impl FakeCluster {
     fn start(pg_bin: &Path, fake: &[(&str, String)]) -> Result<Self> {
-        let dir = target_dir().join("ahead");
-        let data = dir.join("pg");
-        if data.exists() {
-            std::fs::remove_dir_all(&data).map_err(|e| format!("{}: {e}", data.display()))?;
-        }
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let as_postgres = is_root();
-        if as_postgres {
-            std::fs::create_dir_all(&data).map_err(|e| format!("{}: {e}", data.display()))?;
-            run(Command::new("chown").arg("postgres").arg(&data), "chown postgres")?;
+        let tmp = std::env::temp_dir();
+        for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().starts_with(CLUSTER_PREFIX) {
+                let stale = Self {
+                    pg_bin: pg_bin.to_path_buf(),
+                    data: entry.path().join("pg"),
+                    dir: entry.path(),
+                    port: 0,
+                    as_postgres,
+                };
+                eprintln!("xtask ahead: removing a cluster an earlier run left in {}", stale.dir.display());
+                drop(stale);
+            }
         }
-        let port = free_port()?;
-        let cluster = Self { pg_bin: pg_bin.to_path_buf(), data, port, as_postgres };
+        let dir = tmp.join(format!("{CLUSTER_PREFIX}{}", std::process::id()));
+        let data = dir.join("pg");
+        std::fs::create_dir_all(&data).map_err(|e| format!("{}: {e}", data.display()))?;
+        if as_postgres {
+            run(Command::new("chown").arg("-R").arg("postgres").arg(&dir), "chown postgres")?;
+        }
+        let mut cluster = Self { pg_bin: pg_bin.to_path_buf(), dir, data, port: 0, as_postgres };
         let data = cluster.data.to_string_lossy().into_owned();
         run(
             cluster
@@ -227,16 +325,27 @@ impl FakeCluster {
                 .envs(fake.iter().map(|(k, v)| (*k, v.as_str()))),
             "initdb",
         )?;
-        let options = format!("-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off");
         let log = format!("{data}/log");
-        run(
-            cluster
-                .command("pg_ctl")
-                .args(["-D", &data, "-l", &log, "-o", &options, "-w", "-t", "60", "start"])
-                .envs(fake.iter().map(|(k, v)| (*k, v.as_str()))),
-            "pg_ctl start",
-        )?;
-        Ok(cluster)
+        // A free port can be taken between our look and the server's bind: try a few.
+        let mut last = String::new();
+        for _ in 0..3 {
+            cluster.port = free_port()?;
+            let options = format!(
+                "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off",
+                cluster.port
+            );
+            match run(
+                cluster
+                    .command("pg_ctl")
+                    .args(["-D", &data, "-l", &log, "-o", &options, "-w", "-t", "60", "start"])
+                    .envs(fake.iter().map(|(k, v)| (*k, v.as_str()))),
+                "pg_ctl start",
+            ) {
+                Ok(()) => return Ok(cluster),
+                Err(e) => last = format!("{e}\n{}", std::fs::read_to_string(&log).unwrap_or_default()),
+            }
+        }
+        Err(last)
     }
 
     fn command(&self, program: &str) -> Command {
@@ -289,7 +398,19 @@ impl FakeCluster {
 impl Drop for FakeCluster {
     fn drop(&mut self) {
         let data = self.data.to_string_lossy().into_owned();
-        let _ = self.command("pg_ctl").args(["-D", &data, "-m", "immediate", "-w", "stop"]).output();
+        if self.data.join("postmaster.pid").exists() {
+            match self.command("pg_ctl").args(["-D", &data, "-m", "immediate", "-w", "stop"]).output() {
+                Ok(o) if o.status.success() => {}
+                Ok(o) => eprintln!(
+                    "xtask ahead: could not stop the cluster in {data}: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ),
+                Err(e) => eprintln!("xtask ahead: could not stop the cluster in {data}: {e}"),
+            }
+        }
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            eprintln!("xtask ahead: could not remove {}: {e}", self.dir.display());
+        }
     }
 }
 
@@ -329,13 +450,13 @@ mod tests {
     }
 
     #[test]
-    fn passed_counts_add_up_and_a_filtered_run_counts_zero() {
-        let out =
-            "running 2 tests\ntest result: ok. 2 passed; 0 failed; 0 ignored; 0 measured; 9 filtered out\n";
-        assert_eq!(passed_count(out), 2);
-        assert_eq!(
-            passed_count("test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 11 filtered out"),
-            0
-        );
+    fn a_required_test_counts_only_when_it_passed() {
+        let out = "test contract::token_store_passes_the_client_contract ... ok\n\
+                   test contract::grant_ledger_passes_the_client_contract ... FAILED\n\
+                   test the_ledger_and_token_store_pass_the_client_contract_suites ... ok\n";
+        assert!(passed(out, "token_store_passes_the_client_contract"));
+        assert!(!passed(out, "grant_ledger_passes_the_client_contract"));
+        assert!(passed(out, "the_ledger_and_token_store_pass_the_client_contract_suites"));
+        assert!(!passed(out, "store_passes_the_client_contract"), "a name matches whole segments only");
     }
 }

@@ -53,9 +53,9 @@ pub(crate) fn deps() -> Result<Status> {
     Ok(Status::Passed)
 }
 
-/// The snapshot's date (from its `SNAPSHOT.md`, checked against its newest advisory) and age,
-/// so a stale snapshot shows in every run's output: an advisory published after it is not
-/// checked.
+/// The snapshot's date (from its `SNAPSHOT.md`, or its newest advisory's) and age, with the
+/// newest advisory's date beside it, so a stale snapshot shows in every run's output: an
+/// advisory published after it is not checked.
 fn snapshot_age(db: &std::path::Path) -> String {
     let stated = std::fs::read_to_string(db.join("SNAPSHOT.md")).ok().and_then(|t| first_date(&t));
     let newest = newest_advisory(db);

@@ -422,7 +422,10 @@ pub async fn grant_ledger_contract<L: crate::GrantLedger + ?Sized + 'static>(led
     use crate::{Clock as _, GrantScope, GrantStatus, LedgerError, Recorded, Settlement};
     use subscribe_types::{OpenId, Scene, TemplateId};
     let now = || crate::SystemClock.now();
+    // Reservations that must lapse during the suite's one wait take `lease`; the ones taken after
+    // it take `long_lease`, so a busy machine's stall cannot lapse them in the middle of a check.
     let lease = Duration::from_millis(1500);
+    let long_lease = Duration::from_secs(30);
     let scope = GrantScope {
         appid: unique_app("g"),
         template_id: TemplateId::new("contract_template").expect("template"),
@@ -504,7 +507,7 @@ pub async fn grant_ledger_contract<L: crate::GrantLedger + ?Sized + 'static>(led
         first.until
     );
     let rescued =
-        ledger.reserve_next(&lapsing, None, 10, "rescuer", lease, now()).await.expect("reserve_next");
+        ledger.reserve_next(&lapsing, None, 10, "rescuer", long_lease, now()).await.expect("reserve_next");
     assert_eq!(
         rescued.reservations.iter().map(|r| (r.key.openid.clone(), r.attempt)).collect::<Vec<_>>(),
         vec![(user(0), 2)],
@@ -520,7 +523,7 @@ pub async fn grant_ledger_contract<L: crate::GrantLedger + ?Sized + 'static>(led
          takes the grant; `until <= now` means pending"
     );
     let second = ledger
-        .reserve(&key, "rescuer", lease, now())
+        .reserve(&key, "rescuer", long_lease, now())
         .await
         .expect("reserve")
         .expect("a lapsed lease can be taken");
@@ -535,7 +538,7 @@ pub async fn grant_ledger_contract<L: crate::GrantLedger + ?Sized + 'static>(led
     let rec = ledger.get(&key).await.expect("get").expect("record exists");
     assert_eq!(rec.status, GrantStatus::Delivered, "commit: delivered");
     assert!(
-        ledger.reserve(&key, "x", lease, now()).await.expect("reserve").is_none(),
+        ledger.reserve(&key, "x", long_lease, now()).await.expect("reserve").is_none(),
         "a delivered grant is not sent again"
     );
     assert!(
@@ -558,14 +561,15 @@ pub async fn grant_ledger_contract<L: crate::GrantLedger + ?Sized + 'static>(led
     assert_near(past.renewed_at, before, after, "history: `renewed_at` is when the renewal was recorded");
 
     // Release, review, drop.
-    let r = ledger.reserve(&key, "h", lease, now()).await.expect("reserve").expect("pending");
+    let r = ledger.reserve(&key, "h", long_lease, now()).await.expect("reserve").expect("pending");
     ledger.settle(&r, Settlement::Release).await.expect("release");
     assert_eq!(
         ledger.get(&key).await.expect("get").expect("record").status,
         GrantStatus::Pending,
         "release: pending again"
     );
-    let r = ledger.reserve(&key, "h", lease, now()).await.expect("reserve").expect("pending after release");
+    let r =
+        ledger.reserve(&key, "h", long_lease, now()).await.expect("reserve").expect("pending after release");
     assert_eq!(
         r.attempt, 1,
         "reserve after a release is attempt 1: a definite failure delivered nothing, so a later \
@@ -578,7 +582,7 @@ pub async fn grant_ledger_contract<L: crate::GrantLedger + ?Sized + 'static>(led
         "review: kept with its reason"
     );
     assert!(
-        ledger.reserve(&key, "h", lease, now()).await.expect("reserve").is_none(),
+        ledger.reserve(&key, "h", long_lease, now()).await.expect("reserve").is_none(),
         "review: never taken again automatically"
     );
     assert_eq!(
@@ -593,7 +597,7 @@ pub async fn grant_ledger_contract<L: crate::GrantLedger + ?Sized + 'static>(led
         "the review and its reason stay in the history"
     );
     assert_eq!(history.len(), 2, "history: one entry per renewal");
-    let r = ledger.reserve(&key, "h", lease, now()).await.expect("reserve").expect("pending");
+    let r = ledger.reserve(&key, "h", long_lease, now()).await.expect("reserve").expect("pending");
     ledger.settle(&r, Settlement::Drop("43101".into())).await.expect("drop");
     assert_eq!(
         ledger.get(&key).await.expect("get").expect("record").status,
@@ -637,7 +641,7 @@ pub async fn grant_ledger_contract<L: crate::GrantLedger + ?Sized + 'static>(led
     ledger.record(&busy, now()).await.expect("record");
     let mut windows = Vec::new();
     for _ in 0..crate::MAX_HISTORY + 4 {
-        let r = ledger.reserve(&busy, "h", lease, now()).await.expect("reserve").expect("pending");
+        let r = ledger.reserve(&busy, "h", long_lease, now()).await.expect("reserve").expect("pending");
         ledger.settle(&r, Settlement::Delivered).await.expect("settle");
         // Apart by more than the tolerance of `assert_near`, so each renewal is told apart.
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -656,9 +660,12 @@ pub async fn grant_ledger_contract<L: crate::GrantLedger + ?Sized + 'static>(led
     for i in 0..10 {
         ledger.record(&batch.key(user(i)), now()).await.expect("record");
     }
-    let held =
-        ledger.reserve(&batch.key(user(3)), "other", lease, now()).await.expect("reserve").expect("pending");
-    let first = ledger.reserve_next(&batch, None, 4, "d", lease, now()).await.expect("reserve_next");
+    let held = ledger
+        .reserve(&batch.key(user(3)), "other", long_lease, now())
+        .await
+        .expect("reserve")
+        .expect("pending");
+    let first = ledger.reserve_next(&batch, None, 4, "d", long_lease, now()).await.expect("reserve_next");
     let openids =
         |c: &crate::Claimed| c.reservations.iter().map(|r| r.key.openid.clone()).collect::<Vec<_>>();
     assert_eq!(
@@ -672,7 +679,7 @@ pub async fn grant_ledger_contract<L: crate::GrantLedger + ?Sized + 'static>(led
     // A definite failure: user 1's grant is pending again, before the cursor.
     ledger.settle(&r1, Settlement::Release).await.expect("release one claimed grant");
     let rest = ledger
-        .reserve_next(&batch, first.cursor.as_ref(), 100, "d", lease, now())
+        .reserve_next(&batch, first.cursor.as_ref(), 100, "d", long_lease, now())
         .await
         .expect("reserve_next");
     assert_eq!(
@@ -682,7 +689,7 @@ pub async fn grant_ledger_contract<L: crate::GrantLedger + ?Sized + 'static>(led
          the cursor came back, or one after it was missed)"
     );
     let end = ledger
-        .reserve_next(&batch, rest.cursor.as_ref(), 100, "d", lease, now())
+        .reserve_next(&batch, rest.cursor.as_ref(), 100, "d", long_lease, now())
         .await
         .expect("reserve_next");
     assert_eq!(
@@ -690,7 +697,7 @@ pub async fn grant_ledger_contract<L: crate::GrantLedger + ?Sized + 'static>(led
         (0, None),
         "reserve_next: nothing left after the cursor"
     );
-    let again = ledger.reserve_next(&batch, None, 100, "d", lease, now()).await.expect("reserve_next");
+    let again = ledger.reserve_next(&batch, None, 100, "d", long_lease, now()).await.expect("reserve_next");
     assert_eq!(
         openids(&again),
         vec![user(1)],
@@ -736,7 +743,8 @@ pub async fn grant_ledger_contract<L: crate::GrantLedger + ?Sized + 'static>(led
     for i in 0..CLAIM_RACERS {
         let (ledger, raced) = (std::sync::Arc::clone(&ledger), raced.clone());
         claimers.spawn(async move {
-            let claimed = ledger.reserve_next(&raced, None, 10, &format!("claimer{i}"), lease, now()).await;
+            let claimed =
+                ledger.reserve_next(&raced, None, 10, &format!("claimer{i}"), long_lease, now()).await;
             claimed.expect("reserve_next").reservations
         });
     }

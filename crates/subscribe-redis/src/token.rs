@@ -1,11 +1,11 @@
 //! [`RedisTokenStore`].
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use redis::Script;
 use subscribe_client::{
-    CachedToken, Clock as _, HoldOff, RefreshLease, SystemClock, TokenStore, TokenStoreError,
+    CachedToken, Clock as _, HoldOff, RefreshLease, SharedClock, SystemClock, TokenStore, TokenStoreError,
 };
 use subscribe_types::{AccessToken, AppId};
 
@@ -77,15 +77,29 @@ static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE))
 /// refreshes while the others wait and read. A refresher that fails replaces its lease with a
 /// hold-off whose TTL is the backoff, so no instance asks the token endpoint before it ends,
 /// timed by Redis's clock rather than the instances'.
+///
+/// A token's key lives until a minute after the token expires, as a lifetime computed on the
+/// store's clock (the system clock by default): give it the clock the client runs on with
+/// [`clock`](Self::clock) when that is not the system's (a `ManualClock` in tests), so the
+/// lifetime is measured from the same now that set the expiry.
 #[derive(Clone, Debug)]
 pub struct RedisTokenStore {
     redis: Redis,
+    clock: SharedClock,
 }
 
 impl RedisTokenStore {
     /// A store on `redis`.
     pub fn new(redis: Redis) -> Self {
-        Self { redis }
+        Self { redis, clock: Arc::new(SystemClock) }
+    }
+
+    /// Reads now from `clock`: the clock the client that saves tokens runs on (its tokens'
+    /// expiries are instants of that clock).
+    #[must_use]
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
     }
 
     fn token_key(&self, app: &AppId) -> String {
@@ -119,7 +133,7 @@ impl TokenStore for RedisTokenStore {
         let (text, expires_ms) = token.to_parts();
         call.arg(expires_ms)
             .arg(text)
-            .arg(key_lifetime_ms(token.expires_at() + Duration::from_secs(60), SystemClock.now()));
+            .arg(key_lifetime_ms(token.expires_at() + Duration::from_secs(60), self.clock.now()));
         let v: String = self.redis.run(call.invoke_async(&mut c)).await?;
         Ok(parse(&v)?)
     }

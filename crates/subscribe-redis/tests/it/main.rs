@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
+mod clock;
 mod contract;
 mod fleet;
 mod outage;
@@ -23,6 +24,17 @@ pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+/// `redis://host…` without the password of `redis://user:password@host…`.
+fn redacted(url: &str) -> String {
+    match url
+        .split_once("://")
+        .and_then(|(scheme, rest)| rest.rsplit_once('@').map(|(_, host)| (scheme, host)))
+    {
+        Some((scheme, host)) => format!("{scheme}://***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
 /// A connection with a prefix no other test (or run) uses.
 pub async fn redis(name: &str) -> Redis {
     static N: AtomicU64 = AtomicU64::new(0);
@@ -31,5 +43,5 @@ pub async fn redis(name: &str) -> Redis {
         .prefix(prefix)
         .connect()
         .await
-        .unwrap_or_else(|e| panic!("Redis at {} is required: {e}", redis_url()))
+        .unwrap_or_else(|e| panic!("Redis at {} is required: {e}", redacted(&redis_url())))
 }

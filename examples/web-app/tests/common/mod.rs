@@ -279,7 +279,13 @@ pub(crate) async fn two_instances_and_a_restart_share_one_backend(
         template_id: "ResultTemplate_000000000000000000000000001".to_owned(),
         error_code: 43101,
         error_status: "failed:user refuse to accept the msg".to_owned(),
-        at: std::time::UNIX_EPOCH + Duration::from_millis(1_800_000_000_123),
+        // Now, to the millisecond: stores may keep results by their own clocks.
+        at: {
+            #[allow(clippy::disallowed_methods)] // a real store's clock is the system's
+            let now = std::time::SystemTime::now();
+            let ms = now.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+            std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap())
+        },
     };
     a.state.results().record_result(&result).await.unwrap();
     for other in [&b, &c] {
