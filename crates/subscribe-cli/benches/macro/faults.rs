@@ -606,12 +606,15 @@ async fn run_row(row: Row, n: usize, concurrency: usize, broken: Broken) -> serd
         });
     }
     while workers.join_next().await.is_some() {}
-    // A stalled request is still being processed by the sandbox after the client gave up.
-    let stall = row.faults.stall_every.or(row.faults.delivered_stall_every);
-    if stall.is_some() {
-        tokio::time::sleep(Duration::from_millis(row.faults.stall_ms.unwrap_or(0) + 500)).await;
-    }
     let elapsed = *last_outcome.lock().unwrap();
+    // A stalled request is still being processed by the sandbox after the client gave up: the
+    // last one started no later than the client's timeout before the last outcome, so it ends
+    // by the last outcome plus what the stall outlasts the timeout (and a margin).
+    if row.faults.stall_every.or(row.faults.delivered_stall_every).is_some() {
+        let stall = Duration::from_millis(row.faults.stall_ms.unwrap_or(0));
+        let ends = started + elapsed + stall.saturating_sub(TIMEOUT) + Duration::from_millis(500);
+        tokio::time::sleep_until(ends.into()).await;
+    }
     let stats = s.state().stats();
     let outcomes = outcomes.lock().unwrap().clone();
     let inboxes: Vec<usize> = (0..n).map(|i| s.state().inbox(user(i).as_str()).len()).collect();
