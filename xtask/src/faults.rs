@@ -6,7 +6,7 @@ use crate::run::{Result, cargo_output, root};
 /// sandbox, written to `docs/reliability.md` (`--quick`: 400 messages, printed only).
 pub(crate) fn faults(quick: bool) -> Result {
     let (sends, conc) = if quick { ("400", "16") } else { ("2000", "32") };
-    eprintln!("xtask faults: {sends} sends per scenario at concurrency {conc} (takes about a minute)");
+    eprintln!("xtask faults: {sends} sends per scenario at concurrency {conc} (takes a minute or two)");
     let out = cargo_output(&[
         "bench",
         "-q",
