@@ -8,7 +8,7 @@
 //! cargo bench -p subscribe-cli --bench macro -- cold-start [sends]
 //! cargo bench -p subscribe-cli --bench macro -- dispatch   [grants]
 //! cargo bench -p subscribe-cli --bench macro -- dispatch-sql [grants]   (in memory, SQLite, PostgreSQL)
-//! cargo bench -p subscribe-cli --bench macro -- faults     [sends] [concurrency] [markdown] [only=words] [broken=fail-all|resend-unknown]
+//! cargo bench -p subscribe-cli --bench macro -- faults     [sends] [concurrency] [markdown|json] [only=words] [broken=fail-all|resend-unknown|resend-silently]
 //! ```
 //!
 //! Each prints one JSON object on stdout. Every figure is measured against a baseline run in the
@@ -862,14 +862,16 @@ fn main() {
     let own =
         result["violations"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_owned));
     let violations: Vec<String> = violations.into_iter().chain(own).collect();
+    let pretty = args.iter().any(|a| a == "json");
+    let json = if pretty { serde_json::to_string_pretty(&result).unwrap() } else { result.to_string() };
     if !violations.is_empty() {
         eprintln!("the benchmark breaks its expectations:\n  {}", violations.join("\n  "));
-        println!("{result}");
+        println!("{json}");
         std::process::exit(1);
     }
     if args.iter().any(|a| a == "markdown") {
         println!("{}", faults::markdown(&result));
     } else {
-        println!("{result}");
+        println!("{json}");
     }
 }

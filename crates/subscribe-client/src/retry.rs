@@ -13,6 +13,7 @@ use subscribe_types::{ErrCode, ErrorClass};
 /// | token rejected (40001/40014/42001) | refresh, replay once (always) |
 /// | `-1` system busy | replayed up to 2 times, exponential backoff with jitter |
 /// | timeout or reset after sending | **not** replayed: `Error::OutcomeUnknown` |
+/// | HTTP 5xx, or a 200 that is not WeChat's answer | never replayed, whatever the policy: `Error::OutcomeUnknown` |
 ///
 /// ```
 /// use std::time::Duration;
@@ -64,7 +65,9 @@ impl RetryPolicy {
     }
 
     /// Replays after a timeout or reset that happened after sending (default 0). Each one
-    /// risks a second delivery; a later 43101 is then reported as "probably delivered".
+    /// risks a second delivery; a later 43101 is then reported as "probably delivered". A 5xx
+    /// or an unreadable answer is never replayed, even with replays left: a gateway that
+    /// answered it may have lost WeChat's answer to a delivery.
     #[must_use]
     pub fn unknown_outcome_retries(mut self, n: u32) -> Self {
         self.unknown_outcome_retries = n;
@@ -259,6 +262,7 @@ mod decide {
         let default = RetryPolicy::default();
         let none = RetryPolicy::none();
         let risky = RetryPolicy::default().unknown_outcome_retries(1);
+        let reckless = RetryPolicy::default().unknown_outcome_retries(5);
         #[rustfmt::skip]
         let table: &[Row<'_>] = &[
             ("success", &default, true, &[(OK, Succeeded)]),
@@ -274,6 +278,21 @@ mod decide {
             ("5xx is unknown", &default, true, &[(Seen::Status(502), Fail(Unknown))]),
             ("4xx is not processed", &default, true, &[(Seen::Status(404), Fail(Status))]),
             ("unreadable 200 is unknown", &default, true, &[(Seen::Unreadable, Fail(Unknown))]),
+            // A 5xx or an unreadable answer may come after WeChat acted (a gateway lost its
+            // answer): never replayed, whatever the policy allows for unknown outcomes.
+            ("5xx with unknown replays on: unknown, not replayed", &risky, true,
+                &[(Seen::Status(502), Fail(Unknown))]),
+            ("500 with unknown replays on: unknown", &reckless, true, &[(Seen::Status(500), Fail(Unknown))]),
+            ("503 with unknown replays on: unknown", &reckless, true, &[(Seen::Status(503), Fail(Unknown))]),
+            ("504 with unknown replays on: unknown", &reckless, true, &[(Seen::Status(504), Fail(Unknown))]),
+            ("unreadable 200 with unknown replays on: unknown, not replayed", &risky, true,
+                &[(Seen::Unreadable, Fail(Unknown))]),
+            ("lost, replayed, then a 5xx with replays left: unknown", &reckless, true,
+                &[(Seen::LostAfterSending, Backoff), (Seen::Status(502), Fail(Unknown))]),
+            ("lost, replayed, then unreadable with replays left: unknown", &reckless, true,
+                &[(Seen::LostAfterSending, Backoff), (Seen::Unreadable, Fail(Unknown))]),
+            ("busy, replayed, then a 5xx with unknown replays on: unknown", &risky, true,
+                &[(BUSY, Backoff), (Seen::Status(502), Fail(Unknown))]),
             ("token rejected: one refresh", &default, true, &[(TOKEN, Refresh), (OK, Succeeded)]),
             ("token rejected twice: the second is final", &default, true, &[(EXPIRED, Refresh), (TOKEN, Fail(Refused))]),
             ("token replay even with no policy", &none, true, &[(TOKEN, Refresh), (OK, Succeeded)]),

@@ -55,7 +55,7 @@ pub use library::{DEMO_LONG_TERM_TEMPLATE, DEMO_MP_TEMPLATE};
 pub use lifecycle::SandboxHandle;
 pub use push::{PUSH_ATTEMPTS, PUSH_TIMEOUT, PushRecord, PushSettings};
 pub use server::{SandboxState, check_send_body, router, router_with_clock};
-pub use state::{Delivered, Faults, LogEntry, Stats, TokenFault};
+pub use state::{Delivered, Faults, LogEntry, LostAnswers, Stats, TokenFault};
 
 /// The README's example runs as a doctest.
 #[cfg(doctest)]

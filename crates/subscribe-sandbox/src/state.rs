@@ -10,7 +10,9 @@ use subscribe_types::{ErrCode, Scene, SubscribeMessage};
 use crate::clock::Now;
 use crate::config::SandboxConfig;
 
-/// Fault injection settings; every field is off when absent. "Every Nth" counts send requests.
+/// Fault injection settings; every field is off when absent. "Every Nth" counts send requests,
+/// and the send faults strike every send endpoint alike: the 2017 one-time message, mini-program
+/// messages and subscribe notifications.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Faults {
@@ -144,6 +146,41 @@ pub struct Stats {
     pub tokens_issued: u64,
     /// Grants recorded (confirmations that added one).
     pub grants_recorded: u64,
+    /// Sends delivered whose answer a `delivered_*` fault then lost, by how it was lost: the
+    /// deliveries the sender cannot know of.
+    #[serde(default)]
+    pub lost_after_delivery: LostAnswers,
+}
+
+/// Answers lost after a delivery, by fault (see [`Stats::lost_after_delivery`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LostAnswers {
+    /// Answered HTTP 502 (`delivered_502_every`).
+    pub http_502: u64,
+    /// The connection dropped without an answer (`delivered_drop_every`).
+    pub dropped: u64,
+    /// Answered malformed JSON (`delivered_malformed_every`).
+    pub malformed: u64,
+    /// Answered after `stall_ms` (`delivered_stall_every`).
+    pub stalled: u64,
+}
+
+impl LostAnswers {
+    /// All of them.
+    pub fn total(&self) -> u64 {
+        self.http_502 + self.dropped + self.malformed + self.stalled
+    }
+
+    pub(crate) fn count(&mut self, how: AfterProcessing) {
+        let n = match how {
+            AfterProcessing::Http502 => &mut self.http_502,
+            AfterProcessing::Drop => &mut self.dropped,
+            AfterProcessing::Malformed => &mut self.malformed,
+            AfterProcessing::Stall => &mut self.stalled,
+        };
+        *n += 1;
+    }
 }
 
 /// One entry of the request log (tokens and secrets masked).

@@ -3,15 +3,25 @@
 //!
 //! Every row checks: outcomes add up to the messages sent; the sandbox delivered at least what
 //! the client reports delivered and at most that plus the unknown outcomes (an unknown outcome
-//! may or may not have been delivered; nothing else may); no user received two messages; token
-//! requests within the row's budget. Then each row checks what its fault must leave: every
-//! message delivered, exactly the injected number unknown, or nothing delivered for want of a
-//! token.
+//! may or may not have been delivered; nothing else may); no user received more than the one
+//! message the client meant to send them; token requests within the row's budget; and the
+//! sandbox's count of send requests, which each row states (one per message when nothing may
+//! be replayed, plus exactly one per `-1` or per reset that hid a delivery where those are
+//! replayed). Then each row checks what its fault must leave: every message delivered, exactly
+//! the injected number unknown, or nothing delivered for want of a token.
 //!
-//! `broken=fail-all` and `broken=resend-unknown` run a deliberately broken client (one that
-//! reports every send failed, one that re-sends an unknown outcome): `cargo xtask faults`
-//! checks that the expectations catch both. `only=<words>` runs the rows whose name contains
-//! the words (`_` for a space).
+//! Most rows send the 2017 one-time message, whose grant the sandbox uses up on delivery, so a
+//! second delivery of it is impossible (a re-send meets 43101). Two rows send what WeChat does
+//! deliver twice: a mini-program message with a long-term template, and a subscribe
+//! notification whose one-time template each user accepted twice.
+//!
+//! `broken=fail-all`, `broken=resend-unknown` and `broken=resend-silently` run a deliberately
+//! broken client (one that reports every send failed; one that re-sends an unknown outcome and
+//! reports the re-send's; one that re-sends it and reports the first attempt's): `cargo xtask
+//! faults` checks that the expectations catch each. `only=<words>` runs the rows whose name
+//! contains the words (`_` for a space). Output: the rows as JSON (the default, or `json`,
+//! pretty-printed; printed even when a row fails), or `markdown` (the table of
+//! `docs/reliability.md`, printed only when every row passes).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -19,11 +29,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use subscribe_client::{Client, RetryPolicy, SendError, SendReceipt, TokenError};
-use subscribe_sandbox::{DEMO_APPID, DEMO_SECRET, Faults, SandboxConfig, SandboxHandle, TokenFault};
-use subscribe_types::{AppId, AppSecret, Scene};
+use subscribe_client::{Client, RetryPolicy, SendError, TokenError};
+use subscribe_sandbox::{
+    DEMO_APPID, DEMO_LONG_TERM_TEMPLATE, DEMO_MP_TEMPLATE, DEMO_SECRET, Faults, LostAnswers, SandboxConfig,
+    SandboxHandle, TokenFault,
+};
+use subscribe_types::{
+    AppId, AppSecret, MessageData, MiniProgramMessage, OpenId, Scene, SubscribeNotification, TemplateId,
+};
 
 use super::{message, thousands};
+
+/// The client's request timeout.
+const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What happens during a row, after a number of completed sends.
 #[derive(Clone, Copy)]
@@ -66,6 +84,37 @@ enum Outcomes {
     NoToken,
 }
 
+/// How many send requests the sandbox must count in a row: what the client may replay there.
+#[derive(Clone, Copy)]
+enum Requests {
+    /// None: without a token nothing is sent.
+    None,
+    /// One per message: nothing is replayed (a lost answer never is).
+    OnePerMessage,
+    /// One per message plus one replay per `-1` the sandbox answered (every `k`th request).
+    ReplayEachBusy(u64),
+    /// One per message plus one replay per reset that hid a delivery (a replay meets 43101, so
+    /// hides none, and is not replayed again).
+    ReplayEachResetAfterDelivery,
+    /// One per message plus one token replay per rejected send: at least one per revocation,
+    /// at most one per worker (each is rejected once, then holds the fresh token).
+    TokenReplays { revocations: u64 },
+}
+
+/// Which send a row makes, and what each user allowed.
+#[derive(Clone, Copy)]
+enum Message {
+    /// The 2017 one-time message; one grant per user, used up by its delivery, so a re-send
+    /// meets 43101 and a second delivery is impossible.
+    OneTime,
+    /// A mini-program message with a long-term template each user accepted: WeChat delivers
+    /// every send, so a re-send is a second message.
+    MiniProgramLongTerm,
+    /// A subscribe notification with a one-time template each user accepted twice: a re-send
+    /// uses the second acceptance and is a second message.
+    NotificationAcceptedTwice,
+}
+
 struct Row {
     name: String,
     faults: Faults,
@@ -73,12 +122,20 @@ struct Row {
     lifetime: Option<Duration>,
     pace: Option<Duration>,
     replay_unknown: bool,
+    message: Message,
     tokens: Tokens,
     outcomes: Outcomes,
+    requests: Requests,
 }
 
 impl Row {
-    fn new(name: impl Into<String>, faults: Faults, tokens: Tokens, outcomes: Outcomes) -> Self {
+    fn new(
+        name: impl Into<String>,
+        faults: Faults,
+        tokens: Tokens,
+        outcomes: Outcomes,
+        requests: Requests,
+    ) -> Self {
         Self {
             name: name.into(),
             faults,
@@ -86,13 +143,20 @@ impl Row {
             lifetime: None,
             pace: None,
             replay_unknown: false,
+            message: Message::OneTime,
             tokens,
             outcomes,
+            requests,
         }
     }
 
     fn action(mut self, action: Action) -> Self {
         self.action = action;
+        self
+    }
+
+    fn message(mut self, message: Message) -> Self {
+        self.message = message;
         self
     }
 }
@@ -103,8 +167,11 @@ pub(crate) enum Broken {
     No,
     /// Reports every send failed.
     FailAll,
-    /// Sends a message again when its outcome is unknown.
+    /// Sends a message again when its outcome is unknown, and reports the second outcome.
     ResendUnknown,
+    /// Sends a message again when its outcome is unknown, and reports the first (unknown)
+    /// outcome, as if it had not.
+    ResendSilently,
 }
 
 impl Broken {
@@ -112,7 +179,8 @@ impl Broken {
         match args.iter().find_map(|a| a.strip_prefix("broken=")) {
             Some("fail-all") => Self::FailAll,
             Some("resend-unknown") => Self::ResendUnknown,
-            Some(other) => panic!("broken={other}: fail-all | resend-unknown"),
+            Some("resend-silently") => Self::ResendSilently,
+            Some(other) => panic!("broken={other}: fail-all | resend-unknown | resend-silently"),
             None => Self::No,
         }
     }
@@ -145,6 +213,7 @@ fn rows(n: u64) -> Vec<Row> {
     let (half, quarter) = ((n / 2).max(1), (n / 4).max(1));
     let all = Outcomes::AllDelivered;
     let rot = Tokens::Rotations;
+    let once = Requests::OnePerMessage;
     let token = |fault: TokenFault, ms: Option<u64>| Faults {
         token_fault: Some(fault),
         token_fault_ms: ms,
@@ -153,8 +222,9 @@ fn rows(n: u64) -> Vec<Row> {
     };
     let fresh = |name: &str| format!("token endpoint: {name} (fresh client)");
     let no_token = Tokens::Backoff { outage: None, fetches: 0 };
+    let revoked = |revocations| Requests::TokenReplays { revocations };
     let mut short_lived =
-        Row::new("5 s token lifetime (sends paced over ~12 s)", Faults::default(), rot, all);
+        Row::new("5 s token lifetime (sends paced over ~12 s)", Faults::default(), rot, all, once);
     short_lived.lifetime = Some(Duration::from_secs(5));
     short_lived.pace = Some(Duration::from_millis(190));
     // A reset after sending is what `unknown_outcome_retries` replays (a 5xx never is).
@@ -163,15 +233,17 @@ fn rows(n: u64) -> Vec<Row> {
         every(|f, k| f.delivered_drop_every = Some(k), 200),
         rot,
         Outcomes::LostAfterDeliveryReplayed,
+        Requests::ReplayEachResetAfterDelivery,
     );
     replayed.replay_unknown = true;
     vec![
-        Row::new("no fault", Faults::default(), rot, all),
+        Row::new("no fault", Faults::default(), rot, all, once),
         Row::new(
             format!("all tokens revoked after {} sends, no grace", thousands(half)),
             Faults::default(),
             rot,
             all,
+            revoked(1),
         )
         .action(Action::RevokeAt(half, Duration::ZERO)),
         Row::new(
@@ -179,98 +251,148 @@ fn rows(n: u64) -> Vec<Row> {
             Faults::default(),
             rot,
             all,
+            once,
         )
         .action(Action::RevokeAt(half, Duration::from_secs(5))),
-        Row::new(format!("all tokens expired after {} sends", thousands(half)), Faults::default(), rot, all)
-            .action(Action::ExpireAt(half)),
-        Row::new(format!("each token valid for {} sends", thousands(quarter)), Faults::default(), rot, all)
-            .action(Action::RevokeEvery(quarter)),
+        Row::new(
+            format!("all tokens expired after {} sends", thousands(half)),
+            Faults::default(),
+            rot,
+            all,
+            revoked(1),
+        )
+        .action(Action::ExpireAt(half)),
+        Row::new(
+            format!("each token valid for {} sends", thousands(quarter)),
+            Faults::default(),
+            rot,
+            all,
+            revoked((n - 1) / quarter),
+        )
+        .action(Action::RevokeEvery(quarter)),
         short_lived,
-        Row::new("-1 on 1 in 100 sends", every(|f, k| f.busy_every = Some(k), 100), rot, all),
+        Row::new(
+            "-1 on 1 in 100 sends",
+            every(|f, k| f.busy_every = Some(k), 100),
+            rot,
+            all,
+            Requests::ReplayEachBusy(100),
+        ),
         Row::new(
             "HTTP 502 on 1 in 200",
             every(|f, k| f.http_502_every = Some(k), 200),
             rot,
             Outcomes::LostBeforeDelivery(n / 200),
+            once,
         ),
         Row::new(
             "malformed JSON on 1 in 200",
             every(|f, k| f.malformed_every = Some(k), 200),
             rot,
             Outcomes::LostBeforeDelivery(n / 200),
+            once,
         ),
         Row::new(
             "dropped connection on 1 in 200",
             every(|f, k| f.drop_every = Some(k), 200),
             rot,
             Outcomes::LostBeforeDelivery(n / 200),
+            once,
         ),
         Row::new(
             format!("20 s stall on 1 in {} (client timeout 10 s)", thousands(half)),
             Faults { stall_every: Some(half), stall_ms: Some(20_000), ..Faults::default() },
             rot,
             Outcomes::LostBeforeDelivery(n / half),
+            once,
         ),
         Row::new(
             "delivered, then HTTP 502, on 1 in 200",
             every(|f, k| f.delivered_502_every = Some(k), 200),
             rot,
             Outcomes::LostAfterDelivery(n / 200),
+            once,
         ),
         Row::new(
             "delivered, then malformed JSON, on 1 in 200",
             every(|f, k| f.delivered_malformed_every = Some(k), 200),
             rot,
             Outcomes::LostAfterDelivery(n / 200),
+            once,
         ),
         Row::new(
             "delivered, then the connection dropped, on 1 in 200",
             every(|f, k| f.delivered_drop_every = Some(k), 200),
             rot,
             Outcomes::LostAfterDelivery(n / 200),
+            once,
         ),
         Row::new(
             format!("delivered, then a 20 s stall, on 1 in {} (client timeout 10 s)", thousands(half)),
             Faults { delivered_stall_every: Some(half), stall_ms: Some(20_000), ..Faults::default() },
             rot,
             Outcomes::LostAfterDelivery(n / half),
+            once,
         ),
         replayed,
+        // What WeChat does deliver twice: a re-send here is a second message in the inbox.
+        Row::new(
+            "mini-program message, long-term template: HTTP 502 after delivery on 1 in 200",
+            every(|f, k| f.delivered_502_every = Some(k), 200),
+            rot,
+            Outcomes::LostAfterDelivery(n / 200),
+            once,
+        )
+        .message(Message::MiniProgramLongTerm),
+        Row::new(
+            "subscribe notification, one-time template accepted twice: malformed JSON after delivery on 1 in 200",
+            every(|f, k| f.delivered_malformed_every = Some(k), 200),
+            rot,
+            Outcomes::LostAfterDelivery(n / 200),
+            once,
+        )
+        .message(Message::NotificationAcceptedTwice),
         Row::new(
             fresh("every request HTTP 502"),
             token(TokenFault::Http502, None),
             no_token,
             Outcomes::NoToken,
+            Requests::None,
         ),
         Row::new(
             fresh("every connection dropped"),
             token(TokenFault::Drop, None),
             no_token,
             Outcomes::NoToken,
+            Requests::None,
         ),
         Row::new(
             fresh("every request answered -1"),
             token(TokenFault::Busy, None),
             no_token,
             Outcomes::NoToken,
+            Requests::None,
         ),
         Row::new(
             fresh("every request answered 45009 (quota)"),
             token(TokenFault::Quota, None),
             Tokens::CoolDown,
             Outcomes::NoToken,
+            Requests::None,
         ),
         Row::new(
             fresh("every request stalled 3 s"),
             token(TokenFault::Stall, None),
             Tokens::Backoff { outage: Some(Duration::ZERO), fetches: 1 },
             all,
+            once,
         ),
         Row::new(
             fresh("HTTP 502 for the first 2 s"),
             token(TokenFault::Http502, Some(2000)),
             Tokens::Backoff { outage: Some(Duration::from_secs(2)), fetches: 1 },
             all,
+            once,
         ),
         Row::new(
             format!(
@@ -280,6 +402,7 @@ fn rows(n: u64) -> Vec<Row> {
             Faults::default(),
             Tokens::Backoff { outage: Some(Duration::from_secs(3)), fetches: 2 },
             all,
+            revoked(1),
         )
         .action(Action::RevokeWithOutageAt(half, Duration::from_secs(3))),
     ]
@@ -295,7 +418,14 @@ pub(crate) async fn faults(n: usize, concurrency: usize, args: &[String]) -> ser
         }
     }
     assert!(!results.is_empty(), "no row matches only={only:?}");
-    json!({ "scenario": "faults", "sends": n, "concurrency": concurrency, "rows": results })
+    let passed = results.iter().all(|r| r["passed"] == true);
+    json!({
+        "scenario": "faults",
+        "sends": n,
+        "concurrency": concurrency,
+        "passed": passed,
+        "rows": results,
+    })
 }
 
 /// What the token source last answered, in a word or two (one table cell per kind).
@@ -314,9 +444,9 @@ fn token_failure(t: &TokenError) -> String {
 }
 
 /// How a send ended, as a row counts it: `delivered`, `unknown…` or `failed…`.
-fn outcome_kind(result: &Result<SendReceipt, SendError>) -> String {
+fn outcome_kind(result: &Result<(), SendError>) -> String {
     match result {
-        Ok(_) => "delivered".to_owned(),
+        Ok(()) => "delivered".to_owned(),
         Err(SendError::ProbablyDelivered(_)) => "unknown (probably delivered)".to_owned(),
         Err(e) if !e.outcome_known() => "unknown".to_owned(),
         Err(SendError::Token(t)) => format!("failed: no token ({})", token_failure(t)),
@@ -345,19 +475,80 @@ fn act(s: &SandboxHandle, action: Action, k: u64, n: u64) {
     }
 }
 
+fn user(i: usize) -> OpenId {
+    OpenId::new(format!("oUser{i:010}")).unwrap()
+}
+
+/// Each user's allowance for the row's send, as the sandbox records a user's answer.
+fn allow(s: &SandboxHandle, message: Message, i: usize) {
+    let to = user(i);
+    let accept = |template: &str| s.state().subscribe(DEMO_APPID, to.as_str(), template, true).unwrap();
+    match message {
+        Message::OneTime => {
+            s.state().add_grant(
+                &SandboxConfig::demo_appid(),
+                &to,
+                &SandboxConfig::demo_template(),
+                Scene::new(5).unwrap(),
+            );
+        }
+        Message::MiniProgramLongTerm => accept(DEMO_LONG_TERM_TEMPLATE),
+        Message::NotificationAcceptedTwice => {
+            accept(DEMO_MP_TEMPLATE);
+            accept(DEMO_MP_TEMPLATE);
+        }
+    }
+}
+
+/// One attempt at user `i`'s message of the row's kind.
+async fn attempt(c: &Client, i: usize, kind: Message) -> Result<(), SendError> {
+    match kind {
+        Message::OneTime => c.send(&message(i, 5)).await.map(drop),
+        Message::MiniProgramLongTerm => {
+            let data = MessageData::from_pairs([("enum1", "黄金会员"), ("date2", "2019-10-01")]).unwrap();
+            let m =
+                MiniProgramMessage::builder(user(i), TemplateId::new(DEMO_LONG_TERM_TEMPLATE).unwrap(), data)
+                    .page("pages/member/index")
+                    .build()
+                    .unwrap();
+            c.send_mini_program(&m).await.map(drop)
+        }
+        Message::NotificationAcceptedTwice => {
+            let data = MessageData::from_pairs([
+                ("thing1", "亚麻衬衫"),
+                ("time2", "2019-10-01 15:01"),
+                ("amount3", "¥199.00"),
+            ])
+            .unwrap();
+            let m = SubscribeNotification::builder(user(i), TemplateId::new(DEMO_MP_TEMPLATE).unwrap(), data)
+                .page("https://shop.example.com/items/1")
+                .build()
+                .unwrap();
+            c.send_notification(&m).await.map(drop)
+        }
+    }
+}
+
 /// One send through the (possibly broken) client.
-async fn send(c: &Client, i: usize, broken: Broken) -> String {
-    let result = c.send(&message(i, 5)).await;
+async fn send(c: &Client, i: usize, kind: Message, broken: Broken) -> String {
+    let result = attempt(c, i, kind).await;
     match broken {
         Broken::No => outcome_kind(&result),
         Broken::FailAll => "failed: broken client".to_owned(),
         Broken::ResendUnknown => match &result {
-            Err(e) if !e.outcome_known() => outcome_kind(&c.send(&message(i, 5)).await),
+            Err(e) if !e.outcome_known() => outcome_kind(&attempt(c, i, kind).await),
             _ => outcome_kind(&result),
         },
+        Broken::ResendSilently => {
+            if result.as_ref().is_err_and(|e| !e.outcome_known()) {
+                let _ = attempt(c, i, kind).await;
+            }
+            outcome_kind(&result)
+        }
     }
 }
 
+#[allow(clippy::too_many_lines)] // one run: set up, send, wait, read the sandbox, check
 async fn run_row(row: Row, n: usize, concurrency: usize, broken: Broken) -> serde_json::Value {
     let mut config = SandboxConfig::demo().with_generated_users(n);
     if let Some(l) = row.lifetime {
@@ -365,12 +556,7 @@ async fn run_row(row: Row, n: usize, concurrency: usize, broken: Broken) -> serd
     }
     let s = Arc::new(SandboxHandle::start(config).await.unwrap());
     for i in 0..n {
-        s.state().add_grant(
-            &SandboxConfig::demo_appid(),
-            &subscribe_types::OpenId::new(format!("oUser{i:010}")).unwrap(),
-            &SandboxConfig::demo_template(),
-            Scene::new(5).unwrap(),
-        );
+        allow(&s, row.message, i);
     }
     s.state().set_faults(row.faults.clone());
     let mut policy = RetryPolicy::default();
@@ -379,7 +565,7 @@ async fn run_row(row: Row, n: usize, concurrency: usize, broken: Broken) -> serd
     }
     let c = Client::builder(AppId::new(DEMO_APPID).unwrap(), AppSecret::new(DEMO_SECRET).unwrap())
         .api_base(s.base_url())
-        .timeouts(Duration::from_secs(2), Duration::from_secs(10))
+        .timeouts(Duration::from_secs(2), TIMEOUT)
         .retry_policy(policy)
         .build()
         .unwrap();
@@ -398,15 +584,15 @@ async fn run_row(row: Row, n: usize, concurrency: usize, broken: Broken) -> serd
             Arc::clone(&next),
             Arc::clone(&last_outcome),
         );
-        let (action, pace) = (row.action, row.pace);
+        let (action, pace, kind) = (row.action, row.pace, row.message);
         workers.spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= n {
                     break;
                 }
-                let kind = send(&c, i, broken).await;
-                *outcomes.lock().unwrap().entry(kind).or_default() += 1;
+                let outcome = send(&c, i, kind, broken).await;
+                *outcomes.lock().unwrap().entry(outcome).or_default() += 1;
                 {
                     let mut last = last_outcome.lock().unwrap();
                     *last = (*last).max(started.elapsed());
@@ -420,51 +606,150 @@ async fn run_row(row: Row, n: usize, concurrency: usize, broken: Broken) -> serd
         });
     }
     while workers.join_next().await.is_some() {}
-    // A stalled request is still being processed by the sandbox after the client gave up.
-    let stall = row.faults.stall_every.or(row.faults.delivered_stall_every);
-    if stall.is_some() {
-        tokio::time::sleep(Duration::from_millis(row.faults.stall_ms.unwrap_or(0) + 500)).await;
-    }
     let elapsed = *last_outcome.lock().unwrap();
+    // A stalled request is still being processed by the sandbox after the client gave up: the
+    // last one started no later than the client's timeout before the last outcome, so it ends
+    // by the last outcome plus what the stall outlasts the timeout (and a margin).
+    if row.faults.stall_every.or(row.faults.delivered_stall_every).is_some() {
+        let stall = Duration::from_millis(row.faults.stall_ms.unwrap_or(0));
+        let ends = started + elapsed + stall.saturating_sub(TIMEOUT) + Duration::from_millis(500);
+        tokio::time::sleep_until(ends.into()).await;
+    }
     let stats = s.state().stats();
     let outcomes = outcomes.lock().unwrap().clone();
-    let most_in_one_inbox =
-        (0..n).map(|i| s.state().inbox(&format!("oUser{i:010}")).len()).max().unwrap_or(0);
+    let inboxes: Vec<usize> = (0..n).map(|i| s.state().inbox(user(i).as_str()).len()).collect();
     let seen = Seen {
         n: n as u64,
+        concurrency: concurrency as u64,
         outcomes: &outcomes,
         sandbox_deliveries: stats.deliveries,
         token_requests: stats.classic_token_requests + stats.stable_token_requests,
-        most_in_one_inbox,
+        send_requests: stats.send_requests,
+        lost_after_delivery: stats.lost_after_delivery,
+        most_in_one_inbox: inboxes.iter().copied().max().unwrap_or(0),
+        in_inboxes: inboxes.iter().sum::<usize>() as u64,
     };
     let (budget, allowed_by) = token_budget(&row, n as u64, elapsed);
-    let violations = check(&row, &seen, budget, allowed_by);
+    let requests = expected_requests(&row, &seen);
+    let violations = check(&row, &seen, budget, allowed_by, &requests);
+    let failed_by_kind: BTreeMap<&str, u64> =
+        outcomes.iter().filter_map(|(k, v)| k.strip_prefix("failed: ").map(|kind| (kind, *v))).collect();
     json!({
-        "violations": violations,
-        "token_budget": budget,
         "name": row.name,
-        "outcomes": outcomes,
+        "sends": seen.n,
+        "delivered": seen.count("delivered"),
+        "failed": seen.count("failed"),
+        "failed_by_kind": failed_by_kind,
+        "unknown": seen.count("unknown"),
+        "probably_delivered": seen.count("unknown (probably delivered)"),
         "token_requests": seen.token_requests,
+        "token_budget": budget,
+        "send_requests": seen.send_requests,
+        "extra_requests": seen.send_requests.saturating_sub(seen.n),
+        "sandbox_deliveries": seen.sandbox_deliveries,
+        "lost_after_delivery": seen.lost_after_delivery,
+        "most_in_one_inbox": seen.most_in_one_inbox,
         "last_outcome_s": (elapsed.as_secs_f64() * 10.0).round() / 10.0,
         "tokens_issued": stats.tokens_issued,
-        "send_requests": stats.send_requests,
-        "extra_requests": stats.send_requests.saturating_sub(n as u64),
-        "sandbox_deliveries": stats.deliveries,
+        "expect": {
+            "outcomes": describe(row.outcomes, seen.n),
+            "send_requests": requests.describe(),
+            "send_requests_range": [requests.least, requests.most],
+            "token_requests": format!("at most {budget}, {allowed_by}"),
+            "every_row": "outcomes add up to the messages sent; the sandbox delivered at least the delivered and at most the delivered plus the unknown; no user received more than the one message meant for them",
+        },
+        "passed": violations.is_empty(),
+        "violations": violations,
     })
 }
 
 /// What a row left behind.
 struct Seen<'a> {
     n: u64,
+    concurrency: u64,
     outcomes: &'a BTreeMap<String, u64>,
     sandbox_deliveries: u64,
     token_requests: u64,
+    send_requests: u64,
+    lost_after_delivery: LostAnswers,
     most_in_one_inbox: usize,
+    in_inboxes: u64,
 }
 
 impl Seen<'_> {
     fn count(&self, prefix: &str) -> u64 {
         self.outcomes.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(_, v)| *v).sum()
+    }
+}
+
+/// The send requests a row must leave in the sandbox's count: from `least` to `most`, and why.
+struct ExpectedRequests {
+    least: u64,
+    most: u64,
+    why: String,
+}
+
+impl ExpectedRequests {
+    fn exactly(n: u64, why: String) -> Self {
+        Self { least: n, most: n, why }
+    }
+
+    fn describe(&self) -> String {
+        if self.least == self.most {
+            format!("exactly {}: {}", self.least, self.why)
+        } else {
+            format!("{} to {}: {}", self.least, self.most, self.why)
+        }
+    }
+}
+
+fn expected_requests(row: &Row, seen: &Seen<'_>) -> ExpectedRequests {
+    let n = seen.n;
+    match row.requests {
+        Requests::None => ExpectedRequests::exactly(0, "no token, so nothing is sent".into()),
+        Requests::OnePerMessage => ExpectedRequests::exactly(n, "one per message, nothing replayed".into()),
+        Requests::ReplayEachBusy(k) => {
+            // The sandbox answers -1 to every `k`th request, replays included.
+            let busy = seen.send_requests / k;
+            ExpectedRequests::exactly(
+                n + busy,
+                format!("one per message plus one replay per -1 answered ({busy})"),
+            )
+        }
+        Requests::ReplayEachResetAfterDelivery => {
+            let resets = seen.lost_after_delivery.dropped;
+            ExpectedRequests::exactly(
+                n + resets,
+                format!("one per message plus one replay per reset that hid a delivery ({resets})"),
+            )
+        }
+        Requests::TokenReplays { revocations } => ExpectedRequests {
+            least: n + revocations,
+            most: n + revocations * seen.concurrency,
+            why: format!(
+                "one per message plus one token replay per rejected send: at least one, at most one per worker ({}), for each of {revocations} revocations",
+                seen.concurrency
+            ),
+        },
+    }
+}
+
+/// A row's expected outcomes, in words.
+fn describe(outcomes: Outcomes, n: u64) -> String {
+    match outcomes {
+        Outcomes::AllDelivered => format!("all {n} delivered, and the sandbox counted every one"),
+        Outcomes::LostBeforeDelivery(k) => format!(
+            "{k} unknown (one per answer lost before delivery), {} delivered, and the sandbox delivered only those",
+            n - k
+        ),
+        Outcomes::LostAfterDelivery(k) => format!(
+            "{k} unknown (one per answer lost after delivery), {} delivered, and the sandbox delivered all {n}",
+            n - k
+        ),
+        Outcomes::LostAfterDeliveryReplayed => format!(
+            "each replay meets 43101 and is reported probably delivered (never failed, never a new delivery); the sandbox delivered all {n}"
+        ),
+        Outcomes::NoToken => format!("nothing delivered; all {n} failed for want of a token"),
     }
 }
 
@@ -495,7 +780,13 @@ fn token_budget(row: &Row, n: u64, elapsed: Duration) -> (u64, &'static str) {
 }
 
 /// The row's expectations, each broken one in words.
-fn check(row: &Row, seen: &Seen<'_>, budget: u64, allowed_by: &str) -> Vec<String> {
+fn check(
+    row: &Row,
+    seen: &Seen<'_>,
+    budget: u64,
+    allowed_by: &str,
+    requests: &ExpectedRequests,
+) -> Vec<String> {
     let n = seen.n;
     let (delivered, unknown, failed) = (seen.count("delivered"), seen.count("unknown"), seen.count("failed"));
     let sandbox = seen.sandbox_deliveries;
@@ -513,8 +804,24 @@ fn check(row: &Row, seen: &Seen<'_>, budget: u64, allowed_by: &str) -> Vec<Strin
             "the sandbox delivered {sandbox}; the client reports {delivered} delivered and {unknown} unknown"
         ));
     }
+    // The client meant one message for each user. Of the 2017 message the sandbox cannot
+    // deliver a second (the grant is used up); of the others it can.
     if seen.most_in_one_inbox > 1 {
-        v.push(format!("a user received {} messages", seen.most_in_one_inbox));
+        v.push(format!(
+            "a user received {} messages; the client meant to send each user one",
+            seen.most_in_one_inbox
+        ));
+    }
+    if seen.in_inboxes != sandbox {
+        v.push(format!("{} messages in the inboxes, {sandbox} deliveries counted", seen.in_inboxes));
+    }
+    if !(requests.least..=requests.most).contains(&seen.send_requests) {
+        let want = if requests.least == requests.most {
+            format!("exactly {}", requests.least)
+        } else {
+            format!("{} to {}", requests.least, requests.most)
+        };
+        v.push(format!("{} send requests, want {want} ({})", seen.send_requests, requests.why));
     }
     let mut expect = |ok: bool, what: String| {
         if !ok {
@@ -567,30 +874,23 @@ pub(crate) fn markdown(result: &serde_json::Value) -> String {
         "| Scenario | Delivered | Failed (by kind) | Unknown | Token requests | Extra requests (replays) | Deliveries counted by the sandbox | Last outcome after |\n|---|---:|---|---:|---:|---:|---:|---:|\n",
     );
     for row in result["rows"].as_array().into_iter().flatten() {
-        let outcomes = row["outcomes"].as_object().cloned().unwrap_or_default();
-        let count = |prefix: &str| {
-            outcomes
-                .iter()
-                .filter(|(k, _)| k.starts_with(prefix))
-                .filter_map(|(_, v)| v.as_u64())
-                .sum::<u64>()
-        };
-        let failed: Vec<String> = outcomes
-            .iter()
-            .filter(|(k, _)| k.starts_with("failed"))
-            .map(|(k, v)| format!("{v} × {}", k.trim_start_matches("failed: ")))
+        let failed: Vec<String> = row["failed_by_kind"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| format!("{v} × {k}"))
             .collect();
         let failed = if failed.is_empty() { "0".to_owned() } else { failed.join(", ") };
-        let probably = count("unknown (probably delivered)");
+        let probably = row["probably_delivered"].as_u64().unwrap_or(0);
         let unknown = if probably > 0 {
-            format!("{} ({probably} probably delivered)", count("unknown"))
+            format!("{} ({probably} probably delivered)", row["unknown"])
         } else {
-            count("unknown").to_string()
+            row["unknown"].to_string()
         };
         out.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} | {} | {:.1} s |\n",
             row["name"].as_str().unwrap_or(""),
-            count("delivered"),
+            row["delivered"],
             failed,
             unknown,
             row["token_requests"],

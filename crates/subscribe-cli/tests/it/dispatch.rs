@@ -188,7 +188,9 @@ async fn cancelled_midway_then_resumed_delivers_each_grant_exactly_once() {
 /// Answers lost after the sandbox delivered (a gateway's 502, a reset, a malformed body): each
 /// grant goes to review, none is released for re-sending, and a second dispatch sends nothing.
 /// With replays of unknown outcomes switched on, each replay meets 43101 and is reviewed as
-/// "probably delivered", never counted as a new delivery.
+/// "probably delivered", never counted as a new delivery. The sandbox counts the send requests:
+/// one per grant, plus (with replays on) exactly one per reset that hid a delivery; a 502 or a
+/// malformed answer is never replayed, whatever the policy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_whose_answers_are_lost_are_reviewed_and_never_sent_again() {
     const N: usize = 2_000;
@@ -218,7 +220,19 @@ async fn deliveries_whose_answers_are_lost_are_reviewed_and_never_sent_again() {
 
         // Every send reached the sandbox and was delivered; the client knows that of the ones
         // whose answer came back, and reports the rest unknown, never failed.
-        assert_eq!(s.state().stats().deliveries, N as u64, "replay={replay}");
+        let stats = s.state().stats();
+        assert_eq!(stats.deliveries, N as u64, "replay={replay}");
+        let lost = stats.lost_after_delivery;
+        assert!(lost.http_502 > 0 && lost.dropped > 0 && lost.malformed > 0, "every fault struck: {lost:?}");
+        // Replayed: only a reset that hid a delivery (a first attempt: each grant is sent once,
+        // and a replay meets 43101, so delivers nothing to hide), once. Never a 502 nor a
+        // malformed answer.
+        let replays = if replay { lost.dropped } else { 0 };
+        assert_eq!(
+            stats.send_requests,
+            N as u64 + replays,
+            "replay={replay}: one request per grant plus one per reset after delivery ({lost:?})"
+        );
         assert_eq!(inbox_total(&s, &users), N as u64, "replay={replay}: one message each");
         assert_eq!((p.failed, p.dropped), (0, 0), "replay={replay}: {p:?}");
         assert!(p.unknown >= 50, "replay={replay}: the faults struck: {p:?}");

@@ -11,6 +11,7 @@ use serde_json::Value;
 use subscribe_events::{ChangeItem, Event, EventKind, PopupItem, SentItem};
 use subscribe_types::ErrCode;
 
+use super::wechat::SendFaults;
 use super::{SandboxState, Seen, bad_request, json, params, wx};
 use crate::library::{self, Refusal, SendKind};
 
@@ -108,35 +109,37 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// A send to either successor endpoint, with the same faults as the 2017 message's: one drawn
+/// before processing answers without processing; one drawn after loses the processed send's
+/// answer (a delivery included).
 async fn send(s: SandboxState, seen: Seen, query: Option<String>, body: Bytes, kind: SendKind) -> Response {
-    let latency = {
-        let mut inner = s.lock();
-        inner.stats.send_requests += 1;
-        let n = inner.stats.send_requests;
-        inner.delay_for(n)
-    };
+    let faults = SendFaults::draw(&s);
+    if let Some(answer) = faults.before(&s, &seen) {
+        tokio::time::sleep(faults.delay).await;
+        return answer;
+    }
     let q = params(query.as_deref().unwrap_or(""));
     let appid = match app_of(&s, &q) {
         Ok(a) => a,
-        Err(e) => return answer(&s, seen, Err(e)),
+        Err(e) => return faults.after(&s, answer(&s, seen, Err(e)), false).await,
     };
     if body.is_empty() {
-        return answer(&s, seen, Err((ErrCode::EMPTY_POST_DATA, "empty post data".into())));
+        let refused = answer(&s, seen, Err((ErrCode::EMPTY_POST_DATA, "empty post data".into())));
+        return faults.after(&s, refused, false).await;
     }
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
-        return answer(&s, seen, Err((ErrCode::DATA_FORMAT_ERROR, "data format error".into())));
+        let refused = answer(&s, seen, Err((ErrCode::DATA_FORMAT_ERROR, "data format error".into())));
+        return faults.after(&s, refused, false).await;
     };
     let openid = body.get("touser").and_then(Value::as_str).unwrap_or_default().to_owned();
     // Two sends to one user at once: the second is refused, as WeChat does.
     let Some(mut in_flight) = InFlight::begin(&s, &appid, &openid) else {
-        return answer(
-            &s,
-            seen,
-            Err((ErrCode::CONCURRENT_SEND, "concurrent calls to the same openid".into())),
-        );
+        let refused =
+            answer(&s, seen, Err((ErrCode::CONCURRENT_SEND, "concurrent calls to the same openid".into())));
+        return faults.after(&s, refused, false).await;
     };
     // The send is processed for at least a moment, so overlapping sends meet.
-    tokio::time::sleep(latency.max(Duration::from_millis(2))).await;
+    tokio::time::sleep(faults.delay.max(Duration::from_millis(2))).await;
     let result = {
         let mut inner = s.lock();
         let accepted = inner.family.accept(&s.cfg, &appid, kind, &body);
@@ -157,15 +160,18 @@ async fn send(s: SandboxState, seen: Seen, query: Option<String>, body: Bytes, k
         };
         s.push_event(&appid, &openid, EventKind::Sent(vec![item]));
     }
+    let delivered = result.is_ok();
     let result = result.map(|(msgid, _)| msgid);
-    answer(
+    let answered = answer(
         &s,
         seen,
         result.map(|msgid| match msgid {
             Some(id) => serde_json::json!({"errcode": 0, "errmsg": "ok", "msgid": id}),
             None => serde_json::json!({"errcode": 0, "errmsg": "ok"}),
         }),
-    )
+    );
+    // The send was processed (and delivered, if it could be): now its answer may be lost.
+    faults.after(&s, answered, delivered).await
 }
 
 pub(super) async fn mini_program_send(

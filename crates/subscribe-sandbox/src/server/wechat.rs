@@ -56,9 +56,7 @@ pub(super) async fn token_fault(s: &SandboxState, seen: &Seen) -> Option<Respons
             tokio::time::sleep(Duration::from_millis(stall)).await;
             return None;
         }
-        TokenFault::Http502 => {
-            (StatusCode::BAD_GATEWAY, "<html><body>502 Bad Gateway</body></html>").into_response()
-        }
+        TokenFault::Http502 => bad_gateway(),
         TokenFault::Drop => dropped(),
         TokenFault::Malformed => {
             ([(header::CONTENT_TYPE, "application/json")], "{\"access_token\":\"").into_response()
@@ -142,44 +140,83 @@ pub(super) fn dropped() -> Response {
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }
+/// The faults one send request draws (every send endpoint's: the 2017 message, mini-program
+/// messages, subscribe notifications): it is counted among the send requests, and its number
+/// decides which "every Nth" fault strikes it.
+pub(super) struct SendFaults {
+    before: Option<Injected>,
+    after: Option<AfterProcessing>,
+    /// Latency, plus `stall_ms` when `stall_every` strikes: waited before processing.
+    pub(super) delay: Duration,
+    stall: Duration,
+}
+
+impl SendFaults {
+    pub(super) fn draw(s: &SandboxState) -> Self {
+        let mut inner = s.lock();
+        inner.stats.send_requests += 1;
+        let n = inner.stats.send_requests;
+        Self {
+            before: inner.fault_for(n),
+            after: inner.after_fault_for(n),
+            delay: inner.delay_for(n),
+            stall: Duration::from_millis(inner.faults.stall_ms.unwrap_or(20_000)),
+        }
+    }
+
+    /// The answer of a fault that strikes before the send is processed, if one does: the send
+    /// is then not processed at all.
+    pub(super) fn before(&self, s: &SandboxState, seen: &Seen) -> Option<Response> {
+        let (errcode, response) = match self.before? {
+            Injected::Drop => (None, dropped()),
+            Injected::Http502 => (None, bad_gateway()),
+            Injected::Busy => (Some(-1), wx(ErrCode::SYSTEM_BUSY, "system error")),
+            Injected::Malformed => (None, malformed()),
+        };
+        s.record(seen.clone(), errcode);
+        Some(response)
+    }
+
+    /// `answer`, the processed send's, as the fault that strikes after processing leaves it
+    /// (`delivered`: the send was delivered; a lost answer of a delivery is counted).
+    pub(super) async fn after(self, s: &SandboxState, answer: Response, delivered: bool) -> Response {
+        let Some(how) = self.after else { return answer };
+        if delivered {
+            s.lock().stats.lost_after_delivery.count(how);
+        }
+        match how {
+            AfterProcessing::Http502 => bad_gateway(),
+            AfterProcessing::Drop => dropped(),
+            AfterProcessing::Malformed => malformed(),
+            AfterProcessing::Stall => {
+                tokio::time::sleep(self.stall).await;
+                answer
+            }
+        }
+    }
+}
+
+fn bad_gateway() -> Response {
+    (StatusCode::BAD_GATEWAY, "<html><body>502 Bad Gateway</body></html>").into_response()
+}
+
+/// A 200 whose JSON breaks off.
+fn malformed() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], "{\"errcode\":0,\"errm").into_response()
+}
+
 pub(super) async fn send(
     State(s): State<SandboxState>,
     seen: Seen,
     RawQuery(q): RawQuery,
     body: Bytes,
 ) -> Response {
-    let (fault, after, delay, stall) = {
-        let mut inner = s.lock();
-        inner.stats.send_requests += 1;
-        let n = inner.stats.send_requests;
-        (
-            inner.fault_for(n),
-            inner.after_fault_for(n),
-            inner.delay_for(n),
-            inner.faults.stall_ms.unwrap_or(20_000),
-        )
-    };
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
+    let faults = SendFaults::draw(&s);
+    if !faults.delay.is_zero() {
+        tokio::time::sleep(faults.delay).await;
     }
-    match fault {
-        Some(Injected::Drop) => {
-            s.record(seen, None);
-            return dropped();
-        }
-        Some(Injected::Http502) => {
-            s.record(seen, None);
-            return (StatusCode::BAD_GATEWAY, "<html><body>502 Bad Gateway</body></html>").into_response();
-        }
-        Some(Injected::Busy) => {
-            s.record(seen, Some(-1));
-            return wx(ErrCode::SYSTEM_BUSY, "system error");
-        }
-        Some(Injected::Malformed) => {
-            s.record(seen, None);
-            return ([(header::CONTENT_TYPE, "application/json")], "{\"errcode\":0,\"errm").into_response();
-        }
-        None => {}
+    if let Some(answer) = faults.before(&s, &seen) {
+        return answer;
     }
     let p = params(q.as_deref().unwrap_or(""));
     let result = (|| {
@@ -189,6 +226,7 @@ pub(super) async fn send(
         let msg = check_send_body(&body).map_err(|e| (e.code(), e.message().to_owned()))?;
         s.lock().deliver(&s.cfg, &appid, &msg, s.now().wall).map_err(owned)
     })();
+    let delivered = result.is_ok();
     let answer = match result {
         Ok(()) => {
             s.record(seen, Some(0));
@@ -200,20 +238,7 @@ pub(super) async fn send(
         }
     };
     // The send was processed (and delivered, if it could be): now its answer may be lost.
-    match after {
-        None => answer,
-        Some(AfterProcessing::Http502) => {
-            (StatusCode::BAD_GATEWAY, "<html><body>502 Bad Gateway</body></html>").into_response()
-        }
-        Some(AfterProcessing::Drop) => dropped(),
-        Some(AfterProcessing::Malformed) => {
-            ([(header::CONTENT_TYPE, "application/json")], "{\"errcode\":0,\"errm").into_response()
-        }
-        Some(AfterProcessing::Stall) => {
-            tokio::time::sleep(Duration::from_millis(stall)).await;
-            answer
-        }
-    }
+    faults.after(&s, answer, delivered).await
 }
 /// Checks a send body the way the send endpoint does once the token is accepted: 44002 for an
 /// empty body, 47001 for text that is not the message's JSON shape, 47003 (naming the field and

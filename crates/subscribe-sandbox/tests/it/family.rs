@@ -286,3 +286,86 @@ fn axum_request(method: &str, uri: &str, body: &Value) -> axum::http::Request<ax
         .body(axum::body::Body::from(body.to_string()))
         .unwrap()
 }
+
+/// The send faults strike the successors' endpoints as they strike the 2017 message's: one
+/// before processing delivers nothing; one after processing loses the answer of a delivery,
+/// which the stats count; and every request counts towards "every Nth".
+#[tokio::test]
+async fn send_faults_strike_mini_program_messages_and_notifications_too() {
+    use subscribe_sandbox::{Faults, LostAnswers};
+    let (s, http) = start(SandboxConfig::demo()).await;
+    let first = token(&s, &http).await;
+    s.state().subscribe(DEMO_APPID, ALICE, DEMO_LONG_TERM_TEMPLATE, true).unwrap();
+    let member = |to: &str| {
+        json!({
+            "touser": to, "template_id": DEMO_LONG_TERM_TEMPLATE,
+            "data": {"enum1": {"value": "黄金会员"}, "date2": {"value": "2019-10-01"}},
+        })
+    };
+    let url = |path: &str| format!("{}{path}?access_token={first}", s.base_url());
+    let lost = |r: Result<reqwest::Response, reqwest::Error>| async move {
+        match r {
+            Err(_) => "dropped".to_owned(),
+            Ok(r) if r.status() != 200 => format!("HTTP {}", r.status().as_u16()),
+            Ok(r) => match r.bytes().await {
+                Err(_) => "dropped".to_owned(),
+                Ok(b) if serde_json::from_slice::<Value>(&b).is_err() => "malformed".to_owned(),
+                Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+            },
+        }
+    };
+
+    // Before processing: nothing is delivered, whichever endpoint.
+    for (path, fault, want) in [
+        (MP, Faults { http_502_every: Some(1), ..Faults::default() }, "HTTP 502"),
+        (BIZ, Faults { malformed_every: Some(1), ..Faults::default() }, "malformed"),
+        (MP, Faults { drop_every: Some(1), ..Faults::default() }, "dropped"),
+    ] {
+        s.state().set_faults(fault);
+        let r = http.post(url(path)).body(member(ALICE).to_string()).send().await;
+        assert_eq!(lost(r).await, want, "{path}");
+    }
+    s.state().set_faults(Faults { busy_every: Some(1), ..Faults::default() });
+    assert_eq!(post(&s, &http, BIZ, &first, &member(ALICE)).await["errcode"], -1);
+    assert!(s.state().inbox(ALICE).is_empty(), "nothing processed");
+    assert_eq!(s.state().stats().lost_after_delivery, LostAnswers::default());
+
+    // After processing: each send is delivered, then its answer is lost.
+    for (path, fault, want) in [
+        (MP, Faults { delivered_502_every: Some(1), ..Faults::default() }, "HTTP 502"),
+        (BIZ, Faults { delivered_malformed_every: Some(1), ..Faults::default() }, "malformed"),
+        (BIZ, Faults { delivered_drop_every: Some(1), ..Faults::default() }, "dropped"),
+    ] {
+        s.state().set_faults(fault);
+        let r = http.post(url(path)).body(member(ALICE).to_string()).send().await;
+        assert_eq!(lost(r).await, want, "{path}");
+    }
+    let kinds: Vec<String> = s.state().inbox(ALICE).into_iter().map(|d| d.kind).collect();
+    assert_eq!(kinds, ["mini_program", "notification", "notification"], "delivered, then lost");
+    let counted = LostAnswers { http_502: 1, malformed: 1, dropped: 1, stalled: 0 };
+    assert_eq!(s.state().stats().lost_after_delivery, counted);
+
+    // A refused send's answer is lost all the same, and is no lost delivery.
+    s.state().set_faults(Faults { delivered_502_every: Some(1), ..Faults::default() });
+    let r = http.post(url(MP)).body(member("oSandbox_Bob_0000000000002").to_string()).send().await;
+    assert_eq!(lost(r).await, "HTTP 502");
+    assert_eq!(s.state().log().last().unwrap().errcode, Some(43101), "processed: 43101 behind the 502");
+    assert_eq!(s.state().stats().lost_after_delivery.total(), 3);
+
+    // "Every Nth" counts the requests to every send endpoint: the 2nd, 4th, … are struck.
+    s.state().reset();
+    let second = token(&s, &http).await;
+    s.state().subscribe(DEMO_APPID, ALICE, DEMO_LONG_TERM_TEMPLATE, true).unwrap();
+    s.state().set_faults(Faults { http_502_every: Some(2), ..Faults::default() });
+    let mut answers = Vec::new();
+    for path in [MP, BIZ, BIZ, MP] {
+        let r = http
+            .post(format!("{}{path}?access_token={second}", s.base_url()))
+            .body(member(ALICE).to_string())
+            .send()
+            .await;
+        answers.push(lost(r).await.get(..8).unwrap_or_default().to_owned());
+    }
+    assert_eq!(answers, ["{\"errcod", "HTTP 502", "{\"errcod", "HTTP 502"]);
+    assert_eq!((s.state().stats().send_requests, s.state().inbox(ALICE).len()), (4, 2));
+}
