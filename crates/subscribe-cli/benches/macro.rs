@@ -8,7 +8,7 @@
 //! cargo bench -p subscribe-cli --bench macro -- cold-start [sends]
 //! cargo bench -p subscribe-cli --bench macro -- dispatch   [grants]
 //! cargo bench -p subscribe-cli --bench macro -- dispatch-sql [grants]   (in memory, SQLite, PostgreSQL)
-//! cargo bench -p subscribe-cli --bench macro -- faults     [sends] [concurrency] [markdown|json] [only=words] [broken=fail-all|resend-unknown|resend-silently]
+//! cargo bench -p subscribe-cli --bench macro -- faults     [sends] [concurrency] [json] [only=words] [broken=fail-all|resend-unknown|resend-silently]
 //! ```
 //!
 //! Each prints one JSON object on stdout. Every figure is measured against a baseline run in the
@@ -869,9 +869,5 @@ fn main() {
         println!("{json}");
         std::process::exit(1);
     }
-    if args.iter().any(|a| a == "markdown") {
-        println!("{}", faults::markdown(&result));
-    } else {
-        println!("{json}");
-    }
+    println!("{json}");
 }

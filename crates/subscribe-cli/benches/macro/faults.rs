@@ -20,8 +20,8 @@
 //! reports the re-send's; one that re-sends it and reports the first attempt's): `cargo xtask
 //! faults` checks that the expectations catch each. `only=<words>` runs the rows whose name
 //! contains the words (`_` for a space). Output: the rows as JSON (the default, or `json`,
-//! pretty-printed; printed even when a row fails), or `markdown` (the table of
-//! `docs/reliability.md`, printed only when every row passes).
+//! pretty-printed; printed even when a row fails), which `cargo xtask faults` saves and renders
+//! as `docs/reliability.md`'s table.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -866,38 +866,4 @@ fn check(
         }
     }
     v
-}
-
-/// The fault table as Markdown rows (for `docs/reliability.md`).
-pub(crate) fn markdown(result: &serde_json::Value) -> String {
-    let mut out = String::from(
-        "| Scenario | Delivered | Failed (by kind) | Unknown | Token requests | Extra requests (replays) | Deliveries counted by the sandbox | Last outcome after |\n|---|---:|---|---:|---:|---:|---:|---:|\n",
-    );
-    for row in result["rows"].as_array().into_iter().flatten() {
-        let failed: Vec<String> = row["failed_by_kind"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, v)| format!("{v} × {k}"))
-            .collect();
-        let failed = if failed.is_empty() { "0".to_owned() } else { failed.join(", ") };
-        let probably = row["probably_delivered"].as_u64().unwrap_or(0);
-        let unknown = if probably > 0 {
-            format!("{} ({probably} probably delivered)", row["unknown"])
-        } else {
-            row["unknown"].to_string()
-        };
-        out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {:.1} s |\n",
-            row["name"].as_str().unwrap_or(""),
-            row["delivered"],
-            failed,
-            unknown,
-            row["token_requests"],
-            row["extra_requests"],
-            row["sandbox_deliveries"],
-            row["last_outcome_s"].as_f64().unwrap_or(0.0),
-        ));
-    }
-    out
 }
