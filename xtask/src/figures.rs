@@ -77,6 +77,28 @@ pub(crate) fn publish(g: &Generated, value: &Value) -> Result {
     Ok(())
 }
 
+/// `cargo xtask figures`: renders each document's table again from its committed JSON (after a
+/// change to a renderer; the figures themselves come only from `cargo xtask bench` and `cargo
+/// xtask faults`).
+pub(crate) fn rerender() -> Result {
+    let mut missing = Vec::new();
+    for g in GENERATED {
+        let path = root().join(g.json);
+        if !path.is_file() {
+            missing.push(format!("{} (run `{}`)", g.json, command(g)));
+            continue;
+        }
+        let json = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let value: Value = serde_json::from_str(&json).map_err(|e| format!("{}: {e}", path.display()))?;
+        let doc_path = root().join(g.doc);
+        let doc = std::fs::read_to_string(&doc_path).map_err(|e| format!("{}: {e}", doc_path.display()))?;
+        let updated = replace_section(&doc, g.name, &(g.render)(&value)?)?;
+        std::fs::write(&doc_path, updated).map_err(|e| format!("{}: {e}", doc_path.display()))?;
+        eprintln!("figures: {} rendered from {}", g.doc, g.json);
+    }
+    if missing.is_empty() { Ok(()) } else { Err(format!("no figures to render: {}", missing.join(", "))) }
+}
+
 fn markers(name: &str) -> (String, String) {
     (format!("<!-- {name}:start -->"), format!("<!-- {name}:end -->"))
 }
@@ -605,7 +627,7 @@ pub(crate) fn render_faults(doc: &Value) -> Result<String> {
             let count = count
                 .as_u64()
                 .ok_or_else(|| format!("{}: the count of `{kind}` is not a number", who(row)))?;
-            failed.push(format!("{count} × {kind}"));
+            failed.push(format!("{} × {kind}", thousands(&count.into())));
         }
         let failed = if failed.is_empty() { "0".to_owned() } else { failed.join(", ") };
         let probably =

@@ -11,8 +11,9 @@
 //! | `tidy` | repository checks (also a `#[test]` of this crate) |
 //! | `deps` | `cargo audit` against the RustSec snapshot in `../shared/advisory-db` (offline) and `cargo deny check licenses bans sources` (`deny.toml`) |
 //! | `features` | each crate's notable feature sets build on their own |
-//! | `bench [--quick]` | whole-system benchmarks (throughput vs plain reqwest, sandbox, cold start, dispatch memory); table on stdout, JSON in `target/bench/` |
-//! | `faults [--quick]` | the reliability table against the sandbox's fault injection, written to `docs/reliability.md`; then checks that a deliberately broken client fails it |
+//! | `bench [--quick]` | whole-system and per-operation benchmarks (throughput vs plain reqwest, sandbox, send-batch, cold start, dispatch memory, dispatch on SQL); JSON in `target/bench/`; a full run writes `docs/figures/bench.json` and `docs/performance.md`'s table from it |
+//! | `figures` | renders `docs/performance.md`'s and `docs/reliability.md`'s tables again from the JSON committed beside them (after a change to how they are rendered) |
+//! | `faults [--quick]` | the reliability table against the sandbox's fault injection (JSON in `target/faults/`; a full run writes `docs/figures/faults.json` and `docs/reliability.md`'s table from it); then checks that deliberately broken clients fail it |
 //! | `fuzz [--seconds N] [target…]` | each libFuzzer target in `fuzz/` for N seconds (default 60); a crash input is saved under `target/fuzz/artifacts/` |
 //! | `e2e` | the browser test: sandbox + `examples/web-app` + headless Chromium; screenshots in `target/e2e/` |
 //!
@@ -55,6 +56,7 @@ fn main() -> ExitCode {
             run::Status::Passed => Ok(()),
             run::Status::NotRun(why) => Err(format!("did not run: {why}")),
         }),
+        "figures" => figures::rerender(),
         "docs" => ci::docs(),
         "tidy" => ci::run_tidy(),
         "deps" => deps::deps().and_then(|s| match s {
@@ -77,7 +79,7 @@ fn main() -> ExitCode {
         }),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|fmt [--check]|lint|test|ahead|docs|tidy|deps|features|e2e|bench [--quick]|faults [--quick]|fuzz [--seconds N] [target…]>"
+                "usage: cargo xtask <ci|fmt [--check]|lint|test|ahead|docs|tidy|deps|features|e2e|bench [--quick]|faults [--quick]|figures|fuzz [--seconds N] [target…]>"
             );
             return if task == "help" { ExitCode::SUCCESS } else { ExitCode::from(2) };
         }
