@@ -174,19 +174,13 @@ pub async fn counters_agree_with_the_grants(sql: Sql) {
     while let Some(t) = tasks.join_next().await {
         t.unwrap();
     }
+    // Written out, not read back from the ledger. Twelve of the 60 for each i % 5: 0 (never
+    // reserved) and 2 (released) are pending, 1 delivered, 3 in review; of 4, the six with
+    // i % 10 == 9 stay reserved and the six with i % 10 == 4 are dropped.
     let mut expected = subscribe_client::GrantCounts::default();
-    for i in 0..60 {
-        match ledger.get(&scope.key(user(i))).await.unwrap().unwrap().status {
-            GrantStatus::Pending => expected.pending += 1,
-            GrantStatus::Reserved { .. } => expected.reserved += 1,
-            GrantStatus::Delivered => expected.delivered += 1,
-            GrantStatus::Review { .. } => expected.review += 1,
-            GrantStatus::Dropped { .. } => expected.dropped += 1,
-            _ => unreachable!(),
-        }
-    }
+    (expected.pending, expected.reserved, expected.delivered, expected.review, expected.dropped) =
+        (24, 6, 12, 12, 6);
     assert_eq!(ledger.counts(&scope, now()).await.unwrap(), expected);
-    assert_eq!(expected.reserved, 6);
 }
 
 /// Live reservations are counted from the lease buckets through batch claims, a lapse, a
