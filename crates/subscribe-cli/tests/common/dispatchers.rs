@@ -122,6 +122,9 @@ pub async fn killed_and_restarted(database: &str, ledger: &SqlGrantLedger, n: us
     // Slow sends (at most 16 in flight, 20 ms each), so the kill lands with sends in flight and
     // their grants reserved, however loaded the machine.
     s.state().set_faults(Faults { latency_ms: Some(20), ..Faults::default() });
+    // 2 s leases, short so the restart comes soon; not a bound load can break: nothing here
+    // needs a lease still live (held is read from the grants' states, the lapse is awaited),
+    // and a lease lapsing early, with one dispatcher at a time, is taken by nobody.
     let mut first = dispatcher(&s, database, "2");
     let started = Instant::now();
     while s.state().stats().deliveries < (n / 5) as u64 {
