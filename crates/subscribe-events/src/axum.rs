@@ -34,7 +34,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{RawQuery, Request};
@@ -135,7 +135,8 @@ impl PushEndpoint {
     }
 
     async fn receive(&self, query: String, body: Body) -> Response {
-        let started = Instant::now();
+        // On tokio's clock, the one its timeouts run on (and the one a test can pause).
+        let started = tokio::time::Instant::now();
         let limited = http_body_util::Limited::new(body, MAX_BODY);
         let bytes = match tokio::time::timeout(self.time_limit, limited.collect()).await {
             Err(_) => {

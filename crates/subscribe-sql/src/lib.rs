@@ -87,6 +87,7 @@ enum Kind {
     InvalidSchema,
     Timeout(Duration),
     Connection,
+    Authentication,
     Database,
     Migration,
     Corrupt {
@@ -111,6 +112,13 @@ impl SqlError {
     /// The connection could not be made or was lost.
     pub fn is_connection(&self) -> bool {
         matches!(self.kind, Kind::Connection)
+    }
+
+    /// The database refused the credentials: a wrong password, an unknown user, or no rule of
+    /// the server's (`pg_hba.conf`) that admits them (PostgreSQL's SQLSTATE class 28). Fix the
+    /// configuration; retrying does not help.
+    pub fn is_authentication(&self) -> bool {
+        matches!(self.kind, Kind::Authentication)
     }
 
     /// The URL, the schema name or the crate's features do not fit: fix the configuration.
@@ -144,6 +152,7 @@ impl fmt::Display for SqlError {
             ),
             Kind::Timeout(d) => write!(f, "the database did not answer within {d:?}"),
             Kind::Connection => f.write_str("the connection to the database failed"),
+            Kind::Authentication => f.write_str("the database refused the credentials"),
             Kind::Database => f.write_str("the database answered with an error"),
             Kind::Migration => f.write_str("the database schema could not be migrated"),
             Kind::Corrupt { what } => write!(f, "corrupt value in the database at {what}"),
@@ -159,19 +168,35 @@ impl std::error::Error for SqlError {
 
 impl From<sqlx::Error> for SqlError {
     fn from(e: sqlx::Error) -> Self {
-        use sqlx::Error as E;
-        let kind = match &e {
-            E::PoolTimedOut => Kind::Timeout(Duration::ZERO),
-            E::Io(_) | E::Tls(_) | E::PoolClosed | E::WorkerCrashed | E::Protocol(_) => Kind::Connection,
-            E::Configuration(_) => Kind::InvalidUrl,
-            E::Migrate(_) => Kind::Migration,
-            E::ColumnDecode { .. } | E::Decode(_) | E::ColumnNotFound(_) | E::TypeNotFound { .. } => {
-                Kind::Corrupt { what: "a column" }
-            }
-            _ => Kind::Database,
-        };
-        Self { kind, source: Some(e) }
+        Self { kind: kind_of(&e), source: Some(e) }
     }
+}
+
+fn kind_of(e: &sqlx::Error) -> Kind {
+    use sqlx::Error as E;
+    match e {
+        E::PoolTimedOut => Kind::Timeout(Duration::ZERO),
+        E::Io(_) | E::Tls(_) | E::PoolClosed | E::WorkerCrashed | E::Protocol(_) => Kind::Connection,
+        E::Configuration(_) => Kind::InvalidUrl,
+        E::Migrate(_) => Kind::Migration,
+        E::ColumnDecode { .. } | E::Decode(_) | E::ColumnNotFound(_) | E::TypeNotFound { .. } => {
+            Kind::Corrupt { what: "a column" }
+        }
+        E::Database(db) if refused_credentials(&**db) => Kind::Authentication,
+        _ => Kind::Database,
+    }
+}
+
+/// Whether PostgreSQL refused to let the connection in: SQLSTATE class 28, "invalid
+/// authorization specification" (28P01 a wrong password, 28000 an unknown role or no
+/// `pg_hba.conf` rule). SQLite has no login.
+#[cfg_attr(not(feature = "postgres"), allow(unused_variables))] // SQLite alone: nothing to refuse
+fn refused_credentials(db: &dyn sqlx::error::DatabaseError) -> bool {
+    #[cfg(feature = "postgres")]
+    if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+        return pg.code().starts_with("28");
+    }
+    false
 }
 
 /// Which database a [`Sql`] handle talks to.
@@ -416,6 +441,13 @@ impl Sql {
         // Creating a schema can take longer than one operation: allow it more.
         match tokio::time::timeout(self.op_timeout * 6, op).await {
             Ok(Ok(())) => Ok(()),
+            // The migrator's first step is a connection: a refused login or an unreachable
+            // server is that, not a migration that went wrong.
+            Ok(Err(sqlx::migrate::MigrateError::Execute(e)))
+                if matches!(kind_of(&e), Kind::Authentication | Kind::Connection | Kind::Timeout(_)) =>
+            {
+                Err(self.timed(e.into()))
+            }
             Ok(Err(e)) => Err(SqlError { kind: Kind::Migration, source: Some(e.into()) }),
             Err(_) => Err(SqlError::new(Kind::Timeout(self.op_timeout * 6))),
         }
@@ -424,13 +456,18 @@ impl Sql {
     /// Runs one operation under the operation timeout.
     async fn run<T>(&self, op: impl Future<Output = Result<T, sqlx::Error>>) -> Result<T, SqlError> {
         match tokio::time::timeout(self.op_timeout, op).await {
-            Ok(r) => r.map_err(|e| match SqlError::from(e) {
-                SqlError { kind: Kind::Timeout(_), source } => {
-                    SqlError { kind: Kind::Timeout(self.op_timeout), source }
-                }
-                other => other,
-            }),
+            Ok(r) => r.map_err(|e| self.timed(e.into())),
             Err(_) => Err(SqlError::new(Kind::Timeout(self.op_timeout))),
+        }
+    }
+
+    /// A pool's timeout (which does not say how long it waited) as the operation timeout.
+    fn timed(&self, e: SqlError) -> SqlError {
+        match e {
+            SqlError { kind: Kind::Timeout(_), source } => {
+                SqlError { kind: Kind::Timeout(self.op_timeout), source }
+            }
+            other => other,
         }
     }
 }

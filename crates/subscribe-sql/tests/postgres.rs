@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
+mod cluster;
 mod common;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -69,8 +70,45 @@ async fn an_absent_server_fails_fast_and_typed() {
 
 #[tokio::test]
 async fn a_wrong_password_is_a_typed_error_without_the_password() {
-    let e = Sql::builder("postgres://nosuchuser:s3cr3t@127.0.0.1:5432/test").connect().await.unwrap_err();
-    assert!(!format!("{e} {e:?}").contains("s3cr3t"));
+    const RIGHT: &str = "r1ght-pa55phrase";
+    const WRONG: &str = "s3cr3t-but-wrong";
+    let cluster = cluster::PasswordCluster::start(RIGHT);
+    // The role and the rule that checks its password are real: the right password is let in.
+    let sql = Sql::builder(cluster.url(RIGHT)).connect().await.unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(sql.backend(), Backend::Postgres);
+    let e = Sql::builder(cluster.url(WRONG)).connect().await.unwrap_err();
+    assert!(e.is_authentication(), "{e:?}");
+    // PostgreSQL's own word for it: invalid_password, not a missing role (28000).
+    let code = std::error::Error::source(&e)
+        .and_then(|s| s.downcast_ref::<sqlx::Error>())
+        .and_then(sqlx::Error::as_database_error)
+        .and_then(|d| d.code().map(std::borrow::Cow::into_owned));
+    assert_eq!(code.as_deref(), Some("28P01"), "{e:?}");
+    let shown = shown_with_sources(&e);
+    assert!(!shown.contains(WRONG) && !shown.contains(RIGHT), "{shown}");
+}
+
+#[tokio::test]
+async fn an_unknown_role_is_an_authentication_error_without_the_password() {
+    let server = url();
+    let host = server.split_once("://").map_or(server.as_str(), |(_, rest)| rest);
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    let e = Sql::builder(format!("postgres://nosuchuser:s3cr3t@{host}")).connect().await.unwrap_err();
+    assert!(e.is_authentication(), "{e:?}");
+    let shown = shown_with_sources(&e);
+    assert!(!shown.contains("s3cr3t"), "{shown}");
+}
+
+/// The error as shown, debugged, and each of its sources.
+fn shown_with_sources(e: &subscribe_sql::SqlError) -> String {
+    use std::fmt::Write as _;
+    let mut shown = format!("{e} {e:?}");
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let _ = write!(shown, " {s} {s:?}");
+        source = s.source();
+    }
+    shown
 }
 
 #[tokio::test]

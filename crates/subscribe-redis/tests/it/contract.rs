@@ -23,7 +23,9 @@ async fn used_states_pass_the_client_contract() {
 }
 
 /// Pushed results pass the contract, are the app's own, expire after `keep_for`, and a hash
-/// that lost a field is reported as corrupt rather than read as a result.
+/// that lost a field is reported as corrupt rather than read as a result. (`events` only: the
+/// type is behind it.)
+#[cfg(feature = "events")]
 #[tokio::test]
 async fn notification_results_pass_the_client_contract_and_expire() {
     use std::time::Duration;

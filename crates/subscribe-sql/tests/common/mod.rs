@@ -58,9 +58,13 @@ pub async fn leases_ignore_the_callers_clock(sql: Sql) {
     let scope = scope("skew");
     let key = scope.key(user(1));
     ledger.record(&key, now()).await.unwrap();
-    let lease = Duration::from_secs(30);
+    // Wall-clock bounds, wide: the lease must stay live through the checks below however
+    // loaded the machine, so ten minutes, not seconds.
+    let lease = Duration::from_secs(600);
     let skewed_back = now() - Duration::from_secs(3600);
+    let before = now();
     let r = ledger.reserve(&key, "behind", lease, skewed_back).await.unwrap().unwrap();
+    let after = now();
     let ahead = now() + Duration::from_secs(3600);
     assert!(
         ledger.reserve(&key, "ahead", lease, ahead).await.unwrap().is_none(),
@@ -69,14 +73,18 @@ pub async fn leases_ignore_the_callers_clock(sql: Sql) {
     assert!(ledger.pending_page(&scope, None, 10, ahead).await.unwrap().is_empty(), "nor sees it pending");
     let c = ledger.counts(&scope, ahead).await.unwrap();
     assert_eq!((c.pending, c.reserved), (0, 1), "counts go by the database's clock too");
-    // The lease ends by the database's clock: 30 s from now, not from the caller's `now`.
-    let until = r.until.duration_since(now()).unwrap_or_default();
+    // The lease ends by the database's clock: `lease` from when the call ran (bracketed by our
+    // clock, which the database's matches within a second), not from the caller's `now`, an
+    // hour off. The bracket widens with any delay, so load cannot fail it.
+    let second = Duration::from_secs(1);
     assert!(
-        until > Duration::from_secs(28) && until <= lease,
-        "until {until:?} is 30 s from the database's now"
+        r.until + second >= before + lease && r.until <= after + lease + second,
+        "until {:?} is {lease:?} after the call, between {before:?} and {after:?}",
+        r.until
     );
 
-    // A short lease lapses by the database's clock, whatever the caller says.
+    // A short lease lapses by the database's clock, whatever the caller says. Load cannot fail
+    // this: the sleep only lengthens, and nothing checks the 50 ms lease is still live.
     let short = scope.key(user(2));
     ledger.record(&short, now()).await.unwrap();
     let first = ledger.reserve(&short, "a", Duration::from_millis(50), ahead).await.unwrap().unwrap();
@@ -164,7 +172,8 @@ pub async fn counters_agree_with_the_grants(sql: Sql) {
                 3 => Settlement::Review("unknown".into()),
                 _ => Settlement::Drop("43101".into()),
             };
-            let r = ledger.reserve(&key, "h", Duration::from_secs(30), now()).await.unwrap().unwrap();
+            // Ten minutes: the six left reserved are counted live however loaded the machine.
+            let r = ledger.reserve(&key, "h", Duration::from_secs(600), now()).await.unwrap().unwrap();
             if i % 10 == 9 {
                 return; // left reserved
             }
@@ -174,30 +183,31 @@ pub async fn counters_agree_with_the_grants(sql: Sql) {
     while let Some(t) = tasks.join_next().await {
         t.unwrap();
     }
+    // Written out, not read back from the ledger. Twelve of the 60 for each i % 5: 0 (never
+    // reserved) and 2 (released) are pending, 1 delivered, 3 in review; of 4, the six with
+    // i % 10 == 9 stay reserved and the six with i % 10 == 4 are dropped.
     let mut expected = subscribe_client::GrantCounts::default();
-    for i in 0..60 {
-        match ledger.get(&scope.key(user(i))).await.unwrap().unwrap().status {
-            GrantStatus::Pending => expected.pending += 1,
-            GrantStatus::Reserved { .. } => expected.reserved += 1,
-            GrantStatus::Delivered => expected.delivered += 1,
-            GrantStatus::Review { .. } => expected.review += 1,
-            GrantStatus::Dropped { .. } => expected.dropped += 1,
-            _ => unreachable!(),
-        }
-    }
+    (expected.pending, expected.reserved, expected.delivered, expected.review, expected.dropped) =
+        (24, 6, 12, 12, 6);
     assert_eq!(ledger.counts(&scope, now()).await.unwrap(), expected);
-    assert_eq!(expected.reserved, 6);
 }
 
 /// Live reservations are counted from the lease buckets through batch claims, a lapse, a
 /// settlement after the lapse, a re-claim of lapsed grants and batch settlements; a bucket
-/// emptied and over is deleted by the scope's next claim. `buckets` counts the rows of
-/// `wxsub_grant_leases`.
+/// emptied and over is deleted by a later claim of the scope, one emptied but still ahead is
+/// kept. `buckets` counts the rows of `wxsub_grant_leases`.
+///
+/// Leases are timed by the database's clock, which a test cannot inject, so the bounds are
+/// wide instead: a lease checked live is ten minutes long, or five seconds when the test then
+/// waits for it to lapse (checked live within the three statements after its claim); a lease
+/// checked lapsed is checked after sleeping past it, which load only lengthens.
 pub async fn live_reservations_are_counted_from_lease_buckets<F, Fut>(sql: Sql, buckets: F)
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = i64>,
 {
+    const SHORT: Duration = Duration::from_secs(5);
+    const LONG: Duration = Duration::from_secs(600);
     let ledger = SqlGrantLedger::new(sql);
     let scope = scope("leases");
     let openids: Vec<OpenId> = (0..10).map(user).collect();
@@ -207,20 +217,18 @@ where
         (c.pending, c.reserved, c.delivered) = (pending, reserved, delivered);
         c
     };
-    let short = Duration::from_millis(150);
-    let a = ledger.reserve_next(&scope, None, 4, "a", short, now()).await.unwrap();
-    let b =
-        ledger.reserve_next(&scope, a.cursor.as_ref(), 3, "b", Duration::from_secs(2), now()).await.unwrap();
+    let a = ledger.reserve_next(&scope, None, 4, "a", SHORT, now()).await.unwrap();
+    let b = ledger.reserve_next(&scope, a.cursor.as_ref(), 3, "b", LONG, now()).await.unwrap();
     assert_eq!((a.reservations.len(), b.reservations.len()), (4, 3));
     assert_eq!(ledger.counts(&scope, now()).await.unwrap(), counts(3, 7, 0));
 
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(SHORT + Duration::from_millis(200)).await;
     assert_eq!(ledger.counts(&scope, now()).await.unwrap(), counts(7, 3, 0), "a's four lapsed: pending");
     // Lapsed but taken by nobody: its holder may still settle it.
     ledger.settle(&a.reservations[0], Settlement::Delivered).await.unwrap();
     assert_eq!(ledger.counts(&scope, now()).await.unwrap(), counts(6, 3, 1));
 
-    let c = ledger.reserve_next(&scope, None, 10, "c", short, now()).await.unwrap();
+    let c = ledger.reserve_next(&scope, None, 10, "c", LONG, now()).await.unwrap();
     let taken: Vec<OpenId> = c.reservations.iter().map(|r| r.key.openid.clone()).collect();
     assert_eq!(taken, [1, 2, 3, 7, 8, 9].map(user), "the three lapsed and the three never taken");
     assert_eq!(ledger.counts(&scope, now()).await.unwrap(), counts(0, 9, 1));
@@ -240,11 +248,11 @@ where
     assert!(ledger.settle_many(settled).await.into_iter().all(|r| r.is_ok()));
     assert_eq!(ledger.counts(&scope, now()).await.unwrap().reserved, 0);
 
-    // Every bucket so far is empty; once they are over, the next claim deletes them.
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    let d = ledger.reserve_next(&scope, None, 10, "d", Duration::from_secs(30), now()).await.unwrap();
+    // Every bucket so far is empty. a's is over: gone by the next claim at the latest. b's and
+    // c's end in ten minutes: kept. With d's own, three.
+    let d = ledger.reserve_next(&scope, None, 10, "d", LONG, now()).await.unwrap();
     assert_eq!(d.reservations.len(), 1, "the released grant");
-    assert_eq!(buckets().await, 1, "only the new claim's bucket is left");
+    assert_eq!(buckets().await, 3, "b's and c's (empty, still ahead) and d's; a's (empty, over) deleted");
     assert_eq!(ledger.counts(&scope, now()).await.unwrap().reserved, 1);
     // The reservation as handed out, lease end included: another lease end settles nothing
     // (and moves no bucket).
@@ -317,8 +325,9 @@ pub async fn secrets_stay_out_of_debug_and_errors(sql: Sql, url_with_password: &
 pub async fn an_absent_database_fails_fast_and_typed(url_with_password: &str) {
     let started = std::time::Instant::now();
     let e = Sql::builder(url_with_password).op_timeout(Duration::from_secs(1)).connect().await.unwrap_err();
+    // Wall clock, wide: ten times the operation timeout (the connection is refused at once).
     assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
-    assert!(e.is_connection() || e.is_timeout() || e.is_migration(), "{e:?}");
+    assert!(e.is_connection() || e.is_timeout(), "{e:?}");
     let mut text = e.to_string();
     let mut source = std::error::Error::source(&e);
     while let Some(s) = source {
