@@ -281,6 +281,7 @@ const BOUND_WORDS: &[&str] = &[
     "up to",
     "limit",
     "threshold",
+    "threshold of",
     "budget",
     "every",
 ];
@@ -412,23 +413,25 @@ fn is_word(c: char) -> bool {
     c.is_alphanumeric() || c == '_' || c == '.'
 }
 
-/// `1234567` as `1,234,567`; a number with a fraction keeps it as given.
+/// `1234567` as `1,234,567` and `2091.1` as `2,091.1`: the number as JSON wrote it (a whole
+/// number without its `.0`), its integer digits grouped by three.
 pub(crate) fn thousands(v: &Value) -> String {
     let Some(f) = v.as_f64() else { return v.to_string() };
-    if f.fract() != 0.0 {
-        return v.to_string();
-    }
-    #[allow(clippy::cast_possible_truncation)] // whole numbers well within i64
-    let n = f as i64;
-    let digits = n.unsigned_abs().to_string();
-    let mut out = String::new();
+    let written = if f.fract() == 0.0 && f.abs() < 1e15 { format!("{f:.0}") } else { v.to_string() };
+    let (sign, rest) = written.strip_prefix('-').map_or(("", written.as_str()), |r| ("-", r));
+    let (digits, fraction) = rest.split_once('.').map_or((rest, None), |(d, f)| (d, Some(f)));
+    let mut out = String::from(sign);
     for (i, c) in digits.chars().enumerate() {
         if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
     }
-    if n < 0 { format!("-{out}") } else { out }
+    if let Some(fraction) = fraction {
+        out.push('.');
+        out.push_str(fraction);
+    }
+    out
 }
 
 /// A field every renderer needs: missing or `null` is an error naming it, so a renamed field
@@ -532,7 +535,7 @@ fn bench_rows(s: &Value) -> Result<Vec<[String; 4]>> {
             ),
             format!("{} msg/s, {} µs CPU/msg", n(s, "client_per_s")?, n(s, "cpu_us_per_msg")?),
             format!("the client against the fixed server: {} msg/s", n(s, "fixed_server_client_per_s")?),
-            n(s, "ratio_to_fixed_server")?,
+            ratio(s, "ratio_to_fixed_server")?,
         ]],
         "send-batch" => vec![[
             format!(
@@ -579,7 +582,7 @@ fn bench_rows(s: &Value) -> Result<Vec<[String; 4]>> {
                 n(s, "rss_ledger_filled_mib")?
             ),
             format!("plain client sends: {} msg/s", n(s, "client_send_per_s")?),
-            n(s, "ratio_to_client_send")?,
+            ratio(s, "ratio_to_client_send")?,
         ]],
         "dispatch-sql" => {
             let memory = format!("the in-memory ledger, same rounds: {} msg/s", n(s, "memory_per_s")?);
@@ -729,6 +732,8 @@ mod tests {
     fn whole_numbers_get_thousands_separators() {
         assert_eq!(thousands(&serde_json::json!(1_234_567.0)), "1,234,567");
         assert_eq!(thousands(&serde_json::json!(0.92)), "0.92");
+        assert_eq!(thousands(&serde_json::json!(2091.1)), "2,091.1");
+        assert_eq!(thousands(&serde_json::json!(-1234)), "-1,234");
     }
 
     fn bench_doc() -> Value {
