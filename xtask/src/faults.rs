@@ -60,7 +60,7 @@ pub(crate) fn faults(quick: bool) -> Result {
 /// re-send of the 2017 message meets 43101 and delivers nothing: only the sandbox's count of
 /// send requests sees it; of a long-term template it is a second message in the inbox.
 pub(crate) fn broken_clients_fail() -> Result {
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 6] = [
         (&["faults", "100", "8", "only=no_fault", "broken=fail-all"], "0 of 100 delivered"),
         (
             &["faults", "400", "8", "only=delivered,_then_HTTP_502", "broken=resend-unknown"],
@@ -74,6 +74,11 @@ pub(crate) fn broken_clients_fail() -> Result {
             &["faults", "400", "8", "only=long-term_template", "broken=resend-silently"],
             "a user received 2 messages; the client meant to send each user one",
         ),
+        (
+            &["faults", "400", "8", "only=accepted_twice", "broken=resend-silently"],
+            "a user received 2 messages; the client meant to send each user one",
+        ),
+        (&["faults", "400", "8", "only=replayed_once", "broken=resend-silently"], "send requests, want"),
     ];
     for (args, must_say) in cases {
         let mut full = vec!["bench", "-q", "-p", "subscribe-cli", "--bench", "macro", "--"];

@@ -131,10 +131,12 @@ fn one_time() -> String {
     "one_time".to_owned()
 }
 
-/// Counters since start or the last reset.
+/// Counters since start or the last reset. More may be added: read the fields, don't build it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Stats {
-    /// Requests to the send endpoint.
+    /// Requests to the three send endpoints (the one-time message, the mini-program message and
+    /// the subscribe notification).
     pub send_requests: u64,
     /// Messages delivered.
     pub deliveries: u64,
@@ -150,11 +152,17 @@ pub struct Stats {
     /// deliveries the sender cannot know of.
     #[serde(default)]
     pub lost_after_delivery: LostAnswers,
+    /// API requests answered 40001, 40014 or 42001: a token the sender must refresh, then
+    /// replay the request once.
+    #[serde(default)]
+    pub token_rejections: u64,
 }
 
-/// Answers lost after a delivery, by fault (see [`Stats::lost_after_delivery`]).
+/// Answers lost after a delivery, by fault (see [`Stats::lost_after_delivery`]). More kinds
+/// may be added.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
+#[non_exhaustive]
 pub struct LostAnswers {
     /// Answered HTTP 502 (`delivered_502_every`).
     pub http_502: u64,
@@ -405,6 +413,23 @@ impl Inner {
             return Err((ErrCode::ACCESS_TOKEN_EXPIRED, "access_token expired"));
         }
         Ok(rec.appid.clone())
+    }
+
+    /// [`check_token`](Self::check_token) for an API request, counting in
+    /// [`Stats::token_rejections`] the answers a sender must refresh and replay on.
+    pub(crate) fn use_token(
+        &mut self,
+        token: Option<&str>,
+        now: Instant,
+    ) -> Result<String, (ErrCode, &'static str)> {
+        let checked = self.check_token(token, now);
+        if let Err((code, _)) = &checked
+            && [ErrCode::INVALID_CREDENTIAL, ErrCode::INVALID_ACCESS_TOKEN, ErrCode::ACCESS_TOKEN_EXPIRED]
+                .contains(code)
+        {
+            self.stats.token_rejections += 1;
+        }
+        checked
     }
 
     /// Forgets tokens that stopped working more than a token lifetime ago (they answer 40014,

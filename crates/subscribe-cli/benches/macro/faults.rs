@@ -611,7 +611,8 @@ async fn run_row(row: Row, n: usize, concurrency: usize, broken: Broken) -> serd
     // last one started no later than the client's timeout before the last outcome, so it ends
     // by the last outcome plus what the stall outlasts the timeout (and a margin).
     if row.faults.stall_every.or(row.faults.delivered_stall_every).is_some() {
-        let stall = Duration::from_millis(row.faults.stall_ms.unwrap_or(0));
+        // The sandbox's own default when a row sets none.
+        let stall = Duration::from_millis(row.faults.stall_ms.unwrap_or(20_000));
         let ends = started + elapsed + stall.saturating_sub(TIMEOUT) + Duration::from_millis(500);
         tokio::time::sleep_until(ends.into()).await;
     }
@@ -626,6 +627,7 @@ async fn run_row(row: Row, n: usize, concurrency: usize, broken: Broken) -> serd
         token_requests: stats.classic_token_requests + stats.stable_token_requests,
         send_requests: stats.send_requests,
         lost_after_delivery: stats.lost_after_delivery,
+        token_rejections: stats.token_rejections,
         most_in_one_inbox: inboxes.iter().copied().max().unwrap_or(0),
         in_inboxes: inboxes.iter().sum::<usize>() as u64,
     };
@@ -648,6 +650,7 @@ async fn run_row(row: Row, n: usize, concurrency: usize, broken: Broken) -> serd
         "extra_requests": seen.send_requests.saturating_sub(seen.n),
         "sandbox_deliveries": seen.sandbox_deliveries,
         "lost_after_delivery": seen.lost_after_delivery,
+        "token_rejections": seen.token_rejections,
         "most_in_one_inbox": seen.most_in_one_inbox,
         "last_outcome_s": (elapsed.as_secs_f64() * 10.0).round() / 10.0,
         "tokens_issued": stats.tokens_issued,
@@ -672,6 +675,7 @@ struct Seen<'a> {
     token_requests: u64,
     send_requests: u64,
     lost_after_delivery: LostAnswers,
+    token_rejections: u64,
     most_in_one_inbox: usize,
     in_inboxes: u64,
 }
@@ -718,19 +722,46 @@ fn expected_requests(row: &Row, seen: &Seen<'_>) -> ExpectedRequests {
         }
         Requests::ReplayEachResetAfterDelivery => {
             let resets = seen.lost_after_delivery.dropped;
-            ExpectedRequests::exactly(
-                n + resets,
-                format!("one per message plus one replay per reset that hid a delivery ({resets})"),
-            )
+            // No fewer but for a replay that was itself a first delivery (its first attempt, on
+            // a pooled connection the sandbox had just closed, never reached it) and drew a
+            // reset it has no replay left for: rare, allowed twice.
+            ExpectedRequests {
+                least: n + resets.saturating_sub(2),
+                most: n + resets,
+                why: format!(
+                    "one per message plus one replay per reset that hid a delivery ({resets}; a replay that \
+                     was a first delivery may draw a reset of its own, twice at most)"
+                ),
+            }
         }
-        Requests::TokenReplays { revocations } => ExpectedRequests {
-            least: n + revocations,
-            most: n + revocations * seen.concurrency,
-            why: format!(
-                "one per message plus one token replay per rejected send: at least one, at most one per worker ({}), for each of {revocations} revocations",
-                seen.concurrency
-            ),
-        },
+        Requests::TokenReplays { revocations } => {
+            // The sandbox counts the sends it answered 40001/42001: each is replayed exactly
+            // once. Their number has bounds of its own: at least one, at most one per worker,
+            // for each revocation; out of them, the bounds are what the count must meet (and,
+            // with one replay per rejection, cannot).
+            let rejected = seen.token_rejections;
+            let (least, most) = (revocations, revocations * seen.concurrency);
+            if (least..=most).contains(&rejected) {
+                ExpectedRequests::exactly(
+                    n + rejected,
+                    format!(
+                        "one per message plus exactly one replay per send answered 40001/42001 ({rejected}; \
+                         {least} to {most} for {revocations} revocations at concurrency {})",
+                        seen.concurrency
+                    ),
+                )
+            } else {
+                ExpectedRequests {
+                    least: n + least,
+                    most: n + most,
+                    why: format!(
+                        "one per message plus one token replay per rejected send, {least} to {most} rejections \
+                         for {revocations} revocations at concurrency {}, but the sandbox rejected {rejected}",
+                        seen.concurrency
+                    ),
+                }
+            }
+        }
     }
 }
 
@@ -847,11 +878,21 @@ fn check(
             ),
         ),
         Outcomes::LostAfterDeliveryReplayed => {
+            // Each reset that hid a delivery leaves its message unknown: replayed into 43101
+            // ("probably delivered"), or, twice at most, a replay that was a first delivery and
+            // drew a reset of its own with no replay left.
             let probably = seen.count("unknown (probably delivered)");
+            let resets = seen.lost_after_delivery.dropped;
             expect(
-                failed == 0 && sandbox == n && probably >= 1 && delivered + unknown == n,
+                failed == 0
+                    && sandbox == n
+                    && unknown == resets
+                    && delivered == n - resets
+                    && probably + 2 >= resets
+                    && probably > 0,
                 format!(
-                    "replayed lost answers: want every replay probably delivered and {n} in the sandbox, got {probably} probably delivered, {failed} failed, {delivered} delivered (sandbox {sandbox})"
+                    "replayed lost answers: want the {resets} resets unknown (all but two at most probably delivered), {} delivered and {n} in the sandbox, got {unknown} unknown ({probably} probably delivered), {failed} failed, {delivered} delivered (sandbox {sandbox})",
+                    n - resets
                 ),
             );
         }

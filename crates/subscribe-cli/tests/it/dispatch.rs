@@ -228,10 +228,17 @@ async fn deliveries_whose_answers_are_lost_are_reviewed_and_never_sent_again() {
         // and a replay meets 43101, so delivers nothing to hide), once. Never a 502 nor a
         // malformed answer.
         let replays = if replay { lost.dropped } else { 0 };
-        assert_eq!(
+        // At most one replay per reset that hid a delivery, and no fewer but for a replay that
+        // was itself a first delivery (its first attempt, on a pooled connection the sandbox had
+        // just closed, never reached it) and drew a reset it has no replay left for: rare, at
+        // most two here. Replaying a 5xx or a malformed answer adds about 40.
+        let least = N as u64 + replays.saturating_sub(2);
+        assert!(
+            (least..=N as u64 + replays).contains(&stats.send_requests),
+            "replay={replay}: {} send requests, want one per grant plus one per reset after delivery, \
+             {least} to {} ({lost:?})",
             stats.send_requests,
-            N as u64 + replays,
-            "replay={replay}: one request per grant plus one per reset after delivery ({lost:?})"
+            N as u64 + replays
         );
         assert_eq!(inbox_total(&s, &users), N as u64, "replay={replay}: one message each");
         assert_eq!((p.failed, p.dropped), (0, 0), "replay={replay}: {p:?}");

@@ -66,7 +66,7 @@ impl SandboxState {
 /// The app whose token is in the query, or WeChat's error.
 fn app_of(s: &SandboxState, query: &std::collections::HashMap<String, String>) -> Result<String, Refusal> {
     s.lock()
-        .check_token(query.get("access_token").map(String::as_str), s.now().mono)
+        .use_token(query.get("access_token").map(String::as_str), s.now().mono)
         .map_err(|(c, m)| (c, m.to_owned()))
 }
 

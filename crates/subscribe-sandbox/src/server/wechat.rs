@@ -222,7 +222,7 @@ pub(super) async fn send(
     let result = (|| {
         let owned = |(c, m): (ErrCode, &str)| (c, m.to_owned());
         let appid =
-            s.lock().check_token(p.get("access_token").map(String::as_str), s.now().mono).map_err(owned)?;
+            s.lock().use_token(p.get("access_token").map(String::as_str), s.now().mono).map_err(owned)?;
         let msg = check_send_body(&body).map_err(|e| (e.code(), e.message().to_owned()))?;
         s.lock().deliver(&s.cfg, &appid, &msg, s.now().wall).map_err(owned)
     })();

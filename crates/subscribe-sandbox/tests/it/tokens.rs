@@ -22,6 +22,9 @@ async fn classic_fetch_issues_a_new_token_and_the_previous_works_only_for_the_gr
     let _t2 = classic_token(&s, &http).await;
     grant(&s, 1);
     assert_eq!(send(&s, &http, &t1, message(1)).await["errcode"], 40001);
+    assert_eq!(s.state().stats().token_rejections, 1, "the rejection is counted");
+    assert_eq!(send(&s, &http, "", message(1)).await["errcode"], 41001);
+    assert_eq!(s.state().stats().token_rejections, 1, "a missing token is no rejection to refresh on");
 }
 
 #[tokio::test]
