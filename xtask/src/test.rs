@@ -175,11 +175,15 @@ pub(crate) fn reachable(url: &str, default_port: u16) -> bool {
 }
 
 /// `redis://host:port/…` without any password.
+/// Without its query either (`?password=…` is a password too).
 pub(crate) fn redacted_url(url: &str) -> String {
-    match url.split_once("://").and_then(|(scheme, rest)| rest.split_once('@').map(|(_, h)| (scheme, h))) {
+    let (url, query) = url.split_once('?').map_or((url, false), |(u, _)| (u, true));
+    let url = match url.rsplit_once('@').and_then(|(before, host)| Some((before.split_once("://")?.0, host)))
+    {
         Some((scheme, host)) => format!("{scheme}://***@{host}"),
         None => url.to_owned(),
-    }
+    };
+    if query { format!("{url}?***") } else { url }
 }
 
 /// Whether something answers `PING` with `+PONG` at the URL's host and port.
@@ -196,4 +200,19 @@ pub(crate) fn redis_reachable(url: &str) -> bool {
     // An answer of any kind (`+PONG`, or `-NOAUTH` on a server with a password) means Redis.
     stream.write_all(b"PING\r\n").is_ok()
         && stream.read(&mut buf).is_ok_and(|n| n > 0 && (buf[0] == b'+' || buf[0] == b'-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_printed_url_shows_no_password_in_its_user_or_its_query() {
+        assert_eq!(redacted_url("redis://:pw@127.0.0.1:6379/0"), "redis://***@127.0.0.1:6379/0");
+        assert_eq!(
+            redacted_url("postgres://u@127.0.0.1/test?password=s3cr3t&sslmode=disable"),
+            "postgres://***@127.0.0.1/test?***"
+        );
+        assert_eq!(redacted_url("postgres://127.0.0.1:5432/test"), "postgres://127.0.0.1:5432/test");
+    }
 }

@@ -78,6 +78,7 @@ async fn a_wrong_password_is_a_typed_error_without_the_password() {
     assert_eq!(sql.backend(), Backend::Postgres);
     let e = Sql::builder(cluster.url(WRONG)).connect().await.unwrap_err();
     assert!(e.is_authentication(), "{e:?}");
+    assert!(!e.is_connection() && !e.is_migration() && !e.is_timeout(), "one kind only: {e:?}");
     // PostgreSQL's own word for it: invalid_password, not a missing role (28000).
     let code = std::error::Error::source(&e)
         .and_then(|s| s.downcast_ref::<sqlx::Error>())

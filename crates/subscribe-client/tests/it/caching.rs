@@ -65,11 +65,19 @@ async fn a_token_past_its_refresh_point_is_not_reused_once_its_refresh_lands() {
     // 200 s before expiry: past the refresh point (299 s before), the token still valid.
     clock.advance(Duration::from_secs(7000));
     client.send(&message()).await.unwrap();
-    // The mock answers without yielding: let the spawned refresh run, as real I/O would.
-    for _ in 0..10 {
+    // The mock answers without yielding: let the spawned refresh run, as real I/O would, until
+    // it has asked (bounded, so a refresh that never comes fails here).
+    for _ in 0..1000 {
+        if mock.requests().iter().filter(|r| r.path() == STABLE_TOKEN_PATH).count() >= 2 {
+            break;
+        }
         tokio::task::yield_now().await;
     }
     mock.assert_count(STABLE_TOKEN_PATH, 2); // the first fetch + the refresh the due token set off
+    // And until its token has landed: a few more turns for the refresh to store what it got.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
     for _ in 0..3 {
         client.send(&message()).await.unwrap();
     }

@@ -38,6 +38,7 @@ impl PasswordCluster {
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         ));
+        sweep_stale();
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir(&dir).unwrap();
         let mut cluster = Self { dir, bin, as_postgres, port: 0, started: false };
@@ -62,12 +63,15 @@ impl PasswordCluster {
         let pwfile = pwfile.display().to_string();
         let initdb = ["-D", &data, "-U", Self::USER, "-A", "scram-sha-256", "--pwfile", &pwfile];
         cluster.run("initdb", &[&initdb[..], &["--no-sync", "-E", "UTF8", "--locale=C"]].concat());
+        let _ = std::fs::remove_file(cluster.dir.join("pwfile"));
         // A free port, found by binding it and letting it go: another process may take it in
         // between, so a failed start is tried again on another.
         let mut last = String::new();
         for _ in 0..3 {
             let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-            let options = format!("-p {port} -c listen_addresses=127.0.0.1 -k {dir} -c fsync=off");
+            // TCP only: no socket path to outgrow its 107 bytes in a long temporary directory.
+            let options =
+                format!("-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off");
             let log = format!("{dir}/log-{port}");
             let args = ["-D", &data, "-l", &log, "-w", "-t", "120", "-o", &options, "start"];
             let out = cluster.command("pg_ctl", &args).output().unwrap();
@@ -124,10 +128,32 @@ impl PasswordCluster {
 
 impl Drop for PasswordCluster {
     fn drop(&mut self) {
-        if self.started {
+        // Whenever a server may be running: one that `pg_ctl start` gave up waiting for too.
+        if self.started || Path::new(&self.data()).join("postmaster.pid").exists() {
             let _ = self.command("pg_ctl", &["-D", &self.data(), "-m", "immediate", "-w", "stop"]).output();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Stops and removes the clusters of test processes that are gone (killed before their drop).
+fn sweep_stale() {
+    for entry in std::fs::read_dir(std::env::temp_dir()).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix("wxsub-pg-auth-").and_then(|r| r.split('-').next()) else {
+            continue;
+        };
+        if Path::new("/proc").join(pid).exists() {
+            continue;
+        }
+        let stale = PasswordCluster {
+            dir: entry.path(),
+            bin: bindir(),
+            as_postgres: stdout(Command::new("id").arg("-u")).trim() == "0",
+            port: 0,
+            started: false,
+        };
+        drop(stale);
     }
 }
 

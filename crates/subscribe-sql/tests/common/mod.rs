@@ -189,7 +189,21 @@ pub async fn counters_agree_with_the_grants(sql: Sql) {
     let mut expected = subscribe_client::GrantCounts::default();
     (expected.pending, expected.reserved, expected.delivered, expected.review, expected.dropped) =
         (24, 6, 12, 12, 6);
-    assert_eq!(ledger.counts(&scope, now()).await.unwrap(), expected);
+    assert_eq!(ledger.counts(&scope, now()).await.unwrap(), expected, "the counters");
+    // And the grants themselves, one by one, say the same.
+    let mut tally = subscribe_client::GrantCounts::default();
+    for i in 0..60 {
+        match ledger.get(&scope.key(user(i))).await.unwrap().unwrap().status {
+            GrantStatus::Pending => tally.pending += 1,
+            GrantStatus::Reserved { until } if until > now() => tally.reserved += 1,
+            GrantStatus::Reserved { .. } => tally.pending += 1,
+            GrantStatus::Delivered => tally.delivered += 1,
+            GrantStatus::Review { .. } => tally.review += 1,
+            GrantStatus::Dropped { .. } => tally.dropped += 1,
+            other => panic!("an unexpected status: {other:?}"),
+        }
+    }
+    assert_eq!(tally, expected, "the grants");
 }
 
 /// Live reservations are counted from the lease buckets through batch claims, a lapse, a
@@ -328,6 +342,7 @@ pub async fn an_absent_database_fails_fast_and_typed(url_with_password: &str) {
     // Wall clock, wide: ten times the operation timeout (the connection is refused at once).
     assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
     assert!(e.is_connection() || e.is_timeout(), "{e:?}");
+    assert!(!e.is_authentication(), "an absent server is no refused login: {e:?}");
     let mut text = e.to_string();
     let mut source = std::error::Error::source(&e);
     while let Some(s) = source {
