@@ -238,16 +238,22 @@ fn params(query: &str) -> HashMap<String, String> {
 
 /// What every request passes before its handler, against a web page in the developer's
 /// browser: a `Host` the sandbox does not answer to is 421 (DNS rebinding: a page on a name
-/// it controls, pointed at 127.0.0.1), and a control-API `POST` that is not
-/// `application/json` is 415 (an HTML form, which a cross-site page can submit without a
-/// preflight, cannot send that type).
+/// it controls, pointed at 127.0.0.1); a `POST` the browser says a page of another origin
+/// made is 403 (a cross-site form would otherwise confirm on the authorization page, answer
+/// the popup or the phone, and so record grants and trigger pushes: see [`cross_origin`]);
+/// and a control-API `POST` that is not `application/json` is 415 (an HTML form, which a
+/// cross-site page can submit without a preflight, cannot send that type).
 async fn guard(
     axum::extract::State(s): axum::extract::State<SandboxState>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let host = req.headers().get(header::HOST).map(|h| h.to_str().unwrap_or("\u{fffd}")).or(req.uri().host());
-    if let Some(host) = host {
+    let authority = req
+        .headers()
+        .get(header::HOST)
+        .map(|h| h.to_str().unwrap_or("\u{fffd}"))
+        .or_else(|| req.uri().authority().map(axum::http::uri::Authority::as_str));
+    if let Some(host) = authority {
         // Without the port: `[::1]:80` → `[::1]`, `localhost:80` → `localhost`.
         let name =
             if host.starts_with('[') { host.split_inclusive(']').next() } else { host.split(':').next() };
@@ -262,7 +268,25 @@ async fn guard(
                 .into_response();
         }
     }
-    if req.method() == axum::http::Method::POST && req.uri().path().starts_with("/sandbox/api/") {
+    let path = req.uri().path();
+    if !req.method().is_safe()
+        && let Some(why) = cross_origin(req.headers(), authority)
+    {
+        let message =
+            format!("cross-site request refused: the sandbox takes this only from its own pages ({why})");
+        // The pages' forms get an error page, as a person sees it; the APIs JSON.
+        return if ["/sandbox/api/", "/cgi-bin/", "/wxaapi/"].iter().any(|p| path.starts_with(p)) {
+            (
+                StatusCode::FORBIDDEN,
+                [(header::CONTENT_TYPE, "application/json")],
+                serde_json::json!({"error": message}).to_string(),
+            )
+                .into_response()
+        } else {
+            (StatusCode::FORBIDDEN, axum::response::Html(crate::html::error(&message))).into_response()
+        };
+    }
+    if req.method() == axum::http::Method::POST && path.starts_with("/sandbox/api/") {
         let json = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -279,6 +303,32 @@ async fn guard(
         }
     }
     next.run(req).await
+}
+
+/// Why the browser that sent a request says a page of another origin made it, or `None`:
+/// the same rule as Go's `http.CrossOriginProtection`. A browser's `Sec-Fetch-Site` (Fetch
+/// Metadata, sent to `localhost`, loopback addresses and https) decides when present:
+/// `same-origin` and `none` (the user's own navigation) pass, `same-site` (another port of
+/// `localhost`) and `cross-site` do not. Without it (a plain-http name such as a container's
+/// `http://sandbox:8080`, or an older browser), `Origin` must name this very host and port
+/// (`null` never does). With neither header the request is not a web page's: curl, a test,
+/// an SDK, which have no browser's cookies or position to abuse, so it passes (see
+/// docs/security.md for what that leaves open).
+fn cross_origin(headers: &axum::http::HeaderMap, authority: Option<&str>) -> Option<&'static str> {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return match site.as_bytes() {
+            b"same-origin" | b"none" => None,
+            _ => Some("the browser's Sec-Fetch-Site says a page of another origin sent it"),
+        };
+    }
+    let origin = headers.get(header::ORIGIN)?;
+    let same = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.strip_prefix("http://").or_else(|| o.strip_prefix("https://")))
+        .zip(authority)
+        .is_some_and(|(origin, host)| origin.eq_ignore_ascii_case(host));
+    if same { None } else { Some("its Origin is not this sandbox") }
 }
 
 /// Builds the router and its state, on the machine's clocks.

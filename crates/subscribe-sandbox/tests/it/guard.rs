@@ -1,11 +1,15 @@
 //! What a web page in the developer's browser could do to a sandbox on 127.0.0.1: submit a
-//! cross-site form to the control API, or reach it through a DNS name it controls.
+//! cross-site form to the control API or to the pages' own forms, or reach it through a DNS
+//! name it controls.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use subscribe_sandbox::{Faults, ManualClock, SandboxConfig, SandboxHandle};
+use subscribe_sandbox::{
+    DEMO_APPID, DEMO_MP_TEMPLATE, DEMO_TEMPLATE, Faults, ManualClock, PushSettings, SandboxConfig,
+    SandboxHandle,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::*;
@@ -50,6 +54,150 @@ async fn the_control_api_takes_only_json_so_a_cross_site_form_changes_nothing() 
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(s.state().unused_grants(), 0);
+}
+
+/// The three forms the sandbox's pages post (the authorization page's, the popup's, the
+/// phone's), each deciding for Alice, as `(path, body)`; `n` makes each confirmation a grant
+/// of its own (its scene).
+fn forms(s: &SandboxHandle, n: u32) -> [(&'static str, String); 3] {
+    let form =
+        |pairs: &[(&str, &str)]| form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish();
+    let authorize = subscribe_types::AuthorizeRequest::new(
+        SandboxConfig::demo_appid(),
+        SandboxConfig::demo_template(),
+        Scene::new(100 + n).unwrap(),
+        subscribe_types::HttpUrl::new("https://app.example.com/cb").unwrap(),
+    )
+    .url_with_base(&s.base_url());
+    let q = authorize.split_once('?').unwrap().1;
+    let phone = serde_json::json!({"scene": 200 + n, "templateId": DEMO_TEMPLATE, "reserved": "appState42"});
+    [
+        ("/mp/subscribemsg/decide", form(&[("q", q), ("openid", ALICE), ("decision", "confirm")])),
+        (
+            "/sandbox/popup/decide",
+            form(&[
+                ("appid", DEMO_APPID),
+                ("template_id", DEMO_MP_TEMPLATE),
+                ("openid", ALICE),
+                ("decision", "accept"),
+            ]),
+        ),
+        (
+            "/sandbox/phone/decide",
+            form(&[
+                ("appid", DEMO_APPID),
+                ("request", &phone.to_string()),
+                ("openid", ALICE),
+                ("decision", "confirm"),
+            ]),
+        ),
+    ]
+}
+
+/// Posts `body` as an HTML form to `path` with `headers` (what a browser adds).
+async fn post_form(
+    s: &SandboxHandle,
+    http: &reqwest::Client,
+    path: &str,
+    body: String,
+    headers: &[(&str, String)],
+) -> reqwest::Response {
+    let mut r = http
+        .post(format!("{}{path}", s.base_url()))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body);
+    for (name, value) in headers {
+        r = r.header(*name, value);
+    }
+    r.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_cross_site_post_to_a_pages_form_is_refused_and_records_no_grant_and_no_push() {
+    let (s, http) = start(SandboxConfig::demo()).await;
+    let base = s.base_url();
+    let port = s.addr().port();
+    // An app with a server URL: an answer on the popup would be pushed to it.
+    s.state()
+        .configure_push(&PushSettings {
+            appid: DEMO_APPID.into(),
+            url: "http://127.0.0.1:9/wechat/push".into(),
+            token: "sandboxPushToken2026".into(),
+            aes_key: None,
+            mode: "plain".into(),
+            format: "xml".into(),
+        })
+        .unwrap();
+    // What a browser sends with a form a page of another origin submits.
+    let cross_site: [&[(&str, String)]; 7] = [
+        &[("sec-fetch-site", "cross-site".into()), ("origin", "http://evil.example".into())],
+        // Another port of the same host is the same site, but another origin.
+        &[("sec-fetch-site", "same-site".into()), ("origin", format!("http://127.0.0.1:{}", port ^ 1))],
+        // Fetch Metadata decides when present: an Origin naming the sandbox does not outvote it.
+        &[("sec-fetch-site", "cross-site".into()), ("origin", base.clone())],
+        // Without Fetch Metadata (plain http on a DNS name, older browsers): the Origin.
+        &[("origin", "http://evil.example".into())],
+        &[("origin", "null".into())],
+        &[("origin", format!("http://localhost:{port}"))], // another site to the browser
+        &[("origin", format!("http://127.0.0.1:{}", port ^ 1))],
+    ];
+    for headers in cross_site {
+        for (path, form) in forms(&s, 0) {
+            let r = post_form(&s, &http, path, form, headers).await;
+            assert_eq!(r.status(), 403, "{path} {headers:?}");
+            assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"), "{path}");
+            let page = r.text().await.unwrap();
+            assert!(page.contains("cross-site request refused"), "{path}: {page}");
+        }
+    }
+    assert_eq!(s.state().unused_grants(), 0, "no grant from the authorization page or the phone");
+    assert_eq!(s.state().stats().grants_recorded, 0);
+    assert_eq!(s.state().unused_acceptances(), 0, "no acceptance from the popup");
+    assert!(s.state().pushes().is_empty(), "no push: {:?}", s.state().pushes());
+    assert!(s.state().log().iter().all(|e| !e.uri.contains("decide")), "no decision reached a handler");
+
+    // The sandbox's own pages post same-origin; curl and tests send neither header.
+    let same_origin: [&[(&str, String)]; 3] = [
+        &[("sec-fetch-site", "same-origin".into()), ("origin", base.clone())],
+        &[("origin", base.clone())],
+        &[],
+    ];
+    for (n, headers) in (0..).zip(same_origin) {
+        let [(path, form), popup, phone] = forms(&s, n);
+        let r = post_form(&s, &http, path, form, headers).await;
+        assert_eq!(r.status(), 302, "{path} {headers:?}");
+        assert!(r.headers()["location"].to_str().unwrap().contains("action=confirm"), "{path}");
+        let r = post_form(&s, &http, popup.0, popup.1, headers).await;
+        assert_eq!(r.status(), 200, "{} {headers:?}", popup.0);
+        let r = post_form(&s, &http, phone.0, phone.1, headers).await;
+        assert_eq!(r.status(), 200, "{} {headers:?}", phone.0);
+        assert_eq!(body(r).await["openId"], ALICE);
+    }
+    assert_eq!(s.state().unused_grants(), 6, "three from the page, three from the phone");
+    assert_eq!(s.state().unused_acceptances(), 3);
+    assert_eq!(s.state().pushes().len(), 3, "each acceptance pushed");
+}
+
+#[tokio::test]
+async fn a_cross_site_post_to_the_control_api_or_the_token_endpoint_is_refused_too() {
+    let (s, http) = start(SandboxConfig::demo()).await;
+    let grant =
+        serde_json::json!({"appid": DEMO_APPID, "openid": ALICE, "template_id": DEMO_TEMPLATE, "scene": 1});
+    let token = serde_json::json!({"grant_type": "client_credential", "appid": DEMO_APPID, "secret": DEMO_SECRET, "force_refresh": true});
+    for (path, json) in [("/sandbox/api/grants", grant), ("/cgi-bin/stable_token", token)] {
+        let r = http
+            .post(format!("{}{path}", s.base_url()))
+            .header("content-type", "application/json")
+            .header("sec-fetch-site", "cross-site")
+            .body(json.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{path}");
+        assert!(r.text().await.unwrap().contains("cross-site request refused"), "{path}");
+    }
+    let stats = s.state().stats();
+    assert_eq!((stats.grants_recorded, stats.tokens_issued, stats.stable_token_requests), (0, 0, 0));
 }
 
 /// Sends one raw request with `host` as its Host header and returns the status code.
