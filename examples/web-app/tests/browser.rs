@@ -6,7 +6,8 @@
 //!
 //! One user confirms and lands on the app's result page; a second user cancels; the admin
 //! page without a credential shows only its login; a cross-site page that posts the dispatch
-//! form is refused; the admin signs in and dispatches; the first user's inbox in the sandbox
+//! form is refused, and one that posts the sandbox's authorization form records no grant; the
+//! admin signs in and dispatches; the first user's inbox in the sandbox
 //! shows the message and the second's none. Then a third user allows a subscription in
 //! WeChat's popup: the sandbox pushes it, encrypted, to the app's server URL, and the admin page
 //! counts the grant.
@@ -146,7 +147,7 @@ async fn confirm_cancel_dispatch_and_inboxes_in_chromium() {
         })
         .unwrap();
 
-    let evil = attacker_site(app).await;
+    let evil = attacker_site(app, &base).await;
 
     let driver = chromedriver().await;
     let c = browser(&driver).await;
@@ -159,13 +160,14 @@ async fn confirm_cancel_dispatch_and_inboxes_in_chromium() {
     }
     assert_eq!(sandbox.state().stats().deliveries, 1);
     let shots = std::fs::read_dir(&dir).unwrap().count();
-    assert_eq!(shots, 15, "screenshots in {}", dir.display());
+    assert_eq!(shots, 16, "screenshots in {}", dir.display());
     eprintln!("screenshots: {}", dir.display());
 }
 
 /// Another site (`localhost`, not `127.0.0.1`: another site to the browser) whose page posts
-/// the app's dispatch form as soon as it loads. Returns its address.
-async fn attacker_site(app: SocketAddr) -> SocketAddr {
+/// the app's dispatch form as soon as it loads, and whose `/grant` posts the sandbox's
+/// authorization form for Bob. Returns its address.
+async fn attacker_site(app: SocketAddr, sandbox: &str) -> SocketAddr {
     let page = format!(
         r#"<!doctype html><title>Win a prize</title>
 <form method="post" action="http://{app}/admin/dispatch">
@@ -173,10 +175,24 @@ async fn attacker_site(app: SocketAddr) -> SocketAddr {
 <input type="hidden" name="csrf" value="guessed"></form>
 <script>document.forms[0].submit()</script>"#
     );
+    let q = format!(
+        "action=get_confirm&appid={}&scene=1000&template_id={}&redirect_url=http%3A%2F%2F{app}%2Fcallback&reserved=x",
+        subscribe_sandbox::DEMO_APPID,
+        subscribe_sandbox::DEMO_TEMPLATE
+    );
+    let grant = format!(
+        r#"<!doctype html><title>Free shipping</title>
+<form method="post" action="{sandbox}/mp/subscribemsg/decide">
+<input type="hidden" name="q" value="{}"><input type="hidden" name="openid" value="{BOB}">
+<input type="hidden" name="decision" value="confirm"></form>
+<script>document.forms[0].submit()</script>"#,
+        q.replace('&', "&amp;")
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let router =
-        axum::Router::new().route("/", axum::routing::get(move || async move { axum::response::Html(page) }));
+    let router = axum::Router::new()
+        .route("/", axum::routing::get(move || async move { axum::response::Html(page) }))
+        .route("/grant", axum::routing::get(move || async move { axum::response::Html(grant) }));
     tokio::spawn(async move { axum::serve(listener, router).await });
     addr
 }
@@ -212,6 +228,17 @@ async fn flow(
     assert!(here.as_str().starts_with(&format!("http://{app}/admin/dispatch")), "{here}");
     shot(&c, "3c-cross-site-post-refused").await;
     assert_eq!(sandbox.stats().send_requests, 0, "nothing was sent");
+
+    // Another site's page posts the sandbox's authorization form (Bob confirming): Chromium
+    // says it is cross-site, and the sandbox refuses it (403) before recording anything.
+    let grants = sandbox.stats().grants_recorded;
+    c.goto(&format!("http://localhost:{}/grant", evil.port())).await.unwrap();
+    let error = c.wait().for_element(Locator::Id("error")).await.unwrap();
+    assert!(error.text().await.unwrap().contains("cross-site request refused"));
+    let here = c.current_url().await.unwrap();
+    assert!(here.as_str().starts_with(&format!("{base}/mp/subscribemsg/decide")), "{here}");
+    shot(&c, "3c-cross-site-sandbox-form-refused").await;
+    assert_eq!(sandbox.stats().grants_recorded, grants, "no grant for Bob");
 
     // The admin's own form: the job page follows the dispatch until its report.
     c.goto(&format!("http://{app}/admin")).await.unwrap();
