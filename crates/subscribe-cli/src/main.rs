@@ -12,13 +12,14 @@ mod batch;
 mod family;
 mod grants;
 mod output;
+mod secrets;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use subscribe_client::{Client, TokenEndpoint};
 use subscribe_types::{
     AppId, AppSecret, AuthorizationAnswer, AuthorizeRequest, Expectation, HttpUrl, MobileSubscribeRequest,
@@ -29,7 +30,7 @@ use crate::output::{Exit, Outcome};
 
 /// WeChat one-time subscription messages (一次性订阅消息) from the command line.
 #[derive(Debug, Parser)]
-#[command(name = "wxsub", version, about, long_about = None)]
+#[command(name = "wxsub", version, about, long_about = None, after_help = SECRETS_HELP)]
 struct Cli {
     /// The WeChat API host (use the sandbox's URL to try things locally).
     #[arg(long, env = "WXSUB_API_BASE", default_value = subscribe_client::DEFAULT_API_BASE, global = true)]
@@ -40,7 +41,8 @@ struct Cli {
     /// The official account's AppID.
     #[arg(long, env = "WXSUB_APPID", global = true)]
     appid: Option<String>,
-    /// The AppSecret (never printed). Prefer the environment variable.
+    /// The AppSecret (never printed). Set `WXSUB_SECRET` instead: an argument shows in `ps` and
+    /// in shell history, and draws a warning.
     #[arg(long, env = "WXSUB_SECRET", hide_env_values = true, global = true, value_parser = app_secret)]
     secret: Option<AppSecret>,
     /// Which token endpoint to use.
@@ -244,9 +246,11 @@ enum Command {
     /// The grant ledger in a SQL database: record, list, count, dispatch, review.
     Grants {
         /// The database: `sqlite:path/to/grants.db` (created if missing) or
-        /// `postgres://user@host/db`. The URL is never printed.
+        /// `postgres://user@host/db`. The URL is never printed. A URL with a password belongs
+        /// in `DATABASE_URL` (or the password in `PGPASSWORD`): as an argument it shows in `ps` and
+        /// in shell history, and draws a warning.
         #[arg(long, env = "DATABASE_URL", hide_env_values = true, default_value = "sqlite:grants.db")]
-        database: String,
+        database: secrets::DatabaseUrl,
         #[command(subcommand)]
         command: grants::GrantsCommand,
     },
@@ -261,10 +265,20 @@ enum Command {
     },
 }
 
+/// The end of `wxsub --help`.
+const SECRETS_HELP: &str = "Secrets (--secret, event's --token, --aes-key and --previous-aes-key, a --database URL \
+with a password) belong in their environment variables: given as arguments they show in `ps` and in \
+shell history, and wxsub warns on stderr (naming the flag and the variable, never the value).";
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
+    let cli = match parse_arguments(std::env::args_os()) {
+        Ok((cli, warnings)) => {
+            for warning in warnings {
+                eprintln!("wxsub: {warning}");
+            }
+            cli
+        }
         Err(e) => {
             let _ = e.print();
             return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
@@ -277,6 +291,18 @@ async fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Parses the arguments (and the environment variables), with a warning for each secret given
+/// as an argument (see [`secrets`]).
+fn parse_arguments(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Result<(Cli, Vec<String>), clap::Error> {
+    let mut cmd = Cli::command();
+    let mut matches = cmd.try_get_matches_from_mut(args)?;
+    let warnings = secrets::command_line_warnings(&cmd, &matches);
+    let cli = Cli::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut cmd))?;
+    Ok((cli, warnings))
 }
 
 /// An error that stops the command before anything is sent (exit 2). Never holds a secret.
@@ -448,7 +474,7 @@ async fn run(cli: Cli) -> Result<Exit, Usage> {
         Command::Templates { command } => family::templates(client(&cli), command).await,
         Command::Event { .. } => event(&cli),
         Command::Sandbox { listen, config } => sandbox(*listen, config.as_ref()).await,
-        Command::Grants { database, command } => grants::run(&cli, database, command).await,
+        Command::Grants { database, command } => grants::run(&cli, &database.0, command).await,
     }
 }
 
@@ -479,7 +505,9 @@ async fn send_family(cli: &Cli) -> Result<Exit, Usage> {
     }
 }
 
-/// A secret argument (a push Token, an `EncodingAESKey`): `Debug` never shows it.
+/// A secret argument (a push Token, an `EncodingAESKey`): `Debug` never shows it, and given on
+/// the command line rather than through its environment variable it draws a warning
+/// ([`secrets`]).
 #[derive(Clone)]
 struct Hidden(String);
 
@@ -733,5 +761,15 @@ mod tests {
         .unwrap();
         let shown = format!("{cli:?} {cli:#?}");
         assert!(!shown.contains("push-token-never-shown") && !shown.contains("0123456789ABCDEFG"), "{shown}");
+        let cli = Cli::try_parse_from([
+            "wxsub",
+            "grants",
+            "--database",
+            "postgres://u:db-pw-never-shown@h/d",
+            "migrate",
+        ])
+        .unwrap();
+        let shown = format!("{cli:?} {cli:#?}");
+        assert!(!shown.contains("db-pw-never-shown"), "{shown}");
     }
 }
