@@ -78,12 +78,14 @@ pub enum PushError {
     /// The body is not the push's XML or JSON.
     #[error("malformed push: {0}")]
     Malformed(&'static str),
-    /// A safe-mode body that cannot be decrypted with the current or the previous key.
-    #[error("cannot decrypt: {0}")]
-    Undecryptable(&'static str),
-    /// The decrypted message is for another app.
-    #[error("the message is for another appid")]
-    WrongAppId,
+    /// A push whose signatures verified but whose body did not open: it does not decrypt
+    /// (with the current or the previous key), the message is another app's, or it is not an
+    /// event. One text and one status for every one of those, since an answer that differed
+    /// would be a padding oracle to anyone holding the Token: it would decrypt and forge
+    /// safe-mode pushes without the `EncodingAESKey`. The [`OpenFailure`] is the detail, for
+    /// the integrator's logs; never answer it.
+    #[error("the push could not be opened")]
+    Unopened(OpenFailure),
     /// The mode requires encryption and the push is plain.
     #[error("a plain push in safe mode")]
     NotEncrypted,
@@ -93,31 +95,86 @@ pub enum PushError {
 }
 
 impl PushError {
-    /// The HTTP status to answer: 401 for a push that is not WeChat's (signature, time, appid),
-    /// 400 for one that cannot be read, 413 for an oversized body; 200 for a replay, which
-    /// WeChat itself sends when an answer was slow (it stops retrying; nothing is recorded).
+    /// The HTTP status to answer: 401 for a push that is not WeChat's (signature, time, a plain
+    /// push in safe mode), 400 for one that cannot be read (and for every push that verified
+    /// but did not open, whatever the reason), 413 for an oversized body; 200 for a replay,
+    /// which WeChat itself sends when an answer was slow (it stops retrying; nothing is
+    /// recorded).
     pub fn http_status(&self) -> u16 {
         match self {
             Self::Replayed => 200,
-            Self::BadSignature(_) | Self::Stale { .. } | Self::WrongAppId | Self::NotEncrypted => 401,
+            Self::BadSignature(_) | Self::Stale { .. } | Self::NotEncrypted => 401,
             Self::TooLarge => 413,
-            Self::Missing(_)
-            | Self::Repeated(_)
-            | Self::Malformed(_)
-            | Self::Undecryptable(_)
-            | Self::BadKey => 400,
+            Self::Missing(_) | Self::Repeated(_) | Self::Malformed(_) | Self::Unopened(_) | Self::BadKey => {
+                400
+            }
         }
     }
 }
 
-/// How the account's server configuration (消息加解密方式) encrypts pushes.
+/// Why a push whose signatures verified did not open: the detail behind
+/// [`PushError::Unopened`], for the integrator's logs only (the endpoint logs it; the answer
+/// is the same for every one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OpenFailure {
+    /// The compatible or safe mode without an `EncodingAESKey`.
+    NoKey,
+    /// `Encrypt` is not base64.
+    NotBase64,
+    /// Not whole AES blocks.
+    NotWholeBlocks,
+    /// The PKCS#7 padding is not 1 to 32 bytes of its own length.
+    BadPadding,
+    /// Shorter than the 16 random bytes and the length.
+    TooShort,
+    /// The message's length runs past the end.
+    LengthPastEnd,
+    /// The message is for another AppID (or the key is another app's).
+    WrongAppId,
+    /// The message is not UTF-8.
+    NotUtf8,
+    /// The message is not a push's XML or JSON event.
+    NotAnEvent,
+}
+
+impl OpenFailure {
+    /// What went wrong, in a few words.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoKey => "no EncodingAESKey is configured",
+            Self::NotBase64 => "not base64",
+            Self::NotWholeBlocks => "not whole AES blocks",
+            Self::BadPadding => "bad padding",
+            Self::TooShort => "too short",
+            Self::LengthPastEnd => "the length runs past the end",
+            Self::WrongAppId => "the message is for another appid",
+            Self::NotUtf8 => "the message is not UTF-8",
+            Self::NotAnEvent => "the message is not a push's XML or JSON",
+        }
+    }
+}
+
+impl std::fmt::Display for OpenFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How the account's server configuration (消息加解密方式) encrypts pushes. Choose
+/// [`Safe`](Self::Safe): there is no default, and the two others take pushes whose bodies are
+/// not signed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
-    /// 明文模式: plain bodies, `signature` only.
+    /// 明文模式: plain bodies, `signature` only. **Unauthenticated by design**: WeChat's
+    /// `signature` covers the Token, `timestamp` and `nonce`, never the body, so anyone who
+    /// sees one push (its query, in a log or on the wire) can post any body with it while the
+    /// timestamp is fresh; the replay cache stops that only once the genuine push was read.
     Plain,
-    /// 兼容模式: encrypted (`encrypt_type=aes`) or plain.
+    /// 兼容模式: encrypted (`encrypt_type=aes`) or plain. Takes plain pushes, so it is no
+    /// safer than [`Plain`](Self::Plain): use it only while moving to [`Safe`](Self::Safe).
     Compatible,
-    /// 安全模式: encrypted only.
+    /// 安全模式: encrypted only; `msg_signature` covers the encrypted body too. The one to use.
     Safe,
 }
 
@@ -141,6 +198,47 @@ impl std::str::FromStr for Mode {
             .into_iter()
             .find(|m| m.as_str() == s)
             .ok_or_else(|| "mode must be plain, compatible or safe".to_owned())
+    }
+}
+
+/// The Token length recommended: the longest the console accepts, drawn at random.
+pub const RECOMMENDED_TOKEN_LEN: usize = 32;
+
+/// A configuration that works but deserves a warning at start-up (the axum endpoint logs each
+/// one when it is built; see [`PushConfig::warnings`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigWarning {
+    /// The Token is shorter than [`RECOMMENDED_TOKEN_LEN`]. One captured push (its
+    /// `signature`, `timestamp` and `nonce`) is enough to search for the Token offline, one
+    /// sha1 per guess: 3 characters fall at once, and a word with digits soon after. Whoever
+    /// has it signs pushes (with any body in the plain and compatible modes).
+    ShortToken {
+        /// Its length.
+        len: usize,
+    },
+    /// The plain or compatible mode: bodies are not signed (see [`Mode::Plain`]).
+    UnsignedBodies {
+        /// The mode.
+        mode: Mode,
+    },
+}
+
+impl std::fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::ShortToken { len } => write!(
+                f,
+                "the push Token has {len} characters: one captured push is enough to find a short Token \
+                 offline and sign pushes with it; use {RECOMMENDED_TOKEN_LEN} random letters and digits"
+            ),
+            Self::UnsignedBodies { mode } => write!(
+                f,
+                "the {} mode takes plain pushes, whose bodies WeChat has not signed: anyone who sees \
+                 one push can post another body with its query; choose the safe mode",
+                mode.as_str()
+            ),
+        }
     }
 }
 
@@ -203,6 +301,29 @@ impl PushConfig {
     pub fn window(mut self, seconds: u64) -> Self {
         self.window = seconds;
         self
+    }
+
+    /// What to warn about at start-up: a Token shorter than [`RECOMMENDED_TOKEN_LEN`], a mode
+    /// that takes unsigned bodies. Empty for 32 characters in the safe mode.
+    ///
+    /// ```
+    /// use subscribe_events::{ConfigWarning, Mode, PushConfig};
+    /// let config = PushConfig::new("abc", "wx5a1db0c0ffee0001", Mode::Plain);
+    /// assert_eq!(
+    ///     config.warnings(),
+    ///     [ConfigWarning::ShortToken { len: 3 }, ConfigWarning::UnsignedBodies { mode: Mode::Plain }]
+    /// );
+    /// ```
+    pub fn warnings(&self) -> Vec<ConfigWarning> {
+        let mut warnings = Vec::new();
+        let len = self.token.chars().count();
+        if len < RECOMMENDED_TOKEN_LEN {
+            warnings.push(ConfigWarning::ShortToken { len });
+        }
+        if self.mode != Mode::Safe {
+            warnings.push(ConfigWarning::UnsignedBodies { mode: self.mode });
+        }
+        warnings
     }
 }
 
@@ -267,6 +388,11 @@ impl Push {
         Self { config, seen: ReplayCache::default() }
     }
 
+    /// The configuration's [`warnings`](PushConfig::warnings), to log at start-up.
+    pub fn warnings(&self) -> Vec<ConfigWarning> {
+        self.config.warnings()
+    }
+
     /// The URL check WeChat makes when the server URL is saved: `GET
     /// ?signature&timestamp&nonce&echostr`. Returns `echostr`, the body to answer.
     ///
@@ -308,11 +434,14 @@ impl Push {
     /// A [`PushError`]; [`PushError::http_status`] says what to answer.
     pub fn open(&self, query: &str, body: &[u8], now_unix: u64) -> Result<Event, PushError> {
         self.read(query, body, now_unix, |plain| {
-            if plain.trim_start().starts_with('<') {
+            let event = if plain.trim_start().starts_with('<') {
                 Event::from_xml(&plain)
             } else {
                 Event::from_json(&plain)
-            }
+            };
+            // Whether the message parses says something about the plaintext: the same answer
+            // as every other failure past the signature.
+            event.map_err(|_| PushError::Unopened(OpenFailure::NotAnEvent))
         })
     }
 
@@ -372,15 +501,17 @@ impl Push {
         Ok(value)
     }
 
+    /// Decrypts with the current key, then the previous one; the current key's failure is
+    /// the detail (the previous key's is expected once a rotation has settled).
     fn decrypt(&self, encrypt: &str) -> Result<String, PushError> {
-        let mut last = PushError::Undecryptable("no EncodingAESKey configured");
+        let mut first = None;
         for key in &self.config.keys {
             match key.decrypt(encrypt, &self.config.appid) {
                 Ok(plain) => return Ok(plain),
-                Err(e) => last = e,
+                Err(e) => first = first.or(Some(e)),
             }
         }
-        Err(last)
+        Err(first.unwrap_or(PushError::Unopened(OpenFailure::NoKey)))
     }
 
     /// Forgets a push [`open`](Self::open) accepted (by its `timestamp` and `nonce`), so

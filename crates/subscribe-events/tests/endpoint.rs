@@ -179,7 +179,8 @@ async fn refused_pushes_get_their_status_and_never_reach_the_callback() {
             sealed.body.clone(),
             StatusCode::UNAUTHORIZED,
         ),
-        (other_app.query, other_app.body, StatusCode::UNAUTHORIZED),
+        // Verified, then another app's: the answer of every push that does not open.
+        (other_app.query, other_app.body, StatusCode::BAD_REQUEST),
         (plain.query, plain.body, StatusCode::UNAUTHORIZED),
         (stale.query, stale.body, StatusCode::UNAUTHORIZED),
         (undecryptable, "<xml><Encrypt>AAAA</Encrypt></xml>".into(), StatusCode::BAD_REQUEST),

@@ -151,9 +151,9 @@ fn every_bad_push_is_refused_with_its_status_and_nothing_remembered() {
 }
 
 /// Ciphertexts a signer produced correctly but that do not decrypt properly: bad padding,
-/// truncated, another appid.
+/// truncated, another appid. Each is the same refusal; its typed detail is there for the logs.
 #[test]
-fn ciphertexts_that_do_not_open_are_refused() {
+fn ciphertexts_that_do_not_open_are_refused_with_a_typed_detail() {
     let v = vectors();
     let token = s(&v["token"]);
     let key = EncodingAesKey::new(s(&v["aes_key"])).unwrap();
@@ -171,18 +171,59 @@ fn ciphertexts_that_do_not_open_are_refused() {
         base64::engine::general_purpose::STANDARD.encode(&raw[..raw.len() - 16])
     };
     for (n, (encrypt, expected)) in [
-        (other_app, PushError::WrongAppId),
-        ("bm90IGJsb2Nrcw==".to_owned(), PushError::Undecryptable("not whole AES blocks")),
-        ("***".to_owned(), PushError::Undecryptable("not base64")),
-        (truncated, PushError::Undecryptable("bad padding")),
+        (other_app, OpenFailure::WrongAppId),
+        ("bm90IGJsb2Nrcw==".to_owned(), OpenFailure::NotWholeBlocks),
+        ("***".to_owned(), OpenFailure::NotBase64),
+        (truncated, OpenFailure::BadPadding),
     ]
     .into_iter()
     .enumerate()
     {
         let nonce = format!("n{n}");
         let e = push.open(&signed(&encrypt, &nonce), sealed_xml(&encrypt).as_bytes(), NOW).unwrap_err();
-        assert_eq!(e, expected);
+        assert_eq!(e, PushError::Unopened(expected));
+        // The public face says nothing of the detail; the detail names itself.
+        assert_eq!((e.to_string().as_str(), e.http_status()), ("the push could not be opened", 400));
+        assert!(format!("{e:?}").contains(&format!("{expected:?}")), "{e:?}");
+        assert!(!e.to_string().contains(expected.as_str()));
     }
+    // Every tampering of `tampered_ciphertexts` has its own detail.
+    let push = push_in(Mode::Safe);
+    let details: Vec<OpenFailure> = tampered_ciphertexts(&EncodingAesKey::new(KEY).unwrap())
+        .into_iter()
+        .enumerate()
+        .map(|(n, (_, encrypt))| {
+            let (ts, nonce) = (TS.to_string(), format!("d{n}"));
+            let query = format!(
+                "signature={}&timestamp={ts}&nonce={nonce}&encrypt_type=aes&msg_signature={}",
+                signature(&[TOKEN32, &ts, &nonce]),
+                signature(&[TOKEN32, &ts, &nonce, &encrypt])
+            );
+            match push.open(&query, sealed_xml(&encrypt).as_bytes(), TS) {
+                Err(PushError::Unopened(why)) => why,
+                other => panic!("{other:?}"),
+            }
+        })
+        .collect();
+    let bad_padding = OpenFailure::BadPadding;
+    assert_eq!(
+        details,
+        [
+            OpenFailure::WrongAppId,
+            OpenFailure::NotBase64,
+            OpenFailure::NotWholeBlocks,
+            bad_padding,
+            bad_padding,
+            bad_padding,
+            bad_padding,
+            OpenFailure::LengthPastEnd,
+            OpenFailure::NotUtf8,
+            OpenFailure::NotAnEvent
+        ]
+    );
+    // Nothing that failed was remembered.
+    let sealed = push.seal(&acceptance(Format::Xml), TS, "d0", [7; 16]).unwrap();
+    push.open(&sealed.query, sealed.body.as_bytes(), TS).unwrap();
 }
 
 #[test]
@@ -509,4 +550,57 @@ fn a_repeated_signed_parameter_is_refused_whichever_copy_is_good() {
     // Nothing refused was remembered: each push as sent reads once.
     push.open(q, sealed.body.as_bytes(), TS).unwrap();
     safe.open(&sealed_safe.query, sealed_safe.body.as_bytes(), TS).unwrap();
+}
+
+/// Ciphertexts an attacker who knows the Token (a short one is found offline from one push)
+/// signs: another app's message, and a genuine ciphertext with bits flipped the way a padding
+/// oracle attack flips them. Each fails somewhere else inside the decryption; each must look
+/// the same from outside, or the answers decrypt and forge safe-mode pushes without the key.
+fn tampered_ciphertexts(key: &EncodingAesKey) -> Vec<(&'static str, String)> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let good = key.encrypt(&acceptance(Format::Xml), APPID, [7; 16]);
+    let raw = b64.decode(&good).unwrap();
+    let flipped = |at: usize, mask: u8| {
+        let mut r = raw.clone();
+        r[at] ^= mask;
+        b64.encode(r)
+    };
+    let n = raw.len();
+    let pad = 32 - (20 + acceptance(Format::Xml).len() + APPID.len()) % 32;
+    vec![
+        ("another app's message", key.encrypt(&acceptance(Format::Xml), "wxOtherApp000000001", [7; 16])),
+        ("not base64", "***".to_owned()),
+        ("not whole blocks", "bm90IGJsb2Nrcw==".to_owned()),
+        ("truncated: bad padding", b64.encode(&raw[..n - 16])),
+        // The last plaintext byte (the padding's) is the last block decrypted XOR the byte
+        // before it in the ciphertext.
+        ("the padding byte flipped", flipped(n - 17, 0x01)),
+        ("the padding byte made 0", flipped(n - 17, u8::try_from(pad).unwrap())),
+        ("the padding byte made 33", flipped(n - 17, u8::try_from(pad ^ 0x21).unwrap())),
+        // The first block is XORed into the second: byte 0 into the length's high byte, byte 4
+        // into the message's first byte, and the 16 random bytes it garbles are ignored.
+        ("a length past the end", flipped(0, 0x80)),
+        ("a message that is not UTF-8", flipped(4, 0x80)),
+        ("a message that is not an event", flipped(4, 0x01)),
+    ]
+}
+
+#[test]
+fn every_failure_after_the_signature_answers_alike() {
+    let key = EncodingAesKey::new(KEY).unwrap();
+    let push = push_in(Mode::Safe);
+    let mut answers = std::collections::BTreeMap::new();
+    for (n, (how, encrypt)) in tampered_ciphertexts(&key).into_iter().enumerate() {
+        let nonce = format!("t{n}");
+        let ts = TS.to_string();
+        let query = format!(
+            "signature={}&timestamp={ts}&nonce={nonce}&encrypt_type=aes&msg_signature={}",
+            signature(&[TOKEN32, &ts, &nonce]),
+            signature(&[TOKEN32, &ts, &nonce, &encrypt])
+        );
+        let e = push.open(&query, sealed_xml(&encrypt).as_bytes(), TS).unwrap_err();
+        answers.entry((e.http_status(), e.to_string())).or_insert_with(Vec::new).push(how);
+    }
+    assert_eq!(answers.len(), 1, "{answers:#?}");
 }
