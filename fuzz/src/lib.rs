@@ -266,7 +266,8 @@ pub fn push_event(data: &[u8]) {
     }
 }
 
-/// The safe mode's decryptor on arbitrary input: an answer, never a panic; and a message
+/// The safe mode's decryptor on arbitrary input: an answer, never a panic, and every refusal
+/// the same refusal (one text, one status: anything else is a padding oracle); and a message
 /// encrypted for the app (its text and random prefix taken from the input) decrypts back to
 /// itself, and for another app is refused.
 ///
@@ -276,7 +277,10 @@ pub fn push_decrypt(data: &[u8]) {
     let key = subscribe_events::EncodingAesKey::new("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG")
         .expect("a valid key");
     let text = String::from_utf8_lossy(data);
-    let _ = key.decrypt(&text, "wx5a1db0c0ffee0001");
+    if let Err(e) = key.decrypt(&text, "wx5a1db0c0ffee0001") {
+        assert!(matches!(e, subscribe_events::PushError::Unopened(_)), "{e:?}");
+        assert_eq!((e.to_string().as_str(), e.http_status()), ("the push could not be opened", 400));
+    }
     let mut random = [0u8; 16];
     for (r, d) in random.iter_mut().zip(data) {
         *r = *d;
@@ -287,5 +291,8 @@ pub fn push_decrypt(data: &[u8]) {
         Ok(text.as_ref()),
         "a round trip changed the message"
     );
-    assert_eq!(key.decrypt(&sealed, "wxAnotherApp0000001"), Err(subscribe_events::PushError::WrongAppId));
+    assert_eq!(
+        key.decrypt(&sealed, "wxAnotherApp0000001"),
+        Err(subscribe_events::PushError::Unopened(subscribe_events::OpenFailure::WrongAppId))
+    );
 }

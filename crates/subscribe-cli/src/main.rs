@@ -215,11 +215,18 @@ enum Command {
         /// The Token of the server configuration. Never printed.
         #[arg(long, env = "WXSUB_PUSH_TOKEN", hide_env_values = true)]
         token: Hidden,
-        /// The `EncodingAESKey` (43 characters), for a push with `encrypt_type=aes`. Never printed.
+        /// The server configuration's mode (消息加解密方式): `safe`, `compatible` or `plain`.
+        /// Plain mode is unauthenticated by design (WeChat does not sign the body: anyone who
+        /// sees one push can post any body with its query), so it is never the default: name
+        /// it to read a plain push, and get a warning.
+        #[arg(long, env = "WXSUB_PUSH_MODE", default_value = "safe", value_parser = push_mode)]
+        mode: subscribe_events::Mode,
+        /// The `EncodingAESKey` (43 characters), for the safe and compatible modes. Never printed.
         #[arg(long, env = "WXSUB_AES_KEY", hide_env_values = true)]
         aes_key: Option<Hidden>,
-        /// The previous `EncodingAESKey`, tried when the current one cannot decrypt.
-        #[arg(long)]
+        /// The previous `EncodingAESKey`, tried when the current one cannot decrypt. Never
+        /// printed.
+        #[arg(long, env = "WXSUB_PREVIOUS_AES_KEY", hide_env_values = true)]
         previous_aes_key: Option<Hidden>,
         /// The push's query string (`signature=…&timestamp=…&nonce=…[&encrypt_type=aes&msg_signature=…]`).
         #[arg(long)]
@@ -524,19 +531,27 @@ impl std::str::FromStr for Hidden {
     }
 }
 
+/// Reads `--mode`: `safe`, `compatible` or `plain`.
+fn push_mode(s: &str) -> Result<subscribe_events::Mode, String> {
+    s.parse()
+}
+
 /// `wxsub event`: verifies and reads one captured push (or the URL check). The AppID is
 /// `--appid`; a refused push exits 2 with the reason on stderr and nothing on stdout.
 fn event(cli: &Cli) -> Result<Exit, Usage> {
-    use subscribe_events::{EncodingAesKey, Mode, Push, PushConfig};
-    let Command::Event { token, aes_key, previous_aes_key, query, body, now } = &cli.command else {
+    use subscribe_events::{EncodingAesKey, Mode, Push, PushConfig, PushError};
+    let Command::Event { token, mode, aes_key, previous_aes_key, query, body, now } = &cli.command else {
         unreachable!("event runs `wxsub event` only")
     };
+    if body.is_some() && *mode != Mode::Plain && aes_key.is_none() {
+        return Err(format!(
+            "--aes-key (or WXSUB_AES_KEY) is required in the {} mode; a push of an account in plain \
+             mode (unauthenticated: its body is not signed) is read only with --mode plain",
+            mode.as_str()
+        ));
+    }
     let appid = cli.appid.clone().unwrap_or_default();
-    let mut config = PushConfig::new(
-        token.0.as_str(),
-        appid,
-        if aes_key.is_some() { Mode::Compatible } else { Mode::Plain },
-    );
+    let mut config = PushConfig::new(token.0.as_str(), appid, *mode);
     if let Some(k) = aes_key {
         config = config.aes_key(EncodingAesKey::new(&k.0).map_err(|e| format!("invalid --aes-key: {e}"))?);
         if cli.appid.is_none() {
@@ -553,10 +568,17 @@ fn event(cli: &Cli) -> Result<Exit, Usage> {
         SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
     });
     let push = Push::new(config);
+    for warning in push.warnings() {
+        eprintln!("wxsub: warning: {warning}");
+    }
+    // The operator's own tool: the detail of a push that did not open is shown here, never in
+    // an answer to WeChat (or to whoever posted it).
+    let refused = |e: PushError| match e {
+        PushError::Unopened(why) => format!("push refused (HTTP {}): {e} ({why})", e.http_status()),
+        e => format!("push refused (HTTP {}): {e}", e.http_status()),
+    };
     let Some(body) = body else {
-        let echo = push
-            .verify_url(query, now)
-            .map_err(|e| format!("push refused (HTTP {}): {e}", e.http_status()))?;
+        let echo = push.verify_url(query, now).map_err(refused)?;
         println!("{echo}");
         return Ok(Exit::Ok);
     };
@@ -571,8 +593,7 @@ fn event(cli: &Cli) -> Result<Exit, Usage> {
     } else {
         std::fs::read(body).map_err(|e| format!("cannot read --body: {e}"))?
     };
-    let event =
-        push.open(query, &bytes, now).map_err(|e| format!("push refused (HTTP {}): {e}", e.http_status()))?;
+    let event = push.open(query, &bytes, now).map_err(refused)?;
     println!("{}", event.to_json());
     Ok(Exit::Ok)
 }
@@ -755,12 +776,19 @@ mod tests {
             "push-token-never-shown",
             "--aes-key",
             "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
+            "--previous-aes-key",
+            "GFEDCBA9876543210zyxwvutsrqponmlkjihgfedcba",
             "--query",
             "signature=x",
         ])
         .unwrap();
         let shown = format!("{cli:?} {cli:#?}");
-        assert!(!shown.contains("push-token-never-shown") && !shown.contains("0123456789ABCDEFG"), "{shown}");
+        assert!(
+            !shown.contains("push-token-never-shown")
+                && !shown.contains("0123456789ABCDEFG")
+                && !shown.contains("GFEDCBA9876543210"),
+            "{shown}"
+        );
         let cli = Cli::try_parse_from([
             "wxsub",
             "grants",

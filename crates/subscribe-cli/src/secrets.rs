@@ -124,13 +124,12 @@ mod tests {
         }
     }
 
-    /// The secret flags, each with its environment variable. `event --previous-aes-key` gets
-    /// its variable in another change of issue 32 (the `event` command's own).
+    /// The secret flags, each with its environment variable.
     const SECRET_FLAGS: &[(&str, Option<&str>)] = &[
         ("wxsub --secret", Some("WXSUB_SECRET")),
         ("wxsub event --token", Some("WXSUB_PUSH_TOKEN")),
         ("wxsub event --aes-key", Some("WXSUB_AES_KEY")),
-        ("wxsub event --previous-aes-key", None),
+        ("wxsub event --previous-aes-key", Some("WXSUB_PREVIOUS_AES_KEY")),
         ("wxsub grants --database", Some("DATABASE_URL")),
     ];
 

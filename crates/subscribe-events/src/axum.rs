@@ -28,12 +28,21 @@
 //! | an event whose callback failed (or panicked) | 500; the push is forgotten, so WeChat's retry is handled again |
 //! | an event whose callback is still running at the time limit | 200 `success` (WeChat does not retry); the callback goes on, a failure is logged |
 //! | a replay of a push already accepted | 200 `success`, the callback is not called |
-//! | refused ([`PushError`]) | its [`http_status`](PushError::http_status), the reason as text |
+//! | refused ([`PushError`]) | its [`http_status`](PushError::http_status), its text (one text for every push that verified but did not open) |
 //! | a body still arriving at the time limit | 408 |
+//!
+//! Every answer is counted ([`PushEndpoint::stats`]). Refusals are logged at `WARN` with
+//! their detail (the [`OpenFailure`](crate::OpenFailure) of a push that did not open, which the
+//! answer never carries), at most [`REFUSAL_LOG_BURST`] at once and then one every
+//! [`REFUSAL_LOG_EVERY`], each saying how many went unlogged since the one before: a flood of
+//! forged pushes cannot flood the log. The configuration's [`warnings`](crate::PushConfig::warnings)
+//! (a short Token, a mode that takes unsigned bodies) are logged when the endpoint is built.
 
 use std::future::Future;
+use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -41,6 +50,10 @@ use axum::extract::{RawQuery, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 use http_body_util::BodyExt as _;
 
 use crate::{Event, MAX_BODY, Push, PushError};
@@ -51,6 +64,38 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Callback =
     Arc<dyn Fn(Event) -> Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>> + Send + Sync>;
 
+/// Refusals logged at once before the rate applies.
+pub const REFUSAL_LOG_BURST: u32 = 5;
+/// Then one refusal logged every this long (the others are counted, and the next logged one
+/// says how many).
+pub const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// What an endpoint (with all its clones) has answered since it was built.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PushStats {
+    /// Pushes and URL checks refused: a bad signature, a stale timestamp, a repeated or missing
+    /// parameter, a body that did not open, an oversized, unreadable or too slow body. Every
+    /// one, logged or not.
+    pub refused: u64,
+    /// Replays of a push already read, answered `success` without the callback.
+    pub replayed: u64,
+    /// Events the callback handled (or was still running at the time limit): `success`.
+    pub handled: u64,
+    /// Events whose callback failed or panicked: 500.
+    pub failed: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    refused: AtomicU64,
+    replayed: AtomicU64,
+    handled: AtomicU64,
+    failed: AtomicU64,
+    /// Refusals not logged since the last one that was.
+    unlogged: AtomicU64,
+}
+
 /// The server URL's endpoint: a [`Push`] and the callback that receives its events.
 #[derive(Clone)]
 pub struct PushEndpoint {
@@ -58,6 +103,23 @@ pub struct PushEndpoint {
     on_event: Callback,
     time_limit: Duration,
     clock: Arc<dyn Fn() -> u64 + Send + Sync>,
+    counters: Arc<Counters>,
+    log_limit: Arc<RefusalLogLimit>,
+}
+
+/// The refusal log's rate limiter, on tokio's clock (the one the time limit runs on, and the
+/// one a test can pause and advance).
+type RefusalLogLimit = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<std::time::Instant>>;
+
+#[derive(Clone, Copy, Debug, Default)]
+struct TokioClock;
+
+impl Clock for TokioClock {
+    type Instant = std::time::Instant;
+
+    fn now(&self) -> Self::Instant {
+        tokio::time::Instant::now().into_std()
+    }
 }
 
 impl std::fmt::Debug for PushEndpoint {
@@ -67,7 +129,9 @@ impl std::fmt::Debug for PushEndpoint {
             .field("on_event", &"<callback>")
             .field("time_limit", &self.time_limit)
             .field("clock", &"<clock>")
-            .finish()
+            .field("stats", &self.stats())
+            .field("log_limit", &self.log_limit)
+            .finish_non_exhaustive()
     }
 }
 
@@ -76,9 +140,17 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+fn refusal_quota() -> Quota {
+    let burst = NonZeroU32::new(REFUSAL_LOG_BURST).unwrap_or(NonZeroU32::MIN);
+    Quota::with_period(REFUSAL_LOG_EVERY)
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+        .allow_burst(burst)
+}
+
 impl PushEndpoint {
     /// An endpoint handing each event to `on_event`. WeChat waits 5 seconds for an answer;
-    /// the default time limit is 4 s (see [`time_limit`](Self::time_limit)).
+    /// the default time limit is 4 s (see [`time_limit`](Self::time_limit)). Logs the
+    /// configuration's [`warnings`](crate::PushConfig::warnings) at `WARN`.
     pub fn new<F, Fut, E>(push: Push, on_event: F) -> Self
     where
         F: Fn(Event) -> Fut + Send + Sync + 'static,
@@ -89,7 +161,28 @@ impl PushEndpoint {
             let fut = on_event(event);
             Box::pin(async move { fut.await.map_err(Into::into) })
         });
-        Self { push: Arc::new(push), on_event, time_limit: Duration::from_secs(4), clock: Arc::new(unix_now) }
+        for warning in push.warnings() {
+            tracing::warn!("{warning}");
+        }
+        Self {
+            push: Arc::new(push),
+            on_event,
+            time_limit: Duration::from_secs(4),
+            clock: Arc::new(unix_now),
+            counters: Arc::default(),
+            log_limit: Arc::new(RateLimiter::direct_with_clock(refusal_quota(), TokioClock)),
+        }
+    }
+
+    /// What the endpoint has answered so far: refusals, replays, events handled and failed.
+    pub fn stats(&self) -> PushStats {
+        let c = &self.counters;
+        PushStats {
+            refused: c.refused.load(Ordering::Relaxed),
+            replayed: c.replayed.load(Ordering::Relaxed),
+            handled: c.handled.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+        }
     }
 
     /// How long a push may take, from its first byte to the answer: reading the body and
@@ -130,7 +223,7 @@ impl PushEndpoint {
     fn verify_url(&self, query: &str) -> Response {
         match self.push.verify_url(query, (self.clock)()) {
             Ok(echostr) => echostr.into_response(),
-            Err(e) => refused(&e),
+            Err(e) => self.refused(&e),
         }
     }
 
@@ -140,17 +233,26 @@ impl PushEndpoint {
         let limited = http_body_util::Limited::new(body, MAX_BODY);
         let bytes = match tokio::time::timeout(self.time_limit, limited.collect()).await {
             Err(_) => {
+                self.counters.refused.fetch_add(1, Ordering::Relaxed);
                 return (StatusCode::REQUEST_TIMEOUT, "the body was still arriving at the time limit")
                     .into_response();
             }
-            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return refused(&PushError::TooLarge),
-            Ok(Err(_)) => return (StatusCode::BAD_REQUEST, "the body could not be read").into_response(),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                return self.refused(&PushError::TooLarge);
+            }
+            Ok(Err(_)) => {
+                self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                return (StatusCode::BAD_REQUEST, "the body could not be read").into_response();
+            }
             Ok(Ok(collected)) => collected.to_bytes(),
         };
         let event = match self.push.open(&query, &bytes, (self.clock)()) {
             Ok(event) => event,
-            Err(PushError::Replayed) => return "success".into_response(),
-            Err(e) => return refused(&e),
+            Err(PushError::Replayed) => {
+                self.counters.replayed.fetch_add(1, Ordering::Relaxed);
+                return "success".into_response();
+            }
+            Err(e) => return self.refused(&e),
         };
         let name = event.name().to_owned();
         let callback = (self.on_event)(event);
@@ -163,22 +265,42 @@ impl PushEndpoint {
         });
         let left = self.time_limit.saturating_sub(started.elapsed());
         match tokio::time::timeout(left, task).await {
-            Ok(Ok(Ok(()))) => "success".into_response(),
+            Ok(Ok(Ok(()))) => {
+                self.counters.handled.fetch_add(1, Ordering::Relaxed);
+                "success".into_response()
+            }
             Ok(Ok(Err(_)) | Err(_)) => {
                 // Not handled: WeChat's retry must be read again, not taken for a replay.
                 self.push.forget(&query);
+                self.counters.failed.fetch_add(1, Ordering::Relaxed);
                 (StatusCode::INTERNAL_SERVER_ERROR, "the event was not handled").into_response()
             }
             Err(_) => {
+                self.counters.handled.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!("an event push callback is still running at the time limit; answered success");
                 "success".into_response()
             }
         }
     }
-}
 
-fn refused(e: &PushError) -> Response {
-    tracing::warn!(error = %e, "an event push was refused");
-    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-    (status, e.to_string()).into_response()
+    /// Counts the refusal, logs it (with its detail) within the rate, and answers its status
+    /// and its text, which never carries the detail.
+    fn refused(&self, e: &PushError) -> Response {
+        let refused = self.counters.refused.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.log_limit.check().is_ok() {
+            let unlogged = self.counters.unlogged.swap(0, Ordering::Relaxed);
+            tracing::warn!(
+                status = e.http_status(),
+                error = %e,
+                detail = ?e,
+                refused,
+                unlogged,
+                "an event push was refused"
+            );
+        } else {
+            self.counters.unlogged.fetch_add(1, Ordering::Relaxed);
+        }
+        let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+        (status, e.to_string()).into_response()
+    }
 }

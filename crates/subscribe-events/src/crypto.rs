@@ -5,9 +5,9 @@ use aes::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit};
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use sha1::{Digest, Sha1};
-use subtle::ConstantTimeEq;
+use subtle::{Choice, ConstantTimeEq, ConstantTimeGreater as _};
 
-use crate::PushError;
+use crate::{OpenFailure, PushError};
 
 /// `sha1` of the parts sorted and joined, in lower-case hex: `signature` over `[token,
 /// timestamp, nonce]`, `msg_signature` over `[token, timestamp, nonce, Encrypt]`.
@@ -68,41 +68,35 @@ impl EncodingAesKey {
     /// Decrypts an `Encrypt` value: the message, if the plaintext's appid is `appid`.
     ///
     /// # Errors
-    /// [`PushError::Undecryptable`] (not base64, not whole blocks, bad padding, a length past
-    /// the end) or [`PushError::WrongAppId`].
+    /// [`PushError::Unopened`], whatever went wrong (see [`OpenFailure`] for what each detail
+    /// means); its text and status are the same for every one.
     pub fn decrypt(&self, encrypt: &str, appid: &str) -> Result<String, PushError> {
+        self.open(encrypt, appid).map_err(PushError::Unopened)
+    }
+
+    fn open(&self, encrypt: &str, appid: &str) -> Result<String, OpenFailure> {
         let mut data = base64::engine::general_purpose::STANDARD
             .decode(encrypt.trim())
-            .map_err(|_| PushError::Undecryptable("not base64"))?;
+            .map_err(|_| OpenFailure::NotBase64)?;
         if data.is_empty() || data.len() % 16 != 0 {
-            return Err(PushError::Undecryptable("not whole AES blocks"));
+            return Err(OpenFailure::NotWholeBlocks);
         }
         let decryptor = cbc::Decryptor::<aes::Aes256>::new((&self.0).into(), self.0[..16].into());
         let plain = decryptor
             .decrypt_padded_mut::<aes::cipher::block_padding::NoPadding>(&mut data)
-            .map_err(|_| PushError::Undecryptable("not whole AES blocks"))?;
-        // PKCS#7 to 32-byte blocks: the last byte says how many, each that value.
-        let pad = usize::from(*plain.last().ok_or(PushError::Undecryptable("empty"))?);
-        if pad == 0
-            || pad > 32
-            || pad > plain.len()
-            || !plain[plain.len() - pad..].iter().all(|b| usize::from(*b) == pad)
-        {
-            return Err(PushError::Undecryptable("bad padding"));
-        }
-        let plain = &plain[..plain.len() - pad];
-        let rest = plain.get(16..).ok_or(PushError::Undecryptable("too short"))?;
-        let (len, rest) = rest.split_first_chunk::<4>().ok_or(PushError::Undecryptable("too short"))?;
-        let len =
-            usize::try_from(u32::from_be_bytes(*len)).map_err(|_| PushError::Undecryptable("bad length"))?;
+            .map_err(|_| OpenFailure::NotWholeBlocks)?;
+        let plain = &plain[..plain.len() - padding(plain).ok_or(OpenFailure::BadPadding)?];
+        let rest = plain.get(16..).ok_or(OpenFailure::TooShort)?;
+        let (len, rest) = rest.split_first_chunk::<4>().ok_or(OpenFailure::TooShort)?;
+        let len = usize::try_from(u32::from_be_bytes(*len)).map_err(|_| OpenFailure::LengthPastEnd)?;
         if len > rest.len() {
-            return Err(PushError::Undecryptable("the length runs past the end"));
+            return Err(OpenFailure::LengthPastEnd);
         }
         let (message, from_appid) = rest.split_at(len);
         if from_appid.ct_eq(appid.as_bytes()).unwrap_u8() == 0 {
-            return Err(PushError::WrongAppId);
+            return Err(OpenFailure::WrongAppId);
         }
-        String::from_utf8(message.to_vec()).map_err(|_| PushError::Undecryptable("not UTF-8"))
+        String::from_utf8(message.to_vec()).map_err(|_| OpenFailure::NotUtf8)
     }
 
     /// Encrypts a reply for `appid` with the 16 `random` bytes WeChat's scheme prefixes.
@@ -124,5 +118,45 @@ impl EncodingAesKey {
             .encrypt_padded_mut::<aes::cipher::block_padding::NoPadding>(&mut plain, n)
             .expect("whole blocks after padding");
         base64::engine::general_purpose::STANDARD.encode(sealed)
+    }
+}
+
+/// The length of the PKCS#7 padding (to 32-byte blocks) that ends `plain`: the last byte says
+/// how many bytes, each of that value, 1 to 32. Each of the last 32 bytes is looked at whatever
+/// the padding is, and no comparison returns early, so the time taken does not tell one bad
+/// padding from another, nor from a good one.
+fn padding(plain: &[u8]) -> Option<usize> {
+    let pad = *plain.last()?;
+    let mut good = !pad.ct_eq(&0)
+        & !pad.ct_gt(&32)
+        & !u64::from(pad).ct_gt(&u64::try_from(plain.len()).unwrap_or(u64::MAX));
+    for (i, b) in plain.iter().rev().take(32).enumerate() {
+        // Within the padding (i < pad), each byte must be `pad`.
+        let inside = u8::try_from(i).map_or(Choice::from(0), |i| pad.ct_gt(&i));
+        good &= !inside | b.ct_eq(&pad);
+    }
+    bool::from(good).then_some(usize::from(pad))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::padding;
+
+    #[test]
+    fn padding_is_one_to_thirty_two_bytes_of_its_own_length() {
+        let mut block = vec![0xAA; 64];
+        block[63] = 1;
+        assert_eq!(padding(&block), Some(1));
+        block[32..].fill(32);
+        assert_eq!(padding(&block), Some(32));
+        block[40] = 31;
+        assert_eq!(padding(&block), None, "a byte inside the padding differs");
+        block[32..].fill(33);
+        assert_eq!(padding(&block), None, "over 32");
+        block[63] = 0;
+        assert_eq!(padding(&block), None, "zero");
+        assert_eq!(padding(&[2]), None, "longer than the text");
+        assert_eq!(padding(&[1]), Some(1));
+        assert_eq!(padding(&[]), None);
     }
 }

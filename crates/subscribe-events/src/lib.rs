@@ -1,7 +1,9 @@
 //! WeChat's event push, sans-I/O: the server URL's check, the signatures (compared in
 //! constant time), the safe mode's AES-256-CBC (with the previous `EncodingAESKey` during a
-//! rotation), a freshness window on `timestamp` and a replay cache on (`nonce`, signature), and
-//! the subscription events typed ([`Event`]). No HTTP, no runtime: hand it the query string,
+//! rotation), a freshness window on `timestamp` and a replay cache on the signed (`timestamp`,
+//! `nonce`) pair, and the subscription events typed ([`Event`]). Queries are read with the
+//! workspace's one strict reader ([`subscribe_types::query::Query`]): a signed parameter that
+//! appears twice is refused. No HTTP, no runtime: hand it the query string,
 //! the body and the time; it answers with the event or a [`PushError`] carrying the HTTP
 //! status to answer.
 //!
@@ -27,9 +29,12 @@
 
 mod crypto;
 mod event;
+mod replay;
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use subscribe_types::QueryError;
+use subscribe_types::query::Query;
+
+use crate::replay::{ReplayCache, Seen};
 
 pub use crypto::{EncodingAesKey, signature};
 pub use event::{ChangeItem, Event, EventKind, Format, PopupItem, SentItem};
@@ -47,6 +52,10 @@ pub enum PushError {
     /// A query parameter is missing.
     #[error("the query has no `{0}`")]
     Missing(&'static str),
+    /// A query parameter appears more than once (whichever copy would verify): the push is
+    /// not read, so no two readers of the query can see two different values.
+    #[error("parameter `{0}` appears more than once")]
+    Repeated(&'static str),
     /// The signature does not match.
     #[error("the `{0}` does not match")]
     BadSignature(&'static str),
@@ -58,7 +67,9 @@ pub enum PushError {
         /// The window.
         window: u64,
     },
-    /// This (`nonce`, signature) was seen within the window: nothing is recorded again.
+    /// This push (its signed `timestamp` and `nonce`, however spelt, in whichever mode, with
+    /// whatever body) was read before and can still pass the freshness check: nothing is
+    /// recorded again.
     #[error("this push was already received")]
     Replayed,
     /// The body is larger than [`MAX_BODY`].
@@ -67,12 +78,14 @@ pub enum PushError {
     /// The body is not the push's XML or JSON.
     #[error("malformed push: {0}")]
     Malformed(&'static str),
-    /// A safe-mode body that cannot be decrypted with the current or the previous key.
-    #[error("cannot decrypt: {0}")]
-    Undecryptable(&'static str),
-    /// The decrypted message is for another app.
-    #[error("the message is for another appid")]
-    WrongAppId,
+    /// A push whose signatures verified but whose body did not open: it does not decrypt
+    /// (with the current or the previous key), the message is another app's, or it is not an
+    /// event. One text and one status for every one of those, since an answer that differed
+    /// would be a padding oracle to anyone holding the Token: it would decrypt and forge
+    /// safe-mode pushes without the `EncodingAESKey`. The [`OpenFailure`] is the detail, for
+    /// the integrator's logs; never answer it.
+    #[error("the push could not be opened")]
+    Unopened(OpenFailure),
     /// The mode requires encryption and the push is plain.
     #[error("a plain push in safe mode")]
     NotEncrypted,
@@ -82,27 +95,86 @@ pub enum PushError {
 }
 
 impl PushError {
-    /// The HTTP status to answer: 401 for a push that is not WeChat's (signature, time, appid),
-    /// 400 for one that cannot be read, 413 for an oversized body; 200 for a replay, which
-    /// WeChat itself sends when an answer was slow (it stops retrying; nothing is recorded).
+    /// The HTTP status to answer: 401 for a push that is not WeChat's (signature, time, a plain
+    /// push in safe mode), 400 for one that cannot be read (and for every push that verified
+    /// but did not open, whatever the reason), 413 for an oversized body; 200 for a replay,
+    /// which WeChat itself sends when an answer was slow (it stops retrying; nothing is
+    /// recorded).
     pub fn http_status(&self) -> u16 {
         match self {
             Self::Replayed => 200,
-            Self::BadSignature(_) | Self::Stale { .. } | Self::WrongAppId | Self::NotEncrypted => 401,
+            Self::BadSignature(_) | Self::Stale { .. } | Self::NotEncrypted => 401,
             Self::TooLarge => 413,
-            Self::Missing(_) | Self::Malformed(_) | Self::Undecryptable(_) | Self::BadKey => 400,
+            Self::Missing(_) | Self::Repeated(_) | Self::Malformed(_) | Self::Unopened(_) | Self::BadKey => {
+                400
+            }
         }
     }
 }
 
-/// How the account's server configuration (消息加解密方式) encrypts pushes.
+/// Why a push whose signatures verified did not open: the detail behind
+/// [`PushError::Unopened`], for the integrator's logs only (the endpoint logs it; the answer
+/// is the same for every one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OpenFailure {
+    /// The compatible or safe mode without an `EncodingAESKey`.
+    NoKey,
+    /// `Encrypt` is not base64.
+    NotBase64,
+    /// Not whole AES blocks.
+    NotWholeBlocks,
+    /// The PKCS#7 padding is not 1 to 32 bytes of its own length.
+    BadPadding,
+    /// Shorter than the 16 random bytes and the length.
+    TooShort,
+    /// The message's length runs past the end.
+    LengthPastEnd,
+    /// The message is for another AppID (or the key is another app's).
+    WrongAppId,
+    /// The message is not UTF-8.
+    NotUtf8,
+    /// The message is not a push's XML or JSON event.
+    NotAnEvent,
+}
+
+impl OpenFailure {
+    /// What went wrong, in a few words.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoKey => "no EncodingAESKey is configured",
+            Self::NotBase64 => "not base64",
+            Self::NotWholeBlocks => "not whole AES blocks",
+            Self::BadPadding => "bad padding",
+            Self::TooShort => "too short",
+            Self::LengthPastEnd => "the length runs past the end",
+            Self::WrongAppId => "the message is for another appid",
+            Self::NotUtf8 => "the message is not UTF-8",
+            Self::NotAnEvent => "the message is not a push's XML or JSON",
+        }
+    }
+}
+
+impl std::fmt::Display for OpenFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How the account's server configuration (消息加解密方式) encrypts pushes. Choose
+/// [`Safe`](Self::Safe): there is no default, and the two others take pushes whose bodies are
+/// not signed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
-    /// 明文模式: plain bodies, `signature` only.
+    /// 明文模式: plain bodies, `signature` only. **Unauthenticated by design**: WeChat's
+    /// `signature` covers the Token, `timestamp` and `nonce`, never the body, so anyone who
+    /// sees one push (its query, in a log or on the wire) can post any body with it while the
+    /// timestamp is fresh; the replay cache stops that only once the genuine push was read.
     Plain,
-    /// 兼容模式: encrypted (`encrypt_type=aes`) or plain.
+    /// 兼容模式: encrypted (`encrypt_type=aes`) or plain. Takes plain pushes, so it is no
+    /// safer than [`Plain`](Self::Plain): use it only while moving to [`Safe`](Self::Safe).
     Compatible,
-    /// 安全模式: encrypted only.
+    /// 安全模式: encrypted only; `msg_signature` covers the encrypted body too. The one to use.
     Safe,
 }
 
@@ -126,6 +198,47 @@ impl std::str::FromStr for Mode {
             .into_iter()
             .find(|m| m.as_str() == s)
             .ok_or_else(|| "mode must be plain, compatible or safe".to_owned())
+    }
+}
+
+/// The Token length recommended: the longest the console accepts, drawn at random.
+pub const RECOMMENDED_TOKEN_LEN: usize = 32;
+
+/// A configuration that works but deserves a warning at start-up (the axum endpoint logs each
+/// one when it is built; see [`PushConfig::warnings`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigWarning {
+    /// The Token is shorter than [`RECOMMENDED_TOKEN_LEN`]. One captured push (its
+    /// `signature`, `timestamp` and `nonce`) is enough to search for the Token offline, one
+    /// sha1 per guess: 3 characters fall at once, and a word with digits soon after. Whoever
+    /// has it signs pushes (with any body in the plain and compatible modes).
+    ShortToken {
+        /// Its length.
+        len: usize,
+    },
+    /// The plain or compatible mode: bodies are not signed (see [`Mode::Plain`]).
+    UnsignedBodies {
+        /// The mode.
+        mode: Mode,
+    },
+}
+
+impl std::fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::ShortToken { len } => write!(
+                f,
+                "the push Token has {len} characters: one captured push is enough to find a short Token \
+                 offline and sign pushes with it; use {RECOMMENDED_TOKEN_LEN} random letters and digits"
+            ),
+            Self::UnsignedBodies { mode } => write!(
+                f,
+                "the {} mode takes plain pushes, whose bodies WeChat has not signed: anyone who sees \
+                 one push can post another body with its query; choose the safe mode",
+                mode.as_str()
+            ),
+        }
     }
 }
 
@@ -189,69 +302,129 @@ impl PushConfig {
         self.window = seconds;
         self
     }
+
+    /// What to warn about at start-up: a Token shorter than [`RECOMMENDED_TOKEN_LEN`], a mode
+    /// that takes unsigned bodies. Empty for 32 characters in the safe mode.
+    ///
+    /// ```
+    /// use subscribe_events::{ConfigWarning, Mode, PushConfig};
+    /// let config = PushConfig::new("abc", "wx5a1db0c0ffee0001", Mode::Plain);
+    /// assert_eq!(
+    ///     config.warnings(),
+    ///     [ConfigWarning::ShortToken { len: 3 }, ConfigWarning::UnsignedBodies { mode: Mode::Plain }]
+    /// );
+    /// ```
+    pub fn warnings(&self) -> Vec<ConfigWarning> {
+        let mut warnings = Vec::new();
+        let len = self.token.chars().count();
+        if len < RECOMMENDED_TOKEN_LEN {
+            warnings.push(ConfigWarning::ShortToken { len });
+        }
+        if self.mode != Mode::Safe {
+            warnings.push(ConfigWarning::UnsignedBodies { mode: self.mode });
+        }
+        warnings
+    }
 }
 
-/// Verifies, decrypts and reads pushes for one configuration; remembers what it has seen for
-/// the freshness window (the replay cache, bounded by the window).
+/// Verifies, decrypts and reads pushes for one configuration; remembers the pushes it read for
+/// as long as each could pass the freshness check (the replay cache, bounded by the window).
 #[derive(Debug)]
 pub struct Push {
     config: PushConfig,
-    seen: Mutex<HashMap<(String, String), u64>>,
+    seen: ReplayCache,
 }
 
-/// The query parameters of a push.
-struct Query {
-    params: HashMap<String, String>,
+/// The query parameters of a push (or of the URL check), each read once: a repeated one is
+/// [`PushError::Repeated`].
+struct Params {
+    signature: Option<String>,
+    timestamp: Option<String>,
+    nonce: Option<String>,
+    echostr: Option<String>,
+    encrypt_type: Option<String>,
+    msg_signature: Option<String>,
 }
 
-impl Query {
-    fn parse(query: &str) -> Self {
-        let query = query.strip_prefix('?').unwrap_or(query);
-        let params = query
-            .split('&')
-            .filter_map(|pair| {
-                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                let v = subscribe_types::encoding::decode_component(v).ok()?;
-                Some((k.to_owned(), v.into_owned()))
-            })
-            .collect();
-        Self { params }
+impl Params {
+    fn parse(query: &str) -> Result<Self, PushError> {
+        let q = Query::parse(query).map_err(|e| query_error(&e))?;
+        let [signature, timestamp, nonce, echostr, encrypt_type, msg_signature] = q
+            .read(["signature", "timestamp", "nonce", "echostr", "encrypt_type", "msg_signature"])
+            .map_err(|e| query_error(&e))?;
+        Ok(Self { signature, timestamp, nonce, echostr, encrypt_type, msg_signature })
     }
 
-    fn get(&self, name: &'static str) -> Result<&str, PushError> {
-        self.params.get(name).map(String::as_str).ok_or(PushError::Missing(name))
+    /// The push's `timestamp` and `nonce` in the replay cache's form, when both are there.
+    fn seen(&self, window: u64) -> Option<Seen> {
+        let timestamp = parse_timestamp(self.timestamp.as_deref()?)?;
+        Some(Seen::of(timestamp, self.nonce.as_deref()?, window))
     }
+}
+
+fn required<'a>(value: Option<&'a String>, name: &'static str) -> Result<&'a str, PushError> {
+    value.map(String::as_str).ok_or(PushError::Missing(name))
+}
+
+fn query_error(e: &QueryError) -> PushError {
+    match e {
+        QueryError::Repeated { param } => PushError::Repeated(param),
+        QueryError::TooLarge { .. } => PushError::Malformed("the query is over 8 KiB"),
+        _ => PushError::Malformed("the query is not percent-encoded UTF-8"),
+    }
+}
+
+/// Unix seconds in decimal digits only (no sign, no space): the one spelling WeChat sends.
+fn parse_timestamp(timestamp: &str) -> Option<u64> {
+    if timestamp.is_empty() || !timestamp.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    timestamp.parse().ok()
 }
 
 impl Push {
     /// Verifies and reads pushes for `config`.
     pub fn new(config: PushConfig) -> Self {
-        Self { config, seen: Mutex::new(HashMap::new()) }
+        Self { config, seen: ReplayCache::default() }
+    }
+
+    /// The configuration's [`warnings`](PushConfig::warnings), to log at start-up.
+    pub fn warnings(&self) -> Vec<ConfigWarning> {
+        self.config.warnings()
     }
 
     /// The URL check WeChat makes when the server URL is saved: `GET
     /// ?signature&timestamp&nonce&echostr`. Returns `echostr`, the body to answer.
     ///
+    /// The check's `timestamp` and `nonce` are remembered as a push's are: its query carries
+    /// the very `signature` a push does, so once seen it cannot be posted as a push (with any
+    /// body, in plain mode). The check itself may come again.
+    ///
     /// # Errors
-    /// [`PushError::Missing`], [`PushError::BadSignature`], [`PushError::Stale`].
+    /// [`PushError::Missing`], [`PushError::Repeated`], [`PushError::BadSignature`],
+    /// [`PushError::Stale`].
     pub fn verify_url(&self, query: &str, now_unix: u64) -> Result<String, PushError> {
-        let q = Query::parse(query);
-        self.check_plain(&q, now_unix)?;
-        Ok(q.get("echostr")?.to_owned())
+        let p = Params::parse(query)?;
+        let seen = self.check_plain(&p, now_unix)?;
+        let echostr = required(p.echostr.as_ref(), "echostr")?.to_owned();
+        self.seen.first_sight(seen, now_unix);
+        Ok(echostr)
     }
 
-    fn check_plain(&self, q: &Query, now_unix: u64) -> Result<(), PushError> {
-        let (timestamp, nonce) = (q.get("timestamp")?, q.get("nonce")?);
+    /// Checks `signature` and the freshness of `timestamp`: the push's identity once verified.
+    fn check_plain(&self, p: &Params, now_unix: u64) -> Result<Seen, PushError> {
+        let timestamp = required(p.timestamp.as_ref(), "timestamp")?;
+        let nonce = required(p.nonce.as_ref(), "nonce")?;
         let expected = signature(&[&self.config.token, timestamp, nonce]);
-        if !crypto::same_signature(&expected, q.get("signature")?) {
+        if !crypto::same_signature(&expected, required(p.signature.as_ref(), "signature")?) {
             return Err(PushError::BadSignature("signature"));
         }
-        let ts: u64 = timestamp.parse().map_err(|_| PushError::BadSignature("signature"))?;
+        let ts = parse_timestamp(timestamp).ok_or(PushError::Malformed("the timestamp is not a number"))?;
         let skew = now_unix.abs_diff(ts);
         if skew > self.config.window {
             return Err(PushError::Stale { skew, window: self.config.window });
         }
-        Ok(())
+        Ok(Seen::of(ts, nonce, self.config.window))
     }
 
     /// Verifies, decrypts (in safe mode or for an `encrypt_type=aes` push) and reads one push.
@@ -260,13 +433,16 @@ impl Push {
     /// # Errors
     /// A [`PushError`]; [`PushError::http_status`] says what to answer.
     pub fn open(&self, query: &str, body: &[u8], now_unix: u64) -> Result<Event, PushError> {
-        let plain = self.plaintext(query, body, now_unix)?;
-        let event = if plain.trim_start().starts_with('<') {
-            Event::from_xml(&plain)
-        } else {
-            Event::from_json(&plain)
-        }?;
-        Ok(event)
+        self.read(query, body, now_unix, |plain| {
+            let event = if plain.trim_start().starts_with('<') {
+                Event::from_xml(&plain)
+            } else {
+                Event::from_json(&plain)
+            };
+            // Whether the message parses says something about the plaintext: the same answer
+            // as every other failure past the signature.
+            event.map_err(|_| PushError::Unopened(OpenFailure::NotAnEvent))
+        })
     }
 
     /// Verifies and decrypts one push: its plaintext (XML or JSON), remembered as seen.
@@ -274,64 +450,75 @@ impl Push {
     /// # Errors
     /// As [`open`](Self::open).
     pub fn plaintext(&self, query: &str, body: &[u8], now_unix: u64) -> Result<String, PushError> {
+        self.read(query, body, now_unix, Ok)
+    }
+
+    /// Verifies, decrypts and hands the plaintext to `finish`; records the push as seen only
+    /// when `finish` took it, so a push that was not read can be resent.
+    fn read<T>(
+        &self,
+        query: &str,
+        body: &[u8],
+        now_unix: u64,
+        finish: impl FnOnce(String) -> Result<T, PushError>,
+    ) -> Result<T, PushError> {
         if body.len() > MAX_BODY {
             return Err(PushError::TooLarge);
         }
         let body = std::str::from_utf8(body).map_err(|_| PushError::Malformed("not UTF-8"))?;
-        let q = Query::parse(query);
-        self.check_plain(&q, now_unix)?;
-        let encrypted = q.params.get("encrypt_type").is_some_and(|t| t == "aes");
-        let (plain, signature) = match (self.config.mode, encrypted) {
+        let p = Params::parse(query)?;
+        let seen = self.check_plain(&p, now_unix)?;
+        let encrypted = p.encrypt_type.as_deref() == Some("aes");
+        let sealed = match (self.config.mode, encrypted) {
             (Mode::Safe, false) => return Err(PushError::NotEncrypted),
-            (Mode::Plain, _) | (Mode::Compatible, false) => (body.to_owned(), q.get("signature")?.to_owned()),
+            (Mode::Plain, _) | (Mode::Compatible, false) => None,
             (Mode::Safe | Mode::Compatible, true) => {
                 let encrypt = encrypt_field(body)?;
-                let msg_signature = q.get("msg_signature")?;
-                let expected =
-                    signature(&[&self.config.token, q.get("timestamp")?, q.get("nonce")?, &encrypt]);
+                let msg_signature = required(p.msg_signature.as_ref(), "msg_signature")?;
+                let (timestamp, nonce) =
+                    (required(p.timestamp.as_ref(), "timestamp")?, required(p.nonce.as_ref(), "nonce")?);
+                let expected = signature(&[&self.config.token, timestamp, nonce, &encrypt]);
                 if !crypto::same_signature(&expected, msg_signature) {
                     return Err(PushError::BadSignature("msg_signature"));
                 }
-                (self.decrypt(&encrypt)?, msg_signature.to_owned())
+                Some(encrypt)
             }
         };
-        self.remember(q.get("nonce")?, &signature, now_unix)?;
-        Ok(plain)
+        // A push read before is a replay whatever its body (unsigned in plain mode): no need to
+        // decrypt or parse it again.
+        if self.seen.contains(&seen) {
+            return Err(PushError::Replayed);
+        }
+        let plain = match sealed {
+            Some(encrypt) => self.decrypt(&encrypt)?,
+            None => body.to_owned(),
+        };
+        let value = finish(plain)?;
+        // Recorded last, and checked again: of two copies of one push read at once, one wins.
+        if !self.seen.first_sight(seen, now_unix) {
+            return Err(PushError::Replayed);
+        }
+        Ok(value)
     }
 
+    /// Decrypts with the current key, then the previous one; the current key's failure is
+    /// the detail (the previous key's is expected once a rotation has settled).
     fn decrypt(&self, encrypt: &str) -> Result<String, PushError> {
-        let mut last = PushError::Undecryptable("no EncodingAESKey configured");
+        let mut first = None;
         for key in &self.config.keys {
             match key.decrypt(encrypt, &self.config.appid) {
                 Ok(plain) => return Ok(plain),
-                Err(e) => last = e,
+                Err(e) => first = first.or(Some(e)),
             }
         }
-        Err(last)
+        Err(first.unwrap_or(PushError::Unopened(OpenFailure::NoKey)))
     }
 
-    /// Records (`nonce`, signature) as seen; a second time within the window is a replay.
-    fn remember(&self, nonce: &str, signature: &str, now_unix: u64) -> Result<(), PushError> {
-        let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let window = self.config.window;
-        seen.retain(|_, at| now_unix.abs_diff(*at) <= window);
-        match seen.entry((nonce.to_owned(), signature.to_owned())) {
-            std::collections::hash_map::Entry::Occupied(_) => Err(PushError::Replayed),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(now_unix);
-                Ok(())
-            }
-        }
-    }
-
-    /// Forgets a push [`open`](Self::open) accepted, so WeChat's retry of it is read again: for
-    /// a handler whose work on the event failed.
+    /// Forgets a push [`open`](Self::open) accepted (by its `timestamp` and `nonce`), so
+    /// WeChat's retry of it is read again: for a handler whose work on the event failed.
     pub fn forget(&self, query: &str) {
-        let q = Query::parse(query);
-        let signature = q.get("msg_signature").or_else(|_| q.get("signature"));
-        if let (Ok(nonce), Ok(signature)) = (q.get("nonce"), signature) {
-            let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            seen.remove(&(nonce.to_owned(), signature.to_owned()));
+        if let Some(seen) = Params::parse(query).ok().and_then(|p| p.seen(self.config.window)) {
+            self.seen.forget(&seen);
         }
     }
 

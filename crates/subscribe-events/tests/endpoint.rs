@@ -110,6 +110,8 @@ async fn each_mode_and_format_reaches_the_callback_once() {
             // WeChat resending it: answered, not handled again.
             assert_eq!(post(&e, &sealed.query, sealed.body.into()).await, (StatusCode::OK, "success".into()));
             assert_eq!(got.lock().unwrap()[..], [popup("oAlice")], "{mode:?} {format:?}");
+            let stats = e.stats();
+            assert_eq!((stats.refused, stats.replayed, stats.handled, stats.failed), (0, 1, 1, 0));
         }
     }
 }
@@ -123,6 +125,8 @@ async fn a_failed_callback_answers_500_and_the_retry_is_handled() {
     assert!(got.lock().unwrap().is_empty());
     assert_eq!(post(&e, &sealed.query, sealed.body.into()).await, (StatusCode::OK, "success".into()));
     assert_eq!((got.lock().unwrap().len(), calls.load(Ordering::SeqCst)), (1, 2));
+    let counted = e.stats();
+    assert_eq!((counted.refused, counted.replayed, counted.handled, counted.failed), (0, 0, 1, 1));
 }
 
 // On tokio's paused clock (the endpoint's time limit and the callback's sleep both run on it),
@@ -179,7 +183,8 @@ async fn refused_pushes_get_their_status_and_never_reach_the_callback() {
             sealed.body.clone(),
             StatusCode::UNAUTHORIZED,
         ),
-        (other_app.query, other_app.body, StatusCode::UNAUTHORIZED),
+        // Verified, then another app's: the answer of every push that does not open.
+        (other_app.query, other_app.body, StatusCode::BAD_REQUEST),
         (plain.query, plain.body, StatusCode::UNAUTHORIZED),
         (stale.query, stale.body, StatusCode::UNAUTHORIZED),
         (undecryptable, "<xml><Encrypt>AAAA</Encrypt></xml>".into(), StatusCode::BAD_REQUEST),
@@ -199,4 +204,145 @@ fn the_endpoint_never_prints_the_token_or_the_key() {
     let (e, ..) = endpoint(Duration::ZERO, 0);
     let shown = format!("{e:?}");
     assert!(!shown.contains(TOKEN) && !shown.contains(KEY) && !shown.contains("abcdefghijklmnop"), "{shown}");
+}
+
+thread_local! {
+    static LOG: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Writes the log lines of the thread that emits them into that thread's buffer: each test
+/// (on tokio's current-thread runtime, the endpoint's tasks included) reads its own lines.
+struct ThreadLog;
+
+impl std::io::Write for ThreadLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOG.with(|l| l.borrow_mut().extend_from_slice(buf));
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// This thread's log since the last call. The first call installs the binary's one global
+/// subscriber (a scoped one would miss callsites another test reached first).
+fn logged() -> String {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(|| ThreadLog)
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("the only global subscriber of this binary");
+    });
+    LOG.with(|l| String::from_utf8(std::mem::take(&mut *l.borrow_mut())).unwrap())
+}
+
+fn quiet(push: Push) -> PushEndpoint {
+    PushEndpoint::new(push, |_: Event| async { Ok::<(), std::io::Error>(()) }).clock(|| NOW)
+}
+
+#[tokio::test]
+async fn every_failure_after_the_signature_gets_one_answer_from_the_endpoint() {
+    use base64::Engine as _;
+    let key = EncodingAesKey::new(KEY).unwrap();
+    let e = quiet(push(Mode::Safe));
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let good = key.encrypt(&popup("oEve").to_wire(Format::Xml), APPID, [7; 16]);
+    let raw = b64.decode(&good).unwrap();
+    let flipped = |at: usize, mask: u8| {
+        let mut r = raw.clone();
+        r[at] ^= mask;
+        b64.encode(r)
+    };
+    let mut answers = std::collections::BTreeMap::new();
+    for (n, (how, encrypt)) in [
+        ("another app's", key.encrypt(&popup("oEve").to_wire(Format::Xml), "wx0000000000000000", [7; 16])),
+        ("not base64", "***".to_owned()),
+        ("not whole blocks", "AAAA".to_owned()),
+        ("bad padding", b64.encode(&raw[..raw.len() - 16])),
+        ("a length past the end", flipped(0, 0x80)),
+        ("not UTF-8", flipped(4, 0x80)),
+        ("not an event", flipped(4, 0x01)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let nonce = format!("o{n}");
+        let query = format!(
+            "signature={}&timestamp={NOW}&nonce={nonce}&encrypt_type=aes&msg_signature={}",
+            signature(&[TOKEN, &NOW.to_string(), &nonce]),
+            signature(&[TOKEN, &NOW.to_string(), &nonce, &encrypt])
+        );
+        let answer = post(&e, &query, format!("<xml><Encrypt>{encrypt}</Encrypt></xml>").into()).await;
+        answers.entry(answer).or_insert_with(Vec::new).push(how);
+    }
+    assert_eq!(answers.len(), 1, "{answers:#?}");
+}
+
+#[test]
+fn a_short_token_and_a_mode_that_takes_plain_pushes_are_warned_at_start_up() {
+    let key = || EncodingAesKey::new(KEY).unwrap();
+    let random32 = "Q7vX2mR9kL4pW8zN3cT6yB1hF5jD0sGa";
+    logged();
+    let _ = quiet(Push::new(PushConfig::new(random32, APPID, Mode::Safe).aes_key(key())));
+    assert_eq!(logged(), "", "32 random characters in safe mode: nothing to say");
+
+    let _ = quiet(Push::new(PushConfig::new("x9Q", APPID, Mode::Safe).aes_key(key())));
+    let log = logged();
+    assert!(log.contains("WARN") && log.contains("3 characters") && log.contains("32 random"), "{log}");
+    assert!(!log.contains("x9Q"), "the Token itself never prints: {log}");
+
+    for mode in [Mode::Plain, Mode::Compatible] {
+        let _ = quiet(Push::new(PushConfig::new(random32, APPID, mode).aes_key(key())));
+        let log = logged();
+        assert!(
+            log.contains("WARN") && log.contains("not signed") && log.contains("safe mode"),
+            "{mode:?}: {log}"
+        );
+        assert!(!log.contains("characters"), "{mode:?}: {log}");
+    }
+}
+
+/// The log's rate lives on tokio's clock, paused here: time moves only when the test advances
+/// it, so the count of warnings is exact however slow the machine.
+#[tokio::test(start_paused = true)]
+async fn a_flood_of_refused_pushes_cannot_flood_the_log() {
+    use subscribe_events::axum::{REFUSAL_LOG_BURST, REFUSAL_LOG_EVERY};
+    const FLOOD: u32 = 1000;
+    logged();
+    let e = quiet(push(Mode::Safe));
+    let forged = |i: u32| format!("signature=0&timestamp={NOW}&nonce={i}&encrypt_type=aes&msg_signature=0");
+    for i in 0..FLOOD {
+        let (status, _) = post(&e, &forged(i), "<xml><Encrypt>AAAA</Encrypt></xml>".into()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let warnings = |log: &str| -> Vec<String> {
+        log.lines().filter(|l| l.contains("WARN") && l.contains("refused")).map(str::to_owned).collect()
+    };
+    let log = logged();
+    let first = warnings(&log);
+    assert_eq!(first.len(), REFUSAL_LOG_BURST as usize, "{log}");
+    assert!(first.iter().all(|l| l.contains("BadSignature") && l.contains("unlogged=0")), "{log}");
+
+    // A period later, one more is logged, and it counts the ones that were not.
+    tokio::time::advance(REFUSAL_LOG_EVERY).await;
+    for i in 0..10 {
+        post(&e, &forged(FLOOD + i), Body::empty()).await;
+    }
+    let log = logged();
+    let next = warnings(&log);
+    let unlogged = FLOOD - REFUSAL_LOG_BURST;
+    assert_eq!(next.len(), 1, "{log}");
+    assert!(next[0].contains(&format!("unlogged={unlogged}")) && next[0].contains("refused=1001"), "{log}");
+
+    // Every refusal is counted, logged or not.
+    let stats = e.stats();
+    assert_eq!(
+        (stats.refused, stats.replayed, stats.handled, stats.failed),
+        (u64::from(FLOOD) + 10, 0, 0, 0)
+    );
 }

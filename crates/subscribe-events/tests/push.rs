@@ -82,8 +82,13 @@ fn a_safe_mode_popup_in_xml_and_a_sent_event_in_json_are_read() {
     let again = push.open(&safe_query(&v, popup), sealed_xml(s(&popup["encrypt"])).as_bytes(), NOW);
     assert_eq!(again.unwrap_err(), PushError::Replayed);
 
+    // The vectors share one timestamp and nonce, which makes them one push to a configuration
+    // that read one of them (WeChat draws a nonce per push): each of the others is read by a
+    // configuration of its own.
     let body =
         serde_json::json!({"ToUserName": "gh_123456789abc", "Encrypt": s(&sent["encrypt"])}).to_string();
+    assert_eq!(push.open(&safe_query(&v, sent), body.as_bytes(), NOW), Err(PushError::Replayed));
+    let push = safe_push(&v);
     let event = push.open(&safe_query(&v, sent), body.as_bytes(), NOW).unwrap();
     let EventKind::Sent(items) = &event.kind else { panic!("{event:?}") };
     assert_eq!(
@@ -92,6 +97,7 @@ fn a_safe_mode_popup_in_xml_and_a_sent_event_in_json_are_read() {
     );
 
     // Encrypted with the previous key during a rotation: still read.
+    let push = safe_push(&v);
     let event =
         push.open(&safe_query(&v, rotated), sealed_xml(s(&rotated["encrypt"])).as_bytes(), NOW).unwrap();
     assert_eq!(event.name(), "subscribe_msg_popup_event");
@@ -145,9 +151,9 @@ fn every_bad_push_is_refused_with_its_status_and_nothing_remembered() {
 }
 
 /// Ciphertexts a signer produced correctly but that do not decrypt properly: bad padding,
-/// truncated, another appid.
+/// truncated, another appid. Each is the same refusal; its typed detail is there for the logs.
 #[test]
-fn ciphertexts_that_do_not_open_are_refused() {
+fn ciphertexts_that_do_not_open_are_refused_with_a_typed_detail() {
     let v = vectors();
     let token = s(&v["token"]);
     let key = EncodingAesKey::new(s(&v["aes_key"])).unwrap();
@@ -165,18 +171,59 @@ fn ciphertexts_that_do_not_open_are_refused() {
         base64::engine::general_purpose::STANDARD.encode(&raw[..raw.len() - 16])
     };
     for (n, (encrypt, expected)) in [
-        (other_app, PushError::WrongAppId),
-        ("bm90IGJsb2Nrcw==".to_owned(), PushError::Undecryptable("not whole AES blocks")),
-        ("***".to_owned(), PushError::Undecryptable("not base64")),
-        (truncated, PushError::Undecryptable("bad padding")),
+        (other_app, OpenFailure::WrongAppId),
+        ("bm90IGJsb2Nrcw==".to_owned(), OpenFailure::NotWholeBlocks),
+        ("***".to_owned(), OpenFailure::NotBase64),
+        (truncated, OpenFailure::BadPadding),
     ]
     .into_iter()
     .enumerate()
     {
         let nonce = format!("n{n}");
         let e = push.open(&signed(&encrypt, &nonce), sealed_xml(&encrypt).as_bytes(), NOW).unwrap_err();
-        assert_eq!(e, expected);
+        assert_eq!(e, PushError::Unopened(expected));
+        // The public face says nothing of the detail; the detail names itself.
+        assert_eq!((e.to_string().as_str(), e.http_status()), ("the push could not be opened", 400));
+        assert!(format!("{e:?}").contains(&format!("{expected:?}")), "{e:?}");
+        assert!(!e.to_string().contains(expected.as_str()));
     }
+    // Every tampering of `tampered_ciphertexts` has its own detail.
+    let push = push_in(Mode::Safe);
+    let details: Vec<OpenFailure> = tampered_ciphertexts(&EncodingAesKey::new(KEY).unwrap())
+        .into_iter()
+        .enumerate()
+        .map(|(n, (_, encrypt))| {
+            let (ts, nonce) = (TS.to_string(), format!("d{n}"));
+            let query = format!(
+                "signature={}&timestamp={ts}&nonce={nonce}&encrypt_type=aes&msg_signature={}",
+                signature(&[TOKEN32, &ts, &nonce]),
+                signature(&[TOKEN32, &ts, &nonce, &encrypt])
+            );
+            match push.open(&query, sealed_xml(&encrypt).as_bytes(), TS) {
+                Err(PushError::Unopened(why)) => why,
+                other => panic!("{other:?}"),
+            }
+        })
+        .collect();
+    let bad_padding = OpenFailure::BadPadding;
+    assert_eq!(
+        details,
+        [
+            OpenFailure::WrongAppId,
+            OpenFailure::NotBase64,
+            OpenFailure::NotWholeBlocks,
+            bad_padding,
+            bad_padding,
+            bad_padding,
+            bad_padding,
+            OpenFailure::LengthPastEnd,
+            OpenFailure::NotUtf8,
+            OpenFailure::NotAnEvent
+        ]
+    );
+    // Nothing that failed was remembered.
+    let sealed = push.seal(&acceptance(Format::Xml), TS, "d0", [7; 16]).unwrap();
+    push.open(&sealed.query, sealed.body.as_bytes(), TS).unwrap();
 }
 
 #[test]
@@ -274,4 +321,286 @@ proptest::proptest! {
             }
         }
     }
+}
+
+// What an attacker tries with one push they saw: the same push in another spelling, in another
+// mode, with another body, with a parameter twice, later or stamped ahead.
+
+const TOKEN32: &str = "pushTokenOfThirtyTwoCharacters32";
+const APPID: &str = "wx5a1db0c0ffee0001";
+const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+const TS: u64 = 1_800_000_000;
+
+fn push_in(mode: Mode) -> Push {
+    Push::new(PushConfig::new(TOKEN32, APPID, mode).aes_key(EncodingAesKey::new(KEY).unwrap()))
+}
+
+fn acceptance(format: Format) -> String {
+    let item = PopupItem { template_id: "T1".into(), status: "accept".into(), popup_scene: Some(1) };
+    Event::new("gh_1", "oAlice", TS, EventKind::Popup(vec![item])).to_wire(format)
+}
+
+/// The withdrawal an attacker would like to slip in: it drops Alice's pending grant.
+fn withdrawal() -> String {
+    let item = ChangeItem { template_id: "T1".into(), status: "reject".into() };
+    Event::new("gh_1", "oAlice", TS, EventKind::Change(vec![item])).to_wire(Format::Xml)
+}
+
+/// A parameter's value in a query this crate wrote.
+fn param(query: &str, name: &str) -> String {
+    query.split('&').find_map(|p| p.strip_prefix(&format!("{name}="))).unwrap().to_owned()
+}
+
+/// Each character of `s` percent-encoded.
+fn percent_all(s: &str) -> String {
+    s.bytes().fold(String::new(), |mut out, b| {
+        std::fmt::Write::write_fmt(&mut out, format_args!("%{b:02X}")).unwrap();
+        out
+    })
+}
+
+#[test]
+fn a_seen_push_is_refused_in_every_spelling_and_mode() {
+    for format in [Format::Xml, Format::Json] {
+        let push = push_in(Mode::Compatible);
+        let sealed = push.seal(&acceptance(format), TS, "4242", [1; 16]).unwrap();
+        assert!(sealed.query.contains("encrypt_type=aes"));
+        push.open(&sealed.query, sealed.body.as_bytes(), TS).unwrap();
+        let (sig, msg_sig) = (param(&sealed.query, "signature"), param(&sealed.query, "msg_signature"));
+        let (up, msg_up) = (sig.to_uppercase(), msg_sig.to_uppercase());
+        let body = sealed.body.clone();
+        let spellings: Vec<(&str, String, String)> = vec![
+            ("as sent", sealed.query.clone(), body.clone()),
+            ("signature in upper case", sealed.query.replace(&sig, &up), body.clone()),
+            (
+                "both signatures in upper case",
+                sealed.query.replace(&sig, &up).replace(&msg_sig, &msg_up),
+                body.clone(),
+            ),
+            ("mixed case", sealed.query.replacen(&sig[..4], &sig[..4].to_uppercase(), 1), body.clone()),
+            (
+                "every value percent-encoded",
+                format!(
+                    "signature={}&timestamp={}&nonce={}&encrypt_type={}&msg_signature={}",
+                    percent_all(&sig),
+                    percent_all(&TS.to_string()),
+                    percent_all("4242"),
+                    percent_all("aes"),
+                    percent_all(&msg_up)
+                ),
+                body.clone(),
+            ),
+            (
+                "reordered, with a leading ? and parameters of no meaning",
+                format!(
+                    "?openid=oAlice&msg_signature={msg_sig}&encrypt_type=aes&x=1&nonce=4242&timestamp={TS}&signature={sig}&x=2"
+                ),
+                body.clone(),
+            ),
+            // Compatible mode takes plain pushes too: the encrypted push's query stripped of
+            // `encrypt_type` and `msg_signature` carries any plain body.
+            (
+                "as a plain push with a withdrawal",
+                format!("signature={sig}&timestamp={TS}&nonce=4242"),
+                withdrawal(),
+            ),
+            (
+                "as a plain push, upper case",
+                format!("nonce=4242&signature={up}&timestamp={TS}"),
+                withdrawal(),
+            ),
+            (
+                "msg_signature kept, encrypt_type dropped",
+                sealed.query.replace("&encrypt_type=aes", ""),
+                withdrawal(),
+            ),
+            (
+                "as a plain push carrying the sealed body",
+                format!("signature={sig}&timestamp={TS}&nonce=4242"),
+                body.clone(),
+            ),
+        ];
+        for (how, query, body) in spellings {
+            let answer = push.open(&query, body.as_bytes(), TS + 1);
+            assert_eq!(answer, Err(PushError::Replayed), "{format:?}, {how}: {query}");
+        }
+        // The same push seen by a configuration in safe mode and one in plain mode: each reads
+        // it once, whatever the spelling.
+        for mode in [Mode::Safe, Mode::Plain] {
+            let other = push_in(mode);
+            let (first, again) = match mode {
+                Mode::Plain => (
+                    (format!("signature={sig}&timestamp={TS}&nonce=4242"), acceptance(format)),
+                    (format!("signature={up}&timestamp={TS}&nonce=%34242"), withdrawal()),
+                ),
+                _ => ((sealed.query.clone(), body.clone()), (sealed.query.replace(&sig, &up), body.clone())),
+            };
+            other.open(&first.0, first.1.as_bytes(), TS).unwrap();
+            assert_eq!(other.open(&again.0, again.1.as_bytes(), TS), Err(PushError::Replayed), "{mode:?}");
+        }
+    }
+}
+
+#[test]
+fn a_plain_query_seen_once_carries_no_other_body() {
+    let push = push_in(Mode::Plain);
+    // The console's URL check (a GET with the same signature a push carries), captured and
+    // posted with a withdrawal: refused. The check itself may come again.
+    let sig = signature(&[TOKEN32, &TS.to_string(), "7"]);
+    let check = format!("signature={sig}&timestamp={TS}&nonce=7&echostr=hello");
+    assert_eq!(push.verify_url(&check, TS).unwrap(), "hello");
+    assert_eq!(push.verify_url(&check.replace(&sig, &sig.to_uppercase()), TS + 1).unwrap(), "hello");
+    assert_eq!(push.open(&check, withdrawal().as_bytes(), TS + 1), Err(PushError::Replayed));
+    let without_echostr = format!("signature={}&timestamp={TS}&nonce=7", sig.to_uppercase());
+    assert_eq!(push.open(&without_echostr, withdrawal().as_bytes(), TS + 1), Err(PushError::Replayed));
+
+    // An acceptance read once; its query with the withdrawal, or with a body that does not even
+    // parse, is a replay however it is spelt: the body is not signed in plain mode.
+    let sealed = push.seal(&acceptance(Format::Xml), TS, "8", [0; 16]).unwrap();
+    assert_eq!(
+        push.open(&sealed.query, sealed.body.as_bytes(), TS).unwrap().name(),
+        "subscribe_msg_popup_event"
+    );
+    let up = sealed
+        .query
+        .replace(&param(&sealed.query, "signature"), &param(&sealed.query, "signature").to_uppercase());
+    for (query, body) in [
+        (sealed.query.clone(), withdrawal()),
+        (up.clone(), withdrawal()),
+        (up.clone(), sealed.body.clone()),
+        (up, "not a push at all".to_owned()),
+    ] {
+        assert_eq!(push.open(&query, body.as_bytes(), TS + 2), Err(PushError::Replayed), "{query} {body}");
+    }
+}
+
+#[test]
+fn a_push_is_remembered_while_its_timestamp_could_still_pass() {
+    let push = push_in(Mode::Safe);
+    let seal = |ts: u64, nonce: &str| push.seal(&acceptance(Format::Xml), ts, nonce, [2; 16]).unwrap();
+    let open = |sealed: &Sealed, now: u64| push.open(&sealed.query, sealed.body.as_bytes(), now);
+    let stale = |skew| Err(PushError::Stale { skew, window: 300 });
+
+    // Stamped as far ahead as the window allows, received now: it passes the freshness check
+    // until its own timestamp plus the window, and must be remembered that long.
+    let ahead = seal(TS + 300, "ahead");
+    open(&ahead, TS).unwrap();
+    for (i, now) in [TS + 1, TS + 300, TS + 301, TS + 450, TS + 599, TS + 600].into_iter().enumerate() {
+        // Another push arrives first at that time (whatever purges the cache runs).
+        open(&seal(now, &format!("other{i}")), now).unwrap();
+        assert_eq!(open(&ahead, now), Err(PushError::Replayed), "at now + {}", now - TS);
+    }
+    assert_eq!(open(&ahead, TS + 601), stale(301));
+
+    // Stamped as far behind as the window allows: read once, then stale a second later.
+    let behind = seal(TS - 300, "behind");
+    open(&behind, TS).unwrap();
+    assert_eq!(open(&behind, TS), Err(PushError::Replayed));
+    assert_eq!(open(&behind, TS + 1), stale(301));
+
+    // A clock stepped back: the push is still fresh, and still a replay.
+    let now_push = seal(TS + 1000, "stepped");
+    open(&now_push, TS + 1000).unwrap();
+    assert_eq!(open(&now_push, TS + 700), Err(PushError::Replayed));
+    assert_eq!(open(&now_push, TS + 699), stale(301));
+
+    // One second past either edge is refused and remembered by nobody.
+    assert_eq!(open(&seal(TS - 301, "late"), TS), stale(301));
+    assert_eq!(open(&seal(TS + 301, "early"), TS), stale(301));
+    open(&seal(TS - 301, "late"), TS - 1).unwrap();
+    open(&seal(TS + 301, "early"), TS + 1).unwrap();
+}
+
+#[test]
+fn a_repeated_signed_parameter_is_refused_whichever_copy_is_good() {
+    let push = push_in(Mode::Plain);
+    let sealed = push.seal(&acceptance(Format::Xml), TS, "9", [0; 16]).unwrap();
+    let sig = param(&sealed.query, "signature");
+    let q = &sealed.query;
+    for (query, param) in [
+        // The forged copy first and the genuine one last: a parser where the last one wins
+        // reads the genuine one, and a proxy or a log where the first wins sees the other.
+        (format!("signature=0000&{q}"), "signature"),
+        (format!("{q}&signature=0000"), "signature"),
+        (format!("{q}&signature={sig}"), "signature"),
+        (format!("{q}&%73ignature={sig}"), "signature"),
+        (format!("timestamp={}&{q}", TS + 100), "timestamp"),
+        (format!("{q}&timestamp={TS}"), "timestamp"),
+        (format!("nonce=1&{q}"), "nonce"),
+        (format!("{q}&nonce"), "nonce"),
+    ] {
+        let e = push.open(&query, sealed.body.as_bytes(), TS).unwrap_err();
+        assert_eq!(e.http_status(), 400, "{query}: {e}");
+        assert_eq!(e.to_string(), format!("parameter `{param}` appears more than once"), "{query}");
+    }
+    // The URL check and the safe mode's own parameters too.
+    let check = format!("{q}&echostr=a&echostr=b");
+    assert_eq!(
+        push.verify_url(&check, TS).unwrap_err().to_string(),
+        "parameter `echostr` appears more than once"
+    );
+    let safe = push_in(Mode::Safe);
+    let sealed_safe = safe.seal(&acceptance(Format::Xml), TS, "10", [0; 16]).unwrap();
+    for extra in ["&msg_signature=0000", "&encrypt_type=aes", "&encrypt_type=raw"] {
+        let query = format!("{}{extra}", sealed_safe.query);
+        let e = safe.open(&query, sealed_safe.body.as_bytes(), TS).unwrap_err();
+        assert_eq!(e.http_status(), 400, "{query}: {e}");
+        assert!(e.to_string().ends_with("appears more than once"), "{query}: {e}");
+    }
+    // Nothing refused was remembered: each push as sent reads once.
+    push.open(q, sealed.body.as_bytes(), TS).unwrap();
+    safe.open(&sealed_safe.query, sealed_safe.body.as_bytes(), TS).unwrap();
+}
+
+/// Ciphertexts an attacker who knows the Token (a short one is found offline from one push)
+/// signs: another app's message, and a genuine ciphertext with bits flipped the way a padding
+/// oracle attack flips them. Each fails somewhere else inside the decryption; each must look
+/// the same from outside, or the answers decrypt and forge safe-mode pushes without the key.
+fn tampered_ciphertexts(key: &EncodingAesKey) -> Vec<(&'static str, String)> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let good = key.encrypt(&acceptance(Format::Xml), APPID, [7; 16]);
+    let raw = b64.decode(&good).unwrap();
+    let flipped = |at: usize, mask: u8| {
+        let mut r = raw.clone();
+        r[at] ^= mask;
+        b64.encode(r)
+    };
+    let n = raw.len();
+    let pad = 32 - (20 + acceptance(Format::Xml).len() + APPID.len()) % 32;
+    vec![
+        ("another app's message", key.encrypt(&acceptance(Format::Xml), "wxOtherApp000000001", [7; 16])),
+        ("not base64", "***".to_owned()),
+        ("not whole blocks", "bm90IGJsb2Nrcw==".to_owned()),
+        ("truncated: bad padding", b64.encode(&raw[..n - 16])),
+        // The last plaintext byte (the padding's) is the last block decrypted XOR the byte
+        // before it in the ciphertext.
+        ("the padding byte flipped", flipped(n - 17, 0x01)),
+        ("the padding byte made 0", flipped(n - 17, u8::try_from(pad).unwrap())),
+        ("the padding byte made 33", flipped(n - 17, u8::try_from(pad ^ 0x21).unwrap())),
+        // The first block is XORed into the second: byte 0 into the length's high byte, byte 4
+        // into the message's first byte, and the 16 random bytes it garbles are ignored.
+        ("a length past the end", flipped(0, 0x80)),
+        ("a message that is not UTF-8", flipped(4, 0x80)),
+        ("a message that is not an event", flipped(4, 0x01)),
+    ]
+}
+
+#[test]
+fn every_failure_after_the_signature_answers_alike() {
+    let key = EncodingAesKey::new(KEY).unwrap();
+    let push = push_in(Mode::Safe);
+    let mut answers = std::collections::BTreeMap::new();
+    for (n, (how, encrypt)) in tampered_ciphertexts(&key).into_iter().enumerate() {
+        let nonce = format!("t{n}");
+        let ts = TS.to_string();
+        let query = format!(
+            "signature={}&timestamp={ts}&nonce={nonce}&encrypt_type=aes&msg_signature={}",
+            signature(&[TOKEN32, &ts, &nonce]),
+            signature(&[TOKEN32, &ts, &nonce, &encrypt])
+        );
+        let e = push.open(&query, sealed_xml(&encrypt).as_bytes(), TS).unwrap_err();
+        answers.entry((e.http_status(), e.to_string())).or_insert_with(Vec::new).push(how);
+    }
+    assert_eq!(answers.len(), 1, "{answers:#?}");
 }

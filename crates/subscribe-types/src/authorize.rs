@@ -19,12 +19,6 @@ pub const DEFAULT_MP_BASE: &str = "https://mp.weixin.qq.com";
 /// The authorization page's path.
 pub const AUTHORIZE_PATH: &str = "/mp/subscribemsg";
 
-/// Longest query string (or URL) that [`AuthorizeRequest::from_query`] and
-/// [`AuthorizationAnswer::parse`] accept, in bytes: 8 KiB, above the longest authorization URL
-/// a valid request builds on WeChat's host (every field at its limit, the redirect URL escaped
-/// to three bytes per byte: about 6.5 KiB), so whatever this crate builds, it also reads back.
-pub const MAX_QUERY_LEN: usize = 8192;
-
 /// An authorization request for the web (official account) flow.
 ///
 /// ```
@@ -121,7 +115,7 @@ impl AuthorizeRequest {
     /// ```
     ///
     /// # Errors
-    /// [`QueryError`] for input over [`MAX_QUERY_LEN`], bad percent-encoding, a missing or
+    /// [`QueryError`] for input over [`MAX_QUERY_LEN`](crate::MAX_QUERY_LEN), bad percent-encoding, a missing or
     /// repeated parameter, an `action` other than `get_confirm`, or an invalid value.
     pub fn from_query(input: &str) -> Result<Self, QueryError> {
         let [action, appid, scene, template_id, redirect_url, reserved] =
@@ -139,18 +133,12 @@ impl AuthorizeRequest {
     }
 }
 
-/// Reads the named parameters of a URL or query, enforcing the size limit.
+/// Reads the named parameters of a URL or query, strictly (see [`query::Query`]).
 pub(crate) fn read_query<const N: usize>(
     input: &str,
     names: [&'static str; N],
 ) -> Result<[Option<String>; N], QueryError> {
-    if input.len() > MAX_QUERY_LEN {
-        return Err(QueryError::TooLarge { len: input.len(), max: MAX_QUERY_LEN });
-    }
-    query::read(query::query_part(input), names).map_err(|e| match e {
-        query::ReadError::BadEncoding => QueryError::BadEncoding,
-        query::ReadError::Repeated(param) => QueryError::Repeated { param },
-    })
+    query::read(input, names)
 }
 
 pub(crate) fn required<T>(param: &'static str, value: Option<T>) -> Result<T, QueryError> {
@@ -235,7 +223,7 @@ impl MobileSubscribeResponse {
     /// ```
     ///
     /// # Errors
-    /// [`QueryError`]: input over [`MAX_QUERY_LEN`], not a JSON object
+    /// [`QueryError`]: input over [`MAX_QUERY_LEN`](crate::MAX_QUERY_LEN), not a JSON object
     /// ([`QueryError::NotJson`]), a missing `templateId`, `scene` or `action`, an unknown
     /// `action`, or a value that breaks its rule. A confirmation without `openId` is read (it
     /// fails in [`into_answer`](Self::into_answer)).
@@ -254,8 +242,8 @@ impl MobileSubscribeResponse {
             #[serde(default)]
             reserved: Option<String>,
         }
-        if json.len() > MAX_QUERY_LEN {
-            return Err(QueryError::TooLarge { len: json.len(), max: MAX_QUERY_LEN });
+        if json.len() > crate::MAX_QUERY_LEN {
+            return Err(QueryError::TooLarge { len: json.len(), max: crate::MAX_QUERY_LEN });
         }
         let not_json = |e: serde_json::Error| QueryError::NotJson { line: e.line(), column: e.column() };
         // An object, not an array: serde would fill the fields from an array's items in order.

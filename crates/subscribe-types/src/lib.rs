@@ -60,7 +60,7 @@ mod ids;
 mod library;
 mod message;
 mod newtype;
-mod query;
+pub mod query;
 mod secret;
 mod text;
 mod token;
@@ -70,8 +70,7 @@ pub use api::{
     ApiError, ApiResponse, DecodeCategory, DecodeError, ErrCode, ErrorClass, TokenEndpointFailure,
 };
 pub use authorize::{
-    AUTHORIZE_PATH, AuthorizeRequest, DEFAULT_MP_BASE, MAX_QUERY_LEN, MobileSubscribeRequest,
-    MobileSubscribeResponse,
+    AUTHORIZE_PATH, AuthorizeRequest, DEFAULT_MP_BASE, MobileSubscribeRequest, MobileSubscribeResponse,
 };
 pub use callback::{Action, AuthorizationAnswer, Cancelled, Confirmed, Expectation, Mismatch, QueryError};
 pub use data::{DataError, DataKey, KeywordType, MessageData, ValueFault};
@@ -88,6 +87,7 @@ pub use library::{
     Templates, TitlesQuery,
 };
 pub use message::{MessageParseError, SubscribeMessage, SubscribeMessageBuilder};
+pub use query::MAX_QUERY_LEN;
 pub use secret::{AccessToken, AppSecret};
 pub use text::{Color, Content, HttpUrl, MiniProgram, Title};
 pub use token::{ClassicTokenRequest, IssuedToken, StableTokenRequest, TokenResponseError};

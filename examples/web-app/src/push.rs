@@ -22,8 +22,10 @@ pub const SANDBOX_PUSH_TEMPLATES: [&str; 2] =
 pub struct PushSettings {
     /// `WECHAT_PUSH_TOKEN` (3 to 32 letters and digits): turns `/wechat/push` on.
     token: String,
-    /// `WECHAT_PUSH_MODE`: `plain`, `compatible` or `safe` (default `safe` with a key, `plain`
-    /// without).
+    /// `WECHAT_PUSH_MODE`: `safe` (the default), `compatible` or `plain`. Plain mode is
+    /// unauthenticated by design (WeChat does not sign the body: anyone who sees one push can
+    /// post another body with its query), so it is never a default: it takes
+    /// `WECHAT_PUSH_MODE=plain`, and the endpoint logs a warning at start-up.
     pub mode: Mode,
     /// `WECHAT_PUSH_AES_KEY` and, during a rotation, `WECHAT_PUSH_PREVIOUS_AES_KEY`.
     keys: Vec<EncodingAesKey>,
@@ -61,12 +63,15 @@ impl PushSettings {
             keys.extend(key("WECHAT_PUSH_PREVIOUS_AES_KEY").transpose()?);
         }
         let mode = match get("WECHAT_PUSH_MODE") {
-            None if keys.is_empty() => Mode::Plain,
             None => Mode::Safe,
             Some(mode) => mode.parse().map_err(|e| invalid("WECHAT_PUSH_MODE", e))?,
         };
         if mode != Mode::Plain && keys.is_empty() {
-            return Err(invalid("WECHAT_PUSH_AES_KEY", "the compatible and safe modes need it"));
+            return Err(invalid(
+                "WECHAT_PUSH_AES_KEY",
+                "the safe mode (the default) and the compatible mode need it; pushes in plain mode are \
+                 not authenticated, and are taken only with WECHAT_PUSH_MODE=plain",
+            ));
         }
         let templates: Result<Vec<_>, _> = match get("WECHAT_PUSH_TEMPLATES") {
             Some(list) => {

@@ -36,6 +36,16 @@ impl Run {
 
 /// Runs `wxsub args…` against `sandbox` with the demo credentials in the environment.
 pub async fn wxsub(sandbox: &SandboxHandle, args: &[&str], stdin: Option<&str>) -> Run {
+    wxsub_env(sandbox, args, stdin, &[]).await
+}
+
+/// As [`wxsub`], with more variables in the environment.
+pub async fn wxsub_env(
+    sandbox: &SandboxHandle,
+    args: &[&str],
+    stdin: Option<&str>,
+    env: &[(&str, &str)],
+) -> Run {
     use tokio::io::AsyncWriteExt;
     let base = sandbox.base_url();
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_wxsub"));
@@ -45,6 +55,7 @@ pub async fn wxsub(sandbox: &SandboxHandle, args: &[&str], stdin: Option<&str>) 
         .env("WXSUB_APPID", DEMO_APPID)
         .env("WXSUB_SECRET", DEMO_SECRET)
         .env_remove("WXSUB_TOKEN_SOURCE")
+        .envs(env.iter().copied())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());

@@ -6,7 +6,7 @@ use subscribe_sandbox::{DEMO_SECRET, DEMO_TEMPLATE, SandboxConfig, SandboxHandle
 
 use crate::*;
 
-const PUSH_TOKEN: &str = "pushTokenOnTheCommandLine42";
+const PUSH_TOKEN: &str = "pushTokenOnTheCommandLine4242424"; // 32: no short-Token warning
 const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
 const PREVIOUS_AES_KEY: &str = "GFEDCBA9876543210zyxwvutsrqponmlkjihgfedcbA";
 const DB_PASSWORD: &str = "db-password-on-the-line-42";
@@ -69,11 +69,10 @@ async fn a_secret_given_as_an_argument_draws_a_warning_naming_its_variable_and_n
                 "--query",
                 url_check,
             ],
-            // `--previous-aes-key`'s variable comes with the `event` command's own change.
             &[
                 ("--token", Some("WXSUB_PUSH_TOKEN")),
                 ("--aes-key", Some("WXSUB_AES_KEY")),
-                ("--previous-aes-key", None),
+                ("--previous-aes-key", Some("WXSUB_PREVIOUS_AES_KEY")),
             ],
         ),
         (

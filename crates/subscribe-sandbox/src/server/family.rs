@@ -12,7 +12,7 @@ use subscribe_events::{ChangeItem, Event, EventKind, PopupItem, SentItem};
 use subscribe_types::ErrCode;
 
 use super::wechat::SendFaults;
-use super::{SandboxState, Seen, bad_request, json, params, wx};
+use super::{SandboxState, Seen, bad_request, invalid_args, json, params, wx};
 use crate::library::{self, Refusal, SendKind};
 
 impl SandboxState {
@@ -118,8 +118,10 @@ async fn send(s: SandboxState, seen: Seen, query: Option<String>, body: Bytes, k
         tokio::time::sleep(faults.delay).await;
         return answer;
     }
-    let q = params(query.as_deref().unwrap_or(""));
-    let appid = match app_of(&s, &q) {
+    let appid = match params(query.as_deref().unwrap_or(""), ["access_token"])
+        .map_err(|e| invalid_args(&e))
+        .and_then(|q| app_of(&s, &q))
+    {
         Ok(a) => a,
         Err(e) => return faults.after(&s, answer(&s, seen, Err(e)), false).await,
     };
@@ -199,8 +201,10 @@ fn library_call(
     query: Option<&str>,
     f: impl FnOnce(&SandboxState, &str, &std::collections::HashMap<String, String>) -> Result<Value, Refusal>,
 ) -> Response {
-    let q = params(query.unwrap_or(""));
-    let result = app_of(s, &q).and_then(|appid| f(s, &appid, &q));
+    // Every parameter a library call reads.
+    let result = params(query.unwrap_or(""), ["access_token", "ids", "start", "limit", "tid"])
+        .map_err(|e| invalid_args(&e))
+        .and_then(|q| app_of(s, &q).and_then(|appid| f(s, &appid, &q)));
     answer(s, seen, result)
 }
 

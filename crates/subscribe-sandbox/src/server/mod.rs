@@ -11,7 +11,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use subscribe_types::encoding::redact_uri;
-use subscribe_types::{AppId, ErrCode, OpenId, Scene, TemplateId};
+use subscribe_types::{AppId, ErrCode, OpenId, QueryError, Scene, TemplateId};
 
 use crate::clock::{Now, SharedSandboxClock, SystemClock};
 use crate::config::SandboxConfig;
@@ -230,10 +230,31 @@ fn bad_request(msg: &str) -> Response {
     )
         .into_response()
 }
-/// Reads `a=b&c=d` leniently, as a form (`+` is a space, bad escapes are kept as they are,
-/// bytes that are not UTF-8 become U+FFFD).
-fn params(query: &str) -> HashMap<String, String> {
-    form_urlencoded::parse(query.as_bytes()).into_owned().collect()
+/// The most a sandbox page's form may hold (the authorization page's form carries the request's
+/// query, escaped once more).
+const MAX_FORM: usize = 64 * 1024;
+
+/// Reads the parameters `names` of a query or an HTML form with the workspace's one strict
+/// reader ([`subscribe_types::query`]: `+` is a space, bad escapes are kept as they are): one
+/// asked for twice is refused, whichever copy would pass, never resolved by "the last one
+/// wins"; a value that is not UTF-8 is refused too.
+fn params<const N: usize>(
+    input: &str,
+    names: [&'static str; N],
+) -> Result<HashMap<String, String>, QueryError> {
+    let values = subscribe_types::query::Query::with_limit(input, MAX_FORM)?.read(names)?;
+    Ok(names.into_iter().zip(values).filter_map(|(name, value)| Some((name.to_owned(), value?))).collect())
+}
+
+/// `40035`, WeChat's code for an invalid parameter (不合法的参数). Not in the protocol notes'
+/// table of codes, so not one of `ErrCode`'s named ones: only the sandbox answers it.
+const INVALID_ARGS: ErrCode = ErrCode::new(40035);
+
+/// The answer to a query of WeChat's API that cannot be read (a repeated parameter):
+/// `40035 invalid args`. What WeChat itself does with a repeated parameter is unknown; the
+/// sandbox is strict, so an integrator's client that sends one finds out here.
+fn invalid_args(e: &QueryError) -> (ErrCode, String) {
+    (INVALID_ARGS, format!("invalid args: {e}"))
 }
 
 /// What every request passes before its handler, against a web page in the developer's

@@ -60,8 +60,9 @@ pub(super) async fn authorize_page(
 }
 pub(super) async fn decide(State(s): State<SandboxState>, seen: Seen, body: Bytes) -> Response {
     s.record(seen, None);
-    let form = params(&String::from_utf8_lossy(&body));
+    let form = params(&String::from_utf8_lossy(&body), ["q", "decision", "openid"]);
     let outcome = (|| {
+        let form = form.map_err(|e| e.to_string())?;
         let q = form.get("q").ok_or("the form lost the request")?;
         let (req, _, _) = check_authorize(&s, q)?;
         let decision = form.get("decision").map(String::as_str);
@@ -136,7 +137,10 @@ pub(super) async fn inbox_page(State(s): State<SandboxState>, Path(openid): Path
 /// `GET /sandbox/popup?appid=…&template_id=…`: a subscription popup for one of the app's
 /// library templates.
 pub(super) async fn popup_page(State(s): State<SandboxState>, RawQuery(q): RawQuery) -> Response {
-    let p = params(q.as_deref().unwrap_or_default());
+    let p = match params(q.as_deref().unwrap_or_default(), ["appid", "template_id"]) {
+        Ok(p) => p,
+        Err(e) => return (StatusCode::BAD_REQUEST, Html(html::error(&e.to_string()))).into_response(),
+    };
     let shown = popup_template(&s, p.get("appid"), p.get("template_id"))
         .map(|(app, id, title, long_term)| html::popup(&s.cfg, app, &id, &title, long_term));
     match shown {
@@ -167,7 +171,10 @@ fn popup_template<'s>(
 /// app's server URL.
 pub(super) async fn popup_decide(State(s): State<SandboxState>, seen: Seen, body: Bytes) -> Response {
     s.record(seen, None);
-    let form = params(&String::from_utf8_lossy(&body));
+    let form = match params(&String::from_utf8_lossy(&body), ["appid", "template_id", "openid", "decision"]) {
+        Ok(form) => form,
+        Err(e) => return (StatusCode::BAD_REQUEST, Html(html::error(&e.to_string()))).into_response(),
+    };
     let answered =
         popup_template(&s, form.get("appid"), form.get("template_id")).and_then(|(app, id, ..)| {
             let openid = form.get("openid").filter(|o| s.cfg.user(o).is_some()).ok_or("choose a user")?;

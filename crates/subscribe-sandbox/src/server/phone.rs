@@ -96,11 +96,14 @@ fn read_request(
 /// `GET /sandbox/phone?appid=…&request=<the SDK request's JSON>`: the confirmation screen.
 pub(super) async fn screen(State(s): State<SandboxState>, seen: Seen, RawQuery(q): RawQuery) -> Response {
     s.record(seen, None);
-    let p = params(q.as_deref().unwrap_or(""));
-    let shown = read_request(p.get("appid"), p.get("request")).and_then(|(appid, request)| {
-        let (app, template) = check_phone(&s, &appid, &request)?;
-        Ok(html::phone(&s.cfg, app, template, &appid, &request))
-    });
+    let p = params(q.as_deref().unwrap_or(""), ["appid", "request"]);
+    let shown = p
+        .map_err(|e| e.to_string())
+        .and_then(|p| read_request(p.get("appid"), p.get("request")))
+        .and_then(|(appid, request)| {
+            let (app, template) = check_phone(&s, &appid, &request)?;
+            Ok(html::phone(&s.cfg, app, template, &appid, &request))
+        });
     match shown {
         Ok(page) => Html(page).into_response(),
         Err(e) => (StatusCode::BAD_REQUEST, Html(html::error(&e))).into_response(),
@@ -110,7 +113,10 @@ pub(super) async fn screen(State(s): State<SandboxState>, seen: Seen, RawQuery(q
 /// `POST /sandbox/phone/decide` (the screen's buttons): the SDK's answer, as JSON.
 pub(super) async fn decide(State(s): State<SandboxState>, seen: Seen, body: Bytes) -> Response {
     s.record(seen, None);
-    let form = params(&String::from_utf8_lossy(&body));
+    let form = match params(&String::from_utf8_lossy(&body), ["appid", "request", "decision", "openid"]) {
+        Ok(form) => form,
+        Err(e) => return (StatusCode::BAD_REQUEST, Html(html::error(&e.to_string()))).into_response(),
+    };
     let answer = read_request(form.get("appid"), form.get("request")).and_then(|(appid, request)| {
         let action = match form.get("decision").map(String::as_str) {
             Some("confirm") => Action::Confirm,

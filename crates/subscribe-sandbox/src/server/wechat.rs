@@ -11,7 +11,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use subscribe_types::{ApiError, ErrCode, MessageParseError, SubscribeMessage};
 
-use super::{SandboxState, Seen, json, params, wx};
+use super::{SandboxState, Seen, invalid_args, json, params, wx};
 use crate::state::{AfterProcessing, Injected, TokenFault};
 
 /// Compares a presented AppSecret with the app's in constant time (`subtle`), so response
@@ -82,7 +82,13 @@ pub(super) async fn classic_token(
     if let Some(r) = token_fault(&s, &seen).await {
         return r;
     }
-    let p = params(q.as_deref().unwrap_or(""));
+    let p = match params(q.as_deref().unwrap_or(""), ["grant_type", "appid", "secret"]) {
+        Ok(p) => p,
+        Err(e) => {
+            let (code, msg) = invalid_args(&e);
+            return token_answer(&s, seen, Err((code, &msg)));
+        }
+    };
     let answer = (|| {
         if p.get("grant_type").map(String::as_str) != Some("client_credential") {
             return Err((ErrCode::INVALID_GRANT_TYPE, "invalid grant_type"));
@@ -218,9 +224,10 @@ pub(super) async fn send(
     if let Some(answer) = faults.before(&s, &seen) {
         return answer;
     }
-    let p = params(q.as_deref().unwrap_or(""));
+    let p = params(q.as_deref().unwrap_or(""), ["access_token"]);
     let result = (|| {
         let owned = |(c, m): (ErrCode, &str)| (c, m.to_owned());
+        let p = p.map_err(|e| invalid_args(&e))?;
         let appid =
             s.lock().use_token(p.get("access_token").map(String::as_str), s.now().mono).map_err(owned)?;
         let msg = check_send_body(&body).map_err(|e| (e.code(), e.message().to_owned()))?;

@@ -238,3 +238,46 @@ async fn the_classic_quota_is_per_beijing_day() {
     clock.advance(Duration::from_secs(24 * 3600));
     assert!(get().await["access_token"].is_string(), "a new day, a new quota");
 }
+
+/// The credential a query carries is read once: two copies (a forged one and the genuine one,
+/// in either order, or the same one twice) are refused, not resolved by "the last one wins".
+#[tokio::test]
+async fn a_credential_repeated_in_the_query_is_refused_whichever_copy_is_good() {
+    let (s, http) = start(SandboxConfig::demo()).await;
+    let token = stable_token(&s, &http, false).await["access_token"].as_str().unwrap().to_owned();
+    grant(&s, 5);
+    let base = s.base_url();
+    for query in [
+        format!("access_token=forged&access_token={token}"),
+        format!("access_token={token}&access_token=forged"),
+        format!("access_token={token}&access_token={token}"),
+        format!("access_token={token}&%61ccess_token={token}"),
+    ] {
+        let sent = body(
+            http.post(format!("{base}/cgi-bin/message/template/subscribe?{query}"))
+                .body(message(5))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(sent["errcode"], 40035, "{query}: {sent}");
+        let titles = body(
+            http.get(format!("{base}/wxaapi/newtmpl/getpubtemplatetitles?{query}&ids=1&start=0&limit=1"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(titles["errcode"], 40035, "{query}: {titles}");
+    }
+    for query in [
+        format!("grant_type=client_credential&appid={DEMO_APPID}&secret=wrong&secret={DEMO_SECRET}"),
+        format!("grant_type=client_credential&appid={DEMO_APPID}&appid={DEMO_APPID}&secret={DEMO_SECRET}"),
+    ] {
+        let issued = body(http.get(format!("{base}/cgi-bin/token?{query}")).send().await.unwrap()).await;
+        assert_eq!(issued["errcode"], 40035, "{query}: {issued}");
+    }
+    // Nothing was delivered: the grant still sends once, with the token given once.
+    assert_eq!(send(&s, &http, &token, message(5)).await["errcode"], 0);
+}

@@ -193,7 +193,14 @@ fn push_settings_are_checked_by_name_and_never_printed() {
         (vec![("WECHAT_PUSH_TOKEN", PUSH_TOKEN), ("WECHAT_PUSH_AES_KEY", "short")], "WECHAT_PUSH_AES_KEY"),
         (vec![("WECHAT_PUSH_TOKEN", PUSH_TOKEN), ("WECHAT_PUSH_MODE", "safe")], "WECHAT_PUSH_AES_KEY"),
         (vec![("WECHAT_PUSH_TOKEN", PUSH_TOKEN), ("WECHAT_PUSH_MODE", "secret")], "WECHAT_PUSH_MODE"),
-        (vec![("WECHAT_PUSH_TOKEN", PUSH_TOKEN), ("WECHAT_PUSH_TEMPLATES", "a b")], "WECHAT_PUSH_TEMPLATES"),
+        (
+            vec![
+                ("WECHAT_PUSH_TOKEN", PUSH_TOKEN),
+                ("WECHAT_PUSH_MODE", "plain"),
+                ("WECHAT_PUSH_TEMPLATES", "a b"),
+            ],
+            "WECHAT_PUSH_TEMPLATES",
+        ),
     ] {
         let e = env(pairs).unwrap_err().to_string();
         assert!(e.starts_with(var), "{e}");
@@ -203,4 +210,20 @@ fn push_settings_are_checked_by_name_and_never_printed() {
     assert_eq!(c.push.as_ref().unwrap().mode, subscribe_client::events::Mode::Safe);
     let shown = format!("{c:?}");
     assert!(!shown.contains(PUSH_TOKEN) && !shown.contains(AES_KEY), "{shown}");
+}
+
+#[test]
+fn plain_mode_is_never_a_default_and_is_chosen_by_name() {
+    let env = |pairs: Vec<(&'static str, &'static str)>| {
+        Config::from_lookup(move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| (*v).to_owned()))
+    };
+    // A Token without a key: not quietly plain, but the safe mode asking for its key.
+    let e = env(vec![("WECHAT_PUSH_TOKEN", PUSH_TOKEN)]).unwrap_err().to_string();
+    assert!(e.starts_with("WECHAT_PUSH_AES_KEY") && e.contains("WECHAT_PUSH_MODE=plain"), "{e}");
+    // Plain, said in so many words.
+    let c = env(vec![("WECHAT_PUSH_TOKEN", PUSH_TOKEN), ("WECHAT_PUSH_MODE", "plain")]).unwrap();
+    assert_eq!(c.push.as_ref().unwrap().mode, Mode::Plain);
+    // Safe whenever the mode is not named.
+    let c = env(vec![("WECHAT_PUSH_TOKEN", PUSH_TOKEN), ("WECHAT_PUSH_AES_KEY", AES_KEY)]).unwrap();
+    assert_eq!(c.push.as_ref().unwrap().mode, Mode::Safe);
 }
