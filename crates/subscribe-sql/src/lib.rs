@@ -1,12 +1,14 @@
-//! SQL implementations of `subscribe-client`'s [`GrantLedger`](subscribe_client::GrantLedger)
-//! and [`TokenStore`](subscribe_client::TokenStore), on PostgreSQL (a fleet of instances on
-//! one database) or SQLite (one host, a file): grants survive restarts, every transition of
-//! every grant is kept for audit, and one database can serve a fleet that has no Redis.
+//! SQL implementations of `subscribe-client`'s [`GrantLedger`](subscribe_client::GrantLedger),
+//! [`TokenStore`](subscribe_client::TokenStore) and [`UsedStates`](subscribe_client::UsedStates),
+//! on PostgreSQL (a fleet of instances on one database) or SQLite (one host, a file): grants
+//! survive restarts, every transition of every grant is kept for audit, a used authorization
+//! state is refused by every instance and after a restart, and one database can serve a fleet
+//! that has no Redis.
 //!
 //! ```no_run
 //! use std::sync::Arc;
 //! use subscribe_client::Client;
-//! use subscribe_sql::{Sql, SqlGrantLedger, SqlTokenStore};
+//! use subscribe_sql::{Sql, SqlGrantLedger, SqlTokenStore, SqlUsedStates};
 //! use subscribe_types::{AppId, AppSecret};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -14,6 +16,7 @@
 //! let sql = Sql::builder("postgres://shop@db.internal/shop").connect().await?;
 //! let client = Client::builder(AppId::new("wx0123456789abcdef")?, AppSecret::new("…")?)
 //!     .token_store(SqlTokenStore::new(sql.clone()))
+//!     .used_states(SqlUsedStates::new(sql.clone()))
 //!     .build()?;
 //! let ledger = Arc::new(SqlGrantLedger::new(sql));
 //! # let _ = (client, ledger); Ok(()) }
@@ -21,9 +24,11 @@
 //!
 //! Lease times (grant reservations, the refresh lease, hold-offs) come from the database's
 //! clock, never the caller's: two instances whose clocks disagree cannot both hold a live
-//! reservation. Each change is one transaction; the schema, its indexes and the reasons for
-//! them are in the crate's `migrations/` directory, applied by [`sqlx::migrate!`] and recorded
-//! in `_sqlx_migrations` (the schema version table).
+//! reservation. A used state's mark lives the lifetime the client gives it (or until the
+//! state's own expiry, when that is later), counted on the database's clock, so a client clock
+//! behind the database's cannot shorten it. Each change is one transaction; the schema, its
+//! indexes and the reasons for them are in the crate's `migrations/` directory, applied by
+//! [`sqlx::migrate!`] and recorded in `_sqlx_migrations` (the schema version table).
 
 #[cfg(not(any(feature = "postgres", feature = "sqlite")))]
 compile_error!("subscribe-sql needs at least one of its `postgres` and `sqlite` features");
@@ -51,6 +56,7 @@ mod ledger;
 #[cfg(feature = "events")]
 mod results;
 mod token;
+mod used_states;
 
 use std::fmt;
 use std::sync::LazyLock;
@@ -60,6 +66,7 @@ pub use crate::ledger::{EventKind, GrantEvent, Resolution, ReviewItem, SqlGrantL
 #[cfg(feature = "events")]
 pub use crate::results::SqlNotificationResults;
 pub use crate::token::SqlTokenStore;
+pub use crate::used_states::SqlUsedStates;
 
 /// A database operation failed, or the handle could not be built. Never contains the database
 /// URL (it may hold a password) nor a token.
@@ -481,6 +488,10 @@ struct Queries {
     begin: &'static str,
     /// Locks the selected rows until the transaction ends (PostgreSQL).
     for_update: &'static str,
+    /// Locks the selected rows, skipping those another transaction holds (PostgreSQL).
+    skip_locked: &'static str,
+    /// The larger of two values: `GREATEST` (PostgreSQL), the two-argument `MAX` (SQLite).
+    greatest: &'static str,
     now_ms: &'static str,
 }
 
@@ -488,6 +499,8 @@ struct Queries {
 static PG: LazyLock<Queries> = LazyLock::new(|| Queries {
     begin: "BEGIN",
     for_update: " FOR UPDATE",
+    skip_locked: " FOR UPDATE SKIP LOCKED",
+    greatest: "GREATEST(",
     now_ms: "(floor(extract(epoch from now()) * 1000)::bigint)",
 });
 
@@ -495,14 +508,19 @@ static PG: LazyLock<Queries> = LazyLock::new(|| Queries {
 static LITE: LazyLock<Queries> = LazyLock::new(|| Queries {
     begin: "BEGIN IMMEDIATE",
     for_update: "",
+    skip_locked: "",
+    greatest: "MAX(",
     // julianday is a double: round, or a whole millisecond can come out as …999.
     now_ms: "(CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER))",
 });
 
 impl Queries {
-    /// `sql` with `NOW_MS` and `FOR_UPDATE` filled in.
+    /// `sql` with `NOW_MS`, `FOR_UPDATE`, `SKIP_LOCKED` and `GREATEST(` filled in.
     fn sql(&self, sql: &str) -> String {
-        sql.replace("NOW_MS", self.now_ms).replace(" FOR_UPDATE", self.for_update)
+        sql.replace("NOW_MS", self.now_ms)
+            .replace(" FOR_UPDATE", self.for_update)
+            .replace(" SKIP_LOCKED", self.skip_locked)
+            .replace("GREATEST(", self.greatest)
     }
 }
 

@@ -39,6 +39,51 @@ async fn grants_survive_a_restart_in_the_file() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_answer_is_refused_by_another_instance_and_after_a_restart() {
+    let path = fresh_path();
+    common::a_replay_at_another_instance_or_after_a_restart_is_refused(open(&path).await, open(&path).await)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn used_state_marks_are_timed_by_the_database_clock_whatever_the_callers_clock() {
+    let path = fresh_path();
+    let sql = open(&path).await;
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", path.display())).await.unwrap();
+    common::marks_are_timed_by_the_database_clock_whatever_the_callers_clock(sql, |state| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar("SELECT COUNT(*) FROM wxsub_used_states WHERE state = $1")
+                .bind(state)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    })
+    .await;
+}
+
+/// The sweep of ended marks reads them through the index on their end, never the whole table.
+#[tokio::test]
+async fn the_sweep_of_ended_marks_reads_the_index_not_the_table() {
+    let path = fresh_path();
+    drop(open(&path).await);
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", path.display())).await.unwrap();
+    let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(
+        "EXPLAIN QUERY PLAN SELECT state FROM wxsub_used_states WHERE until_ms <= 1 ORDER BY until_ms LIMIT 256",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let details: Vec<&str> = plan.iter().map(|row| row.3.as_str()).collect();
+    assert!(
+        details.iter().any(|d| d.starts_with("SEARCH") && d.contains("wxsub_used_states_until")),
+        "{details:?}"
+    );
+    assert!(!details.iter().any(|d| d.starts_with("SCAN wxsub_used_states")), "{details:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_reservations_are_counted_from_lease_buckets() {
     let path = fresh_path();
     let sql = open(&path).await;
