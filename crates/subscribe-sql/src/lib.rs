@@ -29,6 +29,10 @@
 //! behind the database's cannot shorten it. Each change is one transaction; the schema, its
 //! indexes and the reasons for them are in the crate's `migrations/` directory, applied by
 //! [`sqlx::migrate!`] and recorded in `_sqlx_migrations` (the schema version table).
+//!
+//! A SQLite file holds the access token and the grants: the crate creates it `0600` and the
+//! directories it creates for it `0700` (on Unix), and tightens an existing file that others
+//! may read (see [`SqlBuilder::lazy`]).
 
 #[cfg(not(any(feature = "postgres", feature = "sqlite")))]
 compile_error!("subscribe-sql needs at least one of its `postgres` and `sqlite` features");
@@ -100,6 +104,9 @@ enum Kind {
     Corrupt {
         what: &'static str,
     },
+    /// A SQLite file others may read, whose mode could not be tightened.
+    #[cfg_attr(not(all(feature = "sqlite", unix)), allow(dead_code))]
+    Exposed,
 }
 
 impl SqlError {
@@ -128,9 +135,10 @@ impl SqlError {
         matches!(self.kind, Kind::Authentication)
     }
 
-    /// The URL, the schema name or the crate's features do not fit: fix the configuration.
+    /// The URL, the schema name or the crate's features do not fit, or a SQLite file that
+    /// others may read could not be made private: fix the configuration.
     pub fn is_configuration(&self) -> bool {
-        matches!(self.kind, Kind::InvalidUrl | Kind::NotBuilt(_) | Kind::InvalidSchema)
+        matches!(self.kind, Kind::InvalidUrl | Kind::NotBuilt(_) | Kind::InvalidSchema | Kind::Exposed)
     }
 
     /// The schema could not be created or migrated.
@@ -163,6 +171,10 @@ impl fmt::Display for SqlError {
             Kind::Database => f.write_str("the database answered with an error"),
             Kind::Migration => f.write_str("the database schema could not be migrated"),
             Kind::Corrupt { what } => write!(f, "corrupt value in the database at {what}"),
+            Kind::Exposed => f.write_str(
+                "the SQLite file can be read by other users and its mode could not be set to 0600: \
+                 it holds the access token, fix its owner or mode",
+            ),
         }
     }
 }
@@ -289,8 +301,16 @@ impl SqlBuilder {
     /// Builds the handle without connecting: connections are made on first use (and remade
     /// after a failure), so a service can start while the database is down. Does not migrate.
     ///
+    /// A SQLite file is prepared here, since it holds the access token and the grants (on
+    /// Unix): missing directories of its path are created `0700` (directories that exist are
+    /// left alone), a missing file is created `0600`, and an existing file, WAL or
+    /// shared-memory file that the group or others may use is tightened to its owner's bits,
+    /// with a warning in the log. In-memory databases have no file.
+    ///
     /// # Errors
-    /// A [`SqlError`] that `is_configuration()`.
+    /// A [`SqlError`] that `is_configuration()` (also for a SQLite file others may read whose
+    /// mode this process cannot change), or, for SQLite, that `is_connection()` when the file
+    /// or its directory cannot be created.
     pub fn lazy(self) -> Result<Sql, SqlError> {
         let url = self.url.as_str();
         let pool = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -336,6 +356,9 @@ impl SqlBuilder {
             return Err(SqlError::new(Kind::InvalidSchema));
         }
         let options: SqliteConnectOptions = self.url.parse().map_err(|_| SqlError::new(Kind::InvalidUrl))?;
+        if !sqlite_in_memory(&self.url) {
+            private_file(options.get_filename())?;
+        }
         let options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -358,6 +381,59 @@ impl SqlBuilder {
     fn sqlite(&self) -> Result<Pool, SqlError> {
         Err(SqlError::new(Kind::NotBuilt("sqlite")))
     }
+}
+
+/// Whether a `sqlite:` URL names an in-memory database (no file), read as sqlx reads it.
+#[cfg(feature = "sqlite")]
+fn sqlite_in_memory(url: &str) -> bool {
+    let rest = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let (database, params) = rest.split_once('?').unwrap_or((rest, ""));
+    database == ":memory:" || params.split('&').any(|p| p == "mode=memory")
+}
+
+/// Makes the SQLite file at `path` private to its owner (see [`SqlBuilder::lazy`]).
+#[cfg(all(feature = "sqlite", unix))]
+fn private_file(path: &std::path::Path) -> Result<(), SqlError> {
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+    let io = |e: std::io::Error| SqlError { kind: Kind::Connection, source: Some(sqlx::Error::Io(e)) };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)?;
+    }
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io(e)),
+    }
+    // The file (new or old) and the WAL and shared-memory files SQLite keeps beside it, which
+    // it creates with the file's mode.
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let file = std::path::Path::new(&name);
+        let Ok(meta) = std::fs::metadata(file) else { continue };
+        let mode = meta.permissions().mode() & 0o7777;
+        // What the group and others may do with it.
+        let shared = mode & 0o077;
+        if shared == 0 {
+            continue;
+        }
+        let tightened = mode & 0o700;
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(tightened))
+            .map_err(|e| SqlError { kind: Kind::Exposed, source: Some(sqlx::Error::Io(e)) })?;
+        tracing::warn!(
+            file = %file.display(),
+            was = format_args!("{mode:04o}"),
+            now = format_args!("{tightened:04o}"),
+            "the SQLite file (it holds the access token) could be read by other users: its mode was tightened"
+        );
+    }
+    Ok(())
+}
+
+/// Elsewhere than Unix, the file is left to the platform's defaults.
+#[cfg(all(feature = "sqlite", not(unix)))]
+fn private_file(_path: &std::path::Path) -> Result<(), SqlError> {
+    Ok(())
 }
 
 #[derive(Clone, Debug)]

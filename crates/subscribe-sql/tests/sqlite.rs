@@ -116,3 +116,45 @@ async fn an_unwritable_file_is_a_typed_error() {
     assert!(e.is_connection() || e.is_migration(), "{e:?}");
     assert!(!e.to_string().contains("/proc"), "the path is in the source, not the message: {e}");
 }
+
+/// The file holds the access token and the grants: the crate creates it `0600`, and the
+/// directories it creates for it `0700`; a directory that was there is left as it was, and a
+/// file that was there with a wider mode is tightened to its owner's bits (its WAL and
+/// shared-memory files too).
+#[cfg(unix)]
+#[tokio::test]
+async fn the_file_and_the_directories_created_for_it_are_private_and_a_wider_file_is_tightened() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode =
+        |p: &std::path::Path| format!("{:o}", std::fs::metadata(p).unwrap().permissions().mode() & 0o777);
+    let set = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    };
+    let base = fresh_path().with_extension("dir");
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(&base).unwrap();
+    set(&base, 0o755);
+    let path = base.join("new").join("deeper").join("grants.db");
+    let sql = open(&path).await;
+    // A write, so the WAL and shared-memory files exist too.
+    let store = subscribe_sql::SqlTokenStore::new(sql.clone());
+    let app = common::scope("mode").appid;
+    let token = subscribe_client::CachedToken::new(
+        subscribe_types::AccessToken::new("ACCESS_TOKEN_IN_A_PRIVATE_FILE").unwrap(),
+        common::now() + std::time::Duration::from_secs(7200),
+    );
+    subscribe_client::TokenStore::save(&store, &app, &token).await.unwrap();
+    assert_eq!(mode(&base.join("new")), "700", "a directory the crate created");
+    assert_eq!(mode(&base.join("new").join("deeper")), "700", "each directory the crate created");
+    assert_eq!(mode(&base), "755", "a directory that was there is left as it was");
+    for file in ["grants.db", "grants.db-wal", "grants.db-shm"] {
+        assert_eq!(mode(&path.with_file_name(file)), "600", "{file}");
+    }
+
+    // A file made elsewhere (an older version, a copy) with the default 0644.
+    let old = base.join("old.db");
+    std::fs::write(&old, b"").unwrap();
+    set(&old, 0o664);
+    drop(open(&old).await);
+    assert_eq!(mode(&old), "600", "tightened to the owner's bits");
+}
