@@ -33,8 +33,19 @@ impl Run {
     }
 }
 
-/// Runs `wxsub args…` against `sandbox` with the demo credentials in the environment.
+/// Runs `wxsub args…` against `sandbox` with the demo credentials in the environment (and no
+/// `DATABASE_URL` from the test's own).
 pub async fn wxsub(sandbox: &SandboxHandle, args: &[&str], stdin: Option<&str>) -> Run {
+    wxsub_without(sandbox, args, stdin, &[]).await
+}
+
+/// [`wxsub`] with the variables `unset` left out of its environment.
+pub async fn wxsub_without(
+    sandbox: &SandboxHandle,
+    args: &[&str],
+    stdin: Option<&str>,
+    unset: &[&str],
+) -> Run {
     use tokio::io::AsyncWriteExt;
     let base = sandbox.base_url();
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_wxsub"));
@@ -44,9 +55,13 @@ pub async fn wxsub(sandbox: &SandboxHandle, args: &[&str], stdin: Option<&str>) 
         .env("WXSUB_APPID", DEMO_APPID)
         .env("WXSUB_SECRET", DEMO_SECRET)
         .env_remove("WXSUB_TOKEN_SOURCE")
+        .env_remove("DATABASE_URL")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
+    for name in unset {
+        cmd.env_remove(name);
+    }
     let mut child = cmd.spawn().unwrap();
     let mut input = child.stdin.take().unwrap();
     if let Some(s) = stdin {
