@@ -67,13 +67,19 @@ const SUITES: &[Suite] = &[
         package: "subscribe-sql",
         target: "sqlite",
         filter: None,
-        required: &["the_ledger_and_token_store_pass_the_client_contract_suites"],
+        required: &[
+            "the_ledger_and_token_store_pass_the_client_contract_suites",
+            "the_used_states_pass_the_client_contract",
+        ],
     },
     Suite {
         package: "subscribe-sql",
         target: "postgres",
         filter: None,
-        required: &["the_ledger_and_token_store_pass_the_client_contract_suites"],
+        required: &[
+            "the_ledger_and_token_store_pass_the_client_contract_suites",
+            "the_used_states_pass_the_client_contract",
+        ],
     },
 ];
 

@@ -16,10 +16,21 @@ use crate::{Cli, Usage, parse};
 #[derive(Debug, Subcommand)]
 pub(crate) enum GrantsCommand {
     /// Record the grant a confirmed authorization gives (from WeChat's redirect: a URL or its
-    /// query string).
+    /// query string), once its state is verified: signed with --secret for this app, template
+    /// and scene (as `auth-url --signed` makes it), bound to --session, not expired, and not
+    /// used by another answer (the used states are kept in the database, so a replay is refused
+    /// in any later run).
     Record {
         /// The callback URL or query.
         url_or_query: String,
+        /// The session the signed state is bound to (`auth-url --signed --session`).
+        #[arg(long, default_value = "", conflicts_with = "unverified")]
+        session: String,
+        /// Record the grant without checking the state at all (a callback of an `auth-url`
+        /// without --signed, or of another system): anyone who can make up a callback can then
+        /// add a grant.
+        #[arg(long)]
+        unverified: bool,
     },
     /// List the users of a template and scene with a pending grant (or one under review), as
     /// JSON lines, in openid order.
@@ -154,7 +165,14 @@ pub(crate) async fn run(cli: &Cli, url: &str, command: &GrantsCommand) -> Result
             let versions = ledger.sql().schema_versions().await.map_err(|e| format!("database: {e}"))?;
             println!("{}", serde_json::json!({ "schema_versions": versions }));
         }
-        GrantsCommand::Record { url_or_query } => record(cli, &ledger, url_or_query, now).await?,
+        GrantsCommand::Record { url_or_query, session, unverified } => {
+            let recorded = if *unverified {
+                record_unverified(cli, &ledger, url_or_query, now).await?
+            } else {
+                record_verified(cli, &ledger, url_or_query, session).await?
+            };
+            print_recorded(&recorded);
+        }
         GrantsCommand::List { template_id, scene, state, after, limit } => {
             let scope = scope(cli, template_id, scene)?;
             let after = after.as_deref().map(|a| parse("--after", OpenId::new(a))).transpose()?;
@@ -234,19 +252,56 @@ pub(crate) async fn run(cli: &Cli, url: &str, command: &GrantsCommand) -> Result
     Ok(Exit::Ok)
 }
 
-/// `wxsub grants record`: the grant of a confirmed answer, as one JSON line.
-async fn record(
+/// What `record` says about a cancellation.
+const CANCELLATION: &str = "the answer is a cancellation: there is no grant to record";
+
+/// `wxsub grants record`: the callback's state verified and used up (in the database), then
+/// its grant recorded.
+async fn record_verified(
+    cli: &Cli,
+    ledger: &SqlGrantLedger,
+    url_or_query: &str,
+    session: &str,
+) -> Result<(GrantKey, subscribe_client::Recorded), Usage> {
+    let client = crate::signing_client_on(cli, Some(ledger.sql())).map_err(|e| {
+        if cli.secret.is_none() {
+            "--secret (or WXSUB_SECRET) is required to verify the callback's state; \
+             pass --unverified to record it without checking"
+                .to_owned()
+        } else {
+            e
+        }
+    })?;
+    match client.complete_and_record_for_session(url_or_query, session, ledger).await {
+        Ok((AuthorizationAnswer::Confirmed(grant), Some(recorded))) => {
+            Ok((GrantKey::confirmed(crate::appid(cli)?, &grant), recorded))
+        }
+        Ok(_) => Err(CANCELLATION.into()),
+        Err(e) if e.kind() == subscribe_client::ErrorKind::Retryable => {
+            Err(format!("nothing recorded, retry the same callback: {}", one_line(&e)))
+        }
+        Err(e) => Err(format!("answer rejected: {}", one_line(&e))),
+    }
+}
+
+/// `wxsub grants record --unverified`: the grant of a confirmed answer, its state unchecked.
+async fn record_unverified(
     cli: &Cli,
     ledger: &SqlGrantLedger,
     url_or_query: &str,
     now: std::time::SystemTime,
-) -> Result<(), Usage> {
+) -> Result<(GrantKey, subscribe_client::Recorded), Usage> {
     let answer = AuthorizationAnswer::parse(url_or_query).map_err(|e| format!("invalid callback: {e}"))?;
     let AuthorizationAnswer::Confirmed(grant) = answer else {
-        return Err("the answer is a cancellation: there is no grant to record".into());
+        return Err(CANCELLATION.into());
     };
     let key = GrantKey::confirmed(crate::appid(cli)?, &grant);
     let recorded = ledger.record(&key, now).await.map_err(|e| format!("database: {}", one_line(&e)))?;
+    Ok((key, recorded))
+}
+
+/// What `record` did, as one JSON line.
+fn print_recorded((key, recorded): &(GrantKey, subscribe_client::Recorded)) {
     let status = match recorded {
         subscribe_client::Recorded::Added => "added",
         subscribe_client::Recorded::AlreadyPending => "already_pending",
@@ -261,7 +316,6 @@ async fn record(
             "scene": key.scene.get(),
         })
     );
-    Ok(())
 }
 
 /// Builds each recipient's message from the command's fields.

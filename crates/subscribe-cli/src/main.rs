@@ -90,8 +90,15 @@ enum Command {
         #[arg(long)]
         redirect_url: String,
         /// The state echoed back (`[A-Za-z0-9]{0,128}`); random when omitted.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "signed")]
         reserved: Option<String>,
+        /// Put a signed, single-use state in `reserved` (needs --secret), which `grants record`
+        /// verifies (with the same --session).
+        #[arg(long)]
+        signed: bool,
+        /// The user's session the signed state is bound to.
+        #[arg(long, requires = "signed")]
+        session: Option<String>,
     },
     /// Parse and check WeChat's redirect (a URL or its query string).
     Callback {
@@ -136,9 +143,18 @@ enum Command {
         /// Fail unless the answer carries this state.
         #[arg(long)]
         reserved: Option<String>,
-        /// Verify the signed state made by `mobile-request --session ID` (needs --secret).
+        /// Verify the signed state made by `mobile-request --session ID` (needs --secret): its
+        /// signature, app, template, scene, session and expiry. Without --database this is not
+        /// single-use: each run starts with no record of the states used before, so the same
+        /// answer verifies again.
         #[arg(long, conflicts_with = "reserved")]
         session: Option<String>,
+        /// Keep the used states in this database (`sqlite:path/to/grants.db` or
+        /// `postgres://user@host/db`, as `grants --database`), so each signed state confirms
+        /// once across runs: a later run refuses the same answer, or another openid, with its
+        /// state. The URL is never printed.
+        #[arg(long, requires = "session")]
+        database: Option<String>,
     },
     /// Fetch an access token; prints its lifetime (the token itself only with --show).
     Token {
@@ -322,9 +338,19 @@ fn appid(cli: &Cli) -> Result<AppId, Usage> {
 
 /// A client for signing and verifying states only (no request is sent): the app id and secret.
 fn signing_client(cli: &Cli) -> Result<Client, Usage> {
+    signing_client_on(cli, None)
+}
+
+/// [`signing_client`] whose used states are kept in `sql` (single use across runs), or in the
+/// process's memory.
+fn signing_client_on(cli: &Cli, sql: Option<&subscribe_sql::Sql>) -> Result<Client, Usage> {
     let secret =
         cli.secret.clone().ok_or("--secret (or WXSUB_SECRET) is required to sign or verify a state")?;
-    Client::builder(appid(cli)?, secret).build().map_err(|e| format!("client: {e}"))
+    let mut builder = Client::builder(appid(cli)?, secret).mp_base(&cli.mp_base);
+    if let Some(sql) = sql {
+        builder = builder.used_states(subscribe_sql::SqlUsedStates::new(sql.clone()));
+    }
+    builder.build().map_err(|e| format!("client: {e}"))
 }
 
 fn client(cli: &Cli) -> Result<Client, Usage> {
@@ -386,23 +412,14 @@ fn random_reserved_from(
 
 async fn run(cli: Cli) -> Result<Exit, Usage> {
     match &cli.command {
-        Command::AuthUrl { template_id, scene, redirect_url, reserved } => {
-            auth_url(&cli, template_id, scene, redirect_url, reserved.as_deref())
+        Command::AuthUrl { template_id, scene, redirect_url, reserved, signed, session } => {
+            let state = State::of(reserved.as_deref(), *signed, session.as_deref());
+            auth_url(&cli, template_id, scene, redirect_url, state)
         }
         Command::MobileRequest { template_id, scene, reserved, session } => {
             mobile_request(&cli, template_id, scene, reserved.as_deref(), session.as_deref())
         }
-        Command::MobileAnswer { json, template_id, scene, reserved, session } => {
-            mobile_answer(
-                &cli,
-                json,
-                template_id.as_deref(),
-                scene.as_deref(),
-                reserved.as_deref(),
-                session.as_deref(),
-            )
-            .await
-        }
+        Command::MobileAnswer { .. } => mobile_answer(&cli).await,
         Command::Callback { url_or_query, expect_template_id, expect_scene, expect_reserved } => callback(
             url_or_query,
             expect_template_id.as_deref(),
@@ -646,24 +663,52 @@ fn callback(
     check_and_print(&answer, expect_template_id, expect_scene, expect_reserved)
 }
 
+/// What `auth-url` puts in `reserved`.
+#[derive(Clone, Copy)]
+enum State<'a> {
+    /// `--reserved`.
+    Given(&'a str),
+    /// Random letters and digits (the default).
+    Random,
+    /// `--signed`: a signed, single-use state bound to `--session`.
+    Signed { session: &'a str },
+}
+
+impl<'a> State<'a> {
+    /// From `--reserved`, `--signed` and `--session` (clap keeps `--reserved` and `--signed`
+    /// apart, and `--session` with `--signed`).
+    fn of(reserved: Option<&'a str>, signed: bool, session: Option<&'a str>) -> Self {
+        match (reserved, signed) {
+            (_, true) => Self::Signed { session: session.unwrap_or("") },
+            (Some(r), false) => Self::Given(r),
+            (None, false) => Self::Random,
+        }
+    }
+}
+
 /// `wxsub auth-url`: the authorization page's URL.
 fn auth_url(
     cli: &Cli,
     template_id: &str,
     scene: &str,
     redirect_url: &str,
-    reserved: Option<&str>,
+    state: State<'_>,
 ) -> Result<Exit, Usage> {
-    let request = AuthorizeRequest::new(
-        appid(cli)?,
-        parse("--template-id", TemplateId::new(template_id))?,
-        parse("--scene", scene.parse::<Scene>())?,
-        parse("--redirect-url", HttpUrl::new(redirect_url))?,
-    )
-    .with_reserved(match reserved {
-        Some(r) => parse("--reserved", Reserved::new(r))?,
-        None => random_reserved()?,
-    });
+    let template_id = parse("--template-id", TemplateId::new(template_id))?;
+    let scene = parse("--scene", scene.parse::<Scene>())?;
+    let redirect_url = parse("--redirect-url", HttpUrl::new(redirect_url))?;
+    let reserved = match state {
+        State::Given(r) => parse("--reserved", Reserved::new(r))?,
+        State::Random => random_reserved()?,
+        State::Signed { session } => {
+            let link =
+                signing_client(cli)?.authorize_url_for_session(&template_id, scene, &redirect_url, session);
+            println!("{}", link.url);
+            return Ok(Exit::Ok);
+        }
+    };
+    let request =
+        AuthorizeRequest::new(appid(cli)?, template_id, scene, redirect_url).with_reserved(reserved);
     println!("{}", request.url_with_base(&cli.mp_base));
     Ok(Exit::Ok)
 }
@@ -688,25 +733,33 @@ fn mobile_request(
     Ok(Exit::Ok)
 }
 
-/// `wxsub mobile-answer`: reads (and with `--session` verifies) a forwarded SDK answer.
-async fn mobile_answer(
-    cli: &Cli,
-    json: &str,
-    template_id: Option<&str>,
-    scene: Option<&str>,
-    reserved: Option<&str>,
-    session: Option<&str>,
-) -> Result<Exit, Usage> {
+/// `wxsub mobile-answer`: reads (and with `--session` verifies) a forwarded SDK answer; with
+/// `--database`, each signed state confirms once across runs.
+async fn mobile_answer(cli: &Cli) -> Result<Exit, Usage> {
+    let Command::MobileAnswer { json, template_id, scene, reserved, session, database } = &cli.command else {
+        unreachable!("mobile_answer runs `wxsub mobile-answer` only")
+    };
     let answer = match session {
-        Some(session) => signing_client(cli)?
-            .complete_mobile(json, session)
-            .await
-            .map_err(|e| format!("answer rejected: {}", output::one_line(&e)))?,
+        Some(session) => {
+            let sql = match database {
+                Some(url) => Some(
+                    subscribe_sql::Sql::builder(url)
+                        .connect()
+                        .await
+                        .map_err(|e| format!("database: {}", output::one_line(&e)))?,
+                ),
+                None => None,
+            };
+            signing_client_on(cli, sql.as_ref())?
+                .complete_mobile(json, session)
+                .await
+                .map_err(|e| format!("answer rejected: {}", output::one_line(&e)))?
+        }
         None => MobileSubscribeResponse::parse(json)
             .and_then(MobileSubscribeResponse::into_answer)
             .map_err(|e| format!("invalid answer: {e}"))?,
     };
-    check_and_print(&answer, template_id, scene, reserved)
+    check_and_print(&answer, template_id.as_deref(), scene.as_deref(), reserved.as_deref())
 }
 
 /// Checks an answer (web or mobile) against what was asked and prints it as one JSON line.

@@ -485,12 +485,15 @@ pub enum AuthorizationError {
         /// How long ago.
         ago: Duration,
     },
-    /// The state already confirmed once: each authorization confirms one grant, so a replayed
-    /// answer (with the same or another openid) is refused.
+    /// The state already confirmed once: each authorization confirms one grant, so an answer
+    /// with another openid, or the same answer after it was accepted, is refused. (The same
+    /// answer before it was accepted, after a failure of the store or the ledger, is a retry
+    /// and goes through.)
     #[error("callback state was already used: each authorization confirms once")]
     ReplayedState,
     /// Whether the state was used before could not be checked: the store of used states failed
-    /// or did not answer in time. Nothing was recorded; the same answer can be completed later.
+    /// or did not answer in time. Nothing was recorded; the same answer can be completed later
+    /// (even when the store did mark the state and only its answer was lost).
     #[error("the store of used states failed")]
     UsedStates(#[source] crate::used_states::UsedStatesError),
 }

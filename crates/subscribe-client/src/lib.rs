@@ -107,7 +107,9 @@ pub use token::{
     RefreshLease, SharedTokenStore, TokenEndpoint, TokenStore, TokenStoreError,
 };
 pub use tokio_util::sync::CancellationToken;
-pub use used_states::{InMemoryUsedStates, SharedUsedStates, UsedStates, UsedStatesError};
+pub use used_states::{
+    AnswerDigest, InMemoryUsedStates, SharedUsedStates, StateUse, UsedStates, UsedStatesError,
+};
 
 // Compile-time checks: the client and its errors cross threads; the traits are object safe.
 const _: () = {

@@ -4,14 +4,21 @@
 //! from being replayed. Without a record of the states already used, one state from
 //! `/subscribe` replayed with made-up openids records a grant per request, and replaying a real
 //! user's answer renews a grant that was delivered or is under review. The client marks each
-//! confirmed state used (until the state expires) before it accepts the answer.
+//! confirmed state used by its answer (until the state expires) before it accepts the answer.
+//!
+//! A mark names the answer that made it ([`AnswerDigest`]), so the store's answer can be lost
+//! without losing the user's consent: when the mark lands but the call times out, the user's
+//! retry of the same answer finds its own mark and goes through, while any other answer with
+//! that state is a replay. Once the answer is accepted (its grant recorded), the client
+//! [seals](UsedStates::seal) the mark, and from then on the same answer is a replay too.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use subscribe_types::Reserved;
+use sha2::{Digest as _, Sha256};
+use subscribe_types::{OpenId, Reserved};
 
 crate::token::extension_error!(
     /// The store of used states failed (connection lost, timeout). Opaque, so any backend's
@@ -20,44 +27,107 @@ crate::token::extension_error!(
     "the store of used states failed"
 );
 
-/// Remembers which authorization states were used, so each confirms once. The contract
-/// (checked by `test_util::used_states_contract`):
-/// - [`first_use`](Self::first_use) is a set-if-absent: of any number of calls for one state,
-///   concurrent ones included, exactly one answers `true` until the mark is forgotten;
-/// - a mark is kept at least until the state's expiry (after that the state fails its own
-///   expiry check, so the mark may go);
-/// - [`forget`](Self::forget) removes a mark, so an answer whose recording failed can be
-///   completed again.
+/// Who used a state: a digest of the confirmation that did (its state and its openid; the
+/// template, scene and session are bound by the state's signature already), as 32 lower-case
+/// hex digits. Two answers have the same digest exactly when they carry the same state and the
+/// same openid, byte for byte: openids are case-sensitive ids, so `oAlice` and `oalice` are two
+/// users. A store keeps the digest, never the openid.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct AnswerDigest(String);
+
+impl AnswerDigest {
+    /// The digest of the confirmation of `state` by `openid`: the first 16 bytes of
+    /// SHA-256 over a label, the state and the openid.
+    pub fn of(state: &Reserved, openid: &OpenId) -> Self {
+        let mut hash = Sha256::new();
+        for part in [b"wxsub answer v1".as_slice(), state.as_str().as_bytes(), openid.as_str().as_bytes()] {
+            hash.update(part);
+            hash.update([0]);
+        }
+        Self(hex::encode(&hash.finalize()[..16]))
+    }
+
+    /// The digest as 32 lower-case hex digits, as stores keep it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AnswerDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AnswerDigest({})", self.0)
+    }
+}
+
+/// What [`UsedStates::mark_used`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StateUse {
+    /// The state was unused: it is now marked as this answer's.
+    First,
+    /// This same answer marked the state before and was never accepted (its mark is not
+    /// sealed): a retry, for example after the store's answer to the first call was lost.
+    /// Accepted again; the mark is unchanged.
+    Retry,
+    /// Another answer marked the state, or this one did and was accepted (the mark is sealed):
+    /// a replay.
+    Used,
+}
+
+impl StateUse {
+    /// Whether the answer may go on: [`First`](Self::First) or [`Retry`](Self::Retry).
+    pub fn accepts(self) -> bool {
+        matches!(self, Self::First | Self::Retry)
+    }
+}
+
+/// Remembers which authorization states were used, and by which answer, so each confirms once.
+/// The contract (checked by `test_util::used_states_contract`):
+/// - [`mark_used`](Self::mark_used) is one atomic step: of any number of calls for one state,
+///   concurrent ones included, the first marks it as its answer's ([`StateUse::First`]); later
+///   calls by the same answer find [`StateUse::Retry`] until the mark is sealed, and calls by
+///   any other answer find [`StateUse::Used`];
+/// - [`seal`](Self::seal) by the answer that made the mark turns every later call into
+///   [`StateUse::Used`]; by another answer it changes nothing;
+/// - a mark is kept at least for the lifetime `expires − now` it was made with, measured from
+///   when it was made (after that the state fails its own expiry check, so the mark may go).
+///   Both instants are on the client's clock: a store that keeps marks by a clock of its own
+///   (a database's, Redis's) keeps the lifetime, never the instant, so a client clock behind
+///   the store's cannot shorten a mark.
 ///
-/// A store shared by every instance (Redis: `subscribe-redis`'s `RedisUsedStates`) stops a
-/// replay that reaches another instance; the default, [`InMemoryUsedStates`], stops it within
-/// one process.
+/// A store shared by every instance (Redis: `subscribe-redis`'s `RedisUsedStates`; a SQL
+/// database: `subscribe-sql`'s `SqlUsedStates`) stops a replay that reaches another instance or
+/// a restarted one; the default, [`InMemoryUsedStates`], stops it within one process.
 #[async_trait::async_trait]
 pub trait UsedStates: Send + Sync + fmt::Debug {
-    /// Marks `state` used until `expires`; `true` when it was not used before.
-    async fn first_use(
+    /// Marks `state` used by the answer `by` until `expires`, unless it is marked already, and
+    /// says what it found.
+    async fn mark_used(
         &self,
         state: &Reserved,
+        by: &AnswerDigest,
         expires: SystemTime,
         now: SystemTime,
-    ) -> Result<bool, UsedStatesError>;
+    ) -> Result<StateUse, UsedStatesError>;
 
-    /// Removes the mark of `state`.
-    async fn forget(&self, state: &Reserved) -> Result<(), UsedStatesError>;
+    /// Seals the mark of `state` if the answer `by` made it: that answer was accepted, so a
+    /// later call with it is a replay. No error when there is no such mark.
+    async fn seal(&self, state: &Reserved, by: &AnswerDigest) -> Result<(), UsedStatesError>;
 }
 
 #[async_trait::async_trait]
 impl<T: UsedStates + ?Sized> UsedStates for Arc<T> {
-    async fn first_use(
+    async fn mark_used(
         &self,
         state: &Reserved,
+        by: &AnswerDigest,
         expires: SystemTime,
         now: SystemTime,
-    ) -> Result<bool, UsedStatesError> {
-        (**self).first_use(state, expires, now).await
+    ) -> Result<StateUse, UsedStatesError> {
+        (**self).mark_used(state, by, expires, now).await
     }
-    async fn forget(&self, state: &Reserved) -> Result<(), UsedStatesError> {
-        (**self).forget(state).await
+    async fn seal(&self, state: &Reserved, by: &AnswerDigest) -> Result<(), UsedStatesError> {
+        (**self).seal(state, by).await
     }
 }
 
@@ -74,9 +144,16 @@ pub struct InMemoryUsedStates {
 
 #[derive(Debug, Default)]
 struct Marks {
-    until: HashMap<String, SystemTime>,
+    marks: HashMap<String, Mark>,
     /// The map's size after the last sweep.
     swept_at: usize,
+}
+
+#[derive(Debug)]
+struct Mark {
+    until: SystemTime,
+    by: AnswerDigest,
+    sealed: bool,
 }
 
 impl InMemoryUsedStates {
@@ -87,7 +164,7 @@ impl InMemoryUsedStates {
 
     /// How many marks are held (expired ones not yet swept included).
     pub fn len(&self) -> usize {
-        self.lock().until.len()
+        self.lock().marks.len()
     }
 
     /// Whether no mark is held.
@@ -102,28 +179,40 @@ impl InMemoryUsedStates {
 
 #[async_trait::async_trait]
 impl UsedStates for InMemoryUsedStates {
-    async fn first_use(
+    async fn mark_used(
         &self,
         state: &Reserved,
+        by: &AnswerDigest,
         expires: SystemTime,
         now: SystemTime,
-    ) -> Result<bool, UsedStatesError> {
+    ) -> Result<StateUse, UsedStatesError> {
         let mut marks = self.lock();
-        if marks.until.len() >= 2 * marks.swept_at.max(512) {
-            marks.until.retain(|_, until| *until > now);
-            marks.swept_at = marks.until.len();
+        if marks.marks.len() >= 2 * marks.swept_at.max(512) {
+            marks.marks.retain(|_, mark| mark.until >= now);
+            marks.swept_at = marks.marks.len();
         }
-        match marks.until.get(state.as_str()) {
-            Some(until) if *until > now => Ok(false),
+        // One clock (the caller's) sets and reads the marks, and a state is valid through the
+        // instant of its expiry: its mark is live through it too.
+        match marks.marks.get(state.as_str()) {
+            Some(mark) if mark.until >= now => {
+                Ok(if mark.by == *by && !mark.sealed { StateUse::Retry } else { StateUse::Used })
+            }
             _ => {
-                marks.until.insert(state.as_str().to_owned(), expires);
-                Ok(true)
+                marks.marks.insert(
+                    state.as_str().to_owned(),
+                    Mark { until: expires, by: by.clone(), sealed: false },
+                );
+                Ok(StateUse::First)
             }
         }
     }
 
-    async fn forget(&self, state: &Reserved) -> Result<(), UsedStatesError> {
-        self.lock().until.remove(state.as_str());
+    async fn seal(&self, state: &Reserved, by: &AnswerDigest) -> Result<(), UsedStatesError> {
+        if let Some(mark) = self.lock().marks.get_mut(state.as_str())
+            && mark.by == *by
+        {
+            mark.sealed = true;
+        }
         Ok(())
     }
 }

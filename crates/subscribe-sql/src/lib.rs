@@ -1,12 +1,14 @@
-//! SQL implementations of `subscribe-client`'s [`GrantLedger`](subscribe_client::GrantLedger)
-//! and [`TokenStore`](subscribe_client::TokenStore), on PostgreSQL (a fleet of instances on
-//! one database) or SQLite (one host, a file): grants survive restarts, every transition of
-//! every grant is kept for audit, and one database can serve a fleet that has no Redis.
+//! SQL implementations of `subscribe-client`'s [`GrantLedger`](subscribe_client::GrantLedger),
+//! [`TokenStore`](subscribe_client::TokenStore) and [`UsedStates`](subscribe_client::UsedStates),
+//! on PostgreSQL (a fleet of instances on one database) or SQLite (one host, a file): grants
+//! survive restarts, every transition of every grant is kept for audit, a used authorization
+//! state is refused by every instance and after a restart, and one database can serve a fleet
+//! that has no Redis.
 //!
 //! ```no_run
 //! use std::sync::Arc;
 //! use subscribe_client::Client;
-//! use subscribe_sql::{Sql, SqlGrantLedger, SqlTokenStore};
+//! use subscribe_sql::{Sql, SqlGrantLedger, SqlTokenStore, SqlUsedStates};
 //! use subscribe_types::{AppId, AppSecret};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -14,6 +16,7 @@
 //! let sql = Sql::builder("postgres://shop@db.internal/shop").connect().await?;
 //! let client = Client::builder(AppId::new("wx0123456789abcdef")?, AppSecret::new("…")?)
 //!     .token_store(SqlTokenStore::new(sql.clone()))
+//!     .used_states(SqlUsedStates::new(sql.clone()))
 //!     .build()?;
 //! let ledger = Arc::new(SqlGrantLedger::new(sql));
 //! # let _ = (client, ledger); Ok(()) }
@@ -21,9 +24,15 @@
 //!
 //! Lease times (grant reservations, the refresh lease, hold-offs) come from the database's
 //! clock, never the caller's: two instances whose clocks disagree cannot both hold a live
-//! reservation. Each change is one transaction; the schema, its indexes and the reasons for
-//! them are in the crate's `migrations/` directory, applied by [`sqlx::migrate!`] and recorded
-//! in `_sqlx_migrations` (the schema version table).
+//! reservation. A used state's mark lives the lifetime the client gives it (or until the
+//! state's own expiry, when that is later), counted on the database's clock, so a client clock
+//! behind the database's cannot shorten it. Each change is one transaction; the schema, its
+//! indexes and the reasons for them are in the crate's `migrations/` directory, applied by
+//! [`sqlx::migrate!`] and recorded in `_sqlx_migrations` (the schema version table).
+//!
+//! A SQLite file holds the access token and the grants: the crate creates it `0600` and the
+//! directories it creates for it `0700` (on Unix), and tightens an existing file that others
+//! may read (see [`SqlBuilder::lazy`]).
 
 #[cfg(not(any(feature = "postgres", feature = "sqlite")))]
 compile_error!("subscribe-sql needs at least one of its `postgres` and `sqlite` features");
@@ -51,6 +60,7 @@ mod ledger;
 #[cfg(feature = "events")]
 mod results;
 mod token;
+mod used_states;
 
 use std::fmt;
 use std::sync::LazyLock;
@@ -60,6 +70,7 @@ pub use crate::ledger::{EventKind, GrantEvent, Resolution, ReviewItem, SqlGrantL
 #[cfg(feature = "events")]
 pub use crate::results::SqlNotificationResults;
 pub use crate::token::SqlTokenStore;
+pub use crate::used_states::SqlUsedStates;
 
 /// A database operation failed, or the handle could not be built. Never contains the database
 /// URL (it may hold a password) nor a token.
@@ -93,6 +104,9 @@ enum Kind {
     Corrupt {
         what: &'static str,
     },
+    /// A SQLite file others may read, whose mode could not be tightened.
+    #[cfg_attr(not(all(feature = "sqlite", unix)), allow(dead_code))]
+    Exposed,
 }
 
 impl SqlError {
@@ -121,9 +135,10 @@ impl SqlError {
         matches!(self.kind, Kind::Authentication)
     }
 
-    /// The URL, the schema name or the crate's features do not fit: fix the configuration.
+    /// The URL, the schema name or the crate's features do not fit, or a SQLite file that
+    /// others may read could not be made private: fix the configuration.
     pub fn is_configuration(&self) -> bool {
-        matches!(self.kind, Kind::InvalidUrl | Kind::NotBuilt(_) | Kind::InvalidSchema)
+        matches!(self.kind, Kind::InvalidUrl | Kind::NotBuilt(_) | Kind::InvalidSchema | Kind::Exposed)
     }
 
     /// The schema could not be created or migrated.
@@ -156,6 +171,10 @@ impl fmt::Display for SqlError {
             Kind::Database => f.write_str("the database answered with an error"),
             Kind::Migration => f.write_str("the database schema could not be migrated"),
             Kind::Corrupt { what } => write!(f, "corrupt value in the database at {what}"),
+            Kind::Exposed => f.write_str(
+                "the SQLite file can be read by other users and its mode could not be set to 0600: \
+                 it holds the access token, fix its owner or mode",
+            ),
         }
     }
 }
@@ -282,8 +301,16 @@ impl SqlBuilder {
     /// Builds the handle without connecting: connections are made on first use (and remade
     /// after a failure), so a service can start while the database is down. Does not migrate.
     ///
+    /// A SQLite file is prepared here, since it holds the access token and the grants (on
+    /// Unix): missing directories of its path are created `0700` (directories that exist are
+    /// left alone), a missing file is created `0600`, and an existing file, WAL or
+    /// shared-memory file that the group or others may use is tightened to its owner's bits,
+    /// with a warning in the log. In-memory databases have no file.
+    ///
     /// # Errors
-    /// A [`SqlError`] that `is_configuration()`.
+    /// A [`SqlError`] that `is_configuration()` (also for a SQLite file others may read whose
+    /// mode this process cannot change), or, for SQLite, that `is_connection()` when the file
+    /// or its directory cannot be created.
     pub fn lazy(self) -> Result<Sql, SqlError> {
         let url = self.url.as_str();
         let pool = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -329,6 +356,9 @@ impl SqlBuilder {
             return Err(SqlError::new(Kind::InvalidSchema));
         }
         let options: SqliteConnectOptions = self.url.parse().map_err(|_| SqlError::new(Kind::InvalidUrl))?;
+        if !sqlite_in_memory(&self.url) {
+            private_file(options.get_filename())?;
+        }
         let options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -351,6 +381,59 @@ impl SqlBuilder {
     fn sqlite(&self) -> Result<Pool, SqlError> {
         Err(SqlError::new(Kind::NotBuilt("sqlite")))
     }
+}
+
+/// Whether a `sqlite:` URL names an in-memory database (no file), read as sqlx reads it.
+#[cfg(feature = "sqlite")]
+fn sqlite_in_memory(url: &str) -> bool {
+    let rest = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let (database, params) = rest.split_once('?').unwrap_or((rest, ""));
+    database == ":memory:" || params.split('&').any(|p| p == "mode=memory")
+}
+
+/// Makes the SQLite file at `path` private to its owner (see [`SqlBuilder::lazy`]).
+#[cfg(all(feature = "sqlite", unix))]
+fn private_file(path: &std::path::Path) -> Result<(), SqlError> {
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+    let io = |e: std::io::Error| SqlError { kind: Kind::Connection, source: Some(sqlx::Error::Io(e)) };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)?;
+    }
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io(e)),
+    }
+    // The file (new or old) and the WAL and shared-memory files SQLite keeps beside it, which
+    // it creates with the file's mode.
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let file = std::path::Path::new(&name);
+        let Ok(meta) = std::fs::metadata(file) else { continue };
+        let mode = meta.permissions().mode() & 0o7777;
+        // What the group and others may do with it.
+        let shared = mode & 0o077;
+        if shared == 0 {
+            continue;
+        }
+        let tightened = mode & 0o700;
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(tightened))
+            .map_err(|e| SqlError { kind: Kind::Exposed, source: Some(sqlx::Error::Io(e)) })?;
+        tracing::warn!(
+            file = %file.display(),
+            was = format_args!("{mode:04o}"),
+            now = format_args!("{tightened:04o}"),
+            "the SQLite file (it holds the access token) could be read by other users: its mode was tightened"
+        );
+    }
+    Ok(())
+}
+
+/// Elsewhere than Unix, the file is left to the platform's defaults.
+#[cfg(all(feature = "sqlite", not(unix)))]
+fn private_file(_path: &std::path::Path) -> Result<(), SqlError> {
+    Ok(())
 }
 
 #[derive(Clone, Debug)]
@@ -481,6 +564,10 @@ struct Queries {
     begin: &'static str,
     /// Locks the selected rows until the transaction ends (PostgreSQL).
     for_update: &'static str,
+    /// Locks the selected rows, skipping those another transaction holds (PostgreSQL).
+    skip_locked: &'static str,
+    /// The larger of two values: `GREATEST` (PostgreSQL), the two-argument `MAX` (SQLite).
+    greatest: &'static str,
     now_ms: &'static str,
 }
 
@@ -488,6 +575,8 @@ struct Queries {
 static PG: LazyLock<Queries> = LazyLock::new(|| Queries {
     begin: "BEGIN",
     for_update: " FOR UPDATE",
+    skip_locked: " FOR UPDATE SKIP LOCKED",
+    greatest: "GREATEST(",
     now_ms: "(floor(extract(epoch from now()) * 1000)::bigint)",
 });
 
@@ -495,14 +584,19 @@ static PG: LazyLock<Queries> = LazyLock::new(|| Queries {
 static LITE: LazyLock<Queries> = LazyLock::new(|| Queries {
     begin: "BEGIN IMMEDIATE",
     for_update: "",
+    skip_locked: "",
+    greatest: "MAX(",
     // julianday is a double: round, or a whole millisecond can come out as …999.
     now_ms: "(CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER))",
 });
 
 impl Queries {
-    /// `sql` with `NOW_MS` and `FOR_UPDATE` filled in.
+    /// `sql` with `NOW_MS`, `FOR_UPDATE`, `SKIP_LOCKED` and `GREATEST(` filled in.
     fn sql(&self, sql: &str) -> String {
-        sql.replace("NOW_MS", self.now_ms).replace(" FOR_UPDATE", self.for_update)
+        sql.replace("NOW_MS", self.now_ms)
+            .replace(" FOR_UPDATE", self.for_update)
+            .replace(" SKIP_LOCKED", self.skip_locked)
+            .replace("GREATEST(", self.greatest)
     }
 }
 

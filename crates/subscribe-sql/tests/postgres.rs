@@ -44,6 +44,48 @@ async fn grants_survive_a_restart_in_the_schema() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_answer_is_refused_by_another_instance_and_after_a_restart() {
+    let schema = fresh_schema();
+    common::a_replay_at_another_instance_or_after_a_restart_is_refused(
+        open(&schema).await,
+        open(&schema).await,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn used_state_marks_are_timed_by_the_database_clock_whatever_the_callers_clock() {
+    let schema = fresh_schema();
+    let sql = open(&schema).await;
+    let pool = sqlx::PgPool::connect(&url()).await.unwrap();
+    let count = format!("SELECT COUNT(*) FROM {schema}.wxsub_used_states WHERE state = $1");
+    common::marks_are_timed_by_the_database_clock_whatever_the_callers_clock(sql, |state| {
+        let (pool, count) = (pool.clone(), count.clone());
+        async move { sqlx::query_scalar(&count).bind(state).fetch_one(&pool).await.unwrap() }
+    })
+    .await;
+}
+
+/// The sweep of ended marks can read them through the index on their end (PostgreSQL picks a
+/// sequential scan for a table this small, so the test turns that off to see the index used).
+#[tokio::test]
+async fn the_sweep_of_ended_marks_can_read_the_index_not_the_table() {
+    let schema = fresh_schema();
+    drop(open(&schema).await);
+    let pool = sqlx::PgPool::connect(&url()).await.unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL enable_seqscan = off").execute(&mut *tx).await.unwrap();
+    let plan: Vec<String> = sqlx::query_scalar(&format!(
+        "EXPLAIN SELECT state FROM {schema}.wxsub_used_states WHERE until_ms <= 1 ORDER BY until_ms LIMIT 256 \
+         FOR UPDATE SKIP LOCKED"
+    ))
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    assert!(plan.iter().any(|l| l.contains("Index") && l.contains("wxsub_used_states_until")), "{plan:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_reservations_are_counted_from_lease_buckets() {
     let schema = fresh_schema();
     let sql = open(&schema).await;

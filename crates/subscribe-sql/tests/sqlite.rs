@@ -39,6 +39,51 @@ async fn grants_survive_a_restart_in_the_file() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_answer_is_refused_by_another_instance_and_after_a_restart() {
+    let path = fresh_path();
+    common::a_replay_at_another_instance_or_after_a_restart_is_refused(open(&path).await, open(&path).await)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn used_state_marks_are_timed_by_the_database_clock_whatever_the_callers_clock() {
+    let path = fresh_path();
+    let sql = open(&path).await;
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", path.display())).await.unwrap();
+    common::marks_are_timed_by_the_database_clock_whatever_the_callers_clock(sql, |state| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar("SELECT COUNT(*) FROM wxsub_used_states WHERE state = $1")
+                .bind(state)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    })
+    .await;
+}
+
+/// The sweep of ended marks reads them through the index on their end, never the whole table.
+#[tokio::test]
+async fn the_sweep_of_ended_marks_reads_the_index_not_the_table() {
+    let path = fresh_path();
+    drop(open(&path).await);
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", path.display())).await.unwrap();
+    let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(
+        "EXPLAIN QUERY PLAN SELECT state FROM wxsub_used_states WHERE until_ms <= 1 ORDER BY until_ms LIMIT 256",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let details: Vec<&str> = plan.iter().map(|row| row.3.as_str()).collect();
+    assert!(
+        details.iter().any(|d| d.starts_with("SEARCH") && d.contains("wxsub_used_states_until")),
+        "{details:?}"
+    );
+    assert!(!details.iter().any(|d| d.starts_with("SCAN wxsub_used_states")), "{details:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_reservations_are_counted_from_lease_buckets() {
     let path = fresh_path();
     let sql = open(&path).await;
@@ -70,4 +115,46 @@ async fn an_unwritable_file_is_a_typed_error() {
     let e = Sql::builder("sqlite:/proc/no/such/dir/grants.db").connect().await.unwrap_err();
     assert!(e.is_connection() || e.is_migration(), "{e:?}");
     assert!(!e.to_string().contains("/proc"), "the path is in the source, not the message: {e}");
+}
+
+/// The file holds the access token and the grants: the crate creates it `0600`, and the
+/// directories it creates for it `0700`; a directory that was there is left as it was, and a
+/// file that was there with a wider mode is tightened to its owner's bits (its WAL and
+/// shared-memory files too).
+#[cfg(unix)]
+#[tokio::test]
+async fn the_file_and_the_directories_created_for_it_are_private_and_a_wider_file_is_tightened() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode =
+        |p: &std::path::Path| format!("{:o}", std::fs::metadata(p).unwrap().permissions().mode() & 0o777);
+    let set = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    };
+    let base = fresh_path().with_extension("dir");
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(&base).unwrap();
+    set(&base, 0o755);
+    let path = base.join("new").join("deeper").join("grants.db");
+    let sql = open(&path).await;
+    // A write, so the WAL and shared-memory files exist too.
+    let store = subscribe_sql::SqlTokenStore::new(sql.clone());
+    let app = common::scope("mode").appid;
+    let token = subscribe_client::CachedToken::new(
+        subscribe_types::AccessToken::new("ACCESS_TOKEN_IN_A_PRIVATE_FILE").unwrap(),
+        common::now() + std::time::Duration::from_secs(7200),
+    );
+    subscribe_client::TokenStore::save(&store, &app, &token).await.unwrap();
+    assert_eq!(mode(&base.join("new")), "700", "a directory the crate created");
+    assert_eq!(mode(&base.join("new").join("deeper")), "700", "each directory the crate created");
+    assert_eq!(mode(&base), "755", "a directory that was there is left as it was");
+    for file in ["grants.db", "grants.db-wal", "grants.db-shm"] {
+        assert_eq!(mode(&path.with_file_name(file)), "600", "{file}");
+    }
+
+    // A file made elsewhere (an older version, a copy) with the default 0644.
+    let old = base.join("old.db");
+    std::fs::write(&old, b"").unwrap();
+    set(&old, 0o664);
+    drop(open(&old).await);
+    assert_eq!(mode(&old), "600", "tightened to the owner's bits");
 }

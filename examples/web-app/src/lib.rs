@@ -156,9 +156,6 @@ pub enum StartError {
     /// Redis cannot be reached (the URL is not shown: it may hold a password).
     #[error("grant database: {0}")]
     Redis(#[from] subscribe_redis::RedisError),
-    /// The data directory cannot be created.
-    #[error("cannot create the data directory: {0}")]
-    DataDir(#[source] std::io::Error),
 }
 
 /// A configuration variable is unusable.
@@ -306,18 +303,16 @@ impl AppState {
     ///
     /// | `DATABASE_URL` | grants | access tokens | used authorization states |
     /// |---|---|---|---|
-    /// | `sqlite:…` (default `sqlite:data/grants.db`) | the file (its directory created) | the file | memory |
-    /// | `postgres://…` | the database | the database (shared refresh lease) | memory |
+    /// | `sqlite:…` (default `sqlite:data/grants.db`) | the file (created `0600`, its new directories `0700`) | the file | the file |
+    /// | `postgres://…` | the database | the database (shared refresh lease) | the database |
     /// | `redis://…`, `rediss://…` | Redis | Redis | Redis |
     /// | `memory` | memory | memory | memory |
     ///
     /// Pushed notification results ([`results`](Self::results)) are kept in the SQL database
     /// or in Redis (30 days) when there is one, in memory otherwise.
     ///
-    /// On PostgreSQL every instance shares the grants and the token, but each remembers the
-    /// states it has seen by itself: behind a load balancer without sticky sessions, a replayed
-    /// confirmation is refused only by the instance that took the first one (it cannot record
-    /// a second grant for the same user either way, since grants are keyed by openid).
+    /// Wherever the grants are kept, the used authorization states are kept too: a replayed
+    /// confirmation is refused by every instance sharing the backend, and after a restart.
     ///
     /// # Errors
     /// [`StartError`] when the client cannot be built or the database cannot be opened.
@@ -337,17 +332,14 @@ impl AppState {
             state.results = results;
             return Ok(state);
         }
-        if let Some(file) = url.strip_prefix("sqlite:")
-            && let Some(dir) = std::path::Path::new(file).parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir).map_err(StartError::DataDir)?;
-        }
+        // A SQLite file's missing directories are created (0700) by subscribe-sql, with the file.
         let sql = subscribe_sql::Sql::builder(url).connect().await?;
         let ledger = Arc::new(subscribe_sql::SqlGrantLedger::new(sql.clone()));
         let results = Arc::new(subscribe_sql::SqlNotificationResults::new(sql.clone(), config.appid.clone()));
-        let mut state =
-            Self::build(config, ledger, |b| b.token_store(subscribe_sql::SqlTokenStore::new(sql)))?;
+        let mut state = Self::build(config, ledger, |b| {
+            b.token_store(subscribe_sql::SqlTokenStore::new(sql.clone()))
+                .used_states(subscribe_sql::SqlUsedStates::new(sql))
+        })?;
         state.results = results;
         Ok(state)
     }

@@ -27,6 +27,5 @@ async fn instances_on_one_postgresql_share_grants_and_the_token_and_a_restart_lo
         .unwrap_or_else(|e| panic!("PostgreSQL at POSTGRES_URL (or 127.0.0.1:5432/test) is required: {e}"));
     let sep = if url.contains('?') { '&' } else { '?' };
     let url = format!("{url}{sep}options[search_path]={schema}");
-    // Used authorization states stay per instance on PostgreSQL (see `AppState::open`).
-    common::two_instances_and_a_restart_share_one_backend(&url, SandboxConfig::demo(), false).await;
+    common::two_instances_and_a_restart_share_one_backend(&url, SandboxConfig::demo()).await;
 }

@@ -20,5 +20,5 @@ async fn instances_on_one_redis_share_grants_the_token_and_used_states() {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let mut sandbox = SandboxConfig::demo();
     sandbox.apps[0].appid = AppId::new(format!("wx{:016x}", unique())).unwrap();
-    common::two_instances_and_a_restart_share_one_backend(&url, sandbox, true).await;
+    common::two_instances_and_a_restart_share_one_backend(&url, sandbox).await;
 }

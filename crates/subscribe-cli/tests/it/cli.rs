@@ -528,13 +528,17 @@ async fn grants_record_list_count_dispatch_and_review_on_a_sqlite_file() {
     let cb = format!(
         "https://a.example/cb?openid={ALICE}&template_id={DEMO_TEMPLATE}&action=confirm&scene=1000&reserved=r1"
     );
-    let recorded = wxsub(&s, &[&head[..], &["record", &cb]].concat(), None).await;
+    // A state this command cannot verify (no signed state): recorded only when asked to.
+    let recorded = wxsub(&s, &[&head[..], &["record", "--unverified", &cb]].concat(), None).await;
     assert_eq!((recorded.code, recorded.json()["status"].as_str()), (0, Some("added")), "{recorded:?}");
-    let again = wxsub(&s, &[&head[..], &["record", &cb]].concat(), None).await;
+    let again = wxsub(&s, &[&head[..], &["record", "--unverified", &cb]].concat(), None).await;
     assert_eq!(again.json()["status"], "already_pending");
-    let cancel =
-        wxsub(&s, &[&head[..], &["record", &cb.replace("action=confirm", "action=cancel")]].concat(), None)
-            .await;
+    let cancel = wxsub(
+        &s,
+        &[&head[..], &["record", "--unverified", &cb.replace("action=confirm", "action=cancel")]].concat(),
+        None,
+    )
+    .await;
     assert_eq!(cancel.code, 2, "{cancel:?}");
     assert!(cancel.stdout.is_empty() && cancel.stderr.contains("cancellation"), "{cancel:?}");
 
@@ -611,4 +615,122 @@ async fn grants_record_list_count_dispatch_and_review_on_a_sqlite_file() {
     .await;
     assert_eq!(unreachable.code, 2, "{unreachable:?}");
     assert!(!unreachable.stderr.contains("s3cr3t"), "{unreachable:?}");
+}
+
+/// A fresh SQLite URL in a directory of the test's own.
+fn fresh_database(label: &str) -> String {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("wxsub-{label}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    format!("sqlite:{}/grants.db", dir.display())
+}
+
+#[tokio::test]
+async fn grants_record_verifies_the_state_and_records_each_answer_once() {
+    let s = SandboxHandle::start(SandboxConfig::demo()).await.unwrap();
+    let db = fresh_database("record-verified");
+    let head = ["grants", "--database", db.as_str()];
+    let which = ["--template-id", DEMO_TEMPLATE, "--scene", "1000"];
+    let pending = || async {
+        let counts = wxsub(&s, &[&head[..], &[&["counts"][..], &which].concat()].concat(), None).await;
+        counts.json()["pending"].as_u64().unwrap()
+    };
+    let callback = |openid: &str, reserved: &str| {
+        format!(
+            "https://a.example/cb?openid={openid}&template_id={DEMO_TEMPLATE}&action=confirm&scene=1000&reserved={reserved}"
+        )
+    };
+    // A callback whose state no key of ours signed (made up, or from `auth-url` without
+    // --signed) records nothing.
+    let unsigned = wxsub(&s, &[&head[..], &["record", &callback(ALICE, "r1")]].concat(), None).await;
+    assert_eq!(unsigned.code, 2, "{unsigned:?}");
+    assert!(unsigned.stdout.is_empty() && unsigned.stderr.contains("not valid"), "{unsigned:?}");
+    assert_eq!(pending().await, 0);
+    // Without the secret nothing can be verified: the command says what to pass.
+    let blind = wxsub_without(
+        &s,
+        &[&head[..], &["record", &callback(ALICE, "r1")]].concat(),
+        None,
+        &["WXSUB_SECRET"],
+    )
+    .await;
+    assert_eq!(blind.code, 2, "{blind:?}");
+    assert!(blind.stderr.contains("--secret") && blind.stderr.contains("--unverified"), "{blind:?}");
+    assert_eq!(pending().await, 0);
+
+    // A signed state from `auth-url --signed`, bound to a session.
+    let url = wxsub(
+        &s,
+        &[
+            "auth-url",
+            "--template-id",
+            DEMO_TEMPLATE,
+            "--scene",
+            "1000",
+            "--redirect-url",
+            "https://a.example/cb",
+            "--signed",
+            "--session",
+            "shop-42",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(url.code, 0, "{url:?}");
+    let reserved = subscribe_types::AuthorizeRequest::from_query(url.stdout.trim()).unwrap().reserved;
+    let record = |openid: &str, session: &str| {
+        let cb = callback(openid, reserved.as_str());
+        let session = session.to_owned();
+        let head = head.map(str::to_owned);
+        let s = &s;
+        async move {
+            let args: Vec<&str> =
+                head.iter().map(String::as_str).chain(["record", "--session", &session, &cb]).collect();
+            wxsub(s, &args, None).await
+        }
+    };
+    let other_session = record(ALICE, "shop-43").await;
+    assert_eq!(other_session.code, 2, "bound to its session: {other_session:?}");
+    let added = record(ALICE, "shop-42").await;
+    assert_eq!((added.code, added.json()["status"].as_str()), (0, Some("added")), "{added:?}");
+    // Every later process finds the state used: the same answer, another openid, another case.
+    for openid in [ALICE, "oSandbox_Mallory_000000001", &ALICE.to_lowercase()] {
+        let replay = record(openid, "shop-42").await;
+        assert_eq!(replay.code, 2, "{openid}: {replay:?}");
+        assert!(replay.stdout.is_empty() && replay.stderr.contains("already used"), "{openid}: {replay:?}");
+    }
+    assert_eq!(pending().await, 1, "Alice's grant, once");
+}
+
+#[tokio::test]
+async fn mobile_answer_with_a_database_is_single_use_across_processes() {
+    let s = SandboxHandle::start(SandboxConfig::demo()).await.unwrap();
+    let db = fresh_database("mobile-answer");
+    let req = wxsub(
+        &s,
+        &["mobile-request", "--template-id", DEMO_TEMPLATE, "--scene", "1000", "--session", "app-7"],
+        None,
+    )
+    .await;
+    let reserved = req.json()["reserved"].as_str().unwrap().to_owned();
+    let answer = |openid: &str| {
+        format!(
+            r#"{{"openid":"{openid}","templateID":"{DEMO_TEMPLATE}","scene":1000,"action":"confirm","reserved":"{reserved}"}}"#
+        )
+    };
+    let run = |openid: &str| {
+        let (json, db, s) = (answer(openid), db.clone(), &s);
+        async move { wxsub(s, &["mobile-answer", &json, "--session", "app-7", "--database", &db], None).await }
+    };
+    let first = run(ALICE).await;
+    assert_eq!(first.code, 0, "{first:?}");
+    assert_eq!(first.json()["openid"], ALICE);
+    for openid in [ALICE, "oSandbox_Mallory_000000001", &ALICE.to_uppercase()] {
+        let replay = run(openid).await;
+        assert_eq!(replay.code, 2, "{openid}: {replay:?}");
+        assert!(replay.stdout.is_empty() && replay.stderr.contains("already used"), "{openid}: {replay:?}");
+    }
+    // Without a database each process starts empty, and the help says so.
+    let help = wxsub(&s, &["mobile-answer", "--help"], None).await;
+    assert!(help.stdout.contains("--database") && help.stdout.contains("not single-use"), "{help:?}");
 }

@@ -34,9 +34,10 @@ impl Run {
     }
 }
 
-/// Runs `wxsub args…` against `sandbox` with the demo credentials in the environment.
+/// Runs `wxsub args…` against `sandbox` with the demo credentials in the environment (and no
+/// `DATABASE_URL` from the test's own).
 pub async fn wxsub(sandbox: &SandboxHandle, args: &[&str], stdin: Option<&str>) -> Run {
-    wxsub_env(sandbox, args, stdin, &[]).await
+    wxsub_with(sandbox, args, stdin, &[], &[]).await
 }
 
 /// As [`wxsub`], with more variables in the environment.
@@ -45,6 +46,27 @@ pub async fn wxsub_env(
     args: &[&str],
     stdin: Option<&str>,
     env: &[(&str, &str)],
+) -> Run {
+    wxsub_with(sandbox, args, stdin, env, &[]).await
+}
+
+/// [`wxsub`] with the variables `unset` left out of its environment.
+pub async fn wxsub_without(
+    sandbox: &SandboxHandle,
+    args: &[&str],
+    stdin: Option<&str>,
+    unset: &[&str],
+) -> Run {
+    wxsub_with(sandbox, args, stdin, &[], unset).await
+}
+
+/// [`wxsub`] with `env` added to its environment and `unset` left out.
+pub async fn wxsub_with(
+    sandbox: &SandboxHandle,
+    args: &[&str],
+    stdin: Option<&str>,
+    env: &[(&str, &str)],
+    unset: &[&str],
 ) -> Run {
     use tokio::io::AsyncWriteExt;
     let base = sandbox.base_url();
@@ -55,10 +77,14 @@ pub async fn wxsub_env(
         .env("WXSUB_APPID", DEMO_APPID)
         .env("WXSUB_SECRET", DEMO_SECRET)
         .env_remove("WXSUB_TOKEN_SOURCE")
+        .env_remove("DATABASE_URL")
         .envs(env.iter().copied())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
+    for name in unset {
+        cmd.env_remove(name);
+    }
     let mut child = cmd.spawn().unwrap();
     let mut input = child.stdin.take().unwrap();
     if let Some(s) = stdin {

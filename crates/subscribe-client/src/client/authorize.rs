@@ -10,7 +10,7 @@ use subscribe_types::{
 use super::{AuthorizationLink, Client};
 use crate::error::{AuthorizationError, RecordError};
 use crate::grants::{GrantKey, GrantLedger, Recorded};
-use crate::used_states::UsedStatesError;
+use crate::used_states::{AnswerDigest, StateUse, UsedStatesError};
 
 impl Client {
     /// A link to the authorization page for `template_id` and `scene`, answered at
@@ -84,11 +84,15 @@ impl Client {
     /// client's key (or a previous one of its ring) for this app, template and scene, not
     /// expired, and, for a confirmation, not used before: each state confirms once (see
     /// [`UsedStates`](crate::UsedStates)). Returns the confirmation (one message may be sent) or
-    /// the cancellation.
+    /// the cancellation. A confirmation returned here counts as accepted: the same answer
+    /// later is a replay, so record it before you tell the user it worked, or use
+    /// [`complete_and_record`](Self::complete_and_record), which accepts the answer only once
+    /// its grant is recorded.
     ///
     /// # Errors
     /// [`AuthorizationError`]: malformed callback, missing, forged, foreign, expired or
-    /// replayed state, or a store of used states that failed.
+    /// replayed state, or a store of used states that failed (then the same answer can be
+    /// completed again).
     pub async fn complete_authorization(
         &self,
         callback: &str,
@@ -106,7 +110,9 @@ impl Client {
         callback: &str,
         session: &str,
     ) -> Result<AuthorizationAnswer, AuthorizationError> {
-        self.verify_answer(AuthorizationAnswer::parse(callback)?, session).await
+        let (answer, by) = self.verify_answer(AuthorizationAnswer::parse(callback)?, session).await?;
+        self.seal(&answer, by.as_ref()).await;
+        Ok(answer)
     }
 
     /// Reads the answer a mobile app forwards (the Open SDK's `WXSubscribeMsgResp` /
@@ -124,8 +130,9 @@ impl Client {
         answer_json: &str,
         session: &str,
     ) -> Result<AuthorizationAnswer, AuthorizationError> {
-        let answer = MobileSubscribeResponse::parse(answer_json)?.into_answer()?;
-        self.verify_answer(answer, session).await
+        let (answer, by) = self.verify_mobile(answer_json, session).await?;
+        self.seal(&answer, by.as_ref()).await;
+        Ok(answer)
     }
 
     /// [`complete_mobile`](Self::complete_mobile), then records a confirmation in `ledger`, as
@@ -139,17 +146,27 @@ impl Client {
         session: &str,
         ledger: &dyn GrantLedger,
     ) -> Result<(AuthorizationAnswer, Option<Recorded>), RecordError> {
-        let answer = self.complete_mobile(answer_json, session).await?;
-        self.record_answer(answer, ledger).await
+        let (answer, by) = self.verify_mobile(answer_json, session).await?;
+        self.record_answer(answer, by, ledger).await
+    }
+
+    async fn verify_mobile(
+        &self,
+        answer_json: &str,
+        session: &str,
+    ) -> Result<(AuthorizationAnswer, Option<AnswerDigest>), AuthorizationError> {
+        let answer = MobileSubscribeResponse::parse(answer_json)?.into_answer()?;
+        self.verify_answer(answer, session).await
     }
 
     /// The one verifier of both flows: the state's signature, binding and expiry, then (for a
-    /// confirmation) its first use.
+    /// confirmation) its mark, made by this answer. Returns the answer and, for a
+    /// confirmation, its digest, for sealing the mark once the answer is accepted.
     async fn verify_answer(
         &self,
         answer: AuthorizationAnswer,
         session: &str,
-    ) -> Result<AuthorizationAnswer, AuthorizationError> {
+    ) -> Result<(AuthorizationAnswer, Option<AnswerDigest>), AuthorizationError> {
         let inner = &*self.inner;
         let now = inner.clock.now();
         let expires = inner.state_key.verify(
@@ -162,14 +179,35 @@ impl Client {
         )?;
         // A cancellation grants nothing, so replaying one does no harm: only confirmations
         // use their state up.
-        if matches!(answer, AuthorizationAnswer::Confirmed(_)) {
-            let first = self.bounded(inner.used_states.first_use(answer.reserved(), expires, now)).await?;
-            if !first {
+        let AuthorizationAnswer::Confirmed(confirmed) = &answer else {
+            return Ok((answer, None));
+        };
+        let by = AnswerDigest::of(answer.reserved(), &confirmed.openid);
+        match self.bounded(inner.used_states.mark_used(answer.reserved(), &by, expires, now)).await? {
+            StateUse::First => {}
+            StateUse::Retry => {
+                tracing::info!(appid = %inner.appid, "an answer came again before it was accepted (a retry)");
+            }
+            _ => {
                 tracing::warn!(appid = %inner.appid, "a used authorization state was replayed");
                 return Err(AuthorizationError::ReplayedState);
             }
         }
-        Ok(answer)
+        Ok((answer, Some(by)))
+    }
+
+    /// Seals the mark a confirmation made: it was accepted, so the same answer later is a
+    /// replay. A failure is logged, not returned: the answer was accepted (and, with a ledger,
+    /// its grant recorded), and an unsealed mark still refuses every other answer.
+    async fn seal(&self, answer: &AuthorizationAnswer, by: Option<&AnswerDigest>) {
+        let Some(by) = by else { return };
+        if let Err(e) = self.bounded(self.inner.used_states.seal(answer.reserved(), by)).await {
+            tracing::warn!(
+                appid = %self.inner.appid,
+                error = %e,
+                "could not seal a used state: until it expires, the same answer is taken as a retry"
+            );
+        }
     }
 
     /// A call into the store of used states, bounded by `store_timeout`.
@@ -187,12 +225,14 @@ impl Client {
 
     /// [`complete_authorization`](Self::complete_authorization), then records a confirmation
     /// in `ledger` (idempotently: a repeated confirmation adds nothing). Returns the answer and,
-    /// for a confirmation, what recording did.
+    /// for a confirmation, what recording did. The answer counts as accepted (the same answer
+    /// later is a replay) only once its grant is recorded: until then, the user's retry of the
+    /// same answer goes through, and any other answer with its state is refused.
     ///
     /// # Errors
     /// [`RecordError::Authorization`] as `complete_authorization`; [`RecordError::Ledger`] when
-    /// the ledger fails (the answer was valid, and its state is given back, so the same answer
-    /// can be completed again: ask the user to retry).
+    /// the ledger fails (the answer was valid and is not accepted yet, so the same answer can
+    /// be completed again: ask the user to retry).
     pub async fn complete_and_record(
         &self,
         callback: &str,
@@ -211,33 +251,26 @@ impl Client {
         session: &str,
         ledger: &dyn GrantLedger,
     ) -> Result<(AuthorizationAnswer, Option<Recorded>), RecordError> {
-        let answer = self.complete_authorization_for_session(callback, session).await?;
-        self.record_answer(answer, ledger).await
+        let answer = AuthorizationAnswer::parse(callback).map_err(AuthorizationError::from)?;
+        let (answer, by) = self.verify_answer(answer, session).await?;
+        self.record_answer(answer, by, ledger).await
     }
 
-    /// The one recorder of both flows: a confirmation goes into `ledger`; if that fails, its
-    /// state is given back.
+    /// The one recorder of both flows: a confirmation goes into `ledger`, then its mark is
+    /// sealed. When the ledger fails the mark stays unsealed, so the user's retry of this very
+    /// answer is taken as a retry, not a replay.
     async fn record_answer(
         &self,
         answer: AuthorizationAnswer,
+        by: Option<AnswerDigest>,
         ledger: &dyn GrantLedger,
     ) -> Result<(AuthorizationAnswer, Option<Recorded>), RecordError> {
         let recorded = match &answer {
             AuthorizationAnswer::Confirmed(c) => {
                 let key = GrantKey::confirmed(self.inner.appid.clone(), c);
-                match ledger.record(&key, self.inner.clock.now()).await {
-                    Ok(recorded) => Some(recorded),
-                    Err(e) => {
-                        // Nothing was recorded: give the state back so the user's retry of this
-                        // very answer is not refused as a replay.
-                        if let Err(forget) =
-                            self.bounded(self.inner.used_states.forget(answer.reserved())).await
-                        {
-                            tracing::warn!(error = %forget, "could not give back the state of an unrecorded answer");
-                        }
-                        return Err(e.into());
-                    }
-                }
+                let recorded = ledger.record(&key, self.inner.clock.now()).await?;
+                self.seal(&answer, by.as_ref()).await;
+                Some(recorded)
             }
             AuthorizationAnswer::Cancelled(_) => None,
         };

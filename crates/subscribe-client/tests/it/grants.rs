@@ -125,10 +125,13 @@ async fn in_memory_used_states_pass_the_contract() {
 async fn in_memory_used_states_forget_expired_marks() {
     use subscribe_client::UsedStates as _;
     let store = subscribe_client::InMemoryUsedStates::new();
+    let alice = OpenId::new("oAlice").unwrap();
     for i in 0..5000 {
         let state = subscribe_types::Reserved::new(format!("s{i}")).unwrap();
         let now = t0() + Duration::from_secs(i);
-        assert!(store.first_use(&state, now + Duration::from_secs(900), now).await.unwrap());
+        let by = subscribe_client::AnswerDigest::of(&state, &alice);
+        let first = store.mark_used(&state, &by, now + Duration::from_secs(900), now).await.unwrap();
+        assert_eq!(first, subscribe_client::StateUse::First);
     }
     // One mark per state confirmed within the last 900 s, give or take one sweep's slack.
     assert!(store.len() <= 2 * 1024, "{} marks held", store.len());
@@ -247,7 +250,7 @@ impl GrantLedger for DownLedger {
 }
 
 #[tokio::test]
-async fn when_the_ledger_fails_the_state_is_given_back_so_the_same_answer_can_be_retried() {
+async fn when_the_ledger_fails_the_same_answer_can_be_retried_and_no_other() {
     let clock = clock();
     let client = builder(&MockTransport::new(), &clock).build().unwrap();
     let ledger = DownLedger::default();
@@ -256,6 +259,16 @@ async fn when_the_ledger_fails_the_state_is_given_back_so_the_same_answer_can_be
     let err = client.complete_and_record(&confirm(&link, "oAlice"), &ledger).await.unwrap_err();
     assert!(matches!(err, subscribe_client::RecordError::Ledger(_)), "{err:?}");
     assert_eq!(err.kind(), subscribe_client::ErrorKind::Retryable);
+    // The failure gave nobody else the state: it stays Alice's answer's (the client used to
+    // forget the mark, and then any openid could use it).
+    let other = client.complete_and_record(&confirm(&link, "oMallory"), &ledger).await.unwrap_err();
+    assert!(
+        matches!(
+            other,
+            subscribe_client::RecordError::Authorization(subscribe_client::AuthorizationError::ReplayedState)
+        ),
+        "{other:?}"
+    );
     ledger.1.store(false, std::sync::atomic::Ordering::SeqCst);
     let (_, rec) = client.complete_and_record(&confirm(&link, "oAlice"), &ledger).await.unwrap();
     assert_eq!(rec, Some(Recorded::Added), "the user's retry of the same answer is recorded");
@@ -269,18 +282,23 @@ struct BrokenUsedStates {
 
 #[subscribe_client::async_trait]
 impl subscribe_client::UsedStates for BrokenUsedStates {
-    async fn first_use(
+    async fn mark_used(
         &self,
         _: &subscribe_types::Reserved,
+        _: &subscribe_client::AnswerDigest,
         _: std::time::SystemTime,
         _: std::time::SystemTime,
-    ) -> Result<bool, subscribe_client::UsedStatesError> {
+    ) -> Result<subscribe_client::StateUse, subscribe_client::UsedStatesError> {
         if self.hang {
             std::future::pending::<()>().await;
         }
         Err(subscribe_client::UsedStatesError::new("connection refused"))
     }
-    async fn forget(&self, _: &subscribe_types::Reserved) -> Result<(), subscribe_client::UsedStatesError> {
+    async fn seal(
+        &self,
+        _: &subscribe_types::Reserved,
+        _: &subscribe_client::AnswerDigest,
+    ) -> Result<(), subscribe_client::UsedStatesError> {
         Ok(())
     }
 }
@@ -698,4 +716,43 @@ async fn a_dispatch_over_a_ledger_that_ignores_its_cursor_stops_with_an_error() 
     let err = result.unwrap_err();
     assert!(err.to_string().contains("grant ledger"), "{err}");
     assert!(mock.count(SEND_PATH) <= 3, "nothing is sent twice");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_answer_of_the_used_states_store_loses_no_grant_and_lets_no_other_openid_in() {
+    let clock = clock();
+    let lossy = Arc::new(LostAnswers::new(Arc::new(subscribe_client::InMemoryUsedStates::new())));
+    let client = builder(&MockTransport::new(), &clock).used_states(Arc::clone(&lossy)).build().unwrap();
+    let ledger = InMemoryGrantLedger::new();
+    let link = link(&client);
+    lossy.lose_next_mark();
+    let err = client.complete_and_record(&confirm(&link, "oAlice"), &ledger).await.unwrap_err();
+    assert_eq!(err.kind(), subscribe_client::ErrorKind::Retryable, "{err:?}");
+    assert_eq!(lossy.lost(), 1, "the mark was made and its answer lost");
+    let (_, rec) = client
+        .complete_and_record(&confirm(&link, "oAlice"), &ledger)
+        .await
+        .expect("the user's retry of the same answer is accepted");
+    assert_eq!(rec, Some(Recorded::Added));
+    for other in ["oMallory", "oALICE", "oalice"] {
+        assert!(
+            matches!(
+                client.complete_and_record(&confirm(&link, other), &ledger).await,
+                Err(subscribe_client::RecordError::Authorization(
+                    subscribe_client::AuthorizationError::ReplayedState
+                ))
+            ),
+            "{other:?}: another openid (case counts) is a replay"
+        );
+    }
+    assert!(
+        matches!(
+            client.complete_and_record(&confirm(&link, "oAlice"), &ledger).await,
+            Err(subscribe_client::RecordError::Authorization(
+                subscribe_client::AuthorizationError::ReplayedState
+            ))
+        ),
+        "once recorded, the same answer is a replay"
+    );
+    assert_eq!(ledger.counts(&scope(), t0()).await.unwrap().pending, 1, "Alice's grant only");
 }

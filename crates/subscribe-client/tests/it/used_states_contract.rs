@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use subscribe_client::test_util::used_states_contract;
-use subscribe_client::{InMemoryUsedStates, UsedStates, UsedStatesError};
+use subscribe_client::{AnswerDigest, InMemoryUsedStates, StateUse, UsedStates, UsedStatesError};
 use subscribe_types::Reserved;
 
 use crate::panic_text;
@@ -16,17 +16,18 @@ struct SecondsAsMillis(InMemoryUsedStates);
 
 #[subscribe_client::async_trait]
 impl UsedStates for SecondsAsMillis {
-    async fn first_use(
+    async fn mark_used(
         &self,
         state: &Reserved,
+        by: &AnswerDigest,
         expires: SystemTime,
         now: SystemTime,
-    ) -> Result<bool, UsedStatesError> {
+    ) -> Result<StateUse, UsedStatesError> {
         let lifetime = expires.duration_since(now).unwrap_or_default();
-        self.0.first_use(state, now + Duration::from_millis(lifetime.as_secs()), now).await
+        self.0.mark_used(state, by, now + Duration::from_millis(lifetime.as_secs()), now).await
     }
-    async fn forget(&self, state: &Reserved) -> Result<(), UsedStatesError> {
-        self.0.forget(state).await
+    async fn seal(&self, state: &Reserved, by: &AnswerDigest) -> Result<(), UsedStatesError> {
+        self.0.seal(state, by).await
     }
 }
 
@@ -34,5 +35,64 @@ impl UsedStates for SecondsAsMillis {
 async fn a_store_that_takes_seconds_for_milliseconds_fails_the_contract() {
     let failed = tokio::spawn(used_states_contract(Arc::new(SecondsAsMillis::default()))).await.unwrap_err();
     let text = panic_text(failed);
-    assert!(text.contains("first_use: a mark is kept until its state expires"), "{text}");
+    assert!(text.contains("mark_used: a mark is kept until its state expires"), "{text}");
+}
+
+/// A store as stores were before a mark named its answer: the first use wins and every later
+/// use is a replay, whoever makes it, so a lost answer loses the user's grant.
+#[derive(Debug, Default)]
+struct FirstUseOnly(InMemoryUsedStates);
+
+#[subscribe_client::async_trait]
+impl UsedStates for FirstUseOnly {
+    async fn mark_used(
+        &self,
+        state: &Reserved,
+        by: &AnswerDigest,
+        expires: SystemTime,
+        now: SystemTime,
+    ) -> Result<StateUse, UsedStatesError> {
+        Ok(match self.0.mark_used(state, by, expires, now).await? {
+            StateUse::First => StateUse::First,
+            _ => StateUse::Used,
+        })
+    }
+    async fn seal(&self, _: &Reserved, _: &AnswerDigest) -> Result<(), UsedStatesError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_store_that_refuses_the_same_answers_retry_fails_the_contract() {
+    let failed = tokio::spawn(used_states_contract(Arc::new(FirstUseOnly::default()))).await.unwrap_err();
+    let text = panic_text(failed);
+    assert!(text.contains("mark_used: the same answer again is a retry"), "{text}");
+}
+
+/// A store whose marks are never sealed: the same answer stays a retry after it was accepted,
+/// so replaying a user's own answer renews a grant that was delivered.
+#[derive(Debug, Default)]
+struct NeverSealed(InMemoryUsedStates);
+
+#[subscribe_client::async_trait]
+impl UsedStates for NeverSealed {
+    async fn mark_used(
+        &self,
+        state: &Reserved,
+        by: &AnswerDigest,
+        expires: SystemTime,
+        now: SystemTime,
+    ) -> Result<StateUse, UsedStatesError> {
+        self.0.mark_used(state, by, expires, now).await
+    }
+    async fn seal(&self, _: &Reserved, _: &AnswerDigest) -> Result<(), UsedStatesError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_store_that_never_seals_fails_the_contract() {
+    let failed = tokio::spawn(used_states_contract(Arc::new(NeverSealed::default()))).await.unwrap_err();
+    let text = panic_text(failed);
+    assert!(text.contains("seal: once sealed, the same answer finds the state used"), "{text}");
 }

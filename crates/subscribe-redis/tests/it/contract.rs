@@ -95,9 +95,18 @@ async fn keys_live_by_the_applications_clock_not_redis_s() {
     let behind = crate::now() - Duration::from_secs(3600);
     let states = RedisUsedStates::new(r.clone());
     let state = Reserved::new(format!("1{:032x}", std::process::id())).unwrap();
-    assert!(states.first_use(&state, behind + Duration::from_secs(600), behind).await.unwrap());
-    assert!(
-        !states.first_use(&state, behind + Duration::from_secs(600), behind).await.unwrap(),
+    let by = |openid: &str| {
+        subscribe_client::AnswerDigest::of(&state, &subscribe_types::OpenId::new(openid).unwrap())
+    };
+    let (alice, mallory) = (by("oAlice"), by("oMallory"));
+    let until = behind + Duration::from_secs(600);
+    assert_eq!(
+        states.mark_used(&state, &alice, until, behind).await.unwrap(),
+        subscribe_client::StateUse::First
+    );
+    assert_eq!(
+        states.mark_used(&state, &mallory, until, behind).await.unwrap(),
+        subscribe_client::StateUse::Used,
         "a replay from an instance an hour behind Redis is refused"
     );
     let ttl = pttl(format!("{}:state:{}", r.prefix(), state.as_str())).await;

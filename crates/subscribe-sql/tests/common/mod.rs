@@ -5,12 +5,14 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use subscribe_client::test_util::{grant_ledger_contract, shared_token_store_contract};
+use subscribe_client::test_util::{
+    LostAnswers, MockTransport, grant_ledger_contract, shared_token_store_contract, used_states_contract,
+};
 use subscribe_client::{
     Clock as _, GrantKey, GrantLedger, GrantScope, GrantStatus, LedgerError, Recorded, Settlement,
     SystemClock, TokenStore as _,
 };
-use subscribe_sql::{EventKind, Resolution, Sql, SqlGrantLedger};
+use subscribe_sql::{EventKind, Resolution, Sql, SqlGrantLedger, SqlUsedStates};
 use subscribe_types::{AppId, OpenId, Scene, TemplateId};
 
 pub fn now() -> SystemTime {
@@ -313,9 +315,9 @@ pub async fn grants_survive_a_new_connection(first: Sql, second: Sql) {
     let ledger = SqlGrantLedger::new(second);
     assert_eq!(ledger.get(&key).await.unwrap().unwrap().status, GrantStatus::Delivered);
     assert_eq!(ledger.pending_page(&scope, None, 10, now()).await.unwrap(), vec![user(4)]);
-    assert_eq!(ledger.sql().schema_versions().await.unwrap(), vec![1, 2, 3]);
+    assert_eq!(ledger.sql().schema_versions().await.unwrap(), vec![1, 2, 3, 4]);
     ledger.sql().migrate().await.expect("migrating again changes nothing");
-    assert_eq!(ledger.sql().schema_versions().await.unwrap(), vec![1, 2, 3]);
+    assert_eq!(ledger.sql().schema_versions().await.unwrap(), vec![1, 2, 3, 4]);
 }
 
 /// Debug output and errors never show the URL's password or a token.
@@ -352,6 +354,286 @@ pub async fn an_absent_database_fails_fast_and_typed(url_with_password: &str) {
     assert!(!text.contains("s3cr3t"), "{text}");
 }
 
+/// The used states pass the client's contract (lost answers included).
+pub async fn used_states_contract_suite(sql: Sql) {
+    used_states_contract(Arc::new(SqlUsedStates::new(sql))).await;
+}
+
+/// The secret every instance of the tests' fleet shares (so they share the state key).
+const FLEET_SECRET: &str = "fleet-app-secret-0123456789abcdef";
+
+/// An instance: a client whose used states are in `sql`, with `clock`.
+fn instance(
+    sql: &Sql,
+    scope: &GrantScope,
+    clock: impl subscribe_client::Clock + 'static,
+) -> subscribe_client::Client {
+    subscribe_client::Client::builder(
+        scope.appid.clone(),
+        subscribe_types::AppSecret::new(FLEET_SECRET).unwrap(),
+    )
+    .transport(MockTransport::new())
+    .used_states(SqlUsedStates::new(sql.clone()))
+    .clock(clock)
+    .build()
+    .unwrap()
+}
+
+/// A signed state of `client` for `scope`.
+fn link(client: &subscribe_client::Client, scope: &GrantScope) -> subscribe_client::AuthorizationLink {
+    client.authorize_url(
+        &scope.template_id,
+        scope.scene,
+        &subscribe_types::HttpUrl::new("https://a.example/cb").unwrap(),
+    )
+}
+
+/// WeChat's redirect confirming `link` for `openid`.
+fn confirm(link: &subscribe_client::AuthorizationLink, scope: &GrantScope, openid: &str) -> String {
+    format!(
+        "openid={openid}&template_id={}&action=confirm&scene={}&reserved={}",
+        scope.template_id.as_str(),
+        scope.scene.get(),
+        link.request.reserved.as_str()
+    )
+}
+
+fn is_replay<T: std::fmt::Debug>(r: &Result<T, subscribe_client::RecordError>) -> bool {
+    matches!(
+        r,
+        Err(subscribe_client::RecordError::Authorization(
+            subscribe_client::AuthorizationError::ReplayedState
+        ))
+    )
+}
+
+/// Two instances on one database, `first` and `second` (two handles, as two processes or a
+/// restarted one have): an answer confirmed at the first is refused at the second, replayed
+/// as it was, with another openid or with the openid's case changed; one state replayed
+/// concurrently at both with two openids records one grant; a mark made at the first whose
+/// answer was lost lets the user's retry through at the second, and nobody else.
+pub async fn a_replay_at_another_instance_or_after_a_restart_is_refused(first: Sql, second: Sql) {
+    let scope = scope("fleet");
+    let ledger = Arc::new(SqlGrantLedger::new(first.clone()));
+    let a = instance(&first, &scope, SystemClock);
+    let b = instance(&second, &scope, SystemClock);
+    let alice = user(1);
+    let l = link(&a, &scope);
+    let (_, recorded) = a.complete_and_record(&confirm(&l, &scope, alice.as_str()), &*ledger).await.unwrap();
+    assert_eq!(recorded, Some(Recorded::Added));
+    for openid in [alice.as_str().to_owned(), user(2).as_str().to_owned(), alice.as_str().to_uppercase()] {
+        let replay = b.complete_and_record(&confirm(&l, &scope, &openid), &*ledger).await;
+        assert!(is_replay(&replay), "{openid} at the second instance: {replay:?}");
+    }
+
+    // One state, replayed at both instances at once with two openids: one grant.
+    let raced = link(&a, &scope);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..16 {
+        let (client, ledger) = (if i % 2 == 0 { a.clone() } else { b.clone() }, Arc::clone(&ledger));
+        let callback = confirm(&raced, &scope, user(10 + i % 4 / 2).as_str());
+        tasks.spawn(async move { client.complete_and_record(&callback, &*ledger).await.is_ok() });
+    }
+    let mut accepted = 0;
+    while let Some(ok) = tasks.join_next().await {
+        accepted += usize::from(ok.unwrap());
+    }
+    let winners: Vec<bool> = granted(&ledger, &scope, [10, 11]).await;
+    assert_eq!(
+        winners.iter().filter(|w| **w).count(),
+        1,
+        "one of the two openids got the grant: {winners:?}"
+    );
+    assert!((1..=8).contains(&accepted), "only the winner's answers went through: {accepted}");
+
+    // A mark that landed at the first instance with its answer lost: the user retries at the
+    // second.
+    let lossy = Arc::new(LostAnswers::new(Arc::new(SqlUsedStates::new(first.clone()))));
+    let a_lossy = subscribe_client::Client::builder(
+        scope.appid.clone(),
+        subscribe_types::AppSecret::new(FLEET_SECRET).unwrap(),
+    )
+    .transport(MockTransport::new())
+    .used_states(Arc::clone(&lossy))
+    .store_timeout(Duration::from_millis(500))
+    .build()
+    .unwrap();
+    let lost = link(&a_lossy, &scope);
+    lossy.lose_next_mark();
+    let e =
+        a_lossy.complete_and_record(&confirm(&lost, &scope, user(20).as_str()), &*ledger).await.unwrap_err();
+    assert_eq!(e.kind(), subscribe_client::ErrorKind::Retryable, "{e:?}");
+    assert_eq!(lossy.lost(), 1);
+    let (_, recorded) =
+        b.complete_and_record(&confirm(&lost, &scope, user(20).as_str()), &*ledger).await.unwrap();
+    assert_eq!(recorded, Some(Recorded::Added), "the user's retry, at the other instance");
+    let other = b.complete_and_record(&confirm(&lost, &scope, user(21).as_str()), &*ledger).await;
+    assert!(is_replay(&other), "{other:?}");
+}
+
+/// Which of the users `ids` have a grant in `scope`.
+async fn granted<const N: usize>(ledger: &SqlGrantLedger, scope: &GrantScope, ids: [usize; N]) -> Vec<bool> {
+    let mut out = Vec::new();
+    for i in ids {
+        out.push(ledger.get(&scope.key(user(i))).await.unwrap().is_some());
+    }
+    out
+}
+
+/// A clock a fixed offset from the system's: an instance whose clock is wrong.
+#[derive(Debug)]
+pub struct Skewed {
+    pub ahead: bool,
+    pub by: Duration,
+}
+
+#[subscribe_client::async_trait]
+impl subscribe_client::Clock for Skewed {
+    fn now(&self) -> SystemTime {
+        if self.ahead { now() + self.by } else { now() - self.by }
+    }
+    fn monotonic(&self) -> Duration {
+        SystemClock.monotonic()
+    }
+    async fn sleep(&self, d: Duration) {
+        SystemClock.sleep(d).await;
+    }
+    async fn sleep_until(&self, deadline: Duration) {
+        SystemClock.sleep_until(deadline).await;
+    }
+}
+
+/// Marks are timed by the database's clock, from the lifetime the caller gives (or the state's
+/// own expiry when that is later): a caller whose clock runs an hour behind the database's
+/// keeps its mark the state's whole lifetime (a mark ending at the state's expiry, an
+/// instant an hour in the database's past, would be born ended and swept at once), and one
+/// whose clock runs an hour ahead keeps it while an instance with the right clock still takes
+/// the state. `count` counts the marks of a state given as a literal.
+pub async fn marks_are_timed_by_the_database_clock_whatever_the_callers_clock<F, Fut>(sql: Sql, count: F)
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = i64>,
+{
+    use subscribe_client::{AnswerDigest, StateUse, UsedStates as _};
+    let hour = Duration::from_secs(3600);
+    let fresh = || {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        subscribe_types::Reserved::new(format!(
+            "1skew{:08x}{n:08x}{}",
+            std::process::id(),
+            now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
+        ))
+        .unwrap()
+    };
+    let by = |s: &subscribe_types::Reserved, i| AnswerDigest::of(s, &user(i));
+    // A sweep: a new handle's first mark deletes the ended marks.
+    let sweep = || {
+        let sql = sql.clone();
+        async move {
+            let s = fresh();
+            let at = now();
+            SqlUsedStates::new(sql)
+                .mark_used(&s, &by(&s, 0), at + Duration::from_secs(600), at)
+                .await
+                .unwrap();
+        }
+    };
+
+    // Behind: the state expires in 4 s by the caller's clock, an hour ago by the database's.
+    let behind = fresh();
+    let t = now() - hour;
+    let states = SqlUsedStates::new(sql.clone());
+    assert_eq!(
+        states.mark_used(&behind, &by(&behind, 1), t + Duration::from_secs(4), t).await.unwrap(),
+        StateUse::First
+    );
+    sweep().await;
+    assert_eq!(
+        count(behind.as_str().to_owned()).await,
+        1,
+        "a sweep keeps the mark of a caller an hour behind"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    sweep().await;
+    let t = now() - hour;
+    assert_eq!(
+        states.mark_used(&behind, &by(&behind, 2), t + Duration::from_secs(2), t).await.unwrap(),
+        StateUse::Used,
+        "2 s into a 4 s lifetime, the replay of a caller an hour behind is refused"
+    );
+
+    // Ahead: the caller's clock says the state has 2 s left; the right clock says an hour and
+    // 2 s. Past the 2 s, the mark still stands for the instances whose clock is right.
+    let ahead = fresh();
+    let t = now() + hour;
+    assert_eq!(
+        states.mark_used(&ahead, &by(&ahead, 1), t + Duration::from_secs(2), t).await.unwrap(),
+        StateUse::First
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    sweep().await;
+    assert_eq!(count(ahead.as_str().to_owned()).await, 1, "the mark outlives the ahead caller's 2 s");
+    let t = now();
+    assert_eq!(
+        states.mark_used(&ahead, &by(&ahead, 2), t + hour, t).await.unwrap(),
+        StateUse::Used,
+        "an instance with the right clock, which still takes the state, refuses the replay"
+    );
+
+    // A mark whose lifetime is over is swept: the store does not grow.
+    let over = fresh();
+    let t = now();
+    assert_eq!(
+        states.mark_used(&over, &by(&over, 1), t + Duration::from_millis(200), t).await.unwrap(),
+        StateUse::First
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    sweep().await;
+    assert_eq!(count(over.as_str().to_owned()).await, 0, "an ended mark is swept");
+}
+
+/// What an attacker tries with a client whose clock is skewed, end to end: a replay after the
+/// mark's lifetime is refused, because the state expired with it, on the clock that signed and
+/// checks it (an hour behind the database's here).
+pub async fn a_replay_after_the_mark_ended_is_refused_as_expired(sql: Sql) {
+    let scope = scope("expired");
+    let ledger = SqlGrantLedger::new(sql.clone());
+    let skewed = subscribe_client::Client::builder(
+        scope.appid.clone(),
+        subscribe_types::AppSecret::new(FLEET_SECRET).unwrap(),
+    )
+    .transport(MockTransport::new())
+    .used_states(SqlUsedStates::new(sql.clone()))
+    .clock(Skewed { ahead: false, by: Duration::from_secs(3600) })
+    .state_ttl(Duration::from_secs(2))
+    .build()
+    .unwrap();
+    let l = link(&skewed, &scope);
+    skewed.complete_and_record(&confirm(&l, &scope, user(1).as_str()), &ledger).await.unwrap();
+    let replay = skewed.complete_and_record(&confirm(&l, &scope, user(2).as_str()), &ledger).await;
+    assert!(is_replay(&replay), "within its lifetime, by a clock an hour behind: {replay:?}");
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    // A new handle's first mark sweeps the ended marks: the state's is gone.
+    let swept = instance(&sql, &scope, SystemClock);
+    let _ = swept
+        .complete_authorization(&confirm(&link(&swept, &scope), &scope, user(9).as_str()))
+        .await
+        .unwrap();
+    let late = skewed.complete_and_record(&confirm(&l, &scope, user(2).as_str()), &ledger).await;
+    assert!(
+        matches!(
+            late,
+            Err(subscribe_client::RecordError::Authorization(
+                subscribe_client::AuthorizationError::ExpiredState { .. }
+            ))
+        ),
+        "{late:?}"
+    );
+    assert!(ledger.get(&scope.key(user(2))).await.unwrap().is_none(), "nothing recorded for the replay");
+}
+
 /// The key grant a test records.
 pub fn key(scope: &GrantScope, i: usize) -> GrantKey {
     scope.key(user(i))
@@ -365,6 +647,16 @@ macro_rules! backend_tests {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn the_ledger_and_token_store_pass_the_client_contract_suites() {
             common::contract_suites($sql).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn the_used_states_pass_the_client_contract() {
+            common::used_states_contract_suite($sql).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_replay_after_the_mark_ended_is_refused_as_expired() {
+            common::a_replay_after_the_mark_ended_is_refused_as_expired($sql).await;
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -80,9 +80,18 @@ async fn grants_kept_in_sqlite_survive_a_restart_of_the_app() {
     let dir =
         std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("web-app-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    // The directory does not exist yet: the app creates it, as `data/` on a fresh machine.
+    // The directory does not exist yet: it is created, as `data/` on a fresh machine, for the
+    // owner alone, and so is the file (it holds the access token).
     let url = format!("sqlite:{}/data/grants.db", dir.display());
     let w = start_with(&[("DATABASE_URL", &url)]).await;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = |p: std::path::PathBuf| {
+            format!("{:o}", std::fs::metadata(p).unwrap().permissions().mode() & 0o777)
+        };
+        assert_eq!((mode(dir.join("data")), mode(dir.join("data/grants.db"))), ("700".into(), "600".into()));
+    }
     let (alice, callback) = w.authorize(None, ALICE, "confirm").await;
     assert_eq!(w.get(&callback, Some(&alice)).await.0, 200);
     assert_eq!(w.health().await["grants"]["pending"], 1);
@@ -96,6 +105,31 @@ async fn grants_kept_in_sqlite_survive_a_restart_of_the_app() {
     assert_eq!(w.sandbox.state().inbox(ALICE).len(), 1);
     tokio::time::sleep(Duration::from_millis(1100)).await; // past the first app's cached counts
     assert_eq!(w.health().await["grants"]["delivered"], 1, "both see one database");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_answer_is_refused_by_a_second_instance_and_after_a_restart_on_sqlite() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("web-app-replay-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let url = format!("sqlite:{}/grants.db", dir.display());
+    let a = start_with(&[("DATABASE_URL", &url)]).await;
+    let (alice, callback) = a.authorize(None, ALICE, "confirm").await;
+    assert_eq!(a.get(&callback, Some(&alice)).await.0, 200);
+
+    // Another instance on the same file, as a restarted process finds it: the used state is in
+    // the file, not in the first process's memory.
+    let b = start_with(&[("DATABASE_URL", &url), ("WECHAT_API_BASE", &a.sandbox.base_url())]).await;
+    let at_b = callback.replace(&a.url(""), &b.url(""));
+    let (status, page) = b.get(&at_b, Some(&alice)).await;
+    assert_eq!(status, 409, "the same answer, replayed after the restart: {page}");
+    for forged in
+        [with_param(&at_b, "openid", "oForged0001"), with_param(&at_b, "openid", &ALICE.to_lowercase())]
+    {
+        let (status, page) = b.get(&forged, Some(&alice)).await;
+        assert_eq!(status, 409, "another openid with the used state: {page}");
+    }
+    assert_eq!(b.health().await["grants"]["pending"], 1, "Alice's grant, once");
 }
 
 #[test]
