@@ -322,7 +322,8 @@ fn parse_arguments(
     args: impl IntoIterator<Item = std::ffi::OsString>,
 ) -> Result<(Cli, Vec<String>), clap::Error> {
     let mut cmd = Cli::command();
-    let mut matches = cmd.try_get_matches_from_mut(args)?;
+    let mut matches =
+        cmd.try_get_matches_from_mut(args).map_err(|e| secrets::redact_invalid_value(&mut cmd, e))?;
     let warnings = secrets::command_line_warnings(&cmd, &matches);
     let cli = Cli::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut cmd))?;
     Ok((cli, warnings))

@@ -96,6 +96,31 @@ pub(crate) fn command_line_warnings(cmd: &Command, matches: &ArgMatches) -> Vec<
     warnings
 }
 
+/// `e` without the value when it refuses the value of a secret argument: clap quotes a value
+/// it refuses (`invalid value 'Top Secret' for '--secret <SECRET>'`), and a real secret with
+/// one stray character (a space, a newline from a `.env` file) would land in a terminal or a
+/// CI log. The reason stays (ours never holds the value).
+pub(crate) fn redact_invalid_value(cmd: &mut Command, e: clap::Error) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() != ErrorKind::ValueValidation && e.kind() != ErrorKind::InvalidValue {
+        return e;
+    }
+    let Some(ContextValue::String(invalid)) = e.get(ContextKind::InvalidArg) else { return e };
+    let mut secret = None;
+    let mut pending = vec![&*cmd];
+    while let Some(c) = pending.pop() {
+        secret = secret.or_else(|| {
+            c.get_arguments().find(|a| may_take_secret(a) && invalid.split(' ').next() == Some(&flag(a)))
+        });
+        pending.extend(c.get_subcommands());
+    }
+    let Some(arg) = secret else { return e };
+    let reason = std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default();
+    let name = flag(arg);
+    let var = arg.get_env().map(|v| format!(" (or {})", v.to_string_lossy())).unwrap_or_default();
+    cmd.error(e.kind(), format!("invalid value for {name}{var}, not shown as it is a secret: {reason}"))
+}
+
 fn warning(arg: &Arg) -> String {
     let flag = flag(arg);
     match arg.get_env() {

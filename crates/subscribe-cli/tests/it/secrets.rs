@@ -11,25 +11,11 @@ const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
 const PREVIOUS_AES_KEY: &str = "GFEDCBA9876543210zyxwvutsrqponmlkjihgfedcbA";
 const DB_PASSWORD: &str = "db-password-on-the-line-42";
 
-/// `wxsub args…` against `sandbox` with the demo credentials and `env` in the environment.
+/// `wxsub args…` against `sandbox` with the demo credentials and `env` in the environment, and
+/// none of the push secrets of the test's own.
 async fn wxsub_with_env(sandbox: &SandboxHandle, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_wxsub"));
-    cmd.args(args)
-        .env("WXSUB_API_BASE", sandbox.base_url())
-        .env("WXSUB_MP_BASE", sandbox.base_url())
-        .env("WXSUB_APPID", DEMO_APPID)
-        .env("WXSUB_SECRET", DEMO_SECRET)
-        .env_remove("WXSUB_TOKEN_SOURCE")
-        .env_remove("WXSUB_PUSH_TOKEN")
-        .env_remove("WXSUB_AES_KEY")
-        .env_remove("DATABASE_URL")
-        .envs(env.iter().copied());
-    let out = cmd.output().await.unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
+    let unset = ["WXSUB_PUSH_TOKEN", "WXSUB_AES_KEY", "WXSUB_PREVIOUS_AES_KEY"];
+    wxsub_with(sandbox, args, None, env, &unset).await
 }
 
 /// The flags a run must warn of, each with the variable its warning names (if any).
@@ -130,4 +116,22 @@ async fn secrets_from_the_environment_and_a_database_url_without_a_password_draw
     }
     let migrated = wxsub_with_env(&s, &["grants", "--database", &sqlite, "migrate"], &[]).await;
     assert_eq!(migrated.code, 0, "{migrated:?}");
+}
+
+/// A secret refused as invalid (a stray space or newline from a `.env` file) is not quoted in
+/// the error, from the command line or from its variable: clap quotes a value it refuses.
+#[tokio::test]
+async fn an_invalid_secret_is_refused_without_being_shown() {
+    let s = SandboxHandle::start(SandboxConfig::demo()).await.unwrap();
+    let invalid = "TopSecretValue 123";
+    for (args, env) in [
+        (vec!["--secret", invalid, "token"], vec![]),
+        (vec!["token"], vec![("WXSUB_SECRET", invalid)]),
+        (vec!["token"], vec![("WXSUB_SECRET", "TopSecretValue123\n")]),
+    ] {
+        let run = wxsub_with_env(&s, &args, &env).await;
+        assert_eq!(run.code, 2, "{run:?}");
+        assert!(run.stderr.contains("invalid value for --secret (or WXSUB_SECRET)"), "{run:?}");
+        assert!(!run.stderr.contains("TopSecretValue"), "the secret is shown: {run:?}");
+    }
 }
