@@ -290,13 +290,17 @@ async fn guard(
         }
     }
     let path = req.uri().path();
-    if !req.method().is_safe()
+    // The APIs (WeChat's and the control API) are never a page's to call: a cross-site GET is
+    // refused there too (`GET /cgi-bin/token` issues a token, ending the last one after its
+    // grace and spending the day's quota), while the pages may be opened from anywhere.
+    let api = ["/sandbox/api/", "/cgi-bin/", "/wxaapi/"].iter().any(|p| path.starts_with(p));
+    if (!req.method().is_safe() || api)
         && let Some(why) = cross_origin(req.headers(), authority)
     {
         let message =
             format!("cross-site request refused: the sandbox takes this only from its own pages ({why})");
         // The pages' forms get an error page, as a person sees it; the APIs JSON.
-        return if ["/sandbox/api/", "/cgi-bin/", "/wxaapi/"].iter().any(|p| path.starts_with(p)) {
+        return if api {
             (
                 StatusCode::FORBIDDEN,
                 [(header::CONTENT_TYPE, "application/json")],

@@ -200,6 +200,45 @@ async fn a_cross_site_post_to_the_control_api_or_the_token_endpoint_is_refused_t
     assert_eq!((stats.grants_recorded, stats.tokens_issued, stats.stable_token_requests), (0, 0, 0));
 }
 
+/// A page's `<img src=…/cgi-bin/token?…>` is a cross-site GET: the APIs refuse it (it would issue
+/// a token, ending the last after its grace and spending the day's quota), as they refuse a
+/// cross-site POST; the pages themselves may still be opened from another site, and a GET
+/// without a browser's headers (a tool) still works.
+#[tokio::test]
+async fn a_cross_site_get_to_an_api_is_refused_and_issues_nothing() {
+    let (s, http) = start(SandboxConfig::demo()).await;
+    let token =
+        format!("/cgi-bin/token?grant_type=client_credential&appid={DEMO_APPID}&secret={DEMO_SECRET}");
+    for (site, origin) in [("cross-site", None), ("same-site", None), ("", Some("http://evil.example"))] {
+        let mut r = http.get(format!("{}{token}", s.base_url()));
+        if !site.is_empty() {
+            r = r.header("sec-fetch-site", site);
+        }
+        if let Some(origin) = origin {
+            r = r.header("origin", origin);
+        }
+        let r = r.send().await.unwrap();
+        assert_eq!(r.status(), 403, "{site} {origin:?}");
+        let r = http.get(format!("{}/sandbox/api/state", s.base_url())).header("sec-fetch-site", site).send();
+        if !site.is_empty() {
+            assert_eq!(r.await.unwrap().status(), 403, "the control API: {site}");
+        }
+    }
+    assert_eq!(s.state().stats().tokens_issued, 0, "nothing issued");
+    // A page of the sandbox's, opened from another site, still opens.
+    let page = http
+        .get(format!("{}/sandbox", s.base_url()))
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    // A tool's GET (no browser headers) still gets its token.
+    let r = http.get(format!("{}{token}", s.base_url())).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(s.state().stats().tokens_issued, 1);
+}
+
 /// Sends one raw request with `host` as its Host header and returns the status code.
 async fn status_with_host(addr: SocketAddr, host: &str) -> u16 {
     let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
