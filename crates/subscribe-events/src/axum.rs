@@ -25,13 +25,18 @@
 //! |---|---|
 //! | the URL check, signed | 200, `echostr` |
 //! | an event, handled by the callback | 200 `success` |
-//! | an event whose callback failed (or panicked) | 500; the push is forgotten, so WeChat's retry is handled again |
+//! | an event whose callback failed (or panicked) | 500; the push is forgotten (at most [`MAX_FORGETS`](crate::MAX_FORGETS) times), so WeChat's retry is handled again |
+//! | an event the replay cache cannot check (it failed, or is full) | 503, the callback is not called |
 //! | an event whose callback is still running at the time limit | 200 `success` (WeChat does not retry); the callback goes on, a failure is logged |
 //! | a replay of a push already accepted | 200 `success`, the callback is not called |
 //! | refused ([`PushError`]) | its [`http_status`](PushError::http_status), its text (one text for every push that verified but did not open) |
 //! | a body still arriving at the time limit | 408 |
 //!
-//! Every answer is counted ([`PushEndpoint::stats`]). Refusals are logged at `WARN` with
+//! Pushes are remembered in the endpoint's own [`MemoryReplayCache`] unless it is given a
+//! shared one ([`PushEndpoint::replay_cache`]): behind a load balancer, give every instance the
+//! same Redis or SQL cache, or a replay sent to the second instance is read again.
+//!
+//! Every answer is counted ([`PushEndpoint::stats`]). Refusals (and callback failures) are logged at `WARN` with
 //! their detail (the [`OpenFailure`](crate::OpenFailure) of a push that did not open, which the
 //! answer never carries), at most [`REFUSAL_LOG_BURST`] at once and then one every
 //! [`REFUSAL_LOG_EVERY`], each saying how many went unlogged since the one before: a flood of
@@ -56,6 +61,7 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use http_body_util::BodyExt as _;
 
+use crate::replay::{MemoryReplayCache, ReplayCache, ReplayKey};
 use crate::{Event, MAX_BODY, Push, PushError};
 
 /// What a callback may fail with.
@@ -84,6 +90,9 @@ pub struct PushStats {
     pub handled: u64,
     /// Events whose callback failed or panicked: 500.
     pub failed: u64,
+    /// Pushes the replay cache could not check (it failed or is full): 503. Also counted in
+    /// `refused`.
+    pub unavailable: u64,
 }
 
 #[derive(Debug, Default)]
@@ -92,6 +101,7 @@ struct Counters {
     replayed: AtomicU64,
     handled: AtomicU64,
     failed: AtomicU64,
+    unavailable: AtomicU64,
     /// Refusals not logged since the last one that was.
     unlogged: AtomicU64,
 }
@@ -100,6 +110,7 @@ struct Counters {
 #[derive(Clone)]
 pub struct PushEndpoint {
     push: Arc<Push>,
+    replays: Arc<dyn ReplayCache>,
     on_event: Callback,
     time_limit: Duration,
     clock: Arc<dyn Fn() -> u64 + Send + Sync>,
@@ -126,6 +137,7 @@ impl std::fmt::Debug for PushEndpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PushEndpoint")
             .field("push", &self.push)
+            .field("replays", &self.replays)
             .field("on_event", &"<callback>")
             .field("time_limit", &self.time_limit)
             .field("clock", &"<clock>")
@@ -166,6 +178,7 @@ impl PushEndpoint {
         }
         Self {
             push: Arc::new(push),
+            replays: Arc::new(MemoryReplayCache::default()),
             on_event,
             time_limit: Duration::from_secs(4),
             clock: Arc::new(unix_now),
@@ -182,7 +195,17 @@ impl PushEndpoint {
             replayed: c.replayed.load(Ordering::Relaxed),
             handled: c.handled.load(Ordering::Relaxed),
             failed: c.failed.load(Ordering::Relaxed),
+            unavailable: c.unavailable.load(Ordering::Relaxed),
         }
+    }
+
+    /// Where pushes read are remembered: the endpoint's own [`MemoryReplayCache`] by default;
+    /// a shared one (`subscribe_redis::RedisReplayCache`, `subscribe_sql::SqlReplayCache`)
+    /// when several instances take pushes.
+    #[must_use]
+    pub fn replay_cache(mut self, cache: Arc<dyn ReplayCache>) -> Self {
+        self.replays = cache;
+        self
     }
 
     /// How long a push may take, from its first byte to the answer: reading the body and
@@ -207,7 +230,7 @@ impl PushEndpoint {
         let for_post = self.clone();
         get(move |RawQuery(q): RawQuery| {
             let this = self.clone();
-            async move { this.verify_url(q.as_deref().unwrap_or_default()) }
+            async move { this.verify_url(q.as_deref().unwrap_or_default()).await }
         })
         .post(move |RawQuery(q): RawQuery, request: Request| {
             let this = for_post.clone();
@@ -220,11 +243,23 @@ impl PushEndpoint {
         axum::Router::new().route("/", self.method_router())
     }
 
-    fn verify_url(&self, query: &str) -> Response {
-        match self.push.verify_url(query, (self.clock)()) {
-            Ok(echostr) => echostr.into_response(),
-            Err(e) => self.refused(&e),
+    async fn verify_url(&self, query: &str) -> Response {
+        let now = (self.clock)();
+        let check = match self.push.check_url(query, now) {
+            Ok(check) => check,
+            Err(e) => return self.refused(&e),
+        };
+        if let Some(key) = &check.key {
+            // The check's query could be posted as a push: remember it. Whether it was seen
+            // before does not matter (the check may come again); a failing cache does not stop
+            // the check, which records nothing else.
+            if let Err(e) = self.replays.first_sight(key, now).await {
+                self.log_limited(|unlogged| {
+                    tracing::warn!(error = %e, unlogged, "the replay cache failed to record a URL check");
+                });
+            }
         }
+        check.echostr.into_response()
     }
 
     async fn receive(&self, query: String, body: Body) -> Response {
@@ -246,20 +281,31 @@ impl PushEndpoint {
             }
             Ok(Ok(collected)) => collected.to_bytes(),
         };
-        let event = match self.push.open(&query, &bytes, (self.clock)()) {
-            Ok(event) => event,
-            Err(PushError::Replayed) => {
-                self.counters.replayed.fetch_add(1, Ordering::Relaxed);
-                return "success".into_response();
-            }
+        let now = (self.clock)();
+        let (event, key) = match self.push.verify(&query, &bytes, now) {
+            Ok(verified) => verified.into_parts(),
             Err(e) => return self.refused(&e),
         };
+        match self.replays.first_sight(&key, now).await {
+            Ok(true) => {}
+            Ok(false) => return self.replayed(),
+            Err(e) => {
+                self.counters.unavailable.fetch_add(1, Ordering::Relaxed);
+                self.log_limited(|unlogged| {
+                    tracing::error!(error = %e, unlogged, "the replay cache failed; the push was not read");
+                });
+                return self.refused(&PushError::Unavailable);
+            }
+        }
         let name = event.name().to_owned();
         let callback = (self.on_event)(event);
+        let this = self.clone();
         let task = tokio::spawn(async move {
             let result = callback.await;
             if let Err(e) = &result {
-                tracing::error!(event = %name, error = %e, "the event push callback failed");
+                this.log_limited(|unlogged| {
+                    tracing::error!(event = %name, error = %e, unlogged, "the event push callback failed");
+                });
             }
             result
         });
@@ -270,8 +316,9 @@ impl PushEndpoint {
                 "success".into_response()
             }
             Ok(Ok(Err(_)) | Err(_)) => {
-                // Not handled: WeChat's retry must be read again, not taken for a replay.
-                self.push.forget(&query);
+                // Not handled: WeChat's retry must be read again, not taken for a replay (as
+                // many times as WeChat retries, no more).
+                self.forget(&key, now).await;
                 self.counters.failed.fetch_add(1, Ordering::Relaxed);
                 (StatusCode::INTERNAL_SERVER_ERROR, "the event was not handled").into_response()
             }
@@ -283,12 +330,38 @@ impl PushEndpoint {
         }
     }
 
+    fn replayed(&self) -> Response {
+        self.counters.replayed.fetch_add(1, Ordering::Relaxed);
+        "success".into_response()
+    }
+
+    /// Forgets a push whose callback failed, unless it was forgotten [`MAX_FORGETS`](crate::MAX_FORGETS) times.
+    async fn forget(&self, key: &ReplayKey, now: u64) {
+        if !self.push.may_forget(key, now) {
+            return;
+        }
+        if let Err(e) = self.replays.forget(key).await {
+            self.log_limited(|unlogged| {
+                tracing::error!(error = %e, unlogged, "the replay cache failed to forget a push; WeChat's retry will be taken for a replay");
+            });
+        }
+    }
+
+    /// Runs `log` (given how many lines went unlogged since the last) within the log's rate;
+    /// counts it as unlogged otherwise.
+    fn log_limited(&self, log: impl FnOnce(u64)) {
+        if self.log_limit.check().is_ok() {
+            log(self.counters.unlogged.swap(0, Ordering::Relaxed));
+        } else {
+            self.counters.unlogged.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Counts the refusal, logs it (with its detail) within the rate, and answers its status
     /// and its text, which never carries the detail.
     fn refused(&self, e: &PushError) -> Response {
         let refused = self.counters.refused.fetch_add(1, Ordering::Relaxed) + 1;
-        if self.log_limit.check().is_ok() {
-            let unlogged = self.counters.unlogged.swap(0, Ordering::Relaxed);
+        self.log_limited(|unlogged| {
             tracing::warn!(
                 status = e.http_status(),
                 error = %e,
@@ -297,9 +370,7 @@ impl PushEndpoint {
                 unlogged,
                 "an event push was refused"
             );
-        } else {
-            self.counters.unlogged.fetch_add(1, Ordering::Relaxed);
-        }
+        });
         let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
         (status, e.to_string()).into_response()
     }

@@ -29,12 +29,14 @@
 
 mod crypto;
 mod event;
-mod replay;
+pub mod replay;
+
+use std::sync::{Mutex, PoisonError};
 
 use subscribe_types::QueryError;
 use subscribe_types::query::Query;
 
-use crate::replay::{ReplayCache, Seen};
+use crate::replay::{Expiring, MemoryReplayCache, ReplayKey, canonical_number};
 
 pub use crypto::{EncodingAesKey, signature};
 pub use event::{ChangeItem, Event, EventKind, Format, PopupItem, SentItem};
@@ -67,9 +69,9 @@ pub enum PushError {
         /// The window.
         window: u64,
     },
-    /// This push (its signed `timestamp` and `nonce`, however spelt, in whichever mode, with
-    /// whatever body) was read before and can still pass the freshness check: nothing is
-    /// recorded again.
+    /// This push (its signed `timestamp` and `nonce`, however spelt: swapped, in another case,
+    /// in whichever mode, with whatever body) was read before and can still pass the freshness
+    /// check: nothing is recorded again.
     #[error("this push was already received")]
     Replayed,
     /// The body is larger than [`MAX_BODY`].
@@ -92,6 +94,10 @@ pub enum PushError {
     /// An `EncodingAESKey` that is not 43 base64 characters.
     #[error("an EncodingAESKey must be 43 base64 characters")]
     BadKey,
+    /// The replay cache could not say whether the push was read before (it failed, or it is
+    /// full of pushes still fresh): the push is not read, and WeChat's retry may be.
+    #[error("the push cannot be checked for a replay now")]
+    Unavailable,
 }
 
 impl PushError {
@@ -99,12 +105,13 @@ impl PushError {
     /// push in safe mode), 400 for one that cannot be read (and for every push that verified
     /// but did not open, whatever the reason), 413 for an oversized body; 200 for a replay,
     /// which WeChat itself sends when an answer was slow (it stops retrying; nothing is
-    /// recorded).
+    /// recorded); 503 when the replay cache cannot answer.
     pub fn http_status(&self) -> u16 {
         match self {
             Self::Replayed => 200,
             Self::BadSignature(_) | Self::Stale { .. } | Self::NotEncrypted => 401,
             Self::TooLarge => 413,
+            Self::Unavailable => 503,
             Self::Missing(_) | Self::Repeated(_) | Self::Malformed(_) | Self::Unopened(_) | Self::BadKey => {
                 400
             }
@@ -327,12 +334,56 @@ impl PushConfig {
     }
 }
 
-/// Verifies, decrypts and reads pushes for one configuration; remembers the pushes it read for
-/// as long as each could pass the freshness check (the replay cache, bounded by the window).
+/// Verifies, decrypts and reads pushes for one configuration. [`open`](Self::open) remembers
+/// the pushes it read in the process's own [`MemoryReplayCache`]; behind a load balancer,
+/// [`verify`](Self::verify) and a shared [`ReplayCache`](replay::ReplayCache) (the axum
+/// endpoint takes one) make a replay to any instance a replay.
 #[derive(Debug)]
 pub struct Push {
     config: PushConfig,
-    seen: ReplayCache,
+    seen: MemoryReplayCache,
+    forgotten: Mutex<Expiring<u8>>,
+}
+
+/// How many times one push may be forgotten (its handler failed) and read again: WeChat
+/// retries a push three times, so a fourth sight is not WeChat's.
+pub const MAX_FORGETS: u8 = 3;
+
+/// A push whose signatures verified and whose body opened, not yet checked against a replay
+/// cache: hand its [`key`](Self::key) to the cache before acting on it.
+#[derive(Debug)]
+pub struct Verified<T> {
+    value: T,
+    key: ReplayKey,
+}
+
+impl<T> Verified<T> {
+    /// What the push carries (its event, or its plaintext).
+    pub fn value(&self) -> &T {
+        &self.value
+    }
+
+    /// The push's identity, for [`ReplayCache::first_sight`](replay::ReplayCache::first_sight).
+    pub fn key(&self) -> &ReplayKey {
+        &self.key
+    }
+
+    /// The value and the key.
+    pub fn into_parts(self) -> (T, ReplayKey) {
+        (self.value, self.key)
+    }
+}
+
+/// A verified URL check: the `echostr` to answer, and the key to record when its query could
+/// be posted again as a push (the plain and compatible modes; in the safe mode a push needs a
+/// `msg_signature` the check does not carry, so nothing is recorded and a captured push's
+/// query sent as a check cannot use up that push).
+#[derive(Debug)]
+pub struct UrlCheck {
+    /// The body to answer.
+    pub echostr: String,
+    /// What to record in the replay cache, if anything.
+    pub key: Option<ReplayKey>,
 }
 
 /// The query parameters of a push (or of the URL check), each read once: a repeated one is
@@ -354,12 +405,6 @@ impl Params {
             .map_err(|e| query_error(&e))?;
         Ok(Self { signature, timestamp, nonce, echostr, encrypt_type, msg_signature })
     }
-
-    /// The push's `timestamp` and `nonce` in the replay cache's form, when both are there.
-    fn seen(&self, window: u64) -> Option<Seen> {
-        let timestamp = parse_timestamp(self.timestamp.as_deref()?)?;
-        Some(Seen::of(timestamp, self.nonce.as_deref()?, window))
-    }
 }
 
 fn required<'a>(value: Option<&'a String>, name: &'static str) -> Result<&'a str, PushError> {
@@ -374,18 +419,19 @@ fn query_error(e: &QueryError) -> PushError {
     }
 }
 
-/// Unix seconds in decimal digits only (no sign, no space): the one spelling WeChat sends.
-fn parse_timestamp(timestamp: &str) -> Option<u64> {
-    if timestamp.is_empty() || !timestamp.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    timestamp.parse().ok()
-}
-
 impl Push {
     /// Verifies and reads pushes for `config`.
     pub fn new(config: PushConfig) -> Self {
-        Self { config, seen: ReplayCache::default() }
+        Self {
+            config,
+            seen: MemoryReplayCache::default(),
+            forgotten: Mutex::new(Expiring::new(replay::DEFAULT_CAPACITY)),
+        }
+    }
+
+    /// The AppID the configuration reads pushes for.
+    pub fn appid(&self) -> &str {
+        &self.config.appid
     }
 
     /// The configuration's [`warnings`](PushConfig::warnings), to log at start-up.
@@ -396,35 +442,62 @@ impl Push {
     /// The URL check WeChat makes when the server URL is saved: `GET
     /// ?signature&timestamp&nonce&echostr`. Returns `echostr`, the body to answer.
     ///
-    /// The check's `timestamp` and `nonce` are remembered as a push's are: its query carries
-    /// the very `signature` a push does, so once seen it cannot be posted as a push (with any
-    /// body, in plain mode). The check itself may come again.
+    /// In the plain and compatible modes the check's signature is remembered as a push's is:
+    /// its query carries the very `signature` a push does, so once seen it cannot be posted as
+    /// a push (with any body). In the safe mode nothing is remembered (see [`UrlCheck`]). The
+    /// check itself may come again.
     ///
     /// # Errors
     /// [`PushError::Missing`], [`PushError::Repeated`], [`PushError::BadSignature`],
-    /// [`PushError::Stale`].
+    /// [`PushError::Stale`], [`PushError::Malformed`] (a timestamp not in its one spelling, an
+    /// empty nonce).
     pub fn verify_url(&self, query: &str, now_unix: u64) -> Result<String, PushError> {
+        let check = self.check_url(query, now_unix)?;
+        if let Some(key) = &check.key {
+            // A full cache only means the check's query is not remembered: the check itself
+            // reveals nothing and records nothing else.
+            let _ = self.seen.first_sight_now(key, now_unix);
+        }
+        Ok(check.echostr)
+    }
+
+    /// Verifies the URL check without recording it: the `echostr`, and the key to record in a
+    /// shared replay cache (none in the safe mode).
+    ///
+    /// # Errors
+    /// As [`verify_url`](Self::verify_url).
+    pub fn check_url(&self, query: &str, now_unix: u64) -> Result<UrlCheck, PushError> {
         let p = Params::parse(query)?;
-        let seen = self.check_plain(&p, now_unix)?;
+        let key = self.check_plain(&p, now_unix)?;
         let echostr = required(p.echostr.as_ref(), "echostr")?.to_owned();
-        self.seen.first_sight(seen, now_unix);
-        Ok(echostr)
+        let key = (self.config.mode != Mode::Safe).then_some(key);
+        Ok(UrlCheck { echostr, key })
     }
 
     /// Checks `signature` and the freshness of `timestamp`: the push's identity once verified.
-    fn check_plain(&self, p: &Params, now_unix: u64) -> Result<Seen, PushError> {
-        let timestamp = required(p.timestamp.as_ref(), "timestamp")?;
-        let nonce = required(p.nonce.as_ref(), "nonce")?;
-        let expected = signature(&[&self.config.token, timestamp, nonce]);
+    fn check_plain(&self, p: &Params, now_unix: u64) -> Result<ReplayKey, PushError> {
+        let (timestamp, nonce, expected) = self.signed(p)?;
         if !crypto::same_signature(&expected, required(p.signature.as_ref(), "signature")?) {
             return Err(PushError::BadSignature("signature"));
         }
-        let ts = parse_timestamp(timestamp).ok_or(PushError::Malformed("the timestamp is not a number"))?;
-        let skew = now_unix.abs_diff(ts);
+        let skew = now_unix.abs_diff(timestamp);
         if skew > self.config.window {
             return Err(PushError::Stale { skew, window: self.config.window });
         }
-        Ok(Seen::of(ts, nonce, self.config.window))
+        Ok(ReplayKey::new(&self.config.appid, &expected, timestamp, nonce, self.config.window, now_unix))
+    }
+
+    /// The timestamp (in its one spelling), the nonce (not empty) and the signature they and
+    /// the Token make.
+    fn signed<'p>(&self, p: &'p Params) -> Result<(u64, &'p str, String), PushError> {
+        let timestamp = required(p.timestamp.as_ref(), "timestamp")?;
+        let nonce = required(p.nonce.as_ref(), "nonce")?;
+        let ts = canonical_number(timestamp)
+            .ok_or(PushError::Malformed("the timestamp is not Unix seconds in decimal digits"))?;
+        if nonce.is_empty() {
+            return Err(PushError::Malformed("the nonce is empty"));
+        }
+        Ok((ts, nonce, signature(&[&self.config.token, timestamp, nonce])))
     }
 
     /// Verifies, decrypts (in safe mode or for an `encrypt_type=aes` push) and reads one push.
@@ -433,6 +506,16 @@ impl Push {
     /// # Errors
     /// A [`PushError`]; [`PushError::http_status`] says what to answer.
     pub fn open(&self, query: &str, body: &[u8], now_unix: u64) -> Result<Event, PushError> {
+        self.remember(self.verify(query, body, now_unix)?, now_unix)
+    }
+
+    /// Verifies, decrypts and reads one push without the replay cache: the event and its
+    /// [`ReplayKey`], to record in a shared [`ReplayCache`](replay::ReplayCache) before acting
+    /// on it ([`open`](Self::open) does both with the process's own cache).
+    ///
+    /// # Errors
+    /// As [`open`](Self::open), never [`PushError::Replayed`].
+    pub fn verify(&self, query: &str, body: &[u8], now_unix: u64) -> Result<Verified<Event>, PushError> {
         self.read(query, body, now_unix, |plain| {
             let event = if plain.trim_start().starts_with('<') {
                 Event::from_xml(&plain)
@@ -450,24 +533,35 @@ impl Push {
     /// # Errors
     /// As [`open`](Self::open).
     pub fn plaintext(&self, query: &str, body: &[u8], now_unix: u64) -> Result<String, PushError> {
-        self.read(query, body, now_unix, Ok)
+        self.remember(self.read(query, body, now_unix, Ok)?, now_unix)
     }
 
-    /// Verifies, decrypts and hands the plaintext to `finish`; records the push as seen only
-    /// when `finish` took it, so a push that was not read can be resent.
+    /// Records a verified push in the process's cache: its value on first sight.
+    fn remember<T>(&self, verified: Verified<T>, now_unix: u64) -> Result<T, PushError> {
+        match self.seen.first_sight_now(&verified.key, now_unix) {
+            Ok(true) => Ok(verified.value),
+            Ok(false) => Err(PushError::Replayed),
+            // Every entry is a push still fresh: reading this one unrecorded would let it be
+            // replayed.
+            Err(_) => Err(PushError::Unavailable),
+        }
+    }
+
+    /// Verifies, decrypts and hands the plaintext to `finish`: the value and the push's key.
+    /// Nothing is recorded.
     fn read<T>(
         &self,
         query: &str,
         body: &[u8],
         now_unix: u64,
         finish: impl FnOnce(String) -> Result<T, PushError>,
-    ) -> Result<T, PushError> {
+    ) -> Result<Verified<T>, PushError> {
         if body.len() > MAX_BODY {
             return Err(PushError::TooLarge);
         }
         let body = std::str::from_utf8(body).map_err(|_| PushError::Malformed("not UTF-8"))?;
         let p = Params::parse(query)?;
-        let seen = self.check_plain(&p, now_unix)?;
+        let key = self.check_plain(&p, now_unix)?;
         let encrypted = p.encrypt_type.as_deref() == Some("aes");
         let sealed = match (self.config.mode, encrypted) {
             (Mode::Safe, false) => return Err(PushError::NotEncrypted),
@@ -484,21 +578,17 @@ impl Push {
                 Some(encrypt)
             }
         };
-        // A push read before is a replay whatever its body (unsigned in plain mode): no need to
-        // decrypt or parse it again.
-        if self.seen.contains(&seen) {
+        // A push this process read before is a replay whatever its body (unsigned in plain
+        // mode): no need to decrypt or parse it again. (Recorded only by `remember`, which
+        // checks again: of two copies of one push read at once, one wins.)
+        if self.seen.contains(&key, now_unix) {
             return Err(PushError::Replayed);
         }
         let plain = match sealed {
             Some(encrypt) => self.decrypt(&encrypt)?,
             None => body.to_owned(),
         };
-        let value = finish(plain)?;
-        // Recorded last, and checked again: of two copies of one push read at once, one wins.
-        if !self.seen.first_sight(seen, now_unix) {
-            return Err(PushError::Replayed);
-        }
-        Ok(value)
+        Ok(Verified { value: finish(plain)?, key })
     }
 
     /// Decrypts with the current key, then the previous one; the current key's failure is
@@ -514,11 +604,35 @@ impl Push {
         Err(first.unwrap_or(PushError::Unopened(OpenFailure::NoKey)))
     }
 
-    /// Forgets a push [`open`](Self::open) accepted (by its `timestamp` and `nonce`), so
-    /// WeChat's retry of it is read again: for a handler whose work on the event failed.
-    pub fn forget(&self, query: &str) {
-        if let Some(seen) = Params::parse(query).ok().and_then(|p| p.seen(self.config.window)) {
-            self.seen.forget(&seen);
+    /// Forgets a push [`open`](Self::open) accepted (by its signature), so WeChat's retry of
+    /// it is read again: for a handler whose work on the event failed. At most
+    /// [`MAX_FORGETS`] times per push (see [`may_forget`](Self::may_forget)); `false` once
+    /// that is spent, or for a query that does not verify.
+    pub fn forget(&self, query: &str, now_unix: u64) -> bool {
+        let Ok(key) = Params::parse(query).and_then(|p| self.check_plain(&p, now_unix)) else {
+            return false;
+        };
+        let allowed = self.may_forget(&key, now_unix);
+        if allowed {
+            self.seen.forget_now(&key);
+        }
+        allowed
+    }
+
+    /// Whether the push of `key` may be forgotten once more, counting this time: at most
+    /// [`MAX_FORGETS`] times (WeChat's retries) while it is fresh, so a captured push whose
+    /// handler keeps failing cannot be read without end. Counted in this process: behind a
+    /// load balancer, at most that many times per instance.
+    pub fn may_forget(&self, key: &ReplayKey, now_unix: u64) -> bool {
+        let mut forgotten = self.forgotten.lock().unwrap_or_else(PoisonError::into_inner);
+        forgotten.purge(now_unix);
+        match forgotten.get_mut(key.as_str()) {
+            Some(n) if *n >= MAX_FORGETS => false,
+            Some(n) => {
+                *n += 1;
+                true
+            }
+            None => forgotten.insert(key.as_str(), key.expires_at(), 1),
         }
     }
 

@@ -346,3 +346,71 @@ async fn a_flood_of_refused_pushes_cannot_flood_the_log() {
         (u64::from(FLOOD) + 10, 0, 0, 0)
     );
 }
+
+#[tokio::test]
+async fn a_failing_callback_is_read_again_as_often_as_wechat_retries_and_no_more() {
+    let (e, got, calls) = endpoint(Duration::ZERO, usize::MAX);
+    let sealed = push(Mode::Safe).seal(&popup("oBob").to_wire(Format::Xml), NOW, "n9", [1; 16]).unwrap();
+    // The first sight and WeChat's three retries run the callback; a fifth copy is a replay.
+    for attempt in 0..=MAX_FORGETS {
+        let (status, _) = post(&e, &sealed.query, sealed.body.clone().into()).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "attempt {attempt}");
+    }
+    assert_eq!(post(&e, &sealed.query, sealed.body.into()).await, (StatusCode::OK, "success".into()));
+    assert!(got.lock().unwrap().is_empty());
+    assert_eq!(calls.load(Ordering::SeqCst), usize::from(MAX_FORGETS) + 1);
+    let counted = e.stats();
+    assert_eq!((counted.replayed, counted.failed), (1, u64::from(MAX_FORGETS) + 1));
+}
+
+#[tokio::test]
+async fn instances_sharing_a_replay_cache_read_a_push_once() {
+    let shared: Arc<dyn replay::ReplayCache> = Arc::new(replay::MemoryReplayCache::default());
+    let (first, got_first, _) = endpoint(Duration::ZERO, 0);
+    let (second, got_second, _) = endpoint(Duration::ZERO, 0);
+    let (first, second) = (first.replay_cache(shared.clone()), second.replay_cache(shared));
+    let sealed = push(Mode::Safe).seal(&popup("oCarol").to_wire(Format::Json), NOW, "lb", [4; 16]).unwrap();
+    assert_eq!(post(&first, &sealed.query, sealed.body.clone().into()).await.0, StatusCode::OK);
+    // The load balancer sends the replay to the other instance, in another case.
+    let sig = sealed.query.split('&').find_map(|p| p.strip_prefix("signature=")).unwrap();
+    let upper = sealed.query.replace(sig, &sig.to_uppercase());
+    assert_eq!(post(&second, &upper, sealed.body.clone().into()).await, (StatusCode::OK, "success".into()));
+    assert_eq!((got_first.lock().unwrap().len(), got_second.lock().unwrap().len()), (1, 0));
+    assert_eq!(second.stats().replayed, 1);
+
+    // With a cache each (the default), the second instance reads it again: why it is shared.
+    let (alone, got_alone, _) = endpoint(Duration::ZERO, 0);
+    assert_eq!(post(&alone, &sealed.query, sealed.body.into()).await.0, StatusCode::OK);
+    assert_eq!(got_alone.lock().unwrap().len(), 1);
+}
+
+/// A replay cache whose backend is down.
+#[derive(Debug)]
+struct Down;
+
+#[async_trait::async_trait]
+impl replay::ReplayCache for Down {
+    async fn first_sight(&self, _: &replay::ReplayKey, _: u64) -> Result<bool, replay::ReplayCacheError> {
+        Err(replay::ReplayCacheError::new("connection refused"))
+    }
+    async fn forget(&self, _: &replay::ReplayKey) -> Result<(), replay::ReplayCacheError> {
+        Err(replay::ReplayCacheError::new("connection refused"))
+    }
+}
+
+#[tokio::test]
+async fn a_replay_cache_that_fails_answers_503_and_reads_nothing() {
+    let (e, got, calls) = endpoint(Duration::ZERO, 0);
+    let e = e.replay_cache(Arc::new(Down));
+    let sealed = push(Mode::Safe).seal(&popup("oDan").to_wire(Format::Xml), NOW, "d", [8; 16]).unwrap();
+    for _ in 0..2 {
+        let (status, body) = post(&e, &sealed.query, sealed.body.clone().into()).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, "the push cannot be checked for a replay now")
+        );
+    }
+    assert_eq!((got.lock().unwrap().len(), calls.load(Ordering::SeqCst)), (0, 0));
+    let counted = e.stats();
+    assert_eq!((counted.unavailable, counted.refused, counted.handled), (2, 2, 0));
+}

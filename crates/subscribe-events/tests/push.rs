@@ -604,3 +604,98 @@ fn every_failure_after_the_signature_answers_alike() {
     }
     assert_eq!(answers.len(), 1, "{answers:#?}");
 }
+
+#[test]
+fn a_swapped_or_re_split_signed_text_is_the_same_push() {
+    // WeChat sorts the Token, the timestamp and the nonce before hashing: swapping the two
+    // values keeps the signature. A nonce of ten digits reads as a time (here 100 s ahead), so
+    // the swapped spelling passes the freshness check until that time plus the window, after
+    // the original is stale.
+    let push = push_in(Mode::Plain);
+    let nonce = (TS + 100).to_string();
+    let sig = signature(&[TOKEN32, &TS.to_string(), &nonce]);
+    let genuine = format!("signature={sig}&timestamp={TS}&nonce={nonce}");
+    push.open(&genuine, acceptance(Format::Xml).as_bytes(), TS).unwrap();
+    let swapped = format!("signature={sig}&timestamp={nonce}&nonce={TS}");
+    for now in [TS + 1, TS + 301, TS + 350, TS + 400] {
+        // Another push first at that time, so whatever purges the cache has run.
+        let other = push.seal(&acceptance(Format::Xml), now, &format!("o{now}"), [0; 16]).unwrap();
+        push.open(&other.query, other.body.as_bytes(), now).unwrap();
+        assert!(push.open(&genuine, withdrawal().as_bytes(), now).is_err(), "at +{}", now - TS);
+        assert_eq!(
+            push.open(&swapped, withdrawal().as_bytes(), now),
+            Err(PushError::Replayed),
+            "swapped, at +{}",
+            now - TS
+        );
+    }
+    assert!(matches!(push.open(&swapped, withdrawal().as_bytes(), TS + 401), Err(PushError::Stale { .. })));
+
+    // Re-split: `05` + `1800000000` and `051` + `800000000` sort and join to the same text.
+    // Only a wide window lets the second timestamp pass; the push is the same either way.
+    let wide = Push::new(PushConfig::new(TOKEN32, APPID, Mode::Plain).window(1_000_000_000));
+    let sig = signature(&[TOKEN32, &TS.to_string(), "05"]);
+    assert_eq!(sig, signature(&[TOKEN32, "800000000", "051"]));
+    wide.open(&format!("signature={sig}&timestamp={TS}&nonce=05"), acceptance(Format::Xml).as_bytes(), TS)
+        .unwrap();
+    assert_eq!(
+        wide.open(&format!("signature={sig}&timestamp=800000000&nonce=051"), withdrawal().as_bytes(), TS),
+        Err(PushError::Replayed)
+    );
+}
+
+#[test]
+fn a_timestamp_or_a_nonce_in_another_spelling_is_refused() {
+    let push = push_in(Mode::Plain);
+    let signed = |ts: &str, nonce: &str| {
+        format!("signature={}&timestamp={ts}&nonce={nonce}", signature(&[TOKEN32, ts, nonce]))
+    };
+    for (ts, nonce) in [
+        (format!("0{TS}"), "n"),
+        (format!("+{TS}"), "n"),
+        (format!("{TS} "), "n"),
+        (format!("{TS}.0"), "n"),
+        (TS.to_string(), ""),
+    ] {
+        let answer = push.open(&signed(&ts, nonce), acceptance(Format::Xml).as_bytes(), TS);
+        assert!(matches!(answer, Err(PushError::Malformed(_))), "{ts:?} {nonce:?}: {answer:?}");
+        let check = format!("{}&echostr=x", signed(&ts, nonce));
+        assert!(matches!(push.verify_url(&check, TS), Err(PushError::Malformed(_))), "{ts:?} {nonce:?}");
+    }
+    push.open(&signed(&TS.to_string(), "n"), acceptance(Format::Xml).as_bytes(), TS).unwrap();
+}
+
+#[test]
+fn a_url_check_in_safe_mode_does_not_use_up_a_push() {
+    // Someone who captured a push's query sends it as a URL check (a GET with an echostr)
+    // before WeChat's retry arrives: in safe mode the check's query cannot be a push (it has
+    // no msg_signature over a body), so it is not remembered and the push is still read.
+    let push = push_in(Mode::Safe);
+    let sealed = push.seal(&acceptance(Format::Json), TS, "77", [5; 16]).unwrap();
+    let check =
+        format!("signature={}&timestamp={TS}&nonce=77&echostr=burn", param(&sealed.query, "signature"));
+    assert_eq!(push.verify_url(&check, TS).unwrap(), "burn");
+    assert!(push.check_url(&check, TS).unwrap().key.is_none());
+    push.open(&sealed.query, sealed.body.as_bytes(), TS).unwrap();
+    assert_eq!(push.open(&sealed.query, sealed.body.as_bytes(), TS), Err(PushError::Replayed));
+    // In the plain and compatible modes the check's query is a push: it is remembered.
+    for mode in [Mode::Plain, Mode::Compatible] {
+        assert!(push_in(mode).check_url(&check, TS).unwrap().key.is_some(), "{mode:?}");
+    }
+}
+
+#[test]
+fn a_push_is_forgotten_at_most_as_often_as_wechat_retries() {
+    let push = push_in(Mode::Safe);
+    let sealed = push.seal(&acceptance(Format::Xml), TS, "f", [6; 16]).unwrap();
+    push.open(&sealed.query, sealed.body.as_bytes(), TS).unwrap();
+    for retry in 1..=MAX_FORGETS {
+        assert!(push.forget(&sealed.query, TS), "forget {retry}");
+        push.open(&sealed.query, sealed.body.as_bytes(), TS).unwrap();
+    }
+    // A fourth failure is not WeChat's retry: the push stays remembered.
+    assert!(!push.forget(&sealed.query, TS));
+    assert_eq!(push.open(&sealed.query, sealed.body.as_bytes(), TS), Err(PushError::Replayed));
+    // A query that does not verify forgets nothing.
+    assert!(!push.forget(&sealed.query.replace("signature=", "signature=0"), TS));
+}

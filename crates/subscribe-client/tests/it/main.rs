@@ -13,6 +13,8 @@ mod ledger_contract;
 #[cfg(feature = "events")]
 mod pushed;
 mod redaction;
+#[cfg(feature = "events")]
+mod replay_cache_contract;
 mod retry;
 mod token_outage;
 mod token_refresh;
