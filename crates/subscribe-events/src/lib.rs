@@ -143,6 +143,10 @@ pub enum OpenFailure {
     NotUtf8,
     /// The message is not a push's XML or JSON event.
     NotAnEvent,
+    /// The event was created (`CreateTime`) more than [`NONCE_HORIZON`](replay::NONCE_HORIZON)
+    /// before the push's `timestamp`: WeChat pushes an event within seconds, so this is an old
+    /// push resent with its timestamp and nonce swapped (see [`replay`]).
+    OutdatedEvent,
 }
 
 impl OpenFailure {
@@ -158,6 +162,7 @@ impl OpenFailure {
             Self::WrongAppId => "the message is for another appid",
             Self::NotUtf8 => "the message is not UTF-8",
             Self::NotAnEvent => "the message is not a push's XML or JSON",
+            Self::OutdatedEvent => "the event was created more than a day before the push",
         }
     }
 }
@@ -516,7 +521,7 @@ impl Push {
     /// # Errors
     /// As [`open`](Self::open), never [`PushError::Replayed`].
     pub fn verify(&self, query: &str, body: &[u8], now_unix: u64) -> Result<Verified<Event>, PushError> {
-        self.read(query, body, now_unix, |plain| {
+        self.read(query, body, now_unix, |timestamp, plain| {
             let event = if plain.trim_start().starts_with('<') {
                 Event::from_xml(&plain)
             } else {
@@ -524,7 +529,11 @@ impl Push {
             };
             // Whether the message parses says something about the plaintext: the same answer
             // as every other failure past the signature.
-            event.map_err(|_| PushError::Unopened(OpenFailure::NotAnEvent))
+            let event = event.map_err(|_| PushError::Unopened(OpenFailure::NotAnEvent))?;
+            if timestamp > event.create_time.saturating_add(replay::NONCE_HORIZON) {
+                return Err(PushError::Unopened(OpenFailure::OutdatedEvent));
+            }
+            Ok(event)
         })
     }
 
@@ -533,7 +542,7 @@ impl Push {
     /// # Errors
     /// As [`open`](Self::open).
     pub fn plaintext(&self, query: &str, body: &[u8], now_unix: u64) -> Result<String, PushError> {
-        self.remember(self.read(query, body, now_unix, Ok)?, now_unix)
+        self.remember(self.read(query, body, now_unix, |_, plain| Ok(plain))?, now_unix)
     }
 
     /// Records a verified push in the process's cache: its value on first sight.
@@ -547,14 +556,14 @@ impl Push {
         }
     }
 
-    /// Verifies, decrypts and hands the plaintext to `finish`: the value and the push's key.
-    /// Nothing is recorded.
+    /// Verifies, decrypts and hands the timestamp and the plaintext to `finish`: the value and
+    /// the push's key. Nothing is recorded.
     fn read<T>(
         &self,
         query: &str,
         body: &[u8],
         now_unix: u64,
-        finish: impl FnOnce(String) -> Result<T, PushError>,
+        finish: impl FnOnce(u64, String) -> Result<T, PushError>,
     ) -> Result<Verified<T>, PushError> {
         if body.len() > MAX_BODY {
             return Err(PushError::TooLarge);
@@ -588,7 +597,8 @@ impl Push {
             Some(encrypt) => self.decrypt(&encrypt)?,
             None => body.to_owned(),
         };
-        Ok(Verified { value: finish(plain)?, key })
+        let timestamp = canonical_number(required(p.timestamp.as_ref(), "timestamp")?).unwrap_or_default();
+        Ok(Verified { value: finish(timestamp, plain)?, key })
     }
 
     /// Decrypts with the current key, then the previous one; the current key's failure is

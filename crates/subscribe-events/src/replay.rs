@@ -22,7 +22,12 @@
 //! time (WeChat's nonces are often ten random digits). So a key lives until the later of the
 //! two plus the window ([`ReplayKey::expires_at`]), except that a nonce read as a time further
 //! than [`NONCE_HORIZON`] ahead is not waited for: keeping one entry per push for years would
-//! make the cache grow without bound. `docs/security.md` states that residual risk.
+//! make the cache grow without bound. Instead [`Push::open`](crate::Push::open) refuses an
+//! event created more than that horizon before its push's timestamp
+//! ([`OpenFailure::OutdatedEvent`](crate::OpenFailure::OutdatedEvent)): WeChat pushes within
+//! seconds, so only such a swap can carry one. In the safe mode `CreateTime` is inside the
+//! signed, encrypted body; in the plain mode nothing in the body is signed (see
+//! [`Mode::Plain`](crate::Mode::Plain)). `docs/security.md` states it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;

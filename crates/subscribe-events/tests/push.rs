@@ -699,3 +699,29 @@ fn a_push_is_forgotten_at_most_as_often_as_wechat_retries() {
     // A query that does not verify forgets nothing.
     assert!(!push.forget(&sealed.query.replace("signature=", "signature=0"), TS));
 }
+
+#[test]
+fn a_swap_beyond_the_horizon_is_refused_by_the_events_own_date() {
+    // The nonce reads as a time two days ahead: too far to keep the key for, so the swapped
+    // spelling is fresh again on that day, carrying the same encrypted event. Its CreateTime
+    // (inside the signed body) is two days older than the push: refused like any push that
+    // did not open.
+    let push = push_in(Mode::Safe);
+    let nonce = (TS + 2 * 86_400).to_string();
+    let sealed = push.seal(&acceptance(Format::Xml), TS, &nonce, [9; 16]).unwrap();
+    push.open(&sealed.query, sealed.body.as_bytes(), TS).unwrap();
+    let swapped = sealed
+        .query
+        .replace(&format!("timestamp={TS}"), "timestamp=SWAP")
+        .replace(&format!("nonce={nonce}"), &format!("nonce={TS}"))
+        .replace("timestamp=SWAP", &format!("timestamp={nonce}"));
+    let later = TS + 2 * 86_400;
+    assert_eq!(
+        push.open(&swapped, sealed.body.as_bytes(), later),
+        Err(PushError::Unopened(OpenFailure::OutdatedEvent))
+    );
+    // A push of an event created a day ago to the second is still read.
+    let day_old = Event::new("gh_1", "oAlice", TS - 86_400, EventKind::Popup(vec![])).to_wire(Format::Xml);
+    let sealed = push.seal(&day_old, TS, "d1", [9; 16]).unwrap();
+    push.open(&sealed.query, sealed.body.as_bytes(), TS).unwrap();
+}
