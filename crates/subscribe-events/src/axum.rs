@@ -29,6 +29,7 @@
 //! | an event the replay cache cannot check (it failed, or is full) | 503, the callback is not called |
 //! | an event whose callback is still running at the time limit | 200 `success` (WeChat does not retry); the callback goes on, a failure is logged |
 //! | a replay of a push already accepted | 200 `success`, the callback is not called |
+//! | a copy of a push whose callback is still running in this process | 503 (the first may yet fail); the callback is not called |
 //! | refused ([`PushError`]) | its [`http_status`](PushError::http_status), its text (one text for every push that verified but did not open) |
 //! | a body still arriving at the time limit | 408 |
 //!
@@ -36,13 +37,17 @@
 //! shared one ([`PushEndpoint::replay_cache`]): behind a load balancer, give every instance the
 //! same Redis or SQL cache, or a replay sent to the second instance is read again.
 //!
-//! Every answer is counted ([`PushEndpoint::stats`]). Refusals (and callback failures) are logged at `WARN` with
+//! Every answer is counted ([`PushEndpoint::stats`]). Refusals are logged at `WARN` with
 //! their detail (the [`OpenFailure`](crate::OpenFailure) of a push that did not open, which the
 //! answer never carries), at most [`REFUSAL_LOG_BURST`] at once and then one every
 //! [`REFUSAL_LOG_EVERY`], each saying how many went unlogged since the one before: a flood of
-//! forged pushes cannot flood the log. The configuration's [`warnings`](crate::PushConfig::warnings)
+//! forged pushes cannot flood the log. Our own failures (a callback's, the replay cache's) are
+//! logged at `ERROR` within the same rate counted apart, so a flood cannot hide them either.
+//! The callback, and forgetting a push whose callback failed, run in a task of their own: a
+//! caller that hangs up cancels neither. The configuration's [`warnings`](crate::PushConfig::warnings)
 //! (a short Token, a mode that takes unsigned bodies) are logged when the endpoint is built.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::num::NonZeroU32;
 use std::pin::Pin;
@@ -93,6 +98,9 @@ pub struct PushStats {
     /// Pushes the replay cache could not check (it failed or is full): 503. Also counted in
     /// `refused`.
     pub unavailable: u64,
+    /// Copies of a push whose callback was still running in this process: 503, so that the
+    /// sender comes back (the first copy's callback may yet fail and be forgotten).
+    pub busy: u64,
 }
 
 #[derive(Debug, Default)]
@@ -102,8 +110,11 @@ struct Counters {
     handled: AtomicU64,
     failed: AtomicU64,
     unavailable: AtomicU64,
+    busy: AtomicU64,
     /// Refusals not logged since the last one that was.
     unlogged: AtomicU64,
+    /// Failures (callback, replay cache) not logged since the last one that was.
+    failures_unlogged: AtomicU64,
 }
 
 /// The server URL's endpoint: a [`Push`] and the callback that receives its events.
@@ -116,6 +127,43 @@ pub struct PushEndpoint {
     clock: Arc<dyn Fn() -> u64 + Send + Sync>,
     counters: Arc<Counters>,
     log_limit: Arc<RefusalLogLimit>,
+    failure_log_limit: Arc<RefusalLogLimit>,
+    in_flight: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+}
+
+/// A push whose callback runs in this process, counted by key while the guard lives.
+struct InFlight {
+    map: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+    key: String,
+}
+
+impl InFlight {
+    fn lock(
+        map: &std::sync::Mutex<HashMap<String, usize>>,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        map.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn enter(map: &Arc<std::sync::Mutex<HashMap<String, usize>>>, key: &str) -> Self {
+        *Self::lock(map).entry(key.to_owned()).or_default() += 1;
+        Self { map: Arc::clone(map), key: key.to_owned() }
+    }
+
+    fn holds(map: &std::sync::Mutex<HashMap<String, usize>>, key: &str) -> bool {
+        Self::lock(map).contains_key(key)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut map = Self::lock(&self.map);
+        if let Some(n) = map.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// The refusal log's rate limiter, on tokio's clock (the one the time limit runs on, and the
@@ -184,6 +232,8 @@ impl PushEndpoint {
             clock: Arc::new(unix_now),
             counters: Arc::default(),
             log_limit: Arc::new(RateLimiter::direct_with_clock(refusal_quota(), TokioClock)),
+            failure_log_limit: Arc::new(RateLimiter::direct_with_clock(refusal_quota(), TokioClock)),
+            in_flight: Arc::default(),
         }
     }
 
@@ -196,6 +246,7 @@ impl PushEndpoint {
             handled: c.handled.load(Ordering::Relaxed),
             failed: c.failed.load(Ordering::Relaxed),
             unavailable: c.unavailable.load(Ordering::Relaxed),
+            busy: c.busy.load(Ordering::Relaxed),
         }
     }
 
@@ -254,7 +305,7 @@ impl PushEndpoint {
             // before does not matter (the check may come again); a failing cache does not stop
             // the check, which records nothing else.
             if let Err(e) = self.replays.first_sight(key, now).await {
-                self.log_limited(|unlogged| {
+                self.log_failure(|unlogged| {
                     tracing::warn!(error = %e, unlogged, "the replay cache failed to record a URL check");
                 });
             }
@@ -288,10 +339,17 @@ impl PushEndpoint {
         };
         match self.replays.first_sight(&key, now).await {
             Ok(true) => {}
+            // A copy of a push whose callback is still running here: it may yet fail, so the
+            // copy is not told `success` (WeChat would stop retrying), but to come back.
+            Ok(false) if InFlight::holds(&self.in_flight, key.as_str()) => {
+                self.counters.busy.fetch_add(1, Ordering::Relaxed);
+                return (StatusCode::SERVICE_UNAVAILABLE, "this push is being handled; send it again later")
+                    .into_response();
+            }
             Ok(false) => return self.replayed(),
             Err(e) => {
                 self.counters.unavailable.fetch_add(1, Ordering::Relaxed);
-                self.log_limited(|unlogged| {
+                self.log_failure(|unlogged| {
                     tracing::error!(error = %e, unlogged, "the replay cache failed; the push was not read");
                 });
                 return self.refused(&PushError::Unavailable);
@@ -299,30 +357,49 @@ impl PushEndpoint {
         }
         let name = event.name().to_owned();
         let callback = (self.on_event)(event);
-        let this = self.clone();
-        let task = tokio::spawn(async move {
-            let result = callback.await;
-            if let Err(e) = &result {
-                this.log_limited(|unlogged| {
-                    tracing::error!(event = %name, error = %e, unlogged, "the event push callback failed");
-                });
+        let in_flight = InFlight::enter(&self.in_flight, key.as_str());
+        // The callback and what follows its failure run in a task of their own, so a client
+        // that hangs up (or an outer timeout) cannot leave a failed push unforgotten.
+        let late = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        let (this, answered_late) = (self.clone(), Arc::clone(&late));
+        tokio::spawn(async move {
+            let handled = match tokio::spawn(callback).await {
+                Ok(Ok(())) => true,
+                Ok(Err(e)) => {
+                    this.log_failure(|unlogged| {
+                        tracing::error!(event = %name, error = %e, unlogged, "the event push callback failed");
+                    });
+                    false
+                }
+                Err(e) => {
+                    this.log_failure(|unlogged| {
+                        tracing::error!(event = %name, error = %e, unlogged, "the event push callback panicked");
+                    });
+                    false
+                }
+            };
+            // Not handled, and answered 500 (or not at all): WeChat's retry must be read again,
+            // not taken for a replay (as many times as WeChat retries, no more). Forgotten
+            // before the copy in flight is let go, so no copy finds it neither running nor new.
+            if !handled && !answered_late.load(Ordering::SeqCst) {
+                this.forget(&key, now).await;
             }
-            result
+            drop(in_flight);
+            let _ = done.send(handled);
         });
         let left = self.time_limit.saturating_sub(started.elapsed());
-        match tokio::time::timeout(left, task).await {
-            Ok(Ok(Ok(()))) => {
+        match tokio::time::timeout(left, outcome).await {
+            Ok(Ok(true)) => {
                 self.counters.handled.fetch_add(1, Ordering::Relaxed);
                 "success".into_response()
             }
-            Ok(Ok(Err(_)) | Err(_)) => {
-                // Not handled: WeChat's retry must be read again, not taken for a replay (as
-                // many times as WeChat retries, no more).
-                self.forget(&key, now).await;
+            Ok(Ok(false) | Err(_)) => {
                 self.counters.failed.fetch_add(1, Ordering::Relaxed);
                 (StatusCode::INTERNAL_SERVER_ERROR, "the event was not handled").into_response()
             }
             Err(_) => {
+                late.store(true, Ordering::SeqCst);
                 self.counters.handled.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!("an event push callback is still running at the time limit; answered success");
                 "success".into_response()
@@ -341,15 +418,15 @@ impl PushEndpoint {
             return;
         }
         if let Err(e) = self.replays.forget(key).await {
-            self.log_limited(|unlogged| {
+            self.log_failure(|unlogged| {
                 tracing::error!(error = %e, unlogged, "the replay cache failed to forget a push; WeChat's retry will be taken for a replay");
             });
         }
     }
 
-    /// Runs `log` (given how many lines went unlogged since the last) within the log's rate;
-    /// counts it as unlogged otherwise.
-    fn log_limited(&self, log: impl FnOnce(u64)) {
+    /// Runs `log` (given how many refusals went unlogged since the last) within the refusals'
+    /// rate; counts it as unlogged otherwise.
+    fn log_refusal(&self, log: impl FnOnce(u64)) {
         if self.log_limit.check().is_ok() {
             log(self.counters.unlogged.swap(0, Ordering::Relaxed));
         } else {
@@ -357,11 +434,21 @@ impl PushEndpoint {
         }
     }
 
+    /// The same for our own failures (a callback, the replay cache), on a rate of their own:
+    /// a flood of forged pushes cannot hide them.
+    fn log_failure(&self, log: impl FnOnce(u64)) {
+        if self.failure_log_limit.check().is_ok() {
+            log(self.counters.failures_unlogged.swap(0, Ordering::Relaxed));
+        } else {
+            self.counters.failures_unlogged.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Counts the refusal, logs it (with its detail) within the rate, and answers its status
     /// and its text, which never carries the detail.
     fn refused(&self, e: &PushError) -> Response {
         let refused = self.counters.refused.fetch_add(1, Ordering::Relaxed) + 1;
-        self.log_limited(|unlogged| {
+        self.log_refusal(|unlogged| {
             tracing::warn!(
                 status = e.http_status(),
                 error = %e,

@@ -181,7 +181,9 @@ pub enum Mode {
     /// 明文模式: plain bodies, `signature` only. **Unauthenticated by design**: WeChat's
     /// `signature` covers the Token, `timestamp` and `nonce`, never the body, so anyone who
     /// sees one push (its query, in a log or on the wire) can post any body with it while the
-    /// timestamp is fresh; the replay cache stops that only once the genuine push was read.
+    /// timestamp is fresh; the replay cache stops that only once the genuine push was read. A
+    /// query whose nonce reads as a time more than a day ahead is fresh again, swapped, on that
+    /// day (see [`replay`]), with any body.
     Plain,
     /// 兼容模式: encrypted (`encrypt_type=aes`) or plain. Takes plain pushes, so it is no
     /// safer than [`Plain`](Self::Plain): use it only while moving to [`Safe`](Self::Safe).
@@ -521,20 +523,7 @@ impl Push {
     /// # Errors
     /// As [`open`](Self::open), never [`PushError::Replayed`].
     pub fn verify(&self, query: &str, body: &[u8], now_unix: u64) -> Result<Verified<Event>, PushError> {
-        self.read(query, body, now_unix, |timestamp, plain| {
-            let event = if plain.trim_start().starts_with('<') {
-                Event::from_xml(&plain)
-            } else {
-                Event::from_json(&plain)
-            };
-            // Whether the message parses says something about the plaintext: the same answer
-            // as every other failure past the signature.
-            let event = event.map_err(|_| PushError::Unopened(OpenFailure::NotAnEvent))?;
-            if timestamp > event.create_time.saturating_add(replay::NONCE_HORIZON) {
-                return Err(PushError::Unopened(OpenFailure::OutdatedEvent));
-            }
-            Ok(event)
-        })
+        self.read(query, body, now_unix, |_, event| event)
     }
 
     /// Verifies and decrypts one push: its plaintext (XML or JSON), remembered as seen.
@@ -542,7 +531,7 @@ impl Push {
     /// # Errors
     /// As [`open`](Self::open).
     pub fn plaintext(&self, query: &str, body: &[u8], now_unix: u64) -> Result<String, PushError> {
-        self.remember(self.read(query, body, now_unix, |_, plain| Ok(plain))?, now_unix)
+        self.remember(self.read(query, body, now_unix, |plain, _| Ok(plain))?, now_unix)
     }
 
     /// Records a verified push in the process's cache: its value on first sight.
@@ -556,14 +545,16 @@ impl Push {
         }
     }
 
-    /// Verifies, decrypts and hands the timestamp and the plaintext to `finish`: the value and
-    /// the push's key. Nothing is recorded.
+    /// Verifies, decrypts and reads the event; hands the plaintext and the event (or why it
+    /// is none) to `finish`: the value and the push's key. An event created more than
+    /// [`NONCE_HORIZON`](replay::NONCE_HORIZON) before the push is refused whatever `finish`
+    /// does. Nothing is recorded.
     fn read<T>(
         &self,
         query: &str,
         body: &[u8],
         now_unix: u64,
-        finish: impl FnOnce(u64, String) -> Result<T, PushError>,
+        finish: impl FnOnce(String, Result<Event, PushError>) -> Result<T, PushError>,
     ) -> Result<Verified<T>, PushError> {
         if body.len() > MAX_BODY {
             return Err(PushError::TooLarge);
@@ -597,8 +588,21 @@ impl Push {
             Some(encrypt) => self.decrypt(&encrypt)?,
             None => body.to_owned(),
         };
+        let event = if plain.trim_start().starts_with('<') {
+            Event::from_xml(&plain)
+        } else {
+            Event::from_json(&plain)
+        };
+        // Whether the message parses says something about the plaintext: the same answer as
+        // every other failure past the signature.
+        let event = event.map_err(|_| PushError::Unopened(OpenFailure::NotAnEvent));
         let timestamp = canonical_number(required(p.timestamp.as_ref(), "timestamp")?).unwrap_or_default();
-        Ok(Verified { value: finish(timestamp, plain)?, key })
+        if let Ok(event) = &event
+            && timestamp > event.create_time.saturating_add(replay::NONCE_HORIZON)
+        {
+            return Err(PushError::Unopened(OpenFailure::OutdatedEvent));
+        }
+        Ok(Verified { value: finish(plain, event)?, key })
     }
 
     /// Decrypts with the current key, then the previous one; the current key's failure is

@@ -19,9 +19,10 @@
 //!
 //! A push passes the freshness check while `now <= timestamp + window`, whenever it arrived.
 //! Its swapped spelling passes while `now <= nonce + window` when the nonce reads as a Unix
-//! time (WeChat's nonces are often ten random digits). So a key lives until the later of the
-//! two plus the window ([`ReplayKey::expires_at`]), except that a nonce read as a time further
-//! than [`NONCE_HORIZON`] ahead is not waited for: keeping one entry per push for years would
+//! time (WeChat's nonces are often ten random digits), and a re-split one while its own
+//! timestamp (a piece of the joined digits) is fresh. So a key lives until the latest of them
+//! plus the window ([`ReplayKey::expires_at`]), except that a time further than
+//! [`NONCE_HORIZON`] ahead is not waited for: keeping one entry per push for years would
 //! make the cache grow without bound. Instead [`Push::open`](crate::Push::open) refuses an
 //! event created more than that horizon before its push's timestamp
 //! ([`OpenFailure::OutdatedEvent`](crate::OpenFailure::OutdatedEvent)): WeChat pushes within
@@ -63,6 +64,23 @@ pub(crate) fn canonical_number(s: &str) -> Option<u64> {
     if canonical { s.parse().ok() } else { None }
 }
 
+/// Every timestamp another spelling of the push could carry: the signed text joins the Token,
+/// the timestamp and the nonce in sorted order, so the timestamp and the nonce can swap, and
+/// their joined digits can be split elsewhere (`05` + `1800000000` is `051` + `800000000`). A
+/// superset: every prefix and suffix of up to 20 characters of the two joined either way, read
+/// as a canonical number.
+fn spellings_of_time(timestamp: u64, nonce: &str) -> impl Iterator<Item = u64> {
+    let ts = timestamp.to_string();
+    [format!("{ts}{nonce}"), format!("{nonce}{ts}")].into_iter().flat_map(|joined| {
+        (1..joined.len())
+            .filter(|i| joined.is_char_boundary(*i))
+            .flat_map(|i| [joined[..i].to_owned(), joined[i..].to_owned()])
+            .filter(|piece| piece.len() <= 20)
+            .filter_map(|piece| canonical_number(&piece))
+            .collect::<Vec<_>>()
+    })
+}
+
 impl ReplayKey {
     /// The key of a push of `appid` whose signature, as computed from the Token, `timestamp`
     /// and `nonce`, is `signature` (hex, any case), stamped `timestamp` (Unix seconds), under
@@ -76,10 +94,7 @@ impl ReplayKey {
         now_unix: u64,
     ) -> Self {
         let horizon = now_unix.saturating_add(window).saturating_add(NONCE_HORIZON);
-        let latest = match canonical_number(nonce) {
-            Some(n) if n > timestamp && n <= horizon => n,
-            _ => timestamp,
-        };
+        let latest = spellings_of_time(timestamp, nonce).filter(|t| *t <= horizon).fold(timestamp, u64::max);
         Self {
             key: format!("{appid}:{}", signature.to_ascii_lowercase()),
             expires_at: latest.saturating_add(window),
@@ -317,18 +332,51 @@ mod tests {
         // Swapped, `timestamp=1800003600&nonce=1800000000` carries the same signature.
         let k = ReplayKey::new("wx1", "s", 1_800_000_000, "1800003600", 300, 1_800_000_000);
         assert_eq!(k.expires_at(), 1_800_003_900);
-        // An earlier one, or one that is not canonical, changes nothing.
+        // An earlier one changes nothing.
         assert_eq!(
             ReplayKey::new("wx1", "s", 1_800_000_000, "1700000000", 300, 0).expires_at(),
             1_800_000_300
         );
+        // `1800000000` + `01800003600` re-splits as `18000000000` + `1800003600`.
         assert_eq!(
             ReplayKey::new("wx1", "s", 1_800_000_000, "01800003600", 300, 1_800_000_000).expires_at(),
-            1_800_000_300
+            1_800_003_900
         );
         // Beyond the horizon it is not waited for.
         let far = ReplayKey::new("wx1", "s", 1_800_000_000, "9999999999", 300, 1_800_000_000);
         assert_eq!(far.expires_at(), 1_800_000_300);
+    }
+
+    proptest::proptest! {
+        /// No split of the joined text into a timestamp and a nonce that signs alike (the
+        /// Token sorting after both, as a letter does after digits) is fresh after the key
+        /// expires, unless it is beyond the horizon.
+        #[test]
+        fn no_spelling_outlives_its_key(
+            ts in 1_799_999_700u64..1_800_000_300,
+            time in 1_799_999_000u64..1_800_090_000,
+            before in "[0-9]{0,3}",
+            after in "[0-9]{0,3}",
+        ) {
+            // Nonces with a time inside, so that swaps and re-splits land in the window.
+            let nonce = format!("{before}{time}{after}");
+            let now = 1_800_000_000;
+            let key = ReplayKey::new("wx1", "s", ts, &nonce, 300, now);
+            let mut sorted = [ts.to_string(), nonce.clone()];
+            sorted.sort();
+            let joined = sorted.concat();
+            for i in 1..joined.len() {
+                let (a, b) = joined.split_at(i);
+                if a > b {
+                    continue; // sorted, they would join the other way round
+                }
+                for t in [a, b].into_iter().filter_map(canonical_number) {
+                    if t <= now + 300 + NONCE_HORIZON {
+                        proptest::prop_assert!(t + 300 <= key.expires_at(), "{a} + {b}: {t}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

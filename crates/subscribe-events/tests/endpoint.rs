@@ -414,3 +414,98 @@ async fn a_replay_cache_that_fails_answers_503_and_reads_nothing() {
     let counted = e.stats();
     assert_eq!((counted.unavailable, counted.refused, counted.handled), (2, 2, 0));
 }
+
+/// What a test holds of a [`gated`] endpoint's callback.
+struct Gate {
+    started: Arc<tokio::sync::Notify>,
+    verdicts: tokio::sync::mpsc::Sender<bool>,
+    calls: Arc<AtomicUsize>,
+}
+
+/// An endpoint whose callback says when it started and then waits to be told whether to fail.
+fn gated() -> (PushEndpoint, Gate) {
+    let started = Arc::new(tokio::sync::Notify::new());
+    let (verdicts, rx) = tokio::sync::mpsc::channel::<bool>(8);
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (s, r, c) = (started.clone(), rx, calls.clone());
+    let e = PushEndpoint::new(push(Mode::Safe), move |_: Event| {
+        let (s, r, c) = (s.clone(), r.clone(), c.clone());
+        async move {
+            c.fetch_add(1, Ordering::SeqCst);
+            s.notify_one();
+            let ok = r.lock().await.recv().await.unwrap_or(true);
+            if ok { Ok(()) } else { Err(std::io::Error::other("the database is down")) }
+        }
+    })
+    .clock(|| NOW)
+    .time_limit(Duration::from_secs(3600));
+    (e, Gate { started, verdicts, calls })
+}
+
+#[tokio::test]
+async fn a_caller_that_hangs_up_cannot_keep_a_failed_push_from_being_forgotten() {
+    let (e, Gate { started, verdicts, calls }) = gated();
+    let sealed = push(Mode::Safe).seal(&popup("oErin").to_wire(Format::Xml), NOW, "hang", [2; 16]).unwrap();
+    // Someone posts a captured copy and hangs up while the callback runs; the callback fails.
+    let request = tokio::spawn({
+        let (e, q, b) = (e.clone(), sealed.query.clone(), sealed.body.clone());
+        async move { post(&e, &q, b.into()).await }
+    });
+    started.notified().await;
+    request.abort();
+    assert!(request.await.unwrap_err().is_cancelled());
+    verdicts.send(false).await.unwrap();
+    // WeChat's copy, once the failure is settled, is read and handled.
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    verdicts.send(true).await.unwrap();
+    assert_eq!(post(&e, &sealed.query, sealed.body.into()).await, (StatusCode::OK, "success".into()));
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(e.stats().handled, 1);
+}
+
+#[tokio::test]
+async fn a_copy_that_arrives_while_the_first_is_handled_is_told_to_come_back() {
+    let (e, Gate { started, verdicts, calls }) = gated();
+    let sealed = push(Mode::Safe).seal(&popup("oFay").to_wire(Format::Xml), NOW, "race", [3; 16]).unwrap();
+    let first = tokio::spawn({
+        let (e, q, b) = (e.clone(), sealed.query.clone(), sealed.body.clone());
+        async move { post(&e, &q, b.into()).await }
+    });
+    started.notified().await;
+    // WeChat's copy arrives while the attacker's runs: not `success`, which would end WeChat's
+    // retries, since the first may yet fail.
+    let (status, _) = post(&e, &sealed.query, sealed.body.clone().into()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    verdicts.send(false).await.unwrap();
+    assert_eq!(first.await.unwrap().0, StatusCode::INTERNAL_SERVER_ERROR);
+    // Its retry is read, and handled.
+    verdicts.send(true).await.unwrap();
+    assert_eq!(post(&e, &sealed.query, sealed.body.into()).await, (StatusCode::OK, "success".into()));
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    let counted = e.stats();
+    assert_eq!((counted.busy, counted.failed, counted.handled, counted.replayed), (1, 1, 1, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flood_of_forged_pushes_cannot_hide_a_failing_callback() {
+    use subscribe_events::axum::REFUSAL_LOG_BURST;
+    logged();
+    let (e, ..) = endpoint(Duration::ZERO, usize::MAX);
+    let e = e.clock(|| NOW);
+    for i in 0..100 {
+        let forged = format!("signature=0&timestamp={NOW}&nonce={i}");
+        assert_eq!(post(&e, &forged, Body::empty()).await.0, StatusCode::UNAUTHORIZED);
+    }
+    let sealed = push(Mode::Safe).seal(&popup("oGus").to_wire(Format::Xml), NOW, "hide", [4; 16]).unwrap();
+    assert_eq!(post(&e, &sealed.query, sealed.body.into()).await.0, StatusCode::INTERNAL_SERVER_ERROR);
+    let log = logged();
+    let refusals = log.lines().filter(|l| l.contains("an event push was refused")).count();
+    assert_eq!(refusals, REFUSAL_LOG_BURST as usize, "{log}");
+    assert!(
+        log.lines().any(|l| l.contains("ERROR") && l.contains("the event push callback failed")),
+        "{log}"
+    );
+}

@@ -642,6 +642,29 @@ fn a_swapped_or_re_split_signed_text_is_the_same_push() {
         wide.open(&format!("signature={sig}&timestamp=800000000&nonce=051"), withdrawal().as_bytes(), TS),
         Err(PushError::Replayed)
     );
+
+    // A re-split whose timestamp is later than both values sent: `1800000001` + `800010000`
+    // is `180000000` + `1800010000`, fresh 10,000 s later. Remembered until then.
+    let (ts, nonce) = (TS + 1, "800010000");
+    let sig = signature(&[TOKEN32, &ts.to_string(), nonce]);
+    assert_eq!(sig, signature(&[TOKEN32, "1800010000", "180000000"]));
+    push.open(
+        &format!("signature={sig}&timestamp={ts}&nonce={nonce}"),
+        acceptance(Format::Xml).as_bytes(),
+        ts,
+    )
+    .unwrap();
+    let re_split = format!("signature={sig}&timestamp=1800010000&nonce=180000000");
+    for now in [TS + 9_800, TS + 10_000, TS + 10_300] {
+        let other = push.seal(&acceptance(Format::Xml), now, &format!("r{now}"), [0; 16]).unwrap();
+        push.open(&other.query, other.body.as_bytes(), now).unwrap();
+        assert_eq!(
+            push.open(&re_split, withdrawal().as_bytes(), now),
+            Err(PushError::Replayed),
+            "+{}",
+            now - TS
+        );
+    }
 }
 
 #[test]
@@ -719,6 +742,11 @@ fn a_swap_beyond_the_horizon_is_refused_by_the_events_own_date() {
     assert_eq!(
         push.open(&swapped, sealed.body.as_bytes(), later),
         Err(PushError::Unopened(OpenFailure::OutdatedEvent))
+    );
+    assert_eq!(
+        push.plaintext(&swapped, sealed.body.as_bytes(), later),
+        Err(PushError::Unopened(OpenFailure::OutdatedEvent)),
+        "plaintext refuses it too"
     );
     // A push of an event created a day ago to the second is still read.
     let day_old = Event::new("gh_1", "oAlice", TS - 86_400, EventKind::Popup(vec![])).to_wire(Format::Xml);
