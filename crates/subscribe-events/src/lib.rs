@@ -279,7 +279,7 @@ impl PushConfig {
     /// A configuration with no key (add one with [`aes_key`](Self::aes_key) for the compatible
     /// and safe modes) and a 300 s freshness window.
     pub fn new(token: impl Into<String>, appid: impl Into<String>, mode: Mode) -> Self {
-        let token = secrecy::SecretString::from(token.into());
+        let token = subscribe_types::secret_string(token.into());
         Self { token, appid: appid.into(), mode, keys: Vec::new(), window: 300 }
     }
 
