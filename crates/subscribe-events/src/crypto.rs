@@ -173,7 +173,7 @@ mod tests {
     fn the_key_and_the_ciphers_are_zeroed_on_drop() {
         fn zeroed_on_drop<T: zeroize::ZeroizeOnDrop>() {}
         fn boxed(key: &EncodingAesKey) -> &secrecy::SecretBox<[u8; 32]> {
-            &*key.0
+            &key.0
         }
         zeroed_on_drop::<secrecy::SecretBox<[u8; 32]>>();
         zeroed_on_drop::<cbc::Decryptor<aes::Aes256>>();
