@@ -21,6 +21,7 @@ use std::time::{Duration, SystemTime};
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use subscribe_client::{Client, TokenEndpoint};
+use subscribe_types::secrecy::{ExposeSecret as _, SecretString};
 use subscribe_types::{
     AppId, AppSecret, AuthorizationAnswer, AuthorizeRequest, Expectation, HttpUrl, MobileSubscribeRequest,
     MobileSubscribeResponse, OpenId, Reserved, Scene, SubscribeMessage, TemplateId,
@@ -499,7 +500,7 @@ async fn run(cli: Cli) -> Result<Exit, Usage> {
         Command::Templates { command } => family::templates(client(&cli), command).await,
         Command::Event { .. } => event(&cli),
         Command::Sandbox { listen, config } => sandbox(*listen, config.as_ref()).await,
-        Command::Grants { database, command } => grants::run(&cli, &database.0, command).await,
+        Command::Grants { database, command } => grants::run(&cli, database.0.expose_secret(), command).await,
     }
 }
 
@@ -534,7 +535,7 @@ async fn send_family(cli: &Cli) -> Result<Exit, Usage> {
 /// the command line rather than through its environment variable it draws a warning
 /// ([`secrets`]).
 #[derive(Clone)]
-struct Hidden(String);
+struct Hidden(SecretString);
 
 impl std::fmt::Debug for Hidden {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -545,7 +546,7 @@ impl std::fmt::Debug for Hidden {
 impl std::str::FromStr for Hidden {
     type Err = std::convert::Infallible;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Self(s.to_owned()))
+        Ok(Self(SecretString::from(s)))
     }
 }
 
@@ -569,16 +570,19 @@ fn event(cli: &Cli) -> Result<Exit, Usage> {
         ));
     }
     let appid = cli.appid.clone().unwrap_or_default();
-    let mut config = PushConfig::new(token.0.as_str(), appid, *mode);
+    let mut config = PushConfig::new(token.0.expose_secret(), appid, *mode);
     if let Some(k) = aes_key {
-        config = config.aes_key(EncodingAesKey::new(&k.0).map_err(|e| format!("invalid --aes-key: {e}"))?);
+        config = config.aes_key(
+            EncodingAesKey::new(k.0.expose_secret()).map_err(|e| format!("invalid --aes-key: {e}"))?,
+        );
         if cli.appid.is_none() {
             return Err("--appid (or WXSUB_APPID) is required to decrypt: the message names its app".into());
         }
     }
     if let Some(k) = previous_aes_key {
         config = config.previous_aes_key(
-            EncodingAesKey::new(&k.0).map_err(|e| format!("invalid --previous-aes-key: {e}"))?,
+            EncodingAesKey::new(k.0.expose_secret())
+                .map_err(|e| format!("invalid --previous-aes-key: {e}"))?,
         );
     }
     #[allow(clippy::disallowed_methods)] // a CLI reads the wall clock
@@ -799,6 +803,17 @@ mod tests {
     use clap::Parser as _;
 
     use super::*;
+
+    /// Does not compile if a secret argument goes back to a plain `String`.
+    #[test]
+    fn secret_arguments_are_zeroed_on_drop() {
+        fn zeroed_on_drop<T: zeroize::ZeroizeOnDrop + ?Sized>(_: &T) {}
+        let token: Hidden = "sandboxPushToken2026".parse().unwrap();
+        zeroed_on_drop(&token.0);
+        assert_eq!(token.0.expose_secret(), "sandboxPushToken2026");
+        let url: secrets::DatabaseUrl = "postgres://u:pw@h/d".parse().unwrap();
+        zeroed_on_drop(&url.0);
+    }
 
     #[test]
     fn a_failing_random_source_is_an_error_not_a_constant_state() {

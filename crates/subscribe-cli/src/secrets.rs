@@ -12,13 +12,14 @@ use std::any::TypeId;
 use clap::parser::ValueSource;
 use clap::{Arg, ArgMatches, Command};
 use subscribe_types::AppSecret;
+use subscribe_types::secrecy::{ExposeSecret as _, SecretString};
 
 use crate::Hidden;
 
 /// A database URL (`--database`, `DATABASE_URL`). `Debug` never shows it; it is a secret when
-/// it carries a password.
+/// it carries a password, so it is zeroed when dropped (`secrecy`).
 #[derive(Clone)]
-pub(crate) struct DatabaseUrl(pub(crate) String);
+pub(crate) struct DatabaseUrl(pub(crate) SecretString);
 
 impl std::fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -29,7 +30,7 @@ impl std::fmt::Debug for DatabaseUrl {
 impl std::str::FromStr for DatabaseUrl {
     type Err = std::convert::Infallible;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Self(s.to_owned()))
+        Ok(Self(SecretString::from(s)))
     }
 }
 
@@ -37,7 +38,7 @@ impl DatabaseUrl {
     /// Whether the URL carries a password: `scheme://user:password@host/…`, or a `password`
     /// query parameter (which PostgreSQL's URLs take).
     pub(crate) fn has_password(&self) -> bool {
-        let url = self.0.split('#').next().unwrap_or_default();
+        let url = self.0.expose_secret().split('#').next().unwrap_or_default();
         let in_userinfo = url.split_once("://").is_some_and(|(_, rest)| {
             let authority = rest.split(['/', '?']).next().unwrap_or_default();
             authority.rsplit_once('@').is_some_and(|(userinfo, _)| userinfo.contains(':'))

@@ -1,11 +1,15 @@
 //! Signatures and the safe mode's encryption, as WeChat's message-encryption documentation
 //! describes them, with the `RustCrypto` crates (`sha1`, `aes`, `cbc`) and `base64`.
 
+use std::sync::Arc;
+
 use aes::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit};
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use secrecy::{ExposeSecret, SecretBox};
 use sha1::{Digest, Sha1};
 use subtle::{Choice, ConstantTimeEq, ConstantTimeGreater as _};
+use zeroize::Zeroizing;
 
 use crate::{OpenFailure, PushError};
 
@@ -43,8 +47,13 @@ const KEY_ENGINE: GeneralPurpose = GeneralPurpose::new(
 );
 
 /// An `EncodingAESKey`: 43 characters of base64, 32 bytes of AES-256 key. Never printed.
+///
+/// The key lives in a [`SecretBox`] (its own allocation: moving or cloning the key copies only
+/// a pointer, a clone is a reference count) and is zeroed when the last clone is dropped; the
+/// ciphers built from it for each push zero their key schedules too (`aes` and `cbc` with
+/// their `zeroize` feature).
 #[derive(Clone)]
-pub struct EncodingAesKey([u8; 32]);
+pub struct EncodingAesKey(Arc<SecretBox<[u8; 32]>>);
 
 impl std::fmt::Debug for EncodingAesKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -61,8 +70,20 @@ impl EncodingAesKey {
         if key.len() != 43 {
             return Err(PushError::BadKey);
         }
-        let bytes = KEY_ENGINE.decode(key).map_err(|_| PushError::BadKey)?;
-        Ok(Self(bytes.try_into().map_err(|_| PushError::BadKey)?))
+        // 43 characters decode to 32 bytes, but the decoder asks for room for 33: a buffer
+        // on the stack, zeroed when it goes, rather than a `Vec` freed as it is.
+        let mut bytes = Zeroizing::new([0u8; 33]);
+        let len = KEY_ENGINE.decode_slice(key, &mut bytes[..]).map_err(|_| PushError::BadKey)?;
+        if len != 32 {
+            return Err(PushError::BadKey);
+        }
+        Ok(Self(Arc::new(SecretBox::init_with_mut(|k: &mut [u8; 32]| k.copy_from_slice(&bytes[..32])))))
+    }
+
+    /// The key, for the ciphers: the key and its first 16 bytes as the IV, as WeChat does.
+    fn key_and_iv(&self) -> (&[u8; 32], &[u8]) {
+        let key = self.0.expose_secret();
+        (key, &key[..16])
     }
 
     /// Decrypts an `Encrypt` value: the message, if the plaintext's appid is `appid`.
@@ -81,7 +102,8 @@ impl EncodingAesKey {
         if data.is_empty() || data.len() % 16 != 0 {
             return Err(OpenFailure::NotWholeBlocks);
         }
-        let decryptor = cbc::Decryptor::<aes::Aes256>::new((&self.0).into(), self.0[..16].into());
+        let (key, iv) = self.key_and_iv();
+        let decryptor = cbc::Decryptor::<aes::Aes256>::new(key.into(), iv.into());
         let plain = decryptor
             .decrypt_padded_mut::<aes::cipher::block_padding::NoPadding>(&mut data)
             .map_err(|_| OpenFailure::NotWholeBlocks)?;
@@ -113,7 +135,8 @@ impl EncodingAesKey {
         let pad = 32 - plain.len() % 32;
         plain.extend(std::iter::repeat_n(u8::try_from(pad).unwrap_or(32), pad));
         let n = plain.len();
-        let encryptor = cbc::Encryptor::<aes::Aes256>::new((&self.0).into(), self.0[..16].into());
+        let (key, iv) = self.key_and_iv();
+        let encryptor = cbc::Encryptor::<aes::Aes256>::new(key.into(), iv.into());
         let sealed = encryptor
             .encrypt_padded_mut::<aes::cipher::block_padding::NoPadding>(&mut plain, n)
             .expect("whole blocks after padding");
@@ -140,7 +163,39 @@ fn padding(plain: &[u8]) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::padding;
+    use secrecy::ExposeSecret as _;
+
+    use super::{EncodingAesKey, padding};
+
+    /// Does not compile if the key goes back to a plain array, or the ciphers lose their
+    /// `zeroize` feature.
+    #[test]
+    fn the_key_and_the_ciphers_are_zeroed_on_drop() {
+        fn zeroed_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        fn boxed(key: &EncodingAesKey) -> &secrecy::SecretBox<[u8; 32]> {
+            &key.0
+        }
+        zeroed_on_drop::<secrecy::SecretBox<[u8; 32]>>();
+        zeroed_on_drop::<cbc::Decryptor<aes::Aes256>>();
+        zeroed_on_drop::<cbc::Encryptor<aes::Aes256>>();
+        let key = EncodingAesKey::new("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG").unwrap();
+        assert_eq!(boxed(&key).expose_secret().len(), 32);
+        assert_eq!(format!("{key:?}"), "EncodingAesKey([redacted])");
+        assert!(EncodingAesKey::new("abcdefghijklmnopqrstuvwxyz0123456789ABCDEF").is_err(), "42 characters");
+        assert!(EncodingAesKey::new("abcdefghijklmnopqrstuvwxyz0123456789ABCDEF!").is_err(), "not base64");
+    }
+
+    /// `PushConfig`'s Token (tested here, beside the key, to keep `lib.rs` lean): does not
+    /// compile if it goes back to a plain `String`.
+    #[test]
+    fn the_push_token_is_zeroed_on_drop() {
+        fn zeroed_on_drop<T: zeroize::ZeroizeOnDrop>(_: &T) {}
+        let config = crate::PushConfig::new("sandboxPushToken2026", "wx5a1db0c0ffee0001", crate::Mode::Safe);
+        let token: &secrecy::SecretString = &config.token;
+        zeroed_on_drop(token);
+        assert_eq!(config.token(), "sandboxPushToken2026");
+        assert!(!format!("{config:?}").contains("sandboxPushToken2026"));
+    }
 
     #[test]
     fn padding_is_one_to_thirty_two_bytes_of_its_own_length() {

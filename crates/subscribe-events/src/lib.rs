@@ -268,9 +268,9 @@ pub fn is_valid_token(token: &str) -> bool {
 
 /// A server URL's configuration: the Token, the `EncodingAESKey` (and the previous one while a
 /// rotation settles), the AppID, the mode, the freshness window. The Token and the keys never
-/// print.
+/// print, and are zeroed when dropped (`secrecy`).
 pub struct PushConfig {
-    token: String,
+    token: secrecy::SecretString,
     appid: String,
     mode: Mode,
     keys: Vec<EncodingAesKey>,
@@ -293,7 +293,13 @@ impl PushConfig {
     /// A configuration with no key (add one with [`aes_key`](Self::aes_key) for the compatible
     /// and safe modes) and a 300 s freshness window.
     pub fn new(token: impl Into<String>, appid: impl Into<String>, mode: Mode) -> Self {
-        Self { token: token.into(), appid: appid.into(), mode, keys: Vec::new(), window: 300 }
+        let token = subscribe_types::secret_string(token.into());
+        Self { token, appid: appid.into(), mode, keys: Vec::new(), window: 300 }
+    }
+
+    /// The Token itself, for the signatures only.
+    fn token(&self) -> &str {
+        secrecy::ExposeSecret::expose_secret(&self.token)
     }
 
     /// The current `EncodingAESKey`.
@@ -330,7 +336,7 @@ impl PushConfig {
     /// ```
     pub fn warnings(&self) -> Vec<ConfigWarning> {
         let mut warnings = Vec::new();
-        let len = self.token.chars().count();
+        let len = self.token().chars().count();
         if len < RECOMMENDED_TOKEN_LEN {
             warnings.push(ConfigWarning::ShortToken { len });
         }
@@ -504,7 +510,7 @@ impl Push {
         if nonce.is_empty() {
             return Err(PushError::Malformed("the nonce is empty"));
         }
-        Ok((ts, nonce, signature(&[&self.config.token, timestamp, nonce])))
+        Ok((ts, nonce, signature(&[self.config.token(), timestamp, nonce])))
     }
 
     /// Verifies, decrypts (in safe mode or for an `encrypt_type=aes` push) and reads one push.
@@ -571,7 +577,7 @@ impl Push {
                 let msg_signature = required(p.msg_signature.as_ref(), "msg_signature")?;
                 let (timestamp, nonce) =
                     (required(p.timestamp.as_ref(), "timestamp")?, required(p.nonce.as_ref(), "nonce")?);
-                let expected = signature(&[&self.config.token, timestamp, nonce, &encrypt]);
+                let expected = signature(&[self.config.token(), timestamp, nonce, &encrypt]);
                 if !crypto::same_signature(&expected, msg_signature) {
                     return Err(PushError::BadSignature("msg_signature"));
                 }
@@ -678,14 +684,14 @@ impl Push {
         random: [u8; 16],
     ) -> Result<Sealed, PushError> {
         let ts = timestamp.to_string();
-        let sig = signature(&[&self.config.token, &ts, nonce]);
+        let sig = signature(&[self.config.token(), &ts, nonce]);
         let query = format!("signature={sig}&timestamp={ts}&nonce={nonce}");
         if self.config.mode == Mode::Plain {
             return Ok(Sealed { query, body: plaintext.to_owned() });
         }
         let key = self.config.keys.first().ok_or(PushError::BadKey)?;
         let encrypt = key.encrypt(plaintext, &self.config.appid, random);
-        let msg_signature = signature(&[&self.config.token, &ts, nonce, &encrypt]);
+        let msg_signature = signature(&[self.config.token(), &ts, nonce, &encrypt]);
         let query = format!("{query}&encrypt_type=aes&msg_signature={msg_signature}");
         let compatible = self.config.mode == Mode::Compatible;
         let body = if plaintext.trim_start().starts_with('<') {
@@ -723,7 +729,7 @@ impl Push {
     ) -> Result<(String, String), PushError> {
         let key = self.config.keys.first().ok_or(PushError::BadKey)?;
         let encrypt = key.encrypt(message, &self.config.appid, random);
-        let sig = signature(&[&self.config.token, timestamp, nonce, &encrypt]);
+        let sig = signature(&[self.config.token(), timestamp, nonce, &encrypt]);
         Ok((encrypt, sig))
     }
 }

@@ -6,22 +6,28 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use subscribe_types::{AppId, AppSecret, OpenId, TemplateId};
+use zeroize::{Zeroize, ZeroizeOnDrop};
 
-/// One app (official account) the sandbox plays WeChat for.
-#[derive(Clone, Serialize, Deserialize)]
+/// One app (official account) the sandbox plays WeChat for. Its secret is zeroed when the
+/// configuration is dropped (`zeroize`).
+#[derive(Clone, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
 pub struct AppConfig {
     /// Its AppID.
+    #[zeroize(skip)]
     pub appid: AppId,
     /// Its AppSecret (a sandbox secret: shown by `wxsub sandbox`, masked in the request log).
     pub secret: String,
     /// A display name for the authorization page.
+    #[zeroize(skip)]
     pub name: String,
     /// Its one-time subscription templates.
+    #[zeroize(skip)]
     pub templates: Vec<TemplateConfig>,
     /// Its business domains (业务域名): a `redirect_url` must be on one of them (the host
     /// itself or a subdomain), as WeChat enforces; the authorization page refuses others. Empty
     /// (the default in a configuration file that leaves it out) allows any.
     #[serde(default)]
+    #[zeroize(skip)]
     pub redirect_domains: Vec<String>,
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use subscribe_events::{EncodingAesKey, Event, Format, Mode, Push, PushConfig};
+use zeroize::{Zeroize, ZeroizeOnDrop};
 
 /// How long WeChat waits for an answer to a push.
 pub const PUSH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -17,11 +18,15 @@ pub const PUSH_ATTEMPTS: u32 = 4;
 
 /// An app's server URL configuration, as its console takes it. The Token and the key never
 /// print.
-#[derive(Clone, Deserialize)]
+///
+/// The Token and the key are zeroed when the settings are dropped (`zeroize`).
+#[derive(Clone, Deserialize, Zeroize, ZeroizeOnDrop)]
 pub struct PushSettings {
     /// The app.
+    #[zeroize(skip)]
     pub appid: String,
     /// The server URL (`http://` or `https://`).
+    #[zeroize(skip)]
     pub url: String,
     /// The Token (3 to 32 letters and digits).
     pub token: String,
@@ -29,9 +34,11 @@ pub struct PushSettings {
     #[serde(default)]
     pub aes_key: Option<String>,
     /// `plain`, `compatible` or `safe`.
+    #[zeroize(skip)]
     pub mode: String,
     /// `xml` or `json`.
     #[serde(default = "xml")]
+    #[zeroize(skip)]
     pub format: String,
 }
 
@@ -230,6 +237,28 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[cfg(test)]
 mod tests {
+    /// Does not compile if the settings stop zeroing on drop; fails if the Token, the key or
+    /// an app's secret is skipped.
+    #[test]
+    fn the_token_the_key_and_the_secrets_are_zeroed() {
+        use zeroize::Zeroize as _;
+        fn zeroed_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        zeroed_on_drop::<super::PushSettings>();
+        zeroed_on_drop::<crate::AppConfig>();
+        let mut settings: super::PushSettings = serde_json::from_value(serde_json::json!({
+            "appid": "wx5a1db0c0ffee0001", "url": "http://127.0.0.1:9/push", "token": "tokenZeroed",
+            "aes_key": "keyZeroedabcdefghijklmnopqrstuvwxyz0123456", "mode": "safe",
+        }))
+        .unwrap();
+        settings.zeroize();
+        assert!(settings.token.is_empty() && settings.aes_key.is_none());
+        assert_eq!(settings.appid, "wx5a1db0c0ffee0001", "what is not secret is kept");
+        let mut app = crate::SandboxConfig::demo().apps.remove(0);
+        app.zeroize();
+        assert!(app.secret.is_empty());
+        assert!(!app.templates.is_empty(), "what is not secret is kept");
+    }
+
     #[test]
     fn settings_never_print_the_token_or_the_key() {
         let settings: super::PushSettings = serde_json::from_value(serde_json::json!({

@@ -88,7 +88,7 @@ pub use library::{
 };
 pub use message::{MessageParseError, SubscribeMessage, SubscribeMessageBuilder};
 pub use query::MAX_QUERY_LEN;
-pub use secret::{AccessToken, AppSecret};
+pub use secret::{AccessToken, AppSecret, secret_string};
 pub use text::{Color, Content, HttpUrl, MiniProgram, Title};
 pub use token::{ClassicTokenRequest, IssuedToken, StableTokenRequest, TokenResponseError};
 

@@ -10,12 +10,34 @@ use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
 
 use crate::error::ValidationError;
 
 /// Compares two strings in time that depends only on their lengths.
 pub(crate) fn ct_eq_str(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+/// A [`SecretString`] from `value`, leaving no copy behind: `SecretString::from` shrinks a
+/// `String` with spare capacity to fit, and a shrinking reallocation may move the text and
+/// free the old buffer as it is. Such a `String` is copied into one of the exact size
+/// instead, and the original is zeroed (all of its capacity) as it is dropped.
+///
+/// ```
+/// use subscribe_types::secrecy::ExposeSecret;
+/// let mut token = String::with_capacity(64);
+/// token.push_str("sandboxPushToken2026");
+/// assert_eq!(subscribe_types::secret_string(token).expose_secret(), "sandboxPushToken2026");
+/// ```
+pub fn secret_string(value: String) -> SecretString {
+    if value.capacity() == value.len() {
+        return SecretString::from(value);
+    }
+    let value = Zeroizing::new(value);
+    let mut exact = String::with_capacity(value.len());
+    exact.push_str(&value);
+    SecretString::from(exact)
 }
 
 fn check_secret(field: &'static str, v: &str, max: usize) -> Result<(), ValidationError> {
@@ -50,8 +72,7 @@ impl AppSecret {
     /// # Errors
     /// [`ValidationError`] naming `secret`.
     pub fn new(value: impl Into<String>) -> Result<Self, ValidationError> {
-        let value: String = value.into();
-        let value = SecretString::from(value);
+        let value = secret_string(value.into());
         check_secret("secret", value.expose_secret(), Self::MAX_LEN)?;
         Ok(Self(value))
     }
@@ -96,7 +117,7 @@ impl AccessToken {
     /// # Errors
     /// [`ValidationError`] naming `access_token`.
     pub fn new(value: impl Into<String>) -> Result<Self, ValidationError> {
-        let value = SecretString::from(value.into());
+        let value = secret_string(value.into());
         check_secret("access_token", value.expose_secret(), Self::MAX_LEN)?;
         Ok(Self(Arc::new(value)))
     }
@@ -121,3 +142,27 @@ impl PartialEq for AccessToken {
     }
 }
 impl Eq for AccessToken {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Does not compile if either goes back to a plain `String`.
+    #[test]
+    fn secrets_are_zeroed_on_drop() {
+        fn zeroed_on_drop<T: zeroize::ZeroizeOnDrop + ?Sized>(_: &T) {}
+        let secret = AppSecret::new("0123456789abcdef0123456789abcdef").unwrap();
+        zeroed_on_drop(&secret.0);
+        let token = AccessToken::new("ACCESS_TOKEN_VALUE").unwrap();
+        zeroed_on_drop(&*token.0);
+    }
+
+    #[test]
+    fn secret_string_keeps_the_text_whatever_the_capacity() {
+        let mut spare = String::with_capacity(64);
+        spare.push_str("s3cr3t");
+        assert_eq!(secret_string(spare).expose_secret(), "s3cr3t");
+        assert_eq!(secret_string("exact".to_owned()).expose_secret(), "exact");
+        assert_eq!(secret_string(String::new()).expose_secret(), "");
+    }
+}

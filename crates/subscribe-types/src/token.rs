@@ -34,7 +34,7 @@ impl ClassicTokenRequest {
         out.push_str(appid);
         out.push_str("&secret=");
         crate::encoding::push_component(&mut out, secret);
-        SecretString::from(out)
+        crate::secret_string(out)
     }
 }
 
@@ -83,8 +83,12 @@ impl StableTokenRequest {
             secret: self.secret.expose_secret(),
             force_refresh: self.force_refresh,
         };
+        // Sized up front (each character of the secret escapes to at most 2 in JSON: it is
+        // printable ASCII) so no partial copy of the secret is left behind by a reallocation.
         // Only strings and a bool: serialization cannot fail.
-        SecretString::from(serde_json::to_string(&body).unwrap_or_default())
+        let mut out = Vec::with_capacity(100 + body.appid.len() + 2 * body.secret.len());
+        let _ = serde_json::to_writer(&mut out, &body);
+        crate::secret_string(String::from_utf8(out).unwrap_or_default())
     }
 }
 

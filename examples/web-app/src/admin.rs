@@ -19,6 +19,7 @@ use maud::html;
 use serde::Deserialize;
 use sha2::Sha256;
 use subscribe_client::{CancellationToken, DispatchReport, Dispatcher, OutcomeKind, Progress};
+use subscribe_types::secrecy::{ExposeSecret as _, SecretString};
 use subscribe_types::{OpenId, SubscribeMessage, ValidationError};
 
 use crate::html::{page, refreshing_page};
@@ -33,7 +34,7 @@ const JOBS_KEPT: usize = 16;
 /// The admin credential (`WEBAPP_ADMIN_TOKEN`): at least 32 characters, compared in constant
 /// time, never printed.
 #[derive(Clone)]
-pub struct AdminToken(Arc<str>);
+pub struct AdminToken(Arc<SecretString>);
 
 impl std::fmt::Debug for AdminToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -56,19 +57,23 @@ impl AdminToken {
         if !value.bytes().all(|b| b.is_ascii_graphic()) {
             return Err("must be printable ASCII without spaces");
         }
-        Ok(Self(value.into()))
+        Ok(Self(Arc::new(SecretString::from(value))))
     }
 
     /// Whether `presented` is the credential, in time independent of where they differ.
     fn matches(&self, presented: &str) -> bool {
         // Compare MACs of both: equal-length inputs to the constant-time comparison, so not
         // even the credential's length leaks.
-        let (a, b) = (self.mac(&[b"login", presented.as_bytes()]), self.mac(&[b"login", self.0.as_bytes()]));
+        let (a, b) = (
+            self.mac(&[b"login", presented.as_bytes()]),
+            self.mac(&[b"login", self.0.expose_secret().as_bytes()]),
+        );
         a.verify_slice(&b.finalize().into_bytes()).is_ok()
     }
 
     fn mac(&self, parts: &[&[u8]]) -> Hmac<Sha256> {
-        let mut mac = Hmac::<Sha256>::new_from_slice(self.0.as_bytes()).expect("HMAC takes any key length");
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.0.expose_secret().as_bytes())
+            .expect("HMAC takes any key length");
         for part in parts {
             // Length-prefixed, so ("ab", "c") and ("a", "bc") differ.
             mac.update(&(part.len() as u64).to_be_bytes());
@@ -558,5 +563,19 @@ impl Jobs {
 async fn futures_join(tasks: Vec<tokio::task::JoinHandle<()>>) {
     for task in tasks {
         let _ = task.await;
+    }
+}
+
+#[cfg(test)]
+mod zeroize_tests {
+    use super::*;
+
+    /// Does not compile if the admin token goes back to a plain string.
+    #[test]
+    fn the_admin_token_is_zeroed_on_drop() {
+        fn zeroed_on_drop<T: zeroize::ZeroizeOnDrop + ?Sized>(_: &T) {}
+        let token = AdminToken::new("0123456789abcdef0123456789abcdef").unwrap();
+        zeroed_on_drop(&*token.0);
+        assert!(token.matches("0123456789abcdef0123456789abcdef"));
     }
 }

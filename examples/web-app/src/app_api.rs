@@ -27,6 +27,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subscribe_client::{AuthorizationError, ErrorKind, RecordError, Recorded};
 use subscribe_types::AuthorizationAnswer;
+use subscribe_types::secrecy::{ExposeSecret as _, SecretSlice};
 
 use crate::AppState;
 
@@ -45,7 +46,7 @@ pub(crate) fn routes() -> Router<AppState> {
 
 /// The key app session tokens are signed with (`WEBAPP_APP_SESSION_KEY`): never printed.
 #[derive(Clone)]
-pub struct AppSessionKey(Arc<[u8]>);
+pub struct AppSessionKey(Arc<SecretSlice<u8>>);
 
 impl std::fmt::Debug for AppSessionKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -65,11 +66,12 @@ impl AppSessionKey {
         if key.len() < Self::MIN_LEN {
             return Err("must be at least 32 bytes (openssl rand -hex 32)");
         }
-        Ok(Self(key.into()))
+        Ok(Self(Arc::new(SecretSlice::from(key.to_vec()))))
     }
 
     fn tag(&self, user: &str, expires: u64) -> Hmac<Sha256> {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(self.0.expose_secret()).expect("HMAC takes any key length");
         mac.update(b"app-session\0");
         mac.update(user.as_bytes());
         mac.update(b"\0");
@@ -217,5 +219,19 @@ async fn answer(State(app): State<AppState>, headers: HeaderMap, body: Bytes) ->
                 ),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod zeroize_tests {
+    use super::*;
+
+    /// Does not compile if the session key goes back to a plain byte slice.
+    #[test]
+    fn the_app_session_key_is_zeroed_on_drop() {
+        fn zeroed_on_drop<T: zeroize::ZeroizeOnDrop + ?Sized>(_: &T) {}
+        let key = AppSessionKey::new(&[7; 32]).unwrap();
+        zeroed_on_drop(&*key.0);
+        assert_eq!(key.0.expose_secret(), &[7; 32]);
     }
 }

@@ -43,6 +43,7 @@ use subscribe_client::{
     InMemoryNotificationResults, NotificationResults, RecordError, Recorded,
 };
 use subscribe_types::{AppId, AppSecret, AuthorizationAnswer, HttpUrl, Scene, TemplateId};
+use zeroize::Zeroizing;
 
 use crate::html::page;
 use maud::html;
@@ -83,7 +84,8 @@ pub struct Config {
     pub scene: Scene,
     /// `WEBAPP_STATE_KEY`: the key signing the authorization state, at least 32 bytes. Needed
     /// when several instances serve the same users; by default it is derived from the secret.
-    pub state_key: Option<Vec<u8>>,
+    /// Zeroed when dropped.
+    pub state_key: Option<Zeroizing<Vec<u8>>>,
     /// `WEBAPP_DISPATCH_CONCURRENCY`: sends in flight during a dispatch (default 16).
     pub dispatch_concurrency: usize,
     /// `WEBAPP_HEADER_TIMEOUT_MS`: how long a connection may take to send a request's headers,
@@ -220,7 +222,7 @@ impl Config {
             .and_then(|n| Scene::new(n).map_err(|e| invalid("WEBAPP_SCENE", e)))?;
         let state_key = match get("WEBAPP_STATE_KEY") {
             Some(k) if k.len() < 32 => return Err(invalid("WEBAPP_STATE_KEY", "must be at least 32 bytes")),
-            k => k.map(String::into_bytes),
+            k => k.map(|k| Zeroizing::new(k.into_bytes())),
         };
         let dispatch_concurrency = get("WEBAPP_DISPATCH_CONCURRENCY")
             .map_or(Ok(16), |s| s.parse::<usize>().map_err(|e| invalid("WEBAPP_DISPATCH_CONCURRENCY", e)))?;
@@ -376,7 +378,7 @@ impl AppState {
                 .mp_base(config.mp_base.clone()),
         );
         if let Some(key) = &config.state_key {
-            builder = builder.state_key(key.clone());
+            builder = builder.state_key(key.to_vec());
         }
         Ok(Self {
             client: builder.build()?,
@@ -698,5 +700,18 @@ async fn health(State(app): State<AppState>) -> Response {
             Json(serde_json::json!({ "status": "unavailable", "error": e })),
         )
             .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod zeroize_tests {
+    /// Does not compile if the state key goes back to a plain `Vec`.
+    #[test]
+    fn the_state_key_is_zeroed_on_drop() {
+        fn zeroed_on_drop<T: zeroize::ZeroizeOnDrop>(_: &T) {}
+        let key = "k".repeat(32);
+        let config =
+            super::Config::from_lookup(|var| (var == "WEBAPP_STATE_KEY").then(|| key.clone())).unwrap();
+        zeroed_on_drop(config.state_key.as_ref().unwrap());
     }
 }

@@ -7,7 +7,8 @@
 use axum::Router;
 use subscribe_events::axum::PushEndpoint;
 use subscribe_events::{EncodingAesKey, Event, Mode, Push, PushConfig};
-use subscribe_types::TemplateId;
+use subscribe_types::secrecy::{ExposeSecret as _, SecretString};
+use subscribe_types::{TemplateId, secret_string};
 
 use crate::{AppState, ConfigError, invalid};
 
@@ -20,8 +21,9 @@ pub const SANDBOX_PUSH_TEMPLATES: [&str; 2] =
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct PushSettings {
-    /// `WECHAT_PUSH_TOKEN` (3 to 32 letters and digits): turns `/wechat/push` on.
-    token: String,
+    /// `WECHAT_PUSH_TOKEN` (3 to 32 letters and digits): turns `/wechat/push` on. Zeroed
+    /// when dropped.
+    token: SecretString,
     /// `WECHAT_PUSH_MODE`: `safe` (the default), `compatible` or `plain`. Plain mode is
     /// unauthenticated by design (WeChat does not sign the body: anyone who sees one push can
     /// post another body with its query), so it is never a default: it takes
@@ -48,8 +50,8 @@ impl std::fmt::Debug for PushSettings {
 impl PushSettings {
     /// Reads the settings; `None` without `WECHAT_PUSH_TOKEN`.
     pub(crate) fn from_lookup(get: &impl Fn(&str) -> Option<String>) -> Result<Option<Self>, ConfigError> {
-        let Some(token) = get("WECHAT_PUSH_TOKEN") else { return Ok(None) };
-        if !subscribe_events::is_valid_token(&token) {
+        let Some(token) = get("WECHAT_PUSH_TOKEN").map(secret_string) else { return Ok(None) };
+        if !subscribe_events::is_valid_token(token.expose_secret()) {
             return Err(invalid("WECHAT_PUSH_TOKEN", "must be 3 to 32 letters and digits"));
         }
         let key = |var: &'static str| {
@@ -85,7 +87,7 @@ impl PushSettings {
 
     fn push(&self, appid: &str) -> Push {
         let mut keys = self.keys.iter().cloned();
-        let mut config = PushConfig::new(self.token.clone(), appid, self.mode);
+        let mut config = PushConfig::new(self.token.expose_secret(), appid, self.mode);
         if let Some(current) = keys.next() {
             config = config.aes_key(current);
         }
@@ -110,4 +112,23 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
         }
     });
     Router::new().route("/wechat/push", endpoint.method_router())
+}
+
+#[cfg(test)]
+mod zeroize_tests {
+    use super::*;
+
+    /// Does not compile if the push Token goes back to a plain string.
+    #[test]
+    fn the_push_token_is_zeroed_on_drop() {
+        fn zeroed_on_drop<T: zeroize::ZeroizeOnDrop + ?Sized>(_: &T) {}
+        let get = |var: &str| match var {
+            "WECHAT_PUSH_TOKEN" => Some("sandboxPushToken2026".to_owned()),
+            "WECHAT_PUSH_MODE" => Some("plain".to_owned()),
+            _ => None,
+        };
+        let settings = PushSettings::from_lookup(&get).unwrap().unwrap();
+        zeroed_on_drop(&settings.token);
+        assert_eq!(settings.token.expose_secret(), "sandboxPushToken2026");
+    }
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use subscribe_transport::{HttpTransport, SharedTransport};
 use subscribe_types::{AppId, AppSecret, DEFAULT_MP_BASE, HttpUrl};
+use zeroize::Zeroizing;
 
 use super::{Client, Inner};
 use crate::clock::{Clock, SharedClock, SystemClock};
@@ -39,7 +40,8 @@ pub struct ClientBuilder {
     token_backoff: (Duration, Duration),
     retry: RetryPolicy,
     clock: Option<SharedClock>,
-    state_key: Option<Vec<u8>>,
+    /// Held until `build` derives the signing key from it; zeroed when the builder goes.
+    state_key: Option<Zeroizing<Vec<u8>>>,
     previous_state_keys: Vec<PreviousKey>,
     used_states: Option<crate::used_states::SharedUsedStates>,
     state_ttl: Duration,
@@ -49,7 +51,7 @@ pub struct ClientBuilder {
 
 /// A key of the ring's past (see [`ClientBuilder::previous_state_key`]).
 enum PreviousKey {
-    Bytes(Vec<u8>),
+    Bytes(Zeroizing<Vec<u8>>),
     Secret(AppSecret),
 }
 
@@ -212,7 +214,8 @@ impl ClientBuilder {
     /// AppSecret, so every instance agrees without configuration. Required with an external
     /// token source.
     pub fn state_key(mut self, key: impl Into<Vec<u8>>) -> Self {
-        self.state_key = Some(key.into());
+        // The caller's buffer itself, not a copy: zeroed (all of its capacity) when dropped.
+        self.state_key = Some(Zeroizing::new(key.into()));
         self
     }
 
@@ -221,7 +224,7 @@ impl ClientBuilder {
     /// after the rotation (and during a rolling deploy, each old instance's key), so the
     /// confirmations users made just before it are not turned away as forged. Repeatable.
     pub fn previous_state_key(mut self, key: impl Into<Vec<u8>>) -> Self {
-        self.previous_state_keys.push(PreviousKey::Bytes(key.into()));
+        self.previous_state_keys.push(PreviousKey::Bytes(Zeroizing::new(key.into())));
         self
     }
 
@@ -373,4 +376,25 @@ fn default_transport(connect: Duration, overall: Duration) -> Result<SharedTrans
 #[cfg(not(feature = "reqwest"))]
 fn default_transport(_: Duration, _: Duration) -> Result<SharedTransport, ConfigError> {
     Err(ConfigError::NoTransport)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Does not compile if the keys given to the builder go back to plain `Vec`s.
+    #[test]
+    fn state_keys_given_to_the_builder_are_zeroed_on_drop() {
+        fn zeroed_on_drop<T: zeroize::ZeroizeOnDrop>(_: &T) {}
+        let builder = super::super::Client::builder(
+            AppId::new("wx0123456789abcdef").unwrap(),
+            AppSecret::new("0123456789abcdef0123456789abcdef").unwrap(),
+        )
+        .state_key(vec![7; 32])
+        .previous_state_key(vec![8; 32]);
+        zeroed_on_drop(builder.state_key.as_ref().unwrap());
+        let PreviousKey::Bytes(previous) = &builder.previous_state_keys[0] else { panic!("bytes") };
+        zeroed_on_drop(previous);
+        assert!(!format!("{builder:?}").contains("[7, 7"));
+    }
 }

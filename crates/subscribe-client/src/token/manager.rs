@@ -32,6 +32,7 @@ use subscribe_types::{
 };
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
+use zeroize::Zeroizing;
 
 use super::{
     CachedToken, ExternalSourceError, HoldOff, SharedExternalSource, SharedTokenStore, TokenStoreError,
@@ -718,12 +719,23 @@ impl TokenManager {
                     StableTokenRequest { appid: self.appid.clone(), secret: secret.clone(), force_refresh }
                         .body();
                 let uri = format!("{}{}", self.api_base, endpoint::STABLE_TOKEN.path);
-                HttpRequest::post(&uri, Bytes::from(body.expose_secret().to_owned()))
+                // The body holds the secret: a copy the transport's `Bytes` own, zeroed when the
+                // last of their clones (a transport's retry keeps one) is dropped.
+                let body = Zeroizing::new(body.expose_secret().as_bytes().to_vec());
+                HttpRequest::post(&uri, Bytes::from_owner(body))
             }
             TokenSource::Classic(secret) => {
                 let pq = ClassicTokenRequest { appid: self.appid.clone(), secret: secret.clone() }
                     .path_and_query();
-                HttpRequest::get(format!("{}{}", self.api_base, pq.expose_secret()))
+                // The URI holds the secret: parsed from bytes it keeps slices of, zeroed when the
+                // last of them is dropped.
+                let pq = pq.expose_secret();
+                let mut uri = Zeroizing::new(Vec::with_capacity(self.api_base.len() + pq.len()));
+                uri.extend_from_slice(self.api_base.as_bytes());
+                uri.extend_from_slice(pq.as_bytes());
+                subscribe_transport::http::Uri::from_maybe_shared(Bytes::from_owner(uri))
+                    .map_err(subscribe_transport::http::Error::from)
+                    .and_then(HttpRequest::get)
             }
         };
         // The URI may hold the secret: keep none of `http::Error`'s text.
