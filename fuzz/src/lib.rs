@@ -114,9 +114,11 @@ pub fn mobile_answer(data: &[u8]) {
 
 static SANDBOX: LazyLock<SandboxState> = LazyLock::new(|| router(SandboxConfig::demo()).1);
 
-/// The authorization URL parser the sandbox's page uses (`AuthorizeRequest::from_query`) and
-/// the page itself (`SandboxState::authorization_page`): an accepted request parses back
-/// unchanged from its own `url()`, and the page never carries the query's markup unescaped.
+/// The authorization request's parsers (`AuthorizeRequest::from_query` for a URL,
+/// `from_bare_query` for the bare query the sandbox's page reads) and the page itself
+/// (`SandboxState::authorization_page`): an accepted request parses back unchanged from its
+/// own `url()`, a bare query reads as the same query behind a `?` does, and the page never
+/// carries the query's markup unescaped.
 ///
 /// # Panics
 /// When one of those properties breaks.
@@ -125,6 +127,13 @@ pub fn authorize_url(data: &[u8]) {
     if let Ok(request) = AuthorizeRequest::from_query(input) {
         let again = AuthorizeRequest::from_query(&request.url()).expect("a built URL parses");
         assert_eq!(again, request, "the request changed on its way through its URL");
+    }
+    if !input.contains('#') && input.len() < subscribe_types::MAX_QUERY_LEN {
+        assert_eq!(
+            AuthorizeRequest::from_bare_query(input),
+            AuthorizeRequest::from_query(&format!("?{input}")),
+            "a bare query read otherwise than the same query in a URL"
+        );
     }
     if let Ok(page) = SANDBOX.authorization_page(input) {
         assert!(!page.contains("<script"), "the authorization page must not carry a script");

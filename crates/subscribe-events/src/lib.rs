@@ -412,7 +412,7 @@ struct Params {
 
 impl Params {
     fn parse(query: &str) -> Result<Self, PushError> {
-        let q = Query::parse(query).map_err(|e| query_error(&e))?;
+        let q = Query::parse_query(query).map_err(|e| query_error(&e))?;
         let [signature, timestamp, nonce, echostr, encrypt_type, msg_signature] = q
             .read(["signature", "timestamp", "nonce", "echostr", "encrypt_type", "msg_signature"])
             .map_err(|e| query_error(&e))?;

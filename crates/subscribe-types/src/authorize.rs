@@ -99,9 +99,11 @@ impl AuthorizeRequest {
         out
     }
 
-    /// Reads an authorization request back from its URL or query string: what WeChat's (or the
-    /// sandbox's) authorization page does. `action` must be `get_confirm`; `reserved` may be
-    /// absent.
+    /// Reads an authorization request back from its URL (or a `?query`, or a query that
+    /// holds no `?` of its own): what WeChat's (or the sandbox's) authorization page does.
+    /// `action` must be `get_confirm`; `reserved` may be absent. The query is the text after
+    /// the first `?` ([`Query::parse_url`](query::Query::parse_url)); a bare query, as a
+    /// server's handler receives it, goes to [`from_bare_query`](Self::from_bare_query).
     ///
     /// ```
     /// use subscribe_types::AuthorizeRequest;
@@ -118,8 +120,23 @@ impl AuthorizeRequest {
     /// [`QueryError`] for input over [`MAX_QUERY_LEN`](crate::MAX_QUERY_LEN), bad percent-encoding, a missing or
     /// repeated parameter, an `action` other than `get_confirm`, or an invalid value.
     pub fn from_query(input: &str) -> Result<Self, QueryError> {
-        let [action, appid, scene, template_id, redirect_url, reserved] =
-            read_query(input, ["action", "appid", "scene", "template_id", "redirect_url", "reserved"])?;
+        Self::from_params(query::read_url(input, Self::PARAMS)?)
+    }
+
+    /// Reads an authorization request from a bare query (the request's query as a server's
+    /// handler receives it, without the `?`): a `?` in it is part of a value, as for every
+    /// other reader of that query ([`Query::parse_query`](query::Query::parse_query)).
+    ///
+    /// # Errors
+    /// As [`from_query`](Self::from_query).
+    pub fn from_bare_query(query: &str) -> Result<Self, QueryError> {
+        Self::from_params(query::read_query(query, Self::PARAMS)?)
+    }
+
+    const PARAMS: [&'static str; 6] = ["action", "appid", "scene", "template_id", "redirect_url", "reserved"];
+
+    fn from_params(params: [Option<String>; 6]) -> Result<Self, QueryError> {
+        let [action, appid, scene, template_id, redirect_url, reserved] = params;
         if required("action", action)? != "get_confirm" {
             return Err(QueryError::UnknownAction);
         }
@@ -131,14 +148,6 @@ impl AuthorizeRequest {
             reserved: Reserved::new(reserved.unwrap_or_default())?,
         })
     }
-}
-
-/// Reads the named parameters of a URL or query, strictly (see [`query::Query`]).
-pub(crate) fn read_query<const N: usize>(
-    input: &str,
-    names: [&'static str; N],
-) -> Result<[Option<String>; N], QueryError> {
-    query::read(input, names)
 }
 
 pub(crate) fn required<T>(param: &'static str, value: Option<T>) -> Result<T, QueryError> {

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::authorize::{AuthorizeRequest, read_query, required};
+use crate::authorize::{AuthorizeRequest, required};
 use crate::error::ValidationError;
 use crate::ids::{OpenId, Reserved, Scene, TemplateId};
 
@@ -80,7 +80,10 @@ pub enum AuthorizationAnswer {
 }
 
 impl AuthorizationAnswer {
-    /// Parses a callback URL or its query string (a leading `?` is fine), by parameter name.
+    /// Parses a callback URL (whole, or its path-and-query, or `?query`), by parameter name.
+    /// The query is the text after the first `?` ([`Query::parse_url`](crate::query::Query::parse_url)):
+    /// a server's handler passes the request's path-and-query (`/callback?…`), not the bare
+    /// query cut out of it, so a `?` inside a value is never taken for the boundary.
     ///
     /// Unknown parameters (the redirect URL's own) are ignored; a missing `reserved` reads as
     /// empty; on `cancel` an `openid`, if any, is ignored.
@@ -92,7 +95,7 @@ impl AuthorizationAnswer {
     /// (non-numeric or out-of-range scene, illegal characters).
     pub fn parse(input: &str) -> Result<Self, QueryError> {
         let [action, openid, template_id, scene, reserved] =
-            read_query(input, ["action", "openid", "template_id", "scene", "reserved"])?;
+            crate::query::read_url(input, ["action", "openid", "template_id", "scene", "reserved"])?;
         let action = match required("action", action)?.as_str() {
             "confirm" => Action::Confirm,
             "cancel" => Action::Cancel,

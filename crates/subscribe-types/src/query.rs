@@ -8,15 +8,30 @@
 //! Parameters nobody asks for are left alone: a redirect URL's own parameters may repeat and
 //! be encoded any way.
 //!
+//! Two entry points, for two kinds of input, so that no reader guesses which one it was given:
+//!
+//! - [`Query::parse_query`] reads a **bare query**: what a server's handler is handed as the
+//!   request's query (axum's `RawQuery`, `Uri::query`), an HTML form's body, a push's signed
+//!   query. A `?` in it is just a character of a key or value (`a=1&b=?a=2` has `a` = `1` and
+//!   `b` = `?a=2`), as every other reader of that query (axum's `Query`, `serde_urlencoded`,
+//!   a proxy's log) sees it. Reading a bare query as a URL would let
+//!   `access_token=x&y=?access_token=real` say `real` here and `x` everywhere else.
+//! - [`Query::parse_url`] reads a **whole URL or path-and-query** (`https://…/cb?a=1#f`,
+//!   `/cb?a=1`, or `?a=1`): the text after its first `?`, without any `#fragment`. A callback
+//!   or redirect URL goes here, never a query already cut out of its request.
+//!
 //! ```
 //! use subscribe_types::QueryError;
 //! use subscribe_types::query::Query;
 //!
-//! let q = Query::parse("?nonce=%34%32&timestamp=1800000000&x=1&x=2")?;
+//! let q = Query::parse_url("https://app.test/cb?nonce=%34%32&timestamp=1800000000&x=1&x=2#f")?;
 //! assert_eq!(q.get("nonce")?.as_deref(), Some("42"));
 //! assert_eq!(q.get("echostr")?, None);
-//! let q = Query::parse("signature=a&timestamp=1&signature=b")?;
+//! let q = Query::parse_query("signature=a&timestamp=1&signature=b")?;
 //! assert_eq!(q.get("signature"), Err(QueryError::Repeated { param: "signature" }));
+//! // In a bare query a `?` is part of a value: `b` is `?a=2`, and `a` is `1`.
+//! let q = Query::parse_query("a=1&b=?a=2")?;
+//! assert_eq!((q.get("a")?.as_deref(), q.get("b")?.as_deref()), (Some("1"), Some("?a=2")));
 //! # Ok::<(), QueryError>(())
 //! ```
 
@@ -24,7 +39,7 @@ use std::borrow::Cow;
 
 use crate::callback::QueryError;
 
-/// Longest query string (or URL) that [`Query::parse`] accepts, in bytes: 8 KiB, above the
+/// Longest query string (or URL) that [`Query::parse_query`] and [`Query::parse_url`] accept, in bytes: 8 KiB, above the
 /// longest authorization URL a valid request builds on WeChat's host (every field at its
 /// limit, the redirect URL escaped to three bytes per byte: about 6.5 KiB), so whatever this
 /// crate builds, it also reads back.
@@ -38,24 +53,40 @@ pub struct Query<'a> {
 }
 
 impl<'a> Query<'a> {
-    /// Reads a URL or a bare query: the text after the first `?` if there is one (else all of
-    /// it), without any `#fragment`. `+` decodes to a space, as in HTML forms.
+    /// Reads a bare query string (no `?` handling at all: a `?` is a character of a key or
+    /// value, and `#` too), as the request's other readers do. `+` decodes to a space, as in
+    /// HTML forms. For a whole URL, see [`parse_url`](Self::parse_url).
     ///
     /// # Errors
     /// [`QueryError::TooLarge`] over [`MAX_QUERY_LEN`].
-    pub fn parse(input: &'a str) -> Result<Self, QueryError> {
-        Self::with_limit(input, MAX_QUERY_LEN)
+    pub fn parse_query(query: &'a str) -> Result<Self, QueryError> {
+        Self::parse_query_with_limit(query, MAX_QUERY_LEN)
     }
 
-    /// As [`parse`](Self::parse), with another size limit (an HTML form's body, say).
+    /// As [`parse_query`](Self::parse_query), with another size limit (an HTML form's body,
+    /// say).
     ///
     /// # Errors
     /// [`QueryError::TooLarge`] over `max_len` bytes.
-    pub fn with_limit(input: &'a str, max_len: usize) -> Result<Self, QueryError> {
-        if input.len() > max_len {
-            return Err(QueryError::TooLarge { len: input.len(), max: max_len });
-        }
-        let pairs = query_part(input)
+    pub fn parse_query_with_limit(query: &'a str, max_len: usize) -> Result<Self, QueryError> {
+        check_len(query, max_len)?;
+        Ok(Self::split(query))
+    }
+
+    /// Reads the query of a whole URL or path-and-query: the text after its first `?` (all
+    /// of the input when it has none), without any `#fragment`. Only for input that really is
+    /// a URL (a callback or redirect URL): a bare query that may hold a `?` of its own goes to
+    /// [`parse_query`](Self::parse_query).
+    ///
+    /// # Errors
+    /// [`QueryError::TooLarge`] when the whole input is over [`MAX_QUERY_LEN`].
+    pub fn parse_url(url: &'a str) -> Result<Self, QueryError> {
+        check_len(url, MAX_QUERY_LEN)?;
+        Ok(Self::split(url_query(url)))
+    }
+
+    fn split(query: &'a str) -> Self {
+        let pairs = query
             .split('&')
             .filter(|p| !p.is_empty())
             .filter_map(|pair| {
@@ -66,7 +97,7 @@ impl<'a> Query<'a> {
                 Some((key, raw_value))
             })
             .collect();
-        Ok(Self { pairs })
+        Self { pairs }
     }
 
     /// The decoded value of `name`, if it is there.
@@ -97,20 +128,38 @@ impl<'a> Query<'a> {
     }
 }
 
-/// Reads the named parameters of a URL or query (see [`Query::parse`]).
+/// Reads the named parameters of a bare query (see [`Query::parse_query`]).
 ///
 /// # Errors
-/// As [`Query::parse`] and [`Query::read`].
-pub fn read<const N: usize>(
-    input: &str,
+/// As [`Query::parse_query`] and [`Query::read`].
+pub fn read_query<const N: usize>(
+    query: &str,
     names: [&'static str; N],
 ) -> Result<[Option<String>; N], QueryError> {
-    Query::parse(input)?.read(names)
+    Query::parse_query(query)?.read(names)
 }
 
-/// The query of a full URL or a bare query: the text after the first `?` if there is one
-/// (else all of it), without any `#fragment`.
-fn query_part(input: &str) -> &str {
+/// Reads the named parameters of a whole URL's query (see [`Query::parse_url`]).
+///
+/// # Errors
+/// As [`Query::parse_url`] and [`Query::read`].
+pub fn read_url<const N: usize>(
+    url: &str,
+    names: [&'static str; N],
+) -> Result<[Option<String>; N], QueryError> {
+    Query::parse_url(url)?.read(names)
+}
+
+fn check_len(input: &str, max: usize) -> Result<(), QueryError> {
+    if input.len() > max {
+        return Err(QueryError::TooLarge { len: input.len(), max });
+    }
+    Ok(())
+}
+
+/// The query of a whole URL (or path-and-query): the text after the first `?` if there is
+/// one (else all of it), without any `#fragment`.
+fn url_query(input: &str) -> &str {
     let q = match input.split_once('?') {
         Some((_, q)) => q,
         None => input,
@@ -126,7 +175,7 @@ mod tests {
         q: &str,
         names: [&'static str; N],
     ) -> Result<[Option<String>; N], QueryError> {
-        read(q, names)
+        read_query(q, names)
     }
 
     #[test]
@@ -168,19 +217,61 @@ mod tests {
     }
 
     #[test]
-    fn query_part_handles_urls_and_fragments() {
-        assert_eq!(query_part("https://x.test/cb?a=1#frag"), "a=1");
-        assert_eq!(query_part("?a=1"), "a=1");
-        assert_eq!(query_part("a=1"), "a=1");
+    fn url_query_handles_urls_and_fragments() {
+        assert_eq!(url_query("https://x.test/cb?a=1#frag"), "a=1");
+        assert_eq!(url_query("/cb?a=1&b=?a=2"), "a=1&b=?a=2");
+        assert_eq!(url_query("?a=1"), "a=1");
+        assert_eq!(url_query("a=1"), "a=1");
+    }
+
+    #[test]
+    fn a_question_mark_in_a_bare_query_is_part_of_a_value() {
+        // Read as a URL, this would be the query `a=2`: another `a` than every other reader
+        // of the request's query sees.
+        let [a, b] = read_bare("a=1&b=?a=2", ["a", "b"]).unwrap();
+        assert_eq!((a.as_deref(), b.as_deref()), (Some("1"), Some("?a=2")));
+        let [token, y] = read_bare("access_token=x&y=?access_token=real", ["access_token", "y"]).unwrap();
+        assert_eq!((token.as_deref(), y.as_deref()), (Some("x"), Some("?access_token=real")));
+        // A `?` (or `#`) at the start, or escaped, is a character like any other.
+        let [q, a] = read_bare("?a=1&a%3F=2#x", ["?a", "a?"]).unwrap();
+        assert_eq!((q.as_deref(), a.as_deref()), (Some("1"), Some("2#x")));
+        // The same query after a path, read as a URL, is the same parameters.
+        let [a, b] = read_url("/cb?a=1&b=?a=2", ["a", "b"]).unwrap();
+        assert_eq!((a.as_deref(), b.as_deref()), (Some("1"), Some("?a=2")));
+    }
+
+    proptest::proptest! {
+        /// A bare query reads as its pairs, whatever `?`, `#`, `=` or `/` its values hold; the
+        /// same query behind a path reads alike as a URL (when no `#` starts a fragment).
+        #[test]
+        fn a_bare_query_reads_as_its_pairs(
+            values in proptest::array::uniform3(proptest::option::of("[a-z0-9?=/#:.]{0,12}")),
+        ) {
+            const NAMES: [&str; 3] = ["a", "access_token", "signature"];
+            let query = NAMES
+                .iter()
+                .zip(&values)
+                .filter_map(|(name, value)| Some(format!("{name}={}", value.as_ref()?)))
+                .collect::<Vec<_>>()
+                .join("&");
+            proptest::prop_assert_eq!(&read_query(&query, NAMES).unwrap(), &values);
+            if !query.contains('#') {
+                proptest::prop_assert_eq!(&read_url(&format!("/path?{query}"), NAMES).unwrap(), &values);
+            }
+        }
     }
 
     #[test]
     fn the_size_limit_is_checked_first() {
         let long = "a=".to_owned() + &"x".repeat(MAX_QUERY_LEN);
         assert_eq!(
-            Query::parse(&long).unwrap_err(),
+            Query::parse_query(&long).unwrap_err(),
             QueryError::TooLarge { len: long.len(), max: MAX_QUERY_LEN }
         );
-        assert!(Query::with_limit(&long, long.len()).is_ok());
+        assert_eq!(
+            Query::parse_url(&long).unwrap_err(),
+            QueryError::TooLarge { len: long.len(), max: MAX_QUERY_LEN }
+        );
+        assert!(Query::parse_query_with_limit(&long, long.len()).is_ok());
     }
 }

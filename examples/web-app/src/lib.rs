@@ -34,8 +34,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Json, Redirect, Response};
 use axum::routing::{get, post};
 use subscribe_client::{
@@ -617,15 +617,17 @@ async fn subscribe(State(app): State<AppState>, headers: HeaderMap) -> Response 
 }
 
 /// WeChat's redirect: verify it belongs to this session, record the grant, tell the user.
-async fn callback(State(app): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+async fn callback(State(app): State<AppState>, headers: HeaderMap, uri: Uri) -> Response {
     let Some(session) = session_of(&headers) else {
         return error_page(
             StatusCode::BAD_REQUEST,
             "This answer does not belong to this browser: start again from the product page.",
         );
     };
-    let query = query.unwrap_or_default();
-    match app.client.complete_and_record_for_session(&query, &session, app.ledger.as_ref()).await {
+    // The path and query, not the bare query: the client reads a callback as a URL (its query
+    // starts after the first `?`), and a bare query may hold a `?` of its own inside a value.
+    let callback = uri.path_and_query().map_or("", axum::http::uri::PathAndQuery::as_str);
+    match app.client.complete_and_record_for_session(callback, &session, app.ledger.as_ref()).await {
         Ok((AuthorizationAnswer::Confirmed(c), recorded)) => {
             tracing::info!(openid = %c.openid, scene = c.scene.get(), ?recorded, "subscription confirmed");
             app.counts_changed();

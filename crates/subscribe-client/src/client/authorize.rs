@@ -80,7 +80,10 @@ impl Client {
         inner.state_key.sign(&inner.appid, template_id, scene, expires, session)
     }
 
-    /// Reads WeChat's redirect (a URL or its query string) and checks its state: issued by this
+    /// Reads WeChat's redirect (its URL, or the request's path-and-query: read with
+    /// [`AuthorizationAnswer::parse`], whose query starts after the first `?`, so a handler
+    /// passes `Uri::path_and_query`, not the bare query that may hold a `?` of its own) and
+    /// checks its state: issued by this
     /// client's key (or a previous one of its ring) for this app, template and scene, not
     /// expired, and, for a confirmation, not used before: each state confirms once (see
     /// [`UsedStates`](crate::UsedStates)). Returns the confirmation (one message may be sent) or

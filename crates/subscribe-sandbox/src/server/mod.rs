@@ -234,15 +234,16 @@ fn bad_request(msg: &str) -> Response {
 /// query, escaped once more).
 const MAX_FORM: usize = 64 * 1024;
 
-/// Reads the parameters `names` of a query or an HTML form with the workspace's one strict
-/// reader ([`subscribe_types::query`]: `+` is a space, bad escapes are kept as they are): one
+/// Reads the parameters `names` of a bare query or an HTML form with the workspace's one strict
+/// reader ([`subscribe_types::query`]: `+` is a space, bad escapes are kept as they are, a `?`
+/// is a character like any other, as for every other reader of the request): one
 /// asked for twice is refused, whichever copy would pass, never resolved by "the last one
 /// wins"; a value that is not UTF-8 is refused too.
 fn params<const N: usize>(
     input: &str,
     names: [&'static str; N],
 ) -> Result<HashMap<String, String>, QueryError> {
-    let values = subscribe_types::query::Query::with_limit(input, MAX_FORM)?.read(names)?;
+    let values = subscribe_types::query::Query::parse_query_with_limit(input, MAX_FORM)?.read(names)?;
     Ok(names.into_iter().zip(values).filter_map(|(name, value)| Some((name.to_owned(), value?))).collect())
 }
 

@@ -12,8 +12,9 @@ use crate::config::{AppConfig, TemplateConfig};
 use crate::html;
 
 impl SandboxState {
-    /// What the authorization page at `/mp/subscribemsg` answers for `query` (the URL's query
-    /// string): the page's HTML, or the error message the error page shows instead (bad or
+    /// What the authorization page at `/mp/subscribemsg` answers for `query` (the request's
+    /// bare query, without the `?`: a `?` in it is part of a value, see
+    /// [`AuthorizeRequest::from_bare_query`]): the page's HTML, or the error message the error page shows instead (bad or
     /// missing parameters, an unknown app, a template that is not one of the app's one-time
     /// templates, a `redirect_url` off the app's business domains). Never a redirect.
     ///
@@ -31,7 +32,8 @@ fn check_authorize<'s>(
     s: &'s SandboxState,
     query: &str,
 ) -> Result<(AuthorizeRequest, &'s AppConfig, &'s TemplateConfig), String> {
-    let req = AuthorizeRequest::from_query(query).map_err(|e| format!("参数错误 invalid request: {e}"))?;
+    let req =
+        AuthorizeRequest::from_bare_query(query).map_err(|e| format!("参数错误 invalid request: {e}"))?;
     let app = s.cfg.app(req.appid.as_str()).ok_or_else(|| format!("unknown appid {}", req.appid))?;
     let template =
         app.templates.iter().find(|t| t.id == req.template_id).ok_or_else(|| {

@@ -49,6 +49,19 @@ async fn the_page_shows_app_template_scene_and_users() {
     }
 }
 
+/// The page reads the request's query as every other reader of it does: a `?` inside it is a
+/// character of a value, not the start of another request.
+#[tokio::test]
+async fn a_question_mark_in_the_query_starts_no_other_request() {
+    let (s, http) = start(SandboxConfig::demo()).await;
+    let url = request("https://app.example.com/cb").url_with_base(&s.base_url());
+    let smuggled = format!("{}&x=?scene=78", url.split('#').next().unwrap());
+    let r = http.get(smuggled).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    assert!(html.contains(">77<") && !html.contains(">78<"), "{html}");
+}
+
 #[tokio::test]
 async fn invalid_parameters_give_an_error_page_not_a_redirect() {
     let (s, http) = start(SandboxConfig::demo()).await;

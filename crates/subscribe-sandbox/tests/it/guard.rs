@@ -69,7 +69,8 @@ fn forms(s: &SandboxHandle, n: u32) -> [(&'static str, String); 3] {
         subscribe_types::HttpUrl::new("https://app.example.com/cb").unwrap(),
     )
     .url_with_base(&s.base_url());
-    let q = authorize.split_once('?').unwrap().1;
+    // The query a browser sends (and the page's form carries back): no `#wechat_redirect`.
+    let q = authorize.split('#').next().unwrap().split_once('?').unwrap().1;
     let phone = serde_json::json!({"scene": 200 + n, "templateId": DEMO_TEMPLATE, "reserved": "appState42"});
     [
         ("/mp/subscribemsg/decide", form(&[("q", q), ("openid", ALICE), ("decision", "confirm")])),

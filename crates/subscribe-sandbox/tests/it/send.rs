@@ -48,6 +48,26 @@ async fn token_checks() {
     assert_eq!(s.state().stats().deliveries, 0);
 }
 
+/// The token is the `access_token` every reader of the query sees (axum's `Query`, a proxy's
+/// log, WeChat): a `?` inside the query is a character of a value, never a second start of the
+/// query that would hide a real token behind a wrong one.
+#[tokio::test]
+async fn a_token_behind_a_question_mark_in_the_query_is_not_the_token() {
+    let (s, http) = start(SandboxConfig::demo()).await;
+    let real = stable_token(&s, &http, false).await["access_token"].as_str().unwrap().to_owned();
+    grant(&s, 1);
+    for smuggled in [format!("wrong&y=?access_token={real}"), format!("wrong&?access_token={real}")] {
+        let refused = send(&s, &http, &smuggled, message(1)).await;
+        assert_eq!(refused["errcode"], 40014, "{refused}");
+    }
+    assert_eq!(s.state().stats().deliveries, 0);
+    assert!(s.state().inbox(ALICE).is_empty());
+    // The grant was not spent; the real token first, and a wrong one behind a `?` in another
+    // parameter's value, is the real token (and the value of `y`).
+    assert_eq!(send(&s, &http, &format!("{real}&y=?access_token=wrong"), message(1)).await["errcode"], 0);
+    assert_eq!(s.state().stats().deliveries, 1);
+}
+
 #[tokio::test]
 async fn body_checks_name_the_field() {
     let (s, http) = start(SandboxConfig::demo()).await;

@@ -206,6 +206,18 @@ async fn an_answer_from_another_session_or_a_forged_one_is_refused() {
     assert_eq!(w.health().await["grants"]["pending"], 1);
 }
 
+/// The callback is read as the request says to every reader of it (the browser, a proxy's
+/// log): a `?` inside its query is part of a value, not the start of another answer.
+#[tokio::test]
+async fn a_question_mark_inside_the_callback_query_is_part_of_a_value() {
+    let w = start().await;
+    let (alice, callback) = w.authorize(None, ALICE, "confirm").await;
+    let (status, page) = w.get(&format!("{callback}&note=?action=cancel"), Some(&alice)).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains(r#"data-action="confirm""#), "{page}");
+    assert_eq!(w.health().await["grants"]["pending"], 1);
+}
+
 #[tokio::test]
 async fn one_answer_replayed_with_made_up_openids_records_one_grant() {
     let w = start().await;
