@@ -351,6 +351,7 @@ impl SqlBuilder {
     }
 
     #[cfg(not(feature = "postgres"))]
+    #[allow(clippy::unused_self)] // the signature of the one built with the feature
     fn postgres(&self) -> Result<Pool, SqlError> {
         Err(SqlError::new(Kind::NotBuilt("postgres")))
     }
@@ -384,6 +385,7 @@ impl SqlBuilder {
     }
 
     #[cfg(not(feature = "sqlite"))]
+    #[allow(clippy::unused_self)] // the signature of the one built with the feature
     fn sqlite(&self) -> Result<Pool, SqlError> {
         Err(SqlError::new(Kind::NotBuilt("sqlite")))
     }
