@@ -32,7 +32,7 @@ const MAX_LIFETIME_MS: u64 = 1 << 52;
 /// let push = Push::new(PushConfig::new("pushToken2026", "wx0123456789abcdef", Mode::Plain));
 /// let endpoint = PushEndpoint::new(push, |_event| async { Ok::<(), std::io::Error>(()) })
 ///     .replay_cache(Arc::new(RedisReplayCache::new(redis)));
-/// let app: axum::Router = endpoint.router();
+/// let app = endpoint.router();
 /// # let _ = app; Ok(()) }
 /// ```
 #[derive(Clone, Debug)]
