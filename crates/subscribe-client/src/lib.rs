@@ -132,7 +132,7 @@ struct ReadmeDoctests;
 struct ErrorsDoctests;
 
 /// `docs/extending.md`'s examples (a transport, a token store, a token source, a grant ledger,
-/// each with its contract suite) run as doctests.
+/// each with its contract suite, and with the feature `events` a replay cache) run as doctests.
 #[cfg(all(doctest, feature = "test-util"))]
 #[doc = include_str!("../../../docs/extending.md")]
 struct ExtendingDoctests;

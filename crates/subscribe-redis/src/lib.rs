@@ -27,8 +27,12 @@
 //!
 //! With the feature `events`, [`RedisNotificationResults`] keeps what
 //! `subscribe_msg_sent_event` pushes, by `msgid`, for every instance.
+//!
+//! [`RedisReplayCache`] is `subscribe-events`' [`ReplayCache`](subscribe_events::replay::ReplayCache)
+//! in Redis: an event push replayed to any instance is refused, not applied again.
 
 mod ledger;
+mod replay;
 #[cfg(feature = "events")]
 mod results;
 mod token;
@@ -40,6 +44,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 pub use crate::ledger::RedisGrantLedger;
+pub use crate::replay::RedisReplayCache;
 #[cfg(feature = "events")]
 pub use crate::results::RedisNotificationResults;
 pub use crate::token::RedisTokenStore;

@@ -30,6 +30,10 @@
 //! indexes and the reasons for them are in the crate's `migrations/` directory, applied by
 //! [`sqlx::migrate!`] and recorded in `_sqlx_migrations` (the schema version table).
 //!
+//! [`SqlReplayCache`] is `subscribe-events`' [`ReplayCache`](subscribe_events::replay::ReplayCache)
+//! in the database: an event push replayed to any instance, or after a restart, is refused,
+//! not applied again.
+//!
 //! A SQLite file holds the access token and the grants: the crate creates it `0600` and the
 //! directories it creates for it `0700` (on Unix), and tightens an existing file that others
 //! may read (see [`SqlBuilder::lazy`]).
@@ -57,6 +61,7 @@ macro_rules! on_pool {
 }
 
 mod ledger;
+mod replay;
 #[cfg(feature = "events")]
 mod results;
 mod token;
@@ -67,6 +72,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 pub use crate::ledger::{EventKind, GrantEvent, Resolution, ReviewItem, SqlGrantLedger};
+pub use crate::replay::SqlReplayCache;
 #[cfg(feature = "events")]
 pub use crate::results::SqlNotificationResults;
 pub use crate::token::SqlTokenStore;
@@ -345,6 +351,7 @@ impl SqlBuilder {
     }
 
     #[cfg(not(feature = "postgres"))]
+    #[allow(clippy::unused_self)] // the signature of the one built with the feature
     fn postgres(&self) -> Result<Pool, SqlError> {
         Err(SqlError::new(Kind::NotBuilt("postgres")))
     }
@@ -378,6 +385,7 @@ impl SqlBuilder {
     }
 
     #[cfg(not(feature = "sqlite"))]
+    #[allow(clippy::unused_self)] // the signature of the one built with the feature
     fn sqlite(&self) -> Result<Pool, SqlError> {
         Err(SqlError::new(Kind::NotBuilt("sqlite")))
     }

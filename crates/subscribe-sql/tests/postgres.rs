@@ -86,6 +86,43 @@ async fn the_sweep_of_ended_marks_can_read_the_index_not_the_table() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_read_by_one_instance_is_a_replay_at_another() {
+    let schema = fresh_schema();
+    common::a_push_read_by_one_instance_is_a_replay_at_another(open(&schema).await, open(&schema).await)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ended_pushes_are_deleted_at_most_once_a_minute() {
+    let schema = fresh_schema();
+    let (first, second) = (open(&schema).await, open(&schema).await);
+    let pool = sqlx::PgPool::connect(&url()).await.unwrap();
+    let count = format!("SELECT COUNT(*) FROM {schema}.wxsub_push_replays WHERE key = $1");
+    common::ended_pushes_are_deleted_at_most_once_a_minute(first, second, |key| {
+        let (pool, count) = (pool.clone(), count.clone());
+        async move { sqlx::query_scalar(&count).bind(key).fetch_one(&pool).await.unwrap() }
+    })
+    .await;
+}
+
+/// The purge of ended pushes can read them through the index on their end (with sequential
+/// scans turned off, as PostgreSQL scans a table this small).
+#[tokio::test]
+async fn the_purge_of_ended_pushes_can_read_the_index_not_the_table() {
+    let schema = fresh_schema();
+    drop(open(&schema).await);
+    let pool = sqlx::PgPool::connect(&url()).await.unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL enable_seqscan = off").execute(&mut *tx).await.unwrap();
+    let plan: Vec<String> =
+        sqlx::query_scalar(&format!("EXPLAIN DELETE FROM {schema}.wxsub_push_replays WHERE expires_at < 1"))
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
+    assert!(plan.iter().any(|l| l.contains("Index") && l.contains("wxsub_push_replays_expires")), "{plan:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_reservations_are_counted_from_lease_buckets() {
     let schema = fresh_schema();
     let sql = open(&schema).await;

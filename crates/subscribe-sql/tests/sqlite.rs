@@ -63,6 +63,49 @@ async fn used_state_marks_are_timed_by_the_database_clock_whatever_the_callers_c
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_read_by_one_instance_is_a_replay_at_another() {
+    let path = fresh_path();
+    common::a_push_read_by_one_instance_is_a_replay_at_another(open(&path).await, open(&path).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ended_pushes_are_deleted_at_most_once_a_minute() {
+    let path = fresh_path();
+    let (first, second) = (open(&path).await, open(&path).await);
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", path.display())).await.unwrap();
+    common::ended_pushes_are_deleted_at_most_once_a_minute(first, second, |key| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar("SELECT COUNT(*) FROM wxsub_push_replays WHERE key = $1")
+                .bind(key)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    })
+    .await;
+}
+
+/// The purge of ended pushes deletes them through the index on their end, never the whole
+/// table.
+#[tokio::test]
+async fn the_purge_of_ended_pushes_reads_the_index_not_the_table() {
+    let path = fresh_path();
+    drop(open(&path).await);
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", path.display())).await.unwrap();
+    let plan: Vec<(i64, i64, i64, String)> =
+        sqlx::query_as("EXPLAIN QUERY PLAN DELETE FROM wxsub_push_replays WHERE expires_at < 1")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let details: Vec<&str> = plan.iter().map(|row| row.3.as_str()).collect();
+    assert!(
+        details.iter().any(|d| d.starts_with("SEARCH") && d.contains("wxsub_push_replays_expires")),
+        "{details:?}"
+    );
+}
+
 /// The sweep of ended marks reads them through the index on their end, never the whole table.
 #[tokio::test]
 async fn the_sweep_of_ended_marks_reads_the_index_not_the_table() {

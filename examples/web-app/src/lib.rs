@@ -42,6 +42,7 @@ use subscribe_client::{
     AuthorizationError, Client, ErrorKind, GrantCounts, GrantLedger, GrantScope, InMemoryGrantLedger,
     InMemoryNotificationResults, NotificationResults, RecordError, Recorded,
 };
+use subscribe_events::replay::{MemoryReplayCache, ReplayCache};
 use subscribe_types::{AppId, AppSecret, AuthorizationAnswer, HttpUrl, Scene, TemplateId};
 use zeroize::Zeroizing;
 
@@ -291,6 +292,9 @@ pub struct AppState {
     app_limiter: Arc<app_api::AppLimiter>,
     counts: Arc<tokio::sync::Mutex<Option<(std::time::Instant, GrantCounts)>>>,
     results: Arc<dyn NotificationResults>,
+    /// The event pushes read: `/wechat/push` reads each one once across every instance on
+    /// the backend.
+    replays: Arc<dyn ReplayCache>,
 }
 
 /// How long grant counts are reused: `/health` and `/admin` count at most once a second
@@ -303,18 +307,20 @@ const COUNTS_TIMEOUT: Duration = Duration::from_secs(2);
 impl AppState {
     /// The client for `config`, on the backend [`Config::database_url`] names:
     ///
-    /// | `DATABASE_URL` | grants | access tokens | used authorization states |
-    /// |---|---|---|---|
-    /// | `sqlite:…` (default `sqlite:data/grants.db`) | the file (created `0600`, its new directories `0700`) | the file | the file |
-    /// | `postgres://…` | the database | the database (shared refresh lease) | the database |
-    /// | `redis://…`, `rediss://…` | Redis | Redis | Redis |
-    /// | `memory` | memory | memory | memory |
+    /// | `DATABASE_URL` | grants | access tokens | used authorization states | pushes read (replay cache) |
+    /// |---|---|---|---|---|
+    /// | `sqlite:…` (default `sqlite:data/grants.db`) | the file (created `0600`, its new directories `0700`) | the file | the file | the file |
+    /// | `postgres://…` | the database | the database (shared refresh lease) | the database | the database |
+    /// | `redis://…`, `rediss://…` | Redis | Redis | Redis | Redis |
+    /// | `memory` | memory | memory | memory | memory |
     ///
     /// Pushed notification results ([`results`](Self::results)) are kept in the SQL database
     /// or in Redis (30 days) when there is one, in memory otherwise.
     ///
     /// Wherever the grants are kept, the used authorization states are kept too: a replayed
     /// confirmation is refused by every instance sharing the backend, and after a restart.
+    /// So are the event pushes `/wechat/push` read: a push replayed to another instance (or,
+    /// on SQL, after a restart) is answered `success` and not applied again.
     ///
     /// # Errors
     /// [`StartError`] when the client cannot be built or the database cannot be opened.
@@ -327,22 +333,26 @@ impl AppState {
             let ledger = Arc::new(subscribe_redis::RedisGrantLedger::new(redis.clone()));
             let results =
                 Arc::new(subscribe_redis::RedisNotificationResults::new(redis.clone(), config.appid.clone()));
+            let replays = Arc::new(subscribe_redis::RedisReplayCache::new(redis.clone()));
             let mut state = Self::build(config, ledger, |b| {
                 b.token_store(subscribe_redis::RedisTokenStore::new(redis.clone()))
                     .used_states(subscribe_redis::RedisUsedStates::new(redis))
             })?;
             state.results = results;
+            state.replays = replays;
             return Ok(state);
         }
         // A SQLite file's missing directories are created (0700) by subscribe-sql, with the file.
         let sql = subscribe_sql::Sql::builder(url).connect().await?;
         let ledger = Arc::new(subscribe_sql::SqlGrantLedger::new(sql.clone()));
         let results = Arc::new(subscribe_sql::SqlNotificationResults::new(sql.clone(), config.appid.clone()));
+        let replays = Arc::new(subscribe_sql::SqlReplayCache::new(sql.clone()));
         let mut state = Self::build(config, ledger, |b| {
             b.token_store(subscribe_sql::SqlTokenStore::new(sql.clone()))
                 .used_states(subscribe_sql::SqlUsedStates::new(sql))
         })?;
         state.results = results;
+        state.replays = replays;
         Ok(state)
     }
 
@@ -388,6 +398,7 @@ impl AppState {
             jobs: Arc::default(),
             counts: Arc::default(),
             results: Arc::new(InMemoryNotificationResults::default()),
+            replays: Arc::new(MemoryReplayCache::default()),
         })
     }
 

@@ -2,7 +2,8 @@
 //! `/wechat/push`; `subscribe-events` verifies and decrypts each push, and the client applies
 //! it to the ledger: a popup's acceptance becomes a grant, a withdrawal drops the pending one,
 //! a notification's result is kept by `msgid`. A ledger that fails answers 500, so WeChat
-//! resends.
+//! resends. Each push is read once, by whichever instance it reaches first: the pushes read
+//! are remembered where the grants are (the app's replay cache).
 
 use axum::Router;
 use subscribe_events::axum::PushEndpoint;
@@ -110,7 +111,9 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
             app.counts_changed();
             Ok::<(), subscribe_client::LedgerError>(())
         }
-    });
+    })
+    // Shared with every instance on the backend (see `AppState::open`).
+    .replay_cache(std::sync::Arc::clone(&state.replays));
     Router::new().route("/wechat/push", endpoint.method_router())
 }
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use subscribe_client::test_util::{grant_ledger_contract, shared_token_store_contract, used_states_contract};
-use subscribe_redis::{RedisGrantLedger, RedisTokenStore, RedisUsedStates};
+use subscribe_redis::{RedisGrantLedger, RedisReplayCache, RedisTokenStore, RedisUsedStates};
 
 use crate::redis;
 
@@ -20,6 +20,43 @@ async fn grant_ledger_passes_the_client_contract() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn used_states_pass_the_client_contract() {
     used_states_contract(Arc::new(RedisUsedStates::new(redis("states").await))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_cache_passes_the_events_contract() {
+    subscribe_client::test_util::replay_cache_contract(Arc::new(RedisReplayCache::new(
+        redis("replays").await,
+    )))
+    .await;
+}
+
+/// Two instances, each with its own connection to one Redis and one prefix: a push the first
+/// read is a replay at the second, and forgotten by the second it is new at the first. The key
+/// lives its lifetime on the application's clock (`PX`), not until an instant on Redis's.
+#[tokio::test]
+async fn a_push_read_by_one_instance_is_a_replay_at_another() {
+    use subscribe_events::replay::{ReplayCache as _, ReplayKey};
+
+    let shared = redis("replays-fleet").await;
+    let other =
+        subscribe_redis::Redis::builder(crate::redis_url()).prefix(shared.prefix()).connect().await.unwrap();
+    let (a, b) = (RedisReplayCache::new(shared.clone()), RedisReplayCache::new(other));
+    let now = crate::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    // An application clock an hour behind Redis's: the key still lives its whole window.
+    let behind = now - 3600;
+    let key = ReplayKey::new("wx00000000000c0de7", "ABCDEF0123", behind, "42", 300, behind);
+    assert!(a.first_sight(&key, behind).await.unwrap(), "a first sight at the first instance");
+    assert!(!b.first_sight(&key, behind).await.unwrap(), "a replay at the second");
+    assert!(!a.first_sight(&key, behind + 1).await.unwrap(), "and at the first");
+
+    let client = ::redis::Client::open(crate::redis_url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let name = format!("{}:replay:wx00000000000c0de7:abcdef0123", shared.prefix());
+    let ttl: i64 = ::redis::cmd("PTTL").arg(&name).query_async(&mut c).await.unwrap();
+    assert!((300_000..=301_000).contains(&ttl), "the key lives the push's window and a second: {ttl} ms");
+
+    b.forget(&key).await.unwrap();
+    assert!(a.first_sight(&key, behind).await.unwrap(), "forgotten by one, new at the other");
 }
 
 /// Pushed results pass the contract, are the app's own, expire after `keep_for`, and a hash

@@ -315,9 +315,9 @@ pub async fn grants_survive_a_new_connection(first: Sql, second: Sql) {
     let ledger = SqlGrantLedger::new(second);
     assert_eq!(ledger.get(&key).await.unwrap().unwrap().status, GrantStatus::Delivered);
     assert_eq!(ledger.pending_page(&scope, None, 10, now()).await.unwrap(), vec![user(4)]);
-    assert_eq!(ledger.sql().schema_versions().await.unwrap(), vec![1, 2, 3, 4]);
+    assert_eq!(ledger.sql().schema_versions().await.unwrap(), vec![1, 2, 3, 4, 5]);
     ledger.sql().migrate().await.expect("migrating again changes nothing");
-    assert_eq!(ledger.sql().schema_versions().await.unwrap(), vec![1, 2, 3, 4]);
+    assert_eq!(ledger.sql().schema_versions().await.unwrap(), vec![1, 2, 3, 4, 5]);
 }
 
 /// Debug output and errors never show the URL's password or a token.
@@ -357,6 +357,85 @@ pub async fn an_absent_database_fails_fast_and_typed(url_with_password: &str) {
 /// The used states pass the client's contract (lost answers included).
 pub async fn used_states_contract_suite(sql: Sql) {
     used_states_contract(Arc::new(SqlUsedStates::new(sql))).await;
+}
+
+/// The replay cache passes `subscribe-events`' contract (through the client's suite).
+pub async fn replay_cache_contract_suite(sql: Sql) {
+    subscribe_client::test_util::replay_cache_contract(Arc::new(subscribe_sql::SqlReplayCache::new(sql)))
+        .await;
+}
+
+/// Unix seconds now, on the tests' (the application's) clock.
+fn unix_now() -> u64 {
+    now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// A replay key no other test uses.
+fn replay_key(label: &str, timestamp: u64, now_unix: u64) -> subscribe_client::events::replay::ReplayKey {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let signature = format!("{:08X}{:08x}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+    subscribe_client::events::replay::ReplayKey::new(
+        &format!("wx{label}"),
+        &signature,
+        timestamp,
+        "42",
+        300,
+        now_unix,
+    )
+}
+
+/// Two instances, each with a pool of its own on one database: a push the first read is a
+/// replay at the second (and at the first), and forgotten through the second it is new at the
+/// first.
+pub async fn a_push_read_by_one_instance_is_a_replay_at_another(first: Sql, second: Sql) {
+    use subscribe_client::events::replay::ReplayCache as _;
+    let (a, b) = (subscribe_sql::SqlReplayCache::new(first), subscribe_sql::SqlReplayCache::new(second));
+    let now = unix_now();
+    let key = replay_key("fleet", now, now);
+    assert!(a.first_sight(&key, now).await.unwrap(), "a first sight at the first instance");
+    assert!(!b.first_sight(&key, now + 1).await.unwrap(), "a replay at the second");
+    assert!(!a.first_sight(&key, key.expires_at()).await.unwrap(), "and at the first, to its last second");
+    b.forget(&key).await.unwrap();
+    assert!(a.first_sight(&key, now).await.unwrap(), "forgotten through one, new at the other");
+    assert!(!b.first_sight(&key, now).await.unwrap());
+    // Ended, its row is taken over by the next sight, once, with the new end.
+    let after = key.expires_at() + 1;
+    let again = subscribe_client::events::replay::ReplayKey::from_parts(key.as_str(), after + 300);
+    assert!(b.first_sight(&again, after).await.unwrap(), "ended: a first sight");
+    assert!(!a.first_sight(&again, after).await.unwrap(), "taken over once");
+    assert!(!a.first_sight(&again, after + 300).await.unwrap(), "until the new end");
+}
+
+/// Ended rows are deleted by a handle's first sight, then at most once a minute: a row ended
+/// at its birth outlives the next sights of the handle that purged, and is deleted by the
+/// first sight of a new instance. Live rows stay. `count(key)` counts the rows of a key.
+pub async fn ended_pushes_are_deleted_at_most_once_a_minute<F, Fut>(first: Sql, second: Sql, count: F)
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = i64>,
+{
+    use subscribe_client::events::replay::ReplayCache as _;
+    let now = unix_now();
+    let a = subscribe_sql::SqlReplayCache::new(first);
+    let live = replay_key("purge", now, now);
+    assert!(a.first_sight(&live, now).await.unwrap(), "the handle's first sight (and purge)");
+    // Stale since a while: its row ends at its birth.
+    let ended = replay_key("purge", now - 1000, now);
+    assert!(ended.expires_at() < now);
+    assert!(a.first_sight(&ended, now).await.unwrap());
+    assert!(a.clone().first_sight(&live, now).await.is_ok_and(|first| !first));
+    assert_eq!(
+        count(ended.as_str().to_owned()).await,
+        1,
+        "no second purge within the minute (clones share it)"
+    );
+
+    let b = subscribe_sql::SqlReplayCache::new(second);
+    assert!(b.first_sight(&replay_key("purge", now, now), now).await.unwrap());
+    assert_eq!(count(ended.as_str().to_owned()).await, 0, "a new instance's first sight purges");
+    assert_eq!(count(live.as_str().to_owned()).await, 1, "live rows stay");
+    assert!(!b.first_sight(&live, now).await.unwrap());
 }
 
 /// The secret every instance of the tests' fleet shares (so they share the state key).
@@ -652,6 +731,11 @@ macro_rules! backend_tests {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn the_used_states_pass_the_client_contract() {
             common::used_states_contract_suite($sql).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn the_replay_cache_passes_the_events_contract() {
+            common::replay_cache_contract_suite($sql).await;
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -182,6 +182,65 @@ async fn a_forged_or_replayed_push_changes_nothing() {
     assert_eq!((status.as_u16(), echo.as_str()), (200, "hi"));
 }
 
+/// Two instances of the app on one SQLite file (two pools, as two processes would have): a
+/// push read by the first is answered `success` by the second and not applied again. Without
+/// the shared replay cache the second would read the captured acceptance afresh and make the
+/// withdrawn grant pending again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_read_by_one_instance_is_not_applied_again_by_another() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("web-app-push-fleet-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let url = format!("sqlite:{}/grants.db", dir.display());
+    let on_file = [("DATABASE_URL", url.as_str())];
+    let (first, second) =
+        (with_push_on("safe", "xml", &on_file).await, with_push_on("safe", "xml", &on_file).await);
+    let now = first.state.client().clock().now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let safe = Push::new(
+        PushConfig::new(PUSH_TOKEN, DEMO_APPID, Mode::Safe)
+            .aes_key(subscribe_client::events::EncodingAesKey::new(AES_KEY).unwrap()),
+    );
+    let event = |kind| Event::new("gh_1", ALICE, now, kind).to_wire(Format::Xml);
+    let accept = event(EventKind::Popup(vec![PopupItem {
+        template_id: DEMO_MP_TEMPLATE.into(),
+        status: "accept".into(),
+        popup_scene: Some(1),
+    }]));
+    let withdraw = event(EventKind::Change(vec![ChangeItem {
+        template_id: DEMO_MP_TEMPLATE.into(),
+        status: "reject".into(),
+    }]));
+    let accepted = safe.seal(&accept, now, "81", [3; 16]).unwrap();
+    let withdrawn = safe.seal(&withdraw, now, "82", [4; 16]).unwrap();
+    let pending = |w: &World| {
+        let state = w.state.clone();
+        async move {
+            let counts =
+                state.ledger().counts(&scope(DEMO_MP_TEMPLATE), state.client().clock().now()).await.unwrap();
+            (counts.pending, counts.dropped)
+        }
+    };
+    // The acceptance and the withdrawal reach the first; the acceptance, captured, is sent to
+    // the second, then to the first again.
+    for (w, push, after) in [
+        (&first, &accepted, (1, 0)),
+        (&first, &withdrawn, (0, 1)),
+        (&second, &accepted, (0, 1)),
+        (&first, &accepted, (0, 1)),
+    ] {
+        let r = w
+            .http
+            .post(w.url(&format!("/wechat/push?{}", push.query)))
+            .body(push.body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!((r.status().as_u16(), r.text().await.unwrap().as_str()), (200, "success"));
+        assert_eq!(pending(&first).await, after);
+        assert_eq!(pending(&second).await, after, "one file, one ledger");
+    }
+}
+
 #[test]
 fn push_settings_are_checked_by_name_and_never_printed() {
     let env = |pairs: Vec<(&'static str, &'static str)>| {
