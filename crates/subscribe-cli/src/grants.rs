@@ -15,8 +15,8 @@ use crate::{Cli, Usage, parse};
 /// What `wxsub grants` does.
 #[derive(Debug, Subcommand)]
 pub(crate) enum GrantsCommand {
-    /// Record the grant a confirmed authorization gives (from WeChat's redirect: a URL or its
-    /// query string), once its state is verified: signed with --secret for this app, template
+    /// Record the grant a confirmed authorization gives (from WeChat's redirect: a URL, a path
+    /// and query, or `?` and the query string), once its state is verified: signed with --secret for this app, template
     /// and scene (as `auth-url --signed` makes it), bound to --session, not expired, and not
     /// used by another answer (the used states are kept in the database, so a replay is refused
     /// in any later run).

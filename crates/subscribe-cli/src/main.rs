@@ -101,7 +101,7 @@ enum Command {
         #[arg(long, requires = "signed")]
         session: Option<String>,
     },
-    /// Parse and check WeChat's redirect (a URL or its query string).
+    /// Parse and check WeChat's redirect (a URL, a path and query, or `?` and the query string).
     Callback {
         /// The callback URL or query.
         url_or_query: String,

@@ -42,7 +42,7 @@
 //! answer never carries), at most [`REFUSAL_LOG_BURST`] at once and then one every
 //! [`REFUSAL_LOG_EVERY`], each saying how many went unlogged since the one before: a flood of
 //! forged pushes cannot flood the log. Our own failures (a callback's, the replay cache's) are
-//! logged at `ERROR` within the same rate counted apart, so a flood cannot hide them either.
+//! logged at `ERROR` on a rate of their own, so a flood cannot hide them either.
 //! The callback, and forgetting a push whose callback failed, run in a task of their own: a
 //! caller that hangs up cancels neither. The configuration's [`warnings`](crate::PushConfig::warnings)
 //! (a short Token, a mode that takes unsigned bodies) are logged when the endpoint is built.
@@ -66,7 +66,7 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use http_body_util::BodyExt as _;
 
-use crate::replay::{MemoryReplayCache, ReplayCache, ReplayKey};
+use crate::replay::{MemoryReplayCache, ReplayCache, ReplayCacheError, ReplayKey};
 use crate::{Event, MAX_BODY, Push, PushError};
 
 /// What a callback may fail with.
@@ -128,36 +128,48 @@ pub struct PushEndpoint {
     counters: Arc<Counters>,
     log_limit: Arc<RefusalLogLimit>,
     failure_log_limit: Arc<RefusalLogLimit>,
-    in_flight: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+    in_flight: Arc<InFlightMap>,
 }
 
-/// A push whose callback runs in this process, counted by key while the guard lives.
+/// How long forgetting a push (in the replay cache) may take before it is given up and logged.
+pub const FORGET_TIME_LIMIT: Duration = Duration::from_secs(10);
+
+/// How long a push counts as in flight at most: a callback that never ends does not make every
+/// later copy of its push wait for ever.
+pub const IN_FLIGHT_AT_MOST: Duration = Duration::from_secs(300);
+
+type InFlightMap = std::sync::Mutex<HashMap<String, (usize, tokio::time::Instant)>>;
+
+/// A push being read or handled in this process, counted by key while the guard lives.
 struct InFlight {
-    map: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+    map: Arc<InFlightMap>,
     key: String,
 }
 
 impl InFlight {
-    fn lock(
-        map: &std::sync::Mutex<HashMap<String, usize>>,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+    fn lock(map: &InFlightMap) -> std::sync::MutexGuard<'_, HashMap<String, (usize, tokio::time::Instant)>> {
         map.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn enter(map: &Arc<std::sync::Mutex<HashMap<String, usize>>>, key: &str) -> Self {
-        *Self::lock(map).entry(key.to_owned()).or_default() += 1;
+    fn enter(map: &Arc<InFlightMap>, key: &str) -> Self {
+        let now = tokio::time::Instant::now();
+        Self::lock(map).entry(key.to_owned()).or_insert((0, now)).0 += 1;
         Self { map: Arc::clone(map), key: key.to_owned() }
     }
 
-    fn holds(map: &std::sync::Mutex<HashMap<String, usize>>, key: &str) -> bool {
-        Self::lock(map).contains_key(key)
+    /// Whether another copy of the push is in flight too (and has been for less than
+    /// [`IN_FLIGHT_AT_MOST`]).
+    fn shared(&self) -> bool {
+        Self::lock(&self.map)
+            .get(&self.key)
+            .is_some_and(|(n, since)| *n > 1 && since.elapsed() < IN_FLIGHT_AT_MOST)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         let mut map = Self::lock(&self.map);
-        if let Some(n) = map.get_mut(&self.key) {
+        if let Some((n, _)) = map.get_mut(&self.key) {
             *n -= 1;
             if *n == 0 {
                 map.remove(&self.key);
@@ -337,11 +349,14 @@ impl PushEndpoint {
             Ok(verified) => verified.into_parts(),
             Err(e) => return self.refused(&e),
         };
+        // Entered before the cache is asked, so that a copy whose answer from a shared cache
+        // comes back first still finds this one in flight.
+        let in_flight = InFlight::enter(&self.in_flight, key.as_str());
         match self.replays.first_sight(&key, now).await {
             Ok(true) => {}
             // A copy of a push whose callback is still running here: it may yet fail, so the
             // copy is not told `success` (WeChat would stop retrying), but to come back.
-            Ok(false) if InFlight::holds(&self.in_flight, key.as_str()) => {
+            Ok(false) if in_flight.shared() => {
                 self.counters.busy.fetch_add(1, Ordering::Relaxed);
                 return (StatusCode::SERVICE_UNAVAILABLE, "this push is being handled; send it again later")
                     .into_response();
@@ -356,15 +371,14 @@ impl PushEndpoint {
             }
         }
         let name = event.name().to_owned();
-        let callback = (self.on_event)(event);
-        let in_flight = InFlight::enter(&self.in_flight, key.as_str());
-        // The callback and what follows its failure run in a task of their own, so a client
-        // that hangs up (or an outer timeout) cannot leave a failed push unforgotten.
-        let late = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // The callback (even its synchronous part) and what follows its failure run in tasks of
+        // their own, so a caller that hangs up (or an outer timeout) cannot leave a failed push
+        // unforgotten.
+        let on_event = Arc::clone(&self.on_event);
         let (done, outcome) = tokio::sync::oneshot::channel();
-        let (this, answered_late) = (self.clone(), Arc::clone(&late));
+        let this = self.clone();
         tokio::spawn(async move {
-            let handled = match tokio::spawn(callback).await {
+            let handled = match tokio::spawn(async move { on_event(event).await }).await {
                 Ok(Ok(())) => true,
                 Ok(Err(e)) => {
                     this.log_failure(|unlogged| {
@@ -379,14 +393,16 @@ impl PushEndpoint {
                     false
                 }
             };
-            // Not handled, and answered 500 (or not at all): WeChat's retry must be read again,
-            // not taken for a replay (as many times as WeChat retries, no more). Forgotten
-            // before the copy in flight is let go, so no copy finds it neither running nor new.
-            if !handled && !answered_late.load(Ordering::SeqCst) {
+            // Answered first (a slow cache cannot turn a failure into `success`), then, still
+            // in flight (a copy meanwhile is told to come back), forgotten: WeChat's retry must
+            // be read again, not taken for a replay (as many times as WeChat retries, no more).
+            // Also when `success` was already answered at the time limit: the sender of that
+            // copy may not have been WeChat.
+            let _ = done.send(handled);
+            if !handled {
                 this.forget(&key, now).await;
             }
             drop(in_flight);
-            let _ = done.send(handled);
         });
         let left = self.time_limit.saturating_sub(started.elapsed());
         match tokio::time::timeout(left, outcome).await {
@@ -399,7 +415,6 @@ impl PushEndpoint {
                 (StatusCode::INTERNAL_SERVER_ERROR, "the event was not handled").into_response()
             }
             Err(_) => {
-                late.store(true, Ordering::SeqCst);
                 self.counters.handled.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!("an event push callback is still running at the time limit; answered success");
                 "success".into_response()
@@ -417,7 +432,8 @@ impl PushEndpoint {
         if !self.push.may_forget(key, now) {
             return;
         }
-        if let Err(e) = self.replays.forget(key).await {
+        let forgot = tokio::time::timeout(FORGET_TIME_LIMIT, self.replays.forget(key)).await;
+        if let Err(e) = forgot.unwrap_or_else(|_| Err(ReplayCacheError::new("no answer in time"))) {
             self.log_failure(|unlogged| {
                 tracing::error!(error = %e, unlogged, "the replay cache failed to forget a push; WeChat's retry will be taken for a replay");
             });

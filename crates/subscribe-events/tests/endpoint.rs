@@ -509,3 +509,112 @@ async fn a_flood_of_forged_pushes_cannot_hide_a_failing_callback() {
         "{log}"
     );
 }
+
+// A second attacker review's reproductions: a copy that uses up the time limit, a shared
+// cache's round trip, a callback that panics before its future exists, a cache that hangs.
+
+#[tokio::test(start_paused = true)]
+async fn a_copy_that_uses_up_the_time_limit_cannot_keep_a_failed_push_remembered() {
+    // The attacker trickles a captured copy's body until the limit is nearly spent: answered
+    // `success` at once, while the callback (50 ms) goes on and fails.
+    let (e, _, calls) = endpoint(Duration::from_millis(50), 1);
+    let sealed = push(Mode::Safe).seal(&popup("oHal").to_wire(Format::Xml), NOW, "trickle", [1; 16]).unwrap();
+    let body = sealed.body.clone();
+    let slow = Body::from_stream(futures_util::stream::once(async move {
+        tokio::time::sleep(Duration::from_millis(290)).await;
+        Ok::<_, std::convert::Infallible>(bytes::Bytes::from(body))
+    }));
+    assert_eq!(post(&e, &sealed.query, slow).await, (StatusCode::OK, "success".into()));
+    // WeChat's copy while the callback runs: told to come back.
+    assert_eq!(post(&e, &sealed.query, sealed.body.clone().into()).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The callback failed: its retry is read, and handled.
+    assert_eq!(post(&e, &sealed.query, sealed.body.into()).await, (StatusCode::OK, "success".into()));
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+/// A cache whose first answer comes back late (a shared cache's round trip), and whose
+/// `forget` may hang.
+#[derive(Debug)]
+struct Slow {
+    inner: replay::MemoryReplayCache,
+    first_answer_late_by: Duration,
+    forget_hangs: bool,
+    sights: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl replay::ReplayCache for Slow {
+    async fn first_sight(&self, key: &replay::ReplayKey, now: u64) -> Result<bool, replay::ReplayCacheError> {
+        let recorded = self.inner.first_sight(key, now).await;
+        if self.sights.fetch_add(1, Ordering::SeqCst) == 0 {
+            tokio::time::sleep(self.first_answer_late_by).await;
+        }
+        recorded
+    }
+    async fn forget(&self, key: &replay::ReplayKey) -> Result<(), replay::ReplayCacheError> {
+        if self.forget_hangs {
+            std::future::pending::<()>().await;
+        }
+        self.inner.forget(key).await
+    }
+}
+
+fn slow(first_answer_late_by: Duration, forget_hangs: bool) -> Arc<Slow> {
+    let inner = replay::MemoryReplayCache::default();
+    Arc::new(Slow { inner, first_answer_late_by, forget_hangs, sights: AtomicUsize::new(0) })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_copy_answered_by_the_cache_before_the_first_is_told_to_come_back() {
+    let (e, _, calls) = endpoint(Duration::from_millis(10), 1);
+    let e = e.replay_cache(slow(Duration::from_millis(20), false));
+    let sealed = push(Mode::Safe).seal(&popup("oIda").to_wire(Format::Xml), NOW, "window", [2; 16]).unwrap();
+    let first = tokio::spawn({
+        let (e, q, b) = (e.clone(), sealed.query.clone(), sealed.body.clone());
+        async move { post(&e, &q, b.into()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    // The first copy is recorded, its answer still on the way back: the second is not told
+    // `success`, since the first's callback fails.
+    assert_eq!(post(&e, &sealed.query, sealed.body.clone().into()).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(first.await.unwrap().0, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(post(&e, &sealed.query, sealed.body.into()).await, (StatusCode::OK, "success".into()));
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_callback_that_panics_before_its_future_exists_is_a_failure_and_forgotten() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let e = PushEndpoint::new(push(Mode::Safe), move |_: Event| {
+        let n = c.fetch_add(1, Ordering::SeqCst);
+        assert!(n > 0, "panics building the future, on the first call");
+        async move { Ok::<(), std::io::Error>(()) }
+    })
+    .clock(|| NOW);
+    let sealed =
+        push(Mode::Safe).seal(&popup("oJo").to_wire(Format::Xml), NOW, "syncpanic", [3; 16]).unwrap();
+    assert_eq!(
+        post(&e, &sealed.query, sealed.body.clone().into()).await.0,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    assert_eq!(post(&e, &sealed.query, sealed.body.into()).await, (StatusCode::OK, "success".into()));
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_forget_that_hangs_neither_turns_a_failure_into_success_nor_holds_the_push_for_ever() {
+    let (e, _, calls) = endpoint(Duration::ZERO, 1);
+    let e = e.replay_cache(slow(Duration::ZERO, true));
+    let sealed = push(Mode::Safe).seal(&popup("oKim").to_wire(Format::Xml), NOW, "hang", [4; 16]).unwrap();
+    assert_eq!(
+        post(&e, &sealed.query, sealed.body.clone().into()).await.0,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    // The forget is given up after its limit: the push is no longer in flight (it stayed
+    // remembered, as the cache did not forget it: a replay).
+    tokio::time::sleep(subscribe_events::axum::FORGET_TIME_LIMIT + Duration::from_secs(1)).await;
+    assert_eq!(post(&e, &sealed.query, sealed.body.into()).await, (StatusCode::OK, "success".into()));
+    assert_eq!((calls.load(Ordering::SeqCst), e.stats().replayed), (1, 1));
+}

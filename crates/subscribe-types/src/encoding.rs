@@ -86,8 +86,14 @@ pub fn redact_uri(uri: &str) -> String {
             if i > 0 {
                 out.push('&');
             }
+            // The name as the strict reader reads it (percent-decoded: `sec%72et` is `secret`),
+            // and one that does not decode is redacted rather than guessed at.
+            let secret = |k: &str| {
+                decode_component(k)
+                    .map_or(true, |k| REDACTED_PARAMS.iter().any(|s| k.eq_ignore_ascii_case(s)))
+            };
             match pair.split_once('=') {
-                Some((k, _)) if REDACTED_PARAMS.iter().any(|s| k.eq_ignore_ascii_case(s)) => {
+                Some((k, _)) if secret(k) => {
                     out.push_str(k);
                     out.push_str("=[redacted]");
                 }
@@ -105,6 +111,21 @@ pub fn redact_uri(uri: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_is_redacted_under_any_name_the_reader_reads_as_its_name() {
+        let uri = "/cgi-bin/token?grant_type=client_credential&appid=wx1&sec%72et=TOPSECRET&access%5Ftoken=TOK&%FF=X";
+        let logged = redact_uri(uri);
+        assert!(
+            !logged.contains("TOPSECRET") && !logged.contains("TOK&") && !logged.ends_with("=X"),
+            "{logged}"
+        );
+        // What the reader takes for the secret, the log hides.
+        let read = crate::query::Query::parse_query("appid=wx1&sec%72et=TOPSECRET").ok();
+        let secret = read.as_ref().and_then(|q| q.get("secret").ok().flatten());
+        assert_eq!(secret.as_deref(), Some("TOPSECRET"));
+        assert!(logged.contains("appid=wx1"), "{logged}");
+    }
 
     #[test]
     fn encodes_like_encode_uri_component() {
