@@ -52,7 +52,7 @@
 //! | `reqwest` | yes | the default transport |
 //! | `rustls` | yes | TLS through rustls |
 //! | `native-tls` | no | TLS through the system library |
-//! | `hyper` | no | `transport::HyperTransport`: hyper-util's pooled client, TLS through rustls |
+//! | `hyper` | no | `transport::HyperTransport`: hyper's HTTP/1.1 connections, at most one per send in flight, TLS through rustls |
 //! | `test-util` | no | `ManualClock`, `test_util`: mock answers and the contract suites |
 //!
 //! Requires a tokio runtime (background refreshes are spawned on it).

@@ -1,22 +1,30 @@
-//! [`HyperTransport`]: hyper-util's pooled client, with TLS through rustls.
+//! [`HyperTransport`]: hyper's HTTP/1.1 connections in a pool that opens at most one per send
+//! in flight, with TLS through rustls.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use tower_service::Service as _;
 
+use crate::pool::{Host, Pool, Sender};
 use crate::settings::{HttpSettings, http_settings_setters};
 use crate::{HttpRequest, HttpResponse, HttpTransport, TransportError, TransportErrorKind};
 
-/// A transport over [`hyper_util`]'s pooled client: HTTP/1.1, TLS through rustls with the
-/// platform's certificate verifier. Lighter per request than `ReqwestTransport`
-/// (it does not parse the URL again), with the same contract and the same defaults: connect
-/// timeout 5 s, overall timeout 15 s, redirects never followed, idle connections kept 90 s, up
-/// to 64 per host, our user agent, no proxy.
+/// A transport over [`hyper`]'s HTTP/1.1 connections, TLS through rustls with the platform's
+/// certificate verifier. Lighter per request than `ReqwestTransport` (it does not parse the
+/// URL again), with the same contract and the same defaults: connect timeout 5 s (TLS
+/// included), overall timeout 15 s, redirects never followed, idle connections kept 90 s, our
+/// user agent, no proxy.
+///
+/// Its pool opens a connection only when none to the host is idle, and takes a connection back
+/// before `send` returns, so a sender that keeps N requests in flight opens at most N
+/// connections for its whole run (more only to replace those the server closes) and keeps them
+/// all: size the concurrency, not the pool. hyper-util's pooled client, which reqwest uses,
+/// races a new connection against the one a finished request is about to hand back and opens
+/// up to half as many again (see `docs/performance.md`).
 ///
 /// ```
 /// use std::time::Duration;
@@ -31,7 +39,9 @@ use crate::{HttpRequest, HttpResponse, HttpTransport, TransportError, TransportE
 /// [`ReqwestTransport`]: crate::ReqwestTransport
 #[derive(Clone, Debug)]
 pub struct HyperTransport {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    connector: HttpsConnector<HttpConnector>,
+    pool: Arc<Pool>,
+    connect_timeout: Duration,
     timeout: Duration,
     user_agent: http::HeaderValue,
     max_response_body: usize,
@@ -83,12 +93,10 @@ impl HyperTransportBuilder {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(settings.pool_idle_timeout)
-            .pool_max_idle_per_host(settings.pool_max_idle_per_host)
-            .build(https);
         Ok(HyperTransport {
-            client,
+            connector: https,
+            pool: Pool::new(settings.pool_max_idle_per_host, settings.pool_idle_timeout),
+            connect_timeout: settings.connect_timeout,
             timeout: settings.timeout,
             user_agent,
             max_response_body: settings.max_response_body,
@@ -96,31 +104,90 @@ impl HyperTransportBuilder {
     }
 }
 
-/// Classifies a client error by whether the request may have left. hyper's errors never hold
-/// the URI.
-fn classify(e: hyper_util::client::legacy::Error) -> TransportError {
-    if e.is_connect() {
-        TransportError::connect(e)
-    } else {
-        // Written, partly written, or its answer lost: the server may have acted.
-        TransportError::io(e)
+impl HyperTransport {
+    /// A new connection to `uri`'s host: TCP, TLS for `https`, and HTTP/1.1's handshake, within
+    /// the connect timeout. Its task runs until the server closes it or the pool drops it.
+    async fn connect(&self, uri: &http::Uri) -> Result<Sender, TransportError> {
+        let mut connector = self.connector.clone();
+        let open = async {
+            std::future::poll_fn(|cx| connector.poll_ready(cx)).await.map_err(TransportError::connect)?;
+            let io = connector.call(uri.clone()).await.map_err(TransportError::connect)?;
+            let (sender, connection) =
+                hyper::client::conn::http1::handshake(io).await.map_err(TransportError::connect)?;
+            tokio::spawn(async move {
+                // Its end (closed by either side) is seen by the pool through `is_closed`.
+                let _closed = connection.await;
+            });
+            Ok(sender)
+        };
+        match tokio::time::timeout(self.connect_timeout, open).await {
+            Ok(result) => result,
+            Err(_) => Err(TransportError::connect("no connection within the connect timeout")),
+        }
     }
+
+    async fn exchange(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
+        let (mut parts, body) = request.into_http().into_parts();
+        let (Some(scheme), Some(authority)) = (parts.uri.scheme().cloned(), parts.uri.authority().cloned())
+        else {
+            return Err(TransportError::new(
+                TransportErrorKind::InvalidRequest,
+                "the request's URI has no scheme or no host",
+            ));
+        };
+        let host = Host { scheme, authority };
+        let target = parts.uri.clone();
+        // On a connection of its own, HTTP/1.1 sends the path and the query, and the host in
+        // `Host`.
+        parts.uri =
+            parts.uri.path_and_query().map_or_else(|| http::Uri::from_static("/"), |p| p.clone().into());
+        if !parts.headers.contains_key(http::header::HOST) {
+            let value = host_header(&host)?;
+            parts.headers.insert(http::header::HOST, value);
+        }
+        parts.headers.entry(http::header::USER_AGENT).or_insert_with(|| self.user_agent.clone());
+        let mut request = http::Request::from_parts(parts, Full::new(body));
+        loop {
+            let (mut sender, pooled) = match self.pool.checkout(&host).await {
+                Some(sender) => (sender, true),
+                None => (self.connect(&target).await?, false),
+            };
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    let (parts, body) = response.into_parts();
+                    let body =
+                        crate::settings::read_limited(body, self.max_response_body, TransportError::io)
+                            .await?;
+                    self.pool.put(&host, sender);
+                    return Ok(http::Response::from_parts(parts, body));
+                }
+                Err(mut e) => match e.take_message() {
+                    // Not a byte of it was written: a pooled connection the server had just
+                    // closed. Another connection takes it.
+                    Some(unsent) if pooled => request = unsent,
+                    Some(_) => return Err(TransportError::connect(e.into_error())),
+                    // Written, partly written, or its answer lost: the server may have acted.
+                    None => return Err(TransportError::io(e.into_error())),
+                },
+            }
+        }
+    }
+}
+
+/// `Host`'s value: the host, and the port unless it is the scheme's default.
+fn host_header(host: &Host) -> Result<http::HeaderValue, TransportError> {
+    let default_port = if host.scheme == http::uri::Scheme::HTTPS { 443 } else { 80 };
+    let value = match host.authority.port_u16() {
+        Some(port) if port != default_port => format!("{}:{port}", host.authority.host()),
+        _ => host.authority.host().to_owned(),
+    };
+    http::HeaderValue::try_from(value).map_err(|e| TransportError::new(TransportErrorKind::InvalidRequest, e))
 }
 
 #[async_trait::async_trait]
 impl HttpTransport for HyperTransport {
     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
-        let (mut parts, body) = request.into_http().into_parts();
-        parts.headers.entry(http::header::USER_AGENT).or_insert_with(|| self.user_agent.clone());
-        let request = http::Request::from_parts(parts, Full::new(body));
-        let exchange = async {
-            let response = self.client.request(request).await.map_err(classify)?;
-            let (parts, body) = response.into_parts();
-            let body =
-                crate::settings::read_limited(body, self.max_response_body, TransportError::io).await?;
-            Ok(http::Response::from_parts(parts, body))
-        };
-        match tokio::time::timeout(self.timeout, exchange).await {
+        match tokio::time::timeout(self.timeout, self.exchange(request)).await {
             Ok(result) => result,
             Err(_) => Err(TransportError::timeout("no complete response within the timeout")),
         }

@@ -10,7 +10,7 @@
 //! | `reqwest` | yes | [`ReqwestTransport`] |
 //! | `rustls` | yes | TLS through rustls |
 //! | `native-tls` | no | TLS through the system library |
-//! | `hyper` | no | `HyperTransport`: hyper-util's pooled client, TLS through rustls |
+//! | `hyper` | no | `HyperTransport`: hyper's HTTP/1.1 connections, at most one per send in flight, TLS through rustls |
 //! | `mock` | no | `MockTransport` for tests |
 //! | `test-util` | no | `mock`, and `test_util::transport_contract`: the suite a custom transport runs |
 //!
@@ -44,6 +44,8 @@ mod error;
 mod hyper_impl;
 #[cfg(feature = "mock")]
 mod mock;
+#[cfg(feature = "hyper")]
+mod pool;
 mod request;
 #[cfg(feature = "reqwest")]
 mod reqwest_impl;

@@ -10,6 +10,12 @@ use crate::{HttpRequest, HttpResponse, HttpTransport, TransportError, TransportE
 /// is stripped of its URL before it is kept, so the access token in the query cannot surface
 /// in an error.
 ///
+/// Its pool is reqwest's (hyper-util's): a request that finds no idle connection starts a new
+/// one while the connection a finished request is about to hand back is on its way, so with N
+/// requests in flight it can open somewhat more than N (kept and reused, so the count follows
+/// the concurrency, not the requests). `HyperTransport` (feature `hyper`) opens at most N; use
+/// it for thousands in flight.
+///
 /// ```no_run
 /// use std::time::Duration;
 /// use subscribe_transport::ReqwestTransport;

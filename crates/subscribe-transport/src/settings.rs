@@ -20,7 +20,7 @@ impl Default for HttpSettings {
             timeout: Duration::from_secs(15),
             user_agent: crate::DEFAULT_USER_AGENT.to_owned(),
             pool_idle_timeout: Duration::from_secs(90),
-            pool_max_idle_per_host: 64,
+            pool_max_idle_per_host: usize::MAX,
             max_response_body: DEFAULT_MAX_RESPONSE_BODY,
         }
     }
@@ -90,7 +90,11 @@ macro_rules! http_settings_setters {
             self
         }
 
-        /// Idle connections kept per host (default 64).
+        /// Idle connections kept per host (default: no limit). Leave it: a pool keeps at most as
+        /// many connections as there were sends in flight at once, and closes those idle for
+        /// [`pool_idle_timeout`](Self::pool_idle_timeout). A lower limit closes the connections
+        /// that come back beyond it, and a sender with more in flight opens new ones all run
+        /// long (a TCP and a TLS handshake each).
         pub fn pool_max_idle_per_host(mut self, n: usize) -> Self {
             self.settings.pool_max_idle_per_host = n;
             self

@@ -9,6 +9,8 @@ mod contract;
 mod limits;
 #[cfg(feature = "mock")]
 mod mock;
+#[cfg(feature = "hyper")]
+mod pool;
 mod request;
 #[cfg(feature = "reqwest")]
 mod reqwest_wiremock;

@@ -1,0 +1,187 @@
+//! `HyperTransport`'s pool: with N sends in flight, at most N connections for the whole run,
+//! against a server that answers after a delay as WeChat does; connections the server closes
+//! are replaced without failing a send.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use subscribe_transport::{HttpRequest, HttpTransport, HyperTransport};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+
+/// How the counting server treats a connection after an answer.
+#[derive(Clone, Copy, PartialEq)]
+enum After {
+    /// Keeps it open for the next request.
+    KeepAlive,
+    /// Answers with `Connection: close` and closes it.
+    Close,
+    /// Keeps it open, but closes it silently once it has been idle for this long.
+    IdleClose(Duration),
+}
+
+struct Counting {
+    url: String,
+    accepted: Arc<AtomicUsize>,
+    answered: Arc<AtomicUsize>,
+    hosts: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// An HTTP/1.1 server that answers every POST with WeChat's `ok` after `delay`, counting the
+/// connections it accepts.
+async fn counting(delay: Duration, after: After) -> Counting {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let hosts = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (a, n, h) = (accepted.clone(), answered.clone(), hosts.clone());
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            a.fetch_add(1, Ordering::SeqCst);
+            let (n, h) = (n.clone(), h.clone());
+            tokio::spawn(async move {
+                let mut conn = BufReader::new(socket);
+                loop {
+                    let wait = match after {
+                        After::IdleClose(idle) => idle,
+                        _ => Duration::from_secs(60),
+                    };
+                    let mut length = 0usize;
+                    let mut line = String::new();
+                    let mut first = true;
+                    loop {
+                        line.clear();
+                        let read = if first {
+                            match tokio::time::timeout(wait, conn.read_line(&mut line)).await {
+                                Ok(r) => r,
+                                Err(_) => return, // idle too long: closed without a word
+                            }
+                        } else {
+                            conn.read_line(&mut line).await
+                        };
+                        first = false;
+                        match read {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) if line == "\r\n" => break,
+                            Ok(_) => {
+                                let lower = line.to_ascii_lowercase();
+                                if let Some(v) = lower.strip_prefix("content-length:") {
+                                    length = v.trim().parse().unwrap();
+                                }
+                                if let Some(v) = lower.strip_prefix("host:") {
+                                    h.lock().unwrap().push(v.trim().to_owned());
+                                }
+                            }
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    if conn.read_exact(&mut body).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(delay).await;
+                    let ok = br#"{"errcode":0,"errmsg":"ok"}"#;
+                    let close = if after == After::Close { "connection: close\r\n" } else { "" };
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{close}content-length: {}\r\n\r\n",
+                        ok.len()
+                    );
+                    let socket = conn.get_mut();
+                    if socket.write_all(head.as_bytes()).await.is_err() || socket.write_all(ok).await.is_err()
+                    {
+                        return;
+                    }
+                    n.fetch_add(1, Ordering::SeqCst);
+                    if after == After::Close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Counting {
+        url: format!("http://{addr}/cgi-bin/message/template/subscribe?access_token=T"),
+        accepted,
+        answered,
+        hosts,
+    }
+}
+
+/// `sends` requests through `transport`, `in_flight` at a time (each worker sends the next as
+/// soon as its last is answered, as `send-batch` and the dispatcher do).
+async fn run(transport: Arc<HyperTransport>, url: &str, in_flight: usize, sends: usize) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..in_flight {
+        let (t, next, url) = (transport.clone(), next.clone(), url.to_owned());
+        workers.push(tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::SeqCst) < sends {
+                let r = t.send(HttpRequest::post(url.as_str(), "{}").unwrap()).await.unwrap();
+                assert_eq!(r.body().as_ref(), br#"{"errcode":0,"errmsg":"ok"}"#);
+            }
+        }));
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn n_sends_in_flight_open_at_most_n_connections() {
+    for in_flight in [1, 2, 16, 128, 512] {
+        let server = counting(Duration::from_millis(20), After::KeepAlive).await;
+        let transport = Arc::new(HyperTransport::new().unwrap());
+        let sends = in_flight * 6;
+        run(transport.clone(), &server.url, in_flight, sends).await;
+        assert_eq!(server.answered.load(Ordering::SeqCst), sends);
+        let opened = server.accepted.load(Ordering::SeqCst);
+        assert!(opened <= in_flight, "{in_flight} in flight opened {opened} connections for {sends} sends");
+        // And they are reused: a second run at the same concurrency opens none.
+        run(transport, &server.url, in_flight, sends).await;
+        assert_eq!(server.accepted.load(Ordering::SeqCst), opened, "{in_flight} in flight, second run");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cap_on_idle_connections_is_kept() {
+    let server = counting(Duration::from_millis(5), After::KeepAlive).await;
+    let transport = Arc::new(HyperTransport::builder().pool_max_idle_per_host(4).build().unwrap());
+    run(transport.clone(), &server.url, 16, 16 * 4).await;
+    let opened = server.accepted.load(Ordering::SeqCst);
+    // Four stay; the others close as they come back, and a sequential send reuses a kept one.
+    run(transport, &server.url, 1, 8).await;
+    assert_eq!(server.accepted.load(Ordering::SeqCst), opened);
+    assert!(opened > 4, "16 in flight need more than the 4 kept: {opened}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_closes_each_connection_costs_a_connection_per_send_and_no_failure() {
+    let server = counting(Duration::ZERO, After::Close).await;
+    let transport = Arc::new(HyperTransport::new().unwrap());
+    run(transport, &server.url, 4, 40).await;
+    assert_eq!(server.answered.load(Ordering::SeqCst), 40);
+    assert_eq!(server.accepted.load(Ordering::SeqCst), 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_the_server_closed_while_idle_is_replaced_not_failed() {
+    let server = counting(Duration::ZERO, After::IdleClose(Duration::from_millis(100))).await;
+    let transport = Arc::new(HyperTransport::new().unwrap());
+    run(transport.clone(), &server.url, 3, 9).await;
+    assert_eq!(server.accepted.load(Ordering::SeqCst), 3);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The three idle connections are closed by now; every send still succeeds, on new ones.
+    run(transport, &server.url, 3, 9).await;
+    assert_eq!(server.answered.load(Ordering::SeqCst), 18);
+    assert_eq!(server.accepted.load(Ordering::SeqCst), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_header_names_the_host_and_a_port_that_is_not_the_default() {
+    let server = counting(Duration::ZERO, After::KeepAlive).await;
+    let transport = HyperTransport::new().unwrap();
+    let r = transport.send(HttpRequest::post(server.url.as_str(), "{}").unwrap()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let port = server.url.split(':').nth(2).unwrap().split('/').next().unwrap().to_owned();
+    assert_eq!(server.hosts.lock().unwrap().as_slice(), [format!("127.0.0.1:{port}")]);
+}
