@@ -20,6 +20,7 @@ pub(crate) fn bench(quick: bool) -> Result<Status> {
             &["dispatch", "5000"],
             &["dispatch", "50000"],
             &["dispatch-sql", "5000"],
+            &["latency", "20000", "256", "2048"],
         ]
     } else {
         &[
@@ -31,6 +32,7 @@ pub(crate) fn bench(quick: bool) -> Result<Status> {
             &["dispatch", "100000"],
             &["dispatch", "1000000"],
             &["dispatch-sql", "100000"],
+            &["latency", "100000", "256", "2048", "8192"],
         ]
     };
     let mut results = Vec::new();

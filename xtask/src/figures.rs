@@ -604,6 +604,50 @@ fn bench_rows(s: &Value) -> Result<Vec<[String; 4]>> {
                 ],
             ]
         }
+        "latency" => {
+            let mut rows = Vec::new();
+            for r in field(s, "rows")?.as_array().ok_or("`rows` is not a list")? {
+                rows.push([
+                    format!(
+                        "`wxsub send-batch` at {} ms per send: {} lines, {} in flight (`--transport hyper`; \
+                         then `--transport reqwest`)",
+                        n(s, "latency_ms")?,
+                        n(r, "lines")?,
+                        n(r, "in_flight")?
+                    ),
+                    format!(
+                        "{} msg/s ({} in flight / latency), {} connections opened, {} µs CPU/line, peak RSS \
+                         {} MiB; reqwest: {} msg/s, {} connections opened, {} µs CPU/line, peak RSS {} MiB",
+                        n(r, "wxsub_per_s")?,
+                        ratio(r, "ratio_to_ideal")?,
+                        n(r, "connections_opened")?,
+                        n(r, "cpu_us_per_line")?,
+                        n(r, "peak_rss_mib")?,
+                        n(r, "reqwest_per_s")?,
+                        n(r, "reqwest_connections_opened")?,
+                        n(r, "reqwest_cpu_us_per_line")?,
+                        n(r, "reqwest_peak_rss_mib")?
+                    ),
+                    format!(
+                        "in flight / latency: {} msg/s; plain hyper on {} keep-alive connections: {} msg/s",
+                        n(r, "ideal_per_s")?,
+                        n(r, "plain_connections_opened")?,
+                        n(r, "plain_connections_per_s")?
+                    ),
+                    format!("{} (of the lower)", ratio(r, "ratio")?),
+                ]);
+            }
+            rows.push([
+                "Memory per send in flight, `--transport hyper`".to_owned(),
+                format!(
+                    "{} KiB (the peak's growth from the fewest to the most in flight, per send)",
+                    n(s, "rss_kib_per_send_in_flight")?
+                ),
+                "—".to_owned(),
+                "—".to_owned(),
+            ]);
+            rows
+        }
         other => return Err(format!("no table row for the scenario `{other}`")),
     })
 }

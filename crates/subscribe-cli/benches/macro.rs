@@ -8,6 +8,7 @@
 //! cargo bench -p subscribe-cli --bench macro -- cold-start [sends]
 //! cargo bench -p subscribe-cli --bench macro -- dispatch   [grants]
 //! cargo bench -p subscribe-cli --bench macro -- dispatch-sql [grants]   (in memory, SQLite, PostgreSQL)
+//! cargo bench -p subscribe-cli --bench macro -- latency    [lines] [in flight]...   (a fake answering in 50 ms)
 //! cargo bench -p subscribe-cli --bench macro -- faults     [sends] [concurrency] [json] [only=words] [broken=fail-all|resend-unknown|resend-silently]
 //! ```
 //!
@@ -29,6 +30,8 @@
 // Not `benches/faults.rs`: cargo would take that for a bench target of its own.
 #[path = "macro/faults.rs"]
 mod faults;
+#[path = "macro/latency.rs"]
+mod latency;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -199,14 +202,13 @@ where
 
 /// The baseline's HTTP client: reqwest configured as the client's default transport
 /// (`ReqwestTransport`: 5 s connect and 15 s request timeouts, no redirects, no proxy, idle
-/// connections kept 90 s, up to 64 per host), built once and warmed like the client.
+/// connections kept 90 s, no cap on them), built once and warmed like the client.
 fn baseline_http() -> reqwest::Client {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(15))
         .redirect(reqwest::redirect::Policy::none())
         .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(64)
         .no_proxy()
         .build()
         .unwrap()
@@ -243,13 +245,12 @@ type RawHyper = hyper_util::client::legacy::Client<
     http_body_util::Full<Bytes>,
 >;
 
-/// Plain hyper-util, configured as `HyperTransport` is (idle connections kept 90 s, up to 64).
+/// Plain hyper-util, configured as `HyperTransport` is (idle connections kept 90 s, no cap).
 fn plain_hyper_client() -> RawHyper {
     let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
     http.set_nodelay(true);
     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(64)
         .build(http)
 }
 
@@ -840,9 +841,15 @@ fn main() {
             "cold-start" => cold_start(num(1, 10_000)).await,
             "dispatch" => dispatch(num(1, 100_000)).await,
             "dispatch-sql" => dispatch_sql(num(1, 100_000)).await,
+            "latency" => {
+                let in_flights: Vec<usize> = args.iter().skip(2).filter_map(|a| a.parse().ok()).collect();
+                latency::latency(num(1, 100_000), if in_flights.is_empty() { &[256, 2048] } else { &in_flights })
+                    .await
+            }
+            "plain-connections" => latency::plain_connections(&args[1], num(2, 10_000), num(3, 256)).await,
             "faults" => faults::faults(num(1, 2_000), num(2, 32), &args).await,
             other => panic!(
-                "unknown scenario {other}: throughput | sandbox | send-batch | cold-start | dispatch | dispatch-sql | faults"
+                "unknown scenario {other}: throughput | sandbox | send-batch | cold-start | dispatch | dispatch-sql | latency | faults"
             ),
         }
     });

@@ -1,0 +1,237 @@
+//! `latency`: `wxsub send-batch` against a fake that answers each send after 50 ms, as WeChat
+//! does in tens of milliseconds, at thousands in flight. The fake counts the connections it
+//! accepts, so the figure "connections opened" is read from the server's side.
+//!
+//! Each row has its baseline from the same run: what the latency allows (in flight / latency)
+//! and what plain hyper reaches with as many keep-alive connections as sends in flight, each
+//! posting pre-serialized bodies one after another (wrk's model; on two cores the fake's own
+//! share of the CPU limits it at the highest counts). The ratio is against the lower of the two.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use subscribe_sandbox::{DEMO_APPID, DEMO_SECRET};
+
+use crate::{TOKEN, children_cpu_time, message, run_watching_peak, write_lines};
+
+/// WeChat's answer time in this scenario.
+pub(crate) const LATENCY: Duration = Duration::from_millis(50);
+
+/// The fake: answers a token request at once and a send after [`LATENCY`], with a
+/// `Content-Length` as WeChat does, counting accepted connections.
+struct Slow {
+    base: String,
+    accepted: Arc<AtomicUsize>,
+}
+
+async fn slow_server() -> Slow {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            counter.fetch_add(1, Ordering::Relaxed);
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let svc = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                    use http_body_util::BodyExt;
+                    let token = req.uri().path().ends_with("token");
+                    let _ = req.into_body().collect().await;
+                    let body: &'static str = if token {
+                        r#"{"access_token":"BENCH_ACCESS_TOKEN_0123456789abcdef0123456789abcdef","expires_in":7200}"#
+                    } else {
+                        tokio::time::sleep(LATENCY).await;
+                        r#"{"errcode":0,"errmsg":"ok"}"#
+                    };
+                    Ok::<_, Infallible>(
+                        hyper::Response::builder()
+                            .header("content-type", "application/json; encoding=utf-8")
+                            .body(Full::new(Bytes::from_static(body.as_bytes())))
+                            .unwrap(),
+                    )
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Slow { base: format!("http://{addr}"), accepted }
+}
+
+/// `latency <lines> <in flight>...`: one row per number in flight.
+pub(crate) async fn latency(lines: usize, in_flights: &[usize]) -> serde_json::Value {
+    let server = slow_server().await;
+    let dir = std::env::temp_dir().join(format!("wxsub-latency-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("in.jsonl");
+    write_lines(&input, lines);
+    let mut rows = Vec::new();
+    let mut violations = Vec::new();
+    for &n in in_flights {
+        let ideal = n as f64 / LATENCY.as_secs_f64();
+        // The baseline, in a child process as wxsub is: n connections, one send at a time each.
+        settle().await;
+        let before = server.accepted.load(Ordering::Relaxed);
+        let out = tokio::process::Command::new(std::env::current_exe().unwrap())
+            .args(["plain-connections", &server.base, &lines.to_string(), &n.to_string()])
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success(), "plain-connections failed: {}", String::from_utf8_lossy(&out.stderr));
+        let plain: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let plain_per_s = plain["per_s"].as_f64().unwrap();
+        let plain_opened = server.accepted.load(Ordering::Relaxed) - before;
+
+        let hyper = send_batch(&server, &input, &dir, lines, n, "hyper").await;
+        let reqwest = send_batch(&server, &input, &dir, lines, n, "reqwest").await;
+        let target = ideal.min(plain_per_s);
+        let ratio = hyper.per_s / target;
+        if hyper.opened > n {
+            violations.push(format!("{n} in flight opened {} connections", hyper.opened));
+        }
+        if ratio < 0.7 {
+            violations.push(format!(
+                "{n} in flight: {:.0} msg/s is {ratio:.2} of {target:.0} (the lower of in flight / latency and plain hyper)",
+                hyper.per_s
+            ));
+        }
+        rows.push(json!({
+            "in_flight": n,
+            "lines": lines,
+            "wxsub_per_s": hyper.per_s.round(),
+            "ideal_per_s": ideal.round(),
+            "plain_connections_per_s": plain_per_s.round(),
+            "plain_connections_opened": plain_opened,
+            "plain_connections_peak_rss_mib": (plain["peak_rss_mib"].as_f64().unwrap() * 10.0).round() / 10.0,
+            "ratio": (ratio * 1000.0).round() / 1000.0,
+            "ratio_to_ideal": (hyper.per_s / ideal * 1000.0).round() / 1000.0,
+            "connections_opened": hyper.opened,
+            "cpu_us_per_line": (hyper.cpu_us * 10.0).round() / 10.0,
+            "peak_rss_mib": (hyper.peak_mib * 10.0).round() / 10.0,
+            "reqwest_per_s": reqwest.per_s.round(),
+            "reqwest_connections_opened": reqwest.opened,
+            "reqwest_cpu_us_per_line": (reqwest.cpu_us * 10.0).round() / 10.0,
+            "reqwest_peak_rss_mib": (reqwest.peak_mib * 10.0).round() / 10.0,
+        }));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    // What one more send in flight costs: the peak's growth from the fewest to the most in flight.
+    let (first, last) = (&rows[0], &rows[rows.len() - 1]);
+    let extra = (last["in_flight"].as_f64().unwrap() - first["in_flight"].as_f64().unwrap()).max(1.0);
+    let kib_per_send =
+        (last["peak_rss_mib"].as_f64().unwrap() - first["peak_rss_mib"].as_f64().unwrap()) * 1024.0 / extra;
+    json!({
+        "scenario": "latency",
+        "latency_ms": LATENCY.as_millis() as u64,
+        "rss_kib_per_send_in_flight": kib_per_send.round(),
+        "rows": rows,
+        "violations": violations,
+        "stat": "one run per row and side",
+        "measured_as": "wxsub send-batch (the whole command) and plain hyper, each a child process, against this one's fake; connections counted by the fake",
+    })
+}
+
+/// Lets the fake accept what the kernel queued for the previous side (a connection a client
+/// started as it exited), so it is not counted against the next.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+struct Side {
+    per_s: f64,
+    opened: usize,
+    cpu_us: f64,
+    peak_mib: f64,
+}
+
+/// One `wxsub send-batch` run over `input` with `n` in flight on `transport`.
+async fn send_batch(
+    server: &Slow,
+    input: &std::path::Path,
+    dir: &std::path::Path,
+    lines: usize,
+    n: usize,
+    transport: &str,
+) -> Side {
+    let out = dir.join(format!("out-{transport}-{n}.jsonl"));
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wxsub"));
+    cmd.args(["send-batch", "--input"])
+        .arg(input)
+        .args(["--concurrency", &n.to_string(), "--transport", transport])
+        .env("WXSUB_API_BASE", &server.base)
+        .env("WXSUB_APPID", DEMO_APPID)
+        .env("WXSUB_SECRET", DEMO_SECRET)
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::process::Stdio::null());
+    settle().await;
+    let before = server.accepted.load(Ordering::Relaxed);
+    let (wall, cpu, peak) = tokio::task::spawn_blocking(move || {
+        let (t0, cpu0) = (Instant::now(), children_cpu_time());
+        let (status, peak) = run_watching_peak(&mut cmd);
+        assert!(status.success(), "wxsub send-batch failed: {status}");
+        (t0.elapsed(), children_cpu_time().saturating_sub(cpu0), peak)
+    })
+    .await
+    .unwrap();
+    let opened = server.accepted.load(Ordering::Relaxed) - before;
+    let delivered = std::fs::read_to_string(&out).unwrap().matches(r#""status":"delivered""#).count();
+    assert_eq!(delivered, lines, "every line delivered ({transport}, {n} in flight)");
+    Side {
+        per_s: lines as f64 / wall.as_secs_f64(),
+        opened,
+        cpu_us: cpu.as_secs_f64() * 1e6 / lines as f64,
+        peak_mib: peak as f64 / 1_048_576.0,
+    }
+}
+
+/// The baseline: `n` keep-alive connections (hyper's own, no pool), each posting
+/// pre-serialized bodies one after another until `lines` were answered.
+pub(crate) async fn plain_connections(base: &str, lines: usize, n: usize) -> serde_json::Value {
+    let bodies: Arc<Vec<Bytes>> =
+        Arc::new((0..lines).map(|i| Bytes::from(serde_json::to_vec(&message(i, 1)).unwrap())).collect());
+    let authority = base.trim_start_matches("http://").to_owned();
+    let path = format!("/cgi-bin/message/template/subscribe?access_token={TOKEN}");
+    let next = Arc::new(AtomicUsize::new(0));
+    let t0 = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let (bodies, next, authority, path) = (bodies.clone(), next.clone(), authority.clone(), path.clone());
+        workers.spawn(async move {
+            let stream = tokio::net::TcpStream::connect(&authority).await.unwrap();
+            stream.set_nodelay(true).unwrap();
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+            tokio::spawn(conn);
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= bodies.len() {
+                    break;
+                }
+                sender.ready().await.unwrap();
+                let req = hyper::Request::post(path.as_str())
+                    .header("host", authority.as_str())
+                    .header("content-type", "application/json")
+                    .body(Full::new(bodies[i].clone()))
+                    .unwrap();
+                let r = sender.send_request(req).await.unwrap();
+                let b = http_body_util::BodyExt::collect(r.into_body()).await.unwrap().to_bytes();
+                assert_eq!(b.as_ref(), br#"{"errcode":0,"errmsg":"ok"}"#);
+            }
+        });
+    }
+    while let Some(worker) = workers.join_next().await {
+        worker.unwrap();
+    }
+    let per_s = (lines as f64 / t0.elapsed().as_secs_f64()).round();
+    json!({ "scenario": "plain-connections", "per_s": per_s, "peak_rss_mib": crate::mem("VmHWM") as f64 / 1_048_576.0 })
+}
