@@ -637,15 +637,34 @@ fn bench_rows(s: &Value) -> Result<Vec<[String; 4]>> {
                     format!("{} (of the lower)", ratio(r, "ratio")?),
                 ]);
             }
-            rows.push([
-                "Memory per send in flight, `--transport hyper`".to_owned(),
-                format!(
-                    "{} KiB (the peak's growth from the fewest to the most in flight, per send)",
-                    n(s, "rss_kib_per_send_in_flight")?
-                ),
-                "—".to_owned(),
-                "—".to_owned(),
-            ]);
+            // What one more send in flight costs: the peak's growth between the fewest and the
+            // most in flight among the rows where every send had its connection (past that, the
+            // machine's CPU, not the setting, decides how many are in flight).
+            let full: Vec<&Value> = field(s, "rows")?
+                .as_array()
+                .ok_or("`rows` is not a list")?
+                .iter()
+                .filter(|r| r["connections_opened"] == r["in_flight"])
+                .collect();
+            if let (Some(lo), Some(hi)) = (full.first(), full.last()) {
+                let number = |r: &Value, key: &str| {
+                    field(r, key)?.as_f64().ok_or_else(|| format!("{}: `{key}` is not a number", who(r)))
+                };
+                let sends = number(hi, "in_flight")? - number(lo, "in_flight")?;
+                if sends > 0.0 {
+                    let kib = (number(hi, "peak_rss_mib")? - number(lo, "peak_rss_mib")?) * 1024.0 / sends;
+                    rows.push([
+                        "Memory per send in flight, `--transport hyper`".to_owned(),
+                        format!(
+                            "{kib:.1} KiB: the peak's growth from {} to {} in flight, per send",
+                            n(lo, "in_flight")?,
+                            n(hi, "in_flight")?
+                        ),
+                        "—".to_owned(),
+                        "—".to_owned(),
+                    ]);
+                }
+            }
             rows
         }
         other => return Err(format!("no table row for the scenario `{other}`")),

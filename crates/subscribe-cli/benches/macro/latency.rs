@@ -125,15 +125,9 @@ pub(crate) async fn latency(lines: usize, in_flights: &[usize]) -> serde_json::V
         }));
     }
     let _ = std::fs::remove_dir_all(&dir);
-    // What one more send in flight costs: the peak's growth from the fewest to the most in flight.
-    let (first, last) = (&rows[0], &rows[rows.len() - 1]);
-    let extra = (last["in_flight"].as_f64().unwrap() - first["in_flight"].as_f64().unwrap()).max(1.0);
-    let kib_per_send =
-        (last["peak_rss_mib"].as_f64().unwrap() - first["peak_rss_mib"].as_f64().unwrap()) * 1024.0 / extra;
     json!({
         "scenario": "latency",
         "latency_ms": LATENCY.as_millis() as u64,
-        "rss_kib_per_send_in_flight": kib_per_send.round(),
         "rows": rows,
         "violations": violations,
         "stat": "one run per row and side",
