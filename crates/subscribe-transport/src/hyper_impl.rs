@@ -2,6 +2,7 @@
 //! in flight, with TLS through rustls.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use http_body_util::Full;
@@ -126,23 +127,35 @@ impl HyperTransport {
         }
     }
 
-    async fn exchange(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
+    /// Sends `request`; `written` turns true once a connection has taken it (until then, a
+    /// failure, the overall timeout included, means it never left).
+    async fn exchange(
+        &self,
+        request: HttpRequest,
+        written: &AtomicBool,
+    ) -> Result<HttpResponse, TransportError> {
         let (mut parts, body) = request.into_http().into_parts();
-        let (Some(scheme), Some(authority)) = (parts.uri.scheme().cloned(), parts.uri.authority().cloned())
-        else {
+        // HTTP/1.x only: hyper's connection task panics on another version, after the request
+        // was handed over.
+        if !matches!(parts.version, http::Version::HTTP_10 | http::Version::HTTP_11) {
             return Err(TransportError::new(
                 TransportErrorKind::InvalidRequest,
-                "the request's URI has no scheme or no host",
+                format!("{:?} is not spoken here: HTTP/1.0 or HTTP/1.1 only", parts.version),
             ));
-        };
-        let host = Host { scheme, authority };
+        }
+        let host = Host::of(&parts.uri).ok_or_else(|| {
+            TransportError::new(
+                TransportErrorKind::InvalidRequest,
+                "the request's URI has no http(s) scheme or no host",
+            )
+        })?;
         let target = parts.uri.clone();
         // On a connection of its own, HTTP/1.1 sends the path and the query, and the host in
         // `Host`.
         parts.uri =
             parts.uri.path_and_query().map_or_else(|| http::Uri::from_static("/"), |p| p.clone().into());
         if !parts.headers.contains_key(http::header::HOST) {
-            let value = host_header(&host)?;
+            let value = host.header()?;
             parts.headers.insert(http::header::HOST, value);
         }
         parts.headers.entry(http::header::USER_AGENT).or_insert_with(|| self.user_agent.clone());
@@ -152,6 +165,7 @@ impl HyperTransport {
                 Some(sender) => (sender, true),
                 None => (self.connect(&target).await?, false),
             };
+            written.store(true, Ordering::Relaxed);
             match sender.try_send_request(request).await {
                 Ok(response) => {
                     let (parts, body) = response.into_parts();
@@ -164,7 +178,10 @@ impl HyperTransport {
                 Err(mut e) => match e.take_message() {
                     // Not a byte of it was written: a pooled connection the server had just
                     // closed. Another connection takes it.
-                    Some(unsent) if pooled => request = unsent,
+                    Some(unsent) if pooled => {
+                        written.store(false, Ordering::Relaxed);
+                        request = unsent;
+                    }
                     Some(_) => return Err(TransportError::connect(e.into_error())),
                     // Written, partly written, or its answer lost: the server may have acted.
                     None => return Err(TransportError::io(e.into_error())),
@@ -174,21 +191,16 @@ impl HyperTransport {
     }
 }
 
-/// `Host`'s value: the host, and the port unless it is the scheme's default.
-fn host_header(host: &Host) -> Result<http::HeaderValue, TransportError> {
-    let default_port = if host.scheme == http::uri::Scheme::HTTPS { 443 } else { 80 };
-    let value = match host.authority.port_u16() {
-        Some(port) if port != default_port => format!("{}:{port}", host.authority.host()),
-        _ => host.authority.host().to_owned(),
-    };
-    http::HeaderValue::try_from(value).map_err(|e| TransportError::new(TransportErrorKind::InvalidRequest, e))
-}
-
 #[async_trait::async_trait]
 impl HttpTransport for HyperTransport {
     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
-        match tokio::time::timeout(self.timeout, self.exchange(request)).await {
+        let written = AtomicBool::new(false);
+        match tokio::time::timeout(self.timeout, self.exchange(request, &written)).await {
             Ok(result) => result,
+            // Still connecting, or waiting for a pooled connection: it never left.
+            Err(_) if !written.load(Ordering::Relaxed) => {
+                Err(TransportError::connect("no connection within the timeout"))
+            }
             Err(_) => Err(TransportError::timeout("no complete response within the timeout")),
         }
     }

@@ -20,14 +20,42 @@ use http_body_util::Full;
 use hyper::client::conn::http1::SendRequest;
 use tokio::time::Instant;
 
+/// How long a pooled connection may take to be ready for its next request.
+const READY_WITHIN: Duration = Duration::from_secs(1);
+
 /// A connection to a host, ready to take a request when it is checked out.
 pub(crate) type Sender = SendRequest<Full<Bytes>>;
 
-/// A host: the scheme and the authority (the authority compares without case).
+/// A host connections are kept for: the scheme, the host in lower case and the port, so that
+/// `HOST`, `host:443` and `user@host` share their connections with `host`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Host {
-    pub(crate) scheme: Scheme,
-    pub(crate) authority: Authority,
+    https: bool,
+    name: String,
+    port: u16,
+}
+
+impl Host {
+    /// The host of an `http` or `https` URI.
+    pub(crate) fn of(uri: &http::Uri) -> Option<Self> {
+        let https = match uri.scheme() {
+            Some(s) if *s == Scheme::HTTPS => true,
+            Some(s) if *s == Scheme::HTTP => false,
+            _ => return None,
+        };
+        let authority: &Authority = uri.authority()?;
+        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+        Some(Self { https, name: authority.host().to_ascii_lowercase(), port })
+    }
+
+    /// `Host`'s value: the host, and the port unless it is the scheme's default.
+    pub(crate) fn header(&self) -> Result<http::HeaderValue, crate::TransportError> {
+        let default = if self.https { 443 } else { 80 };
+        let value =
+            if self.port == default { self.name.clone() } else { format!("{}:{}", self.name, self.port) };
+        http::HeaderValue::try_from(value)
+            .map_err(|e| crate::TransportError::new(crate::TransportErrorKind::InvalidRequest, e))
+    }
 }
 
 struct Idle {
@@ -79,8 +107,10 @@ impl Pool {
             }
             let mut sender = idle.sender;
             // Its last answer was read whole, so it is ready as soon as its task has seen that;
-            // a connection the server closed meanwhile fails here.
-            if sender.ready().await.is_ok() {
+            // a connection the server closed meanwhile fails here, and one that stays busy (a
+            // server that answered before reading the whole request, then stalls) is dropped
+            // after a second rather than holding the send until its timeout.
+            if let Ok(Ok(())) = tokio::time::timeout(READY_WITHIN, sender.ready()).await {
                 return Some(sender);
             }
         }
@@ -109,7 +139,7 @@ impl Pool {
     fn start_reaper(self: &Arc<Self>) {
         self.reaper.call_once(|| {
             let pool: Weak<Self> = Arc::downgrade(self);
-            let every = self.idle_timeout.max(Duration::from_secs(1));
+            let every = (self.idle_timeout / 2).max(Duration::from_secs(1));
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(every).await;

@@ -144,14 +144,14 @@ async fn n_sends_in_flight_open_at_most_n_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cap_on_idle_connections_is_kept() {
-    let server = counting(Duration::from_millis(5), After::KeepAlive).await;
+    let server = counting(Duration::from_millis(20), After::KeepAlive).await;
     let transport = Arc::new(HyperTransport::builder().pool_max_idle_per_host(4).build().unwrap());
-    run(transport.clone(), &server.url, 16, 16 * 4).await;
-    let opened = server.accepted.load(Ordering::SeqCst);
-    // Four stay; the others close as they come back, and a sequential send reuses a kept one.
-    run(transport, &server.url, 1, 8).await;
-    assert_eq!(server.accepted.load(Ordering::SeqCst), opened);
-    assert!(opened > 4, "16 in flight need more than the 4 kept: {opened}");
+    run(transport.clone(), &server.url, 16, 16).await;
+    assert_eq!(server.accepted.load(Ordering::SeqCst), 16);
+    // Four were kept, the other twelve closed as they came back: the same sixteen in flight
+    // again open twelve.
+    run(transport, &server.url, 16, 16).await;
+    assert_eq!(server.accepted.load(Ordering::SeqCst), 16 + 12);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,4 +184,95 @@ async fn the_host_header_names_the_host_and_a_port_that_is_not_the_default() {
     assert_eq!(r.status(), 200);
     let port = server.url.split(':').nth(2).unwrap().split('/').next().unwrap().to_owned();
     assert_eq!(server.hosts.lock().unwrap().as_slice(), [format!("127.0.0.1:{port}")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_a_pooled_connection_took_is_never_sent_again() {
+    // Answers the first request of each connection; reads the second and hangs up unanswered.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let seen = requests.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut conn = BufReader::new(socket);
+                for answered in [true, false] {
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        match conn.read_line(&mut line).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) if line == "\r\n" => break,
+                            Ok(_) => {}
+                        }
+                    }
+                    let mut body = [0u8; 2];
+                    conn.read_exact(&mut body).await.unwrap();
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    if answered {
+                        let ok = br#"{"errcode":0,"errmsg":"ok"}"#;
+                        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", ok.len());
+                        conn.get_mut().write_all(head.as_bytes()).await.unwrap();
+                        conn.get_mut().write_all(ok).await.unwrap();
+                    }
+                }
+            });
+        }
+    });
+    let url = format!("http://{addr}/cgi-bin/message/template/subscribe?access_token=T");
+    let transport = HyperTransport::new().unwrap();
+    transport.send(HttpRequest::post(url.as_str(), "{}").unwrap()).await.unwrap();
+    let e = transport.send(HttpRequest::post(url.as_str(), "{}").unwrap()).await.unwrap_err();
+    assert!(!e.request_never_left(), "the server read it: its outcome is unknown, not never-left: {e:?}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(requests.load(Ordering::SeqCst), 2, "the second request reached the server once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_other_than_http_1_is_refused_before_anything_is_sent() {
+    let server = counting(Duration::ZERO, After::KeepAlive).await;
+    let transport = HyperTransport::new().unwrap();
+    for version in [http::Version::HTTP_09, http::Version::HTTP_2, http::Version::HTTP_3] {
+        let mut request = http::Request::new(bytes::Bytes::from_static(b"{}"));
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = server.url.parse().unwrap();
+        *request.version_mut() = version;
+        let e = transport.send(HttpRequest::new(request)).await.unwrap_err();
+        assert_eq!(e.kind(), subscribe_transport::TransportErrorKind::InvalidRequest, "{version:?}: {e:?}");
+    }
+    assert_eq!(server.accepted.load(Ordering::SeqCst), 0);
+    // And the transport still works.
+    transport.send(HttpRequest::post(server.url.as_str(), "{}").unwrap()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timeout_while_still_connecting_means_the_request_never_left() {
+    // Accepts TCP, never answers the TLS handshake.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let transport = HyperTransport::builder().timeout(Duration::from_millis(300)).build().unwrap();
+    let url = format!("https://{addr}/cgi-bin/message/template/subscribe?access_token=T");
+    let e = transport.send(HttpRequest::post(url.as_str(), "{}").unwrap()).await.unwrap_err();
+    assert!(e.request_never_left(), "no connection was made: {e:?}");
+    assert!(!format!("{e} {e:?}").contains("access_token=T"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spellings_of_one_host_share_its_connections() {
+    let server = counting(Duration::ZERO, After::KeepAlive).await;
+    let transport = HyperTransport::new().unwrap();
+    let port = server.url.split(':').nth(2).unwrap().split('/').next().unwrap().to_owned();
+    for base in [format!("http://127.0.0.1:{port}"), format!("HTTP://user@127.0.0.1:{port}")] {
+        let url = format!("{base}/cgi-bin/message/template/subscribe?access_token=T");
+        transport.send(HttpRequest::post(url.as_str(), "{}").unwrap()).await.unwrap();
+    }
+    assert_eq!(server.accepted.load(Ordering::SeqCst), 1);
 }
