@@ -636,6 +636,22 @@ fn bench_rows(s: &Value) -> Result<Vec<[String; 4]>> {
                     ),
                     format!("{} (of the lower)", ratio(r, "ratio")?),
                 ]);
+                rows.push([
+                    format!(
+                        "The same over TLS (a test authority `--ca-file` trusts), {} in flight",
+                        n(r, "in_flight")?
+                    ),
+                    format!(
+                        "{} msg/s, {} connections opened, {} TLS handshakes, {} µs CPU/line, peak RSS {} MiB",
+                        n(r, "tls_per_s")?,
+                        n(r, "tls_connections_opened")?,
+                        n(r, "tls_handshakes")?,
+                        n(r, "tls_cpu_us_per_line")?,
+                        n(r, "tls_peak_rss_mib")?
+                    ),
+                    format!("plain HTTP, same in flight: {} µs CPU/line", n(r, "cpu_us_per_line")?),
+                    format!("{} the CPU per line", ratio(r, "tls_cpu_ratio")?),
+                ]);
             }
             // What one more send in flight costs: the peak's growth between the fewest and the
             // most in flight among the rows where every send had its connection (past that, the

@@ -53,6 +53,11 @@ struct Cli {
     /// docs/performance.md) or `reqwest` (the library's default).
     #[arg(long, env = "WXSUB_TRANSPORT", value_enum, default_value_t = Transport::Hyper, global = true)]
     transport: Transport,
+    /// Also trust the certificate authorities in this PEM file: a company's TLS-inspecting
+    /// proxy, or a test authority. The system's roots stay trusted and certificates are always
+    /// checked.
+    #[arg(long, env = "WXSUB_CA_FILE", global = true)]
+    ca_file: Option<std::path::PathBuf>,
     /// How long a send that has no token waits for one while the token endpoint fails, in
     /// seconds (attempts back off from 0.5 s to 30 s meanwhile).
     #[arg(long, env = "WXSUB_TOKEN_WAIT", default_value_t = 10.0, value_parser = positive_secs, global = true)]
@@ -367,12 +372,35 @@ fn client(cli: &Cli) -> Result<Client, Usage> {
         .mp_base(&cli.mp_base)
         .token_endpoint(endpoint)
         .token_wait(Duration::from_secs_f64(cli.token_wait));
-    let builder = match cli.transport {
-        Transport::Reqwest => builder,
-        Transport::Hyper => builder.transport(
-            subscribe_client::transport::HyperTransport::new()
-                .map_err(|e| format!("the hyper transport could not be built: {e}"))?,
+    let roots = match &cli.ca_file {
+        Some(path) => Some(
+            std::fs::read(path).map_err(|e| format!("--ca-file {}: cannot read it: {e}", path.display()))?,
         ),
+        None => None,
+    };
+    let built = |e: subscribe_client::transport::TransportError| {
+        let name = match cli.transport {
+            Transport::Reqwest => "reqwest",
+            Transport::Hyper => "hyper",
+        };
+        let why = std::error::Error::source(&e).map_or_else(|| e.to_string(), ToString::to_string);
+        format!("the {name} transport could not be built: {why}")
+    };
+    let builder = match (cli.transport, roots) {
+        (Transport::Reqwest, None) => builder,
+        (Transport::Reqwest, Some(pem)) => builder.transport(
+            subscribe_client::transport::ReqwestTransport::builder()
+                .add_root_certificates_pem(pem)
+                .build()
+                .map_err(built)?,
+        ),
+        (Transport::Hyper, roots) => {
+            let mut t = subscribe_client::transport::HyperTransport::builder();
+            if let Some(pem) = roots {
+                t = t.add_root_certificates_pem(pem);
+            }
+            builder.transport(t.build().map_err(built)?)
+        }
     };
     builder.build().map_err(|e| format!("invalid configuration: {e}"))
 }

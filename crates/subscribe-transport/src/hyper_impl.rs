@@ -88,9 +88,29 @@ impl HyperTransportBuilder {
         http.enforce_http(false);
         http.set_connect_timeout(Some(settings.connect_timeout));
         http.set_nodelay(true);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .try_with_platform_verifier()
+        // The platform's verifier, with the extra roots the builder was given (none by default).
+        let mut roots = Vec::new();
+        for pem in &settings.extra_roots.0 {
+            use rustls::pki_types::CertificateDer;
+            use rustls::pki_types::pem::PemObject as _;
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
+                .collect::<Result<_, _>>()
+                .map_err(crate::settings::no_certificate)?;
+            if certs.is_empty() {
+                return Err(crate::settings::no_certificate("no CERTIFICATE block"));
+            }
+            roots.extend(certs);
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let verifier = rustls_platform_verifier::Verifier::new_with_extra_roots(roots, provider.clone())
+            .map_err(|e| invalid(e.into()))?;
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
             .map_err(|e| invalid(e.into()))?
+            .dangerous() // only to plug in the verifier: the platform's own, every check on
+            .with_custom_certificate_verifier(Arc::new(verifier));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls.with_no_client_auth())
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);

@@ -12,7 +12,7 @@
 //! | `native-tls` | no | TLS through the system library |
 //! | `hyper` | no | `HyperTransport`: hyper's HTTP/1.1 connections, at most one per send in flight, TLS through rustls |
 //! | `mock` | no | `MockTransport` for tests |
-//! | `test-util` | no | `mock`, and `test_util::transport_contract`: the suite a custom transport runs |
+//! | `test-util` | no | `mock`, `test_util::transport_contract` (the suite a custom transport runs) and `test_util::TestAuthority` (a certificate authority for TLS tests) |
 //!
 //! With `default-features = false` only the trait, the request and response types and the error
 //! remain: no reqwest, no TLS stack.
@@ -52,6 +52,8 @@ mod reqwest_impl;
 #[cfg(any(feature = "reqwest", feature = "hyper"))]
 mod settings;
 mod shared;
+#[cfg(feature = "test-util")]
+mod test_ca;
 
 pub use async_trait::async_trait;
 pub use bytes;
@@ -78,6 +80,7 @@ pub const DEFAULT_USER_AGENT: &str = concat!("subscribe-transport/", env!("CARGO
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod test_util {
     pub use crate::contract::transport_contract;
+    pub use crate::test_ca::TestAuthority;
 }
 
 /// Sends one HTTP request and returns the response.

@@ -21,7 +21,7 @@ use hyper::client::conn::http1::SendRequest;
 use tokio::time::Instant;
 
 /// How long a pooled connection may take to be ready for its next request.
-const READY_WITHIN: Duration = Duration::from_secs(1);
+const READY_WITHIN: Duration = Duration::from_secs(5);
 
 /// A connection to a host, ready to take a request when it is checked out.
 pub(crate) type Sender = SendRequest<Full<Bytes>>;
@@ -109,7 +109,7 @@ impl Pool {
             // Its last answer was read whole, so it is ready as soon as its task has seen that;
             // a connection the server closed meanwhile fails here, and one that stays busy (a
             // server that answered before reading the whole request, then stalls) is dropped
-            // after a second rather than holding the send until its timeout.
+            // after a while rather than holding the send until its timeout.
             if let Ok(Ok(())) = tokio::time::timeout(READY_WITHIN, sender.ready()).await {
                 return Some(sender);
             }

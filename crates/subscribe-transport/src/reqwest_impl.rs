@@ -98,6 +98,24 @@ impl ReqwestTransportBuilder {
             .pool_idle_timeout(settings.pool_idle_timeout)
             .pool_max_idle_per_host(settings.pool_max_idle_per_host)
             .no_proxy();
+        #[cfg(any(feature = "rustls", feature = "native-tls"))]
+        for pem in &settings.extra_roots.0 {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| crate::settings::no_certificate(e.without_url()))?;
+            if certs.is_empty() {
+                return Err(crate::settings::no_certificate("no CERTIFICATE block"));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        #[cfg(not(any(feature = "rustls", feature = "native-tls")))]
+        if !settings.extra_roots.0.is_empty() {
+            return Err(TransportError::new(
+                TransportErrorKind::InvalidRequest,
+                "add_root_certificates_pem: built without TLS (feature `rustls` or `native-tls`)",
+            ));
+        }
         if let Some(url) = &self.proxy {
             let proxy = reqwest::Proxy::all(url.as_str())
                 .map_err(|e| TransportError::new(TransportErrorKind::InvalidRequest, e.without_url()))?;

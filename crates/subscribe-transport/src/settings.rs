@@ -11,6 +11,27 @@ pub(crate) struct HttpSettings {
     pub(crate) pool_idle_timeout: Duration,
     pub(crate) pool_max_idle_per_host: usize,
     pub(crate) max_response_body: usize,
+    pub(crate) extra_roots: ExtraRoots,
+}
+
+/// PEM text of certificate authorities trusted besides the platform's; `Debug` shows how many
+/// texts, not the certificates.
+#[derive(Clone, Default)]
+pub(crate) struct ExtraRoots(pub(crate) Vec<Vec<u8>>);
+
+impl std::fmt::Debug for ExtraRoots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} PEM text(s)", self.0.len())
+    }
+}
+
+/// The error for PEM text that holds no certificate.
+#[cfg(any(feature = "hyper", feature = "reqwest"))]
+pub(crate) fn no_certificate(detail: impl std::fmt::Display) -> crate::TransportError {
+    crate::TransportError::new(
+        crate::TransportErrorKind::InvalidRequest,
+        format!("add_root_certificates_pem: no PEM certificate could be read ({detail})"),
+    )
 }
 
 impl Default for HttpSettings {
@@ -22,6 +43,7 @@ impl Default for HttpSettings {
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: usize::MAX,
             max_response_body: DEFAULT_MAX_RESPONSE_BODY,
+            extra_roots: ExtraRoots::default(),
         }
     }
 }
@@ -87,6 +109,15 @@ macro_rules! http_settings_setters {
         /// ends cannot fill memory.
         pub fn max_response_body(mut self, bytes: usize) -> Self {
             self.settings.max_response_body = bytes;
+            self
+        }
+
+        /// Also trusts the certificate authorities in `pem` (one or more `CERTIFICATE` blocks):
+        /// a company's TLS-inspecting proxy, or a test authority. The platform's roots stay
+        /// trusted and every certificate is still checked (chain, name, dates); nothing here
+        /// turns a check off. Text without a certificate fails `build` with `InvalidRequest`.
+        pub fn add_root_certificates_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+            self.settings.extra_roots.0.push(pem.into());
             self
         }
 

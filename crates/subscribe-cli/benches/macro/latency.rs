@@ -29,18 +29,24 @@ pub(crate) const LATENCY: Duration = Duration::from_millis(50);
 struct Slow {
     base: String,
     accepted: Arc<AtomicUsize>,
+    handshakes: Arc<AtomicUsize>,
 }
 
-async fn slow_server() -> Slow {
+/// The fake, over TLS when given a server configuration (its handshakes counted).
+async fn slow_server(tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>) -> Slow {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&accepted);
+    let handshakes = Arc::new(AtomicUsize::new(0));
+    let (counter, shaken) = (Arc::clone(&accepted), Arc::clone(&handshakes));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else { continue };
             counter.fetch_add(1, Ordering::Relaxed);
             let _ = stream.set_nodelay(true);
+            let (acceptor, shaken) = (acceptor.clone(), Arc::clone(&shaken));
             tokio::spawn(async move {
                 let svc = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
                     use http_body_util::BodyExt;
@@ -59,22 +65,35 @@ async fn slow_server() -> Slow {
                             .unwrap(),
                     )
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                let http = hyper::server::conn::http1::Builder::new();
+                match acceptor {
+                    None => {
+                        let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                    }
+                    Some(acceptor) => {
+                        let Ok(stream) = acceptor.accept(stream).await else { return };
+                        shaken.fetch_add(1, Ordering::Relaxed);
+                        let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                    }
+                }
             });
         }
     });
-    Slow { base: format!("http://{addr}"), accepted }
+    Slow { base: format!("{scheme}://{addr}"), accepted, handshakes }
 }
 
-/// `latency <lines> <in flight>...`: one row per number in flight.
+/// `latency <lines> <in flight>...`: one row per number in flight, plain HTTP then TLS.
+#[allow(clippy::too_many_lines)] // one row's three sides and its TLS side, in order
 pub(crate) async fn latency(lines: usize, in_flights: &[usize]) -> serde_json::Value {
-    let server = slow_server().await;
+    let server = slow_server(None).await;
+    let ca = subscribe_client::transport::test_util::TestAuthority::new();
+    let tls_server = slow_server(Some(ca.server_config())).await;
     let dir = std::env::temp_dir().join(format!("wxsub-latency-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let input = dir.join("in.jsonl");
     write_lines(&input, lines);
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.ca_pem()).unwrap();
     let mut rows = Vec::new();
     let mut violations = Vec::new();
     for &n in in_flights {
@@ -92,8 +111,15 @@ pub(crate) async fn latency(lines: usize, in_flights: &[usize]) -> serde_json::V
         let plain_per_s = plain["per_s"].as_f64().unwrap();
         let plain_opened = server.accepted.load(Ordering::Relaxed) - before;
 
-        let hyper = send_batch(&server, &input, &dir, lines, n, "hyper").await;
-        let reqwest = send_batch(&server, &input, &dir, lines, n, "reqwest").await;
+        let hyper = send_batch(&server, &input, &dir, lines, n, "hyper", None).await;
+        let reqwest = send_batch(&server, &input, &dir, lines, n, "reqwest", None).await;
+        let tls = send_batch(&tls_server, &input, &dir, lines, n, "hyper", Some(&ca_file)).await;
+        if tls.handshakes != tls.opened || tls.opened > n {
+            violations.push(format!(
+                "TLS, {n} in flight: {} handshakes for {} connections opened",
+                tls.handshakes, tls.opened
+            ));
+        }
         let target = ideal.min(plain_per_s);
         let ratio = hyper.per_s / target;
         if hyper.opened > n {
@@ -122,6 +148,12 @@ pub(crate) async fn latency(lines: usize, in_flights: &[usize]) -> serde_json::V
             "reqwest_connections_opened": reqwest.opened,
             "reqwest_cpu_us_per_line": (reqwest.cpu_us * 10.0).round() / 10.0,
             "reqwest_peak_rss_mib": (reqwest.peak_mib * 10.0).round() / 10.0,
+            "tls_per_s": tls.per_s.round(),
+            "tls_connections_opened": tls.opened,
+            "tls_handshakes": tls.handshakes,
+            "tls_cpu_us_per_line": (tls.cpu_us * 10.0).round() / 10.0,
+            "tls_peak_rss_mib": (tls.peak_mib * 10.0).round() / 10.0,
+            "tls_cpu_ratio": (tls.cpu_us / hyper.cpu_us * 1000.0).round() / 1000.0,
         }));
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -131,7 +163,7 @@ pub(crate) async fn latency(lines: usize, in_flights: &[usize]) -> serde_json::V
         "rows": rows,
         "violations": violations,
         "stat": "one run per row and side",
-        "measured_as": "wxsub send-batch (the whole command) and plain hyper, each a child process, against this one's fake; connections counted by the fake",
+        "measured_as": "wxsub send-batch (the whole command) and plain hyper, each a child process, against this one's fake; connections and TLS handshakes counted by the fake",
     })
 }
 
@@ -144,11 +176,13 @@ async fn settle() {
 struct Side {
     per_s: f64,
     opened: usize,
+    handshakes: usize,
     cpu_us: f64,
     peak_mib: f64,
 }
 
-/// One `wxsub send-batch` run over `input` with `n` in flight on `transport`.
+/// One `wxsub send-batch` run over `input` with `n` in flight on `transport` (trusting the
+/// authority in `ca_file` when given: the TLS fake's).
 async fn send_batch(
     server: &Slow,
     input: &std::path::Path,
@@ -156,6 +190,7 @@ async fn send_batch(
     lines: usize,
     n: usize,
     transport: &str,
+    ca_file: Option<&std::path::Path>,
 ) -> Side {
     let out = dir.join(format!("out-{transport}-{n}.jsonl"));
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wxsub"));
@@ -165,10 +200,15 @@ async fn send_batch(
         .env("WXSUB_API_BASE", &server.base)
         .env("WXSUB_APPID", DEMO_APPID)
         .env("WXSUB_SECRET", DEMO_SECRET)
+        .env_remove("WXSUB_CA_FILE")
         .stdout(std::fs::File::create(&out).unwrap())
         .stderr(std::process::Stdio::null());
+    if let Some(file) = ca_file {
+        cmd.arg("--ca-file").arg(file);
+    }
     settle().await;
     let before = server.accepted.load(Ordering::Relaxed);
+    let shaken = server.handshakes.load(Ordering::Relaxed);
     let (wall, cpu, peak) = tokio::task::spawn_blocking(move || {
         let (t0, cpu0) = (Instant::now(), children_cpu_time());
         let (status, peak) = run_watching_peak(&mut cmd);
@@ -177,12 +217,15 @@ async fn send_batch(
     })
     .await
     .unwrap();
+    settle().await;
     let opened = server.accepted.load(Ordering::Relaxed) - before;
+    let handshakes = server.handshakes.load(Ordering::Relaxed) - shaken;
     let delivered = std::fs::read_to_string(&out).unwrap().matches(r#""status":"delivered""#).count();
     assert_eq!(delivered, lines, "every line delivered ({transport}, {n} in flight)");
     Side {
         per_s: lines as f64 / wall.as_secs_f64(),
         opened,
+        handshakes,
         cpu_us: cpu.as_secs_f64() * 1e6 / lines as f64,
         peak_mib: peak as f64 / 1_048_576.0,
     }

@@ -94,6 +94,34 @@ async fn callback_prints_one_json_object_and_checks_expectations() {
 }
 
 #[tokio::test]
+async fn a_ca_file_that_cannot_be_read_or_holds_no_certificate_is_a_clear_error() {
+    let s = SandboxHandle::start(SandboxConfig::demo()).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("wxsub-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let junk = dir.join("junk.pem");
+    std::fs::write(&junk, "not a certificate").unwrap();
+    let missing = dir.join("missing.pem");
+    for transport in ["hyper", "reqwest"] {
+        let run =
+            wxsub(&s, &["--transport", transport, "--ca-file", missing.to_str().unwrap(), "token"], None)
+                .await;
+        assert_ne!(run.code, 0, "{run:?}");
+        assert!(run.stderr.contains("--ca-file") && run.stderr.contains("cannot read"), "{run:?}");
+        let run =
+            wxsub(&s, &["--transport", transport, "--ca-file", junk.to_str().unwrap(), "token"], None).await;
+        assert_ne!(run.code, 0, "{run:?}");
+        assert!(run.stderr.contains(transport) && run.stderr.contains("no PEM certificate"), "{run:?}");
+    }
+    // A real authority's file is taken, and the system's roots still reach the sandbox (plain
+    // HTTP here; TLS is the latency benchmark's `tls` rows).
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, subscribe_client::transport::test_util::TestAuthority::new().ca_pem()).unwrap();
+    let run = wxsub(&s, &["--ca-file", ca.to_str().unwrap(), "token"], None).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
 async fn token_prints_the_lifetime_and_the_token_only_with_show() {
     let s = SandboxHandle::start(SandboxConfig::demo()).await.unwrap();
     let run = wxsub(&s, &["token"], None).await;

@@ -14,6 +14,8 @@ mod pool;
 mod request;
 #[cfg(feature = "reqwest")]
 mod reqwest_wiremock;
+#[cfg(all(feature = "test-util", any(feature = "reqwest", feature = "hyper")))]
+mod tls;
 
 /// A token value that must never appear in printed output.
 pub const TOKEN: &str = "TOKEN_must_not_print_4f2a";
