@@ -629,10 +629,11 @@ fn bench_rows(s: &Value) -> Result<Vec<[String; 4]>> {
                         n(r, "reqwest_peak_rss_mib")?
                     ),
                     format!(
-                        "in flight / latency: {} msg/s; plain hyper on {} keep-alive connections: {} msg/s",
+                        "in flight / latency: {} msg/s; plain hyper on {} keep-alive connections: {} msg/s, {} µs CPU/msg",
                         n(r, "ideal_per_s")?,
                         n(r, "plain_connections_opened")?,
-                        n(r, "plain_connections_per_s")?
+                        n(r, "plain_connections_per_s")?,
+                        n(r, "plain_connections_cpu_us_per_msg")?
                     ),
                     format!("{} (of the lower)", ratio(r, "ratio")?),
                 ]);
