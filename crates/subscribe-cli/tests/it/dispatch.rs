@@ -269,3 +269,48 @@ async fn deliveries_whose_answers_are_lost_are_reviewed_and_never_sent_again() {
         assert_eq!(s.state().stats().deliveries, N as u64);
     }
 }
+
+/// A TCP proxy in front of `to` that counts the connections it accepts.
+async fn counting_proxy(to: std::net::SocketAddr) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await else { return };
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            });
+        }
+    });
+    (format!("http://{addr}"), accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatch_on_the_hyper_transport_opens_no_more_connections_than_its_concurrency() {
+    const N: usize = 2_000;
+    const CONCURRENCY: usize = 64;
+    let (s, ledger, users) = confirmed_users(N).await;
+    // WeChat answers in tens of milliseconds: every send holds its connection that long.
+    s.state().set_faults(Faults { latency_ms: Some(20), ..Faults::default() });
+    let sandbox: std::net::SocketAddr = s.base_url().trim_start_matches("http://").parse().unwrap();
+    let (base, accepted) = counting_proxy(sandbox).await;
+    let c = Client::builder(AppId::new(DEMO_APPID).unwrap(), AppSecret::new(DEMO_SECRET).unwrap())
+        .api_base(&base)
+        .transport(subscribe_client::transport::HyperTransport::new().unwrap())
+        .build()
+        .unwrap();
+    let report = Dispatcher::new(c, Arc::clone(&ledger))
+        .concurrency(CONCURRENCY)
+        .grants(scope().template_id, scope().scene)
+        .message(restock)
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(report.progress.delivered, N as u64);
+    assert_eq!(inbox_total(&s, &users), N as u64);
+    let opened = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(opened <= CONCURRENCY, "{opened} connections for {N} sends, {CONCURRENCY} in flight");
+}
