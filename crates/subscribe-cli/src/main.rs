@@ -299,6 +299,11 @@ const SECRETS_HELP: &str = "Secrets (--secret, event's --token, --aes-key and --
 with a password) belong in their environment variables: given as arguments they show in `ps` and in \
 shell history, and wxsub warns on stderr (naming the flag and the variable, never the value).";
 
+/// jemalloc: flat CPU per message however many sends are in flight (see the crate's manifest).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = match parse_arguments(std::env::args_os()) {
