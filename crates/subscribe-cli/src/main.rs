@@ -378,9 +378,7 @@ fn client(cli: &Cli) -> Result<Client, Usage> {
         .token_endpoint(endpoint)
         .token_wait(Duration::from_secs_f64(cli.token_wait));
     let roots = match &cli.ca_file {
-        Some(path) => Some(
-            std::fs::read(path).map_err(|e| format!("--ca-file {}: cannot read it: {e}", path.display()))?,
-        ),
+        Some(path) => Some(read_ca_file(path)?),
         None => None,
     };
     let built = |e: subscribe_client::transport::TransportError| {
@@ -388,8 +386,15 @@ fn client(cli: &Cli) -> Result<Client, Usage> {
             Transport::Reqwest => "reqwest",
             Transport::Hyper => "hyper",
         };
-        let why = std::error::Error::source(&e).map_or_else(|| e.to_string(), ToString::to_string);
-        format!("the {name} transport could not be built: {why}")
+        let mut why = String::new();
+        let mut next = std::error::Error::source(&e);
+        while let Some(cause) = next {
+            why.push_str(if why.is_empty() { "" } else { ": " });
+            why.push_str(&cause.to_string());
+            next = cause.source();
+        }
+        let file = cli.ca_file.as_ref().map(|p| format!(" (--ca-file {})", p.display())).unwrap_or_default();
+        format!("the {name} transport could not be built{file}: {why}")
     };
     let builder = match (cli.transport, roots) {
         (Transport::Reqwest, None) => builder,
@@ -408,6 +413,26 @@ fn client(cli: &Cli) -> Result<Client, Usage> {
         }
     };
     builder.build().map_err(|e| format!("invalid configuration: {e}"))
+}
+
+/// The largest `--ca-file` read: certificate bundles are tens of kilobytes (the system's whole
+/// store is a few hundred).
+const CA_FILE_LIMIT: u64 = 4 * 1024 * 1024;
+
+/// Reads `--ca-file`, refusing more than [`CA_FILE_LIMIT`] (`/dev/zero`, a wrong file).
+fn read_ca_file(path: &std::path::Path) -> Result<Vec<u8>, Usage> {
+    use std::io::Read as _;
+    let cannot = |e: std::io::Error| format!("--ca-file {}: cannot read it: {e}", path.display());
+    let mut text = Vec::new();
+    std::fs::File::open(path)
+        .map_err(cannot)?
+        .take(CA_FILE_LIMIT + 1)
+        .read_to_end(&mut text)
+        .map_err(cannot)?;
+    if text.len() as u64 > CA_FILE_LIMIT {
+        return Err(format!("--ca-file {}: more than 4 MiB, not a certificate bundle", path.display()));
+    }
+    Ok(text)
 }
 
 /// A number of seconds, more than zero and at most a day.

@@ -88,22 +88,26 @@ impl HyperTransportBuilder {
         http.enforce_http(false);
         http.set_connect_timeout(Some(settings.connect_timeout));
         http.set_nodelay(true);
-        // The platform's verifier, with the extra roots the builder was given (none by default).
+        // The platform's verifier, with the extra roots the builder was given (none by default),
+        // on the process's default crypto provider when the program installed one.
         let mut roots = Vec::new();
         for pem in &settings.extra_roots.0 {
             use rustls::pki_types::CertificateDer;
             use rustls::pki_types::pem::PemObject as _;
+            // The parser's own error quotes the offending line, which may be a key pasted by
+            // mistake: say only that the text is not PEM.
             let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
                 .collect::<Result<_, _>>()
-                .map_err(crate::settings::no_certificate)?;
+                .map_err(|_| crate::settings::no_certificate("the text is not valid PEM"))?;
             if certs.is_empty() {
                 return Err(crate::settings::no_certificate("no CERTIFICATE block"));
             }
             roots.extend(certs);
         }
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let verifier = rustls_platform_verifier::Verifier::new_with_extra_roots(roots, provider.clone())
-            .map_err(|e| invalid(e.into()))?;
+        let provider = rustls::crypto::CryptoProvider::get_default()
+            .cloned()
+            .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+        let verifier = platform_verifier(roots, Arc::clone(&provider)).map_err(|e| invalid(e.into()))?;
         let tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| invalid(e.into()))?
@@ -208,6 +212,32 @@ impl HyperTransport {
                 },
             }
         }
+    }
+}
+
+/// The platform's certificate verifier, trusting `extra` roots besides the platform's.
+#[cfg(not(target_os = "android"))]
+fn platform_verifier(
+    extra: Vec<rustls::pki_types::CertificateDer<'static>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<rustls_platform_verifier::Verifier, rustls::Error> {
+    if extra.is_empty() {
+        rustls_platform_verifier::Verifier::new(provider)
+    } else {
+        rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider)
+    }
+}
+
+/// Android's platform verifier takes no extra roots.
+#[cfg(target_os = "android")]
+fn platform_verifier(
+    extra: Vec<rustls::pki_types::CertificateDer<'static>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<rustls_platform_verifier::Verifier, rustls::Error> {
+    if extra.is_empty() {
+        rustls_platform_verifier::Verifier::new(provider)
+    } else {
+        Err(rustls::Error::General("extra root certificates are not supported on Android".into()))
     }
 }
 

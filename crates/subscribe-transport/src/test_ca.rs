@@ -41,17 +41,29 @@ impl TestAuthority {
     /// # Panics
     /// If the key or a certificate cannot be made (not expected).
     #[must_use]
-    #[allow(clippy::missing_panics_doc, clippy::unwrap_used)] // a test helper: its failure is the test's
     pub fn new() -> Self {
+        Self::for_names(&["localhost", "127.0.0.1"])
+    }
+
+    /// An authority whose server certificate names `names` (DNS names or IP addresses) instead:
+    /// a server reached under another name must be refused.
+    ///
+    /// # Panics
+    /// If the key or a certificate cannot be made (a name rcgen refuses, say).
+    #[must_use]
+    #[allow(clippy::unwrap_used)] // a test helper: its failure is the test's
+    pub fn for_names(names: &[&str]) -> Self {
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         ca_params.distinguished_name.push(rcgen::DnType::CommonName, "subscribe-transport test CA");
         ca_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
         let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap()).unwrap();
         let key = rcgen::KeyPair::generate().unwrap();
-        let mut params =
-            rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-        params.distinguished_name.push(rcgen::DnType::CommonName, "localhost");
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let mut params = rcgen::CertificateParams::new(names.clone()).unwrap();
+        if let Some(first) = names.first() {
+            params.distinguished_name.push(rcgen::DnType::CommonName, first.as_str());
+        }
         let leaf = params.signed_by(&key, &ca).unwrap();
         let chain: Vec<CertificateDer<'static>> = vec![leaf.der().clone(), ca.der().clone()];
         let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));

@@ -101,12 +101,15 @@ async fn a_ca_file_that_cannot_be_read_or_holds_no_certificate_is_a_clear_error(
     let junk = dir.join("junk.pem");
     std::fs::write(&junk, "not a certificate").unwrap();
     let missing = dir.join("missing.pem");
+    let huge = "/dev/zero";
     for transport in ["hyper", "reqwest"] {
         let run =
             wxsub(&s, &["--transport", transport, "--ca-file", missing.to_str().unwrap(), "token"], None)
                 .await;
         assert_ne!(run.code, 0, "{run:?}");
         assert!(run.stderr.contains("--ca-file") && run.stderr.contains("cannot read"), "{run:?}");
+        let run = wxsub(&s, &["--transport", transport, "--ca-file", huge, "token"], None).await;
+        assert!(run.code != 0 && run.stderr.contains("more than 4 MiB"), "{run:?}");
         let run =
             wxsub(&s, &["--transport", transport, "--ca-file", junk.to_str().unwrap(), "token"], None).await;
         assert_ne!(run.code, 0, "{run:?}");
@@ -118,6 +121,92 @@ async fn a_ca_file_that_cannot_be_read_or_holds_no_certificate_is_a_clear_error(
     std::fs::write(&ca, subscribe_client::transport::test_util::TestAuthority::new().ca_pem()).unwrap();
     let run = wxsub(&s, &["--ca-file", ca.to_str().unwrap(), "token"], None).await;
     assert_eq!(run.code, 0, "{run:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An HTTPS WeChat that answers every request with a token, its certificate from `ca`.
+async fn tls_token_server(ca: &subscribe_client::transport::test_util::TestAuthority) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config());
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(socket).await else { return };
+                // One request per connection: read its head and its small body, answer, close.
+                let mut buf = vec![0u8; 16 * 1024];
+                let mut seen = 0;
+                loop {
+                    let Ok(n) = tls.read(&mut buf[seen..]).await else { return };
+                    seen += n;
+                    let text = String::from_utf8_lossy(&buf[..seen]);
+                    if let Some(head) = text.find("\r\n\r\n") {
+                        let length = text[..head]
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap())
+                            })
+                            .unwrap_or(0);
+                        if seen >= head + 4 + length {
+                            break;
+                        }
+                    }
+                    if n == 0 || seen == buf.len() {
+                        return;
+                    }
+                }
+                let body = r#"{"access_token":"TLS_TOKEN_0123456789","expires_in":7200}"#;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(answer.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    format!("https://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_file_adds_to_the_system_roots_on_both_transports() {
+    use subscribe_client::transport::test_util::TestAuthority;
+    let s = SandboxHandle::start(SandboxConfig::demo()).await.unwrap();
+    let (system, extra) = (TestAuthority::new(), TestAuthority::for_names(&["127.0.0.1"]));
+    let (by_system, by_extra) = (tls_token_server(&system).await, tls_token_server(&extra).await);
+    let dir = std::env::temp_dir().join(format!("wxsub-roots-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (system_pem, extra_pem) = (dir.join("system.pem"), dir.join("extra.pem"));
+    std::fs::write(&system_pem, system.ca_pem()).unwrap();
+    std::fs::write(&extra_pem, extra.ca_pem()).unwrap();
+    // The "system" store is the file SSL_CERT_FILE names (read by rustls-native-certs, and by
+    // OpenSSL for native-tls).
+    let env = [("SSL_CERT_FILE", system_pem.to_str().unwrap())];
+    for transport in ["hyper", "reqwest"] {
+        for (base, what) in
+            [(&by_system, "a server the system trusts"), (&by_extra, "a server the CA file trusts")]
+        {
+            let args = [
+                "--transport",
+                transport,
+                "--ca-file",
+                extra_pem.to_str().unwrap(),
+                "--api-base",
+                base,
+                "token",
+            ];
+            let run = wxsub_env(&s, &args, None, &env).await;
+            assert_eq!(run.code, 0, "{transport}, {what}: {run:?}");
+        }
+        // Without the file, the second server is refused: the file is what trusts it.
+        let run =
+            wxsub_env(&s, &["--transport", transport, "--api-base", &by_extra, "token"], None, &env).await;
+        assert_ne!(run.code, 0, "{transport}: {run:?}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

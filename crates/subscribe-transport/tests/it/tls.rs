@@ -106,15 +106,40 @@ async fn a_server_signed_by_an_authority_not_trusted_is_refused_before_anything_
         for (name, t) in transports(pem) {
             let e = t.send(HttpRequest::post(server.url.as_str(), "{}").unwrap()).await.unwrap_err();
             assert!(e.request_never_left(), "{name}, {what}: {e:?}");
+            // Refused for its issuer, not for some other failure to connect.
+            // (rustls: "invalid peer certificate: …"; OpenSSL, with `native-tls`: "certificate
+            // verify failed".)
+            let why = chain(&e);
+            assert!(
+                why.contains("invalid peer certificate") || why.contains("certificate verify failed"),
+                "{name}, {what}: {why}"
+            );
             assert!(!format!("{e} {e:?}").contains("access_token=T"), "{name}: {e:?}");
         }
     }
     assert_eq!(server.handshakes.load(Ordering::SeqCst), 0, "no handshake completed");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_authority_does_not_vouch_for_another_name() {
+    // The certificate names `example.test`; the server is reached as 127.0.0.1.
+    let ca = TestAuthority::for_names(&["example.test"]);
+    let server = serve(&ca, Duration::ZERO).await;
+    for (name, t) in transports(Some(ca.ca_pem())) {
+        let e = t.send(HttpRequest::post(server.url.as_str(), "{}").unwrap()).await.unwrap_err();
+        assert!(e.request_never_left(), "{name}: {e:?}");
+        let why = chain(&e);
+        assert!(why.contains("not valid for name") || why.contains("IP address mismatch"), "{name}: {why}");
+    }
+    assert_eq!(server.handshakes.load(Ordering::SeqCst), 0);
+}
+
 #[tokio::test]
 async fn text_without_a_certificate_is_refused_when_the_transport_is_built() {
-    for pem in ["", "not a certificate", "-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----\n"] {
+    let pasted_key = "-----BEGIN PRIVATE KEY-----\\nSECRETKEYMATERIAL\\n-----END PRIVATE KEY-----";
+    for pem in
+        ["", "not a certificate", "-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----\n", pasted_key]
+    {
         #[cfg(feature = "reqwest")]
         {
             let e = subscribe_transport::ReqwestTransport::builder()
