@@ -5,6 +5,9 @@ use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
+/// How many authorities this process made: each one's name is its own.
+static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// A fresh authority and a server certificate it signed for `localhost` and `127.0.0.1`
 /// (ECDSA P-256 keys, rcgen's default dates). Give the transport
 /// [`ca_pem`](Self::ca_pem) (`add_root_certificates_pem`) and the server
@@ -55,7 +58,13 @@ impl TestAuthority {
     pub fn for_names(names: &[&str]) -> Self {
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "subscribe-transport test CA");
+        // A name of its own: two authorities of one name (one in a system store, one added)
+        // would be taken for each other when a chain is built (OpenSSL does).
+        let serial = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ca_params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            format!("subscribe-transport test CA {}-{serial}", std::process::id()),
+        );
         ca_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
         let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap()).unwrap();
         let key = rcgen::KeyPair::generate().unwrap();
