@@ -84,10 +84,21 @@ fn not_run(scenarios: &Value) -> Vec<String> {
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|r| r["scenario"] == "dispatch-sql")
-        .filter(|r| !r["postgres_not_run"].is_null() || r["postgres_per_s"].is_null())
-        .map(|r| {
-            format!("dispatch-sql: {}", r["postgres_not_run"].as_str().unwrap_or("no PostgreSQL figure"))
+        .filter_map(|r| {
+            let scenario = r["scenario"].as_str().unwrap_or_default();
+            let missing = match scenario {
+                "dispatch-sql" => r["postgres_per_s"].is_null(),
+                // Each row's dispatch on PostgreSQL.
+                "latency" => r["rows"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|row| row["dispatch_postgres_per_s"].is_null()),
+                _ => return None,
+            };
+            (missing || !r["postgres_not_run"].is_null()).then(|| {
+                format!("{scenario}: {}", r["postgres_not_run"].as_str().unwrap_or("no PostgreSQL figure"))
+            })
         })
         .collect()
 }
@@ -213,6 +224,14 @@ mod tests {
         assert_eq!(not_run(&renamed), ["dispatch-sql: no PostgreSQL figure"]);
         let skipped = serde_json::json!([{"scenario": "dispatch-sql", "postgres_not_run": "no PostgreSQL"}]);
         assert_eq!(not_run(&skipped), ["dispatch-sql: no PostgreSQL"]);
+        let latency = serde_json::json!([{"scenario": "latency", "postgres_not_run": null, "rows": [{"dispatch_postgres_per_s": 9.0}]}]);
+        assert!(not_run(&latency).is_empty());
+        let without =
+            serde_json::json!([{"scenario": "latency", "postgres_not_run": "no PostgreSQL", "rows": [{}]}]);
+        assert_eq!(not_run(&without), ["latency: no PostgreSQL"]);
+        let dropped =
+            serde_json::json!([{"scenario": "latency", "rows": [{"dispatch_postgres_per_s": 9.0}, {}]}]);
+        assert_eq!(not_run(&dropped), ["latency: no PostgreSQL figure"]);
     }
 
     #[test]

@@ -653,6 +653,34 @@ fn bench_rows(s: &Value) -> Result<Vec<[String; 4]>> {
                     format!("plain HTTP, same in flight: {} µs CPU/line", n(r, "cpu_us_per_line")?),
                     format!("{} the CPU per line", ratio(r, "tls_cpu_ratio")?),
                 ]);
+                rows.push([
+                    format!(
+                        "`Dispatcher` at {} ms per send, {} grants, {} in flight (hyper transport): in memory;                          `SqlGrantLedger` on SQLite; on PostgreSQL",
+                        n(s, "latency_ms")?,
+                        n(r, "lines")?,
+                        n(r, "in_flight")?
+                    ),
+                    format!(
+                        "{} msg/s, {} µs CPU/msg; SQLite {} msg/s, {} µs CPU/msg; PostgreSQL {} msg/s, {} µs                          CPU/msg and the server's own {} µs CPU/msg; {} / {} / {} connections opened",
+                        n(r, "dispatch_memory_per_s")?,
+                        n(r, "dispatch_memory_cpu_us_per_msg")?,
+                        n(r, "dispatch_sqlite_per_s")?,
+                        n(r, "dispatch_sqlite_cpu_us_per_msg")?,
+                        n(r, "dispatch_postgres_per_s")?,
+                        n(r, "dispatch_postgres_cpu_us_per_msg")?,
+                        n(r, "dispatch_postgres_database_cpu_us_per_msg")?,
+                        n(r, "dispatch_memory_connections_opened")?,
+                        n(r, "dispatch_sqlite_connections_opened")?,
+                        n(r, "dispatch_postgres_connections_opened")?
+                    ),
+                    "the lower of in flight / latency and plain hyper, as above".to_owned(),
+                    format!(
+                        "{} / {} / {}",
+                        ratio(r, "dispatch_memory_ratio")?,
+                        ratio(r, "dispatch_sqlite_ratio")?,
+                        ratio(r, "dispatch_postgres_ratio")?
+                    ),
+                ]);
             }
             // What one more send in flight costs: the peak's growth between the fewest and the
             // most in flight among the rows where every send had its connection (past that, the

@@ -51,6 +51,12 @@ use subscribe_sandbox::{DEMO_APPID, DEMO_SECRET, DEMO_TEMPLATE, SandboxConfig, S
 use subscribe_sql::{Sql, SqlGrantLedger};
 use subscribe_types::{AppId, AppSecret, OpenId, Scene, SubscribeMessage, TemplateId};
 
+/// jemalloc, as `wxsub` (the children that stand for it and for plain hyper, and the fakes,
+/// on the allocator the command ships with).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const TOKEN: &str = "BENCH_ACCESS_TOKEN_0123456789abcdef0123456789abcdef";
 
 /// A minimal WeChat: fixed answers, counting token requests.
@@ -846,6 +852,7 @@ fn main() {
                 latency::latency(num(1, 100_000), if in_flights.is_empty() { &[256, 2048] } else { &in_flights })
                     .await
             }
+            "dispatch-at" => latency::dispatch_at(&args[1], num(2, 10_000), num(3, 256), &args[4]).await,
             "plain-connections" => latency::plain_connections(&args[1], num(2, 10_000), num(3, 256)).await,
             "faults" => faults::faults(num(1, 2_000), num(2, 32), &args).await,
             other => panic!(

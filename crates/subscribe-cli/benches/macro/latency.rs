@@ -97,6 +97,7 @@ pub(crate) async fn latency(lines: usize, in_flights: &[usize]) -> serde_json::V
     std::fs::write(&ca_file, ca.ca_pem()).unwrap();
     let mut rows = Vec::new();
     let mut violations = Vec::new();
+    let mut not_run: Option<serde_json::Value> = None;
     for &n in in_flights {
         // At least 50 sends per connection, so that opening it (a TCP and a TLS handshake,
         // once per connection) does not pass for a cost per message.
@@ -132,6 +133,35 @@ pub(crate) async fn latency(lines: usize, in_flights: &[usize]) -> serde_json::V
         }
         let target = ideal.min(plain_per_s);
         let ratio = hyper.per_s / target;
+        // The dispatcher at the same latency and in flight, on each ledger (`--concurrency n`).
+        let mut dispatch = serde_json::Map::new();
+        for ledger in LEDGERS {
+            let side = dispatch_side(&server, lines, n, ledger).await;
+            if let Some(why) = side.get("not_run") {
+                not_run.get_or_insert_with(|| why.clone());
+                continue;
+            }
+            let (per_s, opened) =
+                (side["per_s"].as_f64().unwrap(), side["connections_opened"].as_u64().unwrap());
+            let ratio = per_s / target;
+            if opened > n as u64 {
+                violations
+                    .push(format!("the dispatcher on {ledger}, {n} in flight, opened {opened} connections"));
+            }
+            // The in-memory ledger is held to send-batch's floor; on two cores a SQL server's own
+            // CPU (reported) is shared with the sender and the fake, and the floor only catches a
+            // ledger that became much slower (a lost index, a statement per grant).
+            let floor = if ledger == "memory" { 0.7 } else { 0.45 };
+            if ratio < floor && n <= CHECKED_UP_TO {
+                violations.push(format!(
+                    "the dispatcher on {ledger}, {n} in flight: {per_s:.0} msg/s is {ratio:.2} of {target:.0} (at least {floor})"
+                ));
+            }
+            for (key, value) in side {
+                dispatch.insert(format!("dispatch_{ledger}_{key}"), value);
+            }
+            dispatch.insert(format!("dispatch_{ledger}_ratio"), json!((ratio * 1000.0).round() / 1000.0));
+        }
         if hyper.opened > n {
             violations.push(format!("{n} in flight opened {} connections", hyper.opened));
         }
@@ -169,6 +199,7 @@ pub(crate) async fn latency(lines: usize, in_flights: &[usize]) -> serde_json::V
             "tls_peak_rss_mib": (tls.peak_mib * 10.0).round() / 10.0,
             "tls_cpu_ratio": (tls.cpu_us / hyper.cpu_us * 1000.0).round() / 1000.0,
         }));
+        rows.last_mut().unwrap().as_object_mut().unwrap().extend(dispatch);
     }
     let _ = std::fs::remove_dir_all(&dir);
     json!({
@@ -176,9 +207,164 @@ pub(crate) async fn latency(lines: usize, in_flights: &[usize]) -> serde_json::V
         "latency_ms": LATENCY.as_millis() as u64,
         "rows": rows,
         "violations": violations,
+        "postgres_not_run": not_run,
         "stat": "one run per row and side",
-        "measured_as": "wxsub send-batch (the whole command) and plain hyper, each a child process, against this one's fake; connections and TLS handshakes counted by the fake",
+        "measured_as": "wxsub send-batch (the whole command), the dispatcher on each ledger and plain hyper, each a child process, against this one's fake; connections and TLS handshakes counted by the fake",
     })
+}
+
+/// The ledgers the dispatcher runs on, each in a row's columns `dispatch_<ledger>_*`.
+const LEDGERS: [&str; 3] = ["memory", "sqlite", "postgres"];
+
+/// One dispatch of `grants` pending grants at `n` in flight on `ledger`, in a child process
+/// (`dispatch-at`), the connections it opened counted by the fake.
+async fn dispatch_side(
+    server: &Slow,
+    grants: usize,
+    n: usize,
+    ledger: &str,
+) -> serde_json::Map<String, serde_json::Value> {
+    settle().await;
+    let before = server.accepted.load(Ordering::Relaxed);
+    let out = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args(["dispatch-at", &server.base, &grants.to_string(), &n.to_string(), ledger])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "dispatch-at {ledger} failed: {}", String::from_utf8_lossy(&out.stderr));
+    settle().await;
+    let opened = server.accepted.load(Ordering::Relaxed) - before;
+    let serde_json::Value::Object(mut side) = serde_json::from_slice(&out.stdout).unwrap() else {
+        panic!("dispatch-at printed no object")
+    };
+    side.insert("connections_opened".into(), json!(opened));
+    side
+}
+
+/// The child of [`dispatch_side`]: fills `ledger` with `grants` pending grants (not timed),
+/// then dispatches one message to each at `n` in flight on the hyper transport, as
+/// `wxsub grants dispatch` does: messages per second, CPU per message (this process's: the
+/// sender and, for SQLite, the database) and peak RSS.
+#[allow(clippy::disallowed_methods)] // a benchmark against a real server runs on wall-clock time
+pub(crate) async fn dispatch_at(base: &str, grants: usize, n: usize, ledger: &str) -> serde_json::Value {
+    use subscribe_client::{Dispatcher, GrantLedger, GrantScope, InMemoryGrantLedger};
+    use subscribe_sql::{Sql, SqlGrantLedger};
+    use subscribe_types::{OpenId, Scene, SubscribeMessage, TemplateId};
+    let c = crate::hyper_client(base);
+    let scope = GrantScope {
+        appid: c.appid().clone(),
+        template_id: TemplateId::new(subscribe_sandbox::DEMO_TEMPLATE).unwrap(),
+        scene: Scene::new(4).unwrap(),
+    };
+    let openids: Vec<OpenId> = (0..grants).map(|i| OpenId::new(format!("oUser{i:010}")).unwrap()).collect();
+    let dir = std::env::temp_dir().join(format!("wxsub-dispatch-at-{}", std::process::id()));
+    let url =
+        std::env::var("POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let schema = format!("bench_at_{}", std::process::id());
+    let store: Arc<dyn GrantLedger> = match ledger {
+        "memory" => {
+            let ledger = InMemoryGrantLedger::new();
+            for openid in &openids {
+                ledger.record(&scope.key(openid.clone()), std::time::SystemTime::now()).await.unwrap();
+            }
+            Arc::new(ledger)
+        }
+        "sqlite" => {
+            std::fs::create_dir_all(&dir).unwrap();
+            let sql =
+                Sql::builder(format!("sqlite:{}", dir.join("grants.db").display())).connect().await.unwrap();
+            let ledger = SqlGrantLedger::new(sql);
+            ledger.record_many(&scope, &openids).await.unwrap();
+            Arc::new(ledger)
+        }
+        "postgres" => {
+            let sql = match Sql::builder(url.clone()).schema(schema.clone()).connect().await {
+                Ok(sql) => sql,
+                Err(e) => {
+                    return json!({ "not_run": format!("no PostgreSQL at POSTGRES_URL (default the local `test` database): {e}") });
+                }
+            };
+            let ledger = SqlGrantLedger::new(sql);
+            ledger.record_many(&scope, &openids).await.unwrap();
+            Arc::new(ledger)
+        }
+        other => panic!("dispatch-at: no ledger {other} (memory | sqlite | postgres)"),
+    };
+    // PostgreSQL's own CPU (its processes, on this machine) is reported beside the sender's.
+    let admin = if ledger == "postgres" { sqlx::PgPool::connect(&url).await.ok() } else { None };
+    let postmaster = match &admin {
+        Some(admin) => postmaster_pid(admin).await,
+        None => None,
+    };
+    let pg0 = postmaster.map(process_tree_cpu);
+    crate::reset_peak();
+    let (cpu0, t0) = (crate::cpu_time(), Instant::now());
+    let report = Dispatcher::new(c, Arc::clone(&store))
+        .concurrency(n)
+        .keep_outcomes(false)
+        .grants(scope.template_id.clone(), scope.scene)
+        .message(|to: &OpenId| {
+            SubscribeMessage::builder(
+                to.clone(),
+                TemplateId::new(subscribe_sandbox::DEMO_TEMPLATE)?,
+                Scene::new(4)?,
+            )
+            .title("到货提醒")
+            .content("您关注的商品已到货，点击查看详情。")
+            .build()
+        })
+        .run()
+        .await
+        .unwrap();
+    let (wall, cpu) = (t0.elapsed(), crate::cpu_time().saturating_sub(cpu0));
+    let database_cpu = pg0.zip(postmaster).map(|(before, pid)| process_tree_cpu(pid).saturating_sub(before));
+    assert_eq!(report.progress.delivered, grants as u64, "{:?}", report.progress);
+    drop(store);
+    if let Some(admin) = admin {
+        sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&admin).await.unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let per_msg = |d: Duration| (d.as_secs_f64() * 1e6 / grants as f64 * 10.0).round() / 10.0;
+    let mut side = json!({
+        "per_s": (grants as f64 / wall.as_secs_f64()).round(),
+        "cpu_us_per_msg": per_msg(cpu),
+        "peak_rss_mib": (crate::mem("VmHWM") as f64 / 1_048_576.0 * 10.0).round() / 10.0,
+    });
+    if let Some(d) = database_cpu {
+        side["database_cpu_us_per_msg"] = json!(per_msg(d));
+    }
+    side
+}
+
+/// The PostgreSQL server's main process (the parent of `pool`'s backend), when on this machine.
+async fn postmaster_pid(pool: &sqlx::PgPool) -> Option<u32> {
+    let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(pool).await.ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{backend}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("PPid:")).and_then(|p| p.trim().parse().ok())
+}
+
+/// CPU time (user + system) of process `pid`, of its children it has waited for, and of those
+/// still running: the whole server's, backends that came and went included.
+fn process_tree_cpu(pid: u32) -> Duration {
+    // Fields 14 to 17 of stat(5): utime, stime, cutime, cstime; the ticks after the name.
+    let ticks = |pid: &str, own_only: bool| -> Option<(u64, u64)> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let n = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        let parent = n(1);
+        Some((parent, if own_only { n(11) + n(12) } else { n(11) + n(12) + n(13) + n(14) }))
+    };
+    let mut total = ticks(&pid.to_string(), false).map_or(0, |(_, t)| t);
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else { continue };
+        if let Some((parent, t)) = ticks(name, true)
+            && parent == u64::from(pid)
+        {
+            total += t;
+        }
+    }
+    Duration::from_millis(total * 10) // USER_HZ is 100 on Linux
 }
 
 /// Lets the fake accept what the kernel queued for the previous side (a connection a client
