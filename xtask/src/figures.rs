@@ -655,13 +655,15 @@ fn bench_rows(s: &Value) -> Result<Vec<[String; 4]>> {
                 ]);
                 rows.push([
                     format!(
-                        "`Dispatcher` at {} ms per send, {} grants, {} in flight (hyper transport): in memory;                          `SqlGrantLedger` on SQLite; on PostgreSQL",
+                        "`Dispatcher` at {} ms per send, {} grants, {} in flight (hyper transport): in memory; \
+                         `SqlGrantLedger` on SQLite; on PostgreSQL",
                         n(s, "latency_ms")?,
                         n(r, "lines")?,
                         n(r, "in_flight")?
                     ),
                     format!(
-                        "{} msg/s, {} µs CPU/msg; SQLite {} msg/s, {} µs CPU/msg; PostgreSQL {} msg/s, {} µs                          CPU/msg and the server's own {} µs CPU/msg; {} / {} / {} connections opened",
+                        "{} msg/s, {} µs CPU/msg; SQLite {} msg/s, {} µs CPU/msg; PostgreSQL {} msg/s, {} µs \
+                         CPU/msg and the server's own {} µs CPU/msg; {} / {} / {} connections opened",
                         n(r, "dispatch_memory_per_s")?,
                         n(r, "dispatch_memory_cpu_us_per_msg")?,
                         n(r, "dispatch_sqlite_per_s")?,
