@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use crate::figures::{GENERATED, publish, render_faults, run_meta};
-use crate::run::{Result, cargo_output, target_dir};
+use crate::run::{Result, build_wxsub, cargo_output, target_dir};
 
 /// The reliability table: 2,000 messages per fault scenario at concurrency 32 against the
 /// sandbox (`--quick`: 400 messages at 16). Every run saves its rows, with the commit, the date
@@ -13,18 +13,9 @@ use crate::run::{Result, cargo_output, target_dir};
 pub(crate) fn faults(quick: bool) -> Result {
     let (sends, conc) = if quick { ("400", "16") } else { ("2000", "32") };
     eprintln!("xtask faults: {sends} sends per scenario at concurrency {conc} (takes a minute or two)");
-    let out = cargo_output(&[
-        "bench",
-        "-q",
-        "-p",
-        "subscribe-cli",
-        "--bench",
-        "macro",
-        "--",
-        "faults",
-        sends,
-        conc,
-    ])?;
+    build_wxsub()?;
+    let out =
+        cargo_output(&["run", "--release", "-q", "-p", "subscribe-bench", "--", "faults", sends, conc])?;
     let line = out
         .lines()
         .rev()
@@ -81,7 +72,7 @@ pub(crate) fn broken_clients_fail() -> Result {
         (&["faults", "400", "8", "only=replayed_once", "broken=resend-silently"], "send requests, want"),
     ];
     for (args, must_say) in cases {
-        let mut full = vec!["bench", "-q", "-p", "subscribe-cli", "--bench", "macro", "--"];
+        let mut full = vec!["run", "--release", "-q", "-p", "subscribe-bench", "--"];
         full.extend_from_slice(args);
         let which = format!("{}, {}", args[4], args[3]);
         match cargo_output(&full) {

@@ -719,7 +719,7 @@ fn bench_rows(s: &Value) -> Result<Vec<[String; 4]>> {
 }
 
 /// `docs/reliability.md`'s table from `docs/figures/faults.json`: one row per scenario, as
-/// the fault benchmark saved it (`crates/subscribe-cli/benches/macro/faults.rs`).
+/// the fault benchmark saved it (`bench/src/faults.rs`).
 pub(crate) fn render_faults(doc: &Value) -> Result<String> {
     let mut out = header(doc, "figures/faults.json")?;
     let _ = write!(

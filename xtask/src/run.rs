@@ -44,6 +44,12 @@ pub(crate) fn cargo_output(args: &[&str]) -> Result<String> {
     }
 }
 
+/// Builds the release `wxsub` that the whole-system benchmarks (`subscribe-bench`) run and find
+/// beside their own binary.
+pub(crate) fn build_wxsub() -> Result {
+    cargo_output(&["build", "--release", "-q", "-p", "subscribe-cli", "--bin", "wxsub"]).map(drop)
+}
+
 /// Runs cargo, echoing its output after it ends, and returns stdout and stderr together.
 pub(crate) fn cargo_capture(args: &[&str], env: &[(&str, &str)]) -> Result<String> {
     eprintln!("$ cargo {}", args.join(" "));

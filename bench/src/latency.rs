@@ -393,7 +393,7 @@ async fn send_batch(
     ca_file: Option<&std::path::Path>,
 ) -> Side {
     let out = dir.join(format!("out-{transport}-{n}.jsonl"));
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wxsub"));
+    let mut cmd = std::process::Command::new(crate::wxsub());
     cmd.args(["send-batch", "--input"])
         .arg(input)
         .args(["--concurrency", &n.to_string(), "--transport", transport])

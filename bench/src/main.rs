@@ -1,15 +1,17 @@
 //! Whole-system benchmarks, one scenario per process so peak memory is the scenario's own.
-//! Run by `cargo xtask bench`, which prints the table; by hand:
+//! Run by `cargo xtask bench`, which prints the table; by hand, after building the `wxsub` the
+//! scenarios run (it is looked for beside this binary):
 //!
 //! ```text
-//! cargo bench -p subscribe-cli --bench macro -- throughput [sends] [concurrency]
-//! cargo bench -p subscribe-cli --bench macro -- sandbox    [sends] [concurrency]
-//! cargo bench -p subscribe-cli --bench macro -- send-batch [lines] [concurrency]
-//! cargo bench -p subscribe-cli --bench macro -- cold-start [sends]
-//! cargo bench -p subscribe-cli --bench macro -- dispatch   [grants]
-//! cargo bench -p subscribe-cli --bench macro -- dispatch-sql [grants]   (in memory, SQLite, PostgreSQL)
-//! cargo bench -p subscribe-cli --bench macro -- latency    [lines] [in flight]...   (a fake answering in 50 ms)
-//! cargo bench -p subscribe-cli --bench macro -- faults     [sends] [concurrency] [json] [only=words] [broken=fail-all|resend-unknown|resend-silently]
+//! cargo build --release -p subscribe-cli
+//! cargo run --release -p subscribe-bench -- throughput [sends] [concurrency]
+//! cargo run --release -p subscribe-bench -- sandbox    [sends] [concurrency]
+//! cargo run --release -p subscribe-bench -- send-batch [lines] [concurrency]
+//! cargo run --release -p subscribe-bench -- cold-start [sends]
+//! cargo run --release -p subscribe-bench -- dispatch   [grants]
+//! cargo run --release -p subscribe-bench -- dispatch-sql [grants]   (in memory, SQLite, PostgreSQL)
+//! cargo run --release -p subscribe-bench -- latency    [lines] [in flight]...   (a fake answering in 50 ms)
+//! cargo run --release -p subscribe-bench -- faults     [sends] [concurrency] [json] [only=words] [broken=fail-all|resend-unknown|resend-silently]
 //! ```
 //!
 //! Each prints one JSON object on stdout. Every figure is measured against a baseline run in the
@@ -27,10 +29,7 @@
     missing_docs
 )]
 
-// Not `benches/faults.rs`: cargo would take that for a bench target of its own.
-#[path = "macro/faults.rs"]
 mod faults;
-#[path = "macro/latency.rs"]
 mod latency;
 
 use std::convert::Infallible;
@@ -405,7 +404,7 @@ async fn send_batch(n: usize, concurrency: usize) -> serde_json::Value {
     let input = dir.join("in.jsonl");
     write_lines(&input, n);
     let wxsub = |input: &std::path::Path, out: &std::path::Path| {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wxsub"));
+        let mut cmd = std::process::Command::new(wxsub());
         cmd.args(["send-batch", "--input"])
             .arg(input)
             .args(["--concurrency", &concurrency.to_string()])
@@ -827,8 +826,23 @@ fn thousands(n: u64) -> String {
     out
 }
 
+/// The `wxsub` built beside this binary (`cargo build --release -p subscribe-cli`, which
+/// `cargo xtask bench` runs first), or the one `WXSUB_BIN` names.
+fn wxsub() -> std::path::PathBuf {
+    let path = std::env::var_os("WXSUB_BIN").map_or_else(
+        || std::env::current_exe().unwrap().with_file_name(format!("wxsub{}", std::env::consts::EXE_SUFFIX)),
+        std::path::PathBuf::from,
+    );
+    assert!(
+        path.is_file(),
+        "no wxsub at {}: build it first (cargo build --release -p subscribe-cli) or set WXSUB_BIN",
+        path.display()
+    );
+    path
+}
+
 fn main() {
-    // `cargo bench` passes `--bench`; ignore flags.
+    // Flags (`--bench`, as `cargo bench` passed) are ignored.
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let num = |i: usize, default: usize| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(default);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
