@@ -12,6 +12,7 @@ pub(crate) fn check(root: &Path) -> Vec<String> {
     }
     let mut packages = crates.clone();
     packages.extend(dirs(&root.join("examples")));
+    packages.push(root.join("bench"));
     packages.push(root.join("xtask"));
     packages.push(root.join("fuzz"));
     for dir in &packages {
@@ -49,6 +50,8 @@ pub(crate) fn check(root: &Path) -> Vec<String> {
         check_links(root, &file, &rel, &text, &mut problems);
     }
     check_threat_model(root, &mut problems);
+    let doc = fs::read_to_string(root.join("docs/architecture.md")).unwrap_or_default();
+    check_architecture(&crates, &doc, &mut problems);
     problems.extend(crate::figures::check(root));
     problems
 }
@@ -173,6 +176,89 @@ fn attributes_above<'a>(lines: &[&'a str], i: usize) -> Vec<&'a str> {
         .collect()
 }
 
+/// `docs/architecture.md` stays true: each crate under `crates/` has a row in the dependency
+/// table naming (in backticks) exactly the dependencies of its `Cargo.toml` (normal ones, of
+/// every target, optional ones included), and every source file under its `src/` is named in a
+/// row of the file table (whose first cell is the crate's name without `subscribe-`), which
+/// names no file that does not exist.
+fn check_architecture(crates: &[PathBuf], doc: &str, problems: &mut Vec<String>) {
+    let rows: Vec<Vec<&str>> = doc
+        .lines()
+        .filter(|l| l.starts_with('|'))
+        .map(|l| l.trim().trim_matches('|').split('|').map(str::trim).collect())
+        .collect();
+    let ticked =
+        |cell: &str| -> Vec<String> { cell.split('`').skip(1).step_by(2).map(str::to_owned).collect() };
+    for dir in crates {
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let manifest = fs::read_to_string(dir.join("Cargo.toml")).unwrap_or_default();
+        let actual = manifest_dependencies(&manifest);
+        let label = format!("`{name}`");
+        match rows.iter().find(|r| r.first() == Some(&label.as_str())) {
+            None => {
+                problems.push(format!("docs/architecture.md: {label} has no row in the dependency table"));
+            }
+            Some(row) => {
+                let listed = row.get(1).map(|c| ticked(c)).unwrap_or_default();
+                for dep in actual.iter().filter(|d| !listed.contains(d)) {
+                    problems.push(format!(
+                        "docs/architecture.md: {label} depends on `{dep}` (its Cargo.toml), which its row does not name"
+                    ));
+                }
+                for dep in listed.iter().filter(|d| !actual.contains(d)) {
+                    problems.push(format!(
+                        "docs/architecture.md: {label}'s row names `{dep}`, which its Cargo.toml does not depend on"
+                    ));
+                }
+            }
+        }
+        let short = name.strip_prefix("subscribe-").unwrap_or(&name);
+        let named: Vec<String> = rows
+            .iter()
+            .filter(|r| r.first() == Some(&short))
+            .filter_map(|r| r.get(1))
+            .flat_map(|c| ticked(c))
+            .filter(|f| Path::new(f).extension().is_some_and(|e| e == "rs"))
+            .collect();
+        let src = dir.join("src");
+        let files: Vec<String> = rust_files(&src)
+            .iter()
+            .filter_map(|f| f.strip_prefix(&src).ok())
+            .map(|f| f.display().to_string().replace('\\', "/"))
+            .collect();
+        for file in files.iter().filter(|f| !named.contains(f)) {
+            problems.push(format!(
+                "docs/architecture.md: crates/{name}/src/{file} has no row in the file table (crate `{short}`)"
+            ));
+        }
+        for file in named.iter().filter(|f| !files.contains(f)) {
+            problems.push(format!(
+                "docs/architecture.md: the file table names `{file}` of `{short}`, which is no file of crates/{name}/src"
+            ));
+        }
+    }
+}
+
+/// The names of a manifest's normal dependencies: `[dependencies]` and every
+/// `[target.….dependencies]` (not dev- or build-dependencies).
+fn manifest_dependencies(manifest: &str) -> Vec<String> {
+    let mut deps = Vec::new();
+    let mut in_table = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_table = line == "[dependencies]"
+                || (line.starts_with("[target.") && line.ends_with(".dependencies]"));
+        } else if in_table && !line.is_empty() && !line.starts_with('#') {
+            let key = line.split('=').next().unwrap_or_default().trim();
+            let key = key.strip_suffix(".workspace").unwrap_or(key).trim_matches('"');
+            if !key.is_empty() && !deps.iter().any(|d| d == key) {
+                deps.push(key.to_owned());
+            }
+        }
+    }
+    deps
+}
+
 fn has_workspace_key(manifest: &str, table: &str, key: &str) -> bool {
     let mut in_table = false;
     for line in manifest.lines().map(str::trim) {
@@ -284,6 +370,47 @@ mod tests {
         assert!(p[1].contains("docs/b.md:3:") && p[1].contains("`../../etc/hostname`"), "{p:?}");
         assert!(p[2].contains("docs/b.md:4: refers to `../shared/`"), "{p:?}");
         assert_eq!(link_targets("[a](x.md \"title\") and [b](y/)"), vec!["x.md", "y/"]);
+    }
+
+    #[test]
+    fn the_architecture_document_must_match_the_manifests_and_the_files() {
+        let root = std::env::temp_dir().join(format!("tidy-arch-{}", std::process::id()));
+        let krate = root.join("crates/subscribe-demo");
+        fs::create_dir_all(krate.join("src/inner")).unwrap();
+        fs::write(
+            krate.join("Cargo.toml"),
+            "[package]\nname = \"subscribe-demo\"\n[dependencies]\nserde.workspace = true\n\
+             tokio = { version = \"1\" }\n[target.'cfg(unix)'.dependencies]\nlibc = \"0.2\"\n\
+             [dev-dependencies]\nproptest = \"1\"\n",
+        )
+        .unwrap();
+        fs::write(krate.join("src/lib.rs"), "").unwrap();
+        fs::write(krate.join("src/inner/mod.rs"), "").unwrap();
+        let crates = vec![krate];
+        let true_doc = "| crate | deps | x |\n|---|---|---|\n| `subscribe-demo` | `serde`, `tokio` (rt), `libc` | — |\n\
+                        | demo | `lib.rs`, `inner/mod.rs` | the job |\n";
+        let mut p = Vec::new();
+        check_architecture(&crates, true_doc, &mut p);
+        assert!(p.is_empty(), "{p:?}");
+        // A dependency missing from the row, one named that is not there, a file without a
+        // row and a row naming a file that is gone.
+        let stale = "| `subscribe-demo` | `serde`, `rand` | — |\n| demo | `lib.rs`, `old.rs` | the job |\n";
+        check_architecture(&crates, stale, &mut p);
+        let all = p.join("\n");
+        assert_eq!(p.len(), 5, "{all}");
+        for expected in [
+            "depends on `tokio`",
+            "depends on `libc`",
+            "names `rand`, which its Cargo.toml does not depend on",
+            "crates/subscribe-demo/src/inner/mod.rs has no row",
+            "names `old.rs` of `demo`, which is no file",
+        ] {
+            assert!(all.contains(expected), "{expected}: {all}");
+        }
+        let mut missing = Vec::new();
+        check_architecture(&crates, "", &mut missing);
+        fs::remove_dir_all(&root).unwrap();
+        assert!(missing[0].contains("`subscribe-demo` has no row in the dependency table"), "{missing:?}");
     }
 
     #[test]
