@@ -502,3 +502,29 @@ async fn process(
     outcome.write_json(out);
     outcome.status
 }
+
+/// The arguments of `wxsub send-batch`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The input file, or `-` for standard input.
+    #[arg(long)]
+    pub(crate) input: String,
+    /// Sends in flight at once.
+    #[arg(long, default_value_t = 8)]
+    pub(crate) concurrency: usize,
+    /// At most this many sends started per second.
+    #[arg(long)]
+    pub(crate) rate: Option<f64>,
+}
+
+/// `wxsub send-batch`: checks the options, then [`run`]s.
+pub(crate) async fn command(cli: &crate::options::Cli, args: &Args) -> Result<Exit, crate::options::Usage> {
+    if args.concurrency == 0 {
+        return Err("--concurrency must be at least 1".into());
+    }
+    if args.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+        return Err("--rate must be a positive number".into());
+    }
+    let client = crate::options::client(cli)?;
+    run(client, &args.input, args.concurrency, args.rate).await
+}

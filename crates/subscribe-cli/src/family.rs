@@ -8,8 +8,8 @@ use subscribe_types::{
     TemplateId, TitlesQuery,
 };
 
+use crate::options::{Cli, Usage, parse};
 use crate::output::{Exit, Outcome};
-use crate::{Usage, parse};
 
 /// `KEY=VALUE` pairs into checked data: every key a keyword type and an index, every value
 /// keeping its type's rule.
@@ -220,4 +220,61 @@ pub(crate) async fn templates(
 
 fn to_json(v: &impl serde::Serialize) -> serde_json::Value {
     serde_json::to_value(v).unwrap_or_default()
+}
+
+/// The arguments of `wxsub mp-send`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct MpSendArgs {
+    #[command(flatten)]
+    pub(crate) to: Recipient,
+    /// The mini program page opened on tap, with its query.
+    #[arg(long)]
+    pub(crate) page: Option<String>,
+    /// The version opened: developer, trial or formal.
+    #[arg(long)]
+    pub(crate) state: Option<String>,
+    /// The language: `zh_CN`, `en_US`, `zh_HK` or `zh_TW`.
+    #[arg(long)]
+    pub(crate) lang: Option<String>,
+}
+
+/// The arguments of `wxsub notify`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct NotifyArgs {
+    #[command(flatten)]
+    pub(crate) to: Recipient,
+    /// A web page opened on tap.
+    #[arg(long)]
+    pub(crate) page: Option<String>,
+    /// A mini program opened on tap (with --mp-pagepath).
+    #[arg(long)]
+    pub(crate) mp_appid: Option<String>,
+    /// The mini program page (with --mp-appid).
+    #[arg(long)]
+    pub(crate) mp_pagepath: Option<String>,
+}
+
+/// `wxsub mp-send`: one mini-program message, checked before the client is built (invalid input
+/// exits 2 with nothing sent).
+pub(crate) async fn mp_send(cli: &Cli, args: &MpSendArgs) -> Result<Exit, Usage> {
+    let MpSendArgs { to, page, state, lang } = args;
+    let message =
+        MpSend { to, page: page.as_deref(), state: state.as_deref(), lang: lang.as_deref() }.message()?;
+    let client = crate::options::client(cli)?;
+    Ok(report(client.send_mini_program(&message).await.map(|r| (r, None))))
+}
+
+/// `wxsub notify`: one subscribe notification, checked before the client is built.
+pub(crate) async fn notify(cli: &Cli, args: &NotifyArgs) -> Result<Exit, Usage> {
+    let NotifyArgs { to, page, mp_appid, mp_pagepath } = args;
+    let message = Notify {
+        to,
+        page: page.as_deref(),
+        mp_appid: mp_appid.as_deref(),
+        mp_pagepath: mp_pagepath.as_deref(),
+    }
+    .message()?;
+    let client = crate::options::client(cli)?;
+    let sent = client.send_notification(&message).await;
+    Ok(report(sent.map(|a| (a.receipt, Some(a.response.msgid)))))
 }

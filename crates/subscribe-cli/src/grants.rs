@@ -9,8 +9,8 @@ use subscribe_client::{
 use subscribe_sql::{Resolution, Sql, SqlGrantLedger};
 use subscribe_types::{AuthorizationAnswer, OpenId, Scene, SubscribeMessage, TemplateId};
 
+use crate::options::{Cli, Usage, parse};
 use crate::output::{Exit, one_line};
-use crate::{Cli, Usage, parse};
 
 /// What `wxsub grants` does.
 #[derive(Debug, Subcommand)]
@@ -82,7 +82,7 @@ pub(crate) enum GrantsCommand {
         #[arg(long)]
         rate: Option<f64>,
         /// How long, in seconds, a claimed grant is held before another dispatcher may take it.
-        #[arg(long, default_value_t = 120.0, value_parser = crate::positive_secs)]
+        #[arg(long, default_value_t = 120.0, value_parser = crate::options::positive_secs)]
         lease: f64,
     },
     /// Grants under review: list them, or decide one.
@@ -147,7 +147,7 @@ pub(crate) enum Decision {
 
 fn scope(cli: &Cli, template_id: &str, scene: &str) -> Result<GrantScope, Usage> {
     Ok(GrantScope {
-        appid: crate::appid(cli)?,
+        appid: crate::options::appid(cli)?,
         template_id: parse("--template-id", TemplateId::new(template_id))?,
         scene: parse("--scene", scene.parse::<Scene>())?,
     })
@@ -245,7 +245,7 @@ pub(crate) async fn run(cli: &Cli, url: &str, command: &GrantsCommand) -> Result
             let build = message_fn(&scope, title, content, color.as_deref(), url.as_deref());
             let probe = OpenId::new("oCheck").map_err(|e| e.to_string())?;
             build(&probe).map_err(|e| format!("invalid message: {e}"))?;
-            let client = crate::client(cli)?;
+            let client = crate::options::client(cli)?;
             return dispatch(client, ledger, &scope, build, *concurrency, *rate, *lease).await;
         }
     }
@@ -263,7 +263,7 @@ async fn record_verified(
     url_or_query: &str,
     session: &str,
 ) -> Result<(GrantKey, subscribe_client::Recorded), Usage> {
-    let client = crate::signing_client_on(cli, Some(ledger.sql())).map_err(|e| {
+    let client = crate::options::signing_client_on(cli, Some(ledger.sql())).map_err(|e| {
         if cli.secret.is_none() {
             "--secret (or WXSUB_SECRET) is required to verify the callback's state; \
              pass --unverified to record it without checking"
@@ -274,7 +274,7 @@ async fn record_verified(
     })?;
     match client.complete_and_record_for_session(url_or_query, session, ledger).await {
         Ok((AuthorizationAnswer::Confirmed(grant), Some(recorded))) => {
-            Ok((GrantKey::confirmed(crate::appid(cli)?, &grant), recorded))
+            Ok((GrantKey::confirmed(crate::options::appid(cli)?, &grant), recorded))
         }
         Ok(_) => Err(CANCELLATION.into()),
         Err(e) if e.kind() == subscribe_client::ErrorKind::Retryable => {
@@ -295,7 +295,7 @@ async fn record_unverified(
     let AuthorizationAnswer::Confirmed(grant) = answer else {
         return Err(CANCELLATION.into());
     };
-    let key = GrantKey::confirmed(crate::appid(cli)?, &grant);
+    let key = GrantKey::confirmed(crate::options::appid(cli)?, &grant);
     let recorded = ledger.record(&key, now).await.map_err(|e| format!("database: {}", one_line(&e)))?;
     Ok((key, recorded))
 }
@@ -418,4 +418,17 @@ async fn dispatch(
         started.elapsed()
     );
     Ok(if p.delivered == p.sent { Exit::Ok } else { Exit::Failed })
+}
+
+/// The arguments of `wxsub grants`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The database: `sqlite:path/to/grants.db` (created if missing) or
+    /// `postgres://user@host/db`. The URL is never printed. A URL with a password belongs
+    /// in `DATABASE_URL` (or the password in `PGPASSWORD`): as an argument it shows in `ps` and
+    /// in shell history, and draws a warning.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, default_value = "sqlite:grants.db")]
+    pub(crate) database: crate::secrets::DatabaseUrl,
+    #[command(subcommand)]
+    pub(crate) command: GrantsCommand,
 }

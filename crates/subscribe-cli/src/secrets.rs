@@ -14,7 +14,7 @@ use clap::{Arg, ArgMatches, Command};
 use subscribe_types::AppSecret;
 use subscribe_types::secrecy::{ExposeSecret as _, SecretString};
 
-use crate::Hidden;
+use crate::event::Hidden;
 
 /// A database URL (`--database`, `DATABASE_URL`). `Debug` never shows it; it is a secret when
 /// it carries a password, so it is zeroed when dropped (`secrecy`).
@@ -138,7 +138,7 @@ mod tests {
     use clap::CommandFactory as _;
 
     use super::*;
-    use crate::Cli;
+    use crate::options::Cli;
 
     /// Every argument of `cmd` and its subcommands, as `(path, arg)`.
     fn every_arg(cmd: &Command, path: &str, out: &mut Vec<(String, Arg)>) {

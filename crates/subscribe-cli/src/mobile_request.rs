@@ -1,0 +1,39 @@
+//! `wxsub mobile-request`: the request a mobile app hands to the WeChat Open SDK.
+
+use subscribe_types::{MobileSubscribeRequest, Reserved, Scene, TemplateId};
+
+use crate::options::{Cli, Usage, parse, signing_client};
+use crate::output::Exit;
+
+/// The arguments of `wxsub mobile-request`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The one-time template.
+    #[arg(long)]
+    pub(crate) template_id: String,
+    /// The scene, 0..=10000.
+    #[arg(long)]
+    pub(crate) scene: String,
+    /// The state echoed back (`[A-Za-z0-9]{0,128}`); when omitted, a signed single-use
+    /// state (needs --secret) bound to --session.
+    #[arg(long)]
+    pub(crate) reserved: Option<String>,
+    /// The app user's session the signed state is bound to.
+    #[arg(long, conflicts_with = "reserved")]
+    pub(crate) session: Option<String>,
+}
+
+/// `wxsub mobile-request`: the Open SDK's request as one JSON line.
+pub(crate) fn run(cli: &Cli, args: &Args) -> Result<Exit, Usage> {
+    let template_id = parse("--template-id", TemplateId::new(args.template_id.as_str()))?;
+    let scene = parse("--scene", args.scene.parse::<Scene>())?;
+    let session = args.session.as_deref();
+    let request = match args.reserved.as_deref() {
+        Some(r) => {
+            MobileSubscribeRequest { scene, template_id, reserved: parse("--reserved", Reserved::new(r))? }
+        }
+        None => signing_client(cli)?.mobile_request(&template_id, scene, session.unwrap_or("")),
+    };
+    println!("{}", serde_json::to_string(&request).map_err(|e| e.to_string())?);
+    Ok(Exit::Ok)
+}
