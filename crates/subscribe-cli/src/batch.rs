@@ -509,6 +509,14 @@ pub(crate) struct Args {
     /// The input file, or `-` for standard input.
     #[arg(long)]
     pub(crate) input: String,
+    #[command(flatten)]
+    pub(crate) pacing: Pacing,
+}
+
+/// How many sends are in flight and how fast they start, as `send-batch` and `grants dispatch`
+/// take them.
+#[derive(Clone, Copy, Debug, clap::Args)]
+pub(crate) struct Pacing {
     /// Sends in flight at once.
     #[arg(long, default_value_t = 8)]
     pub(crate) concurrency: usize,
@@ -517,14 +525,22 @@ pub(crate) struct Args {
     pub(crate) rate: Option<f64>,
 }
 
+impl Pacing {
+    /// At least one in flight, and a rate (when given) that is a positive number.
+    pub(crate) fn checked(self) -> Result<Self, crate::options::Usage> {
+        if self.concurrency == 0 {
+            return Err("--concurrency must be at least 1".into());
+        }
+        if self.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+            return Err("--rate must be a positive number".into());
+        }
+        Ok(self)
+    }
+}
+
 /// `wxsub send-batch`: checks the options, then [`run`]s.
 pub(crate) async fn command(cli: &crate::options::Cli, args: &Args) -> Result<Exit, crate::options::Usage> {
-    if args.concurrency == 0 {
-        return Err("--concurrency must be at least 1".into());
-    }
-    if args.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
-        return Err("--rate must be a positive number".into());
-    }
+    let Pacing { concurrency, rate } = args.pacing.checked()?;
     let client = crate::options::client(cli)?;
-    run(client, &args.input, args.concurrency, args.rate).await
+    run(client, &args.input, concurrency, rate).await
 }

@@ -59,28 +59,10 @@ pub(crate) enum GrantsCommand {
     /// Send one message to every pending grant of a template and scene: one JSON line per
     /// recipient, a summary on stderr.
     Dispatch {
-        #[arg(long)]
-        template_id: String,
-        #[arg(long)]
-        scene: String,
-        /// The title (at most 15 characters).
-        #[arg(long)]
-        title: String,
-        /// The content (at most 200 characters).
-        #[arg(long)]
-        content: String,
-        /// The content's color (`#RRGGBB`).
-        #[arg(long)]
-        color: Option<String>,
-        /// The page opened when the message is tapped.
-        #[arg(long)]
-        url: Option<String>,
-        /// Sends in flight at once.
-        #[arg(long, default_value_t = 8)]
-        concurrency: usize,
-        /// At most this many sends started per second.
-        #[arg(long)]
-        rate: Option<f64>,
+        #[command(flatten)]
+        message: crate::send::MessageArgs,
+        #[command(flatten)]
+        pacing: crate::batch::Pacing,
         /// How long, in seconds, a claimed grant is held before another dispatcher may take it.
         #[arg(long, default_value_t = 120.0, value_parser = crate::options::positive_secs)]
         lease: f64,
@@ -223,30 +205,13 @@ pub(crate) async fn run(cli: &Cli, url: &str, command: &GrantsCommand) -> Result
             }
             println!("{}", serde_json::json!({ "status": "resolved", "openid": to }));
         }
-        GrantsCommand::Dispatch {
-            template_id,
-            scene,
-            title,
-            content,
-            color,
-            url,
-            concurrency,
-            rate,
-            lease,
-        } => {
-            let scope = scope(cli, template_id, scene)?;
-            if *concurrency == 0 {
-                return Err("--concurrency must be at least 1".into());
-            }
-            if rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
-                return Err("--rate must be a positive number".into());
-            }
+        GrantsCommand::Dispatch { message, pacing, lease } => {
+            let scope = scope(cli, &message.template_id, &message.scene)?;
+            let crate::batch::Pacing { concurrency, rate } = pacing.checked()?;
             // The message is checked once, before any grant is touched.
-            let build = message_fn(&scope, title, content, color.as_deref(), url.as_deref());
-            let probe = OpenId::new("oCheck").map_err(|e| e.to_string())?;
-            build(&probe).map_err(|e| format!("invalid message: {e}"))?;
+            let build = message.per_recipient()?;
             let client = crate::options::client(cli)?;
-            return dispatch(client, ledger, &scope, build, *concurrency, *rate, *lease).await;
+            return dispatch(client, ledger, &scope, build, concurrency, rate, *lease).await;
         }
     }
     Ok(Exit::Ok)
@@ -319,30 +284,6 @@ fn print_recorded((key, recorded): &(GrantKey, subscribe_client::Recorded)) {
 }
 
 /// Builds each recipient's message from the command's fields.
-fn message_fn(
-    scope: &GrantScope,
-    title: &str,
-    content: &str,
-    color: Option<&str>,
-    url: Option<&str>,
-) -> impl Fn(&OpenId) -> Result<SubscribeMessage, subscribe_types::ValidationError> + Send + Sync + 'static {
-    let (template_id, scene) = (scope.template_id.clone(), scope.scene);
-    let (title, content) = (title.to_owned(), content.to_owned());
-    let (color, url) = (color.map(str::to_owned), url.map(str::to_owned));
-    move |to: &OpenId| {
-        let mut b = SubscribeMessage::builder(to.clone(), template_id.clone(), scene)
-            .title(title.as_str())
-            .content(content.as_str());
-        if let Some(c) = &color {
-            b = b.color(c.as_str());
-        }
-        if let Some(u) = &url {
-            b = b.url(u.as_str());
-        }
-        b.build()
-    }
-}
-
 fn review_json(item: &subscribe_sql::ReviewItem) -> serde_json::Value {
     let since = item.since.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
     serde_json::json!({

@@ -1,6 +1,6 @@
 //! `wxsub send`: one one-time message, checked before anything is sent.
 
-use subscribe_types::{OpenId, Scene, SubscribeMessage, TemplateId};
+use subscribe_types::{OpenId, Scene, SubscribeMessage, TemplateId, ValidationError};
 
 use crate::options::{Cli, Usage, client, parse};
 use crate::output::{Exit, Outcome};
@@ -11,6 +11,13 @@ pub(crate) struct Args {
     /// The recipient's OpenID.
     #[arg(long)]
     pub(crate) to: String,
+    #[command(flatten)]
+    pub(crate) message: MessageArgs,
+}
+
+/// The one-time message's flags, as `send` and `grants dispatch` take them.
+#[derive(Clone, Debug, clap::Args)]
+pub(crate) struct MessageArgs {
     /// The one-time template.
     #[arg(long)]
     pub(crate) template_id: String,
@@ -37,29 +44,68 @@ pub(crate) struct Args {
     pub(crate) miniprogram_pagepath: Option<String>,
 }
 
-/// `wxsub send`.
+impl MessageArgs {
+    /// The template and the scene, checked.
+    pub(crate) fn template_and_scene(&self) -> Result<(TemplateId, Scene), Usage> {
+        Ok((
+            parse("--template-id", TemplateId::new(self.template_id.as_str()))?,
+            parse("--scene", self.scene.parse::<Scene>())?,
+        ))
+    }
+
+    /// The message to each recipient (for a dispatch), every flag checked once here, before
+    /// any recipient is.
+    pub(crate) fn per_recipient(
+        &self,
+    ) -> Result<impl Fn(&OpenId) -> Result<SubscribeMessage, ValidationError> + Send + Sync + 'static, Usage>
+    {
+        let (template_id, scene) = self.template_and_scene()?;
+        self.miniprogram()?;
+        let flags = self.clone();
+        let build = move |to: &OpenId| flags.build(to.clone(), template_id.clone(), scene);
+        let probe = OpenId::new("oCheck").map_err(|e| e.to_string())?;
+        build(&probe).map_err(|e| format!("invalid message: {e}"))?;
+        Ok(build)
+    }
+
+    /// `--miniprogram-appid` and `--miniprogram-pagepath`, which go together.
+    fn miniprogram(&self) -> Result<Option<(&str, &str)>, Usage> {
+        match (&self.miniprogram_appid, &self.miniprogram_pagepath) {
+            (Some(a), Some(p)) => Ok(Some((a.as_str(), p.as_str()))),
+            (None, None) => Ok(None),
+            _ => Err("--miniprogram-appid and --miniprogram-pagepath go together".into()),
+        }
+    }
+
+    fn build(
+        &self,
+        to: OpenId,
+        template_id: TemplateId,
+        scene: Scene,
+    ) -> Result<SubscribeMessage, ValidationError> {
+        let mut b = SubscribeMessage::builder(to, template_id, scene)
+            .title(self.title.as_str())
+            .content(self.content.as_str());
+        if let Some(c) = &self.color {
+            b = b.color(c.as_str());
+        }
+        if let Some(u) = &self.url {
+            b = b.url(u.as_str());
+        }
+        if let Ok(Some((appid, page))) = self.miniprogram() {
+            b = b.miniprogram(appid, page);
+        }
+        b.build()
+    }
+}
+
+/// `wxsub send`: the message is checked before the client is built (invalid input exits 2
+/// with nothing sent).
 pub(crate) async fn run(cli: &Cli, args: &Args) -> Result<Exit, Usage> {
-    let Args { to, template_id, scene, title, content, color, url, miniprogram_appid, miniprogram_pagepath } =
-        args;
-    let mut b = SubscribeMessage::builder(
-        parse("--to", OpenId::new(to.as_str()))?,
-        parse("--template-id", TemplateId::new(template_id.as_str()))?,
-        parse("--scene", scene.parse::<Scene>())?,
-    )
-    .title(title.as_str())
-    .content(content.as_str());
-    if let Some(c) = color {
-        b = b.color(c.as_str());
-    }
-    if let Some(u) = url {
-        b = b.url(u.as_str());
-    }
-    match (miniprogram_appid, miniprogram_pagepath) {
-        (Some(a), Some(p)) => b = b.miniprogram(a.as_str(), p.as_str()),
-        (None, None) => {}
-        _ => return Err("--miniprogram-appid and --miniprogram-pagepath go together".into()),
-    }
-    let message = b.build().map_err(|e| format!("invalid message: {e}"))?;
+    let to = parse("--to", OpenId::new(args.to.as_str()))?;
+    let (template_id, scene) = args.message.template_and_scene()?;
+    args.message.miniprogram()?;
+    let message = args.message.build(to, template_id, scene).map_err(|e| format!("invalid message: {e}"))?;
     let client = client(cli)?;
     let outcome = Outcome::of(&client.send(&message).await);
     println!("{}", outcome.to_json());

@@ -626,6 +626,44 @@ async fn mobile_request_with_a_given_reserved_needs_no_secret_and_signing_does()
     assert!(bad.stderr.contains("reserved"), "{bad:?}");
 }
 
+/// `grants dispatch` takes `send`'s message flags with `send`'s checks: a mini program without
+/// its page exits 2 before any grant is touched.
+#[tokio::test]
+async fn grants_dispatch_checks_the_message_flags_as_send_does() {
+    let s = SandboxHandle::start(SandboxConfig::demo()).await.unwrap();
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("wxsub-dispatch-flags-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = format!("sqlite:{}/grants.db", dir.display());
+    let scene = Scene::new(1000).unwrap();
+    assert!(s.state().add_grant(
+        &SandboxConfig::demo_appid(),
+        &ALICE.parse().unwrap(),
+        &SandboxConfig::demo_template(),
+        scene
+    ));
+    let cb = format!(
+        "https://a.example/cb?openid={ALICE}&template_id={DEMO_TEMPLATE}&action=confirm&scene=1000&reserved=r1"
+    );
+    let head = ["grants", "--database", db.as_str()];
+    let recorded = wxsub(&s, &[&head[..], &["record", "--unverified", &cb]].concat(), None).await;
+    assert_eq!(recorded.code, 0, "{recorded:?}");
+    let which = ["--template-id", DEMO_TEMPLATE, "--scene", "1000"];
+    let message = ["--title", "到货提醒", "--content", "到货了"];
+    for half in [["--miniprogram-appid", "wx0123456789abcdef"], ["--miniprogram-pagepath", "pages/index"]] {
+        let out = wxsub(&s, &[&head[..], &["dispatch"], &which, &message, &half].concat(), None).await;
+        assert_eq!(out.code, 2, "{out:?}");
+        assert!(out.stderr.contains("--miniprogram-appid and --miniprogram-pagepath go together"), "{out:?}");
+    }
+    assert_eq!(s.state().stats().send_requests, 0);
+    let both = ["--miniprogram-appid", "wx0123456789abcdef", "--miniprogram-pagepath", "pages/index"];
+    let sent = wxsub(&s, &[&head[..], &["dispatch"], &which, &message, &both].concat(), None).await;
+    assert_eq!((sent.code, sent.json()["status"].as_str()), (0, Some("delivered")), "{sent:?}");
+    assert_eq!(s.state().inbox(ALICE).len(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test]
 async fn grants_record_list_count_dispatch_and_review_on_a_sqlite_file() {
     let s = SandboxHandle::start(SandboxConfig::demo()).await.unwrap();
