@@ -207,6 +207,9 @@ impl Pusher {
                         (Some(r.status().as_u16()), Some(format!("answered HTTP {}", r.status().as_u16())))
                     }
                     Err(e) if e.is_timeout() => (None, Some("no answer within 5 s".to_owned())),
+                    Err(e) if certificate_refused(&e) => {
+                        (None, Some("the server URL's TLS certificate was refused".to_owned()))
+                    }
                     Err(_) => (None, Some("could not connect".to_owned())),
                 };
                 let delivered = error.is_none();
@@ -229,6 +232,19 @@ impl Pusher {
             f(r);
         }
     }
+}
+
+/// Whether a push failed because the server URL's certificate did not verify (an `https://`
+/// receiver with a certificate the platform does not trust, or for another name).
+fn certificate_refused(e: &reqwest::Error) -> bool {
+    let mut next: Option<&dyn std::error::Error> = Some(e);
+    while let Some(cause) = next {
+        if cause.to_string().to_ascii_lowercase().contains("certificate") {
+            return true;
+        }
+        next = cause.source();
+    }
+    false
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

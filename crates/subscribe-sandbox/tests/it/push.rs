@@ -218,6 +218,36 @@ async fn a_push_answered_500_is_resent_until_answered_and_an_unreachable_url_giv
     assert_eq!(stable_token(&s, &http, false).await["expires_in"], 7200, "the sandbox still answers");
 }
 
+/// An `https://` server URL is pushed to over TLS, its certificate checked: a receiver whose
+/// authority the platform does not trust is refused (and named so), never sent the event.
+#[tokio::test]
+async fn an_https_server_url_is_reached_over_tls_and_an_untrusted_certificate_refused() {
+    let (s, http) = start(SandboxConfig::demo()).await;
+    let ca = subscribe_transport::test_util::TestAuthority::new();
+    let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}/push", listener.local_addr().unwrap());
+    let handshakes = Arc::new(Mutex::new(0_usize));
+    let counted = Arc::clone(&handshakes);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            // The sandbox starts a TLS handshake, then refuses the certificate.
+            *counted.lock().unwrap() += 1;
+            let _ = acceptor.accept(stream).await;
+        }
+    });
+    let settings = json!({"appid": DEMO_APPID, "url": url, "token": TOKEN, "mode": "plain"});
+    assert_eq!(configure(&s, &http, &settings).await.status(), 200);
+    answer(&s, &http, DEMO_MP_TEMPLATE, "accept").await;
+    let record = record_once(&s, 0, |r| r.attempts == subscribe_sandbox::PUSH_ATTEMPTS).await;
+    assert_eq!(
+        (record.delivered, record.error.as_deref()),
+        (false, Some("the server URL's TLS certificate was refused")),
+        "{record:?}"
+    );
+    assert!(*handshakes.lock().unwrap() >= 1, "a TLS handshake was started");
+}
+
 #[tokio::test]
 async fn bad_push_settings_are_refused_naming_the_setting() {
     let (s, http) = start(SandboxConfig::demo()).await;
