@@ -20,12 +20,13 @@ pub(crate) const CI_FUZZ_SECONDS: u64 = 20;
 pub(crate) type Step = (&'static str, fn() -> Result<Status>);
 
 pub(crate) fn ci() -> Result {
-    let steps: [Step; 12] = [
+    let steps: [Step; 13] = [
         ("fmt --check", || passed(fmt(true))),
         ("lint", || passed(lint())),
         ("test", test),
         ("contracts 400 days ahead", ahead),
         ("docs", || passed(docs())),
+        ("package", || passed(crate::package::package())),
         ("tidy", || passed(run_tidy())),
         ("deps", deps),
         ("features", features),

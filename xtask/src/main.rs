@@ -2,12 +2,13 @@
 //!
 //! | task | does |
 //! |---|---|
-//! | `ci` | `fmt` → `lint` → `test` → `ahead` → `docs` → `tidy` → `deps` → `features` → `e2e` → `faults --quick` → `bench --quick` → `fuzz --seconds 20`, stopping at the first failure |
+//! | `ci` | `fmt` → `lint` → `test` → `ahead` → `docs` → `package` → `tidy` → `deps` → `features` → `e2e` → `faults --quick` → `bench --quick` → `fuzz --seconds 20`, stopping at the first failure |
 //! | `fmt [--check]` | `cargo fmt --all` |
 //! | `lint` | clippy on every target and feature, warnings denied |
 //! | `test` | the workspace tests, doctests included: every feature, then each member alone with its default features |
 //! | `ahead` | the store and ledger contract tests again with the clocks they meet (the test processes, a PostgreSQL started for it) 400 days ahead, by libfaketime, so no test holds a fixed date that will pass |
 //! | `docs` | rustdoc with warnings denied |
+//! | `package` | `cargo package` for every crate under `crates/`, each verified by building what it contains |
 //! | `tidy` | repository checks (also a `#[test]` of this crate) |
 //! | `deps` | `cargo audit` against the RustSec snapshot in `../shared/advisory-db` (offline) and `cargo deny check licenses bans sources` (`deny.toml`) |
 //! | `features` | each crate's notable feature sets build on their own |
@@ -34,6 +35,7 @@ mod faults;
 mod features;
 mod figures;
 mod fuzz;
+mod package;
 mod run;
 mod test;
 mod tidy;
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
         }),
         "figures" => figures::rerender(),
         "docs" => ci::docs(),
+        "package" => package::package(),
         "tidy" => ci::run_tidy(),
         "deps" => deps::deps().and_then(|s| match s {
             run::Status::Passed => Ok(()),
@@ -79,7 +82,7 @@ fn main() -> ExitCode {
         }),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|fmt [--check]|lint|test|ahead|docs|tidy|deps|features|e2e|bench [--quick]|faults [--quick]|figures|fuzz [--seconds N] [target…]>"
+                "usage: cargo xtask <ci|fmt [--check]|lint|test|ahead|docs|package|tidy|deps|features|e2e|bench [--quick]|faults [--quick]|figures|fuzz [--seconds N] [target…]>"
             );
             return if task == "help" { ExitCode::SUCCESS } else { ExitCode::from(2) };
         }
