@@ -57,6 +57,7 @@ pub mod endpoint;
 mod error;
 mod family;
 mod ids;
+mod keyword;
 mod library;
 mod message;
 mod newtype;
@@ -73,7 +74,7 @@ pub use authorize::{
     AUTHORIZE_PATH, AuthorizeRequest, DEFAULT_MP_BASE, MobileSubscribeRequest, MobileSubscribeResponse,
 };
 pub use callback::{Action, AuthorizationAnswer, Cancelled, Confirmed, Expectation, Mismatch, QueryError};
-pub use data::{DataError, DataKey, KeywordType, MessageData, ValueFault};
+pub use data::{DataError, DataKey, MessageData};
 pub use endpoint::{Ack, Endpoint, EndpointSpec, Method};
 pub use error::ValidationError;
 pub use family::{
@@ -81,6 +82,7 @@ pub use family::{
     SubscribeNotification, SubscribeNotificationBuilder,
 };
 pub use ids::{AppId, OpenId, Reserved, Scene, TemplateId};
+pub use keyword::{KeywordType, ValueFault};
 pub use library::{
     AddTemplate, AddedTemplate, Categories, Category, DeleteTemplate, EnumValues, GetCategories,
     GetTemplates, Keyword, Keywords, KeywordsQuery, PublicTemplate, PublicTemplates, Template, TemplateKind,
