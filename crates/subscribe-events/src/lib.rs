@@ -26,6 +26,12 @@
 //! assert_eq!(event.name(), "VIEW");
 //! # Ok::<(), subscribe_events::PushError>(())
 //! ```
+//!
+//! | feature | default | gives |
+//! |---|---|---|
+//! | `axum` | no | `axum::PushEndpoint`: the server URL as an axum route, answering WeChat within its time limit, rate-limited per source |
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod config;
 mod crypto;
@@ -41,6 +47,7 @@ pub use event::{ChangeItem, Event, EventKind, Format, PopupItem, SentItem};
 pub use push::{MAX_BODY, MAX_FORGETS, Push, Sealed, UrlCheck, Verified};
 
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum;
 
 /// `docs/events.md`'s examples run as doctests (one mounts the axum endpoint).

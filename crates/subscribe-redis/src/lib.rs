@@ -30,6 +30,12 @@
 //!
 //! [`RedisReplayCache`] is `subscribe-events`' [`ReplayCache`](subscribe_events::replay::ReplayCache)
 //! in Redis: an event push replayed to any instance is refused, not applied again.
+//!
+//! | feature | default | gives |
+//! |---|---|---|
+//! | `events` | no | [`RedisNotificationResults`] (`subscribe-client`'s `events`) |
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod ledger;
 mod replay;
@@ -46,6 +52,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 pub use crate::ledger::RedisGrantLedger;
 pub use crate::replay::RedisReplayCache;
 #[cfg(feature = "events")]
+#[cfg_attr(docsrs, doc(cfg(feature = "events")))]
 pub use crate::results::RedisNotificationResults;
 pub use crate::token::RedisTokenStore;
 pub use crate::used_states::RedisUsedStates;

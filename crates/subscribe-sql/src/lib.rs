@@ -37,6 +37,16 @@
 //! A SQLite file holds the access token and the grants: the crate creates it `0600` and the
 //! directories it creates for it `0700` (on Unix), and tightens an existing file that others
 //! may read (see [`SqlBuilder::lazy`]).
+//!
+//! | feature | default | gives |
+//! |---|---|---|
+//! | `postgres` | yes | PostgreSQL (`postgres://…` URLs) |
+//! | `sqlite` | yes | SQLite (`sqlite:…` URLs) |
+//! | `events` | no | `SqlNotificationResults`: what `subscribe_msg_sent_event` pushes, by `msgid`, for every instance (`subscribe-client`'s `events`) |
+//!
+//! At least one of `postgres` and `sqlite` is needed.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(not(any(feature = "postgres", feature = "sqlite")))]
 compile_error!("subscribe-sql needs at least one of its `postgres` and `sqlite` features");
@@ -80,6 +90,7 @@ pub use crate::error::SqlError;
 pub use crate::ledger::{EventKind, GrantEvent, Resolution, ReviewItem, SqlGrantLedger};
 pub use crate::replay::SqlReplayCache;
 #[cfg(feature = "events")]
+#[cfg_attr(docsrs, doc(cfg(feature = "events")))]
 pub use crate::results::SqlNotificationResults;
 pub use crate::token::SqlTokenStore;
 pub use crate::used_states::SqlUsedStates;
