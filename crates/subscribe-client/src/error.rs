@@ -504,7 +504,7 @@ impl AuthorizationError {
     /// link).
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::UsedStates(_) => ErrorKind::Retryable,
+            Self::UsedStates(e) => e.kind(),
             _ => ErrorKind::Invalid,
         }
     }
