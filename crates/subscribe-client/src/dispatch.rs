@@ -140,12 +140,13 @@ pub enum DispatchError {
 }
 
 impl DispatchError {
-    /// What to do about it: `Configuration` for a builder left unconfigured, `Retryable` when
-    /// the ledger failed (run the dispatch again: reserved grants come back after their lease).
+    /// What to do about it: `Configuration` for a builder left unconfigured, the ledger
+    /// error's kind otherwise ([`LedgerError::kind`]: `Retryable` when its backend failed; run
+    /// the dispatch again, reserved grants come back after their lease).
     pub fn kind(&self) -> crate::ErrorKind {
         match self {
             Self::Unconfigured(_) => crate::ErrorKind::Configuration,
-            Self::Ledger(_) => crate::ErrorKind::Retryable,
+            Self::Ledger(e) => e.kind(),
         }
     }
 }

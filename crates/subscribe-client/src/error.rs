@@ -252,12 +252,13 @@ pub enum RecordError {
 }
 
 impl RecordError {
-    /// What to do about it: the authorization error's kind, or `Retryable` when the ledger
-    /// failed (the answer was valid; ask the user to try again).
+    /// What to do about it: the authorization error's kind, or the ledger error's
+    /// ([`LedgerError::kind`](crate::LedgerError::kind): `Retryable` when its backend failed;
+    /// the answer was valid, so ask the user to try again).
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::Authorization(e) => e.kind(),
-            Self::Ledger(_) => ErrorKind::Retryable,
+            Self::Ledger(e) => e.kind(),
         }
     }
 }
