@@ -87,8 +87,8 @@ pub use dispatch::{
     RecipientOutcome,
 };
 pub use error::{
-    AuthorizationError, ConfigError, ErrorKind, RecordError, SendError, TokenError, TokenRejection,
-    UnknownCause,
+    AuthorizationError, ConfigError, ErrorKind, LibraryCall, LibraryError, RecordError, SendError,
+    TokenError, TokenRejection, UnknownCause,
 };
 pub use grants::{
     Claimed, GrantCounts, GrantKey, GrantLedger, GrantRecord, GrantScope, GrantStatus, InMemoryGrantLedger,
@@ -117,6 +117,9 @@ const _: () = {
     fn _object_safe(_: &dyn TokenStore, _: &dyn ExternalTokenSource, _: &dyn Clock, _: &dyn GrantLedger) {}
     assert_send_sync::<Client>();
     assert_send_sync::<SendError>();
+    assert_send_sync::<LibraryError>();
+    assert_send_sync::<LedgerError>();
+    assert_send_sync::<TokenStoreError>();
     assert_send_sync::<RecordError>();
     assert_send_sync::<TokenError>();
 };
