@@ -9,9 +9,9 @@ use subscribe_types::{
     ValidationError,
 };
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::CancellationToken;
 use crate::Client;
 use crate::error::SendError;
 use crate::grants::{GrantLedger, GrantScope, LedgerError, Reservation, Settlement};
@@ -291,7 +291,8 @@ impl Dispatcher {
     }
 
     /// Stops the dispatch when `token` is cancelled: no new grant is taken; sends in flight
-    /// finish and are recorded.
+    /// finish and are recorded. The token is [`subscribe_client::CancellationToken`](crate::CancellationToken)
+    /// (tokio-util's, re-exported, so no dependency of your own is needed).
     pub fn cancellation(mut self, token: CancellationToken) -> Self {
         self.cancel = token;
         self

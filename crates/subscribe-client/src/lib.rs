@@ -106,6 +106,9 @@ pub use token::{
     BoxError, CachedToken, ExternalSourceError, ExternalTokenSource, HoldOff, InMemoryTokenStore,
     RefreshLease, SharedTokenStore, TokenEndpoint, TokenStore, TokenStoreError,
 };
+/// tokio-util's cancellation token, re-exported for [`Dispatcher::cancellation`]: use it as
+/// `subscribe_client::CancellationToken`, with no dependency on tokio-util of your own (and no
+/// second copy of it when its version differs from this crate's).
 pub use tokio_util::sync::CancellationToken;
 pub use used_states::{
     AnswerDigest, InMemoryUsedStates, SharedUsedStates, StateUse, UsedStates, UsedStatesError,
