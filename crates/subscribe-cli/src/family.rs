@@ -2,7 +2,7 @@
 //! message, with the output conventions and exit codes of `wxsub send`.
 
 use clap::Subcommand;
-use subscribe_client::{Client, SendError};
+use subscribe_client::{Client, LibraryError, SendError};
 use subscribe_types::{
     AddTemplate, Lang, MessageData, MiniProgramMessage, MiniProgramState, OpenId, SubscribeNotification,
     TemplateId, TitlesQuery,
@@ -186,7 +186,7 @@ pub(crate) async fn templates(
         _ => None,
     };
     let client = client?;
-    let answer: Result<serde_json::Value, SendError> = match command {
+    let answer: Result<serde_json::Value, LibraryError> = match command {
         TemplatesCommand::Categories => client.template_categories().await.map(|v| to_json(&v)),
         TemplatesCommand::Titles { .. } => {
             client.public_templates(titles.as_ref().expect("parsed above")).await.map(|v| to_json(&v))
@@ -208,7 +208,7 @@ pub(crate) async fn templates(
             Ok(Exit::Ok)
         }
         Err(e) => {
-            let outcome = Outcome::of(&Err(e));
+            let outcome = Outcome::of_library(&e);
             println!("{}", outcome.to_json());
             if let Some(line) = outcome.stderr_line() {
                 eprintln!("wxsub: {line}");

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use subscribe_client::{SendError, SendReceipt, UnknownCause};
+use subscribe_client::{LibraryError, SendError, SendReceipt, UnknownCause};
 
 /// How the command ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,10 +69,20 @@ pub(crate) struct Outcome<'a> {
 impl<'a> Outcome<'a> {
     /// A send's result.
     pub(crate) fn of(result: &Result<SendReceipt, SendError>) -> Self {
-        let e = match result {
-            Ok(r) => return Self { status: "delivered", attempts: Some(r.attempts), ..Self::default() },
-            Err(e) => e,
-        };
+        match result {
+            Ok(r) => Self { status: "delivered", attempts: Some(r.attempts), ..Self::default() },
+            Err(e) => Self::failure(e, e.outcome_known(), e),
+        }
+    }
+
+    /// A failed template-library call: `failed`, or `unknown` when an `addtemplate` or
+    /// `deltemplate` may have happened (a read's lost answer changed nothing: `failed`).
+    pub(crate) fn of_library(e: &LibraryError) -> Self {
+        Self::failure(e.execute_error(), e.outcome_known(), e)
+    }
+
+    /// A call that failed with `e` (whose outcome is `known` or not), described as `shown`.
+    fn failure(e: &SendError, known: bool, shown: &dyn std::error::Error) -> Self {
         let api = match e {
             SendError::Api(a) | SendError::ProbablyDelivered(a) => Some(a),
             SendError::Token(t) => t.api_error(),
@@ -84,13 +94,13 @@ impl<'a> Outcome<'a> {
             _ => None,
         };
         Self {
-            status: if e.outcome_known() { "failed" } else { "unknown" },
+            status: if known { "failed" } else { "unknown" },
             kind: Some(kind(e)),
             errcode: api.map(|a| a.code().get()),
             errmsg: api.map(|a| a.message().to_owned()),
             // The reason in words, unless WeChat's own errmsg says it (an unknown outcome
             // always carries it).
-            reason: (api.is_none() || !e.outcome_known()).then(|| one_line(e)),
+            reason: (api.is_none() || !known).then(|| one_line(shown)),
             http_status,
             ..Self::default()
         }

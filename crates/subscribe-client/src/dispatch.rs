@@ -9,9 +9,9 @@ use subscribe_types::{
     ValidationError,
 };
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::CancellationToken;
 use crate::Client;
 use crate::error::SendError;
 use crate::grants::{GrantLedger, GrantScope, LedgerError, Reservation, Settlement};
@@ -140,12 +140,13 @@ pub enum DispatchError {
 }
 
 impl DispatchError {
-    /// What to do about it: `Configuration` for a builder left unconfigured, `Retryable` when
-    /// the ledger failed (run the dispatch again: reserved grants come back after their lease).
+    /// What to do about it: `Configuration` for a builder left unconfigured, the ledger
+    /// error's kind otherwise ([`LedgerError::kind`]: `Retryable` when its backend failed; run
+    /// the dispatch again, reserved grants come back after their lease).
     pub fn kind(&self) -> crate::ErrorKind {
         match self {
             Self::Unconfigured(_) => crate::ErrorKind::Configuration,
-            Self::Ledger(_) => crate::ErrorKind::Retryable,
+            Self::Ledger(e) => e.kind(),
         }
     }
 }
@@ -290,7 +291,8 @@ impl Dispatcher {
     }
 
     /// Stops the dispatch when `token` is cancelled: no new grant is taken; sends in flight
-    /// finish and are recorded.
+    /// finish and are recorded. The token is [`subscribe_client::CancellationToken`](crate::CancellationToken)
+    /// (tokio-util's, re-exported, so no dependency of your own is needed).
     pub fn cancellation(mut self, token: CancellationToken) -> Self {
         self.cancel = token;
         self

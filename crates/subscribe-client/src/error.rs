@@ -1,4 +1,4 @@
-//! The client's errors, one per operation: [`SendError`], [`TokenError`],
+//! The client's errors, one per operation: [`SendError`], [`LibraryError`], [`TokenError`],
 //! [`AuthorizationError`], [`RecordError`], [`ConfigError`], and the one [`ErrorKind`] each of
 //! them answers with, so a caller acts on an error without matching variants or errcodes.
 
@@ -22,11 +22,20 @@ use crate::token::ExternalSourceError;
 /// | `Refused` | 43101: the user has no unused authorization | no | ask the user to authorize again |
 /// | `ProbablyDelivered` | 43101 to a replay of an attempt that may have delivered | probably | treat as delivered; never resend |
 /// | `Unknown` | the request may have reached WeChat; no usable answer came back | maybe | mark for review; never resend automatically |
-/// | `Invalid` | the message, recipient or answer is invalid (47003, 40003, a forged or expired state, …) | no | drop it or fix the code; retrying fails the same way |
+/// | `Invalid` | the message, recipient or answer is invalid (47003, 40003, a forged or expired state, …), or a grant's reservation was lost to another sender | no | drop it or fix the code; retrying fails the same way |
 /// | `Token` | no access token could be used and a person must act (secret, IP whitelist, another process refreshing with the same secret) | no | alert; send again once fixed |
-/// | `Retryable` | nothing happened and trying later can work (network, `-1`, a quota, a token or ledger outage) | no | queue for later |
+/// | `Retryable` | nothing happened and trying later can work (network, `-1`, a quota, an outage of the token source, the token store, the store of used states or the ledger) | no | queue for later |
 /// | `Configuration` | the app's setup is wrong (template id, API permission, base URL, builder settings) | no | fix the configuration |
 /// | `Other` | WeChat refused with a code the errcode table does not classify | no | log `api_code()` and the errmsg |
+///
+/// The errors of calls that deliver nothing answer with the same kinds: a [`LedgerError`] is
+/// `Invalid` when its reservation was lost (leave the grant to the sender that holds it) and
+/// `Retryable` when its backend failed; a [`TokenStoreError`](crate::TokenStoreError) is
+/// always `Retryable`; a template-library call's [`LibraryError`] is `Unknown` only for an
+/// `addtemplate` or `deltemplate` whose answer was lost (it may have happened), and never
+/// `Refused` or `ProbablyDelivered`.
+///
+/// [`LedgerError`]: crate::LedgerError
 ///
 /// ```
 /// use subscribe_client::{ErrorKind, SendError};
@@ -54,8 +63,9 @@ pub enum ErrorKind {
     ProbablyDelivered,
     /// The outcome is unknown: the request may have reached WeChat. Do not resend blindly.
     Unknown,
-    /// The input can never succeed as it is: an invalid message, recipient or request, or an
-    /// authorization answer that is malformed, forged or expired.
+    /// The input can never succeed as it is: an invalid message, recipient or request, an
+    /// authorization answer that is malformed, forged or expired, or a grant's reservation
+    /// that another sender took over ([`LedgerError::LeaseLost`](crate::LedgerError::LeaseLost)).
     Invalid,
     /// No access token could be used, and retrying will not help until someone acts: the
     /// token endpoint refused (AppID, AppSecret, IP whitelist, frozen secret), or WeChat
@@ -63,7 +73,8 @@ pub enum ErrorKind {
     /// Nothing was sent.
     Token,
     /// Nothing was delivered and the same call can succeed later: the request never left,
-    /// WeChat was busy, a quota will reset, the token source or the ledger is out for now.
+    /// WeChat was busy, a quota will reset, the token source, the token store, the store of
+    /// used states or the ledger is out for now.
     Retryable,
     /// The app's setup is wrong: a template id of another kind, an API the account may not
     /// use, an unusable base URL or builder setting.
@@ -238,6 +249,159 @@ impl SendError {
     }
 }
 
+/// Which template-library call failed (WeChat's name for it is its
+/// [`Display`](std::fmt::Display)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LibraryCall {
+    /// `getcategory`: [`Client::template_categories`](crate::Client::template_categories).
+    Categories,
+    /// `getpubtemplatetitles`: [`Client::public_templates`](crate::Client::public_templates).
+    PublicTemplates,
+    /// `getpubtemplatekeywords`: [`Client::template_keywords`](crate::Client::template_keywords).
+    Keywords,
+    /// `addtemplate`: [`Client::add_template`](crate::Client::add_template).
+    AddTemplate,
+    /// `deltemplate`: [`Client::delete_template`](crate::Client::delete_template).
+    DeleteTemplate,
+    /// `gettemplate`: [`Client::templates`](crate::Client::templates).
+    Templates,
+}
+
+impl LibraryCall {
+    /// WeChat's name for the call, the last segment of its path (`addtemplate`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Categories => "getcategory",
+            Self::PublicTemplates => "getpubtemplatetitles",
+            Self::Keywords => "getpubtemplatekeywords",
+            Self::AddTemplate => "addtemplate",
+            Self::DeleteTemplate => "deltemplate",
+            Self::Templates => "gettemplate",
+        }
+    }
+
+    /// Whether the call changes the account's templates (`addtemplate`, `deltemplate`); the
+    /// others only read.
+    pub fn changes_templates(self) -> bool {
+        matches!(self, Self::AddTemplate | Self::DeleteTemplate)
+    }
+}
+
+impl std::fmt::Display for LibraryCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A template-library call ([`Client::template_categories`](crate::Client::template_categories),
+/// [`public_templates`](crate::Client::public_templates),
+/// [`template_keywords`](crate::Client::template_keywords),
+/// [`add_template`](crate::Client::add_template),
+/// [`delete_template`](crate::Client::delete_template),
+/// [`templates`](crate::Client::templates)) failed.
+///
+/// A library call delivers no message, so what a [`SendError`] says about delivery does not
+/// apply; what matters is whether WeChat may have **changed the account's templates**.
+/// [`outcome_known`](Self::outcome_known) is `false` only for a change (`addtemplate`,
+/// `deltemplate`) whose answer was lost or could not be read: the template may have been added
+/// or deleted, so list them ([`Client::templates`](crate::Client::templates)) before trying
+/// again. A read changes nothing, so its outcome is always known.
+///
+/// | what happened | `kind()` |
+/// |---|---|
+/// | WeChat refused with an errcode (200011–200021, 48001, 45009, …) | as for a send: `Invalid`, `Configuration`, `Retryable`, `Token` or `Other` |
+/// | a change's answer was lost (timeout or reset after the request left, HTTP 5xx, an unreadable or undecodable 200) | `Unknown`: it may have happened |
+/// | a read's answer was lost (timeout, reset, HTTP 5xx, a 200 that is not WeChat's envelope) | `Retryable`: nothing changed; call again |
+/// | a read's answer was WeChat's `errcode` 0 but did not decode as the call's response | `Invalid`: calling again reads the same answer |
+/// | no token, the request never left, another HTTP status | as for a send: `Token` or `Retryable`, `Retryable`, `Configuration` |
+///
+/// It is never `Refused` or `ProbablyDelivered` (a 43101 here means nothing about a user: it
+/// is `Other`). The call's own error, as [`Client::execute`](crate::Client::execute) reports
+/// it, is the [`source`](std::error::Error::source) and [`execute_error`](Self::execute_error);
+/// `Display` names the call only and never prints a token or a URL.
+///
+/// ```
+/// use subscribe_client::test_util::mock_with_stable_token;
+/// use subscribe_client::transport::TransportErrorKind;
+/// use subscribe_client::{Client, ErrorKind, LibraryCall};
+/// use subscribe_types::{AddTemplate, AppId, AppSecret};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let wechat = mock_with_stable_token("T", 7200);
+/// wechat.push_error(TransportErrorKind::Timeout); // addtemplate's answer is lost
+/// wechat.push_error(TransportErrorKind::Timeout); // gettemplate's too
+/// let client = Client::builder(AppId::new("wx0123456789abcdef")?, AppSecret::new("s")?)
+///     .transport(wechat)
+///     .build()?; // the default policy replays no request that may have reached WeChat
+///
+/// let e = client.add_template(&AddTemplate::new(99, [1, 2], Some("到货提醒"))?).await.unwrap_err();
+/// assert_eq!((e.call(), e.kind(), e.outcome_known()), (LibraryCall::AddTemplate, ErrorKind::Unknown, false));
+/// // The template may exist now: list them before adding it again.
+/// let e = client.templates().await.unwrap_err();
+/// assert_eq!((e.kind(), e.outcome_known()), (ErrorKind::Retryable, true)); // a read changed nothing
+/// assert_eq!(e.to_string(), "template library call `gettemplate` failed");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[error("template library call `{call}` failed")]
+#[non_exhaustive]
+pub struct LibraryError {
+    call: LibraryCall,
+    #[source]
+    source: SendError,
+}
+
+impl LibraryError {
+    /// `call` failed with what [`Client::execute`](crate::Client::execute) returned.
+    pub(crate) fn new(call: LibraryCall, source: SendError) -> Self {
+        Self { call, source }
+    }
+
+    /// The call that failed.
+    pub fn call(&self) -> LibraryCall {
+        self.call
+    }
+
+    /// What the call met, as [`Client::execute`](crate::Client::execute) reports it: WeChat's
+    /// [`ApiError`] with its errmsg, the transport's error, the token's. Its
+    /// [`kind`](SendError::kind) and [`outcome_known`](SendError::outcome_known) speak of a
+    /// message's delivery; ask this error's own instead.
+    pub fn execute_error(&self) -> &SendError {
+        &self.source
+    }
+
+    /// WeChat's `errcode`, when WeChat answered with one (the library's own are
+    /// 200011–200021).
+    pub fn api_code(&self) -> Option<ErrCode> {
+        self.source.api_code()
+    }
+
+    /// What to do about it; see the table above and [`ErrorKind`].
+    pub fn kind(&self) -> ErrorKind {
+        match (self.source.kind(), &self.source) {
+            // 43101 says nothing about a user here.
+            (ErrorKind::Refused, _) => ErrorKind::Other,
+            (k, _) if k.may_have_delivered() && self.call.changes_templates() => ErrorKind::Unknown,
+            // A read's answer that WeChat gave and the model cannot read: it reads the same
+            // again.
+            (_, SendError::OutcomeUnknown { cause: UnknownCause::UndecodableResponse, .. }) => {
+                ErrorKind::Invalid
+            }
+            (k, _) if k.may_have_delivered() => ErrorKind::Retryable,
+            (k, _) => k,
+        }
+    }
+
+    /// `false` when WeChat may have changed the account's templates: an `addtemplate` or
+    /// `deltemplate` whose answer was lost (`kind() == ErrorKind::Unknown`). `true` for every
+    /// failed read, and for a change that certainly did not happen.
+    pub fn outcome_known(&self) -> bool {
+        self.kind() != ErrorKind::Unknown
+    }
+}
+
 /// Verifying and recording an authorization answer
 /// ([`Client::complete_and_record`](crate::Client::complete_and_record)) failed.
 #[derive(Debug, thiserror::Error)]
@@ -252,12 +416,13 @@ pub enum RecordError {
 }
 
 impl RecordError {
-    /// What to do about it: the authorization error's kind, or `Retryable` when the ledger
-    /// failed (the answer was valid; ask the user to try again).
+    /// What to do about it: the authorization error's kind, or the ledger error's
+    /// ([`LedgerError::kind`](crate::LedgerError::kind): `Retryable` when its backend failed;
+    /// the answer was valid, so ask the user to try again).
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::Authorization(e) => e.kind(),
-            Self::Ledger(_) => ErrorKind::Retryable,
+            Self::Ledger(e) => e.kind(),
         }
     }
 }
@@ -504,7 +669,7 @@ impl AuthorizationError {
     /// link).
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::UsedStates(_) => ErrorKind::Retryable,
+            Self::UsedStates(e) => e.kind(),
             _ => ErrorKind::Invalid,
         }
     }

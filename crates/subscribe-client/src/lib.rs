@@ -87,8 +87,8 @@ pub use dispatch::{
     RecipientOutcome,
 };
 pub use error::{
-    AuthorizationError, ConfigError, ErrorKind, RecordError, SendError, TokenError, TokenRejection,
-    UnknownCause,
+    AuthorizationError, ConfigError, ErrorKind, LibraryCall, LibraryError, RecordError, SendError,
+    TokenError, TokenRejection, UnknownCause,
 };
 pub use grants::{
     Claimed, GrantCounts, GrantKey, GrantLedger, GrantRecord, GrantScope, GrantStatus, InMemoryGrantLedger,
@@ -106,6 +106,9 @@ pub use token::{
     BoxError, CachedToken, ExternalSourceError, ExternalTokenSource, HoldOff, InMemoryTokenStore,
     RefreshLease, SharedTokenStore, TokenEndpoint, TokenStore, TokenStoreError,
 };
+/// tokio-util's cancellation token, re-exported for [`Dispatcher::cancellation`]: use it as
+/// `subscribe_client::CancellationToken`, with no dependency on tokio-util of your own (and no
+/// second copy of it when its version differs from this crate's).
 pub use tokio_util::sync::CancellationToken;
 pub use used_states::{
     AnswerDigest, InMemoryUsedStates, SharedUsedStates, StateUse, UsedStates, UsedStatesError,
@@ -117,6 +120,9 @@ const _: () = {
     fn _object_safe(_: &dyn TokenStore, _: &dyn ExternalTokenSource, _: &dyn Clock, _: &dyn GrantLedger) {}
     assert_send_sync::<Client>();
     assert_send_sync::<SendError>();
+    assert_send_sync::<LibraryError>();
+    assert_send_sync::<LedgerError>();
+    assert_send_sync::<TokenStoreError>();
     assert_send_sync::<RecordError>();
     assert_send_sync::<TokenError>();
 };

@@ -24,7 +24,9 @@ crate::token::extension_error!(
     /// The store of used states failed (connection lost, timeout). Opaque, so any backend's
     /// error fits; the cause is the [`source`](std::error::Error::source). Cheap to clone.
     UsedStatesError,
-    "the store of used states failed"
+    "the store of used states failed",
+    "The client reports it as [`AuthorizationError::UsedStates`](crate::AuthorizationError::UsedStates) \
+     (also `Retryable`): nothing was recorded, and the same answer can be completed later."
 );
 
 /// Who used a state: a digest of the confirmation that did (its state and its openid; the

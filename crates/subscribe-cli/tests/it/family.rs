@@ -183,3 +183,97 @@ async fn send_batch_takes_every_kind_and_reports_invalid_lines_without_sending_t
     assert_eq!(s.state().stats().send_requests, 3, "invalid lines are never sent");
     assert_eq!((s.state().inbox(ALICE).len(), s.state().inbox(BOB).len()), (1, 2));
 }
+
+/// A WeChat behind a failing gateway: token requests get a token, every template-library call
+/// a 502 whose page echoes the request (token included). Plain HTTP, one request per
+/// connection.
+async fn gateway_losing_library_answers(token: &'static str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                let mut seen = 0;
+                let head = loop {
+                    let Ok(n) = socket.read(&mut buf[seen..]).await else { return };
+                    seen += n;
+                    let text = String::from_utf8_lossy(&buf[..seen]).into_owned();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap())
+                            })
+                            .unwrap_or(0);
+                        if seen >= end + 4 + length {
+                            break text[..end].to_owned();
+                        }
+                    }
+                    if n == 0 || seen == buf.len() {
+                        return;
+                    }
+                };
+                let request_line = head.lines().next().unwrap_or_default().to_owned();
+                let (status, body) = if request_line.contains("token") && !request_line.contains("newtmpl") {
+                    ("200 OK", format!(r#"{{"access_token":"{token}","expires_in":7200}}"#))
+                } else {
+                    ("502 Bad Gateway", format!("<h1>502</h1>{request_line}"))
+                };
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: text/html\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn templates_report_unknown_only_for_a_change_whose_answer_was_lost() {
+    const TOKEN: &str = "GATEWAY_TOKEN_never_printed_42";
+    let s = SandboxHandle::start(SandboxConfig::demo()).await.unwrap();
+    let base = gateway_losing_library_answers(TOKEN).await;
+    let env = [("WXSUB_API_BASE", base.as_str())];
+    let run = |args: &'static [&'static str]| wxsub_env(&s, args, None, &env);
+    // A change whose answer was lost may have happened.
+    for args in [
+        &["templates", "add", "--tid", "1002", "--kids", "1,2"][..],
+        &["templates", "del", "--template-id", "bDmywsp2oEHjwAadTGKkUHpzvMM2KM4aGBsyFpGL8AY"][..],
+    ] {
+        let out = run(args).await;
+        assert_eq!(out.code, 1, "{out:?}");
+        let line = out.json();
+        assert_eq!(
+            (line["status"].as_str(), line["http_status"].as_u64()),
+            (Some("unknown"), Some(502)),
+            "{out:?}"
+        );
+        assert!(line["reason"].as_str().unwrap().contains("template library call"), "{out:?}");
+        assert!(out.stderr.contains("wxsub: unknown: "), "{out:?}");
+        assert!(!out.stdout.contains(TOKEN) && !out.stderr.contains(TOKEN), "{out:?}");
+    }
+    // A read whose answer was lost changed nothing: it failed.
+    for args in [
+        &["templates", "list"][..],
+        &["templates", "categories"][..],
+        &["templates", "keywords", "--tid", "1"][..],
+    ] {
+        let out = run(args).await;
+        assert_eq!(out.code, 1, "{out:?}");
+        let line = out.json();
+        assert_eq!(
+            (line["status"].as_str(), line["kind"].as_str()),
+            (Some("failed"), Some("outcome_unknown")),
+            "{out:?}"
+        );
+        assert!(out.stderr.contains("wxsub: failed: template library call `"), "{out:?}");
+        assert!(!out.stdout.contains(TOKEN) && !out.stderr.contains(TOKEN), "{out:?}");
+    }
+}

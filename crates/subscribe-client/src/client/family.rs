@@ -3,13 +3,13 @@
 //! honest outcomes as [`Client::send`].
 
 use subscribe_types::{
-    AddTemplate, AddedTemplate, Categories, DeleteTemplate, GetCategories, GetTemplates, Keywords,
+    AddTemplate, AddedTemplate, Categories, DeleteTemplate, Endpoint, GetCategories, GetTemplates, Keywords,
     KeywordsQuery, MiniProgramMessage, NotificationSent, OpenId, PublicTemplates, SubscribeAnswers,
     SubscribeNotification, TemplateId, Templates, TitlesQuery,
 };
 
 use super::{Answered, Client, SendReceipt};
-use crate::error::SendError;
+use crate::error::{LibraryCall, LibraryError, SendError};
 use crate::{GrantLedger, GrantScope, LedgerError, Recorded};
 
 impl Client {
@@ -46,43 +46,47 @@ impl Client {
     /// The categories the account's templates come from (`getcategory`).
     ///
     /// # Errors
-    /// As [`execute`](Self::execute).
-    pub async fn template_categories(&self) -> Result<Categories, SendError> {
-        Ok(self.execute(&GetCategories).await?.response)
+    /// A [`LibraryError`]; a read changes nothing, so its outcome is always known.
+    pub async fn template_categories(&self) -> Result<Categories, LibraryError> {
+        self.library(LibraryCall::Categories, &GetCategories).await
     }
 
     /// A page of public templates (`getpubtemplatetitles`).
     ///
     /// # Errors
-    /// As [`execute`](Self::execute).
-    pub async fn public_templates(&self, query: &TitlesQuery) -> Result<PublicTemplates, SendError> {
-        Ok(self.execute(query).await?.response)
+    /// A [`LibraryError`]; a read changes nothing, so its outcome is always known.
+    pub async fn public_templates(&self, query: &TitlesQuery) -> Result<PublicTemplates, LibraryError> {
+        self.library(LibraryCall::PublicTemplates, query).await
     }
 
     /// A public template's keywords (`getpubtemplatekeywords`).
     ///
     /// # Errors
-    /// As [`execute`](Self::execute).
-    pub async fn template_keywords(&self, tid: u64) -> Result<Keywords, SendError> {
-        Ok(self.execute(&KeywordsQuery { tid }).await?.response)
+    /// A [`LibraryError`]; a read changes nothing, so its outcome is always known.
+    pub async fn template_keywords(&self, tid: u64) -> Result<Keywords, LibraryError> {
+        self.library(LibraryCall::Keywords, &KeywordsQuery { tid }).await
     }
 
     /// Adds a private template from a public one (`addtemplate`) and returns its id.
     ///
     /// # Errors
-    /// As [`execute`](Self::execute): a lost answer is [`SendError::OutcomeUnknown`] (the
-    /// template may exist; list them with [`templates`](Self::templates)).
-    pub async fn add_template(&self, request: &AddTemplate) -> Result<TemplateId, SendError> {
-        let added: AddedTemplate = self.execute(request).await?.response;
+    /// A [`LibraryError`]. When its answer was lost, [`outcome_known`](LibraryError::outcome_known)
+    /// is `false` (`kind()` is `Unknown`): the template may exist, so list them with
+    /// [`templates`](Self::templates) before adding it again (an account holds at most 25).
+    pub async fn add_template(&self, request: &AddTemplate) -> Result<TemplateId, LibraryError> {
+        let added: AddedTemplate = self.library(LibraryCall::AddTemplate, request).await?;
         Ok(added.pri_tmpl_id)
     }
 
     /// Deletes a private template (`deltemplate`).
     ///
     /// # Errors
-    /// As [`execute`](Self::execute).
-    pub async fn delete_template(&self, template: &TemplateId) -> Result<(), SendError> {
-        self.execute(&DeleteTemplate { pri_tmpl_id: template.clone() }).await.map(|_| ())
+    /// A [`LibraryError`]. When its answer was lost, [`outcome_known`](LibraryError::outcome_known)
+    /// is `false` (`kind()` is `Unknown`): the template may be gone; list them with
+    /// [`templates`](Self::templates).
+    pub async fn delete_template(&self, template: &TemplateId) -> Result<(), LibraryError> {
+        self.library(LibraryCall::DeleteTemplate, &DeleteTemplate { pri_tmpl_id: template.clone() }).await?;
+        Ok(())
     }
 
     /// The account's private templates, with their keys and enum values (`gettemplate`): what a
@@ -90,9 +94,22 @@ impl Client {
     /// [`MessageData::check_against`](subscribe_types::MessageData::check_against).
     ///
     /// # Errors
-    /// As [`execute`](Self::execute).
-    pub async fn templates(&self) -> Result<Templates, SendError> {
-        Ok(self.execute(&GetTemplates).await?.response)
+    /// A [`LibraryError`]; a read changes nothing, so its outcome is always known.
+    pub async fn templates(&self) -> Result<Templates, LibraryError> {
+        self.library(LibraryCall::Templates, &GetTemplates).await
+    }
+
+    /// One template-library call through [`execute`](Self::execute), its error named after
+    /// `call`.
+    async fn library<E: Endpoint + ?Sized>(
+        &self,
+        call: LibraryCall,
+        endpoint: &E,
+    ) -> Result<E::Response, LibraryError> {
+        match self.execute(endpoint).await {
+            Ok(answered) => Ok(answered.response),
+            Err(e) => Err(LibraryError::new(call, e)),
+        }
     }
 
     /// Records a grant for each template the user accepted, as a mini program's

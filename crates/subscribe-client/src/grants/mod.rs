@@ -329,6 +329,47 @@ impl<T: GrantLedger + ?Sized> GrantLedger for std::sync::Arc<T> {
 }
 
 /// A ledger operation failed.
+///
+/// [`kind()`](Self::kind) says what to do about it, as every operation's error of this crate
+/// does ([`ErrorKind`]):
+///
+/// | variant | `kind()` | what happened | you |
+/// |---|---|---|---|
+/// | `LeaseLost` | `Invalid` | the reservation is not the grant's current one: its lease lapsed and another sender took the grant, or it was settled already | leave the grant to its current holder; settling this reservation again fails the same way, and the grant must not be sent again from here |
+/// | `Backend` | `Retryable` | the ledger's backend failed or did not answer (connection lost, timeout, corrupt value) | try again later; a reserved grant comes back after its lease |
+///
+/// Neither variant prints its cause: a backend's error (a connection string, a query) is the
+/// [`source`](std::error::Error::source) only.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use subscribe_client::{ErrorKind, GrantLedger, GrantScope, InMemoryGrantLedger, LedgerError, Settlement};
+/// use subscribe_types::{AppId, OpenId, Scene, TemplateId};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let ledger = InMemoryGrantLedger::new();
+/// let (appid, template_id, scene) = (AppId::new("wx0123456789abcdef")?, TemplateId::new("restock")?, Scene::new(1)?);
+/// let key = GrantScope { appid, template_id, scene }.key(OpenId::new("oAlice")?);
+/// let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+/// ledger.record(&key, t0).await?;
+///
+/// // A slow sender's lease lapses and another sender takes the grant.
+/// let slow = ledger.reserve(&key, "slow", Duration::from_secs(30), t0).await?.ok_or("reserved")?;
+/// let later = t0 + Duration::from_secs(60);
+/// let _fast = ledger.reserve(&key, "fast", Duration::from_secs(30), later).await?.ok_or("retaken")?;
+///
+/// let lost = ledger.settle(&slow, Settlement::Delivered).await.unwrap_err();
+/// assert!(matches!(lost, LedgerError::LeaseLost));
+/// assert_eq!(lost.kind(), ErrorKind::Invalid); // leave the grant to "fast"
+///
+/// let down = LedgerError::backend("connection refused");
+/// assert_eq!(down.kind(), ErrorKind::Retryable); // try again later
+/// assert_eq!(down.to_string(), "grant ledger unavailable");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+///
+/// [`ErrorKind`]: crate::ErrorKind
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LedgerError {
@@ -344,5 +385,15 @@ impl LedgerError {
     /// Wraps a backend error.
     pub fn backend(e: impl Into<BoxError>) -> Self {
         Self::Backend(e.into())
+    }
+
+    /// What to do about it: `Invalid` for [`LeaseLost`](Self::LeaseLost) (the grant is
+    /// another sender's now; settling this reservation again fails the same way), `Retryable`
+    /// for [`Backend`](Self::Backend) (the ledger is out for now).
+    pub fn kind(&self) -> crate::ErrorKind {
+        match self {
+            Self::LeaseLost => crate::ErrorKind::Invalid,
+            Self::Backend(_) => crate::ErrorKind::Retryable,
+        }
     }
 }

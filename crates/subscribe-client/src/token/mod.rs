@@ -221,8 +221,11 @@ pub type SharedTokenStore = Arc<dyn TokenStore>;
 /// An opaque error around an extension's own error, shared so one failed attempt can be handed
 /// to every caller that waited for it. `Display` says what failed; the extension's error is the
 /// [`source`](std::error::Error::source), to downcast to its type.
+///
+/// Every such error is an outage of the extension, so its `kind()` is always
+/// [`Retryable`](crate::ErrorKind::Retryable); `$why` says how the client treats it.
 macro_rules! extension_error {
-    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+    ($(#[$doc:meta])* $name:ident, $what:literal, $why:literal) => {
         $(#[$doc])*
         #[derive(Clone, Debug)]
         pub struct $name {
@@ -233,6 +236,15 @@ macro_rules! extension_error {
             /// Wraps the extension's error. It must not contain a token.
             pub fn new(source: impl Into<$crate::BoxError>) -> Self {
                 Self { source: source.into().into() }
+            }
+
+            #[doc = concat!(
+                "What to do about it: always [`Retryable`](crate::ErrorKind::Retryable), an outage \
+                 of the extension that trying again later can get past. ",
+                $why
+            )]
+            pub fn kind(&self) -> $crate::ErrorKind {
+                $crate::ErrorKind::Retryable
             }
         }
 
@@ -256,14 +268,19 @@ extension_error!(
     /// error fits; the cause is the [`source`](std::error::Error::source) (downcast it to your
     /// backend's type). Cheap to clone.
     TokenStoreError,
-    "token store failed"
+    "token store failed",
+    "The client never fails a call for it: when the store fails or does not answer in time \
+     (`store_timeout`), it asks the token source directly and keeps the token in this process, \
+     and it tries the store again at the next refresh."
 );
 
 extension_error!(
     /// An [`ExternalTokenSource`] failed or did not answer in time. The cause is the
     /// [`source`](std::error::Error::source) (downcast it to your source's type). Cheap to clone.
     ExternalSourceError,
-    "the external token source returned an error"
+    "the external token source returned an error",
+    "The client reports it as [`TokenError::External`](crate::TokenError::External) (also \
+     `Retryable`) and tries the source again after a backoff."
 );
 
 /// A central token service that the integrator runs (WeChat's 中控服务器 pattern): the only

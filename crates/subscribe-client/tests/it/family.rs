@@ -269,17 +269,197 @@ async fn a_long_term_subscription_stays_pending_after_a_dispatch_until_withdrawn
     }
 }
 
+/// What WeChat did, its answer, the reads' kind, the changes' kind, the errcode.
+type LibraryCase =
+    (&'static str, fn() -> MockReply, subscribe_client::ErrorKind, subscribe_client::ErrorKind, Option<i64>);
+
+/// An error and its sources, each in `Display` and `Debug`, as a CLI or `anyhow`'s `{:#}`
+/// prints them.
+fn chain(e: &dyn std::error::Error) -> String {
+    use std::fmt::Write as _;
+    let mut text = format!("{e} {e:?}");
+    let mut source = e.source();
+    while let Some(x) = source {
+        write!(text, " | {x} | {x:?}").unwrap();
+        source = x.source();
+    }
+    text
+}
+
+/// The library's three calls that can fail alike: a read with a query, a read without, and
+/// the two changes, each answered `reply`.
+fn library_mock(reply: fn() -> MockReply) -> MockTransport {
+    let mock = mock_with_stable_token("T1", 7200);
+    for (method, path) in [
+        ("GET", "/wxaapi/newtmpl/getpubtemplatekeywords"),
+        ("GET", "/wxaapi/newtmpl/gettemplate"),
+        ("POST", "/wxaapi/newtmpl/addtemplate"),
+        ("POST", "/wxaapi/newtmpl/deltemplate"),
+    ] {
+        mock.route(method, path).reply(reply());
+    }
+    mock
+}
+
+#[tokio::test]
+async fn a_library_call_is_unknown_only_when_a_change_may_have_happened() {
+    use ErrorKind::{Configuration, Invalid, Other, Retryable, Unknown};
+    use subscribe_client::transport::TransportErrorKind;
+    use subscribe_client::{ErrorKind, LibraryCall, RetryPolicy};
+    let cases: [LibraryCase; 10] = [
+        (
+            "a timeout after the request left",
+            || MockReply::error(TransportErrorKind::Timeout),
+            Retryable,
+            Unknown,
+            None,
+        ),
+        (
+            "a reset after the request left",
+            || MockReply::error(TransportErrorKind::Io),
+            Retryable,
+            Unknown,
+            None,
+        ),
+        ("HTTP 502 from a gateway", || MockReply::status(502), Retryable, Unknown, None),
+        (
+            "a 200 that is not WeChat's envelope",
+            || MockReply::json(200, "<html>busy</html>"),
+            Retryable,
+            Unknown,
+            None,
+        ),
+        (
+            "errcode 0 with an answer that does not decode",
+            || MockReply::json(200, r#"{"errcode":0,"data":"x","priTmplId":7}"#),
+            Invalid,
+            Unknown,
+            None,
+        ),
+        (
+            "the request never left",
+            || MockReply::error(TransportErrorKind::Connect),
+            Retryable,
+            Retryable,
+            None,
+        ),
+        ("an invalid tid", || errcode_reply(200_014, "invalid tid"), Invalid, Invalid, Some(200_014)),
+        (
+            "a banned account",
+            || errcode_reply(200_011, "banned"),
+            Configuration,
+            Configuration,
+            Some(200_011),
+        ),
+        (
+            "43101, which means nothing here",
+            || errcode_reply(43101, "user refuse"),
+            Other,
+            Other,
+            Some(43101),
+        ),
+        ("HTTP 404", || MockReply::status(404), Configuration, Configuration, None),
+    ];
+    for (what, reply, read, change, errcode) in cases {
+        let mock = library_mock(reply);
+        let client = builder(&mock, &clock()).retry_policy(RetryPolicy::none()).build().unwrap();
+        let reads = [client.template_keywords(99).await.unwrap_err(), client.templates().await.unwrap_err()];
+        let mut changes = vec![
+            client.add_template(&AddTemplate::new(99, [1, 2], Some("到货")).unwrap()).await.unwrap_err(),
+        ];
+        match client.delete_template(&TemplateId::new(LIBRARY_TEMPLATE).unwrap()).await {
+            Err(e) => changes.push(e),
+            // `deltemplate` answers nothing but the envelope: any errcode 0 is its success.
+            Ok(()) => assert!(what.starts_with("errcode 0"), "{what}: deleted"),
+        }
+        for (e, kind) in reads.iter().map(|e| (e, read)).chain(changes.iter().map(|e| (e, change))) {
+            assert_eq!(e.kind(), kind, "{what}: {}: {e:?}", e.call());
+            assert_eq!(e.outcome_known(), kind != Unknown, "{what}: {}", e.call());
+            assert_eq!(e.api_code().map(ErrCode::get), errcode, "{what}: {}", e.call());
+            assert!(!matches!(e.kind(), ErrorKind::Refused | ErrorKind::ProbablyDelivered), "{what}");
+            // The call's own error stays readable, with what it says about a delivery.
+            assert_eq!(e.execute_error().api_code(), e.api_code(), "{what}");
+        }
+        let calls: Vec<_> = reads.iter().chain(&changes).map(subscribe_client::LibraryError::call).collect();
+        let all = [
+            LibraryCall::Keywords,
+            LibraryCall::Templates,
+            LibraryCall::AddTemplate,
+            LibraryCall::DeleteTemplate,
+        ];
+        assert_eq!(calls, all[..2 + changes.len()], "{what}");
+    }
+}
+
+#[tokio::test]
+async fn a_library_call_without_a_token_is_the_tokens_kind_and_names_its_call() {
+    use subscribe_client::{ErrorKind, LibraryCall};
+    let mock = MockTransport::new();
+    mock.route("POST", STABLE_TOKEN_PATH).reply(errcode_reply(40013, "invalid appid"));
+    let client = builder(&mock, &clock()).build().unwrap();
+    let e = client.template_categories().await.unwrap_err();
+    assert_eq!(
+        (e.kind(), e.outcome_known(), e.api_code()),
+        (ErrorKind::Token, true, Some(ErrCode::new(40013)))
+    );
+    assert_eq!(e.to_string(), "template library call `getcategory` failed");
+    assert!(matches!(e.execute_error(), SendError::Token(_)), "{e:?}");
+    let source = std::error::Error::source(&e).expect("the call's error is the source");
+    assert_eq!(source.to_string(), "no access token");
+    assert!(chain(&e).contains("the AppID is invalid (errcode 40013)"), "{}", chain(&e));
+    let e = client.public_templates(&TitlesQuery::new([616], 0, 30).unwrap()).await.unwrap_err();
+    assert_eq!((e.call(), e.kind()), (LibraryCall::PublicTemplates, ErrorKind::Token));
+    let names = [
+        LibraryCall::Categories,
+        LibraryCall::PublicTemplates,
+        LibraryCall::Keywords,
+        LibraryCall::AddTemplate,
+        LibraryCall::DeleteTemplate,
+        LibraryCall::Templates,
+    ]
+    .map(|c| (c.to_string(), c.changes_templates()));
+    assert_eq!(
+        names.iter().map(|(n, c)| (n.as_str(), *c)).collect::<Vec<_>>(),
+        [
+            ("getcategory", false),
+            ("getpubtemplatetitles", false),
+            ("getpubtemplatekeywords", false),
+            ("addtemplate", true),
+            ("deltemplate", true),
+            ("gettemplate", false),
+        ]
+    );
+}
+
 #[tokio::test]
 async fn the_token_in_a_library_query_never_shows_in_errors_or_logs() {
     let token = "TOKEN_never_printed_9f8e7d";
     let mock = mock_with_stable_token(token, 7200);
     mock.route("GET", "/wxaapi/newtmpl/getpubtemplatekeywords").reply(errcode_reply(200_014, "invalid tid"));
     mock.route("POST", MP_SEND).reply(subscribe_client::transport::MockReply::status(502));
+    // A gateway that echoes the request, token and all, and an answer lost on the way.
+    mock.route("POST", "/wxaapi/newtmpl/addtemplate")
+        .reply(MockReply::status(502).body(format!("GET /?access_token={token}")));
+    mock.route("GET", "/wxaapi/newtmpl/gettemplate").reply(MockReply::json(200, format!("<{token}>")));
+    mock.route("POST", "/wxaapi/newtmpl/deltemplate")
+        .reply(MockReply::error(subscribe_client::transport::TransportErrorKind::Timeout));
     let client = builder(&mock, &clock()).build().unwrap();
     let e = client.template_keywords(1).await.unwrap_err();
     let e2 = client.send_mini_program(&mini_program("oAlice")).await.unwrap_err();
-    for shown in [format!("{e} {e:?}"), format!("{e2} {e2:?}"), format!("{:?}", mock.requests())] {
+    let library = [
+        client.add_template(&AddTemplate::new(99, [1, 2], None).unwrap()).await.unwrap_err(),
+        client.templates().await.unwrap_err(),
+        client.delete_template(&TemplateId::new(LIBRARY_TEMPLATE).unwrap()).await.unwrap_err(),
+    ];
+    let mut texts = vec![format!("{e} {e:?}"), format!("{e2} {e2:?}"), format!("{:?}", mock.requests())];
+    for e in library.iter().chain([&e]) {
+        let text = chain(e);
+        assert!(!text.contains("access_token="), "no URL with a token: {text}");
+        texts.push(text);
+    }
+    for shown in texts {
         assert!(!shown.contains(token), "{shown}");
     }
     assert_eq!(e.api_code(), Some(ErrCode::LIBRARY_INVALID_TID));
+    assert_eq!(library.map(|e| e.outcome_known()), [false, true, false]);
 }

@@ -756,3 +756,43 @@ async fn a_lost_answer_of_the_used_states_store_loses_no_grant_and_lets_no_other
     );
     assert_eq!(ledger.counts(&scope(), t0()).await.unwrap().pending, 1, "Alice's grant only");
 }
+
+#[tokio::test]
+async fn a_lost_lease_is_invalid_and_a_ledger_outage_retryable_wherever_they_show() {
+    use subscribe_client::{DispatchError, ErrorKind, RecordError, Settlement};
+    let ledger = InMemoryGrantLedger::new();
+    let key = scope().key(OpenId::new("oAlice").unwrap());
+    ledger.record(&key, t0()).await.unwrap();
+    let lease = Duration::from_secs(30);
+    let slow = ledger.reserve(&key, "slow", lease, t0()).await.unwrap().expect("pending");
+    let later = t0() + Duration::from_secs(60);
+    let fast =
+        ledger.reserve(&key, "fast", lease, later).await.unwrap().expect("the lapsed lease is retaken");
+
+    // The slow sender's lease lapsed and another took the grant: leave it to that one.
+    let lost = ledger.settle(&slow, Settlement::Delivered).await.unwrap_err();
+    assert!(matches!(lost, LedgerError::LeaseLost), "{lost:?}");
+    assert_eq!(lost.kind(), ErrorKind::Invalid);
+    assert!(!lost.kind().may_have_delivered());
+    // Settling it again fails the same way; so does settling a reservation settled already.
+    assert_eq!(ledger.settle(&slow, Settlement::Release).await.unwrap_err().kind(), ErrorKind::Invalid);
+    ledger.settle(&fast, Settlement::Delivered).await.unwrap();
+    assert_eq!(ledger.settle(&fast, Settlement::Delivered).await.unwrap_err().kind(), ErrorKind::Invalid);
+    let batch = ledger.settle_many(vec![(fast, Settlement::Release)]).await;
+    assert!(matches!(&batch[..], [Err(e)] if e.kind() == ErrorKind::Invalid), "{batch:?}");
+
+    // The backend is out: try again later.
+    let down = DownLedger::default();
+    down.1.store(true, std::sync::atomic::Ordering::SeqCst);
+    let out = down.record(&key, t0()).await.unwrap_err();
+    assert!(matches!(out, LedgerError::Backend(_)), "{out:?}");
+    assert_eq!(out.kind(), ErrorKind::Retryable);
+    assert_eq!(out.to_string(), "grant ledger unavailable");
+
+    // The operations' errors that carry a ledger error answer with its kind.
+    assert_eq!(RecordError::from(LedgerError::backend("down")).kind(), ErrorKind::Retryable);
+    assert_eq!(RecordError::from(LedgerError::LeaseLost).kind(), ErrorKind::Invalid);
+    assert_eq!(DispatchError::from(LedgerError::backend("down")).kind(), ErrorKind::Retryable);
+    assert_eq!(DispatchError::from(LedgerError::LeaseLost).kind(), ErrorKind::Invalid);
+    assert_eq!(DispatchError::Unconfigured("grants").kind(), ErrorKind::Configuration);
+}

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use subscribe_client::test_util::*;
 use subscribe_client::transport::TransportErrorKind;
-use subscribe_client::{CachedToken, Client, TokenEndpoint};
-use subscribe_types::{AccessToken, AppSecret, Scene, TemplateId};
+use subscribe_client::{CachedToken, Client, TokenEndpoint, TokenStore as _, TokenStoreError};
+use subscribe_types::{AccessToken, AppId, AppSecret, Scene, TemplateId};
 
 use crate::*;
 
@@ -137,6 +137,8 @@ async fn errors_debug_and_logs_in_every_scenario_are_free_of_secrets() {
         .unwrap_err();
     texts.push(("authorization".into(), shown(&e)));
 
+    texts.extend(library_ledger_and_store(&clock).await);
+
     // Values that hold secrets.
     let builder_dbg =
         format!("{:?}", Client::builder(appid(), AppSecret::new(SECRET).unwrap()).state_key([1u8; 32]));
@@ -155,8 +157,57 @@ async fn errors_debug_and_logs_in_every_scenario_are_free_of_secrets() {
     assert!(logs.contains("requesting an access token"), "tracing was captured: {logs}");
     assert!(logs.contains("errcode=40001"), "events carry the errcode: {logs}");
     assert!(logs.contains("wechat.call"), "spans carry the call: {logs}");
+    assert!(logs.contains("token store unavailable"), "the store's outage was logged: {logs}");
     texts.push(("tracing output".into(), logs));
     for (what, text) in &texts {
         assert_clean(what, text);
     }
+}
+
+/// A token store whose backend is down.
+#[derive(Debug)]
+struct DownStore;
+
+#[subscribe_client::async_trait]
+impl subscribe_client::TokenStore for DownStore {
+    async fn load(&self, _: &AppId) -> Result<Option<CachedToken>, TokenStoreError> {
+        Err(TokenStoreError::new("connection refused"))
+    }
+    async fn save(&self, _: &AppId, _: &CachedToken) -> Result<CachedToken, TokenStoreError> {
+        Err(TokenStoreError::new("connection refused"))
+    }
+    async fn invalidate(&self, _: &AppId, _: &AccessToken) -> Result<bool, TokenStoreError> {
+        Err(TokenStoreError::new("connection refused"))
+    }
+}
+
+/// What the template library's errors, a token store's outage and the ledger's errors show.
+async fn library_ledger_and_store(clock: &subscribe_client::ManualClock) -> Vec<(String, String)> {
+    let mut texts: Vec<(String, String)> = Vec::new();
+    // Template-library calls: refused, their answers lost or echoing the request.
+    let mock = mock_with_stable_token(TOKEN, 7200);
+    mock.route("GET", "/wxaapi/newtmpl/gettemplate").reply(errcode_reply(40001, "invalid credential"));
+    mock.route("GET", "/wxaapi/newtmpl/getcategory").reply(MockReply::json(200, format!("{{{TOKEN}")));
+    mock.route("POST", "/wxaapi/newtmpl/addtemplate")
+        .reply(MockReply::status(502).body(format!("?access_token={TOKEN}&secret={SECRET}")));
+    mock.route("POST", "/wxaapi/newtmpl/deltemplate").reply(MockReply::error(TransportErrorKind::Timeout));
+    let client = builder(&mock, clock).build().unwrap();
+    let add = subscribe_types::AddTemplate::new(99, [1, 2], Some("到货")).unwrap();
+    texts.push(("library: token rejected".into(), shown(&client.templates().await.unwrap_err())));
+    texts.push(("library: unreadable".into(), shown(&client.template_categories().await.unwrap_err())));
+    texts.push(("library: 502".into(), shown(&client.add_template(&add).await.unwrap_err())));
+    let del = client.delete_template(&TemplateId::new(TEMPLATE).unwrap()).await.unwrap_err();
+    texts.push(("library: lost".into(), shown(&del)));
+
+    // A token store that is out (its error logged as the client goes on without it), and the
+    // ledger's errors.
+    let mock = mock_with_stable_token(TOKEN, 7200);
+    mock.route("POST", SEND_PATH).reply(errcode_reply(40001, "invalid credential"));
+    let client = builder(&mock, clock).token_store(DownStore).build().unwrap();
+    texts.push(("token store out".into(), shown(&client.send(&message()).await.unwrap_err())));
+    texts.push(("token store error".into(), shown(&DownStore.load(&appid()).await.unwrap_err())));
+    texts.push(("lease lost".into(), shown(&subscribe_client::LedgerError::LeaseLost)));
+    texts.push(("ledger out".into(), shown(&subscribe_client::LedgerError::backend("connection refused"))));
+
+    texts
 }

@@ -260,6 +260,32 @@ async fn a_failing_store_and_a_failing_endpoint_cost_one_store_call_and_one_requ
 }
 
 #[tokio::test]
+async fn a_token_store_error_is_retryable_as_the_client_treats_it() {
+    use subscribe_client::{ErrorKind, ExternalSourceError, UsedStatesError};
+    let store = BrokenStore::default();
+    let e = store.load(&appid()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Retryable);
+    assert_eq!(e.clone().kind(), ErrorKind::Retryable, "one attempt's failure, handed to every waiter");
+    assert_eq!(e.to_string(), "token store failed");
+    assert_eq!(std::error::Error::source(&e).map(ToString::to_string).as_deref(), Some("connection refused"));
+    // The client acts on it so: a send through the broken store gets a token from WeChat and
+    // goes out, and the next refresh tries the store again.
+    let store = Arc::new(BrokenStore::default());
+    let (mock, clock) = (mock_with_stable_token("T1", 600), clock());
+    mock.route("POST", SEND_PATH).reply(ok_reply());
+    let client = builder(&mock, &clock).token_store(Arc::clone(&store)).build().unwrap();
+    client.send(&message()).await.unwrap();
+    let calls = store.calls.load(Ordering::SeqCst);
+    assert!(calls >= 1, "the store was asked");
+    clock.advance(SECS(600));
+    client.send(&message()).await.unwrap();
+    assert!(store.calls.load(Ordering::SeqCst) > calls, "asked again at the next refresh");
+    // The other extensions' errors are outages too, and say so alike.
+    assert_eq!(ExternalSourceError::new("down").kind(), ErrorKind::Retryable);
+    assert_eq!(UsedStatesError::new("down").kind(), ErrorKind::Retryable);
+}
+
+#[tokio::test]
 async fn a_two_second_outage_costs_latency_not_messages() {
     let mock = MockTransport::new();
     let clock = clock();

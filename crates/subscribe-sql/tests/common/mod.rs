@@ -9,7 +9,7 @@ use subscribe_client::test_util::{
     LostAnswers, MockTransport, grant_ledger_contract, shared_token_store_contract, used_states_contract,
 };
 use subscribe_client::{
-    Clock as _, GrantKey, GrantLedger, GrantScope, GrantStatus, LedgerError, Recorded, Settlement,
+    Clock as _, ErrorKind, GrantKey, GrantLedger, GrantScope, GrantStatus, LedgerError, Recorded, Settlement,
     SystemClock, TokenStore as _,
 };
 use subscribe_sql::{EventKind, Resolution, Sql, SqlGrantLedger, SqlUsedStates};
@@ -277,6 +277,10 @@ where
     assert!(matches!(ledger.settle(&forged, Settlement::Delivered).await, Err(LedgerError::LeaseLost)));
     let batch = ledger.settle_many(vec![(forged, Settlement::Delivered)]).await;
     assert!(matches!(batch[..], [Err(LedgerError::LeaseLost)]), "{batch:?}");
+    assert!(
+        batch.iter().all(|r| r.as_ref().is_err_and(|e| e.kind() == ErrorKind::Invalid)),
+        "a lost lease says: leave the grant to its holder: {batch:?}"
+    );
     assert_eq!(ledger.counts(&scope, now()).await.unwrap().reserved, 1);
     ledger.settle(&d.reservations[0], Settlement::Delivered).await.unwrap();
     let end = ledger.counts(&scope, now()).await.unwrap();
@@ -352,6 +356,20 @@ pub async fn an_absent_database_fails_fast_and_typed(url_with_password: &str) {
         source = s.source();
     }
     assert!(!text.contains("s3cr3t"), "{text}");
+    // As the client's extensions report it: an outage, with the password nowhere in the chain.
+    let connect = || Sql::builder(url_with_password).op_timeout(Duration::from_secs(1)).connect();
+    let ledger = LedgerError::from(connect().await.unwrap_err());
+    let store = subscribe_client::TokenStoreError::from(connect().await.unwrap_err());
+    assert_eq!((ledger.kind(), store.kind()), (ErrorKind::Retryable, ErrorKind::Retryable));
+    for e in [&ledger as &dyn std::error::Error, &store] {
+        let mut text = format!("{e} {e:?}");
+        let mut source = e.source();
+        while let Some(s) = source {
+            std::fmt::Write::write_fmt(&mut text, format_args!(" | {s} | {s:?}")).unwrap();
+            source = s.source();
+        }
+        assert!(!text.contains("s3cr3t"), "{text}");
+    }
 }
 
 /// The used states pass the client's contract (lost answers included).
