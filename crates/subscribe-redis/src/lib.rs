@@ -33,7 +33,7 @@
 //!
 //! | feature | default | gives |
 //! |---|---|---|
-//! | `events` | no | [`RedisNotificationResults`] (`subscribe-client`'s `events`) |
+//! | `events` | no | `RedisNotificationResults` (`subscribe-client`'s `events`) |
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
