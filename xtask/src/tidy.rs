@@ -30,6 +30,9 @@ pub(crate) fn check(root: &Path) -> Vec<String> {
         if !dir.join("README.md").is_file() {
             problems.push(format!("{name}: missing README.md"));
         }
+        let manifest = fs::read_to_string(dir.join("Cargo.toml")).unwrap_or_default();
+        let front = fs::read_to_string(dir.join("src/lib.rs")).ok();
+        check_publishable(&name, &manifest, front.as_deref(), &mut problems);
         for file in rust_files(&dir.join("src")) {
             let rel = file.strip_prefix(root).unwrap_or(&file).display().to_string();
             let text = fs::read_to_string(&file).unwrap_or_default();
@@ -239,6 +242,60 @@ fn check_architecture(crates: &[PathBuf], doc: &str, problems: &mut Vec<String>)
     }
 }
 
+/// A crate under `crates/` can be published: crates.io's metadata, an include list, docs.rs
+/// settings for a library, not `publish = false`; and a library's front page (`lib.rs`'s `//!`
+/// docs) names every feature of its manifest in backticks (its feature table).
+fn check_publishable(name: &str, manifest: &str, front: Option<&str>, problems: &mut Vec<String>) {
+    let has = |key: &str| manifest.lines().any(|l| l.trim_start().starts_with(&format!("{key} ")));
+    for key in ["description", "readme", "keywords", "categories", "include"] {
+        if !has(key) {
+            problems.push(format!("{name}/Cargo.toml: no `{key}` (crates.io shows it)"));
+        }
+    }
+    for key in ["license", "repository"] {
+        if !has(key) && !manifest.contains(&format!("{key}.workspace = true")) {
+            problems.push(format!("{name}/Cargo.toml: no `{key}`"));
+        }
+    }
+    if manifest
+        .lines()
+        .any(|l| l.replace(' ', "") == "publish=false" || l.trim() == "publish.workspace = true")
+    {
+        problems
+            .push(format!("{name}/Cargo.toml: not publishable (`publish`), yet integrators depend on it"));
+    }
+    let Some(front) = front else { return };
+    if !manifest.contains("[package.metadata.docs.rs]") {
+        problems.push(format!(
+            "{name}/Cargo.toml: no `[package.metadata.docs.rs]` (all features, `--cfg docsrs`)"
+        ));
+    }
+    let docs: String =
+        front.lines().filter_map(|l| l.trim_start().strip_prefix("//!")).collect::<Vec<_>>().join("\n");
+    for feature in manifest_features(manifest) {
+        if feature != "default" && !docs.contains(&format!("`{feature}`")) {
+            problems.push(format!("{name}/src/lib.rs: the crate's docs do not name its feature `{feature}`"));
+        }
+    }
+}
+
+/// The names of a manifest's `[features]`.
+fn manifest_features(manifest: &str) -> Vec<String> {
+    let mut in_table = false;
+    let mut out = Vec::new();
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_table = line == "[features]";
+        } else if in_table
+            && !line.starts_with('#')
+            && let Some((key, _)) = line.split_once('=')
+        {
+            out.push(key.trim().trim_matches('"').to_owned());
+        }
+    }
+    out
+}
+
 /// The names of a manifest's normal dependencies: `[dependencies]` and every
 /// `[target.….dependencies]` (not dev- or build-dependencies).
 fn manifest_dependencies(manifest: &str) -> Vec<String> {
@@ -411,6 +468,23 @@ mod tests {
         check_architecture(&crates, "", &mut missing);
         fs::remove_dir_all(&root).unwrap();
         assert!(missing[0].contains("`subscribe-demo` has no row in the dependency table"), "{missing:?}");
+    }
+
+    #[test]
+    fn a_crate_without_its_metadata_or_a_feature_in_its_docs_is_not_publishable() {
+        let full = "[package]\nname = \"x\"\ndescription = \"d\"\nreadme = \"README.md\"\nkeywords = []\n\
+                    categories = []\ninclude = []\nlicense.workspace = true\nrepository.workspace = true\n\
+                    [features]\ndefault = []\nevents = []\n[package.metadata.docs.rs]\nall-features = true\n";
+        let mut p = Vec::new();
+        check_publishable("x", full, Some("//! | `events` | the events |\n"), &mut p);
+        assert!(p.is_empty(), "{p:?}");
+        check_publishable("x", full, Some("//! no table\n"), &mut p);
+        assert_eq!(p, ["x/src/lib.rs: the crate's docs do not name its feature `events`"]);
+        p.clear();
+        let bare = "[package]\nname = \"x\"\npublish = false\n";
+        check_publishable("x", bare, None, &mut p);
+        assert_eq!(p.len(), 8, "{p:?}");
+        assert!(p.iter().any(|m| m.contains("not publishable")), "{p:?}");
     }
 
     #[test]

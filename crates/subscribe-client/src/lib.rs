@@ -54,6 +54,7 @@
 //! | `native-tls` | no | TLS through the system library |
 //! | `hyper` | no | `transport::HyperTransport`: hyper's HTTP/1.1 connections, at most one per send in flight, TLS through rustls |
 //! | `test-util` | no | `ManualClock`, `test_util`: mock answers and the contract suites |
+//! | `events` | no | pushed events feeding the grant ledger (`subscribe-events`): a popup's acceptance records a grant, a withdrawal drops it, a notification's result is kept by `msgid` |
 //!
 //! Requires a tokio runtime (background refreshes are spawned on it).
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -95,10 +96,12 @@ pub use grants::{
     LedgerError, MAX_HISTORY, PastGrant, Recorded, Reservation, Settlement,
 };
 #[cfg(feature = "events")]
+#[cfg_attr(docsrs, doc(cfg(feature = "events")))]
 pub use pushed::{Applied, InMemoryNotificationResults, NotificationResult, NotificationResults};
 pub use rate::RateLimiter;
 pub use retry::RetryPolicy;
 #[cfg(feature = "events")]
+#[cfg_attr(docsrs, doc(cfg(feature = "events")))]
 pub use subscribe_events as events;
 pub use subscribe_transport as transport;
 pub use subscribe_types as types;
