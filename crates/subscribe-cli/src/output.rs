@@ -78,7 +78,12 @@ impl<'a> Outcome<'a> {
     /// A failed template-library call: `failed`, or `unknown` when an `addtemplate` or
     /// `deltemplate` may have happened (a read's lost answer changed nothing: `failed`).
     pub(crate) fn of_library(e: &LibraryError) -> Self {
-        Self::failure(e.execute_error(), e.outcome_known(), e)
+        let mut out = Self::failure(e.execute_error(), e.outcome_known(), e);
+        // A read whose answer was lost failed: no answer, nothing whose outcome is unknown.
+        if e.outcome_known() && matches!(e.execute_error(), SendError::OutcomeUnknown { .. }) {
+            out.kind = Some("no_answer");
+        }
+        out
     }
 
     /// A call that failed with `e` (whose outcome is `known` or not), described as `shown`.

@@ -270,7 +270,7 @@ async fn templates_report_unknown_only_for_a_change_whose_answer_was_lost() {
         let line = out.json();
         assert_eq!(
             (line["status"].as_str(), line["kind"].as_str()),
-            (Some("failed"), Some("outcome_unknown")),
+            (Some("failed"), Some("no_answer")),
             "{out:?}"
         );
         assert!(out.stderr.contains("wxsub: failed: template library call `"), "{out:?}");
