@@ -299,11 +299,8 @@ pub(crate) async fn dispatch_at(base: &str, grants: usize, n: usize, ledger: &st
     let pg0 = postmaster.map(process_tree_cpu);
     crate::reset_peak();
     let (cpu0, t0) = (crate::cpu_time(), Instant::now());
-    let report = Dispatcher::new(c, Arc::clone(&store))
-        .concurrency(n)
-        .keep_outcomes(false)
-        .grants(scope.template_id.clone(), scope.scene)
-        .message(|to: &OpenId| {
+    let report =
+        Dispatcher::one_time(c, Arc::clone(&store), scope.template_id.clone(), scope.scene, |to: &OpenId| {
             SubscribeMessage::builder(
                 to.clone(),
                 TemplateId::new(subscribe_sandbox::DEMO_TEMPLATE)?,
@@ -313,6 +310,8 @@ pub(crate) async fn dispatch_at(base: &str, grants: usize, n: usize, ledger: &st
             .content("您关注的商品已到货，点击查看详情。")
             .build()
         })
+        .concurrency(n)
+        .keep_outcomes(false)
         .run()
         .await
         .unwrap();

@@ -645,19 +645,17 @@ async fn dispatch(n: usize) -> serde_json::Value {
     let rss_filled = mem("VmRSS:");
     reset_peak();
     let (cpu0, t0) = (cpu_time(), Instant::now());
-    let report = Dispatcher::new(c.clone(), Arc::clone(&ledger))
-        .concurrency(64)
-        .keep_outcomes(false)
-        .grants(template, scene)
-        .message(move |to: &OpenId| {
-            SubscribeMessage::builder(to.clone(), TemplateId::new(DEMO_TEMPLATE)?, Scene::new(4)?)
-                .title("到货提醒")
-                .content("您关注的商品已到货，点击查看详情。")
-                .build()
-        })
-        .run()
-        .await
-        .unwrap();
+    let report = Dispatcher::one_time(c.clone(), Arc::clone(&ledger), template, scene, move |to: &OpenId| {
+        SubscribeMessage::builder(to.clone(), TemplateId::new(DEMO_TEMPLATE)?, Scene::new(4)?)
+            .title("到货提醒")
+            .content("您关注的商品已到货，点击查看详情。")
+            .build()
+    })
+    .concurrency(64)
+    .keep_outcomes(false)
+    .run()
+    .await
+    .unwrap();
     let wall = t0.elapsed();
     let cpu = cpu_time().saturating_sub(cpu0);
     let peak = mem("VmHWM:");
@@ -698,19 +696,23 @@ async fn dispatch(n: usize) -> serde_json::Value {
 /// One dispatch of every pending grant of `scope` over `ledger`: messages per second.
 async fn dispatch_rate(c: &Client, ledger: Arc<dyn GrantLedger>, scope: &GrantScope, n: usize) -> f64 {
     let t0 = Instant::now();
-    let report = Dispatcher::new(c.clone(), ledger)
-        .concurrency(64)
-        .keep_outcomes(false)
-        .grants(scope.template_id.clone(), scope.scene)
-        .message(move |to: &OpenId| {
+    let report = Dispatcher::one_time(
+        c.clone(),
+        ledger,
+        scope.template_id.clone(),
+        scope.scene,
+        move |to: &OpenId| {
             SubscribeMessage::builder(to.clone(), TemplateId::new(DEMO_TEMPLATE)?, Scene::new(4)?)
                 .title("到货提醒")
                 .content("您关注的商品已到货，点击查看详情。")
                 .build()
-        })
-        .run()
-        .await
-        .unwrap();
+        },
+    )
+    .concurrency(64)
+    .keep_outcomes(false)
+    .run()
+    .await
+    .unwrap();
     assert_eq!(report.progress.delivered, n as u64, "{:?}", report.progress);
     n as f64 / t0.elapsed().as_secs_f64()
 }

@@ -330,9 +330,7 @@ async fn dispatch(
     lease: f64,
 ) -> Result<Exit, Usage> {
     let started = std::time::Instant::now();
-    let mut dispatcher = Dispatcher::new(client, ledger)
-        .grants(scope.template_id.clone(), scope.scene)
-        .message(build)
+    let mut dispatcher = Dispatcher::one_time(client, ledger, scope.template_id.clone(), scope.scene, build)
         .concurrency(concurrency)
         .lease(std::time::Duration::from_secs_f64(lease))
         .keep_outcomes(false)

@@ -78,9 +78,8 @@ pub async fn dispatch_to_sandbox(dir: &Path, users: usize) -> Result<DemoReport,
     }
 
     let message_template = template.clone();
-    let report = Dispatcher::new(client, Arc::clone(&ledger))
-        .grants(template.clone(), scene)
-        .message(move |to: &OpenId| {
+    let report =
+        Dispatcher::one_time(client, Arc::clone(&ledger), template.clone(), scene, move |to: &OpenId| {
             SubscribeMessage::builder(to.clone(), message_template.clone(), scene)
                 .title("到货提醒")
                 .content("您关注的商品已到货")

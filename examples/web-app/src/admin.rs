@@ -373,11 +373,15 @@ pub(crate) async fn dispatch(
     if let Err(e) = build(&probe) {
         return error_page(StatusCode::BAD_REQUEST, &format!("Nothing was sent: {e}."));
     }
-    let dispatcher = Dispatcher::new(app.client.clone(), Arc::clone(&app.ledger))
-        .concurrency(app.config.dispatch_concurrency)
-        .lease(Duration::from_secs(120))
-        .grants(app.config.template_id.clone(), app.config.scene)
-        .message(build);
+    let dispatcher = Dispatcher::one_time(
+        app.client.clone(),
+        Arc::clone(&app.ledger),
+        app.config.template_id.clone(),
+        app.config.scene,
+        build,
+    )
+    .concurrency(app.config.dispatch_concurrency)
+    .lease(Duration::from_secs(120));
     match app.jobs.start(dispatcher, app.clone()) {
         Ok(id) => Redirect::to(&format!("/admin/jobs/{id}")).into_response(),
         Err(running) => error_page(

@@ -79,11 +79,10 @@ async fn ten_thousand_grants_with_busy_and_dropped_connections_deliver_each_at_m
 
     let last = Arc::new(std::sync::Mutex::new(Progress::default()));
     let seen = Arc::clone(&last);
-    let mut dispatcher = Dispatcher::new(client(&s), Arc::clone(&ledger))
-        .concurrency(32)
-        .grants(scope().template_id, scope().scene)
-        .message(restock)
-        .progress(move |p: &Progress| *seen.lock().unwrap() = *p);
+    let mut dispatcher =
+        Dispatcher::one_time(client(&s), Arc::clone(&ledger), scope().template_id, scope().scene, restock)
+            .concurrency(32)
+            .progress(move |p: &Progress| *seen.lock().unwrap() = *p);
     let report = dispatcher.run().await.unwrap();
     let p = report.progress;
 
@@ -144,16 +143,15 @@ async fn cancelled_midway_then_resumed_delivers_each_grant_exactly_once() {
     let (s, ledger, users) = confirmed_users(N).await;
     let cancel = CancellationToken::new();
     let observer = CancelAfter { after: 300, seen: 0, cancel: cancel.clone() };
-    let first = Dispatcher::new(client(&s), Arc::clone(&ledger))
-        .concurrency(16)
-        .page_size(64)
-        .grants(scope().template_id, scope().scene)
-        .message(restock)
-        .observer(observer)
-        .cancellation(cancel)
-        .run()
-        .await
-        .unwrap();
+    let first =
+        Dispatcher::one_time(client(&s), Arc::clone(&ledger), scope().template_id, scope().scene, restock)
+            .concurrency(16)
+            .page_size(64)
+            .observer(observer)
+            .cancellation(cancel)
+            .run()
+            .await
+            .unwrap();
     assert!(first.cancelled);
     let p = first.progress;
     // Sends in flight at the cancellation were finished and recorded, nothing more was taken.
@@ -166,12 +164,11 @@ async fn cancelled_midway_then_resumed_delivers_each_grant_exactly_once() {
     assert_eq!((counts.delivered, counts.pending, counts.reserved), (p.sent, N as u64 - p.sent, 0));
 
     // A fresh dispatcher (another process, as far as the ledger knows) finishes the rest.
-    let second = Dispatcher::new(client(&s), Arc::clone(&ledger))
-        .grants(scope().template_id, scope().scene)
-        .message(restock)
-        .run()
-        .await
-        .unwrap();
+    let second =
+        Dispatcher::one_time(client(&s), Arc::clone(&ledger), scope().template_id, scope().scene, restock)
+            .run()
+            .await
+            .unwrap();
     assert!(!second.cancelled);
     assert_eq!(second.progress.delivered, N as u64 - p.sent);
     let first_users: HashSet<_> = first.outcomes.iter().map(|o| o.openid.clone()).collect();
@@ -211,10 +208,9 @@ async fn deliveries_whose_answers_are_lost_are_reviewed_and_never_sent_again() {
             .retry_policy(policy)
             .build()
             .unwrap();
-        let mut dispatcher = Dispatcher::new(c, Arc::clone(&ledger))
-            .concurrency(16)
-            .grants(scope().template_id, scope().scene)
-            .message(restock);
+        let mut dispatcher =
+            Dispatcher::one_time(c, Arc::clone(&ledger), scope().template_id, scope().scene, restock)
+                .concurrency(16);
         let report = dispatcher.run().await.unwrap();
         let p = report.progress;
 
@@ -302,10 +298,8 @@ async fn a_dispatch_on_the_hyper_transport_opens_no_more_connections_than_its_co
         .transport(subscribe_client::transport::HyperTransport::new().unwrap())
         .build()
         .unwrap();
-    let report = Dispatcher::new(c, Arc::clone(&ledger))
+    let report = Dispatcher::one_time(c, Arc::clone(&ledger), scope().template_id, scope().scene, restock)
         .concurrency(CONCURRENCY)
-        .grants(scope().template_id, scope().scene)
-        .message(restock)
         .run()
         .await
         .unwrap();

@@ -209,14 +209,19 @@ async fn dispatch_mini_program(
     ledger: &Arc<subscribe_client::InMemoryGrantLedger>,
     kind: TemplateKind,
 ) -> subscribe_client::DispatchReport {
-    subscribe_client::Dispatcher::new(client.clone(), Arc::clone(ledger))
-        .mini_program(TemplateId::new(LIBRARY_TEMPLATE).unwrap(), kind, |to: &OpenId| {
+    subscribe_client::Dispatcher::mini_program(
+        client.clone(),
+        Arc::clone(ledger),
+        TemplateId::new(LIBRARY_TEMPLATE).unwrap(),
+        kind,
+        |to: &OpenId| {
             MiniProgramMessage::builder(to.clone(), TemplateId::new(LIBRARY_TEMPLATE).unwrap(), data())
                 .build()
-        })
-        .run()
-        .await
-        .unwrap()
+        },
+    )
+    .run()
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
@@ -242,6 +247,74 @@ async fn accepted_one_time_templates_become_grants_that_one_dispatch_uses_up() {
     let counts = ledger.counts(&scope, t0()).await.unwrap();
     assert_eq!((counts.pending, counts.delivered), (0, 3), "one-time grants are used up");
     assert_eq!(dispatch_mini_program(&client, &ledger, TemplateKind::OneTime).await.progress.sent, 0);
+}
+
+/// A dispatch of subscribe notifications: each grant's notification sent through `bizsend`
+/// with its msgid in the outcome; a one-time template's grants are used up, a long-term one's
+/// stay pending; a message for another user is not sent.
+#[tokio::test]
+async fn a_notification_dispatch_reports_each_msgid_and_keeps_long_term_grants() {
+    let mock = mock_with_stable_token("T1", 7200);
+    mock.route("POST", BIZSEND)
+        .reply(MockReply::json(200, r#"{"errcode":0,"errmsg":"ok","msgid":1700000123}"#));
+    let client = builder(&mock, &clock()).build().unwrap();
+    let ledger = Arc::new(subscribe_client::InMemoryGrantLedger::new());
+    for user in ["oAlice", "oBob"] {
+        let recorded =
+            client.record_accepted(&OpenId::new(user).unwrap(), &accepted(LIBRARY_TEMPLATE), &*ledger).await;
+        assert_eq!(recorded.unwrap()[0].1, subscribe_client::Recorded::Added);
+    }
+    let dispatch = |kind: TemplateKind| {
+        subscribe_client::Dispatcher::notification(
+            client.clone(),
+            Arc::clone(&ledger),
+            TemplateId::new(LIBRARY_TEMPLATE).unwrap(),
+            kind,
+            |to: &OpenId| {
+                SubscribeNotification::builder(to.clone(), TemplateId::new(LIBRARY_TEMPLATE).unwrap(), data())
+                    .build()
+            },
+        )
+    };
+    let scope = GrantScope::mini_program(appid(), TemplateId::new(LIBRARY_TEMPLATE).unwrap());
+    let report = dispatch(TemplateKind::LongTerm).run().await.unwrap();
+    assert_eq!(report.progress.delivered, 2);
+    assert!(report.outcomes.iter().all(|o| o.msgid == Some(1_700_000_123)), "{:?}", report.outcomes);
+    assert_eq!(ledger.counts(&scope, t0()).await.unwrap().pending, 2, "long-term grants stay pending");
+    let report = dispatch(TemplateKind::OneTime).run().await.unwrap();
+    assert_eq!(report.progress.delivered, 2);
+    let counts = ledger.counts(&scope, t0()).await.unwrap();
+    assert_eq!((counts.pending, counts.delivered), (0, 2), "one-time grants are used up");
+    mock.assert_count(BIZSEND, 4);
+    assert!(
+        mock.requests().iter().all(|r| !r.path().contains(MP_SEND)),
+        "nothing through the mini-program door"
+    );
+
+    // A function that builds a notification for someone else: not sent, the grant kept.
+    client
+        .record_accepted(&OpenId::new("oCarol").unwrap(), &accepted(LIBRARY_TEMPLATE), &*ledger)
+        .await
+        .unwrap();
+    let report = subscribe_client::Dispatcher::notification(
+        client.clone(),
+        Arc::clone(&ledger),
+        TemplateId::new(LIBRARY_TEMPLATE).unwrap(),
+        TemplateKind::OneTime,
+        |_: &OpenId| {
+            SubscribeNotification::builder(
+                OpenId::new("oMallory").unwrap(),
+                TemplateId::new(LIBRARY_TEMPLATE).unwrap(),
+                data(),
+            )
+            .build()
+        },
+    )
+    .run()
+    .await
+    .unwrap();
+    assert_eq!((report.progress.delivered, report.progress.failed), (0, 1), "{report:?}");
+    mock.assert_count(BIZSEND, 4);
 }
 
 #[tokio::test]

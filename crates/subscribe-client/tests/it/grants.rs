@@ -345,9 +345,7 @@ async fn each_outcome_settles_the_grant_as_it_should() {
     let users = ["oBusy", "oDelivered", "oInvalid", "oQuota", "oRefused", "oTimeout"];
     let ledger = ledger_with(&users).await;
     let client = builder(&mock, &clock()).build().unwrap();
-    let report = Dispatcher::new(client, Arc::clone(&ledger))
-        .grants(scope().template_id, scope().scene)
-        .message(build)
+    let report = Dispatcher::one_time(client, Arc::clone(&ledger), scope().template_id, scope().scene, build)
         .run()
         .await
         .unwrap();
@@ -411,16 +409,15 @@ async fn cancellation_then_a_second_dispatch_delivers_each_grant_exactly_once() 
     let cancel = CancellationToken::new();
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let observer = CancelAfter { after: 50, cancel: cancel.clone(), progress: Arc::clone(&seen) };
-    let first = Dispatcher::new(client.clone(), Arc::clone(&ledger))
-        .concurrency(8)
-        .page_size(16)
-        .grants(scope().template_id, scope().scene)
-        .message(build)
-        .observer(observer)
-        .cancellation(cancel.clone())
-        .run()
-        .await
-        .unwrap();
+    let first =
+        Dispatcher::one_time(client.clone(), Arc::clone(&ledger), scope().template_id, scope().scene, build)
+            .concurrency(8)
+            .page_size(16)
+            .observer(observer)
+            .cancellation(cancel.clone())
+            .run()
+            .await
+            .unwrap();
     assert!(first.cancelled);
     assert!(first.progress.delivered >= 50 && first.progress.delivered < 200, "{:?}", first.progress);
     let seen = seen.lock().unwrap().clone();
@@ -433,9 +430,7 @@ async fn cancellation_then_a_second_dispatch_delivers_each_grant_exactly_once() 
         "nothing lost"
     );
 
-    let second = Dispatcher::new(client, Arc::clone(&ledger))
-        .grants(scope().template_id, scope().scene)
-        .message(build)
+    let second = Dispatcher::one_time(client, Arc::clone(&ledger), scope().template_id, scope().scene, build)
         .run()
         .await
         .unwrap();
@@ -455,9 +450,8 @@ async fn a_lapsed_reservation_is_retaken_and_a_refusal_then_goes_to_review() {
     mock.route("POST", SEND_PATH).reply(errcode_reply(43101, "user refuse to accept the msg"));
     let clock = clock();
     let client = builder(&mock, &clock).build().unwrap();
-    let mut dispatcher = Dispatcher::new(client, Arc::clone(&ledger))
-        .grants(scope().template_id, scope().scene)
-        .message(build);
+    let mut dispatcher =
+        Dispatcher::one_time(client, Arc::clone(&ledger), scope().template_id, scope().scene, build);
 
     let early = dispatcher.run().await.unwrap();
     assert_eq!(early.progress.sent, 0, "a live lease keeps the grant out");
@@ -483,9 +477,8 @@ async fn after_a_definite_failure_a_refusal_is_a_refusal_not_probably_delivered(
     mock.route("POST", SEND_PATH).reply(errcode_reply(43101, "user refuse to accept the msg"));
     let clock = clock();
     let client = builder(&mock, &clock).retry_policy(subscribe_client::RetryPolicy::none()).build().unwrap();
-    let mut dispatcher = Dispatcher::new(client, Arc::clone(&ledger))
-        .grants(scope().template_id, scope().scene)
-        .message(build);
+    let mut dispatcher =
+        Dispatcher::one_time(client, Arc::clone(&ledger), scope().template_id, scope().scene, build);
 
     let first = dispatcher.run().await.unwrap();
     assert_eq!(first.progress.failed, 1, "{:?}", first.progress);
@@ -506,9 +499,7 @@ async fn a_long_errmsg_is_cut_before_it_is_stored_as_a_reason() {
     mock.route("POST", SEND_PATH).reply(errcode_reply(40003, &errmsg));
     let clock = clock();
     let client = builder(&mock, &clock).build().unwrap();
-    let report = Dispatcher::new(client, Arc::clone(&ledger))
-        .grants(scope().template_id, scope().scene)
-        .message(build)
+    let report = Dispatcher::one_time(client, Arc::clone(&ledger), scope().template_id, scope().scene, build)
         .run()
         .await
         .unwrap();
@@ -536,10 +527,8 @@ async fn the_rate_limit_paces_sends_on_the_clock() {
     let ledger = ledger_with(&users.iter().map(String::as_str).collect::<Vec<_>>()).await;
     let clock = clock();
     let client = builder(&mock, &clock).build().unwrap();
-    Dispatcher::new(client, ledger)
+    Dispatcher::one_time(client, ledger, scope().template_id, scope().scene, build)
         .rate_limit(5.0)
-        .grants(scope().template_id, scope().scene)
-        .message(build)
         .run()
         .await
         .unwrap();
@@ -553,10 +542,12 @@ async fn messages_for_the_wrong_grant_are_not_sent_and_builder_errors_release() 
     let mock = mock_with_stable_token("T1", 7200);
     let ledger = ledger_with(&["oA", "oB"]).await;
     let client = builder(&mock, &clock()).build().unwrap();
-    let report = Dispatcher::new(client, Arc::clone(&ledger))
-        .keep_outcomes(false)
-        .grants(scope().template_id, scope().scene)
-        .message(|to: &OpenId| {
+    let report = Dispatcher::one_time(
+        client,
+        Arc::clone(&ledger),
+        scope().template_id,
+        scope().scene,
+        |to: &OpenId| {
             if to.as_str() == "oA" {
                 Err(ValidationError::Empty { field: "title" })
             } else {
@@ -565,10 +556,12 @@ async fn messages_for_the_wrong_grant_are_not_sent_and_builder_errors_release() 
                     .content("c")
                     .build()
             }
-        })
-        .run()
-        .await
-        .unwrap();
+        },
+    )
+    .keep_outcomes(false)
+    .run()
+    .await
+    .unwrap();
     assert_eq!(report.progress.failed, 2);
     assert!(report.outcomes.is_empty(), "keep_outcomes(false) keeps no per-recipient list");
     assert_eq!(mock.count(SEND_PATH), 0);
@@ -589,38 +582,25 @@ async fn a_grant_key_from_a_confirmation() {
 }
 
 #[tokio::test]
-async fn a_dispatcher_without_grants_or_message_says_which_is_missing() {
-    let mock = mock_with_stable_token("T1", 7200);
-    let ledger = ledger_with(&["oA"]).await;
-    let client = builder(&mock, &clock()).build().unwrap();
-    let err = Dispatcher::new(client.clone(), Arc::clone(&ledger)).message(build).run().await.unwrap_err();
-    assert!(matches!(err, subscribe_client::DispatchError::Unconfigured("grants")), "{err:?}");
-    let err = Dispatcher::new(client, Arc::clone(&ledger))
-        .grants(scope().template_id, scope().scene)
-        .run()
-        .await
-        .unwrap_err();
-    assert_eq!(err.to_string(), "the dispatcher has no `message`: set it on the builder before `run`");
-    assert_eq!(mock.count(SEND_PATH), 0);
-    assert_eq!(ledger.counts(&scope(), t0()).await.unwrap().pending, 1, "nothing was reserved");
-}
-
-#[tokio::test]
 async fn a_panicking_message_function_fails_its_grant_and_the_dispatch_goes_on() {
     let mock = mock_with_stable_token("T1", 7200);
     mock.route("POST", SEND_PATH).reply(ok_reply());
     let ledger = ledger_with(&["oA", "oB", "oC"]).await;
     let client = builder(&mock, &clock()).build().unwrap();
-    let report = Dispatcher::new(client, Arc::clone(&ledger))
-        .concurrency(1)
-        .grants(scope().template_id, scope().scene)
-        .message(|to: &OpenId| {
+    let report = Dispatcher::one_time(
+        client,
+        Arc::clone(&ledger),
+        scope().template_id,
+        scope().scene,
+        |to: &OpenId| {
             assert!(to.as_str() != "oB", "a bug in the integrator's message function");
             build(to)
-        })
-        .run()
-        .await
-        .unwrap();
+        },
+    )
+    .concurrency(1)
+    .run()
+    .await
+    .unwrap();
     let p = report.progress;
     assert_eq!((p.sent, p.delivered, p.failed), (3, 2, 1), "{p:?}");
     let failed = report.outcomes.iter().find(|o| o.kind == OutcomeKind::Failed).unwrap();
@@ -705,10 +685,8 @@ async fn a_dispatch_over_a_ledger_that_ignores_its_cursor_stops_with_an_error() 
     let client = builder(&mock, &clock()).build().unwrap();
     let result = tokio::time::timeout(
         Duration::from_secs(30),
-        Dispatcher::new(client, Arc::clone(&ledger))
+        Dispatcher::one_time(client, Arc::clone(&ledger), scope().template_id, scope().scene, build)
             .page_size(2)
-            .grants(scope().template_id, scope().scene)
-            .message(build)
             .run(),
     )
     .await
@@ -794,5 +772,4 @@ async fn a_lost_lease_is_invalid_and_a_ledger_outage_retryable_wherever_they_sho
     assert_eq!(RecordError::from(LedgerError::LeaseLost).kind(), ErrorKind::Invalid);
     assert_eq!(DispatchError::from(LedgerError::backend("down")).kind(), ErrorKind::Retryable);
     assert_eq!(DispatchError::from(LedgerError::LeaseLost).kind(), ErrorKind::Invalid);
-    assert_eq!(DispatchError::Unconfigured("grants").kind(), ErrorKind::Configuration);
 }

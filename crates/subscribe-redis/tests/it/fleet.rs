@@ -192,13 +192,16 @@ async fn four_dispatchers_on_one_ledger_deliver_ten_thousand_grants_exactly_once
     let s = confirmed(N, &shared).await;
     let mut runs = tokio::task::JoinSet::new();
     for _ in 0..4 {
-        let d =
-            Dispatcher::new(instance(&s, &shared).await, RedisGrantLedger::new(same_redis(&shared).await))
-                .concurrency(16)
-                .page_size(128);
-        runs.spawn(async move {
-            d.grants(scope().template_id, scope().scene).message(restock).run().await.unwrap()
-        });
+        let mut d = Dispatcher::one_time(
+            instance(&s, &shared).await,
+            RedisGrantLedger::new(same_redis(&shared).await),
+            scope().template_id,
+            scope().scene,
+            restock,
+        )
+        .concurrency(16)
+        .page_size(128);
+        runs.spawn(async move { d.run().await.unwrap() });
     }
     let mut delivered = 0;
     let mut seen = HashSet::new();
@@ -246,14 +249,18 @@ async fn a_killed_dispatchers_grants_are_finished_by_another_and_nothing_is_sent
     s.state().set_faults(subscribe_sandbox::Faults { latency_ms: Some(20), ..Default::default() });
 
     let tripped = Arc::new(AtomicBool::new(false));
-    let first =
-        Dispatcher::new(instance(&s, &shared).await, RedisGrantLedger::new(same_redis(&shared).await))
-            .concurrency(16)
-            .lease(LEASE);
     let wire = Tripwire { after: 200, seen: 0, tripped: Arc::clone(&tripped) };
-    let killed = tokio::spawn(async move {
-        first.grants(scope().template_id, scope().scene).message(restock).observer(wire).run().await
-    });
+    let mut first = Dispatcher::one_time(
+        instance(&s, &shared).await,
+        RedisGrantLedger::new(same_redis(&shared).await),
+        scope().template_id,
+        scope().scene,
+        restock,
+    )
+    .concurrency(16)
+    .lease(LEASE)
+    .observer(wire);
+    let killed = tokio::spawn(async move { first.run().await });
     // Bounded: a dispatcher that never reaches the tripwire fails the test instead of hanging it.
     tokio::time::timeout(Duration::from_secs(30), async {
         while !tripped.load(Ordering::Acquire) {
@@ -271,14 +278,17 @@ async fn a_killed_dispatchers_grants_are_finished_by_another_and_nothing_is_sent
     // Within the lease nobody takes them; after it, another dispatcher finishes everything.
     tokio::time::sleep(LEASE + Duration::from_millis(200)).await;
     s.state().set_faults(subscribe_sandbox::Faults::default());
-    let second =
-        Dispatcher::new(instance(&s, &shared).await, RedisGrantLedger::new(same_redis(&shared).await))
-            .lease(LEASE)
-            .grants(scope().template_id, scope().scene)
-            .message(restock)
-            .run()
-            .await
-            .unwrap();
+    let second = Dispatcher::one_time(
+        instance(&s, &shared).await,
+        RedisGrantLedger::new(same_redis(&shared).await),
+        scope().template_id,
+        scope().scene,
+        restock,
+    )
+    .lease(LEASE)
+    .run()
+    .await
+    .unwrap();
     let p = second.progress;
     eprintln!(
         "killed after {after_kill} deliveries with {} reserved; the second dispatcher: {p:?}",

@@ -1,0 +1,146 @@
+//! One grant's send: its message built (a panic or a refusal to build fails only that grant),
+//! checked to be for that grant, sent as its kind, and the result mapped to the grant's fate.
+
+use std::sync::Arc;
+
+use subscribe_types::{
+    ErrCode, ErrorClass, MiniProgramMessage, OpenId, SubscribeMessage, SubscribeNotification, ValidationError,
+};
+
+use super::pipeline::Finished;
+use super::report::{OutcomeKind, RecipientOutcome};
+use crate::Client;
+use crate::error::SendError;
+use crate::grants::{Reservation, Settlement};
+
+/// The functions that build each recipient's message, one per kind.
+type OneTimeFn = dyn Fn(&OpenId) -> Result<SubscribeMessage, ValidationError> + Send + Sync;
+type MiniProgramFn = dyn Fn(&OpenId) -> Result<MiniProgramMessage, ValidationError> + Send + Sync;
+type NotificationFn = dyn Fn(&OpenId) -> Result<SubscribeNotification, ValidationError> + Send + Sync;
+
+/// How each recipient's message is built and sent.
+#[derive(Clone)]
+pub(super) enum Build {
+    /// The one-time message ([`Client::send`]).
+    OneTime(Arc<OneTimeFn>),
+    /// A mini-program message ([`Client::send_mini_program`]); a long-term template's grant
+    /// is not used up by a delivery.
+    MiniProgram { build: Arc<MiniProgramFn>, long_term: bool },
+    /// A subscribe notification ([`Client::send_notification`]); as a mini-program message,
+    /// a long-term template's grant is not used up.
+    Notification { build: Arc<NotificationFn>, long_term: bool },
+}
+
+/// Builds and sends `r`'s message: the grant's settlement and the outcome to report.
+pub(super) async fn send_one(client: &Client, build: &Build, r: Reservation) -> Finished {
+    let openid = r.key.openid.clone();
+    let not_for_this_grant = "the built message is not for this grant's user, template and scene";
+    let mut msgid = None;
+    // A panicking message function fails this grant, not the worker.
+    let (kind, errcode, detail, settlement) = match build {
+        Build::OneTime(build) => {
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build(&openid))) {
+                Err(_) => panicked(),
+                Ok(Err(e)) => not_built(&e),
+                Ok(Ok(msg))
+                    if msg.template_id() != &r.key.template_id
+                        || msg.scene() != r.key.scene
+                        || msg.touser() != &openid =>
+                {
+                    (OutcomeKind::Failed, None, Some(not_for_this_grant.to_owned()), Settlement::Release)
+                }
+                Ok(Ok(msg)) => classify(client.send(&msg).await, r.attempt),
+            }
+        }
+        Build::MiniProgram { build, long_term } => {
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build(&openid))) {
+                Err(_) => panicked(),
+                Ok(Err(e)) => not_built(&e),
+                Ok(Ok(msg)) if msg.template_id() != &r.key.template_id || msg.touser() != &openid => {
+                    (OutcomeKind::Failed, None, Some(not_for_this_grant.to_owned()), Settlement::Release)
+                }
+                Ok(Ok(msg)) => {
+                    kept_if_long_term(classify(client.send_mini_program(&msg).await, r.attempt), *long_term)
+                }
+            }
+        }
+        Build::Notification { build, long_term } => {
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build(&openid))) {
+                Err(_) => panicked(),
+                Ok(Err(e)) => not_built(&e),
+                Ok(Ok(msg)) if msg.template_id() != &r.key.template_id || msg.touser() != &openid => {
+                    (OutcomeKind::Failed, None, Some(not_for_this_grant.to_owned()), Settlement::Release)
+                }
+                Ok(Ok(msg)) => {
+                    let sent = client.send_notification(&msg).await;
+                    msgid = sent.as_ref().ok().map(|a| a.response.msgid);
+                    kept_if_long_term(classify(sent.map(|a| a.receipt), r.attempt), *long_term)
+                }
+            }
+        }
+    };
+    (r, settlement, RecipientOutcome { openid, kind, errcode, detail, ledger_error: None, msgid })
+}
+
+/// A long-term subscription is not used up by a delivery: the grant waits for the next one.
+fn kept_if_long_term(
+    fate: (OutcomeKind, Option<ErrCode>, Option<String>, Settlement),
+    long_term: bool,
+) -> (OutcomeKind, Option<ErrCode>, Option<String>, Settlement) {
+    match fate {
+        (OutcomeKind::Delivered, code, detail, Settlement::Delivered) if long_term => {
+            (OutcomeKind::Delivered, code, detail, Settlement::Release)
+        }
+        other => other,
+    }
+}
+
+/// What a message function's panic means for its grant.
+fn panicked() -> (OutcomeKind, Option<ErrCode>, Option<String>, Settlement) {
+    (OutcomeKind::Failed, None, Some("the message function panicked".to_owned()), Settlement::Release)
+}
+
+/// What a message that could not be built means for its grant.
+fn not_built(e: &ValidationError) -> (OutcomeKind, Option<ErrCode>, Option<String>, Settlement) {
+    (OutcomeKind::Failed, None, Some(format!("message not built: {e}")), Settlement::Release)
+}
+
+/// The most characters of an error's text that a ledger reason or an outcome's detail keeps:
+/// WeChat's `errmsg` is echoed into it, and an answer may be as long as the transport's limit.
+pub const MAX_REASON_CHARS: usize = 256;
+
+/// `text`, cut to [`MAX_REASON_CHARS`] characters (with `…` when cut).
+fn bounded(mut text: String) -> String {
+    if let Some((at, _)) = text.char_indices().nth(MAX_REASON_CHARS) {
+        text.truncate(at);
+        text.push('…');
+    }
+    text
+}
+
+/// Maps a send's result to the grant's fate.
+fn classify(
+    result: Result<crate::SendReceipt, SendError>,
+    attempt: u32,
+) -> (OutcomeKind, Option<ErrCode>, Option<String>, Settlement) {
+    let Err(e) = result else {
+        return (OutcomeKind::Delivered, None, None, Settlement::Delivered);
+    };
+    let code = e.api_code();
+    let text = bounded(e.to_string());
+    if !e.outcome_known() {
+        return (OutcomeKind::Unknown, code, Some(text.clone()), Settlement::Review(text));
+    }
+    match e.retry_class() {
+        // After an earlier sender's lapsed reservation, a refusal most likely means that
+        // sender delivered before it stopped: review, do not drop.
+        Some(ErrorClass::UserRefused) if attempt > 1 => {
+            let why = format!("{text} (after an interrupted earlier attempt: probably delivered)");
+            (OutcomeKind::Unknown, code, Some(why.clone()), Settlement::Review(why))
+        }
+        Some(ErrorClass::UserRefused | ErrorClass::InvalidRecipient) => {
+            (OutcomeKind::Dropped, code, Some(text.clone()), Settlement::Drop(text))
+        }
+        _ => (OutcomeKind::Failed, code, Some(text), Settlement::Release),
+    }
+}
