@@ -39,7 +39,7 @@ pub(crate) struct Args {
 
 /// A secret argument (a push Token, an `EncodingAESKey`): `Debug` never shows it, and given on
 /// the command line rather than through its environment variable it draws a warning
-/// ([`secrets`]).
+/// ([`secrets`](crate::secrets)).
 #[derive(Clone)]
 pub(crate) struct Hidden(pub(crate) SecretString);
 
