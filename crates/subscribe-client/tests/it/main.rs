@@ -6,6 +6,7 @@
 
 mod authorize;
 mod caching;
+mod dispatch;
 mod e2e_wiremock;
 mod family;
 mod grants;
@@ -16,6 +17,7 @@ mod redaction;
 #[cfg(feature = "events")]
 mod replay_cache_contract;
 mod retry;
+mod states;
 mod token_outage;
 mod token_refresh;
 mod token_sources;

@@ -1,0 +1,189 @@
+//! Single-use authorization states: the in-memory store's contract, replays, and a failing,
+//! hanging or answer-losing store of used states.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use subscribe_client::test_util::*;
+use subscribe_client::{GrantLedger, GrantStatus, InMemoryGrantLedger, Recorded};
+use subscribe_types::OpenId;
+
+use crate::grants::{confirm, link, scope};
+use crate::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_memory_used_states_pass_the_contract() {
+    used_states_contract(Arc::new(subscribe_client::InMemoryUsedStates::new())).await;
+}
+
+#[tokio::test]
+async fn in_memory_used_states_forget_expired_marks() {
+    use subscribe_client::UsedStates as _;
+    let store = subscribe_client::InMemoryUsedStates::new();
+    let alice = OpenId::new("oAlice").unwrap();
+    for i in 0..5000 {
+        let state = subscribe_types::Reserved::new(format!("s{i}")).unwrap();
+        let now = t0() + Duration::from_secs(i);
+        let by = subscribe_client::AnswerDigest::of(&state, &alice);
+        let first = store.mark_used(&state, &by, now + Duration::from_secs(900), now).await.unwrap();
+        assert_eq!(first, subscribe_client::StateUse::First);
+    }
+    // One mark per state confirmed within the last 900 s, give or take one sweep's slack.
+    assert!(store.len() <= 2 * 1024, "{} marks held", store.len());
+}
+
+#[tokio::test]
+async fn one_state_replayed_with_a_thousand_openids_records_one_grant() {
+    let clock = clock();
+    let client = builder(&MockTransport::new(), &clock).build().unwrap();
+    let ledger = InMemoryGrantLedger::new();
+    let link = link(&client);
+    let mut recorded = 0;
+    for i in 0..1000 {
+        match client.complete_and_record(&confirm(&link, &format!("oForged{i:04}")), &ledger).await {
+            Ok((_, Some(_))) => recorded += 1,
+            Err(e) => assert_eq!(e.kind(), subscribe_client::ErrorKind::Invalid, "{e:?}"),
+            Ok(other) => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(recorded, 1, "one state, one grant");
+    assert_eq!(ledger.counts(&scope(), t0()).await.unwrap().pending, 1);
+}
+
+#[tokio::test]
+async fn a_replayed_answer_never_renews_a_delivered_or_reviewed_grant() {
+    let clock = clock();
+    let client = builder(&MockTransport::new(), &clock).build().unwrap();
+    let ledger = InMemoryGrantLedger::new();
+    let link = link(&client);
+    client.complete_and_record(&confirm(&link, "oAlice"), &ledger).await.unwrap();
+    let key = scope().key(OpenId::new("oAlice").unwrap());
+    let r = ledger.reserve(&key, "h", Duration::from_secs(60), t0()).await.unwrap().unwrap();
+    ledger.settle(&r, subscribe_client::Settlement::Review("timeout".into())).await.unwrap();
+
+    assert!(client.complete_and_record(&confirm(&link, "oAlice"), &ledger).await.is_err());
+    assert_eq!(
+        ledger.get(&key).await.unwrap().unwrap().status,
+        GrantStatus::Review { reason: "timeout".into() },
+        "the evidence stays"
+    );
+    // A fresh confirmation, with a fresh state, is a new grant.
+    let (_, rec) =
+        client.complete_and_record(&confirm(&self::link(&client), "oAlice"), &ledger).await.unwrap();
+    assert_eq!(rec, Some(Recorded::Renewed));
+}
+
+#[tokio::test]
+async fn a_replay_at_another_instance_is_refused_when_they_share_the_used_states() {
+    let clock = clock();
+    let used = Arc::new(subscribe_client::InMemoryUsedStates::new());
+    let a = builder(&MockTransport::new(), &clock).used_states(Arc::clone(&used)).build().unwrap();
+    let b = builder(&MockTransport::new(), &clock).used_states(Arc::clone(&used)).build().unwrap();
+    let alone = builder(&MockTransport::new(), &clock).build().unwrap();
+    let link = link(&a);
+    a.complete_authorization(&confirm(&link, "oAlice")).await.unwrap();
+    assert!(matches!(
+        b.complete_authorization(&confirm(&link, "oMallory")).await,
+        Err(subscribe_client::AuthorizationError::ReplayedState)
+    ));
+    // An instance with a store of its own cannot know: share one (Redis) across a fleet.
+    alone.complete_authorization(&confirm(&link, "oMallory")).await.unwrap();
+    // Cancellations use up nothing.
+    let cancel =
+        confirm(&link, "oAlice").replace("openid=oAlice&", "").replace("action=confirm", "action=cancel");
+    b.complete_authorization(&cancel).await.unwrap();
+    b.complete_authorization(&cancel).await.unwrap();
+}
+
+/// A store of used states that fails, or never answers.
+#[derive(Debug)]
+struct BrokenUsedStates {
+    hang: bool,
+}
+
+#[subscribe_client::async_trait]
+impl subscribe_client::UsedStates for BrokenUsedStates {
+    async fn mark_used(
+        &self,
+        _: &subscribe_types::Reserved,
+        _: &subscribe_client::AnswerDigest,
+        _: std::time::SystemTime,
+        _: std::time::SystemTime,
+    ) -> Result<subscribe_client::StateUse, subscribe_client::UsedStatesError> {
+        if self.hang {
+            std::future::pending::<()>().await;
+        }
+        Err(subscribe_client::UsedStatesError::new("connection refused"))
+    }
+    async fn seal(
+        &self,
+        _: &subscribe_types::Reserved,
+        _: &subscribe_client::AnswerDigest,
+    ) -> Result<(), subscribe_client::UsedStatesError> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_or_hanging_store_of_used_states_records_nothing_and_is_retryable() {
+    for hang in [false, true] {
+        let clock = clock();
+        let client = builder(&MockTransport::new(), &clock)
+            .used_states(BrokenUsedStates { hang })
+            .store_timeout(Duration::from_millis(200))
+            .build()
+            .unwrap();
+        let ledger = InMemoryGrantLedger::new();
+        let err = client.complete_and_record(&confirm(&link(&client), "oAlice"), &ledger).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                subscribe_client::RecordError::Authorization(
+                    subscribe_client::AuthorizationError::UsedStates(_)
+                )
+            ),
+            "hang={hang}: {err:?}"
+        );
+        assert_eq!(err.kind(), subscribe_client::ErrorKind::Retryable);
+        assert_eq!(ledger.counts(&scope(), t0()).await.unwrap().pending, 0, "nothing recorded");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_answer_of_the_used_states_store_loses_no_grant_and_lets_no_other_openid_in() {
+    let clock = clock();
+    let lossy = Arc::new(LostAnswers::new(Arc::new(subscribe_client::InMemoryUsedStates::new())));
+    let client = builder(&MockTransport::new(), &clock).used_states(Arc::clone(&lossy)).build().unwrap();
+    let ledger = InMemoryGrantLedger::new();
+    let link = link(&client);
+    lossy.lose_next_mark();
+    let err = client.complete_and_record(&confirm(&link, "oAlice"), &ledger).await.unwrap_err();
+    assert_eq!(err.kind(), subscribe_client::ErrorKind::Retryable, "{err:?}");
+    assert_eq!(lossy.lost(), 1, "the mark was made and its answer lost");
+    let (_, rec) = client
+        .complete_and_record(&confirm(&link, "oAlice"), &ledger)
+        .await
+        .expect("the user's retry of the same answer is accepted");
+    assert_eq!(rec, Some(Recorded::Added));
+    for other in ["oMallory", "oALICE", "oalice"] {
+        assert!(
+            matches!(
+                client.complete_and_record(&confirm(&link, other), &ledger).await,
+                Err(subscribe_client::RecordError::Authorization(
+                    subscribe_client::AuthorizationError::ReplayedState
+                ))
+            ),
+            "{other:?}: another openid (case counts) is a replay"
+        );
+    }
+    assert!(
+        matches!(
+            client.complete_and_record(&confirm(&link, "oAlice"), &ledger).await,
+            Err(subscribe_client::RecordError::Authorization(
+                subscribe_client::AuthorizationError::ReplayedState
+            ))
+        ),
+        "once recorded, the same answer is a replay"
+    );
+    assert_eq!(ledger.counts(&scope(), t0()).await.unwrap().pending, 1, "Alice's grant only");
+}
