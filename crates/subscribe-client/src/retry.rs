@@ -159,6 +159,9 @@ pub(crate) struct Budget {
     /// A token is attached and has not been replaced yet.
     token_replay_left: bool,
     may_have_delivered: bool,
+    /// An earlier attempt left and its answer was lost: whatever a replay meets, that attempt
+    /// may have acted, so no later failure is a known one.
+    answer_lost: bool,
 }
 
 impl RetryPolicy {
@@ -170,6 +173,7 @@ impl RetryPolicy {
             unknown_left: self.unknown_outcome_retries,
             token_replay_left: with_token,
             may_have_delivered: false,
+            answer_lost: false,
         }
     }
 }
@@ -177,11 +181,24 @@ impl RetryPolicy {
 impl Budget {
     /// What to do after an attempt that met `seen`.
     pub(crate) fn decide(&mut self, seen: Seen) -> Verdict {
+        match self.decide_attempt(seen) {
+            // After a replay of a lost answer, a failure says nothing of the first attempt,
+            // which may have delivered (43101 then means it probably did).
+            Verdict::Fail(Failure::NotSent | Failure::Status | Failure::Refused) if self.answer_lost => {
+                Verdict::Fail(Failure::Unknown)
+            }
+            verdict => verdict,
+        }
+    }
+
+    /// What this attempt alone calls for.
+    fn decide_attempt(&mut self, seen: Seen) -> Verdict {
         match seen {
             Seen::NeverLeft if take(&mut self.connect_left) => Verdict::ReplayAfterBackoff,
             Seen::Unbuildable | Seen::NeverLeft => Verdict::Fail(Failure::NotSent),
             Seen::LostAfterSending if take(&mut self.unknown_left) => {
                 self.may_have_delivered = true;
+                self.answer_lost = true;
                 Verdict::ReplayAfterBackoff
             }
             Seen::LostAfterSending | Seen::Unreadable => Verdict::Fail(Failure::Unknown),
@@ -291,6 +308,17 @@ mod decide {
                 &[(Seen::LostAfterSending, Backoff), (Seen::Status(502), Fail(Unknown))]),
             ("lost, replayed, then unreadable with replays left: unknown", &reckless, true,
                 &[(Seen::LostAfterSending, Backoff), (Seen::Unreadable, Fail(Unknown))]),
+            // The replay of a lost answer fails: the first attempt may still have acted.
+            ("lost, replayed, then never left: unknown", &risky, true,
+                &[(Seen::LostAfterSending, Backoff), (Seen::NeverLeft, Backoff), (Seen::NeverLeft, Backoff),
+                  (Seen::NeverLeft, Fail(Unknown))]),
+            ("lost, replayed, then a 4xx: unknown", &risky, true,
+                &[(Seen::LostAfterSending, Backoff), (Seen::Status(404), Fail(Unknown))]),
+            ("lost, replayed, then a refusal: unknown", &risky, true,
+                &[(Seen::LostAfterSending, Backoff), (BAD_OPENID, Fail(Unknown))]),
+            ("lost, replayed, then success", &risky, true, &[(Seen::LostAfterSending, Backoff), (OK, Succeeded)]),
+            ("busy, replayed, then never left: not sent", &default, true,
+                &[(BUSY, Backoff), (Seen::NeverLeft, Backoff), (Seen::NeverLeft, Backoff), (Seen::NeverLeft, Fail(NotSent))]),
             ("busy, replayed, then a 5xx with unknown replays on: unknown", &risky, true,
                 &[(BUSY, Backoff), (Seen::Status(502), Fail(Unknown))]),
             ("token rejected: one refresh", &default, true, &[(TOKEN, Refresh), (OK, Succeeded)]),

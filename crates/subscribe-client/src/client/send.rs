@@ -179,6 +179,9 @@ fn failure_error(failure: Failure, seen: Seen, last: Last) -> SendError {
         (Failure::Unknown, Last::Unreadable(e)) => {
             SendError::OutcomeUnknown { cause: UnknownCause::UnreadableAnswer, source: Some(Box::new(e)) }
         }
+        (Failure::Unknown, Last::Answer(_, Some(api))) => {
+            SendError::OutcomeUnknown { cause: UnknownCause::ReplayRefused, source: Some(Box::new(api)) }
+        }
         (Failure::Unknown, _) => {
             SendError::OutcomeUnknown { cause: UnknownCause::ServerError { status }, source: None }
         }

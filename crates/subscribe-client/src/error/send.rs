@@ -66,6 +66,9 @@ pub enum UnknownCause {
     UnreadableAnswer,
     /// `errcode` 0, but the rest of the answer did not decode as the endpoint's response.
     UndecodableResponse,
+    /// An earlier attempt's answer was lost, and WeChat refused its replay: the earlier
+    /// attempt may have acted all the same.
+    ReplayRefused,
 }
 
 impl std::fmt::Display for UnknownCause {
@@ -75,6 +78,9 @@ impl std::fmt::Display for UnknownCause {
             Self::ServerError { status } => write!(f, "HTTP {status}"),
             Self::UnreadableAnswer => f.write_str("unreadable answer"),
             Self::UndecodableResponse => f.write_str("errcode 0, but the rest of the answer did not decode"),
+            Self::ReplayRefused => {
+                f.write_str("an earlier attempt's answer was lost and its replay was refused")
+            }
         }
     }
 }

@@ -65,6 +65,32 @@ async fn a_43101_after_a_replay_is_probably_delivered() {
     assert!(err.to_string().contains("probably delivered"));
 }
 
+/// With replays of lost answers allowed, a replay that is refused, or that cannot be sent,
+/// says nothing of the first attempt, which may have delivered: the outcome stays unknown.
+#[tokio::test]
+async fn a_lost_answer_replayed_then_refused_or_unsent_stays_unknown() {
+    let mock = mock_with_stable_token("T1", 7200);
+    mock.push_error(TransportErrorKind::Timeout).push(errcode_reply(40003, "invalid openid"));
+    let policy = RetryPolicy::default().unknown_outcome_retries(1);
+    let client = builder(&mock, &clock()).retry_policy(policy.clone()).build().unwrap();
+    let err = client.send(&message()).await.unwrap_err();
+    assert!(
+        matches!(err, SendError::OutcomeUnknown { cause: subscribe_client::UnknownCause::ReplayRefused, .. }),
+        "{err:?}"
+    );
+    assert!(!err.outcome_known(), "{err:?}");
+    assert!(err.to_string().contains("replay was refused"), "{err}");
+
+    let mock = mock_with_stable_token("T1", 7200);
+    mock.push_error(TransportErrorKind::Timeout)
+        .push_error(TransportErrorKind::Connect)
+        .push_error(TransportErrorKind::Connect)
+        .push_error(TransportErrorKind::Connect);
+    let client = builder(&mock, &clock()).retry_policy(policy).build().unwrap();
+    let err = client.send(&message()).await.unwrap_err();
+    assert!(!err.outcome_known(), "the first attempt may have delivered: {err:?}");
+}
+
 #[tokio::test]
 async fn a_43101_after_a_token_replay_is_a_real_refusal() {
     // WeChat rejected the token before doing anything, so the first attempt delivered nothing.
