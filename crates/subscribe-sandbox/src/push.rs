@@ -93,7 +93,8 @@ struct Target {
 
 /// The apps' server URLs and the pushes made.
 pub(crate) struct Pusher {
-    http: reqwest::Client,
+    /// The HTTP client pushes go out on, or why there is none (its TLS could not start).
+    http: Result<reqwest::Client, String>,
     targets: Mutex<HashMap<String, Arc<Target>>>,
     records: Mutex<VecDeque<PushRecord>>,
     seq: std::sync::atomic::AtomicU64,
@@ -104,7 +105,14 @@ const KEEP: usize = 1000;
 impl Pusher {
     pub(crate) fn new() -> Self {
         Self {
-            http: reqwest::Client::builder().timeout(PUSH_TIMEOUT).build().unwrap_or_default(),
+            // Redirects are not followed: a server URL that answers 3xx has not taken the push
+            // (WeChat does not follow them either), and following one would let a receiver point
+            // the sandbox at any other host.
+            http: reqwest::Client::builder()
+                .timeout(PUSH_TIMEOUT)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .map_err(|e| format!("the sandbox's HTTP client could not start: {e}")),
             targets: Mutex::new(HashMap::new()),
             records: Mutex::new(VecDeque::new()),
             seq: std::sync::atomic::AtomicU64::new(1),
@@ -194,23 +202,27 @@ impl Pusher {
             let mut url = target.url.clone();
             url.set_query(Some(&sealed.query));
             for attempt in 1..=PUSH_ATTEMPTS {
-                let answer = this
-                    .http
-                    .post(url.clone())
-                    .header(reqwest::header::CONTENT_TYPE, content_type)
-                    .body(sealed.body.clone())
-                    .send()
-                    .await;
+                let answer = match &this.http {
+                    Ok(http) => Some(
+                        http.post(url.clone())
+                            .header(reqwest::header::CONTENT_TYPE, content_type)
+                            .body(sealed.body.clone())
+                            .send()
+                            .await,
+                    ),
+                    Err(_) => None,
+                };
                 let (status, error) = match answer {
-                    Ok(r) if r.status() == reqwest::StatusCode::OK => (Some(200), None),
-                    Ok(r) => {
+                    None => (None, this.http.as_ref().err().cloned()),
+                    Some(Ok(r)) if r.status() == reqwest::StatusCode::OK => (Some(200), None),
+                    Some(Ok(r)) => {
                         (Some(r.status().as_u16()), Some(format!("answered HTTP {}", r.status().as_u16())))
                     }
-                    Err(e) if e.is_timeout() => (None, Some("no answer within 5 s".to_owned())),
-                    Err(e) if certificate_refused(&e) => {
+                    Some(Err(e)) if e.is_timeout() => (None, Some("no answer within 5 s".to_owned())),
+                    Some(Err(e)) if certificate_refused(&e) => {
                         (None, Some("the server URL's TLS certificate was refused".to_owned()))
                     }
-                    Err(_) => (None, Some("could not connect".to_owned())),
+                    Some(Err(_)) => (None, Some("could not connect".to_owned())),
                 };
                 let delivered = error.is_none();
                 this.update(seq, |r| {

@@ -248,6 +248,48 @@ async fn an_https_server_url_is_reached_over_tls_and_an_untrusted_certificate_re
     assert!(*handshakes.lock().unwrap() >= 1, "a TLS handshake was started");
 }
 
+/// A server URL that answers a redirect has not taken the push: the sandbox does not follow
+/// it (as WeChat does not), so a receiver cannot point the sandbox at another host.
+#[tokio::test]
+async fn a_redirecting_server_url_is_a_failed_push_and_is_not_followed() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (s, http) = start(SandboxConfig::demo()).await;
+    let elsewhere = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = format!("http://{}/internal", elsewhere.local_addr().unwrap());
+    let reached = Arc::new(Mutex::new(0_usize));
+    let counted = Arc::clone(&reached);
+    tokio::spawn(async move {
+        while let Ok((_stream, _)) = elsewhere.accept().await {
+            *counted.lock().unwrap() += 1;
+        }
+    });
+    let redirecting = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/push", redirecting.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = redirecting.accept().await {
+            let target = target.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0_u8; 65536];
+                let _ = stream.read(&mut buf).await;
+                let answer = format!(
+                    "HTTP/1.1 307 Temporary Redirect\r\nLocation: {target}\r\nContent-Length: 0\r\n\r\n"
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    let settings = json!({"appid": DEMO_APPID, "url": url, "token": TOKEN, "mode": "plain"});
+    assert_eq!(configure(&s, &http, &settings).await.status(), 200);
+    answer(&s, &http, DEMO_MP_TEMPLATE, "accept").await;
+    let record = record_once(&s, 0, |r| r.attempts == subscribe_sandbox::PUSH_ATTEMPTS).await;
+    assert_eq!(
+        (record.delivered, record.status, record.error.as_deref()),
+        (false, Some(307), Some("answered HTTP 307")),
+        "{record:?}"
+    );
+    assert_eq!(*reached.lock().unwrap(), 0, "the redirect was not followed");
+}
+
 #[tokio::test]
 async fn bad_push_settings_are_refused_naming_the_setting() {
     let (s, http) = start(SandboxConfig::demo()).await;
