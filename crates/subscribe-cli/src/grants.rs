@@ -283,7 +283,7 @@ fn print_recorded((key, recorded): &(GrantKey, subscribe_client::Recorded)) {
     );
 }
 
-/// Builds each recipient's message from the command's fields.
+/// A grant under review as one JSON line.
 fn review_json(item: &subscribe_sql::ReviewItem) -> serde_json::Value {
     let since = item.since.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
     serde_json::json!({

@@ -65,7 +65,7 @@ use crate::rate::RateLimiter;
 /// let report = Dispatcher::one_time(client, ledger, template, scene, message)
 ///     .concurrency(16)
 ///     .progress(|p: &subscribe_client::Progress| eprintln!("{} sent", p.sent))
-///     .cancellation(stop)
+///     .cancellation(stop.clone()) // keep `stop` to cancel with
 ///     .run()
 ///     .await?;
 /// assert_eq!(report.progress.delivered, 3);

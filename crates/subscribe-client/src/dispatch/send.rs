@@ -31,62 +31,69 @@ pub(super) enum Build {
     Notification { build: Arc<NotificationFn>, long_term: bool },
 }
 
+/// What a grant's send came to: how it ended, WeChat's errcode, why, and how to settle it.
+type Fate = (OutcomeKind, Option<ErrCode>, Option<String>, Settlement);
+
 /// Builds and sends `r`'s message: the grant's settlement and the outcome to report.
 pub(super) async fn send_one(client: &Client, build: &Build, r: Reservation) -> Finished {
     let openid = r.key.openid.clone();
-    let not_for_this_grant = "the built message is not for this grant's user, template and scene";
     let mut msgid = None;
-    // A panicking message function fails this grant, not the worker.
-    let (kind, errcode, detail, settlement) = match build {
-        Build::OneTime(build) => {
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build(&openid))) {
-                Err(_) => panicked(),
-                Ok(Err(e)) => not_built(&e),
-                Ok(Ok(msg))
-                    if msg.template_id() != &r.key.template_id
-                        || msg.scene() != r.key.scene
-                        || msg.touser() != &openid =>
-                {
-                    (OutcomeKind::Failed, None, Some(not_for_this_grant.to_owned()), Settlement::Release)
-                }
-                Ok(Ok(msg)) => classify(client.send(&msg).await, r.attempt),
-            }
-        }
+    let fate = match build {
+        Build::OneTime(build) => match built(build.as_ref(), &openid, |m| {
+            (m.touser(), m.template_id()) == (&openid, &r.key.template_id) && m.scene() == r.key.scene
+        }) {
+            Ok(msg) => classify(client.send(&msg).await, r.attempt),
+            Err(fate) => fate,
+        },
         Build::MiniProgram { build, long_term } => {
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build(&openid))) {
-                Err(_) => panicked(),
-                Ok(Err(e)) => not_built(&e),
-                Ok(Ok(msg)) if msg.template_id() != &r.key.template_id || msg.touser() != &openid => {
-                    (OutcomeKind::Failed, None, Some(not_for_this_grant.to_owned()), Settlement::Release)
-                }
-                Ok(Ok(msg)) => {
+            match built(build.as_ref(), &openid, |m| {
+                (m.touser(), m.template_id()) == (&openid, &r.key.template_id)
+            }) {
+                Ok(msg) => {
                     kept_if_long_term(classify(client.send_mini_program(&msg).await, r.attempt), *long_term)
                 }
+                Err(fate) => fate,
             }
         }
         Build::Notification { build, long_term } => {
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build(&openid))) {
-                Err(_) => panicked(),
-                Ok(Err(e)) => not_built(&e),
-                Ok(Ok(msg)) if msg.template_id() != &r.key.template_id || msg.touser() != &openid => {
-                    (OutcomeKind::Failed, None, Some(not_for_this_grant.to_owned()), Settlement::Release)
-                }
-                Ok(Ok(msg)) => {
+            match built(build.as_ref(), &openid, |m| {
+                (m.touser(), m.template_id()) == (&openid, &r.key.template_id)
+            }) {
+                Ok(msg) => {
                     let sent = client.send_notification(&msg).await;
                     msgid = sent.as_ref().ok().map(|a| a.response.msgid);
                     kept_if_long_term(classify(sent.map(|a| a.receipt), r.attempt), *long_term)
                 }
+                Err(fate) => fate,
             }
         }
     };
+    let (kind, errcode, detail, settlement) = fate;
     (r, settlement, RecipientOutcome { openid, kind, errcode, detail, ledger_error: None, msgid })
 }
 
+/// `openid`'s message, built by `build` and for this grant (`for_this_grant`), or the fate of a
+/// grant whose message was not: a panicking message function fails its grant, not the worker.
+fn built<M>(
+    build: &(dyn Fn(&OpenId) -> Result<M, ValidationError> + Send + Sync),
+    openid: &OpenId,
+    for_this_grant: impl FnOnce(&M) -> bool,
+) -> Result<M, Fate> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build(openid))) {
+        Err(_) => Err(panicked()),
+        Ok(Err(e)) => Err(not_built(&e)),
+        Ok(Ok(msg)) if for_this_grant(&msg) => Ok(msg),
+        Ok(Ok(_)) => Err((
+            OutcomeKind::Failed,
+            None,
+            Some("the built message is not for this grant's user, template and scene".to_owned()),
+            Settlement::Release,
+        )),
+    }
+}
+
 /// A long-term subscription is not used up by a delivery: the grant waits for the next one.
-fn kept_if_long_term(
-    fate: (OutcomeKind, Option<ErrCode>, Option<String>, Settlement),
-    long_term: bool,
-) -> (OutcomeKind, Option<ErrCode>, Option<String>, Settlement) {
+fn kept_if_long_term(fate: Fate, long_term: bool) -> Fate {
     match fate {
         (OutcomeKind::Delivered, code, detail, Settlement::Delivered) if long_term => {
             (OutcomeKind::Delivered, code, detail, Settlement::Release)
@@ -96,12 +103,12 @@ fn kept_if_long_term(
 }
 
 /// What a message function's panic means for its grant.
-fn panicked() -> (OutcomeKind, Option<ErrCode>, Option<String>, Settlement) {
+fn panicked() -> Fate {
     (OutcomeKind::Failed, None, Some("the message function panicked".to_owned()), Settlement::Release)
 }
 
 /// What a message that could not be built means for its grant.
-fn not_built(e: &ValidationError) -> (OutcomeKind, Option<ErrCode>, Option<String>, Settlement) {
+fn not_built(e: &ValidationError) -> Fate {
     (OutcomeKind::Failed, None, Some(format!("message not built: {e}")), Settlement::Release)
 }
 
