@@ -246,10 +246,20 @@ fn check_architecture(crates: &[PathBuf], doc: &str, problems: &mut Vec<String>)
 /// settings for a library, not `publish = false`; and a library's front page (`lib.rs`'s `//!`
 /// docs) names every feature of its manifest in backticks (its feature table).
 fn check_publishable(name: &str, manifest: &str, front: Option<&str>, problems: &mut Vec<String>) {
-    let has = |key: &str| manifest.lines().any(|l| l.trim_start().starts_with(&format!("{key} ")));
+    // A key with a value that says something: not `[]`, not `""`.
+    let has = |key: &str| {
+        manifest.lines().any(|l| {
+            l.trim_start().strip_prefix(key).and_then(|rest| rest.trim_start().strip_prefix('=')).is_some_and(
+                |v| {
+                    let v = v.split('#').next().unwrap_or_default().trim();
+                    !v.is_empty() && v != "[]" && v != "\"\""
+                },
+            )
+        })
+    };
     for key in ["description", "readme", "keywords", "categories", "include"] {
         if !has(key) {
-            problems.push(format!("{name}/Cargo.toml: no `{key}` (crates.io shows it)"));
+            problems.push(format!("{name}/Cargo.toml: no `{key}`, or an empty one (crates.io shows it)"));
         }
     }
     for key in ["license", "repository"] {
@@ -257,15 +267,17 @@ fn check_publishable(name: &str, manifest: &str, front: Option<&str>, problems: 
             problems.push(format!("{name}/Cargo.toml: no `{key}`"));
         }
     }
-    if manifest
-        .lines()
-        .any(|l| l.replace(' ', "") == "publish=false" || l.trim() == "publish.workspace = true")
-    {
+    if manifest.lines().any(|l| {
+        let l = l.split('#').next().unwrap_or_default().replace(' ', "");
+        (l.starts_with("publish=") && l != "publish=true") || l == "publish.workspace=true"
+    }) {
         problems
             .push(format!("{name}/Cargo.toml: not publishable (`publish`), yet integrators depend on it"));
     }
     let Some(front) = front else { return };
-    if !manifest.contains("[package.metadata.docs.rs]") {
+    if !manifest
+        .contains("[package.metadata.docs.rs]\nall-features = true\nrustdoc-args = [\"--cfg\", \"docsrs\"]")
+    {
         problems.push(format!(
             "{name}/Cargo.toml: no `[package.metadata.docs.rs]` (all features, `--cfg docsrs`)"
         ));
@@ -472,14 +484,25 @@ mod tests {
 
     #[test]
     fn a_crate_without_its_metadata_or_a_feature_in_its_docs_is_not_publishable() {
-        let full = "[package]\nname = \"x\"\ndescription = \"d\"\nreadme = \"README.md\"\nkeywords = []\n\
-                    categories = []\ninclude = []\nlicense.workspace = true\nrepository.workspace = true\n\
-                    [features]\ndefault = []\nevents = []\n[package.metadata.docs.rs]\nall-features = true\n";
+        let full = "[package]\nname = \"x\"\ndescription = \"d\"\nreadme = \"README.md\"\nkeywords = [\"k\"]\n\
+                    categories = [\"c\"]\ninclude = [\"src/**/*.rs\"]\nlicense.workspace = true\nrepository.workspace = true\n\
+                    [features]\ndefault = []\nevents = []\n[package.metadata.docs.rs]\nall-features = true\n\
+                    rustdoc-args = [\"--cfg\", \"docsrs\"]\n";
         let mut p = Vec::new();
         check_publishable("x", full, Some("//! | `events` | the events |\n"), &mut p);
         assert!(p.is_empty(), "{p:?}");
         check_publishable("x", full, Some("//! no table\n"), &mut p);
         assert_eq!(p, ["x/src/lib.rs: the crate's docs do not name its feature `events`"]);
+        p.clear();
+        let emptied = full
+            .replace("keywords = [\"k\"]", "keywords = []")
+            .replace("include = [\"src/**/*.rs\"]", "include = []");
+        check_publishable("x", &emptied, Some("//! | `events` |\n"), &mut p);
+        assert_eq!(p.len(), 2, "{p:?}");
+        p.clear();
+        let hidden = full.replace("[features]", "publish = false # for now\n[features]");
+        check_publishable("x", &hidden, Some("//! | `events` |\n"), &mut p);
+        assert_eq!(p.len(), 1, "{p:?}");
         p.clear();
         let bare = "[package]\nname = \"x\"\npublish = false\n";
         check_publishable("x", bare, None, &mut p);
