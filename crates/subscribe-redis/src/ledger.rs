@@ -159,8 +159,10 @@ impl RedisGrantLedger {
 }
 
 impl From<RedisError> for LedgerError {
+    /// A wrong URL or refused credentials fail the same way every time (`Unusable`); the rest
+    /// may pass later (`Backend`).
     fn from(e: RedisError) -> Self {
-        LedgerError::backend(e)
+        if e.is_configuration() { LedgerError::unusable(e) } else { LedgerError::backend(e) }
     }
 }
 

@@ -177,10 +177,14 @@ async fn an_unknown_role_is_an_authentication_error_without_the_password() {
     assert!(e.is_authentication(), "{e:?}");
     let shown = shown_with_sources(&e);
     assert!(!shown.contains("s3cr3t"), "{shown}");
+    // As a ledger's error, a refused login is the configuration's to fix, not a retry's.
+    let ledger_error = subscribe_client::LedgerError::from(e);
+    assert_eq!(ledger_error.kind(), subscribe_client::ErrorKind::Configuration, "{ledger_error:?}");
+    assert!(!shown_with_sources(&ledger_error).contains("s3cr3t"));
 }
 
 /// The error as shown, debugged, and each of its sources.
-fn shown_with_sources(e: &subscribe_sql::SqlError) -> String {
+fn shown_with_sources(e: &(dyn std::error::Error + 'static)) -> String {
     use std::fmt::Write as _;
     let mut shown = format!("{e} {e:?}");
     let mut source = std::error::Error::source(e);

@@ -336,9 +336,10 @@ impl<T: GrantLedger + ?Sized> GrantLedger for std::sync::Arc<T> {
 /// | variant | `kind()` | what happened | you |
 /// |---|---|---|---|
 /// | `LeaseLost` | `Invalid` | the reservation is not the grant's current one: its lease lapsed and another sender took the grant, or it was settled already | leave the grant to its current holder; settling this reservation again fails the same way, and the grant must not be sent again from here |
-/// | `Backend` | `Retryable` | the ledger's backend failed or did not answer (connection lost, timeout, corrupt value) | try again later; a reserved grant comes back after its lease |
+/// | `Backend` | `Retryable` | the ledger's backend failed or did not answer (connection lost, timeout) | try again later; a reserved grant comes back after its lease |
+/// | `Unusable` | `Configuration` | the backend refuses in a way no retry fixes: its credentials, its address or schema, a migration | fix the ledger's configuration |
 ///
-/// Neither variant prints its cause: a backend's error (a connection string, a query) is the
+/// No variant prints its cause: a backend's error (a connection string, a query) is the
 /// [`source`](std::error::Error::source) only.
 ///
 /// ```
@@ -379,6 +380,10 @@ pub enum LedgerError {
     /// The backend failed (connection lost, timeout, corrupt value).
     #[error("grant ledger unavailable")]
     Backend(#[source] BoxError),
+    /// The backend refuses in a way retrying will not fix: wrong credentials, a wrong address
+    /// or schema, a migration that failed.
+    #[error("grant ledger misconfigured")]
+    Unusable(#[source] BoxError),
 }
 
 impl LedgerError {
@@ -387,13 +392,20 @@ impl LedgerError {
         Self::Backend(e.into())
     }
 
+    /// Wraps a backend error that retrying will not fix (credentials, address, schema).
+    pub fn unusable(e: impl Into<BoxError>) -> Self {
+        Self::Unusable(e.into())
+    }
+
     /// What to do about it: `Invalid` for [`LeaseLost`](Self::LeaseLost) (the grant is
     /// another sender's now; settling this reservation again fails the same way), `Retryable`
-    /// for [`Backend`](Self::Backend) (the ledger is out for now).
+    /// for [`Backend`](Self::Backend) (the ledger is out for now), `Configuration` for
+    /// [`Unusable`](Self::Unusable).
     pub fn kind(&self) -> crate::ErrorKind {
         match self {
             Self::LeaseLost => crate::ErrorKind::Invalid,
             Self::Backend(_) => crate::ErrorKind::Retryable,
+            Self::Unusable(_) => crate::ErrorKind::Configuration,
         }
     }
 }

@@ -18,8 +18,14 @@ pub(super) fn corrupt(what: &'static str) -> LedgerError {
 }
 
 impl From<SqlError> for LedgerError {
+    /// Refused credentials, a wrong URL and a failed migration fail the same way every time
+    /// (`Unusable`); the rest may pass later (`Backend`).
     fn from(e: SqlError) -> Self {
-        LedgerError::backend(e)
+        if e.is_authentication() || e.is_configuration() || e.is_migration() {
+            LedgerError::unusable(e)
+        } else {
+            LedgerError::backend(e)
+        }
     }
 }
 
