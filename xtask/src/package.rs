@@ -10,11 +10,43 @@ use crate::run::{Result, cargo, root};
 /// each other; cargo verifies each against the others' packages).
 pub(crate) fn package() -> Result {
     let names = crate_names(&root())?;
+    forget_unpacked(&names)?;
     let mut args = vec!["package", "--allow-dirty"];
     for name in &names {
         args.extend(["-p", name.as_str()]);
     }
     cargo(&args, &[])
+}
+
+/// Removes the sources cargo unpacked from an earlier run's packages of these crates. Cargo
+/// verifies each package against the others' through a registry in `target/package`, and
+/// unpacks them under `$CARGO_HOME/registry/src/<that registry>/`, where an unpacked
+/// `name-version` is never unpacked again: a later run from the same checkout path (the same
+/// version, other code) would build against the earlier run's sources. Cargo unpacks again what
+/// is missing.
+fn forget_unpacked(names: &[String]) -> Result {
+    let home = std::env::var_os("CARGO_HOME").map_or_else(
+        || std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")).unwrap_or_default(),
+        std::path::PathBuf::from,
+    );
+    let Ok(registries) = std::fs::read_dir(home.join("registry/src")) else { return Ok(()) };
+    for registry in registries.flatten() {
+        for entry in std::fs::read_dir(registry.path()).into_iter().flatten().flatten() {
+            let file = entry.file_name();
+            let unpacked = file.to_string_lossy();
+            let ours = names.iter().any(|n| {
+                unpacked.strip_prefix(n.as_str()).and_then(|v| v.strip_prefix('-')).is_some_and(|v| {
+                    v.starts_with(|c: char| c.is_ascii_digit())
+                        && !v.contains(|c: char| c.is_ascii_alphabetic() && c != 'v')
+                })
+            });
+            if ours {
+                std::fs::remove_dir_all(entry.path())
+                    .map_err(|e| format!("could not remove {}: {e}", entry.path().display()))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The package names of the crates under `crates/`, from their manifests.
