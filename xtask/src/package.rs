@@ -29,6 +29,12 @@ fn forget_unpacked(names: &[String]) -> Result {
         || std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")).unwrap_or_default(),
         std::path::PathBuf::from,
     );
+    // What the earlier run built from them, too: cargo takes a registry crate's version as its
+    // content, so `target/package`'s build of it would be reused as well.
+    let built = crate::run::target_dir().join("package");
+    if built.exists() {
+        std::fs::remove_dir_all(&built).map_err(|e| format!("could not remove {}: {e}", built.display()))?;
+    }
     let Ok(registries) = std::fs::read_dir(home.join("registry/src")) else { return Ok(()) };
     for registry in registries.flatten() {
         for entry in std::fs::read_dir(registry.path()).into_iter().flatten().flatten() {
