@@ -15,7 +15,14 @@ pub(crate) fn package() -> Result {
     for name in &names {
         args.extend(["-p", name.as_str()]);
     }
-    cargo(&args, &[])
+    // A build directory of its own, made afresh: in the workspace's, cargo would reuse an
+    // earlier run's build of these registry packages (their version is taken as their content).
+    let fresh = crate::run::target_dir().join("package-verify");
+    if fresh.exists() {
+        std::fs::remove_dir_all(&fresh).map_err(|e| format!("could not remove {}: {e}", fresh.display()))?;
+    }
+    let fresh = fresh.to_string_lossy().into_owned();
+    cargo(&args, &[("CARGO_TARGET_DIR", fresh.as_str())])
 }
 
 /// Removes the sources cargo unpacked from an earlier run's packages of these crates. Cargo
