@@ -50,7 +50,7 @@ fn forget_unpacked(names: &[String]) -> Result {
             let ours = names.iter().any(|n| {
                 unpacked.strip_prefix(n.as_str()).and_then(|v| v.strip_prefix('-')).is_some_and(|v| {
                     v.starts_with(|c: char| c.is_ascii_digit())
-                        && !v.contains(|c: char| c.is_ascii_alphabetic() && c != 'v')
+                        && !v.contains(|c: char| c.is_ascii_alphabetic())
                 })
             });
             if ours {
