@@ -15,7 +15,7 @@ use crate::test::test;
 use crate::tidy;
 
 /// How long `ci` runs each fuzz target: a smoke test, not a campaign.
-pub(crate) const CI_FUZZ_SECONDS: u64 = 20;
+pub(crate) const CI_FUZZ_SECONDS: u64 = 10;
 
 pub(crate) type Step = (&'static str, fn() -> Result<Status>);
 
@@ -35,7 +35,7 @@ pub(crate) fn ci() -> Result {
         // keeps its expectations; the published figures come from the full runs.
         ("faults --quick", || passed(faults(true))),
         ("bench --quick", || bench(true)),
-        ("fuzz --seconds 20", || passed(fuzz(CI_FUZZ_SECONDS, &[]))),
+        ("fuzz --seconds 10", || passed(fuzz(CI_FUZZ_SECONDS, &[]))),
     ];
     let mut not_run = Vec::new();
     for (name, step) in steps {

@@ -2,7 +2,7 @@
 //!
 //! | task | does |
 //! |---|---|
-//! | `ci` | `fmt` → `lint` → `test` → `ahead` → `docs` → `package` → `tidy` → `deps` → `features` → `e2e` → `faults --quick` → `bench --quick` → `fuzz --seconds 20`, stopping at the first failure |
+//! | `ci` | `fmt` → `lint` → `test` → `ahead` → `docs` → `package` → `tidy` → `deps` → `features` → `e2e` → `faults --quick` → `bench --quick` → `fuzz --seconds 10`, stopping at the first failure |
 //! | `fmt [--check]` | `cargo fmt --all` |
 //! | `lint` | clippy on every target and feature, warnings denied |
 //! | `test` | the workspace tests, doctests included: every feature, then each member alone with its default features |

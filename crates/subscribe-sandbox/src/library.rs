@@ -191,9 +191,9 @@ fn invalid(field: &str) -> Refusal {
     refuse(ErrCode::ARGUMENT_INVALID, format!("argument invalid! {field} invalid"))
 }
 
-/// The successors' state of every app.
+/// The mini programs' and service accounts' side of every app: their template library, the users' acceptances and the sends in flight.
 #[derive(Debug, Default)]
-pub(crate) struct Family {
+pub(crate) struct Subscriptions {
     /// Private templates per app (seeded on first use).
     templates: HashMap<String, Vec<PrivateTemplate>>,
     /// Unused one-time acceptances per (appid, openid, template id).
@@ -206,7 +206,7 @@ pub(crate) struct Family {
     next_template: u64,
 }
 
-impl Family {
+impl Subscriptions {
     /// An app's private templates, seeded with the two demo templates the first time.
     pub(crate) fn templates(&mut self, appid: &str) -> &mut Vec<PrivateTemplate> {
         self.templates.entry(appid.to_owned()).or_insert_with(|| {

@@ -55,12 +55,13 @@ mod data;
 pub mod encoding;
 pub mod endpoint;
 mod error;
-mod family;
 mod ids;
 mod keyword;
 mod library;
 mod message;
+mod mini_program;
 mod newtype;
+mod notification;
 pub mod query;
 mod secret;
 mod text;
@@ -77,10 +78,6 @@ pub use callback::{Action, AuthorizationAnswer, Cancelled, Confirmed, Expectatio
 pub use data::{DataError, DataKey, MessageData};
 pub use endpoint::{Ack, Endpoint, EndpointSpec, Method};
 pub use error::ValidationError;
-pub use family::{
-    Lang, MiniProgramMessage, MiniProgramMessageBuilder, MiniProgramState, NotificationSent,
-    SubscribeNotification, SubscribeNotificationBuilder,
-};
 pub use ids::{AppId, OpenId, Reserved, Scene, TemplateId};
 pub use keyword::{KeywordType, ValueFault};
 pub use library::{
@@ -89,6 +86,8 @@ pub use library::{
     Templates, TitlesQuery,
 };
 pub use message::{MessageParseError, SubscribeMessage, SubscribeMessageBuilder};
+pub use mini_program::{Lang, MiniProgramMessage, MiniProgramMessageBuilder, MiniProgramState};
+pub use notification::{NotificationSent, SubscribeNotification, SubscribeNotificationBuilder};
 pub use query::MAX_QUERY_LEN;
 pub use secret::{AccessToken, AppSecret, secret_string};
 pub use text::{Color, Content, HttpUrl, MiniProgram, Title};

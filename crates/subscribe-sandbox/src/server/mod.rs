@@ -19,9 +19,10 @@ use crate::push::{PushRecord, PushSettings, Pusher};
 use crate::state::{Delivered, Faults, Inner, LogEntry, Stats, rid};
 
 mod control;
-mod family;
+mod library;
 mod pages;
 mod phone;
+mod subscribe;
 mod wechat;
 
 pub use wechat::check_send_body;
@@ -369,17 +370,20 @@ pub fn router_with_clock(config: SandboxConfig, clock: SharedSandboxClock) -> (R
         .route("/cgi-bin/token", get(wechat::classic_token).post(wechat::require_get))
         .route("/cgi-bin/stable_token", post(wechat::stable_token).get(wechat::require_post))
         .route("/cgi-bin/message/template/subscribe", post(wechat::send).get(wechat::require_post))
-        .route("/cgi-bin/message/subscribe/send", post(family::mini_program_send).get(wechat::require_post))
+        .route(
+            "/cgi-bin/message/subscribe/send",
+            post(subscribe::mini_program_send).get(wechat::require_post),
+        )
         .route(
             "/cgi-bin/message/subscribe/bizsend",
-            post(family::notification_send).get(wechat::require_post),
+            post(subscribe::notification_send).get(wechat::require_post),
         )
-        .route("/wxaapi/newtmpl/getcategory", get(family::get_category))
-        .route("/wxaapi/newtmpl/getpubtemplatetitles", get(family::get_titles))
-        .route("/wxaapi/newtmpl/getpubtemplatekeywords", get(family::get_keywords))
-        .route("/wxaapi/newtmpl/gettemplate", get(family::get_templates))
-        .route("/wxaapi/newtmpl/addtemplate", post(family::add_template).get(wechat::require_post))
-        .route("/wxaapi/newtmpl/deltemplate", post(family::del_template).get(wechat::require_post))
+        .route("/wxaapi/newtmpl/getcategory", get(library::get_category))
+        .route("/wxaapi/newtmpl/getpubtemplatetitles", get(library::get_titles))
+        .route("/wxaapi/newtmpl/getpubtemplatekeywords", get(library::get_keywords))
+        .route("/wxaapi/newtmpl/gettemplate", get(library::get_templates))
+        .route("/wxaapi/newtmpl/addtemplate", post(library::add_template).get(wechat::require_post))
+        .route("/wxaapi/newtmpl/deltemplate", post(library::del_template).get(wechat::require_post))
         .route("/mp/subscribemsg", get(pages::authorize_page))
         .route("/mp/subscribemsg/decide", post(pages::decide))
         .route("/", get(|| async { Redirect::to("/sandbox") }))
@@ -396,7 +400,7 @@ pub fn router_with_clock(config: SandboxConfig, clock: SharedSandboxClock) -> (R
         .route("/sandbox/api/tokens/revoke", post(control::revoke))
         .route("/sandbox/api/tokens/expire", post(control::expire))
         .route("/sandbox/api/grants", post(control::add_grant))
-        .route("/sandbox/api/subscribe", post(family::control_subscribe))
+        .route("/sandbox/api/subscribe", post(subscribe::control_subscribe))
         .route("/sandbox/api/push", post(control::configure_push))
         .route("/sandbox/api/pushes", get(control::pushes_json))
         .route("/sandbox/popup", get(pages::popup_page))

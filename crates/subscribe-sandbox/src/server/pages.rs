@@ -161,7 +161,7 @@ fn popup_template<'s>(
     let id = template_id.ok_or("the query has no template_id")?;
     let mut inner = s.lock();
     let template = inner
-        .family
+        .subscriptions
         .templates(appid)
         .iter()
         .find(|t| &t.id == id)

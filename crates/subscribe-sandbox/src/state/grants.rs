@@ -133,14 +133,14 @@ impl Inner {
     }
 
     /// Delivers a successor's message that passed its checks; `msgid` for a notification.
-    pub(crate) fn deliver_family(
+    pub(crate) fn deliver_subscribed(
         &mut self,
         appid: &str,
         kind: crate::library::SendKind,
         accepted: crate::library::Accepted,
         wall: SystemTime,
     ) -> Option<u64> {
-        let msgid = (kind == crate::library::SendKind::Notification).then(|| self.family.msgid());
+        let msgid = (kind == crate::library::SendKind::Notification).then(|| self.subscriptions.msgid());
         self.stats.deliveries += 1;
         let delivered = Delivered {
             seq: SEQ.fetch_add(1, Ordering::Relaxed),

@@ -113,7 +113,7 @@ pub(crate) struct Inner {
     pub(crate) faults_set: Option<Instant>,
     pub(crate) stats: Stats,
     /// Mini-program messages, subscribe notifications and the template library.
-    pub(crate) family: crate::library::Family,
+    pub(crate) subscriptions: crate::library::Subscriptions,
 }
 
 static SEQ: AtomicU64 = AtomicU64::new(1);

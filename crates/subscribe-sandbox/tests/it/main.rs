@@ -6,8 +6,8 @@
 
 mod authorize;
 mod control;
-mod family;
 mod guard;
+mod mini_program_and_notification;
 mod phone;
 mod push;
 mod send;

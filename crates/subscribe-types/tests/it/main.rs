@@ -6,8 +6,8 @@
 mod authorize;
 mod callback;
 mod codes;
-mod family;
 mod message;
+mod mini_program_and_notification;
 mod properties;
 mod redaction;
 mod token;

@@ -1,6 +1,6 @@
-//! The successors' endpoints: `/cgi-bin/message/subscribe/send` (mini programs),
-//! `/cgi-bin/message/subscribe/bizsend` (subscribe notifications) and the template library
-//! under `/wxaapi/newtmpl/`, with WeChat's errcodes; and the control API's user answer.
+//! The mini program's and the service account's sends (`/cgi-bin/message/subscribe/send` and
+//! `/cgi-bin/message/subscribe/bizsend`), with WeChat's errcodes and the same faults as the
+//! one-time message's; and a user's answer to their subscription popups (the control API).
 
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use subscribe_types::ErrCode;
 
 use super::wechat::SendFaults;
 use super::{SandboxState, Seen, bad_request, invalid_args, json, params, wx};
-use crate::library::{self, Refusal, SendKind};
+use crate::library::{Refusal, SendKind};
 
 impl SandboxState {
     /// A user's answer to a mini program's or service account's subscription popup for one of
@@ -29,7 +29,7 @@ impl SandboxState {
         template_id: &str,
         accept: bool,
     ) -> Result<(), String> {
-        self.lock().family.subscribe(appid, openid, template_id, accept).map_err(|(_, m)| m)?;
+        self.lock().subscriptions.subscribe(appid, openid, template_id, accept).map_err(|(_, m)| m)?;
         let status = if accept { "accept" } else { "reject" };
         let item =
             PopupItem { template_id: template_id.to_owned(), status: status.into(), popup_scene: Some(1) };
@@ -43,7 +43,7 @@ impl SandboxState {
     /// # Errors
     /// When `template_id` is not one of the app's templates.
     pub fn withdraw(&self, appid: &str, openid: &str, template_id: &str) -> Result<(), String> {
-        self.lock().family.withdraw(appid, openid, template_id).map_err(|(_, m)| m)?;
+        self.lock().subscriptions.withdraw(appid, openid, template_id).map_err(|(_, m)| m)?;
         let item = ChangeItem { template_id: template_id.to_owned(), status: "reject".into() };
         self.push_event(appid, openid, EventKind::Change(vec![item]));
         Ok(())
@@ -59,18 +59,21 @@ impl SandboxState {
 
     /// Unused one-time acceptances of the successors' templates, all apps.
     pub fn unused_acceptances(&self) -> u64 {
-        self.lock().family.unused()
+        self.lock().subscriptions.unused()
     }
 }
 
 /// The app whose token is in the query, or WeChat's error.
-fn app_of(s: &SandboxState, query: &std::collections::HashMap<String, String>) -> Result<String, Refusal> {
+pub(super) fn app_of(
+    s: &SandboxState,
+    query: &std::collections::HashMap<String, String>,
+) -> Result<String, Refusal> {
     s.lock()
         .use_token(query.get("access_token").map(String::as_str), s.now().mono)
         .map_err(|(c, m)| (c, m.to_owned()))
 }
 
-fn answer(s: &SandboxState, seen: Seen, result: Result<Value, Refusal>) -> Response {
+pub(super) fn answer(s: &SandboxState, seen: Seen, result: Result<Value, Refusal>) -> Response {
     match result {
         Ok(v) => {
             s.record(seen, Some(0));
@@ -96,7 +99,7 @@ struct InFlight<'a> {
 impl<'a> InFlight<'a> {
     fn begin(s: &'a SandboxState, appid: &'a str, openid: &'a str) -> Option<Self> {
         // `then`, not `then_some`: a guard built and dropped here would take the lock it is under.
-        let began = s.lock().family.begin(appid, openid);
+        let began = s.lock().subscriptions.begin(appid, openid);
         began.then(|| Self { s, appid, openid, ended: false })
     }
 }
@@ -104,7 +107,7 @@ impl<'a> InFlight<'a> {
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         if !self.ended {
-            self.s.lock().family.end(self.appid, self.openid);
+            self.s.lock().subscriptions.end(self.appid, self.openid);
         }
     }
 }
@@ -144,12 +147,12 @@ async fn send(s: SandboxState, seen: Seen, query: Option<String>, body: Bytes, k
     tokio::time::sleep(faults.delay.max(Duration::from_millis(2))).await;
     let result = {
         let mut inner = s.lock();
-        let accepted = inner.family.accept(&s.cfg, &appid, kind, &body);
-        inner.family.end(&appid, &openid);
+        let accepted = inner.subscriptions.accept(&s.cfg, &appid, kind, &body);
+        inner.subscriptions.end(&appid, &openid);
         in_flight.ended = true;
         accepted.map(|a| {
             let template_id = a.template_id.clone();
-            (inner.deliver_family(&appid, kind, a, s.now().wall), template_id)
+            (inner.deliver_subscribed(&appid, kind, a, s.now().wall), template_id)
         })
     };
     // A notification's result is pushed as WeChat does: `subscribe_msg_sent_event` by msgid.
@@ -192,82 +195,6 @@ pub(super) async fn notification_send(
     body: Bytes,
 ) -> Response {
     send(s, seen, q, body, SendKind::Notification).await
-}
-
-/// A library call: the token checked, then `f` with the app and the query.
-fn library_call(
-    s: &SandboxState,
-    seen: Seen,
-    query: Option<&str>,
-    f: impl FnOnce(&SandboxState, &str, &std::collections::HashMap<String, String>) -> Result<Value, Refusal>,
-) -> Response {
-    // Every parameter a library call reads.
-    let result = params(query.unwrap_or(""), ["access_token", "ids", "start", "limit", "tid"])
-        .map_err(|e| invalid_args(&e))
-        .and_then(|q| app_of(s, &q).and_then(|appid| f(s, &appid, &q)));
-    answer(s, seen, result)
-}
-
-pub(super) async fn get_category(
-    State(s): State<SandboxState>,
-    seen: Seen,
-    RawQuery(q): RawQuery,
-) -> Response {
-    library_call(&s, seen, q.as_deref(), |_, _, _| Ok(library::categories()))
-}
-
-pub(super) async fn get_titles(State(s): State<SandboxState>, seen: Seen, RawQuery(q): RawQuery) -> Response {
-    library_call(&s, seen, q.as_deref(), |_, _, q| library::titles(q))
-}
-
-pub(super) async fn get_keywords(
-    State(s): State<SandboxState>,
-    seen: Seen,
-    RawQuery(q): RawQuery,
-) -> Response {
-    library_call(&s, seen, q.as_deref(), |_, _, q| library::keywords(q))
-}
-
-pub(super) async fn get_templates(
-    State(s): State<SandboxState>,
-    seen: Seen,
-    RawQuery(q): RawQuery,
-) -> Response {
-    library_call(&s, seen, q.as_deref(), |s, appid, _| {
-        let data: Vec<Value> =
-            s.lock().family.templates(appid).iter().map(library::PrivateTemplate::to_json).collect();
-        Ok(serde_json::json!({"errcode": 0, "errmsg": "ok", "data": data}))
-    })
-}
-
-fn json_body(body: &Bytes) -> Result<Value, Refusal> {
-    serde_json::from_slice(body).map_err(|_| (ErrCode::DATA_FORMAT_ERROR, "data format error".to_owned()))
-}
-
-pub(super) async fn add_template(
-    State(s): State<SandboxState>,
-    seen: Seen,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> Response {
-    library_call(&s, seen, q.as_deref(), |s, appid, _| {
-        let id = s.lock().family.add_template(appid, &json_body(&body)?)?;
-        Ok(serde_json::json!({"errcode": 0, "errmsg": "ok", "priTmplId": id}))
-    })
-}
-
-pub(super) async fn del_template(
-    State(s): State<SandboxState>,
-    seen: Seen,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> Response {
-    library_call(&s, seen, q.as_deref(), |s, appid, _| {
-        let body = json_body(&body)?;
-        let id = body.get("priTmplId").and_then(Value::as_str).unwrap_or_default();
-        s.lock().family.delete_template(appid, id)?;
-        Ok(serde_json::json!({"errcode": 0, "errmsg": "ok"}))
-    })
 }
 
 /// `POST /sandbox/api/subscribe` `{"appid","openid","template_id","decision":"accept|reject|withdraw"}`:
