@@ -15,15 +15,17 @@ mod auth_url;
 mod batch;
 mod callback;
 mod event;
-mod family;
 mod grants;
+mod mini_program;
 mod mobile_answer;
 mod mobile_request;
+mod notification;
 mod options;
 mod output;
 mod sandbox;
 mod secrets;
 mod send;
+mod templates;
 mod token;
 
 use std::process::ExitCode;
@@ -83,10 +85,10 @@ async fn run(cli: Cli) -> Result<Exit, Usage> {
         Command::MobileRequest(args) => mobile_request::run(&cli, args),
         Command::MobileAnswer(args) => mobile_answer::run(&cli, args).await,
         Command::Token(args) => token::run(&cli, args).await,
-        Command::Send(args) => send::run(&cli, args).await,
-        Command::MpSend(args) => family::mp_send(&cli, args).await,
-        Command::Notify(args) => family::notify(&cli, args).await,
-        Command::Templates { command } => family::templates(options::client(&cli), command).await,
+        Command::SendOneTime(args) => send::run(&cli, args).await,
+        Command::SendMiniProgram(args) => mini_program::run(&cli, args).await,
+        Command::SendNotification(args) => notification::run(&cli, args).await,
+        Command::Templates { command } => templates::templates(options::client(&cli), command).await,
         Command::Event(args) => event::run(&cli, args),
         Command::SendBatch(args) => batch::command(&cli, args).await,
         Command::Grants(args) => grants::run(&cli, args.database.0.expose_secret(), &args.command).await,

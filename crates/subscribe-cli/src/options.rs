@@ -8,7 +8,8 @@ use subscribe_client::{Client, TokenEndpoint};
 use subscribe_types::{AppId, AppSecret};
 
 use crate::{
-    auth_url, batch, callback, event, family, grants, mobile_answer, mobile_request, sandbox, send, token,
+    auth_url, batch, callback, event, grants, mini_program, mobile_answer, mobile_request, notification,
+    sandbox, send, templates, token,
 };
 
 /// WeChat one-time subscription messages (一次性订阅消息) from the command line.
@@ -76,16 +77,19 @@ pub(crate) enum Command {
     MobileAnswer(mobile_answer::Args),
     /// Fetch an access token; prints its lifetime (the token itself only with --show).
     Token(token::Args),
-    /// Send one message.
-    Send(send::Args),
-    /// Send one mini-program subscribe message.
-    MpSend(family::MpSendArgs),
-    /// Send one service-account subscribe notification (prints its msgid).
-    Notify(family::NotifyArgs),
+    /// Send one one-time message (一次性订阅消息).
+    #[command(name = "send-one-time", visible_alias = "send")]
+    SendOneTime(send::Args),
+    /// Send one mini-program message (小程序订阅消息).
+    #[command(name = "send-mini-program", visible_alias = "mp-send")]
+    SendMiniProgram(mini_program::Args),
+    /// Send one notification (订阅通知, a service account's; prints its msgid).
+    #[command(name = "send-notification", visible_alias = "notify")]
+    SendNotification(notification::Args),
     /// The template library: categories, public templates, keywords, and your templates.
     Templates {
         #[command(subcommand)]
-        command: family::TemplatesCommand,
+        command: templates::TemplatesCommand,
     },
     /// Verify and read one captured event push (or the server URL's check): the typed event as
     /// one JSON line, or `echostr`.

@@ -158,3 +158,15 @@ fn kind(e: &SendError) -> &'static str {
         _ => "other",
     }
 }
+
+/// Prints a send's outcome line (with `msgid` for a notification) and its stderr line.
+pub(crate) fn report(result: Result<(SendReceipt, Option<u64>), SendError>) -> Exit {
+    let msgid = result.as_ref().ok().and_then(|(_, m)| *m);
+    let receipt = result.map(|(r, _)| r);
+    let outcome = Outcome { msgid, ..Outcome::of(&receipt) };
+    println!("{}", outcome.to_json());
+    if let Some(line) = outcome.stderr_line() {
+        eprintln!("wxsub: {line}");
+    }
+    outcome.exit()
+}

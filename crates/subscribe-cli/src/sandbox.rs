@@ -36,7 +36,7 @@ pub(crate) async fn run(args: &Args) -> Result<Exit, Usage> {
             println!("    template {}  ({})", t.id, t.title);
         }
         println!(
-            "    library templates (mp-send, notify): {} (one-time: thing1 time2 amount3), {} (long-term: enum1 date2)",
+            "    library templates (send-mini-program, send-notification): {} (one-time: thing1 time2 amount3), {} (long-term: enum1 date2)",
             subscribe_sandbox::DEMO_MP_TEMPLATE,
             subscribe_sandbox::DEMO_LONG_TERM_TEMPLATE
         );

@@ -1,11 +1,12 @@
-//! `wxsub send`: one one-time message, checked before anything is sent.
+//! `wxsub send-one-time` (also `send`): one one-time message, checked before anything is sent;
+//! and the recipient and data flags the other kinds' commands share.
 
-use subscribe_types::{OpenId, Scene, SubscribeMessage, TemplateId, ValidationError};
+use subscribe_types::{MessageData, OpenId, Scene, SubscribeMessage, TemplateId, ValidationError};
 
 use crate::options::{Cli, Usage, client, parse};
 use crate::output::{Exit, Outcome};
 
-/// The arguments of `wxsub send`.
+/// The arguments of `wxsub send-one-time`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// The recipient's OpenID.
@@ -15,7 +16,7 @@ pub(crate) struct Args {
     pub(crate) message: MessageArgs,
 }
 
-/// The one-time message's flags, as `send` and `grants dispatch` take them.
+/// The one-time message's flags, as `send-one-time` and `grants dispatch` take them.
 #[derive(Clone, Debug, clap::Args)]
 pub(crate) struct MessageArgs {
     /// The one-time template.
@@ -99,7 +100,7 @@ impl MessageArgs {
     }
 }
 
-/// `wxsub send`: the message is checked before the client is built (invalid input exits 2
+/// `wxsub send-one-time`: the message is checked before the client is built (invalid input exits 2
 /// with nothing sent).
 pub(crate) async fn run(cli: &Cli, args: &Args) -> Result<Exit, Usage> {
     let to = parse("--to", OpenId::new(args.to.as_str()))?;
@@ -113,4 +114,46 @@ pub(crate) async fn run(cli: &Cli, args: &Args) -> Result<Exit, Usage> {
         eprintln!("wxsub: {line}");
     }
     Ok(outcome.exit())
+}
+
+/// `KEY=VALUE` pairs into checked data: every key a keyword type and an index, every value
+/// keeping its type's rule.
+pub(crate) fn data(pairs: &[String]) -> Result<MessageData, Usage> {
+    if pairs.is_empty() {
+        return Err("--data KEY=VALUE is required (at least one)".into());
+    }
+    let split: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|p| {
+            p.split_once('=')
+                .ok_or_else(|| format!("--data takes KEY=VALUE (got a pair without `=`: {} bytes)", p.len()))
+        })
+        .collect::<Result<_, _>>()?;
+    MessageData::from_pairs(split).map_err(|e| format!("invalid --data: {e}"))
+}
+
+/// Who gets which template's message with which data: the arguments
+/// `send-mini-program` and `send-notification` share.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Recipient {
+    /// The recipient's OpenID.
+    #[arg(long)]
+    pub(crate) to: String,
+    /// The template (from the library).
+    #[arg(long)]
+    pub(crate) template_id: String,
+    /// A key and its value, e.g. `thing1=亚麻衬衫`; repeat for each key.
+    #[arg(long = "data", value_name = "KEY=VALUE")]
+    pub(crate) data: Vec<String>,
+}
+
+impl Recipient {
+    /// The recipient, the template and the checked data.
+    pub(crate) fn parts(&self) -> Result<(OpenId, TemplateId, MessageData), Usage> {
+        Ok((
+            parse("--to", OpenId::new(self.to.as_str()))?,
+            parse("--template-id", TemplateId::new(self.template_id.as_str()))?,
+            data(&self.data)?,
+        ))
+    }
 }

@@ -262,10 +262,11 @@ async fn send_reports_delivered_failed_and_invalid_with_exit_codes() {
         (Some("failed"), Some("api"), Some(43101))
     );
     assert_eq!(refused.stderr.lines().count(), 1, "{refused:?}");
+    // The kind's own name and the old one (`send`, kept for scripts) are the same command.
     let invalid = wxsub(
         &s,
         &[
-            "send",
+            "send-one-time",
             "--to",
             ALICE,
             "--template-id",

@@ -8,7 +8,7 @@ mod cli;
 mod dispatch;
 mod e2e;
 mod event;
-mod family;
+mod mini_program_and_notification;
 mod secrets;
 
 use subscribe_sandbox::{DEMO_APPID, DEMO_SECRET, SandboxHandle};

@@ -1,4 +1,4 @@
-//! `wxsub mp-send`, `wxsub notify`, `wxsub templates` and `send-batch`'s other kinds, against
+//! `wxsub send-mini-program` (also `mp-send`), `wxsub send-notification` (also `notify`), `wxsub templates` and `send-batch`'s other kinds, against
 //! the sandbox.
 
 use subscribe_sandbox::{
@@ -19,7 +19,7 @@ async fn mp_send_delivers_once_per_acceptance_and_refuses_a_bad_value_before_sen
     accept(&s, ALICE, DEMO_MP_TEMPLATE);
     let args = |thing: &'static str| {
         vec![
-            "mp-send",
+            "send-mini-program",
             "--to",
             ALICE,
             "--template-id",
@@ -41,7 +41,10 @@ async fn mp_send_delivers_once_per_acceptance_and_refuses_a_bad_value_before_sen
     let ok = wxsub(&s, &args("thing1=亚麻衬衫"), None).await;
     assert_eq!(ok.code, 0, "{ok:?}");
     assert_eq!(ok.json()["status"], "delivered");
-    let again = wxsub(&s, &args("thing1=亚麻衬衫"), None).await;
+    // `mp-send`, the command's name before, is the same command.
+    let mut again = args("thing1=亚麻衬衫");
+    again[0] = "mp-send";
+    let again = wxsub(&s, &again, None).await;
     assert_eq!((again.code, again.json()["errcode"].as_i64()), (1, Some(43101)), "{again:?}");
 
     let requests = s.state().stats().send_requests;
@@ -71,7 +74,7 @@ async fn notify_prints_the_msgid() {
     let out = wxsub(
         &s,
         &[
-            "notify",
+            "send-notification",
             "--to",
             ALICE,
             "--template-id",
