@@ -16,9 +16,10 @@ use crate::retry::RetryPolicy;
 use crate::state::StateKeys;
 use crate::token::{CachedToken, ExternalTokenSource, TokenManager, TokenSource};
 
+mod accepted;
 mod authorize;
 mod builder;
-mod family;
+mod library;
 mod send;
 
 pub use builder::{ClientBuilder, DEFAULT_API_BASE};

@@ -1,4 +1,4 @@
-//! Sending: one endpoint call with the token replay and the [`RetryPolicy`](crate::RetryPolicy)'s
+//! Sending each kind of message (one-time, mini-program, notification): one endpoint call with the token replay and the [`RetryPolicy`](crate::RetryPolicy)'s
 //! replays. What to do after each attempt is decided by [`Budget::decide`], free of I/O; this
 //! file only performs it.
 
@@ -6,7 +6,10 @@ use bytes::Bytes;
 use subscribe_transport::{
     HttpRequest, HttpResponse, HttpTransport as _, TransportError, TransportErrorKind, http,
 };
-use subscribe_types::{AccessToken, ApiError, ApiResponse, Endpoint, EndpointSpec, Method, SubscribeMessage};
+use subscribe_types::{
+    AccessToken, ApiError, ApiResponse, Endpoint, EndpointSpec, Method, MiniProgramMessage, NotificationSent,
+    SubscribeMessage, SubscribeNotification,
+};
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::{Answered, Client, SendReceipt};
@@ -130,6 +133,42 @@ impl Client {
         let d = self.inner.retry.backoff(*n, random);
         *n += 1;
         self.inner.clock.sleep(d).await;
+    }
+
+    /// Sends a mini-program subscribe message (`/cgi-bin/message/subscribe/send`).
+    ///
+    /// Sends to one openid go one at a time from this client (WeChat answers 43108 to
+    /// concurrent calls for one user); a 43108 from another process is replayed after a
+    /// backoff, as WeChat's busy answer is. Otherwise as [`send`](Self::send): a one-time
+    /// template's acceptance is used up by a delivered message, and an answer that may hide a
+    /// delivery is reported as such, never resent.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send). WeChat's 47003 names the data field it refused
+    /// ([`ApiError::invalid_field`](subscribe_types::ApiError::invalid_field)).
+    pub async fn send_mini_program(&self, message: &MiniProgramMessage) -> Result<SendReceipt, SendError> {
+        let _one_at_a_time = self.inner.openid_locks.lock(message.touser().as_str()).await;
+        self.execute(message).await.map(|answered| answered.receipt)
+    }
+
+    /// Sends a service account's subscribe notification (`/cgi-bin/message/subscribe/bizsend`)
+    /// and returns its `msgid`, which the `subscribe_msg_sent_event` push later names.
+    /// One at a time per openid, as [`send_mini_program`](Self::send_mini_program).
+    ///
+    /// # Errors
+    /// As [`send_mini_program`](Self::send_mini_program).
+    pub async fn send_notification(
+        &self,
+        message: &SubscribeNotification,
+    ) -> Result<Answered<NotificationSent>, SendError> {
+        let _one_at_a_time = self.inner.openid_locks.lock(message.touser().as_str()).await;
+        self.execute(message).await
+    }
+
+    /// Openids with a send in flight or waiting, from this client: a bound a long batch keeps.
+    #[doc(hidden)]
+    pub fn openids_in_flight(&self) -> usize {
+        self.inner.openid_locks.len()
     }
 }
 
