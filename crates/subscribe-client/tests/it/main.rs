@@ -8,7 +8,7 @@ mod authorize;
 mod caching;
 mod dispatch;
 mod e2e_wiremock;
-mod family;
+mod mini_program_and_notification;
 mod grants;
 mod ledger_contract;
 #[cfg(feature = "events")]
