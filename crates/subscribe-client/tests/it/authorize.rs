@@ -423,3 +423,106 @@ async fn a_reset_app_secret_keeps_the_states_of_the_old_one_with_previous_app_se
         |e| matches!(e, AuthorizationError::ForgedState),
     );
 }
+
+#[tokio::test]
+async fn a_web_and_a_mobile_answer_complete_through_the_same_call_and_record_alike() {
+    let clock = clock();
+    let client = client_with(&clock, SECRET);
+    let ledger = subscribe_client::InMemoryGrantLedger::new();
+    for (flow, openid) in [(Flow::Web, "oWebUser"), (Flow::Mobile, "oAppUser")] {
+        let text = flow.issue(&client, 1000, SESSION).answer(flow, "confirm", Some(openid));
+        let completion = client.complete(flow.wrap(&text), SESSION).await.unwrap();
+        assert_eq!(
+            completion.answer().openid().map(subscribe_types::OpenId::as_str),
+            Some(openid),
+            "{flow:?}"
+        );
+        let (answer, recorded) = completion.record(&ledger).await.unwrap();
+        assert_eq!((answer.action(), recorded), (Action::Confirm, Some(subscribe_client::Recorded::Added)));
+        assert_rejected(flow, flow.complete(&client, &text, SESSION).await, |e| {
+            matches!(e, AuthorizationError::ReplayedState)
+        });
+    }
+}
+
+#[tokio::test]
+async fn an_answer_given_as_the_other_flows_is_refused_and_uses_nothing_up() {
+    for (flow, other) in [(Flow::Web, Flow::Mobile), (Flow::Mobile, Flow::Web)] {
+        let clock = clock();
+        let client = client_with(&clock, SECRET);
+        let issued = flow.issue(&client, 1000, SESSION);
+        for action in ["confirm", "cancel"] {
+            let text = issued.answer(flow, action, Some("oUser1"));
+            let err = client.complete(other.wrap(&text), SESSION).await.unwrap_err();
+            assert!(matches!(err, AuthorizationError::Query(_)), "{flow:?} as {other:?}: {err:?}");
+            assert_eq!(err.kind(), subscribe_client::ErrorKind::Invalid);
+            assert!(!format!("{err} {err:?}").contains("oUser1"), "{err:?}");
+        }
+        // Nothing was marked: the answer read as its own flow's is the first.
+        let confirmed =
+            flow.complete(&client, &issued.answer(flow, "confirm", Some("oUser1")), SESSION).await;
+        assert!(matches!(confirmed, Ok(AuthorizationAnswer::Confirmed(_))), "{flow:?}: {confirmed:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_dropped_completion_keeps_the_state_for_the_same_answer_until_it_expires() {
+    for flow in FLOWS {
+        let clock = clock();
+        let client = client_with(&clock, SECRET);
+        let issued = flow.issue(&client, 1000, SESSION);
+        let alice = issued.answer(flow, "confirm", Some("oAlice"));
+        let mallory = issued.answer(flow, "confirm", Some("oMallory"));
+        let completion = client.complete(flow.wrap(&alice), SESSION).await.unwrap();
+        let shown = format!("{completion:?}");
+        assert!(!shown.contains("oAlice") && !shown.contains(&issued.reserved), "{shown}");
+        drop(completion);
+        // The mark stays Alice's answer's: anyone else is refused, her answer is a retry.
+        assert_rejected(flow, flow.complete(&client, &mallory, SESSION).await, |e| {
+            matches!(e, AuthorizationError::ReplayedState)
+        });
+        drop(client.complete(flow.wrap(&alice), SESSION).await.unwrap());
+        // Until the state expires: then it is refused as expired, whoever answers.
+        clock.advance(Duration::from_secs(15 * 60 + 1));
+        for text in [&alice, &mallory] {
+            assert_rejected(flow, flow.complete(&client, text, SESSION).await, |e| {
+                matches!(e, AuthorizationError::ExpiredState { .. })
+            });
+        }
+        // Accepted in time, the same answer is a replay.
+        let fresh = flow.issue(&client, 1000, SESSION).answer(flow, "confirm", Some("oAlice"));
+        drop(client.complete(flow.wrap(&fresh), SESSION).await.unwrap());
+        flow.complete(&client, &fresh, SESSION).await.unwrap();
+        assert_rejected(flow, flow.complete(&client, &fresh, SESSION).await, |e| {
+            matches!(e, AuthorizationError::ReplayedState)
+        });
+    }
+}
+
+#[tokio::test]
+async fn when_recording_fails_in_either_flow_the_same_answer_is_retried_and_no_other() {
+    use std::sync::atomic::Ordering::SeqCst;
+    for flow in FLOWS {
+        let clock = clock();
+        let client = client_with(&clock, SECRET);
+        let ledger = crate::grants::DownLedger::default();
+        ledger.1.store(true, SeqCst);
+        let issued = flow.issue(&client, 1000, SESSION);
+        let alice = issued.answer(flow, "confirm", Some("oAlice"));
+        let completion = client.complete(flow.wrap(&alice), SESSION).await.unwrap();
+        let err = completion.record(&ledger).await.unwrap_err();
+        assert!(matches!(err, subscribe_client::RecordError::Ledger(_)), "{flow:?}: {err:?}");
+        assert_eq!(err.kind(), subscribe_client::ErrorKind::Retryable);
+        let mallory = issued.answer(flow, "confirm", Some("oMallory"));
+        assert_rejected(flow, flow.complete(&client, &mallory, SESSION).await, |e| {
+            matches!(e, AuthorizationError::ReplayedState)
+        });
+        ledger.1.store(false, SeqCst);
+        let (_, recorded) =
+            client.complete(flow.wrap(&alice), SESSION).await.unwrap().record(&ledger).await.unwrap();
+        assert_eq!(recorded, Some(subscribe_client::Recorded::Added), "{flow:?}: the retry is recorded");
+        assert_rejected(flow, flow.complete(&client, &alice, SESSION).await, |e| {
+            matches!(e, AuthorizationError::ReplayedState)
+        });
+    }
+}

@@ -120,7 +120,7 @@ pub(crate) fn link(client: &subscribe_client::Client) -> subscribe_client::Autho
 
 /// A ledger whose backend is down.
 #[derive(Debug, Default)]
-pub(crate) struct DownLedger(InMemoryGrantLedger, std::sync::atomic::AtomicBool);
+pub(crate) struct DownLedger(InMemoryGrantLedger, pub(crate) std::sync::atomic::AtomicBool);
 
 #[subscribe_client::async_trait]
 impl GrantLedger for DownLedger {
