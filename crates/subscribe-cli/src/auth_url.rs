@@ -63,8 +63,7 @@ pub(crate) fn run(cli: &Cli, args: &Args) -> Result<Exit, Usage> {
         State::Given(r) => parse("--reserved", Reserved::new(r))?,
         State::Random => random_reserved()?,
         State::Signed { session } => {
-            let link =
-                signing_client(cli)?.authorize_url_for_session(&template_id, scene, &redirect_url, session);
+            let link = signing_client(cli)?.authorize_url(&template_id, scene, &redirect_url, session);
             println!("{}", link.url);
             return Ok(Exit::Ok);
         }

@@ -237,7 +237,10 @@ async fn record_verified(
             e
         }
     })?;
-    match client.complete_and_record_for_session(url_or_query, session, ledger).await {
+    let recorded = async {
+        client.complete(subscribe_client::Answer::Redirect(url_or_query), session).await?.record(ledger).await
+    };
+    match recorded.await {
         Ok((AuthorizationAnswer::Confirmed(grant), Some(recorded))) => {
             Ok((GrantKey::confirmed(crate::options::appid(cli)?, &grant), recorded))
         }

@@ -1,6 +1,7 @@
 //! `wxsub mobile-answer`: the answer a mobile app forwards from the Open SDK, read and (with
 //! `--session`) verified; with `--database`, each signed state confirms once across runs.
 
+use subscribe_client::Answer;
 use subscribe_types::MobileSubscribeResponse;
 
 use crate::callback::check_and_print;
@@ -51,9 +52,11 @@ pub(crate) async fn run(cli: &Cli, args: &Args) -> Result<Exit, Usage> {
                 None => None,
             };
             signing_client_on(cli, sql.as_ref())?
-                .complete_mobile(json, session)
+                .complete(Answer::Mobile(json), session)
                 .await
                 .map_err(|e| format!("answer rejected: {}", crate::output::one_line(&e)))?
+                .accept()
+                .await
         }
         None => MobileSubscribeResponse::parse(json)
             .and_then(MobileSubscribeResponse::into_answer)

@@ -6,8 +6,8 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use subscribe_client::Client;
 use subscribe_client::test_util::mock_with_stable_token;
+use subscribe_client::{Answer, Client};
 use subscribe_types::{
     ApiResponse, AppId, AppSecret, AuthorizationAnswer, HttpUrl, OpenId, Scene, SubscribeMessage, TemplateId,
 };
@@ -43,10 +43,10 @@ fn micro(c: &mut Criterion) {
     let client = client();
     let redirect = HttpUrl::new("https://shop.example.com/wechat/callback").unwrap();
     c.bench_function("authorization URL (signed state)", |b| {
-        b.iter(|| client.authorize_url_for_session(&template, scene, black_box(&redirect), "session-1").url);
+        b.iter(|| client.authorize_url(&template, scene, black_box(&redirect), "session-1").url);
     });
 
-    let link = client.authorize_url_for_session(&template, scene, &redirect, "session-1");
+    let link = client.authorize_url(&template, scene, &redirect, "session-1");
     let reserved = link.url.split("reserved=").nth(1).unwrap().split(['&', '#']).next().unwrap().to_owned();
     let callback = format!(
         "https://shop.example.com/wechat/callback?openid={openid}&template_id={template}&action=confirm&scene=1000&reserved={reserved}",
@@ -66,17 +66,29 @@ fn micro(c: &mut Criterion) {
         .replace("action=confirm", "action=cancel");
     c.bench_function("callback: parse + verify state", |b| {
         b.iter(|| {
-            rt.block_on(client.complete_authorization_for_session(black_box(&cancel), "session-1")).unwrap()
+            rt.block_on(async {
+                client
+                    .complete(Answer::Redirect(black_box(&cancel)), "session-1")
+                    .await
+                    .unwrap()
+                    .accept()
+                    .await
+            })
         });
     });
-    // A confirmation also marks its state used (in memory): each iteration needs a fresh one.
+    // A confirmation also marks its state used, then seals the mark (in memory): each iteration
+    // needs a fresh one.
     c.bench_function("callback: parse + verify + mark used (confirm)", |b| {
         b.iter_batched(
             || {
-                let link = client.authorize_url_for_session(&template, scene, &redirect, "session-1");
+                let link = client.authorize_url(&template, scene, &redirect, "session-1");
                 callback.replace(&reserved, link.request.reserved.as_str())
             },
-            |fresh| rt.block_on(client.complete_authorization_for_session(&fresh, "session-1")).unwrap(),
+            |fresh| {
+                rt.block_on(async {
+                    client.complete(Answer::Redirect(&fresh), "session-1").await.unwrap().accept().await
+                })
+            },
             criterion::BatchSize::SmallInput,
         );
     });

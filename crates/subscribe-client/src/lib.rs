@@ -2,8 +2,8 @@
 //! that never lie.
 //!
 //! A [`Client`] per AppID does the four steps: links to the authorization page with a signed
-//! state ([`Client::authorize_url`]), verifies WeChat's answer
-//! ([`Client::complete_authorization`], or [`Client::complete_and_record`] into a
+//! state bound to the user's session ([`Client::authorize_url`]), verifies WeChat's answer
+//! ([`Client::complete`], then [`Completion::accept`], or [`Completion::record`] into a
 //! [`GrantLedger`]), sends the one message a confirmation allows ([`Client::send`], or to
 //! everyone waiting with a [`Dispatcher`]), and keeps an access token valid for all of it — one refresh per process
 //! (or per fleet, with a shared [`TokenStore`]), ahead of expiry in the background, one
@@ -78,7 +78,9 @@ mod used_states;
 pub mod test_util;
 
 pub use async_trait::async_trait;
-pub use client::{Answered, AuthorizationLink, Client, ClientBuilder, DEFAULT_API_BASE, SendReceipt};
+pub use client::{
+    Answer, Answered, AuthorizationLink, Client, ClientBuilder, Completion, DEFAULT_API_BASE, SendReceipt,
+};
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub use clock::ManualClock;
@@ -127,6 +129,7 @@ const _: () = {
     assert_send_sync::<LedgerError>();
     assert_send_sync::<TokenStoreError>();
     assert_send_sync::<RecordError>();
+    assert_send_sync::<Completion<'static>>();
     assert_send_sync::<TokenError>();
 };
 

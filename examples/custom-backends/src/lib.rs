@@ -69,7 +69,7 @@ pub async fn dispatch_to_sandbox(dir: &Path, users: usize) -> Result<DemoReport,
     let ledger = Arc::new(FileGrantLedger::open(dir.join("grants.json"))?);
 
     // Each user confirmed once: at WeChat (the sandbox) and in our ledger, as the callback
-    // handler's `complete_and_record` would have recorded it.
+    // handler's `Client::complete` then `Completion::record` would have recorded it.
     for i in 0..users {
         let openid = OpenId::new(format!("oUser{i:010}"))?;
         sandbox.state().add_grant(&appid, &openid, &template, scene);

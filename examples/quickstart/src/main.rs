@@ -19,7 +19,7 @@
 
 use std::process::ExitCode;
 
-use subscribe_client::Client;
+use subscribe_client::{Answer, Client};
 use subscribe_sandbox::{
     DEMO_APPID, DEMO_MP_TEMPLATE, DEMO_SECRET, DEMO_TEMPLATE, SandboxConfig, SandboxHandle,
 };
@@ -68,7 +68,10 @@ async fn phone(client: &Client, sandbox: &SandboxHandle, template: &TemplateId, 
     println!("the SDK hands the app: {answer}");
 
     step(9, "The app forwards the answer; your server verifies it");
-    let AuthorizationAnswer::Confirmed(grant) = client.complete_mobile(&answer, session).await? else {
+    // `accept` makes the answer count: from now on the same answer is a replay. (With a grant
+    // ledger, `record(&ledger)` instead: it accepts once the grant is recorded.)
+    let answer = client.complete(Answer::Mobile(&answer), session).await?.accept().await;
+    let AuthorizationAnswer::Confirmed(grant) = answer else {
         return Err("the user cancelled".into());
     };
     println!("confirmed: openid {} may receive one message; state verified for this app user", grant.openid);
@@ -169,7 +172,8 @@ async fn run() -> Result<()> {
 
     step(1, "Build the authorization URL (send the user here, inside WeChat)");
     let redirect = HttpUrl::new("https://shop.example.com/wechat/subscribed")?;
-    let link = client.authorize_url(&template, scene, &redirect);
+    let session = "browser-session-1"; // your user's session id: the answer verifies only in it
+    let link = client.authorize_url(&template, scene, &redirect, session);
     println!("{}", link.url);
 
     step(2, &format!("{} opens the page and taps Confirm", user.name));
@@ -192,7 +196,8 @@ async fn run() -> Result<()> {
     println!("POST /mp/subscribemsg/decide → HTTP {} → {location}", decision.status());
 
     step(3, "Your callback parses and verifies WeChat's answer");
-    let AuthorizationAnswer::Confirmed(grant) = client.complete_authorization(&location).await? else {
+    let answer = client.complete(Answer::Redirect(&location), session).await?.accept().await;
+    let AuthorizationAnswer::Confirmed(grant) = answer else {
         return Err("the user cancelled".into());
     };
     println!(

@@ -25,7 +25,7 @@ use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use subscribe_client::{AuthorizationError, ErrorKind, RecordError, Recorded};
+use subscribe_client::{Answer, AuthorizationError, ErrorKind, RecordError, Recorded};
 use subscribe_types::AuthorizationAnswer;
 use subscribe_types::secrecy::{ExposeSecret as _, SecretSlice};
 
@@ -182,7 +182,9 @@ async fn answer(State(app): State<AppState>, headers: HeaderMap, body: Bytes) ->
     let Ok(body) = std::str::from_utf8(&body) else {
         return error(StatusCode::BAD_REQUEST, "invalid_answer", "the body is not UTF-8 JSON");
     };
-    match app.client.complete_and_record_mobile(body, &user, app.ledger.as_ref()).await {
+    let recorded =
+        async { app.client.complete(Answer::Mobile(body), &user).await?.record(app.ledger.as_ref()).await };
+    match recorded.await {
         Ok((AuthorizationAnswer::Confirmed(_), recorded)) => {
             app.counts_changed();
             let recorded = match recorded {

@@ -39,7 +39,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Json, Redirect, Response};
 use axum::routing::{get, post};
 use subscribe_client::{
-    AuthorizationError, Client, ErrorKind, GrantCounts, GrantLedger, GrantScope, InMemoryGrantLedger,
+    Answer, AuthorizationError, Client, ErrorKind, GrantCounts, GrantLedger, GrantScope, InMemoryGrantLedger,
     InMemoryNotificationResults, NotificationResults, RecordError, Recorded,
 };
 use subscribe_events::replay::{MemoryReplayCache, ReplayCache};
@@ -616,8 +616,7 @@ async fn subscribe(State(app): State<AppState>, headers: HeaderMap) -> Response 
     };
     let redirect = HttpUrl::new(format!("{}/callback", app.config.public_url))
         .expect("checked when the configuration was read");
-    let link =
-        app.client.authorize_url_for_session(&app.config.template_id, app.config.scene, &redirect, &session);
+    let link = app.client.authorize_url(&app.config.template_id, app.config.scene, &redirect, &session);
     let mut response = Redirect::to(&link.url).into_response();
     if fresh {
         response
@@ -638,7 +637,10 @@ async fn callback(State(app): State<AppState>, headers: HeaderMap, uri: Uri) -> 
     // The path and query, not the bare query: the client reads a callback as a URL (its query
     // starts after the first `?`), and a bare query may hold a `?` of its own inside a value.
     let callback = uri.path_and_query().map_or("", axum::http::uri::PathAndQuery::as_str);
-    match app.client.complete_and_record_for_session(callback, &session, app.ledger.as_ref()).await {
+    let recorded = async {
+        app.client.complete(Answer::Redirect(callback), &session).await?.record(app.ledger.as_ref()).await
+    };
+    match recorded.await {
         Ok((AuthorizationAnswer::Confirmed(c), recorded)) => {
             tracing::info!(openid = %c.openid, scene = c.scene.get(), ?recorded, "subscription confirmed");
             app.counts_changed();

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use subscribe_client::{Client, RetryPolicy, SendError, TokenEndpoint};
+use subscribe_client::{Answer, Client, RetryPolicy, SendError, TokenEndpoint};
 use subscribe_sandbox::{DEMO_APPID, DEMO_SECRET, DEMO_TEMPLATE, Faults, SandboxConfig, SandboxHandle};
 use subscribe_types::{
     AppId, AppSecret, AuthorizationAnswer, HttpUrl, OpenId, Scene, SubscribeMessage, TemplateId,
@@ -45,6 +45,7 @@ async fn authorization_callback_send_inbox_and_no_second_send() {
         &TemplateId::new(DEMO_TEMPLATE).unwrap(),
         Scene::new(42).unwrap(),
         &HttpUrl::new("https://shop.example.com/cb").unwrap(),
+        "session-alice",
     );
     // The user confirms on the sandbox's page, as a browser would.
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
@@ -64,9 +65,8 @@ async fn authorization_callback_send_inbox_and_no_second_send() {
         .unwrap();
     let location = r.headers()["location"].to_str().unwrap().to_owned();
 
-    let AuthorizationAnswer::Confirmed(grant) = c.complete_authorization(&location).await.unwrap() else {
-        panic!("confirmed")
-    };
+    let answer = c.complete(Answer::Redirect(&location), "session-alice").await.unwrap().accept().await;
+    let AuthorizationAnswer::Confirmed(grant) = answer else { panic!("confirmed") };
     let msg = SubscribeMessage::builder(grant.openid, grant.template_id, grant.scene)
         .title("到货提醒")
         .content("line 1\nline 2")

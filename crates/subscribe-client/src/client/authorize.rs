@@ -1,6 +1,10 @@
-//! Authorization: the page link (web) or the Open SDK request (mobile app) with a signed state,
-//! verifying WeChat's answer, recording it. Both flows share one verifier and one recorder:
-//! only reading the answer differs (a redirect's query, or the JSON the app forwards).
+//! Authorization: the page link (web) or the Open SDK request (mobile app) with a signed state
+//! bound to the user's session, then one completion for both flows: [`Client::complete`] reads
+//! and verifies the [`Answer`], and the [`Completion`] it returns is accepted, or recorded into a
+//! ledger. Only reading the answer differs between the flows (a redirect's query, or the JSON
+//! the app forwards).
+
+use std::fmt;
 
 use subscribe_types::{
     AuthorizationAnswer, AuthorizeRequest, HttpUrl, MobileSubscribeRequest, MobileSubscribeResponse,
@@ -12,23 +16,235 @@ use crate::error::{AuthorizationError, RecordError};
 use crate::grants::{GrantKey, GrantLedger, Recorded};
 use crate::used_states::{AnswerDigest, StateUse, UsedStatesError};
 
-impl Client {
-    /// A link to the authorization page for `template_id` and `scene`, answered at
-    /// `redirect_url`, with a signed `reserved` state that
-    /// [`complete_authorization`](Self::complete_authorization) verifies without any storage.
-    pub fn authorize_url(
-        &self,
-        template_id: &TemplateId,
-        scene: Scene,
-        redirect_url: &HttpUrl,
-    ) -> AuthorizationLink {
-        self.authorize_url_for_session(template_id, scene, redirect_url, "")
+/// An authorization answer as it reached your server, for [`Client::complete`]. Its flow
+/// decides how it is read; a text given as the other flow's is refused
+/// ([`AuthorizationError::Query`]) and uses nothing up. `Debug` shows the flow and the size,
+/// never the text (it holds the user's openid and the state).
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Answer<'a> {
+    /// WeChat's redirect to your `redirect_url` (web): the URL, or the request's
+    /// path-and-query (`/callback?…`), read with [`AuthorizationAnswer::parse`]. The query is
+    /// the text after the first `?`, so a handler passes `Uri::path_and_query`, not the bare
+    /// query (a value may hold a `?` of its own).
+    Redirect(&'a str),
+    /// The Open SDK's answer (`WXSubscribeMsgResp` on iOS, `SubscribeMessage.Resp` on
+    /// Android) as JSON, as the app forwards it, in either SDK's spelling: read with
+    /// [`MobileSubscribeResponse::parse`]. Text that is not the SDK's JSON is
+    /// [`QueryError::NotJson`](subscribe_types::QueryError::NotJson).
+    Mobile(&'a str),
+}
+
+impl Answer<'_> {
+    /// The answer, read as its flow's.
+    fn read(self) -> Result<AuthorizationAnswer, AuthorizationError> {
+        Ok(match self {
+            Self::Redirect(callback) => AuthorizationAnswer::parse(callback)?,
+            Self::Mobile(json) => MobileSubscribeResponse::parse(json)?.into_answer()?,
+        })
+    }
+}
+
+impl fmt::Debug for Answer<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (flow, text) = match self {
+            Self::Redirect(text) => ("Redirect", text),
+            Self::Mobile(text) => ("Mobile", text),
+        };
+        write!(f, "Answer::{flow}({} bytes)", text.len())
+    }
+}
+
+/// A verified answer, from [`Client::complete`]: [`accept`](Self::accept) it, or
+/// [`record`](Self::record) its grant in a ledger. Either one makes it count as accepted: the
+/// same answer later is a replay.
+///
+/// Dropped without either (the handler failed, or returned early), a confirmation stays
+/// marked but unsealed: until its state expires, the same answer is taken as the user's retry
+/// and goes through, and any other answer with that state is refused as a replay. A
+/// cancellation holds no mark. `Debug` shows the action, template and scene, never the openid
+/// or the state.
+///
+/// ```
+/// # use subscribe_client::{Answer, AuthorizationError, Client};
+/// # use subscribe_types::{AppId, AppSecret, HttpUrl, Scene, TemplateId};
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// # let client = Client::builder(AppId::new("wx0123456789abcdef")?, AppSecret::new("0123456789abcdef0123456789abcdef")?)
+/// #     .transport(subscribe_client::test_util::MockTransport::new()) // verifying sends nothing
+/// #     .build()?;
+/// let template = TemplateId::new("7YuTL__ilzyZB9DXcDt2mHx-CAS_E7KtsQkhIGVhhRM")?;
+/// let link = client.authorize_url(&template, Scene::new(1000)?, &HttpUrl::new("https://app.example.com/cb")?, "s-42");
+/// let callback = |openid: &str| format!(
+///     "/cb?openid={openid}&template_id={template}&action=confirm&scene=1000&reserved={}",
+///     link.request.reserved.as_str()
+/// );
+/// let completion = client.complete(Answer::Redirect(&callback("oAlice")), "s-42").await?;
+/// drop(completion); // neither accepted nor recorded
+/// // The state stays Alice's answer's: another openid is refused, her retry goes through.
+/// let mallory = client.complete(Answer::Redirect(&callback("oMallory")), "s-42").await;
+/// assert!(matches!(mallory, Err(AuthorizationError::ReplayedState)));
+/// client.complete(Answer::Redirect(&callback("oAlice")), "s-42").await?.accept().await;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+#[must_use = "a confirmation counts as accepted only once it is `accept`ed or `record`ed"]
+pub struct Completion<'c> {
+    client: &'c Client,
+    answer: AuthorizationAnswer,
+    /// A confirmation's mark, sealed once the answer is accepted.
+    mark: Option<AnswerDigest>,
+}
+
+impl fmt::Debug for Completion<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Completion")
+            .field("action", &self.answer.action())
+            .field("template_id", self.answer.template_id())
+            .field("scene", &self.answer.scene())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Completion<'_> {
+    /// The verified answer, not accepted yet: look at it before you decide what to do.
+    ///
+    /// ```
+    /// # use subscribe_client::{Answer, Client};
+    /// # use subscribe_types::{Action, AppId, AppSecret, HttpUrl, Scene, TemplateId};
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// # let client = Client::builder(AppId::new("wx0123456789abcdef")?, AppSecret::new("0123456789abcdef0123456789abcdef")?)
+    /// #     .transport(subscribe_client::test_util::MockTransport::new())
+    /// #     .build()?;
+    /// # let template = TemplateId::new("7YuTL__ilzyZB9DXcDt2mHx-CAS_E7KtsQkhIGVhhRM")?;
+    /// # let link = client.authorize_url(&template, Scene::new(1000)?, &HttpUrl::new("https://app.example.com/cb")?, "s-42");
+    /// let callback = format!(
+    ///     "/cb?template_id={template}&action=cancel&scene=1000&reserved={}",
+    ///     link.request.reserved.as_str()
+    /// );
+    /// let completion = client.complete(Answer::Redirect(&callback), "s-42").await?;
+    /// assert_eq!(completion.answer().action(), Action::Cancel);
+    /// assert_eq!(completion.answer().openid(), None);
+    /// # let _ = completion.accept().await;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn answer(&self) -> &AuthorizationAnswer {
+        &self.answer
     }
 
-    /// Like [`authorize_url`](Self::authorize_url), with the state bound to `session` (your
-    /// user's session id): an answer then verifies only in that session, which stops an
-    /// attacker from making a victim complete the attacker's authorization.
-    pub fn authorize_url_for_session(
+    /// Accepts the answer: a confirmation's mark is sealed, so the same answer later is a
+    /// replay. Keep the grant (or whatever it allows) before you call this, or use
+    /// [`record`](Self::record), which accepts only once the grant is in a ledger. A seal that
+    /// fails is logged, not returned: the mark still refuses every other answer, and the same
+    /// answer is taken as a retry until the state expires.
+    ///
+    /// ```
+    /// # use subscribe_client::{Answer, Client};
+    /// # use subscribe_types::{AppId, AppSecret, AuthorizationAnswer, HttpUrl, Scene, TemplateId};
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// # let client = Client::builder(AppId::new("wx0123456789abcdef")?, AppSecret::new("0123456789abcdef0123456789abcdef")?)
+    /// #     .transport(subscribe_client::test_util::MockTransport::new())
+    /// #     .build()?;
+    /// # let template = TemplateId::new("7YuTL__ilzyZB9DXcDt2mHx-CAS_E7KtsQkhIGVhhRM")?;
+    /// # let link = client.authorize_url(&template, Scene::new(1000)?, &HttpUrl::new("https://app.example.com/cb")?, "s-42");
+    /// let callback = format!(
+    ///     "/cb?openid=oAlice&template_id={template}&action=confirm&scene=1000&reserved={}",
+    ///     link.request.reserved.as_str()
+    /// );
+    /// let answer = client.complete(Answer::Redirect(&callback), "s-42").await?.accept().await;
+    /// let AuthorizationAnswer::Confirmed(grant) = answer else { unreachable!() };
+    /// assert_eq!(grant.openid.as_str(), "oAlice"); // one message may be sent to Alice
+    /// assert!(client.complete(Answer::Redirect(&callback), "s-42").await.is_err(), "a replay");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn accept(self) -> AuthorizationAnswer {
+        self.client.seal(&self.answer, self.mark.as_ref()).await;
+        self.answer
+    }
+
+    /// Records a confirmation in `ledger` (idempotently: a repeated confirmation adds nothing),
+    /// then accepts it as [`accept`](Self::accept) does. Returns the answer and, for a
+    /// confirmation, what recording did; a cancellation records nothing and is returned with
+    /// `None`.
+    ///
+    /// ```
+    /// # use subscribe_client::{Answer, Client, InMemoryGrantLedger, Recorded};
+    /// # use subscribe_types::{AppId, AppSecret, HttpUrl, Scene, TemplateId};
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// # let client = Client::builder(AppId::new("wx0123456789abcdef")?, AppSecret::new("0123456789abcdef0123456789abcdef")?)
+    /// #     .transport(subscribe_client::test_util::MockTransport::new())
+    /// #     .build()?;
+    /// # let template = TemplateId::new("7YuTL__ilzyZB9DXcDt2mHx-CAS_E7KtsQkhIGVhhRM")?;
+    /// # let link = client.authorize_url(&template, Scene::new(1000)?, &HttpUrl::new("https://app.example.com/cb")?, "s-42");
+    /// let ledger = InMemoryGrantLedger::new(); // in production: subscribe-sql's or subscribe-redis's
+    /// let callback = format!(
+    ///     "/cb?openid=oAlice&template_id={template}&action=confirm&scene=1000&reserved={}",
+    ///     link.request.reserved.as_str()
+    /// );
+    /// let (_, recorded) = client.complete(Answer::Redirect(&callback), "s-42").await?.record(&ledger).await?;
+    /// assert_eq!(recorded, Some(Recorded::Added)); // a dispatcher will send Alice her message
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// [`RecordError::Ledger`] when the ledger fails: nothing is accepted, the mark stays
+    /// unsealed, so the user's retry of the same answer goes through (ask the user to retry),
+    /// and any other answer with the state is still refused. (`record` never returns
+    /// [`RecordError::Authorization`]: that is [`Client::complete`]'s error, which `?` turns
+    /// into a `RecordError`.)
+    pub async fn record(
+        self,
+        ledger: &dyn GrantLedger,
+    ) -> Result<(AuthorizationAnswer, Option<Recorded>), RecordError> {
+        let recorded = match &self.answer {
+            AuthorizationAnswer::Confirmed(c) => {
+                let key = GrantKey::confirmed(self.client.inner.appid.clone(), c);
+                let recorded = ledger.record(&key, self.client.inner.clock.now()).await?;
+                Some(recorded)
+            }
+            AuthorizationAnswer::Cancelled(_) => None,
+        };
+        Ok((self.accept().await, recorded))
+    }
+}
+
+impl Client {
+    /// A link to the authorization page for `template_id` and `scene`, answered at
+    /// `redirect_url`, with a signed, single-use `reserved` state bound to `session`, that
+    /// [`complete`](Self::complete) verifies without storing anything for the link.
+    ///
+    /// `session` is your user's session id (the one your login cookie names): the answer then
+    /// verifies only in that session. That stops a login-CSRF style attack, where an attacker
+    /// authorizes with their own WeChat account and gets a victim's browser to deliver the
+    /// answer, so the victim's account receives the attacker's grant (or the attacker's openid).
+    ///
+    /// ```
+    /// # use subscribe_client::{Answer, AuthorizationError, Client};
+    /// # use subscribe_types::{AppId, AppSecret, AuthorizationAnswer, HttpUrl, Scene, TemplateId};
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// # let client = Client::builder(AppId::new("wx0123456789abcdef")?, AppSecret::new("0123456789abcdef0123456789abcdef")?)
+    /// #     .transport(subscribe_client::test_util::MockTransport::new()) // signing sends nothing
+    /// #     .build()?;
+    /// let template = TemplateId::new("7YuTL__ilzyZB9DXcDt2mHx-CAS_E7KtsQkhIGVhhRM")?;
+    /// let redirect = HttpUrl::new("https://app.example.com/wechat/callback")?;
+    /// let link = client.authorize_url(&template, Scene::new(1000)?, &redirect, "session-of-alice");
+    /// assert!(link.url.starts_with("https://mp.weixin.qq.com/mp/subscribemsg?action=get_confirm&"));
+    /// // The user opens `link.url` in WeChat, which redirects back with the answer:
+    /// let callback = format!(
+    ///     "/wechat/callback?openid=oAlice&template_id={template}&action=confirm&scene=1000&reserved={}",
+    ///     link.request.reserved.as_str()
+    /// );
+    /// // Delivered in any other session, the answer is refused.
+    /// let elsewhere = client.complete(Answer::Redirect(&callback), "session-of-mallory").await;
+    /// assert!(matches!(elsewhere, Err(AuthorizationError::ForgedState)));
+    /// let answer = client.complete(Answer::Redirect(&callback), "session-of-alice").await?.accept().await;
+    /// assert!(matches!(answer, AuthorizationAnswer::Confirmed(_)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn authorize_url(
         &self,
         template_id: &TemplateId,
         scene: Scene,
@@ -80,88 +296,56 @@ impl Client {
         inner.state_key.sign(&inner.appid, template_id, scene, expires, session)
     }
 
-    /// Reads WeChat's redirect (its URL, or the request's path-and-query: read with
-    /// [`AuthorizationAnswer::parse`], whose query starts after the first `?`, so a handler
-    /// passes `Uri::path_and_query`, not the bare query that may hold a `?` of its own) and
-    /// checks its state: issued by this
-    /// client's key (or a previous one of its ring) for this app, template and scene, not
-    /// expired, and, for a confirmation, not used before: each state confirms once (see
-    /// [`UsedStates`](crate::UsedStates)). Returns the confirmation (one message may be sent) or
-    /// the cancellation. A confirmation returned here counts as accepted: the same answer
-    /// later is a replay, so record it before you tell the user it worked, or use
-    /// [`complete_and_record`](Self::complete_and_record), which accepts the answer only once
-    /// its grant is recorded.
+    /// Reads an authorization answer, a web redirect or a mobile app's forwarded SDK answer
+    /// ([`Answer`]), and verifies it in `session`, the session id the link or request was made
+    /// for ([`authorize_url`](Self::authorize_url), [`mobile_request`](Self::mobile_request)):
+    /// its state was issued by this client's key (or a previous one of its ring) for this app,
+    /// template, scene and session, has not expired, and, for a confirmation, was not used
+    /// before: each state confirms once (see [`UsedStates`](crate::UsedStates)).
+    ///
+    /// A confirmation marks its state as this answer's. The [`Completion`] returned counts as
+    /// accepted once you [`accept`](Completion::accept) it, or [`record`](Completion::record)
+    /// its grant; until then (and if it is dropped) the same answer is taken as the user's
+    /// retry, and any other answer with the state is refused.
+    ///
+    /// ```
+    /// # use subscribe_client::{Answer, Client, InMemoryGrantLedger, Recorded};
+    /// # use subscribe_types::{AppId, AppSecret, Scene, TemplateId};
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// # let client = Client::builder(AppId::new("wx0123456789abcdef")?, AppSecret::new("0123456789abcdef0123456789abcdef")?)
+    /// #     .transport(subscribe_client::test_util::MockTransport::new()) // verifying sends nothing
+    /// #     .build()?;
+    /// let ledger = InMemoryGrantLedger::new();
+    /// let template = TemplateId::new("7YuTL__ilzyZB9DXcDt2mHx-CAS_E7KtsQkhIGVhhRM")?;
+    /// let request = client.mobile_request(&template, Scene::new(1000)?, "app-session-42");
+    /// // The app hands `request` to the Open SDK and forwards the SDK's answer:
+    /// let forwarded = format!(
+    ///     r#"{{"openId":"oUser","templateId":"{template}","scene":1000,"action":"confirm","reserved":"{}"}}"#,
+    ///     request.reserved.as_str()
+    /// );
+    /// let completion = client.complete(Answer::Mobile(&forwarded), "app-session-42").await?;
+    /// let (answer, recorded) = completion.record(&ledger).await?;
+    /// assert_eq!(answer.openid().map(|o| o.as_str()), Some("oUser"));
+    /// assert_eq!(recorded, Some(Recorded::Added));
+    /// // Recorded, so accepted: the same answer again is a replay.
+    /// assert!(client.complete(Answer::Mobile(&forwarded), "app-session-42").await.is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
     ///
     /// # Errors
-    /// [`AuthorizationError`]: malformed callback, missing, forged, foreign, expired or
-    /// replayed state, or a store of used states that failed (then the same answer can be
-    /// completed again).
-    pub async fn complete_authorization(
+    /// [`AuthorizationError`]: an answer that does not read as its flow's
+    /// ([`Query`](AuthorizationError::Query): malformed, or given as the other flow's), a
+    /// missing, forged, foreign, expired or replayed state, or a store of used states that
+    /// failed (then the same answer can be completed again). A refused answer uses nothing up.
+    pub async fn complete(
         &self,
-        callback: &str,
-    ) -> Result<AuthorizationAnswer, AuthorizationError> {
-        self.complete_authorization_for_session(callback, "").await
-    }
-
-    /// Like [`complete_authorization`](Self::complete_authorization) for a state made with
-    /// [`authorize_url_for_session`](Self::authorize_url_for_session).
-    ///
-    /// # Errors
-    /// As [`complete_authorization`](Self::complete_authorization).
-    pub async fn complete_authorization_for_session(
-        &self,
-        callback: &str,
+        answer: Answer<'_>,
         session: &str,
-    ) -> Result<AuthorizationAnswer, AuthorizationError> {
-        let (answer, by) = self.verify_answer(AuthorizationAnswer::parse(callback)?, session).await?;
-        self.seal(&answer, by.as_ref()).await;
-        Ok(answer)
+    ) -> Result<Completion<'_>, AuthorizationError> {
+        let (answer, mark) = self.verify_answer(answer.read()?, session).await?;
+        Ok(Completion { client: self, answer, mark })
     }
-
-    /// Reads the answer a mobile app forwards (the Open SDK's `WXSubscribeMsgResp` /
-    /// `SubscribeMessage.Resp` as JSON, in either SDK's spelling: see
-    /// [`MobileSubscribeResponse::parse`]) and verifies it exactly as
-    /// [`complete_authorization_for_session`](Self::complete_authorization_for_session)
-    /// verifies a web callback: same app, template, scene and session, not expired, and for a
-    /// confirmation not used before.
-    ///
-    /// # Errors
-    /// As [`complete_authorization`](Self::complete_authorization); a body that is not the
-    /// SDK's JSON is [`AuthorizationError::Query`] with [`QueryError::NotJson`](subscribe_types::QueryError::NotJson).
-    pub async fn complete_mobile(
-        &self,
-        answer_json: &str,
-        session: &str,
-    ) -> Result<AuthorizationAnswer, AuthorizationError> {
-        let (answer, by) = self.verify_mobile(answer_json, session).await?;
-        self.seal(&answer, by.as_ref()).await;
-        Ok(answer)
-    }
-
-    /// [`complete_mobile`](Self::complete_mobile), then records a confirmation in `ledger`, as
-    /// [`complete_and_record`](Self::complete_and_record) does for the web.
-    ///
-    /// # Errors
-    /// As [`complete_and_record`](Self::complete_and_record).
-    pub async fn complete_and_record_mobile(
-        &self,
-        answer_json: &str,
-        session: &str,
-        ledger: &dyn GrantLedger,
-    ) -> Result<(AuthorizationAnswer, Option<Recorded>), RecordError> {
-        let (answer, by) = self.verify_mobile(answer_json, session).await?;
-        self.record_answer(answer, by, ledger).await
-    }
-
-    async fn verify_mobile(
-        &self,
-        answer_json: &str,
-        session: &str,
-    ) -> Result<(AuthorizationAnswer, Option<AnswerDigest>), AuthorizationError> {
-        let answer = MobileSubscribeResponse::parse(answer_json)?.into_answer()?;
-        self.verify_answer(answer, session).await
-    }
-
     /// The one verifier of both flows: the state's signature, binding and expiry, then (for a
     /// confirmation) its mark, made by this answer. Returns the answer and, for a
     /// confirmation, its digest, for sealing the mark once the answer is accepted.
@@ -224,59 +408,5 @@ impl Client {
                 Err(AuthorizationError::UsedStates(UsedStatesError::new("no answer within store_timeout")))
             }
         }
-    }
-
-    /// [`complete_authorization`](Self::complete_authorization), then records a confirmation
-    /// in `ledger` (idempotently: a repeated confirmation adds nothing). Returns the answer and,
-    /// for a confirmation, what recording did. The answer counts as accepted (the same answer
-    /// later is a replay) only once its grant is recorded: until then, the user's retry of the
-    /// same answer goes through, and any other answer with its state is refused.
-    ///
-    /// # Errors
-    /// [`RecordError::Authorization`] as `complete_authorization`; [`RecordError::Ledger`] when
-    /// the ledger fails (the answer was valid and is not accepted yet, so the same answer can
-    /// be completed again: ask the user to retry).
-    pub async fn complete_and_record(
-        &self,
-        callback: &str,
-        ledger: &dyn GrantLedger,
-    ) -> Result<(AuthorizationAnswer, Option<Recorded>), RecordError> {
-        self.complete_and_record_for_session(callback, "", ledger).await
-    }
-
-    /// [`complete_and_record`](Self::complete_and_record) for a session-bound state.
-    ///
-    /// # Errors
-    /// As [`complete_and_record`](Self::complete_and_record).
-    pub async fn complete_and_record_for_session(
-        &self,
-        callback: &str,
-        session: &str,
-        ledger: &dyn GrantLedger,
-    ) -> Result<(AuthorizationAnswer, Option<Recorded>), RecordError> {
-        let answer = AuthorizationAnswer::parse(callback).map_err(AuthorizationError::from)?;
-        let (answer, by) = self.verify_answer(answer, session).await?;
-        self.record_answer(answer, by, ledger).await
-    }
-
-    /// The one recorder of both flows: a confirmation goes into `ledger`, then its mark is
-    /// sealed. When the ledger fails the mark stays unsealed, so the user's retry of this very
-    /// answer is taken as a retry, not a replay.
-    async fn record_answer(
-        &self,
-        answer: AuthorizationAnswer,
-        by: Option<AnswerDigest>,
-        ledger: &dyn GrantLedger,
-    ) -> Result<(AuthorizationAnswer, Option<Recorded>), RecordError> {
-        let recorded = match &answer {
-            AuthorizationAnswer::Confirmed(c) => {
-                let key = GrantKey::confirmed(self.inner.appid.clone(), c);
-                let recorded = ledger.record(&key, self.inner.clock.now()).await?;
-                self.seal(&answer, by.as_ref()).await;
-                Some(recorded)
-            }
-            AuthorizationAnswer::Cancelled(_) => None,
-        };
-        Ok((answer, recorded))
     }
 }

@@ -22,6 +22,7 @@ mod builder;
 mod library;
 mod send;
 
+pub use authorize::{Answer, Completion};
 pub use builder::{ClientBuilder, DEFAULT_API_BASE};
 /// A WeChat client for one app: tokens, sends, authorization. Cheap to clone (an `Arc`),
 /// `Send + Sync`; build one per AppID and share it.

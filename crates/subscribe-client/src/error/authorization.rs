@@ -52,8 +52,8 @@ impl AuthorizationError {
     }
 }
 
-/// Verifying and recording an authorization answer
-/// ([`Client::complete_and_record`](crate::Client::complete_and_record)) failed.
+/// Verifying and recording an authorization answer failed: [`Client::complete`](crate::Client::complete)'s
+/// error (through `?`), or [`Completion::record`](crate::Completion::record)'s.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RecordError {

@@ -149,7 +149,8 @@ async fn lost_answers_lose_no_grant<S: crate::UsedStates + ?Sized + 'static>(sto
     };
     let ledger = crate::InMemoryGrantLedger::new();
     let redirect = HttpUrl::new("https://contract.example/cb").unwrap_or_else(|e| panic!("{e}"));
-    let link = || client.authorize_url(&scope.template_id, scope.scene, &redirect);
+    let session = "contract-session";
+    let link = || client.authorize_url(&scope.template_id, scope.scene, &redirect, session);
     let confirm = |link: &crate::AuthorizationLink, openid: &str| {
         format!(
             "openid={openid}&template_id={}&action=confirm&scene=1&reserved={}",
@@ -157,44 +158,47 @@ async fn lost_answers_lose_no_grant<S: crate::UsedStates + ?Sized + 'static>(sto
             link.request.reserved.as_str()
         )
     };
+    let record = async |callback: &str| -> Result<_, RecordError> {
+        client.complete(crate::Answer::Redirect(callback), session).await?.record(&ledger).await
+    };
     let replayed = |r: Result<_, RecordError>| {
         matches!(r, Err(RecordError::Authorization(AuthorizationError::ReplayedState)))
     };
 
     let first = link();
     lossy.lose_next_mark();
-    let lost = client.complete_and_record(&confirm(&first, CONTRACT_ALICE), &ledger).await;
+    let lost = record(&confirm(&first, CONTRACT_ALICE)).await;
     assert!(
         matches!(&lost, Err(e @ RecordError::Authorization(AuthorizationError::UsedStates(_))) if e.kind() == ErrorKind::Retryable),
         "lost answers: a mark whose answer is lost is a retryable error: {lost:?}"
     );
     assert_eq!(lossy.lost(), 1, "lost answers: the wrapper made the mark and lost its answer");
-    let retried = client.complete_and_record(&confirm(&first, CONTRACT_ALICE), &ledger).await;
+    let retried = record(&confirm(&first, CONTRACT_ALICE)).await;
     assert!(
         matches!(retried, Ok((_, Some(Recorded::Added)))),
         "lost answers: the retry of an answer whose mark landed (its answer lost) is recorded: {retried:?}"
     );
     for other in [CONTRACT_MALLORY.to_owned(), CONTRACT_ALICE.to_lowercase(), CONTRACT_ALICE.to_uppercase()] {
         assert!(
-            replayed(client.complete_and_record(&confirm(&first, &other), &ledger).await),
+            replayed(record(&confirm(&first, &other)).await),
             "lost answers: another openid ({other}) with the state is a replay"
         );
     }
     assert!(
-        replayed(client.complete_and_record(&confirm(&first, CONTRACT_ALICE), &ledger).await),
+        replayed(record(&confirm(&first, CONTRACT_ALICE)).await),
         "lost answers: the same answer after it was recorded is a replay"
     );
 
     let second = link();
     lossy.lose_next_seal();
-    let sealed = client.complete_and_record(&confirm(&second, CONTRACT_MALLORY), &ledger).await;
+    let sealed = record(&confirm(&second, CONTRACT_MALLORY)).await;
     assert!(
         matches!(sealed, Ok((_, Some(Recorded::Added)))),
         "lost answers: a lost answer to the seal loses nothing: {sealed:?}"
     );
     assert_eq!(lossy.lost(), 2, "lost answers: the wrapper made the seal and lost its answer");
     assert!(
-        replayed(client.complete_and_record(&confirm(&second, CONTRACT_MALLORY), &ledger).await),
+        replayed(record(&confirm(&second, CONTRACT_MALLORY)).await),
         "lost answers: the seal landed, so the same answer again is a replay"
     );
     let now = crate::SystemClock;

@@ -1,11 +1,11 @@
 //! Verifying an answer, as a table over both flows: the web page's redirect and the JSON a
-//! mobile app forwards from the Open SDK. Each test runs in both; only issuing the request and
-//! rendering WeChat's answer differ.
+//! mobile app forwards from the Open SDK. Each test runs in both, through the one
+//! `Client::complete`; only issuing the request and rendering WeChat's answer differ.
 
 use std::time::Duration;
 
 use subscribe_client::test_util::MockTransport;
-use subscribe_client::{AuthorizationError, Client, ManualClock};
+use subscribe_client::{Answer, AuthorizationError, Client, ManualClock};
 use subscribe_types::{
     Action, AppSecret, AuthorizationAnswer, AuthorizeRequest, HttpUrl, QueryError, Scene, TemplateId,
 };
@@ -46,12 +46,12 @@ struct Issued {
 }
 
 impl Flow {
-    /// Issues a request for `scene` bound to `session` (empty: none).
+    /// Issues a request for `scene` bound to `session`.
     fn issue(self, client: &Client, scene: u32, session: &str) -> Issued {
         let (tpl, scene) = (TemplateId::new(TEMPLATE).unwrap(), Scene::new(scene).unwrap());
         match self {
             Self::Web => {
-                let link = client.authorize_url_for_session(&tpl, scene, &redirect(), session);
+                let link = client.authorize_url(&tpl, scene, &redirect(), session);
                 assert!(
                     link.url.starts_with(&format!("{MP}/mp/subscribemsg?action=get_confirm&appid={APPID}&"))
                 );
@@ -78,17 +78,22 @@ impl Flow {
         }
     }
 
-    /// Verifies `answer` in `session`.
+    /// `text` as this flow's answer.
+    fn wrap(self, text: &str) -> Answer<'_> {
+        match self {
+            Self::Web => Answer::Redirect(text),
+            Self::Mobile => Answer::Mobile(text),
+        }
+    }
+
+    /// Verifies `answer` in `session` and accepts it.
     async fn complete(
         self,
         client: &Client,
         answer: &str,
         session: &str,
     ) -> Result<AuthorizationAnswer, AuthorizationError> {
-        match self {
-            Self::Web => client.complete_authorization_for_session(answer, session).await,
-            Self::Mobile => client.complete_mobile(answer, session).await,
-        }
+        Ok(client.complete(self.wrap(answer), session).await?.accept().await)
     }
 
     /// Something that is no answer at all.
@@ -154,13 +159,13 @@ async fn round_trip_confirm_and_cancel() {
     for flow in FLOWS {
         let clock = clock();
         let client = client_with(&clock, SECRET);
-        let issued = flow.issue(&client, 1000, "");
+        let issued = flow.issue(&client, 1000, SESSION);
         assert!(!issued.reserved.is_empty());
         let confirmed =
-            flow.complete(&client, &issued.answer(flow, "confirm", Some("oUser1")), "").await.unwrap();
+            flow.complete(&client, &issued.answer(flow, "confirm", Some("oUser1")), SESSION).await.unwrap();
         let AuthorizationAnswer::Confirmed(c) = confirmed else { panic!("{flow:?}: confirmed") };
         assert_eq!((c.openid.as_str(), c.scene.get(), c.template_id.as_str()), ("oUser1", 1000, TEMPLATE));
-        let cancelled = flow.complete(&client, &issued.answer(flow, "cancel", None), "").await.unwrap();
+        let cancelled = flow.complete(&client, &issued.answer(flow, "cancel", None), SESSION).await.unwrap();
         assert_eq!(cancelled.action(), Action::Cancel, "{flow:?}");
     }
 }
@@ -170,7 +175,7 @@ async fn tampered_state_is_rejected() {
     for flow in FLOWS {
         let clock = clock();
         let client = client_with(&clock, SECRET);
-        let issued = flow.issue(&client, 1, "");
+        let issued = flow.issue(&client, 1, SESSION);
         let forged = |f: &dyn Fn(&mut Issued)| {
             let mut i = issued.clone();
             f(&mut i);
@@ -184,25 +189,25 @@ async fn tampered_state_is_rejected() {
                 chars[pos] = if chars[pos] == '0' { '1' } else { '0' };
                 i.reserved = chars.into_iter().collect();
             };
-            assert_rejected(flow, flow.complete(&client, &forged(&flip), "").await, is_forged);
+            assert_rejected(flow, flow.complete(&client, &forged(&flip), SESSION).await, is_forged);
         }
         // The answer's template or scene swapped under a valid state.
         assert_rejected(
             flow,
-            flow.complete(&client, &forged(&|i| i.scene = "2".into()), "").await,
+            flow.complete(&client, &forged(&|i| i.scene = "2".into()), SESSION).await,
             is_forged,
         );
         assert_rejected(
             flow,
-            flow.complete(&client, &forged(&|i| i.template_id = "another_template".into()), "").await,
+            flow.complete(&client, &forged(&|i| i.template_id = "another_template".into()), SESSION).await,
             is_forged,
         );
         // No state at all.
-        assert_rejected(flow, flow.complete(&client, &forged(&|i| i.reserved.clear()), "").await, |e| {
+        assert_rejected(flow, flow.complete(&client, &forged(&|i| i.reserved.clear()), SESSION).await, |e| {
             matches!(e, AuthorizationError::MissingState)
         });
         // Not an answer.
-        assert_rejected(flow, flow.complete(&client, flow.garbage(), "").await, |e| {
+        assert_rejected(flow, flow.complete(&client, flow.garbage(), SESSION).await, |e| {
             matches!(e, AuthorizationError::Query(_))
         });
     }
@@ -213,11 +218,11 @@ async fn expired_state_is_rejected() {
     for flow in FLOWS {
         let clock = clock();
         let client = client_with(&clock, SECRET);
-        let answer = flow.issue(&client, 1, "").answer(flow, "confirm", Some("oUser1"));
+        let answer = flow.issue(&client, 1, SESSION).answer(flow, "confirm", Some("oUser1"));
         clock.advance(Duration::from_secs(14 * 60));
-        flow.complete(&client, &answer, "").await.unwrap();
+        flow.complete(&client, &answer, SESSION).await.unwrap();
         clock.advance(Duration::from_secs(2 * 60));
-        assert_rejected(flow, flow.complete(&client, &answer, "").await, |e| {
+        assert_rejected(flow, flow.complete(&client, &answer, SESSION).await, |e| {
             matches!(e, AuthorizationError::ExpiredState { .. })
         });
     }
@@ -229,8 +234,8 @@ async fn foreign_state_is_rejected() {
         let clock = clock();
         let ours = client_with(&clock, SECRET);
         let theirs = client_with(&clock, "another-apps-secret");
-        let answer = flow.issue(&theirs, 1, "").answer(flow, "confirm", Some("o1"));
-        assert_rejected(flow, flow.complete(&ours, &answer, "").await, |e| {
+        let answer = flow.issue(&theirs, 1, SESSION).answer(flow, "confirm", Some("o1"));
+        assert_rejected(flow, flow.complete(&ours, &answer, SESSION).await, |e| {
             matches!(e, AuthorizationError::ForgedState)
         });
     }
@@ -278,8 +283,8 @@ async fn every_instance_with_the_same_secret_agrees() {
         let clock = clock();
         let a = client_with(&clock, SECRET);
         let b = client_with(&clock, SECRET);
-        let answer = flow.issue(&a, 1, "").answer(flow, "confirm", Some("o1"));
-        flow.complete(&b, &answer, "").await.unwrap();
+        let answer = flow.issue(&a, 1, SESSION).answer(flow, "confirm", Some("o1"));
+        flow.complete(&b, &answer, SESSION).await.unwrap();
     }
 }
 
@@ -293,13 +298,14 @@ async fn a_forwarded_sdk_answer_is_read_in_both_spellings_and_never_echoed() {
         r#"{{"errCode":0,"errStr":"","openid":"oAndroidUser","templateID":"{TEMPLATE}","scene":"9","action":"confirm","reserved":"{}"}}"#,
         issued.reserved
     );
-    let AuthorizationAnswer::Confirmed(c) = client.complete_mobile(&android, "s").await.unwrap() else {
+    let AuthorizationAnswer::Confirmed(c) = Flow::Mobile.complete(&client, &android, "s").await.unwrap()
+    else {
         panic!("confirmed")
     };
     assert_eq!(c.openid.as_str(), "oAndroidUser");
     // An openId on a cancellation is ignored, as on the web.
     let cancel = Flow::Mobile.issue(&client, 9, "s").answer(Flow::Mobile, "cancel", Some("oSomeone"));
-    assert_eq!(client.complete_mobile(&cancel, "s").await.unwrap().openid(), None);
+    assert_eq!(Flow::Mobile.complete(&client, &cancel, "s").await.unwrap().openid(), None);
     // What is wrong is named; the text is never repeated (it may hold an openid).
     let secret_openid = "oPrivateOpenId_123";
     for (body, want) in [
@@ -334,7 +340,7 @@ async fn a_forwarded_sdk_answer_is_read_in_both_spellings_and_never_echoed() {
         (format!(r#"["{secret_openid}"]"#), QueryError::NotJson { line: 1, column: 0 }),
         (" ".repeat(9000), QueryError::TooLarge { len: 9000, max: subscribe_types::MAX_QUERY_LEN }),
     ] {
-        let err = client.complete_mobile(&body, "s").await.unwrap_err();
+        let err = client.complete(Answer::Mobile(&body), "s").await.unwrap_err();
         let AuthorizationError::Query(q) = &err else { panic!("{body}: {err:?}") };
         if let QueryError::NotJson { line, .. } = q {
             assert!(matches!(want, QueryError::NotJson { .. }) && *line <= 1, "{body}: {q:?}");
@@ -362,25 +368,28 @@ async fn a_rotated_key_keeps_the_confirmations_signed_before_the_rotation() {
         b.build().unwrap()
     };
     let before = build([1; 32], None);
-    let link = before.authorize_url(&tpl, Scene::new(1000).unwrap(), &redirect());
+    let link = before.authorize_url(&tpl, Scene::new(1000).unwrap(), &redirect(), SESSION);
     let callback = answer(&link.url, "confirm", Some("oUser"));
 
     // Rotated without the ring: a confirmation WeChat recorded is turned away as forged.
     let rotated = build([2; 32], None);
-    assert_rejected(Flow::Web, rotated.complete_authorization(&callback).await, |e| {
+    assert_rejected(Flow::Web, Flow::Web.complete(&rotated, &callback, SESSION).await, |e| {
         matches!(e, AuthorizationError::ForgedState)
     });
     // With the old key as the previous one, it verifies; the new key signs new states.
     let ring = build([2; 32], Some([1; 32]));
-    assert!(matches!(ring.complete_authorization(&callback).await, Ok(AuthorizationAnswer::Confirmed(_))));
-    let fresh = ring.authorize_url(&tpl, Scene::new(1000).unwrap(), &redirect());
     assert!(matches!(
-        rotated.complete_authorization(&answer(&fresh.url, "confirm", Some("oUser"))).await,
+        Flow::Web.complete(&ring, &callback, SESSION).await,
+        Ok(AuthorizationAnswer::Confirmed(_))
+    ));
+    let fresh = ring.authorize_url(&tpl, Scene::new(1000).unwrap(), &redirect(), SESSION);
+    assert!(matches!(
+        Flow::Web.complete(&rotated, &answer(&fresh.url, "confirm", Some("oUser")), SESSION).await,
         Ok(AuthorizationAnswer::Confirmed(_))
     ));
     // Once the old states have expired, the previous key verifies nothing of theirs.
     clock.advance(Duration::from_secs(15 * 60 + 1));
-    assert_rejected(Flow::Web, ring.complete_authorization(&callback).await, |e| {
+    assert_rejected(Flow::Web, Flow::Web.complete(&ring, &callback, SESSION).await, |e| {
         matches!(e, AuthorizationError::ExpiredState { .. })
     });
     // A previous key is held to the same strength as the current one.
@@ -396,7 +405,7 @@ async fn a_reset_app_secret_keeps_the_states_of_the_old_one_with_previous_app_se
     let clock = clock();
     let tpl = TemplateId::new(TEMPLATE).unwrap();
     let old = client_with(&clock, SECRET);
-    let link = old.authorize_url(&tpl, Scene::new(7).unwrap(), &redirect());
+    let link = old.authorize_url(&tpl, Scene::new(7).unwrap(), &redirect(), SESSION);
     let callback = answer(&link.url, "confirm", Some("oUser"));
     let reset = Client::builder(appid(), AppSecret::new("a-new-app-secret").unwrap())
         .transport(MockTransport::new())
@@ -404,10 +413,116 @@ async fn a_reset_app_secret_keeps_the_states_of_the_old_one_with_previous_app_se
         .previous_app_secret(AppSecret::new(SECRET).unwrap())
         .build()
         .unwrap();
-    assert!(matches!(reset.complete_authorization(&callback).await, Ok(AuthorizationAnswer::Confirmed(_))));
+    assert!(matches!(
+        Flow::Web.complete(&reset, &callback, SESSION).await,
+        Ok(AuthorizationAnswer::Confirmed(_))
+    ));
     assert_rejected(
         Flow::Web,
-        client_with(&clock, "a-new-app-secret").complete_authorization(&callback).await,
+        Flow::Web.complete(&client_with(&clock, "a-new-app-secret"), &callback, SESSION).await,
         |e| matches!(e, AuthorizationError::ForgedState),
     );
+}
+
+#[tokio::test]
+async fn a_web_and_a_mobile_answer_complete_through_the_same_call_and_record_alike() {
+    let clock = clock();
+    let client = client_with(&clock, SECRET);
+    let ledger = subscribe_client::InMemoryGrantLedger::new();
+    for (flow, openid) in [(Flow::Web, "oWebUser"), (Flow::Mobile, "oAppUser")] {
+        let text = flow.issue(&client, 1000, SESSION).answer(flow, "confirm", Some(openid));
+        let completion = client.complete(flow.wrap(&text), SESSION).await.unwrap();
+        assert_eq!(
+            completion.answer().openid().map(subscribe_types::OpenId::as_str),
+            Some(openid),
+            "{flow:?}"
+        );
+        let (answer, recorded) = completion.record(&ledger).await.unwrap();
+        assert_eq!((answer.action(), recorded), (Action::Confirm, Some(subscribe_client::Recorded::Added)));
+        assert_rejected(flow, flow.complete(&client, &text, SESSION).await, |e| {
+            matches!(e, AuthorizationError::ReplayedState)
+        });
+    }
+}
+
+#[tokio::test]
+async fn an_answer_given_as_the_other_flows_is_refused_and_uses_nothing_up() {
+    for (flow, other) in [(Flow::Web, Flow::Mobile), (Flow::Mobile, Flow::Web)] {
+        let clock = clock();
+        let client = client_with(&clock, SECRET);
+        let issued = flow.issue(&client, 1000, SESSION);
+        for action in ["confirm", "cancel"] {
+            let text = issued.answer(flow, action, Some("oUser1"));
+            let err = client.complete(other.wrap(&text), SESSION).await.unwrap_err();
+            assert!(matches!(err, AuthorizationError::Query(_)), "{flow:?} as {other:?}: {err:?}");
+            assert_eq!(err.kind(), subscribe_client::ErrorKind::Invalid);
+            assert!(!format!("{err} {err:?}").contains("oUser1"), "{err:?}");
+        }
+        // Nothing was marked: the answer read as its own flow's is the first.
+        let confirmed =
+            flow.complete(&client, &issued.answer(flow, "confirm", Some("oUser1")), SESSION).await;
+        assert!(matches!(confirmed, Ok(AuthorizationAnswer::Confirmed(_))), "{flow:?}: {confirmed:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_dropped_completion_keeps_the_state_for_the_same_answer_until_it_expires() {
+    for flow in FLOWS {
+        let clock = clock();
+        let client = client_with(&clock, SECRET);
+        let issued = flow.issue(&client, 1000, SESSION);
+        let alice = issued.answer(flow, "confirm", Some("oAlice"));
+        let mallory = issued.answer(flow, "confirm", Some("oMallory"));
+        let completion = client.complete(flow.wrap(&alice), SESSION).await.unwrap();
+        let shown = format!("{completion:?}");
+        assert!(!shown.contains("oAlice") && !shown.contains(&issued.reserved), "{shown}");
+        drop(completion);
+        // The mark stays Alice's answer's: anyone else is refused, her answer is a retry.
+        assert_rejected(flow, flow.complete(&client, &mallory, SESSION).await, |e| {
+            matches!(e, AuthorizationError::ReplayedState)
+        });
+        drop(client.complete(flow.wrap(&alice), SESSION).await.unwrap());
+        // Until the state expires: then it is refused as expired, whoever answers.
+        clock.advance(Duration::from_secs(15 * 60 + 1));
+        for text in [&alice, &mallory] {
+            assert_rejected(flow, flow.complete(&client, text, SESSION).await, |e| {
+                matches!(e, AuthorizationError::ExpiredState { .. })
+            });
+        }
+        // Accepted in time, the same answer is a replay.
+        let fresh = flow.issue(&client, 1000, SESSION).answer(flow, "confirm", Some("oAlice"));
+        drop(client.complete(flow.wrap(&fresh), SESSION).await.unwrap());
+        flow.complete(&client, &fresh, SESSION).await.unwrap();
+        assert_rejected(flow, flow.complete(&client, &fresh, SESSION).await, |e| {
+            matches!(e, AuthorizationError::ReplayedState)
+        });
+    }
+}
+
+#[tokio::test]
+async fn when_recording_fails_in_either_flow_the_same_answer_is_retried_and_no_other() {
+    use std::sync::atomic::Ordering::SeqCst;
+    for flow in FLOWS {
+        let clock = clock();
+        let client = client_with(&clock, SECRET);
+        let ledger = crate::grants::DownLedger::default();
+        ledger.1.store(true, SeqCst);
+        let issued = flow.issue(&client, 1000, SESSION);
+        let alice = issued.answer(flow, "confirm", Some("oAlice"));
+        let completion = client.complete(flow.wrap(&alice), SESSION).await.unwrap();
+        let err = completion.record(&ledger).await.unwrap_err();
+        assert!(matches!(err, subscribe_client::RecordError::Ledger(_)), "{flow:?}: {err:?}");
+        assert_eq!(err.kind(), subscribe_client::ErrorKind::Retryable);
+        let mallory = issued.answer(flow, "confirm", Some("oMallory"));
+        assert_rejected(flow, flow.complete(&client, &mallory, SESSION).await, |e| {
+            matches!(e, AuthorizationError::ReplayedState)
+        });
+        ledger.1.store(false, SeqCst);
+        let (_, recorded) =
+            client.complete(flow.wrap(&alice), SESSION).await.unwrap().record(&ledger).await.unwrap();
+        assert_eq!(recorded, Some(subscribe_client::Recorded::Added), "{flow:?}: the retry is recorded");
+        assert_rejected(flow, flow.complete(&client, &alice, SESSION).await, |e| {
+            matches!(e, AuthorizationError::ReplayedState)
+        });
+    }
 }

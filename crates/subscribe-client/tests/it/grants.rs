@@ -59,6 +59,7 @@ async fn completing_an_authorization_records_the_grant_in_one_call() {
         &TemplateId::new(TEMPLATE).unwrap(),
         Scene::new(1000).unwrap(),
         &subscribe_types::HttpUrl::new("https://a.example/cb").unwrap(),
+        SESSION,
     );
     let cb = |action: &str| {
         format!(
@@ -66,9 +67,9 @@ async fn completing_an_authorization_records_the_grant_in_one_call() {
             link.request.reserved.as_str()
         )
     };
-    let (_, rec) = client.complete_and_record(&cb("confirm"), &ledger).await.unwrap();
+    let (_, rec) = record_redirect(&client, &cb("confirm"), &ledger).await.unwrap();
     assert_eq!(rec, Some(Recorded::Added));
-    let replay = client.complete_and_record(&cb("confirm"), &ledger).await.unwrap_err();
+    let replay = record_redirect(&client, &cb("confirm"), &ledger).await.unwrap_err();
     assert!(
         matches!(
             replay,
@@ -76,7 +77,7 @@ async fn completing_an_authorization_records_the_grant_in_one_call() {
         ),
         "a state confirms once: {replay:?}"
     );
-    let (answer, rec) = client.complete_and_record(&cb("cancel"), &ledger).await.unwrap();
+    let (answer, rec) = record_redirect(&client, &cb("cancel"), &ledger).await.unwrap();
     assert_eq!((answer.action(), rec), (subscribe_types::Action::Cancel, None));
     let key = scope().key(OpenId::new("oAlice").unwrap());
     assert_eq!(ledger.get(&key).await.unwrap().unwrap().status, GrantStatus::Pending);
@@ -88,7 +89,7 @@ async fn completing_an_authorization_records_the_grant_in_one_call() {
     let forged = format!(
         "https://a.example/cb?openid=oMallory&template_id={TEMPLATE}&action=confirm&scene=1000&reserved={forged_state}"
     );
-    let err = client.complete_and_record(&forged, &ledger).await.unwrap_err();
+    let err = record_redirect(&client, &forged, &ledger).await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -113,12 +114,13 @@ pub(crate) fn link(client: &subscribe_client::Client) -> subscribe_client::Autho
         &TemplateId::new(TEMPLATE).unwrap(),
         Scene::new(1000).unwrap(),
         &subscribe_types::HttpUrl::new("https://a.example/cb").unwrap(),
+        SESSION,
     )
 }
 
 /// A ledger whose backend is down.
 #[derive(Debug, Default)]
-pub(crate) struct DownLedger(InMemoryGrantLedger, std::sync::atomic::AtomicBool);
+pub(crate) struct DownLedger(InMemoryGrantLedger, pub(crate) std::sync::atomic::AtomicBool);
 
 #[subscribe_client::async_trait]
 impl GrantLedger for DownLedger {
@@ -172,12 +174,12 @@ async fn when_the_ledger_fails_the_same_answer_can_be_retried_and_no_other() {
     let ledger = DownLedger::default();
     ledger.1.store(true, std::sync::atomic::Ordering::SeqCst);
     let link = link(&client);
-    let err = client.complete_and_record(&confirm(&link, "oAlice"), &ledger).await.unwrap_err();
+    let err = record_redirect(&client, &confirm(&link, "oAlice"), &ledger).await.unwrap_err();
     assert!(matches!(err, subscribe_client::RecordError::Ledger(_)), "{err:?}");
     assert_eq!(err.kind(), subscribe_client::ErrorKind::Retryable);
     // The failure gave nobody else the state: it stays Alice's answer's (the client used to
     // forget the mark, and then any openid could use it).
-    let other = client.complete_and_record(&confirm(&link, "oMallory"), &ledger).await.unwrap_err();
+    let other = record_redirect(&client, &confirm(&link, "oMallory"), &ledger).await.unwrap_err();
     assert!(
         matches!(
             other,
@@ -186,7 +188,7 @@ async fn when_the_ledger_fails_the_same_answer_can_be_retried_and_no_other() {
         "{other:?}"
     );
     ledger.1.store(false, std::sync::atomic::Ordering::SeqCst);
-    let (_, rec) = client.complete_and_record(&confirm(&link, "oAlice"), &ledger).await.unwrap();
+    let (_, rec) = record_redirect(&client, &confirm(&link, "oAlice"), &ledger).await.unwrap();
     assert_eq!(rec, Some(Recorded::Added), "the user's retry of the same answer is recorded");
 }
 

@@ -37,6 +37,8 @@ pub const SECRET: &str = "AppSecret_never_printed_7d3f";
 pub const APPID: &str = "wx0123456789abcdef";
 /// The template used by the tests.
 pub const TEMPLATE: &str = "7YuTL__ilzyZB9DXcDt2mHx-CAS_E7KtsQkhIGVhhRM";
+/// The user's session, where a test is not about sessions.
+pub const SESSION: &str = "session-1";
 
 /// The start of every manual clock.
 pub fn t0() -> SystemTime {
@@ -97,6 +99,21 @@ pub async fn send_concurrently(
         out.push(t.await.unwrap());
     }
     out
+}
+
+/// Completes WeChat's redirect `callback` in [`SESSION`] and records its grant in `ledger`.
+///
+/// # Errors
+/// `complete`'s, or `record`'s.
+pub async fn record_redirect(
+    client: &Client,
+    callback: &str,
+    ledger: &dyn subscribe_client::GrantLedger,
+) -> Result<
+    (subscribe_types::AuthorizationAnswer, Option<subscribe_client::Recorded>),
+    subscribe_client::RecordError,
+> {
+    client.complete(subscribe_client::Answer::Redirect(callback), SESSION).await?.record(ledger).await
 }
 
 /// The message a task panicked with (a contract suite's broken rule).

@@ -125,17 +125,7 @@ async fn errors_debug_and_logs_in_every_scenario_are_free_of_secrets() {
     clock.advance(Duration::from_secs(7100));
     client.send(&message()).await.unwrap();
     tokio::task::yield_now().await;
-    let link = client.authorize_url(
-        &TemplateId::new(TEMPLATE).unwrap(),
-        Scene::new(1).unwrap(),
-        &subscribe_types::HttpUrl::new("https://a.example/cb").unwrap(),
-    );
-    texts.push(("link".into(), format!("{link:?}")));
-    let e = client
-        .complete_authorization("action=confirm&openid=o&template_id=t&scene=1&reserved=abc")
-        .await
-        .unwrap_err();
-    texts.push(("authorization".into(), shown(&e)));
+    texts.extend(authorization(&client).await);
 
     texts.extend(library_ledger_and_store(&clock).await);
 
@@ -179,6 +169,31 @@ impl subscribe_client::TokenStore for DownStore {
     async fn invalidate(&self, _: &AppId, _: &AccessToken) -> Result<bool, TokenStoreError> {
         Err(TokenStoreError::new("connection refused"))
     }
+}
+
+/// A link, a forged answer and its error, and a verified answer's `Completion`.
+async fn authorization(client: &Client) -> Vec<(String, String)> {
+    let mut texts: Vec<(String, String)> = Vec::new();
+    let link = client.authorize_url(
+        &TemplateId::new(TEMPLATE).unwrap(),
+        Scene::new(1).unwrap(),
+        &subscribe_types::HttpUrl::new("https://a.example/cb").unwrap(),
+        SESSION,
+    );
+    texts.push(("link".into(), format!("{link:?}")));
+    let forged =
+        subscribe_client::Answer::Redirect("action=confirm&openid=o&template_id=t&scene=1&reserved=abc");
+    texts.push(("answer".into(), format!("{forged:?}")));
+    let e = client.complete(forged, SESSION).await.unwrap_err();
+    texts.push(("authorization".into(), shown(&e)));
+    let callback = format!(
+        "/cb?openid=o&template_id={TEMPLATE}&action=confirm&scene=1&reserved={}",
+        link.request.reserved.as_str()
+    );
+    let completion = client.complete(subscribe_client::Answer::Redirect(&callback), SESSION).await.unwrap();
+    texts.push(("completion".into(), format!("{completion:?}")));
+    completion.accept().await;
+    texts
 }
 
 /// What the template library's errors, a token store's outage and the ledger's errors show.

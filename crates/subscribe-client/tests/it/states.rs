@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use subscribe_client::test_util::*;
-use subscribe_client::{GrantLedger, GrantStatus, InMemoryGrantLedger, Recorded};
+use subscribe_client::{Answer, GrantLedger, GrantStatus, InMemoryGrantLedger, Recorded};
 use subscribe_types::OpenId;
 
 use crate::grants::{confirm, link, scope};
@@ -40,7 +40,7 @@ async fn one_state_replayed_with_a_thousand_openids_records_one_grant() {
     let link = link(&client);
     let mut recorded = 0;
     for i in 0..1000 {
-        match client.complete_and_record(&confirm(&link, &format!("oForged{i:04}")), &ledger).await {
+        match record_redirect(&client, &confirm(&link, &format!("oForged{i:04}")), &ledger).await {
             Ok((_, Some(_))) => recorded += 1,
             Err(e) => assert_eq!(e.kind(), subscribe_client::ErrorKind::Invalid, "{e:?}"),
             Ok(other) => panic!("{other:?}"),
@@ -56,20 +56,19 @@ async fn a_replayed_answer_never_renews_a_delivered_or_reviewed_grant() {
     let client = builder(&MockTransport::new(), &clock).build().unwrap();
     let ledger = InMemoryGrantLedger::new();
     let link = link(&client);
-    client.complete_and_record(&confirm(&link, "oAlice"), &ledger).await.unwrap();
+    record_redirect(&client, &confirm(&link, "oAlice"), &ledger).await.unwrap();
     let key = scope().key(OpenId::new("oAlice").unwrap());
     let r = ledger.reserve(&key, "h", Duration::from_secs(60), t0()).await.unwrap().unwrap();
     ledger.settle(&r, subscribe_client::Settlement::Review("timeout".into())).await.unwrap();
 
-    assert!(client.complete_and_record(&confirm(&link, "oAlice"), &ledger).await.is_err());
+    assert!(record_redirect(&client, &confirm(&link, "oAlice"), &ledger).await.is_err());
     assert_eq!(
         ledger.get(&key).await.unwrap().unwrap().status,
         GrantStatus::Review { reason: "timeout".into() },
         "the evidence stays"
     );
     // A fresh confirmation, with a fresh state, is a new grant.
-    let (_, rec) =
-        client.complete_and_record(&confirm(&self::link(&client), "oAlice"), &ledger).await.unwrap();
+    let (_, rec) = record_redirect(&client, &confirm(&self::link(&client), "oAlice"), &ledger).await.unwrap();
     assert_eq!(rec, Some(Recorded::Renewed));
 }
 
@@ -81,18 +80,18 @@ async fn a_replay_at_another_instance_is_refused_when_they_share_the_used_states
     let b = builder(&MockTransport::new(), &clock).used_states(Arc::clone(&used)).build().unwrap();
     let alone = builder(&MockTransport::new(), &clock).build().unwrap();
     let link = link(&a);
-    a.complete_authorization(&confirm(&link, "oAlice")).await.unwrap();
+    a.complete(Answer::Redirect(&confirm(&link, "oAlice")), SESSION).await.unwrap().accept().await;
     assert!(matches!(
-        b.complete_authorization(&confirm(&link, "oMallory")).await,
+        b.complete(Answer::Redirect(&confirm(&link, "oMallory")), SESSION).await,
         Err(subscribe_client::AuthorizationError::ReplayedState)
     ));
     // An instance with a store of its own cannot know: share one (Redis) across a fleet.
-    alone.complete_authorization(&confirm(&link, "oMallory")).await.unwrap();
+    alone.complete(Answer::Redirect(&confirm(&link, "oMallory")), SESSION).await.unwrap().accept().await;
     // Cancellations use up nothing.
     let cancel =
         confirm(&link, "oAlice").replace("openid=oAlice&", "").replace("action=confirm", "action=cancel");
-    b.complete_authorization(&cancel).await.unwrap();
-    b.complete_authorization(&cancel).await.unwrap();
+    b.complete(Answer::Redirect(&cancel), SESSION).await.unwrap().accept().await;
+    b.complete(Answer::Redirect(&cancel), SESSION).await.unwrap().accept().await;
 }
 
 /// A store of used states that fails, or never answers.
@@ -134,7 +133,7 @@ async fn a_failing_or_hanging_store_of_used_states_records_nothing_and_is_retrya
             .build()
             .unwrap();
         let ledger = InMemoryGrantLedger::new();
-        let err = client.complete_and_record(&confirm(&link(&client), "oAlice"), &ledger).await.unwrap_err();
+        let err = record_redirect(&client, &confirm(&link(&client), "oAlice"), &ledger).await.unwrap_err();
         assert!(
             matches!(
                 err,
@@ -157,18 +156,17 @@ async fn a_lost_answer_of_the_used_states_store_loses_no_grant_and_lets_no_other
     let ledger = InMemoryGrantLedger::new();
     let link = link(&client);
     lossy.lose_next_mark();
-    let err = client.complete_and_record(&confirm(&link, "oAlice"), &ledger).await.unwrap_err();
+    let err = record_redirect(&client, &confirm(&link, "oAlice"), &ledger).await.unwrap_err();
     assert_eq!(err.kind(), subscribe_client::ErrorKind::Retryable, "{err:?}");
     assert_eq!(lossy.lost(), 1, "the mark was made and its answer lost");
-    let (_, rec) = client
-        .complete_and_record(&confirm(&link, "oAlice"), &ledger)
+    let (_, rec) = record_redirect(&client, &confirm(&link, "oAlice"), &ledger)
         .await
         .expect("the user's retry of the same answer is accepted");
     assert_eq!(rec, Some(Recorded::Added));
     for other in ["oMallory", "oALICE", "oalice"] {
         assert!(
             matches!(
-                client.complete_and_record(&confirm(&link, other), &ledger).await,
+                record_redirect(&client, &confirm(&link, other), &ledger).await,
                 Err(subscribe_client::RecordError::Authorization(
                     subscribe_client::AuthorizationError::ReplayedState
                 ))
@@ -178,7 +176,7 @@ async fn a_lost_answer_of_the_used_states_store_loses_no_grant_and_lets_no_other
     }
     assert!(
         matches!(
-            client.complete_and_record(&confirm(&link, "oAlice"), &ledger).await,
+            record_redirect(&client, &confirm(&link, "oAlice"), &ledger).await,
             Err(subscribe_client::RecordError::Authorization(
                 subscribe_client::AuthorizationError::ReplayedState
             ))

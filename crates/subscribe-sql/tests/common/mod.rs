@@ -482,7 +482,20 @@ fn link(client: &subscribe_client::Client, scope: &GrantScope) -> subscribe_clie
         &scope.template_id,
         scope.scene,
         &subscribe_types::HttpUrl::new("https://a.example/cb").unwrap(),
+        SESSION,
     )
+}
+
+/// The user's session the states of [`link`] are bound to.
+const SESSION: &str = "fleet-session";
+
+/// `callback` completed at `client` in [`SESSION`], its grant recorded in `ledger`.
+async fn record(
+    client: &subscribe_client::Client,
+    callback: &str,
+    ledger: &dyn GrantLedger,
+) -> Result<(subscribe_types::AuthorizationAnswer, Option<Recorded>), subscribe_client::RecordError> {
+    client.complete(subscribe_client::Answer::Redirect(callback), SESSION).await?.record(ledger).await
 }
 
 /// WeChat's redirect confirming `link` for `openid`.
@@ -516,10 +529,10 @@ pub async fn a_replay_at_another_instance_or_after_a_restart_is_refused(first: S
     let b = instance(&second, &scope, SystemClock);
     let alice = user(1);
     let l = link(&a, &scope);
-    let (_, recorded) = a.complete_and_record(&confirm(&l, &scope, alice.as_str()), &*ledger).await.unwrap();
+    let (_, recorded) = record(&a, &confirm(&l, &scope, alice.as_str()), &*ledger).await.unwrap();
     assert_eq!(recorded, Some(Recorded::Added));
     for openid in [alice.as_str().to_owned(), user(2).as_str().to_owned(), alice.as_str().to_uppercase()] {
-        let replay = b.complete_and_record(&confirm(&l, &scope, &openid), &*ledger).await;
+        let replay = record(&b, &confirm(&l, &scope, &openid), &*ledger).await;
         assert!(is_replay(&replay), "{openid} at the second instance: {replay:?}");
     }
 
@@ -529,7 +542,7 @@ pub async fn a_replay_at_another_instance_or_after_a_restart_is_refused(first: S
     for i in 0..16 {
         let (client, ledger) = (if i % 2 == 0 { a.clone() } else { b.clone() }, Arc::clone(&ledger));
         let callback = confirm(&raced, &scope, user(10 + i % 4 / 2).as_str());
-        tasks.spawn(async move { client.complete_and_record(&callback, &*ledger).await.is_ok() });
+        tasks.spawn(async move { record(&client, &callback, &*ledger).await.is_ok() });
     }
     let mut accepted = 0;
     while let Some(ok) = tasks.join_next().await {
@@ -557,14 +570,12 @@ pub async fn a_replay_at_another_instance_or_after_a_restart_is_refused(first: S
     .unwrap();
     let lost = link(&a_lossy, &scope);
     lossy.lose_next_mark();
-    let e =
-        a_lossy.complete_and_record(&confirm(&lost, &scope, user(20).as_str()), &*ledger).await.unwrap_err();
+    let e = record(&a_lossy, &confirm(&lost, &scope, user(20).as_str()), &*ledger).await.unwrap_err();
     assert_eq!(e.kind(), subscribe_client::ErrorKind::Retryable, "{e:?}");
     assert_eq!(lossy.lost(), 1);
-    let (_, recorded) =
-        b.complete_and_record(&confirm(&lost, &scope, user(20).as_str()), &*ledger).await.unwrap();
+    let (_, recorded) = record(&b, &confirm(&lost, &scope, user(20).as_str()), &*ledger).await.unwrap();
     assert_eq!(recorded, Some(Recorded::Added), "the user's retry, at the other instance");
-    let other = b.complete_and_record(&confirm(&lost, &scope, user(21).as_str()), &*ledger).await;
+    let other = record(&b, &confirm(&lost, &scope, user(21).as_str()), &*ledger).await;
     assert!(is_replay(&other), "{other:?}");
 }
 
@@ -708,17 +719,15 @@ pub async fn a_replay_after_the_mark_ended_is_refused_as_expired(sql: Sql) {
     .build()
     .unwrap();
     let l = link(&skewed, &scope);
-    skewed.complete_and_record(&confirm(&l, &scope, user(1).as_str()), &ledger).await.unwrap();
-    let replay = skewed.complete_and_record(&confirm(&l, &scope, user(2).as_str()), &ledger).await;
+    record(&skewed, &confirm(&l, &scope, user(1).as_str()), &ledger).await.unwrap();
+    let replay = record(&skewed, &confirm(&l, &scope, user(2).as_str()), &ledger).await;
     assert!(is_replay(&replay), "within its lifetime, by a clock an hour behind: {replay:?}");
     tokio::time::sleep(Duration::from_millis(3100)).await;
     // A new handle's first mark sweeps the ended marks: the state's is gone.
     let swept = instance(&sql, &scope, SystemClock);
-    let _ = swept
-        .complete_authorization(&confirm(&link(&swept, &scope), &scope, user(9).as_str()))
-        .await
-        .unwrap();
-    let late = skewed.complete_and_record(&confirm(&l, &scope, user(2).as_str()), &ledger).await;
+    let callback = confirm(&link(&swept, &scope), &scope, user(9).as_str());
+    swept.complete(subscribe_client::Answer::Redirect(&callback), SESSION).await.unwrap().accept().await;
+    let late = record(&skewed, &confirm(&l, &scope, user(2).as_str()), &ledger).await;
     assert!(
         matches!(
             late,
