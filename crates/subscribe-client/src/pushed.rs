@@ -128,7 +128,7 @@ const WITHDRAWAL: &str = "subscribe_msg_change_event";
 
 impl Client {
     /// Applies a pushed event to `ledger` (grants of this client's app, scene 0, as
-    /// [`GrantScope::mini_program`]) and `results`: each popup acceptance records a grant, each
+    /// [`GrantScope::mini_program`] and [`GrantScope::notification`] make them) and `results`: each popup acceptance records a grant, each
     /// withdrawal drops the user's pending grant, each notification result is kept by
     /// `msgid`. Replaying an event changes nothing more (recording is idempotent per grant).
     ///

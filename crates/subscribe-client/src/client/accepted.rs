@@ -9,8 +9,10 @@ use crate::{GrantLedger, GrantScope, LedgerError, Recorded};
 impl Client {
     /// Records a grant for each template the user accepted, as a mini program's
     /// `wx.requestSubscribeMessage` or a service account's `<wx-open-subscribe>` reported it
-    /// ([`SubscribeAnswers`]), under [`GrantScope::mini_program`](crate::GrantScope::mini_program):
-    /// what [`Dispatcher::mini_program`](crate::Dispatcher::mini_program) sends to. An
+    /// ([`SubscribeAnswers`]), under [`GrantScope::mini_program`](crate::GrantScope::mini_program)
+    /// (for a service account the same scope, [`GrantScope::notification`](crate::GrantScope::notification)):
+    /// what [`Dispatcher::mini_program`](crate::Dispatcher::mini_program) and
+    /// [`Dispatcher::notification`](crate::Dispatcher::notification) send to. An
     /// acceptance of a template already pending adds nothing (one message is sent, however
     /// often the user said yes: never more than WeChat allows).
     ///

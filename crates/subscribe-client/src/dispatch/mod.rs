@@ -149,8 +149,8 @@ impl Dispatcher {
     }
 
     /// Service-account subscribe notifications ([`Client::send_notification`]) to every
-    /// pending grant of the library template `template_id` (recorded, as mini-program grants
-    /// are, under [`GrantScope::mini_program`]), each built by `build`; a delivered
+    /// pending grant of the library template `template_id` (recorded under
+    /// [`GrantScope::notification`]), each built by `build`; a delivered
     /// notification's `msgid` is in its [`RecipientOutcome`]. A long-term template's grant
     /// stays pending, as with [`mini_program`](Self::mini_program). Defaults as
     /// [`one_time`](Self::one_time).

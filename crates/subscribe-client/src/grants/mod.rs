@@ -54,10 +54,25 @@ pub struct GrantScope {
 }
 
 impl GrantScope {
-    /// The scope of a mini-program template of the library. Those templates have no scene:
-    /// their grants are kept under scene 0, where they never meet the one-time message's
-    /// (whose template id is another).
+    /// The scope of the one-time message's confirmations of `template_id` for `scene`: what
+    /// [`Dispatcher::one_time`](crate::Dispatcher::one_time) sends to.
+    pub fn one_time(appid: AppId, template_id: TemplateId, scene: Scene) -> Self {
+        Self { appid, template_id, scene }
+    }
+
+    /// The scope of a mini program's library template: what
+    /// [`Dispatcher::mini_program`](crate::Dispatcher::mini_program) sends to. Library templates
+    /// have no scene: their grants are kept under scene 0, where they never meet the one-time
+    /// message's (whose template id is another).
     pub fn mini_program(appid: AppId, template_id: TemplateId) -> Self {
+        Self { appid, template_id, scene: Scene::ZERO }
+    }
+
+    /// The scope of a service account's library template (notifications): what
+    /// [`Dispatcher::notification`](crate::Dispatcher::notification) sends to. Kept under scene 0
+    /// as the mini program's are; the two never meet, since a mini program and a service account
+    /// are two apps with their own app ids and templates.
+    pub fn notification(appid: AppId, template_id: TemplateId) -> Self {
         Self { appid, template_id, scene: Scene::ZERO }
     }
 

@@ -8,9 +8,9 @@ mod authorize;
 mod caching;
 mod dispatch;
 mod e2e_wiremock;
-mod mini_program_and_notification;
 mod grants;
 mod ledger_contract;
+mod mini_program_and_notification;
 #[cfg(feature = "events")]
 mod pushed;
 mod redaction;
