@@ -21,6 +21,7 @@ use crate::{
 ///   note as its reason;
 /// - resolving a grant that is not under review (unknown, pending, reserved, used, resolved
 ///   already) returns `false` and changes nothing;
+/// - of concurrent decisions on one grant exactly one applies;
 /// - `counts` follows every transition.
 #[allow(clippy::too_many_lines)] // one rule after another, in order
 pub(super) async fn review_contract<L: GrantLedger + ?Sized + 'static>(ledger: &Arc<L>, scope: &GrantScope) {
@@ -163,5 +164,23 @@ pub(super) async fn review_contract<L: GrantLedger + ?Sized + 'static>(ledger: &
         (c.pending, c.reserved, c.delivered, c.review, c.dropped),
         (1, 0, 3, 1, 1),
         "counts after the resolutions: each moved from review to its decision"
+    );
+
+    // Two people deciding at once: one decision applies, the others find nothing to decide.
+    let mut deciders = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let resolution = [Resolution::Delivered, Resolution::Release, Resolution::Drop][i % 3];
+        deciders.spawn(resolve(4, resolution, "a decision"));
+    }
+    let mut won = 0;
+    while let Some(resolved) = deciders.join_next().await {
+        won += usize::from(resolved.expect("task"));
+    }
+    assert_eq!(won, 1, "resolve: of 8 concurrent decisions on one grant, exactly one applies");
+    let c = ledger.counts(&scope, now()).await.expect("counts");
+    assert_eq!(
+        (c.review, c.pending + c.reserved + c.delivered + c.dropped),
+        (0, 6),
+        "counts after concurrent decisions: the grant counted once, out of review"
     );
 }
