@@ -1,12 +1,16 @@
-//! `wxsub grants`: the grant ledger in a SQL database (`--database`, or `DATABASE_URL`).
+//! `wxsub grants`: the grant ledger in a SQL database or in Redis (`--database`, or
+//! `DATABASE_URL`): every subcommand works on each, through the `GrantLedger` trait.
 
 use std::io::Write as _;
+use std::sync::Arc;
 
 use clap::{Subcommand, ValueEnum};
 use subscribe_client::{
     Client, DispatchObserver, Dispatcher, GrantKey, GrantLedger, GrantScope, OutcomeKind, RecipientOutcome,
+    Resolution, ReviewItem, SharedUsedStates,
 };
-use subscribe_sql::{Resolution, Sql, SqlGrantLedger};
+use subscribe_redis::{Redis, RedisGrantLedger, RedisUsedStates};
+use subscribe_sql::{Sql, SqlGrantLedger, SqlUsedStates};
 use subscribe_types::{AuthorizationAnswer, OpenId, Scene, SubscribeMessage, TemplateId};
 
 use crate::options::{Cli, Usage, parse};
@@ -18,8 +22,8 @@ pub(crate) enum GrantsCommand {
     /// Record the grant a confirmed authorization gives (from WeChat's redirect: a URL, a path
     /// and query, or `?` and the query string), once its state is verified: signed with --secret for this app, template
     /// and scene (as `auth-url --signed` makes it), bound to --session, not expired, and not
-    /// used by another answer (the used states are kept in the database, so a replay is refused
-    /// in any later run).
+    /// used by another answer (the used states are kept in the database or Redis, so a replay
+    /// is refused in any later run).
     Record {
         /// The callback URL or query.
         url_or_query: String,
@@ -72,7 +76,8 @@ pub(crate) enum GrantsCommand {
         #[command(subcommand)]
         action: ReviewCommand,
     },
-    /// Create or migrate the database's tables (also done by every other subcommand).
+    /// Create or migrate the database's tables (also done by every other subcommand). SQL
+    /// only: Redis has no schema.
     Migrate,
 }
 
@@ -101,7 +106,8 @@ pub(crate) enum ReviewCommand {
         /// What happened to the message.
         #[arg(long, value_enum)]
         decision: Decision,
-        /// Who decided, on what evidence (kept in the grant's audit trail).
+        /// Who decided, on what evidence (kept in the grant's audit trail on SQL; on Redis, as
+        /// the reason of a dropped grant only).
         #[arg(long)]
         note: String,
     },
@@ -135,23 +141,58 @@ fn scope(cli: &Cli, template_id: &str, scene: &str) -> Result<GrantScope, Usage>
     })
 }
 
-/// Runs `wxsub grants …` on the database at `url`.
-pub(crate) async fn run(cli: &Cli, url: &str, command: &GrantsCommand) -> Result<Exit, Usage> {
-    let sql = Sql::builder(url).connect().await.map_err(|e| format!("database: {}", one_line(&e)))?;
-    let ledger = SqlGrantLedger::new(sql);
+/// Where `--database` keeps the grants and the used states: a SQL database or Redis.
+struct Store {
+    ledger: Arc<dyn GrantLedger>,
+    used_states: SharedUsedStates,
+    /// The SQL database, for `migrate`; `None` on Redis.
+    sql: Option<Sql>,
+}
+
+impl Store {
+    /// Opens the store `url` names: `redis://` or `rediss://` for Redis (keys under `prefix`),
+    /// anything else for SQL. Never prints the URL.
+    async fn open(url: &str, prefix: &str) -> Result<Self, Usage> {
+        if url.starts_with("redis://") || url.starts_with("rediss://") {
+            let redis = Redis::builder(url)
+                .prefix(prefix)
+                .connect()
+                .await
+                .map_err(|e| format!("database: {}", one_line(&e)))?;
+            return Ok(Self {
+                ledger: Arc::new(RedisGrantLedger::new(redis.clone())),
+                used_states: Arc::new(RedisUsedStates::new(redis)),
+                sql: None,
+            });
+        }
+        let sql = Sql::builder(url).connect().await.map_err(|e| format!("database: {}", one_line(&e)))?;
+        Ok(Self {
+            ledger: Arc::new(SqlGrantLedger::new(sql.clone())),
+            used_states: Arc::new(SqlUsedStates::new(sql.clone())),
+            sql: Some(sql),
+        })
+    }
+}
+
+/// Runs `wxsub grants …` on the database (or Redis) at `url`.
+pub(crate) async fn run(cli: &Cli, args: &Args, url: &str) -> Result<Exit, Usage> {
+    let command = &args.command;
+    let store = Store::open(url, &args.redis_prefix).await?;
+    let ledger = &*store.ledger;
     let db = |e: subscribe_client::LedgerError| format!("database: {}", one_line(&e));
-    #[allow(clippy::disallowed_methods)] // a CLI reads the wall clock; the ledger uses the database's
+    #[allow(clippy::disallowed_methods)] // a CLI reads the wall clock; the SQL ledger uses the database's
     let now = std::time::SystemTime::now();
     match command {
         GrantsCommand::Migrate => {
-            let versions = ledger.sql().schema_versions().await.map_err(|e| format!("database: {e}"))?;
+            let sql = store.sql.as_ref().ok_or("migrate: Redis has no tables to create or migrate")?;
+            let versions = sql.schema_versions().await.map_err(|e| format!("database: {e}"))?;
             println!("{}", serde_json::json!({ "schema_versions": versions }));
         }
         GrantsCommand::Record { url_or_query, session, unverified } => {
             let recorded = if *unverified {
-                record_unverified(cli, &ledger, url_or_query, now).await?
+                record_unverified(cli, ledger, url_or_query, now).await?
             } else {
-                record_verified(cli, &ledger, url_or_query, session).await?
+                record_verified(cli, ledger, &store.used_states, url_or_query, session).await?
             };
             print_recorded(&recorded);
         }
@@ -200,7 +241,7 @@ pub(crate) async fn run(cli: &Cli, url: &str, command: &GrantsCommand) -> Result
                 Decision::Release => Resolution::Release,
                 Decision::Drop => Resolution::Drop,
             };
-            if !ledger.resolve(&key, resolution, note).await.map_err(db)? {
+            if !ledger.resolve(&key, resolution, note, now).await.map_err(db)? {
                 return Err(format!("{to} has no grant under review for this template and scene"));
             }
             println!("{}", serde_json::json!({ "status": "resolved", "openid": to }));
@@ -211,7 +252,7 @@ pub(crate) async fn run(cli: &Cli, url: &str, command: &GrantsCommand) -> Result
             // The message is checked once, before any grant is touched.
             let build = message.per_recipient()?;
             let client = crate::options::client(cli)?;
-            return dispatch(client, ledger, &scope, build, concurrency, rate, *lease).await;
+            return dispatch(client, store.ledger, &scope, build, concurrency, rate, *lease).await;
         }
     }
     Ok(Exit::Ok)
@@ -220,15 +261,16 @@ pub(crate) async fn run(cli: &Cli, url: &str, command: &GrantsCommand) -> Result
 /// What `record` says about a cancellation.
 const CANCELLATION: &str = "the answer is a cancellation: there is no grant to record";
 
-/// `wxsub grants record`: the callback's state verified and used up (in the database), then
-/// its grant recorded.
+/// `wxsub grants record`: the callback's state verified and used up (in `used_states`, beside
+/// the grants), then its grant recorded.
 async fn record_verified(
     cli: &Cli,
-    ledger: &SqlGrantLedger,
+    ledger: &dyn GrantLedger,
+    used_states: &SharedUsedStates,
     url_or_query: &str,
     session: &str,
 ) -> Result<(GrantKey, subscribe_client::Recorded), Usage> {
-    let client = crate::options::signing_client_on(cli, Some(ledger.sql())).map_err(|e| {
+    let client = crate::options::signing_client_with(cli, Some(Arc::clone(used_states))).map_err(|e| {
         if cli.secret.is_none() {
             "--secret (or WXSUB_SECRET) is required to verify the callback's state; \
              pass --unverified to record it without checking"
@@ -255,7 +297,7 @@ async fn record_verified(
 /// `wxsub grants record --unverified`: the grant of a confirmed answer, its state unchecked.
 async fn record_unverified(
     cli: &Cli,
-    ledger: &SqlGrantLedger,
+    ledger: &dyn GrantLedger,
     url_or_query: &str,
     now: std::time::SystemTime,
 ) -> Result<(GrantKey, subscribe_client::Recorded), Usage> {
@@ -287,7 +329,7 @@ fn print_recorded((key, recorded): &(GrantKey, subscribe_client::Recorded)) {
 }
 
 /// A grant under review as one JSON line.
-fn review_json(item: &subscribe_sql::ReviewItem) -> serde_json::Value {
+fn review_json(item: &ReviewItem) -> serde_json::Value {
     let since = item.since.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
     serde_json::json!({
         "openid": item.openid.as_str(),
@@ -325,7 +367,7 @@ impl DispatchObserver for Lines {
 
 async fn dispatch(
     client: Client,
-    ledger: SqlGrantLedger,
+    ledger: Arc<dyn GrantLedger>,
     scope: &GrantScope,
     build: impl Fn(&OpenId) -> Result<SubscribeMessage, subscribe_types::ValidationError> + Send + Sync + 'static,
     concurrency: usize,
@@ -365,12 +407,16 @@ async fn dispatch(
 /// The arguments of `wxsub grants`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// The database: `sqlite:path/to/grants.db` (created if missing) or
-    /// `postgres://user@host/db`. The URL is never printed. A URL with a password belongs
-    /// in `DATABASE_URL` (or the password in `PGPASSWORD`): as an argument it shows in `ps` and
-    /// in shell history, and draws a warning.
+    /// The database: `sqlite:path/to/grants.db` (created if missing),
+    /// `postgres://user@host/db`, or Redis, `redis://host:port[/db]` (the keys of
+    /// `subscribe-redis`, under --redis-prefix). The URL is never printed. A URL with a
+    /// password belongs in `DATABASE_URL` (or the password in `PGPASSWORD`): as an argument it
+    /// shows in `ps` and in shell history, and draws a warning.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, default_value = "sqlite:grants.db")]
     pub(crate) database: crate::secrets::DatabaseUrl,
+    /// With a Redis --database: the key prefix of the service's Redis stores.
+    #[arg(long, env = "WXSUB_REDIS_PREFIX", default_value = "wxsub")]
+    pub(crate) redis_prefix: String,
     #[command(subcommand)]
     pub(crate) command: GrantsCommand,
 }

@@ -91,7 +91,7 @@ async fn run(cli: Cli) -> Result<Exit, Usage> {
         Command::Templates { command } => templates::templates(options::client(&cli), command).await,
         Command::Event(args) => event::run(&cli, args),
         Command::SendBatch(args) => batch::command(&cli, args).await,
-        Command::Grants(args) => grants::run(&cli, args.database.0.expose_secret(), &args.command).await,
+        Command::Grants(args) => grants::run(&cli, args, args.database.0.expose_secret()).await,
         Command::Sandbox(args) => sandbox::run(args).await,
     }
 }

@@ -96,7 +96,7 @@ pub(crate) enum Command {
     Event(event::Args),
     /// Send many messages from JSON lines.
     SendBatch(batch::Args),
-    /// The grant ledger in a SQL database: record, list, count, dispatch, review.
+    /// The grant ledger in a SQL database or Redis: record, list, count, dispatch, review.
     Grants(grants::Args),
     /// Run the local WeChat sandbox.
     Sandbox(sandbox::Args),
@@ -123,11 +123,24 @@ pub(crate) fn signing_client(cli: &Cli) -> Result<Client, Usage> {
 /// [`signing_client`] whose used states are kept in `sql` (single use across runs), or in the
 /// process's memory.
 pub(crate) fn signing_client_on(cli: &Cli, sql: Option<&subscribe_sql::Sql>) -> Result<Client, Usage> {
+    let used = sql.map(|sql| {
+        std::sync::Arc::new(subscribe_sql::SqlUsedStates::new(sql.clone()))
+            as subscribe_client::SharedUsedStates
+    });
+    signing_client_with(cli, used)
+}
+
+/// [`signing_client`] whose used states are kept in `used_states` (a database or Redis: single
+/// use across runs), or in the process's memory.
+pub(crate) fn signing_client_with(
+    cli: &Cli,
+    used_states: Option<subscribe_client::SharedUsedStates>,
+) -> Result<Client, Usage> {
     let secret =
         cli.secret.clone().ok_or("--secret (or WXSUB_SECRET) is required to sign or verify a state")?;
     let mut builder = Client::builder(appid(cli)?, secret).mp_base(&cli.mp_base);
-    if let Some(sql) = sql {
-        builder = builder.used_states(subscribe_sql::SqlUsedStates::new(sql.clone()));
+    if let Some(used_states) = used_states {
+        builder = builder.used_states(used_states);
     }
     builder.build().map_err(|e| format!("client: {e}"))
 }

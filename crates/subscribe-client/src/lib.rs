@@ -95,7 +95,7 @@ pub use error::{
 };
 pub use grants::{
     Claimed, GrantCounts, GrantKey, GrantLedger, GrantRecord, GrantScope, GrantStatus, InMemoryGrantLedger,
-    LedgerError, MAX_HISTORY, PastGrant, Recorded, Reservation, Settlement,
+    LedgerError, MAX_HISTORY, PastGrant, Recorded, Reservation, Resolution, ReviewItem, Settlement,
 };
 #[cfg(feature = "events")]
 #[cfg_attr(docsrs, doc(cfg(feature = "events")))]

@@ -1,19 +1,21 @@
 //! [`RedisGrantLedger`].
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime};
 
 use redis::Script;
 use subscribe_client::{
-    GrantCounts, GrantKey, GrantLedger, GrantRecord, GrantScope, GrantStatus, LedgerError, MAX_HISTORY,
-    PastGrant, Recorded, Reservation, Settlement,
+    Clock as _, GrantCounts, GrantKey, GrantLedger, GrantRecord, GrantScope, GrantStatus, LedgerError,
+    MAX_HISTORY, PastGrant, Recorded, Reservation, Resolution, ReviewItem, Settlement, SharedClock,
+    SystemClock,
 };
 use subscribe_types::OpenId;
 
 use crate::{Redis, RedisError, from_millis, millis};
 
 // Each grant is one field of the scope's `state` hash: `<S>|<attempts>|<until_ms>|<id>|<reason>`
-// with S = P(ending), R(eserved), D(elivered), V (review), X (dropped). The scope's `pending`
+// with S = P(ending), R(eserved), D(elivered), V (review), X (dropped). A grant under review
+// keeps in place of `until_ms` when it was set aside (0 when set aside before that was kept). The scope's `pending`
 // sorted set (all scores 0, ordered by openid) indexes the grants that are pending or reserved,
 // so paging never walks used grants.
 const PARSE: &str = r"
@@ -85,8 +87,8 @@ return {{id, attempt}}"
     ))
 });
 
-// ARGV: openid, reservation id, new state letter, reason. Returns 1, or 0 when the
-// reservation is no longer the grant's current one.
+// ARGV: openid, reservation id, new state letter, reason, now_ms (kept for a review). Returns
+// 1, or 0 when the reservation is no longer the grant's current one.
 static SETTLE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"{PARSE}
@@ -96,8 +98,47 @@ local s, a, _, id = parse(v)
 if s ~= 'R' or id ~= ARGV[2] then return 0 end
 -- A release (a definite failure: nothing delivered) starts the attempts over.
 if ARGV[3] == 'P' then a = '0' end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[3] .. '|' .. a .. '|0||' .. ARGV[4])
+local since = '0'
+if ARGV[3] == 'V' then since = ARGV[5] end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3] .. '|' .. a .. '|' .. since .. '||' .. ARGV[4])
 if ARGV[3] ~= 'P' then redis.call('ZREM', KEYS[2], ARGV[1]) end
+return 1"
+    ))
+});
+
+// The grants under review, as {openid, attempts, since_ms, reason} each, in no order (Lua
+// compares strings by the server's locale, not bytewise: the caller sorts by openid).
+static REVIEWS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{PARSE}
+local out = {{}}
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local s, a, u, _, reason = parse(all[i + 1])
+  if s == 'V' then out[#out + 1] = {{all[i], a, u, reason}} end
+end
+return out"
+    ))
+});
+
+// ARGV: openid, new state letter (D, P or X), note. A grant under review only: a release
+// starts its attempts over and puts it back in the pending index, a drop keeps the note as its
+// reason. Returns 1, or 0 (nothing changed) when the grant is not under review.
+static RESOLVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{PARSE}
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if not v then return 0 end
+local s, a = parse(v)
+if s ~= 'V' then return 0 end
+local reason = ''
+if ARGV[2] == 'P' then
+  a = '0'
+  redis.call('ZADD', KEYS[2], 0, ARGV[1])
+elseif ARGV[2] == 'X' then
+  reason = ARGV[3]
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '|' .. a .. '|0||' .. reason)
 return 1"
     ))
 });
@@ -129,18 +170,34 @@ return c"
 /// list of its earlier lives, the last [`MAX_HISTORY`]). Every transition is one Lua script: two dispatchers never reserve the
 /// same grant, and only the current reservation settles it. A reservation whose lease lapsed
 /// (its sender crashed) is pending again; the lease is compared with the caller's clock.
+/// A grant set aside for review is listed by [`reviews`](GrantLedger::reviews) and decided by
+/// [`resolve`](GrantLedger::resolve), one script too, so no reservation, settlement or
+/// renewal comes between its check and its change. There is no audit trail: the decision's
+/// note is kept only as a dropped grant's reason.
 ///
-/// Counting a scope reads its whole hash (`HVALS`): fine for hundreds of thousands of grants,
-/// but not something to poll every second.
+/// Counting a scope reads its whole hash (`HVALS`), and so does listing its reviews: fine for
+/// hundreds of thousands of grants, but not something to poll every second.
+///
+/// A settlement carries no time, so when a grant was set aside for review is read from the
+/// ledger's clock: the system clock unless [`clock`](Self::clock) gives another.
 #[derive(Clone, Debug)]
 pub struct RedisGrantLedger {
     redis: Redis,
+    clock: SharedClock,
 }
 
 impl RedisGrantLedger {
     /// A ledger on `redis`.
     pub fn new(redis: Redis) -> Self {
-        Self { redis }
+        Self { redis, clock: Arc::new(SystemClock) }
+    }
+
+    /// Reads the time a grant is set aside for review from `clock` (the client's, when that is
+    /// not the system's).
+    #[must_use]
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
     }
 
     fn tag(scope: &GrantScope) -> String {
@@ -259,7 +316,12 @@ impl GrantLedger for RedisGrantLedger {
         };
         let mut c = self.redis.conn.clone();
         let mut call = SETTLE.key(state);
-        call.key(pending).arg(r.key.openid.as_str()).arg(&r.id).arg(letter).arg(reason);
+        call.key(pending)
+            .arg(r.key.openid.as_str())
+            .arg(&r.id)
+            .arg(letter)
+            .arg(reason)
+            .arg(millis(self.clock.now()));
         let done: i64 = self.redis.run(call.invoke_async(&mut c)).await?;
         if done == 1 { Ok(()) } else { Err(LedgerError::LeaseLost) }
     }
@@ -300,5 +362,55 @@ impl GrantLedger for RedisGrantLedger {
         counts.review = review;
         counts.dropped = dropped;
         Ok(counts)
+    }
+
+    async fn reviews(
+        &self,
+        scope: &GrantScope,
+        after: Option<&OpenId>,
+        limit: usize,
+    ) -> Result<Vec<ReviewItem>, LedgerError> {
+        let [state, _, _] = self.keys(scope);
+        let mut c = self.redis.conn.clone();
+        let found: Vec<(String, String, String, String)> =
+            self.redis.run(REVIEWS.key(state).invoke_async(&mut c)).await?;
+        let after = after.map_or("", OpenId::as_str);
+        let mut found: Vec<_> = found.into_iter().filter(|(openid, ..)| openid.as_str() > after).collect();
+        found.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        found.truncate(limit.max(1));
+        found
+            .into_iter()
+            .map(|(openid, attempts, since, reason)| {
+                Ok(ReviewItem::new(
+                    OpenId::new(openid).map_err(|_| corrupt())?,
+                    reason,
+                    attempts.parse().map_err(|_| corrupt())?,
+                    from_millis(since.parse().map_err(|_| corrupt())?),
+                ))
+            })
+            .collect()
+    }
+
+    async fn resolve(
+        &self,
+        key: &GrantKey,
+        resolution: Resolution,
+        note: &str,
+        _now: SystemTime,
+    ) -> Result<bool, LedgerError> {
+        let letter = match resolution {
+            Resolution::Delivered => "D",
+            Resolution::Release => "P",
+            Resolution::Drop => "X",
+            // `Resolution` is non-exhaustive: a decision this ledger does not know changes
+            // nothing, as for a grant that is not under review.
+            _ => return Ok(false),
+        };
+        let [state, pending, _] = self.keys(&key.scope());
+        let mut c = self.redis.conn.clone();
+        let mut call = RESOLVE.key(state);
+        call.key(pending).arg(key.openid.as_str()).arg(letter).arg(note);
+        let done: i64 = self.redis.run(call.invoke_async(&mut c)).await?;
+        Ok(done == 1)
     }
 }

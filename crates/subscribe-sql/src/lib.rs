@@ -87,7 +87,7 @@ use crate::error::{Kind, kind_of};
 
 pub use crate::builder::SqlBuilder;
 pub use crate::error::SqlError;
-pub use crate::ledger::{EventKind, GrantEvent, Resolution, ReviewItem, SqlGrantLedger};
+pub use crate::ledger::{EventKind, GrantEvent, SqlGrantLedger};
 pub use crate::replay::SqlReplayCache;
 #[cfg(feature = "events")]
 #[cfg_attr(docsrs, doc(cfg(feature = "events")))]

@@ -8,8 +8,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use subscribe_client::{
-    GrantCounts, GrantKey, GrantLedger, GrantRecord, GrantScope, GrantStatus, LedgerError, MAX_HISTORY,
-    PastGrant, Recorded, Reservation, Settlement,
+    Clock as _, GrantCounts, GrantKey, GrantLedger, GrantRecord, GrantScope, GrantStatus, LedgerError,
+    MAX_HISTORY, PastGrant, Recorded, Reservation, Resolution, ReviewItem, Settlement, SystemClock,
 };
 use subscribe_types::OpenId;
 
@@ -18,10 +18,20 @@ use subscribe_types::OpenId;
 #[serde(tag = "status", rename_all = "snake_case")]
 enum Status {
     Pending,
-    Reserved { id: String, until_ms: u64 },
+    Reserved {
+        id: String,
+        until_ms: u64,
+    },
     Delivered,
-    Review { reason: String },
-    Dropped { reason: String },
+    /// Set aside for a person since `since_ms` (0 in a file written before it was kept).
+    Review {
+        reason: String,
+        #[serde(default)]
+        since_ms: u64,
+    },
+    Dropped {
+        reason: String,
+    },
 }
 
 impl Status {
@@ -30,7 +40,7 @@ impl Status {
             Status::Pending => GrantStatus::Pending,
             Status::Reserved { until_ms, .. } => GrantStatus::Reserved { until: time(*until_ms) },
             Status::Delivered => GrantStatus::Delivered,
-            Status::Review { reason } => GrantStatus::Review { reason: reason.clone() },
+            Status::Review { reason, .. } => GrantStatus::Review { reason: reason.clone() },
             Status::Dropped { reason } => GrantStatus::Dropped { reason: reason.clone() },
         }
     }
@@ -224,7 +234,8 @@ impl GrantLedger for FileGrantLedger {
         row.status = match settlement {
             Settlement::Delivered => Status::Delivered,
             Settlement::Release => Status::Pending,
-            Settlement::Review(reason) => Status::Review { reason },
+            // A settlement carries no time: when it was set aside is read here.
+            Settlement::Review(reason) => Status::Review { reason, since_ms: millis(SystemClock.now()) },
             Settlement::Drop(reason) => Status::Dropped { reason },
             _ => return Err(LedgerError::backend("a settlement this ledger does not know")),
         };
@@ -265,5 +276,53 @@ impl GrantLedger for FileGrantLedger {
             }
         }
         Ok(c)
+    }
+
+    async fn reviews(
+        &self,
+        scope: &GrantScope,
+        after: Option<&OpenId>,
+        limit: usize,
+    ) -> Result<Vec<ReviewItem>, LedgerError> {
+        let tables = self.lock()?;
+        let Some(rows) = tables.get(&scope_key(scope)) else { return Ok(Vec::new()) };
+        let from = after.map_or(Bound::Unbounded, |a| Bound::Excluded(a.as_str()));
+        rows.range::<str, _>((from, Bound::Unbounded))
+            .filter_map(|(o, row)| match &row.status {
+                Status::Review { reason, since_ms } => Some((o, reason, row.attempts, *since_ms)),
+                _ => None,
+            })
+            .take(limit.max(1))
+            .map(|(o, reason, attempts, since_ms)| {
+                Ok(ReviewItem::new(openid(o)?, reason.clone(), attempts, time(since_ms)))
+            })
+            .collect()
+    }
+
+    async fn resolve(
+        &self,
+        key: &GrantKey,
+        resolution: Resolution,
+        note: &str,
+        _now: SystemTime,
+    ) -> Result<bool, LedgerError> {
+        let mut tables = self.lock()?;
+        let scope = scope_key(&key.scope());
+        let row = tables.get_mut(&scope).and_then(|rows| rows.get_mut(key.openid.as_str()));
+        let Some(row) = row.filter(|row| matches!(row.status, Status::Review { .. })) else {
+            return Ok(false); // only a grant under review is decided
+        };
+        let before = Some(row.clone());
+        row.status = match resolution {
+            Resolution::Delivered => Status::Delivered,
+            Resolution::Release => {
+                row.attempts = 0; // nothing arrived: the next sender is attempt 1
+                Status::Pending
+            }
+            Resolution::Drop => Status::Dropped { reason: note.to_owned() },
+            _ => return Ok(false), // a decision this ledger does not know changes nothing
+        };
+        self.commit(&mut tables, &scope, key.openid.as_str(), before)?;
+        Ok(true)
     }
 }

@@ -9,6 +9,7 @@ mod dispatch;
 mod e2e;
 mod event;
 mod mini_program_and_notification;
+mod review;
 mod secrets;
 
 use subscribe_sandbox::{DEMO_APPID, DEMO_SECRET, SandboxHandle};

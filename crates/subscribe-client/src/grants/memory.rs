@@ -2,15 +2,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use subscribe_types::OpenId;
 
 use super::{
     GrantCounts, GrantKey, GrantLedger, GrantRecord, GrantScope, GrantStatus, LedgerError, MAX_HISTORY,
-    PastGrant, Recorded, Reservation, Settlement,
+    PastGrant, Recorded, Reservation, Resolution, ReviewItem, Settlement,
 };
+use crate::{Clock as _, SharedClock, SystemClock};
 
 /// `t` to the millisecond, as every ledger keeps it.
 fn to_millis(t: SystemTime) -> SystemTime {
@@ -21,9 +22,16 @@ fn to_millis(t: SystemTime) -> SystemTime {
 #[derive(Debug)]
 enum State {
     Pending,
-    Reserved { id: String, until: SystemTime },
+    Reserved {
+        id: String,
+        until: SystemTime,
+    },
     Delivered,
-    Review(String),
+    /// Set aside, with its reason, since the settlement (to the millisecond).
+    Review {
+        reason: String,
+        since: SystemTime,
+    },
     Dropped(String),
 }
 
@@ -40,7 +48,7 @@ impl Entry {
             State::Pending => GrantStatus::Pending,
             State::Reserved { until, .. } => GrantStatus::Reserved { until: *until },
             State::Delivered => GrantStatus::Delivered,
-            State::Review(r) => GrantStatus::Review { reason: r.clone() },
+            State::Review { reason, .. } => GrantStatus::Review { reason: reason.clone() },
             State::Dropped(r) => GrantStatus::Dropped { reason: r.clone() },
         }
     }
@@ -56,16 +64,34 @@ impl Entry {
 
 /// Keeps grants in this process's memory: for one instance, tests and demos. Grants are lost
 /// when the process ends; use a shared ledger (Redis: `subscribe-redis`) in production.
-#[derive(Debug, Default)]
+///
+/// A settlement carries no time, so when a grant was set aside for review (its
+/// [`ReviewItem::since`]) is read from the ledger's clock: the system clock unless
+/// [`clock`](Self::clock) gives another (the client's `ManualClock` in tests).
+#[derive(Debug)]
 pub struct InMemoryGrantLedger {
     scopes: Mutex<HashMap<GrantScope, BTreeMap<OpenId, Entry>>>,
     next_id: AtomicU64,
+    clock: SharedClock,
+}
+
+impl Default for InMemoryGrantLedger {
+    fn default() -> Self {
+        Self { scopes: Mutex::default(), next_id: AtomicU64::new(0), clock: Arc::new(SystemClock) }
+    }
 }
 
 impl InMemoryGrantLedger {
     /// An empty ledger.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Reads the time a grant is set aside for review from `clock`.
+    #[must_use]
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<GrantScope, BTreeMap<OpenId, Entry>>> {
@@ -88,7 +114,7 @@ impl GrantLedger for InMemoryGrantLedger {
             }
             Some(e) => match e.state {
                 State::Pending | State::Reserved { .. } => Ok(Recorded::AlreadyPending),
-                State::Delivered | State::Review(_) | State::Dropped(_) => {
+                State::Delivered | State::Review { .. } | State::Dropped(_) => {
                     let past =
                         PastGrant { status: e.status(), attempts: e.attempts, renewed_at: to_millis(now) };
                     if e.history.len() == MAX_HISTORY {
@@ -141,6 +167,7 @@ impl GrantLedger for InMemoryGrantLedger {
     }
 
     async fn settle(&self, r: &Reservation, settlement: Settlement) -> Result<(), LedgerError> {
+        let since = to_millis(self.clock.now());
         let mut scopes = self.lock();
         let e = scopes
             .get_mut(&r.key.scope())
@@ -157,7 +184,7 @@ impl GrantLedger for InMemoryGrantLedger {
         e.state = match settlement {
             Settlement::Delivered => State::Delivered,
             Settlement::Release => State::Pending,
-            Settlement::Review(reason) => State::Review(reason),
+            Settlement::Review(reason) => State::Review { reason, since },
             Settlement::Drop(reason) => State::Dropped(reason),
         };
         Ok(())
@@ -181,10 +208,58 @@ impl GrantLedger for InMemoryGrantLedger {
                 State::Reserved { until, .. } if *until > now => c.reserved += 1,
                 State::Pending | State::Reserved { .. } => c.pending += 1,
                 State::Delivered => c.delivered += 1,
-                State::Review(_) => c.review += 1,
+                State::Review { .. } => c.review += 1,
                 State::Dropped(_) => c.dropped += 1,
             }
         }
         Ok(c)
+    }
+
+    async fn reviews(
+        &self,
+        scope: &GrantScope,
+        after: Option<&OpenId>,
+        limit: usize,
+    ) -> Result<Vec<ReviewItem>, LedgerError> {
+        let scopes = self.lock();
+        let Some(entries) = scopes.get(scope) else { return Ok(Vec::new()) };
+        let range = match after {
+            Some(a) => entries.range::<OpenId, _>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
+            None => entries.range::<OpenId, _>(..),
+        };
+        Ok(range
+            .filter_map(|(openid, e)| match &e.state {
+                State::Review { reason, since } => {
+                    Some(ReviewItem::new(openid.clone(), reason.clone(), e.attempts, *since))
+                }
+                _ => None,
+            })
+            .take(limit.max(1))
+            .collect())
+    }
+
+    async fn resolve(
+        &self,
+        key: &GrantKey,
+        resolution: Resolution,
+        note: &str,
+        _now: SystemTime,
+    ) -> Result<bool, LedgerError> {
+        let mut scopes = self.lock();
+        let Some(e) = scopes.get_mut(&key.scope()).and_then(|s| s.get_mut(&key.openid)) else {
+            return Ok(false);
+        };
+        if !matches!(e.state, State::Review { .. }) {
+            return Ok(false);
+        }
+        e.state = match resolution {
+            Resolution::Delivered => State::Delivered,
+            Resolution::Release => {
+                e.attempts = 0;
+                State::Pending
+            }
+            Resolution::Drop => State::Dropped(note.to_owned()),
+        };
+        Ok(true)
     }
 }

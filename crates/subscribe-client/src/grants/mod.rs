@@ -5,8 +5,11 @@
 //! pending ones page by page, and hands each to exactly one sender at a time through a lease,
 //! so a grant is sent once, released after a definite failure, set aside for review when the
 //! outcome is unknown (never resent automatically), or dropped when WeChat says it is gone.
+//! A grant set aside is listed by [`GrantLedger::reviews`] and decided by a person with
+//! [`GrantLedger::resolve`], on every ledger.
 
 mod memory;
+mod review;
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
@@ -14,6 +17,7 @@ use std::time::{Duration, SystemTime};
 use subscribe_types::{AppId, Confirmed, OpenId, Scene, TemplateId};
 
 pub use memory::InMemoryGrantLedger;
+pub use review::{Resolution, ReviewItem};
 
 use crate::token::BoxError;
 
@@ -203,7 +207,9 @@ pub struct GrantCounts {
 /// recording is idempotent per key; recording over a used, dropped or reviewed grant renews it
 /// and keeps the old one in its history; at most one live reservation per grant; a lapsed lease
 /// makes the grant pending again; only the holder of the current reservation settles it;
-/// pending grants are listed in `openid` order after a cursor, so paging needs no snapshot.
+/// pending grants are listed in `openid` order after a cursor, so paging needs no snapshot;
+/// a grant set aside for review stays there until a person resolves it (or a new confirmation
+/// renews it), and resolving applies only to a grant under review.
 ///
 /// Time is passed in (`now`), from the client's clock; a ledger shared by instances whose
 /// clocks may disagree can time leases by its own clock instead (the SQL ledger uses the
@@ -283,6 +289,35 @@ pub trait GrantLedger: Send + Sync + fmt::Debug {
         }
         results
     }
+
+    /// Up to `limit` (at least 1) grants of `scope` under review, in `openid` order after
+    /// `after`, each with its reason, its attempts and since when it is under review: what a
+    /// person goes through (`wxsub grants review list`).
+    async fn reviews(
+        &self,
+        scope: &GrantScope,
+        after: Option<&OpenId>,
+        limit: usize,
+    ) -> Result<Vec<ReviewItem>, LedgerError>;
+
+    /// Decides a grant under review, as a person does once they know what became of its
+    /// message: [`Resolution::Delivered`] makes it used (never sent again, its attempts kept),
+    /// [`Resolution::Release`] pending again with its attempts back to 0 (the next
+    /// reservation takes it as attempt 1), [`Resolution::Drop`] dropped with `note` as its
+    /// reason. `note` says who decided and on what evidence; a ledger with an audit trail keeps
+    /// it there (the SQL ledger's `events`), stamped `now` (or its own clock's now).
+    ///
+    /// Returns `Ok(false)`, changing nothing, when the grant is not under review: unknown,
+    /// pending, reserved, used, dropped, or resolved already (a review is decided once).
+    /// Atomic with the other transitions: a grant resolved while another call renews it is
+    /// either resolved and then renewed, or renewed and then not under review.
+    async fn resolve(
+        &self,
+        key: &GrantKey,
+        resolution: Resolution,
+        note: &str,
+        now: SystemTime,
+    ) -> Result<bool, LedgerError>;
 }
 
 /// What [`GrantLedger::reserve_next`] claimed.
@@ -340,6 +375,23 @@ impl<T: GrantLedger + ?Sized> GrantLedger for std::sync::Arc<T> {
     }
     async fn settle_many(&self, items: Vec<(Reservation, Settlement)>) -> Vec<Result<(), LedgerError>> {
         (**self).settle_many(items).await
+    }
+    async fn reviews(
+        &self,
+        scope: &GrantScope,
+        after: Option<&OpenId>,
+        limit: usize,
+    ) -> Result<Vec<ReviewItem>, LedgerError> {
+        (**self).reviews(scope, after, limit).await
+    }
+    async fn resolve(
+        &self,
+        key: &GrantKey,
+        resolution: Resolution,
+        note: &str,
+        now: SystemTime,
+    ) -> Result<bool, LedgerError> {
+        (**self).resolve(key, resolution, note, now).await
     }
 }
 

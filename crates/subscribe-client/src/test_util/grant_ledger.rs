@@ -17,12 +17,16 @@ use super::unique_app;
 /// - of 8 concurrent `reserve_next` calls, as separate tasks, no two get the same grant;
 /// - a lapsed reservation is claimed again as attempt 2 (attempts count on: the crashed sender
 ///   may have sent), and `counts` calls it pending, no longer reserved;
-/// - `settle_many` gives one result per item, `LeaseLost` for a stale one.
+/// - `settle_many` gives one result per item, `LeaseLost` for a stale one;
+/// - the review workflow: a grant set aside is listed by `reviews` (reason, attempts, since
+///   when; paging after a cursor), `resolve` applies `Delivered` (used), `Release` (pending,
+///   the next reservation is attempt 1) and `Drop` (dropped, the note its reason), and
+///   refuses (`false`, nothing changed) a grant that is not under review; `counts` follows.
 ///
 /// It runs in real time: `now` is always the system clock's, and lapses are waited for (a
 /// 1.5-second lease, so the suite takes about two seconds). A ledger may therefore time its
 /// leases by its own clock (a database's `now()`, as `subscribe-sql` does) instead of the
-/// `now` it is given; the times it reports (`renewed_at`) must agree with the system clock's
+/// `now` it is given; the times it reports (`renewed_at`, a review's `since`) must agree with the system clock's
 /// to the millisecond.
 ///
 /// Same calling convention as [`token_store_contract`](super::token_store_contract).
@@ -403,6 +407,8 @@ pub async fn grant_ledger_contract<L: crate::GrantLedger + ?Sized + 'static>(led
         GrantStatus::Delivered,
         "settle after the lease lapsed, not retaken: applied"
     );
+
+    super::grant_review::review_contract(&ledger, &scope).await;
 }
 
 /// How many claimers race in [`grant_ledger_contract`], each for up to 10 grants.
@@ -412,7 +418,7 @@ const CLAIM_RACE_GRANTS: usize = 40;
 
 /// Panics unless `t` lies in `[before, after]`, give or take a millisecond (ledgers keep
 /// times to the millisecond).
-fn assert_near(t: SystemTime, before: SystemTime, after: SystemTime, rule: &str) {
+pub(super) fn assert_near(t: SystemTime, before: SystemTime, after: SystemTime, rule: &str) {
     let ms = Duration::from_millis(1);
     assert!(t + ms >= before && t <= after + ms, "{rule}: {t:?} is not within [{before:?}, {after:?}]");
 }

@@ -7,6 +7,7 @@
 //! store of used states whose writes land and whose answers are lost.
 
 mod grant_ledger;
+mod grant_review;
 mod lost_answers;
 #[cfg(feature = "events")]
 mod notification_results;

@@ -165,6 +165,23 @@ impl GrantLedger for DownLedger {
     ) -> Result<subscribe_client::GrantCounts, LedgerError> {
         self.0.counts(scope, now).await
     }
+    async fn reviews(
+        &self,
+        scope: &GrantScope,
+        after: Option<&OpenId>,
+        limit: usize,
+    ) -> Result<Vec<subscribe_client::ReviewItem>, LedgerError> {
+        self.0.reviews(scope, after, limit).await
+    }
+    async fn resolve(
+        &self,
+        key: &GrantKey,
+        resolution: subscribe_client::Resolution,
+        note: &str,
+        now: std::time::SystemTime,
+    ) -> Result<bool, LedgerError> {
+        self.0.resolve(key, resolution, note, now).await
+    }
 }
 
 #[tokio::test]
@@ -255,6 +272,23 @@ impl GrantLedger for CursorIgnoring {
         now: std::time::SystemTime,
     ) -> Result<subscribe_client::GrantCounts, LedgerError> {
         self.0.counts(scope, now).await
+    }
+    async fn reviews(
+        &self,
+        scope: &GrantScope,
+        after: Option<&OpenId>,
+        limit: usize,
+    ) -> Result<Vec<subscribe_client::ReviewItem>, LedgerError> {
+        self.0.reviews(scope, after, limit).await
+    }
+    async fn resolve(
+        &self,
+        key: &GrantKey,
+        resolution: subscribe_client::Resolution,
+        note: &str,
+        now: std::time::SystemTime,
+    ) -> Result<bool, LedgerError> {
+        self.0.resolve(key, resolution, note, now).await
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use subscribe_client::test_util::grant_ledger_contract;
 use subscribe_client::{
     Claimed, GrantCounts, GrantKey, GrantLedger, GrantRecord, GrantScope, GrantStatus, InMemoryGrantLedger,
-    LedgerError, Recorded, Reservation, Settlement,
+    LedgerError, Recorded, Reservation, Resolution, ReviewItem, Settlement,
 };
 use subscribe_types::OpenId;
 
@@ -28,6 +28,11 @@ enum Fault {
     /// `counts` calls every reservation reserved, lapsed ones too (it never compares `until`
     /// with `now`).
     CountsLapsedAsReserved,
+    /// `reviews` lists from the first openid whatever its cursor says.
+    ReviewsIgnoreCursor,
+    /// `resolve` answers `true` whether or not the grant was under review (an `UPDATE` whose
+    /// affected rows nobody reads).
+    ResolveClaimsSuccess,
 }
 
 /// The in-memory ledger with one [`Fault`]; everything else forwarded.
@@ -125,10 +130,29 @@ impl GrantLedger for Wrong {
                 }
                 Ok(Claimed { reservations, cursor: listed.last().cloned() })
             }
-            Fault::CountsLapsedAsReserved => {
-                self.inner.reserve_next(scope, after, limit, holder, lease, now).await
-            }
+            _ => self.inner.reserve_next(scope, after, limit, holder, lease, now).await,
         }
+    }
+    async fn reviews(
+        &self,
+        scope: &GrantScope,
+        after: Option<&OpenId>,
+        limit: usize,
+    ) -> Result<Vec<ReviewItem>, LedgerError> {
+        match self.fault {
+            Fault::ReviewsIgnoreCursor => self.inner.reviews(scope, None, limit).await,
+            _ => self.inner.reviews(scope, after, limit).await,
+        }
+    }
+    async fn resolve(
+        &self,
+        key: &GrantKey,
+        resolution: Resolution,
+        note: &str,
+        now: SystemTime,
+    ) -> Result<bool, LedgerError> {
+        let resolved = self.inner.resolve(key, resolution, note, now).await?;
+        Ok(resolved || matches!(self.fault, Fault::ResolveClaimsSuccess))
     }
 }
 
@@ -164,4 +188,16 @@ async fn a_ledger_whose_claims_restart_attempts_at_one_fails_the_contract() {
 async fn a_ledger_that_counts_lapsed_reservations_as_reserved_fails_the_contract() {
     let rule = broken_rule(Wrong::new(Fault::CountsLapsedAsReserved)).await;
     assert!(rule.contains("counts: a lapsed reservation is pending, not reserved"), "{rule}");
+}
+
+#[tokio::test]
+async fn a_ledger_whose_reviews_ignore_their_cursor_fails_the_contract() {
+    let rule = broken_rule(Wrong::new(Fault::ReviewsIgnoreCursor)).await;
+    assert!(rule.contains("reviews: strictly after the cursor"), "{rule}");
+}
+
+#[tokio::test]
+async fn a_ledger_that_resolves_grants_not_under_review_fails_the_contract() {
+    let rule = broken_rule(Wrong::new(Fault::ResolveClaimsSuccess)).await;
+    assert!(rule.contains("resolve: a pending grant is not under review"), "{rule}");
 }

@@ -174,6 +174,23 @@ impl GrantLedger for Down {
     ) -> Result<subscribe_client::GrantCounts, LedgerError> {
         Err(LedgerError::backend("connection refused"))
     }
+    async fn reviews(
+        &self,
+        _: &GrantScope,
+        _: Option<&OpenId>,
+        _: usize,
+    ) -> Result<Vec<subscribe_client::ReviewItem>, LedgerError> {
+        Err(LedgerError::backend("connection refused"))
+    }
+    async fn resolve(
+        &self,
+        _: &subscribe_client::GrantKey,
+        _: subscribe_client::Resolution,
+        _: &str,
+        _: std::time::SystemTime,
+    ) -> Result<bool, LedgerError> {
+        Err(LedgerError::backend("connection refused"))
+    }
 }
 
 #[tokio::test]

@@ -48,7 +48,7 @@ pub enum EventKind {
     Review,
     /// The grant is gone.
     Dropped,
-    /// A person decided a review ([`SqlGrantLedger::resolve`]).
+    /// A person decided a review ([`GrantLedger::resolve`](subscribe_client::GrantLedger::resolve)), with their note as the reason.
     Resolved,
 }
 

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use subscribe_client::{
     Claimed, GrantCounts, GrantKey, GrantLedger, GrantRecord, GrantScope, LedgerError, MAX_HISTORY,
-    PastGrant, Recorded, Reservation, Settlement,
+    PastGrant, Recorded, Reservation, Resolution, ReviewItem, Settlement,
 };
 use subscribe_types::OpenId;
 
@@ -27,7 +27,6 @@ use self::rows::{EMPTY_LEASES, KEY, TAKEABLE, attempts, corrupt, scene, settled,
 use crate::{Sql, from_millis, millis};
 
 pub use self::audit::{EventKind, GrantEvent};
-pub use self::review::{Resolution, ReviewItem};
 
 /// Grants in PostgreSQL or SQLite: they survive restarts, every instance and dispatcher shares
 /// them, and each transition is kept in an audit trail ([`events`](Self::events)).
@@ -488,5 +487,26 @@ impl GrantLedger for SqlGrantLedger {
             results[i] = Some(self.settle(r, s.clone()).await);
         }
         results.into_iter().map(|r| r.unwrap_or(Err(LedgerError::LeaseLost))).collect()
+    }
+
+    async fn reviews(
+        &self,
+        scope: &GrantScope,
+        after: Option<&OpenId>,
+        limit: usize,
+    ) -> Result<Vec<ReviewItem>, LedgerError> {
+        self.review_page(scope, after, limit).await
+    }
+
+    /// The decision and its note go to the audit trail ([`events`](SqlGrantLedger::events)),
+    /// stamped by the database's clock (`now` is not used).
+    async fn resolve(
+        &self,
+        key: &GrantKey,
+        resolution: Resolution,
+        note: &str,
+        _now: SystemTime,
+    ) -> Result<bool, LedgerError> {
+        self.resolve_review(key, resolution, note).await
     }
 }

@@ -1,47 +1,18 @@
-//! The review workflow: the grants set aside for a person ([`SqlGrantLedger::reviews`]) and
-//! the person's decision on each ([`SqlGrantLedger::resolve`]), kept in the audit trail.
+//! The review workflow on SQL: the grants set aside for a person
+//! ([`GrantLedger::reviews`](subscribe_client::GrantLedger::reviews)) and the person's
+//! decision on each ([`GrantLedger::resolve`](subscribe_client::GrantLedger::resolve)), kept
+//! in the audit trail as a `resolved` event with the note.
 
-use std::time::SystemTime;
-
-use subscribe_client::{GrantKey, GrantScope, LedgerError};
+use subscribe_client::{GrantKey, GrantScope, LedgerError, Resolution, ReviewItem};
 use subscribe_types::OpenId;
 
 use super::rows::{KEY, attempts, corrupt, counter, scene};
 use super::{EventKind, SqlGrantLedger};
 use crate::from_millis;
 
-/// A person's decision on a grant under review.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Resolution {
-    /// The message did arrive (the user has it): the grant is used.
-    Delivered,
-    /// It did not arrive: the grant is pending again and the next dispatch sends it.
-    Release,
-    /// The grant cannot be used: dropped.
-    Drop,
-}
-
-/// A grant under review, from [`SqlGrantLedger::reviews`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ReviewItem {
-    /// The user.
-    pub openid: OpenId,
-    /// Why it is under review.
-    pub reason: String,
-    /// Its reservations before it was set aside.
-    pub attempts: u32,
-    /// Since when.
-    pub since: SystemTime,
-}
-
 impl SqlGrantLedger {
-    /// Up to `limit` grants of `scope` under review, in `openid` order after `after`.
-    ///
-    /// # Errors
-    /// [`LedgerError::Backend`] when the database fails.
-    pub async fn reviews(
+    /// `reviews`: the grants in state `V`, `since` their last transition.
+    pub(super) async fn review_page(
         &self,
         scope: &GrantScope,
         after: Option<&OpenId>,
@@ -69,22 +40,19 @@ impl SqlGrantLedger {
             .await?;
         rows.into_iter()
             .map(|(openid, reason, attempts_, since)| {
-                Ok(ReviewItem {
-                    openid: OpenId::new(openid).map_err(|_| corrupt("wxsub_grants.openid"))?,
-                    reason: reason.unwrap_or_default(),
-                    attempts: attempts(attempts_)?,
-                    since: from_millis(since),
-                })
+                Ok(ReviewItem::new(
+                    OpenId::new(openid).map_err(|_| corrupt("wxsub_grants.openid"))?,
+                    reason.unwrap_or_default(),
+                    attempts(attempts_)?,
+                    from_millis(since),
+                ))
             })
             .collect()
     }
 
-    /// Decides a grant under review, with a note for the audit trail (who decided and on what
-    /// evidence). Returns `false`, changing nothing, when the grant is not under review.
-    ///
-    /// # Errors
-    /// [`LedgerError::Backend`] when the database fails.
-    pub async fn resolve(
+    /// `resolve`: one transaction that moves the grant out of `V` (or finds it elsewhere and
+    /// changes nothing), appends its `resolved` event with the note, and moves the counters.
+    pub(super) async fn resolve_review(
         &self,
         key: &GrantKey,
         resolution: Resolution,
@@ -94,6 +62,9 @@ impl SqlGrantLedger {
             Resolution::Delivered => ("D", false),
             Resolution::Release => ("P", true),
             Resolution::Drop => ("X", false),
+            // `Resolution` is non-exhaustive: a decision this ledger does not know changes
+            // nothing, as for a grant that is not under review.
+            _ => return Ok(false),
         };
         let scope = key.scope();
         let done = self

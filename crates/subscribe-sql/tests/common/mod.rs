@@ -9,10 +9,10 @@ use subscribe_client::test_util::{
     LostAnswers, MockTransport, grant_ledger_contract, shared_token_store_contract, used_states_contract,
 };
 use subscribe_client::{
-    Clock as _, ErrorKind, GrantKey, GrantLedger, GrantScope, GrantStatus, LedgerError, Recorded, Settlement,
-    SystemClock, TokenStore as _,
+    Clock as _, ErrorKind, GrantKey, GrantLedger, GrantScope, GrantStatus, LedgerError, Recorded, Resolution,
+    Settlement, SystemClock, TokenStore as _,
 };
-use subscribe_sql::{EventKind, Resolution, Sql, SqlGrantLedger, SqlUsedStates};
+use subscribe_sql::{EventKind, Sql, SqlGrantLedger, SqlUsedStates};
 use subscribe_types::{AppId, OpenId, Scene, TemplateId};
 
 pub fn now() -> SystemTime {
@@ -117,11 +117,19 @@ pub async fn every_transition_is_audited(sql: Sql) {
     assert_eq!(reviews.len(), 1);
     assert_eq!((reviews[0].openid.clone(), reviews[0].reason.as_str()), (user(7), "timeout after sending"));
     assert!(
-        !ledger.resolve(&scope.key(user(8)), Resolution::Delivered, "x").await.unwrap(),
+        !ledger.resolve(&scope.key(user(8)), Resolution::Delivered, "x", now()).await.unwrap(),
         "not under review"
     );
-    assert!(ledger.resolve(&key, Resolution::Delivered, "seen in the user's inbox (ops: li)").await.unwrap());
-    assert!(!ledger.resolve(&key, Resolution::Release, "twice").await.unwrap(), "a review is decided once");
+    assert!(
+        ledger
+            .resolve(&key, Resolution::Delivered, "seen in the user's inbox (ops: li)", now())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !ledger.resolve(&key, Resolution::Release, "twice", now()).await.unwrap(),
+        "a review is decided once"
+    );
     assert_eq!(ledger.get(&key).await.unwrap().unwrap().status, GrantStatus::Delivered);
     assert!(ledger.reviews(&scope, None, 10).await.unwrap().is_empty());
     assert_eq!(ledger.record(&key, now()).await.unwrap(), Recorded::Renewed);

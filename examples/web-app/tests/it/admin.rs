@@ -257,6 +257,23 @@ impl GrantLedger for CountingLedger {
         tokio::time::sleep(Duration::from_millis(20)).await;
         self.inner.counts(scope, now).await
     }
+    async fn reviews(
+        &self,
+        scope: &GrantScope,
+        after: Option<&OpenId>,
+        limit: usize,
+    ) -> Result<Vec<subscribe_client::ReviewItem>, LedgerError> {
+        self.inner.reviews(scope, after, limit).await
+    }
+    async fn resolve(
+        &self,
+        key: &GrantKey,
+        resolution: subscribe_client::Resolution,
+        note: &str,
+        now: SystemTime,
+    ) -> Result<bool, LedgerError> {
+        self.inner.resolve(key, resolution, note, now).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
