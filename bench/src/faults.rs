@@ -35,7 +35,7 @@ use subscribe_sandbox::{
     SandboxHandle, TokenFault,
 };
 use subscribe_types::{
-    AppId, AppSecret, MessageData, MiniProgramMessage, OpenId, Scene, SubscribeNotification, TemplateId,
+    AppId, AppSecret, MessageData, MiniProgramMessage, NotificationMessage, OpenId, Scene, TemplateId,
 };
 
 use super::{message, thousands};
@@ -503,7 +503,7 @@ fn allow(s: &SandboxHandle, message: Message, i: usize) {
 /// One attempt at user `i`'s message of the row's kind.
 async fn attempt(c: &Client, i: usize, kind: Message) -> Result<(), SendError> {
     match kind {
-        Message::OneTime => c.send(&message(i, 5)).await.map(drop),
+        Message::OneTime => c.send_one_time(&message(i, 5)).await.map(drop),
         Message::MiniProgramLongTerm => {
             let data = MessageData::from_pairs([("enum1", "黄金会员"), ("date2", "2019-10-01")]).unwrap();
             let m =
@@ -520,7 +520,7 @@ async fn attempt(c: &Client, i: usize, kind: Message) -> Result<(), SendError> {
                 ("amount3", "¥199.00"),
             ])
             .unwrap();
-            let m = SubscribeNotification::builder(user(i), TemplateId::new(DEMO_MP_TEMPLATE).unwrap(), data)
+            let m = NotificationMessage::builder(user(i), TemplateId::new(DEMO_MP_TEMPLATE).unwrap(), data)
                 .page("https://shop.example.com/items/1")
                 .build()
                 .unwrap();

@@ -249,7 +249,7 @@ async fn dispatch_side(
 pub(crate) async fn dispatch_at(base: &str, grants: usize, n: usize, ledger: &str) -> serde_json::Value {
     use subscribe_client::{Dispatcher, GrantLedger, GrantScope, InMemoryGrantLedger};
     use subscribe_sql::{Sql, SqlGrantLedger};
-    use subscribe_types::{OpenId, Scene, SubscribeMessage, TemplateId};
+    use subscribe_types::{OneTimeMessage, OpenId, Scene, TemplateId};
     let c = crate::hyper_client(base);
     let scope = GrantScope {
         appid: c.appid().clone(),
@@ -301,7 +301,7 @@ pub(crate) async fn dispatch_at(base: &str, grants: usize, n: usize, ledger: &st
     let (cpu0, t0) = (crate::cpu_time(), Instant::now());
     let report =
         Dispatcher::one_time(c, Arc::clone(&store), scope.template_id.clone(), scope.scene, |to: &OpenId| {
-            SubscribeMessage::builder(
+            OneTimeMessage::builder(
                 to.clone(),
                 TemplateId::new(subscribe_sandbox::DEMO_TEMPLATE)?,
                 Scene::new(4)?,

@@ -48,7 +48,7 @@ use subscribe_client::{
 };
 use subscribe_sandbox::{DEMO_APPID, DEMO_SECRET, DEMO_TEMPLATE, SandboxConfig, SandboxHandle};
 use subscribe_sql::{Sql, SqlGrantLedger};
-use subscribe_types::{AppId, AppSecret, OpenId, Scene, SubscribeMessage, TemplateId};
+use subscribe_types::{AppId, AppSecret, OneTimeMessage, OpenId, Scene, TemplateId};
 
 /// jemalloc, as `wxsub` (the children that stand for it and for plain hyper, and the fakes,
 /// on the allocator the command ships with).
@@ -104,8 +104,8 @@ async fn fixed_server() -> Fixed {
     Fixed { addr, token_requests }
 }
 
-fn message(i: usize, scene: u32) -> SubscribeMessage {
-    SubscribeMessage::builder(
+fn message(i: usize, scene: u32) -> OneTimeMessage {
+    OneTimeMessage::builder(
         OpenId::new(format!("oUser{i:010}")).unwrap(),
         TemplateId::new(DEMO_TEMPLATE).unwrap(),
         Scene::new(scene).unwrap(),
@@ -290,18 +290,18 @@ async fn plain_hyper(client: &RawHyper, base: &str, bodies: Arc<Vec<Bytes>>, con
 /// borrows its message without touching a shared reference count: the baseline's jobs index
 /// their bodies without one either, and a count bounced between cores on every send would be
 /// the harness's cost, not the client's.
-async fn through_client(c: &Client, messages: &'static [SubscribeMessage], concurrency: usize) -> Run {
+async fn through_client(c: &Client, messages: &'static [OneTimeMessage], concurrency: usize) -> Run {
     let c = c.clone();
     let n = messages.len();
     run(n, concurrency, move |i| {
         let c = c.clone();
-        async move { c.send(&messages[i]).await.is_ok() }
+        async move { c.send_one_time(&messages[i]).await.is_ok() }
     })
     .await
 }
 
 /// `n` messages that live for the rest of the process (see [`through_client`]).
-fn leaked_messages(n: usize, scene: u32) -> &'static [SubscribeMessage] {
+fn leaked_messages(n: usize, scene: u32) -> &'static [OneTimeMessage] {
     Box::leak((0..n).map(|i| message(i, scene)).collect::<Vec<_>>().into_boxed_slice())
 }
 
@@ -596,7 +596,7 @@ async fn cold_start(n: usize) -> serde_json::Value {
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..n {
         let c = c.clone();
-        tasks.spawn(async move { c.send(&message(i, 3)).await.is_ok() });
+        tasks.spawn(async move { c.send_one_time(&message(i, 3)).await.is_ok() });
     }
     let mut ok = 0u64;
     while let Some(r) = tasks.join_next().await {
@@ -646,7 +646,7 @@ async fn dispatch(n: usize) -> serde_json::Value {
     reset_peak();
     let (cpu0, t0) = (cpu_time(), Instant::now());
     let report = Dispatcher::one_time(c.clone(), Arc::clone(&ledger), template, scene, move |to: &OpenId| {
-        SubscribeMessage::builder(to.clone(), TemplateId::new(DEMO_TEMPLATE)?, Scene::new(4)?)
+        OneTimeMessage::builder(to.clone(), TemplateId::new(DEMO_TEMPLATE)?, Scene::new(4)?)
             .title("到货提醒")
             .content("您关注的商品已到货，点击查看详情。")
             .build()
@@ -702,7 +702,7 @@ async fn dispatch_rate(c: &Client, ledger: Arc<dyn GrantLedger>, scope: &GrantSc
         scope.template_id.clone(),
         scope.scene,
         move |to: &OpenId| {
-            SubscribeMessage::builder(to.clone(), TemplateId::new(DEMO_TEMPLATE)?, Scene::new(4)?)
+            OneTimeMessage::builder(to.clone(), TemplateId::new(DEMO_TEMPLATE)?, Scene::new(4)?)
                 .title("到货提醒")
                 .content("您关注的商品已到货，点击查看详情。")
                 .build()

@@ -14,7 +14,7 @@ use std::sync::LazyLock;
 use subscribe_sandbox::{SandboxConfig, SandboxState, check_send_body, router};
 use subscribe_types::{
     Action, ApiResponse, AuthorizationAnswer, AuthorizeRequest, Expectation, IssuedToken, MessageData,
-    MobileSubscribeResponse, Reserved, SubscribeAnswers, SubscribeMessage, Template,
+    MobileSubscribeResponse, OneTimeMessage, Reserved, SubscribeAnswers, Template,
 };
 
 /// A property check: returns when the property holds for the input, panics when it breaks.
@@ -184,7 +184,7 @@ pub fn send_body(body: &[u8]) {
     match check_send_body(body) {
         Ok(message) => {
             let again =
-                SubscribeMessage::from_json(&message.to_json()).expect("our own serialization is accepted");
+                OneTimeMessage::from_json(&message.to_json()).expect("our own serialization is accepted");
             assert_eq!(again, message, "the message changed on its way through its JSON");
             assert!(message.title().as_str().chars().count() <= 15, "title over 15 characters");
             assert!(message.content().as_str().chars().count() <= 200, "content over 200 characters");

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use subscribe_client::{Client, RateLimiter};
 use subscribe_types::{
-    MessageData, MiniProgramMessage, OpenId, Scene, SubscribeMessage, SubscribeNotification, TemplateId,
+    MessageData, MiniProgramMessage, NotificationMessage, OneTimeMessage, OpenId, Scene, TemplateId,
 };
 use tokio::sync::mpsc;
 
@@ -86,9 +86,9 @@ struct Kind<'a> {
 
 /// What one line sends.
 enum Msg {
-    OneTime(SubscribeMessage),
+    OneTime(OneTimeMessage),
     MiniProgram(MiniProgramMessage),
-    Notification(SubscribeNotification),
+    Notification(NotificationMessage),
 }
 
 impl Msg {
@@ -147,7 +147,7 @@ fn family_message(line: &str) -> Result<Msg, (Option<String>, String)> {
     if l.miniprogram_state.is_some() || l.lang.is_some() {
         return Err((to(), "`miniprogram_state` and `lang` are for mini-program messages".into()));
     }
-    let mut b = SubscribeNotification::builder(touser, template_id, data);
+    let mut b = NotificationMessage::builder(touser, template_id, data);
     if let Some(p) = &l.page {
         b = b.page(p.as_str());
     }
@@ -159,7 +159,7 @@ fn family_message(line: &str) -> Result<Msg, (Option<String>, String)> {
 }
 
 /// A one-time message line.
-fn one_time(line: &str) -> Result<SubscribeMessage, (Option<String>, String)> {
+fn one_time(line: &str) -> Result<OneTimeMessage, (Option<String>, String)> {
     let l: Line<'_> = serde_json::from_str(line).map_err(|e| (None, format!("not a message line: {e}")))?;
     let to = || Some(l.touser.clone().into_owned());
     let err = |e: subscribe_types::ValidationError| (to(), e.to_string());
@@ -170,7 +170,7 @@ fn one_time(line: &str) -> Result<SubscribeMessage, (Option<String>, String)> {
         },
         SceneField::Text(s) => s.parse::<Scene>().map_err(err)?,
     };
-    let mut b = SubscribeMessage::builder(
+    let mut b = OneTimeMessage::builder(
         OpenId::new(&*l.touser).map_err(|e| err(e.in_field("touser")))?,
         TemplateId::new(&*l.template_id).map_err(err)?,
         scene,
@@ -491,7 +491,7 @@ async fn process(
         limiter.until_ready().await;
     }
     let (sent, msgid) = match &msg {
-        Msg::OneTime(m) => (client.send(m).await, None),
+        Msg::OneTime(m) => (client.send_one_time(m).await, None),
         Msg::MiniProgram(m) => (client.send_mini_program(m).await, None),
         Msg::Notification(m) => match client.send_notification(m).await {
             Ok(a) => (Ok(a.receipt), Some(a.response.msgid)),

@@ -11,7 +11,7 @@ use subscribe_client::{
 };
 use subscribe_redis::{Redis, RedisGrantLedger, RedisUsedStates};
 use subscribe_sql::{Sql, SqlGrantLedger, SqlUsedStates};
-use subscribe_types::{AuthorizationAnswer, OpenId, Scene, SubscribeMessage, TemplateId};
+use subscribe_types::{AuthorizationAnswer, OneTimeMessage, OpenId, Scene, TemplateId};
 
 use crate::options::{Cli, Usage, parse};
 use crate::output::{Exit, one_line};
@@ -369,7 +369,7 @@ async fn dispatch(
     client: Client,
     ledger: Arc<dyn GrantLedger>,
     scope: &GrantScope,
-    build: impl Fn(&OpenId) -> Result<SubscribeMessage, subscribe_types::ValidationError> + Send + Sync + 'static,
+    build: impl Fn(&OpenId) -> Result<OneTimeMessage, subscribe_types::ValidationError> + Send + Sync + 'static,
     concurrency: usize,
     rate: Option<f64>,
     lease: f64,

@@ -1,7 +1,7 @@
 //! `wxsub send-notification` (also `notify`): one service-account notification (订阅通知),
 //! printing its `msgid`, with the output conventions and exit codes of `wxsub send-one-time`.
 
-use subscribe_types::SubscribeNotification;
+use subscribe_types::NotificationMessage;
 
 use crate::options::{Cli, Usage};
 use crate::output::{Exit, report};
@@ -32,9 +32,9 @@ pub(crate) struct Notify<'a> {
 }
 
 impl Notify<'_> {
-    pub(crate) fn message(&self) -> Result<SubscribeNotification, Usage> {
+    pub(crate) fn message(&self) -> Result<NotificationMessage, Usage> {
         let (to, template_id, data) = self.to.parts()?;
-        let mut b = SubscribeNotification::builder(to, template_id, data);
+        let mut b = NotificationMessage::builder(to, template_id, data);
         if let Some(p) = self.page {
             b = b.page(p);
         }

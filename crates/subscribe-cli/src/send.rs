@@ -1,7 +1,7 @@
 //! `wxsub send-one-time` (also `send`): one one-time message, checked before anything is sent;
 //! and the recipient and data flags the other kinds' commands share.
 
-use subscribe_types::{MessageData, OpenId, Scene, SubscribeMessage, TemplateId, ValidationError};
+use subscribe_types::{MessageData, OneTimeMessage, OpenId, Scene, TemplateId, ValidationError};
 
 use crate::options::{Cli, Usage, client, parse};
 use crate::output::{Exit, Outcome};
@@ -58,7 +58,7 @@ impl MessageArgs {
     /// any recipient is.
     pub(crate) fn per_recipient(
         &self,
-    ) -> Result<impl Fn(&OpenId) -> Result<SubscribeMessage, ValidationError> + Send + Sync + 'static, Usage>
+    ) -> Result<impl Fn(&OpenId) -> Result<OneTimeMessage, ValidationError> + Send + Sync + 'static, Usage>
     {
         let (template_id, scene) = self.template_and_scene()?;
         self.miniprogram()?;
@@ -83,8 +83,8 @@ impl MessageArgs {
         to: OpenId,
         template_id: TemplateId,
         scene: Scene,
-    ) -> Result<SubscribeMessage, ValidationError> {
-        let mut b = SubscribeMessage::builder(to, template_id, scene)
+    ) -> Result<OneTimeMessage, ValidationError> {
+        let mut b = OneTimeMessage::builder(to, template_id, scene)
             .title(self.title.as_str())
             .content(self.content.as_str());
         if let Some(c) = &self.color {
@@ -108,7 +108,7 @@ pub(crate) async fn run(cli: &Cli, args: &Args) -> Result<Exit, Usage> {
     args.message.miniprogram()?;
     let message = args.message.build(to, template_id, scene).map_err(|e| format!("invalid message: {e}"))?;
     let client = client(cli)?;
-    let outcome = Outcome::of(&client.send(&message).await);
+    let outcome = Outcome::of(&client.send_one_time(&message).await);
     println!("{}", outcome.to_json());
     if let Some(line) = outcome.stderr_line() {
         eprintln!("wxsub: {line}");

@@ -9,7 +9,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use subscribe_client::test_util::mock_with_stable_token;
 use subscribe_client::{Answer, Client};
 use subscribe_types::{
-    ApiResponse, AppId, AppSecret, AuthorizationAnswer, HttpUrl, OpenId, Scene, SubscribeMessage, TemplateId,
+    ApiResponse, AppId, AppSecret, AuthorizationAnswer, HttpUrl, OneTimeMessage, OpenId, Scene, TemplateId,
 };
 
 fn client() -> Client {
@@ -28,7 +28,7 @@ fn micro(c: &mut Criterion) {
     let scene = Scene::new(1000).unwrap();
     c.bench_function("message: build + validate + serialize", |b| {
         b.iter(|| {
-            let m = SubscribeMessage::builder(black_box(openid.clone()), template.clone(), scene)
+            let m = OneTimeMessage::builder(black_box(openid.clone()), template.clone(), scene)
                 .title("到货提醒")
                 .content("您关注的商品已到货，点击查看详情。")
                 .url("https://shop.example.com/items/1")

@@ -4,7 +4,7 @@
 //! A [`Client`] per AppID does the four steps: links to the authorization page with a signed
 //! state bound to the user's session ([`Client::authorize_url`]), verifies WeChat's answer
 //! ([`Client::complete`], then [`Completion::accept`], or [`Completion::record`] into a
-//! [`GrantLedger`]), sends the one message a confirmation allows ([`Client::send`], or to
+//! [`GrantLedger`]), sends the one message a confirmation allows ([`Client::send_one_time`], or to
 //! everyone waiting with a [`Dispatcher`]), and keeps an access token valid for all of it — one refresh per process
 //! (or per fleet, with a shared [`TokenStore`]), ahead of expiry in the background, one
 //! invalidate-and-replay when WeChat rejects a token, a cool-down when the token endpoint
@@ -13,7 +13,7 @@
 //! ```
 //! use subscribe_client::test_util::{SEND_PATH, errcode_reply, mock_with_stable_token, ok_reply};
 //! use subscribe_client::{Client, ErrorKind};
-//! use subscribe_types::{AppId, AppSecret, OpenId, Scene, SubscribeMessage, TemplateId};
+//! use subscribe_types::{AppId, AppSecret, OpenId, Scene, OneTimeMessage, TemplateId};
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! // In tests, script WeChat with a MockTransport; in production leave `transport` out.
@@ -25,7 +25,7 @@
 //!     .transport(wechat.clone())
 //!     .build()?;
 //!
-//! let message = SubscribeMessage::builder(
+//! let message = OneTimeMessage::builder(
 //!     OpenId::new("oyAaTjt-xXvP87pubE4eUOF-ttD4")?,
 //!     TemplateId::new("7YuTL__ilzyZB9DXcDt2mHx-CAS_E7KtsQkhIGVhhRM")?,
 //!     Scene::new(1000)?,
@@ -34,9 +34,9 @@
 //! .content("您关注的商品已到货")
 //! .build()?;
 //!
-//! client.send(&message).await?; // delivered
+//! client.send_one_time(&message).await?; // delivered
 //!
-//! match client.send(&message).await {
+//! match client.send_one_time(&message).await {
 //!     Ok(_) => unreachable!("one confirmation, one message"),
 //!     Err(e) if e.kind() == ErrorKind::Refused => { /* ask the user to authorize again */ }
 //!     Err(e) if !e.outcome_known() => { /* may have been delivered: do not resend blindly */ }

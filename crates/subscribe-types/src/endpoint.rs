@@ -33,7 +33,7 @@ pub struct EndpointSpec {
 }
 
 /// `POST /cgi-bin/message/template/subscribe?access_token=…`: send a one-time message.
-pub const SEND_SUBSCRIBE_MESSAGE: EndpointSpec = EndpointSpec {
+pub const SEND_ONE_TIME_MESSAGE: EndpointSpec = EndpointSpec {
     name: "send_subscribe_message",
     method: Method::Post,
     path: "/cgi-bin/message/template/subscribe",
@@ -50,7 +50,7 @@ pub const SEND_MINI_PROGRAM_MESSAGE: EndpointSpec = EndpointSpec {
 
 /// `POST /cgi-bin/message/subscribe/bizsend?access_token=…`: a service account's subscribe
 /// notification.
-pub const SEND_SUBSCRIBE_NOTIFICATION: EndpointSpec = EndpointSpec {
+pub const SEND_NOTIFICATION: EndpointSpec = EndpointSpec {
     name: "send_subscribe_notification",
     method: Method::Post,
     path: "/cgi-bin/message/subscribe/bizsend",

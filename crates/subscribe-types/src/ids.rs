@@ -59,7 +59,7 @@ identifier!(
 /// A subscription scene: an integer in `0..=10000` chosen by the developer.
 ///
 /// One authorization allows one message per scene; repeated authorizations under the same
-/// scene do not add up. Serializes as a JSON number; [`SubscribeMessage`](crate::SubscribeMessage)
+/// scene do not add up. Serializes as a JSON number; [`OneTimeMessage`](crate::OneTimeMessage)
 /// writes it as a string, as the send API requires. Deserializes from a number or a numeric
 /// string.
 ///

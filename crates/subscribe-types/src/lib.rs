@@ -10,7 +10,7 @@
 //! |---|---|
 //! | 1. send the user to the authorization page | [`AuthorizeRequest`], [`MobileSubscribeRequest`] |
 //! | 2. read the answer | [`AuthorizationAnswer`], [`Expectation`], [`MobileSubscribeResponse`] |
-//! | 3. send one message | [`SubscribeMessage`], [`ApiResponse`], [`ErrCode`] |
+//! | 3. send one message | [`OneTimeMessage`], [`ApiResponse`], [`ErrCode`] |
 //! | 4. keep a token | [`StableTokenRequest`], [`ClassicTokenRequest`], [`IssuedToken`] |
 //!
 //! Bad input is a [`ValidationError`] naming the field and the rule; secrets
@@ -38,7 +38,7 @@
 //! let AuthorizationAnswer::Confirmed(grant) = answer else { return Ok(()) };
 //!
 //! // Step 3: the one message this confirmation allows.
-//! let message = SubscribeMessage::builder(grant.openid, grant.template_id, grant.scene)
+//! let message = OneTimeMessage::builder(grant.openid, grant.template_id, grant.scene)
 //!     .title("到货提醒")
 //!     .content("您关注的商品已到货")
 //!     .build()?;
@@ -58,10 +58,10 @@ mod error;
 mod ids;
 mod keyword;
 mod library;
-mod message;
 mod mini_program;
 mod newtype;
 mod notification;
+mod one_time;
 pub mod query;
 mod secret;
 mod text;
@@ -85,9 +85,9 @@ pub use library::{
     GetTemplates, Keyword, Keywords, KeywordsQuery, PublicTemplate, PublicTemplates, Template, TemplateKind,
     Templates, TitlesQuery,
 };
-pub use message::{MessageParseError, SubscribeMessage, SubscribeMessageBuilder};
 pub use mini_program::{Lang, MiniProgramMessage, MiniProgramMessageBuilder, MiniProgramState};
-pub use notification::{NotificationSent, SubscribeNotification, SubscribeNotificationBuilder};
+pub use notification::{NotificationMessage, NotificationMessageBuilder, NotificationSent};
+pub use one_time::{MessageParseError, OneTimeMessage, OneTimeMessageBuilder};
 pub use query::MAX_QUERY_LEN;
 pub use secret::{AccessToken, AppSecret, secret_string};
 pub use text::{Color, Content, HttpUrl, MiniProgram, Title};

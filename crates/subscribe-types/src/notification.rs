@@ -13,9 +13,9 @@ use crate::text::{HttpUrl, MiniProgram};
 /// notification (订阅通知). `page` is a web URL; `miniprogram` opens a mini program instead.
 ///
 /// ```
-/// use subscribe_types::{MessageData, OpenId, SubscribeNotification, TemplateId};
+/// use subscribe_types::{MessageData, OpenId, NotificationMessage, TemplateId};
 ///
-/// let msg = SubscribeNotification::builder(
+/// let msg = NotificationMessage::builder(
 ///     OpenId::new("oyAaTjt-xXvP87pubE4eUOF-ttD4")?,
 ///     TemplateId::new("iYRdwRMKcS0mK2eJN9xtxPr7BnlmrSuGYdnEg7WtwAo")?,
 ///     MessageData::from_pairs([("thing1", "亚麻衬衫"), ("phrase2", "已发货")])?,
@@ -26,7 +26,7 @@ use crate::text::{HttpUrl, MiniProgram};
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct SubscribeNotification {
+pub struct NotificationMessage {
     touser: OpenId,
     template_id: TemplateId,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -36,14 +36,10 @@ pub struct SubscribeNotification {
     data: MessageData,
 }
 
-impl SubscribeNotification {
+impl NotificationMessage {
     /// Starts a notification to `touser` with template `template_id` and its `data`.
-    pub fn builder(
-        touser: OpenId,
-        template_id: TemplateId,
-        data: MessageData,
-    ) -> SubscribeNotificationBuilder {
-        SubscribeNotificationBuilder { touser, template_id, data, page: None, miniprogram: None }
+    pub fn builder(touser: OpenId, template_id: TemplateId, data: MessageData) -> NotificationMessageBuilder {
+        NotificationMessageBuilder { touser, template_id, data, page: None, miniprogram: None }
     }
 
     /// The recipient.
@@ -76,10 +72,10 @@ impl SubscribeNotification {
     }
 }
 
-/// Builds a [`SubscribeNotification`]; [`build`](Self::build) checks the links.
+/// Builds a [`NotificationMessage`]; [`build`](Self::build) checks the links.
 #[derive(Clone, Debug)]
 #[must_use]
-pub struct SubscribeNotificationBuilder {
+pub struct NotificationMessageBuilder {
     touser: OpenId,
     template_id: TemplateId,
     data: MessageData,
@@ -87,7 +83,7 @@ pub struct SubscribeNotificationBuilder {
     miniprogram: Option<(String, String)>,
 }
 
-impl SubscribeNotificationBuilder {
+impl NotificationMessageBuilder {
     /// The web page opened on tap (an absolute http(s) URL).
     pub fn page(mut self, url: impl Into<String>) -> Self {
         self.page = Some(url.into());
@@ -104,10 +100,10 @@ impl SubscribeNotificationBuilder {
     /// # Errors
     /// [`ValidationError`] naming `page` (not an absolute http(s) URL) or
     /// `miniprogram.appid` / `miniprogram.pagepath`.
-    pub fn build(self) -> Result<SubscribeNotification, ValidationError> {
+    pub fn build(self) -> Result<NotificationMessage, ValidationError> {
         let page = self.page.map(|p| HttpUrl::new(p).map_err(|e| e.in_field("page"))).transpose()?;
         let miniprogram = self.miniprogram.map(|(a, p)| MiniProgram::new(a, p)).transpose()?;
-        Ok(SubscribeNotification {
+        Ok(NotificationMessage {
             touser: self.touser,
             template_id: self.template_id,
             page,
@@ -143,8 +139,8 @@ impl NotificationSent {
     }
 }
 
-impl crate::Endpoint for SubscribeNotification {
-    const SPEC: crate::EndpointSpec = crate::endpoint::SEND_SUBSCRIBE_NOTIFICATION;
+impl crate::Endpoint for NotificationMessage {
+    const SPEC: crate::EndpointSpec = crate::endpoint::SEND_NOTIFICATION;
     type Body = Self;
     type Response = NotificationSent;
     fn body(&self) -> &Self {

@@ -29,7 +29,7 @@ use std::sync::atomic::Ordering;
 
 use subscribe_client::{Client, Clock, Dispatcher, GrantKey, GrantLedger, SystemClock};
 use subscribe_sandbox::{DEMO_SECRET, SandboxConfig, SandboxHandle};
-use subscribe_types::{AppSecret, OpenId, Scene, SubscribeMessage};
+use subscribe_types::{AppSecret, OneTimeMessage, OpenId, Scene};
 
 /// What [`dispatch_to_sandbox`] saw.
 #[derive(Debug)]
@@ -80,7 +80,7 @@ pub async fn dispatch_to_sandbox(dir: &Path, users: usize) -> Result<DemoReport,
     let message_template = template.clone();
     let report =
         Dispatcher::one_time(client, Arc::clone(&ledger), template.clone(), scene, move |to: &OpenId| {
-            SubscribeMessage::builder(to.clone(), message_template.clone(), scene)
+            OneTimeMessage::builder(to.clone(), message_template.clone(), scene)
                 .title("到货提醒")
                 .content("您关注的商品已到货")
                 .build()

@@ -60,12 +60,12 @@ async fn the_wrapper_adds_its_header_to_every_request() {
     .build()
     .unwrap();
     let k = key("oUser");
-    let msg = subscribe_types::SubscribeMessage::builder(k.openid, k.template_id, k.scene)
+    let msg = subscribe_types::OneTimeMessage::builder(k.openid, k.template_id, k.scene)
         .title("t")
         .content("c")
         .build()
         .unwrap();
-    client.send(&msg).await.unwrap();
+    client.send_one_time(&msg).await.unwrap();
     let requests = mock.requests();
     assert_eq!(requests.len(), 2, "a token request and the send");
     assert!(requests.iter().all(|r| r.headers()[TracingTransport::HEADER] == "svc-a"));

@@ -24,8 +24,8 @@ use subscribe_sandbox::{
     DEMO_APPID, DEMO_MP_TEMPLATE, DEMO_SECRET, DEMO_TEMPLATE, SandboxConfig, SandboxHandle,
 };
 use subscribe_types::{
-    AppId, AppSecret, AuthorizationAnswer, HttpUrl, MessageData, MiniProgramMessage, Scene, SubscribeAnswers,
-    SubscribeMessage, TemplateId,
+    AppId, AppSecret, AuthorizationAnswer, HttpUrl, MessageData, MiniProgramMessage, OneTimeMessage, Scene,
+    SubscribeAnswers, TemplateId,
 };
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -77,16 +77,16 @@ async fn phone(client: &Client, sandbox: &SandboxHandle, template: &TemplateId, 
     println!("confirmed: openid {} may receive one message; state verified for this app user", grant.openid);
 
     step(10, "Send the one message, then try a second");
-    let message = SubscribeMessage::builder(grant.openid.clone(), grant.template_id, grant.scene)
+    let message = OneTimeMessage::builder(grant.openid.clone(), grant.template_id, grant.scene)
         .title("到货提醒")
         .content("您关注的「手冲咖啡壶」已到货。\nYour coffee kettle is back in stock.")
         .build()?;
-    let receipt = client.send(&message).await?;
+    let receipt = client.send_one_time(&message).await?;
     println!(
         "delivered after {} attempt(s); {}'s inbox: {base}/sandbox/inbox/{}",
         receipt.attempts, user.name, grant.openid
     );
-    match client.send(&message).await {
+    match client.send_one_time(&message).await {
         Err(e) if e.is_refused_by_user() => println!("second send refused as it should be: {e}"),
         other => return Err(format!("expected 43101, got {other:?}").into()),
     }
@@ -206,13 +206,13 @@ async fn run() -> Result<()> {
     );
 
     step(4, "Send the one message this confirmation allows");
-    let message = SubscribeMessage::builder(grant.openid.clone(), grant.template_id, grant.scene)
+    let message = OneTimeMessage::builder(grant.openid.clone(), grant.template_id, grant.scene)
         .title("到货提醒")
         .content("您关注的「手冲咖啡壶」已到货，库存有限。\nYour coffee kettle is back in stock.")
         .color("#173177")
         .url("https://shop.example.com/items/42")
         .build()?;
-    let receipt = client.send(&message).await?;
+    let receipt = client.send_one_time(&message).await?;
     println!("delivered after {} attempt(s)", receipt.attempts);
 
     step(5, &format!("{}'s inbox (Service Notifications)", user.name));
@@ -228,7 +228,7 @@ async fn run() -> Result<()> {
     println!("(HTML view: {base}/sandbox/inbox/{})", grant.openid);
 
     step(6, "A second send without a new confirmation");
-    match client.send(&message).await {
+    match client.send_one_time(&message).await {
         Err(e) if e.is_refused_by_user() => println!("refused as it should be: {e}"),
         other => return Err(format!("expected 43101, got {other:?}").into()),
     }

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use sha2::Sha256;
 use subscribe_client::{CancellationToken, DispatchReport, Dispatcher, OutcomeKind, Progress};
 use subscribe_types::secrecy::{ExposeSecret as _, SecretString};
-use subscribe_types::{OpenId, SubscribeMessage, ValidationError};
+use subscribe_types::{OneTimeMessage, OpenId, ValidationError};
 
 use crate::html::{page, refreshing_page};
 use crate::{AppState, cookie_of, error_page, new_session, session_cookie, session_of};
@@ -358,8 +358,8 @@ pub(crate) async fn dispatch(
     let (template, scene) = (app.config.template_id.clone(), app.config.scene);
     let build = {
         let form = Arc::clone(&form);
-        move |to: &OpenId| -> Result<SubscribeMessage, ValidationError> {
-            let mut b = SubscribeMessage::builder(to.clone(), template.clone(), scene)
+        move |to: &OpenId| -> Result<OneTimeMessage, ValidationError> {
+            let mut b = OneTimeMessage::builder(to.clone(), template.clone(), scene)
                 .title(form.title.clone())
                 .content(form.content.clone());
             if !form.url.trim().is_empty() {

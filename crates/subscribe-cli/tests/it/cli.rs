@@ -627,7 +627,7 @@ async fn mobile_request_with_a_given_reserved_needs_no_secret_and_signing_does()
     assert!(bad.stderr.contains("reserved"), "{bad:?}");
 }
 
-/// `grants dispatch` takes `send`'s message flags with `send`'s checks: a mini program without
+/// `grants dispatch` takes `send-one-time`'s message flags with its checks: a mini program without
 /// its page exits 2 before any grant is touched.
 #[tokio::test]
 async fn grants_dispatch_checks_the_message_flags_as_send_does() {

@@ -9,7 +9,7 @@ use subscribe_client::{
     OutcomeKind, Progress, RecipientOutcome,
 };
 use subscribe_sandbox::{DEMO_APPID, DEMO_SECRET, DEMO_TEMPLATE, Faults, SandboxConfig, SandboxHandle};
-use subscribe_types::{AppId, AppSecret, OpenId, Scene, SubscribeMessage, TemplateId, ValidationError};
+use subscribe_types::{AppId, AppSecret, OneTimeMessage, OpenId, Scene, TemplateId, ValidationError};
 
 const SCENE: u32 = 7;
 
@@ -35,8 +35,8 @@ fn scope() -> GrantScope {
     }
 }
 
-fn restock(to: &OpenId) -> Result<SubscribeMessage, ValidationError> {
-    SubscribeMessage::builder(to.clone(), TemplateId::new(DEMO_TEMPLATE)?, Scene::new(SCENE)?)
+fn restock(to: &OpenId) -> Result<OneTimeMessage, ValidationError> {
+    OneTimeMessage::builder(to.clone(), TemplateId::new(DEMO_TEMPLATE)?, Scene::new(SCENE)?)
         .title("到货提醒")
         .content("您关注的商品已到货")
         .build()

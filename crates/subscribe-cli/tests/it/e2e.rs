@@ -5,7 +5,7 @@ use std::time::Duration;
 use subscribe_client::{Answer, Client, RetryPolicy, SendError, TokenEndpoint};
 use subscribe_sandbox::{DEMO_APPID, DEMO_SECRET, DEMO_TEMPLATE, Faults, SandboxConfig, SandboxHandle};
 use subscribe_types::{
-    AppId, AppSecret, AuthorizationAnswer, HttpUrl, OpenId, Scene, SubscribeMessage, TemplateId,
+    AppId, AppSecret, AuthorizationAnswer, HttpUrl, OneTimeMessage, OpenId, Scene, TemplateId,
 };
 
 use crate::ALICE;
@@ -16,8 +16,8 @@ fn client(s: &SandboxHandle) -> subscribe_client::ClientBuilder {
         .mp_base(s.base_url())
 }
 
-fn message(scene: u32) -> SubscribeMessage {
-    SubscribeMessage::builder(
+fn message(scene: u32) -> OneTimeMessage {
+    OneTimeMessage::builder(
         OpenId::new(ALICE).unwrap(),
         TemplateId::new(DEMO_TEMPLATE).unwrap(),
         Scene::new(scene).unwrap(),
@@ -67,19 +67,19 @@ async fn authorization_callback_send_inbox_and_no_second_send() {
 
     let answer = c.complete(Answer::Redirect(&location), "session-alice").await.unwrap().accept().await;
     let AuthorizationAnswer::Confirmed(grant) = answer else { panic!("confirmed") };
-    let msg = SubscribeMessage::builder(grant.openid, grant.template_id, grant.scene)
+    let msg = OneTimeMessage::builder(grant.openid, grant.template_id, grant.scene)
         .title("到货提醒")
         .content("line 1\nline 2")
         .url("https://shop.example.com/items/1")
         .build()
         .unwrap();
-    assert_eq!(c.send(&msg).await.unwrap().attempts, 1);
+    assert_eq!(c.send_one_time(&msg).await.unwrap().attempts, 1);
     let inbox = s.state().inbox(ALICE);
     assert_eq!(inbox.len(), 1);
     assert_eq!((inbox[0].content.as_str(), inbox[0].scene), ("line 1\nline 2", 42));
     assert_eq!(inbox[0].url.as_deref(), Some("https://shop.example.com/items/1"));
 
-    let again = c.send(&msg).await.unwrap_err();
+    let again = c.send_one_time(&msg).await.unwrap_err();
     assert!(again.is_refused_by_user(), "{again:?}");
     assert_eq!(s.state().stats().deliveries, 1);
 }
@@ -93,8 +93,8 @@ async fn classic_rotation_within_grace_keeps_both_instances_working() {
     grant(&s, 2);
     a.access_token().await.unwrap();
     b.access_token().await.unwrap(); // supersedes A's token; the grace keeps it working
-    a.send(&message(1)).await.unwrap();
-    b.send(&message(2)).await.unwrap();
+    a.send_one_time(&message(1)).await.unwrap();
+    b.send_one_time(&message(2)).await.unwrap();
     assert_eq!(s.state().stats().classic_token_requests, 2);
 }
 
@@ -108,7 +108,7 @@ async fn classic_rotation_without_grace_is_healed_by_one_refresh() {
     grant(&s, 1);
     a.access_token().await.unwrap();
     b.access_token().await.unwrap(); // A's token is now "not latest"
-    let receipt = a.send(&message(1)).await.unwrap();
+    let receipt = a.send_one_time(&message(1)).await.unwrap();
     assert_eq!(receipt.attempts, 2, "40001, one refresh, one replay");
     assert_eq!(s.state().stats().classic_token_requests, 3);
 }
@@ -131,9 +131,9 @@ async fn revoked_and_expired_tokens_are_refreshed_and_replayed() {
     grant(&s, 2);
     c.access_token().await.unwrap();
     s.state().revoke_tokens(Duration::ZERO);
-    assert_eq!(c.send(&message(1)).await.unwrap().attempts, 2);
+    assert_eq!(c.send_one_time(&message(1)).await.unwrap().attempts, 2);
     s.state().expire_tokens();
-    assert_eq!(c.send(&message(2)).await.unwrap().attempts, 2);
+    assert_eq!(c.send_one_time(&message(2)).await.unwrap().attempts, 2);
     assert_eq!(s.state().stats().stable_token_requests, 3);
 }
 
@@ -147,7 +147,7 @@ async fn every_fault_reaches_the_client_as_the_right_typed_error() {
     grant(&s, 1);
     s.state().set_faults(Faults { busy_every: Some(1), ..Faults::default() });
     let before = s.state().stats().send_requests;
-    let e = c.send(&message(1)).await.unwrap_err();
+    let e = c.send_one_time(&message(1)).await.unwrap_err();
     assert_eq!(e.api_code().map(subscribe_types::ErrCode::get), Some(-1));
     assert_eq!(s.state().stats().send_requests - before, 3);
 
@@ -156,8 +156,8 @@ async fn every_fault_reaches_the_client_as_the_right_typed_error() {
     grant(&s, 1);
     s.state().set_faults(Faults { busy_every: Some(2), ..Faults::default() });
     let c2 = client(&s).build().unwrap();
-    assert!(c2.send(&message(7)).await.unwrap_err().is_refused_by_user()); // send #1: no grant
-    let receipt = c2.send(&message(1)).await.unwrap(); // #2 busy, #3 delivered
+    assert!(c2.send_one_time(&message(7)).await.unwrap_err().is_refused_by_user()); // send #1: no grant
+    let receipt = c2.send_one_time(&message(1)).await.unwrap(); // #2 busy, #3 delivered
     assert_eq!(receipt.attempts, 2);
     assert_eq!(s.state().stats().deliveries, 1);
 
@@ -176,7 +176,7 @@ async fn every_fault_reaches_the_client_as_the_right_typed_error() {
         let c = client(&s).timeouts(Duration::from_secs(2), Duration::from_millis(500)).build().unwrap();
         c.access_token().await.unwrap();
         let before = s.state().stats().send_requests;
-        let e = c.send(&message(1)).await.unwrap_err();
+        let e = c.send_one_time(&message(1)).await.unwrap_err();
         assert!(matches!(e, SendError::OutcomeUnknown { .. }), "{what}: {e:?}");
         assert!(!e.outcome_known(), "{what}");
         assert_eq!(s.state().stats().send_requests - before, 1, "{what}: not replayed");
@@ -186,7 +186,7 @@ async fn every_fault_reaches_the_client_as_the_right_typed_error() {
     s.state().reset();
     grant(&s, 1);
     s.state().set_faults(Faults { latency_ms: Some(20), ..Faults::default() });
-    client(&s).build().unwrap().send(&message(1)).await.unwrap();
+    client(&s).build().unwrap().send_one_time(&message(1)).await.unwrap();
 
     // A connection refused: the request never left, so it is replayed (twice by default), then
     // reported as not sent. The token comes from elsewhere, so the send itself meets the
@@ -209,7 +209,7 @@ async fn every_fault_reaches_the_client_as_the_right_typed_error() {
         .retry_policy(RetryPolicy::default().base_delay(Duration::from_millis(1)))
         .build()
         .unwrap();
-    let e = dead.send(&message(1)).await.unwrap_err();
+    let e = dead.send_one_time(&message(1)).await.unwrap_err();
     assert!(
         matches!(&e, SendError::Transport(t) if t.kind() == subscribe_client::transport::TransportErrorKind::Connect),
         "{e:?}"

@@ -7,8 +7,8 @@ use subscribe_transport::{
     HttpRequest, HttpResponse, HttpTransport as _, TransportError, TransportErrorKind, http,
 };
 use subscribe_types::{
-    AccessToken, ApiError, ApiResponse, Endpoint, EndpointSpec, Method, MiniProgramMessage, NotificationSent,
-    SubscribeMessage, SubscribeNotification,
+    AccessToken, ApiError, ApiResponse, Endpoint, EndpointSpec, Method, MiniProgramMessage,
+    NotificationMessage, NotificationSent, OneTimeMessage,
 };
 use tracing::{Instrument, debug, info_span, warn};
 
@@ -27,16 +27,16 @@ impl Client {
     /// - [`SendError::OutcomeUnknown`] / [`SendError::ProbablyDelivered`]: do **not** resend blindly.
     /// - [`SendError::Transport`], [`SendError::Token`], [`SendError::HttpStatus`]: nothing was
     ///   delivered.
-    pub async fn send(&self, message: &SubscribeMessage) -> Result<SendReceipt, SendError> {
+    pub async fn send_one_time(&self, message: &OneTimeMessage) -> Result<SendReceipt, SendError> {
         self.execute(message).await.map(|answered| answered.receipt)
     }
 
     /// Calls any endpoint answered with WeChat's `{errcode, errmsg}` envelope, with the same
-    /// token handling and retry policy as [`send`](Self::send): serializes the endpoint's body
+    /// token handling and retry policy as [`send_one_time`](Self::send_one_time): serializes the endpoint's body
     /// with `serde_json` and returns its decoded [`Response`](Endpoint::Response).
     ///
     /// # Errors
-    /// As [`send`](Self::send); [`SendError::BodyNotSerializable`] when the body cannot be
+    /// As [`send_one_time`](Self::send_one_time); [`SendError::BodyNotSerializable`] when the body cannot be
     /// written as JSON (nothing was sent).
     pub async fn execute<E: Endpoint + ?Sized>(&self, call: &E) -> Result<Answered<E::Response>, SendError> {
         let spec = E::SPEC;
@@ -139,12 +139,12 @@ impl Client {
     ///
     /// Sends to one openid go one at a time from this client (WeChat answers 43108 to
     /// concurrent calls for one user); a 43108 from another process is replayed after a
-    /// backoff, as WeChat's busy answer is. Otherwise as [`send`](Self::send): a one-time
+    /// backoff, as WeChat's busy answer is. Otherwise as [`send_one_time`](Self::send_one_time): a one-time
     /// template's acceptance is used up by a delivered message, and an answer that may hide a
     /// delivery is reported as such, never resent.
     ///
     /// # Errors
-    /// As [`send`](Self::send). WeChat's 47003 names the data field it refused
+    /// As [`send_one_time`](Self::send_one_time). WeChat's 47003 names the data field it refused
     /// ([`ApiError::invalid_field`](subscribe_types::ApiError::invalid_field)).
     pub async fn send_mini_program(&self, message: &MiniProgramMessage) -> Result<SendReceipt, SendError> {
         let _one_at_a_time = self.inner.openid_locks.lock(message.touser().as_str()).await;
@@ -159,7 +159,7 @@ impl Client {
     /// As [`send_mini_program`](Self::send_mini_program).
     pub async fn send_notification(
         &self,
-        message: &SubscribeNotification,
+        message: &NotificationMessage,
     ) -> Result<Answered<NotificationSent>, SendError> {
         let _one_at_a_time = self.inner.openid_locks.lock(message.touser().as_str()).await;
         self.execute(message).await

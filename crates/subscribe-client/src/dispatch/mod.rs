@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use subscribe_types::{
-    MiniProgramMessage, OpenId, Scene, SubscribeMessage, SubscribeNotification, TemplateId, TemplateKind,
+    MiniProgramMessage, NotificationMessage, OneTimeMessage, OpenId, Scene, TemplateId, TemplateKind,
     ValidationError,
 };
 use tokio::sync::mpsc;
@@ -58,7 +58,7 @@ use crate::rate::RateLimiter;
 /// let message = {
 ///     let template = template.clone();
 ///     move |to: &OpenId| {
-///         SubscribeMessage::builder(to.clone(), template.clone(), scene)
+///         OneTimeMessage::builder(to.clone(), template.clone(), scene)
 ///             .title("到货提醒").content("您关注的商品已到货").build()
 ///     }
 /// };
@@ -104,7 +104,7 @@ impl std::fmt::Debug for Dispatcher {
 }
 
 impl Dispatcher {
-    /// One-time messages ([`Client::send`]) to every pending grant of (`template_id`, `scene`)
+    /// One-time messages ([`Client::send_one_time`]) to every pending grant of (`template_id`, `scene`)
     /// of the client's app in `ledger`, each built by `build`. A message that fails to build, or
     /// is not for the grant's user, template and scene, is not sent; the grant stays pending.
     ///
@@ -118,7 +118,7 @@ impl Dispatcher {
         build: F,
     ) -> Self
     where
-        F: Fn(&OpenId) -> Result<SubscribeMessage, ValidationError> + Send + Sync + 'static,
+        F: Fn(&OpenId) -> Result<OneTimeMessage, ValidationError> + Send + Sync + 'static,
     {
         Self::with(client, ledger, (template_id, scene), Build::OneTime(Arc::new(build)))
     }
@@ -162,7 +162,7 @@ impl Dispatcher {
         build: F,
     ) -> Self
     where
-        F: Fn(&OpenId) -> Result<SubscribeNotification, ValidationError> + Send + Sync + 'static,
+        F: Fn(&OpenId) -> Result<NotificationMessage, ValidationError> + Send + Sync + 'static,
     {
         let long_term = !kind.is_consumed_by_send();
         Self::with(

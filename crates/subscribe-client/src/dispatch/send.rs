@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use subscribe_types::{
-    ErrCode, ErrorClass, MiniProgramMessage, OpenId, SubscribeMessage, SubscribeNotification, ValidationError,
+    ErrCode, ErrorClass, MiniProgramMessage, NotificationMessage, OneTimeMessage, OpenId, ValidationError,
 };
 
 use super::pipeline::Finished;
@@ -14,14 +14,14 @@ use crate::error::SendError;
 use crate::grants::{Reservation, Settlement};
 
 /// The functions that build each recipient's message, one per kind.
-type OneTimeFn = dyn Fn(&OpenId) -> Result<SubscribeMessage, ValidationError> + Send + Sync;
+type OneTimeFn = dyn Fn(&OpenId) -> Result<OneTimeMessage, ValidationError> + Send + Sync;
 type MiniProgramFn = dyn Fn(&OpenId) -> Result<MiniProgramMessage, ValidationError> + Send + Sync;
-type NotificationFn = dyn Fn(&OpenId) -> Result<SubscribeNotification, ValidationError> + Send + Sync;
+type NotificationFn = dyn Fn(&OpenId) -> Result<NotificationMessage, ValidationError> + Send + Sync;
 
 /// How each recipient's message is built and sent.
 #[derive(Clone)]
 pub(super) enum Build {
-    /// The one-time message ([`Client::send`]).
+    /// The one-time message ([`Client::send_one_time`]).
     OneTime(Arc<OneTimeFn>),
     /// A mini-program message ([`Client::send_mini_program`]); a long-term template's grant
     /// is not used up by a delivery.
@@ -42,7 +42,7 @@ pub(super) async fn send_one(client: &Client, build: &Build, r: Reservation) -> 
         Build::OneTime(build) => match built(build.as_ref(), &openid, |m| {
             (m.touser(), m.template_id()) == (&openid, &r.key.template_id) && m.scene() == r.key.scene
         }) {
-            Ok(msg) => classify(client.send(&msg).await, r.attempt),
+            Ok(msg) => classify(client.send_one_time(&msg).await, r.attempt),
             Err(fate) => fate,
         },
         Build::MiniProgram { build, long_term } => {

@@ -78,9 +78,9 @@ pub fn mock_with_stable_token(token: &str, expires_in: u32) -> MockTransport {
 /// let client = subscribe_client::Client::builder(AppId::new("wx0123456789abcdef")?, AppSecret::new("secret")?)
 ///     .transport(wechat.clone())
 ///     .build()?;
-/// # let msg = SubscribeMessage::builder(OpenId::new("oUser")?, TemplateId::new("tpl")?, Scene::new(1)?)
+/// # let msg = OneTimeMessage::builder(OpenId::new("oUser")?, TemplateId::new("tpl")?, Scene::new(1)?)
 /// #     .title("t").content("c").build()?;
-/// let receipt = client.send(&msg).await?;
+/// let receipt = client.send_one_time(&msg).await?;
 /// assert_eq!(receipt.attempts, 2);
 /// wechat.assert_count(STABLE_TOKEN_PATH, 2);
 /// let sends: Vec<_> = wechat.requests().into_iter().filter(|r| r.path() == SEND_PATH).collect();

@@ -25,8 +25,8 @@ async fn two_clients_with_the_same_token_on_one_thread_keep_their_own_base() {
     let first = builder(&a, &clock).api_base("https://a.example.com").build().unwrap();
     let second = builder(&b, &clock).api_base("https://b.example.com").build().unwrap();
     for _ in 0..2 {
-        first.send(&message()).await.unwrap();
-        second.send(&message()).await.unwrap();
+        first.send_one_time(&message()).await.unwrap();
+        second.send_one_time(&message()).await.unwrap();
     }
     for (mock, host) in [(&a, "a.example.com"), (&b, "b.example.com")] {
         let sends: Vec<_> = mock.requests().into_iter().filter(|r| r.path() == SEND_PATH).collect();
@@ -42,9 +42,9 @@ async fn a_rejected_token_is_not_reused_by_the_next_send() {
     mock.route("POST", STABLE_TOKEN_PATH).reply(token_reply("NEW", 7200));
     mock.push(ok_reply()).push(errcode_reply(40001, "invalid credential")).push(ok_reply()).push(ok_reply());
     let client = builder(&mock, &clock()).build().unwrap();
-    client.send(&message()).await.unwrap();
-    assert_eq!(client.send(&message()).await.unwrap().attempts, 2);
-    client.send(&message()).await.unwrap();
+    client.send_one_time(&message()).await.unwrap();
+    assert_eq!(client.send_one_time(&message()).await.unwrap().attempts, 2);
+    client.send_one_time(&message()).await.unwrap();
     assert_eq!(sent_tokens(&mock), ["OLD", "OLD", "NEW", "NEW"]);
 }
 
@@ -61,10 +61,10 @@ async fn a_token_past_its_refresh_point_is_not_reused_once_its_refresh_lands() {
     mock.route("POST", SEND_PATH).reply(ok_reply());
     let clock = clock();
     let client = builder(&mock, &clock).build().unwrap();
-    client.send(&message()).await.unwrap();
+    client.send_one_time(&message()).await.unwrap();
     // 200 s before expiry: past the refresh point (299 s before), the token still valid.
     clock.advance(Duration::from_secs(7000));
-    client.send(&message()).await.unwrap();
+    client.send_one_time(&message()).await.unwrap();
     // The mock answers without yielding: let the spawned refresh run, as real I/O would, until
     // it has asked (bounded, so a refresh that never comes fails here).
     for _ in 0..1000 {
@@ -79,7 +79,7 @@ async fn a_token_past_its_refresh_point_is_not_reused_once_its_refresh_lands() {
         tokio::task::yield_now().await;
     }
     for _ in 0..3 {
-        client.send(&message()).await.unwrap();
+        client.send_one_time(&message()).await.unwrap();
     }
     assert_eq!(
         sent_tokens(&mock),

@@ -11,7 +11,7 @@ use subscribe_client::{
     CancellationToken, DispatchObserver, Dispatcher, GrantLedger, GrantStatus, OutcomeKind, Progress,
     RecipientOutcome,
 };
-use subscribe_types::{OpenId, Scene, SubscribeMessage, TemplateId, ValidationError};
+use subscribe_types::{OneTimeMessage, OpenId, Scene, TemplateId, ValidationError};
 
 use crate::grants::{CursorIgnoring, build, ledger_with, scope, sends_per_user};
 use crate::*;
@@ -239,7 +239,7 @@ async fn messages_for_the_wrong_grant_are_not_sent_and_builder_errors_release() 
             if to.as_str() == "oA" {
                 Err(ValidationError::Empty { field: "title" })
             } else {
-                SubscribeMessage::builder(to.clone(), TemplateId::new(TEMPLATE)?, Scene::new(9)?)
+                OneTimeMessage::builder(to.clone(), TemplateId::new(TEMPLATE)?, Scene::new(9)?)
                     .title("t")
                     .content("c")
                     .build()

@@ -57,7 +57,7 @@ async fn token_send_rejection_refresh_replay_over_real_http() {
 
     let client =
         Client::builder(appid(), AppSecret::new(SECRET).unwrap()).api_base(server.uri()).build().unwrap();
-    let receipt = client.send(&message()).await.unwrap();
+    let receipt = client.send_one_time(&message()).await.unwrap();
     assert_eq!(receipt.attempts, 2);
     server.verify().await;
 }

@@ -9,7 +9,7 @@ use subscribe_client::test_util::*;
 use subscribe_client::{
     GrantKey, GrantLedger, GrantScope, GrantStatus, InMemoryGrantLedger, LedgerError, Recorded,
 };
-use subscribe_types::{OpenId, Scene, SubscribeMessage, TemplateId, ValidationError};
+use subscribe_types::{OneTimeMessage, OpenId, Scene, TemplateId, ValidationError};
 
 use crate::*;
 pub(crate) fn scope() -> GrantScope {
@@ -20,8 +20,8 @@ pub(crate) fn scope() -> GrantScope {
     }
 }
 
-pub(crate) fn build(to: &OpenId) -> Result<SubscribeMessage, ValidationError> {
-    SubscribeMessage::builder(to.clone(), TemplateId::new(TEMPLATE)?, Scene::new(1000)?)
+pub(crate) fn build(to: &OpenId) -> Result<OneTimeMessage, ValidationError> {
+    OneTimeMessage::builder(to.clone(), TemplateId::new(TEMPLATE)?, Scene::new(1000)?)
         .title("到货提醒")
         .content("到货了")
         .build()

@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use subscribe_client::test_util::{MockTransport, SEND_PATH};
 use subscribe_client::{Client, ClientBuilder, ManualClock};
-use subscribe_types::{AppId, AppSecret, OpenId, Scene, SubscribeMessage, TemplateId};
+use subscribe_types::{AppId, AppSecret, OneTimeMessage, OpenId, Scene, TemplateId};
 
 /// The AppSecret used everywhere; it must never appear in output.
 pub const SECRET: &str = "AppSecret_never_printed_7d3f";
@@ -61,8 +61,8 @@ pub fn builder(mock: &MockTransport, clock: &ManualClock) -> ClientBuilder {
 }
 
 /// A valid message.
-pub fn message() -> SubscribeMessage {
-    SubscribeMessage::builder(
+pub fn message() -> OneTimeMessage {
+    OneTimeMessage::builder(
         OpenId::new("oyAaTjt-xXvP87pubE4eUOF-ttD4").unwrap(),
         TemplateId::new(TEMPLATE).unwrap(),
         Scene::new(1000).unwrap(),
@@ -91,7 +91,7 @@ pub async fn send_concurrently(
     let tasks: Vec<_> = (0..n)
         .map(|_| {
             let (c, m) = (client.clone(), Arc::clone(&msg));
-            tokio::spawn(async move { c.send(&m).await })
+            tokio::spawn(async move { c.send_one_time(&m).await })
         })
         .collect();
     let mut out = Vec::with_capacity(n);

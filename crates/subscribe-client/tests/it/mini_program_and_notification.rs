@@ -52,7 +52,7 @@ async fn a_notification_returns_its_msgid() {
     mock.route("POST", BIZSEND)
         .reply(MockReply::json(200, r#"{"errcode":0,"errmsg":"ok","msgid":1700000123}"#));
     let client = builder(&mock, &clock()).build().unwrap();
-    let n = SubscribeNotification::builder(
+    let n = NotificationMessage::builder(
         OpenId::new("oAlice").unwrap(),
         TemplateId::new(LIBRARY_TEMPLATE).unwrap(),
         data(),
@@ -271,7 +271,7 @@ async fn a_notification_dispatch_reports_each_msgid_and_keeps_long_term_grants()
             TemplateId::new(LIBRARY_TEMPLATE).unwrap(),
             kind,
             |to: &OpenId| {
-                SubscribeNotification::builder(to.clone(), TemplateId::new(LIBRARY_TEMPLATE).unwrap(), data())
+                NotificationMessage::builder(to.clone(), TemplateId::new(LIBRARY_TEMPLATE).unwrap(), data())
                     .build()
             },
         )
@@ -305,7 +305,7 @@ async fn a_notification_dispatch_reports_each_msgid_and_keeps_long_term_grants()
         TemplateId::new(LIBRARY_TEMPLATE).unwrap(),
         TemplateKind::OneTime,
         |_: &OpenId| {
-            SubscribeNotification::builder(
+            NotificationMessage::builder(
                 OpenId::new("oMallory").unwrap(),
                 TemplateId::new(LIBRARY_TEMPLATE).unwrap(),
                 data(),

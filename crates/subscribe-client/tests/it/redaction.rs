@@ -61,7 +61,7 @@ async fn errors_debug_and_logs_in_every_scenario_are_free_of_secrets() {
     let mock = mock_with_stable_token(TOKEN, 7200);
     mock.route("POST", SEND_PATH).reply(errcode_reply(40001, "invalid credential"));
     let client = builder(&mock, &clock()).build().unwrap();
-    let e = client.send(&message()).await.unwrap_err();
+    let e = client.send_one_time(&message()).await.unwrap_err();
     texts.push(("40001 error".into(), shown(&e)));
     texts.push(("client".into(), format!("{client:?} {client:#?}")));
     texts.push(("recorded requests".into(), format!("{:?}", mock.requests())));
@@ -72,8 +72,8 @@ async fn errors_debug_and_logs_in_every_scenario_are_free_of_secrets() {
         let mock = MockTransport::new();
         mock.route("GET", CLASSIC_TOKEN_PATH).reply(errcode_reply(code, "refused"));
         let client = builder(&mock, &clock()).token_endpoint(TokenEndpoint::Classic).build().unwrap();
-        texts.push((format!("{code}"), shown(&client.send(&message()).await.unwrap_err())));
-        texts.push((format!("{code} again"), shown(&client.send(&message()).await.unwrap_err())));
+        texts.push((format!("{code}"), shown(&client.send_one_time(&message()).await.unwrap_err())));
+        texts.push((format!("{code} again"), shown(&client.send_one_time(&message()).await.unwrap_err())));
     }
 
     // Token responses that are not tokens, one of which contains the token.
@@ -81,7 +81,7 @@ async fn errors_debug_and_logs_in_every_scenario_are_free_of_secrets() {
         let mock = MockTransport::new();
         mock.route("POST", STABLE_TOKEN_PATH).reply(MockReply::json(200, body));
         let client = builder(&mock, &clock()).build().unwrap();
-        texts.push(("bad token body".into(), shown(&client.send(&message()).await.unwrap_err())));
+        texts.push(("bad token body".into(), shown(&client.send_one_time(&message()).await.unwrap_err())));
     }
 
     // Transport failures of every kind, unreadable answers, HTTP statuses.
@@ -91,13 +91,13 @@ async fn errors_debug_and_logs_in_every_scenario_are_free_of_secrets() {
             mock.push_error(kind);
         }
         let client = builder(&mock, &clock()).build().unwrap();
-        texts.push((format!("{kind:?}"), shown(&client.send(&message()).await.unwrap_err())));
+        texts.push((format!("{kind:?}"), shown(&client.send_one_time(&message()).await.unwrap_err())));
     }
     for reply in [MockReply::json(200, format!("{{{TOKEN}")), MockReply::status(502).body(TOKEN)] {
         let mock = mock_with_stable_token(TOKEN, 7200);
         mock.push(reply);
         let client = builder(&mock, &clock()).build().unwrap();
-        texts.push(("answer".into(), shown(&client.send(&message()).await.unwrap_err())));
+        texts.push(("answer".into(), shown(&client.send_one_time(&message()).await.unwrap_err())));
     }
 
     // An outage of the token endpoint (its error pages echo the request), waited out and
@@ -111,7 +111,7 @@ async fn errors_debug_and_logs_in_every_scenario_are_free_of_secrets() {
             .token_wait(Duration::from_secs(2))
             .build()
             .unwrap();
-        texts.push(("token outage".into(), shown(&client.send(&message()).await.unwrap_err())));
+        texts.push(("token outage".into(), shown(&client.send_one_time(&message()).await.unwrap_err())));
     }
     let hold_off = subscribe_client::RefreshLease::refresh_hold_off(&*store, &appid()).await.unwrap();
     texts.push(("hold-off".into(), format!("{hold_off:?}")));
@@ -121,9 +121,9 @@ async fn errors_debug_and_logs_in_every_scenario_are_free_of_secrets() {
     let mock = mock_with_stable_token(TOKEN, 7200);
     mock.route("POST", SEND_PATH).reply(ok_reply());
     let client = builder(&mock, &clock).build().unwrap();
-    client.send(&message()).await.unwrap();
+    client.send_one_time(&message()).await.unwrap();
     clock.advance(Duration::from_secs(7100));
-    client.send(&message()).await.unwrap();
+    client.send_one_time(&message()).await.unwrap();
     tokio::task::yield_now().await;
     texts.extend(authorization(&client).await);
 
@@ -219,7 +219,7 @@ async fn library_ledger_and_store(clock: &subscribe_client::ManualClock) -> Vec<
     let mock = mock_with_stable_token(TOKEN, 7200);
     mock.route("POST", SEND_PATH).reply(errcode_reply(40001, "invalid credential"));
     let client = builder(&mock, clock).token_store(DownStore).build().unwrap();
-    texts.push(("token store out".into(), shown(&client.send(&message()).await.unwrap_err())));
+    texts.push(("token store out".into(), shown(&client.send_one_time(&message()).await.unwrap_err())));
     texts.push(("token store error".into(), shown(&DownStore.load(&appid()).await.unwrap_err())));
     texts.push(("lease lost".into(), shown(&subscribe_client::LedgerError::LeaseLost)));
     texts.push(("ledger out".into(), shown(&subscribe_client::LedgerError::backend("connection refused"))));

@@ -274,11 +274,11 @@ async fn a_token_store_error_is_retryable_as_the_client_treats_it() {
     let (mock, clock) = (mock_with_stable_token("T1", 600), clock());
     mock.route("POST", SEND_PATH).reply(ok_reply());
     let client = builder(&mock, &clock).token_store(Arc::clone(&store)).build().unwrap();
-    client.send(&message()).await.unwrap();
+    client.send_one_time(&message()).await.unwrap();
     let calls = store.calls.load(Ordering::SeqCst);
     assert!(calls >= 1, "the store was asked");
     clock.advance(SECS(600));
-    client.send(&message()).await.unwrap();
+    client.send_one_time(&message()).await.unwrap();
     assert!(store.calls.load(Ordering::SeqCst) > calls, "asked again at the next refresh");
     // The other extensions' errors are outages too, and say so alike.
     assert_eq!(ExternalSourceError::new("down").kind(), ErrorKind::Retryable);
@@ -309,7 +309,7 @@ async fn an_outage_longer_than_token_wait_fails_with_what_the_endpoint_last_answ
     mock.route("POST", STABLE_TOKEN_PATH).reply(MockReply::status(502).body(SECRET));
     let clock = clock();
     let client = builder(&mock, &clock).token_wait(SECS(3)).build().unwrap();
-    let err = client.send(&message()).await.unwrap_err();
+    let err = client.send_one_time(&message()).await.unwrap_err();
     let (waited, attempts, last) = unavailable(&err);
     assert!(matches!(last, Some(TokenError::HttpStatus { status: 502 })), "{err:?}");
     assert!(waited <= SECS(3), "{waited:?}");
@@ -356,17 +356,17 @@ async fn a_held_token_keeps_serving_while_refreshes_fail_or_hang() {
     });
     mock.route("POST", SEND_PATH).reply(ok_reply());
     let client = builder(&mock, &clock).build().unwrap();
-    client.send(&message()).await.unwrap();
+    client.send_one_time(&message()).await.unwrap();
 
     clock.advance(SECS(7200 - 250)); // inside the 300 s margin: due for refresh
     for _ in 0..20 {
-        within("a send during a hung refresh", client.send(&message())).await.unwrap();
+        within("a send during a hung refresh", client.send_one_time(&message())).await.unwrap();
         tokio::task::yield_now().await;
         clock.advance(SECS(1));
     }
     // The hung request is bounded by the token timeout (10 s), then failures back off.
     for _ in 0..150 {
-        within("a send during failing refreshes", client.send(&message())).await.unwrap();
+        within("a send during failing refreshes", client.send_one_time(&message())).await.unwrap();
         tokio::task::yield_now().await;
         clock.advance(SECS(1));
     }
@@ -397,7 +397,7 @@ async fn instances_sharing_a_store_keep_one_anothers_backoff() {
     for c in &instances {
         for _ in 0..50 {
             let (c, m) = (c.clone(), Arc::clone(&msg));
-            tasks.push(tokio::spawn(async move { c.send(&m).await }));
+            tasks.push(tokio::spawn(async move { c.send_one_time(&m).await }));
         }
     }
     let mut held_off = 0;
@@ -521,13 +521,13 @@ async fn a_wall_clock_step_neither_skips_a_cooldown_nor_blocks_a_refresh() {
     mock.route("POST", SEND_PATH).reply(ok_reply());
     let clock = self::clock();
     let client = builder(&mock, &clock).build().unwrap();
-    client.send(&message()).await.unwrap();
+    client.send_one_time(&message()).await.unwrap();
     clock.advance(SECS(7000));
     clock.set(t0() + SECS(7000) - SECS(3600));
-    client.send(&message()).await.unwrap();
+    client.send_one_time(&message()).await.unwrap();
     until("the due refresh ran", || mock.count(STABLE_TOKEN_PATH) == 2).await;
     tokio::task::yield_now().await;
-    client.send(&message()).await.unwrap();
+    client.send_one_time(&message()).await.unwrap();
     assert_eq!(tokens_used(&mock).last().unwrap(), "T2");
 
     // A step forward of an hour neither expires the held token nor skips the backoff.
@@ -541,16 +541,16 @@ async fn a_wall_clock_step_neither_skips_a_cooldown_nor_blocks_a_refresh() {
     mock.route("POST", SEND_PATH).reply(ok_reply());
     let clock = self::clock();
     let client = builder(&mock, &clock).build().unwrap();
-    client.send(&message()).await.unwrap();
+    client.send_one_time(&message()).await.unwrap();
     clock.advance(SECS(7000)); // due: the background refresh fails and backs off
-    client.send(&message()).await.unwrap();
+    client.send_one_time(&message()).await.unwrap();
     until("the background refresh failed", || mock.count(STABLE_TOKEN_PATH) == 2).await;
     for _ in 0..10 {
         tokio::task::yield_now().await;
     }
     clock.set(t0() + SECS(7000) + SECS(3600));
     for _ in 0..10 {
-        client.send(&message()).await.unwrap();
+        client.send_one_time(&message()).await.unwrap();
         tokio::task::yield_now().await;
     }
     mock.assert_count(STABLE_TOKEN_PATH, 2);
@@ -586,7 +586,7 @@ async fn a_hung_store_costs_one_store_timeout_then_the_endpoint_is_asked() {
     let client = builder(&mock, &clock).token_store(Arc::clone(&store)).build().unwrap();
     let send = tokio::spawn({
         let c = client.clone();
-        async move { c.send(&message()).await }
+        async move { c.send_one_time(&message()).await }
     });
     until("the store was asked", || store.loads.load(Ordering::SeqCst) == 1).await;
     clock.advance(SECS(3)); // the store timeout
@@ -645,7 +645,7 @@ async fn an_answer_without_errcode_is_an_unknown_outcome_not_a_delivery() {
         let mock = mock_with_stable_token("T1", 7200);
         mock.route("POST", SEND_PATH).reply(MockReply::json(200, body));
         let client = builder(&mock, &clock()).build().unwrap();
-        let err = client.send(&message()).await.unwrap_err();
+        let err = client.send_one_time(&message()).await.unwrap_err();
         assert!(matches!(err, SendError::OutcomeUnknown { .. }), "{body}: {err:?}");
         assert!(!err.outcome_known() && !err.is_retryable(), "{body}");
         mock.assert_count(SEND_PATH, 1);
@@ -655,8 +655,8 @@ async fn an_answer_without_errcode_is_an_unknown_outcome_not_a_delivery() {
     mock.push(errcode_reply(0, "ok"));
     mock.push(errcode_reply(43101, "user refuse to accept the msg"));
     let client = builder(&mock, &clock()).build().unwrap();
-    client.send(&message()).await.unwrap();
-    assert_eq!(client.send(&message()).await.unwrap_err().api_code(), Some(ErrCode::USER_REFUSED));
+    client.send_one_time(&message()).await.unwrap();
+    assert_eq!(client.send_one_time(&message()).await.unwrap_err().api_code(), Some(ErrCode::USER_REFUSED));
 }
 
 #[tokio::test]
@@ -664,7 +664,7 @@ async fn a_request_that_could_not_be_built_is_neither_replayed_nor_retryable() {
     let mock = mock_with_stable_token("T1", 7200);
     mock.route("POST", SEND_PATH).reply(MockReply::error(TransportErrorKind::InvalidRequest));
     let client = builder(&mock, &clock()).build().unwrap();
-    let err = client.send(&message()).await.unwrap_err();
+    let err = client.send_one_time(&message()).await.unwrap_err();
     assert!(
         matches!(&err, SendError::Transport(e) if e.kind() == TransportErrorKind::InvalidRequest),
         "{err:?}"
@@ -718,7 +718,7 @@ async fn a_refresh_that_panics_fails_its_callers_and_backs_off_without_wedging_t
     }
     mock.assert_count(STABLE_TOKEN_PATH, 0);
     // The next call waits out the backoff and gets a token.
-    within("the next send", client.send(&message())).await.unwrap();
+    within("the next send", client.send_one_time(&message())).await.unwrap();
     assert!(clock.monotonic() >= Duration::from_millis(250), "the backoff was kept: {:?}", clock.monotonic());
     mock.assert_count(STABLE_TOKEN_PATH, 1);
 }

@@ -44,11 +44,11 @@ async fn inside_the_margin_the_old_token_is_served_while_one_background_refresh_
     mock.route("POST", SEND_PATH).reply(ok_reply());
     let clock = clock();
     let client = builder(&mock, &clock).build().unwrap();
-    client.send(&message()).await.unwrap();
+    client.send_one_time(&message()).await.unwrap();
 
     clock.advance(Duration::from_secs(7200 - 200)); // 200 s left: inside the 300 s margin
     for _ in 0..5 {
-        client.send(&message()).await.unwrap();
+        client.send_one_time(&message()).await.unwrap();
         // Let the spawned refresh run, as real I/O would (the mock answers without yielding).
         tokio::task::yield_now().await;
     }
@@ -56,7 +56,7 @@ async fn inside_the_margin_the_old_token_is_served_while_one_background_refresh_
     mock.assert_count(STABLE_TOKEN_PATH, 2); // the first fetch + exactly one background refresh
 
     tokio::time::sleep(Duration::from_secs(11)).await; // the refresh completes
-    client.send(&message()).await.unwrap();
+    client.send_one_time(&message()).await.unwrap();
     assert_eq!(tokens_used(&mock).last().unwrap(), "T2");
     mock.assert_count(STABLE_TOKEN_PATH, 2);
 }
@@ -68,7 +68,7 @@ async fn after_expiry_callers_wait_for_the_new_token() {
     mock.route("POST", SEND_PATH).reply(ok_reply());
     let clock = clock();
     let client = builder(&mock, &clock).build().unwrap();
-    client.send(&message()).await.unwrap();
+    client.send_one_time(&message()).await.unwrap();
     clock.advance(Duration::from_secs(7201));
     let results = send_concurrently(&client, 50).await;
     assert!(results.iter().all(Result::is_ok));
@@ -86,18 +86,18 @@ async fn short_lived_tokens_are_not_refreshed_on_every_call() {
     let clock = clock();
     let client = builder(&mock, &clock).build().unwrap();
     for _ in 0..25 {
-        client.send(&message()).await.unwrap();
+        client.send_one_time(&message()).await.unwrap();
         clock.advance(Duration::from_millis(100)); // 0 … 2.4 s
     }
     mock.assert_count(STABLE_TOKEN_PATH, 1);
     clock.advance(Duration::from_millis(200)); // 2.6 s: past the half-life
-    client.send(&message()).await.unwrap();
+    client.send_one_time(&message()).await.unwrap();
     for _ in 0..10 {
         tokio::task::yield_now().await; // the background refresh runs
     }
     mock.assert_count(STABLE_TOKEN_PATH, 2);
     assert_eq!(tokens_used(&mock).last().unwrap(), "T1", "served the held token meanwhile");
-    client.send(&message()).await.unwrap();
+    client.send_one_time(&message()).await.unwrap();
     assert_eq!(tokens_used(&mock).last().unwrap(), "T2");
 }
 
@@ -208,7 +208,7 @@ async fn a_refreshed_token_rejected_again_returns_the_error_without_a_third_atte
     counting_stable(&mock, 7200);
     mock.route("POST", SEND_PATH).reply(errcode_reply(42001, "access_token expired"));
     let client = builder(&mock, &clock()).build().unwrap();
-    let err = client.send(&message()).await.unwrap_err();
+    let err = client.send_one_time(&message()).await.unwrap_err();
     assert_eq!(err.api_code(), Some(subscribe_types::ErrCode::ACCESS_TOKEN_EXPIRED));
     assert_eq!(tokens_used(&mock), ["T1", "T2"]);
     mock.assert_count(STABLE_TOKEN_PATH, 2);
@@ -250,14 +250,14 @@ async fn force_refresh_only_when_the_rejected_token_comes_back_and_within_budget
     let client = builder(&mock, &clock).build().unwrap();
 
     // Normal refresh hands T1 back: one forced refresh gives T2.
-    client.send(&message()).await.unwrap();
+    client.send_one_time(&message()).await.unwrap();
     assert_eq!(tokens_used(&mock), ["T1", "T2"]);
     assert_eq!(force_count(), 1);
 
     // T2 rejected 10 s later: normal mode returns T2 again, and 30 s have not passed.
     rejected.lock().unwrap().push("T2".into());
     clock.advance(Duration::from_secs(10));
-    let err = client.send(&message()).await.unwrap_err();
+    let err = client.send_one_time(&message()).await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -269,7 +269,7 @@ async fn force_refresh_only_when_the_rejected_token_comes_back_and_within_budget
 
     // Past the spacing, a forced refresh is allowed again.
     clock.advance(Duration::from_secs(30));
-    client.send(&message()).await.unwrap();
+    client.send_one_time(&message()).await.unwrap();
     assert_eq!(force_count(), 2);
     assert_eq!(tokens_used(&mock).last().unwrap(), "T3");
 }
@@ -283,7 +283,7 @@ async fn ip_not_whitelisted_is_typed_with_the_ip_then_fails_fast_during_the_cool
     ));
     let clock = clock();
     let client = builder(&mock, &clock).build().unwrap();
-    let err = client.send(&message()).await.unwrap_err();
+    let err = client.send_one_time(&message()).await.unwrap_err();
     let subscribe_client::SendError::Token(subscribe_client::TokenError::Rejected { reason, error }) = &err
     else {
         panic!("{err:?}")
@@ -296,7 +296,7 @@ async fn ip_not_whitelisted_is_typed_with_the_ip_then_fails_fast_during_the_cool
     assert!(err.to_string().contains("no access token"));
 
     for _ in 0..20 {
-        let err = client.send(&message()).await.unwrap_err();
+        let err = client.send_one_time(&message()).await.unwrap_err();
         assert!(
             matches!(
                 err,
@@ -309,7 +309,7 @@ async fn ip_not_whitelisted_is_typed_with_the_ip_then_fails_fast_during_the_cool
     mock.assert_count(SEND_PATH, 0);
 
     clock.advance(Duration::from_secs(61));
-    let _ = client.send(&message()).await;
+    let _ = client.send_one_time(&message()).await;
     mock.assert_count(STABLE_TOKEN_PATH, 2); // tried again once the cool-down is over
 }
 

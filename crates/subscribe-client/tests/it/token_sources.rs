@@ -15,7 +15,7 @@ async fn classic_endpoint_is_a_get_with_the_secret_in_the_query_never_printed() 
     mock.route("GET", CLASSIC_TOKEN_PATH).reply(token_reply("C1", 7200));
     mock.route("POST", SEND_PATH).reply(ok_reply());
     let client = builder(&mock, &clock()).token_endpoint(TokenEndpoint::Classic).build().unwrap();
-    client.send(&message()).await.unwrap();
+    client.send_one_time(&message()).await.unwrap();
     let token_req = &mock.requests()[0];
     assert_eq!(token_req.query_param("grant_type"), Some("client_credential"));
     assert_eq!(token_req.query_param("appid"), Some(APPID));
@@ -79,12 +79,12 @@ async fn external_source_is_told_of_a_rejection_and_asked_again() {
         .state_key([9u8; 32])
         .build()
         .unwrap();
-    client.send(&message()).await.unwrap();
+    client.send_one_time(&message()).await.unwrap();
     assert_eq!(tokens_used(&mock), ["X1", "X2"]);
     assert_eq!(*central.invalidated.lock().unwrap(), ["X1"]);
     assert_eq!(*central.fetches.lock().unwrap(), 2, "asked once, then once more after the rejection");
     assert_eq!(mock.count(STABLE_TOKEN_PATH), 0, "WeChat's token endpoint is never called");
-    client.send(&message()).await.unwrap();
+    client.send_one_time(&message()).await.unwrap();
     assert_eq!(*central.fetches.lock().unwrap(), 2, "X2 is held: not asked again");
 }
 
@@ -150,7 +150,7 @@ async fn a_store_that_is_down_does_not_stop_sending() {
     mock.route("POST", SEND_PATH).reply(ok_reply());
     let client = builder(&mock, &clock()).token_store(Down).build().unwrap();
     for _ in 0..3 {
-        client.send(&message()).await.unwrap();
+        client.send_one_time(&message()).await.unwrap();
     }
     mock.assert_count(STABLE_TOKEN_PATH, 1);
 }
@@ -163,10 +163,10 @@ async fn a_valid_token_is_served_when_its_refresh_fails() {
     mock.route("POST", SEND_PATH).reply(ok_reply());
     let clock = clock();
     let client = builder(&mock, &clock).build().unwrap();
-    client.send(&message()).await.unwrap();
+    client.send_one_time(&message()).await.unwrap();
     clock.advance(Duration::from_secs(7000));
     for _ in 0..3 {
-        client.send(&message()).await.unwrap(); // T1 still valid for 200 s
+        client.send_one_time(&message()).await.unwrap(); // T1 still valid for 200 s
         tokio::task::yield_now().await;
     }
     assert!(tokens_used(&mock).iter().all(|t| t == "T1"));

@@ -12,7 +12,7 @@ use subscribe_client::{
 };
 use subscribe_redis::{Redis, RedisGrantLedger, RedisTokenStore};
 use subscribe_sandbox::{DEMO_APPID, DEMO_SECRET, DEMO_TEMPLATE, SandboxConfig, SandboxHandle};
-use subscribe_types::{AppId, AppSecret, OpenId, Scene, SubscribeMessage, TemplateId, ValidationError};
+use subscribe_types::{AppId, AppSecret, OneTimeMessage, OpenId, Scene, TemplateId, ValidationError};
 
 use crate::{now, redis, redis_url};
 
@@ -29,8 +29,8 @@ async fn instance(s: &SandboxHandle, shared: &Redis) -> Client {
         .unwrap()
 }
 
-fn message(user: &str, scene: u32) -> SubscribeMessage {
-    SubscribeMessage::builder(
+fn message(user: &str, scene: u32) -> OneTimeMessage {
+    OneTimeMessage::builder(
         OpenId::new(user).unwrap(),
         TemplateId::new(DEMO_TEMPLATE).unwrap(),
         Scene::new(scene).unwrap(),
@@ -78,7 +78,9 @@ async fn four_instances_make_one_token_request_per_rotation() {
         tasks.spawn(async move {
             let mut sent = 0u32;
             while started.elapsed() < RUN {
-                c.send(&message(&user(i), sent)).await.unwrap_or_else(|e| panic!("instance {i}: {e}"));
+                c.send_one_time(&message(&user(i), sent))
+                    .await
+                    .unwrap_or_else(|e| panic!("instance {i}: {e}"));
                 sent += 1;
                 tokio::time::sleep(Duration::from_millis(3)).await;
             }
@@ -127,7 +129,7 @@ async fn after_a_revocation_the_fleet_refreshes_exactly_once() {
     }
     // Warm: every instance holds the shared token.
     for (i, c) in fleet.iter().enumerate() {
-        c.send(&message(&user(i), 0)).await.unwrap();
+        c.send_one_time(&message(&user(i), 0)).await.unwrap();
     }
     assert_eq!(s.state().stats().stable_token_requests, 1, "one token for the whole fleet");
 
@@ -138,7 +140,7 @@ async fn after_a_revocation_the_fleet_refreshes_exactly_once() {
             let mut sends = Vec::new();
             for scene in 1..50 {
                 let c = c.clone();
-                sends.push(tokio::spawn(async move { c.send(&message(&user(i), scene)).await }));
+                sends.push(tokio::spawn(async move { c.send_one_time(&message(&user(i), scene)).await }));
             }
             for h in sends {
                 h.await.unwrap().unwrap_or_else(|e| panic!("instance {i}: {e}"));
@@ -154,8 +156,8 @@ async fn after_a_revocation_the_fleet_refreshes_exactly_once() {
     assert_eq!(stats.deliveries, 4 * 50);
 }
 
-fn restock(to: &OpenId) -> Result<SubscribeMessage, ValidationError> {
-    SubscribeMessage::builder(to.clone(), TemplateId::new(DEMO_TEMPLATE)?, Scene::new(9)?)
+fn restock(to: &OpenId) -> Result<OneTimeMessage, ValidationError> {
+    OneTimeMessage::builder(to.clone(), TemplateId::new(DEMO_TEMPLATE)?, Scene::new(9)?)
         .title("到货提醒")
         .content("您关注的商品已到货")
         .build()
@@ -349,7 +351,7 @@ async fn four_instances_back_off_as_one_when_the_token_endpoint_fails() {
     for (n, c) in fleet.iter().enumerate() {
         for k in 0..16 {
             let c = c.clone();
-            tasks.spawn(async move { c.send(&message(&user(n * 16 + k), 3)).await });
+            tasks.spawn(async move { c.send_one_time(&message(&user(n * 16 + k), 3)).await });
         }
     }
     let mut held_off = 0;
@@ -378,7 +380,7 @@ async fn four_instances_back_off_as_one_when_the_token_endpoint_fails() {
     s.state().set_faults(Faults::default());
     tokio::time::sleep(backoff.1).await; // the last hold-off ends
     for (n, c) in fleet.iter().enumerate() {
-        c.send(&message(&user(n * 16), 3)).await.unwrap();
+        c.send_one_time(&message(&user(n * 16), 3)).await.unwrap();
     }
     assert_eq!(s.state().stats().tokens_issued, 1);
 }

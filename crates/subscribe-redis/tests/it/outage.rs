@@ -7,7 +7,7 @@ use std::time::Duration;
 use subscribe_client::{Client, GrantKey, GrantLedger, LedgerError, RefreshLease, TokenStore};
 use subscribe_redis::{Redis, RedisError, RedisGrantLedger, RedisTokenStore};
 use subscribe_sandbox::{DEMO_APPID, DEMO_SECRET, DEMO_TEMPLATE, SandboxConfig, SandboxHandle};
-use subscribe_types::{AccessToken, AppId, AppSecret, OpenId, Scene, SubscribeMessage, TemplateId};
+use subscribe_types::{AccessToken, AppId, AppSecret, OneTimeMessage, OpenId, Scene, TemplateId};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
@@ -48,8 +48,8 @@ impl Proxy {
     }
 }
 
-fn message(scene: u32) -> SubscribeMessage {
-    SubscribeMessage::builder(
+fn message(scene: u32) -> OneTimeMessage {
+    OneTimeMessage::builder(
         OpenId::new("oSandbox_Alice_00000000001").unwrap(),
         TemplateId::new(DEMO_TEMPLATE).unwrap(),
         Scene::new(scene).unwrap(),
@@ -135,23 +135,23 @@ async fn with_redis_gone_the_client_keeps_serving_its_token_and_a_new_one_still_
             .unwrap()
     };
     let running = client(via_proxy());
-    running.send(&message(0)).await.unwrap();
+    running.send_one_time(&message(0)).await.unwrap();
     let stored = RedisTokenStore::new(via_proxy()).load(&AppId::new(DEMO_APPID).unwrap()).await.unwrap();
     assert!(stored.is_some(), "the token went to Redis");
 
     proxy.cut();
     // The running instance sends on the token it holds.
     for scene in 1..5 {
-        running.send(&message(scene)).await.unwrap();
+        running.send_one_time(&message(scene)).await.unwrap();
     }
     assert_eq!(s.state().stats().stable_token_requests, 1);
     // A new instance cannot read Redis: it asks WeChat itself rather than fail (stable_token
     // returns the same token, so the running instance is not disturbed).
     let fresh = client(via_proxy());
-    fresh.send(&message(5)).await.unwrap();
+    fresh.send_one_time(&message(5)).await.unwrap();
     assert_eq!(s.state().stats().stable_token_requests, 2, "the new instance asked WeChat itself");
     assert_eq!(s.state().stats().tokens_issued, 1, "and got the same stable token back");
-    running.send(&message(6)).await.unwrap();
+    running.send_one_time(&message(6)).await.unwrap();
     assert_eq!(s.state().stats().deliveries, 7);
 }
 

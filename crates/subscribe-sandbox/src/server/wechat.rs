@@ -9,7 +9,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
-use subscribe_types::{ApiError, ErrCode, MessageParseError, SubscribeMessage};
+use subscribe_types::{ApiError, ErrCode, MessageParseError, OneTimeMessage};
 
 use super::{SandboxState, Seen, invalid_args, json, params, wx};
 use crate::state::{AfterProcessing, Injected, TokenFault};
@@ -265,11 +265,11 @@ pub(super) async fn send(
 ///
 /// # Errors
 /// The [`ApiError`] WeChat would answer.
-pub fn check_send_body(body: &[u8]) -> Result<SubscribeMessage, ApiError> {
+pub fn check_send_body(body: &[u8]) -> Result<OneTimeMessage, ApiError> {
     if body.is_empty() {
         return Err(ApiError::new(ErrCode::EMPTY_POST_DATA, "empty post data"));
     }
-    SubscribeMessage::from_json(body).map_err(|e| match e {
+    OneTimeMessage::from_json(body).map_err(|e| match e {
         MessageParseError::Invalid(e) => {
             ApiError::new(ErrCode::ARGUMENT_INVALID, format!("argument invalid! {}: {e}", e.field()))
         }

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
-use subscribe_types::{ErrCode, Scene, SubscribeMessage};
+use subscribe_types::{ErrCode, OneTimeMessage, Scene};
 
 use super::{Inner, SEQ, unix_ms};
 use crate::config::SandboxConfig;
@@ -91,7 +91,7 @@ impl Inner {
         &mut self,
         cfg: &SandboxConfig,
         appid: &str,
-        msg: &SubscribeMessage,
+        msg: &OneTimeMessage,
         wall: SystemTime,
     ) -> Result<(), (ErrCode, &'static str)> {
         let app = cfg.app(appid).ok_or((ErrCode::INVALID_APPID, "invalid appid"))?;

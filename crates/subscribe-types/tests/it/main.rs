@@ -6,8 +6,8 @@
 mod authorize;
 mod callback;
 mod codes;
-mod message;
 mod mini_program_and_notification;
+mod one_time;
 mod properties;
 mod redaction;
 mod token;

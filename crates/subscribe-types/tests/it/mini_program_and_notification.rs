@@ -190,14 +190,14 @@ fn messages_serialize_as_wechat_expects() {
     assert_eq!("fr_FR".parse::<Lang>().unwrap_err().field(), "lang");
     assert_eq!("release".parse::<MiniProgramState>().unwrap_err().field(), "miniprogram_state");
 
-    let n = SubscribeNotification::builder(to.clone(), tpl.clone(), data.clone())
+    let n = NotificationMessage::builder(to.clone(), tpl.clone(), data.clone())
         .miniprogram("wx0123456789abcdef", "pages/index?x=1")
         .build()
         .unwrap();
     let json: serde_json::Value = serde_json::from_slice(&n.to_json()).unwrap();
     assert_eq!(json["miniprogram"]["pagepath"], "pages/index?x=1");
     assert!(json.get("page").is_none(), "absent links are left out, never null");
-    let err = SubscribeNotification::builder(to, tpl, data).page("ftp://x").build().unwrap_err();
+    let err = NotificationMessage::builder(to, tpl, data).page("ftp://x").build().unwrap_err();
     assert_eq!(err.field(), "page");
 }
 

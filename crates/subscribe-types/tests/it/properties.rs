@@ -63,7 +63,7 @@ proptest! {
         url in proptest::option::of(redirect()),
         mp in proptest::option::of((ident(64), "[a-z/?=&0-9]{1,40}")),
     ) {
-        let mut b = SubscribeMessage::builder(OpenId::new(openid).unwrap(), TemplateId::new(template).unwrap(), Scene::new(scene).unwrap())
+        let mut b = OneTimeMessage::builder(OpenId::new(openid).unwrap(), TemplateId::new(template).unwrap(), Scene::new(scene).unwrap())
             .title(title).content(content);
         if let Some(c) = color { b = b.color(c); }
         if let Some(u) = url { b = b.url(u); }
@@ -73,7 +73,7 @@ proptest! {
         let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
         prop_assert!(v["scene"].is_string());
         prop_assert!(!String::from_utf8(json.clone()).unwrap().contains(":null"));
-        prop_assert_eq!(SubscribeMessage::from_json(&json).unwrap(), msg);
+        prop_assert_eq!(OneTimeMessage::from_json(&json).unwrap(), msg);
     }
 
     /// Parsers never panic, whatever they are fed.
@@ -83,8 +83,8 @@ proptest! {
         let _ = AuthorizeRequest::from_query(&input);
         let _ = input.parse::<Scene>();
         let _ = HttpUrl::new(input.clone());
-        let _ = SubscribeMessage::from_json(&bytes);
-        let _ = SubscribeMessage::from_json(input.as_bytes());
+        let _ = OneTimeMessage::from_json(&bytes);
+        let _ = OneTimeMessage::from_json(input.as_bytes());
         let _ = IssuedToken::parse(&bytes);
         let _ = ApiResponse::parse(&bytes);
         let _ = MobileSubscribeResponse::parse(&input);

@@ -54,7 +54,7 @@ fn errors_built_from_secret_input_do_not_echo_it() {
                 .unwrap_err(),
         ),
         Box::new(IssuedToken::parse(SECRET.as_bytes()).unwrap_err()),
-        Box::new(SubscribeMessage::from_json(format!(r#"{{"touser":{SECRET}}}"#).as_bytes()).unwrap_err()),
+        Box::new(OneTimeMessage::from_json(format!(r#"{{"touser":{SECRET}}}"#).as_bytes()).unwrap_err()),
         Box::new(ApiResponse::parse(format!(r#"{{"errcode":"{SECRET}"}}"#).as_bytes()).unwrap_err()),
     ];
     for e in errors {

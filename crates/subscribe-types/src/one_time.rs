@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::api::DecodeError;
-use crate::endpoint::{Ack, Endpoint, EndpointSpec, SEND_SUBSCRIBE_MESSAGE};
+use crate::endpoint::{Ack, Endpoint, EndpointSpec, SEND_ONE_TIME_MESSAGE};
 use crate::error::ValidationError;
 use crate::ids::{OpenId, Scene, TemplateId};
 use crate::text::{Color, Content, HttpUrl, MiniProgram, Title};
@@ -15,9 +15,9 @@ use crate::text::{Color, Content, HttpUrl, MiniProgram, Title};
 /// raw UTF-8.
 ///
 /// ```
-/// use subscribe_types::{OpenId, Scene, SubscribeMessage, TemplateId};
+/// use subscribe_types::{OpenId, Scene, OneTimeMessage, TemplateId};
 ///
-/// let msg = SubscribeMessage::builder(
+/// let msg = OneTimeMessage::builder(
 ///     OpenId::new("oyAaTjt-xXvP87pubE4eUOF-ttD4")?,
 ///     TemplateId::new("7YuTL__ilzyZB9DXcDt2mHx-CAS_E7KtsQkhIGVhhRM")?,
 ///     Scene::new(1000)?,
@@ -33,7 +33,7 @@ use crate::text::{Color, Content, HttpUrl, MiniProgram, Title};
 /// );
 ///
 /// // Bad input never becomes a message:
-/// let err = SubscribeMessage::builder(msg.touser().clone(), msg.template_id().clone(), msg.scene())
+/// let err = OneTimeMessage::builder(msg.touser().clone(), msg.template_id().clone(), msg.scene())
 ///     .title("this title is longer than fifteen characters")
 ///     .content("x")
 ///     .build()
@@ -42,7 +42,7 @@ use crate::text::{Color, Content, HttpUrl, MiniProgram, Title};
 /// # Ok::<(), subscribe_types::ValidationError>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct SubscribeMessage {
+pub struct OneTimeMessage {
     touser: OpenId,
     template_id: TemplateId,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -67,10 +67,10 @@ struct ContentItem {
     color: Option<Color>,
 }
 
-impl SubscribeMessage {
+impl OneTimeMessage {
     /// Starts a message to `touser` for the confirmed `template_id` and `scene`.
-    pub fn builder(touser: OpenId, template_id: TemplateId, scene: Scene) -> SubscribeMessageBuilder {
-        SubscribeMessageBuilder {
+    pub fn builder(touser: OpenId, template_id: TemplateId, scene: Scene) -> OneTimeMessageBuilder {
+        OneTimeMessageBuilder {
             touser,
             template_id,
             scene,
@@ -122,15 +122,15 @@ impl SubscribeMessage {
     /// always writes.
     pub fn to_json(&self) -> Vec<u8> {
         // Every field is a string or an optional struct of strings: serializing cannot fail.
-        serde_json::to_vec(self).expect("a SubscribeMessage always serializes")
+        serde_json::to_vec(self).expect("a OneTimeMessage always serializes")
     }
 
     /// Reads and validates a send body, the way WeChat's server does. `scene` may be a number
     /// or a numeric string; unknown keys are ignored.
     ///
     /// ```
-    /// use subscribe_types::{MessageParseError, SubscribeMessage};
-    /// let err = SubscribeMessage::from_json(br#"{"touser":"o1","template_id":"t1","scene":"1",
+    /// use subscribe_types::{MessageParseError, OneTimeMessage};
+    /// let err = OneTimeMessage::from_json(br#"{"touser":"o1","template_id":"t1","scene":"1",
     ///     "title":"hi","data":{"content":{"value":"","color":null}}}"#).unwrap_err();
     /// assert!(matches!(err, MessageParseError::Invalid(e) if e.field() == "data.content.value"));
     /// ```
@@ -145,8 +145,8 @@ impl SubscribeMessage {
     }
 }
 
-impl Endpoint for SubscribeMessage {
-    const SPEC: EndpointSpec = SEND_SUBSCRIBE_MESSAGE;
+impl Endpoint for OneTimeMessage {
+    const SPEC: EndpointSpec = SEND_ONE_TIME_MESSAGE;
     type Body = Self;
     type Response = Ack;
 
@@ -155,7 +155,7 @@ impl Endpoint for SubscribeMessage {
     }
 }
 
-impl<'de> Deserialize<'de> for SubscribeMessage {
+impl<'de> Deserialize<'de> for OneTimeMessage {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         RawMessage::deserialize(d)?.validate().map_err(serde::de::Error::custom)
     }
@@ -194,7 +194,7 @@ fn need(field: &'static str, v: Option<String>) -> Result<String, ValidationErro
 }
 
 impl RawMessage {
-    fn validate(self) -> Result<SubscribeMessage, ValidationError> {
+    fn validate(self) -> Result<OneTimeMessage, ValidationError> {
         let touser = OpenId::new(need("touser", self.touser)?).map_err(|e| e.in_field("touser"))?;
         let template_id = TemplateId::new(need("template_id", self.template_id)?)?;
         let scene = match self.scene {
@@ -213,7 +213,7 @@ impl RawMessage {
         };
         let content =
             self.data.and_then(|d| d.content).ok_or(ValidationError::Missing { field: "data.content" })?;
-        let mut builder = SubscribeMessage::builder(touser, template_id, scene);
+        let mut builder = OneTimeMessage::builder(touser, template_id, scene);
         builder.title = Some(need("title", self.title)?);
         builder.content = Some(need("data.content.value", content.value)?);
         builder.color = content.color;
@@ -226,10 +226,10 @@ impl RawMessage {
     }
 }
 
-/// Builds a [`SubscribeMessage`]; every rule is checked in [`build`](Self::build).
+/// Builds a [`OneTimeMessage`]; every rule is checked in [`build`](Self::build).
 #[derive(Clone, Debug)]
 #[must_use = "a builder does nothing until `build` is called"]
-pub struct SubscribeMessageBuilder {
+pub struct OneTimeMessageBuilder {
     touser: OpenId,
     template_id: TemplateId,
     scene: Scene,
@@ -240,7 +240,7 @@ pub struct SubscribeMessageBuilder {
     miniprogram: Option<(String, String)>,
 }
 
-impl SubscribeMessageBuilder {
+impl OneTimeMessageBuilder {
     /// The title, 1..=15 characters. Required.
     pub fn title(mut self, title: impl Into<String>) -> Self {
         self.title = Some(title.into());
@@ -276,14 +276,14 @@ impl SubscribeMessageBuilder {
     /// # Errors
     /// The first [`ValidationError`] found, in wire order: `url`, `miniprogram.*`, `title`,
     /// `data.content.value`, `data.content.color`.
-    pub fn build(self) -> Result<SubscribeMessage, ValidationError> {
+    pub fn build(self) -> Result<OneTimeMessage, ValidationError> {
         let url = self.url.map(HttpUrl::new).transpose()?;
         let miniprogram = self.miniprogram.map(|(a, p)| MiniProgram::new(a, p)).transpose()?;
         let title = Title::new(self.title.ok_or(ValidationError::Missing { field: "title" })?)?;
         let value =
             Content::new(self.content.ok_or(ValidationError::Missing { field: "data.content.value" })?)?;
         let color = self.color.map(Color::new).transpose()?;
-        Ok(SubscribeMessage {
+        Ok(OneTimeMessage {
             touser: self.touser,
             template_id: self.template_id,
             url,

@@ -2,8 +2,8 @@ use subscribe_types::*;
 
 use crate::{OPENID, TEMPLATE};
 
-fn builder() -> SubscribeMessageBuilder {
-    SubscribeMessage::builder(
+fn builder() -> OneTimeMessageBuilder {
+    OneTimeMessage::builder(
         OpenId::new(OPENID).unwrap(),
         TemplateId::new(TEMPLATE).unwrap(),
         Scene::new(1000).unwrap(),
@@ -116,12 +116,12 @@ fn bad_optional_fields_name_themselves() {
 #[test]
 fn from_json_reads_what_wechat_reads() {
     let m = builder().title("t").content("c").color("#00ff00").miniprogram("wx1", "p").build().unwrap();
-    assert_eq!(SubscribeMessage::from_json(&m.to_json()).unwrap(), m);
+    assert_eq!(OneTimeMessage::from_json(&m.to_json()).unwrap(), m);
     // A numeric scene is accepted on input.
     let numeric = format!(
         r#"{{"touser":"{OPENID}","template_id":"{TEMPLATE}","scene":1000,"title":"t","data":{{"content":{{"value":"c"}}}}}}"#
     );
-    assert_eq!(SubscribeMessage::from_json(numeric.as_bytes()).unwrap().scene().get(), 1000);
+    assert_eq!(OneTimeMessage::from_json(numeric.as_bytes()).unwrap().scene().get(), 1000);
 
     let cases: [(&str, &str); 6] = [
         (r#"{"template_id":"t","scene":"1","title":"t","data":{"content":{"value":"c"}}}"#, "touser"),
@@ -141,13 +141,13 @@ fn from_json_reads_what_wechat_reads() {
         ),
     ];
     for (body, field) in cases {
-        match SubscribeMessage::from_json(body.as_bytes()) {
+        match OneTimeMessage::from_json(body.as_bytes()) {
             Err(MessageParseError::Invalid(e)) => assert_eq!(e.field(), field, "{body}"),
             other => panic!("{body}: {other:?}"),
         }
     }
-    assert!(matches!(SubscribeMessage::from_json(b"{not json"), Err(MessageParseError::Json(_))));
-    assert!(matches!(SubscribeMessage::from_json(br#"{"touser":5}"#), Err(MessageParseError::Json(_))));
+    assert!(matches!(OneTimeMessage::from_json(b"{not json"), Err(MessageParseError::Json(_))));
+    assert!(matches!(OneTimeMessage::from_json(br#"{"touser":5}"#), Err(MessageParseError::Json(_))));
 }
 
 #[test]
@@ -164,8 +164,8 @@ fn identifiers_are_bounded_and_restricted() {
 
 #[test]
 fn endpoint_description_of_the_send() {
-    assert_eq!(<SubscribeMessage as Endpoint>::SPEC.path, "/cgi-bin/message/template/subscribe");
-    assert_eq!(<SubscribeMessage as Endpoint>::SPEC.method, Method::Post);
-    const { assert!(<SubscribeMessage as Endpoint>::SPEC.needs_access_token) };
+    assert_eq!(<OneTimeMessage as Endpoint>::SPEC.path, "/cgi-bin/message/template/subscribe");
+    assert_eq!(<OneTimeMessage as Endpoint>::SPEC.method, Method::Post);
+    const { assert!(<OneTimeMessage as Endpoint>::SPEC.needs_access_token) };
     const { assert!(!endpoint::STABLE_TOKEN.needs_access_token) };
 }
