@@ -19,7 +19,7 @@ use crate::output::{Exit, Outcome};
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Line<'a> {
-    /// `one_time` when present (checked by [`message`]; the other kinds are [`FamilyLine`]s).
+    /// `one_time` when present (checked by [`message`]; the other kinds are [`LibraryTemplateLine`]s).
     #[serde(borrow, rename = "kind")]
     _kind: Option<Cow<'a, str>>,
     #[serde(borrow)]
@@ -61,7 +61,7 @@ struct MiniProgram<'a> {
 /// `data` as plain strings (`{"thing1": "…"}`).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FamilyLine<'a> {
+struct LibraryTemplateLine<'a> {
     #[serde(borrow)]
     kind: Cow<'a, str>,
     #[serde(borrow)]
@@ -110,15 +110,15 @@ fn message(line: &str) -> Result<Msg, (Option<String>, String)> {
             serde_json::from_str(line).map_err(|e| (None, format!("not a message line: {e}")))?;
         match k.kind.as_deref() {
             None | Some("one_time") => {}
-            Some("mini_program" | "notification") => return family_message(line),
+            Some("mini_program" | "notification") => return library_template_message(line),
             Some(_) => return Err((None, "`kind` must be one_time, mini_program or notification".into())),
         }
     }
     one_time(line).map(Msg::OneTime)
 }
 
-fn family_message(line: &str) -> Result<Msg, (Option<String>, String)> {
-    let l: FamilyLine<'_> =
+fn library_template_message(line: &str) -> Result<Msg, (Option<String>, String)> {
+    let l: LibraryTemplateLine<'_> =
         serde_json::from_str(line).map_err(|e| (None, format!("not a message line: {e}")))?;
     let to = || Some(l.touser.clone().into_owned());
     let err = |e: subscribe_types::ValidationError| (to(), e.to_string());

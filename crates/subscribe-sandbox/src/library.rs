@@ -1,4 +1,4 @@
-//! The successors in the sandbox: a seeded catalogue of public templates, each app's private
+//! The mini programs' and service accounts' side of the sandbox: a seeded catalogue of public templates, each app's private
 //! templates, users' acceptances of them, and the checks of the two send endpoints
 //! (mini-program messages and subscribe notifications) with WeChat's errcodes.
 

@@ -1,4 +1,4 @@
-//! The `data` of the successors' messages (mini-program subscribe messages and
+//! The `data` of the mini-program and notification messages (mini-program subscribe messages and
 //! service-account subscribe notifications): keys like `thing3`, each value checked against
 //! its keyword type's rule before anything is sent.
 

@@ -10,7 +10,7 @@
 //! 6. the same for a mobile app: the server hands the app the Open SDK request, WeChat on the
 //!    phone asks a second user, the app forwards the SDK's answer, the server verifies it and
 //!    sends the one message; a second send is refused too;
-//! 7. and for a mini program (the successor): a third user accepts a one-time template from the
+//! 7. and for a mini program: a third user accepts a one-time template from the
 //!    library, the message's data is checked against the template (a value breaking its
 //!    keyword's rule never leaves), one message is sent, a second is refused.
 

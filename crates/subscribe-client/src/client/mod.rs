@@ -47,7 +47,7 @@ struct Inner {
     store_timeout: Duration,
     state_ttl: Duration,
     jitter: AtomicU64,
-    /// One send at a time per openid for the successors' sends (WeChat's 43108).
+    /// One send at a time per openid for the mini-program and notification sends (WeChat's 43108).
     openid_locks: crate::keyed::KeyedLocks,
 }
 

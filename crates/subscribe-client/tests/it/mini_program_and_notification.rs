@@ -1,4 +1,4 @@
-//! The successors' sends and the template library, against `MockTransport` (and, for the
+//! The mini-program and notification sends and the template library, against `MockTransport` (and, for the
 //! one-at-a-time rule, a transport that answers 43108 as WeChat does).
 
 use std::collections::HashMap;

@@ -57,7 +57,7 @@ impl SandboxState {
         self.pusher.push(appid, &Event::new(gh, openid, now, kind), now);
     }
 
-    /// Unused one-time acceptances of the successors' templates, all apps.
+    /// Unused one-time acceptances of the mini-program and notification templates, all apps.
     pub fn unused_acceptances(&self) -> u64 {
         self.lock().subscriptions.unused()
     }
@@ -112,7 +112,7 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// A send to either successor endpoint, with the same faults as the 2017 message's: one drawn
+/// A mini-program or notification send, with the same faults as the 2017 message's: one drawn
 /// before processing answers without processing; one drawn after loses the processed send's
 /// answer (a delivery included).
 async fn send(s: SandboxState, seen: Seen, query: Option<String>, body: Bytes, kind: SendKind) -> Response {

@@ -39,7 +39,7 @@ pub struct Delivered {
     /// Which send: `one_time` (the 2017 message), `mini_program` or `notification`.
     #[serde(default = "one_time")]
     pub kind: String,
-    /// The successors' keys and values (the one-time message has `title` and `content`).
+    /// The mini-program and notification messages' keys and values (the one-time message has `title` and `content`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub data: BTreeMap<String, String>,
     /// The mini program page (`mini_program`) or web page (`notification`) opened on tap.
@@ -132,7 +132,7 @@ impl Inner {
         Ok(())
     }
 
-    /// Delivers a successor's message that passed its checks; `msgid` for a notification.
+    /// Delivers a mini-program message or notification that passed its checks; `msgid` for a notification.
     pub(crate) fn deliver_subscribed(
         &mut self,
         appid: &str,

@@ -1,4 +1,4 @@
-//! The successors' endpoints: mini-program messages, subscribe notifications and the template
+//! The mini-program and notification endpoints and the template
 //! library, with WeChat's errcodes.
 
 use serde_json::{Value, json};
@@ -287,7 +287,7 @@ fn axum_request(method: &str, uri: &str, body: &Value) -> axum::http::Request<ax
         .unwrap()
 }
 
-/// The send faults strike the successors' endpoints as they strike the 2017 message's: one
+/// The send faults strike the mini-program and notification endpoints as they strike the 2017 message's: one
 /// before processing delivers nothing; one after processing loses the answer of a delivery,
 /// which the stats count; and every request counts towards "every Nth".
 #[tokio::test]

@@ -1,4 +1,4 @@
-//! The successors' types: keyword keys and value rules, the two messages, the template
+//! The mini-program and notification types: keyword keys and value rules, the two messages, the template
 //! library's requests and answers, and what users answered on their side.
 
 use proptest::prelude::*;
