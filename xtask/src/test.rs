@@ -13,10 +13,9 @@ pub(crate) const START_POSTGRES: &str =
 /// rebuilds only what its feature sets change; the rest comes from the first pass's cache.
 ///
 /// `subscribe-redis`'s tests need a real Redis at `REDIS_URL` (default
-/// `redis://127.0.0.1:6379`), as does the web app's `tests/redis.rs`; `subscribe-sql`'s
-/// PostgreSQL tests need a real PostgreSQL at `POSTGRES_URL` (default
-/// `postgres://postgres@127.0.0.1:5432/test`), as do `subscribe-cli`'s dispatcher processes in
-/// `tests/postgres.rs` and the web app's `tests/postgres.rs`. Without a service, the tests that
+/// `redis://127.0.0.1:6379`); `subscribe-sql`'s PostgreSQL tests need a real PostgreSQL at
+/// `POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`), as do `subscribe-cli`'s
+/// dispatcher processes in `tests/postgres.rs`. Without a service, the tests that
 /// need it are left out of both passes and reported as not run; the rest of their crates still
 /// runs.
 pub(crate) fn test() -> Result<Status> {
@@ -29,7 +28,7 @@ pub(crate) fn test() -> Result<Status> {
         eprintln!("xtask test: Redis at {} answers; its tests run", redacted_url(&redis));
     } else {
         not_run.push(format!(
-            "the Redis tests of subscribe-redis and web-app: no Redis at {}; start one with \
+            "the Redis tests of subscribe-redis: no Redis at {}; start one with \
              `redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save \"\" --appendonly no` \
              (Debian: apt-get install redis-server) or set REDIS_URL",
             redacted_url(&redis)
@@ -40,7 +39,7 @@ pub(crate) fn test() -> Result<Status> {
         eprintln!("xtask test: PostgreSQL at {} answers; its tests run", redacted_url(&postgres));
     } else {
         not_run.push(format!(
-            "the PostgreSQL tests of subscribe-sql, subscribe-cli and web-app: nothing answers at {}; \
+            "the PostgreSQL tests of subscribe-sql and subscribe-cli: nothing answers at {}; \
              start it with `{START_POSTGRES}` (Debian: apt-get install postgresql) or set POSTGRES_URL",
             redacted_url(&postgres)
         ));
@@ -148,12 +147,6 @@ const GATED: &[Gated] = &[
         needs: &[("postgres", Service::Postgres)],
         always: &["--bins", "--test", "it"],
         doc: false,
-    },
-    Gated {
-        krate: "web-app",
-        needs: &[("postgres", Service::Postgres), ("redis", Service::Redis)],
-        always: &["--lib", "--bins", "--test", "it"],
-        doc: true,
     },
 ];
 

@@ -9,45 +9,39 @@ use std::process::ExitCode;
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt().with_target(false).init();
-    let config = match web_app::Config::from_env() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("web-app: configuration: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let listen = config.listen;
-    if config.admin_token.is_none() {
-        tracing::info!("the admin is off: set WEBAPP_ADMIN_TOKEN (at least 32 characters) to open /admin");
-    }
-    if config.app_session_key.is_none() {
-        tracing::info!(
-            "the app API is off: set WEBAPP_APP_SESSION_KEY (at least 32 bytes) to serve mobile apps"
-        );
-    }
-    let state = match web_app::AppState::open(config).await {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("web-app: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let listener = match tokio::net::TcpListener::bind(listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("web-app: cannot listen on {listen}: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    tracing::info!("listening on http://{listen}");
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    match web_app::serve(listener, state, shutdown).await {
+    match run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("web-app: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(2)
         }
     }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let config = web_app::Config::from_env()?;
+    if config.dispatch_token.is_none() {
+        tracing::info!("POST /dispatch is off: set WEBAPP_DISPATCH_TOKEN, or run `wxsub grants dispatch`");
+    }
+    let listen = config.listen;
+    let state = web_app::AppState::open(config).await?;
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    tracing::info!("listening on http://{listen}");
+    // Until Ctrl-C or SIGTERM, then the requests under way (a dispatch included) are finished.
+    Ok(axum::serve(listener, web_app::router(state)).with_graceful_shutdown(shutdown()).await?)
+}
+
+/// Ctrl-C, or (on Unix) SIGTERM, as `docker stop` and systemd send.
+async fn shutdown() {
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signals) => drop(signals.recv().await),
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! { _ = tokio::signal::ctrl_c() => {}, () = terminate => {} }
 }
