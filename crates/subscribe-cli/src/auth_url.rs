@@ -1,19 +1,15 @@
 //! `wxsub auth-url`: the authorization page's URL, with a given, random or signed state.
 
-use subscribe_types::{AuthorizeRequest, HttpUrl, Reserved, Scene, TemplateId};
+use subscribe_types::{AuthorizeRequest, HttpUrl, Reserved};
 
-use crate::options::{Cli, Usage, appid, parse, signing_client};
+use crate::options::{Cli, TemplateScene, Usage, appid, parse, signing_client};
 use crate::output::Exit;
 
 /// The arguments of `wxsub auth-url`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// The one-time template.
-    #[arg(long)]
-    pub(crate) template_id: String,
-    /// The scene, 0..=10000.
-    #[arg(long)]
-    pub(crate) scene: String,
+    #[command(flatten)]
+    pub(crate) template: TemplateScene,
     /// Where WeChat sends the answer.
     #[arg(long)]
     pub(crate) redirect_url: String,
@@ -55,9 +51,8 @@ impl<'a> State<'a> {
 /// `wxsub auth-url`: the authorization page's URL.
 pub(crate) fn run(cli: &Cli, args: &Args) -> Result<Exit, Usage> {
     let state = State::of(args.reserved.as_deref(), args.signed, args.session.as_deref());
-    let (template_id, scene, redirect_url) = (&args.template_id, &args.scene, &args.redirect_url);
-    let template_id = parse("--template-id", TemplateId::new(template_id))?;
-    let scene = parse("--scene", scene.parse::<Scene>())?;
+    let redirect_url = &args.redirect_url;
+    let (template_id, scene) = args.template.parts()?;
     let redirect_url = parse("--redirect-url", HttpUrl::new(redirect_url))?;
     let reserved = match state {
         State::Given(r) => parse("--reserved", Reserved::new(r))?,

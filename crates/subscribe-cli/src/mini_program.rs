@@ -23,25 +23,18 @@ pub(crate) struct Args {
     pub(crate) lang: Option<String>,
 }
 
-/// `wxsub send-mini-program`.
-pub(crate) struct MpSend<'a> {
-    pub(crate) to: &'a Recipient,
-    pub(crate) page: Option<&'a str>,
-    pub(crate) state: Option<&'a str>,
-    pub(crate) lang: Option<&'a str>,
-}
-
-impl MpSend<'_> {
+impl Args {
+    /// The message, every flag checked.
     pub(crate) fn message(&self) -> Result<MiniProgramMessage, Usage> {
         let (to, template_id, data) = self.to.parts()?;
         let mut b = MiniProgramMessage::builder(to, template_id, data);
-        if let Some(p) = self.page {
+        if let Some(p) = &self.page {
             b = b.page(p);
         }
-        if let Some(s) = self.state {
+        if let Some(s) = &self.state {
             b = b.state(parse("--state", s.parse::<MiniProgramState>())?);
         }
-        if let Some(l) = self.lang {
+        if let Some(l) = &self.lang {
             b = b.lang(parse("--lang", l.parse::<Lang>())?);
         }
         b.build().map_err(|e| format!("invalid message: {e}"))
@@ -51,9 +44,7 @@ impl MpSend<'_> {
 /// `wxsub send-mini-program`: one mini-program message, checked before the client is built (invalid input
 /// exits 2 with nothing sent).
 pub(crate) async fn run(cli: &Cli, args: &Args) -> Result<Exit, Usage> {
-    let Args { to, page, state, lang } = args;
-    let message =
-        MpSend { to, page: page.as_deref(), state: state.as_deref(), lang: lang.as_deref() }.message()?;
+    let message = args.message()?;
     let client = crate::options::client(cli)?;
     Ok(report(client.send_mini_program(&message).await.map(|r| (r, None))))
 }

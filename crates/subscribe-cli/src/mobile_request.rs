@@ -1,19 +1,15 @@
 //! `wxsub mobile-request`: the request a mobile app hands to the WeChat Open SDK.
 
-use subscribe_types::{MobileSubscribeRequest, Reserved, Scene, TemplateId};
+use subscribe_types::{MobileSubscribeRequest, Reserved};
 
-use crate::options::{Cli, Usage, parse, signing_client};
+use crate::options::{Cli, TemplateScene, Usage, parse, signing_client};
 use crate::output::Exit;
 
 /// The arguments of `wxsub mobile-request`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// The one-time template.
-    #[arg(long)]
-    pub(crate) template_id: String,
-    /// The scene, 0..=10000.
-    #[arg(long)]
-    pub(crate) scene: String,
+    #[command(flatten)]
+    pub(crate) template: TemplateScene,
     /// The state echoed back (`[A-Za-z0-9]{0,128}`); when omitted, a signed single-use
     /// state (needs --secret) bound to --session.
     #[arg(long)]
@@ -25,8 +21,7 @@ pub(crate) struct Args {
 
 /// `wxsub mobile-request`: the Open SDK's request as one JSON line.
 pub(crate) fn run(cli: &Cli, args: &Args) -> Result<Exit, Usage> {
-    let template_id = parse("--template-id", TemplateId::new(args.template_id.as_str()))?;
-    let scene = parse("--scene", args.scene.parse::<Scene>())?;
+    let (template_id, scene) = args.template.parts()?;
     let session = args.session.as_deref();
     let request = match args.reserved.as_deref() {
         Some(r) => {

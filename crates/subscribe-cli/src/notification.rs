@@ -23,22 +23,15 @@ pub(crate) struct Args {
     pub(crate) mp_pagepath: Option<String>,
 }
 
-/// `wxsub send-notification`.
-pub(crate) struct Notify<'a> {
-    pub(crate) to: &'a Recipient,
-    pub(crate) page: Option<&'a str>,
-    pub(crate) mp_appid: Option<&'a str>,
-    pub(crate) mp_pagepath: Option<&'a str>,
-}
-
-impl Notify<'_> {
+impl Args {
+    /// The message, every flag checked.
     pub(crate) fn message(&self) -> Result<NotificationMessage, Usage> {
         let (to, template_id, data) = self.to.parts()?;
         let mut b = NotificationMessage::builder(to, template_id, data);
-        if let Some(p) = self.page {
+        if let Some(p) = &self.page {
             b = b.page(p);
         }
-        match (self.mp_appid, self.mp_pagepath) {
+        match (&self.mp_appid, &self.mp_pagepath) {
             (Some(a), Some(p)) => b = b.miniprogram(a, p),
             (None, None) => {}
             _ => return Err("--mp-appid and --mp-pagepath go together".into()),
@@ -49,14 +42,7 @@ impl Notify<'_> {
 
 /// `wxsub send-notification`: one notification, checked before the client is built.
 pub(crate) async fn run(cli: &Cli, args: &Args) -> Result<Exit, Usage> {
-    let Args { to, page, mp_appid, mp_pagepath } = args;
-    let message = Notify {
-        to,
-        page: page.as_deref(),
-        mp_appid: mp_appid.as_deref(),
-        mp_pagepath: mp_pagepath.as_deref(),
-    }
-    .message()?;
+    let message = args.message()?;
     let client = crate::options::client(cli)?;
     let sent = client.send_notification(&message).await;
     Ok(report(sent.map(|a| (a.receipt, Some(a.response.msgid)))))

@@ -233,3 +233,25 @@ pub(crate) fn parse<T>(flag: &str, r: Result<T, subscribe_types::ValidationError
 pub(crate) fn app_secret(raw: &str) -> Result<AppSecret, String> {
     AppSecret::new(raw).map_err(|e| format!("invalid secret: {e}"))
 }
+
+/// The one-time template and the scene a state is signed for: the flags `auth-url` and
+/// `mobile-request` share.
+#[derive(Debug, clap::Args)]
+pub(crate) struct TemplateScene {
+    /// The one-time template.
+    #[arg(long)]
+    pub(crate) template_id: String,
+    /// The scene, 0..=10000.
+    #[arg(long)]
+    pub(crate) scene: String,
+}
+
+impl TemplateScene {
+    /// The template and the scene, each checked.
+    pub(crate) fn parts(&self) -> Result<(subscribe_types::TemplateId, subscribe_types::Scene), Usage> {
+        Ok((
+            parse("--template-id", subscribe_types::TemplateId::new(self.template_id.as_str()))?,
+            parse("--scene", self.scene.parse::<subscribe_types::Scene>())?,
+        ))
+    }
+}
