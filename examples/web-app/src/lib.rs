@@ -32,7 +32,7 @@ use subscribe_client::{
 use subscribe_sql::{Sql, SqlGrantLedger, SqlTokenStore, SqlUsedStates};
 use subscribe_types::secrecy::{ExposeSecret as _, SecretString};
 use subscribe_types::{
-    AppId, AppSecret, AuthorizationAnswer, HttpUrl, OpenId, Scene, OneTimeMessage, TemplateId,
+    AppId, AppSecret, AuthorizationAnswer, HttpUrl, OneTimeMessage, OpenId, Scene, TemplateId,
 };
 use subtle::ConstantTimeEq as _;
 use tower_http::limit::RequestBodyLimitLayer;
