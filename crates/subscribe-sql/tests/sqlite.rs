@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 mod common;
+mod pushed;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
