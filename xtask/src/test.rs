@@ -6,7 +6,8 @@ use crate::run::{Result, Status, cargo, cargo_output};
 pub(crate) const START_POSTGRES: &str =
     "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start";
 
-/// The workspace tests, in two passes. First the whole workspace with every feature; then each
+/// The workspace tests (with cargo-nextest when installed, and the doctests), in two passes.
+/// First the whole workspace with every feature; then each
 /// member on its own with its default features, what `cargo test -p <member>` gives a newcomer
 /// (one member per run: several `-p` in one run would unify their features, and a test needing
 /// a feature only another member turns on would pass here and fail for them). The second pass
@@ -55,11 +56,11 @@ pub(crate) fn test() -> Result<Status> {
 
     let started = std::time::Instant::now();
     eprintln!("xtask test: every member, every feature");
-    let mut args = vec!["test", "--workspace", "--all-features"];
+    let mut args = vec!["--workspace", "--all-features"];
     for g in &gated {
         args.extend(["--exclude", g.krate]);
     }
-    cargo(&args, &[])?;
+    run_tests(&args, true)?;
     for g in &gated {
         g.run_without_the_absent(&["--all-features"], up)?;
     }
@@ -68,10 +69,10 @@ pub(crate) fn test() -> Result<Status> {
 
     let started = std::time::Instant::now();
     eprintln!("xtask test: each member alone, its default features");
-    for member in members()? {
+    for (member, has_lib) in members()? {
         match gated.iter().find(|g| g.krate == member) {
             Some(g) => g.run_without_the_absent(&[], up)?,
-            None => cargo(&["test", "-p", &member], &[])?,
+            None => run_tests(&["-p", &member], has_lib)?,
         }
     }
     eprintln!(
@@ -81,8 +82,30 @@ pub(crate) fn test() -> Result<Status> {
     Ok(if not_run.is_empty() { Status::Passed } else { Status::NotRun(not_run.join("; ")) })
 }
 
-/// The workspace's members, by package name, from `cargo metadata`.
-fn members() -> Result<Vec<String>> {
+/// Whether cargo-nextest is installed (it is on the machines this project's CI runs on).
+fn nextest() -> bool {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    std::process::Command::new(cargo)
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The tests `selection` names: with cargo-nextest when it is installed (each test in its own
+/// process, every test binary at once, which takes a fraction of `cargo test`'s time, whose
+/// binaries run one after another), then the doctests, which nextest does not run; with
+/// `cargo test` otherwise. `doc`: whether the selection has a library, whose doctests run.
+fn run_tests(selection: &[&str], doc: bool) -> Result {
+    if !nextest() {
+        return cargo(&[&["test"], selection].concat(), &[]);
+    }
+    cargo(&[&["nextest", "run", "--no-tests=pass"], selection].concat(), &[])?;
+    if doc { cargo(&[&["test", "--doc"], selection].concat(), &[]) } else { Ok(()) }
+}
+
+/// The workspace's members, by package name, from `cargo metadata`, each with whether it has a
+/// library (whose doctests run).
+fn members() -> Result<Vec<(String, bool)>> {
     let metadata = cargo_output(&["metadata", "--no-deps", "--format-version", "1"])?;
     let metadata: serde_json::Value =
         serde_json::from_str(&metadata).map_err(|e| format!("cargo metadata: {e}"))?;
@@ -90,10 +113,16 @@ fn members() -> Result<Vec<String>> {
     packages
         .iter()
         .map(|p| {
-            p["name"]
+            let name = p["name"]
                 .as_str()
                 .map(str::to_owned)
-                .ok_or_else(|| "cargo metadata: a package without a name".into())
+                .ok_or_else(|| "cargo metadata: a package without a name".to_owned())?;
+            let has_lib = p["targets"].as_array().is_some_and(|targets| {
+                targets.iter().any(|t| {
+                    t["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "lib" || k == "proc-macro"))
+                })
+            });
+            Ok((name, has_lib))
         })
         .collect()
 }
@@ -125,7 +154,12 @@ impl Gated {
             }
         }
         if !targets.is_empty() {
-            cargo(&[&["test", "-p", self.krate], features, &targets[..]].concat(), &[])?;
+            let selection = [&["-p", self.krate], features, &targets[..]].concat();
+            if nextest() {
+                cargo(&[&["nextest", "run", "--no-tests=pass"], &selection[..]].concat(), &[])?;
+            } else {
+                cargo(&[&["test"], &selection[..]].concat(), &[])?;
+            }
         }
         if self.doc {
             cargo(&[&["test", "-p", self.krate, "--doc"], features].concat(), &[])?;

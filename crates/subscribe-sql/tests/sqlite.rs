@@ -3,6 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 mod common;
+// The pushed-event chain needs the `events` feature (`SqlNotificationResults`, `Client::apply_event`).
+#[cfg(feature = "events")]
 mod pushed;
 
 use std::path::PathBuf;
