@@ -2,8 +2,8 @@
 //!
 //! Layout (59 characters of `[0-9a-f]`): `1` (version), the expiry as 10 decimal digits of Unix
 //! seconds, a 16-hex-digit random nonce, and the first 16 bytes of an HMAC-SHA256 (32 hex
-//! digits) over the version, app id, template id, scene, expiry, nonce and an optional session
-//! id. A tampered, expired or foreign state fails; template and scene are bound too.
+//! digits) over the version, app id, template id, scene, expiry, nonce and the user's session id
+//! (every state is bound to one). A tampered, expired or foreign state fails; template and scene are bound too.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
