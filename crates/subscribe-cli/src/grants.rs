@@ -177,6 +177,17 @@ impl Store {
 /// Runs `wxsub grants …` on the database (or Redis) at `url`.
 pub(crate) async fn run(cli: &Cli, args: &Args, url: &str) -> Result<Exit, Usage> {
     let command = &args.command;
+    // A dispatch's input is checked before the database is opened (and a SQLite file created):
+    // a typo never leaves a file behind or waits on a database.
+    if let GrantsCommand::Dispatch { message, pacing, lease } = command {
+        let scope = scope(cli, &message.template_id, &message.scene)?;
+        let crate::batch::Pacing { concurrency, rate } = pacing.checked()?;
+        // The message is checked once, before any grant is touched.
+        let build = message.per_recipient()?;
+        let client = crate::options::client(cli)?;
+        let store = Store::open(url, &args.redis_prefix).await?;
+        return dispatch(client, store.ledger, &scope, build, concurrency, rate, *lease).await;
+    }
     let store = Store::open(url, &args.redis_prefix).await?;
     let ledger = &*store.ledger;
     let db = |e: subscribe_client::LedgerError| format!("database: {}", one_line(&e));
@@ -246,14 +257,8 @@ pub(crate) async fn run(cli: &Cli, args: &Args, url: &str) -> Result<Exit, Usage
             }
             println!("{}", serde_json::json!({ "status": "resolved", "openid": to }));
         }
-        GrantsCommand::Dispatch { message, pacing, lease } => {
-            let scope = scope(cli, &message.template_id, &message.scene)?;
-            let crate::batch::Pacing { concurrency, rate } = pacing.checked()?;
-            // The message is checked once, before any grant is touched.
-            let build = message.per_recipient()?;
-            let client = crate::options::client(cli)?;
-            return dispatch(client, store.ledger, &scope, build, concurrency, rate, *lease).await;
-        }
+        // Run above, its input checked before the database is opened.
+        GrantsCommand::Dispatch { .. } => {}
     }
     Ok(Exit::Ok)
 }

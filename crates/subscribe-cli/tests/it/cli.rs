@@ -658,6 +658,20 @@ async fn grants_dispatch_checks_the_message_flags_as_send_does() {
         assert!(out.stderr.contains("--miniprogram-appid and --miniprogram-pagepath go together"), "{out:?}");
     }
     assert_eq!(s.state().stats().send_requests, 0);
+    // Checked before the database is opened: a dispatch with a bad title against a file that
+    // does not exist exits 2 and leaves no file behind.
+    let absent = dir.join("absent.db");
+    let absent_db = format!("sqlite:{}", absent.display());
+    let bad_title = ["--title", "一个超过十五个字符的标题会被拒绝的哦", "--content", "到货了"];
+    let out = wxsub(
+        &s,
+        &[&["grants", "--database", absent_db.as_str(), "dispatch"][..], &which, &bad_title].concat(),
+        None,
+    )
+    .await;
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("title"), "{out:?}");
+    assert!(!absent.exists(), "the database was opened before the input was checked");
     let both = ["--miniprogram-appid", "wx0123456789abcdef", "--miniprogram-pagepath", "pages/index"];
     let sent = wxsub(&s, &[&head[..], &["dispatch"], &which, &message, &both].concat(), None).await;
     assert_eq!((sent.code, sent.json()["status"].as_str()), (0, Some("delivered")), "{sent:?}");
