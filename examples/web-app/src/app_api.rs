@@ -202,9 +202,9 @@ async fn answer(State(app): State<AppState>, headers: HeaderMap, body: Bytes) ->
             tracing::warn!(error = %e, "app answer refused");
             let message = e.to_string();
             match &e {
-                RecordError::Authorization(AuthorizationError::ReplayedState) => {
-                    error(StatusCode::CONFLICT, "replayed", &message)
-                }
+                RecordError::Authorization(
+                    AuthorizationError::ReplayedState | AuthorizationError::AlreadyAccepted,
+                ) => error(StatusCode::CONFLICT, "replayed", &message),
                 RecordError::Authorization(AuthorizationError::ExpiredState { .. }) => {
                     error(StatusCode::FORBIDDEN, "state_expired", &message)
                 }

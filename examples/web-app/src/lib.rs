@@ -670,7 +670,9 @@ async fn callback(State(app): State<AppState>, headers: HeaderMap, uri: Uri) -> 
             },
         )
         .into_response(),
-        Err(RecordError::Authorization(AuthorizationError::ReplayedState)) => {
+        Err(RecordError::Authorization(
+            AuthorizationError::ReplayedState | AuthorizationError::AlreadyAccepted,
+        )) => {
             tracing::warn!("a used answer was replayed");
             error_page(
                 StatusCode::CONFLICT,
