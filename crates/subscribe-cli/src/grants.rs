@@ -292,6 +292,12 @@ async fn record_verified(
             Ok((GrantKey::confirmed(crate::options::appid(cli)?, &grant), recorded))
         }
         Ok(_) => Err(CANCELLATION.into()),
+        Err(subscribe_client::RecordError::Authorization(
+            subscribe_client::AuthorizationError::AlreadyAccepted,
+        )) => {
+            Err("answer already accepted: this callback's grant was recorded before; nothing recorded again"
+                .into())
+        }
         Err(e) if e.kind() == subscribe_client::ErrorKind::Retryable => {
             Err(format!("nothing recorded, retry the same callback: {}", one_line(&e)))
         }

@@ -116,7 +116,7 @@ pub use token::{
 /// second copy of it when its version differs from this crate's).
 pub use tokio_util::sync::CancellationToken;
 pub use used_states::{
-    AnswerDigest, InMemoryUsedStates, SharedUsedStates, StateUse, UsedStates, UsedStatesError,
+    AnswerDigest, Claim, InMemoryUsedStates, SharedUsedStates, StateUse, UsedStates, UsedStatesError,
 };
 
 // Compile-time checks: the client and its errors cross threads; the traits are object safe.

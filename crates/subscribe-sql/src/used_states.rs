@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
-use subscribe_client::{AnswerDigest, StateUse, UsedStates, UsedStatesError};
+use subscribe_client::{AnswerDigest, Claim, StateUse, UsedStates, UsedStatesError};
 use subscribe_types::Reserved;
 
 use crate::{Sql, SqlError, millis};
@@ -21,9 +21,13 @@ const SWEEP_LIMIT: i64 = 256;
 /// and after a restart.
 ///
 /// - Marking is one statement, `INSERT … ON CONFLICT (state) DO UPDATE … WHERE` the row is
-///   this answer's and unsealed: a new row is the first use, an updated one a retry of the
-///   same answer (its `uses` counted), and a conflict that updates nothing means the state is
-///   used. The database's unique key decides between concurrent uses.
+///   this answer's, unsealed and holds no live claim but this one: a new row is the first use,
+///   an updated one a retry of the same answer (its `uses` counted, its claim taken: `claim_id`,
+///   `claimed_until_ms` on the database's clock), and a conflict that updates nothing means
+///   the state is used, accepted or in progress; a read of the row then says which (it only
+///   names the refusal: whether the answer goes on was decided by the one statement). The
+///   database's unique key and row lock decide between concurrent uses.
+/// - Releasing a claim is one `UPDATE … WHERE` the claim is still the row's.
 /// - A row names its answer by its [`AnswerDigest`], never the openid.
 /// - A mark's end is the later of two: the database's clock when it was made plus the lifetime
 ///   the client gave (`expires − now`, both on the client's clock), and the state's expiry
@@ -69,6 +73,39 @@ impl SqlUsedStates {
     }
 }
 
+impl SqlUsedStates {
+    /// Why a mark refused the answer `by`: another answer's ([`StateUse::Used`]), this one's
+    /// sealed ([`StateUse::Accepted`]) or claimed ([`StateUse::InProgress`]). Read after the
+    /// marking statement refused it, so the row may have changed since (sealed, released,
+    /// swept): any reading refuses, and a released claim reads as in progress, which the user
+    /// retries.
+    async fn refusal(&self, state: &Reserved, by: &AnswerDigest) -> Result<StateUse, SqlError> {
+        let row: Option<(String, i64)> = self
+            .sql
+            .run(async {
+                on_pool!(self.sql, |p, _q| {
+                    sqlx::query_as(
+                        "SELECT used_by, CAST(sealed AS BIGINT) FROM wxsub_used_states WHERE state = $1",
+                    )
+                    .bind(state.as_str())
+                    .fetch_optional(p)
+                    .await
+                })
+            })
+            .await?;
+        Ok(match row {
+            Some((used_by, sealed)) if used_by == by.as_str() => {
+                if sealed != 0 {
+                    StateUse::Accepted
+                } else {
+                    StateUse::InProgress
+                }
+            }
+            _ => StateUse::Used,
+        })
+    }
+}
+
 impl From<SqlError> for UsedStatesError {
     fn from(e: SqlError) -> Self {
         UsedStatesError::new(e)
@@ -81,6 +118,7 @@ impl UsedStates for SqlUsedStates {
         &self,
         state: &Reserved,
         by: &AnswerDigest,
+        claim: &Claim,
         expires: SystemTime,
         now: SystemTime,
     ) -> Result<StateUse, UsedStatesError> {
@@ -95,16 +133,21 @@ impl UsedStates for SqlUsedStates {
             .run(async {
                 on_pool!(self.sql, |p, q| {
                     sqlx::query_scalar(&q.sql(
-                        "INSERT INTO wxsub_used_states (state, used_by, until_ms) \
-                         VALUES ($1, $2, GREATEST(NOW_MS + $3, $4)) \
-                         ON CONFLICT (state) DO UPDATE SET uses = wxsub_used_states.uses + 1 \
+                        "INSERT INTO wxsub_used_states (state, used_by, until_ms, claim_id, claimed_until_ms) \
+                         VALUES ($1, $2, GREATEST(NOW_MS + $3, $4), $5, NOW_MS + $6) \
+                         ON CONFLICT (state) DO UPDATE SET uses = wxsub_used_states.uses + 1, \
+                         claim_id = excluded.claim_id, claimed_until_ms = excluded.claimed_until_ms \
                          WHERE wxsub_used_states.used_by = excluded.used_by AND wxsub_used_states.sealed = 0 \
+                         AND (wxsub_used_states.claimed_until_ms <= NOW_MS \
+                         OR wxsub_used_states.claim_id = excluded.claim_id) \
                          RETURNING CAST(uses AS BIGINT)",
                     ))
                     .bind(state.as_str())
                     .bind(by.as_str())
                     .bind(lifetime)
                     .bind(expires_ms)
+                    .bind(claim.id())
+                    .bind(millis(claim.period()))
                     .fetch_optional(p)
                     .await
                 })
@@ -119,8 +162,33 @@ impl UsedStates for SqlUsedStates {
         Ok(match uses {
             Some(1) => StateUse::First,
             Some(_) => StateUse::Retry,
-            None => StateUse::Used,
+            None => self.refusal(state, by).await?,
         })
+    }
+
+    async fn release(
+        &self,
+        state: &Reserved,
+        by: &AnswerDigest,
+        claim: &Claim,
+    ) -> Result<(), UsedStatesError> {
+        self.sql
+            .run(async {
+                on_pool!(self.sql, |p, _q| {
+                    sqlx::query(
+                        "UPDATE wxsub_used_states SET claimed_until_ms = 0 \
+                         WHERE state = $1 AND used_by = $2 AND claim_id = $3",
+                    )
+                    .bind(state.as_str())
+                    .bind(by.as_str())
+                    .bind(claim.id())
+                    .execute(p)
+                    .await
+                    .map(|_| ())
+                })
+            })
+            .await?;
+        Ok(())
     }
 
     async fn seal(&self, state: &Reserved, by: &AnswerDigest) -> Result<(), UsedStatesError> {

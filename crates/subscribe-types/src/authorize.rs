@@ -215,8 +215,8 @@ pub struct MobileSubscribeResponse {
 impl MobileSubscribeResponse {
     /// Reads the JSON an app forwards, in either SDK's spelling (`openId` or `openid`;
     /// `templateId`, `templateID` or `template_id`; `scene` a number or a string of digits);
-    /// other fields (`errCode`, `errStr`, …) are ignored. Errors name the field and the rule,
-    /// never the value.
+    /// other fields (`errCode`, `errStr`, …) are ignored. A field read here may appear once, in
+    /// one of its spellings. Errors name the field and the rule, never the value.
     ///
     /// ```
     /// use subscribe_types::{MobileSubscribeResponse, QueryError};
@@ -233,32 +233,23 @@ impl MobileSubscribeResponse {
     ///
     /// # Errors
     /// [`QueryError`]: input over [`MAX_QUERY_LEN`](crate::MAX_QUERY_LEN), not a JSON object
-    /// ([`QueryError::NotJson`]), a missing `templateId`, `scene` or `action`, an unknown
+    /// ([`QueryError::NotJson`]), a field read here given twice, in one spelling or two
+    /// (`openId` and `openid`): [`QueryError::Repeated`], naming it as iOS spells it, for a
+    /// proxy or a log that reads the first would see another answer than the last; a missing
+    /// `templateId`, `scene` or `action`, an unknown
     /// `action`, or a value that breaks its rule. A confirmation without `openId` is read (it
     /// fails in [`into_answer`](Self::into_answer)).
     pub fn parse(json: &str) -> Result<Self, QueryError> {
-        /// The fields as the SDKs spell them, unchecked: each is checked below with its own rule.
-        #[derive(Deserialize)]
-        struct Raw {
-            #[serde(rename = "openId", alias = "openid", default)]
-            open_id: Option<String>,
-            #[serde(rename = "templateId", alias = "templateID", alias = "template_id", default)]
-            template_id: Option<String>,
-            #[serde(default)]
-            scene: Option<serde_json::Value>,
-            #[serde(default)]
-            action: Option<String>,
-            #[serde(default)]
-            reserved: Option<String>,
-        }
         if json.len() > crate::MAX_QUERY_LEN {
             return Err(QueryError::TooLarge { len: json.len(), max: crate::MAX_QUERY_LEN });
         }
         let not_json = |e: serde_json::Error| QueryError::NotJson { line: e.line(), column: e.column() };
-        // An object, not an array: serde would fill the fields from an array's items in order.
-        let object: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(json).map_err(not_json)?;
-        let raw = Raw::deserialize(serde_json::Value::Object(object)).map_err(not_json)?;
+        // An object, not an array (serde would fill the fields from an array's items in order),
+        // read key by key so that a repeated field is refused rather than the last one winning.
+        let raw: RawMobileAnswer = serde_json::from_str(json).map_err(not_json)?;
+        if let Some(param) = raw.repeated {
+            return Err(QueryError::Repeated { param });
+        }
         let template_id = TemplateId::new(required("templateId", raw.template_id)?)?;
         let scene = match required("scene", raw.scene)? {
             serde_json::Value::Number(n) => {
@@ -297,5 +288,76 @@ impl MobileSubscribeResponse {
             }),
             Action::Cancel => AuthorizationAnswer::Cancelled(Cancelled { template_id, scene, reserved }),
         })
+    }
+}
+
+/// The fields of a forwarded SDK answer as the SDKs spell them, unchecked (each is checked by
+/// [`MobileSubscribeResponse::parse`] with its own rule), and the first field given twice.
+#[derive(Default)]
+struct RawMobileAnswer {
+    open_id: Option<String>,
+    template_id: Option<String>,
+    scene: Option<serde_json::Value>,
+    action: Option<String>,
+    reserved: Option<String>,
+    /// The first field read here that appeared more than once (in any of its spellings), as
+    /// iOS spells it.
+    repeated: Option<&'static str>,
+}
+
+impl<'de> Deserialize<'de> for RawMobileAnswer {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(RawMobileAnswerVisitor)
+    }
+}
+
+struct RawMobileAnswerVisitor;
+
+/// Reads the next value into `slot` the first time its field appears; a later appearance is
+/// read and dropped, and its field named in `repeated` (the first one repeated wins).
+fn read_once<'de, A: serde::de::MapAccess<'de>, T: Deserialize<'de>>(
+    map: &mut A,
+    slot: &mut Option<T>,
+    seen: &mut bool,
+    field: &'static str,
+    repeated: &mut Option<&'static str>,
+) -> Result<(), A::Error> {
+    let value: Option<T> = map.next_value()?;
+    if std::mem::replace(seen, true) {
+        repeated.get_or_insert(field);
+    } else {
+        *slot = value;
+    }
+    Ok(())
+}
+
+impl<'de> serde::de::Visitor<'de> for RawMobileAnswerVisitor {
+    type Value = RawMobileAnswer;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the Open SDK's answer, a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<RawMobileAnswer, A::Error> {
+        let mut raw = RawMobileAnswer::default();
+        let mut seen = [false; 5];
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let repeated = &mut raw.repeated;
+            match &*key {
+                "openId" | "openid" => {
+                    read_once(&mut map, &mut raw.open_id, &mut seen[0], "openId", repeated)?;
+                }
+                "templateId" | "templateID" | "template_id" => {
+                    read_once(&mut map, &mut raw.template_id, &mut seen[1], "templateId", repeated)?;
+                }
+                "scene" => read_once(&mut map, &mut raw.scene, &mut seen[2], "scene", repeated)?,
+                "action" => read_once(&mut map, &mut raw.action, &mut seen[3], "action", repeated)?,
+                "reserved" => read_once(&mut map, &mut raw.reserved, &mut seen[4], "reserved", repeated)?,
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(raw)
     }
 }

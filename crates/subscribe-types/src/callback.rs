@@ -238,7 +238,8 @@ pub enum QueryError {
         /// The parameter.
         param: &'static str,
     },
-    /// A parameter appears more than once.
+    /// A parameter appears more than once; or a field of a forwarded SDK answer does, in one
+    /// spelling or two (`openId` and `openid`), named as iOS spells it.
     #[error("parameter `{param}` appears more than once")]
     Repeated {
         /// The parameter.

@@ -273,7 +273,9 @@ async fn callback(State(app): State<AppState>, headers: HeaderMap, uri: Uri) -> 
         }
         Err(e) => {
             let status = match &e {
-                RecordError::Authorization(AuthorizationError::ReplayedState) => StatusCode::CONFLICT,
+                RecordError::Authorization(
+                    AuthorizationError::ReplayedState | AuthorizationError::AlreadyAccepted,
+                ) => StatusCode::CONFLICT,
                 e if e.kind() == ErrorKind::Invalid => StatusCode::BAD_REQUEST, // forged, expired, another session's
                 _ => StatusCode::SERVICE_UNAVAILABLE, // the ledger or the used states failed: the user may retry
             };

@@ -863,8 +863,12 @@ async fn grants_record_verifies_the_state_and_records_each_answer_once() {
     assert_eq!(other_session.code, 2, "bound to its session: {other_session:?}");
     let added = record(ALICE, "shop-42").await;
     assert_eq!((added.code, added.json()["status"].as_str()), (0, Some("added")), "{added:?}");
-    // Every later process finds the state used: the same answer, another openid, another case.
-    for openid in [ALICE, "oSandbox_Mallory_000000001", &ALICE.to_lowercase()] {
+    // Every later process finds the state used: the same answer (accepted already), another
+    // openid, another case (a replay).
+    let again = record(ALICE, "shop-42").await;
+    assert_eq!(again.code, 2, "{again:?}");
+    assert!(again.stdout.is_empty() && again.stderr.contains("already accepted"), "{again:?}");
+    for openid in ["oSandbox_Mallory_000000001", &ALICE.to_lowercase()] {
         let replay = record(openid, "shop-42").await;
         assert_eq!(replay.code, 2, "{openid}: {replay:?}");
         assert!(replay.stdout.is_empty() && replay.stderr.contains("already used"), "{openid}: {replay:?}");
@@ -895,7 +899,10 @@ async fn mobile_answer_with_a_database_is_single_use_across_processes() {
     let first = run(ALICE).await;
     assert_eq!(first.code, 0, "{first:?}");
     assert_eq!(first.json()["openid"], ALICE);
-    for openid in [ALICE, "oSandbox_Mallory_000000001", &ALICE.to_uppercase()] {
+    let again = run(ALICE).await;
+    assert_eq!(again.code, 2, "{again:?}");
+    assert!(again.stdout.is_empty() && again.stderr.contains("already accepted"), "{again:?}");
+    for openid in ["oSandbox_Mallory_000000001", &ALICE.to_uppercase()] {
         let replay = run(openid).await;
         assert_eq!(replay.code, 2, "{openid}: {replay:?}");
         assert!(replay.stdout.is_empty() && replay.stderr.contains("already used"), "{openid}: {replay:?}");

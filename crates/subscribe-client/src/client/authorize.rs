@@ -14,7 +14,7 @@ use subscribe_types::{
 use super::{AuthorizationLink, Client};
 use crate::error::{AuthorizationError, RecordError};
 use crate::grants::{GrantKey, GrantLedger, Recorded};
-use crate::used_states::{AnswerDigest, StateUse, UsedStatesError};
+use crate::used_states::{AnswerDigest, Claim, StateUse, UsedStatesError};
 
 /// An authorization answer as it reached your server, for [`Client::complete`]. Its flow
 /// decides how it is read; a text given as the other flow's is refused
@@ -59,10 +59,16 @@ impl fmt::Debug for Answer<'_> {
 /// [`record`](Self::record) its grant in a ledger. Either one makes it count as accepted: the
 /// same answer later is a replay.
 ///
+/// A confirmation's completion holds a claim on its mark (see [`Claim`](crate::Claim)): while
+/// it lives, the same answer completed again is refused with
+/// [`AuthorizationError::InProgress`] (retry shortly), so two completions of one answer at
+/// once (a double submit) cannot both record it. When [`record`](Self::record) fails in the
+/// ledger, the claim is released, so the user's retry goes through at once.
+///
 /// Dropped without either (the handler failed, or returned early), a confirmation stays
-/// marked but unsealed: until its state expires, the same answer is taken as the user's retry
-/// and goes through, and any other answer with that state is refused as a replay. A
-/// cancellation holds no mark. `Debug` shows the action, template and scene, never the openid
+/// marked but unsealed, and its claim lapses after its period (30 s by default): from then on
+/// until its state expires, the same answer is taken as the user's retry and goes through, and
+/// any other answer with that state is refused as a replay. A cancellation holds no mark. `Debug` shows the action, template and scene, never the openid
 /// or the state.
 ///
 /// ```
@@ -80,10 +86,12 @@ impl fmt::Debug for Answer<'_> {
 /// );
 /// let completion = client.complete(Answer::Redirect(&callback("oAlice")), "s-42").await?;
 /// drop(completion); // neither accepted nor recorded
-/// // The state stays Alice's answer's: another openid is refused, her retry goes through.
+/// // The state stays Alice's answer's: another openid is refused, and her retry waits until
+/// // the dropped completion's claim lapses (then it goes through).
 /// let mallory = client.complete(Answer::Redirect(&callback("oMallory")), "s-42").await;
 /// assert!(matches!(mallory, Err(AuthorizationError::ReplayedState)));
-/// client.complete(Answer::Redirect(&callback("oAlice")), "s-42").await?.accept().await;
+/// let alice = client.complete(Answer::Redirect(&callback("oAlice")), "s-42").await;
+/// assert!(matches!(alice, Err(AuthorizationError::InProgress)));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// # }).unwrap();
 /// ```
@@ -91,8 +99,9 @@ impl fmt::Debug for Answer<'_> {
 pub struct Completion<'c> {
     client: &'c Client,
     answer: AuthorizationAnswer,
-    /// A confirmation's mark, sealed once the answer is accepted.
-    mark: Option<AnswerDigest>,
+    /// A confirmation's mark and its claim: the mark is sealed once the answer is accepted,
+    /// the claim released if the ledger fails.
+    mark: Option<(AnswerDigest, Claim)>,
 }
 
 impl fmt::Debug for Completion<'_> {
@@ -132,14 +141,14 @@ impl Completion<'_> {
         &self.answer
     }
 
-    /// Accepts the answer: a confirmation's mark is sealed, so the same answer later is a
-    /// replay. Keep the grant (or whatever it allows) before you call this, or use
+    /// Accepts the answer: a confirmation's mark is sealed, so the same answer later is
+    /// refused as [`AlreadyAccepted`](AuthorizationError::AlreadyAccepted). Keep the grant (or whatever it allows) before you call this, or use
     /// [`record`](Self::record), which accepts only once the grant is in a ledger. A seal that
     /// fails is logged, not returned: the mark still refuses every other answer, and the same
     /// answer is taken as a retry until the state expires.
     ///
     /// ```
-    /// # use subscribe_client::{Answer, Client};
+    /// # use subscribe_client::{Answer, AuthorizationError, Client};
     /// # use subscribe_types::{AppId, AppSecret, AuthorizationAnswer, HttpUrl, Scene, TemplateId};
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
     /// # let client = Client::builder(AppId::new("wx0123456789abcdef")?, AppSecret::new("0123456789abcdef0123456789abcdef")?)
@@ -154,12 +163,15 @@ impl Completion<'_> {
     /// let answer = client.complete(Answer::Redirect(&callback), "s-42").await?.accept().await;
     /// let AuthorizationAnswer::Confirmed(grant) = answer else { unreachable!() };
     /// assert_eq!(grant.openid.as_str(), "oAlice"); // one message may be sent to Alice
-    /// assert!(client.complete(Answer::Redirect(&callback), "s-42").await.is_err(), "a replay");
+    /// let again = client.complete(Answer::Redirect(&callback), "s-42").await;
+    /// assert!(matches!(again, Err(AuthorizationError::AlreadyAccepted)), "a refresh after success");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// # }).unwrap();
     /// ```
     pub async fn accept(self) -> AuthorizationAnswer {
-        self.client.seal(&self.answer, self.mark.as_ref()).await;
+        if let Some((by, _)) = &self.mark {
+            self.client.seal(&self.answer, by).await;
+        }
         self.answer
     }
 
@@ -190,8 +202,8 @@ impl Completion<'_> {
     ///
     /// # Errors
     /// [`RecordError::Ledger`] when the ledger fails: nothing is accepted, the mark stays
-    /// unsealed, so the user's retry of the same answer goes through (ask the user to retry),
-    /// and any other answer with the state is still refused. (`record` never returns
+    /// unsealed and its claim is released, so the user's retry of the same answer goes through
+    /// (ask the user to retry), and any other answer with the state is still refused. (`record` never returns
     /// [`RecordError::Authorization`]: that is [`Client::complete`]'s error, which `?` turns
     /// into a `RecordError`.)
     pub async fn record(
@@ -201,8 +213,15 @@ impl Completion<'_> {
         let recorded = match &self.answer {
             AuthorizationAnswer::Confirmed(c) => {
                 let key = GrantKey::confirmed(self.client.inner.appid.clone(), c);
-                let recorded = ledger.record(&key, self.client.inner.clock.now()).await?;
-                Some(recorded)
+                match ledger.record(&key, self.client.inner.clock.now()).await {
+                    Ok(recorded) => Some(recorded),
+                    Err(e) => {
+                        if let Some((by, claim)) = &self.mark {
+                            self.client.release(&self.answer, by, claim).await;
+                        }
+                        return Err(e.into());
+                    }
+                }
             }
             AuthorizationAnswer::Cancelled(_) => None,
         };
@@ -303,10 +322,12 @@ impl Client {
     /// template, scene and session, has not expired, and, for a confirmation, was not used
     /// before: each state confirms once (see [`UsedStates`](crate::UsedStates)).
     ///
-    /// A confirmation marks its state as this answer's. The [`Completion`] returned counts as
-    /// accepted once you [`accept`](Completion::accept) it, or [`record`](Completion::record)
-    /// its grant; until then (and if it is dropped) the same answer is taken as the user's
-    /// retry, and any other answer with the state is refused.
+    /// A confirmation marks its state as this answer's, and claims the mark. The
+    /// [`Completion`] returned counts as accepted once you [`accept`](Completion::accept) it,
+    /// or [`record`](Completion::record) its grant; until then the same answer completed again
+    /// is [`InProgress`](AuthorizationError::InProgress) (while the claim is live: it is
+    /// released when the ledger fails, and lapses when the completion is dropped) or taken as
+    /// the user's retry, and any other answer with the state is refused.
     ///
     /// ```
     /// # use subscribe_client::{Answer, Client, InMemoryGrantLedger, Recorded};
@@ -327,8 +348,9 @@ impl Client {
     /// let (answer, recorded) = completion.record(&ledger).await?;
     /// assert_eq!(answer.openid().map(|o| o.as_str()), Some("oUser"));
     /// assert_eq!(recorded, Some(Recorded::Added));
-    /// // Recorded, so accepted: the same answer again is a replay.
-    /// assert!(client.complete(Answer::Mobile(&forwarded), "app-session-42").await.is_err());
+    /// // Recorded, so accepted: the same answer again is refused, as already accepted.
+    /// let again = client.complete(Answer::Mobile(&forwarded), "app-session-42").await;
+    /// assert!(matches!(again, Err(subscribe_client::AuthorizationError::AlreadyAccepted)));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// # }).unwrap();
     /// ```
@@ -336,8 +358,11 @@ impl Client {
     /// # Errors
     /// [`AuthorizationError`]: an answer that does not read as its flow's
     /// ([`Query`](AuthorizationError::Query): malformed, or given as the other flow's), a
-    /// missing, forged, foreign, expired or replayed state, or a store of used states that
-    /// failed (then the same answer can be completed again). A refused answer uses nothing up.
+    /// missing, forged, foreign, expired or replayed state, the same answer accepted already
+    /// ([`AlreadyAccepted`](AuthorizationError::AlreadyAccepted)) or being completed by another
+    /// call ([`InProgress`](AuthorizationError::InProgress): retry shortly), or a store of used
+    /// states that failed (then the same answer can be completed again). A refused answer uses
+    /// nothing up.
     pub async fn complete(
         &self,
         answer: Answer<'_>,
@@ -353,7 +378,7 @@ impl Client {
         &self,
         answer: AuthorizationAnswer,
         session: &str,
-    ) -> Result<(AuthorizationAnswer, Option<AnswerDigest>), AuthorizationError> {
+    ) -> Result<(AuthorizationAnswer, Option<(AnswerDigest, Claim)>), AuthorizationError> {
         let inner = &*self.inner;
         let now = inner.clock.now();
         let expires = inner.state_key.verify(
@@ -370,24 +395,52 @@ impl Client {
             return Ok((answer, None));
         };
         let by = AnswerDigest::of(answer.reserved(), &confirmed.openid);
-        match self.bounded(inner.used_states.mark_used(answer.reserved(), &by, expires, now)).await? {
-            StateUse::First => {}
-            StateUse::Retry => {
+        let claim = Claim::new(Claim::CLAIM_PERIOD.max(inner.store_timeout.saturating_mul(10)));
+        let marked =
+            self.bounded(inner.used_states.mark_used(answer.reserved(), &by, &claim, expires, now)).await;
+        match marked {
+            Ok(StateUse::First) => {}
+            Ok(StateUse::Retry) => {
                 tracing::info!(appid = %inner.appid, "an answer came again before it was accepted (a retry)");
             }
-            _ => {
+            Ok(StateUse::InProgress) => {
+                tracing::info!(appid = %inner.appid, "an answer came again while it was being completed");
+                return Err(AuthorizationError::InProgress);
+            }
+            Ok(StateUse::Accepted) => {
+                tracing::info!(appid = %inner.appid, "an answer came again after it was accepted");
+                return Err(AuthorizationError::AlreadyAccepted);
+            }
+            Ok(_) => {
                 tracing::warn!(appid = %inner.appid, "a used authorization state was replayed");
                 return Err(AuthorizationError::ReplayedState);
             }
+            Err(e) => {
+                // The mark may have landed with this claim and only its answer been lost: end
+                // the claim, so the user's retry need not wait for it to lapse.
+                self.release(&answer, &by, &claim).await;
+                return Err(e);
+            }
         }
-        Ok((answer, Some(by)))
+        Ok((answer, Some((by, claim))))
+    }
+
+    /// Releases a confirmation's claim on its mark: its completion failed before acceptance.
+    /// A failure is logged, not returned: the claim lapses after its period anyway.
+    async fn release(&self, answer: &AuthorizationAnswer, by: &AnswerDigest, claim: &Claim) {
+        if let Err(e) = self.bounded(self.inner.used_states.release(answer.reserved(), by, claim)).await {
+            tracing::warn!(
+                appid = %self.inner.appid,
+                error = %e,
+                "could not release a claim on a used state: the same answer waits until it lapses"
+            );
+        }
     }
 
     /// Seals the mark a confirmation made: it was accepted, so the same answer later is a
     /// replay. A failure is logged, not returned: the answer was accepted (and, with a ledger,
     /// its grant recorded), and an unsealed mark still refuses every other answer.
-    async fn seal(&self, answer: &AuthorizationAnswer, by: Option<&AnswerDigest>) {
-        let Some(by) = by else { return };
+    async fn seal(&self, answer: &AuthorizationAnswer, by: &AnswerDigest) {
         if let Err(e) = self.bounded(self.inner.used_states.seal(answer.reserved(), by)).await {
             tracing::warn!(
                 appid = %self.inner.appid,

@@ -183,6 +183,11 @@ impl ClientBuilder {
     /// The bound on each call into the [`TokenStore`] and on
     /// [`ExternalTokenSource::invalidate`](crate::ExternalTokenSource::invalidate) (default 3 s). A store that takes longer is treated
     /// as down for the rest of that attempt: the token source is asked directly.
+    ///
+    /// It bounds each call into the [`UsedStates`](crate::UsedStates) store too, and so sets
+    /// how long a completion's [`Claim`](crate::Claim) on its answer's mark lasts: ten times
+    /// this, at least [`Claim::CLAIM_PERIOD`](crate::Claim::CLAIM_PERIOD) (30 s), so a
+    /// completion (a mark, a ledger write, a seal) ends well within its claim.
     pub fn store_timeout(mut self, d: Duration) -> Self {
         self.store_timeout = d;
         self

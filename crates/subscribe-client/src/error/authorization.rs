@@ -27,12 +27,24 @@ pub enum AuthorizationError {
         /// How long ago.
         ago: Duration,
     },
-    /// The state already confirmed once: each authorization confirms one grant, so an answer
-    /// with another openid, or the same answer after it was accepted, is refused. (The same
-    /// answer before it was accepted, after a failure of the store or the ledger, is a retry
-    /// and goes through.)
+    /// The state already confirmed another answer (another openid): each authorization
+    /// confirms one grant, so this answer is a replay and refused. (The same answer before it
+    /// was accepted, after a failure of the store or the ledger, is a retry and goes through;
+    /// after it was accepted, it is [`AlreadyAccepted`](Self::AlreadyAccepted).)
     #[error("callback state was already used: each authorization confirms once")]
     ReplayedState,
+    /// This very answer (same state, same openid) was accepted before: the user refreshed the
+    /// page, or the app forwarded the answer again, after success. Nothing is recorded again
+    /// (a grant that was delivered is not renewed); tell the user they are already
+    /// subscribed. Kind `Invalid`: completing it again fails the same way.
+    #[error("this answer was already accepted")]
+    AlreadyAccepted,
+    /// This very answer is being completed by another call right now (a double submit, a
+    /// reloaded webview): only one completion of an answer goes on at a time. Nothing was
+    /// recorded by this call. Kind `Retryable`: the same answer is being completed; retry
+    /// shortly (it then finds the answer accepted, or, if that completion failed, goes on).
+    #[error("the same answer is being completed; retry shortly")]
+    InProgress,
     /// Whether the state was used before could not be checked: the store of used states failed
     /// or did not answer in time. Nothing was recorded; the same answer can be completed later
     /// (even when the store did mark the state and only its answer was lost).
@@ -41,12 +53,14 @@ pub enum AuthorizationError {
 }
 
 impl AuthorizationError {
-    /// What to do about it: `Retryable` when the store of used states failed, `Invalid`
-    /// otherwise (the answer cannot be accepted as it is; offer the user a fresh authorization
-    /// link).
+    /// What to do about it: `Retryable` when the store of used states failed or the same
+    /// answer is being completed ([`InProgress`](Self::InProgress)), `Invalid` otherwise (the
+    /// answer cannot be accepted as it is; offer the user a fresh authorization link, or, for
+    /// [`AlreadyAccepted`](Self::AlreadyAccepted), tell them they are already subscribed).
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::UsedStates(e) => e.kind(),
+            Self::InProgress => ErrorKind::Retryable,
             _ => ErrorKind::Invalid,
         }
     }

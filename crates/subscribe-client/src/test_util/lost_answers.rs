@@ -56,10 +56,11 @@ impl<S: crate::UsedStates + ?Sized> crate::UsedStates for LostAnswers<S> {
         &self,
         state: &subscribe_types::Reserved,
         by: &crate::AnswerDigest,
+        claim: &crate::Claim,
         expires: SystemTime,
         now: SystemTime,
     ) -> Result<crate::StateUse, crate::UsedStatesError> {
-        let answer = self.store.mark_used(state, by, expires, now).await;
+        let answer = self.store.mark_used(state, by, claim, expires, now).await;
         self.answer(&self.lose_mark, answer).await
     }
 
@@ -70,5 +71,16 @@ impl<S: crate::UsedStates + ?Sized> crate::UsedStates for LostAnswers<S> {
     ) -> Result<(), crate::UsedStatesError> {
         let answer = self.store.seal(state, by).await;
         self.answer(&self.lose_seal, answer).await
+    }
+
+    /// Never loses its answer: the client releases a claim after a lost answer, and that
+    /// release must land for the user's retry to go through at once.
+    async fn release(
+        &self,
+        state: &subscribe_types::Reserved,
+        by: &crate::AnswerDigest,
+        claim: &crate::Claim,
+    ) -> Result<(), crate::UsedStatesError> {
+        self.store.release(state, by, claim).await
     }
 }

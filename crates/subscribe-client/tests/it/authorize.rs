@@ -263,13 +263,18 @@ async fn a_confirmation_is_accepted_once_in_either_flow() {
         let client = client_with(&clock, SECRET);
         let issued = flow.issue(&client, 5, "s");
         flow.complete(&client, &issued.answer(flow, "confirm", Some("oAlice")), "s").await.unwrap();
-        for openid in ["oAlice", "oMallory"] {
-            assert_rejected(
-                flow,
-                flow.complete(&client, &issued.answer(flow, "confirm", Some(openid)), "s").await,
-                |e| matches!(e, AuthorizationError::ReplayedState),
-            );
-        }
+        // Alice's own answer again (a refresh after success) is already accepted; anyone
+        // else's is a replay.
+        assert_rejected(
+            flow,
+            flow.complete(&client, &issued.answer(flow, "confirm", Some("oAlice")), "s").await,
+            |e| matches!(e, AuthorizationError::AlreadyAccepted),
+        );
+        assert_rejected(
+            flow,
+            flow.complete(&client, &issued.answer(flow, "confirm", Some("oMallory")), "s").await,
+            |e| matches!(e, AuthorizationError::ReplayedState),
+        );
         // A cancellation uses nothing up.
         let cancel = flow.issue(&client, 5, "s").answer(flow, "cancel", None);
         flow.complete(&client, &cancel, "s").await.unwrap();
@@ -440,7 +445,7 @@ async fn a_web_and_a_mobile_answer_complete_through_the_same_call_and_record_ali
         let (answer, recorded) = completion.record(&ledger).await.unwrap();
         assert_eq!((answer.action(), recorded), (Action::Confirm, Some(subscribe_client::Recorded::Added)));
         assert_rejected(flow, flow.complete(&client, &text, SESSION).await, |e| {
-            matches!(e, AuthorizationError::ReplayedState)
+            matches!(e, AuthorizationError::AlreadyAccepted)
         });
     }
 }
@@ -477,10 +482,15 @@ async fn a_dropped_completion_keeps_the_state_for_the_same_answer_until_it_expir
         let shown = format!("{completion:?}");
         assert!(!shown.contains("oAlice") && !shown.contains(&issued.reserved), "{shown}");
         drop(completion);
-        // The mark stays Alice's answer's: anyone else is refused, her answer is a retry.
+        // The mark stays Alice's answer's: anyone else is refused; her answer waits while the
+        // dropped completion's claim is live, and is a retry once it lapsed.
         assert_rejected(flow, flow.complete(&client, &mallory, SESSION).await, |e| {
             matches!(e, AuthorizationError::ReplayedState)
         });
+        assert_rejected(flow, flow.complete(&client, &alice, SESSION).await, |e| {
+            matches!(e, AuthorizationError::InProgress)
+        });
+        clock.advance(subscribe_client::Claim::CLAIM_PERIOD);
         drop(client.complete(flow.wrap(&alice), SESSION).await.unwrap());
         // Until the state expires: then it is refused as expired, whoever answers.
         clock.advance(Duration::from_secs(15 * 60 + 1));
@@ -489,12 +499,13 @@ async fn a_dropped_completion_keeps_the_state_for_the_same_answer_until_it_expir
                 matches!(e, AuthorizationError::ExpiredState { .. })
             });
         }
-        // Accepted in time, the same answer is a replay.
+        // Accepted in time, the same answer is already accepted.
         let fresh = flow.issue(&client, 1000, SESSION).answer(flow, "confirm", Some("oAlice"));
         drop(client.complete(flow.wrap(&fresh), SESSION).await.unwrap());
+        clock.advance(subscribe_client::Claim::CLAIM_PERIOD);
         flow.complete(&client, &fresh, SESSION).await.unwrap();
         assert_rejected(flow, flow.complete(&client, &fresh, SESSION).await, |e| {
-            matches!(e, AuthorizationError::ReplayedState)
+            matches!(e, AuthorizationError::AlreadyAccepted)
         });
     }
 }
@@ -522,7 +533,7 @@ async fn when_recording_fails_in_either_flow_the_same_answer_is_retried_and_no_o
             client.complete(flow.wrap(&alice), SESSION).await.unwrap().record(&ledger).await.unwrap();
         assert_eq!(recorded, Some(subscribe_client::Recorded::Added), "{flow:?}: the retry is recorded");
         assert_rejected(flow, flow.complete(&client, &alice, SESSION).await, |e| {
-            matches!(e, AuthorizationError::ReplayedState)
+            matches!(e, AuthorizationError::AlreadyAccepted)
         });
     }
 }

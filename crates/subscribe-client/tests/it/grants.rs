@@ -73,7 +73,9 @@ async fn completing_an_authorization_records_the_grant_in_one_call() {
     assert!(
         matches!(
             replay,
-            subscribe_client::RecordError::Authorization(subscribe_client::AuthorizationError::ReplayedState)
+            subscribe_client::RecordError::Authorization(
+                subscribe_client::AuthorizationError::AlreadyAccepted
+            )
         ),
         "a state confirms once: {replay:?}"
     );

@@ -25,7 +25,8 @@ async fn in_memory_used_states_forget_expired_marks() {
         let state = subscribe_types::Reserved::new(format!("s{i}")).unwrap();
         let now = t0() + Duration::from_secs(i);
         let by = subscribe_client::AnswerDigest::of(&state, &alice);
-        let first = store.mark_used(&state, &by, now + Duration::from_secs(900), now).await.unwrap();
+        let claim = subscribe_client::Claim::new(Duration::from_secs(30));
+        let first = store.mark_used(&state, &by, &claim, now + Duration::from_secs(900), now).await.unwrap();
         assert_eq!(first, subscribe_client::StateUse::First);
     }
     // One mark per state confirmed within the last 900 s, give or take one sweep's slack.
@@ -106,6 +107,7 @@ impl subscribe_client::UsedStates for BrokenUsedStates {
         &self,
         _: &subscribe_types::Reserved,
         _: &subscribe_client::AnswerDigest,
+        _: &subscribe_client::Claim,
         _: std::time::SystemTime,
         _: std::time::SystemTime,
     ) -> Result<subscribe_client::StateUse, subscribe_client::UsedStatesError> {
@@ -118,6 +120,14 @@ impl subscribe_client::UsedStates for BrokenUsedStates {
         &self,
         _: &subscribe_types::Reserved,
         _: &subscribe_client::AnswerDigest,
+    ) -> Result<(), subscribe_client::UsedStatesError> {
+        Ok(())
+    }
+    async fn release(
+        &self,
+        _: &subscribe_types::Reserved,
+        _: &subscribe_client::AnswerDigest,
+        _: &subscribe_client::Claim,
     ) -> Result<(), subscribe_client::UsedStatesError> {
         Ok(())
     }
@@ -178,10 +188,70 @@ async fn a_lost_answer_of_the_used_states_store_loses_no_grant_and_lets_no_other
         matches!(
             record_redirect(&client, &confirm(&link, "oAlice"), &ledger).await,
             Err(subscribe_client::RecordError::Authorization(
-                subscribe_client::AuthorizationError::ReplayedState
+                subscribe_client::AuthorizationError::AlreadyAccepted
             ))
         ),
-        "once recorded, the same answer is a replay"
+        "once recorded, the same answer is already accepted"
     );
     assert_eq!(ledger.counts(&scope(), t0()).await.unwrap().pending, 1, "Alice's grant only");
+}
+
+/// The security review's sequence: two completions of one answer at once (a double submit, a
+/// reloaded webview); the first records the grant and the grant is delivered; the second must
+/// not renew it. Before claims, the second was a `Retry` and recorded `Renewed`.
+#[tokio::test]
+async fn a_double_submit_never_renews_a_delivered_grant() {
+    let clock = clock();
+    let client = builder(&MockTransport::new(), &clock).build().unwrap();
+    let ledger = InMemoryGrantLedger::new();
+    let link = link(&client);
+    let callback = confirm(&link, "oAlice");
+    let a = client.complete(Answer::Redirect(&callback), SESSION).await.unwrap();
+    let b = client.complete(Answer::Redirect(&callback), SESSION).await;
+    let b = b.expect_err("the second completion while the first holds its claim");
+    assert!(matches!(b, subscribe_client::AuthorizationError::InProgress), "{b:?}");
+    assert_eq!(b.kind(), subscribe_client::ErrorKind::Retryable);
+    let (_, rec) = a.record(&ledger).await.unwrap();
+    assert_eq!(rec, Some(Recorded::Added));
+    let key = scope().key(OpenId::new("oAlice").unwrap());
+    let r = ledger.reserve(&key, "dispatch", Duration::from_secs(60), t0()).await.unwrap().unwrap();
+    ledger.settle(&r, subscribe_client::Settlement::Delivered).await.unwrap();
+    // B's user retries: the answer was accepted, so it is refused as such, whenever it comes.
+    for wait in [Duration::ZERO, Duration::from_secs(60)] {
+        clock.advance(wait);
+        let again = record_redirect(&client, &callback, &ledger).await.unwrap_err();
+        assert!(
+            matches!(
+                again,
+                subscribe_client::RecordError::Authorization(
+                    subscribe_client::AuthorizationError::AlreadyAccepted
+                )
+            ),
+            "{again:?}"
+        );
+        assert_eq!(again.kind(), subscribe_client::ErrorKind::Invalid);
+    }
+    assert_eq!(
+        ledger.get(&key).await.unwrap().unwrap().status,
+        GrantStatus::Delivered,
+        "the grant stays used"
+    );
+}
+
+#[tokio::test]
+async fn a_dropped_completions_claim_lapses_and_then_the_retry_goes_through() {
+    let clock = clock();
+    let client = builder(&MockTransport::new(), &clock).build().unwrap();
+    let ledger = InMemoryGrantLedger::new();
+    let link = link(&client);
+    let callback = confirm(&link, "oAlice");
+    drop(client.complete(Answer::Redirect(&callback), SESSION).await.unwrap());
+    clock.advance(subscribe_client::Claim::CLAIM_PERIOD.checked_sub(Duration::from_secs(1)).unwrap());
+    assert!(matches!(
+        client.complete(Answer::Redirect(&callback), SESSION).await,
+        Err(subscribe_client::AuthorizationError::InProgress)
+    ));
+    clock.advance(Duration::from_secs(2));
+    let (_, rec) = record_redirect(&client, &callback, &ledger).await.unwrap();
+    assert_eq!(rec, Some(Recorded::Added), "the claim lapsed: the user's retry is recorded");
 }

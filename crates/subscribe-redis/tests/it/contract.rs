@@ -138,11 +138,23 @@ async fn keys_live_by_the_applications_clock_not_redis_s() {
     let (alice, mallory) = (by("oAlice"), by("oMallory"));
     let until = behind + Duration::from_secs(600);
     assert_eq!(
-        states.mark_used(&state, &alice, until, behind).await.unwrap(),
+        states
+            .mark_used(&state, &alice, &subscribe_client::Claim::new(Duration::from_secs(30)), until, behind)
+            .await
+            .unwrap(),
         subscribe_client::StateUse::First
     );
     assert_eq!(
-        states.mark_used(&state, &mallory, until, behind).await.unwrap(),
+        states
+            .mark_used(
+                &state,
+                &mallory,
+                &subscribe_client::Claim::new(Duration::from_secs(30)),
+                until,
+                behind
+            )
+            .await
+            .unwrap(),
         subscribe_client::StateUse::Used,
         "a replay from an instance an hour behind Redis is refused"
     );

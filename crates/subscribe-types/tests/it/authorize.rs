@@ -159,3 +159,42 @@ fn the_longest_url_a_valid_request_builds_parses_back() {
     assert!(url.len() <= MAX_QUERY_LEN);
     assert_eq!(AuthorizeRequest::from_query(&url).unwrap(), request);
 }
+
+/// A field given twice, in one spelling or two, is refused by name: a proxy or a log that reads
+/// the first key would otherwise see another openid, or another action, than this reader.
+#[test]
+fn a_mobile_answer_with_a_field_given_twice_is_refused_naming_the_field() {
+    use subscribe_types::{MobileSubscribeResponse, QueryError};
+    const TEMPLATE: &str = "7YuTL__ilzyZB9DXcDt2mHx-CAS_E7KtsQkhIGVhhRM";
+    let answer = |extra: &str| {
+        format!(
+            r#"{{"openId":"oVictim","templateId":"{TEMPLATE}","scene":1000,"action":"confirm","reserved":"abc"{extra}}}"#
+        )
+    };
+    assert!(MobileSubscribeResponse::parse(&answer("")).is_ok());
+    for (extra, param) in [
+        (r#","openId":"oMallory""#, "openId"),
+        (r#","openid":"oMallory""#, "openId"),
+        (r#","openId":"oVictim""#, "openId"),
+        (r#","openId":null"#, "openId"),
+        (r#","action":"cancel""#, "action"),
+        (r#","templateID":"other""#, "templateId"),
+        (r#","template_id":"other""#, "templateId"),
+        (r#","scene":"1000""#, "scene"),
+        (r#","reserved":"def""#, "reserved"),
+        (r#","open\u0049d":"oMallory""#, "openId"),
+    ] {
+        let json = answer(extra);
+        let err = MobileSubscribeResponse::parse(&json).unwrap_err();
+        assert_eq!(err, QueryError::Repeated { param }, "{json}");
+        assert!(!err.to_string().contains("oMallory") && !err.to_string().contains("oVictim"), "{err}");
+    }
+    // The first repeated field is named, whichever comes next.
+    let two = format!(
+        r#"{{"action":"confirm","openid":"oA","action":"cancel","templateId":"{TEMPLATE}","scene":1,"openId":"oB"}}"#
+    );
+    assert_eq!(MobileSubscribeResponse::parse(&two), Err(QueryError::Repeated { param: "action" }));
+    // Fields the reader ignores may repeat; an array is still not an object.
+    assert!(MobileSubscribeResponse::parse(&answer(r#","errCode":0,"errCode":1"#)).is_ok());
+    assert!(matches!(MobileSubscribeResponse::parse("[1,2]"), Err(QueryError::NotJson { .. })));
+}
