@@ -20,14 +20,15 @@ async fn confirm_cancel_dispatch_and_exactly_one_message() {
     assert!(index.contains(r#"href="/subscribe""#));
     assert_eq!(w.get(&w.url("/health"), None).await, (StatusCode::OK, r#"{"status":"ok"}"#.to_owned()));
 
-    // Alice confirms: the grant is recorded once; the answer replayed is refused.
+    // Alice confirms: the grant is recorded once; the same answer again (a reload) is refused as
+    // already accepted, which tells her page it took.
     let (alice, callback) = w.authorize(None, ALICE, "confirm").await;
     let (status, page) = w.get(&callback, Some(&alice)).await;
     assert_eq!(status, 200, "{page}");
     assert!(page.contains(r#"data-action="confirm""#) && page.contains("on the list"), "{page}");
     let (status, again) = w.get(&callback, Some(&alice)).await;
     assert_eq!(status, 409);
-    assert!(again.contains("already used") && again.contains(r#"id="error""#), "{again}");
+    assert!(again.contains("already accepted") && again.contains(r#"id="error""#), "{again}");
     // Subscribing again (a fresh state, the same session) finds her grant still waiting.
     let (same, callback) = w.authorize(Some(&alice), ALICE, "confirm").await;
     assert_eq!(same, alice, "the session is kept");
