@@ -25,7 +25,7 @@
 //! refresh lease is released only by its holder, and a grant is reserved by one sender at a
 //! time. Keys are namespaced by a prefix and the app id, and never contain a secret.
 //!
-//! With the feature `events`, [`RedisNotificationResults`] keeps what
+//! With the feature `events`, `RedisNotificationResults` keeps what
 //! `subscribe_msg_sent_event` pushes, by `msgid`, for every instance.
 //!
 //! [`RedisReplayCache`] is `subscribe-events`' [`ReplayCache`](subscribe_events::replay::ReplayCache)
