@@ -86,12 +86,14 @@ async fn counting(delay: Duration, after: After) -> Counting {
                         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{close}content-length: {}\r\n\r\n",
                         ok.len()
                     );
+                    // Counted before it is written: once written, the client may finish and the
+                    // test read the count before this task runs again.
+                    n.fetch_add(1, Ordering::SeqCst);
                     let socket = conn.get_mut();
                     if socket.write_all(head.as_bytes()).await.is_err() || socket.write_all(ok).await.is_err()
                     {
                         return;
                     }
-                    n.fetch_add(1, Ordering::SeqCst);
                     if after == After::Close {
                         return;
                     }
