@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::run::{Result, Status, cargo, cargo_output, root};
+use crate::run::{Result, Status, cargo, cargo_has, cargo_output, root};
 
 /// Locked-but-never-built crates with an advisory, and the advisory: `rsa` (RUSTSEC-2023-0071,
 /// the Marvin timing attack, no fixed version) comes with `sqlx-mysql`, which sqlx 0.8 lists
@@ -13,11 +13,7 @@ const LOCKED_NOT_BUILT: &[(&str, &str)] = &[("rsa", "RUSTSEC-2023-0071")];
 /// RustSec snapshot kept beside the repository in `../shared/advisory-db`), then licenses,
 /// duplicate versions and sources (`cargo deny`, with `deny.toml`).
 pub(crate) fn deps() -> Result<Status> {
-    let installed = |sub: &str| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        Command::new(cargo).args([sub, "--version"]).output().is_ok_and(|o| o.status.success())
-    };
-    let missing: Vec<&str> = ["audit", "deny"].into_iter().filter(|t| !installed(t)).collect();
+    let missing: Vec<&str> = ["audit", "deny"].into_iter().filter(|t| !cargo_has(t)).collect();
     if !missing.is_empty() {
         let tools: Vec<String> = missing.iter().map(|t| format!("cargo-{t}")).collect();
         return Ok(Status::NotRun(format!(

@@ -71,3 +71,9 @@ pub(crate) fn root() -> PathBuf {
 pub(crate) fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
 }
+
+/// Whether the cargo subcommand `sub` (a `cargo-<sub>` tool: nextest, audit, deny) is installed.
+pub(crate) fn cargo_has(sub: &str) -> bool {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    std::process::Command::new(cargo).args([sub, "--version"]).output().is_ok_and(|o| o.status.success())
+}

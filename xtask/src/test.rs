@@ -1,6 +1,6 @@
 //! `cargo xtask test`: the workspace tests, with Redis and PostgreSQL when they answer.
 
-use crate::run::{Result, Status, cargo, cargo_output};
+use crate::run::{Result, Status, cargo, cargo_has, cargo_output};
 
 /// The command that starts the machine's PostgreSQL cluster.
 pub(crate) const START_POSTGRES: &str =
@@ -82,21 +82,12 @@ pub(crate) fn test() -> Result<Status> {
     Ok(if not_run.is_empty() { Status::Passed } else { Status::NotRun(not_run.join("; ")) })
 }
 
-/// Whether cargo-nextest is installed (it is on the machines this project's CI runs on).
-fn nextest() -> bool {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    std::process::Command::new(cargo)
-        .args(["nextest", "--version"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 /// The tests `selection` names: with cargo-nextest when it is installed (each test in its own
 /// process, every test binary at once, which takes a fraction of `cargo test`'s time, whose
 /// binaries run one after another), then the doctests, which nextest does not run; with
 /// `cargo test` otherwise. `doc`: whether the selection has a library, whose doctests run.
 fn run_tests(selection: &[&str], doc: bool) -> Result {
-    if !nextest() {
+    if !cargo_has("nextest") {
         return cargo(&[&["test"], selection].concat(), &[]);
     }
     cargo(&[&["nextest", "run", "--no-tests=pass"], selection].concat(), &[])?;
@@ -154,12 +145,8 @@ impl Gated {
             }
         }
         if !targets.is_empty() {
-            let selection = [&["-p", self.krate], features, &targets[..]].concat();
-            if nextest() {
-                cargo(&[&["nextest", "run", "--no-tests=pass"], &selection[..]].concat(), &[])?;
-            } else {
-                cargo(&[&["test"], &selection[..]].concat(), &[])?;
-            }
+            // Its doctests run below, with every target or none.
+            run_tests(&[&["-p", self.krate], features, &targets[..]].concat(), false)?;
         }
         if self.doc {
             cargo(&[&["test", "-p", self.krate, "--doc"], features].concat(), &[])?;
