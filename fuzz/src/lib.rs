@@ -117,8 +117,9 @@ static SANDBOX: LazyLock<SandboxState> = LazyLock::new(|| router(SandboxConfig::
 /// The authorization request's parsers (`AuthorizeRequest::from_query` for a URL,
 /// `from_bare_query` for the bare query the sandbox's page reads) and the page itself
 /// (`SandboxState::authorization_page`): an accepted request parses back unchanged from its
-/// own `url()`, a bare query reads as the same query behind a `?` does, and the page never
-/// carries the query's markup unescaped.
+/// own `url()`, a bare query reads as the same query behind a `?` does, an accepted
+/// `RedirectUrl` reads back the answer appended to it, and the page never carries the query's
+/// markup unescaped.
 ///
 /// # Panics
 /// When one of those properties breaks.
@@ -134,6 +135,15 @@ pub fn authorize_url(data: &[u8]) {
             AuthorizeRequest::from_query(&format!("?{input}")),
             "a bare query read otherwise than the same query in a URL"
         );
+    }
+    // A redirect URL the type accepts reads back the answer WeChat appends to it, exactly.
+    if let Ok(redirect) = subscribe_types::RedirectUrl::new(input) {
+        let sep = if redirect.as_str().contains('?') { '&' } else { '?' };
+        let back = format!("{redirect}{sep}openid=oU&template_id=tpl&action=confirm&scene=7&reserved=abc");
+        let answer = subscribe_types::AuthorizationAnswer::parse(&back).expect("an accepted redirect URL reads back");
+        assert_eq!(answer.openid().map(subscribe_types::OpenId::as_str), Some("oU"));
+        assert_eq!((answer.template_id().as_str(), answer.scene().get()), ("tpl", 7));
+        assert_eq!(answer.reserved().as_str(), "abc");
     }
     if let Ok(page) = SANDBOX.authorization_page(input) {
         assert!(!page.contains("<script"), "the authorization page must not carry a script");

@@ -1,6 +1,7 @@
 //! `wxsub auth-url`: the authorization page's URL, with a given, random or signed state.
 
-use subscribe_types::{AuthorizeRequest, HttpUrl, Reserved};
+use subscribe_client::Session;
+use subscribe_types::{AuthorizeRequest, RedirectUrl, Reserved};
 
 use crate::options::{Cli, TemplateScene, Usage, appid, parse, signing_client};
 use crate::output::Exit;
@@ -10,17 +11,18 @@ use crate::output::Exit;
 pub(crate) struct Args {
     #[command(flatten)]
     pub(crate) template: TemplateScene,
-    /// Where WeChat sends the answer.
+    /// Where WeChat sends the answer: an http(s) URL without a #fragment whose query has none
+    /// of the answer's parameters (`action`, `openid`, `template_id`, `scene`, `reserved`).
     #[arg(long)]
     pub(crate) redirect_url: String,
     /// The state echoed back (`[A-Za-z0-9]{0,128}`); random when omitted.
     #[arg(long, conflicts_with = "signed")]
     pub(crate) reserved: Option<String>,
-    /// Put a signed, single-use state in `reserved` (needs --secret), which `grants record`
-    /// verifies (with the same --session).
-    #[arg(long)]
+    /// Put a signed, single-use state in `reserved` (needs --secret and --session), which
+    /// `grants record` verifies (with the same --session).
+    #[arg(long, requires = "session")]
     pub(crate) signed: bool,
-    /// The user's session the signed state is bound to.
+    /// The user's session id the signed state is bound to (not empty).
     #[arg(long, requires = "signed")]
     pub(crate) session: Option<String>,
 }
@@ -41,7 +43,7 @@ impl<'a> State<'a> {
     /// apart, and `--session` with `--signed`).
     fn of(reserved: Option<&'a str>, signed: bool, session: Option<&'a str>) -> Self {
         match (reserved, signed) {
-            (_, true) => Self::Signed { session: session.unwrap_or("") },
+            (_, true) => Self::Signed { session: session.unwrap_or_default() },
             (Some(r), false) => Self::Given(r),
             (None, false) => Self::Random,
         }
@@ -53,18 +55,19 @@ pub(crate) fn run(cli: &Cli, args: &Args) -> Result<Exit, Usage> {
     let state = State::of(args.reserved.as_deref(), args.signed, args.session.as_deref());
     let redirect_url = &args.redirect_url;
     let (template_id, scene) = args.template.parts()?;
-    let redirect_url = parse("--redirect-url", HttpUrl::new(redirect_url))?;
+    let redirect_url = parse("--redirect-url", RedirectUrl::new(redirect_url))?;
     let reserved = match state {
         State::Given(r) => parse("--reserved", Reserved::new(r))?,
         State::Random => random_reserved()?,
         State::Signed { session } => {
-            let link = signing_client(cli)?.authorize_url(&template_id, scene, &redirect_url, session);
+            let session = parse("--session", Session::new(session))?;
+            let link = signing_client(cli)?.authorize_url(&template_id, scene, &redirect_url, &session);
             println!("{}", link.url);
             return Ok(Exit::Ok);
         }
     };
     let request =
-        AuthorizeRequest::new(appid(cli)?, template_id, scene, redirect_url).with_reserved(reserved);
+        AuthorizeRequest::new(appid(cli)?, template_id, scene, redirect_url.into()).with_reserved(reserved);
     println!("{}", request.url_with_base(&cli.mp_base));
     Ok(Exit::Ok)
 }

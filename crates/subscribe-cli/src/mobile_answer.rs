@@ -42,6 +42,8 @@ pub(crate) async fn run(cli: &Cli, args: &Args) -> Result<Exit, Usage> {
     let Args { json, template_id, scene, reserved, session, database } = args;
     let answer = match session {
         Some(session) => {
+            let session =
+                crate::options::parse("--session", subscribe_client::Session::new(session.as_str()))?;
             let sql = match database {
                 Some(url) => Some(
                     subscribe_sql::Sql::builder(url)
@@ -52,7 +54,7 @@ pub(crate) async fn run(cli: &Cli, args: &Args) -> Result<Exit, Usage> {
                 None => None,
             };
             signing_client_on(cli, sql.as_ref())?
-                .complete(Answer::Mobile(json), session)
+                .complete(Answer::Mobile(json), &session)
                 .await
                 .map_err(|e| format!("answer rejected: {}", crate::output::one_line(&e)))?
                 .accept()

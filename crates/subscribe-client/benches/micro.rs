@@ -9,7 +9,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use subscribe_client::test_util::mock_with_stable_token;
 use subscribe_client::{Answer, Client};
 use subscribe_types::{
-    ApiResponse, AppId, AppSecret, AuthorizationAnswer, HttpUrl, OneTimeMessage, OpenId, Scene, TemplateId,
+    ApiResponse, AppId, AppSecret, AuthorizationAnswer, OneTimeMessage, OpenId, RedirectUrl, Scene,
+    TemplateId,
 };
 
 fn client() -> Client {
@@ -41,12 +42,13 @@ fn micro(c: &mut Criterion) {
     });
 
     let client = client();
-    let redirect = HttpUrl::new("https://shop.example.com/wechat/callback").unwrap();
+    let redirect = RedirectUrl::new("https://shop.example.com/wechat/callback").unwrap();
+    let session = subscribe_client::Session::new("session-1").unwrap();
     c.bench_function("authorization URL (signed state)", |b| {
-        b.iter(|| client.authorize_url(&template, scene, black_box(&redirect), "session-1").url);
+        b.iter(|| client.authorize_url(&template, scene, black_box(&redirect), &session).url);
     });
 
-    let link = client.authorize_url(&template, scene, &redirect, "session-1");
+    let link = client.authorize_url(&template, scene, &redirect, &session);
     let reserved = link.url.split("reserved=").nth(1).unwrap().split(['&', '#']).next().unwrap().to_owned();
     let callback = format!(
         "https://shop.example.com/wechat/callback?openid={openid}&template_id={template}&action=confirm&scene=1000&reserved={reserved}",
@@ -67,12 +69,7 @@ fn micro(c: &mut Criterion) {
     c.bench_function("callback: parse + verify state", |b| {
         b.iter(|| {
             rt.block_on(async {
-                client
-                    .complete(Answer::Redirect(black_box(&cancel)), "session-1")
-                    .await
-                    .unwrap()
-                    .accept()
-                    .await
+                client.complete(Answer::Redirect(black_box(&cancel)), &session).await.unwrap().accept().await
             })
         });
     });
@@ -81,12 +78,12 @@ fn micro(c: &mut Criterion) {
     c.bench_function("callback: parse + verify + mark used (confirm)", |b| {
         b.iter_batched(
             || {
-                let link = client.authorize_url(&template, scene, &redirect, "session-1");
+                let link = client.authorize_url(&template, scene, &redirect, &session);
                 callback.replace(&reserved, link.request.reserved.as_str())
             },
             |fresh| {
                 rt.block_on(async {
-                    client.complete(Answer::Redirect(&fresh), "session-1").await.unwrap().accept().await
+                    client.complete(Answer::Redirect(&fresh), &session).await.unwrap().accept().await
                 })
             },
             criterion::BatchSize::SmallInput,

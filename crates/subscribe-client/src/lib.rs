@@ -102,6 +102,7 @@ pub use grants::{
 pub use pushed::{Applied, InMemoryNotificationResults, NotificationResult, NotificationResults};
 pub use rate::RateLimiter;
 pub use retry::RetryPolicy;
+pub use state::Session;
 #[cfg(feature = "events")]
 #[cfg_attr(docsrs, doc(cfg(feature = "events")))]
 pub use subscribe_events as events;
@@ -129,7 +130,8 @@ const _: () = {
     assert_send_sync::<LedgerError>();
     assert_send_sync::<TokenStoreError>();
     assert_send_sync::<RecordError>();
-    assert_send_sync::<Completion<'static>>();
+    assert_send_sync::<Completion>();
+    assert_send_sync::<Session>();
     assert_send_sync::<TokenError>();
 };
 

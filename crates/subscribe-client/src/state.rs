@@ -14,7 +14,7 @@ use hmac::digest::generic_array::GenericArray;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subscribe_types::secrecy::{ExposeSecret, SecretBox};
-use subscribe_types::{AppId, AppSecret, Reserved, Scene, TemplateId};
+use subscribe_types::{AppId, AppSecret, Reserved, Scene, TemplateId, ValidationError};
 
 use crate::error::AuthorizationError;
 
@@ -22,6 +22,79 @@ type HmacSha256 = Hmac<Sha256>;
 
 const VERSION: &str = "1";
 const LEN: usize = 1 + 10 + 16 + 32;
+
+/// The user's session on your server, that each signed state is bound to
+/// ([`Client::authorize_url`](crate::Client::authorize_url),
+/// [`Client::mobile_request`](crate::Client::mobile_request)) and that its answer must be
+/// completed in ([`Client::complete`](crate::Client::complete)): take it from the session your
+/// login cookie (or the app's bearer token) names, never from the request that carries the
+/// answer.
+///
+/// A session id is a credential (whoever holds it is the user), so `Debug` never shows it and
+/// there is no `Display`. It must not be empty: a state bound to the empty session verifies in
+/// every request that has none, which is no binding at all.
+///
+/// ```
+/// use subscribe_client::Session;
+///
+/// let session = Session::new("3f9c1e…the id your session layer issued")?;
+/// assert_eq!(format!("{session:?}"), "Session([redacted])");
+/// assert_eq!(Session::new("").unwrap_err().field(), "session");
+/// # Ok::<(), subscribe_types::ValidationError>(())
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct Session(Box<str>);
+
+impl Session {
+    /// Longest session id accepted, in bytes (a cookie's value cannot be longer).
+    pub const MAX_LEN: usize = 4096;
+
+    /// The session `id`.
+    ///
+    /// # Errors
+    /// [`ValidationError`] (field `session`) when `id` is empty or longer than
+    /// [`MAX_LEN`](Self::MAX_LEN) bytes.
+    pub fn new(id: impl AsRef<str> + Into<String>) -> Result<Self, ValidationError> {
+        let len = id.as_ref().len();
+        if len == 0 {
+            return Err(ValidationError::Empty { field: "session" });
+        }
+        if len > Self::MAX_LEN {
+            return Err(ValidationError::TooLong {
+                field: "session",
+                max: Self::MAX_LEN,
+                actual: len,
+                unit: "bytes",
+            });
+        }
+        Ok(Self(id.into().into_boxed_str()))
+    }
+
+    /// The id, for signing and verifying only.
+    pub(crate) fn id(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Session([redacted])")
+    }
+}
+
+impl TryFrom<String> for Session {
+    type Error = ValidationError;
+    fn try_from(id: String) -> Result<Self, ValidationError> {
+        Self::new(id)
+    }
+}
+
+impl TryFrom<&str> for Session {
+    type Error = ValidationError;
+    fn try_from(id: &str) -> Result<Self, ValidationError> {
+        Self::new(id)
+    }
+}
 
 /// The key that signs states: 32 bytes in a [`SecretBox`], zeroed when the last clone is
 /// dropped (a clone is a reference count). Debug is redacted.

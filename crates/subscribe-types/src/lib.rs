@@ -63,6 +63,7 @@ mod newtype;
 mod notification;
 mod one_time;
 pub mod query;
+mod redirect;
 mod secret;
 mod text;
 mod token;
@@ -89,6 +90,7 @@ pub use mini_program::{Lang, MiniProgramMessage, MiniProgramMessageBuilder, Mini
 pub use notification::{NotificationMessage, NotificationMessageBuilder, NotificationSent};
 pub use one_time::{MessageParseError, OneTimeMessage, OneTimeMessageBuilder};
 pub use query::MAX_QUERY_LEN;
+pub use redirect::RedirectUrl;
 pub use secret::{AccessToken, AppSecret, secret_string};
 pub use text::{Color, Content, HttpUrl, MiniProgram, Title};
 pub use token::{ClassicTokenRequest, IssuedToken, StableTokenRequest, TokenResponseError};

@@ -19,13 +19,13 @@
 
 use std::process::ExitCode;
 
-use subscribe_client::{Answer, Client};
+use subscribe_client::{Answer, Client, Session};
 use subscribe_sandbox::{
     DEMO_APPID, DEMO_MP_TEMPLATE, DEMO_SECRET, DEMO_TEMPLATE, SandboxConfig, SandboxHandle,
 };
 use subscribe_types::{
-    AppId, AppSecret, AuthorizationAnswer, HttpUrl, MessageData, MiniProgramMessage, OneTimeMessage, Scene,
-    SubscribeAnswers, TemplateId,
+    AppId, AppSecret, AuthorizationAnswer, MessageData, MiniProgramMessage, OneTimeMessage, RedirectUrl,
+    Scene, SubscribeAnswers, TemplateId,
 };
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -45,10 +45,10 @@ async fn main() -> ExitCode {
 async fn phone(client: &Client, sandbox: &SandboxHandle, template: &TemplateId, scene: Scene) -> Result<()> {
     let base = sandbox.base_url();
     let user = &sandbox.state().config().users[1];
-    let session = "app-user-7"; // the app user's session on your server
+    let session = Session::new("app-user-7")?; // the app user's session on your server
 
     step(7, "A mobile app asks your server for the Open SDK request");
-    let request = client.mobile_request(template, scene, session);
+    let request = client.mobile_request(template, scene, &session);
     println!("{}", serde_json::to_string(&request)?);
 
     step(
@@ -70,7 +70,7 @@ async fn phone(client: &Client, sandbox: &SandboxHandle, template: &TemplateId, 
     step(9, "The app forwards the answer; your server verifies it");
     // `accept` makes the answer count: from now on the same answer is a replay. (With a grant
     // ledger, `record(&ledger)` instead: it accepts once the grant is recorded.)
-    let answer = client.complete(Answer::Mobile(&answer), session).await?.accept().await;
+    let answer = client.complete(Answer::Mobile(&answer), &session).await?.accept().await;
     let AuthorizationAnswer::Confirmed(grant) = answer else {
         return Err("the user cancelled".into());
     };
@@ -171,9 +171,9 @@ async fn run() -> Result<()> {
     let scene = Scene::new(1000)?;
 
     step(1, "Build the authorization URL (send the user here, inside WeChat)");
-    let redirect = HttpUrl::new("https://shop.example.com/wechat/subscribed")?;
-    let session = "browser-session-1"; // your user's session id: the answer verifies only in it
-    let link = client.authorize_url(&template, scene, &redirect, session);
+    let redirect = RedirectUrl::new("https://shop.example.com/wechat/subscribed")?;
+    let session = Session::new("browser-session-1")?; // your user's session id: the answer verifies only in it
+    let link = client.authorize_url(&template, scene, &redirect, &session);
     println!("{}", link.url);
 
     step(2, &format!("{} opens the page and taps Confirm", user.name));
@@ -196,7 +196,7 @@ async fn run() -> Result<()> {
     println!("POST /mp/subscribemsg/decide → HTTP {} → {location}", decision.status());
 
     step(3, "Your callback parses and verifies WeChat's answer");
-    let answer = client.complete(Answer::Redirect(&location), session).await?.accept().await;
+    let answer = client.complete(Answer::Redirect(&location), &session).await?.accept().await;
     let AuthorizationAnswer::Confirmed(grant) = answer else {
         return Err("the user cancelled".into());
     };

@@ -32,7 +32,7 @@ use subscribe_client::{
 use subscribe_sql::{Sql, SqlGrantLedger, SqlTokenStore, SqlUsedStates};
 use subscribe_types::secrecy::{ExposeSecret as _, SecretString};
 use subscribe_types::{
-    AppId, AppSecret, AuthorizationAnswer, HttpUrl, OneTimeMessage, OpenId, Scene, TemplateId,
+    AppId, AppSecret, AuthorizationAnswer, OneTimeMessage, OpenId, RedirectUrl, Scene, TemplateId,
 };
 use subtle::ConstantTimeEq as _;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -121,7 +121,7 @@ impl Config {
         let listen: SocketAddr = read(get, ("WEBAPP_LISTEN", "127.0.0.1:3000"), |v| v.parse())?;
         let public_url = read(get, ("WEBAPP_PUBLIC_URL", &format!("http://{listen}")), |v| {
             let v = v.trim_end_matches('/').to_owned();
-            HttpUrl::new(format!("{v}/callback")).map(|_| v)
+            RedirectUrl::new(format!("{v}/callback")).map(|_| v)
         })?;
         let api_base = read(get, ("WECHAT_API_BASE", SANDBOX_BASE), Ok::<_, String>)?;
         let key = |var| {
@@ -203,8 +203,8 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The session id from the request's cookie, if it has a well-formed one.
-fn session_of(headers: &HeaderMap) -> Option<String> {
+/// The session from the request's cookie, if it has a well-formed one.
+fn session_of(headers: &HeaderMap) -> Option<subscribe_client::Session> {
     let cookies = headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok());
     cookies
         .flat_map(|v| v.split(';'))
@@ -212,7 +212,7 @@ fn session_of(headers: &HeaderMap) -> Option<String> {
         .find(|(k, _)| *k == SESSION_COOKIE)
         .map(|(_, v)| v)
         .filter(|v| v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit()))
-        .map(str::to_owned)
+        .and_then(|v| subscribe_client::Session::new(v).ok())
 }
 
 async fn index(State(app): State<AppState>) -> Html<String> {
@@ -235,17 +235,17 @@ async fn index(State(app): State<AppState>) -> Html<String> {
 /// random one in an `HttpOnly`, `SameSite=Lax` cookie when it has none).
 async fn subscribe(State(app): State<AppState>, headers: HeaderMap) -> Response {
     let random = || getrandom::u64().expect("the OS random source works");
+    let id = format!("{:016x}{:016x}", random(), random()); // 128 random bits, for a new session
     let (session, fresh) = match session_of(&headers) {
         Some(session) => (session, false),
-        None => (format!("{:016x}{:016x}", random(), random()), true), // 128 random bits
+        None => (subscribe_client::Session::new(id.as_str()).expect("32 hex digits"), true),
     };
-    let redirect = HttpUrl::new(format!("{}/callback", app.config.public_url))
-        .expect("checked when the configuration was read");
+    let redirect = RedirectUrl::new(format!("{}/callback", app.config.public_url)).expect("checked at start");
     let link = app.client.authorize_url(&app.config.template_id, app.config.scene, &redirect, &session);
     let mut response = Redirect::to(&link.url).into_response();
     if fresh {
         let secure = if app.config.public_url.starts_with("https://") { "; Secure" } else { "" };
-        let cookie = format!("{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Lax{secure}");
+        let cookie = format!("{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Lax{secure}");
         response.headers_mut().insert(header::SET_COOKIE, cookie.parse().expect("hex is valid"));
     }
     response
@@ -253,15 +253,15 @@ async fn subscribe(State(app): State<AppState>, headers: HeaderMap) -> Response 
 
 /// WeChat's redirect: verify it belongs to this session, record the grant, tell the user.
 async fn callback(State(app): State<AppState>, headers: HeaderMap, uri: Uri) -> Response {
-    // Without a cookie, the empty session: no state is bound to it (`/subscribe` sets one).
-    let session = session_of(&headers).unwrap_or_default();
-    // The path and query, not the bare query: a value may hold a `?` of its own.
+    // The path and query (a value may hold a `?`); no session cookie: as another session's state.
     let callback = uri.path_and_query().map_or("", axum::http::uri::PathAndQuery::as_str);
-    let recorded =
-        async { app.client.complete(Answer::Redirect(callback), &session).await?.record(&app.ledger).await };
+    let recorded = async {
+        let session = session_of(&headers).ok_or(AuthorizationError::ForgedState)?;
+        app.client.complete(Answer::Redirect(callback), &session).await?.record(&app.ledger).await
+    };
     let (status, action, text) = match recorded.await {
         Ok((AuthorizationAnswer::Confirmed(c), recorded)) => {
-            tracing::info!(openid = %c.openid, scene = c.scene.get(), ?recorded, "subscription confirmed");
+            tracing::info!(scene = c.scene.get(), ?recorded, "subscription confirmed"); // no openid: personal data
             let text = match recorded {
                 Some(Recorded::AlreadyPending) => "You were already on the list: you will get one message.",
                 _ => "You are on the list. When the shirt is back, WeChat will bring you one message.",

@@ -423,6 +423,48 @@ async fn usage_errors_exit_2_and_wrong_secret_never_prints_it() {
     assert!(!help.stdout.contains(DEMO_SECRET), "--help must not show the secret from the environment");
 }
 
+/// A signed state is always bound to a session the user has: `--signed` without `--session`
+/// (which once bound it to the empty session, one every request without a session has), an
+/// empty `--session`, and a redirect URL whose every answer would be unreadable are refused
+/// before anything is printed.
+#[tokio::test]
+async fn a_signed_state_needs_a_session_and_a_redirect_url_its_answer_can_come_back_to() {
+    let s = SandboxHandle::start(SandboxConfig::demo()).await.unwrap();
+    let auth_url = |extra: &[&str]| {
+        let mut args = vec!["auth-url", "--template-id", DEMO_TEMPLATE, "--scene", "1000"];
+        args.extend_from_slice(extra);
+        args.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let cases: [(Vec<String>, &str); 6] = [
+        (auth_url(&["--redirect-url", "https://a.example/cb", "--signed"]), "--session"),
+        (auth_url(&["--redirect-url", "https://a.example/cb", "--signed", "--session", ""]), "session"),
+        (
+            auth_url(&["--redirect-url", "https://a.example/cb?openid=o1", "--signed", "--session", "s"]),
+            "--redirect-url",
+        ),
+        (auth_url(&["--redirect-url", "https://a.example/cb#top"]), "--redirect-url"),
+        (
+            auth_url(&["--redirect-url", "https://a.example/cb?%72eserved=1", "--reserved", "x"]),
+            "--redirect-url",
+        ),
+        (
+            ["mobile-request", "--template-id", DEMO_TEMPLATE, "--scene", "1000"].map(str::to_owned).to_vec(),
+            "--session",
+        ),
+    ];
+    for (args, named) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = wxsub(&s, &args, None).await;
+        assert_eq!(out.code, 2, "{args:?}: {out:?}");
+        assert!(out.stdout.is_empty() && out.stderr.contains(named), "{args:?} names {named}: {out:?}");
+    }
+    let empty =
+        wxsub(&s, &["mobile-request", "--template-id", DEMO_TEMPLATE, "--scene", "1", "--session", ""], None)
+            .await;
+    assert_eq!(empty.code, 2, "{empty:?}");
+    assert!(empty.stderr.contains("invalid --session"), "{empty:?}");
+}
+
 #[tokio::test]
 async fn sandbox_command_prints_its_url_and_the_demo_credentials() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -812,14 +854,23 @@ async fn grants_record_verifies_the_state_and_records_each_answer_once() {
     };
     // A callback whose state no key of ours signed (made up, or from `auth-url` without
     // --signed) records nothing.
-    let unsigned = wxsub(&s, &[&head[..], &["record", &callback(ALICE, "r1")]].concat(), None).await;
+    let unsigned =
+        wxsub(&s, &[&head[..], &["record", "--session", "shop-42", &callback(ALICE, "r1")]].concat(), None).await;
     assert_eq!(unsigned.code, 2, "{unsigned:?}");
     assert!(unsigned.stdout.is_empty() && unsigned.stderr.contains("not valid"), "{unsigned:?}");
+    // Verifying needs the session the state was bound to: none, or an empty one, is refused.
+    let cb = callback(ALICE, "r1");
+    for session in [&[][..], &["--session", ""][..]] {
+        let args = [&head[..], &["record"][..], session, &[cb.as_str()][..]].concat();
+        let run = wxsub(&s, &args, None).await;
+        assert_eq!(run.code, 2, "{run:?}");
+        assert!(run.stdout.is_empty() && run.stderr.contains("--session"), "{run:?}");
+    }
     assert_eq!(pending().await, 0);
     // Without the secret nothing can be verified: the command says what to pass.
     let blind = wxsub_without(
         &s,
-        &[&head[..], &["record", &callback(ALICE, "r1")]].concat(),
+        &[&head[..], &["record", "--session", "shop-42", &callback(ALICE, "r1")]].concat(),
         None,
         &["WXSUB_SECRET"],
     )

@@ -4,9 +4,7 @@ use std::time::Duration;
 
 use subscribe_client::{Answer, Client, RetryPolicy, SendError, TokenEndpoint};
 use subscribe_sandbox::{DEMO_APPID, DEMO_SECRET, DEMO_TEMPLATE, Faults, SandboxConfig, SandboxHandle};
-use subscribe_types::{
-    AppId, AppSecret, AuthorizationAnswer, HttpUrl, OneTimeMessage, OpenId, Scene, TemplateId,
-};
+use subscribe_types::{AppId, AppSecret, AuthorizationAnswer, OneTimeMessage, OpenId, Scene, TemplateId};
 
 use crate::ALICE;
 
@@ -44,8 +42,8 @@ async fn authorization_callback_send_inbox_and_no_second_send() {
     let link = c.authorize_url(
         &TemplateId::new(DEMO_TEMPLATE).unwrap(),
         Scene::new(42).unwrap(),
-        &HttpUrl::new("https://shop.example.com/cb").unwrap(),
-        "session-alice",
+        &subscribe_types::RedirectUrl::new("https://shop.example.com/cb").unwrap(),
+        &subscribe_client::Session::new("session-alice").unwrap(),
     );
     // The user confirms on the sandbox's page, as a browser would.
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
@@ -65,7 +63,12 @@ async fn authorization_callback_send_inbox_and_no_second_send() {
         .unwrap();
     let location = r.headers()["location"].to_str().unwrap().to_owned();
 
-    let answer = c.complete(Answer::Redirect(&location), "session-alice").await.unwrap().accept().await;
+    let answer = c
+        .complete(Answer::Redirect(&location), &subscribe_client::Session::new("session-alice").unwrap())
+        .await
+        .unwrap()
+        .accept()
+        .await;
     let AuthorizationAnswer::Confirmed(grant) = answer else { panic!("confirmed") };
     let msg = OneTimeMessage::builder(grant.openid, grant.template_id, grant.scene)
         .title("到货提醒")

@@ -7,13 +7,14 @@
 use std::fmt;
 
 use subscribe_types::{
-    AuthorizationAnswer, AuthorizeRequest, HttpUrl, MobileSubscribeRequest, MobileSubscribeResponse,
+    AuthorizationAnswer, AuthorizeRequest, MobileSubscribeRequest, MobileSubscribeResponse, RedirectUrl,
     Reserved, Scene, TemplateId,
 };
 
 use super::{AuthorizationLink, Client};
 use crate::error::{AuthorizationError, RecordError};
 use crate::grants::{GrantKey, GrantLedger, Recorded};
+use crate::state::Session;
 use crate::used_states::{AnswerDigest, Claim, StateUse, UsedStatesError};
 
 /// An authorization answer as it reached your server, for [`Client::complete`]. Its flow
@@ -72,39 +73,40 @@ impl fmt::Debug for Answer<'_> {
 /// or the state.
 ///
 /// ```
-/// # use subscribe_client::{Answer, AuthorizationError, Client};
-/// # use subscribe_types::{AppId, AppSecret, HttpUrl, Scene, TemplateId};
+/// # use subscribe_client::{Answer, AuthorizationError, Client, Session};
+/// # use subscribe_types::{AppId, AppSecret, RedirectUrl, Scene, TemplateId};
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// # let client = Client::builder(AppId::new("wx0123456789abcdef")?, AppSecret::new("0123456789abcdef0123456789abcdef")?)
 /// #     .transport(subscribe_client::test_util::MockTransport::new()) // verifying sends nothing
 /// #     .build()?;
 /// let template = TemplateId::new("7YuTL__ilzyZB9DXcDt2mHx-CAS_E7KtsQkhIGVhhRM")?;
-/// let link = client.authorize_url(&template, Scene::new(1000)?, &HttpUrl::new("https://app.example.com/cb")?, "s-42");
+/// let session = Session::new("s-42")?;
+/// let link = client.authorize_url(&template, Scene::new(1000)?, &RedirectUrl::new("https://app.example.com/cb")?, &session);
 /// let callback = |openid: &str| format!(
 ///     "/cb?openid={openid}&template_id={template}&action=confirm&scene=1000&reserved={}",
 ///     link.request.reserved.as_str()
 /// );
-/// let completion = client.complete(Answer::Redirect(&callback("oAlice")), "s-42").await?;
+/// let completion = client.complete(Answer::Redirect(&callback("oAlice")), &session).await?;
 /// drop(completion); // neither accepted nor recorded
 /// // The state stays Alice's answer's: another openid is refused, and her retry waits until
 /// // the dropped completion's claim lapses (then it goes through).
-/// let mallory = client.complete(Answer::Redirect(&callback("oMallory")), "s-42").await;
+/// let mallory = client.complete(Answer::Redirect(&callback("oMallory")), &session).await;
 /// assert!(matches!(mallory, Err(AuthorizationError::ReplayedState)));
-/// let alice = client.complete(Answer::Redirect(&callback("oAlice")), "s-42").await;
+/// let alice = client.complete(Answer::Redirect(&callback("oAlice")), &session).await;
 /// assert!(matches!(alice, Err(AuthorizationError::InProgress)));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// # }).unwrap();
 /// ```
 #[must_use = "a confirmation counts as accepted only once it is `accept`ed or `record`ed"]
-pub struct Completion<'c> {
-    client: &'c Client,
+pub struct Completion {
+    client: Client,
     answer: AuthorizationAnswer,
     /// A confirmation's mark and its claim: the mark is sealed once the answer is accepted,
     /// the claim released if the ledger fails.
     mark: Option<(AnswerDigest, Claim)>,
 }
 
-impl fmt::Debug for Completion<'_> {
+impl fmt::Debug for Completion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Completion")
             .field("action", &self.answer.action())
@@ -114,23 +116,24 @@ impl fmt::Debug for Completion<'_> {
     }
 }
 
-impl Completion<'_> {
+impl Completion {
     /// The verified answer, not accepted yet: look at it before you decide what to do.
     ///
     /// ```
-    /// # use subscribe_client::{Answer, Client};
-    /// # use subscribe_types::{Action, AppId, AppSecret, HttpUrl, Scene, TemplateId};
+    /// # use subscribe_client::{Answer, Client, Session};
+    /// # use subscribe_types::{Action, AppId, AppSecret, RedirectUrl, Scene, TemplateId};
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
     /// # let client = Client::builder(AppId::new("wx0123456789abcdef")?, AppSecret::new("0123456789abcdef0123456789abcdef")?)
     /// #     .transport(subscribe_client::test_util::MockTransport::new())
     /// #     .build()?;
     /// # let template = TemplateId::new("7YuTL__ilzyZB9DXcDt2mHx-CAS_E7KtsQkhIGVhhRM")?;
-    /// # let link = client.authorize_url(&template, Scene::new(1000)?, &HttpUrl::new("https://app.example.com/cb")?, "s-42");
+    /// # let session = Session::new("s-42")?;
+    /// # let link = client.authorize_url(&template, Scene::new(1000)?, &RedirectUrl::new("https://app.example.com/cb")?, &session);
     /// let callback = format!(
     ///     "/cb?template_id={template}&action=cancel&scene=1000&reserved={}",
     ///     link.request.reserved.as_str()
     /// );
-    /// let completion = client.complete(Answer::Redirect(&callback), "s-42").await?;
+    /// let completion = client.complete(Answer::Redirect(&callback), &session).await?;
     /// assert_eq!(completion.answer().action(), Action::Cancel);
     /// assert_eq!(completion.answer().openid(), None);
     /// # let _ = completion.accept().await;
@@ -148,22 +151,23 @@ impl Completion<'_> {
     /// answer is taken as a retry until the state expires.
     ///
     /// ```
-    /// # use subscribe_client::{Answer, AuthorizationError, Client};
-    /// # use subscribe_types::{AppId, AppSecret, AuthorizationAnswer, HttpUrl, Scene, TemplateId};
+    /// # use subscribe_client::{Answer, AuthorizationError, Client, Session};
+    /// # use subscribe_types::{AppId, AppSecret, AuthorizationAnswer, RedirectUrl, Scene, TemplateId};
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
     /// # let client = Client::builder(AppId::new("wx0123456789abcdef")?, AppSecret::new("0123456789abcdef0123456789abcdef")?)
     /// #     .transport(subscribe_client::test_util::MockTransport::new())
     /// #     .build()?;
     /// # let template = TemplateId::new("7YuTL__ilzyZB9DXcDt2mHx-CAS_E7KtsQkhIGVhhRM")?;
-    /// # let link = client.authorize_url(&template, Scene::new(1000)?, &HttpUrl::new("https://app.example.com/cb")?, "s-42");
+    /// # let session = Session::new("s-42")?;
+    /// # let link = client.authorize_url(&template, Scene::new(1000)?, &RedirectUrl::new("https://app.example.com/cb")?, &session);
     /// let callback = format!(
     ///     "/cb?openid=oAlice&template_id={template}&action=confirm&scene=1000&reserved={}",
     ///     link.request.reserved.as_str()
     /// );
-    /// let answer = client.complete(Answer::Redirect(&callback), "s-42").await?.accept().await;
+    /// let answer = client.complete(Answer::Redirect(&callback), &session).await?.accept().await;
     /// let AuthorizationAnswer::Confirmed(grant) = answer else { unreachable!() };
     /// assert_eq!(grant.openid.as_str(), "oAlice"); // one message may be sent to Alice
-    /// let again = client.complete(Answer::Redirect(&callback), "s-42").await;
+    /// let again = client.complete(Answer::Redirect(&callback), &session).await;
     /// assert!(matches!(again, Err(AuthorizationError::AlreadyAccepted)), "a refresh after success");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// # }).unwrap();
@@ -181,20 +185,21 @@ impl Completion<'_> {
     /// `None`.
     ///
     /// ```
-    /// # use subscribe_client::{Answer, Client, InMemoryGrantLedger, Recorded};
-    /// # use subscribe_types::{AppId, AppSecret, HttpUrl, Scene, TemplateId};
+    /// # use subscribe_client::{Answer, Client, InMemoryGrantLedger, Recorded, Session};
+    /// # use subscribe_types::{AppId, AppSecret, RedirectUrl, Scene, TemplateId};
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
     /// # let client = Client::builder(AppId::new("wx0123456789abcdef")?, AppSecret::new("0123456789abcdef0123456789abcdef")?)
     /// #     .transport(subscribe_client::test_util::MockTransport::new())
     /// #     .build()?;
     /// # let template = TemplateId::new("7YuTL__ilzyZB9DXcDt2mHx-CAS_E7KtsQkhIGVhhRM")?;
-    /// # let link = client.authorize_url(&template, Scene::new(1000)?, &HttpUrl::new("https://app.example.com/cb")?, "s-42");
+    /// # let session = Session::new("s-42")?;
+    /// # let link = client.authorize_url(&template, Scene::new(1000)?, &RedirectUrl::new("https://app.example.com/cb")?, &session);
     /// let ledger = InMemoryGrantLedger::new(); // in production: subscribe-sql's or subscribe-redis's
     /// let callback = format!(
     ///     "/cb?openid=oAlice&template_id={template}&action=confirm&scene=1000&reserved={}",
     ///     link.request.reserved.as_str()
     /// );
-    /// let (_, recorded) = client.complete(Answer::Redirect(&callback), "s-42").await?.record(&ledger).await?;
+    /// let (_, recorded) = client.complete(Answer::Redirect(&callback), &session).await?.record(&ledger).await?;
     /// assert_eq!(recorded, Some(Recorded::Added)); // a dispatcher will send Alice her message
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// # }).unwrap();
@@ -240,15 +245,16 @@ impl Client {
     /// answer, so the victim's account receives the attacker's grant (or the attacker's openid).
     ///
     /// ```
-    /// # use subscribe_client::{Answer, AuthorizationError, Client};
-    /// # use subscribe_types::{AppId, AppSecret, AuthorizationAnswer, HttpUrl, Scene, TemplateId};
+    /// # use subscribe_client::{Answer, AuthorizationError, Client, Session};
+    /// # use subscribe_types::{AppId, AppSecret, AuthorizationAnswer, RedirectUrl, Scene, TemplateId};
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
     /// # let client = Client::builder(AppId::new("wx0123456789abcdef")?, AppSecret::new("0123456789abcdef0123456789abcdef")?)
     /// #     .transport(subscribe_client::test_util::MockTransport::new()) // signing sends nothing
     /// #     .build()?;
     /// let template = TemplateId::new("7YuTL__ilzyZB9DXcDt2mHx-CAS_E7KtsQkhIGVhhRM")?;
-    /// let redirect = HttpUrl::new("https://app.example.com/wechat/callback")?;
-    /// let link = client.authorize_url(&template, Scene::new(1000)?, &redirect, "session-of-alice");
+    /// let alice = Session::new("session-of-alice")?; // the session id your login cookie names
+    /// let redirect = RedirectUrl::new("https://app.example.com/wechat/callback")?;
+    /// let link = client.authorize_url(&template, Scene::new(1000)?, &redirect, &alice);
     /// assert!(link.url.starts_with("https://mp.weixin.qq.com/mp/subscribemsg?action=get_confirm&"));
     /// // The user opens `link.url` in WeChat, which redirects back with the answer:
     /// let callback = format!(
@@ -256,9 +262,9 @@ impl Client {
     ///     link.request.reserved.as_str()
     /// );
     /// // Delivered in any other session, the answer is refused.
-    /// let elsewhere = client.complete(Answer::Redirect(&callback), "session-of-mallory").await;
+    /// let elsewhere = client.complete(Answer::Redirect(&callback), &Session::new("session-of-mallory")?).await;
     /// assert!(matches!(elsewhere, Err(AuthorizationError::ForgedState)));
-    /// let answer = client.complete(Answer::Redirect(&callback), "session-of-alice").await?.accept().await;
+    /// let answer = client.complete(Answer::Redirect(&callback), &alice).await?.accept().await;
     /// assert!(matches!(answer, AuthorizationAnswer::Confirmed(_)));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// # }).unwrap();
@@ -267,14 +273,18 @@ impl Client {
         &self,
         template_id: &TemplateId,
         scene: Scene,
-        redirect_url: &HttpUrl,
-        session: &str,
+        redirect_url: &RedirectUrl,
+        session: &Session,
     ) -> AuthorizationLink {
         let inner = &*self.inner;
         let state = self.sign_state(template_id, scene, session);
-        let request =
-            AuthorizeRequest::new(inner.appid.clone(), template_id.clone(), scene, redirect_url.clone())
-                .with_reserved(state);
+        let request = AuthorizeRequest::new(
+            inner.appid.clone(),
+            template_id.clone(),
+            scene,
+            redirect_url.as_http_url().clone(),
+        )
+        .with_reserved(state);
         AuthorizationLink { url: request.url_with_base(&inner.mp_base), request }
     }
 
@@ -284,13 +294,14 @@ impl Client {
     /// 59 letters and digits, within the SDK's 128. Serialize it and send it to the app.
     ///
     /// ```
-    /// # use subscribe_client::Client;
+    /// # use subscribe_client::{Client, Session};
     /// # use subscribe_types::{AppId, AppSecret, Scene, TemplateId};
     /// # let client = Client::builder(AppId::new("wx0123456789abcdef")?, AppSecret::new("0123456789abcdef0123456789abcdef")?)
     /// #     .transport(subscribe_client::test_util::MockTransport::new()) // signing sends nothing
     /// #     .build()?;
     /// let template = TemplateId::new("7YuTL__ilzyZB9DXcDt2mHx-CAS_E7KtsQkhIGVhhRM")?;
-    /// let request = client.mobile_request(&template, Scene::new(1000)?, "app-session-42");
+    /// let session = Session::new("app-session-42")?; // the app user's session on your server
+    /// let request = client.mobile_request(&template, Scene::new(1000)?, &session);
     /// let json = serde_json::to_string(&request)?;
     /// assert!(json.starts_with(r#"{"scene":1000,"templateId":"7YuTL__ilzyZB9DXcDt2mHx-CAS_E7KtsQkhIGVhhRM","reserved":""#));
     /// assert!(request.reserved.as_str().bytes().all(|b| b.is_ascii_alphanumeric()));
@@ -300,7 +311,7 @@ impl Client {
         &self,
         template_id: &TemplateId,
         scene: Scene,
-        session: &str,
+        session: &Session,
     ) -> MobileSubscribeRequest {
         MobileSubscribeRequest {
             scene,
@@ -309,10 +320,10 @@ impl Client {
         }
     }
 
-    fn sign_state(&self, template_id: &TemplateId, scene: Scene, session: &str) -> Reserved {
+    fn sign_state(&self, template_id: &TemplateId, scene: Scene, session: &Session) -> Reserved {
         let inner = &*self.inner;
         let expires = inner.clock.now() + inner.state_ttl;
-        inner.state_key.sign(&inner.appid, template_id, scene, expires, session)
+        inner.state_key.sign(&inner.appid, template_id, scene, expires, session.id())
     }
 
     /// Reads an authorization answer, a web redirect or a mobile app's forwarded SDK answer
@@ -330,7 +341,7 @@ impl Client {
     /// the user's retry, and any other answer with the state is refused.
     ///
     /// ```
-    /// # use subscribe_client::{Answer, Client, InMemoryGrantLedger, Recorded};
+    /// # use subscribe_client::{Answer, Client, InMemoryGrantLedger, Recorded, Session};
     /// # use subscribe_types::{AppId, AppSecret, Scene, TemplateId};
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
     /// # let client = Client::builder(AppId::new("wx0123456789abcdef")?, AppSecret::new("0123456789abcdef0123456789abcdef")?)
@@ -338,18 +349,19 @@ impl Client {
     /// #     .build()?;
     /// let ledger = InMemoryGrantLedger::new();
     /// let template = TemplateId::new("7YuTL__ilzyZB9DXcDt2mHx-CAS_E7KtsQkhIGVhhRM")?;
-    /// let request = client.mobile_request(&template, Scene::new(1000)?, "app-session-42");
+    /// let session = Session::new("app-session-42")?; // the app user's session on your server
+    /// let request = client.mobile_request(&template, Scene::new(1000)?, &session);
     /// // The app hands `request` to the Open SDK and forwards the SDK's answer:
     /// let forwarded = format!(
     ///     r#"{{"openId":"oUser","templateId":"{template}","scene":1000,"action":"confirm","reserved":"{}"}}"#,
     ///     request.reserved.as_str()
     /// );
-    /// let completion = client.complete(Answer::Mobile(&forwarded), "app-session-42").await?;
+    /// let completion = client.complete(Answer::Mobile(&forwarded), &session).await?;
     /// let (answer, recorded) = completion.record(&ledger).await?;
     /// assert_eq!(answer.openid().map(|o| o.as_str()), Some("oUser"));
     /// assert_eq!(recorded, Some(Recorded::Added));
     /// // Recorded, so accepted: the same answer again is refused, as already accepted.
-    /// let again = client.complete(Answer::Mobile(&forwarded), "app-session-42").await;
+    /// let again = client.complete(Answer::Mobile(&forwarded), &session).await;
     /// assert!(matches!(again, Err(subscribe_client::AuthorizationError::AlreadyAccepted)));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// # }).unwrap();
@@ -366,10 +378,10 @@ impl Client {
     pub async fn complete(
         &self,
         answer: Answer<'_>,
-        session: &str,
-    ) -> Result<Completion<'_>, AuthorizationError> {
+        session: &Session,
+    ) -> Result<Completion, AuthorizationError> {
         let (answer, mark) = self.verify_answer(answer.read()?, session).await?;
-        Ok(Completion { client: self, answer, mark })
+        Ok(Completion { client: self.clone(), answer, mark })
     }
     /// The one verifier of both flows: the state's signature, binding and expiry, then (for a
     /// confirmation) its mark, made by this answer. Returns the answer and, for a
@@ -377,7 +389,7 @@ impl Client {
     async fn verify_answer(
         &self,
         answer: AuthorizationAnswer,
-        session: &str,
+        session: &Session,
     ) -> Result<(AuthorizationAnswer, Option<(AnswerDigest, Claim)>), AuthorizationError> {
         let inner = &*self.inner;
         let now = inner.clock.now();
@@ -386,7 +398,7 @@ impl Client {
             answer.template_id(),
             answer.scene(),
             answer.reserved(),
-            session,
+            session.id(),
             now,
         )?;
         // A cancellation grants nothing, so replaying one does no harm: only confirmations

@@ -252,9 +252,9 @@ async fn double_submit_renews_nothing<S: crate::UsedStates + ?Sized + 'static>(s
     use crate::{AuthorizationError, ErrorKind, GrantLedger as _, GrantStatus, Recorded, Settlement};
     let (client, scope) = contract_client(store, Duration::from_secs(3));
     let ledger = crate::InMemoryGrantLedger::new();
-    let session = "contract-session";
+    let session = &crate::Session::new("contract-session").unwrap_or_else(|e| panic!("{e}"));
     let redirect =
-        subscribe_types::HttpUrl::new("https://contract.example/cb").unwrap_or_else(|e| panic!("{e}"));
+        subscribe_types::RedirectUrl::new("https://contract.example/cb").unwrap_or_else(|e| panic!("{e}"));
     let link = client.authorize_url(&scope.template_id, scope.scene, &redirect, session);
     let callback = format!(
         "openid={CONTRACT_ALICE}&template_id={}&action=confirm&scene=1&reserved={}",
@@ -319,12 +319,12 @@ fn contract_client<S: crate::UsedStates + ?Sized + 'static>(
 /// lost.
 async fn lost_answers_lose_no_grant<S: crate::UsedStates + ?Sized + 'static>(store: std::sync::Arc<S>) {
     use crate::{AuthorizationError, ErrorKind, GrantLedger as _, RecordError, Recorded};
-    use subscribe_types::{HttpUrl, OpenId};
+    use subscribe_types::{OpenId, RedirectUrl};
     let lossy = std::sync::Arc::new(LostAnswers::new(store));
     let (client, scope) = contract_client(std::sync::Arc::clone(&lossy), Duration::from_millis(300));
     let ledger = crate::InMemoryGrantLedger::new();
-    let redirect = HttpUrl::new("https://contract.example/cb").unwrap_or_else(|e| panic!("{e}"));
-    let session = "contract-session";
+    let redirect = RedirectUrl::new("https://contract.example/cb").unwrap_or_else(|e| panic!("{e}"));
+    let session = &crate::Session::new("contract-session").unwrap_or_else(|e| panic!("{e}"));
     let link = || client.authorize_url(&scope.template_id, scope.scene, &redirect, session);
     let confirm = |link: &crate::AuthorizationLink, openid: &str| {
         format!(

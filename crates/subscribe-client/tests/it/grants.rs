@@ -58,8 +58,8 @@ async fn completing_an_authorization_records_the_grant_in_one_call() {
     let link = client.authorize_url(
         &TemplateId::new(TEMPLATE).unwrap(),
         Scene::new(1000).unwrap(),
-        &subscribe_types::HttpUrl::new("https://a.example/cb").unwrap(),
-        SESSION,
+        &subscribe_types::RedirectUrl::new("https://a.example/cb").unwrap(),
+        &SESSION,
     );
     let cb = |action: &str| {
         format!(
@@ -115,8 +115,8 @@ pub(crate) fn link(client: &subscribe_client::Client) -> subscribe_client::Autho
     client.authorize_url(
         &TemplateId::new(TEMPLATE).unwrap(),
         Scene::new(1000).unwrap(),
-        &subscribe_types::HttpUrl::new("https://a.example/cb").unwrap(),
-        SESSION,
+        &subscribe_types::RedirectUrl::new("https://a.example/cb").unwrap(),
+        &SESSION,
     )
 }
 

@@ -38,7 +38,8 @@ pub const APPID: &str = "wx0123456789abcdef";
 /// The template used by the tests.
 pub const TEMPLATE: &str = "7YuTL__ilzyZB9DXcDt2mHx-CAS_E7KtsQkhIGVhhRM";
 /// The user's session, where a test is not about sessions.
-pub const SESSION: &str = "session-1";
+pub static SESSION: std::sync::LazyLock<subscribe_client::Session> =
+    std::sync::LazyLock::new(|| subscribe_client::Session::new("session-1").unwrap());
 
 /// The start of every manual clock.
 pub fn t0() -> SystemTime {
@@ -113,7 +114,7 @@ pub async fn record_redirect(
     (subscribe_types::AuthorizationAnswer, Option<subscribe_client::Recorded>),
     subscribe_client::RecordError,
 > {
-    client.complete(subscribe_client::Answer::Redirect(callback), SESSION).await?.record(ledger).await
+    client.complete(subscribe_client::Answer::Redirect(callback), &SESSION).await?.record(ledger).await
 }
 
 /// The message a task panicked with (a contract suite's broken rule).

@@ -1,4 +1,5 @@
-//! Nothing the client prints, returns or logs contains the AppSecret or an access token.
+//! Nothing the client prints, returns or logs contains the AppSecret, an access token or a
+//! user's session id, nor (in its logs, errors and an answer's `Debug`) an answer's openid.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -13,6 +14,11 @@ use subscribe_types::{AccessToken, AppId, AppSecret, Scene, TemplateId};
 use crate::*;
 
 const TOKEN: &str = "TOKEN_never_printed_1a2b";
+/// A user's session id: a credential, never printed.
+const SESSION_ID: &str = "SESSION_never_printed_3c4d";
+/// An openid in an authorization answer: personal data, never logged (nor shown by an answer's
+/// or a completion's `Debug`).
+const ANSWER_OPENID: &str = "oOpenidNeverLogged5e6f";
 
 /// A `tracing` writer into a shared buffer.
 #[derive(Clone, Default)]
@@ -40,6 +46,8 @@ fn shown(e: &dyn std::error::Error) -> String {
 fn assert_clean(what: &str, text: &str) {
     assert!(!text.contains(SECRET), "{what} shows the AppSecret: {text}");
     assert!(!text.contains(TOKEN), "{what} shows the access token: {text}");
+    assert!(!text.contains(SESSION_ID), "{what} shows the user's session id: {text}");
+    assert!(!text.contains(ANSWER_OPENID), "{what} shows the openid of an authorization answer: {text}");
 }
 
 #[tokio::test]
@@ -174,25 +182,38 @@ impl subscribe_client::TokenStore for DownStore {
 /// A link, a forged answer and its error, and a verified answer's `Completion`.
 async fn authorization(client: &Client) -> Vec<(String, String)> {
     let mut texts: Vec<(String, String)> = Vec::new();
+    let session = subscribe_client::Session::new(SESSION_ID).unwrap();
+    texts.push(("session".into(), format!("{session:?} {session:#?}")));
     let link = client.authorize_url(
         &TemplateId::new(TEMPLATE).unwrap(),
         Scene::new(1).unwrap(),
-        &subscribe_types::HttpUrl::new("https://a.example/cb").unwrap(),
-        SESSION,
+        &subscribe_types::RedirectUrl::new("https://a.example/cb").unwrap(),
+        &session,
     );
     texts.push(("link".into(), format!("{link:?}")));
     let forged =
         subscribe_client::Answer::Redirect("action=confirm&openid=o&template_id=t&scene=1&reserved=abc");
     texts.push(("answer".into(), format!("{forged:?}")));
-    let e = client.complete(forged, SESSION).await.unwrap_err();
+    let e = client.complete(forged, &session).await.unwrap_err();
     texts.push(("authorization".into(), shown(&e)));
     let callback = format!(
-        "/cb?openid=o&template_id={TEMPLATE}&action=confirm&scene=1&reserved={}",
+        "/cb?openid={ANSWER_OPENID}&template_id={TEMPLATE}&action=confirm&scene=1&reserved={}",
         link.request.reserved.as_str()
     );
-    let completion = client.complete(subscribe_client::Answer::Redirect(&callback), SESSION).await.unwrap();
-    texts.push(("completion".into(), format!("{completion:?}")));
+    let answer = subscribe_client::Answer::Redirect(&callback);
+    texts.push(("answer".into(), format!("{answer:?} {answer:#?}")));
+    let completion = client.complete(answer, &session).await.unwrap();
+    texts.push(("completion".into(), format!("{completion:?} {completion:#?}")));
+    // Completed again while it is being completed, then after it was accepted: both logged.
+    texts.push(("in progress".into(), shown(&client.complete(answer, &session).await.unwrap_err())));
     completion.accept().await;
+    texts.push(("accepted".into(), shown(&client.complete(answer, &session).await.unwrap_err())));
+    let replay = format!(
+        "/cb?openid={ANSWER_OPENID}x&template_id={TEMPLATE}&action=confirm&scene=1&reserved={}",
+        link.request.reserved.as_str()
+    );
+    let e = client.complete(subscribe_client::Answer::Redirect(&replay), &session).await.unwrap_err();
+    texts.push(("replayed".into(), shown(&e)));
     texts
 }
 

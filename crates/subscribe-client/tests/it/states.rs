@@ -81,18 +81,18 @@ async fn a_replay_at_another_instance_is_refused_when_they_share_the_used_states
     let b = builder(&MockTransport::new(), &clock).used_states(Arc::clone(&used)).build().unwrap();
     let alone = builder(&MockTransport::new(), &clock).build().unwrap();
     let link = link(&a);
-    a.complete(Answer::Redirect(&confirm(&link, "oAlice")), SESSION).await.unwrap().accept().await;
+    a.complete(Answer::Redirect(&confirm(&link, "oAlice")), &SESSION).await.unwrap().accept().await;
     assert!(matches!(
-        b.complete(Answer::Redirect(&confirm(&link, "oMallory")), SESSION).await,
+        b.complete(Answer::Redirect(&confirm(&link, "oMallory")), &SESSION).await,
         Err(subscribe_client::AuthorizationError::ReplayedState)
     ));
     // An instance with a store of its own cannot know: share one (Redis) across a fleet.
-    alone.complete(Answer::Redirect(&confirm(&link, "oMallory")), SESSION).await.unwrap().accept().await;
+    alone.complete(Answer::Redirect(&confirm(&link, "oMallory")), &SESSION).await.unwrap().accept().await;
     // Cancellations use up nothing.
     let cancel =
         confirm(&link, "oAlice").replace("openid=oAlice&", "").replace("action=confirm", "action=cancel");
-    b.complete(Answer::Redirect(&cancel), SESSION).await.unwrap().accept().await;
-    b.complete(Answer::Redirect(&cancel), SESSION).await.unwrap().accept().await;
+    b.complete(Answer::Redirect(&cancel), &SESSION).await.unwrap().accept().await;
+    b.complete(Answer::Redirect(&cancel), &SESSION).await.unwrap().accept().await;
 }
 
 /// A store of used states that fails, or never answers.
@@ -206,8 +206,8 @@ async fn a_double_submit_never_renews_a_delivered_grant() {
     let ledger = InMemoryGrantLedger::new();
     let link = link(&client);
     let callback = confirm(&link, "oAlice");
-    let a = client.complete(Answer::Redirect(&callback), SESSION).await.unwrap();
-    let b = client.complete(Answer::Redirect(&callback), SESSION).await;
+    let a = client.complete(Answer::Redirect(&callback), &SESSION).await.unwrap();
+    let b = client.complete(Answer::Redirect(&callback), &SESSION).await;
     let b = b.expect_err("the second completion while the first holds its claim");
     assert!(matches!(b, subscribe_client::AuthorizationError::InProgress), "{b:?}");
     assert_eq!(b.kind(), subscribe_client::ErrorKind::Retryable);
@@ -245,10 +245,10 @@ async fn a_dropped_completions_claim_lapses_and_then_the_retry_goes_through() {
     let ledger = InMemoryGrantLedger::new();
     let link = link(&client);
     let callback = confirm(&link, "oAlice");
-    drop(client.complete(Answer::Redirect(&callback), SESSION).await.unwrap());
+    drop(client.complete(Answer::Redirect(&callback), &SESSION).await.unwrap());
     clock.advance(subscribe_client::Claim::CLAIM_PERIOD.checked_sub(Duration::from_secs(1)).unwrap());
     assert!(matches!(
-        client.complete(Answer::Redirect(&callback), SESSION).await,
+        client.complete(Answer::Redirect(&callback), &SESSION).await,
         Err(subscribe_client::AuthorizationError::InProgress)
     ));
     clock.advance(Duration::from_secs(2));

@@ -489,21 +489,23 @@ fn link(client: &subscribe_client::Client, scope: &GrantScope) -> subscribe_clie
     client.authorize_url(
         &scope.template_id,
         scope.scene,
-        &subscribe_types::HttpUrl::new("https://a.example/cb").unwrap(),
-        SESSION,
+        &subscribe_types::RedirectUrl::new("https://a.example/cb").unwrap(),
+        &session(),
     )
 }
 
 /// The user's session the states of [`link`] are bound to.
-const SESSION: &str = "fleet-session";
+fn session() -> subscribe_client::Session {
+    subscribe_client::Session::new("fleet-session").unwrap()
+}
 
-/// `callback` completed at `client` in [`SESSION`], its grant recorded in `ledger`.
+/// `callback` completed at `client` in [`session`], its grant recorded in `ledger`.
 async fn record(
     client: &subscribe_client::Client,
     callback: &str,
     ledger: &dyn GrantLedger,
 ) -> Result<(subscribe_types::AuthorizationAnswer, Option<Recorded>), subscribe_client::RecordError> {
-    client.complete(subscribe_client::Answer::Redirect(callback), SESSION).await?.record(ledger).await
+    client.complete(subscribe_client::Answer::Redirect(callback), &session()).await?.record(ledger).await
 }
 
 /// WeChat's redirect confirming `link` for `openid`.
@@ -745,7 +747,7 @@ pub async fn a_replay_after_the_mark_ended_is_refused_as_expired(sql: Sql) {
     // A new handle's first mark sweeps the ended marks: the state's is gone.
     let swept = instance(&sql, &scope, SystemClock);
     let callback = confirm(&link(&swept, &scope), &scope, user(9).as_str());
-    swept.complete(subscribe_client::Answer::Redirect(&callback), SESSION).await.unwrap().accept().await;
+    swept.complete(subscribe_client::Answer::Redirect(&callback), &session()).await.unwrap().accept().await;
     let late = record(&skewed, &confirm(&l, &scope, user(2).as_str()), &ledger).await;
     assert!(
         matches!(
