@@ -140,7 +140,8 @@ pub fn authorize_url(data: &[u8]) {
     if let Ok(redirect) = subscribe_types::RedirectUrl::new(input) {
         let sep = if redirect.as_str().contains('?') { '&' } else { '?' };
         let back = format!("{redirect}{sep}openid=oU&template_id=tpl&action=confirm&scene=7&reserved=abc");
-        let answer = subscribe_types::AuthorizationAnswer::parse(&back).expect("an accepted redirect URL reads back");
+        let answer =
+            subscribe_types::AuthorizationAnswer::parse(&back).expect("an accepted redirect URL reads back");
         assert_eq!(answer.openid().map(subscribe_types::OpenId::as_str), Some("oU"));
         assert_eq!((answer.template_id().as_str(), answer.scene().get()), ("tpl", 7));
         assert_eq!(answer.reserved().as_str(), "abc");

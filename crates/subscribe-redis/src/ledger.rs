@@ -216,10 +216,14 @@ impl RedisGrantLedger {
 }
 
 impl From<RedisError> for LedgerError {
-    /// A wrong URL or refused credentials fail the same way every time (`Unusable`); the rest
-    /// may pass later (`Backend`).
+    /// A wrong URL or prefix and a stored value not in this crate's format fail the same way
+    /// every time (`Unusable`: someone must act); the rest may pass later (`Backend`).
     fn from(e: RedisError) -> Self {
-        if e.is_configuration() { LedgerError::unusable(e) } else { LedgerError::backend(e) }
+        if e.is_configuration() || e.is_corrupt() {
+            LedgerError::unusable(e)
+        } else {
+            LedgerError::backend(e)
+        }
     }
 }
 

@@ -77,7 +77,7 @@ impl NotificationResults for SqlNotificationResults {
             .map_err(LedgerError::backend)?;
         row.map(|(openid, template_id, error_code, error_status, at_ms)| {
             let at_ms = u64::try_from(at_ms)
-                .map_err(|_| LedgerError::backend(SqlError::corrupt("wxsub_notification_results.at_ms")))?;
+                .map_err(|_| LedgerError::from(SqlError::corrupt("wxsub_notification_results.at_ms")))?;
             Ok(NotificationResult {
                 msgid,
                 openid,

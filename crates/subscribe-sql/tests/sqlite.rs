@@ -204,3 +204,36 @@ async fn the_file_and_the_directories_created_for_it_are_private_and_a_wider_fil
     drop(open(&old).await);
     assert_eq!(mode(&old), "600", "tightened to the owner's bits");
 }
+
+/// A stored value this crate never writes (a negative attempt count written by hand, a bad openid)
+/// is a corrupt row: `Unusable` (kind `Configuration`, someone must act), never `Backend`
+/// (`Retryable`), so a dispatcher stops on it instead of retrying it for ever.
+#[tokio::test]
+async fn a_corrupt_row_is_unusable_not_retryable() {
+    use subscribe_client::{ErrorKind, GrantLedger as _, LedgerError};
+    let path = fresh_path();
+    let ledger = subscribe_sql::SqlGrantLedger::new(open(&path).await);
+    let scope = common::scope("corrupt");
+    let (good, bad) = (scope.key(common::user(1)), scope.key(common::user(2)));
+    ledger.record(&good, common::now()).await.unwrap();
+    ledger.record(&bad, common::now()).await.unwrap();
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", path.display())).await.unwrap();
+    sqlx::query("UPDATE wxsub_grants SET attempts = -5 WHERE openid = $1")
+        .bind(bad.openid.as_str())
+        .execute(&pool)
+        .await
+        .unwrap();
+    let e = ledger.get(&bad).await.unwrap_err();
+    assert!(matches!(e, LedgerError::Unusable(_)), "{e:?}");
+    assert_eq!(e.kind(), ErrorKind::Configuration);
+    let source = std::error::Error::source(&e).unwrap().downcast_ref::<subscribe_sql::SqlError>().unwrap();
+    assert!(source.is_corrupt(), "{source}");
+    assert!(ledger.get(&good).await.unwrap().is_some(), "the other rows still read");
+    sqlx::query("UPDATE wxsub_grants SET openid = 'not an openid!' WHERE openid = $1")
+        .bind(good.openid.as_str())
+        .execute(&pool)
+        .await
+        .unwrap();
+    let e = ledger.pending_page(&scope, None, 10, common::now()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Configuration, "{e:?}");
+}

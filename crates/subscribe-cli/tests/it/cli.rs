@@ -855,7 +855,8 @@ async fn grants_record_verifies_the_state_and_records_each_answer_once() {
     // A callback whose state no key of ours signed (made up, or from `auth-url` without
     // --signed) records nothing.
     let unsigned =
-        wxsub(&s, &[&head[..], &["record", "--session", "shop-42", &callback(ALICE, "r1")]].concat(), None).await;
+        wxsub(&s, &[&head[..], &["record", "--session", "shop-42", &callback(ALICE, "r1")]].concat(), None)
+            .await;
     assert_eq!(unsigned.code, 2, "{unsigned:?}");
     assert!(unsigned.stdout.is_empty() && unsigned.stderr.contains("not valid"), "{unsigned:?}");
     // Verifying needs the session the state was bound to: none, or an empty one, is refused.

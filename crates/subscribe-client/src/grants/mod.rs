@@ -404,7 +404,7 @@ impl<T: GrantLedger + ?Sized> GrantLedger for std::sync::Arc<T> {
 /// |---|---|---|---|
 /// | `LeaseLost` | `Invalid` | the reservation is not the grant's current one: its lease lapsed and another sender took the grant, or it was settled already | leave the grant to its current holder; settling this reservation again fails the same way, and the grant must not be sent again from here |
 /// | `Backend` | `Retryable` | the ledger's backend failed or did not answer (connection lost, timeout) | try again later; a reserved grant comes back after its lease |
-/// | `Unusable` | `Configuration` | the backend refuses in a way no retry fixes: its credentials, its address or schema, a migration | fix the ledger's configuration |
+/// | `Unusable` | `Configuration` | the backend refuses in a way no retry fixes: its credentials, its address or schema, a migration, a stored value not in its format (a corrupt row) | fix the ledger's configuration, or the row |
 ///
 /// No variant prints its cause: a backend's error (a connection string, a query) is the
 /// [`source`](std::error::Error::source) only.
@@ -444,11 +444,11 @@ pub enum LedgerError {
     /// The reservation is no longer the grant's current one.
     #[error("the reservation was lost: its lease lapsed and another sender took the grant")]
     LeaseLost,
-    /// The backend failed (connection lost, timeout, corrupt value).
+    /// The backend failed (connection lost, timeout).
     #[error("grant ledger unavailable")]
     Backend(#[source] BoxError),
     /// The backend refuses in a way retrying will not fix: wrong credentials, a wrong address
-    /// or schema, a migration that failed.
+    /// or schema, a migration that failed, a stored value not in the backend's own format.
     #[error("grant ledger misconfigured")]
     Unusable(#[source] BoxError),
 }

@@ -14,14 +14,15 @@ pub(super) const KEY: &str = "appid = $1 AND template_id = $2 AND scene = $3 AND
 pub(super) const TAKEABLE: &str = "(state = 'P' OR (state = 'R' AND until_ms <= NOW_MS))";
 
 pub(super) fn corrupt(what: &'static str) -> LedgerError {
-    LedgerError::backend(SqlError::corrupt(what))
+    SqlError::corrupt(what).into()
 }
 
 impl From<SqlError> for LedgerError {
-    /// Refused credentials, a wrong URL and a failed migration fail the same way every time
-    /// (`Unusable`); the rest may pass later (`Backend`).
+    /// Refused credentials, a wrong URL, a failed migration and a stored value not in this
+    /// crate's format fail the same way every time (`Unusable`: someone must act); the rest
+    /// may pass later (`Backend`).
     fn from(e: SqlError) -> Self {
-        if e.is_authentication() || e.is_configuration() || e.is_migration() {
+        if e.is_authentication() || e.is_configuration() || e.is_migration() || e.is_corrupt() {
             LedgerError::unusable(e)
         } else {
             LedgerError::backend(e)
