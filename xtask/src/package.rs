@@ -8,6 +8,14 @@ use crate::run::{Result, cargo, root};
 
 /// `cargo package` for every crate under `crates/` in one run (the workspace's crates depend on
 /// each other; cargo verifies each against the others' packages).
+///
+/// Verification builds each package with its default features only, and that is enough: each
+/// crate's include list takes every source file by glob (`src/**/*.rs`), so a feature can only
+/// choose among files the package has; every dependency, optional ones included, must name a
+/// registry version to be packaged at all; and the files outside a crate that its code reads
+/// (`include_str!` of the workspace's docs) are read under `cfg(doctest)` only, never in a
+/// package's build. Every feature of the same sources is compiled by the test and doc steps.
+/// Checked by `include_lists_take_every_source_file` and `outside_files_are_read_only_by_doctests`.
 pub(crate) fn package() -> Result {
     let names = crate_names(&root())?;
     forget_unpacked(&names)?;
@@ -89,6 +97,49 @@ fn crate_names(root: &Path) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn include_lists_take_every_source_file() {
+        for dir in std::fs::read_dir(root().join("crates")).unwrap().flatten() {
+            let manifest = std::fs::read_to_string(dir.path().join("Cargo.toml")).unwrap();
+            let include = manifest.lines().find(|l| l.starts_with("include = ")).unwrap_or_default();
+            assert!(include.contains("\"src/**/*.rs\""), "{}: include = {include}", dir.path().display());
+        }
+    }
+
+    #[test]
+    fn outside_files_are_read_only_by_doctests() {
+        fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+            for entry in std::fs::read_dir(dir).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    out.push(path);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        walk(&root().join("crates"), &mut files);
+        for file in files.iter().filter(|f| f.components().any(|c| c.as_os_str() == "src")) {
+            let text = std::fs::read_to_string(file).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            for (i, line) in lines.iter().enumerate() {
+                if line.contains("include_str!(\"../../../") || line.contains("include_bytes!(\"../../../") {
+                    let attrs =
+                        lines[..i].iter().rev().take_while(|l| l.trim_start().starts_with("#[")).count();
+                    let doctest_only =
+                        lines[i - attrs..i].iter().any(|l| l.contains("cfg(") && l.contains("doctest"));
+                    assert!(
+                        doctest_only,
+                        "{}:{}: a file outside the crate read outside cfg(doctest)",
+                        file.display(),
+                        i + 1
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn every_crate_under_crates_is_packaged() {

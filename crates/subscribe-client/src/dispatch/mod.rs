@@ -129,6 +129,13 @@ impl Dispatcher {
     /// long-term template's (`kind` [`TemplateKind::LongTerm`]) stays pending for the next
     /// dispatch, until the user withdraws the subscription (43101 then drops it). Defaults as
     /// [`one_time`](Self::one_time).
+    ///
+    /// `kind` is yours to state: the dispatcher does not ask WeChat (the template library's
+    /// `type`, 2 one-time and 3 long-term, is in [`Client::templates`]'s list). Stated wrongly,
+    /// WeChat's own count bounds the harm, and no user gets a second message: a one-time
+    /// template stated as long-term keeps its delivered grant pending, and the next dispatch's
+    /// send to it is refused with 43101, which drops it (one refused send); a long-term
+    /// template stated as one-time uses each grant up after one message.
     pub fn mini_program<F>(
         client: Client,
         ledger: impl GrantLedger + 'static,
@@ -152,7 +159,7 @@ impl Dispatcher {
     /// pending grant of the library template `template_id` (recorded under
     /// [`GrantScope::notification`]), each built by `build`; a delivered
     /// notification's `msgid` is in its [`RecipientOutcome`]. A long-term template's grant
-    /// stays pending, as with [`mini_program`](Self::mini_program). Defaults as
+    /// stays pending, and `kind` is trusted, as with [`mini_program`](Self::mini_program). Defaults as
     /// [`one_time`](Self::one_time).
     pub fn notification<F>(
         client: Client,

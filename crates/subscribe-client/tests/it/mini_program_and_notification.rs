@@ -345,6 +345,30 @@ async fn a_long_term_subscription_stays_pending_after_a_dispatch_until_withdrawn
     }
 }
 
+/// The dispatcher trusts the `kind` it is given. A one-time template stated as long-term keeps
+/// its delivered grant pending; WeChat refuses the next dispatch's send (43101), which drops the
+/// grant: one refused send, and no user gets a second message.
+#[tokio::test]
+async fn a_one_time_template_stated_as_long_term_costs_one_refused_send_and_no_second_message() {
+    let mock = mock_with_stable_token("T1", 7200);
+    mock.push(ok_reply()).push(errcode_reply(43101, "user refuse to accept the msg"));
+    let client = builder(&mock, &clock()).build().unwrap();
+    let ledger = Arc::new(subscribe_client::InMemoryGrantLedger::new());
+    let alice = OpenId::new("oAlice").unwrap();
+    client.record_accepted(&alice, &accepted(LIBRARY_TEMPLATE), &ledger).await.unwrap();
+    let scope = GrantScope::mini_program(appid(), TemplateId::new(LIBRARY_TEMPLATE).unwrap());
+    let first = dispatch_mini_program(&client, &ledger, TemplateKind::LongTerm).await;
+    assert_eq!(first.progress.delivered, 1);
+    assert_eq!(ledger.counts(&scope, t0()).await.unwrap().pending, 1, "kept, as stated");
+    let second = dispatch_mini_program(&client, &ledger, TemplateKind::LongTerm).await;
+    assert_eq!((second.progress.delivered, second.progress.dropped), (0, 1), "{second:?}");
+    let counts = ledger.counts(&scope, t0()).await.unwrap();
+    assert_eq!((counts.pending, counts.dropped), (0, 1), "WeChat's refusal drops it");
+    let third = dispatch_mini_program(&client, &ledger, TemplateKind::LongTerm).await;
+    assert_eq!(third.progress.sent, 0, "nothing left to send");
+    mock.assert_count(MP_SEND, 2);
+}
+
 /// What WeChat did, its answer, the reads' kind, the changes' kind, the errcode.
 type LibraryCase =
     (&'static str, fn() -> MockReply, subscribe_client::ErrorKind, subscribe_client::ErrorKind, Option<i64>);
