@@ -1,0 +1,101 @@
+use std::time::Duration;
+
+use subscribe_sandbox::DEMO_APPID;
+
+use crate::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_is_served_from_memory_with_its_remaining_lifetime() {
+    let g = Running::start().await;
+    let r = g.http.get(g.token_url(DEMO_APPID)).bearer_auth(KEY_A).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let first: serde_json::Value = r.json().await.unwrap();
+    let token = first["access_token"].as_str().unwrap().to_owned();
+    assert!(!token.is_empty());
+    let left = first["expires_in"].as_u64().unwrap();
+    assert!((7000..=7200).contains(&left), "{left}");
+    for _ in 0..10 {
+        let (status, again) = g.get_token(DEMO_APPID, KEY_A).await;
+        assert_eq!(status, 200);
+        assert_eq!(again["access_token"], token.as_str());
+    }
+    assert_eq!(g.sandbox.state().stats().stable_token_requests, 1, "one request, then memory");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_reports_of_the_same_stale_token_make_one_token_request() {
+    let g = Running::start().await;
+    let (_, first) = g.get_token(DEMO_APPID, KEY_A).await;
+    let stale = first["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(g.sandbox.state().stats().stable_token_requests, 1);
+
+    // WeChat ends the token; fifty callers see it rejected and report it at once.
+    g.sandbox.state().revoke_tokens(Duration::ZERO);
+    let mut reports = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        let (http, url, stale) = (g.http.clone(), g.invalidate_url(DEMO_APPID), stale.clone());
+        reports.spawn(async move {
+            let r = http
+                .post(url)
+                .bearer_auth(KEY_A)
+                .json(&serde_json::json!({ "access_token": stale }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<serde_json::Value>().await.unwrap()
+        });
+    }
+    let mut answers = Vec::new();
+    while let Some(a) = reports.join_next().await {
+        answers.push(a.unwrap());
+    }
+    let fresh = answers[0]["access_token"].as_str().unwrap().to_owned();
+    assert_ne!(fresh, stale);
+    assert!(answers.iter().all(|a| a["access_token"] == fresh.as_str()), "each caller gets the new token");
+    assert_eq!(g.sandbox.state().stats().stable_token_requests, 2, "exactly one refresh for fifty reports");
+
+    // A late report of the same stale token, or of one never issued: the current token, no request.
+    for late in [stale.as_str(), "never-issued-token"] {
+        let (status, answer) = g.report(DEMO_APPID, KEY_A, late).await;
+        assert_eq!(status, 200);
+        assert_eq!(answer["access_token"], fresh.as_str());
+    }
+    let (_, now) = g.get_token(DEMO_APPID, KEY_A).await;
+    assert_eq!(now["access_token"], fresh.as_str());
+    assert_eq!(g.sandbox.state().stats().stable_token_requests, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_that_is_not_a_token_is_refused_without_a_request() {
+    let g = Running::start().await;
+    let post = |body: &'static str| {
+        g.http
+            .post(g.invalidate_url(DEMO_APPID))
+            .bearer_auth(KEY_A)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let r = post("not json").await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"], "invalid_body");
+    let r = post(r#"{"token": "x"}"#).await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = post(r#"{"access_token": ""}"#).await.unwrap();
+    assert_eq!(r.status(), 422);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"], "invalid_token");
+    assert_eq!(g.sandbox.state().stats().stable_token_requests, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_answers_without_io_and_readiness_reads_the_store() {
+    let g = Running::start().await;
+    let r = g.http.get(g.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = g.http.get(g.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["ready"], true);
+    assert_eq!(g.sandbox.state().stats().stable_token_requests, 0, "no token is fetched for either");
+}
