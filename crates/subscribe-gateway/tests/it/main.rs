@@ -12,6 +12,7 @@ mod tokens;
 use std::net::SocketAddr;
 use std::path::Path;
 
+use subscribe_client::SharedTokenStore;
 use subscribe_gateway::{Config, Gateway, KeyHash, ServeLimits, serve};
 use subscribe_sandbox::{AppConfig, DEMO_APPID, DEMO_SECRET, SandboxConfig, SandboxHandle};
 use subscribe_types::AppId;
@@ -95,11 +96,20 @@ pub struct Running {
 impl Running {
     /// Starts a sandbox and a gateway on it with the test configuration.
     pub async fn start() -> Self {
+        Self::start_with(|text| text, None).await
+    }
+
+    /// Starts a sandbox and a gateway on it with the test configuration changed by `edit`,
+    /// on `store` when given (else the configuration's).
+    pub async fn start_with(edit: impl FnOnce(String) -> String, store: Option<SharedTokenStore>) -> Self {
         let sandbox = sandbox().await;
         let dir = TempDir::new().unwrap();
-        let text = config_text(dir.path(), &sandbox.base_url());
+        let text = edit(config_text(dir.path(), &sandbox.base_url()));
         let config = Config::parse(&text, dir.path(), &|_| None).unwrap();
-        let gateway = Gateway::start(&config).await.unwrap();
+        let gateway = match store {
+            Some(store) => Gateway::with_store(&config, store).unwrap(),
+            None => Gateway::start(&config).await.unwrap(),
+        };
         let listener = tokio::net::TcpListener::bind(config.server.listen).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

@@ -1,6 +1,10 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use subscribe_client::{CachedToken, SharedTokenStore, TokenStore, TokenStoreError};
 use subscribe_sandbox::DEMO_APPID;
+use subscribe_types::{AccessToken, AppId};
 
 use crate::*;
 
@@ -98,4 +102,62 @@ async fn health_answers_without_io_and_readiness_reads_the_store() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<serde_json::Value>().await.unwrap()["ready"], true);
     assert_eq!(g.sandbox.state().stats().stable_token_requests, 0, "no token is fetched for either");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_on_the_classic_endpoint_gets_its_token_there() {
+    let g = Running::start_with(
+        |text| {
+            text.replacen(
+                "secret_file = \"secret-a\"",
+                "secret_file = \"secret-a\"\ntoken_endpoint = \"classic\"",
+                1,
+            )
+        },
+        None,
+    )
+    .await;
+    let (status, body) = g.get_token(DEMO_APPID, KEY_A).await;
+    assert_eq!(status, 200, "{body}");
+    let counts = g.sandbox.state().stats();
+    assert_eq!((counts.classic_token_requests, counts.stable_token_requests), (1, 0));
+}
+
+/// A token store that is down: every call fails, and loads are counted.
+#[derive(Debug, Default)]
+struct DownStore {
+    loads: AtomicUsize,
+}
+
+#[subscribe_client::async_trait]
+impl TokenStore for DownStore {
+    async fn load(&self, _: &AppId) -> Result<Option<CachedToken>, TokenStoreError> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        Err(TokenStoreError::new("the store is down"))
+    }
+    async fn save(&self, _: &AppId, _: &CachedToken) -> Result<CachedToken, TokenStoreError> {
+        Err(TokenStoreError::new("the store is down"))
+    }
+    async fn invalidate(&self, _: &AppId, _: &AccessToken) -> Result<bool, TokenStoreError> {
+        Err(TokenStoreError::new("the store is down"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_fails_while_the_store_is_down_and_many_probes_read_it_once() {
+    let store = Arc::new(DownStore::default());
+    let g = Running::start_with(|text| text, Some(Arc::clone(&store) as SharedTokenStore)).await;
+    let mut probes = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let (http, url) = (g.http.clone(), g.url("/readyz"));
+        probes.spawn(async move { http.get(url).send().await.unwrap().status().as_u16() });
+    }
+    while let Some(status) = probes.join_next().await {
+        assert_eq!(status.unwrap(), 503);
+    }
+    assert_eq!(store.loads.load(Ordering::SeqCst), 1, "one read of the store, its answer cached");
+    // The process still serves: health without I/O, and tokens straight from WeChat (the
+    // client keeps them in memory while its store is down).
+    assert_eq!(g.http.get(g.url("/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(g.get_token(DEMO_APPID, KEY_A).await.0, 200);
 }
