@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 mod config;
+mod fleet;
 mod guard;
 mod redaction;
 mod tokens;

@@ -2,7 +2,7 @@
 //! secrets behind them: the apps' secrets, the API keys, a database password and the tokens.
 
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use subscribe_gateway::{Config, Gateway, StartError, StoreConfig};
 use subscribe_sandbox::{DEMO_APPID, DEMO_SECRET};
@@ -87,18 +87,28 @@ async fn start_errors_show_no_password() {
     assert_clean("a start error", &shown, &["hunter2", DEMO_SECRET]);
 }
 
-/// The whole token flow with every log line captured (the tests of this module run on one
-/// thread, so the subscriber sees the gateway's, the client's and the server's lines).
-#[tokio::test]
-async fn logs_show_no_secret_key_or_token() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+/// Every log line of this test binary from the first call on: a global subscriber, since a
+/// thread's own (`set_default`) misses events whose callsites another test's thread had
+/// already found uninteresting.
+fn captured() -> &'static Captured {
+    static CAPTURED: OnceLock<Captured> = OnceLock::new();
+    CAPTURED.get_or_init(|| {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        captured
+    })
+}
 
+/// The whole token flow with its log lines captured (and those of the tests running beside
+/// it, which must show no secret either).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_show_no_secret_key_or_token() {
+    let captured = captured();
     let g = Running::start().await;
     let (_, first) = g.get_token(DEMO_APPID, KEY_A).await;
     let stale = first["access_token"].as_str().unwrap().to_owned();
