@@ -158,8 +158,3 @@ fn token_error(client: &Client, e: &TokenError) -> Response {
     warn!(appid = %client.appid(), error = %e, "no access token to serve");
     error(StatusCode::SERVICE_UNAVAILABLE, "token_unavailable", &e.to_string())
 }
-
-/// Any other path.
-pub(crate) async fn not_found() -> Response {
-    error(StatusCode::NOT_FOUND, "not_found", "no such route")
-}

@@ -121,6 +121,9 @@ impl Gateway {
     /// | `POST /v1/apps/{appid}/access_token/invalidate` | the token after the reported one was rejected (scope `token:read`) |
     /// | `GET /healthz` | 200 while the process serves (no I/O) |
     /// | `GET /readyz` | 200 when the token store answers, else 503 (cached for a few seconds) |
+    ///
+    /// It sets no fallback, so it merges into an app that has one (`Router::merge` refuses two
+    /// fallbacks); its layers apply to its own routes only.
     pub fn router(&self) -> Router {
         let server = &self.shared.server;
         Router::new()
@@ -128,7 +131,6 @@ impl Gateway {
             .route("/v1/apps/{appid}/access_token/invalidate", post(api::invalidate))
             .route("/healthz", get(health::healthz))
             .route("/readyz", get(health::readyz))
-            .fallback(api::not_found)
             .with_state(self.clone())
             .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, server.request_timeout))
             .layer(RequestBodyTimeoutLayer::new(server.request_timeout))

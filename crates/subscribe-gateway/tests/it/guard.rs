@@ -101,3 +101,28 @@ async fn a_connection_that_sends_nothing_is_cut_off_while_others_are_served() {
     let waited = started.elapsed();
     assert!(waited >= Duration::from_millis(250), "not before the header-read timeout: {waited:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_trickles_is_cut_off_while_others_are_served() {
+    let g = Running::start_with(
+        |text| text.replacen("[server]\n", "[server]\nrequest_timeout_ms = 500\n", 1),
+        None,
+    )
+    .await;
+    let mut conn = tokio::net::TcpStream::connect(g.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/apps/{DEMO_APPID}/access_token/invalidate HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY_A}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"access"
+    );
+    conn.write_all(head.as_bytes()).await.unwrap(); // and the other 92 bytes never come
+    let started = Instant::now();
+    assert_eq!(g.get_token(DEMO_APPID, KEY_A).await.0, 200, "another caller is served meanwhile");
+    let mut answer = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut answer))
+        .await
+        .expect("the trickling request is answered")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(started.elapsed() >= Duration::from_millis(400));
+}

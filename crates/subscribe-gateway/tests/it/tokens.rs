@@ -161,3 +161,26 @@ async fn readiness_fails_while_the_store_is_down_and_many_probes_read_it_once() 
     assert_eq!(g.http.get(g.url("/healthz")).send().await.unwrap().status(), 200);
     assert_eq!(g.get_token(DEMO_APPID, KEY_A).await.0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_mounts_into_an_app_with_routes_and_a_fallback_of_its_own() {
+    let sandbox = sandbox().await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let text = config_text(dir.path(), &sandbox.base_url());
+    let config = subscribe_gateway::Config::parse(&text, dir.path(), &|_| None).unwrap();
+    let gateway = subscribe_gateway::Gateway::start(&config).await.unwrap();
+    let app = axum::Router::new()
+        .route("/", axum::routing::get(|| async { "the integrator's own page" }))
+        .fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "the integrator's 404") })
+        .merge(gateway.router());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let http = reqwest::Client::new();
+    let page = http.get(format!("http://{addr}/")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(page, "the integrator's own page");
+    let url = format!("http://{addr}/v1/apps/{DEMO_APPID}/access_token");
+    assert_eq!(http.get(&url).bearer_auth(KEY_A).send().await.unwrap().status(), 200);
+    let missing = http.get(format!("http://{addr}/nothing")).send().await.unwrap();
+    assert_eq!(missing.text().await.unwrap(), "the integrator's 404");
+}
