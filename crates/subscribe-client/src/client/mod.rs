@@ -130,4 +130,22 @@ impl Client {
     pub async fn token(&self) -> Result<CachedToken, TokenError> {
         self.inner.tokens.get_cached().await
     }
+
+    /// WeChat rejected `rejected` (40001, 40014 or 42001) on a call made outside this client:
+    /// returns a different valid token with its expiry. Compare and invalidate, as the client's
+    /// own sends do: while `rejected` is the current token it is dropped (here and, if it is
+    /// still the stored one, in the token store) and one refresh runs, however many callers
+    /// report the same token at once, each of them answered with its result; when `rejected`
+    /// is no longer the current token (another caller's report already replaced it, or it was
+    /// never current), the current token is returned without a request. This is no force
+    /// refresh: a caller cannot make the client ask WeChat for a token while the current one
+    /// is valid and not the one reported. Do not log the result.
+    ///
+    /// # Errors
+    /// [`TokenError`] when no other token can be had (among them
+    /// [`TokenError::RejectedTokenReissued`] when the token endpoint keeps handing the rejected
+    /// token back).
+    pub async fn token_rejected(&self, rejected: &AccessToken) -> Result<CachedToken, TokenError> {
+        self.inner.tokens.rejected(rejected).await
+    }
 }

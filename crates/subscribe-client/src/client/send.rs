@@ -88,7 +88,7 @@ impl Client {
                 Verdict::RefreshTokenAndReplay => {
                     warn!(attempt, errcode, "access token rejected; refreshing and replaying once");
                     let rejected = token.take().expect("a token replay needs a token");
-                    token = Some(inner.tokens.rejected(&rejected).await?);
+                    token = Some(inner.tokens.rejected(&rejected).await?.token().clone());
                 }
                 Verdict::Fail(failure) => {
                     warn!(attempt, errcode, ?seen, ?failure, "call failed");

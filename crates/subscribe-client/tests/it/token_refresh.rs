@@ -337,3 +337,31 @@ async fn each_token_endpoint_refusal_is_typed() {
         assert_eq!(cooling, code != -1, "{code}");
     }
 }
+
+#[tokio::test]
+async fn token_rejected_refreshes_once_for_many_reports_of_the_same_token() {
+    let mock = MockTransport::new();
+    counting_stable(&mock, 7200);
+    let clock = clock();
+    let client = builder(&mock, &clock).build().unwrap();
+    let first = client.token().await.unwrap();
+    let stale = first.token().clone();
+    let mut reports = Vec::new();
+    for _ in 0..50 {
+        let (c, t) = (client.clone(), stale.clone());
+        reports.push(tokio::spawn(async move { c.token_rejected(&t).await }));
+    }
+    for r in reports {
+        let answer = r.await.unwrap().unwrap();
+        assert_eq!(answer.token().expose_secret(), "T2", "each report is answered with the new token");
+        assert_eq!(answer.expires_at(), t0() + Duration::from_secs(7200));
+    }
+    mock.assert_count(STABLE_TOKEN_PATH, 2);
+    // A late report of the same stale token, and one of a token that was never current: the
+    // current token, without a request.
+    let late = client.token_rejected(&stale).await.unwrap();
+    assert_eq!(late.token().expose_secret(), "T2");
+    let unknown = client.token_rejected(&AccessToken::new("never-issued").unwrap()).await.unwrap();
+    assert_eq!(unknown.token().expose_secret(), "T2");
+    mock.assert_count(STABLE_TOKEN_PATH, 2);
+}

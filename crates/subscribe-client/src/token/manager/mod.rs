@@ -183,14 +183,14 @@ impl TokenManager {
     pub(crate) async fn rejected(
         self: &Arc<Self>,
         rejected: &AccessToken,
-    ) -> Result<AccessToken, TokenError> {
+    ) -> Result<CachedToken, TokenError> {
         {
             let mut st = lock(&self.state);
             if st.local.as_ref().is_some_and(|l| l.cached.token() == rejected) {
                 st.local = None;
             }
         }
-        self.obtain(Some(rejected)).await.map(|t| t.token().clone())
+        self.obtain(Some(rejected)).await
     }
 
     /// Starts a flight for a caller waiting until `deadline`, or (`None`) in the background.

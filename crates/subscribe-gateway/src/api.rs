@@ -1,0 +1,160 @@
+//! The token endpoints, and the answers every route shares: a missing, malformed or unknown
+//! API key is answered 401 with one body; a known key without the scope for the app in the
+//! path, 403 with one body, whether that app exists or not.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::header::{CACHE_CONTROL, WWW_AUTHENTICATE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use http_body_util::LengthLimitError;
+use serde::Deserialize;
+use serde_json::json;
+use subscribe_client::{CachedToken, Client, TokenError};
+use subscribe_types::AccessToken;
+use tracing::{info, warn};
+
+use crate::Gateway;
+use crate::config::Scope;
+
+/// An answer with a JSON body `{"error": code, "message": message}`.
+pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, Json(json!({"error": code, "message": message}))).into_response()
+}
+
+/// Why a request was refused before anything was done for it.
+#[derive(Clone, Copy, Debug)]
+enum Refusal {
+    /// A missing, malformed or unknown key: one answer for all three.
+    Unauthorized,
+    /// A known key used where it has no scope: one answer for any appid, listed or not.
+    Forbidden,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Unauthorized => {
+                let mut r = error(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "a valid API key is needed: Authorization: Bearer <key>",
+                );
+                r.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                r
+            }
+            Self::Forbidden => {
+                error(StatusCode::FORBIDDEN, "forbidden", "this API key may not do this for this app")
+            }
+        }
+    }
+}
+
+impl Gateway {
+    /// The client of `appid` when the key in `headers` may do `scope` for it.
+    fn authorize(&self, headers: &HeaderMap, appid: &str, scope: Scope) -> Result<&Client, Refusal> {
+        let key = self.shared.keys.authenticate(headers).ok_or(Refusal::Unauthorized)?;
+        if !key.allows(appid, scope) {
+            info!(key = %key.name, scope = ?scope, "refused: the key has no scope for the app asked for");
+            return Err(Refusal::Forbidden);
+        }
+        // A scope names only listed apps (checked at start).
+        self.shared.apps.get(appid).ok_or(Refusal::Forbidden)
+    }
+}
+
+/// `GET /v1/apps/{appid}/access_token`.
+pub(crate) async fn get_token(
+    State(gw): State<Gateway>,
+    Path(appid): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let client = match gw.authorize(&headers, &appid, Scope::TokenRead) {
+        Ok(c) => c,
+        Err(refusal) => return refusal.into_response(),
+    };
+    match client.token().await {
+        Ok(token) => token_answer(client, &token),
+        Err(e) => token_error(client, &e),
+    }
+}
+
+/// What a caller reports: the token WeChat rejected.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Report {
+    access_token: String,
+}
+
+/// `POST /v1/apps/{appid}/access_token/invalidate` with `{"access_token": "<rejected>"}`.
+pub(crate) async fn invalidate(
+    State(gw): State<Gateway>,
+    Path(appid): Path<String>,
+    request: Request,
+) -> Response {
+    let client = match gw.authorize(request.headers(), &appid, Scope::TokenRead) {
+        Ok(c) => c.clone(),
+        Err(refusal) => return refusal.into_response(),
+    };
+    // Read only once the key is known; the body limit and body timeout layers bound it.
+    let body = match Bytes::from_request(request, &()).await {
+        Ok(b) => b,
+        Err(rejection) if over_limit(&rejection) => {
+            return error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "the request body is too large");
+        }
+        Err(_) => {
+            return error(StatusCode::BAD_REQUEST, "unreadable_body", "the request body could not be read");
+        }
+    };
+    let report: Report = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            let message = format!("expected {{\"access_token\": \"<the rejected token>\"}}: {e}");
+            return error(StatusCode::BAD_REQUEST, "invalid_body", &message);
+        }
+    };
+    let rejected = match AccessToken::new(report.access_token) {
+        Ok(t) => t,
+        Err(e) => {
+            return error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_token", &format!("access_token: {e}"));
+        }
+    };
+    match client.token_rejected(&rejected).await {
+        Ok(token) => token_answer(&client, &token),
+        Err(e) => token_error(&client, &e),
+    }
+}
+
+/// Whether a body was refused for its size: by axum's own limit, or by the body-limit layer
+/// while a body without a `Content-Length` was read (its `LengthLimitError` sits somewhere in
+/// the error's chain).
+fn over_limit(rejection: &BytesRejection) -> bool {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return true;
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+    while let Some(e) = cause {
+        if e.is::<LengthLimitError>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
+/// `{"access_token": "...", "expires_in": <whole seconds left>}`, never cached by a proxy.
+fn token_answer(client: &Client, token: &CachedToken) -> Response {
+    let left = token.expires_at().duration_since(client.clock().now()).unwrap_or_default();
+    let body = json!({"access_token": token.token().expose_secret(), "expires_in": left.as_secs()});
+    let mut r = Json(body).into_response();
+    r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// 503 with the client's error (which holds no secret).
+fn token_error(client: &Client, e: &TokenError) -> Response {
+    warn!(appid = %client.appid(), error = %e, "no access token to serve");
+    error(StatusCode::SERVICE_UNAVAILABLE, "token_unavailable", &e.to_string())
+}

@@ -1,0 +1,476 @@
+//! [`Config`]: the gateway's TOML configuration, read and checked key by key at start. Every
+//! secret comes from the environment or a file, never from the file itself; every refusal is a
+//! [`ConfigError`] naming the key.
+
+mod error;
+mod raw;
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use subscribe_client::TokenEndpoint;
+use subscribe_types::{AppId, AppSecret};
+use zeroize::Zeroizing;
+
+pub use error::{ConfigError, ConfigProblem};
+use raw::{Endpoint, RawApp, RawConfig, RawKey, RawServer, RawStore, StoreKind};
+
+use crate::keys::{KeyHash, MIN_KEY_CHARS};
+
+/// The address the gateway listens on unless `server.listen` says otherwise: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8700";
+
+/// The whole configuration, checked. Its `Debug` shows no secret.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Config {
+    /// `[server]`: where to listen and the limits of a request.
+    pub server: ServerConfig,
+    /// `[store]`: where the access tokens are kept.
+    pub store: StoreConfig,
+    /// `[[apps]]`, in the file's order.
+    pub apps: Vec<AppConfig>,
+    /// `[[keys]]`, in the file's order.
+    pub keys: Vec<KeyConfig>,
+}
+
+/// `[server]`.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// `listen` (default [`DEFAULT_LISTEN`]).
+    pub listen: SocketAddr,
+    /// `request_timeout_ms` (default 30 000): the longest a request may take, its body
+    /// included; longer ones are answered 408.
+    pub request_timeout: Duration,
+    /// `header_read_timeout_ms` (default 5 000): a connection that has not sent a request's
+    /// headers by then (one that sends nothing at all included) is closed.
+    pub header_read_timeout: Duration,
+    /// `max_body_bytes` (default 16 384): a larger request body is answered 413.
+    pub max_body_bytes: usize,
+    /// `max_connections` (default 1 024): connections served at once; more wait in the
+    /// listen queue.
+    pub max_connections: usize,
+}
+
+/// `[store]`: where the access tokens are kept (shared by every gateway on the same store).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StoreConfig {
+    /// `kind = "sqlite"` (the default): one file, `path` (default `subscribe-gateway.db`, beside
+    /// the configuration file).
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// `kind = "postgres"`: `url_env`, `url_file` or a `url` without a password; `schema`.
+    Postgres {
+        /// The connection URL.
+        url: SecretUrl,
+        /// The schema for the tables (default: the connection's `search_path`).
+        schema: Option<String>,
+    },
+    /// `kind = "redis"`: `url_env`, `url_file` or a `url` without a password; `prefix`.
+    Redis {
+        /// The connection URL.
+        url: SecretUrl,
+        /// The key prefix (default: `subscribe-redis`'s).
+        prefix: Option<String>,
+    },
+}
+
+/// A database URL, which may carry a password: its `Debug` shows nothing of it.
+#[derive(Clone)]
+pub struct SecretUrl(Zeroizing<String>);
+
+impl SecretUrl {
+    /// The URL. Keep it out of logs.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretUrl([redacted])")
+    }
+}
+
+/// What an app is; the token service treats both alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AppKind {
+    /// `kind = "official_account"` (公众号).
+    OfficialAccount,
+    /// `kind = "mini_program"` (小程序).
+    MiniProgram,
+}
+
+/// One `[[apps]]` entry.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct AppConfig {
+    /// `appid`.
+    pub appid: AppId,
+    /// `kind`.
+    pub kind: AppKind,
+    /// `token_endpoint`: `"stable"` (the default) or `"classic"`.
+    pub token_endpoint: TokenEndpoint,
+    /// `api_base`: WeChat's API base, overridden (for the sandbox); default WeChat's own.
+    pub api_base: Option<String>,
+    /// The AppSecret, from `secret_env` or `secret_file`. Its `Debug` is redacted.
+    pub secret: AppSecret,
+}
+
+/// What an API key may do for one app.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[non_exhaustive]
+pub enum Scope {
+    /// `"token:read"`: read the app's access token and report a rejected one.
+    #[serde(rename = "token:read")]
+    TokenRead,
+    /// `"send"`: send messages as the app (the send API; accepted now, used by a later step).
+    #[serde(rename = "send")]
+    Send,
+    /// `"grants"`: manage the app's grants (accepted now, used by a later step).
+    #[serde(rename = "grants")]
+    Grants,
+}
+
+/// One `[[keys]]` entry.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct KeyConfig {
+    /// `name`: who holds the key, for logs.
+    pub name: String,
+    /// The key's SHA-256 (`sha256`, or computed from `key_env` / `key_file`).
+    pub hash: KeyHash,
+    /// `scopes`: per appid, what the key may do.
+    pub scopes: BTreeMap<AppId, Vec<Scope>>,
+}
+
+impl Config {
+    /// Reads and checks the file at `path`, taking secrets from this process's environment
+    /// and from files (relative paths are taken from the configuration file's directory).
+    ///
+    /// # Errors
+    /// The first [`ConfigError`] met, naming its key.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(
+                "",
+                ConfigProblem::FileUnreadable { path: path.to_owned(), reason: e.kind().to_string() },
+            )
+        })?;
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        Self::parse(&text, base, &|name| std::env::var_os(name))
+    }
+
+    /// Checks `text`, with relative paths taken from `base` and environment variables read
+    /// through `env` (tests pass their own, since setting the process's environment is unsafe).
+    ///
+    /// # Errors
+    /// The first [`ConfigError`] met, naming its key.
+    pub fn parse(
+        text: &str,
+        base: &Path,
+        env: &dyn Fn(&str) -> Option<OsString>,
+    ) -> Result<Self, ConfigError> {
+        let raw = read_toml(text)?;
+        let reader = Reader { base, env };
+        let server = server(&raw.server)?;
+        let store = reader.store(raw.store)?;
+        let mut apps: Vec<AppConfig> = Vec::new();
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for (i, app) in raw.apps.into_iter().enumerate() {
+            let app = reader.app(i, app)?;
+            if let Some(first) = seen.insert(app.appid.as_str().to_owned(), i) {
+                let first = format!("apps[{first}].appid");
+                return Err(ConfigError::new(format!("apps[{i}].appid"), ConfigProblem::Duplicate { first }));
+            }
+            apps.push(app);
+        }
+        let mut keys: Vec<KeyConfig> = Vec::new();
+        let mut names: HashMap<String, usize> = HashMap::new();
+        for (i, key) in raw.keys.into_iter().enumerate() {
+            let key = reader.key(i, key, &apps)?;
+            if let Some(first) = names.insert(key.name.clone(), i) {
+                let first = format!("keys[{first}].name");
+                return Err(ConfigError::new(format!("keys[{i}].name"), ConfigProblem::Duplicate { first }));
+            }
+            if let Some(first) = keys.iter().position(|k| k.hash == key.hash) {
+                let first = format!("keys[{first}]");
+                return Err(ConfigError::new(format!("keys[{i}]"), ConfigProblem::Duplicate { first }));
+            }
+            keys.push(key);
+        }
+        if apps.is_empty() {
+            return Err(ConfigError::new(
+                "apps",
+                ConfigProblem::Missing { one_of: "at least one [[apps]] entry" },
+            ));
+        }
+        Ok(Self { server, store, apps, keys })
+    }
+}
+
+/// The TOML read into its shape. A syntax error is reported by line and column, never with
+/// the line's text (it may hold a secret); a shape error by its key's path.
+fn read_toml(text: &str) -> Result<RawConfig, ConfigError> {
+    let located = |e: &toml::de::Error| {
+        let at = e.span().map_or(0, |s| s.start).min(text.len());
+        let before = &text[..at];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        (line, column)
+    };
+    let de = toml::Deserializer::parse(text).map_err(|e| {
+        let (line, column) = located(&e);
+        ConfigError::new("", ConfigProblem::Syntax { line, column, message: e.message().to_owned() })
+    })?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let key = if key == "." { String::new() } else { key };
+        ConfigError::new(key, ConfigProblem::Shape(e.into_inner().message().to_owned()))
+    })
+}
+
+fn server(raw: &RawServer) -> Result<ServerConfig, ConfigError> {
+    let listen = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+    let listen: SocketAddr = listen
+        .parse()
+        .map_err(|_| invalid("server.listen", "an IP address and a port, such as \"127.0.0.1:8700\""))?;
+    let positive = |key: &str, v: Option<u64>, default: u64| match v {
+        Some(0) => Err(invalid(key, "more than 0")),
+        v => Ok(Duration::from_millis(v.unwrap_or(default))),
+    };
+    let count = |key: &str, v: Option<usize>, default: usize| match v {
+        Some(0) => Err(invalid(key, "more than 0")),
+        v => Ok(v.unwrap_or(default)),
+    };
+    Ok(ServerConfig {
+        listen,
+        request_timeout: positive("server.request_timeout_ms", raw.request_timeout_ms, 30_000)?,
+        header_read_timeout: positive("server.header_read_timeout_ms", raw.header_read_timeout_ms, 5_000)?,
+        max_body_bytes: count("server.max_body_bytes", raw.max_body_bytes, 16 * 1024)?,
+        max_connections: count("server.max_connections", raw.max_connections, 1024)?,
+    })
+}
+
+fn invalid(key: impl Into<String>, rule: impl Into<String>) -> ConfigError {
+    ConfigError::new(key, ConfigProblem::Invalid { rule: rule.into() })
+}
+
+/// Reads secrets from the environment and from files.
+struct Reader<'a> {
+    base: &'a Path,
+    env: &'a dyn Fn(&str) -> Option<OsString>,
+}
+
+impl Reader<'_> {
+    /// The value of exactly one of `{prefix}_env` and `{prefix}_file` (the file's content less
+    /// one trailing line break).
+    fn secret(
+        &self,
+        at: &str,
+        (env_key, env): (&'static str, Option<String>),
+        (file_key, file): (&'static str, Option<String>),
+        one_of: &'static str,
+    ) -> Result<(String, Zeroizing<String>), ConfigError> {
+        match (env, file) {
+            (Some(_), Some(_)) => {
+                Err(ConfigError::new(format!("{at}.{env_key}"), ConfigProblem::Exclusive { other: file_key }))
+            }
+            (None, None) => Err(ConfigError::new(at, ConfigProblem::Missing { one_of })),
+            (Some(name), None) => {
+                let key = format!("{at}.{env_key}");
+                let value = (self.env)(&name)
+                    .ok_or_else(|| ConfigError::new(&key, ConfigProblem::EnvNotSet { name: name.clone() }))?;
+                let value = Zeroizing::new(
+                    value
+                        .into_string()
+                        .map_err(|_| ConfigError::new(&key, ConfigProblem::EnvNotUnicode { name }))?,
+                );
+                Ok((key, value))
+            }
+            (None, Some(path)) => {
+                let key = format!("{at}.{file_key}");
+                let path = self.base.join(path);
+                let mut value = Zeroizing::new(std::fs::read_to_string(&path).map_err(|e| {
+                    ConfigError::new(
+                        &key,
+                        ConfigProblem::SecretFileUnreadable {
+                            path: path.clone(),
+                            reason: e.kind().to_string(),
+                        },
+                    )
+                })?);
+                let kept = value.trim_end_matches(['\n', '\r']).len();
+                value.truncate(kept);
+                Ok((key, value))
+            }
+        }
+    }
+
+    fn store(&self, raw: RawStore) -> Result<StoreConfig, ConfigError> {
+        let url_keys = [("store.url", raw.url.is_some()), ("store.url_env", raw.url_env.is_some())];
+        let url_keys = url_keys.into_iter().chain([("store.url_file", raw.url_file.is_some())]);
+        if raw.kind == StoreKind::Sqlite {
+            if let Some((key, _)) = url_keys.into_iter().find(|(_, given)| *given) {
+                return Err(invalid(key, "a SQLite store takes `path`, not a URL"));
+            }
+            let path = self.base.join(raw.path.as_deref().unwrap_or("subscribe-gateway.db"));
+            return Ok(StoreConfig::Sqlite { path });
+        }
+        if raw.path.is_some() {
+            return Err(invalid(
+                "store.path",
+                "only a SQLite store takes `path`; PostgreSQL and Redis take a URL",
+            ));
+        }
+        let url = match raw.url {
+            Some(url) if raw.url_env.is_some() || raw.url_file.is_some() => {
+                drop(Zeroizing::new(url));
+                return Err(ConfigError::new(
+                    "store.url",
+                    ConfigProblem::Exclusive { other: "url_env or url_file" },
+                ));
+            }
+            Some(url) => {
+                let url = Zeroizing::new(url);
+                if has_password(&url) {
+                    return Err(ConfigError::new(
+                        "store.url",
+                        ConfigProblem::InlineSecret {
+                            instead: "`url_env` or `url_file` for a URL with a password",
+                        },
+                    ));
+                }
+                url
+            }
+            None => {
+                let one_of = "`url`, `url_env` or `url_file`";
+                self.secret("store", ("url_env", raw.url_env), ("url_file", raw.url_file), one_of)?.1
+            }
+        };
+        let url = SecretUrl(url);
+        if raw.kind == StoreKind::Postgres {
+            if raw.prefix.is_some() {
+                return Err(invalid("store.prefix", "only a Redis store takes `prefix`"));
+            }
+            return Ok(StoreConfig::Postgres { url, schema: raw.schema });
+        }
+        if raw.schema.is_some() {
+            return Err(invalid("store.schema", "only a PostgreSQL store takes `schema`"));
+        }
+        Ok(StoreConfig::Redis { url, prefix: raw.prefix })
+    }
+
+    fn app(&self, i: usize, raw: RawApp) -> Result<AppConfig, ConfigError> {
+        let at = format!("apps[{i}]");
+        if raw.secret.is_some() {
+            return Err(ConfigError::new(
+                format!("{at}.secret"),
+                ConfigProblem::InlineSecret { instead: "`secret_env` or `secret_file`" },
+            ));
+        }
+        let appid = AppId::new(&raw.appid).map_err(|e| invalid(format!("{at}.appid"), e.to_string()))?;
+        if let Some(base) = &raw.api_base
+            && !(base.starts_with("http://") || base.starts_with("https://"))
+        {
+            return Err(invalid(format!("{at}.api_base"), "an absolute http(s) URL"));
+        }
+        let one_of = "`secret_env` or `secret_file`";
+        let (key, value) =
+            self.secret(&at, ("secret_env", raw.secret_env), ("secret_file", raw.secret_file), one_of)?;
+        // `AppSecret::new` takes a `String`: the copy it keeps is its own (zeroed on drop);
+        // `value` is zeroed here.
+        let secret = AppSecret::new(value.as_str()).map_err(|e| invalid(key, e.to_string()))?;
+        let token_endpoint = match raw.token_endpoint {
+            Endpoint::Stable => TokenEndpoint::Stable,
+            Endpoint::Classic => TokenEndpoint::Classic,
+        };
+        Ok(AppConfig {
+            appid,
+            kind: raw.kind,
+            token_endpoint,
+            api_base: raw.api_base.map(|b| b.trim_end_matches('/').to_owned()),
+            secret,
+        })
+    }
+
+    fn key(&self, i: usize, raw: RawKey, apps: &[AppConfig]) -> Result<KeyConfig, ConfigError> {
+        let at = format!("keys[{i}]");
+        if raw.key.is_some() {
+            return Err(ConfigError::new(
+                format!("{at}.key"),
+                ConfigProblem::InlineSecret {
+                    instead: "`sha256` (from `subscribe-gateway hash-key`), `key_env` or `key_file`",
+                },
+            ));
+        }
+        if raw.name.trim().is_empty() {
+            return Err(invalid(format!("{at}.name"), "not empty"));
+        }
+        let hash = match raw.sha256 {
+            Some(_) if raw.key_env.is_some() || raw.key_file.is_some() => {
+                return Err(ConfigError::new(
+                    format!("{at}.sha256"),
+                    ConfigProblem::Exclusive { other: "key_env or key_file" },
+                ));
+            }
+            Some(hex) => KeyHash::from_hex(&hex).ok_or_else(|| {
+                invalid(format!("{at}.sha256"), "64 hexadecimal characters: the SHA-256 of the key")
+            })?,
+            None => {
+                let one_of = "`sha256`, `key_env` or `key_file`";
+                let (key, value) =
+                    self.secret(&at, ("key_env", raw.key_env), ("key_file", raw.key_file), one_of)?;
+                let chars = value.chars().count();
+                if chars < MIN_KEY_CHARS {
+                    return Err(ConfigError::new(key, ConfigProblem::KeyTooShort { chars }));
+                }
+                KeyHash::of(value.as_bytes())
+            }
+        };
+        let mut scopes = BTreeMap::new();
+        for (app, list) in raw.scopes {
+            let key = format!("{at}.scopes.{app}");
+            let Some(appid) = apps.iter().map(|a| &a.appid).find(|a| a.as_str() == app) else {
+                return Err(ConfigError::new(key, ConfigProblem::UnknownApp));
+            };
+            if list.is_empty() {
+                return Err(invalid(key, "at least one scope: \"token:read\", \"send\" or \"grants\""));
+            }
+            scopes.insert(appid.clone(), list);
+        }
+        Ok(KeyConfig { name: raw.name, hash, scopes })
+    }
+}
+
+/// Whether a URL carries a password (`scheme://user:password@host`, `redis://:password@host`).
+fn has_password(url: &str) -> bool {
+    let Some((_, rest)) = url.split_once("://") else { return false };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    authority.rsplit_once('@').is_some_and(|(userinfo, _)| userinfo.contains(':'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_password;
+
+    #[test]
+    fn a_password_in_a_url_is_found() {
+        assert!(has_password("postgres://shop:hunter2@db/shop"));
+        assert!(has_password("redis://:hunter2@127.0.0.1:6379/0"));
+        assert!(!has_password("postgres://shop@db/shop"));
+        assert!(!has_password("redis://127.0.0.1:6379/0"));
+        assert!(!has_password("postgres://db/shop?user=a:b@c"));
+    }
+}

@@ -1,0 +1,89 @@
+//! The configuration file's shape, as serde reads it: unknown keys refused, no value checked
+//! yet (that is `mod.rs`'s job, key by key). The keys that would hold a secret inline
+//! (`secret`, `key`) are read as [`IgnoredAny`] so their value is never kept, only their
+//! presence, which is refused.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+use super::{AppKind, Scope};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    pub(super) server: RawServer,
+    #[serde(default)]
+    pub(super) store: RawStore,
+    #[serde(default)]
+    pub(super) apps: Vec<RawApp>,
+    #[serde(default)]
+    pub(super) keys: Vec<RawKey>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServer {
+    pub(super) listen: Option<String>,
+    pub(super) request_timeout_ms: Option<u64>,
+    pub(super) header_read_timeout_ms: Option<u64>,
+    pub(super) max_body_bytes: Option<usize>,
+    pub(super) max_connections: Option<usize>,
+}
+
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum StoreKind {
+    #[default]
+    Sqlite,
+    Postgres,
+    Redis,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStore {
+    #[serde(default)]
+    pub(super) kind: StoreKind,
+    pub(super) path: Option<String>,
+    pub(super) url: Option<String>,
+    pub(super) url_env: Option<String>,
+    pub(super) url_file: Option<String>,
+    pub(super) schema: Option<String>,
+    pub(super) prefix: Option<String>,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum Endpoint {
+    #[default]
+    Stable,
+    Classic,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawApp {
+    pub(super) appid: String,
+    pub(super) kind: AppKind,
+    #[serde(default)]
+    pub(super) token_endpoint: Endpoint,
+    pub(super) api_base: Option<String>,
+    pub(super) secret: Option<IgnoredAny>,
+    pub(super) secret_env: Option<String>,
+    pub(super) secret_file: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawKey {
+    pub(super) name: String,
+    pub(super) key: Option<IgnoredAny>,
+    pub(super) sha256: Option<String>,
+    pub(super) key_env: Option<String>,
+    pub(super) key_file: Option<String>,
+    #[serde(default)]
+    pub(super) scopes: BTreeMap<String, Vec<Scope>>,
+}

@@ -1,0 +1,174 @@
+//! [`Gateway`]: the apps' clients on one token store, the keys, and the router that serves
+//! them; [`StartError`]: why it could not start.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use subscribe_client::{Client, SharedTokenStore};
+use subscribe_redis::{Redis, RedisTokenStore};
+use subscribe_sql::{Sql, SqlTokenStore};
+use subscribe_types::AppId;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
+
+use crate::config::{Config, ServerConfig, StoreConfig};
+use crate::health::Readiness;
+use crate::keys::Keys;
+use crate::{api, health};
+
+/// The token service for every configured app, ready to be served ([`Gateway::router`]).
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Gateway {
+    pub(crate) shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    /// One client per appid, all on the same token store.
+    pub(crate) apps: HashMap<String, Client>,
+    pub(crate) keys: Keys,
+    pub(crate) ready: Readiness,
+    server: ServerConfig,
+}
+
+impl fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut apps: Vec<&str> = self.shared.apps.keys().map(String::as_str).collect();
+        apps.sort_unstable();
+        f.debug_struct("Gateway")
+            .field("apps", &apps)
+            .field("server", &self.shared.server)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the gateway could not start (after its configuration was accepted).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The token store named in `[store]` could not be opened.
+    #[error("store: cannot open the {kind} token store")]
+    Store {
+        /// `sqlite`, `postgres` or `redis`.
+        kind: &'static str,
+        /// The store's error (it holds no URL or password).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A client could not be built for an app.
+    #[error("apps[{index}]: cannot build the client for {appid}")]
+    Client {
+        /// The app's position in `[[apps]]`.
+        index: usize,
+        /// The app.
+        appid: AppId,
+        /// The client's error.
+        #[source]
+        source: subscribe_client::ConfigError,
+    },
+}
+
+impl Gateway {
+    /// Opens the token store that `config` names (creating or migrating its tables), then
+    /// builds every app's client on it.
+    ///
+    /// # Errors
+    /// [`StartError`] when the store cannot be opened or a client cannot be built.
+    pub async fn start(config: &Config) -> Result<Self, StartError> {
+        let store = open_store(&config.store).await?;
+        Self::with_store(config, store)
+    }
+
+    /// Builds every app's client on `store` (instead of the one `config` names).
+    ///
+    /// # Errors
+    /// [`StartError::Client`] when a client cannot be built.
+    pub fn with_store(config: &Config, store: SharedTokenStore) -> Result<Self, StartError> {
+        let mut apps = HashMap::new();
+        for (index, app) in config.apps.iter().enumerate() {
+            let mut builder = Client::builder(app.appid.clone(), app.secret.clone())
+                .token_endpoint(app.token_endpoint)
+                .token_store(Arc::clone(&store));
+            if let Some(base) = &app.api_base {
+                builder = builder.api_base(base.clone()).mp_base(base.clone());
+            }
+            let client = builder.build().map_err(|source| StartError::Client {
+                index,
+                appid: app.appid.clone(),
+                source,
+            })?;
+            apps.insert(app.appid.as_str().to_owned(), client);
+        }
+        // The configuration has at least one app; its id is what the readiness probe reads.
+        let probe = config.apps.first().map(|a| a.appid.clone());
+        let ready = Readiness::new(store, probe);
+        let keys = Keys::new(&config.keys);
+        Ok(Self { shared: Arc::new(Shared { apps, keys, ready, server: config.server.clone() }) })
+    }
+
+    /// The gateway's routes, with the request timeout, the body timeout and the body limit of
+    /// `[server]`, to serve with [`serve`](crate::serve) or to mount into your own axum app
+    /// (`Router::merge` or `nest`):
+    ///
+    /// | route | answers |
+    /// |---|---|
+    /// | `GET /v1/apps/{appid}/access_token` | the current token and its remaining lifetime (scope `token:read`) |
+    /// | `POST /v1/apps/{appid}/access_token/invalidate` | the token after the reported one was rejected (scope `token:read`) |
+    /// | `GET /healthz` | 200 while the process serves (no I/O) |
+    /// | `GET /readyz` | 200 when the token store answers, else 503 (cached for a few seconds) |
+    ///
+    /// It sets no fallback, so it merges into an app that has one (`Router::merge` refuses two
+    /// fallbacks); its layers apply to its own routes only.
+    pub fn router(&self) -> Router {
+        let server = &self.shared.server;
+        Router::new()
+            .route("/v1/apps/{appid}/access_token", get(api::get_token))
+            .route("/v1/apps/{appid}/access_token/invalidate", post(api::invalidate))
+            .route("/healthz", get(health::healthz))
+            .route("/readyz", get(health::readyz))
+            .with_state(self.clone())
+            .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, server.request_timeout))
+            .layer(RequestBodyTimeoutLayer::new(server.request_timeout))
+            .layer(RequestBodyLimitLayer::new(server.max_body_bytes))
+    }
+}
+
+/// Opens the token store of `[store]`.
+///
+/// # Errors
+/// [`StartError::Store`].
+pub async fn open_store(config: &StoreConfig) -> Result<SharedTokenStore, StartError> {
+    let store: SharedTokenStore = match config {
+        StoreConfig::Sqlite { path } => {
+            let url = format!("sqlite:{}", path.display());
+            let sql = Sql::builder(url).connect().await.map_err(|e| store_error("sqlite", e))?;
+            Arc::new(SqlTokenStore::new(sql))
+        }
+        StoreConfig::Postgres { url, schema } => {
+            let mut builder = Sql::builder(url.expose());
+            if let Some(schema) = schema {
+                builder = builder.schema(schema.clone());
+            }
+            let sql = builder.connect().await.map_err(|e| store_error("postgres", e))?;
+            Arc::new(SqlTokenStore::new(sql))
+        }
+        StoreConfig::Redis { url, prefix } => {
+            let mut builder = Redis::builder(url.expose()).connect_timeout(Duration::from_secs(2));
+            if let Some(prefix) = prefix {
+                builder = builder.prefix(prefix.clone());
+            }
+            let redis = builder.connect().await.map_err(|e| store_error("redis", e))?;
+            Arc::new(RedisTokenStore::new(redis))
+        }
+    };
+    Ok(store)
+}
+
+fn store_error(kind: &'static str, e: impl std::error::Error + Send + Sync + 'static) -> StartError {
+    StartError::Store { kind, source: Box::new(e) }
+}

@@ -1,0 +1,67 @@
+//! `/healthz` (the process serves; no I/O) and `/readyz` (the token store answers; the
+//! answer is cached for [`READY_CACHE`] so a busy prober does not load the store).
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use subscribe_client::SharedTokenStore;
+use subscribe_types::AppId;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use crate::Gateway;
+
+/// How long `/readyz` keeps its answer.
+pub const READY_CACHE: Duration = Duration::from_secs(3);
+
+/// How long `/readyz` waits for the token store.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The readiness probe: one read of the token store, its answer kept for [`READY_CACHE`].
+pub(crate) struct Readiness {
+    store: SharedTokenStore,
+    probe: Option<AppId>,
+    /// Held across a check, so concurrent probes wait for one read instead of each making one.
+    last: Mutex<Option<(Instant, bool)>>,
+}
+
+impl Readiness {
+    pub(crate) fn new(store: SharedTokenStore, probe: Option<AppId>) -> Self {
+        Self { store, probe, last: Mutex::new(None) }
+    }
+
+    async fn ready(&self) -> bool {
+        let mut last = self.last.lock().await;
+        if let Some((at, ready)) = *last
+            && at.elapsed() < READY_CACHE
+        {
+            return ready;
+        }
+        let ready = match &self.probe {
+            // The token read is dropped at once: only whether the store answered matters.
+            Some(app) => {
+                tokio::time::timeout(READY_TIMEOUT, self.store.load(app)).await.is_ok_and(|r| r.is_ok())
+            }
+            None => true,
+        };
+        *last = Some((Instant::now(), ready));
+        ready
+    }
+}
+
+pub(crate) async fn healthz() -> Response {
+    Json(json!({"status": "ok"})).into_response()
+}
+
+pub(crate) async fn readyz(State(gw): State<Gateway>) -> Response {
+    if gw.shared.ready.ready().await {
+        Json(json!({"ready": true})).into_response()
+    } else {
+        let body = json!({"ready": false, "reason": "the token store does not answer"});
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,58 @@
+//! The central token service WeChat asks every account to run (中控服务器), for servers in any
+//! language: one process (or a fleet on one store) is the only one that asks WeChat for access
+//! tokens, and every other server takes them from it over HTTP.
+//!
+//! - **Many apps in one service**, configured in one TOML file ([`Config`]): official accounts
+//!   and mini-programs, stable (default) or classic token endpoint. Secrets come from the
+//!   environment or from files, never from the file itself; a configuration with a secret
+//!   inline, a short key, a variable that is not set or a scope for an unknown app is refused
+//!   at start with a [`ConfigError`] naming the key.
+//! - **API keys** (`Authorization: Bearer <key>`) kept as their SHA-256 ([`hash_key`]),
+//!   compared in constant time, each with scopes per app. A missing and a wrong key get the
+//!   same 401; a key used on an app it has no scope for gets 403, the same for an app that
+//!   exists and one that does not.
+//! - **The token service**, on [`subscribe_client::Client`]: `GET /v1/apps/{appid}/access_token`
+//!   answers from memory (refreshed ahead of expiry); a caller whose token WeChat rejected
+//!   reports it with `POST /v1/apps/{appid}/access_token/invalidate`, and however many report
+//!   the same token, one refresh runs and each gets the new token (a token that is no longer
+//!   current is answered with the current one, no request made). There is no unconditional
+//!   force refresh.
+//! - **Tokens kept** in SQLite by default, or PostgreSQL or Redis for a fleet of gateways (one
+//!   refresh per rotation for all of them).
+//! - **Safe to expose**: a request timeout, a body timeout and a body limit (tower-http), a
+//!   header-read timeout and a bound on connections at the server ([`serve`]); no cookies;
+//!   secrets never in `Debug`, logs or errors.
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use subscribe_gateway::{Config, Gateway, ServeLimits, serve};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = Config::load(Path::new("/etc/subscribe-gateway/gateway.toml"))?;
+//! let gateway = Gateway::start(&config).await?;
+//! let listener = tokio::net::TcpListener::bind(config.server.listen).await?;
+//! // Or mount `gateway.router()` into your own axum app.
+//! serve(listener, gateway.router(), ServeLimits::from(&config.server), std::future::pending()).await;
+//! # Ok(()) }
+//! ```
+//!
+//! The binary, `subscribe-gateway`, does the same from the command line (`--config`,
+//! `--check-config`, `hash-key`); `docs/gateway.md` in the repository is the manual.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod api;
+mod config;
+mod gateway;
+mod health;
+mod keys;
+mod serve;
+
+pub use config::{
+    AppConfig, AppKind, Config, ConfigError, ConfigProblem, DEFAULT_LISTEN, KeyConfig, Scope, SecretUrl,
+    ServerConfig, StoreConfig,
+};
+pub use gateway::{Gateway, StartError, open_store};
+pub use health::READY_CACHE;
+pub use keys::{KeyHash, MIN_KEY_CHARS, hash_key};
+pub use serve::{ServeLimits, serve};

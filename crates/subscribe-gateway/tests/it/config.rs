@@ -1,0 +1,162 @@
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use subscribe_gateway::{Config, ConfigError, ConfigProblem, StoreConfig, hash_key};
+use subscribe_sandbox::DEMO_APPID;
+use tempfile::TempDir;
+
+use crate::*;
+
+fn parse(text: &str, dir: &Path) -> Result<Config, ConfigError> {
+    Config::parse(text, dir, &|_| None)
+}
+
+/// The test configuration with `from` replaced by `to` (which must occur).
+fn edited(dir: &Path, from: &str, to: &str) -> String {
+    let text = config_text(dir, "http://127.0.0.1:9");
+    assert!(text.contains(from), "{from}");
+    text.replacen(from, to, 1)
+}
+
+#[test]
+fn the_test_configuration_is_accepted_with_sqlite_beside_it() {
+    let dir = TempDir::new().unwrap();
+    let config = parse(&config_text(dir.path(), "http://127.0.0.1:9"), dir.path()).unwrap();
+    assert_eq!(config.apps.len(), 2);
+    assert_eq!(config.keys.len(), 2);
+    assert_eq!(config.apps[0].secret.expose_secret(), DEMO_SECRET, "one trailing line break is dropped");
+    assert!(matches!(&config.store, StoreConfig::Sqlite { path } if path == &dir.path().join("tokens.db")));
+}
+
+#[test]
+fn an_inline_secret_is_refused_naming_the_key() {
+    let dir = TempDir::new().unwrap();
+    let text = edited(dir.path(), "secret_file = \"secret-b\"", "secret = \"an-inline-secret\"");
+    let e = parse(&text, dir.path()).unwrap_err();
+    assert_eq!(e.key, "apps[1].secret");
+    assert!(matches!(e.problem, ConfigProblem::InlineSecret { .. }), "{e:?}");
+    assert!(!format!("{e} {e:?}").contains("an-inline-secret"));
+
+    let hash = subscribe_gateway::KeyHash::of(KEY_A.as_bytes()).to_hex();
+    let text = edited(dir.path(), &format!("sha256 = \"{hash}\""), &format!("key = \"{KEY_A}\""));
+    let e = parse(&text, dir.path()).unwrap_err();
+    assert_eq!(e.key, "keys[0].key");
+    assert!(!format!("{e} {e:?}").contains(KEY_A));
+}
+
+#[test]
+fn a_short_key_is_refused_naming_the_key() {
+    let dir = TempDir::new().unwrap();
+    let text = config_text(dir.path(), "http://127.0.0.1:9");
+    std::fs::write(dir.path().join("key-b"), "short-key-123").unwrap();
+    let e = parse(&text, dir.path()).unwrap_err();
+    assert_eq!(e.key, "keys[1].key_file");
+    assert_eq!(e.problem, ConfigProblem::KeyTooShort { chars: 13 });
+    assert!(!e.to_string().contains("short-key-123"));
+    assert!(hash_key("short-key-123").is_none(), "hash-key refuses it too");
+}
+
+#[test]
+fn a_missing_environment_variable_is_named() {
+    let dir = TempDir::new().unwrap();
+    let text = edited(dir.path(), "secret_file = \"secret-a\"", "secret_env = \"WX_SECRET\"");
+    let e = parse(&text, dir.path()).unwrap_err();
+    assert_eq!(e.to_string(), "apps[0].secret_env: environment variable WX_SECRET is not set");
+    // Set, it is read.
+    let env = |name: &str| (name == "WX_SECRET").then(|| OsString::from(DEMO_SECRET));
+    let config = Config::parse(&text, dir.path(), &env).unwrap();
+    assert_eq!(config.apps[0].secret.expose_secret(), DEMO_SECRET);
+}
+
+#[test]
+fn a_scope_for_an_unknown_app_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let text = edited(dir.path(), &format!("{{ {APP_B} = "), "{ wxffffffffffffffff = ");
+    let e = parse(&text, dir.path()).unwrap_err();
+    assert_eq!(e.key, "keys[1].scopes.wxffffffffffffffff");
+    assert_eq!(e.problem, ConfigProblem::UnknownApp);
+}
+
+#[test]
+fn other_refusals_name_their_key() {
+    let dir = TempDir::new().unwrap();
+    let cases: [(&str, &str, &str); 8] = [
+        ("kind = \"mini_program\"", "kind = \"game\"", "apps[1].kind"),
+        ("header_read_timeout_ms = 300", "header_read_timeout_ms = 0", "server.header_read_timeout_ms"),
+        ("listen = \"127.0.0.1:0\"", "listen = \"localhost\"", "server.listen"),
+        ("name = \"orders\"", "name = \"orders\"\ncolour = 1", "keys[0].colour"),
+        ("sha256 = \"", "sha256 = \"00", "keys[0].sha256"),
+        ("secret_file = \"secret-a\"", "secret_file = \"missing\"", "apps[0].secret_file"),
+        ("secret_file = \"secret-a\"", "", "apps[0]"),
+        ("name = \"shop\"", "name = \"orders\"", "keys[1].name"),
+    ];
+    for (from, to, key) in cases {
+        let e = parse(&edited(dir.path(), from, to), dir.path()).unwrap_err();
+        assert_eq!(e.key, key, "{from} → {to}: {e}");
+    }
+    let e = parse(
+        &edited(
+            dir.path(),
+            "path = \"tokens.db\"",
+            "kind = \"postgres\"\nurl = \"postgres://gw:hunter2@db/gw\"",
+        ),
+        dir.path(),
+    )
+    .unwrap_err();
+    assert_eq!(e.key, "store.url");
+    assert!(!e.to_string().contains("hunter2"));
+    // A syntax error says where, never the line's text.
+    let e = parse("[server]\nlisten = \"127.0.0.1:0\nsecret = \"zzz-secret\"", dir.path()).unwrap_err();
+    assert!(matches!(e.problem, ConfigProblem::Syntax { line: 2, .. }), "{e:?}");
+    assert!(!format!("{e} {e:?}").contains("zzz-secret"));
+}
+
+#[test]
+fn check_config_exits_zero_or_one_naming_the_key() {
+    let dir = TempDir::new().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, config_text(dir.path(), "http://127.0.0.1:9")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_subscribe-gateway"))
+        .args(["--check-config", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        edited(dir.path(), "secret_file = \"secret-a\"", "secret_env = \"WX_GATEWAY_TEST_UNSET\""),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_subscribe-gateway"))
+        .args(["--check-config", "--config"])
+        .arg(&bad)
+        .env_remove("WX_GATEWAY_TEST_UNSET")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("apps[0].secret_env: environment variable WX_GATEWAY_TEST_UNSET is not set"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn hash_key_reads_the_key_from_stdin() {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_subscribe-gateway"))
+        .arg("hash-key")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(format!("{KEY_A}\n").as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(printed.trim(), subscribe_gateway::KeyHash::of(KEY_A.as_bytes()).to_hex());
+    assert!(DEMO_APPID.starts_with("wx"));
+}
