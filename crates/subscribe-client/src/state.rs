@@ -27,8 +27,10 @@ const LEN: usize = 1 + 10 + 16 + 32;
 /// ([`Client::authorize_url`](crate::Client::authorize_url),
 /// [`Client::mobile_request`](crate::Client::mobile_request)) and that its answer must be
 /// completed in ([`Client::complete`](crate::Client::complete)): take it from the session your
-/// login cookie (or the app's bearer token) names, never from the request that carries the
-/// answer.
+/// login cookie (or a mobile app's session) names, never from the answer's own parameters or
+/// body. Use a stable session id (a `sid` claim, say), not a bearer token that rotates: a token
+/// that changed within the state's lifetime makes a genuine answer fail as
+/// [`ForgedState`](crate::AuthorizationError::ForgedState).
 ///
 /// A session id is a credential (whoever holds it is the user), so `Debug` never shows it and
 /// there is no `Display`. It must not be empty: a state bound to the empty session verifies in
@@ -42,8 +44,10 @@ const LEN: usize = 1 + 10 + 16 + 32;
 /// assert_eq!(Session::new("").unwrap_err().field(), "session");
 /// # Ok::<(), subscribe_types::ValidationError>(())
 /// ```
-#[derive(Clone, PartialEq, Eq)]
-pub struct Session(Box<str>);
+///
+/// The id is kept in a `SecretString`, zeroed when the value is dropped.
+#[derive(Clone)]
+pub struct Session(subscribe_types::secrecy::SecretString);
 
 impl Session {
     /// Longest session id accepted, in bytes (a cookie's value cannot be longer).
@@ -67,12 +71,12 @@ impl Session {
                 unit: "bytes",
             });
         }
-        Ok(Self(id.into().into_boxed_str()))
+        Ok(Self(subscribe_types::secret_string(id.into())))
     }
 
     /// The id, for signing and verifying only.
     pub(crate) fn id(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
 }
 

@@ -30,6 +30,7 @@
 //! | feature | default | gives |
 //! |---|---|---|
 //! | `axum` | no | `axum::PushEndpoint`: the server URL as an axum route, answering WeChat within its time limit, rate-limited per source |
+//! | `serve` | no | `serve::serve`: an axum router (the push endpoint's, or any) served with a header-read timeout, a bound on connections and a graceful stop |
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -49,6 +50,9 @@ pub use push::{MAX_BODY, MAX_FORGETS, Push, Sealed, UrlCheck, Verified};
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum;
+#[cfg(feature = "serve")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serve")))]
+pub mod serve;
 
 /// `docs/events.md`'s examples run as doctests (one mounts the axum endpoint).
 #[cfg(all(doctest, feature = "axum"))]

@@ -20,7 +20,8 @@
 //! - **Tokens kept** in SQLite by default, or PostgreSQL or Redis for a fleet of gateways (one
 //!   refresh per rotation for all of them).
 //! - **Safe to expose**: a request timeout, a body timeout and a body limit (tower-http), a
-//!   header-read timeout and a bound on connections at the server ([`serve`]); no cookies;
+//!   header-read timeout and a bound on connections at the server ([`serve`], from
+//!   `subscribe-events`); no cookies;
 //!   secrets never in `Debug`, logs or errors.
 //!
 //! ```no_run
@@ -46,7 +47,6 @@ mod config;
 mod gateway;
 mod health;
 mod keys;
-mod serve;
 
 pub use config::{
     AppConfig, AppKind, Config, ConfigError, ConfigProblem, DEFAULT_LISTEN, KeyConfig, Scope, SecretUrl,
@@ -55,4 +55,5 @@ pub use config::{
 pub use gateway::{Gateway, StartError, open_store};
 pub use health::READY_CACHE;
 pub use keys::{KeyHash, MIN_KEY_CHARS, hash_key};
-pub use serve::{ServeLimits, serve};
+/// The server loop, shared with the sandbox and the push endpoint (`subscribe-events`).
+pub use subscribe_events::serve::{ServeLimits, serve};

@@ -1,15 +1,9 @@
 //! [`SandboxHandle`]: a sandbox serving on a port, and stopping it.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use subscribe_events::serve::{ServeLimits, serve};
 
 use crate::clock::SharedSandboxClock;
 use crate::config::SandboxConfig;
@@ -52,10 +46,9 @@ impl SandboxHandle {
     ) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let limits = Limits {
-            header_read_timeout: config.header_read_timeout,
-            max_connections: config.max_connections,
-        };
+        // In-flight requests finish; a connection that will not finish is dropped after a while.
+        let limits = ServeLimits::new(config.header_read_timeout, config.max_connections)
+            .drain(Duration::from_secs(5));
         let (app, state) = router_with_clock(config, clock);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(serve(listener, app, limits, async {
@@ -96,54 +89,6 @@ impl SandboxHandle {
         }
     }
 }
-/// What a slow or greedy client may hold.
-#[derive(Clone, Copy, Debug)]
-struct Limits {
-    header_read_timeout: Duration,
-    max_connections: usize,
-}
-
-/// Serves `app` on `listener` until `shutdown`, with hyper's header-read timeout (which also
-/// ends idle keep-alive connections) and at most `max_connections` connections at once: a
-/// slowloris client cannot hold the server. `axum::serve` has neither.
-async fn serve(listener: TcpListener, app: axum::Router, limits: Limits, shutdown: impl Future<Output = ()>) {
-    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        // A free slot first, then a connection: over the limit, clients wait in the listen queue.
-        let permit = tokio::select! {
-            permit = Arc::clone(&permits).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-            () = &mut shutdown => break,
-        };
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // Out of file descriptors and the like: pause instead of spinning.
-                    tracing::warn!(error = %e, "sandbox: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let service = TowerToHyperService::new(app.clone());
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned());
-        tokio::spawn(async move {
-            let _ = connection.await;
-            drop(permit);
-        });
-    }
-    // In-flight requests finish; a connection that will not finish is dropped after a while.
-    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
-}
-
 impl Drop for SandboxHandle {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {

@@ -18,9 +18,13 @@ const ANSWER_PARAMS: [&str; 5] = ["action", "openid", "template_id", "scene", "r
 /// Both would break every answer, never only an attacker's: a parameter of the answer that
 /// is already in the URL comes back twice, which the answer's reader refuses as
 /// [`QueryError::Repeated`](crate::QueryError::Repeated) rather than guess which one WeChat
-/// added; a fragment sits where WeChat appends the query, so the browser would keep the answer
-/// to itself. Checked when the value is built, so a misconfigured app fails at start, not at
-/// its first user's answer. The URL's other parameters are left alone.
+/// added. Where WeChat puts the answer when the URL has a fragment is not documented
+/// (UNCONFIRMED; its docs show `redirect_url/?openid=…` only, and the sandbox puts it before
+/// the fragment): put after it, the browser would keep the answer to itself and never send it
+/// to your server, which must verify it anyway. So a fragment is refused; a single-page app on
+/// hash routes points `redirect_url` at a server route that verifies the answer and then
+/// redirects to its `#/…` page. Checked when the value is built, so a misconfigured app fails
+/// at start, not at its first user's answer. The URL's other parameters are left alone.
 ///
 /// ```
 /// use subscribe_types::RedirectUrl;

@@ -205,8 +205,13 @@ impl Completion {
     /// # }).unwrap();
     /// ```
     ///
+    /// The ledger's write is bounded by the client's `store_timeout`. Once it wrote, the answer
+    /// is sealed even if this future is dropped before it returns (the seal then runs on a task
+    /// of its own), so a request timeout cannot leave a recorded answer open to a retry.
+    ///
     /// # Errors
-    /// [`RecordError::Ledger`] when the ledger fails: nothing is accepted, the mark stays
+    /// [`RecordError::Ledger`] when the ledger fails or does not answer within
+    /// `store_timeout`: nothing is accepted, the mark stays
     /// unsealed and its claim is released, so the user's retry of the same answer goes through
     /// (ask the user to retry), and any other answer with the state is still refused. (`record` never returns
     /// [`RecordError::Authorization`]: that is [`Client::complete`]'s error, which `?` turns
@@ -215,22 +220,58 @@ impl Completion {
         self,
         ledger: &dyn GrantLedger,
     ) -> Result<(AuthorizationAnswer, Option<Recorded>), RecordError> {
-        let recorded = match &self.answer {
-            AuthorizationAnswer::Confirmed(c) => {
-                let key = GrantKey::confirmed(self.client.inner.appid.clone(), c);
-                match ledger.record(&key, self.client.inner.clock.now()).await {
-                    Ok(recorded) => Some(recorded),
-                    Err(e) => {
-                        if let Some((by, claim)) = &self.mark {
-                            self.client.release(&self.answer, by, claim).await;
-                        }
-                        return Err(e.into());
-                    }
-                }
-            }
-            AuthorizationAnswer::Cancelled(_) => None,
+        let AuthorizationAnswer::Confirmed(c) = &self.answer else {
+            return Ok((self.accept().await, None));
         };
-        Ok((self.accept().await, recorded))
+        let inner = &self.client.inner;
+        let key = GrantKey::confirmed(inner.appid.clone(), c);
+        // Bounded as the calls into the store of used states are, so the claim (10 ×
+        // `store_timeout` at least) outlives the whole completion: a double submit's other
+        // completion cannot get through while this one still writes.
+        let written =
+            match tokio::time::timeout(inner.store_timeout, ledger.record(&key, inner.clock.now())).await {
+                Ok(written) => written,
+                Err(_) => Err(crate::LedgerError::backend("no answer within store_timeout")),
+            };
+        match written {
+            Ok(recorded) => {
+                // The grant is in the ledger: the seal must follow even if this future is
+                // dropped now (a request timeout, a client that went away), or the same answer,
+                // once the claim lapsed, would go through again and could renew the grant
+                // after its message was delivered. The guard seals from a task of its own then.
+                let mut guard = SealOnDrop(
+                    self.mark.as_ref().map(|(by, _)| (self.client.clone(), self.answer.clone(), by.clone())),
+                );
+                let answer = self.accept().await;
+                guard.0 = None;
+                Ok((answer, Some(recorded)))
+            }
+            Err(e) => {
+                if let Some((by, claim)) = &self.mark {
+                    self.client.release(&self.answer, by, claim).await;
+                }
+                Err(e.into())
+            }
+        }
+    }
+}
+
+/// Seals a recorded confirmation's mark when [`Completion::record`] is dropped between the
+/// ledger's write and the seal: on a task of its own, since the dropped future can no longer
+/// wait for it. Disarmed once the seal ran in the future itself.
+struct SealOnDrop(Option<(Client, AuthorizationAnswer, AnswerDigest)>);
+
+impl Drop for SealOnDrop {
+    fn drop(&mut self) {
+        let Some((client, answer, by)) = self.0.take() else { return };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { client.seal(&answer, &by).await });
+        } else {
+            tracing::warn!(
+                appid = %client.inner.appid,
+                "a recorded answer's seal was dropped outside a runtime: until its state expires, the same answer is taken as a retry"
+            );
+        }
     }
 }
 

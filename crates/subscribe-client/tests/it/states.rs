@@ -255,3 +255,178 @@ async fn a_dropped_completions_claim_lapses_and_then_the_retry_goes_through() {
     let (_, rec) = record_redirect(&client, &callback, &ledger).await.unwrap();
     assert_eq!(rec, Some(Recorded::Added), "the claim lapsed: the user's retry is recorded");
 }
+
+/// In-memory used states whose first seal takes `delay` (a slow store), the rest as the inner
+/// store's.
+#[derive(Debug)]
+struct SlowFirstSeal {
+    inner: subscribe_client::InMemoryUsedStates,
+    delay: Duration,
+    seals: std::sync::atomic::AtomicUsize,
+}
+
+#[subscribe_client::async_trait]
+impl subscribe_client::UsedStates for SlowFirstSeal {
+    async fn mark_used(
+        &self,
+        state: &subscribe_types::Reserved,
+        by: &subscribe_client::AnswerDigest,
+        claim: &subscribe_client::Claim,
+        expires: std::time::SystemTime,
+        now: std::time::SystemTime,
+    ) -> Result<subscribe_client::StateUse, subscribe_client::UsedStatesError> {
+        self.inner.mark_used(state, by, claim, expires, now).await
+    }
+    async fn seal(
+        &self,
+        state: &subscribe_types::Reserved,
+        by: &subscribe_client::AnswerDigest,
+    ) -> Result<(), subscribe_client::UsedStatesError> {
+        if self.seals.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            tokio::time::sleep(self.delay).await;
+        }
+        self.inner.seal(state, by).await
+    }
+    async fn release(
+        &self,
+        state: &subscribe_types::Reserved,
+        by: &subscribe_client::AnswerDigest,
+        claim: &subscribe_client::Claim,
+    ) -> Result<(), subscribe_client::UsedStatesError> {
+        self.inner.release(state, by, claim).await
+    }
+}
+
+/// A `record` dropped after the ledger's write and before the seal (the request timed out, the
+/// user closed the page) still seals: the same answer later is `AlreadyAccepted`, never a retry
+/// that could renew the grant once its message was delivered.
+#[tokio::test]
+async fn a_record_dropped_after_the_ledger_wrote_still_seals_its_answer() {
+    let clock = clock();
+    let used = Arc::new(SlowFirstSeal {
+        inner: subscribe_client::InMemoryUsedStates::new(),
+        delay: Duration::from_millis(300),
+        seals: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let client = builder(&MockTransport::new(), &clock).used_states(Arc::clone(&used)).build().unwrap();
+    let ledger = InMemoryGrantLedger::new();
+    let callback = confirm(&link(&client), "oAlice");
+    let completion = client.complete(Answer::Redirect(&callback), &SESSION).await.unwrap();
+    let cut = tokio::time::timeout(Duration::from_millis(50), completion.record(&ledger)).await;
+    assert!(cut.is_err(), "dropped while sealing");
+    let key = scope().key(OpenId::new("oAlice").unwrap());
+    assert_eq!(ledger.get(&key).await.unwrap().unwrap().status, GrantStatus::Pending, "written");
+    // The seal the dropped future could not finish runs on its own task.
+    let mut sealed = false;
+    for _ in 0..100 {
+        if used.seals.load(std::sync::atomic::Ordering::SeqCst) >= 2 {
+            sealed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(sealed, "the guard sealed again from a task of its own");
+    let r = ledger.reserve(&key, "dispatch", Duration::from_secs(60), t0()).await.unwrap().unwrap();
+    ledger.settle(&r, subscribe_client::Settlement::Delivered).await.unwrap();
+    clock.advance(subscribe_client::Claim::CLAIM_PERIOD + Duration::from_secs(1));
+    let again = record_redirect(&client, &callback, &ledger).await.unwrap_err();
+    assert!(
+        matches!(
+            again,
+            subscribe_client::RecordError::Authorization(
+                subscribe_client::AuthorizationError::AlreadyAccepted
+            )
+        ),
+        "{again:?}"
+    );
+    assert_eq!(ledger.get(&key).await.unwrap().unwrap().status, GrantStatus::Delivered, "not renewed");
+}
+
+/// A ledger that never answers: `record` gives up after `store_timeout` (well within the claim,
+/// which outlives the whole completion), releases the claim, and the user's retry goes through.
+#[tokio::test]
+async fn a_hanging_ledger_is_bounded_by_the_store_timeout_and_the_retry_goes_through() {
+    let clock = clock();
+    let client =
+        builder(&MockTransport::new(), &clock).store_timeout(Duration::from_millis(100)).build().unwrap();
+    let callback = confirm(&link(&client), "oAlice");
+    let hanging = HangingLedger;
+    let started = std::time::Instant::now();
+    let e = record_redirect(&client, &callback, &hanging).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5), "bounded: {:?}", started.elapsed());
+    assert!(matches!(e, subscribe_client::RecordError::Ledger(_)), "{e:?}");
+    assert_eq!(e.kind(), subscribe_client::ErrorKind::Retryable);
+    let ledger = InMemoryGrantLedger::new();
+    let (_, rec) = record_redirect(&client, &callback, &ledger).await.unwrap();
+    assert_eq!(rec, Some(Recorded::Added), "the claim was released: the retry is recorded at once");
+}
+
+/// A grant ledger whose every call hangs.
+#[derive(Debug)]
+struct HangingLedger;
+
+#[subscribe_client::async_trait]
+impl GrantLedger for HangingLedger {
+    async fn record(
+        &self,
+        _: &subscribe_client::GrantKey,
+        _: std::time::SystemTime,
+    ) -> Result<Recorded, subscribe_client::LedgerError> {
+        std::future::pending().await
+    }
+    async fn pending_page(
+        &self,
+        _: &subscribe_client::GrantScope,
+        _: Option<&OpenId>,
+        _: usize,
+        _: std::time::SystemTime,
+    ) -> Result<Vec<OpenId>, subscribe_client::LedgerError> {
+        std::future::pending().await
+    }
+    async fn reserve(
+        &self,
+        _: &subscribe_client::GrantKey,
+        _: &str,
+        _: Duration,
+        _: std::time::SystemTime,
+    ) -> Result<Option<subscribe_client::Reservation>, subscribe_client::LedgerError> {
+        std::future::pending().await
+    }
+    async fn settle(
+        &self,
+        _: &subscribe_client::Reservation,
+        _: subscribe_client::Settlement,
+    ) -> Result<(), subscribe_client::LedgerError> {
+        std::future::pending().await
+    }
+    async fn get(
+        &self,
+        _: &subscribe_client::GrantKey,
+    ) -> Result<Option<subscribe_client::GrantRecord>, subscribe_client::LedgerError> {
+        std::future::pending().await
+    }
+    async fn counts(
+        &self,
+        _: &subscribe_client::GrantScope,
+        _: std::time::SystemTime,
+    ) -> Result<subscribe_client::GrantCounts, subscribe_client::LedgerError> {
+        std::future::pending().await
+    }
+    async fn reviews(
+        &self,
+        _: &subscribe_client::GrantScope,
+        _: Option<&OpenId>,
+        _: usize,
+    ) -> Result<Vec<subscribe_client::ReviewItem>, subscribe_client::LedgerError> {
+        std::future::pending().await
+    }
+    async fn resolve(
+        &self,
+        _: &subscribe_client::GrantKey,
+        _: subscribe_client::Resolution,
+        _: &str,
+        _: std::time::SystemTime,
+    ) -> Result<bool, subscribe_client::LedgerError> {
+        std::future::pending().await
+    }
+}

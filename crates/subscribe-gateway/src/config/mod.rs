@@ -461,6 +461,14 @@ fn has_password(url: &str) -> bool {
     authority.rsplit_once('@').is_some_and(|(userinfo, _)| userinfo.contains(':'))
 }
 
+impl From<&ServerConfig> for crate::ServeLimits {
+    /// The header-read timeout and the bound on connections of `[server]`; a stop waits 10 s
+    /// for the requests in flight.
+    fn from(c: &ServerConfig) -> Self {
+        Self::new(c.header_read_timeout, c.max_connections)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::has_password;
