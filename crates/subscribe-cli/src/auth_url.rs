@@ -23,8 +23,8 @@ pub(crate) struct Args {
     #[arg(long, requires = "session")]
     pub(crate) signed: bool,
     /// The user's session id the signed state is bound to (not empty).
-    #[arg(long, requires = "signed")]
-    pub(crate) session: Option<String>,
+    #[arg(long, requires = "signed", value_parser = crate::secrets::session)]
+    pub(crate) session: Option<Session>,
 }
 
 /// What `auth-url` puts in `reserved`.
@@ -35,24 +35,25 @@ enum State<'a> {
     /// Random letters and digits (the default).
     Random,
     /// `--signed`: a signed, single-use state bound to `--session`.
-    Signed { session: &'a str },
+    Signed { session: &'a Session },
 }
 
 impl<'a> State<'a> {
     /// From `--reserved`, `--signed` and `--session` (clap keeps `--reserved` and `--signed`
     /// apart, and `--session` with `--signed`).
-    fn of(reserved: Option<&'a str>, signed: bool, session: Option<&'a str>) -> Self {
-        match (reserved, signed) {
-            (_, true) => Self::Signed { session: session.unwrap_or_default() },
-            (Some(r), false) => Self::Given(r),
-            (None, false) => Self::Random,
+    fn of(reserved: Option<&'a str>, signed: bool, session: Option<&'a Session>) -> Self {
+        match (reserved, signed, session) {
+            (_, true, Some(session)) => Self::Signed { session },
+            (Some(r), _, _) => Self::Given(r),
+            // `--signed` without a session cannot pass clap (it requires --session).
+            (None, _, _) => Self::Random,
         }
     }
 }
 
 /// `wxsub auth-url`: the authorization page's URL.
 pub(crate) fn run(cli: &Cli, args: &Args) -> Result<Exit, Usage> {
-    let state = State::of(args.reserved.as_deref(), args.signed, args.session.as_deref());
+    let state = State::of(args.reserved.as_deref(), args.signed, args.session.as_ref());
     let redirect_url = &args.redirect_url;
     let (template_id, scene) = args.template.parts()?;
     let redirect_url = parse("--redirect-url", RedirectUrl::new(redirect_url))?;
@@ -60,8 +61,7 @@ pub(crate) fn run(cli: &Cli, args: &Args) -> Result<Exit, Usage> {
         State::Given(r) => parse("--reserved", Reserved::new(r))?,
         State::Random => random_reserved()?,
         State::Signed { session } => {
-            let session = parse("--session", Session::new(session))?;
-            let link = signing_client(cli)?.authorize_url(&template_id, scene, &redirect_url, &session);
+            let link = signing_client(cli)?.authorize_url(&template_id, scene, &redirect_url, session);
             println!("{}", link.url);
             return Ok(Exit::Ok);
         }

@@ -29,8 +29,13 @@ pub(crate) enum GrantsCommand {
         url_or_query: String,
         /// The session id the signed state is bound to (`auth-url --signed --session`); not
         /// empty, and required unless --unverified.
-        #[arg(long, conflicts_with = "unverified", required_unless_present = "unverified")]
-        session: Option<String>,
+        #[arg(
+            long,
+            conflicts_with = "unverified",
+            required_unless_present = "unverified",
+            value_parser = crate::secrets::session
+        )]
+        session: Option<subscribe_client::Session>,
         /// Record the grant without checking the state at all (a callback of an `auth-url`
         /// without --signed, or of another system): anyone who can make up a callback can then
         /// add a grant.
@@ -204,8 +209,7 @@ pub(crate) async fn run(cli: &Cli, args: &Args, url: &str) -> Result<Exit, Usage
             let recorded = if *unverified {
                 record_unverified(cli, ledger, url_or_query, now).await?
             } else {
-                // clap requires --session without --unverified.
-                let session = session.as_deref().unwrap_or_default();
+                let session = session.as_ref().ok_or("--session is required without --unverified")?;
                 record_verified(cli, ledger, &store.used_states, url_or_query, session).await?
             };
             print_recorded(&recorded);
@@ -276,9 +280,8 @@ async fn record_verified(
     ledger: &dyn GrantLedger,
     used_states: &SharedUsedStates,
     url_or_query: &str,
-    session: &str,
+    session: &subscribe_client::Session,
 ) -> Result<(GrantKey, subscribe_client::Recorded), Usage> {
-    let session = crate::options::parse("--session", subscribe_client::Session::new(session))?;
     let client = crate::options::signing_client_with(cli, Some(Arc::clone(used_states))).map_err(|e| {
         if cli.secret.is_none() {
             "--secret (or WXSUB_SECRET) is required to verify the callback's state; \
@@ -289,11 +292,7 @@ async fn record_verified(
         }
     })?;
     let recorded = async {
-        client
-            .complete(subscribe_client::Answer::Redirect(url_or_query), &session)
-            .await?
-            .record(ledger)
-            .await
+        client.complete(subscribe_client::Answer::Redirect(url_or_query), session).await?.record(ledger).await
     };
     match recorded.await {
         Ok((AuthorizationAnswer::Confirmed(grant), Some(recorded))) => {

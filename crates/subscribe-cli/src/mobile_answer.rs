@@ -26,8 +26,8 @@ pub(crate) struct Args {
     /// signature, app, template, scene, session and expiry. Without --database this is not
     /// single-use: each run starts with no record of the states used before, so the same
     /// answer verifies again.
-    #[arg(long, conflicts_with = "reserved")]
-    pub(crate) session: Option<String>,
+    #[arg(long, conflicts_with = "reserved", value_parser = crate::secrets::session)]
+    pub(crate) session: Option<subscribe_client::Session>,
     /// Keep the used states in this database (`sqlite:path/to/grants.db` or
     /// `postgres://user@host/db`, as `grants --database`), so each signed state confirms
     /// once across runs: a later run refuses the same answer, or another openid, with its
@@ -42,8 +42,6 @@ pub(crate) async fn run(cli: &Cli, args: &Args) -> Result<Exit, Usage> {
     let Args { json, template_id, scene, reserved, session, database } = args;
     let answer = match session {
         Some(session) => {
-            let session =
-                crate::options::parse("--session", subscribe_client::Session::new(session.as_str()))?;
             let sql = match database {
                 Some(url) => Some(
                     subscribe_sql::Sql::builder(url)
@@ -54,7 +52,7 @@ pub(crate) async fn run(cli: &Cli, args: &Args) -> Result<Exit, Usage> {
                 None => None,
             };
             signing_client_on(cli, sql.as_ref())?
-                .complete(Answer::Mobile(json), &session)
+                .complete(Answer::Mobile(json), session)
                 .await
                 .map_err(|e| format!("answer rejected: {}", crate::output::one_line(&e)))?
                 .accept()

@@ -17,19 +17,19 @@ pub(crate) struct Args {
     pub(crate) reserved: Option<String>,
     /// The app user's session id the signed state is bound to (not empty; required without
     /// --reserved).
-    #[arg(long, conflicts_with = "reserved", required_unless_present = "reserved")]
-    pub(crate) session: Option<String>,
+    #[arg(long, conflicts_with = "reserved", required_unless_present = "reserved", value_parser = crate::secrets::session)]
+    pub(crate) session: Option<Session>,
 }
 
 /// `wxsub mobile-request`: the Open SDK's request as one JSON line.
 pub(crate) fn run(cli: &Cli, args: &Args) -> Result<Exit, Usage> {
     let (template_id, scene) = args.template.parts()?;
-    let request = if let Some(r) = args.reserved.as_deref() {
-        MobileSubscribeRequest { scene, template_id, reserved: parse("--reserved", Reserved::new(r))? }
-    } else {
-        // clap requires --session without --reserved.
-        let session = parse("--session", Session::new(args.session.as_deref().unwrap_or_default()))?;
-        signing_client(cli)?.mobile_request(&template_id, scene, &session)
+    let request = match (args.reserved.as_deref(), &args.session) {
+        (Some(r), _) => {
+            MobileSubscribeRequest { scene, template_id, reserved: parse("--reserved", Reserved::new(r))? }
+        }
+        (None, Some(session)) => signing_client(cli)?.mobile_request(&template_id, scene, session),
+        (None, None) => return Err("--session (or --reserved) is required".into()), // clap requires it
     };
     println!("{}", serde_json::to_string(&request).map_err(|e| e.to_string())?);
     Ok(Exit::Ok)

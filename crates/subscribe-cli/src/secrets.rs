@@ -50,10 +50,20 @@ impl DatabaseUrl {
     }
 }
 
-/// Whether values of `arg` may be secrets: it takes one of the secret types.
+/// Whether values of `arg` may be secrets: it takes one of the secret types (a user's session
+/// id is one: whoever holds it is the user).
 pub(crate) fn may_take_secret(arg: &Arg) -> bool {
     let t = arg.get_value_parser().type_id();
-    t == TypeId::of::<Hidden>() || t == TypeId::of::<AppSecret>() || t == TypeId::of::<DatabaseUrl>()
+    t == TypeId::of::<Hidden>()
+        || t == TypeId::of::<AppSecret>()
+        || t == TypeId::of::<DatabaseUrl>()
+        || t == TypeId::of::<subscribe_client::Session>()
+}
+
+/// `--session`'s value: a user's session id, never empty, never printed (`Session`'s `Debug`
+/// is redacted, and a refused value is not quoted).
+pub(crate) fn session(raw: &str) -> Result<subscribe_client::Session, String> {
+    subscribe_client::Session::new(raw).map_err(|e| e.to_string())
 }
 
 /// Whether the value `matches` holds for `arg` is a secret.
@@ -150,13 +160,18 @@ mod tests {
         }
     }
 
-    /// The secret flags, each with its environment variable.
+    /// The secret flags, each with its environment variable. A user's session id has none: it
+    /// is one user's, given per run (an environment variable would bind every run to one user).
     const SECRET_FLAGS: &[(&str, Option<&str>)] = &[
         ("wxsub --secret", Some("WXSUB_SECRET")),
+        ("wxsub auth-url --session", None),
+        ("wxsub mobile-request --session", None),
+        ("wxsub mobile-answer --session", None),
         ("wxsub event --token", Some("WXSUB_PUSH_TOKEN")),
         ("wxsub event --aes-key", Some("WXSUB_AES_KEY")),
         ("wxsub event --previous-aes-key", Some("WXSUB_PREVIOUS_AES_KEY")),
         ("wxsub grants --database", Some("DATABASE_URL")),
+        ("wxsub grants record --session", None),
     ];
 
     #[test]
@@ -199,6 +214,19 @@ mod tests {
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(w[0].contains("--database") && w[0].contains("DATABASE_URL") && !w[0].contains("pw-42"));
         assert!(warnings_for(&["wxsub", "grants", "--database", "sqlite:g.db", "migrate"]).is_empty());
+        // A user's session id is a credential too.
+        let w = warnings_for(&[
+            "wxsub",
+            "mobile-request",
+            "--template-id",
+            "t",
+            "--scene",
+            "1",
+            "--session",
+            "sid-77",
+        ]);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("--session") && !w[0].contains("sid-77"), "{w:?}");
         assert!(warnings_for(&["wxsub", "--appid", "wx0123456789abcdef", "token"]).is_empty());
     }
 
