@@ -219,7 +219,7 @@ impl From<RedisError> for LedgerError {
     /// A wrong URL or prefix and a stored value not in this crate's format fail the same way
     /// every time (`Unusable`: someone must act); the rest may pass later (`Backend`).
     fn from(e: RedisError) -> Self {
-        if e.is_configuration() || e.is_corrupt() {
+        if e.kind() == subscribe_client::ErrorKind::Configuration {
             LedgerError::unusable(e)
         } else {
             LedgerError::backend(e)

@@ -114,6 +114,24 @@ impl RedisError {
     pub fn is_corrupt(&self) -> bool {
         matches!(self.kind, Kind::Corrupt { .. })
     }
+
+    /// What to do about it, as every error of the client says: `Configuration` when someone
+    /// must act (the URL, the key prefix, a corrupt value), `Retryable` otherwise (Redis is out,
+    /// slow or refused the command for now). The ledger's and the stores' errors are sorted the
+    /// same way.
+    ///
+    /// ```
+    /// use subscribe_client::ErrorKind;
+    /// let e = subscribe_redis::Redis::builder("http://not-redis").lazy().unwrap_err();
+    /// assert_eq!(e.kind(), ErrorKind::Configuration);
+    /// ```
+    pub fn kind(&self) -> subscribe_client::ErrorKind {
+        if self.is_configuration() || self.is_corrupt() {
+            subscribe_client::ErrorKind::Configuration
+        } else {
+            subscribe_client::ErrorKind::Retryable
+        }
+    }
 }
 
 impl fmt::Display for RedisError {

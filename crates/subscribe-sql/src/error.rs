@@ -14,6 +14,7 @@ use std::time::Duration;
 /// use subscribe_sql::Sql;
 /// let e = Sql::builder("mysql://db/shop").lazy().unwrap_err();
 /// assert!(e.is_configuration());
+/// assert_eq!(e.kind(), subscribe_client::ErrorKind::Configuration);
 /// assert_eq!(e.to_string(), "invalid database URL (expected postgres://… or sqlite:…)");
 /// ```
 #[derive(Debug)]
@@ -81,6 +82,24 @@ impl SqlError {
     /// A stored value is not in the format this crate writes.
     pub fn is_corrupt(&self) -> bool {
         matches!(self.kind, Kind::Corrupt { .. })
+    }
+
+    /// What to do about it, as every error of the client says: `Configuration` when someone
+    /// must act (credentials, the URL, the schema, a failed migration, a corrupt value, a file
+    /// others may read), `Retryable` otherwise (the database is out, slow or refused the
+    /// statement for now). The ledger's and the stores' errors are sorted the same way.
+    ///
+    /// ```
+    /// use subscribe_client::ErrorKind;
+    /// let e = subscribe_sql::Sql::builder("mysql://db/shop").lazy().unwrap_err();
+    /// assert_eq!(e.kind(), ErrorKind::Configuration);
+    /// ```
+    pub fn kind(&self) -> subscribe_client::ErrorKind {
+        if self.is_authentication() || self.is_configuration() || self.is_migration() || self.is_corrupt() {
+            subscribe_client::ErrorKind::Configuration
+        } else {
+            subscribe_client::ErrorKind::Retryable
+        }
     }
 }
 

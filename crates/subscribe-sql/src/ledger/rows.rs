@@ -22,7 +22,7 @@ impl From<SqlError> for LedgerError {
     /// crate's format fail the same way every time (`Unusable`: someone must act); the rest
     /// may pass later (`Backend`).
     fn from(e: SqlError) -> Self {
-        if e.is_authentication() || e.is_configuration() || e.is_migration() || e.is_corrupt() {
+        if e.kind() == subscribe_client::ErrorKind::Configuration {
             LedgerError::unusable(e)
         } else {
             LedgerError::backend(e)
