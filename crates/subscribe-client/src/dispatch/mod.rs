@@ -262,6 +262,11 @@ impl Dispatcher {
     /// Sends one message to every pending grant, until none is left or the cancellation token
     /// is cancelled. May be called again (a later run takes what is pending then).
     ///
+    /// Dropping the returned future (a `select!` that took another branch, a request timeout,
+    /// an aborted task) cancels the dispatch as the token does: nothing new is reserved or
+    /// started, a grant reserved but not started is given back, and the sends in flight finish
+    /// and are recorded on their own tasks. The dispatch never goes on sending unobserved.
+    ///
     /// One task claims pending grants in batches ([`GrantLedger::reserve_next`]), a fixed pool
     /// of [`concurrency`](Self::concurrency) long-lived workers sends them, one task settles
     /// the results in batches ([`GrantLedger::settle_many`]: whatever has finished while the
@@ -295,12 +300,16 @@ impl Dispatcher {
         let (settle_tx, settle_rx) = mpsc::channel::<Finished>(MAX_SETTLE_BATCH);
         let (outcomes_tx, mut outcomes_rx) = mpsc::channel::<RecipientOutcome>(self.concurrency);
         let sent = Arc::new(AtomicU64::new(0));
+        // The pipeline's own token: a child of the caller's, cancelled when this future ends,
+        // finished or dropped, so its tasks never outlive the dispatch they serve.
+        let cancel = self.cancel.child_token();
+        let _stop_when_dropped = cancel.clone().drop_guard();
         let feeder = tokio::spawn(feed(Feed {
             ledger: Arc::clone(&self.ledger),
             scope,
             clock,
             limiter: self.rate.and_then(|r| RateLimiter::per_second(r, Arc::clone(self.client.clock()))),
-            cancel: self.cancel.clone(),
+            cancel: cancel.clone(),
             holder: self.holder.clone(),
             lease: self.lease,
             batch,
@@ -312,7 +321,7 @@ impl Dispatcher {
         for _ in 0..self.concurrency {
             let (grants, finished) = (Arc::clone(&grants_rx), settle_tx.clone());
             let (client, ledger, build) = (self.client.clone(), Arc::clone(&self.ledger), build.clone());
-            let (cancel, sent) = (self.cancel.clone(), Arc::clone(&sent));
+            let (cancel, sent) = (cancel.clone(), Arc::clone(&sent));
             tokio::spawn(async move {
                 loop {
                     let Some(reservation) = grants.lock().await.recv().await else { break };

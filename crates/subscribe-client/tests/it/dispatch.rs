@@ -128,6 +128,51 @@ async fn cancellation_then_a_second_dispatch_delivers_each_grant_exactly_once() 
     assert!(per_user.values().all(|n| *n == 1), "each grant sent exactly once");
 }
 
+/// Dropping `run`'s future (a timeout, a `select!`, an aborted task) stops the dispatch as
+/// cancelling does: nothing more is started, what was reserved and not started is given back,
+/// and what was in flight is recorded. Before, the dispatch's tasks went on sending unobserved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_run_future_stops_the_dispatch_and_loses_nothing() {
+    let mock = mock_with_stable_token("T1", 7200);
+    mock.route("POST", SEND_PATH).respond_with(|_| {
+        std::thread::sleep(Duration::from_millis(2)); // a send takes a while
+        ok_reply()
+    });
+    let users: Vec<String> = (0..400).map(|i| format!("oUser{i:04}")).collect();
+    let ledger = ledger_with(&users.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let client = builder(&mock, &clock()).build().unwrap();
+    let mut first =
+        Dispatcher::one_time(client.clone(), Arc::clone(&ledger), scope().template_id, scope().scene, build)
+            .concurrency(4)
+            .page_size(16);
+    let cut = tokio::time::timeout(Duration::from_millis(60), first.run()).await;
+    assert!(cut.is_err(), "dropped mid-dispatch");
+    // What was in flight finishes and is recorded; then nothing more is sent.
+    let mut last = usize::MAX;
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        let (sent, c) = (mock.count(SEND_PATH), ledger.counts(&scope(), t0()).await.unwrap());
+        if sent == last && c.reserved == 0 {
+            break;
+        }
+        last = sent;
+    }
+    let sent = mock.count(SEND_PATH);
+    assert!(sent > 0 && sent < 400, "stopped part way: {sent}");
+    let c = ledger.counts(&scope(), t0()).await.unwrap();
+    let sent_u64 = u64::try_from(sent).unwrap();
+    assert_eq!((c.delivered, c.pending, c.reserved), (sent_u64, 400 - sent_u64, 0), "nothing lost");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(mock.count(SEND_PATH), sent, "no send after the dispatch stopped");
+
+    let second = Dispatcher::one_time(client, Arc::clone(&ledger), scope().template_id, scope().scene, build)
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(second.progress.delivered + sent_u64, 400);
+    assert!(sends_per_user(&mock).values().all(|n| *n == 1), "each grant sent exactly once");
+}
+
 #[tokio::test]
 async fn a_lapsed_reservation_is_retaken_and_a_refusal_then_goes_to_review() {
     // A crashed sender reserved the grant (and may have delivered) and never settled it.

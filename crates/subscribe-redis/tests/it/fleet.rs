@@ -262,7 +262,12 @@ async fn a_killed_dispatchers_grants_are_finished_by_another_and_nothing_is_sent
     .concurrency(16)
     .lease(LEASE)
     .observer(wire);
-    let killed = tokio::spawn(async move { first.run().await });
+    // Its own runtime, so that a crash can be played: shutting that runtime down stops every
+    // task of the dispatch where it stands (dropping the `run` future alone would cancel the
+    // dispatch in order instead, giving back what it had not started).
+    let crashing =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let killed = crashing.spawn(async move { first.run().await });
     // Bounded: a dispatcher that never reaches the tripwire fails the test instead of hanging it.
     tokio::time::timeout(Duration::from_secs(30), async {
         while !tripped.load(Ordering::Acquire) {
@@ -271,7 +276,7 @@ async fn a_killed_dispatchers_grants_are_finished_by_another_and_nothing_is_sent
     })
     .await
     .expect("the first dispatcher reached 200 outcomes within 30 s");
-    killed.abort(); // a crash: in-flight sends are dropped, their grants stay reserved
+    crashing.shutdown_background(); // a crash: in-flight sends are dropped, their grants stay reserved
     assert!(killed.await.unwrap_err().is_cancelled());
     let after_kill = s.state().stats().deliveries;
     let counts = RedisGrantLedger::new(same_redis(&shared).await).counts(&scope(), now()).await.unwrap();
