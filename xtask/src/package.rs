@@ -23,14 +23,45 @@ pub(crate) fn package() -> Result {
     for name in &names {
         args.extend(["-p", name.as_str()]);
     }
-    // A build directory of its own, made afresh: in the workspace's, cargo would reuse an
-    // earlier run's build of these registry packages (their version is taken as their content).
-    let fresh = crate::run::target_dir().join("package-verify");
-    if fresh.exists() {
-        std::fs::remove_dir_all(&fresh).map_err(|e| format!("could not remove {}: {e}", fresh.display()))?;
+    // The workspace's build directory, so the verification reuses the dependencies the tests
+    // built (each member alone, with its default features: the feature sets a package's own
+    // build asks for), with the workspace's dev profile (a package carries no profile of its
+    // own). Cargo takes a registry package's version as its content, so every earlier build of
+    // these crates is removed first: none can be reused for other code of the same version.
+    forget_built(&crate::run::target_dir().join("debug"), &names)?;
+    cargo(&args, &[("CARGO_PROFILE_DEV_DEBUG", "line-tables-only")])
+}
+
+/// Removes every build of the crates `names` from the profile directory `dir` (fingerprints,
+/// build scripts' outputs, libraries and test binaries); cargo rebuilds what it needs.
+fn forget_built(dir: &Path, names: &[String]) -> Result {
+    for (sub, prefixes) in [
+        (".fingerprint", names.iter().map(|n| format!("{n}-")).collect::<Vec<_>>()),
+        ("build", names.iter().map(|n| format!("{n}-")).collect()),
+        (
+            "deps",
+            names
+                .iter()
+                .flat_map(|n| {
+                    let n = n.replace('-', "_");
+                    [format!("lib{n}-"), format!("{n}-")]
+                })
+                .collect(),
+        ),
+    ] {
+        let Ok(entries) = std::fs::read_dir(dir.join(sub)) else { continue };
+        for entry in entries.flatten() {
+            let file = entry.file_name();
+            if !prefixes.iter().any(|p| file.to_string_lossy().starts_with(p.as_str())) {
+                continue;
+            }
+            let path = entry.path();
+            let removed =
+                if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+            removed.map_err(|e| format!("could not remove {}: {e}", path.display()))?;
+        }
     }
-    let fresh = fresh.to_string_lossy().into_owned();
-    cargo(&args, &[("CARGO_TARGET_DIR", fresh.as_str())])
+    Ok(())
 }
 
 /// Removes the sources cargo unpacked from an earlier run's packages of these crates. Cargo
