@@ -150,8 +150,11 @@ pub(crate) async fn latency(lines: usize, in_flights: &[usize]) -> serde_json::V
             }
             // The in-memory ledger is held to send-batch's floor; on two cores a SQL server's own
             // CPU (reported) is shared with the sender and the fake, and the floor only catches a
-            // ledger that became much slower (a lost index, a statement per grant).
-            let floor = if ledger == "memory" { 0.7 } else { 0.45 };
+            // ledger that became much slower (a lost index, a statement per grant). Measured at
+            // 2,048 in flight: 0.79 (SQLite) and 1.03 (PostgreSQL) in the full run, but 0.40 to
+            // 0.51 in the quick one (20,000 lines: ten per connection, so claiming and connecting
+            // dominate), which a floor of 0.45 failed by chance on a loaded machine.
+            let floor = if ledger == "memory" { 0.7 } else { 0.3 };
             if ratio < floor && n <= CHECKED_UP_TO {
                 violations.push(format!(
                     "the dispatcher on {ledger}, {n} in flight: {per_s:.0} msg/s is {ratio:.2} of {target:.0} (at least {floor})"
