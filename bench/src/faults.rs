@@ -19,7 +19,8 @@
 //! broken client (one that reports every send failed; one that re-sends an unknown outcome and
 //! reports the re-send's; one that re-sends it and reports the first attempt's): `cargo xtask
 //! faults` checks that the expectations catch each. `only=<words>` runs the rows whose name
-//! contains the words (`_` for a space). Output: the rows as JSON (the default, or `json`,
+//! contains the words (`_` for a space); `together` runs the rows at once (each on its own
+//! sandbox), which `cargo xtask faults --quick` does. Output: the rows as JSON (the default, or `json`,
 //! pretty-printed; printed even when a row fails), which `cargo xtask faults` saves and renders
 //! as `docs/reliability.md`'s table.
 
@@ -411,9 +412,22 @@ fn rows(n: u64) -> Vec<Row> {
 pub(crate) async fn faults(n: usize, concurrency: usize, args: &[String]) -> serde_json::Value {
     let broken = Broken::from_args(args);
     let only = args.iter().find_map(|a| a.strip_prefix("only=")).map(|o| o.replace('_', " "));
+    let selected =
+        rows(n as u64).into_iter().filter(|row| only.as_ref().is_none_or(|o| row.name.contains(o.as_str())));
     let mut results = Vec::new();
-    for row in rows(n as u64) {
-        if only.as_ref().is_none_or(|o| row.name.contains(o.as_str())) {
+    if args.iter().any(|a| a == "together") {
+        // Each row on its own sandbox and client, all at once: the rows mostly wait (for
+        // stalls, timeouts, backoff and paced sends), so together they take about as long as
+        // the longest one instead of the sum.
+        let mut rows = tokio::task::JoinSet::new();
+        for (index, row) in selected.enumerate() {
+            rows.spawn(async move { (index, run_row(row, n, concurrency, broken).await) });
+        }
+        let mut done: Vec<(usize, serde_json::Value)> = rows.join_all().await;
+        done.sort_by_key(|(index, _)| *index);
+        results.extend(done.into_iter().map(|(_, row)| row));
+    } else {
+        for row in selected {
             results.push(run_row(row, n, concurrency, broken).await);
         }
     }

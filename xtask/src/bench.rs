@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use crate::figures::{GENERATED, publish, render_bench, run_meta};
-use crate::run::{Result, Status, build_wxsub, cargo_output, target_dir};
+use crate::run::{Result, Status, build_bench, cargo_output, run_bench, target_dir};
 
 /// The whole-system benchmarks, each scenario in its own process (so peak memory is its own),
 /// then the criterion micro benchmarks. Every run saves its figures, with the commit, the date
@@ -35,13 +35,11 @@ pub(crate) fn bench(quick: bool) -> Result<Status> {
             &["latency", "100000", "256", "2048", "8192"],
         ]
     };
-    build_wxsub()?;
+    let bench = build_bench()?;
     let mut results = Vec::new();
     for args in scenarios {
         eprintln!("xtask bench: {}", args.join(" "));
-        let mut full = vec!["run", "--release", "-q", "-p", "subscribe-bench", "--"];
-        full.extend_from_slice(args);
-        let out = cargo_output(&full)?;
+        let out = run_bench(&bench, args)?;
         let line = out.lines().rev().find(|l| l.starts_with('{')).ok_or("a scenario printed no result")?;
         let result: Value = serde_json::from_str(line).map_err(|e| format!("a scenario's result: {e}"))?;
         results.push(result);

@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use crate::figures::{GENERATED, publish, render_faults, run_meta};
-use crate::run::{Result, build_wxsub, cargo_output, target_dir};
+use crate::run::{Result, build_bench, run_bench, target_dir};
 
 /// The reliability table: 2,000 messages per fault scenario at concurrency 32 against the
 /// sandbox (`--quick`: 400 messages at 16). Every run saves its rows, with the commit, the date
@@ -13,9 +13,14 @@ use crate::run::{Result, build_wxsub, cargo_output, target_dir};
 pub(crate) fn faults(quick: bool) -> Result {
     let (sends, conc) = if quick { ("400", "16") } else { ("2000", "32") };
     eprintln!("xtask faults: {sends} sends per scenario at concurrency {conc} (takes a minute or two)");
-    build_wxsub()?;
-    let out =
-        cargo_output(&["run", "--release", "-q", "-p", "subscribe-bench", "--", "faults", sends, conc])?;
+    let bench = build_bench()?;
+    // The quick run's rows run at once: they mostly wait, and the published (full) figures
+    // come from rows run one after another, each with the machine to itself.
+    let mut args = vec!["faults", sends, conc];
+    if quick {
+        args.push("together");
+    }
+    let out = run_bench(&bench, &args)?;
     let line = out
         .lines()
         .rev()
@@ -37,7 +42,7 @@ pub(crate) fn faults(quick: bool) -> Result {
     let file = dir.join(if quick { "faults-quick.json" } else { "faults.json" });
     let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
     std::fs::write(&file, text + "\n").map_err(|e| e.to_string())?;
-    broken_clients_fail()?;
+    broken_clients_fail(&bench)?;
     if !quick {
         let generated = GENERATED.iter().find(|g| g.name == "faults").ok_or("no generated faults section")?;
         publish(generated, &doc)?;
@@ -50,7 +55,7 @@ pub(crate) fn faults(quick: bool) -> Result {
 /// first attempt's outcome must each break them, and with the failure named here. The silent
 /// re-send of the 2017 message meets 43101 and delivers nothing: only the sandbox's count of
 /// send requests sees it; of a long-term template it is a second message in the inbox.
-pub(crate) fn broken_clients_fail() -> Result {
+pub(crate) fn broken_clients_fail(bench: &std::path::Path) -> Result {
     let cases: [(&[&str], &str); 6] = [
         (&["faults", "100", "8", "only=no_fault", "broken=fail-all"], "0 of 100 delivered"),
         (
@@ -72,10 +77,8 @@ pub(crate) fn broken_clients_fail() -> Result {
         (&["faults", "400", "8", "only=replayed_once", "broken=resend-silently"], "send requests, want"),
     ];
     for (args, must_say) in cases {
-        let mut full = vec!["run", "--release", "-q", "-p", "subscribe-bench", "--"];
-        full.extend_from_slice(args);
         let which = format!("{}, {}", args[4], args[3]);
-        match cargo_output(&full) {
+        match run_bench(bench, args) {
             Ok(_) => return Err(format!("a broken client passed the fault table: {}", args.join(" "))),
             Err(e) if e.contains(must_say) => {
                 eprintln!("xtask faults: the broken client ({which}) was caught: {must_say}");

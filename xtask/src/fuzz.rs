@@ -1,6 +1,8 @@
 //! `cargo xtask fuzz`: each libFuzzer target for a while.
 
-use std::process::Command;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 
 use crate::run::{Result, cargo, root, target_dir};
 
@@ -75,61 +77,21 @@ pub(crate) fn fuzz(seconds: u64, only: &[String]) -> Result {
         build.extend(["--bin", t.as_str()]);
     }
     cargo(&build, &[("CARGO_TARGET_DIR", &dir_text), ("RUSTFLAGS", &flags)])?;
+    // libFuzzer runs on one core: as many targets at once as there are cores, each one's
+    // output in a file (a pipe left unread would stall it).
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let mut rows = Vec::new();
-    for t in &targets {
-        let corpus = dir.join("corpus").join(t);
-        let artifacts = dir.join("artifacts").join(t);
-        for d in [&corpus, &artifacts] {
-            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+    for batch in targets.chunks(cores) {
+        let mut running = Vec::new();
+        for t in batch {
+            running.push((t, start_fuzzer(&dir, &host, t, seconds)?));
         }
-        let seeds = root().join("fuzz/seeds").join(t);
-        let dict = root().join("fuzz/dicts").join(format!("{t}.dict"));
-        eprintln!("xtask fuzz: {t} for {seconds} s");
-        let out = Command::new(dir.join(&host).join("release").join(t))
-            .arg(format!("-max_total_time={seconds}"))
-            .arg("-print_final_stats=1")
-            .arg("-max_len=9000")
-            .arg("-timeout=10")
-            .arg(format!("-artifact_prefix={}/", artifacts.display()))
-            .args(dict.is_file().then(|| format!("-dict={}", dict.display())))
-            .arg(&corpus)
-            .arg(&seeds)
-            .output()
-            .map_err(|e| format!("could not start the {t} fuzzer: {e}"))?;
-        let log = String::from_utf8_lossy(&out.stderr);
-        let stat = |key: &str| {
-            log.lines()
-                .find_map(|l| l.strip_prefix(&format!("stat::{key}:")).map(|v| v.trim().to_owned()))
-                .unwrap_or_else(|| "?".into())
-        };
-        if !out.status.success() {
-            eprintln!("xtask fuzz: {t}: FAILED after {} executions", stat("number_of_executed_units"));
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
-            return Err(format!(
-                "fuzz target {t} found a failing input (saved under {}):\n{}\n\
-                 Fix it, then copy the input into fuzz/regressions/{t}/ so `cargo test -p subscribe-fuzz` replays it.",
-                artifacts.display(),
-                tail.join("\n")
-            ));
+        for (t, (mut child, log_file, artifacts, corpus)) in running {
+            let status = child.wait().map_err(|e| format!("the {t} fuzzer: {e}"))?;
+            let log =
+                std::fs::read_to_string(&log_file).map_err(|e| format!("{}: {e}", log_file.display()))?;
+            rows.push(fuzz_result(t, status.success(), &log, &artifacts, &corpus)?);
         }
-        let executions: u64 = stat("number_of_executed_units").parse().unwrap_or(0);
-        if executions == 0 {
-            return Err(format!("fuzz target {t} ran no input (libFuzzer reported no executions)"));
-        }
-        let corpus_size = std::fs::read_dir(&corpus).map_or(0, Iterator::count);
-        eprintln!(
-            "xtask fuzz: {t}: {} executions, {} new inputs, no failure",
-            stat("number_of_executed_units"),
-            stat("new_units_added")
-        );
-        rows.push(format!(
-            "{t:<14} {:>12} {:>10} {:>12} {:>8}",
-            stat("number_of_executed_units"),
-            stat("average_exec_per_sec"),
-            stat("new_units_added"),
-            corpus_size
-        ));
     }
     println!("\n{:<14} {:>12} {:>10} {:>12} {:>8}", "target", "executions", "exec/s", "new inputs", "corpus");
     for r in &rows {
@@ -137,4 +99,72 @@ pub(crate) fn fuzz(seconds: u64, only: &[String]) -> Result {
     }
     println!("no failing input in {} target(s), {seconds} s each", rows.len());
     Ok(())
+}
+
+/// Starts target `t`'s fuzzer for `seconds`, its output in `target/fuzz/logs/<t>.log`; returns
+/// the child, the log's path, and the target's artifact and corpus directories.
+fn start_fuzzer(dir: &Path, host: &str, t: &str, seconds: u64) -> Result<(Child, PathBuf, PathBuf, PathBuf)> {
+    let corpus = dir.join("corpus").join(t);
+    let artifacts = dir.join("artifacts").join(t);
+    let logs = dir.join("logs");
+    for d in [&corpus, &artifacts, &logs] {
+        std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+    }
+    let seeds = root().join("fuzz/seeds").join(t);
+    let dict = root().join("fuzz/dicts").join(format!("{t}.dict"));
+    let log_file = logs.join(format!("{t}.log"));
+    let log = File::create(&log_file).map_err(|e| format!("{}: {e}", log_file.display()))?;
+    eprintln!("xtask fuzz: {t} for {seconds} s");
+    let child = Command::new(dir.join(host).join("release").join(t))
+        .arg(format!("-max_total_time={seconds}"))
+        .arg("-print_final_stats=1")
+        .arg("-max_len=9000")
+        .arg("-timeout=10")
+        .arg(format!("-artifact_prefix={}/", artifacts.display()))
+        .args(dict.is_file().then(|| format!("-dict={}", dict.display())))
+        .arg(&corpus)
+        .arg(&seeds)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("could not start the {t} fuzzer: {e}"))?;
+    Ok((child, log_file, artifacts, corpus))
+}
+
+/// The table row of target `t`'s run, from libFuzzer's final statistics in `log`; an error
+/// when it failed or ran nothing.
+fn fuzz_result(t: &str, succeeded: bool, log: &str, artifacts: &Path, corpus: &Path) -> Result<String> {
+    let stat = |key: &str| {
+        log.lines()
+            .find_map(|l| l.strip_prefix(&format!("stat::{key}:")).map(|v| v.trim().to_owned()))
+            .unwrap_or_else(|| "?".into())
+    };
+    if !succeeded {
+        eprintln!("xtask fuzz: {t}: FAILED after {} executions", stat("number_of_executed_units"));
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        return Err(format!(
+            "fuzz target {t} found a failing input (saved under {}):\n{}\n\
+             Fix it, then copy the input into fuzz/regressions/{t}/ so `cargo test -p subscribe-fuzz` replays it.",
+            artifacts.display(),
+            tail.join("\n")
+        ));
+    }
+    let executions: u64 = stat("number_of_executed_units").parse().unwrap_or(0);
+    if executions == 0 {
+        return Err(format!("fuzz target {t} ran no input (libFuzzer reported no executions)"));
+    }
+    let corpus_size = std::fs::read_dir(corpus).map_or(0, Iterator::count);
+    eprintln!(
+        "xtask fuzz: {t}: {} executions, {} new inputs, no failure",
+        stat("number_of_executed_units"),
+        stat("new_units_added")
+    );
+    Ok(format!(
+        "{t:<14} {:>12} {:>10} {:>12} {:>8}",
+        stat("number_of_executed_units"),
+        stat("average_exec_per_sec"),
+        stat("new_units_added"),
+        corpus_size
+    ))
 }

@@ -44,10 +44,39 @@ pub(crate) fn cargo_output(args: &[&str]) -> Result<String> {
     }
 }
 
-/// Builds the release `wxsub` that the whole-system benchmarks (`subscribe-bench`) run and find
-/// beside their own binary.
-pub(crate) fn build_wxsub() -> Result {
-    cargo_output(&["build", "--release", "-q", "-p", "subscribe-cli", "--bin", "wxsub"]).map(drop)
+/// Builds, in one cargo invocation, the release `wxsub` and the whole-system benchmarks
+/// (`subscribe-bench`), which run the `wxsub` they find beside their own binary, and returns
+/// the benchmarks' binary. One invocation, so both are built with one set of features: a
+/// `cargo run -p subscribe-bench` after it would resolve the features of that package alone
+/// and rebuild the crates whose features differ (two dozen here, minutes on two cores).
+pub(crate) fn build_bench() -> Result<PathBuf> {
+    cargo_output(&[
+        "build",
+        "--release",
+        "-q",
+        "-p",
+        "subscribe-cli",
+        "--bin",
+        "wxsub",
+        "-p",
+        "subscribe-bench",
+    ])?;
+    Ok(target_dir().join("release").join(format!("wxsub-bench{}", std::env::consts::EXE_SUFFIX)))
+}
+
+/// Runs the benchmarks' binary (from [`build_bench`]) at the repository's root and returns its
+/// stdout (its stderr in the error).
+pub(crate) fn run_bench(bench: &Path, args: &[&str]) -> Result<String> {
+    let out = Command::new(bench)
+        .args(args)
+        .current_dir(root())
+        .output()
+        .map_err(|e| format!("could not start {}: {e}", bench.display()))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!("`wxsub-bench {}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr)))
+    }
 }
 
 /// Runs cargo, echoing its output after it ends, and returns stdout and stderr together.

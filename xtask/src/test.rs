@@ -1,6 +1,6 @@
 //! `cargo xtask test`: the workspace tests, with Redis and PostgreSQL when they answer.
 
-use crate::run::{Result, Status, cargo, cargo_has, cargo_output};
+use crate::run::{Result, Status, cargo, cargo_has, cargo_output, root};
 
 /// The command that starts the machine's PostgreSQL cluster.
 pub(crate) const START_POSTGRES: &str =
@@ -72,8 +72,14 @@ pub(crate) fn test() -> Result<Status> {
     let every_feature = started.elapsed();
 
     let started = std::time::Instant::now();
-    eprintln!("xtask test: each member alone, its default features: its tests built, its doctests run");
-    for (member, has_lib) in members()? {
+    eprintln!(
+        "xtask test: each crate and example alone, its default features: its tests built, its doctests run"
+    );
+    // What an integrator depends on (crates/) or copies and runs (examples/). The tools
+    // (xtask, bench, fuzz) are each built on their own by the steps that run them.
+    let alone =
+        |manifest: &str| ["crates", "examples"].iter().any(|d| manifest.starts_with(&format!("{d}/")));
+    for (member, has_lib) in members()?.into_iter().filter(|(_, _, m)| alone(m)).map(|(n, l, _)| (n, l)) {
         if cargo_has("nextest") {
             cargo(&["nextest", "run", "-p", &member, "--no-run"], &[])?;
         } else {
@@ -103,8 +109,8 @@ fn run_tests(selection: &[&str], doc: bool) -> Result {
 }
 
 /// The workspace's members, by package name, from `cargo metadata`, each with whether it has a
-/// library (whose doctests run).
-fn members() -> Result<Vec<(String, bool)>> {
+/// library (whose doctests run) and its manifest's path relative to the root (`/`-separated).
+fn members() -> Result<Vec<(String, bool, String)>> {
     let metadata = cargo_output(&["metadata", "--no-deps", "--format-version", "1"])?;
     let metadata: serde_json::Value =
         serde_json::from_str(&metadata).map_err(|e| format!("cargo metadata: {e}"))?;
@@ -121,7 +127,13 @@ fn members() -> Result<Vec<(String, bool)>> {
                     t["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "lib" || k == "proc-macro"))
                 })
             });
-            Ok((name, has_lib))
+            let manifest = p["manifest_path"].as_str().unwrap_or_default();
+            let root = root();
+            let relative =
+                std::path::Path::new(manifest).strip_prefix(&root).unwrap_or(std::path::Path::new(manifest));
+            let relative =
+                relative.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+            Ok((name, has_lib, relative))
         })
         .collect()
 }

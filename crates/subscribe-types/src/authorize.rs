@@ -58,6 +58,12 @@ pub struct AuthorizeRequest {
 impl AuthorizeRequest {
     /// A request with an empty `reserved`. Set one with [`with_reserved`](Self::with_reserved);
     /// without it nothing ties the answer to the user's session.
+    ///
+    /// This is the protocol's request as WeChat's page reads it (and as the sandbox's page
+    /// parses it back), so it holds any [`HttpUrl`]. Building one for your own users, check the
+    /// URL as a [`RedirectUrl`](crate::RedirectUrl) first (`RedirectUrl::new(…)?.into()`): it
+    /// refuses a URL whose answers could not be read. `subscribe_client::Client::authorize_url`
+    /// takes only a `RedirectUrl`.
     pub fn new(appid: AppId, template_id: TemplateId, scene: Scene, redirect_url: HttpUrl) -> Self {
         Self { appid, template_id, scene, redirect_url, reserved: Reserved::default() }
     }
