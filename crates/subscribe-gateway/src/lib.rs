@@ -49,8 +49,8 @@ mod health;
 mod keys;
 
 pub use config::{
-    AppConfig, AppKind, Config, ConfigError, ConfigProblem, DEFAULT_LISTEN, KeyConfig, Scope, SecretUrl,
-    ServerConfig, StoreConfig,
+    AppConfig, AppKind, Config, ConfigError, ConfigProblem, DEFAULT_AUTH_FAILURE_RATE, DEFAULT_KEY_RATE,
+    DEFAULT_LISTEN, KeyConfig, Rate, Scope, SecretUrl, ServerConfig, StoreConfig,
 };
 pub use gateway::{Gateway, StartError, open_store};
 pub use health::READY_CACHE;
