@@ -47,6 +47,8 @@ mod config;
 mod gateway;
 mod health;
 mod keys;
+mod metered;
+mod metrics;
 
 pub use config::{
     AppConfig, AppKind, Config, ConfigError, ConfigProblem, DEFAULT_AUTH_FAILURE_RATE, DEFAULT_KEY_RATE,
@@ -55,5 +57,6 @@ pub use config::{
 pub use gateway::{Gateway, StartError, open_store};
 pub use health::READY_CACHE;
 pub use keys::{KeyHash, MIN_KEY_CHARS, hash_key};
+pub use metrics::Metrics;
 /// The server loop, shared with the sandbox and the push endpoint (`subscribe-events`).
 pub use subscribe_events::serve::{ServeLimits, serve};

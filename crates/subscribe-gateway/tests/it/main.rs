@@ -7,6 +7,7 @@
 mod config;
 mod fleet;
 mod guard;
+mod metrics;
 mod redaction;
 mod tokens;
 
@@ -87,6 +88,8 @@ pub struct Running {
     pub sandbox: SandboxHandle,
     /// Where the gateway listens.
     pub addr: SocketAddr,
+    /// The gateway (its metrics, its metrics router).
+    pub gateway: Gateway,
     /// A client for it.
     pub http: reqwest::Client,
     /// Its configuration's directory (secrets, the SQLite file), removed when dropped.
@@ -118,7 +121,7 @@ impl Running {
         tokio::spawn(serve(listener, gateway.router(), limits, async {
             let _ = rx.await;
         }));
-        Self { sandbox, addr, http: reqwest::Client::new(), _dir: dir, _stop: tx }
+        Self { sandbox, addr, gateway, http: reqwest::Client::new(), _dir: dir, _stop: tx }
     }
 
     /// The gateway's URL for `path`.
