@@ -27,7 +27,7 @@ pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response {
 
 /// Why a request was refused before anything was done for it.
 #[derive(Clone, Copy, Debug)]
-enum Refusal {
+pub(crate) enum Refusal {
     /// A missing, malformed or unknown key: one answer for all three.
     Unauthorized,
     /// A known key used where it has no scope: one answer for any appid, listed or not.

@@ -23,6 +23,7 @@ use crate::health::Readiness;
 use crate::keys::Keys;
 use crate::metered::Metered;
 use crate::metrics::{self, Metrics};
+use crate::ratelimit::{self, PeerLimits};
 use crate::{api, health};
 
 /// The token service for every configured app, ready to be served ([`Gateway::router`]).
@@ -38,6 +39,8 @@ pub(crate) struct Shared {
     pub(crate) keys: Keys,
     pub(crate) ready: Readiness,
     pub(crate) metrics: Metrics,
+    /// The peers' rate of failed authentications.
+    pub(crate) peers: PeerLimits,
     server: ServerConfig,
 }
 
@@ -120,7 +123,9 @@ impl Gateway {
         let probe = config.apps.first().map(|a| a.appid.clone());
         let ready = Readiness::new(store, probe);
         let keys = Keys::new(&config.keys);
-        Ok(Self { shared: Arc::new(Shared { apps, keys, ready, metrics, server: config.server.clone() }) })
+        let server = &config.server;
+        let peers = PeerLimits::new(server.auth_failure_rate, server.trusted_proxies.clone());
+        Ok(Self { shared: Arc::new(Shared { apps, keys, ready, metrics, peers, server: server.clone() }) })
     }
 
     /// The gateway's metrics: what `/metrics` answers, and where the send API records its
@@ -147,7 +152,11 @@ impl Gateway {
     /// | `GET /healthz` | 200 while the process serves (no I/O) |
     /// | `GET /readyz` | 200 when the token store answers, else 503 (cached for a few seconds) |
     ///
-    /// Every request is counted in [`metrics`](Self::metrics).
+    /// The routes that take a key are rate-limited: per key (`rate_per_second`, `burst`),
+    /// and per peer for failed authentications, which needs the peer's address (axum's
+    /// `ConnectInfo<SocketAddr>`: [`serve`](crate::serve) gives it, as does `axum::serve` with
+    /// `into_make_service_with_connect_info::<SocketAddr>()`; without it, only the per-key
+    /// rate applies). Every request is counted in [`metrics`](Self::metrics).
     ///
     /// It sets no fallback, so it merges into an app that has one (`Router::merge` refuses two
     /// fallbacks); its layers apply to its own routes only.
@@ -156,6 +165,8 @@ impl Gateway {
         Router::new()
             .route("/v1/apps/{appid}/access_token", get(api::get_token))
             .route("/v1/apps/{appid}/access_token/invalidate", post(api::invalidate))
+            // Every route above takes a key: the rate limits and the 401 come first.
+            .route_layer(from_fn_with_state(self.clone(), ratelimit::admit))
             .route("/healthz", get(health::healthz))
             .route("/readyz", get(health::readyz))
             .with_state(self.clone())

@@ -49,6 +49,7 @@ mod health;
 mod keys;
 mod metered;
 mod metrics;
+mod ratelimit;
 
 pub use config::{
     AppConfig, AppKind, Config, ConfigError, ConfigProblem, DEFAULT_AUTH_FAILURE_RATE, DEFAULT_KEY_RATE,

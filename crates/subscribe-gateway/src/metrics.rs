@@ -58,6 +58,11 @@ struct AppClass {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SendLabels {
     app: String,
     kind: &'static str,
@@ -118,6 +123,7 @@ struct Inner {
     token_reports: Family<AppOutcome, Counter>,
     token_refreshes: Family<AppLabels, Counter>,
     token_refresh_errors: Family<AppClass, Counter>,
+    rate_limited: Family<LimitLabels, Counter>,
     sends: Family<SendLabels, Counter>,
     send_errcodes: Family<ErrcodeLabels, Counter>,
 }
@@ -173,6 +179,12 @@ impl Metrics {
             "Requests to WeChat's token endpoint that brought no token, by app and class",
             token_refresh_errors.clone(),
         );
+        let rate_limited = Family::default();
+        registry.register(
+            "rate_limited",
+            "Requests answered 429: over an API key's rate (key) or from a peer over its rate of failed authentications (peer)",
+            rate_limited.clone(),
+        );
         let sends = Family::default();
         registry.register(
             "sends",
@@ -195,6 +207,7 @@ impl Metrics {
                 token_reports,
                 token_refreshes,
                 token_refresh_errors,
+                rate_limited,
                 sends,
                 send_errcodes,
             }),
@@ -259,6 +272,11 @@ impl Metrics {
         if let Some(app) = self.app(app) {
             self.inner.token_refresh_errors.get_or_create(&AppClass { app, class }).inc();
         }
+    }
+
+    /// A request answered 429 by `limit`: `"key"` or `"peer"`.
+    pub(crate) fn rate_limited(&self, limit: &'static str) {
+        self.inner.rate_limited.get_or_create(&LimitLabels { limit }).inc();
     }
 
     fn http_request(&self, route: String, method: &'static str, status: StatusCode, seconds: f64) {

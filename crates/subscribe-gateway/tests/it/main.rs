@@ -7,6 +7,7 @@
 mod config;
 mod fleet;
 mod guard;
+mod limits;
 mod metrics;
 mod redaction;
 mod tokens;
