@@ -1,9 +1,11 @@
 //! The gateway's tests, in one binary: the configuration, the token service against the
-//! sandbox, the guards an attacker meets, and redaction.
+//! sandbox, the guards an attacker meets, redaction, and operations (metrics, rate limits,
+//! the binary's logs and its stop).
 
 // Test helpers panic on purpose: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
+mod binary;
 mod config;
 mod fleet;
 mod guard;
