@@ -1,17 +1,24 @@
 //! [`serve`]: an axum router on a listener the way a server open to the internet needs it (the
 //! push endpoint's, the sandbox's, the gateway's): hyper's header-read timeout, a bound on
 //! connections, and a graceful stop. `axum::serve` has neither limit.
+//!
+//! Each request carries its connection's peer address as axum's
+//! [`ConnectInfo<SocketAddr>`](axum::extract::ConnectInfo), as with `axum::serve` and
+//! `into_make_service_with_connect_info`: limits per caller (the gateway's) read it.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tower_layer::Layer;
 
 /// What a slow or greedy client may hold of the server, and how long a stop waits.
 ///
@@ -55,8 +62,10 @@ impl ServeLimits {
     }
 }
 
-/// Serves `router` (HTTP/1.1) on `listener` until `shutdown` completes; then lets the
-/// requests in flight finish (up to the limits' drain time) and returns.
+/// Serves `router` (HTTP/1.1) on `listener` until `shutdown` completes; then closes the
+/// listener, so new connections are refused at once instead of waiting in its queue, lets the
+/// requests in flight finish (up to the limits' drain time; idle keep-alive connections are
+/// closed) and returns.
 ///
 /// HTTP/1.1 only, on hyper's own connection builder: hyper-util's protocol-detecting one
 /// (`auto`) waits for a connection's first bytes before its header-read timeout starts, so a
@@ -93,9 +102,9 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let stream = tokio::select! {
+        let (stream, peer): (_, SocketAddr) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: pause instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
@@ -105,12 +114,14 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let service = TowerToHyperService::new(router.clone());
+        let service = axum::Extension(ConnectInfo(peer)).layer(router.clone());
+        let service = TowerToHyperService::new(service);
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             let _ = connection.await;
             drop(permit);
         });
     }
+    drop(listener);
     let _ = tokio::time::timeout(limits.drain, graceful.shutdown()).await;
 }

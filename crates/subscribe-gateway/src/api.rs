@@ -18,6 +18,7 @@ use tracing::{info, warn};
 
 use crate::Gateway;
 use crate::config::Scope;
+use crate::metrics::{TokenOutcome, observe_wait};
 
 /// An answer with a JSON body `{"error": code, "message": message}`.
 pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -26,7 +27,7 @@ pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response {
 
 /// Why a request was refused before anything was done for it.
 #[derive(Clone, Copy, Debug)]
-enum Refusal {
+pub(crate) enum Refusal {
     /// A missing, malformed or unknown key: one answer for all three.
     Unauthorized,
     /// A known key used where it has no scope: one answer for any appid, listed or not.
@@ -75,7 +76,9 @@ pub(crate) async fn get_token(
         Ok(c) => c,
         Err(refusal) => return refusal.into_response(),
     };
-    match client.token().await {
+    let (result, waited) = observe_wait(client.token()).await;
+    gw.shared.metrics.token_read(client.appid().as_str(), outcome(&result, waited));
+    match result {
         Ok(token) => token_answer(client, &token),
         Err(e) => token_error(client, &e),
     }
@@ -121,9 +124,20 @@ pub(crate) async fn invalidate(
             return error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_token", &format!("access_token: {e}"));
         }
     };
-    match client.token_rejected(&rejected).await {
+    let (result, waited) = observe_wait(client.token_rejected(&rejected)).await;
+    gw.shared.metrics.token_report(client.appid().as_str(), outcome(&result, waited));
+    match result {
         Ok(token) => token_answer(&client, &token),
         Err(e) => token_error(&client, &e),
+    }
+}
+
+/// The `outcome` label of a token read or report.
+fn outcome(result: &Result<CachedToken, TokenError>, waited: bool) -> TokenOutcome {
+    match result {
+        Err(_) => TokenOutcome::Unavailable,
+        Ok(_) if waited => TokenOutcome::Waited,
+        Ok(_) => TokenOutcome::Memory,
     }
 }
 

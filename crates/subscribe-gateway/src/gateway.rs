@@ -1,5 +1,5 @@
 //! [`Gateway`]: the apps' clients on one token store, the keys, and the router that serves
-//! them; [`StartError`]: why it could not start.
+//! them (and the metrics' router); [`StartError`]: why it could not start.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::StatusCode;
+use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
+use subscribe_client::transport::ReqwestTransport;
 use subscribe_client::{Client, SharedTokenStore};
 use subscribe_redis::{Redis, RedisTokenStore};
 use subscribe_sql::{Sql, SqlTokenStore};
@@ -19,6 +21,9 @@ use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 use crate::config::{Config, ServerConfig, StoreConfig};
 use crate::health::Readiness;
 use crate::keys::Keys;
+use crate::metered::Metered;
+use crate::metrics::{self, Metrics};
+use crate::ratelimit::{self, PeerLimits};
 use crate::{api, health};
 
 /// The token service for every configured app, ready to be served ([`Gateway::router`]).
@@ -33,6 +38,9 @@ pub(crate) struct Shared {
     pub(crate) apps: HashMap<String, Client>,
     pub(crate) keys: Keys,
     pub(crate) ready: Readiness,
+    pub(crate) metrics: Metrics,
+    /// The peers' rate of failed authentications.
+    pub(crate) peers: PeerLimits,
     server: ServerConfig,
 }
 
@@ -89,26 +97,48 @@ impl Gateway {
     /// # Errors
     /// [`StartError::Client`] when a client cannot be built.
     pub fn with_store(config: &Config, store: SharedTokenStore) -> Result<Self, StartError> {
+        let metrics = Metrics::new(config.apps.iter().map(|a| a.appid.as_str()));
         let mut apps = HashMap::new();
         for (index, app) in config.apps.iter().enumerate() {
+            let client_error = |source| StartError::Client { index, appid: app.appid.clone(), source };
+            // The client's default transport (5 s to connect, 15 s in all), watched for token
+            // requests.
+            let transport = ReqwestTransport::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(Duration::from_secs(15))
+                .build()
+                .map_err(|e| client_error(subscribe_client::ConfigError::Transport(e)))?;
+            let transport = Metered::new(Arc::new(transport), metrics.clone(), app.appid.as_str());
             let mut builder = Client::builder(app.appid.clone(), app.secret.clone())
                 .token_endpoint(app.token_endpoint)
-                .token_store(Arc::clone(&store));
+                .token_store(Arc::clone(&store))
+                .transport(transport);
             if let Some(base) = &app.api_base {
                 builder = builder.api_base(base.clone()).mp_base(base.clone());
             }
-            let client = builder.build().map_err(|source| StartError::Client {
-                index,
-                appid: app.appid.clone(),
-                source,
-            })?;
+            let client = builder.build().map_err(client_error)?;
             apps.insert(app.appid.as_str().to_owned(), client);
         }
         // The configuration has at least one app; its id is what the readiness probe reads.
         let probe = config.apps.first().map(|a| a.appid.clone());
         let ready = Readiness::new(store, probe);
         let keys = Keys::new(&config.keys);
-        Ok(Self { shared: Arc::new(Shared { apps, keys, ready, server: config.server.clone() }) })
+        let server = &config.server;
+        let peers = PeerLimits::new(server.auth_failure_rate, server.trusted_proxies.clone());
+        Ok(Self { shared: Arc::new(Shared { apps, keys, ready, metrics, peers, server: server.clone() }) })
+    }
+
+    /// The gateway's metrics: what `/metrics` answers, and where the send API records its
+    /// sends ([`Metrics::record_send`]).
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// `GET /metrics`, the gateway's series in Prometheus' text format, without a key: serve
+    /// it on an address of its own that only the scraper reaches (the binary does so on
+    /// `server.metrics_listen`). The series name the configured appids.
+    pub fn metrics_router(&self) -> Router {
+        Router::new().route("/metrics", get(metrics::serve_metrics)).with_state(self.shared.metrics.clone())
     }
 
     /// The gateway's routes, with the request timeout, the body timeout and the body limit of
@@ -122,6 +152,12 @@ impl Gateway {
     /// | `GET /healthz` | 200 while the process serves (no I/O) |
     /// | `GET /readyz` | 200 when the token store answers, else 503 (cached for a few seconds) |
     ///
+    /// The routes that take a key are rate-limited: per key (`rate_per_second`, `burst`),
+    /// and per peer for failed authentications, which needs the peer's address (axum's
+    /// `ConnectInfo<SocketAddr>`: [`serve`](crate::serve) gives it, as does `axum::serve` with
+    /// `into_make_service_with_connect_info::<SocketAddr>()`; without it, only the per-key
+    /// rate applies). Every request is counted in [`metrics`](Self::metrics).
+    ///
     /// It sets no fallback, so it merges into an app that has one (`Router::merge` refuses two
     /// fallbacks); its layers apply to its own routes only.
     pub fn router(&self) -> Router {
@@ -129,12 +165,15 @@ impl Gateway {
         Router::new()
             .route("/v1/apps/{appid}/access_token", get(api::get_token))
             .route("/v1/apps/{appid}/access_token/invalidate", post(api::invalidate))
+            // Every route above takes a key: the rate limits and the 401 come first.
+            .route_layer(from_fn_with_state(self.clone(), ratelimit::admit))
             .route("/healthz", get(health::healthz))
             .route("/readyz", get(health::readyz))
             .with_state(self.clone())
             .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, server.request_timeout))
             .layer(RequestBodyTimeoutLayer::new(server.request_timeout))
             .layer(RequestBodyLimitLayer::new(server.max_body_bytes))
+            .layer(from_fn_with_state(self.shared.metrics.clone(), metrics::track))
     }
 }
 

@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::{KeyConfig, Scope};
+use crate::ratelimit::KeyLimiter;
 
 /// The fewest characters an API key may have (keys given with `key_env` or `key_file` are
 /// checked at start; `subscribe-gateway hash-key` refuses to hash a shorter one).
@@ -69,6 +70,8 @@ pub(crate) struct Key {
     pub(crate) name: String,
     hash: KeyHash,
     scopes: HashMap<String, Vec<Scope>>,
+    /// The key's own rate (`rate_per_second`, `burst`).
+    pub(crate) limiter: KeyLimiter,
 }
 
 impl Key {
@@ -92,6 +95,7 @@ impl Keys {
                     name: k.name.clone(),
                     hash: k.hash,
                     scopes: k.scopes.iter().map(|(a, s)| (a.as_str().to_owned(), s.clone())).collect(),
+                    limiter: KeyLimiter::new(k.rate),
                 })
                 .collect(),
         )

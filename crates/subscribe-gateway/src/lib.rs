@@ -23,6 +23,13 @@
 //!   header-read timeout and a bound on connections at the server ([`serve`], from
 //!   `subscribe-events`); no cookies;
 //!   secrets never in `Debug`, logs or errors.
+//! - **Rate limits** (`governor`): each key its own rate ([`KeyConfig::rate`]); failed
+//!   authentications limited per peer address ([`ServerConfig::auth_failure_rate`]), so a flood
+//!   of wrong keys is answered 429 before its keys are hashed. `X-Forwarded-For` counts only
+//!   from [`ServerConfig::trusted_proxies`].
+//! - **Metrics** ([`Metrics`], `prometheus-client`): a registry per [`Gateway`], served by
+//!   [`Gateway::metrics_router`] in Prometheus' text format, with labels bounded by the
+//!   configuration (an appid that is not configured makes no series).
 //!
 //! ```no_run
 //! use std::path::Path;
@@ -38,7 +45,8 @@
 //! ```
 //!
 //! The binary, `subscribe-gateway`, does the same from the command line (`--config`,
-//! `--check-config`, `hash-key`); `docs/gateway.md` in the repository is the manual.
+//! `--check-config`, `hash-key`), serves the metrics on `server.metrics_listen`, logs JSON lines
+//! and stops gracefully on SIGTERM; `docs/gateway.md` in the repository is the manual.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -47,13 +55,17 @@ mod config;
 mod gateway;
 mod health;
 mod keys;
+mod metered;
+mod metrics;
+mod ratelimit;
 
 pub use config::{
-    AppConfig, AppKind, Config, ConfigError, ConfigProblem, DEFAULT_LISTEN, KeyConfig, Scope, SecretUrl,
-    ServerConfig, StoreConfig,
+    AppConfig, AppKind, Config, ConfigError, ConfigProblem, DEFAULT_AUTH_FAILURE_RATE, DEFAULT_KEY_RATE,
+    DEFAULT_LISTEN, KeyConfig, Rate, Scope, SecretUrl, ServerConfig, StoreConfig,
 };
 pub use gateway::{Gateway, StartError, open_store};
 pub use health::READY_CACHE;
 pub use keys::{KeyHash, MIN_KEY_CHARS, hash_key};
+pub use metrics::Metrics;
 /// The server loop, shared with the sandbox and the push endpoint (`subscribe-events`).
 pub use subscribe_events::serve::{ServeLimits, serve};

@@ -3,12 +3,13 @@
 //! [`ConfigError`] naming the key.
 
 mod error;
+mod ops;
 mod raw;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use subscribe_types::{AppId, AppSecret};
 use zeroize::Zeroizing;
 
 pub use error::{ConfigError, ConfigProblem};
+pub use ops::{DEFAULT_AUTH_FAILURE_RATE, DEFAULT_KEY_RATE, Rate};
 use raw::{Endpoint, RawApp, RawConfig, RawKey, RawServer, RawStore, StoreKind};
 
 use crate::keys::{KeyHash, MIN_KEY_CHARS};
@@ -56,6 +58,17 @@ pub struct ServerConfig {
     /// `max_connections` (default 1 024): connections served at once; more wait in the
     /// listen queue.
     pub max_connections: usize,
+    /// `metrics_listen` (default none): where `/metrics` is served, on a listener of its own
+    /// and without a key; no metrics are served when it is absent.
+    pub metrics_listen: Option<SocketAddr>,
+    /// `trusted_proxies` (default none): the proxies whose `X-Forwarded-For` names the peer
+    /// that the rate of failed authentications is counted for. From any other peer the header
+    /// is ignored.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// `auth_failures_per_second` and `auth_failure_burst` (default
+    /// [`DEFAULT_AUTH_FAILURE_RATE`]): the failed authentications one peer may make; over
+    /// them its requests are answered 429 before their key is looked at.
+    pub auth_failure_rate: Rate,
 }
 
 /// `[store]`: where the access tokens are kept (shared by every gateway on the same store).
@@ -153,6 +166,9 @@ pub struct KeyConfig {
     pub hash: KeyHash,
     /// `scopes`: per appid, what the key may do.
     pub scopes: BTreeMap<AppId, Vec<Scope>>,
+    /// `rate_per_second` and `burst` (default [`DEFAULT_KEY_RATE`]): the requests the key may
+    /// make; over them it is answered 429 with `Retry-After`, and other keys are not slowed.
+    pub rate: Rate,
 }
 
 impl Config {
@@ -254,12 +270,16 @@ fn server(raw: &RawServer) -> Result<ServerConfig, ConfigError> {
         Some(0) => Err(invalid(key, "more than 0")),
         v => Ok(v.unwrap_or(default)),
     };
+    let ops = ops::server_ops(raw, listen)?;
     Ok(ServerConfig {
         listen,
         request_timeout: positive("server.request_timeout_ms", raw.request_timeout_ms, 30_000)?,
         header_read_timeout: positive("server.header_read_timeout_ms", raw.header_read_timeout_ms, 5_000)?,
         max_body_bytes: count("server.max_body_bytes", raw.max_body_bytes, 16 * 1024)?,
         max_connections: count("server.max_connections", raw.max_connections, 1024)?,
+        metrics_listen: ops.metrics_listen,
+        trusted_proxies: ops.trusted_proxies,
+        auth_failure_rate: ops.auth_failure_rate,
     })
 }
 
@@ -450,7 +470,9 @@ impl Reader<'_> {
             }
             scopes.insert(appid.clone(), list);
         }
-        Ok(KeyConfig { name: raw.name, hash, scopes })
+        let rate =
+            ops::rate(&at, ("rate_per_second", raw.rate_per_second), ("burst", raw.burst), DEFAULT_KEY_RATE)?;
+        Ok(KeyConfig { name: raw.name, hash, scopes, rate })
     }
 }
 

@@ -160,3 +160,63 @@ fn hash_key_reads_the_key_from_stdin() {
     assert_eq!(printed.trim(), subscribe_gateway::KeyHash::of(KEY_A.as_bytes()).to_hex());
     assert!(DEMO_APPID.starts_with("wx"));
 }
+
+#[test]
+fn operational_keys_have_defaults_and_refusals_name_their_key() {
+    let dir = TempDir::new().unwrap();
+    let config = parse(&config_text(dir.path(), "http://127.0.0.1:9"), dir.path()).unwrap();
+    assert_eq!(config.keys[0].rate, subscribe_gateway::DEFAULT_KEY_RATE);
+    assert_eq!(config.server.auth_failure_rate, subscribe_gateway::DEFAULT_AUTH_FAILURE_RATE);
+    assert_eq!(config.server.metrics_listen, None, "no metrics unless asked for");
+    assert!(config.server.trusted_proxies.is_empty(), "X-Forwarded-For is believed from nobody");
+
+    let text = edited(
+        dir.path(),
+        "header_read_timeout_ms = 300",
+        "header_read_timeout_ms = 300\nmetrics_listen = \"127.0.0.1:9700\"\ntrusted_proxies = [\"10.0.0.2\", \"::1\"]\n\
+         auth_failures_per_second = 2\nauth_failure_burst = 4",
+    );
+    let text = text.replacen("name = \"shop\"", "name = \"shop\"\nrate_per_second = 5", 1);
+    let config = parse(&text, dir.path()).unwrap();
+    assert_eq!(config.server.metrics_listen, Some("127.0.0.1:9700".parse().unwrap()));
+    assert_eq!(
+        config.server.trusted_proxies,
+        ["10.0.0.2".parse::<std::net::IpAddr>().unwrap(), "::1".parse().unwrap()]
+    );
+    assert_eq!(
+        (config.server.auth_failure_rate.per_second.get(), config.server.auth_failure_rate.burst.get()),
+        (2, 4)
+    );
+    let shop = config.keys[1].rate;
+    assert_eq!((shop.per_second.get(), shop.burst.get()), (5, 100), "burst keeps its default");
+
+    let cases: [(&str, &str, &str); 7] = [
+        ("name = \"orders\"", "name = \"orders\"\nrate_per_second = 0", "keys[0].rate_per_second"),
+        ("name = \"shop\"", "name = \"shop\"\nburst = 0", "keys[1].burst"),
+        ("name = \"shop\"", "name = \"shop\"\nburst = -3", "keys[1].burst"),
+        (
+            "listen = \"127.0.0.1:0\"",
+            "listen = \"127.0.0.1:0\"\nauth_failure_burst = 0",
+            "server.auth_failure_burst",
+        ),
+        (
+            "listen = \"127.0.0.1:0\"",
+            "listen = \"127.0.0.1:0\"\ntrusted_proxies = [\"10.0.0.2\", \"10.0.0.0/8\"]",
+            "server.trusted_proxies[1]",
+        ),
+        (
+            "listen = \"127.0.0.1:0\"",
+            "listen = \"127.0.0.1:8700\"\nmetrics_listen = \"127.0.0.1:8700\"",
+            "server.metrics_listen",
+        ),
+        (
+            "listen = \"127.0.0.1:0\"",
+            "listen = \"127.0.0.1:0\"\nmetrics_listen = \"everywhere\"",
+            "server.metrics_listen",
+        ),
+    ];
+    for (from, to, key) in cases {
+        let e = parse(&edited(dir.path(), from, to), dir.path()).unwrap_err();
+        assert_eq!(e.key, key, "{from} → {to}: {e}");
+    }
+}

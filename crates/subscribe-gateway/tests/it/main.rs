@@ -1,12 +1,16 @@
 //! The gateway's tests, in one binary: the configuration, the token service against the
-//! sandbox, the guards an attacker meets, and redaction.
+//! sandbox, the guards an attacker meets, redaction, and operations (metrics, rate limits,
+//! the binary's logs and its stop).
 
 // Test helpers panic on purpose: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
+mod binary;
 mod config;
 mod fleet;
 mod guard;
+mod limits;
+mod metrics;
 mod redaction;
 mod tokens;
 
@@ -87,6 +91,8 @@ pub struct Running {
     pub sandbox: SandboxHandle,
     /// Where the gateway listens.
     pub addr: SocketAddr,
+    /// The gateway (its metrics, its metrics router).
+    pub gateway: Gateway,
     /// A client for it.
     pub http: reqwest::Client,
     /// Its configuration's directory (secrets, the SQLite file), removed when dropped.
@@ -118,7 +124,7 @@ impl Running {
         tokio::spawn(serve(listener, gateway.router(), limits, async {
             let _ = rx.await;
         }));
-        Self { sandbox, addr, http: reqwest::Client::new(), _dir: dir, _stop: tx }
+        Self { sandbox, addr, gateway, http: reqwest::Client::new(), _dir: dir, _stop: tx }
     }
 
     /// The gateway's URL for `path`.

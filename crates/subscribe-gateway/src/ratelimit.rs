@@ -1,0 +1,289 @@
+//! Rate limits (`governor`'s GCRA): each API key its own rate, and each peer a rate of failed
+//! authentications. Both answer 429 with `Retry-After`.
+//!
+//! - **Per key.** Each key has a limiter of its own (a lock-free cell), so a key over its rate
+//!   slows no other key.
+//! - **Per peer, failures only.** A missing or wrong key costs its peer one cell; a peer out of
+//!   cells is answered 429 **before its key is hashed**, until a cell is back. Valid keys
+//!   spend no cell, so callers on one address are not limited together. The peer is the TCP
+//!   peer; behind a proxy that is the proxy, and then a flood through the proxy shuts out every
+//!   caller behind it, unless the proxy is listed in `server.trusted_proxies` (its
+//!   `X-Forwarded-For` then names the peer; from anyone else the header is ignored, since a
+//!   client can write anything into it). IPv6 peers are counted by their /64, the block one
+//!   host usually holds.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, NotUntil, Quota, RateLimiter};
+use tracing::debug;
+
+use crate::Gateway;
+use crate::api::{Refusal, error};
+use crate::config::Rate;
+
+/// How often the per-peer records of peers that have recovered are dropped.
+const PURGE_EVERY: Duration = Duration::from_secs(60);
+
+fn quota(rate: Rate) -> Quota {
+    Quota::per_second(rate.per_second).allow_burst(rate.burst)
+}
+
+/// An API key's limiter.
+pub(crate) struct KeyLimiter {
+    limiter: DefaultDirectRateLimiter,
+    rate: Rate,
+}
+
+impl KeyLimiter {
+    pub(crate) fn new(rate: Rate) -> Self {
+        Self { limiter: RateLimiter::direct(quota(rate)), rate }
+    }
+
+    /// Takes a cell, or tells how long until one is back.
+    fn check(&self) -> Result<(), Duration> {
+        self.limiter.check().map_err(|not_until| wait(&not_until))
+    }
+}
+
+impl fmt::Debug for KeyLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyLimiter").field("rate", &self.rate).finish_non_exhaustive()
+    }
+}
+
+fn wait(not_until: &NotUntil<<DefaultClock as Clock>::Instant>) -> Duration {
+    not_until.wait_time_from(DefaultClock::default().now())
+}
+
+/// The peers' rate of failed authentications.
+pub(crate) struct PeerLimits {
+    trusted_proxies: Vec<IpAddr>,
+    failures: DefaultKeyedRateLimiter<IpAddr>,
+    /// Peers out of cells, and until when: their requests are refused before their key is
+    /// hashed (governor has no look without taking a cell, so its refusal is remembered here).
+    blocked: Mutex<Blocked>,
+}
+
+struct Blocked {
+    until: HashMap<IpAddr, Instant>,
+    purged: Instant,
+}
+
+impl fmt::Debug for PeerLimits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PeerLimits").field("trusted_proxies", &self.trusted_proxies).finish_non_exhaustive()
+    }
+}
+
+impl PeerLimits {
+    pub(crate) fn new(rate: Rate, trusted_proxies: Vec<IpAddr>) -> Self {
+        Self {
+            trusted_proxies,
+            failures: RateLimiter::keyed(quota(rate)),
+            blocked: Mutex::new(Blocked { until: HashMap::new(), purged: Instant::now() }),
+        }
+    }
+
+    fn blocked(&self) -> MutexGuard<'_, Blocked> {
+        self.blocked.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The peer a request is counted for: its TCP peer, or what a trusted proxy says of it;
+    /// `None` when the server gave no peer address (see [`crate::serve`]).
+    fn peer(&self, request: &Request) -> Option<IpAddr> {
+        let tcp = request.extensions().get::<ConnectInfo<SocketAddr>>()?.0.ip();
+        Some(bucket(self.client_ip(tcp, request.headers())))
+    }
+
+    /// `peer`, or when `peer` is a trusted proxy, the nearest address in `X-Forwarded-For`
+    /// (read from the right, each proxy having appended the address it was called from) that
+    /// is not a trusted proxy. An entry that is not an address ends the walk.
+    fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        let trusted = |ip: &IpAddr| self.trusted_proxies.contains(&canonical(*ip));
+        if !trusted(&peer) {
+            return peer;
+        }
+        let hops: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .collect();
+        let mut client = peer;
+        for hop in hops.iter().rev().map(|h| h.trim()) {
+            let Some(ip) =
+                hop.parse::<IpAddr>().ok().or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip()))
+            else {
+                break;
+            };
+            client = ip;
+            if !trusted(&ip) {
+                break;
+            }
+        }
+        client
+    }
+
+    /// How long `peer` is still refused, if it is.
+    fn refused_for(&self, peer: IpAddr) -> Option<Duration> {
+        let mut blocked = self.blocked();
+        let until = *blocked.until.get(&peer)?;
+        let now = Instant::now();
+        if until > now {
+            return Some(until - now);
+        }
+        blocked.until.remove(&peer);
+        None
+    }
+
+    /// Records a failed authentication of `peer`: `Some(wait)` when it has no cell left.
+    fn failed(&self, peer: IpAddr) -> Option<Duration> {
+        let outcome = self.failures.check_key(&peer);
+        let now = Instant::now();
+        let mut blocked = self.blocked();
+        if now.duration_since(blocked.purged) >= PURGE_EVERY {
+            self.failures.retain_recent();
+            self.failures.shrink_to_fit();
+            blocked.until.retain(|_, until| *until > now);
+            blocked.until.shrink_to_fit();
+            blocked.purged = now;
+        }
+        let wait = wait(&outcome.err()?);
+        blocked.until.insert(peer, now + wait);
+        Some(wait)
+    }
+}
+
+/// The address as it is compared: an IPv4-mapped IPv6 address as IPv4.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 @ IpAddr::V4(_) => v4,
+    }
+}
+
+/// The peer's bucket: an IPv4 address, or an IPv6 address's /64.
+fn bucket(ip: IpAddr) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 @ IpAddr::V4(_) => v4,
+    }
+}
+
+/// 429 with `Retry-After` in whole seconds (rounded up, at least 1).
+fn too_many(wait: Duration, message: &str) -> Response {
+    let mut r = error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message);
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    r
+}
+
+/// The layer in front of every route that needs a key: refuses a peer out of failed
+/// authentications (429, its key not hashed), a missing or wrong key (401, a failure for its
+/// peer), and a key over its rate (429); lets every other request through.
+pub(crate) async fn admit(State(gw): State<Gateway>, request: Request, next: Next) -> Response {
+    let shared = &gw.shared;
+    let peer = shared.peers.peer(&request);
+    if let Some(wait) = peer.and_then(|p| shared.peers.refused_for(p)) {
+        shared.metrics.rate_limited("peer");
+        return too_many(wait, "too many failed authentications from this address");
+    }
+    let Some(key) = shared.keys.authenticate(request.headers()) else {
+        if let Some(wait) = peer.and_then(|p| shared.peers.failed(p)) {
+            debug!(peer = ?peer, "a peer is over its rate of failed authentications");
+            shared.metrics.rate_limited("peer");
+            return too_many(wait, "too many failed authentications from this address");
+        }
+        return Refusal::Unauthorized.into_response();
+    };
+    if let Err(wait) = key.limiter.check() {
+        debug!(key = %key.name, "an API key is over its rate");
+        shared.metrics.rate_limited("key");
+        return too_many(wait, "this API key is over its rate; retry after Retry-After seconds");
+    }
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU32;
+
+    use super::*;
+
+    fn rate(per_second: u32, burst: u32) -> Rate {
+        Rate::new(NonZeroU32::new(per_second).unwrap(), NonZeroU32::new(burst).unwrap())
+    }
+
+    fn forwarded(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", value.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_a_trusted_proxy() {
+        let proxy: IpAddr = "10.0.0.2".parse().unwrap();
+        let limits = PeerLimits::new(rate(1, 1), vec![proxy]);
+        let client: IpAddr = "203.0.113.7".parse().unwrap();
+        // From the proxy: the nearest untrusted hop, not the leftmost (a client writes that).
+        assert_eq!(limits.client_ip(proxy, &forwarded("198.51.100.1, 203.0.113.7")), client);
+        assert_eq!(limits.client_ip(proxy, &forwarded("203.0.113.7, 10.0.0.2")), client);
+        assert_eq!(limits.client_ip(proxy, &forwarded("203.0.113.7:4711")), client);
+        assert_eq!(limits.client_ip(proxy, &forwarded("not-an-address")), proxy);
+        assert_eq!(limits.client_ip(proxy, &HeaderMap::new()), proxy);
+        // From anyone else the header is ignored.
+        let other: IpAddr = "192.0.2.9".parse().unwrap();
+        assert_eq!(limits.client_ip(other, &forwarded("203.0.113.7")), other);
+    }
+
+    #[test]
+    fn ipv6_peers_share_their_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(bucket(a), bucket(b));
+        assert_ne!(bucket(a), bucket(c));
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        assert_eq!(bucket(mapped), "192.0.2.1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn a_peer_out_of_failures_is_refused_until_a_cell_is_back() {
+        let limits = PeerLimits::new(rate(1, 2), Vec::new());
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        assert_eq!(limits.failed(a), None);
+        assert_eq!(limits.failed(a), None);
+        let wait = limits.failed(a).expect("the third failure is over the burst");
+        assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1), "{wait:?}");
+        assert!(limits.refused_for(a).is_some(), "refused before its next key is looked at");
+        assert_eq!(limits.refused_for(b), None, "another peer is not");
+        assert_eq!(limits.failed(b), None);
+    }
+
+    #[test]
+    fn a_key_over_its_burst_waits_and_retry_after_is_whole_seconds() {
+        let key = KeyLimiter::new(rate(1, 3));
+        for _ in 0..3 {
+            assert_eq!(key.check(), Ok(()));
+        }
+        let wait = key.check().unwrap_err();
+        let r = too_many(wait, "over");
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[RETRY_AFTER], "1");
+        let r = too_many(Duration::from_millis(1500), "over");
+        assert_eq!(r.headers()[RETRY_AFTER], "2");
+    }
+}
