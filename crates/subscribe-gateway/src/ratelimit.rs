@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::num::NonZeroU32;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -35,7 +36,10 @@ use crate::config::Rate;
 const PURGE_EVERY: Duration = Duration::from_secs(60);
 
 fn quota(rate: Rate) -> Quota {
-    Quota::per_second(rate.per_second).allow_burst(rate.burst)
+    // The period is at least a microsecond (the fastest rate configuration takes).
+    Quota::with_period(rate.period)
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
+        .allow_burst(rate.burst)
 }
 
 /// An API key's limiter.
@@ -219,12 +223,10 @@ pub(crate) async fn admit(State(gw): State<Gateway>, request: Request, next: Nex
 
 #[cfg(test)]
 mod tests {
-    use std::num::NonZeroU32;
-
     use super::*;
 
     fn rate(per_second: u32, burst: u32) -> Rate {
-        Rate::new(NonZeroU32::new(per_second).unwrap(), NonZeroU32::new(burst).unwrap())
+        Rate::per_second(NonZeroU32::new(per_second).unwrap(), NonZeroU32::new(burst).unwrap())
     }
 
     fn forwarded(value: &str) -> HeaderMap {

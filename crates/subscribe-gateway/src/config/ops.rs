@@ -4,39 +4,51 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
+use std::time::Duration;
 
 use super::raw::RawServer;
 use super::{ConfigError, invalid};
 
-/// A rate limit: `per_second` requests a second on average, up to `burst` at once (a generic
-/// cell rate, as `governor` counts it: a caller that waited long enough may send `burst`
-/// requests back to back, then one every `1/per_second` seconds).
+/// A rate limit: one request earned every `period` on average, up to `burst` at once (a
+/// generic cell rate, as `governor` counts it: a caller that waited long enough may send
+/// `burst` requests back to back, then one every `period`). Configured as requests a second,
+/// which may be a fraction (`0.1`: one every ten seconds).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Rate {
-    /// Requests a second, on average.
-    pub per_second: NonZeroU32,
+    /// The time to earn one request.
+    pub period: Duration,
     /// Requests at once.
     pub burst: NonZeroU32,
 }
 
 impl Rate {
-    /// `per_second` on average, `burst` at once.
-    pub const fn new(per_second: NonZeroU32, burst: NonZeroU32) -> Self {
-        Self { per_second, burst }
+    /// `per_second` requests a second on average, `burst` at once.
+    pub const fn per_second(per_second: NonZeroU32, burst: NonZeroU32) -> Self {
+        Self { period: Duration::from_nanos(1_000_000_000 / per_second.get() as u64), burst }
+    }
+
+    /// Requests a second, on average.
+    pub fn requests_per_second(&self) -> f64 {
+        1.0 / self.period.as_secs_f64()
     }
 }
 
 /// An API key's rate unless its `rate_per_second` and `burst` say otherwise: 50 requests a
 /// second, 100 at once. Tokens are served from memory and a caller should keep one until it
 /// expires, so a caller that needs more is polling.
-pub const DEFAULT_KEY_RATE: Rate = Rate::new(nonzero(50), nonzero(100));
+pub const DEFAULT_KEY_RATE: Rate = Rate::per_second(nonzero(50), nonzero(100));
 
 /// The rate of failed authentications (a missing or wrong key) one peer may make unless
 /// `server.auth_failures_per_second` and `server.auth_failure_burst` say otherwise: one a
 /// second, ten at once. Over it, the peer's requests are answered 429 before their key is
 /// looked at.
-pub const DEFAULT_AUTH_FAILURE_RATE: Rate = Rate::new(nonzero(1), nonzero(10));
+pub const DEFAULT_AUTH_FAILURE_RATE: Rate = Rate::per_second(nonzero(1), nonzero(10));
+
+/// The slowest rate taken: one request an hour.
+const SLOWEST_PER_SECOND: f64 = 1.0 / 3600.0;
+/// The fastest rate taken: a million requests a second (a limit that never bites).
+const FASTEST_PER_SECOND: f64 = 1_000_000.0;
 
 /// `n`, which is not 0, as a `NonZeroU32` (in a constant).
 const fn nonzero(n: u32) -> NonZeroU32 {
@@ -46,21 +58,31 @@ const fn nonzero(n: u32) -> NonZeroU32 {
     }
 }
 
-/// `{at}.{rate_key}` and `{at}.{burst_key}`, each defaulting to `default`'s, each more than 0.
+/// `{at}.{rate_key}` (requests a second, a fraction allowed, from one an hour to a million a
+/// second) and `{at}.{burst_key}` (more than 0), each defaulting to `default`'s.
 pub(super) fn rate(
     at: &str,
-    (rate_key, per_second): (&str, Option<u32>),
+    (rate_key, per_second): (&str, Option<f64>),
     (burst_key, burst): (&str, Option<u32>),
     default: Rate,
 ) -> Result<Rate, ConfigError> {
-    let positive = |key: &str, v: Option<u32>, default: NonZeroU32| match v {
-        None => Ok(default),
-        Some(v) => NonZeroU32::new(v).ok_or_else(|| invalid(format!("{at}.{key}"), "more than 0")),
+    let period = match per_second {
+        None => default.period,
+        Some(r) if r.is_finite() && (SLOWEST_PER_SECOND..=FASTEST_PER_SECOND).contains(&r) => {
+            Duration::from_secs_f64(1.0 / r)
+        }
+        Some(_) => {
+            return Err(invalid(
+                format!("{at}.{rate_key}"),
+                "requests a second, from one an hour (0.000278) to 1000000; a fraction such as 0.5 is one every two seconds",
+            ));
+        }
     };
-    Ok(Rate::new(
-        positive(rate_key, per_second, default.per_second)?,
-        positive(burst_key, burst, default.burst)?,
-    ))
+    let burst = match burst {
+        None => default.burst,
+        Some(v) => NonZeroU32::new(v).ok_or_else(|| invalid(format!("{at}.{burst_key}"), "more than 0"))?,
+    };
+    Ok(Rate { period, burst })
 }
 
 /// What `[server]` says of operations: the metrics listener, the trusted proxies and the

@@ -33,7 +33,7 @@ pub(super) struct RawServer {
     pub(super) max_connections: Option<usize>,
     pub(super) metrics_listen: Option<String>,
     pub(super) trusted_proxies: Option<Vec<String>>,
-    pub(super) auth_failures_per_second: Option<u32>,
+    pub(super) auth_failures_per_second: Option<f64>,
     pub(super) auth_failure_burst: Option<u32>,
 }
 
@@ -90,6 +90,6 @@ pub(super) struct RawKey {
     pub(super) key_file: Option<String>,
     #[serde(default)]
     pub(super) scopes: BTreeMap<String, Vec<Scope>>,
-    pub(super) rate_per_second: Option<u32>,
+    pub(super) rate_per_second: Option<f64>,
     pub(super) burst: Option<u32>,
 }

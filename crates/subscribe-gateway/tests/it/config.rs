@@ -176,7 +176,7 @@ fn operational_keys_have_defaults_and_refusals_name_their_key() {
         "header_read_timeout_ms = 300\nmetrics_listen = \"127.0.0.1:9700\"\ntrusted_proxies = [\"10.0.0.2\", \"::1\"]\n\
          auth_failures_per_second = 2\nauth_failure_burst = 4",
     );
-    let text = text.replacen("name = \"shop\"", "name = \"shop\"\nrate_per_second = 5", 1);
+    let text = text.replacen("name = \"shop\"", "name = \"shop\"\nrate_per_second = 0.5", 1);
     let config = parse(&text, dir.path()).unwrap();
     assert_eq!(config.server.metrics_listen, Some("127.0.0.1:9700".parse().unwrap()));
     assert_eq!(
@@ -184,14 +184,20 @@ fn operational_keys_have_defaults_and_refusals_name_their_key() {
         ["10.0.0.2".parse::<std::net::IpAddr>().unwrap(), "::1".parse().unwrap()]
     );
     assert_eq!(
-        (config.server.auth_failure_rate.per_second.get(), config.server.auth_failure_rate.burst.get()),
-        (2, 4)
+        (config.server.auth_failure_rate.period, config.server.auth_failure_rate.burst.get()),
+        (std::time::Duration::from_millis(500), 4)
     );
     let shop = config.keys[1].rate;
-    assert_eq!((shop.per_second.get(), shop.burst.get()), (5, 100), "burst keeps its default");
+    assert_eq!(
+        (shop.period, shop.burst.get()),
+        (std::time::Duration::from_secs(2), 100),
+        "burst keeps its default"
+    );
 
-    let cases: [(&str, &str, &str); 7] = [
+    let cases: [(&str, &str, &str); 9] = [
         ("name = \"orders\"", "name = \"orders\"\nrate_per_second = 0", "keys[0].rate_per_second"),
+        ("name = \"orders\"", "name = \"orders\"\nrate_per_second = 0.0001", "keys[0].rate_per_second"),
+        ("name = \"orders\"", "name = \"orders\"\nrate_per_second = nan", "keys[0].rate_per_second"),
         ("name = \"shop\"", "name = \"shop\"\nburst = 0", "keys[1].burst"),
         ("name = \"shop\"", "name = \"shop\"\nburst = -3", "keys[1].burst"),
         (

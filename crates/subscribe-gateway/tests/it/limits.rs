@@ -1,6 +1,8 @@
 //! Rate limits: a key over its rate is answered 429 while other keys are served; a flood of
 //! wrong keys from one address is answered 429 before its keys are looked at, while callers
-//! on other addresses are served; `X-Forwarded-For` counts only from a trusted proxy.
+//! on other addresses are served; `X-Forwarded-For` counts only from a trusted proxy. The
+//! rates here earn a request back every 50 seconds, so no test depends on how fast the
+//! machine answers.
 
 use std::net::IpAddr;
 
@@ -23,7 +25,9 @@ async fn status(g: &Running, http: &reqwest::Client, key: &str) -> (u16, Option<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_over_its_rate_gets_429_while_another_key_is_served() {
     let g = Running::start_with(
-        |text| text.replacen("name = \"orders\"\n", "name = \"orders\"\nrate_per_second = 1\nburst = 3\n", 1),
+        |text| {
+            text.replacen("name = \"orders\"\n", "name = \"orders\"\nrate_per_second = 0.02\nburst = 3\n", 1)
+        },
         None,
     )
     .await;
@@ -32,7 +36,8 @@ async fn a_key_over_its_rate_gets_429_while_another_key_is_served() {
     }
     let r = g.http.get(g.token_url(DEMO_APPID)).bearer_auth(KEY_A).send().await.unwrap();
     assert_eq!(r.status(), 429);
-    assert_eq!(r.headers()["retry-after"], "1");
+    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=50).contains(&retry), "whole seconds until a request is earned back: {retry}");
     assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"], "rate_limited");
     // Key B, on the same address, is not slowed.
     for _ in 0..10 {
@@ -47,7 +52,11 @@ async fn a_key_over_its_rate_gets_429_while_another_key_is_served() {
 async fn a_flood_of_wrong_keys_is_refused_by_address_while_a_valid_caller_is_served() {
     let g = Running::start_with(
         |text| {
-            text.replacen("[server]\n", "[server]\nauth_failures_per_second = 1\nauth_failure_burst = 5\n", 1)
+            text.replacen(
+                "[server]\n",
+                "[server]\nauth_failures_per_second = 0.02\nauth_failure_burst = 5\n",
+                1,
+            )
         },
         None,
     )
@@ -59,9 +68,8 @@ async fn a_flood_of_wrong_keys_is_refused_by_address_while_a_valid_caller_is_ser
         statuses.push(status(&g, &flood, wrong).await);
     }
     assert!(statuses[..5].iter().all(|s| *s == (401, None)), "{statuses:?}");
-    assert_eq!(statuses[5], (429, Some("1".to_owned())), "{statuses:?}");
+    assert!(statuses[5..].iter().all(|s| s.0 == 429 && s.1.is_some()), "{statuses:?}");
     let refused = statuses.iter().filter(|s| s.0 == 429).count();
-    assert!(refused >= 20, "{statuses:?}");
     // A caller on another address is served meanwhile…
     let valid = client_from("127.0.0.3");
     for _ in 0..5 {
@@ -82,7 +90,13 @@ async fn x_forwarded_for_names_the_peer_only_behind_a_trusted_proxy() {
     // Not trusted (the default): the header is ignored, so a flood that writes a new address
     // into each request is still one peer.
     let g = Running::start_with(
-        |text| text.replacen("[server]\n", "[server]\nauth_failure_burst = 3\n", 1),
+        |text| {
+            text.replacen(
+                "[server]\n",
+                "[server]\nauth_failures_per_second = 0.02\nauth_failure_burst = 3\n",
+                1,
+            )
+        },
         None,
     )
     .await;
@@ -106,7 +120,7 @@ async fn x_forwarded_for_names_the_peer_only_behind_a_trusted_proxy() {
         |text| {
             text.replacen(
                 "[server]\n",
-                "[server]\nauth_failure_burst = 3\ntrusted_proxies = [\"127.0.0.1\"]\n",
+                "[server]\nauth_failures_per_second = 0.02\nauth_failure_burst = 3\ntrusted_proxies = [\"127.0.0.1\"]\n",
                 1,
             )
         },
