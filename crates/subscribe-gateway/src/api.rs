@@ -18,6 +18,7 @@ use tracing::{info, warn};
 
 use crate::Gateway;
 use crate::config::Scope;
+use crate::keys::Key;
 
 /// An answer with a JSON body `{"error": code, "message": message}`.
 pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -26,7 +27,7 @@ pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response {
 
 /// Why a request was refused before anything was done for it.
 #[derive(Clone, Copy, Debug)]
-enum Refusal {
+pub(crate) enum Refusal {
     /// A missing, malformed or unknown key: one answer for all three.
     Unauthorized,
     /// A known key used where it has no scope: one answer for any appid, listed or not.
@@ -55,13 +56,23 @@ impl IntoResponse for Refusal {
 impl Gateway {
     /// The client of `appid` when the key in `headers` may do `scope` for it.
     fn authorize(&self, headers: &HeaderMap, appid: &str, scope: Scope) -> Result<&Client, Refusal> {
+        self.authorized(headers, appid, scope).map(|(_, client)| client)
+    }
+
+    /// The key in `headers` and the client of `appid`, when that key may do `scope` for it.
+    pub(crate) fn authorized(
+        &self,
+        headers: &HeaderMap,
+        appid: &str,
+        scope: Scope,
+    ) -> Result<(&Key, &Client), Refusal> {
         let key = self.shared.keys.authenticate(headers).ok_or(Refusal::Unauthorized)?;
         if !key.allows(appid, scope) {
             info!(key = %key.name, scope = ?scope, "refused: the key has no scope for the app asked for");
             return Err(Refusal::Forbidden);
         }
         // A scope names only listed apps (checked at start).
-        self.shared.apps.get(appid).ok_or(Refusal::Forbidden)
+        self.shared.apps.get(appid).map(|client| (key, client)).ok_or(Refusal::Forbidden)
     }
 }
 
@@ -130,7 +141,7 @@ pub(crate) async fn invalidate(
 /// Whether a body was refused for its size: by axum's own limit, or by the body-limit layer
 /// while a body without a `Content-Length` was read (its `LengthLimitError` sits somewhere in
 /// the error's chain).
-fn over_limit(rejection: &BytesRejection) -> bool {
+pub(crate) fn over_limit(rejection: &BytesRejection) -> bool {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         return true;
     }

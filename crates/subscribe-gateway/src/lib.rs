@@ -46,14 +46,20 @@ mod api;
 mod config;
 mod gateway;
 mod health;
+mod idempotency;
 mod keys;
+mod send;
 
 pub use config::{
-    AppConfig, AppKind, Config, ConfigError, ConfigProblem, DEFAULT_LISTEN, KeyConfig, Scope, SecretUrl,
-    ServerConfig, StoreConfig,
+    AppConfig, AppKind, Config, ConfigError, ConfigProblem, DEFAULT_LISTEN, IdempotencyConfig, KeyConfig,
+    Scope, SecretUrl, ServerConfig, StoreConfig,
 };
-pub use gateway::{Gateway, StartError, open_store};
+pub use gateway::{Gateway, StartError, open_store, open_stores};
 pub use health::READY_CACHE;
+pub use idempotency::{
+    Claim, DEFAULT_RETENTION, IdempotencyStore, IdempotencyStoreError, MemoryIdempotencyStore, NewClaim,
+    Record, RecordState, RedisIdempotencyStore, SharedIdempotencyStore, SqlIdempotencyStore, StoredAnswer,
+};
 pub use keys::{KeyHash, MIN_KEY_CHARS, hash_key};
 /// The server loop, shared with the sandbox and the push endpoint (`subscribe-events`).
 pub use subscribe_events::serve::{ServeLimits, serve};

@@ -18,7 +18,7 @@ use subscribe_types::{AppId, AppSecret};
 use zeroize::Zeroizing;
 
 pub use error::{ConfigError, ConfigProblem};
-use raw::{Endpoint, RawApp, RawConfig, RawKey, RawServer, RawStore, StoreKind};
+use raw::{Endpoint, RawApp, RawConfig, RawIdempotency, RawKey, RawServer, RawStore, StoreKind};
 
 use crate::keys::{KeyHash, MIN_KEY_CHARS};
 
@@ -31,8 +31,10 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8700";
 pub struct Config {
     /// `[server]`: where to listen and the limits of a request.
     pub server: ServerConfig,
-    /// `[store]`: where the access tokens are kept.
+    /// `[store]`: where the access tokens (and the idempotency records) are kept.
     pub store: StoreConfig,
+    /// `[idempotency]`: how long the send API's idempotency records are kept.
+    pub idempotency: IdempotencyConfig,
     /// `[[apps]]`, in the file's order.
     pub apps: Vec<AppConfig>,
     /// `[[keys]]`, in the file's order.
@@ -56,6 +58,17 @@ pub struct ServerConfig {
     /// `max_connections` (default 1 024): connections served at once; more wait in the
     /// listen queue.
     pub max_connections: usize,
+}
+
+/// `[idempotency]`: the records the send API keeps for requests with an `Idempotency-Key`.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct IdempotencyConfig {
+    /// `retention_ms` (default 86 400 000: 24 hours): how long a record is kept after its
+    /// request; a retry within that time gets the first answer. At least one minute, and at
+    /// least four times `server.request_timeout_ms` (a record must outlive its claim, which
+    /// lasts twice the request timeout).
+    pub retention: Duration,
 }
 
 /// `[store]`: where the access tokens are kept (shared by every gateway on the same store).
@@ -135,7 +148,7 @@ pub enum Scope {
     /// `"token:read"`: read the app's access token and report a rejected one.
     #[serde(rename = "token:read")]
     TokenRead,
-    /// `"send"`: send messages as the app (the send API; accepted now, used by a later step).
+    /// `"send"`: send messages as the app (`POST /v1/apps/{appid}/messages/…`).
     #[serde(rename = "send")]
     Send,
     /// `"grants"`: manage the app's grants (accepted now, used by a later step).
@@ -185,6 +198,7 @@ impl Config {
         let raw = read_toml(text)?;
         let reader = Reader { base, env };
         let server = server(&raw.server)?;
+        let idempotency = idempotency(&raw.idempotency, &server)?;
         let store = reader.store(raw.store)?;
         let mut apps: Vec<AppConfig> = Vec::new();
         let mut seen: HashMap<String, usize> = HashMap::new();
@@ -216,7 +230,7 @@ impl Config {
                 ConfigProblem::Missing { one_of: "at least one [[apps]] entry" },
             ));
         }
-        Ok(Self { server, store, apps, keys })
+        Ok(Self { server, store, idempotency, apps, keys })
     }
 }
 
@@ -261,6 +275,21 @@ fn server(raw: &RawServer) -> Result<ServerConfig, ConfigError> {
         max_body_bytes: count("server.max_body_bytes", raw.max_body_bytes, 16 * 1024)?,
         max_connections: count("server.max_connections", raw.max_connections, 1024)?,
     })
+}
+
+fn idempotency(raw: &RawIdempotency, server: &ServerConfig) -> Result<IdempotencyConfig, ConfigError> {
+    let retention = raw.retention_ms.map_or(crate::idempotency::DEFAULT_RETENTION, Duration::from_millis);
+    let least = (server.request_timeout * 4).max(Duration::from_secs(60));
+    if retention < least {
+        return Err(invalid(
+            "idempotency.retention_ms",
+            format!(
+                "at least {} (one minute, and four times server.request_timeout_ms: a record must outlive its claim)",
+                least.as_millis()
+            ),
+        ));
+    }
+    Ok(IdempotencyConfig { retention })
 }
 
 fn invalid(key: impl Into<String>, rule: impl Into<String>) -> ConfigError {

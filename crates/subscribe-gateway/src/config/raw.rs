@@ -18,6 +18,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) store: RawStore,
     #[serde(default)]
+    pub(super) idempotency: RawIdempotency,
+    #[serde(default)]
     pub(super) apps: Vec<RawApp>,
     #[serde(default)]
     pub(super) keys: Vec<RawKey>,
@@ -31,6 +33,12 @@ pub(super) struct RawServer {
     pub(super) header_read_timeout_ms: Option<u64>,
     pub(super) max_body_bytes: Option<usize>,
     pub(super) max_connections: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIdempotency {
+    pub(super) retention_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
