@@ -214,9 +214,15 @@ fn scene(v: Option<Value>) -> Result<Scene, ValidationError> {
     match v {
         None | Some(Value::Null) => Err(ValidationError::Missing { field: "scene" }),
         Some(Value::String(s)) => s.parse(),
-        Some(Value::Number(n)) => match n.as_u64() {
-            Some(v) => Scene::new(u32::try_from(v).unwrap_or(u32::MAX)),
-            None => Err(ValidationError::NotANumber { field: "scene", len: n.to_string().len() }),
+        Some(Value::Number(n)) => match (n.as_u64(), n.as_i64()) {
+            (Some(v), _) => Scene::new(u32::try_from(v).unwrap_or(u32::MAX)),
+            (None, Some(negative)) => Err(ValidationError::OutOfRange {
+                field: "scene",
+                min: 0,
+                max: i64::from(Scene::MAX),
+                actual: negative,
+            }),
+            (None, None) => Err(ValidationError::NotANumber { field: "scene", len: n.to_string().len() }),
         },
         Some(_) => Err(ValidationError::InvalidFormat {
             field: "scene",
@@ -372,6 +378,9 @@ mod tests {
             ),
             (MessageKind::OneTime, ONE_TIME.replace("到货了", ""), "data.content.value"),
             (MessageKind::OneTime, ONE_TIME.replace(r#""1000""#, r#""10001""#), "scene"),
+            (MessageKind::OneTime, ONE_TIME.replace(r#""1000""#, "-1"), "scene"),
+            (MessageKind::OneTime, ONE_TIME.replace(r#""1000""#, "1.5"), "scene"),
+            (MessageKind::OneTime, ONE_TIME.replace(r#""1000""#, "true"), "scene"),
             (MessageKind::OneTime, ONE_TIME.replace(r#""t1""#, r#""""#), "template_id"),
             (
                 MessageKind::OneTime,

@@ -11,7 +11,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value, json};
+use serde::Serialize;
 use subscribe_client::{ErrorKind, SendError, UnknownCause};
 use subscribe_types::ApiError;
 
@@ -20,19 +20,47 @@ use crate::idempotency::StoredAnswer;
 /// What became of a send.
 #[derive(Clone, Debug)]
 pub(crate) struct Outcome {
-    name: &'static str,
     status: StatusCode,
-    body: Value,
+    body: Body,
+}
+
+/// The answer's JSON, `outcome` first; absent fields are left out.
+#[derive(Clone, Debug, Default, Serialize)]
+struct Body {
+    outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    msgid: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    class: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cause: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retryable: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errcode: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errmsg: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+}
+
+impl Body {
+    /// `errcode` and `errmsg` of WeChat's answer.
+    fn with_api(mut self, api: &ApiError) -> Self {
+        self.errcode = Some(api.code().get());
+        self.errmsg = Some(api.message().to_owned());
+        self
+    }
 }
 
 impl Outcome {
     /// WeChat accepted the message (`msgid`: a notification's).
     pub(crate) fn delivered(msgid: Option<u64>) -> Self {
-        let mut body = json!({"outcome": "delivered"});
-        if let Some(id) = msgid {
-            body["msgid"] = id.into();
-        }
-        Self { name: "delivered", status: StatusCode::OK, body }
+        Self { status: StatusCode::OK, body: Body { outcome: "delivered", msgid, ..Body::default() } }
     }
 
     /// The outcome the client's error means.
@@ -53,7 +81,7 @@ impl Outcome {
             };
             let mut outcome = Self::unknown(cause, &e.to_string());
             if let SendError::ProbablyDelivered(api) = e {
-                add_api(&mut outcome.body, api);
+                outcome.body = outcome.body.with_api(api);
             }
             return outcome;
         }
@@ -83,8 +111,13 @@ impl Outcome {
     }
 
     fn unknown(cause: &'static str, message: &str) -> Self {
-        let body = json!({"outcome": "unknown", "cause": cause, "message": message});
-        Self { name: "unknown", status: StatusCode::OK, body }
+        let body = Body {
+            outcome: "unknown",
+            cause: Some(cause),
+            message: Some(message.to_owned()),
+            ..Body::default()
+        };
+        Self { status: StatusCode::OK, body }
     }
 
     fn refused(kind: ErrorKind, api: &ApiError) -> Self {
@@ -94,12 +127,13 @@ impl Outcome {
             ErrorKind::Configuration => "configuration",
             _ => "other",
         };
-        let mut body = json!({"outcome": "refused", "class": class});
-        add_api(&mut body, api);
-        if let Some(field) = api.invalid_field() {
-            body["field"] = field.into();
-        }
-        Self { name: "refused", status: StatusCode::OK, body }
+        let body = Body {
+            outcome: "refused",
+            class: Some(class),
+            field: api.invalid_field().map(str::to_owned),
+            ..Body::default()
+        };
+        Self { status: StatusCode::OK, body: body.with_api(api) }
     }
 
     fn not_sent(e: &SendError) -> Self {
@@ -113,36 +147,39 @@ impl Outcome {
             SendError::HttpStatus { .. } => ("wechat_http_status", e.to_string()),
             _ => ("not_sendable", e.to_string()),
         };
-        let mut body = json!({
-            "outcome": "not_sent",
-            "reason": reason,
-            "retryable": e.is_retryable(),
-            "message": message,
-        });
+        let mut body = Body {
+            outcome: "not_sent",
+            reason: Some(reason),
+            retryable: Some(e.is_retryable()),
+            message: Some(message),
+            ..Body::default()
+        };
         if let SendError::Api(api) = e {
-            add_api(&mut body, api);
+            body = body.with_api(api);
         }
-        Self { name: "not_sent", status: StatusCode::SERVICE_UNAVAILABLE, body }
+        Self { status: StatusCode::SERVICE_UNAVAILABLE, body }
     }
 
     /// `delivered`, `refused`, `unknown` or `not_sent`.
     pub(crate) fn name(&self) -> &'static str {
-        self.name
+        self.body.outcome
     }
 
     /// Whether nothing was sent: a retry with the same `Idempotency-Key` may send.
     pub(crate) fn not_sent_at_all(&self) -> bool {
-        self.name == "not_sent"
+        self.body.outcome == "not_sent"
     }
 
     /// WeChat's errcode, when the outcome carries one.
     pub(crate) fn errcode(&self) -> Option<i64> {
-        self.body.get("errcode").and_then(Value::as_i64)
+        self.body.errcode
     }
 
-    /// The answer as an idempotency record keeps it.
+    /// The answer as an idempotency record keeps it: the same bytes as the first answer.
     pub(crate) fn stored(&self) -> StoredAnswer {
-        StoredAnswer::new(self.status.as_u16(), self.body.to_string())
+        // A struct of strings, numbers and booleans always serializes.
+        let body = serde_json::to_string(&self.body).unwrap_or_default();
+        StoredAnswer::new(self.status.as_u16(), body)
     }
 }
 
@@ -152,23 +189,19 @@ impl IntoResponse for Outcome {
     }
 }
 
-/// `errcode` and `errmsg` of WeChat's answer.
-fn add_api(body: &mut Value, api: &ApiError) {
-    if let Value::Object(map) = body {
-        let fields: Map<String, Value> =
-            [("errcode".to_owned(), api.code().get().into()), ("errmsg".to_owned(), api.message().into())]
-                .into_iter()
-                .collect();
-        map.extend(fields);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use subscribe_client::TokenError;
     use subscribe_types::ErrCode;
 
+    use serde_json::{Value, json};
+
     use super::*;
+
+    /// The answer's status and JSON.
+    fn answer(o: &Outcome) -> (StatusCode, Value) {
+        (o.status, serde_json::to_value(&o.body).unwrap())
+    }
 
     fn api(code: i64, msg: &str) -> ApiError {
         ApiError::new(ErrCode::new(code), msg)
@@ -176,53 +209,63 @@ mod tests {
 
     #[test]
     fn each_kind_of_error_has_its_outcome_and_status() {
-        let refused = Outcome::of_error(&SendError::Api(api(43101, "user refuse to accept the msg")));
-        assert_eq!((refused.name(), refused.status), ("refused", StatusCode::OK));
-        assert_eq!(refused.body["class"], "user_refused");
-        assert_eq!(refused.body["errcode"], 43101);
+        let (status, refused) = answer(&Outcome::of_error(&SendError::Api(api(43101, "user refuse"))));
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            refused,
+            json!({"outcome": "refused", "class": "user_refused", "errcode": 43101, "errmsg": "user refuse"})
+        );
 
-        let invalid =
-            Outcome::of_error(&SendError::Api(api(47003, "argument invalid! data.thing1.value invalid")));
-        assert_eq!(invalid.body["class"], "invalid");
-        assert_eq!(invalid.body["field"], "data.thing1.value");
+        let (_, invalid) = answer(&Outcome::of_error(&SendError::Api(api(
+            47003,
+            "argument invalid! data.thing1.value invalid",
+        ))));
+        assert_eq!((&invalid["class"], &invalid["field"]), (&json!("invalid"), &json!("data.thing1.value")));
 
         let busy = Outcome::of_error(&SendError::Api(api(-1, "system error")));
-        assert_eq!((busy.name(), busy.status), ("not_sent", StatusCode::SERVICE_UNAVAILABLE));
-        assert_eq!(
-            (busy.body["reason"].as_str(), busy.body["retryable"].as_bool()),
-            (Some("retry_later"), Some(true))
-        );
         assert!(busy.not_sent_at_all());
+        let (status, busy) = answer(&busy);
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            (&busy["outcome"], &busy["reason"], &busy["retryable"]),
+            (&json!("not_sent"), &json!("retry_later"), &json!(true))
+        );
+        assert_eq!(busy["errcode"], -1);
 
         let unknown = Outcome::of_error(&SendError::OutcomeUnknown {
             cause: UnknownCause::ServerError { status: 502 },
             source: None,
         });
-        assert_eq!((unknown.name(), unknown.status), ("unknown", StatusCode::OK));
-        assert_eq!(unknown.body["cause"], "server_error");
         assert!(!unknown.not_sent_at_all());
-
-        let probably =
-            Outcome::of_error(&SendError::ProbablyDelivered(api(43101, "user refuse to accept the msg")));
+        let (status, unknown) = answer(&unknown);
         assert_eq!(
-            (probably.name(), probably.body["cause"].as_str()),
-            ("unknown", Some("probably_delivered"))
+            (status, &unknown["outcome"], &unknown["cause"]),
+            (StatusCode::OK, &json!("unknown"), &json!("server_error"))
         );
 
-        let no_token = Outcome::of_error(&SendError::Token(TokenError::HttpStatus { status: 502 }));
-        assert_eq!((no_token.name(), no_token.body["reason"].as_str()), ("not_sent", Some("no_token")));
+        let (_, probably) =
+            answer(&Outcome::of_error(&SendError::ProbablyDelivered(api(43101, "user refuse"))));
+        assert_eq!((&probably["cause"], &probably["errcode"]), (&json!("probably_delivered"), &json!(43101)));
 
-        let rejected = Outcome::of_error(&SendError::Api(api(40001, "invalid credential")));
-        assert_eq!((rejected.name(), rejected.body["reason"].as_str()), ("not_sent", Some("token_rejected")));
-        assert_eq!(rejected.body["retryable"], false);
+        let (_, no_token) =
+            answer(&Outcome::of_error(&SendError::Token(TokenError::HttpStatus { status: 502 })));
+        assert_eq!((&no_token["outcome"], &no_token["reason"]), (&json!("not_sent"), &json!("no_token")));
 
-        let wrong_base = Outcome::of_error(&SendError::HttpStatus { status: 404 });
+        let (_, rejected) = answer(&Outcome::of_error(&SendError::Api(api(40001, "invalid credential"))));
+        assert_eq!((&rejected["reason"], &rejected["retryable"]), (&json!("token_rejected"), &json!(false)));
+
+        let (_, wrong_base) = answer(&Outcome::of_error(&SendError::HttpStatus { status: 404 }));
         assert_eq!(
-            (wrong_base.name(), wrong_base.body["reason"].as_str()),
-            ("not_sent", Some("wechat_http_status"))
+            (&wrong_base["outcome"], &wrong_base["reason"]),
+            (&json!("not_sent"), &json!("wechat_http_status"))
         );
 
+        // Stored as answered: `outcome` first.
         let delivered = Outcome::delivered(Some(7));
-        assert_eq!(delivered.stored(), StoredAnswer::new(200, r#"{"msgid":7,"outcome":"delivered"}"#));
+        assert_eq!(delivered.stored(), StoredAnswer::new(200, r#"{"outcome":"delivered","msgid":7}"#));
+        assert_eq!(
+            Outcome::of_error(&SendError::Api(api(43101, "no"))).stored().body,
+            r#"{"outcome":"refused","class":"user_refused","errcode":43101,"errmsg":"no"}"#
+        );
     }
 }
