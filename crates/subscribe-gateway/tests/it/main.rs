@@ -1,5 +1,6 @@
-//! The gateway's tests, in one binary: the configuration, the token service against the
-//! sandbox, the guards an attacker meets, and redaction.
+//! The gateway's tests, in one binary: the configuration, the token service and the send API
+//! against the sandbox, the idempotency records and their stores, the guards an attacker
+//! meets, and redaction.
 
 // Test helpers panic on purpose: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
@@ -7,7 +8,10 @@
 mod config;
 mod fleet;
 mod guard;
+mod idempotency;
 mod redaction;
+mod send;
+mod stores;
 mod tokens;
 
 use std::net::SocketAddr;
