@@ -25,8 +25,9 @@
 //!   resent) with 200, `not_sent` with 503. With an `Idempotency-Key` header, the request claims
 //!   a record in the store before it sends and stores its answer after: a retry, on any gateway
 //!   of the fleet or after a restart, gets that answer and nothing is sent twice
-//!   ([`IdempotencyStore`], on the configured store: [`SqlIdempotencyStore`],
-//!   [`RedisIdempotencyStore`]).
+//!   ([`idempotency`]: the [`IdempotencyStore`](idempotency::IdempotencyStore) trait, on the
+//!   configured store: [`SqlIdempotencyStore`](idempotency::SqlIdempotencyStore),
+//!   [`RedisIdempotencyStore`](idempotency::RedisIdempotencyStore)).
 //! - **Tokens and idempotency records kept** in SQLite by default, or PostgreSQL or Redis for a
 //!   fleet of gateways (one refresh per rotation for all of them).
 //! - **Safe to expose**: a request timeout, a body timeout and a body limit (tower-http), a
@@ -56,7 +57,7 @@ mod api;
 mod config;
 mod gateway;
 mod health;
-mod idempotency;
+pub mod idempotency;
 mod keys;
 mod send;
 
@@ -66,10 +67,6 @@ pub use config::{
 };
 pub use gateway::{Gateway, StartError, open_store, open_stores};
 pub use health::READY_CACHE;
-pub use idempotency::{
-    Claim, DEFAULT_RETENTION, IdempotencyStore, IdempotencyStoreError, MemoryIdempotencyStore, NewClaim,
-    Record, RecordState, RedisIdempotencyStore, SharedIdempotencyStore, SqlIdempotencyStore, StoredAnswer,
-};
 pub use keys::{KeyHash, MIN_KEY_CHARS, hash_key};
 /// The server loop, shared with the sandbox and the push endpoint (`subscribe-events`).
 pub use subscribe_events::serve::{ServeLimits, serve};

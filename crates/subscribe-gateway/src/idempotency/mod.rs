@@ -6,8 +6,10 @@
 //! lease), a conditional write of the answer by the claim's owner, a conditional release, a
 //! conditional take-over of a claim whose lease ran out, and pruning. Implementations: SQLite
 //! and PostgreSQL ([`SqlIdempotencyStore`]), Redis ([`RedisIdempotencyStore`]) and this
-//! process's memory ([`MemoryIdempotencyStore`]). What the gateway does with them is in
-//! `crate::send`.
+//! process's memory ([`MemoryIdempotencyStore`]). [`Gateway::start`](crate::Gateway::start)
+//! opens the one of the configured `[store]`; [`Gateway::with_stores`](crate::Gateway::with_stores)
+//! takes any (a test's failing one included). What the gateway does with a record is in
+//! `docs/gateway.md` (the `Idempotency-Key` contract).
 
 mod key;
 mod memory;

@@ -165,7 +165,7 @@ fn hash_key_reads_the_key_from_stdin() {
 fn the_idempotency_retention_defaults_to_a_day_and_must_outlive_a_claim() {
     let dir = TempDir::new().unwrap();
     let config = parse(&config_text(dir.path(), "http://127.0.0.1:9"), dir.path()).unwrap();
-    assert_eq!(config.idempotency.retention, subscribe_gateway::DEFAULT_RETENTION);
+    assert_eq!(config.idempotency.retention, subscribe_gateway::idempotency::DEFAULT_RETENTION);
     assert_eq!(config.idempotency.retention, std::time::Duration::from_secs(86_400));
     let with =
         |table: &str| format!("{}\n[idempotency]\n{table}\n", config_text(dir.path(), "http://127.0.0.1:9"));

@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
-use subscribe_gateway::{
-    Claim, Config, Gateway, IdempotencyStore, IdempotencyStoreError, MemoryIdempotencyStore, NewClaim,
-    Record, ServeLimits, StoredAnswer, open_store, serve,
+use subscribe_gateway::idempotency::{
+    Claim, IdempotencyStore, IdempotencyStoreError, MemoryIdempotencyStore, NewClaim, Record, StoredAnswer,
 };
+use subscribe_gateway::{Config, Gateway, ServeLimits, open_store, serve};
 use subscribe_sandbox::{DEMO_APPID, Faults, SandboxHandle};
 use tempfile::TempDir;
 

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use subscribe_gateway::{
+use subscribe_gateway::idempotency::{
     Claim, IdempotencyStore, MemoryIdempotencyStore, NewClaim, Record, RecordState, RedisIdempotencyStore,
     SqlIdempotencyStore, StoredAnswer,
 };
