@@ -18,6 +18,7 @@ use tracing::{info, warn};
 
 use crate::Gateway;
 use crate::config::Scope;
+use crate::keys::Key;
 use crate::metrics::{TokenOutcome, observe_wait};
 
 /// An answer with a JSON body `{"error": code, "message": message}`.
@@ -56,13 +57,23 @@ impl IntoResponse for Refusal {
 impl Gateway {
     /// The client of `appid` when the key in `headers` may do `scope` for it.
     fn authorize(&self, headers: &HeaderMap, appid: &str, scope: Scope) -> Result<&Client, Refusal> {
+        self.authorized(headers, appid, scope).map(|(_, client)| client)
+    }
+
+    /// The key in `headers` and the client of `appid`, when that key may do `scope` for it.
+    pub(crate) fn authorized(
+        &self,
+        headers: &HeaderMap,
+        appid: &str,
+        scope: Scope,
+    ) -> Result<(&Key, &Client), Refusal> {
         let key = self.shared.keys.authenticate(headers).ok_or(Refusal::Unauthorized)?;
         if !key.allows(appid, scope) {
             info!(key = %key.name, scope = ?scope, "refused: the key has no scope for the app asked for");
             return Err(Refusal::Forbidden);
         }
         // A scope names only listed apps (checked at start).
-        self.shared.apps.get(appid).ok_or(Refusal::Forbidden)
+        self.shared.apps.get(appid).map(|client| (key, client)).ok_or(Refusal::Forbidden)
     }
 }
 
@@ -144,7 +155,7 @@ fn outcome(result: &Result<CachedToken, TokenError>, waited: bool) -> TokenOutco
 /// Whether a body was refused for its size: by axum's own limit, or by the body-limit layer
 /// while a body without a `Content-Length` was read (its `LengthLimitError` sits somewhere in
 /// the error's chain).
-fn over_limit(rejection: &BytesRejection) -> bool {
+pub(crate) fn over_limit(rejection: &BytesRejection) -> bool {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         return true;
     }

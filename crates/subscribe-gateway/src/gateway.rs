@@ -20,11 +20,14 @@ use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 
 use crate::config::{Config, ServerConfig, StoreConfig};
 use crate::health::Readiness;
+use crate::idempotency::{
+    Idempotency, MemoryIdempotencyStore, RedisIdempotencyStore, SharedIdempotencyStore, SqlIdempotencyStore,
+};
 use crate::keys::Keys;
 use crate::metered::Metered;
 use crate::metrics::{self, Metrics};
 use crate::ratelimit::{self, PeerLimits};
-use crate::{api, health};
+use crate::{api, health, send};
 
 /// The token service for every configured app, ready to be served ([`Gateway::router`]).
 /// Cheap to clone.
@@ -41,6 +44,11 @@ pub(crate) struct Shared {
     pub(crate) metrics: Metrics,
     /// The peers' rate of failed authentications.
     pub(crate) peers: PeerLimits,
+    /// The send API's idempotency records.
+    pub(crate) idempotency: Idempotency,
+    /// The longest a send may take: four fifths of the request timeout, so that a caller gets
+    /// the outcome `unknown` rather than the timeout's 408.
+    pub(crate) send_budget: Duration,
     server: ServerConfig,
 }
 
@@ -59,7 +67,8 @@ impl fmt::Debug for Gateway {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
-    /// The token store named in `[store]` could not be opened.
+    /// The store named in `[store]` could not be opened (or the idempotency records' table
+    /// could not be created in it).
     #[error("store: cannot open the {kind} token store")]
     Store {
         /// `sqlite`, `postgres` or `redis`.
@@ -82,21 +91,38 @@ pub enum StartError {
 }
 
 impl Gateway {
-    /// Opens the token store that `config` names (creating or migrating its tables), then
-    /// builds every app's client on it.
+    /// Opens the store that `config` names (creating or migrating its tables): the tokens and
+    /// the send API's idempotency records, on one pool or connection. Then builds every app's
+    /// client on it.
     ///
     /// # Errors
     /// [`StartError`] when the store cannot be opened or a client cannot be built.
     pub async fn start(config: &Config) -> Result<Self, StartError> {
-        let store = open_store(&config.store).await?;
-        Self::with_store(config, store)
+        let (tokens, idempotency) = open_stores(&config.store).await?;
+        Self::with_stores(config, tokens, idempotency)
     }
 
-    /// Builds every app's client on `store` (instead of the one `config` names).
+    /// Builds every app's client on `store` (instead of the one `config` names), with the send
+    /// API's idempotency records in this process's memory ([`MemoryIdempotencyStore`]: kept
+    /// by this gateway only, lost on a restart). For shared records, see
+    /// [`with_stores`](Self::with_stores).
     ///
     /// # Errors
     /// [`StartError::Client`] when a client cannot be built.
     pub fn with_store(config: &Config, store: SharedTokenStore) -> Result<Self, StartError> {
+        Self::with_stores(config, store, Arc::new(MemoryIdempotencyStore::new()))
+    }
+
+    /// Builds every app's client on the token store `tokens`, and keeps the send API's
+    /// idempotency records in `idempotency` (instead of the stores `config` names).
+    ///
+    /// # Errors
+    /// [`StartError::Client`] when a client cannot be built.
+    pub fn with_stores(
+        config: &Config,
+        store: SharedTokenStore,
+        idempotency: SharedIdempotencyStore,
+    ) -> Result<Self, StartError> {
         let metrics = Metrics::new(config.apps.iter().map(|a| a.appid.as_str()));
         let mut apps = HashMap::new();
         for (index, app) in config.apps.iter().enumerate() {
@@ -125,7 +151,13 @@ impl Gateway {
         let keys = Keys::new(&config.keys);
         let server = &config.server;
         let peers = PeerLimits::new(server.auth_failure_rate, server.trusted_proxies.clone());
-        Ok(Self { shared: Arc::new(Shared { apps, keys, ready, metrics, peers, server: server.clone() }) })
+        let timeout = server.request_timeout;
+        // A claim holds while its send may run (the budget) and its answer is stored.
+        let idempotency = Idempotency::new(idempotency, config.idempotency.retention, timeout * 2);
+        let send_budget = timeout * 4 / 5;
+        let shared =
+            Shared { apps, keys, ready, metrics, peers, idempotency, send_budget, server: server.clone() };
+        Ok(Self { shared: Arc::new(shared) })
     }
 
     /// The gateway's metrics: what `/metrics` answers, and where the send API records its
@@ -149,8 +181,16 @@ impl Gateway {
     /// |---|---|
     /// | `GET /v1/apps/{appid}/access_token` | the current token and its remaining lifetime (scope `token:read`) |
     /// | `POST /v1/apps/{appid}/access_token/invalidate` | the token after the reported one was rejected (scope `token:read`) |
+    /// | `POST /v1/apps/{appid}/messages/one_time` | sends a one-time message (scope `send`) |
+    /// | `POST /v1/apps/{appid}/messages/mini_program` | sends a mini-program message (scope `send`) |
+    /// | `POST /v1/apps/{appid}/messages/notification` | sends a notification (scope `send`) |
     /// | `GET /healthz` | 200 while the process serves (no I/O) |
     /// | `GET /readyz` | 200 when the token store answers, else 503 (cached for a few seconds) |
+    ///
+    /// A send answers 200 with its outcome, `delivered`, `refused` or `unknown` (never resent),
+    /// or 503 `not_sent` (nothing was sent: safe to retry); 422 names the field and the rule of
+    /// an invalid message. With an `Idempotency-Key` header, a retry gets the first answer and
+    /// nothing is sent twice (`docs/gateway.md` has the whole contract).
     ///
     /// The routes that take a key are rate-limited: per key (`rate_per_second`, `burst`),
     /// and per peer for failed authentications, which needs the peer's address (axum's
@@ -165,6 +205,9 @@ impl Gateway {
         Router::new()
             .route("/v1/apps/{appid}/access_token", get(api::get_token))
             .route("/v1/apps/{appid}/access_token/invalidate", post(api::invalidate))
+            .route("/v1/apps/{appid}/messages/one_time", post(send::one_time))
+            .route("/v1/apps/{appid}/messages/mini_program", post(send::mini_program))
+            .route("/v1/apps/{appid}/messages/notification", post(send::notification))
             // Every route above takes a key: the rate limits and the 401 come first.
             .route_layer(from_fn_with_state(self.clone(), ratelimit::admit))
             .route("/healthz", get(health::healthz))
@@ -182,11 +225,43 @@ impl Gateway {
 /// # Errors
 /// [`StartError::Store`].
 pub async fn open_store(config: &StoreConfig) -> Result<SharedTokenStore, StartError> {
-    let store: SharedTokenStore = match config {
+    Ok(match connect(config).await? {
+        Backend::Sql(_, sql) => Arc::new(SqlTokenStore::new(sql)),
+        Backend::Redis(redis) => Arc::new(RedisTokenStore::new(redis)),
+    })
+}
+
+/// Opens the token store and the idempotency records of `[store]`, on one pool or connection
+/// (the records' table is created if it is missing).
+///
+/// # Errors
+/// [`StartError::Store`].
+pub async fn open_stores(
+    config: &StoreConfig,
+) -> Result<(SharedTokenStore, SharedIdempotencyStore), StartError> {
+    Ok(match connect(config).await? {
+        Backend::Sql(kind, sql) => {
+            let records = SqlIdempotencyStore::open(sql.clone()).await.map_err(|e| store_error(kind, e))?;
+            (Arc::new(SqlTokenStore::new(sql)), Arc::new(records))
+        }
+        Backend::Redis(redis) => {
+            (Arc::new(RedisTokenStore::new(redis.clone())), Arc::new(RedisIdempotencyStore::new(redis)))
+        }
+    })
+}
+
+/// A connected `[store]`.
+enum Backend {
+    Sql(&'static str, Sql),
+    Redis(Redis),
+}
+
+async fn connect(config: &StoreConfig) -> Result<Backend, StartError> {
+    Ok(match config {
         StoreConfig::Sqlite { path } => {
             let url = format!("sqlite:{}", path.display());
             let sql = Sql::builder(url).connect().await.map_err(|e| store_error("sqlite", e))?;
-            Arc::new(SqlTokenStore::new(sql))
+            Backend::Sql("sqlite", sql)
         }
         StoreConfig::Postgres { url, schema } => {
             let mut builder = Sql::builder(url.expose());
@@ -194,7 +269,7 @@ pub async fn open_store(config: &StoreConfig) -> Result<SharedTokenStore, StartE
                 builder = builder.schema(schema.clone());
             }
             let sql = builder.connect().await.map_err(|e| store_error("postgres", e))?;
-            Arc::new(SqlTokenStore::new(sql))
+            Backend::Sql("postgres", sql)
         }
         StoreConfig::Redis { url, prefix } => {
             let mut builder = Redis::builder(url.expose()).connect_timeout(Duration::from_secs(2));
@@ -202,10 +277,9 @@ pub async fn open_store(config: &StoreConfig) -> Result<SharedTokenStore, StartE
                 builder = builder.prefix(prefix.clone());
             }
             let redis = builder.connect().await.map_err(|e| store_error("redis", e))?;
-            Arc::new(RedisTokenStore::new(redis))
+            Backend::Redis(redis)
         }
-    };
-    Ok(store)
+    })
 }
 
 fn store_error(kind: &'static str, e: impl std::error::Error + Send + Sync + 'static) -> StartError {

@@ -1,6 +1,7 @@
-//! The central token service WeChat asks every account to run (中控服务器), for servers in any
-//! language: one process (or a fleet on one store) is the only one that asks WeChat for access
-//! tokens, and every other server takes them from it over HTTP.
+//! The central token service WeChat asks every account to run (中控服务器), and a send API, for
+//! servers in any language: one process (or a fleet on one store) is the only one that asks
+//! WeChat for access tokens, and every other server takes them from it over HTTP, or has it
+//! send the messages.
 //!
 //! - **Many apps in one service**, configured in one TOML file ([`Config`]): official accounts
 //!   and mini-programs, stable (default) or classic token endpoint. Secrets come from the
@@ -17,8 +18,18 @@
 //!   the same token, one refresh runs and each gets the new token (a token that is no longer
 //!   current is answered with the current one, no request made). There is no unconditional
 //!   force refresh.
-//! - **Tokens kept** in SQLite by default, or PostgreSQL or Redis for a fleet of gateways (one
-//!   refresh per rotation for all of them).
+//! - **The send API**: `POST /v1/apps/{appid}/messages/one_time`, `…/mini_program` and
+//!   `…/notification` (scope `send`) take WeChat's own JSON for the endpoint, check it into
+//!   `subscribe-types`' message (422 naming the field and the rule; unknown fields refused;
+//!   nothing sent) and answer a typed outcome: `delivered`, `refused` or `unknown` (never
+//!   resent) with 200, `not_sent` with 503. With an `Idempotency-Key` header, the request claims
+//!   a record in the store before it sends and stores its answer after: a retry, on any gateway
+//!   of the fleet or after a restart, gets that answer and nothing is sent twice
+//!   ([`idempotency`]: the [`IdempotencyStore`](idempotency::IdempotencyStore) trait, on the
+//!   configured store: [`SqlIdempotencyStore`](idempotency::SqlIdempotencyStore),
+//!   [`RedisIdempotencyStore`](idempotency::RedisIdempotencyStore)).
+//! - **Tokens and idempotency records kept** in SQLite by default, or PostgreSQL or Redis for a
+//!   fleet of gateways (one refresh per rotation for all of them).
 //! - **Safe to expose**: a request timeout, a body timeout and a body limit (tower-http), a
 //!   header-read timeout and a bound on connections at the server ([`serve`], from
 //!   `subscribe-events`); no cookies;
@@ -54,16 +65,18 @@ mod api;
 mod config;
 mod gateway;
 mod health;
+pub mod idempotency;
 mod keys;
 mod metered;
 mod metrics;
 mod ratelimit;
+mod send;
 
 pub use config::{
     AppConfig, AppKind, Config, ConfigError, ConfigProblem, DEFAULT_AUTH_FAILURE_RATE, DEFAULT_KEY_RATE,
-    DEFAULT_LISTEN, KeyConfig, Rate, Scope, SecretUrl, ServerConfig, StoreConfig,
+    DEFAULT_LISTEN, IdempotencyConfig, KeyConfig, Rate, Scope, SecretUrl, ServerConfig, StoreConfig,
 };
-pub use gateway::{Gateway, StartError, open_store};
+pub use gateway::{Gateway, StartError, open_store, open_stores};
 pub use health::READY_CACHE;
 pub use keys::{KeyHash, MIN_KEY_CHARS, hash_key};
 pub use metrics::Metrics;

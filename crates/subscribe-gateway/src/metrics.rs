@@ -224,13 +224,13 @@ impl Metrics {
     /// `subscribe_gateway_send_errcodes_total{app, kind, errcode}`.
     ///
     /// `kind` names the message kind and `outcome` what became of the send, each a word from
-    /// a fixed set of the send API's own (such as `"subscribe"`, and `"sent"`, `"refused"`,
+    /// a fixed set of the send API's own (such as `"one_time"`, and `"delivered"`, `"refused"`,
     /// `"unknown"`): `&'static str`, so no caller's input can become a label. An `app` that is
     /// not configured is not recorded (no series is made for it).
     ///
     /// ```
     /// # fn record(metrics: &subscribe_gateway::Metrics) {
-    /// metrics.record_send("wx5a1db0c0ffee0001", "subscribe", "refused", Some(43101));
+    /// metrics.record_send("wx5a1db0c0ffee0001", "one_time", "refused", Some(43101));
     /// # }
     /// ```
     pub fn record_send(&self, app: &str, kind: &'static str, outcome: &'static str, errcode: Option<i64>) {
@@ -347,21 +347,21 @@ mod tests {
     #[test]
     fn sends_are_counted_by_app_kind_and_outcome_and_errcodes_apart() {
         let metrics = Metrics::new([APP]);
-        metrics.record_send(APP, "subscribe", "sent", None);
-        metrics.record_send(APP, "subscribe", "sent", Some(0));
-        metrics.record_send(APP, "subscribe", "refused", Some(43101));
+        metrics.record_send(APP, "one_time", "delivered", None);
+        metrics.record_send(APP, "one_time", "delivered", Some(0));
+        metrics.record_send(APP, "one_time", "refused", Some(43101));
         let text = metrics.render();
         assert!(
             text.contains(
-                r#"subscribe_gateway_sends_total{app="wx5a1db0c0ffee0001",kind="subscribe",outcome="sent"} 2"#
+                r#"subscribe_gateway_sends_total{app="wx5a1db0c0ffee0001",kind="one_time",outcome="delivered"} 2"#
             ),
             "{text}"
         );
         assert!(text.contains(
-            r#"subscribe_gateway_sends_total{app="wx5a1db0c0ffee0001",kind="subscribe",outcome="refused"} 1"#
+            r#"subscribe_gateway_sends_total{app="wx5a1db0c0ffee0001",kind="one_time",outcome="refused"} 1"#
         ));
         assert!(text.contains(
-            r#"subscribe_gateway_send_errcodes_total{app="wx5a1db0c0ffee0001",kind="subscribe",errcode="43101"} 1"#
+            r#"subscribe_gateway_send_errcodes_total{app="wx5a1db0c0ffee0001",kind="one_time",errcode="43101"} 1"#
         ));
         assert!(!text.contains(r#"errcode="0""#), "a zero errcode is no error: {text}");
         assert!(text.contains("# TYPE subscribe_gateway_sends_total counter"), "{text}");
@@ -370,7 +370,7 @@ mod tests {
     #[test]
     fn an_app_that_is_not_configured_makes_no_series() {
         let metrics = Metrics::new([APP]);
-        metrics.record_send("wxffffffffffffffff", "subscribe", "sent", Some(40003));
+        metrics.record_send("wxffffffffffffffff", "one_time", "delivered", Some(40003));
         metrics.token_read("wxffffffffffffffff", TokenOutcome::Memory);
         metrics.token_refresh_error("../etc", "timeout");
         let text = metrics.render();

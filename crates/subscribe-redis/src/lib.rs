@@ -279,6 +279,19 @@ impl Redis {
         &self.prefix
     }
 
+    /// The shared connection (a clone: cheap, and every clone multiplexes the same one), for
+    /// keys of your own beside this crate's (the gateway keeps its idempotency records under
+    /// the same prefix). Your commands are yours to bound: [`op_timeout`](Self::op_timeout)
+    /// is what this crate waits for one operation.
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// The longest this crate waits for one operation ([`RedisBuilder::op_timeout`]).
+    pub fn op_timeout(&self) -> Duration {
+        self.op_timeout
+    }
+
     fn key(&self, parts: &[&str]) -> String {
         let mut k = self.prefix.clone();
         for p in parts {

@@ -143,6 +143,37 @@ impl Sql {
         }
     }
 
+    /// The PostgreSQL pool, for tables of your own beside this crate's, on the same
+    /// connections (the gateway keeps its idempotency records there); `None` for SQLite.
+    /// Your statements are yours to bound: [`op_timeout`](Self::op_timeout) is what this
+    /// crate waits for one operation.
+    #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+    pub fn pg_pool(&self) -> Option<&sqlx::PgPool> {
+        match &self.pool {
+            Pool::Pg(p) => Some(p),
+            #[cfg(feature = "sqlite")]
+            Pool::Lite(_) => None,
+        }
+    }
+
+    /// The SQLite pool (one connection), for tables of your own beside this crate's, in the
+    /// same file; `None` for PostgreSQL. See [`pg_pool`](Self::pg_pool).
+    #[cfg(feature = "sqlite")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+    pub fn sqlite_pool(&self) -> Option<&sqlx::SqlitePool> {
+        match &self.pool {
+            Pool::Lite(p) => Some(p),
+            #[cfg(feature = "postgres")]
+            Pool::Pg(_) => None,
+        }
+    }
+
+    /// The longest this crate waits for one operation ([`SqlBuilder::op_timeout`]).
+    pub fn op_timeout(&self) -> Duration {
+        self.op_timeout
+    }
+
     /// Creates the schema or brings it to this version of the crate (idempotent; safe to run
     /// from several instances at once: PostgreSQL serializes them with an advisory lock).
     ///

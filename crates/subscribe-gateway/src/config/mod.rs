@@ -20,7 +20,7 @@ use zeroize::Zeroizing;
 
 pub use error::{ConfigError, ConfigProblem};
 pub use ops::{DEFAULT_AUTH_FAILURE_RATE, DEFAULT_KEY_RATE, Rate};
-use raw::{Endpoint, RawApp, RawConfig, RawKey, RawServer, RawStore, StoreKind};
+use raw::{Endpoint, RawApp, RawConfig, RawIdempotency, RawKey, RawServer, RawStore, StoreKind};
 
 use crate::keys::{KeyHash, MIN_KEY_CHARS};
 
@@ -33,8 +33,10 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8700";
 pub struct Config {
     /// `[server]`: where to listen and the limits of a request.
     pub server: ServerConfig,
-    /// `[store]`: where the access tokens are kept.
+    /// `[store]`: where the access tokens (and the idempotency records) are kept.
     pub store: StoreConfig,
+    /// `[idempotency]`: how long the send API's idempotency records are kept.
+    pub idempotency: IdempotencyConfig,
     /// `[[apps]]`, in the file's order.
     pub apps: Vec<AppConfig>,
     /// `[[keys]]`, in the file's order.
@@ -69,6 +71,17 @@ pub struct ServerConfig {
     /// [`DEFAULT_AUTH_FAILURE_RATE`]): the failed authentications one peer may make; over
     /// them its requests are answered 429 before their key is looked at.
     pub auth_failure_rate: Rate,
+}
+
+/// `[idempotency]`: the records the send API keeps for requests with an `Idempotency-Key`.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct IdempotencyConfig {
+    /// `retention_ms` (default 86 400 000: 24 hours): how long a record is kept after its
+    /// request; a retry within that time gets the first answer. At least one minute, and at
+    /// least four times `server.request_timeout_ms` (a record must outlive its claim, which
+    /// lasts twice the request timeout).
+    pub retention: Duration,
 }
 
 /// `[store]`: where the access tokens are kept (shared by every gateway on the same store).
@@ -148,7 +161,7 @@ pub enum Scope {
     /// `"token:read"`: read the app's access token and report a rejected one.
     #[serde(rename = "token:read")]
     TokenRead,
-    /// `"send"`: send messages as the app (the send API; accepted now, used by a later step).
+    /// `"send"`: send messages as the app (`POST /v1/apps/{appid}/messages/…`).
     #[serde(rename = "send")]
     Send,
     /// `"grants"`: manage the app's grants (accepted now, used by a later step).
@@ -201,6 +214,7 @@ impl Config {
         let raw = read_toml(text)?;
         let reader = Reader { base, env };
         let server = server(&raw.server)?;
+        let idempotency = idempotency(&raw.idempotency, &server)?;
         let store = reader.store(raw.store)?;
         let mut apps: Vec<AppConfig> = Vec::new();
         let mut seen: HashMap<String, usize> = HashMap::new();
@@ -232,7 +246,7 @@ impl Config {
                 ConfigProblem::Missing { one_of: "at least one [[apps]] entry" },
             ));
         }
-        Ok(Self { server, store, apps, keys })
+        Ok(Self { server, store, idempotency, apps, keys })
     }
 }
 
@@ -281,6 +295,21 @@ fn server(raw: &RawServer) -> Result<ServerConfig, ConfigError> {
         trusted_proxies: ops.trusted_proxies,
         auth_failure_rate: ops.auth_failure_rate,
     })
+}
+
+fn idempotency(raw: &RawIdempotency, server: &ServerConfig) -> Result<IdempotencyConfig, ConfigError> {
+    let retention = raw.retention_ms.map_or(crate::idempotency::DEFAULT_RETENTION, Duration::from_millis);
+    let least = (server.request_timeout * 4).max(Duration::from_secs(60));
+    if retention < least {
+        return Err(invalid(
+            "idempotency.retention_ms",
+            format!(
+                "at least {} (one minute, and four times server.request_timeout_ms: a record must outlive its claim)",
+                least.as_millis()
+            ),
+        ));
+    }
+    Ok(IdempotencyConfig { retention })
 }
 
 fn invalid(key: impl Into<String>, rule: impl Into<String>) -> ConfigError {

@@ -18,6 +18,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) store: RawStore,
     #[serde(default)]
+    pub(super) idempotency: RawIdempotency,
+    #[serde(default)]
     pub(super) apps: Vec<RawApp>,
     #[serde(default)]
     pub(super) keys: Vec<RawKey>,
@@ -35,6 +37,12 @@ pub(super) struct RawServer {
     pub(super) trusted_proxies: Option<Vec<String>>,
     pub(super) auth_failures_per_second: Option<f64>,
     pub(super) auth_failure_burst: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIdempotency {
+    pub(super) retention_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]

@@ -226,3 +226,23 @@ fn operational_keys_have_defaults_and_refusals_name_their_key() {
         assert_eq!(e.key, key, "{from} → {to}: {e}");
     }
 }
+
+#[test]
+fn the_idempotency_retention_defaults_to_a_day_and_must_outlive_a_claim() {
+    let dir = TempDir::new().unwrap();
+    let config = parse(&config_text(dir.path(), "http://127.0.0.1:9"), dir.path()).unwrap();
+    assert_eq!(config.idempotency.retention, subscribe_gateway::idempotency::DEFAULT_RETENTION);
+    assert_eq!(config.idempotency.retention, std::time::Duration::from_secs(86_400));
+    let with =
+        |table: &str| format!("{}\n[idempotency]\n{table}\n", config_text(dir.path(), "http://127.0.0.1:9"));
+    let config = parse(&with("retention_ms = 3600000"), dir.path()).unwrap();
+    assert_eq!(config.idempotency.retention, std::time::Duration::from_secs(3600));
+    // Shorter than a minute, or than four request timeouts (30 s by default): refused.
+    for short in ["retention_ms = 59999", "retention_ms = 60000"] {
+        let e = parse(&with(short), dir.path()).unwrap_err();
+        assert_eq!(e.key, "idempotency.retention_ms", "{short}");
+        assert!(e.to_string().contains("at least 120000"), "{e}");
+    }
+    let e = parse(&with("retention = 1"), dir.path()).unwrap_err();
+    assert!(e.key.starts_with("idempotency"), "{e}");
+}

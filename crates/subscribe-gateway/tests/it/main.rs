@@ -1,6 +1,6 @@
-//! The gateway's tests, in one binary: the configuration, the token service against the
-//! sandbox, the guards an attacker meets, redaction, and operations (metrics, rate limits,
-//! the binary's logs and its stop).
+//! The gateway's tests, in one binary: the configuration, the token service and the send API
+//! against the sandbox, the idempotency records and their stores, the guards an attacker
+//! meets, redaction, and operations (metrics, rate limits, the binary's logs and its stop).
 
 // Test helpers panic on purpose: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
@@ -9,9 +9,12 @@ mod binary;
 mod config;
 mod fleet;
 mod guard;
+mod idempotency;
 mod limits;
 mod metrics;
 mod redaction;
+mod send;
+mod stores;
 mod tokens;
 
 use std::net::SocketAddr;

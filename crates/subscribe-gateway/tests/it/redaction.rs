@@ -135,3 +135,50 @@ async fn logs_show_no_secret_key_or_token() {
     assert!(logs.contains("requesting an access token"), "the flow was logged: {logs}");
     assert_clean("the logs", &logs, &[DEMO_SECRET, SECRET_B, KEY_A, KEY_B, &stale, &fresh]);
 }
+
+/// The send API with its log lines captured: no answer and no log line shows the access token,
+/// an AppSecret or an API key, whatever the outcome (the token endpoint's own answer is the
+/// only place a token leaves).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_show_no_secret_key_or_token_in_answers_or_logs() {
+    use crate::send::{KEY_S, KEY_T, accept, grant, mini_program, one_time, post, route, with_senders};
+    use subscribe_sandbox::{Faults, TokenFault};
+
+    let captured = captured();
+    let g = Running::start_with(|text| with_senders(&text), None).await;
+    grant(&g);
+    accept(&g);
+    let mut tokens =
+        vec![g.get_token(DEMO_APPID, KEY_A).await.1["access_token"].as_str().unwrap().to_owned()];
+    let mut answers = Vec::new();
+    let one_time_path = route(DEMO_APPID, "one_time");
+    for (key, idempotency) in [(KEY_S, Some("r1")), (KEY_S, Some("r1")), (KEY_T, None)] {
+        answers.push(post(&g, &one_time_path, key, idempotency, &one_time()).await);
+    }
+    g.sandbox.state().set_faults(Faults { delivered_502_every: Some(1), ..Faults::default() });
+    answers.push(post(&g, &route(DEMO_APPID, "mini_program"), KEY_S, Some("r2"), &mini_program()).await);
+    let mut invalid = one_time();
+    invalid["title"] = serde_json::json!("");
+    answers.push(post(&g, &one_time_path, KEY_S, None, &invalid).await);
+    // A token that WeChat rejects, then no token at all.
+    g.sandbox.state().set_faults(Faults::default());
+    g.sandbox.state().revoke_tokens(std::time::Duration::ZERO);
+    answers.push(post(&g, &one_time_path, KEY_S, None, &one_time()).await);
+    tokens.push(g.get_token(DEMO_APPID, KEY_A).await.1["access_token"].as_str().unwrap().to_owned());
+    assert_ne!(tokens[0], tokens[1], "the rejected token was replaced");
+    g.sandbox.state().expire_tokens();
+    g.sandbox.state().set_faults(Faults { token_fault: Some(TokenFault::Quota), ..Faults::default() });
+    answers.push(post(&g, &one_time_path, KEY_S, Some("r3"), &one_time()).await);
+    let outcomes: Vec<String> = answers.iter().map(|(s, _, b)| format!("{s} {b}")).collect();
+    assert!(outcomes.iter().any(|o| o.contains("delivered")), "{outcomes:?}");
+    assert!(outcomes.iter().any(|o| o.contains("not_sent")), "{outcomes:?}");
+
+    drop(g);
+    let secrets = [DEMO_SECRET, SECRET_B, KEY_A, KEY_B, KEY_S, KEY_T, tokens[0].as_str(), tokens[1].as_str()];
+    for (status, headers, body) in &answers {
+        assert_clean("a send's answer", &format!("{status} {headers:?} {body}"), &secrets);
+    }
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("send answered"), "the sends were logged: {logs}");
+    assert_clean("the logs", &logs, &secrets);
+}

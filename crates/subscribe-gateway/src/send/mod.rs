@@ -1,0 +1,297 @@
+//! The send API: `POST /v1/apps/{appid}/messages/{one_time,mini_program,notification}` (scope
+//! `send`), each body read into its `subscribe-types` message and sent with the app's client;
+//! the answer is the typed [`Outcome`]. With an `Idempotency-Key`, the request claims a record
+//! first and stores its answer, so a retry gets that answer and nothing is sent twice.
+//!
+//! The steps, in order, each answering before the next is taken: the key and its scope (401,
+//! 403), the content type (415), the `Idempotency-Key` header (400), the body (413, 400 when it
+//! is not JSON, 422 `invalid_message` naming the field and the rule). None of them sends or
+//! records anything. Then, without an `Idempotency-Key`, the send; with one:
+//!
+//! | the record | answer |
+//! |---|---|
+//! | none (claimed now) | the send's outcome, stored (a `not_sent` outcome releases the claim instead: a retry may send) |
+//! | another request's (fingerprint differs) | 422 `idempotency_key_reused`, nothing sent |
+//! | answered | the stored answer, `Idempotent-Replayed: true` |
+//! | claimed, lease running | 409 `idempotency_key_in_progress` |
+//! | claimed, lease ended (its owner died) | outcome `unknown` (`cause: owner_lost`), stored, never sent again |
+//! | the store does not answer | 503 `idempotency_store_unavailable`, nothing sent |
+
+mod body;
+mod outcome;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use subscribe_client::Client;
+use tracing::{info, warn};
+
+use self::body::{BodyError, Message, MessageKind};
+use self::outcome::Outcome;
+use crate::Gateway;
+use crate::api::{error, over_limit};
+use crate::config::Scope;
+use crate::idempotency::{
+    Claim, IdempotencyKey, NewClaim, Record, RecordState, SharedIdempotencyStore, StoredAnswer, fingerprint,
+    record_id,
+};
+use crate::metrics::Metrics;
+
+/// The header a replayed answer carries.
+const REPLAYED: &str = "idempotent-replayed";
+
+/// `POST /v1/apps/{appid}/messages/one_time`.
+pub(crate) async fn one_time(
+    State(gw): State<Gateway>,
+    Path(appid): Path<String>,
+    request: Request,
+) -> Response {
+    send(gw, appid, MessageKind::OneTime, request).await
+}
+
+/// `POST /v1/apps/{appid}/messages/mini_program`.
+pub(crate) async fn mini_program(
+    State(gw): State<Gateway>,
+    Path(appid): Path<String>,
+    request: Request,
+) -> Response {
+    send(gw, appid, MessageKind::MiniProgram, request).await
+}
+
+/// `POST /v1/apps/{appid}/messages/notification`.
+pub(crate) async fn notification(
+    State(gw): State<Gateway>,
+    Path(appid): Path<String>,
+    request: Request,
+) -> Response {
+    send(gw, appid, MessageKind::Notification, request).await
+}
+
+/// A request the checks let through: who sends what, for which app.
+struct Checked {
+    client: Client,
+    key_name: String,
+    appid: String,
+    kind: MessageKind,
+    message: Message,
+    idempotency: Option<(IdempotencyKey, String)>,
+}
+
+async fn send(gw: Gateway, appid: String, kind: MessageKind, request: Request) -> Response {
+    let checked = match check(&gw, appid, kind, request).await {
+        Ok(c) => c,
+        Err(refused) => return refused,
+    };
+    match checked.idempotency.clone() {
+        None => {
+            let outcome = deliver(gw.shared.send_budget, &checked.client, &checked.message).await;
+            observe(gw.metrics(), &checked, &outcome);
+            outcome.into_response()
+        }
+        Some((key, fingerprint)) => idempotent(&gw, checked, &key, &fingerprint).await,
+    }
+}
+
+/// Every check before a send, in order; the answer to the first that fails.
+async fn check(
+    gw: &Gateway,
+    appid: String,
+    kind: MessageKind,
+    request: Request,
+) -> Result<Checked, Response> {
+    let (key, client) =
+        gw.authorized(request.headers(), &appid, Scope::Send).map_err(IntoResponse::into_response)?;
+    let (key_name, client) = (key.name.clone(), client.clone());
+    if !is_json(request.headers()) {
+        return Err(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the body must be JSON, sent with Content-Type: application/json",
+        ));
+    }
+    let idempotency_key = IdempotencyKey::from_headers(request.headers())
+        .map_err(|r| error(StatusCode::BAD_REQUEST, "invalid_idempotency_key", r.rule()))?;
+    let path = request.uri().path().to_owned();
+    // Read only once the key is known; the body limit and body timeout layers bound it.
+    let body = match Bytes::from_request(request, &()).await {
+        Ok(b) => b,
+        Err(rejection) if over_limit(&rejection) => {
+            return Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "the request body is too large",
+            ));
+        }
+        Err(_) => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "unreadable_body",
+                "the request body could not be read",
+            ));
+        }
+    };
+    let message = body::parse(kind, &body).map_err(|e| match e {
+        BodyError::NotJson(message) => error(StatusCode::BAD_REQUEST, "invalid_json", &message),
+        BodyError::Invalid { field, rule } => {
+            let body = json!({"error": "invalid_message", "field": field, "message": rule});
+            (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
+        }
+    })?;
+    let idempotency = idempotency_key.map(|k| (k, fingerprint("POST", &path, &body)));
+    Ok(Checked { client, key_name, appid, kind, message, idempotency })
+}
+
+/// Whether the content type is `application/json` (parameters such as `charset` allowed).
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Sends `message` with `client`, within `budget`.
+async fn deliver(budget: Duration, client: &Client, message: &Message) -> Outcome {
+    let sent = async {
+        match message {
+            Message::OneTime(m) => client.send_one_time(m).await.map(|_| None),
+            Message::MiniProgram(m) => client.send_mini_program(m).await.map(|_| None),
+            Message::Notification(m) => client.send_notification(m).await.map(|a| Some(a.response.msgid)),
+        }
+    };
+    match tokio::time::timeout(budget, sent).await {
+        Ok(Ok(msgid)) => Outcome::delivered(msgid),
+        Ok(Err(e)) => Outcome::of_error(&e),
+        Err(_) => Outcome::timed_out(),
+    }
+}
+
+/// Logs the send's outcome and counts it (`subscribe_gateway_sends_total` and, with WeChat's
+/// errcode, `subscribe_gateway_send_errcodes_total`).
+fn observe(metrics: &Metrics, c: &Checked, outcome: &Outcome) {
+    metrics.record_send(&c.appid, c.kind.name(), outcome.name(), outcome.errcode());
+    info!(
+        appid = %c.appid,
+        key = %c.key_name,
+        kind = c.kind.name(),
+        outcome = outcome.name(),
+        errcode = outcome.errcode(),
+        idempotent = c.idempotency.is_some(),
+        "send answered"
+    );
+}
+
+/// The send of a request with an `Idempotency-Key`: claim, send, store; or the record's answer.
+async fn idempotent(gw: &Gateway, checked: Checked, key: &IdempotencyKey, fingerprint: &str) -> Response {
+    let records = &gw.shared.idempotency;
+    let id = record_id(&checked.appid, &checked.key_name, key);
+    let Ok(owner) = crate::idempotency::new_owner() else {
+        return store_unavailable("no random claim owner could be drawn");
+    };
+    records.prune_if_due();
+    let claim = NewClaim::new(&id, fingerprint, &owner, records.lease, records.retention);
+    let found = match records.store.claim(&claim).await {
+        Ok(Claim::Claimed) => {
+            let (store, budget, metrics) =
+                (Arc::clone(&records.store), gw.shared.send_budget, gw.metrics().clone());
+            // The send and its record run on their own: a caller that hangs up, or the request
+            // timeout, does not cancel them, and the answer is stored for the retry.
+            let task = tokio::spawn(async move {
+                let outcome = deliver(budget, &checked.client, &checked.message).await;
+                observe(&metrics, &checked, &outcome);
+                record(&store, &id, &owner, &outcome).await;
+                outcome
+            });
+            return match task.await {
+                Ok(outcome) => outcome.into_response(),
+                Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the send ended abnormally"),
+            };
+        }
+        Ok(Claim::Found(record)) => record,
+        Err(e) => {
+            warn!(appid = %checked.appid, error = %e, "idempotency record not claimed; nothing sent");
+            return store_unavailable("the idempotency records cannot be read now");
+        }
+    };
+    match found {
+        Record { fingerprint: other, .. } if other != fingerprint => reused(),
+        Record { state: RecordState::Done(answer), .. } => replay(&answer),
+        Record { state: RecordState::InFlight { lease_ended: false }, .. } => in_progress(),
+        Record { state: RecordState::InFlight { lease_ended: true }, .. } => {
+            let lost = Outcome::owner_lost().stored();
+            match records.store.take_over(&id, fingerprint, &lost).await {
+                Ok(Some(Record { fingerprint: other, .. })) if other != fingerprint => reused(),
+                Ok(Some(Record { state: RecordState::Done(answer), .. })) => {
+                    warn!(appid = %checked.appid, key = %checked.key_name, "a claim's owner was lost: answered outcome unknown");
+                    replay(&answer)
+                }
+                // Claimed again meanwhile (after the record was released or pruned).
+                Ok(_) => in_progress(),
+                Err(e) => {
+                    warn!(appid = %checked.appid, error = %e, "idempotency record not taken over");
+                    store_unavailable("the idempotency records cannot be written now")
+                }
+            }
+        }
+    }
+}
+
+/// Stores the outcome in the claimed record, or releases the claim when nothing was sent.
+async fn record(store: &SharedIdempotencyStore, id: &str, owner: &str, outcome: &Outcome) {
+    let written = if outcome.not_sent_at_all() {
+        store.release(id, owner).await
+    } else {
+        store.complete(id, owner, &outcome.stored()).await
+    };
+    match written {
+        Ok(true) => {}
+        Ok(false) => warn!(
+            outcome = outcome.name(),
+            "the claim's lease ended before its outcome was stored: retries with this key answer outcome unknown"
+        ),
+        Err(e) => warn!(
+            outcome = outcome.name(),
+            error = %e,
+            "the outcome could not be stored: retries with this key answer 409, then outcome unknown once the lease ends"
+        ),
+    }
+}
+
+fn replay(answer: &StoredAnswer) -> Response {
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
+    let mut r = (status, answer.body.clone()).into_response();
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(REPLAYED, HeaderValue::from_static("true"));
+    r
+}
+
+fn reused() -> Response {
+    error(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_key_reused",
+        "this Idempotency-Key was used for another request (its path or body differ); nothing was sent",
+    )
+}
+
+fn in_progress() -> Response {
+    error(
+        StatusCode::CONFLICT,
+        "idempotency_key_in_progress",
+        "a request with this Idempotency-Key is being sent; ask again with the same key for its outcome",
+    )
+}
+
+fn store_unavailable(why: &str) -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "idempotency_store_unavailable",
+        &format!("{why}; nothing was sent"),
+    )
+}
