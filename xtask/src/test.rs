@@ -33,7 +33,7 @@ pub(crate) fn test() -> Result<Status> {
         eprintln!("xtask test: Redis at {} answers; its tests run", redacted_url(&redis));
     } else {
         not_run.push(format!(
-            "the Redis tests of subscribe-redis: no Redis at {}; start one with \
+            "the Redis tests of subscribe-redis and subscribe-gateway: no Redis at {}; start one with \
              `redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save \"\" --appendonly no` \
              (Debian: apt-get install redis-server) or set REDIS_URL",
             redacted_url(&redis)
@@ -44,7 +44,7 @@ pub(crate) fn test() -> Result<Status> {
         eprintln!("xtask test: PostgreSQL at {} answers; its tests run", redacted_url(&postgres));
     } else {
         not_run.push(format!(
-            "the PostgreSQL tests of subscribe-sql and subscribe-cli: nothing answers at {}; \
+            "the PostgreSQL tests of subscribe-sql, subscribe-cli and subscribe-gateway: nothing answers at {}; \
              start it with `{START_POSTGRES}` (Debian: apt-get install postgresql) or set POSTGRES_URL",
             redacted_url(&postgres)
         ));
@@ -159,8 +159,10 @@ impl Gated {
     /// Its tests with `features`, less the binaries whose service is down.
     fn run_without_the_absent(&self, features: &[&str], up: impl Fn(Service) -> bool) -> Result {
         let mut targets: Vec<&str> = self.always.to_vec();
-        for (target, service) in self.needs {
-            if up(*service) && !target.is_empty() {
+        for (target, _) in self.needs {
+            // A binary that needs several services runs only when all of them answer.
+            let all_up = self.needs.iter().filter(|(t, _)| t == target).all(|(_, s)| up(*s));
+            if all_up && !target.is_empty() && !targets.contains(target) {
                 targets.extend(["--test", target]);
             }
         }
@@ -181,6 +183,13 @@ const GATED: &[Gated] = &[
         krate: "subscribe-sql",
         needs: &[("postgres", Service::Postgres)],
         always: &["--lib", "--test", "sqlite"],
+        doc: true,
+    },
+    // The gateway's idempotency records and fleets on both stores: one test binary.
+    Gated {
+        krate: "subscribe-gateway",
+        needs: &[("it", Service::Redis), ("it", Service::Postgres)],
+        always: &["--lib", "--bins"],
         doc: true,
     },
     Gated {
