@@ -1,6 +1,11 @@
-//! `cargo xtask deps`: the supply chain (`cargo audit`, `cargo deny`).
+//! `cargo xtask deps`: the supply chain (the RustSec advisories, with the `rustsec` library
+//! `cargo audit` is built on; `cargo deny`).
 
 use std::process::Command;
+
+use rustsec::advisory::Informational;
+use rustsec::report::{Report, Settings};
+use rustsec::{Database, Lockfile};
 
 use crate::run::{Result, Status, cargo, cargo_has, cargo_output, root};
 
@@ -9,18 +14,16 @@ use crate::run::{Result, Status, cargo, cargo_has, cargo_output, root};
 /// as a weak optional dependency; we build sqlx for PostgreSQL and SQLite only.
 const LOCKED_NOT_BUILT: &[(&str, &str)] = &[("rsa", "RUSTSEC-2023-0071")];
 
-/// The supply chain: known vulnerabilities in `Cargo.lock` (`cargo audit`, offline, against the
-/// RustSec snapshot kept beside the repository in `../shared/advisory-db`), then licenses,
-/// duplicate versions and sources (`cargo deny`, with `deny.toml`).
+/// The supply chain: known vulnerabilities, and unmaintained, unsound or noticed crates, in
+/// `Cargo.lock`, against the RustSec snapshot kept beside the repository in
+/// `../shared/advisory-db` (offline; what `cargo audit --no-fetch --deny warnings` checks, with
+/// its library, so no tool has to be built for it); then licenses, duplicate versions and
+/// sources (`cargo deny`, with `deny.toml`).
 pub(crate) fn deps() -> Result<Status> {
-    let missing: Vec<&str> = ["audit", "deny"].into_iter().filter(|t| !cargo_has(t)).collect();
-    if !missing.is_empty() {
-        let tools: Vec<String> = missing.iter().map(|t| format!("cargo-{t}")).collect();
-        return Ok(Status::NotRun(format!(
-            "{} not installed; install with `cargo install --locked {}`",
-            tools.join(" and "),
-            tools.join(" ")
-        )));
+    if !cargo_has("deny") {
+        return Ok(Status::NotRun(
+            "cargo-deny not installed; install with `cargo install --locked cargo-deny`".into(),
+        ));
     }
     let db = root().parent().map(|p| p.join("shared/advisory-db")).filter(|d| d.join("crates").is_dir());
     let Some(db) = db else {
@@ -29,11 +32,10 @@ pub(crate) fn deps() -> Result<Status> {
         ));
     };
     eprintln!("xtask deps: {}", snapshot_age(&db));
-    let db = db.to_string_lossy().into_owned();
     // Advisories on crates that are in Cargo.lock but never built: cargo locks the optional
     // dependencies sqlx names through weak features (sqlx-mysql and its rsa) although no
     // feature here turns them on. Each is ignored only while nothing in the build depends on it.
-    let mut args = vec!["audit", "--db", &db, "--no-fetch", "--stale", "--deny", "warnings"];
+    let mut ignore = Vec::new();
     for (krate, advisory) in LOCKED_NOT_BUILT {
         let users =
             cargo_output(&["tree", "--workspace", "--all-features", "-e", "normal,build,dev", "-i", krate])?;
@@ -42,11 +44,52 @@ pub(crate) fn deps() -> Result<Status> {
                 "{krate} is now built (cargo tree -i {krate}); {advisory} can no longer be ignored"
             ));
         }
-        args.extend(["--ignore", advisory]);
+        ignore.push(advisory.parse().map_err(|e| format!("{advisory}: {e}"))?);
     }
-    cargo(&args, &[])?;
+    audit(&db, &root().join("Cargo.lock"), ignore)?;
     cargo(&["deny", "check", "licenses", "bans", "sources"], &[])?;
     Ok(Status::Passed)
+}
+
+/// The lock file `lock` against the advisories in `db`: an error listing every vulnerability and
+/// every unmaintained, unsound or noticed crate not in `ignore`.
+fn audit(db: &std::path::Path, lock: &std::path::Path, ignore: Vec<rustsec::advisory::Id>) -> Result {
+    let database = Database::open(db).map_err(|e| format!("the RustSec snapshot {}: {e}", db.display()))?;
+    let lockfile = Lockfile::load(lock).map_err(|e| format!("{}: {e}", lock.display()))?;
+    let settings = Settings {
+        ignore,
+        informational_warnings: vec![
+            Informational::Notice,
+            Informational::Unmaintained,
+            Informational::Unsound,
+        ],
+        ..Settings::default()
+    };
+    let report = Report::generate(&database, &lockfile, &settings);
+    let mut found: Vec<String> = report
+        .vulnerabilities
+        .list
+        .iter()
+        .map(|v| {
+            format!("{} {}: {} ({})", v.package.name, v.package.version, v.advisory.id, v.advisory.title)
+        })
+        .collect();
+    for (kind, warnings) in &report.warnings {
+        for w in warnings {
+            let id = w.advisory.as_ref().map_or_else(|| "no advisory".to_owned(), |a| a.id.to_string());
+            found.push(format!("{} {}: {kind} ({id})", w.package.name, w.package.version));
+        }
+    }
+    eprintln!(
+        "xtask deps: {} advisories read; {} locked crates checked",
+        database.iter().count(),
+        lockfile.packages.len()
+    );
+    if found.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("Cargo.lock has crates with RustSec advisories:\n  {}", found.join("\n  ")))
+    }
 }
 
 /// The snapshot's date (from its `SNAPSHOT.md`, or its newest advisory's) and age, with the
@@ -110,6 +153,28 @@ fn days_since(date: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The audit finds what `cargo audit` finds: a lock file with `rsa` 0.9.6 (RUSTSEC-2023-0071)
+    /// fails it unless that advisory is ignored. Needs the snapshot beside the repository, as CI
+    /// has it.
+    #[test]
+    fn a_locked_crate_with_an_advisory_fails_the_audit_unless_ignored() {
+        let db = root().parent().unwrap().join("shared/advisory-db");
+        assert!(db.join("crates").is_dir(), "the RustSec snapshot is not at {}", db.display());
+        let dir = std::env::temp_dir().join(format!("xtask-audit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let lock = dir.join("Cargo.lock");
+        std::fs::write(
+            &lock,
+            "version = 4\n\n[[package]]\nname = \"rsa\"\nversion = \"0.9.6\"\n\
+             source = \"registry+https://github.com/rust-lang/crates.io-index\"\n",
+        )
+        .unwrap();
+        let err = audit(&db, &lock, Vec::new()).unwrap_err();
+        assert!(err.contains("rsa 0.9.6: RUSTSEC-2023-0071"), "{err}");
+        audit(&db, &lock, vec!["RUSTSEC-2023-0071".parse().unwrap()]).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn the_snapshot_date_is_read_from_its_note() {

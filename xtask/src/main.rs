@@ -10,7 +10,7 @@
 //! | `docs` | rustdoc with warnings denied |
 //! | `package` | `cargo package` for every crate under `crates/`, each verified by building what it contains |
 //! | `tidy` | repository checks (also a `#[test]` of this crate) |
-//! | `deps` | `cargo audit` against the RustSec snapshot in `../shared/advisory-db` (offline) and `cargo deny check licenses bans sources` (`deny.toml`) |
+//! | `deps` | the RustSec advisories (`rustsec`, the library of `cargo audit`) against the snapshot in `../shared/advisory-db` (offline), and `cargo deny check licenses bans sources` (`deny.toml`) |
 //! | `features` | each crate's notable feature sets build on their own |
 //! | `bench [--quick]` | whole-system and per-operation benchmarks (throughput vs plain reqwest, sandbox, send-batch, cold start, dispatch memory, dispatch on SQL); JSON in `target/bench/`; a full run writes `docs/figures/bench.json` and `docs/performance.md`'s table from it |
 //! | `figures` | renders `docs/performance.md`'s and `docs/reliability.md`'s tables again from the JSON committed beside them (after a change to how they are rendered) |
