@@ -30,6 +30,7 @@
 )]
 
 mod faults;
+mod gateway;
 mod latency;
 
 use std::convert::Infallible;
@@ -863,6 +864,7 @@ fn main() {
             "cold-start" => cold_start(num(1, 10_000)).await,
             "dispatch" => dispatch(num(1, 100_000)).await,
             "dispatch-sql" => dispatch_sql(num(1, 100_000)).await,
+            "gateway" => gateway::gateway(num(1, 20_000), num(2, 64)).await,
             "latency" => {
                 let in_flights: Vec<usize> = args.iter().skip(2).filter_map(|a| a.parse().ok()).collect();
                 latency::latency(num(1, 100_000), if in_flights.is_empty() { &[256, 2048] } else { &in_flights })
@@ -872,7 +874,7 @@ fn main() {
             "plain-connections" => latency::plain_connections(&args[1], num(2, 10_000), num(3, 256)).await,
             "faults" => faults::faults(num(1, 2_000), num(2, 32), &args).await,
             other => panic!(
-                "unknown scenario {other}: throughput | sandbox | send-batch | cold-start | dispatch | dispatch-sql | latency | faults"
+                "unknown scenario {other}: throughput | sandbox | send-batch | cold-start | dispatch | dispatch-sql | gateway | latency | faults"
             ),
         }
     });

@@ -20,6 +20,7 @@ pub(crate) fn bench(quick: bool) -> Result<Status> {
             &["dispatch", "5000"],
             &["dispatch", "50000"],
             &["dispatch-sql", "5000"],
+            &["gateway", "2000", "16"],
             &["latency", "20000", "256", "2048"],
         ]
     } else {
@@ -32,6 +33,7 @@ pub(crate) fn bench(quick: bool) -> Result<Status> {
             &["dispatch", "100000"],
             &["dispatch", "1000000"],
             &["dispatch-sql", "100000"],
+            &["gateway", "20000", "64"],
             &["latency", "100000", "256", "2048", "8192"],
         ]
     };

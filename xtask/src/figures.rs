@@ -527,6 +527,34 @@ fn bench_rows(s: &Value) -> Result<Vec<[String; 4]>> {
                 ratio(s, "hyper_ratio")?,
             ],
         ],
+        "gateway" => vec![
+            [
+                format!(
+                    "Through `subscribe-gateway` (SQLite): {} token reads, concurrency {}",
+                    n(s, "sends")?,
+                    n(s, "concurrency")?
+                ),
+                format!("{} reads/s, p99 {} ms", n(s, "token_reads_per_s")?, n(s, "token_read_p99_ms")?),
+                "(from the gateway's memory)".to_owned(),
+                "–".to_owned(),
+            ],
+            [
+                format!("Sends through the gateway: {} one-time messages over HTTP", n(s, "sends")?),
+                format!(
+                    "{} msg/s; gateway peak {} MiB",
+                    n(s, "gateway_send_per_s")?,
+                    n(s, "gateway_peak_mib")?
+                ),
+                format!("`wxsub send-batch`, the same sends: {} msg/s", n(s, "send_batch_per_s")?),
+                ratio(s, "ratio")?,
+            ],
+            [
+                "The same with an `Idempotency-Key` each (a record claimed and settled in SQLite)".to_owned(),
+                format!("{} msg/s", n(s, "gateway_keyed_send_per_s")?),
+                format!("`wxsub send-batch`: {} msg/s", n(s, "send_batch_per_s")?),
+                ratio(s, "keyed_ratio")?,
+            ],
+        ],
         "sandbox" => vec![[
             format!(
                 "The client through the sandbox: {} sends, concurrency {}",

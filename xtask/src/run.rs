@@ -44,8 +44,8 @@ pub(crate) fn cargo_output(args: &[&str]) -> Result<String> {
     }
 }
 
-/// Builds, in one cargo invocation, the release `wxsub` and the whole-system benchmarks
-/// (`subscribe-bench`), which run the `wxsub` they find beside their own binary, and returns
+/// Builds, in one cargo invocation, the release `wxsub`, `subscribe-gateway` and the
+/// whole-system benchmarks (`subscribe-bench`), which run the binaries they find beside their own, and returns
 /// the benchmarks' binary. One invocation, so both are built with one set of features: a
 /// `cargo run -p subscribe-bench` after it would resolve the features of that package alone
 /// and rebuild the crates whose features differ (two dozen here, minutes on two cores).
@@ -59,7 +59,14 @@ pub(crate) fn build_bench() -> Result<PathBuf> {
         "--bin",
         "wxsub",
         "-p",
+        "subscribe-gateway",
+        "--bin",
+        "subscribe-gateway",
+        "-p",
         "subscribe-bench",
+        // `--bin` selects among every package named, so each binary is named.
+        "--bin",
+        "wxsub-bench",
     ])?;
     Ok(target_dir().join("release").join(format!("wxsub-bench{}", std::env::consts::EXE_SUFFIX)))
 }
