@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 mod binary;
+mod callers;
 mod config;
 mod fleet;
 mod guard;
