@@ -186,7 +186,21 @@ impl Sql {
                 if let Some(schema) = &self.schema {
                     // Validated by the builder: [a-z0-9_] only.
                     let create = format!("CREATE SCHEMA IF NOT EXISTS {schema}");
-                    self.run(async { sqlx::query(&create).execute(p).await.map(|_| ()) }).await?;
+                    let create = async {
+                        match sqlx::query(&create).execute(p).await {
+                            // Two instances creating it at once: the later one's IF NOT EXISTS
+                            // does not see the earlier one's uncommitted schema and fails on
+                            // pg_namespace's unique index (23505), or sees it committed (42P06).
+                            // Either way the schema is there.
+                            Err(sqlx::Error::Database(e))
+                                if matches!(e.code().as_deref(), Some("23505" | "42P06")) =>
+                            {
+                                Ok(())
+                            }
+                            other => other.map(|_| ()),
+                        }
+                    };
+                    self.run(create).await?;
                 }
                 let migrator = sqlx::migrate!("./migrations/postgres");
                 self.run_migration(migrator.run(p)).await

@@ -37,6 +37,23 @@ async fn postgres() -> Sql {
 
 backend_tests!(postgres().await);
 
+/// Instances started together on a new schema (a fleet's first rollout) all open it: the
+/// schema's creation races, and the loser of the race must not fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_instances_opening_one_new_schema_at_once_all_open_it() {
+    for _ in 0..5 {
+        let schema = fresh_schema();
+        let mut opens = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let (url, schema) = (url(), schema.clone());
+            opens.spawn(async move { Sql::builder(url).schema(schema).connect().await.map(drop) });
+        }
+        for opened in opens.join_all().await {
+            opened.unwrap();
+        }
+    }
+}
+
 #[tokio::test]
 async fn grants_survive_a_restart_in_the_schema() {
     let schema = fresh_schema();

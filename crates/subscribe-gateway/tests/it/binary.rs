@@ -18,11 +18,11 @@ use tokio::task::JoinHandle;
 use crate::*;
 
 /// The binary, serving the test configuration against a sandbox, its stderr collected.
-struct Binary {
+pub(crate) struct Binary {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     /// Where `/metrics` is served, when `server.metrics_listen` is set.
-    metrics: Option<SocketAddr>,
+    pub(crate) metrics: Option<SocketAddr>,
     lines: Arc<Mutex<Vec<String>>>,
     reader: JoinHandle<()>,
     _dir: TempDir,
@@ -40,6 +40,17 @@ impl Binary {
     /// Starts the binary on the configuration at `path` with `RUST_LOG` set to `rust_log`
     /// (unset for `None`) and waits for its "listening" line, which gives its address.
     async fn start(dir: TempDir, path: &Path, rust_log: Option<&str>) -> Self {
+        Self::start_with_env(dir, path, rust_log, &[]).await
+    }
+
+    /// As [`start`](Self::start), with the variables `env` set in the process's environment
+    /// (a store's URL for `url_env`).
+    pub(crate) async fn start_with_env(
+        dir: TempDir,
+        path: &Path,
+        rust_log: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_subscribe-gateway"));
         command
             .arg("--config")
@@ -52,6 +63,7 @@ impl Binary {
         if let Some(filter) = rust_log {
             command.env("RUST_LOG", filter);
         }
+        command.envs(env.iter().copied());
         let mut child = command.spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let lines = Arc::new(Mutex::new(Vec::new()));
@@ -67,6 +79,7 @@ impl Binary {
             }
         });
         let wants_metrics = std::fs::read_to_string(path).unwrap().contains("metrics_listen");
+        let said = Arc::clone(&lines);
         let listening = async {
             let (mut addr, mut metrics) = (None, None);
             while let Some(line) = rx.recv().await {
@@ -83,7 +96,7 @@ impl Binary {
                     return (addr, metrics);
                 }
             }
-            panic!("the gateway exited before it listened")
+            panic!("the gateway exited before it listened: {:#?}", said.lock().unwrap())
         };
         let (addr, metrics) =
             tokio::time::timeout(Duration::from_secs(20), listening).await.expect("the gateway listens");
@@ -95,14 +108,14 @@ impl Binary {
     }
 
     /// Sends SIGTERM, as systemd and container runtimes do.
-    fn terminate(&self) {
+    pub(crate) fn terminate(&self) {
         let pid = self.child.id().unwrap().to_string();
         let sent = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         assert!(sent.success());
     }
 
     /// Waits for the process to exit: its status and every line it wrote to stderr.
-    async fn exit(mut self) -> (ExitStatus, Vec<String>) {
+    pub(crate) async fn exit(mut self) -> (ExitStatus, Vec<String>) {
         let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
             .await
             .expect("the gateway exits after SIGTERM")
@@ -114,7 +127,7 @@ impl Binary {
 }
 
 /// Every line parsed as a JSON object with a level and a message.
-fn events(lines: &[String]) -> Vec<serde_json::Value> {
+pub(crate) fn events(lines: &[String]) -> Vec<serde_json::Value> {
     lines
         .iter()
         .map(|line| {

@@ -6,12 +6,14 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 mod binary;
+mod callers;
 mod config;
 mod fleet;
 mod guard;
 mod idempotency;
 mod limits;
 mod metrics;
+mod processes;
 mod redaction;
 mod send;
 mod stores;
@@ -37,7 +39,11 @@ pub const SECRET_B: &str = "sandbox-secret-of-app-b-0000000001";
 
 /// A sandbox with the demo app and app B.
 pub async fn sandbox() -> SandboxHandle {
-    let mut config = SandboxConfig::demo();
+    sandbox_of(SandboxConfig::demo()).await
+}
+
+/// A sandbox with `config`'s apps and users, and app B.
+pub async fn sandbox_of(mut config: SandboxConfig) -> SandboxHandle {
     let mut b: AppConfig = config.apps[0].clone();
     b.appid = AppId::new(APP_B).unwrap();
     b.secret = SECRET_B.into();
