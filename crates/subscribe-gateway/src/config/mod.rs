@@ -506,17 +506,23 @@ impl Reader<'_> {
 }
 
 /// Whether a URL carries a password (`scheme://user:password@host`, `redis://:password@host`).
+/// Or in its query (`?password=…`, which sqlx reads too), in any encoding of the name.
 fn has_password(url: &str) -> bool {
     let Some((_, rest)) = url.split_once("://") else { return false };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let query = rest.split('#').next().unwrap_or_default().split_once('?').map_or("", |(_, q)| q);
     authority.rsplit_once('@').is_some_and(|(userinfo, _)| userinfo.contains(':'))
+        || form_urlencoded::parse(query.as_bytes()).any(|(name, _)| name.eq_ignore_ascii_case("password"))
 }
 
 impl From<&ServerConfig> for crate::ServeLimits {
-    /// The header-read timeout and the bound on connections of `[server]`; a stop waits 10 s
-    /// for the requests in flight.
+    /// The header-read timeout and the bound on connections of `[server]`; a stop waits for
+    /// the requests in flight up to the request timeout and 5 s more (a send within its budget,
+    /// four fifths of the request timeout, and the storing of its answer), so a deploy never
+    /// cuts a send short.
     fn from(c: &ServerConfig) -> Self {
         Self::new(c.header_read_timeout, c.max_connections)
+            .drain(c.request_timeout + std::time::Duration::from_secs(5))
     }
 }
 
@@ -531,5 +537,8 @@ mod tests {
         assert!(!has_password("postgres://shop@db/shop"));
         assert!(!has_password("redis://127.0.0.1:6379/0"));
         assert!(!has_password("postgres://db/shop?user=a:b@c"));
+        assert!(has_password("postgres://shop@db/shop?password=hunter2"));
+        assert!(has_password("postgres://shop@db/shop?sslmode=require&%50assword=hunter2"));
+        assert!(!has_password("postgres://shop@db/shop?sslmode=require#password=x"));
     }
 }

@@ -24,7 +24,7 @@ const LITE_NOW_MS: &str = "(CAST(ROUND((julianday('now') - 2440587.5) * 86400000
 /// The most expired records one prune deletes per statement, so no statement holds the table
 /// long; a prune repeats it while it fills a batch, up to [`PRUNE_BATCHES`] times.
 const PRUNE_BATCH: i64 = 500;
-const PRUNE_BATCHES: u32 = 20;
+const PRUNE_BATCHES: u32 = 200;
 
 /// An advisory lock key for creating the table, so gateways starting at once on PostgreSQL do
 /// not race in `CREATE TABLE IF NOT EXISTS` (which can fail on a concurrent create).

@@ -217,6 +217,11 @@ async fn idempotent(gw: &Gateway, checked: Checked, key: &IdempotencyKey, finger
         Ok(Claim::Found(record)) => record,
         Err(e) => {
             warn!(appid = %checked.appid, error = %e, "idempotency record not claimed; nothing sent");
+            // The claim may have landed although its answer did not (a timeout after the
+            // commit, a lost reply): left alone, it would answer this key's retries 409, then
+            // `unknown` for a message never sent. It is this request's own claim (its owner is
+            // new), so releasing it is always safe.
+            release_later(Arc::clone(&records.store), id, owner);
             return store_unavailable("the idempotency records cannot be read now");
         }
     };
@@ -241,6 +246,24 @@ async fn idempotent(gw: &Gateway, checked: Checked, key: &IdempotencyKey, finger
             }
         }
     }
+}
+
+/// Releases `owner`'s claim of record `id`, if it holds one, from a task of its own: a few
+/// attempts over about eight seconds, until the store answers (a claim that is not there, or
+/// no longer `owner`'s, is left alone).
+fn release_later(store: SharedIdempotencyStore, id: String, owner: String) {
+    tokio::spawn(async move {
+        for wait_ms in [0, 250, 500, 1_000, 2_000, 4_000] {
+            tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+            match store.release(&id, &owner).await {
+                Ok(_) => return,
+                Err(e) => warn!(error = %e, "a claim that may have landed could not be released yet"),
+            }
+        }
+        warn!(
+            "a claim that may have landed could not be released: retries with its key answer 409, then outcome unknown"
+        );
+    });
 }
 
 /// Stores the outcome in the claimed record, or releases the claim when nothing was sent.

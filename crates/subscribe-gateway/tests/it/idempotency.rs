@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
@@ -303,17 +303,22 @@ fn a_claim_whose_gateway_died_is_answered_unknown_and_never_sent_again() {
 }
 
 /// A store in memory whose answers cannot be stored, nor pruned, and whose claims fail when
-/// `claims_fail`: a backend that went down.
+/// `claims_fail`: a backend that went down; with `claims_land`, a claim is made but its answer
+/// is lost (a timeout after the commit).
 #[derive(Debug, Default)]
 struct Failing {
     inner: MemoryIdempotencyStore,
-    claims_fail: bool,
+    claims_fail: AtomicBool,
+    claims_land: bool,
 }
 
 #[subscribe_client::async_trait]
 impl IdempotencyStore for Failing {
     async fn claim(&self, claim: &NewClaim<'_>) -> Result<Claim, IdempotencyStoreError> {
-        if self.claims_fail {
+        if self.claims_fail.load(Ordering::SeqCst) {
+            if self.claims_land {
+                self.inner.claim(claim).await?;
+            }
             return Err(IdempotencyStoreError::new("the store is down"));
         }
         self.inner.claim(claim).await
@@ -349,7 +354,9 @@ async fn on_failing(sandbox: &SandboxHandle, dir: &TempDir, failing: Failing) ->
 async fn a_key_that_cannot_be_claimed_sends_nothing() {
     let sandbox = sandbox().await;
     let dir = TempDir::new().unwrap();
-    let (gateway, _) = on_failing(&sandbox, &dir, Failing { claims_fail: true, ..Failing::default() }).await;
+    let (gateway, _) =
+        on_failing(&sandbox, &dir, Failing { claims_fail: AtomicBool::new(true), ..Failing::default() })
+            .await;
     let http = reqwest::Client::new();
     let url = gateway.url(&route(DEMO_APPID, "one_time"));
     let (status, _, body) = post_to(&http, &url, KEY_S, Some("k"), &one_time()).await;
@@ -359,6 +366,42 @@ async fn a_key_that_cannot_be_claimed_sends_nothing() {
     // Without a key there is nothing to claim: the send goes.
     let (status, _, body) = post_to(&http, &url, KEY_S, None, &one_time()).await;
     assert_eq!((status, body["outcome"].as_str()), (200, Some("refused")), "{body}");
+}
+
+/// A claim whose answer was lost (it landed, its reply timed out) is released, so the retry the
+/// 503 invites sends the message once the store is back, instead of meeting 409 and then
+/// `unknown` for a message never sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_that_landed_but_failed_is_released_and_the_retry_sends() {
+    let sandbox = sandbox().await;
+    let dir = TempDir::new().unwrap();
+    let store =
+        Arc::new(Failing { claims_fail: AtomicBool::new(true), claims_land: true, ..Failing::default() });
+    let config = config_on(&sandbox, &dir, "path = \"tokens.db\"", "");
+    let tokens = open_store(&config.store).await.unwrap();
+    let gateway = Gateway::with_stores(&config, tokens, Arc::clone(&store) as _).unwrap();
+    let gateway = Served::start(gateway, &config).await;
+    accept_on(&sandbox);
+    let http = reqwest::Client::new();
+    let url = gateway.url(&route(DEMO_APPID, "mini_program"));
+    let (status, _, body) = post_to(&http, &url, KEY_S, Some("k"), &mini_program()).await;
+    assert_eq!((status, &body["error"]), (503, &json!("idempotency_store_unavailable")), "{body}");
+    assert_eq!(sandbox.state().stats().send_requests, 0);
+    // The store is back; the landed claim is released in the background (within a few
+    // seconds, while its lease would last a minute): the retry sends.
+    store.claims_fail.store(false, Ordering::SeqCst);
+    let mut answers = Vec::new();
+    for _ in 0..100 {
+        let (status, _, body) = post_to(&http, &url, KEY_S, Some("k"), &mini_program()).await;
+        answers.push(status);
+        if status != 409 {
+            assert_eq!((status, &body), (200, &json!({"outcome": "delivered"})), "{answers:?}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(answers.last(), Some(&200), "the landed claim was never released: {answers:?}");
+    assert_eq!(sandbox.state().stats().send_requests, 1, "sent once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
