@@ -17,7 +17,7 @@ const SCHEMATHESIS: &str = "schemathesis==4.32.5";
 
 /// Examples per operation and phase: enough to reach every documented status, and the whole
 /// step within about 90 s on two cores.
-const MAX_EXAMPLES: &str = "30";
+const MAX_EXAMPLES: &str = "100";
 
 /// The sandbox's demo app and its secret (public: `wxsub sandbox` prints them).
 const DEMO_APPID: &str = "wx5a1db0c0ffee0001";

@@ -115,6 +115,7 @@ pub(crate) async fn get_token(
 /// What a caller reports: the token WeChat rejected.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"access_token": "ACCESS_TOKEN_WECHAT_REJECTED"}))]
 pub(crate) struct Report {
     /// The token WeChat answered 40001, 40014 or 42001 to.
     access_token: String,

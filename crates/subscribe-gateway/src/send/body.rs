@@ -170,7 +170,10 @@ impl RawMiniProgramLink {
 /// the access token; `scene` a string of digits or a number.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(as = OneTimeMessage)]
+#[schema(as = OneTimeMessage, example = json!({
+    "touser": "oSandbox_Alice_00000000001", "template_id": "SandboxRestockAlert_0000000000000000000001",
+    "scene": "1000", "title": "到货提醒", "data": {"content": {"value": "您关注的商品已到货"}}
+}))]
 pub(crate) struct RawOneTime {
     /// The user's OpenID.
     #[schema(required = true)]
@@ -276,7 +279,10 @@ fn scene(v: Option<Value>) -> Result<Scene, ValidationError> {
 /// the access token.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(as = MiniProgramMessage)]
+#[schema(as = MiniProgramMessage, example = json!({
+    "touser": "oSandbox_Alice_00000000001", "template_id": "SandboxMpRestockAlert_0000000000000000000001",
+    "data": {"thing1": {"value": "手冲咖啡壶"}, "time2": {"value": "15:01"}, "amount3": {"value": "¥199.00"}}
+}))]
 pub(crate) struct RawMiniProgram {
     /// The user's OpenID.
     #[schema(required = true)]
@@ -316,7 +322,11 @@ impl RawMiniProgram {
 /// access token; `page` a web URL.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(as = NotificationMessage)]
+#[schema(as = NotificationMessage, example = json!({
+    "touser": "oSandbox_Alice_00000000001", "template_id": "SandboxMpMemberExpiry_0000000000000000000002",
+    "page": "https://shop.example.com/orders/42",
+    "data": {"enum1": {"value": "已发货"}, "date2": {"value": "2026-05-04"}}
+}))]
 pub(crate) struct RawNotification {
     /// The user's OpenID.
     #[schema(required = true)]
