@@ -10,6 +10,7 @@ use crate::e2e::e2e;
 use crate::faults::faults;
 use crate::features::features;
 use crate::fuzz::fuzz;
+use crate::gateway;
 use crate::run::{Result, Status, cargo, passed, require_all, root};
 use crate::test::test;
 use crate::tidy;
@@ -20,7 +21,7 @@ pub(crate) const CI_FUZZ_SECONDS: u64 = 10;
 pub(crate) type Step = (&'static str, fn() -> Result<Status>);
 
 pub(crate) fn ci() -> Result {
-    let steps: [Step; 13] = [
+    let steps: [Step; 14] = [
         ("fmt --check", || passed(fmt(true))),
         ("lint", || passed(lint())),
         ("test", test),
@@ -31,6 +32,7 @@ pub(crate) fn ci() -> Result {
         ("deps", deps),
         ("features", features),
         ("e2e", e2e),
+        ("gateway: schemathesis", gateway::schemathesis),
         // Short modes: they check that the measurements still run and that the fault table
         // keeps its expectations; the published figures come from the full runs.
         ("faults --quick", || passed(faults(true))),

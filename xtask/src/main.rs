@@ -2,7 +2,7 @@
 //!
 //! | task | does |
 //! |---|---|
-//! | `ci` | `fmt` → `lint` → `test` → `ahead` → `docs` → `package` → `tidy` → `deps` → `features` → `e2e` → `faults --quick` → `bench --quick` → `fuzz --seconds 10`, stopping at the first failure |
+//! | `ci` | `fmt` → `lint` → `test` → `ahead` → `docs` → `package` → `tidy` → `deps` → `features` → `e2e` → `schemathesis` → `faults --quick` → `bench --quick` → `fuzz --seconds 10`, stopping at the first failure |
 //! | `fmt [--check]` | `cargo fmt --all` |
 //! | `lint` | clippy on every target and feature, warnings denied |
 //! | `test` | the workspace tests, doctests included, with every feature; then each crate's doctests alone with its default features, and each example built alone |
@@ -17,6 +17,7 @@
 //! | `faults [--quick]` | the reliability table against the sandbox's fault injection (JSON in `target/faults/`; a full run writes `docs/figures/faults.json` and `docs/reliability.md`'s table from it); then checks that deliberately broken clients fail it |
 //! | `fuzz [--seconds N] [target…]` | each libFuzzer target in `fuzz/` for N seconds (default 60); a crash input is saved under `target/fuzz/artifacts/` |
 //! | `e2e` | the browser test: sandbox + `examples/web-app` + headless Chromium; screenshots in `target/e2e/` |
+//! | `schemathesis` | Schemathesis (in a venv under `target/`) against a live gateway on the sandbox, from the gateway's `/openapi.json`: no 5xx, and every status, content type and body as documented |
 //!
 //! A step whose prerequisites are missing on this machine (Redis for `subscribe-redis`'s tests,
 //! Chromium for `e2e`) is reported as
@@ -35,6 +36,7 @@ mod faults;
 mod features;
 mod figures;
 mod fuzz;
+mod gateway;
 mod package;
 mod run;
 mod test;
@@ -80,9 +82,13 @@ fn main() -> ExitCode {
             run::Status::Passed => Ok(()),
             run::Status::NotRun(why) => Err(format!("did not run: {why}")),
         }),
+        "schemathesis" => gateway::schemathesis().and_then(|s| match s {
+            run::Status::Passed => Ok(()),
+            run::Status::NotRun(why) => Err(format!("did not run: {why}")),
+        }),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|fmt [--check]|lint|test|ahead|docs|package|tidy|deps|features|e2e|bench [--quick]|faults [--quick]|figures|fuzz [--seconds N] [target…]>"
+                "usage: cargo xtask <ci|fmt [--check]|lint|test|ahead|docs|package|tidy|deps|features|e2e|schemathesis|bench [--quick]|faults [--quick]|figures|fuzz [--seconds N] [target…]>"
             );
             return if task == "help" { ExitCode::SUCCESS } else { ExitCode::from(2) };
         }

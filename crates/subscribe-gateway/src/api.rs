@@ -10,16 +10,18 @@ use axum::http::header::{CACHE_CONTROL, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use http_body_util::LengthLimitError;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use subscribe_client::{CachedToken, Client, TokenError};
 use subscribe_types::AccessToken;
 use tracing::{info, warn};
+use utoipa::ToSchema;
 
 use crate::Gateway;
 use crate::config::Scope;
 use crate::keys::Key;
 use crate::metrics::{TokenOutcome, observe_wait};
+use crate::openapi::{AppIdPath, ErrorBody, KeyedAnswers, TooLarge};
 
 /// An answer with a JSON body `{"error": code, "message": message}`.
 pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -77,7 +79,22 @@ impl Gateway {
     }
 }
 
-/// `GET /v1/apps/{appid}/access_token`.
+/// The app's current access token.
+///
+/// Served from the gateway's memory, refreshed ahead of expiry; the first call for an app waits
+/// for the one refresh every waiting caller shares. Scope `token:read`.
+#[utoipa::path(
+    get,
+    path = "/v1/apps/{appid}/access_token",
+    tag = "tokens",
+    params(AppIdPath),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The token (`Cache-Control: no-store`)", body = TokenAnswer),
+        KeyedAnswers,
+        (status = 503, description = "`token_unavailable`: no token can be had now; `message` says why", body = ErrorBody),
+    )
+)]
 pub(crate) async fn get_token(
     State(gw): State<Gateway>,
     Path(appid): Path<String>,
@@ -96,13 +113,44 @@ pub(crate) async fn get_token(
 }
 
 /// What a caller reports: the token WeChat rejected.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Report {
+#[schema(example = json!({"access_token": "ACCESS_TOKEN_WECHAT_REJECTED"}))]
+pub(crate) struct Report {
+    /// The token WeChat answered 40001, 40014 or 42001 to.
     access_token: String,
 }
 
-/// `POST /v1/apps/{appid}/access_token/invalidate` with `{"access_token": "<rejected>"}`.
+/// The token: `{"access_token": "…", "expires_in": <whole seconds left>}`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct TokenAnswer {
+    /// The access token, to use at most `expires_in` seconds.
+    access_token: String,
+    /// The whole seconds left by the gateway's count (which errs short).
+    expires_in: u64,
+}
+
+/// Reports a token WeChat rejected; answers the token that replaced it.
+///
+/// While the reported token is the current one it is dropped and one refresh runs, which every
+/// caller reporting the same token shares; a token that is no longer current is answered with
+/// the current one, WeChat not asked. Scope `token:read`.
+#[utoipa::path(
+    post,
+    path = "/v1/apps/{appid}/access_token/invalidate",
+    tag = "tokens",
+    params(AppIdPath),
+    security(("api_key" = [])),
+    request_body = Report,
+    responses(
+        (status = 200, description = "The current token, after the reported one was replaced", body = TokenAnswer),
+        (status = 400, description = "`invalid_body`, `unreadable_body`: the body is not `{\"access_token\": \"…\"}`", body = ErrorBody),
+        KeyedAnswers,
+        TooLarge,
+        (status = 422, description = "`invalid_token`: the reported `access_token` is not an access token", body = ErrorBody),
+        (status = 503, description = "`token_unavailable`: no token can be had now; `message` says why", body = ErrorBody),
+    )
+)]
 pub(crate) async fn invalidate(
     State(gw): State<Gateway>,
     Path(appid): Path<String>,
@@ -172,7 +220,8 @@ pub(crate) fn over_limit(rejection: &BytesRejection) -> bool {
 /// `{"access_token": "...", "expires_in": <whole seconds left>}`, never cached by a proxy.
 fn token_answer(client: &Client, token: &CachedToken) -> Response {
     let left = token.expires_at().duration_since(client.clock().now()).unwrap_or_default();
-    let body = json!({"access_token": token.token().expose_secret(), "expires_in": left.as_secs()});
+    let body =
+        TokenAnswer { access_token: token.token().expose_secret().to_owned(), expires_in: left.as_secs() };
     let mut r = Json(body).into_response();
     r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r

@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::middleware::from_fn_with_state;
-use axum::routing::{get, post};
+use axum::routing::get;
 use subscribe_client::transport::ReqwestTransport;
 use subscribe_client::{Client, SharedTokenStore};
 use subscribe_redis::{Redis, RedisTokenStore};
@@ -26,8 +26,8 @@ use crate::idempotency::{
 use crate::keys::Keys;
 use crate::metered::Metered;
 use crate::metrics::{self, Metrics};
+use crate::openapi;
 use crate::ratelimit::{self, PeerLimits};
-use crate::{api, health, send};
 
 /// The token service for every configured app, ready to be served ([`Gateway::router`]).
 /// Cheap to clone.
@@ -186,6 +186,7 @@ impl Gateway {
     /// | `POST /v1/apps/{appid}/messages/notification` | sends a notification (scope `send`) |
     /// | `GET /healthz` | 200 while the process serves (no I/O) |
     /// | `GET /readyz` | 200 when the token store answers, else 503 (cached for a few seconds) |
+    /// | `GET /openapi.json` | the OpenAPI document of these routes ([`openapi`](crate::openapi())), without a key |
     ///
     /// A send answers 200 with its outcome, `delivered`, `refused` or `unknown` (never resent),
     /// or 503 `not_sent` (nothing was sent: safe to retry); 422 names the field and the rule of
@@ -202,16 +203,13 @@ impl Gateway {
     /// fallbacks); its layers apply to its own routes only.
     pub fn router(&self) -> Router {
         let server = &self.shared.server;
-        Router::new()
-            .route("/v1/apps/{appid}/access_token", get(api::get_token))
-            .route("/v1/apps/{appid}/access_token/invalidate", post(api::invalidate))
-            .route("/v1/apps/{appid}/messages/one_time", post(send::one_time))
-            .route("/v1/apps/{appid}/messages/mini_program", post(send::mini_program))
-            .route("/v1/apps/{appid}/messages/notification", post(send::notification))
-            // Every route above takes a key: the rate limits and the 401 come first.
-            .route_layer(from_fn_with_state(self.clone(), ratelimit::admit))
-            .route("/healthz", get(health::healthz))
-            .route("/readyz", get(health::readyz))
+        let (keyed, open) = openapi::routes();
+        // Every route of `keyed` takes a key: the rate limits and the 401 come first.
+        let (keyed, _) =
+            keyed.route_layer(from_fn_with_state(self.clone(), ratelimit::admit)).split_for_parts();
+        let (open, _) = open.split_for_parts();
+        keyed
+            .merge(open)
             .with_state(self.clone())
             .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, server.request_timeout))
             .layer(RequestBodyTimeoutLayer::new(server.request_timeout))

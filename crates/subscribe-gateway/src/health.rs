@@ -7,11 +7,12 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
 use subscribe_client::SharedTokenStore;
 use subscribe_types::AppId;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
+use utoipa::ToSchema;
 
 use crate::Gateway;
 
@@ -53,15 +54,46 @@ impl Readiness {
     }
 }
 
-pub(crate) async fn healthz() -> Response {
-    Json(json!({"status": "ok"})).into_response()
+/// `{"status": "ok"}`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Health {
+    /// Always `ok`.
+    #[schema(example = "ok")]
+    status: String,
 }
 
+/// `{"ready": true}`, or `{"ready": false, "reason": "…"}`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Ready {
+    /// Whether the token store answered.
+    ready: bool,
+    /// Why not, when not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    reason: Option<String>,
+}
+
+/// Whether the process serves (no I/O; no key).
+#[utoipa::path(get, path = "/healthz", tag = "service", responses((status = 200, description = "The process serves", body = Health)))]
+pub(crate) async fn healthz() -> Response {
+    Json(Health { status: "ok".to_owned() }).into_response()
+}
+
+/// Whether the token store answers (the answer is kept 3 s; no key).
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "service",
+    responses(
+        (status = 200, description = "The token store answered a read within 2 s", body = Ready),
+        (status = 503, description = "The token store did not answer", body = Ready),
+    )
+)]
 pub(crate) async fn readyz(State(gw): State<Gateway>) -> Response {
     if gw.shared.ready.ready().await {
-        Json(json!({"ready": true})).into_response()
+        Json(Ready { ready: true, reason: None }).into_response()
     } else {
-        let body = json!({"ready": false, "reason": "the token store does not answer"});
+        let body = Ready { ready: false, reason: Some("the token store does not answer".to_owned()) };
         (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
     }
 }

@@ -69,6 +69,7 @@ pub mod idempotency;
 mod keys;
 mod metered;
 mod metrics;
+mod openapi;
 mod ratelimit;
 mod send;
 
@@ -80,5 +81,6 @@ pub use gateway::{Gateway, StartError, open_store, open_stores};
 pub use health::READY_CACHE;
 pub use keys::{KeyHash, MIN_KEY_CHARS, hash_key};
 pub use metrics::Metrics;
+pub use openapi::{openapi, openapi_json};
 /// The server loop, shared with the sandbox and the push endpoint (`subscribe-events`).
 pub use subscribe_events::serve::{ServeLimits, serve};

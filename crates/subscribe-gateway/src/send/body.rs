@@ -11,6 +11,9 @@ use subscribe_types::{
     DataError, Lang, MessageData, MiniProgramMessage, MiniProgramState, NotificationMessage, OneTimeMessage,
     OpenId, Scene, TemplateId, ValidationError,
 };
+use utoipa::ToSchema;
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+use utoipa::openapi::{RefOr, Schema};
 
 /// The three kinds of message, one route each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,11 +147,16 @@ fn recipient(touser: Option<String>, template_id: Option<String>) -> Result<(Ope
     Ok((touser, template_id))
 }
 
-/// `{"appid": …, "pagepath": …}`.
-#[derive(Deserialize)]
+/// `{"appid": …, "pagepath": …}`: the mini program a message opens.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RawMiniProgramLink {
+#[schema(as = MiniProgramLink)]
+pub(crate) struct RawMiniProgramLink {
+    /// The mini program's AppID.
+    #[schema(required = true)]
     appid: Option<String>,
+    /// The page to open, without spaces.
+    #[schema(required = true)]
     pagepath: Option<String>,
 }
 
@@ -158,30 +166,66 @@ impl RawMiniProgramLink {
     }
 }
 
-/// The one-time message as WeChat documents it; `scene` a string of digits or a number.
-#[derive(Deserialize)]
+/// The one-time message as WeChat documents it (`/cgi-bin/message/template/subscribe`), without
+/// the access token; `scene` a string of digits or a number.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RawOneTime {
+#[schema(as = OneTimeMessage, example = json!({
+    "touser": "oSandbox_Alice_00000000001", "template_id": "SandboxRestockAlert_0000000000000000000001",
+    "scene": "1000", "title": "到货提醒", "data": {"content": {"value": "您关注的商品已到货"}}
+}))]
+pub(crate) struct RawOneTime {
+    /// The user's OpenID.
+    #[schema(required = true)]
     touser: Option<String>,
+    /// The template the user confirmed.
+    #[schema(required = true)]
     template_id: Option<String>,
+    /// The scene the user confirmed, 0 to 10000: a string of digits (as WeChat documents it) or
+    /// a number.
+    #[schema(required = true, schema_with = scene_schema)]
     scene: Option<Value>,
+    /// 1 to 15 characters.
+    #[schema(required = true, min_length = 1, max_length = 15)]
     title: Option<String>,
+    /// An absolute http(s) URL the message opens.
     url: Option<String>,
+    /// The mini program the message opens.
+    #[schema(value_type = Option<RawMiniProgramLink>)]
     miniprogram: Option<Obj<RawMiniProgramLink>>,
+    /// `{"content": {"value": "…", "color": "#RRGGBB"}}`.
+    #[schema(required = true, value_type = Option<RawOneTimeData>)]
     data: Option<Obj<RawOneTimeData>>,
 }
 
-#[derive(Deserialize)]
+/// The one-time message's data.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RawOneTimeData {
+#[schema(as = OneTimeData)]
+pub(crate) struct RawOneTimeData {
+    /// The message's text.
+    #[schema(required = true, value_type = Option<RawContent>)]
     content: Option<Obj<RawContent>>,
 }
 
-#[derive(Deserialize)]
+/// The one-time message's text and colour.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RawContent {
+#[schema(as = OneTimeContent)]
+pub(crate) struct RawContent {
+    /// 1 to 200 characters.
+    #[schema(required = true, min_length = 1, max_length = 200)]
     value: Option<String>,
+    /// `#RRGGBB`.
+    #[schema(pattern = "^#[0-9A-Fa-f]{6}$")]
     color: Option<String>,
+}
+
+/// `scene`'s schema: a string of digits or an integer, 0 to 10000.
+fn scene_schema() -> impl Into<RefOr<Schema>> {
+    OneOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::String).pattern(Some("^[0-9]{1,5}$")))
+        .item(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0)).maximum(Some(Scene::MAX)))
 }
 
 impl RawOneTime {
@@ -231,15 +275,29 @@ fn scene(v: Option<Value>) -> Result<Scene, ValidationError> {
     }
 }
 
-/// The mini-program message as WeChat documents it.
-#[derive(Deserialize)]
+/// The mini-program message as WeChat documents it (`/cgi-bin/message/subscribe/send`), without
+/// the access token.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RawMiniProgram {
+#[schema(as = MiniProgramMessage, example = json!({
+    "touser": "oSandbox_Alice_00000000001", "template_id": "SandboxMpRestockAlert_0000000000000000000001",
+    "data": {"thing1": {"value": "手冲咖啡壶"}, "time2": {"value": "15:01"}, "amount3": {"value": "¥199.00"}}
+}))]
+pub(crate) struct RawMiniProgram {
+    /// The user's OpenID.
+    #[schema(required = true)]
     touser: Option<String>,
+    /// The template the user accepted.
+    #[schema(required = true)]
     template_id: Option<String>,
+    /// The mini program's page the message opens, without spaces.
     page: Option<String>,
+    /// `developer`, `trial` or `formal`.
     miniprogram_state: Option<String>,
+    /// `zh_CN`, `en_US`, `zh_HK` or `zh_TW`.
     lang: Option<String>,
+    /// The template's keywords and their values, in the template's rules.
+    #[schema(required = true, value_type = Option<std::collections::HashMap<String, RawValue>>)]
     data: Option<RawData>,
 }
 
@@ -260,14 +318,29 @@ impl RawMiniProgram {
     }
 }
 
-/// The notification as WeChat documents it (`page` a web URL).
-#[derive(Deserialize)]
+/// The notification as WeChat documents it (`/cgi-bin/message/subscribe/bizsend`), without the
+/// access token; `page` a web URL.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RawNotification {
+#[schema(as = NotificationMessage, example = json!({
+    "touser": "oSandbox_Alice_00000000001", "template_id": "SandboxMpMemberExpiry_0000000000000000000002",
+    "page": "https://shop.example.com/orders/42",
+    "data": {"enum1": {"value": "已发货"}, "date2": {"value": "2026-05-04"}}
+}))]
+pub(crate) struct RawNotification {
+    /// The user's OpenID.
+    #[schema(required = true)]
     touser: Option<String>,
+    /// The template the user accepted.
+    #[schema(required = true)]
     template_id: Option<String>,
+    /// An absolute http(s) URL the message opens.
     page: Option<String>,
+    /// The mini program the message opens.
+    #[schema(value_type = Option<RawMiniProgramLink>)]
     miniprogram: Option<Obj<RawMiniProgramLink>>,
+    /// The template's keywords and their values, in the template's rules.
+    #[schema(required = true, value_type = Option<std::collections::HashMap<String, RawValue>>)]
     data: Option<RawData>,
 }
 
@@ -290,9 +363,13 @@ impl RawNotification {
 /// in the body's order with every key kept: a key given twice is refused, not overwritten.
 struct RawData(Vec<(String, Obj<RawValue>)>);
 
-#[derive(Deserialize)]
+/// A keyword's value: `{"value": "…"}`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RawValue {
+#[schema(as = DataValue)]
+pub(crate) struct RawValue {
+    /// The value, in its keyword's rule.
+    #[schema(required = true)]
     value: Option<String>,
 }
 

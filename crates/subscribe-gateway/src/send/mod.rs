@@ -29,11 +29,14 @@ use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde_json::json;
 use subscribe_client::Client;
 use tracing::{info, warn};
+use utoipa::{IntoResponses, ToSchema};
 
 use self::body::{BodyError, Message, MessageKind};
+pub(crate) use self::outcome::Body;
 use self::outcome::Outcome;
 use crate::Gateway;
 use crate::api::{error, over_limit};
@@ -43,11 +46,24 @@ use crate::idempotency::{
     record_id,
 };
 use crate::metrics::Metrics;
+use crate::openapi::{AppIdPath, ErrorBody, IdempotencyKeyHeader, KeyedAnswers, TooLarge};
 
 /// The header a replayed answer carries.
 const REPLAYED: &str = "idempotent-replayed";
 
-/// `POST /v1/apps/{appid}/messages/one_time`.
+/// Sends a one-time message (official accounts, mobile apps), scope `send`.
+///
+/// The body is WeChat's own JSON for `/cgi-bin/message/template/subscribe`, checked whole before
+/// anything is sent.
+#[utoipa::path(
+    post,
+    path = "/v1/apps/{appid}/messages/one_time",
+    tag = "send",
+    params(AppIdPath, IdempotencyKeyHeader),
+    security(("api_key" = [])),
+    request_body(content = body::RawOneTime, content_type = "application/json"),
+    responses(SendAnswers, KeyedAnswers, TooLarge)
+)]
 pub(crate) async fn one_time(
     State(gw): State<Gateway>,
     Path(appid): Path<String>,
@@ -56,7 +72,19 @@ pub(crate) async fn one_time(
     send(gw, appid, MessageKind::OneTime, request).await
 }
 
-/// `POST /v1/apps/{appid}/messages/mini_program`.
+/// Sends a mini-program message, scope `send`.
+///
+/// The body is WeChat's own JSON for `/cgi-bin/message/subscribe/send`, checked whole before
+/// anything is sent.
+#[utoipa::path(
+    post,
+    path = "/v1/apps/{appid}/messages/mini_program",
+    tag = "send",
+    params(AppIdPath, IdempotencyKeyHeader),
+    security(("api_key" = [])),
+    request_body(content = body::RawMiniProgram, content_type = "application/json"),
+    responses(SendAnswers, KeyedAnswers, TooLarge)
+)]
 pub(crate) async fn mini_program(
     State(gw): State<Gateway>,
     Path(appid): Path<String>,
@@ -65,13 +93,64 @@ pub(crate) async fn mini_program(
     send(gw, appid, MessageKind::MiniProgram, request).await
 }
 
-/// `POST /v1/apps/{appid}/messages/notification`.
+/// Sends a notification (service accounts, 订阅通知), scope `send`.
+///
+/// The body is WeChat's own JSON for `/cgi-bin/message/subscribe/bizsend`, checked whole before
+/// anything is sent.
+#[utoipa::path(
+    post,
+    path = "/v1/apps/{appid}/messages/notification",
+    tag = "send",
+    params(AppIdPath, IdempotencyKeyHeader),
+    security(("api_key" = [])),
+    request_body(content = body::RawNotification, content_type = "application/json"),
+    responses(SendAnswers, KeyedAnswers, TooLarge)
+)]
 pub(crate) async fn notification(
     State(gw): State<Gateway>,
     Path(appid): Path<String>,
     request: Request,
 ) -> Response {
     send(gw, appid, MessageKind::Notification, request).await
+}
+
+/// The answers of a send route besides those of every route with a key.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // Documentation of the answers `send` makes.
+enum SendAnswers {
+    /// The send's outcome: `delivered`, `refused` or `unknown` (never resent). A replayed answer
+    /// carries `Idempotent-Replayed: true`.
+    #[response(status = 200, headers(("Idempotent-Replayed" = String, description = "`true` on an answer replayed for an `Idempotency-Key`")))]
+    Outcome(Body),
+    /// `invalid_json` (the body is not a JSON object), `unreadable_body`, or
+    /// `invalid_idempotency_key` (not 1–255 visible ASCII characters, or given twice).
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// `idempotency_key_in_progress`: a request with this `Idempotency-Key` is being sent; ask
+    /// again.
+    #[response(status = 409)]
+    InProgress(ErrorBody),
+    /// `unsupported_media_type`: `Content-Type` is not `application/json`.
+    #[response(status = 415)]
+    UnsupportedMediaType(ErrorBody),
+    /// `invalid_message` (with `field`: a field is missing, unknown or breaks its rule) or
+    /// `idempotency_key_reused` (the key was used for another path or body). Nothing was sent.
+    #[response(status = 422)]
+    Unprocessable(ErrorBody),
+    /// Certainly not sent: the outcome `not_sent` (safe to send again), or
+    /// `idempotency_store_unavailable`. A replayed answer carries `Idempotent-Replayed: true`.
+    #[response(status = 503)]
+    NotSent(#[to_schema] Unavailable),
+}
+
+/// A 503 of a send: its outcome `not_sent`, or an error of the idempotency store.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // Documentation only.
+#[schema(as = SendUnavailable)]
+enum Unavailable {
+    NotSent(Body),
+    Store(ErrorBody),
 }
 
 /// A request the checks let through: who sends what, for which app.

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use subscribe_client::{ErrorKind, SendError, UnknownCause};
 use subscribe_types::ApiError;
+use utoipa::ToSchema;
 
 use crate::idempotency::StoredAnswer;
 
@@ -24,27 +25,64 @@ pub(crate) struct Outcome {
     body: Body,
 }
 
+/// What became of a send.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum OutcomeName {
+    /// WeChat accepted the message.
+    #[default]
+    Delivered,
+    /// WeChat refused it; nothing was delivered.
+    Refused,
+    /// It may have been delivered; the gateway never resends it.
+    Unknown,
+    /// Certainly not delivered (503).
+    NotSent,
+}
+
 /// The answer's JSON, `outcome` first; absent fields are left out.
-#[derive(Clone, Debug, Default, Serialize)]
-struct Body {
-    outcome: &'static str,
+#[derive(Clone, Debug, Default, Serialize, ToSchema)]
+#[schema(as = SendOutcome)]
+pub(crate) struct Body {
+    /// `delivered`, `refused`, `unknown` (200) or `not_sent` (503).
+    outcome: OutcomeName,
+    /// `delivered` notifications: the message's id.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     msgid: Option<u64>,
+    /// `refused`: `user_refused`, `invalid`, `configuration` or `other`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, nullable = false)]
     class: Option<&'static str>,
+    /// `unknown`: `probably_delivered`, `no_answer`, `server_error`, `unreadable_answer`,
+    /// `undecodable_response`, `replay_refused`, `timeout`, `owner_lost` or `other`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, nullable = false)]
     cause: Option<&'static str>,
+    /// `not_sent`: `no_token`, `wechat_unreachable`, `retry_later`, `token_rejected`,
+    /// `wechat_http_status` or `not_sendable`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, nullable = false)]
     reason: Option<&'static str>,
+    /// `not_sent`: whether sending again may succeed without anyone fixing the setup.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     retryable: Option<bool>,
+    /// WeChat's errcode, when it answered one.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     errcode: Option<i64>,
+    /// WeChat's errmsg, with `errcode`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     errmsg: Option<String>,
+    /// `refused` with errcode 47003: the field WeChat named.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     field: Option<String>,
+    /// `unknown` and `not_sent`: what happened, for a person.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     message: Option<String>,
 }
 
@@ -60,7 +98,10 @@ impl Body {
 impl Outcome {
     /// WeChat accepted the message (`msgid`: a notification's).
     pub(crate) fn delivered(msgid: Option<u64>) -> Self {
-        Self { status: StatusCode::OK, body: Body { outcome: "delivered", msgid, ..Body::default() } }
+        Self {
+            status: StatusCode::OK,
+            body: Body { outcome: OutcomeName::Delivered, msgid, ..Body::default() },
+        }
     }
 
     /// The outcome the client's error means.
@@ -112,7 +153,7 @@ impl Outcome {
 
     fn unknown(cause: &'static str, message: &str) -> Self {
         let body = Body {
-            outcome: "unknown",
+            outcome: OutcomeName::Unknown,
             cause: Some(cause),
             message: Some(message.to_owned()),
             ..Body::default()
@@ -128,7 +169,7 @@ impl Outcome {
             _ => "other",
         };
         let body = Body {
-            outcome: "refused",
+            outcome: OutcomeName::Refused,
             class: Some(class),
             field: api.invalid_field().map(str::to_owned),
             ..Body::default()
@@ -148,7 +189,7 @@ impl Outcome {
             _ => ("not_sendable", e.to_string()),
         };
         let mut body = Body {
-            outcome: "not_sent",
+            outcome: OutcomeName::NotSent,
             reason: Some(reason),
             retryable: Some(e.is_retryable()),
             message: Some(message),
@@ -162,12 +203,17 @@ impl Outcome {
 
     /// `delivered`, `refused`, `unknown` or `not_sent`.
     pub(crate) fn name(&self) -> &'static str {
-        self.body.outcome
+        match self.body.outcome {
+            OutcomeName::Delivered => "delivered",
+            OutcomeName::Refused => "refused",
+            OutcomeName::Unknown => "unknown",
+            OutcomeName::NotSent => "not_sent",
+        }
     }
 
     /// Whether nothing was sent: a retry with the same `Idempotency-Key` may send.
     pub(crate) fn not_sent_at_all(&self) -> bool {
-        self.body.outcome == "not_sent"
+        self.body.outcome == OutcomeName::NotSent
     }
 
     /// WeChat's errcode, when the outcome carries one.

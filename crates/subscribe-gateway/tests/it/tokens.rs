@@ -105,6 +105,20 @@ async fn health_answers_without_io_and_readiness_reads_the_store() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_is_served_without_a_key_and_names_no_app_or_secret() {
+    let g = Running::start().await;
+    let r = g.http.get(g.url("/openapi.json")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let body = r.text().await.unwrap();
+    assert_eq!(body, subscribe_gateway::openapi_json(), "the served document is the generated one");
+    // The configuration's second app, its keys and secrets are nowhere in it.
+    for secret in [APP_B, KEY_A, KEY_B, SECRET_B] {
+        assert!(!body.contains(secret), "{secret} in /openapi.json");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_on_the_classic_endpoint_gets_its_token_there() {
     let g = Running::start_with(
         |text| {
