@@ -2,7 +2,7 @@
 //!
 //! | task | does |
 //! |---|---|
-//! | `ci` | `fmt` → `lint` → `test` → `ahead` → `docs` → `package` → `tidy` → `deps` → `features` → `e2e` → `schemathesis` → `faults --quick` → `bench --quick` → `fuzz --seconds 10`, stopping at the first failure |
+//! | `ci` | `fmt` → `lint` → `test` → `ahead` → `docs` → `package` → `tidy` → `deps` → `features` → `e2e` → `faults --quick` → `bench --quick` → `schemathesis` → `fuzz --seconds 10`, stopping at the first failure |
 //! | `fmt [--check]` | `cargo fmt --all` |
 //! | `lint` | clippy on every target and feature, warnings denied |
 //! | `test` | the workspace tests, doctests included, with every feature; then each crate's doctests alone with its default features, and each example built alone |
