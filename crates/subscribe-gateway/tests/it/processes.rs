@@ -445,7 +445,16 @@ async fn every_message_is_delivered_once(store: Store) {
         .counted("subscribe_gateway_sends_total", &[labels[0], labels[1], "outcome=\"delivered\""])
         .await;
     assert_eq!(reported, n64, "the gateways' delivered count (replays not counted)");
-    assert_eq!(fleet.counted("subscribe_gateway_sends_total", &labels).await, n64, "no other outcome");
+    // Nothing refused, nothing unknown. A `not_sent` (no connection to WeChat, no token in
+    // time: on a loaded machine it happens) is answered 503 and sent again by the caller, so
+    // it may be counted beside the deliveries: as many as the 503s the callers met, at most.
+    for outcome in ["outcome=\"refused\"", "outcome=\"unknown\""] {
+        let n = fleet.counted("subscribe_gateway_sends_total", &[labels[0], labels[1], outcome]).await;
+        assert_eq!(n, 0, "{outcome} (seed {seed})");
+    }
+    let not_sent =
+        fleet.counted("subscribe_gateway_sends_total", &[labels[0], labels[1], "outcome=\"not_sent\""]).await;
+    assert!(not_sent <= tally.unavailable.load(Ordering::Relaxed), "each not_sent was a 503 its caller met");
 
     let retried = plans.iter().filter(|p| p.0 != Plan::Once).count();
     let at_once = plans.iter().filter(|p| p.0 == Plan::TwoAtOnce).count();
