@@ -186,6 +186,20 @@ impl IdempotencyStoreError {
     ) -> Self {
         Self { what: what.into(), source: Some(Box::new(source)) }
     }
+
+    /// `op` (a store's call, `what` it does) within `limit`: its error, or the time running
+    /// out, as an `IdempotencyStoreError` saying what could not be done.
+    pub(crate) async fn bounded<T, E: std::error::Error + Send + Sync + 'static>(
+        what: &'static str,
+        limit: std::time::Duration,
+        op: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, Self> {
+        match tokio::time::timeout(limit, op).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(Self::with_source(format!("could not {what}"), e)),
+            Err(_) => Err(Self::new(format!("could not {what} within {limit:?}"))),
+        }
+    }
 }
 
 /// The gateway's side of the records: the store, the retention, the lease and the pruning.

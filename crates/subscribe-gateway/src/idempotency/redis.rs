@@ -109,12 +109,7 @@ impl RedisIdempotencyStore {
         what: &'static str,
         op: impl Future<Output = ::redis::RedisResult<T>>,
     ) -> Result<T, IdempotencyStoreError> {
-        let limit = self.redis.op_timeout();
-        match tokio::time::timeout(limit, op).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(IdempotencyStoreError::with_source(format!("could not {what}"), e)),
-            Err(_) => Err(IdempotencyStoreError::new(format!("could not {what} within {limit:?}"))),
-        }
+        IdempotencyStoreError::bounded(what, self.redis.op_timeout(), op).await
     }
 }
 

@@ -100,12 +100,7 @@ impl SqlIdempotencyStore {
         what: &'static str,
         op: impl Future<Output = Result<T, sqlx::Error>>,
     ) -> Result<T, IdempotencyStoreError> {
-        let limit = self.sql.op_timeout();
-        match tokio::time::timeout(limit, op).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(IdempotencyStoreError::with_source(format!("could not {what}"), e)),
-            Err(_) => Err(IdempotencyStoreError::new(format!("could not {what} within {limit:?}"))),
-        }
+        IdempotencyStoreError::bounded(what, self.sql.op_timeout(), op).await
     }
 
     /// The live row `id`.
