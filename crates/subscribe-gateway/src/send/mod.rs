@@ -197,7 +197,6 @@ async fn check(
     }
     let idempotency_key = IdempotencyKey::from_headers(request.headers())
         .map_err(|r| error(StatusCode::BAD_REQUEST, "invalid_idempotency_key", r.rule()))?;
-    let path = request.uri().path().to_owned();
     // Read only once the key is known; the body limit and body timeout layers bound it.
     let body = match Bytes::from_request(request, &()).await {
         Ok(b) => b,
@@ -223,7 +222,10 @@ async fn check(
             (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
         }
     })?;
-    let idempotency = idempotency_key.map(|k| (k, fingerprint("POST", &path, &body)));
+    // The request's meaning, not its spelling: the decoded appid (as the route read it) and
+    // the kind, so a retry whose path a proxy re-encoded is the same request.
+    let target = format!("/v1/apps/{appid}/messages/{}", kind.name());
+    let idempotency = idempotency_key.map(|k| (k, fingerprint("POST", &target, &body)));
     Ok(Checked { client, key_name, appid, kind, message, idempotency })
 }
 

@@ -32,6 +32,13 @@ async fn a_retry_with_the_same_key_gets_the_first_answer_and_one_delivery() {
         assert_eq!((status, &again), (200, &first));
         assert_eq!(headers["idempotent-replayed"], "true");
     }
+    // The same request with its path spelled otherwise (the appid percent-encoded, as a proxy
+    // may re-encode it): the same record, replayed.
+    let encoded = route(&DEMO_APPID.replacen('5', "%35", 1), "one_time");
+    assert_ne!(encoded, path);
+    let (status, headers, again) = post(&g, &encoded, KEY_S, Some("order-42/restock"), &one_time()).await;
+    assert_eq!((status, &again), (200, &first), "{encoded}");
+    assert_eq!(headers["idempotent-replayed"], "true");
     let counts = g.sandbox.state().stats();
     assert_eq!((counts.send_requests, counts.deliveries), (1, 1));
     // Without the key, the same body is another send: the grant is used, so WeChat refuses it.
