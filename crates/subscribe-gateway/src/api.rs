@@ -22,6 +22,8 @@ use crate::config::Scope;
 use crate::keys::Key;
 use crate::metrics::{TokenOutcome, observe_wait};
 use crate::openapi::{AppIdPath, ErrorBody, KeyedAnswers, TooLarge};
+use crate::ratelimit::too_many;
+use crate::reports::ReportError;
 
 /// An answer with a JSON body `{"error": code, "message": message}`.
 pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -134,7 +136,9 @@ pub(crate) struct TokenAnswer {
 ///
 /// While the reported token is the current one it is dropped and one refresh runs, which every
 /// caller reporting the same token shares; a token that is no longer current is answered with
-/// the current one, WeChat not asked. Scope `token:read`.
+/// the current one, WeChat not asked. The current token is replaced at most once per the app's
+/// `report_interval_ms` (five minutes unless set): a report of the new token sooner is answered
+/// 429 `report_too_soon`. Scope `token:read`.
 #[utoipa::path(
     post,
     path = "/v1/apps/{appid}/access_token/invalidate",
@@ -148,6 +152,8 @@ pub(crate) struct TokenAnswer {
         KeyedAnswers,
         TooLarge,
         (status = 422, description = "`invalid_token`: the reported `access_token` is not an access token", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: the key is over its rate, or the caller's address over its failed authentications; or `report_too_soon`: the reported token is the current one and a report replaced the token less than the app's `report_interval_ms` ago; nothing was asked of WeChat", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Whole seconds to wait"))),
         (status = 503, description = "`token_unavailable`: no token can be had now; `message` says why", body = ErrorBody),
     )
 )]
@@ -183,11 +189,32 @@ pub(crate) async fn invalidate(
             return error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_token", &format!("access_token: {e}"));
         }
     };
-    let (result, waited) = observe_wait(client.token_rejected(&rejected)).await;
-    gw.shared.metrics.token_report(client.appid().as_str(), outcome(&result, waited));
+    let Some(gate) = gw.shared.reports.get(client.appid().as_str()) else {
+        return Refusal::Forbidden.into_response();
+    };
+    let (result, waited) = observe_wait(gate.report(&client, &rejected)).await;
+    let app = client.appid().as_str();
     match result {
-        Ok(token) => token_answer(&client, &token),
-        Err(e) => token_error(&client, &e),
+        Ok(token) => {
+            gw.shared
+                .metrics
+                .token_report(app, if waited { TokenOutcome::Waited } else { TokenOutcome::Memory });
+            token_answer(&client, &token)
+        }
+        Err(ReportError::TooSoon { retry_after }) => {
+            gw.shared.metrics.token_report(app, TokenOutcome::TooSoon);
+            warn!(appid = %app, "a report of the current token, sooner than report_interval_ms after the last replacement: not acted on");
+            let message = format!(
+                "the reported token is the current one, which a report replaced less than report_interval_ms \
+                 ago (WeChat keeps a replaced token valid for five minutes): it is replaced after {} s",
+                retry_after.as_secs_f64().ceil()
+            );
+            too_many(retry_after, "report_too_soon", &message)
+        }
+        Err(ReportError::Token(e)) => {
+            gw.shared.metrics.token_report(app, TokenOutcome::Unavailable);
+            token_error(&client, &e)
+        }
     }
 }
 

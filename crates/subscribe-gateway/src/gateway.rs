@@ -28,6 +28,7 @@ use crate::metered::Metered;
 use crate::metrics::{self, Metrics};
 use crate::openapi;
 use crate::ratelimit::{self, PeerLimits};
+use crate::reports::ReportGate;
 
 /// The token service for every configured app, ready to be served ([`Gateway::router`]).
 /// Cheap to clone.
@@ -39,6 +40,8 @@ pub struct Gateway {
 pub(crate) struct Shared {
     /// One client per appid, all on the same token store.
     pub(crate) apps: HashMap<String, Client>,
+    /// Each app's reports of a rejected token.
+    pub(crate) reports: HashMap<String, ReportGate>,
     pub(crate) keys: Keys,
     pub(crate) ready: Readiness,
     pub(crate) metrics: Metrics,
@@ -125,6 +128,7 @@ impl Gateway {
     ) -> Result<Self, StartError> {
         let metrics = Metrics::new(config.apps.iter().map(|a| a.appid.as_str()));
         let mut apps = HashMap::new();
+        let mut reports = HashMap::new();
         for (index, app) in config.apps.iter().enumerate() {
             let client_error = |source| StartError::Client { index, appid: app.appid.clone(), source };
             // The client's default transport (5 s to connect, 15 s in all), watched for token
@@ -144,6 +148,7 @@ impl Gateway {
             }
             let client = builder.build().map_err(client_error)?;
             apps.insert(app.appid.as_str().to_owned(), client);
+            reports.insert(app.appid.as_str().to_owned(), ReportGate::new(app.report_interval));
         }
         // The configuration has at least one app; its id is what the readiness probe reads.
         let probe = config.apps.first().map(|a| a.appid.clone());
@@ -152,11 +157,22 @@ impl Gateway {
         let server = &config.server;
         let peers = PeerLimits::new(server.auth_failure_rate, server.trusted_proxies.clone());
         let timeout = server.request_timeout;
-        // A claim holds while its send may run (the budget) and its answer is stored.
-        let idempotency = Idempotency::new(idempotency, config.idempotency.retention, timeout * 2);
         let send_budget = timeout * 4 / 5;
-        let shared =
-            Shared { apps, keys, ready, metrics, peers, idempotency, send_budget, server: server.clone() };
+        // A claim holds while it is made, its send may run (the budget) and its answer is
+        // stored: twice the request timeout, more when the store's calls may take longer.
+        let lease = (timeout * 2).max(send_budget + idempotency.call_limit() * 2 + Duration::from_secs(1));
+        let idempotency = Idempotency::new(idempotency, config.idempotency.retention, lease);
+        let shared = Shared {
+            apps,
+            reports,
+            keys,
+            ready,
+            metrics,
+            peers,
+            idempotency,
+            send_budget,
+            server: server.clone(),
+        };
         Ok(Self { shared: Arc::new(shared) })
     }
 
@@ -282,4 +298,83 @@ async fn connect(config: &StoreConfig) -> Result<Backend, StartError> {
 
 fn store_error(kind: &'static str, e: impl std::error::Error + Send + Sync + 'static) -> StartError {
     StartError::Store { kind, source: Box::new(e) }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsString;
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use subscribe_client::async_trait;
+
+    use super::Gateway;
+    use crate::config::Config;
+    use crate::idempotency::{
+        Claim, IdempotencyStore, IdempotencyStoreError, MemoryIdempotencyStore, NewClaim, Record,
+        StoredAnswer,
+    };
+
+    /// Records in memory, from a store that says its calls may take `limit`.
+    #[derive(Debug)]
+    struct Slow {
+        inner: MemoryIdempotencyStore,
+        limit: Duration,
+    }
+
+    #[async_trait]
+    impl IdempotencyStore for Slow {
+        async fn claim(&self, claim: &NewClaim<'_>) -> Result<Claim, IdempotencyStoreError> {
+            self.inner.claim(claim).await
+        }
+        async fn complete(
+            &self,
+            id: &str,
+            owner: &str,
+            a: &StoredAnswer,
+        ) -> Result<bool, IdempotencyStoreError> {
+            self.inner.complete(id, owner, a).await
+        }
+        async fn release(&self, id: &str, owner: &str) -> Result<bool, IdempotencyStoreError> {
+            self.inner.release(id, owner).await
+        }
+        async fn take_over(
+            &self,
+            id: &str,
+            fingerprint: &str,
+            a: &StoredAnswer,
+        ) -> Result<Option<Record>, IdempotencyStoreError> {
+            self.inner.take_over(id, fingerprint, a).await
+        }
+        async fn prune(&self) -> Result<u64, IdempotencyStoreError> {
+            self.inner.prune().await
+        }
+        fn call_limit(&self) -> Duration {
+            self.limit
+        }
+    }
+
+    fn lease(request_timeout_ms: u64, call_limit: Duration) -> Duration {
+        let text = format!(
+            "[server]\nrequest_timeout_ms = {request_timeout_ms}\n\n[[apps]]\nappid = \"wx5a1db0c0ffee0001\"\n\
+             kind = \"official_account\"\nsecret_env = \"S\"\n"
+        );
+        let env = |name: &str| (name == "S").then(|| OsString::from("an-app-secret-of-32-characters-x"));
+        let config = Config::parse(&text, Path::new("."), &env).unwrap();
+        let tokens = Arc::new(subscribe_client::InMemoryTokenStore::new());
+        let records = Arc::new(Slow { inner: MemoryIdempotencyStore::new(), limit: call_limit });
+        let gw = Gateway::with_stores(&config, tokens, records).unwrap();
+        gw.shared.idempotency.lease
+    }
+
+    #[test]
+    fn a_claim_outlasts_its_send_and_the_store_calls_around_it() {
+        // The default: twice the request timeout, which covers a quick store.
+        assert_eq!(lease(30_000, Duration::ZERO), Duration::from_secs(60));
+        assert_eq!(lease(30_000, Duration::from_secs(5)), Duration::from_secs(60));
+        // A short request timeout on a store whose calls may take 5 s: the send's 800 ms, the
+        // claim's and the answer's 5 s each, and a second.
+        assert_eq!(lease(1_000, Duration::from_secs(5)), Duration::from_millis(11_800));
+    }
 }

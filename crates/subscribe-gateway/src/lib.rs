@@ -71,11 +71,13 @@ mod metered;
 mod metrics;
 mod openapi;
 mod ratelimit;
+mod reports;
 mod send;
 
 pub use config::{
     AppConfig, AppKind, Config, ConfigError, ConfigProblem, DEFAULT_AUTH_FAILURE_RATE, DEFAULT_KEY_RATE,
-    DEFAULT_LISTEN, IdempotencyConfig, KeyConfig, Rate, Scope, SecretUrl, ServerConfig, StoreConfig,
+    DEFAULT_LISTEN, DEFAULT_REPORT_INTERVAL_MS, IdempotencyConfig, KeyConfig, Rate, Scope, SecretUrl,
+    ServerConfig, StoreConfig,
 };
 pub use gateway::{Gateway, StartError, open_store, open_stores};
 pub use health::READY_CACHE;

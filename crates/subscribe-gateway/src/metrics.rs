@@ -87,6 +87,9 @@ pub(crate) enum TokenOutcome {
     Waited,
     /// No token could be had (503).
     Unavailable,
+    /// A report of the current token sooner than `report_interval_ms` after the last
+    /// replacement (429): not acted on.
+    TooSoon,
 }
 
 impl TokenOutcome {
@@ -99,6 +102,7 @@ impl TokenOutcome {
             // A report that waited saw the reported token replaced.
             (Self::Waited, true) => "refreshed",
             (Self::Unavailable, _) => "unavailable",
+            (Self::TooSoon, _) => "too_soon",
         }
     }
 }

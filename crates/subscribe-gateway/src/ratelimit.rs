@@ -187,9 +187,9 @@ fn bucket(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// 429 with `Retry-After` in whole seconds (rounded up, at least 1).
-fn too_many(wait: Duration, message: &str) -> Response {
-    let mut r = error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message);
+/// 429 `code` with `Retry-After` in whole seconds (rounded up, at least 1).
+pub(crate) fn too_many(wait: Duration, code: &str, message: &str) -> Response {
+    let mut r = error(StatusCode::TOO_MANY_REQUESTS, code, message);
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
     r
@@ -203,20 +203,24 @@ pub(crate) async fn admit(State(gw): State<Gateway>, request: Request, next: Nex
     let peer = shared.peers.peer(&request);
     if let Some(wait) = peer.and_then(|p| shared.peers.refused_for(p)) {
         shared.metrics.rate_limited("peer");
-        return too_many(wait, "too many failed authentications from this address");
+        return too_many(wait, "rate_limited", "too many failed authentications from this address");
     }
     let Some(key) = shared.keys.authenticate(request.headers()) else {
         if let Some(wait) = peer.and_then(|p| shared.peers.failed(p)) {
             debug!(peer = ?peer, "a peer is over its rate of failed authentications");
             shared.metrics.rate_limited("peer");
-            return too_many(wait, "too many failed authentications from this address");
+            return too_many(wait, "rate_limited", "too many failed authentications from this address");
         }
         return Refusal::Unauthorized.into_response();
     };
     if let Err(wait) = key.limiter.check() {
         debug!(key = %key.name, "an API key is over its rate");
         shared.metrics.rate_limited("key");
-        return too_many(wait, "this API key is over its rate; retry after Retry-After seconds");
+        return too_many(
+            wait,
+            "rate_limited",
+            "this API key is over its rate; retry after Retry-After seconds",
+        );
     }
     next.run(request).await
 }
@@ -282,10 +286,10 @@ mod tests {
             assert_eq!(key.check(), Ok(()));
         }
         let wait = key.check().unwrap_err();
-        let r = too_many(wait, "over");
+        let r = too_many(wait, "rate_limited", "over");
         assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(r.headers()[RETRY_AFTER], "1");
-        let r = too_many(Duration::from_millis(1500), "over");
+        let r = too_many(Duration::from_millis(1500), "rate_limited", "over");
         assert_eq!(r.headers()[RETRY_AFTER], "2");
     }
 }

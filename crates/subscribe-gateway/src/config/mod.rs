@@ -27,6 +27,10 @@ use crate::keys::{KeyHash, MIN_KEY_CHARS};
 /// The address the gateway listens on unless `server.listen` says otherwise: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8700";
 
+/// `apps[].report_interval_ms` unless set: five minutes, the time WeChat keeps a replaced
+/// token valid.
+pub const DEFAULT_REPORT_INTERVAL_MS: u64 = 300_000;
+
 /// The whole configuration, checked. Its `Debug` shows no secret.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -152,6 +156,13 @@ pub struct AppConfig {
     pub api_base: Option<String>,
     /// The AppSecret, from `secret_env` or `secret_file`. Its `Debug` is redacted.
     pub secret: AppSecret,
+    /// `report_interval_ms` (default 300 000: five minutes): the least time between two
+    /// replacements of the token that reports (`POST …/access_token/invalidate`) start in one
+    /// gateway. A report of the current token sooner than that is answered 429 and nothing is
+    /// asked of WeChat, so a key with `token:read` cannot spend the app's token requests by
+    /// reporting each new token. WeChat keeps a replaced token valid for five minutes, so a
+    /// token replaced by someone else is not rejected sooner. `0` turns the floor off.
+    pub report_interval: Duration,
 }
 
 /// What an API key may do for one app.
@@ -451,6 +462,9 @@ impl Reader<'_> {
             token_endpoint,
             api_base: raw.api_base.map(|b| b.trim_end_matches('/').to_owned()),
             secret,
+            report_interval: Duration::from_millis(
+                raw.report_interval_ms.unwrap_or(DEFAULT_REPORT_INTERVAL_MS),
+            ),
         })
     }
 

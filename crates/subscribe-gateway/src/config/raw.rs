@@ -86,6 +86,7 @@ pub(super) struct RawApp {
     pub(super) secret: Option<IgnoredAny>,
     pub(super) secret_env: Option<String>,
     pub(super) secret_file: Option<String>,
+    pub(super) report_interval_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]

@@ -74,6 +74,14 @@ pub trait IdempotencyStore: Send + Sync + fmt::Debug {
 
     /// Deletes records past their retention; how many. (Redis expires its keys itself.)
     async fn prune(&self) -> Result<u64, IdempotencyStoreError>;
+
+    /// The longest one call may take before it fails (its bound); zero (the default) for a
+    /// store that answers at once. A claim's lease covers the send and two calls (the claim
+    /// and the write of its answer), so that a slow store does not end a claim whose send is
+    /// still running.
+    fn call_limit(&self) -> Duration {
+        Duration::ZERO
+    }
 }
 
 /// A claim to make.

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use ::redis::Script;
 use subscribe_client::async_trait;
@@ -131,6 +132,10 @@ fn record(reply: &[String]) -> Result<Option<Record>, IdempotencyStoreError> {
 
 #[async_trait]
 impl IdempotencyStore for RedisIdempotencyStore {
+    fn call_limit(&self) -> Duration {
+        self.redis.op_timeout()
+    }
+
     async fn claim(&self, claim: &NewClaim<'_>) -> Result<Claim, IdempotencyStoreError> {
         let mut conn = self.redis.connection();
         let mut call = CLAIM.key(self.key(claim.id));

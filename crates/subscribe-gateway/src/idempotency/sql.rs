@@ -2,6 +2,7 @@
 //! PostgreSQL), on its pool.
 
 use std::future::Future;
+use std::time::Duration;
 
 use subscribe_client::async_trait;
 use subscribe_sql::Sql;
@@ -132,6 +133,10 @@ impl SqlIdempotencyStore {
 
 #[async_trait]
 impl IdempotencyStore for SqlIdempotencyStore {
+    fn call_limit(&self) -> Duration {
+        self.sql.op_timeout()
+    }
+
     async fn claim(&self, claim: &NewClaim<'_>) -> Result<Claim, IdempotencyStoreError> {
         // A row that disappears between the refused insert and the read (pruned, or released
         // by its owner) is claimed again; twice is plenty.

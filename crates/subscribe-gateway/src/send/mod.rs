@@ -31,7 +31,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::json;
-use subscribe_client::Client;
+use subscribe_client::{Client, SendError};
 use tracing::{info, warn};
 use utoipa::{IntoResponses, ToSchema};
 
@@ -239,7 +239,18 @@ fn is_json(headers: &HeaderMap) -> bool {
 }
 
 /// Sends `message` with `client`, within `budget`.
+///
+/// The token is had first, on its own: waiting for it sends nothing, so a budget spent there
+/// (a slow token endpoint) is `not_sent`, safe to retry, not `unknown`. The send then has what
+/// is left of the budget (the token it takes is the one in memory).
 async fn deliver(budget: Duration, client: &Client, message: &Message) -> Outcome {
+    let started = tokio::time::Instant::now();
+    match tokio::time::timeout(budget, client.token()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Outcome::of_error(&SendError::Token(e)),
+        Err(_) => return Outcome::no_token_in_time(budget),
+    }
+    let budget = budget.saturating_sub(started.elapsed());
     let sent = async {
         match message {
             Message::OneTime(m) => client.send_one_time(m).await.map(|_| None),

@@ -8,6 +8,8 @@
 //! | `unknown` | 200 | `cause`, `message` | it may have been delivered: never resent by the gateway |
 //! | `not_sent` | 503 | `reason`, `retryable`, `message`, `errcode`/`errmsg` when WeChat gave one | certainly not delivered: no token, WeChat unreachable or busy, a quota |
 
+use std::time::Duration;
+
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -141,6 +143,21 @@ impl Outcome {
             "the request that claimed this Idempotency-Key ended (its gateway stopped or lost its store) \
              before its outcome was recorded; the message may have been sent, and is not sent again",
         )
+    }
+
+    /// No token within the send's budget: nothing was sent.
+    pub(crate) fn no_token_in_time(budget: Duration) -> Self {
+        let body = Body {
+            outcome: OutcomeName::NotSent,
+            reason: Some("no_token"),
+            retryable: Some(true),
+            message: Some(format!(
+                "no access token within {} ms (four fifths of the request timeout); nothing was sent",
+                budget.as_millis()
+            )),
+            ..Body::default()
+        };
+        Self { status: StatusCode::SERVICE_UNAVAILABLE, body }
     }
 
     /// The send did not end within its budget: it may have reached WeChat.

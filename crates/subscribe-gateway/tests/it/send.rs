@@ -1,6 +1,8 @@
 //! The send API against the sandbox: each kind delivered, each value rule refused before
 //! anything is sent, each outcome typed, the scopes.
 
+use std::time::Duration;
+
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 use subscribe_gateway::KeyHash;
@@ -322,6 +324,43 @@ async fn no_token_is_not_sent_and_safe_to_retry() {
     assert_eq!((&answer["outcome"], &answer["reason"]), (&json!("not_sent"), &json!("no_token")), "{answer}");
     assert_eq!(answer["retryable"], true);
     assert_eq!(g.sandbox.state().stats().send_requests, 0);
+}
+
+/// A token endpoint slower than the request's budget: the wait for the token sent nothing, so
+/// the answer is `not_sent` (safe to retry), not `unknown`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_slower_than_the_budget_is_not_sent_not_unknown() {
+    // A 1 s request timeout: the send's budget is 800 ms; the token endpoint takes 5 s.
+    let g = Running::start_with(
+        |text| with_senders(&text.replacen("[server]\n", "[server]\nrequest_timeout_ms = 1000\n", 1)),
+        None,
+    )
+    .await;
+    grant(&g);
+    g.sandbox.state().set_faults(Faults {
+        token_fault: Some(TokenFault::Stall),
+        token_stall_ms: Some(5000),
+        ..Faults::default()
+    });
+    let (status, _, answer) = post(&g, &route(DEMO_APPID, "one_time"), KEY_S, Some("k1"), &one_time()).await;
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!((&answer["outcome"], &answer["reason"]), (&json!("not_sent"), &json!("no_token")), "{answer}");
+    assert_eq!(answer["retryable"], true);
+    assert_eq!(g.sandbox.state().stats().send_requests, 0);
+    // Not stored: once the token comes, the same key sends.
+    g.sandbox.state().set_faults(Faults::default());
+    let answer = loop {
+        let (status, _, answer) =
+            post(&g, &route(DEMO_APPID, "one_time"), KEY_S, Some("k1"), &one_time()).await;
+        match status {
+            200 => break answer,
+            // The stalled token request may still be running: its caller waits for it.
+            409 | 503 => tokio::time::sleep(Duration::from_millis(100)).await,
+            _ => panic!("{status} {answer}"),
+        }
+    };
+    assert_eq!(answer["outcome"], "delivered", "{answer}");
+    assert_eq!(g.sandbox.state().stats().deliveries, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

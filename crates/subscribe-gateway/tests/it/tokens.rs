@@ -71,6 +71,86 @@ async fn fifty_reports_of_the_same_stale_token_make_one_token_request() {
     assert_eq!(g.sandbox.state().stats().stable_token_requests, 2);
 }
 
+/// The loop a key with `token:read` could run to spend the app's token requests: read the
+/// token, report it, report the new one at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_of_the_token_a_report_just_replaced_is_refused_without_a_request() {
+    let g = Running::start().await;
+    let (_, first) = g.get_token(DEMO_APPID, KEY_A).await;
+    let t1 = first["access_token"].as_str().unwrap().to_owned();
+    g.sandbox.state().revoke_tokens(Duration::ZERO);
+    let (status, second) = g.report(DEMO_APPID, KEY_A, &t1).await;
+    assert_eq!(status, 200, "{second}");
+    let t2 = second["access_token"].as_str().unwrap().to_owned();
+    assert_ne!(t2, t1);
+    assert_eq!(g.sandbox.state().stats().stable_token_requests, 2);
+
+    for _ in 0..5 {
+        g.sandbox.state().revoke_tokens(Duration::ZERO);
+        let r = g
+            .http
+            .post(g.invalidate_url(DEMO_APPID))
+            .bearer_auth(KEY_A)
+            .json(&serde_json::json!({ "access_token": t2 }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 429);
+        let wait: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((295..=300).contains(&wait), "Retry-After {wait}: the default interval is five minutes");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "report_too_soon");
+        assert!(!body.to_string().contains(&t2), "the answer does not repeat the token");
+    }
+    assert_eq!(g.sandbox.state().stats().stable_token_requests, 2, "WeChat was not asked again");
+    // A stale report is still answered with the current token, and reads are unaffected.
+    let (status, answer) = g.report(DEMO_APPID, KEY_A, &t1).await;
+    assert_eq!((status, answer["access_token"].as_str()), (200, Some(t2.as_str())));
+    let (status, answer) = g.get_token(DEMO_APPID, KEY_A).await;
+    assert_eq!((status, answer["access_token"].as_str()), (200, Some(t2.as_str())));
+    let metrics = g.gateway.metrics().render();
+    assert!(
+        metrics.contains(&format!(
+            "subscribe_gateway_token_invalidations_total{{app=\"{DEMO_APPID}\",outcome=\"too_soon\"}} 5"
+        )),
+        "{metrics}"
+    );
+}
+
+/// Once `report_interval_ms` has passed, a report of the current token replaces it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_after_the_interval_replaces_the_token() {
+    let g = Running::start_with(
+        |text| {
+            text.replacen(
+                "secret_file = \"secret-a\"",
+                "secret_file = \"secret-a\"\nreport_interval_ms = 300",
+                1,
+            )
+        },
+        None,
+    )
+    .await;
+    let (_, first) = g.get_token(DEMO_APPID, KEY_A).await;
+    let mut current = first["access_token"].as_str().unwrap().to_owned();
+    for round in 0..2 {
+        g.sandbox.state().revoke_tokens(Duration::ZERO);
+        // Right after a replacement, the floor holds; polled until it has passed.
+        let answer = loop {
+            let (status, answer) = g.report(DEMO_APPID, KEY_A, &current).await;
+            match status {
+                200 => break answer,
+                429 if round > 0 => tokio::time::sleep(Duration::from_millis(50)).await,
+                _ => panic!("round {round}: {status} {answer}"),
+            }
+        };
+        let fresh = answer["access_token"].as_str().unwrap().to_owned();
+        assert_ne!(fresh, current, "round {round}: a new token");
+        current = fresh;
+    }
+    assert_eq!(g.sandbox.state().stats().stable_token_requests, 3, "one request per replacement");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_report_that_is_not_a_token_is_refused_without_a_request() {
     let g = Running::start().await;
