@@ -17,6 +17,7 @@ use subscribe_sql::{Sql, SqlTokenStore};
 use subscribe_types::AppId;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
+use tracing::warn;
 
 use crate::config::{Config, ServerConfig, StoreConfig};
 use crate::health::Readiness;
@@ -291,9 +292,31 @@ async fn connect(config: &StoreConfig) -> Result<Backend, StartError> {
                 builder = builder.prefix(prefix.clone());
             }
             let redis = builder.connect().await.map_err(|e| store_error("redis", e))?;
+            match RedisIdempotencyStore::eviction_policy(&redis).await {
+                Ok(Some(policy)) if policy != "noeviction" => {
+                    return Err(store_error("redis", Evicting { policy }));
+                }
+                Ok(_) => {}
+                Err(e) => warn!(
+                    error = %e,
+                    "could not read Redis's maxmemory-policy; it must be noeviction, or a retry whose record was evicted sends again"
+                ),
+            }
             Backend::Redis(redis)
         }
     })
+}
+
+/// Redis evicts keys when its memory is full: an idempotency record it evicts is a retry that
+/// sends again.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "Redis's maxmemory-policy is {policy}: when its memory is full it evicts keys, the idempotency \
+     records first (they carry a TTL), and a retry whose record was evicted sends again; set \
+     maxmemory-policy noeviction"
+)]
+struct Evicting {
+    policy: String,
 }
 
 fn store_error(kind: &'static str, e: impl std::error::Error + Send + Sync + 'static) -> StartError {

@@ -100,6 +100,22 @@ impl RedisIdempotencyStore {
         Self { redis }
     }
 
+    /// Redis's `maxmemory-policy`, as `INFO memory` tells it (`None` when it does not).
+    /// Only `noeviction` keeps every record: the records carry a TTL, so the `volatile-*`
+    /// policies evict them first, and the `allkeys-*` ones may.
+    ///
+    /// # Errors
+    /// When Redis does not answer `INFO` (an ACL may forbid it).
+    pub async fn eviction_policy(redis: &Redis) -> Result<Option<String>, IdempotencyStoreError> {
+        let mut conn = redis.connection();
+        let mut info = ::redis::cmd("INFO");
+        info.arg("memory");
+        let info = info.query_async::<String>(&mut conn);
+        let info =
+            IdempotencyStoreError::bounded("read Redis's INFO memory", redis.op_timeout(), info).await?;
+        Ok(policy_in(&info).map(str::to_owned))
+    }
+
     fn key(&self, id: &str) -> String {
         format!("{}:gateway:idempotency:{id}", self.redis.prefix())
     }
@@ -112,6 +128,11 @@ impl RedisIdempotencyStore {
     ) -> Result<T, IdempotencyStoreError> {
         IdempotencyStoreError::bounded(what, self.redis.op_timeout(), op).await
     }
+}
+
+/// The value of `maxmemory_policy` in an `INFO` answer.
+fn policy_in(info: &str) -> Option<&str> {
+    info.lines().find_map(|l| l.trim_end().strip_prefix("maxmemory_policy:"))
 }
 
 /// A reading made by a script.
@@ -186,5 +207,18 @@ impl IdempotencyStore for RedisIdempotencyStore {
 
     async fn prune(&self) -> Result<u64, IdempotencyStoreError> {
         Ok(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::policy_in;
+
+    #[test]
+    fn the_policy_is_read_from_info_memory() {
+        let info =
+            "# Memory\r\nused_memory:1\r\nmaxmemory:0\r\nmaxmemory_policy:allkeys-lru\r\nlazyfree:0\r\n";
+        assert_eq!(policy_in(info), Some("allkeys-lru"));
+        assert_eq!(policy_in("# Memory\r\nused_memory:1\r\n"), None);
     }
 }

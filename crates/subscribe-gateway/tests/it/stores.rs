@@ -188,3 +188,61 @@ async fn the_redis_store_keeps_the_contract() {
     let redis = Redis::builder(url).prefix(prefix).connect().await.expect("Redis at REDIS_URL is required");
     contract(Arc::new(RedisIdempotencyStore::new(redis))).await;
 }
+
+/// Stops the Redis server a test started.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A Redis that evicts keys when its memory is full would lose idempotency records (a retry
+/// would then send again): the gateway refuses it at start, naming the setting; the same
+/// server with `noeviction` is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_evicts_keys_is_refused_at_start() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port_arg = port.to_string();
+    let server = std::process::Command::new("redis-server")
+        .args(["--port", &port_arg, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(["--maxmemory-policy", "allkeys-lru"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server is installed (the gateway's Redis tests need it)");
+    let _server = Server(server);
+    let ready = async {
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), ready).await.expect("the test's Redis starts");
+    let url = format!("redis://127.0.0.1:{port}");
+    let dir = TempDir::new().unwrap();
+    let text = crate::config_text(dir.path(), "http://127.0.0.1:9").replacen(
+        "path = \"tokens.db\"",
+        "kind = \"redis\"\nurl_env = \"EVICTING_REDIS_URL\"",
+        1,
+    );
+    let env = |name: &str| (name == "EVICTING_REDIS_URL").then(|| url.clone().into());
+    let config = subscribe_gateway::Config::parse(&text, dir.path(), &env).unwrap();
+
+    let e = subscribe_gateway::Gateway::start(&config).await.expect_err("an evicting Redis is refused");
+    let mut said = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        said = format!("{said}: {c}");
+        cause = c.source();
+    }
+    assert!(said.contains("maxmemory-policy is allkeys-lru"), "{said}");
+    assert!(said.contains("set maxmemory-policy noeviction"), "{said}");
+
+    let set = std::process::Command::new("redis-cli")
+        .args(["-p", &port_arg, "CONFIG", "SET", "maxmemory-policy", "noeviction"])
+        .output()
+        .unwrap();
+    assert!(set.status.success(), "{set:?}");
+    subscribe_gateway::Gateway::start(&config).await.expect("a Redis that keeps every key is taken");
+}
