@@ -149,7 +149,10 @@ impl Gateway {
             }
             let client = builder.build().map_err(client_error)?;
             apps.insert(app.appid.as_str().to_owned(), client);
-            reports.insert(app.appid.as_str().to_owned(), ReportGate::new(app.report_interval));
+            reports.insert(
+                app.appid.as_str().to_owned(),
+                ReportGate::new(app.report_interval, Arc::clone(&store)),
+            );
         }
         // The configuration has at least one app; its id is what the readiness probe reads.
         let probe = config.apps.first().map(|a| a.appid.clone());

@@ -84,7 +84,8 @@ pub struct IdempotencyConfig {
     /// `retention_ms` (default 86 400 000: 24 hours): how long a record is kept after its
     /// request; a retry within that time gets the first answer. At least one minute, and at
     /// least four times `server.request_timeout_ms` (a record must outlive its claim, which
-    /// lasts twice the request timeout).
+    /// lasts twice the request timeout, or the send's budget and the store's two calls around
+    /// it when those take longer: 12.6 s at most with a 1 s request timeout on SQL).
     pub retention: Duration,
 }
 

@@ -6,7 +6,9 @@ use std::time::Duration;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 use subscribe_gateway::KeyHash;
-use subscribe_sandbox::{DEMO_APPID, DEMO_MP_TEMPLATE, DEMO_TEMPLATE, Faults, SandboxConfig, TokenFault};
+use subscribe_sandbox::{
+    DEMO_APPID, DEMO_MP_TEMPLATE, DEMO_TEMPLATE, Faults, SandboxConfig, SandboxHandle, TokenFault,
+};
 use subscribe_types::{OpenId, Scene};
 
 use crate::*;
@@ -74,9 +76,14 @@ pub(crate) fn notification() -> Value {
 
 /// Alice confirms the one-time message of the demo template, scene 1000.
 pub(crate) fn grant(g: &Running) {
+    grant_on(&g.sandbox);
+}
+
+/// As [`grant`], on `sandbox`.
+pub(crate) fn grant_on(sandbox: &SandboxHandle) {
     let alice = OpenId::new(ALICE).unwrap();
     let scene = Scene::new(1000).unwrap();
-    g.sandbox.state().add_grant(&SandboxConfig::demo_appid(), &alice, &SandboxConfig::demo_template(), scene);
+    sandbox.state().add_grant(&SandboxConfig::demo_appid(), &alice, &SandboxConfig::demo_template(), scene);
 }
 
 /// Alice accepts the demo mini-program template once (one more message).
@@ -347,19 +354,22 @@ async fn a_token_slower_than_the_budget_is_not_sent_not_unknown() {
     assert_eq!((&answer["outcome"], &answer["reason"]), (&json!("not_sent"), &json!("no_token")), "{answer}");
     assert_eq!(answer["retryable"], true);
     assert_eq!(g.sandbox.state().stats().send_requests, 0);
-    // Not stored: once the token comes, the same key sends.
+    // Not stored: once the token is there, the same key sends.
     g.sandbox.state().set_faults(Faults::default());
-    let answer = loop {
-        let (status, _, answer) =
-            post(&g, &route(DEMO_APPID, "one_time"), KEY_S, Some("k1"), &one_time()).await;
-        match status {
-            200 => break answer,
-            // The stalled token request may still be running: its caller waits for it.
-            409 | 503 => tokio::time::sleep(Duration::from_millis(100)).await,
-            _ => panic!("{status} {answer}"),
+    let read = async {
+        loop {
+            // Waits for the stalled token request (408 after the 1 s request timeout, until the
+            // stall ends).
+            let r = g.http.get(g.token_url(DEMO_APPID)).bearer_auth(KEY_A).send().await.unwrap();
+            if r.status() == 200 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
-    assert_eq!(answer["outcome"], "delivered", "{answer}");
+    tokio::time::timeout(Duration::from_secs(30), read).await.expect("a token once the stall ends");
+    let (status, _, answer) = post(&g, &route(DEMO_APPID, "one_time"), KEY_S, Some("k1"), &one_time()).await;
+    assert_eq!((status, &answer["outcome"]), (200, &json!("delivered")), "{answer}");
     assert_eq!(g.sandbox.state().stats().deliveries, 1);
 }
 
