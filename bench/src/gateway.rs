@@ -8,6 +8,9 @@
 //!   SQLite file), against `wxsub send-batch` sending the same number from a file to the same
 //!   server in the same run: the ratio is what the hop (HTTP in, JSON parsed and checked, the
 //!   answer written) costs a caller that could have linked the library.
+//! - **CPU**: the gateway process's own CPU time per send (user and system), keyed and not,
+//!   beside `wxsub send-batch`'s per line: what the hop adds on the gateway's side (the caller's
+//!   HTTP client and the fake server share this process).
 //! - **Memory**: the gateway's peak resident set over the whole run.
 
 use std::sync::Arc;
@@ -18,7 +21,8 @@ use serde_json::json;
 use subscribe_gateway::hash_key;
 use subscribe_sandbox::{DEMO_APPID, DEMO_SECRET, DEMO_TEMPLATE};
 
-use super::{fixed_server, run_watching_peak, write_lines};
+use super::latency::process_tree_cpu;
+use super::{children_cpu_time, fixed_server, run_watching_peak, write_lines};
 
 /// The callers' key (scopes `token:read` and `send` on the demo app).
 const KEY: &str = "bench-gateway-key-6b1e0f9d3c7a4e2b8d5f1a0c9e7b3d6f";
@@ -181,10 +185,17 @@ scopes = {{ {DEMO_APPID} = ["token:read", "send"] }}
         }
     };
     drive(concurrency, concurrency, sends(false, 0)).await;
+    // The gateway's own CPU per send (user and system, from /proc): where the hop's cost is.
+    let gateway_cpu = || process_tree_cpu(child.id());
+    let per_send_us = |cpu: Duration| (cpu.as_secs_f64() * 1e7 / n as f64).round() / 10.0;
+    let cpu0 = gateway_cpu();
     let (wall, _) = drive(n, concurrency, sends(false, 0)).await;
     let send_per_s = n as f64 / wall.as_secs_f64();
+    let send_cpu_us = per_send_us(gateway_cpu().saturating_sub(cpu0));
+    let cpu0 = gateway_cpu();
     let (wall, _) = drive(n, concurrency, sends(true, 1)).await;
     let keyed_per_s = n as f64 / wall.as_secs_f64();
+    let keyed_cpu_us = per_send_us(gateway_cpu().saturating_sub(cpu0));
     let peak = peak_of(child.id());
     let _ = child.kill();
     let _ = child.wait();
@@ -201,10 +212,11 @@ scopes = {{ {DEMO_APPID} = ["token:read", "send"] }}
         .env("WXSUB_SECRET", DEMO_SECRET)
         .stdout(std::fs::File::create(dir.join("out.jsonl")).unwrap())
         .stderr(std::process::Stdio::null());
-    let t = Instant::now();
+    let (t, cpu0) = (Instant::now(), children_cpu_time());
     let (status, _) = tokio::task::spawn_blocking(move || run_watching_peak(&mut cmd)).await.unwrap();
     assert!(status.success(), "wxsub send-batch failed: {status}");
     let batch_per_s = n as f64 / t.elapsed().as_secs_f64();
+    let batch_cpu_us = per_send_us(children_cpu_time().saturating_sub(cpu0));
     let _ = std::fs::remove_dir_all(&dir);
     let round3 = |x: f64| (x * 1000.0).round() / 1000.0;
     json!({
@@ -213,6 +225,8 @@ scopes = {{ {DEMO_APPID} = ["token:read", "send"] }}
         "token_reads_per_s": token_per_s.round(), "token_read_p99_ms": token_p99,
         "gateway_send_per_s": send_per_s.round(), "gateway_keyed_send_per_s": keyed_per_s.round(),
         "send_batch_per_s": batch_per_s.round(),
+        "gateway_cpu_us_per_send": send_cpu_us, "gateway_cpu_us_per_keyed_send": keyed_cpu_us,
+        "send_batch_cpu_us_per_line": batch_cpu_us,
         "ratio": round3(send_per_s / batch_per_s), "keyed_ratio": round3(keyed_per_s / batch_per_s),
         "gateway_peak_mib": (peak as f64 / 1_048_576.0 * 10.0).round() / 10.0,
         "token_requests": server.token_requests.load(Ordering::Relaxed),

@@ -347,7 +347,7 @@ async fn postmaster_pid(pool: &sqlx::PgPool) -> Option<u32> {
 
 /// CPU time (user + system) of process `pid`, of its children it has waited for, and of those
 /// still running: the whole server's, backends that came and went included.
-fn process_tree_cpu(pid: u32) -> Duration {
+pub(crate) fn process_tree_cpu(pid: u32) -> Duration {
     // Fields 14 to 17 of stat(5): utime, stime, cutime, cstime; the ticks after the name.
     let ticks = |pid: &str, own_only: bool| -> Option<(u64, u64)> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -541,16 +541,25 @@ fn bench_rows(s: &Value) -> Result<Vec<[String; 4]>> {
             [
                 format!("Sends through the gateway: {} one-time messages over HTTP", n(s, "sends")?),
                 format!(
-                    "{} msg/s; gateway peak {} MiB",
+                    "{} msg/s, the gateway's own {} µs CPU/msg; gateway peak {} MiB",
                     n(s, "gateway_send_per_s")?,
+                    n(s, "gateway_cpu_us_per_send")?,
                     n(s, "gateway_peak_mib")?
                 ),
-                format!("`wxsub send-batch`, the same sends: {} msg/s", n(s, "send_batch_per_s")?),
+                format!(
+                    "`wxsub send-batch`, the same sends: {} msg/s, {} µs CPU/line",
+                    n(s, "send_batch_per_s")?,
+                    n(s, "send_batch_cpu_us_per_line")?
+                ),
                 ratio(s, "ratio")?,
             ],
             [
                 "The same with an `Idempotency-Key` each (a record claimed and settled in SQLite)".to_owned(),
-                format!("{} msg/s", n(s, "gateway_keyed_send_per_s")?),
+                format!(
+                    "{} msg/s, the gateway's own {} µs CPU/msg",
+                    n(s, "gateway_keyed_send_per_s")?,
+                    n(s, "gateway_cpu_us_per_keyed_send")?
+                ),
                 format!("`wxsub send-batch`: {} msg/s", n(s, "send_batch_per_s")?),
                 ratio(s, "keyed_ratio")?,
             ],

@@ -92,6 +92,21 @@ pub enum StartError {
         #[source]
         source: subscribe_client::ConfigError,
     },
+    /// The idempotency store's calls may take so long that a claim's lease would last more
+    /// than half of `idempotency.retention_ms`: a record could be forgotten while its send
+    /// runs, and a retry then would send again.
+    #[error(
+        "idempotency.retention_ms: {} ms is less than twice a claim's lease ({} ms: the send's \
+         budget and the idempotency store's two calls around it); raise it",
+        retention.as_millis(),
+        lease.as_millis()
+    )]
+    Lease {
+        /// The claim's lease.
+        lease: Duration,
+        /// `idempotency.retention_ms`.
+        retention: Duration,
+    },
 }
 
 impl Gateway {
@@ -165,7 +180,11 @@ impl Gateway {
         // A claim holds while it is made, its send may run (the budget) and its answer is
         // stored: twice the request timeout, more when the store's calls may take longer.
         let lease = (timeout * 2).max(send_budget + idempotency.call_limit() * 2 + Duration::from_secs(1));
-        let idempotency = Idempotency::new(idempotency, config.idempotency.retention, lease);
+        let retention = config.idempotency.retention;
+        if lease * 2 > retention {
+            return Err(StartError::Lease { lease, retention });
+        }
+        let idempotency = Idempotency::new(idempotency, retention, lease);
         let shared = Shared {
             apps,
             reports,
@@ -335,7 +354,7 @@ mod tests {
 
     use subscribe_client::async_trait;
 
-    use super::Gateway;
+    use super::{Gateway, StartError};
     use crate::config::Config;
     use crate::idempotency::{
         Claim, IdempotencyStore, IdempotencyStoreError, MemoryIdempotencyStore, NewClaim, Record,
@@ -381,7 +400,7 @@ mod tests {
         }
     }
 
-    fn lease(request_timeout_ms: u64, call_limit: Duration) -> Duration {
+    fn start(request_timeout_ms: u64, call_limit: Duration) -> Result<Gateway, StartError> {
         let text = format!(
             "[server]\nrequest_timeout_ms = {request_timeout_ms}\n\n[[apps]]\nappid = \"wx5a1db0c0ffee0001\"\n\
              kind = \"official_account\"\nsecret_env = \"S\"\n"
@@ -390,8 +409,11 @@ mod tests {
         let config = Config::parse(&text, Path::new("."), &env).unwrap();
         let tokens = Arc::new(subscribe_client::InMemoryTokenStore::new());
         let records = Arc::new(Slow { inner: MemoryIdempotencyStore::new(), limit: call_limit });
-        let gw = Gateway::with_stores(&config, tokens, records).unwrap();
-        gw.shared.idempotency.lease
+        Gateway::with_stores(&config, tokens, records)
+    }
+
+    fn lease(request_timeout_ms: u64, call_limit: Duration) -> Duration {
+        start(request_timeout_ms, call_limit).unwrap().shared.idempotency.lease
     }
 
     #[test]
@@ -402,5 +424,13 @@ mod tests {
         // A short request timeout on a store whose calls may take 5 s: the send's 800 ms, the
         // claim's and the answer's 5 s each, and a second.
         assert_eq!(lease(1_000, Duration::from_secs(5)), Duration::from_millis(11_800));
+    }
+
+    #[test]
+    fn a_store_whose_calls_outlast_half_the_retention_is_refused() {
+        // Retention 24 h by default: a store that may take 12 h a call is refused.
+        let e = start(1_000, Duration::from_secs(12 * 3600)).unwrap_err();
+        assert!(matches!(e, StartError::Lease { .. }), "{e:?}");
+        assert!(e.to_string().starts_with("idempotency.retention_ms: 86400000 ms is less than twice"), "{e}");
     }
 }
