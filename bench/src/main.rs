@@ -208,13 +208,13 @@ where
 
 /// The baseline's HTTP client: reqwest configured as the client's default transport
 /// (`ReqwestTransport`: 5 s connect and 15 s request timeouts, no redirects, no proxy, idle
-/// connections kept 90 s, no cap on them), built once and warmed like the client.
+/// connections kept 4 s, no cap on them), built once and warmed like the client.
 fn baseline_http() -> reqwest::Client {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(15))
         .redirect(reqwest::redirect::Policy::none())
-        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_idle_timeout(Duration::from_secs(4))
         .no_proxy()
         .build()
         .unwrap()
@@ -251,12 +251,12 @@ type RawHyper = hyper_util::client::legacy::Client<
     http_body_util::Full<Bytes>,
 >;
 
-/// Plain hyper-util, configured as `HyperTransport` is (idle connections kept 90 s, no cap).
+/// Plain hyper-util, configured as `HyperTransport` is (idle connections kept 4 s, no cap).
 fn plain_hyper_client() -> RawHyper {
     let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
     http.set_nodelay(true);
     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_idle_timeout(Duration::from_secs(4))
         .build(http)
 }
 

@@ -17,7 +17,7 @@ use crate::{HttpRequest, HttpResponse, HttpTransport, TransportError, TransportE
 /// A transport over [`hyper`]'s HTTP/1.1 connections, TLS through rustls with the platform's
 /// certificate verifier. Lighter per request than `ReqwestTransport` (it does not parse the
 /// URL again), with the same contract and the same defaults: connect timeout 5 s (TLS
-/// included), overall timeout 15 s, redirects never followed, idle connections kept 90 s, our
+/// included), overall timeout 15 s, redirects never followed, idle connections kept 4 s, our
 /// user agent, no proxy.
 ///
 /// Its pool opens a connection only when none to the host is idle, and takes a connection back

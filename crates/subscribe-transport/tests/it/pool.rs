@@ -278,3 +278,39 @@ async fn spellings_of_one_host_share_its_connections() {
     }
     assert_eq!(server.accepted.load(Ordering::SeqCst), 1);
 }
+
+/// A server that closes idle connections after 5 s (Node's and Apache's default) must never
+/// be sent a request on a connection it is closing: the request would be written and its
+/// answer never come, an unknown outcome. Both transports drop a connection idle for 4 s by
+/// default, so a send after a 4.5 s pause opens a new one instead of reusing the old.
+#[cfg(feature = "reqwest")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_a_connection_is_dropped_before_a_five_second_server_closes_it() {
+    let (hyper, reqwest) = tokio::join!(
+        counting(Duration::ZERO, After::IdleClose(Duration::from_secs(5))),
+        counting(Duration::ZERO, After::IdleClose(Duration::from_secs(5)))
+    );
+    let transports: [(Arc<dyn HttpTransport>, &Counting); 2] = [
+        (Arc::new(HyperTransport::new().unwrap()), &hyper),
+        (Arc::new(subscribe_transport::ReqwestTransport::new().unwrap()), &reqwest),
+    ];
+    let send = |t: Arc<dyn HttpTransport>, url: String| async move {
+        let r = t.send(HttpRequest::post(url.as_str(), "{}").unwrap()).await.unwrap();
+        assert_eq!(r.body().as_ref(), br#"{"errcode":0,"errmsg":"ok"}"#);
+    };
+    for (t, server) in &transports {
+        send(t.clone(), server.url.clone()).await;
+        send(t.clone(), server.url.clone()).await;
+        assert_eq!(server.accepted.load(Ordering::SeqCst), 1, "a busy connection is reused");
+    }
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
+    for (i, (t, server)) in transports.iter().enumerate() {
+        send(t.clone(), server.url.clone()).await;
+        assert_eq!(
+            server.accepted.load(Ordering::SeqCst),
+            2,
+            "transport {i}: the idle connection was dropped"
+        );
+        assert_eq!(server.answered.load(Ordering::SeqCst), 3);
+    }
+}
