@@ -82,6 +82,8 @@ pub(crate) fn schemathesis() -> Result<Status> {
     let text = format!(
         r#"[server]
 listen = "127.0.0.1:0"
+# The consent callback's address in the links (Schemathesis calls the callback directly).
+public_url = "https://gateway.example.com"
 
 [store]
 kind = "sqlite"
@@ -92,6 +94,8 @@ appid = "{DEMO_APPID}"
 kind = "official_account"
 api_base = "{sandbox}"
 secret_env = "WX_SECRET"
+# Where the consent callback sends the browser (Schemathesis does not follow the redirect).
+consent_return_url = "{sandbox}/consent-return"
 
 [[keys]]
 name = "schemathesis"

@@ -167,14 +167,9 @@ pub(crate) async fn invalidate(
         Err(refusal) => return refusal.into_response(),
     };
     // Read only once the key is known; the body limit and body timeout layers bound it.
-    let body = match Bytes::from_request(request, &()).await {
+    let body = match read_body(request).await {
         Ok(b) => b,
-        Err(rejection) if over_limit(&rejection) => {
-            return error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "the request body is too large");
-        }
-        Err(_) => {
-            return error(StatusCode::BAD_REQUEST, "unreadable_body", "the request body could not be read");
-        }
+        Err(refused) => return refused,
     };
     let report: Report = match serde_json::from_slice(&body) {
         Ok(r) => r,
@@ -224,6 +219,21 @@ fn outcome(result: &Result<CachedToken, TokenError>, waited: bool) -> TokenOutco
         Err(_) => TokenOutcome::Unavailable,
         Ok(_) if waited => TokenOutcome::Waited,
         Ok(_) => TokenOutcome::Memory,
+    }
+}
+
+/// The request's body, read whole: 413 `body_too_large` over the body limit, 400
+/// `unreadable_body` when it could not be read (it trickled past the body timeout, or the
+/// connection failed). Call it once the key is known: the body limit and timeout layers bound it.
+pub(crate) async fn read_body(request: Request) -> Result<Bytes, Response> {
+    match Bytes::from_request(request, &()).await {
+        Ok(b) => Ok(b),
+        Err(rejection) if over_limit(&rejection) => {
+            Err(error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "the request body is too large"))
+        }
+        Err(_) => {
+            Err(error(StatusCode::BAD_REQUEST, "unreadable_body", "the request body could not be read"))
+        }
     }
 }
 

@@ -11,15 +11,18 @@ use axum::http::StatusCode;
 use axum::middleware::from_fn_with_state;
 use axum::routing::get;
 use subscribe_client::transport::ReqwestTransport;
-use subscribe_client::{Client, SharedTokenStore};
-use subscribe_redis::{Redis, RedisTokenStore};
-use subscribe_sql::{Sql, SqlTokenStore};
-use subscribe_types::AppId;
+use subscribe_client::{
+    Client, GrantLedger, InMemoryGrantLedger, InMemoryUsedStates, SharedTokenStore, SharedUsedStates,
+};
+use subscribe_redis::{Redis, RedisGrantLedger, RedisTokenStore, RedisUsedStates};
+use subscribe_sql::{Sql, SqlGrantLedger, SqlTokenStore, SqlUsedStates};
+use subscribe_types::{AppId, RedirectUrl};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 use tracing::warn;
 
 use crate::config::{Config, ServerConfig, StoreConfig};
+use crate::consent::Consent;
 use crate::health::Readiness;
 use crate::idempotency::{
     Idempotency, MemoryIdempotencyStore, RedisIdempotencyStore, SharedIdempotencyStore, SqlIdempotencyStore,
@@ -53,7 +56,50 @@ pub(crate) struct Shared {
     /// The longest a send may take: four fifths of the request timeout, so that a caller gets
     /// the outcome `unknown` rather than the timeout's 408.
     pub(crate) send_budget: Duration,
+    /// The grants the consent routes record.
+    pub(crate) grants: Arc<dyn GrantLedger>,
+    /// Per app with `consent_return_url`: where WeChat answers, and where the browser goes on.
+    pub(crate) consent: HashMap<String, Consent>,
     server: ServerConfig,
+}
+
+/// Every store the gateway keeps its state in: the access tokens, the send API's idempotency
+/// records, the grants and the authorization states used up. On one database or Redis
+/// ([`open_stores`]), every gateway on it shares them all.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Stores {
+    /// The access tokens.
+    pub tokens: SharedTokenStore,
+    /// The send API's idempotency records.
+    pub idempotency: SharedIdempotencyStore,
+    /// The grants the consent routes record.
+    pub grants: Arc<dyn GrantLedger>,
+    /// The authorization states used up (each confirms once).
+    pub used_states: SharedUsedStates,
+}
+
+impl Stores {
+    /// `tokens`, and everything else in this process's memory: kept by this gateway only, lost
+    /// on a restart.
+    pub fn in_memory(tokens: SharedTokenStore) -> Self {
+        Self {
+            tokens,
+            idempotency: Arc::new(MemoryIdempotencyStore::new()),
+            grants: Arc::new(InMemoryGrantLedger::new()),
+            used_states: Arc::new(InMemoryUsedStates::new()),
+        }
+    }
+
+    /// The four stores.
+    pub fn new(
+        tokens: SharedTokenStore,
+        idempotency: SharedIdempotencyStore,
+        grants: Arc<dyn GrantLedger>,
+        used_states: SharedUsedStates,
+    ) -> Self {
+        Self { tokens, idempotency, grants, used_states }
+    }
 }
 
 impl fmt::Debug for Gateway {
@@ -117,34 +163,44 @@ impl Gateway {
     /// # Errors
     /// [`StartError`] when the store cannot be opened or a client cannot be built.
     pub async fn start(config: &Config) -> Result<Self, StartError> {
-        let (tokens, idempotency) = open_stores(&config.store).await?;
-        Self::with_stores(config, tokens, idempotency)
+        Self::from_stores(config, open_stores(&config.store).await?)
     }
 
     /// Builds every app's client on `store` (instead of the one `config` names), with the send
-    /// API's idempotency records in this process's memory ([`MemoryIdempotencyStore`]: kept
-    /// by this gateway only, lost on a restart). For shared records, see
-    /// [`with_stores`](Self::with_stores).
+    /// API's idempotency records, the grants and the used states in this process's memory
+    /// ([`Stores::in_memory`]). For shared ones, see [`from_stores`](Self::from_stores).
     ///
     /// # Errors
     /// [`StartError::Client`] when a client cannot be built.
     pub fn with_store(config: &Config, store: SharedTokenStore) -> Result<Self, StartError> {
-        Self::with_stores(config, store, Arc::new(MemoryIdempotencyStore::new()))
+        Self::from_stores(config, Stores::in_memory(store))
     }
 
     /// Builds every app's client on the token store `tokens`, and keeps the send API's
-    /// idempotency records in `idempotency` (instead of the stores `config` names).
+    /// idempotency records in `idempotency` (instead of the stores `config` names); the grants
+    /// and the used states in this process's memory.
     ///
     /// # Errors
     /// [`StartError::Client`] when a client cannot be built.
     pub fn with_stores(
         config: &Config,
-        store: SharedTokenStore,
+        tokens: SharedTokenStore,
         idempotency: SharedIdempotencyStore,
     ) -> Result<Self, StartError> {
+        Self::from_stores(config, Stores { idempotency, ..Stores::in_memory(tokens) })
+    }
+
+    /// Builds every app's client on `stores` (instead of the ones `config` names).
+    ///
+    /// # Errors
+    /// [`StartError::Client`] when a client cannot be built; [`StartError::Lease`] when the
+    /// idempotency store's calls are too slow for `idempotency.retention_ms`.
+    pub fn from_stores(config: &Config, stores: Stores) -> Result<Self, StartError> {
+        let Stores { tokens: store, idempotency, grants, used_states } = stores;
         let metrics = Metrics::new(config.apps.iter().map(|a| a.appid.as_str()));
         let mut apps = HashMap::new();
         let mut reports = HashMap::new();
+        let mut consent = HashMap::new();
         for (index, app) in config.apps.iter().enumerate() {
             let client_error = |source| StartError::Client { index, appid: app.appid.clone(), source };
             // The client's default transport (5 s to connect, 15 s in all), watched for token
@@ -158,11 +214,18 @@ impl Gateway {
             let mut builder = Client::builder(app.appid.clone(), app.secret.clone())
                 .token_endpoint(app.token_endpoint)
                 .token_store(Arc::clone(&store))
+                .used_states(Arc::clone(&used_states))
                 .transport(transport);
             if let Some(base) = &app.api_base {
                 builder = builder.api_base(base.clone()).mp_base(base.clone());
             }
             let client = builder.build().map_err(client_error)?;
+            // The configuration checked that the callback under `public_url` is a redirect URL.
+            if let (Some(back), Some(public)) = (&app.consent_return_url, &config.server.public_url)
+                && let Ok(callback) = RedirectUrl::new(crate::consent::callback_url(public, &app.appid))
+            {
+                consent.insert(app.appid.as_str().to_owned(), Consent::new(callback, back.clone()));
+            }
             apps.insert(app.appid.as_str().to_owned(), client);
             reports.insert(
                 app.appid.as_str().to_owned(),
@@ -194,6 +257,8 @@ impl Gateway {
             peers,
             idempotency,
             send_budget,
+            grants,
+            consent,
             server: server.clone(),
         };
         Ok(Self { shared: Arc::new(shared) })
@@ -223,6 +288,10 @@ impl Gateway {
     /// | `POST /v1/apps/{appid}/messages/one_time` | sends a one-time message (scope `send`) |
     /// | `POST /v1/apps/{appid}/messages/mini_program` | sends a mini-program message (scope `send`) |
     /// | `POST /v1/apps/{appid}/messages/notification` | sends a notification (scope `send`) |
+    /// | `POST /v1/apps/{appid}/consent/web` | a signed authorization link for a user's session (scope `grants`) |
+    /// | `POST /v1/apps/{appid}/consent/mobile` | a signed Open SDK request for a user's session (scope `grants`) |
+    /// | `GET /v1/apps/{appid}/consent/callback` | WeChat's redirect: the browser sent on to the app's `consent_return_url` (no key) |
+    /// | `POST /v1/apps/{appid}/consent/complete` | an answer verified in the session, its grant recorded (scope `grants`) |
     /// | `GET /healthz` | 200 while the process serves (no I/O) |
     /// | `GET /readyz` | 200 when the token store answers, else 503 (cached for a few seconds) |
     /// | `GET /openapi.json` | the OpenAPI document of these routes ([`openapi`](crate::openapi())), without a key |
@@ -268,22 +337,29 @@ pub async fn open_store(config: &StoreConfig) -> Result<SharedTokenStore, StartE
     })
 }
 
-/// Opens the token store and the idempotency records of `[store]`, on one pool or connection
-/// (the records' table is created if it is missing).
+/// Opens every store of `[store]` ([`Stores`]: the tokens, the idempotency records, the grants
+/// and the used states), on one pool or connection (the records' table is created if it is
+/// missing).
 ///
 /// # Errors
 /// [`StartError::Store`].
-pub async fn open_stores(
-    config: &StoreConfig,
-) -> Result<(SharedTokenStore, SharedIdempotencyStore), StartError> {
+pub async fn open_stores(config: &StoreConfig) -> Result<Stores, StartError> {
     Ok(match connect(config).await? {
         Backend::Sql(kind, sql) => {
             let records = SqlIdempotencyStore::open(sql.clone()).await.map_err(|e| store_error(kind, e))?;
-            (Arc::new(SqlTokenStore::new(sql)), Arc::new(records))
+            Stores::new(
+                Arc::new(SqlTokenStore::new(sql.clone())),
+                Arc::new(records),
+                Arc::new(SqlGrantLedger::new(sql.clone())),
+                Arc::new(SqlUsedStates::new(sql)),
+            )
         }
-        Backend::Redis(redis) => {
-            (Arc::new(RedisTokenStore::new(redis.clone())), Arc::new(RedisIdempotencyStore::new(redis)))
-        }
+        Backend::Redis(redis) => Stores::new(
+            Arc::new(RedisTokenStore::new(redis.clone())),
+            Arc::new(RedisIdempotencyStore::new(redis.clone())),
+            Arc::new(RedisGrantLedger::new(redis.clone())),
+            Arc::new(RedisUsedStates::new(redis)),
+        ),
     })
 }
 

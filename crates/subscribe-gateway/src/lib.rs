@@ -28,8 +28,13 @@
 //!   ([`idempotency`]: the [`IdempotencyStore`](idempotency::IdempotencyStore) trait, on the
 //!   configured store: [`SqlIdempotencyStore`](idempotency::SqlIdempotencyStore),
 //!   [`RedisIdempotencyStore`](idempotency::RedisIdempotencyStore)).
-//! - **Tokens and idempotency records kept** in SQLite by default, or PostgreSQL or Redis for a
-//!   fleet of gateways (one refresh per rotation for all of them).
+//! - **Consent** (scope `grants`): `POST /v1/apps/{appid}/consent/web` and `…/consent/mobile`
+//!   sign the authorization request for a user's session; WeChat's web answer comes back to the
+//!   gateway's callback, which sends the browser on to the app's `consent_return_url`; the
+//!   caller's server completes the answer in the session (`…/consent/complete`) and the grant is
+//!   recorded once in the ledger on the store, each state confirming once across the fleet.
+//! - **Tokens, idempotency records and grants kept** ([`Stores`]) in SQLite by default, or
+//!   PostgreSQL or Redis for a fleet of gateways (one refresh per rotation for all of them).
 //! - **Safe to expose**: a request timeout, a body timeout and a body limit (tower-http), a
 //!   header-read timeout and a bound on connections at the server ([`serve`], from
 //!   `subscribe-events`); no cookies;
@@ -63,6 +68,7 @@
 
 mod api;
 mod config;
+mod consent;
 mod gateway;
 mod health;
 pub mod idempotency;
@@ -79,7 +85,7 @@ pub use config::{
     DEFAULT_LISTEN, DEFAULT_REPORT_INTERVAL_MS, IdempotencyConfig, KeyConfig, Rate, Scope, SecretUrl,
     ServerConfig, StoreConfig,
 };
-pub use gateway::{Gateway, StartError, open_store, open_stores};
+pub use gateway::{Gateway, StartError, Stores, open_store, open_stores};
 pub use health::READY_CACHE;
 pub use keys::{KeyHash, MIN_KEY_CHARS, hash_key};
 pub use metrics::Metrics;

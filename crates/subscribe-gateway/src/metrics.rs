@@ -130,6 +130,7 @@ struct Inner {
     rate_limited: Family<LimitLabels, Counter>,
     sends: Family<SendLabels, Counter>,
     send_errcodes: Family<ErrcodeLabels, Counter>,
+    consent_answers: Family<AppOutcome, Counter>,
 }
 
 impl fmt::Debug for Metrics {
@@ -201,6 +202,12 @@ impl Metrics {
             "Non-zero errcodes WeChat answered to sends, by app, kind and errcode",
             send_errcodes.clone(),
         );
+        let consent_answers = Family::default();
+        registry.register(
+            "consent_answers",
+            "Authorization answers completed through the consent routes, by app and outcome: confirmed, cancelled, refused (not valid in the session), used (replayed or accepted before) or unavailable (a store failed)",
+            consent_answers.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -214,6 +221,7 @@ impl Metrics {
                 rate_limited,
                 sends,
                 send_errcodes,
+                consent_answers,
             }),
         }
     }
@@ -252,6 +260,14 @@ impl Metrics {
         // Writing into a `String` cannot fail.
         let _ = prometheus_text::encode(&mut text, &self.inner.registry);
         text
+    }
+
+    /// One answer completed through the consent routes; `outcome` from the consent module's
+    /// fixed set.
+    pub(crate) fn consent_answer(&self, app: &str, outcome: &'static str) {
+        if let Some(app) = self.app(app) {
+            self.inner.consent_answers.get_or_create(&AppOutcome { app, outcome }).inc();
+        }
     }
 
     pub(crate) fn token_read(&self, app: &str, outcome: TokenOutcome) {

@@ -19,7 +19,7 @@ use utoipa::{IntoParams, IntoResponses, Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::{Gateway, api, health, send};
+use crate::{Gateway, api, consent, health, send};
 
 /// The name of the bearer security scheme in the document.
 pub(crate) const BEARER: &str = "api_key";
@@ -28,9 +28,10 @@ pub(crate) const BEARER: &str = "api_key";
 #[openapi(
     info(
         title = "subscribe-gateway",
-        description = "The central token service for WeChat access tokens and the send API of \
-            subscription messages. Every route under `/v1` takes an API key \
-            (`Authorization: Bearer <key>`) with a scope for the app in the path; `/healthz`, \
+        description = "The central token service for WeChat access tokens, the send API of \
+            subscription messages, and users' consent collected as grants. Every route under \
+            `/v1` takes an API key (`Authorization: Bearer <key>`) with a scope for the app in the \
+            path, except the consent callback (the user's browser calls it); `/healthz`, \
             `/readyz` and `/openapi.json` take none. Errors are JSON: \
             `{\"error\": \"<code>\", \"message\": \"…\"}`. The manual is `docs/gateway.md`."
     ),
@@ -40,6 +41,7 @@ pub(crate) const BEARER: &str = "api_key";
     tags(
         (name = "tokens", description = "The central token service"),
         (name = "send", description = "The send API: one route per kind of message"),
+        (name = "consent", description = "Users' one-time subscriptions asked for, answered and recorded as grants"),
         (name = "service", description = "Health, readiness and this document")
     )
 )]
@@ -54,7 +56,8 @@ impl Modify for Bearer {
             .scheme(HttpAuthScheme::Bearer)
             .description(Some(
                 "An API key of the configuration's `[[keys]]` (at least 32 characters), with a scope \
-                 for the app in the path: `token:read` for the token routes, `send` for the send routes.",
+                 for the app in the path: `token:read` for the token routes, `send` for the send routes, \
+                 `grants` for the consent routes.",
             ))
             .build();
         openapi
@@ -72,10 +75,14 @@ pub(crate) fn routes() -> (OpenApiRouter<Gateway>, OpenApiRouter<Gateway>) {
         .routes(routes!(api::invalidate))
         .routes(routes!(send::one_time))
         .routes(routes!(send::mini_program))
-        .routes(routes!(send::notification));
+        .routes(routes!(send::notification))
+        .routes(routes!(consent::web))
+        .routes(routes!(consent::mobile))
+        .routes(routes!(consent::complete));
     let open = OpenApiRouter::new()
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
+        .routes(routes!(consent::callback))
         .routes(routes!(serve_openapi));
     (keyed, open)
 }
@@ -121,12 +128,14 @@ pub(crate) struct ErrorBody {
     /// A stable code: `unauthorized`, `forbidden`, `rate_limited`, `invalid_body`,
     /// `unreadable_body`, `invalid_json`, `invalid_idempotency_key`, `body_too_large`,
     /// `unsupported_media_type`, `invalid_token`, `invalid_message`, `idempotency_key_reused`,
-    /// `idempotency_key_in_progress`, `idempotency_store_unavailable`, `token_unavailable`.
+    /// `idempotency_key_in_progress`, `idempotency_store_unavailable`, `token_unavailable`,
+    /// `invalid_request`, `consent_not_configured`, `not_found`, `invalid_answer`,
+    /// `answer_refused`, `answer_used`, `answer_in_progress`, `store_unavailable`.
     pub(crate) error: String,
     /// What went wrong, for a person.
     pub(crate) message: String,
-    /// `invalid_message` only: the field at fault, by its name in the body
-    /// (`data.content.value`).
+    /// `invalid_message`, `invalid_request` and `invalid_answer` only: the field at fault, by
+    /// its name in the body (`data.content.value`) or in the answer (`openid`).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub(crate) field: Option<String>,
@@ -245,6 +254,10 @@ mod tests {
                 "/readyz",
                 "/v1/apps/{appid}/access_token",
                 "/v1/apps/{appid}/access_token/invalidate",
+                "/v1/apps/{appid}/consent/callback",
+                "/v1/apps/{appid}/consent/complete",
+                "/v1/apps/{appid}/consent/mobile",
+                "/v1/apps/{appid}/consent/web",
                 "/v1/apps/{appid}/messages/mini_program",
                 "/v1/apps/{appid}/messages/notification",
                 "/v1/apps/{appid}/messages/one_time",

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use subscribe_client::TokenEndpoint;
-use subscribe_types::{AppId, AppSecret};
+use subscribe_types::{AppId, AppSecret, RedirectUrl};
 use zeroize::Zeroizing;
 
 pub use error::{ConfigError, ConfigProblem};
@@ -75,6 +75,11 @@ pub struct ServerConfig {
     /// [`DEFAULT_AUTH_FAILURE_RATE`]): the failed authentications one peer may make; over
     /// them its requests are answered 429 before their key is looked at.
     pub auth_failure_rate: Rate,
+    /// `public_url` (default none): the gateway's address as browsers reach it (such as
+    /// `https://gateway.example.com`, with the path prefix it is mounted under, if any). WeChat
+    /// sends a user's answer to `{public_url}/v1/apps/{appid}/consent/callback`; needed by an app
+    /// with `consent_return_url`.
+    pub public_url: Option<String>,
 }
 
 /// `[idempotency]`: the records the send API keeps for requests with an `Idempotency-Key`.
@@ -164,6 +169,10 @@ pub struct AppConfig {
     /// reporting each new token. WeChat keeps a replaced token valid for five minutes, so a
     /// token replaced by someone else is not rejected sooner. `0` turns the floor off.
     pub report_interval: Duration,
+    /// `consent_return_url` (default none: no web consent for the app): where the gateway sends
+    /// the user's browser with WeChat's answer, on the caller's own site, whose handler then
+    /// completes it (`POST /v1/apps/{appid}/consent/complete`) in the user's session.
+    pub consent_return_url: Option<RedirectUrl>,
 }
 
 /// What an API key may do for one app.
@@ -176,7 +185,8 @@ pub enum Scope {
     /// `"send"`: send messages as the app (`POST /v1/apps/{appid}/messages/…`).
     #[serde(rename = "send")]
     Send,
-    /// `"grants"`: manage the app's grants (accepted now, used by a later step).
+    /// `"grants"`: collect the app's users' consent and record their grants
+    /// (`/v1/apps/{appid}/consent/…`).
     #[serde(rename = "grants")]
     Grants,
 }
@@ -252,6 +262,22 @@ impl Config {
             }
             keys.push(key);
         }
+        for (i, app) in apps.iter().enumerate().filter(|(_, a)| a.consent_return_url.is_some()) {
+            let Some(public) = &server.public_url else {
+                return Err(invalid(
+                    "server.public_url",
+                    format!(
+                        "required: apps[{i}] sets consent_return_url, and WeChat sends its answers to the gateway's public URL"
+                    ),
+                ));
+            };
+            if RedirectUrl::new(crate::consent::callback_url(public, &app.appid)).is_err() {
+                return Err(invalid(
+                    "server.public_url",
+                    "an absolute http(s) URL without a query or #fragment",
+                ));
+            }
+        }
         if apps.is_empty() {
             return Err(ConfigError::new(
                 "apps",
@@ -306,6 +332,19 @@ fn server(raw: &RawServer) -> Result<ServerConfig, ConfigError> {
         metrics_listen: ops.metrics_listen,
         trusted_proxies: ops.trusted_proxies,
         auth_failure_rate: ops.auth_failure_rate,
+        public_url: match &raw.public_url {
+            None => None,
+            Some(url) => {
+                let url = url.trim_end_matches('/');
+                if url.contains(['?', '#']) || RedirectUrl::new(url).is_err() {
+                    return Err(invalid(
+                        "server.public_url",
+                        "an absolute http(s) URL without a query or #fragment",
+                    ));
+                }
+                Some(url.to_owned())
+            }
+        },
     })
 }
 
@@ -466,6 +505,11 @@ impl Reader<'_> {
             report_interval: Duration::from_millis(
                 raw.report_interval_ms.unwrap_or(DEFAULT_REPORT_INTERVAL_MS),
             ),
+            consent_return_url: raw
+                .consent_return_url
+                .map(RedirectUrl::new)
+                .transpose()
+                .map_err(|e| invalid(format!("{at}.consent_return_url"), e.to_string()))?,
         })
     }
 

@@ -37,6 +37,7 @@ pub(super) struct RawServer {
     pub(super) trusted_proxies: Option<Vec<String>>,
     pub(super) auth_failures_per_second: Option<f64>,
     pub(super) auth_failure_burst: Option<u32>,
+    pub(super) public_url: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -87,6 +88,7 @@ pub(super) struct RawApp {
     pub(super) secret_env: Option<String>,
     pub(super) secret_file: Option<String>,
     pub(super) report_interval_ms: Option<u64>,
+    pub(super) consent_return_url: Option<String>,
 }
 
 #[derive(Deserialize)]

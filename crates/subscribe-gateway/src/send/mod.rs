@@ -24,8 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{FromRequest, Path, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -39,7 +38,7 @@ use self::body::{BodyError, Message, MessageKind};
 pub(crate) use self::outcome::Body;
 use self::outcome::Outcome;
 use crate::Gateway;
-use crate::api::{error, over_limit};
+use crate::api::{error, read_body};
 use crate::config::Scope;
 use crate::idempotency::{
     Claim, IdempotencyKey, NewClaim, Record, RecordState, SharedIdempotencyStore, StoredAnswer, fingerprint,
@@ -198,23 +197,7 @@ async fn check(
     let idempotency_key = IdempotencyKey::from_headers(request.headers())
         .map_err(|r| error(StatusCode::BAD_REQUEST, "invalid_idempotency_key", r.rule()))?;
     // Read only once the key is known; the body limit and body timeout layers bound it.
-    let body = match Bytes::from_request(request, &()).await {
-        Ok(b) => b,
-        Err(rejection) if over_limit(&rejection) => {
-            return Err(error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                "the request body is too large",
-            ));
-        }
-        Err(_) => {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                "unreadable_body",
-                "the request body could not be read",
-            ));
-        }
-    };
+    let body = read_body(request).await?;
     let message = body::parse(kind, &body).map_err(|e| match e {
         BodyError::NotJson(message) => error(StatusCode::BAD_REQUEST, "invalid_json", &message),
         BodyError::Invalid { field, rule } => {

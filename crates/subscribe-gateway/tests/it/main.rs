@@ -8,6 +8,7 @@
 mod binary;
 mod callers;
 mod config;
+mod consent;
 mod fleet;
 mod guard;
 mod idempotency;
