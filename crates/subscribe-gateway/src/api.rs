@@ -30,6 +30,12 @@ pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response {
     (status, Json(json!({"error": code, "message": message}))).into_response()
 }
 
+/// 422 `invalid_request` naming `field` and the rule it breaks.
+pub(crate) fn invalid(field: &str, rule: &str) -> Response {
+    let body = json!({"error": "invalid_request", "field": field, "message": rule});
+    (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
+}
+
 /// Why a request was refused before anything was done for it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Refusal {

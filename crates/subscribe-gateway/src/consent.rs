@@ -18,11 +18,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use subscribe_client::{Answer, AuthorizationError, Client, RecordError, Recorded, Session};
 use subscribe_types::{AppId, AuthorizationAnswer, QueryError, RedirectUrl, Scene, TemplateId};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use utoipa::{IntoResponses, ToSchema};
 
 use crate::Gateway;
-use crate::api::{error, read_body};
+use crate::api::{error, invalid, read_body};
 use crate::config::Scope;
 use crate::openapi::{AppIdPath, ErrorBody, KeyedAnswers, TooLarge};
 
@@ -111,7 +111,7 @@ pub(crate) struct Completion {
     /// string.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
-    sdk_answer: Option<serde_json::Value>,
+    sdk_answer: Option<Box<serde_json::value::RawValue>>,
 }
 
 /// What an answer came to.
@@ -119,7 +119,10 @@ pub(crate) struct Completion {
 pub(crate) struct Completed {
     /// `confirm` (the grant is recorded) or `cancel` (the user declined; nothing recorded).
     action: &'static str,
-    /// The user who confirmed (`confirm` only).
+    /// The openid WeChat's answer names (`confirm` only): the grant is recorded for it. It is
+    /// not proof of who your user is (the user can present another's openid under their own
+    /// state; WeChat then refuses that user's message), so never link it to an account from
+    /// this answer alone.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     openid: Option<String>,
@@ -176,7 +179,7 @@ pub(crate) async fn web(State(gw): State<Gateway>, Path(appid): Path<String>, re
         return error(
             StatusCode::CONFLICT,
             "consent_not_configured",
-            "this app has no consent_return_url in the gateway's configuration (and server.public_url)",
+            "this app has no consent_return_url in the gateway's configuration: no web consent for it",
         );
     };
     let link = client.authorize_url(&asked.template_id, asked.scene, &consent.callback, &asked.session);
@@ -229,12 +232,6 @@ async fn ask(gw: &Gateway, appid: &str, request: Request) -> Result<(Client, Ask
     Ok((client, Asked { template_id, scene, session }))
 }
 
-/// 422 `invalid_request` naming `field`.
-fn invalid(field: &str, rule: &str) -> Response {
-    let body = json!({"error": "invalid_request", "field": field, "message": rule});
-    (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
-}
-
 fn no_store(mut r: Response) -> Response {
     r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
@@ -275,7 +272,8 @@ pub(crate) async fn callback(State(gw): State<Gateway>, Path(appid): Path<String
                 .finish()
         }
         Err(e) => {
-            info!(appid = %appid, error = %e, "a consent callback that is not an answer");
+            // Anyone can call the callback: not worth a line at the default level.
+            debug!(appid = %appid, error = %e, "a consent callback that is not an answer");
             "error=invalid_answer".to_owned()
         }
     };
@@ -296,15 +294,16 @@ enum CompleteAnswers {
     /// exactly one of the two; or `unreadable_body`.
     #[response(status = 400)]
     BadRequest(ErrorBody),
-    /// `answer_used`: the answer's state confirmed before (`message` says whether this very
-    /// answer was accepted already, so the user is subscribed, or another one was: a replay);
-    /// or `answer_in_progress`: the same answer is being completed by another call: ask again
+    /// `answer_accepted`: this very answer was accepted before (the user reloaded: the grant is
+    /// recorded); `answer_replayed`: the state confirmed another answer before (a replay); or
+    /// `answer_in_progress`: the same answer is being completed by another call: ask again
     /// after `Retry-After`. Nothing was recorded by this call.
     #[response(status = 409)]
     Conflict(ErrorBody),
     /// `invalid_answer` (with `field`: the answer is malformed), or `answer_refused` (its state
     /// is missing, forged, expired, or was made for another app, template, scene or session):
-    /// offer the user a fresh link. Nothing was recorded.
+    /// offer the user a fresh link; or `invalid_request` (with `field` `session`: empty or over
+    /// 4,096 bytes). Nothing was recorded.
     #[response(status = 422)]
     Unprocessable(ErrorBody),
     /// `store_unavailable`: the used states or the grants could not be reached; nothing was
@@ -316,7 +315,8 @@ enum CompleteAnswers {
 /// Verifies an answer in the user's session and records its grant, scope `grants`.
 ///
 /// A confirmation's state is used up once it is accepted: completing the same answer again is
-/// answered 409 `answer_used`, and a grant is recorded once.
+/// answered 409 `answer_accepted`, another answer with the state 409 `answer_replayed`, and a
+/// grant is recorded once.
 #[utoipa::path(
     post,
     path = "/v1/apps/{appid}/consent/complete",
@@ -352,8 +352,12 @@ pub(crate) async fn complete(
     let (text, web) = match (completion.redirect_query, completion.sdk_answer) {
         (Some(query), None) if query.contains('?') => (query, true),
         (Some(query), None) => (format!("?{query}"), true),
-        (None, Some(serde_json::Value::String(json))) => (json, false),
-        (None, Some(answer)) => (answer.to_string(), false),
+        // The answer's own text, read by the library (which refuses a field given twice); a
+        // JSON string holding it is unwrapped first.
+        (None, Some(raw)) => match serde_json::from_str::<String>(raw.get()) {
+            Ok(json) => (json, false),
+            Err(_) => (raw.get().to_owned(), false),
+        },
         _ => {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -387,9 +391,10 @@ fn completed(answer: &AuthorizationAnswer, recorded: Option<Recorded>) -> Comple
         template_id: answer.template_id().as_str().to_owned(),
         scene: u32::from(answer.scene().get()),
         recorded: recorded.map(|r| match r {
+            Recorded::Added => "added",
             Recorded::AlreadyPending => "already_pending",
             Recorded::Renewed => "renewed",
-            _ => "added",
+            _ => "recorded",
         }),
     }
 }
@@ -410,13 +415,17 @@ fn refused(app: &str, e: &RecordError) -> (&'static str, Response) {
         }
         AuthorizationError::ReplayedState => (
             "used",
-            error(StatusCode::CONFLICT, "answer_used", "the state confirmed another answer before: a replay"),
+            error(
+                StatusCode::CONFLICT,
+                "answer_replayed",
+                "the state confirmed another answer before: this one is a replay; offer a fresh link",
+            ),
         ),
         AuthorizationError::AlreadyAccepted => (
             "used",
             error(
                 StatusCode::CONFLICT,
-                "answer_used",
+                "answer_accepted",
                 "this answer was accepted before: the grant is recorded, the user is subscribed",
             ),
         ),

@@ -70,6 +70,7 @@ mod api;
 mod config;
 mod consent;
 mod gateway;
+mod grants;
 mod health;
 pub mod idempotency;
 mod keys;

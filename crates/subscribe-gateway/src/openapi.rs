@@ -19,7 +19,7 @@ use utoipa::{IntoParams, IntoResponses, Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::{Gateway, api, consent, health, send};
+use crate::{Gateway, api, consent, grants, health, send};
 
 /// The name of the bearer security scheme in the document.
 pub(crate) const BEARER: &str = "api_key";
@@ -78,7 +78,10 @@ pub(crate) fn routes() -> (OpenApiRouter<Gateway>, OpenApiRouter<Gateway>) {
         .routes(routes!(send::notification))
         .routes(routes!(consent::web))
         .routes(routes!(consent::mobile))
-        .routes(routes!(consent::complete));
+        .routes(routes!(consent::complete))
+        .routes(routes!(grants::counts))
+        .routes(routes!(grants::reviews))
+        .routes(routes!(grants::resolve));
     let open = OpenApiRouter::new()
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
@@ -130,12 +133,14 @@ pub(crate) struct ErrorBody {
     /// `unsupported_media_type`, `invalid_token`, `invalid_message`, `idempotency_key_reused`,
     /// `idempotency_key_in_progress`, `idempotency_store_unavailable`, `token_unavailable`,
     /// `invalid_request`, `consent_not_configured`, `not_found`, `invalid_answer`,
-    /// `answer_refused`, `answer_used`, `answer_in_progress`, `store_unavailable`.
+    /// `answer_refused`, `answer_used`, `answer_in_progress`, `store_unavailable`,
+    /// `invalid_query`, `not_under_review`.
     pub(crate) error: String,
     /// What went wrong, for a person.
     pub(crate) message: String,
-    /// `invalid_message`, `invalid_request` and `invalid_answer` only: the field at fault, by
-    /// its name in the body (`data.content.value`) or in the answer (`openid`).
+    /// `invalid_message`, `invalid_request`, `invalid_answer` and `invalid_query` only: the
+    /// field at fault, by its name in the body (`data.content.value`), the answer (`openid`)
+    /// or the query (`scene`).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub(crate) field: Option<String>,
@@ -258,6 +263,9 @@ mod tests {
                 "/v1/apps/{appid}/consent/complete",
                 "/v1/apps/{appid}/consent/mobile",
                 "/v1/apps/{appid}/consent/web",
+                "/v1/apps/{appid}/grants",
+                "/v1/apps/{appid}/grants/review",
+                "/v1/apps/{appid}/grants/review/resolve",
                 "/v1/apps/{appid}/messages/mini_program",
                 "/v1/apps/{appid}/messages/notification",
                 "/v1/apps/{appid}/messages/one_time",

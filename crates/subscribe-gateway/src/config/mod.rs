@@ -336,10 +336,10 @@ fn server(raw: &RawServer) -> Result<ServerConfig, ConfigError> {
             None => None,
             Some(url) => {
                 let url = url.trim_end_matches('/');
-                if url.contains(['?', '#']) || RedirectUrl::new(url).is_err() {
+                if !url.is_ascii() || url.contains(['?', '#']) || RedirectUrl::new(url).is_err() {
                     return Err(invalid(
                         "server.public_url",
-                        "an absolute http(s) URL without a query or #fragment",
+                        "an absolute http(s) URL without a query or #fragment, in ASCII (percent-encoded)",
                     ));
                 }
                 Some(url.to_owned())
@@ -505,11 +505,20 @@ impl Reader<'_> {
             report_interval: Duration::from_millis(
                 raw.report_interval_ms.unwrap_or(DEFAULT_REPORT_INTERVAL_MS),
             ),
-            consent_return_url: raw
-                .consent_return_url
-                .map(RedirectUrl::new)
-                .transpose()
-                .map_err(|e| invalid(format!("{at}.consent_return_url"), e.to_string()))?,
+            consent_return_url: match raw.consent_return_url {
+                None => None,
+                // Non-ASCII would reach the `Location` header raw: percent-encoded only.
+                Some(url) if !url.is_ascii() => {
+                    return Err(invalid(
+                        format!("{at}.consent_return_url"),
+                        "ASCII only: percent-encode other characters",
+                    ));
+                }
+                Some(url) => Some(
+                    RedirectUrl::new(url)
+                        .map_err(|e| invalid(format!("{at}.consent_return_url"), e.to_string()))?,
+                ),
+            },
         })
     }
 

@@ -170,7 +170,10 @@ fn the_configuration_reference_names_every_key() {
     let reference = section(&manual, "## Configuration reference");
     let tables = [
         ("RawServer", "### `[server]` (optional)"),
-        ("RawStore", "### `[store]` (optional): where the tokens, the idempotency records and the grants are kept"),
+        (
+            "RawStore",
+            "### `[store]` (optional): where the tokens, the idempotency records and the grants are kept",
+        ),
         ("RawIdempotency", "### `[idempotency]` (optional)"),
         ("RawApp", "### `[[apps]]`: one per app"),
         ("RawKey", "### `[[keys]]`: one per caller"),

@@ -163,10 +163,10 @@ async fn a_web_answer_is_recorded_once_in_the_session_it_was_asked_for_on_either
     );
     assert_eq!(c.grant().await, Some(GrantStatus::Pending));
 
-    // Again, on either gateway: used (the store of used states is shared).
+    // Again, on either gateway: accepted before (the store of used states is shared).
     for gateway in [0, 1] {
         let (status, body) = c.post(gateway, "complete", KEY_G, &mine).await;
-        assert_eq!((status, body["error"].as_str()), (409, Some("answer_used")), "{body}");
+        assert_eq!((status, body["error"].as_str()), (409, Some("answer_accepted")), "{body}");
     }
     c.sandbox.shutdown().await;
 }
@@ -208,7 +208,7 @@ async fn a_mobile_answer_is_recorded_once_in_its_session() {
     assert_eq!((status, body["recorded"].as_str()), (200, Some("added")), "{body}");
     assert_eq!(c.grant().await, Some(GrantStatus::Pending));
     let (status, body) = c.post(0, "complete", KEY_G, &mine).await;
-    assert_eq!((status, body["error"].as_str()), (409, Some("answer_used")), "{body}");
+    assert_eq!((status, body["error"].as_str()), (409, Some("answer_accepted")), "{body}");
     c.sandbox.shutdown().await;
 }
 
@@ -244,7 +244,7 @@ async fn an_answer_in_another_spelling_is_refused_and_uses_nothing_up() {
     let (status, _) = complete(other_user).await;
     assert_eq!(status, 200);
     let (status, body) = complete(query).await;
-    assert_eq!((status, body["error"].as_str()), (409, Some("answer_used")), "{body}");
+    assert_eq!((status, body["error"].as_str()), (409, Some("answer_replayed")), "{body}");
     c.sandbox.shutdown().await;
 }
 
@@ -326,6 +326,16 @@ async fn the_consent_routes_check_the_key_the_scope_and_every_field() {
     let (status, answer) =
         c.post(0, "complete", KEY_G, &json!({"session": "s", "sdk_answer": "not json"})).await;
     assert_eq!((status, answer["error"].as_str()), (422, Some("invalid_answer")), "{answer}");
+    // A field given twice in the SDK's answer reaches the library as sent, which refuses it
+    // (a JSON value read first would keep the last one silently).
+    let twice = format!(
+        r#"{{"session":"s","sdk_answer":{{"openId":"oA","openId":"oB","templateId":"{}","scene":1,"action":"confirm","reserved":"x"}}}}"#,
+        template.as_str()
+    );
+    let r = c.http.post(c.url(0, "complete")).bearer_auth(KEY_G).header("content-type", "application/json");
+    let r = r.body(twice).send().await.unwrap();
+    assert_eq!(r.status(), 422);
+    assert_eq!(r.json::<Value>().await.unwrap()["field"], "openId");
     c.sandbox.shutdown().await;
 }
 
@@ -364,8 +374,12 @@ fn web_consent_needs_the_public_url_and_a_return_page_an_answer_can_be_added_to(
     let refused = |text: String| Config::parse(&text, dir.path(), &|_| None).unwrap_err();
     let e = refused(with("", "consent_return_url = \"https://shop.example.com/answer\"\n"));
     assert_eq!(e.key, "server.public_url", "{e}");
-    for bad in ["https://shop.example.com/answer#done", "https://shop.example.com/answer?openid=o", "/answer"]
-    {
+    for bad in [
+        "https://shop.example.com/answer#done",
+        "https://shop.example.com/answer?openid=o",
+        "/answer",
+        "https://shop.example.com/答复",
+    ] {
         let e = refused(with(
             "public_url = \"https://gw.example.com\"\n",
             &format!("consent_return_url = \"{bad}\"\n"),

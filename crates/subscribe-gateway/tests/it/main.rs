@@ -10,6 +10,7 @@ mod callers;
 mod config;
 mod consent;
 mod fleet;
+mod grants;
 mod guard;
 mod idempotency;
 mod limits;
