@@ -141,7 +141,7 @@ pub(crate) async fn counts(
 ) -> Response {
     let (scope, _, now) = match scope_of(&gw, &appid, &request, &["template_id", "scene"]) {
         Ok(s) => s,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     match gw.shared.grants.counts(&scope, now).await {
         Ok(c) => Json(Counts {
@@ -173,7 +173,7 @@ pub(crate) async fn reviews(
     let names = ["template_id", "scene", "after", "limit"];
     let (scope, params, _) = match scope_of(&gw, &appid, &request, &names) {
         Ok(s) => s,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let after = match params.get("after").map(OpenId::new).transpose() {
         Ok(a) => a,
@@ -291,26 +291,27 @@ fn scope_of(
     appid: &str,
     request: &Request,
     names: &[&str],
-) -> Result<(GrantScope, HashMap<String, String>, std::time::SystemTime), Response> {
-    let (_, client) =
-        gw.authorized(request.headers(), appid, Scope::Grants).map_err(IntoResponse::into_response)?;
+) -> Result<(GrantScope, HashMap<String, String>, std::time::SystemTime), Box<Response>> {
+    let (_, client) = gw
+        .authorized(request.headers(), appid, Scope::Grants)
+        .map_err(|refusal| Box::new(refusal.into_response()))?;
     let mut params = HashMap::new();
     for (name, value) in form_urlencoded::parse(request.uri().query().unwrap_or_default().as_bytes()) {
         let Some(known) = names.iter().find(|n| **n == name) else {
-            return Err(bad_query(&name, "an unknown parameter"));
+            return Err(Box::new(bad_query(&name, "an unknown parameter")));
         };
         if params.insert((*known).to_owned(), value.into_owned()).is_some() {
-            return Err(bad_query(known, "given more than once"));
+            return Err(Box::new(bad_query(known, "given more than once")));
         }
     }
-    let get = |name: &str| params.get(name).ok_or_else(|| bad_query(name, "required"));
+    let get = |name: &str| params.get(name).ok_or_else(|| Box::new(bad_query(name, "required")));
     let template_id =
         TemplateId::new(get("template_id")?.as_str()).map_err(|e| invalid("template_id", &e.to_string()))?;
     let scene = get("scene")?
         .parse::<u32>()
         .ok()
         .and_then(|s| Scene::new(s).ok())
-        .ok_or_else(|| invalid("scene", "a whole number from 0 to 10000"))?;
+        .ok_or_else(|| Box::new(invalid("scene", "a whole number from 0 to 10000")))?;
     let scope = GrantScope::one_time(client.appid().clone(), template_id, scene);
     Ok((scope, params, client.clock().now()))
 }

@@ -2,7 +2,7 @@
 //! decision on one, recorded with the key's name; every parameter checked, in every spelling.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use subscribe_client::{
@@ -37,7 +37,8 @@ fn user(i: usize) -> OpenId {
 async fn gateway()
 -> (String, Arc<InMemoryGrantLedger>, reqwest::Client, tokio::sync::oneshot::Sender<()>, TempDir) {
     let ledger = Arc::new(InMemoryGrantLedger::new());
-    let now = SystemTime::now();
+    // The in-memory ledger keeps time by the clock passed in; the client's is the system's.
+    let now = subscribe_client::Clock::now(&subscribe_client::SystemClock);
     for i in 0..5 {
         ledger.record(&scope().key(user(i)), now).await.unwrap();
     }
@@ -143,7 +144,7 @@ async fn every_parameter_is_checked_in_every_spelling() {
         (format!("template_id={t}&scene=1000&Scene=1"), 400, "Scene"),
         (format!("template_id={t}&scene=10001"), 422, "scene"),
         (format!("template_id={t}&scene=-1"), 422, "scene"),
-        (format!("template_id=a%20b&scene=1"), 422, "template_id"),
+        ("template_id=a%20b&scene=1".to_owned(), 422, "template_id"),
         (format!("template_id={t}&scene=1000&limit=1"), 400, "limit"),
     ] {
         let (got, body) = get(&http, &format!("{base}?{query}"), KEY_G).await;
