@@ -193,3 +193,58 @@ fn the_configuration_reference_names_every_key() {
         }
     }
 }
+
+/// Key M: `grants` on the demo app, as the mobile consent caller holds.
+const KEY_M: &str = "gw-test-key-m-7f0c3e6a9d2b5f8e1c4a7d0b3f6e9c2a";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_mobile_consent_caller_records_one_grant() {
+    require("python3");
+    let g = Running::start_with(
+        |text| {
+            let hash = KeyHash::of(KEY_M.as_bytes()).to_hex();
+            format!("{text}\n[[keys]]\nname = \"app-server\"\nsha256 = \"{hash}\"\nscopes = {{ {DEMO_APPID} = [\"grants\"] }}\n")
+        },
+        None,
+    )
+    .await;
+    let mut command = Command::new("python3");
+    command
+        .arg(caller("consent_mobile.py"))
+        .env("GATEWAY_URL", format!("http://{}", g.addr))
+        .env("GATEWAY_KEY", KEY_M)
+        .env("APPID", DEMO_APPID)
+        .env("TEMPLATE_ID", DEMO_TEMPLATE)
+        .env("SESSION", "digest-of-session-7")
+        .env("SANDBOX_URL", g.sandbox.base_url())
+        .env("OPENID", ALICE)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(120), command.output()).await.unwrap().unwrap();
+    let (out, err) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{out}\n{err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            format!("request: scene 1000, template {DEMO_TEMPLATE}").as_str(),
+            "answer: confirm, recorded added",
+            "again: already recorded"
+        ],
+        "{err}"
+    );
+    // One grant, pending, in the gateway's ledger; the key was printed nowhere.
+    let url = g.url(&format!("/v1/apps/{DEMO_APPID}/grants?template_id={DEMO_TEMPLATE}&scene=1000"));
+    let counts: serde_json::Value =
+        g.http.get(url).bearer_auth(KEY_M).send().await.unwrap().json().await.unwrap();
+    assert_eq!((counts["pending"].as_u64(), counts["delivered"].as_u64()), (Some(1), Some(0)), "{counts}");
+    assert!(!out.contains(KEY_M) && !err.contains(KEY_M));
+}
+
+#[test]
+fn the_manual_quotes_the_mobile_consent_caller_whole() {
+    let text = std::fs::read_to_string(caller("consent_mobile.py")).unwrap();
+    assert!(
+        manual().contains(&format!("```python\n{text}```\n")),
+        "docs/gateway.md must quote consent_mobile.py whole"
+    );
+}
