@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 
 use reqwest::redirect::Policy;
 use serde_json::{Value, json};
-use subscribe_gateway::{Config, Gateway, KeyHash, ServeLimits, serve};
+use subscribe_gateway::{Config, KeyHash};
 use subscribe_sandbox::{DEMO_APPID, SandboxConfig, SandboxHandle};
 use subscribe_types::{Action, MobileSubscribeRequest, OpenId};
 use tempfile::TempDir;
@@ -59,17 +59,7 @@ impl Consent {
         let url = url.to_owned();
         let env = move |name: &str| (name == "GW_TEST_STORE_URL").then(|| url.clone().into());
         let config = Config::parse(&text, dir.path(), &env).unwrap();
-        let (mut addrs, mut stops) = (Vec::new(), Vec::new());
-        for _ in 0..2 {
-            let gateway = Gateway::start(&config).await.unwrap();
-            let listener = tokio::net::TcpListener::bind(config.server.listen).await.unwrap();
-            addrs.push(listener.local_addr().unwrap());
-            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-            tokio::spawn(serve(listener, gateway.router(), ServeLimits::from(&config.server), async {
-                let _ = rx.await;
-            }));
-            stops.push(tx);
-        }
+        let (addrs, stops) = serve_gateways(&config, 2).await;
         let http = reqwest::Client::builder().redirect(Policy::none()).build().unwrap();
         Self { sandbox, addrs, http, _stops: stops, _dir: dir }
     }

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use subscribe_gateway::{Config, Gateway, ServeLimits, serve};
+use subscribe_gateway::Config;
 use subscribe_sandbox::DEMO_APPID;
 use tempfile::TempDir;
 
@@ -16,19 +16,7 @@ async fn three_gateways(
     text: &str,
     dir: &TempDir,
 ) -> (Vec<SocketAddr>, Vec<tokio::sync::oneshot::Sender<()>>) {
-    let config = Config::parse(text, dir.path(), &|_| None).unwrap();
-    let (mut addrs, mut stops) = (Vec::new(), Vec::new());
-    for _ in 0..3 {
-        let gateway = Gateway::start(&config).await.unwrap();
-        let listener = tokio::net::TcpListener::bind(config.server.listen).await.unwrap();
-        addrs.push(listener.local_addr().unwrap());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(serve(listener, gateway.router(), ServeLimits::from(&config.server), async {
-            let _ = rx.await;
-        }));
-        stops.push(tx);
-    }
-    (addrs, stops)
+    serve_gateways(&Config::parse(text, dir.path(), &|_| None).unwrap(), 3).await
 }
 
 async fn token(http: &reqwest::Client, addr: SocketAddr) -> String {

@@ -95,6 +95,26 @@ scopes = {{ {APP_B} = ["token:read", "send"] }}
     )
 }
 
+/// `n` gateways started on `config` (each its own pool or connection to the store), each
+/// serving on 127.0.0.1: their addresses, and the senders that stop them when dropped.
+pub async fn serve_gateways(
+    config: &Config,
+    n: usize,
+) -> (Vec<SocketAddr>, Vec<tokio::sync::oneshot::Sender<()>>) {
+    let (mut addrs, mut stops) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let gateway = Gateway::start(config).await.unwrap();
+        let listener = tokio::net::TcpListener::bind(config.server.listen).await.unwrap();
+        addrs.push(listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(serve(listener, gateway.router(), ServeLimits::from(&config.server), async {
+            let _ = rx.await;
+        }));
+        stops.push(tx);
+    }
+    (addrs, stops)
+}
+
 /// A gateway serving on 127.0.0.1 against a sandbox; both stop when it is dropped.
 #[derive(Debug)]
 pub struct Running {
