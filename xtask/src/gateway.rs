@@ -100,7 +100,7 @@ consent_return_url = "{sandbox}/consent-return"
 [[keys]]
 name = "schemathesis"
 key_file = "key.txt"
-scopes = {{ {DEMO_APPID} = ["token:read", "send", "grants"] }}
+scopes = {{ {DEMO_APPID} = ["token:read", "send", "grants", "grants:review"] }}
 # Schemathesis sends as fast as the gateway answers: its rate is not what is tested here.
 rate_per_second = 1000000
 burst = 100000

@@ -294,9 +294,9 @@ impl Gateway {
     /// | `POST /v1/apps/{appid}/consent/mobile` | a signed Open SDK request for a user's session (scope `grants`) |
     /// | `GET /v1/apps/{appid}/consent/callback` | WeChat's redirect: the browser sent on to the app's `consent_return_url` (no key) |
     /// | `POST /v1/apps/{appid}/consent/complete` | an answer verified in the session, its grant recorded (scope `grants`) |
-    /// | `GET /v1/apps/{appid}/grants` | the grants of a template and scene by state (scope `grants`) |
-    /// | `GET /v1/apps/{appid}/grants/review` | the grants under review, a page at a time (scope `grants`) |
-    /// | `POST /v1/apps/{appid}/grants/review/resolve` | a person's decision on a grant under review (scope `grants`) |
+    /// | `GET /v1/apps/{appid}/grants` | the grants of a template and scene by state (scope `grants:review`) |
+    /// | `GET /v1/apps/{appid}/grants/review` | the grants under review, a page at a time (scope `grants:review`) |
+    /// | `POST /v1/apps/{appid}/grants/review/resolve` | a person's decision on a grant under review (scope `grants:review`) |
     /// | `GET /healthz` | 200 while the process serves (no I/O) |
     /// | `GET /readyz` | 200 when the token store answers, else 503 (cached for a few seconds) |
     /// | `GET /openapi.json` | the OpenAPI document of these routes ([`openapi`](crate::openapi())), without a key |

@@ -104,8 +104,9 @@ pub(crate) struct Decision {
     /// arrive: pending again, sent by the next dispatch) or `drop` (never sent).
     #[schema(pattern = "^(delivered|release|drop)$")]
     resolution: String,
-    /// Who decided and on what evidence, for the ledger's history (1 to 500 characters); the
-    /// key's name is put before it.
+    /// Who decided and on what evidence (1 to 500 characters, no control characters), with the
+    /// key's name put before it: kept in the SQL ledger's history (its `events`); on Redis,
+    /// only a dropped grant keeps it, as its reason, and the gateway's log names the key.
     #[schema(min_length = 1, max_length = 500)]
     note: String,
 }
@@ -125,7 +126,7 @@ enum GrantAnswers {
     Unavailable(ErrorBody),
 }
 
-/// The grants of a template and scene, counted by state; scope `grants`.
+/// The grants of a template and scene, counted by state; scope `grants:review`.
 #[utoipa::path(
     get,
     path = "/v1/apps/{appid}/grants",
@@ -156,7 +157,7 @@ pub(crate) async fn counts(
     }
 }
 
-/// The grants of a template and scene under review, a page at a time; scope `grants`.
+/// The grants of a template and scene under review, a page at a time; scope `grants:review`.
 #[utoipa::path(
     get,
     path = "/v1/apps/{appid}/grants/review",
@@ -184,10 +185,12 @@ pub(crate) async fn reviews(
         Some(Ok(n)) if (1..=MAX_PAGE).contains(&n) => n,
         Some(_) => return invalid("limit", "a whole number from 1 to 500"),
     };
-    match gw.shared.grants.reviews(&scope, after.as_ref(), limit).await {
-        Ok(items) => {
-            let next =
-                (items.len() == limit).then(|| items.last().map(|i| i.openid.as_str().to_owned())).flatten();
+    // One more than the page, so that `next` is given only when something follows.
+    match gw.shared.grants.reviews(&scope, after.as_ref(), limit + 1).await {
+        Ok(mut items) => {
+            let more = items.len() > limit;
+            items.truncate(limit);
+            let next = more.then(|| items.last().map(|i| i.openid.as_str().to_owned())).flatten();
             let items = items
                 .into_iter()
                 .map(|i| ReviewEntry {
@@ -206,7 +209,7 @@ pub(crate) async fn reviews(
     }
 }
 
-/// Decides a grant under review; scope `grants`.
+/// Decides a grant under review; scope `grants:review`.
 ///
 /// Applies only to a grant under review (a review is decided once): any other is answered 409
 /// `not_under_review`, nothing changed.
@@ -232,7 +235,7 @@ pub(crate) async fn resolve(
     Path(appid): Path<String>,
     request: Request,
 ) -> Response {
-    let (key, client) = match gw.authorized(request.headers(), &appid, Scope::Grants) {
+    let (key, client) = match gw.authorized(request.headers(), &appid, Scope::GrantsReview) {
         Ok((key, client)) => (key.name.clone(), client.clone()),
         Err(refusal) => return refusal.into_response(),
     };
@@ -260,8 +263,12 @@ pub(crate) async fn resolve(
             _ => return Err(("resolution", "one of delivered, release, drop".to_owned())),
         };
         let note = decision.note.trim();
-        if note.is_empty() || note.chars().count() > 500 {
-            return Err(("note", "1 to 500 characters: who decided, on what evidence".to_owned()));
+        if note.is_empty() || note.chars().count() > 500 || note.chars().any(char::is_control) {
+            return Err((
+                "note",
+                "1 to 500 characters, no control characters (line breaks included): who decided, on what evidence"
+                    .to_owned(),
+            ));
         }
         Ok((GrantScope::one_time(client.appid().clone(), template_id, scene).key(openid), resolution, note))
     })();
@@ -272,7 +279,15 @@ pub(crate) async fn resolve(
     let note = format!("{key}: {note}");
     match gw.shared.grants.resolve(&grant, resolution, &note, client.clock().now()).await {
         Ok(true) => {
-            info!(appid = %appid, key = %key, resolution = ?resolution, "a grant under review was decided");
+            // The openid is personal data: the template and scene say which grants it was among.
+            info!(
+                appid = %appid,
+                key = %key,
+                template_id = %grant.template_id,
+                scene = grant.scene.get(),
+                resolution = ?resolution,
+                "a grant under review was decided"
+            );
             Json(json!({"resolved": true})).into_response()
         }
         Ok(false) => error(
@@ -293,7 +308,7 @@ fn scope_of(
     names: &[&str],
 ) -> Result<(GrantScope, HashMap<String, String>, std::time::SystemTime), Box<Response>> {
     let (_, client) = gw
-        .authorized(request.headers(), appid, Scope::Grants)
+        .authorized(request.headers(), appid, Scope::GrantsReview)
         .map_err(|refusal| Box::new(refusal.into_response()))?;
     let mut params = HashMap::new();
     for (name, value) in form_urlencoded::parse(request.uri().query().unwrap_or_default().as_bytes()) {
@@ -317,6 +332,8 @@ fn scope_of(
 }
 
 fn bad_query(name: &str, rule: &str) -> Response {
+    // A made-up name is echoed at most 64 characters long.
+    let name: String = name.chars().take(64).collect();
     let body = json!({"error": "invalid_query", "field": name, "message": format!("`{name}`: {rule}")});
     (StatusCode::BAD_REQUEST, Json(body)).into_response()
 }

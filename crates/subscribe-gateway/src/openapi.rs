@@ -57,7 +57,7 @@ impl Modify for Bearer {
             .description(Some(
                 "An API key of the configuration's `[[keys]]` (at least 32 characters), with a scope \
                  for the app in the path: `token:read` for the token routes, `send` for the send routes, \
-                 `grants` for the consent routes.",
+                 `grants` for the consent routes, `grants:review` for the grant routes.",
             ))
             .build();
         openapi

@@ -189,6 +189,11 @@ pub enum Scope {
     /// (`/v1/apps/{appid}/consent/…`).
     #[serde(rename = "grants")]
     Grants,
+    /// `"grants:review"`: read the app's grants (counts, the openids under review) and decide
+    /// the ones under review (`/v1/apps/{appid}/grants…`): an operator's scope, apart from the
+    /// consent routes' `grants`, which an app's public-facing backend holds.
+    #[serde(rename = "grants:review")]
+    GrantsReview,
 }
 
 /// One `[[keys]]` entry.

@@ -203,7 +203,7 @@ async fn the_python_mobile_consent_caller_records_one_grant() {
     let g = Running::start_with(
         |text| {
             let hash = KeyHash::of(KEY_M.as_bytes()).to_hex();
-            format!("{text}\n[[keys]]\nname = \"app-server\"\nsha256 = \"{hash}\"\nscopes = {{ {DEMO_APPID} = [\"grants\"] }}\n")
+            format!("{text}\n[[keys]]\nname = \"app-server\"\nsha256 = \"{hash}\"\nscopes = {{ {DEMO_APPID} = [\"grants\", \"grants:review\"] }}\n")
         },
         None,
     )

@@ -54,7 +54,7 @@ impl Consent {
             .replace("path = \"tokens.db\"", store);
         let hash = KeyHash::of(KEY_G.as_bytes()).to_hex();
         let text = format!(
-            "{text}\n[[keys]]\nname = \"consent\"\nsha256 = \"{hash}\"\nscopes = {{ {DEMO_APPID} = [\"grants\"] }}\n"
+            "{text}\n[[keys]]\nname = \"consent\"\nsha256 = \"{hash}\"\nscopes = {{ {DEMO_APPID} = [\"grants\", \"grants:review\"] }}\n"
         );
         let url = url.to_owned();
         let env = move |name: &str| (name == "GW_TEST_STORE_URL").then(|| url.clone().into());
@@ -366,7 +366,7 @@ async fn an_app_without_consent_return_url_has_no_web_link() {
     let running = Running::start_with(
         |text| {
             let hash = KeyHash::of(KEY_G.as_bytes()).to_hex();
-            format!("{text}\n[[keys]]\nname = \"consent\"\nsha256 = \"{hash}\"\nscopes = {{ {DEMO_APPID} = [\"grants\"] }}\n")
+            format!("{text}\n[[keys]]\nname = \"consent\"\nsha256 = \"{hash}\"\nscopes = {{ {DEMO_APPID} = [\"grants\", \"grants:review\"] }}\n")
         },
         None,
     )

@@ -17,8 +17,10 @@ use tempfile::TempDir;
 
 use crate::*;
 
-/// Key G: `grants` on the demo app.
+/// Key G: `grants:review` on the demo app.
 const KEY_G: &str = "gw-test-key-g-5c8e1f4a7d0b3e6c9f2a5d8b1e4c7f0a";
+/// Key P: `grants` (the consent routes) on the demo app, as an app's public-facing backend holds.
+const KEY_P: &str = "gw-test-key-p-1b4e7a0d3f6c9b2e5a8d1c4f7b0e3a6d";
 
 fn scope() -> GrantScope {
     GrantScope::one_time(
@@ -53,8 +55,10 @@ async fn gateway()
     let dir = TempDir::new().unwrap();
     let text = config_text(dir.path(), "http://127.0.0.1:1");
     let hash = KeyHash::of(KEY_G.as_bytes()).to_hex();
+    let public = KeyHash::of(KEY_P.as_bytes()).to_hex();
     let text = format!(
-        "{text}\n[[keys]]\nname = \"ops\"\nsha256 = \"{hash}\"\nscopes = {{ {DEMO_APPID} = [\"grants\"] }}\n"
+        "{text}\n[[keys]]\nname = \"ops\"\nsha256 = \"{hash}\"\nscopes = {{ {DEMO_APPID} = [\"grants:review\"] }}\n\
+         \n[[keys]]\nname = \"app-backend\"\nsha256 = \"{public}\"\nscopes = {{ {DEMO_APPID} = [\"grants\"] }}\n"
     );
     let config = Config::parse(&text, dir.path(), &|_| None).unwrap();
     let tokens: SharedTokenStore = Arc::new(subscribe_client::InMemoryTokenStore::new());
@@ -98,6 +102,13 @@ async fn counts_and_reviews_are_read_a_page_at_a_time() {
     let (_, last) = get(&http, &format!("{base}/review?{q}&limit=2&after={}", user(3).as_str()), KEY_G).await;
     assert_eq!(last["items"].as_array().unwrap().len(), 1);
     assert!(last.get("next").is_none(), "{last}");
+    // A last page that is exactly full has no `next` either (nothing follows it).
+    let (_, full) = get(&http, &format!("{base}/review?{q}&limit=3"), KEY_G).await;
+    assert_eq!(full["items"].as_array().unwrap().len(), 3);
+    assert!(full.get("next").is_none(), "{full}");
+    // A parameter's name percent-encoded is the same parameter.
+    let encoded = format!("{base}?template%5Fid={}&scene=1000", SandboxConfig::demo_template().as_str());
+    assert_eq!(get(&http, &encoded, KEY_G).await.0, 200);
 }
 
 #[tokio::test]
@@ -157,10 +168,21 @@ async fn every_parameter_is_checked_in_every_spelling() {
         let (got, body) = get(&http, &url, KEY_G).await;
         assert_eq!((got, body["field"].as_str()), (422, Some(field)), "{query}: {body}");
     }
-    // Keys: another app's, one without the scope, none.
-    for key in [KEY_A, KEY_B] {
-        let (got, _) = get(&http, &format!("{base}?template_id={t}&scene=1000"), key).await;
-        assert_eq!(got, 403);
+    // Keys: another app's, one without the scope, the consent routes' (`grants`), none.
+    let decision = json!({"template_id": t, "scene": 1000, "openid": user(2).as_str(), "resolution": "drop", "note": "n"});
+    for key in [KEY_A, KEY_B, KEY_P] {
+        for path in ["", "/review"] {
+            let (got, _) = get(&http, &format!("{base}{path}?template_id={t}&scene=1000"), key).await;
+            assert_eq!(got, 403, "{path}");
+        }
+        let r = http
+            .post(format!("{base}/review/resolve"))
+            .bearer_auth(key)
+            .json(&decision)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
     }
     let r = http.get(format!("{base}?template_id={t}&scene=1000")).send().await.unwrap();
     assert_eq!(r.status(), 401);
@@ -173,6 +195,11 @@ async fn every_parameter_is_checked_in_every_spelling() {
         ),
         (
             json!({"template_id": t, "scene": 1000, "openid": "oX", "resolution": "drop", "note": "  "}),
+            422,
+            Some("note"),
+        ),
+        (
+            json!({"template_id": t, "scene": 1000, "openid": "oX", "resolution": "drop", "note": "x\nadmin: ok"}),
             422,
             Some("note"),
         ),
