@@ -173,17 +173,11 @@ pub(crate) async fn invalidate(
         Err(refusal) => return refusal.into_response(),
     };
     // Read only once the key is known; the body limit and body timeout layers bound it.
-    let body = match read_body(request).await {
-        Ok(b) => b,
-        Err(refused) => return refused,
-    };
-    let report: Report = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            let message = format!("expected {{\"access_token\": \"<the rejected token>\"}}: {e}");
-            return error(StatusCode::BAD_REQUEST, "invalid_body", &message);
-        }
-    };
+    let report: Report =
+        match read_json(request, "expected {\"access_token\": \"<the rejected token>\"}").await {
+            Ok(r) => r,
+            Err(refused) => return refused,
+        };
     let rejected = match AccessToken::new(report.access_token) {
         Ok(t) => t,
         Err(e) => {
@@ -241,6 +235,17 @@ pub(crate) async fn read_body(request: Request) -> Result<Bytes, Response> {
             Err(error(StatusCode::BAD_REQUEST, "unreadable_body", "the request body could not be read"))
         }
     }
+}
+
+/// The request's body ([`read_body`]) read as JSON into `T`: 400 `invalid_body` when it is not,
+/// its message `expected` and serde's reason.
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
+    request: Request,
+    expected: &str,
+) -> Result<T, Response> {
+    let body = read_body(request).await?;
+    serde_json::from_slice(&body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, "invalid_body", &format!("{expected}: {e}")))
 }
 
 /// Whether a body was refused for its size: by axum's own limit, or by the body-limit layer

@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 use utoipa::{IntoResponses, ToSchema};
 
 use crate::Gateway;
-use crate::api::{error, invalid, read_body};
+use crate::api::{error, invalid, read_json};
 use crate::config::Scope;
 use crate::openapi::{AppIdPath, ErrorBody, KeyedAnswers, TooLarge};
 
@@ -221,11 +221,7 @@ async fn ask(gw: &Gateway, appid: &str, request: Request) -> Result<(Client, Ask
     let (_, client) =
         gw.authorized(request.headers(), appid, Scope::Grants).map_err(IntoResponse::into_response)?;
     let client = client.clone();
-    let body = read_body(request).await?;
-    let ask: Ask = serde_json::from_slice(&body).map_err(|e| {
-        let message = format!("expected {{\"template_id\", \"scene\", \"session\"}}: {e}");
-        error(StatusCode::BAD_REQUEST, "invalid_body", &message)
-    })?;
+    let ask: Ask = read_json(request, "expected {\"template_id\", \"scene\", \"session\"}").await?;
     let template_id = TemplateId::new(ask.template_id).map_err(|e| invalid("template_id", &e.to_string()))?;
     let scene = Scene::new(ask.scene).map_err(|e| invalid("scene", &e.to_string()))?;
     let session = Session::new(ask.session).map_err(|e| invalid("session", &e.to_string()))?;
@@ -340,14 +336,10 @@ pub(crate) async fn complete(
         Ok((_, c)) => c.clone(),
         Err(refusal) => return refusal.into_response(),
     };
-    let body = match read_body(request).await {
-        Ok(b) => b,
-        Err(refused) => return refused,
-    };
     let shape = "expected {\"session\", \"redirect_query\"} or {\"session\", \"sdk_answer\"}";
-    let completion: Completion = match serde_json::from_slice(&body) {
+    let completion: Completion = match read_json(request, shape).await {
         Ok(c) => c,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_body", &format!("{shape}: {e}")),
+        Err(refused) => return refused,
     };
     let (text, web) = match (completion.redirect_query, completion.sdk_answer) {
         (Some(query), None) if query.contains('?') => (query, true),

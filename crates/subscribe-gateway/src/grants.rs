@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use utoipa::{IntoParams, IntoResponses, ToSchema};
 
 use crate::Gateway;
-use crate::api::{error, invalid, read_body};
+use crate::api::{error, invalid, read_json};
 use crate::config::Scope;
 use crate::openapi::{AppIdPath, ErrorBody, KeyedAnswers, TooLarge};
 
@@ -239,17 +239,10 @@ pub(crate) async fn resolve(
         Ok((key, client)) => (key.name.clone(), client.clone()),
         Err(refusal) => return refusal.into_response(),
     };
-    let body = match read_body(request).await {
-        Ok(b) => b,
-        Err(refused) => return refused,
-    };
-    let decision: Decision = match serde_json::from_slice(&body) {
+    let expected = "expected {\"template_id\", \"scene\", \"openid\", \"resolution\", \"note\"}";
+    let decision: Decision = match read_json(request, expected).await {
         Ok(d) => d,
-        Err(e) => {
-            let message =
-                format!("expected {{\"template_id\", \"scene\", \"openid\", \"resolution\", \"note\"}}: {e}");
-            return error(StatusCode::BAD_REQUEST, "invalid_body", &message);
-        }
+        Err(refused) => return refused,
     };
     let checked = (|| {
         let template_id =
