@@ -2,13 +2,18 @@
 //! push endpoint's, the sandbox's, the gateway's): hyper's header-read timeout, a bound on
 //! connections, and a graceful stop. `axum::serve` has neither limit.
 //!
+//! One peer (an IPv4 address, an IPv6 /64) may be held to fewer connections than the whole
+//! ([`ServeLimits::per_peer`]), so a single host opening connections that send nothing cannot
+//! take every slot while others wait.
+//!
 //! Each request carries its connection's peer address as axum's
 //! [`ConnectInfo<SocketAddr>`](axum::extract::ConnectInfo), as with `axum::serve` and
 //! `into_make_service_with_connect_info`: limits per caller (the gateway's) read it.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
@@ -28,20 +33,58 @@ use tower_layer::Layer;
 ///     .drain(Duration::from_secs(5));
 /// assert_eq!(limits.max_connections(), 1024);
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServeLimits {
     header_read_timeout: Duration,
     max_connections: usize,
+    per_peer: usize,
+    exempt: Arc<[IpAddr]>,
     drain: Duration,
 }
+
+/// The most hyper buffers of a connection's request headers (its default is about 400 KiB):
+/// headers that have not ended by then are refused (431). hyper reads in growing pieces and
+/// checks between them, so headers up to about twice this may still be read. A thousand
+/// connections sending headers slowly then hold about 128 MiB at most, not 800. Bodies are
+/// read through the buffer in pieces, whatever their size.
+pub const MAX_READ_BUFFER: usize = 64 * 1024;
 
 impl ServeLimits {
     /// A connection that has not sent a request's headers within `header_read_timeout` is
     /// closed (one that sends nothing at all, one that trickles its headers, an idle keep-alive
     /// connection); at most `max_connections` are served at once (at least one), more wait in
-    /// the listen queue. A stop waits 10 s for the requests in flight.
+    /// the listen queue, and one peer may hold all of them (see [`ServeLimits::per_peer`]). A
+    /// stop waits 10 s for the requests in flight.
     pub fn new(header_read_timeout: Duration, max_connections: usize) -> Self {
-        Self { header_read_timeout, max_connections: max_connections.max(1), drain: Duration::from_secs(10) }
+        let max_connections = max_connections.max(1);
+        Self {
+            header_read_timeout,
+            max_connections,
+            per_peer: max_connections,
+            exempt: Arc::from([]),
+            drain: Duration::from_secs(10),
+        }
+    }
+
+    /// At most `per_peer` connections at once from one peer (an IPv4 address, or an IPv6
+    /// address's /64, the block one host usually holds; at least one): a connection over it is
+    /// closed as soon as it is accepted, before it holds a slot. The peers in `exempt` (a proxy
+    /// in front, whose connections carry many callers) are held only to `max_connections`.
+    /// A caller keeping a pool of connections larger than `per_peer` sees the extra ones
+    /// closed: size it above the largest pool one host keeps.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use subscribe_events::serve::ServeLimits;
+    /// let proxy = "10.0.0.2".parse().unwrap();
+    /// let limits = ServeLimits::new(Duration::from_secs(5), 1024).per_peer(256, [proxy]);
+    /// assert_eq!(limits.max_connections_per_peer(), 256);
+    /// ```
+    #[must_use]
+    pub fn per_peer(mut self, per_peer: usize, exempt: impl IntoIterator<Item = IpAddr>) -> Self {
+        self.per_peer = per_peer.clamp(1, self.max_connections);
+        self.exempt = exempt.into_iter().map(canonical).collect();
+        self
     }
 
     /// How long a stop waits for the requests in flight before dropping their connections.
@@ -59,6 +102,72 @@ impl ServeLimits {
     /// The connections served at once.
     pub fn max_connections(&self) -> usize {
         self.max_connections
+    }
+
+    /// The connections served at once from one peer that is not exempt.
+    pub fn max_connections_per_peer(&self) -> usize {
+        self.per_peer
+    }
+}
+
+/// The address as it is compared: an IPv4-mapped IPv6 address as IPv4.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 @ IpAddr::V4(_) => v4,
+    }
+}
+
+/// The block a peer is counted by: an IPv4 address, or an IPv6 address's /64.
+///
+/// ```
+/// use subscribe_events::serve::peer_block;
+/// let a = peer_block("2001:db8:1:2:aaaa::1".parse().unwrap());
+/// assert_eq!(a, peer_block("2001:db8:1:2:bbbb::9".parse().unwrap()));
+/// assert_eq!(peer_block("::ffff:192.0.2.1".parse().unwrap()), "192.0.2.1".parse::<std::net::IpAddr>().unwrap());
+/// ```
+pub fn peer_block(ip: IpAddr) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 @ IpAddr::V4(_) => v4,
+    }
+}
+
+/// The connections each peer holds now.
+#[derive(Default)]
+struct PeerCounts(Mutex<HashMap<IpAddr, usize>>);
+
+impl PeerCounts {
+    /// Counts a connection of `peer`, or `None` when it holds `max` already.
+    fn enter(self: &Arc<Self>, peer: IpAddr, max: usize) -> Option<PeerSlot> {
+        let mut counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let held = counts.entry(peer).or_insert(0);
+        if *held >= max {
+            return None;
+        }
+        *held += 1;
+        Some(PeerSlot { counts: Arc::clone(self), peer })
+    }
+}
+
+/// A connection counted for its peer until it is dropped.
+struct PeerSlot {
+    counts: Arc<PeerCounts>,
+    peer: IpAddr,
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(held) = counts.get_mut(&self.peer) {
+            *held -= 1;
+            if *held == 0 {
+                counts.remove(&self.peer);
+            }
+        }
     }
 }
 
@@ -89,9 +198,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let peers = Arc::new(PeerCounts::default());
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(MAX_READ_BUFFER);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         // A free slot first, then a connection: over the limit, clients wait in the listen queue.
@@ -114,14 +227,101 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let block = peer_block(peer.ip());
+        let exempt = limits.exempt.contains(&canonical(peer.ip()));
+        let slot = if exempt || limits.per_peer >= limits.max_connections {
+            None
+        } else {
+            let Some(slot) = peers.enter(block, limits.per_peer) else {
+                // Closed at once (the permit with it): it holds nothing while others wait.
+                tracing::debug!(peer = %block, "a peer over its connections: closed");
+                continue;
+            };
+            Some(slot)
+        };
         let service = axum::Extension(ConnectInfo(peer)).layer(router.clone());
         let service = TowerToHyperService::new(service);
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             let _ = connection.await;
-            drop(permit);
+            drop((slot, permit));
         });
     }
     drop(listener);
     let _ = tokio::time::timeout(limits.drain, graceful.shutdown()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpSocket, TcpStream};
+
+    use super::*;
+
+    /// Serves a router answering `GET /` with `ok` under `limits`; returns its address.
+    async fn start(limits: ServeLimits) -> SocketAddr {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        tokio::spawn(serve(listener, router, limits, std::future::pending()));
+        addr
+    }
+
+    /// A connection to `addr` from the local address `from`.
+    async fn connect(from: Ipv4Addr, addr: SocketAddr) -> TcpStream {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind((from, 0).into()).unwrap();
+        socket.connect(addr).await.unwrap()
+    }
+
+    /// Whether a `GET /` on `conn` is answered `ok` within a second.
+    async fn served(conn: &mut TcpStream) -> bool {
+        if conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.is_err() {
+            return false;
+        }
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(1), conn.read_to_end(&mut answer)).await;
+        read.is_ok_and(|r| r.is_ok()) && String::from_utf8_lossy(&answer).ends_with("ok")
+    }
+
+    const HOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
+    const OTHER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_peer_over_its_connections_is_closed_at_once_while_another_is_served() {
+        let addr = start(ServeLimits::new(Duration::from_secs(30), 4).per_peer(2, [])).await;
+        // Two connections that send nothing hold the peer's two; the rest of its are closed
+        // at once, long before the header-read timeout, and hold no slot.
+        let _silent = [connect(HOST, addr).await, connect(HOST, addr).await];
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for _ in 0..8 {
+            let mut over = connect(HOST, addr).await;
+            let mut buf = [0u8; 16];
+            let read = tokio::time::timeout(Duration::from_secs(1), over.read(&mut buf)).await;
+            assert!(matches!(read, Ok(Ok(0) | Err(_))), "closed at once: {read:?}");
+        }
+        assert!(served(&mut connect(OTHER, addr).await).await, "another peer is served at once");
+        assert!(served(&mut connect(OTHER, addr).await).await);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_exempt_peer_is_held_only_to_the_whole() {
+        let addr = start(ServeLimits::new(Duration::from_secs(30), 8).per_peer(1, [IpAddr::V4(HOST)])).await;
+        let _silent = [connect(HOST, addr).await, connect(HOST, addr).await];
+        assert!(served(&mut connect(HOST, addr).await).await, "the proxy's third connection is served");
+        // The limit holds for others.
+        let _held = connect(OTHER, addr).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!served(&mut connect(OTHER, addr).await).await, "another peer's second is closed");
+    }
+
+    #[test]
+    fn the_limit_per_peer_is_at_least_one_and_at_most_the_whole() {
+        let limits = ServeLimits::new(Duration::from_secs(1), 8);
+        assert_eq!(limits.max_connections_per_peer(), 8, "no limit per peer unless asked");
+        assert_eq!(limits.clone().per_peer(0, []).max_connections_per_peer(), 1);
+        assert_eq!(limits.per_peer(100, []).max_connections_per_peer(), 8);
+    }
 }

@@ -83,8 +83,8 @@ mod send;
 
 pub use config::{
     AppConfig, AppKind, Config, ConfigError, ConfigProblem, DEFAULT_AUTH_FAILURE_RATE, DEFAULT_KEY_RATE,
-    DEFAULT_LISTEN, DEFAULT_REPORT_INTERVAL_MS, IdempotencyConfig, KeyConfig, Rate, Scope, SecretUrl,
-    ServerConfig, StoreConfig,
+    DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS_PER_PEER, DEFAULT_REPORT_INTERVAL_MS, IdempotencyConfig,
+    KeyConfig, Rate, Scope, SecretUrl, ServerConfig, StoreConfig,
 };
 pub use gateway::{Gateway, StartError, Stores, open_store, open_stores};
 pub use health::READY_CACHE;

@@ -155,7 +155,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         let _ = stopping.wait_for(|s| *s).await;
     };
     let limits = ServeLimits::from(&config.server);
-    let api = serve(listener, gateway.router(), limits, until_stopped(stopping.clone()));
+    let api = serve(listener, gateway.router(), limits.clone(), until_stopped(stopping.clone()));
     match metrics {
         Some(metrics) => {
             let metrics = serve(metrics, gateway.metrics_router(), limits, until_stopped(stopping));

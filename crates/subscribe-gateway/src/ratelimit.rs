@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -26,6 +26,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, NotUntil, Quota, RateLimiter};
+use subscribe_events::serve::{canonical, peer_block};
 use tracing::debug;
 
 use crate::Gateway;
@@ -106,7 +107,7 @@ impl PeerLimits {
     /// `None` when the server gave no peer address (see [`crate::serve`]).
     fn peer(&self, request: &Request) -> Option<IpAddr> {
         let tcp = request.extensions().get::<ConnectInfo<SocketAddr>>()?.0.ip();
-        Some(bucket(self.client_ip(tcp, request.headers())))
+        Some(peer_block(self.client_ip(tcp, request.headers())))
     }
 
     /// `peer`, or when `peer` is a trusted proxy, the nearest address in `X-Forwarded-For`
@@ -165,25 +166,6 @@ impl PeerLimits {
         let wait = wait(&outcome.err()?);
         blocked.until.insert(peer, now + wait);
         Some(wait)
-    }
-}
-
-/// The address as it is compared: an IPv4-mapped IPv6 address as IPv4.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 @ IpAddr::V4(_) => v4,
-    }
-}
-
-/// The peer's bucket: an IPv4 address, or an IPv6 address's /64.
-fn bucket(ip: IpAddr) -> IpAddr {
-    match canonical(ip) {
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-        }
-        v4 @ IpAddr::V4(_) => v4,
     }
 }
 
@@ -260,10 +242,10 @@ mod tests {
         let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
         let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
         let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
-        assert_eq!(bucket(a), bucket(b));
-        assert_ne!(bucket(a), bucket(c));
+        assert_eq!(peer_block(a), peer_block(b));
+        assert_ne!(peer_block(a), peer_block(c));
         let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
-        assert_eq!(bucket(mapped), "192.0.2.1".parse::<IpAddr>().unwrap());
+        assert_eq!(peer_block(mapped), "192.0.2.1".parse::<IpAddr>().unwrap());
     }
 
     #[test]

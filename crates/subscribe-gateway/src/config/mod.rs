@@ -19,7 +19,7 @@ use subscribe_types::{AppId, AppSecret, RedirectUrl};
 use zeroize::Zeroizing;
 
 pub use error::{ConfigError, ConfigProblem};
-pub use ops::{DEFAULT_AUTH_FAILURE_RATE, DEFAULT_KEY_RATE, Rate};
+pub use ops::{DEFAULT_AUTH_FAILURE_RATE, DEFAULT_KEY_RATE, DEFAULT_MAX_CONNECTIONS_PER_PEER, Rate};
 use raw::{Endpoint, RawApp, RawConfig, RawIdempotency, RawKey, RawServer, RawStore, StoreKind};
 
 use crate::keys::{KeyHash, MIN_KEY_CHARS};
@@ -64,6 +64,10 @@ pub struct ServerConfig {
     /// `max_connections` (default 1 024): connections served at once; more wait in the
     /// listen queue.
     pub max_connections: usize,
+    /// `max_connections_per_peer` (default [`DEFAULT_MAX_CONNECTIONS_PER_PEER`], at most
+    /// `max_connections`): connections one peer (an IPv4 address, an IPv6 /64) holds at once;
+    /// more are closed as they arrive. `trusted_proxies` are held only to `max_connections`.
+    pub max_connections_per_peer: usize,
     /// `metrics_listen` (default none): where `/metrics` is served, on a listener of its own
     /// and without a key; no metrics are served when it is absent.
     pub metrics_listen: Option<SocketAddr>,
@@ -327,13 +331,15 @@ fn server(raw: &RawServer) -> Result<ServerConfig, ConfigError> {
         Some(0) => Err(invalid(key, "more than 0")),
         v => Ok(v.unwrap_or(default)),
     };
-    let ops = ops::server_ops(raw, listen)?;
+    let max_connections = count("server.max_connections", raw.max_connections, 1024)?;
+    let ops = ops::server_ops(raw, listen, max_connections)?;
     Ok(ServerConfig {
         listen,
         request_timeout: positive("server.request_timeout_ms", raw.request_timeout_ms, 30_000)?,
         header_read_timeout: positive("server.header_read_timeout_ms", raw.header_read_timeout_ms, 5_000)?,
         max_body_bytes: count("server.max_body_bytes", raw.max_body_bytes, 16 * 1024)?,
-        max_connections: count("server.max_connections", raw.max_connections, 1024)?,
+        max_connections,
+        max_connections_per_peer: ops.max_connections_per_peer,
         metrics_listen: ops.metrics_listen,
         trusted_proxies: ops.trusted_proxies,
         auth_failure_rate: ops.auth_failure_rate,
@@ -595,6 +601,7 @@ impl From<&ServerConfig> for crate::ServeLimits {
     /// cuts a send short.
     fn from(c: &ServerConfig) -> Self {
         Self::new(c.header_read_timeout, c.max_connections)
+            .per_peer(c.max_connections_per_peer, c.trusted_proxies.iter().copied())
             .drain(c.request_timeout + std::time::Duration::from_secs(5))
     }
 }

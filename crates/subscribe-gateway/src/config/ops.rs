@@ -85,15 +85,35 @@ pub(super) fn rate(
     Ok(Rate { period, burst })
 }
 
-/// What `[server]` says of operations: the metrics listener, the trusted proxies and the
-/// rate of failed authentications per peer.
+/// The connections one peer may hold at once unless `server.max_connections_per_peer` says
+/// otherwise (or `server.max_connections`, when that is fewer).
+pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 256;
+
+/// What `[server]` says of operations: the metrics listener, the trusted proxies, the rate of
+/// failed authentications per peer and the connections one peer may hold.
 pub(super) struct ServerOps {
+    pub(super) max_connections_per_peer: usize,
     pub(super) metrics_listen: Option<SocketAddr>,
     pub(super) trusted_proxies: Vec<IpAddr>,
     pub(super) auth_failure_rate: Rate,
 }
 
-pub(super) fn server_ops(raw: &RawServer, listen: SocketAddr) -> Result<ServerOps, ConfigError> {
+/// `max_connections`: the server's bound, already checked.
+pub(super) fn server_ops(
+    raw: &RawServer,
+    listen: SocketAddr,
+    max_connections: usize,
+) -> Result<ServerOps, ConfigError> {
+    let max_connections_per_peer = match raw.max_connections_per_peer {
+        None => DEFAULT_MAX_CONNECTIONS_PER_PEER.min(max_connections),
+        Some(n) if (1..=max_connections).contains(&n) => n,
+        Some(_) => {
+            return Err(invalid(
+                "server.max_connections_per_peer",
+                "more than 0 and at most `server.max_connections`",
+            ));
+        }
+    };
     let metrics_listen = match &raw.metrics_listen {
         None => None,
         Some(addr) => {
@@ -125,5 +145,5 @@ pub(super) fn server_ops(raw: &RawServer, listen: SocketAddr) -> Result<ServerOp
         ("auth_failure_burst", raw.auth_failure_burst),
         DEFAULT_AUTH_FAILURE_RATE,
     )?;
-    Ok(ServerOps { metrics_listen, trusted_proxies, auth_failure_rate })
+    Ok(ServerOps { max_connections_per_peer, metrics_listen, trusted_proxies, auth_failure_rate })
 }

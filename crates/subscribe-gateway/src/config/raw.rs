@@ -33,6 +33,7 @@ pub(super) struct RawServer {
     pub(super) header_read_timeout_ms: Option<u64>,
     pub(super) max_body_bytes: Option<usize>,
     pub(super) max_connections: Option<usize>,
+    pub(super) max_connections_per_peer: Option<usize>,
     pub(super) metrics_listen: Option<String>,
     pub(super) trusted_proxies: Option<Vec<String>>,
     pub(super) auth_failures_per_second: Option<f64>,

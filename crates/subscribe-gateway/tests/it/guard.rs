@@ -126,3 +126,89 @@ async fn a_body_that_trickles_is_cut_off_while_others_are_served() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(started.elapsed() >= Duration::from_millis(400));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_host_cannot_hold_every_connection_while_another_waits() {
+    // Four connections in all, two per peer: one host opening connections that send nothing
+    // (each held up to the header-read timeout, then opened again) would otherwise hold them
+    // all, and every other caller would wait in the listen queue.
+    let g = Running::start_with(
+        |text| {
+            text.replacen(
+                "header_read_timeout_ms = 300\n",
+                "max_connections = 4\nmax_connections_per_peer = 2\nheader_read_timeout_ms = 30000\n",
+                1,
+            )
+        },
+        None,
+    )
+    .await;
+    let mut silent = Vec::new();
+    for _ in 0..16 {
+        silent.push(tokio::net::TcpStream::connect(g.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let other = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    for _ in 0..3 {
+        let r = other.get(g.token_url(DEMO_APPID)).bearer_auth(KEY_A).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    assert!(started.elapsed() < Duration::from_secs(5), "served at once, not after a timeout");
+    // The host's connections over its two were closed as they came.
+    let mut closed = 0;
+    for conn in &mut silent {
+        let mut buf = [0u8; 1];
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_millis(100), conn.read(&mut buf)).await
+        {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 14, "all but two closed");
+}
+
+#[test]
+fn the_limit_per_peer_is_refused_above_the_whole() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let text = config_text(dir.path(), "http://127.0.0.1:9").replacen(
+        "[server]\n",
+        "[server]\nmax_connections = 4\nmax_connections_per_peer = 5\n",
+        1,
+    );
+    let e = Config::parse(&text, dir.path(), &|_| None).unwrap_err().to_string();
+    assert!(e.contains("server.max_connections_per_peer"), "{e}");
+    let text = config_text(dir.path(), "http://127.0.0.1:9").replacen(
+        "[server]\n",
+        "[server]\nmax_connections = 4\n",
+        1,
+    );
+    let config = Config::parse(&text, dir.path(), &|_| None).unwrap();
+    assert_eq!(config.server.max_connections_per_peer, 4, "the default, at most the whole");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_far_over_64_kib_are_refused() {
+    let g = Running::start().await;
+    let mut conn = tokio::net::TcpStream::connect(g.addr).await.unwrap();
+    let head = format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n", "a".repeat(256 * 1024));
+    let _ = conn.write_all(head.as_bytes()).await; // the server may close before it is all read
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    // A request with headers under it is served.
+    let mut conn = tokio::net::TcpStream::connect(g.addr).await.unwrap();
+    let head = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Pad: {}\r\n\r\n",
+        "a".repeat(32 * 1024)
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut answer)).await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+}
