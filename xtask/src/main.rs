@@ -5,7 +5,7 @@
 //! | `ci` | `fmt` → `lint` → `test` → `ahead` → `docs` → `package` → `tidy` → `deps` → `features` → `e2e` → `faults --quick` → `bench --quick` → `schemathesis` → `fuzz --seconds 10`, stopping at the first failure |
 //! | `fmt [--check]` | `cargo fmt --all` |
 //! | `lint` | clippy on every target and feature, warnings denied |
-//! | `test` | the workspace tests, doctests included, with every feature; then each crate's doctests alone with its default features, and each example built alone |
+//! | `test` | the workspace tests, doctests included, with every feature; then each example built alone, as its README runs it |
 //! | `ahead` | the store and ledger contract tests again with the clocks they meet (the test processes, a PostgreSQL started for it) 400 days ahead, by libfaketime, so no test holds a fixed date that will pass |
 //! | `docs` | rustdoc with warnings denied |
 //! | `package` | `cargo package` for every crate under `crates/`, each verified by building what it contains |

@@ -6,16 +6,18 @@ use crate::run::{Result, Status, cargo, cargo_has, cargo_output, root};
 pub(crate) const START_POSTGRES: &str =
     "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start";
 
-/// The workspace tests (with cargo-nextest when installed, and the doctests), in two passes.
-/// First the whole workspace with every feature: every test runs. Then each member on its own
-/// with its default features, what `cargo test -p <member>` gives a newcomer (one member per
-/// run: several `-p` in one run would unify their features, and a test needing a feature only
-/// another member turns on would pass in the first pass and fail for them): its tests built
-/// (not run) and its doctests run. What differs between the passes is which features are on,
-/// and a feature that is missing shows as an item that does not exist, which the build finds;
-/// running every test binary a second time cost a third of this step (about four minutes on
-/// two cores) for what the first pass had just run. (A type check alone, `cargo check`, costs
-/// more here: the doctests then build the dependencies a second time.)
+/// The workspace tests (with cargo-nextest when installed, and the doctests): the whole
+/// workspace with every feature, so every test and doctest runs; then each example built alone
+/// with its default features, as its README runs it (`cargo run -p quickstart`: one example's
+/// features are not unified with another's).
+///
+/// Each crate alone with its default features, as an integrator's dependency, is built by
+/// `cargo xtask package` from its packaged sources (its library and binaries). The doctests
+/// are not run a second time with each crate's default features: that pass built the
+/// dependency graph once per crate with its dev-dependencies' features (a different graph for
+/// each of nine crates, none shared with the packages' builds), about eight minutes of every
+/// CI run on two cores, to find a doctest that uses a non-default feature without a `cfg`,
+/// which no integrator runs (a doctest needing a feature says so with `#[cfg]`).
 ///
 /// `subscribe-redis`'s tests need a real Redis at `REDIS_URL` (default
 /// `redis://127.0.0.1:6379`); `subscribe-sql`'s PostgreSQL tests need a real PostgreSQL at
@@ -72,29 +74,14 @@ pub(crate) fn test() -> Result<Status> {
     let every_feature = started.elapsed();
 
     let started = std::time::Instant::now();
-    eprintln!(
-        "xtask test: each crate and example alone, its default features: the crates' doctests run, \
-         the examples built"
-    );
-    // Alone, with its default features, each crate builds as a dependency of an integrator's
-    // (its library compiled for the doctests, which must not lean on a feature another member
-    // turns on); `cargo xtask package` builds each one's packaged copy, binaries included, the
-    // same way. Each example is built alone as its README runs it. The tools (xtask, bench,
-    // fuzz) are each built on their own by the steps that run them. The crates' tests already
-    // ran above with every feature; building them again here cost minutes of every CI run.
-    for (member, has_lib, manifest) in members()? {
-        if manifest.starts_with("crates/") && has_lib {
-            cargo(&["test", "-p", &member, "--doc"], &[])?;
-        } else if manifest.starts_with("examples/") {
-            if cargo_has("nextest") {
-                cargo(&["nextest", "run", "-p", &member, "--no-run"], &[])?;
-            } else {
-                cargo(&["test", "-p", &member, "--no-run"], &[])?;
-            }
+    eprintln!("xtask test: each example alone, its default features, as its README runs it");
+    for (member, manifest) in members()? {
+        if manifest.starts_with("examples/") {
+            cargo(&["build", "-p", &member], &[])?;
         }
     }
     eprintln!(
-        "xtask test: every feature {every_feature:.0?}, then each member's default features {:.0?}",
+        "xtask test: every feature {every_feature:.0?}, then the examples alone {:.0?}",
         started.elapsed()
     );
     Ok(if not_run.is_empty() { Status::Passed } else { Status::NotRun(not_run.join("; ")) })
@@ -112,9 +99,9 @@ fn run_tests(selection: &[&str], doc: bool) -> Result {
     if doc { cargo(&[&["test", "--doc"], selection].concat(), &[]) } else { Ok(()) }
 }
 
-/// The workspace's members, by package name, from `cargo metadata`, each with whether it has a
-/// library (whose doctests run) and its manifest's path relative to the root (`/`-separated).
-fn members() -> Result<Vec<(String, bool, String)>> {
+/// The workspace's members, by package name, each with its manifest's path relative to the
+/// root (`/`-separated), from `cargo metadata`.
+fn members() -> Result<Vec<(String, String)>> {
     let metadata = cargo_output(&["metadata", "--no-deps", "--format-version", "1"])?;
     let metadata: serde_json::Value =
         serde_json::from_str(&metadata).map_err(|e| format!("cargo metadata: {e}"))?;
@@ -126,18 +113,13 @@ fn members() -> Result<Vec<(String, bool, String)>> {
                 .as_str()
                 .map(str::to_owned)
                 .ok_or_else(|| "cargo metadata: a package without a name".to_owned())?;
-            let has_lib = p["targets"].as_array().is_some_and(|targets| {
-                targets.iter().any(|t| {
-                    t["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "lib" || k == "proc-macro"))
-                })
-            });
             let manifest = p["manifest_path"].as_str().unwrap_or_default();
             let root = root();
             let relative =
                 std::path::Path::new(manifest).strip_prefix(&root).unwrap_or(std::path::Path::new(manifest));
             let relative =
                 relative.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
-            Ok((name, has_lib, relative))
+            Ok((name, relative))
         })
         .collect()
 }
