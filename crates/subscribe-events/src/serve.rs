@@ -42,11 +42,11 @@ pub struct ServeLimits {
     drain: Duration,
 }
 
-/// The most hyper buffers of a connection's request headers (its default is about 400 KiB):
-/// headers that have not ended by then are refused (431). hyper reads in growing pieces and
-/// checks between them, so headers up to about twice this may still be read. A thousand
-/// connections sending headers slowly then hold about 128 MiB at most, not 800. Bodies are
-/// read through the buffer in pieces, whatever their size.
+/// The largest request head (request line and headers) taken: a larger one is answered 431.
+/// Also hyper's read buffer per connection (its default is about 400 KiB), so a thousand
+/// connections sending headers slowly hold about 128 MiB at most (hyper may read up to twice
+/// the buffer before it looks), not 800. Bodies are read through the buffer in pieces,
+/// whatever their size.
 pub const MAX_READ_BUFFER: usize = 64 * 1024;
 
 impl ServeLimits {
@@ -136,11 +136,27 @@ pub fn peer_block(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The connections each peer holds now.
+/// What a connection over its peer's limit is sent before it is closed (HTTP/1.1, whatever it
+/// asked: it is not read).
+const OVER_PER_PEER: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n\
+Content-Type: text/plain\r\nContent-Length: 35\r\n\r\ntoo many connections from one peer\n";
+
+/// The connections each peer holds now, and when a refusal was last logged.
 #[derive(Default)]
-struct PeerCounts(Mutex<HashMap<IpAddr, usize>>);
+struct PeerCounts(Mutex<HashMap<IpAddr, usize>>, Mutex<Option<std::time::Instant>>);
 
 impl PeerCounts {
+    /// Whether a refusal is logged now: at most once a minute, so a flood cannot flood the log.
+    fn warn_now(&self) -> bool {
+        let mut last = self.1.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        if last.is_some_and(|at| now.duration_since(at) < Duration::from_secs(60)) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+
     /// Counts a connection of `peer`, or `None` when it holds `max` already.
     fn enter(self: &Arc<Self>, peer: IpAddr, max: usize) -> Option<PeerSlot> {
         let mut counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
@@ -204,6 +220,7 @@ pub async fn serve(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
+        .max_header_size(MAX_READ_BUFFER)
         .max_buf_size(MAX_READ_BUFFER);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -233,8 +250,16 @@ pub async fn serve(
             None
         } else {
             let Some(slot) = peers.enter(block, limits.per_peer) else {
-                // Closed at once (the permit with it): it holds nothing while others wait.
-                tracing::debug!(peer = %block, "a peer over its connections: closed");
+                // Answered 503 if the socket takes it now (never waiting for it), then closed,
+                // the permit with it: it holds nothing while others wait.
+                let _ = stream.try_write(OVER_PER_PEER);
+                if peers.warn_now() {
+                    tracing::warn!(
+                        peer = %block,
+                        per_peer = limits.per_peer,
+                        "a peer over its connections: answered 503 and closed (logged at most once a minute)"
+                    );
+                }
                 continue;
             };
             Some(slot)
@@ -276,14 +301,25 @@ mod tests {
         socket.connect(addr).await.unwrap()
     }
 
-    /// Whether a `GET /` on `conn` is answered `ok` within a second.
-    async fn served(conn: &mut TcpStream) -> bool {
-        if conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.is_err() {
-            return false;
-        }
+    /// What a `GET /` on `conn` is answered within a second: `Some(answer)` once the server
+    /// closed (an empty answer for a reset or a close without one), `None` when it did not.
+    async fn ask(conn: &mut TcpStream) -> Option<String> {
+        let _ = conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
         let mut answer = Vec::new();
-        let read = tokio::time::timeout(Duration::from_secs(1), conn.read_to_end(&mut answer)).await;
-        read.is_ok_and(|r| r.is_ok()) && String::from_utf8_lossy(&answer).ends_with("ok")
+        match tokio::time::timeout(Duration::from_secs(1), conn.read_to_end(&mut answer)).await {
+            Ok(_) => Some(String::from_utf8_lossy(&answer).into_owned()),
+            Err(_) => None,
+        }
+    }
+
+    /// Whether a `GET /` on `conn` is answered `ok`.
+    async fn served(conn: &mut TcpStream) -> bool {
+        ask(conn).await.is_some_and(|a| a.starts_with("HTTP/1.1 200") && a.ends_with("ok"))
+    }
+
+    /// Whether `conn` is refused at once: answered 503, or closed without an answer.
+    async fn refused(conn: &mut TcpStream) -> bool {
+        ask(conn).await.is_some_and(|a| a.is_empty() || a.starts_with("HTTP/1.1 503"))
     }
 
     const HOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
@@ -294,16 +330,18 @@ mod tests {
         let addr = start(ServeLimits::new(Duration::from_secs(30), 4).per_peer(2, [])).await;
         // Two connections that send nothing hold the peer's two; the rest of its are closed
         // at once, long before the header-read timeout, and hold no slot.
-        let _silent = [connect(HOST, addr).await, connect(HOST, addr).await];
+        let silent = [connect(HOST, addr).await, connect(HOST, addr).await];
         tokio::time::sleep(Duration::from_millis(100)).await;
         for _ in 0..8 {
-            let mut over = connect(HOST, addr).await;
-            let mut buf = [0u8; 16];
-            let read = tokio::time::timeout(Duration::from_secs(1), over.read(&mut buf)).await;
-            assert!(matches!(read, Ok(Ok(0) | Err(_))), "closed at once: {read:?}");
+            assert!(refused(&mut connect(HOST, addr).await).await, "closed at once");
         }
         assert!(served(&mut connect(OTHER, addr).await).await, "another peer is served at once");
         assert!(served(&mut connect(OTHER, addr).await).await);
+        // The peer's connections count again once they are gone.
+        drop(silent);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(served(&mut connect(HOST, addr).await).await, "served again once its connections closed");
+        assert!(served(&mut connect(HOST, addr).await).await);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -314,7 +352,7 @@ mod tests {
         // The limit holds for others.
         let _held = connect(OTHER, addr).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(!served(&mut connect(OTHER, addr).await).await, "another peer's second is closed");
+        assert!(refused(&mut connect(OTHER, addr).await).await, "another peer's second is refused at once");
     }
 
     #[test]

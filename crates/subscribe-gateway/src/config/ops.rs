@@ -137,7 +137,8 @@ pub(super) fn server_ops(
                 "an IP address, such as \"10.0.0.2\" (one proxy each; ranges are not taken)",
             )
         })?;
-        trusted_proxies.push(ip);
+        // As the peers are compared: an IPv4-mapped address as IPv4.
+        trusted_proxies.push(subscribe_events::serve::canonical(ip));
     }
     let auth_failure_rate = rate(
         "server",
