@@ -37,7 +37,7 @@ pub(crate) fn bench(quick: bool) -> Result<Status> {
             &["latency", "100000", "256", "2048", "8192"],
         ]
     };
-    let bench = build_bench()?;
+    let bench = build_bench(quick)?;
     let mut results = Vec::new();
     for args in scenarios {
         eprintln!("xtask bench: {}", args.join(" "));

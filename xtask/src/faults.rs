@@ -13,7 +13,7 @@ use crate::run::{Result, build_bench, run_bench, target_dir};
 pub(crate) fn faults(quick: bool) -> Result {
     let (sends, conc) = if quick { ("400", "16") } else { ("2000", "32") };
     eprintln!("xtask faults: {sends} sends per scenario at concurrency {conc} (takes a minute or two)");
-    let bench = build_bench()?;
+    let bench = build_bench(quick)?;
     // The quick run's rows run at once: they mostly wait, and the published (full) figures
     // come from rows run one after another, each with the machine to itself.
     let mut args = vec!["faults", sends, conc];

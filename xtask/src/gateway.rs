@@ -49,9 +49,9 @@ pub(crate) fn schemathesis() -> Result<Status> {
             ));
         }
     };
-    // The release binaries the measurements run (built once for the faults, the benchmarks
-    // and this step; a debug build of its own cost CI minutes).
-    build_bench()?;
+    // The binaries the short measurements run (built once for the quick faults, the quick
+    // benchmarks and this step; a debug build of its own cost CI minutes).
+    let bins = build_bench(true)?.parent().map(Path::to_path_buf).ok_or("no binaries' directory")?;
     let venv = target_dir().join("schemathesis-venv");
     let st = venv.join("bin").join("schemathesis");
     if !st.is_file() {
@@ -63,12 +63,11 @@ pub(crate) fn schemathesis() -> Result<Status> {
         fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
     fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let release = target_dir().join("release");
     let mut children = Children(Vec::new());
 
     let sandbox_out = dir.join("sandbox.log");
     children.0.push(spawn(
-        Command::new(release.join("wxsub")).args(["sandbox", "--listen", "127.0.0.1:0"]),
+        Command::new(bins.join("wxsub")).args(["sandbox", "--listen", "127.0.0.1:0"]),
         &sandbox_out,
     )?);
     let sandbox = wait_for(&sandbox_out, |line| {
@@ -108,7 +107,7 @@ burst = 100000
     );
     fs::write(&config, text).map_err(|e| format!("{}: {e}", config.display()))?;
     let gateway_log = dir.join("gateway.log");
-    let mut gateway = Command::new(release.join("subscribe-gateway"));
+    let mut gateway = Command::new(bins.join("subscribe-gateway"));
     gateway
         .arg("--config")
         .arg(&config)
