@@ -10,7 +10,7 @@
 //!   caller behind it, unless the proxy is listed in `server.trusted_proxies` (its
 //!   `X-Forwarded-For` then names the peer; from anyone else the header is ignored, since a
 //!   client can write anything into it). IPv6 peers are counted by their /64, the block one
-//!   host usually holds.
+//!   host usually holds; at most [`MAX_TRACKED_PEERS`] apart, then together.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -35,6 +35,20 @@ use crate::config::Rate;
 
 /// How often the per-peer records of peers that have recovered are dropped.
 const PURGE_EVERY: Duration = Duration::from_secs(60);
+
+/// The most peers whose failures are counted apart. IPv6 hands one host millions of /64s: a
+/// flood from a fresh block per request would otherwise grow the records without end (and
+/// each purge with them). Past this, until a purge makes room, the failures of every peer
+/// are counted together under [`OVERFLOW`]: a wrong key is then answered 429 once that shared
+/// count is out of cells, after its key was hashed (a peer is refused before hashing only on
+/// its own count), and valid keys are served as always. The records stay a few MiB.
+const MAX_TRACKED_PEERS: usize = 65_536;
+
+/// The count every peer's failures share while [`MAX_TRACKED_PEERS`] are counted apart.
+const OVERFLOW: IpAddr = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
+
+/// How soon a full table is purged again (a purge reads every record).
+const PURGE_FULL_EVERY: Duration = Duration::from_secs(1);
 
 fn quota(rate: Rate) -> Quota {
     // The period is at least a microsecond (the fastest rate configuration takes).
@@ -73,6 +87,8 @@ fn wait(not_until: &NotUntil<<DefaultClock as Clock>::Instant>) -> Duration {
 /// The peers' rate of failed authentications.
 pub(crate) struct PeerLimits {
     trusted_proxies: Vec<IpAddr>,
+    /// [`MAX_TRACKED_PEERS`], smaller in tests.
+    max_tracked: usize,
     failures: DefaultKeyedRateLimiter<IpAddr>,
     /// Peers out of cells, and until when: their requests are refused before their key is
     /// hashed (governor has no look without taking a cell, so its refusal is remembered here).
@@ -94,6 +110,7 @@ impl PeerLimits {
     pub(crate) fn new(rate: Rate, trusted_proxies: Vec<IpAddr>) -> Self {
         Self {
             trusted_proxies,
+            max_tracked: MAX_TRACKED_PEERS,
             failures: RateLimiter::keyed(quota(rate)),
             blocked: Mutex::new(Blocked { until: HashMap::new(), purged: Instant::now() }),
         }
@@ -151,20 +168,24 @@ impl PeerLimits {
         None
     }
 
-    /// Records a failed authentication of `peer`: `Some(wait)` when it has no cell left.
+    /// Records a failed authentication of `peer`: `Some(wait)` when it has no cell left (its
+    /// own, or while the table is full, the cells every peer shares).
     fn failed(&self, peer: IpAddr) -> Option<Duration> {
-        let outcome = self.failures.check_key(&peer);
         let now = Instant::now();
         let mut blocked = self.blocked();
-        if now.duration_since(blocked.purged) >= PURGE_EVERY {
+        let since = now.duration_since(blocked.purged);
+        let full = self.failures.len() >= self.max_tracked || blocked.until.len() >= self.max_tracked;
+        if since >= PURGE_EVERY || (full && since >= PURGE_FULL_EVERY) {
             self.failures.retain_recent();
             self.failures.shrink_to_fit();
             blocked.until.retain(|_, until| *until > now);
             blocked.until.shrink_to_fit();
             blocked.purged = now;
         }
-        let wait = wait(&outcome.err()?);
-        blocked.until.insert(peer, now + wait);
+        let full = self.failures.len() >= self.max_tracked || blocked.until.len() >= self.max_tracked;
+        let counted = if full { OVERFLOW } else { peer };
+        let wait = wait(&self.failures.check_key(&counted).err()?);
+        blocked.until.insert(counted, now + wait);
         Some(wait)
     }
 }
@@ -209,6 +230,8 @@ pub(crate) async fn admit(State(gw): State<Gateway>, request: Request, next: Nex
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv6Addr;
+
     use super::*;
 
     fn rate(per_second: u32, burst: u32) -> Rate {
@@ -246,6 +269,30 @@ mod tests {
         assert_ne!(peer_block(a), peer_block(c));
         let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
         assert_eq!(peer_block(mapped), "192.0.2.1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn past_the_most_peers_counted_apart_every_failure_is_counted_together() {
+        // One cell an hour: nothing comes back, and no purge drops a record, during the test.
+        let hourly = Rate { period: Duration::from_secs(3600), burst: NonZeroU32::new(2).unwrap() };
+        let mut limits = PeerLimits::new(hourly, Vec::new());
+        limits.max_tracked = 4;
+        // A flood from a fresh /64 per request: each counted apart until the table is full.
+        let block = |i: u16| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, i, 0, 0, 0, 1));
+        for i in 0..4 {
+            assert_eq!(limits.failed(block(i)), None);
+        }
+        assert_eq!(limits.failures.len(), 4);
+        // Then together: the shared count runs out of cells after its burst, however many
+        // blocks the failures come from, and the table does not grow past one more.
+        assert_eq!(limits.failed(block(4)), None);
+        assert_eq!(limits.failed(block(5)), None);
+        assert!(limits.failed(block(6)).is_some(), "the shared count is out of cells");
+        assert!(limits.failed(block(1000)).is_some());
+        assert!(limits.failures.len() <= 5, "{}", limits.failures.len());
+        // A peer is refused before its key is hashed only on its own count: another caller
+        // from a fresh block still has its key looked at (and a valid one is served).
+        assert_eq!(limits.refused_for(block(2000)), None);
     }
 
     #[test]
