@@ -44,8 +44,11 @@ const PURGE_EVERY: Duration = Duration::from_secs(60);
 /// its own count), and valid keys are served as always. The records stay a few MiB.
 const MAX_TRACKED_PEERS: usize = 65_536;
 
-/// The count every peer's failures share while [`MAX_TRACKED_PEERS`] are counted apart.
-const OVERFLOW: IpAddr = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
+/// The count every peer's failures share while [`MAX_TRACKED_PEERS`] are counted apart: `::1`,
+/// which no peer is counted as (an IPv6 peer is its /64, whose last 64 bits are 0; `::1`
+/// itself is counted as `::`), so no caller is refused for the shared count before its key
+/// is looked at.
+const OVERFLOW: IpAddr = IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
 
 /// How soon a full table is purged again (a purge reads every record).
 const PURGE_FULL_EVERY: Duration = Duration::from_secs(1);
@@ -185,7 +188,10 @@ impl PeerLimits {
         let full = self.failures.len() >= self.max_tracked || blocked.until.len() >= self.max_tracked;
         let counted = if full { OVERFLOW } else { peer };
         let wait = wait(&self.failures.check_key(&counted).err()?);
-        blocked.until.insert(counted, now + wait);
+        // The shared count refuses failures only: nobody is refused before its key for it.
+        if counted != OVERFLOW {
+            blocked.until.insert(counted, now + wait);
+        }
         Some(wait)
     }
 }
@@ -290,9 +296,12 @@ mod tests {
         assert!(limits.failed(block(6)).is_some(), "the shared count is out of cells");
         assert!(limits.failed(block(1000)).is_some());
         assert!(limits.failures.len() <= 5, "{}", limits.failures.len());
-        // A peer is refused before its key is hashed only on its own count: another caller
-        // from a fresh block still has its key looked at (and a valid one is served).
-        assert_eq!(limits.refused_for(block(2000)), None);
+        // A peer is refused before its key is hashed only on its own count: the callers that
+        // met the shared count, and IPv6 loopback (`::1` is counted as `::`), still have their
+        // keys looked at (and a valid one is served).
+        for peer in [block(6), block(1000), peer_block("::1".parse().unwrap())] {
+            assert_eq!(limits.refused_for(peer), None, "{peer}");
+        }
     }
 
     #[test]
