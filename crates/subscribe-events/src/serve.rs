@@ -143,12 +143,15 @@ Content-Type: text/plain\r\nContent-Length: 35\r\n\r\ntoo many connections from 
 
 /// The connections each peer holds now, and when a refusal was last logged.
 #[derive(Default)]
-struct PeerCounts(Mutex<HashMap<IpAddr, usize>>, Mutex<Option<std::time::Instant>>);
+struct PeerCounts {
+    held: Mutex<HashMap<IpAddr, usize>>,
+    warned: Mutex<Option<std::time::Instant>>,
+}
 
 impl PeerCounts {
     /// Whether a refusal is logged now: at most once a minute, so a flood cannot flood the log.
     fn warn_now(&self) -> bool {
-        let mut last = self.1.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut last = self.warned.lock().unwrap_or_else(PoisonError::into_inner);
         let now = std::time::Instant::now();
         if last.is_some_and(|at| now.duration_since(at) < Duration::from_secs(60)) {
             return false;
@@ -159,7 +162,7 @@ impl PeerCounts {
 
     /// Counts a connection of `peer`, or `None` when it holds `max` already.
     fn enter(self: &Arc<Self>, peer: IpAddr, max: usize) -> Option<PeerSlot> {
-        let mut counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut counts = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         let held = counts.entry(peer).or_insert(0);
         if *held >= max {
             return None;
@@ -177,7 +180,7 @@ struct PeerSlot {
 
 impl Drop for PeerSlot {
     fn drop(&mut self) {
-        let mut counts = self.counts.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut counts = self.counts.held.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(held) = counts.get_mut(&self.peer) {
             *held -= 1;
             if *held == 0 {

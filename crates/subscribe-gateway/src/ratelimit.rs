@@ -171,22 +171,25 @@ impl PeerLimits {
         None
     }
 
+    /// Whether as many peers as are counted apart are in either record.
+    fn full(&self, blocked: &Blocked) -> bool {
+        self.failures.len() >= self.max_tracked || blocked.until.len() >= self.max_tracked
+    }
+
     /// Records a failed authentication of `peer`: `Some(wait)` when it has no cell left (its
     /// own, or while the table is full, the cells every peer shares).
     fn failed(&self, peer: IpAddr) -> Option<Duration> {
         let now = Instant::now();
         let mut blocked = self.blocked();
         let since = now.duration_since(blocked.purged);
-        let full = self.failures.len() >= self.max_tracked || blocked.until.len() >= self.max_tracked;
-        if since >= PURGE_EVERY || (full && since >= PURGE_FULL_EVERY) {
+        if since >= PURGE_EVERY || (self.full(&blocked) && since >= PURGE_FULL_EVERY) {
             self.failures.retain_recent();
             self.failures.shrink_to_fit();
             blocked.until.retain(|_, until| *until > now);
             blocked.until.shrink_to_fit();
             blocked.purged = now;
         }
-        let full = self.failures.len() >= self.max_tracked || blocked.until.len() >= self.max_tracked;
-        let counted = if full { OVERFLOW } else { peer };
+        let counted = if self.full(&blocked) { OVERFLOW } else { peer };
         let wait = wait(&self.failures.check_key(&counted).err()?);
         // The shared count refuses failures only: nobody is refused before its key for it.
         if counted != OVERFLOW {
