@@ -99,7 +99,7 @@ consent_return_url = "{sandbox}/consent-return"
 [[keys]]
 name = "schemathesis"
 key_file = "key.txt"
-scopes = {{ {DEMO_APPID} = ["token:read", "send", "grants", "grants:review"] }}
+scopes = {{ {DEMO_APPID} = ["token:read", "send", "grants", "grants:review", "dispatch"] }}
 # Schemathesis sends as fast as the gateway answers: its rate is not what is tested here.
 rate_per_second = 1000000
 burst = 100000

@@ -23,10 +23,12 @@ use tracing::warn;
 
 use crate::config::{Config, ServerConfig, StoreConfig};
 use crate::consent::Consent;
+use crate::dispatch::Jobs;
 use crate::health::Readiness;
 use crate::idempotency::{
     Idempotency, MemoryIdempotencyStore, RedisIdempotencyStore, SharedIdempotencyStore, SqlIdempotencyStore,
 };
+use crate::jobs::{MemoryJobStore, RedisJobStore, SharedJobStore, SqlJobStore};
 use crate::keys::Keys;
 use crate::metered::Metered;
 use crate::metrics::{self, Metrics};
@@ -60,11 +62,13 @@ pub(crate) struct Shared {
     pub(crate) grants: Arc<dyn GrantLedger>,
     /// Per app with `consent_return_url`: where WeChat answers, and where the browser goes on.
     pub(crate) consent: HashMap<String, Consent>,
+    /// The dispatch jobs: their store, and the ones running here.
+    pub(crate) jobs: Jobs,
     server: ServerConfig,
 }
 
 /// Every store the gateway keeps its state in: the access tokens, the send API's idempotency
-/// records, the grants and the authorization states used up. On one database or Redis
+/// records, the grants, the authorization states used up and the dispatch jobs. On one database or Redis
 /// ([`open_stores`]), every gateway on it shares them all.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -77,6 +81,8 @@ pub struct Stores {
     pub grants: Arc<dyn GrantLedger>,
     /// The authorization states used up (each confirms once).
     pub used_states: SharedUsedStates,
+    /// The dispatch jobs.
+    pub jobs: SharedJobStore,
 }
 
 impl Stores {
@@ -88,17 +94,19 @@ impl Stores {
             idempotency: Arc::new(MemoryIdempotencyStore::new()),
             grants: Arc::new(InMemoryGrantLedger::new()),
             used_states: Arc::new(InMemoryUsedStates::new()),
+            jobs: Arc::new(MemoryJobStore::new()),
         }
     }
 
-    /// The four stores.
+    /// The five stores.
     pub fn new(
         tokens: SharedTokenStore,
         idempotency: SharedIdempotencyStore,
         grants: Arc<dyn GrantLedger>,
         used_states: SharedUsedStates,
+        jobs: SharedJobStore,
     ) -> Self {
-        Self { tokens, idempotency, grants, used_states }
+        Self { tokens, idempotency, grants, used_states, jobs }
     }
 }
 
@@ -198,7 +206,7 @@ impl Gateway {
     /// [`StartError::Client`] when a client cannot be built; [`StartError::Lease`] when the
     /// idempotency store's calls are too slow for `idempotency.retention_ms`.
     pub fn from_stores(config: &Config, stores: Stores) -> Result<Self, StartError> {
-        let Stores { tokens: store, idempotency, grants, used_states } = stores;
+        let Stores { tokens: store, idempotency, grants, used_states, jobs } = stores;
         let metrics = Metrics::new(config.apps.iter().map(|a| a.appid.as_str()));
         let mut apps = HashMap::new();
         let mut reports = HashMap::new();
@@ -250,6 +258,7 @@ impl Gateway {
             return Err(StartError::Lease { lease, retention });
         }
         let idempotency = Idempotency::new(idempotency, retention, lease);
+        let jobs = Jobs::new(jobs, config.dispatch.job_lease, config.dispatch.grant_lease);
         let shared = Shared {
             apps,
             reports,
@@ -261,6 +270,7 @@ impl Gateway {
             send_budget,
             grants,
             consent,
+            jobs,
             server: server.clone(),
         };
         Ok(Self { shared: Arc::new(shared) })
@@ -297,6 +307,10 @@ impl Gateway {
     /// | `GET /v1/apps/{appid}/grants` | the grants of a template and scene by state (scope `grants:review`) |
     /// | `GET /v1/apps/{appid}/grants/review` | the grants under review, a page at a time (scope `grants:review`) |
     /// | `POST /v1/apps/{appid}/grants/review/resolve` | a person's decision on a grant under review (scope `grants:review`) |
+    /// | `POST /v1/apps/{appid}/dispatches` | starts a dispatch job: one message to every pending grant of a template (scope `dispatch`) |
+    /// | `GET /v1/apps/{appid}/dispatches` | the app's dispatch jobs, newest first (scope `dispatch`) |
+    /// | `GET /v1/apps/{appid}/dispatches/{id}` | a dispatch job and its progress (scope `dispatch`) |
+    /// | `POST /v1/apps/{appid}/dispatches/{id}/cancel` | asks a dispatch job to stop (scope `dispatch`) |
     /// | `GET /healthz` | 200 while the process serves (no I/O) |
     /// | `GET /readyz` | 200 when the token store answers, else 503 (cached for a few seconds) |
     /// | `GET /openapi.json` | the OpenAPI document of these routes ([`openapi`](crate::openapi())), without a key |
@@ -352,18 +366,21 @@ pub async fn open_stores(config: &StoreConfig) -> Result<Stores, StartError> {
     Ok(match connect(config).await? {
         Backend::Sql(kind, sql) => {
             let records = SqlIdempotencyStore::open(sql.clone()).await.map_err(|e| store_error(kind, e))?;
+            let jobs = SqlJobStore::open(sql.clone()).await.map_err(|e| store_error(kind, e))?;
             Stores::new(
                 Arc::new(SqlTokenStore::new(sql.clone())),
                 Arc::new(records),
                 Arc::new(SqlGrantLedger::new(sql.clone())),
                 Arc::new(SqlUsedStates::new(sql)),
+                Arc::new(jobs),
             )
         }
         Backend::Redis(redis) => Stores::new(
             Arc::new(RedisTokenStore::new(redis.clone())),
             Arc::new(RedisIdempotencyStore::new(redis.clone())),
             Arc::new(RedisGrantLedger::new(redis.clone())),
-            Arc::new(RedisUsedStates::new(redis)),
+            Arc::new(RedisUsedStates::new(redis.clone())),
+            Arc::new(RedisJobStore::new(redis)),
         ),
     })
 }

@@ -303,15 +303,7 @@ fn scope_of(
     let (_, client) = gw
         .authorized(request.headers(), appid, Scope::GrantsReview)
         .map_err(|refusal| Box::new(refusal.into_response()))?;
-    let mut params = HashMap::new();
-    for (name, value) in form_urlencoded::parse(request.uri().query().unwrap_or_default().as_bytes()) {
-        let Some(known) = names.iter().find(|n| **n == name) else {
-            return Err(Box::new(bad_query(&name, "an unknown parameter")));
-        };
-        if params.insert((*known).to_owned(), value.into_owned()).is_some() {
-            return Err(Box::new(bad_query(known, "given more than once")));
-        }
-    }
+    let params = query(request, names)?;
     let get = |name: &str| params.get(name).ok_or_else(|| Box::new(bad_query(name, "required")));
     let template_id =
         TemplateId::new(get("template_id")?.as_str()).map_err(|e| invalid("template_id", &e.to_string()))?;
@@ -322,6 +314,21 @@ fn scope_of(
         .ok_or_else(|| Box::new(invalid("scene", "a whole number from 0 to 10000")))?;
     let scope = GrantScope::one_time(client.appid().clone(), template_id, scene);
     Ok((scope, params, client.clock().now()))
+}
+
+/// The query's parameters, percent-decoded: only `names`, each at most once (400
+/// `invalid_query` naming the first that is not).
+pub(crate) fn query(request: &Request, names: &[&str]) -> Result<HashMap<String, String>, Box<Response>> {
+    let mut params = HashMap::new();
+    for (name, value) in form_urlencoded::parse(request.uri().query().unwrap_or_default().as_bytes()) {
+        let Some(known) = names.iter().find(|n| **n == name) else {
+            return Err(Box::new(bad_query(&name, "an unknown parameter")));
+        };
+        if params.insert((*known).to_owned(), value.into_owned()).is_some() {
+            return Err(Box::new(bad_query(known, "given more than once")));
+        }
+    }
+    Ok(params)
 }
 
 fn bad_query(name: &str, rule: &str) -> Response {

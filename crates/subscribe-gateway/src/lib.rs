@@ -69,10 +69,12 @@
 mod api;
 mod config;
 mod consent;
+mod dispatch;
 mod gateway;
 mod grants;
 mod health;
 pub mod idempotency;
+pub mod jobs;
 mod keys;
 mod metered;
 mod metrics;
@@ -82,8 +84,9 @@ mod reports;
 mod send;
 
 pub use config::{
-    AppConfig, AppKind, Config, ConfigError, ConfigProblem, DEFAULT_AUTH_FAILURE_RATE, DEFAULT_KEY_RATE,
-    DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS_PER_PEER, DEFAULT_REPORT_INTERVAL_MS, IdempotencyConfig,
+    AppConfig, AppKind, Config, ConfigError, ConfigProblem, DEFAULT_AUTH_FAILURE_RATE,
+    DEFAULT_GRANT_LEASE_MS, DEFAULT_JOB_LEASE_MS, DEFAULT_KEY_RATE, DEFAULT_LISTEN,
+    DEFAULT_MAX_CONNECTIONS_PER_PEER, DEFAULT_REPORT_INTERVAL_MS, DispatchConfig, IdempotencyConfig,
     KeyConfig, Rate, Scope, SecretUrl, ServerConfig, StoreConfig,
 };
 pub use gateway::{Gateway, StartError, Stores, open_store, open_stores};

@@ -156,12 +156,16 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     };
     let limits = ServeLimits::from(&config.server);
     let api = serve(listener, gateway.router(), limits.clone(), until_stopped(stopping.clone()));
+    // The dispatch jobs are handed back once the server has stopped taking requests.
+    let jobs = gateway.run_jobs(until_stopped(stopping.clone()));
     match metrics {
         Some(metrics) => {
             let metrics = serve(metrics, gateway.metrics_router(), limits, until_stopped(stopping));
-            tokio::join!(api, metrics);
+            tokio::join!(api, metrics, jobs);
         }
-        None => api.await,
+        None => {
+            tokio::join!(api, jobs);
+        }
     }
     info!("subscribe-gateway stopped");
     Ok(())

@@ -131,6 +131,8 @@ struct Inner {
     sends: Family<SendLabels, Counter>,
     send_errcodes: Family<ErrcodeLabels, Counter>,
     consent_answers: Family<AppOutcome, Counter>,
+    dispatched: Family<AppOutcome, Counter>,
+    dispatch_jobs: Family<AppOutcome, Counter>,
 }
 
 impl fmt::Debug for Metrics {
@@ -208,6 +210,18 @@ impl Metrics {
             "Authorization answers completed through the consent routes, by app and outcome: confirmed, cancelled, refused (not valid in the session), used (replayed or accepted before) or unavailable (a store failed)",
             consent_answers.clone(),
         );
+        let dispatched = Family::default();
+        registry.register(
+            "dispatched",
+            "Grants a dispatch job took and sent, by app and outcome: delivered, failed (pending again), unknown (under review) or dropped",
+            dispatched.clone(),
+        );
+        let dispatch_jobs = Family::default();
+        registry.register(
+            "dispatch_jobs",
+            "Dispatch jobs this gateway ended, by app and outcome: finished, cancelled or failed",
+            dispatch_jobs.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -222,6 +236,8 @@ impl Metrics {
                 sends,
                 send_errcodes,
                 consent_answers,
+                dispatched,
+                dispatch_jobs,
             }),
         }
     }
@@ -267,6 +283,21 @@ impl Metrics {
     pub(crate) fn consent_answer(&self, app: &str, outcome: &'static str) {
         if let Some(app) = self.app(app) {
             self.inner.consent_answers.get_or_create(&AppOutcome { app, outcome }).inc();
+        }
+    }
+
+    /// One grant a dispatch job took and sent; `outcome` from the library's
+    /// [`OutcomeKind`](subscribe_client::OutcomeKind).
+    pub(crate) fn dispatched(&self, app: &str, outcome: &'static str) {
+        if let Some(app) = self.app(app) {
+            self.inner.dispatched.get_or_create(&AppOutcome { app, outcome }).inc();
+        }
+    }
+
+    /// A dispatch job this gateway ended; `outcome` its end state.
+    pub(crate) fn dispatch_job(&self, app: &str, outcome: &'static str) {
+        if let Some(app) = self.app(app) {
+            self.inner.dispatch_jobs.get_or_create(&AppOutcome { app, outcome }).inc();
         }
     }
 

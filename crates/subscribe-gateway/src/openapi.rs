@@ -19,7 +19,7 @@ use utoipa::{IntoParams, IntoResponses, Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::{Gateway, api, consent, grants, health, send};
+use crate::{Gateway, api, consent, dispatch, grants, health, send};
 
 /// The name of the bearer security scheme in the document.
 pub(crate) const BEARER: &str = "api_key";
@@ -42,6 +42,7 @@ pub(crate) const BEARER: &str = "api_key";
         (name = "tokens", description = "The central token service"),
         (name = "send", description = "The send API: one route per kind of message"),
         (name = "consent", description = "Users' one-time subscriptions asked for, answered and recorded as grants"),
+        (name = "dispatch", description = "Dispatch jobs: one message to every pending grant of a template, run by the gateway"),
         (name = "service", description = "Health, readiness and this document")
     )
 )]
@@ -57,7 +58,8 @@ impl Modify for Bearer {
             .description(Some(
                 "An API key of the configuration's `[[keys]]` (at least 32 characters), with a scope \
                  for the app in the path: `token:read` for the token routes, `send` for the send routes, \
-                 `grants` for the consent routes, `grants:review` for the grant routes.",
+                 `grants` for the consent routes, `grants:review` for the grant routes, `dispatch` for the \
+                 dispatch jobs.",
             ))
             .build();
         openapi
@@ -81,7 +83,10 @@ pub(crate) fn routes() -> (OpenApiRouter<Gateway>, OpenApiRouter<Gateway>) {
         .routes(routes!(consent::complete))
         .routes(routes!(grants::counts))
         .routes(routes!(grants::reviews))
-        .routes(routes!(grants::resolve));
+        .routes(routes!(grants::resolve))
+        .routes(routes!(dispatch::start, dispatch::list))
+        .routes(routes!(dispatch::get))
+        .routes(routes!(dispatch::cancel));
     let open = OpenApiRouter::new()
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
@@ -134,7 +139,7 @@ pub(crate) struct ErrorBody {
     /// `idempotency_key_in_progress`, `idempotency_store_unavailable`, `token_unavailable`,
     /// `invalid_request`, `consent_not_configured`, `not_found`, `invalid_answer`,
     /// `answer_refused`, `answer_used`, `answer_in_progress`, `store_unavailable`,
-    /// `invalid_query`, `not_under_review`.
+    /// `invalid_query`, `not_under_review`, `dispatch_running`.
     pub(crate) error: String,
     /// What went wrong, for a person.
     pub(crate) message: String,
@@ -144,6 +149,10 @@ pub(crate) struct ErrorBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub(crate) field: Option<String>,
+    /// `dispatch_running` only: the running job's id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub(crate) job: Option<String>,
 }
 
 /// The app in the path of the routes under `/v1`.
@@ -263,6 +272,9 @@ mod tests {
                 "/v1/apps/{appid}/consent/complete",
                 "/v1/apps/{appid}/consent/mobile",
                 "/v1/apps/{appid}/consent/web",
+                "/v1/apps/{appid}/dispatches",
+                "/v1/apps/{appid}/dispatches/{id}",
+                "/v1/apps/{appid}/dispatches/{id}/cancel",
                 "/v1/apps/{appid}/grants",
                 "/v1/apps/{appid}/grants/review",
                 "/v1/apps/{appid}/grants/review/resolve",

@@ -20,7 +20,7 @@ use zeroize::Zeroizing;
 
 pub use error::{ConfigError, ConfigProblem};
 pub use ops::{DEFAULT_AUTH_FAILURE_RATE, DEFAULT_KEY_RATE, DEFAULT_MAX_CONNECTIONS_PER_PEER, Rate};
-use raw::{Endpoint, RawApp, RawConfig, RawIdempotency, RawKey, RawServer, RawStore, StoreKind};
+use raw::{Endpoint, RawApp, RawConfig, RawDispatch, RawIdempotency, RawKey, RawServer, RawStore, StoreKind};
 
 use crate::keys::{KeyHash, MIN_KEY_CHARS};
 
@@ -41,6 +41,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// `[idempotency]`: how long the send API's idempotency records are kept.
     pub idempotency: IdempotencyConfig,
+    /// `[dispatch]`: how the dispatch jobs hold their work.
+    pub dispatch: DispatchConfig,
     /// `[[apps]]`, in the file's order.
     pub apps: Vec<AppConfig>,
     /// `[[keys]]`, in the file's order.
@@ -97,6 +99,28 @@ pub struct IdempotencyConfig {
     /// it when those take longer: 12.6 s at most with a 1 s request timeout on SQL).
     pub retention: Duration,
 }
+
+/// `[dispatch]`: how a dispatch job (`POST /v1/apps/{appid}/dispatches`) holds its work, so
+/// that a gateway that stops resumes nothing twice and another takes over what it left.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct DispatchConfig {
+    /// `job_lease_ms` (default 10 000, 2 000 to 600 000): how long a gateway holds a job
+    /// without renewing it (it renews every second, with the job's progress). A job whose
+    /// gateway stopped is resumed by a gateway on the same store this long after its last
+    /// renewal.
+    pub job_lease: Duration,
+    /// `grant_lease_ms` (default 120 000, at least 20 000): how long a dispatch holds each grant
+    /// it takes (the library's [`Dispatcher::lease`](subscribe_client::Dispatcher::lease)).
+    /// More than a send can take (the transport gives up after 15 s), so that a slow send's
+    /// grant is never taken by another; a stopped gateway's grants come back after it.
+    pub grant_lease: Duration,
+}
+
+/// `dispatch.job_lease_ms` unless set: 10 s.
+pub const DEFAULT_JOB_LEASE_MS: u64 = 10_000;
+/// `dispatch.grant_lease_ms` unless set: 120 s, the library's default.
+pub const DEFAULT_GRANT_LEASE_MS: u64 = 120_000;
 
 /// `[store]`: where the access tokens are kept (shared by every gateway on the same store).
 #[derive(Debug)]
@@ -198,6 +222,10 @@ pub enum Scope {
     /// consent routes' `grants`, which an app's public-facing backend holds.
     #[serde(rename = "grants:review")]
     GrantsReview,
+    /// `"dispatch"`: start, read and cancel the app's dispatch jobs
+    /// (`/v1/apps/{appid}/dispatches…`), which send one message to every pending grant.
+    #[serde(rename = "dispatch")]
+    Dispatch,
 }
 
 /// One `[[keys]]` entry.
@@ -246,6 +274,7 @@ impl Config {
         let reader = Reader { base, env };
         let server = server(&raw.server)?;
         let idempotency = idempotency(&raw.idempotency, &server)?;
+        let dispatch = dispatch(&raw.dispatch)?;
         let store = reader.store(raw.store)?;
         let mut apps: Vec<AppConfig> = Vec::new();
         let mut seen: HashMap<String, usize> = HashMap::new();
@@ -293,7 +322,7 @@ impl Config {
                 ConfigProblem::Missing { one_of: "at least one [[apps]] entry" },
             ));
         }
-        Ok(Self { server, store, idempotency, apps, keys })
+        Ok(Self { server, store, idempotency, dispatch, apps, keys })
     }
 }
 
@@ -372,6 +401,27 @@ fn idempotency(raw: &RawIdempotency, server: &ServerConfig) -> Result<Idempotenc
         ));
     }
     Ok(IdempotencyConfig { retention })
+}
+
+fn dispatch(raw: &RawDispatch) -> Result<DispatchConfig, ConfigError> {
+    let job_lease = raw.job_lease_ms.unwrap_or(DEFAULT_JOB_LEASE_MS);
+    if !(2_000..=600_000).contains(&job_lease) {
+        return Err(invalid(
+            "dispatch.job_lease_ms",
+            "2000 to 600000: a job is renewed every second, and resumed this long after its gateway stopped",
+        ));
+    }
+    let grant_lease = raw.grant_lease_ms.unwrap_or(DEFAULT_GRANT_LEASE_MS);
+    if grant_lease < 20_000 {
+        return Err(invalid(
+            "dispatch.grant_lease_ms",
+            "at least 20000: more than a send can take (15 s), or a slow send's grant could be taken and sent again",
+        ));
+    }
+    Ok(DispatchConfig {
+        job_lease: Duration::from_millis(job_lease),
+        grant_lease: Duration::from_millis(grant_lease),
+    })
 }
 
 fn invalid(key: impl Into<String>, rule: impl Into<String>) -> ConfigError {

@@ -20,6 +20,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) idempotency: RawIdempotency,
     #[serde(default)]
+    pub(super) dispatch: RawDispatch,
+    #[serde(default)]
     pub(super) apps: Vec<RawApp>,
     #[serde(default)]
     pub(super) keys: Vec<RawKey>,
@@ -45,6 +47,13 @@ pub(super) struct RawServer {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawIdempotency {
     pub(super) retention_ms: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDispatch {
+    pub(super) job_lease_ms: Option<u64>,
+    pub(super) grant_lease_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]

@@ -14,7 +14,7 @@
 mod key;
 mod memory;
 mod redis;
-mod sql;
+pub(crate) mod sql;
 
 use std::fmt;
 use std::sync::{Arc, Mutex};

@@ -18,9 +18,9 @@ use super::{
 const TABLE: &str = "subscribe_gateway_idempotency";
 
 /// The database's clock in milliseconds since the Unix epoch, as `subscribe-sql` reads it.
-const PG_NOW_MS: &str = "(floor(extract(epoch from now()) * 1000)::bigint)";
+pub(crate) const PG_NOW_MS: &str = "(floor(extract(epoch from now()) * 1000)::bigint)";
 /// julianday is a double: rounded, or a whole millisecond can come out as …999.
-const LITE_NOW_MS: &str = "(CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER))";
+pub(crate) const LITE_NOW_MS: &str = "(CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER))";
 
 /// The most expired records one prune deletes per statement, so no statement holds the table
 /// long; a prune repeats it while it fills a batch, up to [`PRUNE_BATCHES`] times.
@@ -35,16 +35,17 @@ const CREATE_LOCK: i64 = 0x7375_6267_775f_6964; // "subgw_id"
 macro_rules! on_pool {
     ($sql:expr, |$p:ident, $now:ident| $body:expr) => {{
         if let Some($p) = $sql.pg_pool() {
-            let $now = PG_NOW_MS;
+            let $now = $crate::idempotency::sql::PG_NOW_MS;
             $body
         } else if let Some($p) = $sql.sqlite_pool() {
-            let $now = LITE_NOW_MS;
+            let $now = $crate::idempotency::sql::LITE_NOW_MS;
             $body
         } else {
             Err(sqlx::Error::Protocol("the Sql handle has neither pool".into()))
         }
     }};
 }
+pub(crate) use on_pool;
 
 /// Idempotency records in the database of the gateway's `[store]` (SQLite or PostgreSQL), in the
 /// table `subscribe_gateway_idempotency` (created at start if missing), on the same pool as the

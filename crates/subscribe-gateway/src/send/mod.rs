@@ -17,7 +17,7 @@
 //! | claimed, lease ended (its owner died) | outcome `unknown` (`cause: owner_lost`), stored, never sent again |
 //! | the store does not answer | 503 `idempotency_store_unavailable`, nothing sent |
 
-mod body;
+pub(crate) mod body;
 mod outcome;
 
 use std::sync::Arc;
@@ -35,6 +35,9 @@ use tracing::{info, warn};
 use utoipa::{IntoResponses, ToSchema};
 
 use self::body::{BodyError, Message, MessageKind};
+pub(crate) use self::body::{
+    BodyError as MessageError, Message as CheckedMessage, MessageKind as Kind, parse as parse_message,
+};
 pub(crate) use self::outcome::Body;
 use self::outcome::Outcome;
 use crate::Gateway;
@@ -213,7 +216,7 @@ async fn check(
 }
 
 /// Whether the content type is `application/json` (parameters such as `charset` allowed).
-fn is_json(headers: &HeaderMap) -> bool {
+pub(crate) fn is_json(headers: &HeaderMap) -> bool {
     headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

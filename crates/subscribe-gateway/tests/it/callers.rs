@@ -172,9 +172,10 @@ fn the_configuration_reference_names_every_key() {
         ("RawServer", "### `[server]` (optional)"),
         (
             "RawStore",
-            "### `[store]` (optional): where the tokens, the idempotency records and the grants are kept",
+            "### `[store]` (optional): where the tokens, the idempotency records, the grants and the dispatch jobs are kept",
         ),
         ("RawIdempotency", "### `[idempotency]` (optional)"),
+        ("RawDispatch", "### `[dispatch]` (optional)"),
         ("RawApp", "### `[[apps]]`: one per app"),
         ("RawKey", "### `[[keys]]`: one per caller"),
     ];

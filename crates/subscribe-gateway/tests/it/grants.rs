@@ -10,6 +10,7 @@ use subscribe_client::{
     SharedTokenStore,
 };
 use subscribe_gateway::idempotency::MemoryIdempotencyStore;
+use subscribe_gateway::jobs::MemoryJobStore;
 use subscribe_gateway::{Config, Gateway, KeyHash, ServeLimits, Stores, serve};
 use subscribe_sandbox::{DEMO_APPID, SandboxConfig};
 use subscribe_types::{OpenId, Scene};
@@ -67,6 +68,7 @@ async fn gateway()
         Arc::new(MemoryIdempotencyStore::new()),
         Arc::clone(&ledger) as _,
         Arc::new(InMemoryUsedStates::new()),
+        Arc::new(MemoryJobStore::new()),
     );
     let gateway = Gateway::from_stores(&config, stores).unwrap();
     let listener = tokio::net::TcpListener::bind(config.server.listen).await.unwrap();
