@@ -258,7 +258,7 @@ impl Gateway {
             return Err(StartError::Lease { lease, retention });
         }
         let idempotency = Idempotency::new(idempotency, retention, lease);
-        let jobs = Jobs::new(jobs, config.dispatch.job_lease, config.dispatch.grant_lease);
+        let jobs = Jobs::new(jobs, &config.dispatch);
         let shared = Shared {
             apps,
             reports,

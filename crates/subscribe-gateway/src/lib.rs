@@ -33,7 +33,12 @@
 //!   gateway's callback, which sends the browser on to the app's `consent_return_url`; the
 //!   caller's server completes the answer in the session (`…/consent/complete`) and the grant is
 //!   recorded once in the ledger on the store, each state confirming once across the fleet.
-//! - **Tokens, idempotency records and grants kept** ([`Stores`]) in SQLite by default, or
+//! - **Dispatch jobs** (scope `dispatch`): `POST /v1/apps/{appid}/dispatches` sends one message to
+//!   every pending grant of a template as a job the gateway runs with the library's
+//!   [`Dispatcher`](subscribe_client::Dispatcher), kept in the store ([`jobs`]): its progress
+//!   read and the job cancelled through the API; handed back when the gateway stops and resumed
+//!   by another (or the restarted one) after a kill ([`Gateway::run_jobs`]), no grant sent twice.
+//! - **Tokens, idempotency records, grants and jobs kept** ([`Stores`]) in SQLite by default, or
 //!   PostgreSQL or Redis for a fleet of gateways (one refresh per rotation for all of them).
 //! - **Safe to expose**: a request timeout, a body timeout and a body limit (tower-http), a
 //!   header-read timeout and a bound on connections at the server ([`serve`], from
@@ -85,7 +90,7 @@ mod send;
 
 pub use config::{
     AppConfig, AppKind, Config, ConfigError, ConfigProblem, DEFAULT_AUTH_FAILURE_RATE,
-    DEFAULT_GRANT_LEASE_MS, DEFAULT_JOB_LEASE_MS, DEFAULT_KEY_RATE, DEFAULT_LISTEN,
+    DEFAULT_GRANT_LEASE_MS, DEFAULT_JOB_LEASE_MS, DEFAULT_JOB_RETENTION_MS, DEFAULT_KEY_RATE, DEFAULT_LISTEN,
     DEFAULT_MAX_CONNECTIONS_PER_PEER, DEFAULT_REPORT_INTERVAL_MS, DispatchConfig, IdempotencyConfig,
     KeyConfig, Rate, Scope, SecretUrl, ServerConfig, StoreConfig,
 };

@@ -155,9 +155,16 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         let _ = stopping.wait_for(|s| *s).await;
     };
     let limits = ServeLimits::from(&config.server);
+    // The dispatch jobs are handed back once the server has drained: no job starts after.
+    let (drained, served) = tokio::sync::oneshot::channel::<()>();
     let api = serve(listener, gateway.router(), limits.clone(), until_stopped(stopping.clone()));
-    // The dispatch jobs are handed back once the server has stopped taking requests.
-    let jobs = gateway.run_jobs(until_stopped(stopping.clone()));
+    let api = async {
+        api.await;
+        let _ = drained.send(());
+    };
+    let jobs = gateway.run_jobs(async {
+        let _ = served.await;
+    });
     match metrics {
         Some(metrics) => {
             let metrics = serve(metrics, gateway.metrics_router(), limits, until_stopped(stopping));

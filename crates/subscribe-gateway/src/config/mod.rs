@@ -115,12 +115,17 @@ pub struct DispatchConfig {
     /// More than a send can take (the transport gives up after 15 s), so that a slow send's
     /// grant is never taken by another; a stopped gateway's grants come back after it.
     pub grant_lease: Duration,
+    /// `retention_ms` (default 2 592 000 000: 30 days; at least one hour): how long an ended job
+    /// is kept, readable through the API, before the gateways delete it.
+    pub retention: Duration,
 }
 
 /// `dispatch.job_lease_ms` unless set: 10 s.
 pub const DEFAULT_JOB_LEASE_MS: u64 = 10_000;
 /// `dispatch.grant_lease_ms` unless set: 120 s, the library's default.
 pub const DEFAULT_GRANT_LEASE_MS: u64 = 120_000;
+/// `dispatch.retention_ms` unless set: 30 days.
+pub const DEFAULT_JOB_RETENTION_MS: u64 = 30 * 24 * 3_600_000;
 
 /// `[store]`: where the access tokens are kept (shared by every gateway on the same store).
 #[derive(Debug)]
@@ -418,9 +423,17 @@ fn dispatch(raw: &RawDispatch) -> Result<DispatchConfig, ConfigError> {
             "at least 20000: more than a send can take (15 s), or a slow send's grant could be taken and sent again",
         ));
     }
+    let retention = raw.retention_ms.unwrap_or(DEFAULT_JOB_RETENTION_MS);
+    if retention < 3_600_000 {
+        return Err(invalid(
+            "dispatch.retention_ms",
+            "at least 3600000 (one hour): how long an ended job is kept",
+        ));
+    }
     Ok(DispatchConfig {
         job_lease: Duration::from_millis(job_lease),
         grant_lease: Duration::from_millis(grant_lease),
+        retention: Duration::from_millis(retention),
     })
 }
 

@@ -51,9 +51,11 @@ pub(super) struct RawIdempotency {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+#[allow(clippy::struct_field_names)] // The file's keys.
 pub(super) struct RawDispatch {
     pub(super) job_lease_ms: Option<u64>,
     pub(super) grant_lease_ms: Option<u64>,
+    pub(super) retention_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]

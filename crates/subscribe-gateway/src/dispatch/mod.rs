@@ -12,19 +12,28 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use subscribe_client::GrantScope;
+use std::sync::Arc;
+
+use subscribe_client::{Client, GrantScope};
 use subscribe_types::{AppId, Scene, TemplateId};
 use tracing::{info, warn};
 use utoipa::{IntoParams, ToSchema};
 
 pub(crate) use self::run::Jobs;
 use crate::Gateway;
-use crate::api::{error, invalid, read_json};
+use crate::api::{error, invalid, read_body};
 use crate::config::Scope;
 use crate::grants::query;
+use crate::idempotency::{
+    Claim, IdempotencyKey, NewClaim, Record, RecordState, StoredAnswer, fingerprint, record_id,
+};
 use crate::jobs::{Created, JobProgress, JobRecord, JobState, JobStoreError, NewJob};
+use crate::openapi::IdempotencyKeyHeader;
 use crate::openapi::{AppIdPath, ErrorBody, KeyedAnswers, TooLarge};
-use crate::send::{CheckedMessage, Kind, MessageError, is_json, parse_message};
+use crate::send::{
+    CheckedMessage, Kind, MessageError, in_progress, is_json, parse_message, release_later, replay, reused,
+    store_unavailable, without_position,
+};
 
 /// The most jobs one page lists.
 const MAX_PAGE: usize = 100;
@@ -240,17 +249,17 @@ pub(crate) struct JobPath {
     post,
     path = "/v1/apps/{appid}/dispatches",
     tag = "dispatch",
-    params(AppIdPath),
+    params(AppIdPath, IdempotencyKeyHeader),
     security(("api_key" = [])),
     request_body = StartDispatch,
     responses(
-        (status = 202, description = "Started: the job (`Location` is its address)", body = JobBody,
+        (status = 202, description = "Started: the job (`Location` is its address; a replay for an `Idempotency-Key` has `Idempotent-Replayed: true` instead)", body = JobBody,
             headers(("Location" = String, description = "The job's address"))),
-        (status = 400, description = "`invalid_body`: the body is not a dispatch; or `unreadable_body`", body = ErrorBody),
-        (status = 409, description = "`dispatch_running`: a job of this template and scene is running; `job` is its id", body = ErrorBody),
+        (status = 400, description = "`invalid_body`: the body is not a dispatch; `unreadable_body`; or `invalid_idempotency_key`", body = ErrorBody),
+        (status = 409, description = "`dispatch_running`: a job of this template and scene is running, `job` is its id; `idempotency_key_in_progress`: a start with this key is being answered; `dispatch_unknown`: the first start with this key stopped before its answer was kept (list the jobs)", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: the body is not sent as `application/json`", body = ErrorBody),
-        (status = 422, description = "`invalid_request` or `invalid_message` with `field`: a value breaks its rule", body = ErrorBody),
-        (status = 503, description = "`store_unavailable`: the job store could not be reached; nothing started", body = ErrorBody),
+        (status = 422, description = "`invalid_request` or `invalid_message` with `field`: a value breaks its rule; `idempotency_key_reused`: the key was used for another request", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`: the job store could not be reached, or `idempotency_store_unavailable`; nothing started", body = ErrorBody),
         KeyedAnswers,
         TooLarge,
     )
@@ -271,55 +280,187 @@ pub(crate) async fn start(
             "the body must be JSON, sent with Content-Type: application/json",
         );
     }
-    let expected = "expected {\"kind\", \"message\"} and optionally \"template_kind\", \"concurrency\", \"rate_per_second\"";
-    let start: StartDispatch = match read_json(request, expected).await {
-        Ok(s) => s,
+    let idempotency_key = match IdempotencyKey::from_headers(request.headers()) {
+        Ok(k) => k,
+        Err(r) => return error(StatusCode::BAD_REQUEST, "invalid_idempotency_key", r.rule()),
+    };
+    // Read only once the key is known; the body limit and body timeout layers bound it.
+    let body = match read_body(request).await {
+        Ok(b) => b,
         Err(refused) => return refused,
     };
-    let spec = match checked(start) {
+    let spec = match read_start(&body).and_then(checked) {
         Ok(spec) => spec,
         Err(refused) => return *refused,
     };
     let Some(scope) = spec.scope(client.appid()) else {
         return invalid("message.template_id", "the message's template and scene name no grants");
     };
-    let jobs = &gw.shared.jobs;
-    let id = run::new_id(client.clock().now());
-    let scope_key = format!("{}/{}/{}", scope.appid, scope.template_id, scope.scene.get());
-    let spec_text = serde_json::to_string(&spec).unwrap_or_default();
-    let job = NewJob::new(&id, &appid, &scope_key, &spec_text, &key, jobs.owner());
-    match jobs.store.create(&job, jobs.lease()).await {
-        Ok(Created::Created) => {}
-        Ok(Created::Busy(running)) => {
-            let body = json!({"error": "dispatch_running", "job": running, "message": "a dispatch of this template and scene is running; cancel it, or wait for it to end"});
-            return (StatusCode::CONFLICT, Json(body)).into_response();
+    let begin = Begin { gw: &gw, appid: &appid, key: &key, client: &client, scope, spec };
+    match idempotency_key {
+        None => begin.run().await.into_response(),
+        Some(k) => {
+            let target = format!("/v1/apps/{appid}/dispatches");
+            let (id, fingerprint) = (record_id(&appid, &key, &k), fingerprint("POST", &target, &body));
+            idempotent(begin, &id, &fingerprint).await
         }
-        Err(e) => return unavailable(&appid, &e),
     }
-    info!(appid = %appid, key = %key, job = %id, kind = %spec.kind, template_id = %spec.template_id, scene = spec.scene, "a dispatch job started");
-    let record = match jobs.store.get(&appid, &id).await {
-        Ok(Some(record)) => record,
-        // Kept, and held by this gateway: it runs; the answer is made from what was asked.
-        Ok(None) | Err(_) => JobRecord {
-            id: id.clone(),
-            appid: appid.clone(),
-            spec: spec_text,
-            created_by: key,
-            created_ms: 0,
-            state: JobState::Running,
-            cancel_requested: false,
-            progress: JobProgress::default(),
-            ended_ms: None,
-            detail: None,
-            resumed: 0,
-        },
+}
+
+/// The body read as a [`StartDispatch`]: 400 `invalid_body` when it is not one (not an object, a
+/// field missing); 422 `invalid_request` naming a field of the wrong type, or an unknown one.
+fn read_start(body: &[u8]) -> Result<StartDispatch, Box<Response>> {
+    let expected = "expected {\"kind\", \"message\"} and optionally \"template_kind\", \"concurrency\", \"rate_per_second\"";
+    let not_a_start = |e: &dyn std::fmt::Display| {
+        Box::new(error(StatusCode::BAD_REQUEST, "invalid_body", &format!("{expected}: {e}")))
     };
-    run::spawn(&gw, record.clone());
-    let mut r = (StatusCode::ACCEPTED, Json(JobBody::of(record))).into_response();
-    if let Ok(location) = HeaderValue::from_str(&format!("/v1/apps/{appid}/dispatches/{id}")) {
-        r.headers_mut().insert(LOCATION, location);
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let start = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data if path != "." => {
+                Box::new(invalid(&path, &format!("`{path}`: {}", without_position(&inner))))
+            }
+            _ => not_a_start(&inner),
+        }
+    })?;
+    de.end().map_err(|e| not_a_start(&e))?;
+    Ok(start)
+}
+
+/// A start checked, to carry out.
+struct Begin<'a> {
+    gw: &'a Gateway,
+    appid: &'a str,
+    key: &'a str,
+    client: &'a Client,
+    scope: GrantScope,
+    spec: Spec,
+}
+
+/// A start's answer: its status and body (kept as is for an `Idempotency-Key`'s retries).
+struct Answer {
+    status: StatusCode,
+    body: Value,
+    location: Option<String>,
+}
+
+impl IntoResponse for Answer {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, Json(self.body)).into_response();
+        if let Some(location) = self.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+            r.headers_mut().insert(LOCATION, location);
+        }
+        r
     }
-    r
+}
+
+impl Begin<'_> {
+    /// Creates the job (or finds the running one) and runs it here.
+    async fn run(self) -> Answer {
+        let Begin { gw, appid, key, client, scope, spec } = self;
+        let jobs = &gw.shared.jobs;
+        let now = client.clock().now();
+        let id = run::new_id(now);
+        let scope_key = format!("{}/{}/{}", scope.appid, scope.template_id, scope.scene.get());
+        let spec_text = serde_json::to_string(&spec).unwrap_or_default();
+        let job = NewJob::new(&id, appid, &scope_key, &spec_text, key, jobs.owner());
+        match jobs.store.create(&job, jobs.lease()).await {
+            Ok(Created::Created) => {}
+            Ok(Created::Busy(running)) => {
+                let body = json!({"error": "dispatch_running", "job": running, "message": "a dispatch of this template and scene is running; cancel it, or wait for it to end"});
+                return Answer { status: StatusCode::CONFLICT, body, location: None };
+            }
+            Err(e) => {
+                let body = json!({"error": "store_unavailable", "message": "the job store could not be reached; nothing started"});
+                warn!(appid = %appid, error = %e, "the job store failed");
+                return Answer { status: StatusCode::SERVICE_UNAVAILABLE, body, location: None };
+            }
+        }
+        info!(appid = %appid, key = %key, job = %id, kind = %spec.kind, template_id = %spec.template_id, scene = spec.scene, "a dispatch job started");
+        let ms = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0));
+        let mut record = match jobs.store.get(appid, &id).await {
+            Ok(Some(record)) => record,
+            // Kept, and held by this gateway: it runs; the answer is made from what was asked.
+            Ok(None) | Err(_) => JobRecord {
+                id: id.clone(),
+                appid: appid.to_owned(),
+                spec: spec_text,
+                created_by: key.to_owned(),
+                created_ms: ms,
+                state: JobState::Running,
+                cancel_requested: false,
+                progress: JobProgress::default(),
+                ended_ms: None,
+                detail: None,
+                resumed: 0,
+            },
+        };
+        run::spawn(gw, record.clone());
+        // What it is about to take, for the answer (the job counts it again as it starts).
+        if let Ok(counts) = gw.shared.grants.counts(&scope, now).await {
+            record.progress.remaining = counts.pending;
+        }
+        let body = serde_json::to_value(JobBody::of(record)).unwrap_or_default();
+        Answer {
+            status: StatusCode::ACCEPTED,
+            body,
+            location: Some(format!("/v1/apps/{appid}/dispatches/{id}")),
+        }
+    }
+}
+
+/// A start with an `Idempotency-Key`: claimed in the idempotency records, so that a retry, on
+/// any gateway of the fleet, gets the first answer and starts nothing (even after the job ended).
+async fn idempotent(begin: Begin<'_>, id: &str, fingerprint: &str) -> Response {
+    let records = &begin.gw.shared.idempotency;
+    let Ok(owner) = crate::idempotency::new_owner() else {
+        return store_unavailable("no random claim owner could be drawn");
+    };
+    records.prune_if_due();
+    let claim = NewClaim::new(id, fingerprint, &owner, records.lease, records.retention);
+    let found = match records.store.claim(&claim).await {
+        Ok(Claim::Claimed) => {
+            let store = Arc::clone(&records.store);
+            let answer = begin.run().await;
+            let written = if answer.status == StatusCode::SERVICE_UNAVAILABLE {
+                store.release(id, &owner).await
+            } else {
+                store
+                    .complete(id, &owner, &StoredAnswer::new(answer.status.as_u16(), answer.body.to_string()))
+                    .await
+            };
+            if let Err(e) = written {
+                warn!(error = %e, "a dispatch start's answer could not be stored: retries with its key answer 409");
+            }
+            return answer.into_response();
+        }
+        Ok(Claim::Found(record)) => record,
+        Err(e) => {
+            warn!(error = %e, "idempotency record not claimed; nothing started");
+            release_later(Arc::clone(&records.store), id.to_owned(), owner);
+            return store_unavailable("the idempotency records cannot be read now");
+        }
+    };
+    match found {
+        Record { fingerprint: other, .. } if other != fingerprint => reused(),
+        Record { state: RecordState::Done(answer), .. } => replay(&answer),
+        Record { state: RecordState::InFlight { lease_ended: false }, .. } => in_progress(),
+        Record { state: RecordState::InFlight { lease_ended: true }, .. } => {
+            // Its gateway stopped between the claim and the answer: the job may have started.
+            let lost = json!({"error": "dispatch_unknown", "message": "the first request with this Idempotency-Key stopped before its answer was kept; its job may have started: list the jobs (GET …/dispatches)"});
+            let lost = StoredAnswer::new(StatusCode::CONFLICT.as_u16(), lost.to_string());
+            match records.store.take_over(id, fingerprint, &lost).await {
+                Ok(Some(Record { fingerprint: other, .. })) if other != fingerprint => reused(),
+                Ok(Some(Record { state: RecordState::Done(answer), .. })) => replay(&answer),
+                Ok(_) => in_progress(),
+                Err(_) => store_unavailable("the idempotency records cannot be written now"),
+            }
+        }
+    }
 }
 
 /// The request's values checked, and the message checked whole for a placeholder recipient.
@@ -332,10 +473,10 @@ fn checked(start: StartDispatch) -> Result<Spec, Box<Response>> {
         _ => return Err(refuse("kind", "one of one_time, mini_program, notification")),
     };
     let long_term = match (kind, start.template_kind.as_deref()) {
-        (Kind::OneTime, None) | (_, Some("one_time")) => false,
         (Kind::OneTime, Some(_)) => {
             return Err(refuse("template_kind", "only for mini_program and notification: leave it out"));
         }
+        (Kind::OneTime, None) | (_, Some("one_time")) => false,
         (_, Some("long_term")) => true,
         (_, Some(_)) => return Err(refuse("template_kind", "one_time or long_term")),
         (_, None) => {
@@ -509,6 +650,7 @@ fn not_found() -> Response {
 }
 
 fn unavailable(appid: &str, e: &JobStoreError) -> Response {
+    // The start's answer says so itself (it may be stored for an `Idempotency-Key`).
     warn!(appid = %appid, error = %e, "the job store failed");
     error(
         StatusCode::SERVICE_UNAVAILABLE,

@@ -6,6 +6,10 @@
 //! when their lease lapses (the job waits for them) and are taken as a second attempt, which the
 //! library sets aside for review when WeChat refuses it (the message most likely went out before
 //! the stop). No grant is sent by two dispatches at once, and none is sent again once recorded.
+//!
+//! A long-term template's job runs once and is never resumed: its delivered grants stay pending
+//! (they are not used up), so a second run would send them again. Stopped with its gateway it
+//! ends `cancelled`; found lapsed (its gateway killed) it ends `failed`; either way saying so.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,8 +39,12 @@ const RENEW_EVERY: Duration = Duration::from_secs(1);
 /// How often the grants another dispatch holds are counted while a job waits for them.
 const WAIT_STEP: Duration = Duration::from_secs(1);
 
-/// The most a stopping gateway waits for its jobs to hand back.
-const HAND_BACK_WAIT: Duration = Duration::from_secs(10);
+/// The most a stopping gateway waits for its jobs to hand back: more than a send can take (the
+/// transport gives up after 15 s), so that the sends in flight finish and are recorded.
+const HAND_BACK_WAIT: Duration = Duration::from_secs(20);
+
+/// How often the ended jobs past their retention are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 /// This gateway's side of the dispatch jobs: the store, who it is, its leases, and the jobs it
 /// runs now.
@@ -45,6 +53,7 @@ pub(crate) struct Jobs {
     owner: String,
     lease: Duration,
     grant_lease: Duration,
+    retention: Duration,
     local: Mutex<HashMap<String, Local>>,
 }
 
@@ -86,11 +95,18 @@ impl std::fmt::Debug for Jobs {
 }
 
 impl Jobs {
-    pub(crate) fn new(store: SharedJobStore, lease: Duration, grant_lease: Duration) -> Self {
+    pub(crate) fn new(store: SharedJobStore, config: &crate::config::DispatchConfig) -> Self {
         let mut id = [0u8; 8];
         let _ = getrandom::fill(&mut id);
         let owner = format!("gateway-{}", hex::encode(id));
-        Self { store, owner, lease, grant_lease, local: Mutex::default() }
+        Self {
+            store,
+            owner,
+            lease: config.job_lease,
+            grant_lease: config.grant_lease,
+            retention: config.retention,
+            local: Mutex::default(),
+        }
     }
 
     pub(crate) fn owner(&self) -> &str {
@@ -127,12 +143,16 @@ pub(super) fn is_id(id: &str) -> bool {
     id.len() == 28 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// Runs `job` on this gateway, which holds it.
+/// Runs `job` on this gateway, which holds it, unless it runs here already (this gateway
+/// adopted its own job after its renewals failed for a lease: the run here goes on).
 pub(super) fn spawn(gw: &Gateway, job: JobRecord) {
     let signals = Arc::new(Signals::default());
     let id = job.id.clone();
     // The task removes its entry when it ends: the lock is held until the entry is in.
     let mut local = gw.shared.jobs.local();
+    if local.contains_key(&id) {
+        return;
+    }
     let task = tokio::spawn(run(gw.clone(), job, Arc::clone(&signals)));
     local.insert(id, Local { signals, task: Some(task) });
 }
@@ -181,13 +201,15 @@ async fn run(gw: Gateway, job: JobRecord, signals: Arc<Signals>) {
             }
         }
         End::Lost => {
-            warn!(appid = %job.appid, job = %job.id, "another gateway took a dispatch job over; this one stopped it")
+            warn!(appid = %job.appid, job = %job.id, "another gateway took a dispatch job over, or its hold lapsed; this one stopped it");
         }
     }
     jobs.local().remove(&job.id);
 }
 
-/// Renews the hold every second with the progress, until aborted or the hold is lost.
+/// Renews the hold every second with the progress, until aborted or the hold is lost: taken by
+/// another gateway, or not renewed for a whole lease (the store failing), after which another
+/// gateway may have adopted the job, so the run here stops rather than run beside it.
 async fn renew(
     store: SharedJobStore,
     (id, owner, lease): (String, String, Duration),
@@ -195,18 +217,26 @@ async fn renew(
     signals: Arc<Signals>,
 ) {
     let every = RENEW_EVERY.min(lease / 3);
+    let mut renewed = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(every).await;
         let now = *lock(&progress);
         match store.renew(&id, &owner, &now, lease).await {
-            Ok(Some(true)) => signals.raise(&signals.cancel_asked),
-            Ok(Some(false)) => {}
+            Ok(Some(cancel)) => {
+                renewed = tokio::time::Instant::now();
+                if cancel {
+                    signals.raise(&signals.cancel_asked);
+                }
+            }
             Ok(None) => {
                 signals.raise(&signals.lost);
                 return;
             }
-            // The job goes on: another gateway may adopt it after the lease, and the ledger
-            // keeps the two dispatches off each other's grants.
+            Err(e) if renewed.elapsed() >= lease => {
+                warn!(job = %id, error = %e, "a dispatch job's hold was not renewed for a whole lease: stopped here, for a gateway on the store to resume");
+                signals.raise(&signals.lost);
+                return;
+            }
             Err(e) => warn!(job = %id, error = %e, "could not renew a dispatch job's hold"),
         }
     }
@@ -222,6 +252,9 @@ async fn drive(gw: &Gateway, job: &JobRecord, progress: &Arc<Mutex<JobProgress>>
     let Ok(spec) = serde_json::from_str::<Spec>(&job.spec) else {
         return failed("the job's stored message is not in the format this gateway reads");
     };
+    if spec.long_term && job.resumed > 0 {
+        return failed(LONG_TERM_NOT_RESUMED);
+    }
     let Some(client) = gw.shared.apps.get(&job.appid) else {
         return failed("the app is no longer in this gateway's configuration");
     };
@@ -253,7 +286,17 @@ async fn drive(gw: &Gateway, job: &JobRecord, progress: &Arc<Mutex<JobProgress>>
             }
         }
         if signals.stop.is_cancelled() {
-            return stopped(signals);
+            return match stopped(signals) {
+                End::HandedBack if spec.long_term => {
+                    End::Ended(JobState::Cancelled, Some(LONG_TERM_NOT_RESUMED.to_owned()))
+                }
+                end => end,
+            };
+        }
+        if spec.long_term {
+            // Its delivered grants are pending again: a second pass would send them again.
+            lock(progress).remaining = 0;
+            return End::Ended(JobState::Finished, None);
         }
         // Grants another dispatch holds (a stopped gateway's): they come back when its lease
         // lapses, and the dispatcher runs again for them.
@@ -278,6 +321,11 @@ async fn drive(gw: &Gateway, job: &JobRecord, progress: &Arc<Mutex<JobProgress>>
         }
     }
 }
+
+/// Why a long-term template's job ends when its gateway stops.
+const LONG_TERM_NOT_RESUMED: &str = "stopped with its gateway: a long-term template's job is not resumed, since its \
+     delivered grants stay pending and a resumed run would send them again; start another to send to the grants \
+     it had not reached (and to the ones it had, again)";
 
 fn stopped(signals: &Signals) -> End {
     if signals.lost.load(Ordering::Acquire) {
@@ -373,20 +421,34 @@ fn lock(progress: &Mutex<JobProgress>) -> MutexGuard<'_, JobProgress> {
 
 impl Gateway {
     /// The dispatch jobs' background work, until `until` resolves: every `dispatch.job_lease_ms`
-    /// / 2 (and at once), adopts the jobs whose gateway stopped renewing them (killed, or cut
-    /// off from the store) and runs them here; when `until` resolves, stops the jobs running
-    /// here (the sends in flight finish and are recorded) and hands them back, so that another
-    /// gateway, or this one's restart, resumes them at once, waiting up to 10 s for them.
+    /// / 2 (and at once), adopts the jobs of its apps whose gateway stopped renewing them
+    /// (killed, or cut off from the store) and runs them here, and every ten minutes deletes the
+    /// jobs ended more than `dispatch.retention_ms` ago; when `until` resolves, stops the jobs
+    /// running here (the sends in flight finish and are recorded) and hands them back, so that
+    /// another gateway, or this one's restart, resumes them at once, waiting up to 20 s for them.
+    /// Resolve `until` once the server has stopped taking requests, so that no job starts after.
     ///
     /// The binary runs it beside the server. Without it, a gateway runs the jobs started through
     /// it, but resumes none and hands none back.
     pub async fn run_jobs(&self, until: impl std::future::Future<Output = ()>) {
         let jobs = &self.shared.jobs;
         let every = (jobs.lease / 2).max(Duration::from_millis(500));
+        // Only the jobs of apps this gateway has: another's (a configuration rolling out) would fail here.
+        let mut apps: Vec<&str> = self.shared.apps.keys().map(String::as_str).collect();
+        apps.sort_unstable();
+        let mut next_prune = tokio::time::Instant::now();
         tokio::pin!(until);
         loop {
+            if tokio::time::Instant::now() >= next_prune {
+                next_prune += PRUNE_EVERY;
+                match jobs.store.prune(jobs.retention).await {
+                    Ok(0) => {}
+                    Ok(n) => info!(deleted = n, "ended dispatch jobs past dispatch.retention_ms deleted"),
+                    Err(e) => warn!(error = %e, "could not delete ended dispatch jobs"),
+                }
+            }
             loop {
-                match jobs.store.adopt(&jobs.owner, jobs.lease).await {
+                match jobs.store.adopt(&jobs.owner, jobs.lease, &apps).await {
                     Ok(Some(job)) => {
                         info!(appid = %job.appid, job = %job.id, resumed = job.resumed, "a dispatch job whose gateway stopped is resumed here");
                         spawn(self, job);
@@ -424,7 +486,7 @@ impl Gateway {
         info!(jobs = tasks.len(), "stopping: the dispatch jobs running here are handed back");
         let all = join_all(tasks);
         if tokio::time::timeout(HAND_BACK_WAIT, all).await.is_err() {
-            warn!("dispatch jobs did not hand back within 10 s; they are resumed after their lease");
+            warn!("dispatch jobs did not hand back within 20 s; they are resumed after their lease");
         }
     }
 }

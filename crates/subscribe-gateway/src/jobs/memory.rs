@@ -1,6 +1,6 @@
 //! [`MemoryJobStore`]: jobs in this process's memory.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -14,8 +14,15 @@ use super::{Created, JobProgress, JobRecord, JobState, JobStore, JobStoreError, 
 /// which [`Gateway::start`](crate::Gateway::start) opens on the configured `[store]`.
 #[derive(Debug)]
 pub struct MemoryJobStore {
-    jobs: Mutex<BTreeMap<String, Entry>>,
+    jobs: Mutex<Jobs>,
     clock: SharedClock,
+}
+
+/// The jobs by id, and the live job of each scope.
+#[derive(Debug, Default)]
+struct Jobs {
+    by_id: BTreeMap<String, Entry>,
+    live: HashMap<String, String>,
 }
 
 #[derive(Debug)]
@@ -38,7 +45,7 @@ impl MemoryJobStore {
         Self::default()
     }
 
-    fn jobs(&self) -> MutexGuard<'_, BTreeMap<String, Entry>> {
+    fn jobs(&self) -> MutexGuard<'_, Jobs> {
         self.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
@@ -48,8 +55,8 @@ impl MemoryJobStore {
     }
 
     /// The live entry `id` held by `owner`.
-    fn held<'a>(jobs: &'a mut BTreeMap<String, Entry>, id: &str, owner: &str) -> Option<&'a mut Entry> {
-        jobs.get_mut(id).filter(|e| e.hold.as_ref().is_some_and(|(o, _)| o == owner))
+    fn held<'a>(jobs: &'a mut Jobs, id: &str, owner: &str) -> Option<&'a mut Entry> {
+        jobs.by_id.get_mut(id).filter(|e| e.hold.as_ref().is_some_and(|(o, _)| o == owner))
     }
 }
 
@@ -58,8 +65,8 @@ impl JobStore for MemoryJobStore {
     async fn create(&self, job: &NewJob<'_>, lease: Duration) -> Result<Created, JobStoreError> {
         let now = self.now_ms();
         let mut jobs = self.jobs();
-        if let Some(live) = jobs.values().find(|e| e.hold.is_some() && e.scope == job.scope) {
-            return Ok(Created::Busy(live.record.id.clone()));
+        if let Some(live) = jobs.live.get(job.scope) {
+            return Ok(Created::Busy(live.clone()));
         }
         let record = JobRecord {
             id: job.id.to_owned(),
@@ -75,12 +82,13 @@ impl JobStore for MemoryJobStore {
             resumed: 0,
         };
         let hold = Some((job.owner.to_owned(), now + super::millis(lease)));
-        jobs.insert(job.id.to_owned(), Entry { record, scope: job.scope.to_owned(), hold });
+        jobs.live.insert(job.scope.to_owned(), job.id.to_owned());
+        jobs.by_id.insert(job.id.to_owned(), Entry { record, scope: job.scope.to_owned(), hold });
         Ok(Created::Created)
     }
 
     async fn get(&self, appid: &str, id: &str) -> Result<Option<JobRecord>, JobStoreError> {
-        Ok(self.jobs().get(id).filter(|e| e.record.appid == appid).map(|e| e.record.clone()))
+        Ok(self.jobs().by_id.get(id).filter(|e| e.record.appid == appid).map(|e| e.record.clone()))
     }
 
     async fn list(
@@ -90,7 +98,7 @@ impl JobStore for MemoryJobStore {
         limit: usize,
     ) -> Result<Vec<JobRecord>, JobStoreError> {
         let jobs = self.jobs();
-        let below = jobs.iter().rev().filter(|(id, _)| before.is_none_or(|b| id.as_str() < b));
+        let below = jobs.by_id.iter().rev().filter(|(id, _)| before.is_none_or(|b| id.as_str() < b));
         Ok(below
             .filter(|(_, e)| e.record.appid == appid)
             .take(limit)
@@ -100,7 +108,7 @@ impl JobStore for MemoryJobStore {
 
     async fn cancel(&self, appid: &str, id: &str) -> Result<Option<JobRecord>, JobStoreError> {
         let mut jobs = self.jobs();
-        let Some(entry) = jobs.get_mut(id).filter(|e| e.record.appid == appid) else { return Ok(None) };
+        let Some(entry) = jobs.by_id.get_mut(id).filter(|e| e.record.appid == appid) else { return Ok(None) };
         if entry.hold.is_some() {
             entry.record.cancel_requested = true;
         }
@@ -139,6 +147,10 @@ impl JobStore for MemoryJobStore {
         e.record.progress = *progress;
         e.record.ended_ms = Some(now);
         e.record.detail = detail.map(str::to_owned);
+        let scope = e.scope.clone();
+        if jobs.live.get(&scope).is_some_and(|live| live == id) {
+            jobs.live.remove(&scope);
+        }
         Ok(true)
     }
 
@@ -151,14 +163,37 @@ impl JobStore for MemoryJobStore {
         Ok(true)
     }
 
-    async fn adopt(&self, owner: &str, lease: Duration) -> Result<Option<JobRecord>, JobStoreError> {
+    async fn adopt(
+        &self,
+        owner: &str,
+        lease: Duration,
+        apps: &[&str],
+    ) -> Result<Option<JobRecord>, JobStoreError> {
         let now = self.now_ms();
         let mut jobs = self.jobs();
-        let lapsed = jobs.values_mut().find(|e| e.hold.as_ref().is_some_and(|(_, until)| *until <= now));
+        let lapsed = jobs.by_id.values_mut().find(|e| {
+            e.hold.as_ref().is_some_and(|(_, until)| *until <= now) && apps.contains(&e.record.appid.as_str())
+        });
         Ok(lapsed.map(|e| {
             e.hold = Some((owner.to_owned(), now + super::millis(lease)));
             e.record.resumed += 1;
             e.record.clone()
         }))
+    }
+
+    async fn prune(&self, retention: Duration) -> Result<u64, JobStoreError> {
+        let cutoff = self.now_ms() - super::millis(retention);
+        let mut jobs = self.jobs();
+        let old: Vec<String> = jobs
+            .by_id
+            .iter()
+            .filter(|(_, e)| e.record.ended_ms.is_some_and(|ended| ended <= cutoff))
+            .map(|(id, _)| id.clone())
+            .take(super::PRUNE_BATCH)
+            .collect();
+        for id in &old {
+            jobs.by_id.remove(id);
+        }
+        Ok(old.len() as u64)
     }
 }

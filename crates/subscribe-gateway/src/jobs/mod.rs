@@ -85,10 +85,18 @@ pub trait JobStore: Send + Sync + fmt::Debug {
     /// that another gateway resumes it at once. Whether it did.
     async fn release(&self, id: &str, owner: &str, progress: &JobProgress) -> Result<bool, JobStoreError>;
 
-    /// Takes one live job whose lease has ended (its holder stopped) for `owner`, for `lease`,
-    /// counting it resumed; `None` when there is none. Of gateways adopting at once, one gets
-    /// each job.
-    async fn adopt(&self, owner: &str, lease: Duration) -> Result<Option<JobRecord>, JobStoreError>;
+    /// Takes one live job of one of `apps` whose lease has ended (its holder stopped) for
+    /// `owner`, for `lease`, counting it resumed; `None` when there is none. Of gateways adopting
+    /// at once, one gets each job.
+    async fn adopt(
+        &self,
+        owner: &str,
+        lease: Duration,
+        apps: &[&str],
+    ) -> Result<Option<JobRecord>, JobStoreError>;
+
+    /// Deletes up to 500 jobs that ended more than `retention` ago; how many.
+    async fn prune(&self, retention: Duration) -> Result<u64, JobStoreError>;
 
     /// The longest one call may take before it fails; zero (the default) for a store that
     /// answers at once.
@@ -278,6 +286,9 @@ impl JobStoreError {
         }
     }
 }
+
+/// The most ended jobs one [`JobStore::prune`] deletes.
+pub const PRUNE_BATCH: usize = 500;
 
 /// Milliseconds of `d` for a backend, at least 1.
 pub(crate) fn millis(d: Duration) -> i64 {

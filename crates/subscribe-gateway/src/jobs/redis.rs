@@ -74,7 +74,7 @@ return tonumber(redis.call('HGET', KEYS[1], 'cancel'))
 
 /// Ends `KEYS[1]` (id `ARGV[1]`) held by `ARGV[2]` as `ARGV[3]` with the progress `ARGV[4]`
 /// and the detail `ARGV[5]` (none when empty); frees its scope (`ARGV[6]` is the live keys'
-/// prefix) and takes it out of the leases `KEYS[2]`.
+/// prefix), takes it out of the leases `KEYS[2]` and into the ended jobs `KEYS[3]`.
 static FINISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         &(NOW.to_owned()
@@ -85,6 +85,7 @@ redis.call('HSET', KEYS[1], 'state', ARGV[3], 'progress', ARGV[4], 'ended', stri
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'detail', ARGV[5]) end
 redis.call('HDEL', KEYS[1], 'owner', 'lease')
 redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[3], string.format('%.0f', now), ARGV[1])
 local live = ARGV[6] .. redis.call('HGET', KEYS[1], 'scope')
 if redis.call('GET', live) == ARGV[1] then redis.call('DEL', live) end
 return 1
@@ -108,38 +109,65 @@ return 1
 });
 
 /// Takes for `ARGV[1]`, for `ARGV[2]` ms, the first job in the leases `KEYS[1]` whose lease has
-/// ended (`ARGV[3]` is the jobs' key prefix): its id, or nothing.
+/// ended and whose app is one of `ARGV[4…]` (`ARGV[3]` is the jobs' key prefix): its id and its
+/// fields, or nothing.
 static ADOPT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         &(NOW.to_owned()
             + r"
-for _ = 1, 10 do
-  local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 1)
-  if #ids == 0 then return {} end
-  local key = ARGV[3] .. ids[1]
-  if redis.call('HGET', key, 'state') == 'running' then
+local apps = {}
+for i = 4, #ARGV do apps[ARGV[i]] = true end
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 100)
+for _, id in ipairs(ids) do
+  local key = ARGV[3] .. id
+  local r = redis.call('HMGET', key, 'state', 'appid')
+  if r[1] ~= 'running' then
+    redis.call('ZREM', KEYS[1], id)
+  elseif apps[r[2]] then
     local lease = string.format('%.0f', now + tonumber(ARGV[2]))
     redis.call('HSET', key, 'owner', ARGV[1], 'lease', lease)
     redis.call('HINCRBY', key, 'resumed', 1)
-    redis.call('ZADD', KEYS[1], lease, ids[1])
-    return {ids[1]}
+    redis.call('ZADD', KEYS[1], lease, id)
+    local reply = {id}
+    for _, v in ipairs(redis.call('HGETALL', key)) do reply[#reply + 1] = v end
+    return reply
   end
-  redis.call('ZREM', KEYS[1], ids[1])
 end
 return {}
 "),
     )
 });
 
+/// Deletes up to `ARGV[4]` jobs of the ended jobs `KEYS[1]` that ended more than `ARGV[1]` ms
+/// ago (`ARGV[2]` is the jobs' key prefix, `ARGV[3]` the apps' lists' prefix): how many.
+static PRUNE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        &(NOW.to_owned()
+            + r"
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]), 'LIMIT', 0, tonumber(ARGV[4]))
+for _, id in ipairs(ids) do
+  local key = ARGV[2] .. id
+  local app = redis.call('HGET', key, 'appid')
+  if app then redis.call('ZREM', ARGV[3] .. app, id) end
+  redis.call('DEL', key)
+  redis.call('ZREM', KEYS[1], id)
+end
+return #ids
+"),
+    )
+});
+
 /// Dispatch jobs in the Redis of the gateway's `[store]`, on the token store's connection:
 /// one hash per job, `<prefix>:gateway:job:<id>`; `<prefix>:gateway:jobs:live:<scope>` names the
-/// live job of a scope, `<prefix>:gateway:jobs:app:<appid>` lists an app's jobs and
-/// `<prefix>:gateway:jobs:leases` orders the live ones by the end of their lease. Shared by
+/// live job of a scope, `<prefix>:gateway:jobs:app:<appid>` lists an app's jobs,
+/// `<prefix>:gateway:jobs:leases` orders the live ones by the end of their lease and
+/// `<prefix>:gateway:jobs:ended` the ended ones by their end (for [`prune`](JobStore::prune)). Shared by
 /// every gateway on that Redis.
 ///
 /// Each step is one Lua script, atomic on the server: an insert only while the scope has no live
 /// job, a renewal, an end or a release only by the holder, an adoption only once the lease has
-/// ended (on Redis's clock, `TIME`). Jobs are kept (they carry no time to live).
+/// ended (on Redis's clock, `TIME`). Ended jobs are kept until pruned (they carry no time to
+/// live, so that `noeviction` keeps them as it keeps everything else).
 #[derive(Clone, Debug)]
 pub struct RedisJobStore {
     redis: Redis,
@@ -285,7 +313,8 @@ impl JobStore for RedisJobStore {
     ) -> Result<bool, JobStoreError> {
         let mut conn = self.redis.connection();
         let mut call = FINISH.key(self.job(id));
-        call.key(self.leases()).arg(id).arg(owner).arg(end.as_str()).arg(progress.to_json());
+        call.key(self.leases()).key(self.key("jobs:ended"));
+        call.arg(id).arg(owner).arg(end.as_str()).arg(progress.to_json());
         call.arg(detail.unwrap_or_default()).arg(self.key("jobs:live:"));
         let done: i64 = self.run("end a job", call.invoke_async(&mut conn)).await?;
         Ok(done == 1)
@@ -299,14 +328,33 @@ impl JobStore for RedisJobStore {
         Ok(done == 1)
     }
 
-    async fn adopt(&self, owner: &str, lease: Duration) -> Result<Option<JobRecord>, JobStoreError> {
+    async fn adopt(
+        &self,
+        owner: &str,
+        lease: Duration,
+        apps: &[&str],
+    ) -> Result<Option<JobRecord>, JobStoreError> {
+        if apps.is_empty() {
+            return Ok(None);
+        }
         let mut conn = self.redis.connection();
         let mut call = ADOPT.key(self.leases());
         call.arg(owner).arg(millis(lease)).arg(self.key("job:"));
-        let ids: Vec<String> = self.run("adopt a job", call.invoke_async(&mut conn)).await?;
-        match ids.first() {
-            Some(id) => self.read(id).await,
-            None => Ok(None),
+        for app in apps {
+            call.arg(*app);
         }
+        let reply: Vec<String> = self.run("adopt a job", call.invoke_async(&mut conn)).await?;
+        let Some((id, fields)) = reply.split_first() else { return Ok(None) };
+        let fields: HashMap<String, String> =
+            fields.chunks(2).filter_map(|kv| Some((kv.first()?.clone(), kv.get(1)?.clone()))).collect();
+        record(id, &fields).map(Some)
+    }
+
+    async fn prune(&self, retention: Duration) -> Result<u64, JobStoreError> {
+        let mut conn = self.redis.connection();
+        let mut call = PRUNE.key(self.key("jobs:ended"));
+        call.arg(millis(retention)).arg(self.key("job:")).arg(self.key("jobs:app:")).arg(super::PRUNE_BATCH);
+        let deleted: u64 = self.run("delete ended jobs", call.invoke_async(&mut conn)).await?;
+        Ok(deleted)
     }
 }

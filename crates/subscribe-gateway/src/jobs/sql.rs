@@ -65,6 +65,9 @@ impl SqlJobStore {
             format!(
                 "CREATE INDEX IF NOT EXISTS {TABLE}_lease ON {TABLE} (lease_until_ms) WHERE state = 'running'"
             ),
+            format!(
+                "CREATE INDEX IF NOT EXISTS {TABLE}_ended ON {TABLE} (ended_ms) WHERE state <> 'running'"
+            ),
         ];
         self.run("create the jobs table", async {
             if let Some(p) = self.sql.pg_pool() {
@@ -289,7 +292,16 @@ impl JobStore for SqlJobStore {
         self.held_update("give a job up", id, owner, "lease_until_ms = {now}", progress, None).await
     }
 
-    async fn adopt(&self, owner: &str, lease: Duration) -> Result<Option<JobRecord>, JobStoreError> {
+    async fn adopt(
+        &self,
+        owner: &str,
+        lease: Duration,
+        apps: &[&str],
+    ) -> Result<Option<JobRecord>, JobStoreError> {
+        if apps.is_empty() {
+            return Ok(None);
+        }
+        let listed = (0..apps.len()).map(|i| format!("${}", i + 3)).collect::<Vec<_>>().join(", ");
         let row: Option<Row> = self
             .run("adopt a job", async {
                 on_pool!(self.sql, |p, now| {
@@ -298,13 +310,36 @@ impl JobStore for SqlJobStore {
                     let sql = format!(
                         "UPDATE {TABLE} SET owner = $1, lease_until_ms = {now} + $2, resumed = resumed + 1 \
                          WHERE id = (SELECT id FROM {TABLE} WHERE state = 'running' AND lease_until_ms <= {now} \
-                         ORDER BY lease_until_ms LIMIT 1) AND state = 'running' AND lease_until_ms <= {now} \
-                         RETURNING {COLUMNS}"
+                         AND appid IN ({listed}) ORDER BY lease_until_ms LIMIT 1) \
+                         AND state = 'running' AND lease_until_ms <= {now} RETURNING {COLUMNS}"
                     );
-                    sqlx::query_as(&sql).bind(owner).bind(millis(lease)).fetch_optional(p).await
+                    let mut q = sqlx::query_as(&sql).bind(owner).bind(millis(lease));
+                    for app in apps {
+                        q = q.bind(*app);
+                    }
+                    q.fetch_optional(p).await
                 })
             })
             .await?;
         row.map(record).transpose()
+    }
+
+    async fn prune(&self, retention: Duration) -> Result<u64, JobStoreError> {
+        self.run("delete ended jobs", async {
+            on_pool!(self.sql, |p, now| {
+                let sql = format!(
+                    "DELETE FROM {TABLE} WHERE id IN (SELECT id FROM {TABLE} WHERE state <> 'running' \
+                     AND ended_ms <= {now} - $1 ORDER BY ended_ms LIMIT $2)"
+                );
+                let batch = i64::try_from(super::PRUNE_BATCH).unwrap_or(500);
+                sqlx::query(&sql)
+                    .bind(millis(retention))
+                    .bind(batch)
+                    .execute(p)
+                    .await
+                    .map(|r| r.rows_affected())
+            })
+        })
+        .await
     }
 }

@@ -106,7 +106,7 @@ impl BodyError {
 
 /// A data error's message without `serde_json`'s " at line L column C", which a field path
 /// says better.
-fn without_position(e: &serde_json::Error) -> String {
+pub(crate) fn without_position(e: &serde_json::Error) -> String {
     let text = e.to_string();
     match text.rfind(" at line ") {
         Some(at) => text[..at].to_owned(),

@@ -37,6 +37,7 @@ use utoipa::{IntoResponses, ToSchema};
 use self::body::{BodyError, Message, MessageKind};
 pub(crate) use self::body::{
     BodyError as MessageError, Message as CheckedMessage, MessageKind as Kind, parse as parse_message,
+    without_position,
 };
 pub(crate) use self::outcome::Body;
 use self::outcome::Outcome;
@@ -329,7 +330,7 @@ async fn idempotent(gw: &Gateway, checked: Checked, key: &IdempotencyKey, finger
 /// Releases `owner`'s claim of record `id`, if it holds one, from a task of its own: a few
 /// attempts over about eight seconds, until the store answers (a claim that is not there, or
 /// no longer `owner`'s, is left alone).
-fn release_later(store: SharedIdempotencyStore, id: String, owner: String) {
+pub(crate) fn release_later(store: SharedIdempotencyStore, id: String, owner: String) {
     tokio::spawn(async move {
         for wait_ms in [0, 250, 500, 1_000, 2_000, 4_000] {
             tokio::time::sleep(Duration::from_millis(wait_ms)).await;
@@ -365,7 +366,7 @@ async fn record(store: &SharedIdempotencyStore, id: &str, owner: &str, outcome: 
     }
 }
 
-fn replay(answer: &StoredAnswer) -> Response {
+pub(crate) fn replay(answer: &StoredAnswer) -> Response {
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
     let mut r = (status, answer.body.clone()).into_response();
     r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -373,7 +374,7 @@ fn replay(answer: &StoredAnswer) -> Response {
     r
 }
 
-fn reused() -> Response {
+pub(crate) fn reused() -> Response {
     error(
         StatusCode::UNPROCESSABLE_ENTITY,
         "idempotency_key_reused",
@@ -381,7 +382,7 @@ fn reused() -> Response {
     )
 }
 
-fn in_progress() -> Response {
+pub(crate) fn in_progress() -> Response {
     error(
         StatusCode::CONFLICT,
         "idempotency_key_in_progress",
@@ -389,7 +390,7 @@ fn in_progress() -> Response {
     )
 }
 
-fn store_unavailable(why: &str) -> Response {
+pub(crate) fn store_unavailable(why: &str) -> Response {
     error(
         StatusCode::SERVICE_UNAVAILABLE,
         "idempotency_store_unavailable",

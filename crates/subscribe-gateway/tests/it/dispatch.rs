@@ -57,12 +57,7 @@ impl Setup {
         let sandbox = sandbox_of(SandboxConfig::demo().with_generated_users(n)).await;
         sandbox.state().set_faults(Faults { latency_ms: Some(latency_ms), ..Faults::default() });
         let dir = TempDir::new().unwrap();
-        let hash = KeyHash::of(KEY_D.as_bytes()).to_hex();
-        let text = config_text(dir.path(), &sandbox.base_url()).replace("path = \"tokens.db\"", store);
-        let text = format!(
-            "{text}\n[dispatch]\njob_lease_ms = 2000\ngrant_lease_ms = 20000\n\n[[keys]]\nname = \"ops\"\n\
-             sha256 = \"{hash}\"\nscopes = {{ {DEMO_APPID} = [\"dispatch\", \"grants:review\"] }}\n"
-        );
+        let text = gateway_text(dir.path(), &sandbox, store);
         let url = url.to_owned();
         let config = parsed(&text, &dir, &url);
         let ledger = open_stores(&config.store).await.unwrap().grants;
@@ -95,6 +90,17 @@ impl Setup {
         }
         total
     }
+}
+
+/// The test configuration with its files in `dir`, `[store]` as `store`, short job leases and
+/// key D.
+fn gateway_text(dir: &std::path::Path, sandbox: &SandboxHandle, store: &str) -> String {
+    let hash = KeyHash::of(KEY_D.as_bytes()).to_hex();
+    let text = config_text(dir, &sandbox.base_url()).replace("path = \"tokens.db\"", store);
+    format!(
+        "{text}\n[dispatch]\njob_lease_ms = 2000\ngrant_lease_ms = 20000\n\n[[keys]]\nname = \"ops\"\n\
+         sha256 = \"{hash}\"\nscopes = {{ {DEMO_APPID} = [\"dispatch\", \"grants:review\"] }}\n"
+    )
 }
 
 fn parsed(text: &str, dir: &TempDir, url: &str) -> Config {
@@ -294,6 +300,11 @@ async fn every_value_of_a_start_is_checked_and_nothing_starts_on_a_refusal() {
         (json!({"kind": "one_time", "message": "text"}), "message"),
         (json!({"kind": "weekly", "message": restock()}), "kind"),
         (json!({"kind": "one_time", "template_kind": "long_term", "message": restock()}), "template_kind"),
+        (json!({"kind": "one_time", "template_kind": "one_time", "message": restock()}), "template_kind"),
+        (json!({"kind": "one_time", "message": restock(), "concurrency": -1}), "concurrency"),
+        (json!({"kind": "one_time", "message": restock(), "concurrency": "8"}), "concurrency"),
+        (json!({"kind": 1, "message": restock()}), "kind"),
+        (json!({"kind": "one_time", "message": restock(), "priority": 1}), "priority"),
         (
             json!({"kind": "mini_program", "message": {"template_id": "t", "data": {"thing1": {"value": "x"}}}}),
             "template_kind",
@@ -310,10 +321,8 @@ async fn every_value_of_a_start_is_checked_and_nothing_starts_on_a_refusal() {
         let (status, answer) = api.start(gw.addr, &body).await;
         assert_eq!((status, answer["field"].as_str()), (422, Some(field)), "{body}: {answer}");
     }
-    // Not a dispatch: an unknown field, a missing one; not JSON.
-    for body in
-        [json!({"kind": "one_time", "message": restock(), "priority": 1}), json!({"kind": "one_time"})]
-    {
+    // Not a dispatch: a field missing, not an object.
+    for body in [json!({"kind": "one_time"}), json!(["one_time"])] {
         let (status, answer) = api.start(gw.addr, &body).await;
         assert_eq!((status, answer["error"].as_str()), (400, Some("invalid_body")), "{body}: {answer}");
     }
@@ -346,6 +355,64 @@ async fn every_value_of_a_start_is_checked_and_nothing_starts_on_a_refusal() {
     let (_, page) = api.get(gw.addr, "").await;
     assert_eq!(page["items"], json!([]), "nothing started");
     assert_eq!(s.sandbox.state().stats().deliveries, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_with_an_idempotency_key_is_answered_once_and_its_retries_start_nothing() {
+    let s = Setup::new(20, "path = \"tokens.db\"", "", 0).await;
+    let gw = served(&s.config).await;
+    let api = Api::new();
+    let body = json!({"kind": "one_time", "message": restock()});
+    let start = |key: &'static str, body: Value| {
+        let r = api
+            .http
+            .post(Api::url(gw.addr, ""))
+            .bearer_auth(KEY_D)
+            .header("Idempotency-Key", key)
+            .json(&body);
+        async move {
+            let r = r.send().await.unwrap();
+            let replayed = r.headers().get("idempotent-replayed").is_some();
+            (r.status().as_u16(), replayed, r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, replayed, first) = start("restock-2026-12-07", body.clone()).await;
+    assert_eq!((status, replayed), (202, false), "{first}");
+    assert_eq!(first["progress"]["remaining"], 20, "{first}");
+    let id = first["id"].as_str().unwrap().to_owned();
+    api.until(gw.addr, &id, Duration::from_secs(30), ended).await;
+    // Retried after the job ended: the first answer, nothing started (a new job would find the
+    // grants used, but on a long-term template it would send them all again).
+    let (status, replayed, again) = start("restock-2026-12-07", body.clone()).await;
+    assert_eq!((status, replayed, again["id"].as_str()), (202, true, Some(id.as_str())), "{again}");
+    assert_eq!(api.get(gw.addr, "").await.1["items"].as_array().unwrap().len(), 1);
+    // The key with another body: refused.
+    let other = json!({"kind": "one_time", "message": restock(), "concurrency": 4});
+    let (status, _, reused) = start("restock-2026-12-07", other).await;
+    assert_eq!((status, reused["error"].as_str()), (422, Some("idempotency_key_reused")), "{reused}");
+    assert_eq!(s.delivered(), 20);
+    drop(gw.stop);
+}
+
+/// A long-term template's job whose gateway was killed is not resumed: its delivered grants stay
+/// pending, so a resumed run would send them again. It ends `failed`, saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_gateways_long_term_job_is_ended_not_resumed() {
+    let s = Setup::new(1, "path = \"tokens.db\"", "", 0).await;
+    let jobs = open_stores(&s.config.store).await.unwrap().jobs;
+    let id = format!("{:028x}", 7);
+    let spec = json!({"kind": "mini_program", "template_id": "SandboxMpRestockAlert_0000000000000000000001",
+        "scene": 0, "long_term": true, "message": {"template_id": "SandboxMpRestockAlert_0000000000000000000001",
+        "data": {"thing1": {"value": "x"}}}, "concurrency": 1, "rate_per_second": null})
+    .to_string();
+    let job = subscribe_gateway::jobs::NewJob::new(&id, DEMO_APPID, "scope", &spec, "ops", "gateway-killed");
+    jobs.create(&job, Duration::from_millis(1)).await.unwrap();
+    let gw = served(&s.config).await;
+    let api = Api::new();
+    let job = api.until(gw.addr, &id, Duration::from_secs(10), ended).await;
+    assert_eq!((job["state"].as_str(), job["resumed"].as_u64()), (Some("failed"), Some(1)), "{job}");
+    assert!(job["detail"].as_str().unwrap().contains("long-term template's job is not resumed"), "{job}");
+    drop(gw.stop);
 }
 
 /// A job's gateway stops gracefully mid-dispatch: the job is handed back and another gateway
@@ -478,6 +545,48 @@ async fn a_killed_gateways_job_is_resumed_and_no_grant_is_sent_twice_on_redis() 
         &url,
     )
     .await;
+}
+
+/// The binary killed (SIGKILL) in the middle of a dispatch of ten thousand grants, and started
+/// again on the same SQLite file: it resumes the job, waits for the grants it held when it was
+/// killed, and every grant ends delivered once or under review; the sandbox delivered what the
+/// ledger records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_killed_mid_dispatch_of_ten_thousand_grants_and_restarted_sends_none_twice() {
+    const N: usize = 10_000;
+    let db = TempDir::new().unwrap();
+    let store = format!("path = \"{}\"", db.path().join("gateway.db").display());
+    let s = Setup::new(N, &store, "", 10).await;
+    let start = || async {
+        let dir = TempDir::new().unwrap();
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(&path, gateway_text(dir.path(), &s.sandbox, &store)).unwrap();
+        crate::binary::Binary::start_with_env(dir, &path, None, &[]).await
+    };
+    let api = Api::new();
+    let first = start().await;
+    let (status, job) =
+        api.start(first.addr, &json!({"kind": "one_time", "message": restock(), "concurrency": 32})).await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    api.until(first.addr, &id, Duration::from_secs(60), |j| j["progress"]["sent"].as_u64() >= Some(3_000))
+        .await;
+    // Dropped: SIGKILL (`kill_on_drop`), nothing handed back.
+    drop(first);
+
+    let second = start().await;
+    let job = api.until(second.addr, &id, Duration::from_secs(120), ended).await;
+    assert_eq!((job["state"].as_str(), job["resumed"].as_u64()), (Some("finished"), Some(1)), "{job}");
+    let counts = s.ledger.counts(&scope(), SystemClock.now()).await.unwrap();
+    assert_eq!((counts.pending, counts.reserved, counts.dropped), (0, 0, 0), "{counts:?}");
+    assert_eq!(counts.delivered + counts.review, N as u64, "{counts:?}");
+    let delivered = s.delivered();
+    assert!(
+        (counts.delivered..=counts.delivered + counts.review).contains(&delivered),
+        "{delivered}, {counts:?}"
+    );
+    assert_eq!(s.sandbox.state().stats().deliveries, delivered);
+    drop(second);
 }
 
 /// A name no other test (or run) uses.

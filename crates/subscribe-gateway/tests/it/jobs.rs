@@ -92,10 +92,13 @@ async fn adopted_once(store: Arc<dyn JobStore>) {
     tokio::time::sleep(Duration::from_millis(20)).await;
     let mut tasks = Vec::new();
     for g in 0..8 {
-        let store = Arc::clone(&store);
+        let (store, app) = (Arc::clone(&store), app.clone());
         tasks.push(tokio::spawn(async move {
             let mut mine = Vec::new();
-            while let Some(job) = store.adopt(&format!("gw-{g}"), Duration::from_secs(60)).await.unwrap() {
+            let apps = [app.as_str()];
+            while let Some(job) =
+                store.adopt(&format!("gw-{g}"), Duration::from_secs(60), &apps).await.unwrap()
+            {
                 mine.push(job.id);
             }
             mine
@@ -155,17 +158,15 @@ async fn holds(store: &dyn JobStore) {
     assert!(store.cancel(&app, &ids.id(255)).await.unwrap().is_none());
 
     // A held job is not adopted; one whose hold was given up is, once, counted resumed.
-    assert!(store.adopt("gw-3", lease).await.unwrap().into_iter().all(|j| j.appid != app));
+    let apps = [app.as_str()];
+    assert!(store.adopt("gw-3", lease, &apps).await.unwrap().is_none());
     assert!(store.release(&ids.id(12), "gw-2", &progress).await.unwrap());
-    let mut adopted = None;
-    while let Some(j) = store.adopt("gw-3", lease).await.unwrap() {
-        if j.id == ids.id(12) && j.appid == app {
-            adopted = Some(j);
-        }
-    }
-    let adopted = adopted.expect("the released job is adopted");
+    // Not by a gateway without the app.
+    assert!(store.adopt("gw-3", lease, &["wxother"]).await.unwrap().is_none());
+    let adopted = store.adopt("gw-3", lease, &apps).await.unwrap().expect("the released job is adopted");
+    assert_eq!(adopted.id, ids.id(12));
     assert_eq!((adopted.resumed, adopted.progress), (1, progress));
-    assert!(store.adopt("gw-4", lease).await.unwrap().is_none_or(|j| j.appid != app));
+    assert!(store.adopt("gw-4", lease, &apps).await.unwrap().is_none());
     assert_eq!(store.renew(&ids.id(12), "gw-2", &progress, lease).await.unwrap(), None);
     assert_eq!(store.renew(&ids.id(12), "gw-3", &progress, lease).await.unwrap(), Some(false));
 
@@ -198,6 +199,21 @@ async fn holds(store: &dyn JobStore) {
     assert_eq!(listed(store.list(&app, None, 2).await.unwrap()), [ids.id(13), ids.id(12)]);
     assert_eq!(listed(store.list(&app, Some(&ids.id(12)), 2).await.unwrap()), [ids.id(10)]);
     assert!(store.list("wxother", None, 10).await.unwrap().is_empty());
+
+    // Ended jobs past their retention are deleted; the running one is kept.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(store.prune(Duration::from_secs(3600)).await.unwrap(), 0, "ended just now");
+    let mut pruned = 0;
+    loop {
+        let n = store.prune(Duration::from_millis(1)).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        pruned += n;
+    }
+    assert!(pruned >= 2, "{pruned}");
+    assert_eq!(listed(store.list(&app, None, 10).await.unwrap()), [ids.id(13)]);
+    assert!(store.get(&app, &ids.id(10)).await.unwrap().is_none());
 }
 
 /// A hold that is not renewed ends with its lease: another gateway adopts the job.
@@ -209,7 +225,7 @@ async fn lapses(store: &dyn JobStore) {
     assert_eq!(store.create(&job, Duration::from_millis(50)).await.unwrap(), Created::Created);
     tokio::time::sleep(Duration::from_millis(120)).await;
     let mut found = false;
-    while let Some(j) = store.adopt("gw-alive", Duration::from_secs(30)).await.unwrap() {
+    while let Some(j) = store.adopt("gw-alive", Duration::from_secs(30), &[app.as_str()]).await.unwrap() {
         found |= j.appid == app;
     }
     assert!(found, "the lapsed job was adopted");
