@@ -99,6 +99,9 @@ api_base = "{sandbox}"
 secret_env = "WX_SECRET"
 # Where the consent callback sends the browser (Schemathesis does not follow the redirect).
 consent_return_url = "{sandbox}/consent-return"
+# The app's server URL: Schemathesis' pushes are refused as unsigned, as documented.
+push_token_env = "WX_PUSH_TOKEN"
+push_aes_key_env = "WX_PUSH_AES"
 
 [[keys]]
 name = "schemathesis"
@@ -116,6 +119,8 @@ burst = 100000
         .arg("--config")
         .arg(&config)
         .env("WX_SECRET", DEMO_SECRET)
+        .env("WX_PUSH_TOKEN", "schemathesisPushToken2026")
+        .env("WX_PUSH_AES", "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG")
         .env("RUST_LOG", "warn,subscribe_gateway=info");
     children.0.push(spawn(&mut gateway, &gateway_log)?);
     let addr = wait_for(&gateway_log, |line| {

@@ -12,10 +12,16 @@ use axum::middleware::from_fn_with_state;
 use axum::routing::get;
 use subscribe_client::transport::ReqwestTransport;
 use subscribe_client::{
-    Client, GrantLedger, InMemoryGrantLedger, InMemoryUsedStates, SharedTokenStore, SharedUsedStates,
+    Client, GrantLedger, InMemoryGrantLedger, InMemoryNotificationResults, InMemoryUsedStates,
+    NotificationResults, SharedTokenStore, SharedUsedStates,
 };
-use subscribe_redis::{Redis, RedisGrantLedger, RedisTokenStore, RedisUsedStates};
-use subscribe_sql::{Sql, SqlGrantLedger, SqlTokenStore, SqlUsedStates};
+use subscribe_events::replay::{MemoryReplayCache, ReplayCache};
+use subscribe_redis::{
+    Redis, RedisGrantLedger, RedisNotificationResults, RedisReplayCache, RedisTokenStore, RedisUsedStates,
+};
+use subscribe_sql::{
+    Sql, SqlGrantLedger, SqlNotificationResults, SqlReplayCache, SqlTokenStore, SqlUsedStates,
+};
 use subscribe_types::{AppId, RedirectUrl};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
@@ -33,6 +39,8 @@ use crate::keys::Keys;
 use crate::metered::Metered;
 use crate::metrics::{self, Metrics};
 use crate::openapi;
+use crate::outbox::{MemoryOutbox, RedisOutbox, SharedOutbox, SqlOutbox};
+use crate::push::{Feeds, Pushes};
 use crate::ratelimit::{self, PeerLimits};
 use crate::reports::ReportGate;
 
@@ -64,13 +72,21 @@ pub(crate) struct Shared {
     pub(crate) consent: HashMap<String, Consent>,
     /// The dispatch jobs: their store, and the ones running here.
     pub(crate) jobs: Jobs,
+    /// The apps' push endpoints.
+    pub(crate) pushes: Pushes,
+    /// The events kept for the webhooks.
+    pub(crate) outbox: SharedOutbox,
+    /// The webhooks' client.
+    pub(crate) webhook_http: reqwest::Client,
+    /// Each app's webhook.
+    pub(crate) webhooks: HashMap<String, crate::config::Webhook>,
     server: ServerConfig,
 }
 
 /// Every store the gateway keeps its state in: the access tokens, the send API's idempotency
 /// records, the grants, the authorization states used up and the dispatch jobs. On one database or Redis
 /// ([`open_stores`]), every gateway on it shares them all.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct Stores {
     /// The access tokens.
@@ -83,7 +99,30 @@ pub struct Stores {
     pub used_states: SharedUsedStates,
     /// The dispatch jobs.
     pub jobs: SharedJobStore,
+    /// The pushes read (each is taken once across the fleet).
+    pub replays: Arc<dyn ReplayCache>,
+    /// Each app's notification results (`subscribe_msg_sent_event`), by appid.
+    pub results: ResultsByApp,
+    /// The events kept for the webhooks.
+    pub outbox: SharedOutbox,
 }
+
+impl fmt::Debug for Stores {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stores")
+            .field("tokens", &self.tokens)
+            .field("idempotency", &self.idempotency)
+            .field("grants", &self.grants)
+            .field("used_states", &self.used_states)
+            .field("jobs", &self.jobs)
+            .field("replays", &self.replays)
+            .field("outbox", &self.outbox)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Each app's notification results store, made for its appid.
+pub type ResultsByApp = Arc<dyn Fn(&AppId) -> Arc<dyn NotificationResults> + Send + Sync>;
 
 impl Stores {
     /// `tokens`, and everything else in this process's memory: kept by this gateway only, lost
@@ -95,10 +134,14 @@ impl Stores {
             grants: Arc::new(InMemoryGrantLedger::new()),
             used_states: Arc::new(InMemoryUsedStates::new()),
             jobs: Arc::new(MemoryJobStore::new()),
+            replays: Arc::new(MemoryReplayCache::default()),
+            results: Arc::new(|_: &AppId| Arc::new(InMemoryNotificationResults::default()) as _),
+            outbox: Arc::new(MemoryOutbox::new()),
         }
     }
 
-    /// The five stores.
+    /// The five stores, and the push's (the pushes read, the notification results and the
+    /// webhooks' outbox) in this process's memory: set those fields for shared ones.
     pub fn new(
         tokens: SharedTokenStore,
         idempotency: SharedIdempotencyStore,
@@ -106,7 +149,7 @@ impl Stores {
         used_states: SharedUsedStates,
         jobs: SharedJobStore,
     ) -> Self {
-        Self { tokens, idempotency, grants, used_states, jobs }
+        Self { idempotency, grants, used_states, jobs, ..Self::in_memory(tokens) }
     }
 }
 
@@ -206,7 +249,10 @@ impl Gateway {
     /// [`StartError::Client`] when a client cannot be built; [`StartError::Lease`] when the
     /// idempotency store's calls are too slow for `idempotency.retention_ms`.
     pub fn from_stores(config: &Config, stores: Stores) -> Result<Self, StartError> {
-        let Stores { tokens: store, idempotency, grants, used_states, jobs } = stores;
+        let Stores { tokens: store, idempotency, grants, used_states, jobs, replays, results, outbox } =
+            stores;
+        let mut pushes = Pushes::default();
+        let mut webhooks = HashMap::new();
         let metrics = Metrics::new(config.apps.iter().map(|a| a.appid.as_str()));
         let mut apps = HashMap::new();
         let mut reports = HashMap::new();
@@ -235,6 +281,17 @@ impl Gateway {
                 && let Ok(callback) = RedirectUrl::new(crate::consent::callback_url(public, &app.appid))
             {
                 consent.insert(app.appid.as_str().to_owned(), Consent::new(callback, back.clone()));
+            }
+            let feeds = Feeds {
+                ledger: Arc::clone(&grants),
+                results: results(&app.appid),
+                replays: Arc::clone(&replays),
+                outbox: Arc::clone(&outbox),
+                metrics: metrics.clone(),
+            };
+            pushes.add(app, &client, feeds);
+            if let Some(webhook) = app.push.as_ref().and_then(|p| p.webhook.clone()) {
+                webhooks.insert(app.appid.as_str().to_owned(), webhook);
             }
             apps.insert(app.appid.as_str().to_owned(), client);
             reports.insert(
@@ -271,6 +328,14 @@ impl Gateway {
             grants,
             consent,
             jobs,
+            pushes,
+            outbox,
+            webhook_http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap_or_default(),
+            webhooks,
             server: server.clone(),
         };
         Ok(Self { shared: Arc::new(shared) })
@@ -311,6 +376,8 @@ impl Gateway {
     /// | `GET /v1/apps/{appid}/dispatches` | the app's dispatch jobs, newest first (scope `dispatch`) |
     /// | `GET /v1/apps/{appid}/dispatches/{id}` | a dispatch job and its progress (scope `dispatch`) |
     /// | `POST /v1/apps/{appid}/dispatches/{id}/cancel` | asks a dispatch job to stop (scope `dispatch`) |
+    /// | `GET /v1/apps/{appid}/push` | WeChat's check of the app's server URL (no key: signed with the app's Token) |
+    /// | `POST /v1/apps/{appid}/push` | WeChat's pushes: fed to the grants and kept for the app's webhook (no key: signed) |
     /// | `GET /healthz` | 200 while the process serves (no I/O) |
     /// | `GET /readyz` | 200 when the token store answers, else 503 (cached for a few seconds) |
     /// | `GET /openapi.json` | the OpenAPI document of these routes ([`openapi`](crate::openapi())), without a key |
@@ -367,21 +434,36 @@ pub async fn open_stores(config: &StoreConfig) -> Result<Stores, StartError> {
         Backend::Sql(kind, sql) => {
             let records = SqlIdempotencyStore::open(sql.clone()).await.map_err(|e| store_error(kind, e))?;
             let jobs = SqlJobStore::open(sql.clone()).await.map_err(|e| store_error(kind, e))?;
-            Stores::new(
+            let outbox = SqlOutbox::open(sql.clone()).await.map_err(|e| store_error(kind, e))?;
+            let mut stores = Stores::new(
                 Arc::new(SqlTokenStore::new(sql.clone())),
                 Arc::new(records),
                 Arc::new(SqlGrantLedger::new(sql.clone())),
-                Arc::new(SqlUsedStates::new(sql)),
+                Arc::new(SqlUsedStates::new(sql.clone())),
                 Arc::new(jobs),
-            )
+            );
+            stores.replays = Arc::new(SqlReplayCache::new(sql.clone()));
+            stores.outbox = Arc::new(outbox);
+            stores.results = Arc::new(move |appid: &AppId| {
+                Arc::new(SqlNotificationResults::new(sql.clone(), appid.clone())) as _
+            });
+            stores
         }
-        Backend::Redis(redis) => Stores::new(
-            Arc::new(RedisTokenStore::new(redis.clone())),
-            Arc::new(RedisIdempotencyStore::new(redis.clone())),
-            Arc::new(RedisGrantLedger::new(redis.clone())),
-            Arc::new(RedisUsedStates::new(redis.clone())),
-            Arc::new(RedisJobStore::new(redis)),
-        ),
+        Backend::Redis(redis) => {
+            let mut stores = Stores::new(
+                Arc::new(RedisTokenStore::new(redis.clone())),
+                Arc::new(RedisIdempotencyStore::new(redis.clone())),
+                Arc::new(RedisGrantLedger::new(redis.clone())),
+                Arc::new(RedisUsedStates::new(redis.clone())),
+                Arc::new(RedisJobStore::new(redis.clone())),
+            );
+            stores.replays = Arc::new(RedisReplayCache::new(redis.clone()));
+            stores.outbox = Arc::new(RedisOutbox::new(redis.clone()));
+            stores.results = Arc::new(move |appid: &AppId| {
+                Arc::new(RedisNotificationResults::new(redis.clone(), appid.clone())) as _
+            });
+            stores
+        }
     })
 }
 

@@ -37,7 +37,12 @@
 //!   every pending grant of a template as a job the gateway runs with the library's
 //!   [`Dispatcher`](subscribe_client::Dispatcher), kept in the store ([`jobs`]): its progress
 //!   read and the job cancelled through the API; handed back when the gateway stops and resumed
-//!   by another (or the restarted one) after a kill ([`Gateway::run_jobs`]), no grant sent twice.
+//!   by another (or the restarted one) after a kill ([`Gateway::run_background`]), no grant sent twice.
+//! - **Event push**: an app with push keys has its server URL (服务器配置) at
+//!   `/v1/apps/{appid}/push` (no key: WeChat signs it), verified, decrypted and de-duplicated on
+//!   the store; each event feeds the grants as [`Client::apply_event`](subscribe_client::Client::apply_event)
+//!   does and, with a `webhook_url`, is kept in the store's [`outbox`] and posted to the webhook,
+//!   signed ([`webhook_signature`]), in order, until it is taken.
 //! - **Tokens, idempotency records, grants and jobs kept** ([`Stores`]) in SQLite by default, or
 //!   PostgreSQL or Redis for a fleet of gateways (one refresh per rotation for all of them).
 //! - **Safe to expose**: a request timeout, a body timeout and a body limit (tower-http), a
@@ -60,6 +65,8 @@
 //! let config = Config::load(Path::new("/etc/subscribe-gateway/gateway.toml"))?;
 //! let gateway = Gateway::start(&config).await?;
 //! let listener = tokio::net::TcpListener::bind(config.server.listen).await?;
+//! // The dispatch jobs' adoption and hand-back, and the webhook deliveries.
+//! tokio::spawn({ let gateway = gateway.clone(); async move { gateway.run_background(std::future::pending()).await } });
 //! // Or mount `gateway.router()` into your own axum app.
 //! serve(listener, gateway.router(), ServeLimits::from(&config.server), std::future::pending()).await;
 //! # Ok(()) }
@@ -84,20 +91,24 @@ mod keys;
 mod metered;
 mod metrics;
 mod openapi;
+pub mod outbox;
+mod push;
 mod ratelimit;
 mod reports;
 mod send;
+mod webhook;
 
 pub use config::{
-    AppConfig, AppKind, Config, ConfigError, ConfigProblem, DEFAULT_AUTH_FAILURE_RATE,
+    AppConfig, AppKind, AppPush, Config, ConfigError, ConfigProblem, DEFAULT_AUTH_FAILURE_RATE,
     DEFAULT_GRANT_LEASE_MS, DEFAULT_JOB_LEASE_MS, DEFAULT_JOB_RETENTION_MS, DEFAULT_KEY_RATE, DEFAULT_LISTEN,
     DEFAULT_MAX_CONNECTIONS_PER_PEER, DEFAULT_REPORT_INTERVAL_MS, DispatchConfig, IdempotencyConfig,
-    KeyConfig, Rate, Scope, SecretUrl, ServerConfig, StoreConfig,
+    KeyConfig, Rate, Scope, SecretUrl, ServerConfig, StoreConfig, Webhook,
 };
-pub use gateway::{Gateway, StartError, Stores, open_store, open_stores};
+pub use gateway::{Gateway, ResultsByApp, StartError, Stores, open_store, open_stores};
 pub use health::READY_CACHE;
 pub use keys::{KeyHash, MIN_KEY_CHARS, hash_key};
 pub use metrics::Metrics;
 pub use openapi::{openapi, openapi_json};
 /// The server loop, shared with the sandbox and the push endpoint (`subscribe-events`).
 pub use subscribe_events::serve::{ServeLimits, serve};
+pub use webhook::signature as webhook_signature;

@@ -8,7 +8,8 @@
 //!
 //! Serving, it logs to stderr, one JSON object a line (`--log-format text` for a terminal),
 //! filtered by `RUST_LOG` (default `info`); on SIGTERM or Ctrl-C it stops accepting
-//! connections, lets the requests in flight finish (up to 10 s) and exits 0.
+//! connections, lets the requests in flight finish, hands its dispatch jobs back (up to 20 s)
+//! and exits 0.
 
 // A server program reports start-up errors on stderr and `hash-key`'s answer on stdout.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -155,16 +156,9 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         let _ = stopping.wait_for(|s| *s).await;
     };
     let limits = ServeLimits::from(&config.server);
-    // The dispatch jobs are handed back once the server has drained: no job starts after.
-    let (drained, served) = tokio::sync::oneshot::channel::<()>();
     let api = serve(listener, gateway.router(), limits.clone(), until_stopped(stopping.clone()));
-    let api = async {
-        api.await;
-        let _ = drained.send(());
-    };
-    let jobs = gateway.run_jobs(async {
-        let _ = served.await;
-    });
+    // On the stop signal no job starts or is adopted here, and the jobs here are handed back.
+    let jobs = gateway.run_background(until_stopped(stopping.clone()));
     match metrics {
         Some(metrics) => {
             let metrics = serve(metrics, gateway.metrics_router(), limits, until_stopped(stopping));

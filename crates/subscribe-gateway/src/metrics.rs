@@ -133,12 +133,25 @@ struct Inner {
     consent_answers: Family<AppOutcome, Counter>,
     dispatched: Family<AppOutcome, Counter>,
     dispatch_jobs: Family<AppOutcome, Counter>,
+    push_events: Family<AppOutcome, Counter>,
+    webhook_deliveries: Family<AppOutcome, Counter>,
 }
 
 impl fmt::Debug for Metrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Metrics").field("apps", &self.inner.apps.len()).finish_non_exhaustive()
     }
+}
+
+/// `metric`, registered in `registry` as `name` with `help`.
+fn registered<T: prometheus_client::registry::Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: T,
+) -> T {
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 fn latency_histogram() -> Histogram {
@@ -148,79 +161,92 @@ fn latency_histogram() -> Histogram {
 
 impl Metrics {
     /// A registry of its own, for the apps named in `apps` (the configured ones).
+    #[allow(clippy::too_many_lines)] // One registration a series: a list, not logic.
     pub(crate) fn new<'a>(apps: impl IntoIterator<Item = &'a str>) -> Self {
         let mut registry = Registry::with_prefix("subscribe_gateway");
-        let http_requests = Family::default();
-        registry.register(
+        let http_requests = registered(
+            &mut registry,
             "http_requests",
             "HTTP requests answered, by route template, method and status",
-            http_requests.clone(),
+            Family::default(),
         );
-        let http_duration: LatencyFamily = Family::new_with_constructor(latency_histogram);
-        registry.register(
+        let http_duration: LatencyFamily = registered(
+            &mut registry,
             "http_request_duration_seconds",
             "Time to answer an HTTP request, by route template",
-            http_duration.clone(),
+            Family::new_with_constructor(latency_histogram),
         );
-        let token_reads = Family::default();
-        registry.register(
+        let token_reads = registered(
+            &mut registry,
             "token_reads",
             "Token reads by app: answered from memory, waited for a refresh or the store, or unavailable",
-            token_reads.clone(),
+            Family::default(),
         );
-        let token_reports = Family::default();
-        registry.register(
+        let token_reports = registered(
+            &mut registry,
             "token_invalidations",
             "Reports of a rejected token by app: refreshed (it was current), stale (it was not; the current token answered) or unavailable",
-            token_reports.clone(),
+            Family::default(),
         );
-        let token_refreshes = Family::default();
-        registry.register(
+        let token_refreshes = registered(
+            &mut registry,
             "token_refreshes",
             "Requests this gateway made to WeChat's token endpoint, by app",
-            token_refreshes.clone(),
+            Family::default(),
         );
-        let token_refresh_errors = Family::default();
-        registry.register(
+        let token_refresh_errors = registered(
+            &mut registry,
             "token_refresh_errors",
             "Requests to WeChat's token endpoint that brought no token, by app and class",
-            token_refresh_errors.clone(),
+            Family::default(),
         );
-        let rate_limited = Family::default();
-        registry.register(
+        let rate_limited = registered(
+            &mut registry,
             "rate_limited",
             "Requests answered 429: over an API key's rate (key) or from a peer over its rate of failed authentications (peer)",
-            rate_limited.clone(),
+            Family::default(),
         );
-        let sends = Family::default();
-        registry.register(
+        let sends = registered(
+            &mut registry,
             "sends",
             "Messages sent through the send API, by app, kind and outcome",
-            sends.clone(),
+            Family::default(),
         );
-        let send_errcodes = Family::default();
-        registry.register(
+        let send_errcodes = registered(
+            &mut registry,
             "send_errcodes",
             "Non-zero errcodes WeChat answered to sends, by app, kind and errcode",
-            send_errcodes.clone(),
+            Family::default(),
         );
-        let consent_answers = Family::default();
-        registry.register(
+        let consent_answers = registered(
+            &mut registry,
             "consent_answers",
             "Authorization answers completed through the consent routes, by app and outcome: confirmed, cancelled, refused (not valid in the session), used (replayed or accepted before) or unavailable (a store failed)",
-            consent_answers.clone(),
+            Family::default(),
         );
-        let dispatched = Family::default();
-        registry.register(
+        let dispatched = registered(
+            &mut registry,
             "dispatched",
             "Grants a dispatch job took and sent, by app and outcome: delivered, failed (pending again), unknown (under review) or dropped",
-            dispatched.clone(),
+            Family::default(),
         );
-        let dispatch_jobs = Family::default();
-        registry.register(
+        let dispatch_jobs = registered(
+            &mut registry,
             "dispatch_jobs",
             "Dispatch jobs this gateway ended, by app and outcome: finished, cancelled or failed",
-            dispatch_jobs.clone(),
+            Family::default(),
+        );
+        let push_events = registered(
+            &mut registry,
+            "push_events",
+            "Events pushed by WeChat and taken (fed to the grants, kept for the webhook), by app and outcome: the event's name for subscribe_msg_popup_event, subscribe_msg_change_event and subscribe_msg_sent_event, else other",
+            Family::default(),
+        );
+        let webhook_deliveries = registered(
+            &mut registry,
+            "webhook_deliveries",
+            "Posts of kept events to the apps' webhooks, by app and outcome: delivered (2xx) or failed (kept and posted again)",
+            Family::default(),
         );
         Self {
             inner: Arc::new(Inner {
@@ -238,6 +264,8 @@ impl Metrics {
                 consent_answers,
                 dispatched,
                 dispatch_jobs,
+                push_events,
+                webhook_deliveries,
             }),
         }
     }
@@ -298,6 +326,20 @@ impl Metrics {
     pub(crate) fn dispatch_job(&self, app: &str, outcome: &'static str) {
         if let Some(app) = self.app(app) {
             self.inner.dispatch_jobs.get_or_create(&AppOutcome { app, outcome }).inc();
+        }
+    }
+
+    /// A pushed event taken; `outcome` its kind (a fixed set).
+    pub(crate) fn push_event(&self, app: &str, outcome: &'static str) {
+        if let Some(app) = self.app(app) {
+            self.inner.push_events.get_or_create(&AppOutcome { app, outcome }).inc();
+        }
+    }
+
+    /// A post to a webhook: `delivered` or `failed`.
+    pub(crate) fn webhook_delivery(&self, app: &str, outcome: &'static str) {
+        if let Some(app) = self.app(app) {
+            self.inner.webhook_deliveries.get_or_create(&AppOutcome { app, outcome }).inc();
         }
     }
 

@@ -19,7 +19,7 @@ use utoipa::{IntoParams, IntoResponses, Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::{Gateway, api, consent, dispatch, grants, health, send};
+use crate::{Gateway, api, consent, dispatch, grants, health, push, send};
 
 /// The name of the bearer security scheme in the document.
 pub(crate) const BEARER: &str = "api_key";
@@ -31,7 +31,8 @@ pub(crate) const BEARER: &str = "api_key";
         description = "The central token service for WeChat access tokens, the send API of \
             subscription messages, and users' consent collected as grants. Every route under \
             `/v1` takes an API key (`Authorization: Bearer <key>`) with a scope for the app in the \
-            path, except the consent callback (the user's browser calls it); `/healthz`, \
+            path, except the consent callback (the user's browser calls it) and the push endpoint \
+            (WeChat calls it, signed with the app's Token); `/healthz`, \
             `/readyz` and `/openapi.json` take none. Errors are JSON: \
             `{\"error\": \"<code>\", \"message\": \"…\"}`. The manual is `docs/gateway.md`."
     ),
@@ -43,6 +44,7 @@ pub(crate) const BEARER: &str = "api_key";
         (name = "send", description = "The send API: one route per kind of message"),
         (name = "consent", description = "Users' one-time subscriptions asked for, answered and recorded as grants"),
         (name = "dispatch", description = "Dispatch jobs: one message to every pending grant of a template, run by the gateway"),
+        (name = "push", description = "The apps' server URLs: WeChat's event pushes, fed to the grants and forwarded to the webhooks"),
         (name = "service", description = "Health, readiness and this document")
     )
 )]
@@ -91,6 +93,7 @@ pub(crate) fn routes() -> (OpenApiRouter<Gateway>, OpenApiRouter<Gateway>) {
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(consent::callback))
+        .routes(routes!(push::check, push::receive))
         .routes(routes!(serve_openapi));
     (keyed, open)
 }
@@ -281,6 +284,7 @@ mod tests {
                 "/v1/apps/{appid}/messages/mini_program",
                 "/v1/apps/{appid}/messages/notification",
                 "/v1/apps/{appid}/messages/one_time",
+                "/v1/apps/{appid}/push",
             ]
         );
         let send = &paths["/v1/apps/{appid}/messages/one_time"]["post"];

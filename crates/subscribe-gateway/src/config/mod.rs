@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use subscribe_client::TokenEndpoint;
+use subscribe_events::{EncodingAesKey, Mode, PushConfig};
 use subscribe_types::{AppId, AppSecret, RedirectUrl};
 use zeroize::Zeroizing;
 
@@ -115,8 +116,9 @@ pub struct DispatchConfig {
     /// More than a send can take (the transport gives up after 15 s), so that a slow send's
     /// grant is never taken by another; a stopped gateway's grants come back after it.
     pub grant_lease: Duration,
-    /// `retention_ms` (default 2 592 000 000: 30 days; at least one hour): how long an ended job
-    /// is kept, readable through the API, before the gateways delete it.
+    /// `retention_ms` (default 2 592 000 000: 30 days; at least an hour and
+    /// `idempotency.retention_ms`): how long an ended job is kept, readable through the API,
+    /// before the gateways delete it.
     pub retention: Duration,
 }
 
@@ -206,6 +208,70 @@ pub struct AppConfig {
     /// the user's browser with WeChat's answer, on the caller's own site, whose handler then
     /// completes it (`POST /v1/apps/{appid}/consent/complete`) in the user's session.
     pub consent_return_url: Option<RedirectUrl>,
+    /// `push_token_env` / `push_token_file`, `push_aes_key_env` / `push_aes_key_file`,
+    /// `push_mode`, `webhook_url` and `webhook_secret_env` / `webhook_secret_file` (default none:
+    /// no push endpoint for the app): the app's server URL (服务器配置), served by the gateway at
+    /// `/v1/apps/{appid}/push`, and where each event it takes is posted.
+    pub push: Option<AppPush>,
+}
+
+/// An app's server URL (服务器配置) as the gateway serves it, and the caller's webhook. Its
+/// `Debug` shows no secret.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct AppPush {
+    token: Zeroizing<String>,
+    aes_key: Option<EncodingAesKey>,
+    /// `push_mode`: `"safe"` (the default), `"compatible"` or `"plain"`, as in WeChat's console.
+    pub mode: Mode,
+    /// `webhook_url` and its secret: where each event is posted, signed. None: the events feed
+    /// the grants only.
+    pub webhook: Option<Webhook>,
+}
+
+impl AppPush {
+    /// The push endpoint's configuration for `appid`.
+    pub(crate) fn push_config(&self, appid: &AppId) -> PushConfig {
+        let config = PushConfig::new(self.token.as_str(), appid.as_str(), self.mode);
+        match &self.aes_key {
+            Some(key) => config.aes_key(key.clone()),
+            None => config,
+        }
+    }
+}
+
+impl fmt::Debug for AppPush {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AppPush")
+            .field("token", &"[redacted]")
+            .field("aes_key", &self.aes_key.as_ref().map(|_| "[redacted]"))
+            .field("mode", &self.mode)
+            .field("webhook", &self.webhook)
+            .finish()
+    }
+}
+
+/// The caller's webhook: its URL and the secret its posts are signed with (HMAC-SHA256). Its
+/// `Debug` shows no secret.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct Webhook {
+    /// `webhook_url`: an absolute http(s) URL.
+    pub url: String,
+    secret: Zeroizing<String>,
+}
+
+impl Webhook {
+    /// The signing secret.
+    pub(crate) fn secret(&self) -> &[u8] {
+        self.secret.as_bytes()
+    }
+}
+
+impl fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Webhook").field("url", &self.url).field("secret", &"[redacted]").finish()
+    }
 }
 
 /// What an API key may do for one app.
@@ -279,7 +345,7 @@ impl Config {
         let reader = Reader { base, env };
         let server = server(&raw.server)?;
         let idempotency = idempotency(&raw.idempotency, &server)?;
-        let dispatch = dispatch(&raw.dispatch)?;
+        let dispatch = dispatch(&raw.dispatch, &idempotency)?;
         let store = reader.store(raw.store)?;
         let mut apps: Vec<AppConfig> = Vec::new();
         let mut seen: HashMap<String, usize> = HashMap::new();
@@ -408,7 +474,7 @@ fn idempotency(raw: &RawIdempotency, server: &ServerConfig) -> Result<Idempotenc
     Ok(IdempotencyConfig { retention })
 }
 
-fn dispatch(raw: &RawDispatch) -> Result<DispatchConfig, ConfigError> {
+fn dispatch(raw: &RawDispatch, idempotency: &IdempotencyConfig) -> Result<DispatchConfig, ConfigError> {
     let job_lease = raw.job_lease_ms.unwrap_or(DEFAULT_JOB_LEASE_MS);
     if !(2_000..=600_000).contains(&job_lease) {
         return Err(invalid(
@@ -424,10 +490,13 @@ fn dispatch(raw: &RawDispatch) -> Result<DispatchConfig, ConfigError> {
         ));
     }
     let retention = raw.retention_ms.unwrap_or(DEFAULT_JOB_RETENTION_MS);
-    if retention < 3_600_000 {
+    let least = u64::try_from(idempotency.retention.as_millis()).unwrap_or(u64::MAX).max(3_600_000);
+    if retention < least {
         return Err(invalid(
             "dispatch.retention_ms",
-            "at least 3600000 (one hour): how long an ended job is kept",
+            format!(
+                "at least {least} (an hour, and idempotency.retention_ms: a start's stored answer must not name a job already deleted)"
+            ),
         ));
     }
     Ok(DispatchConfig {
@@ -546,7 +615,7 @@ impl Reader<'_> {
         Ok(StoreConfig::Redis { url, prefix: raw.prefix })
     }
 
-    fn app(&self, i: usize, raw: RawApp) -> Result<AppConfig, ConfigError> {
+    fn app(&self, i: usize, mut raw: RawApp) -> Result<AppConfig, ConfigError> {
         let at = format!("apps[{i}]");
         if raw.secret.is_some() {
             return Err(ConfigError::new(
@@ -561,8 +630,13 @@ impl Reader<'_> {
             return Err(invalid(format!("{at}.api_base"), "an absolute http(s) URL"));
         }
         let one_of = "`secret_env` or `secret_file`";
-        let (key, value) =
-            self.secret(&at, ("secret_env", raw.secret_env), ("secret_file", raw.secret_file), one_of)?;
+        let (key, value) = self.secret(
+            &at,
+            ("secret_env", raw.secret_env.take()),
+            ("secret_file", raw.secret_file.take()),
+            one_of,
+        )?;
+        let push = self.push(&at, &mut raw)?;
         // `AppSecret::new` takes a `String`: the copy it keeps is its own (zeroed on drop);
         // `value` is zeroed here.
         let secret = AppSecret::new(value.as_str()).map_err(|e| invalid(key, e.to_string()))?;
@@ -579,6 +653,7 @@ impl Reader<'_> {
             report_interval: Duration::from_millis(
                 raw.report_interval_ms.unwrap_or(DEFAULT_REPORT_INTERVAL_MS),
             ),
+            push,
             consent_return_url: match raw.consent_return_url {
                 None => None,
                 // Non-ASCII would reach the `Location` header raw: percent-encoded only.
@@ -594,6 +669,81 @@ impl Reader<'_> {
                 ),
             },
         })
+    }
+
+    /// The app's push keys, taken out of `raw`.
+    fn push(&self, at: &str, raw: &mut RawApp) -> Result<Option<AppPush>, ConfigError> {
+        let (token_env, token_file) = (raw.push_token_env.take(), raw.push_token_file.take());
+        let (key_env, key_file) = (raw.push_aes_key_env.take(), raw.push_aes_key_file.take());
+        let (mode, url) = (raw.push_mode.take(), raw.webhook_url.take());
+        let (secret_env, secret_file) = (raw.webhook_secret_env.take(), raw.webhook_secret_file.take());
+        let any_key =
+            [&key_env, &key_file, &mode, &url, &secret_env, &secret_file].iter().any(|v| v.is_some());
+        if token_env.is_none() && token_file.is_none() {
+            if any_key {
+                let one_of =
+                    "`push_token_env` or `push_token_file` (the push keys need the server URL's Token)";
+                return Err(ConfigError::new(at, ConfigProblem::Missing { one_of }));
+            }
+            return Ok(None);
+        }
+        let one_of = "`push_token_env` or `push_token_file`";
+        let (key, token) =
+            self.secret(at, ("push_token_env", token_env), ("push_token_file", token_file), one_of)?;
+        if !subscribe_events::is_valid_token(&token) {
+            return Err(invalid(
+                key,
+                "3 to 32 letters and digits, the Token of WeChat's server URL settings",
+            ));
+        }
+        let mode = match mode.as_deref().unwrap_or("safe") {
+            "safe" => Mode::Safe,
+            "compatible" => Mode::Compatible,
+            "plain" => Mode::Plain,
+            _ => return Err(invalid(format!("{at}.push_mode"), "\"safe\", \"compatible\" or \"plain\"")),
+        };
+        let aes_key = match (mode, key_env.is_some() || key_file.is_some()) {
+            (Mode::Plain, true) => {
+                let key = if key_env.is_some() { "push_aes_key_env" } else { "push_aes_key_file" };
+                return Err(invalid(format!("{at}.{key}"), "only for push_mode \"safe\" or \"compatible\""));
+            }
+            (Mode::Plain, false) => None,
+            _ => {
+                let one_of =
+                    "`push_aes_key_env` or `push_aes_key_file` (the safe and compatible modes decrypt)";
+                let (key, value) =
+                    self.secret(at, ("push_aes_key_env", key_env), ("push_aes_key_file", key_file), one_of)?;
+                Some(EncodingAesKey::new(value.as_str()).map_err(|e| invalid(key, e.to_string()))?)
+            }
+        };
+        let webhook = match url {
+            None if secret_env.is_some() || secret_file.is_some() => {
+                return Err(invalid(format!("{at}.webhook_url"), "required with a webhook secret"));
+            }
+            None => None,
+            Some(url) => {
+                let web = url.starts_with("http://") || url.starts_with("https://");
+                if !url.is_ascii() || !web || url.contains('#') || url.chars().any(char::is_whitespace) {
+                    return Err(invalid(
+                        format!("{at}.webhook_url"),
+                        "an absolute http(s) URL in ASCII (percent-encoded), without a #fragment",
+                    ));
+                }
+                let one_of = "`webhook_secret_env` or `webhook_secret_file` (the webhook's posts are signed)";
+                let (key, secret) = self.secret(
+                    at,
+                    ("webhook_secret_env", secret_env),
+                    ("webhook_secret_file", secret_file),
+                    one_of,
+                )?;
+                let chars = secret.chars().count();
+                if chars < MIN_KEY_CHARS {
+                    return Err(ConfigError::new(key, ConfigProblem::KeyTooShort { chars }));
+                }
+                Some(Webhook { url, secret })
+            }
+        };
+        Ok(Some(AppPush { token, aes_key, mode, webhook }))
     }
 
     fn key(&self, i: usize, raw: RawKey, apps: &[AppConfig]) -> Result<KeyConfig, ConfigError> {

@@ -101,6 +101,14 @@ pub(super) struct RawApp {
     pub(super) secret_file: Option<String>,
     pub(super) report_interval_ms: Option<u64>,
     pub(super) consent_return_url: Option<String>,
+    pub(super) push_token_env: Option<String>,
+    pub(super) push_token_file: Option<String>,
+    pub(super) push_aes_key_env: Option<String>,
+    pub(super) push_aes_key_file: Option<String>,
+    pub(super) push_mode: Option<String>,
+    pub(super) webhook_url: Option<String>,
+    pub(super) webhook_secret_env: Option<String>,
+    pub(super) webhook_secret_file: Option<String>,
 }
 
 #[derive(Deserialize)]

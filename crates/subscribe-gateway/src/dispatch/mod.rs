@@ -259,7 +259,7 @@ pub(crate) struct JobPath {
         (status = 409, description = "`dispatch_running`: a job of this template and scene is running, `job` is its id; `idempotency_key_in_progress`: a start with this key is being answered; `dispatch_unknown`: the first start with this key stopped before its answer was kept (list the jobs)", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: the body is not sent as `application/json`", body = ErrorBody),
         (status = 422, description = "`invalid_request` or `invalid_message` with `field`: a value breaks its rule; `idempotency_key_reused`: the key was used for another request", body = ErrorBody),
-        (status = 503, description = "`store_unavailable`: the job store could not be reached, or `idempotency_store_unavailable`; nothing started", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`: the job store could not be reached, `idempotency_store_unavailable`, or `stopping`: this gateway is stopping; nothing started", body = ErrorBody),
         KeyedAnswers,
         TooLarge,
     )
@@ -296,14 +296,29 @@ pub(crate) async fn start(
     let Some(scope) = spec.scope(client.appid()) else {
         return invalid("message.template_id", "the message's template and scene name no grants");
     };
-    let begin = Begin { gw: &gw, appid: &appid, key: &key, client: &client, scope, spec };
-    match idempotency_key {
-        None => begin.run().await.into_response(),
-        Some(k) => {
-            let target = format!("/v1/apps/{appid}/dispatches");
-            let (id, fingerprint) = (record_id(&appid, &key, &k), fingerprint("POST", &target, &body));
-            idempotent(begin, &id, &fingerprint).await
+    if gw.shared.jobs.stopping() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stopping",
+            "this gateway is stopping and starts no job; start it on another gateway, or again once this one is back",
+        );
+    }
+    let record = idempotency_key.map(|k| {
+        let target = format!("/v1/apps/{appid}/dispatches");
+        (record_id(&appid, &key, &k), fingerprint("POST", &target, &body))
+    });
+    let begin = Begin { gw, appid, key, client, scope, spec };
+    // On a task of its own: a caller that hangs up, or the request timeout, cannot stop a start
+    // between the job kept and the job run (or its answer stored).
+    let task = tokio::spawn(async move {
+        match record {
+            None => begin.run().await.into_response(),
+            Some((id, fingerprint)) => idempotent(begin, &id, &fingerprint).await,
         }
+    });
+    match task.await {
+        Ok(r) => r,
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the start ended abnormally"),
     }
 }
 
@@ -330,11 +345,11 @@ fn read_start(body: &[u8]) -> Result<StartDispatch, Box<Response>> {
 }
 
 /// A start checked, to carry out.
-struct Begin<'a> {
-    gw: &'a Gateway,
-    appid: &'a str,
-    key: &'a str,
-    client: &'a Client,
+struct Begin {
+    gw: Gateway,
+    appid: String,
+    key: String,
+    client: Client,
     scope: GrantScope,
     spec: Spec,
 }
@@ -356,10 +371,11 @@ impl IntoResponse for Answer {
     }
 }
 
-impl Begin<'_> {
+impl Begin {
     /// Creates the job (or finds the running one) and runs it here.
     async fn run(self) -> Answer {
         let Begin { gw, appid, key, client, scope, spec } = self;
+        let (gw, appid, key) = (&gw, appid.as_str(), key.as_str());
         let jobs = &gw.shared.jobs;
         let now = client.clock().now();
         let id = run::new_id(now);
@@ -399,11 +415,10 @@ impl Begin<'_> {
                 resumed: 0,
             },
         };
+        // What it is about to take, for the answer, counted before it starts taking.
+        let pending = gw.shared.grants.counts(&scope, now).await.map(|c| c.pending);
         run::spawn(gw, record.clone());
-        // What it is about to take, for the answer (the job counts it again as it starts).
-        if let Ok(counts) = gw.shared.grants.counts(&scope, now).await {
-            record.progress.remaining = counts.pending;
-        }
+        record.progress.remaining = pending.unwrap_or_default();
         let body = serde_json::to_value(JobBody::of(record)).unwrap_or_default();
         Answer {
             status: StatusCode::ACCEPTED,
@@ -415,33 +430,33 @@ impl Begin<'_> {
 
 /// A start with an `Idempotency-Key`: claimed in the idempotency records, so that a retry, on
 /// any gateway of the fleet, gets the first answer and starts nothing (even after the job ended).
-async fn idempotent(begin: Begin<'_>, id: &str, fingerprint: &str) -> Response {
-    let records = &begin.gw.shared.idempotency;
+async fn idempotent(begin: Begin, id: &str, fingerprint: &str) -> Response {
+    let records = Arc::clone(&begin.gw.shared.idempotency.store);
+    let (lease, retention) = (begin.gw.shared.idempotency.lease, begin.gw.shared.idempotency.retention);
+    begin.gw.shared.idempotency.prune_if_due();
     let Ok(owner) = crate::idempotency::new_owner() else {
         return store_unavailable("no random claim owner could be drawn");
     };
-    records.prune_if_due();
-    let claim = NewClaim::new(id, fingerprint, &owner, records.lease, records.retention);
-    let found = match records.store.claim(&claim).await {
+    let claim = NewClaim::new(id, fingerprint, &owner, lease, retention);
+    let found = match records.claim(&claim).await {
         Ok(Claim::Claimed) => {
-            let store = Arc::clone(&records.store);
             let answer = begin.run().await;
-            let written = if answer.status == StatusCode::SERVICE_UNAVAILABLE {
-                store.release(id, &owner).await
+            if answer.status == StatusCode::ACCEPTED {
+                let stored = StoredAnswer::new(answer.status.as_u16(), answer.body.to_string());
+                if let Err(e) = records.complete(id, &owner, &stored).await {
+                    warn!(error = %e, "a dispatch start's answer could not be stored: retries with its key answer 409, then dispatch_unknown");
+                }
             } else {
-                store
-                    .complete(id, &owner, &StoredAnswer::new(answer.status.as_u16(), answer.body.to_string()))
-                    .await
-            };
-            if let Err(e) = written {
-                warn!(error = %e, "a dispatch start's answer could not be stored: retries with its key answer 409");
+                // Nothing started (refused as running, or the job store failed): a retry with the
+                // key may start it.
+                release_later(Arc::clone(&records), id.to_owned(), owner);
             }
             return answer.into_response();
         }
         Ok(Claim::Found(record)) => record,
         Err(e) => {
             warn!(error = %e, "idempotency record not claimed; nothing started");
-            release_later(Arc::clone(&records.store), id.to_owned(), owner);
+            release_later(Arc::clone(&records), id.to_owned(), owner);
             return store_unavailable("the idempotency records cannot be read now");
         }
     };
@@ -453,7 +468,7 @@ async fn idempotent(begin: Begin<'_>, id: &str, fingerprint: &str) -> Response {
             // Its gateway stopped between the claim and the answer: the job may have started.
             let lost = json!({"error": "dispatch_unknown", "message": "the first request with this Idempotency-Key stopped before its answer was kept; its job may have started: list the jobs (GET …/dispatches)"});
             let lost = StoredAnswer::new(StatusCode::CONFLICT.as_u16(), lost.to_string());
-            match records.store.take_over(id, fingerprint, &lost).await {
+            match records.take_over(id, fingerprint, &lost).await {
                 Ok(Some(Record { fingerprint: other, .. })) if other != fingerprint => reused(),
                 Ok(Some(Record { state: RecordState::Done(answer), .. })) => replay(&answer),
                 Ok(_) => in_progress(),

@@ -50,6 +50,8 @@ const PRUNE_EVERY: Duration = Duration::from_secs(600);
 /// runs now.
 pub(crate) struct Jobs {
     pub(crate) store: SharedJobStore,
+    /// Set when the gateway stops: no job starts or is adopted here any more.
+    stopping: AtomicBool,
     owner: String,
     lease: Duration,
     grant_lease: Duration,
@@ -105,6 +107,7 @@ impl Jobs {
             lease: config.job_lease,
             grant_lease: config.grant_lease,
             retention: config.retention,
+            stopping: AtomicBool::new(false),
             local: Mutex::default(),
         }
     }
@@ -115,6 +118,11 @@ impl Jobs {
 
     pub(crate) fn lease(&self) -> Duration {
         self.lease
+    }
+
+    /// Whether the gateway is stopping (no job starts here).
+    pub(crate) fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
     }
 
     fn local(&self) -> MutexGuard<'_, HashMap<String, Local>> {
@@ -167,6 +175,21 @@ enum End {
     Lost,
 }
 
+/// Ends a run's renewals and takes its job off this gateway's list however the run ends (a
+/// panic included), so that a job is never renewed here without running here.
+struct Cleanup {
+    gw: Gateway,
+    id: String,
+    renewals: JoinHandle<()>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        self.renewals.abort();
+        self.gw.shared.jobs.local().remove(&self.id);
+    }
+}
+
 async fn run(gw: Gateway, job: JobRecord, signals: Arc<Signals>) {
     let jobs = &gw.shared.jobs;
     let progress = Arc::new(Mutex::new(job.progress));
@@ -176,20 +199,25 @@ async fn run(gw: Gateway, job: JobRecord, signals: Arc<Signals>) {
         Arc::clone(&progress),
         Arc::clone(&signals),
     ));
+    let _cleanup = Cleanup { gw: gw.clone(), id: job.id.clone(), renewals };
     let end = drive(&gw, &job, &progress, &signals).await;
-    renewals.abort();
     let last = *lock(&progress);
     let store = &jobs.store;
     match &end {
         End::Ended(state, detail) => {
             gw.metrics().dispatch_job(&job.appid, state.as_str());
             info!(appid = %job.appid, job = %job.id, state = state.as_str(), sent = last.sent, delivered = last.delivered, "a dispatch job ended");
-            // A store that fails here leaves the job to lapse: the gateway that adopts it finds
-            // nothing pending and ends it.
-            for _ in 0..3 {
+            // Tried until stored or no longer held: the renewals go on meanwhile, and stop the
+            // tries once the hold is lost (another gateway then finds nothing pending, and ends it).
+            loop {
                 match store.finish(&job.id, &jobs.owner, *state, &last, detail.as_deref()).await {
                     Ok(_) => break,
-                    Err(e) => warn!(job = %job.id, error = %e, "could not store a dispatch job's end"),
+                    Err(e) => {
+                        warn!(job = %job.id, error = %e, "could not store a dispatch job's end; trying again");
+                    }
+                }
+                if signals.lost.load(Ordering::Acquire) {
+                    break;
                 }
                 tokio::time::sleep(WAIT_STEP).await;
             }
@@ -204,12 +232,12 @@ async fn run(gw: Gateway, job: JobRecord, signals: Arc<Signals>) {
             warn!(appid = %job.appid, job = %job.id, "another gateway took a dispatch job over, or its hold lapsed; this one stopped it");
         }
     }
-    jobs.local().remove(&job.id);
 }
 
 /// Renews the hold every second with the progress, until aborted or the hold is lost: taken by
-/// another gateway, or not renewed for a whole lease (the store failing), after which another
-/// gateway may have adopted the job, so the run here stops rather than run beside it.
+/// another gateway, or not renewed within a lease of the last renewal that was (the store
+/// failing or slow), after which another gateway may adopt the job, so the run here stops
+/// taking grants first. Each renewal is given only the time left of the lease it renews.
 async fn renew(
     store: SharedJobStore,
     (id, owner, lease): (String, String, Duration),
@@ -217,27 +245,32 @@ async fn renew(
     signals: Arc<Signals>,
 ) {
     let every = RENEW_EVERY.min(lease / 3);
-    let mut renewed = tokio::time::Instant::now();
+    // When the last renewal that succeeded was sent: the store's lease runs from no earlier.
+    let mut held_since = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(every).await;
         let now = *lock(&progress);
-        match store.renew(&id, &owner, &now, lease).await {
-            Ok(Some(cancel)) => {
-                renewed = tokio::time::Instant::now();
+        let sent = tokio::time::Instant::now();
+        let left = lease.saturating_sub(held_since.elapsed());
+        match tokio::time::timeout(left, store.renew(&id, &owner, &now, lease)).await {
+            Ok(Ok(Some(cancel))) => {
+                held_since = sent;
                 if cancel {
                     signals.raise(&signals.cancel_asked);
                 }
             }
-            Ok(None) => {
+            Ok(Ok(None)) => {
                 signals.raise(&signals.lost);
                 return;
             }
-            Err(e) if renewed.elapsed() >= lease => {
-                warn!(job = %id, error = %e, "a dispatch job's hold was not renewed for a whole lease: stopped here, for a gateway on the store to resume");
+            Ok(Err(e)) if held_since.elapsed() + every < lease => {
+                warn!(job = %id, error = %e, "could not renew a dispatch job's hold");
+            }
+            Ok(Err(_)) | Err(_) => {
+                warn!(job = %id, "a dispatch job's hold could not be renewed within its lease: stopped here, for a gateway on the store to resume");
                 signals.raise(&signals.lost);
                 return;
             }
-            Err(e) => warn!(job = %id, error = %e, "could not renew a dispatch job's hold"),
         }
     }
 }
@@ -256,7 +289,8 @@ async fn drive(gw: &Gateway, job: &JobRecord, progress: &Arc<Mutex<JobProgress>>
         return failed(LONG_TERM_NOT_RESUMED);
     }
     let Some(client) = gw.shared.apps.get(&job.appid) else {
-        return failed("the app is no longer in this gateway's configuration");
+        // Adopted only by a gateway that has the app: this one was started with it.
+        return failed("the app is not in this gateway's configuration");
     };
     let (Some(kind), Some(scope)) = (spec.kind(), spec.scope(client.appid())) else {
         return failed("the job's stored message is not in the format this gateway reads");
@@ -420,18 +454,31 @@ fn lock(progress: &Mutex<JobProgress>) -> MutexGuard<'_, JobProgress> {
 }
 
 impl Gateway {
-    /// The dispatch jobs' background work, until `until` resolves: every `dispatch.job_lease_ms`
-    /// / 2 (and at once), adopts the jobs of its apps whose gateway stopped renewing them
-    /// (killed, or cut off from the store) and runs them here, and every ten minutes deletes the
-    /// jobs ended more than `dispatch.retention_ms` ago; when `until` resolves, stops the jobs
-    /// running here (the sends in flight finish and are recorded) and hands them back, so that
-    /// another gateway, or this one's restart, resumes them at once, waiting up to 20 s for them.
-    /// Resolve `until` once the server has stopped taking requests, so that no job starts after.
+    /// The gateway's background work, until `until` resolves:
+    ///
+    /// - **dispatch jobs**: every `dispatch.job_lease_ms` / 2 (and at once), adopts the jobs of
+    ///   its apps whose gateway stopped renewing them (killed, or cut off from the store) and
+    ///   runs them here, and every ten minutes deletes the jobs ended more than
+    ///   `dispatch.retention_ms` ago; when `until` resolves, stops the jobs running here (the
+    ///   sends in flight finish and are recorded) and hands them back, so that another gateway,
+    ///   or this one's restart, resumes them at once, waiting up to 20 s for them. From then on
+    ///   this gateway answers a start 503 `stopping` and adopts nothing.
+    /// - **webhooks**: for each app with a webhook, posts the events the push endpoint kept, in
+    ///   order, on the gateway of the fleet that holds the app's delivery (`docs/gateway.md`,
+    ///   event push).
     ///
     /// The binary runs it beside the server. Without it, a gateway runs the jobs started through
-    /// it, but resumes none and hands none back.
-    pub async fn run_jobs(&self, until: impl std::future::Future<Output = ()>) {
+    /// it, but resumes none and hands none back, and delivers nothing to the webhooks (the events
+    /// stay kept).
+    pub async fn run_background(&self, until: impl std::future::Future<Output = ()>) {
         let jobs = &self.shared.jobs;
+        let deliveries = CancellationToken::new();
+        let mut deliverers = Vec::new();
+        for (appid, webhook) in &self.shared.webhooks {
+            let task =
+                crate::webhook::deliver(self.clone(), appid.clone(), webhook.clone(), deliveries.clone());
+            deliverers.push(tokio::spawn(task));
+        }
         let every = (jobs.lease / 2).max(Duration::from_millis(500));
         // Only the jobs of apps this gateway has: another's (a configuration rolling out) would fail here.
         let mut apps: Vec<&str> = self.shared.apps.keys().map(String::as_str).collect();
@@ -441,11 +488,7 @@ impl Gateway {
         loop {
             if tokio::time::Instant::now() >= next_prune {
                 next_prune += PRUNE_EVERY;
-                match jobs.store.prune(jobs.retention).await {
-                    Ok(0) => {}
-                    Ok(n) => info!(deleted = n, "ended dispatch jobs past dispatch.retention_ms deleted"),
-                    Err(e) => warn!(error = %e, "could not delete ended dispatch jobs"),
-                }
+                self.prune_jobs().await;
             }
             loop {
                 match jobs.store.adopt(&jobs.owner, jobs.lease, &apps).await {
@@ -465,10 +508,36 @@ impl Gateway {
                 () = tokio::time::sleep(every) => {}
             }
         }
-        self.hand_back().await;
+        jobs.stopping.store(true, Ordering::Release);
+        deliveries.cancel();
+        tokio::join!(self.hand_back(), join_all(deliverers));
     }
 
-    /// Stops every job running here and hands it back, waiting up to 10 s.
+    /// Deletes the ended jobs past `dispatch.retention_ms`, a batch at a time while batches come
+    /// back full.
+    async fn prune_jobs(&self) {
+        let jobs = &self.shared.jobs;
+        let mut deleted = 0;
+        loop {
+            match jobs.store.prune(jobs.retention).await {
+                Ok(n) => {
+                    deleted += n;
+                    if n < crate::jobs::PRUNE_BATCH as u64 {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "could not delete ended dispatch jobs");
+                    break;
+                }
+            }
+        }
+        if deleted > 0 {
+            info!(deleted, "ended dispatch jobs past dispatch.retention_ms deleted");
+        }
+    }
+
+    /// Stops every job running here and hands it back, waiting up to 20 s.
     async fn hand_back(&self) {
         let tasks: Vec<JoinHandle<()>> = {
             let mut local = self.shared.jobs.local();

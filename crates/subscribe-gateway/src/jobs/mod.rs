@@ -36,7 +36,7 @@ pub type SharedJobStore = Arc<dyn JobStore>;
 /// A job is `live` (running) until its holder ends it ([`finish`](Self::finish)); while live it
 /// has a holder (`owner`) whose hold lasts until the end of its lease. At most one live job has
 /// a given `scope` (one app's template and scene): a second is refused at
-/// [`create`](Self::create). Ended jobs are kept.
+/// [`create`](Self::create). Ended jobs are kept until [`prune`](Self::prune)d.
 #[async_trait]
 pub trait JobStore: Send + Sync + fmt::Debug {
     /// Inserts `job`, live and held by `job.owner` for `lease`, unless a live job has the same

@@ -117,7 +117,7 @@ static ADOPT: LazyLock<Script> = LazyLock::new(|| {
             + r"
 local apps = {}
 for i = 4, #ARGV do apps[ARGV[i]] = true end
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 100)
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 1000)
 for _, id in ipairs(ids) do
   local key = ARGV[3] .. id
   local r = redis.call('HMGET', key, 'state', 'appid')

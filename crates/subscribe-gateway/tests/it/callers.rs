@@ -24,11 +24,11 @@ fn manifest_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn caller(file: &str) -> PathBuf {
+pub(crate) fn caller(file: &str) -> PathBuf {
     manifest_dir().join("examples/callers").join(file)
 }
 
-fn manual() -> String {
+pub(crate) fn manual() -> String {
     std::fs::read_to_string(manifest_dir().join("../../docs/gateway.md")).unwrap()
 }
 

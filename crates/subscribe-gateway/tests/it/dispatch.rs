@@ -111,13 +111,13 @@ fn parsed(text: &str, dir: &TempDir, url: &str) -> Config {
 
 /// A gateway serving, with its jobs' background work; dropping `stop` stops both (the jobs
 /// handed back).
-struct Served {
-    addr: SocketAddr,
-    stop: tokio::sync::watch::Sender<bool>,
-    jobs: tokio::task::JoinHandle<()>,
+pub(crate) struct Served {
+    pub(crate) addr: SocketAddr,
+    pub(crate) stop: tokio::sync::watch::Sender<bool>,
+    pub(crate) jobs: tokio::task::JoinHandle<()>,
 }
 
-async fn served(config: &Config) -> Served {
+pub(crate) async fn served(config: &Config) -> Served {
     let gateway = Gateway::start(config).await.unwrap();
     let listener = tokio::net::TcpListener::bind(config.server.listen).await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -133,7 +133,7 @@ async fn served(config: &Config) -> Served {
     ));
     let jobs = tokio::spawn({
         let gateway = gateway.clone();
-        async move { gateway.run_jobs(until(stopping)).await }
+        async move { gateway.run_background(until(stopping)).await }
     });
     Served { addr, stop, jobs }
 }
@@ -456,7 +456,7 @@ async fn killed(store: &str, url: &str) {
             let listen = config.server.listen;
             let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
             tx.send(listener.local_addr().unwrap()).unwrap();
-            let jobs = gateway.run_jobs(std::future::pending());
+            let jobs = gateway.run_background(std::future::pending());
             tokio::join!(serve(listener, gateway.router(), limits, std::future::pending()), jobs);
         });
         rx.await.unwrap()
@@ -590,7 +590,7 @@ async fn the_binary_killed_mid_dispatch_of_ten_thousand_grants_and_restarted_sen
 }
 
 /// A name no other test (or run) uses.
-fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     let mut b = [0u8; 4];
     getrandom::fill(&mut b).unwrap();
     format!("{prefix}_{}_{}", std::process::id(), hex::encode(b))

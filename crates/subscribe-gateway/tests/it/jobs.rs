@@ -1,6 +1,8 @@
-//! The job stores' contract, the same for each: in memory, SQLite, PostgreSQL and Redis. A
-//! job is inserted once per scope while it runs, renewed, ended and given up only by its
-//! holder, adopted by one gateway once its lease has ended, and kept after it ends.
+//! The job stores' and the webhook outbox's contracts, the same for each: in memory, SQLite,
+//! PostgreSQL and Redis. A job is inserted once per scope while it runs, renewed, ended and
+//! given up only by its holder, adopted by one gateway once its lease has ended, and kept after
+//! it ends until pruned. The outbox numbers each app's events in order and hands their delivery
+//! to one gateway at a time.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +10,7 @@ use std::time::Duration;
 use subscribe_gateway::jobs::{
     Created, JobProgress, JobRecord, JobState, JobStore, MemoryJobStore, NewJob, RedisJobStore, SqlJobStore,
 };
+use subscribe_gateway::outbox::{MemoryOutbox, OutboxItem, OutboxStore, RedisOutbox, SqlOutbox};
 use subscribe_redis::Redis;
 use subscribe_sql::Sql;
 use tempfile::TempDir;
@@ -233,4 +236,62 @@ async fn lapses(store: &dyn JobStore) {
         store.renew(&ids.id(26), "gw-dead", &JobProgress::default(), Duration::from_secs(1)).await.unwrap(),
         None
     );
+}
+
+/// The webhook outbox's contract on `store`: numbered in order per app, read oldest first,
+/// removed once taken, its delivery held by one owner at a time.
+async fn outbox_keeps_order(store: &dyn OutboxStore) {
+    let (a, b) = (unique("wxa"), unique("wxb"));
+    let first = store.append(&a, "{\"n\":1}").await.unwrap();
+    let second = store.append(&a, "{\"n\":2}").await.unwrap();
+    let third = store.append(&a, "{\"n\":3}").await.unwrap();
+    assert!(first < second && second < third, "{first} {second} {third}");
+    let other = store.append(&b, "{\"b\":1}").await.unwrap();
+    assert!(other >= 1);
+    assert_eq!(store.len(&a).await.unwrap(), 3);
+    let head = store.peek(&a, 2).await.unwrap();
+    assert_eq!(head, [OutboxItem::new(first, "{\"n\":1}"), OutboxItem::new(second, "{\"n\":2}")]);
+    assert!(store.remove(&a, first).await.unwrap());
+    assert!(!store.remove(&a, first).await.unwrap(), "removed once");
+    assert_eq!(store.peek(&a, 10).await.unwrap().first().map(|i| i.seq), Some(second));
+    assert_eq!(store.peek(&b, 10).await.unwrap(), [OutboxItem::new(other, "{\"b\":1}")]);
+    assert!(store.peek(&unique("wxc"), 10).await.unwrap().is_empty());
+
+    // One holder at a time; its own renewal holds; another takes it once the lease ended.
+    assert!(store.lease(&a, "gw-1", Duration::from_millis(200)).await.unwrap());
+    assert!(!store.lease(&a, "gw-2", Duration::from_secs(30)).await.unwrap());
+    assert!(store.lease(&a, "gw-1", Duration::from_millis(200)).await.unwrap());
+    assert!(store.lease(&b, "gw-2", Duration::from_secs(30)).await.unwrap(), "per app");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(store.lease(&a, "gw-2", Duration::from_secs(30)).await.unwrap());
+    assert!(!store.lease(&a, "gw-1", Duration::from_secs(30)).await.unwrap());
+}
+
+#[tokio::test]
+async fn the_outbox_in_memory_keeps_order() {
+    outbox_keeps_order(&MemoryOutbox::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_on_sqlite_keeps_order() {
+    let dir = TempDir::new().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("outbox.db").display());
+    outbox_keeps_order(&SqlOutbox::open(Sql::builder(url).connect().await.unwrap()).await.unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_on_postgres_keeps_order() {
+    let url =
+        std::env::var("POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let sql = Sql::builder(url).schema(unique("gwoutbox")).connect().await.unwrap();
+    let (a, b) = tokio::join!(SqlOutbox::open(sql.clone()), SqlOutbox::open(sql));
+    let (a, _b) = (a.unwrap(), b.unwrap());
+    outbox_keeps_order(&a).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_on_redis_keeps_order() {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let redis = Redis::builder(url).prefix(unique("gwoutbox")).connect().await.unwrap();
+    outbox_keeps_order(&RedisOutbox::new(redis)).await;
 }

@@ -18,6 +18,7 @@ mod jobs;
 mod limits;
 mod metrics;
 mod processes;
+mod push;
 mod redaction;
 mod send;
 mod stores;

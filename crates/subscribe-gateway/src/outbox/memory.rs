@@ -1,0 +1,76 @@
+//! [`MemoryOutbox`]: the outbox in this process's memory.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use subscribe_client::async_trait;
+use tokio::time::Instant;
+
+use super::{OutboxError, OutboxItem, OutboxStore};
+
+/// The outbox in this process's memory: for one gateway whose undelivered events may be lost on
+/// a restart (and for tests). Events that must outlive the gateway need a shared store:
+/// [`SqlOutbox`](super::SqlOutbox) or [`RedisOutbox`](super::RedisOutbox), which
+/// [`Gateway::start`](crate::Gateway::start) opens on the configured `[store]`.
+#[derive(Debug, Default)]
+pub struct MemoryOutbox {
+    apps: Mutex<HashMap<String, App>>,
+}
+
+#[derive(Debug, Default)]
+struct App {
+    next: u64,
+    items: VecDeque<OutboxItem>,
+    lease: Option<(String, Instant)>,
+}
+
+impl MemoryOutbox {
+    /// An empty outbox.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn apps(&self) -> MutexGuard<'_, HashMap<String, App>> {
+        self.apps.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[async_trait]
+impl OutboxStore for MemoryOutbox {
+    async fn append(&self, appid: &str, body: &str) -> Result<u64, OutboxError> {
+        let mut apps = self.apps();
+        let app = apps.entry(appid.to_owned()).or_default();
+        app.next += 1;
+        let seq = app.next;
+        app.items.push_back(OutboxItem::new(seq, body));
+        Ok(seq)
+    }
+
+    async fn lease(&self, appid: &str, owner: &str, lease: Duration) -> Result<bool, OutboxError> {
+        let now = Instant::now();
+        let mut apps = self.apps();
+        let app = apps.entry(appid.to_owned()).or_default();
+        let free = app.lease.as_ref().is_none_or(|(holder, until)| holder == owner || *until <= now);
+        if free {
+            app.lease = Some((owner.to_owned(), now + lease));
+        }
+        Ok(free)
+    }
+
+    async fn peek(&self, appid: &str, limit: usize) -> Result<Vec<OutboxItem>, OutboxError> {
+        Ok(self.apps().get(appid).map(|a| a.items.iter().take(limit).cloned().collect()).unwrap_or_default())
+    }
+
+    async fn remove(&self, appid: &str, seq: u64) -> Result<bool, OutboxError> {
+        let mut apps = self.apps();
+        let Some(app) = apps.get_mut(appid) else { return Ok(false) };
+        let before = app.items.len();
+        app.items.retain(|i| i.seq != seq);
+        Ok(app.items.len() < before)
+    }
+
+    async fn len(&self, appid: &str) -> Result<u64, OutboxError> {
+        Ok(self.apps().get(appid).map_or(0, |a| a.items.len() as u64))
+    }
+}

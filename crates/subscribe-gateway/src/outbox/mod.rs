@@ -1,0 +1,70 @@
+//! The webhook outbox: each app's pushed events kept in the store, in the order they were
+//! stored, until the caller's webhook took them, so that an event is never lost while the
+//! webhook is down and is delivered in order when it is back.
+//!
+//! The [`OutboxStore`] trait is the storage: an append, a lease per app (one gateway of a fleet
+//! delivers an app's events at a time, which keeps them in order), a read of the oldest, and
+//! the removal of a delivered one. Implementations: SQLite and PostgreSQL ([`SqlOutbox`]),
+//! Redis ([`RedisOutbox`]) and this process's memory ([`MemoryOutbox`]).
+
+mod memory;
+mod redis;
+mod sql;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use subscribe_client::async_trait;
+
+pub use memory::MemoryOutbox;
+pub use redis::RedisOutbox;
+pub use sql::SqlOutbox;
+
+use crate::jobs::JobStoreError as StoreError;
+
+/// An outbox shared by the push endpoints and the deliverers (and by gateways on the same
+/// backend).
+pub type SharedOutbox = Arc<dyn OutboxStore>;
+
+/// An outbox could not be read or written (the job store's error type: the same backends).
+pub type OutboxError = StoreError;
+
+/// The storage of the webhook outbox. Every method is one atomic step on the backend; leases are
+/// timed on the backend's clock where it has one.
+#[async_trait]
+pub trait OutboxStore: Send + Sync + fmt::Debug {
+    /// Appends `body` to `appid`'s events; its sequence number (greater than every earlier one
+    /// of the app's).
+    async fn append(&self, appid: &str, body: &str) -> Result<u64, OutboxError>;
+
+    /// Takes or renews the delivery of `appid`'s events for `owner`, for `lease`: whether
+    /// `owner` holds it now (no other holder, or the other's lease has ended).
+    async fn lease(&self, appid: &str, owner: &str, lease: Duration) -> Result<bool, OutboxError>;
+
+    /// Up to `limit` of `appid`'s events, oldest first.
+    async fn peek(&self, appid: &str, limit: usize) -> Result<Vec<OutboxItem>, OutboxError>;
+
+    /// Removes `appid`'s event `seq` (delivered). Whether it was there.
+    async fn remove(&self, appid: &str, seq: u64) -> Result<bool, OutboxError>;
+
+    /// How many of `appid`'s events wait.
+    async fn len(&self, appid: &str) -> Result<u64, OutboxError>;
+}
+
+/// An event waiting for the webhook.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OutboxItem {
+    /// Its sequence number in its app's events.
+    pub seq: u64,
+    /// What is posted (JSON).
+    pub body: String,
+}
+
+impl OutboxItem {
+    /// The event `seq` with `body`.
+    pub fn new(seq: u64, body: impl Into<String>) -> Self {
+        Self { seq, body: body.into() }
+    }
+}

@@ -1,0 +1,156 @@
+//! [`SqlOutbox`]: the outbox in two tables of the token store's database (SQLite or
+//! PostgreSQL), on its pool.
+
+use std::future::Future;
+use std::time::Duration;
+
+use subscribe_client::async_trait;
+use subscribe_sql::Sql;
+
+use super::{OutboxError, OutboxItem, OutboxStore};
+use crate::idempotency::sql::on_pool;
+use crate::jobs::millis;
+
+/// The events: `seq` (the database's sequence), `appid`, `body`.
+const TABLE: &str = "subscribe_gateway_outbox";
+/// Each app's delivery lease: `appid`, `owner`, `lease_until_ms` (the database's clock).
+const LEASES: &str = "subscribe_gateway_outbox_leases";
+
+/// An advisory lock key for creating the tables on PostgreSQL (gateways starting at once).
+const CREATE_LOCK: i64 = 0x7375_6267_775f_6f62; // "subgw_ob"
+
+/// The webhook outbox in the database of the gateway's `[store]` (SQLite or PostgreSQL), in the
+/// tables `subscribe_gateway_outbox` and `subscribe_gateway_outbox_leases` (created at start if
+/// missing): kept across restarts, and shared by every gateway on a PostgreSQL database. An
+/// event's sequence number is the database's (`AUTOINCREMENT`, `BIGSERIAL`); the lease is one
+/// upsert that takes the row only from its own holder or once its lease has ended.
+#[derive(Clone, Debug)]
+pub struct SqlOutbox {
+    sql: Sql,
+}
+
+impl SqlOutbox {
+    /// The outbox on `sql`, whose tables are created if they are missing.
+    ///
+    /// # Errors
+    /// When the tables cannot be created.
+    pub async fn open(sql: Sql) -> Result<Self, OutboxError> {
+        let store = Self { sql };
+        store.create().await?;
+        Ok(store)
+    }
+
+    async fn create(&self) -> Result<(), OutboxError> {
+        let leases = format!(
+            "CREATE TABLE IF NOT EXISTS {LEASES} (appid TEXT PRIMARY KEY, owner TEXT NOT NULL, \
+             lease_until_ms BIGINT NOT NULL)"
+        );
+        let index = format!("CREATE INDEX IF NOT EXISTS {TABLE}_app ON {TABLE} (appid, seq)");
+        self.run("create the outbox tables", async {
+            if let Some(p) = self.sql.pg_pool() {
+                let table = format!(
+                    "CREATE TABLE IF NOT EXISTS {TABLE} (seq BIGSERIAL PRIMARY KEY, appid TEXT NOT NULL, body TEXT NOT NULL)"
+                );
+                let mut tx = p.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(CREATE_LOCK).execute(&mut *tx).await?;
+                for s in [&table, &leases, &index] {
+                    sqlx::query(s).execute(&mut *tx).await?;
+                }
+                tx.commit().await
+            } else if let Some(p) = self.sql.sqlite_pool() {
+                let table = format!(
+                    "CREATE TABLE IF NOT EXISTS {TABLE} (seq INTEGER PRIMARY KEY AUTOINCREMENT, appid TEXT NOT NULL, \
+                     body TEXT NOT NULL)"
+                );
+                for s in [&table, &leases, &index] {
+                    sqlx::query(s).execute(p).await?;
+                }
+                Ok(())
+            } else {
+                Err(sqlx::Error::Protocol("the Sql handle has neither pool".into()))
+            }
+        })
+        .await
+    }
+
+    async fn run<T>(
+        &self,
+        what: &'static str,
+        op: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, OutboxError> {
+        OutboxError::bounded(what, self.sql.op_timeout(), op).await
+    }
+}
+
+fn seq(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or_default()
+}
+
+#[async_trait]
+impl OutboxStore for SqlOutbox {
+    async fn append(&self, appid: &str, body: &str) -> Result<u64, OutboxError> {
+        let n: i64 = self
+            .run("keep an event for the webhook", async {
+                on_pool!(self.sql, |p, _now| {
+                    let sql = format!("INSERT INTO {TABLE} (appid, body) VALUES ($1, $2) RETURNING seq");
+                    sqlx::query_scalar(&sql).bind(appid).bind(body).fetch_one(p).await
+                })
+            })
+            .await?;
+        Ok(seq(n))
+    }
+
+    async fn lease(&self, appid: &str, owner: &str, lease: Duration) -> Result<bool, OutboxError> {
+        let held: Option<String> = self
+            .run("take the webhook's delivery", async {
+                on_pool!(self.sql, |p, now| {
+                    let sql = format!(
+                        "INSERT INTO {LEASES} (appid, owner, lease_until_ms) VALUES ($1, $2, {now} + $3) \
+                         ON CONFLICT (appid) DO UPDATE SET owner = excluded.owner, lease_until_ms = excluded.lease_until_ms \
+                         WHERE {LEASES}.owner = excluded.owner OR {LEASES}.lease_until_ms <= {now} RETURNING owner"
+                    );
+                    sqlx::query_scalar(&sql).bind(appid).bind(owner).bind(millis(lease)).fetch_optional(p).await
+                })
+            })
+            .await?;
+        Ok(held.is_some())
+    }
+
+    async fn peek(&self, appid: &str, limit: usize) -> Result<Vec<OutboxItem>, OutboxError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows: Vec<(i64, String)> = self
+            .run("read the webhook's events", async {
+                on_pool!(self.sql, |p, _now| {
+                    let sql = format!("SELECT seq, body FROM {TABLE} WHERE appid = $1 ORDER BY seq LIMIT $2");
+                    sqlx::query_as(&sql).bind(appid).bind(limit).fetch_all(p).await
+                })
+            })
+            .await?;
+        Ok(rows.into_iter().map(|(n, body)| OutboxItem::new(seq(n), body)).collect())
+    }
+
+    async fn remove(&self, appid: &str, seq: u64) -> Result<bool, OutboxError> {
+        let n = i64::try_from(seq).unwrap_or(i64::MAX);
+        let rows = self
+            .run("remove a delivered event", async {
+                on_pool!(self.sql, |p, _now| {
+                    let sql = format!("DELETE FROM {TABLE} WHERE appid = $1 AND seq = $2");
+                    sqlx::query(&sql).bind(appid).bind(n).execute(p).await.map(|r| r.rows_affected())
+                })
+            })
+            .await?;
+        Ok(rows == 1)
+    }
+
+    async fn len(&self, appid: &str) -> Result<u64, OutboxError> {
+        let n: i64 = self
+            .run("count the webhook's events", async {
+                on_pool!(self.sql, |p, _now| {
+                    let sql = format!("SELECT COUNT(*) FROM {TABLE} WHERE appid = $1");
+                    sqlx::query_scalar(&sql).bind(appid).fetch_one(p).await
+                })
+            })
+            .await?;
+        Ok(seq(n))
+    }
+}
