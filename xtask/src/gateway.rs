@@ -78,40 +78,7 @@ pub(crate) fn schemathesis() -> Result<Status> {
     let key_file = dir.join("key.txt");
     fs::write(&key_file, &key).map_err(|e| format!("{}: {e}", key_file.display()))?;
     let config = dir.join("gateway.toml");
-    let text = format!(
-        r#"[server]
-listen = "127.0.0.1:0"
-# The consent callback's address in the links (Schemathesis calls the callback directly).
-public_url = "https://gateway.example.com"
-# Schemathesis sends requests without a key on purpose: the peer's limit of failed
-# authentications would answer the rest 429 and leave their logic untested.
-auth_failures_per_second = 1000000
-auth_failure_burst = 100000
-
-[store]
-kind = "sqlite"
-path = "gateway.db"
-
-[[apps]]
-appid = "{DEMO_APPID}"
-kind = "official_account"
-api_base = "{sandbox}"
-secret_env = "WX_SECRET"
-# Where the consent callback sends the browser (Schemathesis does not follow the redirect).
-consent_return_url = "{sandbox}/consent-return"
-# The app's server URL: Schemathesis' pushes are refused as unsigned, as documented.
-push_token_env = "WX_PUSH_TOKEN"
-push_aes_key_env = "WX_PUSH_AES"
-
-[[keys]]
-name = "schemathesis"
-key_file = "key.txt"
-scopes = {{ {DEMO_APPID} = ["token:read", "send", "grants", "grants:review", "dispatch"] }}
-# Schemathesis sends as fast as the gateway answers: its rate is not what is tested here.
-rate_per_second = 1000000
-burst = 100000
-"#
-    );
+    let text = config_text(&sandbox);
     fs::write(&config, text).map_err(|e| format!("{}: {e}", config.display()))?;
     let gateway_log = dir.join("gateway.log");
     let mut gateway = Command::new(bins.join("subscribe-gateway"));
@@ -152,6 +119,45 @@ burst = 100000
     } else {
         Err(format!("Schemathesis found failures ({status}); the gateway's log is {}", gateway_log.display()))
     }
+}
+
+/// The gateway's configuration for the run: the demo app on the sandbox at `sandbox`, with web
+/// consent and a push endpoint, and one key with every scope, beyond any rate.
+fn config_text(sandbox: &str) -> String {
+    format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+# The consent callback's address in the links (Schemathesis calls the callback directly).
+public_url = "https://gateway.example.com"
+# Schemathesis sends requests without a key on purpose: the peer's limit of failed
+# authentications would answer the rest 429 and leave their logic untested.
+auth_failures_per_second = 1000000
+auth_failure_burst = 100000
+
+[store]
+kind = "sqlite"
+path = "gateway.db"
+
+[[apps]]
+appid = "{DEMO_APPID}"
+kind = "official_account"
+api_base = "{sandbox}"
+secret_env = "WX_SECRET"
+# Where the consent callback sends the browser (Schemathesis does not follow the redirect).
+consent_return_url = "{sandbox}/consent-return"
+# The app's server URL: Schemathesis' pushes are refused as unsigned, as documented.
+push_token_env = "WX_PUSH_TOKEN"
+push_aes_key_env = "WX_PUSH_AES"
+
+[[keys]]
+name = "schemathesis"
+key_file = "key.txt"
+scopes = {{ {DEMO_APPID} = ["token:read", "send", "grants", "grants:review", "dispatch", "status"] }}
+# Schemathesis sends as fast as the gateway answers: its rate is not what is tested here.
+rate_per_second = 1000000
+burst = 100000
+"#
+    )
 }
 
 /// Runs a command at the repository's root, its output on the terminal.

@@ -27,7 +27,7 @@
 //! | an event, handled by the callback | 200 `success` |
 //! | an event whose callback failed (or panicked) | 500; the push is forgotten (at most [`MAX_FORGETS`](crate::MAX_FORGETS) times), so WeChat's retry is handled again |
 //! | an event the replay cache cannot check (it failed, or is full) | 503, the callback is not called |
-//! | an event whose callback is still running at the time limit | 200 `success` (WeChat does not retry); the callback goes on, a failure is logged |
+//! | an event whose callback is still running at the time limit | 200 `success` (WeChat does not retry); the callback goes on, a failure is logged; or 503 with [`busy_past_time_limit`](PushEndpoint::busy_past_time_limit) (WeChat retries) |
 //! | a replay of a push already accepted | 200 `success`, the callback is not called |
 //! | a copy of a push whose callback is still running in this process | 503 (the first may yet fail); the callback is not called |
 //! | refused ([`PushError`]) | its [`http_status`](PushError::http_status), its text (one text for every push that verified but did not open) |
@@ -124,6 +124,7 @@ pub struct PushEndpoint {
     replays: Arc<dyn ReplayCache>,
     on_event: Callback,
     time_limit: Duration,
+    busy_past_limit: bool,
     clock: Arc<dyn Fn() -> u64 + Send + Sync>,
     counters: Arc<Counters>,
     log_limit: Arc<RefusalLogLimit>,
@@ -241,6 +242,7 @@ impl PushEndpoint {
             replays: Arc::new(MemoryReplayCache::default()),
             on_event,
             time_limit: Duration::from_secs(4),
+            busy_past_limit: false,
             clock: Arc::new(unix_now),
             counters: Arc::default(),
             log_limit: Arc::new(RateLimiter::direct_with_clock(refusal_quota(), TokioClock)),
@@ -277,6 +279,17 @@ impl PushEndpoint {
     #[must_use]
     pub fn time_limit(mut self, limit: Duration) -> Self {
         self.time_limit = limit;
+        self
+    }
+
+    /// Whether a callback still running at the time limit is answered 503 (WeChat sends the
+    /// push again) instead of `success` (the default). For a callback that keeps the event
+    /// somewhere before it may be acknowledged: `success` at the time limit would end WeChat's
+    /// retries while the keeping may yet fail. The retry then finds the push in flight (503),
+    /// taken (a replay: `success`) or, when the callback failed, forgotten (read again).
+    #[must_use]
+    pub fn busy_past_time_limit(mut self, busy: bool) -> Self {
+        self.busy_past_limit = busy;
         self
     }
 
@@ -413,6 +426,13 @@ impl PushEndpoint {
             Ok(Ok(false) | Err(_)) => {
                 self.counters.failed.fetch_add(1, Ordering::Relaxed);
                 (StatusCode::INTERNAL_SERVER_ERROR, "the event was not handled").into_response()
+            }
+            Err(_) if self.busy_past_limit => {
+                self.counters.busy.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    "an event push callback is still running at the time limit; answered 503, for WeChat to send it again"
+                );
+                (StatusCode::SERVICE_UNAVAILABLE, "the event is still being handled").into_response()
             }
             Err(_) => {
                 self.counters.handled.fetch_add(1, Ordering::Relaxed);

@@ -148,6 +148,23 @@ async fn a_slow_callback_is_answered_success_at_the_time_limit_and_still_finishe
     assert_eq!(got.lock().unwrap().len(), 1, "the callback went on after the answer");
 }
 
+// A callback that must keep the event before it is acknowledged: 503 at the time limit, so
+// WeChat sends it again; the copy that comes once the callback finished is a replay.
+#[tokio::test(start_paused = true)]
+async fn a_slow_callback_can_be_answered_503_at_the_time_limit_and_its_retry_is_a_replay() {
+    let (e, got, calls) = endpoint(Duration::from_millis(900), 0);
+    let e = e.busy_past_time_limit(true);
+    let sealed = push(Mode::Safe).seal(&popup("oDave").to_wire(Format::Xml), NOW, "n9", [4; 16]).unwrap();
+    let (status, _) = post(&e, &sealed.query, sealed.body.clone().into()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "not acknowledged while the callback runs");
+    // A copy while it still runs: 503 again, not handled twice.
+    assert_eq!(post(&e, &sealed.query, sealed.body.clone().into()).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(got.lock().unwrap().len(), 1, "the callback went on after the answer");
+    assert_eq!(post(&e, &sealed.query, sealed.body.into()).await, (StatusCode::OK, "success".into()));
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "handled once");
+}
+
 #[tokio::test]
 async fn a_body_that_never_ends_is_cut_at_the_time_limit() {
     let (e, got, calls) = endpoint(Duration::ZERO, 0);

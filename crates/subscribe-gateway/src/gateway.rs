@@ -80,6 +80,8 @@ pub(crate) struct Shared {
     pub(crate) webhook_http: reqwest::Client,
     /// Each app's webhook.
     pub(crate) webhooks: HashMap<String, crate::config::Webhook>,
+    /// The access tokens (the status page reads them; the clients keep their own).
+    pub(crate) tokens: SharedTokenStore,
     server: ServerConfig,
 }
 
@@ -301,7 +303,7 @@ impl Gateway {
         }
         // The configuration has at least one app; its id is what the readiness probe reads.
         let probe = config.apps.first().map(|a| a.appid.clone());
-        let ready = Readiness::new(store, probe);
+        let ready = Readiness::new(Arc::clone(&store), probe);
         let keys = Keys::new(&config.keys);
         let server = &config.server;
         let peers = PeerLimits::new(server.auth_failure_rate, server.trusted_proxies.clone());
@@ -336,6 +338,7 @@ impl Gateway {
                 .build()
                 .unwrap_or_default(),
             webhooks,
+            tokens: Arc::clone(&store),
             server: server.clone(),
         };
         Ok(Self { shared: Arc::new(shared) })
@@ -378,6 +381,7 @@ impl Gateway {
     /// | `POST /v1/apps/{appid}/dispatches/{id}/cancel` | asks a dispatch job to stop (scope `dispatch`) |
     /// | `GET /v1/apps/{appid}/push` | WeChat's check of the app's server URL (no key: signed with the app's Token) |
     /// | `POST /v1/apps/{appid}/push` | WeChat's pushes: fed to the grants and kept for the app's webhook (no key: signed) |
+    /// | `GET /status` | the read-only status page (HTML) of the apps the key has `status` for (Bearer, or Basic for a browser) |
     /// | `GET /healthz` | 200 while the process serves (no I/O) |
     /// | `GET /readyz` | 200 when the token store answers, else 503 (cached for a few seconds) |
     /// | `GET /openapi.json` | the OpenAPI document of these routes ([`openapi`](crate::openapi())), without a key |

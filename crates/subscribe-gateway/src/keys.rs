@@ -110,7 +110,29 @@ impl Keys {
         if !scheme.eq_ignore_ascii_case("bearer") {
             return None;
         }
-        let hash = KeyHash::of(key.trim().as_bytes());
+        self.find(key.trim())
+    }
+
+    /// As [`authenticate`](Self::authenticate), and `Authorization: Basic` too, the key as its
+    /// password (whatever the user name): a browser's own login prompt. For read-only pages
+    /// only: a browser sends Basic credentials by itself with every request to the origin,
+    /// which a cross-site form could ride on, so no route that changes anything takes them.
+    pub(crate) fn authenticate_page(&self, headers: &HeaderMap) -> Option<&Key> {
+        use base64::Engine;
+        let presented = headers.get(AUTHORIZATION)?.to_str().ok()?;
+        let (scheme, value) = presented.split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return self.authenticate(headers);
+        }
+        let decoded = base64::engine::general_purpose::STANDARD.decode(value.trim()).ok()?;
+        let decoded = zeroize::Zeroizing::new(String::from_utf8(decoded).ok()?);
+        let (_, key) = decoded.split_once(':')?;
+        self.find(key)
+    }
+
+    /// The configured key whose hash is `key`'s, compared with every hash in constant time.
+    fn find(&self, key: &str) -> Option<&Key> {
+        let hash = KeyHash::of(key.as_bytes());
         let mut found = None;
         for k in &self.0 {
             if bool::from(k.hash.0.ct_eq(&hash.0)) {

@@ -96,6 +96,7 @@ mod push;
 mod ratelimit;
 mod reports;
 mod send;
+mod status;
 mod webhook;
 
 pub use config::{

@@ -7,10 +7,10 @@
 //! not configured makes no series, whoever sends it), or a word from a fixed set. Nothing
 //! secret is a label: no key, no token, no key name.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -22,6 +22,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -135,6 +136,25 @@ struct Inner {
     dispatch_jobs: Family<AppOutcome, Counter>,
     push_events: Family<AppOutcome, Counter>,
     webhook_deliveries: Family<AppOutcome, Counter>,
+    webhook_backlog: Family<AppLabels, Gauge>,
+    /// The latest refused requests (401, 403, 429), newest last.
+    refusals: Mutex<VecDeque<Refused>>,
+}
+
+/// The most refused requests kept for the status page.
+const KEPT_REFUSALS: usize = 50;
+
+/// A refused request, as the status page lists it: nothing the caller wrote but its method.
+#[derive(Clone, Debug)]
+pub(crate) struct Refused {
+    /// When, in milliseconds since the Unix epoch.
+    pub(crate) at_ms: u64,
+    /// The method's label.
+    pub(crate) method: &'static str,
+    /// The route's template (or `unmatched`).
+    pub(crate) route: String,
+    /// 401, 403 or 429.
+    pub(crate) status: u16,
 }
 
 impl fmt::Debug for Metrics {
@@ -248,6 +268,12 @@ impl Metrics {
             "Posts of kept events to the apps' webhooks, by app and outcome: delivered (2xx) or failed (kept and posted again)",
             Family::default(),
         );
+        let webhook_backlog = registered(
+            &mut registry,
+            "webhook_backlog",
+            "Events kept for the app's webhook and not yet taken, as this gateway's deliverer last counted them",
+            Family::default(),
+        );
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -266,6 +292,8 @@ impl Metrics {
                 dispatch_jobs,
                 push_events,
                 webhook_deliveries,
+                webhook_backlog,
+                refusals: Mutex::new(VecDeque::with_capacity(KEPT_REFUSALS)),
             }),
         }
     }
@@ -329,10 +357,38 @@ impl Metrics {
         }
     }
 
+    /// Keeps a refused request for the status page (the latest 50).
+    fn refused(&self, method: &'static str, route: &str, status: u16) {
+        let at = subscribe_client::Clock::now(&subscribe_client::SystemClock);
+        let at_ms =
+            at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
+        let mut kept = self.inner.refusals.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if kept.len() == KEPT_REFUSALS {
+            kept.pop_front();
+        }
+        kept.push_back(Refused { at_ms, method, route: route.to_owned(), status });
+    }
+
+    /// The latest refused requests, newest first.
+    pub(crate) fn refusals(&self) -> Vec<Refused> {
+        let kept = self.inner.refusals.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        kept.iter().rev().cloned().collect()
+    }
+
     /// A pushed event taken; `outcome` its kind (a fixed set).
     pub(crate) fn push_event(&self, app: &str, outcome: &'static str) {
         if let Some(app) = self.app(app) {
             self.inner.push_events.get_or_create(&AppOutcome { app, outcome }).inc();
+        }
+    }
+
+    /// How many events wait for `app`'s webhook.
+    pub(crate) fn webhook_backlog(&self, app: &str, n: u64) {
+        if let Some(app) = self.app(app) {
+            self.inner
+                .webhook_backlog
+                .get_or_create(&AppLabels { app })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
     }
 
@@ -406,7 +462,11 @@ pub(crate) async fn track(State(metrics): State<Metrics>, request: Request, next
     let method = method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
-    metrics.http_request(route, method, response.status(), started.elapsed().as_secs_f64());
+    let status = response.status();
+    if matches!(status.as_u16(), 401 | 403 | 429) {
+        metrics.refused(method, &route, status.as_u16());
+    }
+    metrics.http_request(route, method, status, started.elapsed().as_secs_f64());
     response
 }
 

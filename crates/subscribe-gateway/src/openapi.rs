@@ -19,7 +19,7 @@ use utoipa::{IntoParams, IntoResponses, Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::{Gateway, api, consent, dispatch, grants, health, push, send};
+use crate::{Gateway, api, consent, dispatch, grants, health, push, send, status};
 
 /// The name of the bearer security scheme in the document.
 pub(crate) const BEARER: &str = "api_key";
@@ -94,6 +94,7 @@ pub(crate) fn routes() -> (OpenApiRouter<Gateway>, OpenApiRouter<Gateway>) {
         .routes(routes!(health::readyz))
         .routes(routes!(consent::callback))
         .routes(routes!(push::check, push::receive))
+        .routes(routes!(status::page))
         .routes(routes!(serve_openapi));
     (keyed, open)
 }
@@ -269,6 +270,7 @@ mod tests {
                 "/healthz",
                 "/openapi.json",
                 "/readyz",
+                "/status",
                 "/v1/apps/{appid}/access_token",
                 "/v1/apps/{appid}/access_token/invalidate",
                 "/v1/apps/{appid}/consent/callback",

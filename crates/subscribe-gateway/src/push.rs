@@ -12,7 +12,6 @@ use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::MethodRouter;
-use serde_json::json;
 use subscribe_client::{Client, GrantLedger, NotificationResults};
 use subscribe_events::axum::PushEndpoint;
 use subscribe_events::replay::ReplayCache;
@@ -54,6 +53,11 @@ pub(crate) struct Feeds {
 }
 
 impl Pushes {
+    /// Whether `appid` has a push endpoint here.
+    pub(crate) fn serves(&self, appid: &str) -> bool {
+        self.endpoints.contains_key(appid)
+    }
+
     /// Adds `app`'s endpoint (when it has push keys), run with `client`.
     pub(crate) fn add(&mut self, app: &AppConfig, client: &Client, feeds: Feeds) {
         let Some(push) = &app.push else { return };
@@ -71,19 +75,31 @@ impl Pushes {
                 (Arc::clone(&outbox), wake.clone(), metrics.clone(), app_label.clone());
             async move {
                 client.apply_event(&event, &*ledger, &*results).await?;
-                metrics.push_event(&appid, kind(&event));
                 if let Some(wake) = wake {
-                    let body = json!({"appid": appid, "event": event.to_json()}).to_string();
-                    outbox.append(&appid, &body).await?;
+                    let body = event.to_json().to_string();
+                    outbox.append(&appid, &event_key(&appid, &body), &body).await?;
                     wake.notify_one();
                 }
+                metrics.push_event(&appid, kind(&event));
                 Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
             }
         };
-        let endpoint =
-            PushEndpoint::new(Push::new(push.push_config(&app.appid)), on_event).replay_cache(replays);
+        // With a webhook, an event must be kept before WeChat stops sending it: a callback still
+        // keeping it at the time limit is answered 503, and WeChat's retry finds it kept.
+        let endpoint = PushEndpoint::new(Push::new(push.push_config(&app.appid)), on_event)
+            .replay_cache(replays)
+            .busy_past_time_limit(push.webhook.is_some());
         self.endpoints.insert(appid, endpoint.method_router());
     }
+}
+
+/// An event's identity: the same event pushed again (WeChat's retry, or the same push read by
+/// two gateways) has the same, which the outbox keeps once and a webhook de-duplicates by
+/// (`X-Subscribe-Delivery`). 32 hexadecimal characters of the SHA-256 of the app and the event.
+fn event_key(appid: &str, event_json: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new().chain_update(appid).chain_update(b"\n").chain_update(event_json).finalize();
+    hex::encode(&digest[..16])
 }
 
 /// The metric label of an event: its name when it is a subscription event, else `other`.

@@ -32,6 +32,8 @@ use tracing::debug;
 use crate::Gateway;
 use crate::api::{Refusal, error};
 use crate::config::Rate;
+use crate::gateway::Shared;
+use crate::keys::{Key, Keys};
 
 /// How often the per-peer records of peers that have recovered are dropped.
 const PURGE_EVERY: Duration = Duration::from_secs(60);
@@ -211,30 +213,51 @@ pub(crate) fn too_many(wait: Duration, code: &str, message: &str) -> Response {
 /// authentications (429, its key not hashed), a missing or wrong key (401, a failure for its
 /// peer), and a key over its rate (429); lets every other request through.
 pub(crate) async fn admit(State(gw): State<Gateway>, request: Request, next: Next) -> Response {
-    let shared = &gw.shared;
-    let peer = shared.peers.peer(&request);
+    match gate(&gw.shared, &request, Keys::authenticate) {
+        Ok(_) => next.run(request).await,
+        Err(refused) => *refused,
+    }
+}
+
+/// The checks in front of a keyed request, in order: the peer over its failed authentications
+/// (429, before its key is hashed), the key as `find` reads it from the headers (401, counted
+/// as a failure of the peer), the key over its rate (429). The key, or the answer.
+pub(crate) fn gate<'a>(
+    shared: &'a Shared,
+    request: &Request,
+    find: impl FnOnce(&'a Keys, &HeaderMap) -> Option<&'a Key>,
+) -> Result<&'a Key, Box<Response>> {
+    let peer = shared.peers.peer(request);
     if let Some(wait) = peer.and_then(|p| shared.peers.refused_for(p)) {
         shared.metrics.rate_limited("peer");
-        return too_many(wait, "rate_limited", "too many failed authentications from this address");
+        return Err(Box::new(too_many(
+            wait,
+            "rate_limited",
+            "too many failed authentications from this address",
+        )));
     }
-    let Some(key) = shared.keys.authenticate(request.headers()) else {
+    let Some(key) = find(&shared.keys, request.headers()) else {
         if let Some(wait) = peer.and_then(|p| shared.peers.failed(p)) {
             debug!(peer = ?peer, "a peer is over its rate of failed authentications");
             shared.metrics.rate_limited("peer");
-            return too_many(wait, "rate_limited", "too many failed authentications from this address");
+            return Err(Box::new(too_many(
+                wait,
+                "rate_limited",
+                "too many failed authentications from this address",
+            )));
         }
-        return Refusal::Unauthorized.into_response();
+        return Err(Box::new(Refusal::Unauthorized.into_response()));
     };
     if let Err(wait) = key.limiter.check() {
         debug!(key = %key.name, "an API key is over its rate");
         shared.metrics.rate_limited("key");
-        return too_many(
+        return Err(Box::new(too_many(
             wait,
             "rate_limited",
             "this API key is over its rate; retry after Retry-After seconds",
-        );
+        )));
     }
-    next.run(request).await
+    Ok(key)
 }
 
 #[cfg(test)]

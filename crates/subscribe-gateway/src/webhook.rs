@@ -3,7 +3,7 @@
 //! (HMAC-SHA256 over the timestamp and the body), removing it once the webhook answered 2xx, and
 //! retrying the same event with a backoff (1 s doubling to 60 s) while it does not: an event is
 //! never skipped, never lost, and delivered at least once (a receiver de-duplicates by its
-//! `X-Subscribe-Delivery`).
+//! `X-Subscribe-Delivery`, the event's identity).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -40,13 +40,11 @@ pub fn signature(secret: &[u8], timestamp: u64, body: &str) -> String {
     format!("v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// What one event's post is: its body, and its delivery id (`{appid}:{seq}`).
-fn envelope(appid: &str, item: &OutboxItem) -> (String, String) {
-    let delivery = format!("{appid}:{}", item.seq);
-    // The stored body is `{"appid": …, "event": …}`: the delivery id goes first.
-    let rest = item.body.strip_prefix('{').unwrap_or(&item.body);
-    let body = format!("{{\"delivery\":\"{delivery}\",{rest}");
-    (body, delivery)
+/// What one event's post is: `{"delivery": <the event's key>, "appid", "seq", "event"}`.
+fn envelope(appid: &str, item: &OutboxItem) -> String {
+    let event = serde_json::value::RawValue::from_string(item.body.clone()).ok();
+    let body = serde_json::json!({"delivery": item.key, "appid": appid, "seq": item.seq, "event": event});
+    body.to_string()
 }
 
 /// Delivers `appid`'s events to `webhook` until `stop` is cancelled.
@@ -67,6 +65,9 @@ pub(crate) async fn deliver(gw: Gateway, appid: String, webhook: Webhook, stop: 
         }
     };
     while !stop.is_cancelled() {
+        if let Ok(n) = outbox.len(&appid).await {
+            gw.metrics().webhook_backlog(&appid, n);
+        }
         match outbox.lease(&appid, &owner, LEASE).await {
             Ok(true) => {}
             Ok(false) => {
@@ -95,30 +96,48 @@ pub(crate) async fn deliver(gw: Gateway, appid: String, webhook: Webhook, stop: 
             if stop.is_cancelled() || !matches!(outbox.lease(&appid, &owner, LEASE).await, Ok(true)) {
                 break;
             }
-            let (body, delivery) = envelope(&appid, &item);
-            match post(&http, &webhook, &body, &delivery).await {
+            let body = envelope(&appid, &item);
+            let delivery = item.key.as_str();
+            match post(&http, &webhook, &body, delivery).await {
                 Ok(()) => {
                     gw.metrics().webhook_delivery(&appid, "delivered");
                     backoff = Duration::from_secs(1);
-                    if let Err(e) = outbox.remove(&appid, item.seq).await {
-                        // Posted again on the next round: the receiver de-duplicates by delivery.
-                        warn!(appid = %appid, error = %e, "a delivered event could not be removed from the outbox");
-                        break;
+                    match outbox.remove(&appid, item.seq).await {
+                        Ok(true) => {}
+                        // Delivered and removed by another gateway meanwhile (this one's lease had
+                        // lapsed): the rest of this batch is stale.
+                        Ok(false) => break,
+                        Err(e) => {
+                            // Posted again on the next round: the receiver de-duplicates by delivery.
+                            warn!(appid = %appid, error = %e, "a delivered event could not be removed from the outbox");
+                            break;
+                        }
                     }
                     debug!(appid = %appid, delivery = %delivery, "an event was delivered to the webhook");
                 }
                 Err(why) => {
                     gw.metrics().webhook_delivery(&appid, "failed");
                     warn!(appid = %appid, delivery = %delivery, why = %why, retry_in_s = backoff.as_secs(), "the webhook did not take an event; it is kept and posted again");
-                    tokio::select! {
-                        () = stop.cancelled() => {}
-                        () = tokio::time::sleep(backoff) => {}
+                    // The lease is kept while waiting: another gateway would start again at 1 s.
+                    let until = tokio::time::Instant::now() + backoff;
+                    while !stop.is_cancelled() && tokio::time::Instant::now() < until {
+                        let wait =
+                            until.saturating_duration_since(tokio::time::Instant::now()).min(LEASE / 3);
+                        tokio::select! {
+                            () = stop.cancelled() => {}
+                            () = tokio::time::sleep(wait) => {}
+                        }
+                        let _ = outbox.lease(&appid, &owner, LEASE).await;
                     }
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     break;
                 }
             }
         }
+    }
+    // Stopping: the delivery is another gateway's at once.
+    if let Err(e) = outbox.release(&appid, &owner).await {
+        warn!(appid = %appid, error = %e, "could not give the webhook's delivery up; another gateway takes it after 30 s");
     }
 }
 

@@ -38,7 +38,7 @@ class Webhook(BaseHTTPRequestHandler):
         if delivery["delivery"] not in seen:  # a redelivery after a lost answer: handled once
             seen.add(delivery["delivery"])
             event = delivery["event"]
-            print(f"{delivery['delivery']}: {event['event']} from {event['from_user']}", flush=True)
+            print(f"{delivery['appid']} #{delivery['seq']}: {event['event']} from {event['from_user']}", flush=True)
         self.send_response(204)
         self.end_headers()
 

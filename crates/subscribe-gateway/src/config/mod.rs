@@ -270,7 +270,10 @@ impl Webhook {
 
 impl fmt::Debug for Webhook {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Webhook").field("url", &self.url).field("secret", &"[redacted]").finish()
+        // The query may carry a token of the receiver's: the address without it.
+        let shown = self.url.split(['?', '#']).next().unwrap_or_default();
+        let shown = if shown.len() < self.url.len() { format!("{shown}?…") } else { shown.to_owned() };
+        f.debug_struct("Webhook").field("url", &shown).field("secret", &"[redacted]").finish()
     }
 }
 
@@ -297,6 +300,11 @@ pub enum Scope {
     /// (`/v1/apps/{appid}/dispatches…`), which send one message to every pending grant.
     #[serde(rename = "dispatch")]
     Dispatch,
+    /// `"status"`: see the app on the read-only status page (`GET /status`): its token's
+    /// lifetime, its push endpoint and webhook backlog, its dispatch jobs and their grants, and
+    /// the gateway's recent refusals.
+    #[serde(rename = "status")]
+    Status,
 }
 
 /// One `[[keys]]` entry.
@@ -722,11 +730,24 @@ impl Reader<'_> {
             }
             None => None,
             Some(url) => {
-                let web = url.starts_with("http://") || url.starts_with("https://");
-                if !url.is_ascii() || !web || url.contains('#') || url.chars().any(char::is_whitespace) {
+                let parsed = reqwest::Url::parse(&url).ok().filter(|u| {
+                    matches!(u.scheme(), "http" | "https")
+                        && u.host_str().is_some_and(|h| !h.is_empty())
+                        && u.fragment().is_none()
+                        && url.is_ascii()
+                });
+                let Some(parsed) = parsed else {
                     return Err(invalid(
                         format!("{at}.webhook_url"),
-                        "an absolute http(s) URL in ASCII (percent-encoded), without a #fragment",
+                        "an absolute http(s) URL with a host, in ASCII (percent-encoded), without a #fragment",
+                    ));
+                };
+                if !parsed.username().is_empty() || parsed.password().is_some() {
+                    return Err(ConfigError::new(
+                        format!("{at}.webhook_url"),
+                        ConfigProblem::InlineSecret {
+                            instead: "a URL without user:password@ (the posts are signed with the webhook secret)",
+                        },
                     ));
                 }
                 let one_of = "`webhook_secret_env` or `webhook_secret_file` (the webhook's posts are signed)";

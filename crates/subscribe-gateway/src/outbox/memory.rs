@@ -38,12 +38,15 @@ impl MemoryOutbox {
 
 #[async_trait]
 impl OutboxStore for MemoryOutbox {
-    async fn append(&self, appid: &str, body: &str) -> Result<u64, OutboxError> {
+    async fn append(&self, appid: &str, key: &str, body: &str) -> Result<u64, OutboxError> {
         let mut apps = self.apps();
         let app = apps.entry(appid.to_owned()).or_default();
+        if let Some(waiting) = app.items.iter().find(|i| i.key == key) {
+            return Ok(waiting.seq);
+        }
         app.next += 1;
         let seq = app.next;
-        app.items.push_back(OutboxItem::new(seq, body));
+        app.items.push_back(OutboxItem::new(seq, key, body));
         Ok(seq)
     }
 
@@ -68,6 +71,15 @@ impl OutboxStore for MemoryOutbox {
         let before = app.items.len();
         app.items.retain(|i| i.seq != seq);
         Ok(app.items.len() < before)
+    }
+
+    async fn release(&self, appid: &str, owner: &str) -> Result<(), OutboxError> {
+        if let Some(app) = self.apps().get_mut(appid)
+            && app.lease.as_ref().is_some_and(|(holder, _)| holder == owner)
+        {
+            app.lease = None;
+        }
+        Ok(())
     }
 
     async fn len(&self, appid: &str) -> Result<u64, OutboxError> {

@@ -34,9 +34,11 @@ pub type OutboxError = StoreError;
 /// timed on the backend's clock where it has one.
 #[async_trait]
 pub trait OutboxStore: Send + Sync + fmt::Debug {
-    /// Appends `body` to `appid`'s events; its sequence number (greater than every earlier one
-    /// of the app's).
-    async fn append(&self, appid: &str, body: &str) -> Result<u64, OutboxError>;
+    /// Appends the event `key` (its identity: the same event pushed again has the same key)
+    /// with `body` to `appid`'s events, unless it waits there already: its sequence number,
+    /// greater than every earlier one of the app's, visible to [`peek`](Self::peek) only after
+    /// the ones before it (numbers are never seen out of order).
+    async fn append(&self, appid: &str, key: &str, body: &str) -> Result<u64, OutboxError>;
 
     /// Takes or renews the delivery of `appid`'s events for `owner`, for `lease`: whether
     /// `owner` holds it now (no other holder, or the other's lease has ended).
@@ -48,6 +50,10 @@ pub trait OutboxStore: Send + Sync + fmt::Debug {
     /// Removes `appid`'s event `seq` (delivered). Whether it was there.
     async fn remove(&self, appid: &str, seq: u64) -> Result<bool, OutboxError>;
 
+    /// Ends `owner`'s delivery lease of `appid`, if it holds it (it stops): another gateway
+    /// takes the delivery at once.
+    async fn release(&self, appid: &str, owner: &str) -> Result<(), OutboxError>;
+
     /// How many of `appid`'s events wait.
     async fn len(&self, appid: &str) -> Result<u64, OutboxError>;
 }
@@ -58,13 +64,15 @@ pub trait OutboxStore: Send + Sync + fmt::Debug {
 pub struct OutboxItem {
     /// Its sequence number in its app's events.
     pub seq: u64,
-    /// What is posted (JSON).
+    /// The event's identity (the same event pushed again has the same).
+    pub key: String,
+    /// The event (JSON).
     pub body: String,
 }
 
 impl OutboxItem {
-    /// The event `seq` with `body`.
-    pub fn new(seq: u64, body: impl Into<String>) -> Self {
-        Self { seq, body: body.into() }
+    /// The event `seq`, `key`, with `body`.
+    pub fn new(seq: u64, key: impl Into<String>, body: impl Into<String>) -> Self {
+        Self { seq, key: key.into(), body: body.into() }
     }
 }

@@ -11,16 +11,34 @@ use subscribe_redis::Redis;
 use super::{OutboxError, OutboxItem, OutboxStore};
 use crate::jobs::millis;
 
-/// Appends `ARGV[1]` to the list `KEYS[1]` with the next number of `KEYS[2]`: the number.
+/// Appends the event `ARGV[1]` (its key) with `ARGV[2]` (its body) to the list `KEYS[1]` with
+/// the next number of `KEYS[2]`, unless its marker `KEYS[3]` is set (kept `ARGV[3]` ms): the
+/// number.
 static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
+local existing = redis.call('GET', KEYS[3])
+if existing then return tonumber(existing) end
 local seq = redis.call('INCR', KEYS[2])
-redis.call('RPUSH', KEYS[1], string.format('%d', seq) .. ' ' .. ARGV[1])
+redis.call('RPUSH', KEYS[1], string.format('%d', seq) .. ' ' .. ARGV[1] .. ' ' .. ARGV[2])
+redis.call('SET', KEYS[3], string.format('%d', seq), 'PX', ARGV[3])
 return seq
 ",
     )
 });
+
+/// Deletes the lease `KEYS[1]` if `ARGV[1]` holds it.
+static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+",
+    )
+});
+
+/// How long an event's marker is kept: the same event pushed again within it is not kept twice.
+const MARKER: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
 /// Takes or renews the lease `KEYS[1]` for `ARGV[1]`, for `ARGV[2]` ms: 1 when held.
 static LEASE: LazyLock<Script> = LazyLock::new(|| {
@@ -56,9 +74,11 @@ return 0
 });
 
 /// The webhook outbox in the Redis of the gateway's `[store]`, on the token store's connection:
-/// each app's events a list, `<prefix>:gateway:outbox:<appid>` (each item its number, a space
-/// and the body), numbered by `<prefix>:gateway:outbox:seq:<appid>`; the delivery lease a key
-/// with a time to live, `<prefix>:gateway:outbox:lease:<appid>`. Shared by every gateway on that
+/// each app's events a list, `<prefix>:gateway:outbox:<appid>` (each item its number, its key and
+/// its body, space-separated), numbered by `<prefix>:gateway:outbox:seq:<appid>`, each event's
+/// key marked for seven days (`<prefix>:gateway:outbox:event:<appid>:<key>`: the same event pushed
+/// again is not kept twice); the delivery lease a key with a time to live,
+/// `<prefix>:gateway:outbox:lease:<appid>`. Shared by every gateway on that
 /// Redis; each step atomic (a script, or one command).
 #[derive(Clone, Debug)]
 pub struct RedisOutbox {
@@ -86,10 +106,14 @@ impl RedisOutbox {
 
 #[async_trait]
 impl OutboxStore for RedisOutbox {
-    async fn append(&self, appid: &str, body: &str) -> Result<u64, OutboxError> {
+    async fn append(&self, appid: &str, key: &str, body: &str) -> Result<u64, OutboxError> {
+        if key.is_empty() || key.contains(' ') {
+            return Err(OutboxError::new("an event's key is empty or holds a space"));
+        }
         let mut conn = self.redis.connection();
         let mut call = APPEND.key(self.key("", appid));
-        call.key(self.key("seq:", appid)).arg(body);
+        call.key(self.key("seq:", appid)).key(self.key("event:", &format!("{appid}:{key}")));
+        call.arg(key).arg(body).arg(millis(MARKER));
         self.run("keep an event for the webhook", call.invoke_async(&mut conn)).await
     }
 
@@ -110,11 +134,13 @@ impl OutboxStore for RedisOutbox {
         items
             .into_iter()
             .map(|item| {
-                let (n, body) = item.split_once(' ').unwrap_or_default();
-                let n = n.parse().map_err(|_| {
-                    OutboxError::new("an outbox item in Redis is not in the format the gateway writes")
-                })?;
-                Ok(OutboxItem::new(n, body))
+                let corrupt =
+                    || OutboxError::new("an outbox item in Redis is not in the format the gateway writes");
+                let mut parts = item.splitn(3, ' ');
+                let (Some(n), Some(key), Some(body)) = (parts.next(), parts.next(), parts.next()) else {
+                    return Err(corrupt());
+                };
+                Ok(OutboxItem::new(n.parse().map_err(|_| corrupt())?, key, body))
             })
             .collect()
     }
@@ -125,6 +151,14 @@ impl OutboxStore for RedisOutbox {
         call.arg(seq);
         let done: i64 = self.run("remove a delivered event", call.invoke_async(&mut conn)).await?;
         Ok(done == 1)
+    }
+
+    async fn release(&self, appid: &str, owner: &str) -> Result<(), OutboxError> {
+        let mut conn = self.redis.connection();
+        let mut call = RELEASE.key(self.key("lease:", appid));
+        call.arg(owner);
+        let _: i64 = self.run("give the webhook's delivery up", call.invoke_async(&mut conn)).await?;
+        Ok(())
     }
 
     async fn len(&self, appid: &str) -> Result<u64, OutboxError> {

@@ -11,8 +11,10 @@ use super::{OutboxError, OutboxItem, OutboxStore};
 use crate::idempotency::sql::on_pool;
 use crate::jobs::millis;
 
-/// The events: `seq` (the database's sequence), `appid`, `body`.
+/// The events: `appid`, `seq` (the app's), `event_key` (the event's identity), `body`.
 const TABLE: &str = "subscribe_gateway_outbox";
+/// Each app's last sequence number: `appid`, `last`.
+const COUNTERS: &str = "subscribe_gateway_outbox_counters";
 /// Each app's delivery lease: `appid`, `owner`, `lease_until_ms` (the database's clock).
 const LEASES: &str = "subscribe_gateway_outbox_leases";
 
@@ -20,10 +22,13 @@ const LEASES: &str = "subscribe_gateway_outbox_leases";
 const CREATE_LOCK: i64 = 0x7375_6267_775f_6f62; // "subgw_ob"
 
 /// The webhook outbox in the database of the gateway's `[store]` (SQLite or PostgreSQL), in the
-/// tables `subscribe_gateway_outbox` and `subscribe_gateway_outbox_leases` (created at start if
-/// missing): kept across restarts, and shared by every gateway on a PostgreSQL database. An
-/// event's sequence number is the database's (`AUTOINCREMENT`, `BIGSERIAL`); the lease is one
-/// upsert that takes the row only from its own holder or once its lease has ended.
+/// tables `subscribe_gateway_outbox`, `subscribe_gateway_outbox_counters` and
+/// `subscribe_gateway_outbox_leases` (created at start if missing): kept across restarts, and
+/// shared by every gateway on a PostgreSQL database. An event is appended in one transaction
+/// that first moves its app's counter row: appends of one app wait for each other there, so
+/// numbers commit in order and a reader never sees a later one before an earlier one (a
+/// database sequence would hand out numbers at insert and let them commit in any order). The
+/// lease is one upsert that takes the row only from its own holder or once its lease has ended.
 #[derive(Clone, Debug)]
 pub struct SqlOutbox {
     sql: Sql,
@@ -41,34 +46,44 @@ impl SqlOutbox {
     }
 
     async fn create(&self) -> Result<(), OutboxError> {
-        let leases = format!(
-            "CREATE TABLE IF NOT EXISTS {LEASES} (appid TEXT PRIMARY KEY, owner TEXT NOT NULL, \
-             lease_until_ms BIGINT NOT NULL)"
-        );
-        let index = format!("CREATE INDEX IF NOT EXISTS {TABLE}_app ON {TABLE} (appid, seq)");
+        let statements = [
+            format!(
+                "CREATE TABLE IF NOT EXISTS {TABLE} (appid TEXT NOT NULL, seq BIGINT NOT NULL, event_key TEXT NOT NULL, \
+                 body TEXT NOT NULL, PRIMARY KEY (appid, seq), UNIQUE (appid, event_key))"
+            ),
+            format!("CREATE TABLE IF NOT EXISTS {COUNTERS} (appid TEXT PRIMARY KEY, last BIGINT NOT NULL)"),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {LEASES} (appid TEXT PRIMARY KEY, owner TEXT NOT NULL, \
+                 lease_until_ms BIGINT NOT NULL)"
+            ),
+        ];
         self.run("create the outbox tables", async {
             if let Some(p) = self.sql.pg_pool() {
-                let table = format!(
-                    "CREATE TABLE IF NOT EXISTS {TABLE} (seq BIGSERIAL PRIMARY KEY, appid TEXT NOT NULL, body TEXT NOT NULL)"
-                );
                 let mut tx = p.begin().await?;
                 sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(CREATE_LOCK).execute(&mut *tx).await?;
-                for s in [&table, &leases, &index] {
+                for s in &statements {
                     sqlx::query(s).execute(&mut *tx).await?;
                 }
                 tx.commit().await
             } else if let Some(p) = self.sql.sqlite_pool() {
-                let table = format!(
-                    "CREATE TABLE IF NOT EXISTS {TABLE} (seq INTEGER PRIMARY KEY AUTOINCREMENT, appid TEXT NOT NULL, \
-                     body TEXT NOT NULL)"
-                );
-                for s in [&table, &leases, &index] {
+                for s in &statements {
                     sqlx::query(s).execute(p).await?;
                 }
                 Ok(())
             } else {
                 Err(sqlx::Error::Protocol("the Sql handle has neither pool".into()))
             }
+        })
+        .await
+    }
+
+    /// The waiting event `key` of `appid`'s number.
+    async fn waiting(&self, appid: &str, key: &str) -> Result<Option<i64>, OutboxError> {
+        self.run("read a kept event", async {
+            on_pool!(self.sql, |p, _now| {
+                let sql = format!("SELECT seq FROM {TABLE} WHERE appid = $1 AND event_key = $2");
+                sqlx::query_scalar(&sql).bind(appid).bind(key).fetch_optional(p).await
+            })
         })
         .await
     }
@@ -88,16 +103,47 @@ fn seq(v: i64) -> u64 {
 
 #[async_trait]
 impl OutboxStore for SqlOutbox {
-    async fn append(&self, appid: &str, body: &str) -> Result<u64, OutboxError> {
-        let n: i64 = self
-            .run("keep an event for the webhook", async {
-                on_pool!(self.sql, |p, _now| {
-                    let sql = format!("INSERT INTO {TABLE} (appid, body) VALUES ($1, $2) RETURNING seq");
-                    sqlx::query_scalar(&sql).bind(appid).bind(body).fetch_one(p).await
+    async fn append(&self, appid: &str, key: &str, body: &str) -> Result<u64, OutboxError> {
+        // The same event appended at once twice: the second insert meets the first's key.
+        for _ in 0..3 {
+            if let Some(n) = self.waiting(appid, key).await? {
+                return Ok(seq(n));
+            }
+            let counter = format!(
+                "INSERT INTO {COUNTERS} (appid, last) VALUES ($1, 1) ON CONFLICT (appid) \
+                 DO UPDATE SET last = {COUNTERS}.last + 1 RETURNING last"
+            );
+            let insert = format!("INSERT INTO {TABLE} (appid, seq, event_key, body) VALUES ($1, $2, $3, $4)");
+            let appended: Option<i64> = self
+                .run("keep an event for the webhook", async {
+                    macro_rules! append_in {
+                        ($tx:expr) => {{
+                            let n: i64 =
+                                sqlx::query_scalar(&counter).bind(appid).fetch_one(&mut *$tx).await?;
+                            let q = sqlx::query(&insert).bind(appid).bind(n).bind(key).bind(body);
+                            match q.execute(&mut *$tx).await {
+                                Ok(_) => $tx.commit().await.map(|()| Some(n)),
+                                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(None),
+                                Err(e) => Err(e),
+                            }
+                        }};
+                    }
+                    if let Some(p) = self.sql.pg_pool() {
+                        let mut tx = p.begin().await?;
+                        append_in!(tx)
+                    } else if let Some(p) = self.sql.sqlite_pool() {
+                        let mut tx = p.begin().await?;
+                        append_in!(tx)
+                    } else {
+                        Err(sqlx::Error::Protocol("the Sql handle has neither pool".into()))
+                    }
                 })
-            })
-            .await?;
-        Ok(seq(n))
+                .await?;
+            if let Some(n) = appended {
+                return Ok(seq(n));
+            }
+        }
+        Err(OutboxError::new("an event kept being appended at once elsewhere"))
     }
 
     async fn lease(&self, appid: &str, owner: &str, lease: Duration) -> Result<bool, OutboxError> {
@@ -118,15 +164,17 @@ impl OutboxStore for SqlOutbox {
 
     async fn peek(&self, appid: &str, limit: usize) -> Result<Vec<OutboxItem>, OutboxError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows: Vec<(i64, String)> = self
+        let rows: Vec<(i64, String, String)> = self
             .run("read the webhook's events", async {
                 on_pool!(self.sql, |p, _now| {
-                    let sql = format!("SELECT seq, body FROM {TABLE} WHERE appid = $1 ORDER BY seq LIMIT $2");
+                    let sql = format!(
+                        "SELECT seq, event_key, body FROM {TABLE} WHERE appid = $1 ORDER BY seq LIMIT $2"
+                    );
                     sqlx::query_as(&sql).bind(appid).bind(limit).fetch_all(p).await
                 })
             })
             .await?;
-        Ok(rows.into_iter().map(|(n, body)| OutboxItem::new(seq(n), body)).collect())
+        Ok(rows.into_iter().map(|(n, key, body)| OutboxItem::new(seq(n), key, body)).collect())
     }
 
     async fn remove(&self, appid: &str, seq: u64) -> Result<bool, OutboxError> {
@@ -140,6 +188,16 @@ impl OutboxStore for SqlOutbox {
             })
             .await?;
         Ok(rows == 1)
+    }
+
+    async fn release(&self, appid: &str, owner: &str) -> Result<(), OutboxError> {
+        self.run("give the webhook's delivery up", async {
+            on_pool!(self.sql, |p, _now| {
+                let sql = format!("DELETE FROM {LEASES} WHERE appid = $1 AND owner = $2");
+                sqlx::query(&sql).bind(appid).bind(owner).execute(p).await.map(|_| ())
+            })
+        })
+        .await
     }
 
     async fn len(&self, appid: &str) -> Result<u64, OutboxError> {

@@ -238,26 +238,47 @@ async fn lapses(store: &dyn JobStore) {
     );
 }
 
-/// The webhook outbox's contract on `store`: numbered in order per app, read oldest first,
-/// removed once taken, its delivery held by one owner at a time.
-async fn outbox_keeps_order(store: &dyn OutboxStore) {
+/// The webhook outbox's contract on `store`: numbered in order per app, an event kept once
+/// however often it is appended, read oldest first, removed once taken, its delivery held by one
+/// owner at a time (and given up by it).
+async fn outbox_keeps_order(store: Arc<dyn OutboxStore>) {
     let (a, b) = (unique("wxa"), unique("wxb"));
-    let first = store.append(&a, "{\"n\":1}").await.unwrap();
-    let second = store.append(&a, "{\"n\":2}").await.unwrap();
-    let third = store.append(&a, "{\"n\":3}").await.unwrap();
+    let first = store.append(&a, "k1", "{\"n\":1}").await.unwrap();
+    let second = store.append(&a, "k2", "{\"n\":2}").await.unwrap();
+    let third = store.append(&a, "k3", "{\"n\":3}").await.unwrap();
     assert!(first < second && second < third, "{first} {second} {third}");
-    let other = store.append(&b, "{\"b\":1}").await.unwrap();
+    // The same event again (WeChat's retry after an answer lost): kept once, its number.
+    assert_eq!(store.append(&a, "k2", "{\"n\":2}").await.unwrap(), second);
+    let other = store.append(&b, "k1", "{\"b\":1}").await.unwrap();
     assert!(other >= 1);
     assert_eq!(store.len(&a).await.unwrap(), 3);
     let head = store.peek(&a, 2).await.unwrap();
-    assert_eq!(head, [OutboxItem::new(first, "{\"n\":1}"), OutboxItem::new(second, "{\"n\":2}")]);
+    assert_eq!(head, [OutboxItem::new(first, "k1", "{\"n\":1}"), OutboxItem::new(second, "k2", "{\"n\":2}")]);
     assert!(store.remove(&a, first).await.unwrap());
     assert!(!store.remove(&a, first).await.unwrap(), "removed once");
     assert_eq!(store.peek(&a, 10).await.unwrap().first().map(|i| i.seq), Some(second));
-    assert_eq!(store.peek(&b, 10).await.unwrap(), [OutboxItem::new(other, "{\"b\":1}")]);
+    assert_eq!(store.peek(&b, 10).await.unwrap(), [OutboxItem::new(other, "k1", "{\"b\":1}")]);
     assert!(store.peek(&unique("wxc"), 10).await.unwrap().is_empty());
 
-    // One holder at a time; its own renewal holds; another takes it once the lease ended.
+    // Appends at once (four gateways): every number visible in order, none skipped, none twice.
+    let c = unique("wxc");
+    let mut tasks = Vec::new();
+    for g in 0..4 {
+        let (store, c) = (Arc::clone(&store), c.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..10 {
+                store.append(&c, &format!("g{g}e{i}"), "{}").await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let seqs: Vec<u64> = store.peek(&c, 100).await.unwrap().iter().map(|i| i.seq).collect();
+    assert_eq!(seqs, (1..=40).collect::<Vec<u64>>());
+
+    // One holder at a time; its own renewal holds; another takes it once the lease ended, or
+    // once its holder gave it up.
     assert!(store.lease(&a, "gw-1", Duration::from_millis(200)).await.unwrap());
     assert!(!store.lease(&a, "gw-2", Duration::from_secs(30)).await.unwrap());
     assert!(store.lease(&a, "gw-1", Duration::from_millis(200)).await.unwrap());
@@ -265,18 +286,23 @@ async fn outbox_keeps_order(store: &dyn OutboxStore) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(store.lease(&a, "gw-2", Duration::from_secs(30)).await.unwrap());
     assert!(!store.lease(&a, "gw-1", Duration::from_secs(30)).await.unwrap());
+    store.release(&a, "gw-1").await.unwrap();
+    assert!(!store.lease(&a, "gw-3", Duration::from_secs(30)).await.unwrap(), "released by its holder only");
+    store.release(&a, "gw-2").await.unwrap();
+    assert!(store.lease(&a, "gw-3", Duration::from_secs(30)).await.unwrap());
 }
 
 #[tokio::test]
 async fn the_outbox_in_memory_keeps_order() {
-    outbox_keeps_order(&MemoryOutbox::new()).await;
+    outbox_keeps_order(Arc::new(MemoryOutbox::new())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_outbox_on_sqlite_keeps_order() {
     let dir = TempDir::new().unwrap();
     let url = format!("sqlite:{}", dir.path().join("outbox.db").display());
-    outbox_keeps_order(&SqlOutbox::open(Sql::builder(url).connect().await.unwrap()).await.unwrap()).await;
+    outbox_keeps_order(Arc::new(SqlOutbox::open(Sql::builder(url).connect().await.unwrap()).await.unwrap()))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,12 +312,12 @@ async fn the_outbox_on_postgres_keeps_order() {
     let sql = Sql::builder(url).schema(unique("gwoutbox")).connect().await.unwrap();
     let (a, b) = tokio::join!(SqlOutbox::open(sql.clone()), SqlOutbox::open(sql));
     let (a, _b) = (a.unwrap(), b.unwrap());
-    outbox_keeps_order(&a).await;
+    outbox_keeps_order(Arc::new(a)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_outbox_on_redis_keeps_order() {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let redis = Redis::builder(url).prefix(unique("gwoutbox")).connect().await.unwrap();
-    outbox_keeps_order(&RedisOutbox::new(redis)).await;
+    outbox_keeps_order(Arc::new(RedisOutbox::new(redis))).await;
 }

@@ -21,6 +21,7 @@ mod processes;
 mod push;
 mod redaction;
 mod send;
+mod status;
 mod stores;
 mod tokens;
 

@@ -139,8 +139,8 @@ async fn a_pushed_event_feeds_the_grants_and_reaches_the_webhook_signed() {
     hook.until(1, Duration::from_secs(10)).await;
     check_signatures(&hook);
     let event = &hook.bodies()[0];
-    assert_eq!(event["delivery"], format!("{DEMO_APPID}:1"));
-    assert_eq!(event["appid"], DEMO_APPID);
+    assert_eq!(event["delivery"].as_str().map(str::len), Some(32), "{event}");
+    assert_eq!((event["appid"].as_str(), event["seq"].as_u64()), (Some(DEMO_APPID), Some(1)));
     assert_eq!(event["event"]["event"], "subscribe_msg_popup_event");
     assert_eq!(event["event"]["from_user"], user(0).as_str());
     assert_eq!(event["event"]["items"][0]["status"], "accept", "{event}");
@@ -190,9 +190,11 @@ async fn kept_while_down(store: &str, url: &str, gateways: usize) {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     check_signatures(&hook);
     let bodies = hook.bodies();
-    let deliveries: Vec<&str> = bodies.iter().map(|b| b["delivery"].as_str().unwrap()).collect();
-    let expected: Vec<String> = (1..=6).map(|n| format!("{DEMO_APPID}:{n}")).collect();
-    assert_eq!(deliveries, expected, "once each, in order");
+    let seqs: Vec<u64> = bodies.iter().map(|b| b["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=6).collect::<Vec<u64>>(), "once each, in order");
+    let deliveries: std::collections::HashSet<&str> =
+        bodies.iter().map(|b| b["delivery"].as_str().unwrap()).collect();
+    assert_eq!(deliveries.len(), 6, "each event its own delivery id");
     let users: Vec<&str> = bodies.iter().map(|b| b["event"]["from_user"].as_str().unwrap()).collect();
     let pushed: Vec<OpenId> = (0..6).map(user).collect();
     assert_eq!(users, pushed.iter().map(OpenId::as_str).collect::<Vec<_>>());
@@ -309,6 +311,14 @@ fn the_push_keys_are_checked_at_start_naming_the_key() {
             "apps[0]",
         ),
         (
+            "push_token_env = \"T\"\npush_aes_key_env = \"K\"\nwebhook_url = \"https://u:p@x.example/h\"\nwebhook_secret_env = \"S\"",
+            "apps[0].webhook_url",
+        ),
+        (
+            "push_token_env = \"T\"\npush_aes_key_env = \"K\"\nwebhook_url = \"https://\"\nwebhook_secret_env = \"S\"",
+            "apps[0].webhook_url",
+        ),
+        (
             "push_token_env = \"T\"\npush_aes_key_env = \"K\"\nwebhook_url = \"https://x.example/h\"\nwebhook_secret_env = \"SHORT_S\"",
             "apps[0].webhook_secret_env",
         ),
@@ -325,7 +335,7 @@ fn the_push_keys_are_checked_at_start_naming_the_key() {
             assert!(!e.to_string().contains(secret), "{e}");
         }
     }
-    let ok = "push_token_env = \"T\"\npush_aes_key_env = \"K\"\nwebhook_url = \"https://x.example/h\"\nwebhook_secret_env = \"S\"";
+    let ok = "push_token_env = \"T\"\npush_aes_key_env = \"K\"\nwebhook_url = \"https://x.example/h?token=abc\"\nwebhook_secret_env = \"S\"";
     let text =
         base.replacen("secret_file = \"secret-a\"\n", &format!("secret_file = \"secret-a\"\n{ok}\n"), 1);
     let config = Config::parse(&text, dir.path(), &env).unwrap();
@@ -333,7 +343,7 @@ fn the_push_keys_are_checked_at_start_naming_the_key() {
     for secret in [TOKEN, AES, HOOK_SECRET] {
         assert!(!shown.contains(secret), "{shown}");
     }
-    assert!(shown.contains("https://x.example/h"), "{shown}");
+    assert!(shown.contains("https://x.example/h?…") && !shown.contains("token=abc"), "{shown}");
 }
 
 /// The manual's Python webhook (standard library) takes the pushes the gateway forwards, each
@@ -388,7 +398,7 @@ async fn the_python_webhook_takes_the_forwarded_pushes_and_refuses_a_forgery() {
     let expected: Vec<String> =
         std::iter::once("refused: not signed by the gateway".to_owned())
             .chain((0..3).map(|i| {
-                format!("{DEMO_APPID}:{}: subscribe_msg_popup_event from {}", i + 1, user(i).as_str())
+                format!("{DEMO_APPID} #{}: subscribe_msg_popup_event from {}", i + 1, user(i).as_str())
             }))
             .collect();
     assert_eq!(out, expected);
