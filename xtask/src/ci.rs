@@ -77,9 +77,10 @@ pub(crate) fn fmt(check: bool) -> Result {
 pub(crate) fn lint() -> Result {
     // `-D warnings` on the command line, not in RUSTFLAGS, so the build cache survives.
     cargo(&["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"], &[])?;
-    // `--all-targets` leaves out test targets marked `test = false` (the browser test, run by
+    // `--all-targets` leaves out test targets marked `test = false` (the browser tests, run by
     // `e2e` only when a browser is installed): lint them too, so they never stop compiling.
-    cargo(&["clippy", "-p", "web-app", "--test", "browser", "--", "-D", "warnings"], &[])
+    cargo(&["clippy", "-p", "web-app", "--test", "browser", "--", "-D", "warnings"], &[])?;
+    cargo(&["clippy", "-p", "subscribe-gateway", "--test", "browser", "--", "-D", "warnings"], &[])
 }
 
 /// Rustdoc with warnings denied, twice: with every feature (what docs.rs shows, per the

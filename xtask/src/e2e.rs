@@ -19,8 +19,9 @@ pub(crate) fn find_program(env: &str, candidates: &[&str]) -> Option<PathBuf> {
     })
 }
 
-/// The browser test: the sandbox and the web app in-process, headless Chromium through
-/// chromedriver, screenshots under `target/e2e/`.
+/// The browser tests, headless Chromium through chromedriver, screenshots under `target/e2e/`:
+/// the web app's (the sandbox and the example in-process), then the gateway's (the web flow
+/// through the gateway, a dispatch job and the status page; its screenshots `gateway-*.png`).
 pub(crate) fn e2e() -> Result<Status> {
     let chrome = find_program("CHROME_BIN", &["chromium", "chromium-browser", "google-chrome"]);
     let driver = find_program("CHROMEDRIVER", &["chromedriver"]);
@@ -37,26 +38,34 @@ pub(crate) fn e2e() -> Result<Status> {
     if dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
-    let out = cargo_capture(
-        &["test", "-p", "web-app", "--test", "browser", "--", "--nocapture"],
-        &[("CHROME_BIN", &chrome), ("CHROMEDRIVER", &driver)],
-    )?;
-    // A test binary that filtered or skipped its test still exits 0: require it ran.
-    let ran = out.lines().find_map(|l| {
-        let rest = l.strip_prefix("test result: ok. ")?;
-        rest.split(' ').next()?.parse::<u32>().ok()
-    });
-    if ran.unwrap_or(0) == 0 {
-        return Err("the browser test did not run (no `test result: ok. N passed` with N > 0)".into());
+    // The web app's first: it empties `target/e2e/` and counts its own screenshots there.
+    for package in ["web-app", "subscribe-gateway"] {
+        let out = cargo_capture(
+            &["test", "-p", package, "--test", "browser", "--", "--nocapture"],
+            &[("CHROME_BIN", &chrome), ("CHROMEDRIVER", &driver)],
+        )?;
+        // A test binary that filtered or skipped its test still exits 0: require it ran.
+        let ran = out.lines().find_map(|l| {
+            let rest = l.strip_prefix("test result: ok. ")?;
+            rest.split(' ').next()?.parse::<u32>().ok()
+        });
+        if ran.unwrap_or(0) == 0 {
+            return Err(format!(
+                "{package}'s browser test did not run (no `test result: ok. N passed` with N > 0)"
+            ));
+        }
     }
-    let shots = std::fs::read_dir(&dir)
+    let shots: Vec<String> = std::fs::read_dir(&dir)
         .map_err(|e| format!("no screenshots in {}: {e}", dir.display()))?
         .filter_map(std::result::Result::ok)
         .filter(|e| e.path().extension().is_some_and(|x| x == "png"))
-        .count();
-    if shots == 0 {
-        return Err(format!("the browser test saved no screenshot in {}", dir.display()));
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let gateway = shots.iter().filter(|name| name.starts_with("gateway-")).count();
+    if gateway == 0 || gateway == shots.len() {
+        return Err(format!("a browser test saved no screenshot in {}", dir.display()));
     }
+    let shots = shots.len();
     eprintln!("xtask e2e: {shots} screenshots in {}", dir.display());
     Ok(Status::Passed)
 }

@@ -16,7 +16,7 @@
 //! | `figures` | renders `docs/performance.md`'s and `docs/reliability.md`'s tables again from the JSON committed beside them (after a change to how they are rendered) |
 //! | `faults [--quick]` | the reliability table against the sandbox's fault injection (JSON in `target/faults/`; a full run writes `docs/figures/faults.json` and `docs/reliability.md`'s table from it); then checks that deliberately broken clients fail it |
 //! | `fuzz [--seconds N] [target…]` | each libFuzzer target in `fuzz/` for N seconds (default 60); a crash input is saved under `target/fuzz/artifacts/` |
-//! | `e2e` | the browser test: sandbox + `examples/web-app` + headless Chromium; screenshots in `target/e2e/` |
+//! | `e2e` | the browser tests, headless Chromium on the sandbox: `examples/web-app`'s, and the gateway's (the web flow through it, a dispatch job, the status page); screenshots in `target/e2e/` |
 //! | `schemathesis` | Schemathesis (in a venv under `target/`) against a live gateway on the sandbox, from the gateway's `/openapi.json`: no 5xx, and every status, content type and body as documented |
 //!
 //! A step whose prerequisites are missing on this machine (Redis for `subscribe-redis`'s tests,

@@ -151,7 +151,7 @@ fn render(apps: &[AppView], refusals: &[crate::metrics::Refused]) -> Markup {
                 meta charset="utf-8";
                 meta http-equiv="refresh" content="10";
                 title { "subscribe-gateway status" }
-                style { "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}th{background:#f4f4f4}.n{text-align:right}" }
+                style { "body{font-family:sans-serif;font-size:14px;margin:2em}table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}th{background:#f4f4f4}.n{text-align:right}.t{white-space:nowrap}" }
             }
             body {
                 h1 { "subscribe-gateway" }
@@ -171,7 +171,7 @@ fn render(apps: &[AppView], refusals: &[crate::metrics::Refused]) -> Markup {
                                     @let spec: serde_json::Value = serde_json::from_str(&job.spec).unwrap_or_default();
                                     @let state = if job.cancel_requested && job.state == crate::jobs::JobState::Running { "cancelling" } else { job.state.as_str() };
                                     tr data-job=(job.id) data-state=(state) {
-                                        td { (when(job.created_ms)) }
+                                        td.t { (when(job.created_ms)) }
                                         td { code { (job.id) } }
                                         td { (state) @if let Some(d) = &job.detail { " — " (d) } }
                                         td { (spec["template_id"].as_str().unwrap_or("?")) " / " (spec["scene"].as_u64().unwrap_or(0)) }
