@@ -154,9 +154,9 @@ async fn a_pushed_event_feeds_the_grants_and_reaches_the_webhook_signed() {
     drop(gw.stop);
 }
 
-/// Six events while the webhook answers 503: each kept, posted again with a backoff, and once
-/// it is back delivered once each, in the order WeChat pushed them.
-async fn kept_while_down(store: &str, url: &str, gateways: usize) {
+/// Six events while the webhook answers 503 for `down`: each kept, posted again with a backoff,
+/// and once it is back delivered once each, in the order WeChat pushed them.
+async fn kept_while_down(store: &str, url: &str, gateways: usize, down: Duration) {
     let sandbox = sandbox_of(SandboxConfig::demo().with_generated_users(6)).await;
     let hook = hook().await;
     let dir = TempDir::new().unwrap();
@@ -183,9 +183,11 @@ async fn kept_while_down(store: &str, url: &str, gateways: usize) {
         assert!(tokio::time::Instant::now() < deadline, "the webhook was not asked");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    tokio::time::sleep(down.saturating_sub(Duration::from_secs(2))).await;
     assert!(hook.taken.lock().unwrap().is_empty());
     hook.down.store(false, Ordering::Release);
-    hook.until(6, Duration::from_secs(30)).await;
+    // The next attempt comes within the backoff's longest wait (60 s).
+    hook.until(6, Duration::from_secs(90)).await;
     // Nothing more arrives: each once.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     check_signatures(&hook);
@@ -204,8 +206,8 @@ async fn kept_while_down(store: &str, url: &str, gateways: usize) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_kept_while_the_webhook_is_down_are_delivered_once_each_in_order_on_sqlite() {
-    kept_while_down("path = \"tokens.db\"", "", 1).await;
+async fn events_kept_while_the_webhook_is_down_for_a_minute_are_delivered_once_each_in_order_on_sqlite() {
+    kept_while_down("path = \"tokens.db\"", "", 1, Duration::from_secs(60)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,14 +216,14 @@ async fn two_gateways_on_postgres_deliver_the_kept_events_once_each_in_order() {
         std::env::var("POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     let store =
         format!("kind = \"postgres\"\nurl_env = \"GW_TEST_STORE_URL\"\nschema = \"{}\"", unique("gwp"));
-    kept_while_down(&store, &url, 2).await;
+    kept_while_down(&store, &url, 2, Duration::from_secs(3)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gateways_on_redis_deliver_the_kept_events_once_each_in_order() {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let store = format!("kind = \"redis\"\nurl_env = \"GW_TEST_STORE_URL\"\nprefix = \"{}\"", unique("gwp"));
-    kept_while_down(&store, &url, 2).await;
+    kept_while_down(&store, &url, 2, Duration::from_secs(3)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
