@@ -15,75 +15,26 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc, clippy::print_stderr)]
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::http::header::{COOKIE, LOCATION, SET_COOKIE};
 use axum::response::{Html, IntoResponse, Response};
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
 use serde_json::{Value, json};
 use subscribe_gateway::{Config, Gateway, KeyHash, ServeLimits, serve};
 use subscribe_sandbox::{DEMO_APPID, DEMO_SECRET, SandboxConfig, SandboxHandle};
 
+// The web app's Chromium helpers: one copy for both browser tests.
+#[path = "../../../examples/web-app/tests/chrome/mod.rs"]
+mod chrome;
+
+use chrome::{browser, chromedriver, screenshots_dir, shot};
+
 const ALICE: &str = "oSandbox_Alice_00000000001";
 /// The shop's key: `grants` (the consent routes), `dispatch` and `status`.
 const KEY: &str = "gw-browser-test-key-2f5a8d1c4e7b0a3f6d9c2e5b8a1d4f7c";
-
-fn screenshots_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"), PathBuf::from);
-    target.join("e2e")
-}
-
-/// chromedriver on a free loopback port, killed when dropped.
-struct Driver {
-    _child: tokio::process::Child,
-    url: String,
-}
-
-async fn chromedriver() -> Driver {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let bin = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
-    let child = tokio::process::Command::new(&bin)
-        .arg(format!("--port={port}"))
-        .arg("--allowed-ips=127.0.0.1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {bin}: {e} (apt-get install chromium chromium-driver)"));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(Instant::now() < deadline, "chromedriver did not listen on {port}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Driver { _child: child, url: format!("http://127.0.0.1:{port}") }
-}
-
-async fn browser(driver: &Driver) -> Client {
-    let binary = std::env::var("CHROME_BIN").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    let caps = json!({
-        "goog:chromeOptions": {
-            "binary": binary,
-            "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run",
-                "--disable-dev-shm-usage", "--window-size=1100,1000",
-            ],
-        }
-    });
-    let Value::Object(caps) = caps else { unreachable!() };
-    ClientBuilder::rustls().unwrap().capabilities(caps).connect(&driver.url).await.unwrap()
-}
-
-async fn shot(c: &Client, name: &str) {
-    let png = c.screenshot().await.unwrap();
-    assert!(png.starts_with(b"\x89PNG"), "{name}: not a PNG");
-    std::fs::write(screenshots_dir().join(format!("gateway-{name}.png")), png).unwrap();
-}
 
 /// The caller's shop: its own session cookie, and the gateway's API.
 #[derive(Clone)]
@@ -224,7 +175,7 @@ async fn flow(
 ) {
     // The shop's product page; "notify me" goes to WeChat's authorization page by the gateway's link.
     c.goto(&format!("http://{shop}/")).await.unwrap();
-    shot(&c, "1-shop").await;
+    shot(&c, "gateway-1-shop").await;
     c.find(Locator::Id("notify")).await.unwrap().click().await.unwrap();
     c.wait().for_element(Locator::Id("confirm")).await.unwrap();
     let here = c.current_url().await.unwrap();
@@ -239,7 +190,7 @@ async fn flow(
         .click()
         .await
         .unwrap();
-    shot(&c, "2-authorization-page").await;
+    shot(&c, "gateway-2-authorization-page").await;
     c.find(Locator::Id("confirm")).await.unwrap().click().await.unwrap();
 
     // WeChat → the gateway's callback → the shop's page, which completed the answer.
@@ -247,7 +198,7 @@ async fn flow(
     assert_eq!(result.attr("data-action").await.unwrap().as_deref(), Some("confirm"));
     let here = c.current_url().await.unwrap();
     assert!(here.as_str().starts_with(&format!("http://{shop}/answer?")), "{here}");
-    shot(&c, "3-shop-told-the-outcome").await;
+    shot(&c, "gateway-3-shop-told-the-outcome").await;
 
     // The shop's operator starts a dispatch job through the API; it delivers Alice's message.
     let http = reqwest::Client::new();
@@ -289,7 +240,7 @@ async fn flow(
     let messages = c.find_all(Locator::Css(".card.message")).await.unwrap();
     assert_eq!(messages.len(), 1);
     assert!(messages[0].text().await.unwrap().contains("亚麻衬衫"));
-    shot(&c, "4-inbox").await;
+    shot(&c, "gateway-4-inbox").await;
 
     // The status page, with the browser's own login: the job, finished, and its grant delivered.
     c.goto(&format!("http://shop:{KEY}@{gw}/status")).await.unwrap();
@@ -297,5 +248,5 @@ async fn flow(
     assert_eq!(row.attr("data-state").await.unwrap().as_deref(), Some("finished"));
     let grants = c.find(Locator::Css("table.grants")).await.unwrap().text().await.unwrap();
     assert!(grants.contains("1000"), "{grants}");
-    shot(&c, "5-status-page").await;
+    shot(&c, "gateway-5-status-page").await;
 }

@@ -47,6 +47,27 @@ macro_rules! on_pool {
 }
 pub(crate) use on_pool;
 
+/// Runs `statements` (tables and indexes created if missing) on `sql`: on PostgreSQL in one
+/// transaction under the advisory lock `lock`, so gateways starting at once do not race in
+/// `CREATE … IF NOT EXISTS` (which can fail on a concurrent create).
+pub(crate) async fn create_tables(sql: &Sql, lock: i64, statements: &[String]) -> Result<(), sqlx::Error> {
+    if let Some(p) = sql.pg_pool() {
+        let mut tx = p.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(lock).execute(&mut *tx).await?;
+        for s in statements {
+            sqlx::query(s).execute(&mut *tx).await?;
+        }
+        tx.commit().await
+    } else if let Some(p) = sql.sqlite_pool() {
+        for s in statements {
+            sqlx::query(s).execute(p).await?;
+        }
+        Ok(())
+    } else {
+        Err(sqlx::Error::Protocol("the Sql handle has neither pool".into()))
+    }
+}
+
 /// Idempotency records in the database of the gateway's `[store]` (SQLite or PostgreSQL), in the
 /// table `subscribe_gateway_idempotency` (created at start if missing), on the same pool as the
 /// tokens: kept across restarts, and shared by every gateway on a PostgreSQL database.
@@ -79,21 +100,7 @@ impl SqlIdempotencyStore {
              owner TEXT, lease_until_ms BIGINT NOT NULL, status BIGINT, body TEXT, expires_ms BIGINT NOT NULL)"
         );
         let index = format!("CREATE INDEX IF NOT EXISTS {TABLE}_expires ON {TABLE} (expires_ms)");
-        self.run("create the table", async {
-            if let Some(p) = self.sql.pg_pool() {
-                let mut tx = p.begin().await?;
-                sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(CREATE_LOCK).execute(&mut *tx).await?;
-                sqlx::query(&table).execute(&mut *tx).await?;
-                sqlx::query(&index).execute(&mut *tx).await?;
-                tx.commit().await
-            } else if let Some(p) = self.sql.sqlite_pool() {
-                sqlx::query(&table).execute(p).await?;
-                sqlx::query(&index).execute(p).await.map(|_| ())
-            } else {
-                Err(sqlx::Error::Protocol("the Sql handle has neither pool".into()))
-            }
-        })
-        .await
+        self.run("create the table", create_tables(&self.sql, CREATE_LOCK, &[table, index])).await
     }
 
     /// Runs one step under the handle's operation timeout.

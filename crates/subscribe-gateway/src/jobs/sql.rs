@@ -8,7 +8,7 @@ use subscribe_client::async_trait;
 use subscribe_sql::Sql;
 
 use super::{Created, JobProgress, JobRecord, JobState, JobStore, JobStoreError, NewJob, millis};
-use crate::idempotency::sql::on_pool;
+use crate::idempotency::sql::{create_tables, on_pool};
 
 /// The table. Its columns: `id`, `appid`, `scope`, `spec`, `created_by`, `created_ms`, `state`,
 /// `cancel_requested` (0 or 1), `progress` (JSON), `ended_ms`, `detail`, `resumed`, and while
@@ -69,24 +69,7 @@ impl SqlJobStore {
                 "CREATE INDEX IF NOT EXISTS {TABLE}_ended ON {TABLE} (ended_ms) WHERE state <> 'running'"
             ),
         ];
-        self.run("create the jobs table", async {
-            if let Some(p) = self.sql.pg_pool() {
-                let mut tx = p.begin().await?;
-                sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(CREATE_LOCK).execute(&mut *tx).await?;
-                for s in &statements {
-                    sqlx::query(s).execute(&mut *tx).await?;
-                }
-                tx.commit().await
-            } else if let Some(p) = self.sql.sqlite_pool() {
-                for s in &statements {
-                    sqlx::query(s).execute(p).await?;
-                }
-                Ok(())
-            } else {
-                Err(sqlx::Error::Protocol("the Sql handle has neither pool".into()))
-            }
-        })
-        .await
+        self.run("create the jobs table", create_tables(&self.sql, CREATE_LOCK, &statements)).await
     }
 
     /// Runs one step under the handle's operation timeout.

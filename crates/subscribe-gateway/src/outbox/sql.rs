@@ -8,7 +8,7 @@ use subscribe_client::async_trait;
 use subscribe_sql::Sql;
 
 use super::{OutboxError, OutboxItem, OutboxStore};
-use crate::idempotency::sql::on_pool;
+use crate::idempotency::sql::{create_tables, on_pool};
 use crate::jobs::millis;
 
 /// The events: `appid`, `seq` (the app's), `event_key` (the event's identity), `body`.
@@ -57,24 +57,7 @@ impl SqlOutbox {
                  lease_until_ms BIGINT NOT NULL)"
             ),
         ];
-        self.run("create the outbox tables", async {
-            if let Some(p) = self.sql.pg_pool() {
-                let mut tx = p.begin().await?;
-                sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(CREATE_LOCK).execute(&mut *tx).await?;
-                for s in &statements {
-                    sqlx::query(s).execute(&mut *tx).await?;
-                }
-                tx.commit().await
-            } else if let Some(p) = self.sql.sqlite_pool() {
-                for s in &statements {
-                    sqlx::query(s).execute(p).await?;
-                }
-                Ok(())
-            } else {
-                Err(sqlx::Error::Protocol("the Sql handle has neither pool".into()))
-            }
-        })
-        .await
+        self.run("create the outbox tables", create_tables(&self.sql, CREATE_LOCK, &statements)).await
     }
 
     /// The waiting event `key` of `appid`'s number.
