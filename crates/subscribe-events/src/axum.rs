@@ -125,6 +125,7 @@ pub struct PushEndpoint {
     on_event: Callback,
     time_limit: Duration,
     busy_past_limit: bool,
+    rerun_copies: bool,
     clock: Arc<dyn Fn() -> u64 + Send + Sync>,
     counters: Arc<Counters>,
     log_limit: Arc<RefusalLogLimit>,
@@ -243,6 +244,7 @@ impl PushEndpoint {
             on_event,
             time_limit: Duration::from_secs(4),
             busy_past_limit: false,
+            rerun_copies: false,
             clock: Arc::new(unix_now),
             counters: Arc::default(),
             log_limit: Arc::new(RateLimiter::direct_with_clock(refusal_quota(), TokioClock)),
@@ -290,6 +292,20 @@ impl PushEndpoint {
     #[must_use]
     pub fn busy_past_time_limit(mut self, busy: bool) -> Self {
         self.busy_past_limit = busy;
+        self
+    }
+
+    /// Whether the callback is idempotent, so that a copy of an encrypted push (its body signed
+    /// with `msg_signature`) that the replay cache has seen is handed to it again instead of
+    /// answered `success` unread (the default). For a fleet on a shared replay cache whose
+    /// callback keeps the event: the instance that read the push first may still be keeping it
+    /// (it answered 503 at the time limit) or may have failed to, and WeChat's copy reaching
+    /// another instance must not be acknowledged before the event is kept. A copy of a plain
+    /// push (its body not signed) is still answered as a replay: reading it again would let
+    /// anyone who saw its query post any body with it.
+    #[must_use]
+    pub fn idempotent_callback(mut self, idempotent: bool) -> Self {
+        self.rerun_copies = idempotent;
         self
     }
 
@@ -358,8 +374,12 @@ impl PushEndpoint {
             Ok(Ok(collected)) => collected.to_bytes(),
         };
         let now = (self.clock)();
-        let (event, key) = match self.push.verify(&query, &bytes, now) {
-            Ok(verified) => verified.into_parts(),
+        let (event, key, signed) = match self.push.verify(&query, &bytes, now) {
+            Ok(verified) => {
+                let signed = verified.body_signed();
+                let (event, key) = verified.into_parts();
+                (event, key, signed)
+            }
             Err(e) => return self.refused(&e),
         };
         // Entered before the cache is asked, so that a copy whose answer from a shared cache
@@ -374,6 +394,8 @@ impl PushEndpoint {
                 return (StatusCode::SERVICE_UNAVAILABLE, "this push is being handled; send it again later")
                     .into_response();
             }
+            // Signed, for a callback that may run again: read again (see `idempotent_callback`).
+            Ok(false) if self.rerun_copies && signed => {}
             Ok(false) => return self.replayed(),
             Err(e) => {
                 self.counters.unavailable.fetch_add(1, Ordering::Relaxed);

@@ -33,6 +33,7 @@ pub const MAX_FORGETS: u8 = 3;
 pub struct Verified<T> {
     value: T,
     key: ReplayKey,
+    body_signed: bool,
 }
 
 impl<T> Verified<T> {
@@ -44,6 +45,12 @@ impl<T> Verified<T> {
     /// The push's identity, for [`ReplayCache::first_sight`](replay::ReplayCache::first_sight).
     pub fn key(&self) -> &ReplayKey {
         &self.key
+    }
+
+    /// Whether the body was signed too (an encrypted push, whose `msg_signature` covers it):
+    /// a plain push's signature covers its query only.
+    pub fn body_signed(&self) -> bool {
+        self.body_signed
     }
 
     /// The value and the key.
@@ -273,7 +280,7 @@ impl Push {
         {
             return Err(PushError::Unopened(OpenFailure::OutdatedEvent));
         }
-        Ok(Verified { value: finish(plain, event)?, key })
+        Ok(Verified { value: finish(plain, event)?, key, body_signed: encrypted })
     }
 
     /// Decrypts with the current key, then the previous one; the current key's failure is

@@ -401,6 +401,37 @@ async fn instances_sharing_a_replay_cache_read_a_push_once() {
     assert_eq!(got_alone.lock().unwrap().len(), 1);
 }
 
+/// A fleet whose callback keeps the event: the first instance is still keeping it at the time
+/// limit (503), and WeChat's copy reaches the second instance; with an idempotent callback the
+/// second hands the copy to its callback instead of answering `success` unread, so the event is
+/// kept even if the first fails. A plain push's copy is still answered as a replay.
+#[tokio::test(start_paused = true)]
+async fn with_an_idempotent_callback_a_copy_on_another_instance_is_read_again() {
+    let shared: Arc<dyn replay::ReplayCache> = Arc::new(replay::MemoryReplayCache::default());
+    let (first, _, first_calls) = endpoint(Duration::from_millis(900), 1);
+    let (second, got_second, second_calls) = endpoint(Duration::ZERO, 0);
+    let first = first.replay_cache(shared.clone()).busy_past_time_limit(true).idempotent_callback(true);
+    let second = second.replay_cache(shared.clone()).busy_past_time_limit(true).idempotent_callback(true);
+    let (unread, got_unread, _) = endpoint(Duration::ZERO, 0);
+    let unread = unread.replay_cache(shared);
+    let sealed = push(Mode::Safe).seal(&popup("oErin").to_wire(Format::Xml), NOW, "f1", [5; 16]).unwrap();
+    assert_eq!(
+        post(&first, &sealed.query, sealed.body.clone().into()).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    // Without the option (the default), the copy is taken for a replay and never read: had the
+    // first instance failed, the event would be lost.
+    assert_eq!(
+        post(&unread, &sealed.query, sealed.body.clone().into()).await,
+        (StatusCode::OK, "success".into())
+    );
+    assert!(got_unread.lock().unwrap().is_empty());
+    assert_eq!(post(&second, &sealed.query, sealed.body.into()).await, (StatusCode::OK, "success".into()));
+    assert_eq!(got_second.lock().unwrap().len(), 1, "kept by the second instance");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!((first_calls.load(Ordering::SeqCst), second_calls.load(Ordering::SeqCst)), (1, 1));
+}
+
 /// A replay cache whose backend is down.
 #[derive(Debug)]
 struct Down;

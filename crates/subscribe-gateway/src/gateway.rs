@@ -82,6 +82,9 @@ pub(crate) struct Shared {
     pub(crate) webhooks: HashMap<String, crate::config::Webhook>,
     /// The access tokens (the status page reads them; the clients keep their own).
     pub(crate) tokens: SharedTokenStore,
+    /// The status page's figures per app, with when they were read.
+    pub(crate) status_views:
+        std::sync::Mutex<HashMap<String, (tokio::time::Instant, crate::status::AppView)>>,
     server: ServerConfig,
 }
 
@@ -339,6 +342,7 @@ impl Gateway {
                 .unwrap_or_default(),
             webhooks,
             tokens: Arc::clone(&store),
+            status_views: std::sync::Mutex::default(),
             server: server.clone(),
         };
         Ok(Self { shared: Arc::new(shared) })

@@ -61,13 +61,19 @@ impl Modify for Bearer {
                 "An API key of the configuration's `[[keys]]` (at least 32 characters), with a scope \
                  for the app in the path: `token:read` for the token routes, `send` for the send routes, \
                  `grants` for the consent routes, `grants:review` for the grant routes, `dispatch` for the \
-                 dispatch jobs.",
+                 dispatch jobs, `status` for the status page.",
             ))
             .build();
-        openapi
-            .components
-            .get_or_insert_with(Default::default)
-            .add_security_scheme(BEARER, SecurityScheme::Http(scheme));
+        let basic = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Basic)
+            .description(Some(
+                "`GET /status` only: an API key with the scope `status` as the password (any user name), \
+                 for a browser's own login prompt. No other route takes it.",
+            ))
+            .build();
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(BEARER, SecurityScheme::Http(scheme));
+        components.add_security_scheme("basic", SecurityScheme::Http(basic));
     }
 }
 

@@ -84,11 +84,14 @@ impl Pushes {
                 Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
             }
         };
-        // With a webhook, an event must be kept before WeChat stops sending it: a callback still
-        // keeping it at the time limit is answered 503, and WeChat's retry finds it kept.
+        // An event is recorded (and kept for the webhook) before WeChat stops sending it: a
+        // callback still at it at the time limit is answered 503, and WeChat's copy, on whichever
+        // gateway of the fleet, is read again (the callback is idempotent: the ledger records a
+        // grant once, the outbox keeps an event once) rather than taken for a replay unread.
         let endpoint = PushEndpoint::new(Push::new(push.push_config(&app.appid)), on_event)
             .replay_cache(replays)
-            .busy_past_time_limit(push.webhook.is_some());
+            .busy_past_time_limit(true)
+            .idempotent_callback(true);
         self.endpoints.insert(appid, endpoint.method_router());
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use axum::extract::{Request, State};
 use axum::http::header::{
-    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, WWW_AUTHENTICATE, X_FRAME_OPTIONS,
+    AUTHORIZATION, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, WWW_AUTHENTICATE, X_FRAME_OPTIONS,
 };
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -29,7 +29,8 @@ use crate::ratelimit::gate;
 const JOBS_LISTED: usize = 10;
 
 /// What the page shows of one app.
-struct AppView {
+#[derive(Clone)]
+pub(crate) struct AppView {
     appid: String,
     token: String,
     push: String,
@@ -52,16 +53,21 @@ struct AppView {
 )]
 pub(crate) async fn page(State(gw): State<Gateway>, request: Request) -> Response {
     let shared = &gw.shared;
+    let ask = |mut r: Response| {
+        if r.status() == StatusCode::UNAUTHORIZED {
+            let realm = "Basic realm=\"subscribe-gateway\", charset=\"UTF-8\"";
+            r.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static(realm));
+        }
+        r
+    };
+    // A browser's first request carries no credentials: asked for them, not counted as a
+    // failed authentication of its address (nothing was tried, nothing hashed).
+    if !request.headers().contains_key(AUTHORIZATION) {
+        return ask(crate::api::Refusal::Unauthorized.into_response());
+    }
     let key = match gate(shared, &request, Keys::authenticate_page) {
         Ok(key) => key,
-        Err(refused) => {
-            let mut r = *refused;
-            if r.status() == StatusCode::UNAUTHORIZED {
-                let ask = "Basic realm=\"subscribe-gateway\", charset=\"UTF-8\"";
-                r.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static(ask));
-            }
-            return r;
-        }
+        Err(refused) => return ask(*refused),
     };
     let mut appids: Vec<&String> = shared.apps.keys().filter(|a| key.allows(a, Scope::Status)).collect();
     if appids.is_empty() {
@@ -74,7 +80,7 @@ pub(crate) async fn page(State(gw): State<Gateway>, request: Request) -> Respons
     appids.sort_unstable();
     let mut apps = Vec::new();
     for appid in appids {
-        apps.push(view(&gw, appid).await);
+        apps.push(cached_view(&gw, appid).await);
     }
     let mut r = render(&apps, &gw.metrics().refusals()).into_string().into_response();
     let headers = r.headers_mut();
@@ -86,6 +92,24 @@ pub(crate) async fn page(State(gw): State<Gateway>, request: Request) -> Respons
         HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"),
     );
     r
+}
+
+/// How long an app's figures are shown again before they are read again: the page refreshes
+/// itself every 10 s, and its counts read the stores (on Redis, each template's grants whole).
+const VIEW_KEPT: Duration = Duration::from_secs(10);
+
+/// The app's figures, read at most every [`VIEW_KEPT`] for all the page's readers.
+async fn cached_view(gw: &Gateway, appid: &str) -> AppView {
+    let views = &gw.shared.status_views;
+    let lock = || views.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((at, view)) = lock().get(appid)
+        && at.elapsed() < VIEW_KEPT
+    {
+        return view.clone();
+    }
+    let view = view(gw, appid).await;
+    lock().insert(appid.to_owned(), (tokio::time::Instant::now(), view.clone()));
+    view
 }
 
 /// One app's figures; a store that fails shows as such, the page is still served.

@@ -25,6 +25,8 @@ pub(crate) const POST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the outbox is read when nothing wakes the deliverer (events kept by another
 /// gateway of the fleet), and how often a gateway without the lease asks for it.
 const POLL: Duration = Duration::from_secs(1);
+/// How often the gateway delivering an app's events counts the ones waiting.
+const COUNT_EVERY: Duration = Duration::from_secs(10);
 /// The longest wait between two attempts at an event.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -64,12 +66,18 @@ pub(crate) async fn deliver(gw: Gateway, appid: String, webhook: Webhook, stop: 
             }
         }
     };
+    let mut counted = tokio::time::Instant::now() - COUNT_EVERY;
     while !stop.is_cancelled() {
-        if let Ok(n) = outbox.len(&appid).await {
-            gw.metrics().webhook_backlog(&appid, n);
-        }
         match outbox.lease(&appid, &owner, LEASE).await {
-            Ok(true) => {}
+            Ok(true) => {
+                // Counted by the gateway delivering only, every 10 s.
+                if counted.elapsed() >= COUNT_EVERY {
+                    counted = tokio::time::Instant::now();
+                    if let Ok(n) = outbox.len(&appid).await {
+                        gw.metrics().webhook_backlog(&appid, n);
+                    }
+                }
+            }
             Ok(false) => {
                 pause(POLL).await;
                 continue;

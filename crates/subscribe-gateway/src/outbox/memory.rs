@@ -22,6 +22,8 @@ pub struct MemoryOutbox {
 struct App {
     next: u64,
     items: VecDeque<OutboxItem>,
+    /// The delivered events' keys and numbers, kept [`super::KEPT_DELIVERED`].
+    delivered: HashMap<String, (u64, Instant)>,
     lease: Option<(String, Instant)>,
 }
 
@@ -41,8 +43,13 @@ impl OutboxStore for MemoryOutbox {
     async fn append(&self, appid: &str, key: &str, body: &str) -> Result<u64, OutboxError> {
         let mut apps = self.apps();
         let app = apps.entry(appid.to_owned()).or_default();
+        let now = Instant::now();
+        app.delivered.retain(|_, (_, at)| now.duration_since(*at) < super::KEPT_DELIVERED);
         if let Some(waiting) = app.items.iter().find(|i| i.key == key) {
             return Ok(waiting.seq);
+        }
+        if let Some((seq, _)) = app.delivered.get(key) {
+            return Ok(*seq);
         }
         app.next += 1;
         let seq = app.next;
@@ -68,9 +75,11 @@ impl OutboxStore for MemoryOutbox {
     async fn remove(&self, appid: &str, seq: u64) -> Result<bool, OutboxError> {
         let mut apps = self.apps();
         let Some(app) = apps.get_mut(appid) else { return Ok(false) };
-        let before = app.items.len();
-        app.items.retain(|i| i.seq != seq);
-        Ok(app.items.len() < before)
+        let Some(at) = app.items.iter().position(|i| i.seq == seq) else { return Ok(false) };
+        if let Some(item) = app.items.remove(at) {
+            app.delivered.insert(item.key, (item.seq, Instant::now()));
+        }
+        Ok(true)
     }
 
     async fn release(&self, appid: &str, owner: &str) -> Result<(), OutboxError> {

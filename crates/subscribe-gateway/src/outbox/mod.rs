@@ -23,6 +23,10 @@ pub use sql::SqlOutbox;
 
 use crate::jobs::JobStoreError as StoreError;
 
+/// How long a delivered event's key is kept: longer than WeChat resends a push (its signature
+/// is fresh five minutes), so that a copy read again is never kept, nor posted, twice.
+pub const KEPT_DELIVERED: Duration = Duration::from_secs(3600);
+
 /// An outbox shared by the push endpoints and the deliverers (and by gateways on the same
 /// backend).
 pub type SharedOutbox = Arc<dyn OutboxStore>;
@@ -35,7 +39,8 @@ pub type OutboxError = StoreError;
 #[async_trait]
 pub trait OutboxStore: Send + Sync + fmt::Debug {
     /// Appends the event `key` (its identity: the same event pushed again has the same key)
-    /// with `body` to `appid`'s events, unless it waits there already: its sequence number,
+    /// with `body` to `appid`'s events, unless it waits there already or was delivered less
+    /// than [`KEPT_DELIVERED`] ago: its sequence number,
     /// greater than every earlier one of the app's, visible to [`peek`](Self::peek) only after
     /// the ones before it (numbers are never seen out of order).
     async fn append(&self, appid: &str, key: &str, body: &str) -> Result<u64, OutboxError>;
@@ -47,7 +52,8 @@ pub trait OutboxStore: Send + Sync + fmt::Debug {
     /// Up to `limit` of `appid`'s events, oldest first.
     async fn peek(&self, appid: &str, limit: usize) -> Result<Vec<OutboxItem>, OutboxError>;
 
-    /// Removes `appid`'s event `seq` (delivered). Whether it was there.
+    /// Removes `appid`'s event `seq` (delivered), keeping its key [`KEPT_DELIVERED`] so that the
+    /// same event appended again meanwhile is not kept twice. Whether it was waiting.
     async fn remove(&self, appid: &str, seq: u64) -> Result<bool, OutboxError>;
 
     /// Ends `owner`'s delivery lease of `appid`, if it holds it (it stops): another gateway

@@ -37,8 +37,9 @@ return 1
     )
 });
 
-/// How long an event's marker is kept: the same event pushed again within it is not kept twice.
-const MARKER: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+/// How long an event's marker is kept: the same event appended again within it is not kept
+/// twice (waiting, or delivered less than [`super::KEPT_DELIVERED`] ago).
+const MARKER: std::time::Duration = super::KEPT_DELIVERED;
 
 /// Takes or renews the lease `KEYS[1]` for `ARGV[1]`, for `ARGV[2]` ms: 1 when held.
 static LEASE: LazyLock<Script> = LazyLock::new(|| {
@@ -76,8 +77,8 @@ return 0
 /// The webhook outbox in the Redis of the gateway's `[store]`, on the token store's connection:
 /// each app's events a list, `<prefix>:gateway:outbox:<appid>` (each item its number, its key and
 /// its body, space-separated), numbered by `<prefix>:gateway:outbox:seq:<appid>`, each event's
-/// key marked for seven days (`<prefix>:gateway:outbox:event:<appid>:<key>`: the same event pushed
-/// again is not kept twice); the delivery lease a key with a time to live,
+/// key marked for an hour (`<prefix>:gateway:outbox:event:<appid>:<key>`: the same event
+/// appended again is not kept twice); the delivery lease a key with a time to live,
 /// `<prefix>:gateway:outbox:lease:<appid>`. Shared by every gateway on that
 /// Redis; each step atomic (a script, or one command).
 #[derive(Clone, Debug)]

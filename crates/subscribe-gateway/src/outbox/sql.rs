@@ -11,7 +11,8 @@ use super::{OutboxError, OutboxItem, OutboxStore};
 use crate::idempotency::sql::{create_tables, on_pool};
 use crate::jobs::millis;
 
-/// The events: `appid`, `seq` (the app's), `event_key` (the event's identity), `body`.
+/// The events: `appid`, `seq` (the app's), `event_key` (the event's identity), `body`, and
+/// `delivered_ms` once delivered (the row kept an hour more, for its key).
 const TABLE: &str = "subscribe_gateway_outbox";
 /// Each app's last sequence number: `appid`, `last`.
 const COUNTERS: &str = "subscribe_gateway_outbox_counters";
@@ -49,7 +50,7 @@ impl SqlOutbox {
         let statements = [
             format!(
                 "CREATE TABLE IF NOT EXISTS {TABLE} (appid TEXT NOT NULL, seq BIGINT NOT NULL, event_key TEXT NOT NULL, \
-                 body TEXT NOT NULL, PRIMARY KEY (appid, seq), UNIQUE (appid, event_key))"
+                 body TEXT NOT NULL, delivered_ms BIGINT, PRIMARY KEY (appid, seq), UNIQUE (appid, event_key))"
             ),
             format!("CREATE TABLE IF NOT EXISTS {COUNTERS} (appid TEXT PRIMARY KEY, last BIGINT NOT NULL)"),
             format!(
@@ -151,7 +152,8 @@ impl OutboxStore for SqlOutbox {
             .run("read the webhook's events", async {
                 on_pool!(self.sql, |p, _now| {
                     let sql = format!(
-                        "SELECT seq, event_key, body FROM {TABLE} WHERE appid = $1 ORDER BY seq LIMIT $2"
+                        "SELECT seq, event_key, body FROM {TABLE} WHERE appid = $1 AND delivered_ms IS NULL \
+                         ORDER BY seq LIMIT $2"
                     );
                     sqlx::query_as(&sql).bind(appid).bind(limit).fetch_all(p).await
                 })
@@ -164,9 +166,15 @@ impl OutboxStore for SqlOutbox {
         let n = i64::try_from(seq).unwrap_or(i64::MAX);
         let rows = self
             .run("remove a delivered event", async {
-                on_pool!(self.sql, |p, _now| {
-                    let sql = format!("DELETE FROM {TABLE} WHERE appid = $1 AND seq = $2");
-                    sqlx::query(&sql).bind(appid).bind(n).execute(p).await.map(|r| r.rows_affected())
+                on_pool!(self.sql, |p, now| {
+                    let sql = format!(
+                        "UPDATE {TABLE} SET delivered_ms = {now} WHERE appid = $1 AND seq = $2 AND delivered_ms IS NULL"
+                    );
+                    let marked = sqlx::query(&sql).bind(appid).bind(n).execute(p).await?.rows_affected();
+                    // The app's delivered rows past the hour their keys are kept.
+                    let sql = format!("DELETE FROM {TABLE} WHERE appid = $1 AND delivered_ms <= {now} - $2");
+                    sqlx::query(&sql).bind(appid).bind(millis(super::KEPT_DELIVERED)).execute(p).await?;
+                    Ok(marked)
                 })
             })
             .await?;
@@ -187,7 +195,8 @@ impl OutboxStore for SqlOutbox {
         let n: i64 = self
             .run("count the webhook's events", async {
                 on_pool!(self.sql, |p, _now| {
-                    let sql = format!("SELECT COUNT(*) FROM {TABLE} WHERE appid = $1");
+                    let sql =
+                        format!("SELECT COUNT(*) FROM {TABLE} WHERE appid = $1 AND delivered_ms IS NULL");
                     sqlx::query_scalar(&sql).bind(appid).fetch_one(p).await
                 })
             })

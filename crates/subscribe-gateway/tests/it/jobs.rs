@@ -256,6 +256,9 @@ async fn outbox_keeps_order(store: Arc<dyn OutboxStore>) {
     assert_eq!(head, [OutboxItem::new(first, "k1", "{\"n\":1}"), OutboxItem::new(second, "k2", "{\"n\":2}")]);
     assert!(store.remove(&a, first).await.unwrap());
     assert!(!store.remove(&a, first).await.unwrap(), "removed once");
+    // Delivered, then appended again (a copy read again): not kept twice.
+    assert_eq!(store.append(&a, "k1", "{\"n\":1}").await.unwrap(), first);
+    assert_eq!(store.len(&a).await.unwrap(), 2);
     assert_eq!(store.peek(&a, 10).await.unwrap().first().map(|i| i.seq), Some(second));
     assert_eq!(store.peek(&b, 10).await.unwrap(), [OutboxItem::new(other, "k1", "{\"b\":1}")]);
     assert!(store.peek(&unique("wxc"), 10).await.unwrap().is_empty());
