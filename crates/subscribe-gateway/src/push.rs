@@ -85,13 +85,14 @@ impl Pushes {
             }
         };
         // An event is recorded (and kept for the webhook) before WeChat stops sending it: a
-        // callback still at it at the time limit is answered 503, and WeChat's copy, on whichever
-        // gateway of the fleet, is read again (the callback is idempotent: the ledger records a
-        // grant once, the outbox keeps an event once) rather than taken for a replay unread.
+        // callback still at it at the time limit is answered 503; WeChat's copy finds it in
+        // flight here (503 again), taken (a replay), or, when it failed, forgotten (read again).
+        // Copies are not read again otherwise (`idempotent_callback`): recording an acceptance
+        // again would renew a grant already used, dropped or under review, and an old
+        // withdrawal read again would drop a grant given since.
         let endpoint = PushEndpoint::new(Push::new(push.push_config(&app.appid)), on_event)
             .replay_cache(replays)
-            .busy_past_time_limit(true)
-            .idempotent_callback(true);
+            .busy_past_time_limit(true);
         self.endpoints.insert(appid, endpoint.method_router());
     }
 }

@@ -79,6 +79,9 @@ pub(crate) async fn deliver(gw: Gateway, appid: String, webhook: Webhook, stop: 
                 }
             }
             Ok(false) => {
+                // Another gateway delivers (and counts): this one reports none waiting, so the
+                // fleet's figures neither double nor go stale.
+                gw.metrics().webhook_backlog(&appid, 0);
                 pause(POLL).await;
                 continue;
             }

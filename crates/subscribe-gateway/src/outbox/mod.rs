@@ -39,8 +39,9 @@ pub type OutboxError = StoreError;
 #[async_trait]
 pub trait OutboxStore: Send + Sync + fmt::Debug {
     /// Appends the event `key` (its identity: the same event pushed again has the same key)
-    /// with `body` to `appid`'s events, unless it waits there already or was delivered less
-    /// than [`KEPT_DELIVERED`] ago: its sequence number,
+    /// with `body` to `appid`'s events, unless it waits there already or was kept less than
+    /// [`KEPT_DELIVERED`] ago (the stores keep a delivered event's key at least that long): its
+    /// sequence number,
     /// greater than every earlier one of the app's, visible to [`peek`](Self::peek) only after
     /// the ones before it (numbers are never seen out of order).
     async fn append(&self, appid: &str, key: &str, body: &str) -> Result<u64, OutboxError>;

@@ -52,6 +52,7 @@ impl SqlOutbox {
                 "CREATE TABLE IF NOT EXISTS {TABLE} (appid TEXT NOT NULL, seq BIGINT NOT NULL, event_key TEXT NOT NULL, \
                  body TEXT NOT NULL, delivered_ms BIGINT, PRIMARY KEY (appid, seq), UNIQUE (appid, event_key))"
             ),
+            format!("CREATE INDEX IF NOT EXISTS {TABLE}_delivered ON {TABLE} (appid, delivered_ms)"),
             format!("CREATE TABLE IF NOT EXISTS {COUNTERS} (appid TEXT PRIMARY KEY, last BIGINT NOT NULL)"),
             format!(
                 "CREATE TABLE IF NOT EXISTS {LEASES} (appid TEXT PRIMARY KEY, owner TEXT NOT NULL, \
