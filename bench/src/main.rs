@@ -32,6 +32,11 @@
 mod faults;
 mod gateway;
 mod latency;
+mod stores;
+
+/// The throwaway PostgreSQL cluster of the SQL crate's tests, for the store-fault rows.
+#[path = "../../crates/subscribe-sql/tests/cluster/mod.rs"]
+mod cluster;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -873,8 +878,9 @@ fn main() {
             "dispatch-at" => latency::dispatch_at(&args[1], num(2, 10_000), num(3, 256), &args[4]).await,
             "plain-connections" => latency::plain_connections(&args[1], num(2, 10_000), num(3, 256)).await,
             "faults" => faults::faults(num(1, 2_000), num(2, 32), &args).await,
+            "store-faults" => stores::store_faults(num(1, 10_000), num(2, 64), &args).await,
             other => panic!(
-                "unknown scenario {other}: throughput | sandbox | send-batch | cold-start | dispatch | dispatch-sql | gateway | latency | faults"
+                "unknown scenario {other}: throughput | sandbox | send-batch | cold-start | dispatch | dispatch-sql | gateway | latency | faults | store-faults"
             ),
         }
     });

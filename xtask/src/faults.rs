@@ -21,17 +21,17 @@ pub(crate) fn faults(quick: bool) -> Result {
         args.push("together");
     }
     let out = run_bench(&bench, &args)?;
-    let line = out
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .ok_or_else(|| format!("the fault benchmark printed no result:\n{out}"))?;
-    let result: Value =
-        serde_json::from_str(line).map_err(|e| format!("the fault benchmark's result: {e}"))?;
+    let result = last_json(&out, "fault")?;
     let mut doc = run_meta("cargo xtask faults", if quick { "quick" } else { "full" });
     doc["sends"] = sends.parse::<u64>().map_err(|e| e.to_string())?.into();
     doc["concurrency"] = conc.parse::<u64>().map_err(|e| e.to_string())?.into();
     doc["rows"] = result["rows"].clone();
+    let (grants, in_flight) = if quick { ("2000", "64") } else { ("10000", "64") };
+    eprintln!("xtask faults: the stores failing mid-dispatch, {grants} grants at {in_flight} in flight");
+    let stores = last_json(&run_bench(&bench, &["store-faults", grants, in_flight])?, "store-fault")?;
+    doc["store_grants"] = grants.parse::<u64>().map_err(|e| e.to_string())?.into();
+    doc["store_concurrency"] = in_flight.parse::<u64>().map_err(|e| e.to_string())?.into();
+    doc["store_rows"] = stores["rows"].clone();
     let table = render_faults(&doc)?;
     if table.lines().filter(|l| l.starts_with('|')).count() < 3 {
         return Err(format!("the fault benchmark gave no rows:\n{out}"));
@@ -43,11 +43,38 @@ pub(crate) fn faults(quick: bool) -> Result {
     let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
     std::fs::write(&file, text + "\n").map_err(|e| e.to_string())?;
     broken_clients_fail(&bench)?;
+    broken_store_fails(&bench)?;
     if !quick {
         let generated = GENERATED.iter().find(|g| g.name == "faults").ok_or("no generated faults section")?;
         publish(generated, &doc)?;
     }
     Ok(())
+}
+
+/// The last line of `out` that is a JSON object: the benchmark's result.
+fn last_json(out: &str, what: &str) -> Result<Value> {
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .ok_or_else(|| format!("the {what} benchmark printed no result:\n{out}"))?;
+    serde_json::from_str(line).map_err(|e| format!("the {what} benchmark's result: {e}"))
+}
+
+/// The store rows' expectations must be able to fail: a store that acknowledges a settlement
+/// it did not write (one delivered settlement in 50) must break them, on a row whose fault
+/// leaves nothing unrecorded by itself.
+fn broken_store_fails(bench: &std::path::Path) -> Result {
+    let args = ["store-faults", "2000", "64", "only=CLIENT_KILL", "broken=ack-unwritten"];
+    let must_say = "a settlement acknowledged was not kept";
+    match run_bench(bench, &args) {
+        Ok(_) => Err(format!("a broken store passed the store-fault table: {}", args.join(" "))),
+        Err(e) if e.contains(must_say) && e.contains("deliveries recorded; the ledger holds") => {
+            eprintln!("xtask faults: the broken store (ack-unwritten) was caught: {must_say}");
+            Ok(())
+        }
+        Err(e) => Err(format!("the broken store (ack-unwritten) failed, but not as expected: {e}")),
+    }
 }
 
 /// The table's expectations must be able to fail: a client that reports every send failed, one

@@ -804,7 +804,52 @@ pub(crate) fn render_faults(doc: &Value) -> Result<String> {
                 .ok_or_else(|| format!("{}: `last_outcome_s` is not a number", who(row)))?,
         );
     }
+    render_store_faults(doc, &mut out)?;
     Ok(out)
+}
+
+/// The second table: a dispatch through each store fault (`bench/src/stores.rs`).
+fn render_store_faults(doc: &Value, out: &mut String) -> Result {
+    let secs = |row: &Value, key: &str| -> Result<String> {
+        match row.get(key).ok_or_else(|| format!("{} lacks `{key}`", who(row)))? {
+            Value::Null => Ok("—".to_owned()),
+            v => v
+                .as_f64()
+                .map(|x| format!("{x:.1} s"))
+                .ok_or_else(|| format!("{}: `{key}` is not a number", who(row))),
+        }
+    };
+    let _ = write!(
+        out,
+        "\n**When the store fails mid-dispatch**: {} grants per row at {} in flight, each on a Redis or \
+         PostgreSQL server of its own; one run of each, every row's expectations checked.\n\n",
+        n(doc, "store_grants")?,
+        n(doc, "store_concurrency")?
+    );
+    out.push_str(
+        "| Store fault | Fault lasted | Delivered (ledger) | In review | Deliveries counted by the sandbox | \
+         Send requests | Deliveries left unrecorded | Grants the store forgot | Dispatch runs | Settling again after | \
+         Every grant settled after |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for row in field(doc, "store_rows")?.as_array().ok_or("`store_rows` is not a list")? {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            text(row, "name")?,
+            secs(row, "fault_s")?,
+            n(row, "delivered")?,
+            n(row, "in_review")?,
+            n(row, "sandbox_deliveries")?,
+            n(row, "send_requests")?,
+            n(row, "unrecorded")?,
+            n(row, "forgotten_by_the_store")?,
+            n(row, "dispatch_runs")?,
+            secs(row, "dispatch_back_s")?,
+            secs(row, "elapsed_s")?,
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -917,7 +962,10 @@ mod tests {
             "cores": 2, "mode": "full", "sends": 2000, "concurrency": 32, "rows": [{"name": "no fault",
             "delivered": 2000, "failed_by_kind": {}, "unknown": 0, "probably_delivered": 0, "token_requests": 1,
             "send_requests": 2000, "extra_requests": 0, "sandbox_deliveries": 2000, "most_in_one_inbox": 1,
-            "last_outcome_s": 0.1}]});
+            "last_outcome_s": 0.1}], "store_grants": 2000, "store_concurrency": 64, "store_rows": [{
+            "name": "Redis: paused 3 s", "fault_s": 3.0, "delivered": 2000, "in_review": 0,
+            "sandbox_deliveries": 2000, "send_requests": 2000, "unrecorded": 0, "forgotten_by_the_store": 0,
+            "dispatch_runs": 6, "dispatch_back_s": null, "elapsed_s": 6.6}]});
         std::fs::write(dir.join("docs/figures/faults.json"), faults.to_string()).unwrap();
         let table = render_bench(&bench_doc()).unwrap();
         let faults_table = render_faults(&faults).unwrap();

@@ -88,12 +88,14 @@ return {{id, attempt}}"
 });
 
 // ARGV: openid, reservation id, new state letter, reason, now_ms (kept for a review). Returns
-// 1, or 0 when the reservation is no longer the grant's current one.
+// 1, 0 when the reservation is no longer the grant's current one, or -1 when the grant is not
+// there at all: nothing deletes a recorded grant, so Redis lost it (a restart without
+// persistence, a flush, an eviction).
 static SETTLE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"{PARSE}
 local v = redis.call('HGET', KEYS[1], ARGV[1])
-if not v then return 0 end
+if not v then return -1 end
 local s, a, _, id = parse(v)
 if s ~= 'R' or id ~= ARGV[2] then return 0 end
 -- A release (a definite failure: nothing delivered) starts the attempts over.
@@ -180,6 +182,14 @@ return c"
 ///
 /// A settlement carries no time, so when a grant was set aside for review is read from the
 /// ledger's clock: the system clock unless [`clock`](Self::clock) gives another.
+///
+/// The grants are only as durable as Redis keeps them: run it with AOF (`appendonly yes`;
+/// `appendfsync always` loses nothing on a crash) and `maxmemory-policy noeviction`. A Redis
+/// restarted without persistence (or flushed, or evicting) forgets every grant it held,
+/// pending and delivered alike: nothing is sent again, nothing pending is sent at all, and a
+/// reservation of a grant it forgot fails to settle with [`LedgerError::Forgotten`], so a
+/// dispatch in progress reports the loss in its outcomes. Measured in `docs/reliability.md`
+/// ("When the store fails mid-dispatch").
 #[derive(Clone, Debug)]
 pub struct RedisGrantLedger {
     redis: Redis,
@@ -327,7 +337,11 @@ impl GrantLedger for RedisGrantLedger {
             .arg(reason)
             .arg(millis(self.clock.now()));
         let done: i64 = self.redis.run(call.invoke_async(&mut c)).await?;
-        if done == 1 { Ok(()) } else { Err(LedgerError::LeaseLost) }
+        match done {
+            1 => Ok(()),
+            -1 => Err(LedgerError::Forgotten),
+            _ => Err(LedgerError::LeaseLost),
+        }
     }
 
     async fn get(&self, key: &GrantKey) -> Result<Option<GrantRecord>, LedgerError> {

@@ -303,6 +303,10 @@ impl Redis {
 
     async fn run<T>(&self, op: impl Future<Output = redis::RedisResult<T>>) -> Result<T, RedisError> {
         match tokio::time::timeout(self.op_timeout, op).await {
+            // redis' own response timeout (the same bound) says no duration: say ours.
+            Ok(Err(e)) if e.is_timeout() => {
+                Err(RedisError { kind: Kind::Timeout(self.op_timeout), source: Some(e) })
+            }
             Ok(r) => Ok(r?),
             Err(_) => Err(RedisError::new(Kind::Timeout(self.op_timeout))),
         }

@@ -273,6 +273,14 @@ impl Dispatcher {
     /// previous batch was written, so a database commits once per batch), and this task hands
     /// each outcome to the observer: memory does not grow with the number of grants.
     ///
+    /// A settlement the ledger's backend failed (a lost connection, a timeout, a restart:
+    /// written or not, nobody knows) is written again while the grant's reservation lasts
+    /// (100 ms apart, doubling to 1 s, until a second before the lease ends), so a delivery is
+    /// recorded once the store answers again; one still unwritten is reported with its
+    /// [`ledger_error`](RecipientOutcome::ledger_error), and its grant comes back after the
+    /// lease as a second attempt, which WeChat refuses when the first was delivered: review,
+    /// never a second message.
+    ///
     /// # Errors
     /// [`DispatchError::Ledger`] when the ledger cannot be read or a grant cannot be reserved
     /// (sends in flight are finished and recorded first).
@@ -316,7 +324,8 @@ impl Dispatcher {
             sent: Arc::clone(&sent),
             grants: grants_tx,
         }));
-        tokio::spawn(settle(Arc::clone(&self.ledger), settle_rx, outcomes_tx, SETTLE_WRITERS));
+        let clock = Arc::clone(self.client.clock());
+        tokio::spawn(settle(Arc::clone(&self.ledger), clock, settle_rx, outcomes_tx, SETTLE_WRITERS));
         let grants_rx = Arc::new(tokio::sync::Mutex::new(grants_rx));
         for _ in 0..self.concurrency {
             let (grants, finished) = (Arc::clone(&grants_rx), settle_tx.clone());

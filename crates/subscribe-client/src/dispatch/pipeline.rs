@@ -130,6 +130,7 @@ pub(super) const MAX_SETTLE_BATCH: usize = 256;
 /// error, if any.
 pub(super) async fn settle(
     ledger: Arc<dyn GrantLedger>,
+    clock: crate::SharedClock,
     mut finished: mpsc::Receiver<Finished>,
     outcomes: mpsc::Sender<RecipientOutcome>,
     parallel: usize,
@@ -151,10 +152,10 @@ pub(super) async fn settle(
         while writing.len() >= parallel {
             writing.join_next().await;
         }
-        let (ledger, outcomes) = (Arc::clone(&ledger), outcomes.clone());
+        let (ledger, clock, outcomes) = (Arc::clone(&ledger), Arc::clone(&clock), outcomes.clone());
         writing.spawn(async move {
             let (items, reports): (Vec<_>, Vec<_>) = batch.into_iter().map(|(r, s, o)| ((r, s), o)).unzip();
-            let mut results = ledger.settle_many(items).await.into_iter();
+            let mut results = settle_while_held(&*ledger, &*clock, items).await.into_iter();
             for mut outcome in reports {
                 outcome.ledger_error = match results.next() {
                     Some(Ok(())) => None,
@@ -168,4 +169,72 @@ pub(super) async fn settle(
         });
     }
     while writing.join_next().await.is_some() {}
+}
+
+/// The first retry of a settlement the backend failed; each next one waits twice as long, up
+/// to [`MAX_SETTLE_RETRY`].
+const FIRST_SETTLE_RETRY: Duration = Duration::from_millis(100);
+const MAX_SETTLE_RETRY: Duration = Duration::from_secs(1);
+/// A settlement is not retried this close to the end of its lease (the ledger may time leases
+/// by its own clock).
+const LEASE_MARGIN: Duration = Duration::from_secs(1);
+
+/// Writes the settlements, and writes again those the backend failed (a lost connection, a
+/// timeout, a restarting server: written or not, nobody knows) while their reservations last:
+/// until a reservation's lease lapses no other sender can take its grant, so settling it again
+/// is safe, and the settlement lands once. A retry refused as
+/// [`LeaseLost`](LedgerError::LeaseLost) means the first write landed when the grant now
+/// stands as the settlement left it; otherwise the first error stays. What is still
+/// unwritten when the lease nears its end is reported with its error: the grant comes back
+/// after its lease as a second attempt, which WeChat refuses when the first was delivered, so
+/// it goes to review.
+pub(super) async fn settle_while_held(
+    ledger: &dyn GrantLedger,
+    clock: &dyn crate::Clock,
+    items: Vec<(Reservation, Settlement)>,
+) -> Vec<Result<(), LedgerError>> {
+    let mut results: Vec<Result<(), LedgerError>> = ledger.settle_many(items.clone()).await;
+    // How long each reservation lasts, read once on the client's clock and then timed on
+    // tokio's (a clock that does not move, as in tests, cannot make this retry forever).
+    let (now, started) = (clock.now(), tokio::time::Instant::now());
+    let lasts: Vec<Duration> =
+        items.iter().map(|(r, _)| r.until.duration_since(now).unwrap_or_default()).collect();
+    let mut wait = FIRST_SETTLE_RETRY;
+    loop {
+        let elapsed = started.elapsed();
+        let again: Vec<usize> = (0..items.len())
+            .filter(|&i| {
+                matches!(results.get(i), Some(Err(LedgerError::Backend(_))))
+                    && elapsed + wait + LEASE_MARGIN < lasts[i]
+            })
+            .collect();
+        if again.is_empty() {
+            return results;
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(MAX_SETTLE_RETRY);
+        let retried = ledger.settle_many(again.iter().map(|&i| items[i].clone()).collect()).await;
+        for (&i, result) in again.iter().zip(retried) {
+            match result {
+                Ok(()) => results[i] = Ok(()),
+                Err(LedgerError::LeaseLost) if landed(ledger, &items[i]).await => results[i] = Ok(()),
+                // Still failing: keep the backend's error; a definite refusal stands as the first.
+                Err(e @ LedgerError::Backend(_)) => results[i] = Err(e),
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+/// Whether the grant stands as `settlement` leaves it (an earlier write of it landed).
+async fn landed(ledger: &dyn GrantLedger, (r, settlement): &(Reservation, Settlement)) -> bool {
+    use crate::grants::GrantStatus;
+    let Ok(Some(record)) = ledger.get(&r.key).await else { return false };
+    matches!(
+        (settlement, &record.status),
+        (Settlement::Delivered, GrantStatus::Delivered)
+            | (Settlement::Review(_), GrantStatus::Review { .. })
+            | (Settlement::Drop(_), GrantStatus::Dropped { .. })
+            | (Settlement::Release, GrantStatus::Pending)
+    )
 }

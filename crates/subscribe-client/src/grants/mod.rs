@@ -403,6 +403,7 @@ impl<T: GrantLedger + ?Sized> GrantLedger for std::sync::Arc<T> {
 /// | variant | `kind()` | what happened | you |
 /// |---|---|---|---|
 /// | `LeaseLost` | `Invalid` | the reservation is not the grant's current one: its lease lapsed and another sender took the grant, or it was settled already | leave the grant to its current holder; settling this reservation again fails the same way, and the grant must not be sent again from here |
+/// | `Forgotten` | `Invalid` | the backend no longer holds the grant at all: it lost its data (a Redis restarted without persistence, flushed, or evicting keys) | do not send the grant from here; what else the ledger forgot is lost with it (see the Redis ledger's documentation) |
 /// | `Backend` | `Retryable` | the ledger's backend failed or did not answer (connection lost, timeout) | try again later; a reserved grant comes back after its lease |
 /// | `Unusable` | `Configuration` | the backend refuses in a way no retry fixes: its credentials, its address or schema, a migration, a stored value not in its format (a corrupt row) | fix the ledger's configuration, or the row |
 ///
@@ -444,6 +445,11 @@ pub enum LedgerError {
     /// The reservation is no longer the grant's current one.
     #[error("the reservation was lost: its lease lapsed and another sender took the grant")]
     LeaseLost,
+    /// The backend no longer holds the grant at all, though it was recorded and reserved:
+    /// the backend lost its data (a Redis restarted without persistence, flushed, or evicting
+    /// keys). Nothing may be sent for it from here.
+    #[error("the grant ledger no longer holds this grant: its backend lost its data")]
+    Forgotten,
     /// The backend failed (connection lost, timeout).
     #[error("grant ledger unavailable")]
     Backend(#[source] BoxError),
@@ -465,12 +471,13 @@ impl LedgerError {
     }
 
     /// What to do about it: `Invalid` for [`LeaseLost`](Self::LeaseLost) (the grant is
-    /// another sender's now; settling this reservation again fails the same way), `Retryable`
+    /// another sender's now; settling this reservation again fails the same way) and
+    /// [`Forgotten`](Self::Forgotten), `Retryable`
     /// for [`Backend`](Self::Backend) (the ledger is out for now), `Configuration` for
     /// [`Unusable`](Self::Unusable).
     pub fn kind(&self) -> crate::ErrorKind {
         match self {
-            Self::LeaseLost => crate::ErrorKind::Invalid,
+            Self::LeaseLost | Self::Forgotten => crate::ErrorKind::Invalid,
             Self::Backend(_) => crate::ErrorKind::Retryable,
             Self::Unusable(_) => crate::ErrorKind::Configuration,
         }

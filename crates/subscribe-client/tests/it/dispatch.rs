@@ -349,3 +349,148 @@ async fn a_dispatch_over_a_ledger_that_ignores_its_cursor_stops_with_an_error() 
     assert!(err.to_string().contains("grant ledger"), "{err}");
     assert!(mock.count(SEND_PATH) <= 3, "nothing is sent twice");
 }
+
+/// A ledger whose settlements fail the first `failures` times, as a backend that lost its
+/// connection, restarted or timed out does: before writing (`writes_first` false) or after the
+/// write landed, its acknowledgement lost (`writes_first` true).
+#[derive(Debug)]
+struct FlakySettlements {
+    inner: subscribe_client::InMemoryGrantLedger,
+    failures: std::sync::atomic::AtomicU32,
+    writes_first: bool,
+    calls: std::sync::atomic::AtomicU32,
+}
+
+impl FlakySettlements {
+    fn new(failures: u32, writes_first: bool) -> Self {
+        Self {
+            inner: subscribe_client::InMemoryGrantLedger::new(),
+            failures: failures.into(),
+            writes_first,
+            calls: 0.into(),
+        }
+    }
+}
+
+#[subscribe_client::async_trait]
+impl GrantLedger for FlakySettlements {
+    async fn record(
+        &self,
+        key: &subscribe_client::GrantKey,
+        now: std::time::SystemTime,
+    ) -> Result<subscribe_client::Recorded, subscribe_client::LedgerError> {
+        self.inner.record(key, now).await
+    }
+    async fn pending_page(
+        &self,
+        scope: &subscribe_client::GrantScope,
+        after: Option<&OpenId>,
+        limit: usize,
+        now: std::time::SystemTime,
+    ) -> Result<Vec<OpenId>, subscribe_client::LedgerError> {
+        self.inner.pending_page(scope, after, limit, now).await
+    }
+    async fn reserve(
+        &self,
+        key: &subscribe_client::GrantKey,
+        holder: &str,
+        lease: Duration,
+        now: std::time::SystemTime,
+    ) -> Result<Option<subscribe_client::Reservation>, subscribe_client::LedgerError> {
+        self.inner.reserve(key, holder, lease, now).await
+    }
+    async fn settle(
+        &self,
+        r: &subscribe_client::Reservation,
+        s: subscribe_client::Settlement,
+    ) -> Result<(), subscribe_client::LedgerError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.calls.fetch_add(1, SeqCst);
+        if self.failures.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok() {
+            if self.writes_first {
+                self.inner.settle(r, s).await?;
+            }
+            return Err(subscribe_client::LedgerError::backend("connection reset by peer"));
+        }
+        self.inner.settle(r, s).await
+    }
+    async fn get(
+        &self,
+        key: &subscribe_client::GrantKey,
+    ) -> Result<Option<subscribe_client::GrantRecord>, subscribe_client::LedgerError> {
+        self.inner.get(key).await
+    }
+    async fn counts(
+        &self,
+        scope: &subscribe_client::GrantScope,
+        now: std::time::SystemTime,
+    ) -> Result<subscribe_client::GrantCounts, subscribe_client::LedgerError> {
+        self.inner.counts(scope, now).await
+    }
+    async fn reviews(
+        &self,
+        scope: &subscribe_client::GrantScope,
+        after: Option<&OpenId>,
+        limit: usize,
+    ) -> Result<Vec<subscribe_client::ReviewItem>, subscribe_client::LedgerError> {
+        self.inner.reviews(scope, after, limit).await
+    }
+    async fn resolve(
+        &self,
+        key: &subscribe_client::GrantKey,
+        resolution: subscribe_client::Resolution,
+        note: &str,
+        now: std::time::SystemTime,
+    ) -> Result<bool, subscribe_client::LedgerError> {
+        self.inner.resolve(key, resolution, note, now).await
+    }
+}
+
+/// A settlement the backend failed is written again while its reservation lasts, whether the
+/// first write was lost before or after it landed: the delivery is recorded, not left to come
+/// back as a second attempt and go to review.
+#[tokio::test]
+async fn a_settlement_the_backend_failed_is_written_again_while_the_reservation_lasts() {
+    for writes_first in [false, true] {
+        let mock = mock_with_stable_token("T1", 7200);
+        mock.route("POST", SEND_PATH).reply(ok_reply());
+        let ledger = Arc::new(FlakySettlements::new(2, writes_first));
+        let key = scope().key(OpenId::new("oAlice").unwrap());
+        ledger.record(&key, t0()).await.unwrap();
+        let client = builder(&mock, &clock()).build().unwrap();
+        let report =
+            Dispatcher::one_time(client, Arc::clone(&ledger), scope().template_id, scope().scene, build)
+                .run()
+                .await
+                .unwrap();
+        let outcome = &report.outcomes[0];
+        assert_eq!(outcome.kind, OutcomeKind::Delivered, "writes first: {writes_first}");
+        assert_eq!(outcome.ledger_error, None, "recorded on a retry (writes first: {writes_first})");
+        assert_eq!(ledger.get(&key).await.unwrap().unwrap().status, GrantStatus::Delivered);
+        assert!(ledger.calls.load(std::sync::atomic::Ordering::SeqCst) >= 2, "retried");
+        assert_eq!(sends_per_user(&mock)["oAlice"], 1);
+    }
+}
+
+/// A backend that stays down is not retried past the reservation: the outcome carries the
+/// ledger's error and the dispatch ends (the grant comes back after its lease).
+#[tokio::test]
+async fn a_settlement_still_failing_near_the_end_of_its_lease_is_reported_unrecorded() {
+    let mock = mock_with_stable_token("T1", 7200);
+    mock.route("POST", SEND_PATH).reply(ok_reply());
+    let ledger = Arc::new(FlakySettlements::new(u32::MAX, false));
+    let key = scope().key(OpenId::new("oAlice").unwrap());
+    ledger.record(&key, t0()).await.unwrap();
+    let client = builder(&mock, &clock()).build().unwrap();
+    let mut dispatcher =
+        Dispatcher::one_time(client, Arc::clone(&ledger), scope().template_id, scope().scene, build)
+            .lease(Duration::from_millis(1_500));
+    let report =
+        tokio::time::timeout(Duration::from_secs(10), dispatcher.run()).await.expect("bounded").unwrap();
+    let outcome = &report.outcomes[0];
+    assert_eq!(outcome.kind, OutcomeKind::Delivered);
+    assert_eq!(outcome.ledger_error.as_deref(), Some("grant ledger unavailable"));
+    assert!(matches!(ledger.get(&key).await.unwrap().unwrap().status, GrantStatus::Reserved { .. }));
+    let calls = ledger.calls.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((2..=4).contains(&calls), "retried within the lease only: {calls} calls");
+}

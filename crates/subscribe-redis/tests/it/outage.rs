@@ -171,3 +171,73 @@ async fn keys_are_namespaced_and_never_contain_the_token() {
     assert_eq!(keys.len(), 2, "{keys:?}");
     assert!(keys.iter().all(|k| k.contains(DEMO_APPID) && !k.contains(TOKEN)), "{keys:?}");
 }
+
+/// A Redis that accepts connections and never answers (a black hole: no reply, no reset) is
+/// a timeout within the operation timeout, which the error names, whichever of the two
+/// timeouts (redis' own, or ours around each operation) fires first.
+#[tokio::test]
+async fn a_black_holed_redis_times_out_within_the_operation_timeout_and_says_so() {
+    let hole = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = hole.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut kept = Vec::new();
+        while let Ok((socket, _)) = hole.accept().await {
+            kept.push(socket); // read nothing, answer nothing, close nothing
+        }
+    });
+    let redis =
+        Redis::builder(format!("redis://{addr}")).op_timeout(Duration::from_millis(300)).lazy().unwrap();
+    let ledger = RedisGrantLedger::new(redis);
+    let key = GrantKey {
+        appid: AppId::new(DEMO_APPID).unwrap(),
+        openid: OpenId::new("oSandbox_Alice_00000000001").unwrap(),
+        template_id: TemplateId::new(DEMO_TEMPLATE).unwrap(),
+        scene: Scene::new(1).unwrap(),
+    };
+    for _ in 0..3 {
+        let e = tokio::time::timeout(Duration::from_secs(10), ledger.record(&key, now()))
+            .await
+            .expect("a black-holed Redis must not hang an operation")
+            .unwrap_err();
+        let cause = std::error::Error::source(&e).unwrap().downcast_ref::<RedisError>().unwrap();
+        assert!(cause.is_timeout() || cause.is_connection(), "{cause:?}");
+        if cause.is_timeout() {
+            assert!(cause.to_string().contains("300ms"), "the timeout it waited: {cause}");
+        }
+    }
+    held.abort();
+}
+
+/// A reserved grant whose record Redis lost (a restart without persistence, a flush, an
+/// eviction) is not settled as if another sender held it: the ledger says it forgot it.
+#[tokio::test]
+async fn a_settlement_of_a_grant_redis_lost_says_the_ledger_forgot_it() {
+    let redis = redis("forgotten").await;
+    let ledger = RedisGrantLedger::new(redis.clone());
+    let key = GrantKey {
+        appid: AppId::new(DEMO_APPID).unwrap(),
+        openid: OpenId::new("oSandbox_Alice_00000000001").unwrap(),
+        template_id: TemplateId::new(DEMO_TEMPLATE).unwrap(),
+        scene: Scene::new(1).unwrap(),
+    };
+    ledger.record(&key, now()).await.unwrap();
+    let r = ledger.reserve(&key, "me", Duration::from_secs(30), now()).await.unwrap().unwrap();
+    // What a restart without persistence leaves: none of the ledger's keys.
+    let mut conn = redis.connection();
+    let keys: Vec<String> =
+        redis::cmd("KEYS").arg(format!("{}:*", redis.prefix())).query_async(&mut conn).await.unwrap();
+    assert!(!keys.is_empty());
+    let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await.unwrap();
+    let e = ledger.settle(&r, subscribe_client::Settlement::Delivered).await.unwrap_err();
+    assert!(matches!(e, LedgerError::Forgotten), "{e:?}");
+    assert_eq!(e.kind(), subscribe_client::ErrorKind::Invalid);
+    assert!(e.to_string().contains("lost its data"), "{e}");
+
+    // Another sender's reservation is still `LeaseLost`, as before.
+    ledger.record(&key, now()).await.unwrap();
+    let first = ledger.reserve(&key, "first", Duration::from_millis(1), now()).await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let _second = ledger.reserve(&key, "second", Duration::from_secs(30), now()).await.unwrap().unwrap();
+    let e = ledger.settle(&first, subscribe_client::Settlement::Delivered).await.unwrap_err();
+    assert!(matches!(e, LedgerError::LeaseLost), "{e:?}");
+}

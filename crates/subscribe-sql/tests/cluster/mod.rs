@@ -69,9 +69,7 @@ impl PasswordCluster {
         let mut last = String::new();
         for _ in 0..3 {
             let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-            // TCP only: no socket path to outgrow its 107 bytes in a long temporary directory.
-            let options =
-                format!("-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off");
+            let options = options(port);
             let log = format!("{dir}/log-{port}");
             let args = ["-D", &data, "-l", &log, "-w", "-t", "120", "-o", &options, "start"];
             let out = cluster.command("pg_ctl", &args).output().unwrap();
@@ -88,6 +86,25 @@ impl PasswordCluster {
             );
         }
         panic!("the throwaway PostgreSQL cluster did not start: {last}");
+    }
+
+    /// The port it listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the server as a minor upgrade or a failover would (`pg_ctl stop -m fast`: every
+    /// session ended, a clean shutdown); [`start_again`](Self::start_again) brings it back.
+    pub fn stop_fast(&self) {
+        self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "-t", "120", "stop"]);
+    }
+
+    /// Starts the stopped server again, on the same port with the same data.
+    pub fn start_again(&self) {
+        let (port, dir) = (self.port, self.dir.display().to_string());
+        let options = options(port);
+        let log = format!("{dir}/log-{port}");
+        self.run("pg_ctl", &["-D", &self.data(), "-l", &log, "-w", "-t", "120", "-o", &options, "start"]);
     }
 
     /// `postgres://USER:password@127.0.0.1:port/postgres`.
@@ -134,6 +151,12 @@ impl Drop for PasswordCluster {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The server's options: TCP on `port` of 127.0.0.1 only (no socket path to outgrow its 107
+/// bytes in a long temporary directory), no fsync.
+fn options(port: u16) -> String {
+    format!("-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off")
 }
 
 /// Stops and removes the clusters of test processes that are gone (killed before their drop).
