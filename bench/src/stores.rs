@@ -32,10 +32,11 @@ use subscribe_client::{
     Client, DispatchObserver, Dispatcher, GrantCounts, GrantKey, GrantLedger, GrantRecord, GrantScope,
     LedgerError, OutcomeKind, RecipientOutcome, Recorded, Reservation, Resolution, ReviewItem, Settlement,
 };
-use subscribe_redis::{Redis, RedisGrantLedger};
+use subscribe_redis::{Redis, RedisGrantLedger, RedisTokenStore};
 use subscribe_sandbox::{DEMO_APPID, DEMO_SECRET, SandboxConfig, SandboxHandle};
 use subscribe_sql::{Sql, SqlGrantLedger};
 use subscribe_types::{AppId, AppSecret, OneTimeMessage, OpenId, Scene};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::cluster::PasswordCluster;
 
@@ -53,8 +54,12 @@ const PASSWORD: &str = "wxsub-store-faults";
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Store {
-    Redis { aof: bool },
+    Redis {
+        aof: bool,
+    },
     Postgres,
+    /// A file on a small filesystem of its own (a tmpfs the row mounts).
+    Sqlite,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -73,6 +78,18 @@ enum Fault {
     LockGrants,
     /// The dispatcher's backends terminated while another client holds every connection slot.
     TakeSlots,
+    /// The SQLite file's filesystem filled up (writes fail with `ENOSPC`), then room made.
+    DiskFull,
+    /// The SQLite database read-only to the ledger's connection (`PRAGMA query_only`), then
+    /// writable again.
+    ReadOnly,
+    /// Between the ledger and its server, a proxy that cuts every connection, every 250 ms.
+    Cut,
+    /// The proxy forwards nothing on any connection, then forwards again (late, not lost).
+    Stall,
+    /// The proxy drops the connections open (and opened) during the fault into a black hole:
+    /// no answer and no reset, ever; connections opened after it are forwarded.
+    BlackHole,
 }
 
 struct Row {
@@ -81,7 +98,7 @@ struct Row {
     fault: Fault,
 }
 
-const ROWS: [Row; 8] = [
+const ROWS: [Row; 15] = [
     Row {
         name: "Redis: every connection killed (CLIENT KILL)",
         store: Store::Redis { aof: true },
@@ -122,6 +139,37 @@ const ROWS: [Row; 8] = [
         store: Store::Postgres,
         fault: Fault::TakeSlots,
     },
+    Row { name: "SQLite: its filesystem full for 3 s", store: Store::Sqlite, fault: Fault::DiskFull },
+    Row {
+        name: "SQLite: the database read-only for 3 s (PRAGMA query_only)",
+        store: Store::Sqlite,
+        fault: Fault::ReadOnly,
+    },
+    Row {
+        name: "Redis through a proxy: every connection cut every 250 ms for 3 s",
+        store: Store::Redis { aof: true },
+        fault: Fault::Cut,
+    },
+    Row {
+        name: "Redis through a proxy: connections black-holed (no answer, no reset) for 3 s",
+        store: Store::Redis { aof: true },
+        fault: Fault::BlackHole,
+    },
+    Row {
+        name: "PostgreSQL through a proxy: every connection cut every 250 ms for 3 s",
+        store: Store::Postgres,
+        fault: Fault::Cut,
+    },
+    Row {
+        name: "PostgreSQL through a proxy: every connection stalled 3 s",
+        store: Store::Postgres,
+        fault: Fault::Stall,
+    },
+    Row {
+        name: "PostgreSQL through a proxy: connections black-holed (no answer, no reset) for 3 s",
+        store: Store::Postgres,
+        fault: Fault::BlackHole,
+    },
 ];
 
 /// The store-fault table: `n` grants per row at `concurrency` in flight.
@@ -141,6 +189,22 @@ pub(crate) async fn store_faults(n: usize, concurrency: usize, args: &[String]) 
 enum Server {
     Redis(RedisServer),
     Postgres(PasswordCluster),
+    Sqlite(SqliteDisk),
+}
+
+/// What a row's fault acts on: its server, the proxy in front of it (for the network's faults),
+/// the other client's connections (the slots row), and the SQLite ledger's pool.
+struct Rig {
+    server: Server,
+    proxy: Option<Proxy>,
+    hog: Hog,
+    sqlite: Option<Sql>,
+}
+
+impl Fault {
+    fn through_proxy(self) -> bool {
+        matches!(self, Self::Cut | Self::Stall | Self::BlackHole)
+    }
 }
 
 #[allow(clippy::too_many_lines)] // one row: set up, dispatch through the fault, read both sides, check
@@ -154,71 +218,59 @@ async fn run_row(row: &Row, n: usize, concurrency: usize, broken: bool) -> serde
         s.state().add_grant(&appid, openid, &template, scene);
     }
     let scope = GrantScope { appid: appid.clone(), template_id: template.clone(), scene };
-    let (server, ledger): (Arc<Server>, Arc<dyn GrantLedger>) = match row.store {
-        Store::Redis { aof } => {
-            let server = RedisServer::start(aof);
-            let redis = Redis::builder(server.url()).op_timeout(OP_TIMEOUT).connect().await.unwrap();
-            let ledger = RedisGrantLedger::new(redis);
-            for openid in &openids {
-                let r = ledger.record(&scope.key(openid.clone()), SystemTime::now()).await;
-                assert!(matches!(r, Ok(Recorded::Added)), "recording a grant: {r:?}");
-            }
-            (Arc::new(Server::Redis(server)), Arc::new(ledger))
-        }
-        Store::Postgres => {
-            let cluster = tokio::task::spawn_blocking(|| PasswordCluster::start(PASSWORD)).await.unwrap();
-            let sql = Sql::builder(cluster.url(PASSWORD)).op_timeout(OP_TIMEOUT).connect().await.unwrap();
-            let ledger = SqlGrantLedger::new(sql);
-            ledger.record_many(&scope, &openids).await.unwrap();
-            (Arc::new(Server::Postgres(cluster)), Arc::new(ledger))
-        }
-    };
+    let (rig, ledger, tokens) = rig(row, &scope, &openids).await;
+    let rig = Arc::new(rig);
     let ledger: Arc<dyn GrantLedger> = if broken { Arc::new(AckUnwritten::new(ledger)) } else { ledger };
-    let c = Client::builder(AppId::new(DEMO_APPID).unwrap(), AppSecret::new(DEMO_SECRET).unwrap())
+    let mut c = Client::builder(AppId::new(DEMO_APPID).unwrap(), AppSecret::new(DEMO_SECRET).unwrap())
         .api_base(s.base_url())
-        .timeouts(Duration::from_secs(2), Duration::from_secs(3))
-        .build()
-        .unwrap();
+        .timeouts(Duration::from_secs(2), Duration::from_secs(3));
+    // On Redis, the tokens are kept there too, and every token is revoked as the fault strikes:
+    // the refresh happens while the store fails.
+    if let Some(tokens) = tokens {
+        c = c.token_store(tokens);
+    }
+    let c = c.build().unwrap();
 
     let started = Instant::now();
     let tally = Tally::default();
     // The fault: once the sandbox has delivered a third of the messages.
-    // The other client of the slots row takes all but a dozen slots before the dispatch.
-    let hog = Arc::new(Hog::default());
-    if let (Server::Postgres(pg), Fault::TakeSlots) = (&*server, row.fault) {
-        use sqlx::ConnectOptions as _;
-        let mut admin = other_client(pg).connect().await.unwrap();
-        let max: String = sqlx::query_scalar("SHOW max_connections").fetch_one(&mut admin).await.unwrap();
-        let reserved: String =
-            sqlx::query_scalar("SHOW superuser_reserved_connections").fetch_one(&mut admin).await.unwrap();
-        let free = max.parse::<usize>().unwrap() - reserved.parse::<usize>().unwrap();
-        let mut taken = take_slots(pg, free.saturating_sub(12)).await;
-        taken.push(admin);
-        *hog.lock().await = taken;
-    }
     let fault = {
-        let (s, server, fault, tally, hog) =
-            (Arc::clone(&s), Arc::clone(&server), row.fault, tally.clone(), Arc::clone(&hog));
+        let (s, rig, fault, tally) = (Arc::clone(&s), Arc::clone(&rig), row.fault, tally.clone());
+        let revoke = matches!(row.store, Store::Redis { .. });
         tokio::spawn(async move {
             while s.state().stats().deliveries < (n as u64) / 3 {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             *tally.fault_struck.lock().unwrap() = Some(Instant::now());
-            strike(&server, fault, &hog).await;
+            if revoke {
+                s.state().revoke_tokens(Duration::ZERO);
+            }
+            strike(&rig, fault).await;
             *tally.fault_ended.lock().unwrap() = Some(Instant::now());
         })
     };
-    // When the store answers again after the fault: a read every 20 ms.
+    // When the store answers again after the fault, and when a grant is settled again: a read
+    // every 20 ms (from the ledger's side: an outcome is reported only once its whole batch
+    // of settlements is written).
     let back = {
         let (ledger, scope) = (Arc::clone(&ledger), scope.clone());
         let fault = Arc::clone(&tally.fault_ended);
         tokio::spawn(async move {
+            let (mut answered, mut settled_at_end) = (None, None);
             loop {
                 let ended = *fault.lock().unwrap();
-                if let Some(ended) = ended
-                    && ledger.counts(&scope, SystemTime::now()).await.is_ok()
-                {
-                    return ended.elapsed();
+                if let Some(ended) = ended {
+                    if let Ok(c) = ledger.counts(&scope, SystemTime::now()).await {
+                        answered.get_or_insert(ended.elapsed());
+                        let settled = c.delivered + c.review;
+                        if settled > *settled_at_end.get_or_insert(settled) || c.pending + c.reserved == 0 {
+                            let again = (settled > settled_at_end.unwrap_or(0)).then(|| ended.elapsed());
+                            return (answered, again);
+                        }
+                    }
+                    if ended.elapsed() > Duration::from_secs(60) {
+                        return (answered, None);
+                    }
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -268,8 +320,13 @@ async fn run_row(row: &Row, n: usize, concurrency: usize, broken: bool) -> serde
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     let elapsed = started.elapsed();
-    let store_back = tokio::time::timeout(Duration::from_secs(30), back).await.ok().and_then(Result::ok);
+    let (store_back, settling_back) = tokio::time::timeout(Duration::from_secs(90), back)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or((None, None));
     let stats = s.state().stats();
+    let token_requests = stats.classic_token_requests + stats.stable_token_requests;
     let inbox_max = openids.iter().map(|o| s.state().inbox(o.as_str()).len()).max().unwrap_or(0);
     let t = tally.snapshot();
     let counts = counts.unwrap_or_default();
@@ -289,10 +346,10 @@ async fn run_row(row: &Row, n: usize, concurrency: usize, broken: bool) -> serde
     }
     if loses_data {
         // The ledger forgot; what it forgot is not sent again, and is reported.
-        if stats.send_requests != stats.deliveries {
+        if stats.send_requests != stats.deliveries + stats.token_rejections {
             violations.push(format!(
-                "{} send requests for {} deliveries: a grant was sent again after Redis lost its record",
-                stats.send_requests, stats.deliveries
+                "{} send requests for {} deliveries and {} replays of a send whose token was rejected: a grant was sent again after Redis lost its record",
+                stats.send_requests, stats.deliveries, stats.token_rejections
             ));
         }
         if counts.pending + counts.reserved + counts.delivered + counts.review + counts.dropped != 0 {
@@ -314,11 +371,12 @@ async fn run_row(row: &Row, n: usize, concurrency: usize, broken: bool) -> serde
                 stats.deliveries, counts.delivered, counts.review
             ));
         }
-        if stats.send_requests != n64 + counts.review {
+        if stats.send_requests != n64 + counts.review + stats.token_rejections {
             violations.push(format!(
-                "{} send requests, want {} (one per grant, plus one per grant in review)",
+                "{} send requests, want {} (one per grant, plus one per grant in review, plus one replay per send whose token was rejected: {})",
                 stats.send_requests,
-                n64 + counts.review
+                n64 + counts.review + stats.token_rejections,
+                stats.token_rejections
             ));
         }
         if counts.review > t.unrecorded {
@@ -329,10 +387,6 @@ async fn run_row(row: &Row, n: usize, concurrency: usize, broken: bool) -> serde
         }
     }
     let secs = |d: Duration| (d.as_secs_f64() * 10.0).round() / 10.0;
-    let dispatch_back = match (t.fault_ended, t.first_recorded_after) {
-        (Some(_), Some(d)) => Some(secs(d)),
-        _ => None,
-    };
     json!({
         "name": row.name,
         "grants": n,
@@ -350,9 +404,11 @@ async fn run_row(row: &Row, n: usize, concurrency: usize, broken: bool) -> serde
         "ledger_errors": t.errors,
         "fault_s": t.fault_struck.zip(t.fault_ended).map(|(a, b)| secs(b.saturating_duration_since(a))),
         "store_back_s": store_back.map(secs),
-        "dispatch_back_s": dispatch_back,
+        "dispatch_back_s": settling_back.map(secs),
         "elapsed_s": secs(elapsed),
         "most_in_one_inbox": inbox_max,
+        "token_requests": token_requests,
+        "token_rejections": stats.token_rejections,
         "expect": if loses_data {
             "nothing sent twice (send requests = deliveries), each user at most one message; the ledger holds nothing after the restart; what it forgot is reported"
         } else {
@@ -377,9 +433,33 @@ fn source_text(e: &dyn std::error::Error) -> String {
 /// The other client's connections, opened before the dispatch.
 type Hog = tokio::sync::Mutex<Vec<sqlx::PgConnection>>;
 
-/// Does the row's fault to its server; returns when the fault is over.
-async fn strike(server: &Arc<Server>, fault: Fault, hog: &Hog) {
-    match (&**server, fault) {
+/// Does the row's fault; returns when the fault is over.
+#[allow(clippy::too_many_lines)] // one arm per fault
+async fn strike(rig: &Arc<Rig>, fault: Fault) {
+    if let Some(proxy) = &rig.proxy {
+        match fault {
+            Fault::Cut => {
+                let until = Instant::now() + OUTAGE;
+                while Instant::now() < until {
+                    proxy.cut();
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+            Fault::Stall => {
+                proxy.set(Mode::Stall);
+                tokio::time::sleep(OUTAGE).await;
+                proxy.set(Mode::Forward);
+            }
+            Fault::BlackHole => {
+                proxy.set(Mode::BlackHole);
+                tokio::time::sleep(OUTAGE).await;
+                proxy.set(Mode::Forward);
+            }
+            _ => unreachable!("a proxy's row has a network fault"),
+        }
+        return;
+    }
+    match (&rig.server, fault) {
         (Server::Redis(r), Fault::KillClients) => {
             r.cli(&["CLIENT", "KILL", "TYPE", "normal"]);
         }
@@ -395,12 +475,12 @@ async fn strike(server: &Arc<Server>, fault: Fault, hog: &Hog) {
         (Server::Postgres(pg), Fault::Terminate) => {
             use sqlx::ConnectOptions as _;
             let mut conn = other_client(pg).connect().await.unwrap();
-            terminate_backends(pg, &mut conn).await;
+            terminate_backends(&mut conn).await;
         }
         (Server::Postgres(_), Fault::PostgresRestart) => {
-            let server = Arc::clone(server);
+            let rig = Arc::clone(rig);
             tokio::task::spawn_blocking(move || {
-                let Server::Postgres(pg) = &*server else { unreachable!() };
+                let Server::Postgres(pg) = &rig.server else { unreachable!() };
                 pg.stop_fast();
                 std::thread::sleep(OUTAGE);
                 pg.start_again();
@@ -409,21 +489,22 @@ async fn strike(server: &Arc<Server>, fault: Fault, hog: &Hog) {
             .unwrap();
         }
         (Server::Postgres(pg), Fault::LockGrants) => {
-            use sqlx::Connection as _;
-            let mut conn = sqlx::PgConnection::connect(&pg.url(PASSWORD)).await.unwrap();
-            sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
-            sqlx::query("LOCK TABLE wxsub_grants IN ACCESS EXCLUSIVE MODE").execute(&mut conn).await.unwrap();
+            use sqlx::{ConnectOptions as _, Connection as _};
+            let mut conn = other_client(pg).connect().await.unwrap();
+            let mut tx = conn.begin().await.unwrap();
+            sqlx::query("LOCK TABLE wxsub_grants IN ACCESS EXCLUSIVE MODE").execute(&mut *tx).await.unwrap();
             tokio::time::sleep(OUTAGE).await;
-            sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
+            tx.rollback().await.unwrap();
         }
         (Server::Postgres(pg), Fault::TakeSlots) => {
-            // Another client took every slot but a dozen before the dispatch (`take_slots`);
-            // now the dispatcher's backends are ended and the other client takes the slots
-            // they free, until no backend of the dispatcher is left: its pool must connect
-            // again, and cannot until the slots are given back.
+            // Another client took every slot but a dozen before the dispatch (`rig`); now the
+            // dispatcher's backends are ended and the other client takes the slots they free,
+            // until no backend of the dispatcher is left: its pool must connect again, and
+            // cannot until the slots are given back.
             let mut taken = take_slots(pg, usize::MAX).await;
+            taken.extend(std::mem::take(&mut *rig.hog.lock().await));
             for _ in 0..50 {
-                let mine = terminate_backends(pg, &mut taken[0]).await;
+                let mine = terminate_backends(&mut taken[0]).await;
                 taken.extend(take_slots(pg, usize::MAX).await);
                 if mine == 0 {
                     break;
@@ -431,10 +512,94 @@ async fn strike(server: &Arc<Server>, fault: Fault, hog: &Hog) {
             }
             tokio::time::sleep(OUTAGE).await;
             drop(taken);
-            drop(std::mem::take(&mut *hog.lock().await));
+        }
+        (Server::Sqlite(disk), Fault::DiskFull) => {
+            let filler = disk.fill();
+            tokio::time::sleep(OUTAGE).await;
+            std::fs::remove_file(filler).unwrap();
+        }
+        (Server::Sqlite(_), Fault::ReadOnly) => {
+            let pool = rig.sqlite.as_ref().and_then(Sql::sqlite_pool).expect("the SQLite ledger's pool");
+            sqlx::query("PRAGMA query_only = ON").execute(pool).await.unwrap();
+            tokio::time::sleep(OUTAGE).await;
+            // The one connection may be busy with a write that is failing: try until it is free.
+            while sqlx::query("PRAGMA query_only = OFF").execute(pool).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
         }
         _ => unreachable!("a row's fault is for its store"),
     }
+}
+
+/// The row's server (and proxy), its ledger holding the grants, and, on Redis, a token store
+/// on the same server.
+async fn rig(
+    row: &Row,
+    scope: &GrantScope,
+    openids: &[OpenId],
+) -> (Rig, Arc<dyn GrantLedger>, Option<RedisTokenStore>) {
+    let (server, upstream) = match row.store {
+        Store::Redis { aof } => {
+            let server = RedisServer::start(aof);
+            let port = server.port;
+            (Server::Redis(server), port)
+        }
+        Store::Postgres => {
+            let cluster = tokio::task::spawn_blocking(|| PasswordCluster::start(PASSWORD)).await.unwrap();
+            let port = cluster.port();
+            (Server::Postgres(cluster), port)
+        }
+        Store::Sqlite => (Server::Sqlite(SqliteDisk::mount()), 0),
+    };
+    let proxy = if row.fault.through_proxy() { Some(Proxy::start(upstream).await) } else { None };
+    let port = proxy.as_ref().map_or(upstream, |p| p.port);
+    let mut rig = Rig { server, proxy, hog: Hog::default(), sqlite: None };
+    let (ledger, tokens): (Arc<dyn GrantLedger>, _) = match &rig.server {
+        Server::Redis(_) => {
+            let redis = Redis::builder(format!("redis://127.0.0.1:{port}"))
+                .op_timeout(OP_TIMEOUT)
+                .connect()
+                .await
+                .unwrap();
+            let ledger = RedisGrantLedger::new(redis.clone());
+            for openid in openids {
+                let r = ledger.record(&scope.key(openid.clone()), SystemTime::now()).await;
+                assert!(matches!(r, Ok(Recorded::Added)), "recording a grant: {r:?}");
+            }
+            (Arc::new(ledger), Some(RedisTokenStore::new(redis)))
+        }
+        Server::Postgres(pg) => {
+            let url = pg.url(PASSWORD).replace(&format!(":{}/", pg.port()), &format!(":{port}/"));
+            let sql = Sql::builder(url).op_timeout(OP_TIMEOUT).connect().await.unwrap();
+            let ledger = SqlGrantLedger::new(sql);
+            ledger.record_many(scope, openids).await.unwrap();
+            (Arc::new(ledger), None)
+        }
+        Server::Sqlite(disk) => {
+            let sql = Sql::builder(format!("sqlite:{}", disk.dir.join("grants.db").display()))
+                .op_timeout(OP_TIMEOUT)
+                .connect()
+                .await
+                .unwrap();
+            let ledger = SqlGrantLedger::new(sql.clone());
+            ledger.record_many(scope, openids).await.unwrap();
+            rig.sqlite = Some(sql);
+            (Arc::new(ledger), None)
+        }
+    };
+    // The other client of the slots row takes all but a dozen slots before the dispatch.
+    if let (Server::Postgres(pg), Fault::TakeSlots) = (&rig.server, row.fault) {
+        use sqlx::ConnectOptions as _;
+        let mut admin = other_client(pg).connect().await.unwrap();
+        let max: String = sqlx::query_scalar("SHOW max_connections").fetch_one(&mut admin).await.unwrap();
+        let reserved: String =
+            sqlx::query_scalar("SHOW superuser_reserved_connections").fetch_one(&mut admin).await.unwrap();
+        let free = max.parse::<usize>().unwrap() - reserved.parse::<usize>().unwrap();
+        let mut taken = take_slots(pg, free.saturating_sub(12)).await;
+        taken.push(admin);
+        *rig.hog.lock().await = taken;
+    }
+    (rig, ledger, tokens)
 }
 
 /// The application name of the client that takes every connection slot.
@@ -448,7 +613,7 @@ fn other_client(pg: &PasswordCluster) -> sqlx::postgres::PgConnectOptions {
 
 /// Ends every client backend of the dispatcher (every one the other client does not own);
 /// returns how many there were.
-async fn terminate_backends(_pg: &PasswordCluster, conn: &mut sqlx::PgConnection) -> i64 {
+async fn terminate_backends(conn: &mut sqlx::PgConnection) -> i64 {
     sqlx::query_scalar(&format!(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
          WHERE backend_type = 'client backend' AND application_name <> '{HOG}'"
@@ -503,8 +668,6 @@ struct Counted {
     forgotten: u64,
     /// The first few distinct ledger errors.
     errors: Vec<String>,
-    /// The first recorded delivery after the fault ended, from its end.
-    first_recorded_after: Option<Duration>,
     fault_struck: Option<Instant>,
     fault_ended: Option<Instant>,
 }
@@ -520,7 +683,6 @@ impl Tally {
 
 impl DispatchObserver for Tally {
     fn on_outcome(&mut self, outcome: &RecipientOutcome) {
-        let ended = *self.fault_ended.lock().unwrap();
         let mut c = self.inner.lock().unwrap();
         if let Some(e) = &outcome.ledger_error {
             if e.contains("no longer holds") {
@@ -533,11 +695,6 @@ impl DispatchObserver for Tally {
         if outcome.kind == OutcomeKind::Delivered {
             if outcome.ledger_error.is_none() {
                 c.recorded += 1;
-                if let Some(ended) = ended
-                    && c.first_recorded_after.is_none()
-                {
-                    c.first_recorded_after = Some(ended.elapsed());
-                }
             } else {
                 c.unrecorded += 1;
             }
@@ -671,10 +828,6 @@ impl RedisServer {
         server
     }
 
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
     /// Starts the server (again) on its port and files, and waits until it answers.
     fn spawn(&self) {
         let appendonly = if self.aof { "yes" } else { "no" };
@@ -726,5 +879,156 @@ impl Drop for RedisServer {
             let _ = child.wait();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A small filesystem of its own (a 64 MiB tmpfs mounted for the row) for the SQLite file, so
+/// the row can fill it; unmounted and removed when dropped. Mounting needs root (with
+/// `CAP_SYS_ADMIN`), as `cargo xtask faults` runs in CI.
+struct SqliteDisk {
+    dir: PathBuf,
+}
+
+impl SqliteDisk {
+    fn mount() -> Self {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "wxsub-store-faults-sqlite-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64m,mode=0700", "tmpfs"])
+            .arg(&dir)
+            .output()
+            .unwrap_or_else(|e| panic!("mount: {e}"));
+        assert!(
+            out.status.success(),
+            "the SQLite rows mount a small tmpfs to fill it (root with CAP_SYS_ADMIN is needed): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self { dir }
+    }
+
+    /// Fills the filesystem: a file that takes every byte left. Returns its path.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write as _;
+        let path = self.dir.join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        for size in [1 << 20, 4096, 512] {
+            let chunk = vec![0u8; size];
+            while file.write_all(&chunk).is_ok() {}
+        }
+        let _ = file.sync_all();
+        path
+    }
+}
+
+impl Drop for SqliteDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What the proxy does with the bytes it is given.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Forward,
+    /// Holds every byte until forwarding resumes.
+    Stall,
+    /// Every connection open or opened now is dropped into a black hole: never forwarded
+    /// again, never closed (until the row ends).
+    BlackHole,
+}
+
+/// A TCP proxy on 127.0.0.1 in front of the row's server, whose faults the row sets.
+struct Proxy {
+    port: u16,
+    mode: tokio::sync::watch::Sender<Mode>,
+    conns: Arc<Mutex<tokio::task::JoinSet<()>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(upstream: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (mode, _) = tokio::sync::watch::channel(Mode::Forward);
+        let conns = Arc::new(Mutex::new(tokio::task::JoinSet::new()));
+        let accept = {
+            let (conns, mode) = (Arc::clone(&conns), mode.clone());
+            tokio::spawn(async move {
+                while let Ok((down, _)) = listener.accept().await {
+                    let rx = mode.subscribe();
+                    conns.lock().unwrap().spawn(async move {
+                        let Ok(up) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else {
+                            return;
+                        };
+                        let (dr, dw) = down.into_split();
+                        let (ur, uw) = up.into_split();
+                        tokio::join!(pipe(dr, uw, rx.clone()), pipe(ur, dw, rx));
+                    });
+                }
+            })
+        };
+        Self { port, mode, conns, accept }
+    }
+
+    fn set(&self, mode: Mode) {
+        self.mode.send_replace(mode);
+    }
+
+    /// Closes every connection (the client and the server each see theirs closed).
+    fn cut(&self) {
+        self.conns.lock().unwrap().abort_all();
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.conns.lock().unwrap().abort_all();
+    }
+}
+
+/// Copies `from` to `to` as the mode allows.
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut mode: tokio::sync::watch::Receiver<Mode>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        if !forwarding(&mut mode).await {
+            std::future::pending::<()>().await;
+        }
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if !forwarding(&mut mode).await {
+            std::future::pending::<()>().await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Waits while the proxy stalls; `false` once the connection is in a black hole.
+async fn forwarding(mode: &mut tokio::sync::watch::Receiver<Mode>) -> bool {
+    loop {
+        let now = *mode.borrow_and_update();
+        match now {
+            Mode::Forward => return true,
+            Mode::BlackHole => return false,
+            Mode::Stall => {
+                if mode.changed().await.is_err() {
+                    return false;
+                }
+            }
+        }
     }
 }

@@ -269,7 +269,7 @@ fn past(life: &str) -> Result<PastGrant, LedgerError> {
 impl GrantLedger for RedisGrantLedger {
     async fn record(&self, key: &GrantKey, now: SystemTime) -> Result<Recorded, LedgerError> {
         let [state, pending, _] = self.keys(&key.scope());
-        let mut c = self.redis.conn.clone();
+        let mut c = self.redis.connection();
         let mut call = RECORD.key(state);
         call.key(pending)
             .key(self.history_key(key))
@@ -293,7 +293,7 @@ impl GrantLedger for RedisGrantLedger {
         now: SystemTime,
     ) -> Result<Vec<OpenId>, LedgerError> {
         let [state, pending, _] = self.keys(scope);
-        let mut c = self.redis.conn.clone();
+        let mut c = self.redis.connection();
         let mut call = PAGE.key(state);
         call.key(pending).arg(after.map_or("", OpenId::as_str)).arg(limit.max(1)).arg(millis(now));
         let ids: Vec<String> = self.redis.run(call.invoke_async(&mut c)).await?;
@@ -310,7 +310,7 @@ impl GrantLedger for RedisGrantLedger {
         let [state, _, seq] = self.keys(&key.scope());
         // To the millisecond, as stored: the reservation and `get` must tell the same `until`.
         let until = from_millis(millis(now + lease));
-        let mut c = self.redis.conn.clone();
+        let mut c = self.redis.connection();
         let mut call = RESERVE.key(state);
         call.key(seq).arg(key.openid.as_str()).arg(holder).arg(millis(now)).arg(millis(until));
         let r: Option<(String, u32)> = self.redis.run(call.invoke_async(&mut c)).await?;
@@ -328,7 +328,7 @@ impl GrantLedger for RedisGrantLedger {
             // automatic resending, like an unknown outcome.
             _ => ("V", "unknown settlement"),
         };
-        let mut c = self.redis.conn.clone();
+        let mut c = self.redis.connection();
         let mut call = SETTLE.key(state);
         call.key(pending)
             .arg(r.key.openid.as_str())
@@ -346,7 +346,7 @@ impl GrantLedger for RedisGrantLedger {
 
     async fn get(&self, key: &GrantKey) -> Result<Option<GrantRecord>, LedgerError> {
         let [state, _, _] = self.keys(&key.scope());
-        let mut c = self.redis.conn.clone();
+        let mut c = self.redis.connection();
         let v: Option<String> = self
             .redis
             .run(redis::cmd("HGET").arg(state).arg(key.openid.as_str()).query_async(&mut c))
@@ -368,7 +368,7 @@ impl GrantLedger for RedisGrantLedger {
 
     async fn counts(&self, scope: &GrantScope, now: SystemTime) -> Result<GrantCounts, LedgerError> {
         let [state, _, _] = self.keys(scope);
-        let mut c = self.redis.conn.clone();
+        let mut c = self.redis.connection();
         let mut call = COUNTS.key(state);
         call.arg(millis(now));
         let v: Vec<u64> = self.redis.run(call.invoke_async(&mut c)).await?;
@@ -389,7 +389,7 @@ impl GrantLedger for RedisGrantLedger {
         limit: usize,
     ) -> Result<Vec<ReviewItem>, LedgerError> {
         let [state, _, _] = self.keys(scope);
-        let mut c = self.redis.conn.clone();
+        let mut c = self.redis.connection();
         let found: Vec<(String, String, String, String)> =
             self.redis.run(REVIEWS.key(state).invoke_async(&mut c)).await?;
         let after = after.map_or("", OpenId::as_str);
@@ -425,7 +425,7 @@ impl GrantLedger for RedisGrantLedger {
             _ => return Ok(false),
         };
         let [state, pending, _] = self.keys(&key.scope());
-        let mut c = self.redis.conn.clone();
+        let mut c = self.redis.connection();
         let mut call = RESOLVE.key(state);
         call.key(pending).arg(key.openid.as_str()).arg(letter).arg(note);
         let done: i64 = self.redis.run(call.invoke_async(&mut c)).await?;

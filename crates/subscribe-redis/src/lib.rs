@@ -45,6 +45,7 @@ mod token;
 mod used_states;
 
 use std::fmt;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -217,7 +218,7 @@ impl RedisBuilder {
     /// A [`RedisError`] that `is_configuration()` (URL, prefix), or a connection failure.
     pub async fn connect(self) -> Result<Redis, RedisError> {
         let redis = self.lazy()?;
-        redis.run(redis::cmd("PING").query_async::<String>(&mut redis.conn.clone())).await?;
+        redis.run(redis::cmd("PING").query_async::<String>(&mut redis.connection())).await?;
         Ok(redis)
     }
 
@@ -240,16 +241,34 @@ impl RedisBuilder {
             .set_response_timeout(Some(self.op_timeout))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
-        Ok(Redis { conn, prefix: self.prefix, op_timeout: self.op_timeout })
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?;
+        let link = Link { client, config, current: RwLock::new(conn), replaced: Mutex::new(None) };
+        Ok(Redis { link: Arc::new(link), prefix: self.prefix, op_timeout: self.op_timeout })
     }
+}
+
+/// The connection the handles share, and what it takes to make another.
+struct Link {
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    current: RwLock<ConnectionManager>,
+    /// When the connection was last replaced for not answering.
+    replaced: Mutex<Option<std::time::Instant>>,
 }
 
 /// A shared connection to Redis (cheap to clone), with the key prefix. Give the same handle to
 /// a [`RedisTokenStore`] and a [`RedisGrantLedger`].
+///
+/// redis' connection manager makes the connection again when it fails (a reset, a closed
+/// socket), but not when it only stops answering (a server paused, a network path that drops
+/// everything without a reset: by design, so that a slow server is not flooded with
+/// reconnections): then every later operation would time out too, forever. So an operation of
+/// this crate that gets no answer within [`op_timeout`](Self::op_timeout) replaces the shared
+/// connection, at most once per `op_timeout` ([`unanswered`](Self::unanswered) does the same for
+/// your own commands).
 #[derive(Clone)]
 pub struct Redis {
-    conn: ConnectionManager,
+    link: Arc<Link>,
     prefix: String,
     op_timeout: Duration,
 }
@@ -284,7 +303,41 @@ impl Redis {
     /// the same prefix). Your commands are yours to bound: [`op_timeout`](Self::op_timeout)
     /// is what this crate waits for one operation.
     pub fn connection(&self) -> ConnectionManager {
-        self.conn.clone()
+        self.link.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Says that an operation on [`connection`](Self::connection) got no answer within
+    /// [`op_timeout`](Self::op_timeout): the shared connection is replaced by a new one (made
+    /// on first use), unless it was replaced less than `op_timeout` ago. What this crate's
+    /// own operations do when they time out.
+    pub fn unanswered(&self) {
+        let mut replaced = self.link.replaced.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if replaced.is_some_and(|at| at.elapsed() < self.op_timeout) {
+            return;
+        }
+        match ConnectionManager::new_lazy_with_config(self.link.client.clone(), self.link.config.clone()) {
+            Ok(fresh) => {
+                *self.link.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+                *replaced = Some(std::time::Instant::now());
+                tracing::warn!(
+                    "Redis did not answer within {:?}: its connection is replaced",
+                    self.op_timeout
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %RedisError::from(e), "Redis's connection could not be replaced")
+            }
+        }
+    }
+
+    /// Runs `op` (a command on [`connection`](Self::connection)) within
+    /// [`op_timeout`](Self::op_timeout): its error, or a timeout (after which the connection is
+    /// replaced, as [`unanswered`](Self::unanswered) says), as a [`RedisError`].
+    ///
+    /// # Errors
+    /// What the command failed with, or [`RedisError::is_timeout`].
+    pub async fn bounded<T>(&self, op: impl Future<Output = redis::RedisResult<T>>) -> Result<T, RedisError> {
+        self.run(op).await
     }
 
     /// The longest this crate waits for one operation ([`RedisBuilder::op_timeout`]).
@@ -305,10 +358,14 @@ impl Redis {
         match tokio::time::timeout(self.op_timeout, op).await {
             // redis' own response timeout (the same bound) says no duration: say ours.
             Ok(Err(e)) if e.is_timeout() => {
+                self.unanswered();
                 Err(RedisError { kind: Kind::Timeout(self.op_timeout), source: Some(e) })
             }
             Ok(r) => Ok(r?),
-            Err(_) => Err(RedisError::new(Kind::Timeout(self.op_timeout))),
+            Err(_) => {
+                self.unanswered();
+                Err(RedisError::new(Kind::Timeout(self.op_timeout)))
+            }
         }
     }
 }

@@ -54,7 +54,7 @@ impl RedisReplayCache {
 #[async_trait::async_trait]
 impl ReplayCache for RedisReplayCache {
     async fn first_sight(&self, key: &ReplayKey, now_unix: u64) -> Result<bool, ReplayCacheError> {
-        let mut c = self.redis.conn.clone();
+        let mut c = self.redis.connection();
         // At least a second (`lifetime` is never 0), however late the push is read.
         let lifetime = key.lifetime(now_unix).saturating_mul(1000).min(MAX_LIFETIME_MS);
         let mut set = redis::cmd("SET");
@@ -65,7 +65,7 @@ impl ReplayCache for RedisReplayCache {
     }
 
     async fn forget(&self, key: &ReplayKey) -> Result<(), ReplayCacheError> {
-        let mut c = self.redis.conn.clone();
+        let mut c = self.redis.connection();
         let mut del = redis::cmd("DEL");
         del.arg(self.key(key));
         let _: i64 = self.redis.run(del.query_async(&mut c)).await?;

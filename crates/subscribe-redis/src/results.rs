@@ -47,7 +47,7 @@ impl NotificationResults for RedisNotificationResults {
     async fn record_result(&self, r: &NotificationResult) -> Result<(), LedgerError> {
         let key = self.key(r.msgid);
         let keep_ms = u64::try_from(self.keep.as_millis()).unwrap_or(u64::MAX);
-        let mut c = self.redis.conn.clone();
+        let mut c = self.redis.connection();
         // DEL first: a replaced result keeps no field of the old one.
         let () = self
             .redis
@@ -76,7 +76,7 @@ impl NotificationResults for RedisNotificationResults {
     }
 
     async fn result(&self, msgid: u64) -> Result<Option<NotificationResult>, LedgerError> {
-        let mut c = self.redis.conn.clone();
+        let mut c = self.redis.connection();
         let fields: std::collections::HashMap<String, String> =
             self.redis.run(redis::cmd("HGETALL").arg(self.key(msgid)).query_async(&mut c)).await?;
         if fields.is_empty() {

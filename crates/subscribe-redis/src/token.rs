@@ -121,14 +121,14 @@ fn parse(v: &str) -> Result<CachedToken, RedisError> {
 #[async_trait::async_trait]
 impl TokenStore for RedisTokenStore {
     async fn load(&self, app: &AppId) -> Result<Option<CachedToken>, TokenStoreError> {
-        let mut c = self.redis.conn.clone();
+        let mut c = self.redis.connection();
         let key = self.token_key(app);
         let v: Option<String> = self.redis.run(redis::cmd("GET").arg(&key).query_async(&mut c)).await?;
         Ok(v.as_deref().map(parse).transpose()?)
     }
 
     async fn save(&self, app: &AppId, token: &CachedToken) -> Result<CachedToken, TokenStoreError> {
-        let mut c = self.redis.conn.clone();
+        let mut c = self.redis.connection();
         let mut call = SAVE_SCRIPT.key(self.token_key(app));
         let (text, expires_ms) = token.to_parts();
         call.arg(expires_ms)
@@ -139,7 +139,7 @@ impl TokenStore for RedisTokenStore {
     }
 
     async fn invalidate(&self, app: &AppId, rejected: &AccessToken) -> Result<bool, TokenStoreError> {
-        let mut c = self.redis.conn.clone();
+        let mut c = self.redis.connection();
         let mut call = INVALIDATE_SCRIPT.key(self.token_key(app));
         call.arg(rejected.expose_secret());
         let removed: i64 = self.redis.run(call.invoke_async(&mut c)).await?;
@@ -159,7 +159,7 @@ impl RefreshLease for RedisTokenStore {
         holder: &str,
         ttl: Duration,
     ) -> Result<bool, TokenStoreError> {
-        let mut c = self.redis.conn.clone();
+        let mut c = self.redis.connection();
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let set: Option<String> = self
             .redis
@@ -177,7 +177,7 @@ impl RefreshLease for RedisTokenStore {
     }
 
     async fn release_refresh_lease(&self, app: &AppId, holder: &str) -> Result<(), TokenStoreError> {
-        let mut c = self.redis.conn.clone();
+        let mut c = self.redis.connection();
         let mut call = RELEASE_SCRIPT.key(self.lease_key(app));
         call.arg(holder);
         let _: i64 = self.redis.run(call.invoke_async(&mut c)).await?;
@@ -192,7 +192,7 @@ impl RefreshLease for RedisTokenStore {
         reason: &str,
     ) -> Result<(), TokenStoreError> {
         let reason = HoldOff::bounded_reason(reason);
-        let mut c = self.redis.conn.clone();
+        let mut c = self.redis.connection();
         let mut call = HOLD_OFF_SCRIPT.key(self.lease_key(app));
         let ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX).max(1);
         call.arg(holder).arg(ms).arg(format!("{HOLD_OFF_MARK}{reason}"));
@@ -201,7 +201,7 @@ impl RefreshLease for RedisTokenStore {
     }
 
     async fn refresh_hold_off(&self, app: &AppId) -> Result<Option<HoldOff>, TokenStoreError> {
-        let mut c = self.redis.conn.clone();
+        let mut c = self.redis.connection();
         let call = READ_HOLD_OFF_SCRIPT.key(self.lease_key(app));
         let found: Option<(i64, String)> = self.redis.run(call.invoke_async(&mut c)).await?;
         Ok(found.and_then(|(ttl_ms, reason)| {

@@ -111,7 +111,7 @@ impl UsedStates for RedisUsedStates {
         expires: SystemTime,
         now: SystemTime,
     ) -> Result<StateUse, UsedStatesError> {
-        let mut c = self.redis.conn.clone();
+        let mut c = self.redis.connection();
         // A state that expires within the millisecond still needs its mark for that long.
         let lifetime = key_lifetime_ms(expires, now);
         let mut call = MARK_SCRIPT.key(self.key(state));
@@ -133,7 +133,7 @@ impl UsedStates for RedisUsedStates {
         by: &AnswerDigest,
         claim: &Claim,
     ) -> Result<(), UsedStatesError> {
-        let mut c = self.redis.conn.clone();
+        let mut c = self.redis.connection();
         let mut call = RELEASE_SCRIPT.key(self.key(state));
         call.arg(by.as_str()).arg(claim.id());
         let _: i64 = self.redis.run(call.invoke_async(&mut c)).await?;
@@ -141,7 +141,7 @@ impl UsedStates for RedisUsedStates {
     }
 
     async fn seal(&self, state: &Reserved, by: &AnswerDigest) -> Result<(), UsedStatesError> {
-        let mut c = self.redis.conn.clone();
+        let mut c = self.redis.connection();
         let mut call = SEAL_SCRIPT.key(self.key(state));
         call.arg(by.as_str());
         let _: i64 = self.redis.run(call.invoke_async(&mut c)).await?;

@@ -133,6 +133,7 @@ impl SqlBuilder {
         let pool = PgPoolOptions::new()
             .max_connections(self.max_connections)
             .acquire_timeout(self.op_timeout)
+            .before_acquire(|conn, _| Box::pin(async move { Ok(not_stuck(conn)) }))
             .connect_lazy_with(options);
         Ok(Pool::Pg(pool))
     }
@@ -167,6 +168,7 @@ impl SqlBuilder {
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(self.op_timeout)
+            .before_acquire(|conn, _| Box::pin(async move { Ok(not_stuck(conn)) }))
             .connect_lazy_with(options);
         Ok(Pool::Lite(pool))
     }
@@ -229,4 +231,22 @@ fn private_file(path: &std::path::Path) -> Result<(), SqlError> {
 #[cfg(all(feature = "sqlite", not(unix)))]
 fn private_file(_path: &std::path::Path) -> Result<(), SqlError> {
     Ok(())
+}
+
+/// Whether an idle connection may be handed out: not when sqlx still counts a transaction open
+/// on it. Every transaction of this crate ends (committed, or rolled back when dropped) before
+/// its connection goes back, so one still open is a rollback that failed: SQLite rolls a
+/// transaction back by itself when its disk fills up (`SQLITE_FULL`), after which sqlx's own
+/// `ROLLBACK` fails and its count never comes down, and every later `BEGIN` on the connection
+/// would fail ("begin_with at non-zero transaction depth"). Such a connection is closed and
+/// another opened: the process recovers without a restart.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+fn not_stuck<C: sqlx::Connection>(conn: &C) -> bool {
+    let stuck = conn.is_in_transaction();
+    if stuck {
+        tracing::warn!(
+            "a database connection was left inside a transaction: it is closed and another opened"
+        );
+    }
+    !stuck
 }

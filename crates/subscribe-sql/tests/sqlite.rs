@@ -237,3 +237,31 @@ async fn a_corrupt_row_is_unusable_not_retryable() {
     let e = ledger.pending_page(&scope, None, 10, common::now()).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Configuration, "{e:?}");
 }
+
+/// SQLite ends a transaction by itself on some errors (a full disk: `SQLITE_FULL`), behind
+/// sqlx's back; sqlx's own `ROLLBACK` then fails and its count of open transactions never comes
+/// down, so every later `BEGIN` on that connection failed ("begin_with at non-zero transaction
+/// depth") until the process restarted. The pool now closes such a connection and opens
+/// another: the next operation works.
+#[tokio::test]
+async fn a_connection_left_inside_a_transaction_is_replaced_not_reused() {
+    use subscribe_client::GrantLedger as _;
+    let sql = sqlite().await;
+    let ledger = subscribe_sql::SqlGrantLedger::new(sql.clone());
+    let scope = common::scope("stuck");
+    ledger.record(&scope.key(common::user(1)), common::now()).await.unwrap();
+    {
+        let pool = sql.sqlite_pool().unwrap();
+        let mut tx = pool.begin().await.unwrap();
+        // SQLite ends the transaction, as it does on a full disk; sqlx still counts it open.
+        sqlx::query("ROLLBACK").execute(&mut *tx).await.unwrap();
+        drop(tx); // sqlx's ROLLBACK now fails: "no transaction is active"
+    }
+    for i in 2..5 {
+        ledger
+            .record(&scope.key(common::user(i)), common::now())
+            .await
+            .unwrap_or_else(|e| panic!("the ledger is usable again (grant {i}): {e:?}"));
+    }
+    assert_eq!(ledger.counts(&scope, common::now()).await.unwrap().pending, 4);
+}

@@ -126,7 +126,9 @@ impl RedisIdempotencyStore {
         what: &'static str,
         op: impl Future<Output = ::redis::RedisResult<T>>,
     ) -> Result<T, IdempotencyStoreError> {
-        IdempotencyStoreError::bounded(what, self.redis.op_timeout(), op).await
+        // The handle bounds the call (and replaces a connection that stopped answering);
+        // twice its bound here is only a backstop.
+        IdempotencyStoreError::bounded(what, self.redis.op_timeout() * 2, self.redis.bounded(op)).await
     }
 }
 

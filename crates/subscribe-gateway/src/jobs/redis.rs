@@ -197,7 +197,9 @@ impl RedisJobStore {
         what: &'static str,
         op: impl Future<Output = ::redis::RedisResult<T>>,
     ) -> Result<T, JobStoreError> {
-        JobStoreError::bounded(what, self.redis.op_timeout(), op).await
+        // The handle bounds the call (and replaces a connection that stopped answering);
+        // twice its bound here is only a backstop.
+        JobStoreError::bounded(what, self.redis.op_timeout() * 2, self.redis.bounded(op)).await
     }
 
     /// The job `id`, whatever its app.

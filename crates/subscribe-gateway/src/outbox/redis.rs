@@ -101,7 +101,9 @@ impl RedisOutbox {
         what: &'static str,
         op: impl Future<Output = ::redis::RedisResult<T>>,
     ) -> Result<T, OutboxError> {
-        OutboxError::bounded(what, self.redis.op_timeout(), op).await
+        // The handle bounds the call (and replaces a connection that stopped answering);
+        // twice its bound here is only a backstop.
+        OutboxError::bounded(what, self.redis.op_timeout() * 2, self.redis.bounded(op)).await
     }
 }
 

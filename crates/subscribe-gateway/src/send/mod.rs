@@ -31,7 +31,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::json;
 use subscribe_client::{Client, SendError};
-use tracing::{info, warn};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
 use utoipa::{IntoResponses, ToSchema};
 
 use self::body::{BodyError, Message, MessageKind};
@@ -276,16 +277,26 @@ async fn idempotent(gw: &Gateway, checked: Checked, key: &IdempotencyKey, finger
     };
     records.prune_if_due();
     let claim = NewClaim::new(&id, fingerprint, &owner, records.lease, records.retention);
+    // Asked before the claim: the claim's lease ends no sooner than this plus the lease.
+    let claimed_at = Instant::now();
     let found = match records.store.claim(&claim).await {
         Ok(Claim::Claimed) => {
             let (store, budget, metrics) =
                 (Arc::clone(&records.store), gw.shared.send_budget, gw.metrics().clone());
+            let holds_until = claimed_at + records.lease;
             // The send and its record run on their own: a caller that hangs up, or the request
-            // timeout, does not cancel them, and the answer is stored for the retry.
+            // timeout, does not cancel them, and the answer is stored for the retry. The answer
+            // goes back as soon as the send ends; its record is written meanwhile (again while
+            // the store fails and the claim lasts: a retry meanwhile is 409).
             let task = tokio::spawn(async move {
                 let outcome = deliver(budget, &checked.client, &checked.message).await;
                 observe(&metrics, &checked, &outcome);
-                record(&store, &id, &owner, &outcome).await;
+                if !record(&store, &id, &owner, &outcome, 1).await {
+                    let recorded = outcome.clone();
+                    tokio::spawn(
+                        async move { record_again(&store, &id, &owner, &recorded, holds_until).await },
+                    );
+                }
                 outcome
             });
             return match task.await {
@@ -346,23 +357,66 @@ pub(crate) fn release_later(store: SharedIdempotencyStore, id: String, owner: St
 }
 
 /// Stores the outcome in the claimed record, or releases the claim when nothing was sent.
-async fn record(store: &SharedIdempotencyStore, id: &str, owner: &str, outcome: &Outcome) {
+/// Whether that is settled: `false` when the store failed (a lost connection, a timeout, a
+/// restart: written or not, nobody knows), to be written again ([`record_again`]).
+async fn record(
+    store: &SharedIdempotencyStore,
+    id: &str,
+    owner: &str,
+    outcome: &Outcome,
+    attempt: u32,
+) -> bool {
     let written = if outcome.not_sent_at_all() {
         store.release(id, owner).await
     } else {
         store.complete(id, owner, &outcome.stored()).await
     };
     match written {
-        Ok(true) => {}
-        Ok(false) => warn!(
-            outcome = outcome.name(),
-            "the claim's lease ended before its outcome was stored: retries with this key answer outcome unknown"
-        ),
-        Err(e) => warn!(
-            outcome = outcome.name(),
-            error = %e,
-            "the outcome could not be stored: retries with this key answer 409, then outcome unknown once the lease ends"
-        ),
+        Ok(true) => true,
+        Ok(false) if attempt > 1 => {
+            // An earlier attempt landed although its answer was lost, or the lease ended.
+            debug!(outcome = outcome.name(), attempt, "the record was no longer this claim's to write");
+            true
+        }
+        Ok(false) => {
+            warn!(
+                outcome = outcome.name(),
+                "the claim's lease ended before its outcome was stored: retries with this key answer outcome unknown"
+            );
+            true
+        }
+        Err(e) => {
+            warn!(outcome = outcome.name(), error = %e, attempt, "the outcome could not be stored");
+            false
+        }
+    }
+}
+
+/// Writes a record the store failed again while the claim lasts (250 ms apart, doubling to
+/// 2 s, until a second before `holds_until`): writing the owner's answer twice, or releasing
+/// its claim twice, leaves the record as once, so the key's retries get this answer once the
+/// store is back (409 meanwhile), never `owner_lost` for a message whose outcome was known.
+async fn record_again(
+    store: &SharedIdempotencyStore,
+    id: &str,
+    owner: &str,
+    outcome: &Outcome,
+    holds_until: Instant,
+) {
+    let mut wait = Duration::from_millis(250);
+    for attempt in 2.. {
+        if Instant::now() + wait + Duration::from_secs(1) >= holds_until {
+            warn!(
+                outcome = outcome.name(),
+                "the outcome could not be stored: retries with this key answer 409, then outcome unknown once the lease ends"
+            );
+            return;
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(2));
+        if record(store, id, owner, outcome, attempt).await {
+            return;
+        }
     }
 }
 

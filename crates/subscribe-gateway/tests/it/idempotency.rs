@@ -318,6 +318,8 @@ struct Failing {
     inner: MemoryIdempotencyStore,
     claims_fail: AtomicBool,
     claims_land: bool,
+    /// Answers are stored again (the backend came back).
+    completes_back: AtomicBool,
 }
 
 #[subscribe_client::async_trait]
@@ -331,7 +333,10 @@ impl IdempotencyStore for Failing {
         }
         self.inner.claim(claim).await
     }
-    async fn complete(&self, _: &str, _: &str, _: &StoredAnswer) -> Result<bool, IdempotencyStoreError> {
+    async fn complete(&self, id: &str, owner: &str, a: &StoredAnswer) -> Result<bool, IdempotencyStoreError> {
+        if self.completes_back.load(Ordering::SeqCst) {
+            return self.inner.complete(id, owner, a).await;
+        }
         Err(IdempotencyStoreError::new("the store is down"))
     }
     async fn release(&self, id: &str, owner: &str) -> Result<bool, IdempotencyStoreError> {
@@ -425,6 +430,42 @@ async fn an_answer_that_cannot_be_stored_is_given_and_a_retry_does_not_send() {
     let (status, _, body) = post_to(&http, &url, KEY_S, Some("k"), &mini_program()).await;
     assert_eq!((status, &body["error"]), (409, &json!("idempotency_key_in_progress")), "{body}");
     assert_eq!(sandbox.state().stats().send_requests, 1);
+}
+
+/// An answer the store failed to keep is written again while the claim lasts: once the store
+/// is back, the key's retries get the answer the caller got, never `owner_lost` for a message
+/// whose outcome was known (the store-fault rows of `cargo xtask faults` restart Redis and
+/// PostgreSQL under the gateway for the same).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_the_store_failed_to_keep_is_stored_once_it_is_back() {
+    let sandbox = sandbox().await;
+    let dir = TempDir::new().unwrap();
+    let store = Arc::new(Failing::default());
+    let config = config_on(&sandbox, &dir, "path = \"tokens.db\"", "");
+    let tokens = open_store(&config.store).await.unwrap();
+    let gateway = Gateway::with_stores(&config, tokens, Arc::clone(&store) as _).unwrap();
+    let gateway = Served::start(gateway, &config).await;
+    accept_on(&sandbox);
+    let http = reqwest::Client::new();
+    let url = gateway.url(&route(DEMO_APPID, "mini_program"));
+    let (status, _, body) = post_to(&http, &url, KEY_S, Some("k"), &mini_program()).await;
+    assert_eq!((status, &body), (200, &json!({"outcome": "delivered"})), "the caller learns the outcome");
+    let (status, _, _) = post_to(&http, &url, KEY_S, Some("k"), &mini_program()).await;
+    assert_eq!(status, 409, "in progress while the answer is not stored");
+    store.completes_back.store(true, Ordering::SeqCst);
+    let mut answers = Vec::new();
+    for _ in 0..200 {
+        let (status, headers, body) = post_to(&http, &url, KEY_S, Some("k"), &mini_program()).await;
+        answers.push(status);
+        if status != 409 {
+            assert_eq!((status, &body), (200, &json!({"outcome": "delivered"})), "{answers:?}");
+            assert_eq!(headers["idempotent-replayed"], "true");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(answers.last(), Some(&200), "the answer was never stored: {answers:?}");
+    assert_eq!(sandbox.state().stats().send_requests, 1, "sent once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

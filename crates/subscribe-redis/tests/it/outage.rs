@@ -241,3 +241,50 @@ async fn a_settlement_of_a_grant_redis_lost_says_the_ledger_forgot_it() {
     let e = ledger.settle(&first, subscribe_client::Settlement::Delivered).await.unwrap_err();
     assert!(matches!(e, LedgerError::LeaseLost), "{e:?}");
 }
+
+/// A connection that stops answering without a reset (a paused server, a path that drops
+/// everything) is not reconnected by redis' connection manager, by design: every operation
+/// after it timed out too, forever. The handle now replaces a connection that did not answer
+/// within the operation timeout: the operation after the timeout is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_stopped_answering_is_replaced_and_the_next_operation_served() {
+    let upstream = redis_url().trim_start_matches("redis://").split('/').next().unwrap().to_owned();
+    let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = front.local_addr().unwrap();
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = Arc::clone(&connections);
+    let proxy = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut down, _)) = front.accept().await {
+            // The first connection goes into a black hole: read nothing, answer nothing.
+            if counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                held.push(down);
+                continue;
+            }
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                if let Ok(mut up) = tokio::net::TcpStream::connect(upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                }
+            });
+        }
+    });
+    let redis = Redis::builder(format!("redis://{addr}"))
+        .prefix(format!("wxsub-test:{}:black-hole", std::process::id()))
+        .op_timeout(Duration::from_millis(300))
+        .lazy()
+        .unwrap();
+    let ledger = RedisGrantLedger::new(redis);
+    let key = GrantKey {
+        appid: AppId::new(DEMO_APPID).unwrap(),
+        openid: OpenId::new("oSandbox_Alice_00000000001").unwrap(),
+        template_id: TemplateId::new(DEMO_TEMPLATE).unwrap(),
+        scene: Scene::new(1).unwrap(),
+    };
+    let first = ledger.record(&key, now()).await.unwrap_err();
+    assert!(matches!(first, LedgerError::Backend(_)), "{first:?}");
+    let recorded = ledger.record(&key, now()).await;
+    assert!(recorded.is_ok(), "served on a new connection: {recorded:?}");
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 2, "one new connection");
+    proxy.abort();
+}
