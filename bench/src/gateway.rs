@@ -28,7 +28,7 @@ use super::{children_cpu_time, fixed_server, run_watching_peak, write_lines};
 const KEY: &str = "bench-gateway-key-6b1e0f9d3c7a4e2b8d5f1a0c9e7b3d6f";
 
 /// The gateway binary built beside this one.
-fn gateway_binary() -> std::path::PathBuf {
+pub(crate) fn gateway_binary() -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
     exe.with_file_name(format!("subscribe-gateway{}", std::env::consts::EXE_SUFFIX))
 }

@@ -31,6 +31,7 @@
 
 mod faults;
 mod gateway;
+mod gateway_faults;
 mod latency;
 mod stores;
 

@@ -32,6 +32,9 @@ pub(crate) fn faults(quick: bool) -> Result {
     doc["store_grants"] = grants.parse::<u64>().map_err(|e| e.to_string())?.into();
     doc["store_concurrency"] = in_flight.parse::<u64>().map_err(|e| e.to_string())?.into();
     doc["store_rows"] = stores["rows"].clone();
+    doc["gateway_keys"] = stores["gateway_keys"].clone();
+    doc["gateway_concurrency"] = stores["gateway_concurrency"].clone();
+    doc["gateway_rows"] = stores["gateway_rows"].clone();
     let table = render_faults(&doc)?;
     if table.lines().filter(|l| l.starts_with('|')).count() < 3 {
         return Err(format!("the fault benchmark gave no rows:\n{out}"));

@@ -828,24 +828,56 @@ fn render_store_faults(doc: &Value, out: &mut String) -> Result {
     );
     out.push_str(
         "| Store fault | Fault lasted | Delivered (ledger) | In review | Deliveries counted by the sandbox | \
-         Send requests | Deliveries left unrecorded | Grants the store forgot | Dispatch runs | Settling again after | \
-         Every grant settled after |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         Send requests (token replays) | Token requests | Deliveries left unrecorded | Grants the store forgot | \
+         Dispatch runs | Settling again after | Every grant settled after |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for row in field(doc, "store_rows")?.as_array().ok_or("`store_rows` is not a list")? {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} ({}) | {} | {} | {} | {} | {} | {} |",
             text(row, "name")?,
             secs(row, "fault_s")?,
             n(row, "delivered")?,
             n(row, "in_review")?,
             n(row, "sandbox_deliveries")?,
             n(row, "send_requests")?,
+            n(row, "token_rejections")?,
+            n(row, "token_requests")?,
             n(row, "unrecorded")?,
             n(row, "forgotten_by_the_store")?,
             n(row, "dispatch_runs")?,
             secs(row, "dispatch_back_s")?,
+            secs(row, "elapsed_s")?,
+        );
+    }
+    let _ = write!(
+        out,
+        "\n**The gateway under its store's restart**: {} keyed sends per row at {} in flight, each \
+         caller asking again with the same `Idempotency-Key` while the answer is 409, 503 or none; \
+         `/readyz` read every 100 ms.\n\n",
+        n(doc, "gateway_keys")?,
+        n(doc, "gateway_concurrency")?
+    );
+    out.push_str(
+        "| Store fault | Fault lasted | Keys answered delivered | Unknown | Keys answered two ways | \
+         Deliveries counted by the sandbox | Send requests | `/readyz` 503 after | `/readyz` 200 again after | \
+         Last key answered after |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for row in field(doc, "gateway_rows")?.as_array().ok_or("`gateway_rows` is not a list")? {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            text(row, "name")?,
+            secs(row, "fault_s")?,
+            n(row, "delivered")?,
+            n(row, "unknown")?,
+            n(row, "answers_changed")?,
+            n(row, "sandbox_deliveries")?,
+            n(row, "send_requests")?,
+            secs(row, "readyz_down_after_s")?,
+            secs(row, "readyz_up_after_s")?,
             secs(row, "elapsed_s")?,
         );
     }
@@ -965,7 +997,11 @@ mod tests {
             "last_outcome_s": 0.1}], "store_grants": 2000, "store_concurrency": 64, "store_rows": [{
             "name": "Redis: paused 3 s", "fault_s": 3.0, "delivered": 2000, "in_review": 0,
             "sandbox_deliveries": 2000, "send_requests": 2000, "unrecorded": 0, "forgotten_by_the_store": 0,
-            "dispatch_runs": 6, "dispatch_back_s": null, "elapsed_s": 6.6}]});
+            "dispatch_runs": 6, "dispatch_back_s": null, "elapsed_s": 6.6, "token_rejections": 0,
+            "token_requests": 1}], "gateway_keys": 400, "gateway_concurrency": 16, "gateway_rows": [{
+            "name": "gateway on Redis", "fault_s": 6.0, "delivered": 400, "unknown": 0, "answers_changed": 0,
+            "sandbox_deliveries": 400, "send_requests": 400, "readyz_down_after_s": 2.2,
+            "readyz_up_after_s": 0.4, "elapsed_s": 6.2}]});
         std::fs::write(dir.join("docs/figures/faults.json"), faults.to_string()).unwrap();
         let table = render_bench(&bench_doc()).unwrap();
         let faults_table = render_faults(&faults).unwrap();

@@ -16,13 +16,23 @@ use utoipa::ToSchema;
 
 use crate::Gateway;
 
-/// How long `/readyz` keeps its answer.
+/// How soon `/readyz` reports a token store that stopped answering (for a prober that asks
+/// at least every second): a ready answer is reused for this less the longest a read may take
+/// (1 s), and a read waits no longer.
 pub const READY_CACHE: Duration = Duration::from_secs(3);
 
 /// How long `/readyz` waits for the token store.
-const READY_TIMEOUT: Duration = Duration::from_secs(2);
+const READY_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The readiness probe: one read of the token store, its answer kept for [`READY_CACHE`].
+/// How long a ready answer is reused: [`READY_CACHE`] less [`READY_TIMEOUT`].
+const READY_KEPT: Duration = Duration::from_secs(2);
+
+/// How long a not-ready answer is reused: a store that is back is reported within this and one
+/// read.
+const NOT_READY_CACHE: Duration = Duration::from_secs(1);
+
+/// The readiness probe: one read of the token store, its answer reused for a while
+/// ([`READY_CACHE`], [`NOT_READY_CACHE`]).
 pub(crate) struct Readiness {
     store: SharedTokenStore,
     probe: Option<AppId>,
@@ -38,7 +48,7 @@ impl Readiness {
     async fn ready(&self) -> bool {
         let mut last = self.last.lock().await;
         if let Some((at, ready)) = *last
-            && at.elapsed() < READY_CACHE
+            && at.elapsed() < if ready { READY_KEPT } else { NOT_READY_CACHE }
         {
             return ready;
         }
@@ -79,13 +89,14 @@ pub(crate) async fn healthz() -> Response {
     Json(Health { status: "ok".to_owned() }).into_response()
 }
 
-/// Whether the token store answers (the answer is kept 3 s; no key).
+/// Whether the token store answers (a store that stops answering is reported within 3 s, its
+/// return within about a second; no key).
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "service",
     responses(
-        (status = 200, description = "The token store answered a read within 2 s", body = Ready),
+        (status = 200, description = "The token store answered a read within 1 s", body = Ready),
         (status = 503, description = "The token store did not answer", body = Ready),
     )
 )]

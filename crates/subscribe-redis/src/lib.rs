@@ -325,7 +325,7 @@ impl Redis {
                 );
             }
             Err(e) => {
-                tracing::warn!(error = %RedisError::from(e), "Redis's connection could not be replaced")
+                tracing::warn!(error = %RedisError::from(e), "Redis's connection could not be replaced");
             }
         }
     }

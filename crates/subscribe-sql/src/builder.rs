@@ -238,7 +238,7 @@ fn private_file(_path: &std::path::Path) -> Result<(), SqlError> {
 /// its connection goes back, so one still open is a rollback that failed: SQLite rolls a
 /// transaction back by itself when its disk fills up (`SQLITE_FULL`), after which sqlx's own
 /// `ROLLBACK` fails and its count never comes down, and every later `BEGIN` on the connection
-/// would fail ("begin_with at non-zero transaction depth"). Such a connection is closed and
+/// would fail ("`begin_with` at non-zero transaction depth"). Such a connection is closed and
 /// another opened: the process recovers without a restart.
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 fn not_stuck<C: sqlx::Connection>(conn: &C) -> bool {

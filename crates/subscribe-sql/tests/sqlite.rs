@@ -240,7 +240,7 @@ async fn a_corrupt_row_is_unusable_not_retryable() {
 
 /// SQLite ends a transaction by itself on some errors (a full disk: `SQLITE_FULL`), behind
 /// sqlx's back; sqlx's own `ROLLBACK` then fails and its count of open transactions never comes
-/// down, so every later `BEGIN` on that connection failed ("begin_with at non-zero transaction
+/// down, so every later `BEGIN` on that connection failed ("`begin_with` at non-zero transaction
 /// depth") until the process restarted. The pool now closes such a connection and opens
 /// another: the next operation works.
 #[tokio::test]
