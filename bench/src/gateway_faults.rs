@@ -2,8 +2,9 @@
 //! binary (release, built beside this one) on a Redis (AOF on) or a PostgreSQL of its own,
 //! sending one-time messages to the sandbox for callers that give each an `Idempotency-Key`
 //! and ask again with the same key while the answer is 409, 503 or none, as the gateway's
-//! documentation tells them; the store is restarted (down 6 s) once a third of the keys are
-//! answered, while `/readyz` is read every 100 ms.
+//! documentation tells them; the store is restarted (down 6 s), or reached through a proxy that
+//! black-holes its connections for 6 s, once a third of the keys are answered, while `/readyz`
+//! is read every 100 ms.
 //!
 //! Every row checks: every key answered; asked again afterwards, every key gives the answer it
 //! gave first (no key answered two ways); the sandbox was asked to send once per delivery
@@ -23,7 +24,7 @@ use subscribe_sandbox::{DEMO_APPID, DEMO_SECRET, DEMO_TEMPLATE, SandboxConfig, S
 use subscribe_types::{OpenId, Scene};
 
 use crate::cluster::PasswordCluster;
-use crate::stores::RedisServer;
+use crate::stores::{Mode, Proxy, RedisServer};
 
 /// The callers' key (scope `send` on the demo app).
 const KEY: &str = "bench-store-faults-gateway-key-3f9a1c7e5b2d4f60";
@@ -40,29 +41,47 @@ pub(crate) enum GatewayStore {
 /// The rows: the gateway on Redis, then on PostgreSQL.
 pub(crate) async fn gateway_rows(n: usize, concurrency: usize, only: &[String]) -> Vec<serde_json::Value> {
     let mut rows = Vec::new();
-    for (name, store) in [
-        ("gateway on Redis: restarted, down 6 s, under keyed sends", GatewayStore::Redis),
+    for (name, store, black_hole) in [
+        ("gateway on Redis: restarted, down 6 s, under keyed sends", GatewayStore::Redis, false),
         (
             "gateway on PostgreSQL: restarted (fast shutdown), down 6 s, under keyed sends",
             GatewayStore::Postgres,
+            false,
+        ),
+        (
+            "gateway on Redis through a proxy: connections black-holed (no answer, no reset) for 6 s, under keyed sends",
+            GatewayStore::Redis,
+            true,
+        ),
+        (
+            "gateway on PostgreSQL through a proxy: connections black-holed (no answer, no reset) for 6 s, under keyed sends",
+            GatewayStore::Postgres,
+            true,
         ),
     ] {
         if only.iter().all(|w| name.contains(w.as_str())) {
             eprintln!("store-faults: {name}");
-            rows.push(row(name, store, n, concurrency).await);
+            rows.push(row(name, store, black_hole, n, concurrency).await);
         }
     }
     rows
 }
 
-/// A store the row started, restarted by its fault.
+/// A store the row started, restarted by its fault (or reached through a proxy that
+/// black-holes it).
 enum Server {
     Redis(RedisServer),
     Postgres(PasswordCluster),
 }
 
 impl Server {
-    async fn restart(self: &Arc<Self>) {
+    async fn restart(self: &Arc<Self>, proxy: Option<&Proxy>) {
+        if let Some(proxy) = proxy {
+            proxy.set(Mode::BlackHole);
+            tokio::time::sleep(DOWN).await;
+            proxy.set(Mode::Forward);
+            return;
+        }
         let server = Arc::clone(self);
         tokio::task::spawn_blocking(move || match &*server {
             Server::Redis(r) => {
@@ -118,7 +137,13 @@ async fn ask(http: &reqwest::Client, url: &str, key: &str, body: &[u8]) -> Optio
 }
 
 #[allow(clippy::too_many_lines)] // one row: start, send through the fault, ask again, check
-async fn row(name: &str, store: GatewayStore, n: usize, concurrency: usize) -> serde_json::Value {
+async fn row(
+    name: &str,
+    store: GatewayStore,
+    black_hole: bool,
+    n: usize,
+    concurrency: usize,
+) -> serde_json::Value {
     let sandbox = SandboxHandle::start(SandboxConfig::demo().with_generated_users(n)).await.unwrap();
     let (appid, template) = (SandboxConfig::demo_appid(), SandboxConfig::demo_template());
     for i in 0..n {
@@ -129,17 +154,23 @@ async fn row(name: &str, store: GatewayStore, n: usize, concurrency: usize) -> s
             Scene::new(1).unwrap(),
         );
     }
-    let (server, store_config, store_url) = match store {
+    let (server, store_config, port) = match store {
         GatewayStore::Redis => {
             let r = RedisServer::start(true);
-            let url = format!("redis://127.0.0.1:{}", r.port);
-            (Server::Redis(r), "kind = \"redis\"\nurl_env = \"BENCH_STORE_URL\"", url)
+            let port = r.port;
+            (Server::Redis(r), "kind = \"redis\"\nurl_env = \"BENCH_STORE_URL\"", port)
         }
         GatewayStore::Postgres => {
             let pg = tokio::task::spawn_blocking(|| PasswordCluster::start(PASSWORD)).await.unwrap();
-            let url = pg.url(PASSWORD);
-            (Server::Postgres(pg), "kind = \"postgres\"\nurl_env = \"BENCH_STORE_URL\"", url)
+            let port = pg.port();
+            (Server::Postgres(pg), "kind = \"postgres\"\nurl_env = \"BENCH_STORE_URL\"", port)
         }
+    };
+    let proxy = if black_hole { Some(Proxy::start(port).await) } else { None };
+    let reached = proxy.as_ref().map_or(port, |p| p.port);
+    let store_url = match &server {
+        Server::Redis(_) => format!("redis://127.0.0.1:{reached}"),
+        Server::Postgres(pg) => pg.url(PASSWORD).replace(&format!(":{port}/"), &format!(":{reached}/")),
     };
     let server = Arc::new(server);
     let dir = std::env::temp_dir().join(format!("wxsub-store-faults-gateway-{}", std::process::id()));
@@ -226,7 +257,7 @@ scopes = {{ {DEMO_APPID} = ["send"] }}
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let down_at = Instant::now();
-    server.restart().await;
+    server.restart(proxy.as_ref()).await;
     let back_at = Instant::now();
     while callers.join_next().await.is_some() {}
     let elapsed = started.elapsed();

@@ -956,7 +956,7 @@ impl Drop for SqliteDisk {
 
 /// What the proxy does with the bytes it is given.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Mode {
+pub(crate) enum Mode {
     Forward,
     /// Holds every byte until forwarding resumes.
     Stall,
@@ -966,15 +966,15 @@ enum Mode {
 }
 
 /// A TCP proxy on 127.0.0.1 in front of the row's server, whose faults the row sets.
-struct Proxy {
-    port: u16,
+pub(crate) struct Proxy {
+    pub(crate) port: u16,
     mode: tokio::sync::watch::Sender<Mode>,
     conns: Arc<Mutex<tokio::task::JoinSet<()>>>,
     accept: tokio::task::JoinHandle<()>,
 }
 
 impl Proxy {
-    async fn start(upstream: u16) -> Self {
+    pub(crate) async fn start(upstream: u16) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (mode, _) = tokio::sync::watch::channel(Mode::Forward);
@@ -998,7 +998,7 @@ impl Proxy {
         Self { port, mode, conns, accept }
     }
 
-    fn set(&self, mode: Mode) {
+    pub(crate) fn set(&self, mode: Mode) {
         self.mode.send_replace(mode);
     }
 

@@ -16,9 +16,9 @@ use utoipa::ToSchema;
 
 use crate::Gateway;
 
-/// How soon `/readyz` reports a token store that stopped answering (for a prober that asks
-/// at least every second): a ready answer is reused for this less the longest a read may take
-/// (1 s), and a read waits no longer.
+/// How soon `/readyz` reports a token store that stopped answering, to a prober that asks
+/// often (every 100 ms; one that asks every second may see it a second later): a ready answer
+/// is reused for this less the longest a read may take (1 s), and a read waits no longer.
 pub const READY_CACHE: Duration = Duration::from_secs(3);
 
 /// How long `/readyz` waits for the token store.
@@ -54,8 +54,13 @@ impl Readiness {
         }
         let ready = match &self.probe {
             // The token read is dropped at once: only whether the store answered matters.
+            // The read runs on a task of its own: when it outlasts the probe's wait it still ends
+            // under the store's own bound, which replaces a Redis connection that stopped
+            // answering (a read dropped at the probe's second would never get there).
             Some(app) => {
-                tokio::time::timeout(READY_TIMEOUT, self.store.load(app)).await.is_ok_and(|r| r.is_ok())
+                let (store, app) = (std::sync::Arc::clone(&self.store), app.clone());
+                let read = tokio::spawn(async move { store.load(&app).await.is_ok() });
+                tokio::time::timeout(READY_TIMEOUT, read).await.is_ok_and(|r| r.unwrap_or(false))
             }
             None => true,
         };

@@ -301,7 +301,9 @@ impl Redis {
     /// The shared connection (a clone: cheap, and every clone multiplexes the same one), for
     /// keys of your own beside this crate's (the gateway keeps its idempotency records under
     /// the same prefix). Your commands are yours to bound: [`op_timeout`](Self::op_timeout)
-    /// is what this crate waits for one operation.
+    /// is what this crate waits for one operation, and [`bounded`](Self::bounded) runs one so.
+    /// Take the connection anew for each operation: a connection that stopped answering is
+    /// replaced in the handle ([`unanswered`](Self::unanswered)), not in a clone kept aside.
     pub fn connection(&self) -> ConnectionManager {
         self.link.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }

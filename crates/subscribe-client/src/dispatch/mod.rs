@@ -279,7 +279,7 @@ impl Dispatcher {
     /// recorded once the store answers again; one still unwritten is reported with its
     /// [`ledger_error`](RecipientOutcome::ledger_error), and its grant comes back after the
     /// lease as a second attempt, which WeChat refuses when the first was delivered: review,
-    /// never a second message.
+    /// never a second message. A cancelled dispatch stops retrying (after one last attempt).
     ///
     /// # Errors
     /// [`DispatchError::Ledger`] when the ledger cannot be read or a grant cannot be reserved
@@ -325,7 +325,13 @@ impl Dispatcher {
             grants: grants_tx,
         }));
         let clock = Arc::clone(self.client.clock());
-        tokio::spawn(settle(Arc::clone(&self.ledger), clock, settle_rx, outcomes_tx, SETTLE_WRITERS));
+        tokio::spawn(settle(
+            (Arc::clone(&self.ledger), clock),
+            (self.lease, cancel.clone()),
+            settle_rx,
+            outcomes_tx,
+            SETTLE_WRITERS,
+        ));
         let grants_rx = Arc::new(tokio::sync::Mutex::new(grants_rx));
         for _ in 0..self.concurrency {
             let (grants, finished) = (Arc::clone(&grants_rx), settle_tx.clone());

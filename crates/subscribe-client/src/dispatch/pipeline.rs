@@ -129,8 +129,8 @@ pub(super) const MAX_SETTLE_BATCH: usize = 256;
 /// written, at most `parallel` batches at once; then reports each outcome with its ledger
 /// error, if any.
 pub(super) async fn settle(
-    ledger: Arc<dyn GrantLedger>,
-    clock: crate::SharedClock,
+    (ledger, clock): (Arc<dyn GrantLedger>, crate::SharedClock),
+    (lease, cancel): (Duration, CancellationToken),
     mut finished: mpsc::Receiver<Finished>,
     outcomes: mpsc::Sender<RecipientOutcome>,
     parallel: usize,
@@ -152,10 +152,11 @@ pub(super) async fn settle(
         while writing.len() >= parallel {
             writing.join_next().await;
         }
-        let (ledger, clock, outcomes) = (Arc::clone(&ledger), Arc::clone(&clock), outcomes.clone());
+        let (ledger, clock, outcomes, cancel) =
+            (Arc::clone(&ledger), Arc::clone(&clock), outcomes.clone(), cancel.clone());
         writing.spawn(async move {
             let (items, reports): (Vec<_>, Vec<_>) = batch.into_iter().map(|(r, s, o)| ((r, s), o)).unzip();
-            let mut results = settle_while_held(&*ledger, &*clock, items).await.into_iter();
+            let mut results = settle_while_held(&*ledger, &*clock, (lease, &cancel), items).await.into_iter();
             for mut outcome in reports {
                 outcome.ledger_error = match results.next() {
                     Some(Ok(())) => None,
@@ -184,22 +185,29 @@ const LEASE_MARGIN: Duration = Duration::from_secs(1);
 /// until a reservation's lease lapses no other sender can take its grant, so settling it again
 /// is safe, and the settlement lands once. A retry refused as
 /// [`LeaseLost`](LedgerError::LeaseLost) means the first write landed when the grant now
-/// stands as the settlement left it; otherwise the first error stays. What is still
+/// stands as the settlement left it; otherwise that refusal (or whatever else the retry met
+/// but the backend failing again) is the settlement's result, and it is not retried again. What is still
 /// unwritten when the lease nears its end is reported with its error: the grant comes back
 /// after its lease as a second attempt, which WeChat refuses when the first was delivered, so
 /// it goes to review.
+///
+/// The retries stop when `cancel` is cancelled (one last attempt is made then), and never
+/// outlast `lease` (the ledger may time leases by another clock than the client's).
 pub(super) async fn settle_while_held(
     ledger: &dyn GrantLedger,
     clock: &dyn crate::Clock,
+    (lease, cancel): (Duration, &CancellationToken),
     items: Vec<(Reservation, Settlement)>,
 ) -> Vec<Result<(), LedgerError>> {
     let mut results: Vec<Result<(), LedgerError>> = ledger.settle_many(items.clone()).await;
-    // How long each reservation lasts, read once on the client's clock and then timed on
-    // tokio's (a clock that does not move, as in tests, cannot make this retry forever).
+    // How long each reservation lasts, read once on the client's clock (never more than the
+    // lease) and then timed on tokio's (a clock that does not move, as in tests, cannot make
+    // this retry forever).
     let (now, started) = (clock.now(), tokio::time::Instant::now());
     let lasts: Vec<Duration> =
-        items.iter().map(|(r, _)| r.until.duration_since(now).unwrap_or_default()).collect();
+        items.iter().map(|(r, _)| r.until.duration_since(now).unwrap_or_default().min(lease)).collect();
     let mut wait = FIRST_SETTLE_RETRY;
+    let mut last_attempt = false;
     loop {
         let elapsed = started.elapsed();
         let again: Vec<usize> = (0..items.len())
@@ -211,17 +219,21 @@ pub(super) async fn settle_while_held(
         if again.is_empty() {
             return results;
         }
-        tokio::time::sleep(wait).await;
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = cancel.cancelled(), if !last_attempt => last_attempt = true,
+        }
         wait = (wait * 2).min(MAX_SETTLE_RETRY);
         let retried = ledger.settle_many(again.iter().map(|&i| items[i].clone()).collect()).await;
         for (&i, result) in again.iter().zip(retried) {
-            match result {
-                Ok(()) => results[i] = Ok(()),
-                Err(LedgerError::LeaseLost) if landed(ledger, &items[i]).await => results[i] = Ok(()),
-                // Still failing: keep the backend's error; a definite refusal stands as the first.
-                Err(e @ LedgerError::Backend(_)) => results[i] = Err(e),
-                Err(_) => {}
-            }
+            // Anything but the backend failing again ends this item's retries.
+            results[i] = match result {
+                Err(LedgerError::LeaseLost) if landed(ledger, &items[i]).await => Ok(()),
+                other => other,
+            };
+        }
+        if last_attempt {
+            return results;
         }
     }
 }

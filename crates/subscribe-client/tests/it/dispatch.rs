@@ -359,6 +359,8 @@ struct FlakySettlements {
     failures: std::sync::atomic::AtomicU32,
     writes_first: bool,
     calls: std::sync::atomic::AtomicU32,
+    /// After the failures, every settlement is refused as another sender's (nothing written).
+    then_lease_lost: bool,
 }
 
 impl FlakySettlements {
@@ -368,6 +370,7 @@ impl FlakySettlements {
             failures: failures.into(),
             writes_first,
             calls: 0.into(),
+            then_lease_lost: false,
         }
     }
 }
@@ -411,6 +414,9 @@ impl GrantLedger for FlakySettlements {
                 self.inner.settle(r, s).await?;
             }
             return Err(subscribe_client::LedgerError::backend("connection reset by peer"));
+        }
+        if self.then_lease_lost {
+            return Err(subscribe_client::LedgerError::LeaseLost);
         }
         self.inner.settle(r, s).await
     }
@@ -493,4 +499,28 @@ async fn a_settlement_still_failing_near_the_end_of_its_lease_is_reported_unreco
     assert!(matches!(ledger.get(&key).await.unwrap().unwrap().status, GrantStatus::Reserved { .. }));
     let calls = ledger.calls.load(std::sync::atomic::Ordering::SeqCst);
     assert!((2..=4).contains(&calls), "retried within the lease only: {calls} calls");
+}
+
+/// A retry refused as another sender's counts as written only when the grant stands as the
+/// settlement would have left it: here it is still reserved (the first write never landed),
+/// so the delivery is reported unrecorded (the reservation lost), not recorded, and the
+/// refusal is not retried.
+#[tokio::test]
+async fn a_retry_refused_as_another_senders_is_not_taken_for_a_write_that_landed() {
+    let mock = mock_with_stable_token("T1", 7200);
+    mock.route("POST", SEND_PATH).reply(ok_reply());
+    let ledger = Arc::new(FlakySettlements { then_lease_lost: true, ..FlakySettlements::new(1, false) });
+    let key = scope().key(OpenId::new("oAlice").unwrap());
+    ledger.record(&key, t0()).await.unwrap();
+    let client = builder(&mock, &clock()).build().unwrap();
+    let report = Dispatcher::one_time(client, Arc::clone(&ledger), scope().template_id, scope().scene, build)
+        .run()
+        .await
+        .unwrap();
+    let outcome = &report.outcomes[0];
+    assert_eq!(outcome.kind, OutcomeKind::Delivered);
+    let error = outcome.ledger_error.as_deref().unwrap_or("none");
+    assert!(error.contains("reservation was lost"), "not taken for written: {error}");
+    assert!(ledger.calls.load(std::sync::atomic::Ordering::SeqCst) <= 3, "a refusal is not retried");
+    assert!(matches!(ledger.get(&key).await.unwrap().unwrap().status, GrantStatus::Reserved { .. }));
 }

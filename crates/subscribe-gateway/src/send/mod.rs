@@ -32,7 +32,7 @@ use serde::Serialize;
 use serde_json::json;
 use subscribe_client::{Client, SendError};
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 use utoipa::{IntoResponses, ToSchema};
 
 use self::body::{BodyError, Message, MessageKind};
@@ -375,7 +375,11 @@ async fn record(
         Ok(true) => true,
         Ok(false) if attempt > 1 => {
             // An earlier attempt landed although its answer was lost, or the lease ended.
-            debug!(outcome = outcome.name(), attempt, "the record was no longer this claim's to write");
+            warn!(
+                outcome = outcome.name(),
+                attempt,
+                "the record was no longer this claim's to write: an earlier attempt stored it, or the lease ended and retries with this key answer outcome unknown"
+            );
             true
         }
         Ok(false) => {

@@ -248,31 +248,53 @@ async fn a_settlement_of_a_grant_redis_lost_says_the_ledger_forgot_it() {
 /// within the operation timeout: the operation after the timeout is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_that_stopped_answering_is_replaced_and_the_next_operation_served() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let upstream = redis_url().trim_start_matches("redis://").split('/').next().unwrap().to_owned();
     let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = front.local_addr().unwrap();
-    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counted = Arc::clone(&connections);
+    let (connections, silent) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
+    let (counted, hole) = (Arc::clone(&connections), Arc::clone(&silent));
+    // Forwards every connection; once `silent` is set, the connections open then forward
+    // nothing more in either direction (no answer, no reset), and new ones are served.
     let proxy = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((mut down, _)) = front.accept().await {
-            // The first connection goes into a black hole: read nothing, answer nothing.
-            if counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
-                held.push(down);
-                continue;
-            }
+        while let Ok((down, _)) = front.accept().await {
+            counted.fetch_add(1, SeqCst);
             let upstream = upstream.clone();
+            let opened_silent = hole.load(SeqCst);
+            let hole = Arc::clone(&hole);
             tokio::spawn(async move {
-                if let Ok(mut up) = tokio::net::TcpStream::connect(upstream).await {
-                    let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
-                }
+                let Ok(up) = tokio::net::TcpStream::connect(upstream).await else { return };
+                let ((mut dr, mut dw), (mut ur, mut uw)) = (down.into_split(), up.into_split());
+                let forwards = |_: usize| !opened_silent && !hole.load(SeqCst);
+                let (to_up, to_down) = (forwards, forwards);
+                let a = async {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n) = dr.read(&mut buf).await {
+                        if n == 0 || !to_up(n) || uw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    std::future::pending::<()>().await;
+                };
+                let b = async {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n) = ur.read(&mut buf).await {
+                        if n == 0 || !to_down(n) || dw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    std::future::pending::<()>().await;
+                };
+                tokio::join!(a, b);
             });
         }
     });
     let redis = Redis::builder(format!("redis://{addr}"))
         .prefix(format!("wxsub-test:{}:black-hole", std::process::id()))
         .op_timeout(Duration::from_millis(300))
-        .lazy()
+        .connect()
+        .await
         .unwrap();
     let ledger = RedisGrantLedger::new(redis);
     let key = GrantKey {
@@ -281,10 +303,17 @@ async fn a_connection_that_stopped_answering_is_replaced_and_the_next_operation_
         template_id: TemplateId::new(DEMO_TEMPLATE).unwrap(),
         scene: Scene::new(1).unwrap(),
     };
-    let first = ledger.record(&key, now()).await.unwrap_err();
-    assert!(matches!(first, LedgerError::Backend(_)), "{first:?}");
-    let recorded = ledger.record(&key, now()).await;
-    assert!(recorded.is_ok(), "served on a new connection: {recorded:?}");
-    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 2, "one new connection");
+    ledger.record(&key, now()).await.expect("served while the connection answers");
+    assert_eq!(connections.load(SeqCst), 1);
+    // The established connection goes silent.
+    silent.store(true, SeqCst);
+    let e = ledger.get(&key).await.unwrap_err();
+    assert!(matches!(e, LedgerError::Backend(_)), "{e:?}");
+    silent.store(false, SeqCst);
+    for _ in 0..3 {
+        let got = ledger.get(&key).await;
+        assert!(matches!(got, Ok(Some(_))), "served on a new connection: {got:?}");
+    }
+    assert_eq!(connections.load(SeqCst), 2, "one new connection");
     proxy.abort();
 }
