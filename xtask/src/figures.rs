@@ -822,7 +822,7 @@ fn render_store_faults(doc: &Value, out: &mut String) -> Result {
     let _ = write!(
         out,
         "\n**When the store fails mid-dispatch**: {} grants per row at {} in flight, each on a Redis or \
-         PostgreSQL server of its own; one run of each, every row's expectations checked.\n\n",
+         PostgreSQL server or a SQLite file of its own; one run of each, every row's expectations checked.\n\n",
         n(doc, "store_grants")?,
         n(doc, "store_concurrency")?
     );
