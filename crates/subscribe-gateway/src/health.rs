@@ -94,8 +94,7 @@ pub(crate) async fn healthz() -> Response {
     Json(Health { status: "ok".to_owned() }).into_response()
 }
 
-/// Whether the token store answers (a store that stops answering is reported within 3 s, its
-/// return within about a second; no key).
+/// Whether the token store answers (a failure shows within 3 s, a return within 2 s; no key).
 #[utoipa::path(
     get,
     path = "/readyz",
