@@ -142,15 +142,19 @@ pub(super) async fn settle(
             Some(_) = writing.join_next(), if !writing.is_empty() => continue,
         };
         let Some(first) = first else { break };
+        // A writer free first, then the batch: what finishes while every writer is busy joins
+        // this batch instead of waiting for the next one (a batch taken before the wait stayed
+        // as small as the moment it was taken, and a database committed a few settlements at a
+        // time while hundreds queued behind them).
+        while writing.len() >= parallel {
+            writing.join_next().await;
+        }
         let mut batch = vec![first];
         while batch.len() < MAX_SETTLE_BATCH {
             match finished.try_recv() {
                 Ok(item) => batch.push(item),
                 Err(_) => break,
             }
-        }
-        while writing.len() >= parallel {
-            writing.join_next().await;
         }
         let (ledger, clock, outcomes, cancel) =
             (Arc::clone(&ledger), Arc::clone(&clock), outcomes.clone(), cancel.clone());

@@ -361,6 +361,11 @@ struct FlakySettlements {
     calls: std::sync::atomic::AtomicU32,
     /// After the failures, every settlement is refused as another sender's (nothing written).
     then_lease_lost: bool,
+    /// The size of each `settle_many` batch, in order.
+    batches: std::sync::Mutex<Vec<usize>>,
+    /// When set, the first two `settle_many` calls (both of the dispatcher's writers) wait for
+    /// it to open.
+    gate: Option<tokio::sync::Semaphore>,
 }
 
 impl FlakySettlements {
@@ -371,6 +376,8 @@ impl FlakySettlements {
             writes_first,
             calls: 0.into(),
             then_lease_lost: false,
+            batches: std::sync::Mutex::default(),
+            gate: None,
         }
     }
 }
@@ -419,6 +426,24 @@ impl GrantLedger for FlakySettlements {
             return Err(subscribe_client::LedgerError::LeaseLost);
         }
         self.inner.settle(r, s).await
+    }
+    async fn settle_many(
+        &self,
+        items: Vec<(subscribe_client::Reservation, subscribe_client::Settlement)>,
+    ) -> Vec<Result<(), subscribe_client::LedgerError>> {
+        let call = {
+            let mut batches = self.batches.lock().unwrap();
+            batches.push(items.len());
+            batches.len()
+        };
+        if let (Some(gate), true) = (&self.gate, call <= 2) {
+            let _open = gate.acquire().await.unwrap();
+        }
+        let mut results = Vec::with_capacity(items.len());
+        for (r, s) in items {
+            results.push(self.settle(&r, s).await);
+        }
+        results
     }
     async fn get(
         &self,
@@ -476,6 +501,53 @@ async fn a_settlement_the_backend_failed_is_written_again_while_the_reservation_
         assert!(ledger.calls.load(std::sync::atomic::Ordering::SeqCst) >= 2, "retried");
         assert_eq!(sends_per_user(&mock)["oAlice"], 1);
     }
+}
+
+/// While both of the dispatcher's settlement writers are busy, what finishes waits for the
+/// next free writer in one batch: a batch is taken when a writer is free, not when its first
+/// settlement arrives (then it stayed as small as that moment, and a database committed one
+/// settlement at a time while the rest queued behind it). Here `oA` and `oB` finish first and
+/// hold both writers; `oC` finishes alone while they are busy, the twenty `oD…` later; once the
+/// writers are free, `oC` and the twenty are written together.
+#[tokio::test(start_paused = true)]
+async fn settlements_that_finish_while_every_writer_is_busy_are_written_in_one_batch() {
+    let mock = mock_with_stable_token("T1", 7200);
+    mock.route("POST", SEND_PATH).respond_with(|req| {
+        let v: serde_json::Value = serde_json::from_slice(req.body()).unwrap();
+        let after = match v["touser"].as_str().unwrap() {
+            "oA" => 0,
+            "oB" => 100,
+            "oC" => 300,
+            _ => 600,
+        };
+        ok_reply().delay(Duration::from_millis(after))
+    });
+    let ledger = Arc::new(FlakySettlements {
+        gate: Some(tokio::sync::Semaphore::new(0)),
+        ..FlakySettlements::new(0, false)
+    });
+    let mut users = vec!["oA".to_owned(), "oB".to_owned(), "oC".to_owned()];
+    users.extend((0..20).map(|i| format!("oD{i:02}")));
+    for u in &users {
+        ledger.record(&scope().key(OpenId::new(u.as_str()).unwrap()), t0()).await.unwrap();
+    }
+    let client = builder(&mock, &clock()).build().unwrap();
+    let dispatch = tokio::spawn({
+        let ledger = Arc::clone(&ledger);
+        async move {
+            Dispatcher::one_time(client, ledger, scope().template_id, scope().scene, build)
+                .concurrency(users.len())
+                .run()
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(*ledger.batches.lock().unwrap(), [1, 1], "oA and oB each hold a writer");
+    ledger.gate.as_ref().unwrap().add_permits(2);
+    let report = dispatch.await.unwrap().unwrap();
+    assert_eq!(report.outcomes.len(), 23);
+    assert!(report.outcomes.iter().all(|o| o.kind == OutcomeKind::Delivered && o.ledger_error.is_none()));
+    assert_eq!(*ledger.batches.lock().unwrap(), [1, 1, 21], "oC and the twenty in one batch");
 }
 
 /// A backend that stays down is not retried past the reservation: the outcome carries the
