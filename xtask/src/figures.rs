@@ -736,7 +736,10 @@ fn bench_rows(s: &Value) -> Result<Vec<[String; 4]>> {
                 };
                 let sends = number(hi, "in_flight")? - number(lo, "in_flight")?;
                 if sends > 0.0 {
-                    let kib = (number(hi, "peak_rss_mib")? - number(lo, "peak_rss_mib")?) * 1024.0 / sends;
+                    let growth = |key: &str| -> Result<f64> {
+                        Ok((number(hi, key)? - number(lo, key)?) * 1024.0 / sends)
+                    };
+                    let (kib, plain) = (growth("peak_rss_mib")?, growth("plain_connections_peak_rss_mib")?);
                     rows.push([
                         "Memory per send in flight, `--transport hyper`".to_owned(),
                         format!(
@@ -744,8 +747,10 @@ fn bench_rows(s: &Value) -> Result<Vec<[String; 4]>> {
                             n(lo, "in_flight")?,
                             n(hi, "in_flight")?
                         ),
-                        "—".to_owned(),
-                        "—".to_owned(),
+                        format!(
+                            "plain hyper, the same growth per keep-alive connection: {plain:.1} KiB (its buffers and its task's channel)"
+                        ),
+                        format!("{:.3} ×", kib / plain),
                     ]);
                 }
             }
