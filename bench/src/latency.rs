@@ -85,6 +85,13 @@ async fn slow_server(tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>) -> Sl
     Slow { base: format!("{scheme}://{addr}"), accepted, handshakes }
 }
 
+/// `slow-server`: the fake alone (plain HTTP), its base URL printed, served until killed.
+pub(crate) async fn serve_slow() -> serde_json::Value {
+    let server = slow_server(None).await;
+    eprintln!("{}", server.base);
+    std::future::pending().await
+}
+
 /// `latency <lines> <in flight>...`: one row per number in flight, plain HTTP then TLS.
 #[allow(clippy::too_many_lines)] // one row's three sides and its TLS side, in order
 pub(crate) async fn latency(lines: usize, in_flights: &[usize]) -> serde_json::Value {

@@ -878,6 +878,9 @@ fn main() {
             }
             "dispatch-at" => latency::dispatch_at(&args[1], num(2, 10_000), num(3, 256), &args[4]).await,
             "plain-connections" => latency::plain_connections(&args[1], num(2, 10_000), num(3, 256)).await,
+            // The latency scenario's fake alone, for a profiler or a hand-run sender: prints its
+            // base URL, then serves (answering each send after 50 ms) until killed.
+            "slow-server" => latency::serve_slow().await,
             "faults" => faults::faults(num(1, 2_000), num(2, 32), &args).await,
             "store-faults" => stores::store_faults(num(1, 10_000), num(2, 64), &args).await,
             other => panic!(

@@ -28,7 +28,12 @@ pub(crate) fn faults(quick: bool) -> Result {
     doc["rows"] = result["rows"].clone();
     let (grants, in_flight) = if quick { ("2000", "64") } else { ("10000", "64") };
     eprintln!("xtask faults: the stores failing mid-dispatch, {grants} grants at {in_flight} in flight");
-    let stores = last_json(&run_bench(&bench, &["store-faults", grants, in_flight])?, "store-fault")?;
+    let mut args = vec!["store-faults", grants, in_flight];
+    if quick {
+        // As the rows above: a few at a time in the quick run, one by one for the figures.
+        args.push("together");
+    }
+    let stores = last_json(&run_bench(&bench, &args)?, "store-fault")?;
     doc["store_grants"] = grants.parse::<u64>().map_err(|e| e.to_string())?.into();
     doc["store_concurrency"] = in_flight.parse::<u64>().map_err(|e| e.to_string())?.into();
     doc["store_rows"] = stores["rows"].clone();
