@@ -186,18 +186,34 @@ pub(crate) async fn store_faults(n: usize, concurrency: usize, args: &[String]) 
     if args.iter().any(|a| a == "together") {
         // A few rows at a time, each on servers of its own: a row mostly waits (its outage, a
         // lease, a restart), so they overlap well; a few, not all, so that two cores still
-        // carry each row's dispatch and the fault still strikes mid-dispatch.
-        let slots = Arc::new(tokio::sync::Semaphore::new(TOGETHER));
-        let mut running = tokio::task::JoinSet::new();
-        for (index, row) in selected.enumerate() {
-            let slots = Arc::clone(&slots);
-            running.spawn(async move {
-                let _slot = slots.acquire_owned().await.unwrap();
-                eprintln!("store-faults: {}", row.name);
-                (index, run_row(row, n, concurrency, broken).await)
-            });
-        }
-        let mut done: Vec<(usize, serde_json::Value)> = running.join_all().await;
+        // carry each row's dispatch and the fault still strikes mid-dispatch. Each of the few
+        // threads runs its rows on a runtime of its own: a row blocks its runtime at times
+        // (starting redis-server, pg_ctl, filling a disk), which must not stall another row's
+        // dispatch and fire its timeouts and leases.
+        let selected: Vec<(usize, &'static Row)> = selected.enumerate().collect();
+        let mut done: Vec<(usize, serde_json::Value)> = tokio::task::spawn_blocking(move || {
+            let next = std::sync::atomic::AtomicUsize::new(0);
+            std::thread::scope(|scope| {
+                let threads: Vec<_> = (0..TOGETHER)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            let rt =
+                                tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+                            let mut rows = Vec::new();
+                            while let Some(&(index, row)) = selected.get(next.fetch_add(1, Ordering::Relaxed))
+                            {
+                                eprintln!("store-faults: {}", row.name);
+                                rows.push((index, rt.block_on(run_row(row, n, concurrency, broken))));
+                            }
+                            rows
+                        })
+                    })
+                    .collect();
+                threads.into_iter().flat_map(|t| t.join().unwrap()).collect()
+            })
+        })
+        .await
+        .unwrap();
         done.sort_by_key(|(index, _)| *index);
         rows.extend(done.into_iter().map(|(_, row)| row));
     } else {

@@ -30,7 +30,8 @@ pub(crate) fn faults(quick: bool) -> Result {
     eprintln!("xtask faults: the stores failing mid-dispatch, {grants} grants at {in_flight} in flight");
     let mut args = vec!["store-faults", grants, in_flight];
     if quick {
-        // As the rows above: a few at a time in the quick run, one by one for the figures.
+        // A few at a time in the quick run (the rows above run all at once), one by one for
+        // the figures.
         args.push("together");
     }
     let stores = last_json(&run_bench(&bench, &args)?, "store-fault")?;

@@ -750,7 +750,12 @@ fn bench_rows(s: &Value) -> Result<Vec<[String; 4]>> {
                         format!(
                             "plain hyper, the same growth per keep-alive connection: {plain:.1} KiB (its buffers and its task's channel)"
                         ),
-                        format!("{:.3} ×", kib / plain),
+                        // A noisy run can show no growth for the baseline: no ratio then.
+                        if plain > 0.0 {
+                            format!("{:.3} × the memory per connection", kib / plain)
+                        } else {
+                            "—".to_owned()
+                        },
                     ]);
                 }
             }
