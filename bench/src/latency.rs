@@ -346,7 +346,7 @@ pub(crate) async fn dispatch_at(base: &str, grants: usize, n: usize, ledger: &st
 }
 
 /// The PostgreSQL server's main process (the parent of `pool`'s backend), when on this machine.
-async fn postmaster_pid(pool: &sqlx::PgPool) -> Option<u32> {
+pub(crate) async fn postmaster_pid(pool: &sqlx::PgPool) -> Option<u32> {
     let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(pool).await.ok()?;
     let status = std::fs::read_to_string(format!("/proc/{backend}/status")).ok()?;
     status.lines().find_map(|l| l.strip_prefix("PPid:")).and_then(|p| p.trim().parse().ok())

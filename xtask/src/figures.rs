@@ -622,11 +622,20 @@ fn bench_rows(s: &Value) -> Result<Vec<[String; 4]>> {
             ratio(s, "ratio_to_client_send")?,
         ]],
         "dispatch-sql" => {
-            let memory = format!("the in-memory ledger, same rounds: {} msg/s", n(s, "memory_per_s")?);
+            let memory = format!(
+                "the in-memory ledger, same rounds: {} msg/s, {} µs CPU/msg",
+                n(s, "memory_per_s")?,
+                n(s, "memory_cpu_us_per_msg")?
+            );
+            // The CPU floor is the full run's; the quick run checks the rate alone.
+            let cpu_floor = match s.get("postgres_cpu_floor") {
+                None | Some(Value::Null) => String::new(),
+                _ => format!(", floor {}", ratio(s, "postgres_cpu_floor")?),
+            };
             vec![
                 [
                     format!("Dispatch: {} grants on `SqlGrantLedger`, SQLite (a WAL file)", n(s, "grants")?),
-                    format!("{} msg/s", n(s, "sqlite_per_s")?),
+                    format!("{} msg/s, {} µs CPU/msg", n(s, "sqlite_per_s")?, n(s, "sqlite_cpu_us_per_msg")?),
                     memory.clone(),
                     ratio(s, "sqlite_ratio")?,
                 ],
@@ -635,9 +644,19 @@ fn bench_rows(s: &Value) -> Result<Vec<[String; 4]>> {
                         "Dispatch: {} grants on `SqlGrantLedger`, PostgreSQL on the same machine",
                         n(s, "grants")?
                     ),
-                    format!("{} msg/s", n(s, "postgres_per_s")?),
+                    format!(
+                        "{} msg/s, {} µs CPU/msg and the server's own {} µs CPU/msg",
+                        n(s, "postgres_per_s")?,
+                        n(s, "postgres_cpu_us_per_msg")?,
+                        n(s, "postgres_database_cpu_us_per_msg")?
+                    ),
                     memory,
-                    format!("{} (floor {})", ratio(s, "postgres_ratio")?, ratio(s, "postgres_floor")?),
+                    format!(
+                        "{} (floor {}); CPU per message, the server's included: {}{cpu_floor}",
+                        ratio(s, "postgres_ratio")?,
+                        ratio(s, "postgres_floor")?,
+                        ratio(s, "postgres_cpu_ratio")?
+                    ),
                 ],
             ]
         }
