@@ -348,8 +348,18 @@ pub(crate) async fn dispatch_at(base: &str, grants: usize, n: usize, ledger: &st
 /// The PostgreSQL server's main process (the parent of `pool`'s backend), when on this machine.
 pub(crate) async fn postmaster_pid(pool: &sqlx::PgPool) -> Option<u32> {
     let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(pool).await.ok()?;
+    // A server elsewhere (another machine, another PID namespace) has a backend pid that may
+    // name an unrelated process here: only a `postgres` process and its `postgres` parent count.
+    let postgres = |pid: &str| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "postgres")
+    };
+    if !postgres(&backend.to_string()) {
+        return None;
+    }
     let status = std::fs::read_to_string(format!("/proc/{backend}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("PPid:")).and_then(|p| p.trim().parse().ok())
+    let parent: u32 =
+        status.lines().find_map(|l| l.strip_prefix("PPid:")).and_then(|p| p.trim().parse().ok())?;
+    postgres(&parent.to_string()).then_some(parent)
 }
 
 /// CPU time (user + system) of process `pid`, of its children it has waited for, and of those
@@ -363,14 +373,26 @@ pub(crate) fn process_tree_cpu(pid: u32) -> Duration {
         let parent = n(1);
         Some((parent, if own_only { n(11) + n(12) } else { n(11) + n(12) + n(13) + n(14) }))
     };
-    let mut total = ticks(&pid.to_string(), false).map_or(0, |(_, t)| t);
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let name = entry.file_name();
-        let Some(name) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else { continue };
-        if let Some((parent, t)) = ticks(name, true)
-            && parent == u64::from(pid)
-        {
-            total += t;
+    // A child that exits and is waited for while the children are read moves its time from
+    // its own to the parent's between the two reads, and would count nowhere: the read is
+    // taken again until the parent's own and children's time did not change across it.
+    let mut total = 0;
+    for _ in 0..10 {
+        let parent_time = ticks(&pid.to_string(), false).map_or(0, |(_, t)| t);
+        total = parent_time;
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else {
+                continue;
+            };
+            if let Some((parent, t)) = ticks(name, true)
+                && parent == u64::from(pid)
+            {
+                total += t;
+            }
+        }
+        if ticks(&pid.to_string(), false).map_or(0, |(_, t)| t) == parent_time {
+            break;
         }
     }
     Duration::from_millis(total * 10) // USER_HZ is 100 on Linux

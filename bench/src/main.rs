@@ -732,8 +732,12 @@ async fn dispatch_rate(
     let wall = t0.elapsed();
     let per_msg = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
     let cpu_us = per_msg(cpu_time().saturating_sub(cpu0));
-    let database_us =
-        db0.zip(database).map(|(before, pid)| per_msg(latency::process_tree_cpu(pid).saturating_sub(before)));
+    // No CPU at all is a server whose processes could not be read, not a free ledger.
+    let database_us = db0
+        .zip(database)
+        .map(|(before, pid)| latency::process_tree_cpu(pid).saturating_sub(before))
+        .filter(|d| !d.is_zero())
+        .map(per_msg);
     assert_eq!(report.progress.delivered, n as u64, "{:?}", report.progress);
     Dispatched { per_s: n as f64 / wall.as_secs_f64(), cpu_us, database_us }
 }
@@ -815,6 +819,9 @@ async fn dispatch_sql(n: usize) -> serde_json::Value {
                 .unwrap();
             let ledger = SqlGrantLedger::new(sql);
             ledger.record_many(&scope, &openids).await.unwrap();
+            // The fill's dirty pages written now, not by the checkpointer during the dispatch
+            // (whose CPU would count as the dispatch's). Needs a superuser: the default is one.
+            let _ = sqlx::query("CHECKPOINT").execute(admin).await;
             postgres.push(dispatch_rate(&c, Arc::new(ledger), &scope, n, postmaster).await);
             sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(admin).await.unwrap();
         }
@@ -833,7 +840,7 @@ async fn dispatch_sql(n: usize) -> serde_json::Value {
     let rate_ratio = |x: &Dispatched, m: &Dispatched| Some(x.per_s / m.per_s);
     let postgres_ratio = paired(&postgres, &rate_ratio);
     // The in-memory run's CPU per message over PostgreSQL's, the server's included.
-    let postgres_cpu_ratio = paired(&postgres, &|x, m| x.database_us.map(|d| m.cpu_us / (x.cpu_us + d)));
+    let postgres_cpu_ratio = paired(&postgres, &|x, m| cpu_ratio(m.cpu_us, x.cpu_us, x.database_us));
     let database_us = {
         let d: Vec<f64> = postgres.iter().filter_map(|r| r.database_us).collect();
         (!d.is_empty()).then(|| tenth(median(&d)))
@@ -863,6 +870,19 @@ async fn dispatch_sql(n: usize) -> serde_json::Value {
             "sqlite": rates(&sqlite).iter().map(|x| x.round()).collect::<Vec<_>>(),
             "postgres": rates(&postgres).iter().map(|x| x.round()).collect::<Vec<_>>(),
         },
+        "cpu_us_per_msg_runs": cpu_runs(&memory, &sqlite, &postgres),
+    })
+}
+
+/// Each round's CPU per message, per ledger (and PostgreSQL's server's).
+fn cpu_runs(memory: &[Dispatched], sqlite: &[Dispatched], postgres: &[Dispatched]) -> serde_json::Value {
+    let tenth = |x: f64| (x * 10.0).round() / 10.0;
+    let own = |runs: &[Dispatched]| runs.iter().map(|r| tenth(r.cpu_us)).collect::<Vec<_>>();
+    json!({
+        "memory": own(memory),
+        "sqlite": own(sqlite),
+        "postgres": own(postgres),
+        "postgres_database": postgres.iter().map(|r| r.database_us.map(tenth)).collect::<Vec<_>>(),
     })
 }
 
@@ -870,12 +890,20 @@ async fn dispatch_sql(n: usize) -> serde_json::Value {
 /// per message's.
 ///
 /// Measured on this machine at 100,000 grants: rates 0.41-0.63 x the in-memory ledger from run
-/// to run, the CPU ratio about 0.58 (the sender and the fixed server about 40 us per message, as
-/// in memory, and PostgreSQL's server about 30 us). The CPU floor fails a ledger whose server or
-/// client work per message grows by half; the rate floor, 0.25, one that waits where it used to
-/// work (a CI run, 5,000 grants beside the other steps: 0.39-0.55).
+/// to run, the CPU ratio 0.508-0.738 (the sender and the fixed server 40-60 us per message, as
+/// in memory, and PostgreSQL's server 27-40 us; the in-memory run's CPU per message itself
+/// swings when the machine is busy). The CPU floor, 0.45, fails a ledger whose server works
+/// twice as much per message (0.42 at the published figures); the rate floor, 0.35 (0.25 at
+/// CI's size: 5,000 grants beside the other steps measured 0.39-0.55), one that waits where it
+/// used to work (a lock, a serial step), which the CPU does not show.
 fn sql_floors(n: usize) -> (f64, Option<f64>) {
-    (0.25, (n >= 100_000).then_some(0.4))
+    if n >= 100_000 { (0.35, Some(0.45)) } else { (0.25, None) }
+}
+
+/// The in-memory run's CPU per message over a PostgreSQL run's, its server's included; none
+/// when the server's CPU was not read.
+fn cpu_ratio(memory_us: f64, sender_us: f64, database_us: Option<f64>) -> Option<f64> {
+    database_us.map(|d| memory_us / (sender_us + d))
 }
 
 /// What the dispatch-sql figures break of [`sql_floors`].
@@ -997,22 +1025,35 @@ fn main() {
 
 #[cfg(test)]
 mod tests {
-    use super::sql_violations;
+    use super::{cpu_ratio, sql_violations};
 
     #[test]
-    fn the_full_dispatch_sql_run_fails_on_cpu_per_message_and_the_quick_one_on_the_rate_alone() {
-        // Today's figures pass in both modes.
-        assert!(sql_violations(100_000, Some(0.55), Some(0.578), true).is_empty());
+    fn the_full_dispatch_sql_run_fails_on_cpu_per_message_and_every_run_on_the_rate() {
+        // Today's figures pass in both modes, the slowest full run's rate (0.41) included.
+        assert!(sql_violations(100_000, Some(0.563), Some(0.598), true).is_empty());
+        assert!(sql_violations(100_000, Some(0.41), Some(0.508), true).is_empty());
         assert!(sql_violations(5_000, Some(0.45), None, true).is_empty());
-        // A ledger whose work per message grew by half fails the full run, whatever its rate.
-        let v = sql_violations(100_000, Some(0.6), Some(0.38), true);
-        assert!(v.len() == 1 && v[0].contains("CPU per message"), "{v:?}");
-        // A dispatch that waits fails every run on its rate.
+        // A ledger whose server works twice as much fails the full run, whatever its rate.
+        let slower = cpu_ratio(39.4, 38.5, Some(27.4 * 2.0)).unwrap();
+        let v = sql_violations(100_000, Some(0.6), Some(slower), true);
+        assert!(v.len() == 1 && v[0].contains("CPU per message"), "{slower}: {v:?}");
+        // A dispatch that waits (its CPU unchanged, its rate halved) fails the full run on its
+        // rate, and a CI run below a quarter.
+        let v = sql_violations(100_000, Some(0.28), Some(0.598), true);
+        assert!(v.len() == 1 && v[0].contains("rate"), "{v:?}");
+        assert!(sql_violations(5_000, Some(0.3), None, true).is_empty());
         assert_eq!(sql_violations(5_000, Some(0.2), None, true).len(), 1);
-        assert_eq!(sql_violations(100_000, Some(0.2), Some(0.5), true).len(), 1);
         // The full run cannot pass without the server's CPU; with no PostgreSQL at all it is
         // reported as not run elsewhere.
         assert!(sql_violations(100_000, Some(0.55), None, true)[0].contains("could not be read"));
         assert!(sql_violations(100_000, None, None, false).is_empty());
+    }
+
+    #[test]
+    fn the_cpu_ratio_counts_the_servers_cpu_with_the_senders() {
+        // The published run: 39.4 us in memory, 38.5 + 27.4 us on PostgreSQL.
+        let r = cpu_ratio(39.4, 38.5, Some(27.4)).unwrap();
+        assert!((r - 0.598).abs() < 0.001, "{r}");
+        assert_eq!(cpu_ratio(39.4, 38.5, None), None, "no server CPU, no ratio");
     }
 }

@@ -627,10 +627,24 @@ fn bench_rows(s: &Value) -> Result<Vec<[String; 4]>> {
                 n(s, "memory_per_s")?,
                 n(s, "memory_cpu_us_per_msg")?
             );
-            // The CPU floor is the full run's; the quick run checks the rate alone.
-            let cpu_floor = match s.get("postgres_cpu_floor") {
-                None | Some(Value::Null) => String::new(),
-                _ => format!(", floor {}", ratio(s, "postgres_cpu_floor")?),
+            // The CPU floor is the full run's; the quick run checks the rate alone. A server
+            // that is not on this machine has no CPU to read (a quick run may use one).
+            let present = |key: &str| !matches!(s.get(key), None | Some(Value::Null));
+            let cpu_floor = if present("postgres_cpu_floor") {
+                format!(", floor {}", ratio(s, "postgres_cpu_floor")?)
+            } else {
+                String::new()
+            };
+            let (database_cpu, cpu_ratio) = if present("postgres_database_cpu_us_per_msg") {
+                (
+                    format!("the server's own {} µs CPU/msg", n(s, "postgres_database_cpu_us_per_msg")?),
+                    format!(
+                        "; CPU per message, the server's included: {}{cpu_floor}",
+                        ratio(s, "postgres_cpu_ratio")?
+                    ),
+                )
+            } else {
+                ("the server's CPU not read (not on this machine)".to_owned(), String::new())
             };
             vec![
                 [
@@ -645,17 +659,16 @@ fn bench_rows(s: &Value) -> Result<Vec<[String; 4]>> {
                         n(s, "grants")?
                     ),
                     format!(
-                        "{} msg/s, {} µs CPU/msg and the server's own {} µs CPU/msg",
+                        "{} msg/s, {} µs CPU/msg and {}",
                         n(s, "postgres_per_s")?,
                         n(s, "postgres_cpu_us_per_msg")?,
-                        n(s, "postgres_database_cpu_us_per_msg")?
+                        database_cpu
                     ),
                     memory,
                     format!(
-                        "{} (floor {}); CPU per message, the server's included: {}{cpu_floor}",
+                        "{} (floor {}){cpu_ratio}",
                         ratio(s, "postgres_ratio")?,
-                        ratio(s, "postgres_floor")?,
-                        ratio(s, "postgres_cpu_ratio")?
+                        ratio(s, "postgres_floor")?
                     ),
                 ],
             ]
